@@ -1,0 +1,62 @@
+{
+  "targets": [
+    {
+      # Compiles bpf/*.bpf.c with clang -target bpf and turns the object into a libbpf
+      # skeleton header, so the addon embeds the BPF program and never reads a .o at run time.
+      "target_name": "bpf_skeleton",
+      "type": "none",
+      "actions": [
+        {
+          "action_name": "thread_tracker_skel",
+          "inputs": [
+            "bpf/thread_tracker.bpf.c",
+            "bpf/thread_tracker.h",
+            "bpf/vmlinux_min.h",
+            "scripts/build-bpf.sh"
+          ],
+          "outputs": ["<(SHARED_INTERMEDIATE_DIR)/bpf/thread_tracker.skel.h"],
+          "action": ["bash", "scripts/build-bpf.sh", "bpf/thread_tracker.bpf.c", "<(SHARED_INTERMEDIATE_DIR)/bpf"]
+        }
+      ]
+    },
+    {
+      "target_name": "jouletrace",
+      "dependencies": ["bpf_skeleton"],
+      "sources": [
+        "native/addon.cc",
+        "native/energy/cpu_info.cc",
+        "native/energy/msr_source.cc",
+        "native/energy/powercap_source.cc",
+        "native/energy/perf_source.cc",
+        "native/energy/model_source.cc",
+        "native/energy/source_factory.cc",
+        "native/energy/source_binding.cc",
+        "native/threads/bpf_tracker.cc",
+        "native/threads/procfs_tracker.cc",
+        "native/threads/tracker_binding.cc",
+        "native/sampler/attribution.cc",
+        "native/sampler/sampler.cc",
+        "native/sampler/sampler_binding.cc"
+      ],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "native",
+        "bpf",
+        "<(SHARED_INTERMEDIATE_DIR)/bpf"
+      ],
+      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "cflags": ["-Wall", "-Wextra", "-O2", "-fvisibility=hidden"],
+      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-O2", "-fno-exceptions"],
+      "cflags_cc!": ["-fno-rtti"],
+      # JOULETRACE_STATIC_LIBBPF=1 (set by scripts/prebuild.sh) links libbpf, libelf and zlib
+      # statically so a prebuilt addon runs on machines without them.
+      "conditions": [
+        ["\"<!(echo $JOULETRACE_STATIC_LIBBPF)\"==\"1\"", {
+          "libraries": ["-Wl,-Bstatic", "-lbpf", "-lelf", "-lz", "-Wl,-Bdynamic"]
+        }, {
+          "libraries": ["-lbpf", "-lelf", "-lz"]
+        }]
+      ]
+    }
+  ]
+}

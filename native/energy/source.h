@@ -1,0 +1,97 @@
+// The one interface every energy source implements (msr, powercap, perf, model), and the
+// options that select and configure them. Sources are opened on the JS thread and then read
+// from the sampler thread only, so read() must not allocate or touch V8.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace jouletrace {
+
+enum class Vendor { Unknown, Intel, Amd, Hygon };
+
+struct CpuIdentity {
+  Vendor vendor = Vendor::Unknown;
+  uint32_t family = 0;  // display family (base + extended, as /proc/cpuinfo prints it)
+  uint32_t model = 0;   // display model (extended model folded in)
+  std::string brand;    // CPUID brand string, may be empty
+};
+
+const char* vendorName(Vendor v);
+
+struct SourceOptions {
+  // printf-style template with one %d for the CPU number, e.g. "/tmp/emu/cpu%d/msr".
+  std::string msrPath = "/dev/cpu/%d/msr";
+  std::string powercapRoot = "/sys/class/powercap";
+  // Topology (cpuN/topology/physical_package_id, core_id) and the list of online CPUs.
+  std::string sysfsCpuRoot = "/sys/devices/system/cpu";
+  std::string perfPmuRoot = "/sys/bus/event_source/devices/power";
+  std::string procStatPath = "/proc/stat";
+  // Overrides CPUID (tests, or a VM that hides the vendor).
+  bool hasCpuOverride = false;
+  CpuIdentity cpuOverride;
+  // model source: watts at 0% and 100% utilisation of the whole machine; < 0 derives defaults
+  // from the core count.
+  double modelIdleWatts = -1;
+  double modelMaxWatts = -1;
+};
+
+struct Domain {
+  std::string name;     // "package", "core", "uncore", "dram", "psys"
+  int package = 0;      // physical package id (0 for psys, which is platform-wide)
+  double unitJoules = 0;  // joules per tick of DomainReading::ticks
+  bool estimated = false;
+  // Energy after which the hardware counter wraps, in joules (0 = never wraps in practice).
+  double wrapJoules = 0;
+};
+
+struct DomainReading {
+  uint64_t raw = 0;    // last value read from the hardware (for AMD core: sum of per-core raws)
+  uint64_t ticks = 0;  // cumulative, wrap-extended ticks since open; joules = ticks * unitJoules
+};
+
+struct SourceError {
+  std::string code;     // errno name ("ENOENT", "EACCES", "EIO") or "ERR_JOULETRACE_*"
+  std::string message;  // what is missing and how to fix it
+};
+
+class EnergySource {
+ public:
+  virtual ~EnergySource() = default;
+  virtual const char* name() const = 0;
+  const std::vector<Domain>& domains() const { return domains_; }
+
+  // Reads every domain into out[0..domains().size()). Returns 0, or -errno of the first failed
+  // read; a domain whose read failed keeps its previous reading (its energy shows up, exactly,
+  // in the next successful read as long as the counter has not wrapped twice meanwhile).
+  // Must not allocate: it runs on the sampler thread at up to 10 kHz.
+  virtual int read(DomainReading* out) = 0;
+
+ protected:
+  std::vector<Domain> domains_;
+};
+
+// Why a source could not be used (for probe() and for auto's explanation).
+struct SourceStatus {
+  std::string name;
+  bool available = false;
+  SourceError error;             // when !available
+  std::vector<Domain> domains;   // when available
+};
+
+// Opens "msr", "powercap", "perf" or "model"; "auto" tries msr, perf, powercap, model in that
+// order and records why each earlier one was skipped in *skipped. Returns nullptr with *err set
+// on failure.
+std::unique_ptr<EnergySource> openEnergySource(const std::string& which, const SourceOptions& opts,
+                                               SourceError* err,
+                                               std::vector<SourceStatus>* skipped);
+
+// Tries every source and reports each one's status (used by probe()).
+std::vector<SourceStatus> probeEnergySources(const SourceOptions& opts);
+
+// CPUID (or the override in opts).
+CpuIdentity detectCpu(const SourceOptions& opts);
+
+}  // namespace jouletrace

@@ -1,0 +1,4 @@
+#include <napi.h>
+namespace jouletrace {
+void InitSourceBinding(Napi::Env, Napi::Object) {}
+}

@@ -1,0 +1,4 @@
+#include <napi.h>
+namespace jouletrace {
+void InitSamplerBinding(Napi::Env, Napi::Object) {}
+}

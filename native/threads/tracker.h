@@ -1,0 +1,91 @@
+// Per-thread on-CPU time and per-CPU busy time, the inputs of energy attribution. Two
+// backends: "bpf" (tp_btf/sched_switch, read from mmapped maps without a system call) and
+// "procfs" (/proc/<pid>/task/*/schedstat and /proc/stat, coarser and costlier). Opened on the JS
+// thread; snapshot() then runs on the sampler thread only.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace jouletrace {
+
+constexpr int kMaxPackages = 8;
+constexpr size_t kCommLen = 16;
+
+struct TrackerOptions {
+  std::string backend;  // "bpf" or "procfs"
+  int pid = 0;          // process to track (0 = this process)
+  bool followChildren = false;  // also track processes forked by tracked ones (bpf only)
+  uint32_t maxThreads = 4096;   // thread slots (bpf map size)
+  std::vector<int> cpuPackage;  // cpu number → package index (0..kMaxPackages-1); sized to possible CPUs
+  std::string procRoot = "/proc";  // procfs backend, for tests
+};
+
+struct CpuTimes {
+  uint64_t busyNs = 0;  // cumulative time a non-idle task ran on this CPU
+  uint64_t idleNs = 0;  // cumulative time the idle task ran
+};
+
+struct ThreadTimes {
+  uint32_t tid = 0;
+  uint32_t tgid = 0;
+  uint32_t slot = 0;  // stable identity while the thread lives (a tid can be reused later)
+  uint64_t generation = 0;  // distinguishes reuses of a slot
+  uint64_t onCpuNs = 0;     // cumulative on-CPU ns since tracking began, including a running stint
+  uint64_t pkgNs[kMaxPackages] = {0};  // onCpuNs split by the package it ran on
+  char comm[kCommLen] = {0};
+  bool exited = false;  // final figures; this thread will not be reported again
+};
+
+struct TrackerSnapshot {
+  uint64_t timeNs = 0;  // CLOCK_MONOTONIC when taken
+  std::vector<CpuTimes> cpus;       // indexed by CPU number; capacity reused
+  std::vector<ThreadTimes> threads; // tracked threads alive or exited since the last snapshot
+};
+
+struct TrackerStats {
+  std::string backend;
+  bool attached = false;
+  uint64_t events = 0;       // sched_switch events handled (bpf), or snapshots taken (procfs)
+  uint64_t runTimeNs = 0;    // from bpf_prog_info when kernel.bpf_stats_enabled=1, else 0
+  uint64_t runCount = 0;
+  uint64_t slotsUsed = 0;
+  uint64_t slotsMax = 0;
+  uint64_t droppedThreads = 0;  // threads not tracked because every slot was in use
+  std::string note;             // e.g. why statistics are unavailable
+};
+
+struct TrackerError {
+  std::string code;     // "EPERM", "ENOENT", "ERR_JOULETRACE_NO_BTF", ...
+  std::string message;  // names the missing capability / kernel feature and the remedy
+};
+
+class ThreadTracker {
+ public:
+  virtual ~ThreadTracker() = default;
+  virtual const char* backend() const = 0;
+  // Fills snap with cumulative figures as of now, reusing its vectors' capacity. A thread that
+  // exited since the previous snapshot is reported one last time with exited = true.
+  // Returns 0 or -errno.
+  virtual int snapshot(TrackerSnapshot& snap) = 0;
+  // May make system calls (bpf_obj_get_info_by_fd); never called on the sampler's hot path.
+  virtual void stats(TrackerStats& out) = 0;
+};
+
+std::unique_ptr<ThreadTracker> openBpfTracker(const TrackerOptions& opts, TrackerError* err);
+std::unique_ptr<ThreadTracker> openProcfsTracker(const TrackerOptions& opts, TrackerError* err);
+
+// Readiness of the eBPF backend on this machine, without loading anything that stays loaded.
+struct BpfReadiness {
+  bool ready = false;
+  bool btf = false;            // /sys/kernel/btf/vmlinux present
+  bool capBpf = false;         // effective CAP_BPF (or CAP_SYS_ADMIN)
+  bool capPerfmon = false;     // effective CAP_PERFMON (or CAP_SYS_ADMIN)
+  std::string kernel;          // uname release
+  std::string reason;          // why not ready, with the remedy
+};
+BpfReadiness bpfReadiness();
+
+}  // namespace jouletrace

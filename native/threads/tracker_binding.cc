@@ -1,0 +1,4 @@
+#include <napi.h>
+namespace jouletrace {
+void InitTrackerBinding(Napi::Env, Napi::Object) {}
+}

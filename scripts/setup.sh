@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Everything `npm test`, `npm run demo` and `npm run bench` need, from a fresh clone:
+# system build packages (apt, when missing and when we are root), npm dependencies,
+# the native addon with its embedded BPF program, and the compiled TypeScript.
+# Each step is skipped when already done, so repeated runs cost well under a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf 'jouletrace setup: %s\n' "$*" >&2; }
+
+# command → Debian package that provides it
+declare -A CMD_PKG=(
+  [clang]=clang [llvm-strip]=llvm [pkg-config]=pkg-config [make]=make [g++]=g++
+  [python3]=python3 [bpftool]=bpftool [capsh]=libcap2-bin
+)
+# header → Debian package
+declare -A HDR_PKG=(
+  [/usr/include/bpf/libbpf.h]=libbpf-dev [/usr/include/libelf.h]=libelf-dev [/usr/include/zlib.h]=zlib1g-dev
+)
+
+missing=()
+for c in "${!CMD_PKG[@]}"; do
+  if ! command -v "$c" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$c" ]; then missing+=("${CMD_PKG[$c]}"); fi
+done
+for h in "${!HDR_PKG[@]}"; do
+  [ -e "$h" ] || missing+=("${HDR_PKG[$h]}")
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing system packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2
+    # Ubuntu ships bpftool in linux-tools rather than a package of its own.
+    if printf '%s\n' "${missing[@]}" | grep -qx bpftool && ! apt-cache show bpftool >/dev/null 2>&1; then
+      missing=("${missing[@]/bpftool/linux-tools-common}")
+      missing+=("linux-tools-$(uname -r)")
+    fi
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  else
+    say "missing system packages: ${missing[*]}"
+    say "install them first, e.g.:  sudo apt-get install ${missing[*]}"
+    say "(set-up installs them itself only when run as root on a system with apt-get)"
+    exit 1
+  fi
+fi
+
+# npm dependencies (this also builds the addon through the package's install script).
+if [ ! -d node_modules ] || [ package.json -nt node_modules/.package-lock.json ]; then
+  say "installing npm dependencies"
+  if [ -f package-lock.json ]; then npm ci --no-audit --no-fund >&2; else npm install --no-audit --no-fund >&2; fi
+fi
+
+# Native addon: rebuild when any native or BPF source is newer than the binary.
+addon=build/Release/jouletrace.node
+if [ ! -f "$addon" ] || [ -n "$(find native bpf binding.gyp scripts/build-bpf.sh -newer "$addon" -print -quit)" ]; then
+  say "building the native addon and BPF program"
+  npx --no-install node-gyp rebuild -j 2 >&2 || { say "native build failed (see above)"; exit 1; }
+fi
+
+# TypeScript → dist/ (ESM and CJS).
+if [ ! -f dist/cjs/index.js ] || [ -n "$(find src tsconfig.json scripts/build-ts.mjs -newer dist/cjs/index.js -print -quit)" ]; then
+  say "compiling TypeScript"
+  node scripts/build-ts.mjs >&2
+fi

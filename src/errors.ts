@@ -1,0 +1,87 @@
+// Option validation shared by every public entry point. One message template, as users of
+// better-sqlite3 and sharp know it: "Expected <what> for <option> but received <value> of type <type>".
+
+export function describe(value: unknown): string {
+  if (value === null) return 'null of type null';
+  const type = Array.isArray(value) ? 'array' : typeof value;
+  let shown: string;
+  if (typeof value === 'string') shown = JSON.stringify(value);
+  else if (typeof value === 'bigint') shown = `${value}n`;
+  else if (typeof value === 'function') shown = value.name ? `[function ${value.name}]` : '[function]';
+  else if (typeof value === 'object') {
+    try {
+      shown = JSON.stringify(value) ?? String(value);
+    } catch {
+      shown = Object.prototype.toString.call(value);
+    }
+    if (shown.length > 60) shown = shown.slice(0, 57) + '...';
+  } else shown = String(value);
+  return `${shown} of type ${type}`;
+}
+
+export function invalidType(option: string, expected: string, value: unknown): TypeError {
+  return new TypeError(`Expected ${expected} for ${option} but received ${describe(value)}`);
+}
+
+export function invalidRange(option: string, expected: string, value: unknown): RangeError {
+  return new RangeError(`Expected ${expected} for ${option} but received ${describe(value)}`);
+}
+
+/** An Error with a machine-readable `code`, as Node's own errors carry. */
+export class JouletraceError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.name = 'JouletraceError';
+    this.code = code;
+  }
+}
+
+export function checkObject(option: string, value: unknown): Record<string, unknown> {
+  if (value === undefined) return {};
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw invalidType(option, 'an object', value);
+  }
+  return value as Record<string, unknown>;
+}
+
+export function checkKnownKeys(option: string, obj: Record<string, unknown>, known: readonly string[]): void {
+  for (const key of Object.keys(obj)) {
+    if (!known.includes(key)) {
+      throw new TypeError(`Unknown option ${option}.${key}; known options are: ${known.join(', ')}`);
+    }
+  }
+}
+
+export function checkString(option: string, value: unknown): string {
+  if (typeof value !== 'string') throw invalidType(option, 'a string', value);
+  return value;
+}
+
+export function checkOneOf<T extends string>(option: string, value: unknown, allowed: readonly T[]): T {
+  if (typeof value !== 'string' || !(allowed as readonly string[]).includes(value)) {
+    const list = allowed.map((a) => `'${a}'`).join(', ');
+    if (typeof value !== 'string') throw invalidType(option, `one of ${list}`, value);
+    throw invalidRange(option, `one of ${list}`, value);
+  }
+  return value as T;
+}
+
+export function checkBoolean(option: string, value: unknown): boolean {
+  if (typeof value !== 'boolean') throw invalidType(option, 'a boolean', value);
+  return value;
+}
+
+export function checkNumberInRange(option: string, value: unknown, min: number, max: number): number {
+  if (typeof value !== 'number' || Number.isNaN(value)) throw invalidType(option, `a number between ${min} and ${max}`, value);
+  if (!(value >= min && value <= max)) throw invalidRange(option, `a number between ${min} and ${max}`, value);
+  return value;
+}
+
+export function checkIntegerInRange(option: string, value: unknown, min: number, max: number): number {
+  if (typeof value !== 'number' || Number.isNaN(value)) throw invalidType(option, `an integer between ${min} and ${max}`, value);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw invalidRange(option, `an integer between ${min} and ${max}`, value);
+  }
+  return value;
+}

@@ -1,0 +1,1 @@
+export { JouletraceError } from './errors';
