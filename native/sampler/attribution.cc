@@ -1,1 +1,244 @@
-// placeholder: replaced by the real implementation
+#include "sampler/attribution.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "napi_util.h"
+
+namespace jouletrace {
+
+namespace {
+using u128 = unsigned __int128;
+// Exited threads kept individually before they are folded into one "(exited)" entry, so a
+// server that churns threads for days keeps bounded memory.
+constexpr size_t kMaxExitedKept = 4096;
+}  // namespace
+
+AttributionEngine::AttributionEngine(const std::vector<Domain>& domains, const std::vector<int>& cpuPackage)
+    : domains_(domains), cpuPackage_(cpuPackage) {
+  platformWide_.resize(domains_.size());
+  for (size_t d = 0; d < domains_.size(); d++) platformWide_[d] = domains_[d].name == "psys";
+  baselineWatts_.assign(domains_.size(), -1.0);
+  baselineCarry_.assign(domains_.size(), 0.0);
+  parts_.assign(domains_.size(), DomainParts{});
+  busyByPkg_.assign(kMaxPackages, 0);
+}
+
+void AttributionEngine::setBaselineWatts(const std::vector<double>& watts) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (size_t d = 0; d < baselineWatts_.size() && d < watts.size(); d++) baselineWatts_[d] = watts[d];
+}
+
+std::vector<double> AttributionEngine::baselineWatts() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return baselineWatts_;
+}
+
+void AttributionEngine::reset() {
+  std::lock_guard<std::mutex> lock(mu_);
+  parts_.assign(domains_.size(), DomainParts{});
+  baselineCarry_.assign(domains_.size(), 0.0);
+  results_.clear();
+  for (auto& s : slots_) s = ThreadState{};
+  prevCpuBusy_.clear();
+  primed_ = false;
+  steps_ = 0;
+}
+
+void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const TrackerSnapshot& snap) {
+  uint64_t t0 = monotonicNs();
+  std::lock_guard<std::mutex> lock(mu_);
+  const size_t nThreads = snap.threads.size();
+
+  // Per-package busy time of this interval.
+  std::fill(busyByPkg_.begin(), busyByPkg_.end(), 0);
+  if (prevCpuBusy_.size() < snap.cpus.size()) prevCpuBusy_.resize(snap.cpus.size(), 0);
+  for (size_t c = 0; c < snap.cpus.size(); c++) {
+    uint64_t busy = snap.cpus[c].busyNs;
+    uint64_t prev = prevCpuBusy_[c];
+    if (primed_ && busy > prev) {
+      int p = c < cpuPackage_.size() ? cpuPackage_[c] : 0;
+      if (p < 0 || p >= kMaxPackages) p = 0;
+      busyByPkg_[size_t(p)] += busy - prev;
+    }
+    if (busy > prev || !primed_) prevCpuBusy_[c] = busy;
+  }
+
+  // Per-thread on-CPU time of this interval, by package; new threads get a result entry.
+  threadPkgDelta_.assign(nThreads * kMaxPackages, 0);
+  threadResult_.assign(nThreads, SIZE_MAX);
+  for (size_t i = 0; i < nThreads; i++) {
+    const ThreadTimes& t = snap.threads[i];
+    if (t.slot >= slots_.size()) slots_.resize(size_t(t.slot) + 1);
+    ThreadState& s = slots_[t.slot];
+    if (!s.used || s.generation != t.generation || s.tid != t.tid) {
+      // A slot seen for the first time, or reused by a new thread: it starts from zero, except
+      // at the very first step, whose figures are the reference point (time before tracking).
+      s = ThreadState{};
+      s.used = true;
+      s.generation = t.generation;
+      s.tid = t.tid;
+      if (!primed_) {
+        s.prevOnCpu = t.onCpuNs;
+        std::memcpy(s.prevPkgNs, t.pkgNs, sizeof s.prevPkgNs);
+      }
+      ThreadEnergy r;
+      r.tid = t.tid;
+      r.tgid = t.tgid;
+      r.name.assign(t.comm, strnlen(t.comm, kCommLen));
+      r.ticks.assign(domains_.size(), 0);
+      s.resultIndex = results_.size();
+      results_.push_back(std::move(r));
+    }
+    ThreadEnergy& r = results_[s.resultIndex];
+    if (t.comm[0]) {
+      size_t n = strnlen(t.comm, kCommLen);
+      if (r.name.size() != n || r.name.compare(0, n, t.comm, n) != 0) r.name.assign(t.comm, n);
+    }
+    if (t.onCpuNs > s.prevOnCpu) {
+      r.onCpuNs += t.onCpuNs - s.prevOnCpu;
+      s.prevOnCpu = t.onCpuNs;
+    }
+    for (int p = 0; p < kMaxPackages; p++) {
+      if (t.pkgNs[p] > s.prevPkgNs[p]) {
+        threadPkgDelta_[i * kMaxPackages + size_t(p)] = t.pkgNs[p] - s.prevPkgNs[p];
+        s.prevPkgNs[p] = t.pkgNs[p];
+      }
+    }
+    threadResult_[i] = s.resultIndex;
+    if (t.exited) {
+      r.exited = true;
+      s.used = false;  // the slot may be reused; the result entry stays
+    }
+  }
+
+  if (primed_) {
+    for (size_t d = 0; d < domains_.size(); d++) splitDomain(d, deltaTicks[d], dtNs);
+  }
+  primed_ = true;
+  steps_++;
+
+  // Bound memory: fold the oldest exited threads into one aggregate entry.
+  size_t exitedCount = 0;
+  for (const auto& r : results_) exitedCount += r.exited;
+  if (exitedCount > kMaxExitedKept) {
+    ThreadEnergy folded;
+    folded.name = "(exited threads)";
+    folded.exited = true;
+    folded.ticks.assign(domains_.size(), 0);
+    std::vector<ThreadEnergy> kept;
+    std::vector<size_t> remap(results_.size(), SIZE_MAX);
+    size_t toFold = exitedCount - kMaxExitedKept / 2;
+    for (size_t i = 0; i < results_.size(); i++) {
+      ThreadEnergy& r = results_[i];
+      if (r.exited && toFold > 0 && r.name != "(exited threads)") {
+        toFold--;
+        folded.onCpuNs += r.onCpuNs;
+        for (size_t d = 0; d < domains_.size(); d++) folded.ticks[d] += r.ticks[d];
+        continue;
+      }
+      if (r.name == "(exited threads)" && r.exited && r.tid == 0) {
+        folded.onCpuNs += r.onCpuNs;
+        for (size_t d = 0; d < domains_.size(); d++) folded.ticks[d] += r.ticks[d];
+        continue;
+      }
+      remap[i] = kept.size();
+      kept.push_back(std::move(r));
+    }
+    kept.push_back(std::move(folded));
+    for (auto& s : slots_) {
+      if (s.used) s.resultIndex = remap[s.resultIndex];
+    }
+    results_ = std::move(kept);
+  }
+  lastStepNs_ = monotonicNs() - t0;
+}
+
+void AttributionEngine::splitDomain(size_t d, uint64_t delta, uint64_t dtNs) {
+  DomainParts& parts = parts_[d];
+  parts.total += delta;
+
+  uint64_t baseline = 0;
+  if (baselineWatts_[d] > 0 && domains_[d].unitJoules > 0) {
+    double want = baselineWatts_[d] * double(dtNs) * 1e-9 / domains_[d].unitJoules + baselineCarry_[d];
+    uint64_t whole = want > 0 ? uint64_t(want) : 0;
+    if (whole >= delta) {
+      // Measured less than the baseline predicts: the baseline takes it all, and the shortfall
+      // is not carried over (it would otherwise starve later intervals).
+      baseline = delta;
+      baselineCarry_[d] = 0;
+    } else {
+      baseline = whole;
+      baselineCarry_[d] = want - double(whole);
+    }
+  }
+  parts.baseline += baseline;
+  uint64_t dynamic = delta - baseline;
+
+  // Busy time and tracked-thread time on the CPUs this domain covers.
+  const bool all = platformWide_[d];
+  const int pkg = domains_[d].package;
+  auto threadTime = [&](size_t i) -> uint64_t {
+    const uint64_t* row = &threadPkgDelta_[i * kMaxPackages];
+    if (!all) return (pkg >= 0 && pkg < kMaxPackages) ? row[pkg] : 0;
+    uint64_t s = 0;
+    for (int p = 0; p < kMaxPackages; p++) s += row[p];
+    return s;
+  };
+  uint64_t busy = 0;
+  if (all) {
+    for (uint64_t b : busyByPkg_) busy += b;
+  } else if (pkg >= 0 && pkg < kMaxPackages) {
+    busy = busyByPkg_[size_t(pkg)];
+  }
+  const size_t n = threadResult_.size();
+  uint64_t tracked = 0;
+  for (size_t i = 0; i < n; i++) tracked += threadTime(i);
+  // Thread and CPU figures are read a few hundred ns apart; never let the threads' share exceed 1.
+  if (tracked > busy) busy = tracked;
+  if (busy == 0 || dynamic == 0) {
+    parts.other += dynamic;
+    return;
+  }
+
+  const uint64_t processShare = uint64_t(u128(dynamic) * tracked / busy);
+  uint64_t given = 0;
+  shares_.clear();
+  for (size_t i = 0; i < n; i++) {
+    uint64_t t = threadTime(i);
+    if (t == 0) continue;
+    u128 q = u128(dynamic) * t;
+    uint64_t whole = uint64_t(q / busy);
+    results_[threadResult_[i]].ticks[d] += whole;
+    given += whole;
+    shares_.push_back(Share{threadResult_[i], uint64_t(q % busy)});
+  }
+  // Largest remainders first; ties go to the earlier-created thread, so the split is
+  // deterministic for the same inputs.
+  uint64_t leftover = processShare - given;
+  if (leftover > 0) {
+    std::sort(shares_.begin(), shares_.end(), [](const Share& a, const Share& b) {
+      return a.remainder != b.remainder ? a.remainder > b.remainder : a.result < b.result;
+    });
+    for (size_t k = 0; k < shares_.size() && leftover > 0; k++, leftover--) results_[shares_[k].result].ticks[d] += 1;
+  }
+  parts.process += processShare;
+  parts.other += dynamic - processShare;
+}
+
+std::vector<DomainParts> AttributionEngine::parts() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return parts_;
+}
+
+std::vector<ThreadEnergy> AttributionEngine::threads() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return results_;
+}
+
+uint64_t AttributionEngine::steps() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return steps_;
+}
+
+}  // namespace jouletrace

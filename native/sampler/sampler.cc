@@ -1,1 +1,381 @@
-// placeholder: replaced by the real implementation
+#include "sampler/sampler.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+
+#include "napi_util.h"
+
+namespace jouletrace {
+
+namespace {
+
+constexpr uint64_t kNsPerSec = 1000000000ull;
+// Long intervals sleep in slices this long so stop() returns promptly.
+constexpr uint64_t kMaxSleepSliceNs = 10000000ull;
+// The procfs backend costs a file read per thread; it runs at most this often.
+constexpr uint64_t kProcfsPeriodNs = 10000000ull;
+
+timespec toTimespec(uint64_t ns) {
+  timespec ts;
+  ts.tv_sec = time_t(ns / kNsPerSec);
+  ts.tv_nsec = long(ns % kNsPerSec);
+  return ts;
+}
+
+void sleepUntil(uint64_t deadlineNs) {
+  timespec ts = toTimespec(deadlineNs);
+  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
+  }
+}
+
+inline void put32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
+inline void put64(uint8_t* p, uint64_t v) { std::memcpy(p, &v, 8); }
+inline void putF64(uint8_t* p, double v) { std::memcpy(p, &v, 8); }
+
+std::string errnoName(int e) {
+  switch (e) {
+    case EPERM: return "EPERM";
+    case EACCES: return "EACCES";
+    case EINVAL: return "EINVAL";
+    case ENOMEM: return "ENOMEM";
+    case EAGAIN: return "EAGAIN";
+    default: return "E" + std::to_string(e);
+  }
+}
+
+uint64_t threadCpuNs(pthread_t t) {
+  clockid_t cid;
+  if (pthread_getcpuclockid(t, &cid) != 0) return 0;
+  timespec ts;
+  if (clock_gettime(cid, &ts) != 0) return 0;
+  return uint64_t(ts.tv_sec) * kNsPerSec + uint64_t(ts.tv_nsec);
+}
+
+}  // namespace
+
+std::vector<int> readCpuPackages(const std::string& sysfsCpuRoot) {
+  long n = sysconf(_SC_NPROCESSORS_CONF);
+  if (n < 1) n = 1;
+  std::vector<int> pkg(size_t(n), 0);
+  for (long c = 0; c < n; c++) {
+    std::ifstream f(sysfsCpuRoot + "/cpu" + std::to_string(c) + "/topology/physical_package_id");
+    int id = 0;
+    if (f >> id && id >= 0 && id < kMaxPackages) pkg[size_t(c)] = id;
+  }
+  return pkg;
+}
+
+std::unique_ptr<Sampler> Sampler::create(const SamplerConfig& cfg, SamplerError* err) {
+  std::unique_ptr<Sampler> s(new Sampler());
+  s->cfg_ = cfg;
+  SourceError se;
+  s->source_ = openEnergySource(cfg.source, cfg.sourceOptions, &se, &s->skipped_);
+  if (!s->source_) {
+    err->code = se.code;
+    err->message = se.message;
+    return nullptr;
+  }
+  const size_t nd = s->source_->domains().size();
+  s->cpuPackage_ = readCpuPackages(cfg.sourceOptions.sysfsCpuRoot);
+  if (!s->openTracker(err)) return nullptr;
+
+  s->recordSize_ = kHeaderBytes + uint32_t(nd) * (s->tracker_ ? kDomainBytesAttributed : kDomainBytes);
+  s->ring_ = std::make_shared<RingBuffer>(cfg.ringCapacity, s->recordSize_, cfg.overflow);
+  if (!s->ring_->ok()) {
+    err->code = "ENOMEM";
+    err->message = "ringCapacity: could not allocate " + std::to_string(s->ring_->bytes()) + " bytes for the ring";
+    return nullptr;
+  }
+  s->readings_.assign(nd, DomainReading{});
+  s->baseTicks_.assign(nd, 0);
+  s->prevTicks_.assign(nd, 0);
+  s->prevRaw_.assign(nd, 0);
+  s->pendingDelta_.assign(nd, 0);
+  s->totals_.reset(new std::atomic<uint64_t>[nd]);
+  for (size_t d = 0; d < nd; d++) s->totals_[d].store(0);
+  s->changePeriods_.reset(new std::atomic<uint64_t>[kPeriodWindow]);
+  for (size_t i = 0; i < kPeriodWindow; i++) s->changePeriods_[i].store(0);
+  return s;
+}
+
+bool Sampler::openTracker(SamplerError* err) {
+  if (cfg_.threads == "off") return true;
+  TrackerOptions to;
+  to.pid = cfg_.pid;
+  to.cpuPackage = cpuPackage_;
+  TrackerError te;
+  if (cfg_.threads == "bpf" || cfg_.threads == "auto") {
+    to.backend = "bpf";
+    tracker_ = openBpfTracker(to, &te);
+    if (!tracker_ && cfg_.threads == "bpf") {
+      err->code = te.code;
+      err->message = "threads: 'bpf': " + te.message;
+      return false;
+    }
+    if (!tracker_) threadsFallback_ = "eBPF unavailable (" + te.message + "); using procfs";
+  }
+  if (!tracker_) {
+    to.backend = "procfs";
+    tracker_ = openProcfsTracker(to, &te);
+    if (!tracker_) {
+      err->code = te.code;
+      err->message = "threads: 'procfs': " + te.message;
+      return false;
+    }
+  }
+  threadsBackend_ = tracker_->backend();
+  if (threadsBackend_ == "procfs") {
+    attributionEvery_ = uint32_t(std::max<uint64_t>(1, (kProcfsPeriodNs + cfg_.intervalNs - 1) / cfg_.intervalNs));
+  }
+  attribution_.reset(new AttributionEngine(source_->domains(), cpuPackage_));
+  return true;
+}
+
+Sampler::~Sampler() { stop(); }
+
+bool Sampler::start(SamplerError* err) {
+  if (running()) {
+    err->code = "ERR_JOULETRACE_ALREADY_STARTED";
+    err->message = "start(): the sampler is already running; call stop() first";
+    return false;
+  }
+  // Fresh totals, ring and statistics for this run (the ring may only be reset while the
+  // producer is stopped, which it is).
+  ring_->reset();
+  jitter_.reset();
+  samples_.store(0);
+  missed_.store(0);
+  readErrors_.store(0);
+  changeCount_.store(0);
+  for (size_t i = 0; i < kPeriodWindow; i++) changePeriods_[i].store(0, std::memory_order_relaxed);
+  for (size_t d = 0; d < readings_.size(); d++) totals_[d].store(0);
+  if (attribution_) attribution_->reset();
+  seq_ = 0;
+
+  // Reference readings, taken here so totals() is defined from the moment start() returns.
+  int rc = source_->read(readings_.data());
+  if (rc != 0) {
+    err->code = errnoName(-rc);
+    err->message = std::string("start(): the first read of the '") + source_->name() + "' source failed: " + strerror(-rc);
+    return false;
+  }
+  uint64_t now = monotonicNs();
+  for (size_t d = 0; d < readings_.size(); d++) {
+    baseTicks_[d] = prevTicks_[d] = readings_[d].ticks;
+    prevRaw_[d] = readings_[d].raw;
+    pendingDelta_[d] = 0;
+  }
+  if (tracker_) {
+    std::lock_guard<std::mutex> lock(trackerMu_);
+    tracker_->snapshot(snap_);
+    attribution_->step(pendingDelta_.data(), 0, snap_);  // reference point
+  }
+  lastAttributionTime_ = now;
+  sinceAttribution_ = 0;
+  lastChangeNs_ = now;
+  startNs_.store(now);
+  lastSampleNs_.store(now);
+  stopNs_.store(0);
+
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  if (cfg_.cpu >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cfg_.cpu, &set);
+    pthread_attr_setaffinity_np(&attr, sizeof set, &set);
+  }
+  if (cfg_.realtimePriority > 0) {
+    sched_param sp{};
+    sp.sched_priority = cfg_.realtimePriority;
+    pthread_attr_setinheritsched(&attr, PTHREAD_EXPLICIT_SCHED);
+    pthread_attr_setschedpolicy(&attr, SCHED_FIFO);
+    pthread_attr_setschedparam(&attr, &sp);
+  }
+  stopRequested_.store(false);
+  running_.store(true, std::memory_order_release);
+  int e = pthread_create(&thread_, &attr, &Sampler::threadMain, this);
+  pthread_attr_destroy(&attr);
+  if (e != 0) {
+    running_.store(false);
+    err->code = errnoName(e);
+    if (e == EPERM && cfg_.realtimePriority > 0) {
+      err->message = "realtime: SCHED_FIFO priority " + std::to_string(cfg_.realtimePriority) +
+                     " is not permitted for this process — needs CAP_SYS_NICE, or an RLIMIT_RTPRIO of at least that "
+                     "priority (ulimit -r), and, under cgroup v1 with CONFIG_RT_GROUP_SCHED, a cpu.rt_runtime_us budget";
+    } else if (e == EINVAL && cfg_.cpu >= 0) {
+      err->message = "cpu: CPU " + std::to_string(cfg_.cpu) + " is not online or not in this process's affinity mask";
+    } else {
+      err->message = std::string("start(): could not create the sampler thread: ") + strerror(e);
+    }
+    return false;
+  }
+  joinable_ = true;
+  return true;
+}
+
+void Sampler::stop() {
+  if (!joinable_) return;
+  stopRequested_.store(true, std::memory_order_release);
+  pthread_join(thread_, nullptr);
+  joinable_ = false;
+  running_.store(false, std::memory_order_release);
+}
+
+void* Sampler::threadMain(void* self) {
+  static_cast<Sampler*>(self)->run();
+  return nullptr;
+}
+
+void Sampler::run() {
+  tid_.store(int(syscall(SYS_gettid)));
+  pthread_setname_np(pthread_self(), "jouletrace");
+  const uint64_t interval = cfg_.intervalNs;
+  uint64_t next = startNs_.load() + interval;
+  while (!stopRequested_.load(std::memory_order_acquire)) {
+    // Sleep to the absolute deadline; long intervals in slices so stop() is not kept waiting.
+    uint64_t now = monotonicNs();
+    while (next > now && next - now > kMaxSleepSliceNs) {
+      sleepUntil(now + kMaxSleepSliceNs);
+      if (stopRequested_.load(std::memory_order_acquire)) break;
+      now = monotonicNs();
+    }
+    if (stopRequested_.load(std::memory_order_acquire)) break;
+    sleepUntil(next);
+    now = monotonicNs();
+    jitter_.record(now > next ? now - next : 0);
+    uint32_t flags = 0;
+    next += interval;
+    if (now >= next) {
+      // Missed deadlines are counted and skipped, never replayed in a burst.
+      uint64_t k = (now - next) / interval + 1;
+      missed_.fetch_add(k, std::memory_order_relaxed);
+      next += k * interval;
+      flags |= kFlagLate;
+    }
+    sample(now, flags, false);
+  }
+  uint64_t end = monotonicNs();
+  sample(end, kFlagFinal, true);
+  stopNs_.store(end);
+  cpuNsAtStop_.store(threadCpuNs(pthread_self()));
+}
+
+void Sampler::sample(uint64_t now, uint32_t flags, bool forceAttribution) {
+  const size_t nd = readings_.size();
+  int rc = source_->read(readings_.data());
+  if (rc != 0) {
+    flags |= kFlagReadError;
+    readErrors_.fetch_add(1, std::memory_order_relaxed);
+  }
+  bool changed = false;
+  for (size_t d = 0; d < nd; d++) {
+    uint64_t ticks = readings_[d].ticks;
+    uint64_t delta = ticks >= prevTicks_[d] ? ticks - prevTicks_[d] : 0;
+    prevTicks_[d] = ticks > prevTicks_[d] ? ticks : prevTicks_[d];
+    pendingDelta_[d] += delta;
+    totals_[d].store(prevTicks_[d] - baseTicks_[d], std::memory_order_relaxed);
+    if (readings_[d].raw != prevRaw_[d]) {
+      changed = true;
+      if (d == 0) {
+        uint64_t n = changeCount_.load(std::memory_order_relaxed);
+        changePeriods_[n % kPeriodWindow].store(now - lastChangeNs_, std::memory_order_relaxed);
+        changeCount_.store(n + 1, std::memory_order_relaxed);
+        lastChangeNs_ = now;
+      }
+      prevRaw_[d] = readings_[d].raw;
+    }
+  }
+  if (changed) flags |= kFlagChanged;
+  if (nd > 0 && source_->domains()[0].estimated) flags |= kFlagEstimated;
+
+  if (tracker_ && (++sinceAttribution_ >= attributionEvery_ || forceAttribution)) {
+    {
+      std::lock_guard<std::mutex> lock(trackerMu_);
+      tracker_->snapshot(snap_);
+    }
+    attribution_->step(pendingDelta_.data(), now - lastAttributionTime_, snap_);
+    std::fill(pendingDelta_.begin(), pendingDelta_.end(), 0);
+    lastAttributionTime_ = now;
+    sinceAttribution_ = 0;
+    flags |= kFlagAttributed;
+  }
+
+  uint8_t* rec = ring_->beginWrite();
+  if (rec) {
+    put32(rec, uint32_t(now));
+    put32(rec + 4, uint32_t(now >> 32));
+    put32(rec + 8, seq_);
+    put32(rec + 12, flags);
+    const uint32_t stride = tracker_ ? kDomainBytesAttributed : kDomainBytes;
+    const auto& domains = source_->domains();
+    const std::vector<DomainParts>* parts = tracker_ ? &attribution_->partsUnlocked() : nullptr;
+    for (size_t d = 0; d < nd; d++) {
+      uint8_t* p = rec + kHeaderBytes + d * stride;
+      uint64_t ticks = prevTicks_[d] - baseTicks_[d];
+      putF64(p, double(ticks) * domains[d].unitJoules);
+      put64(p + 8, ticks);
+      put64(p + 16, readings_[d].raw);
+      if (parts) {
+        put64(p + 24, (*parts)[d].process);
+        put64(p + 32, (*parts)[d].baseline);
+        put64(p + 40, (*parts)[d].other);
+      }
+    }
+    ring_->publish();
+  }
+  seq_++;
+  samples_.fetch_add(1, std::memory_order_relaxed);
+  lastSampleNs_.store(now, std::memory_order_release);
+}
+
+void Sampler::totals(std::vector<uint64_t>* ticks, uint64_t* timeNs, uint64_t* startNs) const {
+  ticks->resize(readings_.size());
+  *timeNs = lastSampleNs_.load(std::memory_order_acquire);
+  for (size_t d = 0; d < readings_.size(); d++) (*ticks)[d] = totals_[d].load(std::memory_order_relaxed);
+  *startNs = startNs_.load();
+}
+
+void Sampler::timing(SamplerTimingStats* out) const {
+  out->samples = samples_.load(std::memory_order_relaxed);
+  out->missedDeadlines = missed_.load(std::memory_order_relaxed);
+  out->readErrors = readErrors_.load(std::memory_order_relaxed);
+  uint64_t start = startNs_.load();
+  uint64_t end = running() ? monotonicNs() : stopNs_.load();
+  out->runningNs = start && end > start ? end - start : 0;
+  out->jitterCount = jitter_.count();
+  out->jitterP50 = jitter_.quantile(0.50);
+  out->jitterP99 = jitter_.quantile(0.99);
+  out->jitterP999 = jitter_.quantile(0.999);
+  out->jitterMax = jitter_.max();
+  out->jitterMean = jitter_.mean();
+  uint64_t n = std::min<uint64_t>(changeCount_.load(std::memory_order_relaxed), kPeriodWindow);
+  out->hwUpdateObservations = changeCount_.load(std::memory_order_relaxed);
+  if (n > 0) {
+    std::vector<uint64_t> v(n);
+    for (size_t i = 0; i < n; i++) v[i] = changePeriods_[i].load(std::memory_order_relaxed);
+    std::nth_element(v.begin(), v.begin() + long(n / 2), v.end());
+    out->hwUpdatePeriodNs = v[n / 2];
+  }
+  out->threadCpuNs = running() ? threadCpuNs(thread_) : cpuNsAtStop_.load();
+  out->tid = tid_.load();
+  if (attribution_) {
+    out->attributionSteps = attribution_->steps();
+    out->lastAttributionNs = attribution_->lastStepNs();
+  }
+}
+
+void Sampler::trackerStats(TrackerStats* out) const {
+  std::lock_guard<std::mutex> lock(trackerMu_);
+  if (tracker_) tracker_->stats(*out);
+  out->backend = threadsBackend_;
+}
+
+}  // namespace jouletrace

@@ -1,4 +1,363 @@
+// JS face of the sampler: a thin ObjectWrap. Options arrive validated by src/sampler.ts; this
+// layer copies them into SamplerConfig, owns the Sampler, and stops it when the environment
+// (main thread or worker) ends.
 #include <napi.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+
+#include "energy/source_js.h"
+#include "napi_util.h"
+#include "sampler/sampler.h"
+
 namespace jouletrace {
-void InitSamplerBinding(Napi::Env, Napi::Object) {}
+
+namespace {
+
+// Keeps the ring alive for as long as an external ArrayBuffer points into it.
+void releaseRing(napi_env, void*, void* hint) { delete static_cast<std::shared_ptr<RingBuffer>*>(hint); }
+
+class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "NativeSampler",
+                       {
+                           InstanceMethod<&SamplerHandle::Start>("start"),
+                           InstanceMethod<&SamplerHandle::Stop>("stop"),
+                           InstanceMethod<&SamplerHandle::Close>("close"),
+                           InstanceMethod<&SamplerHandle::Running>("running"),
+                           InstanceMethod<&SamplerHandle::Info>("info"),
+                           InstanceMethod<&SamplerHandle::Totals>("totals"),
+                           InstanceMethod<&SamplerHandle::Stats>("stats"),
+                           InstanceMethod<&SamplerHandle::Ring>("ring"),
+                           InstanceMethod<&SamplerHandle::RingAcquire>("ringAcquire"),
+                           InstanceMethod<&SamplerHandle::RingRelease>("ringRelease"),
+                           InstanceMethod<&SamplerHandle::Threads>("threads"),
+                           InstanceMethod<&SamplerHandle::Attribution>("attribution"),
+                           InstanceMethod<&SamplerHandle::SetBaselineWatts>("setBaselineWatts"),
+                       });
+  }
+
+  explicit SamplerHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SamplerHandle>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsObject()) {
+      Napi::TypeError::New(env, "NativeSampler: expected an options object").ThrowAsJavaScriptException();
+      return;
+    }
+    Napi::Object o = info[0].As<Napi::Object>();
+    SamplerConfig cfg;
+    cfg.source = getString(o, "source", "auto");
+    cfg.sourceOptions = sourceOptionsFromJs(o);
+    cfg.intervalNs = uint64_t(getNumber(o, "intervalUs", 1000) * 1000.0);
+    cfg.ringCapacity = uint32_t(getNumber(o, "ringCapacity", 65536));
+    cfg.cpu = int(getNumber(o, "cpu", -1));
+    cfg.realtimePriority = int(getNumber(o, "realtimePriority", 0));
+    cfg.overflow = getString(o, "onOverflow", "drop-newest") == "overwrite-oldest" ? OverflowPolicy::OverwriteOldest
+                                                                                    : OverflowPolicy::DropNewest;
+    cfg.threads = getString(o, "threads", "off");
+    cfg.pid = int(getNumber(o, "pid", 0));
+    // Cheap guards only: the TypeScript layer has already produced precise messages.
+    if (cfg.intervalNs < 10000 || cfg.ringCapacity < 2 || (cfg.ringCapacity & (cfg.ringCapacity - 1)) != 0) {
+      Napi::RangeError::New(env, "NativeSampler: invalid intervalUs or ringCapacity").ThrowAsJavaScriptException();
+      return;
+    }
+    SamplerError err;
+    sampler_ = Sampler::create(cfg, &err);
+    if (!sampler_) {
+      throwCoded(env, err.code, err.message);
+      return;
+    }
+    env_ = env;
+    napi_add_env_cleanup_hook(env, &SamplerHandle::OnEnvCleanup, this);
+    hookRegistered_ = true;
+  }
+
+  ~SamplerHandle() override {
+    if (hookRegistered_) napi_remove_env_cleanup_hook(env_, &SamplerHandle::OnEnvCleanup, this);
+    sampler_.reset();
+  }
+
+ private:
+  static void OnEnvCleanup(void* arg) {
+    auto* self = static_cast<SamplerHandle*>(arg);
+    self->hookRegistered_ = false;
+    self->sampler_.reset();  // joins the thread and frees the tracker; the ring lives on if referenced
+  }
+
+  bool check(Napi::Env env) {
+    if (sampler_) return true;
+    throwCoded(env, "ERR_JOULETRACE_CLOSED", "the sampler is closed; create a new Sampler");
+    return false;
+  }
+
+  Napi::Value Start(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!check(env)) return env.Undefined();
+    SamplerError err;
+    if (!sampler_->start(&err)) throwCoded(env, err.code, err.message);
+    return env.Undefined();
+  }
+
+  Napi::Value Stop(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!check(env)) return env.Undefined();
+    if (!sampler_->running()) {
+      throwCoded(env, "ERR_JOULETRACE_NOT_STARTED", "stop(): the sampler is not running; call start() first");
+      return env.Undefined();
+    }
+    sampler_->stop();
+    return env.Undefined();
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    if (hookRegistered_) {
+      napi_remove_env_cleanup_hook(env_, &SamplerHandle::OnEnvCleanup, this);
+      hookRegistered_ = false;
+    }
+    sampler_.reset();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Running(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), sampler_ && sampler_->running());
+  }
+
+  Napi::Value Info(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!check(env)) return env.Undefined();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("source", sampler_->source().name());
+    o.Set("domains", domainsToJs(env, sampler_->source().domains()));
+    o.Set("skipped", sourceStatusesToJs(env, sampler_->skippedSources()));
+    o.Set("threadsBackend", sampler_->threadsBackend());
+    o.Set("threadsFallbackReason", sampler_->threadsFallbackReason());
+    o.Set("attributionEvery", sampler_->attributionEvery());
+    return o;
+  }
+
+  Napi::Value Totals(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!check(env)) return env.Undefined();
+    std::vector<uint64_t> ticks;
+    uint64_t timeNs = 0, startNs = 0;
+    sampler_->totals(&ticks, &timeNs, &startNs);
+    Napi::Object o = Napi::Object::New(env);
+    Napi::Array t = Napi::Array::New(env, ticks.size());
+    for (size_t i = 0; i < ticks.size(); i++) t.Set(uint32_t(i), Napi::BigInt::New(env, ticks[i]));
+    o.Set("ticks", t);
+    o.Set("timeNs", Napi::BigInt::New(env, timeNs));
+    o.Set("startNs", Napi::BigInt::New(env, startNs));
+    return o;
+  }
+
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!check(env)) return env.Undefined();
+    const RingBuffer& r = *sampler_->ring();
+    Napi::Object o = Napi::Object::New(env);
+    Napi::Object ring = Napi::Object::New(env);
+    uint64_t head = r.head(), tail = r.tail();
+    ring.Set("capacity", double(r.capacity()));
+    ring.Set("used", double(head - tail > r.capacity() ? r.capacity() : head - tail));
+    ring.Set("written", double(r.written()));
+    ring.Set("read", double(r.readCount()));
+    ring.Set("dropped", double(r.dropped()));
+    ring.Set("overwritten", double(r.overwritten()));
+    ring.Set("recordBytes", double(r.recordSize()));
+    ring.Set("zeroCopy", !copyMode_);
+    o.Set("ring", ring);
+
+    SamplerTimingStats ts;
+    sampler_->timing(&ts);
+    Napi::Object t = Napi::Object::New(env);
+    t.Set("samples", double(ts.samples));
+    t.Set("missedDeadlines", double(ts.missedDeadlines));
+    t.Set("readErrors", double(ts.readErrors));
+    t.Set("runningNs", double(ts.runningNs));
+    t.Set("jitterCount", double(ts.jitterCount));
+    t.Set("jitterP50Ns", double(ts.jitterP50));
+    t.Set("jitterP99Ns", double(ts.jitterP99));
+    t.Set("jitterP999Ns", double(ts.jitterP999));
+    t.Set("jitterMaxNs", double(ts.jitterMax));
+    t.Set("jitterMeanNs", ts.jitterMean);
+    t.Set("hwUpdatePeriodNs", double(ts.hwUpdatePeriodNs));
+    t.Set("hwUpdateObservations", double(ts.hwUpdateObservations));
+    t.Set("threadCpuNs", double(ts.threadCpuNs));
+    t.Set("tid", ts.tid);
+    t.Set("attributionSteps", double(ts.attributionSteps));
+    t.Set("lastAttributionNs", double(ts.lastAttributionNs));
+    o.Set("timing", t);
+
+    if (sampler_->attributed()) {
+      TrackerStats tr;
+      sampler_->trackerStats(&tr);
+      Napi::Object b = Napi::Object::New(env);
+      b.Set("backend", tr.backend);
+      b.Set("attached", tr.attached);
+      b.Set("events", double(tr.events));
+      b.Set("runTimeNs", double(tr.runTimeNs));
+      b.Set("runCount", double(tr.runCount));
+      b.Set("slotsUsed", double(tr.slotsUsed));
+      b.Set("slotsMax", double(tr.slotsMax));
+      b.Set("droppedThreads", double(tr.droppedThreads));
+      b.Set("note", tr.note);
+      o.Set("tracker", b);
+    }
+    return o;
+  }
+
+  // { buffer, zeroCopy, recordBytes, capacity }. The buffer is external (zero copy) unless the
+  // runtime refuses external buffers (or JOULETRACE_NO_EXTERNAL_BUFFERS=1), in which case it
+  // is a JS-owned buffer that ringAcquire() copies new records into.
+  Napi::Value Ring(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!check(env)) return env.Undefined();
+    if (!ringBuffer_.IsEmpty()) return ringBuffer_.Value();
+    const std::shared_ptr<RingBuffer>& ring = sampler_->ring();
+    napi_value ab = nullptr;
+    const char* force = getenv("JOULETRACE_NO_EXTERNAL_BUFFERS");
+    bool tryExternal = !(force && strcmp(force, "1") == 0);
+    if (tryExternal) {
+      auto* keep = new std::shared_ptr<RingBuffer>(ring);
+      napi_status st = napi_create_external_arraybuffer(env, ring->data(), ring->bytes(), releaseRing, keep, &ab);
+      if (st != napi_ok) {
+        delete keep;
+        ab = nullptr;
+        // A refused external buffer may leave an exception pending; clear it and fall back.
+        napi_value ignored;
+        bool pending = false;
+        napi_is_exception_pending(env, &pending);
+        if (pending) napi_get_and_clear_last_exception(env, &ignored);
+      }
+    }
+    copyMode_ = ab == nullptr;
+    Napi::ArrayBuffer buffer = copyMode_ ? Napi::ArrayBuffer::New(env, ring->bytes())
+                                         : Napi::ArrayBuffer(env, ab);
+    ringBuffer_ = Napi::Persistent(buffer);
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("buffer", buffer);
+    o.Set("zeroCopy", !copyMode_);
+    o.Set("recordBytes", double(ring->recordSize()));
+    o.Set("capacity", double(ring->capacity()));
+    ringInfo_ = Napi::Persistent(o);
+    return o;
+  }
+
+  // Writes [start, end) of the readable records into ctl[0..1] (a Float64Array).
+  Napi::Value RingAcquire(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!check(env)) return env.Undefined();
+    if (info.Length() < 1 || !info[0].IsTypedArray()) {
+      Napi::TypeError::New(env, "ringAcquire: expected a Float64Array").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
+    if (ta.TypedArrayType() != napi_float64_array || ta.ElementLength() < 2) {
+      Napi::TypeError::New(env, "ringAcquire: expected a Float64Array of length >= 2").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    double* ctl = ta.As<Napi::Float64Array>().Data();
+    RingBuffer& ring = *sampler_->ring();
+    uint64_t start = 0, end = 0;
+    ring.acquire(&start, &end);
+    if (copyMode_ && !ringBuffer_.IsEmpty() && end > start) {
+      uint8_t* dst = static_cast<uint8_t*>(ringBuffer_.Value().Data());
+      const uint32_t cap = ring.capacity(), rs = ring.recordSize();
+      uint64_t n = end - start;
+      if (n > cap) n = cap;
+      for (uint64_t i = end - n; i < end; i++) {
+        size_t off = size_t(i & (cap - 1)) * rs;
+        std::memcpy(dst + off, ring.data() + off, rs);
+      }
+    }
+    ctl[0] = double(start);
+    ctl[1] = double(end);
+    return env.Undefined();
+  }
+
+  Napi::Value RingRelease(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!check(env)) return env.Undefined();
+    uint64_t from = uint64_t(info[0].As<Napi::Number>().DoubleValue());
+    uint64_t to = uint64_t(info[1].As<Napi::Number>().DoubleValue());
+    RingBuffer& ring = *sampler_->ring();
+    if (to < from || to > ring.head() || from != ring.tail()) {
+      Napi::RangeError::New(env, "ringRelease: range outside the acquired records").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    return Napi::Number::New(env, double(ring.release(from, to)));
+  }
+
+  Napi::Value Threads(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!check(env)) return env.Undefined();
+    AttributionEngine* a = sampler_->attribution();
+    if (!a) return Napi::Array::New(env, 0);
+    std::vector<ThreadEnergy> ts = a->threads();
+    Napi::Array out = Napi::Array::New(env, ts.size());
+    for (size_t i = 0; i < ts.size(); i++) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("tid", ts[i].tid);
+      o.Set("tgid", ts[i].tgid);
+      o.Set("name", ts[i].name);
+      o.Set("onCpuNs", double(ts[i].onCpuNs));
+      o.Set("exited", ts[i].exited);
+      Napi::Array ticks = Napi::Array::New(env, ts[i].ticks.size());
+      for (size_t d = 0; d < ts[i].ticks.size(); d++) ticks.Set(uint32_t(d), double(ts[i].ticks[d]));
+      o.Set("ticks", ticks);
+      out.Set(uint32_t(i), o);
+    }
+    return out;
+  }
+
+  Napi::Value Attribution(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!check(env)) return env.Undefined();
+    AttributionEngine* a = sampler_->attribution();
+    if (!a) return env.Null();
+    std::vector<DomainParts> parts = a->parts();
+    std::vector<double> baseline = a->baselineWatts();
+    Napi::Array out = Napi::Array::New(env, parts.size());
+    for (size_t d = 0; d < parts.size(); d++) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("total", Napi::BigInt::New(env, parts[d].total));
+      o.Set("process", Napi::BigInt::New(env, parts[d].process));
+      o.Set("baseline", Napi::BigInt::New(env, parts[d].baseline));
+      o.Set("other", Napi::BigInt::New(env, parts[d].other));
+      o.Set("baselineWatts", baseline[d]);
+      out.Set(uint32_t(d), o);
+    }
+    return out;
+  }
+
+  Napi::Value SetBaselineWatts(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!check(env)) return env.Undefined();
+    AttributionEngine* a = sampler_->attribution();
+    if (!a || info.Length() < 1 || !info[0].IsArray()) return env.Undefined();
+    Napi::Array arr = info[0].As<Napi::Array>();
+    std::vector<double> w(arr.Length(), -1);
+    for (uint32_t i = 0; i < arr.Length(); i++) {
+      Napi::Value v = arr.Get(i);
+      w[i] = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+    }
+    a->setBaselineWatts(w);
+    return env.Undefined();
+  }
+
+  std::unique_ptr<Sampler> sampler_;
+  napi_env env_ = nullptr;
+  bool hookRegistered_ = false;
+  bool copyMode_ = false;
+  Napi::Reference<Napi::ArrayBuffer> ringBuffer_;
+  Napi::ObjectReference ringInfo_;
+};
+
+}  // namespace
+
+void InitSamplerBinding(Napi::Env env, Napi::Object exports) {
+  exports.Set("NativeSampler", SamplerHandle::Define(env));
 }
+
+}  // namespace jouletrace

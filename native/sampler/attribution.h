@@ -1,0 +1,94 @@
+// Splits each measured energy delta between the tracked threads, a baseline and everything
+// else, in integer ticks so that the parts always sum to the delta exactly (invariant 2).
+// Runs on the sampler thread; JavaScript reads the results through copies taken under a lock.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "energy/source.h"
+#include "threads/tracker.h"
+
+namespace jouletrace {
+
+struct DomainParts {
+  uint64_t total = 0;     // measured ticks attributed so far
+  uint64_t process = 0;   // to tracked threads
+  uint64_t baseline = 0;  // idle power × time, when a baseline is set
+  uint64_t other = 0;     // other processes, and idle energy when no baseline is set
+};
+
+struct ThreadEnergy {
+  uint32_t tid = 0;
+  uint32_t tgid = 0;
+  std::string name;
+  uint64_t onCpuNs = 0;         // since attribution started
+  std::vector<uint64_t> ticks;  // per domain
+  bool exited = false;
+};
+
+class AttributionEngine {
+ public:
+  AttributionEngine(const std::vector<Domain>& domains, const std::vector<int>& cpuPackage);
+
+  // Watts per domain (< 0: no baseline for that domain). Takes effect at the next step.
+  void setBaselineWatts(const std::vector<double>& watts);
+  std::vector<double> baselineWatts() const;
+
+  // Starts afresh: the next step() only records `snap` as the reference point.
+  void reset();
+
+  // One interval: deltaTicks[d] is the energy measured in domain d since the previous step,
+  // dtNs the interval's length, snap the tracker's cumulative figures at the interval's end.
+  void step(const uint64_t* deltaTicks, uint64_t dtNs, const TrackerSnapshot& snap);
+
+  // Cumulative parts per domain (consistent with each other: taken under the lock).
+  std::vector<DomainParts> parts() const;
+  // Lock-free variant for the sampler thread itself, which is the only writer.
+  const std::vector<DomainParts>& partsUnlocked() const { return parts_; }
+  std::vector<ThreadEnergy> threads() const;
+  uint64_t steps() const;
+  // Nanoseconds the last step took (for stats and benchmarks).
+  uint64_t lastStepNs() const { return lastStepNs_; }
+
+ private:
+  struct ThreadState {
+    bool used = false;
+    uint64_t generation = 0;
+    uint32_t tid = 0;
+    uint64_t prevOnCpu = 0;
+    uint64_t prevPkgNs[kMaxPackages] = {0};
+    size_t resultIndex = 0;  // into results_
+  };
+  struct Share {
+    size_t result;
+    uint64_t remainder;
+  };
+
+  void splitDomain(size_t d, uint64_t delta, uint64_t dtNs);
+
+  std::vector<Domain> domains_;
+  std::vector<int> cpuPackage_;
+  std::vector<bool> platformWide_;  // psys: all packages
+
+  mutable std::mutex mu_;
+  std::vector<double> baselineWatts_;
+  std::vector<double> baselineCarry_;
+  std::vector<DomainParts> parts_;
+  std::vector<ThreadEnergy> results_;
+  std::vector<ThreadState> slots_;
+  std::vector<uint64_t> prevCpuBusy_;
+  bool primed_ = false;
+  uint64_t steps_ = 0;
+  uint64_t lastStepNs_ = 0;
+
+  // Scratch, reused every step (no allocation in steady state).
+  std::vector<uint64_t> busyByPkg_;         // per package, this interval
+  std::vector<uint64_t> threadPkgDelta_;    // [thread index in snap][package]
+  std::vector<size_t> threadResult_;        // snap thread index → results_ index
+  std::vector<Share> shares_;
+};
+
+}  // namespace jouletrace

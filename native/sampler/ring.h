@@ -1,0 +1,123 @@
+// Single-producer single-consumer ring of fixed-size records in native memory. The producer
+// is the sampler thread; the consumer is JavaScript, which sees the records through an external
+// ArrayBuffer (zero copy) and moves the tail through the addon. The memory is reference counted
+// so an ArrayBuffer that outlives its sampler still points at valid memory.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+
+namespace jouletrace {
+
+enum class OverflowPolicy { DropNewest, OverwriteOldest };
+
+class RingBuffer {
+ public:
+  RingBuffer(uint32_t capacity, uint32_t recordSize, OverflowPolicy policy)
+      : capacity_(capacity), mask_(capacity - 1), recordSize_(recordSize), policy_(policy) {
+    // 64-byte alignment: records start on cache lines when recordSize is a multiple of 64,
+    // and Float64Array views over the buffer need at least 8.
+    data_ = static_cast<uint8_t*>(aligned_alloc(64, bytes()));
+    if (data_) std::memset(data_, 0, bytes());
+  }
+  ~RingBuffer() { free(data_); }
+  RingBuffer(const RingBuffer&) = delete;
+  RingBuffer& operator=(const RingBuffer&) = delete;
+
+  bool ok() const { return data_ != nullptr; }
+  uint8_t* data() const { return data_; }
+  size_t bytes() const { return size_t(capacity_) * recordSize_; }
+  uint32_t capacity() const { return capacity_; }
+  uint32_t recordSize() const { return recordSize_; }
+  OverflowPolicy policy() const { return policy_; }
+
+  // Producer: returns the slot to fill, or nullptr when the ring is full under DropNewest
+  // (the drop is counted). Call publish() after filling.
+  uint8_t* beginWrite() {
+    uint64_t head = head_.load(std::memory_order_relaxed);
+    if (policy_ == OverflowPolicy::DropNewest) {
+      uint64_t tail = tail_.load(std::memory_order_acquire);
+      if (head - tail >= capacity_) {
+        dropped_.fetch_add(1, std::memory_order_relaxed);
+        return nullptr;
+      }
+    }
+    return data_ + size_t(head & mask_) * recordSize_;
+  }
+  void publish() {
+    written_.fetch_add(1, std::memory_order_relaxed);
+    head_.store(head_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+  }
+
+  // Consumer: the readable range [start, end). Under OverwriteOldest, records the producer has
+  // overwritten are skipped (and counted), and the range keeps a safety margin of half the ring
+  // behind the head, so the producer needs capacity/2 more samples before it could touch a record
+  // being read.
+  void acquire(uint64_t* start, uint64_t* end) {
+    uint64_t head = head_.load(std::memory_order_acquire);
+    uint64_t tail = tail_.load(std::memory_order_relaxed);
+    if (policy_ == OverflowPolicy::OverwriteOldest) {
+      uint64_t margin = capacity_ / 2;
+      uint64_t oldestSafe = head > capacity_ - margin ? head - (capacity_ - margin) : 0;
+      if (tail < oldestSafe) {
+        overwritten_.fetch_add(oldestSafe - tail, std::memory_order_relaxed);
+        tail = oldestSafe;
+        tail_.store(tail, std::memory_order_release);
+      }
+    }
+    *start = tail;
+    *end = head;
+  }
+
+  // Consumer: marks records before newTail as read. Returns how many records in
+  // [from, newTail) the producer may have overwritten while they were being read (only possible
+  // under OverwriteOldest when the reader stalled for capacity/2 samples).
+  uint64_t release(uint64_t from, uint64_t newTail) {
+    uint64_t torn = 0;
+    if (policy_ == OverflowPolicy::OverwriteOldest) {
+      uint64_t head = head_.load(std::memory_order_acquire);
+      uint64_t oldestIntact = head > capacity_ ? head - capacity_ : 0;
+      if (oldestIntact > from) torn = (oldestIntact < newTail ? oldestIntact : newTail) - from;
+      if (torn) overwritten_.fetch_add(torn, std::memory_order_relaxed);
+    }
+    read_.fetch_add(newTail - from - torn, std::memory_order_relaxed);
+    tail_.store(newTail, std::memory_order_release);
+    return torn;
+  }
+
+  // Only while the producer is stopped.
+  void reset() {
+    head_.store(0, std::memory_order_relaxed);
+    tail_.store(0, std::memory_order_relaxed);
+    written_.store(0, std::memory_order_relaxed);
+    read_.store(0, std::memory_order_relaxed);
+    dropped_.store(0, std::memory_order_relaxed);
+    overwritten_.store(0, std::memory_order_relaxed);
+  }
+
+  uint64_t head() const { return head_.load(std::memory_order_acquire); }
+  uint64_t tail() const { return tail_.load(std::memory_order_acquire); }
+  uint64_t written() const { return written_.load(std::memory_order_relaxed); }
+  uint64_t readCount() const { return read_.load(std::memory_order_relaxed); }
+  uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
+  uint64_t overwritten() const { return overwritten_.load(std::memory_order_relaxed); }
+
+ private:
+  const uint32_t capacity_;
+  const uint32_t mask_;
+  const uint32_t recordSize_;
+  const OverflowPolicy policy_;
+  uint8_t* data_ = nullptr;
+  // Producer and consumer indices on separate cache lines: no false sharing between the threads.
+  alignas(64) std::atomic<uint64_t> head_{0};
+  alignas(64) std::atomic<uint64_t> tail_{0};
+  alignas(64) std::atomic<uint64_t> written_{0};
+  std::atomic<uint64_t> read_{0};
+  std::atomic<uint64_t> dropped_{0};
+  std::atomic<uint64_t> overwritten_{0};
+};
+
+}  // namespace jouletrace

@@ -1,0 +1,156 @@
+// The sampler: a native thread that reads an energy source at a fixed cadence (absolute
+// deadlines on CLOCK_MONOTONIC), keeps exact 64-bit totals, runs attribution, and publishes
+// fixed-size records into a ring that JavaScript reads without copying. It never touches V8.
+#pragma once
+
+#include <pthread.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "energy/source.h"
+#include "sampler/attribution.h"
+#include "sampler/latency_histogram.h"
+#include "sampler/ring.h"
+#include "threads/tracker.h"
+
+namespace jouletrace {
+
+// Record layout (little-endian, documented in the README):
+//   header, 16 bytes: u32 timeLo, u32 timeHi (CLOCK_MONOTONIC ns), u32 seq, u32 flags
+//   per domain, kDomainBytes (or kDomainBytesAttributed when threads are tracked):
+//     f64 joules since start, u64 ticks since start, u64 raw counter
+//     [u64 process ticks, u64 baseline ticks, u64 other ticks — cumulative, attributed records only]
+constexpr uint32_t kHeaderBytes = 16;
+constexpr uint32_t kDomainBytes = 24;
+constexpr uint32_t kDomainBytesAttributed = 48;
+
+enum RecordFlags : uint32_t {
+  kFlagChanged = 1u << 0,     // some counter changed since the previous sample
+  kFlagReadError = 1u << 1,   // a domain could not be read; its figures are carried over
+  kFlagEstimated = 1u << 2,   // the source is an estimate (model)
+  kFlagLate = 1u << 3,        // deadlines were missed just before this sample
+  kFlagAttributed = 1u << 4,  // attribution ran at this sample: process+baseline+other == ticks
+  kFlagFinal = 1u << 5,       // the sample taken by stop()
+};
+
+struct SamplerConfig {
+  std::string source = "auto";
+  SourceOptions sourceOptions;
+  uint64_t intervalNs = 1000000;
+  uint32_t ringCapacity = 65536;
+  int cpu = -1;               // pin the sampler thread; -1 = no pinning
+  int realtimePriority = 0;   // SCHED_FIFO priority; 0 = normal scheduling
+  OverflowPolicy overflow = OverflowPolicy::DropNewest;
+  std::string threads = "off";  // "auto", "bpf", "procfs", "off"
+  int pid = 0;
+};
+
+struct SamplerError {
+  std::string code;
+  std::string message;
+};
+
+struct SamplerTimingStats {
+  uint64_t samples = 0;
+  uint64_t missedDeadlines = 0;
+  uint64_t readErrors = 0;
+  uint64_t runningNs = 0;
+  uint64_t jitterCount = 0;
+  uint64_t jitterP50 = 0, jitterP99 = 0, jitterP999 = 0, jitterMax = 0;
+  double jitterMean = 0;
+  uint64_t hwUpdatePeriodNs = 0;  // median time between counter changes; 0 until observed
+  uint64_t hwUpdateObservations = 0;
+  uint64_t threadCpuNs = 0;       // CPU time the sampler thread has used (since start)
+  int tid = 0;
+  uint64_t attributionSteps = 0;
+  uint64_t lastAttributionNs = 0;
+};
+
+class Sampler {
+ public:
+  static std::unique_ptr<Sampler> create(const SamplerConfig& cfg, SamplerError* err);
+  ~Sampler();
+  Sampler(const Sampler&) = delete;
+  Sampler& operator=(const Sampler&) = delete;
+
+  bool start(SamplerError* err);
+  void stop();  // joins; takes one final sample
+  bool running() const { return running_.load(std::memory_order_acquire); }
+
+  const EnergySource& source() const { return *source_; }
+  const std::vector<SourceStatus>& skippedSources() const { return skipped_; }
+  const std::shared_ptr<RingBuffer>& ring() const { return ring_; }
+  uint32_t recordSize() const { return recordSize_; }
+  bool attributed() const { return tracker_ != nullptr; }
+  const std::string& threadsBackend() const { return threadsBackend_; }
+  const std::string& threadsFallbackReason() const { return threadsFallback_; }
+  uint32_t attributionEvery() const { return attributionEvery_; }
+
+  // Ticks since start() per domain, and the time of the sample they belong to.
+  void totals(std::vector<uint64_t>* ticks, uint64_t* timeNs, uint64_t* startNs) const;
+  void timing(SamplerTimingStats* out) const;
+  void trackerStats(TrackerStats* out) const;
+  AttributionEngine* attribution() { return attribution_.get(); }
+
+ private:
+  Sampler() = default;
+  static void* threadMain(void* self);
+  void run();
+  void sample(uint64_t now, uint32_t extraFlags, bool forceAttribution);
+  bool openTracker(SamplerError* err);
+
+  SamplerConfig cfg_;
+  std::unique_ptr<EnergySource> source_;
+  std::vector<SourceStatus> skipped_;
+  std::unique_ptr<ThreadTracker> tracker_;
+  std::string threadsBackend_ = "off";
+  std::string threadsFallback_;
+  std::unique_ptr<AttributionEngine> attribution_;
+  std::vector<int> cpuPackage_;
+  std::shared_ptr<RingBuffer> ring_;
+  uint32_t recordSize_ = 0;
+  uint32_t attributionEvery_ = 1;
+
+  pthread_t thread_{};
+  bool joinable_ = false;
+  std::atomic<bool> running_{false};
+  std::atomic<bool> stopRequested_{false};
+  std::atomic<int> tid_{0};
+
+  // Sampler-thread state.
+  std::vector<DomainReading> readings_;
+  std::vector<uint64_t> baseTicks_;
+  std::vector<uint64_t> prevTicks_;
+  std::vector<uint64_t> prevRaw_;
+  std::vector<uint64_t> pendingDelta_;
+  TrackerSnapshot snap_;
+  uint64_t lastAttributionTime_ = 0;
+  uint32_t sinceAttribution_ = 0;
+  uint64_t lastChangeNs_ = 0;
+  uint32_t seq_ = 0;
+
+  // Shared with JavaScript readers.
+  std::unique_ptr<std::atomic<uint64_t>[]> totals_;
+  std::atomic<uint64_t> lastSampleNs_{0};
+  std::atomic<uint64_t> startNs_{0};
+  std::atomic<uint64_t> stopNs_{0};
+  std::atomic<uint64_t> samples_{0};
+  std::atomic<uint64_t> missed_{0};
+  std::atomic<uint64_t> readErrors_{0};
+  std::atomic<uint64_t> cpuNsAtStop_{0};
+  LatencyHistogram jitter_;
+  static constexpr size_t kPeriodWindow = 1024;
+  std::unique_ptr<std::atomic<uint64_t>[]> changePeriods_;
+  std::atomic<uint64_t> changeCount_{0};
+  mutable std::mutex trackerMu_;  // stats() may query the tracker while the thread snapshots
+};
+
+// cpu number → package index, from <sysfsCpuRoot>/cpuN/topology/physical_package_id.
+std::vector<int> readCpuPackages(const std::string& sysfsCpuRoot);
+
+}  // namespace jouletrace

@@ -1,0 +1,158 @@
+// Decodes the sampler's ring records straight out of native memory. Layout (little-endian):
+//   header (16 bytes):   u32 timeLo, u32 timeHi (CLOCK_MONOTONIC ns), u32 seq, u32 flags
+//   per domain (24 bytes, or 48 when threads are tracked):
+//     f64 joules since start, u64 ticks since start, u64 raw counter,
+//     [u64 process ticks, u64 baseline ticks, u64 other ticks] (cumulative attribution)
+
+export const RECORD_HEADER_BYTES = 16;
+
+/** Bits of a sample's `flags`. */
+export const SampleFlags = {
+  /** Some counter changed since the previous sample. */
+  CHANGED: 1 << 0,
+  /** A domain could not be read; its figures are carried over from the previous sample. */
+  READ_ERROR: 1 << 1,
+  /** The source is an estimate (the model source). */
+  ESTIMATED: 1 << 2,
+  /** Deadlines were missed just before this sample. */
+  LATE: 1 << 3,
+  /** Attribution ran at this sample: process + baseline + other ticks equal the measured ticks. */
+  ATTRIBUTED: 1 << 4,
+  /** The last sample of a run, taken by stop(). */
+  FINAL: 1 << 5,
+} as const;
+
+export interface RingNative {
+  ringAcquire(ctl: Float64Array): void;
+  ringRelease(from: number, to: number): number;
+}
+
+export interface RingGeometry {
+  buffer: ArrayBuffer;
+  recordBytes: number;
+  capacity: number;
+  domainCount: number;
+  attributed: boolean;
+}
+
+const TWO32 = 4294967296;
+
+/**
+ * An allocation-free cursor over samples not yet read. Call `next()` until it returns false;
+ * between calls, the accessors describe the current sample. Consumed samples are released
+ * to the producer when a batch is exhausted and by `close()`.
+ *
+ * ```ts
+ * const r = sampler.reader();
+ * while (r.next()) total += r.joules(0);
+ * ```
+ */
+export class RingReader implements Iterable<RingReader> {
+  readonly #native: RingNative;
+  readonly #u32: Uint32Array;
+  readonly #f64: Float64Array;
+  readonly #ctl = new Float64Array(2);
+  readonly #mask: number;
+  readonly #recordWords32: number;
+  readonly #stride32: number;
+  readonly #domainCount: number;
+  readonly #attributed: boolean;
+  #batchStart = 0;
+  #batchEnd = 0;
+  #pos = 0;
+  #base32 = 0;
+  #active = false;
+  #torn = 0;
+
+  constructor(native: RingNative, geometry: RingGeometry) {
+    this.#native = native;
+    this.#u32 = new Uint32Array(geometry.buffer);
+    this.#f64 = new Float64Array(geometry.buffer);
+    this.#mask = geometry.capacity - 1;
+    this.#recordWords32 = geometry.recordBytes / 4;
+    this.#domainCount = geometry.domainCount;
+    this.#attributed = geometry.attributed;
+    this.#stride32 = geometry.attributed ? 12 : 6;
+  }
+
+  /** Advances to the next unread sample; false when there is none right now. */
+  next(): boolean {
+    if (this.#active) this.#pos++;
+    if (!this.#active || this.#pos >= this.#batchEnd) {
+      if (this.#active) this.#release();
+      this.#native.ringAcquire(this.#ctl);
+      this.#batchStart = this.#ctl[0];
+      this.#batchEnd = this.#ctl[1];
+      this.#pos = this.#batchStart;
+      this.#active = this.#batchEnd > this.#batchStart;
+      if (!this.#active) return false;
+    }
+    this.#base32 = (this.#pos & this.#mask) * this.#recordWords32;
+    return true;
+  }
+
+  /** Releases what has been consumed so far (also done automatically at the end of each batch). */
+  close(): void {
+    if (!this.#active) return;
+    this.#active = false;
+    // The current sample has been seen: release it too.
+    this.#batchEnd = this.#pos + 1;
+    this.#release();
+  }
+
+  #release(): void {
+    this.#torn += this.#native.ringRelease(this.#batchStart, this.#batchEnd);
+    this.#active = false;
+  }
+
+  /** Samples possibly overwritten while this reader held them (overwrite-oldest only). */
+  get possiblyTorn(): number {
+    return this.#torn;
+  }
+
+  get domainCount(): number {
+    return this.#domainCount;
+  }
+  /** CLOCK_MONOTONIC nanoseconds (exact below 2^53 ns, about 104 days of uptime; ±2 ns beyond). */
+  get timeNs(): number {
+    return this.#u32[this.#base32] + this.#u32[this.#base32 + 1] * TWO32;
+  }
+  get seq(): number {
+    return this.#u32[this.#base32 + 2];
+  }
+  get flags(): number {
+    return this.#u32[this.#base32 + 3];
+  }
+  /** Joules of domain d since start. */
+  joules(d: number): number {
+    return this.#f64[(this.#base32 + 4 + d * this.#stride32) >> 1];
+  }
+  /** Ticks of domain d since start (exact below 2^53). */
+  ticks(d: number): number {
+    const i = this.#base32 + 4 + d * this.#stride32 + 2;
+    return this.#u32[i] + this.#u32[i + 1] * TWO32;
+  }
+  /** The hardware counter's raw value for domain d. */
+  raw(d: number): number {
+    const i = this.#base32 + 4 + d * this.#stride32 + 4;
+    return this.#u32[i] + this.#u32[i + 1] * TWO32;
+  }
+  /** Cumulative ticks of domain d given to the tracked process (0 without thread tracking). */
+  processTicks(d: number): number {
+    return this.#attributed ? this.#word64(d, 6) : 0;
+  }
+  baselineTicks(d: number): number {
+    return this.#attributed ? this.#word64(d, 8) : 0;
+  }
+  otherTicks(d: number): number {
+    return this.#attributed ? this.#word64(d, 10) : 0;
+  }
+  #word64(d: number, off: number): number {
+    const i = this.#base32 + 4 + d * this.#stride32 + off;
+    return this.#u32[i] + this.#u32[i + 1] * TWO32;
+  }
+
+  *[Symbol.iterator](): Iterator<RingReader> {
+    while (this.next()) yield this;
+  }
+}

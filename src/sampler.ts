@@ -1,0 +1,592 @@
+// The Sampler: a native thread reading energy at a fixed cadence, exact totals, a zero-copy
+// ring of samples, and (with thread tracking) energy attributed to this process's threads.
+import * as os from 'node:os';
+import {
+  checkIntegerInRange,
+  checkNumberInRange,
+  checkObject,
+  checkOneOf,
+  invalidRange,
+  invalidType,
+  JouletraceError,
+} from './errors';
+import { native } from './native';
+import { RECORD_HEADER_BYTES, RingReader, SampleFlags } from './ring-reader';
+import { validateSourceOptions, type SourceOptions, type SourceName } from './source-options';
+
+export type OverflowPolicy = 'drop-newest' | 'overwrite-oldest';
+export type ThreadsBackend = 'bpf' | 'procfs' | 'off';
+
+export interface SamplerOptions extends SourceOptions {
+  /** Sampling period in microseconds, 50 to 1,000,000. Default 1000 (1 kHz). */
+  intervalUs?: number;
+  /** Ring capacity in samples, a power of two from 2 to 2^24. Default 65536. */
+  ringCapacity?: number;
+  /** Pin the sampler thread to this CPU. Default: not pinned. */
+  cpu?: number;
+  /** Run the sampler thread SCHED_FIFO at this priority (1–99; `true` = 10). Default false. */
+  realtime?: boolean | number;
+  /** What a full ring does with a new sample. Default 'drop-newest'. Totals are exact either way. */
+  onOverflow?: OverflowPolicy;
+  /**
+   * Per-thread tracking for attribution: 'bpf' (sched_switch, needs CAP_BPF + CAP_PERFMON),
+   * 'procfs' (/proc/<pid>/task/<tid>/schedstat) or 'off'. Default: 'bpf' when available, else
+   * 'procfs' (stats().threads says why).
+   */
+  threads?: ThreadsBackend;
+  /** Track another process's threads instead of this one's (needs privileges to read it). */
+  pid?: number;
+}
+
+const SAMPLER_KEYS = ['intervalUs', 'ringCapacity', 'cpu', 'realtime', 'onOverflow', 'threads', 'pid'] as const;
+
+export interface DomainDescription {
+  domain: string;
+  package: number;
+  unitJoules: number;
+  estimated: boolean;
+  wrapJoules: number;
+}
+
+export interface DomainTotal {
+  domain: string;
+  package: number;
+  joules: number;
+  /** Exact cumulative count of the domain's energy unit (joules = ticks × unitJoules). */
+  ticks: bigint;
+  estimated: boolean;
+}
+
+export interface Totals {
+  /** CLOCK_MONOTONIC ns of start(). */
+  startNs: bigint;
+  /** CLOCK_MONOTONIC ns of the sample the totals belong to. */
+  timeNs: bigint;
+  readings: DomainTotal[];
+}
+
+export interface SampleReading {
+  domain: string;
+  package: number;
+  joules: number;
+  raw: number;
+}
+
+export interface Sample {
+  timeNs: bigint;
+  seq: number;
+  flags: number;
+  changed: boolean;
+  readError: boolean;
+  estimated: boolean;
+  late: boolean;
+  attributed: boolean;
+  readings: SampleReading[];
+}
+
+export interface SamplerStats {
+  source: string;
+  estimated: boolean;
+  running: boolean;
+  ring: {
+    capacity: number;
+    used: number;
+    written: number;
+    read: number;
+    dropped: number;
+    overwritten: number;
+    recordBytes: number;
+    /** false when the runtime refused an external ArrayBuffer and records are copied. */
+    zeroCopy: boolean;
+  };
+  timing: {
+    samples: number;
+    intervalUs: number;
+    achievedRateHz: number;
+    missedDeadlines: number;
+    readErrors: number;
+    jitterUs: { p50: number; p99: number; p999: number; max: number; mean: number };
+    /** Median time between observed counter changes (about 1000 µs on real RAPL); null until seen. */
+    hwUpdatePeriodUs: number | null;
+    /** CPU time used by the sampler thread, as a percentage of one core over the run. */
+    cpuPercent: number;
+    samplerTid: number;
+  };
+  threads: {
+    backend: ThreadsBackend;
+    /** Why the requested or default backend was not used, when it was not. */
+    fallbackReason: string | null;
+    /** Samples between attribution steps (procfs runs every 10 ms at most). */
+    attributionEvery: number;
+  };
+  /** The eBPF tracker's state (present when threads: 'bpf' is in use). */
+  bpf?: {
+    attached: boolean;
+    events: number;
+    /** Average ns per sched_switch event; null unless kernel.bpf_stats_enabled=1. */
+    avgNsPerEvent: number | null;
+    slotsUsed: number;
+    slotsMax: number;
+    droppedThreads: number;
+    note: string;
+  };
+}
+
+export interface ThreadEnergy {
+  tid: number;
+  name: string;
+  /** On-CPU time since start(). */
+  onCpuNs: number;
+  /** Joules of the primary domain set (package, else psys, else the source's domains). */
+  joules: number;
+  /** Joules per domain name, summed over packages. */
+  byDomain: Record<string, number>;
+  estimated: boolean;
+  exited: boolean;
+}
+
+export interface AttributionParts {
+  total: number;
+  process: number;
+  baseline: number;
+  other: number;
+}
+
+export interface Attribution extends AttributionParts {
+  estimated: boolean;
+  /** The domains the top-level figures cover. */
+  domains: string[];
+  /** Per domain and package, with exact integer ticks (process + baseline + other === total). */
+  byDomain: Array<
+    AttributionParts & {
+      domain: string;
+      package: number;
+      baselineWatts: number | null;
+      ticks: { total: bigint; process: bigint; baseline: bigint; other: bigint };
+    }
+  >;
+}
+
+export interface BaselineResult {
+  /** Idle watts per domain and package, as now used for attribution. */
+  watts: Array<{ domain: string; package: number; watts: number }>;
+  durationMs: number;
+}
+
+interface NativeSamplerHandle {
+  start(): void;
+  stop(): void;
+  close(): void;
+  running(): boolean;
+  info(): {
+    source: string;
+    domains: DomainDescription[];
+    skipped: Array<{ source: string; code?: string; message?: string }>;
+    threadsBackend: string;
+    threadsFallbackReason: string;
+    attributionEvery: number;
+  };
+  totals(): { ticks: bigint[]; timeNs: bigint; startNs: bigint };
+  stats(): {
+    ring: SamplerStats['ring'];
+    timing: Record<string, number>;
+    tracker?: {
+      backend: string;
+      attached: boolean;
+      events: number;
+      runTimeNs: number;
+      runCount: number;
+      slotsUsed: number;
+      slotsMax: number;
+      droppedThreads: number;
+      note: string;
+    };
+  };
+  ring(): { buffer: ArrayBuffer; zeroCopy: boolean; recordBytes: number; capacity: number };
+  ringAcquire(ctl: Float64Array): void;
+  ringRelease(from: number, to: number): number;
+  threads(): Array<{ tid: number; tgid: number; name: string; onCpuNs: number; exited: boolean; ticks: number[] }>;
+  attribution(): Array<{ total: bigint; process: bigint; baseline: bigint; other: bigint; baselineWatts: number }> | null;
+  setBaselineWatts(watts: number[]): void;
+}
+
+function normalizeSamplerOptions(options: unknown): Record<string, unknown> {
+  const opts = checkObject('options', options);
+  const normalized: Record<string, unknown> = { ...validateSourceOptions(opts, 'options', SAMPLER_KEYS) };
+  normalized.intervalUs =
+    opts.intervalUs === undefined ? 1000 : checkNumberInRange('options.intervalUs', opts.intervalUs, 50, 1_000_000);
+  if (opts.ringCapacity === undefined) normalized.ringCapacity = 65536;
+  else {
+    const cap = checkIntegerInRange('options.ringCapacity', opts.ringCapacity, 2, 2 ** 24);
+    if ((cap & (cap - 1)) !== 0) throw invalidRange('options.ringCapacity', 'a power of two from 2 to 16777216', cap);
+    normalized.ringCapacity = cap;
+  }
+  if (opts.cpu !== undefined) {
+    const max = Math.max(os.availableParallelism(), os.cpus().length) - 1;
+    normalized.cpu = checkIntegerInRange('options.cpu', opts.cpu, 0, Math.max(0, max));
+  }
+  if (opts.realtime !== undefined && opts.realtime !== false) {
+    normalized.realtimePriority =
+      opts.realtime === true ? 10 : checkIntegerInRange('options.realtime', opts.realtime, 1, 99);
+  }
+  normalized.onOverflow =
+    opts.onOverflow === undefined
+      ? 'drop-newest'
+      : checkOneOf('options.onOverflow', opts.onOverflow, ['drop-newest', 'overwrite-oldest'] as const);
+  // Native 'auto' means bpf with a procfs fallback.
+  normalized.threads =
+    opts.threads === undefined ? 'auto' : checkOneOf('options.threads', opts.threads, ['bpf', 'procfs', 'off'] as const);
+  if (opts.pid !== undefined) {
+    if (typeof opts.pid !== 'number') throw invalidType('options.pid', 'a process id (positive integer)', opts.pid);
+    normalized.pid = checkIntegerInRange('options.pid', opts.pid, 1, 2 ** 22);
+    if (normalized.threads === 'off') {
+      throw new TypeError("options.pid needs thread tracking, but options.threads is 'off'");
+    }
+  }
+  return normalized;
+}
+
+const PRIMARY_DOMAINS = ['package', 'psys'];
+
+/**
+ * Samples an energy source on a native thread at a fixed cadence.
+ *
+ * ```ts
+ * const sampler = new Sampler({ source: 'auto', intervalUs: 1000 });
+ * sampler.start();
+ * work();
+ * sampler.stop();
+ * console.log(sampler.totals());
+ * ```
+ */
+export class Sampler {
+  readonly #handle: NativeSamplerHandle;
+  readonly #intervalUs: number;
+  readonly #attributed: boolean;
+  readonly #ctl = new Float64Array(2);
+  #closed = false;
+  #reader: RingReader | undefined;
+  #geometry: { buffer: ArrayBuffer; recordBytes: number; capacity: number } | undefined;
+  #u32: Uint32Array | undefined;
+  #f64: Float64Array | undefined;
+  /** The source in use ('msr', 'perf', 'powercap' or 'model'). */
+  readonly source: SourceName;
+  /** The domains sampled, in record order. */
+  readonly domains: readonly DomainDescription[];
+  /** Sources `auto` tried before this one, and why each was skipped. */
+  readonly skipped: ReadonlyArray<{ source: string; code?: string; message?: string }>;
+  readonly #primary: number[];
+  readonly #info: ReturnType<NativeSamplerHandle['info']>;
+
+  constructor(options: SamplerOptions = {}) {
+    const normalized = normalizeSamplerOptions(options);
+    const NativeSampler = native().NativeSampler as new (o: Record<string, unknown>) => NativeSamplerHandle;
+    this.#handle = new NativeSampler(normalized);
+    this.#intervalUs = normalized.intervalUs as number;
+    this.#info = this.#handle.info();
+    this.source = this.#info.source as SourceName;
+    this.domains = Object.freeze(this.#info.domains.map((d) => Object.freeze({ ...d })));
+    this.skipped = Object.freeze(this.#info.skipped.map((s) => Object.freeze({ ...s })));
+    this.#attributed = this.#info.threadsBackend !== 'off';
+    const names = this.domains.map((d) => d.domain);
+    const primaryName = PRIMARY_DOMAINS.find((n) => names.includes(n)) ?? names[0];
+    this.#primary = this.domains.flatMap((d, i) => (d.domain === primaryName ? [i] : []));
+  }
+
+  #check(): void {
+    if (this.#closed) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'the sampler is closed; create a new Sampler');
+  }
+
+  /** Starts sampling. Totals, the ring and statistics start afresh. */
+  start(): this {
+    this.#check();
+    if (this.#handle.running()) {
+      throw new JouletraceError('ERR_JOULETRACE_ALREADY_STARTED', 'start(): the sampler is already running; call stop() first');
+    }
+    this.#reader?.close();
+    this.#handle.start();
+    return this;
+  }
+
+  /** Stops sampling, joining the thread after one final sample. */
+  stop(): this {
+    this.#check();
+    if (!this.#handle.running()) {
+      throw new JouletraceError('ERR_JOULETRACE_NOT_STARTED', 'stop(): the sampler is not running; call start() first');
+    }
+    this.#handle.stop();
+    return this;
+  }
+
+  get running(): boolean {
+    return !this.#closed && this.#handle.running();
+  }
+
+  /** Stops the thread if running and releases native resources. Safe to call twice. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#handle.close();
+  }
+
+  /** Exact cumulative energy per domain since start(), as of the latest sample. */
+  totals(): Totals {
+    this.#check();
+    const t = this.#handle.totals();
+    return {
+      startNs: t.startNs,
+      timeNs: t.timeNs,
+      readings: this.domains.map((d, i) => ({
+        domain: d.domain,
+        package: d.package,
+        joules: Number(t.ticks[i]) * d.unitJoules,
+        ticks: t.ticks[i],
+        estimated: d.estimated,
+      })),
+    };
+  }
+
+  #ring(): { buffer: ArrayBuffer; recordBytes: number; capacity: number } {
+    if (!this.#geometry) {
+      this.#geometry = this.#handle.ring();
+      this.#u32 = new Uint32Array(this.#geometry.buffer);
+      this.#f64 = new Float64Array(this.#geometry.buffer);
+    }
+    return this.#geometry;
+  }
+
+  /** Samples not yet read, oldest first (at most `max`). */
+  read(max = Infinity): Sample[] {
+    this.#check();
+    if (max !== Infinity) checkIntegerInRange('max', max, 0, 2 ** 32);
+    const g = this.#ring();
+    this.#reader?.close();
+    this.#handle.ringAcquire(this.#ctl);
+    const start = this.#ctl[0];
+    const n = Math.min(this.#ctl[1] - start, max);
+    const out: Sample[] = new Array(n);
+    const u32 = this.#u32!;
+    const f64 = this.#f64!;
+    const words = g.recordBytes / 4;
+    const stride = this.#attributed ? 12 : 6;
+    const mask = g.capacity - 1;
+    for (let k = 0; k < n; k++) {
+      const base = ((start + k) & mask) * words;
+      const flags = u32[base + 3];
+      const readings: SampleReading[] = new Array(this.domains.length);
+      for (let d = 0; d < this.domains.length; d++) {
+        const o = base + RECORD_HEADER_BYTES / 4 + d * stride;
+        readings[d] = {
+          domain: this.domains[d].domain,
+          package: this.domains[d].package,
+          joules: f64[o >> 1],
+          raw: u32[o + 4] + u32[o + 5] * 4294967296,
+        };
+      }
+      out[k] = {
+        timeNs: (BigInt(u32[base + 1]) << 32n) | BigInt(u32[base]),
+        seq: u32[base + 2],
+        flags,
+        changed: (flags & SampleFlags.CHANGED) !== 0,
+        readError: (flags & SampleFlags.READ_ERROR) !== 0,
+        estimated: (flags & SampleFlags.ESTIMATED) !== 0,
+        late: (flags & SampleFlags.LATE) !== 0,
+        attributed: (flags & SampleFlags.ATTRIBUTED) !== 0,
+        readings,
+      };
+    }
+    const torn = this.#handle.ringRelease(start, start + n);
+    // Under overwrite-oldest, a reader that stalled may have decoded records the producer was
+    // overwriting: those are discarded rather than returned half-old, half-new.
+    return torn > 0 ? out.slice(torn) : out;
+  }
+
+  /** An allocation-free cursor over unread samples, for hot consumers (see RingReader). */
+  reader(): RingReader {
+    this.#check();
+    const g = this.#ring();
+    this.#reader ??= new RingReader(this.#handle, {
+      buffer: g.buffer,
+      recordBytes: g.recordBytes,
+      capacity: g.capacity,
+      domainCount: this.domains.length,
+      attributed: this.#attributed,
+    });
+    return this.#reader;
+  }
+
+  /** Ring and timing statistics. */
+  stats(): SamplerStats {
+    this.#check();
+    if (!this.#geometry) this.#ring();
+    const s = this.#handle.stats();
+    const t = s.timing;
+    const runningS = t.runningNs / 1e9;
+    const us = (ns: number) => ns / 1000;
+    const stats: SamplerStats = {
+      source: this.source,
+      estimated: this.domains.some((d) => d.estimated),
+      running: this.#handle.running(),
+      ring: s.ring,
+      timing: {
+        samples: t.samples,
+        intervalUs: this.#intervalUs,
+        achievedRateHz: runningS > 0 ? t.samples / runningS : 0,
+        missedDeadlines: t.missedDeadlines,
+        readErrors: t.readErrors,
+        jitterUs: {
+          p50: us(t.jitterP50Ns),
+          p99: us(t.jitterP99Ns),
+          p999: us(t.jitterP999Ns),
+          max: us(t.jitterMaxNs),
+          mean: us(t.jitterMeanNs),
+        },
+        hwUpdatePeriodUs: t.hwUpdateObservations > 0 ? us(t.hwUpdatePeriodNs) : null,
+        cpuPercent: t.runningNs > 0 ? (100 * t.threadCpuNs) / t.runningNs : 0,
+        samplerTid: t.tid,
+      },
+      threads: {
+        backend: this.#info.threadsBackend as ThreadsBackend,
+        fallbackReason: this.#info.threadsFallbackReason || null,
+        attributionEvery: this.#info.attributionEvery,
+      },
+    };
+    if (s.tracker && s.tracker.backend === 'bpf') {
+      stats.bpf = {
+        attached: s.tracker.attached,
+        events: s.tracker.events,
+        avgNsPerEvent: s.tracker.runCount > 0 ? s.tracker.runTimeNs / s.tracker.runCount : null,
+        slotsUsed: s.tracker.slotsUsed,
+        slotsMax: s.tracker.slotsMax,
+        droppedThreads: s.tracker.droppedThreads,
+        note: s.tracker.note,
+      };
+    }
+    return stats;
+  }
+
+  #requireThreads(method: string): void {
+    if (!this.#attributed) {
+      throw new JouletraceError(
+        'ERR_JOULETRACE_NO_THREADS',
+        `${method}: thread tracking is off for this sampler; create it with threads: 'bpf' or 'procfs'`,
+      );
+    }
+  }
+
+  /** Energy attributed to each tracked thread since start(), highest first. */
+  threads(): ThreadEnergy[] {
+    this.#check();
+    this.#requireThreads('threads()');
+    const estimated = this.domains.some((d) => d.estimated);
+    return this.#handle
+      .threads()
+      .map((t) => {
+        const byDomain: Record<string, number> = {};
+        let joules = 0;
+        this.domains.forEach((d, i) => {
+          const j = t.ticks[i] * d.unitJoules;
+          byDomain[d.domain] = (byDomain[d.domain] ?? 0) + j;
+        });
+        for (const i of this.#primary) joules += t.ticks[i] * this.domains[i].unitJoules;
+        return { tid: t.tid, name: t.name, onCpuNs: t.onCpuNs, joules, byDomain, estimated, exited: t.exited };
+      })
+      .sort((a, b) => b.joules - a.joules || a.tid - b.tid);
+  }
+
+  /** Where the measured energy went since start(): this process, the baseline, and everything else. */
+  attribution(): Attribution {
+    this.#check();
+    this.#requireThreads('attribution()');
+    const parts = this.#handle.attribution() ?? [];
+    const byDomain = parts.map((p, i) => {
+      const d = this.domains[i];
+      const j = (x: bigint) => Number(x) * d.unitJoules;
+      return {
+        domain: d.domain,
+        package: d.package,
+        total: j(p.total),
+        process: j(p.process),
+        baseline: j(p.baseline),
+        other: j(p.other),
+        baselineWatts: p.baselineWatts >= 0 ? p.baselineWatts : null,
+        ticks: { total: p.total, process: p.process, baseline: p.baseline, other: p.other },
+      };
+    });
+    const sum = (k: keyof AttributionParts) => this.#primary.reduce((acc, i) => acc + (byDomain[i]?.[k] ?? 0), 0);
+    return {
+      total: sum('total'),
+      process: sum('process'),
+      baseline: sum('baseline'),
+      other: sum('other'),
+      estimated: this.domains.some((d) => d.estimated),
+      domains: [...new Set(this.#primary.map((i) => this.domains[i].domain))],
+      byDomain,
+    };
+  }
+
+  /**
+   * Sets idle power per domain name (e.g. `{ package: 12.5, dram: 1.1 }`, watts for each
+   * package) or per domain index (an array in `domains` order). Attribution then gives
+   * idle watts × time to "baseline" before splitting the rest.
+   */
+  setBaseline(watts: Record<string, number> | number[]): void {
+    this.#check();
+    this.#requireThreads('setBaseline()');
+    let list: number[];
+    if (Array.isArray(watts)) {
+      if (watts.length !== this.domains.length) {
+        throw invalidRange('watts', `an array of ${this.domains.length} numbers (one per domain)`, watts);
+      }
+      list = watts.map((w, i) => checkNumberInRange(`watts[${i}]`, w, 0, 1e6));
+    } else {
+      const obj = checkObject('watts', watts);
+      for (const [k, v] of Object.entries(obj)) {
+        if (!this.domains.some((d) => d.domain === k)) {
+          throw invalidRange('watts', `domain names among ${[...new Set(this.domains.map((d) => d.domain))].join(', ')}`, k);
+        }
+        checkNumberInRange(`watts.${k}`, v, 0, 1e6);
+      }
+      list = this.domains.map((d) => (typeof obj[d.domain] === 'number' ? (obj[d.domain] as number) : -1));
+    }
+    this.#handle.setBaselineWatts(list);
+  }
+
+  /**
+   * Measures idle power: keep the machine as quiet as you can for `durationMs`. The lowest
+   * average power over 100 ms windows is kept per domain as the baseline (a low percentile is
+   * robust to a brief burst of activity, where a plain average is not).
+   */
+  async calibrateBaseline(options: { durationMs?: number } = {}): Promise<BaselineResult> {
+    this.#check();
+    this.#requireThreads('calibrateBaseline()');
+    const opts = checkObject('options', options);
+    const durationMs =
+      opts.durationMs === undefined ? 2000 : checkIntegerInRange('options.durationMs', opts.durationMs, 200, 600_000);
+    const wasRunning = this.#handle.running();
+    if (!wasRunning) this.#handle.start();
+    const windowMs = Math.min(100, durationMs / 2);
+    const windows = Math.max(2, Math.floor(durationMs / windowMs));
+    const best: number[] = this.domains.map(() => Infinity);
+    let prev = this.#handle.totals();
+    for (let w = 0; w < windows; w++) {
+      await new Promise((r) => setTimeout(r, windowMs));
+      const cur = this.#handle.totals();
+      const dt = Number(cur.timeNs - prev.timeNs) / 1e9;
+      if (dt > 0) {
+        this.domains.forEach((d, i) => {
+          const watts = (Number(cur.ticks[i] - prev.ticks[i]) * d.unitJoules) / dt;
+          if (watts < best[i]) best[i] = watts;
+        });
+      }
+      prev = cur;
+    }
+    if (!wasRunning) this.#handle.stop();
+    const watts = best.map((w) => (Number.isFinite(w) ? w : 0));
+    this.#handle.setBaselineWatts(watts);
+    return {
+      watts: this.domains.map((d, i) => ({ domain: d.domain, package: d.package, watts: watts[i] })),
+      durationMs,
+    };
+  }
+}
