@@ -1,1 +1,174 @@
-// placeholder: replaced by the real implementation
+// CPUID identity and sysfs topology.
+#include "energy/cpu_info.h"
+
+#include <cpuid.h>
+#include <errno.h>
+#include <fcntl.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+namespace jouletrace {
+
+const char* vendorName(Vendor v) {
+  switch (v) {
+    case Vendor::Intel: return "intel";
+    case Vendor::Amd: return "amd";
+    case Vendor::Hygon: return "hygon";
+    default: return "unknown";
+  }
+}
+
+std::string errnoName(int err) {
+  switch (err) {
+    case ENOENT: return "ENOENT";
+    case EACCES: return "EACCES";
+    case EPERM: return "EPERM";
+    case EIO: return "EIO";
+    case EINVAL: return "EINVAL";
+    case ENODEV: return "ENODEV";
+    case ENXIO: return "ENXIO";
+    case EBUSY: return "EBUSY";
+    case ENOTDIR: return "ENOTDIR";
+    case EISDIR: return "EISDIR";
+    case EOPNOTSUPP: return "EOPNOTSUPP";
+    case EMFILE: return "EMFILE";
+    case ENOMEM: return "ENOMEM";
+    default: return "E" + std::to_string(err);
+  }
+}
+
+int readSmallFile(const std::string& path, std::string* out) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  UniqueFd owner(fd);
+  out->clear();
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return -errno;
+    }
+    if (n == 0) break;
+    out->append(buf, size_t(n));
+    // sysfs attributes are one page at most; bound the loop for anything pointed at by mistake.
+    if (out->size() > (1u << 20)) break;
+  }
+  return 0;
+}
+
+int readIntegerFile(const std::string& path, long long* out) {
+  std::string s;
+  int rc = readSmallFile(path, &s);
+  if (rc < 0) return rc;
+  const char* p = s.c_str();
+  char* end = nullptr;
+  errno = 0;
+  long long v = std::strtoll(p, &end, 0);
+  if (end == p || errno != 0) return -EINVAL;
+  while (*end == ' ' || *end == '\n' || *end == '\t') end++;
+  if (*end != '\0') return -EINVAL;
+  *out = v;
+  return 0;
+}
+
+bool parseCpuList(const std::string& text, std::vector<int>* cpus) {
+  cpus->clear();
+  size_t i = 0, n = text.size();
+  while (i < n) {
+    while (i < n && (text[i] == ' ' || text[i] == '\n' || text[i] == ',')) i++;
+    if (i >= n) break;
+    if (text[i] < '0' || text[i] > '9') return false;
+    long a = 0;
+    while (i < n && text[i] >= '0' && text[i] <= '9') {
+      a = a * 10 + (text[i++] - '0');
+      if (a > 1 << 20) return false;
+    }
+    long b = a;
+    if (i < n && text[i] == '-') {
+      i++;
+      if (i >= n || text[i] < '0' || text[i] > '9') return false;
+      b = 0;
+      while (i < n && text[i] >= '0' && text[i] <= '9') {
+        b = b * 10 + (text[i++] - '0');
+        if (b > 1 << 20) return false;
+      }
+      if (b < a) return false;
+    }
+    for (long c = a; c <= b; c++) cpus->push_back(int(c));
+    if (i < n && text[i] != ',' && text[i] != '\n' && text[i] != ' ') return false;
+  }
+  std::sort(cpus->begin(), cpus->end());
+  cpus->erase(std::unique(cpus->begin(), cpus->end()), cpus->end());
+  return true;
+}
+
+bool readTopology(const std::string& root, std::vector<CpuTopo>* out, SourceError* err) {
+  out->clear();
+  std::string online;
+  int rc = readSmallFile(root + "/online", &online);
+  std::vector<int> cpus;
+  if (rc < 0 || !parseCpuList(online, &cpus) || cpus.empty()) {
+    err->code = rc < 0 ? errnoName(-rc) : "EINVAL";
+    err->message = root + "/online: " + (rc < 0 ? std::strerror(-rc) : "not a CPU list") +
+                   " — cannot tell which CPUs are online (is sysfs mounted?)";
+    return false;
+  }
+  for (int c : cpus) {
+    CpuTopo t;
+    t.cpu = c;
+    std::string base = root + "/cpu" + std::to_string(c) + "/topology/";
+    long long v;
+    t.package = readIntegerFile(base + "physical_package_id", &v) == 0 && v >= 0 ? int(v) : 0;
+    t.core = readIntegerFile(base + "core_id", &v) == 0 && v >= 0 ? int(v) : c;
+    out->push_back(t);
+  }
+  return true;
+}
+
+std::string expandCpuPath(const std::string& tmpl, int n) {
+  size_t at = tmpl.find("%d");
+  if (at == std::string::npos) return tmpl;
+  return tmpl.substr(0, at) + std::to_string(n) + tmpl.substr(at + 2);
+}
+
+CpuIdentity detectCpu(const SourceOptions& opts) {
+  if (opts.hasCpuOverride) return opts.cpuOverride;
+  CpuIdentity id;
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid(0, &a, &b, &c, &d)) return id;
+  char vendor[13];
+  std::memcpy(vendor, &b, 4);
+  std::memcpy(vendor + 4, &d, 4);
+  std::memcpy(vendor + 8, &c, 4);
+  vendor[12] = '\0';
+  if (std::strcmp(vendor, "GenuineIntel") == 0) id.vendor = Vendor::Intel;
+  else if (std::strcmp(vendor, "AuthenticAMD") == 0) id.vendor = Vendor::Amd;
+  else if (std::strcmp(vendor, "HygonGenuine") == 0) id.vendor = Vendor::Hygon;
+  if (__get_cpuid(1, &a, &b, &c, &d)) {
+    uint32_t base = (a >> 8) & 0xF, ext = (a >> 20) & 0xFF;
+    uint32_t model = (a >> 4) & 0xF, extModel = (a >> 16) & 0xF;
+    // The SDM's display rules: extended family only adds for family 0xF, extended model only
+    // applies to families 6 and 0xF.
+    id.family = base == 0xF ? base + ext : base;
+    id.model = (base == 0x6 || base == 0xF) ? (extModel << 4) | model : model;
+  }
+  unsigned maxExt = __get_cpuid_max(0x80000000, nullptr);
+  if (maxExt >= 0x80000004) {
+    char brand[49] = {0};
+    for (unsigned leaf = 0; leaf < 3; leaf++) {
+      unsigned r[4];
+      __get_cpuid(0x80000002 + leaf, &r[0], &r[1], &r[2], &r[3]);
+      std::memcpy(brand + leaf * 16, r, 16);
+    }
+    std::string s(brand);
+    size_t first = s.find_first_not_of(' ');
+    size_t last = s.find_last_not_of(' ');
+    id.brand = first == std::string::npos ? "" : s.substr(first, last - first + 1);
+  }
+  return id;
+}
+
+}  // namespace jouletrace

@@ -1,1 +1,236 @@
-// placeholder: replaced by the real implementation
+// RAPL through the msr driver: pread(8 bytes) at the MSR address of /dev/cpu/N/msr, one CPU per
+// package (and, for AMD's per-core counters, one CPU per physical core).
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <map>
+
+#include "energy/cpu_info.h"
+#include "energy/sources_internal.h"
+#include "energy/wrap_counter.h"
+
+namespace jouletrace {
+namespace {
+
+constexpr uint32_t kIntelUnit = 0x606, kIntelPkg = 0x611, kIntelPp0 = 0x639, kIntelPp1 = 0x641,
+                   kIntelDram = 0x619, kIntelPsys = 0x64D;
+constexpr uint32_t kAmdUnit = 0xC0010299, kAmdCore = 0xC001029A, kAmdPkg = 0xC001029B;
+constexpr uint64_t kEnergyModulus = 1ull << 32;
+
+// Intel server parts whose DRAM counter ticks in a fixed 2^-16 J (15.3 µJ) whatever the unit
+// register says: the models the kernel's intel_rapl_common.c gives rapl_defaults_hsw_server
+// (Haswell-X, Broadwell-X, Skylake-X/Cascade Lake, Ice Lake-X/-D, Xeon Phi KNL/KNM). Sapphire
+// Rapids had it too until the kernel dropped it as wrong, so it is not listed.
+bool fixedDramUnit(uint32_t model) {
+  switch (model) {
+    case 0x3F: case 0x4F: case 0x55: case 0x6A: case 0x6C: case 0x57: case 0x85: return true;
+    default: return false;
+  }
+}
+
+// Silvermont/Airmont Atoms count energy in 2^ESU µJ instead of 2^-ESU J (the kernel's
+// rapl_check_unit_atom for Bay Trail 0x37, Merrifield 0x4A, Cherry Trail 0x4C, Moorefield 0x5A).
+bool atomEnergyUnit(uint32_t model) {
+  return model == 0x37 || model == 0x4A || model == 0x4C || model == 0x5A;
+}
+
+// One MSR read on one CPU. A short read counts as EIO: the emulated device stands for an
+// unimplemented MSR with a hole past end-of-file, which is what the real driver's EIO means.
+int readMsr(int fd, uint32_t msr, uint64_t* value) {
+  ssize_t n = ::pread(fd, value, sizeof *value, off_t(msr));
+  if (n == ssize_t(sizeof *value)) return 0;
+  if (n < 0) return -errno;
+  return -EIO;
+}
+
+class MsrSource final : public EnergySource {
+ public:
+  struct Counter {
+    int fd;
+    uint32_t msr;
+    WrapCounter wrap{kEnergyModulus};
+  };
+  struct Plan {
+    size_t first;  // index into counters_
+    size_t count;  // >1 for AMD core = sum of per-core counters
+  };
+
+  const char* name() const override { return "msr"; }
+
+  int read(DomainReading* out) override {
+    int firstErr = 0;
+    for (size_t d = 0; d < plans_.size(); d++) {
+      uint64_t raw = 0, ticks = 0;
+      for (size_t i = plans_[d].first; i < plans_[d].first + plans_[d].count; i++) {
+        Counter& c = counters_[i];
+        uint64_t v;
+        int rc = readMsr(c.fd, c.msr, &v);
+        if (rc == 0) c.wrap.update(v & 0xFFFFFFFFull);
+        else if (firstErr == 0) firstErr = rc;
+        // On failure the counter keeps its last value, so the energy it missed shows up whole
+        // in the next successful read.
+        raw += c.wrap.last();
+        ticks += c.wrap.total();
+      }
+      out[d].raw = raw;
+      out[d].ticks = ticks;
+    }
+    return firstErr;
+  }
+
+  std::vector<UniqueFd> fds_;
+  std::vector<Counter> counters_;
+  std::vector<Plan> plans_;
+  std::vector<Domain>& mutableDomains() { return domains_; }
+};
+
+void openError(const std::string& path, int err, SourceError* out) {
+  out->code = errnoName(err);
+  if (err == ENOENT || err == ENXIO || err == ENODEV) {
+    out->code = "ENOENT";
+    out->message = path + ": no such file — load the msr module: modprobe msr";
+  } else if (err == EACCES || err == EPERM) {
+    out->message = path + ": permission denied — needs CAP_SYS_RAWIO (run as root or setcap cap_sys_rawio+ep on node)";
+  } else {
+    out->message = path + ": " + std::strerror(err);
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceError* err) {
+  CpuIdentity id = detectCpu(opts);
+  bool intel = id.vendor == Vendor::Intel;
+  bool amd = (id.vendor == Vendor::Amd && id.family >= 0x17) || (id.vendor == Vendor::Hygon && id.family >= 0x18);
+  if (!intel && !amd) {
+    err->code = "ERR_JOULETRACE_UNSUPPORTED_CPU";
+    if (id.vendor == Vendor::Amd || id.vendor == Vendor::Hygon) {
+      err->message = std::string(vendorName(id.vendor)) + " family 0x" + [&] {
+        char b[16];
+        snprintf(b, sizeof b, "%X", id.family);
+        return std::string(b);
+      }() + " has no RAPL MSRs (AMD RAPL starts with family 17h / Zen, Hygon with 18h) — use source 'model'";
+    } else {
+      err->message = std::string("CPU vendor ") + vendorName(id.vendor) +
+                     " has no known RAPL MSRs (Intel, AMD family ≥17h and Hygon only) — use source 'model'";
+    }
+    return nullptr;
+  }
+
+  std::vector<CpuTopo> topo;
+  if (!readTopology(opts.sysfsCpuRoot, &topo, err)) return nullptr;
+
+  // First online CPU of each package, and of each (package, core) for AMD's per-core counters.
+  std::map<int, int> pkgCpu;
+  std::map<int, std::vector<int>> coreCpus;  // package -> one CPU per physical core
+  std::map<std::pair<int, int>, bool> seenCore;
+  for (const CpuTopo& t : topo) {
+    pkgCpu.emplace(t.package, t.cpu);
+    if (seenCore.emplace(std::make_pair(t.package, t.core), true).second) coreCpus[t.package].push_back(t.cpu);
+  }
+
+  auto src = std::make_unique<MsrSource>();
+  std::map<int, int> fdOfCpu;
+  auto fdFor = [&](int cpu, SourceError* e) -> int {
+    auto it = fdOfCpu.find(cpu);
+    if (it != fdOfCpu.end()) return it->second;
+    std::string path = expandCpuPath(opts.msrPath, cpu);
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      openError(path, errno, e);
+      return -1;
+    }
+    src->fds_.emplace_back(fd);
+    fdOfCpu[cpu] = fd;
+    return fd;
+  };
+
+  auto addDomain = [&](const char* name, int package, double unit, const std::vector<std::pair<int, uint32_t>>& reads) {
+    std::vector<MsrSource::Counter> cs;
+    for (const auto& r : reads) {
+      MsrSource::Counter c{r.first, r.second};
+      uint64_t v;
+      if (readMsr(r.first, r.second, &v) != 0) return false;
+      c.wrap.reset(v & 0xFFFFFFFFull);
+      cs.push_back(c);
+    }
+    src->plans_.push_back(MsrSource::Plan{src->counters_.size(), cs.size()});
+    src->counters_.insert(src->counters_.end(), cs.begin(), cs.end());
+    Domain d;
+    d.name = name;
+    d.package = package;
+    d.unitJoules = unit;
+    // For a per-core sum each core wraps separately at 2^32 units of its own energy; with n
+    // cores sharing the domain's power evenly that happens after n x 2^32 units of the sum.
+    d.wrapJoules = double(kEnergyModulus) * unit * double(reads.size());
+    src->mutableDomains().push_back(d);
+    return true;
+  };
+
+  // A domain is present when its first read succeeds with a non-zero count: the kernel's own
+  // rapl_check_domain test (the msr driver answers EIO for unimplemented MSRs, and implemented
+  // but unused counters read zero).
+  auto probeMsr = [](int fd, uint32_t msr) {
+    uint64_t v;
+    return readMsr(fd, msr, &v) == 0 && (v & 0xFFFFFFFFull) != 0;
+  };
+
+  bool first = true;
+  for (const auto& pc : pkgCpu) {
+    int pkg = pc.first;
+    int fd = fdFor(pc.second, err);
+    if (fd < 0) return nullptr;
+    uint64_t unitReg;
+    uint32_t unitMsr = intel ? kIntelUnit : kAmdUnit;
+    int rc = readMsr(fd, unitMsr, &unitReg);
+    if (rc < 0) {
+      err->code = errnoName(-rc);
+      char hex[24];
+      snprintf(hex, sizeof hex, "0x%X", unitMsr);
+      err->message = expandCpuPath(opts.msrPath, pc.second) + ": reading the RAPL unit register " + hex + " failed (" +
+                     std::strerror(-rc) + ") — this CPU or hypervisor does not expose RAPL MSRs; try source 'powercap', 'perf' or 'model'";
+      return nullptr;
+    }
+    uint32_t esu = uint32_t((unitReg >> 8) & 0x1F);
+    double unit = std::ldexp(1.0, -int(esu));
+    if (intel && id.family == 6 && atomEnergyUnit(id.model)) unit = std::ldexp(1.0, int(esu)) * 1e-6;
+
+    if (intel) {
+      if (probeMsr(fd, kIntelPkg)) addDomain("package", pkg, unit, {{fd, kIntelPkg}});
+      if (probeMsr(fd, kIntelPp0)) addDomain("core", pkg, unit, {{fd, kIntelPp0}});
+      if (probeMsr(fd, kIntelPp1)) addDomain("uncore", pkg, unit, {{fd, kIntelPp1}});
+      double dramUnit = id.family == 6 && fixedDramUnit(id.model) ? std::ldexp(1.0, -16) : unit;
+      if (probeMsr(fd, kIntelDram)) addDomain("dram", pkg, dramUnit, {{fd, kIntelDram}});
+      // psys covers the whole platform: counting it per package would count it twice.
+      if (first && probeMsr(fd, kIntelPsys)) addDomain("psys", 0, unit, {{fd, kIntelPsys}});
+    } else {
+      if (probeMsr(fd, kAmdPkg)) addDomain("package", pkg, unit, {{fd, kAmdPkg}});
+      std::vector<std::pair<int, uint32_t>> cores;
+      bool ok = true;
+      for (int cpu : coreCpus[pkg]) {
+        int cfd = fdFor(cpu, err);
+        if (cfd < 0) return nullptr;
+        if (cores.empty() && !probeMsr(cfd, kAmdCore)) {
+          ok = false;
+          break;
+        }
+        cores.emplace_back(cfd, kAmdCore);
+      }
+      // Each per-core counter wraps on its own; addDomain gives each its own WrapCounter and
+      // read() sums the extended totals, so one core wrapping never loses 2^32 ticks.
+      if (ok && !cores.empty()) addDomain("core", pkg, unit, cores);
+    }
+    first = false;
+  }
+  if (src->domains().empty()) {
+    err->code = "ENODEV";
+    err->message = "no RAPL energy counter answered through " + opts.msrPath + " (all read EIO or zero) — try source 'powercap', 'perf' or 'model'";
+    return nullptr;
+  }
+  return src;
+}
+
+}  // namespace jouletrace

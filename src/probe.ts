@@ -1,0 +1,192 @@
+// What this machine can measure: every energy source with the reason it is or is not usable,
+// each domain's wrap period at the present power, and whether eBPF attribution can run.
+import * as os from 'node:os';
+import { checkIntegerInRange } from './errors';
+import { native } from './native';
+import { validateSourceOptions, type SourceName, type SourceOptions } from './source-options';
+import { asJouletraceError, type DomainInfo, type DomainName } from './sources';
+
+export interface ProbeDomain extends DomainInfo {
+  /** Average watts over the probe interval (undefined when not measured). */
+  watts?: number;
+  /** Seconds until the hardware counter wraps at `watts` (or at a nominal power, see wrapBasis). */
+  wrapPeriodSeconds?: number;
+  wrapBasis?: 'measured' | 'nominal';
+}
+
+export interface ProbeSource {
+  source: Exclude<SourceName, 'auto'>;
+  available: boolean;
+  code?: string;
+  reason?: string;
+  remedy?: string;
+  domains: ProbeDomain[];
+  /** The shortest wrap period among the domains: the longest gap allowed between two reads. */
+  wrapPeriodSeconds?: number;
+}
+
+export interface BpfReadiness {
+  /** null when this build cannot tell. */
+  ready: boolean | null;
+  btf?: boolean;
+  capBpf?: boolean;
+  capPerfmon?: boolean;
+  kernel?: string;
+  reason: string;
+}
+
+export interface ProbeReport {
+  cpu: { vendor: string; family: number; model: number; brand: string };
+  sources: ProbeSource[];
+  bpf: BpfReadiness;
+  kernel: string;
+}
+
+export interface ProbeOptions extends SourceOptions {
+  /** How long to watch each available source to measure its power. @default 100 */
+  intervalMs?: number;
+}
+
+// Used only when a counter did not move during the probe (idle emulated device): the order of
+// magnitude of a server socket, which gives the order of magnitude of the wrap period.
+const NOMINAL_WATTS: Record<DomainName, number> = { package: 100, core: 80, uncore: 15, dram: 15, psys: 150 };
+
+/** Splits "what failed — how to fix it" messages into reason and remedy. */
+function splitMessage(message: string): { reason: string; remedy?: string } {
+  const at = message.indexOf(' — ');
+  if (at < 0) return { reason: message };
+  return { reason: message.slice(0, at), remedy: message.slice(at + 3) };
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+interface NativeStatus {
+  source: Exclude<SourceName, 'auto'>;
+  available: boolean;
+  code?: string;
+  message?: string;
+  domains: DomainInfo[];
+}
+
+async function measure(source: ProbeSource, opts: object, intervalMs: number): Promise<void> {
+  let handle;
+  try {
+    handle = native().openSource({ ...opts, source: source.source });
+  } catch {
+    return; // became unavailable between probe and measurement: keep the static report
+  }
+  try {
+    const a = handle.read();
+    await sleep(intervalMs);
+    const b = handle.read();
+    const seconds = Number(b.timeNs - a.timeNs) / 1e9;
+    source.domains.forEach((d, i) => {
+      const joules = Number(b.ticks[i] - a.ticks[i]) * d.unitJoules;
+      const watts = seconds > 0 ? joules / seconds : 0;
+      d.watts = watts;
+      if (d.wrapJoules > 0) {
+        if (watts > 0) {
+          d.wrapPeriodSeconds = d.wrapJoules / watts;
+          d.wrapBasis = 'measured';
+        } else {
+          d.wrapPeriodSeconds = d.wrapJoules / NOMINAL_WATTS[d.domain];
+          d.wrapBasis = 'nominal';
+        }
+      }
+    });
+  } finally {
+    handle.close();
+  }
+  const periods = source.domains.map((d) => d.wrapPeriodSeconds).filter((p): p is number => p !== undefined);
+  if (periods.length > 0) source.wrapPeriodSeconds = Math.min(...periods);
+}
+
+function bpfReadiness(): BpfReadiness {
+  const fn = native().bpfReadiness as undefined | (() => BpfReadiness);
+  if (typeof fn !== 'function') return { ready: null, reason: 'unknown: this build does not report BPF readiness' };
+  try {
+    return fn();
+  } catch (e) {
+    return { ready: null, reason: `unknown: ${e instanceof Error ? e.message : String(e)}` };
+  }
+}
+
+/** Reports which energy sources work here, with reasons and remedies for those that do not. */
+export async function probe(options?: ProbeOptions): Promise<ProbeReport> {
+  const opts = validateSourceOptions(options, 'options', ['intervalMs']);
+  const intervalMs =
+    options?.intervalMs === undefined ? 100 : checkIntegerInRange('options.intervalMs', options.intervalMs, 1, 10_000);
+  let raw: { cpu: ProbeReport['cpu']; sources: NativeStatus[] };
+  try {
+    raw = native().probeSources(opts);
+  } catch (e) {
+    throw asJouletraceError(e);
+  }
+  const sources: ProbeSource[] = raw.sources.map((s) => {
+    const out: ProbeSource = { source: s.source, available: s.available, domains: s.domains.map((d) => ({ ...d })) };
+    if (!s.available) {
+      out.code = s.code;
+      Object.assign(out, splitMessage(s.message ?? ''));
+    }
+    return out;
+  });
+  await Promise.all(sources.filter((s) => s.available).map((s) => measure(s, opts, intervalMs)));
+  return { cpu: raw.cpu, sources, bpf: bpfReadiness(), kernel: os.release() };
+}
+
+function formatSeconds(s: number): string {
+  if (s >= 86400) return `${(s / 86400).toFixed(1)} d`;
+  if (s >= 3600) return `${(s / 3600).toFixed(1)} h`;
+  if (s >= 60) return `${(s / 60).toFixed(1)} min`;
+  return `${s.toFixed(1)} s`;
+}
+
+function formatUnit(j: number): string {
+  if (j >= 1e-3) return `${(j * 1e3).toPrecision(4)} mJ`;
+  if (j >= 1e-6) return `${(j * 1e6).toPrecision(4)} µJ`;
+  if (j >= 1e-9) return `${(j * 1e9).toPrecision(4)} nJ`;
+  return `${j.toExponential(3)} J`;
+}
+
+/** Renders a probe report as a readable table for terminals. */
+export function formatProbe(report: ProbeReport): string {
+  const lines: string[] = [];
+  const c = report.cpu;
+  const hex = (n: number) => `0x${n.toString(16).toUpperCase()}`;
+  lines.push(`CPU     ${c.brand || '(no brand string)'} — ${c.vendor} family ${hex(c.family)} model ${hex(c.model)}`);
+  lines.push(`Kernel  ${report.kernel}`);
+  lines.push('');
+  lines.push('Energy sources (auto picks the first available, top to bottom)');
+  for (const s of report.sources) {
+    if (s.available) {
+      const wrap = s.wrapPeriodSeconds === undefined ? 'never wraps' : `wraps after ${formatSeconds(s.wrapPeriodSeconds)}`;
+      lines.push(`  ✓ ${s.source.padEnd(9)} available, ${wrap}`);
+      for (const d of s.domains) {
+        const cols = [
+          `${d.domain}-${d.package}`.padEnd(11),
+          `unit ${formatUnit(d.unitJoules)}`.padEnd(17),
+          d.watts === undefined ? '' : `${d.watts.toFixed(2)} W`.padEnd(11),
+          d.wrapPeriodSeconds === undefined
+            ? 'no wrap'
+            : `wrap ${formatSeconds(d.wrapPeriodSeconds)}${d.wrapBasis === 'nominal' ? ` (at nominal ${NOMINAL_WATTS[d.domain]} W)` : ''}`,
+          d.estimated ? 'ESTIMATED' : '',
+        ];
+        lines.push(`      ${cols.join(' ').trimEnd()}`);
+      }
+    } else {
+      lines.push(`  ✗ ${s.source.padEnd(9)} ${s.code ?? ''}: ${s.reason ?? ''}`);
+      if (s.remedy) lines.push(`      fix: ${s.remedy}`);
+    }
+  }
+  lines.push('');
+  const b = report.bpf;
+  const state = b.ready === null ? '? unknown' : b.ready ? '✓ ready' : '✗ not ready';
+  lines.push(`eBPF thread attribution  ${state}`);
+  const flags: string[] = [];
+  if (b.btf !== undefined) flags.push(`BTF ${b.btf ? 'yes' : 'no'}`);
+  if (b.capBpf !== undefined) flags.push(`CAP_BPF ${b.capBpf ? 'yes' : 'no'}`);
+  if (b.capPerfmon !== undefined) flags.push(`CAP_PERFMON ${b.capPerfmon ? 'yes' : 'no'}`);
+  if (flags.length) lines.push(`      ${flags.join(', ')}`);
+  if (b.reason) lines.push(`      ${b.reason}`);
+  return lines.join('\n') + '\n';
+}

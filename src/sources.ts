@@ -1,0 +1,133 @@
+// The public face of one energy source: cumulative joules per RAPL domain since open.
+import { JouletraceError } from './errors';
+import { native } from './native';
+import { validateSourceOptions, type SourceName, type SourceOptions } from './source-options';
+
+export type DomainName = 'package' | 'core' | 'uncore' | 'dram' | 'psys';
+
+export interface DomainInfo {
+  domain: DomainName;
+  /** Physical package id (0 for psys, which is platform-wide). */
+  package: number;
+  /** Joules per counter tick. */
+  unitJoules: number;
+  /** True for the model source: an estimate, not a measurement. */
+  estimated: boolean;
+  /** Energy after which the hardware counter wraps (0: never in practice). Reads must come faster than that. */
+  wrapJoules: number;
+}
+
+export interface DomainReading {
+  domain: DomainName;
+  package: number;
+  /** Cumulative joules since the source was opened. */
+  joules: number;
+  estimated: boolean;
+}
+
+export interface SourceReading {
+  /** CLOCK_MONOTONIC nanoseconds when the counters were read. */
+  timeNs: bigint;
+  readings: DomainReading[];
+  /**
+   * Set ('EIO', ...) when a counter could not be read this time: its reading stays at the previous
+   * value and the energy it missed appears, exactly, in the next successful read.
+   */
+  error?: string;
+}
+
+/** Why `auto` passed over a source before the one it opened. */
+export interface SkippedSource {
+  source: Exclude<SourceName, 'auto'>;
+  code: string;
+  message: string;
+}
+
+interface NativeReading {
+  timeNs: bigint;
+  raw: BigUint64Array;
+  ticks: BigUint64Array;
+  status: number;
+  error?: string;
+}
+
+interface NativeSource {
+  readonly name: string;
+  readonly domains: DomainInfo[];
+  readonly skipped: Array<SkippedSource & { available: boolean; domains: DomainInfo[] }>;
+  read(): NativeReading;
+  close(): void;
+}
+
+const closedError = () => new JouletraceError('ERR_JOULETRACE_CLOSED', 'the energy source is closed');
+
+export function asJouletraceError(e: unknown): Error {
+  if (e instanceof Error && typeof (e as { code?: unknown }).code === 'string' && !(e instanceof JouletraceError)) {
+    return new JouletraceError((e as unknown as { code: string }).code, e.message);
+  }
+  return e instanceof Error ? e : new Error(String(e));
+}
+
+export class EnergySource {
+  #native: NativeSource | undefined;
+  /** The source actually opened ('msr', 'perf', 'powercap' or 'model'). */
+  readonly name: Exclude<SourceName, 'auto'>;
+  readonly domains: readonly DomainInfo[];
+  readonly skipped: readonly SkippedSource[];
+
+  /** @internal use openSource() */
+  constructor(nativeSource: NativeSource) {
+    this.#native = nativeSource;
+    this.name = nativeSource.name as Exclude<SourceName, 'auto'>;
+    this.domains = Object.freeze(nativeSource.domains.map((d) => Object.freeze({ ...d })));
+    this.skipped = Object.freeze(
+      nativeSource.skipped.map((s) => Object.freeze({ source: s.source, code: s.code, message: s.message })),
+    );
+  }
+
+  get closed(): boolean {
+    return this.#native === undefined;
+  }
+
+  /** Reads every domain: cumulative joules since open, wrap-extended natively. */
+  read(): SourceReading {
+    if (!this.#native) throw closedError();
+    const r = this.#native.read();
+    const readings = this.domains.map((d, i) => ({
+      domain: d.domain,
+      package: d.package,
+      joules: Number(r.ticks[i]) * d.unitJoules,
+      estimated: d.estimated,
+    }));
+    const out: SourceReading = { timeNs: r.timeNs, readings };
+    if (r.error) out.error = r.error;
+    return out;
+  }
+
+  /** Releases the device descriptors. Safe to call twice. */
+  close(): void {
+    this.#native?.close();
+    this.#native = undefined;
+  }
+
+  /** @internal the native handle, for the Sampler. */
+  static nativeHandle(s: EnergySource): NativeSource | undefined {
+    return s.#native;
+  }
+}
+
+/**
+ * Opens an energy source. Throws TypeError/RangeError for bad options, and a JouletraceError
+ * whose `.code` and message name what is missing (module, capability, sysctl) when the source
+ * cannot be opened.
+ */
+export function openSource(options?: SourceOptions): EnergySource {
+  const opts = validateSourceOptions(options);
+  let handle: NativeSource;
+  try {
+    handle = native().openSource(opts) as NativeSource;
+  } catch (e) {
+    throw asJouletraceError(e);
+  }
+  return new EnergySource(handle);
+}
