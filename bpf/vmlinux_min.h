@@ -1,16 +1,65 @@
-/* placeholder: replaced by the real minimal CO-RE type set */
-#pragma once
-typedef unsigned int __u32;
-typedef unsigned long long __u64;
-typedef int __s32;
-typedef long long __s64;
+/* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
+/*
+ * The few kernel types thread_tracker.bpf.c touches, declared by hand instead of a generated
+ * multi-megabyte vmlinux.h. preserve_access_index makes every field access a CO-RE relocation,
+ * so only the names matter here: libbpf finds each field's real offset in the running kernel's
+ * BTF at load time, and the layout below never has to match any kernel.
+ */
+#ifndef JOULETRACE_VMLINUX_MIN_H
+#define JOULETRACE_VMLINUX_MIN_H
+
 typedef unsigned char __u8;
 typedef unsigned short __u16;
+typedef unsigned int __u32;
+typedef unsigned long long __u64;
+typedef signed char __s8;
+typedef short __s16;
+typedef int __s32;
+typedef long long __s64;
+typedef __u8 u8;
+typedef __u16 u16;
 typedef __u32 u32;
+typedef __u64 u64;
+typedef __s32 s32;
+typedef __s64 s64;
 typedef __u16 __be16;
 typedef __u32 __be32;
 typedef __u32 __wsum;
-typedef __u64 u64;
 typedef _Bool bool;
-enum { BPF_ANY = 0 };
-enum bpf_map_type { BPF_MAP_TYPE_ARRAY = 2 };
+typedef int pid_t;
+enum { false = 0, true = 1 };
+
+/* UAPI values from include/uapi/linux/bpf.h; stable ABI. */
+enum bpf_map_type {
+	BPF_MAP_TYPE_HASH = 1,
+	BPF_MAP_TYPE_ARRAY = 2,
+	BPF_MAP_TYPE_STACK = 23,
+};
+enum {
+	BPF_ANY = 0,
+	BPF_NOEXIST = 1,
+	BPF_EXIST = 2,
+};
+enum {
+	BPF_F_MMAPABLE = (1U << 10),
+};
+
+#pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
+
+struct task_struct {
+	unsigned int __state; /* "state" (long) before 5.14: see task_struct___pre514 */
+	int exit_state;
+	pid_t pid;
+	pid_t tgid;
+	char comm[16];
+};
+
+/* The field's name and type before commit 2f064a59a11f ("sched: Change task_struct::state"),
+ * Linux 5.14. The ___suffix is stripped by libbpf when it matches the kernel's type. */
+struct task_struct___pre514 {
+	long state;
+};
+
+#pragma clang attribute pop
+
+#endif

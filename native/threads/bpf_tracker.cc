@@ -1,1 +1,406 @@
-// placeholder: replaced by the real implementation
+// eBPF backend: loads bpf/thread_tracker.bpf.c from the embedded skeleton, attaches it, and
+// snapshots its mmapped slot arrays with no system call (seqcount reads).
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/capability.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdarg>
+#include <cstring>
+#include <mutex>
+
+#include "napi_util.h"
+#include "thread_tracker.h"
+#include "thread_tracker.skel.h"
+#include "tracker.h"
+#include "tracker_util.h"
+
+namespace jouletrace {
+
+namespace {
+
+constexpr const char* kBtfPath = "/sys/kernel/btf/vmlinux";
+constexpr int kCapSysAdmin = 21;
+constexpr int kCapPerfmon = 38;
+constexpr int kCapBpf = 39;
+
+static_assert(JT_MAX_PACKAGES == kMaxPackages, "bpf/thread_tracker.h and tracker.h disagree");
+static_assert(JT_COMM_LEN == kCommLen, "bpf/thread_tracker.h and tracker.h disagree");
+static_assert(sizeof(jt_thread_slot) % 8 == 0, "array map values are laid out on 8-byte strides");
+static_assert(sizeof(jt_cpu_slot) % 8 == 0, "array map values are laid out on 8-byte strides");
+
+// libbpf prints through one process-wide callback. While a tracker is being opened its warnings
+// are collected here, to end up in the error message instead of on the application's stderr.
+std::mutex gPrintMutex;
+std::string* gPrintSink = nullptr;
+
+int capturePrint(enum libbpf_print_level level, const char* fmt, va_list ap) {
+  if (level == LIBBPF_DEBUG || !gPrintSink) return 0;
+  char line[512];
+  int n = vsnprintf(line, sizeof line, fmt, ap);
+  if (n > 0 && gPrintSink->size() < 4096) gPrintSink->append(line);
+  return 0;
+}
+
+class PrintCapture {
+ public:
+  explicit PrintCapture(std::string* sink) : lock_(gPrintMutex) {
+    gPrintSink = sink;
+    prev_ = libbpf_set_print(capturePrint);
+  }
+  ~PrintCapture() {
+    libbpf_set_print(prev_);
+    gPrintSink = nullptr;
+  }
+
+ private:
+  std::lock_guard<std::mutex> lock_;
+  libbpf_print_fn_t prev_;
+};
+
+struct SkelDeleter {
+  void operator()(thread_tracker* s) const { thread_tracker__destroy(s); }
+};
+using SkelPtr = std::unique_ptr<thread_tracker, SkelDeleter>;
+
+class Mapping {
+ public:
+  Mapping() = default;
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  ~Mapping() {
+    if (addr_) munmap(addr_, len_);
+  }
+  // Read-only: nothing in this process may write what the BPF program owns.
+  int map(int fd, size_t bytes) {
+    long page = sysconf(_SC_PAGESIZE);
+    len_ = (bytes + size_t(page) - 1) / size_t(page) * size_t(page);
+    void* p = mmap(nullptr, len_, PROT_READ, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) return -errno;
+    addr_ = p;
+    return 0;
+  }
+  const void* get() const { return addr_; }
+
+ private:
+  void* addr_ = nullptr;
+  size_t len_ = 0;
+};
+
+// Copies a seqcount-protected slot. False when the writer kept it busy for every try (the
+// caller then keeps the previous figures; the next snapshot catches up).
+template <typename Slot>
+bool readSlot(const Slot* src, Slot* dst) {
+  for (int attempt = 0; attempt < 64; attempt++) {
+    uint32_t s1 = __atomic_load_n(&src->seq, __ATOMIC_ACQUIRE);
+    if (s1 & 1) {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+      continue;
+    }
+    memcpy(static_cast<void*>(dst), static_cast<const void*>(src), sizeof(Slot));
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    if (__atomic_load_n(&src->seq, __ATOMIC_RELAXED) == s1) return true;
+  }
+  return false;
+}
+
+std::string errnoName(int e) {
+  const char* n = strerrorname_np(e);
+  return n ? n : "E" + std::to_string(e);
+}
+
+bool hasCap(const __user_cap_data_struct (&data)[2], int cap) {
+  return (data[cap / 32].effective >> (cap % 32)) & 1u;
+}
+
+std::string missingCaps(const BpfReadiness& r) {
+  std::string m;
+  if (!r.capBpf) m = "CAP_BPF";
+  if (!r.capPerfmon) m += m.empty() ? "CAP_PERFMON" : ", CAP_PERFMON";
+  return m;
+}
+
+std::string privilegeMessage(const std::string& missing) {
+  return "jouletrace: the eBPF thread tracker needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)" +
+         (missing.empty() ? std::string() : "; this process lacks " + missing) +
+         ". Run as root, or grant them: `sudo setcap cap_bpf,cap_perfmon+ep $(command -v node)`"
+         " (Linux >= 5.8), or use backend 'procfs'.";
+}
+
+class BpfTracker final : public ThreadTracker {
+ public:
+  const char* backend() const override { return "bpf"; }
+
+  int open(const TrackerOptions& opts, TrackerError* err);
+  int snapshot(TrackerSnapshot& snap) override;
+  void stats(TrackerStats& out) override;
+
+ private:
+  int fail(TrackerError* err, int e, const std::string& what, const std::string& log);
+
+  SkelPtr skel_;
+  Mapping threadMap_;
+  Mapping cpuMap_;
+  const jt_thread_slot* slots_ = nullptr;
+  const jt_cpu_slot* cpuSlots_ = nullptr;
+  uint32_t maxThreads_ = 0;
+  int ncpu_ = 0;
+  int freeFd_ = -1;
+  std::vector<int> cpuPkg_;
+  // Per slot: the generation already reported as exited and handed back (skip until reused),
+  // and the last figures reported for the current generation (results never go down).
+  std::vector<uint64_t> freedGen_;
+  std::vector<uint64_t> lastGen_;
+  std::vector<ThreadTimes> last_;
+  std::vector<CpuTimes> lastCpu_;
+};
+
+int BpfTracker::fail(TrackerError* err, int e, const std::string& what, const std::string& log) {
+  if (e < 0) e = -e;
+  if (err) {
+    err->code = errnoName(e);
+    if (e == EPERM || e == EACCES) {
+      err->message = privilegeMessage("") + " (" + what + " failed: " + strerror(e) + ")";
+    } else {
+      err->message = "jouletrace: " + what + " failed: " + strerror(e);
+    }
+    if (!log.empty()) {
+      std::string l = log;
+      while (!l.empty() && l.back() == '\n') l.pop_back();
+      err->message += "\nlibbpf: " + l;
+    }
+  }
+  return -e;
+}
+
+int BpfTracker::open(const TrackerOptions& opts, TrackerError* err) {
+  BpfReadiness ready = bpfReadiness();
+  if (!ready.btf) {
+    if (err) {
+      err->code = "ERR_JOULETRACE_NO_BTF";
+      err->message = "jouletrace: kernel has no BTF (" + std::string(kBtfPath) +
+                     "); needs CONFIG_DEBUG_INFO_BTF=y, Linux >= 5.8 (running " + ready.kernel +
+                     "). Use backend 'procfs' instead.";
+    }
+    return -ENOENT;
+  }
+  if (!ready.capBpf || !ready.capPerfmon) {
+    if (err) {
+      err->code = "EPERM";
+      err->message = privilegeMessage(missingCaps(ready));
+    }
+    return -EPERM;
+  }
+
+  int tgid = opts.pid > 0 ? opts.pid : int(getpid());
+  if (opts.pid > 0 && kill(opts.pid, 0) != 0 && errno == ESRCH) {
+    if (err) {
+      err->code = "ESRCH";
+      err->message = "jouletrace: no process with pid " + std::to_string(opts.pid) + " to track";
+    }
+    return -ESRCH;
+  }
+  maxThreads_ = opts.maxThreads ? opts.maxThreads : 1;
+  ncpu_ = libbpf_num_possible_cpus();
+  if (ncpu_ <= 0) return fail(err, ncpu_ ? ncpu_ : -EINVAL, "counting possible CPUs", "");
+  if (ncpu_ > JT_MAX_CPUS) {
+    return fail(err, -E2BIG, "sizing the CPU table (" + std::to_string(ncpu_) + " possible CPUs, at most " +
+                                 std::to_string(JT_MAX_CPUS) + " supported)", "");
+  }
+  cpuPkg_ = resolveCpuPackages(opts.cpuPackage, ncpu_);
+
+  std::string log;
+  {
+    PrintCapture capture(&log);
+    skel_.reset(thread_tracker__open());
+    if (!skel_) return fail(err, -errno, "opening the BPF object", log);
+
+    skel_->rodata->targ_tgid = uint32_t(tgid);
+    skel_->rodata->follow_children = opts.followChildren;
+    for (int i = 0; i < ncpu_; i++) skel_->rodata->cpu_pkg[i] = uint8_t(cpuPkg_[size_t(i)]);
+
+    int e = bpf_map__set_max_entries(skel_->maps.threads, maxThreads_);
+    if (!e) e = bpf_map__set_max_entries(skel_->maps.tid_slot, maxThreads_);
+    if (!e) e = bpf_map__set_max_entries(skel_->maps.free_slots, maxThreads_);
+    if (!e) e = bpf_map__set_max_entries(skel_->maps.cpus, uint32_t(ncpu_));
+    if (e) return fail(err, e, "sizing the BPF maps", log);
+    // Only a process that may fork needs the fork hook; without it nothing fires per fork.
+    if (!opts.followChildren) {
+      e = bpf_program__set_autoload(skel_->progs.handle_fork, false);
+      if (e) return fail(err, e, "configuring the fork program", log);
+    }
+
+    e = thread_tracker__load(skel_.get());
+    if (e) return fail(err, e, "loading the BPF program (kernel " + ready.kernel + ")", log);
+
+    // Every slot starts free; pushed highest first so slot 0 is handed out first.
+    freeFd_ = bpf_map__fd(skel_->maps.free_slots);
+    for (uint32_t i = maxThreads_; i-- > 0;) {
+      e = bpf_map_update_elem(freeFd_, nullptr, &i, BPF_ANY);
+      if (e) return fail(err, e, "filling the free-slot stack", log);
+    }
+
+    e = threadMap_.map(bpf_map__fd(skel_->maps.threads), sizeof(jt_thread_slot) * maxThreads_);
+    if (e) return fail(err, e, "mapping the thread slots", log);
+    e = cpuMap_.map(bpf_map__fd(skel_->maps.cpus), sizeof(jt_cpu_slot) * size_t(ncpu_));
+    if (e) return fail(err, e, "mapping the CPU slots", log);
+    slots_ = static_cast<const jt_thread_slot*>(threadMap_.get());
+    cpuSlots_ = static_cast<const jt_cpu_slot*>(cpuMap_.get());
+
+    // .bss is mmapped by libbpf once loaded: this store lands in the live program's memory.
+    skel_->bss->attach_ts = monotonicNs();
+    e = thread_tracker__attach(skel_.get());
+    if (e) return fail(err, e, "attaching tp_btf/sched_switch", log);
+  }
+
+  freedGen_.assign(maxThreads_, 0);
+  lastGen_.assign(maxThreads_, 0);
+  last_.assign(maxThreads_, ThreadTimes());
+  lastCpu_.assign(size_t(ncpu_), CpuTimes());
+  return 0;
+}
+
+int BpfTracker::snapshot(TrackerSnapshot& snap) {
+  if (!skel_) return -EBADF;
+  const uint64_t now = monotonicNs();
+  snap.timeNs = now;
+  snap.cpus.resize(size_t(ncpu_));
+  snap.threads.clear();
+
+  uint32_t hw = 0;
+  for (int i = 0; i < ncpu_; i++) {
+    jt_cpu_slot c;
+    CpuTimes& prev = lastCpu_[size_t(i)];
+    if (readSlot(&cpuSlots_[i], &c)) {
+      uint64_t busy = c.busy_ns, idle = c.idle_ns;
+      if (c.last_ts && now > c.last_ts) (c.idle_now ? idle : busy) += now - c.last_ts;
+      prev.busyNs = std::max(prev.busyNs, busy);
+      prev.idleNs = std::max(prev.idleNs, idle);
+      hw = std::max(hw, c.slot_hw);
+    } else {
+      // Still need the scan bound: slot_hw only grows, so a torn read of it is harmless.
+      hw = std::max(hw, __atomic_load_n(&cpuSlots_[i].slot_hw, __ATOMIC_RELAXED));
+    }
+    snap.cpus[size_t(i)] = prev;
+  }
+  hw = std::min(hw, maxThreads_);
+
+  for (uint32_t s = 0; s < hw; s++) {
+    jt_thread_slot t;
+    bool fresh = readSlot(&slots_[s], &t);
+    if (!fresh) {
+      if (lastGen_[s] == 0 || lastGen_[s] == freedGen_[s]) continue;
+      snap.threads.push_back(last_[s]);  // busy writer: report the previous figures again
+      continue;
+    }
+    if (t.generation == 0 || t.generation == freedGen_[s]) continue;
+
+    ThreadTimes& out = last_[s];
+    if (lastGen_[s] != t.generation) {
+      out = ThreadTimes();
+      lastGen_[s] = t.generation;
+    }
+    uint64_t running = (t.on_since && now > t.on_since) ? now - t.on_since : 0;
+    int pkg = t.cpu < uint32_t(ncpu_) ? cpuPkg_[t.cpu] : 0;
+    out.tid = t.tid;
+    out.tgid = t.tgid;
+    out.slot = s;
+    out.generation = t.generation;
+    out.onCpuNs = std::max<uint64_t>(out.onCpuNs, t.on_cpu_ns + running);
+    for (int p = 0; p < kMaxPackages; p++) {
+      out.pkgNs[p] = std::max<uint64_t>(out.pkgNs[p], t.pkg_ns[p] + (p == pkg ? running : 0));
+    }
+    copyComm(out.comm, t.comm, strnlen(t.comm, sizeof t.comm));
+    out.exited = t.exited != 0;
+    snap.threads.push_back(out);
+
+    if (t.exited) {
+      // Reported once; now the slot may go to the next thread. Failure only leaks the slot.
+      freedGen_[s] = t.generation;
+      bpf_map_update_elem(freeFd_, nullptr, &s, BPF_ANY);
+    }
+  }
+  return 0;
+}
+
+void BpfTracker::stats(TrackerStats& out) {
+  out = TrackerStats();
+  out.backend = "bpf";
+  out.slotsMax = maxThreads_;
+  if (!skel_) {
+    out.note = "closed";
+    return;
+  }
+  out.attached = skel_->links.handle_switch != nullptr;
+  uint32_t hw = 0;
+  for (int i = 0; i < ncpu_; i++) {
+    out.events += __atomic_load_n(&cpuSlots_[i].events, __ATOMIC_RELAXED);
+    hw = std::max(hw, __atomic_load_n(&cpuSlots_[i].slot_hw, __ATOMIC_RELAXED));
+  }
+  for (uint32_t s = 0; s < std::min(hw, maxThreads_); s++) {
+    uint64_t gen = __atomic_load_n(&slots_[s].generation, __ATOMIC_RELAXED);
+    if (gen != 0 && gen != freedGen_[s]) out.slotsUsed++;
+  }
+  out.droppedThreads = __atomic_load_n(&skel_->bss->dropped_threads, __ATOMIC_RELAXED);
+
+  bpf_prog_info info;
+  memset(&info, 0, sizeof info);
+  uint32_t len = sizeof info;
+  int e = bpf_obj_get_info_by_fd(bpf_program__fd(skel_->progs.handle_switch), &info, &len);
+  if (e) {
+    out.note = std::string("bpf_obj_get_info_by_fd failed: ") + strerror(-e);
+    return;
+  }
+  out.runTimeNs = info.run_time_ns;
+  out.runCount = info.run_cnt;
+  std::string enabled;
+  if (!readSmallFile("/proc/sys/kernel/bpf_stats_enabled", &enabled) || enabled.empty() ||
+      enabled[0] != '1') {
+    out.note = "runTimeNs/runCount count only while sysctl kernel.bpf_stats_enabled=1";
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<ThreadTracker> openBpfTracker(const TrackerOptions& opts, TrackerError* err) {
+  std::unique_ptr<BpfTracker> t(new BpfTracker());
+  if (t->open(opts, err) != 0) return nullptr;
+  return t;
+}
+
+BpfReadiness bpfReadiness() {
+  BpfReadiness r;
+  utsname u;
+  if (uname(&u) == 0) r.kernel = u.release;
+  r.btf = access(kBtfPath, R_OK) == 0;
+
+  __user_cap_header_struct hdr;
+  hdr.version = _LINUX_CAPABILITY_VERSION_3;
+  hdr.pid = 0;
+  __user_cap_data_struct data[2];
+  memset(data, 0, sizeof data);
+  if (syscall(SYS_capget, &hdr, data) == 0) {
+    bool admin = hasCap(data, kCapSysAdmin);
+    r.capBpf = admin || hasCap(data, kCapBpf);
+    r.capPerfmon = admin || hasCap(data, kCapPerfmon);
+  }
+
+  if (!r.btf) {
+    r.reason = "kernel has no BTF (" + std::string(kBtfPath) +
+               "); needs CONFIG_DEBUG_INFO_BTF=y, Linux >= 5.8";
+  } else if (!r.capBpf || !r.capPerfmon) {
+    r.reason = privilegeMessage(missingCaps(r));
+  }
+  r.ready = r.reason.empty();
+  return r;
+}
+
+}  // namespace jouletrace

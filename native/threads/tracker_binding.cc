@@ -1,4 +1,185 @@
+// JS face of the thread trackers, for tests and debugging. The sampler uses the C++ interface
+// directly from its own thread; this wrapper only ever runs on the JS thread that owns it.
 #include <napi.h>
+
+#include <cmath>
+
+#include "napi_util.h"
+#include "tracker.h"
+
 namespace jouletrace {
-void InitTrackerBinding(Napi::Env, Napi::Object) {}
+
+namespace {
+
+class TrackerWrap : public Napi::ObjectWrap<TrackerWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "ThreadTracker",
+                       {
+                           InstanceMethod("snapshot", &TrackerWrap::Snapshot),
+                           InstanceMethod("stats", &TrackerWrap::Stats),
+                           InstanceMethod("close", &TrackerWrap::Close),
+                       });
+  }
+
+  explicit TrackerWrap(const Napi::CallbackInfo& info);
+  ~TrackerWrap() override { release(); }
+
+ private:
+  Napi::Value Snapshot(const Napi::CallbackInfo& info);
+  Napi::Value Stats(const Napi::CallbackInfo& info);
+  Napi::Value Close(const Napi::CallbackInfo& info);
+
+  // Env teardown (process exit, or a worker ending) may come before this object's finalizer:
+  // the hook detaches the BPF programs and unmaps the slots then.
+  static void CleanupHook(void* arg) {
+    auto* self = static_cast<TrackerWrap*>(arg);
+    self->hookEnv_ = nullptr;
+    self->tracker_.reset();
+  }
+
+  void release() {
+    if (hookEnv_) {
+      napi_remove_env_cleanup_hook(hookEnv_, CleanupHook, this);
+      hookEnv_ = nullptr;
+    }
+    tracker_.reset();
+  }
+
+  std::unique_ptr<ThreadTracker> tracker_;
+  napi_env hookEnv_ = nullptr;
+  TrackerSnapshot snap_;
+};
+
+TrackerWrap::TrackerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TrackerWrap>(info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) {
+    throwCoded(env, "ERR_INVALID_ARG_TYPE", "ThreadTracker expects an options object");
+    return;
+  }
+  Napi::Object o = info[0].As<Napi::Object>();
+  TrackerOptions opts;
+  opts.backend = getString(o, "backend", "bpf");
+  // Cheap guards only: the TypeScript layer validates ranges with proper messages.
+  double pid = getNumber(o, "pid", 0);
+  opts.pid = std::isfinite(pid) && pid > 0 && pid < 4194305 ? int(pid) : 0;
+  opts.followChildren = getBool(o, "followChildren", false);
+  double maxThreads = getNumber(o, "maxThreads", 4096);
+  opts.maxThreads = std::isfinite(maxThreads) && maxThreads >= 1 && maxThreads <= 1048576
+                        ? uint32_t(maxThreads)
+                        : 4096;
+  opts.procRoot = getString(o, "procRoot", "/proc");
+  Napi::Value pkg = o.Get("cpuPackage");
+  if (pkg.IsArray()) {
+    Napi::Array a = pkg.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length() && i < 4096; i++) {
+      Napi::Value v = a.Get(i);
+      double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : 0;
+      opts.cpuPackage.push_back(std::isfinite(d) && d >= 0 && d < kMaxPackages ? int(d) : 0);
+    }
+  }
+
+  TrackerError err;
+  if (opts.backend == "bpf") {
+    tracker_ = openBpfTracker(opts, &err);
+  } else if (opts.backend == "procfs") {
+    tracker_ = openProcfsTracker(opts, &err);
+  } else {
+    throwCoded(env, "ERR_INVALID_ARG_VALUE", "backend must be 'bpf' or 'procfs'");
+    return;
+  }
+  if (!tracker_) {
+    throwCoded(env, err.code.empty() ? "ERR_JOULETRACE_TRACKER" : err.code, err.message);
+    return;
+  }
+  if (napi_add_env_cleanup_hook(env, CleanupHook, this) == napi_ok) hookEnv_ = env;
 }
+
+Napi::Value TrackerWrap::Snapshot(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!tracker_) {
+    throwCoded(env, "ERR_JOULETRACE_CLOSED", "ThreadTracker is closed");
+    return env.Undefined();
+  }
+  int rc = tracker_->snapshot(snap_);
+  if (rc != 0) {
+    throwCoded(env, "ERR_JOULETRACE_SNAPSHOT", "snapshot failed: " + std::string(strerror(-rc)));
+    return env.Undefined();
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("timeNs", Napi::BigInt::New(env, snap_.timeNs));
+  Napi::Array cpus = Napi::Array::New(env, snap_.cpus.size());
+  for (size_t i = 0; i < snap_.cpus.size(); i++) {
+    Napi::Object c = Napi::Object::New(env);
+    c.Set("busyNs", Napi::Number::New(env, double(snap_.cpus[i].busyNs)));
+    c.Set("idleNs", Napi::Number::New(env, double(snap_.cpus[i].idleNs)));
+    cpus.Set(uint32_t(i), c);
+  }
+  out.Set("cpus", cpus);
+  Napi::Array threads = Napi::Array::New(env, snap_.threads.size());
+  for (size_t i = 0; i < snap_.threads.size(); i++) {
+    const ThreadTimes& t = snap_.threads[i];
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("tid", Napi::Number::New(env, t.tid));
+    o.Set("tgid", Napi::Number::New(env, t.tgid));
+    o.Set("slot", Napi::Number::New(env, t.slot));
+    o.Set("generation", Napi::Number::New(env, double(t.generation)));
+    o.Set("onCpuNs", Napi::Number::New(env, double(t.onCpuNs)));
+    Napi::Array pkgs = Napi::Array::New(env, kMaxPackages);
+    for (int p = 0; p < kMaxPackages; p++) pkgs.Set(uint32_t(p), Napi::Number::New(env, double(t.pkgNs[p])));
+    o.Set("pkgNs", pkgs);
+    o.Set("name", Napi::String::New(env, t.comm, strnlen(t.comm, kCommLen)));
+    o.Set("exited", Napi::Boolean::New(env, t.exited));
+    threads.Set(uint32_t(i), o);
+  }
+  out.Set("threads", threads);
+  return out;
+}
+
+Napi::Value TrackerWrap::Stats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!tracker_) {
+    throwCoded(env, "ERR_JOULETRACE_CLOSED", "ThreadTracker is closed");
+    return env.Undefined();
+  }
+  TrackerStats s;
+  tracker_->stats(s);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("backend", s.backend);
+  o.Set("attached", s.attached);
+  o.Set("events", Napi::Number::New(env, double(s.events)));
+  o.Set("runTimeNs", Napi::Number::New(env, double(s.runTimeNs)));
+  o.Set("runCount", Napi::Number::New(env, double(s.runCount)));
+  o.Set("slotsUsed", Napi::Number::New(env, double(s.slotsUsed)));
+  o.Set("slotsMax", Napi::Number::New(env, double(s.slotsMax)));
+  o.Set("droppedThreads", Napi::Number::New(env, double(s.droppedThreads)));
+  o.Set("note", s.note);
+  return o;
+}
+
+Napi::Value TrackerWrap::Close(const Napi::CallbackInfo& info) {
+  release();
+  return info.Env().Undefined();
+}
+
+Napi::Value BpfReadinessJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  BpfReadiness r = bpfReadiness();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("ready", r.ready);
+  o.Set("btf", r.btf);
+  o.Set("capBpf", r.capBpf);
+  o.Set("capPerfmon", r.capPerfmon);
+  o.Set("kernel", r.kernel);
+  o.Set("reason", r.reason);
+  return o;
+}
+
+}  // namespace
+
+void InitTrackerBinding(Napi::Env env, Napi::Object exports) {
+  exports.Set("ThreadTracker", TrackerWrap::Define(env));
+  exports.Set("bpfReadiness", Napi::Function::New(env, BpfReadinessJs, "bpfReadiness"));
+}
+
+}  // namespace jouletrace
