@@ -1,1 +1,24 @@
 export { JouletraceError } from './errors';
+export { openSource, EnergySource } from './sources';
+export type { DomainName, DomainInfo, DomainReading, SourceReading, SkippedSource } from './sources';
+export { validateSourceOptions, SOURCE_NAMES } from './source-options';
+export type { SourceName, SourceOptions, CpuVendor } from './source-options';
+export { probe, formatProbe } from './probe';
+export type { ProbeReport, ProbeSource, ProbeDomain, ProbeOptions, BpfReadiness } from './probe';
+export { Sampler } from './sampler';
+export type {
+  SamplerOptions,
+  OverflowPolicy,
+  ThreadsBackend,
+  DomainDescription,
+  DomainTotal,
+  Totals,
+  Sample,
+  SampleReading,
+  SamplerStats,
+  ThreadEnergy,
+  Attribution,
+  AttributionParts,
+  BaselineResult,
+} from './sampler';
+export { RingReader, SampleFlags } from './ring-reader';
