@@ -36,7 +36,8 @@
         "native/threads/tracker_binding.cc",
         "native/sampler/attribution.cc",
         "native/sampler/sampler.cc",
-        "native/sampler/sampler_binding.cc"
+        "native/sampler/sampler_binding.cc",
+        "native/sampler/bench_binding.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -16,6 +16,7 @@ uint64_t monotonicNs() {
 void InitSourceBinding(Napi::Env env, Napi::Object exports);
 void InitTrackerBinding(Napi::Env env, Napi::Object exports);
 void InitSamplerBinding(Napi::Env env, Napi::Object exports);
+void InitBenchBinding(Napi::Env env, Napi::Object exports);
 
 static Napi::Value MonotonicNow(const Napi::CallbackInfo& info) {
   return Napi::BigInt::New(info.Env(), monotonicNs());
@@ -26,6 +27,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitSourceBinding(env, exports);
   InitTrackerBinding(env, exports);
   InitSamplerBinding(env, exports);
+  InitBenchBinding(env, exports);
   return exports;
 }
 

@@ -10,6 +10,7 @@ import {
   invalidType,
   JouletraceError,
 } from './errors';
+import { registerHandle } from './internal';
 import { native } from './native';
 import { RECORD_HEADER_BYTES, RingReader, SampleFlags } from './ring-reader';
 import { validateSourceOptions, type SourceOptions, type SourceName } from './source-options';
@@ -282,6 +283,7 @@ export class Sampler {
     const normalized = normalizeSamplerOptions(options);
     const NativeSampler = native().NativeSampler as new (o: Record<string, unknown>) => NativeSamplerHandle;
     this.#handle = new NativeSampler(normalized);
+    registerHandle(this, this.#handle);
     this.#intervalUs = normalized.intervalUs as number;
     this.#info = this.#handle.info();
     this.source = this.#info.source as SourceName;

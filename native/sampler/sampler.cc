@@ -382,3 +382,13 @@ void Sampler::trackerStats(TrackerStats* out) const {
 }
 
 }  // namespace jouletrace
+
+namespace jouletrace {
+
+bool Sampler::fillForBenchmark(uint64_t n) {
+  if (running()) return false;
+  for (uint64_t i = 0; i < n; i++) sample(monotonicNs(), 0, false);
+  return true;
+}
+
+}  // namespace jouletrace

@@ -95,6 +95,8 @@ class Sampler {
   void totals(std::vector<uint64_t>* ticks, uint64_t* timeNs, uint64_t* startNs) const;
   void timing(SamplerTimingStats* out) const;
   void trackerStats(TrackerStats* out) const;
+  // Benchmarks only: takes n real samples on the calling thread while stopped, as fast as it can.
+  bool fillForBenchmark(uint64_t n);
   AttributionEngine* attribution() { return attribution_.get(); }
 
  private:

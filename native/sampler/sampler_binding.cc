@@ -36,6 +36,7 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
                            InstanceMethod<&SamplerHandle::Threads>("threads"),
                            InstanceMethod<&SamplerHandle::Attribution>("attribution"),
                            InstanceMethod<&SamplerHandle::SetBaselineWatts>("setBaselineWatts"),
+                           InstanceMethod<&SamplerHandle::FillForBenchmark>("fillForBenchmark"),
                        });
   }
 
@@ -343,6 +344,15 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
       w[i] = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
     }
     a->setBaselineWatts(w);
+    return env.Undefined();
+  }
+
+  Napi::Value FillForBenchmark(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!check(env)) return env.Undefined();
+    if (!sampler_->fillForBenchmark(uint64_t(info[0].As<Napi::Number>().DoubleValue()))) {
+      throwCoded(env, "ERR_JOULETRACE_ALREADY_STARTED", "fillForBenchmark: stop the sampler first");
+    }
     return env.Undefined();
   }
 

@@ -1,0 +1,77 @@
+// Shared by the bench/ scripts: loading the compiled package, medians, table printing, and an
+// emulated Intel MSR device (sparse file per CPU, 8-byte values at MSR offsets).
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+export const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+const require = createRequire(import.meta.url);
+export const jouletrace = require(path.join(root, 'dist/cjs/index.js'));
+export const internal = require(path.join(root, 'dist/cjs/internal.js'));
+export const native = require(path.join(root, 'dist/cjs/native.js')).native();
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+export function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+export function fmt(x, digits = 2) {
+  if (typeof x !== 'number') return String(x);
+  if (Math.abs(x) >= 1e6) return x.toExponential(2);
+  return x.toFixed(digits);
+}
+
+export function table(title, header, rows) {
+  const all = [header, ...rows.map((r) => r.map((c) => (typeof c === 'number' ? fmt(c) : String(c))))];
+  const widths = header.map((_, i) => Math.max(...all.map((r) => r[i].length)));
+  console.log(`\n${title}`);
+  for (const [k, r] of all.entries()) {
+    console.log('  ' + r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  '));
+    if (k === 0) console.log('  ' + widths.map((w) => '-'.repeat(w)).join('  '));
+  }
+}
+
+/** Intel layout, one package, ESU 14; counters advance only if the caller writes them. */
+export function emulatedIntelMsr(cpus = os.cpus().length) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-bench-msr-'));
+  const sys = path.join(dir, 'sys');
+  const write = (cpu, msr, value) => {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(BigInt(value));
+    const fd = fs.openSync(path.join(dir, `cpu${cpu}`, 'msr'), 'r+');
+    fs.writeSync(fd, b, 0, 8, msr);
+    fs.closeSync(fd);
+  };
+  for (let c = 0; c < cpus; c++) {
+    fs.mkdirSync(path.join(dir, `cpu${c}`));
+    fs.writeFileSync(path.join(dir, `cpu${c}`, 'msr'), '');
+    fs.mkdirSync(path.join(sys, `cpu${c}`, 'topology'), { recursive: true });
+    fs.writeFileSync(path.join(sys, `cpu${c}`, 'topology', 'physical_package_id'), '0\n');
+    fs.writeFileSync(path.join(sys, `cpu${c}`, 'topology', 'core_id'), `${c}\n`);
+  }
+  fs.writeFileSync(path.join(sys, 'online'), `0-${cpus - 1}\n`);
+  write(0, 0x606, 0xa0e03);
+  write(0, 0x611, 123456);
+  write(0, 0x639, 654321);
+  write(0, 0x619, 1111);
+  return {
+    options: {
+      source: 'msr',
+      msrPath: path.join(dir, 'cpu%d', 'msr'),
+      sysfsCpuRoot: sys,
+      cpuIdentity: { vendor: 'intel', family: 6, model: 0x9e },
+    },
+    write,
+    close: () => fs.rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+/** Cumulative on-CPU ns of one thread of this process, from its schedstat. */
+export function threadCpuNs(tid) {
+  return Number(fs.readFileSync(`/proc/${process.pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+}

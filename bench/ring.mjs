@@ -1,0 +1,72 @@
+// Ring decode throughput in JavaScript: read() (plain objects) and reader() (allocation-free
+// cursor) over the same number of real records, and a baseline loop that only sums a
+// Float64Array of the same size (the memory-bandwidth ceiling for this record layout).
+import { internal, jouletrace, median, table } from './common.mjs';
+
+const { Sampler } = jouletrace;
+const N = Number(process.env.BENCH_RING_RECORDS ?? 1 << 20);
+const REPS = Number(process.env.BENCH_REPS ?? 5);
+
+const s = new Sampler({ source: 'model', threads: 'off', ringCapacity: N });
+const handle = internal.nativeHandleOf(s);
+const domains = s.domains.length;
+
+function fill() {
+  s.read(); // empty the ring
+  handle.fillForBenchmark(N);
+}
+
+function timeIt(fn) {
+  fill();
+  const t0 = process.hrtime.bigint();
+  const n = fn();
+  const ns = Number(process.hrtime.bigint() - t0);
+  if (n !== N) throw new Error(`decoded ${n} records, expected ${N}`);
+  return (n / ns) * 1e9;
+}
+
+const results = { read: [], reader: [], baseline: [] };
+let sink = 0;
+for (let i = 0; i < REPS; i++) {
+  results.read.push(
+    timeIt(() => {
+      let n = 0;
+      for (;;) {
+        const batch = s.read(65536);
+        if (batch.length === 0) break;
+        for (const r of batch) sink += r.readings[0].joules;
+        n += batch.length;
+      }
+      return n;
+    }),
+  );
+  results.reader.push(
+    timeIt(() => {
+      const r = s.reader();
+      let n = 0;
+      while (r.next()) {
+        sink += r.joules(0);
+        n++;
+      }
+      return n;
+    }),
+  );
+  const words = (N * (16 + 24 * domains)) / 8;
+  const f64 = new Float64Array(words);
+  const stride = (16 + 24 * domains) / 8;
+  const t0 = process.hrtime.bigint();
+  for (let k = 0; k < N; k++) sink += f64[k * stride + 2];
+  results.baseline.push((N / Number(process.hrtime.bigint() - t0)) * 1e9);
+}
+s.close();
+const b = median(results.baseline);
+table(
+  `Ring decode throughput, records/s (median of ${REPS} × ${N} records, ${domains} domain(s))`,
+  ['consumer', 'records/s', 'ratio to plain Float64Array loop'],
+  [
+    ['read() → objects', median(results.read), (median(results.read) / b).toFixed(3)],
+    ['reader() cursor', median(results.reader), (median(results.reader) / b).toFixed(3)],
+    ['plain Float64Array loop', b, '1.000'],
+  ],
+);
+if (sink === 42) console.log('');

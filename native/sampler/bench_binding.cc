@@ -1,0 +1,130 @@
+// Native pieces of bench/: baselines that must be measured in the same process as the thing
+// they are compared with. Not part of the public API (exported under `bench`).
+#include <napi.h>
+#include <pthread.h>
+#include <sys/prctl.h>
+#include <time.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "napi_util.h"
+#include "sampler/attribution.h"
+#include "sampler/latency_histogram.h"
+
+namespace jouletrace {
+
+namespace {
+
+struct TimerLoop {
+  uint64_t intervalNs;
+  uint64_t count;
+  int cpu;
+  uint64_t cpuNs = 0;
+  LatencyHistogram* jitter;
+};
+
+void* timerLoopMain(void* arg) {
+  auto* t = static_cast<TimerLoop*>(arg);
+  prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
+  uint64_t next = monotonicNs() + t->intervalNs;
+  for (uint64_t i = 0; i < t->count; i++) {
+    timespec ts{time_t(next / 1000000000ull), long(next % 1000000000ull)};
+    clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr);
+    uint64_t now = monotonicNs();
+    t->jitter->record(now > next ? now - next : 0);
+    next += t->intervalNs;
+    if (now >= next) next += ((now - next) / t->intervalNs + 1) * t->intervalNs;
+  }
+  timespec cpu;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu);
+  t->cpuNs = uint64_t(cpu.tv_sec) * 1000000000ull + uint64_t(cpu.tv_nsec);
+  return nullptr;
+}
+
+// timerLoop(intervalUs, count, cpu) → { cpuNs, wallNs, jitterP50Ns, jitterP99Ns, jitterP999Ns }
+// The cost of waking up at a fixed cadence and doing nothing: the floor under any sampler.
+Napi::Value TimerLoopBaseline(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto hist = std::make_unique<LatencyHistogram>();
+  TimerLoop t{uint64_t(info[0].As<Napi::Number>().DoubleValue() * 1000), uint64_t(info[1].As<Napi::Number>().DoubleValue()),
+              info[2].As<Napi::Number>().Int32Value(), 0, hist.get()};
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  if (t.cpu >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(t.cpu, &set);
+    pthread_attr_setaffinity_np(&attr, sizeof set, &set);
+  }
+  pthread_t th;
+  uint64_t t0 = monotonicNs();
+  if (pthread_create(&th, &attr, timerLoopMain, &t) != 0) {
+    pthread_attr_destroy(&attr);
+    Napi::Error::New(env, "timerLoop: pthread_create failed").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  pthread_attr_destroy(&attr);
+  pthread_join(th, nullptr);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("cpuNs", double(t.cpuNs));
+  o.Set("wallNs", double(monotonicNs() - t0));
+  o.Set("jitterP50Ns", double(hist->quantile(0.5)));
+  o.Set("jitterP99Ns", double(hist->quantile(0.99)));
+  o.Set("jitterP999Ns", double(hist->quantile(0.999)));
+  return o;
+}
+
+// attributionStep(threads, steps) → ns per step, over a synthetic tracker snapshot in which
+// every thread runs a little in every interval on one of 2 packages × 8 CPUs.
+Napi::Value AttributionStepCost(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const uint32_t nThreads = info[0].As<Napi::Number>().Uint32Value();
+  const uint32_t steps = info[1].As<Napi::Number>().Uint32Value();
+  std::vector<Domain> domains(4);
+  const char* names[] = {"package", "dram"};
+  for (int i = 0; i < 4; i++) {
+    domains[size_t(i)].name = names[i % 2];
+    domains[size_t(i)].package = i / 2;
+    domains[size_t(i)].unitJoules = 1.0 / 16384;
+  }
+  std::vector<int> cpuPackage(16);
+  for (int c = 0; c < 16; c++) cpuPackage[size_t(c)] = c / 8;
+  AttributionEngine engine(domains, cpuPackage);
+  TrackerSnapshot snap;
+  snap.cpus.resize(16);
+  snap.threads.resize(nThreads);
+  for (uint32_t i = 0; i < nThreads; i++) {
+    snap.threads[i].tid = 1000 + i;
+    snap.threads[i].slot = i;
+    snap.threads[i].generation = 1;
+    snprintf(snap.threads[i].comm, kCommLen, "w%u", i % 100000u);
+  }
+  uint64_t delta[4] = {0, 0, 0, 0};
+  engine.step(delta, 0, snap);
+  uint64_t total = 0;
+  for (uint32_t s = 1; s <= steps; s++) {
+    for (auto& c : snap.cpus) c.busyNs += 90000;
+    for (uint32_t i = 0; i < nThreads; i++) {
+      uint64_t ran = 1 + (i * 7919u + s) % 997;
+      snap.threads[i].onCpuNs += ran;
+      snap.threads[i].pkgNs[i % 2] += ran;
+    }
+    for (auto& d : delta) d = 1000 + s % 17;
+    uint64_t t0 = monotonicNs();
+    engine.step(delta, 100000, snap);
+    total += monotonicNs() - t0;
+  }
+  return Napi::Number::New(env, double(total) / double(steps));
+}
+
+}  // namespace
+
+void InitBenchBinding(Napi::Env env, Napi::Object exports) {
+  Napi::Object b = Napi::Object::New(env);
+  b.Set("timerLoop", Napi::Function::New(env, TimerLoopBaseline, "timerLoop"));
+  b.Set("attributionStep", Napi::Function::New(env, AttributionStepCost, "attributionStep"));
+  exports.Set("bench", b);
+}
+
+}  // namespace jouletrace

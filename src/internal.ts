@@ -1,0 +1,14 @@
+// Internals for bench/ and tests: never exported from the package entry point.
+
+const handles = new WeakMap<object, unknown>();
+
+export function registerHandle(owner: object, handle: unknown): void {
+  handles.set(owner, handle);
+}
+
+/** The native handle behind a public object (benchmarks fill rings through it). */
+export function nativeHandleOf<T = unknown>(owner: object): T {
+  const h = handles.get(owner);
+  if (!h) throw new Error('no native handle registered for this object');
+  return h as T;
+}
