@@ -1,0 +1,45 @@
+// `jouletrace <command>`: dispatches to one module per command.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { packageRoot } from '../native';
+import { demoCommand } from './demo';
+import { probeCommand } from './probe';
+
+const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; summary: string }> = {
+  probe: { run: probeCommand, summary: 'what this machine can measure (sources, domains, eBPF), and how to fix what it cannot' },
+  demo: { run: demoCommand, summary: 'sample energy while a built-in workload runs, and show where it went' },
+};
+
+function help(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((c) => c.length));
+  return [
+    'Usage: jouletrace <command> [options]',
+    '',
+    'In-process energy measurement for Node.js: RAPL counters, eBPF per-thread attribution.',
+    '',
+    'Commands:',
+    ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`),
+    '',
+    'Run `jouletrace <command> --help` for its options.',
+    '',
+  ].join('\n');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
+    process.stdout.write(help());
+    return command === undefined ? 2 : 0;
+  }
+  if (command === '--version' || command === '-V') {
+    const pkg = JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version: string };
+    process.stdout.write(`${pkg.version}\n`);
+    return 0;
+  }
+  const c = COMMANDS[command];
+  if (!c) {
+    process.stderr.write(`jouletrace: unknown command ${JSON.stringify(command)}\n\n${help()}`);
+    return 2;
+  }
+  return c.run(rest);
+}
