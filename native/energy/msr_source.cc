@@ -89,9 +89,12 @@ class MsrSource final : public EnergySource {
 
 void openError(const std::string& path, int err, SourceError* out) {
   out->code = errnoName(err);
-  if (err == ENOENT || err == ENXIO || err == ENODEV) {
+  if (err == ENOENT || err == ENODEV) {
     out->code = "ENOENT";
     out->message = path + ": no such file — load the msr module: modprobe msr";
+  } else if (err == ENXIO) {
+    // The msr driver's answer for a CPU that is offline or has no MSR support.
+    out->message = path + ": no such CPU or no MSR support on it — check that the CPU is online";
   } else if (err == EACCES || err == EPERM) {
     out->message = path + ": permission denied — needs CAP_SYS_RAWIO (run as root or setcap cap_sys_rawio+ep on node)";
   } else {
@@ -108,11 +111,10 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
   if (!intel && !amd) {
     err->code = "ERR_JOULETRACE_UNSUPPORTED_CPU";
     if (id.vendor == Vendor::Amd || id.vendor == Vendor::Hygon) {
-      err->message = std::string(vendorName(id.vendor)) + " family 0x" + [&] {
-        char b[16];
-        snprintf(b, sizeof b, "%X", id.family);
-        return std::string(b);
-      }() + " has no RAPL MSRs (AMD RAPL starts with family 17h / Zen, Hygon with 18h) — use source 'model'";
+      char fam[16];
+      snprintf(fam, sizeof fam, "0x%X", id.family);
+      err->message = std::string(vendorName(id.vendor)) + " family " + fam +
+                     " has no RAPL MSRs (AMD RAPL starts with family 17h / Zen, Hygon with 18h) — use source 'model'";
     } else {
       err->message = std::string("CPU vendor ") + vendorName(id.vendor) +
                      " has no known RAPL MSRs (Intel, AMD family ≥17h and Hygon only) — use source 'model'";
