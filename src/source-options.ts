@@ -20,6 +20,7 @@ export type CpuVendor = (typeof CPU_VENDORS)[number];
 export const SOURCE_OPTION_KEYS = [
   'source',
   'msrPath',
+  'msrOffsetShift',
   'powercapRoot',
   'sysfsCpuRoot',
   'perfPmuRoot',
@@ -37,6 +38,11 @@ export interface SourceOptions {
   source?: SourceName;
   /** Path template of the msr device, with exactly one `%d` for the CPU number. @default '/dev/cpu/%d/msr' */
   msrPath?: string;
+  /**
+   * File offset of MSR x is x << msrOffsetShift: 0 for the msr driver; 3 for emulated devices
+   * (regular files), where AMD's consecutive MSRs would otherwise overlap. @default 0
+   */
+  msrOffsetShift?: number;
   /** Root of the powercap class. @default '/sys/class/powercap' */
   powercapRoot?: string;
   /** CPU topology root (online, cpuN/topology). @default '/sys/devices/system/cpu' */
@@ -91,6 +97,7 @@ export function validateSourceOptions(
     if (p.split('%d').length !== 2) throw invalidRange(`${optionName}.msrPath`, 'a path template with exactly one %d', p);
     out.msrPath = p;
   }
+  if (o.msrOffsetShift !== undefined) out.msrOffsetShift = checkIntegerInRange(`${optionName}.msrOffsetShift`, o.msrOffsetShift, 0, 3);
   for (const key of ['powercapRoot', 'sysfsCpuRoot', 'perfPmuRoot', 'procStatPath'] as const) {
     if (o[key] !== undefined) out[key] = checkPath(`${optionName}.${key}`, o[key]);
   }

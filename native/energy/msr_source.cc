@@ -39,8 +39,8 @@ bool atomEnergyUnit(uint32_t model) {
 
 // One MSR read on one CPU. A short read counts as EIO: the emulated device stands for an
 // unimplemented MSR with a hole past end-of-file, which is what the real driver's EIO means.
-int readMsr(int fd, uint32_t msr, uint64_t* value) {
-  ssize_t n = ::pread(fd, value, sizeof *value, off_t(msr));
+int readMsr(int fd, uint64_t offset, uint64_t* value) {
+  ssize_t n = ::pread(fd, value, sizeof *value, off_t(offset));
   if (n == ssize_t(sizeof *value)) return 0;
   if (n < 0) return -errno;
   return -EIO;
@@ -50,7 +50,7 @@ class MsrSource final : public EnergySource {
  public:
   struct Counter {
     int fd;
-    uint32_t msr;
+    uint64_t offset;  // MSR address << msrOffsetShift
     WrapCounter wrap{kEnergyModulus};
   };
   struct Plan {
@@ -67,7 +67,7 @@ class MsrSource final : public EnergySource {
       for (size_t i = plans_[d].first; i < plans_[d].first + plans_[d].count; i++) {
         Counter& c = counters_[i];
         uint64_t v;
-        int rc = readMsr(c.fd, c.msr, &v);
+        int rc = readMsr(c.fd, c.offset, &v);
         if (rc == 0) c.wrap.update(v & 0xFFFFFFFFull);
         else if (firstErr == 0) firstErr = rc;
         // On failure the counter keeps its last value, so the energy it missed shows up whole
@@ -89,9 +89,12 @@ class MsrSource final : public EnergySource {
 
 void openError(const std::string& path, int err, SourceError* out) {
   out->code = errnoName(err);
-  if (err == ENOENT || err == ENXIO || err == ENODEV) {
+  if (err == ENOENT || err == ENODEV) {
     out->code = "ENOENT";
     out->message = path + ": no such file — load the msr module: modprobe msr";
+  } else if (err == ENXIO) {
+    // The msr driver's answer for a CPU that is offline or has no MSR support.
+    out->message = path + ": no such CPU or no MSR support on it — check that the CPU is online";
   } else if (err == EACCES || err == EPERM) {
     out->message = path + ": permission denied — needs CAP_SYS_RAWIO (run as root or setcap cap_sys_rawio+ep on node)";
   } else {
@@ -108,11 +111,10 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
   if (!intel && !amd) {
     err->code = "ERR_JOULETRACE_UNSUPPORTED_CPU";
     if (id.vendor == Vendor::Amd || id.vendor == Vendor::Hygon) {
-      err->message = std::string(vendorName(id.vendor)) + " family 0x" + [&] {
-        char b[16];
-        snprintf(b, sizeof b, "%X", id.family);
-        return std::string(b);
-      }() + " has no RAPL MSRs (AMD RAPL starts with family 17h / Zen, Hygon with 18h) — use source 'model'";
+      char fam[16];
+      snprintf(fam, sizeof fam, "0x%X", id.family);
+      err->message = std::string(vendorName(id.vendor)) + " family " + fam +
+                     " has no RAPL MSRs (AMD RAPL starts with family 17h / Zen, Hygon with 18h) — use source 'model'";
     } else {
       err->message = std::string("CPU vendor ") + vendorName(id.vendor) +
                      " has no known RAPL MSRs (Intel, AMD family ≥17h and Hygon only) — use source 'model'";
@@ -133,6 +135,7 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
   }
 
   auto src = std::make_unique<MsrSource>();
+  const unsigned shift = opts.msrOffsetShift;
   std::map<int, int> fdOfCpu;
   auto fdFor = [&](int cpu, SourceError* e) -> int {
     auto it = fdOfCpu.find(cpu);
@@ -151,9 +154,9 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
   auto addDomain = [&](const char* name, int package, double unit, const std::vector<std::pair<int, uint32_t>>& reads) {
     std::vector<MsrSource::Counter> cs;
     for (const auto& r : reads) {
-      MsrSource::Counter c{r.first, r.second};
+      MsrSource::Counter c{r.first, uint64_t(r.second) << shift};
       uint64_t v;
-      if (readMsr(r.first, r.second, &v) != 0) return false;
+      if (readMsr(r.first, c.offset, &v) != 0) return false;
       c.wrap.reset(v & 0xFFFFFFFFull);
       cs.push_back(c);
     }
@@ -173,9 +176,9 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
   // A domain is present when its first read succeeds with a non-zero count: the kernel's own
   // rapl_check_domain test (the msr driver answers EIO for unimplemented MSRs, and implemented
   // but unused counters read zero).
-  auto probeMsr = [](int fd, uint32_t msr) {
+  auto probeMsr = [shift](int fd, uint32_t msr) {
     uint64_t v;
-    return readMsr(fd, msr, &v) == 0 && (v & 0xFFFFFFFFull) != 0;
+    return readMsr(fd, uint64_t(msr) << shift, &v) == 0 && (v & 0xFFFFFFFFull) != 0;
   };
 
   bool first = true;
@@ -185,7 +188,7 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
     if (fd < 0) return nullptr;
     uint64_t unitReg;
     uint32_t unitMsr = intel ? kIntelUnit : kAmdUnit;
-    int rc = readMsr(fd, unitMsr, &unitReg);
+    int rc = readMsr(fd, uint64_t(unitMsr) << shift, &unitReg);
     if (rc < 0) {
       err->code = errnoName(-rc);
       char hex[24];

@@ -24,6 +24,9 @@ const char* vendorName(Vendor v);
 struct SourceOptions {
   // printf-style template with one %d for the CPU number, e.g. "/tmp/emu/cpu%d/msr".
   std::string msrPath = "/dev/cpu/%d/msr";
+  // File offset of MSR x is x << msrOffsetShift. The msr driver needs 0. Emulated devices (tests)
+  // use 3: in a regular file, AMD's consecutive MSRs 0xC0010299..B would share bytes.
+  unsigned msrOffsetShift = 0;
   std::string powercapRoot = "/sys/class/powercap";
   // Topology (cpuN/topology/physical_package_id, core_id) and the list of online CPUs.
   std::string sysfsCpuRoot = "/sys/devices/system/cpu";

@@ -12,6 +12,8 @@ namespace jouletrace {
 inline SourceOptions sourceOptionsFromJs(const Napi::Object& o) {
   SourceOptions s;
   s.msrPath = getString(o, "msrPath", s.msrPath);
+  double shift = getNumber(o, "msrOffsetShift", 0);
+  s.msrOffsetShift = shift >= 0 && shift <= 3 ? unsigned(shift) : 0;
   s.powercapRoot = getString(o, "powercapRoot", s.powercapRoot);
   s.sysfsCpuRoot = getString(o, "sysfsCpuRoot", s.sysfsCpuRoot);
   s.perfPmuRoot = getString(o, "perfPmuRoot", s.perfPmuRoot);

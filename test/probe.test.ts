@@ -1,0 +1,130 @@
+import * as os from 'node:os';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { probeCommand } from '../src/cli/probe';
+import { native } from '../src/native';
+import { formatProbe, probe } from '../src/probe';
+import { openSource } from '../src/sources';
+import { createEmulatedMsr, createEmulatedPowercap, MSR } from './fixtures/emulated-devices';
+
+const cleanup: Array<{ close(): void }> = [];
+afterEach(() => {
+  while (cleanup.length) cleanup.pop()!.close();
+  vi.restoreAllMocks();
+});
+
+describe('probe on this VM (no RAPL)', () => {
+  it('reports msr, perf and powercap unavailable with reasons and remedies, model available', async () => {
+    const r = await probe({ intervalMs: 50 });
+    expect(r.kernel).toBe(os.release());
+    expect(r.cpu.vendor).toBe('amd');
+    expect(r.cpu.family).toBe(0x19);
+    expect(r.sources.map((s) => [s.source, s.available])).toEqual([
+      ['msr', false],
+      ['perf', false],
+      ['powercap', false],
+      ['model', true],
+    ]);
+    const [msr, perf, powercap, model] = r.sources;
+    expect(msr).toMatchObject({ code: 'ENOENT', reason: '/dev/cpu/0/msr: no such file', remedy: 'load the msr module: modprobe msr' });
+    expect(perf.code).toBe('ENOENT');
+    expect(perf.reason).toContain('no perf power PMU');
+    expect(powercap).toMatchObject({ code: 'ENOENT', reason: 'no RAPL zones under /sys/class/powercap' });
+    expect(powercap.remedy).toMatch(/^load intel_rapl_common \/ intel_rapl_msr/);
+    expect(model.domains[0]).toMatchObject({ domain: 'package', estimated: true, unitJoules: 1e-9 });
+    expect(model.domains[0].watts).toBeGreaterThan(0);
+    expect(model.wrapPeriodSeconds).toBeUndefined(); // the model's 64-bit total never wraps
+  });
+
+  it('reports BPF readiness, or unknown when this build has no bpfReadiness()', async () => {
+    const r = await probe({ intervalMs: 10 });
+    if (typeof native().bpfReadiness === 'function') {
+      expect(typeof r.bpf.reason).toBe('string');
+    } else {
+      expect(r.bpf).toEqual({ ready: null, reason: 'unknown: this build does not report BPF readiness' });
+    }
+  });
+
+  it('auto opens the model source and says why each earlier source was skipped', () => {
+    const s = openSource();
+    cleanup.push(s);
+    expect(s.name).toBe('model');
+    expect(s.skipped.map((x) => [x.source, x.code])).toEqual([
+      ['msr', 'ENOENT'],
+      ['perf', 'ENOENT'],
+      ['powercap', 'ENOENT'],
+    ]);
+    expect(s.skipped[0].message).toBe('/dev/cpu/0/msr: no such file — load the msr module: modprobe msr');
+  });
+
+  it('validates its options before probing', async () => {
+    await expect(probe({ intervalMs: 0 })).rejects.toThrow('Expected an integer between 1 and 10000 for options.intervalMs but received 0 of type number');
+    await expect(probe({ msrPath: '/dev/cpu/msr' })).rejects.toThrow(RangeError);
+  });
+});
+
+describe('probe wrap periods', () => {
+  it('measures power over the interval and divides the wrap energy by it', async () => {
+    const pc = createEmulatedPowercap([{ name: 'package-0', energyUj: 0, maxEnergyRangeUj: 999_999_999 }]);
+    cleanup.push(pc);
+    const intervalMs = 200;
+    // 20 J appear during the probe interval: 100 W, and a 1000 J counter wraps in ~10 s.
+    const timer = setTimeout(() => pc.set('intel-rapl:0', 20_000_000), intervalMs / 2);
+    const r = await probe({ powercapRoot: pc.powercapRoot, intervalMs });
+    clearTimeout(timer);
+    const s = r.sources.find((x) => x.source === 'powercap')!;
+    expect(s.available).toBe(true);
+    expect(s.domains[0].wrapBasis).toBe('measured');
+    expect(s.domains[0].watts).toBeGreaterThan(20 / (intervalMs / 1000) / 1.5);
+    expect(s.domains[0].watts).toBeLessThan(20 / (intervalMs / 1000) * 1.01);
+    expect(s.wrapPeriodSeconds).toBeCloseTo(1000 / s.domains[0].watts!, 6);
+  });
+
+  it('falls back to a nominal power when a counter does not move', async () => {
+    const e = createEmulatedMsr({ vendor: 'intel' });
+    cleanup.push(e);
+    e.write(0, MSR.INTEL_UNIT, 14 << 8);
+    e.write(0, MSR.INTEL_PKG, 1);
+    const r = await probe({ ...e.options, cpuIdentity: { vendor: 'intel', family: 6, model: 0x55 }, intervalMs: 20 });
+    const msr = r.sources[0];
+    expect(msr.available).toBe(true);
+    expect(msr.domains[0]).toMatchObject({ domain: 'package', wrapBasis: 'nominal', watts: 0 });
+    expect(msr.domains[0].wrapPeriodSeconds).toBeCloseTo((2 ** 32 * 2 ** -14) / 100, 6);
+    expect(formatProbe(r)).toContain('wrap 43.7 min (at nominal 100 W)');
+  });
+});
+
+describe('formatProbe and the probe command', () => {
+  it('renders a table with ✓/✗, reasons, remedies, units and BPF state', async () => {
+    const text = formatProbe(await probe({ intervalMs: 20 }));
+    expect(text).toMatch(/^CPU {5}.* — amd family 0x19 model 0x/);
+    expect(text).toContain('  ✗ msr       ENOENT: /dev/cpu/0/msr: no such file\n      fix: load the msr module: modprobe msr\n');
+    expect(text).toMatch(/ {2}✓ model {5}available, never wraps\n {6}package-0 +unit 1\.000 nJ +[\d.]+ W +no wrap ESTIMATED\n/);
+    expect(text).toContain('eBPF thread attribution');
+  });
+
+  it('prints JSON with --json and exits 0', async () => {
+    let out = '';
+    vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
+      out += String(chunk);
+      return true;
+    });
+    expect(await probeCommand(['--json'])).toBe(0);
+    const report = JSON.parse(out);
+    expect(report.sources.map((s: { source: string }) => s.source)).toEqual(['msr', 'perf', 'powercap', 'model']);
+    expect(report.kernel).toBe(os.release());
+  });
+
+  it('prints the table by default, help with --help, and rejects unknown arguments', async () => {
+    let out = '';
+    let err = '';
+    vi.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => ((out += String(c)), true));
+    vi.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => ((err += String(c)), true));
+    expect(await probeCommand([])).toBe(0);
+    expect(out).toContain('Energy sources (auto picks the first available, top to bottom)');
+    out = '';
+    expect(await probeCommand(['--help'])).toBe(0);
+    expect(out).toMatch(/^Usage: jouletrace probe \[--json\]/);
+    expect(await probeCommand(['--jsn'])).toBe(2);
+    expect(err).toMatch(/^jouletrace probe: unknown argument "--jsn"/);
+  });
+});

@@ -1,0 +1,75 @@
+import { describe, expect, it } from 'vitest';
+import { SOURCE_OPTION_KEYS, validateSourceOptions } from '../src/source-options';
+import { openSource } from '../src/sources';
+
+const known =
+  'source, msrPath, msrOffsetShift, powercapRoot, sysfsCpuRoot, perfPmuRoot, procStatPath, cpuIdentity, modelIdleWatts, modelMaxWatts';
+
+describe('validateSourceOptions', () => {
+  it('defaults to auto and returns only the keys given', () => {
+    expect(validateSourceOptions(undefined)).toEqual({ source: 'auto' });
+    expect(validateSourceOptions({})).toEqual({ source: 'auto' });
+    const full = {
+      source: 'msr',
+      msrPath: '/tmp/x/cpu%d/msr',
+      msrOffsetShift: 3,
+      powercapRoot: '/p',
+      sysfsCpuRoot: '/s',
+      perfPmuRoot: '/perf',
+      procStatPath: '/stat',
+      cpuIdentity: { vendor: 'amd', family: 0x19, model: 1 },
+      modelIdleWatts: 0,
+      modelMaxWatts: 0,
+    } as const;
+    expect(validateSourceOptions(full)).toEqual(full);
+    expect(SOURCE_OPTION_KEYS.join(', ')).toBe(known);
+  });
+
+  it('allows the caller’s extra keys and leaves them out of the result', () => {
+    expect(validateSourceOptions({ source: 'model', rateHz: 1000 }, 'sampler options', ['rateHz'])).toEqual({ source: 'model' });
+  });
+
+  it.each<[unknown, ErrorConstructor, string]>([
+    ['msr', TypeError, 'Expected an object for options but received "msr" of type string'],
+    [null, TypeError, 'Expected an object for options but received null of type null'],
+    [{ sauce: 'msr' }, TypeError, `Unknown option options.sauce; known options are: ${known}`],
+    [{ source: 'rapl' }, RangeError, "Expected one of 'auto', 'msr', 'powercap', 'perf', 'model' for options.source but received \"rapl\" of type string"],
+    [{ source: 1 }, TypeError, "Expected one of 'auto', 'msr', 'powercap', 'perf', 'model' for options.source but received 1 of type number"],
+    [{ msrPath: '/dev/cpu/msr' }, RangeError, 'Expected a path template with exactly one %d for options.msrPath but received "/dev/cpu/msr" of type string'],
+    [{ msrPath: '/dev/%d/cpu%d' }, RangeError, 'Expected a path template with exactly one %d for options.msrPath but received "/dev/%d/cpu%d" of type string'],
+    [{ msrPath: 5 }, TypeError, 'Expected a non-empty path string for options.msrPath but received 5 of type number'],
+    [{ msrOffsetShift: 8 }, RangeError, 'Expected an integer between 0 and 3 for options.msrOffsetShift but received 8 of type number'],
+    [{ powercapRoot: '' }, RangeError, 'Expected a non-empty path string for options.powercapRoot but received "" of type string'],
+    [{ procStatPath: ['/proc/stat'] }, TypeError, 'Expected a non-empty path string for options.procStatPath but received ["/proc/stat"] of type array'],
+    [{ cpuIdentity: 'intel' }, TypeError, 'Expected an object for options.cpuIdentity but received "intel" of type string'],
+    [{ cpuIdentity: { vendor: 'via', family: 6, model: 1 } }, RangeError, "Expected one of 'intel', 'amd', 'hygon' for options.cpuIdentity.vendor but received \"via\" of type string"],
+    [{ cpuIdentity: { vendor: 'intel', family: 6.5, model: 1 } }, RangeError, 'Expected an integer between 0 and 4351 for options.cpuIdentity.family but received 6.5 of type number'],
+    [{ cpuIdentity: { vendor: 'intel', family: 6, model: 1, stepping: 2 } }, TypeError, 'Unknown option options.cpuIdentity.stepping; known options are: vendor, family, model'],
+    [{ modelIdleWatts: -1 }, RangeError, 'Expected a number of watts between 0 and 100000 for options.modelIdleWatts but received -1 of type number'],
+    [{ modelMaxWatts: '50' }, TypeError, 'Expected a number of watts between 0 and 100000 for options.modelMaxWatts but received "50" of type string'],
+    [{ modelMaxWatts: Infinity }, RangeError, 'Expected a number of watts between 0 and 100000 for options.modelMaxWatts but received Infinity of type number'],
+    [{ modelIdleWatts: 40, modelMaxWatts: 30 }, RangeError, 'Expected a number of watts >= options.modelIdleWatts (40) for options.modelMaxWatts but received 30 of type number'],
+  ])('rejects %j', (value, type, message) => {
+    expect(() => validateSourceOptions(value)).toThrow(type);
+    expect(() => validateSourceOptions(value)).toThrow(message);
+  });
+
+  it('names the option object as the caller calls it', () => {
+    expect(() => validateSourceOptions({ source: 'x' }, 'sampler')).toThrow(
+      "Expected one of 'auto', 'msr', 'powercap', 'perf', 'model' for sampler.source but received \"x\" of type string",
+    );
+  });
+});
+
+describe('openSource option handling', () => {
+  it('throws before reaching the addon', () => {
+    expect(() => openSource({ source: 'rapl' as never })).toThrow(RangeError);
+    expect(() => openSource({ msrPath: '%s' })).toThrow(RangeError);
+  });
+
+  it('throws a coded error, never a silent zero, when a chosen source cannot open', () => {
+    expect(() => openSource({ source: 'powercap', powercapRoot: '/nonexistent' })).toThrow(
+      expect.objectContaining({ name: 'JouletraceError', code: 'ENOENT' }),
+    );
+  });
+});

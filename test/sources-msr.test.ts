@@ -1,0 +1,252 @@
+import * as fs from 'node:fs';
+import { afterEach, describe, expect, it } from 'vitest';
+import { openSource, type EnergySource } from '../src/sources';
+import { createEmulatedMsr, MSR, type EmulatedMsr } from './fixtures/emulated-devices';
+import { openSourceAsNobody } from './fixtures/unprivileged';
+
+const cleanup: Array<{ close(): void }> = [];
+afterEach(() => {
+  while (cleanup.length) cleanup.pop()!.close();
+});
+
+function emu(opts: Parameters<typeof createEmulatedMsr>[0]): EmulatedMsr {
+  const e = createEmulatedMsr(opts);
+  cleanup.push(e);
+  return e;
+}
+
+function open(e: EmulatedMsr, cpuIdentity: { vendor: 'intel' | 'amd' | 'hygon'; family: number; model: number }): EnergySource {
+  const s = openSource({ source: 'msr', ...e.options, cpuIdentity });
+  cleanup.push(s);
+  return s;
+}
+
+const SKYLAKE = { vendor: 'intel', family: 6, model: 0x5e } as const;
+const ZEN3 = { vendor: 'amd', family: 0x19, model: 0x01 } as const;
+
+// Unit register with the given energy-status-unit and typical power/time units around it.
+const unitReg = (esu: number) => (0xa << 16) | (esu << 8) | 0x3;
+
+function joules(s: EnergySource, domain: string, pkg = 0): number {
+  const r = s.read().readings.find((x) => x.domain === domain && x.package === pkg);
+  if (!r) throw new Error(`no ${domain}-${pkg}`);
+  return r.joules;
+}
+
+describe('msr source, Intel layout', () => {
+  it.each([
+    [14, 2 ** -14],
+    [16, 2 ** -16],
+    [0x0a, 2 ** -10],
+  ])('decodes ESU %d as 1/2^ESU J', (esu, unit) => {
+    const e = emu({ vendor: 'intel', cpus: 2 });
+    e.write(0, MSR.INTEL_UNIT, unitReg(esu));
+    e.write(0, MSR.INTEL_PKG, 5000);
+    const s = open(e, SKYLAKE);
+    expect(s.domains).toEqual([{ domain: 'package', package: 0, unitJoules: unit, estimated: false, wrapJoules: 2 ** 32 * unit }]);
+    e.write(0, MSR.INTEL_PKG, 5000 + 3 * 2 ** esu);
+    expect(joules(s, 'package')).toBe(3);
+  });
+
+  it('reads 61.035 µJ units for ESU 14 and reports every implemented domain', () => {
+    const e = emu({ vendor: 'intel', cpus: 4 });
+    e.write(0, MSR.INTEL_UNIT, unitReg(14));
+    for (const m of [MSR.INTEL_PKG, MSR.INTEL_PP0, MSR.INTEL_PP1, MSR.INTEL_DRAM, MSR.INTEL_PSYS]) e.write(0, m, 100);
+    const s = open(e, SKYLAKE);
+    expect(s.name).toBe('msr');
+    expect(s.domains.map((d) => d.domain)).toEqual(['package', 'core', 'uncore', 'dram', 'psys']);
+    expect(s.domains[0].unitJoules * 1e6).toBeCloseTo(61.035, 3);
+    e.write(0, MSR.INTEL_PP0, 100 + 16384 * 2);
+    e.write(0, MSR.INTEL_DRAM, 100 + 16384);
+    const r = s.read();
+    expect(r.readings.map((x) => x.joules)).toEqual([0, 2, 0, 1, 0]);
+    expect(r.error).toBeUndefined();
+  });
+
+  it('ignores the reserved upper 32 bits of energy status registers', () => {
+    const e = emu({ vendor: 'intel' });
+    e.write(0, MSR.INTEL_UNIT, unitReg(16));
+    e.write(0, MSR.INTEL_PKG, (0xdeadn << 32n) | 10n);
+    const s = open(e, SKYLAKE);
+    e.write(0, MSR.INTEL_PKG, (0xbeefn << 32n) | (10n + 65536n));
+    expect(joules(s, 'package')).toBe(1);
+  });
+
+  it('extends a counter across a 32-bit wrap exactly', () => {
+    const e = emu({ vendor: 'intel' });
+    e.write(0, MSR.INTEL_UNIT, unitReg(16));
+    e.write(0, MSR.INTEL_PKG, 0xfffff000);
+    const s = open(e, SKYLAKE);
+    e.write(0, MSR.INTEL_PKG, 0xffffff00);
+    expect(joules(s, 'package')).toBe(0xf00 / 65536);
+    e.write(0, MSR.INTEL_PKG, 0x100);
+    expect(joules(s, 'package')).toBe((0x1000 + 0x100) / 65536);
+    const r = s.read();
+    expect(r.readings[0].joules).toBe(4352 / 65536);
+  });
+
+  it('omits domains whose MSR is beyond the device (EIO) or reads zero', () => {
+    const e = emu({ vendor: 'intel' });
+    e.write(0, MSR.INTEL_UNIT, unitReg(14));
+    e.write(0, MSR.INTEL_PKG, 1);
+    // 0x639, 0x641 and 0x64D lie past end-of-file: short reads, the driver's EIO.
+    expect(open(e, SKYLAKE).domains.map((d) => d.domain)).toEqual(['package']);
+    e.write(0, MSR.INTEL_PP0, 7);
+    e.write(0, MSR.INTEL_PSYS, 9);
+    // Now 0x641 and 0x619 are below end-of-file but zero: implemented-but-unused, also absent.
+    expect(open(e, SKYLAKE).domains.map((d) => d.domain)).toEqual(['package', 'core', 'psys']);
+  });
+
+  it('reads one CPU per package and psys once, from package 0', () => {
+    const e = emu({ vendor: 'intel', cpus: 4, packages: 2 });
+    for (const cpu of [0, 2]) {
+      e.write(cpu, MSR.INTEL_UNIT, unitReg(16));
+      e.write(cpu, MSR.INTEL_PKG, 1000);
+      e.write(cpu, MSR.INTEL_PSYS, 1000);
+    }
+    const s = open(e, SKYLAKE);
+    expect(s.domains.map((d) => `${d.domain}-${d.package}`)).toEqual(['package-0', 'psys-0', 'package-1']);
+    e.write(0, MSR.INTEL_PKG, 1000 + 65536);
+    e.write(2, MSR.INTEL_PKG, 1000 + 3 * 65536);
+    e.write(2, MSR.INTEL_PSYS, 1000 + 5 * 65536); // package 1's psys copy is never read
+    e.write(1, MSR.INTEL_PKG, 77); // nor are the second CPUs of each package
+    e.write(3, MSR.INTEL_PKG, 77);
+    expect(s.read().readings.map((r) => r.joules)).toEqual([1, 0, 3]);
+  });
+
+  it('uses the fixed 2^-16 J DRAM unit on Haswell-EP and the register unit elsewhere', () => {
+    const e = emu({ vendor: 'intel' });
+    e.write(0, MSR.INTEL_UNIT, unitReg(14));
+    e.write(0, MSR.INTEL_PKG, 1);
+    e.write(0, MSR.INTEL_DRAM, 1);
+    const hsx = open(e, { vendor: 'intel', family: 6, model: 0x3f });
+    const unit = (s: EnergySource, d: string) => s.domains.find((x) => x.domain === d)!.unitJoules;
+    expect(unit(hsx, 'dram')).toBe(2 ** -16);
+    expect(unit(hsx, 'package')).toBe(2 ** -14);
+    for (const model of [0x4f, 0x55, 0x6a, 0x6c, 0x57, 0x85]) {
+      expect(unit(open(e, { vendor: 'intel', family: 6, model }), 'dram')).toBe(2 ** -16);
+    }
+    expect(unit(open(e, SKYLAKE), 'dram')).toBe(2 ** -14);
+    e.write(0, MSR.INTEL_DRAM, 1 + 65536 * 2);
+    expect(joules(hsx, 'dram')).toBe(2);
+  });
+
+  it('uses 2^ESU µJ on Silvermont', () => {
+    const e = emu({ vendor: 'intel' });
+    e.write(0, MSR.INTEL_UNIT, unitReg(5));
+    e.write(0, MSR.INTEL_PKG, 10);
+    const s = open(e, { vendor: 'intel', family: 6, model: 0x37 });
+    expect(s.domains[0].unitJoules).toBeCloseTo(32e-6, 15);
+    e.write(0, MSR.INTEL_PKG, 10 + 1000);
+    expect(joules(s, 'package')).toBeCloseTo(0.032, 12);
+  });
+
+  it('returns EIO mid-run, keeps the last reading and recovers the missed energy exactly', () => {
+    const e = emu({ vendor: 'intel' });
+    e.write(0, MSR.INTEL_UNIT, unitReg(16));
+    e.write(0, MSR.INTEL_PKG, 100);
+    const s = open(e, SKYLAKE);
+    e.write(0, MSR.INTEL_PKG, 100 + 65536);
+    expect(joules(s, 'package')).toBe(1);
+    e.truncate(0);
+    const bad = s.read();
+    expect(bad.error).toBe('EIO');
+    expect(bad.readings[0].joules).toBe(1);
+    e.write(0, MSR.INTEL_UNIT, unitReg(16));
+    e.write(0, MSR.INTEL_PKG, 100 + 4 * 65536);
+    const good = s.read();
+    expect(good.error).toBeUndefined();
+    expect(good.readings[0].joules).toBe(4);
+  });
+});
+
+describe('msr source, AMD layout', () => {
+  // 2 packages x 4 cores x 2 threads: CPUs 0-7 on package 0, 8-15 on package 1.
+  function amd(vendor: 'amd' | 'hygon' = 'amd') {
+    const e = emu({ vendor, cpus: 16, packages: 2, threadsPerCore: 2 });
+    for (const t of e.topology) {
+      e.write(t.cpu, MSR.AMD_UNIT, unitReg(16));
+      e.write(t.cpu, MSR.AMD_PKG, 1000);
+      // Siblings hold a decoy: only the first CPU of each core may be read.
+      e.write(t.cpu, MSR.AMD_CORE, t.cpu % 2 === 0 ? 1000 : 0xabcdef);
+    }
+    return e;
+  }
+
+  it('reports package and per-package core sums', () => {
+    const e = amd();
+    const s = open(e, ZEN3);
+    expect(s.domains.map((d) => `${d.domain}-${d.package}`)).toEqual(['package-0', 'core-0', 'package-1', 'core-1']);
+    expect(s.domains[1].unitJoules).toBe(2 ** -16);
+    // Cores 0..3 of package 0 are CPUs 0,2,4,6; package 1's are 8,10,12,14.
+    [0, 2, 4, 6].forEach((cpu, i) => e.write(cpu, MSR.AMD_CORE, 1000 + (i + 1) * 65536));
+    [8, 10, 12, 14].forEach((cpu) => e.write(cpu, MSR.AMD_CORE, 1000 + 65536 / 2));
+    [1, 3, 9].forEach((cpu) => e.write(cpu, MSR.AMD_CORE, 0xffffff)); // decoys move too
+    e.write(0, MSR.AMD_PKG, 1000 + 20 * 65536);
+    e.write(8, MSR.AMD_PKG, 1000 + 3 * 65536);
+    expect(s.read().readings.map((r) => r.joules)).toEqual([20, 1 + 2 + 3 + 4, 3, 2]);
+  });
+
+  it('wrap-extends each per-core counter separately before summing', () => {
+    const e = amd();
+    e.write(0, MSR.AMD_CORE, 0xffffffff - 99);
+    e.write(2, MSR.AMD_CORE, 5);
+    const s = open(e, ZEN3);
+    e.write(0, MSR.AMD_CORE, 400); // wrapped: +500 ticks
+    e.write(2, MSR.AMD_CORE, 505); // +500 ticks, no wrap
+    const core0 = s.read().readings[1];
+    expect(core0.joules).toBe(1000 / 65536);
+  });
+
+  it('accepts Hygon family 18h and rejects AMD before family 17h', () => {
+    const e = amd('hygon');
+    expect(open(e, { vendor: 'hygon', family: 0x18, model: 0 }).domains).toHaveLength(4);
+    expect(() => open(e, { vendor: 'amd', family: 0x16, model: 0 })).toThrow(
+      expect.objectContaining({
+        code: 'ERR_JOULETRACE_UNSUPPORTED_CPU',
+        message: "amd family 0x16 has no RAPL MSRs (AMD RAPL starts with family 17h / Zen, Hygon with 18h) — use source 'model'",
+      }),
+    );
+  });
+});
+
+describe('msr source errors', () => {
+  it('names the msr module when the device is missing', () => {
+    const e = emu({ vendor: 'intel' });
+    const msrPath = `${e.dir}/nope/cpu%d/msr`;
+    expect(() => openSource({ source: 'msr', msrPath, sysfsCpuRoot: e.sysfsCpuRoot, cpuIdentity: SKYLAKE })).toThrow(
+      expect.objectContaining({
+        code: 'ENOENT',
+        message: `${e.dir}/nope/cpu0/msr: no such file — load the msr module: modprobe msr`,
+      }),
+    );
+  });
+
+  it('names CAP_SYS_RAWIO when the device is not readable', () => {
+    const e = emu({ vendor: 'intel' });
+    e.write(0, MSR.INTEL_UNIT, unitReg(14));
+    fs.chmodSync(`${e.dir}/cpu0/msr`, 0o600);
+    const err = openSourceAsNobody({ source: 'msr', msrPath: e.msrPath, sysfsCpuRoot: e.sysfsCpuRoot, cpuIdentity: SKYLAKE });
+    expect(err).toEqual({
+      code: 'EACCES',
+      message: `${e.dir}/cpu0/msr: permission denied — needs CAP_SYS_RAWIO (run as root or setcap cap_sys_rawio+ep on node)`,
+    });
+  });
+
+  it('fails clearly when the unit register is not implemented (a VM)', () => {
+    const e = emu({ vendor: 'amd' });
+    expect(() => open(e, ZEN3)).toThrow(expect.objectContaining({ code: 'EIO' }));
+    expect(() => open(e, ZEN3)).toThrow(/RAPL unit register 0xC0010299 failed/);
+  });
+
+  it('is closed safely twice and refuses reads afterwards', () => {
+    const e = emu({ vendor: 'intel' });
+    e.write(0, MSR.INTEL_UNIT, unitReg(14));
+    e.write(0, MSR.INTEL_PKG, 1);
+    const s = open(e, SKYLAKE);
+    s.close();
+    s.close();
+    expect(s.closed).toBe(true);
+    expect(() => s.read()).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_CLOSED' }));
+  });
+});

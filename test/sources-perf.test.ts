@@ -1,0 +1,104 @@
+// The perf source's sysfs parsing and error paths, against fake PMU directories. A fake PMU has
+// no kernel behind it, so perf_event_open itself must fail here — and must say why.
+import { afterEach, describe, expect, it } from 'vitest';
+import { openSource } from '../src/sources';
+import { createEmulatedPerfPmu, writeSysfsCpu } from './fixtures/emulated-devices';
+import { openSourceAsNobody } from './fixtures/unprivileged';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+const cleanup: Array<{ close(): void }> = [];
+afterEach(() => {
+  while (cleanup.length) cleanup.pop()!.close();
+});
+
+const RAPL_EVENTS = {
+  'energy-pkg': { config: 'event=0x02', scale: '2.3283064365386962890625e-10', unit: 'Joules' },
+  'energy-cores': { config: 'event=0x01', scale: '2.3283064365386962890625e-10', unit: 'Joules' },
+};
+
+function pmu(opts: Parameters<typeof createEmulatedPerfPmu>[0]) {
+  const p = createEmulatedPerfPmu(opts);
+  cleanup.push(p);
+  return p;
+}
+
+function sysfs() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-cpu-'));
+  cleanup.push({ close: () => fs.rmSync(dir, { recursive: true, force: true }) });
+  return writeSysfsCpu(dir, { cpus: 4, packages: 2 }).sysfsCpuRoot;
+}
+
+const openPerf = (perfPmuRoot: string) => openSource({ source: 'perf', perfPmuRoot, sysfsCpuRoot: sysfs() });
+
+describe('perf source', () => {
+  it('reports a missing power PMU with the kernel options it needs', () => {
+    expect(() => openPerf('/nonexistent/power')).toThrow(
+      expect.objectContaining({
+        code: 'ENOENT',
+        message: '/nonexistent/power: no perf power PMU (kernel without CONFIG_PERF_EVENTS_INTEL_RAPL / AMD RAPL PMU, or a VM)',
+      }),
+    );
+  });
+
+  it('rejects a PMU directory without a type', () => {
+    const p = pmu({ cpumask: '0', events: RAPL_EVENTS });
+    expect(() => openPerf(p.perfPmuRoot)).toThrow(
+      expect.objectContaining({ code: 'ENOENT', message: `${p.perfPmuRoot}/type: unreadable or not a PMU type number — not a perf PMU directory` }),
+    );
+  });
+
+  it('rejects a malformed cpumask', () => {
+    const p = pmu({ type: '17', cpumask: 'zero', events: RAPL_EVENTS });
+    expect(() => openPerf(p.perfPmuRoot)).toThrow(expect.objectContaining({ code: 'EINVAL', message: expect.stringContaining('/cpumask: unreadable or not a CPU list') }));
+  });
+
+  it('rejects an event encoding it cannot parse, a missing scale and a unit other than Joules', () => {
+    const bad = pmu({ type: '17', cpumask: '0', events: { 'energy-pkg': { config: 'umask=0x3', scale: '1e-6' } } });
+    expect(() => openPerf(bad.perfPmuRoot)).toThrow(
+      expect.objectContaining({ code: 'EINVAL', message: `${bad.perfPmuRoot}/events/energy-pkg: "umask=0x3" is not an event=N encoding` }),
+    );
+    const noScale = pmu({ type: '17', cpumask: '0', events: { 'energy-pkg': { config: 'event=0x02' } } });
+    expect(() => openPerf(noScale.perfPmuRoot)).toThrow(/energy-pkg\.scale: missing or not a positive number/);
+    const watts = pmu({ type: '17', cpumask: '0', events: { 'energy-pkg': { config: 'event=0x02', scale: '1', unit: 'Watts' } } });
+    expect(() => openPerf(watts.perfPmuRoot)).toThrow(/energy-pkg\.unit: "Watts" — expected Joules/);
+  });
+
+  it('says when the PMU lists no energy events', () => {
+    const p = pmu({ type: '17', cpumask: '0,2', events: {} });
+    expect(() => openPerf(p.perfPmuRoot)).toThrow(
+      expect.objectContaining({ code: 'ENOENT', message: `${p.perfPmuRoot}/events: no energy-* events — the power PMU exposes no RAPL domain` }),
+    );
+  });
+
+  it('maps perf_event_open failing on a PMU type the kernel does not have to a clear error', () => {
+    // 0x7ffffff0 is no registered PMU: the kernel answers ENOENT.
+    const p = pmu({ type: String(0x7ffffff0), cpumask: '0', events: RAPL_EVENTS });
+    let err: (Error & { code?: string }) | undefined;
+    try {
+      openPerf(p.perfPmuRoot);
+    } catch (e) {
+      err = e as Error & { code?: string };
+    }
+    expect(err?.code).toMatch(/^(ENOENT|EINVAL|ENODEV|EOPNOTSUPP)$/);
+    expect(err?.message).toMatch(
+      new RegExp(
+        `^perf_event_open\\(type=${0x7ffffff0}, config=0x2, cpu=0\\) for energy-pkg: .* — the kernel has no such PMU event \\(${p.perfPmuRoot} does not describe a live RAPL PMU\\)$`,
+      ),
+    );
+  });
+
+  it('names CAP_PERFMON and perf_event_paranoid when not privileged', () => {
+    const paranoid = Number(fs.readFileSync('/proc/sys/kernel/perf_event_paranoid', 'utf8'));
+    // With paranoid <= 0 an unprivileged process may open CPU-wide events: nothing to show then.
+    if (paranoid <= 0) return;
+    const p = pmu({ type: '17', cpumask: '0', events: RAPL_EVENTS });
+    const err = openSourceAsNobody({ source: 'perf', perfPmuRoot: p.perfPmuRoot });
+    expect(err?.code).toMatch(/^(EACCES|EPERM)$/);
+    expect(err?.message).toBe(
+      'perf_event_open(type=17, config=0x2, cpu=0) for energy-pkg: permission denied — needs CAP_PERFMON or ' +
+        'kernel.perf_event_paranoid <= 0 (sysctl -w kernel.perf_event_paranoid=0)',
+    );
+  });
+});

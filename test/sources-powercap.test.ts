@@ -1,0 +1,125 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { openSource, type EnergySource } from '../src/sources';
+import { createEmulatedPowercap, type EmulatedPowercap, type PowercapZone } from './fixtures/emulated-devices';
+import { openSourceAsNobody } from './fixtures/unprivileged';
+
+const cleanup: Array<{ close(): void }> = [];
+afterEach(() => {
+  while (cleanup.length) cleanup.pop()!.close();
+});
+
+function emu(tree: PowercapZone[], opts?: { classLinks?: boolean }): EmulatedPowercap {
+  const e = createEmulatedPowercap(tree, opts);
+  cleanup.push(e);
+  return e;
+}
+
+function open(e: EmulatedPowercap): EnergySource {
+  const s = openSource({ source: 'powercap', powercapRoot: e.powercapRoot });
+  cleanup.push(s);
+  return s;
+}
+
+const twoSockets: PowercapZone[] = [
+  {
+    name: 'package-0',
+    energyUj: 1_000_000,
+    children: [
+      { name: 'core', energyUj: 500_000 },
+      { name: 'uncore', energyUj: 10 },
+      { name: 'dram', energyUj: 70_000 },
+    ],
+  },
+  { name: 'psys', energyUj: 42 },
+  { name: 'package-1', energyUj: 2_000_000, children: [{ name: 'dram', energyUj: 9 }] },
+];
+
+const key = (r: { domain: string; package: number }) => `${r.domain}-${r.package}`;
+
+describe('powercap source', () => {
+  it('finds nested zones once each, whether listed at the top level or only nested', () => {
+    for (const classLinks of [true, false]) {
+      const s = open(emu(twoSockets, { classLinks }));
+      expect(s.name).toBe('powercap');
+      expect(s.domains.map(key)).toEqual(['package-0', 'core-0', 'uncore-0', 'dram-0', 'psys-0', 'package-1', 'dram-1']);
+      for (const d of s.domains) {
+        expect(d.unitJoules).toBe(1e-6);
+        expect(d.estimated).toBe(false);
+        expect(d.wrapJoules).toBeCloseTo(262143.32885, 5);
+      }
+    }
+  });
+
+  it('reads each zone separately: a subzone is never added to its parent', () => {
+    const e = emu(twoSockets);
+    const s = open(e);
+    e.set('intel-rapl:0', 1_000_000 + 3_000_000);
+    e.set('intel-rapl:0:0', 500_000 + 1_250_000);
+    e.set('intel-rapl:0:2', 70_000 + 500);
+    e.set('intel-rapl:2:0', 9 + 7);
+    const got = Object.fromEntries(s.read().readings.map((r) => [key(r), r.joules]));
+    expect(got).toEqual({
+      'package-0': 3,
+      'core-0': 1.25,
+      'uncore-0': 0,
+      'dram-0': 0.0005,
+      'psys-0': 0,
+      'package-1': 0,
+      'dram-1': 7e-6,
+    });
+  });
+
+  it('wraps at max_energy_range_uj + 1', () => {
+    const e = emu([{ name: 'package-0', energyUj: 999_900, maxEnergyRangeUj: 999_999 }]);
+    const s = open(e);
+    expect(s.domains[0].wrapJoules).toBe(1);
+    e.set('intel-rapl:0', 999_999);
+    expect(s.read().readings[0].joules).toBeCloseTo(99e-6, 12);
+    e.set('intel-rapl:0', 250);
+    expect(s.read().readings[0].joules).toBeCloseTo(350e-6, 12);
+  });
+
+  it('reports EIO mid-run and recovers the missed energy', () => {
+    const e = emu([{ name: 'package-0', energyUj: 100 }]);
+    const s = open(e);
+    fs.truncateSync(path.join(e.zonePath('intel-rapl:0'), 'energy_uj'), 0);
+    const bad = s.read();
+    expect(bad.error).toBe('EIO');
+    expect(bad.readings[0].joules).toBe(0);
+    e.set('intel-rapl:0', 100 + 2_000_000);
+    const good = s.read();
+    expect(good.error).toBeUndefined();
+    expect(good.readings[0].joules).toBe(2);
+  });
+
+  it('ignores intel-rapl-mmio zones and zones with unknown names', () => {
+    const e = emu([{ name: 'package-0', energyUj: 5, children: [{ name: 'mystery', energyUj: 5 }] }]);
+    expect(open(e).domains.map(key)).toEqual(['package-0']);
+  });
+
+  it('explains how to load RAPL when there are no zones', () => {
+    const e = emu([]);
+    expect(() => open(e)).toThrow(
+      expect.objectContaining({
+        code: 'ENOENT',
+        message: expect.stringMatching(
+          /^no RAPL zones under .*jouletrace-powercap-\w+ — load intel_rapl_common \/ intel_rapl_msr .*rapl is exposed by intel_rapl_msr on kernels ≥5\.x for Zen/,
+        ),
+      }),
+    );
+  });
+
+  it('names CVE-2020-8694 when energy_uj is root-only', () => {
+    const e = emu([{ name: 'package-0', energyUj: 5 }]);
+    const file = path.join(e.zonePath('intel-rapl:0'), 'energy_uj');
+    fs.chmodSync(file, 0o400);
+    expect(openSourceAsNobody({ source: 'powercap', powercapRoot: e.powercapRoot })).toEqual({
+      code: 'EACCES',
+      message:
+        `${file}: permission denied — energy_uj is root-only since Linux 5.10 (CVE-2020-8694); run as root, ` +
+        `or grant read access with a udev rule / chmod a+r ${e.powercapRoot}/intel-rapl:*/energy_uj (re-applied at each boot)`,
+    });
+  });
+});
