@@ -47,6 +47,8 @@ export interface DomainDescription {
   unitJoules: number;
   estimated: boolean;
   wrapJoules: number;
+  /** Estimated sources: the idle part of the estimate in watts (the default baseline). */
+  idleWatts?: number;
 }
 
 export interface DomainTotal {

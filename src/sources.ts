@@ -15,6 +15,8 @@ export interface DomainInfo {
   estimated: boolean;
   /** Energy after which the hardware counter wraps (0: never in practice). Reads must come faster than that. */
   wrapJoules: number;
+  /** Estimated sources: the idle part of the estimate in watts, used as the default attribution baseline. */
+  idleWatts?: number;
 }
 
 export interface DomainReading {

@@ -214,6 +214,7 @@ std::unique_ptr<EnergySource> openModelSource(const SourceOptions& opts, SourceE
     d.unitJoules = 1e-9;
     d.estimated = true;
     d.wrapJoules = 0;
+    d.idleWatts = src->idleW_ * src->pkgs_[pi.second].share;
     src->mutableDomains().push_back(d);
   }
   return src;

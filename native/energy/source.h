@@ -48,6 +48,9 @@ struct Domain {
   bool estimated = false;
   // Energy after which the hardware counter wraps, in joules (0 = never wraps in practice).
   double wrapJoules = 0;
+  // Estimated sources only: the idle part of the estimate, in watts (< 0 = not known). It is
+  // the default attribution baseline, so an estimate's idle floor is not charged to threads.
+  double idleWatts = -1;
 };
 
 struct DomainReading {

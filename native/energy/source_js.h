@@ -39,6 +39,7 @@ inline Napi::Object domainToJs(Napi::Env env, const Domain& d) {
   o.Set("unitJoules", d.unitJoules);
   o.Set("estimated", d.estimated);
   o.Set("wrapJoules", d.wrapJoules);
+  if (d.idleWatts >= 0) o.Set("idleWatts", d.idleWatts);
   return o;
 }
 

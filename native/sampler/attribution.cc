@@ -19,6 +19,9 @@ AttributionEngine::AttributionEngine(const std::vector<Domain>& domains, const s
   platformWide_.resize(domains_.size());
   for (size_t d = 0; d < domains_.size(); d++) platformWide_[d] = domains_[d].name == "psys";
   baselineWatts_.assign(domains_.size(), -1.0);
+  for (size_t d = 0; d < domains_.size(); d++) {
+    if (domains_[d].estimated && domains_[d].idleWatts >= 0) baselineWatts_[d] = domains_[d].idleWatts;
+  }
   baselineCarry_.assign(domains_.size(), 0.0);
   parts_.assign(domains_.size(), DomainParts{});
   busyByPkg_.assign(kMaxPackages, 0);

@@ -4,10 +4,10 @@
 // so an ArrayBuffer that outlives its sampler still points at valid memory.
 #pragma once
 
+#include <sys/mman.h>
+
 #include <atomic>
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 #include <memory>
 
 namespace jouletrace {
@@ -18,12 +18,15 @@ class RingBuffer {
  public:
   RingBuffer(uint32_t capacity, uint32_t recordSize, OverflowPolicy policy)
       : capacity_(capacity), mask_(capacity - 1), recordSize_(recordSize), policy_(policy) {
-    // 64-byte alignment: records start on cache lines when recordSize is a multiple of 64,
-    // and Float64Array views over the buffer need at least 8.
-    data_ = static_cast<uint8_t*>(aligned_alloc(64, bytes()));
-    if (data_) std::memset(data_, 0, bytes());
+    // A mapping of its own rather than malloc: page-aligned (Float64Array views need 8),
+    // zero-filled lazily, and returned to the kernel at once on close — glibc's dynamic mmap
+    // threshold would otherwise keep freed multi-megabyte rings in the heap.
+    void* p = mmap(nullptr, bytes(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    data_ = p == MAP_FAILED ? nullptr : static_cast<uint8_t*>(p);
   }
-  ~RingBuffer() { free(data_); }
+  ~RingBuffer() {
+    if (data_) munmap(data_, bytes());
+  }
   RingBuffer(const RingBuffer&) = delete;
   RingBuffer& operator=(const RingBuffer&) = delete;
 
