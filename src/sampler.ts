@@ -71,8 +71,17 @@ export interface Totals {
 export interface SampleReading {
   domain: string;
   package: number;
+  /** Joules since start(). */
   joules: number;
+  /** Exact count of the domain's unit since start(). */
+  ticks: number;
+  /** The hardware counter's raw value. */
   raw: number;
+  /**
+   * Cumulative attribution in ticks, on samples where attribution ran (`attributed`):
+   * process + baseline + other === ticks, exactly.
+   */
+  parts?: { process: number; baseline: number; other: number };
 }
 
 export interface Sample {
@@ -380,12 +389,21 @@ export class Sampler {
       const readings: SampleReading[] = new Array(this.domains.length);
       for (let d = 0; d < this.domains.length; d++) {
         const o = base + RECORD_HEADER_BYTES / 4 + d * stride;
-        readings[d] = {
+        const reading: SampleReading = {
           domain: this.domains[d].domain,
           package: this.domains[d].package,
           joules: f64[o >> 1],
+          ticks: u32[o + 2] + u32[o + 3] * 4294967296,
           raw: u32[o + 4] + u32[o + 5] * 4294967296,
         };
+        if (flags & SampleFlags.ATTRIBUTED) {
+          reading.parts = {
+            process: u32[o + 6] + u32[o + 7] * 4294967296,
+            baseline: u32[o + 8] + u32[o + 9] * 4294967296,
+            other: u32[o + 10] + u32[o + 11] * 4294967296,
+          };
+        }
+        readings[d] = reading;
       }
       out[k] = {
         timeNs: (BigInt(u32[base + 1]) << 32n) | BigInt(u32[base]),

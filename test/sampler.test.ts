@@ -97,7 +97,7 @@ describe('Sampler against an emulated MSR', () => {
     }
     const last = recs[recs.length - 1];
     expect(last.flags & SampleFlags.FINAL).toBe(SampleFlags.FINAL);
-    expect(last.readings[0]).toEqual({ domain: 'package', package: 0, joules: 5000 * UNIT_J, raw: 5100 });
+    expect(last.readings[0]).toEqual({ domain: 'package', package: 0, joules: 5000 * UNIT_J, ticks: 5000, raw: 5100 });
     // Exactly the samples where the counter moved carry CHANGED (the counter moved 5 times).
     expect(recs.filter((r) => r.changed)).toHaveLength(5);
     expect(recs.every((r) => !r.estimated && !r.readError && !r.attributed)).toBe(true);

@@ -1,0 +1,207 @@
+// Energy attribution through the Sampler, with both thread-tracking backends: ratios between
+// threads, exact conservation at every sample, thread exit, and the unprivileged fallback.
+import { execFile } from 'node:child_process';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import { Worker } from 'node:worker_threads';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Sampler, type ThreadsBackend } from '../src/index';
+import { describeBpf } from './fixtures/bpf-required';
+
+const run = promisify(execFile);
+const root = path.join(__dirname, '..');
+const samplers: Sampler[] = [];
+afterEach(() => {
+  for (const s of samplers.splice(0)) s.close();
+});
+
+// A worker that reports its kernel thread id, then spins for `ms` of wall time and exits.
+const SPIN = `
+const { parentPort, workerData } = require('node:worker_threads');
+const tid = Number(require('node:fs').readlinkSync('/proc/thread-self').split('/').pop());
+parentPort.postMessage({ tid });
+const end = Date.now() + workerData.ms;
+let x = 0;
+while (Date.now() < end) x = (x * 1103515245 + 12345) % 2147483648;
+parentPort.postMessage({ done: x });
+`;
+
+function spin(ms: number): { tid: Promise<number>; done: Promise<void> } {
+  const w = new Worker(SPIN, { eval: true, workerData: { ms } });
+  let tidResolve!: (t: number) => void;
+  const tid = new Promise<number>((r) => (tidResolve = r));
+  const done = new Promise<void>((resolve, reject) => {
+    w.on('message', (m: { tid?: number; done?: number }) => {
+      if (m.tid !== undefined) tidResolve(m.tid);
+    });
+    w.once('exit', () => resolve());
+    w.once('error', reject);
+  });
+  return { tid, done };
+}
+
+function suite(backend: Exclude<ThreadsBackend, 'off'>) {
+  it('splits energy between two workers in the ratio of their CPU time', async () => {
+    const s = new Sampler({ source: 'model', intervalUs: 1000, threads: backend });
+    samplers.push(s);
+    expect(s.stats().threads.backend).toBe(backend);
+    s.start();
+    const long = spin(600);
+    const short = spin(200);
+    const [tidLong, tidShort] = await Promise.all([long.tid, short.tid]);
+    await Promise.all([long.done, short.done]);
+    s.stop();
+    const threads = s.threads();
+    const a = threads.find((t) => t.tid === tidLong)!;
+    const b = threads.find((t) => t.tid === tidShort)!;
+    expect(a).toBeDefined();
+    expect(b).toBeDefined();
+    expect(a.exited && b.exited).toBe(true);
+    expect(a.estimated).toBe(true);
+    const cpuRatio = a.onCpuNs / b.onCpuNs;
+    const joulesRatio = a.joules / b.joules;
+    // Two CPUs, two spinning workers, an idle main thread: each worker has a CPU, so on-CPU time
+    // follows wall time; ±20% absorbs the VM's steal and the workers' start-up.
+    expect(cpuRatio).toBeGreaterThan(3 * 0.8);
+    expect(cpuRatio).toBeLessThan(3 * 1.2);
+    // With the model's idle power as baseline, a thread's dynamic energy is proportional to
+    // its CPU time; the model re-reads utilisation every 10 ms (USER_HZ resolution), which
+    // misplaces up to ~10-20 ms of power at each phase change: ±15% on the 200 ms worker.
+    expect(joulesRatio / cpuRatio).toBeGreaterThan(0.85);
+    expect(joulesRatio / cpuRatio).toBeLessThan(1.15);
+    expect(b.onCpuNs).toBeGreaterThan(150e6);
+    expect(a.onCpuNs).toBeLessThan(700e6);
+  });
+
+  it('conserves energy exactly at every sample while threads start and exit', async () => {
+    const s = new Sampler({ source: 'model', intervalUs: 500, threads: backend });
+    samplers.push(s);
+    s.start();
+    const tids: number[] = [];
+    for (let wave = 0; wave < 3; wave++) {
+      const ws = [spin(40 + 20 * wave), spin(25)];
+      tids.push(...(await Promise.all(ws.map((w) => w.tid))));
+      await Promise.all(ws.map((w) => w.done));
+    }
+    await new Promise((r) => setTimeout(r, 20));
+    s.stop();
+    expect(s.stats().ring.dropped).toBe(0);
+    const recs = s.read();
+    const attributed = recs.filter((r) => r.attributed);
+    expect(attributed.length).toBeGreaterThan(backend === 'bpf' ? 200 : 15);
+    let prev = { process: 0, baseline: 0, other: 0 };
+    for (const r of attributed) {
+      const p = r.readings[0].parts!;
+      expect(p.process + p.baseline + p.other).toBe(r.readings[0].ticks);
+      expect(p.process).toBeGreaterThanOrEqual(prev.process);
+      expect(p.baseline).toBeGreaterThanOrEqual(prev.baseline);
+      expect(p.other).toBeGreaterThanOrEqual(prev.other);
+      prev = p;
+    }
+    const last = recs[recs.length - 1];
+    expect(last.attributed).toBe(true);
+    const a = s.attribution();
+    const d0 = a.byDomain[0];
+    expect(d0.ticks.process + d0.ticks.baseline + d0.ticks.other).toBe(d0.ticks.total);
+    expect(d0.ticks.total).toBe(BigInt(last.readings[0].ticks));
+    expect(d0.ticks.total).toBe(s.totals().readings[0].ticks);
+    expect(Number(d0.ticks.process)).toBe(last.readings[0].parts!.process);
+    expect(d0.baselineWatts).toBeGreaterThan(0); // the model's idle power
+    expect(a.process + a.baseline + a.other).toBeCloseTo(a.total, 9);
+    // Every tick given to the process went to one of its threads, exited ones included.
+    const threads = s.threads();
+    const sum = threads.reduce((acc, t) => acc + t.joules, 0);
+    expect(sum).toBeCloseTo(a.process, 9);
+    for (const tid of tids) {
+      const t = threads.find((x) => x.tid === tid);
+      expect(t, `worker ${tid}`).toBeDefined();
+      expect(t!.exited).toBe(true);
+      expect(t!.joules).toBeGreaterThan(0);
+    }
+  });
+}
+
+describeBpf('attribution with the eBPF backend', () => {
+  suite('bpf');
+
+  it('reports the BPF program state in stats()', async () => {
+    const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'bpf' });
+    samplers.push(s);
+    s.start();
+    await new Promise((r) => setTimeout(r, 50));
+    s.stop();
+    const b = s.stats().bpf!;
+    expect(b.attached).toBe(true);
+    expect(b.events).toBeGreaterThan(10);
+    expect(b.slotsUsed).toBeGreaterThan(0);
+    expect(b.slotsMax).toBeGreaterThanOrEqual(b.slotsUsed);
+  });
+
+  it('without CAP_BPF: threads "bpf" names the missing capability, the default falls back to procfs', async () => {
+    const script = `
+      const { Sampler } = require(${JSON.stringify(path.join(root, 'dist/cjs/index.js'))});
+      const out = {};
+      try { new Sampler({ source: 'model', threads: 'bpf' }); out.bpf = 'opened'; }
+      catch (e) { out.bpf = { code: e.code, message: e.message }; }
+      const s = new Sampler({ source: 'model' });
+      out.fallback = s.stats().threads;
+      s.start(); setTimeout(() => { s.stop(); out.threads = s.threads().length; console.log(JSON.stringify(out)); s.close(); }, 30);`;
+    const { stdout } = await run('capsh', ['--drop=cap_bpf,cap_perfmon,cap_sys_admin', '--', '-c', `exec "${process.execPath}" -e '${script.replace(/'/g, "'\\''")}'`]);
+    const out = JSON.parse(stdout);
+    expect(out.bpf.code).toBe('EPERM');
+    expect(out.bpf.message).toMatch(/^threads: 'bpf': /);
+    expect(out.bpf.message).toMatch(/CAP_BPF/);
+    expect(out.fallback.backend).toBe('procfs');
+    expect(out.fallback.fallbackReason).toMatch(/CAP_BPF/);
+    expect(out.fallback.fallbackReason).toMatch(/using procfs/);
+    expect(out.threads).toBeGreaterThan(0);
+  });
+});
+
+describe('attribution with the procfs backend', () => {
+  suite('procfs');
+
+  it('settles at most every 10 ms, and says so', () => {
+    const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
+    samplers.push(s);
+    expect(s.stats().threads).toEqual({ backend: 'procfs', fallbackReason: null, attributionEvery: 10 });
+    expect(s.stats().bpf).toBeUndefined();
+  });
+});
+
+describe('attribution API', () => {
+  it('refuses thread queries when tracking is off', () => {
+    const s = new Sampler({ source: 'model', threads: 'off' });
+    samplers.push(s);
+    expect(() => s.threads()).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_NO_THREADS' }));
+    expect(() => s.attribution()).toThrow(/thread tracking is off/);
+  });
+
+  it('a baseline takes idle power × time before the split', async () => {
+    const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs', modelIdleWatts: 20, modelMaxWatts: 40 });
+    samplers.push(s);
+    expect(() => s.setBaseline({ gpu: 3 })).toThrow(RangeError);
+    s.setBaseline({ package: 5 });
+    s.start();
+    await new Promise((r) => setTimeout(r, 200));
+    s.stop();
+    const a = s.attribution();
+    const seconds = Number(s.totals().timeNs - s.totals().startNs) / 1e9;
+    expect(a.baseline).toBeCloseTo(5 * seconds, 2);
+    expect(a.byDomain[0].baselineWatts).toBe(5);
+  });
+
+  it('calibrateBaseline() measures idle power and uses it', async () => {
+    const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs', modelIdleWatts: 12, modelMaxWatts: 60 });
+    samplers.push(s);
+    const r = await s.calibrateBaseline({ durationMs: 400 });
+    // The machine is close to idle in a test: the lowest 100 ms window is near the model's 12 W.
+    expect(r.watts[0].domain).toBe('package');
+    expect(r.watts[0].watts).toBeGreaterThanOrEqual(12);
+    expect(r.watts[0].watts).toBeLessThan(30);
+    expect(s.attribution().byDomain[0].baselineWatts).toBe(r.watts[0].watts);
+    await expect(s.calibrateBaseline({ durationMs: 10 })).rejects.toThrow(
+      'Expected an integer between 200 and 600000 for options.durationMs but received 10 of type number',
+    );
+  });
+});
