@@ -174,17 +174,21 @@ int BPF_PROG(handle_switch, bool preempt, struct task_struct *prev, struct task_
 
 	tgid = prev->tgid;
 	if (prev_pid && is_tracked(tgid)) {
-		/* Without a slot, prev has run since this CPU's previous switch, or since attach
-		 * when this is the first switch seen here: it was running when we attached. */
-		t = slot_of(prev, prev_pid, tgid, c, since ? since : attach_ts);
+		/* When prev's switch-in went unseen it was running when we attached: it has run
+		 * since then if this is the first switch seen on this CPU, else since the last. */
+		__u64 start = since ? since : attach_ts;
+
+		t = slot_of(prev, prev_pid, tgid, c, start);
 		if (t) {
 			/* A preempted task may already be TASK_DEAD; only its own final
 			 * schedule() is the last switch. */
 			bool dead = !preempt && (task_state(prev) & TASK_DEAD);
 
 			seq_begin(&t->seq);
-			if (t->on_since && now > t->on_since) {
-				__u64 d = now - t->on_since;
+			if (t->on_since)
+				start = t->on_since;
+			if (now > start) {
+				__u64 d = now - start;
 				__u32 pkg = cpu_pkg[cpu & (JT_MAX_CPUS - 1)] & (JT_MAX_PACKAGES - 1);
 
 				t->on_cpu_ns += d;
