@@ -67,7 +67,10 @@ describeBpf('eBPF thread tracker', () => {
   });
 
   it('splits two concurrent workers 3:1, within wall time and CPU busy time', async () => {
-    tracker = openThreadTracker({ backend: 'bpf', maxThreads: 256 });
+    // One "package" per CPU (up to 8), so the package split can be checked against each CPU.
+    const ncpu = Math.min(os.cpus().length, 8);
+    const cpuPackage = Array.from({ length: ncpu }, (_, i) => i);
+    tracker = openThreadTracker({ backend: 'bpf', maxThreads: 256, cpuPackage });
     const r = await spinPair(tracker);
     const wallNs = Number(r.after.timeNs - r.before.timeNs);
     // 300 ms and 100 ms of wall-clock spinning on a 2-CPU machine. Each worker loses on-CPU
@@ -79,22 +82,26 @@ describeBpf('eBPF thread tracker', () => {
     expect(r.longNs).toBeLessThanOrEqual(wallNs);
     expect(r.shortNs).toBeLessThanOrEqual(wallNs);
 
-    // What this process's threads ran on a package, the CPUs of that package were busy for
-    // (the tracker computes both at one instant). 1 ms allows for a switch that lands between
-    // reading a CPU's slot and a thread's slot within one snapshot.
-    const pkgOf = (cpu: number) => 0 * cpu; // cpuPackage defaults to sysfs topology: one package here
-    const busy = (s: ThreadSnapshot, p: number) =>
-      s.cpus.reduce((sum, c, i) => sum + (pkgOf(i) === p ? c.busyNs : 0), 0);
+    // What this process's threads ran on a CPU, that CPU was busy for: the tracker computes
+    // both at one instant. 1 ms allows for a switch landing between reading a CPU's slot and
+    // a thread's slot within one snapshot.
     const mine = (s: ThreadSnapshot, p: number) =>
       s.threads.filter((t) => t.tgid === process.pid).reduce((sum, t) => sum + t.pkgNs[p], 0);
-    const threadDelta = r.after.threads
-      .filter((t) => t.tgid === process.pid)
-      .reduce((sum, t) => {
-        const e = r.before.threads.find((x) => x.slot === t.slot && x.generation === t.generation);
-        return sum + t.pkgNs[0] - (e ? e.pkgNs[0] : 0);
-      }, 0);
-    expect(busy(r.after, 0) - busy(r.before, 0) + 1e6).toBeGreaterThanOrEqual(threadDelta);
-    expect(busy(r.after, 0) + 1e6).toBeGreaterThanOrEqual(mine(r.after, 0));
+    let spread = 0;
+    for (let cpu = 0; cpu < ncpu; cpu++) {
+      const busyDelta = r.after.cpus[cpu].busyNs - r.before.cpus[cpu].busyNs;
+      const threadDelta = r.after.threads
+        .filter((t) => t.tgid === process.pid)
+        .reduce((sum, t) => {
+          const e = r.before.threads.find((x) => x.slot === t.slot && x.generation === t.generation);
+          return sum + t.pkgNs[cpu] - (e ? e.pkgNs[cpu] : 0);
+        }, 0);
+      expect(busyDelta + 1e6).toBeGreaterThanOrEqual(threadDelta);
+      expect(r.after.cpus[cpu].busyNs + 1e6).toBeGreaterThanOrEqual(mine(r.after, cpu));
+      if (threadDelta > 50e6) spread++;
+    }
+    // Two spinning workers on a 2-CPU machine run on both CPUs.
+    if (ncpu >= 2) expect(spread).toBeGreaterThanOrEqual(2);
     for (const t of r.after.threads) expect(t.pkgNs.reduce((a, b) => a + b, 0)).toBe(t.onCpuNs);
 
     for (let i = 1; i < r.snaps.length; i++) expectMonotonic(r.snaps[i - 1], r.snaps[i]);
