@@ -73,12 +73,11 @@ describeBpf('eBPF thread tracker', () => {
     tracker = openThreadTracker({ backend: 'bpf', maxThreads: 256, cpuPackage });
     const r = await spinPair(tracker);
     const wallNs = Number(r.after.timeNs - r.before.timeNs);
-    // 300 ms and 100 ms of wall-clock spinning on a 2-CPU machine. Each worker loses on-CPU
-    // time only when preempted by other work (the vitest parent, kernel threads, our own
-    // snapshots every 5 ms); ±25% tolerates ~75 ms stolen from the long worker.
+    // 3:1 work. The CPU time of equal work varies with cache and frequency effects, more when
+    // other processes share the 2 CPUs; ±25% covers that while still telling threads apart.
     expect(r.longNs / r.shortNs).toBeGreaterThan(3 * 0.75);
     expect(r.longNs / r.shortNs).toBeLessThan(3 * 1.25);
-    expect(r.longNs).toBeGreaterThan(300e6 * 0.75);
+    expect(r.shortNs).toBeGreaterThan(0);
     expect(r.longNs).toBeLessThanOrEqual(wallNs);
     expect(r.shortNs).toBeLessThanOrEqual(wallNs);
 
@@ -115,7 +114,7 @@ describeBpf('eBPF thread tracker', () => {
   it('reports an exited thread once, with all its time, then gives its slot to a new thread', async () => {
     tracker = openThreadTracker({ backend: 'bpf', maxThreads: 256 });
     const c = await Spinner.start();
-    await c.spin(60);
+    const kernelNs = await c.spin(60);
     const alive = find(tracker.snapshot(), c.tid)!;
     expect(alive.exited).toBe(false);
     await c.exit();
@@ -131,7 +130,9 @@ describeBpf('eBPF thread tracker', () => {
     }
     expect(final).toBeDefined();
     expect(final!.onCpuNs).toBeGreaterThanOrEqual(alive.onCpuNs);
-    expect(final!.onCpuNs).toBeGreaterThan(60e6 * 0.8);
+    // The kernel's own count (schedstat) when the spin ended: the tracker has at least that,
+    // though the thread exited before any snapshot saw its last stint.
+    expect(final!.onCpuNs).toBeGreaterThanOrEqual(kernelNs * 0.99);
     expect(records.filter((r) => r.exited)).toHaveLength(1);
     expect(find(tracker.snapshot(), c.tid)).toBeUndefined();
     expect(find(tracker.snapshot(), c.tid)).toBeUndefined();
@@ -144,10 +145,11 @@ describeBpf('eBPF thread tracker', () => {
       expect(fresh.exited).toBe(false);
       // A reused slot starts from zero: nothing of the dead thread's time carries over.
       expect(fresh.onCpuNs).toBeLessThan(final!.onCpuNs);
-      await d.spin(40);
+      const dNs = await d.spin(40);
       const later = find(tracker.snapshot(), d.tid)!;
       expect(later.slot).toBe(final!.slot);
-      expect(later.onCpuNs - fresh.onCpuNs).toBeGreaterThan(40e6 * 0.75);
+      expect(later.onCpuNs).toBeGreaterThanOrEqual(dNs * 0.99);
+      expect(later.onCpuNs).toBeLessThan(dNs + 5e6);
     } finally {
       await d.worker.terminate();
     }
@@ -160,14 +162,19 @@ describeBpf('eBPF thread tracker', () => {
       const spinning = w.spin(300);
       await sleep(60);
       const t0 = process.hrtime.bigint();
+      const kernelNs = () => Number(fs.readFileSync(`/proc/self/task/${w.tid}/schedstat`, 'utf8').split(' ')[0]);
+      const beforeOpen = kernelNs();
       tracker = openThreadTracker({ backend: 'bpf' });
+      const afterOpen = kernelNs();
       const first = find(tracker.snapshot(), w.tid);
       expect(first).toBeDefined();
-      await spinning;
+      const endNs = await spinning;
       const done = find(tracker.snapshot(), w.tid)!;
       const sinceAttach = Number(process.hrtime.bigint() - t0);
-      // ~240 ms of spinning were left at attach; nothing before attach may be counted.
-      expect(done.onCpuNs).toBeGreaterThan(240e6 * 0.75);
+      // Attach happens inside the open: the tracker has at least the kernel's count from the
+      // open's end to the spin's end, and nothing from before the open began.
+      expect(done.onCpuNs).toBeGreaterThanOrEqual(endNs - afterOpen);
+      expect(done.onCpuNs).toBeLessThanOrEqual(endNs - beforeOpen + 1e6);
       expect(done.onCpuNs).toBeLessThanOrEqual(sinceAttach);
     } finally {
       await w.worker.terminate();
