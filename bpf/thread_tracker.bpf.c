@@ -151,7 +151,7 @@ int BPF_PROG(handle_switch, bool preempt, struct task_struct *prev, struct task_
 	struct jt_cpu_slot *c = bpf_map_lookup_elem(&cpus, &cpu);
 	struct jt_thread_slot *t;
 	__u32 prev_pid, next_pid, tgid;
-	__u64 since;
+	__u64 since, start;
 
 	if (!c)
 		return 0;
@@ -160,12 +160,15 @@ int BPF_PROG(handle_switch, bool preempt, struct task_struct *prev, struct task_
 	since = c->last_ts;
 
 	seq_begin(&c->seq);
-	if (since) {
+	/* Before the first switch seen here, prev has held this CPU since attach at least: counted
+	 * from attach, like the thread side, so a CPU's busy time covers its threads' time. */
+	start = since ? since : attach_ts;
+	if (now > start) {
 		/* pid 0 is the per-CPU idle task */
 		if (prev_pid)
-			c->busy_ns += now - since;
+			c->busy_ns += now - start;
 		else
-			c->idle_ns += now - since;
+			c->idle_ns += now - start;
 	}
 	c->last_ts = now;
 	c->idle_now = next_pid == 0;
@@ -174,17 +177,19 @@ int BPF_PROG(handle_switch, bool preempt, struct task_struct *prev, struct task_
 
 	tgid = prev->tgid;
 	if (prev_pid && is_tracked(tgid)) {
-		/* Without a slot, prev has run since this CPU's previous switch, or since attach
-		 * when this is the first switch seen here: it was running when we attached. */
-		t = slot_of(prev, prev_pid, tgid, c, since ? since : attach_ts);
+		/* When prev's switch-in went unseen it was running when we attached: it has run
+		 * since then if this is the first switch seen on this CPU, else since the last. */
+		t = slot_of(prev, prev_pid, tgid, c, start);
 		if (t) {
 			/* A preempted task may already be TASK_DEAD; only its own final
 			 * schedule() is the last switch. */
 			bool dead = !preempt && (task_state(prev) & TASK_DEAD);
 
 			seq_begin(&t->seq);
-			if (t->on_since && now > t->on_since) {
-				__u64 d = now - t->on_since;
+			if (t->on_since)
+				start = t->on_since;
+			if (now > start) {
+				__u64 d = now - start;
 				__u32 pkg = cpu_pkg[cpu & (JT_MAX_CPUS - 1)] & (JT_MAX_PACKAGES - 1);
 
 				t->on_cpu_ns += d;

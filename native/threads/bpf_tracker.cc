@@ -1,6 +1,7 @@
 // eBPF backend: loads bpf/thread_tracker.bpf.c from the embedded skeleton, attaches it, and
 // snapshots its mmapped slot arrays with no system call (seqcount reads).
 #include <bpf/bpf.h>
+#include <dirent.h>
 #include <bpf/libbpf.h>
 #include <linux/capability.h>
 #include <signal.h>
@@ -145,6 +146,7 @@ class BpfTracker final : public ThreadTracker {
 
  private:
   int fail(TrackerError* err, int e, const std::string& what, const std::string& log);
+  int seedThreads(uint32_t tgid, uint64_t attachTs);
 
   SkelPtr skel_;
   Mapping threadMap_;
@@ -179,6 +181,57 @@ int BpfTracker::fail(TrackerError* err, int e, const std::string& what, const st
     }
   }
   return -e;
+}
+
+// Gives the tracked process's existing threads their slots before the program runs, so one
+// that is on a CPU at attach is visible (and credited from attach on) before its first switch.
+// A thread seen runnable is assumed on-CPU since attach; if it was only waiting, its switch-in
+// restarts the stint. One whose state changes before attach is covered on the BPF side: a
+// switch-out with no recorded switch-in is credited from attach.
+int BpfTracker::seedThreads(uint32_t tgid, uint64_t attachTs) {
+  std::string dir = "/proc/" + std::to_string(tgid) + "/task";
+  DIR* d = opendir(dir.c_str());
+  if (!d) return -errno;
+  const int tidFd = bpf_map__fd(skel_->maps.tid_slot);
+  const int slotFd = bpf_map__fd(skel_->maps.threads);
+  uint32_t hw = 0;
+  int e = 0;
+  while (dirent* ent = readdir(d)) {
+    if (ent->d_name[0] < '0' || ent->d_name[0] > '9') continue;
+    jt_thread_slot v;
+    memset(&v, 0, sizeof v);
+    v.tid = uint32_t(strtoul(ent->d_name, nullptr, 10));
+    v.tgid = tgid;
+    v.generation = 1;
+    std::string text;
+    if (!readSmallFile(dir + "/" + ent->d_name + "/stat", &text)) continue;  // already gone
+    size_t close = text.rfind(')');
+    if (close == std::string::npos || close + 2 >= text.size()) continue;
+    if (text[close + 2] == 'R') v.on_since = attachTs;
+    const char* p = text.c_str() + close + 1;
+    for (int field = 3; field <= 39 && p; field++) {
+      p = strchr(p + 1, ' ');
+      if (p && field == 39) v.cpu = uint32_t(strtoul(p + 1, nullptr, 10));
+    }
+    if (readSmallFile(dir + "/" + ent->d_name + "/comm", &text)) {
+      while (!text.empty() && text.back() == '\n') text.pop_back();
+      memcpy(v.comm, text.data(), std::min(text.size(), sizeof v.comm - 1));
+    }
+    uint32_t idx;
+    if (bpf_map_lookup_and_delete_elem(freeFd_, nullptr, &idx) != 0) break;  // full: counted later
+    e = bpf_map_update_elem(tidFd, &v.tid, &idx, BPF_NOEXIST);
+    if (!e) e = bpf_map_update_elem(slotFd, &idx, &v, BPF_ANY);
+    if (e) break;
+    hw = std::max(hw, idx + 1);
+  }
+  closedir(d);
+  if (e) return e;
+  // Nothing runs yet, so CPU 0's slot can carry the scan bound for the seeded slots.
+  jt_cpu_slot c;
+  memset(&c, 0, sizeof c);
+  c.slot_hw = hw;
+  uint32_t zero = 0;
+  return bpf_map_update_elem(bpf_map__fd(skel_->maps.cpus), &zero, &c, BPF_ANY);
 }
 
 int BpfTracker::open(const TrackerOptions& opts, TrackerError* err) {
@@ -256,7 +309,10 @@ int BpfTracker::open(const TrackerOptions& opts, TrackerError* err) {
     cpuSlots_ = static_cast<const jt_cpu_slot*>(cpuMap_.get());
 
     // .bss is mmapped by libbpf once loaded: this store lands in the live program's memory.
-    skel_->bss->attach_ts = monotonicNs();
+    const uint64_t attachTs = monotonicNs();
+    e = seedThreads(uint32_t(tgid), attachTs);
+    if (e) return fail(err, e, "seeding the threads of process " + std::to_string(tgid), log);
+    skel_->bss->attach_ts = attachTs;
     e = thread_tracker__attach(skel_.get());
     if (e) return fail(err, e, "attaching tp_btf/sched_switch", log);
   }

@@ -1,0 +1,124 @@
+// Per-thread on-CPU time and per-CPU busy time, as the native trackers report them. The sampler
+// consumes the trackers natively; this module types the addon's debugging surface.
+import { native } from './native';
+import {
+  checkBoolean,
+  checkIntegerInRange,
+  checkKnownKeys,
+  checkObject,
+  checkOneOf,
+  checkString,
+  invalidType,
+} from './errors';
+
+/** Whether the eBPF backend can run here, and if not, why and how to fix it. */
+export interface BpfReadiness {
+  /** BTF present and both capabilities effective. */
+  ready: boolean;
+  /** `/sys/kernel/btf/vmlinux` exists (CONFIG_DEBUG_INFO_BTF=y). */
+  btf: boolean;
+  /** Effective CAP_BPF, or CAP_SYS_ADMIN. */
+  capBpf: boolean;
+  /** Effective CAP_PERFMON, or CAP_SYS_ADMIN. */
+  capPerfmon: boolean;
+  /** Kernel release (`uname -r`). */
+  kernel: string;
+  /** Empty when ready; otherwise what is missing and the remedy. */
+  reason: string;
+}
+
+export type ThreadBackend = 'bpf' | 'procfs';
+
+export interface ThreadTrackerOptions {
+  /** Default `'bpf'`. */
+  backend?: ThreadBackend;
+  /** Process to track. Default: this process. */
+  pid?: number;
+  /** Also track processes forked by tracked ones (bpf only). Default `false`. */
+  followChildren?: boolean;
+  /** Thread slots. Default `4096`. */
+  maxThreads?: number;
+  /** CPU number → package index (0..7). Default: sysfs topology. */
+  cpuPackage?: number[];
+  /** procfs backend only; for tests. Default `'/proc'`. */
+  procRoot?: string;
+}
+
+export interface CpuTimesResult {
+  /** Cumulative ns a non-idle task ran on this CPU. */
+  busyNs: number;
+  /** Cumulative ns the idle task ran. */
+  idleNs: number;
+}
+
+export interface ThreadTimesResult {
+  tid: number;
+  tgid: number;
+  /** Stable while the thread lives; reused by a later thread. */
+  slot: number;
+  /** Distinguishes successive threads in one slot. */
+  generation: number;
+  /** Cumulative on-CPU ns since tracking began, including a running stint. */
+  onCpuNs: number;
+  /** `onCpuNs` split by package (8 entries). */
+  pkgNs: number[];
+  /** Thread name (comm), at most 15 bytes. */
+  name: string;
+  /** Final figures: the thread exited and is not reported again. */
+  exited: boolean;
+}
+
+export interface ThreadSnapshot {
+  /** CLOCK_MONOTONIC ns when taken. */
+  timeNs: bigint;
+  /** Indexed by CPU number. */
+  cpus: CpuTimesResult[];
+  threads: ThreadTimesResult[];
+}
+
+export interface ThreadTrackerStats {
+  backend: ThreadBackend;
+  attached: boolean;
+  /** sched_switch events handled (bpf) or snapshots taken (procfs). */
+  events: number;
+  /** bpf_prog_info run_time_ns; counts only while sysctl kernel.bpf_stats_enabled=1. */
+  runTimeNs: number;
+  runCount: number;
+  slotsUsed: number;
+  slotsMax: number;
+  /** Threads not tracked because every slot was in use. */
+  droppedThreads: number;
+  note: string;
+}
+
+/** The native tracker object: `snapshot()`, `stats()`, `close()` (safe twice). */
+export interface ThreadTracker {
+  snapshot(): ThreadSnapshot;
+  stats(): ThreadTrackerStats;
+  close(): void;
+}
+
+const KNOWN = ['backend', 'pid', 'followChildren', 'maxThreads', 'cpuPackage', 'procRoot'] as const;
+
+/** Checks options and opens a tracker; throws a coded Error when the backend cannot run. */
+export function openThreadTracker(options?: ThreadTrackerOptions): ThreadTracker {
+  const o = checkObject('options', options);
+  checkKnownKeys('options', o, KNOWN);
+  const opts: Record<string, unknown> = {
+    backend: o.backend === undefined ? 'bpf' : checkOneOf('options.backend', o.backend, ['bpf', 'procfs'] as const),
+  };
+  if (o.pid !== undefined) opts.pid = checkIntegerInRange('options.pid', o.pid, 1, 4194304);
+  if (o.followChildren !== undefined) opts.followChildren = checkBoolean('options.followChildren', o.followChildren);
+  if (o.maxThreads !== undefined) opts.maxThreads = checkIntegerInRange('options.maxThreads', o.maxThreads, 1, 1048576);
+  if (o.procRoot !== undefined) opts.procRoot = checkString('options.procRoot', o.procRoot);
+  if (o.cpuPackage !== undefined) {
+    if (!Array.isArray(o.cpuPackage)) throw invalidType('options.cpuPackage', 'an array of integers', o.cpuPackage);
+    opts.cpuPackage = o.cpuPackage.map((p, i) => checkIntegerInRange(`options.cpuPackage[${i}]`, p, 0, 7));
+  }
+  return new (native().ThreadTracker)(opts) as ThreadTracker;
+}
+
+/** Whether the eBPF thread tracker can load here; loads nothing. */
+export function bpfReadiness(): BpfReadiness {
+  return native().bpfReadiness() as BpfReadiness;
+}

@@ -1,0 +1,124 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { openThreadTracker, type ThreadTracker } from '../src/threads';
+import { sleep } from './fixtures/spinner';
+import { expectMonotonic, find, spinPair } from './fixtures/thread-checks';
+
+describe('procfs thread tracker on this machine', () => {
+  let tracker: ThreadTracker | undefined;
+  afterEach(() => {
+    tracker?.close();
+    tracker = undefined;
+  });
+
+  it('splits two concurrent workers 3:1 and stays within wall time', async () => {
+    tracker = openThreadTracker({ backend: 'procfs' });
+    const r = await spinPair(tracker);
+    const wallNs = Number(r.after.timeNs - r.before.timeNs);
+    // Same 3:1 work and tolerance as the bpf test.
+    expect(r.longNs / r.shortNs).toBeGreaterThan(3 * 0.75);
+    expect(r.longNs / r.shortNs).toBeLessThan(3 * 1.25);
+    expect(r.shortNs).toBeGreaterThan(0);
+    expect(r.longNs).toBeLessThanOrEqual(wallNs);
+    for (let i = 1; i < r.snaps.length; i++) expectMonotonic(r.snaps[i - 1], r.snaps[i]);
+    for (const [tid, comm] of r.comms) expect(find(r.after, tid)?.name).toBe(comm);
+    expect(r.after.cpus).toHaveLength(os.cpus().length);
+    const busy = r.after.cpus.reduce((s, c) => s + c.busyNs, 0) - r.before.cpus.reduce((s, c) => s + c.busyNs, 0);
+    // /proc/stat counts in USER_HZ ticks: allow one tick per CPU at each end.
+    expect(busy + 2 * os.cpus().length * 10e6).toBeGreaterThanOrEqual(r.longNs + r.shortNs);
+    expect(tracker.stats()).toMatchObject({ backend: 'procfs', attached: true });
+  });
+});
+
+describe('procfs thread tracker on an emulated /proc', () => {
+  let root: string;
+  let tracker: ThreadTracker | undefined;
+  const PID = 4242;
+  const hz = 100; // USER_HZ is 100 on every Linux architecture Node supports
+
+  function writeThread(tid: number, schedNs: number, cpu: number, comm: string) {
+    const dir = path.join(root, String(PID), 'task', String(tid));
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, 'schedstat'), `${schedNs} 1234 56\n`);
+    // Fields 3..52 after "(comm)"; field 39 is the CPU last run on. The comm holds a space and
+    // a parenthesis to check the parser resumes after the last ')'.
+    const fields = Array.from({ length: 50 }, (_, i) => (i === 0 ? 'S' : i === 36 ? String(cpu) : '0'));
+    fs.writeFileSync(path.join(dir, 'stat'), `${tid} (${comm} x)) ${fields.join(' ')}\n`);
+    fs.writeFileSync(path.join(dir, 'comm'), `${comm}\n`);
+  }
+
+  function writeStat(lines: number[][]) {
+    const cpuLines = lines.map((f, i) => `cpu${i} ${f.join(' ')} 0 0`);
+    fs.writeFileSync(path.join(root, 'stat'), `cpu 0 0 0 0 0 0 0 0 0 0\n${cpuLines.join('\n')}\nintr 0\n`);
+  }
+
+  afterEach(() => {
+    tracker?.close();
+    tracker = undefined;
+    fs.rmSync(root, { recursive: true, force: true });
+  });
+
+  it('parses schedstat, stat and /proc/stat, and reports an exited thread once', async () => {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-proc-'));
+    writeThread(PID, 5_000_000, 1, 'main');
+    writeThread(PID + 1, 7_000_000, 0, 'helper');
+    //          user nice system idle iowait irq softirq steal
+    writeStat([
+      [10, 1, 2, 100, 3, 1, 1, 0],
+      [20, 0, 5, 50, 0, 0, 0, 2],
+    ]);
+    tracker = openThreadTracker({ backend: 'procfs', pid: PID, procRoot: root, cpuPackage: [0, 1] });
+
+    const s0 = tracker.snapshot();
+    const tick = 1e9 / hz;
+    expect(s0.cpus).toEqual([
+      { busyNs: 15 * tick, idleNs: 103 * tick },
+      { busyNs: 27 * tick, idleNs: 50 * tick },
+    ]);
+    // Threads present at open are counted from open, not from their birth.
+    expect(find(s0, PID)).toMatchObject({ tgid: PID, onCpuNs: 0, name: 'main', exited: false });
+    expect(find(s0, PID + 1)).toMatchObject({ onCpuNs: 0, name: 'helper', exited: false });
+
+    writeThread(PID, 9_000_000, 1, 'main');
+    writeThread(PID + 1, 8_000_000, 0, 'helper');
+    const s1 = tracker.snapshot();
+    expect(find(s1, PID)).toMatchObject({ onCpuNs: 4_000_000 });
+    expect(find(s1, PID)!.pkgNs.slice(0, 2)).toEqual([0, 4_000_000]);
+    expect(find(s1, PID + 1)!.pkgNs.slice(0, 2)).toEqual([1_000_000, 0]);
+
+    // /proc/stat going backwards (iowait does on some kernels) never shows as a decrease.
+    writeStat([
+      [10, 1, 2, 100, 1, 1, 1, 0],
+      [21, 0, 5, 50, 0, 0, 0, 2],
+    ]);
+    const s2 = tracker.snapshot();
+    expect(s2.cpus[0].idleNs).toBe(103 * tick);
+    expect(s2.cpus[1].busyNs).toBe(28 * tick);
+    expectMonotonic(s1, s2);
+
+    // The helper exits after running 2 ms more; a new thread appears.
+    writeThread(PID + 1, 10_000_000, 0, 'helper');
+    tracker.snapshot();
+    fs.rmSync(path.join(root, String(PID), 'task', String(PID + 1)), { recursive: true });
+    writeThread(PID + 2, 3_000_000, 1, 'late');
+    await sleep(60); // thread discovery rereads the task directory at most every 50 ms
+    const s3 = tracker.snapshot();
+    const gone = find(s3, PID + 1)!;
+    expect(gone).toMatchObject({ exited: true, onCpuNs: 3_000_000 });
+    // Born after open: all of its time counts.
+    expect(find(s3, PID + 2)).toMatchObject({ onCpuNs: 3_000_000, name: 'late', exited: false });
+    const s4 = tracker.snapshot();
+    expect(find(s4, PID + 1)).toBeUndefined();
+    expect(find(s4, PID)).toMatchObject({ exited: false });
+    expect(tracker.stats()).toMatchObject({ backend: 'procfs', slotsUsed: 2, events: 6 });
+  });
+
+  it('fails with a coded error for a process that does not exist', () => {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-proc-'));
+    expect(() => openThreadTracker({ backend: 'procfs', pid: PID, procRoot: root })).toThrow(
+      expect.objectContaining({ code: 'ESRCH' }),
+    );
+  });
+});
