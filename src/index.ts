@@ -22,3 +22,12 @@ export type {
   BaselineResult,
 } from './sampler';
 export { RingReader, SampleFlags } from './ring-reader';
+export { bpfReadiness, openThreadTracker } from './threads';
+export type {
+  ThreadSnapshot,
+  ThreadTrackerOptions,
+  ThreadTrackerStats,
+  ThreadTimesResult,
+  CpuTimesResult,
+  ThreadBackend,
+} from './threads';

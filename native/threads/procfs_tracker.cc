@@ -19,8 +19,11 @@ namespace jouletrace {
 
 namespace {
 
-// Thread discovery reads a directory; doing it at sampler cadence would dominate the cost.
-constexpr uint64_t kRescanNs = 50'000'000;
+// Thread discovery reads a directory. The sampler already limits procfs snapshots to one per
+// 10 ms, so every snapshot rescans: a thread that lives longer than ~10 ms is never missed
+// (a shorter-lived one can be, and its energy then counts as "other" — the eBPF backend sees
+// every thread).
+constexpr uint64_t kRescanNs = 9'000'000;
 
 class Fd {
  public:
