@@ -70,7 +70,8 @@ function suite(backend: Exclude<ThreadsBackend, 'off'>) {
     const b = threads.find((t) => t.tid === tidShort)!;
     expect(a).toBeDefined();
     expect(b).toBeDefined();
-    expect(a.exited && b.exited).toBe(true);
+    // (not asserting `exited` here: pthread_join returns when the kernel clears the child-tid
+    // futex, a moment before the dying thread's last context switch, which is what marks it.)
     expect(a.estimated).toBe(true);
     const cpuRatio = a.onCpuNs / b.onCpuNs;
     const joulesRatio = a.joules / b.joules;
