@@ -50,10 +50,12 @@
       "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-O2", "-fno-exceptions"],
       "cflags_cc!": ["-fno-rtti"],
       # JOULETRACE_STATIC_LIBBPF=1 (set by scripts/prebuild.sh) links libbpf, libelf and zlib
-      # statically so a prebuilt addon runs on machines without them.
+      # statically so a prebuilt addon runs on machines without them. Debian's libelf.a is not
+      # position-independent, so prebuild.sh first builds a PIC one from Debian's elfutils
+      # source package into JOULETRACE_STATIC_DIR, searched before the system directories.
       "conditions": [
         ["\"<!(echo $JOULETRACE_STATIC_LIBBPF)\"==\"1\"", {
-          "libraries": ["-Wl,-Bstatic", "-lbpf", "-lelf", "-lz", "-Wl,-Bdynamic"]
+          "libraries": ["-L<!(echo ${JOULETRACE_STATIC_DIR:-/nonexistent})", "-Wl,-Bstatic", "-lbpf", "-lelf", "-lz", "-Wl,-Bdynamic", "-Wl,--exclude-libs,ALL"]
         }, {
           "libraries": ["-lbpf", "-lelf", "-lz"]
         }]

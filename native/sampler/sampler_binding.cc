@@ -2,10 +2,13 @@
 // layer copies them into SamplerConfig, owns the Sampler, and stops it when the environment
 // (main thread or worker) ends.
 #include <napi.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <memory>
+#include <string>
 
 #include "energy/source_js.h"
 #include "napi_util.h"
@@ -298,6 +301,14 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     std::vector<ThreadEnergy> ts = a->threads();
     Napi::Array out = Napi::Array::New(env, ts.size());
     for (size_t i = 0; i < ts.size(); i++) {
+      // The kernel side records comm when it first sees a thread; threads usually name
+      // themselves later (pthread_setname_np), so live threads get their current name here.
+      if (!ts[i].exited && ts[i].tid != 0) {
+        std::ifstream f("/proc/" + std::to_string(ts[i].tgid ? ts[i].tgid : uint32_t(getpid())) + "/task/" +
+                        std::to_string(ts[i].tid) + "/comm");
+        std::string name;
+        if (std::getline(f, name) && !name.empty()) ts[i].name = name;
+      }
       Napi::Object o = Napi::Object::New(env);
       o.Set("tid", ts[i].tid);
       o.Set("tgid", ts[i].tgid);
