@@ -2,6 +2,7 @@
 // ring of samples, and (with thread tracking) energy attributed to this process's threads.
 import * as os from 'node:os';
 import {
+  checkBoolean,
   checkIntegerInRange,
   checkNumberInRange,
   checkObject,
@@ -37,9 +38,14 @@ export interface SamplerOptions extends SourceOptions {
   threads?: ThreadsBackend;
   /** Track another process's threads instead of this one's (needs privileges to read it). */
   pid?: number;
+  /**
+   * Also track the processes the tracked process forks from now on, and their children
+   * (threads: 'bpf' only). Default false.
+   */
+  followChildren?: boolean;
 }
 
-const SAMPLER_KEYS = ['intervalUs', 'ringCapacity', 'cpu', 'realtime', 'onOverflow', 'threads', 'pid'] as const;
+const SAMPLER_KEYS = ['intervalUs', 'ringCapacity', 'cpu', 'realtime', 'onOverflow', 'threads', 'pid', 'followChildren'] as const;
 
 export interface DomainDescription {
   domain: string;
@@ -146,6 +152,8 @@ export interface SamplerStats {
 
 export interface ThreadEnergy {
   tid: number;
+  /** The process (thread group) the thread belongs to. */
+  pid: number;
   name: string;
   /** On-CPU time since start(). */
   onCpuNs: number;
@@ -253,6 +261,12 @@ function normalizeSamplerOptions(options: unknown): Record<string, unknown> {
     normalized.pid = checkIntegerInRange('options.pid', opts.pid, 1, 2 ** 22);
     if (normalized.threads === 'off') {
       throw new TypeError("options.pid needs thread tracking, but options.threads is 'off'");
+    }
+  }
+  if (opts.followChildren !== undefined) {
+    normalized.followChildren = checkBoolean('options.followChildren', opts.followChildren);
+    if (normalized.followChildren && normalized.threads !== 'bpf' && normalized.threads !== 'auto') {
+      throw new TypeError("options.followChildren needs threads: 'bpf'");
     }
   }
   return normalized;
@@ -511,7 +525,7 @@ export class Sampler {
           byDomain[d.domain] = (byDomain[d.domain] ?? 0) + j;
         });
         for (const i of this.#primary) joules += t.ticks[i] * this.domains[i].unitJoules;
-        return { tid: t.tid, name: t.name, onCpuNs: t.onCpuNs, joules, byDomain, estimated, exited: t.exited };
+        return { tid: t.tid, pid: t.tgid, name: t.name, onCpuNs: t.onCpuNs, joules, byDomain, estimated, exited: t.exited };
       })
       .sort((a, b) => b.joules - a.joules || a.tid - b.tid);
   }

@@ -110,6 +110,7 @@ bool Sampler::openTracker(SamplerError* err) {
   if (cfg_.threads == "off") return true;
   TrackerOptions to;
   to.pid = cfg_.pid;
+  to.followChildren = cfg_.followChildren;
   to.cpuPackage = cpuPackage_;
   TrackerError te;
   if (cfg_.threads == "bpf" || cfg_.threads == "auto") {

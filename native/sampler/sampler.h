@@ -48,6 +48,7 @@ struct SamplerConfig {
   OverflowPolicy overflow = OverflowPolicy::DropNewest;
   std::string threads = "off";  // "auto", "bpf", "procfs", "off"
   int pid = 0;
+  bool followChildren = false;  // also track processes the tracked one forks (bpf only)
 };
 
 struct SamplerError {

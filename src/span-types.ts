@@ -1,0 +1,61 @@
+// Public shapes of settled spans and per-request records. The Sampler produces them (src/spans.ts,
+// src/requests.ts); exporters (Prometheus, OpenTelemetry), the CLI and reports consume them.
+
+/** A settled critical section: `sampler.settle(h)`, `sampler.onSpan(cb)`. */
+export interface SpanResult {
+  label: string;
+  /** Kernel thread id of the thread that ran the span. */
+  tid: number;
+  /** CLOCK_MONOTONIC ns at begin() and end(). */
+  startNs: number;
+  endNs: number;
+  /** On-CPU time charged to the span (its thread's on-CPU time within the span). */
+  onCpuNs: number;
+  /** The thread's attributed energy over the span (primary domains: package, else psys). */
+  joules: number;
+  /** joules minus the baseline's share; null when no baseline is known. */
+  dynamicJoules: number | null;
+  /** True when the source is an estimate (model). */
+  estimated: boolean;
+  /** True when the sampler stopped before the span ended, or its start fell out of history. */
+  incomplete: boolean;
+}
+
+/** Per-label aggregate: `sampler.spanStats()`. */
+export interface SpanLabelStats {
+  label: string;
+  count: number;
+  joules: { sum: number; mean: number; p50: number; p99: number; max: number };
+  onCpuNs: { sum: number; mean: number };
+  /** Energy rate while the label's spans ran: sum of joules / sum of wall seconds. */
+  watts: number;
+  estimated: boolean;
+}
+
+/** One HTTP request's energy: delivered by trackRequest(), the Express middleware, the Fastify plugin. */
+export interface RequestRecord {
+  method: string;
+  /** The framework's route pattern ("/users/:id"), never the raw URL; "(unmatched)" when none. */
+  route: string;
+  statusCode: number;
+  startNs: number;
+  endNs: number;
+  durationNs: number;
+  /** Energy charged to the request (see README: fair share among requests in flight, or exact mode). */
+  joules: number;
+  dynamicJoules: number | null;
+  onCpuNs: number;
+  estimated: boolean;
+  /** 'shared' (fair share of the main thread and libuv pool among in-flight requests) or 'exact'. */
+  mode: 'shared' | 'exact';
+}
+
+/** Per-route aggregate of RequestRecords. */
+export interface RouteStats {
+  method: string;
+  route: string;
+  count: number;
+  joules: { sum: number; mean: number; p50: number; p99: number; max: number };
+  durationMs: { mean: number; p99: number };
+  estimated: boolean;
+}
