@@ -123,6 +123,9 @@ export class SpanChannel {
   readonly #aggregates = new Map<number, LabelAggregate>();
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
+  get closed(): boolean {
+    return this.#closed;
+  }
   /** Internal listeners (request tracking) that see every result, shared ones included. */
   readonly rawListeners = new Set<(spans: SpanResult[], handles: number[]) => void>();
 
