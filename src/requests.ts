@@ -42,6 +42,7 @@ interface Pending {
   incomplete: boolean;
   openCallbacks: number;
   current: number; // the callback span now running, or -1
+  context: unknown;
 }
 
 class RouteAggregate {
@@ -105,6 +106,15 @@ export class RequestTracker {
   #hook: AsyncHook | undefined;
   #exactOwner = new Map<number, Pending>(); // callback span handle → request
   #closed = false;
+  #capture: (() => unknown) | null = null;
+
+  /** Calls fn() when each request begins and carries the result as the record's `context`. */
+  setContextCapture(fn: (() => unknown) | null): void {
+    if (fn !== null && typeof fn !== 'function') {
+      throw new TypeError(`Expected a function or null for setContextCapture(fn) but received ${String(fn)} of type ${typeof fn}`);
+    }
+    this.#capture = fn;
+  }
 
   constructor(sampler: Sampler, options: RequestTrackerOptions = {}) {
     const opts = checkObject('options', options);
@@ -192,6 +202,7 @@ export class RequestTracker {
       incomplete: false,
       openCallbacks: 0,
       current: -1,
+      context: this.#capture ? this.#capture() : undefined,
     };
     let handle = -1;
     if (this.mode === 'shared') {
@@ -272,6 +283,7 @@ export class RequestTracker {
           onCpuNs: r.onCpuNs,
           estimated: r.estimated,
           mode: 'shared',
+          ...(shared.context !== undefined ? { context: shared.context } : {}),
         });
         continue;
       }
@@ -308,6 +320,7 @@ export class RequestTracker {
       onCpuNs: p.onCpuNs,
       estimated: p.estimated,
       mode: 'exact',
+      ...(p.context !== undefined ? { context: p.context } : {}),
     };
   }
 

@@ -660,6 +660,14 @@ export class Sampler {
     return r;
   }
 
+  /**
+   * Calls fn() at every begin() on this thread and carries the result as the span's `context`
+   * (the OpenTelemetry integration captures the active span). null removes it.
+   */
+  setContextCapture(fn: (() => unknown) | null): void {
+    this.#channel().setContextCapture(fn);
+  }
+
   /** Per-label statistics of settled spans on this thread. */
   spanStats(): SpanLabelStats[] {
     return this.#spans ? this.#spans.spanStats() : [];
