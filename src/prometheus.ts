@@ -331,15 +331,17 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
         },
       }),
     );
+    // Same label set as app_energy_joules_total (estimated included), so that
+    // rate(app_energy_joules_total[5m]) / rate(app_requests_total[5m]) matches series one to one.
     appRequests = reg(
       new Counter({
         name: 'app_requests_total',
         help: 'Requests finished (as seen by the jouletrace request tracker).',
-        labelNames: constNames,
+        labelNames: names(),
         registers: [registry],
       }),
     );
-    appRequests.inc({ ...constLabels }, 0);
+    appRequests.inc(labels({}), 0);
     reg(
       new Gauge({
         name: 'app_joules_per_request',
@@ -419,7 +421,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
       count++;
     }
     if (count > 0) {
-      appRequests?.inc({ ...constLabels }, count);
+      appRequests?.inc(labels({}), count);
       window.add(sum, count);
     }
   };
