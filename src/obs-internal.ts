@@ -236,6 +236,6 @@ export class SlidingWindow {
 
 /** CLOCK_MONOTONIC ns (process.hrtime on Linux) → ms since the epoch, for timestamps. */
 export function monotonicNsToEpochMs(ns: number): number {
-  const offsetMs = Date.now() - Number(process.hrtime.bigint()) / 1e6;
+  const offsetMs = performance.timeOrigin + performance.now() - Number(process.hrtime.bigint()) / 1e6;
   return ns / 1e6 + offsetMs;
 }
