@@ -128,7 +128,7 @@ export class CarbonIntensity {
         const v = checkIntensity('provider()', await this.#provider!());
         this.#value = v;
         this.lastError = null;
-        this.#fetchedAt = Date.now();
+        this.#fetchedAt = now;
       } catch (err) {
         // Keep the last good answer; ask again on the next call.
         this.lastError = err instanceof Error ? err : new Error(String(err));
