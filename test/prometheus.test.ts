@@ -223,7 +223,8 @@ describe.skipIf(missing !== null)(`with a real Prometheus server${missing ? ` (s
     const m = registerMetrics(s);
     cleanups.push(() => m.close());
 
-    // The app: one route doing ~0.5 ms of CPU work (kept small: other test files run in parallel). Requests come one at a time, so a request's
+    // The app: one route doing ~0.5 ms of CPU work (kept small, as is the request rate below:
+    // other test files run in parallel). Requests come one at a time, so a request's
     // energy is the process's attributed energy between its arrival and its response (the
     // RequestTracker's exact mode does this for overlapping requests too).
     const served: Array<{ t: number; values: Map<string, number> }> = [];
@@ -270,7 +271,7 @@ describe.skipIf(missing !== null)(`with a real Prometheus server${missing ? ` (s
     while (served.length === 0 && Date.now() < waitUntil) await sleep(50);
     expect(served.length).toBeGreaterThan(0);
 
-    // Bounded load: sequential keep-alive requests for 5 s.
+    // Bounded load: sequential keep-alive requests for 5 s, 2 ms apart.
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
     cleanups.push(() => agent.destroy());
     const get = () =>
@@ -287,6 +288,7 @@ describe.skipIf(missing !== null)(`with a real Prometheus server${missing ? ` (s
     while (Date.now() < loadEnd) {
       await get();
       sent++;
+      await sleep(2);
     }
     expect(sent).toBeGreaterThan(200);
     // One more scrape after the load, so the window below has only load-time samples.
