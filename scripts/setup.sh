@@ -12,6 +12,7 @@ say() { printf 'jouletrace setup: %s\n' "$*" >&2; }
 declare -A CMD_PKG=(
   [clang]=clang [llvm-strip]=llvm [pkg-config]=pkg-config [make]=make [g++]=g++
   [python3]=python3 [bpftool]=bpftool [capsh]=libcap2-bin
+  [promtool]=prometheus  # the observability tests run a real Prometheus and `promtool test rules`
 )
 # header → Debian package
 declare -A HDR_PKG=(

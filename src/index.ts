@@ -36,3 +36,5 @@ export type {
   CpuTimesResult,
   ThreadBackend,
 } from './threads';
+export { CarbonIntensity, carbonIntensity, joulesToGrams, gridIntensity, gridIntensityCodes, JOULES_PER_KWH } from './carbon';
+export type { CarbonIntensityOptions } from './carbon';

@@ -4,10 +4,12 @@ import * as path from 'node:path';
 import { packageRoot } from '../native';
 import { demoCommand } from './demo';
 import { probeCommand } from './probe';
+import { serveCommand } from './serve';
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; summary: string }> = {
   probe: { run: probeCommand, summary: 'what this machine can measure (sources, domains, eBPF), and how to fix what it cannot' },
   demo: { run: demoCommand, summary: 'sample energy while a built-in workload runs, and show where it went' },
+  serve: { run: serveCommand, summary: 'serve Prometheus metrics: machine energy and per-process attribution (host agent)' },
 };
 
 function help(): string {
