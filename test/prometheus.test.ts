@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Sampler } from '../src/index';
+import { RequestTracker, trackRequest } from '../src/requests';
 import { registerMetrics, REQUEST_BUCKETS, SPAN_BUCKETS } from '../src/prometheus';
 import type { RequestRecord, SpanResult } from '../src/span-types';
 import { prometheusMissing, startPrometheus, type PrometheusServer } from './fixtures/prometheus-server';
@@ -220,13 +221,13 @@ const missing = prometheusMissing();
 describe.skipIf(missing !== null)(`with a real Prometheus server${missing ? ` (skipped: ${missing})` : ''}`, () => {
   it('scrapes the app; the article PromQL and the histogram ratio agree with what the app served', async () => {
     const s = sampler().start();
-    const m = registerMetrics(s);
+    const tracker = new RequestTracker(s);
+    cleanups.push(() => tracker.close());
+    const m = registerMetrics(s, { requests: tracker });
     cleanups.push(() => m.close());
 
-    // The app: one route doing ~0.5 ms of CPU work (kept small, as is the request rate below:
-    // other test files run in parallel). Requests come one at a time, so a request's
-    // energy is the process's attributed energy between its arrival and its response (the
-    // RequestTracker's exact mode does this for overlapping requests too).
+    // The app: one route doing ~0.5 ms of CPU work, each request accounted by the
+    // RequestTracker (shared mode) and exported through registerMetrics.
     const served: Array<{ t: number; values: Map<string, number> }> = [];
     const server = http.createServer(async (req, res) => {
       if (req.url === '/metrics') {
@@ -236,28 +237,9 @@ describe.skipIf(missing !== null)(`with a real Prometheus server${missing ? ` (s
         res.end(text);
         return;
       }
-      const start = s.attribution().process;
-      const startNs = process.hrtime.bigint();
+      trackRequest(tracker, req, res, '/work');
       busy(0.5);
       res.end('ok');
-      res.on('finish', () => {
-        const endNs = process.hrtime.bigint();
-        m.observeRequests([
-          {
-            method: req.method!,
-            route: '/work',
-            statusCode: res.statusCode,
-            startNs: Number(startNs),
-            endNs: Number(endNs),
-            durationNs: Number(endNs - startNs),
-            joules: s.attribution().process - start,
-            dynamicJoules: null,
-            onCpuNs: 0,
-            estimated: true,
-            mode: 'exact',
-          },
-        ]);
-      });
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     cleanups.push(() => new Promise((r) => server.close(r)));
