@@ -282,6 +282,7 @@ export class RequestTracker {
           dynamicJoules: r.dynamicJoules,
           onCpuNs: r.onCpuNs,
           estimated: r.estimated,
+          incomplete: r.incomplete,
           mode: 'shared',
           ...(shared.context !== undefined ? { context: shared.context } : {}),
         });
@@ -319,6 +320,7 @@ export class RequestTracker {
       dynamicJoules: p.dynamic,
       onCpuNs: p.onCpuNs,
       estimated: p.estimated,
+      incomplete: p.incomplete,
       mode: 'exact',
       ...(p.context !== undefined ? { context: p.context } : {}),
     };

@@ -139,6 +139,8 @@ export interface SamplerStats {
     /** Samples between attribution steps (procfs runs every 10 ms at most). */
     attributionEvery: number;
   };
+  /** This thread's spans: settled, and not measured because a ring or the slots were full. */
+  spans: { settled: number; droppedSpans: number; droppedEvents: number; droppedResults: number };
   /** The eBPF tracker's state (present when threads: 'bpf' is in use). */
   bpf?: {
     attached: boolean;
@@ -231,6 +233,7 @@ interface NativeSamplerHandle {
   threads(): Array<{ tid: number; tgid: number; name: string; onCpuNs: number; exited: boolean; ticks: number[] }>;
   attribution(): Array<{ total: bigint; process: bigint; baseline: bigint; other: bigint; baselineWatts: number }> | null;
   setBaselineWatts(watts: number[]): void;
+  flushSpans(): number;
 }
 
 function normalizeSamplerOptions(options: unknown): Record<string, unknown> {
@@ -351,7 +354,9 @@ export class Sampler {
     }
     this.#handle.stop();
     if (this.#spans) {
-      this.#spans.poll(); // the final step settled every span: deliver them now
+      // The final step settled every span: deliver them now, making room for any that waited.
+      this.#spans.poll();
+      for (let i = 0; i < 64 && this.#handle.flushSpans() > 0; i++) this.#spans.poll();
       this.#spans.stopPollingIfIdle();
     }
     return this;
@@ -498,6 +503,12 @@ export class Sampler {
         backend: this.#info.threadsBackend as ThreadsBackend,
         fallbackReason: this.#info.threadsFallbackReason || null,
         attributionEvery: this.#info.attributionEvery,
+      },
+      spans: {
+        settled: t.spansSettled,
+        droppedSpans: this.#spans?.droppedSpans ?? 0,
+        droppedEvents: this.#spans?.droppedEvents ?? 0,
+        droppedResults: this.#spans?.droppedResults ?? 0,
       },
     };
     if (s.tracker && s.tracker.backend === 'bpf') {

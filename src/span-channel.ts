@@ -39,7 +39,9 @@ const OPEN_DROPPED = 2; // its begin event did not fit in the ring
 const ENDED = 3; // waiting for its result
 const SETTLED_OPEN = 4; // settled incomplete by stop() while still open
 
-let nextTag = 1;
+let nextTag = 0;
+// Tag 0 is never given to a channel: handle 0 stands for a span that could not be measured.
+const DROPPED_HANDLE = 0;
 
 /** Offset from performance.now() (ms since this thread's time origin) to CLOCK_MONOTONIC ns. */
 function monotonicOffsetNs(): number {
@@ -59,7 +61,11 @@ function monotonicOffsetNs(): number {
 }
 
 export interface SpanChannelOptions {
-  /** Span events the ring holds before begin/end start dropping (power of two). Default 32768. */
+  /**
+   * Span events the ring holds (power of two). Default 65536: about 5 ms of begin/end pairs at
+   * full speed on one thread, if the sampler thread were starved that long; beyond, events are
+   * dropped and counted (stats().spans), never blocking.
+   */
   eventCapacity?: number;
   /** Settled results awaiting collection (power of two). Default 16384. */
   resultCapacity?: number;
@@ -133,7 +139,7 @@ export class SpanChannel {
 
   constructor(samplerId: number, options: SpanChannelOptions = {}) {
     const opts = checkObject('options', options);
-    const evCap = opts.eventCapacity === undefined ? 32768 : checkIntegerInRange('options.eventCapacity', opts.eventCapacity, 16, 1 << 24);
+    const evCap = opts.eventCapacity === undefined ? 65536 : checkIntegerInRange('options.eventCapacity', opts.eventCapacity, 16, 1 << 24);
     const resCap = opts.resultCapacity === undefined ? 16384 : checkIntegerInRange('options.resultCapacity', opts.resultCapacity, 16, 1 << 22);
     if ((evCap & (evCap - 1)) !== 0) throw new RangeError(`Expected a power of two for options.eventCapacity but received ${evCap} of type number`);
     if ((resCap & (resCap - 1)) !== 0) throw new RangeError(`Expected a power of two for options.resultCapacity but received ${resCap} of type number`);
@@ -148,7 +154,7 @@ export class SpanChannel {
     this.#evCap = evCap;
     this.#resMask = resCap - 1;
     this.#resBase = 0;
-    this.#tag = nextTag++ & 0x3f;
+    this.#tag = 1 + (nextTag++ % 63);
     for (let i = 0; i < MAX_OPEN; i++) this.#free[i] = i;
     const Channel = native().SpanChannel as new (id: number, buf: Uint8Array, offsetNs: number) => { close(): void };
     this.#handle = new Channel(samplerId, new Uint8Array(sab), monotonicOffsetNs());
@@ -194,7 +200,11 @@ export class SpanChannel {
     let id = this.#labels.get(label);
     if (id === undefined) id = this.#intern(label);
     if (this.#freeCount === 0 && (this.poll(), this.#freeCount === 0)) {
-      throw new RangeError(`begin(): ${MAX_OPEN} spans are open or awaiting settlement on this thread; end some first`);
+      // Every slot is open or awaiting its result (more than ~4 million spans per second on one
+      // thread, or spans never ended): this span is not measured, and counted, rather than
+      // throwing on the hot path.
+      this.#droppedSpans++;
+      return DROPPED_HANDLE;
     }
     const slot = this.#free[this.#freeHead];
     this.#freeHead = (this.#freeHead + 1) & (MAX_OPEN - 1);
@@ -232,6 +242,7 @@ export class SpanChannel {
   }
 
   end(h: number): void {
+    if (h === DROPPED_HANDLE) return;
     const slot = this.#slotOf(h, 'end()');
     const state = this.#state[slot];
     if (state === OPEN) {
@@ -275,6 +286,7 @@ export class SpanChannel {
 
   /** Resolves with the span's result once the sampler has settled it. */
   settle(h: number): Promise<SpanResult> {
+    if (h === DROPPED_HANDLE) return Promise.resolve(this.#droppedResult());
     this.poll();
     const done = this.#resultOf(h);
     if (done) return Promise.resolve(done);
@@ -443,6 +455,12 @@ export class SpanChannel {
     return out.sort((x, y) => y.joules.sum - x.joules.sum);
   }
 
+  #droppedSpans = 0;
+  /** Spans not measured because every slot was in use (see begin()). */
+  get droppedSpans(): number {
+    return this.#droppedSpans;
+  }
+  /** Span events not recorded because the event ring was full. */
   get droppedEvents(): number {
     return this.#i32[EV_DROPPED];
   }

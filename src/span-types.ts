@@ -50,6 +50,12 @@ export interface RequestRecord {
   estimated: boolean;
   /** 'shared' (fair share of the main thread and libuv pool among in-flight requests) or 'exact'. */
   mode: 'shared' | 'exact';
+  /**
+   * True when part of the request could not be measured: the sampler stopped while it was in
+   * flight, or (on an overloaded machine) its start was seen only after the intervals it
+   * overlaps had been settled. Its joules then undercount.
+   */
+  incomplete: boolean;
   /** Whatever the context-capture function returned when the request began (see setContextCapture). */
   context?: unknown;
 }

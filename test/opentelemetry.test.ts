@@ -110,6 +110,7 @@ describe('registerOpenTelemetry', () => {
       onCpuNs: 1,
       estimated: true,
       mode: 'shared',
+      incomplete: false,
     };
     h.observeRequests([record, { ...record, joules: 0.2 }]);
     const m = await collect();
@@ -186,6 +187,7 @@ describe('registerOpenTelemetry', () => {
         onCpuNs: 1e6,
         estimated: true,
         mode: 'shared',
+        incomplete: false,
         context: ctx,
       } as RequestRecord,
     ]);

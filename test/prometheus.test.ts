@@ -63,6 +63,7 @@ function request(route: string, joules: number, statusCode = 200, method = 'GET'
     onCpuNs: 500,
     estimated: true,
     mode: 'shared',
+    incomplete: false,
   };
 }
 

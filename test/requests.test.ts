@@ -76,7 +76,8 @@ describe('requests on node:http (shared mode)', () => {
       expect(r.statusCode).toBe(200);
       expect(r.mode).toBe('shared');
       expect(r.estimated).toBe(true);
-      expect(r.joules).toBeGreaterThan(0);
+      // (a request whose start the sampler saw too late on an overloaded machine says so)
+      if (!r.incomplete) expect(r.joules).toBeGreaterThan(0);
       expect(r.durationNs).toBeGreaterThan(0);
     }
     // Shared mode splits energy among requests in flight together, so queueing blurs the 6:1

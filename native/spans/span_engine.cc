@@ -130,6 +130,7 @@ void SpanEngine::step(uint64_t now, const AttributionEngine& attr, bool final) {
   }
   baselinePerCpuW_ = baseline / double(cpuCount_);
   for (auto& [id, log] : logs_) {
+    retryBacklog(log);
     drain(log);
     record(log, now, attr);
     measureDensity(log, final);
@@ -156,6 +157,7 @@ void SpanEngine::drain(Log& log) {
       o.label = label;
       o.t0 = t;
       o.shared = type == kSpanBeginShared;
+      o.late = o.shared && log.primed && t < log.sharedUpTo;
       log.open[handle] = o;
     } else if (type == kSpanEnd) {
       auto it = log.open.find(handle);
@@ -358,7 +360,7 @@ void SpanEngine::accountShared(Log& log, bool final, uint64_t now) {
     bool done = o.shared && o.ended && o.t1 <= log.sharedUpTo;
     bool cut = o.shared && final && !done;
     if (done || cut) {
-      uint32_t flags = uint32_t(kSpanShared) | (cut || o.t0 < hist(log, 0).t ? uint32_t(kSpanIncomplete) : 0u);
+      uint32_t flags = uint32_t(kSpanShared) | (cut || o.late || o.t0 < hist(log, 0).t ? uint32_t(kSpanIncomplete) : 0u);
       emit(log, it->first, o.label, o.t0, cut ? now : o.t1, o.onCpu, o.joules, flags);
       it = log.open.erase(it);
     } else {
@@ -369,28 +371,48 @@ void SpanEngine::accountShared(Log& log, bool final, uint64_t now) {
 
 void SpanEngine::emit(Log& log, uint32_t handle, uint32_t label, uint64_t t0, uint64_t t1, double onCpu,
                       double joules, uint32_t flags) {
+  // A span's share of the baseline: idle power per CPU for the time it held a CPU.
+  const double base = baselinePerCpuW_ * onCpu * 1e-9;
+  std::array<double, 8> r = {double(handle),
+                             double(label),
+                             double(t0),
+                             double(t1),
+                             onCpu,
+                             joules + base,
+                             baselinePerCpuW_ > 0 ? joules : NAN,
+                             double(flags | (estimated_ ? uint32_t(kSpanEstimated) : 0u))};
+  settled_++;
+  // Results are never dropped: JavaScript holds the span's slot until its result arrives.
+  if (!log.backlog.empty() || !write(log, r)) log.backlog.push_back(r);
+}
+
+bool SpanEngine::write(Log& log, const std::array<double, 8>& r) {
   uint8_t* b = log.base;
   const uint32_t cap = uint32_t(loadAcquire(b, kSpanResCap));
   const uint32_t evCap = uint32_t(loadAcquire(b, kSpanEvCap));
   const uint32_t head = uint32_t(loadAcquire(b, kSpanResHead));
   const uint32_t tail = uint32_t(loadAcquire(b, kSpanResTail));
-  if (cap == 0 || head - tail >= cap) {
-    __atomic_fetch_add(reinterpret_cast<int32_t*>(b + kSpanResDropped), 1, __ATOMIC_RELAXED);
-    return;
-  }
-  double* r = f64(b + kSpanEventsOffset + size_t(evCap) * kSpanEventBytes + size_t(head & (cap - 1)) * kSpanResultBytes);
-  // A span's share of the baseline: idle power per CPU for the time it held a CPU.
-  const double base = baselinePerCpuW_ * onCpu * 1e-9;
-  r[0] = handle;
-  r[1] = label;
-  r[2] = double(t0);
-  r[3] = double(t1);
-  r[4] = onCpu;
-  r[5] = joules + base;
-  r[6] = baselinePerCpuW_ > 0 ? joules : NAN;
-  r[7] = double(flags | (estimated_ ? uint32_t(kSpanEstimated) : 0u));
+  if (cap == 0 || head - tail >= cap) return false;
+  double* out = f64(b + kSpanEventsOffset + size_t(evCap) * kSpanEventBytes + size_t(head & (cap - 1)) * kSpanResultBytes);
+  for (size_t i = 0; i < 8; i++) out[i] = r[i];
   storeRelease(b, kSpanResHead, int32_t(head + 1));
-  settled_++;
+  return true;
+}
+
+void SpanEngine::retryBacklog(Log& log) {
+  size_t n = 0;
+  while (n < log.backlog.size() && write(log, log.backlog[n])) n++;
+  if (n) log.backlog.erase(log.backlog.begin(), log.backlog.begin() + long(n));
+}
+
+size_t SpanEngine::flush() {
+  std::lock_guard<std::mutex> lock(mu_);
+  size_t waiting = 0;
+  for (auto& [id, log] : logs_) {
+    retryBacklog(log);
+    waiting += log.backlog.size();
+  }
+  return waiting;
 }
 
 }  // namespace jouletrace

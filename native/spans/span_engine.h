@@ -15,6 +15,7 @@
 // an event timestamped before an interval's end but published after it is still seen.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -49,6 +50,9 @@ class SpanEngine {
   void step(uint64_t nowNs, const AttributionEngine& attr, bool final);
 
   uint64_t settledCount() const { return settled_; }
+  // JavaScript thread, after stop(): writes results still waiting for room in a result ring.
+  // Returns how many are still waiting (the caller polls, then calls again).
+  size_t flush();
 
  private:
   struct Point {
@@ -64,6 +68,7 @@ class SpanEngine {
     // shared spans accumulate interval by interval
     double onCpu = 0, joules = 0;
     bool ended = false;
+    bool late = false;  // drained after intervals it overlaps were accounted: incomplete
     uint64_t t1 = 0;
   };
   struct Ended {
@@ -78,6 +83,7 @@ class SpanEngine {
     std::vector<Ended> ended;                 // exclusive spans awaiting their intervals
     std::vector<Point> history;               // ring
     size_t histStart = 0, histSize = 0;
+    std::vector<std::array<double, 8>> backlog;  // results waiting for room in the result ring
     uint64_t sharedUpTo = 0;                  // shared accounting is complete up to this time
     uint64_t exclusiveUpTo = 0;               // densities are known up to this time
     bool primed = false;
@@ -90,6 +96,8 @@ class SpanEngine {
   void accountShared(Log& log, bool final, uint64_t now);
   void emit(Log& log, uint32_t handle, uint32_t label, uint64_t t0, uint64_t t1, double onCpu, double joules,
             uint32_t flags);
+  bool write(Log& log, const std::array<double, 8>& r);
+  void retryBacklog(Log& log);
   const Point& hist(const Log& log, size_t i) const { return log.history[(log.histStart + i) % log.history.size()]; }
   void refreshPool(uint64_t now);
   double threadJoules(const ThreadEnergy& t) const;

@@ -1,0 +1,63 @@
+// The hot path: a span begin + end pair, against the timing primitives a user would otherwise
+// reach for, in the same process: a performance.now() pair, a process.hrtime.bigint() pair and
+// a process.cpuUsage() pair. Pairs run in timed chunks of 16,384 with untimed pauses between
+// them, so the sampler settles spans as a real application's would (a slot is held until its
+// result arrives, about 10 ms later).
+import { jouletrace, median, sleep, table } from './common.mjs';
+
+const { Sampler } = jouletrace;
+const CHUNKS = Number(process.env.BENCH_SPAN_CHUNKS ?? 60);
+const CHUNK = 16384;
+const REPS = Number(process.env.BENCH_REPS ?? 5);
+
+const s = new Sampler({ source: 'model', intervalUs: 1000 });
+s.start();
+await sleep(20);
+let sink = 0;
+const variants = {
+  'performance.now() pair': (n) => {
+    for (let i = 0; i < n; i++) sink += performance.now() - performance.now();
+  },
+  'process.hrtime.bigint() pair': (n) => {
+    for (let i = 0; i < n; i++) sink += Number(process.hrtime.bigint() - process.hrtime.bigint());
+  },
+  'process.cpuUsage() pair': (n) => {
+    for (let i = 0; i < n; i++) sink += process.cpuUsage(process.cpuUsage()).user;
+  },
+  'sampler.begin() + end()': (n) => {
+    for (let i = 0; i < n; i++) s.end(s.begin('hot'));
+  },
+};
+
+async function measure(fn, chunks) {
+  fn(CHUNK); // warm up: measure optimised code
+  await sleep(15);
+  let ns = 0;
+  for (let c = 0; c < chunks; c++) {
+    const t0 = process.hrtime.bigint();
+    fn(CHUNK);
+    ns += Number(process.hrtime.bigint() - t0);
+    await sleep(15);
+  }
+  return ns / (chunks * CHUNK);
+}
+
+const results = {};
+for (const [name, fn] of Object.entries(variants)) {
+  const xs = [];
+  const chunks = name.startsWith('process.cpuUsage') ? Math.max(2, CHUNKS >> 3) : CHUNKS;
+  for (let r = 0; r < REPS; r++) xs.push(await measure(fn, chunks));
+  results[name] = median(xs);
+}
+const base = results['performance.now() pair'];
+table(
+  `Span begin+end pair cost, ns (median of ${REPS} runs × ${CHUNKS} × ${CHUNK} pairs; every pair reads the clock twice)`,
+  ['operation', 'ns per pair', 'ratio to performance.now() pair'],
+  Object.entries(results).map(([k, v]) => [k, v, (v / base).toFixed(2)]),
+);
+await sleep(50);
+s.stop();
+const st = s.stats().spans;
+console.log(`  spans settled ${st.settled}, not measured: ${st.droppedSpans} (slots), ${st.droppedEvents} (event ring), ${st.droppedResults} (result ring)`);
+s.close();
+if (sink === 42) console.log(sink);
