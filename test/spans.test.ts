@@ -19,6 +19,22 @@ function busy(ms: number): number {
   return x;
 }
 
+// Fixed work (loop iterations), so a section's CPU time does not depend on preemption.
+let perMs = 0;
+function work(ms: number): number {
+  if (!perMs) {
+    const t0 = process.cpuUsage();
+    let x = 0;
+    for (let i = 0; i < 2e7; i++) x = (x * 31 + i) | 0;
+    const u = process.cpuUsage(t0);
+    perMs = 2e7 / ((u.user + u.system) / 1000) + (x === 0.5 ? 1 : 0);
+  }
+  let x = 0;
+  const n = Math.round(perMs * ms);
+  for (let i = 0; i < n; i++) x = (x * 31 + i) | 0;
+  return x;
+}
+
 function sampler(extra: Record<string, unknown> = {}): Sampler {
   // procfs keeps these tests independent of BPF privileges; the BPF backend runs them too below.
   const s = new Sampler({ source: 'model', intervalUs: 1000, ...extra });
@@ -34,13 +50,14 @@ for (const threads of ['bpf', 'procfs'] as const) {
       busy(30); // let the model's utilisation estimate settle at "this thread is busy"
       const one: number[] = [];
       const three: number[] = [];
+      work(1);
       for (let i = 0; i < 8; i++) {
         let h = s.begin('1x');
-        busy(10);
+        work(10);
         s.end(h);
         one.push(h);
         h = s.begin('3x');
-        busy(30);
+        work(30);
         s.end(h);
         three.push(h);
       }
