@@ -1,0 +1,40 @@
+// Server process for bench/http.mjs: node bench/http-server.mjs <express|fastify> <bare|sampler|middleware|exact>
+// Prints "listening <port>" once ready; exits on SIGTERM.
+import { createRequire } from 'node:module';
+import { root, jouletrace } from './common.mjs';
+
+const require = createRequire(import.meta.url);
+const [framework, variant] = process.argv.slice(2);
+const { Sampler, RequestTracker } = jouletrace;
+let sampler;
+let tracker;
+if (variant !== 'bare') {
+  sampler = new Sampler({ intervalUs: 1000 });
+  sampler.start();
+  if (variant !== 'sampler') tracker = new RequestTracker(sampler, { mode: variant === 'exact' ? 'exact' : 'shared' });
+}
+let close;
+if (framework === 'express') {
+  const express = require('express');
+  const { energyMiddleware } = require(`${root}/dist/cjs/express.js`);
+  const app = express();
+  if (tracker) app.use(energyMiddleware(tracker));
+  app.get('/hello/:name', (req, res) => res.send(`hello ${req.params.name}`));
+  const server = app.listen(0, '127.0.0.1', () => console.log(`listening ${server.address().port}`));
+  close = () => server.close();
+} else {
+  const Fastify = require('fastify');
+  const { fastifyEnergy } = require(`${root}/dist/cjs/fastify.js`);
+  const app = Fastify();
+  if (tracker) await app.register(fastifyEnergy, { tracker });
+  app.get('/hello/:name', async (req) => `hello ${req.params.name}`);
+  const address = await app.listen({ port: 0, host: '127.0.0.1' });
+  console.log(`listening ${new URL(address).port}`);
+  close = () => app.close();
+}
+process.on('SIGTERM', () => {
+  close();
+  tracker?.close();
+  sampler?.close();
+  process.exit(0);
+});
