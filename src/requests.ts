@@ -13,6 +13,7 @@ import { AsyncLocalStorage, createHook, type AsyncHook } from 'node:async_hooks'
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { checkObject, checkOneOf, JouletraceError } from './errors';
 import type { Sampler } from './sampler';
+import { RecentValues } from './reservoir';
 import type { SpanChannel } from './span-channel';
 import type { RequestRecord, RouteStats, SpanResult } from './span-types';
 
@@ -51,16 +52,15 @@ class RouteAggregate {
   max = 0;
   durationNs = 0;
   estimated = false;
-  readonly recentJ = new Float64Array(2048);
-  readonly recentD = new Float64Array(2048);
+  readonly recentJ = new RecentValues(2048);
+  readonly recentD = new RecentValues(2048);
   constructor(
     readonly method: string,
     readonly route: string,
   ) {}
   add(r: RequestRecord): void {
-    const i = this.count % this.recentJ.length;
-    this.recentJ[i] = r.joules;
-    this.recentD[i] = r.durationNs;
+    this.recentJ.add(r.joules);
+    this.recentD.add(r.durationNs);
     this.count++;
     this.joules += r.joules;
     this.durationNs += r.durationNs;
@@ -68,16 +68,14 @@ class RouteAggregate {
     this.estimated ||= r.estimated;
   }
   stats(): RouteStats {
-    const n = Math.min(this.count, this.recentJ.length);
-    const j = this.recentJ.slice(0, n).sort();
-    const d = this.recentD.slice(0, n).sort();
-    const q = (a: Float64Array, p: number) => (a.length ? a[Math.min(a.length - 1, Math.floor(p * a.length))] : 0);
+    const [p50, p99] = this.recentJ.quantiles(0.5, 0.99);
+    const [d99] = this.recentD.quantiles(0.99);
     return {
       method: this.method,
       route: this.route,
       count: this.count,
-      joules: { sum: this.joules, mean: this.count ? this.joules / this.count : 0, p50: q(j, 0.5), p99: q(j, 0.99), max: this.max },
-      durationMs: { mean: this.count ? this.durationNs / this.count / 1e6 : 0, p99: q(d, 0.99) / 1e6 },
+      joules: { sum: this.joules, mean: this.count ? this.joules / this.count : 0, p50, p99, max: this.max },
+      durationMs: { mean: this.count ? this.durationNs / this.count / 1e6 : 0, p99: d99 / 1e6 },
       estimated: this.estimated,
     };
   }

@@ -16,6 +16,7 @@ import { native } from './native';
 import { RECORD_HEADER_BYTES, RingReader, SampleFlags } from './ring-reader';
 import { SpanChannel, type SpanChannelOptions } from './span-channel';
 import type { SpanLabelStats, SpanResult } from './span-types';
+import type { ThreadTrackerStats } from './threads';
 import { validateSourceOptions, type SourceOptions, type SourceName } from './source-options';
 
 export type OverflowPolicy = 'drop-newest' | 'overwrite-oldest';
@@ -215,17 +216,7 @@ interface NativeSamplerHandle {
   stats(): {
     ring: SamplerStats['ring'];
     timing: Record<string, number>;
-    tracker?: {
-      backend: string;
-      attached: boolean;
-      events: number;
-      runTimeNs: number;
-      runCount: number;
-      slotsUsed: number;
-      slotsMax: number;
-      droppedThreads: number;
-      note: string;
-    };
+    tracker?: ThreadTrackerStats;
   };
   ring(): { buffer: ArrayBuffer; zeroCopy: boolean; recordBytes: number; capacity: number };
   ringAcquire(ctl: Float64Array): void;

@@ -6,6 +6,7 @@
 import { readlinkSync } from 'node:fs';
 import { checkIntegerInRange, checkObject, checkString, JouletraceError } from './errors';
 import { native } from './native';
+import { RecentValues } from './reservoir';
 import type { SpanLabelStats, SpanResult } from './span-types';
 
 const EV_HEAD = 0;
@@ -83,10 +84,9 @@ class LabelAggregate {
   wallNs = 0;
   max = 0;
   estimated = false;
-  // A bounded reservoir of recent values for p50/p99: exact for the last 4096 spans.
-  readonly recent = new Float64Array(4096);
+  readonly recent = new RecentValues(4096);
   add(r: SpanResult): void {
-    this.recent[this.count % this.recent.length] = r.joules;
+    this.recent.add(r.joules);
     this.count++;
     this.joules += r.joules;
     this.onCpuNs += r.onCpuNs;
@@ -94,11 +94,6 @@ class LabelAggregate {
     if (r.joules > this.max) this.max = r.joules;
     this.estimated ||= r.estimated;
   }
-}
-
-function quantile(sorted: Float64Array, q: number): number {
-  if (sorted.length === 0) return 0;
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
 }
 
 export class SpanChannel {
@@ -441,12 +436,11 @@ export class SpanChannel {
     this.poll();
     const out: SpanLabelStats[] = [];
     for (const [id, a] of this.#aggregates) {
-      const n = Math.min(a.count, a.recent.length);
-      const sorted = a.recent.slice(0, n).sort();
+      const [p50, p99] = a.recent.quantiles(0.5, 0.99);
       out.push({
         label: this.#labelNames[id] ?? '(unknown)',
         count: a.count,
-        joules: { sum: a.joules, mean: a.count ? a.joules / a.count : 0, p50: quantile(sorted, 0.5), p99: quantile(sorted, 0.99), max: a.max },
+        joules: { sum: a.joules, mean: a.count ? a.joules / a.count : 0, p50, p99, max: a.max },
         onCpuNs: { sum: a.onCpuNs, mean: a.count ? a.onCpuNs / a.count : 0 },
         watts: a.wallNs > 0 ? a.joules / (a.wallNs / 1e9) : 0,
         estimated: a.estimated,
