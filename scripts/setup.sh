@@ -12,6 +12,8 @@ say() { printf 'jouletrace setup: %s\n' "$*" >&2; }
 declare -A CMD_PKG=(
   [clang]=clang [llvm-strip]=llvm [pkg-config]=pkg-config [make]=make [g++]=g++
   [python3]=python3 [bpftool]=bpftool [capsh]=libcap2-bin
+  # test-time tools: tmux drives `jouletrace top` in a pseudo-terminal; chromium renders reports
+  [tmux]=tmux [chromium]=chromium
 )
 # header → Debian package
 declare -A HDR_PKG=(

@@ -1,0 +1,1 @@
+export async function topCommand(_argv: string[]): Promise<number> { return 0; }
