@@ -42,6 +42,7 @@ export class ReportCollector {
   readonly #threadPolls: Array<Map<string, ThreadPoint>> = [];
   readonly #records: ReportRecord[] = [];
   #recordKind: 'request' | 'span' = 'request';
+  readonly #threadLabels = new Map<number, string>();
 
   constructor(sampler: Sampler, options: ReportCollectorOptions = {}) {
     const periodMs = options.periodMs ?? 200;
@@ -102,6 +103,11 @@ export class ReportCollector {
     this.#records.push({ label: record.label, joules: record.joules, t, durationMs: record.durationMs });
   }
 
+  /** Names a thread in the report (worker threads all share the OS name "node"). */
+  labelThread(tid: number, label: string): void {
+    this.#threadLabels.set(tid, label);
+  }
+
   get records(): readonly ReportRecord[] {
     return this.#records;
   }
@@ -150,7 +156,7 @@ export class ReportCollector {
         others.push(rest);
         cpuCores.push(cpuNs / 1e9 / dt);
       }
-      for (const [k, p] of top) threads.push({ label: `${p.name} (${p.tid})`, pid: p.pid, tid: p.tid, joules: series.get(k)! });
+      for (const [k, p] of top) threads.push({ label: `${this.#threadLabels.get(p.tid) ?? p.name} (${p.tid})`, pid: p.pid, tid: p.tid, joules: series.get(k)! });
       if (others.some((x) => x > 0)) threads.push({ label: 'other threads', pid: 0, tid: 0, joules: others });
     }
     const estimated = this.#sampler.domains.some((d) => d.estimated);
