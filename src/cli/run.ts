@@ -486,6 +486,12 @@ export async function runCommand(argv: string[]): Promise<number> {
   };
 
   if (collector) {
+    // A thread's name is its comm when first seen, often the shell's before an exec: the
+    // report names main threads after their process's command instead.
+    for (const t of threads) {
+      const w = t.tid === t.pid ? watcher.get(t.pid) : undefined;
+      if (w && !w.command.startsWith('[')) collector.labelThread(t.tid, w.command.split(' ')[0].split('/').pop()!);
+    }
     const data = collector.data({
       attribution: attribution ?? undefined,
       summary: [
