@@ -270,7 +270,9 @@ export async function topCommand(argv: string[]): Promise<number> {
       const lines = renderFrame(lastFrame, out.columns ?? 80, out.rows ?? 24, color);
       out.write('\x1b[H' + lines.map((l) => l + '\x1b[K').join('\r\n') + '\x1b[J');
     } else {
-      out.write(renderFrame(lastFrame, 80, Math.min(lastFrame.rows.length, 15) + 8, false).join('\n').trimEnd() + '\n\n');
+      // Plain blocks separated by one blank line: no padding, no key help.
+      const lines = renderFrame(lastFrame, 80, Math.min(lastFrame.rows.length, 15) + 8, false).slice(0, -1);
+      out.write(lines.filter((l) => l.trim() !== '').join('\n') + '\n\n');
     }
   };
 
