@@ -418,7 +418,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
           durationS: elapsed,
           requests: sent,
           routes: routeSummaries,
-          threads: threads.map((t) => ({ tid: t.tid, pid: t.pid, name: t.name, onCpuNs: t.onCpuNs, joules: t.joules, exited: t.exited })),
+          threads: threads.map((t) => ({ tid: t.tid, pid: t.pid, name: t.name, role: roles.get(t.tid) ?? null, onCpuNs: t.onCpuNs, joules: t.joules, exited: t.exited })),
           attribution: { total: attribution.total, process: attribution.process, baseline: attribution.baseline, other: attribution.other, domains: attribution.domains },
           domains: totals.readings.map((r) => ({ domain: r.domain, package: r.package, joules: r.joules })),
           report: htmlPath ?? null,
