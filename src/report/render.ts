@@ -50,10 +50,11 @@ interface Frame {
 
 /** An SVG chart frame with gridlines, ticks and axis titles; returns scales and the parts list. */
 function frame(xLo: number, xHi: number, yLo: number, yHi: number, xTitle: string, yTitle: string): Frame {
-  const xt = niceTicks(xLo, xHi, 8);
+  // The x axis ends where the data ends (time runs to the last sample); y rounds up to a tick.
+  const xt = niceTicks(xLo, xHi, 8).filter((v) => v <= xHi + 1e-9);
   const yt = niceTicks(yLo, yHi, 5);
   const x0 = Math.min(xLo, xt[0]);
-  const x1 = Math.max(xHi, xt[xt.length - 1]);
+  const x1 = xHi;
   const y0 = Math.min(yLo, yt[0]);
   const y1 = Math.max(yHi, yt[yt.length - 1]);
   const x = (v: number) => M.l + ((v - x0) / (x1 - x0 || 1)) * (W - M.l - M.r);
