@@ -37,7 +37,9 @@
         "native/sampler/attribution.cc",
         "native/sampler/sampler.cc",
         "native/sampler/sampler_binding.cc",
-        "native/sampler/bench_binding.cc"
+        "native/sampler/bench_binding.cc",
+        "native/spans/span_engine.cc",
+        "native/spans/span_binding.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -17,6 +17,7 @@ void InitSourceBinding(Napi::Env env, Napi::Object exports);
 void InitTrackerBinding(Napi::Env env, Napi::Object exports);
 void InitSamplerBinding(Napi::Env env, Napi::Object exports);
 void InitBenchBinding(Napi::Env env, Napi::Object exports);
+void InitSpanBinding(Napi::Env env, Napi::Object exports);
 
 static Napi::Value MonotonicNow(const Napi::CallbackInfo& info) {
   return Napi::BigInt::New(info.Env(), monotonicNs());
@@ -28,6 +29,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitTrackerBinding(env, exports);
   InitSamplerBinding(env, exports);
   InitBenchBinding(env, exports);
+  InitSpanBinding(env, exports);
   return exports;
 }
 

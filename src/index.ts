@@ -5,7 +5,10 @@ export { validateSourceOptions, SOURCE_OPTION_KEYS, SOURCE_NAMES } from './sourc
 export type { SourceOptions, NormalizedSourceOptions, SourceName, CpuVendor } from './source-options';
 export { probe, formatProbe } from './probe';
 export type { ProbeReport, ProbeSource, ProbeDomain, ProbeOptions, BpfReadiness } from './probe';
-export { Sampler } from './sampler';
+export { Sampler, attachSpans } from './sampler';
+export { SpanChannel } from './span-channel';
+export type { SpanChannelOptions } from './span-channel';
+export type { SpanResult, SpanLabelStats, RequestRecord, RouteStats } from './span-types';
 export type {
   SamplerOptions,
   OverflowPolicy,

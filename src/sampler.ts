@@ -14,6 +14,8 @@ import {
 import { registerHandle } from './internal';
 import { native } from './native';
 import { RECORD_HEADER_BYTES, RingReader, SampleFlags } from './ring-reader';
+import { SpanChannel, type SpanChannelOptions } from './span-channel';
+import type { SpanLabelStats, SpanResult } from './span-types';
 import { validateSourceOptions, type SourceOptions, type SourceName } from './source-options';
 
 export type OverflowPolicy = 'drop-newest' | 'overwrite-oldest';
@@ -205,6 +207,7 @@ interface NativeSamplerHandle {
     threadsBackend: string;
     threadsFallbackReason: string;
     attributionEvery: number;
+    spanEngineId: number;
   };
   totals(): { ticks: bigint[]; timeNs: bigint; startNs: bigint };
   stats(): {
@@ -303,6 +306,7 @@ export class Sampler {
   readonly skipped: ReadonlyArray<{ source: string; code?: string; message?: string }>;
   readonly #primary: number[];
   readonly #info: ReturnType<NativeSamplerHandle['info']>;
+  #spans: SpanChannel | undefined;
 
   constructor(options: SamplerOptions = {}) {
     const normalized = normalizeSamplerOptions(options);
@@ -318,6 +322,9 @@ export class Sampler {
     const names = this.domains.map((d) => d.domain);
     const primaryName = PRIMARY_DOMAINS.find((n) => names.includes(n)) ?? names[0];
     this.#primary = this.domains.flatMap((d, i) => (d.domain === primaryName ? [i] : []));
+    // The creating thread's span channel exists from the start, so that start() records its
+    // first history point and a span begun right after start() settles complete.
+    if (this.#info.spanEngineId) this.#spans = new SpanChannel(this.#info.spanEngineId);
   }
 
   #check(): void {
@@ -332,6 +339,7 @@ export class Sampler {
     }
     this.#reader?.close();
     this.#handle.start();
+    this.#spans?.startPolling();
     return this;
   }
 
@@ -342,6 +350,10 @@ export class Sampler {
       throw new JouletraceError('ERR_JOULETRACE_NOT_STARTED', 'stop(): the sampler is not running; call start() first');
     }
     this.#handle.stop();
+    if (this.#spans) {
+      this.#spans.poll(); // the final step settled every span: deliver them now
+      this.#spans.stopPollingIfIdle();
+    }
     return this;
   }
 
@@ -353,6 +365,7 @@ export class Sampler {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#spans?.close();
     this.#handle.close();
   }
 
@@ -588,6 +601,89 @@ export class Sampler {
     this.#handle.setBaselineWatts(list);
   }
 
+  #channel(): SpanChannel {
+    if (this.#spans) return this.#spans;
+    this.#check();
+    if (!this.#info.spanEngineId) {
+      throw new JouletraceError(
+        'ERR_JOULETRACE_NO_THREADS',
+        "spans need this process's threads tracked: create the Sampler with threads 'bpf' or 'procfs' and no pid option",
+      );
+    }
+    this.#spans = new SpanChannel(this.#info.spanEngineId);
+    if (this.#handle.running()) this.#spans.startPolling();
+    return this.#spans;
+  }
+
+  /**
+   * Opens a span on the calling thread; returns a small-integer handle for end(). The hot
+   * path: no system call, no allocation in steady state.
+   */
+  begin(label: string): number {
+    return (this.#spans ?? this.#channel()).begin(label);
+  }
+
+  /** Closes the span `h` (nested and overlapping spans are fine). */
+  end(h: number): void {
+    (this.#spans ?? this.#channel()).end(h);
+  }
+
+  /** The span's energy, once the sampler has seen the energy intervals covering it. */
+  settle(h: number): Promise<SpanResult> {
+    return this.#channel().settle(h);
+  }
+
+  /** Runs fn inside a span; returns fn's result (a promise for async functions). */
+  measure<T>(label: string, fn: () => T): T {
+    if (typeof fn !== 'function') throw new TypeError(`Expected a function for measure(label, fn) but received ${String(fn)} of type ${typeof fn}`);
+    const h = this.begin(label);
+    let r: T;
+    try {
+      r = fn();
+    } catch (e) {
+      this.end(h);
+      throw e;
+    }
+    if (r !== null && typeof r === 'object' && typeof (r as { then?: unknown }).then === 'function') {
+      return (r as unknown as Promise<unknown>).then(
+        (v) => {
+          this.end(h);
+          return v;
+        },
+        (e: unknown) => {
+          this.end(h);
+          throw e;
+        },
+      ) as T;
+    }
+    this.end(h);
+    return r;
+  }
+
+  /** Per-label statistics of settled spans on this thread. */
+  spanStats(): SpanLabelStats[] {
+    return this.#spans ? this.#spans.spanStats() : [];
+  }
+
+  /** Settled spans of this thread, delivered in batches off the hot path. Returns an unsubscribe function. */
+  onSpan(cb: (spans: SpanResult[]) => void): () => void {
+    return this.#channel().onSpan(cb);
+  }
+
+  /**
+   * What a worker thread needs to record spans into this sampler: pass it in workerData or a
+   * message, then call attachSpans(context) in the worker.
+   */
+  spanContext(): { samplerId: number } {
+    this.#channel();
+    return { samplerId: this.#info.spanEngineId };
+  }
+
+  /** @internal the calling thread's channel (request tracking builds on it). */
+  spanChannel(): SpanChannel {
+    return this.#channel();
+  }
+
   /**
    * Measures idle power: keep the machine as quiet as you can for `durationMs`. The lowest
    * average power over 100 ms windows is kept per domain as the baseline (a low percentile is
@@ -625,4 +721,19 @@ export class Sampler {
       durationMs,
     };
   }
+}
+
+/**
+ * Records spans from a worker thread into a sampler created elsewhere in this process.
+ *
+ * ```ts
+ * // main: new Worker(file, { workerData: sampler.spanContext() })
+ * const spans = attachSpans(workerData);
+ * const h = spans.begin('parse'); parse(); spans.end(h);
+ * ```
+ */
+export function attachSpans(context: { samplerId: number }, options?: SpanChannelOptions): SpanChannel {
+  const ctx = checkObject('context', context);
+  const id = checkIntegerInRange('context.samplerId', ctx.samplerId, 1, Number.MAX_SAFE_INTEGER);
+  return new SpanChannel(id, options);
 }

@@ -42,6 +42,7 @@ void AttributionEngine::reset() {
   parts_.assign(domains_.size(), DomainParts{});
   baselineCarry_.assign(domains_.size(), 0.0);
   results_.clear();
+  byTid_.clear();
   for (auto& s : slots_) s = ThreadState{};
   prevCpuBusy_.clear();
   primed_ = false;
@@ -91,6 +92,7 @@ void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const Tr
       r.name.assign(t.comm, strnlen(t.comm, kCommLen));
       r.ticks.assign(domains_.size(), 0);
       s.resultIndex = results_.size();
+      byTid_[t.tid] = s.resultIndex;
       results_.push_back(std::move(r));
     }
     ThreadEnergy& r = results_[s.resultIndex];
@@ -153,6 +155,10 @@ void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const Tr
       if (s.used) s.resultIndex = remap[s.resultIndex];
     }
     results_ = std::move(kept);
+    byTid_.clear();
+    for (size_t i = 0; i < results_.size(); i++) {
+      if (results_[i].tid != 0) byTid_[results_[i].tid] = i;
+    }
   }
   lastStepNs_ = monotonicNs() - t0;
 }
@@ -251,6 +257,11 @@ std::vector<DomainParts> AttributionEngine::parts() const {
 std::vector<ThreadEnergy> AttributionEngine::threads() const {
   std::lock_guard<std::mutex> lock(mu_);
   return results_;
+}
+
+const ThreadEnergy* AttributionEngine::findThreadUnlocked(uint32_t tid) const {
+  auto it = byTid_.find(tid);
+  return it == byTid_.end() ? nullptr : &results_[it->second];
 }
 
 uint64_t AttributionEngine::steps() const {

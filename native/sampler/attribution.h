@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "energy/source.h"
@@ -50,6 +51,9 @@ class AttributionEngine {
   const std::vector<DomainParts>& partsUnlocked() const { return parts_; }
   std::vector<ThreadEnergy> threads() const;
   uint64_t steps() const;
+  // Sampler thread only (the engine's writer): the live thread with this tid, or the most recent
+  // one that had it; nullptr when never seen.
+  const ThreadEnergy* findThreadUnlocked(uint32_t tid) const;
   // Nanoseconds the last step took (for stats and benchmarks).
   uint64_t lastStepNs() const { return lastStepNs_; }
 
@@ -79,6 +83,7 @@ class AttributionEngine {
   std::vector<DomainParts> parts_;
   std::vector<ThreadEnergy> results_;
   std::vector<ThreadState> slots_;
+  std::unordered_map<uint32_t, size_t> byTid_;  // tid → results_ index
   std::vector<uint64_t> prevCpuBusy_;
   bool primed_ = false;
   uint64_t steps_ = 0;

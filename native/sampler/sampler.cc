@@ -137,10 +137,19 @@ bool Sampler::openTracker(SamplerError* err) {
     attributionEvery_ = uint32_t(std::max<uint64_t>(1, (kProcfsPeriodNs + cfg_.intervalNs - 1) / cfg_.intervalNs));
   }
   attribution_.reset(new AttributionEngine(source_->domains(), cpuPackage_));
+  if (cfg_.pid == 0 || cfg_.pid == getpid()) {
+    // Span history covers 10 s: a span longer than that settles with what remains, incomplete.
+    spans_ = std::make_shared<SpanEngine>(source_->domains(), int(cpuPackage_.size()), 10000000000ull,
+                                          cfg_.intervalNs * attributionEvery_);
+    spanEngineId_ = registerSpanEngine(spans_);
+  }
   return true;
 }
 
-Sampler::~Sampler() { stop(); }
+Sampler::~Sampler() {
+  stop();
+  if (spanEngineId_) unregisterSpanEngine(spanEngineId_);
+}
 
 bool Sampler::start(SamplerError* err) {
   if (running()) {
@@ -159,6 +168,7 @@ bool Sampler::start(SamplerError* err) {
   for (size_t i = 0; i < kPeriodWindow; i++) changePeriods_[i].store(0, std::memory_order_relaxed);
   for (size_t d = 0; d < readings_.size(); d++) totals_[d].store(0);
   if (attribution_) attribution_->reset();
+  if (spans_) spans_->reset();
   seq_ = 0;
 
   // Reference readings, taken here so totals() is defined from the moment start() returns.
@@ -178,6 +188,7 @@ bool Sampler::start(SamplerError* err) {
     std::lock_guard<std::mutex> lock(trackerMu_);
     tracker_->snapshot(snap_);
     attribution_->step(pendingDelta_.data(), 0, snap_);  // reference point
+    if (spans_) spans_->step(now, *attribution_, false);  // spans begun from here on are complete
   }
   lastAttributionTime_ = now;
   sinceAttribution_ = 0;
@@ -220,6 +231,7 @@ bool Sampler::start(SamplerError* err) {
     return false;
   }
   joinable_ = true;
+  if (spans_) spans_->setRunning(true);
   return true;
 }
 
@@ -229,6 +241,7 @@ void Sampler::stop() {
   pthread_join(thread_, nullptr);
   joinable_ = false;
   running_.store(false, std::memory_order_release);
+  if (spans_) spans_->setRunning(false);
 }
 
 void* Sampler::threadMain(void* self) {
@@ -305,7 +318,9 @@ void Sampler::sample(uint64_t now, uint32_t flags, bool forceAttribution) {
       std::lock_guard<std::mutex> lock(trackerMu_);
       tracker_->snapshot(snap_);
     }
+    if (spans_) spans_->primeNewLogs(*attribution_);
     attribution_->step(pendingDelta_.data(), now - lastAttributionTime_, snap_);
+    if (spans_) spans_->step(now, *attribution_, (flags & kFlagFinal) != 0);
     std::fill(pendingDelta_.begin(), pendingDelta_.end(), 0);
     lastAttributionTime_ = now;
     sinceAttribution_ = 0;

@@ -16,6 +16,7 @@
 #include "sampler/attribution.h"
 #include "sampler/latency_histogram.h"
 #include "sampler/ring.h"
+#include "spans/span_engine.h"
 #include "threads/tracker.h"
 
 namespace jouletrace {
@@ -91,6 +92,9 @@ class Sampler {
   const std::string& threadsBackend() const { return threadsBackend_; }
   const std::string& threadsFallbackReason() const { return threadsFallback_; }
   uint32_t attributionEvery() const { return attributionEvery_; }
+  // 0 when spans are unavailable (no thread tracking, or another process is tracked).
+  uint64_t spanEngineId() const { return spanEngineId_; }
+  uint64_t spansSettled() const { return spans_ ? spans_->settledCount() : 0; }
 
   // Ticks since start() per domain, and the time of the sample they belong to.
   void totals(std::vector<uint64_t>* ticks, uint64_t* timeNs, uint64_t* startNs) const;
@@ -114,6 +118,8 @@ class Sampler {
   std::string threadsBackend_ = "off";
   std::string threadsFallback_;
   std::unique_ptr<AttributionEngine> attribution_;
+  std::shared_ptr<SpanEngine> spans_;
+  uint64_t spanEngineId_ = 0;
   std::vector<int> cpuPackage_;
   std::shared_ptr<RingBuffer> ring_;
   uint32_t recordSize_ = 0;

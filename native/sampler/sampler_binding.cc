@@ -138,6 +138,7 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     o.Set("threadsBackend", sampler_->threadsBackend());
     o.Set("threadsFallbackReason", sampler_->threadsFallbackReason());
     o.Set("attributionEvery", sampler_->attributionEvery());
+    o.Set("spanEngineId", double(sampler_->spanEngineId()));
     return o;
   }
 
@@ -192,6 +193,7 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     t.Set("tid", ts.tid);
     t.Set("attributionSteps", double(ts.attributionSteps));
     t.Set("lastAttributionNs", double(ts.lastAttributionNs));
+    t.Set("spansSettled", double(sampler_->spansSettled()));
     o.Set("timing", t);
 
     if (sampler_->attributed()) {

@@ -1,0 +1,116 @@
+// JS face of span channels: openSpanChannel(samplerId, Uint8Array over a SharedArrayBuffer,
+// offsetNs) registers the calling thread's channel with the sampler's span engine. The handle
+// keeps the buffer alive and unregisters when closed, collected, or when its thread ends.
+#include <napi.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <memory>
+#include <unordered_map>
+
+#include "napi_util.h"
+#include "spans/span_engine.h"
+#include "spans/span_log.h"
+
+namespace jouletrace {
+
+namespace {
+std::mutex gMu;
+std::unordered_map<uint64_t, std::weak_ptr<SpanEngine>>& registry() {
+  static auto* r = new std::unordered_map<uint64_t, std::weak_ptr<SpanEngine>>();
+  return *r;
+}
+uint64_t gNextId = 1;
+}  // namespace
+
+uint64_t registerSpanEngine(const std::shared_ptr<SpanEngine>& engine) {
+  std::lock_guard<std::mutex> lock(gMu);
+  uint64_t id = gNextId++;
+  registry()[id] = engine;
+  return id;
+}
+
+void unregisterSpanEngine(uint64_t id) {
+  std::lock_guard<std::mutex> lock(gMu);
+  registry().erase(id);
+}
+
+std::shared_ptr<SpanEngine> findSpanEngine(uint64_t id) {
+  std::lock_guard<std::mutex> lock(gMu);
+  auto it = registry().find(id);
+  return it == registry().end() ? nullptr : it->second.lock();
+}
+
+namespace {
+
+class SpanChannelHandle : public Napi::ObjectWrap<SpanChannelHandle> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "SpanChannel", {InstanceMethod<&SpanChannelHandle::Close>("close")});
+  }
+
+  SpanChannelHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SpanChannelHandle>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsTypedArray() || !info[2].IsNumber()) {
+      Napi::TypeError::New(env, "SpanChannel: expected (samplerId, Uint8Array, offsetNs)").ThrowAsJavaScriptException();
+      return;
+    }
+    engine_ = findSpanEngine(uint64_t(info[0].As<Napi::Number>().DoubleValue()));
+    if (!engine_) {
+      throwCoded(env, "ERR_JOULETRACE_CLOSED", "spans: the sampler is closed, or tracks another process's threads");
+      return;
+    }
+    Napi::TypedArray ta = info[1].As<Napi::TypedArray>();
+    if (ta.TypedArrayType() != napi_uint8_array || ta.ByteLength() < kSpanEventsOffset) {
+      Napi::TypeError::New(env, "SpanChannel: expected a Uint8Array over the channel buffer").ThrowAsJavaScriptException();
+      return;
+    }
+    uint8_t* base = static_cast<uint8_t*>(ta.As<Napi::Uint8Array>().Data());
+    buffer_ = Napi::Persistent(ta.As<Napi::Object>());
+    tid_ = uint32_t(syscall(SYS_gettid));
+    id_ = engine_->addLog(base, tid_, info[2].As<Napi::Number>().DoubleValue());
+    env_ = env;
+    napi_add_env_cleanup_hook(env, &SpanChannelHandle::OnEnvCleanup, this);
+    hooked_ = true;
+  }
+
+  ~SpanChannelHandle() override { release(); }
+
+ private:
+  static void OnEnvCleanup(void* arg) {
+    auto* self = static_cast<SpanChannelHandle*>(arg);
+    self->hooked_ = false;
+    self->release();
+  }
+
+  void release() {
+    if (hooked_) {
+      napi_remove_env_cleanup_hook(env_, &SpanChannelHandle::OnEnvCleanup, this);
+      hooked_ = false;
+    }
+    // Unregister before the buffer may be collected: the sampler thread stops touching it here.
+    if (engine_) engine_->removeLog(id_);
+    engine_.reset();
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    release();
+    if (!buffer_.IsEmpty()) buffer_.Reset();
+    return info.Env().Undefined();
+  }
+
+  std::shared_ptr<SpanEngine> engine_;
+  Napi::ObjectReference buffer_;
+  uint64_t id_ = 0;
+  uint32_t tid_ = 0;
+  napi_env env_ = nullptr;
+  bool hooked_ = false;
+};
+
+}  // namespace
+
+void InitSpanBinding(Napi::Env env, Napi::Object exports) {
+  exports.Set("SpanChannel", SpanChannelHandle::Define(env));
+}
+
+}  // namespace jouletrace

@@ -1,0 +1,135 @@
+// Settles spans and requests on the sampler thread. JavaScript threads write begin/end events
+// into span channels (span_log.h); after every attribution step the engine drains them, keeps
+// a short history of each span thread's cumulative on-CPU time and attributed energy, and turns
+// ended spans into results once the energy intervals covering them are complete.
+//
+// Exclusive span (begin/end): in each interval it overlaps, it is charged the thread's energy
+// in that interval × (overlap × ρ) / (the thread's on-CPU time c), where ρ = min(1, c / U) is
+// the thread's on-CPU density inside spans and U the wall time the thread's spans covered in
+// the interval (their union). The thread is assumed busy inside spans first: a lone 20 µs span
+// on an otherwise idle thread gets all of the thread's energy; back-to-back spans on a thread
+// that was preempted 10% of the time share 100% of it between them, never more.
+// Shared span (a request): each interval's energy of the thread group (the channel's thread plus
+// libuv's thread pool) is split over the interval at uniform rate and, at each moment, equally
+// among the shared spans in flight. Intervals are processed one step late so that an event
+// timestamped before an interval's end but published just after it is still seen.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "energy/source.h"
+#include "sampler/attribution.h"
+
+namespace jouletrace {
+
+class SpanEngine {
+ public:
+  SpanEngine(const std::vector<Domain>& domains, int cpuCount, uint64_t historyNs, uint64_t intervalNs);
+
+  // JavaScript threads. base points at the channel's SharedArrayBuffer, which the caller keeps
+  // alive until removeLog() returns.
+  uint64_t addLog(uint8_t* base, uint32_t tid, double offsetNs);
+  void removeLog(uint64_t id);
+  // Writes the running flag into every channel (and into channels added later).
+  void setRunning(bool running);
+  // Drops histories and accumulations; open spans stay open (they will settle incomplete).
+  void reset();
+
+  // Sampler thread, before each attribution step: a channel added since the last step gets its
+  // first history point at that step (the thread's figures as of then), so its first spans
+  // settle complete.
+  void primeNewLogs(const AttributionEngine& attr);
+  // Sampler thread, after each attribution step. final: the run ends, settle everything.
+  void step(uint64_t nowNs, const AttributionEngine& attr, bool final);
+
+  uint64_t settledCount() const { return settled_; }
+
+ private:
+  struct Point {
+    uint64_t t;
+    double thrOnCpu, thrJ;   // the channel's thread
+    double grpOnCpu, grpJ;   // the thread plus libuv workers
+    double density;          // ρ of the interval ending here (valid up to Log::exclusiveUpTo)
+  };
+  struct Open {
+    uint32_t label;
+    uint64_t t0;
+    bool shared;
+    // shared spans accumulate interval by interval
+    double onCpu = 0, joules = 0;
+    bool ended = false;
+    uint64_t t1 = 0;
+  };
+  struct Ended {
+    uint32_t handle, label;
+    uint64_t t0, t1;
+  };
+  struct Log {
+    uint8_t* base;
+    uint32_t tid;
+    double offsetNs;
+    std::unordered_map<uint32_t, Open> open;  // by handle
+    std::vector<Ended> ended;                 // exclusive spans awaiting their intervals
+    std::vector<Point> history;               // ring
+    size_t histStart = 0, histSize = 0;
+    uint64_t sharedUpTo = 0;                  // shared accounting is complete up to this time
+    uint64_t exclusiveUpTo = 0;               // densities are known up to this time
+    bool primed = false;
+  };
+
+  void drain(Log& log);
+  void record(Log& log, uint64_t now, const AttributionEngine& attr);
+  void measureDensity(Log& log, bool final);
+  void settleExclusive(Log& log, bool final, uint64_t now);
+  void accountShared(Log& log, bool final, uint64_t now);
+  void emit(Log& log, uint32_t handle, uint32_t label, uint64_t t0, uint64_t t1, double onCpu, double joules,
+            uint32_t flags);
+  const Point& hist(const Log& log, size_t i) const { return log.history[(log.histStart + i) % log.history.size()]; }
+  void refreshPool(uint64_t now);
+  double threadJoules(const ThreadEnergy& t) const;
+
+  std::vector<Domain> domains_;
+  std::vector<size_t> primary_;
+  bool estimated_ = false;
+  int cpuCount_;
+  size_t historyCapacity_;
+  uint64_t intervalNs_;
+
+  std::mutex mu_;
+  std::unordered_map<uint64_t, Log> logs_;
+  uint64_t nextId_ = 1;
+  bool running_ = false;
+  uint64_t settled_ = 0;
+  uint64_t lastStepNs_ = 0;
+
+  std::vector<uint32_t> poolTids_;  // libuv-worker threads of this process
+  uint64_t poolScannedAt_ = 0;
+  double baselinePerCpuW_ = 0;
+
+  // scratch for shared accounting
+  struct Edge {
+    uint64_t t;
+    int delta;
+  };
+  std::vector<uint64_t> cuts_;
+  std::vector<std::pair<uint64_t, uint64_t>> cover_;
+  std::vector<double> prefixJ_, prefixC_;
+};
+
+}  // namespace jouletrace
+
+namespace jouletrace {
+
+// Process-wide registry, so a worker thread can open a span channel to a sampler created on
+// another thread (the addon is loaded once per process).
+uint64_t registerSpanEngine(const std::shared_ptr<SpanEngine>& engine);
+void unregisterSpanEngine(uint64_t id);
+std::shared_ptr<SpanEngine> findSpanEngine(uint64_t id);
+
+}  // namespace jouletrace

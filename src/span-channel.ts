@@ -1,0 +1,447 @@
+// One JavaScript thread's span channel to a sampler: the hot path of jouletrace. begin() and
+// end() write a 32-byte event into a SharedArrayBuffer ring that the sampler thread drains:
+// one performance.now() (vDSO clock_gettime, no system call), four Float64Array stores and one
+// Atomics.store per call, no allocation. Results come back through a second ring in the same
+// buffer and are polled off the hot path. Layout: native/spans/span_log.h.
+import { readlinkSync } from 'node:fs';
+import { checkIntegerInRange, checkObject, checkString, JouletraceError } from './errors';
+import { native } from './native';
+import type { SpanLabelStats, SpanResult } from './span-types';
+
+const EV_HEAD = 0;
+const EV_TAIL = 16;
+const RES_HEAD = 32;
+const RES_TAIL = 48;
+const EV_CAP = 64;
+const RES_CAP = 65;
+const EV_DROPPED = 66;
+const RES_DROPPED = 67;
+const RUNNING = 68;
+const EVENTS_OFFSET = 512;
+
+const BEGIN = 1;
+const END = 2;
+const BEGIN_SHARED = 3;
+const FLAG_INCOMPLETE = 1;
+const FLAG_ESTIMATED = 2;
+
+// Handles are small integers (V8 Smis, so no allocation): 16 bits of slot, 8 bits of slot
+// generation (a reused slot gets a new handle), 6 bits of channel tag (a handle from another
+// channel is recognised as foreign). A slot stays reserved from begin() until its result has
+// arrived, so a handle names one span until settle() can no longer be waiting for it.
+const SLOT_BITS = 16;
+const MAX_OPEN = 1 << SLOT_BITS;
+const GEN_MASK = 0xff;
+// Slot states.
+const FREE = 0;
+const OPEN = 1;
+const OPEN_DROPPED = 2; // its begin event did not fit in the ring
+const ENDED = 3; // waiting for its result
+const SETTLED_OPEN = 4; // settled incomplete by stop() while still open
+
+let nextTag = 1;
+
+/** Offset from performance.now() (ms since this thread's time origin) to CLOCK_MONOTONIC ns. */
+function monotonicOffsetNs(): number {
+  const nowNs = native().monotonicNs as () => bigint;
+  let best = Infinity;
+  let offset = 0;
+  for (let i = 0; i < 7; i++) {
+    const a = performance.now();
+    const n = nowNs();
+    const b = performance.now();
+    if (b - a < best) {
+      best = b - a;
+      offset = Number(n) - ((a + b) / 2) * 1e6;
+    }
+  }
+  return offset;
+}
+
+export interface SpanChannelOptions {
+  /** Span events the ring holds before begin/end start dropping (power of two). Default 32768. */
+  eventCapacity?: number;
+  /** Settled results awaiting collection (power of two). Default 16384. */
+  resultCapacity?: number;
+}
+
+interface Waiter {
+  resolve: (r: SpanResult) => void;
+  reject: (e: Error) => void;
+}
+
+class LabelAggregate {
+  count = 0;
+  joules = 0;
+  onCpuNs = 0;
+  wallNs = 0;
+  max = 0;
+  estimated = false;
+  // A bounded reservoir of recent values for p50/p99: exact for the last 4096 spans.
+  readonly recent = new Float64Array(4096);
+  add(r: SpanResult): void {
+    this.recent[this.count % this.recent.length] = r.joules;
+    this.count++;
+    this.joules += r.joules;
+    this.onCpuNs += r.onCpuNs;
+    this.wallNs += r.endNs - r.startNs;
+    if (r.joules > this.max) this.max = r.joules;
+    this.estimated ||= r.estimated;
+  }
+}
+
+function quantile(sorted: Float64Array, q: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+}
+
+export class SpanChannel {
+  readonly #handle: { close(): void };
+  readonly #i32: Int32Array;
+  readonly #ev: Float64Array;
+  readonly #res: Float64Array;
+  readonly #evMask: number;
+  readonly #evCap: number;
+  readonly #resMask: number;
+  readonly #resBase: number;
+  readonly #tag: number;
+  #head = 0;
+  #tailSeen = 0;
+  #resTail = 0;
+  readonly #gens = new Int32Array(MAX_OPEN);
+  readonly #state = new Uint8Array(MAX_OPEN);
+  // Free slots in FIFO order, so a settled span's result stays in its slot for as long as
+  // possible (about MAX_OPEN later spans) for a late settle().
+  readonly #free = new Int32Array(MAX_OPEN);
+  #freeHead = 0;
+  #freeCount = MAX_OPEN;
+  readonly #results: Array<SpanResult | undefined> = new Array(MAX_OPEN);
+  readonly #labels = new Map<string, number>();
+  readonly #labelNames: string[] = [];
+  readonly #waiters = new Map<number, Waiter>();
+  readonly #listeners = new Set<(spans: SpanResult[]) => void>();
+  readonly #aggregates = new Map<number, LabelAggregate>();
+  #timer: NodeJS.Timeout | undefined;
+  #closed = false;
+  /** Internal listeners (request tracking) that see every result, shared ones included. */
+  readonly rawListeners = new Set<(spans: SpanResult[], handles: number[]) => void>();
+
+  constructor(samplerId: number, options: SpanChannelOptions = {}) {
+    const opts = checkObject('options', options);
+    const evCap = opts.eventCapacity === undefined ? 32768 : checkIntegerInRange('options.eventCapacity', opts.eventCapacity, 16, 1 << 24);
+    const resCap = opts.resultCapacity === undefined ? 16384 : checkIntegerInRange('options.resultCapacity', opts.resultCapacity, 16, 1 << 22);
+    if ((evCap & (evCap - 1)) !== 0) throw new RangeError(`Expected a power of two for options.eventCapacity but received ${evCap} of type number`);
+    if ((resCap & (resCap - 1)) !== 0) throw new RangeError(`Expected a power of two for options.resultCapacity but received ${resCap} of type number`);
+    const bytes = EVENTS_OFFSET + evCap * 32 + resCap * 64;
+    const sab = new SharedArrayBuffer(bytes);
+    this.#i32 = new Int32Array(sab);
+    this.#ev = new Float64Array(sab, EVENTS_OFFSET, evCap * 4);
+    this.#res = new Float64Array(sab, EVENTS_OFFSET + evCap * 32, resCap * 8);
+    this.#i32[EV_CAP] = evCap;
+    this.#i32[RES_CAP] = resCap;
+    this.#evMask = evCap - 1;
+    this.#evCap = evCap;
+    this.#resMask = resCap - 1;
+    this.#resBase = 0;
+    this.#tag = nextTag++ & 0x3f;
+    for (let i = 0; i < MAX_OPEN; i++) this.#free[i] = i;
+    const Channel = native().SpanChannel as new (id: number, buf: Uint8Array, offsetNs: number) => { close(): void };
+    this.#handle = new Channel(samplerId, new Uint8Array(sab), monotonicOffsetNs());
+  }
+
+  #intern(label: unknown): number {
+    checkString('label', label);
+    const l = label as string;
+    if (l.length === 0 || l.length > 200) {
+      throw new RangeError(`Expected a label of 1 to 200 characters but received ${JSON.stringify(l.slice(0, 40))} of type string`);
+    }
+    const id = this.#labelNames.length;
+    this.#labelNames.push(l);
+    this.#labels.set(l, id);
+    return id;
+  }
+
+  #write(type: number, handle: number, label: number): boolean {
+    const head = this.#head;
+    if (((head - this.#tailSeen) | 0) >= this.#evCap) {
+      this.#tailSeen = Atomics.load(this.#i32, EV_TAIL);
+      if (((head - this.#tailSeen) | 0) >= this.#evCap) {
+        Atomics.add(this.#i32, EV_DROPPED, 1);
+        return false;
+      }
+    }
+    const o = (head & this.#evMask) << 2;
+    const ev = this.#ev;
+    ev[o] = type;
+    ev[o + 1] = handle;
+    ev[o + 2] = label;
+    ev[o + 3] = performance.now();
+    this.#head = (head + 1) | 0;
+    Atomics.store(this.#i32, EV_HEAD, this.#head);
+    return true;
+  }
+
+  #begin(label: string, type: number): number {
+    if (this.#i32[RUNNING] !== 1) {
+      if (this.#closed) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'begin(): the span channel is closed');
+      throw new JouletraceError('ERR_JOULETRACE_NOT_STARTED', 'begin(): the sampler is not running; call start() first');
+    }
+    let id = this.#labels.get(label);
+    if (id === undefined) id = this.#intern(label);
+    if (this.#freeCount === 0 && (this.poll(), this.#freeCount === 0)) {
+      throw new RangeError(`begin(): ${MAX_OPEN} spans are open or awaiting settlement on this thread; end some first`);
+    }
+    const slot = this.#free[this.#freeHead];
+    this.#freeHead = (this.#freeHead + 1) & (MAX_OPEN - 1);
+    this.#freeCount--;
+    this.#results[slot] = undefined;
+    const gen = (this.#gens[slot] + 1) & GEN_MASK;
+    this.#gens[slot] = gen;
+    const h = (this.#tag << 24) | (gen << SLOT_BITS) | slot;
+    this.#state[slot] = this.#write(type, h, id) ? OPEN : OPEN_DROPPED;
+    return h;
+  }
+
+  begin(label: string): number {
+    return this.#begin(label, BEGIN);
+  }
+
+  /** A request: energy shared fairly among the shared spans in flight (see RequestTracker). */
+  beginShared(label: string): number {
+    return this.#begin(label, BEGIN_SHARED);
+  }
+
+  #slotOf(h: number, method: string): number {
+    if (typeof h !== 'number' || (h | 0) !== h || h < 0) {
+      throw new TypeError(`${method}: expected a span handle returned by begin() but received ${String(h)} of type ${typeof h}`);
+    }
+    if (h >>> 24 !== this.#tag) {
+      throw new JouletraceError('ERR_JOULETRACE_FOREIGN_SPAN', `${method}: span handle ${h} belongs to another sampler or thread`);
+    }
+    const slot = h & (MAX_OPEN - 1);
+    if (this.#gens[slot] !== ((h >>> SLOT_BITS) & GEN_MASK)) {
+      throw new JouletraceError('ERR_JOULETRACE_STALE_SPAN', `${method}: span handle ${h} is stale (its span already ended)`);
+    }
+    return slot;
+  }
+
+  end(h: number): void {
+    const slot = this.#slotOf(h, 'end()');
+    const state = this.#state[slot];
+    if (state === OPEN) {
+      this.#write(END, h, 0);
+      this.#state[slot] = ENDED;
+    } else if (state === SETTLED_OPEN) {
+      // stop() already settled it (incomplete); the slot can go.
+      this.#state[slot] = FREE;
+      this.#release(slot);
+    } else if (state === OPEN_DROPPED) {
+      this.#state[slot] = ENDED;
+      this.#dispatch([this.#droppedResult()], [h]);
+    } else {
+      throw new JouletraceError('ERR_JOULETRACE_STALE_SPAN', `end(): span handle ${h} already ended`);
+    }
+  }
+
+  #release(slot: number): void {
+    this.#free[(this.#freeHead + this.#freeCount) & (MAX_OPEN - 1)] = slot;
+    this.#freeCount++;
+  }
+
+  #resultOf(h: number): SpanResult | undefined {
+    const slot = h & (MAX_OPEN - 1);
+    return h >>> 24 === this.#tag && this.#gens[slot] === ((h >>> SLOT_BITS) & GEN_MASK) ? this.#results[slot] : undefined;
+  }
+
+  #droppedResult(): SpanResult {
+    return {
+      label: '(dropped)',
+      tid: 0,
+      startNs: NaN,
+      endNs: NaN,
+      onCpuNs: NaN,
+      joules: NaN,
+      dynamicJoules: null,
+      estimated: false,
+      incomplete: true,
+    };
+  }
+
+  /** Resolves with the span's result once the sampler has settled it. */
+  settle(h: number): Promise<SpanResult> {
+    this.poll();
+    const done = this.#resultOf(h);
+    if (done) return Promise.resolve(done);
+    let slot: number;
+    try {
+      slot = this.#slotOf(h, 'settle()');
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const state = this.#state[slot];
+    if (state === OPEN || state === OPEN_DROPPED) {
+      return Promise.reject(new JouletraceError('ERR_JOULETRACE_SPAN_OPEN', `settle(): span handle ${h} has not ended; call end(h) first`));
+    }
+    if (state !== ENDED) {
+      return Promise.reject(new JouletraceError('ERR_JOULETRACE_STALE_SPAN', `settle(): span handle ${h} is unknown or too old`));
+    }
+    return new Promise((resolve, reject) => {
+      this.#waiters.set(h, { resolve, reject });
+      this.#ensurePolling();
+      // A pending settle() keeps the process alive, as pending I/O does; idle polling does not.
+      this.#timer?.ref();
+    });
+  }
+
+  onSpan(cb: (spans: SpanResult[]) => void): () => void {
+    if (typeof cb !== 'function') throw new TypeError(`Expected a function for onSpan(callback) but received ${String(cb)} of type ${typeof cb}`);
+    this.#listeners.add(cb);
+    this.#ensurePolling();
+    return () => this.#listeners.delete(cb);
+  }
+
+  #ensurePolling(): void {
+    if (this.#timer || this.#closed) return;
+    this.#timer = setInterval(() => this.poll(), 5);
+    this.#timer.unref();
+  }
+
+  /** While the sampler runs, results are collected every 5 ms (an unref'd timer). */
+  startPolling(): void {
+    this.#ensurePolling();
+  }
+
+  stopPollingIfIdle(): void {
+    if (this.#timer && this.#waiters.size === 0 && this.#listeners.size === 0 && this.rawListeners.size === 0) {
+      clearInterval(this.#timer);
+      this.#timer = undefined;
+    }
+  }
+
+  /** Collects settled results now (also done by a timer); returns how many arrived. */
+  poll(): number {
+    if (this.#closed) return 0;
+    const head = Atomics.load(this.#i32, RES_HEAD);
+    let tail = this.#resTail;
+    if (head === tail) return 0;
+    const out: SpanResult[] = [];
+    const handles: number[] = [];
+    const res = this.#res;
+    while (tail !== head) {
+      const o = this.#resBase + ((tail & this.#resMask) << 3);
+      const flags = res[o + 7];
+      const dyn = res[o + 6];
+      const h = res[o];
+      const label = this.#labelNames[res[o + 1]] ?? '(unknown)';
+      out.push({
+        label,
+        tid: 0,
+        startNs: res[o + 2],
+        endNs: res[o + 3],
+        onCpuNs: res[o + 4],
+        joules: res[o + 5],
+        dynamicJoules: Number.isNaN(dyn) ? null : dyn,
+        estimated: (flags & FLAG_ESTIMATED) !== 0,
+        incomplete: (flags & FLAG_INCOMPLETE) !== 0,
+      });
+      handles.push(h);
+      tail = (tail + 1) | 0;
+    }
+    this.#resTail = tail;
+    Atomics.store(this.#i32, RES_TAIL, tail);
+    this.#dispatch(out, handles);
+    return out.length;
+  }
+
+  /** Kernel thread id of the thread this channel belongs to. */
+  readonly tid: number = Number(readlinkSync('/proc/thread-self').split('/').pop());
+
+  #dispatch(out: SpanResult[], handles: number[]): void {
+    const exclusive: SpanResult[] = [];
+    for (let i = 0; i < out.length; i++) {
+      const r = out[i];
+      r.tid = this.tid;
+      const h = handles[i];
+      const slot = h & (MAX_OPEN - 1);
+      if (this.#gens[slot] === ((h >>> SLOT_BITS) & GEN_MASK)) {
+        this.#results[slot] = r;
+        if (this.#state[slot] === ENDED) {
+          this.#state[slot] = FREE;
+          this.#release(slot);
+        } else if (this.#state[slot] === OPEN) {
+          this.#state[slot] = SETTLED_OPEN;
+        }
+      }
+      const w = this.#waiters.get(h);
+      if (w) {
+        this.#waiters.delete(h);
+        if (this.#waiters.size === 0) this.#timer?.unref();
+        w.resolve(r);
+      }
+    }
+    for (const l of this.rawListeners) l(out, handles);
+    for (let i = 0; i < out.length; i++) {
+      if (this.#sharedHandles.has(handles[i])) {
+        this.#sharedHandles.delete(handles[i]);
+        continue;
+      }
+      const r = out[i];
+      exclusive.push(r);
+      let agg = this.#aggregates.get(this.#labels.get(r.label) ?? -1);
+      if (!agg) {
+        agg = new LabelAggregate();
+        this.#aggregates.set(this.#labels.get(r.label) ?? -1, agg);
+      }
+      if (!Number.isNaN(r.joules)) agg.add(r);
+    }
+    if (exclusive.length) for (const l of this.#listeners) l(exclusive);
+  }
+
+  readonly #sharedHandles = new Set<number>();
+  /** Marks a handle as a request's (excluded from spanStats()/onSpan). */
+  markShared(h: number): void {
+    this.#sharedHandles.add(h);
+  }
+
+  spanStats(): SpanLabelStats[] {
+    this.poll();
+    const out: SpanLabelStats[] = [];
+    for (const [id, a] of this.#aggregates) {
+      const n = Math.min(a.count, a.recent.length);
+      const sorted = a.recent.slice(0, n).sort();
+      out.push({
+        label: this.#labelNames[id] ?? '(unknown)',
+        count: a.count,
+        joules: { sum: a.joules, mean: a.count ? a.joules / a.count : 0, p50: quantile(sorted, 0.5), p99: quantile(sorted, 0.99), max: a.max },
+        onCpuNs: { sum: a.onCpuNs, mean: a.count ? a.onCpuNs / a.count : 0 },
+        watts: a.wallNs > 0 ? a.joules / (a.wallNs / 1e9) : 0,
+        estimated: a.estimated,
+      });
+    }
+    return out.sort((x, y) => y.joules.sum - x.joules.sum);
+  }
+
+  get droppedEvents(): number {
+    return this.#i32[EV_DROPPED];
+  }
+  get droppedResults(): number {
+    return this.#i32[RES_DROPPED];
+  }
+  get pendingSettles(): number {
+    return this.#waiters.size;
+  }
+
+  /** Rejects pending settle() calls and unregisters the channel. Safe twice. */
+  close(): void {
+    if (this.#closed) return;
+    this.poll();
+    this.#closed = true;
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = undefined;
+    this.#handle.close();
+    for (const [, w] of this.#waiters) {
+      w.reject(new JouletraceError('ERR_JOULETRACE_CLOSED', 'settle(): the sampler was closed before the span settled'));
+    }
+    this.#waiters.clear();
+  }
+}
