@@ -125,7 +125,10 @@ describe('jouletrace run', () => {
     expect(prevT).toBeGreaterThan(0.4);
   });
 
-  it('forwards SIGTERM to the command and reports its death by it', async () => {
+  it.each([
+    ['SIGTERM', 143],
+    ['SIGINT', 130],
+  ] as const)('forwards %s to the command and reports its death by it', async (signal, status) => {
     const child = spawn(process.execPath, [BIN, 'run', '-q', '--', 'sleep', '20'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += d));
@@ -138,11 +141,11 @@ describe('jouletrace run', () => {
       await new Promise((r) => setTimeout(r, 50));
     }
     const t0 = Date.now();
-    child.kill('SIGTERM');
+    child.kill(signal);
     const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
-    expect(code).toBe(143);
+    expect(code).toBe(status);
     expect(Date.now() - t0).toBeLessThan(5000);
-    expect(stderr).toContain('killed by SIGTERM');
+    expect(stderr).toContain(`killed by ${signal}`);
   });
 
   it('writes an HTML report with --html', () => {

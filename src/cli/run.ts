@@ -354,7 +354,9 @@ export async function runCommand(argv: string[]): Promise<number> {
   const notes: string[] = [];
   if (stats0.threads.fallbackReason) notes.push(stats0.threads.fallbackReason);
   if (backend === 'procfs') notes.push('procfs tracks the command\'s own process only; its children count as "other"');
-  for (const s of sampler.skipped) notes.push(`skipped source ${s.source}: ${s.message ?? s.code}`);
+  if (sampler.skipped.length > 0) {
+    notes.push(`${sampler.skipped.map((s) => s.source).join(', ')} unavailable here (\`jouletrace probe\` says why and how to fix it)`);
+  }
 
   let csv: fs.WriteStream | undefined;
   if (typeof opts.csv === 'string') {
