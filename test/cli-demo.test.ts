@@ -104,6 +104,7 @@ interface DemoJson {
   routes: Array<{ route: string; count: number; joules: { sum: number; mean: number; p50: number; p99: number } }>;
   threads: Array<{ tid: number; name: string; role: string | null; onCpuNs: number; joules: number }>;
   attribution: { total: number; process: number; baseline: number; other: number };
+  spans: Array<{ label: string; count: number; joules: { mean: number } }>;
   report: string;
 }
 
@@ -144,6 +145,11 @@ describe('jouletrace demo', () => {
     const a = res.attribution;
     expect(a.process).toBeGreaterThan(0);
     expect(a.process + a.baseline + a.other).toBeCloseTo(a.total, 6);
+    // Every expensive request ran its computation as a span.
+    const span = res.spans.find((x) => x.label === 'expensive: compute')!;
+    expect(span.count).toBeGreaterThanOrEqual(dear.count - 1);
+    expect(span.count).toBeLessThanOrEqual(dear.count);
+    expect(span.joules.mean).toBeGreaterThan(0);
   });
 
   it('keeps the probe report first and says when figures are estimated', () => {

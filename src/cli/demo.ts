@@ -251,6 +251,8 @@ export async function demoCommand(argv: string[]): Promise<number> {
     records.push(r);
     collector.addRecord(r, 'request');
   });
+  // The expensive route's computation is also a span: a critical section measured on its own.
+  const spans = st0.threads.backend !== 'off';
   const server = http.createServer((req, res) => {
     const t0 = process.hrtime.bigint();
     const route = req.url === '/cheap' || req.url === '/expensive' ? req.url : '(unmatched)';
@@ -259,7 +261,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
     const h0 = performance.now();
     let body: string;
     if (route === '/cheap') body = JSON.stringify({ ok: true, t: Date.now() });
-    else if (route === '/expensive') body = JSON.stringify({ ok: true, value: expensiveWork() });
+    else if (route === '/expensive') body = JSON.stringify({ ok: true, value: spans ? sampler.measure('expensive: compute', expensiveWork) : expensiveWork() });
     else {
       res.statusCode = 404;
       body = '{"ok":false}';
@@ -331,7 +333,9 @@ export async function demoCommand(argv: string[]): Promise<number> {
   }
   accountant.flush();
   await new Promise<void>((resolve) => server.close(() => resolve()));
-  await new Promise((r) => setTimeout(r, Math.max(5, (2 * intervalUs) / 1000)));
+  // Let the last energy intervals land so the last spans settle.
+  await new Promise((r) => setTimeout(r, Math.max(50, (4 * intervalUs) / 1000)));
+  const spanStats = spans ? sampler.spanStats() : [];
   collector.stop();
   sampler.stop();
 
@@ -373,6 +377,12 @@ export async function demoCommand(argv: string[]): Promise<number> {
     out.write(c.dim(`  /expensive costs ${(dear.joules.mean / cheap.joules.mean).toFixed(1)}× the energy of /cheap per request.\n`));
   }
   out.write(c.dim('  (each run of same-route requests gets the main thread\'s attributed energy, split by handler time)\n'));
+
+  for (const sp of spanStats) {
+    out.write(
+      c.dim(`  span '${sp.label}': ${sp.count} × ${fmtJoules(sp.joules.mean)} mean, ${fmtJoules(sp.joules.p99)} p99 (the computation alone, with its share of the baseline: ${fmtWatts(sp.watts)})\n`),
+    );
+  }
 
   out.write(`\n${c.bold(`Energy per thread${est}`)}:\n`);
   out.write(c.dim(`  ${'tid'.padStart(8)}  ${'name'.padEnd(16)} ${'on-CPU'.padStart(10)} ${'joules'.padStart(12)}\n`));
@@ -418,6 +428,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
           durationS: elapsed,
           requests: sent,
           routes: routeSummaries,
+          spans: spanStats,
           threads: threads.map((t) => ({ tid: t.tid, pid: t.pid, name: t.name, role: roles.get(t.tid) ?? null, onCpuNs: t.onCpuNs, joules: t.joules, exited: t.exited })),
           attribution: { total: attribution.total, process: attribution.process, baseline: attribution.baseline, other: attribution.other, domains: attribution.domains },
           domains: totals.readings.map((r) => ({ domain: r.domain, package: r.package, joules: r.joules })),
