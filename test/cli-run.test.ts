@@ -161,6 +161,22 @@ describe('jouletrace run', () => {
   });
 });
 
+describe('jouletrace --help', () => {
+  it.each(['run', 'top', 'demo', 'probe'])('%s --help prints its usage and exits 0', (cmd) => {
+    const r = jt([cmd, '--help']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(new RegExp(`^Usage: jouletrace ${cmd}`));
+    expect(r.stdout).toContain('--json');
+  });
+
+  it('lists every command', () => {
+    const r = jt(['--help']);
+    expect(r.code).toBe(0);
+    for (const cmd of ['probe', 'run', 'top', 'demo']) expect(r.stdout).toMatch(new RegExp(`^  ${cmd} `, 'm'));
+    expect(jt(['frobnicate']).code).toBe(2);
+  });
+});
+
 describe('cli helpers', () => {
   it('parses intervals with units', () => {
     expect(parseIntervalUs('500us')).toBe(500);

@@ -282,6 +282,8 @@ export async function demoCommand(argv: string[]): Promise<number> {
     collector.labelThread(tid, role);
   };
   nameThread(process.pid, 'main: server');
+  const samplerTid = sampler.stats().timing.samplerTid;
+  if (samplerTid > 0) nameThread(samplerTid, 'sampler');
   collector.start();
   const runStart = Date.now();
   const ms = Math.round(seconds * 1000);
