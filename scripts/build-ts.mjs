@@ -15,7 +15,14 @@ execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '
 writeFileSync(join(root, 'dist/cjs/package.json'), '{ "type": "commonjs" }\n');
 
 const require = createRequire(import.meta.url);
-const entries = { index: 'index' };
+const entries = {
+  index: 'index',
+  express: 'express',
+  fastify: 'fastify',
+  prometheus: 'prometheus',
+  opentelemetry: 'opentelemetry',
+  carbon: 'carbon',
+};
 mkdirSync(join(root, 'dist/esm'), { recursive: true });
 for (const [esmName, cjsName] of Object.entries(entries)) {
   const mod = require(join(root, 'dist/cjs', `${cjsName}.js`));

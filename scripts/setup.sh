@@ -14,6 +14,7 @@ declare -A CMD_PKG=(
   [python3]=python3 [bpftool]=bpftool [capsh]=libcap2-bin
   # test-time tools: tmux drives `jouletrace top` in a pseudo-terminal; chromium renders reports
   [tmux]=tmux [chromium]=chromium
+  [promtool]=prometheus  # the observability tests run a real Prometheus and `promtool test rules`
 )
 # header → Debian package
 declare -A HDR_PKG=(

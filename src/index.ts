@@ -7,6 +7,8 @@ export { probe, formatProbe } from './probe';
 export type { ProbeReport, ProbeSource, ProbeDomain, ProbeOptions, BpfReadiness } from './probe';
 export { Sampler, attachSpans } from './sampler';
 export { SpanChannel } from './span-channel';
+export { RequestTracker, trackRequest } from './requests';
+export type { RequestTrackerOptions, RequestMode } from './requests';
 export type { SpanChannelOptions } from './span-channel';
 export type { SpanResult, SpanLabelStats, RequestRecord, RouteStats } from './span-types';
 export type {
@@ -34,3 +36,5 @@ export type {
   CpuTimesResult,
   ThreadBackend,
 } from './threads';
+export { CarbonIntensity, carbonIntensity, joulesToGrams, gridIntensity, gridIntensityCodes, JOULES_PER_KWH } from './carbon';
+export type { CarbonIntensityOptions } from './carbon';

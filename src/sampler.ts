@@ -660,6 +660,15 @@ export class Sampler {
     return r;
   }
 
+  /**
+   * Calls fn() at every begin() on this thread and carries the result as the span's `context`
+   * (the OpenTelemetry integration captures the active span). null removes it.
+   */
+  setContextCapture(fn: (() => unknown) | null): void {
+    if (!this.#info.spanEngineId) return;
+    this.#channel().setContextCapture(fn);
+  }
+
   /** Per-label statistics of settled spans on this thread. */
   spanStats(): SpanLabelStats[] {
     return this.#spans ? this.#spans.spanStats() : [];
@@ -667,6 +676,9 @@ export class Sampler {
 
   /** Settled spans of this thread, delivered in batches off the hot path. Returns an unsubscribe function. */
   onSpan(cb: (spans: SpanResult[]) => void): () => void {
+    if (typeof cb !== 'function') throw new TypeError(`Expected a function for onSpan(callback) but received ${String(cb)} of type ${typeof cb}`);
+    // Without thread tracking no span can begin, so there is never anything to deliver.
+    if (!this.#info.spanEngineId) return () => false;
     return this.#channel().onSpan(cb);
   }
 

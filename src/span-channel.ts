@@ -116,6 +116,8 @@ export class SpanChannel {
   #freeHead = 0;
   #freeCount = MAX_OPEN;
   readonly #results: Array<SpanResult | undefined> = new Array(MAX_OPEN);
+  #capture: (() => unknown) | null = null;
+  #contexts: unknown[] | undefined;
   readonly #labels = new Map<string, number>();
   readonly #labelNames: string[] = [];
   readonly #waiters = new Map<number, Waiter>();
@@ -123,6 +125,9 @@ export class SpanChannel {
   readonly #aggregates = new Map<number, LabelAggregate>();
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
+  get closed(): boolean {
+    return this.#closed;
+  }
   /** Internal listeners (request tracking) that see every result, shared ones included. */
   readonly rawListeners = new Set<(spans: SpanResult[], handles: number[]) => void>();
 
@@ -199,6 +204,7 @@ export class SpanChannel {
     this.#gens[slot] = gen;
     const h = (this.#tag << 24) | (gen << SLOT_BITS) | slot;
     this.#state[slot] = this.#write(type, h, id) ? OPEN : OPEN_DROPPED;
+    if (this.#capture !== null) this.#contexts![slot] = this.#capture();
     return h;
   }
 
@@ -293,6 +299,18 @@ export class SpanChannel {
     });
   }
 
+  /**
+   * Calls fn() at every begin() and carries its result, untouched, as the span's `context`
+   * (e.g. the active OpenTelemetry span). null removes it; unset, begin() pays nothing.
+   */
+  setContextCapture(fn: (() => unknown) | null): void {
+    if (fn !== null && typeof fn !== 'function') {
+      throw new TypeError(`Expected a function or null for setContextCapture(fn) but received ${String(fn)} of type ${typeof fn}`);
+    }
+    this.#capture = fn;
+    if (fn) this.#contexts ??= new Array(MAX_OPEN);
+  }
+
   onSpan(cb: (spans: SpanResult[]) => void): () => void {
     if (typeof cb !== 'function') throw new TypeError(`Expected a function for onSpan(callback) but received ${String(cb)} of type ${typeof cb}`);
     this.#listeners.add(cb);
@@ -364,6 +382,10 @@ export class SpanChannel {
       const h = handles[i];
       const slot = h & (MAX_OPEN - 1);
       if (this.#gens[slot] === ((h >>> SLOT_BITS) & GEN_MASK)) {
+        if (this.#contexts !== undefined && this.#contexts[slot] !== undefined) {
+          r.context = this.#contexts[slot];
+          this.#contexts[slot] = undefined;
+        }
         this.#results[slot] = r;
         if (this.#state[slot] === ENDED) {
           this.#state[slot] = FREE;

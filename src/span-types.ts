@@ -19,6 +19,8 @@ export interface SpanResult {
   estimated: boolean;
   /** True when the sampler stopped before the span ended, or its start fell out of history. */
   incomplete: boolean;
+  /** Whatever the context-capture function returned at begin() (see setContextCapture). */
+  context?: unknown;
 }
 
 /** Per-label aggregate: `sampler.spanStats()`. */
@@ -48,6 +50,8 @@ export interface RequestRecord {
   estimated: boolean;
   /** 'shared' (fair share of the main thread and libuv pool among in-flight requests) or 'exact'. */
   mode: 'shared' | 'exact';
+  /** Whatever the context-capture function returned when the request began (see setContextCapture). */
+  context?: unknown;
 }
 
 /** Per-route aggregate of RequestRecords. */

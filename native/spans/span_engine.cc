@@ -40,6 +40,9 @@ SpanEngine::SpanEngine(const std::vector<Domain>& domains, int cpuCount, uint64_
     if (domains_[i].name == primary) primary_.push_back(i);
     estimated_ = estimated_ || domains_[i].estimated;
   }
+  // Two intervals, and at least 10 ms: covers a JavaScript thread preempted between reading the
+  // clock and publishing an event on a loaded machine.
+  lagNs_ = std::max<uint64_t>(2 * intervalNs, 10000000ull);
   uint64_t n = intervalNs ? historyNs / intervalNs + 2 : 1024;
   historyCapacity_ = size_t(std::min<uint64_t>(std::max<uint64_t>(n, 1024), 1u << 17));
 }
@@ -202,11 +205,12 @@ void SpanEngine::record(Log& log, uint64_t now, const AttributionEngine& attr) {
 
 void SpanEngine::measureDensity(Log& log, bool final) {
   if (log.histSize < 2) return;
-  // One step late (an event stamped just before a step may be published just after it).
-  const size_t lastUsable = final ? log.histSize - 1 : log.histSize - 2;
+  // Late by lagNs_: an event stamped before an interval's end may be published after it, when
+  // the JavaScript thread is preempted between reading the clock and publishing the event.
+  const uint64_t horizon = final ? UINT64_MAX : hist(log, log.histSize - 1).t - std::min(lagNs_, hist(log, log.histSize - 1).t);
   size_t k = 1;
   while (k < log.histSize && hist(log, k).t <= log.exclusiveUpTo) k++;
-  for (; k <= lastUsable && k < log.histSize; k++) {
+  for (; k < log.histSize && hist(log, k).t <= horizon; k++) {
     const Point& pa = hist(log, k - 1);
     Point& pb = log.history[(log.histStart + k) % log.history.size()];
     const uint64_t a = pa.t, b = pb.t;
@@ -295,12 +299,12 @@ void SpanEngine::settleExclusive(Log& log, bool final, uint64_t now) {
 
 void SpanEngine::accountShared(Log& log, bool final, uint64_t now) {
   if (log.histSize < 2) return;
-  // One step late, except at the end of the run.
-  const size_t lastUsable = final ? log.histSize - 1 : log.histSize - 2;
+  // Late by lagNs_ (see measureDensity), except at the end of the run.
+  const uint64_t horizon = final ? UINT64_MAX : hist(log, log.histSize - 1).t - std::min(lagNs_, hist(log, log.histSize - 1).t);
   // First interval not yet accounted.
   size_t k = 1;
   while (k < log.histSize && hist(log, k).t <= log.sharedUpTo) k++;
-  for (; k <= lastUsable && k < log.histSize; k++) {
+  for (; k < log.histSize && hist(log, k).t <= horizon; k++) {
     const Point& pa = hist(log, k - 1);
     const Point& pb = hist(log, k);
     const uint64_t a = pa.t, b = pb.t;

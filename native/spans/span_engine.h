@@ -11,8 +11,8 @@
 // that was preempted 10% of the time share 100% of it between them, never more.
 // Shared span (a request): each interval's energy of the thread group (the channel's thread plus
 // libuv's thread pool) is split over the interval at uniform rate and, at each moment, equally
-// among the shared spans in flight. Intervals are processed one step late so that an event
-// timestamped before an interval's end but published just after it is still seen.
+// among the shared spans in flight. Intervals are processed max(2 intervals, 10 ms) late so that
+// an event timestamped before an interval's end but published after it is still seen.
 #pragma once
 
 #include <cstdint>
@@ -100,6 +100,7 @@ class SpanEngine {
   int cpuCount_;
   size_t historyCapacity_;
   uint64_t intervalNs_;
+  uint64_t lagNs_ = 0;
 
   std::mutex mu_;
   std::unordered_map<uint64_t, Log> logs_;

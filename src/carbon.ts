@@ -1,0 +1,151 @@
+// Joules → grams of CO2-equivalent, from a grid carbon intensity in gCO2e/kWh.
+//
+// Three ways to say what the grid emits:
+//   { country: 'FRA' }        yearly average by ISO 3166-1 alpha-3 code (or a region such as
+//                             'WORLD', 'EU'), from the Ember data that @tgwf/co2 ships (offline)
+//   { gramsPerKwh: 380 }      a fixed figure
+//   { provider: async () => n, ttlMs }   a live provider (e.g. an Electricity Maps client),
+//                             called at most once per ttlMs, its last good answer cached
+import { invalidRange, invalidType } from './errors';
+
+/** Joules in one kilowatt-hour. */
+export const JOULES_PER_KWH = 3.6e6;
+
+/** Grams of CO2e emitted by `joules` of electricity on a grid emitting `gramsPerKwh`. */
+export function joulesToGrams(joules: number, gramsPerKwh: number): number {
+  return (joules / JOULES_PER_KWH) * gramsPerKwh;
+}
+
+export type IntensityProvider = () => number | Promise<number>;
+
+export type CarbonIntensityOptions =
+  | { country: string }
+  | { gramsPerKwh: number }
+  | {
+      provider: IntensityProvider;
+      /** How long an answer stays fresh, in ms (default 15 minutes). */
+      ttlMs?: number;
+      /** Used until the provider has answered once, and never again after. Default: none. */
+      fallbackGramsPerKwh?: number;
+    };
+
+interface AverageIntensityData {
+  data: Record<string, number>;
+  type?: string;
+}
+
+let averageCache: AverageIntensityData | undefined;
+
+function averageIntensity(): AverageIntensityData {
+  if (!averageCache) {
+    // CommonJS entry of @tgwf/co2: { averageIntensity: { data: { FRA: 44.18, ... }, type: 'average' } }
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const co2 = require('@tgwf/co2') as { averageIntensity: AverageIntensityData };
+    averageCache = co2.averageIntensity;
+  }
+  return averageCache;
+}
+
+/** The yearly average grid intensity (gCO2e/kWh) of a country or region, from @tgwf/co2 (Ember data). */
+export function gridIntensity(country: string): number {
+  if (typeof country !== 'string') throw invalidType('country', 'an ISO 3166-1 alpha-3 country code', country);
+  const key = country.toUpperCase();
+  const value = averageIntensity().data[key];
+  if (typeof value !== 'number' || !Number.isFinite(value)) {
+    throw invalidRange(
+      'country',
+      "an ISO 3166-1 alpha-3 country code or region known to @tgwf/co2's average intensity data (e.g. 'FRA', 'USA', 'WORLD')",
+      country,
+    );
+  }
+  return value;
+}
+
+/** Country and region codes with average intensity data. */
+export function gridIntensityCodes(): string[] {
+  return Object.keys(averageIntensity().data).sort();
+}
+
+function checkIntensity(name: string, value: unknown): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
+    throw invalidRange(name, 'a finite number of gCO2e/kWh, 0 or more', value);
+  }
+  return value;
+}
+
+/**
+ * A grid carbon intensity. `current()` answers synchronously from what is known (null when a
+ * provider has not answered yet); `get()` refreshes a stale provider answer first.
+ */
+export class CarbonIntensity {
+  /** 'country:FRA', 'fixed' or 'provider'. */
+  readonly source: string;
+  #value: number | null;
+  readonly #provider: IntensityProvider | undefined;
+  readonly #ttlMs: number;
+  #fetchedAt = -Infinity;
+  #inflight: Promise<number | null> | undefined;
+  /** The provider's last error, if its last call failed. */
+  lastError: Error | null = null;
+
+  constructor(options: CarbonIntensityOptions) {
+    if (options === null || typeof options !== 'object') {
+      throw invalidType('options', '{ country } | { gramsPerKwh } | { provider }', options);
+    }
+    if ('country' in options) {
+      this.#value = gridIntensity(options.country);
+      this.source = `country:${options.country.toUpperCase()}`;
+      this.#ttlMs = Infinity;
+    } else if ('gramsPerKwh' in options) {
+      this.#value = checkIntensity('options.gramsPerKwh', options.gramsPerKwh);
+      this.source = 'fixed';
+      this.#ttlMs = Infinity;
+    } else if ('provider' in options) {
+      if (typeof options.provider !== 'function') throw invalidType('options.provider', 'a function', options.provider);
+      this.#provider = options.provider;
+      this.#ttlMs =
+        options.ttlMs === undefined ? 15 * 60_000 : checkIntensity('options.ttlMs', options.ttlMs);
+      this.#value =
+        options.fallbackGramsPerKwh === undefined
+          ? null
+          : checkIntensity('options.fallbackGramsPerKwh', options.fallbackGramsPerKwh);
+      this.source = 'provider';
+    } else {
+      throw invalidType('options', '{ country } | { gramsPerKwh } | { provider }', options);
+    }
+  }
+
+  /** The intensity now known, in gCO2e/kWh, without calling the provider. */
+  current(): number | null {
+    return this.#value;
+  }
+
+  /** The intensity in gCO2e/kWh, asking the provider first when its answer is older than ttlMs. */
+  async get(now = Date.now()): Promise<number | null> {
+    if (!this.#provider || now - this.#fetchedAt < this.#ttlMs) return this.#value;
+    this.#inflight ??= (async () => {
+      try {
+        const v = checkIntensity('provider()', await this.#provider!());
+        this.#value = v;
+        this.lastError = null;
+        this.#fetchedAt = now;
+      } catch (err) {
+        // Keep the last good answer; ask again on the next call.
+        this.lastError = err instanceof Error ? err : new Error(String(err));
+      } finally {
+        this.#inflight = undefined;
+      }
+      return this.#value;
+    })();
+    return this.#inflight;
+  }
+
+  /** Grams CO2e for `joules` at the intensity now known (null when none is known yet). */
+  grams(joules: number): number | null {
+    return this.#value === null ? null : joulesToGrams(joules, this.#value);
+  }
+}
+
+export function carbonIntensity(options: CarbonIntensityOptions | CarbonIntensity): CarbonIntensity {
+  return options instanceof CarbonIntensity ? options : new CarbonIntensity(options);
+}

@@ -1,0 +1,241 @@
+// Shared by the Prometheus and OpenTelemetry exporters: monotonic accumulation of the sampler's
+// cumulative figures (which start afresh at every start()), and subscription to settled spans
+// and requests.
+import type { Sampler } from './sampler';
+import type { RequestRecord, SpanResult } from './span-types';
+
+/** What the exporters need of a request tracker (src/requests.ts): a batch subscription. */
+export interface RequestSource {
+  onRequest?(cb: (records: RequestRecord[]) => void): () => void;
+}
+
+/** The optional hooks the exporters use on a Sampler (present once spans have landed). */
+export interface SpanSource {
+  onSpan?(cb: (spans: SpanResult[]) => void): () => void;
+}
+
+/**
+ * Turns a series of cumulative readings that restart from zero on every run into a counter that
+ * never goes down: each reading adds its increase since the previous reading of the same run.
+ */
+export class Monotonic {
+  readonly #last = new Map<string, number>();
+  readonly #total = new Map<string, number>();
+  #run: unknown = undefined;
+
+  /** Call before the updates of one reading: a different run id forgets the previous readings. */
+  beginRun(run: unknown): void {
+    if (run !== this.#run) {
+      this.#run = run;
+      this.#last.clear();
+    }
+  }
+
+  /** Records the cumulative `value` of `key` in the current run; returns the increase it added. */
+  update(key: string, value: number): number {
+    const last = this.#last.get(key) ?? 0;
+    // A value below the last one can only mean a restart the run id missed: count it from zero.
+    const delta = value >= last ? value - last : value;
+    this.#last.set(key, value);
+    if (delta > 0 || !this.#total.has(key)) this.#total.set(key, (this.#total.get(key) ?? 0) + delta);
+    return delta;
+  }
+
+  /** Forgets the last reading of keys not in `keep` (exited threads), keeping their totals. */
+  retain(keep: Set<string>): void {
+    for (const k of this.#last.keys()) if (!keep.has(k)) this.#last.delete(k);
+  }
+
+  total(key: string): number {
+    return this.#total.get(key) ?? 0;
+  }
+
+  entries(): IterableIterator<[string, number]> {
+    return this.#total.entries();
+  }
+}
+
+const PRIMARY = ['package', 'psys'];
+
+export function primaryDomain(sampler: Sampler): string {
+  const names = sampler.domains.map((d) => d.domain);
+  return PRIMARY.find((n) => names.includes(n)) ?? names[0] ?? 'package';
+}
+
+export function hasThreads(sampler: Sampler): boolean {
+  try {
+    return sampler.stats().threads.backend !== 'off';
+  } catch {
+    return false;
+  }
+}
+
+export interface EnergyReading {
+  run: bigint;
+  timeNs: bigint;
+  /** Per domain and package: cumulative joules since the exporter was registered (monotonic). */
+  domains: Array<{ domain: string; package: number; joules: number; estimated: boolean; key: string }>;
+  /** Cumulative joules of the primary domains, all packages. */
+  machine: number;
+  /** Cumulative attributed joules (primary domains), when thread tracking is on. */
+  parts: { process: number; baseline: number; other: number } | null;
+  estimated: boolean;
+}
+
+/**
+ * Reads a sampler's totals and attribution into monotonic accumulations. Reading is cheap (one
+ * native call each), so every scrape or export calls `read()`.
+ */
+export class EnergyTracker {
+  readonly sampler: Sampler;
+  readonly #acc = new Monotonic();
+  readonly #threadAcc = new Monotonic();
+  readonly #threads: boolean;
+  readonly #primary: string;
+  readonly estimated: boolean;
+  #lastReading: EnergyReading | null = null;
+
+  constructor(sampler: Sampler) {
+    this.sampler = sampler;
+    this.#threads = hasThreads(sampler);
+    this.#primary = primaryDomain(sampler);
+    this.estimated = sampler.domains.some((d) => d.estimated);
+  }
+
+  get attributed(): boolean {
+    return this.#threads;
+  }
+
+  /** The latest accumulated figures; on a closed sampler, the last ones read. */
+  read(): EnergyReading {
+    let totals;
+    try {
+      totals = this.sampler.totals();
+    } catch {
+      if (this.#lastReading) return this.#lastReading;
+      throw new Error('jouletrace: the sampler is closed');
+    }
+    this.#acc.beginRun(totals.startNs);
+    let machine = 0;
+    const domains = totals.readings.map((r) => {
+      const key = `${r.domain}:${r.package}`;
+      this.#acc.update(key, r.joules);
+      const joules = this.#acc.total(key);
+      if (r.domain === this.#primary) machine += joules;
+      return { domain: r.domain, package: r.package, joules, estimated: r.estimated, key };
+    });
+    let parts: EnergyReading['parts'] = null;
+    if (this.#threads) {
+      try {
+        const a = this.sampler.attribution();
+        this.#acc.update('part:process', a.process);
+        this.#acc.update('part:baseline', a.baseline);
+        this.#acc.update('part:other', a.other);
+        parts = {
+          process: this.#acc.total('part:process'),
+          baseline: this.#acc.total('part:baseline'),
+          other: this.#acc.total('part:other'),
+        };
+      } catch {
+        parts = this.#lastReading?.parts ?? null;
+      }
+    }
+    this.#lastReading = { run: totals.startNs, timeNs: totals.timeNs, domains, machine, parts, estimated: this.estimated };
+    return this.#lastReading;
+  }
+
+  /**
+   * Per-thread energy accumulated per thread id, reported under names: the first `top` distinct
+   * names (by energy when first seen) keep their own series for good, every other name is
+   * counted as "other" — so series never move between names and never go down.
+   */
+  readThreads(top: number, named: Set<string>): Map<string, number> {
+    const out = new Map<string, number>();
+    if (!this.#threads) return out;
+    let threads: ReturnType<Sampler['threads']>;
+    let run: bigint | undefined;
+    try {
+      threads = this.sampler.threads();
+      run = this.sampler.totals().startNs;
+    } catch {
+      threads = [];
+    }
+    if (run !== undefined) this.#threadAcc.beginRun(run);
+    // Candidates for a named series, highest energy first (threads() is sorted that way).
+    for (const t of threads) {
+      if (named.size >= top) break;
+      if (t.joules > 0) named.add(t.name);
+    }
+    const seen = new Set<string>();
+    for (const t of threads) {
+      const key = String(t.tid);
+      seen.add(key);
+      const delta = this.#threadAcc.update(key, t.joules);
+      const series = named.has(t.name) ? t.name : 'other';
+      this.#threadNames.set(series, (this.#threadNames.get(series) ?? 0) + delta);
+    }
+    this.#threadAcc.retain(seen);
+    for (const [k, v] of this.#threadNames) out.set(k, v);
+    return out;
+  }
+
+  readonly #threadNames = new Map<string, number>();
+}
+
+/** Subscribes to settled spans and requests when the sampler and tracker offer it. */
+export function subscribe(
+  sampler: Sampler,
+  requests: RequestSource | undefined,
+  onSpans: (spans: SpanResult[]) => void,
+  onRequests: (records: RequestRecord[]) => void,
+): () => void {
+  const offs: Array<() => void> = [];
+  const s = sampler as unknown as SpanSource;
+  if (typeof s.onSpan === 'function') offs.push(s.onSpan(onSpans));
+  if (requests && typeof requests.onRequest === 'function') offs.push(requests.onRequest(onRequests));
+  return () => {
+    for (const off of offs.splice(0)) off();
+  };
+}
+
+/** A sliding window of (count, sum) in one-second buckets. */
+export class SlidingWindow {
+  readonly #windowMs: number;
+  readonly #buckets: Array<{ t: number; count: number; sum: number }> = [];
+
+  constructor(windowMs: number) {
+    this.#windowMs = windowMs;
+  }
+
+  add(sum: number, count: number, now = Date.now()): void {
+    const t = Math.floor(now / 1000);
+    const last = this.#buckets[this.#buckets.length - 1];
+    if (last && last.t === t) {
+      last.count += count;
+      last.sum += sum;
+    } else this.#buckets.push({ t, count, sum });
+    this.#prune(now);
+  }
+
+  #prune(now: number): void {
+    const oldest = Math.floor((now - this.#windowMs) / 1000);
+    while (this.#buckets.length > 0 && this.#buckets[0].t <= oldest) this.#buckets.shift();
+  }
+
+  totals(now = Date.now()): { count: number; sum: number } {
+    this.#prune(now);
+    let count = 0;
+    let sum = 0;
+    for (const b of this.#buckets) {
+      count += b.count;
+      sum += b.sum;
+    }
+    return { count, sum };
+  }
+}
+
+/** CLOCK_MONOTONIC ns (process.hrtime on Linux) → ms since the epoch, for timestamps. */
+export function monotonicNsToEpochMs(ns: number): number {
+  const offsetMs = performance.timeOrigin + performance.now() - Number(process.hrtime.bigint()) / 1e6;
+  return ns / 1e6 + offsetMs;
+}

@@ -1,0 +1,234 @@
+// OpenTelemetry metrics (and span attributes) for a Sampler, through @opentelemetry/api.
+//
+// Device totals follow the hardware semantic conventions (development status):
+//   hw.energy  Counter (asynchronous here), unit J   — per RAPL domain and package
+//   hw.power   Gauge (asynchronous here),   unit W
+//   hw.host.energy / hw.host.power for the psys domain (the whole platform), so that summing
+//   hw.energy never double counts it; core and uncore name their package in hw.parent.
+// Attributes: hw.id (unique on the host, "rapl-<domain>-<package>"), hw.type ("cpu", "memory",
+// "gpu"), hw.name (the RAPL domain), hw.parent; plus jouletrace.estimated = true from a model.
+import {
+  context as otelContext,
+  metrics,
+  trace,
+  type Attributes,
+  type Meter,
+  type MeterProvider,
+  type Span,
+  type Tracer,
+} from '@opentelemetry/api';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { checkObject, invalidType } from './errors';
+import { packageRoot } from './native';
+import { EnergyTracker, monotonicNsToEpochMs, subscribe, type RequestSource } from './obs-internal';
+import type { Sampler } from './sampler';
+import type { RequestRecord, SpanResult } from './span-types';
+
+/**
+ * The hook jouletrace's span and request producers offer (see docs/observability.md): a function
+ * called at begin() / request start whose return value is carried, untouched, on the settled
+ * SpanResult / RequestRecord as `context`. registerOpenTelemetry() installs one returning the
+ * active OTel span.
+ */
+export interface ContextCaptureHost {
+  setContextCapture?(capture: (() => unknown) | null): void;
+}
+
+/** A settled span or request that may carry what the capture hook returned at its begin. */
+type WithContext = { context?: unknown };
+
+export interface OpenTelemetryOptions {
+  /** Meter provider to get the meter from. Default: the global one (metrics.getMeterProvider()). */
+  meterProvider?: MeterProvider;
+  /** Or a meter to use directly. */
+  meter?: Meter;
+  /** A RequestTracker: its requests feed http.server.request.energy. */
+  requests?: RequestSource & ContextCaptureHost;
+  /**
+   * Put settled energy on the OTel span that was active at begin: attribute `energy.joules`
+   * while it is still open, else a child span "jouletrace.energy" over the same interval
+   * carrying the attribute (an ended span takes no more attributes or events). Default true.
+   */
+  traces?: boolean;
+  /** Tracer for those child spans. Default: trace.getTracer('jouletrace'). */
+  tracer?: Tracer;
+}
+
+export interface OpenTelemetryHandle {
+  observeSpans(spans: readonly SpanResult[]): void;
+  observeRequests(records: readonly RequestRecord[]): void;
+  /** Stops observing (asynchronous instruments report nothing more) and removes the capture hooks. */
+  close(): void;
+}
+
+const HW_TYPE: Record<string, string> = {
+  package: 'cpu',
+  core: 'cpu',
+  pp0: 'cpu',
+  uncore: 'gpu', // PP1: the integrated graphics on client parts
+  pp1: 'gpu',
+  dram: 'memory',
+};
+
+function hwAttributes(domain: string, pkg: number, estimated: boolean): { host: boolean; attrs: Attributes } {
+  const host = domain === 'psys';
+  const attrs: Attributes = {
+    'hw.id': `rapl-${domain}-${pkg}`,
+    'hw.name': domain,
+  };
+  if (!host) attrs['hw.type'] = HW_TYPE[domain] ?? 'cpu';
+  if (domain === 'core' || domain === 'uncore' || domain === 'pp0' || domain === 'pp1') attrs['hw.parent'] = `rapl-package-${pkg}`;
+  if (estimated) attrs['jouletrace.estimated'] = true;
+  return { host, attrs };
+}
+
+function isOtelSpan(x: unknown): x is Span {
+  return (
+    x !== null &&
+    typeof x === 'object' &&
+    typeof (x as Span).spanContext === 'function' &&
+    typeof (x as Span).setAttribute === 'function' &&
+    typeof (x as Span).isRecording === 'function'
+  );
+}
+
+/**
+ * Reports a sampler's energy through OpenTelemetry metrics, and settled span and request energy
+ * as histograms (and on the OTel spans active when they began).
+ */
+export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOptions = {}): OpenTelemetryHandle {
+  const opts = checkObject('options', options) as OpenTelemetryOptions;
+  if (sampler === null || typeof sampler !== 'object' || typeof (sampler as Sampler).totals !== 'function') {
+    throw invalidType('sampler', 'a Sampler', sampler);
+  }
+  const meter =
+    opts.meter ?? (opts.meterProvider ?? metrics.getMeterProvider()).getMeter('jouletrace', readVersion());
+  const traces = opts.traces !== false;
+  const tracer = opts.tracer ?? trace.getTracer('jouletrace');
+  const energy = new EnergyTracker(sampler);
+
+  const hwEnergy = meter.createObservableCounter('hw.energy', { unit: 'J', description: 'Energy consumed by the component' });
+  const hwPower = meter.createObservableGauge('hw.power', { unit: 'W', description: 'Instantaneous power consumed by the component' });
+  const hostEnergy = meter.createObservableCounter('hw.host.energy', {
+    unit: 'J',
+    description: 'Total energy consumed by the entire physical host (RAPL psys), in joules',
+  });
+  const hostPower = meter.createObservableGauge('hw.host.power', { unit: 'W', description: 'Power of the entire physical host (RAPL psys)' });
+  const processEnergy = meter.createObservableCounter('jouletrace.process.energy', {
+    unit: 'J',
+    description: 'Measured energy split into this process, the idle baseline and other processes',
+  });
+  const spanEnergy = meter.createHistogram('jouletrace.span.energy', {
+    unit: 'J',
+    description: 'Energy of settled jouletrace spans',
+    advice: { explicitBucketBoundaries: [1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 1, 10] },
+  });
+  const requestEnergy = meter.createHistogram('http.server.request.energy', {
+    unit: 'J',
+    description: 'Energy charged to each HTTP server request',
+    advice: { explicitBucketBoundaries: [1e-5, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.15, 0.5, 1, 10] },
+  });
+
+  // Power over the time between two collections (at least 0.5 s).
+  let powerPrev: { timeNs: bigint; joules: Map<string, number> } | null = null;
+  let powerLast = new Map<string, number>();
+  const callback = (result: import('@opentelemetry/api').BatchObservableResult) => {
+    const r = energy.read();
+    const joules = new Map(r.domains.map((d) => [d.key, d.joules]));
+    powerPrev ??= { timeNs: r.run, joules: new Map(r.domains.map((d) => [d.key, 0])) };
+    const dt = r.timeNs - powerPrev.timeNs;
+    if (dt >= 500_000_000n || (powerLast.size === 0 && dt > 0n)) {
+      powerLast = new Map(r.domains.map((d) => [d.key, (d.joules - (powerPrev!.joules.get(d.key) ?? 0)) / (Number(dt) / 1e9)]));
+      powerPrev = { timeNs: r.timeNs, joules };
+    }
+    for (const d of r.domains) {
+      const { host, attrs } = hwAttributes(d.domain, d.package, d.estimated);
+      result.observe(host ? hostEnergy : hwEnergy, d.joules, attrs);
+      const w = powerLast.get(d.key);
+      if (w !== undefined) result.observe(host ? hostPower : hwPower, w, attrs);
+    }
+    if (r.parts) {
+      for (const part of ['process', 'baseline', 'other'] as const) {
+        const attrs: Attributes = { 'jouletrace.part': part };
+        if (r.estimated) attrs['jouletrace.estimated'] = true;
+        result.observe(processEnergy, r.parts[part], attrs);
+      }
+    }
+  };
+  const observables = [hwEnergy, hwPower, hostEnergy, hostPower, processEnergy];
+  meter.addBatchObservableCallback(callback, observables);
+
+  const annotate = (ctx: unknown, name: string, joules: number, estimated: boolean, startNs: number, endNs: number, extra: Attributes) => {
+    if (!traces || !isOtelSpan(ctx)) return;
+    const attrs: Attributes = { 'energy.joules': joules, ...extra };
+    if (estimated) attrs['energy.estimated'] = true;
+    if (ctx.isRecording()) {
+      ctx.setAttributes(attrs);
+      return;
+    }
+    // The span has ended: a child span over the same interval carries the figure.
+    const endMs = monotonicNsToEpochMs(endNs);
+    const child = tracer.startSpan(
+      'jouletrace.energy',
+      { startTime: endMs - (endNs - startNs) / 1e6, attributes: { 'jouletrace.subject': name, ...attrs } },
+      trace.setSpan(otelContext.active(), ctx),
+    );
+    child.end(endMs);
+  };
+
+  let closed = false;
+  const observeSpans = (spans: readonly SpanResult[]): void => {
+    if (closed) return;
+    for (const s of spans) {
+      if (!Number.isFinite(s.joules) || s.joules < 0) continue;
+      const attrs: Attributes = { 'jouletrace.span.label': s.label };
+      if (s.estimated) attrs['jouletrace.estimated'] = true;
+      if (s.incomplete) attrs['jouletrace.incomplete'] = true;
+      spanEnergy.record(s.joules, attrs);
+      annotate((s as WithContext).context, s.label, s.joules, s.estimated, s.startNs, s.endNs, { 'jouletrace.span.label': s.label });
+    }
+  };
+  const observeRequests = (records: readonly RequestRecord[]): void => {
+    if (closed) return;
+    for (const r of records) {
+      if (!Number.isFinite(r.joules) || r.joules < 0) continue;
+      const attrs: Attributes = {
+        'http.request.method': r.method,
+        'http.route': r.route,
+        'http.response.status_code': r.statusCode,
+      };
+      if (r.estimated) attrs['jouletrace.estimated'] = true;
+      requestEnergy.record(r.joules, attrs);
+      annotate((r as WithContext).context, `${r.method} ${r.route}`, r.joules, r.estimated, r.startNs, r.endNs, {});
+    }
+  };
+
+  // Capture the active OTel span at begin / request start, where the producers allow it.
+  const capture = () => trace.getActiveSpan();
+  const hosts = [sampler as unknown as ContextCaptureHost, opts.requests].filter(
+    (h): h is ContextCaptureHost => !!h && typeof h.setContextCapture === 'function',
+  );
+  if (traces) for (const h of hosts) h.setContextCapture!(capture);
+  const unsubscribe = subscribe(sampler, opts.requests, observeSpans, observeRequests);
+
+  return {
+    observeSpans,
+    observeRequests,
+    close() {
+      if (closed) return;
+      closed = true;
+      unsubscribe();
+      meter.removeBatchObservableCallback(callback, observables);
+      if (traces) for (const h of hosts) h.setContextCapture!(null);
+    },
+  };
+}
+
+function readVersion(): string {
+  try {
+    return (JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return '0.0.0';
+  }
+}

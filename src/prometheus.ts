@@ -1,0 +1,483 @@
+// Prometheus metrics for a Sampler (and optionally a RequestTracker), with prom-client.
+//
+// Conventions (prom-client, Prometheus naming): base units (joules, watts, seconds, grams),
+// `_total` on counters, every label declared up front, figures read from the sampler at scrape
+// time in collect() (never pushed from timers), counters that never go down — the sampler's
+// totals restart at each start(), so this module accumulates increases itself.
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { carbonIntensity, joulesToGrams, type CarbonIntensity, type CarbonIntensityOptions } from './carbon';
+import { checkIntegerInRange, checkObject, checkString, invalidType } from './errors';
+import { EnergyTracker, SlidingWindow, subscribe, type EnergyReading, type RequestSource } from './obs-internal';
+import type { Sampler } from './sampler';
+import type { RequestRecord, SpanResult } from './span-types';
+
+/**
+ * Span energy buckets, joules: 1-2-5 steps from 1 µJ to 10 J. A span runs from microseconds
+ * (a few µJ at a few watts per core) to seconds (joules), six decades; three buckets per decade
+ * keep histogram_quantile() within a factor of ~2 everywhere for 22 series per label.
+ */
+export const SPAN_BUCKETS: readonly number[] = decades(1e-6, 10);
+/**
+ * Request energy buckets, joules: 1-2-5 steps from 10 µJ to 10 J, plus 0.15 J — the source
+ * article's alert threshold — so the share of requests above it is exact, not interpolated.
+ */
+export const REQUEST_BUCKETS: readonly number[] = [...decades(1e-5, 10), 0.15].sort((a, b) => a - b);
+
+function decades(from: number, to: number): number[] {
+  const out: number[] = [];
+  for (let d = Math.round(Math.log10(from)); d <= Math.round(Math.log10(to)); d++) {
+    for (const m of [1, 2, 5]) {
+      const v = Number((m * 10 ** d).toPrecision(3));
+      if (v >= from && v <= to) out.push(v);
+    }
+  }
+  return out;
+}
+
+export interface PrometheusOptions {
+  /** Registry to register in. Default: a new Registry (never the global one). */
+  registry?: Registry;
+  /** Prefix of the jouletrace_* metric names. Default 'jouletrace_'. */
+  prefix?: string;
+  /** Constant labels added to every metric (e.g. { service: 'matching' }). */
+  labels?: Record<string, string>;
+  /** A RequestTracker: its requests feed http_server_request_energy_joules and the app_* metrics. */
+  requests?: RequestSource;
+  /** Thread names with a series of their own in jouletrace_thread_energy_joules_total; the rest are "other". Default 10. */
+  topThreads?: number;
+  /** Window of app_joules_per_request, in ms. Default 300000 (5 minutes). */
+  joulesPerRequestWindowMs?: number;
+  /** Grid carbon intensity: enables jouletrace_carbon_grams_total and jouletrace_grid_intensity_grams_per_kwh. */
+  carbon?: CarbonIntensityOptions | CarbonIntensity;
+  /** Register the source article's app_* metrics. Default true. */
+  appMetrics?: boolean;
+  /** Histogram buckets, joules. Defaults: SPAN_BUCKETS, REQUEST_BUCKETS. */
+  spanBuckets?: number[];
+  requestBuckets?: number[];
+}
+
+export interface PrometheusMetrics {
+  registry: Registry;
+  /** Records settled spans (called automatically when the sampler offers onSpan()). */
+  observeSpans(spans: readonly SpanResult[]): void;
+  /** Records finished requests (called automatically when the tracker offers onRequest()). */
+  observeRequests(records: readonly RequestRecord[]): void;
+  /** Unsubscribes and removes the metrics from the registry. The sampler is left alone. */
+  close(): void;
+}
+
+const OPTION_KEYS = [
+  'registry',
+  'prefix',
+  'labels',
+  'requests',
+  'topThreads',
+  'joulesPerRequestWindowMs',
+  'carbon',
+  'appMetrics',
+  'spanBuckets',
+  'requestBuckets',
+];
+
+/** Power is averaged over at least this long: a second scraper right after the first reuses the last figure. */
+const MIN_POWER_WINDOW_NS = 500_000_000n;
+
+/**
+ * Registers jouletrace's metrics for `sampler` in a prom-client registry.
+ *
+ * ```ts
+ * const sampler = new Sampler().start();
+ * const { registry } = registerMetrics(sampler, { requests: tracker });
+ * http.createServer(async (req, res) => res.end(await registry.metrics()));
+ * ```
+ */
+export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {}): PrometheusMetrics {
+  const opts = checkObject('options', options);
+  for (const k of Object.keys(opts)) {
+    if (!OPTION_KEYS.includes(k)) throw new TypeError(`Unknown option options.${k}; known options: ${OPTION_KEYS.join(', ')}`);
+  }
+  if (sampler === null || typeof sampler !== 'object' || typeof (sampler as Sampler).totals !== 'function') {
+    throw invalidType('sampler', 'a Sampler', sampler);
+  }
+  if (opts.registry !== undefined && !(opts.registry instanceof Registry)) {
+    throw invalidType('options.registry', "a prom-client Registry (from the same prom-client as jouletrace's)", opts.registry);
+  }
+  const registry = (opts.registry as Registry | undefined) ?? new Registry();
+  const prefix = opts.prefix === undefined ? 'jouletrace_' : checkString('options.prefix', opts.prefix);
+  if (!/^[a-zA-Z_:][a-zA-Z0-9_:]*$/.test(prefix)) throw new RangeError(`options.prefix: ${JSON.stringify(prefix)} is not a valid metric name prefix`);
+  const constLabels: Record<string, string> = {};
+  if (opts.labels !== undefined) {
+    for (const [k, v] of Object.entries(checkObject('options.labels', opts.labels))) {
+      if (!/^[a-zA-Z_][a-zA-Z0-9_]*$/.test(k) || k.startsWith('__')) throw new RangeError(`options.labels: ${JSON.stringify(k)} is not a valid label name`);
+      constLabels[k] = checkString(`options.labels.${k}`, v);
+    }
+  }
+  const topThreads = opts.topThreads === undefined ? 10 : checkIntegerInRange('options.topThreads', opts.topThreads, 0, 1000);
+  const windowMs =
+    opts.joulesPerRequestWindowMs === undefined
+      ? 300_000
+      : checkIntegerInRange('options.joulesPerRequestWindowMs', opts.joulesPerRequestWindowMs, 1000, 86_400_000);
+  const appMetrics = opts.appMetrics === undefined ? true : opts.appMetrics === true;
+  const checkBuckets = (name: string, b: unknown, dflt: readonly number[]): number[] => {
+    if (b === undefined) return [...dflt];
+    if (!Array.isArray(b) || b.length === 0 || b.some((x, i) => typeof x !== 'number' || !(x > 0) || (i > 0 && x <= b[i - 1]))) {
+      throw invalidType(name, 'an increasing array of positive numbers', b);
+    }
+    return [...b];
+  };
+  const spanBuckets = checkBuckets('options.spanBuckets', opts.spanBuckets, SPAN_BUCKETS);
+  const requestBuckets = checkBuckets('options.requestBuckets', opts.requestBuckets, REQUEST_BUCKETS);
+  const carbon = opts.carbon === undefined ? undefined : carbonIntensity(opts.carbon as CarbonIntensityOptions);
+
+  const energy = new EnergyTracker(sampler);
+  const estimatedSource = energy.estimated;
+  const constNames = Object.keys(constLabels);
+  const labels = (l: Record<string, string | number>, estimated = estimatedSource): Record<string, string | number> =>
+    estimated ? { ...constLabels, ...l, estimated: 'true' } : { ...constLabels, ...l };
+  const names = (...l: string[]) => [...constNames, ...l, 'estimated'];
+
+  // One reading per scrape: the first collect() reads, the others in the same scrape reuse it.
+  let cached: { at: number; reading: EnergyReading } | null = null;
+  const read = (): EnergyReading => {
+    const now = performance.now();
+    if (!cached || now - cached.at > 50) cached = { at: now, reading: energy.read() };
+    return cached.reading;
+  };
+
+  const metricNames: string[] = [];
+  const reg = <T extends object>(m: T): T => {
+    metricNames.push((m as unknown as { name: string }).name);
+    return m;
+  };
+
+  reg(
+    new Counter({
+      name: `${prefix}energy_joules_total`,
+      help: 'Energy measured per RAPL domain and package since the exporter started (domains overlap: package includes core and uncore).',
+      labelNames: names('domain', 'package', 'source'),
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const d of read().domains) {
+          this.inc(labels({ domain: d.domain, package: String(d.package), source: sampler.source }, d.estimated), d.joules);
+        }
+      },
+    }),
+  );
+
+  // Power: average over the time since the previous scrape (at least 0.5 s; the first scrape
+  // averages since the exporter started). A figure per scrape interval integrates exactly to
+  // the energy counter, unlike an instantaneous reading.
+  let powerPrev: { timeNs: bigint; joules: Map<string, number> } | null = null;
+  let powerLast = new Map<string, number>();
+  reg(
+    new Gauge({
+      name: `${prefix}power_watts`,
+      help: 'Average power per RAPL domain and package since the previous scrape (at least 0.5 s).',
+      labelNames: names('domain', 'package'),
+      registers: [registry],
+      collect() {
+        const r = read();
+        const joules = new Map(r.domains.map((d) => [d.key, d.joules]));
+        if (!powerPrev) {
+          powerPrev = { timeNs: r.run, joules: new Map(r.domains.map((d) => [d.key, 0])) };
+        }
+        const dtNs = r.timeNs - powerPrev.timeNs;
+        if (dtNs >= MIN_POWER_WINDOW_NS || (powerLast.size === 0 && dtNs > 0n)) {
+          powerLast = new Map(r.domains.map((d) => [d.key, (d.joules - (powerPrev!.joules.get(d.key) ?? 0)) / (Number(dtNs) / 1e9)]));
+          powerPrev = { timeNs: r.timeNs, joules };
+        }
+        this.reset();
+        for (const d of r.domains) {
+          const w = powerLast.get(d.key);
+          if (w !== undefined) this.set(labels({ domain: d.domain, package: String(d.package) }, d.estimated), w);
+        }
+      },
+    }),
+  );
+
+  if (energy.attributed) {
+    reg(
+      new Counter({
+        name: `${prefix}process_energy_joules_total`,
+        help: 'Measured energy (primary domains: package, else psys) split into this process, the idle baseline and other processes; the parts sum to the total.',
+        labelNames: names('part'),
+        registers: [registry],
+        collect() {
+          this.reset();
+          const p = read().parts;
+          if (!p) return;
+          for (const part of ['process', 'baseline', 'other'] as const) this.inc(labels({ part }), p[part]);
+        },
+      }),
+    );
+    const named = new Set<string>();
+    reg(
+      new Counter({
+        name: `${prefix}thread_energy_joules_total`,
+        help: `Energy attributed to this process's threads by thread name: the first ${topThreads} names by energy keep their own series, the rest are "other".`,
+        labelNames: names('thread'),
+        registers: [registry],
+        collect() {
+          this.reset();
+          for (const [thread, j] of energy.readThreads(topThreads, named)) this.inc(labels({ thread }), j);
+        },
+      }),
+    );
+  }
+
+  const spanHist = reg(
+    new Histogram({
+      name: `${prefix}span_energy_joules`,
+      help: 'Energy of settled jouletrace spans, by label.',
+      labelNames: names('label'),
+      buckets: spanBuckets,
+      registers: [registry],
+    }),
+  );
+  const requestHist = reg(
+    new Histogram({
+      name: 'http_server_request_energy_joules',
+      help: 'Energy charged to each HTTP request (jouletrace), by method, route pattern and status code.',
+      labelNames: names('method', 'route', 'status_code'),
+      buckets: requestBuckets,
+      registers: [registry],
+    }),
+  );
+
+  // Sampler health.
+  const health = new EnergyHealth(sampler);
+  reg(
+    new Counter({
+      name: `${prefix}samples_total`,
+      help: 'Energy samples taken by the sampler thread.',
+      labelNames: constNames,
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc({ ...constLabels }, health.read().samples);
+      },
+    }),
+  );
+  reg(
+    new Counter({
+      name: `${prefix}samples_dropped_total`,
+      help: 'Samples a full ring could not keep (detail lost; totals stay exact).',
+      labelNames: constNames,
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc({ ...constLabels }, health.read().dropped);
+      },
+    }),
+  );
+  reg(
+    new Counter({
+      name: `${prefix}sampler_missed_deadlines_total`,
+      help: 'Sampling periods the sampler thread woke up too late for.',
+      labelNames: constNames,
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc({ ...constLabels }, health.read().missed);
+      },
+    }),
+  );
+  reg(
+    new Gauge({
+      name: `${prefix}sampler_jitter_seconds`,
+      help: 'Wake-up lateness of the sampler thread since its start(), by quantile ("1" is the maximum).',
+      labelNames: [...constNames, 'quantile'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        const j = health.read().jitterUs;
+        if (!j) return;
+        const q: Array<[string, number]> = [['0.5', j.p50], ['0.99', j.p99], ['0.999', j.p999], ['1', j.max]];
+        for (const [quantile, us] of q) this.set({ ...constLabels, quantile }, us / 1e6);
+      },
+    }),
+  );
+  reg(
+    new Gauge({
+      name: `${prefix}sampler_info`,
+      help: 'The sampler: energy source, thread-tracking backend and sampling period; value 1.',
+      labelNames: names('source', 'threads', 'interval_seconds'),
+      registers: [registry],
+      collect() {
+        this.reset();
+        const s = health.read();
+        this.set(labels({ source: sampler.source, threads: s.threads, interval_seconds: String(s.intervalUs / 1e6) }), 1);
+      },
+    }),
+  );
+
+  // The source article's metrics, made right.
+  const window = new SlidingWindow(windowMs);
+  let appRequests: Counter | undefined;
+  if (appMetrics) {
+    reg(
+      new Counter({
+        name: 'app_energy_joules_total',
+        help: energy.attributed
+          ? "Energy attributed to this process (its threads' share of the primary domains), in joules."
+          : 'Energy of the primary domains for the whole machine (thread tracking is off), in joules.',
+        labelNames: names(),
+        registers: [registry],
+        collect() {
+          this.reset();
+          const r = read();
+          this.inc(labels({}), r.parts ? r.parts.process : r.machine);
+        },
+      }),
+    );
+    // Same label set as app_energy_joules_total (estimated included), so that
+    // rate(app_energy_joules_total[5m]) / rate(app_requests_total[5m]) matches series one to one.
+    appRequests = reg(
+      new Counter({
+        name: 'app_requests_total',
+        help: 'Requests finished (as seen by the jouletrace request tracker).',
+        labelNames: names(),
+        registers: [registry],
+      }),
+    );
+    appRequests.inc(labels({}), 0);
+    reg(
+      new Gauge({
+        name: 'app_joules_per_request',
+        help: `Mean energy per request over the last ${windowMs / 1000} s (request energy / requests finished; NaN with no request in the window).`,
+        labelNames: names(),
+        registers: [registry],
+        collect() {
+          const { sum, count } = window.totals();
+          this.reset();
+          this.set(labels({}), count > 0 ? sum / count : NaN);
+        },
+      }),
+    );
+  }
+
+  if (carbon) {
+    const pending = new Map<string, number>();
+    const lastJoules = new Map<string, number>();
+    const grams = new Map<string, number>();
+    reg(
+      new Counter({
+        name: `${prefix}carbon_grams_total`,
+        help: 'Emissions of the energy measured, in grams CO2e at the grid intensity of the moment (scope: process = attributed to this process, machine = primary domains).',
+        labelNames: names('scope'),
+        registers: [registry],
+        async collect() {
+          const r = read();
+          const intensity = await carbon.get();
+          const scopes: Array<[string, number]> = [['machine', r.machine]];
+          if (r.parts) scopes.push(['process', r.parts.process]);
+          for (const [scope, joules] of scopes) {
+            const delta = joules - (lastJoules.get(scope) ?? 0);
+            lastJoules.set(scope, joules);
+            pending.set(scope, (pending.get(scope) ?? 0) + delta);
+            // Energy spent before any intensity is known waits until one is.
+            if (intensity !== null) {
+              grams.set(scope, (grams.get(scope) ?? 0) + joulesToGrams(pending.get(scope)!, intensity));
+              pending.set(scope, 0);
+            }
+          }
+          this.reset();
+          for (const [scope, g] of grams) this.inc(labels({ scope }), g);
+        },
+      }),
+    );
+    reg(
+      new Gauge({
+        name: `${prefix}grid_intensity_grams_per_kwh`,
+        help: 'Grid carbon intensity used for jouletrace_carbon_grams_total, gCO2e/kWh.',
+        labelNames: [...constNames, 'intensity_source'],
+        registers: [registry],
+        async collect() {
+          const v = await carbon.get();
+          this.reset();
+          if (v !== null) this.set({ ...constLabels, intensity_source: carbon.source }, v);
+        },
+      }),
+    );
+  }
+
+  const observeSpans = (spans: readonly SpanResult[]): void => {
+    for (const s of spans) {
+      if (!(s.joules >= 0) || !Number.isFinite(s.joules)) continue;
+      spanHist.observe(labels({ label: s.label }, s.estimated), s.joules);
+    }
+  };
+  const observeRequests = (records: readonly RequestRecord[]): void => {
+    let sum = 0;
+    let count = 0;
+    for (const r of records) {
+      if (!(r.joules >= 0) || !Number.isFinite(r.joules)) continue;
+      requestHist.observe(
+        labels({ method: r.method, route: r.route, status_code: String(r.statusCode) }, r.estimated),
+        r.joules,
+      );
+      sum += r.joules;
+      count++;
+    }
+    if (count > 0) {
+      appRequests?.inc(labels({}), count);
+      window.add(sum, count);
+    }
+  };
+
+  const unsubscribe = subscribe(sampler, opts.requests as RequestSource | undefined, observeSpans, observeRequests);
+  let closed = false;
+  return {
+    registry,
+    observeSpans,
+    observeRequests,
+    close() {
+      if (closed) return;
+      closed = true;
+      unsubscribe();
+      for (const name of metricNames) registry.removeSingleMetric(name);
+    },
+  };
+}
+
+/** Sampler statistics accumulated across restarts (samples and drops restart at each start()). */
+class EnergyHealth {
+  readonly #sampler: Sampler;
+  readonly #acc = new (class {
+    run: unknown;
+    last = { samples: 0, dropped: 0, missed: 0 };
+    total = { samples: 0, dropped: 0, missed: 0 };
+  })();
+  #cache: { at: number; value: ReturnType<EnergyHealth['read']> } | null = null;
+
+  constructor(sampler: Sampler) {
+    this.#sampler = sampler;
+  }
+
+  read(): { samples: number; dropped: number; missed: number; jitterUs: { p50: number; p99: number; p999: number; max: number } | null; threads: string; intervalUs: number } {
+    const now = performance.now();
+    if (this.#cache && now - this.#cache.at < 50) return this.#cache.value;
+    const a = this.#acc;
+    let value;
+    try {
+      const s = this.#sampler.stats();
+      const run = this.#sampler.totals().startNs;
+      if (run !== a.run) {
+        a.run = run;
+        a.last = { samples: 0, dropped: 0, missed: 0 };
+      }
+      const cur = { samples: s.timing.samples, dropped: s.ring.dropped, missed: s.timing.missedDeadlines };
+      for (const k of ['samples', 'dropped', 'missed'] as const) {
+        const d = cur[k] >= a.last[k] ? cur[k] - a.last[k] : cur[k];
+        a.total[k] += d;
+        a.last[k] = cur[k];
+      }
+      value = { ...a.total, jitterUs: s.timing.samples > 0 ? s.timing.jitterUs : null, threads: s.threads.backend, intervalUs: s.timing.intervalUs };
+    } catch {
+      value = { ...a.total, jitterUs: null, threads: 'unknown', intervalUs: 0 };
+    }
+    this.#cache = { at: now, value };
+    return value;
+  }
+}

@@ -1,0 +1,403 @@
+// Joules per request. Two models:
+//
+// 'shared' (default): a request is a shared span on the thread that handles it. Each sampling
+//   interval's energy of that thread plus libuv's thread pool is spread evenly over the interval
+//   and, at each moment, divided equally among the requests in flight. Overlapping requests
+//   therefore split the energy spent while they overlapped, and the sum over requests equals the
+//   thread group's energy while any request was in flight. Cheap: two span events per request.
+// 'exact': every callback that runs in a request's async context (AsyncLocalStorage) is an
+//   exclusive span charged to that request, so interleaved requests are charged exactly for the
+//   CPU their own callbacks used; thread-pool work is not included. Costs an async_hooks hook
+//   on every callback of the process (see the README for the measured overhead).
+import { AsyncLocalStorage, createHook, type AsyncHook } from 'node:async_hooks';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { checkObject, checkOneOf, JouletraceError } from './errors';
+import type { Sampler } from './sampler';
+import type { SpanChannel } from './span-channel';
+import type { RequestRecord, RouteStats, SpanResult } from './span-types';
+
+export type RequestMode = 'shared' | 'exact';
+
+export interface RequestTrackerOptions {
+  /** 'shared' (default) or 'exact' (async_hooks; see README). */
+  mode?: RequestMode;
+  /** Route of a request when the framework does not say (node:http). Default: '(unrouted)'. */
+  routeOf?: (req: IncomingMessage) => string;
+  /** At most this many distinct method+route pairs are aggregated; the rest count as '(other)'. Default 1000. */
+  maxRoutes?: number;
+}
+
+interface Pending {
+  method: string;
+  route: string | (() => string);
+  statusCode: number;
+  startNs: number;
+  endNs: number;
+  done: boolean;
+  // exact mode
+  joules: number;
+  dynamic: number | null;
+  onCpuNs: number;
+  estimated: boolean;
+  incomplete: boolean;
+  openCallbacks: number;
+  current: number; // the callback span now running, or -1
+  context: unknown;
+}
+
+class RouteAggregate {
+  count = 0;
+  joules = 0;
+  max = 0;
+  durationNs = 0;
+  estimated = false;
+  readonly recentJ = new Float64Array(2048);
+  readonly recentD = new Float64Array(2048);
+  constructor(
+    readonly method: string,
+    readonly route: string,
+  ) {}
+  add(r: RequestRecord): void {
+    const i = this.count % this.recentJ.length;
+    this.recentJ[i] = r.joules;
+    this.recentD[i] = r.durationNs;
+    this.count++;
+    this.joules += r.joules;
+    this.durationNs += r.durationNs;
+    if (r.joules > this.max) this.max = r.joules;
+    this.estimated ||= r.estimated;
+  }
+  stats(): RouteStats {
+    const n = Math.min(this.count, this.recentJ.length);
+    const j = this.recentJ.slice(0, n).sort();
+    const d = this.recentD.slice(0, n).sort();
+    const q = (a: Float64Array, p: number) => (a.length ? a[Math.min(a.length - 1, Math.floor(p * a.length))] : 0);
+    return {
+      method: this.method,
+      route: this.route,
+      count: this.count,
+      joules: { sum: this.joules, mean: this.count ? this.joules / this.count : 0, p50: q(j, 0.5), p99: q(j, 0.99), max: this.max },
+      durationMs: { mean: this.count ? this.durationNs / this.count / 1e6 : 0, p99: q(d, 0.99) / 1e6 },
+      estimated: this.estimated,
+    };
+  }
+}
+
+/**
+ * Energy per HTTP request, from a running Sampler on the thread that serves the requests.
+ *
+ * ```ts
+ * const tracker = new RequestTracker(sampler);
+ * http.createServer((req, res) => { trackRequest(tracker, req, res, '/hello'); res.end('hi'); });
+ * tracker.onRequest((records) => console.log(records));
+ * ```
+ */
+export class RequestTracker {
+  readonly mode: RequestMode;
+  readonly #sampler: Sampler;
+  readonly #channel: SpanChannel;
+  readonly #routeOf: ((req: IncomingMessage) => string) | undefined;
+  readonly #maxRoutes: number;
+  readonly #pending = new Map<number, Pending>();
+  readonly #listeners = new Set<(records: RequestRecord[]) => void>();
+  readonly #routes = new Map<string, RouteAggregate>();
+  readonly #raw: (spans: SpanResult[], handles: number[]) => void;
+  #als: AsyncLocalStorage<Pending> | undefined;
+  #hook: AsyncHook | undefined;
+  #exactOwner = new Map<number, Pending>(); // callback span handle → request
+  #closed = false;
+  #capture: (() => unknown) | null = null;
+
+  /** Calls fn() when each request begins and carries the result as the record's `context`. */
+  setContextCapture(fn: (() => unknown) | null): void {
+    if (fn !== null && typeof fn !== 'function') {
+      throw new TypeError(`Expected a function or null for setContextCapture(fn) but received ${String(fn)} of type ${typeof fn}`);
+    }
+    this.#capture = fn;
+  }
+
+  constructor(sampler: Sampler, options: RequestTrackerOptions = {}) {
+    const opts = checkObject('options', options);
+    this.#sampler = sampler;
+    this.mode = opts.mode === undefined ? 'shared' : checkOneOf('options.mode', opts.mode, ['shared', 'exact'] as const);
+    if (opts.routeOf !== undefined && typeof opts.routeOf !== 'function') {
+      throw new TypeError(`Expected a function for options.routeOf but received ${String(opts.routeOf)} of type ${typeof opts.routeOf}`);
+    }
+    this.#routeOf = opts.routeOf as RequestTrackerOptions['routeOf'];
+    this.#maxRoutes = opts.maxRoutes === undefined ? 1000 : Number(opts.maxRoutes);
+    if (!Number.isInteger(this.#maxRoutes) || this.#maxRoutes < 1) {
+      throw new RangeError(`Expected a positive integer for options.maxRoutes but received ${String(opts.maxRoutes)}`);
+    }
+    this.#channel = sampler.spanChannel();
+    this.#raw = (spans, handles) => this.#onResults(spans, handles);
+    this.#channel.rawListeners.add(this.#raw);
+    this.#channel.startPolling();
+    if (this.mode === 'exact') this.#enableExact();
+  }
+
+  #enableExact(): void {
+    const als = new AsyncLocalStorage<Pending>();
+    this.#als = als;
+    // Every callback that runs in a request's context becomes a span charged to it. A thread
+    // runs one callback at a time, so one span is open at most: it closes at the callback's
+    // `after`, or at the next boundary we see (another callback's `before`, another track()).
+    this.#hook = createHook({
+      before: () => {
+        this.#closeActive();
+        const p = als.getStore();
+        if (p && !p.done) this.#openFor(p);
+      },
+      after: () => this.#closeActive(),
+    });
+    this.#hook.enable();
+  }
+
+  #active: Pending | undefined;
+
+  #openFor(p: Pending): void {
+    if (this.#channel.closed) return;
+    try {
+      const h = this.#channel.begin('(request callback)');
+      p.current = h;
+      p.openCallbacks++;
+      this.#exactOwner.set(h, p);
+      this.#active = p;
+    } catch {
+      /* sampler stopped: the request settles with what it has */
+    }
+  }
+
+  #closeActive(): void {
+    const p = this.#active;
+    if (!p) return;
+    this.#active = undefined;
+    const h = p.current;
+    p.current = -1;
+    if (h === -1) return;
+    try {
+      this.#channel.end(h);
+    } catch {
+      /* already settled by stop() */
+    }
+  }
+
+  /**
+   * Starts accounting for a request; it ends when the response finishes (or the connection
+   * closes). `route` is the route pattern, or a function called at the end (frameworks know the
+   * route only after routing). In exact mode, `run` is called inside the request's context.
+   */
+  track(req: IncomingMessage, res: ServerResponse, route?: string | (() => string), run?: () => void): void {
+    if (this.#closed) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'track(): the request tracker is closed');
+    const p: Pending = {
+      method: req.method ?? 'GET',
+      route: route ?? (this.#routeOf ? () => this.#routeOf!(req) : '(unrouted)'),
+      statusCode: 0,
+      startNs: 0,
+      endNs: 0,
+      done: false,
+      joules: 0,
+      dynamic: null,
+      onCpuNs: 0,
+      estimated: false,
+      incomplete: false,
+      openCallbacks: 0,
+      current: -1,
+      context: this.#capture ? this.#capture() : undefined,
+    };
+    let handle = -1;
+    if (this.mode === 'shared') {
+      try {
+        handle = this.#channel.beginShared('(request)');
+      } catch (e) {
+        if (run) run();
+        if ((e as { code?: string }).code === 'ERR_JOULETRACE_NOT_STARTED') return; // not sampling: not accounted
+        throw e;
+      }
+      this.#channel.markShared(handle);
+      this.#pending.set(handle, p);
+    } else {
+      p.startNs = Number(process.hrtime.bigint());
+    }
+    let finished = false;
+    const finish = () => {
+      if (finished) return;
+      finished = true;
+      p.statusCode = res.statusCode;
+      if (typeof p.route === 'function') p.route = safeRoute(p.route);
+      p.done = true;
+      if (this.mode === 'shared') {
+        try {
+          this.#channel.end(handle);
+        } catch {
+          /* settled incomplete by stop() */
+        }
+      } else {
+        if (this.#active === p) this.#closeActive();
+        p.endNs = Number(process.hrtime.bigint());
+        this.#maybeEmitExact(p);
+      }
+    };
+    res.once('finish', finish);
+    res.once('close', finish);
+    if (this.mode === 'exact') {
+      // The synchronous part now running belongs to the request too, until the current
+      // callback returns.
+      this.#closeActive();
+      const als = this.#als!;
+      if (run) {
+        als.run(p, () => {
+          this.#openFor(p);
+          try {
+            run();
+          } finally {
+            if (this.#active === p) this.#closeActive();
+          }
+        });
+      } else {
+        als.enterWith(p);
+        this.#openFor(p);
+      }
+    } else if (run) {
+      run();
+    }
+  }
+
+  #onResults(spans: SpanResult[], handles: number[]): void {
+    const out: RequestRecord[] = [];
+    for (let i = 0; i < spans.length; i++) {
+      const h = handles[i];
+      const r = spans[i];
+      const shared = this.#pending.get(h);
+      if (shared) {
+        this.#pending.delete(h);
+        if (typeof shared.route === 'function') shared.route = safeRoute(shared.route);
+        out.push({
+          method: shared.method,
+          route: shared.route,
+          statusCode: shared.statusCode,
+          startNs: r.startNs,
+          endNs: r.endNs,
+          durationNs: r.endNs - r.startNs,
+          joules: r.joules,
+          dynamicJoules: r.dynamicJoules,
+          onCpuNs: r.onCpuNs,
+          estimated: r.estimated,
+          mode: 'shared',
+          ...(shared.context !== undefined ? { context: shared.context } : {}),
+        });
+        continue;
+      }
+      const owner = this.#exactOwner.get(h);
+      if (owner) {
+        this.#exactOwner.delete(h);
+        owner.openCallbacks--;
+        if (!Number.isNaN(r.joules)) {
+          owner.joules += r.joules;
+          owner.onCpuNs += r.onCpuNs;
+          if (r.dynamicJoules !== null) owner.dynamic = (owner.dynamic ?? 0) + r.dynamicJoules;
+        }
+        owner.estimated ||= r.estimated;
+        owner.incomplete ||= r.incomplete;
+        const rec = this.#exactRecord(owner);
+        if (rec) out.push(rec);
+      }
+    }
+    this.#deliver(out);
+  }
+
+  #exactRecord(p: Pending): RequestRecord | undefined {
+    if (!p.done || p.openCallbacks > 0 || p.current !== -1) return undefined;
+    p.openCallbacks = -1; // emitted
+    return {
+      method: p.method,
+      route: typeof p.route === 'function' ? safeRoute(p.route) : p.route,
+      statusCode: p.statusCode,
+      startNs: p.startNs,
+      endNs: p.endNs,
+      durationNs: p.endNs - p.startNs,
+      joules: p.joules,
+      dynamicJoules: p.dynamic,
+      onCpuNs: p.onCpuNs,
+      estimated: p.estimated,
+      mode: 'exact',
+      ...(p.context !== undefined ? { context: p.context } : {}),
+    };
+  }
+
+  #maybeEmitExact(p: Pending): void {
+    const rec = this.#exactRecord(p);
+    if (rec) this.#deliver([rec]);
+  }
+
+  #deliver(records: RequestRecord[]): void {
+    if (records.length === 0) return;
+    for (const r of records) {
+      let key = `${r.method} ${r.route}`;
+      let agg = this.#routes.get(key);
+      if (!agg) {
+        if (this.#routes.size >= this.#maxRoutes) {
+          key = `${r.method} (other)`;
+          agg = this.#routes.get(key) ?? new RouteAggregate(r.method, '(other)');
+        } else {
+          agg = new RouteAggregate(r.method, r.route);
+        }
+        this.#routes.set(key, agg);
+      }
+      agg.add(r);
+    }
+    for (const l of this.#listeners) l(records);
+  }
+
+  /** Request records as they settle, in batches. Returns an unsubscribe function. */
+  onRequest(cb: (records: RequestRecord[]) => void): () => void {
+    if (typeof cb !== 'function') throw new TypeError(`Expected a function for onRequest(callback) but received ${String(cb)} of type ${typeof cb}`);
+    this.#listeners.add(cb);
+    return () => this.#listeners.delete(cb);
+  }
+
+  /** Per-route aggregates since the tracker was created, most energy first. */
+  routes(): RouteStats[] {
+    this.#channel.poll();
+    return [...this.#routes.values()].map((a) => a.stats()).sort((a, b) => b.joules.sum - a.joules.sum);
+  }
+
+  /** Requests begun whose energy has not settled yet. */
+  get inFlight(): number {
+    return this.#pending.size;
+  }
+
+  get sampler(): Sampler {
+    return this.#sampler;
+  }
+
+  /** Stops tracking (disables the async hook in exact mode). Safe twice. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#hook?.disable();
+    this.#channel.rawListeners.delete(this.#raw);
+    this.#channel.stopPollingIfIdle();
+  }
+}
+
+function safeRoute(f: () => string): string {
+  try {
+    const r = f();
+    return typeof r === 'string' && r.length > 0 ? r : '(unmatched)';
+  } catch {
+    return '(unmatched)';
+  }
+}
+
+/**
+ * Accounts one node:http request (framework-free). Call it first thing in the handler.
+ * `route` is the route pattern ("/users/:id"); never pass the raw URL (unbounded label values).
+ */
+export function trackRequest(
+  tracker: RequestTracker,
+  req: IncomingMessage,
+  res: ServerResponse,
+  route?: string | (() => string),
+): void {
+  tracker.track(req, res, route);
+}

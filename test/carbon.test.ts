@@ -1,0 +1,97 @@
+// Carbon: joules → grams CO2e against hand-computed values (1 kWh = 3.6e6 J).
+import { describe, expect, it } from 'vitest';
+import { CarbonIntensity, carbonIntensity, gridIntensity, gridIntensityCodes, joulesToGrams, JOULES_PER_KWH } from '../src/carbon';
+
+describe('joulesToGrams', () => {
+  it('converts by hand-computed values', () => {
+    expect(JOULES_PER_KWH).toBe(3_600_000);
+    // 1 kWh at 400 g/kWh = 400 g.
+    expect(joulesToGrams(3.6e6, 400)).toBe(400);
+    // 36 J = 1e-5 kWh; at 250 g/kWh → 2.5e-3 g.
+    expect(joulesToGrams(36, 250)).toBeCloseTo(2.5e-3, 15);
+    // 0.15 J per request at 500 g/kWh: 0.15 / 3.6e6 × 500 = 2.0833…e-5 g.
+    expect(joulesToGrams(0.15, 500)).toBeCloseTo(2.0833333333e-5, 14);
+    expect(joulesToGrams(0, 1000)).toBe(0);
+  });
+});
+
+describe('grid intensity from @tgwf/co2 (Ember yearly averages, offline)', () => {
+  it('looks countries up by ISO alpha-3 code, case-insensitively', () => {
+    // The values the package ships, read independently of our wrapper.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { averageIntensity } = require('@tgwf/co2') as { averageIntensity: { data: Record<string, number> } };
+    for (const code of ['FRA', 'DEU', 'USA', 'WORLD']) {
+      expect(gridIntensity(code)).toBe(averageIntensity.data[code]);
+      expect(gridIntensity(code.toLowerCase())).toBe(averageIntensity.data[code]);
+    }
+    // France's low-carbon grid sits far below Germany's and the world average.
+    expect(gridIntensity('FRA')).toBeLessThan(gridIntensity('DEU'));
+    expect(gridIntensity('FRA')).toBeGreaterThan(0);
+    expect(gridIntensityCodes()).toContain('USA');
+    expect(gridIntensityCodes().length).toBeGreaterThan(100);
+  });
+
+  it('converts with a country intensity: 1 kWh in France', () => {
+    const c = carbonIntensity({ country: 'FRA' });
+    expect(c.source).toBe('country:FRA');
+    expect(c.grams(3.6e6)).toBeCloseTo(gridIntensity('FRA'), 9);
+    expect(c.grams(1800)).toBeCloseTo(gridIntensity('FRA') * 0.0005, 12);
+  });
+
+  it('rejects unknown codes with a message that says what is expected', () => {
+    expect(() => gridIntensity('FR')).toThrow(RangeError);
+    expect(() => gridIntensity('FR')).toThrow(/alpha-3/);
+    expect(() => gridIntensity(42 as never)).toThrow(TypeError);
+  });
+});
+
+describe('CarbonIntensity', () => {
+  it('uses a fixed intensity', async () => {
+    const c = new CarbonIntensity({ gramsPerKwh: 720 });
+    expect(c.current()).toBe(720);
+    expect(await c.get()).toBe(720);
+    // 5 kJ at 720 g/kWh = 5000/3.6e6 × 720 = 1 g.
+    expect(c.grams(5000)).toBeCloseTo(1, 12);
+    expect(() => new CarbonIntensity({ gramsPerKwh: -1 })).toThrow(RangeError);
+    expect(() => new CarbonIntensity({} as never)).toThrow(TypeError);
+  });
+
+  it('caches an async provider for ttlMs, keeps the last good answer on failure', async () => {
+    let calls = 0;
+    let answer: number | Error = 300;
+    const c = new CarbonIntensity({
+      ttlMs: 1000,
+      provider: async () => {
+        calls++;
+        if (answer instanceof Error) throw answer;
+        return answer;
+      },
+    });
+    expect(c.current()).toBeNull();
+    expect(c.grams(3.6e6)).toBeNull();
+    const t0 = Date.now();
+    // Concurrent callers share one provider call.
+    const [a, b] = await Promise.all([c.get(t0), c.get(t0)]);
+    expect([a, b]).toEqual([300, 300]);
+    expect(calls).toBe(1);
+    answer = 100;
+    expect(await c.get(t0 + 10)).toBe(300); // still fresh
+    expect(calls).toBe(1);
+    expect(await c.get(t0 + 5000)).toBe(100); // stale: asked again
+    expect(calls).toBe(2);
+    expect(c.grams(7200)).toBeCloseTo(0.2, 12); // 7200 J = 2e-3 kWh × 100 g/kWh
+    answer = new Error('provider down');
+    expect(await c.get(t0 + 60_000)).toBe(100);
+    expect(c.lastError?.message).toBe('provider down');
+    answer = NaN;
+    expect(await c.get(t0 + 120_000)).toBe(100);
+    expect(c.lastError?.message).toMatch(/gCO2e\/kWh/);
+  });
+
+  it('uses a fallback until the provider first answers', async () => {
+    const c = new CarbonIntensity({ provider: () => 50, fallbackGramsPerKwh: 400 });
+    expect(c.current()).toBe(400);
+    expect(await c.get()).toBe(50);
+    expect(c.current()).toBe(50);
+  });
+});

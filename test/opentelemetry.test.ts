@@ -1,0 +1,225 @@
+// OpenTelemetry: hardware semantic-convention instruments read through an SDK MetricReader,
+// span and request energy histograms, and energy put on the OTel span active at begin.
+import { context, trace } from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
+import { DataPointType, MeterProvider, MetricReader, type MetricData } from '@opentelemetry/sdk-metrics';
+import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Sampler } from '../src/index';
+import { registerOpenTelemetry } from '../src/opentelemetry';
+import type { RequestRecord, SpanResult } from '../src/span-types';
+
+class ManualReader extends MetricReader {
+  protected async onShutdown(): Promise<void> {}
+  protected async onForceFlush(): Promise<void> {}
+}
+
+const cleanups: Array<() => unknown> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+const contextManager = new AsyncLocalStorageContextManager();
+beforeAll(() => {
+  context.setGlobalContextManager(contextManager.enable());
+});
+afterAll(() => {
+  context.disable();
+});
+
+function setup(opts: { threads?: 'off' } = {}) {
+  const sampler = new Sampler({ source: 'model', intervalUs: 1000, ...opts }).start();
+  const reader = new ManualReader();
+  const meterProvider = new MeterProvider({ readers: [reader] });
+  const exporter = new InMemorySpanExporter();
+  const tracerProvider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+  cleanups.push(() => sampler.close(), () => meterProvider.shutdown(), () => tracerProvider.shutdown());
+  const collect = async (): Promise<Map<string, MetricData>> => {
+    const { resourceMetrics, errors } = await reader.collect();
+    expect(errors).toEqual([]);
+    const out = new Map<string, MetricData>();
+    for (const sm of resourceMetrics.scopeMetrics) {
+      expect(sm.scope.name).toBe('jouletrace');
+      for (const m of sm.metrics) out.set(m.descriptor.name, m);
+    }
+    return out;
+  };
+  return { sampler, meterProvider, tracer: tracerProvider.getTracer('test'), exporter, collect };
+}
+
+const busy = (ms: number) => {
+  const end = performance.now() + ms;
+  while (performance.now() < end);
+};
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function spanResult(label: string, joules: number, extra: Partial<SpanResult> & { context?: unknown } = {}): SpanResult {
+  const now = Number(process.hrtime.bigint());
+  return { label, tid: process.pid, startNs: now - 2e6, endNs: now, onCpuNs: 1e6, joules, dynamicJoules: null, estimated: true, incomplete: false, ...extra };
+}
+
+describe('registerOpenTelemetry', () => {
+  it('reports hw.energy (J) and hw.power (W) per RAPL domain with hardware semantic-convention attributes', async () => {
+    const { sampler, meterProvider, collect } = setup();
+    const h = registerOpenTelemetry(sampler, { meterProvider });
+    cleanups.push(() => h.close());
+    busy(100);
+    await sleep(20);
+    const m1 = await collect();
+    const energy = m1.get('hw.energy')!;
+    expect(energy.descriptor.unit).toBe('J');
+    expect(energy.dataPointType).toBe(DataPointType.SUM);
+    expect((energy as { isMonotonic?: boolean }).isMonotonic).toBe(true);
+    expect(energy.dataPoints).toHaveLength(1);
+    const dp = energy.dataPoints[0];
+    expect(dp.attributes).toEqual({ 'hw.id': 'rapl-package-0', 'hw.name': 'package', 'hw.type': 'cpu', 'jouletrace.estimated': true });
+    const total = sampler.totals().readings[0].joules;
+    expect(dp.value as number).toBeGreaterThan(0);
+    expect(Math.abs((dp.value as number) - total) / total).toBeLessThan(0.2);
+
+    const power = m1.get('hw.power')!;
+    expect(power.descriptor.unit).toBe('W');
+    expect(power.dataPointType).toBe(DataPointType.GAUGE);
+    // The model never reports below its 12 W idle power.
+    expect(power.dataPoints[0].value as number).toBeGreaterThanOrEqual(11.5);
+
+    const parts = m1.get('jouletrace.process.energy')!;
+    expect(parts.dataPoints.map((p) => p.attributes['jouletrace.part']).sort()).toEqual(['baseline', 'other', 'process']);
+
+    // Monotonic across a sampler restart.
+    sampler.stop().start();
+    await sleep(50);
+    const m2 = await collect();
+    expect(m2.get('hw.energy')!.dataPoints[0].value as number).toBeGreaterThan(dp.value as number);
+  });
+
+  it('records span and request energy histograms in joules', async () => {
+    const { sampler, meterProvider, collect } = setup();
+    const h = registerOpenTelemetry(sampler, { meterProvider, traces: false });
+    cleanups.push(() => h.close());
+    h.observeSpans([spanResult('match', 0.002), spanResult('match', 0.004), spanResult('price', 1.5)]);
+    const record: RequestRecord = {
+      method: 'POST',
+      route: '/orders',
+      statusCode: 201,
+      startNs: 0,
+      endNs: 1,
+      durationNs: 1,
+      joules: 0.12,
+      dynamicJoules: null,
+      onCpuNs: 1,
+      estimated: true,
+      mode: 'shared',
+    };
+    h.observeRequests([record, { ...record, joules: 0.2 }]);
+    const m = await collect();
+    const spans = m.get('jouletrace.span.energy')!;
+    expect(spans.descriptor.unit).toBe('J');
+    expect(spans.dataPointType).toBe(DataPointType.HISTOGRAM);
+    const match = spans.dataPoints.find((p) => p.attributes['jouletrace.span.label'] === 'match')!;
+    const v = match.value as { count: number; sum: number };
+    expect(v.count).toBe(2);
+    expect(v.sum).toBeCloseTo(0.006, 12);
+    const req = m.get('http.server.request.energy')!;
+    expect(req.descriptor.unit).toBe('J');
+    expect(req.dataPoints).toHaveLength(1);
+    expect(req.dataPoints[0].attributes).toEqual({
+      'http.request.method': 'POST',
+      'http.route': '/orders',
+      'http.response.status_code': 201,
+      'jouletrace.estimated': true,
+    });
+    const rv = req.dataPoints[0].value as { count: number; sum: number; buckets: { boundaries: number[] } };
+    expect(rv.count).toBe(2);
+    expect(rv.sum).toBeCloseTo(0.32, 12);
+    expect(rv.buckets.boundaries).toContain(0.15);
+  });
+
+  it('puts energy.joules on the OTel span active at begin, or on a child span once it has ended', async () => {
+    const { sampler, meterProvider, tracer, exporter } = setup();
+    // A request tracker implementing the capture hook: it calls the installed function at
+    // request start and hands back what it returned on the settled record.
+    let captureFn: (() => unknown) | null = null;
+    let deliver: ((r: RequestRecord[]) => void) | null = null;
+    const tracker = {
+      setContextCapture(fn: (() => unknown) | null) {
+        captureFn = fn;
+      },
+      onRequest(cb: (r: RequestRecord[]) => void) {
+        deliver = cb;
+        return () => {
+          deliver = null;
+        };
+      },
+    };
+    const h = registerOpenTelemetry(sampler, { meterProvider, requests: tracker, tracer });
+    expect(captureFn).toBeTypeOf('function');
+
+    // Span still open when its energy settles: an attribute on it.
+    await tracer.startActiveSpan('compute', async (otelSpan) => {
+      const ctx = captureFn!();
+      expect(ctx).toBe(otelSpan);
+      h.observeSpans([spanResult('compute', 0.0425, { context: ctx } as never)]);
+      otelSpan.end();
+    });
+    const compute = exporter.getFinishedSpans().find((s) => s.name === 'compute')!;
+    expect(compute.attributes['energy.joules']).toBe(0.0425);
+    expect(compute.attributes['energy.estimated']).toBe(true);
+
+    // Request whose server span has ended before the energy settled: a child span carries it.
+    let ctx: unknown;
+    const now = Number(process.hrtime.bigint());
+    tracer.startActiveSpan('GET /orders/:id', (serverSpan) => {
+      ctx = captureFn!();
+      serverSpan.end();
+    });
+    deliver!([
+      {
+        method: 'GET',
+        route: '/orders/:id',
+        statusCode: 200,
+        startNs: now - 3e6,
+        endNs: now,
+        durationNs: 3e6,
+        joules: 0.09,
+        dynamicJoules: null,
+        onCpuNs: 1e6,
+        estimated: true,
+        mode: 'shared',
+        context: ctx,
+      } as RequestRecord,
+    ]);
+    const server = exporter.getFinishedSpans().find((s) => s.name === 'GET /orders/:id')!;
+    expect(server.attributes['energy.joules']).toBeUndefined();
+    const child = exporter.getFinishedSpans().find((s) => s.name === 'jouletrace.energy')!;
+    expect(child).toBeDefined();
+    expect(child.parentSpanContext?.spanId).toBe(server.spanContext().spanId);
+    expect(child.spanContext().traceId).toBe(server.spanContext().traceId);
+    expect(child.attributes['energy.joules']).toBe(0.09);
+    expect(child.attributes['jouletrace.subject']).toBe('GET /orders/:id');
+    // Over the request's own interval (3 ms), placed in wall-clock time.
+    const durMs = child.duration[0] * 1e3 + child.duration[1] / 1e6;
+    expect(durMs).toBeCloseTo(3, 1);
+    const startMs = child.startTime[0] * 1e3 + child.startTime[1] / 1e6;
+    expect(Math.abs(startMs - (Date.now() - 3))).toBeLessThan(1000);
+
+    // Without a context nothing is traced; close() removes the hook and stops delivery.
+    const before = exporter.getFinishedSpans().length;
+    h.observeSpans([spanResult('bare', 0.01)]);
+    expect(exporter.getFinishedSpans()).toHaveLength(before);
+    h.close();
+    expect(captureFn).toBeNull();
+    expect(deliver).toBeNull();
+  });
+
+  it('omits attribution without thread tracking and validates its input', async () => {
+    const { sampler, meterProvider, collect } = setup({ threads: 'off' });
+    const h = registerOpenTelemetry(sampler, { meterProvider });
+    cleanups.push(() => h.close());
+    await sleep(20);
+    const m = await collect();
+    expect(m.has('hw.energy')).toBe(true);
+    expect(m.get('jouletrace.process.energy')?.dataPoints ?? []).toHaveLength(0);
+    expect(() => registerOpenTelemetry({} as never)).toThrow(TypeError);
+  });
+});

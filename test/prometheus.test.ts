@@ -1,0 +1,329 @@
+// Prometheus metrics: exposition, counters that survive sampler restarts, bounded thread
+// cardinality, span and request histograms — and a real Prometheus scraping a real app.
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Registry } from 'prom-client';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Sampler } from '../src/index';
+import { RequestTracker, trackRequest } from '../src/requests';
+import { registerMetrics, REQUEST_BUCKETS, SPAN_BUCKETS } from '../src/prometheus';
+import type { RequestRecord, SpanResult } from '../src/span-types';
+import { prometheusMissing, startPrometheus, type PrometheusServer } from './fixtures/prometheus-server';
+
+const cleanups: Array<() => unknown> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+function sampler(opts: ConstructorParameters<typeof Sampler>[0] = {}): Sampler {
+  const s = new Sampler({ source: 'model', intervalUs: 1000, ...opts });
+  cleanups.push(() => s.close());
+  return s;
+}
+
+/** Parses the text exposition format into name{labels} → value. */
+function parse(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (\S+)$/.exec(line);
+    if (!m) throw new Error(`unparseable exposition line: ${line}`);
+    out.set(m[1] + (m[2] ?? ''), Number(m[3]));
+  }
+  return out;
+}
+
+function sumOf(values: Map<string, number>, name: string, filter: (key: string) => boolean = () => true): number {
+  let sum = 0;
+  for (const [k, v] of values) if ((k === name || k.startsWith(name + '{')) && filter(k)) sum += v;
+  return sum;
+}
+
+function busy(ms: number): void {
+  const end = performance.now() + ms;
+  while (performance.now() < end);
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function span(label: string, joules: number, estimated = true): SpanResult {
+  return { label, tid: process.pid, startNs: 1, endNs: 2, onCpuNs: 1, joules, dynamicJoules: null, estimated, incomplete: false };
+}
+
+function request(route: string, joules: number, statusCode = 200, method = 'GET'): RequestRecord {
+  return {
+    method,
+    route,
+    statusCode,
+    startNs: 0,
+    endNs: 1000,
+    durationNs: 1000,
+    joules,
+    dynamicJoules: null,
+    onCpuNs: 500,
+    estimated: true,
+    mode: 'shared',
+  };
+}
+
+describe('registerMetrics', () => {
+  it('exposes energy, power, attribution and sampler health, labelled estimated for the model source', async () => {
+    const s = sampler().start();
+    const m = registerMetrics(s, { labels: { service: 'test' } });
+    cleanups.push(() => m.close());
+    busy(150);
+    await sleep(50);
+    const text = await m.registry.metrics();
+    const v = parse(text);
+    const total = s.totals().readings.find((r) => r.domain === 'package')!.joules;
+    const exported = v.get('jouletrace_energy_joules_total{service="test",domain="package",package="0",source="model",estimated="true"}');
+    expect(exported).toBeGreaterThan(0);
+    // Read at scrape time from the same sampler: at most a few samples (ms) apart.
+    expect(Math.abs(exported! - total) / total).toBeLessThan(0.2);
+    expect(text).toMatch(/# TYPE jouletrace_energy_joules_total counter/);
+    expect(text).toMatch(/# TYPE jouletrace_power_watts gauge/);
+    const watts = v.get('jouletrace_power_watts{service="test",domain="package",package="0",estimated="true"}')!;
+    // The model's idle power is 12 W: average power can be no lower.
+    expect(watts).toBeGreaterThanOrEqual(11.5);
+    const parts = ['process', 'baseline', 'other'].map(
+      (part) => v.get(`jouletrace_process_energy_joules_total{service="test",part="${part}",estimated="true"}`)!,
+    );
+    for (const p of parts) expect(p).toBeGreaterThanOrEqual(0);
+    expect(parts[0]).toBeGreaterThan(0);
+    expect(v.get('jouletrace_samples_total{service="test"}')).toBeGreaterThan(100);
+    expect(v.get('jouletrace_samples_dropped_total{service="test"}')).toBe(0);
+    expect(v.get('jouletrace_sampler_jitter_seconds{service="test",quantile="0.99"}')).toBeGreaterThan(0);
+    expect(v.get('jouletrace_sampler_jitter_seconds{service="test",quantile="0.99"}')).toBeLessThan(1);
+    expect(v.get('app_energy_joules_total{service="test",estimated="true"}')).toBeCloseTo(parts[0], 1);
+    expect(v.get('app_requests_total{service="test",estimated="true"}')).toBe(0);
+    expect(Number.isNaN(v.get('app_joules_per_request{service="test",estimated="true"}'))).toBe(true);
+    // Every jouletrace energy series from the model source says it is estimated.
+    for (const line of text.split('\n')) {
+      if (/^(jouletrace_(energy|power|process|thread)|app_energy)/.test(line)) expect(line).toContain('estimated="true"');
+    }
+  });
+
+  it('keeps counters monotonic across stop()/start(), which restart the sampler totals', async () => {
+    const s = sampler().start();
+    const m = registerMetrics(s);
+    cleanups.push(() => m.close());
+    busy(100);
+    await sleep(30);
+    const key = 'jouletrace_energy_joules_total{domain="package",package="0",source="model",estimated="true"}';
+    const first = parse(await m.registry.metrics()).get(key)!;
+    const firstSamples = parse(await m.registry.metrics()).get('jouletrace_samples_total')!;
+    s.stop();
+    const beforeRestart = parse(await m.registry.metrics()).get(key)!;
+    expect(beforeRestart).toBeGreaterThanOrEqual(first);
+    s.start();
+    await sleep(80);
+    const fresh = s.totals().readings[0].joules;
+    const after = parse(await m.registry.metrics()).get(key)!;
+    // The new run's energy is added on top of the old run's, not instead of it.
+    expect(after).toBeGreaterThan(beforeRestart);
+    expect(after).toBeGreaterThan(fresh);
+    expect(after - beforeRestart).toBeCloseTo(fresh, 0);
+    expect(parse(await m.registry.metrics()).get('jouletrace_samples_total')!).toBeGreaterThan(firstSamples);
+  });
+
+  it('bounds thread cardinality: topThreads names, the rest "other", and never decreases', async () => {
+    const s = sampler().start();
+    const m = registerMetrics(s, { topThreads: 1 });
+    cleanups.push(() => m.close());
+    busy(100);
+    await sleep(30);
+    const v1 = parse(await m.registry.metrics());
+    const threadKeys = [...v1.keys()].filter((k) => k.startsWith('jouletrace_thread_energy_joules_total'));
+    const names = threadKeys.map((k) => /thread="([^"]*)"/.exec(k)![1]);
+    expect(names.filter((n) => n !== 'other')).toHaveLength(1);
+    expect(names).toContain('other');
+    const sumThreads = sumOf(v1, 'jouletrace_thread_energy_joules_total');
+    const process = v1.get('jouletrace_process_energy_joules_total{part="process",estimated="true"}')!;
+    // The threads' shares add up to the process's (read a moment apart).
+    expect(Math.abs(sumThreads - process) / process).toBeLessThan(0.2);
+    busy(80);
+    await sleep(30);
+    const v2 = parse(await m.registry.metrics());
+    for (const k of threadKeys) expect(v2.get(k)!).toBeGreaterThanOrEqual(v1.get(k)!);
+  });
+
+  it('turns spans and requests into histograms and the app_* metrics', async () => {
+    const s = sampler().start();
+    const m = registerMetrics(s, { joulesPerRequestWindowMs: 60_000 });
+    cleanups.push(() => m.close());
+    m.observeSpans([span('match', 3e-6), span('match', 0.004), span('price', 0.3)]);
+    m.observeRequests([request('/orders/:id', 0.1), request('/orders/:id', 0.2), request('/health', 0.01, 204)]);
+    const text = await m.registry.metrics();
+    const v = parse(text);
+    expect(v.get('jouletrace_span_energy_joules_count{label="match",estimated="true"}')).toBe(2);
+    expect(v.get('jouletrace_span_energy_joules_sum{label="match",estimated="true"}')).toBeCloseTo(0.004003, 9);
+    expect(v.get('jouletrace_span_energy_joules_bucket{le="0.000005",label="match",estimated="true"}')).toBe(1);
+    expect(v.get('jouletrace_span_energy_joules_bucket{le="0.005",label="match",estimated="true"}')).toBe(2);
+    const route = 'method="GET",route="/orders/:id",status_code="200",estimated="true"';
+    expect(v.get(`http_server_request_energy_joules_count{${route}}`)).toBe(2);
+    expect(v.get(`http_server_request_energy_joules_sum{${route}}`)).toBeCloseTo(0.3, 12);
+    // 0.15 J (the alert threshold) is a bucket boundary.
+    expect(v.get(`http_server_request_energy_joules_bucket{le="0.15",${route}}`)).toBe(1);
+    expect(v.get('http_server_request_energy_joules_count{method="GET",route="/health",status_code="204",estimated="true"}')).toBe(1);
+    expect(v.get('app_requests_total{estimated="true"}')).toBe(3);
+    expect(v.get('app_joules_per_request{estimated="true"}')).toBeCloseTo(0.31 / 3, 12);
+    // Non-estimated records carry no estimated label.
+    m.observeSpans([span('exact', 0.01, false)]);
+    expect(parse(await m.registry.metrics()).get('jouletrace_span_energy_joules_count{label="exact"}')).toBe(1);
+  });
+
+  it('has bucket layouts covering µJ to J', () => {
+    expect(SPAN_BUCKETS[0]).toBe(1e-6);
+    expect(SPAN_BUCKETS[SPAN_BUCKETS.length - 1]).toBe(10);
+    expect(SPAN_BUCKETS).toHaveLength(22);
+    expect(REQUEST_BUCKETS).toContain(0.15);
+    for (const b of [SPAN_BUCKETS, REQUEST_BUCKETS]) for (let i = 1; i < b.length; i++) expect(b[i]).toBeGreaterThan(b[i - 1]);
+  });
+
+  it('uses the registry and prefix given, validates options, and close() unregisters', async () => {
+    const registry = new Registry();
+    const s = sampler({ threads: 'off' }).start();
+    const m = registerMetrics(s, { registry, prefix: 'node_energy_', appMetrics: false });
+    expect(m.registry).toBe(registry);
+    const text = await registry.metrics();
+    expect(text).toContain('node_energy_energy_joules_total');
+    expect(text).not.toContain('jouletrace_');
+    // Without thread tracking there is no attribution to report.
+    expect(text).not.toContain('node_energy_process_energy_joules_total');
+    expect(text).not.toContain('app_energy_joules_total');
+    m.close();
+    m.close();
+    expect(await registry.metrics()).toBe('\n');
+    expect(() => registerMetrics(s, { topThreads: -1 })).toThrow(RangeError);
+    expect(() => registerMetrics(s, { prefix: 'bad-prefix' })).toThrow(/not a valid metric name prefix/);
+    expect(() => registerMetrics(s, { nope: 1 } as never)).toThrow(/Unknown option options\.nope/);
+    expect(() => registerMetrics({} as never)).toThrow(TypeError);
+  });
+
+  it('adds carbon at the configured intensity', async () => {
+    const s = sampler().start();
+    const m = registerMetrics(s, { carbon: { gramsPerKwh: 360 } });
+    cleanups.push(() => m.close());
+    busy(50);
+    await sleep(20);
+    const v = parse(await m.registry.metrics());
+    const machine = v.get('jouletrace_energy_joules_total{domain="package",package="0",source="model",estimated="true"}')!;
+    // 360 g/kWh = 360 g per 3.6e6 J = 1e-4 g/J.
+    expect(v.get('jouletrace_carbon_grams_total{scope="machine",estimated="true"}')).toBeCloseTo(machine * 1e-4, 9);
+    expect(v.get('jouletrace_grid_intensity_grams_per_kwh{intensity_source="fixed"}')).toBe(360);
+  });
+});
+
+// --- A real Prometheus scraping a real app ------------------------------------------------------
+
+const missing = prometheusMissing();
+
+describe.skipIf(missing !== null)(`with a real Prometheus server${missing ? ` (skipped: ${missing})` : ''}`, () => {
+  it('scrapes the app; the article PromQL and the histogram ratio agree with what the app served', async () => {
+    const s = sampler().start();
+    const tracker = new RequestTracker(s);
+    cleanups.push(() => tracker.close());
+    const m = registerMetrics(s, { requests: tracker });
+    cleanups.push(() => m.close());
+
+    // The app: one route doing ~0.5 ms of CPU work, each request accounted by the
+    // RequestTracker (shared mode) and exported through registerMetrics.
+    const served: Array<{ t: number; values: Map<string, number> }> = [];
+    const server = http.createServer(async (req, res) => {
+      if (req.url === '/metrics') {
+        const text = await m.registry.metrics();
+        served.push({ t: Date.now(), values: parse(text) });
+        res.writeHead(200, { 'content-type': m.registry.contentType });
+        res.end(text);
+        return;
+      }
+      trackRequest(tracker, req, res, '/work');
+      busy(0.5);
+      res.end('ok');
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise((r) => server.close(r)));
+    const port = (server.address() as AddressInfo).port;
+
+    const prom: PrometheusServer = await startPrometheus({ targets: [`127.0.0.1:${port}`], scrapeIntervalS: 1 });
+    cleanups.push(() => prom.stop());
+
+    // Prometheus hands new targets to its scrape loop up to 5 s after it starts: wait for the first scrape.
+    const waitUntil = Date.now() + 15_000;
+    while (served.length === 0 && Date.now() < waitUntil) await sleep(50);
+    expect(served.length).toBeGreaterThan(0);
+
+    // Bounded load: sequential keep-alive requests for 5 s, 2 ms apart.
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    cleanups.push(() => agent.destroy());
+    const get = () =>
+      new Promise<void>((resolve, reject) => {
+        http
+          .get({ host: '127.0.0.1', port, path: '/work', agent }, (res) => {
+            res.resume();
+            res.on('end', resolve);
+          })
+          .on('error', reject);
+      });
+    const loadEnd = Date.now() + 5000;
+    let sent = 0;
+    while (Date.now() < loadEnd) {
+      await get();
+      sent++;
+      await sleep(2);
+    }
+    expect(sent).toBeGreaterThan(200);
+    // One more scrape after the load, so the window below has only load-time samples.
+    const scrapesBefore = served.length;
+    while (served.length < scrapesBefore + 1) await sleep(50);
+
+    const up = await prom.query('up');
+    expect(up.map((r) => r.value[1])).toEqual(['1']);
+
+    // Pick an evaluation time halfway between two scrapes during the load and a 3 s window: its
+    // edges fall ~0.5 s from any scrape (Prometheus scrapes every 1 s on a fixed phase), so the
+    // samples Prometheus uses are exactly the ones the app served in (T - 3 s, T].
+    const during = served.filter((x) => x.t < loadEnd);
+    expect(during.length).toBeGreaterThanOrEqual(5);
+    const T = (during[during.length - 2].t + during[during.length - 1].t) / 2;
+    const W = 3000;
+    const inWindow = served.filter((x) => x.t > T - W && x.t <= T);
+    const margin = Math.min(...served.map((x) => Math.min(Math.abs(x.t - T), Math.abs(x.t - (T - W)))));
+    expect(margin).toBeGreaterThan(150);
+    expect(inWindow.length).toBe(3);
+    const first = inWindow[0].values;
+    const last = inWindow[inWindow.length - 1].values;
+    const d = (name: string) => sumOf(last, name) - sumOf(first, name);
+
+    // The source article's query, unchanged (but for the window).
+    const article = await prom.query('rate(app_energy_joules_total[3s]) / rate(app_requests_total[3s])', T / 1000);
+    expect(article).toHaveLength(1);
+    const perRequest = Number(article[0].value[1]);
+    expect(Number.isFinite(perRequest)).toBe(true);
+    expect(perRequest).toBeGreaterThan(0);
+    // rate() extrapolates numerator and denominator by the same factor (same target, same
+    // sample times), so the ratio is exactly Δenergy / Δrequests over the served samples.
+    const expected = d('app_energy_joules_total') / d('app_requests_total');
+    expect(Math.abs(perRequest - expected) / expected).toBeLessThan(1e-9);
+
+    const hist = await prom.query(
+      'sum(rate(http_server_request_energy_joules_sum[3s])) / sum(rate(http_server_request_energy_joules_count[3s]))',
+      T / 1000,
+    );
+    const histPerRequest = Number(hist[0].value[1]);
+    expect(histPerRequest).toBeGreaterThan(0);
+    const expectedHist = d('http_server_request_energy_joules_sum') / d('http_server_request_energy_joules_count');
+    expect(Math.abs(histPerRequest - expectedHist) / expectedHist).toBeLessThan(1e-9);
+
+    // Requests are charged the process's energy while they run; the article's ratio also counts
+    // what the process spends between requests (the client loop, the metrics endpoint, the
+    // sampler thread), so it is larger — but the same order of magnitude.
+    expect(histPerRequest).toBeLessThan(perRequest);
+    expect(histPerRequest).toBeGreaterThan(perRequest / 20);
+
+    // The sliding-window gauge as the app reported it: the mean of what the histogram holds.
+    const gauge = await prom.query('app_joules_per_request', T / 1000);
+    const all = sumOf(last, 'http_server_request_energy_joules_sum') / sumOf(last, 'http_server_request_energy_joules_count');
+    expect(Number(gauge[0].value[1])).toBeCloseTo(all, 9);
+  }, 30_000);
+});

@@ -1,0 +1,188 @@
+// Joules per request on real servers on loopback: node:http, Express and Fastify, shared and
+// exact modes, and the sum over requests against the serving thread's energy.
+import { execFile } from 'node:child_process';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import express from 'express';
+import Fastify from 'fastify';
+import { afterEach, describe, expect, it } from 'vitest';
+import { energyMiddleware } from '../src/express';
+import { fastifyEnergy } from '../src/fastify';
+import { RequestTracker, Sampler, trackRequest, type RequestRecord } from '../src/index';
+
+const run = promisify(execFile);
+const cleanups: Array<() => unknown> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+function busy(ms: number): void {
+  const end = performance.now() + ms;
+  while (performance.now() < end);
+}
+
+async function load(base: string, targets: Array<{ path: string; count: number }>, concurrency: number) {
+  const spec = { targets: targets.map((t) => ({ url: base + t.path, count: t.count })), concurrency };
+  const { stdout } = await run(process.execPath, [path.join(__dirname, 'fixtures/load.cjs'), JSON.stringify(spec)]);
+  return JSON.parse(stdout) as { status: Record<string, number>; ms: number };
+}
+
+function listen(server: http.Server): Promise<string> {
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(server.address() as AddressInfo).port}`));
+  });
+}
+
+function setup(mode: 'shared' | 'exact' = 'shared') {
+  const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'bpf' });
+  const tracker = new RequestTracker(sampler, { mode });
+  const records: RequestRecord[] = [];
+  tracker.onRequest((rs) => records.push(...rs));
+  cleanups.push(() => sampler.close());
+  cleanups.push(() => tracker.close());
+  return { sampler, tracker, records };
+}
+
+const mean = (rs: RequestRecord[]) => rs.reduce((a, r) => a + r.joules, 0) / rs.length;
+
+describe('requests on node:http (shared mode)', () => {
+  it('charges the expensive route more, and the requests sum to the thread energy while serving', async () => {
+    const { sampler, tracker, records } = setup();
+    const server = http.createServer((req, res) => {
+      const route = req.url === '/expensive' ? '/expensive' : '/cheap';
+      trackRequest(tracker, req, res, route);
+      busy(route === '/expensive' ? 6 : 1);
+      res.end('ok');
+    });
+    const base = await listen(server);
+    cleanups.push(() => new Promise((r) => server.close(r)));
+    sampler.start();
+    const window = sampler.begin('serving');
+    const summary = await load(base, [{ path: '/cheap', count: 150 }, { path: '/expensive', count: 60 }], 3);
+    sampler.end(window);
+    const w = await sampler.settle(window);
+    await new Promise((r) => setTimeout(r, 30));
+    sampler.stop();
+    expect(summary.status['200']).toBe(210);
+    expect(records).toHaveLength(210);
+    const cheap = records.filter((r) => r.route === '/cheap');
+    const expensive = records.filter((r) => r.route === '/expensive');
+    expect(cheap).toHaveLength(150);
+    expect(expensive).toHaveLength(60);
+    for (const r of records) {
+      expect(r.method).toBe('GET');
+      expect(r.statusCode).toBe(200);
+      expect(r.mode).toBe('shared');
+      expect(r.estimated).toBe(true);
+      expect(r.joules).toBeGreaterThan(0);
+      expect(r.durationNs).toBeGreaterThan(0);
+    }
+    // Shared mode splits energy among requests in flight together, so queueing blurs the 6:1
+    // CPU ratio; an expensive request still costs clearly more.
+    expect(mean(expensive) / mean(cheap)).toBeGreaterThan(1.5);
+    // With three clients in a separate process, a request is in flight nearly all the time:
+    // the requests hold the serving thread's energy over the window (the window span also sees
+    // the few microseconds between one response and the next request: ≤ 10%).
+    const sum = records.reduce((a, r) => a + r.joules, 0);
+    expect(sum / w.joules).toBeGreaterThan(0.85);
+    expect(sum / w.joules).toBeLessThan(1.1);
+    const routes = tracker.routes();
+    expect(routes.map((r) => r.route).sort()).toEqual(['/cheap', '/expensive']);
+    const er = routes.find((r) => r.route === '/expensive')!;
+    expect(er.count).toBe(60);
+    expect(er.joules.sum).toBeCloseTo(expensive.reduce((a, r) => a + r.joules, 0), 9);
+    expect(er.joules.p50).toBeLessThanOrEqual(er.joules.p99);
+  });
+});
+
+describe('requests in exact mode', () => {
+  it('charges interleaved async requests for their own callbacks', async () => {
+    const { sampler, tracker, records } = setup('exact');
+    const server = http.createServer((req, res) => {
+      const slow = req.url === '/slow';
+      trackRequest(tracker, req, res, slow ? '/slow' : '/fast');
+      if (!slow) {
+        busy(1);
+        res.end('fast');
+        return;
+      }
+      busy(2);
+      setTimeout(() => {
+        busy(2);
+        res.end('slow');
+      }, 5);
+    });
+    const base = await listen(server);
+    cleanups.push(() => new Promise((r) => server.close(r)));
+    sampler.start();
+    await load(base, [{ path: '/fast', count: 80 }, { path: '/slow', count: 40 }], 4);
+    await new Promise((r) => setTimeout(r, 50));
+    sampler.stop();
+    expect(records).toHaveLength(120);
+    expect(records.every((r) => r.mode === 'exact')).toBe(true);
+    const slow = records.filter((r) => r.route === '/slow');
+    const fast = records.filter((r) => r.route === '/fast');
+    // 4 ms of CPU against 1 ms: each request is charged its own callbacks only, however the
+    // requests interleave; ±40% absorbs the parser/socket work each request also pays for.
+    const ratio = mean(slow) / mean(fast);
+    expect(ratio).toBeGreaterThan(4 * 0.6);
+    expect(ratio).toBeLessThan(4 * 1.4);
+    const cpu = (rs: RequestRecord[]) => rs.reduce((a, r) => a + r.onCpuNs, 0) / rs.length;
+    expect(cpu(slow)).toBeGreaterThan(3.5e6);
+    expect(cpu(fast)).toBeGreaterThan(0.9e6);
+  });
+});
+
+describe('framework integrations', () => {
+  it('Express middleware reports the route pattern and status code', async () => {
+    const { sampler, tracker, records } = setup();
+    const app = express();
+    app.use(energyMiddleware(tracker));
+    const users = express.Router();
+    users.get('/:id', (req, res) => {
+      busy(1);
+      res.status(req.params.id === '0' ? 404 : 200).send('user');
+    });
+    app.use('/users', users);
+    app.get('/health', (_req, res) => {
+      res.send('ok');
+    });
+    const server = http.createServer(app);
+    const base = await listen(server);
+    cleanups.push(() => new Promise((r) => server.close(r)));
+    sampler.start();
+    await load(base, [{ path: '/users/7', count: 10 }, { path: '/users/0', count: 5 }, { path: '/health', count: 5 }, { path: '/nope', count: 3 }], 2);
+    await new Promise((r) => setTimeout(r, 30));
+    sampler.stop();
+    const by = (route: string, status: number) => records.filter((r) => r.route === route && r.statusCode === status).length;
+    expect(by('/users/:id', 200)).toBe(10);
+    expect(by('/users/:id', 404)).toBe(5);
+    expect(by('/health', 200)).toBe(5);
+    expect(by('(unmatched)', 404)).toBe(3);
+    expect(records.some((r) => r.route.includes('/7'))).toBe(false); // never the raw URL
+  });
+
+  it('Fastify plugin reports the route pattern and status code', async () => {
+    const { sampler, tracker, records } = setup();
+    const app = Fastify();
+    await app.register(fastifyEnergy, { tracker });
+    app.get('/items/:id', async () => {
+      busy(1);
+      return { ok: true };
+    });
+    const base = await app.listen({ port: 0, host: '127.0.0.1' });
+    cleanups.push(() => app.close());
+    sampler.start();
+    await load(base, [{ path: '/items/1', count: 12 }, { path: '/missing', count: 3 }], 2);
+    await new Promise((r) => setTimeout(r, 30));
+    sampler.stop();
+    expect(records.filter((r) => r.route === '/items/:id' && r.statusCode === 200)).toHaveLength(12);
+    expect(records.filter((r) => r.statusCode === 404)).toHaveLength(3);
+    expect(records.every((r) => r.joules > 0)).toBe(true);
+    expect(() => fastifyEnergy({ addHook() {} } as never, {} as never, (e) => { throw e; })).toThrow(
+      'Expected a RequestTracker for options.tracker or a Sampler for options.sampler',
+    );
+  });
+});

@@ -1,0 +1,91 @@
+// `jouletrace serve`: the host agent's /metrics, per-pid attribution, arguments, and shutdown.
+import { spawn } from 'node:child_process';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { serveCommand } from '../src/cli/serve';
+import { freePort } from './fixtures/prometheus-server';
+
+const cleanups: Array<() => unknown> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+  vi.restoreAllMocks();
+});
+
+function parse(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (\S+)$/.exec(line);
+    if (m) out.set(m[1] + (m[2] ?? ''), Number(m[3]));
+  }
+  return out;
+}
+
+describe('jouletrace serve', () => {
+  it('serves machine energy and per-pid attribution on 127.0.0.1, and exits 0 on SIGTERM', async () => {
+    // A process to watch: burns CPU until killed.
+    const child = spawn(process.execPath, ['-e', 'for(;;){}'], { stdio: 'ignore' });
+    cleanups.push(() => child.kill('SIGKILL'));
+    const port = await freePort();
+    const stderr = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    const before = new Set(process.listeners('SIGTERM'));
+    const done = serveCommand(['--port', String(port), '--pid', String(child.pid), '--source', 'model', '--interval', '5', '--grams-per-kwh', '400']);
+    let body = '';
+    for (let i = 0; i < 100 && !body; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      try {
+        const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+        if (res.ok) body = await res.text();
+      } catch {
+        // not listening yet
+      }
+    }
+    expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toContain(`http://127.0.0.1:${port}/metrics`);
+    await new Promise((r) => setTimeout(r, 400));
+    const v = parse(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text());
+    const pkg = v.get('jouletrace_energy_joules_total{domain="package",package="0",source="model",estimated="true"}')!;
+    expect(pkg).toBeGreaterThan(0);
+    const key = (part: string) => `jouletrace_process_energy_joules_total{pid="${child.pid}",command="node",part="${part}",estimated="true"}`;
+    const parts = ['process', 'baseline', 'other'].map((p) => v.get(key(p))!);
+    // The spinning child gets a real share of the energy.
+    expect(parts[0]).toBeGreaterThan(0);
+    // Its sampler's parts add up to the machine total, read a moment apart by another sampler.
+    const sum = parts[0] + parts[1] + parts[2];
+    expect(Math.abs(sum - pkg) / pkg).toBeLessThan(0.25);
+    expect(v.get('jouletrace_carbon_grams_total{scope="machine",estimated="true"}')).toBeCloseTo(pkg * (400 / 3.6e6), 3);
+    // No in-process app metrics on a host agent.
+    expect([...v.keys()].some((k) => k.startsWith('app_'))).toBe(false);
+    expect((await fetch(`http://127.0.0.1:${port}/nope`)).status).toBe(404);
+
+    // SIGTERM: serve's own handler (the test runner's are left alone).
+    const added = process.listeners('SIGTERM').filter((l) => !before.has(l));
+    expect(added).toHaveLength(1);
+    (added[0] as () => void)();
+    expect(await done).toBe(0);
+    await expect(fetch(`http://127.0.0.1:${port}/metrics`)).rejects.toThrow();
+    expect(process.listeners('SIGTERM').filter((l) => !before.has(l))).toHaveLength(0);
+  });
+
+  it('prints help and rejects bad arguments with exit code 2', async () => {
+    const out = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
+    const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    expect(await serveCommand(['--help'])).toBe(0);
+    expect(String(out.mock.calls[0][0])).toMatch(/--host HOST .*default 127\.0\.0\.1/);
+    expect(await serveCommand(['--port', '70000'])).toBe(2);
+    expect(String(err.mock.calls.at(-1)![0])).toContain('--port expects an integer from 0 to 65535, got "70000"');
+    expect(await serveCommand(['--pid', 'x'])).toBe(2);
+    expect(await serveCommand(['--source', 'nope'])).toBe(2);
+    expect(await serveCommand(['--bogus'])).toBe(2);
+    expect(await serveCommand(['--country', 'FRA', '--grams-per-kwh', '3'])).toBe(2);
+  });
+
+  it('reports a port in use as an error, exit code 1', async () => {
+    const http = await import('node:http');
+    const blocker = http.createServer();
+    await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise((r) => blocker.close(r)));
+    const port = (blocker.address() as { port: number }).port;
+    const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    expect(await serveCommand(['--port', String(port), '--source', 'model'])).toBe(1);
+    expect(err.mock.calls.map((c) => String(c[0])).join('')).toMatch(/cannot listen on 127\.0\.0\.1/);
+  });
+});
+
