@@ -5,7 +5,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ReportCollector } from '../src/report/collector';
 import { niceTicks, renderReport } from '../src/report/render';
+import { Sampler } from '../src/sampler';
 import type { ReportData } from '../src/report/types';
 
 const ROOT = path.join(__dirname, '..');
@@ -200,6 +202,46 @@ describe('jouletrace demo', () => {
     const total = width * height;
     expect(ink / total).toBeGreaterThan(0.03);
     expect(colored / total).toBeGreaterThan(0.01);
+  });
+});
+
+describe('ReportCollector', () => {
+  it('turns polls of a running sampler into power and per-thread series that add up', async () => {
+    const sampler = new Sampler({ source: 'model', intervalUs: 1000 });
+    try {
+      sampler.start();
+      const collector = new ReportCollector(sampler, { periodMs: 50 }).start();
+      collector.labelThread(process.pid, 'main');
+      const end = Date.now() + 500;
+      while (Date.now() < end) {
+        const t = Date.now() + 20;
+        while (Date.now() < t);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      collector.addRecord({ label: 'spin', joules: 0.5, endNs: process.hrtime.bigint(), durationMs: 500 }, 'span');
+      collector.stop();
+      sampler.stop();
+      const d = collector.data();
+      expect(d.estimated).toBe(true);
+      expect(d.time.length).toBeGreaterThanOrEqual(4);
+      expect(d.watts[0]).toHaveLength(d.time.length);
+      for (const w of d.watts[0]) expect(w).toBeGreaterThan(0);
+      const main = d.threads.find((t) => t.label.startsWith('main ('));
+      expect(main).toBeDefined();
+      expect(main!.joules).toHaveLength(d.time.length);
+      // The busy main thread got most of the threads' energy, and the series sum to the totals.
+      const seriesSum = d.threads.reduce((a, t) => a + t.joules.reduce((x, y) => x + y, 0), 0);
+      const threadsTotal = sampler.threads().reduce((a, t) => a + t.joules, 0);
+      expect(seriesSum).toBeLessThanOrEqual(threadsTotal + 1e-9);
+      expect(seriesSum).toBeGreaterThan(threadsTotal * 0.5);
+      expect(d.cpuCores.some((c) => c > 0.3)).toBe(true);
+      expect(d.records).toHaveLength(1);
+      expect(d.records[0].t).toBeGreaterThan(0.4);
+      expect(d.records[0].t).toBeLessThanOrEqual(d.durationS + 0.01);
+      expect(d.recordKind).toBe('span');
+    } finally {
+      sampler.close();
+    }
   });
 });
 

@@ -6,12 +6,12 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import { formatProbe, probe } from '../probe';
 import { ReportCollector } from '../report/collector';
 import { renderReport } from '../report/render';
-import { Sampler, type SamplerOptions, type ThreadEnergy } from '../sampler';
+import { RequestTracker, trackRequest } from '../requests';
+import { Sampler, type SamplerOptions } from '../sampler';
 import type { SourceName } from '../source-options';
 import { parseIntervalUs } from './run';
 import { colorEnabled, fmtJoules, fmtWatts, numberOption, paint, parseArgs, UsageError, type OptionSpec } from './util';
@@ -108,82 +108,11 @@ function expensiveWork(): number {
   return acc;
 }
 
-interface PendingRequest {
-  label: string;
-  handlerMs: number;
-  durationMs: number;
-  endNs: bigint;
-}
-
 export interface RouteSummary {
   route: string;
   count: number;
   joules: { sum: number; mean: number; p50: number; p99: number; max: number };
   durationMs: { mean: number };
-}
-
-function quantile(sorted: number[], q: number): number {
-  if (sorted.length === 0) return 0;
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
-}
-
-/**
- * Per-request energy without the request tracker: requests are served one at a time, grouped
- * into batches of one route; each batch gets the main thread's attributed energy over it, split
- * among its requests by handler time (the part the handler accounts for) and evenly (the rest:
- * parsing, the socket, the event loop).
- */
-type RecordSink = (r: { label: string; joules: number; endNs: bigint; durationMs: number }) => void;
-
-class BatchAccountant {
-  readonly #sampler: Sampler;
-  readonly #mainTid: number;
-  readonly #onRecord: RecordSink;
-  #batch: PendingRequest[] = [];
-  #label = '';
-  #start: { joules: number; onCpuNs: number } | undefined;
-  #lastEnd = 0n;
-
-  constructor(sampler: Sampler, mainTid: number, onRecord: RecordSink) {
-    this.#sampler = sampler;
-    this.#mainTid = mainTid;
-    this.#onRecord = onRecord;
-  }
-
-  #main(): { joules: number; onCpuNs: number } {
-    const t = this.#sampler.threads().find((x: ThreadEnergy) => x.tid === this.#mainTid);
-    return { joules: t?.joules ?? 0, onCpuNs: t?.onCpuNs ?? 0 };
-  }
-
-  /** Called as a request arrives: closes the batch when the route changed or the line went quiet. */
-  arrive(label: string): void {
-    const now = process.hrtime.bigint();
-    if (this.#batch.length > 0 && (label !== this.#label || now - this.#lastEnd > 20_000_000n)) this.flush();
-    if (this.#batch.length === 0) {
-      this.#label = label;
-      this.#start = this.#main();
-    }
-  }
-
-  done(req: PendingRequest): void {
-    this.#batch.push(req);
-    this.#lastEnd = req.endNs;
-  }
-
-  flush(): void {
-    const batch = this.#batch;
-    this.#batch = [];
-    if (batch.length === 0 || !this.#start) return;
-    const end = this.#main();
-    const energy = Math.max(0, end.joules - this.#start.joules);
-    const cpuMs = Math.max(1e-6, (end.onCpuNs - this.#start.onCpuNs) / 1e6);
-    const handlerMs = batch.reduce((a, r) => a + r.handlerMs, 0);
-    const phi = Math.min(1, handlerMs / cpuMs);
-    for (const r of batch) {
-      const share = (1 - phi) / batch.length + (handlerMs > 0 ? (phi * r.handlerMs) / handlerMs : 0);
-      this.#onRecord({ label: r.label, joules: energy * share, endNs: r.endNs, durationMs: r.durationMs });
-    }
-  }
 }
 
 export async function demoCommand(argv: string[]): Promise<number> {
@@ -246,19 +175,19 @@ export async function demoCommand(argv: string[]): Promise<number> {
   }
 
   const collector = new ReportCollector(sampler, { title: 'jouletrace demo', subtitle: `built-in HTTP workload, ${seconds} s` });
-  const records: Array<{ label: string; joules: number; durationMs: number }> = [];
-  const accountant = new BatchAccountant(sampler, process.pid, (r) => {
-    records.push(r);
-    collector.addRecord(r, 'request');
+  // Joules per request: the request tracker charges each request the energy of the thread that
+  // serves it (and libuv's pool) while it is in flight, shared among requests in flight together.
+  const tracker = new RequestTracker(sampler);
+  tracker.onRequest((batch) => {
+    for (const r of batch) {
+      collector.addRecord({ label: `${r.method} ${r.route}`, joules: r.joules, endNs: r.endNs, durationMs: r.durationNs / 1e6 }, 'request');
+    }
   });
   // The expensive route's computation is also a span: a critical section measured on its own.
   const spans = st0.threads.backend !== 'off';
   const server = http.createServer((req, res) => {
-    const t0 = process.hrtime.bigint();
     const route = req.url === '/cheap' || req.url === '/expensive' ? req.url : '(unmatched)';
-    const label = `${req.method} ${route}`;
-    accountant.arrive(label);
-    const h0 = performance.now();
+    trackRequest(tracker, req, res, route);
     let body: string;
     if (route === '/cheap') body = JSON.stringify({ ok: true, t: Date.now() });
     else if (route === '/expensive') body = JSON.stringify({ ok: true, value: spans ? sampler.measure('expensive: compute', expensiveWork) : expensiveWork() });
@@ -266,12 +195,8 @@ export async function demoCommand(argv: string[]): Promise<number> {
       res.statusCode = 404;
       body = '{"ok":false}';
     }
-    const handlerMs = performance.now() - h0;
     res.setHeader('content-type', 'application/json');
-    res.end(body, () => {
-      const endNs = process.hrtime.bigint();
-      accountant.done({ label, handlerMs, durationMs: Number(endNs - t0) / 1e6, endNs });
-    });
+    res.end(body);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as AddressInfo).port;
@@ -333,10 +258,13 @@ export async function demoCommand(argv: string[]): Promise<number> {
     clearInterval(progress);
     if (err.isTTY) err.write('\r\x1b[2K');
   }
-  accountant.flush();
   await new Promise<void>((resolve) => server.close(() => resolve()));
-  // Let the last energy intervals land so the last spans settle.
-  await new Promise((r) => setTimeout(r, Math.max(50, (4 * intervalUs) / 1000)));
+  // Let the last energy intervals land so the last requests and spans settle (bounded).
+  const settleBy = Date.now() + 2000;
+  do await new Promise((r) => setTimeout(r, Math.max(50, (4 * intervalUs) / 1000)));
+  while (tracker.inFlight > 0 && Date.now() < settleBy);
+  const routeStats = tracker.routes();
+  tracker.close();
   const spanStats = spans ? sampler.spanStats() : [];
   collector.stop();
   sampler.stop();
@@ -346,23 +274,8 @@ export async function demoCommand(argv: string[]): Promise<number> {
   const threads = sampler.threads();
   const attribution = sampler.attribution();
   const stats = sampler.stats();
-  const routes = new Map<string, Array<{ joules: number; durationMs: number }>>();
-  for (const r of records) {
-    const list = routes.get(r.label) ?? [];
-    list.push(r);
-    routes.set(r.label, list);
-  }
-  const routeSummaries: RouteSummary[] = [...routes.entries()]
-    .map(([route, list]) => {
-      const js = list.map((x) => x.joules).sort((a, b) => a - b);
-      const sum = js.reduce((a, b) => a + b, 0);
-      return {
-        route,
-        count: list.length,
-        joules: { sum, mean: sum / list.length, p50: quantile(js, 0.5), p99: quantile(js, 0.99), max: js[js.length - 1] },
-        durationMs: { mean: list.reduce((a, x) => a + x.durationMs, 0) / list.length },
-      };
-    })
+  const routeSummaries: RouteSummary[] = routeStats
+    .map((r) => ({ route: `${r.method} ${r.route}`, count: r.count, joules: r.joules, durationMs: { mean: r.durationMs.mean } }))
     .sort((a, b) => a.route.localeCompare(b.route));
   const est = estimated ? ' (estimated)' : '';
 
@@ -378,7 +291,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
   if (cheap && dear && cheap.joules.mean > 0) {
     out.write(c.dim(`  /expensive costs ${(dear.joules.mean / cheap.joules.mean).toFixed(1)}× the energy of /cheap per request.\n`));
   }
-  out.write(c.dim('  (each run of same-route requests gets the main thread\'s attributed energy, split by handler time)\n'));
+  out.write(c.dim("  (each request is charged the serving thread's energy while it is in flight, shared with requests in flight beside it)\n"));
 
   for (const sp of spanStats) {
     out.write(
@@ -416,7 +329,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
         ['threads', `${st0.threads.backend}${stats.bpf ? `, ${stats.bpf.events} context switches seen` : ''}`],
         ['sampler', `${stats.timing.samples} samples, ${stats.ring.dropped} dropped, jitter p99 ${stats.timing.jitterUs.p99.toFixed(1)} µs`],
       ],
-      notes: [...notes, 'joules per request: each run of same-route requests gets the main thread\'s attributed energy, split by handler time'],
+      notes: [...notes, "joules per request: RequestTracker in 'shared' mode, each request charged the serving thread's energy while in flight"],
     });
     fs.writeFileSync(htmlPath, renderReport(data));
     out.write(`\nReport written to ${htmlPath}\n`);

@@ -116,17 +116,28 @@ export class ReportCollector {
   data(extra: Partial<Pick<ReportData, 'summary' | 'notes' | 'attribution' | 'subtitle'>> = {}): ReportData {
     const domains = this.#sampler.domains.map((d) => `${d.domain}-${d.package}`);
     const n = this.#time.length;
+    // Points at least half a period apart: a short last interval (the final poll at stop()) is
+    // merged into the one before it rather than drawn as a spike of quantisation noise.
+    const keep: number[] = n > 0 ? [0] : [];
+    const minDt = (0.5 * this.#periodMs) / 1000;
+    for (let i = 1; i < n; i++) {
+      if (this.#time[i] - this.#time[keep[keep.length - 1]] >= minDt) keep.push(i);
+      else if (i === n - 1) {
+        if (keep.length > 1) keep[keep.length - 1] = i;
+        else keep.push(i);
+      }
+    }
     const time: number[] = [];
     const watts: number[][] = domains.map(() => []);
-    for (let i = 1; i < n; i++) {
-      const dt = this.#time[i] - this.#time[i - 1];
-      if (dt <= 0) continue;
-      time.push(this.#time[i]);
-      domains.forEach((_, d) => watts[d].push((this.#joules[i][d] - this.#joules[i - 1][d]) / dt));
+    for (let k = 1; k < keep.length; k++) {
+      const [a, b] = [keep[k - 1], keep[k]];
+      const dt = this.#time[b] - this.#time[a];
+      time.push(this.#time[b]);
+      domains.forEach((_, d) => watts[d].push((this.#joules[b][d] - this.#joules[a][d]) / dt));
     }
     const threads: ReportThreadSeries[] = [];
     const cpuCores: number[] = [];
-    if (this.#hasThreads && this.#threadPolls.length > 1) {
+    if (this.#hasThreads && this.#threadPolls.length > 1 && keep.length > 1) {
       const last = this.#threadPolls[this.#threadPolls.length - 1];
       const all = new Map<string, ThreadPoint>();
       for (const m of this.#threadPolls) for (const [k, v] of m) all.set(k, v);
@@ -135,11 +146,10 @@ export class ReportCollector {
       const topKeys = new Set(top.map(([k]) => k));
       const series = new Map<string, number[]>(top.map(([k]) => [k, []]));
       const others: number[] = [];
-      for (let i = 1; i < this.#threadPolls.length; i++) {
-        const prev = this.#threadPolls[i - 1];
-        const cur = this.#threadPolls[i];
-        const dt = this.#time[i] - this.#time[i - 1];
-        if (dt <= 0) continue;
+      for (let k = 1; k < keep.length; k++) {
+        const prev = this.#threadPolls[keep[k - 1]];
+        const cur = this.#threadPolls[keep[k]];
+        const dt = this.#time[keep[k]] - this.#time[keep[k - 1]];
         let rest = 0;
         let cpuNs = 0;
         for (const [k, p] of cur) {
