@@ -64,6 +64,7 @@ export interface TopFrame {
   rows: TopRow[];
 }
 
+// /proc reports CPU time in USER_HZ ticks, 100 per second on every Linux architecture we run on.
 const CLK_TCK = 100;
 
 /** utime + stime (ticks) and comm of every process in /proc. */
