@@ -12,6 +12,8 @@ say() { printf 'jouletrace setup: %s\n' "$*" >&2; }
 declare -A CMD_PKG=(
   [clang]=clang [llvm-strip]=llvm [pkg-config]=pkg-config [make]=make [g++]=g++
   [python3]=python3 [bpftool]=bpftool [capsh]=libcap2-bin
+  # test-time tools: tmux drives `jouletrace top` in a pseudo-terminal; chromium renders reports
+  [tmux]=tmux [chromium]=chromium
   [promtool]=prometheus  # the observability tests run a real Prometheus and `promtool test rules`
 )
 # header → Debian package
@@ -48,7 +50,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # npm dependencies (this also builds the addon through the package's install script).
-if [ ! -d node_modules ] || [ package.json -nt node_modules/.package-lock.json ]; then
+# A worktree may share another checkout's node_modules through a symlink: `npm ci` would empty
+# the link's target, so a linked node_modules is only installed into when it lacks a package.
+if [ -L node_modules ]; then
+  if [ ! -f node_modules/.package-lock.json ]; then
+    say "node_modules is a link to an empty install; run npm install where it points"
+    exit 1
+  fi
+elif [ ! -d node_modules ] || [ package.json -nt node_modules/.package-lock.json ]; then
   say "installing npm dependencies"
   if [ -f package-lock.json ]; then npm ci --no-audit --no-fund >&2; else npm install --no-audit --no-fund >&2; fi
 fi

@@ -1,136 +1,359 @@
 // `jouletrace demo`: the README's first command ends here. Shows what the machine can measure,
-// then samples the best source while a known workload runs (idle, then a CPU-bound worker thread
-// beside the main thread), printing watts per domain each second and, at the end, where the
-// energy went: this process, its threads, the baseline, everything else.
+// then runs a built-in workload (an HTTP server on loopback with a cheap and an expensive route,
+// driven by a load generator in a worker thread, plus a CPU-heavy worker thread), and prints
+// joules per request per route, energy per thread, where the energy went, and an HTML report.
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { formatProbe, probe } from '../probe';
-import { Sampler, type Totals } from '../sampler';
+import { ReportCollector } from '../report/collector';
+import { renderReport } from '../report/render';
+import { RequestTracker, trackRequest } from '../requests';
+import { Sampler, type SamplerOptions } from '../sampler';
+import type { SourceName } from '../source-options';
+import { parseIntervalUs } from './run';
+import { colorEnabled, fmtJoules, fmtWatts, numberOption, paint, parseArgs, UsageError, type OptionSpec } from './util';
 
-const HELP = `Usage: jouletrace demo [--seconds N] [--interval-us N] [--no-probe]
+const HELP = `Usage: jouletrace demo [options]
 
-Prints the probe report, then samples the best available energy source for a few seconds
-while a built-in workload runs (1 s idle, then a busy worker thread, then both threads busy),
-printing watts per domain every second, and finally the energy attributed to this process's
-threads, the baseline and everything else, with the sampler's own statistics.
+Prints the probe report, then measures a built-in workload for about 10 s: an HTTP server on
+127.0.0.1 (this process's main thread) with a cheap route (GET /cheap) and an expensive one
+(GET /expensive), driven by a load generator in a worker thread whose load rises and falls
+each second, while a CPU-heavy worker thread runs through the middle of the run. Then it
+prints the joules per request of each route, the energy of each thread, where the energy went
+(this process, the baseline, everything else) and writes an HTML report.
+
+Uses RAPL counters where the machine has them; elsewhere the model source, whose figures are
+estimates and are labelled so. Nothing leaves the machine: the server binds 127.0.0.1 only.
 
 Options:
-  --seconds N       how long to sample (default 6, at least 3)
-  --interval-us N   sampling period in microseconds (default 1000)
+  --seconds N       how long the workload runs (default 10, 2 to 600)
+  --interval T      sampling period (500us, 1ms, ...; default 1ms)
+  --source S        energy source: auto, msr, perf, powercap, model (default auto)
+  --html F          where to write the report (default jouletrace-report.html)
+  --no-html         write no report
+  --json            print the results as JSON on stdout (progress still goes to stderr)
   --no-probe        skip the probe report
   -h, --help        show this help
 `;
 
-const SPIN_WORKER = `
+const SPECS: OptionSpec[] = [
+  { name: 'seconds', type: 'number' },
+  { name: 'interval', type: 'string' },
+  { name: 'source', type: 'string' },
+  { name: 'html', type: 'string' },
+  { name: 'no-html', type: 'flag' },
+  { name: 'json', type: 'flag' },
+  { name: 'no-probe', type: 'flag' },
+  { name: 'help', short: 'h', type: 'flag' },
+];
+
+// The load generator: sequential keep-alive requests over loopback, alternating 150 ms batches
+// of each route; each one-second slot is busy for a rising then falling share of it, so
+// throughput (and power) vary and the proportionality curve has a range to show.
+const LOADGEN = `
+const http = require('node:http');
 const { parentPort, workerData } = require('node:worker_threads');
+parentPort.postMessage({ tid: Number(require('node:fs').readlinkSync('/proc/thread-self').split('/').pop()) });
+const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+const duty = [0.2, 0.45, 0.7, 0.95, 0.7, 0.45];
+function get(path) {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port: workerData.port, path, agent }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode));
+    });
+    req.on('error', reject);
+  });
+}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+(async () => {
+  const start = Date.now();
+  const end = start + workerData.ms;
+  let sent = 0;
+  let route = 0;
+  const routes = ['/cheap', '/expensive'];
+  while (Date.now() < end) {
+    const slot = Math.floor((Date.now() - start) / 1000);
+    const slotEnd = Math.min(end, start + (slot + 1) * 1000);
+    const busyUntil = Math.min(slotEnd, start + slot * 1000 + 1000 * duty[slot % duty.length]);
+    while (Date.now() < busyUntil) {
+      const batchEnd = Math.min(busyUntil, Date.now() + 150);
+      while (Date.now() < batchEnd) { await get(routes[route]); sent++; }
+      route = 1 - route;
+    }
+    parentPort.postMessage({ sent });
+    if (slotEnd > Date.now()) await sleep(slotEnd - Date.now());
+  }
+  agent.destroy();
+  parentPort.postMessage({ sent, done: true });
+})().catch((e) => parentPort.postMessage({ error: String(e && e.message || e) }));
+`;
+
+const HOG = `
+const { parentPort, workerData } = require('node:worker_threads');
+parentPort.postMessage({ tid: Number(require('node:fs').readlinkSync('/proc/thread-self').split('/').pop()) });
 const end = Date.now() + workerData.ms;
 let x = 0;
-while (Date.now() < end) x = (x * 1103515245 + 12345) % 2147483648;
+while (Date.now() < end) for (let i = 0; i < 1e5; i++) x = (x * 1103515245 + 12345) % 2147483648;
 parentPort.postMessage(x);
 `;
 
-function spinWorker(ms: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const w = new Worker(SPIN_WORKER, { eval: true, workerData: { ms }, name: 'demo-spin' });
-    w.once('message', () => resolve());
-    w.once('error', reject);
-  });
+/** The expensive route's work: about a few milliseconds of arithmetic on the main thread. */
+function expensiveWork(): number {
+  let acc = 0;
+  for (let i = 1; i < 300_000; i++) acc += Math.sqrt(i) * Math.sin(i);
+  return acc;
 }
 
-function spinMain(ms: number): void {
-  const end = Date.now() + ms;
-  let x = 0;
-  while (Date.now() < end) x = (x * 1103515245 + 12345) % 2147483648;
-  if (x === -1) console.log(x);
+export interface RouteSummary {
+  route: string;
+  count: number;
+  joules: { sum: number; mean: number; p50: number; p99: number; max: number };
+  durationMs: { mean: number };
 }
-
-const pad = (s: string, n: number) => s.padStart(n);
 
 export async function demoCommand(argv: string[]): Promise<number> {
-  let seconds = 6;
+  let seconds: number;
   let intervalUs = 1000;
-  let showProbe = true;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '--help' || a === '-h') {
+  let opts;
+  try {
+    opts = parseArgs(argv, SPECS).options;
+    if (opts.help) {
       process.stdout.write(HELP);
       return 0;
-    } else if (a === '--seconds') seconds = Number(argv[++i]);
-    else if (a === '--interval-us') intervalUs = Number(argv[++i]);
-    else if (a === '--no-probe') showProbe = false;
-    else {
-      process.stderr.write(`jouletrace demo: unknown argument ${JSON.stringify(a)}\n\n${HELP}`);
+    }
+    seconds = numberOption(opts, 'seconds', 10, 2, 600);
+    if (opts.interval !== undefined) intervalUs = parseIntervalUs(opts.interval as string);
+    if (opts.source !== undefined && !['auto', 'msr', 'perf', 'powercap', 'model'].includes(opts.source as string)) {
+      throw new UsageError(`--source must be auto, msr, perf, powercap or model, not ${JSON.stringify(opts.source)}`);
+    }
+    if (opts.html !== undefined && opts['no-html']) throw new UsageError('--html and --no-html contradict each other');
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`jouletrace demo: ${e.message}\n\n${HELP}`);
       return 2;
     }
+    throw e;
   }
-  if (!Number.isFinite(seconds) || seconds < 3 || seconds > 3600) {
-    process.stderr.write('jouletrace demo: --seconds must be a number from 3 to 3600\n');
-    return 2;
-  }
+  const json = opts.json === true;
+  // Human-readable text goes to stdout, unless stdout carries JSON.
+  const out = json ? process.stderr : process.stdout;
+  const err = process.stderr;
+  const c = paint(colorEnabled(out));
+  const htmlPath = opts['no-html'] ? undefined : path.resolve((opts.html as string | undefined) ?? 'jouletrace-report.html');
 
-  if (showProbe) {
-    process.stdout.write(formatProbe(await probe()) + '\n');
+  if (!opts['no-probe']) out.write(formatProbe(await probe()) + '\n');
+
+  const samplerOptions: SamplerOptions = { intervalUs };
+  if (opts.source !== undefined) samplerOptions.source = opts.source as SourceName;
+  let sampler: Sampler;
+  try {
+    sampler = new Sampler(samplerOptions);
+  } catch (e) {
+    err.write(`jouletrace demo: ${(e as Error).message}\n`);
+    return 1;
   }
-  const sampler = new Sampler({ intervalUs });
   const st0 = sampler.stats();
-  const out = process.stdout;
-  out.write(`Sampling '${sampler.source}' every ${intervalUs} µs for ${seconds} s`);
-  out.write(`, threads tracked with ${st0.threads.backend}.\n`);
-  for (const s of sampler.skipped) out.write(`  (skipped ${s.source}: ${s.message ?? s.code})\n`);
-  if (st0.threads.fallbackReason) out.write(`  (${st0.threads.fallbackReason})\n`);
-  if (st0.estimated) {
-    out.write('  No energy counters here: every figure below is ESTIMATED by the model source from CPU time.\n');
+  const estimated = st0.estimated;
+  out.write(c.bold(`Measuring with '${sampler.source}'`) + ` every ${intervalUs} µs, threads tracked with ${st0.threads.backend}.\n`);
+  if (st0.threads.fallbackReason) out.write(c.dim(`  (${st0.threads.fallbackReason})\n`));
+  if (estimated) {
+    out.write(c.yellow('  No energy counters here: every figure below is ESTIMATED by the model source from CPU time.\n'));
+  }
+  sampler.start();
+  const notes: string[] = [];
+  if (!estimated && st0.threads.backend !== 'off') {
+    const ms = seconds < 6 ? 500 : 1000;
+    err.write(`  calibrating idle power for ${ms} ms: keep the machine quiet…\n`);
+    const b = await sampler.calibrateBaseline({ durationMs: ms });
+    notes.push(`baseline (idle) power measured over ${ms} ms: ${b.watts.map((w) => `${w.domain}-${w.package} ${fmtWatts(w.watts)}`).join(', ')}`);
+  } else if (estimated) {
+    notes.push('the model source counts its idle watts as the baseline');
   }
 
-  const domains = sampler.domains.map((d) => `${d.domain}-${d.package}`);
-  out.write(`\n${'t (s)'.padEnd(6)}  ${'phase'.padEnd(22)}${domains.map((d) => pad(d + ' W', 14)).join('')}\n`);
-  sampler.start();
-  let prev: Totals = sampler.totals();
-  const phases = (t: number) => (t < 1 ? 'idle' : t < Math.ceil(seconds / 2) ? 'worker thread busy' : 'worker + main busy');
-  for (let t = 0; t < seconds; t++) {
-    const phase = phases(t);
-    if (phase === 'idle') await new Promise((r) => setTimeout(r, 1000));
-    else if (phase === 'worker thread busy') await spinWorker(1000);
-    else {
-      const w = spinWorker(1000);
-      spinMain(950);
-      await w;
+  const collector = new ReportCollector(sampler, { title: 'jouletrace demo', subtitle: `built-in HTTP workload, ${seconds} s` });
+  // Joules per request: the request tracker charges each request the energy of the thread that
+  // serves it (and libuv's pool) while it is in flight, shared among requests in flight together.
+  const tracker = new RequestTracker(sampler);
+  tracker.onRequest((batch) => {
+    for (const r of batch) {
+      collector.addRecord({ label: `${r.method} ${r.route}`, joules: r.joules, endNs: r.endNs, durationMs: r.durationNs / 1e6 }, 'request');
     }
+  });
+  // The expensive route's computation is also a span: a critical section measured on its own.
+  const spans = st0.threads.backend !== 'off';
+  const server = http.createServer((req, res) => {
+    const route = req.url === '/cheap' || req.url === '/expensive' ? req.url : '(unmatched)';
+    trackRequest(tracker, req, res, route);
+    let body: string;
+    if (route === '/cheap') body = JSON.stringify({ ok: true, t: Date.now() });
+    else if (route === '/expensive') body = JSON.stringify({ ok: true, value: spans ? sampler.measure('expensive: compute', expensiveWork) : expensiveWork() });
+    else {
+      res.statusCode = 404;
+      body = '{"ok":false}';
+    }
+    res.setHeader('content-type', 'application/json');
+    res.end(body);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+
+  const roles = new Map<number, string>([[process.pid, 'main: server']]);
+  const nameThread = (tid: number, role: string) => {
+    roles.set(tid, role);
+    collector.labelThread(tid, role);
+  };
+  nameThread(process.pid, 'main: server');
+  const samplerTid = sampler.stats().timing.samplerTid;
+  if (samplerTid > 0) nameThread(samplerTid, 'sampler');
+  collector.start();
+  const runStart = Date.now();
+  const ms = Math.round(seconds * 1000);
+  let sent = 0;
+  const loadDone = new Promise<void>((resolve, reject) => {
+    const w = new Worker(LOADGEN, { eval: true, workerData: { port, ms }, name: 'loadgen' });
+    w.on('message', (m: { tid?: number; sent: number; done?: boolean; error?: string }) => {
+      if (m.tid !== undefined) return nameThread(m.tid, 'loadgen');
+      if (m.error) reject(new Error(`load generator: ${m.error}`));
+      sent = m.sent;
+      if (m.done) resolve();
+    });
+    w.once('error', reject);
+  });
+  const hogStart = ms * 0.3;
+  const hogDone = new Promise<void>((resolve, reject) => {
+    setTimeout(() => {
+      const w = new Worker(HOG, { eval: true, workerData: { ms: ms * 0.4 }, name: 'cpu-hog' });
+      w.on('message', (m: { tid?: number }) => (m.tid !== undefined ? nameThread(m.tid, 'cpu-hog') : resolve()));
+      w.once('error', reject);
+    }, hogStart);
+  });
+
+  // Progress: a bar on a terminal, a line every two seconds elsewhere.
+  let prev = sampler.totals();
+  let lastLine = 0;
+  const progress = setInterval(() => {
     const cur = sampler.totals();
     const dt = Number(cur.timeNs - prev.timeNs) / 1e9;
-    const watts = cur.readings.map((r, i) => (r.joules - prev.readings[i].joules) / dt);
-    out.write(`${String(t + 1).padEnd(6)}  ${phase.padEnd(22)}${watts.map((w) => pad(w.toFixed(2), 14)).join('')}\n`);
+    const watts = dt > 0 ? cur.readings.reduce((a, r, i) => a + (r.domain === cur.readings[0].domain ? r.joules - prev.readings[i].joules : 0), 0) / dt : 0;
     prev = cur;
+    const el = (Date.now() - runStart) / 1000;
+    const text = `${el.toFixed(1)}/${seconds} s  ${cur.readings[0]?.domain ?? ''} ${fmtWatts(watts)}${estimated ? ' (est.)' : ''}  ${sent} requests`;
+    if (err.isTTY) {
+      const width = 24;
+      const done = Math.min(width, Math.round((width * el) / seconds));
+      err.write(`\r\x1b[2K  [${'#'.repeat(done)}${'.'.repeat(width - done)}] ${text}`);
+    } else if (el - lastLine >= 2) {
+      lastLine = el;
+      err.write(`  ${text}\n`);
+    }
+  }, 250);
+
+  try {
+    await Promise.all([loadDone, hogDone]);
+  } finally {
+    clearInterval(progress);
+    if (err.isTTY) err.write('\r\x1b[2K');
   }
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  // Let the last energy intervals land so the last requests and spans settle (bounded).
+  const settleBy = Date.now() + 2000;
+  do await new Promise((r) => setTimeout(r, Math.max(50, (4 * intervalUs) / 1000)));
+  while (tracker.inFlight > 0 && Date.now() < settleBy);
+  const routeStats = tracker.routes();
+  tracker.close();
+  const spanStats = spans ? sampler.spanStats() : [];
+  collector.stop();
   sampler.stop();
 
   const totals = sampler.totals();
   const elapsed = Number(totals.timeNs - totals.startNs) / 1e9;
-  out.write(`\nEnergy over ${elapsed.toFixed(2)} s${st0.estimated ? ' (estimated)' : ''}:\n`);
-  for (const r of totals.readings) {
-    out.write(`  ${(r.domain + '-' + r.package).padEnd(12)} ${pad(r.joules.toFixed(3), 10)} J  ${pad((r.joules / elapsed).toFixed(2), 8)} W\n`);
+  const threads = sampler.threads();
+  const attribution = sampler.attribution();
+  const stats = sampler.stats();
+  const routeSummaries: RouteSummary[] = routeStats
+    .map((r) => ({ route: `${r.method} ${r.route}`, count: r.count, joules: r.joules, durationMs: { mean: r.durationMs.mean } }))
+    .sort((a, b) => a.route.localeCompare(b.route));
+  const est = estimated ? ' (estimated)' : '';
+
+  out.write(`\n${c.bold(`Joules per request${est}`)} — ${sent} requests in ${((Date.now() - runStart) / 1000).toFixed(1)} s, server on the main thread:\n`);
+  out.write(c.dim(`  ${'route'.padEnd(16)} ${'requests'.padStart(8)} ${'mean'.padStart(10)} ${'p50'.padStart(10)} ${'p99'.padStart(10)} ${'total'.padStart(10)} ${'latency'.padStart(9)}\n`));
+  for (const r of routeSummaries) {
+    out.write(
+      `  ${r.route.padEnd(16)} ${String(r.count).padStart(8)} ${fmtJoules(r.joules.mean).padStart(10)} ${fmtJoules(r.joules.p50).padStart(10)} ${fmtJoules(r.joules.p99).padStart(10)} ${fmtJoules(r.joules.sum).padStart(10)} ${`${r.durationMs.mean.toFixed(2)} ms`.padStart(9)}\n`,
+    );
   }
-  if (sampler.stats().threads.backend !== 'off') {
-    const a = sampler.attribution();
-    const pct = (x: number) => (a.total > 0 ? ((100 * x) / a.total).toFixed(1) : '0.0');
-    out.write(`\nWhere the ${a.domains.join('+')} energy went:\n`);
-    out.write(`  this process   ${pad(a.process.toFixed(3), 10)} J  ${pad(pct(a.process), 5)} %\n`);
-    out.write(`  baseline       ${pad(a.baseline.toFixed(3), 10)} J  ${pad(pct(a.baseline), 5)} %  (idle power × time)\n`);
-    out.write(`  other          ${pad(a.other.toFixed(3), 10)} J  ${pad(pct(a.other), 5)} %  (other processes; idle without a baseline)\n`);
-    out.write('\nTop threads of this process:\n');
-    out.write(`  ${'tid'.padEnd(8)} ${'name'.padEnd(16)} ${pad('on-CPU ms', 10)} ${pad('joules', 10)}\n`);
-    for (const t of sampler.threads().slice(0, 6)) {
-      out.write(`  ${String(t.tid).padEnd(8)} ${t.name.padEnd(16)} ${pad((t.onCpuNs / 1e6).toFixed(1), 10)} ${pad(t.joules.toFixed(3), 10)}${t.exited ? '  (exited)' : ''}\n`);
-    }
+  const cheap = routeSummaries.find((r) => r.route.endsWith('/cheap'));
+  const dear = routeSummaries.find((r) => r.route.endsWith('/expensive'));
+  if (cheap && dear && cheap.joules.mean > 0) {
+    out.write(c.dim(`  /expensive costs ${(dear.joules.mean / cheap.joules.mean).toFixed(1)}× the energy of /cheap per request.\n`));
   }
-  const s = sampler.stats();
+  out.write(c.dim("  (each request is charged the serving thread's energy while it is in flight, shared with requests in flight beside it)\n"));
+
+  for (const sp of spanStats) {
+    out.write(
+      c.dim(`  span '${sp.label}': ${sp.count} × ${fmtJoules(sp.joules.mean)} mean, ${fmtJoules(sp.joules.p99)} p99 (the computation alone, with its share of the baseline: ${fmtWatts(sp.watts)})\n`),
+    );
+  }
+
+  out.write(`\n${c.bold(`Energy per thread${est}`)}:\n`);
+  out.write(c.dim(`  ${'tid'.padStart(8)}  ${'name'.padEnd(16)} ${'on-CPU'.padStart(10)} ${'joules'.padStart(12)}\n`));
+  for (const t of threads.slice(0, 8)) {
+    const name = roles.get(t.tid) ?? t.name;
+    out.write(`  ${String(t.tid).padStart(8)}  ${name.slice(0, 16).padEnd(16)} ${`${(t.onCpuNs / 1e6).toFixed(0)} ms`.padStart(10)} ${fmtJoules(t.joules).padStart(12)}${t.exited ? c.dim('  exited') : ''}\n`);
+  }
+
+  const pct = (x: number) => (attribution.total > 0 ? `${((100 * x) / attribution.total).toFixed(1)} %` : '-');
+  out.write(`\n${c.bold(`Where the ${attribution.domains.join('+')} energy went${est}`)} over ${elapsed.toFixed(2)} s (${fmtJoules(attribution.total)}):\n`);
+  out.write(`  ${'this process'.padEnd(14)} ${fmtJoules(attribution.process).padStart(12)} ${pct(attribution.process).padStart(8)}\n`);
+  out.write(`  ${'baseline'.padEnd(14)} ${fmtJoules(attribution.baseline).padStart(12)} ${pct(attribution.baseline).padStart(8)}  idle power × time\n`);
+  out.write(`  ${'other'.padEnd(14)} ${fmtJoules(attribution.other).padStart(12)} ${pct(attribution.other).padStart(8)}  other processes\n`);
+  for (const r of totals.readings) out.write(c.dim(`  ${`${r.domain}-${r.package}`.padEnd(14)} ${fmtJoules(r.joules).padStart(12)} ${fmtWatts(r.joules / elapsed).padStart(10)} average\n`));
   out.write(
-    `\nSampler: ${s.timing.samples} samples at ${s.timing.achievedRateHz.toFixed(0)} Hz, ` +
-      `jitter p50 ${s.timing.jitterUs.p50.toFixed(1)} µs / p99 ${s.timing.jitterUs.p99.toFixed(1)} µs, ` +
-      `${s.timing.missedDeadlines} missed deadlines, ${s.ring.dropped} dropped, ` +
-      `${s.timing.cpuPercent.toFixed(2)} % of one core` +
-      (s.bpf ? `; eBPF saw ${s.bpf.events} context switches` : '') +
+    `\nSampler: ${stats.timing.samples} samples at ${stats.timing.achievedRateHz.toFixed(0)} Hz, jitter p50 ${stats.timing.jitterUs.p50.toFixed(1)} µs / p99 ${stats.timing.jitterUs.p99.toFixed(1)} µs, ` +
+      `${stats.timing.missedDeadlines} late, ${stats.ring.dropped} dropped, ${stats.timing.cpuPercent.toFixed(2)} % of one core` +
+      (stats.bpf ? `; eBPF saw ${stats.bpf.events} context switches` : '') +
       '.\n',
   );
+
+  if (htmlPath) {
+    const data = collector.data({
+      attribution,
+      summary: [
+        ...routeSummaries.map((r): [string, string] => [r.route, `${r.count} requests, ${fmtJoules(r.joules.mean)} mean, ${fmtJoules(r.joules.p99)} p99`]),
+        ...totals.readings.map((r): [string, string] => [`${r.domain}-${r.package}`, `${fmtJoules(r.joules)}, ${fmtWatts(r.joules / elapsed)} average`]),
+        ['this process', `${fmtJoules(attribution.process)} (${pct(attribution.process)})`],
+        ['threads', `${st0.threads.backend}${stats.bpf ? `, ${stats.bpf.events} context switches seen` : ''}`],
+        ['sampler', `${stats.timing.samples} samples, ${stats.ring.dropped} dropped, jitter p99 ${stats.timing.jitterUs.p99.toFixed(1)} µs`],
+      ],
+      notes: [...notes, "joules per request: RequestTracker in 'shared' mode, each request charged the serving thread's energy while in flight"],
+    });
+    fs.writeFileSync(htmlPath, renderReport(data));
+    out.write(`\nReport written to ${htmlPath}\n`);
+  }
+  if (json) {
+    process.stdout.write(
+      JSON.stringify(
+        {
+          source: sampler.source,
+          estimated,
+          durationS: elapsed,
+          requests: sent,
+          routes: routeSummaries,
+          spans: spanStats,
+          threads: threads.map((t) => ({ tid: t.tid, pid: t.pid, name: t.name, role: roles.get(t.tid) ?? null, onCpuNs: t.onCpuNs, joules: t.joules, exited: t.exited })),
+          attribution: { total: attribution.total, process: attribution.process, baseline: attribution.baseline, other: attribution.other, domains: attribution.domains },
+          domains: totals.readings.map((r) => ({ domain: r.domain, package: r.package, joules: r.joules })),
+          report: htmlPath ?? null,
+        },
+        null,
+        2,
+      ) + '\n',
+    );
+  }
   sampler.close();
   return 0;
 }

@@ -4,11 +4,15 @@ import * as path from 'node:path';
 import { packageRoot } from '../native';
 import { demoCommand } from './demo';
 import { probeCommand } from './probe';
+import { runCommand } from './run';
 import { serveCommand } from './serve';
+import { topCommand } from './top';
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; summary: string }> = {
   probe: { run: probeCommand, summary: 'what this machine can measure (sources, domains, eBPF), and how to fix what it cannot' },
-  demo: { run: demoCommand, summary: 'sample energy while a built-in workload runs, and show where it went' },
+  run: { run: runCommand, summary: 'run a command and report the energy of its whole process tree (like perf stat)' },
+  top: { run: topCommand, summary: 'live per-thread (or per-process) watts and joules, package power, sampler health' },
+  demo: { run: demoCommand, summary: 'a built-in HTTP workload: joules per request and per thread, and an HTML report' },
   serve: { run: serveCommand, summary: 'serve Prometheus metrics: machine energy and per-process attribution (host agent)' },
 };
 

@@ -1,0 +1,522 @@
+// `jouletrace run [options] -- <command> [args...]`: runs a command, attributes energy to its whole
+// process tree, and prints a summary on exit like `perf stat`.
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import { ReportCollector } from '../report/collector';
+import { renderReport } from '../report/render';
+import { Sampler, type SamplerOptions, type ThreadEnergy } from '../sampler';
+import type { SourceName } from '../source-options';
+import { colorEnabled, exitStatus, fmtJoules, fmtSeconds, fmtWatts, numberOption, paint, parseArgs, UsageError, type OptionSpec } from './util';
+
+const HELP = `Usage: jouletrace run [options] [--] <command> [args...]
+
+Runs <command>, tracks its whole process tree (every process it forks, from its first
+instruction on) and samples energy; when it exits, prints the duration, energy and average
+power per domain, the tree's attributed energy beside the baseline and everything else, the
+top threads and processes by joules, and the sampler's health. The summary goes to stderr
+(like perf stat), so the command's own output stays on stdout.
+
+Options:
+  --interval T      sampling period: microseconds, or with a unit (500us, 1ms, 10ms);
+                    default 1ms
+  --source S        energy source: auto, msr, perf, powercap, model (default auto)
+  --threads B       thread tracking: bpf, procfs, off (default: bpf, else procfs).
+                    Only bpf follows child processes; procfs tracks the command's own
+                    process, off attributes nothing
+  --top N           threads and processes listed in the summary (default 5)
+  --json            print the results as JSON on stdout (every process of the tree)
+  -o, --output F    write the summary (or the JSON) to file F instead
+  --csv F           write every sample to F (CSV with a header line)
+  --html F          write an HTML report to F
+  -q, --quiet       no live line while the command runs
+  -h, --help        show this help
+
+Exit status: the command's own; 128 + N when a signal N killed it; 125 when jouletrace
+itself failed (bad options, no energy source), 126/127 when the command could not be run.
+SIGINT and SIGTERM sent to jouletrace are passed on to the command. On a terminal, a live
+line on stderr shows elapsed time and watts.
+`;
+
+const SPECS: OptionSpec[] = [
+  { name: 'interval', type: 'string' },
+  { name: 'source', type: 'string' },
+  { name: 'threads', type: 'string' },
+  { name: 'top', type: 'number' },
+  { name: 'json', type: 'flag' },
+  { name: 'output', short: 'o', type: 'string' },
+  { name: 'csv', type: 'string' },
+  { name: 'html', type: 'string' },
+  { name: 'quiet', short: 'q', type: 'flag' },
+  { name: 'help', short: 'h', type: 'flag' },
+];
+
+/** Exit status for jouletrace's own failures (as timeout(1) and env(1) use it). */
+export const EXIT_INTERNAL = 125;
+
+/** "500us", "1ms", "0.5s" or a plain number of microseconds. */
+export function parseIntervalUs(text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(us|µs|ms|s)?\s*$/.exec(text);
+  if (!m) throw new UsageError(`--interval expects a duration like 500us, 1ms or 1000 but received ${JSON.stringify(text)}`);
+  const v = Number(m[1]) * (m[2] === 'ms' ? 1e3 : m[2] === 's' ? 1e6 : 1);
+  if (v < 50 || v > 1_000_000) throw new UsageError(`--interval must be from 50us to 1s, not ${text}`);
+  return v;
+}
+
+export interface ProcessInfo {
+  pid: number;
+  /** null when the process came and went between two looks at /proc. */
+  ppid: number | null;
+  command: string;
+  onCpuNs: number;
+  joules: number;
+  threads: number;
+}
+
+/** Reads ppid and state from /proc/PID/stat (the comm field may hold spaces and parentheses). */
+function readStat(pid: number): { ppid: number; state: string; comm: string } | null {
+  try {
+    const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const open = s.indexOf('(');
+    const close = s.lastIndexOf(')');
+    const fields = s.slice(close + 2).split(' ');
+    return { comm: s.slice(open + 1, close), state: fields[0], ppid: Number(fields[1]) };
+  } catch {
+    return null;
+  }
+}
+
+function readCmdline(pid: number): string {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0+$/, '').split('\0').join(' ');
+  } catch {
+    return '';
+  }
+}
+
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  let tasks: string[];
+  try {
+    tasks = fs.readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tasks) {
+    try {
+      for (const c of fs.readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim().split(/\s+/)) {
+        if (c) out.push(Number(c));
+      }
+    } catch {
+      // the thread ended between readdir and read
+    }
+  }
+  return out;
+}
+
+/**
+ * Watches a process tree through /proc while it lives: parent and command line of each
+ * process, refreshed on every poll (exec changes the command line).
+ */
+export class ProcessTreeWatcher {
+  readonly root: number;
+  readonly #known = new Map<number, { ppid: number | null; command: string; alive: boolean }>();
+
+  constructor(root: number) {
+    this.root = root;
+    this.poll();
+  }
+
+  poll(extraPids: Iterable<number> = []): void {
+    const queue = [this.root, ...extraPids];
+    for (const [pid, p] of this.#known) if (p.alive) queue.push(pid);
+    const seen = new Set<number>();
+    while (queue.length > 0) {
+      const pid = queue.pop()!;
+      if (seen.has(pid)) continue;
+      seen.add(pid);
+      const st = readStat(pid);
+      const prev = this.#known.get(pid);
+      if (!st || st.state === 'Z' || st.state === 'X') {
+        if (prev) prev.alive = false;
+        else if (st) this.#known.set(pid, { ppid: st.ppid, command: st.comm, alive: false });
+        continue;
+      }
+      const cmd = readCmdline(pid) || `[${st.comm}]`;
+      // The first parent seen is the real one: an orphan is later re-parented to a subreaper or init.
+      this.#known.set(pid, { ppid: prev ? prev.ppid : st.ppid, command: cmd, alive: true });
+      queue.push(...childrenOf(pid));
+    }
+  }
+
+  get(pid: number): { ppid: number | null; command: string } | undefined {
+    return this.#known.get(pid);
+  }
+
+  pids(): number[] {
+    return [...this.#known.keys()];
+  }
+}
+
+/** Sums the sampler's threads per process, with ppid and command from the watcher. */
+export function processTable(threads: ThreadEnergy[], watcher: ProcessTreeWatcher): ProcessInfo[] {
+  const by = new Map<number, ProcessInfo>();
+  for (const t of threads) {
+    let p = by.get(t.pid);
+    if (!p) {
+      const w = watcher.get(t.pid);
+      p = {
+        pid: t.pid,
+        ppid: w?.ppid ?? null,
+        command: w?.command ?? (t.pid === 0 ? '(exited threads, folded)' : `[${t.name}]`),
+        onCpuNs: 0,
+        joules: 0,
+        threads: 0,
+      };
+      by.set(t.pid, p);
+    }
+    p.onCpuNs += t.onCpuNs;
+    p.joules += t.joules;
+    p.threads += 1;
+  }
+  return [...by.values()].sort((a, b) => b.joules - a.joules || a.pid - b.pid);
+}
+
+function waitForStop(child: ChildProcess, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const deadline = Date.now() + timeoutMs;
+    const check = () => {
+      if (child.exitCode !== null || child.signalCode !== null) return resolve(false);
+      const st = readStat(child.pid!);
+      if (st?.state === 'T' || st?.state === 't') return resolve(true);
+      if (!st || Date.now() > deadline) return resolve(false);
+      setTimeout(check, 1);
+    };
+    check();
+  });
+}
+
+interface RunResult {
+  command: string[];
+  exitCode: number;
+  signal: string | null;
+  durationS: number;
+  source: string;
+  estimated: boolean;
+  intervalUs: number;
+  domains: Array<{ domain: string; package: number; joules: number; watts: number }>;
+  tree: null | {
+    backend: string;
+    followsChildren: boolean;
+    domains: string[];
+    joules: number;
+    baseline: number;
+    other: number;
+    total: number;
+  };
+  processes: ProcessInfo[];
+  threads: Array<Pick<ThreadEnergy, 'tid' | 'pid' | 'name' | 'onCpuNs' | 'joules' | 'exited'>>;
+  sampler: {
+    samples: number;
+    achievedRateHz: number;
+    dropped: number;
+    missedDeadlines: number;
+    readErrors: number;
+    jitterUs: { p50: number; p99: number; max: number };
+    cpuPercent: number;
+  };
+  notes: string[];
+}
+
+function formatSummary(r: RunResult, top: number, color: boolean): string {
+  const c = paint(color);
+  const est = r.estimated ? c.yellow(' (estimated)') : '';
+  const lines: string[] = [];
+  lines.push('', ` Energy stats for '${r.command.join(' ')}'${est}:`, '');
+  lines.push(`   ${fmtSeconds(r.durationS).padStart(12)}   elapsed`);
+  for (const d of r.domains) {
+    lines.push(`   ${fmtJoules(d.joules).padStart(12)}   ${`${d.domain}-${d.package}`.padEnd(12)} ${fmtWatts(d.watts).padStart(10)} average`);
+  }
+  if (r.tree) {
+    const pct = (x: number) => (r.tree!.total > 0 ? `${((100 * x) / r.tree!.total).toFixed(1)} %` : '-');
+    lines.push('', ` Where the ${r.tree.domains.join('+')} energy went (${r.tree.backend}${r.tree.followsChildren ? ', children followed' : ', this process only'}):`);
+    lines.push(`   ${fmtJoules(r.tree.joules).padStart(12)}   ${c.bold('process tree')}  ${pct(r.tree.joules).padStart(8)}   ${r.processes.length} process(es)`);
+    lines.push(`   ${fmtJoules(r.tree.baseline).padStart(12)}   baseline      ${pct(r.tree.baseline).padStart(8)}`);
+    lines.push(`   ${fmtJoules(r.tree.other).padStart(12)}   other         ${pct(r.tree.other).padStart(8)}   other processes, and idle`);
+    if (r.threads.length > 0) {
+      lines.push('', ` Top threads by joules:`);
+      lines.push(c.dim(`   ${'tid'.padStart(8)} ${'pid'.padStart(8)}  ${'name'.padEnd(16)} ${'on-CPU'.padStart(10)} ${'joules'.padStart(12)}`));
+      for (const t of r.threads.slice(0, top)) {
+        lines.push(
+          `   ${String(t.tid).padStart(8)} ${String(t.pid).padStart(8)}  ${t.name.slice(0, 16).padEnd(16)} ${`${(t.onCpuNs / 1e6).toFixed(1)} ms`.padStart(10)} ${fmtJoules(t.joules).padStart(12)}${t.exited ? c.dim('  exited') : ''}`,
+        );
+      }
+      lines.push('', ` Processes by joules:`);
+      lines.push(c.dim(`   ${'pid'.padStart(8)} ${'ppid'.padStart(8)} ${'on-CPU'.padStart(10)} ${'joules'.padStart(12)}  command`));
+      for (const p of r.processes.slice(0, top)) {
+        lines.push(
+          `   ${String(p.pid).padStart(8)} ${String(p.ppid ?? '?').padStart(8)} ${`${(p.onCpuNs / 1e6).toFixed(1)} ms`.padStart(10)} ${fmtJoules(p.joules).padStart(12)}  ${p.command.slice(0, 60)}`,
+        );
+      }
+      if (r.processes.length > top) lines.push(c.dim(`   … ${r.processes.length - top} more (--json lists all)`));
+    }
+  }
+  const s = r.sampler;
+  lines.push(
+    '',
+    ` ${s.samples} samples at ${s.achievedRateHz.toFixed(0)} Hz (every ${r.intervalUs} µs), ${s.dropped} dropped, ` +
+      `${s.missedDeadlines} late, jitter p50 ${s.jitterUs.p50.toFixed(1)} µs / p99 ${s.jitterUs.p99.toFixed(1)} µs; ` +
+      `sampler used ${s.cpuPercent.toFixed(2)} % of a core`,
+  );
+  lines.push(` source: ${r.source}${r.estimated ? c.yellow(' — ESTIMATED from CPU time, no energy counters on this machine') : ' (measured)'}`);
+  for (const n of r.notes) lines.push(c.dim(` note: ${n}`));
+  lines.push(` exit status: ${r.exitCode}${r.signal ? ` (killed by ${r.signal})` : ''}`, '');
+  return lines.join('\n');
+}
+
+export async function runCommand(argv: string[]): Promise<number> {
+  let parsed;
+  let intervalUs = 1000;
+  let top = 5;
+  let threadsOpt: 'bpf' | 'procfs' | 'off' | undefined;
+  let source: string | undefined;
+  try {
+    parsed = parseArgs(argv, SPECS, true);
+    if (parsed.options.help) {
+      process.stdout.write(HELP);
+      return 0;
+    }
+    if (parsed.options.interval !== undefined) intervalUs = parseIntervalUs(parsed.options.interval as string);
+    top = numberOption(parsed.options, 'top', 5, 0, 10000, true);
+    if (parsed.options.threads !== undefined) {
+      const t = parsed.options.threads as string;
+      if (t !== 'bpf' && t !== 'procfs' && t !== 'off') throw new UsageError(`--threads must be bpf, procfs or off, not ${JSON.stringify(t)}`);
+      threadsOpt = t;
+    }
+    if (parsed.options.source !== undefined) {
+      source = parsed.options.source as string;
+      if (!['auto', 'msr', 'perf', 'powercap', 'model'].includes(source)) {
+        throw new UsageError(`--source must be auto, msr, perf, powercap or model, not ${JSON.stringify(source)}`);
+      }
+    }
+    if (parsed.rest.length === 0) throw new UsageError('no command given: jouletrace run [options] -- <command> [args...]');
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`jouletrace run: ${e.message}\n\n${HELP}`);
+      return 2;
+    }
+    throw e;
+  }
+  const opts = parsed.options;
+  const command = parsed.rest;
+  const json = opts.json === true;
+  const err = process.stderr;
+  const live = err.isTTY === true && opts.quiet !== true;
+
+  // The command starts stopped behind a tiny shell that stops itself and then execs it, so the
+  // tracker is attached before the command runs its first instruction or forks anything.
+  const child = spawn('/bin/sh', ['-c', 'kill -STOP $$ && exec "$@"', 'jouletrace-run', ...command], { stdio: 'inherit' });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+  const spawnError = new Promise<Error>((resolve) => child.once('error', resolve));
+  if (child.pid === undefined) {
+    const e = await spawnError;
+    err.write(`jouletrace run: cannot start /bin/sh: ${e.message}\n`);
+    return EXIT_INTERNAL;
+  }
+  const pid = child.pid;
+  if (!(await waitForStop(child, 5000))) {
+    const r = child.exitCode !== null || child.signalCode !== null ? await exited : null;
+    err.write(`jouletrace run: the command did not start (${r ? `exit ${exitStatus(r.code, r.signal)}` : 'wrapper never stopped'})\n`);
+    child.kill('SIGKILL');
+    return EXIT_INTERNAL;
+  }
+
+  const samplerOptions: SamplerOptions = { intervalUs };
+  if (source !== undefined) samplerOptions.source = source as SourceName;
+  if (threadsOpt !== undefined) samplerOptions.threads = threadsOpt;
+  if (threadsOpt !== 'off') {
+    samplerOptions.pid = pid;
+    if (threadsOpt !== 'procfs') samplerOptions.followChildren = true;
+  }
+  let sampler: Sampler;
+  try {
+    sampler = new Sampler(samplerOptions);
+  } catch (e) {
+    child.kill('SIGKILL');
+    child.kill('SIGCONT');
+    await exited;
+    err.write(`jouletrace run: ${(e as Error).message}\n`);
+    return EXIT_INTERNAL;
+  }
+  const stats0 = sampler.stats();
+  const backend = stats0.threads.backend;
+  const notes: string[] = [];
+  if (stats0.threads.fallbackReason) notes.push(stats0.threads.fallbackReason);
+  if (backend === 'procfs') notes.push('procfs tracks the command\'s own process only; its children count as "other"');
+  if (sampler.skipped.length > 0) {
+    notes.push(`${sampler.skipped.map((s) => s.source).join(', ')} unavailable here (\`jouletrace probe\` says why and how to fix it)`);
+  }
+
+  let csv: fs.WriteStream | undefined;
+  if (typeof opts.csv === 'string') {
+    try {
+      csv = fs.createWriteStream(opts.csv as string);
+    } catch (e) {
+      err.write(`jouletrace run: cannot write ${opts.csv}: ${(e as Error).message}\n`);
+    }
+    const cols = sampler.domains.map((d) => `${d.domain}-${d.package}`);
+    csv?.write(
+      ['time_s', 'seq', 'late', 'estimated', ...cols.map((c) => `${c}_joules`), ...(backend !== 'off' ? cols.map((c) => `${c}_tree_joules`) : [])].join(',') + '\n',
+    );
+  }
+  const units = sampler.domains.map((d) => d.unitJoules);
+  let startNs: bigint | undefined;
+  const drainCsv = () => {
+    if (!csv) return;
+    const rows: string[] = [];
+    for (const s of sampler.read()) {
+      startNs ??= sampler.totals().startNs;
+      const cells = [
+        (Number(s.timeNs - startNs) / 1e9).toFixed(6),
+        String(s.seq),
+        s.late ? '1' : '0',
+        s.estimated ? '1' : '0',
+        ...s.readings.map((r) => String(r.joules)),
+      ];
+      if (backend !== 'off') cells.push(...s.readings.map((r, i) => (r.parts ? String(r.parts.process * units[i]) : '')));
+      rows.push(cells.join(','));
+    }
+    if (rows.length) csv.write(rows.join('\n') + '\n');
+  };
+
+  const collector = typeof opts.html === 'string' ? new ReportCollector(sampler, { title: 'jouletrace run', subtitle: command.join(' ') }) : undefined;
+  const watcher = new ProcessTreeWatcher(pid);
+  sampler.start();
+  collector?.start();
+
+  // Signals for jouletrace go to the command. On a terminal, Ctrl-C already reaches the whole
+  // foreground process group, the command included, so SIGINT is passed on only off a terminal.
+  const forward = (sig: NodeJS.Signals) => () => {
+    if (sig === 'SIGINT' && process.stdin.isTTY) return;
+    try {
+      process.kill(pid, sig);
+    } catch {
+      // already gone
+    }
+  };
+  const onInt = forward('SIGINT');
+  const onTerm = forward('SIGTERM');
+  process.on('SIGINT', onInt);
+  process.on('SIGTERM', onTerm);
+
+  process.kill(pid, 'SIGCONT');
+  const t0 = process.hrtime.bigint();
+  const poller = setInterval(() => {
+    watcher.poll(backend !== 'off' ? new Set(sampler.threads().map((t) => t.pid)) : []);
+    drainCsv();
+  }, 100);
+  let prevTotals = sampler.totals();
+  const liveTimer = live
+    ? setInterval(() => {
+        const cur = sampler.totals();
+        const dt = Number(cur.timeNs - prevTotals.timeNs) / 1e9;
+        if (dt <= 0) return;
+        const watts = cur.readings.map((r, i) => `${r.domain}-${r.package} ${fmtWatts((r.joules - prevTotals.readings[i].joules) / dt)}`);
+        prevTotals = cur;
+        const el = Number(process.hrtime.bigint() - t0) / 1e9;
+        const line = ` jouletrace: ${fmtSeconds(el)}  ${watts.join('  ')}${sampler.domains.some((d) => d.estimated) ? ' (estimated)' : ''}`;
+        err.write(`\r\x1b[2K${line.slice(0, Math.max(20, (err.columns ?? 80) - 1))}`);
+      }, 250)
+    : undefined;
+
+  const result = await exited;
+  const wallS = Number(process.hrtime.bigint() - t0) / 1e9;
+  clearInterval(poller);
+  if (liveTimer) {
+    clearInterval(liveTimer);
+    err.write('\r\x1b[2K');
+  }
+  // Let the sample covering the exit land before stopping.
+  await new Promise((r) => setTimeout(r, Math.max(5, (2 * intervalUs) / 1000)));
+  collector?.stop();
+  sampler.stop();
+  process.off('SIGINT', onInt);
+  process.off('SIGTERM', onTerm);
+  drainCsv();
+  const csvDone = csv ? new Promise((r) => csv!.end(r)) : Promise.resolve();
+
+  const totals = sampler.totals();
+  const durationS = Number(totals.timeNs - totals.startNs) / 1e9 || wallS;
+  const stats = sampler.stats();
+  const threads = backend !== 'off' ? sampler.threads() : [];
+  watcher.poll();
+  const attribution = backend !== 'off' ? sampler.attribution() : null;
+  const exitCode = exitStatus(result.code, result.signal);
+  const res: RunResult = {
+    command,
+    exitCode,
+    signal: result.signal,
+    durationS,
+    source: sampler.source,
+    estimated: stats.estimated,
+    intervalUs,
+    domains: totals.readings.map((r) => ({ domain: r.domain, package: r.package, joules: r.joules, watts: durationS > 0 ? r.joules / durationS : 0 })),
+    tree: attribution
+      ? {
+          backend,
+          followsChildren: backend === 'bpf',
+          domains: attribution.domains,
+          joules: attribution.process,
+          baseline: attribution.baseline,
+          other: attribution.other,
+          total: attribution.total,
+        }
+      : null,
+    processes: processTable(threads, watcher),
+    threads: threads.map((t) => ({ tid: t.tid, pid: t.pid, name: t.name, onCpuNs: t.onCpuNs, joules: t.joules, exited: t.exited })),
+    sampler: {
+      samples: stats.timing.samples,
+      achievedRateHz: stats.timing.achievedRateHz,
+      dropped: stats.ring.dropped,
+      missedDeadlines: stats.timing.missedDeadlines,
+      readErrors: stats.timing.readErrors,
+      jitterUs: { p50: stats.timing.jitterUs.p50, p99: stats.timing.jitterUs.p99, max: stats.timing.jitterUs.max },
+      cpuPercent: stats.timing.cpuPercent,
+    },
+    notes,
+  };
+
+  if (collector) {
+    // A thread's name is its comm when first seen, often the shell's before an exec: the
+    // report names main threads after their process's command instead.
+    for (const t of threads) {
+      const w = t.tid === t.pid ? watcher.get(t.pid) : undefined;
+      if (w && !w.command.startsWith('[')) collector.labelThread(t.tid, w.command.split(' ')[0].split('/').pop()!);
+    }
+    const data = collector.data({
+      attribution: attribution ?? undefined,
+      summary: [
+        ['command', command.join(' ')],
+        ['exit status', String(exitCode)],
+        ...res.domains.map((d): [string, string] => [`${d.domain}-${d.package}`, `${fmtJoules(d.joules)}, ${fmtWatts(d.watts)} average`]),
+        ...(res.tree ? [['process tree', `${fmtJoules(res.tree.joules)} in ${res.processes.length} process(es)`] as [string, string]] : []),
+        ['samples', `${res.sampler.samples} (${res.sampler.dropped} dropped), jitter p99 ${res.sampler.jitterUs.p99.toFixed(1)} µs`],
+      ],
+      notes,
+    });
+    try {
+      fs.writeFileSync(opts.html as string, renderReport(data));
+    } catch (e) {
+      err.write(`jouletrace run: cannot write ${opts.html}: ${(e as Error).message}\n`);
+    }
+  }
+  sampler.close();
+  await csvDone;
+
+  const text = json ? JSON.stringify(res, null, 2) + '\n' : formatSummary(res, top, typeof opts.output === 'string' ? false : colorEnabled(err));
+  if (typeof opts.output === 'string') fs.writeFileSync(opts.output as string, text);
+  else if (json) process.stdout.write(text);
+  else err.write(text);
+  return exitCode;
+}

@@ -1,0 +1,346 @@
+// `jouletrace top [--pid N]`: a live view, refreshed every second, of where power goes: the
+// threads of one process (eBPF or procfs attribution), or the busiest processes system-wide.
+import * as fs from 'node:fs';
+import { Sampler, type SamplerOptions } from '../sampler';
+import type { SourceName } from '../source-options';
+import { colorEnabled, fit, fmtJoules, fmtWatts, numberOption, paint, parseArgs, UsageError, type OptionSpec } from './util';
+
+const HELP = `Usage: jouletrace top [--pid N] [options]
+
+A live view refreshed every second. With --pid: the threads of process N, each with its
+CPU share, watts and joules attributed since top started. Without it: the busiest processes
+system-wide, each given the package power in proportion to the CPU time it used (read from
+/proc; an estimate of share even where the package power is measured). Above the table:
+power per domain and the sampler's health.
+
+Keys: q quits, s changes the sort (watts, joules, cpu, name). Ctrl-C quits too.
+Off a terminal (or with --json) it prints a plain block (or a JSON line) per refresh.
+
+Options:
+  --pid N           show the threads of process N
+  --delay S         seconds between refreshes (default 1, 0.2 to 60)
+  --iterations N    stop after N refreshes (default: until q)
+  --sort K          initial sort: watts, joules, cpu, name (default watts)
+  --source S        energy source: auto, msr, perf, powercap, model (default auto)
+  --threads B       with --pid: bpf or procfs (default: bpf, else procfs)
+  --json            one JSON object per refresh, one per line
+  -h, --help        show this help
+`;
+
+const SPECS: OptionSpec[] = [
+  { name: 'pid', type: 'number' },
+  { name: 'delay', type: 'number' },
+  { name: 'iterations', type: 'number' },
+  { name: 'sort', type: 'string' },
+  { name: 'source', type: 'string' },
+  { name: 'threads', type: 'string' },
+  { name: 'json', type: 'flag' },
+  { name: 'help', short: 'h', type: 'flag' },
+];
+
+const SORTS = ['watts', 'joules', 'cpu', 'name'] as const;
+type SortKey = (typeof SORTS)[number];
+
+export interface TopRow {
+  /** Thread id (--pid) or process id (system-wide). */
+  id: number;
+  name: string;
+  /** Percent of one CPU over the last refresh. */
+  cpu: number;
+  watts: number;
+  joules: number;
+}
+
+export interface TopFrame {
+  time: string;
+  mode: 'threads' | 'processes';
+  pid: number | null;
+  source: string;
+  estimated: boolean;
+  sort: SortKey;
+  domains: Array<{ name: string; watts: number }>;
+  tracked: { watts: number; baselineWatts: number; otherWatts: number } | null;
+  sampler: { rateHz: number; jitterP99Us: number; dropped: number; late: number; cpuPercent: number; backend: string };
+  rows: TopRow[];
+}
+
+// /proc reports CPU time in USER_HZ ticks, 100 per second on every Linux architecture we run on.
+const CLK_TCK = 100;
+
+/** utime + stime (ticks) and comm of every process in /proc. */
+function readAllProcesses(): Map<number, { name: string; ticks: number }> {
+  const out = new Map<number, { name: string; ticks: number }>();
+  for (const ent of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(ent)) continue;
+    try {
+      const s = fs.readFileSync(`/proc/${ent}/stat`, 'utf8');
+      const open = s.indexOf('(');
+      const close = s.lastIndexOf(')');
+      const f = s.slice(close + 2).split(' ');
+      // After the comm: state(0) ppid(1) ... utime(11) stime(12)
+      out.set(Number(ent), { name: s.slice(open + 1, close), ticks: Number(f[11]) + Number(f[12]) });
+    } catch {
+      // gone between readdir and read
+    }
+  }
+  return out;
+}
+
+function sortRows(rows: TopRow[], key: SortKey): TopRow[] {
+  const by: Record<SortKey, (a: TopRow, b: TopRow) => number> = {
+    watts: (a, b) => b.watts - a.watts || b.joules - a.joules,
+    joules: (a, b) => b.joules - a.joules || b.watts - a.watts,
+    cpu: (a, b) => b.cpu - a.cpu || b.watts - a.watts,
+    name: (a, b) => a.name.localeCompare(b.name) || a.id - b.id,
+  };
+  return rows.sort((a, b) => by[key](a, b) || a.id - b.id);
+}
+
+/** The screen as lines no wider than `width`, at most `height` of them. */
+export function renderFrame(f: TopFrame, width: number, height: number, color: boolean): string[] {
+  const c = paint(color);
+  const lines: string[] = [];
+  const title = `jouletrace top — ${f.mode === 'threads' ? `threads of pid ${f.pid}` : 'processes'} — ${f.source}${f.estimated ? ' (ESTIMATED)' : ''}`;
+  lines.push(c.bold(fit(title, width - 9).padEnd(width - 9)) + f.time.slice(11, 19).padStart(9).slice(0, 9));
+  lines.push(fit(f.domains.map((d) => `${d.name} ${fmtWatts(d.watts)}`).join('   '), width));
+  if (f.tracked) {
+    lines.push(fit(`process ${fmtWatts(f.tracked.watts)}   baseline ${fmtWatts(f.tracked.baselineWatts)}   other ${fmtWatts(f.tracked.otherWatts)}`, width));
+  } else {
+    lines.push(fit('share of package power by CPU time (procfs)', width));
+  }
+  const s = f.sampler;
+  lines.push(
+    c.dim(fit(`sampler ${s.rateHz.toFixed(0)} Hz, jitter p99 ${s.jitterP99Us.toFixed(0)} µs, ${s.dropped} dropped, ${s.late} late, ${s.cpuPercent.toFixed(1)} % CPU, ${s.backend}`, width)),
+  );
+  lines.push('');
+  const idTitle = f.mode === 'threads' ? 'TID' : 'PID';
+  const nameW = Math.max(8, Math.min(32, width - 44));
+  const header = `${idTitle.padStart(8)}  ${'NAME'.padEnd(nameW)} ${'CPU%'.padStart(7)} ${'WATTS'.padStart(10)} ${'JOULES'.padStart(12)}`;
+  lines.push(c.inverse(fit(header, width).padEnd(Math.min(width, header.length))));
+  const room = Math.max(1, height - lines.length - 1);
+  for (const r of f.rows.slice(0, room)) {
+    lines.push(
+      fit(`${String(r.id).padStart(8)}  ${fit(r.name, nameW).padEnd(nameW)} ${r.cpu.toFixed(1).padStart(7)} ${fmtWatts(r.watts).padStart(10)} ${fmtJoules(r.joules).padStart(12)}`, width),
+    );
+  }
+  while (lines.length < height - 1) lines.push('');
+  lines.push(c.dim(fit(`q quit   s sort: ${f.sort}   ${f.rows.length} ${f.mode}`, width)));
+  return lines.slice(0, height);
+}
+
+export async function topCommand(argv: string[]): Promise<number> {
+  let pid: number | undefined;
+  let delay: number;
+  let iterations: number;
+  let sort: SortKey = 'watts';
+  const samplerOptions: SamplerOptions = { intervalUs: 2000 };
+  let json: boolean;
+  try {
+    const { options } = parseArgs(argv, SPECS);
+    if (options.help) {
+      process.stdout.write(HELP);
+      return 0;
+    }
+    if (options.pid !== undefined) pid = numberOption(options, 'pid', 0, 1, 2 ** 22, true);
+    delay = numberOption(options, 'delay', 1, 0.2, 60);
+    iterations = numberOption(options, 'iterations', Infinity, 1, 1e9, true);
+    if (options.sort !== undefined) {
+      if (!SORTS.includes(options.sort as SortKey)) throw new UsageError(`--sort must be one of ${SORTS.join(', ')}, not ${JSON.stringify(options.sort)}`);
+      sort = options.sort as SortKey;
+    }
+    if (options.source !== undefined) {
+      if (!['auto', 'msr', 'perf', 'powercap', 'model'].includes(options.source as string)) {
+        throw new UsageError(`--source must be auto, msr, perf, powercap or model, not ${JSON.stringify(options.source)}`);
+      }
+      samplerOptions.source = options.source as SourceName;
+    }
+    if (options.threads !== undefined) {
+      if (options.threads !== 'bpf' && options.threads !== 'procfs') throw new UsageError(`--threads must be bpf or procfs, not ${JSON.stringify(options.threads)}`);
+      if (pid === undefined) throw new UsageError('--threads needs --pid (system-wide view reads /proc)');
+      samplerOptions.threads = options.threads;
+    }
+    json = options.json === true;
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`jouletrace top: ${e.message}\n\n${HELP}`);
+      return 2;
+    }
+    throw e;
+  }
+  if (pid !== undefined && !fs.existsSync(`/proc/${pid}`)) {
+    process.stderr.write(`jouletrace top: no process ${pid}\n`);
+    return 1;
+  }
+  if (pid !== undefined) samplerOptions.pid = pid;
+  else samplerOptions.threads = 'off';
+
+  let sampler: Sampler;
+  try {
+    sampler = new Sampler(samplerOptions);
+  } catch (e) {
+    process.stderr.write(`jouletrace top: ${(e as Error).message}\n`);
+    return 1;
+  }
+  const out = process.stdout;
+  const tty = out.isTTY === true && process.stdin.isTTY === true && !json;
+  const color = tty && colorEnabled(out);
+  const mode: TopFrame['mode'] = pid !== undefined ? 'threads' : 'processes';
+  const backend = sampler.stats().threads.backend;
+
+  sampler.start();
+  let prevTotals = sampler.totals();
+  let prevAttr = pid !== undefined ? sampler.attribution() : null;
+  const prevThreadJ = new Map<number, { joules: number; onCpuNs: number }>();
+  let prevProcs = pid === undefined ? readAllProcesses() : new Map<number, { name: string; ticks: number }>();
+  const procJoules = new Map<number, number>();
+  let lastFrame: TopFrame | undefined;
+
+  const measure = (): TopFrame => {
+    const cur = sampler.totals();
+    const dt = Math.max(1e-6, Number(cur.timeNs - prevTotals.timeNs) / 1e9);
+    const domains = cur.readings.map((r, i) => ({ name: `${r.domain}-${r.package}`, watts: (r.joules - prevTotals.readings[i].joules) / dt }));
+    const primary = domains.filter((d) => d.name.startsWith('package-'));
+    const pkgWatts = (primary.length ? primary : domains.slice(0, 1)).reduce((a, d) => a + d.watts, 0);
+    prevTotals = cur;
+    let rows: TopRow[] = [];
+    let tracked: TopFrame['tracked'] = null;
+    if (pid !== undefined) {
+      const a = sampler.attribution();
+      if (prevAttr) {
+        tracked = {
+          watts: (a.process - prevAttr.process) / dt,
+          baselineWatts: (a.baseline - prevAttr.baseline) / dt,
+          otherWatts: (a.other - prevAttr.other) / dt,
+        };
+      }
+      prevAttr = a;
+      for (const t of sampler.threads()) {
+        if (t.exited) continue;
+        const p = prevThreadJ.get(t.tid) ?? { joules: 0, onCpuNs: 0 };
+        rows.push({ id: t.tid, name: t.name, cpu: (100 * (t.onCpuNs - p.onCpuNs)) / 1e9 / dt, watts: (t.joules - p.joules) / dt, joules: t.joules });
+        prevThreadJ.set(t.tid, { joules: t.joules, onCpuNs: t.onCpuNs });
+      }
+    } else {
+      const procs = readAllProcesses();
+      const deltas: Array<{ pid: number; name: string; d: number }> = [];
+      let sum = 0;
+      for (const [p, v] of procs) {
+        const before = prevProcs.get(p);
+        const d = before && before.name === v.name ? Math.max(0, v.ticks - before.ticks) : v.ticks;
+        if (d > 0 || procJoules.has(p)) deltas.push({ pid: p, name: v.name, d });
+        sum += d;
+      }
+      prevProcs = procs;
+      for (const x of deltas) {
+        const watts = sum > 0 ? (pkgWatts * x.d) / sum : 0;
+        const joules = (procJoules.get(x.pid) ?? 0) + watts * dt;
+        procJoules.set(x.pid, joules);
+        rows.push({ id: x.pid, name: x.name, cpu: (100 * x.d) / CLK_TCK / dt, watts, joules });
+      }
+      for (const p of procJoules.keys()) if (!procs.has(p)) procJoules.delete(p);
+    }
+    const st = sampler.stats();
+    return {
+      time: new Date().toISOString(),
+      mode,
+      pid: pid ?? null,
+      source: sampler.source,
+      estimated: st.estimated,
+      sort,
+      domains,
+      tracked,
+      sampler: {
+        rateHz: st.timing.achievedRateHz,
+        jitterP99Us: st.timing.jitterUs.p99,
+        dropped: st.ring.dropped,
+        late: st.timing.missedDeadlines,
+        cpuPercent: st.timing.cpuPercent,
+        backend,
+      },
+      rows: sortRows(rows, sort),
+    };
+  };
+
+  const draw = () => {
+    if (!lastFrame) return;
+    lastFrame.sort = sort;
+    sortRows(lastFrame.rows, sort);
+    if (json) {
+      out.write(JSON.stringify(lastFrame) + '\n');
+    } else if (tty) {
+      const lines = renderFrame(lastFrame, out.columns ?? 80, out.rows ?? 24, color);
+      out.write('\x1b[H' + lines.map((l) => l + '\x1b[K').join('\r\n') + '\x1b[J');
+    } else {
+      // Plain blocks separated by one blank line: no padding, no key help.
+      const lines = renderFrame(lastFrame, 80, Math.min(lastFrame.rows.length, 15) + 8, false).slice(0, -1);
+      out.write(lines.filter((l) => l.trim() !== '').join('\n') + '\n\n');
+    }
+  };
+
+  let restored = false;
+  const restore = () => {
+    if (restored) return;
+    restored = true;
+    if (tty) {
+      out.write('\x1b[?25h\x1b[?1049l');
+      try {
+        process.stdin.setRawMode(false);
+      } catch {
+        // stdin already closed
+      }
+      process.stdin.pause();
+    }
+  };
+  process.on('exit', restore);
+
+  return new Promise<number>((resolve) => {
+    let timer: NodeJS.Timeout | undefined;
+    let count = 0;
+    let done = false;
+    const finish = (code: number) => {
+      if (done) return;
+      done = true;
+      if (timer) clearTimeout(timer);
+      process.stdin.off('data', onKey);
+      process.off('SIGINT', onSig);
+      process.off('SIGTERM', onSig);
+      process.off('SIGWINCH', draw);
+      restore();
+      sampler.close();
+      resolve(code);
+    };
+    const onSig = () => finish(130);
+    const onKey = (buf: Buffer) => {
+      for (const ch of buf.toString('utf8')) {
+        if (ch === 'q' || ch === 'Q' || ch === '\x03') return finish(0);
+        if (ch === 's' || ch === 'S') {
+          sort = SORTS[(SORTS.indexOf(sort) + 1) % SORTS.length];
+          draw();
+        }
+      }
+    };
+    process.on('SIGINT', onSig);
+    process.on('SIGTERM', onSig);
+    if (tty) {
+      out.write('\x1b[?1049h\x1b[?25l\x1b[H\x1b[2J');
+      process.stdin.setRawMode(true);
+      process.stdin.resume();
+      process.stdin.on('data', onKey);
+      process.on('SIGWINCH', draw);
+      out.write('jouletrace top: measuring…');
+    }
+    const tick = () => {
+      if (done) return;
+      if (pid !== undefined && !fs.existsSync(`/proc/${pid}`)) {
+        restore();
+        process.stderr.write(`jouletrace top: process ${pid} exited\n`);
+        return finish(0);
+      }
+      lastFrame = measure();
+      draw();
+      if (++count >= iterations) return finish(0);
+      timer = setTimeout(tick, delay * 1000);
+    };
+    timer = setTimeout(tick, delay * 1000);
+  });
+}

@@ -1,0 +1,193 @@
+// Collects what an HTML report shows: power per domain and energy per thread over time (by
+// polling a running Sampler), and per-request or per-span records with their joules.
+import type { Sampler } from '../sampler';
+import type { ReportData, ReportRecord, ReportThreadSeries } from './types';
+
+export interface ReportCollectorOptions {
+  /** Polling period in ms, 50 to 5000. Default 200. */
+  periodMs?: number;
+  /** Report title. Default "jouletrace report". */
+  title?: string;
+  /** A line under the title (the command that ran, say). */
+  subtitle?: string;
+  /** Threads drawn individually; the rest are summed as "other threads". Default 8. */
+  maxThreads?: number;
+}
+
+interface ThreadPoint {
+  name: string;
+  pid: number;
+  tid: number;
+  joules: number;
+  onCpuNs: number;
+}
+
+/**
+ * Polls `sampler.totals()` and, with thread tracking, `sampler.threads()` every `periodMs` while
+ * the sampler runs; `addRecord()` takes finished requests or spans. `data()` builds the object
+ * `renderReport()` draws.
+ */
+export class ReportCollector {
+  readonly #sampler: Sampler;
+  readonly #periodMs: number;
+  readonly #title: string;
+  readonly #subtitle: string | undefined;
+  readonly #maxThreads: number;
+  readonly #hasThreads: boolean;
+  #timer: NodeJS.Timeout | undefined;
+  #startNs: bigint | undefined;
+  #lastTimeNs = -1n;
+  readonly #time: number[] = [];
+  readonly #joules: number[][] = [];
+  readonly #threadPolls: Array<Map<string, ThreadPoint>> = [];
+  readonly #records: ReportRecord[] = [];
+  #recordKind: 'request' | 'span' = 'request';
+  readonly #threadLabels = new Map<number, string>();
+
+  constructor(sampler: Sampler, options: ReportCollectorOptions = {}) {
+    const periodMs = options.periodMs ?? 200;
+    if (typeof periodMs !== 'number' || !(periodMs >= 50 && periodMs <= 5000)) {
+      throw new RangeError(`Expected a number from 50 to 5000 for options.periodMs but received ${String(periodMs)}`);
+    }
+    this.#sampler = sampler;
+    this.#periodMs = periodMs;
+    this.#title = options.title ?? 'jouletrace report';
+    this.#subtitle = options.subtitle;
+    this.#maxThreads = options.maxThreads ?? 8;
+    this.#hasThreads = sampler.stats().threads.backend !== 'off';
+  }
+
+  /** Starts polling (call after sampler.start()). */
+  start(): this {
+    if (this.#timer) return this;
+    this.poll();
+    this.#timer = setInterval(() => this.poll(), this.#periodMs);
+    this.#timer.unref();
+    return this;
+  }
+
+  /** Takes one point now; `start()` calls it on a timer. Safe to call any time while sampling. */
+  poll(): void {
+    const totals = this.#sampler.totals();
+    if (totals.timeNs === this.#lastTimeNs) return;
+    this.#lastTimeNs = totals.timeNs;
+    this.#startNs ??= totals.startNs;
+    this.#time.push(Number(totals.timeNs - this.#startNs) / 1e9);
+    this.#joules.push(totals.readings.map((r) => r.joules));
+    if (this.#hasThreads) {
+      const m = new Map<string, ThreadPoint>();
+      for (const t of this.#sampler.threads()) {
+        m.set(`${t.pid}:${t.tid}`, { name: t.name, pid: t.pid, tid: t.tid, joules: t.joules, onCpuNs: t.onCpuNs });
+      }
+      this.#threadPolls.push(m);
+    }
+  }
+
+  /** Stops polling after one last point (call before sampler.stop() or right after it). */
+  stop(): this {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = undefined;
+    this.poll();
+    return this;
+  }
+
+  /**
+   * Adds a finished request or span. `endNs` is CLOCK_MONOTONIC ns (process.hrtime.bigint(),
+   * RequestRecord.endNs, SpanResult.endNs).
+   */
+  addRecord(record: { label: string; joules: number; endNs: number | bigint; durationMs: number }, kind: 'request' | 'span' = 'request'): void {
+    this.#recordKind = kind;
+    const startNs = this.#startNs ?? this.#sampler.totals().startNs;
+    this.#startNs = startNs;
+    const t = Number(BigInt(Math.round(Number(record.endNs))) - startNs) / 1e9;
+    this.#records.push({ label: record.label, joules: record.joules, t, durationMs: record.durationMs });
+  }
+
+  /** Names a thread in the report (worker threads all share the OS name "node"). */
+  labelThread(tid: number, label: string): void {
+    this.#threadLabels.set(tid, label);
+  }
+
+  get records(): readonly ReportRecord[] {
+    return this.#records;
+  }
+
+  /** The report's data; `extra` fills the summary table, notes and attribution. */
+  data(extra: Partial<Pick<ReportData, 'summary' | 'notes' | 'attribution' | 'subtitle'>> = {}): ReportData {
+    const domains = this.#sampler.domains.map((d) => `${d.domain}-${d.package}`);
+    const n = this.#time.length;
+    // Points at least half a period apart: a short last interval (the final poll at stop()) is
+    // merged into the one before it rather than drawn as a spike of quantisation noise.
+    const keep: number[] = n > 0 ? [0] : [];
+    const minDt = (0.5 * this.#periodMs) / 1000;
+    for (let i = 1; i < n; i++) {
+      if (this.#time[i] - this.#time[keep[keep.length - 1]] >= minDt) keep.push(i);
+      else if (i === n - 1) {
+        if (keep.length > 1) keep[keep.length - 1] = i;
+        else keep.push(i);
+      }
+    }
+    const time: number[] = [];
+    const watts: number[][] = domains.map(() => []);
+    for (let k = 1; k < keep.length; k++) {
+      const [a, b] = [keep[k - 1], keep[k]];
+      const dt = this.#time[b] - this.#time[a];
+      time.push(this.#time[b]);
+      domains.forEach((_, d) => watts[d].push((this.#joules[b][d] - this.#joules[a][d]) / dt));
+    }
+    const threads: ReportThreadSeries[] = [];
+    const cpuCores: number[] = [];
+    if (this.#hasThreads && this.#threadPolls.length > 1 && keep.length > 1) {
+      const last = this.#threadPolls[this.#threadPolls.length - 1];
+      const all = new Map<string, ThreadPoint>();
+      for (const m of this.#threadPolls) for (const [k, v] of m) all.set(k, v);
+      const ranked = [...all.entries()].sort((a, b) => (last.get(b[0])?.joules ?? b[1].joules) - (last.get(a[0])?.joules ?? a[1].joules));
+      const top = ranked.slice(0, this.#maxThreads);
+      const topKeys = new Set(top.map(([k]) => k));
+      const series = new Map<string, number[]>(top.map(([k]) => [k, []]));
+      const others: number[] = [];
+      for (let k = 1; k < keep.length; k++) {
+        const prev = this.#threadPolls[keep[k - 1]];
+        const cur = this.#threadPolls[keep[k]];
+        const dt = this.#time[keep[k]] - this.#time[keep[k - 1]];
+        let rest = 0;
+        let cpuNs = 0;
+        for (const [k, p] of cur) {
+          const before = prev.get(k);
+          const dj = Math.max(0, p.joules - (before?.joules ?? 0));
+          cpuNs += Math.max(0, p.onCpuNs - (before?.onCpuNs ?? 0));
+          if (!topKeys.has(k)) rest += dj;
+        }
+        for (const k of topKeys) {
+          const p = cur.get(k);
+          const before = prev.get(k);
+          series.get(k)!.push(p ? Math.max(0, p.joules - (before?.joules ?? 0)) : 0);
+        }
+        others.push(rest);
+        cpuCores.push(cpuNs / 1e9 / dt);
+      }
+      for (const [k, p] of top) threads.push({ label: `${this.#threadLabels.get(p.tid) ?? p.name} (${p.tid})`, pid: p.pid, tid: p.tid, joules: series.get(k)! });
+      if (others.some((x) => x > 0)) threads.push({ label: 'other threads', pid: 0, tid: 0, joules: others });
+    }
+    const estimated = this.#sampler.domains.some((d) => d.estimated);
+    return {
+      version: 1,
+      title: this.#title,
+      subtitle: extra.subtitle ?? this.#subtitle,
+      createdAt: new Date().toISOString(),
+      source: this.#sampler.source,
+      estimated,
+      durationS: n > 0 ? this.#time[n - 1] : 0,
+      domains,
+      time,
+      watts,
+      threads,
+      cpuCores,
+      records: [...this.#records],
+      recordKind: this.#recordKind,
+      attribution: extra.attribution,
+      summary: extra.summary ?? [],
+      notes: extra.notes ?? [],
+    };
+  }
+}

@@ -1,0 +1,5 @@
+// HTML reports: collect with ReportCollector while a Sampler runs, draw with renderReport().
+export { ReportCollector } from './collector';
+export type { ReportCollectorOptions } from './collector';
+export { renderReport } from './render';
+export type { ReportData, ReportRecord, ReportThreadSeries } from './types';

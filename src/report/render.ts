@@ -1,0 +1,329 @@
+// renderReport(data): one self-contained HTML file (inline CSS and hand-written SVG, no script, no
+// network) with power over time, energy per thread over time, joules per request or span label,
+// the energy proportionality curve and a summary table.
+import type { ReportData } from './types';
+
+const PALETTE = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac'];
+const W = 1040;
+const H = 280;
+const M = { l: 70, r: 20, t: 16, b: 44 };
+
+function esc(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
+}
+
+/** Round numbers for axis ticks, the first at or below lo, the last at or above hi. */
+export function niceTicks(lo: number, hi: number, count = 5): number[] {
+  if (!(hi > lo)) hi = lo + 1;
+  const raw = (hi - lo) / count;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw) ?? 10 * mag;
+  const ticks: number[] = [];
+  // From the step at or below lo to the step at or above hi, so the axis covers the data.
+  const first = Math.floor(lo / step + 1e-9);
+  const last = Math.ceil(hi / step - 1e-9);
+  for (let k = first; k <= last; k++) ticks.push(Number((k * step).toPrecision(12)));
+  return ticks;
+}
+
+function tickLabel(v: number): string {
+  const a = Math.abs(v);
+  if (a === 0) return '0';
+  if (a >= 1000) return `${(v / 1000).toPrecision(3)}k`;
+  if (a >= 1) return String(Number(v.toPrecision(4)));
+  if (a >= 1e-3) return `${Number((v * 1e3).toPrecision(3))}m`;
+  return `${Number((v * 1e6).toPrecision(3))}µ`;
+}
+
+function fmtJ(j: number): string {
+  if (j === 0) return '0 J';
+  if (Math.abs(j) < 1e-3) return `${(j * 1e6).toFixed(1)} µJ`;
+  if (Math.abs(j) < 1) return `${(j * 1e3).toFixed(2)} mJ`;
+  return `${j.toFixed(3)} J`;
+}
+
+interface Frame {
+  x: (v: number) => number;
+  y: (v: number) => number;
+  svg: string[];
+}
+
+/** An SVG chart frame with gridlines, ticks and axis titles; returns scales and the parts list. */
+function frame(xLo: number, xHi: number, yLo: number, yHi: number, xTitle: string, yTitle: string): Frame {
+  // The x axis ends where the data ends (time runs to the last sample); y rounds up to a tick.
+  const xt = niceTicks(xLo, xHi, 8).filter((v) => v <= xHi + 1e-9);
+  const yt = niceTicks(yLo, yHi, 5);
+  const x0 = Math.min(xLo, xt[0]);
+  const x1 = xHi;
+  const y0 = Math.min(yLo, yt[0]);
+  const y1 = Math.max(yHi, yt[yt.length - 1]);
+  const x = (v: number) => M.l + ((v - x0) / (x1 - x0 || 1)) * (W - M.l - M.r);
+  const y = (v: number) => H - M.b - ((v - y0) / (y1 - y0 || 1)) * (H - M.t - M.b);
+  const svg: string[] = [];
+  for (const v of yt) {
+    svg.push(`<line class="grid" x1="${M.l}" x2="${W - M.r}" y1="${y(v).toFixed(1)}" y2="${y(v).toFixed(1)}"/>`);
+    svg.push(`<text class="tick" x="${M.l - 6}" y="${(y(v) + 4).toFixed(1)}" text-anchor="end">${tickLabel(v)}</text>`);
+  }
+  for (const v of xt) {
+    svg.push(`<line class="tickmark" x1="${x(v).toFixed(1)}" x2="${x(v).toFixed(1)}" y1="${H - M.b}" y2="${H - M.b + 4}"/>`);
+    svg.push(`<text class="tick" x="${x(v).toFixed(1)}" y="${H - M.b + 17}" text-anchor="middle">${tickLabel(v)}</text>`);
+  }
+  svg.push(`<line class="axis" x1="${M.l}" x2="${W - M.r}" y1="${H - M.b}" y2="${H - M.b}"/>`);
+  svg.push(`<line class="axis" x1="${M.l}" x2="${M.l}" y1="${M.t}" y2="${H - M.b}"/>`);
+  svg.push(`<text class="axis-title" x="${(M.l + W - M.r) / 2}" y="${H - 6}" text-anchor="middle">${esc(xTitle)}</text>`);
+  svg.push(
+    `<text class="axis-title" transform="translate(16 ${(M.t + H - M.b) / 2}) rotate(-90)" text-anchor="middle">${esc(yTitle)}</text>`,
+  );
+  return { x, y, svg };
+}
+
+function svgOpen(label: string): string {
+  return `<svg viewBox="0 0 ${W} ${H}" width="100%" role="img" aria-label="${esc(label)}" xmlns="http://www.w3.org/2000/svg">`;
+}
+
+function legend(items: Array<{ label: string; color: string }>): string {
+  return `<div class="legend">${items
+    .map((i) => `<span><i style="background:${i.color}"></i>${esc(i.label)}</span>`)
+    .join('')}</div>`;
+}
+
+function empty(message: string): string {
+  return `<p class="empty">${esc(message)}</p>`;
+}
+
+function powerChart(d: ReportData): string {
+  if (d.time.length < 2) return empty('Too few samples to draw power over time.');
+  const max = Math.max(...d.watts.flat(), 0.001);
+  const f = frame(0, d.time[d.time.length - 1], 0, max * 1.05, 'time (s)', `power (W)${d.estimated ? ', estimated' : ''}`);
+  const parts = [...f.svg];
+  d.watts.forEach((series, k) => {
+    const pts = series.map((w, i) => `${f.x(d.time[i]).toFixed(1)},${f.y(w).toFixed(1)}`);
+    parts.push(`<path class="data line" stroke="${PALETTE[k % PALETTE.length]}" d="M${pts.join('L')}"/>`);
+  });
+  return (
+    svgOpen('power over time per domain') +
+    parts.join('') +
+    '</svg>' +
+    legend(d.domains.map((name, k) => ({ label: name, color: PALETTE[k % PALETTE.length] })))
+  );
+}
+
+function threadChart(d: ReportData): string {
+  if (d.threads.length === 0 || d.time.length < 2) return empty('No thread tracking in this run (threads: off), so no per-thread energy.');
+  const n = Math.min(d.time.length, ...d.threads.map((t) => t.joules.length));
+  const dt = (i: number) => d.time[i] - (i > 0 ? d.time[i - 1] : 0);
+  // Watts per thread per interval, stacked.
+  const stacks: number[][] = [];
+  let acc = new Array<number>(n).fill(0);
+  for (const t of d.threads) {
+    const next = acc.map((a, i) => a + (dt(i) > 0 ? t.joules[i] / dt(i) : 0));
+    stacks.push(next);
+    acc = next;
+  }
+  const max = Math.max(...acc, 0.001);
+  const f = frame(0, d.time[n - 1], 0, max * 1.05, 'time (s)', `attributed power (W)${d.estimated ? ', estimated' : ''}`);
+  const parts = [...f.svg];
+  const xs = d.time.slice(0, n).map((t) => f.x(t).toFixed(1));
+  let below = new Array<number>(n).fill(0);
+  stacks.forEach((top, k) => {
+    const upper = top.map((v, i) => `${xs[i]},${f.y(v).toFixed(1)}`);
+    const lower = below.map((v, i) => `${xs[i]},${f.y(v).toFixed(1)}`).reverse();
+    parts.push(`<path class="data area" fill="${PALETTE[k % PALETTE.length]}" d="M${upper.join('L')}L${lower.join('L')}Z"/>`);
+    below = top;
+  });
+  const totals = d.threads.map((t) => t.joules.reduce((a, b) => a + b, 0));
+  return (
+    svgOpen('energy per thread over time, stacked') +
+    parts.join('') +
+    '</svg>' +
+    legend(d.threads.map((t, k) => ({ label: `${t.label}: ${fmtJ(totals[k])}`, color: PALETTE[k % PALETTE.length] })))
+  );
+}
+
+function quantile(sorted: number[], q: number): number {
+  if (sorted.length === 0) return 0;
+  const pos = (sorted.length - 1) * q;
+  const lo = Math.floor(pos);
+  const hi = Math.ceil(pos);
+  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
+}
+
+function distributionChart(d: ReportData): string {
+  if (d.records.length === 0) return empty(`No ${d.recordKind}s were recorded in this run.`);
+  const groups = new Map<string, number[]>();
+  for (const r of d.records) {
+    const g = groups.get(r.label) ?? [];
+    g.push(r.joules);
+    groups.set(r.label, g);
+  }
+  const labels = [...groups.keys()].sort();
+  const all = d.records.map((r) => r.joules).filter((j) => j > 0);
+  // Per-request energies span decades (a cheap route beside an expensive one): log scale.
+  const lo = Math.log10(Math.max(Math.min(...all, Infinity), 1e-9));
+  const hi = Math.log10(Math.max(...all, 1e-9));
+  const dLo = Math.floor(lo);
+  const dHi = Math.max(Math.ceil(hi), dLo + 1);
+  const rowH = Math.max(36, Math.min(70, (H - M.t - M.b) / labels.length));
+  const height = M.t + M.b + rowH * labels.length;
+  const left = 190;
+  const x = (j: number) => left + ((Math.log10(Math.max(j, 10 ** dLo)) - dLo) / (dHi - dLo)) * (W - left - M.r);
+  const parts: string[] = [];
+  for (let p = dLo; p <= dHi; p++) {
+    parts.push(`<line class="grid" x1="${x(10 ** p).toFixed(1)}" x2="${x(10 ** p).toFixed(1)}" y1="${M.t}" y2="${height - M.b}"/>`);
+    parts.push(`<text class="tick" x="${x(10 ** p).toFixed(1)}" y="${height - M.b + 17}" text-anchor="middle">${tickLabel(10 ** p)}J</text>`);
+  }
+  labels.forEach((label, k) => {
+    const js = groups.get(label)!.slice().sort((a, b) => a - b);
+    const cy = M.t + rowH * k + rowH / 2;
+    const color = PALETTE[k % PALETTE.length];
+    // Every record as a short tick, jittered deterministically so dense rows stay readable.
+    const dots = js.map((j, i) => {
+      const jitter = (((i * 2654435761) >>> 0) % 1000) / 1000 - 0.5;
+      const cx = x(j);
+      const yy = cy + jitter * rowH * 0.5;
+      return `M${(cx - 1.5).toFixed(1)},${(yy - 1.5).toFixed(1)}h3v3h-3Z`;
+    });
+    parts.push(`<path class="data dots" fill="${color}" d="${dots.join('')}"/>`);
+    const p50 = quantile(js, 0.5);
+    const p25 = quantile(js, 0.25);
+    const p75 = quantile(js, 0.75);
+    const p99 = quantile(js, 0.99);
+    parts.push(
+      `<rect class="box" x="${x(p25).toFixed(1)}" y="${(cy - rowH * 0.3).toFixed(1)}" width="${Math.max(1, x(p75) - x(p25)).toFixed(1)}" height="${(rowH * 0.6).toFixed(1)}"/>`,
+    );
+    parts.push(`<line class="median" x1="${x(p50).toFixed(1)}" x2="${x(p50).toFixed(1)}" y1="${(cy - rowH * 0.35).toFixed(1)}" y2="${(cy + rowH * 0.35).toFixed(1)}"/>`);
+    parts.push(`<line class="p99" x1="${x(p99).toFixed(1)}" x2="${x(p99).toFixed(1)}" y1="${(cy - rowH * 0.25).toFixed(1)}" y2="${(cy + rowH * 0.25).toFixed(1)}"/>`);
+    const mean = js.reduce((a, b) => a + b, 0) / js.length;
+    parts.push(`<text class="row-label" x="${left - 10}" y="${(cy - 3).toFixed(1)}" text-anchor="end">${esc(label)}</text>`);
+    parts.push(
+      `<text class="row-sub" x="${left - 10}" y="${(cy + 12).toFixed(1)}" text-anchor="end">n=${js.length}, mean ${fmtJ(mean)}</text>`,
+    );
+  });
+  parts.push(`<line class="axis" x1="${left}" x2="${W - M.r}" y1="${height - M.b}" y2="${height - M.b}"/>`);
+  parts.push(
+    `<text class="axis-title" x="${(left + W - M.r) / 2}" y="${height - 6}" text-anchor="middle">joules per ${d.recordKind} (log scale)${d.estimated ? ', estimated' : ''}; box: p25–p75, thick line: median, thin line: p99</text>`,
+  );
+  return `<svg viewBox="0 0 ${W} ${height}" width="100%" role="img" aria-label="joules per ${d.recordKind}" xmlns="http://www.w3.org/2000/svg">${parts.join('')}</svg>`;
+}
+
+function primaryWatts(d: ReportData): number[] {
+  const pick = d.domains.some((n) => n.startsWith('package-')) ? 'package-' : d.domains.some((n) => n.startsWith('psys-')) ? 'psys-' : d.domains[0]?.replace(/\d+$/, '');
+  const idx = d.domains.flatMap((n, i) => (pick !== undefined && n.startsWith(pick) ? [i] : []));
+  return d.time.map((_, i) => idx.reduce((a, k) => a + (d.watts[k][i] ?? 0), 0));
+}
+
+function proportionalityChart(d: ReportData): string {
+  if (d.time.length < 3) return empty('Too few samples for the proportionality curve.');
+  const watts = primaryWatts(d);
+  const useRecords = d.records.length > 0;
+  // Bins of about one second: per-interval request counts are too small to be a rate.
+  const points: Array<{ x: number; y: number }> = [];
+  let binStart = 0;
+  let start = 0;
+  let joules = 0;
+  let cores = 0;
+  for (let i = 0; i < d.time.length; i++) {
+    const dt = d.time[i] - (i > 0 ? d.time[i - 1] : 0);
+    joules += watts[i] * dt;
+    cores += (d.cpuCores[i] ?? 0) * dt;
+    if (d.time[i] - start >= 1 || i === d.time.length - 1) {
+      const span = d.time[i] - start;
+      if (span > 0.3) {
+        const count = useRecords ? d.records.filter((r) => r.t > start && r.t <= d.time[i]).length : 0;
+        points.push({ x: useRecords ? count / span : cores / span, y: joules / span });
+      }
+      binStart = i + 1;
+      start = d.time[i];
+      joules = 0;
+      cores = 0;
+    }
+  }
+  void binStart;
+  if (points.length < 2) return empty('Too few one-second bins for the proportionality curve.');
+  const xMax = Math.max(...points.map((p) => p.x), 1e-3);
+  const yMax = Math.max(...points.map((p) => p.y), 1e-3);
+  const xTitle = useRecords ? `throughput (${d.recordKind}s per second)` : 'throughput proxy: CPU cores kept busy by the tracked threads';
+  const f = frame(0, xMax * 1.05, 0, yMax * 1.1, xTitle, `power (W)${d.estimated ? ', estimated' : ''}`);
+  const parts = [...f.svg];
+  // Least-squares line: its intercept is the power spent at zero throughput.
+  const n = points.length;
+  const mx = points.reduce((a, p) => a + p.x, 0) / n;
+  const my = points.reduce((a, p) => a + p.y, 0) / n;
+  const sxx = points.reduce((a, p) => a + (p.x - mx) ** 2, 0);
+  const slope = sxx > 0 ? points.reduce((a, p) => a + (p.x - mx) * (p.y - my), 0) / sxx : 0;
+  const icpt = my - slope * mx;
+  const xEnd = xMax * 1.05;
+  parts.push(`<path class="data fit" d="M${f.x(0).toFixed(1)},${f.y(icpt).toFixed(1)}L${f.x(xEnd).toFixed(1)},${f.y(icpt + slope * xEnd).toFixed(1)}"/>`);
+  parts.push(
+    `<path class="data dots" fill="${PALETTE[0]}" d="${points
+      .map((p) => `M${(f.x(p.x) - 4).toFixed(1)},${f.y(p.y).toFixed(1)}a4,4 0 1,0 8,0a4,4 0 1,0 -8,0Z`)
+      .join('')}"/>`,
+  );
+  const perUnit = useRecords ? `${fmtJ(slope)} per extra ${d.recordKind}` : `${slope.toFixed(2)} W per busy core`;
+  parts.push(
+    `<text class="note" x="${M.l + 10}" y="${M.t + 14}">fit: ${icpt.toFixed(2)} W at zero throughput + ${esc(perUnit)}</text>`,
+  );
+  return svgOpen('energy proportionality: power against throughput') + parts.join('') + '</svg>';
+}
+
+function attributionBar(d: ReportData): string {
+  const a = d.attribution;
+  if (!a || !(a.total > 0)) return '';
+  const parts = [
+    { label: 'tracked', v: a.process, color: PALETTE[0] },
+    { label: 'baseline', v: a.baseline, color: PALETTE[9] },
+    { label: 'other processes / idle', v: a.other, color: PALETTE[3] },
+  ];
+  return `<div class="bar">${parts
+    .map((p) => `<span style="width:${((100 * p.v) / a.total).toFixed(2)}%;background:${p.color}" title="${esc(p.label)}"></span>`)
+    .join('')}</div>${legend(parts.map((p) => ({ label: `${p.label}: ${fmtJ(p.v)} (${((100 * p.v) / a.total).toFixed(1)} %)`, color: p.color })))}`;
+}
+
+const CSS = `
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#222;background:#fff;margin:0}
+main{max-width:1100px;margin:0 auto;padding:20px 24px 40px}
+h1{font-size:22px;margin:0 0 2px}h2{font-size:16px;margin:26px 0 6px}
+.sub{color:#555;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13px}
+.badge{display:inline-block;background:#fdecc8;color:#7a4b00;border:1px solid #e8c17a;border-radius:4px;padding:1px 7px;font-size:12px;margin-left:8px;vertical-align:3px}
+table{border-collapse:collapse;margin-top:10px}td{padding:3px 14px 3px 0;vertical-align:top}td:first-child{color:#555}
+td:last-child{font-variant-numeric:tabular-nums}
+svg{display:block;max-width:100%;height:auto}
+.grid{stroke:#e6e6e6}.axis{stroke:#888}.tickmark{stroke:#888}
+.tick{font-size:11px;fill:#555}.axis-title{font-size:12px;fill:#333}.note{font-size:12px;fill:#333}
+.line{fill:none;stroke-width:1.6}.area{stroke:#fff;stroke-width:.3;opacity:.92}
+.fit{stroke:#e15759;stroke-width:1.5;stroke-dasharray:5 4;fill:none}
+.box{fill:rgba(0,0,0,.06);stroke:#666}.median{stroke:#111;stroke-width:2.5}.p99{stroke:#111;stroke-width:1}
+.row-label{font-size:13px;fill:#222}.row-sub{font-size:11px;fill:#666}
+.legend{display:flex;flex-wrap:wrap;gap:4px 16px;font-size:12px;margin:4px 0 0 70px}
+.legend i{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:5px;vertical-align:-1px}
+.bar{display:flex;height:16px;border-radius:3px;overflow:hidden;margin:8px 0 0 70px;max-width:900px}
+.empty{color:#777;font-style:italic;margin-left:70px}.notes{color:#555;font-size:13px}
+`;
+
+/** The whole report as one HTML document: no script, no external resource. */
+export function renderReport(data: ReportData): string {
+  const est = data.estimated ? '<span class="badge">estimated: no energy counters, modelled from CPU time</span>' : '';
+  const rows = [
+    ['source', `${data.source}${data.estimated ? ' (estimated)' : ''}`],
+    ['duration', `${data.durationS.toFixed(2)} s`],
+    ...data.summary,
+  ];
+  const recordTitle = data.recordKind === 'span' ? 'Joules per span label' : 'Joules per request, by route';
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>${esc(data.title)}</title><style>${CSS}</style></head>
+<body><main>
+<h1>${esc(data.title)}${est}</h1>
+${data.subtitle ? `<div class="sub">${esc(data.subtitle)}</div>` : ''}
+<div class="sub">${esc(data.createdAt)}</div>
+<h2>Summary</h2>
+<table>${rows.map(([k, v]) => `<tr><td>${esc(k)}</td><td>${esc(v)}</td></tr>`).join('')}</table>
+${data.attribution && data.attribution.total > 0 ? `<h2>Where the ${esc(data.attribution.domains.join('+'))} energy went</h2>${attributionBar(data)}` : ''}
+<section id="power"><h2>Power over time, per domain</h2>${powerChart(data)}</section>
+<section id="threads"><h2>Energy per thread over time (stacked)</h2>${threadChart(data)}</section>
+<section id="records"><h2>${recordTitle}</h2>${distributionChart(data)}</section>
+<section id="proportionality"><h2>Energy proportionality: power against throughput</h2>${proportionalityChart(data)}</section>
+${data.notes.length ? `<h2>Notes</h2><ul class="notes">${data.notes.map((n) => `<li>${esc(n)}</li>`).join('')}</ul>` : ''}
+</main></body></html>
+`;
+}

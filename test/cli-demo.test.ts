@@ -1,0 +1,284 @@
+// `jouletrace demo` completes on this VM, and its report renders in headless Chromium.
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as zlib from 'node:zlib';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ReportCollector } from '../src/report/collector';
+import { niceTicks, renderReport } from '../src/report/render';
+import { Sampler } from '../src/sampler';
+import type { ReportData } from '../src/report/types';
+
+const ROOT = path.join(__dirname, '..');
+const BIN = path.join(ROOT, 'bin/jouletrace.js');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'jt-demo-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+/** Decodes an 8-bit, non-interlaced RGB or RGBA PNG (what Chromium writes) to RGBA pixels. */
+function decodePng(buf: Buffer): { width: number; height: number; rgba: Uint8Array } {
+  expect(buf.subarray(0, 8).toString('hex')).toBe('89504e470d0a1a0a');
+  let off = 8;
+  let width = 0;
+  let height = 0;
+  let colorType = 0;
+  const idat: Buffer[] = [];
+  while (off < buf.length) {
+    const len = buf.readUInt32BE(off);
+    const type = buf.toString('latin1', off + 4, off + 8);
+    const data = buf.subarray(off + 8, off + 8 + len);
+    if (type === 'IHDR') {
+      width = data.readUInt32BE(0);
+      height = data.readUInt32BE(4);
+      expect(data[8]).toBe(8); // bit depth
+      colorType = data[9];
+      expect(data[12]).toBe(0); // not interlaced
+    } else if (type === 'IDAT') idat.push(data);
+    else if (type === 'IEND') break;
+    off += 12 + len;
+  }
+  const channels = colorType === 6 ? 4 : colorType === 2 ? 3 : 0;
+  expect(channels).toBeGreaterThan(0);
+  const raw = zlib.inflateSync(Buffer.concat(idat));
+  const stride = width * channels;
+  const cur = new Uint8Array(stride);
+  const prev = new Uint8Array(stride);
+  const rgba = new Uint8Array(width * height * 4);
+  for (let y = 0; y < height; y++) {
+    const filter = raw[y * (stride + 1)];
+    const line = raw.subarray(y * (stride + 1) + 1, (y + 1) * (stride + 1));
+    for (let i = 0; i < stride; i++) {
+      const a = i >= channels ? cur[i - channels] : 0;
+      const b = prev[i];
+      const c = i >= channels ? prev[i - channels] : 0;
+      let v = line[i];
+      if (filter === 1) v += a;
+      else if (filter === 2) v += b;
+      else if (filter === 3) v += (a + b) >> 1;
+      else if (filter === 4) {
+        const p = a + b - c;
+        const pa = Math.abs(p - a);
+        const pb = Math.abs(p - b);
+        const pc = Math.abs(p - c);
+        v += pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
+      }
+      cur[i] = v & 0xff;
+    }
+    for (let x = 0; x < width; x++) {
+      const o = (y * width + x) * 4;
+      rgba[o] = cur[x * channels];
+      rgba[o + 1] = cur[x * channels + 1];
+      rgba[o + 2] = cur[x * channels + 2];
+      rgba[o + 3] = channels === 4 ? cur[x * channels + 3] : 255;
+    }
+    prev.set(cur);
+  }
+  return { width, height, rgba };
+}
+
+function screenshot(htmlFile: string, png: string): void {
+  const profile = fs.mkdtempSync(path.join(tmp, 'chromium-'));
+  const r = spawnSync(
+    'chromium',
+    [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      `--user-data-dir=${profile}`,
+      `--screenshot=${png}`,
+      '--window-size=1280,2000',
+      `file://${htmlFile}`,
+    ],
+    { encoding: 'utf8', timeout: 20_000 },
+  );
+  if (!fs.existsSync(png)) throw new Error(`chromium wrote no screenshot (status ${r.status}): ${r.stderr}`);
+}
+
+interface DemoJson {
+  source: string;
+  estimated: boolean;
+  requests: number;
+  routes: Array<{ route: string; count: number; joules: { sum: number; mean: number; p50: number; p99: number } }>;
+  threads: Array<{ tid: number; name: string; role: string | null; onCpuNs: number; joules: number }>;
+  attribution: { total: number; process: number; baseline: number; other: number };
+  spans: Array<{ label: string; count: number; joules: { mean: number } }>;
+  report: string;
+}
+
+describe('jouletrace demo', () => {
+  const html = path.join(tmp, 'report.html');
+  let run: { status: number | null; stdout: string; stderr: string };
+  beforeAll(() => {
+    const r = spawnSync(process.execPath, [BIN, 'demo', '--seconds', '4', '--json', '--html', html], {
+      encoding: 'utf8',
+      timeout: 25_000,
+      cwd: tmp,
+      env: { ...process.env, NO_COLOR: '1' },
+    });
+    run = { status: r.status, stdout: r.stdout, stderr: r.stderr };
+  }, 30_000);
+
+  it('completes and measures both routes, the cheap one cheaper', () => {
+    expect(run.status, run.stderr).toBe(0);
+    const res = JSON.parse(run.stdout) as DemoJson;
+    expect(res.report).toBe(html);
+    expect(res.estimated).toBe(res.source === 'model');
+    const cheap = res.routes.find((r) => r.route === 'GET /cheap')!;
+    const dear = res.routes.find((r) => r.route === 'GET /expensive')!;
+    expect(cheap.count).toBeGreaterThan(50);
+    expect(dear.count).toBeGreaterThan(10);
+    expect(cheap.count + dear.count).toBeLessThanOrEqual(res.requests);
+    expect(cheap.joules.mean).toBeGreaterThan(0);
+    expect(dear.joules.mean).toBeGreaterThan(3 * cheap.joules.mean);
+    // The server thread and both workers appear; energy is conserved.
+    for (const role of ['main: server', 'loadgen', 'cpu-hog']) {
+      const t = res.threads.find((x) => x.role === role);
+      expect(t, role).toBeDefined();
+      expect(t!.onCpuNs, role).toBeGreaterThan(0);
+      expect(t!.joules, role).toBeGreaterThan(0);
+    }
+    // The hog spins for 40 % of the run: over a second of CPU.
+    expect(res.threads.find((x) => x.role === 'cpu-hog')!.onCpuNs).toBeGreaterThan(1e9);
+    const a = res.attribution;
+    expect(a.process).toBeGreaterThan(0);
+    expect(a.process + a.baseline + a.other).toBeCloseTo(a.total, 6);
+    // Every expensive request ran its computation as a span.
+    const span = res.spans.find((x) => x.label === 'expensive: compute')!;
+    expect(span.count).toBeGreaterThanOrEqual(dear.count - 1);
+    expect(span.count).toBeLessThanOrEqual(dear.count);
+    expect(span.joules.mean).toBeGreaterThan(0);
+  });
+
+  it('keeps the probe report first and says when figures are estimated', () => {
+    // With --json the human text goes to stderr; the probe report leads it.
+    const probeAt = run.stderr.indexOf('Energy sources (auto picks');
+    expect(probeAt).toBeGreaterThanOrEqual(0);
+    expect(probeAt).toBeLessThan(run.stderr.indexOf("Measuring with 'model'"));
+    expect(run.stderr).toMatch(/ESTIMATED by the model source/);
+    expect(run.stderr).toMatch(/Joules per request \(estimated\)/);
+    expect(run.stderr).toMatch(/main: server/);
+    expect(run.stderr).toMatch(/cpu-hog/);
+    expect(run.stderr).toMatch(/loadgen/);
+    expect(run.stderr).toMatch(/this process .* %/);
+    expect(run.stderr).toMatch(/Report written to/);
+  });
+
+  it('writes a self-contained report whose four charts all hold data', () => {
+    const text = fs.readFileSync(html, 'utf8');
+    expect(text).not.toMatch(/<script|<link|<img|(src|href)=["']?https?:/);
+    for (const id of ['power', 'threads', 'records', 'proportionality']) {
+      const section = new RegExp(`<section id="${id}">(.*?)</section>`, 's').exec(text)?.[1] ?? '';
+      expect(section, id).toContain('<svg');
+      const paths = [...section.matchAll(/<path class="data[^"]*"[^>]* d="([^"]+)"/g)].map((m) => m[1]);
+      expect(paths.length, id).toBeGreaterThan(0);
+      // Each path has real geometry: several coordinates, none NaN.
+      for (const d of paths) {
+        expect(d).not.toContain('NaN');
+        expect(d.match(/-?\d+(\.\d+)?/g)!.length).toBeGreaterThan(3);
+      }
+    }
+    expect(text).toContain('estimated: no energy counters');
+    expect(text).toContain('GET /expensive');
+  });
+
+  it('renders in headless Chromium: the page is not blank and the charts are drawn', () => {
+    const png = path.join(tmp, 'report.png');
+    screenshot(html, png);
+    const { width, height, rgba } = decodePng(fs.readFileSync(png));
+    expect([width, height]).toEqual([1280, 2000]);
+    let ink = 0;
+    let colored = 0;
+    for (let i = 0; i < rgba.length; i += 4) {
+      const [r, g, b] = [rgba[i], rgba[i + 1], rgba[i + 2]];
+      if (r < 240 || g < 240 || b < 240) ink++;
+      // Saturated pixels: chart series (text and axes are grey).
+      if (Math.max(r, g, b) - Math.min(r, g, b) > 60) colored++;
+    }
+    const total = width * height;
+    expect(ink / total).toBeGreaterThan(0.03);
+    expect(colored / total).toBeGreaterThan(0.01);
+  });
+});
+
+describe('ReportCollector', () => {
+  it('turns polls of a running sampler into power and per-thread series that add up', async () => {
+    const sampler = new Sampler({ source: 'model', intervalUs: 1000 });
+    try {
+      sampler.start();
+      const collector = new ReportCollector(sampler, { periodMs: 50 }).start();
+      collector.labelThread(process.pid, 'main');
+      const end = Date.now() + 500;
+      while (Date.now() < end) {
+        const t = Date.now() + 20;
+        while (Date.now() < t);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      collector.addRecord({ label: 'spin', joules: 0.5, endNs: process.hrtime.bigint(), durationMs: 500 }, 'span');
+      collector.stop();
+      sampler.stop();
+      const d = collector.data();
+      expect(d.estimated).toBe(true);
+      expect(d.time.length).toBeGreaterThanOrEqual(4);
+      expect(d.watts[0]).toHaveLength(d.time.length);
+      for (const w of d.watts[0]) expect(w).toBeGreaterThan(0);
+      const main = d.threads.find((t) => t.label.startsWith('main ('));
+      expect(main).toBeDefined();
+      expect(main!.joules).toHaveLength(d.time.length);
+      // The busy main thread got most of the threads' energy, and the series sum to the totals.
+      const seriesSum = d.threads.reduce((a, t) => a + t.joules.reduce((x, y) => x + y, 0), 0);
+      const threadsTotal = sampler.threads().reduce((a, t) => a + t.joules, 0);
+      expect(seriesSum).toBeLessThanOrEqual(threadsTotal + 1e-9);
+      expect(seriesSum).toBeGreaterThan(threadsTotal * 0.5);
+      expect(d.cpuCores.some((c) => c > 0.3)).toBe(true);
+      expect(d.records).toHaveLength(1);
+      expect(d.records[0].t).toBeGreaterThan(0.4);
+      expect(d.records[0].t).toBeLessThanOrEqual(d.durationS + 0.01);
+      expect(d.recordKind).toBe('span');
+    } finally {
+      sampler.close();
+    }
+  });
+});
+
+describe('renderReport', () => {
+  const base: ReportData = {
+    version: 1,
+    title: 'a <title> & more',
+    createdAt: '2025-01-01T00:00:00.000Z',
+    source: 'msr',
+    estimated: false,
+    durationS: 3,
+    domains: ['package-0'],
+    time: [1, 2, 3],
+    watts: [[10, 20, 15]],
+    threads: [],
+    cpuCores: [],
+    records: [],
+    recordKind: 'span',
+    summary: [],
+    notes: [],
+  };
+
+  it('escapes text, and says what is missing instead of drawing empty charts', () => {
+    const out = renderReport(base);
+    expect(out).toContain('a &lt;title&gt; &amp; more');
+    expect(out).not.toContain('estimated');
+    expect(out).toContain('No thread tracking in this run');
+    expect(out).toContain('No spans were recorded');
+    expect(out).toMatch(/<section id="power">.*<path class="data line"/s);
+  });
+
+  it('labels estimated figures', () => {
+    expect(renderReport({ ...base, estimated: true })).toContain('power (W), estimated');
+  });
+
+  it('picks round tick values', () => {
+    expect(niceTicks(0, 23.7, 5)).toEqual([0, 5, 10, 15, 20, 25]);
+    expect(niceTicks(0, 1, 4)).toEqual([0, 0.25, 0.5, 0.75, 1]);
+  });
+});

@@ -1,0 +1,203 @@
+// `jouletrace run` against real command trees: children attributed, exit codes passed through,
+// JSON and CSV outputs, signals forwarded.
+import { spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { parseIntervalUs } from '../src/cli/run';
+import { exitStatus, parseArgs, UsageError } from '../src/cli/util';
+
+const ROOT = path.join(__dirname, '..');
+const BIN = path.join(ROOT, 'bin/jouletrace.js');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'jt-run-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+function jt(args: string[], timeoutMs = 20_000) {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: timeoutMs, env: { ...process.env, NO_COLOR: '1' } });
+  return { code: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
+}
+
+interface RunJson {
+  command: string[];
+  exitCode: number;
+  source: string;
+  estimated: boolean;
+  domains: Array<{ domain: string; joules: number; watts: number }>;
+  tree: { backend: string; followsChildren: boolean; joules: number; baseline: number; other: number; total: number };
+  processes: Array<{ pid: number; ppid: number | null; command: string; onCpuNs: number; joules: number }>;
+  threads: Array<{ tid: number; pid: number; name: string; onCpuNs: number; joules: number }>;
+  sampler: { samples: number; dropped: number };
+}
+
+describe('jouletrace run', () => {
+  it('attributes the energy of children the command forks, listing each process', () => {
+    const script = 'yes > /dev/null & a=$!; yes > /dev/null & b=$!; sleep 1; kill $a $b; wait';
+    const r = jt(['run', '--json', '--', 'sh', '-c', script]);
+    expect(r.code, r.stderr).toBe(0);
+    const res = JSON.parse(r.stdout) as RunJson;
+    expect(res.command).toEqual(['sh', '-c', script]);
+    expect(res.exitCode).toBe(0);
+    expect(res.tree.backend).toBe('bpf');
+    expect(res.tree.followsChildren).toBe(true);
+    const root = res.processes.find((p) => p.command.startsWith('sh -c'));
+    expect(root).toBeDefined();
+    const burners = res.processes.filter((p) => p.command === 'yes');
+    expect(burners, JSON.stringify(res.processes)).toHaveLength(2);
+    for (const b of burners) {
+      expect(b.ppid).toBe(root!.pid);
+      // A second of burning, on a 2-CPU machine that other tests may be loading too.
+      expect(b.onCpuNs).toBeGreaterThan(0.05e9);
+      expect(b.joules).toBeGreaterThan(0);
+    }
+    // The sleeping child is there too, with its parent.
+    expect(res.processes.some((p) => p.command === 'sleep 1' && p.ppid === root!.pid)).toBe(true);
+    // The tree's energy includes the children's, and attribution conserves the total.
+    const childJ = burners.reduce((a, b) => a + b.joules, 0);
+    expect(res.tree.joules).toBeGreaterThanOrEqual(childJ * 0.999);
+    expect(res.tree.joules + res.tree.baseline + res.tree.other).toBeCloseTo(res.tree.total, 6);
+    const sumProcesses = res.processes.reduce((a, p) => a + p.joules, 0);
+    expect(sumProcesses).toBeCloseTo(res.tree.joules, 3);
+    expect(res.sampler.samples).toBeGreaterThan(500);
+    expect(res.estimated).toBe(res.source === 'model');
+  });
+
+  it('prints a perf-stat-like summary on stderr, leaving stdout to the command', () => {
+    const r = jt(['run', '--', 'sh', '-c', 'echo hello; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe('hello\n');
+    expect(r.stderr).toMatch(/Energy stats for 'sh -c echo hello/);
+    expect(r.stderr).toMatch(/elapsed/);
+    expect(r.stderr).toMatch(/package-0 .* W average/);
+    expect(r.stderr).toMatch(/process tree/);
+    expect(r.stderr).toMatch(/baseline/);
+    expect(r.stderr).toMatch(/Top threads by joules/);
+    expect(r.stderr).toMatch(/\d+ samples at \d+ Hz .* dropped/);
+    expect(r.stderr).toMatch(/source: model — ESTIMATED/);
+    expect(r.stderr).not.toMatch(/\x1b\[/); // not a terminal: no colour
+  });
+
+  it('passes the exit code through', () => {
+    expect(jt(['run', '-q', '--', 'sh', '-c', 'exit 3']).code).toBe(3);
+    expect(jt(['run', '--', 'true']).code).toBe(0);
+  });
+
+  it('exits 128 + signal when the command was killed', () => {
+    const r = jt(['run', '--json', '--', 'sh', '-c', 'kill -KILL $$']);
+    expect(r.code).toBe(137);
+    expect(JSON.parse(r.stdout)).toMatchObject({ exitCode: 137, signal: 'SIGKILL' });
+  });
+
+  it('exits 127 when the command does not exist, 2 on a bad command line', () => {
+    expect(jt(['run', '--', 'no-such-command-jt']).code).toBe(127);
+    const bad = jt(['run', '--interval', 'fast', '--', 'true']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--interval expects a duration');
+    expect(jt(['run']).code).toBe(2);
+    expect(jt(['run', '--threads', 'sometimes', '--', 'true']).code).toBe(2);
+  });
+
+  it('writes every sample to --csv, with a header', () => {
+    const csv = path.join(tmp, 'samples.csv');
+    const r = jt(['run', '--interval', '2ms', '--csv', csv, '--json', '--', 'sleep', '0.5']);
+    expect(r.code, r.stderr).toBe(0);
+    const res = JSON.parse(r.stdout) as RunJson;
+    const lines = fs.readFileSync(csv, 'utf8').trimEnd().split('\n');
+    const header = lines[0].split(',');
+    expect(header.slice(0, 4)).toEqual(['time_s', 'seq', 'late', 'estimated']);
+    expect(header).toContain('package-0_joules');
+    expect(header).toContain('package-0_tree_joules');
+    const rows = lines.slice(1).map((l) => l.split(','));
+    // Every sample the sampler took (a few around start/stop may be in flight).
+    expect(rows.length).toBeGreaterThan(res.sampler.samples - 5);
+    expect(rows.length).toBeLessThanOrEqual(res.sampler.samples + 1);
+    const jCol = header.indexOf('package-0_joules');
+    let prevT = -1;
+    let prevJ = -1;
+    for (const row of rows) {
+      expect(row).toHaveLength(header.length);
+      const t = Number(row[0]);
+      const j = Number(row[jCol]);
+      expect(t).toBeGreaterThan(prevT);
+      expect(j).toBeGreaterThanOrEqual(prevJ);
+      prevT = t;
+      prevJ = j;
+    }
+    expect(prevT).toBeGreaterThan(0.4);
+  });
+
+  it.each([
+    ['SIGTERM', 143],
+    ['SIGINT', 130],
+  ] as const)('forwards %s to the command and reports its death by it', async (signal, status) => {
+    const child = spawn(process.execPath, [BIN, 'run', '-q', '--', 'sleep', '20'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    // Wait until the command runs (sleep is exec'd in the tree).
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const kids = spawnSync('pgrep', ['-P', String(child.pid)], { encoding: 'utf8' }).stdout.trim();
+      if (kids && fs.readFileSync(`/proc/${kids.split('\n')[0]}/cmdline`, 'utf8').startsWith('sleep')) break;
+      if (Date.now() > deadline) throw new Error('command never started');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const t0 = Date.now();
+    child.kill(signal);
+    const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+    expect(code).toBe(status);
+    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(stderr).toContain(`killed by ${signal}`);
+  });
+
+  it('writes an HTML report with --html', () => {
+    const html = path.join(tmp, 'run.html');
+    const r = jt(['run', '-q', '--html', html, '--', 'sh', '-c', 'yes > /dev/null & p=$!; sleep 0.6; kill $p']);
+    expect(r.code, r.stderr).toBe(0);
+    const text = fs.readFileSync(html, 'utf8');
+    expect(text).toMatch(/^<!doctype html>/);
+    expect(text).not.toMatch(/<script|<link|<img|(src|href)=["']?https?:/);
+    expect(text).toMatch(/<section id="power">.*<path class="data line"/s);
+    expect(text).toMatch(/<section id="threads">.*<path class="data area"/s);
+    expect(text).toContain('estimated');
+  });
+});
+
+describe('jouletrace --help', () => {
+  it.each(['run', 'top', 'demo', 'probe'])('%s --help prints its usage and exits 0', (cmd) => {
+    const r = jt([cmd, '--help']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(new RegExp(`^Usage: jouletrace ${cmd}`));
+    expect(r.stdout).toContain('--json');
+  });
+
+  it('lists every command', () => {
+    const r = jt(['--help']);
+    expect(r.code).toBe(0);
+    for (const cmd of ['probe', 'run', 'top', 'demo']) expect(r.stdout).toMatch(new RegExp(`^  ${cmd} `, 'm'));
+    expect(jt(['frobnicate']).code).toBe(2);
+  });
+});
+
+describe('cli helpers', () => {
+  it('parses intervals with units', () => {
+    expect(parseIntervalUs('500us')).toBe(500);
+    expect(parseIntervalUs('2ms')).toBe(2000);
+    expect(parseIntervalUs('1000')).toBe(1000);
+    expect(() => parseIntervalUs('10')).toThrow('from 50us to 1s');
+    expect(() => parseIntervalUs('2 h')).toThrow(UsageError);
+  });
+
+  it('stops option parsing at the command', () => {
+    expect(parseArgs(['--json', 'ls', '--json'], [{ name: 'json', type: 'flag' }], true)).toEqual({
+      options: { json: true },
+      rest: ['ls', '--json'],
+    });
+    expect(() => parseArgs(['--nope'], [], true)).toThrow('unknown option --nope');
+  });
+
+  it('maps signals to 128 + N', () => {
+    expect(exitStatus(null, 'SIGKILL')).toBe(137);
+    expect(exitStatus(null, 'SIGINT')).toBe(130);
+    expect(exitStatus(5, null)).toBe(5);
+  });
+});
