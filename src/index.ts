@@ -38,3 +38,5 @@ export type {
 } from './threads';
 export { CarbonIntensity, carbonIntensity, joulesToGrams, gridIntensity, gridIntensityCodes, JOULES_PER_KWH } from './carbon';
 export type { CarbonIntensityOptions } from './carbon';
+export { ReportCollector, renderReport } from './report';
+export type { ReportCollectorOptions, ReportData, ReportRecord, ReportThreadSeries } from './report';
