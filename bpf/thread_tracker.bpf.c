@@ -172,6 +172,7 @@ int BPF_PROG(handle_switch, bool preempt, struct task_struct *prev, struct task_
 	}
 	c->last_ts = now;
 	c->idle_now = next_pid == 0;
+	c->cur_tid = next_pid;
 	c->events++;
 	seq_end(&c->seq);
 

@@ -38,7 +38,7 @@ struct jt_cpu_slot {
 	__u64 idle_ns;
 	__u64 events;   /* sched_switch events handled here */
 	__u32 slot_hw;  /* one past the highest thread slot this CPU handed out */
-	__u32 pad;
+	__u32 cur_tid;  /* the task switched in at last_ts (0: idle) */
 	__u64 reserved[2];
 };
 

@@ -151,6 +151,8 @@ export interface SamplerStats {
     slotsUsed: number;
     slotsMax: number;
     droppedThreads: number;
+    /** sched_switch runs the kernel skipped because the program was already running on that CPU. */
+    recursionMisses: number;
     note: string;
   };
 }
@@ -510,6 +512,7 @@ export class Sampler {
         slotsUsed: s.tracker.slotsUsed,
         slotsMax: s.tracker.slotsMax,
         droppedThreads: s.tracker.droppedThreads,
+        recursionMisses: s.tracker.recursionMisses,
         note: s.tracker.note,
       };
     }

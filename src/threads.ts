@@ -88,6 +88,8 @@ export interface ThreadTrackerStats {
   slotsMax: number;
   /** Threads not tracked because every slot was in use. */
   droppedThreads: number;
+  /** Program runs the kernel skipped (recursion on a CPU): each is a context switch not seen. */
+  recursionMisses: number;
   note: string;
 }
 

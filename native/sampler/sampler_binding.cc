@@ -209,6 +209,7 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
       b.Set("slotsUsed", double(tr.slotsUsed));
       b.Set("slotsMax", double(tr.slotsMax));
       b.Set("droppedThreads", double(tr.droppedThreads));
+      b.Set("recursionMisses", double(tr.recursionMisses));
       b.Set("note", tr.note);
       o.Set("tracker", b);
     }

@@ -159,6 +159,7 @@ class BpfTracker final : public ThreadTracker {
   std::vector<int> cpuPkg_;
   // Per slot: the generation already reported as exited and handed back (skip until reused),
   // and the last figures reported for the current generation (results never go down).
+  std::vector<std::pair<uint32_t, uint64_t>> current_;  // (tid, since) running on some CPU
   std::vector<uint64_t> freedGen_;
   std::vector<uint64_t> lastGen_;
   std::vector<ThreadTimes> last_;
@@ -332,10 +333,12 @@ int BpfTracker::snapshot(TrackerSnapshot& snap) {
   snap.threads.clear();
 
   uint32_t hw = 0;
+  current_.clear();
   for (int i = 0; i < ncpu_; i++) {
     jt_cpu_slot c;
     CpuTimes& prev = lastCpu_[size_t(i)];
     if (readSlot(&cpuSlots_[i], &c)) {
+      if (c.cur_tid && c.last_ts) current_.push_back({c.cur_tid, c.last_ts});
       uint64_t busy = c.busy_ns, idle = c.idle_ns;
       if (c.last_ts && now > c.last_ts) (c.idle_now ? idle : busy) += now - c.last_ts;
       prev.busyNs = std::max(prev.busyNs, busy);
@@ -364,7 +367,15 @@ int BpfTracker::snapshot(TrackerSnapshot& snap) {
       out = ThreadTimes();
       lastGen_[s] = t.generation;
     }
-    uint64_t running = (t.on_since && now > t.on_since) ? now - t.on_since : 0;
+    uint64_t since = t.on_since;
+    if (!since) {
+      // The thread's own switch-in was not recorded, yet a CPU says it is running there: count
+      // from that CPU's last switch, as the program itself does when the thread switches out.
+      for (const auto& [tid, ts] : current_) {
+        if (tid == t.tid) since = ts;
+      }
+    }
+    uint64_t running = (since && now > since) ? now - since : 0;
     int pkg = t.cpu < uint32_t(ncpu_) ? cpuPkg_[t.cpu] : 0;
     out.tid = t.tid;
     out.tgid = t.tgid;
@@ -417,6 +428,7 @@ void BpfTracker::stats(TrackerStats& out) {
   }
   out.runTimeNs = info.run_time_ns;
   out.runCount = info.run_cnt;
+  out.recursionMisses = info.recursion_misses;
   std::string enabled;
   if (!readSmallFile("/proc/sys/kernel/bpf_stats_enabled", &enabled) || enabled.empty() ||
       enabled[0] != '1') {

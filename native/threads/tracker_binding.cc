@@ -153,6 +153,7 @@ Napi::Value TrackerWrap::Stats(const Napi::CallbackInfo& info) {
   o.Set("slotsUsed", Napi::Number::New(env, double(s.slotsUsed)));
   o.Set("slotsMax", Napi::Number::New(env, double(s.slotsMax)));
   o.Set("droppedThreads", Napi::Number::New(env, double(s.droppedThreads)));
+  o.Set("recursionMisses", Napi::Number::New(env, double(s.recursionMisses)));
   o.Set("note", s.note);
   return o;
 }
