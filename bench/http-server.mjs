@@ -33,6 +33,10 @@ if (framework === 'express') {
   close = () => app.close();
 }
 process.on('SIGTERM', () => {
+  if (sampler && process.env.BENCH_VERBOSE) {
+    const st = sampler.stats();
+    console.error(`[${framework}/${variant}] sampler thread ${st.timing.cpuPercent.toFixed(1)} % of a core, ${st.bpf?.events ?? 0} context switches seen, attribution step ${st.timing.samples} samples`);
+  }
   close();
   tracker?.close();
   sampler?.close();

@@ -2,7 +2,7 @@
 //
 //   import { fastifyEnergy } from 'jouletrace/fastify';
 //   await app.register(fastifyEnergy, { tracker });
-import { RequestTracker, type RequestTrackerOptions } from './requests';
+import { RequestTracker, type RequestToken, type RequestTrackerOptions } from './requests';
 import type { Sampler } from './sampler';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
@@ -19,11 +19,16 @@ interface FastifyRequestLike {
 }
 interface FastifyReplyLike {
   raw: ServerResponse;
+  statusCode?: number;
 }
+type Hook = (req: FastifyRequestLike, reply: FastifyReplyLike, done: () => void) => void;
 interface FastifyLike {
-  addHook(name: 'onRequest', fn: (req: FastifyRequestLike, reply: FastifyReplyLike, done: () => void) => void): unknown;
+  addHook(name: 'onRequest' | 'onResponse' | 'onRequestAbort', fn: Hook | ((req: FastifyRequestLike, done: () => void) => void)): unknown;
   decorate?(name: string, value: unknown): unknown;
 }
+
+// The in-flight request of each Fastify request object, from onRequest to onResponse.
+const inFlight = new WeakMap<object, RequestToken>();
 
 /** The route pattern Fastify matched ("/users/:id"). */
 export function fastifyRoute(req: FastifyRequestLike): string {
@@ -50,13 +55,24 @@ export function fastifyEnergy(app: FastifyLike, options: FastifyEnergyOptions, d
     return;
   }
   app.decorate?.('jouletrace', tracker);
-  app.addHook('onRequest', (req, reply, next) => {
-    if (tracker.mode === 'exact') tracker.track(req.raw, reply.raw, () => fastifyRoute(req), next);
-    else {
-      tracker.track(req.raw, reply.raw, () => fastifyRoute(req));
-      next();
-    }
-  });
+  // Fastify's own hooks, rather than listeners on every response: onResponse when the reply has
+  // been sent, onRequestAbort when the client went away first.
+  app.addHook('onRequest', ((req: FastifyRequestLike, _reply: FastifyReplyLike, next: () => void) => {
+    const route = () => fastifyRoute(req);
+    const token = tracker.mode === 'exact' ? tracker.start(req.raw.method ?? 'GET', route, next) : tracker.start(req.raw.method ?? 'GET', route);
+    if (token) inFlight.set(req, token);
+    if (tracker.mode !== 'exact' || !token) next();
+  }) as Hook);
+  app.addHook('onResponse', ((req: FastifyRequestLike, reply: FastifyReplyLike, next: () => void) => {
+    const token = inFlight.get(req);
+    if (token) tracker.end(token, reply.statusCode ?? reply.raw.statusCode);
+    next();
+  }) as Hook);
+  app.addHook('onRequestAbort', ((req: FastifyRequestLike, next: () => void) => {
+    const token = inFlight.get(req);
+    if (token) tracker.end(token, 499);
+    next();
+  }) as (req: FastifyRequestLike, done: () => void) => void);
   done();
 }
 

@@ -8,7 +8,7 @@ export type { ProbeReport, ProbeSource, ProbeDomain, ProbeOptions, BpfReadiness 
 export { Sampler, attachSpans } from './sampler';
 export { SpanChannel } from './span-channel';
 export { RequestTracker, trackRequest } from './requests';
-export type { RequestTrackerOptions, RequestMode } from './requests';
+export type { RequestTrackerOptions, RequestMode, RequestToken } from './requests';
 export type { SpanChannelOptions } from './span-channel';
 export type { SpanResult, SpanLabelStats, RequestRecord, RouteStats } from './span-types';
 export type {

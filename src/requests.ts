@@ -44,6 +44,12 @@ interface Pending {
   openCallbacks: number;
   current: number; // the callback span now running, or -1
   context: unknown;
+  handle: number; // shared mode: the request's span
+}
+
+/** An in-flight request, from RequestTracker.start() to end(). Opaque. */
+export interface RequestToken {
+  readonly __requestToken: unique symbol;
 }
 
 class RouteAggregate {
@@ -180,15 +186,25 @@ export class RequestTracker {
   }
 
   /**
-   * Starts accounting for a request; it ends when the response finishes (or the connection
-   * closes). `route` is the route pattern, or a function called at the end (frameworks know the
-   * route only after routing). In exact mode, `run` is called inside the request's context.
+   * Starts accounting for a request; it ends when the response closes (finished, or the
+   * connection dropped). `route` is the route pattern, or a function called at the end
+   * (frameworks know the route only after routing). In exact mode, `run` is called inside the
+   * request's context.
    */
   track(req: IncomingMessage, res: ServerResponse, route?: string | (() => string), run?: () => void): void {
-    if (this.#closed) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'track(): the request tracker is closed');
+    const r = this.start(req.method ?? 'GET', route ?? (this.#routeOf ? () => this.#routeOf!(req) : undefined), run);
+    if (r) res.once('close', () => this.end(r, res.statusCode));
+  }
+
+  /**
+   * For framework hooks: starts a request and returns its token for end(), or undefined when
+   * the sampler is not running (nothing is accounted). Prefer track() for node:http.
+   */
+  start(method: string, route?: string | (() => string), run?: () => void): RequestToken | undefined {
+    if (this.#closed) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'start(): the request tracker is closed');
     const p: Pending = {
-      method: req.method ?? 'GET',
-      route: route ?? (this.#routeOf ? () => this.#routeOf!(req) : '(unrouted)'),
+      method,
+      route: route ?? '(unrouted)',
       statusCode: 0,
       startNs: 0,
       endNs: 0,
@@ -201,62 +217,59 @@ export class RequestTracker {
       openCallbacks: 0,
       current: -1,
       context: this.#capture ? this.#capture() : undefined,
+      handle: -1,
     };
-    let handle = -1;
     if (this.mode === 'shared') {
       try {
-        handle = this.#channel.beginShared('(request)');
+        p.handle = this.#channel.beginShared('(request)');
       } catch (e) {
         if (run) run();
-        if ((e as { code?: string }).code === 'ERR_JOULETRACE_NOT_STARTED') return; // not sampling: not accounted
+        if ((e as { code?: string }).code === 'ERR_JOULETRACE_NOT_STARTED') return undefined;
         throw e;
       }
-      this.#channel.markShared(handle);
-      this.#pending.set(handle, p);
-    } else {
-      p.startNs = Number(process.hrtime.bigint());
+      this.#channel.markShared(p.handle);
+      this.#pending.set(p.handle, p);
+      if (run) run();
+      return p as unknown as RequestToken;
     }
-    let finished = false;
-    const finish = () => {
-      if (finished) return;
-      finished = true;
-      p.statusCode = res.statusCode;
-      if (typeof p.route === 'function') p.route = safeRoute(p.route);
-      p.done = true;
-      if (this.mode === 'shared') {
-        try {
-          this.#channel.end(handle);
-        } catch {
-          /* settled incomplete by stop() */
-        }
-      } else {
-        if (this.#active === p) this.#closeActive();
-        p.endNs = Number(process.hrtime.bigint());
-        this.#maybeEmitExact(p);
-      }
-    };
-    res.once('finish', finish);
-    res.once('close', finish);
-    if (this.mode === 'exact') {
-      // The synchronous part now running belongs to the request too, until the current
-      // callback returns.
-      this.#closeActive();
-      const als = this.#als!;
-      if (run) {
-        als.run(p, () => {
-          this.#openFor(p);
-          try {
-            run();
-          } finally {
-            if (this.#active === p) this.#closeActive();
-          }
-        });
-      } else {
-        als.enterWith(p);
+    p.startNs = Number(process.hrtime.bigint());
+    // The synchronous part now running belongs to the request too, until the current callback
+    // returns.
+    this.#closeActive();
+    const als = this.#als!;
+    if (run) {
+      als.run(p, () => {
         this.#openFor(p);
+        try {
+          run();
+        } finally {
+          if (this.#active === p) this.#closeActive();
+        }
+      });
+    } else {
+      als.enterWith(p);
+      this.#openFor(p);
+    }
+    return p as unknown as RequestToken;
+  }
+
+  /** Ends a request begun with start(); a second call is ignored. */
+  end(token: RequestToken, statusCode: number): void {
+    const p = token as unknown as Pending;
+    if (p.done) return;
+    p.done = true;
+    p.statusCode = statusCode;
+    if (typeof p.route === 'function') p.route = safeRoute(p.route);
+    if (this.mode === 'shared') {
+      try {
+        this.#channel.end(p.handle);
+      } catch {
+        /* settled incomplete by stop() */
       }
-    } else if (run) {
-      run();
+    } else {
+      if (this.#active === p) this.#closeActive();
+      p.endNs = Number(process.hrtime.bigint());
+      this.#maybeEmitExact(p);
     }
   }
 

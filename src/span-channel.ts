@@ -209,6 +209,7 @@ export class SpanChannel {
     this.#gens[slot] = gen;
     const h = (this.#tag << 24) | (gen << SLOT_BITS) | slot;
     this.#state[slot] = this.#write(type, h, id) ? OPEN : OPEN_DROPPED;
+    this.#results[slot] = undefined;
     if (this.#capture !== null) this.#contexts![slot] = this.#capture();
     return h;
   }
@@ -383,17 +384,21 @@ export class SpanChannel {
 
   #dispatch(out: SpanResult[], handles: number[]): void {
     const exclusive: SpanResult[] = [];
+    const sharedFlags = new Uint8Array(out.length);
     for (let i = 0; i < out.length; i++) {
       const r = out[i];
       r.tid = this.tid;
       const h = handles[i];
       const slot = h & (MAX_OPEN - 1);
-      if (this.#gens[slot] === ((h >>> SLOT_BITS) & GEN_MASK)) {
+      const mine = this.#gens[slot] === ((h >>> SLOT_BITS) & GEN_MASK);
+      sharedFlags[i] = mine ? this.#shared[slot] : 0;
+      if (mine) {
         if (this.#contexts !== undefined && this.#contexts[slot] !== undefined) {
           r.context = this.#contexts[slot];
           this.#contexts[slot] = undefined;
         }
-        this.#results[slot] = r;
+        if (sharedFlags[i] === 0) this.#results[slot] = r;
+        this.#shared[slot] = 0;
         if (this.#state[slot] === ENDED) {
           this.#state[slot] = FREE;
           this.#release(slot);
@@ -410,10 +415,7 @@ export class SpanChannel {
     }
     for (const l of this.rawListeners) l(out, handles);
     for (let i = 0; i < out.length; i++) {
-      if (this.#sharedHandles.has(handles[i])) {
-        this.#sharedHandles.delete(handles[i]);
-        continue;
-      }
+      if (sharedFlags[i] === 1) continue;
       const r = out[i];
       exclusive.push(r);
       let agg = this.#aggregates.get(this.#labels.get(r.label) ?? -1);
@@ -426,10 +428,13 @@ export class SpanChannel {
     if (exclusive.length) for (const l of this.#listeners) l(exclusive);
   }
 
-  readonly #sharedHandles = new Set<number>();
-  /** Marks a handle as a request's (excluded from spanStats()/onSpan). */
+  // Slots whose span is a request's: excluded from spanStats()/onSpan, and their results are not
+  // kept for settle() (nobody settles a request by handle; keeping them would promote every
+  // request's result to the old generation).
+  readonly #shared = new Uint8Array(MAX_OPEN);
+  /** Marks a handle as a request's. */
   markShared(h: number): void {
-    this.#sharedHandles.add(h);
+    this.#shared[h & (MAX_OPEN - 1)] = 1;
   }
 
   spanStats(): SpanLabelStats[] {
