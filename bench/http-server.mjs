@@ -19,7 +19,7 @@ if (framework === 'express') {
   const { energyMiddleware } = require(`${root}/dist/cjs/express.js`);
   const app = express();
   if (tracker) app.use(energyMiddleware(tracker));
-  app.get('/hello/:name', (req, res) => res.send(`hello ${req.params.name}`));
+  app.get('/hello/:name', (req, res) => (served++, res.send(`hello ${req.params.name}`)));
   const server = app.listen(0, '127.0.0.1', () => console.log(`listening ${server.address().port}`));
   close = () => server.close();
 } else {
@@ -27,12 +27,17 @@ if (framework === 'express') {
   const { fastifyEnergy } = require(`${root}/dist/cjs/fastify.js`);
   const app = Fastify();
   if (tracker) await app.register(fastifyEnergy, { tracker });
-  app.get('/hello/:name', async (req) => `hello ${req.params.name}`);
+  app.get('/hello/:name', async (req) => (served++, `hello ${req.params.name}`));
   const address = await app.listen({ port: 0, host: '127.0.0.1' });
   console.log(`listening ${new URL(address).port}`);
   close = () => app.close();
 }
+let served = 0;
 process.on('SIGTERM', () => {
+  if (process.env.BENCH_VERBOSE) {
+    const u = process.cpuUsage();
+    console.error(`[${framework}/${variant}] ${served} requests, server process CPU ${((u.user + u.system) / served).toFixed(1)} µs per request (user ${(u.user / served).toFixed(1)}, system ${(u.system / served).toFixed(1)})`);
+  }
   if (sampler && process.env.BENCH_VERBOSE) {
     const st = sampler.stats();
     console.error(`[${framework}/${variant}] sampler thread ${st.timing.cpuPercent.toFixed(1)} % of a core, ${st.bpf?.events ?? 0} context switches seen, attribution step ${st.timing.samples} samples`);
