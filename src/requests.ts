@@ -104,8 +104,10 @@ export class RequestTracker {
   readonly #maxRoutes: number;
   readonly #pending = new Map<number, Pending>();
   readonly #listeners = new Set<(records: RequestRecord[]) => void>();
-  readonly #routes = new Map<string, RouteAggregate>();
+  readonly #routes = new Map<string, Map<string, RouteAggregate>>(); // method → route → aggregate
+  #routeCount = 0;
   readonly #raw: (spans: SpanResult[], handles: number[]) => void;
+  readonly #shared: (h: number, s: number, e: number, c: number, j: number, d: number, f: number) => void;
   #als: AsyncLocalStorage<Pending> | undefined;
   #hook: AsyncHook | undefined;
   #exactOwner = new Map<number, Pending>(); // callback span handle → request
@@ -135,6 +137,9 @@ export class RequestTracker {
     this.#channel = sampler.spanChannel();
     this.#raw = (spans, handles) => this.#onResults(spans, handles);
     this.#channel.rawListeners.add(this.#raw);
+    this.#shared = (h, startNs, endNs, onCpuNs, joules, dynamic, flags) =>
+      this.#onShared(h, startNs, endNs, onCpuNs, joules, dynamic, flags);
+    this.#channel.sharedListeners.add(this.#shared);
     this.#channel.startPolling();
     if (this.mode === 'exact') this.#enableExact();
   }
@@ -273,32 +278,47 @@ export class RequestTracker {
     }
   }
 
+  #batch: RequestRecord[] = [];
+  #batchQueued = false;
+
+  #onShared(h: number, startNs: number, endNs: number, onCpuNs: number, joules: number, dynamic: number, flags: number): void {
+    const p = this.#pending.get(h);
+    if (!p) return;
+    this.#pending.delete(h);
+    if (typeof p.route === 'function') p.route = safeRoute(p.route);
+    const rec: RequestRecord = {
+      method: p.method,
+      route: p.route,
+      statusCode: p.statusCode,
+      startNs,
+      endNs,
+      durationNs: endNs - startNs,
+      joules,
+      dynamicJoules: Number.isNaN(dynamic) ? null : dynamic,
+      onCpuNs,
+      estimated: (flags & 2) !== 0,
+      incomplete: (flags & 1) !== 0,
+      mode: 'shared',
+    };
+    if (p.context !== undefined) rec.context = p.context;
+    // Results arrive one by one within a poll; deliver them as one batch.
+    this.#batch.push(rec);
+    if (!this.#batchQueued) {
+      this.#batchQueued = true;
+      queueMicrotask(() => {
+        this.#batchQueued = false;
+        const b = this.#batch;
+        this.#batch = [];
+        this.#deliver(b);
+      });
+    }
+  }
+
   #onResults(spans: SpanResult[], handles: number[]): void {
     const out: RequestRecord[] = [];
     for (let i = 0; i < spans.length; i++) {
       const h = handles[i];
       const r = spans[i];
-      const shared = this.#pending.get(h);
-      if (shared) {
-        this.#pending.delete(h);
-        if (typeof shared.route === 'function') shared.route = safeRoute(shared.route);
-        out.push({
-          method: shared.method,
-          route: shared.route,
-          statusCode: shared.statusCode,
-          startNs: r.startNs,
-          endNs: r.endNs,
-          durationNs: r.endNs - r.startNs,
-          joules: r.joules,
-          dynamicJoules: r.dynamicJoules,
-          onCpuNs: r.onCpuNs,
-          estimated: r.estimated,
-          incomplete: r.incomplete,
-          mode: 'shared',
-          ...(shared.context !== undefined ? { context: shared.context } : {}),
-        });
-        continue;
-      }
       const owner = this.#exactOwner.get(h);
       if (owner) {
         this.#exactOwner.delete(h);
@@ -345,16 +365,17 @@ export class RequestTracker {
   #deliver(records: RequestRecord[]): void {
     if (records.length === 0) return;
     for (const r of records) {
-      let key = `${r.method} ${r.route}`;
-      let agg = this.#routes.get(key);
+      let byRoute = this.#routes.get(r.method);
+      if (!byRoute) this.#routes.set(r.method, (byRoute = new Map()));
+      let agg = byRoute.get(r.route);
       if (!agg) {
-        if (this.#routes.size >= this.#maxRoutes) {
-          key = `${r.method} (other)`;
-          agg = this.#routes.get(key) ?? new RouteAggregate(r.method, '(other)');
+        if (this.#routeCount >= this.#maxRoutes) {
+          agg = byRoute.get('(other)');
+          if (!agg) byRoute.set('(other)', (agg = new RouteAggregate(r.method, '(other)')));
         } else {
-          agg = new RouteAggregate(r.method, r.route);
+          byRoute.set(r.route, (agg = new RouteAggregate(r.method, r.route)));
+          this.#routeCount++;
         }
-        this.#routes.set(key, agg);
       }
       agg.add(r);
     }
@@ -371,7 +392,9 @@ export class RequestTracker {
   /** Per-route aggregates since the tracker was created, most energy first. */
   routes(): RouteStats[] {
     this.#channel.poll();
-    return [...this.#routes.values()].map((a) => a.stats()).sort((a, b) => b.joules.sum - a.joules.sum);
+    const all: RouteStats[] = [];
+    for (const byRoute of this.#routes.values()) for (const a of byRoute.values()) all.push(a.stats());
+    return all.sort((a, b) => b.joules.sum - a.joules.sum);
   }
 
   /** Requests begun whose energy has not settled yet. */
@@ -389,6 +412,7 @@ export class RequestTracker {
     this.#closed = true;
     this.#hook?.disable();
     this.#channel.rawListeners.delete(this.#raw);
+    this.#channel.sharedListeners.delete(this.#shared);
     this.#channel.stopPollingIfIdle();
   }
 }

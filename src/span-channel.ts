@@ -129,8 +129,15 @@ export class SpanChannel {
   get closed(): boolean {
     return this.#closed;
   }
-  /** Internal listeners (request tracking) that see every result, shared ones included. */
+  /** Internal listeners (request tracking, exact mode) that see every exclusive result. */
   readonly rawListeners = new Set<(spans: SpanResult[], handles: number[]) => void>();
+  /**
+   * Receives shared spans' (requests') results as plain numbers, without a SpanResult object
+   * per request: request tracking builds its own record.
+   */
+  readonly sharedListeners = new Set<
+    (handle: number, startNs: number, endNs: number, onCpuNs: number, joules: number, dynamic: number, flags: number) => void
+  >();
 
   constructor(samplerId: number, options: SpanChannelOptions = {}) {
     const opts = checkObject('options', options);
@@ -338,7 +345,13 @@ export class SpanChannel {
   }
 
   stopPollingIfIdle(): void {
-    if (this.#timer && this.#waiters.size === 0 && this.#listeners.size === 0 && this.rawListeners.size === 0) {
+    if (
+      this.#timer &&
+      this.#waiters.size === 0 &&
+      this.#listeners.size === 0 &&
+      this.rawListeners.size === 0 &&
+      this.sharedListeners.size === 0
+    ) {
       clearInterval(this.#timer);
       this.#timer = undefined;
     }
@@ -358,6 +371,20 @@ export class SpanChannel {
       const flags = res[o + 7];
       const dyn = res[o + 6];
       const h = res[o];
+      tail = (tail + 1) | 0;
+      const slot = h & (MAX_OPEN - 1);
+      if (this.#shared[slot] === 1 && this.#gens[slot] === ((h >>> SLOT_BITS) & GEN_MASK)) {
+        // A request: release its slot and hand the numbers over.
+        this.#shared[slot] = 0;
+        if (this.#state[slot] === ENDED) {
+          this.#state[slot] = FREE;
+          this.#release(slot);
+        } else if (this.#state[slot] === OPEN) {
+          this.#state[slot] = SETTLED_OPEN;
+        }
+        for (const l of this.sharedListeners) l(h, res[o + 2], res[o + 3], res[o + 4], res[o + 5], dyn, flags);
+        continue;
+      }
       const label = this.#labelNames[res[o + 1]] ?? '(unknown)';
       out.push({
         label,
@@ -371,11 +398,10 @@ export class SpanChannel {
         incomplete: (flags & FLAG_INCOMPLETE) !== 0,
       });
       handles.push(h);
-      tail = (tail + 1) | 0;
     }
     this.#resTail = tail;
     Atomics.store(this.#i32, RES_TAIL, tail);
-    this.#dispatch(out, handles);
+    if (out.length) this.#dispatch(out, handles);
     return out.length;
   }
 
@@ -384,21 +410,17 @@ export class SpanChannel {
 
   #dispatch(out: SpanResult[], handles: number[]): void {
     const exclusive: SpanResult[] = [];
-    const sharedFlags = new Uint8Array(out.length);
     for (let i = 0; i < out.length; i++) {
       const r = out[i];
       r.tid = this.tid;
       const h = handles[i];
       const slot = h & (MAX_OPEN - 1);
-      const mine = this.#gens[slot] === ((h >>> SLOT_BITS) & GEN_MASK);
-      sharedFlags[i] = mine ? this.#shared[slot] : 0;
-      if (mine) {
+      if (this.#gens[slot] === ((h >>> SLOT_BITS) & GEN_MASK)) {
         if (this.#contexts !== undefined && this.#contexts[slot] !== undefined) {
           r.context = this.#contexts[slot];
           this.#contexts[slot] = undefined;
         }
-        if (sharedFlags[i] === 0) this.#results[slot] = r;
-        this.#shared[slot] = 0;
+        this.#results[slot] = r;
         if (this.#state[slot] === ENDED) {
           this.#state[slot] = FREE;
           this.#release(slot);
@@ -415,7 +437,6 @@ export class SpanChannel {
     }
     for (const l of this.rawListeners) l(out, handles);
     for (let i = 0; i < out.length; i++) {
-      if (sharedFlags[i] === 1) continue;
       const r = out[i];
       exclusive.push(r);
       let agg = this.#aggregates.get(this.#labels.get(r.label) ?? -1);

@@ -140,6 +140,34 @@ describe('requests in exact mode', () => {
   });
 });
 
+describe('several trackers on one sampler', () => {
+  it('each tracker gets its own requests', async () => {
+    const { sampler, tracker, records } = setup();
+    const second = new RequestTracker(sampler);
+    const secondRecords: RequestRecord[] = [];
+    second.onRequest((rs) => secondRecords.push(...rs));
+    cleanups.push(() => second.close());
+    const a = http.createServer((req, res) => {
+      trackRequest(tracker, req, res, '/a');
+      busy(1);
+      res.end('a');
+    });
+    const b = http.createServer((req, res) => {
+      trackRequest(second, req, res, '/b');
+      busy(1);
+      res.end('b');
+    });
+    const [baseA, baseB] = await Promise.all([listen(a), listen(b)]);
+    cleanups.push(() => new Promise((r) => a.close(r)), () => new Promise((r) => b.close(r)));
+    sampler.start();
+    await Promise.all([load(baseA, [{ path: '/', count: 20 }], 2), load(baseB, [{ path: '/', count: 15 }], 2)]);
+    await new Promise((r) => setTimeout(r, 40));
+    sampler.stop();
+    expect(records.map((r) => r.route)).toEqual(Array(20).fill('/a'));
+    expect(secondRecords.map((r) => r.route)).toEqual(Array(15).fill('/b'));
+  });
+});
+
 describe('framework integrations', () => {
   it('Express middleware reports the route pattern and status code', async () => {
     const { sampler, tracker, records } = setup();
