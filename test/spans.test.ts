@@ -51,7 +51,7 @@ for (const threads of ['bpf', 'procfs'] as const) {
       const one: number[] = [];
       const three: number[] = [];
       work(1);
-      for (let i = 0; i < 8; i++) {
+      for (let i = 0; i < 12; i++) {
         let h = s.begin('1x');
         work(10);
         s.end(h);
@@ -69,8 +69,10 @@ for (const threads of ['bpf', 'procfs'] as const) {
       const ratio = sum(r3, 'joules') / sum(r1, 'joules');
       // The sections alternate back to back, so every sampling interval sees the same thread
       // busy; what remains is the model's 10 ms utilisation refresh (and, with procfs, /proc/stat's
-      // 10 ms ticks for CPU busy time) against 10-30 ms sections: ±15% with eBPF, ±20% with procfs.
-      const tol = threads === 'bpf' ? 0.15 : 0.2;
+      // 10 ms ticks for CPU busy time) against 10-30 ms sections, and, with eBPF on this VM, the
+      // occasional few milliseconds in which a CPU's switches go unseen (README, design notes),
+      // which moves on-CPU time between neighbouring sections: ±20%.
+      const tol = 0.2;
       expect(ratio).toBeGreaterThan(3 * (1 - tol));
       expect(ratio).toBeLessThan(3 * (1 + tol));
       expect(sum(r3, 'onCpuNs') / sum(r1, 'onCpuNs')).toBeGreaterThan(3 * 0.85);
