@@ -20,25 +20,6 @@ const char* vendorName(Vendor v) {
   }
 }
 
-std::string errnoName(int err) {
-  switch (err) {
-    case ENOENT: return "ENOENT";
-    case EACCES: return "EACCES";
-    case EPERM: return "EPERM";
-    case EIO: return "EIO";
-    case EINVAL: return "EINVAL";
-    case ENODEV: return "ENODEV";
-    case ENXIO: return "ENXIO";
-    case EBUSY: return "EBUSY";
-    case ENOTDIR: return "ENOTDIR";
-    case EISDIR: return "EISDIR";
-    case EOPNOTSUPP: return "EOPNOTSUPP";
-    case EMFILE: return "EMFILE";
-    case ENOMEM: return "ENOMEM";
-    default: return "E" + std::to_string(err);
-  }
-}
-
 int readSmallFile(const std::string& path, std::string* out) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return -errno;

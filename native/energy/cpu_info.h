@@ -6,6 +6,8 @@
 
 #include <cstdint>
 #include <string>
+
+#include "errno_name.h"
 #include <vector>
 
 #include "energy/source.h"
@@ -45,9 +47,6 @@ struct CpuTopo {
   int package = 0;  // physical_package_id
   int core = 0;     // core_id (unique within a package only)
 };
-
-// "EIO", "ENOENT", ... for error codes that JS code can switch on.
-std::string errnoName(int err);
 
 // Reads a whole small (sysfs/procfs) file. Returns 0 or -errno.
 int readSmallFile(const std::string& path, std::string* out);

@@ -37,11 +37,21 @@ std::vector<double> AttributionEngine::baselineWatts() const {
   return baselineWatts_;
 }
 
+double AttributionEngine::baselineWattsSum(const std::vector<size_t>& domains) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  double sum = 0;
+  for (size_t d : domains) {
+    if (d < baselineWatts_.size() && baselineWatts_[d] > 0) sum += baselineWatts_[d];
+  }
+  return sum;
+}
+
 void AttributionEngine::reset() {
   std::lock_guard<std::mutex> lock(mu_);
   parts_.assign(domains_.size(), DomainParts{});
   baselineCarry_.assign(domains_.size(), 0.0);
   results_.clear();
+  exitedCount_ = 0;
   byTid_.clear();
   for (auto& s : slots_) s = ThreadState{};
   prevCpuBusy_.clear();
@@ -112,6 +122,7 @@ void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const Tr
     }
     threadResult_[i] = s.resultIndex;
     if (t.exited) {
+      if (!r.exited) exitedCount_++;
       r.exited = true;
       s.used = false;  // the slot may be reused; the result entry stays
     }
@@ -124,9 +135,8 @@ void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const Tr
   steps_++;
 
   // Bound memory: fold the oldest exited threads into one aggregate entry.
-  size_t exitedCount = 0;
-  for (const auto& r : results_) exitedCount += r.exited;
-  if (exitedCount > kMaxExitedKept) {
+  if (exitedCount_ > kMaxExitedKept) {
+    const size_t exitedCount = exitedCount_;
     ThreadEnergy folded;
     folded.name = "(exited threads)";
     folded.exited = true;
@@ -155,6 +165,8 @@ void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const Tr
       if (s.used) s.resultIndex = remap[s.resultIndex];
     }
     results_ = std::move(kept);
+    exitedCount_ = 0;
+    for (const auto& r : results_) exitedCount_ += r.exited;
     byTid_.clear();
     for (size_t i = 0; i < results_.size(); i++) {
       if (results_[i].tid != 0) byTid_[results_[i].tid] = i;

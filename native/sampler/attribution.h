@@ -37,6 +37,9 @@ class AttributionEngine {
   // Watts per domain (< 0: no baseline for that domain). Takes effect at the next step.
   void setBaselineWatts(const std::vector<double>& watts);
   std::vector<double> baselineWatts() const;
+  // Sum of the baseline watts of `domains` (those with one), without copying the vector: the
+  // span engine asks at every step on the sampler thread.
+  double baselineWattsSum(const std::vector<size_t>& domains) const;
 
   // Starts afresh: the next step() only records `snap` as the reference point.
   void reset();
@@ -86,6 +89,7 @@ class AttributionEngine {
   std::unordered_map<uint32_t, size_t> byTid_;  // tid → results_ index
   std::vector<uint64_t> prevCpuBusy_;
   bool primed_ = false;
+  size_t exitedCount_ = 0;  // results_ entries with exited set
   uint64_t steps_ = 0;
   uint64_t lastStepNs_ = 0;
 

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "errno_name.h"
 #include "napi_util.h"
 
 namespace jouletrace {
@@ -39,17 +40,6 @@ void sleepUntil(uint64_t deadlineNs) {
 inline void put32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
 inline void put64(uint8_t* p, uint64_t v) { std::memcpy(p, &v, 8); }
 inline void putF64(uint8_t* p, double v) { std::memcpy(p, &v, 8); }
-
-std::string errnoName(int e) {
-  switch (e) {
-    case EPERM: return "EPERM";
-    case EACCES: return "EACCES";
-    case EINVAL: return "EINVAL";
-    case ENOMEM: return "ENOMEM";
-    case EAGAIN: return "EAGAIN";
-    default: return "E" + std::to_string(e);
-  }
-}
 
 uint64_t threadCpuNs(pthread_t t) {
   clockid_t cid;
@@ -396,10 +386,6 @@ void Sampler::trackerStats(TrackerStats* out) const {
   if (tracker_) tracker_->stats(*out);
   out->backend = threadsBackend_;
 }
-
-}  // namespace jouletrace
-
-namespace jouletrace {
 
 bool Sampler::fillForBenchmark(uint64_t n) {
   if (running()) return false;

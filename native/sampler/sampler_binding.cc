@@ -249,7 +249,6 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     o.Set("zeroCopy", !copyMode_);
     o.Set("recordBytes", double(ring->recordSize()));
     o.Set("capacity", double(ring->capacity()));
-    ringInfo_ = Napi::Persistent(o);
     return o;
   }
 
@@ -383,7 +382,6 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
   bool hookRegistered_ = false;
   bool copyMode_ = false;
   Napi::Reference<Napi::ArrayBuffer> ringBuffer_;
-  Napi::ObjectReference ringInfo_;
 };
 
 }  // namespace

@@ -123,12 +123,7 @@ void SpanEngine::step(uint64_t now, const AttributionEngine& attr, bool final) {
   lastStepNs_ = now;
   if (logs_.empty()) return;
   refreshPool(now);
-  std::vector<double> bw = attr.baselineWatts();
-  double baseline = 0;
-  for (size_t d : primary_) {
-    if (d < bw.size() && bw[d] > 0) baseline += bw[d];
-  }
-  baselinePerCpuW_ = baseline / double(cpuCount_);
+  baselinePerCpuW_ = attr.baselineWattsSum(primary_) / double(cpuCount_);
   for (auto& [id, log] : logs_) {
     retryBacklog(log);
     drain(log);
@@ -328,7 +323,8 @@ void SpanEngine::accountShared(Log& log, bool final, uint64_t now) {
       const size_t segs = cuts_.size() - 1;
       // How many shared spans are in flight in each segment (difference array), then the
       // per-span share of each segment's energy as prefix sums: O(n log n) per interval.
-      std::vector<int> count(segs + 1, 0);
+      std::vector<int>& count = count_;
+      count.assign(segs + 1, 0);
       auto index = [&](uint64_t t) { return size_t(std::lower_bound(cuts_.begin(), cuts_.end(), t) - cuts_.begin()); };
       for (auto& [h, o] : log.open) {
         if (!o.shared || o.t0 >= b || (o.ended && o.t1 <= a)) continue;

@@ -122,11 +122,8 @@ class SpanEngine {
   double baselinePerCpuW_ = 0;
 
   // scratch for shared accounting
-  struct Edge {
-    uint64_t t;
-    int delta;
-  };
   std::vector<uint64_t> cuts_;
+  std::vector<int> count_;
   std::vector<std::pair<uint64_t, uint64_t>> cover_;
   std::vector<double> prefixJ_, prefixC_;
 };

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "errno_name.h"
 #include "napi_util.h"
 #include "thread_tracker.h"
 #include "thread_tracker.skel.h"
@@ -111,11 +112,6 @@ bool readSlot(const Slot* src, Slot* dst) {
     if (__atomic_load_n(&src->seq, __ATOMIC_RELAXED) == s1) return true;
   }
   return false;
-}
-
-std::string errnoName(int e) {
-  const char* n = strerrorname_np(e);
-  return n ? n : "E" + std::to_string(e);
 }
 
 bool hasCap(const __user_cap_data_struct (&data)[2], int cap) {

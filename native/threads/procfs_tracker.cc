@@ -11,6 +11,7 @@
 #include <cstring>
 #include <unordered_map>
 
+#include "errno_name.h"
 #include "napi_util.h"
 #include "tracker.h"
 #include "tracker_util.h"
@@ -115,7 +116,7 @@ int ProcfsTracker::open(const TrackerOptions& opts, TrackerError* err) {
   if (!d) {
     int e = errno;
     if (err) {
-      err->code = e == ENOENT ? "ESRCH" : (strerrorname_np(e) ? strerrorname_np(e) : "EIO");
+      err->code = e == ENOENT ? "ESRCH" : errnoName(e);
       err->message = "jouletrace: cannot read " + taskDir() + " (" + strerror(e) +
                      "): no such process, or procfs is not mounted there";
     }
@@ -129,7 +130,7 @@ int ProcfsTracker::open(const TrackerOptions& opts, TrackerError* err) {
   if (procStat_.get() < 0 || !readSmallFile(statPath, &text)) {
     int e = errno ? errno : EIO;
     if (err) {
-      err->code = strerrorname_np(e) ? strerrorname_np(e) : "EIO";
+      err->code = errnoName(e);
       err->message = "jouletrace: cannot read " + statPath + " (" + strerror(e) + ")";
     }
     return -e;
