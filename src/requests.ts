@@ -13,7 +13,7 @@ import { AsyncLocalStorage, createHook, type AsyncHook } from 'node:async_hooks'
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { checkObject, checkOneOf, JouletraceError } from './errors';
 import type { Sampler } from './sampler';
-import { RecentValues } from './reservoir';
+import { JoulesSummary, RecentValues } from './summaries';
 import type { SpanChannel } from './span-channel';
 import type { RequestRecord, RouteStats, SpanResult } from './span-types';
 
@@ -53,36 +53,28 @@ export interface RequestToken {
 }
 
 class RouteAggregate {
-  count = 0;
-  joules = 0;
-  max = 0;
+  readonly joules = new JoulesSummary(2048);
   durationNs = 0;
-  estimated = false;
-  readonly recentJ = new RecentValues(2048);
   readonly recentD = new RecentValues(2048);
   constructor(
     readonly method: string,
     readonly route: string,
   ) {}
   add(r: RequestRecord): void {
-    this.recentJ.add(r.joules);
+    this.joules.add(r.joules, r.estimated);
     this.recentD.add(r.durationNs);
-    this.count++;
-    this.joules += r.joules;
     this.durationNs += r.durationNs;
-    if (r.joules > this.max) this.max = r.joules;
-    this.estimated ||= r.estimated;
   }
   stats(): RouteStats {
-    const [p50, p99] = this.recentJ.quantiles(0.5, 0.99);
+    const n = this.joules.count;
     const [d99] = this.recentD.quantiles(0.99);
     return {
       method: this.method,
       route: this.route,
-      count: this.count,
-      joules: { sum: this.joules, mean: this.count ? this.joules / this.count : 0, p50, p99, max: this.max },
-      durationMs: { mean: this.count ? this.durationNs / this.count / 1e6 : 0, p99: d99 / 1e6 },
-      estimated: this.estimated,
+      count: n,
+      joules: this.joules.summary(),
+      durationMs: { mean: n ? this.durationNs / n / 1e6 : 0, p99: d99 / 1e6 },
+      estimated: this.joules.estimated,
     };
   }
 }
@@ -232,7 +224,6 @@ export class RequestTracker {
         if ((e as { code?: string }).code === 'ERR_JOULETRACE_NOT_STARTED') return undefined;
         throw e;
       }
-      this.#channel.markShared(p.handle);
       this.#pending.set(p.handle, p);
       if (run) run();
       return p as unknown as RequestToken;

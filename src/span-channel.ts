@@ -6,7 +6,7 @@
 import { readlinkSync } from 'node:fs';
 import { checkIntegerInRange, checkObject, checkString, JouletraceError } from './errors';
 import { native } from './native';
-import { RecentValues } from './reservoir';
+import { JoulesSummary } from './summaries';
 import type { SpanLabelStats, SpanResult } from './span-types';
 
 const EV_HEAD = 0;
@@ -78,21 +78,13 @@ interface Waiter {
 }
 
 class LabelAggregate {
-  count = 0;
-  joules = 0;
+  readonly joules = new JoulesSummary(4096);
   onCpuNs = 0;
   wallNs = 0;
-  max = 0;
-  estimated = false;
-  readonly recent = new RecentValues(4096);
   add(r: SpanResult): void {
-    this.recent.add(r.joules);
-    this.count++;
-    this.joules += r.joules;
+    this.joules.add(r.joules, r.estimated);
     this.onCpuNs += r.onCpuNs;
     this.wallNs += r.endNs - r.startNs;
-    if (r.joules > this.max) this.max = r.joules;
-    this.estimated ||= r.estimated;
   }
 }
 
@@ -104,13 +96,16 @@ export class SpanChannel {
   readonly #evMask: number;
   readonly #evCap: number;
   readonly #resMask: number;
-  readonly #resBase: number;
   readonly #tag: number;
   #head = 0;
   #tailSeen = 0;
   #resTail = 0;
   readonly #gens = new Int32Array(MAX_OPEN);
   readonly #state = new Uint8Array(MAX_OPEN);
+  // Slots whose span is a request's (beginShared): their results go to sharedListeners as plain
+  // numbers, not to spanStats()/onSpan, and are not kept for settle() (nobody settles a request
+  // by handle; keeping them would promote every request's result to the old generation).
+  readonly #shared = new Uint8Array(MAX_OPEN);
   // Free slots in FIFO order, so a settled span's result stays in its slot for as long as
   // possible (about MAX_OPEN later spans) for a late settle().
   readonly #free = new Int32Array(MAX_OPEN);
@@ -123,7 +118,7 @@ export class SpanChannel {
   readonly #labelNames: string[] = [];
   readonly #waiters = new Map<number, Waiter>();
   readonly #listeners = new Set<(spans: SpanResult[]) => void>();
-  readonly #aggregates = new Map<number, LabelAggregate>();
+  readonly #aggregates = new Map<string, LabelAggregate>(); // by label
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
   get closed(): boolean {
@@ -155,7 +150,6 @@ export class SpanChannel {
     this.#evMask = evCap - 1;
     this.#evCap = evCap;
     this.#resMask = resCap - 1;
-    this.#resBase = 0;
     this.#tag = 1 + (nextTag++ % 63);
     for (let i = 0; i < MAX_OPEN; i++) this.#free[i] = i;
     const Channel = native().SpanChannel as new (id: number, buf: Uint8Array, offsetNs: number) => { close(): void };
@@ -211,11 +205,11 @@ export class SpanChannel {
     const slot = this.#free[this.#freeHead];
     this.#freeHead = (this.#freeHead + 1) & (MAX_OPEN - 1);
     this.#freeCount--;
-    this.#results[slot] = undefined;
     const gen = (this.#gens[slot] + 1) & GEN_MASK;
     this.#gens[slot] = gen;
     const h = (this.#tag << 24) | (gen << SLOT_BITS) | slot;
     this.#state[slot] = this.#write(type, h, id) ? OPEN : OPEN_DROPPED;
+    this.#shared[slot] = type === BEGIN_SHARED ? 1 : 0;
     this.#results[slot] = undefined;
     if (this.#capture !== null) this.#contexts![slot] = this.#capture();
     return h;
@@ -256,11 +250,29 @@ export class SpanChannel {
       this.#state[slot] = FREE;
       this.#release(slot);
     } else if (state === OPEN_DROPPED) {
+      // Its begin never reached the sampler: it settles now, unmeasured (NaN, incomplete).
       this.#state[slot] = ENDED;
-      this.#dispatch([this.#droppedResult()], [h]);
+      if (this.#shared[slot] === 1) this.#deliverShared(h, slot, NaN, NaN, NaN, NaN, NaN, FLAG_INCOMPLETE);
+      else this.#dispatch([this.#droppedResult()], [h]);
     } else {
       throw new JouletraceError('ERR_JOULETRACE_STALE_SPAN', `end(): span handle ${h} already ended`);
     }
+  }
+
+  /** The result for the span in `slot` has arrived: the slot may go, or stay until end(). */
+  #settleSlot(slot: number): void {
+    if (this.#state[slot] === ENDED) {
+      this.#state[slot] = FREE;
+      this.#release(slot);
+    } else if (this.#state[slot] === OPEN) {
+      this.#state[slot] = SETTLED_OPEN;
+    }
+  }
+
+  #deliverShared(h: number, slot: number, s: number, e: number, c: number, j: number, d: number, flags: number): void {
+    this.#shared[slot] = 0;
+    this.#settleSlot(slot);
+    for (const l of this.sharedListeners) l(h, s, e, c, j, d, flags);
   }
 
   #release(slot: number): void {
@@ -367,22 +379,15 @@ export class SpanChannel {
     const handles: number[] = [];
     const res = this.#res;
     while (tail !== head) {
-      const o = this.#resBase + ((tail & this.#resMask) << 3);
+      const o = (tail & this.#resMask) << 3;
       const flags = res[o + 7];
       const dyn = res[o + 6];
       const h = res[o];
       tail = (tail + 1) | 0;
       const slot = h & (MAX_OPEN - 1);
       if (this.#shared[slot] === 1 && this.#gens[slot] === ((h >>> SLOT_BITS) & GEN_MASK)) {
-        // A request: release its slot and hand the numbers over.
-        this.#shared[slot] = 0;
-        if (this.#state[slot] === ENDED) {
-          this.#state[slot] = FREE;
-          this.#release(slot);
-        } else if (this.#state[slot] === OPEN) {
-          this.#state[slot] = SETTLED_OPEN;
-        }
-        for (const l of this.sharedListeners) l(h, res[o + 2], res[o + 3], res[o + 4], res[o + 5], dyn, flags);
+        // A request: its tracker builds its own record from the numbers.
+        this.#deliverShared(h, slot, res[o + 2], res[o + 3], res[o + 4], res[o + 5], dyn, flags);
         continue;
       }
       const label = this.#labelNames[res[o + 1]] ?? '(unknown)';
@@ -421,12 +426,7 @@ export class SpanChannel {
           this.#contexts[slot] = undefined;
         }
         this.#results[slot] = r;
-        if (this.#state[slot] === ENDED) {
-          this.#state[slot] = FREE;
-          this.#release(slot);
-        } else if (this.#state[slot] === OPEN) {
-          this.#state[slot] = SETTLED_OPEN;
-        }
+        this.#settleSlot(slot);
       }
       const w = this.#waiters.get(h);
       if (w) {
@@ -439,37 +439,25 @@ export class SpanChannel {
     for (let i = 0; i < out.length; i++) {
       const r = out[i];
       exclusive.push(r);
-      let agg = this.#aggregates.get(this.#labels.get(r.label) ?? -1);
-      if (!agg) {
-        agg = new LabelAggregate();
-        this.#aggregates.set(this.#labels.get(r.label) ?? -1, agg);
-      }
+      let agg = this.#aggregates.get(r.label);
+      if (!agg) this.#aggregates.set(r.label, (agg = new LabelAggregate()));
       if (!Number.isNaN(r.joules)) agg.add(r);
     }
     if (exclusive.length) for (const l of this.#listeners) l(exclusive);
   }
 
-  // Slots whose span is a request's: excluded from spanStats()/onSpan, and their results are not
-  // kept for settle() (nobody settles a request by handle; keeping them would promote every
-  // request's result to the old generation).
-  readonly #shared = new Uint8Array(MAX_OPEN);
-  /** Marks a handle as a request's. */
-  markShared(h: number): void {
-    this.#shared[h & (MAX_OPEN - 1)] = 1;
-  }
-
   spanStats(): SpanLabelStats[] {
     this.poll();
     const out: SpanLabelStats[] = [];
-    for (const [id, a] of this.#aggregates) {
-      const [p50, p99] = a.recent.quantiles(0.5, 0.99);
+    for (const [label, a] of this.#aggregates) {
+      const n = a.joules.count;
       out.push({
-        label: this.#labelNames[id] ?? '(unknown)',
-        count: a.count,
-        joules: { sum: a.joules, mean: a.count ? a.joules / a.count : 0, p50, p99, max: a.max },
-        onCpuNs: { sum: a.onCpuNs, mean: a.count ? a.onCpuNs / a.count : 0 },
-        watts: a.wallNs > 0 ? a.joules / (a.wallNs / 1e9) : 0,
-        estimated: a.estimated,
+        label,
+        count: n,
+        joules: a.joules.summary(),
+        onCpuNs: { sum: a.onCpuNs, mean: n ? a.onCpuNs / n : 0 },
+        watts: a.wallNs > 0 ? a.joules.sum / (a.wallNs / 1e9) : 0,
+        estimated: a.joules.estimated,
       });
     }
     return out.sort((x, y) => y.joules.sum - x.joules.sum);

@@ -1,0 +1,50 @@
+// Bounded-memory summaries of streams of settled energy figures, shared by per-label span
+// statistics and per-route request statistics.
+
+/** The most recent values of a stream: quantiles exact over the last `capacity` values. */
+export class RecentValues {
+  readonly #values: Float64Array;
+  #count = 0;
+
+  constructor(capacity: number) {
+    this.#values = new Float64Array(capacity);
+  }
+
+  add(v: number): void {
+    this.#values[this.#count % this.#values.length] = v;
+    this.#count++;
+  }
+
+  /** Quantiles (0..1) of the values held, in the order asked. */
+  quantiles(...qs: number[]): number[] {
+    const n = Math.min(this.#count, this.#values.length);
+    const sorted = this.#values.slice(0, n).sort();
+    return qs.map((q) => (n === 0 ? 0 : sorted[Math.min(n - 1, Math.floor(q * n))]));
+  }
+}
+
+/** Count, sum, max and recent quantiles of joules, and whether any figure was estimated. */
+export class JoulesSummary {
+  count = 0;
+  sum = 0;
+  max = 0;
+  estimated = false;
+  readonly #recent: RecentValues;
+
+  constructor(recentCapacity: number) {
+    this.#recent = new RecentValues(recentCapacity);
+  }
+
+  add(joules: number, estimated: boolean): void {
+    this.#recent.add(joules);
+    this.count++;
+    this.sum += joules;
+    if (joules > this.max) this.max = joules;
+    this.estimated ||= estimated;
+  }
+
+  summary(): { sum: number; mean: number; p50: number; p99: number; max: number } {
+    const [p50, p99] = this.#recent.quantiles(0.5, 0.99);
+    return { sum: this.sum, mean: this.count ? this.sum / this.count : 0, p50, p99, max: this.max };
+  }
+}
