@@ -44,9 +44,13 @@ export function fastifyEnergy(app: FastifyLike, options: FastifyEnergyOptions, d
   try {
     if (options?.tracker instanceof RequestTracker) tracker = options.tracker;
     else if (options?.sampler) {
-      const { tracker: _t, sampler, ...rest } = options;
-      void _t;
-      tracker = new RequestTracker(sampler, rest);
+      // Only the tracker's own options: Fastify's register options (prefix, ...) ride along here.
+      const { mode, routeOf, maxRoutes } = options;
+      tracker = new RequestTracker(options.sampler, {
+        ...(mode !== undefined && { mode }),
+        ...(routeOf !== undefined && { routeOf }),
+        ...(maxRoutes !== undefined && { maxRoutes }),
+      });
     } else {
       throw new TypeError('Expected a RequestTracker for options.tracker or a Sampler for options.sampler');
     }

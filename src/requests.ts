@@ -11,7 +11,7 @@
 //   on every callback of the process (see the README for the measured overhead).
 import { AsyncLocalStorage, createHook, type AsyncHook } from 'node:async_hooks';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { checkObject, checkOneOf, JouletraceError } from './errors';
+import { checkIntegerInRange, checkKnownKeys, checkObject, checkOneOf, JouletraceError } from './errors';
 import type { Sampler } from './sampler';
 import { JoulesSummary, RecentValues } from './summaries';
 import type { SpanChannel } from './span-channel';
@@ -116,16 +116,14 @@ export class RequestTracker {
 
   constructor(sampler: Sampler, options: RequestTrackerOptions = {}) {
     const opts = checkObject('options', options);
+    checkKnownKeys('options', opts, ['mode', 'routeOf', 'maxRoutes']);
     this.#sampler = sampler;
     this.mode = opts.mode === undefined ? 'shared' : checkOneOf('options.mode', opts.mode, ['shared', 'exact'] as const);
     if (opts.routeOf !== undefined && typeof opts.routeOf !== 'function') {
       throw new TypeError(`Expected a function for options.routeOf but received ${String(opts.routeOf)} of type ${typeof opts.routeOf}`);
     }
     this.#routeOf = opts.routeOf as RequestTrackerOptions['routeOf'];
-    this.#maxRoutes = opts.maxRoutes === undefined ? 1000 : Number(opts.maxRoutes);
-    if (!Number.isInteger(this.#maxRoutes) || this.#maxRoutes < 1) {
-      throw new RangeError(`Expected a positive integer for options.maxRoutes but received ${String(opts.maxRoutes)}`);
-    }
+    this.#maxRoutes = opts.maxRoutes === undefined ? 1000 : checkIntegerInRange('options.maxRoutes', opts.maxRoutes, 1, 1_000_000);
     this.#channel = sampler.spanChannel();
     this.#raw = (spans, handles) => this.#onResults(spans, handles);
     this.#channel.rawListeners.add(this.#raw);

@@ -57,7 +57,8 @@ class SpanChannelHandle : public Napi::ObjectWrap<SpanChannelHandle> {
     }
     engine_ = findSpanEngine(uint64_t(info[0].As<Napi::Number>().DoubleValue()));
     if (!engine_) {
-      throwCoded(env, "ERR_JOULETRACE_CLOSED", "spans: the sampler is closed, or tracks another process's threads");
+      throwCoded(env, "ERR_JOULETRACE_CLOSED", "spans: no such sampler in this process — it was closed, or it tracks another process (options.pid) "
+                 "or no threads (options.threads 'off'); pass spanContext() of a running Sampler created without them");
       return;
     }
     Napi::TypedArray ta = info[1].As<Napi::TypedArray>();
