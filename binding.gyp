@@ -16,6 +16,25 @@
           ],
           "outputs": ["<(SHARED_INTERMEDIATE_DIR)/bpf/thread_tracker.skel.h"],
           "action": ["bash", "scripts/build-bpf.sh", "bpf/thread_tracker.bpf.c", "<(SHARED_INTERMEDIATE_DIR)/bpf"]
+        },
+        {
+          # The same program without task-local storage, for Linux 5.8 to 5.11.
+          "action_name": "thread_tracker_compat_skel",
+          "inputs": [
+            "bpf/thread_tracker.bpf.c",
+            "bpf/thread_tracker.h",
+            "bpf/vmlinux_min.h",
+            "scripts/build-bpf.sh"
+          ],
+          "outputs": ["<(SHARED_INTERMEDIATE_DIR)/bpf/thread_tracker_compat.skel.h"],
+          "action": ["bash", "scripts/build-bpf.sh", "bpf/thread_tracker.bpf.c", "<(SHARED_INTERMEDIATE_DIR)/bpf",
+                     "thread_tracker_compat", "-DJT_TASK_STORAGE=0"]
+        },
+        {
+          "action_name": "switch_baseline_skel",
+          "inputs": ["bpf/switch_baseline.bpf.c", "bpf/vmlinux_min.h", "scripts/build-bpf.sh"],
+          "outputs": ["<(SHARED_INTERMEDIATE_DIR)/bpf/switch_baseline.skel.h"],
+          "action": ["bash", "scripts/build-bpf.sh", "bpf/switch_baseline.bpf.c", "<(SHARED_INTERMEDIATE_DIR)/bpf"]
         }
       ]
     },

@@ -1,21 +1,28 @@
 #!/usr/bin/env node
 // Cost of the sched_switch program per event (bpf_stats run_time_ns / run_cnt) and the
 // throughput of a context-switch-heavy load with and without the tracker attached.
-// bpf_stats times each run with sched_clock(), so the figure includes that clock's own cost: on
-// a KVM guest an empty tp_btf program already reads ~80 ns and bpf_ktime_get_ns() ~55 ns more.
-// Throughput on a 2-CPU machine varies run to run with where the scheduler puts the two
-// processes (same CPU: no IPI); compare medians over several alternating runs.
+//
+// bpf_stats times each run with sched_clock() and the trampoline costs something of its own, so
+// an empty program on the same hook is measured in the same run: "own" is the tracker's figure
+// less that floor, the work the tracker adds. On a KVM guest the floor is 30-50 ns and one
+// bpf_ktime_get_ns() costs 30-60 ns more; on bare metal both are a fraction of that.
 // Needs root (or CAP_BPF + CAP_PERFMON + write access to kernel.bpf_stats_enabled).
 //
-//   node bench/bpf-event-cost.mjs [--runs 5] [--loops 100000]
+//   node bench/bpf-event-cost.mjs [--runs 5]
 //
-// Load: `perf bench sched pipe` (two processes ping-ponging over a pipe) when perf exists,
-// else two node processes doing the same. Three configurations are timed in alternation:
-//   off      no tracker loaded
-//   filter   tracker attached to this process only: every switch runs the CPU accounting and
-//            the tgid filter, none touches a thread slot
-//   tracked  tracker following this process's children: the load's own threads are tracked,
-//            so every switch also updates two thread slots
+// Load: `perf bench sched pipe` (two processes ping-ponging over a pipe) when perf exists, else
+// two node processes doing the same, run two ways:
+//   one CPU   both pinned to CPU 0: every switch goes from one busy task to another, the common
+//             case on a loaded server, where the program's cost is CPU taken from work
+//   two CPUs  unpinned: each side sleeps while the other runs, so nearly every switch is to or
+//             from the idle task (these always need the clock)
+// Configurations, timed in alternation within each run:
+//   off          no program attached
+//   empty        a program that returns at once (the floor)
+//   not tracked  tracker attached to this process only: the load's switches touch no thread slot
+//   tracked      tracker following this process's children: the load's own threads are tracked,
+//                so every switch also updates two thread slots
+//   ... (compat) the same two with the build for kernels without task-local storage
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
@@ -32,7 +39,6 @@ const opt = (name, def) => {
   return i >= 0 ? Number(args[i + 1]) : def;
 };
 const RUNS = opt('runs', 5);
-const LOOPS = opt('loops', 100000);
 const STATS = '/proc/sys/kernel/bpf_stats_enabled';
 
 const ready = addon.bpfReadiness();
@@ -42,6 +48,7 @@ if (!ready.ready) {
 }
 
 const perf = ['/usr/bin/perf', '/usr/sbin/perf'].find((p) => fs.existsSync(p));
+const taskset = ['/usr/bin/taskset', '/bin/taskset'].find((p) => fs.existsSync(p));
 
 const PINGPONG = `
 const { spawn } = require('node:child_process');
@@ -59,10 +66,18 @@ echo.stdout.on('data', () => {
 echo.stdin.write('x');
 `;
 
-function runLoad() {
-  const r = perf
-    ? spawnSync(perf, ['bench', 'sched', 'pipe', '-l', String(LOOPS)], { encoding: 'utf8' })
-    : spawnSync(process.execPath, ['-e', PINGPONG, String(Math.floor(LOOPS / 5))], { encoding: 'utf8' });
+// Loop counts keep each run near a second: a pinned pipe ping-pong is ~20× faster.
+const LOADS = [
+  { name: 'one CPU', pinned: true, loops: 200000 },
+  { name: 'two CPUs', pinned: false, loops: 20000 },
+].filter((l) => !l.pinned || taskset);
+
+function runLoad(load) {
+  const cmd = perf
+    ? [perf, 'bench', 'sched', 'pipe', '-l', String(load.loops)]
+    : [process.execPath, '-e', PINGPONG, String(Math.floor(load.loops / 5))];
+  const argv = load.pinned ? [taskset, '-c', '0', ...cmd] : cmd;
+  const r = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8' });
   const m = /(\d+)\s+ops\/sec/.exec(r.stdout ?? '');
   if (!m) throw new Error(`load failed: ${r.stderr || r.stdout}`);
   return Number(m[1]);
@@ -73,6 +88,23 @@ const median = (xs) => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
+const CONFIGS = [
+  { name: 'off' },
+  { name: 'empty', open: () => new addon.bench.EmptySwitchProgram() },
+  { name: 'not tracked', open: () => new addon.ThreadTracker({ backend: 'bpf', bpfProgram: 'task-storage' }) },
+  {
+    name: 'tracked',
+    open: () => new addon.ThreadTracker({ backend: 'bpf', bpfProgram: 'task-storage', followChildren: true }),
+    mustTrack: true,
+  },
+  { name: 'not tracked (compat)', open: () => new addon.ThreadTracker({ backend: 'bpf', bpfProgram: 'compat' }) },
+  {
+    name: 'tracked (compat)',
+    open: () => new addon.ThreadTracker({ backend: 'bpf', bpfProgram: 'compat', followChildren: true }),
+    mustTrack: true,
+  },
+];
+
 const oldStats = fs.readFileSync(STATS, 'utf8').trim();
 const restore = () => fs.writeFileSync(STATS, oldStats);
 process.on('SIGINT', () => {
@@ -80,27 +112,28 @@ process.on('SIGINT', () => {
   process.exit(130);
 });
 
-const results = { off: [], filter: [], tracked: [] };
-const cost = { filter: [], tracked: [] };
+// results[load][config] = { ops: [], ns: [] }
+const results = LOADS.map(() => Object.fromEntries(CONFIGS.map((c) => [c.name, { ops: [], ns: [] }])));
 try {
   fs.writeFileSync(STATS, '1');
   for (let i = 0; i < RUNS; i++) {
-    results.off.push(runLoad());
-    for (const mode of ['filter', 'tracked']) {
-      const t = new addon.ThreadTracker({ backend: 'bpf', followChildren: mode === 'tracked' });
-      try {
-        const a = t.stats();
-        results[mode].push(runLoad());
-        const b = t.stats();
-        const cnt = b.runCount - a.runCount;
-        if (cnt > 0) cost[mode].push((b.runTimeNs - a.runTimeNs) / cnt);
-        if (mode === 'tracked' && i === 0) {
-          const s = t.snapshot();
-          const tracked = s.threads.filter((x) => x.tgid !== process.pid).length;
-          if (tracked === 0) throw new Error('followChildren tracked none of the load threads');
+    for (const [li, load] of LOADS.entries()) {
+      for (const c of CONFIGS) {
+        const prog = c.open?.();
+        try {
+          const a = prog?.stats();
+          results[li][c.name].ops.push(runLoad(load));
+          if (!prog) continue;
+          const b = prog.stats();
+          const cnt = b.runCount - a.runCount;
+          if (cnt > 0) results[li][c.name].ns.push((b.runTimeNs - a.runTimeNs) / cnt);
+          if (c.mustTrack && i === 0 && li === 0) {
+            const tracked = prog.snapshot().threads.filter((x) => x.tgid !== process.pid).length;
+            if (tracked === 0) throw new Error(`${c.name}: followChildren tracked none of the load threads`);
+          }
+        } finally {
+          prog?.close();
         }
-      } finally {
-        t.close();
       }
     }
   }
@@ -108,16 +141,22 @@ try {
   restore();
 }
 
-const base = median(results.off);
-console.log(`load: ${perf ? `perf bench sched pipe -l ${LOOPS}` : 'node pipe ping-pong'}, ${RUNS} runs, medians`);
+console.log(`\nsched_switch program cost — load: ${perf ? 'perf bench sched pipe' : 'node pipe ping-pong'}, ${RUNS} runs, medians`);
 console.log(`kernel ${ready.kernel}, bpf_stats_enabled restored to ${oldStats}`);
-console.log(`no tracker:             ${base.toFixed(0)} ops/sec`);
-for (const mode of ['filter', 'tracked']) {
-  const ops = median(results[mode]);
-  console.log(
-    `${mode === 'filter' ? 'attached, not tracked: ' : 'attached, tracked:     '}` +
-      ` ${ops.toFixed(0)} ops/sec (ratio ${(ops / base).toFixed(3)}), ` +
-      `${median(cost[mode]).toFixed(1)} ns per sched_switch event ` +
-      `(runs: ${cost[mode].map((c) => c.toFixed(0)).join(', ')})`,
-  );
+for (const [li, load] of LOADS.entries()) {
+  const r = results[li];
+  const base = median(r.off.ops);
+  const floor = median(r.empty.ns);
+  console.log(`\n  ${load.name} (${load.loops} round trips per run; ${load.pinned ? 'busy→busy switches' : 'switches to and from idle'})`);
+  console.log('  configuration           ns/event  own ns  ops/sec  ratio to off');
+  console.log('  ----------------------  --------  ------  -------  ------------');
+  for (const c of CONFIGS) {
+    const ops = median(r[c.name].ops);
+    const ns = r[c.name].ns.length ? median(r[c.name].ns) : NaN;
+    const own = c.name === 'off' || c.name === 'empty' ? '' : (ns - floor).toFixed(1);
+    console.log(
+      `  ${c.name.padEnd(22)}  ${(Number.isNaN(ns) ? '' : ns.toFixed(1)).padStart(8)}  ${own.padStart(6)}  ` +
+        `${ops.toFixed(0).padStart(7)}  ${(ops / base).toFixed(3).padStart(12)}`,
+    );
+  }
 }

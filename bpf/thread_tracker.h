@@ -29,17 +29,34 @@ struct jt_thread_slot {
 	__u32 pad;
 };
 
-/* One CPU, written only by the sched_switch program running on that CPU. One cache line. */
+/*
+ * One CPU, written only by the sched_switch program running on that CPU. One cache line.
+ * A switch between two untracked, non-idle tasks changes nothing here but `events`: the CPU stays
+ * busy, so it is not timed (a clock read is most of the program's cost). last_ts is therefore the
+ * last switch that changed the CPU between busy and idle or moved a tracked thread.
+ */
 struct jt_cpu_slot {
 	__u32 seq;
 	__u32 idle_now; /* the idle task is on this CPU since last_ts */
-	__u64 last_ts;  /* time of the last switch seen on this CPU; 0 before the first */
-	__u64 busy_ns;
-	__u64 idle_ns;
+	__u64 last_ts;  /* see above; 0 before the first */
+	__u64 busy_ns;  /* up to last_ts */
+	__u64 idle_ns;  /* up to last_ts */
 	__u64 events;   /* sched_switch events handled here */
 	__u32 slot_hw;  /* one past the highest thread slot this CPU handed out */
-	__u32 cur_tid;  /* the task switched in at last_ts (0: idle) */
+	__u32 cur_tid;  /* the tracked thread switched in at last_ts, if any, else 0 */
 	__u64 reserved[2];
 };
+
+/*
+ * What the program keeps per tracked task: in task-local storage (Linux >= 5.12), or in the
+ * tid-keyed hash of the compatibility build. Userspace writes one into the hash for each thread
+ * that already exists at attach ("seeds" it) with its slot filled in.
+ */
+struct jt_task_ref {
+	__u32 slot;  /* index in the thread slots + 1; 0: tracked, no slot yet */
+	__u32 flags; /* JT_REF_* */
+};
+#define JT_REF_DROPPED 1u /* counted in dropped_threads once; a slot is still tried for later */
+#define JT_REF_DEAD 2u    /* made its last switch; its slot may already belong to another thread */
 
 #endif

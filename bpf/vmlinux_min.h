@@ -34,6 +34,7 @@ enum bpf_map_type {
 	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_ARRAY = 2,
 	BPF_MAP_TYPE_STACK = 23,
+	BPF_MAP_TYPE_TASK_STORAGE = 29,
 };
 enum {
 	BPF_ANY = 0,
@@ -41,7 +42,9 @@ enum {
 	BPF_EXIST = 2,
 };
 enum {
+	BPF_F_NO_PREALLOC = (1U << 0),
 	BPF_F_MMAPABLE = (1U << 10),
+	BPF_LOCAL_STORAGE_GET_F_CREATE = (1U << 0),
 };
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Compiles one BPF C file into a CO-RE object and a libbpf skeleton header.
-# Usage: build-bpf.sh bpf/NAME.bpf.c OUTDIR   → OUTDIR/NAME.bpf.o, OUTDIR/NAME.skel.h
+# Usage: build-bpf.sh bpf/SRC.bpf.c OUTDIR [NAME [CLANG-FLAG...]]
+#   → OUTDIR/NAME.bpf.o, OUTDIR/NAME.skel.h (NAME defaults to SRC). A NAME and flags build a
+#   variant of the same source, e.g. a compatibility build for older kernels.
 set -euo pipefail
 src="$1"; out="$2"
-name="$(basename "$src" .bpf.c)"
+name="${3:-$(basename "$src" .bpf.c)}"
+shift $(( $# < 3 ? $# : 3 ))
 mkdir -p "$out"
 CLANG="${CLANG:-clang}"
 BPFTOOL="${BPFTOOL:-$(command -v bpftool || echo /usr/sbin/bpftool)}"
@@ -12,7 +15,7 @@ case "$(uname -m)" in
 esac
 "$CLANG" -g -O2 -target bpf -D__TARGET_ARCH_"$arch" \
   -I"$(dirname "$src")" -I/usr/include/"$(uname -m)"-linux-gnu \
-  -Wall -Werror -c "$src" -o "$out/$name.bpf.o"
+  -Wall -Werror "$@" -c "$src" -o "$out/$name.bpf.o"
 # Strip DWARF but keep BTF: smaller embedded object, same CO-RE relocations.
 llvm-strip -g "$out/$name.bpf.o" 2>/dev/null || true
 "$BPFTOOL" gen skeleton "$out/$name.bpf.o" name "$name" > "$out/$name.skel.h.tmp"

@@ -144,6 +144,10 @@ export interface SamplerStats {
   spans: { settled: number; droppedSpans: number; droppedEvents: number; droppedResults: number };
   /** The eBPF tracker's state (present when threads: 'bpf' is in use). */
   bpf?: {
+    /** The build of the eBPF program: `'task-storage'` (Linux >= 5.12) or `'compat'`. */
+    program: 'task-storage' | 'compat';
+    /** Why that build was loaded. */
+    programReason: string;
     attached: boolean;
     events: number;
     /** Average ns per sched_switch event; null unless kernel.bpf_stats_enabled=1. */
@@ -506,6 +510,8 @@ export class Sampler {
     };
     if (s.tracker && s.tracker.backend === 'bpf') {
       stats.bpf = {
+        program: s.tracker.program ?? 'task-storage',
+        programReason: s.tracker.programReason ?? '',
         attached: s.tracker.attached,
         events: s.tracker.events,
         avgNsPerEvent: s.tracker.runCount > 0 ? s.tracker.runTimeNs / s.tracker.runCount : null,

@@ -42,7 +42,15 @@ export interface ThreadTrackerOptions {
   cpuPackage?: number[];
   /** procfs backend only; for tests. Default `'/proc'`. */
   procRoot?: string;
+  /**
+   * bpf backend only: which build of the eBPF program to load. `'task-storage'` finds a tracked
+   * thread's slot through task-local storage (Linux >= 5.12); `'compat'` through a tid-keyed hash
+   * (Linux 5.8 to 5.11, slower per event). Default `'auto'`: the first, else the second.
+   */
+  bpfProgram?: BpfProgram;
 }
+
+export type BpfProgram = 'auto' | 'task-storage' | 'compat';
 
 export interface CpuTimesResult {
   /** Cumulative ns a non-idle task ran on this CPU. */
@@ -78,6 +86,10 @@ export interface ThreadSnapshot {
 
 export interface ThreadTrackerStats {
   backend: ThreadBackend;
+  /** bpf only: the build of the eBPF program that runs. */
+  program?: Exclude<BpfProgram, 'auto'>;
+  /** bpf only: why that build (requested, or why task storage could not load). */
+  programReason?: string;
   attached: boolean;
   /** sched_switch events handled (bpf) or snapshots taken (procfs). */
   events: number;
@@ -100,7 +112,7 @@ export interface ThreadTracker {
   close(): void;
 }
 
-const KNOWN = ['backend', 'pid', 'followChildren', 'maxThreads', 'cpuPackage', 'procRoot'] as const;
+const KNOWN = ['backend', 'pid', 'followChildren', 'maxThreads', 'cpuPackage', 'procRoot', 'bpfProgram'] as const;
 
 /** Checks options and opens a tracker; throws a coded Error when the backend cannot run. */
 export function openThreadTracker(options?: ThreadTrackerOptions): ThreadTracker {
@@ -113,6 +125,9 @@ export function openThreadTracker(options?: ThreadTrackerOptions): ThreadTracker
   if (o.followChildren !== undefined) opts.followChildren = checkBoolean('options.followChildren', o.followChildren);
   if (o.maxThreads !== undefined) opts.maxThreads = checkIntegerInRange('options.maxThreads', o.maxThreads, 1, 1048576);
   if (o.procRoot !== undefined) opts.procRoot = checkString('options.procRoot', o.procRoot);
+  if (o.bpfProgram !== undefined) {
+    opts.bpfProgram = checkOneOf('options.bpfProgram', o.bpfProgram, ['auto', 'task-storage', 'compat'] as const);
+  }
   if (o.cpuPackage !== undefined) {
     if (!Array.isArray(o.cpuPackage)) throw invalidType('options.cpuPackage', 'an array of integers', o.cpuPackage);
     opts.cpuPackage = o.cpuPackage.map((p, i) => checkIntegerInRange(`options.cpuPackage[${i}]`, p, 0, 7));

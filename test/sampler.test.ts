@@ -166,14 +166,17 @@ describe('Sampler cadence and statistics (model source)', () => {
   it('samples at the requested rate with sane jitter statistics', async () => {
     const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'off' });
     samplers.push(s);
+    const t0 = performance.now();
     s.start();
     await sleep(500);
     s.stop();
+    const wallMs = performance.now() - t0;
     const t = s.stats().timing;
-    // Deadlines are absolute: over 0.5 s the count is within a few samples of 500 even on a
-    // loaded VM, because missed deadlines are skipped and counted rather than replayed.
+    // Deadlines are absolute: the count is within a few samples of one per ms of the time the
+    // sampler ran, even on a loaded VM, because missed deadlines are skipped and counted rather
+    // than replayed. The timer may wake this thread late, so the window is measured, not 500 ms.
     expect(t.samples + t.missedDeadlines).toBeGreaterThanOrEqual(490);
-    expect(t.samples + t.missedDeadlines).toBeLessThanOrEqual(505);
+    expect(t.samples + t.missedDeadlines).toBeLessThanOrEqual(Math.ceil(wallMs) + 5);
     expect(t.achievedRateHz).toBeGreaterThan(800);
     expect(t.achievedRateHz).toBeLessThan(1020);
     const j = t.jitterUs;

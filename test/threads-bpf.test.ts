@@ -11,6 +11,31 @@ import { expectMonotonic, find, spinPair } from './fixtures/thread-checks';
 const ROOT = path.join(__dirname, '..');
 const ADDON = path.join(ROOT, 'build', 'Release', 'jouletrace.node');
 
+describeBpf('eBPF program choice', () => {
+  it('loads the task-storage build by default on Linux >= 5.12', () => {
+    const [major, minor] = os.release().split('.').map(Number);
+    const t = openThreadTracker({ backend: 'bpf' });
+    try {
+      const s = t.stats();
+      if (major > 5 || (major === 5 && minor >= 12)) {
+        expect(s.program).toBe('task-storage');
+        expect(s.programReason).toBe('kernel supports task-local storage');
+      } else {
+        expect(s.program).toBe('compat');
+        expect(s.programReason).toContain('needs Linux >= 5.12');
+      }
+    } finally {
+      t.close();
+    }
+  });
+
+  it('rejects an unknown program build, naming the option', () => {
+    expect(() => openThreadTracker({ backend: 'bpf', bpfProgram: 'hash' as never })).toThrow(
+      "Expected one of 'auto', 'task-storage', 'compat' for options.bpfProgram",
+    );
+  });
+});
+
 describe('bpfReadiness()', () => {
   it('describes BTF, capabilities and the kernel', () => {
     const r = bpfReadiness();
@@ -55,7 +80,8 @@ describe.skipIf(!canDrop)('without CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN', () =
   });
 });
 
-describeBpf('eBPF thread tracker', () => {
+for (const bpfProgram of ['task-storage', 'compat'] as const) {
+describeBpf(`eBPF thread tracker (${bpfProgram} build)`, () => {
   let tracker: ThreadTracker | undefined;
   afterEach(() => {
     tracker?.close();
@@ -70,7 +96,7 @@ describeBpf('eBPF thread tracker', () => {
     // One "package" per CPU (up to 8), so the package split can be checked against each CPU.
     const ncpu = Math.min(os.cpus().length, 8);
     const cpuPackage = Array.from({ length: ncpu }, (_, i) => i);
-    tracker = openThreadTracker({ backend: 'bpf', maxThreads: 256, cpuPackage });
+    tracker = openThreadTracker({ backend: 'bpf', bpfProgram, maxThreads: 256, cpuPackage });
     const r = await spinPair(tracker);
     const wallNs = Number(r.after.timeNs - r.before.timeNs);
     // 3:1 work. The CPU time of equal work varies with cache and frequency effects, more when
@@ -117,7 +143,7 @@ describeBpf('eBPF thread tracker', () => {
   });
 
   it('reports an exited thread once, with all its time, then gives its slot to a new thread', async () => {
-    tracker = openThreadTracker({ backend: 'bpf', maxThreads: 256 });
+    tracker = openThreadTracker({ backend: 'bpf', bpfProgram, maxThreads: 256 });
     const c = await Spinner.start();
     const kernelNs = await c.spin(60);
     const alive = find(tracker.snapshot(), c.tid)!;
@@ -169,7 +195,7 @@ describeBpf('eBPF thread tracker', () => {
       const t0 = process.hrtime.bigint();
       const kernelNs = () => Number(fs.readFileSync(`/proc/self/task/${w.tid}/schedstat`, 'utf8').split(' ')[0]);
       const beforeOpen = kernelNs();
-      tracker = openThreadTracker({ backend: 'bpf' });
+      tracker = openThreadTracker({ backend: 'bpf', bpfProgram });
       const afterOpen = kernelNs();
       const first = find(tracker.snapshot(), w.tid);
       expect(first).toBeDefined();
@@ -189,7 +215,7 @@ describeBpf('eBPF thread tracker', () => {
   });
 
   it('follows forked child processes when asked', async () => {
-    tracker = openThreadTracker({ backend: 'bpf', followChildren: true });
+    tracker = openThreadTracker({ backend: 'bpf', bpfProgram, followChildren: true });
     const child = spawn(process.execPath, ['-e', 'const e = Date.now() + 150; while (Date.now() < e);']);
     await new Promise((r) => child.once('exit', r));
     const s = tracker.snapshot();
@@ -201,14 +227,44 @@ describeBpf('eBPF thread tracker', () => {
   });
 
   it('does not follow children by default', async () => {
-    tracker = openThreadTracker({ backend: 'bpf' });
+    tracker = openThreadTracker({ backend: 'bpf', bpfProgram });
     const child = spawn(process.execPath, ['-e', '']);
     await new Promise((r) => child.once('exit', r));
     expect(tracker.snapshot().threads.filter((t) => t.tgid === child.pid)).toHaveLength(0);
   });
 
+  it('keeps busy time right across switches it does not time', async () => {
+    // Two untracked processes share CPU 0: their switches to each other are the ones the
+    // program counts without reading the clock. CPU 0 must still read busy for the whole window.
+    tracker = openThreadTracker({ backend: 'bpf', bpfProgram, maxThreads: 64 });
+    const spin = 'const e = Date.now() + 400; while (Date.now() < e);';
+    const kids = [0, 1].map(() => spawn('taskset', ['-c', '0', process.execPath, '-e', spin]));
+    await sleep(150);
+    const a = tracker.snapshot();
+    const evA = tracker.stats().events;
+    await sleep(150);
+    const b = tracker.snapshot();
+    const evB = tracker.stats().events;
+    await Promise.all(kids.map((k) => new Promise((r) => k.once('exit', r))));
+    const wall = Number(b.timeNs - a.timeNs);
+    const busy = b.cpus[0].busyNs - a.cpus[0].busyNs;
+    const idle = b.cpus[0].idleNs - a.cpus[0].idleNs;
+    // The tick preempts one spinner for the other at least every few ms: events happen here.
+    expect(evB).toBeGreaterThan(evA);
+    expect(busy + idle).toBeLessThanOrEqual(wall + 1e6);
+    expect(busy).toBeGreaterThan(wall * 0.95);
+    expect(b.threads.filter((t) => kids.some((k) => k.pid === t.tgid))).toHaveLength(0);
+  });
+
+  it('names the program build it loaded', () => {
+    tracker = openThreadTracker({ backend: 'bpf', bpfProgram });
+    const s = tracker.stats();
+    expect(s.program).toBe(bpfProgram);
+    expect(s.programReason).toBe('requested');
+  });
+
   it('reports statistics', async () => {
-    tracker = openThreadTracker({ backend: 'bpf', maxThreads: 64 });
+    tracker = openThreadTracker({ backend: 'bpf', bpfProgram, maxThreads: 64 });
     await sleep(20);
     const s = tracker.stats();
     expect(s).toMatchObject({ backend: 'bpf', attached: true, slotsMax: 64, droppedThreads: 0 });
@@ -219,7 +275,7 @@ describeBpf('eBPF thread tracker', () => {
   });
 
   it('counts threads it has no slot for as dropped', async () => {
-    tracker = openThreadTracker({ backend: 'bpf', maxThreads: 1 });
+    tracker = openThreadTracker({ backend: 'bpf', bpfProgram, maxThreads: 1 });
     const w = await Spinner.start();
     await w.spin(5);
     await w.worker.terminate();
@@ -229,9 +285,10 @@ describeBpf('eBPF thread tracker', () => {
   });
 
   it('close() is safe twice and snapshots after it throw a coded error', () => {
-    const t = openThreadTracker({ backend: 'bpf' });
+    const t = openThreadTracker({ backend: 'bpf', bpfProgram });
     t.close();
     t.close();
     expect(() => t.snapshot()).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_CLOSED' }));
   });
 });
+}

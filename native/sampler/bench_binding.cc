@@ -1,16 +1,21 @@
 // Native pieces of bench/: baselines that must be measured in the same process as the thing
 // they are compared with. Not part of the public API (exported under `bench`).
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
 #include <napi.h>
 #include <pthread.h>
 #include <sys/prctl.h>
 #include <time.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <vector>
 
 #include "napi_util.h"
 #include "sampler/attribution.h"
 #include "sampler/latency_histogram.h"
+#include "switch_baseline.skel.h"
 
 namespace jouletrace {
 
@@ -118,10 +123,51 @@ Napi::Value AttributionStepCost(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, double(total) / double(steps));
 }
 
+// new EmptySwitchProgram(): attaches bpf/switch_baseline.bpf.c until close(); stats() →
+// { runTimeNs, runCount } (counting only while kernel.bpf_stats_enabled=1).
+class EmptySwitchProgram : public Napi::ObjectWrap<EmptySwitchProgram> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "EmptySwitchProgram",
+                       {InstanceMethod("stats", &EmptySwitchProgram::Stats),
+                        InstanceMethod("close", &EmptySwitchProgram::Close)});
+  }
+
+  explicit EmptySwitchProgram(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EmptySwitchProgram>(info) {
+    skel_ = switch_baseline__open_and_load();
+    int e = skel_ ? switch_baseline__attach(skel_) : -errno;
+    if (e) {
+      Close(info);
+      throwCoded(info.Env(), "ERR_JOULETRACE_BPF", "empty sched_switch program: " + std::string(strerror(-e)));
+    }
+  }
+  ~EmptySwitchProgram() override { switch_baseline__destroy(skel_); }
+
+ private:
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    bpf_prog_info p;
+    memset(&p, 0, sizeof p);
+    uint32_t len = sizeof p;
+    if (skel_) bpf_obj_get_info_by_fd(bpf_program__fd(skel_->progs.handle_switch), &p, &len);
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("runTimeNs", double(p.run_time_ns));
+    o.Set("runCount", double(p.run_cnt));
+    return o;
+  }
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    switch_baseline__destroy(skel_);
+    skel_ = nullptr;
+    return info.Env().Undefined();
+  }
+
+  switch_baseline* skel_ = nullptr;
+};
+
 }  // namespace
 
 void InitBenchBinding(Napi::Env env, Napi::Object exports) {
   Napi::Object b = Napi::Object::New(env);
+  b.Set("EmptySwitchProgram", EmptySwitchProgram::Define(env));
   b.Set("timerLoop", Napi::Function::New(env, TimerLoopBaseline, "timerLoop"));
   b.Set("attributionStep", Napi::Function::New(env, AttributionStepCost, "attributionStep"));
   exports.Set("bench", b);

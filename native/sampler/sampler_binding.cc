@@ -13,6 +13,7 @@
 #include "energy/source_js.h"
 #include "napi_util.h"
 #include "sampler/sampler.h"
+#include "threads/tracker_js.h"
 
 namespace jouletrace {
 
@@ -200,17 +201,7 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     if (sampler_->attributed()) {
       TrackerStats tr;
       sampler_->trackerStats(&tr);
-      Napi::Object b = Napi::Object::New(env);
-      b.Set("backend", tr.backend);
-      b.Set("attached", tr.attached);
-      b.Set("events", double(tr.events));
-      b.Set("runTimeNs", double(tr.runTimeNs));
-      b.Set("runCount", double(tr.runCount));
-      b.Set("slotsUsed", double(tr.slotsUsed));
-      b.Set("slotsMax", double(tr.slotsMax));
-      b.Set("droppedThreads", double(tr.droppedThreads));
-      b.Set("recursionMisses", double(tr.recursionMisses));
-      b.Set("note", tr.note);
+      Napi::Object b = trackerStatsToJs(env, tr);
       o.Set("tracker", b);
     }
     return o;

@@ -20,6 +20,7 @@
 #include "napi_util.h"
 #include "thread_tracker.h"
 #include "thread_tracker.skel.h"
+#include "thread_tracker_compat.skel.h"
 #include "tracker.h"
 #include "tracker_util.h"
 
@@ -66,10 +67,32 @@ class PrintCapture {
   libbpf_print_fn_t prev_;
 };
 
-struct SkelDeleter {
-  void operator()(thread_tracker* s) const { thread_tracker__destroy(s); }
+// The two builds of bpf/thread_tracker.bpf.c share every name the loader touches; these traits
+// are all that differs between their skeletons.
+struct TaskStorageBuild {
+  using Skel = thread_tracker;
+  static constexpr const char* kName = "task-storage";
+  static constexpr uint32_t kRefsPerSlot = 1;  // the hash holds only threads seeded at attach
+  static Skel* open() { return thread_tracker__open(); }
+  static int load(Skel* s) { return thread_tracker__load(s); }
+  static int attach(Skel* s) { return thread_tracker__attach(s); }
+  static void destroy(Skel* s) { thread_tracker__destroy(s); }
 };
-using SkelPtr = std::unique_ptr<thread_tracker, SkelDeleter>;
+struct CompatBuild {
+  using Skel = thread_tracker_compat;
+  static constexpr const char* kName = "compat";
+  // The hash holds every tracked thread, those refused a slot (dropped) too.
+  static constexpr uint32_t kRefsPerSlot = 2;
+  static Skel* open() { return thread_tracker_compat__open(); }
+  static int load(Skel* s) { return thread_tracker_compat__load(s); }
+  static int attach(Skel* s) { return thread_tracker_compat__attach(s); }
+  static void destroy(Skel* s) { thread_tracker_compat__destroy(s); }
+};
+
+template <typename Build>
+struct SkelDeleter {
+  void operator()(typename Build::Skel* s) const { Build::destroy(s); }
+};
 
 class Mapping {
  public:
@@ -132,11 +155,13 @@ std::string privilegeMessage(const std::string& missing) {
          " (Linux >= 5.8), or use backend 'procfs'.";
 }
 
+template <typename Build>
 class BpfTracker final : public ThreadTracker {
  public:
   const char* backend() const override { return "bpf"; }
 
-  int open(const TrackerOptions& opts, TrackerError* err);
+  // `why` says why this build was chosen, for stats(); the open itself needs no explanation.
+  int open(const TrackerOptions& opts, const std::string& why, TrackerError* err);
   int snapshot(TrackerSnapshot& snap) override;
   void stats(TrackerStats& out) override;
 
@@ -144,7 +169,8 @@ class BpfTracker final : public ThreadTracker {
   int fail(TrackerError* err, int e, const std::string& what, const std::string& log);
   int seedThreads(uint32_t tgid, uint64_t attachTs);
 
-  SkelPtr skel_;
+  std::unique_ptr<typename Build::Skel, SkelDeleter<Build>> skel_;
+  std::string why_;
   Mapping threadMap_;
   Mapping cpuMap_;
   const jt_thread_slot* slots_ = nullptr;
@@ -162,7 +188,8 @@ class BpfTracker final : public ThreadTracker {
   std::vector<CpuTimes> lastCpu_;
 };
 
-int BpfTracker::fail(TrackerError* err, int e, const std::string& what, const std::string& log) {
+template <typename Build>
+int BpfTracker<Build>::fail(TrackerError* err, int e, const std::string& what, const std::string& log) {
   if (e < 0) e = -e;
   if (err) {
     err->code = errnoName(e);
@@ -185,7 +212,8 @@ int BpfTracker::fail(TrackerError* err, int e, const std::string& what, const st
 // A thread seen runnable is assumed on-CPU since attach; if it was only waiting, its switch-in
 // restarts the stint. One whose state changes before attach is covered on the BPF side: a
 // switch-out with no recorded switch-in is credited from attach.
-int BpfTracker::seedThreads(uint32_t tgid, uint64_t attachTs) {
+template <typename Build>
+int BpfTracker<Build>::seedThreads(uint32_t tgid, uint64_t attachTs) {
   std::string dir = "/proc/" + std::to_string(tgid) + "/task";
   DIR* d = opendir(dir.c_str());
   if (!d) return -errno;
@@ -216,7 +244,8 @@ int BpfTracker::seedThreads(uint32_t tgid, uint64_t attachTs) {
     }
     uint32_t idx;
     if (bpf_map_lookup_and_delete_elem(freeFd_, nullptr, &idx) != 0) break;  // full: counted later
-    e = bpf_map_update_elem(tidFd, &v.tid, &idx, BPF_NOEXIST);
+    jt_task_ref ref = {idx + 1, 0};
+    e = bpf_map_update_elem(tidFd, &v.tid, &ref, BPF_NOEXIST);
     if (!e) e = bpf_map_update_elem(slotFd, &idx, &v, BPF_ANY);
     if (e) break;
     hw = std::max(hw, idx + 1);
@@ -231,7 +260,9 @@ int BpfTracker::seedThreads(uint32_t tgid, uint64_t attachTs) {
   return bpf_map_update_elem(bpf_map__fd(skel_->maps.cpus), &zero, &c, BPF_ANY);
 }
 
-int BpfTracker::open(const TrackerOptions& opts, TrackerError* err) {
+template <typename Build>
+int BpfTracker<Build>::open(const TrackerOptions& opts, const std::string& why, TrackerError* err) {
+  why_ = why;
   BpfReadiness ready = bpfReadiness();
   if (!ready.btf) {
     if (err) {
@@ -270,7 +301,7 @@ int BpfTracker::open(const TrackerOptions& opts, TrackerError* err) {
   std::string log;
   {
     PrintCapture capture(&log);
-    skel_.reset(thread_tracker__open());
+    skel_.reset(Build::open());
     if (!skel_) return fail(err, -errno, "opening the BPF object", log);
 
     skel_->rodata->targ_tgid = uint32_t(tgid);
@@ -278,7 +309,7 @@ int BpfTracker::open(const TrackerOptions& opts, TrackerError* err) {
     for (int i = 0; i < ncpu_; i++) skel_->rodata->cpu_pkg[i] = uint8_t(cpuPkg_[size_t(i)]);
 
     int e = bpf_map__set_max_entries(skel_->maps.threads, maxThreads_);
-    if (!e) e = bpf_map__set_max_entries(skel_->maps.tid_slot, maxThreads_);
+    if (!e) e = bpf_map__set_max_entries(skel_->maps.tid_slot, maxThreads_ * Build::kRefsPerSlot);
     if (!e) e = bpf_map__set_max_entries(skel_->maps.free_slots, maxThreads_);
     if (!e) e = bpf_map__set_max_entries(skel_->maps.cpus, uint32_t(ncpu_));
     if (e) return fail(err, e, "sizing the BPF maps", log);
@@ -288,7 +319,7 @@ int BpfTracker::open(const TrackerOptions& opts, TrackerError* err) {
       if (e) return fail(err, e, "configuring the fork program", log);
     }
 
-    e = thread_tracker__load(skel_.get());
+    e = Build::load(skel_.get());
     if (e) return fail(err, e, "loading the BPF program (kernel " + ready.kernel + ")", log);
 
     // Every slot starts free; pushed highest first so slot 0 is handed out first.
@@ -310,7 +341,7 @@ int BpfTracker::open(const TrackerOptions& opts, TrackerError* err) {
     e = seedThreads(uint32_t(tgid), attachTs);
     if (e) return fail(err, e, "seeding the threads of process " + std::to_string(tgid), log);
     skel_->bss->attach_ts = attachTs;
-    e = thread_tracker__attach(skel_.get());
+    e = Build::attach(skel_.get());
     if (e) return fail(err, e, "attaching tp_btf/sched_switch", log);
   }
 
@@ -321,7 +352,8 @@ int BpfTracker::open(const TrackerOptions& opts, TrackerError* err) {
   return 0;
 }
 
-int BpfTracker::snapshot(TrackerSnapshot& snap) {
+template <typename Build>
+int BpfTracker<Build>::snapshot(TrackerSnapshot& snap) {
   if (!skel_) return -EBADF;
   const uint64_t now = monotonicNs();
   snap.timeNs = now;
@@ -394,9 +426,12 @@ int BpfTracker::snapshot(TrackerSnapshot& snap) {
   return 0;
 }
 
-void BpfTracker::stats(TrackerStats& out) {
+template <typename Build>
+void BpfTracker<Build>::stats(TrackerStats& out) {
   out = TrackerStats();
   out.backend = "bpf";
+  out.program = Build::kName;
+  out.programReason = why_;
   out.slotsMax = maxThreads_;
   if (!skel_) {
     out.note = "closed";
@@ -434,10 +469,30 @@ void BpfTracker::stats(TrackerStats& out) {
 
 }  // namespace
 
+// Task-local storage for tracing programs came in Linux 5.12; the map type itself a release
+// earlier, for BPF LSM only. So the probe is a real load: the task-storage build is tried first
+// and the compatibility build loaded when the kernel refuses it for any reason but privilege.
 std::unique_ptr<ThreadTracker> openBpfTracker(const TrackerOptions& opts, TrackerError* err) {
-  std::unique_ptr<BpfTracker> t(new BpfTracker());
-  if (t->open(opts, err) != 0) return nullptr;
-  return t;
+  if (opts.bpfProgram != "compat") {
+    std::unique_ptr<BpfTracker<TaskStorageBuild>> t(new BpfTracker<TaskStorageBuild>());
+    std::string why = opts.bpfProgram == "task-storage" ? "requested" : "kernel supports task-local storage";
+    TrackerError first;
+    if (t->open(opts, why, &first) == 0) return t;
+    bool privilege = first.code == "EPERM" || first.code == "EACCES" || first.code == "ERR_JOULETRACE_NO_BTF" ||
+                     first.code == "ESRCH";
+    if (opts.bpfProgram == "task-storage" || privilege) {
+      if (err) *err = first;
+      return nullptr;
+    }
+    std::unique_ptr<BpfTracker<CompatBuild>> c(new BpfTracker<CompatBuild>());
+    std::string firstLine = first.message.substr(0, first.message.find('\n'));
+    if (c->open(opts, "the task-storage build failed to load (needs Linux >= 5.12): " + firstLine, err) == 0) return c;
+    if (err) err->message += "\n(the task-storage build failed first: " + first.message + ")";
+    return nullptr;
+  }
+  std::unique_ptr<BpfTracker<CompatBuild>> c(new BpfTracker<CompatBuild>());
+  if (c->open(opts, "requested", err) != 0) return nullptr;
+  return c;
 }
 
 BpfReadiness bpfReadiness() {

@@ -21,6 +21,7 @@ struct TrackerOptions {
   uint32_t maxThreads = 4096;   // thread slots (bpf map size)
   std::vector<int> cpuPackage;  // cpu number → package index (0..kMaxPackages-1); sized to possible CPUs
   std::string procRoot = "/proc";  // procfs backend, for tests
+  std::string bpfProgram = "auto";  // "auto", "task-storage" (Linux >= 5.12) or "compat"
 };
 
 struct CpuTimes {
@@ -47,6 +48,8 @@ struct TrackerSnapshot {
 
 struct TrackerStats {
   std::string backend;
+  std::string program;        // bpf: which build of the program runs ("task-storage", "compat")
+  std::string programReason;  // bpf: why that build
   bool attached = false;
   uint64_t events = 0;       // sched_switch events handled (bpf), or snapshots taken (procfs)
   uint64_t runTimeNs = 0;    // from bpf_prog_info when kernel.bpf_stats_enabled=1, else 0

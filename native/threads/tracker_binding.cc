@@ -6,8 +6,28 @@
 
 #include "napi_util.h"
 #include "tracker.h"
+#include "tracker_js.h"
 
 namespace jouletrace {
+
+Napi::Object trackerStatsToJs(Napi::Env env, const TrackerStats& s) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("backend", s.backend);
+  if (s.backend == "bpf") {
+    o.Set("program", s.program);
+    o.Set("programReason", s.programReason);
+  }
+  o.Set("attached", s.attached);
+  o.Set("events", Napi::Number::New(env, double(s.events)));
+  o.Set("runTimeNs", Napi::Number::New(env, double(s.runTimeNs)));
+  o.Set("runCount", Napi::Number::New(env, double(s.runCount)));
+  o.Set("slotsUsed", Napi::Number::New(env, double(s.slotsUsed)));
+  o.Set("slotsMax", Napi::Number::New(env, double(s.slotsMax)));
+  o.Set("droppedThreads", Napi::Number::New(env, double(s.droppedThreads)));
+  o.Set("recursionMisses", Napi::Number::New(env, double(s.recursionMisses)));
+  o.Set("note", s.note);
+  return o;
+}
 
 namespace {
 
@@ -69,6 +89,7 @@ TrackerWrap::TrackerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Trac
                         ? uint32_t(maxThreads)
                         : 4096;
   opts.procRoot = getString(o, "procRoot", "/proc");
+  opts.bpfProgram = getString(o, "bpfProgram", "auto");
   Napi::Value pkg = o.Get("cpuPackage");
   if (pkg.IsArray()) {
     Napi::Array a = pkg.As<Napi::Array>();
@@ -144,18 +165,7 @@ Napi::Value TrackerWrap::Stats(const Napi::CallbackInfo& info) {
   }
   TrackerStats s;
   tracker_->stats(s);
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("backend", s.backend);
-  o.Set("attached", s.attached);
-  o.Set("events", Napi::Number::New(env, double(s.events)));
-  o.Set("runTimeNs", Napi::Number::New(env, double(s.runTimeNs)));
-  o.Set("runCount", Napi::Number::New(env, double(s.runCount)));
-  o.Set("slotsUsed", Napi::Number::New(env, double(s.slotsUsed)));
-  o.Set("slotsMax", Napi::Number::New(env, double(s.slotsMax)));
-  o.Set("droppedThreads", Napi::Number::New(env, double(s.droppedThreads)));
-  o.Set("recursionMisses", Napi::Number::New(env, double(s.recursionMisses)));
-  o.Set("note", s.note);
-  return o;
+  return trackerStatsToJs(env, s);
 }
 
 Napi::Value TrackerWrap::Close(const Napi::CallbackInfo& info) {
