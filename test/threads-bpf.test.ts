@@ -29,6 +29,23 @@ describeBpf('eBPF program choice', () => {
     }
   });
 
+  it('loads in a process that V8 is profiling (SIGPROF every 100 µs)', () => {
+    // The verifier abandons a load when a signal is pending on the loading thread.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-prof-'));
+    try {
+      const script = `const b = require(${JSON.stringify(ADDON)});
+        for (let i = 0; i < 10; i++) new b.ThreadTracker({ backend: 'bpf' }).close();
+        process.stdout.write('ok');`;
+      const r = spawnSync(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${dir}`, '--cpu-prof-interval', '100', '-e', script], {
+        encoding: 'utf8',
+      });
+      expect(r.stderr).toBe('');
+      expect(r.stdout).toBe('ok');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('rejects an unknown program build, naming the option', () => {
     expect(() => openThreadTracker({ backend: 'bpf', bpfProgram: 'hash' as never })).toThrow(
       "Expected one of 'auto', 'task-storage', 'compat' for options.bpfProgram",

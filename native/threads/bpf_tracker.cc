@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <bpf/libbpf.h>
 #include <linux/capability.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -50,6 +51,28 @@ int capturePrint(enum libbpf_print_level level, const char* fmt, va_list ap) {
   if (n > 0 && gPrintSink->size() < 4096) gPrintSink->append(line);
   return 0;
 }
+
+// The verifier gives up with EAGAIN when a signal is pending on the loading thread, and a
+// profiled Node process gets one every millisecond (V8's --cpu-prof sends SIGPROF to the JS
+// thread); libbpf's five retries all fail then. Signals stay blocked for the load only: they
+// are delivered, late, when it returns.
+class SignalsBlocked {
+ public:
+  SignalsBlocked() {
+    sigset_t all;
+    sigfillset(&all);
+    blocked_ = pthread_sigmask(SIG_BLOCK, &all, &old_) == 0;
+  }
+  ~SignalsBlocked() {
+    if (blocked_) pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+  SignalsBlocked(const SignalsBlocked&) = delete;
+  SignalsBlocked& operator=(const SignalsBlocked&) = delete;
+
+ private:
+  sigset_t old_;
+  bool blocked_ = false;
+};
 
 class PrintCapture {
  public:
@@ -319,7 +342,10 @@ int BpfTracker<Build>::open(const TrackerOptions& opts, const std::string& why, 
       if (e) return fail(err, e, "configuring the fork program", log);
     }
 
-    e = Build::load(skel_.get());
+    {
+      SignalsBlocked quiet;
+      e = Build::load(skel_.get());
+    }
     if (e) return fail(err, e, "loading the BPF program (kernel " + ready.kernel + ")", log);
 
     // Every slot starts free; pushed highest first so slot 0 is handed out first.
