@@ -7,7 +7,14 @@
  * slot through task-local storage, which needs Linux 5.12 (commit a10787e6d58c, "bpf: Enable task
  * local storage for tracing programs"): one pointer walk from the task, and nothing at all for an
  * untracked task. The compatibility build (JT_TASK_STORAGE=0) keeps a tid-keyed hash instead, for
- * 5.8 to 5.11; the loader picks it when the kernel cannot create a task-storage map.
+ * 5.8 to 5.11; the loader picks it when the kernel cannot load the first.
+ *
+ * Task storage is never created in sched_switch: until Linux 6.4 moved local storage to
+ * bpf_mem_alloc, creating it meant a GFP_ATOMIC kmalloc, which may wake kswapd and so take a
+ * runqueue lock, while sched_switch holds one. It is created at fork (handle_fork) and, for the
+ * threads that exist at attach, by an iterator the loader runs once (seed_refs). A thread of the
+ * target that slipped between the two is found through the tid hash instead, which is
+ * preallocated and never allocates.
  */
 #include "vmlinux_min.h"
 #include <bpf/bpf_helpers.h>
@@ -46,8 +53,9 @@ struct {
 	__type(value, struct jt_cpu_slot);
 } cpus SEC(".maps");
 
-/* tid → task ref. With task storage, only the threads userspace seeded before attach, each
- * consumed at the thread's first switch; in the compatibility build, every tracked thread. */
+/* tid → task ref. With task storage: the threads userspace seeded before attach until seed_refs
+ * moves them into task storage, and the rare thread that has no storage; in the compatibility
+ * build, every tracked thread. Preallocated, so an insert never allocates. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1); /* loader */
@@ -106,22 +114,31 @@ static __always_inline long task_state(struct task_struct *t)
 	return ((struct task_struct___pre514 *)t)->state;
 }
 
+/* The ref of a thread of targ_tgid, or of any thread in the compatibility build, by tid: found,
+ * or added with no slot yet. NULL when the table is full. */
+static __always_inline struct jt_task_ref *hash_ref(__u32 tid)
+{
+	struct jt_task_ref *r = bpf_map_lookup_elem(&tid_slot, &tid), fresh = {};
+
+	if (r)
+		return r;
+	bpf_map_update_elem(&tid_slot, &tid, &fresh, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&tid_slot, &tid);
+}
+
 #if JT_TASK_STORAGE
-/* The task's ref, or NULL when it is not tracked (or its ref could not be allocated). Threads of
- * targ_tgid get theirs at their first switch; followed children at fork (handle_fork). */
+/* The task's ref, or NULL when it is not tracked (or no ref could be had). */
 static __always_inline struct jt_task_ref *ref_of(struct task_struct *task, __u32 tgid)
 {
 	struct jt_task_ref *r;
 
-	if (!follow_children) {
-		if (tgid != targ_tgid)
-			return NULL;
-		return bpf_task_storage_get(&task_refs, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	}
+	/* Without followChildren only targ_tgid is tracked: one compare rules out everyone else. */
+	if (!follow_children && tgid != targ_tgid)
+		return NULL;
 	r = bpf_task_storage_get(&task_refs, task, 0, 0);
 	if (r || tgid != targ_tgid)
 		return r;
-	return bpf_task_storage_get(&task_refs, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	return hash_ref(task->pid);
 }
 
 static __always_inline void ref_dead(struct jt_task_ref *r, __u32 tid)
@@ -129,6 +146,7 @@ static __always_inline void ref_dead(struct jt_task_ref *r, __u32 tid)
 	/* The storage goes with the task; until then it must not point at a slot given away. */
 	r->slot = 0;
 	r->flags |= JT_REF_DEAD;
+	bpf_map_delete_elem(&tid_slot, &tid);
 }
 #else
 static __always_inline bool is_tracked(__u32 tgid)
@@ -142,17 +160,9 @@ static __always_inline bool is_tracked(__u32 tgid)
 
 static __always_inline struct jt_task_ref *ref_of(struct task_struct *task, __u32 tgid)
 {
-	struct jt_task_ref *r, fresh = {};
-	__u32 tid;
-
 	if (!is_tracked(tgid))
 		return NULL;
-	tid = task->pid;
-	r = bpf_map_lookup_elem(&tid_slot, &tid);
-	if (r)
-		return r;
-	bpf_map_update_elem(&tid_slot, &tid, &fresh, BPF_NOEXIST);
-	return bpf_map_lookup_elem(&tid_slot, &tid);
+	return hash_ref(task->pid);
 }
 
 static __always_inline void ref_dead(struct jt_task_ref *r, __u32 tid)
@@ -161,30 +171,17 @@ static __always_inline void ref_dead(struct jt_task_ref *r, __u32 tid)
 }
 #endif
 
-/* A thread's first switch: its seeded slot, or a free one. Off the common path, hence noinline
- * (the verifier checks it once, not once per caller). */
+/* A thread's first switch: a free slot. Off the common path, hence noinline (the verifier
+ * checks it once, not once per caller). */
 static __noinline struct jt_thread_slot *new_slot(struct task_struct *task, struct jt_task_ref *r,
 						  struct jt_cpu_slot *c, __u64 on_since)
 {
 	struct jt_thread_slot *t;
-	__u32 tid, idx;
+	__u32 idx;
 	int i;
 
 	if (!task || !r || !c || (r->flags & JT_REF_DEAD))
 		return NULL;
-	tid = task->pid;
-#if JT_TASK_STORAGE
-	struct jt_task_ref *seeded = bpf_map_lookup_elem(&tid_slot, &tid);
-
-	if (seeded) {
-		idx = seeded->slot - 1;
-		bpf_map_delete_elem(&tid_slot, &tid);
-		t = bpf_map_lookup_elem(&threads, &idx);
-		if (t)
-			r->slot = idx + 1;
-		return t;
-	}
-#endif
 	if (bpf_map_pop_elem(&free_slots, &idx)) {
 		if (!(r->flags & JT_REF_DROPPED)) {
 			r->flags |= JT_REF_DROPPED;
@@ -197,7 +194,7 @@ static __noinline struct jt_thread_slot *new_slot(struct task_struct *task, stru
 		return NULL; /* userspace only pushes indexes below max_entries */
 
 	seq_begin(&t->seq);
-	t->tid = tid;
+	t->tid = task->pid;
 	t->tgid = task->tgid;
 	t->generation++;
 	t->on_cpu_ns = 0;
@@ -332,14 +329,15 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	__u32 ptgid = parent->tgid, ctgid = child->tgid;
 
 #if JT_TASK_STORAGE
-	/* Threads of targ_tgid are recognised by their tgid. Every other task forked by a tracked
-	 * one, thread or process, is tracked from its first switch on. */
-	if (ctgid == targ_tgid)
-		return 0;
-	if (ptgid != targ_tgid && !bpf_task_storage_get(&task_refs, parent, 0, 0))
-		return 0;
-	if (!bpf_task_storage_get(&task_refs, child, 0, BPF_LOCAL_STORAGE_GET_F_CREATE))
-		__sync_fetch_and_add(&dropped_threads, 1);
+	/* Every new thread of targ_tgid, and with follow_children every task forked by a tracked
+	 * one, thread or process, gets its ref here, outside the scheduler's locks. */
+	if (ctgid != targ_tgid) {
+		if (!follow_children)
+			return 0;
+		if (ptgid != targ_tgid && !bpf_task_storage_get(&task_refs, parent, 0, 0))
+			return 0;
+	}
+	bpf_task_storage_get(&task_refs, child, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 #else
 	__u8 one = 1;
 
@@ -350,5 +348,28 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 #endif
 	return 0;
 }
+
+#if JT_TASK_STORAGE
+/* Run once by the loader before attach: moves each seeded thread of targ_tgid from the tid hash
+ * into its task storage. A thread whose storage cannot be created keeps its hash entry. */
+SEC("iter/task")
+int seed_refs(struct bpf_iter__task *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct jt_task_ref *seed, *r;
+	__u32 tid;
+
+	if (!task || task->tgid != targ_tgid)
+		return 0;
+	tid = task->pid;
+	seed = bpf_map_lookup_elem(&tid_slot, &tid);
+	if (!seed)
+		return 0;
+	r = bpf_task_storage_get(&task_refs, task, seed, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (r && r->slot == seed->slot)
+		bpf_map_delete_elem(&tid_slot, &tid);
+	return 0;
+}
+#endif
 
 char LICENSE[] SEC("license") = "GPL";

@@ -63,6 +63,18 @@ struct task_struct___pre514 {
 	long state;
 };
 
+/* Context of iter/task programs (kernel/bpf/task_iter.c). */
+struct seq_file;
+struct bpf_iter_meta {
+	struct seq_file *seq;
+	__u64 session_id;
+	__u64 seq_num;
+};
+struct bpf_iter__task {
+	struct bpf_iter_meta *meta;
+	struct task_struct *task;
+};
+
 #pragma clang attribute pop
 
 #endif

@@ -14,7 +14,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { checkIntegerInRange, checkKnownKeys, checkObject, checkOneOf, JouletraceError } from './errors';
 import type { Sampler } from './sampler';
 import { JoulesSummary, RecentValues } from './summaries';
-import type { SpanChannel } from './span-channel';
+import { slotOfHandle, SPAN_SLOTS, type SpanChannel } from './span-channel';
 import type { RequestRecord, RouteStats, SpanResult } from './span-types';
 
 export type RequestMode = 'shared' | 'exact';
@@ -28,6 +28,8 @@ export interface RequestTrackerOptions {
   maxRoutes?: number;
 }
 
+// An exact-mode request. Shared-mode requests keep no object: their state lives in the
+// tracker's per-slot arrays, and their token is the span handle itself.
 interface Pending {
   method: string;
   route: string | (() => string);
@@ -35,7 +37,6 @@ interface Pending {
   startNs: number;
   endNs: number;
   done: boolean;
-  // exact mode
   joules: number;
   dynamic: number | null;
   onCpuNs: number;
@@ -44,7 +45,6 @@ interface Pending {
   openCallbacks: number;
   current: number; // the callback span now running, or -1
   context: unknown;
-  handle: number; // shared mode: the request's span
 }
 
 /** An in-flight request, from RequestTracker.start() to end(). Opaque. */
@@ -60,10 +60,10 @@ class RouteAggregate {
     readonly method: string,
     readonly route: string,
   ) {}
-  add(r: RequestRecord): void {
-    this.joules.add(r.joules, r.estimated);
-    this.recentD.add(r.durationNs);
-    this.durationNs += r.durationNs;
+  add(joules: number, estimated: boolean, durationNs: number): void {
+    this.joules.add(joules, estimated);
+    this.recentD.add(durationNs);
+    this.durationNs += durationNs;
   }
   stats(): RouteStats {
     const n = this.joules.count;
@@ -94,7 +94,17 @@ export class RequestTracker {
   readonly #channel: SpanChannel;
   readonly #routeOf: ((req: IncomingMessage) => string) | undefined;
   readonly #maxRoutes: number;
-  readonly #pending = new Map<number, Pending>();
+  // Shared mode, per span slot of the channel: the request's handle there (0: none of ours),
+  // and what its record needs. Arrays rather than an object per request: at tens of thousands of
+  // requests per second, objects that live until settlement (10 ms and more) outlive the young
+  // generation and cost the garbage collector more than the accounting itself.
+  readonly #slotHandle = new Int32Array(SPAN_SLOTS);
+  readonly #slotEnded = new Uint8Array(SPAN_SLOTS);
+  readonly #slotStatus = new Int32Array(SPAN_SLOTS);
+  readonly #slotMethod: string[] = new Array<string>(SPAN_SLOTS).fill('');
+  readonly #slotRoute: Array<string | (() => string)> = new Array<string | (() => string)>(SPAN_SLOTS).fill('');
+  #slotContext: unknown[] | undefined;
+  #inFlight = 0;
   readonly #listeners = new Set<(records: RequestRecord[]) => void>();
   readonly #routes = new Map<string, Map<string, RouteAggregate>>(); // method → route → aggregate
   #routeCount = 0;
@@ -197,6 +207,30 @@ export class RequestTracker {
    */
   start(method: string, route?: string | (() => string), run?: () => void): RequestToken | undefined {
     if (this.#closed) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'start(): the request tracker is closed');
+    if (this.mode === 'shared') {
+      let h: number;
+      try {
+        h = this.#channel.beginShared('(request)');
+      } catch (e) {
+        if (run) run();
+        if ((e as { code?: string }).code === 'ERR_JOULETRACE_NOT_STARTED') return undefined;
+        throw e;
+      }
+      // 0: every span slot busy; the channel counts it as a dropped span.
+      if (h !== 0) {
+        const slot = slotOfHandle(h);
+        this.#slotHandle[slot] = h;
+        this.#slotEnded[slot] = 0;
+        this.#slotStatus[slot] = 0;
+        this.#slotMethod[slot] = method;
+        this.#slotRoute[slot] = route ?? '(unrouted)';
+        if (this.#capture) (this.#slotContext ??= new Array<unknown>(SPAN_SLOTS))[slot] = this.#capture();
+        else if (this.#slotContext) this.#slotContext[slot] = undefined;
+        this.#inFlight++;
+      }
+      if (run) run();
+      return h !== 0 ? (h as unknown as RequestToken) : undefined;
+    }
     const p: Pending = {
       method,
       route: route ?? '(unrouted)',
@@ -212,20 +246,7 @@ export class RequestTracker {
       openCallbacks: 0,
       current: -1,
       context: this.#capture ? this.#capture() : undefined,
-      handle: -1,
     };
-    if (this.mode === 'shared') {
-      try {
-        p.handle = this.#channel.beginShared('(request)');
-      } catch (e) {
-        if (run) run();
-        if ((e as { code?: string }).code === 'ERR_JOULETRACE_NOT_STARTED') return undefined;
-        throw e;
-      }
-      this.#pending.set(p.handle, p);
-      if (run) run();
-      return p as unknown as RequestToken;
-    }
     p.startNs = Number(process.hrtime.bigint());
     // The synchronous part now running belongs to the request too, until the current callback
     // returns.
@@ -247,49 +268,69 @@ export class RequestTracker {
     return p as unknown as RequestToken;
   }
 
-  /** Ends a request begun with start(); a second call is ignored. */
-  end(token: RequestToken, statusCode: number): void {
+  /**
+   * Ends a request begun with start(); a second call is ignored. `route`, when given, replaces
+   * the one passed to start() (hooks often know the matched route only by now).
+   */
+  end(token: RequestToken, statusCode: number, route?: string): void {
+    if (typeof token === 'number') {
+      const h = token as number;
+      const slot = slotOfHandle(h);
+      if (this.#slotHandle[slot] !== h || this.#slotEnded[slot] === 1) return;
+      this.#slotEnded[slot] = 1;
+      this.#slotStatus[slot] = statusCode;
+      if (route !== undefined) this.#slotRoute[slot] = checkedRoute(route);
+      try {
+        this.#channel.end(h);
+      } catch {
+        /* settled incomplete by stop() */
+      }
+      return;
+    }
     const p = token as unknown as Pending;
     if (p.done) return;
     p.done = true;
     p.statusCode = statusCode;
-    if (typeof p.route === 'function') p.route = safeRoute(p.route);
-    if (this.mode === 'shared') {
-      try {
-        this.#channel.end(p.handle);
-      } catch {
-        /* settled incomplete by stop() */
-      }
-    } else {
-      if (this.#active === p) this.#closeActive();
-      p.endNs = Number(process.hrtime.bigint());
-      this.#maybeEmitExact(p);
-    }
+    if (route !== undefined) p.route = checkedRoute(route);
+    if (this.#active === p) this.#closeActive();
+    p.endNs = Number(process.hrtime.bigint());
+    this.#maybeEmitExact(p);
   }
 
   #batch: RequestRecord[] = [];
   #batchQueued = false;
 
   #onShared(h: number, startNs: number, endNs: number, onCpuNs: number, joules: number, dynamic: number, flags: number): void {
-    const p = this.#pending.get(h);
-    if (!p) return;
-    this.#pending.delete(h);
-    if (typeof p.route === 'function') p.route = safeRoute(p.route);
+    const slot = slotOfHandle(h);
+    if (this.#slotHandle[slot] !== h) return;
+    this.#slotHandle[slot] = 0;
+    this.#inFlight--;
+    let route = this.#slotRoute[slot];
+    if (typeof route === 'function') route = safeRoute(route);
+    this.#slotRoute[slot] = ''; // drop what a route function holds on to
+    const method = this.#slotMethod[slot];
+    const estimated = (flags & 2) !== 0;
+    this.#aggregate(method, route, joules, estimated, endNs - startNs);
+    if (this.#listeners.size === 0) return;
     const rec: RequestRecord = {
-      method: p.method,
-      route: p.route,
-      statusCode: p.statusCode,
+      method,
+      route,
+      statusCode: this.#slotStatus[slot],
       startNs,
       endNs,
       durationNs: endNs - startNs,
       joules,
       dynamicJoules: Number.isNaN(dynamic) ? null : dynamic,
       onCpuNs,
-      estimated: (flags & 2) !== 0,
+      estimated,
       incomplete: (flags & 1) !== 0,
       mode: 'shared',
     };
-    if (p.context !== undefined) rec.context = p.context;
+    const context = this.#slotContext?.[slot];
+    if (context !== undefined) {
+      rec.context = context;
+      this.#slotContext![slot] = undefined;
+    }
     // Results arrive one by one within a poll; deliver them as one batch.
     this.#batch.push(rec);
     if (!this.#batchQueued) {
@@ -298,7 +339,7 @@ export class RequestTracker {
         this.#batchQueued = false;
         const b = this.#batch;
         this.#batch = [];
-        this.#deliver(b);
+        this.#notify(b);
       });
     }
   }
@@ -353,22 +394,31 @@ export class RequestTracker {
 
   #deliver(records: RequestRecord[]): void {
     if (records.length === 0) return;
-    for (const r of records) {
-      let byRoute = this.#routes.get(r.method);
-      if (!byRoute) this.#routes.set(r.method, (byRoute = new Map()));
-      let agg = byRoute.get(r.route);
-      if (!agg) {
-        if (this.#routeCount >= this.#maxRoutes) {
-          agg = byRoute.get('(other)');
-          if (!agg) byRoute.set('(other)', (agg = new RouteAggregate(r.method, '(other)')));
-        } else {
-          byRoute.set(r.route, (agg = new RouteAggregate(r.method, r.route)));
-          this.#routeCount++;
-        }
-      }
-      agg.add(r);
-    }
+    for (const r of records) this.#aggregate(r.method, r.route, r.joules, r.estimated, r.durationNs);
+    this.#notify(records);
+  }
+
+  #notify(records: RequestRecord[]): void {
     for (const l of this.#listeners) l(records);
+  }
+
+  #aggregate(method: string, route: string, joules: number, estimated: boolean, durationNs: number): void {
+    // A request whose span was never measured (its events did not fit in the ring) has NaN
+    // joules: it is in the records, flagged incomplete, but would poison the sums here.
+    if (Number.isNaN(joules)) return;
+    let byRoute = this.#routes.get(method);
+    if (!byRoute) this.#routes.set(method, (byRoute = new Map()));
+    let agg = byRoute.get(route);
+    if (!agg) {
+      if (this.#routeCount >= this.#maxRoutes) {
+        agg = byRoute.get('(other)');
+        if (!agg) byRoute.set('(other)', (agg = new RouteAggregate(method, '(other)')));
+      } else {
+        byRoute.set(route, (agg = new RouteAggregate(method, route)));
+        this.#routeCount++;
+      }
+    }
+    agg.add(joules, estimated, durationNs);
   }
 
   /** Request records as they settle, in batches. Returns an unsubscribe function. */
@@ -388,7 +438,7 @@ export class RequestTracker {
 
   /** Requests begun whose energy has not settled yet. */
   get inFlight(): number {
-    return this.#pending.size;
+    return this.#inFlight;
   }
 
   get sampler(): Sampler {
@@ -406,10 +456,13 @@ export class RequestTracker {
   }
 }
 
+function checkedRoute(route: unknown): string {
+  return typeof route === 'string' && route.length > 0 ? route : '(unmatched)';
+}
+
 function safeRoute(f: () => string): string {
   try {
-    const r = f();
-    return typeof r === 'string' && r.length > 0 ? r : '(unmatched)';
+    return checkedRoute(f());
   } catch {
     return '(unmatched)';
   }

@@ -44,6 +44,13 @@ let nextTag = 0;
 // Tag 0 is never given to a channel: handle 0 stands for a span that could not be measured.
 const DROPPED_HANDLE = 0;
 
+/** Number of span slots per channel; a handle's low SLOT_BITS bits are its slot. */
+export const SPAN_SLOTS = MAX_OPEN;
+/** The slot a span handle occupies, for callers keeping per-span state in arrays. */
+export function slotOfHandle(h: number): number {
+  return h & (MAX_OPEN - 1);
+}
+
 /** Offset from performance.now() (ms since this thread's time origin) to CLOCK_MONOTONIC ns. */
 function monotonicOffsetNs(): number {
   const nowNs = native().monotonicNs as () => bigint;

@@ -90,6 +90,11 @@ export interface ThreadTrackerStats {
   program?: Exclude<BpfProgram, 'auto'>;
   /** bpf only: why that build (requested, or why task storage could not load). */
   programReason?: string;
+  /**
+   * bpf only: tracked threads found through the tid-keyed hash rather than task storage. Every
+   * tracked thread with the compat build; normally 0 with the task-storage build.
+   */
+  hashRefs?: number;
   attached: boolean;
   /** sched_switch events handled (bpf) or snapshots taken (procfs). */
   events: number;

@@ -273,11 +273,23 @@ describeBpf(`eBPF thread tracker (${bpfProgram} build)`, () => {
     expect(b.threads.filter((t) => kids.some((k) => k.pid === t.tgid))).toHaveLength(0);
   });
 
-  it('names the program build it loaded', () => {
+  it('names the program build it loaded, and finds threads through task storage when it can', async () => {
     tracker = openThreadTracker({ backend: 'bpf', bpfProgram });
-    const s = tracker.stats();
-    expect(s.program).toBe(bpfProgram);
-    expect(s.programReason).toBe('requested');
+    // Threads that exist at attach (seeded) and one started after it (given its ref at fork).
+    const w = await Spinner.start();
+    try {
+      await w.spin(5);
+      const s = tracker.stats();
+      expect(s.program).toBe(bpfProgram);
+      expect(s.programReason).toBe('requested');
+      const mine = tracker.snapshot().threads.filter((t) => t.tgid === process.pid);
+      expect(mine.length).toBeGreaterThan(1);
+      expect(find(tracker.snapshot(), w.tid)).toBeDefined();
+      if (bpfProgram === 'task-storage') expect(s.hashRefs).toBe(0);
+      else expect(s.hashRefs).toBeGreaterThanOrEqual(mine.length);
+    } finally {
+      await w.worker.terminate();
+    }
   });
 
   it('reports statistics', async () => {

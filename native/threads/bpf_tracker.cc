@@ -95,7 +95,7 @@ class PrintCapture {
 struct TaskStorageBuild {
   using Skel = thread_tracker;
   static constexpr const char* kName = "task-storage";
-  static constexpr uint32_t kRefsPerSlot = 1;  // the hash holds only threads seeded at attach
+  static constexpr bool kTaskStorage = true;
   static Skel* open() { return thread_tracker__open(); }
   static int load(Skel* s) { return thread_tracker__load(s); }
   static int attach(Skel* s) { return thread_tracker__attach(s); }
@@ -104,8 +104,7 @@ struct TaskStorageBuild {
 struct CompatBuild {
   using Skel = thread_tracker_compat;
   static constexpr const char* kName = "compat";
-  // The hash holds every tracked thread, those refused a slot (dropped) too.
-  static constexpr uint32_t kRefsPerSlot = 2;
+  static constexpr bool kTaskStorage = false;
   static Skel* open() { return thread_tracker_compat__open(); }
   static int load(Skel* s) { return thread_tracker_compat__load(s); }
   static int attach(Skel* s) { return thread_tracker_compat__attach(s); }
@@ -158,6 +157,26 @@ bool readSlot(const Slot* src, Slot* dst) {
     if (__atomic_load_n(&src->seq, __ATOMIC_RELAXED) == s1) return true;
   }
   return false;
+}
+
+// Runs an iter/ program over every task once, to completion.
+int runIterator(bpf_program* prog) {
+  bpf_link* link = bpf_program__attach_iter(prog, nullptr);
+  if (!link) return -errno;
+  int e = 0;
+  int fd = bpf_iter_create(bpf_link__fd(link));
+  if (fd < 0) {
+    e = -errno;
+  } else {
+    char buf[64];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0) {
+    }
+    if (n < 0) e = -errno;
+    close(fd);
+  }
+  bpf_link__destroy(link);
+  return e;
 }
 
 bool hasCap(const __user_cap_data_struct (&data)[2], int cap) {
@@ -332,15 +351,20 @@ int BpfTracker<Build>::open(const TrackerOptions& opts, const std::string& why, 
     for (int i = 0; i < ncpu_; i++) skel_->rodata->cpu_pkg[i] = uint8_t(cpuPkg_[size_t(i)]);
 
     int e = bpf_map__set_max_entries(skel_->maps.threads, maxThreads_);
-    if (!e) e = bpf_map__set_max_entries(skel_->maps.tid_slot, maxThreads_ * Build::kRefsPerSlot);
+    // The compatibility build keeps every tracked thread there, those refused a slot too.
+    if (!e) e = bpf_map__set_max_entries(skel_->maps.tid_slot, maxThreads_ * 2);
     if (!e) e = bpf_map__set_max_entries(skel_->maps.free_slots, maxThreads_);
     if (!e) e = bpf_map__set_max_entries(skel_->maps.cpus, uint32_t(ncpu_));
     if (e) return fail(err, e, "sizing the BPF maps", log);
-    // Only a process that may fork needs the fork hook; without it nothing fires per fork.
-    if (!opts.followChildren) {
+    if constexpr (Build::kTaskStorage) {
+      // Run once, below, not attached for good.
+      bpf_program__set_autoattach(skel_->progs.seed_refs, false);
+    } else if (!opts.followChildren) {
+      // The compatibility build needs the fork hook only to follow children; without it
+      // nothing fires per fork. (The task-storage build gives new threads their refs there.)
       e = bpf_program__set_autoload(skel_->progs.handle_fork, false);
-      if (e) return fail(err, e, "configuring the fork program", log);
     }
+    if (e) return fail(err, e, "configuring the programs", log);
 
     {
       SignalsBlocked quiet;
@@ -366,6 +390,10 @@ int BpfTracker<Build>::open(const TrackerOptions& opts, const std::string& why, 
     const uint64_t attachTs = monotonicNs();
     e = seedThreads(uint32_t(tgid), attachTs);
     if (e) return fail(err, e, "seeding the threads of process " + std::to_string(tgid), log);
+    if constexpr (Build::kTaskStorage) {
+      e = runIterator(skel_->progs.seed_refs);
+      if (e) return fail(err, e, "giving the threads of process " + std::to_string(tgid) + " their task storage", log);
+    }
     skel_->bss->attach_ts = attachTs;
     e = Build::attach(skel_.get());
     if (e) return fail(err, e, "attaching tp_btf/sched_switch", log);
@@ -474,6 +502,18 @@ void BpfTracker<Build>::stats(TrackerStats& out) {
     if (gen != 0 && gen != freedGen_[s]) out.slotsUsed++;
   }
   out.droppedThreads = __atomic_load_n(&skel_->bss->dropped_threads, __ATOMIC_RELAXED);
+  // Threads found through the tid hash: every tracked thread in the compatibility build; in the
+  // task-storage build, only those that got no storage (normally none).
+  {
+    const int fd = bpf_map__fd(skel_->maps.tid_slot);
+    uint32_t key, next;
+    const uint32_t* prev = nullptr;
+    while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+      out.hashRefs++;
+      key = next;
+      prev = &key;
+    }
+  }
 
   bpf_prog_info info;
   memset(&info, 0, sizeof info);

@@ -16,6 +16,7 @@ Napi::Object trackerStatsToJs(Napi::Env env, const TrackerStats& s) {
   if (s.backend == "bpf") {
     o.Set("program", s.program);
     o.Set("programReason", s.programReason);
+    o.Set("hashRefs", Napi::Number::New(env, double(s.hashRefs)));
   }
   o.Set("attached", s.attached);
   o.Set("events", Napi::Number::New(env, double(s.events)));
