@@ -155,6 +155,8 @@ export interface SamplerStats {
     slotsUsed: number;
     slotsMax: number;
     droppedThreads: number;
+    /** Tracked threads found through the tid hash: all with `compat`, normally 0 with `task-storage`. */
+    hashRefs: number;
     /** sched_switch runs the kernel skipped because the program was already running on that CPU. */
     recursionMisses: number;
     note: string;
@@ -518,6 +520,7 @@ export class Sampler {
         slotsUsed: s.tracker.slotsUsed,
         slotsMax: s.tracker.slotsMax,
         droppedThreads: s.tracker.droppedThreads,
+        hashRefs: s.tracker.hashRefs ?? 0,
         recursionMisses: s.tracker.recursionMisses,
         note: s.tracker.note,
       };

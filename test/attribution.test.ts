@@ -152,6 +152,9 @@ describeBpf('attribution with the eBPF backend', () => {
     expect(b.events).toBeGreaterThan(10);
     expect(b.slotsUsed).toBeGreaterThan(0);
     expect(b.slotsMax).toBeGreaterThanOrEqual(b.slotsUsed);
+    expect(b.program).toBe('task-storage');
+    expect(b.programReason).toBe('kernel supports task-local storage');
+    expect(b.hashRefs).toBe(0);
   });
 
   it('without CAP_BPF: threads "bpf" names the missing capability, the default falls back to procfs', async () => {

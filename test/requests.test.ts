@@ -247,9 +247,11 @@ describe('framework integrations', () => {
     expect(records.filter((r) => r.statusCode === 404)).toHaveLength(3);
     // When this fails, the message carries what is needed to tell a tracker gap from a
     // settlement bug (see "Missed switches" in the README).
-    const diagnosis = () =>
-      JSON.stringify({ main: sampler.threads().find((t) => t.tid === process.pid), bpf: sampler.stats().bpf, attribution: sampler.attribution() });
-    expect(records.filter((r) => !(r.joules > 0)), diagnosis()).toEqual([]);
+    const diagnosis = JSON.stringify(
+      { main: sampler.threads().find((t) => t.tid === process.pid), bpf: sampler.stats().bpf, attribution: sampler.attribution() },
+      (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v),
+    );
+    expect(records.filter((r) => !(r.joules > 0)), diagnosis).toEqual([]);
     expect(() => fastifyEnergy({ addHook() {} } as never, {} as never, (e) => { throw e; })).toThrow(
       'Expected a RequestTracker for options.tracker or a Sampler for options.sampler',
     );
