@@ -280,6 +280,12 @@ export class RequestTracker {
       this.#slotEnded[slot] = 1;
       this.#slotStatus[slot] = statusCode;
       if (route !== undefined) this.#slotRoute[slot] = checkedRoute(route);
+      else {
+        // Resolved now, while the framework's request still says it, and so that nothing
+        // holds on to that request until settlement.
+        const r = this.#slotRoute[slot];
+        if (typeof r === 'function') this.#slotRoute[slot] = safeRoute(r);
+      }
       try {
         this.#channel.end(h);
       } catch {
@@ -309,6 +315,8 @@ export class RequestTracker {
     if (typeof route === 'function') route = safeRoute(route);
     this.#slotRoute[slot] = ''; // drop what a route function holds on to
     const method = this.#slotMethod[slot];
+    const context = this.#slotContext?.[slot];
+    if (context !== undefined) this.#slotContext![slot] = undefined;
     const estimated = (flags & 2) !== 0;
     this.#aggregate(method, route, joules, estimated, endNs - startNs);
     if (this.#listeners.size === 0) return;
@@ -326,11 +334,7 @@ export class RequestTracker {
       incomplete: (flags & 1) !== 0,
       mode: 'shared',
     };
-    const context = this.#slotContext?.[slot];
-    if (context !== undefined) {
-      rec.context = context;
-      this.#slotContext![slot] = undefined;
-    }
+    if (context !== undefined) rec.context = context;
     // Results arrive one by one within a poll; deliver them as one batch.
     this.#batch.push(rec);
     if (!this.#batchQueued) {
