@@ -196,6 +196,23 @@ describe('request tokens (start/end)', () => {
     const routes = tracker.routes();
     expect(routes.map((r) => r.count)).toEqual([1, 1, 1]);
   });
+
+  it('carries a captured context to each record', async () => {
+    const { sampler, tracker, records } = setup();
+    let n = 0;
+    tracker.setContextCapture(() => `ctx-${n++}`);
+    sampler.start();
+    const tokens = [tracker.start('GET', '/a')!, tracker.start('GET', '/b')!];
+    busy(1);
+    for (const t of tokens) tracker.end(t, 200);
+    for (let i = 0; i < 100 && tracker.inFlight > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    await Promise.resolve();
+    sampler.stop();
+    expect(records.map((r) => [r.route, r.context]).sort()).toEqual([
+      ['/a', 'ctx-0'],
+      ['/b', 'ctx-1'],
+    ]);
+  });
 });
 
 describe('framework integrations', () => {
