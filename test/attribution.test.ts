@@ -221,9 +221,13 @@ describe('attribution API', () => {
     s.stop();
     const meanWatts = (after.readings[0].joules - before.readings[0].joules) / (Number(after.timeNs - before.timeNs) / 1e9);
     expect(r.watts[0].domain).toBe('package');
-    // The model never estimates below its idle power, and the lowest 100 ms window cannot
-    // exceed the mean over the whole calibration (whatever else the machine is doing).
-    expect(r.watts[0].watts).toBeGreaterThan(12 * 0.99);
+    // The model never estimates below its idle power over time, and the lowest 100 ms window
+    // cannot exceed the mean over the whole calibration (whatever else the machine is doing).
+    // A single window can read a little under idle: the model credits energy ahead at the last
+    // rate between its 10 ms utilisation refreshes and never takes any back, so a window that
+    // starts just after a busier refresh has had part of its share counted in the one before
+    // (1.1% under, seen once in CI; 5% allows a few times that).
+    expect(r.watts[0].watts).toBeGreaterThan(12 * 0.95);
     expect(r.watts[0].watts).toBeLessThanOrEqual(meanWatts * 1.01);
     expect(s.attribution().byDomain[0].baselineWatts).toBe(r.watts[0].watts);
     await expect(s.calibrateBaseline({ durationMs: 10 })).rejects.toThrow(
