@@ -253,14 +253,7 @@ int BPF_PROG(handle_switch, bool preempt, struct task_struct *prev, struct task_
 	/* Busy to busy between tasks we do not track: the CPU stays busy and no thread's figures
 	 * move, so there is nothing to time. */
 	if (prev_pid && next_pid && since && !prev_mine && !next_mine) {
-		if (c->cur_tid) {
-			seq_begin(&c->seq);
-			c->cur_tid = 0;
-			c->events++;
-			seq_end(&c->seq);
-		} else {
-			c->events++;
-		}
+		c->events++;
 		return 0;
 	}
 
@@ -277,7 +270,6 @@ int BPF_PROG(handle_switch, bool preempt, struct task_struct *prev, struct task_
 	}
 	c->last_ts = now;
 	c->idle_now = next_pid == 0;
-	c->cur_tid = next_mine ? next_pid : 0;
 	c->events++;
 	seq_end(&c->seq);
 

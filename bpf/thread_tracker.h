@@ -33,7 +33,9 @@ struct jt_thread_slot {
  * One CPU, written only by the sched_switch program running on that CPU. One cache line.
  * A switch between two untracked, non-idle tasks changes nothing here but `events`: the CPU stays
  * busy, so it is not timed (a clock read is most of the program's cost). last_ts is therefore the
- * last switch that changed the CPU between busy and idle or moved a tracked thread.
+ * last switch that changed the CPU between busy and idle or moved a tracked thread. Nothing here
+ * says which thread runs: a thread's running stint is read from its own slot only, so that one
+ * snapshot never sees a stint both ended (in the thread's slot) and running (in a CPU's).
  */
 struct jt_cpu_slot {
 	__u32 seq;
@@ -43,7 +45,7 @@ struct jt_cpu_slot {
 	__u64 idle_ns;  /* up to last_ts */
 	__u64 events;   /* sched_switch events handled here */
 	__u32 slot_hw;  /* one past the highest thread slot this CPU handed out */
-	__u32 cur_tid;  /* the tracked thread switched in at last_ts, if any, else 0 */
+	__u32 pad;
 	__u64 reserved[2];
 };
 

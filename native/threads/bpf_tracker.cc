@@ -223,7 +223,6 @@ class BpfTracker final : public ThreadTracker {
   std::vector<int> cpuPkg_;
   // Per slot: the generation already reported as exited and handed back (skip until reused),
   // and the last figures reported for the current generation (results never go down).
-  std::vector<std::pair<uint32_t, uint64_t>> current_;  // (tid, since) running on some CPU
   std::vector<uint64_t> freedGen_;
   std::vector<uint64_t> lastGen_;
   std::vector<ThreadTimes> last_;
@@ -415,12 +414,10 @@ int BpfTracker<Build>::snapshot(TrackerSnapshot& snap) {
   snap.threads.clear();
 
   uint32_t hw = 0;
-  current_.clear();
   for (int i = 0; i < ncpu_; i++) {
     jt_cpu_slot c;
     CpuTimes& prev = lastCpu_[size_t(i)];
     if (readSlot(&cpuSlots_[i], &c)) {
-      if (c.cur_tid && c.last_ts) current_.push_back({c.cur_tid, c.last_ts});
       uint64_t busy = c.busy_ns, idle = c.idle_ns;
       if (c.last_ts && now > c.last_ts) (c.idle_now ? idle : busy) += now - c.last_ts;
       prev.busyNs = std::max(prev.busyNs, busy);
@@ -449,14 +446,11 @@ int BpfTracker<Build>::snapshot(TrackerSnapshot& snap) {
       out = ThreadTimes();
       lastGen_[s] = t.generation;
     }
-    uint64_t since = t.on_since;
-    if (!since) {
-      // The thread's own switch-in was not recorded, yet a CPU says it is running there: count
-      // from that CPU's last switch, as the program itself does when the thread switches out.
-      for (const auto& [tid, ts] : current_) {
-        if (tid == t.tid) since = ts;
-      }
-    }
+    // A running stint counts from the thread's own switch-in, read in the same seqcount section
+    // as its completed stints: figures taken from a CPU's slot at another moment could count a
+    // stint that ends in between twice, and the monotonic clamp below would hide the thread's
+    // time until the overcount was caught up.
+    const uint64_t since = t.on_since;
     uint64_t running = (since && now > since) ? now - since : 0;
     int pkg = t.cpu < uint32_t(ncpu_) ? cpuPkg_[t.cpu] : 0;
     out.tid = t.tid;
