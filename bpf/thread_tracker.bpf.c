@@ -5,16 +5,17 @@
  *
  * Built twice from this file (scripts/build-bpf.sh). The default build finds a tracked task's
  * slot through task-local storage, which needs Linux 5.12 (commit a10787e6d58c, "bpf: Enable task
- * local storage for tracing programs"): one pointer walk from the task, and nothing at all for an
- * untracked task. The compatibility build (JT_TASK_STORAGE=0) keeps a tid-keyed hash instead, for
- * 5.8 to 5.11; the loader picks it when the kernel cannot load the first.
+ * local storage for tracing programs"): one pointer walk from the task, and for an untracked task
+ * one tgid compare (one storage lookup that finds nothing with follow_children). The
+ * compatibility build (JT_TASK_STORAGE=0) keeps a tid-keyed hash instead; the loader uses it
+ * before Linux 6.2 (see openBpfTracker) and when the kernel refuses the first.
  *
  * Task storage is never created in sched_switch: until Linux 6.4 moved local storage to
  * bpf_mem_alloc, creating it meant a GFP_ATOMIC kmalloc, which may wake kswapd and so take a
- * runqueue lock, while sched_switch holds one. It is created at fork (handle_fork) and, for the
- * threads that exist at attach, by an iterator the loader runs once (seed_refs). A thread of the
- * target that slipped between the two is found through the tid hash instead, which is
- * preallocated and never allocates.
+ * runqueue lock, while sched_switch holds one. It is created at fork (handle_fork, attached
+ * before the loader lists the target's threads) and, for the threads that exist at attach, by an
+ * iterator the loader runs once (seed_refs). A thread of the target that still has none is found
+ * through the tid hash, which is preallocated and never allocates.
  */
 #include "vmlinux_min.h"
 #include <bpf/bpf_helpers.h>
@@ -329,7 +330,8 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 		if (ptgid != targ_tgid && !bpf_task_storage_get(&task_refs, parent, 0, 0))
 			return 0;
 	}
-	bpf_task_storage_get(&task_refs, child, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!bpf_task_storage_get(&task_refs, child, 0, BPF_LOCAL_STORAGE_GET_F_CREATE))
+		__sync_fetch_and_add(&dropped_threads, 1);
 #else
 	__u8 one = 1;
 
@@ -358,7 +360,13 @@ int seed_refs(struct bpf_iter__task *ctx)
 	if (!seed)
 		return 0;
 	r = bpf_task_storage_get(&task_refs, task, seed, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (r && r->slot == seed->slot)
+	if (!r)
+		return 0;
+	/* A thread that forked after handle_fork was attached and before the listing already has
+	 * storage, with no slot yet: it takes the seeded one. sched_switch is not attached yet. */
+	if (!r->slot)
+		r->slot = seed->slot;
+	if (r->slot == seed->slot)
 		bpf_map_delete_elem(&tid_slot, &tid);
 	return 0;
 }

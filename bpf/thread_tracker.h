@@ -50,7 +50,7 @@ struct jt_cpu_slot {
 };
 
 /*
- * What the program keeps per tracked task: in task-local storage (Linux >= 5.12), or in the
+ * What the program keeps per tracked task: in task-local storage (the default build), or in the
  * tid-keyed hash of the compatibility build. Userspace writes one into the hash for each thread
  * that already exists at attach ("seeds" it) with its slot filled in.
  */

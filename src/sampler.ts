@@ -144,7 +144,7 @@ export interface SamplerStats {
   spans: { settled: number; droppedSpans: number; droppedEvents: number; droppedResults: number };
   /** The eBPF tracker's state (present when threads: 'bpf' is in use). */
   bpf?: {
-    /** The build of the eBPF program: `'task-storage'` (Linux >= 5.12) or `'compat'`. */
+    /** The build of the eBPF program: `'task-storage'` (Linux >= 6.2 by default) or `'compat'`. */
     program: 'task-storage' | 'compat';
     /** Why that build was loaded. */
     programReason: string;

@@ -44,8 +44,9 @@ export interface ThreadTrackerOptions {
   procRoot?: string;
   /**
    * bpf backend only: which build of the eBPF program to load. `'task-storage'` finds a tracked
-   * thread's slot through task-local storage (Linux >= 5.12); `'compat'` through a tid-keyed hash
-   * (Linux 5.8 to 5.11, slower per event). Default `'auto'`: the first, else the second.
+   * thread's slot through task-local storage (loads on Linux >= 5.12, reliable from 6.2);
+   * `'compat'` through a tid-keyed hash (any kernel the backend supports, slower per event).
+   * Default `'auto'`: task storage from Linux 6.2 on, else compat.
    */
   bpfProgram?: BpfProgram;
 }

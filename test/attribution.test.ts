@@ -152,8 +152,8 @@ describeBpf('attribution with the eBPF backend', () => {
     expect(b.events).toBeGreaterThan(10);
     expect(b.slotsUsed).toBeGreaterThan(0);
     expect(b.slotsMax).toBeGreaterThanOrEqual(b.slotsUsed);
+    // This machine runs Linux >= 6.2 (see the tracker tests for the choice itself).
     expect(b.program).toBe('task-storage');
-    expect(b.programReason).toBe('kernel supports task-local storage');
     expect(b.hashRefs).toBe(0);
   });
 

@@ -12,17 +12,17 @@ const ROOT = path.join(__dirname, '..');
 const ADDON = path.join(ROOT, 'build', 'Release', 'jouletrace.node');
 
 describeBpf('eBPF program choice', () => {
-  it('loads the task-storage build by default on Linux >= 5.12', () => {
+  it('loads the task-storage build by default on Linux >= 6.2, the compat build before', () => {
     const [major, minor] = os.release().split('.').map(Number);
     const t = openThreadTracker({ backend: 'bpf' });
     try {
       const s = t.stats();
-      if (major > 5 || (major === 5 && minor >= 12)) {
+      if (major > 6 || (major === 6 && minor >= 2)) {
         expect(s.program).toBe('task-storage');
-        expect(s.programReason).toBe('kernel supports task-local storage');
+        expect(s.programReason).toBe('kernel supports task-local storage (Linux >= 6.2)');
       } else {
         expect(s.program).toBe('compat');
-        expect(s.programReason).toContain('needs Linux >= 5.12');
+        expect(s.programReason).toMatch(/Linux < 6\.2|refused the task-storage build/);
       }
     } finally {
       t.close();

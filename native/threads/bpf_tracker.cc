@@ -206,10 +206,16 @@ class BpfTracker final : public ThreadTracker {
   int open(const TrackerOptions& opts, const std::string& why, TrackerError* err);
   int snapshot(TrackerSnapshot& snap) override;
   void stats(TrackerStats& out) override;
+  // The kernel refused the program itself (as opposed to a later step): another build may load.
+  bool loadFailed() const { return loadFailed_; }
 
  private:
   int fail(TrackerError* err, int e, const std::string& what, const std::string& log);
   int seedThreads(uint32_t tgid, uint64_t attachTs);
+  void retireVanishedSeeds(uint32_t tgid);
+
+  bool loadFailed_ = false;
+  std::vector<std::pair<uint32_t, uint32_t>> seeded_;  // (tid, slot) given out before attach
 
   std::unique_ptr<typename Build::Skel, SkelDeleter<Build>> skel_;
   std::string why_;
@@ -289,6 +295,7 @@ int BpfTracker<Build>::seedThreads(uint32_t tgid, uint64_t attachTs) {
     e = bpf_map_update_elem(tidFd, &v.tid, &ref, BPF_NOEXIST);
     if (!e) e = bpf_map_update_elem(slotFd, &idx, &v, BPF_ANY);
     if (e) break;
+    seeded_.push_back({v.tid, idx});
     hw = std::max(hw, idx + 1);
   }
   closedir(d);
@@ -299,6 +306,28 @@ int BpfTracker<Build>::seedThreads(uint32_t tgid, uint64_t attachTs) {
   c.slot_hw = hw;
   uint32_t zero = 0;
   return bpf_map_update_elem(bpf_map__fd(skel_->maps.cpus), &zero, &c, BPF_ANY);
+}
+
+// A thread listed before attach that exited before attach made its last switch unseen: its slot
+// would stay "running" forever. Now that every later switch is seen, each seeded thread that is
+// gone is closed here, crediting nothing after the listing. No BPF writer can touch the slot of
+// a thread that no longer exists.
+template <typename Build>
+void BpfTracker<Build>::retireVanishedSeeds(uint32_t tgid) {
+  const int slotFd = bpf_map__fd(skel_->maps.threads);
+  const int tidFd = bpf_map__fd(skel_->maps.tid_slot);
+  for (const auto& [tid, idx] : seeded_) {
+    if (syscall(SYS_tgkill, pid_t(tgid), pid_t(tid), 0) == 0 || errno != ESRCH) continue;
+    jt_thread_slot v;
+    uint32_t key = idx;
+    if (bpf_map_lookup_elem(slotFd, &key, &v) != 0 || v.exited || v.tid != tid) continue;
+    v.on_since = 0;
+    v.exited = 1;
+    bpf_map_update_elem(slotFd, &key, &v, BPF_EXIST);
+    uint32_t t = tid;
+    bpf_map_delete_elem(tidFd, &t);
+  }
+  seeded_.clear();
 }
 
 template <typename Build>
@@ -356,8 +385,10 @@ int BpfTracker<Build>::open(const TrackerOptions& opts, const std::string& why, 
     if (!e) e = bpf_map__set_max_entries(skel_->maps.cpus, uint32_t(ncpu_));
     if (e) return fail(err, e, "sizing the BPF maps", log);
     if constexpr (Build::kTaskStorage) {
-      // Run once, below, not attached for good.
+      // seed_refs runs once, below; handle_fork is attached before the threads are listed, so
+      // that every thread is either listed or seen forking.
       bpf_program__set_autoattach(skel_->progs.seed_refs, false);
+      bpf_program__set_autoattach(skel_->progs.handle_fork, false);
     } else if (!opts.followChildren) {
       // The compatibility build needs the fork hook only to follow children; without it
       // nothing fires per fork. (The task-storage build gives new threads their refs there.)
@@ -369,7 +400,10 @@ int BpfTracker<Build>::open(const TrackerOptions& opts, const std::string& why, 
       SignalsBlocked quiet;
       e = Build::load(skel_.get());
     }
-    if (e) return fail(err, e, "loading the BPF program (kernel " + ready.kernel + ")", log);
+    if (e) {
+      loadFailed_ = true;
+      return fail(err, e, "loading the BPF program (kernel " + ready.kernel + ")", log);
+    }
 
     // Every slot starts free; pushed highest first so slot 0 is handed out first.
     freeFd_ = bpf_map__fd(skel_->maps.free_slots);
@@ -386,6 +420,10 @@ int BpfTracker<Build>::open(const TrackerOptions& opts, const std::string& why, 
     cpuSlots_ = static_cast<const jt_cpu_slot*>(cpuMap_.get());
 
     // .bss is mmapped by libbpf once loaded: this store lands in the live program's memory.
+    if constexpr (Build::kTaskStorage) {
+      skel_->links.handle_fork = bpf_program__attach(skel_->progs.handle_fork);
+      if (!skel_->links.handle_fork) return fail(err, -errno, "attaching tp_btf/sched_process_fork", log);
+    }
     const uint64_t attachTs = monotonicNs();
     e = seedThreads(uint32_t(tgid), attachTs);
     if (e) return fail(err, e, "seeding the threads of process " + std::to_string(tgid), log);
@@ -396,6 +434,7 @@ int BpfTracker<Build>::open(const TrackerOptions& opts, const std::string& why, 
     skel_->bss->attach_ts = attachTs;
     e = Build::attach(skel_.get());
     if (e) return fail(err, e, "attaching tp_btf/sched_switch", log);
+    retireVanishedSeeds(uint32_t(tgid));
   }
 
   freedGen_.assign(maxThreads_, 0);
@@ -502,7 +541,9 @@ void BpfTracker<Build>::stats(TrackerStats& out) {
     const int fd = bpf_map__fd(skel_->maps.tid_slot);
     uint32_t key, next;
     const uint32_t* prev = nullptr;
-    while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    // Bounded: a key deleted mid-walk restarts it from the first key.
+    const uint64_t cap = uint64_t(maxThreads_) * 2;
+    while (out.hashRefs < cap && bpf_map_get_next_key(fd, prev, &next) == 0) {
       out.hashRefs++;
       key = next;
       prev = &key;
@@ -529,29 +570,47 @@ void BpfTracker<Build>::stats(TrackerStats& out) {
 
 }  // namespace
 
-// Task-local storage for tracing programs came in Linux 5.12; the map type itself a release
-// earlier, for BPF LSM only. So the probe is a real load: the task-storage build is tried first
-// and the compatibility build loaded when the kernel refuses it for any reason but privilege.
+// Linux >= major.minor, from the running kernel's release string.
+bool kernelAtLeast(int major, int minor) {
+  utsname u;
+  if (uname(&u) != 0) return false;
+  int ma = 0, mi = 0;
+  if (sscanf(u.release, "%d.%d", &ma, &mi) != 2) return false;
+  return ma > major || (ma == major && mi >= minor);
+}
+
+// Task-local storage for tracing programs came in Linux 5.12, but until 6.2 ("bpf: Avoid taking
+// spin lock in bpf_task_storage_get if potential deadlock is detected") a lookup returns NULL
+// while any task-storage user on the same CPU holds its busy counter, which a preempted task
+// freeing storage can do across a context switch: the thread would look untracked for that
+// switch. "auto" therefore loads the task-storage build from 6.2 on, the compatibility build
+// before, and falls back to it if the kernel refuses the first (but not for a failure after the
+// load, which the second would meet as well).
 std::unique_ptr<ThreadTracker> openBpfTracker(const TrackerOptions& opts, TrackerError* err) {
-  if (opts.bpfProgram != "compat") {
+  const bool requested = opts.bpfProgram == "task-storage";
+  if (requested || (opts.bpfProgram != "compat" && kernelAtLeast(6, 2))) {
     std::unique_ptr<BpfTracker<TaskStorageBuild>> t(new BpfTracker<TaskStorageBuild>());
-    std::string why = opts.bpfProgram == "task-storage" ? "requested" : "kernel supports task-local storage";
     TrackerError first;
-    if (t->open(opts, why, &first) == 0) return t;
-    bool privilege = first.code == "EPERM" || first.code == "EACCES" || first.code == "ERR_JOULETRACE_NO_BTF" ||
-                     first.code == "ESRCH";
-    if (opts.bpfProgram == "task-storage" || privilege) {
+    if (t->open(opts, requested ? "requested" : "kernel supports task-local storage (Linux >= 6.2)", &first) == 0) {
+      return t;
+    }
+    const bool fallback = !requested && t->loadFailed() && first.code != "EPERM" && first.code != "EACCES";
+    t.reset();  // detached and closed before the other build opens
+    if (!fallback) {
       if (err) *err = first;
       return nullptr;
     }
     std::unique_ptr<BpfTracker<CompatBuild>> c(new BpfTracker<CompatBuild>());
     std::string firstLine = first.message.substr(0, first.message.find('\n'));
-    if (c->open(opts, "the task-storage build failed to load (needs Linux >= 5.12): " + firstLine, err) == 0) return c;
+    if (c->open(opts, "the kernel refused the task-storage build: " + firstLine, err) == 0) return c;
     if (err) err->message += "\n(the task-storage build failed first: " + first.message + ")";
     return nullptr;
   }
   std::unique_ptr<BpfTracker<CompatBuild>> c(new BpfTracker<CompatBuild>());
-  if (c->open(opts, "requested", err) != 0) return nullptr;
+  const char* why = opts.bpfProgram == "compat"
+                        ? "requested"
+                        : "Linux < 6.2: task-storage lookups can fail while another task-storage user holds the CPU";
+  if (c->open(opts, why, err) != 0) return nullptr;
   return c;
 }
 
