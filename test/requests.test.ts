@@ -79,11 +79,10 @@ describe('requests on node:http (shared mode)', () => {
       expect(r.joules).toBeGreaterThanOrEqual(0);
       expect(r.durationNs).toBeGreaterThan(0);
     }
-    // Almost every request is charged energy. Not all: on this VM the eBPF program occasionally
-    // sees none of a CPU's context switches for a few milliseconds (the thread's time is then
-    // credited, exactly, at its next switch-out), and a request inside such a gap gets 0 J.
-    // Totals and conservation are unaffected; the placement of that energy in time is.
-    expect(records.filter((r) => r.joules > 0).length).toBeGreaterThanOrEqual(records.length * 0.9);
+    // Every request is charged energy. (A double-counted stint in the tracker's snapshots once
+    // froze the serving thread's figures for tens of milliseconds, and requests inside that
+    // window got 0 J; see "Frozen thread figures" in the README.)
+    expect(records.filter((r) => !(r.joules > 0))).toEqual([]);
     // Shared mode splits energy among requests in flight together, so queueing blurs the 6:1
     // CPU ratio; an expensive request still costs clearly more.
     expect(mean(expensive) / mean(cheap)).toBeGreaterThan(1.5);
@@ -262,8 +261,8 @@ describe('framework integrations', () => {
     sampler.stop();
     expect(records.filter((r) => r.route === '/items/:id' && r.statusCode === 200)).toHaveLength(12);
     expect(records.filter((r) => r.statusCode === 404)).toHaveLength(3);
-    // When this fails, the message carries what is needed to tell a tracker gap from a
-    // settlement bug (see "Missed switches" in the README).
+    // When this fails, the message carries what is needed to tell a tracker fault from a
+    // settlement bug (see "Frozen thread figures" in the README).
     const diagnosis = JSON.stringify(
       { main: sampler.threads().find((t) => t.tid === process.pid), bpf: sampler.stats().bpf, attribution: sampler.attribution() },
       (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v),
