@@ -69,9 +69,8 @@ for (const threads of ['bpf', 'procfs'] as const) {
       const ratio = sum(r3, 'joules') / sum(r1, 'joules');
       // The sections alternate back to back, so every sampling interval sees the same thread
       // busy; what remains is the model's 10 ms utilisation refresh (and, with procfs, /proc/stat's
-      // 10 ms ticks for CPU busy time) against 10-30 ms sections, and, with eBPF on this VM, the
-      // occasional few milliseconds in which a CPU's switches go unseen (README, design notes),
-      // which moves on-CPU time between neighbouring sections: ±20%.
+      // 10 ms ticks for CPU busy time) against 10-30 ms sections, which moves energy between
+      // neighbouring sections: ±20%.
       const tol = 0.2;
       expect(ratio).toBeGreaterThan(3 * (1 - tol));
       expect(ratio).toBeLessThan(3 * (1 + tol));
