@@ -165,6 +165,7 @@ describe('jouletrace demo', () => {
     expect(run.stderr).toMatch(/cpu-hog/);
     expect(run.stderr).toMatch(/loadgen/);
     expect(run.stderr).toMatch(/this process .* %/);
+    expect(run.stderr).toMatch(/eBPF \((task-storage|compat) build\) saw \d+ context switches/);
     expect(run.stderr).toMatch(/Report written to/);
   });
 

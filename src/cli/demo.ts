@@ -315,7 +315,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
   out.write(
     `\nSampler: ${stats.timing.samples} samples at ${stats.timing.achievedRateHz.toFixed(0)} Hz, jitter p50 ${stats.timing.jitterUs.p50.toFixed(1)} µs / p99 ${stats.timing.jitterUs.p99.toFixed(1)} µs, ` +
       `${stats.timing.missedDeadlines} late, ${stats.ring.dropped} dropped, ${stats.timing.cpuPercent.toFixed(2)} % of one core` +
-      (stats.bpf ? `; eBPF saw ${stats.bpf.events} context switches` : '') +
+      (stats.bpf ? `; eBPF (${stats.bpf.program} build) saw ${stats.bpf.events} context switches` : '') +
       '.\n',
   );
 
