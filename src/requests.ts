@@ -47,9 +47,28 @@ interface Pending {
   context: unknown;
 }
 
-/** An in-flight request, from RequestTracker.start() to end(). Opaque. */
-export interface RequestToken {
-  readonly __requestToken: unique symbol;
+declare const requestTokenBrand: unique symbol;
+/**
+ * An in-flight request, from RequestTracker.start() to end(). Opaque: a number in shared mode,
+ * an object in exact mode (so not usable as a WeakMap key).
+ */
+export type RequestToken = (number | object) & { readonly [requestTokenBrand]: true };
+
+// Shared-mode requests in flight, by span slot of the tracker's channel. Arrays rather than an
+// object per request: at tens of thousands of requests per second, objects that live until
+// settlement (10 ms and more) outlive the young generation and cost the garbage collector more
+// than the accounting itself. About 1.6 MiB per shared-mode tracker.
+const REQ_OPEN = 1;
+const REQ_ENDED = 2; // awaiting its result
+const REQ_SETTLED = 3; // its result came before end() (stop() settled it): end() frees the span slot
+class SharedRequests {
+  readonly handle = new Int32Array(SPAN_SLOTS); // the request's span handle; 0: none of ours
+  readonly state = new Uint8Array(SPAN_SLOTS);
+  readonly status = new Int32Array(SPAN_SLOTS);
+  readonly method: string[] = new Array<string>(SPAN_SLOTS).fill('');
+  readonly route: Array<string | (() => string)> = new Array<string | (() => string)>(SPAN_SLOTS).fill('');
+  context: unknown[] | undefined;
+  inFlight = 0;
 }
 
 class RouteAggregate {
@@ -94,17 +113,7 @@ export class RequestTracker {
   readonly #channel: SpanChannel;
   readonly #routeOf: ((req: IncomingMessage) => string) | undefined;
   readonly #maxRoutes: number;
-  // Shared mode, per span slot of the channel: the request's handle there (0: none of ours),
-  // and what its record needs. Arrays rather than an object per request: at tens of thousands of
-  // requests per second, objects that live until settlement (10 ms and more) outlive the young
-  // generation and cost the garbage collector more than the accounting itself.
-  readonly #slotHandle = new Int32Array(SPAN_SLOTS);
-  readonly #slotEnded = new Uint8Array(SPAN_SLOTS);
-  readonly #slotStatus = new Int32Array(SPAN_SLOTS);
-  readonly #slotMethod: string[] = new Array<string>(SPAN_SLOTS).fill('');
-  readonly #slotRoute: Array<string | (() => string)> = new Array<string | (() => string)>(SPAN_SLOTS).fill('');
-  #slotContext: unknown[] | undefined;
-  #inFlight = 0;
+  readonly #requests: SharedRequests | undefined; // shared mode only
   readonly #listeners = new Set<(records: RequestRecord[]) => void>();
   readonly #routes = new Map<string, Map<string, RouteAggregate>>(); // method → route → aggregate
   #routeCount = 0;
@@ -142,6 +151,7 @@ export class RequestTracker {
     this.#channel.sharedListeners.add(this.#shared);
     this.#channel.startPolling();
     if (this.mode === 'exact') this.#enableExact();
+    else this.#requests = new SharedRequests();
   }
 
   #enableExact(): void {
@@ -218,15 +228,16 @@ export class RequestTracker {
       }
       // 0: every span slot busy; the channel counts it as a dropped span.
       if (h !== 0) {
+        const r = this.#requests!;
         const slot = slotOfHandle(h);
-        this.#slotHandle[slot] = h;
-        this.#slotEnded[slot] = 0;
-        this.#slotStatus[slot] = 0;
-        this.#slotMethod[slot] = method;
-        this.#slotRoute[slot] = route ?? '(unrouted)';
-        if (this.#capture) (this.#slotContext ??= new Array<unknown>(SPAN_SLOTS))[slot] = this.#capture();
-        else if (this.#slotContext) this.#slotContext[slot] = undefined;
-        this.#inFlight++;
+        r.handle[slot] = h;
+        r.state[slot] = REQ_OPEN;
+        r.status[slot] = 0;
+        r.method[slot] = method;
+        r.route[slot] = route ?? '(unrouted)';
+        if (this.#capture) (r.context ??= new Array<unknown>(SPAN_SLOTS))[slot] = this.#capture();
+        else if (r.context) r.context[slot] = undefined;
+        r.inFlight++;
       }
       if (run) run();
       return h !== 0 ? (h as unknown as RequestToken) : undefined;
@@ -274,22 +285,31 @@ export class RequestTracker {
    */
   end(token: RequestToken, statusCode: number, route?: string): void {
     if (typeof token === 'number') {
+      const r = this.#requests;
       const h = token as number;
       const slot = slotOfHandle(h);
-      if (this.#slotHandle[slot] !== h || this.#slotEnded[slot] === 1) return;
-      this.#slotEnded[slot] = 1;
-      this.#slotStatus[slot] = statusCode;
-      if (route !== undefined) this.#slotRoute[slot] = checkedRoute(route);
-      else {
-        // Resolved now, while the framework's request still says it, and so that nothing
-        // holds on to that request until settlement.
-        const r = this.#slotRoute[slot];
-        if (typeof r === 'function') this.#slotRoute[slot] = safeRoute(r);
+      if (!r || h === 0 || r.handle[slot] !== h) return;
+      if (r.state[slot] === REQ_SETTLED) {
+        // stop() settled it (incomplete) while it was open: the channel frees its slot now.
+        r.handle[slot] = 0;
+        r.state[slot] = 0;
+      } else if (r.state[slot] === REQ_OPEN) {
+        r.state[slot] = REQ_ENDED;
+        r.status[slot] = statusCode;
+        if (route !== undefined) r.route[slot] = checkedRoute(route);
+        else {
+          // Resolved now, while the framework's request still says it, and so that nothing
+          // holds on to that request until settlement.
+          const f = r.route[slot];
+          if (typeof f === 'function') r.route[slot] = safeRoute(f);
+        }
+      } else {
+        return; // a second end()
       }
       try {
         this.#channel.end(h);
       } catch {
-        /* settled incomplete by stop() */
+        /* already gone with the channel */
       }
       return;
     }
@@ -298,6 +318,7 @@ export class RequestTracker {
     p.done = true;
     p.statusCode = statusCode;
     if (route !== undefined) p.route = checkedRoute(route);
+    else if (typeof p.route === 'function') p.route = safeRoute(p.route);
     if (this.#active === p) this.#closeActive();
     p.endNs = Number(process.hrtime.bigint());
     this.#maybeEmitExact(p);
@@ -307,23 +328,30 @@ export class RequestTracker {
   #batchQueued = false;
 
   #onShared(h: number, startNs: number, endNs: number, onCpuNs: number, joules: number, dynamic: number, flags: number): void {
+    const r = this.#requests;
     const slot = slotOfHandle(h);
-    if (this.#slotHandle[slot] !== h) return;
-    this.#slotHandle[slot] = 0;
-    this.#inFlight--;
-    let route = this.#slotRoute[slot];
+    if (!r || r.handle[slot] !== h) return;
+    if (r.state[slot] === REQ_ENDED) {
+      r.handle[slot] = 0;
+      r.state[slot] = 0;
+    } else {
+      r.state[slot] = REQ_SETTLED; // end() is still to come, and frees the span slot
+    }
+    r.inFlight--;
+    let route = r.route[slot];
     if (typeof route === 'function') route = safeRoute(route);
-    this.#slotRoute[slot] = ''; // drop what a route function holds on to
-    const method = this.#slotMethod[slot];
-    const context = this.#slotContext?.[slot];
-    if (context !== undefined) this.#slotContext![slot] = undefined;
+    r.route[slot] = ''; // drop what a route function holds on to
+    const method = r.method[slot];
+    const statusCode = r.status[slot];
+    const context = r.context?.[slot];
+    if (context !== undefined) r.context![slot] = undefined;
     const estimated = (flags & 2) !== 0;
     this.#aggregate(method, route, joules, estimated, endNs - startNs);
     if (this.#listeners.size === 0) return;
     const rec: RequestRecord = {
       method,
       route,
-      statusCode: this.#slotStatus[slot],
+      statusCode,
       startNs,
       endNs,
       durationNs: endNs - startNs,
@@ -442,7 +470,7 @@ export class RequestTracker {
 
   /** Requests begun whose energy has not settled yet. */
   get inFlight(): number {
-    return this.#inFlight;
+    return this.#requests?.inFlight ?? 0;
   }
 
   get sampler(): Sampler {

@@ -196,6 +196,48 @@ describe('request tokens (start/end)', () => {
     expect(routes.map((r) => r.count)).toEqual([1, 1, 1]);
   });
 
+  it('requests still open at stop() give their span slots back when they end', async () => {
+    // stop() settles open requests (incomplete); their end() afterwards must free the span
+    // slots, or every stop with requests in flight would shrink the pool for good. Fill all
+    // 65,536 slots, stop, end them, and fill again: the same number must fit.
+    const { sampler, tracker, records } = setup();
+    const fill = (route: string) => {
+      const tokens = [];
+      for (let i = 0; i < 70000; i++) {
+        const t = tracker.start('GET', route);
+        if (t === undefined) break;
+        tokens.push(t);
+      }
+      return tokens;
+    };
+    const settleAll = async () => {
+      // Results beyond the result ring's capacity arrive over the next polls.
+      for (let i = 0; i < 200 && tracker.inFlight > 0; i++) {
+        tracker.routes();
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      await Promise.resolve();
+    };
+    sampler.start();
+    const first = fill('/first');
+    expect(first.length).toBeGreaterThan(60000);
+    sampler.stop();
+    for (const t of first) tracker.end(t, 200);
+    for (const t of first.slice(0, 10)) tracker.end(t, 500); // a second end() is ignored
+    await settleAll();
+    expect(tracker.inFlight).toBe(0);
+    expect(records.length).toBe(first.length);
+    expect(records.every((r) => r.incomplete && r.route === '/first')).toBe(true);
+
+    sampler.start();
+    const second = fill('/second');
+    expect(second.length).toBe(first.length);
+    for (const t of second) tracker.end(t, 200);
+    sampler.stop();
+    await settleAll();
+    expect(tracker.inFlight).toBe(0);
+  });
+
   it('carries a captured context to each record', async () => {
     const { sampler, tracker, records } = setup();
     let n = 0;
