@@ -277,9 +277,8 @@ int BPF_PROG(handle_switch, bool preempt, struct task_struct *prev, struct task_
 	if (pr) {
 		/* When prev's switch-in went unseen it was running when we attached: it has run
 		 * since then if this is the first timed switch here, else since the last one (an
-		 * untimed switch never involves a tracked thread). */
-		/* A preempted task may already be TASK_DEAD; only its own final schedule() is
-		 * the last switch. */
+		 * untimed switch never involves a tracked thread). A preempted task may already be
+		 * TASK_DEAD; only its own final schedule() is the last switch. */
 		bool dead = !preempt && (task_state(prev) & TASK_DEAD);
 
 		t = slot_of(prev, pr, c, start);
