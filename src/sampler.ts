@@ -511,16 +511,17 @@ export class Sampler {
       },
     };
     if (s.tracker && s.tracker.backend === 'bpf') {
+      // program, programReason and hashRefs are set by the native tracker whenever its backend is bpf.
       stats.bpf = {
-        program: s.tracker.program ?? 'task-storage',
-        programReason: s.tracker.programReason ?? '',
+        program: s.tracker.program!,
+        programReason: s.tracker.programReason!,
         attached: s.tracker.attached,
         events: s.tracker.events,
         avgNsPerEvent: s.tracker.runCount > 0 ? s.tracker.runTimeNs / s.tracker.runCount : null,
         slotsUsed: s.tracker.slotsUsed,
         slotsMax: s.tracker.slotsMax,
         droppedThreads: s.tracker.droppedThreads,
-        hashRefs: s.tracker.hashRefs ?? 0,
+        hashRefs: s.tracker.hashRefs!,
         recursionMisses: s.tracker.recursionMisses,
         note: s.tracker.note,
       };
