@@ -157,6 +157,8 @@ export interface SamplerStats {
     droppedThreads: number;
     /** Tracked threads found through the tid hash: all with `compat`, normally 0 with `task-storage`. */
     hashRefs: number;
+    /** Snapshot slot reads that gave up on a writer mid-update; the previous figures stood in. */
+    busyReads: number;
     /** sched_switch runs the kernel skipped because the program was already running on that CPU. */
     recursionMisses: number;
     note: string;
@@ -511,7 +513,7 @@ export class Sampler {
       },
     };
     if (s.tracker && s.tracker.backend === 'bpf') {
-      // program, programReason and hashRefs are set by the native tracker whenever its backend is bpf.
+      // program, programReason, hashRefs and busyReads are set natively whenever the backend is bpf.
       stats.bpf = {
         program: s.tracker.program!,
         programReason: s.tracker.programReason!,
@@ -522,6 +524,7 @@ export class Sampler {
         slotsMax: s.tracker.slotsMax,
         droppedThreads: s.tracker.droppedThreads,
         hashRefs: s.tracker.hashRefs!,
+        busyReads: s.tracker.busyReads!,
         recursionMisses: s.tracker.recursionMisses,
         note: s.tracker.note,
       };

@@ -96,6 +96,11 @@ export interface ThreadTrackerStats {
    * tracked thread with the compat build; normally 0 with the task-storage build.
    */
   hashRefs?: number;
+  /**
+   * bpf only: snapshot reads of a slot that gave up because its writer stayed mid-update (on a
+   * VM, a vCPU descheduled inside the program); the previous figures stood in for that read.
+   */
+  busyReads?: number;
   attached: boolean;
   /** sched_switch events handled (bpf) or snapshots taken (procfs). */
   events: number;

@@ -84,7 +84,10 @@ describe('requests on node:http (shared mode)', () => {
     // that window got 0 J (see "Frozen thread figures" in the README); this allowance was 10%
     // then. Since the fix, one full-suite run in CI still saw 3 of 210 consecutive requests, a
     // window of about 7 ms, at 0 J with no clamped snapshot: not understood yet, hence 5%.
-    expect(records.filter((r) => !(r.joules > 0)).length).toBeLessThanOrEqual(records.length * 0.05);
+    const unmeasured = records.filter((r) => !(r.joules > 0));
+    expect(unmeasured.length, JSON.stringify({ unmeasured: unmeasured.slice(0, 5), bpf: sampler.stats().bpf })).toBeLessThanOrEqual(
+      records.length * 0.05,
+    );
     // Shared mode splits energy among requests in flight together, so queueing blurs the 6:1
     // CPU ratio; an expensive request still costs clearly more.
     expect(mean(expensive) / mean(cheap)).toBeGreaterThan(1.5);

@@ -345,6 +345,7 @@ describeBpf(`eBPF thread tracker (${bpfProgram} build)`, () => {
     await sleep(20);
     const s = tracker.stats();
     expect(s).toMatchObject({ backend: 'bpf', attached: true, slotsMax: 64, droppedThreads: 0 });
+    expect(Number.isInteger(s.busyReads)).toBe(true);
     expect(s.events).toBeGreaterThan(0);
     expect(s.slotsUsed).toBeGreaterThanOrEqual(1);
     const enabled = fs.readFileSync('/proc/sys/kernel/bpf_stats_enabled', 'utf8').trim() === '1';

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
@@ -216,6 +217,9 @@ class BpfTracker final : public ThreadTracker {
   void retireVanishedSeeds(uint32_t tgid);
 
   bool loadFailed_ = false;
+  // Slot reads that gave up because the writer stayed mid-update (a vCPU descheduled inside the
+  // program, on a VM): the slot's previous figures stood in. Read by stats() on another thread.
+  std::atomic<uint64_t> busyReads_{0};
   std::vector<std::pair<uint32_t, uint32_t>> seeded_;  // (tid, slot) given out before attach
 
   std::unique_ptr<typename Build::Skel, SkelDeleter<Build>> skel_;
@@ -464,6 +468,7 @@ int BpfTracker<Build>::snapshot(TrackerSnapshot& snap) {
       prev.idleNs = std::max(prev.idleNs, idle);
       hw = std::max(hw, c.slot_hw);
     } else {
+      busyReads_.fetch_add(1, std::memory_order_relaxed);
       // Still need the scan bound: slot_hw only grows, so a torn read of it is harmless.
       hw = std::max(hw, __atomic_load_n(&cpuSlots_[i].slot_hw, __ATOMIC_RELAXED));
     }
@@ -475,6 +480,7 @@ int BpfTracker<Build>::snapshot(TrackerSnapshot& snap) {
     jt_thread_slot t;
     bool fresh = readSlot(&slots_[s], &t);
     if (!fresh) {
+      busyReads_.fetch_add(1, std::memory_order_relaxed);
       if (lastGen_[s] == 0 || lastGen_[s] == freedGen_[s]) continue;
       snap.threads.push_back(last_[s]);  // busy writer: report the previous figures again
       continue;
@@ -536,6 +542,7 @@ void BpfTracker<Build>::stats(TrackerStats& out) {
     if (gen != 0 && gen != freedGen_[s]) out.slotsUsed++;
   }
   out.droppedThreads = __atomic_load_n(&skel_->bss->dropped_threads, __ATOMIC_RELAXED);
+  out.busyReads = busyReads_.load(std::memory_order_relaxed);
   // Threads found through the tid hash: every tracked thread in the compatibility build; in the
   // task-storage build, only those that got no storage (normally none).
   {

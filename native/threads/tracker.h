@@ -57,7 +57,8 @@ struct TrackerStats {
   uint64_t slotsUsed = 0;
   uint64_t slotsMax = 0;
   uint64_t droppedThreads = 0;  // threads not tracked because every slot was in use
-  uint64_t hashRefs = 0;         // bpf: tracked threads found through the tid hash, not task storage
+  uint64_t hashRefs = 0;
+  uint64_t busyReads = 0;        // bpf: snapshot slot reads that gave up on a writer mid-update         // bpf: tracked threads found through the tid hash, not task storage
   uint64_t recursionMisses = 0;  // program runs the kernel skipped (bpf_prog_info.recursion_misses)
   std::string note;             // e.g. why statistics are unavailable
 };

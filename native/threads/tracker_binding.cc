@@ -17,6 +17,7 @@ Napi::Object trackerStatsToJs(Napi::Env env, const TrackerStats& s) {
     o.Set("program", s.program);
     o.Set("programReason", s.programReason);
     o.Set("hashRefs", Napi::Number::New(env, double(s.hashRefs)));
+    o.Set("busyReads", Napi::Number::New(env, double(s.busyReads)));
   }
   o.Set("attached", s.attached);
   o.Set("events", Napi::Number::New(env, double(s.events)));
