@@ -222,8 +222,10 @@ describeBpf(`eBPF thread tracker (${bpfProgram} build)`, () => {
       // Attach happens inside the open: the tracker has at least the kernel's count from the
       // open's end to the spin's end, and nothing from before the open began.
       // schedstat runs on the scheduler's clock, the tracker on CLOCK_MONOTONIC; in a VM their
-      // rates can differ by a few tenths of a percent, hence 1%.
-      expect(done.onCpuNs).toBeGreaterThanOrEqual((endNs - afterOpen) * 0.99);
+      // rates can differ by a few tenths of a percent, and by more over a short window on a busy
+      // host (1.15% seen once in a full-suite loop), hence 2%: far less than the ~60 ms a thread
+      // counted only from its first switch would miss.
+      expect(done.onCpuNs).toBeGreaterThanOrEqual((endNs - afterOpen) * 0.98);
       expect(done.onCpuNs).toBeLessThanOrEqual(endNs - beforeOpen + 1e6);
       expect(done.onCpuNs).toBeLessThanOrEqual(sinceAttach);
     } finally {
