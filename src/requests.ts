@@ -296,13 +296,7 @@ export class RequestTracker {
       } else if (r.state[slot] === REQ_OPEN) {
         r.state[slot] = REQ_ENDED;
         r.status[slot] = statusCode;
-        if (route !== undefined) r.route[slot] = checkedRoute(route);
-        else {
-          // Resolved now, while the framework's request still says it, and so that nothing
-          // holds on to that request until settlement.
-          const f = r.route[slot];
-          if (typeof f === 'function') r.route[slot] = safeRoute(f);
-        }
+        r.route[slot] = routeAtEnd(route, r.route[slot]);
       } else {
         return; // a second end()
       }
@@ -317,8 +311,7 @@ export class RequestTracker {
     if (p.done) return;
     p.done = true;
     p.statusCode = statusCode;
-    if (route !== undefined) p.route = checkedRoute(route);
-    else if (typeof p.route === 'function') p.route = safeRoute(p.route);
+    p.route = routeAtEnd(route, p.route);
     if (this.#active === p) this.#closeActive();
     p.endNs = Number(process.hrtime.bigint());
     this.#maybeEmitExact(p);
@@ -486,6 +479,14 @@ export class RequestTracker {
     this.#channel.sharedListeners.delete(this.#shared);
     this.#channel.stopPollingIfIdle();
   }
+}
+
+// A request's route once it ends: the one given to end(), else the one from start(), a route
+// function called now, while the framework's request still says it, and so that nothing holds on
+// to that request until settlement.
+function routeAtEnd(given: string | undefined, current: string | (() => string)): string {
+  if (given !== undefined) return checkedRoute(given);
+  return typeof current === 'function' ? safeRoute(current) : current;
 }
 
 function checkedRoute(route: unknown): string {

@@ -138,7 +138,9 @@ class EmptySwitchProgram : public Napi::ObjectWrap<EmptySwitchProgram> {
     int e = skel_ ? switch_baseline__attach(skel_) : -errno;
     if (e) {
       Close(info);
-      throwCoded(info.Env(), "ERR_JOULETRACE_BPF", "empty sched_switch program: " + std::string(strerror(-e)));
+      throwCoded(info.Env(), "ERR_JOULETRACE_BPF",
+                 "loading the empty sched_switch program for the baseline failed: " + std::string(strerror(-e)) +
+                     " (needs root, or CAP_BPF and CAP_PERFMON, and a kernel with BTF)");
     }
   }
   ~EmptySwitchProgram() override { switch_baseline__destroy(skel_); }

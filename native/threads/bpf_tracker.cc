@@ -576,8 +576,6 @@ void BpfTracker<Build>::stats(TrackerStats& out) {
   }
 }
 
-}  // namespace
-
 // Linux >= major.minor, from the running kernel's release string.
 bool kernelAtLeast(int major, int minor) {
   utsname u;
@@ -586,6 +584,18 @@ bool kernelAtLeast(int major, int minor) {
   if (sscanf(u.release, "%d.%d", &ma, &mi) != 2) return false;
   return ma > major || (ma == major && mi >= minor);
 }
+
+// Opens one build; a tracker that fails is torn down (detached, maps closed) before this returns.
+template <typename Build>
+std::unique_ptr<ThreadTracker> openBuild(const TrackerOptions& opts, const std::string& why, TrackerError* err,
+                                         bool* loadFailed = nullptr) {
+  std::unique_ptr<BpfTracker<Build>> t(new BpfTracker<Build>());
+  if (t->open(opts, why, err) == 0) return t;
+  if (loadFailed) *loadFailed = t->loadFailed();
+  return nullptr;
+}
+
+}  // namespace
 
 // Task-local storage for tracing programs came in Linux 5.12, but until 6.2 ("bpf: Avoid taking
 // spin lock in bpf_task_storage_get if potential deadlock is detected") a lookup returns NULL
@@ -596,30 +606,24 @@ bool kernelAtLeast(int major, int minor) {
 // load, which the second would meet as well).
 std::unique_ptr<ThreadTracker> openBpfTracker(const TrackerOptions& opts, TrackerError* err) {
   const bool requested = opts.bpfProgram == "task-storage";
+  std::string compatWhy = opts.bpfProgram == "compat"
+                              ? "requested"
+                              : "Linux < 6.2: task-storage lookups can fail while another task-storage user holds the CPU";
   if (requested || (opts.bpfProgram != "compat" && kernelAtLeast(6, 2))) {
-    std::unique_ptr<BpfTracker<TaskStorageBuild>> t(new BpfTracker<TaskStorageBuild>());
     TrackerError first;
-    if (t->open(opts, requested ? "requested" : "kernel supports task-local storage (Linux >= 6.2)", &first) == 0) {
-      return t;
-    }
-    const bool fallback = !requested && t->loadFailed() && first.code != "EPERM" && first.code != "EACCES";
-    t.reset();  // detached and closed before the other build opens
-    if (!fallback) {
+    bool loadFailed = false;
+    const char* why = requested ? "requested" : "kernel supports task-local storage (Linux >= 6.2)";
+    if (auto t = openBuild<TaskStorageBuild>(opts, why, &first, &loadFailed)) return t;
+    if (requested || !loadFailed || first.code == "EPERM" || first.code == "EACCES") {
       if (err) *err = first;
       return nullptr;
     }
-    std::unique_ptr<BpfTracker<CompatBuild>> c(new BpfTracker<CompatBuild>());
-    std::string firstLine = first.message.substr(0, first.message.find('\n'));
-    if (c->open(opts, "the kernel refused the task-storage build: " + firstLine, err) == 0) return c;
+    compatWhy = "the kernel refused the task-storage build: " + first.message.substr(0, first.message.find('\n'));
+    if (auto c = openBuild<CompatBuild>(opts, compatWhy, err)) return c;
     if (err) err->message += "\n(the task-storage build failed first: " + first.message + ")";
     return nullptr;
   }
-  std::unique_ptr<BpfTracker<CompatBuild>> c(new BpfTracker<CompatBuild>());
-  const char* why = opts.bpfProgram == "compat"
-                        ? "requested"
-                        : "Linux < 6.2: task-storage lookups can fail while another task-storage user holds the CPU";
-  if (c->open(opts, why, err) != 0) return nullptr;
-  return c;
+  return openBuild<CompatBuild>(opts, compatWhy, err);
 }
 
 BpfReadiness bpfReadiness() {
