@@ -78,7 +78,11 @@ void SpanEngine::reset() {
     log.exclusiveUpTo = 0;
     log.primed = false;
     lastStepNs_ = 0;
-    for (auto& [h, o] : log.open) o.onCpu = o.joules = 0;
+    // Open requests restart from zero: their clock readings become the current ones.
+    for (Shared& r : log.shared) {
+      r.s0J = log.sJ;
+      r.s0C = log.sC;
+    }
   }
   poolScannedAt_ = 0;
 }
@@ -147,24 +151,27 @@ void SpanEngine::drain(Log& log) {
     uint32_t label = uint32_t(ev[2]);
     double tns = ev[3] * 1e6 + log.offsetNs;
     uint64_t t = tns > 0 ? uint64_t(tns) : 0;
-    if (type == kSpanBegin || type == kSpanBeginShared) {
-      Open o;
-      o.label = label;
-      o.t0 = t;
-      o.shared = type == kSpanBeginShared;
-      o.late = o.shared && log.primed && t < log.sharedUpTo;
-      log.open[handle] = o;
+    if (type == kSpanBeginShared) {
+      if (log.shared.empty()) log.shared.resize(kSpanSlots);
+      Shared& r = log.shared[handle & (kSpanSlots - 1)];
+      r = Shared{};
+      r.handle = handle;
+      r.label = label;
+      r.t0 = t;
+      r.state = kSharedQueued;
+      log.sharedEvents.push_back(SharedEvent{t, handle, true});
+    } else if (type == kSpanBegin) {
+      log.open[handle] = Open{label, t};
     } else if (type == kSpanEnd) {
-      auto it = log.open.find(handle);
-      if (it == log.open.end()) {
-        // Begun while no sampler saw it (before this channel existed): nothing to measure.
-        emit(log, handle, label, t, t, 0, 0, kSpanIncomplete);
-      } else if (it->second.shared) {
-        it->second.ended = true;
-        it->second.t1 = t < it->second.t0 ? it->second.t0 : t;
-      } else {
+      const Shared* r = log.shared.empty() ? nullptr : &log.shared[handle & (kSpanSlots - 1)];
+      if (r && r->state != kSharedFree && r->handle == handle) {
+        log.sharedEvents.push_back(SharedEvent{t, handle, false});
+      } else if (auto it = log.open.find(handle); it != log.open.end()) {
         log.ended.push_back(Ended{handle, it->second.label, it->second.t0, t < it->second.t0 ? it->second.t0 : t});
         log.open.erase(it);
+      } else {
+        // Begun while no sampler saw it (before this channel existed): nothing to measure.
+        emit(log, handle, label, t, t, 0, 0, kSpanIncomplete);
       }
     }
     tail++;
@@ -200,20 +207,31 @@ void SpanEngine::record(Log& log, uint64_t now, const AttributionEngine& attr) {
   }
 }
 
+size_t SpanEngine::firstPointAfter(const Log& log, uint64_t t) const {
+  // Binary search: the history holds up to historyNs of points (thousands), and this runs for
+  // every channel at every step.
+  size_t lo = 1, hi = log.histSize;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    if (hist(log, mid).t > t) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
+}
+
 void SpanEngine::measureDensity(Log& log, bool final) {
   if (log.histSize < 2) return;
   // Late by lagNs_: an event stamped before an interval's end may be published after it, when
   // the JavaScript thread is preempted between reading the clock and publishing the event.
   const uint64_t horizon = final ? UINT64_MAX : hist(log, log.histSize - 1).t - std::min(lagNs_, hist(log, log.histSize - 1).t);
-  size_t k = 1;
-  while (k < log.histSize && hist(log, k).t <= log.exclusiveUpTo) k++;
+  size_t k = firstPointAfter(log, log.exclusiveUpTo);
   for (; k < log.histSize && hist(log, k).t <= horizon; k++) {
     const Point& pa = hist(log, k - 1);
     Point& pb = log.history[(log.histStart + k) % log.history.size()];
     const uint64_t a = pa.t, b = pb.t;
     cover_.clear();
     for (const auto& [h, o] : log.open) {
-      if (!o.shared && o.t0 < b) cover_.emplace_back(std::max(o.t0, a), b);
+      if (o.t0 < b) cover_.emplace_back(std::max(o.t0, a), b);
     }
     for (const Ended& e : log.ended) {
       if (e.t0 < b && e.t1 > a) cover_.emplace_back(std::max(e.t0, a), std::min(e.t1, b));
@@ -245,14 +263,7 @@ void SpanEngine::settleExclusive(Log& log, bool final, uint64_t now) {
   const uint64_t last = log.exclusiveUpTo;
   auto charge = [&](uint64_t t0, uint64_t t1, double* onCpu, double* joules) -> bool {
     bool complete = log.histSize >= 2 && t0 >= hist(log, 0).t;
-    // First history point after t0.
-    size_t lo = 1, hi = log.histSize;
-    while (lo < hi) {
-      size_t mid = (lo + hi) / 2;
-      if (hist(log, mid).t > t0) hi = mid;
-      else lo = mid + 1;
-    }
-    for (size_t i = lo; i < log.histSize; i++) {
+    for (size_t i = firstPointAfter(log, t0); i < log.histSize; i++) {
       const Point& a = hist(log, i - 1);
       const Point& b = hist(log, i);
       if (a.t >= t1) break;
@@ -282,10 +293,6 @@ void SpanEngine::settleExclusive(Log& log, bool final, uint64_t now) {
   if (final) {
     // Spans still open when the sampler stops settle now, incomplete, up to the stop.
     for (auto it = log.open.begin(); it != log.open.end();) {
-      if (it->second.shared) {
-        ++it;
-        continue;
-      }
       double onCpu = 0, joules = 0;
       charge(it->second.t0, now, &onCpu, &joules);
       emit(log, it->first, it->second.label, it->second.t0, now, onCpu, joules, kSpanIncomplete);
@@ -294,75 +301,92 @@ void SpanEngine::settleExclusive(Log& log, bool final, uint64_t now) {
   }
 }
 
+void SpanEngine::advanceShared(Log& log, uint64_t from, uint64_t to, double rateJ, double rateC) {
+  // Nobody in flight: the energy is no request's, and the clock stands still.
+  if (to <= from || log.inFlight == 0) return;
+  const double dt = double(to - from) / double(log.inFlight);
+  log.sJ += rateJ * dt;
+  log.sC += rateC * dt;
+}
+
+void SpanEngine::applyShared(Log& log, const SharedEvent& ev, bool late) {
+  Shared& r = log.shared[ev.handle & (kSpanSlots - 1)];
+  if (r.handle != ev.handle) return;
+  if (ev.begin) {
+    if (r.state != kSharedQueued) return;
+    r.state = kSharedOpen;
+    r.s0J = log.sJ;
+    r.s0C = log.sC;
+    // Stamped before time already accounted (or before the history began): it missed some of
+    // the energy it overlapped.
+    r.late = late;
+    log.inFlight++;
+    return;
+  }
+  if (r.state == kSharedQueued) {
+    // Ended before the clock reached its begin (both stamped before the history began).
+    emit(log, r.handle, r.label, r.t0, std::max(ev.t, r.t0), 0, 0, uint32_t(kSpanShared) | uint32_t(kSpanIncomplete));
+  } else {
+    log.inFlight--;
+    emit(log, r.handle, r.label, r.t0, std::max(ev.t, r.t0), log.sC - r.s0C, log.sJ - r.s0J,
+         uint32_t(kSpanShared) | (r.late || late ? uint32_t(kSpanIncomplete) : 0u));
+  }
+  r.state = kSharedFree;
+  r.handle = 0;
+}
+
 void SpanEngine::accountShared(Log& log, bool final, uint64_t now) {
-  if (log.histSize < 2) return;
+  if (log.histSize == 0 || log.shared.empty()) return;
   // Late by lagNs_ (see measureDensity), except at the end of the run.
-  const uint64_t horizon = final ? UINT64_MAX : hist(log, log.histSize - 1).t - std::min(lagNs_, hist(log, log.histSize - 1).t);
-  // First interval not yet accounted.
-  size_t k = 1;
-  while (k < log.histSize && hist(log, k).t <= log.sharedUpTo) k++;
+  const uint64_t last = hist(log, log.histSize - 1).t;
+  const uint64_t horizon = final ? UINT64_MAX : last - std::min(lagNs_, last);
+  // Events stamped before the first unaccounted interval apply at its start. A begin among them
+  // missed energy it overlapped; an end was charged a little past its time (its thread was
+  // preempted for longer than the lag between stamping and publishing it).
+  while (!log.sharedEvents.empty() && log.sharedEvents.front().t <= log.sharedUpTo) {
+    const SharedEvent ev = log.sharedEvents.front();
+    log.sharedEvents.pop_front();
+    applyShared(log, ev, ev.begin && ev.t < log.sharedUpTo);
+  }
+  size_t k = firstPointAfter(log, log.sharedUpTo);
   for (; k < log.histSize && hist(log, k).t <= horizon; k++) {
     const Point& pa = hist(log, k - 1);
     const Point& pb = hist(log, k);
     const uint64_t a = pa.t, b = pb.t;
     if (b <= a) continue;
-    const double E = pb.grpJ - pa.grpJ, C = pb.grpOnCpu - pa.grpOnCpu;
-    cuts_.clear();
-    cuts_.push_back(a);
-    cuts_.push_back(b);
-    size_t active = 0;
-    for (auto& [h, o] : log.open) {
-      if (!o.shared || o.t0 >= b || (o.ended && o.t1 <= a)) continue;
-      active++;
-      if (o.t0 > a) cuts_.push_back(o.t0);
-      if (o.ended && o.t1 < b) cuts_.push_back(o.t1);
+    // The interval's energy and on-CPU time, spread evenly over it.
+    const double rateJ = std::max(0.0, pb.grpJ - pa.grpJ) / double(b - a);
+    const double rateC = std::max(0.0, pb.grpOnCpu - pa.grpOnCpu) / double(b - a);
+    uint64_t at = std::max(a, log.sharedUpTo);
+    while (!log.sharedEvents.empty() && log.sharedEvents.front().t <= b) {
+      const SharedEvent ev = log.sharedEvents.front();
+      log.sharedEvents.pop_front();
+      // A JavaScript thread stamps its events in order; never run the clock backwards.
+      const uint64_t t = std::max(ev.t, at);
+      advanceShared(log, at, t, rateJ, rateC);
+      at = t;
+      applyShared(log, ev, ev.begin && ev.t < a);
     }
-    if (active > 0 && (E > 0 || C > 0)) {
-      std::sort(cuts_.begin(), cuts_.end());
-      cuts_.erase(std::unique(cuts_.begin(), cuts_.end()), cuts_.end());
-      const size_t segs = cuts_.size() - 1;
-      // How many shared spans are in flight in each segment (difference array), then the
-      // per-span share of each segment's energy as prefix sums: O(n log n) per interval.
-      std::vector<int>& count = count_;
-      count.assign(segs + 1, 0);
-      auto index = [&](uint64_t t) { return size_t(std::lower_bound(cuts_.begin(), cuts_.end(), t) - cuts_.begin()); };
-      for (auto& [h, o] : log.open) {
-        if (!o.shared || o.t0 >= b || (o.ended && o.t1 <= a)) continue;
-        size_t lo = index(std::max(o.t0, a)), hi = index(o.ended ? std::min(o.t1, b) : b);
-        count[lo]++;
-        count[hi]--;
-      }
-      prefixJ_.assign(segs + 1, 0);
-      prefixC_.assign(segs + 1, 0);
-      int n = 0;
-      const double len = double(b - a);
-      for (size_t j = 0; j < segs; j++) {
-        n += count[j];
-        double frac = double(cuts_[j + 1] - cuts_[j]) / len;
-        prefixJ_[j + 1] = prefixJ_[j] + (n > 0 ? E * frac / n : 0);
-        prefixC_[j + 1] = prefixC_[j] + (n > 0 ? C * frac / n : 0);
-      }
-      for (auto& [h, o] : log.open) {
-        if (!o.shared || o.t0 >= b || (o.ended && o.t1 <= a)) continue;
-        size_t lo = index(std::max(o.t0, a)), hi = index(o.ended ? std::min(o.t1, b) : b);
-        o.joules += prefixJ_[hi] - prefixJ_[lo];
-        o.onCpu += prefixC_[hi] - prefixC_[lo];
-      }
-    }
+    advanceShared(log, at, b, rateJ, rateC);
     log.sharedUpTo = b;
   }
-  for (auto it = log.open.begin(); it != log.open.end();) {
-    Open& o = it->second;
-    bool done = o.shared && o.ended && o.t1 <= log.sharedUpTo;
-    bool cut = o.shared && final && !done;
-    if (done || cut) {
-      uint32_t flags = uint32_t(kSpanShared) | (cut || o.late || o.t0 < hist(log, 0).t ? uint32_t(kSpanIncomplete) : 0u);
-      emit(log, it->first, o.label, o.t0, cut ? now : o.t1, o.onCpu, o.joules, flags);
-      it = log.open.erase(it);
-    } else {
-      ++it;
-    }
+  if (!final) return;
+  // The run ends: events after the last sample apply at it, incomplete (the energy after the
+  // last sample is unknown), and requests still open settle incomplete, with what they had.
+  while (!log.sharedEvents.empty()) {
+    const SharedEvent ev = log.sharedEvents.front();
+    log.sharedEvents.pop_front();
+    applyShared(log, ev, true);
   }
+  for (Shared& r : log.shared) {
+    if (r.state == kSharedFree) continue;
+    const bool open = r.state == kSharedOpen;
+    emit(log, r.handle, r.label, r.t0, std::max(now, r.t0), open ? log.sC - r.s0C : 0, open ? log.sJ - r.s0J : 0,
+         uint32_t(kSpanShared) | uint32_t(kSpanIncomplete));
+    r.state = kSharedFree;
+    r.handle = 0;
+  }
+  log.inFlight = 0;
 }
 
 void SpanEngine::emit(Log& log, uint32_t handle, uint32_t label, uint64_t t0, uint64_t t1, double onCpu,

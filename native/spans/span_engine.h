@@ -13,10 +13,15 @@
 // libuv's thread pool) is split over the interval at uniform rate and, at each moment, equally
 // among the shared spans in flight. Intervals are processed max(2 intervals, 10 ms) late so that
 // an event timestamped before an interval's end but published after it is still seen.
+// Computed as a fair-share clock, as in processor-sharing schedulers: S(t) = ∫ power / (spans in
+// flight) dt, advanced over the channel's events in time order; a request's joules are
+// S(end) − S(begin). Cost per interval is O(events in it), not O(requests in flight): a server
+// holding 10,000 long-lived requests costs the sampler thread no more than one holding ten.
 #pragma once
 
 #include <array>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -61,15 +66,24 @@ class SpanEngine {
     double grpOnCpu, grpJ;   // the thread plus libuv workers
     double density;          // ρ of the interval ending here (valid up to Log::exclusiveUpTo)
   };
-  struct Open {
+  struct Open {  // an exclusive span
     uint32_t label;
     uint64_t t0;
-    bool shared;
-    // shared spans accumulate interval by interval
-    double onCpu = 0, joules = 0;
-    bool ended = false;
-    bool late = false;  // drained after intervals it overlaps were accounted: incomplete
-    uint64_t t1 = 0;
+  };
+  // A shared span, by slot (the handle's low 16 bits; JavaScript gives a slot to one span at a
+  // time, so slots index a flat table instead of a hash map).
+  enum SharedState : uint8_t { kSharedFree = 0, kSharedQueued, kSharedOpen };
+  struct Shared {
+    uint32_t handle = 0, label = 0;
+    uint64_t t0 = 0;
+    double s0J = 0, s0C = 0;  // the fair-share clock at its begin
+    SharedState state = kSharedFree;
+    bool late = false;  // begun before time already accounted: incomplete
+  };
+  struct SharedEvent {
+    uint64_t t;
+    uint32_t handle;
+    bool begin;
   };
   struct Ended {
     uint32_t handle, label;
@@ -79,7 +93,12 @@ class SpanEngine {
     uint8_t* base;
     uint32_t tid;
     double offsetNs;
-    std::unordered_map<uint32_t, Open> open;  // by handle
+    std::unordered_map<uint32_t, Open> open;  // exclusive spans, by handle
+    std::vector<Shared> shared;               // kSpanSlots entries once the first request begins
+    std::deque<SharedEvent> sharedEvents;     // drained, not yet reached by the fair-share clock
+    double sJ = 0, sC = 0;                    // fair-share clock: joules, on-CPU ns per request
+    uint32_t inFlight = 0;                    // shared spans open at sharedUpTo
+    uint64_t lastSharedT = 0;                 // events are applied in time order
     std::vector<Ended> ended;                 // exclusive spans awaiting their intervals
     std::vector<Point> history;               // ring
     size_t histStart = 0, histSize = 0;
@@ -94,10 +113,14 @@ class SpanEngine {
   void measureDensity(Log& log, bool final);
   void settleExclusive(Log& log, bool final, uint64_t now);
   void accountShared(Log& log, bool final, uint64_t now);
+  void applyShared(Log& log, const SharedEvent& ev, bool late);
+  static void advanceShared(Log& log, uint64_t from, uint64_t to, double wattsJ, double rateC);
   void emit(Log& log, uint32_t handle, uint32_t label, uint64_t t0, uint64_t t1, double onCpu, double joules,
             uint32_t flags);
   bool write(Log& log, const std::array<double, 8>& r);
   void retryBacklog(Log& log);
+  // Index (≥ 1) of the first history point later than t; histSize if none.
+  size_t firstPointAfter(const Log& log, uint64_t t) const;
   const Point& hist(const Log& log, size_t i) const { return log.history[(log.histStart + i) % log.history.size()]; }
   void refreshPool(uint64_t now);
   double threadJoules(const ThreadEnergy& t) const;
@@ -121,11 +144,7 @@ class SpanEngine {
   uint64_t poolScannedAt_ = 0;
   double baselinePerCpuW_ = 0;
 
-  // scratch for shared accounting
-  std::vector<uint64_t> cuts_;
-  std::vector<int> count_;
-  std::vector<std::pair<uint64_t, uint64_t>> cover_;
-  std::vector<double> prefixJ_, prefixC_;
+  std::vector<std::pair<uint64_t, uint64_t>> cover_;  // scratch for measureDensity
 };
 
 }  // namespace jouletrace

@@ -26,6 +26,10 @@ constexpr uint32_t kSpanRunning = 272;
 constexpr uint32_t kSpanEventsOffset = 512;
 constexpr uint32_t kSpanEventBytes = 32, kSpanResultBytes = 64;
 
+// A span handle's low 16 bits are its slot in the channel (src/span-channel.ts): at most one span
+// holds a slot from begin() until its result has been collected.
+constexpr uint32_t kSpanSlots = 1u << 16;
+
 enum SpanEventType : uint32_t {
   kSpanBegin = 1,        // an exclusive span: the thread's own energy
   kSpanEnd = 2,
