@@ -33,7 +33,12 @@ if (framework === 'express') {
   close = () => app.close();
 }
 let served = 0;
+// SIGUSR2 marks the start of a measured load; SIGTERM reports the server's CPU since then.
+let mark = { cpu: process.cpuUsage(), served: 0 };
+process.on('SIGUSR2', () => (mark = { cpu: process.cpuUsage(), served }));
 process.on('SIGTERM', () => {
+  const c = process.cpuUsage(mark.cpu);
+  console.log(`cpu ${JSON.stringify({ user: c.user, system: c.system, served: served - mark.served })}`);
   if (process.env.BENCH_VERBOSE) {
     const u = process.cpuUsage();
     console.error(`[${framework}/${variant}] ${served} requests, server process CPU ${((u.user + u.system) / served).toFixed(1)} µs per request (user ${(u.user / served).toFixed(1)}, system ${(u.system / served).toFixed(1)})`);

@@ -10,31 +10,54 @@ const require = createRequire(import.meta.url);
 const autocannon = require('autocannon');
 const REPS = Number(process.env.BENCH_REPS ?? 3);
 const SECONDS = Number(process.env.BENCH_HTTP_SECONDS ?? 4);
-const VARIANTS = ['bare', 'sampler', 'middleware', 'exact'];
+const VARIANTS = (process.env.BENCH_HTTP_VARIANTS ?? 'bare,sampler,middleware,exact').split(',');
+const FRAMEWORKS = (process.env.BENCH_HTTP_FRAMEWORKS ?? 'express,fastify').split(',');
 
 async function serve(framework, variant) {
   const child = spawn(process.execPath, [path.join(root, 'bench/http-server.mjs'), framework, variant], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
   const port = await new Promise((resolve, reject) => {
     child.stdout.on('data', (d) => {
-      const m = /listening (\d+)/.exec(String(d));
+      out += String(d);
+      const m = /listening (\d+)/.exec(out);
       if (m) resolve(Number(m[1]));
     });
     child.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
   });
-  return { port, stop: () => new Promise((r) => (child.once('exit', r), child.kill('SIGTERM'))) };
+  return {
+    port,
+    mark: () => child.kill('SIGUSR2'),
+    // The server's CPU time (all its threads, user + system) per request served since mark().
+    stop: () =>
+      new Promise((r) => {
+        child.once('exit', () => {
+          const m = /cpu (\{.*\})/.exec(out);
+          const c = m ? JSON.parse(m[1]) : undefined;
+          r(c && c.served > 0 ? (c.user + c.system) / c.served : NaN);
+        });
+        child.kill('SIGTERM');
+      }),
+  };
 }
 
-function load(port) {
+// overallRate: a fixed request rate, so that each variant serves the same load and CPU per request
+// compares like with like (at full speed a slower server also changes how the load generator and
+// the server share the CPUs); 0: as fast as possible.
+function load(port, overallRate = 0) {
   return new Promise((resolve, reject) => {
-    autocannon({ url: `http://127.0.0.1:${port}/hello/world`, connections: 10, duration: SECONDS }, (err, res) =>
-      err ? reject(err) : resolve(res.requests.average),
+    autocannon(
+      { url: `http://127.0.0.1:${port}/hello/world`, connections: 10, duration: SECONDS, ...(overallRate && { overallRate }) },
+      (err, res) => (err ? reject(err) : resolve(res.requests.average)),
     );
   });
 }
 
 const rows = [];
-for (const framework of ['express', 'fastify']) {
+const cpuRows = [];
+const rates = [];
+for (const framework of FRAMEWORKS) {
   const rps = Object.fromEntries(VARIANTS.map((v) => [v, []]));
+  const cpu = Object.fromEntries(VARIANTS.map((v) => [v, []]));
   for (let r = 0; r < REPS; r++) {
     for (const v of VARIANTS) {
       const s = await serve(framework, v);
@@ -44,13 +67,34 @@ for (const framework of ['express', 'fastify']) {
     }
   }
   const base = median(rps.bare);
+  // Half of what the bare server sustained: every variant keeps up, so each serves the same load.
+  const rate = Number(process.env.BENCH_HTTP_RATE ?? Math.round(base / 200) * 100);
+  rates.push(`${framework} ${rate}`);
+  for (let r = 0; r < REPS; r++) {
+    for (const v of VARIANTS) {
+      const s = await serve(framework, v);
+      await sleep(200);
+      s.mark();
+      await load(s.port, rate);
+      cpu[v].push(await s.stop());
+    }
+  }
+  const baseCpu = median(cpu.bare);
+  const samplerCpu = median(cpu.sampler ?? cpu.bare);
   for (const v of VARIANTS) {
     const m = median(rps[v]);
     rows.push([framework, v, m, (m / base).toFixed(3), `${((1 - m / base) * 100).toFixed(1)} %`]);
+    const c = median(cpu[v]);
+    cpuRows.push([framework, v, c, `+${(c - baseCpu).toFixed(2)}`, (c / baseCpu).toFixed(3), (c / samplerCpu).toFixed(3)]);
   }
 }
 table(
   `HTTP hello-world throughput, requests/s (autocannon, 10 connections, ${SECONDS} s, median of ${REPS}; server and load share this machine's CPUs)`,
   ['framework', 'variant', 'req/s', 'ratio to bare', 'loss'],
   rows,
+);
+table(
+  `Server CPU per request, µs (all its threads, user + system) at a fixed rate, half the bare server's throughput (${rates.join(', ')} requests/s), median of ${REPS}`,
+  ['framework', 'variant', 'µs/request', 'vs bare', 'ratio to bare', 'ratio to sampler alone'],
+  cpuRows,
 );
