@@ -78,10 +78,12 @@ void SpanEngine::reset() {
     log.exclusiveUpTo = 0;
     log.primed = false;
     lastStepNs_ = 0;
-    // Open requests restart from zero: their clock readings become the current ones.
+    // Open requests restart from zero (their clock readings become the current ones) and will
+    // settle incomplete: they miss what they spent before the reset.
     for (Shared& r : log.shared) {
       r.s0J = log.sJ;
       r.s0C = log.sC;
+      if (r.state != kSharedFree) r.late = true;
     }
   }
   poolScannedAt_ = 0;
@@ -319,12 +321,13 @@ void SpanEngine::applyShared(Log& log, const SharedEvent& ev, bool late) {
     r.s0C = log.sC;
     // Stamped before time already accounted (or before the history began): it missed some of
     // the energy it overlapped.
-    r.late = late;
+    r.late = r.late || late;
     log.inFlight++;
     return;
   }
   if (r.state == kSharedQueued) {
-    // Ended before the clock reached its begin (both stamped before the history began).
+    // Ended before its begin was applied: cannot happen while one thread stamps a channel's
+    // events in order, but never leave a slot without a result.
     emit(log, r.handle, r.label, r.t0, std::max(ev.t, r.t0), 0, 0, uint32_t(kSpanShared) | uint32_t(kSpanIncomplete));
   } else {
     log.inFlight--;

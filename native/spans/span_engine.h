@@ -98,7 +98,6 @@ class SpanEngine {
     std::deque<SharedEvent> sharedEvents;     // drained, not yet reached by the fair-share clock
     double sJ = 0, sC = 0;                    // fair-share clock: joules, on-CPU ns per request
     uint32_t inFlight = 0;                    // shared spans open at sharedUpTo
-    uint64_t lastSharedT = 0;                 // events are applied in time order
     std::vector<Ended> ended;                 // exclusive spans awaiting their intervals
     std::vector<Point> history;               // ring
     size_t histStart = 0, histSize = 0;
@@ -114,7 +113,7 @@ class SpanEngine {
   void settleExclusive(Log& log, bool final, uint64_t now);
   void accountShared(Log& log, bool final, uint64_t now);
   void applyShared(Log& log, const SharedEvent& ev, bool late);
-  static void advanceShared(Log& log, uint64_t from, uint64_t to, double wattsJ, double rateC);
+  static void advanceShared(Log& log, uint64_t from, uint64_t to, double rateJ, double rateC);
   void emit(Log& log, uint32_t handle, uint32_t label, uint64_t t0, uint64_t t1, double onCpu, double joules,
             uint32_t flags);
   bool write(Log& log, const std::array<double, 8>& r);
