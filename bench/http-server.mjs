@@ -1,5 +1,6 @@
 // Server process for bench/http.mjs: node bench/http-server.mjs <express|fastify> <bare|sampler|middleware|exact>
-// Prints "listening <port>" once ready; exits on SIGTERM.
+// Prints "listening <port>" once ready. SIGUSR2 marks the start of a measured load; SIGTERM prints
+// "cpu {user, system, served}" for the time since (µs, requests) and exits.
 import { createRequire } from 'node:module';
 import { root, jouletrace } from './common.mjs';
 
