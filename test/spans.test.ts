@@ -66,11 +66,17 @@ for (const threads of ['bpf', 'procfs'] as const) {
       s.stop();
       const sum = (rs: SpanResult[], k: 'joules' | 'onCpuNs') => rs.reduce((a, r) => a + r[k], 0);
       expect(r1.every((r) => !r.incomplete && r.estimated && r.label === '1x')).toBe(true);
-      const ratio = sum(r3, 'joules') / sum(r1, 'joules');
+      const median = (rs: SpanResult[]) => {
+        const v = rs.map((r) => r.joules).sort((a, b) => a - b);
+        return (v[5] + v[6]) / 2;
+      };
+      const ratio = median(r3) / median(r1);
       // The sections alternate back to back, so every sampling interval sees the same thread
-      // busy; what remains is the model's 10 ms utilisation refresh (and, with procfs, /proc/stat's
-      // 10 ms ticks for CPU busy time) against 10-30 ms sections, which moves energy between
-      // neighbouring sections: ±20%.
+      // busy. What remains is the model source's power: it follows machine utilisation read from
+      // /proc/stat every 10 ms, so a burst on the other CPUs (the test runner runs files in
+      // parallel) lands in the next 10 ms of whichever section is running, at up to twice the
+      // steady watts. Over 12 pairs one such 10 ms section moves a sum by 8% or more, so the
+      // typical (median) section is compared, and that keeps to ±20% under load.
       const tol = 0.2;
       expect(ratio).toBeGreaterThan(3 * (1 - tol));
       expect(ratio).toBeLessThan(3 * (1 + tol));
