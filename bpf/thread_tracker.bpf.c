@@ -37,6 +37,9 @@ const volatile __u8 cpu_pkg[JT_MAX_CPUS] = {};
 /* Written by the loader right before attach: the start of stints already running then. */
 __u64 attach_ts = 0;
 __u64 dropped_threads = 0;
+/* Switch-ins the kernel did not report: found by handle_runtime while the thread runs, or at the
+ * thread's switch-out where that is not attached (or the switch-out came first). Counted once. */
+__u64 missed_switch_ins = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -284,8 +287,13 @@ int BPF_PROG(handle_switch, bool preempt, struct task_struct *prev, struct task_
 		t = slot_of(prev, pr, c, start);
 		if (t) {
 			seq_begin(&t->seq);
+			/* No switch-in on record: the kernel did not report it (see handle_runtime),
+			 * or the thread was running, unseen, at attach. Counted from the CPU's last
+			 * timed switch, the latest moment it can have started. */
 			if (t->on_since)
 				start = t->on_since;
+			else
+				__sync_fetch_and_add(&missed_switch_ins, 1);
 			if (now > start) {
 				__u64 d = now - start;
 				__u32 pkg = cpu_pkg[cpu & (JT_MAX_CPUS - 1)] & (JT_MAX_PACKAGES - 1);
@@ -339,6 +347,67 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 		return 0;
 	bpf_map_update_elem(&tracked_tgids, &ctgid, &one, BPF_ANY);
 #endif
+	return 0;
+}
+
+/* The ref of a tracked task, looked up only: never adds a hash entry. */
+static __always_inline struct jt_task_ref *find_ref(struct task_struct *task, __u32 tid, __u32 tgid)
+{
+#if JT_TASK_STORAGE
+	struct jt_task_ref *r;
+
+	if (!follow_children && tgid != targ_tgid)
+		return NULL;
+	r = bpf_task_storage_get(&task_refs, task, 0, 0);
+	if (r || tgid != targ_tgid)
+		return r;
+#else
+	if (!is_tracked(tgid))
+		return NULL;
+#endif
+	return bpf_map_lookup_elem(&tid_slot, &tid);
+}
+
+/*
+ * The scheduler accounting a running task's time: at every tick, and at most scheduling events,
+ * always under the task's runqueue lock. sched_switch is not always reported: on a Firecracker
+ * guest, no switch out of the host's agent threads is ever traced, so the thread switched in
+ * next runs with no switch-in on record and its figures would stand still until it switched
+ * out, however long it ran. A tracked thread found running off the record here gets its stint
+ * started at this CPU's last timed switch, the start its switch-out would use, so its figures
+ * lag one tick at most. Only when the task is the one running on this CPU: the runqueue lock
+ * then excludes its sched_switch, so this CPU stays the slot's only writer. It runs at every
+ * accounting call on the machine; an untracked task leaves at the first compare. The loader runs
+ * without it where the kernel refuses it (stats().bpf.repairHook).
+ */
+SEC("tp_btf/sched_stat_runtime")
+int BPF_PROG(handle_runtime, struct task_struct *task)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)id, tgid = id >> 32, cpu, idx;
+	struct jt_task_ref *r;
+	struct jt_thread_slot *t;
+	struct jt_cpu_slot *c;
+
+	/* Untracked tasks leave at the first compare, as in handle_switch. */
+	if (!tid || (!follow_children && tgid != targ_tgid) || task->pid != tid)
+		return 0;
+	r = find_ref(task, tid, tgid);
+	if (!r || !r->slot || (r->flags & JT_REF_DEAD))
+		return 0;
+	idx = r->slot - 1;
+	t = bpf_map_lookup_elem(&threads, &idx);
+	if (!t || t->on_since || t->tid != tid)
+		return 0;
+	cpu = bpf_get_smp_processor_id();
+	c = bpf_map_lookup_elem(&cpus, &cpu);
+	if (!c)
+		return 0;
+	seq_begin(&t->seq);
+	t->on_since = c->last_ts ? c->last_ts : attach_ts;
+	t->cpu = cpu;
+	seq_end(&t->seq);
+	__sync_fetch_and_add(&missed_switch_ins, 1);
 	return 0;
 }
 

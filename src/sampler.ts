@@ -161,6 +161,16 @@ export interface SamplerStats {
     busyReads: number;
     /** sched_switch runs the kernel skipped because the program was already running on that CPU. */
     recursionMisses: number;
+    /**
+     * The hook that repairs switch-ins the kernel did not report: "tp_btf/sched_stat_runtime",
+     * or "off: <why>".
+     */
+    repairHook: string;
+    /**
+     * Tracked threads found running with no switch-in on record (the kernel did not report it,
+     * or the thread was already running at attach); their figures lagged one tick at most.
+     */
+    missedSwitchIns: number;
     note: string;
   };
 }
@@ -513,7 +523,8 @@ export class Sampler {
       },
     };
     if (s.tracker && s.tracker.backend === 'bpf') {
-      // program, programReason, hashRefs and busyReads are set natively whenever the backend is bpf.
+      // program, programReason, hashRefs, busyReads, repairHook and missedSwitchIns are set
+      // natively whenever the backend is bpf.
       stats.bpf = {
         program: s.tracker.program!,
         programReason: s.tracker.programReason!,
@@ -526,6 +537,8 @@ export class Sampler {
         hashRefs: s.tracker.hashRefs!,
         busyReads: s.tracker.busyReads!,
         recursionMisses: s.tracker.recursionMisses,
+        repairHook: s.tracker.repairHook!,
+        missedSwitchIns: s.tracker.missedSwitchIns!,
         note: s.tracker.note,
       };
     }

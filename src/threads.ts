@@ -101,6 +101,13 @@ export interface ThreadTrackerStats {
    * VM, a vCPU descheduled inside the program); the previous figures stood in for that read.
    */
   busyReads?: number;
+  /**
+   * bpf only: the hook that repairs switch-ins the kernel did not report,
+   * "tp_btf/sched_stat_runtime", or "off: <why>".
+   */
+  repairHook?: string;
+  /** bpf only: tracked threads found running with no switch-in on record. */
+  missedSwitchIns?: number;
   attached: boolean;
   /** sched_switch events handled (bpf) or snapshots taken (procfs). */
   events: number;

@@ -208,15 +208,23 @@ class BpfTracker final : public ThreadTracker {
   int open(const TrackerOptions& opts, const std::string& why, TrackerError* err);
   int snapshot(TrackerSnapshot& snap) override;
   void stats(TrackerStats& out) override;
+  int forgetSwitchIn(uint32_t tid) override;
   // The kernel refused the program itself (as opposed to a later step): another build may load.
   bool loadFailed() const { return loadFailed_; }
 
  private:
   int fail(TrackerError* err, int e, const std::string& what, const std::string& log);
   int seedThreads(uint32_t tgid, uint64_t attachTs);
+  // withRepair false: the kernel refused handle_runtime on the first try; open without it.
+  int openOnce(const TrackerOptions& opts, const std::string& why, TrackerError* err, bool withRepair);
+  static constexpr int kRetryWithoutRepair = 1;
+  bool configureRepairHook(bool withRepair);
   void retireVanishedSeeds(uint32_t tgid);
 
   bool loadFailed_ = false;
+  // handle_runtime, for stats(): attached, or why not. Set during open, before the tracker is
+  // shared, and never changed after.
+  std::string repairHook_;
   // Slot reads that gave up because the writer stayed mid-update (a vCPU descheduled inside the
   // program, on a VM): the slot's previous figures stood in. Read by stats() on another thread.
   std::atomic<uint64_t> busyReads_{0};
@@ -337,6 +345,27 @@ void BpfTracker<Build>::retireVanishedSeeds(uint32_t tgid) {
 
 template <typename Build>
 int BpfTracker<Build>::open(const TrackerOptions& opts, const std::string& why, TrackerError* err) {
+  int e = openOnce(opts, why, err, true);
+  return e == kRetryWithoutRepair ? openOnce(opts, why, err, false) : e;
+}
+
+// handle_runtime repairs switch-ins the kernel did not report. It is optional: a kernel without
+// the sched_stat_runtime tracepoint, or one that refuses the program, gets the tracker without it.
+template <typename Build>
+bool BpfTracker<Build>::configureRepairHook(bool withRepair) {
+  bpf_program* prog = skel_->progs.handle_runtime;
+  bpf_program__set_autoattach(prog, false);
+  if (withRepair) {
+    if (bpf_program__set_attach_target(prog, 0, "sched_stat_runtime") == 0) return true;
+    repairHook_ = "off: the kernel has no sched_stat_runtime tracepoint in its BTF";
+  }
+  bpf_program__set_autoload(prog, false);
+  return false;
+}
+
+template <typename Build>
+int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& why, TrackerError* err,
+                                bool withRepair) {
   why_ = why;
   BpfReadiness ready = bpfReadiness();
   if (!ready.btf) {
@@ -400,10 +429,17 @@ int BpfTracker<Build>::open(const TrackerOptions& opts, const std::string& why, 
       e = bpf_program__set_autoload(skel_->progs.handle_fork, false);
     }
     if (e) return fail(err, e, "configuring the programs", log);
+    const bool repair = configureRepairHook(withRepair);
 
     {
       SignalsBlocked quiet;
       e = Build::load(skel_.get());
+    }
+    if (e && repair) {
+      // A fresh object without that program: libbpf cannot load an object twice.
+      repairHook_ = "off: the kernel refused tp_btf/sched_stat_runtime (" + std::string(strerror(e < 0 ? -e : e)) + ")";
+      skel_.reset();
+      return kRetryWithoutRepair;
     }
     if (e) {
       loadFailed_ = true;
@@ -440,6 +476,13 @@ int BpfTracker<Build>::open(const TrackerOptions& opts, const std::string& why, 
     e = Build::attach(skel_.get());
     if (e) return fail(err, e, "attaching tp_btf/sched_switch", log);
     retireVanishedSeeds(uint32_t(tgid));
+    if (repair) {
+      // Separately from Build::attach, so that a kernel refusing this one still gets the rest.
+      skel_->links.handle_runtime = bpf_program__attach(skel_->progs.handle_runtime);
+      repairHook_ = skel_->links.handle_runtime
+                        ? std::string("tp_btf/sched_stat_runtime")
+                        : "off: attaching tp_btf/sched_stat_runtime failed (" + std::string(strerror(errno)) + ")";
+    }
   }
 
   freedGen_.assign(maxThreads_, 0);
@@ -521,6 +564,21 @@ int BpfTracker<Build>::snapshot(TrackerSnapshot& snap) {
 }
 
 template <typename Build>
+int BpfTracker<Build>::forgetSwitchIn(uint32_t tid) {
+  if (!skel_) return -EBADF;
+  const int fd = bpf_map__fd(skel_->maps.threads);
+  for (uint32_t s = 0; s < maxThreads_; s++) {
+    if (__atomic_load_n(&slots_[s].tid, __ATOMIC_RELAXED) != tid) continue;
+    jt_thread_slot v;
+    if (bpf_map_lookup_elem(fd, &s, &v) != 0) return -errno;
+    if (v.generation == 0 || v.generation == freedGen_[s] || v.exited) continue;
+    v.on_since = 0;
+    return bpf_map_update_elem(fd, &s, &v, BPF_ANY) == 0 ? 0 : -errno;
+  }
+  return -ESRCH;
+}
+
+template <typename Build>
 void BpfTracker<Build>::stats(TrackerStats& out) {
   out = TrackerStats();
   out.backend = "bpf";
@@ -542,6 +600,8 @@ void BpfTracker<Build>::stats(TrackerStats& out) {
     if (gen != 0 && gen != freedGen_[s]) out.slotsUsed++;
   }
   out.droppedThreads = __atomic_load_n(&skel_->bss->dropped_threads, __ATOMIC_RELAXED);
+  out.repairHook = repairHook_;
+  out.missedSwitchIns = __atomic_load_n(&skel_->bss->missed_switch_ins, __ATOMIC_RELAXED);
   out.busyReads = busyReads_.load(std::memory_order_relaxed);
   // Threads found through the tid hash: every tracked thread in the compatibility build; in the
   // task-storage build, only those that got no storage (normally none).

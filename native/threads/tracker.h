@@ -4,6 +4,7 @@
 // thread; snapshot() then runs on the sampler thread only.
 #pragma once
 
+#include <cerrno>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -57,9 +58,11 @@ struct TrackerStats {
   uint64_t slotsUsed = 0;
   uint64_t slotsMax = 0;
   uint64_t droppedThreads = 0;  // threads not tracked because every slot was in use
-  uint64_t hashRefs = 0;
-  uint64_t busyReads = 0;        // bpf: snapshot slot reads that gave up on a writer mid-update         // bpf: tracked threads found through the tid hash, not task storage
+  uint64_t hashRefs = 0;         // bpf: tracked threads found through the tid hash, not task storage
+  uint64_t busyReads = 0;        // bpf: snapshot slot reads that gave up on a writer mid-update
   uint64_t recursionMisses = 0;  // program runs the kernel skipped (bpf_prog_info.recursion_misses)
+  std::string repairHook;        // bpf: "tp_btf/sched_stat_runtime", or why it is off
+  uint64_t missedSwitchIns = 0;  // bpf: tracked threads found running with no switch-in on record
   std::string note;             // e.g. why statistics are unavailable
 };
 
@@ -78,6 +81,9 @@ class ThreadTracker {
   virtual int snapshot(TrackerSnapshot& snap) = 0;
   // May make system calls (bpf_obj_get_info_by_fd); never called on the sampler's hot path.
   virtual void stats(TrackerStats& out) = 0;
+  // Test hook: clears a tracked thread's running stint, as if the kernel had not reported its
+  // switch-in, so that the repair can be exercised on any machine. Returns 0 or -errno.
+  virtual int forgetSwitchIn(uint32_t /*tid*/) { return -ENOTSUP; }
 };
 
 std::unique_ptr<ThreadTracker> openBpfTracker(const TrackerOptions& opts, TrackerError* err);

@@ -3,7 +3,9 @@
 #include <napi.h>
 
 #include <cmath>
+#include <cstring>
 
+#include "errno_name.h"
 #include "napi_util.h"
 #include "tracker.h"
 #include "tracker_js.h"
@@ -18,6 +20,8 @@ Napi::Object trackerStatsToJs(Napi::Env env, const TrackerStats& s) {
     o.Set("programReason", s.programReason);
     o.Set("hashRefs", Napi::Number::New(env, double(s.hashRefs)));
     o.Set("busyReads", Napi::Number::New(env, double(s.busyReads)));
+    o.Set("repairHook", s.repairHook);
+    o.Set("missedSwitchIns", Napi::Number::New(env, double(s.missedSwitchIns)));
   }
   o.Set("attached", s.attached);
   o.Set("events", Napi::Number::New(env, double(s.events)));
@@ -41,6 +45,7 @@ class TrackerWrap : public Napi::ObjectWrap<TrackerWrap> {
                            InstanceMethod("snapshot", &TrackerWrap::Snapshot),
                            InstanceMethod("stats", &TrackerWrap::Stats),
                            InstanceMethod("close", &TrackerWrap::Close),
+                           InstanceMethod("_forgetSwitchIn", &TrackerWrap::ForgetSwitchIn),
                        });
   }
 
@@ -51,6 +56,7 @@ class TrackerWrap : public Napi::ObjectWrap<TrackerWrap> {
   Napi::Value Snapshot(const Napi::CallbackInfo& info);
   Napi::Value Stats(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
+  Napi::Value ForgetSwitchIn(const Napi::CallbackInfo& info);
 
   // Env teardown (process exit, or a worker ending) may come before this object's finalizer:
   // the hook detaches the BPF programs and unmaps the slots then.
@@ -116,6 +122,22 @@ TrackerWrap::TrackerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Trac
     return;
   }
   if (napi_add_env_cleanup_hook(env, CleanupHook, this) == napi_ok) hookEnv_ = env;
+}
+
+// Test hook (see ThreadTracker::forgetSwitchIn); not part of the TypeScript API.
+Napi::Value TrackerWrap::ForgetSwitchIn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!tracker_) {
+    throwCoded(env, "ERR_JOULETRACE_CLOSED", "ThreadTracker is closed");
+    return env.Undefined();
+  }
+  if (info.Length() < 1 || !info[0].IsNumber()) {
+    throwCoded(env, "ERR_INVALID_ARG_TYPE", "_forgetSwitchIn expects a thread id");
+    return env.Undefined();
+  }
+  int rc = tracker_->forgetSwitchIn(info[0].As<Napi::Number>().Uint32Value());
+  if (rc != 0) throwCoded(env, errnoName(-rc), "_forgetSwitchIn failed: " + std::string(strerror(-rc)));
+  return env.Undefined();
 }
 
 Napi::Value TrackerWrap::Snapshot(const Napi::CallbackInfo& info) {
