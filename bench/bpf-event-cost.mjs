@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// Cost of the sched_switch program per event (bpf_stats run_time_ns / run_cnt) and the
-// throughput of a context-switch-heavy load with and without the tracker attached.
+// Cost of the sched_switch program per event (bpf_stats run_time_ns / run_cnt), of the
+// sched_stat_runtime repair program per run and runs per switch, and the throughput of a
+// context-switch-heavy load with and without the tracker attached (both programs).
 //
 // bpf_stats times each run with sched_clock() and the trampoline costs something of its own, so
 // an empty program on the same hook is measured in the same run: "own" is the tracker's figure
@@ -23,6 +24,9 @@
 //   tracked      tracker following this process's children: the load's own threads are tracked,
 //                so every switch also updates two thread slots
 //   ... (compat) the same two with the build for kernels without task-local storage
+//   ... + repair the same two with the sched_stat_runtime repair attached (repairSwitchIns
+//                'always'); the others run with it off, which is what 'auto' costs on a kernel
+//                that reports every switch
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
@@ -91,18 +95,21 @@ const median = (xs) => {
 const CONFIGS = [
   { name: 'off' },
   { name: 'empty', open: () => new addon.bench.EmptySwitchProgram() },
-  { name: 'not tracked', open: () => new addon.ThreadTracker({ backend: 'bpf', bpfProgram: 'task-storage' }) },
-  {
-    name: 'tracked',
-    open: () => new addon.ThreadTracker({ backend: 'bpf', bpfProgram: 'task-storage', followChildren: true }),
-    mustTrack: true,
-  },
-  { name: 'not tracked (compat)', open: () => new addon.ThreadTracker({ backend: 'bpf', bpfProgram: 'compat' }) },
-  {
-    name: 'tracked (compat)',
-    open: () => new addon.ThreadTracker({ backend: 'bpf', bpfProgram: 'compat', followChildren: true }),
-    mustTrack: true,
-  },
+  ...[
+    ['', 'task-storage', 'off'],
+    [' (compat)', 'compat', 'off'],
+    [' + repair', 'task-storage', 'always'],
+  ].flatMap(([suffix, bpfProgram, repairSwitchIns]) => [
+    {
+      name: `not tracked${suffix}`,
+      open: () => new addon.ThreadTracker({ backend: 'bpf', bpfProgram, repairSwitchIns }),
+    },
+    {
+      name: `tracked${suffix}`,
+      open: () => new addon.ThreadTracker({ backend: 'bpf', bpfProgram, repairSwitchIns, followChildren: true }),
+      mustTrack: true,
+    },
+  ]),
 ];
 
 const oldStats = fs.readFileSync(STATS, 'utf8').trim();
@@ -112,8 +119,10 @@ process.on('SIGINT', () => {
   process.exit(130);
 });
 
-// results[load][config] = { ops: [], ns: [] }
-const results = LOADS.map(() => Object.fromEntries(CONFIGS.map((c) => [c.name, { ops: [], ns: [] }])));
+// results[load][config] = { ops: [], ns: [], repairNs: [], repairPerSwitch: [] }
+const results = LOADS.map(() =>
+  Object.fromEntries(CONFIGS.map((c) => [c.name, { ops: [], ns: [], repairNs: [], repairPerSwitch: [] }])),
+);
 try {
   fs.writeFileSync(STATS, '1');
   for (let i = 0; i < RUNS; i++) {
@@ -127,6 +136,11 @@ try {
           const b = prog.stats();
           const cnt = b.runCount - a.runCount;
           if (cnt > 0) results[li][c.name].ns.push((b.runTimeNs - a.runTimeNs) / cnt);
+          const rcnt = (b.repairRunCount ?? 0) - (a.repairRunCount ?? 0);
+          if (rcnt > 0 && cnt > 0) {
+            results[li][c.name].repairNs.push((b.repairRunTimeNs - a.repairRunTimeNs) / rcnt);
+            results[li][c.name].repairPerSwitch.push(rcnt / cnt);
+          }
           if (c.mustTrack && i === 0 && li === 0) {
             const tracked = prog.snapshot().threads.filter((x) => x.tgid !== process.pid).length;
             if (tracked === 0) throw new Error(`${c.name}: followChildren tracked none of the load threads`);
@@ -148,15 +162,17 @@ for (const [li, load] of LOADS.entries()) {
   const base = median(r.off.ops);
   const floor = median(r.empty.ns);
   console.log(`\n  ${load.name} (${load.loops} round trips per run; ${load.pinned ? 'busy→busy switches' : 'switches to and from idle'})`);
-  console.log('  configuration           ns/event  own ns  ops/sec  ratio to off');
-  console.log('  ----------------------  --------  ------  -------  ------------');
+  console.log('  configuration           ns/event  own ns  repair ns/run  runs/switch  ops/sec  ratio to off');
+  console.log('  ----------------------  --------  ------  -------------  -----------  -------  ------------');
   for (const c of CONFIGS) {
     const ops = median(r[c.name].ops);
     const ns = r[c.name].ns.length ? median(r[c.name].ns) : NaN;
     const own = c.name === 'off' || c.name === 'empty' ? '' : (ns - floor).toFixed(1);
+    const rNs = r[c.name].repairNs.length ? median(r[c.name].repairNs).toFixed(1) : '';
+    const rPer = r[c.name].repairPerSwitch.length ? median(r[c.name].repairPerSwitch).toFixed(2) : '';
     console.log(
       `  ${c.name.padEnd(22)}  ${(Number.isNaN(ns) ? '' : ns.toFixed(1)).padStart(8)}  ${own.padStart(6)}  ` +
-        `${ops.toFixed(0).padStart(7)}  ${(ops / base).toFixed(3).padStart(12)}`,
+        `${rNs.padStart(13)}  ${rPer.padStart(11)}  ${ops.toFixed(0).padStart(7)}  ${(ops / base).toFixed(3).padStart(12)}`,
     );
   }
 }

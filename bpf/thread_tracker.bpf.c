@@ -130,9 +130,15 @@ static __always_inline struct jt_task_ref *hash_ref(__u32 tid)
 	return bpf_map_lookup_elem(&tid_slot, &tid);
 }
 
+/* A ref in the tid hash: added when missing if `add` (a constant at each call site). */
+static __always_inline struct jt_task_ref *tid_ref(__u32 tid, bool add)
+{
+	return add ? hash_ref(tid) : bpf_map_lookup_elem(&tid_slot, &tid);
+}
+
 #if JT_TASK_STORAGE
 /* The task's ref, or NULL when it is not tracked (or no ref could be had). */
-static __always_inline struct jt_task_ref *ref_of(struct task_struct *task, __u32 tgid)
+static __always_inline struct jt_task_ref *ref_of(struct task_struct *task, __u32 tgid, bool add)
 {
 	struct jt_task_ref *r;
 
@@ -142,7 +148,7 @@ static __always_inline struct jt_task_ref *ref_of(struct task_struct *task, __u3
 	r = bpf_task_storage_get(&task_refs, task, 0, 0);
 	if (r || tgid != targ_tgid)
 		return r;
-	return hash_ref(task->pid);
+	return tid_ref(task->pid, add);
 }
 
 static __always_inline void ref_dead(struct jt_task_ref *r, __u32 tid)
@@ -162,11 +168,11 @@ static __always_inline bool is_tracked(__u32 tgid)
 	return bpf_map_lookup_elem(&tracked_tgids, &tgid) != NULL;
 }
 
-static __always_inline struct jt_task_ref *ref_of(struct task_struct *task, __u32 tgid)
+static __always_inline struct jt_task_ref *ref_of(struct task_struct *task, __u32 tgid, bool add)
 {
 	if (!is_tracked(tgid))
 		return NULL;
-	return hash_ref(task->pid);
+	return tid_ref(task->pid, add);
 }
 
 static __always_inline void ref_dead(struct jt_task_ref *r, __u32 tid)
@@ -245,9 +251,9 @@ int BPF_PROG(handle_switch, bool preempt, struct task_struct *prev, struct task_
 	prev_tgid = prev->tgid;
 	next_tgid = next->tgid;
 	if (prev_pid)
-		pr = ref_of(prev, prev_tgid);
+		pr = ref_of(prev, prev_tgid, true);
 	if (next_pid)
-		nr = ref_of(next, next_tgid);
+		nr = ref_of(next, next_tgid, true);
 	/* A thread of targ_tgid whose ref could not be allocated still counts as ours here, so
 	 * that its stint stays bounded by this CPU's last_ts (the idle task's tgid is 0). */
 	prev_mine = pr || prev_tgid == targ_tgid;
@@ -350,24 +356,6 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	return 0;
 }
 
-/* The ref of a tracked task, looked up only: never adds a hash entry. */
-static __always_inline struct jt_task_ref *find_ref(struct task_struct *task, __u32 tid, __u32 tgid)
-{
-#if JT_TASK_STORAGE
-	struct jt_task_ref *r;
-
-	if (!follow_children && tgid != targ_tgid)
-		return NULL;
-	r = bpf_task_storage_get(&task_refs, task, 0, 0);
-	if (r || tgid != targ_tgid)
-		return r;
-#else
-	if (!is_tracked(tgid))
-		return NULL;
-#endif
-	return bpf_map_lookup_elem(&tid_slot, &tid);
-}
-
 /*
  * The scheduler accounting a running task's time: at every tick, and at most scheduling events,
  * always under the task's runqueue lock. sched_switch is not always reported: on a Firecracker
@@ -392,7 +380,7 @@ int BPF_PROG(handle_runtime, struct task_struct *task)
 	/* Untracked tasks leave at the first compare, as in handle_switch. */
 	if (!tid || (!follow_children && tgid != targ_tgid) || task->pid != tid)
 		return 0;
-	r = find_ref(task, tid, tgid);
+	r = ref_of(task, tgid, false); /* looked up only: a thread without a ref has no slot yet */
 	if (!r || !r->slot || (r->flags & JT_REF_DEAD))
 		return 0;
 	idx = r->slot - 1;

@@ -35,6 +35,8 @@ export type {
   ThreadTimesResult,
   CpuTimesResult,
   ThreadBackend,
+  BpfProgram,
+  RepairSwitchIns,
 } from './threads';
 export { CarbonIntensity, carbonIntensity, joulesToGrams, gridIntensity, gridIntensityCodes, JOULES_PER_KWH } from './carbon';
 export type { CarbonIntensityOptions } from './carbon';

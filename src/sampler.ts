@@ -16,7 +16,7 @@ import { native } from './native';
 import { RECORD_HEADER_BYTES, RingReader, SampleFlags } from './ring-reader';
 import { SpanChannel, type SpanChannelOptions } from './span-channel';
 import type { SpanLabelStats, SpanResult } from './span-types';
-import type { ThreadTrackerStats } from './threads';
+import { REPAIR_SWITCH_INS, type RepairSwitchIns, type ThreadTrackerStats } from './threads';
 import { validateSourceOptions, type SourceOptions, type SourceName } from './source-options';
 
 export type OverflowPolicy = 'drop-newest' | 'overwrite-oldest';
@@ -46,9 +46,25 @@ export interface SamplerOptions extends SourceOptions {
    * (threads: 'bpf' only). Default false.
    */
   followChildren?: boolean;
+  /**
+   * threads: 'bpf' only. Whether to repair switch-ins the kernel does not report (see
+   * stats().bpf.repairHook): 'auto' (default) attaches the repair once one has been seen in this
+   * process, 'always' from the start, 'off' never.
+   */
+  repairSwitchIns?: RepairSwitchIns;
 }
 
-const SAMPLER_KEYS = ['intervalUs', 'ringCapacity', 'cpu', 'realtime', 'onOverflow', 'threads', 'pid', 'followChildren'] as const;
+const SAMPLER_KEYS = [
+  'intervalUs',
+  'ringCapacity',
+  'cpu',
+  'realtime',
+  'onOverflow',
+  'threads',
+  'pid',
+  'followChildren',
+  'repairSwitchIns',
+] as const;
 
 export interface DomainDescription {
   domain: string;
@@ -284,6 +300,12 @@ function normalizeSamplerOptions(options: unknown): Record<string, unknown> {
     normalized.followChildren = checkBoolean('options.followChildren', opts.followChildren);
     if (normalized.followChildren && normalized.threads !== 'bpf' && normalized.threads !== 'auto') {
       throw new TypeError("options.followChildren needs threads: 'bpf'");
+    }
+  }
+  if (opts.repairSwitchIns !== undefined) {
+    normalized.repairSwitchIns = checkOneOf('options.repairSwitchIns', opts.repairSwitchIns, REPAIR_SWITCH_INS);
+    if (normalized.threads !== 'bpf' && normalized.threads !== 'auto') {
+      throw new TypeError("options.repairSwitchIns needs threads: 'bpf'");
     }
   }
   return normalized;

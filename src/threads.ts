@@ -49,9 +49,17 @@ export interface ThreadTrackerOptions {
    * Default `'auto'`: task storage from Linux 6.2 on, else compat.
    */
   bpfProgram?: BpfProgram;
+  /**
+   * bpf backend only: whether to repair switch-ins the kernel does not report (see
+   * `stats().repairHook`). `'auto'` (default) attaches the repair once one has been seen in
+   * this process; `'always'` from the start; `'off'` never.
+   */
+  repairSwitchIns?: RepairSwitchIns;
 }
 
 export type BpfProgram = 'auto' | 'task-storage' | 'compat';
+export const REPAIR_SWITCH_INS = ['auto', 'always', 'off'] as const;
+export type RepairSwitchIns = (typeof REPAIR_SWITCH_INS)[number];
 
 export interface CpuTimesResult {
   /** Cumulative ns a non-idle task ran on this CPU. */
@@ -108,6 +116,9 @@ export interface ThreadTrackerStats {
   repairHook?: string;
   /** bpf only: tracked threads found running with no switch-in on record. */
   missedSwitchIns?: number;
+  /** bpf only: the repair program's run time and runs, as runTimeNs/runCount below. */
+  repairRunTimeNs?: number;
+  repairRunCount?: number;
   attached: boolean;
   /** sched_switch events handled (bpf) or snapshots taken (procfs). */
   events: number;
@@ -130,7 +141,7 @@ export interface ThreadTracker {
   close(): void;
 }
 
-const KNOWN = ['backend', 'pid', 'followChildren', 'maxThreads', 'cpuPackage', 'procRoot', 'bpfProgram'] as const;
+const KNOWN = ['backend', 'pid', 'followChildren', 'maxThreads', 'cpuPackage', 'procRoot', 'bpfProgram', 'repairSwitchIns'] as const;
 
 /** Checks options and opens a tracker; throws a coded Error when the backend cannot run. */
 export function openThreadTracker(options?: ThreadTrackerOptions): ThreadTracker {
@@ -145,6 +156,9 @@ export function openThreadTracker(options?: ThreadTrackerOptions): ThreadTracker
   if (o.procRoot !== undefined) opts.procRoot = checkString('options.procRoot', o.procRoot);
   if (o.bpfProgram !== undefined) {
     opts.bpfProgram = checkOneOf('options.bpfProgram', o.bpfProgram, ['auto', 'task-storage', 'compat'] as const);
+  }
+  if (o.repairSwitchIns !== undefined) {
+    opts.repairSwitchIns = checkOneOf('options.repairSwitchIns', o.repairSwitchIns, REPAIR_SWITCH_INS);
   }
   if (o.cpuPackage !== undefined) {
     if (!Array.isArray(o.cpuPackage)) throw invalidType('options.cpuPackage', 'an array of integers', o.cpuPackage);

@@ -370,6 +370,8 @@ describe('Sampler option validation', () => {
     [{ cpu: -1 }, RangeError, 'Expected an integer between 0 and'],
     [{ pid: 'self' }, TypeError, 'Expected a process id (positive integer) for options.pid but received "self" of type string'],
     [{ intervalMs: 1 }, TypeError, 'Unknown option options.intervalMs'],
+    [{ repairSwitchIns: true }, TypeError, "Expected one of 'auto', 'always', 'off' for options.repairSwitchIns"],
+    [{ threads: 'procfs', repairSwitchIns: 'always' }, TypeError, "options.repairSwitchIns needs threads: 'bpf'"],
   ];
   it.each(cases)('%j', (opts, type, message) => {
     const call = () => new Sampler({ source: 'model', ...opts } as never);

@@ -101,6 +101,7 @@ bool Sampler::openTracker(SamplerError* err) {
   TrackerOptions to;
   to.pid = cfg_.pid;
   to.followChildren = cfg_.followChildren;
+  to.repairSwitchIns = cfg_.repairSwitchIns;
   to.cpuPackage = cpuPackage_;
   TrackerError te;
   if (cfg_.threads == "bpf" || cfg_.threads == "auto") {

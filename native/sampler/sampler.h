@@ -50,6 +50,7 @@ struct SamplerConfig {
   std::string threads = "off";  // "auto", "bpf", "procfs", "off"
   int pid = 0;
   bool followChildren = false;  // also track processes the tracked one forks (bpf only)
+  std::string repairSwitchIns = "auto";  // bpf: see TrackerOptions
 };
 
 struct SamplerError {

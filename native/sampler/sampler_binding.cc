@@ -64,6 +64,7 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     cfg.threads = getString(o, "threads", "off");
     cfg.pid = int(getNumber(o, "pid", 0));
     cfg.followChildren = getBool(o, "followChildren", false);
+    cfg.repairSwitchIns = getString(o, "repairSwitchIns", "auto");
     // Cheap guards only: the TypeScript layer has already produced precise messages.
     if (cfg.intervalNs < 10000 || cfg.ringCapacity < 2 || (cfg.ringCapacity & (cfg.ringCapacity - 1)) != 0) {
       Napi::RangeError::New(env, "NativeSampler: invalid intervalUs or ringCapacity").ThrowAsJavaScriptException();

@@ -199,6 +199,10 @@ std::string privilegeMessage(const std::string& missing) {
          " (Linux >= 5.8), or use backend 'procfs'.";
 }
 
+// Set once any tracker in this process has seen a switch-in the kernel did not report: the
+// machine loses them, so trackers opened after attach the repair at once.
+std::atomic<bool> gSwitchInsLost{false};
+
 template <typename Build>
 class BpfTracker final : public ThreadTracker {
  public:
@@ -222,9 +226,16 @@ class BpfTracker final : public ThreadTracker {
   void retireVanishedSeeds(uint32_t tgid);
 
   bool loadFailed_ = false;
-  // handle_runtime, for stats(): attached, or why not. Set during open, before the tracker is
-  // shared, and never changed after.
-  std::string repairHook_;
+  // handle_runtime. With repairSwitchIns "auto" it is loaded at open and attached by snapshot()
+  // once the switch-out path has counted a switch-in the kernel did not report: it runs at every
+  // scheduler accounting call on the machine, so it stays detached where nothing is lost.
+  // repairOff_ is set during open, before the tracker is shared; the state is read by stats().
+  enum RepairState : int { kRepairOff, kRepairStandby, kRepairAttached, kRepairAttachFailed };
+  std::atomic<int> repairState_{kRepairOff};
+  std::atomic<int> repairErrno_{0};
+  std::string repairOff_;
+  std::string repairSwitchIns_;
+  void attachRepair();
   // Slot reads that gave up because the writer stayed mid-update (a vCPU descheduled inside the
   // program, on a VM): the slot's previous figures stood in. Read by stats() on another thread.
   std::atomic<uint64_t> busyReads_{0};
@@ -355,9 +366,12 @@ template <typename Build>
 bool BpfTracker<Build>::configureRepairHook(bool withRepair) {
   bpf_program* prog = skel_->progs.handle_runtime;
   bpf_program__set_autoattach(prog, false);
-  if (withRepair) {
+  // Without withRepair, repairOff_ already says why the first try failed.
+  if (withRepair && repairSwitchIns_ == "off") {
+    repairOff_ = "off: repairSwitchIns is 'off'";
+  } else if (withRepair) {
     if (bpf_program__set_attach_target(prog, 0, "sched_stat_runtime") == 0) return true;
-    repairHook_ = "off: the kernel has no sched_stat_runtime tracepoint in its BTF";
+    repairOff_ = "off: the kernel has no sched_stat_runtime tracepoint in its BTF";
   }
   bpf_program__set_autoload(prog, false);
   return false;
@@ -367,6 +381,7 @@ template <typename Build>
 int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& why, TrackerError* err,
                                 bool withRepair) {
   why_ = why;
+  repairSwitchIns_ = opts.repairSwitchIns;
   BpfReadiness ready = bpfReadiness();
   if (!ready.btf) {
     if (err) {
@@ -437,7 +452,7 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
     }
     if (e && repair) {
       // A fresh object without that program: libbpf cannot load an object twice.
-      repairHook_ = "off: the kernel refused tp_btf/sched_stat_runtime (" + std::string(strerror(e < 0 ? -e : e)) + ")";
+      repairOff_ = "off: the kernel refused tp_btf/sched_stat_runtime (" + std::string(strerror(e < 0 ? -e : e)) + ")";
       skel_.reset();
       return kRetryWithoutRepair;
     }
@@ -478,10 +493,8 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
     retireVanishedSeeds(uint32_t(tgid));
     if (repair) {
       // Separately from Build::attach, so that a kernel refusing this one still gets the rest.
-      skel_->links.handle_runtime = bpf_program__attach(skel_->progs.handle_runtime);
-      repairHook_ = skel_->links.handle_runtime
-                        ? std::string("tp_btf/sched_stat_runtime")
-                        : "off: attaching tp_btf/sched_stat_runtime failed (" + std::string(strerror(errno)) + ")";
+      repairState_.store(kRepairStandby);
+      if (repairSwitchIns_ == "always" || gSwitchInsLost.load(std::memory_order_relaxed)) attachRepair();
     }
   }
 
@@ -493,8 +506,26 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
 }
 
 template <typename Build>
+void BpfTracker<Build>::attachRepair() {
+  skel_->links.handle_runtime = bpf_program__attach(skel_->progs.handle_runtime);
+  if (skel_->links.handle_runtime) {
+    repairState_.store(kRepairAttached);
+  } else {
+    repairErrno_.store(errno);
+    repairState_.store(kRepairAttachFailed);
+  }
+}
+
+template <typename Build>
 int BpfTracker<Build>::snapshot(TrackerSnapshot& snap) {
   if (!skel_) return -EBADF;
+  // The first unreported switch-in: one attach (a system call on the sampler thread, once), and
+  // trackers opened later in this process attach at open.
+  if (repairState_.load(std::memory_order_relaxed) == kRepairStandby &&
+      __atomic_load_n(&skel_->bss->missed_switch_ins, __ATOMIC_RELAXED) > 0) {
+    gSwitchInsLost.store(true, std::memory_order_relaxed);
+    attachRepair();
+  }
   const uint64_t now = monotonicNs();
   snap.timeNs = now;
   snap.cpus.resize(size_t(ncpu_));
@@ -600,7 +631,16 @@ void BpfTracker<Build>::stats(TrackerStats& out) {
     if (gen != 0 && gen != freedGen_[s]) out.slotsUsed++;
   }
   out.droppedThreads = __atomic_load_n(&skel_->bss->dropped_threads, __ATOMIC_RELAXED);
-  out.repairHook = repairHook_;
+  switch (repairState_.load()) {
+    case kRepairStandby:
+      out.repairHook = "standby: tp_btf/sched_stat_runtime attaches at the first unreported switch-in";
+      break;
+    case kRepairAttached: out.repairHook = "tp_btf/sched_stat_runtime"; break;
+    case kRepairAttachFailed:
+      out.repairHook = "off: attaching tp_btf/sched_stat_runtime failed (" + std::string(strerror(repairErrno_.load())) + ")";
+      break;
+    default: out.repairHook = repairOff_; break;
+  }
   out.missedSwitchIns = __atomic_load_n(&skel_->bss->missed_switch_ins, __ATOMIC_RELAXED);
   out.busyReads = busyReads_.load(std::memory_order_relaxed);
   // Threads found through the tid hash: every tracked thread in the compatibility build; in the
@@ -629,6 +669,14 @@ void BpfTracker<Build>::stats(TrackerStats& out) {
   out.runTimeNs = info.run_time_ns;
   out.runCount = info.run_cnt;
   out.recursionMisses = info.recursion_misses;
+  if (repairState_.load() == kRepairAttached) {  // the link is written before the state
+    memset(&info, 0, sizeof info);
+    len = sizeof info;
+    if (bpf_obj_get_info_by_fd(bpf_program__fd(skel_->progs.handle_runtime), &info, &len) == 0) {
+      out.repairRunTimeNs = info.run_time_ns;
+      out.repairRunCount = info.run_cnt;
+    }
+  }
   std::string enabled;
   if (!readSmallFile("/proc/sys/kernel/bpf_stats_enabled", &enabled) || enabled.empty() ||
       enabled[0] != '1') {

@@ -23,6 +23,9 @@ struct TrackerOptions {
   std::vector<int> cpuPackage;  // cpu number → package index (0..kMaxPackages-1); sized to possible CPUs
   std::string procRoot = "/proc";  // procfs backend, for tests
   std::string bpfProgram = "auto";  // "auto", "task-storage" (Linux >= 5.12) or "compat"
+  // bpf: the sched_stat_runtime repair of unreported switch-ins. "auto": attached once one has
+  // been seen (in this process); "always": from the start; "off": not loaded.
+  std::string repairSwitchIns = "auto";
 };
 
 struct CpuTimes {
@@ -63,6 +66,8 @@ struct TrackerStats {
   uint64_t recursionMisses = 0;  // program runs the kernel skipped (bpf_prog_info.recursion_misses)
   std::string repairHook;        // bpf: "tp_btf/sched_stat_runtime", or why it is off
   uint64_t missedSwitchIns = 0;  // bpf: tracked threads found running with no switch-in on record
+  uint64_t repairRunTimeNs = 0;  // bpf: the repair program's bpf_prog_info, as runTimeNs/runCount
+  uint64_t repairRunCount = 0;
   std::string note;             // e.g. why statistics are unavailable
 };
 

@@ -22,6 +22,8 @@ Napi::Object trackerStatsToJs(Napi::Env env, const TrackerStats& s) {
     o.Set("busyReads", Napi::Number::New(env, double(s.busyReads)));
     o.Set("repairHook", s.repairHook);
     o.Set("missedSwitchIns", Napi::Number::New(env, double(s.missedSwitchIns)));
+    o.Set("repairRunTimeNs", Napi::Number::New(env, double(s.repairRunTimeNs)));
+    o.Set("repairRunCount", Napi::Number::New(env, double(s.repairRunCount)));
   }
   o.Set("attached", s.attached);
   o.Set("events", Napi::Number::New(env, double(s.events)));
@@ -98,6 +100,7 @@ TrackerWrap::TrackerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Trac
                         : 4096;
   opts.procRoot = getString(o, "procRoot", "/proc");
   opts.bpfProgram = getString(o, "bpfProgram", "auto");
+  opts.repairSwitchIns = getString(o, "repairSwitchIns", "auto");
   Napi::Value pkg = o.Get("cpuPackage");
   if (pkg.IsArray()) {
     Napi::Array a = pkg.As<Napi::Array>();
