@@ -385,6 +385,8 @@ export class Sampler {
     if (!this.#handle.running()) {
       throw new JouletraceError('ERR_JOULETRACE_NOT_STARTED', 'stop(): the sampler is not running; call start() first');
     }
+    // Ends still waiting for room in the event ring go in before the final step if they can.
+    this.#spans?.poll();
     this.#handle.stop();
     if (this.#spans) {
       // The final step settled every span: deliver them now, making room for any that waited.

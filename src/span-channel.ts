@@ -128,6 +128,10 @@ export class SpanChannel {
   readonly #aggregates = new Map<string, LabelAggregate>(); // by label
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
+  // Ends that found the event ring full, as (handle, performance.now()) pairs, written again by
+  // poll(). Dropped, an end would leave its span open in the engine until stop(), and a
+  // request in flight there thins every other request's share.
+  readonly #lateEnds: number[] = [];
   get closed(): boolean {
     return this.#closed;
   }
@@ -175,21 +179,19 @@ export class SpanChannel {
     return id;
   }
 
-  #write(type: number, handle: number, label: number): boolean {
+  /** false: the event ring is full (the sampler thread has not drained it for a while). */
+  #write(type: number, handle: number, label: number, t: number): boolean {
     const head = this.#head;
     if (((head - this.#tailSeen) | 0) >= this.#evCap) {
       this.#tailSeen = Atomics.load(this.#i32, EV_TAIL);
-      if (((head - this.#tailSeen) | 0) >= this.#evCap) {
-        Atomics.add(this.#i32, EV_DROPPED, 1);
-        return false;
-      }
+      if (((head - this.#tailSeen) | 0) >= this.#evCap) return false;
     }
     const o = (head & this.#evMask) << 2;
     const ev = this.#ev;
     ev[o] = type;
     ev[o + 1] = handle;
     ev[o + 2] = label;
-    ev[o + 3] = performance.now();
+    ev[o + 3] = t;
     this.#head = (head + 1) | 0;
     Atomics.store(this.#i32, EV_HEAD, this.#head);
     return true;
@@ -215,7 +217,12 @@ export class SpanChannel {
     const gen = (this.#gens[slot] + 1) & GEN_MASK;
     this.#gens[slot] = gen;
     const h = (this.#tag << 24) | (gen << SLOT_BITS) | slot;
-    this.#state[slot] = this.#write(type, h, id) ? OPEN : OPEN_DROPPED;
+    if (this.#write(type, h, id, performance.now())) {
+      this.#state[slot] = OPEN;
+    } else {
+      this.#state[slot] = OPEN_DROPPED;
+      Atomics.add(this.#i32, EV_DROPPED, 1);
+    }
     this.#shared[slot] = type === BEGIN_SHARED ? 1 : 0;
     this.#results[slot] = undefined;
     if (this.#capture !== null) this.#contexts![slot] = this.#capture();
@@ -250,7 +257,11 @@ export class SpanChannel {
     const slot = this.#slotOf(h, 'end()');
     const state = this.#state[slot];
     if (state === OPEN) {
-      this.#write(END, h, 0);
+      const t = performance.now();
+      if (this.#lateEnds.length !== 0 || !this.#write(END, h, 0, t)) {
+        this.#lateEnds.push(h, t);
+        this.#ensurePolling();
+      }
       this.#state[slot] = ENDED;
     } else if (state === SETTLED_OPEN) {
       // stop() already settled it (incomplete); the slot can go.
@@ -376,9 +387,24 @@ export class SpanChannel {
     }
   }
 
+  /** Writes the ends that found the ring full, in order, with their own timestamps. */
+  #retryLateEnds(): void {
+    const q = this.#lateEnds;
+    let i = 0;
+    for (; i < q.length; i += 2) {
+      const h = q[i];
+      const slot = h & (MAX_OPEN - 1);
+      // Settled meanwhile (stop() settles spans it still sees open): nothing left to end.
+      if (this.#state[slot] !== ENDED || this.#gens[slot] !== ((h >>> SLOT_BITS) & GEN_MASK)) continue;
+      if (!this.#write(END, h, 0, q[i + 1])) break;
+    }
+    q.splice(0, i);
+  }
+
   /** Collects settled results now (also done by a timer); returns how many arrived. */
   poll(): number {
     if (this.#closed) return 0;
+    if (this.#lateEnds.length !== 0) this.#retryLateEnds();
     const head = Atomics.load(this.#i32, RES_HEAD);
     let tail = this.#resTail;
     if (head === tail) return 0;
@@ -397,6 +423,10 @@ export class SpanChannel {
         this.#deliverShared(h, slot, res[o + 2], res[o + 3], res[o + 4], res[o + 5], dyn, flags);
         continue;
       }
+      // A second result for a span already settled: its end reached the engine only after
+      // stop()'s final step had settled it, and the next run read that end alone.
+      const state = this.#state[slot];
+      if (this.#gens[slot] !== ((h >>> SLOT_BITS) & GEN_MASK) || (state !== OPEN && state !== ENDED)) continue;
       const label = this.#labelNames[res[o + 1]] ?? '(unknown)';
       out.push({
         label,

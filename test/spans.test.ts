@@ -3,7 +3,7 @@
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Sampler, type SpanResult } from '../src/index';
+import { attachSpans, Sampler, type SpanResult } from '../src/index';
 
 const root = path.join(__dirname, '..');
 const samplers: Sampler[] = [];
@@ -189,6 +189,56 @@ describe('spans: behaviour', () => {
     expect(r.incomplete).toBe(true);
     expect(r.joules).toBeGreaterThan(0);
     expect(() => s.end(h)).not.toThrow(); // ending it afterwards is fine
+  });
+
+  it('writes an end that found the event ring full again later, so its span settles while running', async () => {
+    const s = sampler({ threads: 'bpf' });
+    s.start();
+    // A 16-event ring and 200 pairs of 50 µs: 8 pairs fill it, and the sampler thread drains it
+    // about every 1 ms, so it fills about ten times. A begin that finds it full makes an
+    // unmeasured span; an end that does is kept and written at the next poll.
+    const ch = attachSpans(s.spanContext(), { eventCapacity: 16 });
+    const hs: number[] = [];
+    for (let i = 0; i < 200; i++) {
+      const h = ch.begin('tiny-ring');
+      busy(0.05);
+      ch.end(h);
+      hs.push(h);
+    }
+    const droppedBegins = ch.droppedEvents;
+    expect(droppedBegins).toBeGreaterThan(0);
+    expect(200 - droppedBegins).toBeGreaterThan(16);
+    // Without the retry, a span whose end was lost stayed open in the engine until stop().
+    const all = Promise.all(hs.map((h) => ch.settle(h)));
+    const rs = await Promise.race([all, sleep(2000).then(() => null)]);
+    expect(rs, 'some spans did not settle while the sampler ran').not.toBeNull();
+    expect(s.running).toBe(true);
+    // Every span whose begin got in settles complete, its late end included.
+    expect(rs!.filter((r) => !r.incomplete).length).toBe(200 - droppedBegins);
+    expect(rs!.filter((r) => r.incomplete).length).toBe(droppedBegins);
+    expect(ch.droppedEvents).toBe(droppedBegins); // ends are retried, not dropped
+    ch.close();
+    s.stop();
+  });
+
+  it('ignores the engine\'s second word on a span ended after stop() settled it', async () => {
+    const s = sampler({ threads: 'bpf' });
+    const ch = attachSpans(s.spanContext());
+    const seen: SpanResult[] = [];
+    ch.onSpan((batch) => seen.push(...batch));
+    s.start();
+    const h = ch.begin('ended-after-stop');
+    busy(5);
+    s.stop(); // settles h incomplete; this channel has not collected that yet
+    ch.end(h); // so its end goes into the ring, after the final step
+    expect((await ch.settle(h)).incomplete).toBe(true);
+    s.start(); // the next run's first step reads that end, for a span it never saw begin
+    await sleep(30);
+    ch.poll();
+    s.stop();
+    expect(seen.filter((r) => r.label === 'ended-after-stop')).toHaveLength(1);
+    expect(ch.spanStats().find((x) => x.label === 'ended-after-stop')!.count).toBe(1);
+    ch.close();
   });
 
   it('measure() returns the function result, sync and async, and ends the span on throw', async () => {
