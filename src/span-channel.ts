@@ -132,6 +132,7 @@ export class SpanChannel {
   // poll(). Dropped, an end would leave its span open in the engine until stop(), and a
   // request in flight there thins every other request's share.
   readonly #lateEnds: number[] = [];
+  #settledOpen = 0; // slots in state SETTLED_OPEN: in use, but their result is in
   get closed(): boolean {
     return this.#closed;
   }
@@ -214,6 +215,7 @@ export class SpanChannel {
     const slot = this.#free[this.#freeHead];
     this.#freeHead = (this.#freeHead + 1) & (MAX_OPEN - 1);
     this.#freeCount--;
+    if (this.#timer === undefined) this.#ensurePolling();
     const gen = (this.#gens[slot] + 1) & GEN_MASK;
     this.#gens[slot] = gen;
     const h = (this.#tag << 24) | (gen << SLOT_BITS) | slot;
@@ -266,6 +268,7 @@ export class SpanChannel {
     } else if (state === SETTLED_OPEN) {
       // stop() already settled it (incomplete); the slot can go.
       this.#state[slot] = FREE;
+      this.#settledOpen--;
       this.#release(slot);
     } else if (state === OPEN_DROPPED) {
       // Its begin never reached the sampler: it settles now, unmeasured (NaN, incomplete).
@@ -284,6 +287,7 @@ export class SpanChannel {
       this.#release(slot);
     } else if (this.#state[slot] === OPEN) {
       this.#state[slot] = SETTLED_OPEN;
+      this.#settledOpen++;
     }
   }
 
@@ -363,28 +367,39 @@ export class SpanChannel {
     return () => this.#listeners.delete(cb);
   }
 
-  #ensurePolling(): void {
-    if (this.#timer || this.#closed) return;
-    this.#timer = setInterval(() => this.poll(), 5);
-    this.#timer.unref();
+  // Results are collected every 5 ms (an unref'd timer), but only while some span awaits one:
+  // begin() arms the timer when it is off, and the timer stops itself once every span in use has
+  // its result. An idle thread's event loop is not woken 200 times a second.
+  #awaitingResults(): boolean {
+    return MAX_OPEN - this.#freeCount - this.#settledOpen > 0 || this.#lateEnds.length !== 0;
   }
 
-  /** While the sampler runs, results are collected every 5 ms (an unref'd timer). */
+  #ensurePolling(): void {
+    if (this.#timer || this.#closed || !this.#awaitingResults()) return;
+    this.#timer = setInterval(() => this.#tick(), 5);
+    if (this.#waiters.size === 0) this.#timer.unref();
+  }
+
+  #tick(): void {
+    this.poll();
+    if (!this.#awaitingResults()) this.stopPollingIfIdle();
+  }
+
+  /** Starts collecting results if some span awaits one (the sampler calls it at start()). */
   startPolling(): void {
     this.#ensurePolling();
   }
 
   stopPollingIfIdle(): void {
-    if (
-      this.#timer &&
-      this.#waiters.size === 0 &&
-      this.#listeners.size === 0 &&
-      this.rawListeners.size === 0 &&
-      this.sharedListeners.size === 0
-    ) {
+    if (this.#timer && this.#waiters.size === 0 && !this.#awaitingResults()) {
       clearInterval(this.#timer);
       this.#timer = undefined;
     }
+  }
+
+  /** Whether the result timer runs (for tests). */
+  get polling(): boolean {
+    return this.#timer !== undefined;
   }
 
   /** Writes the ends that found the ring full, in order, with their own timestamps. */

@@ -272,7 +272,9 @@ describe('request tokens (start/end)', () => {
     const by = Object.fromEntries(records.filter((r) => r.route !== '/warm-up').map((r) => [r.route, r]));
     expect(Object.keys(by).sort()).toEqual(['/a', '/b', '/c']);
     expect(records.every((r) => !r.incomplete && r.joules > 0)).toBe(true);
-    expect(by['/a'].joules).toBeCloseTo(by['/b'].joules + by['/c'].joules, 3);
+    // Within 1%: an interval's energy is spread evenly over it, so if the thread is preempted
+    // in the moment A is alone, A is charged for part of that time (0.37% seen once in a
+    // full-suite run).
     expect(Math.abs(by['/a'].joules / (by['/b'].joules + by['/c'].joules) - 1)).toBeLessThan(0.01);
     expect(Math.abs(by['/a'].onCpuNs / (by['/b'].onCpuNs + by['/c'].onCpuNs) - 1)).toBeLessThan(0.01);
     // A always had company: half of the thread's CPU time over its life (charging each request

@@ -221,6 +221,27 @@ describe('spans: behaviour', () => {
     s.stop();
   });
 
+  it('collects results on a timer only while some span awaits one', async () => {
+    const s = sampler({ threads: 'bpf' });
+    const ch = attachSpans(s.spanContext());
+    ch.onSpan(() => {});
+    s.start();
+    expect(ch.polling).toBe(false); // a listener alone does not wake the event loop
+    const h = ch.begin('poll-while-pending');
+    expect(ch.polling).toBe(true);
+    busy(1);
+    ch.end(h);
+    await ch.settle(h); // delivered by the timer: nothing else polls this channel
+    await sleep(20);
+    expect(ch.polling).toBe(false);
+    const open = ch.begin('open-at-stop');
+    s.stop(); // settles it incomplete; the timer delivers that, then has nothing to wait for
+    await sleep(20);
+    expect(ch.polling).toBe(false);
+    ch.end(open);
+    ch.close();
+  });
+
   it('ignores the engine\'s second word on a span ended after stop() settled it', async () => {
     const s = sampler({ threads: 'bpf' });
     const ch = attachSpans(s.spanContext());
