@@ -38,8 +38,10 @@ const volatile __u8 cpu_pkg[JT_MAX_CPUS] = {};
 __u64 attach_ts = 0;
 __u64 dropped_threads = 0;
 /* Switch-ins the kernel did not report: found by handle_runtime while the thread runs, or at the
- * thread's switch-out where that is not attached (or the switch-out came first). Counted once. */
+ * thread's switch-out where that is not attached (or the switch-out came first). Counted once.
+ * repaired_switch_ins: those handle_runtime found. */
 __u64 missed_switch_ins = 0;
+__u64 repaired_switch_ins = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -293,12 +295,13 @@ int BPF_PROG(handle_switch, bool preempt, struct task_struct *prev, struct task_
 		t = slot_of(prev, pr, c, start);
 		if (t) {
 			seq_begin(&t->seq);
-			/* No switch-in on record: the kernel did not report it (see handle_runtime),
-			 * or the thread was running, unseen, at attach. Counted from the CPU's last
-			 * timed switch, the latest moment it can have started. */
+			/* No switch-in on record: the thread was running, unseen, at attach (then this
+			 * is its CPU's first timed switch, since == 0), or the kernel did not report
+			 * its switch-in (see handle_runtime). Counted from the CPU's last timed switch,
+			 * the earliest it can have started: that may include untracked tasks' time. */
 			if (t->on_since)
 				start = t->on_since;
-			else
+			else if (since)
 				__sync_fetch_and_add(&missed_switch_ins, 1);
 			if (now > start) {
 				__u64 d = now - start;
@@ -369,9 +372,9 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
  * without it where the kernel refuses it (stats().bpf.repairHook).
  */
 SEC("tp_btf/sched_stat_runtime")
-int BPF_PROG(handle_runtime, struct task_struct *task)
+int BPF_PROG(handle_runtime, struct task_struct *task, __u64 runtime)
 {
-	__u64 id = bpf_get_current_pid_tgid();
+	__u64 id = bpf_get_current_pid_tgid(), now, start;
 	__u32 tid = (__u32)id, tgid = id >> 32, cpu, idx;
 	struct jt_task_ref *r;
 	struct jt_thread_slot *t;
@@ -380,22 +383,40 @@ int BPF_PROG(handle_runtime, struct task_struct *task)
 	/* Untracked tasks leave at the first compare, as in handle_switch. */
 	if (!tid || (!follow_children && tgid != targ_tgid) || task->pid != tid)
 		return 0;
-	r = ref_of(task, tgid, false); /* looked up only: a thread without a ref has no slot yet */
-	if (!r || !r->slot || (r->flags & JT_REF_DEAD))
-		return 0;
-	idx = r->slot - 1;
-	t = bpf_map_lookup_elem(&threads, &idx);
-	if (!t || t->on_since || t->tid != tid)
+	/* Looked up only: a ref is added at fork, at attach or by handle_switch. */
+	r = ref_of(task, tgid, false);
+	if (!r || (r->flags & JT_REF_DEAD))
 		return 0;
 	cpu = bpf_get_smp_processor_id();
 	c = bpf_map_lookup_elem(&cpus, &cpu);
 	if (!c)
 		return 0;
+	if (r->slot) {
+		idx = r->slot - 1;
+		t = bpf_map_lookup_elem(&threads, &idx);
+	} else {
+		/* A new thread whose very first switch-in went unreported. */
+		t = new_slot(task, r, c, 0);
+	}
+	if (!t || t->on_since || t->tid != tid)
+		return 0;
+	/* runtime: what the scheduler accounts now, since this task's last accounting, at the
+	 * latest its switch-in. At the first call after an unreported switch-in that is the
+	 * switch-in itself, which is later than the CPU's last timed switch whenever untracked
+	 * tasks ran in between (the host agent, say), so their time is not credited here. */
+	now = bpf_ktime_get_ns();
+	start = c->last_ts ? c->last_ts : attach_ts;
+	if (runtime < now && now - runtime > start)
+		start = now - runtime;
 	seq_begin(&t->seq);
-	t->on_since = c->last_ts ? c->last_ts : attach_ts;
+	t->on_since = start;
 	t->cpu = cpu;
 	seq_end(&t->seq);
-	__sync_fetch_and_add(&missed_switch_ins, 1);
+	/* A thread running since before attach has had no timed switch on this CPU: not a loss. */
+	if (c->last_ts) {
+		__sync_fetch_and_add(&missed_switch_ins, 1);
+		__sync_fetch_and_add(&repaired_switch_ins, 1);
+	}
 	return 0;
 }
 

@@ -156,8 +156,11 @@ export interface SamplerStats {
     /** Samples between attribution steps (procfs runs every 10 ms at most). */
     attributionEvery: number;
   };
-  /** This thread's spans: settled, and not measured because a ring or the slots were full. */
-  spans: { settled: number; droppedSpans: number; droppedEvents: number; droppedResults: number };
+  /**
+   * This thread's spans: settled; not measured because the slots (droppedSpans) or the event ring
+   * (droppedEvents, begins only) were full; ends that found the ring full and went in later.
+   */
+  spans: { settled: number; droppedSpans: number; droppedEvents: number; droppedResults: number; lateEnds: number };
   /** The eBPF tracker's state (present when threads: 'bpf' is in use). */
   bpf?: {
     /** The build of the eBPF program: `'task-storage'` (Linux >= 6.2 by default) or `'compat'`. */
@@ -178,15 +181,17 @@ export interface SamplerStats {
     /** sched_switch runs the kernel skipped because the program was already running on that CPU. */
     recursionMisses: number;
     /**
-     * The hook that repairs switch-ins the kernel did not report: "tp_btf/sched_stat_runtime",
-     * or "off: <why>".
+     * The repair of switch-ins the kernel did not report: "tp_btf/sched_stat_runtime" when
+     * attached, "standby: ..." until one is seen (repairSwitchIns 'auto'), or "off: <why>".
      */
     repairHook: string;
     /**
-     * Tracked threads found running with no switch-in on record (the kernel did not report it,
-     * or the thread was already running at attach); their figures lagged one tick at most.
+     * Switch-ins the kernel did not report, found by the repair while the thread ran or at its
+     * switch-out. Until found, that thread's figures stood still.
      */
     missedSwitchIns: number;
+    /** Those the repair found while the thread ran (its figures lagged one tick at most). */
+    repairedSwitchIns: number;
     note: string;
   };
 }
@@ -544,11 +549,12 @@ export class Sampler {
         droppedSpans: this.#spans?.droppedSpans ?? 0,
         droppedEvents: this.#spans?.droppedEvents ?? 0,
         droppedResults: this.#spans?.droppedResults ?? 0,
+        lateEnds: this.#spans?.lateEnds ?? 0,
       },
     };
     if (s.tracker && s.tracker.backend === 'bpf') {
-      // program, programReason, hashRefs, busyReads, repairHook and missedSwitchIns are set
-      // natively whenever the backend is bpf.
+      // program, programReason, hashRefs, busyReads, repairHook, missedSwitchIns and
+      // repairedSwitchIns are set natively whenever the backend is bpf.
       stats.bpf = {
         program: s.tracker.program!,
         programReason: s.tracker.programReason!,
@@ -563,6 +569,7 @@ export class Sampler {
         recursionMisses: s.tracker.recursionMisses,
         repairHook: s.tracker.repairHook!,
         missedSwitchIns: s.tracker.missedSwitchIns!,
+        repairedSwitchIns: s.tracker.repairedSwitchIns!,
         note: s.tracker.note,
       };
     }

@@ -132,7 +132,11 @@ export class SpanChannel {
   // poll(). Dropped, an end would leave its span open in the engine until stop(), and a
   // request in flight there thins every other request's share.
   readonly #lateEnds: number[] = [];
-  #settledOpen = 0; // slots in state SETTLED_OPEN: in use, but their result is in
+  // Slots in use that wait for no result from the engine: SETTLED_OPEN (it came) and
+  // OPEN_DROPPED (none will; end() makes it locally).
+  #noResult = 0;
+  #idleTicks = 0;
+  #lateEndCount = 0;
   get closed(): boolean {
     return this.#closed;
   }
@@ -223,6 +227,7 @@ export class SpanChannel {
       this.#state[slot] = OPEN;
     } else {
       this.#state[slot] = OPEN_DROPPED;
+      this.#noResult++;
       Atomics.add(this.#i32, EV_DROPPED, 1);
     }
     this.#shared[slot] = type === BEGIN_SHARED ? 1 : 0;
@@ -262,15 +267,17 @@ export class SpanChannel {
       const t = performance.now();
       if (this.#lateEnds.length !== 0 || !this.#write(END, h, 0, t)) {
         this.#lateEnds.push(h, t);
+        this.#lateEndCount++;
         this.#ensurePolling();
       }
       this.#state[slot] = ENDED;
     } else if (state === SETTLED_OPEN) {
       // stop() already settled it (incomplete); the slot can go.
       this.#state[slot] = FREE;
-      this.#settledOpen--;
+      this.#noResult--;
       this.#release(slot);
     } else if (state === OPEN_DROPPED) {
+      this.#noResult--;
       // Its begin never reached the sampler: it settles now, unmeasured (NaN, incomplete).
       this.#state[slot] = ENDED;
       if (this.#shared[slot] === 1) this.#deliverShared(h, slot, NaN, NaN, NaN, NaN, NaN, FLAG_INCOMPLETE);
@@ -287,7 +294,7 @@ export class SpanChannel {
       this.#release(slot);
     } else if (this.#state[slot] === OPEN) {
       this.#state[slot] = SETTLED_OPEN;
-      this.#settledOpen++;
+      this.#noResult++;
     }
   }
 
@@ -371,7 +378,7 @@ export class SpanChannel {
   // begin() arms the timer when it is off, and the timer stops itself once every span in use has
   // its result. An idle thread's event loop is not woken 200 times a second.
   #awaitingResults(): boolean {
-    return MAX_OPEN - this.#freeCount - this.#settledOpen > 0 || this.#lateEnds.length !== 0;
+    return MAX_OPEN - this.#freeCount - this.#noResult > 0 || this.#lateEnds.length !== 0;
   }
 
   #ensurePolling(): void {
@@ -382,7 +389,10 @@ export class SpanChannel {
 
   #tick(): void {
     this.poll();
-    if (!this.#awaitingResults()) this.stopPollingIfIdle();
+    // Stopped after 200 ms without a span awaiting a result, so that spans a few ms apart do not
+    // set up a new timer at every begin().
+    if (this.#awaitingResults()) this.#idleTicks = 0;
+    else if (++this.#idleTicks >= 40) this.stopPollingIfIdle();
   }
 
   /** Starts collecting results if some span awaits one (the sampler calls it at start()). */
@@ -394,6 +404,7 @@ export class SpanChannel {
     if (this.#timer && this.#waiters.size === 0 && !this.#awaitingResults()) {
       clearInterval(this.#timer);
       this.#timer = undefined;
+      this.#idleTicks = 0;
     }
   }
 
@@ -402,24 +413,35 @@ export class SpanChannel {
     return this.#timer !== undefined;
   }
 
-  /** Writes the ends that found the ring full, in order, with their own timestamps. */
+  /**
+   * Writes the ends that found the ring full, in order, with their own timestamps. Called after
+   * results are read, so that a span settled meanwhile (stop() settles the spans it sees open)
+   * is dropped from the queue rather than ended twice; nothing is written while stopped.
+   */
   #retryLateEnds(): void {
     const q = this.#lateEnds;
-    let i = 0;
-    for (; i < q.length; i += 2) {
+    const running = Atomics.load(this.#i32, RUNNING) === 1;
+    let kept = 0;
+    for (let i = 0; i < q.length; i += 2) {
       const h = q[i];
       const slot = h & (MAX_OPEN - 1);
-      // Settled meanwhile (stop() settles spans it still sees open): nothing left to end.
       if (this.#state[slot] !== ENDED || this.#gens[slot] !== ((h >>> SLOT_BITS) & GEN_MASK)) continue;
-      if (!this.#write(END, h, 0, q[i + 1])) break;
+      if (kept === 0 && running && this.#write(END, h, 0, q[i + 1])) continue;
+      q[kept++] = h;
+      q[kept++] = q[i + 1];
     }
-    q.splice(0, i);
+    q.length = kept;
   }
 
   /** Collects settled results now (also done by a timer); returns how many arrived. */
   poll(): number {
     if (this.#closed) return 0;
+    const n = this.#collect();
     if (this.#lateEnds.length !== 0) this.#retryLateEnds();
+    return n;
+  }
+
+  #collect(): number {
     const head = Atomics.load(this.#i32, RES_HEAD);
     let tail = this.#resTail;
     if (head === tail) return 0;
@@ -523,6 +545,10 @@ export class SpanChannel {
   /** Span events not recorded because the event ring was full. */
   get droppedEvents(): number {
     return this.#i32[EV_DROPPED];
+  }
+  /** Ends that found the event ring full and were written again later (cumulative). */
+  get lateEnds(): number {
+    return this.#lateEndCount;
   }
   get droppedResults(): number {
     return this.#i32[RES_DROPPED];

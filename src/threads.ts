@@ -110,12 +110,14 @@ export interface ThreadTrackerStats {
    */
   busyReads?: number;
   /**
-   * bpf only: the hook that repairs switch-ins the kernel did not report,
-   * "tp_btf/sched_stat_runtime", or "off: <why>".
+   * bpf only: the repair of switch-ins the kernel did not report: "tp_btf/sched_stat_runtime"
+   * when attached, "standby: ..." until one is seen (repairSwitchIns 'auto'), or "off: <why>".
    */
   repairHook?: string;
-  /** bpf only: tracked threads found running with no switch-in on record. */
+  /** bpf only: switch-ins the kernel did not report, found by the repair or at the switch-out. */
   missedSwitchIns?: number;
+  /** bpf only: those the repair found while the thread ran. */
+  repairedSwitchIns?: number;
   /** bpf only: the repair program's run time and runs, as runTimeNs/runCount below. */
   repairRunTimeNs?: number;
   repairRunCount?: number;

@@ -194,27 +194,31 @@ describe('spans: behaviour', () => {
   it('writes an end that found the event ring full again later, so its span settles while running', async () => {
     const s = sampler({ threads: 'bpf' });
     s.start();
-    // A 16-event ring and 200 pairs of 50 µs: 8 pairs fill it, and the sampler thread drains it
-    // about every 1 ms, so it fills about ten times. A begin that finds it full makes an
-    // unmeasured span; an end that does is kept and written at the next poll.
+    // A 16-event ring. Spans are opened until a begin finds it full (that span is unmeasured);
+    // then ending the others finds it full too, and those ends are kept and written at a later
+    // poll. Repeated, in case the sampler thread drains the ring in that very instant.
     const ch = attachSpans(s.spanContext(), { eventCapacity: 16 });
     const hs: number[] = [];
-    for (let i = 0; i < 200; i++) {
-      const h = ch.begin('tiny-ring');
+    for (let k = 0; k < 50 && (ch.lateEnds === 0 || hs.length < 100); k++) {
+      const open: number[] = [];
+      const dropped = ch.droppedEvents;
+      while (ch.droppedEvents === dropped && open.length < 64) open.push(ch.begin('tiny-ring'));
       busy(0.05);
-      ch.end(h);
-      hs.push(h);
+      for (const h of open) ch.end(h);
+      hs.push(...open);
+      await sleep(2);
     }
     const droppedBegins = ch.droppedEvents;
+    expect(ch.lateEnds).toBeGreaterThan(0);
     expect(droppedBegins).toBeGreaterThan(0);
-    expect(200 - droppedBegins).toBeGreaterThan(16);
+    expect(hs.length - droppedBegins).toBeGreaterThan(16);
     // Without the retry, a span whose end was lost stayed open in the engine until stop().
     const all = Promise.all(hs.map((h) => ch.settle(h)));
     const rs = await Promise.race([all, sleep(2000).then(() => null)]);
     expect(rs, 'some spans did not settle while the sampler ran').not.toBeNull();
     expect(s.running).toBe(true);
     // Every span whose begin got in settles complete, its late end included.
-    expect(rs!.filter((r) => !r.incomplete).length).toBe(200 - droppedBegins);
+    expect(rs!.filter((r) => !r.incomplete).length).toBe(hs.length - droppedBegins);
     expect(rs!.filter((r) => r.incomplete).length).toBe(droppedBegins);
     expect(ch.droppedEvents).toBe(droppedBegins); // ends are retried, not dropped
     ch.close();
@@ -232,12 +236,17 @@ describe('spans: behaviour', () => {
     busy(1);
     ch.end(h);
     await ch.settle(h); // delivered by the timer: nothing else polls this channel
-    await sleep(20);
+    await sleep(300); // it stops after 200 ms with nothing awaited
     expect(ch.polling).toBe(false);
     const open = ch.begin('open-at-stop');
-    s.stop(); // settles it incomplete; the timer delivers that, then has nothing to wait for
-    await sleep(20);
+    const dropped = attachSpans(s.spanContext(), { eventCapacity: 16 });
+    for (let i = 0; i < 20; i++) dropped.begin('never-ended'); // some begins find the ring full
+    expect(dropped.droppedEvents).toBeGreaterThan(0);
+    s.stop(); // settles the open spans incomplete; nothing is left to await, dropped ones included
+    await sleep(300);
     expect(ch.polling).toBe(false);
+    expect(dropped.polling).toBe(false);
+    dropped.close();
     ch.end(open);
     ch.close();
   });

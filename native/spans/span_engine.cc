@@ -167,7 +167,11 @@ void SpanEngine::drain(Log& log) {
     } else if (type == kSpanEnd) {
       const Shared* r = log.shared.empty() ? nullptr : &log.shared[handle & (kSpanSlots - 1)];
       if (r && r->state != kSharedFree && r->handle == handle) {
-        log.sharedEvents.push_back(SharedEvent{t, handle, false});
+        // In time order: an end written late (JavaScript found the event ring full and wrote it
+        // again at its next poll) may follow newer events. Nearly always the back.
+        auto at = log.sharedEvents.end();
+        while (at != log.sharedEvents.begin() && std::prev(at)->t > t) --at;
+        log.sharedEvents.insert(at, SharedEvent{t, handle, false});
       } else if (auto it = log.open.find(handle); it != log.open.end()) {
         log.ended.push_back(Ended{handle, it->second.label, it->second.t0, t < it->second.t0 ? it->second.t0 : t});
         log.open.erase(it);

@@ -450,8 +450,9 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
       SignalsBlocked quiet;
       e = Build::load(skel_.get());
     }
-    if (e && repair) {
-      // A fresh object without that program: libbpf cannot load an object twice.
+    if (e && repair && log.find("'handle_runtime'") != std::string::npos) {
+      // That program was refused (libbpf names it): a fresh object without it, as libbpf cannot
+      // load an object twice. Any other failure is reported as it is.
       repairOff_ = "off: the kernel refused tp_btf/sched_stat_runtime (" + std::string(strerror(e < 0 ? -e : e)) + ")";
       skel_.reset();
       return kRetryWithoutRepair;
@@ -505,6 +506,9 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
   return 0;
 }
 
+// Callers hold a PrintCapture (its mutex is not recursive): open() holds its own; snapshot()
+// takes one so that libbpf's messages stay off the sink of an open() on another thread. A
+// failure is reported through stats() (errno).
 template <typename Build>
 void BpfTracker<Build>::attachRepair() {
   skel_->links.handle_runtime = bpf_program__attach(skel_->progs.handle_runtime);
@@ -524,6 +528,8 @@ int BpfTracker<Build>::snapshot(TrackerSnapshot& snap) {
   if (repairState_.load(std::memory_order_relaxed) == kRepairStandby &&
       __atomic_load_n(&skel_->bss->missed_switch_ins, __ATOMIC_RELAXED) > 0) {
     gSwitchInsLost.store(true, std::memory_order_relaxed);
+    std::string log;
+    PrintCapture capture(&log);
     attachRepair();
   }
   const uint64_t now = monotonicNs();
@@ -594,6 +600,8 @@ int BpfTracker<Build>::snapshot(TrackerSnapshot& snap) {
   return 0;
 }
 
+// Test hook only: the slot is copied out and written back whole, seq included, so a switch of
+// that thread on another CPU in between would be lost. Tests call it from the thread itself.
 template <typename Build>
 int BpfTracker<Build>::forgetSwitchIn(uint32_t tid) {
   if (!skel_) return -EBADF;
@@ -642,6 +650,7 @@ void BpfTracker<Build>::stats(TrackerStats& out) {
     default: out.repairHook = repairOff_; break;
   }
   out.missedSwitchIns = __atomic_load_n(&skel_->bss->missed_switch_ins, __ATOMIC_RELAXED);
+  out.repairedSwitchIns = __atomic_load_n(&skel_->bss->repaired_switch_ins, __ATOMIC_RELAXED);
   out.busyReads = busyReads_.load(std::memory_order_relaxed);
   // Threads found through the tid hash: every tracked thread in the compatibility build; in the
   // task-storage build, only those that got no storage (normally none).

@@ -22,6 +22,7 @@ Napi::Object trackerStatsToJs(Napi::Env env, const TrackerStats& s) {
     o.Set("busyReads", Napi::Number::New(env, double(s.busyReads)));
     o.Set("repairHook", s.repairHook);
     o.Set("missedSwitchIns", Napi::Number::New(env, double(s.missedSwitchIns)));
+    o.Set("repairedSwitchIns", Napi::Number::New(env, double(s.repairedSwitchIns)));
     o.Set("repairRunTimeNs", Napi::Number::New(env, double(s.repairRunTimeNs)));
     o.Set("repairRunCount", Napi::Number::New(env, double(s.repairRunCount)));
   }
