@@ -120,22 +120,17 @@ static __always_inline long task_state(struct task_struct *t)
 	return ((struct task_struct___pre514 *)t)->state;
 }
 
-/* The ref of a thread of targ_tgid, or of any thread in the compatibility build, by tid: found,
- * or added with no slot yet. NULL when the table is full. */
-static __always_inline struct jt_task_ref *hash_ref(__u32 tid)
+/* The ref of a thread of targ_tgid, or of any thread in the compatibility build, by tid. If
+ * `add` (a constant at each call site), one with no slot yet is added when missing. NULL when
+ * missing and not added, or when the table is full. */
+static __always_inline struct jt_task_ref *tid_ref(__u32 tid, bool add)
 {
 	struct jt_task_ref *r = bpf_map_lookup_elem(&tid_slot, &tid), fresh = {};
 
-	if (r)
+	if (r || !add)
 		return r;
 	bpf_map_update_elem(&tid_slot, &tid, &fresh, BPF_NOEXIST);
 	return bpf_map_lookup_elem(&tid_slot, &tid);
-}
-
-/* A ref in the tid hash: added when missing if `add` (a constant at each call site). */
-static __always_inline struct jt_task_ref *tid_ref(__u32 tid, bool add)
-{
-	return add ? hash_ref(tid) : bpf_map_lookup_elem(&tid_slot, &tid);
 }
 
 #if JT_TASK_STORAGE
@@ -365,11 +360,12 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
  * guest, no switch out of the host's agent threads is ever traced, so the thread switched in
  * next runs with no switch-in on record and its figures would stand still until it switched
  * out, however long it ran. A tracked thread found running off the record here gets its stint
- * started at this CPU's last timed switch, the start its switch-out would use, so its figures
- * lag one tick at most. Only when the task is the one running on this CPU: the runqueue lock
- * then excludes its sched_switch, so this CPU stays the slot's only writer. It runs at every
- * accounting call on the machine; an untracked task leaves at the first compare. The loader runs
- * without it where the kernel refuses it (stats().bpf.repairHook).
+ * started at its switch-in as the scheduler accounts it (see below), so its figures lag one
+ * tick at most. Only when the task is the one running on this CPU: the runqueue lock then
+ * excludes its sched_switch, so this CPU stays the slot's only writer. It runs at every
+ * accounting call on the machine; an untracked task leaves at the first compare, and a tracked
+ * one with its switch-in on record after one slot lookup. The loader attaches it per
+ * repairSwitchIns, and runs without it where the kernel refuses it (stats().bpf.repairHook).
  */
 SEC("tp_btf/sched_stat_runtime")
 int BPF_PROG(handle_runtime, struct task_struct *task, __u64 runtime)
@@ -387,18 +383,23 @@ int BPF_PROG(handle_runtime, struct task_struct *task, __u64 runtime)
 	r = ref_of(task, tgid, false);
 	if (!r || (r->flags & JT_REF_DEAD))
 		return 0;
+	idx = r->slot;
+	t = NULL;
+	if (idx) {
+		idx--;
+		t = bpf_map_lookup_elem(&threads, &idx);
+		/* The common case, a switch-in on record, ends here. */
+		if (!t || t->on_since || t->tid != tid)
+			return 0;
+	}
 	cpu = bpf_get_smp_processor_id();
 	c = bpf_map_lookup_elem(&cpus, &cpu);
 	if (!c)
 		return 0;
-	if (r->slot) {
-		idx = r->slot - 1;
-		t = bpf_map_lookup_elem(&threads, &idx);
-	} else {
-		/* A new thread whose very first switch-in went unreported. */
+	/* No slot yet: a new thread whose very first switch-in went unreported. */
+	if (!t)
 		t = new_slot(task, r, c, 0);
-	}
-	if (!t || t->on_since || t->tid != tid)
+	if (!t)
 		return 0;
 	/* runtime: what the scheduler accounts now, since this task's last accounting, at the
 	 * latest its switch-in. At the first call after an unreported switch-in that is the

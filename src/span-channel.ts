@@ -245,6 +245,11 @@ export class SpanChannel {
     return this.#begin(label, BEGIN_SHARED);
   }
 
+  /** Whether handle h is the span its slot holds now (not an earlier one in that slot). */
+  #current(h: number, slot: number): boolean {
+    return this.#gens[slot] === ((h >>> SLOT_BITS) & GEN_MASK);
+  }
+
   #slotOf(h: number, method: string): number {
     if (typeof h !== 'number' || (h | 0) !== h || h < 0) {
       throw new TypeError(`${method}: expected a span handle returned by begin() but received ${String(h)} of type ${typeof h}`);
@@ -253,7 +258,7 @@ export class SpanChannel {
       throw new JouletraceError('ERR_JOULETRACE_FOREIGN_SPAN', `${method}: span handle ${h} belongs to another sampler or thread`);
     }
     const slot = h & (MAX_OPEN - 1);
-    if (this.#gens[slot] !== ((h >>> SLOT_BITS) & GEN_MASK)) {
+    if (!this.#current(h, slot)) {
       throw new JouletraceError('ERR_JOULETRACE_STALE_SPAN', `${method}: span handle ${h} is stale (its span already ended)`);
     }
     return slot;
@@ -311,7 +316,7 @@ export class SpanChannel {
 
   #resultOf(h: number): SpanResult | undefined {
     const slot = h & (MAX_OPEN - 1);
-    return h >>> 24 === this.#tag && this.#gens[slot] === ((h >>> SLOT_BITS) & GEN_MASK) ? this.#results[slot] : undefined;
+    return h >>> 24 === this.#tag && this.#current(h, slot) ? this.#results[slot] : undefined;
   }
 
   #droppedResult(): SpanResult {
@@ -425,7 +430,7 @@ export class SpanChannel {
     for (let i = 0; i < q.length; i += 2) {
       const h = q[i];
       const slot = h & (MAX_OPEN - 1);
-      if (this.#state[slot] !== ENDED || this.#gens[slot] !== ((h >>> SLOT_BITS) & GEN_MASK)) continue;
+      if (this.#state[slot] !== ENDED || !this.#current(h, slot)) continue;
       if (kept === 0 && running && this.#write(END, h, 0, q[i + 1])) continue;
       q[kept++] = h;
       q[kept++] = q[i + 1];
@@ -455,7 +460,7 @@ export class SpanChannel {
       const h = res[o];
       tail = (tail + 1) | 0;
       const slot = h & (MAX_OPEN - 1);
-      if (this.#shared[slot] === 1 && this.#gens[slot] === ((h >>> SLOT_BITS) & GEN_MASK)) {
+      if (this.#shared[slot] === 1 && this.#current(h, slot)) {
         // A request: its tracker builds its own record from the numbers.
         this.#deliverShared(h, slot, res[o + 2], res[o + 3], res[o + 4], res[o + 5], dyn, flags);
         continue;
@@ -463,7 +468,7 @@ export class SpanChannel {
       // A second result for a span already settled: its end reached the engine only after
       // stop()'s final step had settled it, and the next run read that end alone.
       const state = this.#state[slot];
-      if (this.#gens[slot] !== ((h >>> SLOT_BITS) & GEN_MASK) || (state !== OPEN && state !== ENDED)) continue;
+      if (!this.#current(h, slot) || (state !== OPEN && state !== ENDED)) continue;
       const label = this.#labelNames[res[o + 1]] ?? '(unknown)';
       out.push({
         label,
@@ -494,7 +499,7 @@ export class SpanChannel {
       r.tid = this.tid;
       const h = handles[i];
       const slot = h & (MAX_OPEN - 1);
-      if (this.#gens[slot] === ((h >>> SLOT_BITS) & GEN_MASK)) {
+      if (this.#current(h, slot)) {
         if (this.#contexts !== undefined && this.#contexts[slot] !== undefined) {
           r.context = this.#contexts[slot];
           this.#contexts[slot] = undefined;

@@ -225,6 +225,8 @@ class BpfTracker final : public ThreadTracker {
   bool configureRepairHook(bool withRepair);
   void retireVanishedSeeds(uint32_t tgid);
 
+  void attachRepair();
+
   bool loadFailed_ = false;
   // handle_runtime. With repairSwitchIns "auto" it is loaded at open and attached by snapshot()
   // once the switch-out path has counted a switch-in the kernel did not report: it runs at every
@@ -235,7 +237,6 @@ class BpfTracker final : public ThreadTracker {
   std::atomic<int> repairErrno_{0};
   std::string repairOff_;
   std::string repairSwitchIns_;
-  void attachRepair();
   // Slot reads that gave up because the writer stayed mid-update (a vCPU descheduled inside the
   // program, on a VM): the slot's previous figures stood in. Read by stats() on another thread.
   std::atomic<uint64_t> busyReads_{0};

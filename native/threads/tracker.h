@@ -64,7 +64,7 @@ struct TrackerStats {
   uint64_t hashRefs = 0;         // bpf: tracked threads found through the tid hash, not task storage
   uint64_t busyReads = 0;        // bpf: snapshot slot reads that gave up on a writer mid-update
   uint64_t recursionMisses = 0;  // program runs the kernel skipped (bpf_prog_info.recursion_misses)
-  std::string repairHook;        // bpf: "tp_btf/sched_stat_runtime", or why it is off
+  std::string repairHook;        // bpf: "tp_btf/sched_stat_runtime", "standby: ...", or "off: <why>"
   uint64_t missedSwitchIns = 0;  // bpf: switch-ins the kernel did not report (found either way)
   uint64_t repairedSwitchIns = 0;  // bpf: those the repair found while the thread ran
   uint64_t repairRunTimeNs = 0;  // bpf: the repair program's bpf_prog_info, as runTimeNs/runCount

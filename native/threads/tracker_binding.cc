@@ -139,8 +139,15 @@ Napi::Value TrackerWrap::ForgetSwitchIn(const Napi::CallbackInfo& info) {
     throwCoded(env, "ERR_INVALID_ARG_TYPE", "_forgetSwitchIn expects a thread id");
     return env.Undefined();
   }
-  int rc = tracker_->forgetSwitchIn(info[0].As<Napi::Number>().Uint32Value());
-  if (rc != 0) throwCoded(env, errnoName(-rc), "_forgetSwitchIn failed: " + std::string(strerror(-rc)));
+  const uint32_t tid = info[0].As<Napi::Number>().Uint32Value();
+  int rc = tracker_->forgetSwitchIn(tid);
+  if (rc == -ESRCH) {
+    throwCoded(env, "ESRCH", "_forgetSwitchIn: thread " + std::to_string(tid) + " has no live slot in this tracker (not tracked, or exited)");
+  } else if (rc == -ENOTSUP) {
+    throwCoded(env, "ENOTSUP", "_forgetSwitchIn: only the bpf backend has switch-ins to forget");
+  } else if (rc != 0) {
+    throwCoded(env, errnoName(-rc), "_forgetSwitchIn: reading or writing the thread's slot failed: " + std::string(strerror(-rc)));
+  }
   return env.Undefined();
 }
 
