@@ -14,6 +14,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { checkIntegerInRange, checkKnownKeys, checkObject, checkOneOf, JouletraceError } from './errors';
 import type { Sampler } from './sampler';
 import { JoulesSummary, RecentValues } from './summaries';
+import { ResponseFinish } from './response-finish';
 import { slotOfHandle, SPAN_SLOTS, type SpanChannel } from './span-channel';
 import type { RequestRecord, RouteStats, SpanResult } from './span-types';
 
@@ -124,6 +125,7 @@ export class RequestTracker {
   #exactOwner = new Map<number, Pending>(); // callback span handle → request
   #closed = false;
   #capture: (() => unknown) | null = null;
+  #finish: ResponseFinish<RequestToken> | undefined;
 
   /** Calls fn() when each request begins and carries the result as the record's `context`. */
   setContextCapture(fn: (() => unknown) | null): void {
@@ -201,14 +203,14 @@ export class RequestTracker {
   }
 
   /**
-   * Starts accounting for a request; it ends when the response closes (finished, or the
-   * connection dropped). `route` is the route pattern, or a function called at the end
+   * Starts accounting for a request; it ends when its response finishes (with its status code),
+   * or when the connection closes first (status 499). No listener is added to the response. `route` is the route pattern, or a function called at the end
    * (frameworks know the route only after routing). In exact mode, `run` is called inside the
    * request's context.
    */
   track(req: IncomingMessage, res: ServerResponse, route?: string | (() => string), run?: () => void): void {
     const r = this.start(req.method ?? 'GET', route ?? (this.#routeOf ? () => this.#routeOf!(req) : undefined), run);
-    if (r) res.once('close', () => this.end(r, res.statusCode));
+    if (r) (this.#finish ??= new ResponseFinish<RequestToken>((t, status) => this.end(t, status))).watch(req, res, r);
   }
 
   /**
@@ -475,6 +477,7 @@ export class RequestTracker {
     if (this.#closed) return;
     this.#closed = true;
     this.#hook?.disable();
+    this.#finish?.close();
     this.#channel.rawListeners.delete(this.#raw);
     this.#channel.sharedListeners.delete(this.#shared);
     this.#channel.stopPollingIfIdle();

@@ -3,6 +3,7 @@
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
+import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
@@ -327,6 +328,107 @@ describe('request tokens (start/end)', () => {
   });
 });
 
+describe('request ends', () => {
+  async function until(cond: () => boolean, ms = 2000): Promise<void> {
+    for (const end = Date.now() + ms; !cond() && Date.now() < end; ) await new Promise((r) => setTimeout(r, 5));
+  }
+  function connect(base: string): Promise<net.Socket> {
+    const { port } = new URL(base);
+    return new Promise((resolve, reject) => {
+      const c = net.connect(Number(port), '127.0.0.1', () => resolve(c));
+      c.once('error', reject);
+    });
+  }
+
+  it('adds no listener to responses, and ends a request whose client left first as 499', async () => {
+    const { sampler, tracker, records } = setup();
+    const added: number[] = [];
+    const server = http.createServer((req, res) => {
+      const before = res.listenerCount('close') + res.listenerCount('finish');
+      trackRequest(tracker, req, res, req.url === '/slow' ? '/slow' : '/fast');
+      added.push(res.listenerCount('close') + res.listenerCount('finish') - before);
+      if (req.url === '/slow') setTimeout(() => res.end('late'), 150);
+      else res.end('ok');
+    });
+    const base = await listen(server);
+    cleanups.push(() => new Promise((r) => server.close(r)));
+    sampler.start();
+    const c = await connect(base);
+    c.write('GET /fast HTTP/1.1\r\nHost: x\r\n\r\n');
+    await until(() => records.length === 1);
+    c.write('GET /slow HTTP/1.1\r\nHost: x\r\n\r\n');
+    await until(() => tracker.inFlight === 1 && added.length === 2);
+    c.destroy(); // before /slow's response
+    await until(() => records.length === 2);
+    sampler.stop();
+    expect(added).toEqual([0, 0]);
+    expect(records.map((r) => [r.route, r.statusCode])).toEqual([
+      ['/fast', 200],
+      ['/slow', 499],
+    ]);
+    // Ended at the close, not when the server got round to answering.
+    expect(records[1].durationNs).toBeLessThan(140e6);
+    expect(tracker.inFlight).toBe(0);
+  });
+
+  it('matches pipelined responses to their requests, skipping untracked ones on the same connection', async () => {
+    const { sampler, tracker, records } = setup();
+    const server = http.createServer((req, res) => {
+      if (req.url === '/a') {
+        trackRequest(tracker, req, res, '/a');
+        setTimeout(() => res.writeHead(201).end('a'), 20);
+      } else if (req.url === '/b') {
+        trackRequest(tracker, req, res, '/b');
+        res.writeHead(202).end('b');
+      } else {
+        res.end('untracked');
+      }
+    });
+    // A server nobody tracks: its responses go through the same channel.
+    const other = http.createServer((_req, res) => res.end('other'));
+    const base = await listen(server);
+    const otherBase = await listen(other);
+    cleanups.push(() => new Promise((r) => server.close(r)));
+    cleanups.push(() => new Promise((r) => other.close(r)));
+    sampler.start();
+    const c = await connect(base);
+    let got = '';
+    c.on('data', (d) => (got += String(d)));
+    c.write('GET /skip HTTP/1.1\r\nHost: x\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /skip HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n');
+    const o = await connect(otherBase);
+    o.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+    await until(() => (got.match(/HTTP\/1.1/g) ?? []).length === 4 && records.length === 2);
+    sampler.stop();
+    expect(records.map((r) => [r.route, r.statusCode])).toEqual([
+      ['/a', 201],
+      ['/b', 202],
+    ]);
+    expect(tracker.inFlight).toBe(0);
+    c.destroy();
+    o.destroy();
+    await new Promise((r) => setTimeout(r, 20));
+    expect(records).toHaveLength(2); // the connections' close ends nothing more
+  });
+
+  it("Fastify's inject() (no HTTP server) is tracked through the response", async () => {
+    const { sampler, tracker, records } = setup();
+    const app = Fastify();
+    await app.register(fastifyEnergy, { tracker });
+    app.get('/items/:id', async (req, reply) => reply.code((req.params as { id: string }).id === '0' ? 404 : 200).send('x'));
+    await app.ready();
+    cleanups.push(() => app.close());
+    sampler.start();
+    for (const id of ['1', '0', '2']) await app.inject({ url: `/items/${id}` });
+    await until(() => records.length === 3);
+    sampler.stop();
+    expect(records.map((r) => [r.route, r.statusCode])).toEqual([
+      ['/items/:id', 200],
+      ['/items/:id', 404],
+      ['/items/:id', 200],
+    ]);
+  });
+});
+
 describe('framework integrations', () => {
   it('Express middleware reports the route pattern and status code', async () => {
     const { sampler, tracker, records } = setup();
@@ -360,8 +462,6 @@ describe('framework integrations', () => {
     const { sampler, tracker, records } = setup();
     const app = Fastify();
     await app.register(fastifyEnergy, { tracker });
-    // The token rides on a declared request decorator (fixed object shape), not in a WeakMap.
-    expect(app.hasRequestDecorator('jouletraceRequest')).toBe(true);
     app.get('/items/:id', async () => {
       busy(1);
       return { ok: true };
