@@ -1,4 +1,4 @@
-// `jouletrace/fastify`: joules per request as a Fastify plugin (onRequest/onResponse hooks).
+// `jouletrace/fastify`: joules per request as a Fastify plugin (one onRequest hook).
 //
 //   import { fastifyEnergy } from 'jouletrace/fastify';
 //   await app.register(fastifyEnergy, { tracker });

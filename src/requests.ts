@@ -14,7 +14,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { checkIntegerInRange, checkKnownKeys, checkObject, checkOneOf, JouletraceError } from './errors';
 import type { Sampler } from './sampler';
 import { JoulesSummary, RecentValues } from './summaries';
-import { ResponseFinish } from './response-finish';
+import { watchResponse } from './response-finish';
 import { slotOfHandle, SPAN_SLOTS, type SpanChannel } from './span-channel';
 import type { RequestRecord, RouteStats, SpanResult } from './span-types';
 
@@ -125,7 +125,6 @@ export class RequestTracker {
   #exactOwner = new Map<number, Pending>(); // callback span handle → request
   #closed = false;
   #capture: (() => unknown) | null = null;
-  #finish: ResponseFinish<RequestToken> | undefined;
 
   /** Calls fn() when each request begins and carries the result as the record's `context`. */
   setContextCapture(fn: (() => unknown) | null): void {
@@ -203,21 +202,34 @@ export class RequestTracker {
   }
 
   /**
-   * Starts accounting for a request; it ends when its response finishes (with its status code),
-   * or when the connection closes first (status 499). No listener is added to the response. `route` is the route pattern, or a function called at the end
-   * (frameworks know the route only after routing). In exact mode, `run` is called inside the
-   * request's context.
+   * Starts accounting for a request. It ends when its response finishes (with its status code),
+   * or when the connection closes first (499, or the status already sent); no listener is added
+   * to the response. `route` is the route pattern, or a function called at the end (frameworks
+   * know the route only after routing). In exact mode, `run` is called inside the request's
+   * context.
    */
   track(req: IncomingMessage, res: ServerResponse, route?: string | (() => string), run?: () => void): void {
-    const r = this.start(req.method ?? 'GET', route ?? (this.#routeOf ? () => this.#routeOf!(req) : undefined), run);
-    if (r) (this.#finish ??= new ResponseFinish<RequestToken>((t, status) => this.end(t, status))).watch(req, res, r);
+    // Watched before run() (exact mode): a response can finish inside it (Fastify's inject()).
+    this.#start(req.method ?? 'GET', route ?? (this.#routeOf ? () => this.#routeOf!(req) : undefined), run, req, res);
   }
+
+  readonly #endAtFinish = (token: unknown, statusCode: number) => this.end(token as RequestToken, statusCode);
 
   /**
    * For framework hooks: starts a request and returns its token for end(), or undefined when
    * the sampler is not running (nothing is accounted). Prefer track() for node:http.
    */
   start(method: string, route?: string | (() => string), run?: () => void): RequestToken | undefined {
+    return this.#start(method, route, run, undefined, undefined);
+  }
+
+  #start(
+    method: string,
+    route: string | (() => string) | undefined,
+    run: (() => void) | undefined,
+    req: IncomingMessage | undefined,
+    res: ServerResponse | undefined,
+  ): RequestToken | undefined {
     if (this.#closed) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'start(): the request tracker is closed');
     if (this.mode === 'shared') {
       let h: number;
@@ -240,6 +252,7 @@ export class RequestTracker {
         if (this.#capture) (r.context ??= new Array<unknown>(SPAN_SLOTS))[slot] = this.#capture();
         else if (r.context) r.context[slot] = undefined;
         r.inFlight++;
+        if (req) watchResponse(req, res!, h, this.#endAtFinish);
       }
       if (run) run();
       return h !== 0 ? (h as unknown as RequestToken) : undefined;
@@ -261,6 +274,7 @@ export class RequestTracker {
       context: this.#capture ? this.#capture() : undefined,
     };
     p.startNs = Number(process.hrtime.bigint());
+    if (req) watchResponse(req, res!, p, this.#endAtFinish);
     // The synchronous part now running belongs to the request too, until the current callback
     // returns.
     this.#closeActive();
@@ -477,7 +491,6 @@ export class RequestTracker {
     if (this.#closed) return;
     this.#closed = true;
     this.#hook?.disable();
-    this.#finish?.close();
     this.#channel.rawListeners.delete(this.#raw);
     this.#channel.sharedListeners.delete(this.#shared);
     this.#channel.stopPollingIfIdle();

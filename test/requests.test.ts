@@ -410,6 +410,68 @@ describe('request ends', () => {
     expect(records).toHaveLength(2); // the connections' close ends nothing more
   });
 
+  it('ends a request tracked twice at its finish, keeps what the server sent when it cut the connection, and takes fake sockets', async () => {
+    const { sampler, tracker, records } = setup();
+    const server = http.createServer((req, res) => {
+      if (req.url === '/twice') {
+        trackRequest(tracker, req, res, '/twice'); // e.g. middleware mounted twice
+        trackRequest(tracker, req, res, '/twice');
+        res.end('ok');
+      } else {
+        trackRequest(tracker, req, res, '/fail');
+        res.writeHead(500);
+        res.destroy(); // the server fails mid-response: not the client's doing
+      }
+    });
+    const base = await listen(server);
+    cleanups.push(() => new Promise((r) => server.close(r)));
+    sampler.start();
+    const c = await connect(base);
+    c.write('GET /twice HTTP/1.1\r\nHost: x\r\n\r\n');
+    await until(() => records.length === 2);
+    expect(tracker.inFlight).toBe(0); // at the response, not at the connection's close
+    const c2 = await connect(base);
+    c2.write('GET /fail HTTP/1.1\r\nHost: x\r\n\r\n');
+    await until(() => records.length === 3);
+    // An adapter's request on a fake socket (serverless-http builds one from a plain object).
+    const req = new http.IncomingMessage({} as never);
+    const res = new http.ServerResponse(req);
+    expect(() => trackRequest(tracker, req, res, '/adapter')).not.toThrow();
+    res.statusCode = 201;
+    res.emit('finish');
+    await until(() => records.length === 4);
+    sampler.stop();
+    c.destroy();
+    expect(records.map((r) => [r.route, r.statusCode])).toEqual([
+      ['/twice', 200],
+      ['/twice', 200],
+      ['/fail', 500],
+      ['/adapter', 201],
+    ]);
+  });
+
+  it('a request still in flight when its tracker closes ends, and frees its span slot', async () => {
+    const { sampler, tracker } = setup();
+    let respond = () => {};
+    const server = http.createServer((req, res) => {
+      trackRequest(tracker, req, res, '/slow');
+      respond = () => res.end('ok');
+    });
+    const base = await listen(server);
+    cleanups.push(() => new Promise((r) => server.close(r)));
+    sampler.start();
+    const c = await connect(base);
+    c.write('GET /slow HTTP/1.1\r\nHost: x\r\n\r\n');
+    await until(() => tracker.inFlight === 1);
+    tracker.close();
+    respond();
+    const channel = sampler.spanChannel();
+    // The result timer runs while a span awaits its result, and stops 200 ms after the last.
+    await until(() => !channel.polling, 3000);
+    expect(channel.polling).toBe(false);
+    c.destroy();
+  });
+
   it("Fastify's inject() (no HTTP server) is tracked through the response", async () => {
     const { sampler, tracker, records } = setup();
     const app = Fastify();
@@ -426,6 +488,22 @@ describe('request ends', () => {
       ['/items/:id', 404],
       ['/items/:id', 200],
     ]);
+  });
+
+  it("exact mode: a reply sent inside the request's first callback (inject()) keeps its status", async () => {
+    const { sampler, tracker, records } = setup('exact');
+    const app = Fastify();
+    await app.register(fastifyEnergy, { tracker });
+    app.get('/sync', (_req, reply) => {
+      reply.code(203).send('x');
+    });
+    await app.ready();
+    cleanups.push(() => app.close());
+    sampler.start();
+    await app.inject({ url: '/sync' });
+    await until(() => records.length === 1);
+    sampler.stop();
+    expect(records.map((r) => [r.route, r.statusCode, r.mode])).toEqual([['/sync', 203, 'exact']]);
   });
 });
 
