@@ -332,6 +332,12 @@ describe('request ends', () => {
   async function until(cond: () => boolean, ms = 2000): Promise<void> {
     for (const end = Date.now() + ms; !cond() && Date.now() < end; ) await new Promise((r) => setTimeout(r, 5));
   }
+  async function serve(handler: http.RequestListener): Promise<string> {
+    const server = http.createServer(handler);
+    const base = await listen(server);
+    cleanups.push(() => new Promise((r) => server.close(r)));
+    return base;
+  }
   function connect(base: string): Promise<net.Socket> {
     const { port } = new URL(base);
     return new Promise((resolve, reject) => {
@@ -343,15 +349,13 @@ describe('request ends', () => {
   it('adds no listener to responses, and ends a request whose client left first as 499', async () => {
     const { sampler, tracker, records } = setup();
     const added: number[] = [];
-    const server = http.createServer((req, res) => {
+    const base = await serve((req, res) => {
       const before = res.listenerCount('close') + res.listenerCount('finish');
       trackRequest(tracker, req, res, req.url === '/slow' ? '/slow' : '/fast');
       added.push(res.listenerCount('close') + res.listenerCount('finish') - before);
       if (req.url === '/slow') setTimeout(() => res.end('late'), 150);
       else res.end('ok');
     });
-    const base = await listen(server);
-    cleanups.push(() => new Promise((r) => server.close(r)));
     sampler.start();
     const c = await connect(base);
     c.write('GET /fast HTTP/1.1\r\nHost: x\r\n\r\n');
@@ -373,7 +377,7 @@ describe('request ends', () => {
 
   it('matches pipelined responses to their requests, skipping untracked ones on the same connection', async () => {
     const { sampler, tracker, records } = setup();
-    const server = http.createServer((req, res) => {
+    const base = await serve((req, res) => {
       if (req.url === '/a') {
         trackRequest(tracker, req, res, '/a');
         setTimeout(() => res.writeHead(201).end('a'), 20);
@@ -385,11 +389,7 @@ describe('request ends', () => {
       }
     });
     // A server nobody tracks: its responses go through the same channel.
-    const other = http.createServer((_req, res) => res.end('other'));
-    const base = await listen(server);
-    const otherBase = await listen(other);
-    cleanups.push(() => new Promise((r) => server.close(r)));
-    cleanups.push(() => new Promise((r) => other.close(r)));
+    const otherBase = await serve((_req, res) => res.end('other'));
     sampler.start();
     const c = await connect(base);
     let got = '';
@@ -412,7 +412,7 @@ describe('request ends', () => {
 
   it('ends a request tracked twice at its finish, keeps what the server sent when it cut the connection, and takes fake sockets', async () => {
     const { sampler, tracker, records } = setup();
-    const server = http.createServer((req, res) => {
+    const base = await serve((req, res) => {
       if (req.url === '/twice') {
         trackRequest(tracker, req, res, '/twice'); // e.g. middleware mounted twice
         trackRequest(tracker, req, res, '/twice');
@@ -423,8 +423,6 @@ describe('request ends', () => {
         res.destroy(); // the server fails mid-response: not the client's doing
       }
     });
-    const base = await listen(server);
-    cleanups.push(() => new Promise((r) => server.close(r)));
     sampler.start();
     const c = await connect(base);
     c.write('GET /twice HTTP/1.1\r\nHost: x\r\n\r\n');
@@ -453,12 +451,10 @@ describe('request ends', () => {
   it('a request still in flight when its tracker closes ends, and frees its span slot', async () => {
     const { sampler, tracker } = setup();
     let respond = () => {};
-    const server = http.createServer((req, res) => {
+    const base = await serve((req, res) => {
       trackRequest(tracker, req, res, '/slow');
       respond = () => res.end('ok');
     });
-    const base = await listen(server);
-    cleanups.push(() => new Promise((r) => server.close(r)));
     sampler.start();
     const c = await connect(base);
     c.write('GET /slow HTTP/1.1\r\nHost: x\r\n\r\n');
