@@ -14,7 +14,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { checkIntegerInRange, checkKnownKeys, checkObject, checkOneOf, JouletraceError } from './errors';
 import type { Sampler } from './sampler';
 import { JoulesSummary, RecentValues } from './summaries';
-import { watchResponse } from './response-finish';
+import { releaseResponseWatch, retainResponseWatch, watchResponse } from './response-finish';
 import { slotOfHandle, SPAN_SLOTS, type SpanChannel } from './span-channel';
 import type { RequestRecord, RouteStats, SpanResult } from './span-types';
 
@@ -209,10 +209,15 @@ export class RequestTracker {
    * context.
    */
   track(req: IncomingMessage, res: ServerResponse, route?: string | (() => string), run?: () => void): void {
+    if (!this.#watching && !this.#closed) {
+      this.#watching = true;
+      retainResponseWatch();
+    }
     // Watched before run() (exact mode): a response can finish inside it (Fastify's inject()).
     this.#start(req.method ?? 'GET', route ?? (this.#routeOf ? () => this.#routeOf!(req) : undefined), run, req, res);
   }
 
+  #watching = false;
   readonly #endAtFinish = (token: unknown, statusCode: number) => this.end(token as RequestToken, statusCode);
 
   /**
@@ -491,6 +496,7 @@ export class RequestTracker {
     if (this.#closed) return;
     this.#closed = true;
     this.#hook?.disable();
+    if (this.#watching) releaseResponseWatch();
     this.#channel.rawListeners.delete(this.#raw);
     this.#channel.sharedListeners.delete(this.#shared);
     this.#channel.stopPollingIfIdle();

@@ -47,16 +47,32 @@ interface FinishMessage {
   socket: TaggedSocket | null;
 }
 
-// Requests watched through the channel and not yet ended: the subscription lives while any do,
-// so a tracker closed with requests in flight still sees them end (and frees their span slots).
+// The subscription lives while a tracker that has watched requests is open, or requests it
+// watched are in flight (a tracker closed with requests in flight still sees them end, and frees
+// their span slots). Not per request: subscribing and unsubscribing each time the server drains
+// doubled the CPU per request of a Fastify hello-world.
+let users = 0;
 let watched = 0;
 let subscribed = false;
 
 function ended(): void {
-  if (--watched === 0 && subscribed) {
+  if (--watched === 0 && users === 0) unsubscribeIdle();
+}
+
+function unsubscribeIdle(): void {
+  if (subscribed) {
     unsubscribe(FINISH_CHANNEL, onFinish);
     subscribed = false;
   }
+}
+
+/** A tracker that will watch requests; pair with releaseResponseWatch() when it closes. */
+export function retainResponseWatch(): void {
+  users++;
+}
+
+export function releaseResponseWatch(): void {
+  if (--users === 0 && watched === 0) unsubscribeIdle();
 }
 
 function callEnd(end: End, token: unknown, status: number): void {

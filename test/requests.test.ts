@@ -1,6 +1,7 @@
 // Joules per request on real servers on loopback: node:http, Express and Fastify, shared and
 // exact modes, and the sum over requests against the serving thread's energy.
 import { execFile } from 'node:child_process';
+import * as diagnostics from 'node:diagnostics_channel';
 import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
@@ -446,6 +447,25 @@ describe('request ends', () => {
       ['/fail', 500],
       ['/adapter', 201],
     ]);
+  });
+
+  it('stays subscribed to the finish channel between requests, and leaves it when its tracker closes', async () => {
+    const { sampler, tracker, records } = setup();
+    const base = await serve((req, res) => {
+      trackRequest(tracker, req, res, '/x');
+      res.end('ok');
+    });
+    sampler.start();
+    expect(diagnostics.hasSubscribers('http.server.response.finish')).toBe(false);
+    const c = await connect(base);
+    c.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+    await until(() => records.length === 1);
+    // Nothing in flight now: subscribing again at every request cost more than all the rest.
+    expect(diagnostics.hasSubscribers('http.server.response.finish')).toBe(true);
+    tracker.close();
+    expect(diagnostics.hasSubscribers('http.server.response.finish')).toBe(false);
+    sampler.stop();
+    c.destroy();
   });
 
   it('a request still in flight when its tracker closes ends, and frees its span slot', async () => {
