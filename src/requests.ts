@@ -177,7 +177,7 @@ export class RequestTracker {
   #openFor(p: Pending): void {
     if (this.#channel.closed) return;
     try {
-      const h = this.#channel.begin('(request callback)');
+      const h = this.#channel.beginInternal('(request callback)');
       p.current = h;
       p.openCallbacks++;
       this.#exactOwner.set(h, p);

@@ -113,6 +113,9 @@ export class SpanChannel {
   // numbers, not to spanStats()/onSpan, and are not kept for settle() (nobody settles a request
   // by handle; keeping them would promote every request's result to the old generation).
   readonly #shared = new Uint8Array(MAX_OPEN);
+  // Slots whose span is jouletrace's own (an exact-mode request's callback): its result goes to
+  // rawListeners only, not to spanStats() or onSpan listeners, which show the user's spans.
+  readonly #internal = new Uint8Array(MAX_OPEN);
   // Free slots in FIFO order, so a settled span's result stays in its slot for as long as
   // possible (about MAX_OPEN later spans) for a late settle().
   readonly #free = new Int32Array(MAX_OPEN);
@@ -202,7 +205,7 @@ export class SpanChannel {
     return true;
   }
 
-  #begin(label: string, type: number): number {
+  #begin(label: string, type: number, internal = 0): number {
     if (this.#i32[RUNNING] !== 1) {
       if (this.#closed) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'begin(): the span channel is closed');
       throw new JouletraceError('ERR_JOULETRACE_NOT_STARTED', 'begin(): the sampler is not running; call start() first');
@@ -231,6 +234,7 @@ export class SpanChannel {
       Atomics.add(this.#i32, EV_DROPPED, 1);
     }
     this.#shared[slot] = type === BEGIN_SHARED ? 1 : 0;
+    this.#internal[slot] = internal;
     this.#results[slot] = undefined;
     if (this.#capture !== null) this.#contexts![slot] = this.#capture();
     return h;
@@ -238,6 +242,11 @@ export class SpanChannel {
 
   begin(label: string): number {
     return this.#begin(label, BEGIN);
+  }
+
+  /** An exclusive span of jouletrace's own: its result reaches rawListeners only. */
+  beginInternal(label: string): number {
+    return this.#begin(label, BEGIN, 1);
   }
 
   /** A request: energy shared fairly among the shared spans in flight (see RequestTracker). */
@@ -499,7 +508,9 @@ export class SpanChannel {
       r.tid = this.tid;
       const h = handles[i];
       const slot = h & (MAX_OPEN - 1);
-      if (this.#current(h, slot)) {
+      const current = this.#current(h, slot);
+      if (!(current && this.#internal[slot] === 1)) exclusive.push(r);
+      if (current) {
         if (this.#contexts !== undefined && this.#contexts[slot] !== undefined) {
           r.context = this.#contexts[slot];
           this.#contexts[slot] = undefined;
@@ -515,9 +526,8 @@ export class SpanChannel {
       }
     }
     for (const l of this.rawListeners) l(out, handles);
-    for (let i = 0; i < out.length; i++) {
-      const r = out[i];
-      exclusive.push(r);
+    for (let i = 0; i < exclusive.length; i++) {
+      const r = exclusive[i];
       let agg = this.#aggregates.get(r.label);
       if (!agg) this.#aggregates.set(r.label, (agg = new LabelAggregate()));
       if (!Number.isNaN(r.joules)) agg.add(r);

@@ -114,6 +114,8 @@ describe('requests on node:http (shared mode)', () => {
 describe('requests in exact mode', () => {
   it('charges interleaved async requests for their own callbacks', async () => {
     const { sampler, tracker, records } = setup('exact');
+    const userSpans: string[] = [];
+    sampler.onSpan((spans) => userSpans.push(...spans.map((x) => x.label)));
     const server = http.createServer((req, res) => {
       const slow = req.url === '/slow';
       trackRequest(tracker, req, res, slow ? '/slow' : '/fast');
@@ -131,11 +133,16 @@ describe('requests in exact mode', () => {
     const base = await listen(server);
     cleanups.push(() => new Promise((r) => server.close(r)));
     sampler.start();
+    const mine = sampler.begin('mine');
     await load(base, [{ path: '/fast', count: 80 }, { path: '/slow', count: 40 }], 4);
+    sampler.end(mine);
     await new Promise((r) => setTimeout(r, 50));
     sampler.stop();
     expect(records).toHaveLength(120);
     expect(records.every((r) => r.mode === 'exact')).toBe(true);
+    // The callbacks' spans are the tracker's business: the user sees only their own spans.
+    expect(userSpans).toEqual(['mine']);
+    expect(sampler.spanStats().map((x) => x.label)).toEqual(['mine']);
     const slow = records.filter((r) => r.route === '/slow');
     const fast = records.filter((r) => r.route === '/fast');
     // 4 ms of CPU against 1 ms: each request is charged its own callbacks only, however the
