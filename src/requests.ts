@@ -15,8 +15,8 @@ import { checkIntegerInRange, checkKnownKeys, checkObject, checkOneOf, Jouletrac
 import type { Sampler } from './sampler';
 import { JoulesSummary, RecentValues } from './summaries';
 import { releaseResponseWatch, retainResponseWatch, watchResponse } from './response-finish';
-import { slotOfHandle, SPAN_SLOTS, type SpanChannel } from './span-channel';
-import type { RequestRecord, RouteStats, SpanResult } from './span-types';
+import { slotOfHandle, SPAN_SLOTS, type NumericResultListener, type SpanChannel } from './span-channel';
+import type { RequestRecord, RouteStats } from './span-types';
 
 export type RequestMode = 'shared' | 'exact';
 
@@ -118,11 +118,14 @@ export class RequestTracker {
   readonly #listeners = new Set<(records: RequestRecord[]) => void>();
   readonly #routes = new Map<string, Map<string, RouteAggregate>>(); // method → route → aggregate
   #routeCount = 0;
-  readonly #raw: (spans: SpanResult[], handles: number[]) => void;
-  readonly #shared: (h: number, s: number, e: number, c: number, j: number, d: number, f: number) => void;
+  readonly #shared: NumericResultListener;
+  readonly #callback: NumericResultListener;
   #als: AsyncLocalStorage<Pending> | undefined;
   #hook: AsyncHook | undefined;
-  #exactOwner = new Map<number, Pending>(); // callback span handle → request
+  // Exact mode: the request each callback span (by span slot) is charged to, and that span's
+  // handle. Arrays, as for shared-mode requests: a server runs a dozen callbacks per request.
+  #owner: Array<Pending | undefined> | undefined;
+  #ownerHandle: Int32Array | undefined;
   #closed = false;
   #capture: (() => unknown) | null = null;
 
@@ -145,8 +148,8 @@ export class RequestTracker {
     this.#routeOf = opts.routeOf as RequestTrackerOptions['routeOf'];
     this.#maxRoutes = opts.maxRoutes === undefined ? 1000 : checkIntegerInRange('options.maxRoutes', opts.maxRoutes, 1, 1_000_000);
     this.#channel = sampler.spanChannel();
-    this.#raw = (spans, handles) => this.#onResults(spans, handles);
-    this.#channel.rawListeners.add(this.#raw);
+    this.#callback = (h, _startNs, _endNs, onCpuNs, joules, dynamic, flags) => this.#onCallback(h, onCpuNs, joules, dynamic, flags);
+    this.#channel.internalListeners.add(this.#callback);
     this.#shared = (h, startNs, endNs, onCpuNs, joules, dynamic, flags) =>
       this.#onShared(h, startNs, endNs, onCpuNs, joules, dynamic, flags);
     this.#channel.sharedListeners.add(this.#shared);
@@ -158,6 +161,8 @@ export class RequestTracker {
   #enableExact(): void {
     const als = new AsyncLocalStorage<Pending>();
     this.#als = als;
+    this.#owner = new Array<Pending | undefined>(SPAN_SLOTS);
+    this.#ownerHandle = new Int32Array(SPAN_SLOTS);
     // Every callback that runs in a request's context becomes a span charged to it. A thread
     // runs one callback at a time, so one span is open at most: it closes at the callback's
     // `after`, or at the next boundary we see (another callback's `before`, another track()).
@@ -178,9 +183,12 @@ export class RequestTracker {
     if (this.#channel.closed) return;
     try {
       const h = this.#channel.beginInternal('(request callback)');
+      if (h === 0) return; // every span slot taken: this callback is not measured (and counted)
       p.current = h;
       p.openCallbacks++;
-      this.#exactOwner.set(h, p);
+      const slot = slotOfHandle(h);
+      this.#owner![slot] = p;
+      this.#ownerHandle![slot] = h;
       this.#active = p;
     } catch {
       /* sampler stopped: the request settles with what it has */
@@ -377,7 +385,12 @@ export class RequestTracker {
       mode: 'shared',
     };
     if (context !== undefined) rec.context = context;
-    // Results arrive one by one within a poll; deliver them as one batch.
+    this.#queue(rec);
+  }
+
+  // Results arrive one by one within a poll; they are delivered as one batch.
+  #queue(rec: RequestRecord): void {
+    if (this.#listeners.size === 0) return;
     this.#batch.push(rec);
     if (!this.#batchQueued) {
       this.#batchQueued = true;
@@ -390,27 +403,25 @@ export class RequestTracker {
     }
   }
 
-  #onResults(spans: SpanResult[], handles: number[]): void {
-    const out: RequestRecord[] = [];
-    for (let i = 0; i < spans.length; i++) {
-      const h = handles[i];
-      const r = spans[i];
-      const owner = this.#exactOwner.get(h);
-      if (owner) {
-        this.#exactOwner.delete(h);
-        owner.openCallbacks--;
-        if (!Number.isNaN(r.joules)) {
-          owner.joules += r.joules;
-          owner.onCpuNs += r.onCpuNs;
-          if (r.dynamicJoules !== null) owner.dynamic = (owner.dynamic ?? 0) + r.dynamicJoules;
-        }
-        owner.estimated ||= r.estimated;
-        owner.incomplete ||= r.incomplete;
-        const rec = this.#exactRecord(owner);
-        if (rec) out.push(rec);
-      }
+  #onCallback(h: number, onCpuNs: number, joules: number, dynamic: number, flags: number): void {
+    const slot = slotOfHandle(h);
+    if (this.#ownerHandle === undefined || this.#ownerHandle[slot] !== h) return;
+    const owner = this.#owner![slot]!;
+    this.#owner![slot] = undefined;
+    this.#ownerHandle[slot] = 0;
+    owner.openCallbacks--;
+    if (!Number.isNaN(joules)) {
+      owner.joules += joules;
+      owner.onCpuNs += onCpuNs;
+      if (!Number.isNaN(dynamic)) owner.dynamic = (owner.dynamic ?? 0) + dynamic;
     }
-    this.#deliver(out);
+    owner.estimated ||= (flags & 2) !== 0;
+    owner.incomplete ||= (flags & 1) !== 0;
+    const rec = this.#exactRecord(owner);
+    if (rec) {
+      this.#aggregate(rec.method, rec.route, rec.joules, rec.estimated, rec.durationNs);
+      this.#queue(rec);
+    }
   }
 
   #exactRecord(p: Pending): RequestRecord | undefined {
@@ -497,7 +508,7 @@ export class RequestTracker {
     this.#closed = true;
     this.#hook?.disable();
     if (this.#watching) releaseResponseWatch();
-    this.#channel.rawListeners.delete(this.#raw);
+    this.#channel.internalListeners.delete(this.#callback);
     this.#channel.sharedListeners.delete(this.#shared);
     this.#channel.stopPollingIfIdle();
   }

@@ -23,6 +23,8 @@ const EVENTS_OFFSET = 512;
 const BEGIN = 1;
 const END = 2;
 const BEGIN_SHARED = 3;
+const NUM_SHARED = 1;
+const NUM_INTERNAL = 2;
 const FLAG_INCOMPLETE = 1;
 const FLAG_ESTIMATED = 2;
 
@@ -79,6 +81,17 @@ export interface SpanChannelOptions {
   resultCapacity?: number;
 }
 
+/** A result as numbers: flags bit 0 incomplete, bit 1 estimated; dynamic NaN when unknown. */
+export type NumericResultListener = (
+  handle: number,
+  startNs: number,
+  endNs: number,
+  onCpuNs: number,
+  joules: number,
+  dynamic: number,
+  flags: number,
+) => void;
+
 interface Waiter {
   resolve: (r: SpanResult) => void;
   reject: (e: Error) => void;
@@ -109,13 +122,12 @@ export class SpanChannel {
   #resTail = 0;
   readonly #gens = new Int32Array(MAX_OPEN);
   readonly #state = new Uint8Array(MAX_OPEN);
-  // Slots whose span is a request's (beginShared): their results go to sharedListeners as plain
-  // numbers, not to spanStats()/onSpan, and are not kept for settle() (nobody settles a request
-  // by handle; keeping them would promote every request's result to the old generation).
-  readonly #shared = new Uint8Array(MAX_OPEN);
-  // Slots whose span is jouletrace's own (an exact-mode request's callback): its result goes to
-  // rawListeners only, not to spanStats() or onSpan listeners, which show the user's spans.
-  readonly #internal = new Uint8Array(MAX_OPEN);
+  // How a slot's result is delivered. 0: a user's span (SpanResult to settle(), spanStats(),
+  // onSpan). NUM_SHARED, a request (beginShared), and NUM_INTERNAL, an exact-mode request's
+  // callback (beginInternal): plain numbers to sharedListeners or internalListeners only. These
+  // are not kept for settle() (nobody settles them by handle; an object per result would promote
+  // every request's result to the old generation) and are not the user's spans.
+  readonly #numeric = new Uint8Array(MAX_OPEN);
   // Free slots in FIFO order, so a settled span's result stays in its slot for as long as
   // possible (about MAX_OPEN later spans) for a late settle().
   readonly #free = new Int32Array(MAX_OPEN);
@@ -143,15 +155,13 @@ export class SpanChannel {
   get closed(): boolean {
     return this.#closed;
   }
-  /** Internal listeners (request tracking, exact mode) that see every exclusive result. */
-  readonly rawListeners = new Set<(spans: SpanResult[], handles: number[]) => void>();
   /**
    * Receives shared spans' (requests') results as plain numbers, without a SpanResult object
    * per request: request tracking builds its own record.
    */
-  readonly sharedListeners = new Set<
-    (handle: number, startNs: number, endNs: number, onCpuNs: number, joules: number, dynamic: number, flags: number) => void
-  >();
+  readonly sharedListeners = new Set<NumericResultListener>();
+  /** The same for internal spans (beginInternal: exact-mode request callbacks). */
+  readonly internalListeners = new Set<NumericResultListener>();
 
   constructor(samplerId: number, options: SpanChannelOptions = {}) {
     const opts = checkObject('options', options);
@@ -205,7 +215,7 @@ export class SpanChannel {
     return true;
   }
 
-  #begin(label: string, type: number, internal = 0): number {
+  #begin(label: string, type: number, numeric: number): number {
     if (this.#i32[RUNNING] !== 1) {
       if (this.#closed) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'begin(): the span channel is closed');
       throw new JouletraceError('ERR_JOULETRACE_NOT_STARTED', 'begin(): the sampler is not running; call start() first');
@@ -233,25 +243,24 @@ export class SpanChannel {
       this.#noResult++;
       Atomics.add(this.#i32, EV_DROPPED, 1);
     }
-    this.#shared[slot] = type === BEGIN_SHARED ? 1 : 0;
-    this.#internal[slot] = internal;
+    this.#numeric[slot] = numeric;
     this.#results[slot] = undefined;
     if (this.#capture !== null) this.#contexts![slot] = this.#capture();
     return h;
   }
 
   begin(label: string): number {
-    return this.#begin(label, BEGIN);
+    return this.#begin(label, BEGIN, 0);
   }
 
-  /** An exclusive span of jouletrace's own: its result reaches rawListeners only. */
+  /** An exclusive span of jouletrace's own: its result reaches internalListeners only, as numbers. */
   beginInternal(label: string): number {
-    return this.#begin(label, BEGIN, 1);
+    return this.#begin(label, BEGIN, NUM_INTERNAL);
   }
 
   /** A request: energy shared fairly among the shared spans in flight (see RequestTracker). */
   beginShared(label: string): number {
-    return this.#begin(label, BEGIN_SHARED);
+    return this.#begin(label, BEGIN_SHARED, NUM_SHARED);
   }
 
   /** Whether handle h is the span its slot holds now (not an earlier one in that slot). */
@@ -294,7 +303,7 @@ export class SpanChannel {
       this.#noResult--;
       // Its begin never reached the sampler: it settles now, unmeasured (NaN, incomplete).
       this.#state[slot] = ENDED;
-      if (this.#shared[slot] === 1) this.#deliverShared(h, slot, NaN, NaN, NaN, NaN, NaN, FLAG_INCOMPLETE);
+      if (this.#numeric[slot] !== 0) this.#deliverNumeric(h, slot, NaN, NaN, NaN, NaN, NaN, FLAG_INCOMPLETE);
       else this.#dispatch([this.#droppedResult()], [h]);
     } else {
       throw new JouletraceError('ERR_JOULETRACE_STALE_SPAN', `end(): span handle ${h} already ended`);
@@ -312,10 +321,12 @@ export class SpanChannel {
     }
   }
 
-  #deliverShared(h: number, slot: number, s: number, e: number, c: number, j: number, d: number, flags: number): void {
-    this.#shared[slot] = 0;
+  #deliverNumeric(h: number, slot: number, s: number, e: number, c: number, j: number, d: number, flags: number): void {
+    const listeners = this.#numeric[slot] === NUM_SHARED ? this.sharedListeners : this.internalListeners;
+    this.#numeric[slot] = 0;
+    if (this.#contexts !== undefined) this.#contexts[slot] = undefined;
     this.#settleSlot(slot);
-    for (const l of this.sharedListeners) l(h, s, e, c, j, d, flags);
+    for (const l of listeners) l(h, s, e, c, j, d, flags);
   }
 
   #release(slot: number): void {
@@ -469,9 +480,9 @@ export class SpanChannel {
       const h = res[o];
       tail = (tail + 1) | 0;
       const slot = h & (MAX_OPEN - 1);
-      if (this.#shared[slot] === 1 && this.#current(h, slot)) {
-        // A request: its tracker builds its own record from the numbers.
-        this.#deliverShared(h, slot, res[o + 2], res[o + 3], res[o + 4], res[o + 5], dyn, flags);
+      if (this.#numeric[slot] !== 0 && this.#current(h, slot)) {
+        // A request or an exact-mode callback: its tracker builds its own record from the numbers.
+        this.#deliverNumeric(h, slot, res[o + 2], res[o + 3], res[o + 4], res[o + 5], dyn, flags);
         continue;
       }
       // A second result for a span already settled: its end reached the engine only after
@@ -502,15 +513,12 @@ export class SpanChannel {
   readonly tid: number = Number(readlinkSync('/proc/thread-self').split('/').pop());
 
   #dispatch(out: SpanResult[], handles: number[]): void {
-    const exclusive: SpanResult[] = [];
     for (let i = 0; i < out.length; i++) {
       const r = out[i];
       r.tid = this.tid;
       const h = handles[i];
       const slot = h & (MAX_OPEN - 1);
-      const current = this.#current(h, slot);
-      if (!(current && this.#internal[slot] === 1)) exclusive.push(r);
-      if (current) {
+      if (this.#current(h, slot)) {
         if (this.#contexts !== undefined && this.#contexts[slot] !== undefined) {
           r.context = this.#contexts[slot];
           this.#contexts[slot] = undefined;
@@ -525,14 +533,13 @@ export class SpanChannel {
         w.resolve(r);
       }
     }
-    for (const l of this.rawListeners) l(out, handles);
-    for (let i = 0; i < exclusive.length; i++) {
-      const r = exclusive[i];
+    for (let i = 0; i < out.length; i++) {
+      const r = out[i];
       let agg = this.#aggregates.get(r.label);
       if (!agg) this.#aggregates.set(r.label, (agg = new LabelAggregate()));
       if (!Number.isNaN(r.joules)) agg.add(r);
     }
-    if (exclusive.length) for (const l of this.#listeners) l(exclusive);
+    if (out.length) for (const l of this.#listeners) l(out);
   }
 
   spanStats(): SpanLabelStats[] {
