@@ -183,7 +183,10 @@ export class RequestTracker {
     if (this.#channel.closed) return;
     try {
       const h = this.#channel.beginInternal('(request callback)');
-      if (h === 0) return; // every span slot taken: this callback is not measured (and counted)
+      if (h === 0) {
+        p.incomplete = true; // every span slot taken: this callback is not measured (and counted)
+        return;
+      }
       p.current = h;
       p.openCallbacks++;
       const slot = slotOfHandle(h);
@@ -191,7 +194,7 @@ export class RequestTracker {
       this.#ownerHandle![slot] = h;
       this.#active = p;
     } catch {
-      /* sampler stopped: the request settles with what it has */
+      p.incomplete = true; // sampler stopped: the request settles with what it has
     }
   }
 
@@ -270,6 +273,11 @@ export class RequestTracker {
       if (run) run();
       return h !== 0 ? (h as unknown as RequestToken) : undefined;
     }
+    if (!this.#sampler.running) {
+      // As in shared mode: nothing is accounted while the sampler is stopped.
+      if (run) run();
+      return undefined;
+    }
     const p: Pending = {
       method,
       route: route ?? '(unrouted)',
@@ -277,9 +285,9 @@ export class RequestTracker {
       startNs: 0,
       endNs: 0,
       done: false,
-      joules: 0,
+      joules: NaN, // until a callback span is measured: as in shared mode, NaN for none
       dynamic: null,
-      onCpuNs: 0,
+      onCpuNs: NaN,
       estimated: false,
       incomplete: false,
       openCallbacks: 0,
@@ -341,8 +349,10 @@ export class RequestTracker {
     p.done = true;
     p.statusCode = statusCode;
     p.route = routeAtEnd(route, p.route);
-    if (this.#active === p) this.#closeActive();
+    // endNs first: closing the active callback can emit the record at once (its span's begin
+    // never reached the sampler, and the channel settles it on the spot).
     p.endNs = Number(process.hrtime.bigint());
+    if (this.#active === p) this.#closeActive();
     this.#maybeEmitExact(p);
   }
 
@@ -411,21 +421,20 @@ export class RequestTracker {
     this.#ownerHandle[slot] = 0;
     owner.openCallbacks--;
     if (!Number.isNaN(joules)) {
-      owner.joules += joules;
-      owner.onCpuNs += onCpuNs;
+      owner.joules = Number.isNaN(owner.joules) ? joules : owner.joules + joules;
+      owner.onCpuNs = Number.isNaN(owner.onCpuNs) ? onCpuNs : owner.onCpuNs + onCpuNs;
       if (!Number.isNaN(dynamic)) owner.dynamic = (owner.dynamic ?? 0) + dynamic;
     }
     owner.estimated ||= (flags & 2) !== 0;
     owner.incomplete ||= (flags & 1) !== 0;
+    // At once, as end() does: in completion order, and before stop() returns for the requests
+    // its final poll settles.
     const rec = this.#exactRecord(owner);
-    if (rec) {
-      this.#aggregate(rec.method, rec.route, rec.joules, rec.estimated, rec.durationNs);
-      this.#queue(rec);
-    }
+    if (rec) this.#deliver([rec]);
   }
 
   #exactRecord(p: Pending): RequestRecord | undefined {
-    if (!p.done || p.openCallbacks > 0 || p.current !== -1) return undefined;
+    if (!p.done || p.openCallbacks !== 0 || p.current !== -1) return undefined;
     p.openCallbacks = -1; // emitted
     return {
       method: p.method,

@@ -222,6 +222,9 @@ export class SpanChannel {
     }
     let id = this.#labels.get(label);
     if (id === undefined) id = this.#intern(label);
+    // For a user's span only (requests and callback spans carry their tracker's context), and
+    // before a slot is taken: a capture that throws leaves nothing open.
+    const context = numeric === 0 && this.#capture !== null ? this.#capture() : undefined;
     if (this.#freeCount === 0 && (this.poll(), this.#freeCount === 0)) {
       // Every slot is open or awaiting its result (more than ~4 million spans per second on one
       // thread, or spans never ended): this span is not measured, and counted, rather than
@@ -245,7 +248,7 @@ export class SpanChannel {
     }
     this.#numeric[slot] = numeric;
     this.#results[slot] = undefined;
-    if (this.#capture !== null) this.#contexts![slot] = this.#capture();
+    if (this.#contexts !== undefined) this.#contexts[slot] = context;
     return h;
   }
 

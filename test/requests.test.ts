@@ -530,6 +530,62 @@ describe('request ends', () => {
   });
 });
 
+describe('exact mode edges', () => {
+  it('a request whose callback span was never measured is reported once, complete in time, flagged incomplete', async () => {
+    // A 1 s interval: the sampler does not drain the event ring while the test fills it.
+    const sampler = new Sampler({ source: 'model', intervalUs: 1_000_000, threads: 'procfs' });
+    const tracker = new RequestTracker(sampler, { mode: 'exact' });
+    const records: RequestRecord[] = [];
+    tracker.onRequest((rs) => records.push(...rs));
+    cleanups.push(() => sampler.close());
+    cleanups.push(() => tracker.close());
+    sampler.start();
+    const channel = sampler.spanChannel();
+    const dropped = channel.droppedEvents;
+    for (let i = 0; i < 70_000 && channel.droppedEvents === dropped; i++) sampler.end(sampler.begin('fill'));
+    expect(channel.droppedEvents).toBeGreaterThan(dropped);
+    const token = tracker.start('GET', '/x')!; // its callback span's begin finds the ring full
+    tracker.end(token, 200);
+    await new Promise((r) => setTimeout(r, 30));
+    sampler.stop();
+    expect(records).toHaveLength(1);
+    expect(records[0].endNs).toBeGreaterThan(records[0].startNs);
+    expect(records[0].incomplete).toBe(true);
+    expect(tracker.routes().map((r) => [r.route, r.count])).toEqual([]); // NaN joules: not aggregated
+  });
+
+  it('nothing is accounted while the sampler is stopped; a callback with no span slot marks its request incomplete', async () => {
+    const { sampler, tracker, records } = setup('exact');
+    let ran = 0;
+    expect(tracker.start('GET', '/stopped', () => ran++)).toBeUndefined();
+    expect(ran).toBe(1);
+    sampler.start();
+    const held: number[] = [];
+    for (let i = 0; i < 65536; i++) held.push(sampler.begin('hold'));
+    const token = tracker.start('GET', '/noslot')!;
+    tracker.end(token, 200);
+    for (const h of held) sampler.end(h);
+    await new Promise((r) => setTimeout(r, 30));
+    sampler.stop();
+    expect(records.map((r) => [r.route, r.incomplete])).toEqual([['/noslot', true]]);
+  });
+
+  it('a context capture that throws fails begin() without holding a span slot', async () => {
+    const { sampler } = setup();
+    sampler.start();
+    sampler.setContextCapture(() => {
+      throw new Error('capture failed');
+    });
+    expect(() => sampler.begin('x')).toThrow('capture failed');
+    sampler.setContextCapture(null);
+    // The result timer runs while some span holds a slot, and stops 200 ms after the last.
+    const channel = sampler.spanChannel();
+    for (let i = 0; i < 100 && channel.polling; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(channel.polling).toBe(false);
+    sampler.stop();
+  });
+});
+
 describe('framework integrations', () => {
   it('Express middleware reports the route pattern and status code', async () => {
     const { sampler, tracker, records } = setup();
