@@ -15,7 +15,7 @@ import { checkIntegerInRange, checkKnownKeys, checkObject, checkOneOf, Jouletrac
 import type { Sampler } from './sampler';
 import { JoulesSummary, RecentValues } from './summaries';
 import { releaseResponseWatch, retainResponseWatch, watchResponse } from './response-finish';
-import { slotOfHandle, SPAN_SLOTS, type NumericResultListener, type SpanChannel } from './span-channel';
+import { FLAG_ESTIMATED, FLAG_INCOMPLETE, slotOfHandle, SPAN_SLOTS, type NumericResultListener, type SpanChannel } from './span-channel';
 import type { RequestRecord, RouteStats } from './span-types';
 
 export type RequestMode = 'shared' | 'exact';
@@ -128,6 +128,9 @@ export class RequestTracker {
   #ownerHandle: Int32Array | undefined;
   #closed = false;
   #capture: (() => unknown) | null = null;
+  // Whether this tracker holds the process's response-finish subscription (see track()).
+  #watching = false;
+  readonly #endAtFinish = (token: unknown, statusCode: number) => this.end(token as RequestToken, statusCode);
 
   /** Calls fn() when each request begins and carries the result as the record's `context`. */
   setContextCapture(fn: (() => unknown) | null): void {
@@ -228,9 +231,6 @@ export class RequestTracker {
     this.#start(req.method ?? 'GET', route ?? (this.#routeOf ? () => this.#routeOf!(req) : undefined), run, req, res);
   }
 
-  #watching = false;
-  readonly #endAtFinish = (token: unknown, statusCode: number) => this.end(token as RequestToken, statusCode);
-
   /**
    * For framework hooks: starts a request and returns its token for end(), or undefined when
    * the sampler is not running (nothing is accounted). Prefer track() for node:http.
@@ -273,7 +273,7 @@ export class RequestTracker {
       if (run) run();
       return h !== 0 ? (h as unknown as RequestToken) : undefined;
     }
-    if (!this.#sampler.running) {
+    if (!this.#channel.running) {
       // As in shared mode: nothing is accounted while the sampler is stopped.
       if (run) run();
       return undefined;
@@ -377,7 +377,7 @@ export class RequestTracker {
     const statusCode = r.status[slot];
     const context = r.context?.[slot];
     if (context !== undefined) r.context![slot] = undefined;
-    const estimated = (flags & 2) !== 0;
+    const estimated = (flags & FLAG_ESTIMATED) !== 0;
     this.#aggregate(method, route, joules, estimated, endNs - startNs);
     if (this.#listeners.size === 0) return;
     const rec: RequestRecord = {
@@ -391,7 +391,7 @@ export class RequestTracker {
       dynamicJoules: Number.isNaN(dynamic) ? null : dynamic,
       onCpuNs,
       estimated,
-      incomplete: (flags & 1) !== 0,
+      incomplete: (flags & FLAG_INCOMPLETE) !== 0,
       mode: 'shared',
     };
     if (context !== undefined) rec.context = context;
@@ -425,8 +425,8 @@ export class RequestTracker {
       owner.onCpuNs = Number.isNaN(owner.onCpuNs) ? onCpuNs : owner.onCpuNs + onCpuNs;
       if (!Number.isNaN(dynamic)) owner.dynamic = (owner.dynamic ?? 0) + dynamic;
     }
-    owner.estimated ||= (flags & 2) !== 0;
-    owner.incomplete ||= (flags & 1) !== 0;
+    owner.estimated ||= (flags & FLAG_ESTIMATED) !== 0;
+    owner.incomplete ||= (flags & FLAG_INCOMPLETE) !== 0;
     // At once, as end() does: in completion order, and before stop() returns for the requests
     // its final poll settles.
     const rec = this.#exactRecord(owner);

@@ -15,8 +15,8 @@ import { IncomingMessage, type ServerResponse } from 'node:http';
 import { Socket } from 'node:net';
 
 const FINISH_CHANNEL = 'http.server.response.finish';
-/** Status recorded for a request whose client closed the connection before any response. */
-export const CLIENT_CLOSED = 499;
+// Status recorded for a request whose client closed the connection before any response (nginx's).
+const CLIENT_CLOSED = 499;
 
 type End = (token: unknown, statusCode: number) => void;
 

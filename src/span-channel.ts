@@ -25,8 +25,9 @@ const END = 2;
 const BEGIN_SHARED = 3;
 const NUM_SHARED = 1;
 const NUM_INTERNAL = 2;
-const FLAG_INCOMPLETE = 1;
-const FLAG_ESTIMATED = 2;
+/** Result flags, as NumericResultListener receives them. */
+export const FLAG_INCOMPLETE = 1;
+export const FLAG_ESTIMATED = 2;
 
 // Handles are small integers (V8 Smis, so no allocation): 16 bits of slot, 8 bits of slot
 // generation (a reused slot gets a new handle), 6 bits of channel tag (a handle from another
@@ -81,7 +82,7 @@ export interface SpanChannelOptions {
   resultCapacity?: number;
 }
 
-/** A result as numbers: flags bit 0 incomplete, bit 1 estimated; dynamic NaN when unknown. */
+/** A result as numbers: flags FLAG_INCOMPLETE | FLAG_ESTIMATED; dynamic NaN when unknown. */
 export type NumericResultListener = (
   handle: number,
   startNs: number,
@@ -154,6 +155,10 @@ export class SpanChannel {
   #lateEndCount = 0;
   get closed(): boolean {
     return this.#closed;
+  }
+  /** Whether the sampler is running (a shared-memory read: no call into the addon). */
+  get running(): boolean {
+    return this.#i32[RUNNING] === 1;
   }
   /**
    * Receives shared spans' (requests') results as plain numbers, without a SpanResult object
@@ -327,7 +332,6 @@ export class SpanChannel {
   #deliverNumeric(h: number, slot: number, s: number, e: number, c: number, j: number, d: number, flags: number): void {
     const listeners = this.#numeric[slot] === NUM_SHARED ? this.sharedListeners : this.internalListeners;
     this.#numeric[slot] = 0;
-    if (this.#contexts !== undefined) this.#contexts[slot] = undefined;
     this.#settleSlot(slot);
     for (const l of listeners) l(h, s, e, c, j, d, flags);
   }
