@@ -1,7 +1,11 @@
-// Server process for bench/http.mjs: node bench/http-server.mjs <express|fastify> <bare|sampler|middleware|exact>
+// Server process for bench/http.mjs: node bench/http-server.mjs <express|fastify> <variant>
+// Variants: bare, sampler, middleware, exact, and work1us: no jouletrace, one middleware (Express)
+// or onRequest hook (Fastify) that busy-waits 1 µs, as a ruler for what 1 µs of added work per
+// request costs on the machine at hand.
 // Prints "listening <port>" once ready. SIGUSR2 marks the start of a measured load; SIGTERM prints
 // "cpu {user, system, served}" for the time since (µs, requests) and exits.
 import { createRequire } from 'node:module';
+import { performance } from 'node:perf_hooks';
 import { root, jouletrace } from './common.mjs';
 
 const require = createRequire(import.meta.url);
@@ -9,7 +13,11 @@ const [framework, variant] = process.argv.slice(2);
 const { Sampler, RequestTracker } = jouletrace;
 let sampler;
 let tracker;
-if (variant !== 'bare') {
+function work1us() {
+  const until = performance.now() + 0.001;
+  while (performance.now() < until);
+}
+if (variant !== 'bare' && variant !== 'work1us') {
   sampler = new Sampler({ intervalUs: 1000 });
   sampler.start();
   if (variant !== 'sampler') tracker = new RequestTracker(sampler, { mode: variant === 'exact' ? 'exact' : 'shared' });
@@ -20,6 +28,7 @@ if (framework === 'express') {
   const { energyMiddleware } = require(`${root}/dist/cjs/express.js`);
   const app = express();
   if (tracker) app.use(energyMiddleware(tracker));
+  if (variant === 'work1us') app.use((req, res, next) => (work1us(), next()));
   app.get('/hello/:name', (req, res) => (served++, res.send(`hello ${req.params.name}`)));
   const server = app.listen(0, '127.0.0.1', () => console.log(`listening ${server.address().port}`));
   close = () => server.close();
@@ -28,6 +37,7 @@ if (framework === 'express') {
   const { fastifyEnergy } = require(`${root}/dist/cjs/fastify.js`);
   const app = Fastify();
   if (tracker) await app.register(fastifyEnergy, { tracker });
+  if (variant === 'work1us') app.addHook('onRequest', (req, reply, done) => (work1us(), done()));
   app.get('/hello/:name', async (req) => (served++, `hello ${req.params.name}`));
   const address = await app.listen({ port: 0, host: '127.0.0.1' });
   console.log(`listening ${new URL(address).port}`);

@@ -1,6 +1,9 @@
 // Throughput of an Express and a Fastify hello-world on loopback with autocannon, bare and with
 // jouletrace: the sampler alone, the sampler + request accounting (shared mode), and exact mode;
 // then the server's CPU per request at a fixed rate (half the bare throughput) for each variant.
+// A ruler runs beside them: no jouletrace, one hook that busy-waits 1 µs per request, to show
+// what 1 µs of added work per request costs on the machine at hand (on a small VM where the load
+// generator shares the CPUs, more than 1 µs: see the README).
 // Variants alternate within each repetition so slow drifts of the machine hit all of them alike.
 import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -11,7 +14,7 @@ const require = createRequire(import.meta.url);
 const autocannon = require('autocannon');
 const REPS = Number(process.env.BENCH_REPS ?? 3);
 const SECONDS = Number(process.env.BENCH_HTTP_SECONDS ?? 4);
-const VARIANTS = (process.env.BENCH_HTTP_VARIANTS ?? 'bare,sampler,middleware,exact').split(',');
+const VARIANTS = (process.env.BENCH_HTTP_VARIANTS ?? 'bare,work1us,sampler,middleware,exact').split(',');
 const FRAMEWORKS = (process.env.BENCH_HTTP_FRAMEWORKS ?? 'express,fastify').split(',');
 
 async function serve(framework, variant) {
@@ -99,3 +102,4 @@ table(
   ['framework', 'variant', 'µs/request', 'vs bare', 'ratio to bare', 'ratio to sampler alone'],
   cpuRows,
 );
+if (VARIANTS.includes('work1us')) console.log('  work1us: no jouletrace; one middleware / onRequest hook that busy-waits 1 µs per request (a ruler)');
