@@ -235,7 +235,11 @@ describe('spans: behaviour', () => {
     expect(ch.polling).toBe(true);
     busy(1);
     ch.end(h);
-    await ch.settle(h); // delivered by the timer: nothing else polls this channel
+    expect(ch.pollPeriodMs).toBe(20); // only a listener waits: the slow period
+    const settled = ch.settle(h); // delivered by the timer: nothing else polls this channel
+    expect(ch.pollPeriodMs).toBe(5); // a pending settle() is answered sooner
+    await settled;
+    expect(ch.pollPeriodMs === 20 || ch.pollPeriodMs === 0).toBe(true); // back to slow once none pends
     await sleep(300); // it stops after 200 ms with nothing awaited
     expect(ch.polling).toBe(false);
     const open = ch.begin('open-at-stop');
