@@ -89,7 +89,7 @@ for (const framework of FRAMEWORKS) {
     const m = median(rps[v]);
     rows.push([framework, v, m, (m / base).toFixed(3), `${((1 - m / base) * 100).toFixed(1)} %`]);
     const c = median(cpu[v]);
-    cpuRows.push([framework, v, c, `+${(c - baseCpu).toFixed(2)}`, (c / baseCpu).toFixed(3), (c / samplerCpu).toFixed(3)]);
+    cpuRows.push([framework, v, c, `${c >= baseCpu ? '+' : '−'}${Math.abs(c - baseCpu).toFixed(2)}`, (c / baseCpu).toFixed(3), (c / samplerCpu).toFixed(3)]);
   }
 }
 table(
