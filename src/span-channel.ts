@@ -381,6 +381,10 @@ export class SpanChannel {
     this.poll();
     const done = this.#resultOf(h);
     if (done) return Promise.resolve(done);
+    if (this.#closed) {
+      // Nothing collects results any more: waiting would never end.
+      return Promise.reject(new JouletraceError('ERR_JOULETRACE_CLOSED', 'settle(): the span channel is closed'));
+    }
     let slot: number;
     try {
       slot = this.#slotOf(h, 'settle()');
@@ -441,12 +445,19 @@ export class SpanChannel {
   #arm(period: number): void {
     if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#period = period;
+    this.#idleTicks = 0;
     this.#timer = setInterval(() => this.#tick(), period);
     if (this.#waiters.size === 0) this.#timer.unref();
   }
 
   #tick(): void {
     this.poll();
+    // Back to the slow period once no settle() waits. Here rather than when the last waiter is
+    // answered, so that a loop of `await settle()` does not re-arm the timer twice per span.
+    if (this.#waiters.size === 0 && this.#period !== POLL_MS) {
+      this.#arm(POLL_MS);
+      return;
+    }
     // Stopped after IDLE_STOP_MS without a span awaiting a result, so that spans a few ms apart
     // do not set up a new timer at every begin().
     if (this.#awaitingResults()) this.#idleTicks = 0;
@@ -567,7 +578,7 @@ export class SpanChannel {
       const w = this.#waiters.get(h);
       if (w) {
         this.#waiters.delete(h);
-        if (this.#waiters.size === 0 && this.#timer) this.#arm(POLL_MS); // also unrefs it
+        if (this.#waiters.size === 0) this.#timer?.unref(); // #tick slows it down
         w.resolve(r);
       }
     }

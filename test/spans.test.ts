@@ -171,6 +171,11 @@ describe('spans: behaviour', () => {
     other.end(foreign);
     expect((await s.settle(h)).label).toBe('once');
     expect((await s.settle(h)).label).toBe('once'); // settle twice: same result
+    const ch = attachSpans(s.spanContext());
+    const late = ch.begin('closed-before-settled');
+    ch.end(late);
+    ch.close(); // sooner than the sampler settles a span (10 ms): nothing will collect its result
+    await expect(ch.settle(late)).rejects.toMatchObject({ code: 'ERR_JOULETRACE_CLOSED' });
     other.stop();
     s.stop();
     const off = sampler({ threads: 'off' });
@@ -239,12 +244,15 @@ describe('spans: behaviour', () => {
     const settled = ch.settle(h); // delivered by the timer: nothing else polls this channel
     expect(ch.pollPeriodMs).toBe(5); // a pending settle() is answered sooner
     await settled;
+    await sleep(30);
     expect(ch.pollPeriodMs === 20 || ch.pollPeriodMs === 0).toBe(true); // back to slow once none pends
     await sleep(300); // it stops after 200 ms with nothing awaited
     expect(ch.polling).toBe(false);
     const open = ch.begin('open-at-stop');
     const dropped = attachSpans(s.spanContext(), { eventCapacity: 16 });
-    for (let i = 0; i < 20; i++) dropped.begin('never-ended'); // some begins find the ring full
+    // Some begins find the 16-event ring full: 200 of them, since the sampler thread may drain
+    // the ring once or twice while they are written.
+    for (let i = 0; i < 200; i++) dropped.begin('never-ended');
     expect(dropped.droppedEvents).toBeGreaterThan(0);
     s.stop(); // settles the open spans incomplete; nothing is left to await, dropped ones included
     await sleep(300);
