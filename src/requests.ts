@@ -400,7 +400,6 @@ export class RequestTracker {
 
   // Results arrive one by one within a poll; they are delivered as one batch.
   #queue(rec: RequestRecord): void {
-    if (this.#listeners.size === 0) return;
     this.#batch.push(rec);
     if (!this.#batchQueued) {
       this.#batchQueued = true;
@@ -429,8 +428,7 @@ export class RequestTracker {
     owner.incomplete ||= (flags & FLAG_INCOMPLETE) !== 0;
     // At once, as end() does: in completion order, and before stop() returns for the requests
     // its final poll settles.
-    const rec = this.#exactRecord(owner);
-    if (rec) this.#deliver([rec]);
+    this.#maybeEmitExact(owner);
   }
 
   #exactRecord(p: Pending): RequestRecord | undefined {
@@ -455,13 +453,9 @@ export class RequestTracker {
 
   #maybeEmitExact(p: Pending): void {
     const rec = this.#exactRecord(p);
-    if (rec) this.#deliver([rec]);
-  }
-
-  #deliver(records: RequestRecord[]): void {
-    if (records.length === 0) return;
-    for (const r of records) this.#aggregate(r.method, r.route, r.joules, r.estimated, r.durationNs);
-    this.#notify(records);
+    if (!rec) return;
+    this.#aggregate(rec.method, rec.route, rec.joules, rec.estimated, rec.durationNs);
+    this.#notify([rec]);
   }
 
   #notify(records: RequestRecord[]): void {

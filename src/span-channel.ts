@@ -25,13 +25,15 @@ const EVENTS_OFFSET = 512;
 // calling its getter at every read cost 11 ns of the ~50 a read costs (Node 20, bench/spans.mjs).
 const clock = performance;
 
-// Result collection. While a settle() is pending, every 5 ms, so that it resolves soon after its
-// result. Otherwise (onSpan listeners, requests) every 20 ms: each run has a fixed cost of about
-// 15 µs of CPU here (Node's timers and the poll), whatever it collects, which an Express server
-// at 3,900 requests/s paid as 0.6 µs per request at 5 ms (by `perf`). The timer stops 200 ms
-// after the last span awaiting a result.
+// Result collection. Every 20 ms (a server with some requests in flight, onSpan listeners):
+// each run has a fixed cost of about 15 µs of CPU here (Node's timers and the poll), whatever it
+// collects, which an Express server at 3,900 requests/s paid as 0.6 µs per request at 5 ms (by
+// `perf`). Every 5 ms while a settle() is pending, so that it resolves soon after its result, and
+// while over BUSY_SLOTS spans hold slots: at millions of spans per second, slots would otherwise
+// run out between runs and begin() collect thousands of results itself (a span pair measured
+// 20–30 ns more in bench/spans.mjs). The timer stops 200 ms after the last span awaiting a result.
 const POLL_MS = 20;
-const POLL_SETTLE_MS = 5;
+const POLL_FAST_MS = 5;
 const IDLE_STOP_MS = 200;
 
 const BEGIN = 1;
@@ -49,6 +51,7 @@ export const FLAG_ESTIMATED = 2;
 // arrived, so a handle names one span until settle() can no longer be waiting for it.
 const SLOT_BITS = 16;
 const MAX_OPEN = 1 << SLOT_BITS;
+const BUSY_SLOTS = MAX_OPEN >> 3; // see POLL_FAST_MS
 const GEN_MASK = 0xff;
 // Slot states.
 const FREE = 0;
@@ -400,7 +403,7 @@ export class SpanChannel {
     }
     return new Promise((resolve, reject) => {
       this.#waiters.set(h, { resolve, reject });
-      this.#ensurePolling(); // at the settle() period
+      this.#ensurePolling(); // at the fast period
       // A pending settle() keeps the process alive, as pending I/O does; idle polling does not.
       this.#timer?.ref();
     });
@@ -432,9 +435,13 @@ export class SpanChannel {
     return MAX_OPEN - this.#freeCount - this.#noResult > 0 || this.#lateEnds.length !== 0;
   }
 
+  #wantedPeriod(): number {
+    return this.#waiters.size !== 0 || MAX_OPEN - this.#freeCount > BUSY_SLOTS ? POLL_FAST_MS : POLL_MS;
+  }
+
   #ensurePolling(): void {
     if (this.#closed) return;
-    const period = this.#waiters.size !== 0 ? POLL_SETTLE_MS : POLL_MS;
+    const period = this.#wantedPeriod();
     if (this.#timer !== undefined) {
       if (this.#period !== period) this.#arm(period);
     } else if (this.#awaitingResults()) {
@@ -452,10 +459,11 @@ export class SpanChannel {
 
   #tick(): void {
     this.poll();
-    // Back to the slow period once no settle() waits. Here rather than when the last waiter is
-    // answered, so that a loop of `await settle()` does not re-arm the timer twice per span.
-    if (this.#waiters.size === 0 && this.#period !== POLL_MS) {
-      this.#arm(POLL_MS);
+    // The period follows the load here, at most once per run, rather than in begin() or when the
+    // last waiter is answered: a loop of `await settle()` does not re-arm the timer twice a span.
+    const period = this.#wantedPeriod();
+    if (period !== this.#period) {
+      this.#arm(period);
       return;
     }
     // Stopped after IDLE_STOP_MS without a span awaiting a result, so that spans a few ms apart
@@ -473,7 +481,6 @@ export class SpanChannel {
     if (this.#timer && this.#waiters.size === 0 && !this.#awaitingResults()) {
       clearInterval(this.#timer);
       this.#timer = undefined;
-      this.#idleTicks = 0;
     }
   }
 

@@ -263,6 +263,23 @@ describe('spans: behaviour', () => {
     ch.close();
   });
 
+  it('collects results faster while many spans hold slots', async () => {
+    const s = sampler({ threads: 'bpf' });
+    const ch = attachSpans(s.spanContext());
+    s.start();
+    const hs: number[] = [];
+    for (let i = 0; i < 10000; i++) hs.push(ch.begin('many')); // over 1/8 of the 65,536 slots
+    expect(ch.pollPeriodMs).toBe(20); // armed by the first begin()
+    await sleep(60); // the next run sees the load
+    expect(ch.pollPeriodMs).toBe(5);
+    for (const h of hs) ch.end(h);
+    // Slots free as their results come in; the next run slows down.
+    for (let i = 0; i < 300 && ch.pollPeriodMs === 5; i++) await sleep(10);
+    expect(ch.pollPeriodMs === 20 || ch.pollPeriodMs === 0).toBe(true);
+    ch.close();
+    s.stop();
+  });
+
   it('ignores the engine\'s second word on a span ended after stop() settled it', async () => {
     const s = sampler({ threads: 'bpf' });
     const ch = attachSpans(s.spanContext());
