@@ -7,6 +7,7 @@ import { performance as heldPerformance } from 'node:perf_hooks';
 import { jouletrace, median, sleep, table } from './common.mjs';
 
 const { Sampler } = jouletrace;
+const heldHrtime = process.hrtime;
 const CHUNKS = Number(process.env.BENCH_SPAN_CHUNKS ?? 60);
 const CHUNK = 16384;
 const REPS = Number(process.env.BENCH_REPS ?? 5);
@@ -19,10 +20,18 @@ const variants = {
   'performance.now() pair': (n) => {
     for (let i = 0; i < n; i++) sink += performance.now() - performance.now();
   },
-  // The two clock reads a span makes, as jouletrace makes them: through a held reference to the
-  // performance object (the global is an accessor of globalThis, read on every call).
+  // Through a held reference to the performance object (the global is an accessor of globalThis,
+  // read on every call).
   'performance.now() pair, object held': (n) => {
     for (let i = 0; i < n; i++) sink += heldPerformance.now() - heldPerformance.now();
+  },
+  // The clock jouletrace reads: process.hrtime(), held, as a number of nanoseconds.
+  'process.hrtime() pair, function held': (n) => {
+    for (let i = 0; i < n; i++) {
+      const a = heldHrtime();
+      const b = heldHrtime();
+      sink += b[0] * 1e9 + b[1] - (a[0] * 1e9 + a[1]);
+    }
   },
   'process.hrtime.bigint() pair': (n) => {
     for (let i = 0; i < n; i++) sink += Number(process.hrtime.bigint() - process.hrtime.bigint());

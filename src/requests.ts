@@ -431,31 +431,33 @@ export class RequestTracker {
     this.#maybeEmitExact(owner);
   }
 
-  #exactRecord(p: Pending): RequestRecord | undefined {
-    if (!p.done || p.openCallbacks !== 0 || p.current !== -1) return undefined;
-    p.openCallbacks = -1; // emitted
-    return {
-      method: p.method,
-      route: typeof p.route === 'function' ? safeRoute(p.route) : p.route,
-      statusCode: p.statusCode,
-      startNs: p.startNs,
-      endNs: p.endNs,
-      durationNs: p.endNs - p.startNs,
-      joules: p.joules,
-      dynamicJoules: p.dynamic,
-      onCpuNs: p.onCpuNs,
-      estimated: p.estimated,
-      incomplete: p.incomplete,
-      mode: 'exact',
-      ...(p.context !== undefined ? { context: p.context } : {}),
-    };
-  }
-
+  // Emits an exact-mode request once it has ended and its last callback span has settled. The
+  // record object is built only for listeners: the aggregate needs none.
   #maybeEmitExact(p: Pending): void {
-    const rec = this.#exactRecord(p);
-    if (!rec) return;
-    this.#aggregate(rec.method, rec.route, rec.joules, rec.estimated, rec.durationNs);
-    this.#notify([rec]);
+    if (!p.done || p.openCallbacks !== 0 || p.current !== -1) return;
+    p.openCallbacks = -1; // emitted
+    const route = typeof p.route === 'function' ? safeRoute(p.route) : p.route;
+    p.route = route;
+    const durationNs = p.endNs - p.startNs;
+    this.#aggregate(p.method, route, p.joules, p.estimated, durationNs);
+    if (this.#listeners.size === 0) return;
+    this.#notify([
+      {
+        method: p.method,
+        route,
+        statusCode: p.statusCode,
+        startNs: p.startNs,
+        endNs: p.endNs,
+        durationNs,
+        joules: p.joules,
+        dynamicJoules: p.dynamic,
+        onCpuNs: p.onCpuNs,
+        estimated: p.estimated,
+        incomplete: p.incomplete,
+        mode: 'exact',
+        ...(p.context !== undefined ? { context: p.context } : {}),
+      },
+    ]);
   }
 
   #notify(records: RequestRecord[]): void {

@@ -1,10 +1,9 @@
 // One JavaScript thread's span channel to a sampler: the hot path of jouletrace. begin() and
 // end() write a 32-byte event into a SharedArrayBuffer ring that the sampler thread drains:
-// one performance.now() (vDSO clock_gettime, no system call), four Float64Array stores and one
+// one process.hrtime() (vDSO clock_gettime, no system call), four Float64Array stores and one
 // Atomics.store per call, no allocation. Results come back through a second ring in the same
 // buffer and are polled off the hot path. Layout: native/spans/span_log.h.
 import { readlinkSync } from 'node:fs';
-import { performance } from 'node:perf_hooks';
 import { checkIntegerInRange, checkObject, checkString, JouletraceError } from './errors';
 import { native } from './native';
 import { JoulesSummary } from './summaries';
@@ -21,9 +20,17 @@ const RES_DROPPED = 67;
 const RUNNING = 68;
 const EVENTS_OFFSET = 512;
 
-// The clock, held here: Node's global `performance` is an accessor property of globalThis, and
-// calling its getter at every read cost 11 ns of the ~50 a read costs (Node 20, bench/spans.mjs).
-const clock = performance;
+// The clock: process.hrtime(), held here, read as nanoseconds of CLOCK_MONOTONIC (libuv's
+// uv_hrtime). Node 20's performance.now() is hrtime() plus a brand check, and the global
+// `performance` is an accessor of globalThis: a pair of hrtime() reads costs 72–77 ns here, of
+// held performance.now() 88–90, of the global's 95–98 (bench/spans.mjs). The [s, ns] array it
+// returns does not survive inlining (no allocation). A double holds nanoseconds exactly for 104
+// days of uptime, to 2 ns for 208.
+const hrtime = process.hrtime;
+function nowNs(): number {
+  const t = hrtime();
+  return t[0] * 1e9 + t[1];
+}
 
 // Result collection. Every 20 ms (a server with some requests in flight, onSpan listeners):
 // each run has a fixed cost of about 15 µs of CPU here (Node's timers and the poll), whatever it
@@ -71,21 +78,27 @@ export function slotOfHandle(h: number): number {
   return h & (MAX_OPEN - 1);
 }
 
-/** Offset from performance.now() (ms since this thread's time origin) to CLOCK_MONOTONIC ns. */
+/**
+ * Offset from nowNs() to the sampler's CLOCK_MONOTONIC ns: 0 where libuv reads that clock (every
+ * Linux libuv so far, seen as the native read falling between two of ours each time), else
+ * estimated from the tightest of 7 bracketed reads.
+ */
 function monotonicOffsetNs(): number {
-  const nowNs = native().monotonicNs as () => bigint;
+  const monotonicNs = native().monotonicNs as () => bigint;
   let best = Infinity;
   let offset = 0;
+  let sameClock = true;
   for (let i = 0; i < 7; i++) {
-    const a = clock.now();
-    const n = nowNs();
-    const b = clock.now();
+    const a = nowNs();
+    const n = Number(monotonicNs());
+    const b = nowNs();
+    if (n < a || n > b) sameClock = false;
     if (b - a < best) {
       best = b - a;
-      offset = Number(n) - ((a + b) / 2) * 1e6;
+      offset = n - (a + b) / 2;
     }
   }
-  return offset;
+  return sameClock ? 0 : offset;
 }
 
 export interface SpanChannelOptions {
@@ -162,7 +175,7 @@ export class SpanChannel {
   #timer: NodeJS.Timeout | undefined;
   #period = 0; // the timer's, ms
   #closed = false;
-  // Ends that found the event ring full, as (handle, performance.now()) pairs, written again by
+  // Ends that found the event ring full, as (handle, nowNs()) pairs, written again by
   // poll(). Dropped, an end would leave its span open in the engine until stop(), and a
   // request in flight there thins every other request's share.
   readonly #lateEnds: number[] = [];
@@ -179,11 +192,11 @@ export class SpanChannel {
     return this.#i32[RUNNING] === 1;
   }
   /**
-   * Receives shared spans' (requests') results as plain numbers, without a SpanResult object
-   * per request: request tracking builds its own record.
+   * @internal Receives shared spans' (requests') results as plain numbers, without a SpanResult
+   * object per request: request tracking builds its own record.
    */
   readonly sharedListeners = new Set<NumericResultListener>();
-  /** The same for internal spans (beginInternal: exact-mode request callbacks). */
+  /** @internal The same for internal spans (beginInternal: exact-mode request callbacks). */
   readonly internalListeners = new Set<NumericResultListener>();
 
   constructor(samplerId: number, options: SpanChannelOptions = {}) {
@@ -262,7 +275,7 @@ export class SpanChannel {
     const gen = (this.#gens[slot] + 1) & GEN_MASK;
     this.#gens[slot] = gen;
     const h = (this.#tag << 24) | (gen << SLOT_BITS) | slot;
-    if (this.#write(type, h, id, clock.now())) {
+    if (this.#write(type, h, id, nowNs())) {
       this.#state[slot] = OPEN;
     } else {
       this.#state[slot] = OPEN_DROPPED;
@@ -279,12 +292,12 @@ export class SpanChannel {
     return this.#begin(label, BEGIN, 0);
   }
 
-  /** An exclusive span of jouletrace's own: its result reaches internalListeners only, as numbers. */
+  /** @internal An exclusive span of jouletrace's own: its result reaches internalListeners only, as numbers. */
   beginInternal(label: string): number {
     return this.#begin(label, BEGIN, NUM_INTERNAL);
   }
 
-  /** A request: energy shared fairly among the shared spans in flight (see RequestTracker). */
+  /** @internal A request: energy shared fairly among the shared spans in flight (see RequestTracker). */
   beginShared(label: string): number {
     return this.#begin(label, BEGIN_SHARED, NUM_SHARED);
   }
@@ -313,7 +326,7 @@ export class SpanChannel {
     const slot = this.#slotOf(h, 'end()');
     const state = this.#state[slot];
     if (state === OPEN) {
-      const t = clock.now();
+      const t = nowNs();
       if (this.#lateEnds.length !== 0 || !this.#write(END, h, 0, t)) {
         this.#lateEnds.push(h, t);
         this.#lateEndCount++;
@@ -394,6 +407,15 @@ export class SpanChannel {
     } catch (e) {
       return Promise.reject(e);
     }
+    if (this.#numeric[slot] !== 0) {
+      // Its result goes to a RequestTracker as numbers, never to a waiter: it would wait forever.
+      return Promise.reject(
+        new JouletraceError(
+          'ERR_JOULETRACE_FOREIGN_SPAN',
+          `settle(): span handle ${h} is a request's (RequestTracker); its energy arrives through tracker.onRequest()`,
+        ),
+      );
+    }
     const state = this.#state[slot];
     if (state === OPEN || state === OPEN_DROPPED) {
       return Promise.reject(new JouletraceError('ERR_JOULETRACE_SPAN_OPEN', `settle(): span handle ${h} has not ended; call end(h) first`));
@@ -472,11 +494,12 @@ export class SpanChannel {
     else if (++this.#idleTicks * this.#period >= IDLE_STOP_MS) this.stopPollingIfIdle();
   }
 
-  /** Starts collecting results if some span awaits one (the sampler calls it at start()). */
+  /** @internal Starts collecting results if some span awaits one (the sampler calls it at start()). */
   startPolling(): void {
     this.#ensurePolling();
   }
 
+  /** @internal */
   stopPollingIfIdle(): void {
     if (this.#timer && this.#waiters.size === 0 && !this.#awaitingResults()) {
       clearInterval(this.#timer);
@@ -484,12 +507,12 @@ export class SpanChannel {
     }
   }
 
-  /** Whether the result timer runs (for tests). */
+  /** @internal Whether the result timer runs (for tests). */
   get polling(): boolean {
     return this.#timer !== undefined;
   }
 
-  /** The result timer's period in ms, 0 when it is off (for tests). */
+  /** @internal The result timer's period in ms, 0 when it is off (for tests). */
   get pollPeriodMs(): number {
     return this.#timer !== undefined ? this.#period : 0;
   }

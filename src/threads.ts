@@ -166,6 +166,14 @@ export function openThreadTracker(options?: ThreadTrackerOptions): ThreadTracker
     if (!Array.isArray(o.cpuPackage)) throw invalidType('options.cpuPackage', 'an array of integers', o.cpuPackage);
     opts.cpuPackage = o.cpuPackage.map((p, i) => checkIntegerInRange(`options.cpuPackage[${i}]`, p, 0, 7));
   }
+  // An option the chosen backend would ignore is a mistake worth naming, not a silent no-op.
+  if (opts.backend === 'procfs') {
+    for (const k of ['followChildren', 'bpfProgram', 'repairSwitchIns'] as const) {
+      if (opts[k] !== undefined && opts[k] !== false) throw new TypeError(`options.${k} needs backend: 'bpf' (it was 'procfs')`);
+    }
+  } else if (opts.procRoot !== undefined) {
+    throw new TypeError("options.procRoot needs backend: 'procfs' (it was 'bpf')");
+  }
   return new (native().ThreadTracker)(opts) as ThreadTracker;
 }
 

@@ -23,7 +23,9 @@ const tid = Number(require('node:fs').readlinkSync('/proc/thread-self').split('/
 parentPort.postMessage({ tid });
 let x = 0;
 for (let i = 0; i < workerData.n; i++) x = (x * 31 + i) | 0;
-parentPort.postMessage({ done: x });
+// The kernel's own figure for this thread's CPU time so far, to check the tracker against.
+const cpuNs = Number(require('node:fs').readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]);
+parentPort.postMessage({ done: x, cpuNs });
 `;
 
 // Loop iterations per millisecond of CPU on this machine, measured once.
@@ -40,18 +42,21 @@ function iterationsFor(ms: number): number {
   return Math.round(perMs * ms);
 }
 
-function spin(ms: number): { tid: Promise<number>; done: Promise<void> } {
+function spin(ms: number): { tid: Promise<number>; done: Promise<void>; cpuNs: Promise<number> } {
   const w = new Worker(SPIN, { eval: true, workerData: { n: iterationsFor(ms) } });
   let tidResolve!: (t: number) => void;
+  let cpuResolve!: (ns: number) => void;
   const tid = new Promise<number>((r) => (tidResolve = r));
+  const cpuNs = new Promise<number>((r) => (cpuResolve = r));
   const done = new Promise<void>((resolve, reject) => {
-    w.on('message', (m: { tid?: number; done?: number }) => {
+    w.on('message', (m: { tid?: number; cpuNs?: number }) => {
       if (m.tid !== undefined) tidResolve(m.tid);
+      if (m.cpuNs !== undefined) cpuResolve(m.cpuNs);
     });
     w.once('exit', () => resolve());
     w.once('error', reject);
   });
-  return { tid, done };
+  return { tid, done, cpuNs };
 }
 
 function suite(backend: Exclude<ThreadsBackend, 'off'>) {
@@ -73,12 +78,24 @@ function suite(backend: Exclude<ThreadsBackend, 'off'>) {
     // (not asserting `exited` here: pthread_join returns when the kernel clears the child-tid
     // futex, a moment before the dying thread's last context switch, which is what marks it.)
     expect(a.estimated).toBe(true);
+    // Each worker's CPU time by the kernel's own count (its schedstat, read as its work ends)
+    // is the reference. The tracker counts a little more: the worker still runs after that read
+    // (posting it, tearing its isolate down: 4–18 ms here). procfs snapshots lag a thread's last
+    // moments by up to a snapshot (4 ms below seen once).
+    const [kernelLong, kernelShort] = await Promise.all([long.cpuNs, short.cpuNs]);
+    for (const [t, kernelNs] of [[a, kernelLong], [b, kernelShort]] as const) {
+      expect(t.onCpuNs).toBeGreaterThan(kernelNs - 10e6);
+      expect(t.onCpuNs).toBeLessThan(kernelNs + 40e6);
+    }
+    // The work is in a 3:1 ratio but CPU time is not quite: both workers pay the same start-up
+    // and teardown (~40 ms of CPU on this VM), and the short worker runs all its time beside the
+    // long one, which is slower per iteration where the vCPUs share a core or its caches on the
+    // host (the guest cannot tell). The kernel's own counts came out 2.43–2.65 to 1 on a Zen 5
+    // guest. The check against them above is the exact one.
     const cpuRatio = a.onCpuNs / b.onCpuNs;
     const joulesRatio = a.joules / b.joules;
-    // Fixed work in a 3:1 ratio: on-CPU time follows it whatever else runs; ±20% absorbs JIT
-    // warm-up (the short worker spends a larger share of its time unoptimised) and start-up.
-    expect(cpuRatio).toBeGreaterThan(3 * 0.8);
-    expect(cpuRatio).toBeLessThan(3 * 1.2);
+    expect(cpuRatio).toBeGreaterThan(1.8);
+    expect(cpuRatio).toBeLessThan(3.6);
     // With the model's idle power as baseline, a thread's dynamic energy is proportional to
     // its CPU time; the model re-reads utilisation every 10 ms (USER_HZ resolution), which
     // misplaces up to ~10-20 ms of power at each phase change, and more when other processes

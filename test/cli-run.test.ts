@@ -53,7 +53,7 @@ describe('jouletrace run', () => {
       expect(b.joules).toBeGreaterThan(0);
     }
     // The sleeping child is there too, with its parent.
-    expect(res.processes.some((p) => p.command === 'sleep 1' && p.ppid === root!.pid)).toBe(true);
+    expect(res.processes.some((p) => p.command === 'sleep 1' && p.ppid === root!.pid), JSON.stringify(res.processes)).toBe(true);
     // The tree's energy includes the children's, and attribution conserves the total.
     const childJ = burners.reduce((a, b) => a + b.joules, 0);
     expect(res.tree.joules).toBeGreaterThanOrEqual(childJ * 0.999);

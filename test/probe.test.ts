@@ -107,7 +107,7 @@ describe('formatProbe and the probe command', () => {
   it('renders a table with ✓/✗, reasons, remedies, units and BPF state', async () => {
     const text = formatProbe(await probe({ intervalMs: 20 }));
     const cpu = cpuinfoIdentity();
-    expect(text).toMatch(new RegExp(`^CPU {5}.* — ${cpu.vendor} family 0x${cpu.family.toString(16)} model 0x`));
+    expect(text).toMatch(new RegExp(`^CPU {5}.* — ${cpu.vendor} family 0x${cpu.family.toString(16).toUpperCase()} model 0x`));
     expect(text).toContain('  ✗ msr       ENOENT: /dev/cpu/0/msr: no such file\n      fix: load the msr module: modprobe msr\n');
     expect(text).toMatch(/ {2}✓ model {5}available, never wraps\n {6}package-0 +unit 1\.000 nJ +[\d.]+ W +no wrap ESTIMATED\n/);
     expect(text).toContain('eBPF thread attribution');

@@ -123,17 +123,24 @@ describe('model source against an emulated /proc/stat', () => {
 
   it('re-reads /proc/stat at most every 10 ms and integrates at the last rate in between', async () => {
     const { stat, s } = emulated();
-    for (let cpu = 0; cpu < 4; cpu++) stat.advance(cpu, 100, 0);
-    await sleep(15);
-    s.read(); // refresh at 110 W
-    const start = performance.now();
-    const first = s.read();
-    // The machine goes idle right after the refresh; the source must not notice for 10 ms.
-    for (let cpu = 0; cpu < 4; cpu++) stat.advance(cpu, 0, 100);
-    let last = first;
-    while (performance.now() - start < 6) last = s.read();
     const total = (x: SourceReading) => x.readings[0].joules + x.readings[1].joules;
-    const w = (total(last) - total(first)) / (Number(last.timeNs - first.timeNs) / 1e9);
+    // Within 10 ms of a refresh the source must not re-read, so it integrates at the last rate
+    // even though the machine went idle meanwhile. A try where this process was descheduled
+    // past those 10 ms proves nothing either way, and is made again.
+    let w = NaN;
+    for (let attempt = 0; attempt < 10 && Number.isNaN(w); attempt++) {
+      for (let cpu = 0; cpu < 4; cpu++) stat.advance(cpu, 100, 0);
+      await sleep(15);
+      const refresh = s.read(); // refresh at 110 W
+      const first = s.read();
+      for (let cpu = 0; cpu < 4; cpu++) stat.advance(cpu, 0, 100);
+      let last = first;
+      do last = s.read();
+      while (Number(last.timeNs - refresh.timeNs) < 6e6);
+      if (Number(last.timeNs - refresh.timeNs) < 9e6) {
+        w = (total(last) - total(first)) / (Number(last.timeNs - first.timeNs) / 1e9);
+      }
+    }
     expect(w).toBeGreaterThan(100);
     await sleep(15);
     const c = s.read(); // refresh: now idle

@@ -121,4 +121,11 @@ describe('procfs thread tracker on an emulated /proc', () => {
       expect.objectContaining({ code: 'ESRCH' }),
     );
   });
+
+  it('rejects options the chosen backend would ignore, naming them', () => {
+    expect(() => openThreadTracker({ backend: 'procfs', followChildren: true })).toThrow("options.followChildren needs backend: 'bpf'");
+    expect(() => openThreadTracker({ backend: 'procfs', bpfProgram: 'compat' })).toThrow("options.bpfProgram needs backend: 'bpf'");
+    expect(() => openThreadTracker({ backend: 'procfs', repairSwitchIns: 'off' })).toThrow("options.repairSwitchIns needs backend: 'bpf'");
+    expect(() => openThreadTracker({ procRoot: '/proc' })).toThrow("options.procRoot needs backend: 'procfs'");
+  });
 });

@@ -152,7 +152,7 @@ void SpanEngine::drain(Log& log) {
     uint32_t type = uint32_t(ev[0]);
     uint32_t handle = uint32_t(ev[1]);
     uint32_t label = uint32_t(ev[2]);
-    double tns = ev[3] * 1e6 + log.offsetNs;
+    double tns = ev[3] + log.offsetNs;
     uint64_t t = tns > 0 ? uint64_t(tns) : 0;
     if (type == kSpanBeginShared) {
       if (log.shared.empty()) log.shared.resize(kSpanSlots);

@@ -10,7 +10,7 @@
 //   byte 264  i32 events dropped  (JS: the ring was full)
 //   byte 268  i32 results dropped (native: the ring was full)
 //   byte 272  i32 running         (native: 1 while the sampler samples)
-//   byte 512  events:  capacity × 32 bytes, f64 [type, handle, label id, performance.now() ms]
+//   byte 512  events:  capacity × 32 bytes, f64 [type, handle, label id, time ns]
 //   then      results: capacity × 64 bytes, f64 [handle, label id, startNs, endNs, onCpuNs,
 //                                               joules, dynamicJoules (NaN: none), flags]
 // Counters are free-running 32-bit integers; capacity < 2^30 keeps their differences exact.
