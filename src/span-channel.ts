@@ -1,15 +1,15 @@
 // One JavaScript thread's span channel to a sampler: the hot path of jouletrace. begin() and
 // end() write a 32-byte event into a SharedArrayBuffer ring that the sampler thread drains:
-// one process.hrtime() (vDSO clock_gettime, no system call), four Float64Array stores and one
-// Atomics.store per call, no allocation. Results come back through a second ring in the same
+// one process.hrtime() (vDSO clock_gettime, no system call) and six Int32Array stores per call,
+// no atomic instruction, no allocation (see eventCheck). Results come back through a second ring in the same
 // buffer and are polled off the hot path. Layout: native/spans/span_log.h.
 import { readlinkSync } from 'node:fs';
 import { checkIntegerInRange, checkObject, checkString, JouletraceError } from './errors';
+import { registerHandle } from './internal';
 import { native } from './native';
 import { JoulesSummary } from './summaries';
 import type { SpanLabelStats, SpanResult } from './span-types';
 
-const EV_HEAD = 0;
 const EV_TAIL = 16;
 const RES_HEAD = 32;
 const RES_TAIL = 48;
@@ -20,13 +20,13 @@ const RES_DROPPED = 67;
 const RUNNING = 68;
 const EVENTS_OFFSET = 512;
 
-// The clock: process.hrtime(), held here, read as nanoseconds of CLOCK_MONOTONIC (libuv's
-// uv_hrtime). Node 20's performance.now() is hrtime() plus a brand check, and the global
-// `performance` is an accessor of globalThis: a pair of hrtime() reads costs 72–77 ns here, of
-// held performance.now() 88–90, of the global's 95–98 (bench/spans.mjs). The [s, ns] array it
-// returns does not survive inlining (no allocation). A double holds nanoseconds exactly for 104
-// days of uptime, to 2 ns for 208.
+// The clock: process.hrtime(), held here: [seconds, nanoseconds] of CLOCK_MONOTONIC (libuv's
+// uv_hrtime), written into an event as they are. Node 20's performance.now() is hrtime() plus a
+// brand check, and the global `performance` is an accessor of globalThis: a pair of hrtime()
+// reads cost 72–77 ns on our test VM in a tight loop, held performance.now() 88–90, the global's
+// 95–98. The array it returns does not survive inlining (no allocation).
 const hrtime = process.hrtime;
+/** hrtime() as a double of nanoseconds (exact for 104 days of uptime), for calibration only. */
 function nowNs(): number {
   const t = hrtime();
   return t[0] * 1e9 + t[1];
@@ -77,6 +77,29 @@ export const SPAN_SLOTS = MAX_OPEN;
 export function slotOfHandle(h: number): number {
   return h & (MAX_OPEN - 1);
 }
+
+// Events are published without an atomic store. Atomics.store is sequentially consistent, a
+// locked instruction on x86 (10 ns here in a tight loop, up to 50 under a server's load, twice
+// per span); JavaScript has no cheaper release store. Instead, each event carries its sequence
+// number and a check word over all its fields, and the sampler thread takes an event only when
+// the sequence number is the one it expects and the check matches. However the stores of an event
+// become visible (x86 keeps them in order, V8 emits them in order, but the memory model promises
+// neither), a half-written or stale event fails its check and is read again at the next step. A
+// field left stale changes the check unless the odd multipliers below cancel over two or more
+// fields, about 2^-32. Mirrored in native/spans/span_log.h.
+function eventCheck(seq: number, handle: number, typeLabel: number, sec: number, nsec: number): number {
+  return (
+    (Math.imul(seq, 0x9e3779b1) +
+      Math.imul(handle, 0x85ebca77) +
+      Math.imul(typeLabel, 0xc2b2ae3d) +
+      Math.imul(sec, 0x27d4eb2f) +
+      Math.imul(nsec, 0x165667b1) +
+      0x6a09e667) |
+    0
+  );
+}
+const EVENT_WORDS = 8; // 32 bytes: check, seq, handle, type | label << 2, sec, nsec, 2 unused
+const MAX_LABELS = 1 << 24;
 
 /**
  * Offset from nowNs() to the sampler's CLOCK_MONOTONIC ns: 0 where libuv reads that clock (every
@@ -142,7 +165,7 @@ class LabelAggregate {
 export class SpanChannel {
   readonly #handle: { close(): void };
   readonly #i32: Int32Array;
-  readonly #ev: Float64Array;
+  readonly #ev: Int32Array;
   readonly #res: Float64Array;
   readonly #evMask: number;
   readonly #evCap: number;
@@ -175,7 +198,7 @@ export class SpanChannel {
   #timer: NodeJS.Timeout | undefined;
   #period = 0; // the timer's, ms
   #closed = false;
-  // Ends that found the event ring full, as (handle, nowNs()) pairs, written again by
+  // Ends that found the event ring full, as (handle, seconds, nanoseconds) triples, written again by
   // poll(). Dropped, an end would leave its span open in the engine until stop(), and a
   // request in flight there thins every other request's share.
   readonly #lateEnds: number[] = [];
@@ -208,7 +231,10 @@ export class SpanChannel {
     const bytes = EVENTS_OFFSET + evCap * 32 + resCap * 64;
     const sab = new SharedArrayBuffer(bytes);
     this.#i32 = new Int32Array(sab);
-    this.#ev = new Float64Array(sab, EVENTS_OFFSET, evCap * 4);
+    this.#ev = new Int32Array(sab, EVENTS_OFFSET, evCap * EVENT_WORDS);
+    // Every slot starts with the sequence number of the lap before, so an unwritten slot is
+    // never taken for the event the sampler expects there.
+    for (let i = 0; i < evCap; i++) this.#ev[i * EVENT_WORDS + 1] = (i - evCap) | 0;
     this.#res = new Float64Array(sab, EVENTS_OFFSET + evCap * 32, resCap * 8);
     this.#i32[EV_CAP] = evCap;
     this.#i32[RES_CAP] = resCap;
@@ -219,6 +245,7 @@ export class SpanChannel {
     for (let i = 0; i < MAX_OPEN; i++) this.#free[i] = i;
     const Channel = native().SpanChannel as new (id: number, buf: Uint8Array, offsetNs: number) => { close(): void };
     this.#handle = new Channel(samplerId, new Uint8Array(sab), monotonicOffsetNs());
+    registerHandle(this, sab); // tests read the ring's words
   }
 
   #intern(label: unknown): number {
@@ -228,26 +255,29 @@ export class SpanChannel {
       throw new RangeError(`Expected a label of 1 to 200 characters but received ${JSON.stringify(l.slice(0, 40))} of type string`);
     }
     const id = this.#labelNames.length;
+    if (id >= MAX_LABELS) throw new RangeError(`Too many distinct span labels (${MAX_LABELS}): labels name code paths, not values`);
     this.#labelNames.push(l);
     this.#labels.set(l, id);
     return id;
   }
 
   /** false: the event ring is full (the sampler thread has not drained it for a while). */
-  #write(type: number, handle: number, label: number, t: number): boolean {
+  #write(type: number, handle: number, label: number, sec: number, nsec: number): boolean {
     const head = this.#head;
     if (((head - this.#tailSeen) | 0) >= this.#evCap) {
       this.#tailSeen = Atomics.load(this.#i32, EV_TAIL);
       if (((head - this.#tailSeen) | 0) >= this.#evCap) return false;
     }
-    const o = (head & this.#evMask) << 2;
+    const o = (head & this.#evMask) * EVENT_WORDS;
     const ev = this.#ev;
-    ev[o] = type;
-    ev[o + 1] = handle;
-    ev[o + 2] = label;
-    ev[o + 3] = t;
+    const typeLabel = type | (label << 2);
+    ev[o + 1] = head;
+    ev[o + 2] = handle;
+    ev[o + 3] = typeLabel;
+    ev[o + 4] = sec;
+    ev[o + 5] = nsec;
+    ev[o] = eventCheck(head, handle, typeLabel, sec, nsec);
     this.#head = (head + 1) | 0;
-    Atomics.store(this.#i32, EV_HEAD, this.#head);
     return true;
   }
 
@@ -275,7 +305,8 @@ export class SpanChannel {
     const gen = (this.#gens[slot] + 1) & GEN_MASK;
     this.#gens[slot] = gen;
     const h = (this.#tag << 24) | (gen << SLOT_BITS) | slot;
-    if (this.#write(type, h, id, nowNs())) {
+    const t = hrtime();
+    if (this.#write(type, h, id, t[0], t[1])) {
       this.#state[slot] = OPEN;
     } else {
       this.#state[slot] = OPEN_DROPPED;
@@ -326,9 +357,9 @@ export class SpanChannel {
     const slot = this.#slotOf(h, 'end()');
     const state = this.#state[slot];
     if (state === OPEN) {
-      const t = nowNs();
-      if (this.#lateEnds.length !== 0 || !this.#write(END, h, 0, t)) {
-        this.#lateEnds.push(h, t);
+      const t = hrtime();
+      if (this.#lateEnds.length !== 0 || !this.#write(END, h, 0, t[0], t[1])) {
+        this.#lateEnds.push(h, t[0], t[1]);
         this.#lateEndCount++;
         this.#ensurePolling();
       }
@@ -526,13 +557,14 @@ export class SpanChannel {
     const q = this.#lateEnds;
     const running = Atomics.load(this.#i32, RUNNING) === 1;
     let kept = 0;
-    for (let i = 0; i < q.length; i += 2) {
+    for (let i = 0; i < q.length; i += 3) {
       const h = q[i];
       const slot = h & (MAX_OPEN - 1);
       if (this.#state[slot] !== ENDED || !this.#current(h, slot)) continue;
-      if (kept === 0 && running && this.#write(END, h, 0, q[i + 1])) continue;
+      if (kept === 0 && running && this.#write(END, h, 0, q[i + 1], q[i + 2])) continue;
       q[kept++] = h;
       q[kept++] = q[i + 1];
+      q[kept++] = q[i + 2];
     }
     q.length = kept;
   }

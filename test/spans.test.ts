@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
 import { attachSpans, Sampler, type SpanResult } from '../src/index';
+import { nativeHandleOf } from '../src/internal';
 
 const root = path.join(__dirname, '..');
 const samplers: Sampler[] = [];
@@ -227,6 +228,37 @@ describe('spans: behaviour', () => {
     expect(rs!.filter((r) => r.incomplete).length).toBe(droppedBegins);
     expect(ch.droppedEvents).toBe(droppedBegins); // ends are retried, not dropped
     ch.close();
+    s.stop();
+  });
+
+  it('takes an event only when its sequence number and check word match, so a half-written one waits', async () => {
+    const s = sampler({ threads: 'procfs' });
+    s.start();
+    const ch = s.spanChannel();
+    const sab = nativeHandleOf<SharedArrayBuffer>(ch);
+    const words = new Int32Array(sab);
+    const cap = words[64]; // event capacity (native/spans/span_log.h)
+    const ev = new Int32Array(sab, 512, cap * 8);
+    const tail = () => Atomics.load(words, 16);
+    // Unwritten slots carry the previous lap's sequence number.
+    expect([ev[1], ev[8 + 1], ev[(cap - 1) * 8 + 1]]).toEqual([-cap, 1 - cap, -1]);
+    const h1 = s.begin('first');
+    s.end(h1);
+    expect((await s.settle(h1)).incomplete).toBe(false);
+    expect(tail()).toBe(2);
+    const h2 = s.begin('second'); // slot 2, a proper event
+    // Slot 3 as the sampler could see an event mid-write: the sequence number it expects there
+    // and the fields of an end of h2, but a check word from before.
+    const o = 3 * 8;
+    ev.set([0x1234567, 3, h2, 2 /* end */, ev[2 * 8 + 4], ev[2 * 8 + 5]], o);
+    await sleep(20);
+    expect(tail()).toBe(3); // took the begin in slot 2, stopped at slot 3
+    expect(ch.poll()).toBe(0); // and so h2 has no result
+    // The check matching the fields lets it through: a complete event.
+    ev[o] = (Math.imul(3, 0x9e3779b1) + Math.imul(h2, 0x85ebca77) + Math.imul(2, 0xc2b2ae3d) +
+      Math.imul(ev[o + 4], 0x27d4eb2f) + Math.imul(ev[o + 5], 0x165667b1) + 0x6a09e667) | 0;
+    await sleep(20);
+    expect(tail()).toBe(4);
     s.stop();
   });
 

@@ -144,15 +144,22 @@ void SpanEngine::step(uint64_t now, const AttributionEngine& attr, bool final) {
 void SpanEngine::drain(Log& log) {
   uint8_t* b = log.base;
   const uint32_t cap = uint32_t(loadAcquire(b, kSpanEvCap));
-  const uint32_t head = uint32_t(loadAcquire(b, kSpanEvHead));
   uint32_t tail = uint32_t(loadAcquire(b, kSpanEvTail));
   if (cap == 0 || (cap & (cap - 1)) != 0) return;
-  while (tail != head) {
-    const double* ev = f64(b + kSpanEventsOffset + size_t(tail & (cap - 1)) * kSpanEventBytes);
-    uint32_t type = uint32_t(ev[0]);
-    uint32_t handle = uint32_t(ev[1]);
-    uint32_t label = uint32_t(ev[2]);
-    double tns = ev[3] + log.offsetNs;
+  for (uint32_t n = 0; n < cap; n++) {
+    // Word by word, atomically (JavaScript may be writing this slot): see span_log.h.
+    const uint32_t* ev = reinterpret_cast<const uint32_t*>(b + kSpanEventsOffset + size_t(tail & (cap - 1)) * kSpanEventBytes);
+    const uint32_t check = __atomic_load_n(&ev[0], __ATOMIC_ACQUIRE);
+    const uint32_t seq = __atomic_load_n(&ev[1], __ATOMIC_RELAXED);
+    if (seq != tail) break;
+    const uint32_t handle = __atomic_load_n(&ev[2], __ATOMIC_RELAXED);
+    const uint32_t typeLabel = __atomic_load_n(&ev[3], __ATOMIC_RELAXED);
+    const uint32_t sec = __atomic_load_n(&ev[4], __ATOMIC_RELAXED);
+    const uint32_t nsec = __atomic_load_n(&ev[5], __ATOMIC_RELAXED);
+    if (spanEventCheck(seq, handle, typeLabel, sec, nsec) != check) break;
+    const uint32_t type = typeLabel & 3;
+    const uint32_t label = typeLabel >> 2;
+    double tns = double(sec) * 1e9 + double(nsec) + log.offsetNs;
     uint64_t t = tns > 0 ? uint64_t(tns) : 0;
     if (type == kSpanBeginShared) {
       if (log.shared.empty()) log.shared.resize(kSpanSlots);

@@ -1,7 +1,7 @@
 // Layout of a span channel: one SharedArrayBuffer per (sampler, JavaScript thread), written by
 // JavaScript (events) and by the sampler thread (results). Mirrored in src/span-channel.ts.
 //
-//   byte   0  i32 event head      (JS: Atomics.store after writing an event)
+//   byte   0  unused              (was the event head: events are now found by their check word)
 //   byte  64  i32 event tail      (native, release)
 //   byte 128  i32 result head     (native, release, after writing a result)
 //   byte 192  i32 result tail     (JS: Atomics.store)
@@ -10,10 +10,17 @@
 //   byte 264  i32 events dropped  (JS: the ring was full)
 //   byte 268  i32 results dropped (native: the ring was full)
 //   byte 272  i32 running         (native: 1 while the sampler samples)
-//   byte 512  events:  capacity × 32 bytes, f64 [type, handle, label id, time ns]
+//   byte 512  events:  capacity × 32 bytes, u32 [check, seq, handle, type | label << 2,
+//                                               CLOCK_MONOTONIC s, ns, unused × 2]
 //   then      results: capacity × 64 bytes, f64 [handle, label id, startNs, endNs, onCpuNs,
 //                                               joules, dynamicJoules (NaN: none), flags]
 // Counters are free-running 32-bit integers; capacity < 2^30 keeps their differences exact.
+//
+// JavaScript writes an event with plain stores (an Atomics.store is a locked instruction, twice
+// per span) and no head index. The sampler takes the event at its tail when the slot's seq is
+// the tail and its check word matches spanEventCheck() of the other fields; anything else is an
+// event not yet (fully) visible, read again at the next step. JavaScript starts every slot's seq
+// one lap behind.
 #pragma once
 
 #include <cstdint>
@@ -25,6 +32,13 @@ constexpr uint32_t kSpanEvCap = 256, kSpanResCap = 260, kSpanEvDropped = 264, kS
 constexpr uint32_t kSpanRunning = 272;
 constexpr uint32_t kSpanEventsOffset = 512;
 constexpr uint32_t kSpanEventBytes = 32, kSpanResultBytes = 64;
+
+// The same sum as eventCheck() in src/span-channel.ts (Math.imul is the low 32 bits of the
+// product; JavaScript's |0 wraps the sum as uint32 arithmetic does).
+inline uint32_t spanEventCheck(uint32_t seq, uint32_t handle, uint32_t typeLabel, uint32_t sec, uint32_t nsec) {
+  return seq * 0x9e3779b1u + handle * 0x85ebca77u + typeLabel * 0xc2b2ae3du + sec * 0x27d4eb2fu + nsec * 0x165667b1u +
+         0x6a09e667u;
+}
 
 // A span handle's low 16 bits are its slot in the channel (src/span-channel.ts): at most one span
 // holds a slot from begin() until its result has been collected.
