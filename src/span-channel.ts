@@ -81,12 +81,13 @@ export function slotOfHandle(h: number): number {
 // Events are published without an atomic store. Atomics.store is sequentially consistent, a
 // locked instruction on x86 (10 ns here in a tight loop, up to 50 under a server's load, twice
 // per span); JavaScript has no cheaper release store. Instead, each event carries its sequence
-// number and a check word over all its fields, and the sampler thread takes an event only when
-// the sequence number is the one it expects and the check matches. However the stores of an event
-// become visible (x86 keeps them in order, V8 emits them in order, but the memory model promises
-// neither), a half-written or stale event fails its check and is read again at the next step. A
-// field left stale changes the check unless the odd multipliers below cancel over two or more
-// fields, about 2^-32. Mirrored in native/spans/span_log.h.
+// number and a check word over all its fields. The sequence number is written last and read
+// first: where stores become visible in program order (x86, with V8 emitting them in order), an
+// event whose sequence number the sampler sees is complete. The memory model promises neither,
+// so the sampler also takes the event only if its check matches: a half-written or stale event
+// is read again at the next step. A field left stale changes the check unless the odd
+// multipliers below cancel over two or more fields, about 2^-32 per such read.
+// Mirrored in native/spans/span_log.h.
 function eventCheck(seq: number, handle: number, typeLabel: number, sec: number, nsec: number): number {
   return (
     (Math.imul(seq, 0x9e3779b1) +
@@ -271,12 +272,12 @@ export class SpanChannel {
     const o = (head & this.#evMask) * EVENT_WORDS;
     const ev = this.#ev;
     const typeLabel = type | (label << 2);
-    ev[o + 1] = head;
     ev[o + 2] = handle;
     ev[o + 3] = typeLabel;
     ev[o + 4] = sec;
     ev[o + 5] = nsec;
     ev[o] = eventCheck(head, handle, typeLabel, sec, nsec);
+    ev[o + 1] = head; // last: the sampler reads it first
     this.#head = (head + 1) | 0;
     return true;
   }

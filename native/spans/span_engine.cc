@@ -54,7 +54,7 @@ uint64_t SpanEngine::addLog(uint8_t* base, uint32_t tid, double offsetNs) {
   Log& log = logs_[id];
   log.base = base;
   log.tid = tid;
-  log.offsetNs = offsetNs;
+  log.offsetNs = std::isfinite(offsetNs) && std::fabs(offsetNs) < 1e18 ? std::llround(offsetNs) : 0;
   log.history.resize(historyCapacity_);
   storeRelease(base, kSpanRunning, running_ ? 1 : 0);
   return id;
@@ -147,11 +147,11 @@ void SpanEngine::drain(Log& log) {
   uint32_t tail = uint32_t(loadAcquire(b, kSpanEvTail));
   if (cap == 0 || (cap & (cap - 1)) != 0) return;
   for (uint32_t n = 0; n < cap; n++) {
-    // Word by word, atomically (JavaScript may be writing this slot): see span_log.h.
+    // Word by word, atomically (JavaScript may be writing this slot), seq first: see span_log.h.
     const uint32_t* ev = reinterpret_cast<const uint32_t*>(b + kSpanEventsOffset + size_t(tail & (cap - 1)) * kSpanEventBytes);
-    const uint32_t check = __atomic_load_n(&ev[0], __ATOMIC_ACQUIRE);
-    const uint32_t seq = __atomic_load_n(&ev[1], __ATOMIC_RELAXED);
+    const uint32_t seq = __atomic_load_n(&ev[1], __ATOMIC_ACQUIRE);
     if (seq != tail) break;
+    const uint32_t check = __atomic_load_n(&ev[0], __ATOMIC_RELAXED);
     const uint32_t handle = __atomic_load_n(&ev[2], __ATOMIC_RELAXED);
     const uint32_t typeLabel = __atomic_load_n(&ev[3], __ATOMIC_RELAXED);
     const uint32_t sec = __atomic_load_n(&ev[4], __ATOMIC_RELAXED);
@@ -159,7 +159,7 @@ void SpanEngine::drain(Log& log) {
     if (spanEventCheck(seq, handle, typeLabel, sec, nsec) != check) break;
     const uint32_t type = typeLabel & 3;
     const uint32_t label = typeLabel >> 2;
-    double tns = double(sec) * 1e9 + double(nsec) + log.offsetNs;
+    const int64_t tns = int64_t(sec) * 1000000000 + int64_t(nsec) + log.offsetNs;
     uint64_t t = tns > 0 ? uint64_t(tns) : 0;
     if (type == kSpanBeginShared) {
       if (log.shared.empty()) log.shared.resize(kSpanSlots);

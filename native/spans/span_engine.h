@@ -91,7 +91,7 @@ class SpanEngine {
   struct Log {
     uint8_t* base;
     uint32_t tid;
-    double offsetNs;
+    int64_t offsetNs = 0;  // from JavaScript's clock to CLOCK_MONOTONIC, usually 0
     std::unordered_map<uint32_t, Open> open;  // exclusive spans, by handle
     std::vector<Shared> shared;               // kSpanSlots entries once the first request begins
     std::deque<SharedEvent> sharedEvents;     // drained, not yet reached by the fair-share clock

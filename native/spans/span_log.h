@@ -17,10 +17,10 @@
 // Counters are free-running 32-bit integers; capacity < 2^30 keeps their differences exact.
 //
 // JavaScript writes an event with plain stores (an Atomics.store is a locked instruction, twice
-// per span) and no head index. The sampler takes the event at its tail when the slot's seq is
-// the tail and its check word matches spanEventCheck() of the other fields; anything else is an
-// event not yet (fully) visible, read again at the next step. JavaScript starts every slot's seq
-// one lap behind.
+// per span) and no head index, seq last. The sampler reads seq first (acquire) and takes the
+// event at its tail when seq is the tail and the check word matches spanEventCheck() of the other
+// fields; anything else is an event not yet (fully) visible, read again at the next step.
+// JavaScript starts every slot's seq one lap behind.
 #pragma once
 
 #include <cstdint>
