@@ -209,7 +209,7 @@ export class RequestTracker {
     p.current = -1;
     if (h === -1) return;
     try {
-      this.#channel.end(h);
+      this.#channel.endOwn(h);
     } catch {
       /* already settled by stop() */
     }
@@ -338,7 +338,7 @@ export class RequestTracker {
         return; // a second end()
       }
       try {
-        this.#channel.end(h);
+        this.#channel.endOwn(h);
       } catch {
         /* already gone with the channel */
       }

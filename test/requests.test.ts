@@ -219,15 +219,22 @@ describe('request tokens (start/end)', () => {
     expect(routes.map((r) => r.count)).toEqual([1, 1, 1]);
   });
 
-  it("settle() of a request's token rejects, naming where its energy goes, instead of waiting forever", async () => {
-    const { sampler, tracker } = setup();
+  it("end() and settle() of a request's token are refused, naming where the request ends and its energy goes", async () => {
+    const { sampler, tracker, records } = setup();
     sampler.start();
     const t = tracker.start('GET', '/x')!;
+    // Ended by hand, the request would be cut short: refused, and the request carries on.
+    expect(() => sampler.end(t as unknown as number)).toThrow(
+      expect.objectContaining({ code: 'ERR_JOULETRACE_FOREIGN_SPAN', message: expect.stringContaining('ends with its response') }),
+    );
+    expect(tracker.inFlight).toBe(1);
     tracker.end(t, 200);
     await expect(sampler.settle(t as unknown as number)).rejects.toMatchObject({
       code: 'ERR_JOULETRACE_FOREIGN_SPAN',
       message: expect.stringContaining('tracker.onRequest()'),
     });
+    for (let i = 0; i < 100 && records.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(records.map((r) => [r.route, r.statusCode, r.incomplete])).toEqual([['/x', 200, false]]);
     sampler.stop();
   });
 
