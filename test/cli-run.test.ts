@@ -52,8 +52,11 @@ describe('jouletrace run', () => {
       expect(b.onCpuNs).toBeGreaterThan(0.05e9);
       expect(b.joules).toBeGreaterThan(0);
     }
-    // The sleeping child is there too, with its parent.
-    expect(res.processes.some((p) => p.command === 'sleep 1' && p.ppid === root!.pid), JSON.stringify(res.processes)).toBe(true);
+    // The sleeping child is there too, with its parent, named by its comm as above if no poll
+    // caught its command line. (This failed once in a full-suite run, before it printed the
+    // list; a missed command line is the likely cause, not a confirmed one.)
+    const sleeper = (p: { command: string }) => p.command === 'sleep 1' || p.command === '[sleep]';
+    expect(res.processes.some((p) => sleeper(p) && p.ppid === root!.pid), JSON.stringify(res.processes)).toBe(true);
     // The tree's energy includes the children's, and attribution conserves the total.
     const childJ = burners.reduce((a, b) => a + b.joules, 0);
     expect(res.tree.joules).toBeGreaterThanOrEqual(childJ * 0.999);
