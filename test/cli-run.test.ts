@@ -41,7 +41,7 @@ describe('jouletrace run', () => {
     expect(res.tree.backend).toBe('bpf');
     expect(res.tree.followsChildren).toBe(true);
     const root = res.processes.find((p) => p.command.startsWith('sh -c'));
-    expect(root).toBeDefined();
+    expect(root, JSON.stringify(res.processes)).toBeDefined();
     // A child whose command line the 100 ms /proc poll did not catch in time is named by its
     // kernel comm in brackets, as ps names it: either way it is listed, with its energy.
     const burners = res.processes.filter((p) => p.command === 'yes' || p.command === '[yes]');
@@ -80,6 +80,14 @@ describe('jouletrace run', () => {
     expect(r.stderr).toMatch(/\d+ samples at \d+ Hz .* dropped/);
     expect(r.stderr).toMatch(/source: model — ESTIMATED/);
     expect(r.stderr).not.toMatch(/\x1b\[/); // not a terminal: no colour
+  });
+
+  it("names a command that exits before the first poll by its own command line, not the wrapper's", () => {
+    // `true` execs and exits within a millisecond: no 100 ms poll sees it after its exec.
+    const r = jt(['run', '--json', '--', 'true']);
+    expect(r.code, r.stderr).toBe(0);
+    const res = JSON.parse(r.stdout) as RunJson;
+    expect(res.processes.map((p) => p.command)).toEqual(['true']);
   });
 
   it('passes the exit code through', () => {

@@ -120,9 +120,17 @@ function childrenOf(pid: number): number[] {
 export class ProcessTreeWatcher {
   readonly root: number;
   readonly #known = new Map<number, { ppid: number | null; command: string; alive: boolean }>();
+  readonly #rootCommand: string | undefined;
+  #wrapperCmdline: string | undefined;
 
-  constructor(root: number) {
+  /**
+   * `rootCommand`: what the root execs once started (`jouletrace run` starts it behind a stopped
+   * wrapper shell). Shown for the root while its command line is still the wrapper's, so that a
+   * command that exits before the first poll after its exec is not named after the wrapper.
+   */
+  constructor(root: number, rootCommand?: string) {
     this.root = root;
+    this.#rootCommand = rootCommand;
     this.poll();
   }
 
@@ -141,7 +149,11 @@ export class ProcessTreeWatcher {
         else if (st) this.#known.set(pid, { ppid: st.ppid, command: st.comm, alive: false });
         continue;
       }
-      const cmd = readCmdline(pid) || `[${st.comm}]`;
+      let cmd = readCmdline(pid) || `[${st.comm}]`;
+      if (pid === this.root && this.#rootCommand !== undefined) {
+        this.#wrapperCmdline ??= cmd; // the first read: the wrapper, stopped before its exec
+        if (cmd === this.#wrapperCmdline) cmd = this.#rootCommand;
+      }
       // The first parent seen is the real one: an orphan is later re-parented to a subreaper or init.
       this.#known.set(pid, { ppid: prev ? prev.ppid : st.ppid, command: cmd, alive: true });
       queue.push(...childrenOf(pid));
@@ -391,7 +403,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   };
 
   const collector = typeof opts.html === 'string' ? new ReportCollector(sampler, { title: 'jouletrace run', subtitle: command.join(' ') }) : undefined;
-  const watcher = new ProcessTreeWatcher(pid);
+  const watcher = new ProcessTreeWatcher(pid, command.join(' '));
   sampler.start();
   collector?.start();
 
