@@ -61,7 +61,13 @@ function spin(ms: number): { tid: Promise<number>; done: Promise<void>; cpuNs: P
 
 function suite(backend: Exclude<ThreadsBackend, 'off'>) {
   it('splits energy between two workers in the ratio of their CPU time', async () => {
-    const s = new Sampler({ source: 'model', intervalUs: 1000, threads: backend });
+    // With bpf, the switch-in repair from the start, as in spans.test.ts: this guest loses some
+    // switch-ins, and under 'auto' the first loss in a process freezes a thread's figures until
+    // its switch-out, which for a worker spinning alone can be its exit. (A full-suite run once
+    // tracked 290 ms of a worker's 687 by the kernel's count, with 'auto'; which backend was not
+    // recorded, so the check below now names it.)
+    const repair = backend === 'bpf' ? { repairSwitchIns: 'always' as const } : {};
+    const s = new Sampler({ source: 'model', intervalUs: 1000, threads: backend, ...repair });
     samplers.push(s);
     expect(s.stats().threads.backend).toBe(backend);
     s.start();
@@ -84,8 +90,9 @@ function suite(backend: Exclude<ThreadsBackend, 'off'>) {
     // moments by up to a snapshot (4 ms below seen once).
     const [kernelLong, kernelShort] = await Promise.all([long.cpuNs, short.cpuNs]);
     for (const [t, kernelNs] of [[a, kernelLong], [b, kernelShort]] as const) {
-      expect(t.onCpuNs).toBeGreaterThan(kernelNs - 10e6);
-      expect(t.onCpuNs).toBeLessThan(kernelNs + 40e6);
+      const what = `${backend}: tid ${t.tid} tracked ${t.onCpuNs} ns, kernel ${kernelNs} ns; ${JSON.stringify(s.stats().threads)}`;
+      expect(t.onCpuNs, what).toBeGreaterThan(kernelNs - 10e6);
+      expect(t.onCpuNs, what).toBeLessThan(kernelNs + 40e6);
     }
     // The work is in a 3:1 ratio but CPU time is not quite: both workers pay the same start-up
     // and teardown (~40 ms of CPU on this VM), and the short worker runs all its time beside the
