@@ -6,7 +6,7 @@ export function registerHandle(owner: object, handle: unknown): void {
   handles.set(owner, handle);
 }
 
-/** The native handle behind a public object (benchmarks fill rings through it). */
+/** The native handle (or shared buffer) behind a public object: benchmarks fill rings through it, tests read span rings. */
 export function nativeHandleOf<T = unknown>(owner: object): T {
   const h = handles.get(owner);
   if (!h) throw new Error('no native handle registered for this object');

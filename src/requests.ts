@@ -437,7 +437,6 @@ export class RequestTracker {
     if (!p.done || p.openCallbacks !== 0 || p.current !== -1) return;
     p.openCallbacks = -1; // emitted
     const route = typeof p.route === 'function' ? safeRoute(p.route) : p.route;
-    p.route = route;
     const durationNs = p.endNs - p.startNs;
     this.#aggregate(p.method, route, p.joules, p.estimated, durationNs);
     if (this.#listeners.size === 0) return;

@@ -87,8 +87,9 @@ export function slotOfHandle(h: number): number {
 // so the sampler also takes the event only if its check matches: a half-written or stale event
 // is read again at the next step. A field left stale changes the check unless the odd
 // multipliers below cancel over two or more fields, about 2^-32 per such read.
-// Mirrored in native/spans/span_log.h.
-function eventCheck(seq: number, handle: number, typeLabel: number, sec: number, nsec: number): number {
+// Mirrored in native/spans/span_log.h. Exported for the test that forges an event.
+/** @internal */
+export function eventCheck(seq: number, handle: number, typeLabel: number, sec: number, nsec: number): number {
   return (
     (Math.imul(seq, 0x9e3779b1) +
       Math.imul(handle, 0x85ebca77) +
@@ -99,7 +100,9 @@ function eventCheck(seq: number, handle: number, typeLabel: number, sec: number,
     0
   );
 }
-const EVENT_WORDS = 8; // 32 bytes: check, seq, handle, type | label << 2, sec, nsec, 2 unused
+const EVENT_WORDS = 8; // check, seq, handle, type | label << 2, sec, nsec, 2 unused
+const EVENT_BYTES = EVENT_WORDS * 4;
+const RESULT_WORDS = 8; // f64: handle, label, start, end, on-CPU, joules, dynamic, flags
 const MAX_LABELS = 1 << 24;
 
 /**
@@ -229,14 +232,14 @@ export class SpanChannel {
     const resCap = opts.resultCapacity === undefined ? 16384 : checkIntegerInRange('options.resultCapacity', opts.resultCapacity, 16, 1 << 22);
     if ((evCap & (evCap - 1)) !== 0) throw new RangeError(`Expected a power of two for options.eventCapacity but received ${evCap} of type number`);
     if ((resCap & (resCap - 1)) !== 0) throw new RangeError(`Expected a power of two for options.resultCapacity but received ${resCap} of type number`);
-    const bytes = EVENTS_OFFSET + evCap * 32 + resCap * 64;
+    const bytes = EVENTS_OFFSET + evCap * EVENT_BYTES + resCap * RESULT_WORDS * 8;
     const sab = new SharedArrayBuffer(bytes);
     this.#i32 = new Int32Array(sab);
     this.#ev = new Int32Array(sab, EVENTS_OFFSET, evCap * EVENT_WORDS);
     // Every slot starts with the sequence number of the lap before, so an unwritten slot is
     // never taken for the event the sampler expects there.
     for (let i = 0; i < evCap; i++) this.#ev[i * EVENT_WORDS + 1] = (i - evCap) | 0;
-    this.#res = new Float64Array(sab, EVENTS_OFFSET + evCap * 32, resCap * 8);
+    this.#res = new Float64Array(sab, EVENTS_OFFSET + evCap * EVENT_BYTES, resCap * RESULT_WORDS);
     this.#i32[EV_CAP] = evCap;
     this.#i32[RES_CAP] = resCap;
     this.#evMask = evCap - 1;
@@ -604,7 +607,7 @@ export class SpanChannel {
     const handles: number[] = [];
     const res = this.#res;
     while (tail !== head) {
-      const o = (tail & this.#resMask) << 3;
+      const o = (tail & this.#resMask) * RESULT_WORDS;
       const flags = res[o + 7];
       const dyn = res[o + 6];
       const h = res[o];
