@@ -329,8 +329,11 @@ describe('request tokens (start/end)', () => {
       busy(0.2);
       tracker.end(t, 200);
     }
-    for (let i = 0; i < 100 && records.length < 50; i++) await new Promise((r) => setTimeout(r, 10));
-    expect(records.filter((r) => r.route === '/short' && !r.incomplete && r.joules > 0).length).toBe(50);
+    // Up to 3 s, not 1: a full-suite run on a loaded 2-vCPU guest once counted 48 of the 50 (late or
+    // unmeasured was not recorded; the message below now lists any that are unmeasured).
+    for (let i = 0; i < 300 && records.length < 50; i++) await new Promise((r) => setTimeout(r, 10));
+    const short = records.filter((r) => r.route === '/short');
+    expect(short.filter((r) => !r.incomplete && r.joules > 0).length, JSON.stringify(short.filter((r) => r.incomplete || !(r.joules > 0)).slice(0, 3))).toBe(50);
     for (const t of open) tracker.end(t, 200);
     for (let i = 0; i < 200 && tracker.inFlight > 0; i++) {
       tracker.routes();
