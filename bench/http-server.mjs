@@ -1,4 +1,5 @@
-// Server process for bench/http.mjs: node bench/http-server.mjs <express|fastify> <variant>
+// Server process for bench/http.mjs and bench/request-cost.mjs:
+//   node bench/http-server.mjs <express|fastify|node:http> <variant>
 // Variants: bare, sampler, middleware, exact, and work1us: no jouletrace, one middleware (Express)
 // or onRequest hook (Fastify) that busy-waits 1 µs, as a ruler for what 1 µs of added work per
 // request costs on the machine at hand.
@@ -23,7 +24,17 @@ if (variant !== 'bare' && variant !== 'work1us') {
   if (variant !== 'sampler') tracker = new RequestTracker(sampler, { mode: variant === 'exact' ? 'exact' : 'shared' });
 }
 let close;
-if (framework === 'express') {
+if (framework === 'node:http') {
+  const http = require('node:http');
+  const server = http.createServer((req, res) => {
+    if (tracker) tracker.track(req, res, '/hello/:name');
+    if (variant === 'work1us') work1us();
+    served++;
+    res.end(`hello ${req.url.slice(7)}`);
+  });
+  server.listen(0, '127.0.0.1', () => console.log(`listening ${server.address().port}`));
+  close = () => server.close();
+} else if (framework === 'express') {
   const express = require('express');
   const { energyMiddleware } = require(`${root}/dist/cjs/express.js`);
   const app = express();

@@ -5,56 +5,14 @@
 // what 1 µs of added work per request costs on the machine at hand (on a small VM where the load
 // generator shares the CPUs, more than 1 µs: see the README).
 // Variants alternate within each repetition so slow drifts of the machine hit all of them alike.
-import { spawn } from 'node:child_process';
-import { createRequire } from 'node:module';
-import * as path from 'node:path';
-import { median, root, sleep, table } from './common.mjs';
+import { load as loadAt, serve } from './http-load.mjs';
+import { median, sleep, table } from './common.mjs';
 
-const require = createRequire(import.meta.url);
-const autocannon = require('autocannon');
 const REPS = Number(process.env.BENCH_REPS ?? 3);
 const SECONDS = Number(process.env.BENCH_HTTP_SECONDS ?? 4);
 const VARIANTS = (process.env.BENCH_HTTP_VARIANTS ?? 'bare,work1us,sampler,middleware,exact').split(',');
+const load = (port, overallRate = 0) => loadAt(port, { seconds: SECONDS, overallRate });
 const FRAMEWORKS = (process.env.BENCH_HTTP_FRAMEWORKS ?? 'express,fastify').split(',');
-
-async function serve(framework, variant) {
-  const child = spawn(process.execPath, [path.join(root, 'bench/http-server.mjs'), framework, variant], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let out = '';
-  const port = await new Promise((resolve, reject) => {
-    child.stdout.on('data', (d) => {
-      out += String(d);
-      const m = /listening (\d+)/.exec(out);
-      if (m) resolve(Number(m[1]));
-    });
-    child.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
-  });
-  return {
-    port,
-    mark: () => child.kill('SIGUSR2'),
-    // The server's CPU time (all its threads, user + system) per request served since mark().
-    stop: () =>
-      new Promise((r) => {
-        child.once('exit', () => {
-          const m = /cpu (\{.*\})/.exec(out);
-          const c = m ? JSON.parse(m[1]) : undefined;
-          r(c && c.served > 0 ? (c.user + c.system) / c.served : NaN);
-        });
-        child.kill('SIGTERM');
-      }),
-  };
-}
-
-// overallRate: a fixed request rate, so that each variant serves the same load and CPU per request
-// compares like with like (at full speed a slower server also changes how the load generator and
-// the server share the CPUs); 0: as fast as possible.
-function load(port, overallRate = 0) {
-  return new Promise((resolve, reject) => {
-    autocannon(
-      { url: `http://127.0.0.1:${port}/hello/world`, connections: 10, duration: SECONDS, ...(overallRate && { overallRate }) },
-      (err, res) => (err ? reject(err) : resolve(res.requests.average)),
-    );
-  });
-}
 
 const rows = [];
 const cpuRows = [];

@@ -1,0 +1,52 @@
+// A hello-world server in its own process (bench/http-server.mjs) and autocannon load against it,
+// for bench/http.mjs and bench/request-cost.mjs.
+import { spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
+import * as path from 'node:path';
+import { root } from './common.mjs';
+
+const require = createRequire(import.meta.url);
+const autocannon = require('autocannon');
+
+/** Starts `node bench/http-server.mjs <framework> <variant>` and waits until it listens. */
+export async function serve(framework, variant) {
+  const child = spawn(process.execPath, [path.join(root, 'bench/http-server.mjs'), framework, variant], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  const port = await new Promise((resolve, reject) => {
+    child.stdout.on('data', (d) => {
+      out += String(d);
+      const m = /listening (\d+)/.exec(out);
+      if (m) resolve(Number(m[1]));
+    });
+    child.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
+  });
+  return {
+    port,
+    mark: () => child.kill('SIGUSR2'),
+    // The server's CPU time (all its threads, user + system) per request served since mark(), µs.
+    stop: () =>
+      new Promise((r) => {
+        child.once('exit', () => {
+          const m = /cpu (\{.*\})/.exec(out);
+          const c = m ? JSON.parse(m[1]) : undefined;
+          r(c && c.served > 0 ? (c.user + c.system) / c.served : NaN);
+        });
+        child.kill('SIGTERM');
+      }),
+  };
+}
+
+/**
+ * Loads GET /hello/world with 10 connections for `seconds`; resolves with the mean requests/s.
+ * overallRate: a fixed request rate, so that each variant serves the same load and CPU per
+ * request compares like with like (at full speed a slower server also changes how the load
+ * generator and the server share the CPUs); 0: as fast as possible.
+ */
+export function load(port, { seconds, overallRate = 0 }) {
+  return new Promise((resolve, reject) => {
+    autocannon(
+      { url: `http://127.0.0.1:${port}/hello/world`, connections: 10, duration: seconds, ...(overallRate && { overallRate }) },
+      (err, res) => (err ? reject(err) : resolve(res.requests.average)),
+    );
+  });
+}
