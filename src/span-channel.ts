@@ -1,8 +1,9 @@
 // One JavaScript thread's span channel to a sampler: the hot path of jouletrace. begin() and
 // end() write a 32-byte event into a SharedArrayBuffer ring that the sampler thread drains:
 // one process.hrtime() (vDSO clock_gettime, no system call) and six Int32Array stores per call,
-// no atomic instruction, no allocation (see eventCheck). Results come back through a second ring in the same
-// buffer and are polled off the hot path. Layout: native/spans/span_log.h.
+// no atomic instruction (see eventCheck), no allocation but hrtime()'s array. Results come back
+// through a second ring in the same buffer and are polled off the hot path. Layout:
+// native/spans/span_log.h.
 import { readlinkSync } from 'node:fs';
 import { checkIntegerInRange, checkObject, checkString, JouletraceError } from './errors';
 import { registerHandle } from './internal';
@@ -24,7 +25,10 @@ const EVENTS_OFFSET = 512;
 // uv_hrtime), written into an event as they are. Node 20's performance.now() is hrtime() plus a
 // brand check, and the global `performance` is an accessor of globalThis: a pair of hrtime()
 // reads cost 72–77 ns on our test VM in a tight loop, held performance.now() 88–90, the global's
-// 95–98. The array it returns does not survive inlining (no allocation).
+// 95–98. The array it returns costs 32 bytes of heap per call: V8 11.3 does not optimise it
+// away, even inlined (test/fixtures/span-allocation.cjs measures it). performance.now()
+// allocates 16 bytes a call itself, and a clock through the addon would be an N-API call (the
+// addon's monotonicNs(), which also makes a BigInt, costs 95 ns here against 52 for hrtime()).
 const hrtime = process.hrtime;
 /** hrtime() as a double of nanoseconds (exact for 104 days of uptime), for calibration only. */
 function nowNs(): number {
@@ -159,12 +163,26 @@ class LabelAggregate {
   readonly joules = new JoulesSummary(4096);
   onCpuNs = 0;
   wallNs = 0;
-  add(r: SpanResult): void {
-    this.joules.add(r.joules, r.estimated);
-    this.onCpuNs += r.onCpuNs;
-    this.wallNs += r.endNs - r.startNs;
+  add(joules: number, estimated: boolean, onCpuNs: number, wallNs: number): void {
+    this.joules.add(joules, estimated);
+    this.onCpuNs += onCpuNs;
+    this.wallNs += wallNs;
+  }
+  /** The result at kept[b], laid out as KEPT_WORDS. */
+  addKept(kept: Float64Array, b: number): void {
+    this.joules.add(kept[b + 3], (kept[b + 5] & FLAG_ESTIMATED) !== 0);
+    this.onCpuNs += kept[b + 2];
+    this.wallNs += kept[b + 1] - kept[b];
   }
 }
+
+// A user's span result, kept as numbers in its slot until the slot is reused (for a late
+// settle()): start, end, on-CPU, joules, dynamic joules (NaN: none), flags.
+const KEPT_WORDS = 6;
+// How a slot's result is kept.
+const NO_RESULT = 0;
+const KEPT_NUMBERS = 1; // in #kept
+const KEPT_OBJECT = 2; // in #results (a span whose begin never reached the sampler)
 
 export class SpanChannel {
   readonly #handle: { close(): void };
@@ -191,6 +209,14 @@ export class SpanChannel {
   readonly #free = new Int32Array(MAX_OPEN);
   #freeHead = 0;
   #freeCount = MAX_OPEN;
+  // Results of users' spans. A SpanResult object is built only for settle() and onSpan
+  // listeners: spans ended by the million and never settled one by one (the hot path's usual
+  // case) would otherwise leave an object each, held in its slot for a late settle() until
+  // about MAX_OPEN spans later, so that every one outlived the young generation (the main thread
+  // spent about as long collecting results as on begin() and end(): bench/spans.mjs).
+  readonly #kept = new Float64Array(MAX_OPEN * KEPT_WORDS);
+  readonly #keptLabel = new Int32Array(MAX_OPEN);
+  readonly #keptHow = new Uint8Array(MAX_OPEN);
   readonly #results: Array<SpanResult | undefined> = new Array(MAX_OPEN);
   #capture: (() => unknown) | null = null;
   #contexts: unknown[] | undefined;
@@ -199,6 +225,7 @@ export class SpanChannel {
   readonly #waiters = new Map<number, Waiter>();
   readonly #listeners = new Set<(spans: SpanResult[]) => void>();
   readonly #aggregates = new Map<string, LabelAggregate>(); // by label
+  readonly #aggregateOf: Array<LabelAggregate | undefined> = []; // the same, by label id
   #timer: NodeJS.Timeout | undefined;
   #period = 0; // the timer's, ms
   #closed = false;
@@ -318,6 +345,7 @@ export class SpanChannel {
       Atomics.add(this.#i32, EV_DROPPED, 1);
     }
     this.#numeric[slot] = numeric;
+    this.#keptHow[slot] = NO_RESULT;
     this.#results[slot] = undefined;
     if (this.#contexts !== undefined) this.#contexts[slot] = context;
     return h;
@@ -427,7 +455,9 @@ export class SpanChannel {
 
   #resultOf(h: number): SpanResult | undefined {
     const slot = h & (MAX_OPEN - 1);
-    return h >>> 24 === this.#tag && this.#current(h, slot) ? this.#results[slot] : undefined;
+    if (h >>> 24 !== this.#tag || !this.#current(h, slot)) return undefined;
+    const how = this.#keptHow[slot];
+    return how === KEPT_NUMBERS ? this.#resultObject(slot) : how === KEPT_OBJECT ? this.#results[slot] : undefined;
   }
 
   #droppedResult(): SpanResult {
@@ -603,9 +633,9 @@ export class SpanChannel {
     const head = Atomics.load(this.#i32, RES_HEAD);
     let tail = this.#resTail;
     if (head === tail) return 0;
-    const out: SpanResult[] = [];
-    const handles: number[] = [];
     const res = this.#res;
+    this.#batch = null;
+    let n = 0;
     while (tail !== head) {
       const o = (tail & this.#resMask) * RESULT_WORDS;
       const flags = res[o + 7];
@@ -622,29 +652,88 @@ export class SpanChannel {
       // stop()'s final step had settled it, and the next run read that end alone.
       const state = this.#state[slot];
       if (!this.#current(h, slot) || (state !== OPEN && state !== ENDED)) continue;
-      const label = this.#labelNames[res[o + 1]] ?? '(unknown)';
-      out.push({
-        label,
-        tid: 0,
-        startNs: res[o + 2],
-        endNs: res[o + 3],
-        onCpuNs: res[o + 4],
-        joules: res[o + 5],
-        dynamicJoules: Number.isNaN(dyn) ? null : dyn,
-        estimated: (flags & FLAG_ESTIMATED) !== 0,
-        incomplete: (flags & FLAG_INCOMPLETE) !== 0,
-      });
-      handles.push(h);
+      // Copied here rather than passed: a double passed to a call V8 does not inline is boxed.
+      const b = slot * KEPT_WORDS;
+      const kept = this.#kept;
+      kept[b] = res[o + 2];
+      kept[b + 1] = res[o + 3];
+      kept[b + 2] = res[o + 4];
+      kept[b + 3] = res[o + 5];
+      kept[b + 4] = dyn;
+      kept[b + 5] = flags;
+      this.#keptLabel[slot] = res[o + 1];
+      this.#keep(h, slot);
+      n++;
     }
     this.#resTail = tail;
     Atomics.store(this.#i32, RES_TAIL, tail);
-    if (out.length) this.#dispatch(out, handles);
-    return out.length;
+    const batch = this.#batch;
+    if (batch !== null) {
+      this.#batch = null;
+      for (const l of this.#listeners) l(batch);
+    }
+    return n;
+  }
+
+  // onSpan listeners' batch of the current #collect, created at its first result.
+  #batch: SpanResult[] | null = null;
+
+  /** A user's span has its result in #kept: an object only for a waiter or listeners. */
+  #keep(h: number, slot: number): void {
+    this.#keptHow[slot] = KEPT_NUMBERS;
+    this.#settleSlot(slot);
+    const b = slot * KEPT_WORDS;
+    if (!Number.isNaN(this.#kept[b + 3])) {
+      const labelId = this.#keptLabel[slot];
+      let agg = this.#aggregateOf[labelId];
+      if (agg === undefined) agg = this.#aggregateFor(this.#labelNames[labelId] ?? '(unknown)', labelId);
+      agg.addKept(this.#kept, b);
+    }
+    const w = this.#waiters.size !== 0 ? this.#waiters.get(h) : undefined;
+    if (w === undefined && this.#listeners.size === 0) return;
+    const r = this.#resultObject(slot);
+    if (w !== undefined) {
+      this.#waiters.delete(h);
+      if (this.#waiters.size === 0) this.#timer?.unref(); // #tick slows it down
+      w.resolve(r);
+    }
+    if (this.#listeners.size !== 0) (this.#batch ??= []).push(r);
+  }
+
+  #aggregateFor(label: string, labelId: number): LabelAggregate {
+    let agg = this.#aggregates.get(label);
+    if (!agg) this.#aggregates.set(label, (agg = new LabelAggregate()));
+    // Only a label this channel interned: anything else would make the array sparse.
+    if (labelId >= 0 && labelId < this.#labelNames.length) this.#aggregateOf[labelId] = agg;
+    return agg;
+  }
+
+  #resultObject(slot: number): SpanResult {
+    const b = slot * KEPT_WORDS;
+    const kept = this.#kept;
+    const dyn = kept[b + 4];
+    const flags = kept[b + 5];
+    const r: SpanResult = {
+      label: this.#labelNames[this.#keptLabel[slot]] ?? '(unknown)',
+      tid: this.tid,
+      startNs: kept[b],
+      endNs: kept[b + 1],
+      onCpuNs: kept[b + 2],
+      joules: kept[b + 3],
+      dynamicJoules: Number.isNaN(dyn) ? null : dyn,
+      estimated: (flags & FLAG_ESTIMATED) !== 0,
+      incomplete: (flags & FLAG_INCOMPLETE) !== 0,
+    };
+    const context = this.#contexts?.[slot];
+    if (context !== undefined) r.context = context;
+    return r;
   }
 
   /** Kernel thread id of the thread this channel belongs to. */
   readonly tid: number = Number(readlinkSync('/proc/thread-self').split('/').pop());
 
+  // The object path, for the rare result made here rather than by the sampler (a span whose
+  // begin never reached it).
   #dispatch(out: SpanResult[], handles: number[]): void {
     for (let i = 0; i < out.length; i++) {
       const r = out[i];
@@ -652,11 +741,9 @@ export class SpanChannel {
       const h = handles[i];
       const slot = h & (MAX_OPEN - 1);
       if (this.#current(h, slot)) {
-        if (this.#contexts !== undefined && this.#contexts[slot] !== undefined) {
-          r.context = this.#contexts[slot];
-          this.#contexts[slot] = undefined;
-        }
+        if (this.#contexts !== undefined && this.#contexts[slot] !== undefined) r.context = this.#contexts[slot];
         this.#results[slot] = r;
+        this.#keptHow[slot] = KEPT_OBJECT;
         this.#settleSlot(slot);
       }
       const w = this.#waiters.get(h);
@@ -665,12 +752,8 @@ export class SpanChannel {
         if (this.#waiters.size === 0) this.#timer?.unref(); // #tick slows it down
         w.resolve(r);
       }
-    }
-    for (let i = 0; i < out.length; i++) {
-      const r = out[i];
-      let agg = this.#aggregates.get(r.label);
-      if (!agg) this.#aggregates.set(r.label, (agg = new LabelAggregate()));
-      if (!Number.isNaN(r.joules)) agg.add(r);
+      const agg = this.#aggregateFor(r.label, -1);
+      if (!Number.isNaN(r.joules)) agg.add(r.joules, r.estimated, r.onCpuNs, r.endNs - r.startNs);
     }
     if (out.length) for (const l of this.#listeners) l(out);
   }

@@ -1,5 +1,6 @@
 // Spans around critical sections: energy ratios, sums against an enclosing span, nesting,
 // misuse errors, stop with open spans, worker threads, measure() and onSpan().
+import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -265,6 +266,27 @@ describe('spans: behaviour', () => {
     expect(await until(4)).toBe(4);
     // (The channel's own head is now one behind the sampler's tail: nothing more is written.)
     s.stop();
+  });
+
+  it('allocates nothing per span beyond the clock, and collects results without an object each', () => {
+    // In a child process, so that this file's other tests leave nothing on the heap; the
+    // compiled package, as users run it.
+    const out = execFileSync(process.execPath, [path.join(__dirname, 'fixtures/span-allocation.cjs'), path.join(root, 'dist/cjs/index.js')], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    const r = JSON.parse(out) as { perPair: number[]; perResult: number[]; count: number; begun: number };
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+    expect(r.count).toBe(r.begun);
+    expect(r.perPair.length).toBeGreaterThanOrEqual(3);
+    expect(r.perResult.length).toBeGreaterThanOrEqual(3);
+    // Node 20's process.hrtime() returns an array that V8 does not optimise away: 32 bytes per
+    // call, two calls per pair. Anything of jouletrace's own per span (a handle object, a boxed
+    // number: 16 bytes and more) would show above that.
+    expect(median(r.perPair), JSON.stringify(r)).toBeLessThanOrEqual(72);
+    // A SpanResult object per span (what collection built before: about 240 bytes per span
+    // with its batch arrays) is now built only for settle() and onSpan listeners.
+    expect(median(r.perResult), JSON.stringify(r)).toBeLessThan(8);
   });
 
   it('collects results on a timer only while some span awaits one', async () => {
