@@ -151,10 +151,9 @@ export class RequestTracker {
     this.#routeOf = opts.routeOf as RequestTrackerOptions['routeOf'];
     this.#maxRoutes = opts.maxRoutes === undefined ? 1000 : checkIntegerInRange('options.maxRoutes', opts.maxRoutes, 1, 1_000_000);
     this.#channel = sampler.spanChannel();
-    this.#callback = (h, _startNs, _endNs, onCpuNs, joules, dynamic, flags) => this.#onCallback(h, onCpuNs, joules, dynamic, flags);
+    this.#callback = (h, res, o) => this.#onCallback(h, res, o);
     this.#channel.internalListeners.add(this.#callback);
-    this.#shared = (h, startNs, endNs, onCpuNs, joules, dynamic, flags) =>
-      this.#onShared(h, startNs, endNs, onCpuNs, joules, dynamic, flags);
+    this.#shared = (h, res, o) => this.#onShared(h, res, o);
     this.#channel.sharedListeners.add(this.#shared);
     this.#channel.startPolling();
     if (this.mode === 'exact') this.#enableExact();
@@ -359,7 +358,8 @@ export class RequestTracker {
   #batch: RequestRecord[] = [];
   #batchQueued = false;
 
-  #onShared(h: number, startNs: number, endNs: number, onCpuNs: number, joules: number, dynamic: number, flags: number): void {
+  // res[o + 2 ... o + 7]: see NumericResultListener.
+  #onShared(h: number, res: Float64Array, o: number): void {
     const r = this.#requests;
     const slot = slotOfHandle(h);
     if (!r || r.handle[slot] !== h) return;
@@ -370,6 +370,12 @@ export class RequestTracker {
       r.state[slot] = REQ_SETTLED; // end() is still to come, and frees the span slot
     }
     r.inFlight--;
+    const startNs = res[o + 2];
+    const endNs = res[o + 3];
+    const onCpuNs = res[o + 4];
+    const joules = res[o + 5];
+    const dynamic = res[o + 6];
+    const flags = res[o + 7];
     let route = r.route[slot];
     if (typeof route === 'function') route = safeRoute(route);
     r.route[slot] = ''; // drop what a route function holds on to
@@ -412,9 +418,13 @@ export class RequestTracker {
     }
   }
 
-  #onCallback(h: number, onCpuNs: number, joules: number, dynamic: number, flags: number): void {
+  #onCallback(h: number, res: Float64Array, o: number): void {
     const slot = slotOfHandle(h);
     if (this.#ownerHandle === undefined || this.#ownerHandle[slot] !== h) return;
+    const onCpuNs = res[o + 4];
+    const joules = res[o + 5];
+    const dynamic = res[o + 6];
+    const flags = res[o + 7];
     const owner = this.#owner![slot]!;
     this.#owner![slot] = undefined;
     this.#ownerHandle[slot] = 0;

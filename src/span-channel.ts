@@ -107,6 +107,8 @@ export function eventCheck(seq: number, handle: number, typeLabel: number, sec: 
 const EVENT_WORDS = 8; // check, seq, handle, type | label << 2, sec, nsec, 2 unused
 const EVENT_BYTES = EVENT_WORDS * 4;
 const RESULT_WORDS = 8; // f64: handle, label, start, end, on-CPU, joules, dynamic, flags
+// The result of a span whose begin never reached the sampler, in the result ring's layout.
+const UNMEASURED = Float64Array.of(0, 0, NaN, NaN, NaN, NaN, NaN, FLAG_INCOMPLETE);
 const MAX_LABELS = 1 << 24;
 
 /**
@@ -143,16 +145,13 @@ export interface SpanChannelOptions {
   resultCapacity?: number;
 }
 
-/** A result as numbers: flags FLAG_INCOMPLETE | FLAG_ESTIMATED; dynamic NaN when unknown. */
-export type NumericResultListener = (
-  handle: number,
-  startNs: number,
-  endNs: number,
-  onCpuNs: number,
-  joules: number,
-  dynamic: number,
-  flags: number,
-) => void;
+/**
+ * A result as numbers, read in place: r[o + 2] to r[o + 7] are startNs, endNs, onCpuNs, joules,
+ * dynamic joules (NaN when unknown) and flags (FLAG_INCOMPLETE | FLAG_ESTIMATED). Valid only
+ * during the call: r is the result ring. (Six doubles passed as arguments to a listener V8 does
+ * not inline would be boxed: about 70 bytes of heap per request.)
+ */
+export type NumericResultListener = (handle: number, r: Float64Array, o: number) => void;
 
 interface Waiter {
   resolve: (r: SpanResult) => void;
@@ -409,7 +408,7 @@ export class SpanChannel {
       this.#noResult--;
       // Its begin never reached the sampler: it settles now, unmeasured (NaN, incomplete).
       this.#state[slot] = ENDED;
-      if (this.#numeric[slot] !== 0) this.#deliverNumeric(h, slot, NaN, NaN, NaN, NaN, NaN, FLAG_INCOMPLETE);
+      if (this.#numeric[slot] !== 0) this.#deliverNumeric(h, slot, UNMEASURED, 0);
       else this.#dispatch([this.#droppedResult()], [h]);
     } else {
       throw new JouletraceError('ERR_JOULETRACE_STALE_SPAN', `end(): span handle ${h} already ended`);
@@ -441,11 +440,11 @@ export class SpanChannel {
     }
   }
 
-  #deliverNumeric(h: number, slot: number, s: number, e: number, c: number, j: number, d: number, flags: number): void {
+  #deliverNumeric(h: number, slot: number, r: Float64Array, o: number): void {
     const listeners = this.#numeric[slot] === NUM_SHARED ? this.sharedListeners : this.internalListeners;
     this.#numeric[slot] = 0;
     this.#settleSlot(slot);
-    for (const l of listeners) l(h, s, e, c, j, d, flags);
+    for (const l of listeners) l(h, r, o);
   }
 
   #release(slot: number): void {
@@ -645,7 +644,7 @@ export class SpanChannel {
       const slot = h & (MAX_OPEN - 1);
       if (this.#numeric[slot] !== 0 && this.#current(h, slot)) {
         // A request or an exact-mode callback: its tracker builds its own record from the numbers.
-        this.#deliverNumeric(h, slot, res[o + 2], res[o + 3], res[o + 4], res[o + 5], dyn, flags);
+        this.#deliverNumeric(h, slot, res, o);
         continue;
       }
       // A second result for a span already settled: its end reached the engine only after

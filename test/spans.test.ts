@@ -268,16 +268,25 @@ describe('spans: behaviour', () => {
     s.stop();
   });
 
-  it('allocates nothing per span beyond the clock, and collects results without an object each', () => {
+  it('allocates nothing per span beyond the clock, and collects span and request results without an object each', () => {
     // In a child process, so that this file's other tests leave nothing on the heap; the
     // compiled package, as users run it.
     const out = execFileSync(process.execPath, [path.join(__dirname, 'fixtures/span-allocation.cjs'), path.join(root, 'dist/cjs/index.js')], {
       encoding: 'utf8',
       timeout: 60_000,
     });
-    const r = JSON.parse(out) as { perPair: number[]; perResult: number[]; count: number; begun: number };
+    const r = JSON.parse(out) as {
+      perPair: number[];
+      perResult: number[];
+      count: number;
+      spansBegun: number;
+      perRequestResult: number[];
+      requestCount: number;
+      started: number;
+    };
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
-    expect(r.count).toBe(r.begun);
+    expect(r.count).toBe(r.spansBegun);
+    expect(r.requestCount).toBe(r.started);
     expect(r.perPair.length).toBeGreaterThanOrEqual(3);
     expect(r.perResult.length).toBeGreaterThanOrEqual(3);
     // Node 20's process.hrtime() returns an array that V8 does not optimise away: 32 bytes per
@@ -287,6 +296,10 @@ describe('spans: behaviour', () => {
     // A SpanResult object per span (what collection built before: about 240 bytes per span
     // with its batch arrays) is now built only for settle() and onSpan listeners.
     expect(median(r.perResult), JSON.stringify(r)).toBeLessThan(8);
+    // A request's result reaches its tracker as numbers read in place from the result ring (six
+    // doubles passed as arguments were boxed: about 70 bytes per request).
+    expect(r.perRequestResult.length).toBeGreaterThanOrEqual(3);
+    expect(median(r.perRequestResult), JSON.stringify(r)).toBeLessThan(8);
   });
 
   it('collects results on a timer only while some span awaits one', async () => {
