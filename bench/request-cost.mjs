@@ -6,7 +6,7 @@
 // connection's socket and its ServerResponse, here on a socket never connected, so the response
 // is serialised into the ServerResponse's buffer instead of written. The same hello-world as
 // bench/http-server.mjs handles it, through Fastify's router (app.routing), Express's app, or a
-// plain node:http handler, in two variants:
+// plain node:http handler, in up to three variants:
 //   bare     the app alone;
 //   hook     Express and Fastify: the app with one middleware / onRequest hook that does nothing,
 //            what any middleware costs in that framework;
@@ -15,12 +15,12 @@
 //            server publishes for every response once jouletrace subscribes (a bare server
 //            publishes nothing). The results settle on the sampler thread and reach the
 //            tracker's per-route aggregates on this thread, as on a server.
-// A sampler runs through both variants (its own cost is bench/sampler.mjs's), so the difference
+// A sampler runs through every variant (its own cost is bench/sampler.mjs's), so the difference
 // is request accounting alone.
 //
 // Main thread: this thread's CPU over a chunk of requests and the pause after it, in which the
 // results arrive. Sampler thread: its CPU over the same window, less its idle rate (measured in
-// the bare chunks) for the window's length. Chunks of the two variants alternate.
+// the bare chunks) for the window's length. Chunks of the variants alternate.
 import { IncomingMessage, ServerResponse, Server } from 'node:http';
 import { Socket } from 'node:net';
 import { channel } from 'node:diagnostics_channel';
@@ -183,8 +183,8 @@ for (const framework of FRAMEWORKS) {
     median(main),
     median(samp),
     added,
-    loopback,
-    `${((100 * added) / (loopback * 1000)).toFixed(1)} %`,
+    LOOPBACK_REPS > 0 ? loopback : '—',
+    LOOPBACK_REPS > 0 ? `${((100 * added) / (loopback * 1000)).toFixed(1)} %` : '—',
     `${settled}/${trackedChunks * CHUNK}`,
   ]);
 }

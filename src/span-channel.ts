@@ -637,8 +637,6 @@ export class SpanChannel {
     let n = 0;
     while (tail !== head) {
       const o = (tail & this.#resMask) * RESULT_WORDS;
-      const flags = res[o + 7];
-      const dyn = res[o + 6];
       const h = res[o];
       tail = (tail + 1) | 0;
       const slot = h & (MAX_OPEN - 1);
@@ -658,8 +656,8 @@ export class SpanChannel {
       kept[b + 1] = res[o + 3];
       kept[b + 2] = res[o + 4];
       kept[b + 3] = res[o + 5];
-      kept[b + 4] = dyn;
-      kept[b + 5] = flags;
+      kept[b + 4] = res[o + 6];
+      kept[b + 5] = res[o + 7];
       this.#keptLabel[slot] = res[o + 1];
       this.#keep(h, slot);
       n++;
@@ -688,15 +686,18 @@ export class SpanChannel {
       if (agg === undefined) agg = this.#aggregateFor(this.#labelNames[labelId] ?? '(unknown)', labelId);
       agg.addKept(this.#kept, b);
     }
-    const w = this.#waiters.size !== 0 ? this.#waiters.get(h) : undefined;
-    if (w === undefined && this.#listeners.size === 0) return;
+    if (this.#listeners.size === 0 && (this.#waiters.size === 0 || !this.#waiters.has(h))) return;
     const r = this.#resultObject(slot);
-    if (w !== undefined) {
-      this.#waiters.delete(h);
-      if (this.#waiters.size === 0) this.#timer?.unref(); // #tick slows it down
-      w.resolve(r);
-    }
+    this.#resolveWaiter(h, r);
     if (this.#listeners.size !== 0) (this.#batch ??= []).push(r);
+  }
+
+  #resolveWaiter(h: number, r: SpanResult): void {
+    const w = this.#waiters.get(h);
+    if (w === undefined) return;
+    this.#waiters.delete(h);
+    if (this.#waiters.size === 0) this.#timer?.unref(); // #tick slows it down
+    w.resolve(r);
   }
 
   #aggregateFor(label: string, labelId: number): LabelAggregate {
@@ -745,12 +746,7 @@ export class SpanChannel {
         this.#keptHow[slot] = KEPT_OBJECT;
         this.#settleSlot(slot);
       }
-      const w = this.#waiters.get(h);
-      if (w) {
-        this.#waiters.delete(h);
-        if (this.#waiters.size === 0) this.#timer?.unref(); // #tick slows it down
-        w.resolve(r);
-      }
+      this.#resolveWaiter(h, r);
       const agg = this.#aggregateFor(r.label, -1);
       if (!Number.isNaN(r.joules)) agg.add(r.joules, r.estimated, r.onCpuNs, r.endNs - r.startNs);
     }
