@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 export const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
 export const jouletrace = require(path.join(root, 'dist/cjs/index.js'));
-export const internal = require(path.join(root, 'dist/cjs/internal.js'));
+export const nativeHandles = require(path.join(root, 'dist/cjs/native-handles.js'));
 export const native = require(path.join(root, 'dist/cjs/native.js')).native();
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

@@ -1,14 +1,14 @@
 // Ring decode throughput in JavaScript: read() (plain objects) and reader() (allocation-free
 // cursor) over the same number of real records, and a baseline loop that only sums a
 // Float64Array of the same size (the memory-bandwidth ceiling for this record layout).
-import { internal, jouletrace, median, table } from './common.mjs';
+import { jouletrace, median, nativeHandles, table } from './common.mjs';
 
 const { Sampler } = jouletrace;
 const N = Number(process.env.BENCH_RING_RECORDS ?? 1 << 20);
 const REPS = Number(process.env.BENCH_REPS ?? 5);
 
 const s = new Sampler({ source: 'model', threads: 'off', ringCapacity: N });
-const handle = internal.nativeHandleOf(s);
+const handle = nativeHandles.nativeHandleOf(s);
 const domains = s.domains.length;
 
 function fill() {

@@ -21,9 +21,16 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { checkObject, invalidType } from './errors';
 import { packageRoot } from './native';
-import { EnergyTracker, monotonicNsToEpochMs, subscribe, type RequestSource } from './obs-internal';
+import { EnergyTracker } from './energy-tracker';
+import { subscribe, type RequestSource } from './settled-feed';
 import type { Sampler } from './sampler';
 import type { RequestRecord, SpanResult } from './span-types';
+
+/** CLOCK_MONOTONIC ns (process.hrtime on Linux) → ms since the epoch, for timestamps. */
+function monotonicNsToEpochMs(ns: number): number {
+  const offsetMs = performance.timeOrigin + performance.now() - Number(process.hrtime.bigint()) / 1e6;
+  return ns / 1e6 + offsetMs;
+}
 
 /**
  * The hook jouletrace's span and request producers offer (see docs/observability.md): a function

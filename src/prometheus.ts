@@ -7,7 +7,9 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { carbonIntensity, joulesToGrams, type CarbonIntensity, type CarbonIntensityOptions } from './carbon';
 import { checkIntegerInRange, checkObject, checkString, invalidType } from './errors';
-import { EnergyTracker, SlidingWindow, subscribe, type EnergyReading, type RequestSource } from './obs-internal';
+import { EnergyTracker, type EnergyReading } from './energy-tracker';
+import { subscribe, type RequestSource } from './settled-feed';
+import { SlidingWindow } from './sliding-window';
 import type { Sampler } from './sampler';
 import type { RequestRecord, SpanResult } from './span-types';
 

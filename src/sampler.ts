@@ -11,7 +11,7 @@ import {
   invalidType,
   JouletraceError,
 } from './errors';
-import { registerHandle } from './internal';
+import { registerHandle } from './native-handles';
 import { native } from './native';
 import { RECORD_HEADER_BYTES, RingReader, SampleFlags } from './ring-reader';
 import { SpanChannel, type SpanChannelOptions } from './span-channel';

@@ -6,7 +6,7 @@
 // native/spans/span_log.h.
 import { readlinkSync } from 'node:fs';
 import { checkIntegerInRange, checkObject, checkString, JouletraceError } from './errors';
-import { registerHandle } from './internal';
+import { registerHandle } from './native-handles';
 import { native } from './native';
 import { JoulesSummary } from './summaries';
 import type { SpanLabelStats, SpanResult } from './span-types';

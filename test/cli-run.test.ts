@@ -5,8 +5,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { parseIntervalUs } from '../src/cli/run';
-import { exitStatus, parseArgs, UsageError } from '../src/cli/util';
+import { checkNumber, choiceOption, parseArgs, parseIntervalUs, sourceOption, UsageError } from '../src/cli/args';
+import { exitStatus } from '../src/cli/run';
 
 const ROOT = path.join(__dirname, '..');
 const BIN = path.join(ROOT, 'bin/jouletrace.js');
@@ -204,11 +204,34 @@ describe('cli helpers', () => {
     expect(parseIntervalUs('1000')).toBe(1000);
     expect(() => parseIntervalUs('10')).toThrow('from 50us to 1s');
     expect(() => parseIntervalUs('2 h')).toThrow(UsageError);
+    // serve's plain numbers are milliseconds; every command rounds to whole microseconds.
+    expect(parseIntervalUs('10', 'ms')).toBe(10_000);
+    expect(parseIntervalUs('750us', 'ms')).toBe(750);
+    expect(parseIntervalUs('0.0505', 'ms')).toBe(51);
+    expect(() => parseIntervalUs('2s', 'ms')).toThrow('from 50us to 1s');
+  });
+
+  it('collects repeatable options and checks choices', () => {
+    const specs = [
+      { name: 'pid', type: 'number' as const, repeatable: true },
+      { name: 'source', type: 'string' as const },
+    ];
+    expect(parseArgs(['--pid', '3', '--pid=4', '--source', 'model'], specs)).toEqual({
+      options: { source: 'model' },
+      lists: { pid: [3, 4] },
+      rest: [],
+    });
+    expect(sourceOption({ source: 'model' })).toBe('model');
+    expect(sourceOption({})).toBeUndefined();
+    expect(() => sourceOption({ source: 'rapl' })).toThrow('--source must be one of auto, msr, powercap, perf, model, not "rapl"');
+    expect(choiceOption({}, 'sort', ['watts', 'name'] as const, 'watts')).toBe('watts');
+    expect(() => checkNumber('pid', 0, 1, 10, true)).toThrow('--pid must be an integer from 1 to 10, not 0');
   });
 
   it('stops option parsing at the command', () => {
     expect(parseArgs(['--json', 'ls', '--json'], [{ name: 'json', type: 'flag' }], true)).toEqual({
       options: { json: true },
+      lists: {},
       rest: ['ls', '--json'],
     });
     expect(() => parseArgs(['--nope'], [], true)).toThrow('unknown option --nope');

@@ -70,11 +70,19 @@ describe('jouletrace serve', () => {
     expect(await serveCommand(['--help'])).toBe(0);
     expect(String(out.mock.calls[0][0])).toMatch(/--host HOST .*default 127\.0\.0\.1/);
     expect(await serveCommand(['--port', '70000'])).toBe(2);
-    expect(String(err.mock.calls.at(-1)![0])).toContain('--port expects an integer from 0 to 65535, got "70000"');
+    const lastError = () => String(err.mock.calls.at(-1)![0]);
+    expect(lastError()).toContain('jouletrace serve: --port must be an integer from 0 to 65535, not 70000');
     expect(await serveCommand(['--pid', 'x'])).toBe(2);
+    expect(lastError()).toContain('--pid expects a number but received "x"');
+    expect(await serveCommand(['--pid', '1', '--pid', '0'])).toBe(2);
+    expect(lastError()).toContain('--pid must be an integer from 1 to 4194304, not 0');
+    expect(await serveCommand(['--interval', '20us'])).toBe(2);
+    expect(lastError()).toContain('--interval must be from 50us to 1s, not 20us');
     expect(await serveCommand(['--source', 'nope'])).toBe(2);
+    expect(lastError()).toContain('--source must be one of auto, msr, powercap, perf, model, not "nope"');
     expect(await serveCommand(['--bogus'])).toBe(2);
     expect(await serveCommand(['--country', 'FRA', '--grams-per-kwh', '3'])).toBe(2);
+    expect(lastError()).toContain('use --country or --grams-per-kwh, not both');
   });
 
   it('reports a port in use as an error, exit code 1', async () => {

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
 import { attachSpans, Sampler, type SpanResult } from '../src/index';
-import { nativeHandleOf } from '../src/internal';
+import { nativeHandleOf } from '../src/native-handles';
 import { eventCheck } from '../src/span-channel';
 
 const root = path.join(__dirname, '..');

@@ -13,8 +13,8 @@ import { renderReport } from '../report/render';
 import { RequestTracker, trackRequest } from '../requests';
 import { Sampler, type SamplerOptions } from '../sampler';
 import type { SourceName } from '../source-options';
-import { parseIntervalUs } from './run';
-import { colorEnabled, fmtJoules, fmtWatts, numberOption, paint, parseArgs, UsageError, type OptionSpec } from './util';
+import { numberOption, parseArgs, parseIntervalUs, reportUsageError, sourceOption, UsageError, type OptionSpec } from './args';
+import { colorEnabled, fmtJoules, fmtWatts, paint } from './format';
 
 const HELP = `Usage: jouletrace demo [options]
 
@@ -119,6 +119,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
   let seconds: number;
   let intervalUs = 1000;
   let opts;
+  let source: SourceName | undefined;
   try {
     opts = parseArgs(argv, SPECS).options;
     if (opts.help) {
@@ -127,16 +128,10 @@ export async function demoCommand(argv: string[]): Promise<number> {
     }
     seconds = numberOption(opts, 'seconds', 10, 2, 600);
     if (opts.interval !== undefined) intervalUs = parseIntervalUs(opts.interval as string);
-    if (opts.source !== undefined && !['auto', 'msr', 'perf', 'powercap', 'model'].includes(opts.source as string)) {
-      throw new UsageError(`--source must be auto, msr, perf, powercap or model, not ${JSON.stringify(opts.source)}`);
-    }
+    source = sourceOption(opts);
     if (opts.html !== undefined && opts['no-html']) throw new UsageError('--html and --no-html contradict each other');
   } catch (e) {
-    if (e instanceof UsageError) {
-      process.stderr.write(`jouletrace demo: ${e.message}\n\n${HELP}`);
-      return 2;
-    }
-    throw e;
+    return reportUsageError('demo', HELP, e);
   }
   const json = opts.json === true;
   // Human-readable text goes to stdout, unless stdout carries JSON.
@@ -148,7 +143,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
   if (!opts['no-probe']) out.write(formatProbe(await probe()) + '\n');
 
   const samplerOptions: SamplerOptions = { intervalUs };
-  if (opts.source !== undefined) samplerOptions.source = opts.source as SourceName;
+  if (source !== undefined) samplerOptions.source = source;
   let sampler: Sampler;
   try {
     sampler = new Sampler(samplerOptions);

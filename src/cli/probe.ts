@@ -1,5 +1,11 @@
 // `jouletrace probe [--json]`: what this machine can measure, and how to fix what it cannot.
 import { formatProbe, probe } from '../probe';
+import { parseArgs, reportUsageError, type OptionSpec } from './args';
+
+const SPECS: OptionSpec[] = [
+  { name: 'json', type: 'flag' },
+  { name: 'help', short: 'h', type: 'flag' },
+];
 
 const HELP = `Usage: jouletrace probe [--json]
 
@@ -12,16 +18,16 @@ Options:
 `;
 
 export async function probeCommand(argv: string[]): Promise<number> {
-  let json = false;
-  for (const arg of argv) {
-    if (arg === '--json') json = true;
-    else if (arg === '--help' || arg === '-h') {
+  let json: boolean;
+  try {
+    const { options } = parseArgs(argv, SPECS);
+    if (options.help) {
       process.stdout.write(HELP);
       return 0;
-    } else {
-      process.stderr.write(`jouletrace probe: unknown argument ${JSON.stringify(arg)}\n\n${HELP}`);
-      return 2;
     }
+    json = options.json === true;
+  } catch (e) {
+    return reportUsageError('probe', HELP, e);
   }
   const report = await probe();
   process.stdout.write(json ? JSON.stringify(report, null, 2) + '\n' : formatProbe(report));

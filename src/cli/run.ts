@@ -2,11 +2,13 @@
 // process tree, and prints a summary on exit like `perf stat`.
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
+import { constants } from 'node:os';
 import { ReportCollector } from '../report/collector';
 import { renderReport } from '../report/render';
 import { Sampler, type SamplerOptions, type ThreadEnergy } from '../sampler';
 import type { SourceName } from '../source-options';
-import { colorEnabled, exitStatus, fmtJoules, fmtSeconds, fmtWatts, numberOption, paint, parseArgs, UsageError, type OptionSpec } from './util';
+import { choiceOption, numberOption, parseArgs, parseIntervalUs, reportUsageError, sourceOption, UsageError, type OptionSpec } from './args';
+import { colorEnabled, fmtJoules, fmtSeconds, fmtWatts, paint } from './format';
 
 const HELP = `Usage: jouletrace run [options] [--] <command> [args...]
 
@@ -53,13 +55,11 @@ const SPECS: OptionSpec[] = [
 /** Exit status for jouletrace's own failures (as timeout(1) and env(1) use it). */
 export const EXIT_INTERNAL = 125;
 
-/** "500us", "1ms", "0.5s" or a plain number of microseconds. */
-export function parseIntervalUs(text: string): number {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*(us|µs|ms|s)?\s*$/.exec(text);
-  if (!m) throw new UsageError(`--interval expects a duration like 500us, 1ms or 1000 but received ${JSON.stringify(text)}`);
-  const v = Number(m[1]) * (m[2] === 'ms' ? 1e3 : m[2] === 's' ? 1e6 : 1);
-  if (v < 50 || v > 1_000_000) throw new UsageError(`--interval must be from 50us to 1s, not ${text}`);
-  return v;
+/** Exit status a shell would give: the code, or 128 + the signal's number. */
+export function exitStatus(code: number | null, signal: NodeJS.Signals | null): number {
+  if (code !== null) return code;
+  if (signal !== null) return 128 + ((constants.signals as Record<string, number>)[signal] ?? 0);
+  return 1;
 }
 
 export interface ProcessInfo {
@@ -290,7 +290,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   let intervalUs = 1000;
   let top = 5;
   let threadsOpt: 'bpf' | 'procfs' | 'off' | undefined;
-  let source: string | undefined;
+  let source: SourceName | undefined;
   try {
     parsed = parseArgs(argv, SPECS, true);
     if (parsed.options.help) {
@@ -299,24 +299,11 @@ export async function runCommand(argv: string[]): Promise<number> {
     }
     if (parsed.options.interval !== undefined) intervalUs = parseIntervalUs(parsed.options.interval as string);
     top = numberOption(parsed.options, 'top', 5, 0, 10000, true);
-    if (parsed.options.threads !== undefined) {
-      const t = parsed.options.threads as string;
-      if (t !== 'bpf' && t !== 'procfs' && t !== 'off') throw new UsageError(`--threads must be bpf, procfs or off, not ${JSON.stringify(t)}`);
-      threadsOpt = t;
-    }
-    if (parsed.options.source !== undefined) {
-      source = parsed.options.source as string;
-      if (!['auto', 'msr', 'perf', 'powercap', 'model'].includes(source)) {
-        throw new UsageError(`--source must be auto, msr, perf, powercap or model, not ${JSON.stringify(source)}`);
-      }
-    }
+    threadsOpt = choiceOption(parsed.options, 'threads', ['bpf', 'procfs', 'off'] as const, undefined);
+    source = sourceOption(parsed.options);
     if (parsed.rest.length === 0) throw new UsageError('no command given: jouletrace run [options] -- <command> [args...]');
   } catch (e) {
-    if (e instanceof UsageError) {
-      process.stderr.write(`jouletrace run: ${e.message}\n\n${HELP}`);
-      return 2;
-    }
-    throw e;
+    return reportUsageError('run', HELP, e);
   }
   const opts = parsed.options;
   const command = parsed.rest;
@@ -345,7 +332,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   }
 
   const samplerOptions: SamplerOptions = { intervalUs };
-  if (source !== undefined) samplerOptions.source = source as SourceName;
+  if (source !== undefined) samplerOptions.source = source;
   if (threadsOpt !== undefined) samplerOptions.threads = threadsOpt;
   if (threadsOpt !== 'off') {
     samplerOptions.pid = pid;

@@ -3,10 +3,11 @@
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import { Counter, Registry } from 'prom-client';
-import { EnergyTracker } from '../obs-internal';
+import { EnergyTracker } from '../energy-tracker';
 import { registerMetrics } from '../prometheus';
 import { Sampler } from '../sampler';
 import { SOURCE_NAMES, type SourceName } from '../source-options';
+import { checkNumber, numberOption, parseArgs, parseIntervalUs, reportUsageError, sourceOption, UsageError, type OptionSpec, type ParsedArgs } from './args';
 
 const HELP = `Usage: jouletrace serve [options]
 
@@ -25,91 +26,50 @@ Options:
   --pid N              attribute energy to process N (repeatable; one sampler per pid, each
                        tracking that process's threads: eBPF, else procfs)
   --source NAME        energy source: ${SOURCE_NAMES.join(', ')} (default auto)
-  --interval MS        sampling period in milliseconds, 0.05 to 1000 (default 10)
+  --interval T         sampling period: milliseconds, or with a unit (500us, 10ms, 1s);
+                       50us to 1s (default 10ms)
   --country CODE       grid carbon intensity of this country (ISO 3166-1 alpha-3, e.g. FRA):
                        adds jouletrace_carbon_grams_total
   --grams-per-kwh N    fixed grid carbon intensity instead of --country
   -h, --help           show this help
 `;
 
+const SPECS: OptionSpec[] = [
+  { name: 'host', type: 'string' },
+  { name: 'port', type: 'number' },
+  { name: 'pid', type: 'number', repeatable: true },
+  { name: 'source', type: 'string' },
+  { name: 'interval', type: 'string' },
+  { name: 'country', type: 'string' },
+  { name: 'grams-per-kwh', type: 'number' },
+  { name: 'help', short: 'h', type: 'flag' },
+];
+
 interface ServeArgs {
   host: string;
   port: number;
   pids: number[];
   source: SourceName;
-  intervalMs: number;
-  country?: string;
-  gramsPerKwh?: number;
+  intervalUs: number;
+  carbon?: { country: string } | { gramsPerKwh: number };
 }
 
-function parseArgs(argv: string[]): ServeArgs | { help: true } | { error: string } {
-  const args: ServeArgs = { host: '127.0.0.1', port: 9464, pids: [], source: 'auto' as SourceName, intervalMs: 10 };
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
-    const eq = arg.indexOf('=');
-    const name = arg.startsWith('--') && eq > 0 ? arg.slice(0, eq) : arg;
-    const value = (): string | undefined => (eq > 0 && arg.startsWith('--') ? arg.slice(eq + 1) : argv[++i]);
-    const num = (v: string | undefined, min: number, max: number, integer: boolean): number | string => {
-      const n = Number(v);
-      if (v === undefined || v === '' || !Number.isFinite(n) || n < min || n > max || (integer && !Number.isInteger(n))) {
-        return `${name} expects ${integer ? 'an integer' : 'a number'} from ${min} to ${max}, got ${JSON.stringify(v ?? null)}`;
-      }
-      return n;
-    };
-    switch (name) {
-      case '-h':
-      case '--help':
-        return { help: true };
-      case '--host': {
-        const v = value();
-        if (!v) return { error: '--host expects an address' };
-        args.host = v;
-        break;
-      }
-      case '--port': {
-        const n = num(value(), 0, 65535, true);
-        if (typeof n === 'string') return { error: n };
-        args.port = n;
-        break;
-      }
-      case '--pid': {
-        const n = num(value(), 1, 2 ** 22, true);
-        if (typeof n === 'string') return { error: n };
-        if (!args.pids.includes(n)) args.pids.push(n);
-        break;
-      }
-      case '--source': {
-        const v = value();
-        if (!v || !(SOURCE_NAMES as readonly string[]).includes(v)) {
-          return { error: `--source expects one of ${SOURCE_NAMES.join(', ')}, got ${JSON.stringify(v ?? null)}` };
-        }
-        args.source = v as SourceName;
-        break;
-      }
-      case '--interval': {
-        const n = num(value(), 0.05, 1000, false);
-        if (typeof n === 'string') return { error: n };
-        args.intervalMs = n;
-        break;
-      }
-      case '--country': {
-        const v = value();
-        if (!v) return { error: '--country expects an ISO 3166-1 alpha-3 code' };
-        args.country = v;
-        break;
-      }
-      case '--grams-per-kwh': {
-        const n = num(value(), 0, 1e5, false);
-        if (typeof n === 'string') return { error: n };
-        args.gramsPerKwh = n;
-        break;
-      }
-      default:
-        return { error: `unknown argument ${JSON.stringify(arg)}` };
-    }
-  }
-  if (args.country !== undefined && args.gramsPerKwh !== undefined) return { error: 'use --country or --grams-per-kwh, not both' };
-  return args;
+function serveArgs(options: ParsedArgs['options'], lists: ParsedArgs['lists']): ServeArgs {
+  const host = (options.host as string | undefined) ?? '127.0.0.1';
+  if (host === '') throw new UsageError('--host expects an address');
+  const pids = [...new Set((lists.pid ?? []).map((p) => checkNumber('pid', p as number, 1, 2 ** 22, true)))];
+  const country = options.country as string | undefined;
+  if (country === '') throw new UsageError('--country expects an ISO 3166-1 alpha-3 code');
+  const gramsPerKwh = options['grams-per-kwh'] === undefined ? undefined : numberOption(options, 'grams-per-kwh', 0, 0, 1e5);
+  if (country !== undefined && gramsPerKwh !== undefined) throw new UsageError('use --country or --grams-per-kwh, not both');
+  return {
+    host,
+    port: numberOption(options, 'port', 9464, 0, 65535, true),
+    pids,
+    source: sourceOption(options) ?? 'auto',
+    intervalUs: options.interval === undefined ? 10_000 : parseIntervalUs(options.interval as string, 'ms'),
+    carbon: country !== undefined ? { country } : gramsPerKwh !== undefined ? { gramsPerKwh } : undefined,
+  };
 }
 
 function commandOf(pid: number): string {
@@ -122,29 +82,28 @@ function commandOf(pid: number): string {
 
 /** Runs the agent; resolves with the exit code once SIGINT or SIGTERM arrives (0) or on a start-up error. */
 export async function serveCommand(argv: string[]): Promise<number> {
-  const parsed = parseArgs(argv);
-  if ('help' in parsed) {
-    process.stdout.write(HELP);
-    return 0;
+  let args: ServeArgs;
+  try {
+    const { options, lists } = parseArgs(argv, SPECS);
+    if (options.help) {
+      process.stdout.write(HELP);
+      return 0;
+    }
+    args = serveArgs(options, lists);
+  } catch (e) {
+    return reportUsageError('serve', HELP, e);
   }
-  if ('error' in parsed) {
-    process.stderr.write(`jouletrace serve: ${parsed.error}\n\n${HELP}`);
-    return 2;
-  }
-  const args = parsed;
   const samplers: Sampler[] = [];
   const closeAll = () => {
     for (const s of samplers.splice(0)) s.close();
   };
   const registry = new Registry();
-  const intervalUs = Math.round(args.intervalMs * 1000);
+  const intervalUs = args.intervalUs;
   try {
     // Machine-level energy: one sampler without thread tracking.
     const node = new Sampler({ source: args.source, intervalUs, threads: 'off' });
     samplers.push(node);
-    const carbon =
-      args.country !== undefined ? { country: args.country } : args.gramsPerKwh !== undefined ? { gramsPerKwh: args.gramsPerKwh } : undefined;
-    registerMetrics(node, { registry, appMetrics: false, carbon });
+    registerMetrics(node, { registry, appMetrics: false, carbon: args.carbon });
     node.start();
 
     // Per process: a sampler tracking that process's threads, and its attribution as counters.

@@ -2,8 +2,8 @@
 // threads of one process (eBPF or procfs attribution), or the busiest processes system-wide.
 import * as fs from 'node:fs';
 import { Sampler, type SamplerOptions } from '../sampler';
-import type { SourceName } from '../source-options';
-import { colorEnabled, fit, fmtJoules, fmtWatts, numberOption, paint, parseArgs, UsageError, type OptionSpec } from './util';
+import { choiceOption, numberOption, parseArgs, reportUsageError, sourceOption, UsageError, type OptionSpec } from './args';
+import { colorEnabled, fit, fmtJoules, fmtWatts, paint } from './format';
 
 const HELP = `Usage: jouletrace top [--pid N] [options]
 
@@ -144,28 +144,17 @@ export async function topCommand(argv: string[]): Promise<number> {
     if (options.pid !== undefined) pid = numberOption(options, 'pid', 0, 1, 2 ** 22, true);
     delay = numberOption(options, 'delay', 1, 0.2, 60);
     iterations = numberOption(options, 'iterations', Infinity, 1, 1e9, true);
-    if (options.sort !== undefined) {
-      if (!SORTS.includes(options.sort as SortKey)) throw new UsageError(`--sort must be one of ${SORTS.join(', ')}, not ${JSON.stringify(options.sort)}`);
-      sort = options.sort as SortKey;
-    }
-    if (options.source !== undefined) {
-      if (!['auto', 'msr', 'perf', 'powercap', 'model'].includes(options.source as string)) {
-        throw new UsageError(`--source must be auto, msr, perf, powercap or model, not ${JSON.stringify(options.source)}`);
-      }
-      samplerOptions.source = options.source as SourceName;
-    }
-    if (options.threads !== undefined) {
-      if (options.threads !== 'bpf' && options.threads !== 'procfs') throw new UsageError(`--threads must be bpf or procfs, not ${JSON.stringify(options.threads)}`);
+    sort = choiceOption(options, 'sort', SORTS, sort);
+    const source = sourceOption(options);
+    if (source !== undefined) samplerOptions.source = source;
+    const threads = choiceOption(options, 'threads', ['bpf', 'procfs'] as const, undefined);
+    if (threads !== undefined) {
       if (pid === undefined) throw new UsageError('--threads needs --pid (system-wide view reads /proc)');
-      samplerOptions.threads = options.threads;
+      samplerOptions.threads = threads;
     }
     json = options.json === true;
   } catch (e) {
-    if (e instanceof UsageError) {
-      process.stderr.write(`jouletrace top: ${e.message}\n\n${HELP}`);
-      return 2;
-    }
-    throw e;
+    return reportUsageError('top', HELP, e);
   }
   if (pid !== undefined && !fs.existsSync(`/proc/${pid}`)) {
     process.stderr.write(`jouletrace top: no process ${pid}\n`);

@@ -1,18 +1,7 @@
-// Shared by the Prometheus and OpenTelemetry exporters: monotonic accumulation of the sampler's
-// cumulative figures (which start afresh at every start()), and subscription to settled spans
-// and requests.
+// What the Prometheus and OpenTelemetry exporters and `jouletrace serve` read of a sampler:
+// its cumulative figures (which start afresh at every start()) accumulated into counters that
+// never go down, per domain, per attribution part and per thread.
 import type { Sampler } from './sampler';
-import type { RequestRecord, SpanResult } from './span-types';
-
-/** What the exporters need of a request tracker (src/requests.ts): a batch subscription. */
-export interface RequestSource {
-  onRequest?(cb: (records: RequestRecord[]) => void): () => void;
-}
-
-/** The optional hooks the exporters use on a Sampler (present once spans have landed). */
-export interface SpanSource {
-  onSpan?(cb: (spans: SpanResult[]) => void): () => void;
-}
 
 /**
  * Turns a series of cumulative readings that restart from zero on every run into a counter that
@@ -180,62 +169,4 @@ export class EnergyTracker {
   }
 
   readonly #threadNames = new Map<string, number>();
-}
-
-/** Subscribes to settled spans and requests when the sampler and tracker offer it. */
-export function subscribe(
-  sampler: Sampler,
-  requests: RequestSource | undefined,
-  onSpans: (spans: SpanResult[]) => void,
-  onRequests: (records: RequestRecord[]) => void,
-): () => void {
-  const offs: Array<() => void> = [];
-  const s = sampler as unknown as SpanSource;
-  if (typeof s.onSpan === 'function') offs.push(s.onSpan(onSpans));
-  if (requests && typeof requests.onRequest === 'function') offs.push(requests.onRequest(onRequests));
-  return () => {
-    for (const off of offs.splice(0)) off();
-  };
-}
-
-/** A sliding window of (count, sum) in one-second buckets. */
-export class SlidingWindow {
-  readonly #windowMs: number;
-  readonly #buckets: Array<{ t: number; count: number; sum: number }> = [];
-
-  constructor(windowMs: number) {
-    this.#windowMs = windowMs;
-  }
-
-  add(sum: number, count: number, now = Date.now()): void {
-    const t = Math.floor(now / 1000);
-    const last = this.#buckets[this.#buckets.length - 1];
-    if (last && last.t === t) {
-      last.count += count;
-      last.sum += sum;
-    } else this.#buckets.push({ t, count, sum });
-    this.#prune(now);
-  }
-
-  #prune(now: number): void {
-    const oldest = Math.floor((now - this.#windowMs) / 1000);
-    while (this.#buckets.length > 0 && this.#buckets[0].t <= oldest) this.#buckets.shift();
-  }
-
-  totals(now = Date.now()): { count: number; sum: number } {
-    this.#prune(now);
-    let count = 0;
-    let sum = 0;
-    for (const b of this.#buckets) {
-      count += b.count;
-      sum += b.sum;
-    }
-    return { count, sum };
-  }
-}
-
-/** CLOCK_MONOTONIC ns (process.hrtime on Linux) → ms since the epoch, for timestamps. */
-export function monotonicNsToEpochMs(ns: number): number {
-  const offsetMs = performance.timeOrigin + performance.now() - Number(process.hrtime.bigint()) / 1e6;
-  return ns / 1e6 + offsetMs;
 }

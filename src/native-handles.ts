@@ -1,4 +1,5 @@
-// Internals for bench/ and tests: never exported from the package entry point.
+// The native handle (or shared buffer) behind each public object, for bench/ and tests only:
+// never exported from the package entry point.
 
 const handles = new WeakMap<object, unknown>();
 

@@ -1,0 +1,123 @@
+// Command-line parsing shared by the commands. Not node:util's parseArgs: `jouletrace run` must
+// stop at the command it runs (`run node app.js --port 3000` passes --port to node), which
+// needs to know, while scanning, which options take a value.
+import { SOURCE_NAMES, type SourceName } from '../source-options';
+
+export interface OptionSpec {
+  /** Long name without dashes ("interval"). */
+  name: string;
+  short?: string;
+  /** 'flag' takes no value; the others take the next argument (or --name=value). */
+  type: 'flag' | 'string' | 'number';
+  /** May be given more than once: every value lands in ParsedArgs.lists, in order. */
+  repeatable?: boolean;
+}
+
+export interface ParsedArgs {
+  options: Record<string, string | number | boolean>;
+  /** Values of repeatable options. */
+  lists: Record<string, Array<string | number>>;
+  /** Arguments after `--`, or from the first positional on when `stopAtPositional`. */
+  rest: string[];
+}
+
+/** Thrown for bad command lines: the command prints it with its usage and exits 2. */
+export class UsageError extends Error {}
+
+export function parseArgs(argv: string[], specs: OptionSpec[], stopAtPositional = false): ParsedArgs {
+  const options: ParsedArgs['options'] = {};
+  const lists: ParsedArgs['lists'] = {};
+  const rest: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === '--') {
+      rest.push(...argv.slice(i + 1));
+      break;
+    }
+    if (!arg.startsWith('-') || arg === '-') {
+      if (stopAtPositional) {
+        rest.push(...argv.slice(i));
+        break;
+      }
+      throw new UsageError(`unexpected argument ${JSON.stringify(arg)}`);
+    }
+    let name: string;
+    let inline: string | undefined;
+    if (arg.startsWith('--')) {
+      const eq = arg.indexOf('=');
+      name = eq < 0 ? arg.slice(2) : arg.slice(2, eq);
+      inline = eq < 0 ? undefined : arg.slice(eq + 1);
+    } else {
+      name = arg.slice(1);
+    }
+    const spec = specs.find((s) => s.name === name || (s.short !== undefined && s.short === name && !arg.startsWith('--')));
+    if (!spec) throw new UsageError(`unknown option ${arg}`);
+    if (spec.type === 'flag') {
+      if (inline !== undefined) throw new UsageError(`--${spec.name} takes no value`);
+      options[spec.name] = true;
+      continue;
+    }
+    const text = inline ?? argv[++i];
+    if (text === undefined) throw new UsageError(`--${spec.name} needs a value`);
+    let value: string | number = text;
+    if (spec.type === 'number') {
+      value = Number(text);
+      if (text.trim() === '' || !Number.isFinite(value)) throw new UsageError(`--${spec.name} expects a number but received ${JSON.stringify(text)}`);
+    }
+    if (spec.repeatable) (lists[spec.name] ??= []).push(value);
+    else options[spec.name] = value;
+  }
+  return { options, lists, rest };
+}
+
+/** Checks a number's range (an option's value, or one of a repeatable option's). */
+export function checkNumber(name: string, n: number, min: number, max: number, integer = false): number {
+  if (n < min || n > max || (integer && !Number.isInteger(n))) {
+    throw new UsageError(`--${name} must be ${integer ? 'an integer' : 'a number'} from ${min} to ${max}, not ${n}`);
+  }
+  return n;
+}
+
+/** A numeric option, range-checked; the default when absent. */
+export function numberOption(options: ParsedArgs['options'], name: string, def: number, min: number, max: number, integer = false): number {
+  const v = options[name];
+  return v === undefined ? def : checkNumber(name, v as number, min, max, integer);
+}
+
+/** A string option that must be one of `allowed`; the default when absent. */
+export function choiceOption<T extends string, D extends T | undefined>(options: ParsedArgs['options'], name: string, allowed: readonly T[], def: D): T | D {
+  const v = options[name];
+  if (v === undefined) return def;
+  if (!(allowed as readonly unknown[]).includes(v)) {
+    throw new UsageError(`--${name} must be one of ${allowed.join(', ')}, not ${JSON.stringify(v)}`);
+  }
+  return v as T;
+}
+
+/** --source: an energy source's name, or undefined (the sampler's default, auto). */
+export function sourceOption(options: ParsedArgs['options']): SourceName | undefined {
+  return choiceOption(options, 'source', SOURCE_NAMES, undefined);
+}
+
+/**
+ * A sampling period in whole microseconds, from "500us", "1ms", "0.5s" or a plain number in
+ * `plainUnit`, and from 50 µs to 1 s (the sampler's range).
+ */
+export function parseIntervalUs(text: string, plainUnit: 'us' | 'ms' = 'us'): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(us|µs|ms|s)?\s*$/.exec(text);
+  if (!m) {
+    const example = plainUnit === 'us' ? '500us, 1ms or 1000' : '500us, 10ms or 10';
+    throw new UsageError(`--interval expects a duration like ${example} but received ${JSON.stringify(text)}`);
+  }
+  const unit = m[2] ?? plainUnit;
+  const v = Math.round(Number(m[1]) * (unit === 'ms' ? 1e3 : unit === 's' ? 1e6 : 1));
+  if (v < 50 || v > 1_000_000) throw new UsageError(`--interval must be from 50us to 1s, not ${text}`);
+  return v;
+}
+
+/** Prints a UsageError with the command's usage (exit status 2); anything else is rethrown. */
+export function reportUsageError(command: string, help: string, e: unknown): number {
+  if (!(e instanceof UsageError)) throw e;
+  process.stderr.write(`jouletrace ${command}: ${e.message}\n\n${help}`);
+  return 2;
+}

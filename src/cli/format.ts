@@ -1,0 +1,58 @@
+// How the commands print: colour on terminals only, and figures with their units.
+
+/** Colour only on a terminal, never with NO_COLOR set (https://no-color.org) or TERM=dumb. */
+export function colorEnabled(stream: NodeJS.WriteStream): boolean {
+  if (process.env.NO_COLOR !== undefined && process.env.NO_COLOR !== '') return false;
+  if (process.env.TERM === 'dumb') return false;
+  return stream.isTTY === true;
+}
+
+export interface Paint {
+  bold(s: string): string;
+  dim(s: string): string;
+  yellow(s: string): string;
+  cyan(s: string): string;
+  green(s: string): string;
+  red(s: string): string;
+  inverse(s: string): string;
+}
+
+export function paint(enabled: boolean): Paint {
+  const wrap = (open: number, close: number) => (s: string) => (enabled ? `\x1b[${open}m${s}\x1b[${close}m` : s);
+  return {
+    bold: wrap(1, 22),
+    dim: wrap(2, 22),
+    yellow: wrap(33, 39),
+    cyan: wrap(36, 39),
+    green: wrap(32, 39),
+    red: wrap(31, 39),
+    inverse: wrap(7, 27),
+  };
+}
+
+/** Joules with a unit that keeps three significant-ish digits. */
+export function fmtJoules(j: number): string {
+  const a = Math.abs(j);
+  if (a === 0) return '0 J';
+  if (a < 1e-3) return `${(j * 1e6).toFixed(1)} µJ`;
+  if (a < 1) return `${(j * 1e3).toFixed(2)} mJ`;
+  if (a < 1e4) return `${j.toFixed(3)} J`;
+  return `${(j / 1e3).toFixed(2)} kJ`;
+}
+
+export function fmtWatts(w: number): string {
+  const a = Math.abs(w);
+  if (a > 0 && a < 0.1) return `${(w * 1e3).toFixed(1)} mW`;
+  return `${w.toFixed(2)} W`;
+}
+
+export function fmtSeconds(s: number): string {
+  if (s < 60) return `${s.toFixed(s < 10 ? 2 : 1)} s`;
+  const m = Math.floor(s / 60);
+  return `${m}m${(s - m * 60).toFixed(0).padStart(2, '0')}s`;
+}
+
+/** Cuts a string to `width` columns (our strings are single-width characters). */
+export function fit(s: string, width: number): string {
+  return s.length > width ? s.slice(0, Math.max(0, width - 1)) + '…' : s;
+}

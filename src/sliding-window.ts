@@ -1,0 +1,38 @@
+// Recent request energy for the Prometheus gauge of joules per request: a sliding window of
+// (count, sum) that forgets whole seconds, so a scrape costs a few buckets whatever the rate.
+
+/** A sliding window of (count, sum) in one-second buckets. */
+export class SlidingWindow {
+  readonly #windowMs: number;
+  readonly #buckets: Array<{ t: number; count: number; sum: number }> = [];
+
+  constructor(windowMs: number) {
+    this.#windowMs = windowMs;
+  }
+
+  add(sum: number, count: number, now = Date.now()): void {
+    const t = Math.floor(now / 1000);
+    const last = this.#buckets[this.#buckets.length - 1];
+    if (last && last.t === t) {
+      last.count += count;
+      last.sum += sum;
+    } else this.#buckets.push({ t, count, sum });
+    this.#prune(now);
+  }
+
+  #prune(now: number): void {
+    const oldest = Math.floor((now - this.#windowMs) / 1000);
+    while (this.#buckets.length > 0 && this.#buckets[0].t <= oldest) this.#buckets.shift();
+  }
+
+  totals(now = Date.now()): { count: number; sum: number } {
+    this.#prune(now);
+    let count = 0;
+    let sum = 0;
+    for (const b of this.#buckets) {
+      count += b.count;
+      sum += b.sum;
+    }
+    return { count, sum };
+  }
+}
