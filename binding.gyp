@@ -43,6 +43,8 @@
       "dependencies": ["bpf_skeleton"],
       "sources": [
         "native/addon.cc",
+        "native/sys_file.cc",
+        "native/cpu_packages.cc",
         "native/energy/cpu_info.cc",
         "native/energy/msr_source.cc",
         "native/energy/powercap_source.cc",

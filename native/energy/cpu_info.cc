@@ -20,41 +20,6 @@ const char* vendorName(Vendor v) {
   }
 }
 
-int readSmallFile(const std::string& path, std::string* out) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -errno;
-  UniqueFd owner(fd);
-  out->clear();
-  char buf[4096];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return -errno;
-    }
-    if (n == 0) break;
-    out->append(buf, size_t(n));
-    // sysfs attributes are one page at most; bound the loop for anything pointed at by mistake.
-    if (out->size() > (1u << 20)) break;
-  }
-  return 0;
-}
-
-int readIntegerFile(const std::string& path, long long* out) {
-  std::string s;
-  int rc = readSmallFile(path, &s);
-  if (rc < 0) return rc;
-  const char* p = s.c_str();
-  char* end = nullptr;
-  errno = 0;
-  long long v = std::strtoll(p, &end, 0);
-  if (end == p || errno != 0) return -EINVAL;
-  while (*end == ' ' || *end == '\n' || *end == '\t') end++;
-  if (*end != '\0') return -EINVAL;
-  *out = v;
-  return 0;
-}
-
 bool parseCpuList(const std::string& text, std::vector<int>* cpus) {
   cpus->clear();
   size_t i = 0, n = text.size();

@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <fstream>
 
 #include "errno_name.h"
 #include "napi_util.h"
@@ -51,18 +50,6 @@ uint64_t threadCpuNs(pthread_t t) {
 
 }  // namespace
 
-std::vector<int> readCpuPackages(const std::string& sysfsCpuRoot) {
-  long n = sysconf(_SC_NPROCESSORS_CONF);
-  if (n < 1) n = 1;
-  std::vector<int> pkg(size_t(n), 0);
-  for (long c = 0; c < n; c++) {
-    std::ifstream f(sysfsCpuRoot + "/cpu" + std::to_string(c) + "/topology/physical_package_id");
-    int id = 0;
-    if (f >> id && id >= 0 && id < kMaxPackages) pkg[size_t(c)] = id;
-  }
-  return pkg;
-}
-
 std::unique_ptr<Sampler> Sampler::create(const SamplerConfig& cfg, SamplerError* err) {
   std::unique_ptr<Sampler> s(new Sampler());
   s->cfg_ = cfg;
@@ -74,7 +61,7 @@ std::unique_ptr<Sampler> Sampler::create(const SamplerConfig& cfg, SamplerError*
     return nullptr;
   }
   const size_t nd = s->source_->domains().size();
-  s->cpuPackage_ = readCpuPackages(cfg.sourceOptions.sysfsCpuRoot);
+  s->cpuPackage_ = cpuPackageMap({}, cfg.sourceOptions.sysfsCpuRoot, int(std::max(1L, sysconf(_SC_NPROCESSORS_CONF))));
   if (!s->openTracker(err)) return nullptr;
 
   s->recordSize_ = kHeaderBytes + uint32_t(nd) * (s->tracker_ ? kDomainBytesAttributed : kDomainBytes);

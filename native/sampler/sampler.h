@@ -161,7 +161,4 @@ class Sampler {
   mutable std::mutex trackerMu_;  // stats() may query the tracker while the thread snapshots
 };
 
-// cpu number → package index, from <sysfsCpuRoot>/cpuN/topology/physical_package_id.
-std::vector<int> readCpuPackages(const std::string& sysfsCpuRoot);
-
 }  // namespace jouletrace

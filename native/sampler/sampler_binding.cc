@@ -6,13 +6,13 @@
 
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <memory>
 #include <string>
 
 #include "energy/source_js.h"
 #include "napi_util.h"
 #include "sampler/sampler.h"
+#include "sys_file.h"
 #include "threads/tracker_js.h"
 
 namespace jouletrace {
@@ -300,10 +300,13 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
       // The kernel side records comm when it first sees a thread; threads usually name
       // themselves later (pthread_setname_np), so live threads get their current name here.
       if (!ts[i].exited && ts[i].tid != 0) {
-        std::ifstream f("/proc/" + std::to_string(ts[i].tgid ? ts[i].tgid : uint32_t(getpid())) + "/task/" +
-                        std::to_string(ts[i].tid) + "/comm");
         std::string name;
-        if (std::getline(f, name) && !name.empty()) ts[i].name = name;
+        if (readSmallFile("/proc/" + std::to_string(ts[i].tgid ? ts[i].tgid : uint32_t(getpid())) + "/task/" +
+                              std::to_string(ts[i].tid) + "/comm",
+                          &name) == 0) {
+          while (!name.empty() && name.back() == '\n') name.pop_back();
+          if (!name.empty()) ts[i].name = name;
+        }
       }
       Napi::Object o = Napi::Object::New(env);
       o.Set("tid", ts[i].tid);

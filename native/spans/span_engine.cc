@@ -1,7 +1,6 @@
 #include "spans/span_engine.h"
 
 #include <dirent.h>
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,6 +9,7 @@
 #include <iterator>
 
 #include "spans/span_log.h"
+#include "sys_file.h"
 
 namespace jouletrace {
 
@@ -106,13 +106,9 @@ void SpanEngine::refreshPool(uint64_t now) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
     char path[300];
     snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) continue;
-    char comm[32] = {0};
-    ssize_t n = read(fd, comm, sizeof comm - 1);
-    close(fd);
+    std::string comm;
     // libuv ≥ 1.45 names its thread-pool threads; older releases leave them unnamed.
-    if (n > 0 && strncmp(comm, "libuv-worker", 12) == 0) poolTids_.push_back(uint32_t(atoi(e->d_name)));
+    if (readSmallFile(path, &comm) == 0 && comm.compare(0, 12, "libuv-worker") == 0) poolTids_.push_back(uint32_t(atoi(e->d_name)));
   }
   closedir(dir);
 }

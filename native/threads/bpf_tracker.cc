@@ -25,7 +25,7 @@
 #include "thread_tracker.skel.h"
 #include "thread_tracker_compat.skel.h"
 #include "tracker.h"
-#include "tracker_util.h"
+#include "sys_file.h"
 
 namespace jouletrace {
 
@@ -301,7 +301,7 @@ int BpfTracker<Build>::seedThreads(uint32_t tgid, uint64_t attachTs) {
     v.tgid = tgid;
     v.generation = 1;
     std::string text;
-    if (!readSmallFile(dir + "/" + ent->d_name + "/stat", &text)) continue;  // already gone
+    if (readSmallFile(dir + "/" + ent->d_name + "/stat", &text) != 0) continue;  // already gone
     size_t close = text.rfind(')');
     if (close == std::string::npos || close + 2 >= text.size()) continue;
     if (text[close + 2] == 'R') v.on_since = attachTs;
@@ -310,7 +310,7 @@ int BpfTracker<Build>::seedThreads(uint32_t tgid, uint64_t attachTs) {
       p = strchr(p + 1, ' ');
       if (p && field == 39) v.cpu = uint32_t(strtoul(p + 1, nullptr, 10));
     }
-    if (readSmallFile(dir + "/" + ent->d_name + "/comm", &text)) {
+    if (readSmallFile(dir + "/" + ent->d_name + "/comm", &text) == 0) {
       while (!text.empty() && text.back() == '\n') text.pop_back();
       memcpy(v.comm, text.data(), std::min(text.size(), sizeof v.comm - 1));
     }
@@ -416,7 +416,7 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
     return fail(err, -E2BIG, "sizing the CPU table (" + std::to_string(ncpu_) + " possible CPUs, at most " +
                                  std::to_string(JT_MAX_CPUS) + " supported)", "");
   }
-  cpuPkg_ = resolveCpuPackages(opts.cpuPackage, ncpu_);
+  cpuPkg_ = cpuPackageMap(opts.cpuPackage, "/sys/devices/system/cpu", ncpu_);
 
   std::string log;
   {
@@ -688,7 +688,7 @@ void BpfTracker<Build>::stats(TrackerStats& out) {
     }
   }
   std::string enabled;
-  if (!readSmallFile("/proc/sys/kernel/bpf_stats_enabled", &enabled) || enabled.empty() ||
+  if (readSmallFile("/proc/sys/kernel/bpf_stats_enabled", &enabled) != 0 || enabled.empty() ||
       enabled[0] != '1') {
     out.note = "runTimeNs/runCount count only while sysctl kernel.bpf_stats_enabled=1";
   }

@@ -14,7 +14,7 @@
 #include "errno_name.h"
 #include "napi_util.h"
 #include "tracker.h"
-#include "tracker_util.h"
+#include "sys_file.h"
 
 namespace jouletrace {
 
@@ -26,34 +26,8 @@ namespace {
 // every thread).
 constexpr uint64_t kRescanNs = 9'000'000;
 
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(Fd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
-  Fd& operator=(Fd&& o) noexcept {
-    if (this != &o) {
-      reset();
-      fd_ = o.fd_;
-      o.fd_ = -1;
-    }
-    return *this;
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() { reset(); }
-  void reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-  int get() const { return fd_; }
-
- private:
-  int fd_ = -1;
-};
-
 // pread at offset 0: procfs regenerates the text on each read of a kept-open fd.
-ssize_t readAt0(const Fd& fd, char* buf, size_t cap) {
+ssize_t readAt0(const UniqueFd& fd, char* buf, size_t cap) {
   if (fd.get() < 0) return -EBADF;
   ssize_t n = pread(fd.get(), buf, cap - 1, 0);
   if (n < 0) return -errno;
@@ -66,8 +40,8 @@ struct Thread {
   uint32_t slot = 0;
   uint64_t generation = 0;
   uint64_t base = 0;  // schedstat at first sight, for threads that predate the tracker
-  Fd schedstat;
-  Fd stat;
+  UniqueFd schedstat;
+  UniqueFd stat;
   ThreadTimes times;
   bool seenInScan = true;
   bool gone = false;
@@ -93,7 +67,7 @@ class ProcfsTracker final : public ThreadTracker {
   int ncpu_ = 0;
   uint64_t nsPerTick_ = 10'000'000;
   std::vector<int> cpuPkg_;
-  Fd procStat_;
+  UniqueFd procStat_;
   std::unordered_map<uint32_t, Thread> threads_;
   std::vector<uint32_t> freeSlots_;
   uint32_t nextSlot_ = 0;
@@ -125,9 +99,9 @@ int ProcfsTracker::open(const TrackerOptions& opts, TrackerError* err) {
   closedir(d);
 
   std::string statPath = root_ + "/stat";
-  procStat_ = Fd(::open(statPath.c_str(), O_RDONLY | O_CLOEXEC));
+  procStat_ = UniqueFd(::open(statPath.c_str(), O_RDONLY | O_CLOEXEC));
   std::string text;
-  if (procStat_.get() < 0 || !readSmallFile(statPath, &text)) {
+  if (procStat_.get() < 0 || readSmallFile(statPath, &text) != 0) {
     int e = errno ? errno : EIO;
     if (err) {
       err->code = errnoName(e);
@@ -144,7 +118,7 @@ int ProcfsTracker::open(const TrackerOptions& opts, TrackerError* err) {
     }
     pos = eol + 1;
   }
-  cpuPkg_ = resolveCpuPackages(opts.cpuPackage, ncpu_);
+  cpuPkg_ = cpuPackageMap(opts.cpuPackage, "/sys/devices/system/cpu", ncpu_);
   lastCpu_.assign(size_t(ncpu_), CpuTimes());
   rescan(true);
   lastScanNs_ = monotonicNs();
@@ -167,8 +141,8 @@ void ProcfsTracker::addThread(uint32_t tid, bool initial) {
   t.tid = tid;
   t.slot = slot;
   t.generation = nextGeneration_++;
-  t.schedstat = Fd(::open((dir + "schedstat").c_str(), O_RDONLY | O_CLOEXEC));
-  t.stat = Fd(::open((dir + "stat").c_str(), O_RDONLY | O_CLOEXEC));
+  t.schedstat = UniqueFd(::open((dir + "schedstat").c_str(), O_RDONLY | O_CLOEXEC));
+  t.stat = UniqueFd(::open((dir + "stat").c_str(), O_RDONLY | O_CLOEXEC));
   t.times.tid = tid;
   t.times.tgid = uint32_t(pid_);
   t.times.slot = slot;
@@ -205,7 +179,7 @@ void ProcfsTracker::rescan(bool initial) {
     if (!kv.second.seenInScan) kv.second.gone = true;
     std::string comm;
     if (!kv.second.gone &&
-        readSmallFile(taskDir() + "/" + std::to_string(kv.first) + "/comm", &comm)) {
+        readSmallFile(taskDir() + "/" + std::to_string(kv.first) + "/comm", &comm) == 0) {
       while (!comm.empty() && comm.back() == '\n') comm.pop_back();
       copyComm(kv.second.times.comm, comm.data(), comm.size());
     }

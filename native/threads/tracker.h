@@ -6,14 +6,23 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "cpu_packages.h"
+
 namespace jouletrace {
 
-constexpr int kMaxPackages = 8;
 constexpr size_t kCommLen = 16;
+
+// A thread name of n bytes, cut to fit and NUL-padded.
+inline void copyComm(char (&dst)[kCommLen], const char* src, size_t n) {
+  if (n >= kCommLen) n = kCommLen - 1;
+  memcpy(dst, src, n);
+  memset(dst + n, 0, kCommLen - n);
+}
 
 struct TrackerOptions {
   std::string backend;  // "bpf" or "procfs"
