@@ -307,8 +307,13 @@ int BPF_PROG(handle_switch, bool preempt, struct task_struct *prev, struct task_
 			}
 			t->on_since = 0;
 			t->cpu = cpu;
-			if (dead)
+			if (dead) {
 				t->exited = 1;
+				/* The name kept from the first switch predates most threads naming
+				 * themselves, and once the thread is gone userspace cannot read it
+				 * from /proc: take the final one, once per thread. */
+				bpf_probe_read_kernel_str(t->comm, sizeof(t->comm), prev->comm);
+			}
 			seq_end(&t->seq);
 		}
 		if (dead)

@@ -16,7 +16,7 @@ import type { Sampler } from './sampler';
 import { JoulesSummary, RecentValues } from './summaries';
 import { releaseResponseWatch, retainResponseWatch, watchResponse } from './response-finish';
 import { FLAG_ESTIMATED, FLAG_INCOMPLETE, slotOfHandle, SPAN_SLOTS, type NumericResultListener, type SpanChannel } from './span-channel';
-import type { RequestRecord, RouteStats } from './span-types';
+import { EXACT_REQUEST_TOKEN, type RequestRecord, type RouteStats } from './span-types';
 
 export type RequestMode = 'shared' | 'exact';
 
@@ -32,6 +32,7 @@ export interface RequestTrackerOptions {
 // An exact-mode request. Shared-mode requests keep no object: their state lives in the
 // tracker's per-slot arrays, and their token is the span handle itself.
 interface Pending {
+  readonly [EXACT_REQUEST_TOKEN]: true;
   method: string;
   route: string | (() => string);
   statusCode: number;
@@ -278,6 +279,7 @@ export class RequestTracker {
       return undefined;
     }
     const p: Pending = {
+      [EXACT_REQUEST_TOKEN]: true,
       method,
       route: route ?? '(unrouted)',
       statusCode: 0,

@@ -411,6 +411,8 @@ export class Sampler {
     if (this.#closed) return;
     this.#closed = true;
     this.#spans?.close();
+    // Span calls then reach #check() and throw ERR_JOULETRACE_CLOSED.
+    this.#spans = undefined;
     this.#handle.close();
   }
 
@@ -692,7 +694,13 @@ export class Sampler {
 
   /** The span's energy, once the sampler has seen the energy intervals covering it. */
   settle(h: number): Promise<SpanResult> {
-    return this.#channel().settle(h);
+    let channel: SpanChannel;
+    try {
+      channel = this.#channel();
+    } catch (e) {
+      return Promise.reject(e); // a closed sampler, or no thread tracking: as every settle() error
+    }
+    return channel.settle(h);
   }
 
   /** Runs fn inside a span; returns fn's result (a promise for async functions). */
@@ -727,18 +735,23 @@ export class Sampler {
    * (the OpenTelemetry integration captures the active span). null removes it.
    */
   setContextCapture(fn: (() => unknown) | null): void {
+    // Removing it is always allowed: exporters remove theirs as they close, whatever the order.
+    if (fn === null && (this.#closed || this.#spans === undefined)) return;
+    this.#check();
     if (!this.#info.spanEngineId) return;
     this.#channel().setContextCapture(fn);
   }
 
   /** Per-label statistics of settled spans on this thread. */
   spanStats(): SpanLabelStats[] {
+    this.#check();
     return this.#spans ? this.#spans.spanStats() : [];
   }
 
   /** Settled spans of this thread, delivered in batches off the hot path. Returns an unsubscribe function. */
   onSpan(cb: (spans: SpanResult[]) => void): () => void {
     if (typeof cb !== 'function') throw new TypeError(`Expected a function for onSpan(callback) but received ${String(cb)} of type ${typeof cb}`);
+    this.#check();
     // Without thread tracking no span can begin, so there is never anything to deliver.
     if (!this.#info.spanEngineId) return () => false;
     return this.#channel().onSpan(cb);

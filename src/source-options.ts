@@ -10,7 +10,7 @@ import {
 } from './errors';
 
 /** The energy sources; `auto` tries msr, perf, powercap, model in that order. */
-export const SOURCE_NAMES = ['auto', 'msr', 'powercap', 'perf', 'model'] as const;
+export const SOURCE_NAMES = ['auto', 'msr', 'perf', 'powercap', 'model'] as const;
 export type SourceName = (typeof SOURCE_NAMES)[number];
 
 export const CPU_VENDORS = ['intel', 'amd', 'hygon'] as const;

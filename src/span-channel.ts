@@ -9,7 +9,7 @@ import { checkIntegerInRange, checkObject, checkString, JouletraceError } from '
 import { registerHandle } from './native-handles';
 import { native } from './native';
 import { JoulesSummary } from './summaries';
-import type { SpanLabelStats, SpanResult } from './span-types';
+import { EXACT_REQUEST_TOKEN, type SpanLabelStats, type SpanResult } from './span-types';
 
 const EV_TAIL = 16;
 const RES_HEAD = 32;
@@ -57,8 +57,9 @@ export const FLAG_INCOMPLETE = 1;
 export const FLAG_ESTIMATED = 2;
 
 // Handles are small integers (V8 Smis, so no allocation): 16 bits of slot, 8 bits of slot
-// generation (a reused slot gets a new handle), 6 bits of channel tag (a handle from another
-// channel is recognised as foreign). A slot stays reserved from begin() until its result has
+// generation (a reused slot gets a new handle), 6 bits of channel tag, counted process-wide by
+// the addon (a handle from another channel, on this thread or another, is recognised as
+// foreign; tags repeat after 63 channels). A slot stays reserved from begin() until its result has
 // arrived, so a handle names one span until settle() can no longer be waiting for it.
 const SLOT_BITS = 16;
 const MAX_OPEN = 1 << SLOT_BITS;
@@ -71,9 +72,19 @@ const OPEN_DROPPED = 2; // its begin event did not fit in the ring
 const ENDED = 3; // waiting for its result
 const SETTLED_OPEN = 4; // settled incomplete by stop() while still open
 
-let nextTag = 0;
 // Tag 0 is never given to a channel: handle 0 stands for a span that could not be measured.
 const DROPPED_HANDLE = 0;
+
+// Off the hot path, so that end() stays small enough for V8 to inline.
+function notAHandle(h: unknown, method: string): Error {
+  if (typeof h === 'object' && h !== null && EXACT_REQUEST_TOKEN in h) {
+    return new JouletraceError(
+      'ERR_JOULETRACE_FOREIGN_SPAN',
+      `${method}: this is a request's token (RequestTracker, exact mode); it ends with its response or tracker.end(), and its energy arrives through tracker.onRequest()`,
+    );
+  }
+  return new TypeError(`${method}: expected a span handle returned by begin() but received ${String(h)} of type ${typeof h}`);
+}
 
 /** Number of span slots per channel; a handle's low SLOT_BITS bits are its slot. */
 export const SPAN_SLOTS = MAX_OPEN;
@@ -271,10 +282,11 @@ export class SpanChannel {
     this.#evMask = evCap - 1;
     this.#evCap = evCap;
     this.#resMask = resCap - 1;
-    this.#tag = 1 + (nextTag++ % 63);
     for (let i = 0; i < MAX_OPEN; i++) this.#free[i] = i;
-    const Channel = native().SpanChannel as new (id: number, buf: Uint8Array, offsetNs: number) => { close(): void };
-    this.#handle = new Channel(samplerId, new Uint8Array(sab), monotonicOffsetNs());
+    const Channel = native().SpanChannel as new (id: number, buf: Uint8Array, offsetNs: number) => { close(): void; readonly tag: number };
+    const handle = new Channel(samplerId, new Uint8Array(sab), monotonicOffsetNs());
+    this.#handle = handle;
+    this.#tag = handle.tag;
     registerHandle(this, sab); // tests read the ring's words
   }
 
@@ -370,9 +382,7 @@ export class SpanChannel {
   }
 
   #slotOf(h: number, method: string): number {
-    if (typeof h !== 'number' || (h | 0) !== h || h < 0) {
-      throw new TypeError(`${method}: expected a span handle returned by begin() but received ${String(h)} of type ${typeof h}`);
-    }
+    if (typeof h !== 'number' || (h | 0) !== h || h < 0) throw notAHandle(h, method);
     if (h >>> 24 !== this.#tag) {
       throw new JouletraceError('ERR_JOULETRACE_FOREIGN_SPAN', `${method}: span handle ${h} belongs to another sampler or thread`);
     }

@@ -1,6 +1,12 @@
 // Public shapes of settled spans and per-request records. The Sampler produces them (src/spans.ts,
 // src/requests.ts); exporters (Prometheus, OpenTelemetry), the CLI and reports consume them.
 
+/**
+ * @internal Carried by exact-mode request tokens (RequestTracker.start()), so that a span call
+ * handed one names the mistake. Symbol.for: a process may load both the ESM and the CJS build.
+ */
+export const EXACT_REQUEST_TOKEN: unique symbol = Symbol.for('jouletrace.exactRequestToken');
+
 /** A settled critical section: `sampler.settle(h)`, `sampler.onSpan(cb)`. */
 export interface SpanResult {
   label: string;

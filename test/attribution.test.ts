@@ -161,6 +161,30 @@ function suite(backend: Exclude<ThreadsBackend, 'off'>) {
       expect(t!.joules).toBeGreaterThan(0);
     }
   });
+
+  it('names threads as they last named themselves, also once they have exited and after stop()', async () => {
+    const s = new Sampler({ source: 'model', intervalUs: 1000, threads: backend });
+    samplers.push(s);
+    s.start();
+    // Named after its first switch, as threads name themselves; exits 50 ms later.
+    const tid = await new Promise<number>((resolve, reject) => {
+      const w = new Worker(
+        `const fs = require('node:fs');
+        fs.writeFileSync('/proc/thread-self/comm', 'jt-renamed');
+        const end = Date.now() + 50; while (Date.now() < end);
+        require('node:worker_threads').parentPort.postMessage(Number(fs.readlinkSync('/proc/thread-self').split('/').pop()));`,
+        { eval: true },
+      );
+      w.once('message', resolve);
+      w.once('error', reject);
+    });
+    await new Promise((r) => setTimeout(r, 100));
+    s.stop();
+    const threads = s.threads();
+    expect(threads.find((t) => t.tid === tid)).toMatchObject({ name: 'jt-renamed', exited: true });
+    // The sampler's own thread, gone since stop().
+    expect(threads.find((t) => t.tid === s.stats().timing.samplerTid)?.name).toBe('jouletrace');
+  });
 }
 
 describeBpf('attribution with the eBPF backend', () => {

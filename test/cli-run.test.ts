@@ -223,7 +223,7 @@ describe('cli helpers', () => {
     });
     expect(sourceOption({ source: 'model' })).toBe('model');
     expect(sourceOption({})).toBeUndefined();
-    expect(() => sourceOption({ source: 'rapl' })).toThrow('--source must be one of auto, msr, powercap, perf, model, not "rapl"');
+    expect(() => sourceOption({ source: 'rapl' })).toThrow('--source must be one of auto, msr, perf, powercap, model, not "rapl"');
     expect(choiceOption({}, 'sort', ['watts', 'name'] as const, 'watts')).toBe('watts');
     expect(() => checkNumber('pid', 0, 1, 10, true)).toThrow('--pid must be an integer from 1 to 10, not 0');
   });

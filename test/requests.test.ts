@@ -238,6 +238,22 @@ describe('request tokens (start/end)', () => {
     sampler.stop();
   });
 
+  it("an exact-mode request's token is refused by end() and settle() the same way", async () => {
+    const { sampler } = setup();
+    const tracker = new RequestTracker(sampler, { mode: 'exact' });
+    sampler.start();
+    const t = tracker.start('GET', '/x')!;
+    expect(typeof t).toBe('object');
+    const refused = expect.objectContaining({ code: 'ERR_JOULETRACE_FOREIGN_SPAN', message: expect.stringContaining('tracker.onRequest()') });
+    expect(() => sampler.end(t as unknown as number)).toThrow(refused);
+    await expect(sampler.settle(t as unknown as number)).rejects.toEqual(refused);
+    // Any other object is still a plain type error.
+    expect(() => sampler.end({} as unknown as number)).toThrow(TypeError);
+    tracker.end(t, 200);
+    tracker.close();
+    sampler.stop();
+  });
+
   it('requests still open at stop() give their span slots back when they end', async () => {
     // stop() settles open requests (incomplete); their end() afterwards must free the span
     // slots, or every stop with requests in flight would shrink the pool for good. Fill all

@@ -79,7 +79,7 @@ describe('jouletrace serve', () => {
     expect(await serveCommand(['--interval', '20us'])).toBe(2);
     expect(lastError()).toContain('--interval must be from 50us to 1s, not 20us');
     expect(await serveCommand(['--source', 'nope'])).toBe(2);
-    expect(lastError()).toContain('--source must be one of auto, msr, powercap, perf, model, not "nope"');
+    expect(lastError()).toContain('--source must be one of auto, msr, perf, powercap, model, not "nope"');
     expect(await serveCommand(['--bogus'])).toBe(2);
     expect(await serveCommand(['--country', 'FRA', '--grams-per-kwh', '3'])).toBe(2);
     expect(lastError()).toContain('use --country or --grams-per-kwh, not both');

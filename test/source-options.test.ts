@@ -33,8 +33,8 @@ describe('validateSourceOptions', () => {
     ['msr', TypeError, 'Expected an object for options but received "msr" of type string'],
     [null, TypeError, 'Expected an object for options but received null of type null'],
     [{ sauce: 'msr' }, TypeError, `Unknown option options.sauce; known options are: ${known}`],
-    [{ source: 'rapl' }, RangeError, "Expected one of 'auto', 'msr', 'powercap', 'perf', 'model' for options.source but received \"rapl\" of type string"],
-    [{ source: 1 }, TypeError, "Expected one of 'auto', 'msr', 'powercap', 'perf', 'model' for options.source but received 1 of type number"],
+    [{ source: 'rapl' }, RangeError, "Expected one of 'auto', 'msr', 'perf', 'powercap', 'model' for options.source but received \"rapl\" of type string"],
+    [{ source: 1 }, TypeError, "Expected one of 'auto', 'msr', 'perf', 'powercap', 'model' for options.source but received 1 of type number"],
     [{ msrPath: '/dev/cpu/msr' }, RangeError, 'Expected a path template with exactly one %d for options.msrPath but received "/dev/cpu/msr" of type string'],
     [{ msrPath: '/dev/%d/cpu%d' }, RangeError, 'Expected a path template with exactly one %d for options.msrPath but received "/dev/%d/cpu%d" of type string'],
     [{ msrPath: 5 }, TypeError, 'Expected a non-empty path string for options.msrPath but received 5 of type number'],
@@ -56,7 +56,7 @@ describe('validateSourceOptions', () => {
 
   it('names the option object as the caller calls it', () => {
     expect(() => validateSourceOptions({ source: 'x' }, 'sampler')).toThrow(
-      "Expected one of 'auto', 'msr', 'powercap', 'perf', 'model' for sampler.source but received \"x\" of type string",
+      "Expected one of 'auto', 'msr', 'perf', 'powercap', 'model' for sampler.source but received \"x\" of type string",
     );
   });
 });

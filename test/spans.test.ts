@@ -184,7 +184,26 @@ describe('spans: behaviour', () => {
     const off = sampler({ threads: 'off' });
     off.start();
     expect(() => off.begin('x')).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_NO_THREADS' }));
+    await expect(off.settle(1)).rejects.toMatchObject({ code: 'ERR_JOULETRACE_NO_THREADS' });
+    // What exporters call on any sampler: nothing to report, no error.
+    expect(off.spanStats()).toEqual([]);
+    expect(typeof off.onSpan(() => {})).toBe('function');
     off.stop();
+    // Closed: every span call refuses, settle() by rejecting; removing a context capture (what
+    // an exporter does as it closes) still may.
+    const closed = sampler({ threads: 'bpf' });
+    closed.start();
+    const open = closed.begin('left open');
+    closed.close();
+    const isClosed = expect.objectContaining({ code: 'ERR_JOULETRACE_CLOSED' });
+    expect(() => closed.begin('x')).toThrow(isClosed);
+    expect(() => closed.end(open)).toThrow(isClosed);
+    await expect(closed.settle(open)).rejects.toEqual(isClosed);
+    expect(() => closed.spanStats()).toThrow(isClosed);
+    expect(() => closed.onSpan(() => {})).toThrow(isClosed);
+    expect(() => closed.spanContext()).toThrow(isClosed);
+    expect(() => closed.setContextCapture(() => 1)).toThrow(isClosed);
+    expect(() => closed.setContextCapture(null)).not.toThrow();
   });
 
   it('settles spans still open at stop() as incomplete', async () => {
@@ -396,6 +415,41 @@ describe('spans: behaviour', () => {
     off();
     expect(seen.map((r) => r.label).sort()).toEqual(['async', 'rejects', 'sync', 'throws']);
     expect(s.spanStats().map((x) => x.label).sort()).toEqual(['async', 'rejects', 'sync', 'throws']);
+  });
+
+  it('refuses a span handle from another thread, though each worker loads its own copy of jouletrace', async () => {
+    const s = sampler({ threads: 'bpf' });
+    s.start();
+    const index = JSON.stringify(path.join(root, 'dist/cjs/index.js'));
+    const run = <T>(code: string, workerData: unknown) =>
+      new Promise<T>((resolve, reject) => {
+        const w = new Worker(code, { eval: true, workerData });
+        w.once('message', resolve);
+        w.once('error', reject);
+      });
+    // A: opens a span and hands its handle over, unended.
+    const a = await run<{ h: number }>(
+      `const { parentPort, workerData } = require('node:worker_threads');
+      const spans = require(${index}).attachSpans(workerData);
+      parentPort.postMessage({ h: spans.begin('a') });`,
+      s.spanContext(),
+    );
+    // B: its first span is in the same slot with the same generation as A's; only the channel
+    // tag tells the two handles apart.
+    const b = await run<{ own: number; code: string }>(
+      `const { parentPort, workerData } = require('node:worker_threads');
+      const spans = require(${index}).attachSpans(workerData.ctx);
+      const own = spans.begin('b');
+      let code = 'accepted';
+      try { spans.end(workerData.foreign); } catch (e) { code = e.code; }
+      spans.end(own);
+      parentPort.postMessage({ own, code });`,
+      { ctx: s.spanContext(), foreign: a.h },
+    );
+    expect(b.own & 0xffffff).toBe(a.h & 0xffffff);
+    expect(b.code).toBe('ERR_JOULETRACE_FOREIGN_SPAN');
+    expect(() => s.end(a.h)).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_FOREIGN_SPAN' }));
+    s.stop();
   });
 
   it('records spans in worker threads, attributed to those threads', async () => {

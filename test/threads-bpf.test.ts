@@ -199,6 +199,8 @@ describeBpf(`eBPF thread tracker (${bpfProgram} build)`, () => {
     const kernelNs = await c.spin(60);
     const alive = find(tracker.snapshot(), c.tid)!;
     expect(alive.exited).toBe(false);
+    // Renamed after its first switch (as threads name themselves): the name at exit is kept.
+    fs.writeFileSync(`/proc/self/task/${c.tid}/comm`, 'jt-exiting');
     await c.exit();
 
     // No snapshot runs while it exits: its last stint must still be in the final figures.
@@ -211,6 +213,7 @@ describeBpf(`eBPF thread tracker (${bpfProgram} build)`, () => {
       else await sleep(10);
     }
     expect(final).toBeDefined();
+    expect(final!.name).toBe('jt-exiting');
     expect(final!.onCpuNs).toBeGreaterThanOrEqual(alive.onCpuNs);
     // The kernel's own count (schedstat) when the spin ended: the tracker has at least that,
     // though the thread exited before any snapshot saw its last stint.

@@ -229,7 +229,7 @@ void* Sampler::threadMain(void* self) {
 
 void Sampler::run() {
   tid_.store(int(syscall(SYS_gettid)));
-  pthread_setname_np(pthread_self(), "jouletrace");
+  pthread_setname_np(pthread_self(), kThreadName);
   // The default 50 µs timer slack would dominate the jitter of a 100 µs cadence.
   prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
   const uint64_t interval = cfg_.intervalNs;

@@ -105,6 +105,10 @@ class Sampler {
   // Benchmarks only: takes n real samples on the calling thread while stopped, as fast as it can.
   bool fillForBenchmark(uint64_t n);
   AttributionEngine* attribution() { return attribution_.get(); }
+  // The sampler thread of the current or last run (0 before the first).
+  uint32_t threadTid() const { return uint32_t(tid_.load()); }
+
+  static constexpr const char* kThreadName = "jouletrace";
 
  private:
   Sampler() = default;

@@ -297,9 +297,12 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     std::vector<ThreadEnergy> ts = a->threads();
     Napi::Array out = Napi::Array::New(env, ts.size());
     for (size_t i = 0; i < ts.size(); i++) {
-      // The kernel side records comm when it first sees a thread; threads usually name
-      // themselves later (pthread_setname_np), so live threads get their current name here.
-      if (!ts[i].exited && ts[i].tid != 0) {
+      // The kernel side records comm when it first sees a thread and when it exits; threads
+      // usually name themselves in between (pthread_setname_np), so live threads get their
+      // current name here. The sampler's own thread exits after its last snapshot.
+      if (ts[i].tid != 0 && ts[i].tid == sampler_->threadTid()) {
+        ts[i].name = Sampler::kThreadName;
+      } else if (!ts[i].exited && ts[i].tid != 0) {
         std::string name;
         if (readSmallFile("/proc/" + std::to_string(ts[i].tgid ? ts[i].tgid : uint32_t(getpid())) + "/task/" +
                               std::to_string(ts[i].tid) + "/comm",

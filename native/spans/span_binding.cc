@@ -5,7 +5,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <memory>
+#include <mutex>
 #include <unordered_map>
 
 #include "napi_util.h"
@@ -21,6 +23,9 @@ std::unordered_map<uint64_t, std::weak_ptr<SpanEngine>>& registry() {
   return *r;
 }
 uint64_t gNextId = 1;
+// Span handles carry their channel's tag so that a handle from another thread's channel is
+// refused; counted process-wide because every worker loads its own copy of the JS module.
+std::atomic<uint32_t> gNextTag{0};
 }  // namespace
 
 uint64_t registerSpanEngine(const std::shared_ptr<SpanEngine>& engine) {
@@ -46,7 +51,8 @@ namespace {
 class SpanChannelHandle : public Napi::ObjectWrap<SpanChannelHandle> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "SpanChannel", {InstanceMethod<&SpanChannelHandle::Close>("close")});
+    return DefineClass(env, "SpanChannel",
+                       {InstanceMethod<&SpanChannelHandle::Close>("close"), InstanceAccessor<&SpanChannelHandle::Tag>("tag")});
   }
 
   SpanChannelHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SpanChannelHandle>(info) {
@@ -100,7 +106,11 @@ class SpanChannelHandle : public Napi::ObjectWrap<SpanChannelHandle> {
     return info.Env().Undefined();
   }
 
+  // 1..63: six bits of a handle (src/span-channel.ts); 0 is never a tag, so 0 is never a handle.
+  Napi::Value Tag(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), tag_); }
+
   std::shared_ptr<SpanEngine> engine_;
+  uint32_t tag_ = 1 + gNextTag.fetch_add(1, std::memory_order_relaxed) % 63;
   Napi::ObjectReference buffer_;
   uint64_t id_ = 0;
   uint32_t tid_ = 0;

@@ -33,8 +33,9 @@ Options:
   -q, --quiet       no live line while the command runs
   -h, --help        show this help
 
-Exit status: the command's own; 128 + N when a signal N killed it; 125 when jouletrace
-itself failed (bad options, no energy source), 126/127 when the command could not be run.
+Exit status: the command's own; 128 + N when a signal N killed it; 2 for a bad command line;
+125 when jouletrace itself failed (no energy source, say); 126/127 when the command could not
+be run.
 SIGINT and SIGTERM sent to jouletrace are passed on to the command. On a terminal, a live
 line on stderr shows elapsed time and watts.
 `;
