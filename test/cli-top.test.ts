@@ -72,11 +72,12 @@ describe('jouletrace top in a terminal', () => {
     expect(text).toContain('sort: watts');
     const lines = text.split('\n');
     expect(Math.max(...lines.map((l) => l.length))).toBeLessThanOrEqual(80);
-    // The spinner burns a whole CPU: it tops the watts sort with ~100 % CPU.
+    // The spinner burns all the CPU it gets: it tops the watts sort. Alone it shows ~100 % CPU;
+    // with other processes on a 2-vCPU machine (36 % was seen), still a large share.
     const rows = lines.filter((l) => /^\s+\d+\s{2}\S/.test(l));
     expect(rows[0]).toContain('jt-spinner');
     const cpu = Number(rows[0].trim().split(/\s+/)[2]);
-    expect(cpu).toBeGreaterThan(50);
+    expect(cpu).toBeGreaterThan(20);
 
     tmux('send-keys', '-t', s, 's');
     await waitFor(() => screen(s).includes('sort: joules'), 3000, 'sort: joules');

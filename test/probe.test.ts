@@ -136,6 +136,6 @@ describe('formatProbe and the probe command', () => {
     expect(await probeCommand(['--help'])).toBe(0);
     expect(out).toMatch(/^Usage: jouletrace probe \[--json\]/);
     expect(await probeCommand(['--jsn'])).toBe(2);
-    expect(err).toMatch(/^jouletrace probe: unknown argument "--jsn"/);
+    expect(err).toMatch(/^jouletrace probe: unknown option --jsn\n\nUsage: jouletrace probe/);
   });
 });
