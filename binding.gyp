@@ -68,7 +68,11 @@
         "bpf",
         "<(SHARED_INTERMEDIATE_DIR)/bpf"
       ],
-      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      # Without C++ exceptions node-addon-api aborts the process when a throw cannot happen
+      # (an exception already pending, or a worker's environment shutting down mid-call); this
+      # keeps the pending one instead.
+      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED",
+                  "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],
       "cflags": ["-Wall", "-Wextra", "-O2", "-fvisibility=hidden"],
       "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-O2", "-fno-exceptions"],
       "cflags_cc!": ["-fno-rtti"],

@@ -13,7 +13,7 @@ constexpr int kMaxPackages = 8;
 // cpu → package for CPUs 0..ncpu-1: `given` where not empty (a caller's table, validated in
 // TypeScript), else each CPU's topology/physical_package_id under sysfsCpuRoot, 0 where it
 // cannot be read (some containers). Ids past kMaxPackages - 1 fold into the last index rather
-// than into package 0's figures.
+// than into package 0's figures; attribution folds energy domains' package ids the same way.
 std::vector<int> cpuPackageMap(const std::vector<int>& given, const std::string& sysfsCpuRoot, int ncpu);
 
 }  // namespace jouletrace

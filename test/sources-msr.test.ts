@@ -178,6 +178,8 @@ describe('msr source, AMD layout', () => {
     const s = open(e, ZEN3);
     expect(s.domains.map((d) => `${d.domain}-${d.package}`)).toEqual(['package-0', 'core-0', 'package-1', 'core-1']);
     expect(s.domains[1].unitJoules).toBe(2 ** -16);
+    // One busy core can take the whole domain's power: the sum is safe for one counter's range.
+    expect(s.domains[1].wrapJoules).toBe(2 ** 32 * 2 ** -16);
     // Cores 0..3 of package 0 are CPUs 0,2,4,6; package 1's are 8,10,12,14.
     [0, 2, 4, 6].forEach((cpu, i) => e.write(cpu, MSR.AMD_CORE, 1000 + (i + 1) * 65536));
     [8, 10, 12, 14].forEach((cpu) => e.write(cpu, MSR.AMD_CORE, 1000 + 65536 / 2));

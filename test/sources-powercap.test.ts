@@ -111,6 +111,17 @@ describe('powercap source', () => {
     );
   });
 
+  it('refuses a zone whose wrap range it cannot read, rather than lose each wrap', () => {
+    const e = emu([{ name: 'package-0', energyUj: 5 }]);
+    const file = path.join(e.zonePath('intel-rapl:0'), 'max_energy_range_uj');
+    fs.rmSync(file);
+    expect(() => open(e)).toThrow(
+      expect.objectContaining({ code: 'ENOENT', message: `${file}: No such file or directory — without the counter's range its wraps cannot be told from resets` }),
+    );
+    fs.writeFileSync(file, '0\n');
+    expect(() => open(e)).toThrow(expect.objectContaining({ code: 'EINVAL', message: expect.stringContaining('not a positive number') }));
+  });
+
   it('names CVE-2020-8694 when energy_uj is root-only', () => {
     const e = emu([{ name: 'package-0', energyUj: 5 }]);
     const file = path.join(e.zonePath('intel-rapl:0'), 'energy_uj');

@@ -241,18 +241,24 @@ describeBpf(`eBPF thread tracker (${bpfProgram} build)`, () => {
     expect(tracker.stats().droppedThreads).toBe(0);
   });
 
-  it('tracks a thread that is already running when it attaches, from attach on', async () => {
+  it('tracks a thread that is already running when it attaches, from attach on, on its own CPU\'s package', async () => {
     const w = await Spinner.start();
     try {
+      // On CPU 1, which the tracker is told is package 1: the stint running at attach must be
+      // charged there (the seed reads the CPU from /proc/<tid>/stat's field 39).
+      spawnSync('taskset', ['-pc', '1', String(w.tid)]);
       const spinning = w.spin(300);
       await sleep(60);
       const t0 = process.hrtime.bigint();
       const kernelNs = () => Number(fs.readFileSync(`/proc/self/task/${w.tid}/schedstat`, 'utf8').split(' ')[0]);
       const beforeOpen = kernelNs();
-      tracker = openThreadTracker({ backend: 'bpf', bpfProgram });
+      tracker = openThreadTracker({ backend: 'bpf', bpfProgram, cpuPackage: Array.from({ length: os.cpus().length }, (_, i) => Math.min(i, 7)) });
       const afterOpen = kernelNs();
       const first = find(tracker.snapshot(), w.tid);
       expect(first).toBeDefined();
+      await sleep(100);
+      const mid = find(tracker.snapshot(), w.tid)!;
+      expect(mid.pkgNs[1]).toBe(mid.onCpuNs);
       const endNs = await spinning;
       const done = find(tracker.snapshot(), w.tid)!;
       const sinceAttach = Number(process.hrtime.bigint() - t0);
@@ -265,6 +271,8 @@ describeBpf(`eBPF thread tracker (${bpfProgram} build)`, () => {
       expect(done.onCpuNs).toBeGreaterThanOrEqual((endNs - afterOpen) * 0.98);
       expect(done.onCpuNs).toBeLessThanOrEqual(endNs - beforeOpen + 1e6);
       expect(done.onCpuNs).toBeLessThanOrEqual(sinceAttach);
+      expect(done.pkgNs[1]).toBe(done.onCpuNs);
+      expect(done.pkgNs[0]).toBe(0);
     } finally {
       await w.worker.terminate();
     }

@@ -115,6 +115,20 @@ describe('procfs thread tracker on an emulated /proc', () => {
     expect(tracker.stats()).toMatchObject({ backend: 'procfs', slotsUsed: 2, events: 6 });
   });
 
+  it('reads every CPU of a large machine from /proc/stat (384 CPUs, 40 KiB of cpu lines)', () => {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-proc-'));
+    writeThread(PID, 1_000_000, 0, 'main');
+    // Counters as wide as a long-running host's, so the lines are long.
+    const big = 123_456_789_012;
+    writeStat(Array.from({ length: 384 }, (_, i) => [big + i, 0, big, big * 9, 0, 0, 0, 0]));
+    tracker = openThreadTracker({ backend: 'procfs', pid: PID, procRoot: root });
+    const cpus = tracker.snapshot().cpus;
+    expect(fs.statSync(path.join(root, 'stat')).size).toBeGreaterThan(16384);
+    expect(cpus).toHaveLength(384);
+    expect(cpus[383].busyNs).toBe((2 * big + 383) * (1e9 / hz));
+    expect(cpus[383].idleNs).toBe(big * 9 * (1e9 / hz));
+  });
+
   it('fails with a coded error for a process that does not exist', () => {
     root = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-proc-'));
     expect(() => openThreadTracker({ backend: 'procfs', pid: PID, procRoot: root })).toThrow(

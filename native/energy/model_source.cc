@@ -101,7 +101,10 @@ class ModelSource final : public EnergySource {
       Pkg& p = pkgs_[i];
       double add = p.watts * dt;  // W x ns = nJ
       if (scanned) {
-        uint64_t dBusy = p.scanBusy - p.busy, dTotal = p.scanTotal - p.total;
+        // A CPU going offline drops its line from /proc/stat and the sums shrink: rebase
+        // without a utilisation rather than take the wrapped differences for one.
+        const bool shrank = p.scanTotal < p.total || p.scanBusy < p.busy;
+        uint64_t dBusy = shrank ? 0 : p.scanBusy - p.busy, dTotal = shrank ? 0 : p.scanTotal - p.total;
         if (dTotal > 0) {
           double util = std::fmin(1.0, double(dBusy) / double(dTotal));
           p.watts = p.share * powerAt(util);

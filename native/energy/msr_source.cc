@@ -166,9 +166,9 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
     d.name = name;
     d.package = package;
     d.unitJoules = unit;
-    // For a per-core sum each core wraps separately at 2^32 units of its own energy; with n
-    // cores sharing the domain's power evenly that happens after n x 2^32 units of the sum.
-    d.wrapJoules = double(kEnergyModulus) * unit * double(reads.size());
+    // For a per-core sum each core wraps separately at 2^32 units of its own energy: one busy
+    // core can take the whole domain's power, so the sum is safe only for 2^32 units too.
+    d.wrapJoules = double(kEnergyModulus) * unit;
     src->mutableDomains().push_back(d);
     return true;
   };

@@ -156,10 +156,18 @@ std::unique_ptr<EnergySource> openPowercapSource(const SourceOptions& opts, Sour
                      (rc == -EACCES || rc == -EPERM ? " — energy_uj is root-only since Linux 5.10 (CVE-2020-8694); run as root" : "");
       return nullptr;
     }
+    // Without its range a wrap (every half hour or so at 150 W) would look like a reset and
+    // its energy be lost: refuse the source rather than under-count.
     long long maxRange = 0;
-    uint64_t modulus = 0;
-    if (readIntegerFile(z.second + "/max_energy_range_uj", &maxRange) == 0 && maxRange > 0)
-      modulus = uint64_t(maxRange) + 1;
+    std::string rangePath = z.second + "/max_energy_range_uj";
+    rc = readIntegerFile(rangePath, &maxRange);
+    if (rc < 0 || maxRange <= 0) {
+      err->code = rc < 0 ? errnoName(-rc) : "EINVAL";
+      err->message = rangePath + ": " + (rc < 0 ? std::strerror(-rc) : "not a positive number") +
+                     " — without the counter's range its wraps cannot be told from resets";
+      return nullptr;
+    }
+    const uint64_t modulus = uint64_t(maxRange) + 1;
     zone.wrap = WrapCounter(modulus);
     zone.wrap.reset(v);
     d.unitJoules = 1e-6;

@@ -172,7 +172,7 @@ void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const Tr
       if (results_[i].tid != 0) byTid_[results_[i].tid] = i;
     }
   }
-  lastStepNs_ = monotonicNs() - t0;
+  lastStepNs_.store(monotonicNs() - t0, std::memory_order_relaxed);
 }
 
 void AttributionEngine::splitDomain(size_t d, uint64_t delta, uint64_t dtNs) {
@@ -198,10 +198,11 @@ void AttributionEngine::splitDomain(size_t d, uint64_t delta, uint64_t dtNs) {
 
   // Busy time and tracked-thread time on the CPUs this domain covers.
   const bool all = platformWide_[d];
-  const int pkg = domains_[d].package;
+  // Folded as cpuPackageMap() folds the CPUs' ids, so a domain of package 9 meets its CPUs.
+  const int pkg = std::min(std::max(domains_[d].package, 0), kMaxPackages - 1);
   auto threadTime = [&](size_t i) -> uint64_t {
     const uint64_t* row = &threadPkgDelta_[i * kMaxPackages];
-    if (!all) return (pkg >= 0 && pkg < kMaxPackages) ? row[pkg] : 0;
+    if (!all) return row[pkg];
     uint64_t s = 0;
     for (int p = 0; p < kMaxPackages; p++) s += row[p];
     return s;
@@ -209,7 +210,7 @@ void AttributionEngine::splitDomain(size_t d, uint64_t delta, uint64_t dtNs) {
   uint64_t busy = 0;
   if (all) {
     for (uint64_t b : busyByPkg_) busy += b;
-  } else if (pkg >= 0 && pkg < kMaxPackages) {
+  } else {
     busy = busyByPkg_[size_t(pkg)];
   }
   const size_t n = threadResult_.size();

@@ -3,6 +3,7 @@
 // Runs on the sampler thread; JavaScript reads the results through copies taken under a lock.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -58,7 +59,7 @@ class AttributionEngine {
   // one that had it; nullptr when never seen.
   const ThreadEnergy* findThreadUnlocked(uint32_t tid) const;
   // Nanoseconds the last step took (for stats and benchmarks).
-  uint64_t lastStepNs() const { return lastStepNs_; }
+  uint64_t lastStepNs() const { return lastStepNs_.load(std::memory_order_relaxed); }
 
  private:
   struct ThreadState {
@@ -91,7 +92,7 @@ class AttributionEngine {
   bool primed_ = false;
   size_t exitedCount_ = 0;  // results_ entries with exited set
   uint64_t steps_ = 0;
-  uint64_t lastStepNs_ = 0;
+  std::atomic<uint64_t> lastStepNs_{0};  // written by the sampler thread, read by stats()
 
   // Scratch, reused every step (no allocation in steady state).
   std::vector<uint64_t> busyByPkg_;         // per package, this interval

@@ -51,6 +51,11 @@ void* timerLoopMain(void* arg) {
 // The cost of waking up at a fixed cadence and doing nothing: the floor under any sampler.
 Napi::Value TimerLoopBaseline(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber() ||
+      info[0].As<Napi::Number>().DoubleValue() < 1) {
+    Napi::TypeError::New(env, "timerLoop: expected (intervalUs >= 1, count, cpu)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
   auto hist = std::make_unique<LatencyHistogram>();
   TimerLoop t{uint64_t(info[0].As<Napi::Number>().DoubleValue() * 1000), uint64_t(info[1].As<Napi::Number>().DoubleValue()),
               info[2].As<Napi::Number>().Int32Value(), 0, hist.get()};

@@ -82,7 +82,8 @@ class RingBuffer {
     uint64_t torn = 0;
     if (policy_ == OverflowPolicy::OverwriteOldest) {
       uint64_t head = head_.load(std::memory_order_acquire);
-      uint64_t oldestIntact = head > capacity_ ? head - capacity_ : 0;
+      // The producer may be filling record `head` already, in the slot of head - capacity.
+      uint64_t oldestIntact = head + 1 > capacity_ ? head + 1 - capacity_ : 0;
       if (oldestIntact > from) torn = (oldestIntact < newTail ? oldestIntact : newTail) - from;
       if (torn) overwritten_.fetch_add(torn, std::memory_order_relaxed);
     }

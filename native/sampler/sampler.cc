@@ -370,7 +370,8 @@ void Sampler::timing(SamplerTimingStats* out) const {
 }
 
 void Sampler::trackerStats(TrackerStats* out) const {
-  std::lock_guard<std::mutex> lock(trackerMu_);
+  // Not under trackerMu_: stats() is safe beside snapshot() (tracker.h), and the sampler thread
+  // must not wait on it.
   if (tracker_) tracker_->stats(*out);
   out->backend = threadsBackend_;
 }

@@ -162,7 +162,7 @@ class Sampler {
   static constexpr size_t kPeriodWindow = 1024;
   std::unique_ptr<std::atomic<uint64_t>[]> changePeriods_;
   std::atomic<uint64_t> changeCount_{0};
-  mutable std::mutex trackerMu_;  // stats() may query the tracker while the thread snapshots
+  mutable std::mutex trackerMu_;  // snapshots: start()'s reference one and the sampler thread's
 };
 
 }  // namespace jouletrace

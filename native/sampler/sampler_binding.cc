@@ -279,6 +279,10 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
   Napi::Value RingRelease(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!check(env)) return env.Undefined();
+    if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) {
+      Napi::TypeError::New(env, "ringRelease: expected (from, to)").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
     uint64_t from = uint64_t(info[0].As<Napi::Number>().DoubleValue());
     uint64_t to = uint64_t(info[1].As<Napi::Number>().DoubleValue());
     RingBuffer& ring = *sampler_->ring();

@@ -195,14 +195,22 @@ void SpanEngine::record(Log& log, uint64_t now, const AttributionEngine& attr) {
     p.thrOnCpu = double(t->onCpuNs);
     p.thrJ = threadJoules(*t);
   }
-  p.grpOnCpu = p.thrOnCpu;
-  p.grpJ = p.thrJ;
   for (uint32_t tid : poolTids_) {
-    if (const ThreadEnergy* t = attr.findThreadUnlocked(tid)) {
-      p.grpOnCpu += double(t->onCpuNs);
-      p.grpJ += threadJoules(*t);
+    const ThreadEnergy* t = attr.findThreadUnlocked(tid);
+    if (!t) continue;
+    const double onCpu = double(t->onCpuNs), joules = threadJoules(*t);
+    auto it = std::find_if(log.pool.begin(), log.pool.end(), [tid](const Log::PoolThread& w) { return w.tid == tid; });
+    if (it == log.pool.end()) {
+      log.pool.push_back(Log::PoolThread{tid, onCpu, joules});  // counted from now on
+      continue;
     }
+    log.poolOnCpu += std::max(0.0, onCpu - it->onCpu);
+    log.poolJ += std::max(0.0, joules - it->joules);
+    it->onCpu = onCpu;
+    it->joules = joules;
   }
+  p.grpOnCpu = p.thrOnCpu + log.poolOnCpu;
+  p.grpJ = p.thrJ + log.poolJ;
   const size_t cap = log.history.size();
   if (log.histSize == cap) {
     log.histStart = (log.histStart + 1) % cap;
@@ -412,7 +420,7 @@ void SpanEngine::emit(Log& log, uint32_t handle, uint32_t label, uint64_t t0, ui
                              joules + base,
                              baselinePerCpuW_ > 0 ? joules : NAN,
                              double(flags | (estimated_ ? uint32_t(kSpanEstimated) : 0u))};
-  settled_++;
+  settled_.fetch_add(1, std::memory_order_relaxed);
   // Results are never dropped: JavaScript holds the span's slot until its result arrives.
   if (!log.backlog.empty() || !write(log, r)) log.backlog.push_back(r);
 }

@@ -20,6 +20,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -53,7 +54,7 @@ class SpanEngine {
   // Sampler thread, after each attribution step. final: the run ends, settle everything.
   void step(uint64_t nowNs, const AttributionEngine& attr, bool final);
 
-  uint64_t settledCount() const { return settled_; }
+  uint64_t settledCount() const { return settled_.load(std::memory_order_relaxed); }
   // JavaScript thread, after stop(): writes results still waiting for room in a result ring.
   // Returns how many are still waiting (the caller polls, then calls again).
   size_t flush();
@@ -104,6 +105,15 @@ class SpanEngine {
     uint64_t sharedUpTo = 0;                  // shared accounting is complete up to this time
     uint64_t exclusiveUpTo = 0;               // densities are known up to this time
     bool primed = false;
+    // The libuv pool's part of the group figures, summed from each worker's increments since it
+    // joined the pool set: the set is rescanned, and summing cumulative figures over it would
+    // jump by a worker's whole history when it joins and drop when it leaves.
+    struct PoolThread {
+      uint32_t tid;
+      double onCpu, joules;  // as of the previous record()
+    };
+    std::vector<PoolThread> pool;
+    double poolOnCpu = 0, poolJ = 0;
   };
 
   void drain(Log& log);
@@ -135,7 +145,7 @@ class SpanEngine {
   std::unordered_map<uint64_t, Log> logs_;
   uint64_t nextId_ = 1;
   bool running_ = false;
-  uint64_t settled_ = 0;
+  std::atomic<uint64_t> settled_{0};  // written by the sampler thread, read by stats()
   uint64_t lastStepNs_ = 0;
 
   std::vector<uint32_t> poolTids_;  // libuv-worker threads of this process

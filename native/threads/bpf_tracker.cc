@@ -305,11 +305,7 @@ int BpfTracker<Build>::seedThreads(uint32_t tgid, uint64_t attachTs) {
     size_t close = text.rfind(')');
     if (close == std::string::npos || close + 2 >= text.size()) continue;
     if (text[close + 2] == 'R') v.on_since = attachTs;
-    const char* p = text.c_str() + close + 1;
-    for (int field = 3; field <= 39 && p; field++) {
-      p = strchr(p + 1, ' ');
-      if (p && field == 39) v.cpu = uint32_t(strtoul(p + 1, nullptr, 10));
-    }
+    if (const char* processor = procStatField(text.c_str(), 39)) v.cpu = uint32_t(strtoul(processor, nullptr, 10));
     if (readSmallFile(dir + "/" + ent->d_name + "/comm", &text) == 0) {
       while (!text.empty() && text.back() == '\n') text.pop_back();
       memcpy(v.comm, text.data(), std::min(text.size(), sizeof v.comm - 1));
@@ -383,6 +379,15 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
                                 bool withRepair) {
   why_ = why;
   repairSwitchIns_ = opts.repairSwitchIns;
+#if !defined(__x86_64__)
+  // The slots' seqcounts order their stores with compiler barriers only (thread_tracker.bpf.c),
+  // which x86-64's store order makes enough; elsewhere a snapshot could take a torn slot.
+  if (err) {
+    err->code = "ERR_JOULETRACE_UNSUPPORTED_ARCH";
+    err->message = "jouletrace: the eBPF thread tracker needs x86-64 (its lock-free slots rely on x86-64 store ordering). Use backend 'procfs' instead.";
+  }
+  return -EOPNOTSUPP;
+#endif
   BpfReadiness ready = bpfReadiness();
   if (!ready.btf) {
     if (err) {
@@ -594,7 +599,7 @@ int BpfTracker<Build>::snapshot(TrackerSnapshot& snap) {
 
     if (t.exited) {
       // Reported once; now the slot may go to the next thread. Failure only leaks the slot.
-      freedGen_[s] = t.generation;
+      __atomic_store_n(&freedGen_[s], t.generation, __ATOMIC_RELAXED);  // stats() reads it
       bpf_map_update_elem(freeFd_, nullptr, &s, BPF_ANY);
     }
   }
@@ -637,7 +642,7 @@ void BpfTracker<Build>::stats(TrackerStats& out) {
   }
   for (uint32_t s = 0; s < std::min(hw, maxThreads_); s++) {
     uint64_t gen = __atomic_load_n(&slots_[s].generation, __ATOMIC_RELAXED);
-    if (gen != 0 && gen != freedGen_[s]) out.slotsUsed++;
+    if (gen != 0 && gen != __atomic_load_n(&freedGen_[s], __ATOMIC_RELAXED)) out.slotsUsed++;
   }
   out.droppedThreads = __atomic_load_n(&skel_->bss->dropped_threads, __ATOMIC_RELAXED);
   switch (repairState_.load()) {

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -68,13 +69,16 @@ class ProcfsTracker final : public ThreadTracker {
   uint64_t nsPerTick_ = 10'000'000;
   std::vector<int> cpuPkg_;
   UniqueFd procStat_;
+  std::vector<char> statBuf_;
   std::unordered_map<uint32_t, Thread> threads_;
   std::vector<uint32_t> freeSlots_;
   uint32_t nextSlot_ = 0;
   uint64_t nextGeneration_ = 1;
   uint64_t lastScanNs_ = 0;
-  uint64_t snapshots_ = 0;
-  uint64_t dropped_ = 0;
+  // Read by stats() on the JS thread.
+  std::atomic<uint64_t> snapshots_{0};
+  std::atomic<uint64_t> dropped_{0};
+  std::atomic<uint64_t> threadCount_{0};
   std::vector<CpuTimes> lastCpu_;
   std::vector<uint32_t> doneTids_;
 };
@@ -148,6 +152,7 @@ void ProcfsTracker::addThread(uint32_t tid, bool initial) {
   t.times.slot = slot;
   t.times.generation = t.generation;
   Thread& in = threads_.emplace(tid, std::move(t)).first->second;
+  threadCount_.store(threads_.size(), std::memory_order_relaxed);
   // Threads that already existed have run before tracking began; those born later have not.
   if (initial && readThread(in)) {
     in.base = in.times.onCpuNs;
@@ -195,15 +200,7 @@ bool ProcfsTracker::readThread(Thread& t) {
 
   int cpu = -1;
   if (readAt0(t.stat, buf, sizeof buf) > 0) {
-    // Field 2 (comm) may hold spaces and parentheses; fields resume after the last ')'.
-    const char* p = strrchr(buf, ')');
-    int field = 2;
-    while (p && *p && field < 39) {
-      p = strchr(p + 1, ' ');
-      if (!p) break;
-      field++;
-      if (field == 39) cpu = int(strtol(p + 1, nullptr, 10));
-    }
+    if (const char* processor = procStatField(buf, 39)) cpu = int(strtol(processor, nullptr, 10));
   }
   if (onCpu > t.times.onCpuNs) {
     // Only the CPU it last ran on is known: the whole delta goes to that CPU's package.
@@ -215,8 +212,11 @@ bool ProcfsTracker::readThread(Thread& t) {
 }
 
 void ProcfsTracker::readCpus(std::vector<CpuTimes>& cpus) {
-  char buf[16384];
-  ssize_t n = readAt0(procStat_, buf, sizeof buf);
+  // The cpuN lines come first, under 256 bytes each (eleven 20-digit counters at most): a buffer
+  // sized by the CPU count holds all of them (a fixed 16 KiB cut them off past ~250 CPUs).
+  statBuf_.resize(size_t(ncpu_ + 2) * 256);
+  char* buf = statBuf_.data();
+  ssize_t n = readAt0(procStat_, buf, statBuf_.size());
   if (n > 0) {
     for (char* line = buf; line && *line;) {
       char* eol = strchr(line, '\n');
@@ -263,6 +263,7 @@ int ProcfsTracker::snapshot(TrackerSnapshot& snap) {
     auto it = threads_.find(tid);
     freeSlots_.push_back(it->second.slot);
     threads_.erase(it);
+    threadCount_.store(threads_.size(), std::memory_order_relaxed);
   }
   return 0;
 }
@@ -272,7 +273,7 @@ void ProcfsTracker::stats(TrackerStats& out) {
   out.backend = "procfs";
   out.attached = procStat_.get() >= 0;
   out.events = snapshots_;
-  out.slotsUsed = threads_.size();
+  out.slotsUsed = threadCount_.load(std::memory_order_relaxed);
   out.slotsMax = maxThreads_;
   out.droppedThreads = dropped_;
   out.note = "procfs backend: events counts snapshots; per-thread package split follows the last CPU seen";

@@ -17,6 +17,14 @@ namespace jouletrace {
 
 constexpr size_t kCommLen = 16;
 
+// Field n (1-based, as proc(5) numbers them; n >= 3) of a /proc/<pid>/task/<tid>/stat line, or
+// nullptr. Field 2, the name, may hold spaces and parentheses: fields resume after the last ')'.
+inline const char* procStatField(const char* stat, int n) {
+  const char* p = strrchr(stat, ')');
+  for (int field = 2; p && field < n; field++) p = strchr(p + 1, ' ');
+  return p ? p + 1 : nullptr;
+}
+
 // A thread name of n bytes, cut to fit and NUL-padded.
 inline void copyComm(char (&dst)[kCommLen], const char* src, size_t n) {
   if (n >= kCommLen) n = kCommLen - 1;
@@ -94,7 +102,9 @@ class ThreadTracker {
   // exited since the previous snapshot is reported one last time with exited = true.
   // Returns 0 or -errno.
   virtual int snapshot(TrackerSnapshot& snap) = 0;
-  // May make system calls (bpf_obj_get_info_by_fd); never called on the sampler's hot path.
+  // May make system calls (bpf_obj_get_info_by_fd, a hash walk). Runs on the JS thread, possibly
+  // while the sampler thread is inside snapshot(), so it reads only what is safe beside it: a
+  // lock shared with snapshot() would let a stats() call cost the sampler its deadlines.
   virtual void stats(TrackerStats& out) = 0;
   // Test hook: clears a tracked thread's running stint, as if the kernel had not reported its
   // switch-in, so that the repair can be exercised on any machine. Returns 0 or -errno.
