@@ -10,6 +10,7 @@ import { invalidRange, invalidType } from './errors';
 
 /** Joules in one kilowatt-hour. */
 export const JOULES_PER_KWH = 3.6e6;
+const RETRY_AFTER_FAILURE_MS = 60_000;
 
 /** Grams of CO2e emitted by `joules` of electricity on a grid emitting `gramsPerKwh`. */
 export function joulesToGrams(joules: number, gramsPerKwh: number): number {
@@ -84,6 +85,9 @@ export class CarbonIntensity {
   readonly #provider: IntensityProvider | undefined;
   readonly #ttlMs: number;
   #fetchedAt = -Infinity;
+  // After a failed call: not before this (every scrape calls get(), and a provider that is down
+  // should not be asked at every one).
+  #retryAt = -Infinity;
   #inflight: Promise<number | null> | undefined;
   /** The provider's last error, if its last call failed. */
   lastError: Error | null = null;
@@ -120,9 +124,12 @@ export class CarbonIntensity {
     return this.#value;
   }
 
-  /** The intensity in gCO2e/kWh, asking the provider first when its answer is older than ttlMs. */
+  /**
+   * The intensity in gCO2e/kWh, asking the provider first when its answer is older than ttlMs
+   * (after a failure, when a minute or ttlMs has passed, whichever is shorter).
+   */
   async get(now = Date.now()): Promise<number | null> {
-    if (!this.#provider || now - this.#fetchedAt < this.#ttlMs) return this.#value;
+    if (!this.#provider || now - this.#fetchedAt < this.#ttlMs || now < this.#retryAt) return this.#value;
     this.#inflight ??= (async () => {
       try {
         const v = checkIntensity('provider()', await this.#provider!());
@@ -130,8 +137,9 @@ export class CarbonIntensity {
         this.lastError = null;
         this.#fetchedAt = now;
       } catch (err) {
-        // Keep the last good answer; ask again on the next call.
+        // Keep the last good answer; ask again in a minute (or ttlMs, if shorter).
         this.lastError = err instanceof Error ? err : new Error(String(err));
+        this.#retryAt = now + Math.min(this.#ttlMs, RETRY_AFTER_FAILURE_MS);
       } finally {
         this.#inflight = undefined;
       }

@@ -116,7 +116,7 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
   const energy = new EnergyTracker(sampler);
 
   const hwEnergy = meter.createObservableCounter('hw.energy', { unit: 'J', description: 'Energy consumed by the component' });
-  const hwPower = meter.createObservableGauge('hw.power', { unit: 'W', description: 'Instantaneous power consumed by the component' });
+  const hwPower = meter.createObservableGauge('hw.power', { unit: 'W', description: 'Average power consumed by the component since the previous collection' });
   const hostEnergy = meter.createObservableCounter('hw.host.energy', {
     unit: 'J',
     description: 'Total energy consumed by the entire physical host (RAPL psys), in joules',

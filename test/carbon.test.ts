@@ -83,9 +83,27 @@ describe('CarbonIntensity', () => {
     answer = new Error('provider down');
     expect(await c.get(t0 + 60_000)).toBe(100);
     expect(c.lastError?.message).toBe('provider down');
+    expect(calls).toBe(3);
+    // A failed provider is asked again after min(ttlMs, 1 minute), not at every call (scrape).
+    expect(await c.get(t0 + 60_500)).toBe(100);
+    expect(calls).toBe(3);
     answer = NaN;
-    expect(await c.get(t0 + 120_000)).toBe(100);
+    expect(await c.get(t0 + 61_000)).toBe(100);
+    expect(calls).toBe(4);
     expect(c.lastError?.message).toMatch(/gCO2e\/kWh/);
+    answer = 120;
+    expect(await c.get(t0 + 62_000)).toBe(120);
+    expect(c.lastError).toBeNull();
+  });
+
+  it('waits a minute, not ttlMs, before asking a failed provider again', async () => {
+    let calls = 0;
+    const c = new CarbonIntensity({ ttlMs: 900_000, fallbackGramsPerKwh: 300, provider: () => (calls++, Promise.reject(new Error('down'))) });
+    await c.get(0);
+    await c.get(59_000);
+    expect(calls).toBe(1);
+    await c.get(60_000);
+    expect(calls).toBe(2);
   });
 
   it('uses a fallback until the provider first answers', async () => {

@@ -168,6 +168,16 @@ describe('jouletrace run', () => {
     expect(stderr).toContain(`killed by ${signal}`);
   });
 
+  it('refuses an output file it cannot write before running the command (exit 125)', () => {
+    const ran = path.join(tmp, 'ran');
+    for (const flag of ['--csv', '-o', '--html']) {
+      const r = jt(['run', '-q', flag, '/nonexistent/dir/out', '--', 'touch', ran]);
+      expect(r.code, r.stderr).toBe(125);
+      expect(r.stderr).toContain('jouletrace run: cannot write /nonexistent/dir/out: ENOENT');
+      expect(fs.existsSync(ran)).toBe(false);
+    }
+  });
+
   it('writes an HTML report with --html', () => {
     const html = path.join(tmp, 'run.html');
     const r = jt(['run', '-q', '--html', html, '--', 'sh', '-c', 'yes > /dev/null & p=$!; sleep 0.6; kill $p']);

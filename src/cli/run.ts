@@ -36,8 +36,9 @@ Options:
 Exit status: the command's own; 128 + N when a signal N killed it; 2 for a bad command line;
 125 when jouletrace itself failed (no energy source, say); 126/127 when the command could not
 be run.
-SIGINT and SIGTERM sent to jouletrace are passed on to the command. On a terminal, a live
-line on stderr shows elapsed time and watts.
+SIGTERM sent to jouletrace is passed on to the command, and so is SIGINT off a terminal (on
+one, Ctrl-C reaches the command directly). On a terminal, a live line on stderr shows elapsed
+time and watts.
 `;
 
 const SPECS: OptionSpec[] = [
@@ -147,7 +148,7 @@ export class ProcessTreeWatcher {
       const prev = this.#known.get(pid);
       if (!st || st.state === 'Z' || st.state === 'X') {
         if (prev) prev.alive = false;
-        else if (st) this.#known.set(pid, { ppid: st.ppid, command: st.comm, alive: false });
+        else if (st) this.#known.set(pid, { ppid: st.ppid, command: `[${st.comm}]`, alive: false });
         continue;
       }
       let cmd = readCmdline(pid) || `[${st.comm}]`;
@@ -312,6 +313,26 @@ export async function runCommand(argv: string[]): Promise<number> {
   const err = process.stderr;
   const live = err.isTTY === true && opts.quiet !== true;
 
+  // Output files are opened before the command runs: a path that cannot be written fails now,
+  // not once the command's work is done (or, for --csv, as an unhandled stream error).
+  const files: { output?: number; csv?: number; html?: number } = {};
+  for (const name of ['output', 'csv', 'html'] as const) {
+    const file = opts[name];
+    if (typeof file !== 'string') continue;
+    try {
+      files[name] = fs.openSync(file, 'w');
+    } catch (e) {
+      for (const fd of Object.values(files)) fs.closeSync(fd);
+      err.write(`jouletrace run: cannot write ${file}: ${(e as Error).message}\n`);
+      return EXIT_INTERNAL;
+    }
+  }
+  // --csv's descriptor is closed by its stream once there is one.
+  let csvOwnsFd = false;
+  const closeFiles = () => {
+    for (const [name, fd] of Object.entries(files)) if (name !== 'csv' || !csvOwnsFd) fs.closeSync(fd);
+  };
+
   // The command starts stopped behind a tiny shell that stops itself and then execs it, so the
   // tracker is attached before the command runs its first instruction or forks anything.
   const child = spawn('/bin/sh', ['-c', 'kill -STOP $$ && exec "$@"', 'jouletrace-run', ...command], { stdio: 'inherit' });
@@ -322,6 +343,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   if (child.pid === undefined) {
     const e = await spawnError;
     err.write(`jouletrace run: cannot start /bin/sh: ${e.message}\n`);
+    closeFiles();
     return EXIT_INTERNAL;
   }
   const pid = child.pid;
@@ -329,6 +351,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     const r = child.exitCode !== null || child.signalCode !== null ? await exited : null;
     err.write(`jouletrace run: the command did not start (${r ? `exit ${exitStatus(r.code, r.signal)}` : 'wrapper never stopped'})\n`);
     child.kill('SIGKILL');
+    closeFiles();
     return EXIT_INTERNAL;
   }
 
@@ -346,6 +369,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     child.kill('SIGKILL');
     child.kill('SIGCONT');
     await exited;
+    closeFiles();
     err.write(`jouletrace run: ${(e as Error).message}\n`);
     return EXIT_INTERNAL;
   }
@@ -359,12 +383,10 @@ export async function runCommand(argv: string[]): Promise<number> {
   }
 
   let csv: fs.WriteStream | undefined;
-  if (typeof opts.csv === 'string') {
-    try {
-      csv = fs.createWriteStream(opts.csv as string);
-    } catch (e) {
-      err.write(`jouletrace run: cannot write ${opts.csv}: ${(e as Error).message}\n`);
-    }
+  if (files.csv !== undefined) {
+    csv = fs.createWriteStream('', { fd: files.csv });
+    csvOwnsFd = true;
+    csv.on('error', (e) => err.write(`jouletrace run: cannot write ${opts.csv}: ${e.message}\n`));
     const cols = sampler.domains.map((d) => `${d.domain}-${d.package}`);
     csv?.write(
       ['time_s', 'seq', 'late', 'estimated', ...cols.map((c) => `${c}_joules`), ...(backend !== 'off' ? cols.map((c) => `${c}_tree_joules`) : [])].join(',') + '\n',
@@ -392,7 +414,18 @@ export async function runCommand(argv: string[]): Promise<number> {
 
   const collector = typeof opts.html === 'string' ? new ReportCollector(sampler, { title: 'jouletrace run', subtitle: command.join(' ') }) : undefined;
   const watcher = new ProcessTreeWatcher(pid, command.join(' '));
-  sampler.start();
+  try {
+    sampler.start();
+  } catch (e) {
+    child.kill('SIGKILL');
+    child.kill('SIGCONT');
+    await exited;
+    sampler.close();
+    csv?.destroy();
+    closeFiles();
+    err.write(`jouletrace run: ${(e as Error).message}\n`);
+    return EXIT_INTERNAL;
+  }
   collector?.start();
 
   // Signals for jouletrace go to the command. On a terminal, Ctrl-C already reaches the whole
@@ -506,7 +539,7 @@ export async function runCommand(argv: string[]): Promise<number> {
       notes,
     });
     try {
-      fs.writeFileSync(opts.html as string, renderReport(data));
+      fs.writeFileSync(files.html!, renderReport(data));
     } catch (e) {
       err.write(`jouletrace run: cannot write ${opts.html}: ${(e as Error).message}\n`);
     }
@@ -515,8 +548,9 @@ export async function runCommand(argv: string[]): Promise<number> {
   await csvDone;
 
   const text = json ? JSON.stringify(res, null, 2) + '\n' : formatSummary(res, top, typeof opts.output === 'string' ? false : colorEnabled(err));
-  if (typeof opts.output === 'string') fs.writeFileSync(opts.output as string, text);
+  if (files.output !== undefined) fs.writeFileSync(files.output, text);
   else if (json) process.stdout.write(text);
   else err.write(text);
+  closeFiles();
   return exitCode;
 }
