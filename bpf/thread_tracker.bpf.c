@@ -175,6 +175,11 @@ static __always_inline struct jt_task_ref *ref_of(struct task_struct *task, __u3
 static __always_inline void ref_dead(struct jt_task_ref *r, __u32 tid)
 {
 	bpf_map_delete_elem(&tid_slot, &tid);
+	/* A followed child's group leader is gone: forget its tgid, so the table does not fill
+	 * up and a process that reuses the number is not taken for ours. A leader that exits
+	 * before its other threads takes them out of tracking with it (rare; this build only). */
+	if (tid != targ_tgid)
+		bpf_map_delete_elem(&tracked_tgids, &tid);
 }
 #endif
 
@@ -354,7 +359,9 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	/* A new thread shares its parent's tgid and is picked up at its first switch. */
 	if (ptgid == ctgid || !is_tracked(ptgid))
 		return 0;
-	bpf_map_update_elem(&tracked_tgids, &ctgid, &one, BPF_ANY);
+	/* Full (1,024 followed processes alive at once): that process goes untracked, counted. */
+	if (bpf_map_update_elem(&tracked_tgids, &ctgid, &one, BPF_ANY))
+		__sync_fetch_and_add(&dropped_threads, 1);
 #endif
 	return 0;
 }

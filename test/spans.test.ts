@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
 import { attachSpans, Sampler, type SpanResult } from '../src/index';
+import { native } from '../src/native';
 import { nativeHandleOf } from '../src/native-handles';
 import { eventCheck } from '../src/span-channel';
 
@@ -204,6 +205,34 @@ describe('spans: behaviour', () => {
     expect(() => closed.spanContext()).toThrow(isClosed);
     expect(() => closed.setContextCapture(() => 1)).toThrow(isClosed);
     expect(() => closed.setContextCapture(null)).not.toThrow();
+  });
+
+  it('refuses a channel buffer whose ring capacities do not fit it, and keeps the ones it checked', () => {
+    const s = sampler({ threads: 'bpf' });
+    s.start();
+    type NativeChannel = new (id: number, buf: Uint8Array, offsetNs: number) => { close(): void };
+    const Channel = native().SpanChannel as NativeChannel;
+    const buf = new Uint8Array(new SharedArrayBuffer(512 + 64 * 32 + 16 * 64));
+    const words = new Int32Array(buf.buffer);
+    const open = (evCap: number, resCap: number) => {
+      words[64] = evCap; // the capacity words (span_log.h)
+      words[65] = resCap;
+      return new Channel(s.spanContext().samplerId, buf, 0);
+    };
+    for (const [ev, res] of [
+      [128, 16],
+      [64, 32],
+      [48, 16],
+      [64, 0],
+    ]) {
+      expect(() => open(ev, res), `${ev}/${res}`).toThrow('SpanChannel: ring capacities do not fit the channel buffer');
+    }
+    const ok = open(64, 16);
+    // Rewritten afterwards, the words are not followed: the sampler keeps draining 64 slots.
+    words[64] = 1 << 20;
+    words[65] = 1 << 20;
+    s.stop(); // steps the engine over this channel once more
+    ok.close();
   });
 
   it('settles spans still open at stop() as incomplete', async () => {

@@ -276,7 +276,6 @@ void Sampler::sample(uint64_t now, uint32_t flags, bool forceAttribution) {
     uint64_t delta = ticks >= prevTicks_[d] ? ticks - prevTicks_[d] : 0;
     prevTicks_[d] = ticks > prevTicks_[d] ? ticks : prevTicks_[d];
     pendingDelta_[d] += delta;
-    totals_[d].store(prevTicks_[d] - baseTicks_[d], std::memory_order_relaxed);
     if (readings_[d].raw != prevRaw_[d]) {
       changed = true;
       if (d == 0) {
@@ -330,13 +329,29 @@ void Sampler::sample(uint64_t now, uint32_t flags, bool forceAttribution) {
   }
   seq_++;
   samples_.fetch_add(1, std::memory_order_relaxed);
-  lastSampleNs_.store(now, std::memory_order_release);
+  // Totals and their time change together under a seqcount, so that totals() never pairs one
+  // sample's energy with another's time (a power computed from them would spike).
+  const uint32_t ts = totalsSeq_.load(std::memory_order_relaxed);
+  totalsSeq_.store(ts + 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  for (size_t d = 0; d < nd; d++) totals_[d].store(prevTicks_[d] - baseTicks_[d], std::memory_order_relaxed);
+  lastSampleNs_.store(now, std::memory_order_relaxed);
+  totalsSeq_.store(ts + 2, std::memory_order_release);
 }
 
 void Sampler::totals(std::vector<uint64_t>* ticks, uint64_t* timeNs, uint64_t* startNs) const {
   ticks->resize(readings_.size());
-  *timeNs = lastSampleNs_.load(std::memory_order_acquire);
-  for (size_t d = 0; d < readings_.size(); d++) (*ticks)[d] = totals_[d].load(std::memory_order_relaxed);
+  for (int attempt = 0;; attempt++) {
+    const uint32_t before = totalsSeq_.load(std::memory_order_acquire);
+    if (!(before & 1)) {
+      *timeNs = lastSampleNs_.load(std::memory_order_relaxed);
+      for (size_t d = 0; d < readings_.size(); d++) (*ticks)[d] = totals_[d].load(std::memory_order_relaxed);
+      std::atomic_thread_fence(std::memory_order_acquire);
+      if (totalsSeq_.load(std::memory_order_relaxed) == before) break;
+    }
+    // The window is a few stores long; a writer preempted inside it is waited for.
+    if (attempt >= 64) sched_yield();
+  }
   *startNs = startNs_.load();
 }
 

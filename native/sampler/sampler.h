@@ -152,6 +152,7 @@ class Sampler {
   // Shared with JavaScript readers.
   std::unique_ptr<std::atomic<uint64_t>[]> totals_;
   std::atomic<uint64_t> lastSampleNs_{0};
+  std::atomic<uint32_t> totalsSeq_{0};  // odd while totals_ and lastSampleNs_ are being written
   std::atomic<uint64_t> startNs_{0};
   std::atomic<uint64_t> stopNs_{0};
   std::atomic<uint64_t> samples_{0};

@@ -73,9 +73,19 @@ class SpanChannelHandle : public Napi::ObjectWrap<SpanChannelHandle> {
       return;
     }
     uint8_t* base = static_cast<uint8_t*>(ta.As<Napi::Uint8Array>().Data());
+    // The capacities JavaScript wrote, checked once against the buffer's size and kept natively:
+    // the sampler thread indexes by them, and must not follow later writes to these words.
+    const auto word = [base](uint32_t off) { return __atomic_load_n(reinterpret_cast<const uint32_t*>(base + off), __ATOMIC_ACQUIRE); };
+    const uint32_t evCap = word(kSpanEvCap), resCap = word(kSpanResCap);
+    const auto pow2 = [](uint32_t v) { return v != 0 && (v & (v - 1)) == 0; };
+    if (!pow2(evCap) || !pow2(resCap) ||
+        uint64_t(kSpanEventsOffset) + uint64_t(evCap) * kSpanEventBytes + uint64_t(resCap) * kSpanResultBytes > ta.ByteLength()) {
+      Napi::RangeError::New(env, "SpanChannel: ring capacities do not fit the channel buffer").ThrowAsJavaScriptException();
+      return;
+    }
     buffer_ = Napi::Persistent(ta.As<Napi::Object>());
     tid_ = uint32_t(syscall(SYS_gettid));
-    id_ = engine_->addLog(base, tid_, info[2].As<Napi::Number>().DoubleValue());
+    id_ = engine_->addLog(base, evCap, resCap, tid_, info[2].As<Napi::Number>().DoubleValue());
     env_ = env;
     napi_add_env_cleanup_hook(env, &SpanChannelHandle::OnEnvCleanup, this);
     hooked_ = true;

@@ -48,11 +48,13 @@ SpanEngine::SpanEngine(const std::vector<Domain>& domains, int cpuCount, uint64_
   historyCapacity_ = size_t(std::min<uint64_t>(std::max<uint64_t>(n, 1024), 1u << 17));
 }
 
-uint64_t SpanEngine::addLog(uint8_t* base, uint32_t tid, double offsetNs) {
+uint64_t SpanEngine::addLog(uint8_t* base, uint32_t evCap, uint32_t resCap, uint32_t tid, double offsetNs) {
   std::lock_guard<std::mutex> lock(mu_);
   uint64_t id = nextId_++;
   Log& log = logs_[id];
   log.base = base;
+  log.evCap = evCap;
+  log.resCap = resCap;
   log.tid = tid;
   log.offsetNs = std::isfinite(offsetNs) && std::fabs(offsetNs) < 1e18 ? std::llround(offsetNs) : 0;
   log.history.resize(historyCapacity_);
@@ -139,9 +141,8 @@ void SpanEngine::step(uint64_t now, const AttributionEngine& attr, bool final) {
 
 void SpanEngine::drain(Log& log) {
   uint8_t* b = log.base;
-  const uint32_t cap = uint32_t(loadAcquire(b, kSpanEvCap));
+  const uint32_t cap = log.evCap;
   uint32_t tail = uint32_t(loadAcquire(b, kSpanEvTail));
-  if (cap == 0 || (cap & (cap - 1)) != 0) return;
   for (uint32_t n = 0; n < cap; n++) {
     // Word by word, atomically (JavaScript may be writing this slot), seq first: see span_log.h.
     const uint32_t* ev = reinterpret_cast<const uint32_t*>(b + kSpanEventsOffset + size_t(tail & (cap - 1)) * kSpanEventBytes);
@@ -427,11 +428,10 @@ void SpanEngine::emit(Log& log, uint32_t handle, uint32_t label, uint64_t t0, ui
 
 bool SpanEngine::write(Log& log, const std::array<double, 8>& r) {
   uint8_t* b = log.base;
-  const uint32_t cap = uint32_t(loadAcquire(b, kSpanResCap));
-  const uint32_t evCap = uint32_t(loadAcquire(b, kSpanEvCap));
+  const uint32_t cap = log.resCap, evCap = log.evCap;
   const uint32_t head = uint32_t(loadAcquire(b, kSpanResHead));
   const uint32_t tail = uint32_t(loadAcquire(b, kSpanResTail));
-  if (cap == 0 || head - tail >= cap) return false;
+  if (head - tail >= cap) return false;
   double* out = f64(b + kSpanEventsOffset + size_t(evCap) * kSpanEventBytes + size_t(head & (cap - 1)) * kSpanResultBytes);
   for (size_t i = 0; i < 8; i++) out[i] = r[i];
   storeRelease(b, kSpanResHead, int32_t(head + 1));

@@ -40,7 +40,9 @@ class SpanEngine {
 
   // JavaScript threads. base points at the channel's SharedArrayBuffer, which the caller keeps
   // alive until removeLog() returns.
-  uint64_t addLog(uint8_t* base, uint32_t tid, double offsetNs);
+  // evCap, resCap: the rings' capacities, powers of two the caller checked against the buffer's
+  // size. Kept here: the sampler thread never trusts the copies in JS-writable memory.
+  uint64_t addLog(uint8_t* base, uint32_t evCap, uint32_t resCap, uint32_t tid, double offsetNs);
   void removeLog(uint64_t id);
   // Writes the running flag into every channel (and into channels added later).
   void setRunning(bool running);
@@ -91,6 +93,7 @@ class SpanEngine {
   };
   struct Log {
     uint8_t* base;
+    uint32_t evCap, resCap;
     uint32_t tid;
     int64_t offsetNs = 0;  // from JavaScript's clock to CLOCK_MONOTONIC, usually 0
     std::unordered_map<uint32_t, Open> open;  // exclusive spans, by handle
