@@ -11,6 +11,8 @@ import { invalidRange, invalidType } from './errors';
 /** Joules in one kilowatt-hour. */
 export const JOULES_PER_KWH = 3.6e6;
 const RETRY_AFTER_FAILURE_MS = 60_000;
+// Scrapes wait for get(): a provider that never answers (a fetch with no timeout) must not hang them.
+const PROVIDER_TIMEOUT_MS = 10_000;
 
 /** Grams of CO2e emitted by `joules` of electricity on a grid emitting `gramsPerKwh`. */
 export function joulesToGrams(joules: number, gramsPerKwh: number): number {
@@ -132,7 +134,18 @@ export class CarbonIntensity {
     if (!this.#provider || now - this.#fetchedAt < this.#ttlMs || now < this.#retryAt) return this.#value;
     this.#inflight ??= (async () => {
       try {
-        const v = checkIntensity('provider()', await this.#provider!());
+        let timer: NodeJS.Timeout | undefined;
+        const timeout = new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`provider() did not answer within ${PROVIDER_TIMEOUT_MS / 1000} s`)), PROVIDER_TIMEOUT_MS);
+          timer.unref();
+        });
+        let answer: unknown;
+        try {
+          answer = await Promise.race([this.#provider!(), timeout]);
+        } finally {
+          clearTimeout(timer);
+        }
+        const v = checkIntensity('provider()', answer);
         this.#value = v;
         this.lastError = null;
         this.#fetchedAt = now;

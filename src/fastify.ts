@@ -23,6 +23,7 @@ interface FastifyReplyLike {
 type Hook = (req: FastifyRequestLike, reply: FastifyReplyLike, done: () => void) => void;
 interface FastifyLike {
   addHook(name: 'onRequest', fn: Hook): unknown;
+  addHook(name: 'onClose', fn: (instance: unknown, done: () => void) => void): unknown;
   decorate?(name: string, value: unknown): unknown;
 }
 
@@ -71,6 +72,12 @@ export function fastifyEnergy(app: FastifyLike, options: FastifyEnergyOptions, d
     return;
   }
   app.decorate?.('jouletrace', tracker);
+  // A tracker made here is this app's: it goes with the app (its subscription and span arrays
+  // would otherwise outlive it). One passed in belongs to the caller.
+  if (!(options?.tracker instanceof RequestTracker)) app.addHook('onClose', (_instance: unknown, next: () => void) => {
+    tracker.close();
+    next();
+  });
   // One hook. Fastify routes a request before its onRequest hooks, so the route pattern is known
   // here. The end is the response's finish (or its connection's close), seen the way
   // RequestTracker.track() sees it for node:http: Fastify's onResponse hook would add two

@@ -246,14 +246,24 @@ export class RequestTracker {
     req: IncomingMessage | undefined,
     res: ServerResponse | undefined,
   ): RequestToken | undefined {
-    if (this.#closed) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'start(): the request tracker is closed');
+    // track() (middleware, plugin, trackRequest) serves the request whatever happened to the
+    // tracker or sampler: a server must not answer 500 because its accounting was closed.
+    const serving = req !== undefined;
+    if (this.#closed) {
+      if (!serving) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'start(): the request tracker is closed');
+      if (run) run();
+      return undefined;
+    }
     if (this.mode === 'shared') {
+      // Before a slot is taken: a capture that throws leaves no span open.
+      const context = this.#capture ? this.#capture() : undefined;
       let h: number;
       try {
         h = this.#channel.beginShared('(request)');
       } catch (e) {
         if (run) run();
-        if ((e as { code?: string }).code === 'ERR_JOULETRACE_NOT_STARTED') return undefined;
+        const code = (e as { code?: string }).code;
+        if (code === 'ERR_JOULETRACE_NOT_STARTED' || (serving && code === 'ERR_JOULETRACE_CLOSED')) return undefined;
         throw e;
       }
       // 0: every span slot busy; the channel counts it as a dropped span.
@@ -265,7 +275,7 @@ export class RequestTracker {
         r.status[slot] = 0;
         r.method[slot] = method;
         r.route[slot] = route ?? '(unrouted)';
-        if (this.#capture) (r.context ??= new Array<unknown>(SPAN_SLOTS))[slot] = this.#capture();
+        if (this.#capture) (r.context ??= new Array<unknown>(SPAN_SLOTS))[slot] = context;
         else if (r.context) r.context[slot] = undefined;
         r.inFlight++;
         if (req) watchResponse(req, res!, h, this.#endAtFinish);
@@ -321,7 +331,9 @@ export class RequestTracker {
    * Ends a request begun with start(); a second call is ignored. `route`, when given, replaces
    * the one passed to start() (hooks often know the matched route only by now).
    */
-  end(token: RequestToken, statusCode: number, route?: string): void {
+  end(token: RequestToken | undefined, statusCode: number, route?: string): void {
+    // start() gives undefined while nothing is accounted: hooks may pass it straight back.
+    if (token === undefined || token === null) return;
     if (typeof token === 'number') {
       const r = this.#requests;
       const h = token as number;

@@ -410,10 +410,16 @@ export class Sampler {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#spans?.close();
+    const spans = this.#spans;
     // Span calls then reach #check() and throw ERR_JOULETRACE_CLOSED.
     this.#spans = undefined;
-    this.#handle.close();
+    try {
+      // Delivers the last results: an onSpan listener that throws must not keep the native
+      // sampler (its thread, its eBPF program) alive.
+      spans?.close();
+    } finally {
+      this.#handle.close();
+    }
   }
 
   /** Exact cumulative energy per domain since start(), as of the latest sample. */
@@ -784,7 +790,8 @@ export class Sampler {
       opts.durationMs === undefined ? 2000 : checkIntegerInRange('options.durationMs', opts.durationMs, 200, 600_000);
     const wasRunning = this.#handle.running();
     if (!wasRunning) this.#handle.start();
-    const windowMs = Math.min(100, durationMs / 2);
+    // Each window must see new samples: at least two sampling intervals long.
+    const windowMs = Math.max(Math.min(100, durationMs / 2), (2 * this.#intervalUs) / 1000);
     const windows = Math.max(2, Math.floor(durationMs / windowMs));
     const best: number[] = this.domains.map(() => Infinity);
     let prev = this.#handle.totals();
@@ -801,7 +808,11 @@ export class Sampler {
       prev = cur;
     }
     if (!wasRunning) this.#handle.stop();
-    const watts = best.map((w) => (Number.isFinite(w) ? w : 0));
+    if (best.some((w) => !Number.isFinite(w))) {
+      // Not a 0 W baseline said to be measured: the sampler was stopped or closed meanwhile.
+      throw new JouletraceError('ERR_JOULETRACE_NOT_STARTED', 'calibrateBaseline(): no sample arrived during the calibration (was the sampler stopped meanwhile?)');
+    }
+    const watts = best;
     this.#handle.setBaselineWatts(watts);
     return {
       watts: this.domains.map((d, i) => ({ domain: d.domain, package: d.package, watts: watts[i] })),

@@ -803,14 +803,17 @@ export class SpanChannel {
   /** Rejects pending settle() calls and unregisters the channel. Safe twice. */
   close(): void {
     if (this.#closed) return;
-    this.poll();
-    this.#closed = true;
-    if (this.#timer) clearInterval(this.#timer);
-    this.#timer = undefined;
-    this.#handle.close();
-    for (const [, w] of this.#waiters) {
-      w.reject(new JouletraceError('ERR_JOULETRACE_CLOSED', 'settle(): the sampler was closed before the span settled'));
+    try {
+      this.poll(); // the last results, to their listeners: one that throws still closes the channel
+    } finally {
+      this.#closed = true;
+      if (this.#timer) clearInterval(this.#timer);
+      this.#timer = undefined;
+      this.#handle.close();
+      for (const [, w] of this.#waiters) {
+        w.reject(new JouletraceError('ERR_JOULETRACE_CLOSED', 'settle(): the sampler was closed before the span settled'));
+      }
+      this.#waiters.clear();
     }
-    this.#waiters.clear();
   }
 }

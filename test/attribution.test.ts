@@ -1,6 +1,7 @@
 // Energy attribution through the Sampler, with both thread-tracking backends: ratios between
 // threads, exact conservation at every sample, thread exit, and the unprivileged fallback.
 import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { Worker } from 'node:worker_threads';
@@ -260,6 +261,22 @@ describe('attribution API', () => {
     expect(a.byDomain[0].baselineWatts).toBe(5);
   });
 
+  it('a baseline above the measured power takes all of it, and nothing goes negative', async () => {
+    const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs', modelIdleWatts: 20, modelMaxWatts: 40 });
+    samplers.push(s);
+    s.setBaseline({ package: 1000 }); // watts, far above the model's 20-40 W
+    s.start();
+    await new Promise((r) => setTimeout(r, 200));
+    s.stop();
+    const a = s.attribution();
+    const t = a.byDomain[0].ticks;
+    expect(t.total).toBeGreaterThan(0n);
+    expect(t.baseline).toBe(t.total);
+    expect(t.process).toBe(0n);
+    expect(t.other).toBe(0n);
+    expect(s.threads().every((th) => th.joules === 0)).toBe(true);
+  });
+
   it('calibrateBaseline() keeps the lowest window power and uses it', async () => {
     const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs', modelIdleWatts: 12, modelMaxWatts: 60 });
     samplers.push(s);
@@ -282,5 +299,32 @@ describe('attribution API', () => {
     await expect(s.calibrateBaseline({ durationMs: 10 })).rejects.toThrow(
       'Expected an integer between 200 and 600000 for options.durationMs but received 10 of type number',
     );
+  });
+
+  it('calibrateBaseline() waits for samples when the interval is longer than its windows, never a 0 W baseline', async () => {
+    // One sample every 500 ms: 100 ms windows would see none and made a 0 W baseline of that.
+    const s = new Sampler({ source: 'model', intervalUs: 500_000, threads: 'procfs', modelIdleWatts: 12, modelMaxWatts: 60 });
+    samplers.push(s);
+    const r = await s.calibrateBaseline({ durationMs: 200 });
+    expect(r.watts[0].watts).toBeGreaterThan(12 * 0.95);
+  });
+
+  it('close() shuts the native sampler down even when an onSpan listener throws on the last results', async () => {
+    const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
+    samplers.push(s);
+    s.onSpan(() => {
+      throw new Error('listener failed');
+    });
+    s.start();
+    s.end(s.begin('last'));
+    const tid = s.stats().timing.samplerTid;
+    // Blocking (no timer may run and collect it): until the result waits in the ring.
+    const block = new Int32Array(new SharedArrayBuffer(4));
+    for (let i = 0; i < 400 && s.stats().spans.settled < 1; i++) Atomics.wait(block, 0, 0, 5);
+    expect(s.stats().spans.settled).toBe(1);
+    expect(() => s.close()).toThrow('listener failed');
+    expect(() => s.stats()).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_CLOSED' }));
+    // The native sampler is closed too: its thread (still running at close()) has ended.
+    expect(fs.existsSync(`/proc/self/task/${tid}`)).toBe(false);
   });
 });

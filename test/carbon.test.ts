@@ -1,5 +1,5 @@
 // Carbon: joules → grams CO2e against hand-computed values (1 kWh = 3.6e6 J).
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { CarbonIntensity, carbonIntensity, gridIntensity, gridIntensityCodes, joulesToGrams, JOULES_PER_KWH } from '../src/carbon';
 
 describe('joulesToGrams', () => {
@@ -111,5 +111,18 @@ describe('CarbonIntensity', () => {
     expect(c.current()).toBe(400);
     expect(await c.get()).toBe(50);
     expect(c.current()).toBe(50);
+  });
+
+  it('gives up on a provider that does not answer within 10 s, so scrapes never hang', async () => {
+    vi.useFakeTimers();
+    try {
+      const c = new CarbonIntensity({ fallbackGramsPerKwh: 300, provider: () => new Promise<number>(() => {}) });
+      const answer = c.get(0);
+      await vi.advanceTimersByTimeAsync(10_000);
+      expect(await answer).toBe(300);
+      expect(c.lastError?.message).toBe('provider() did not answer within 10 s');
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

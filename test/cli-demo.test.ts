@@ -9,6 +9,7 @@ import { ReportCollector } from '../src/report/collector';
 import { niceTicks, renderReport } from '../src/report/render';
 import { Sampler } from '../src/sampler';
 import type { ReportData } from '../src/report/types';
+import { itBpf } from './fixtures/bpf-required';
 
 const ROOT = path.join(__dirname, '..');
 const BIN = path.join(ROOT, 'bin/jouletrace.js');
@@ -154,7 +155,7 @@ describe('jouletrace demo', () => {
     expect(span.joules.mean).toBeGreaterThan(0);
   });
 
-  it('keeps the probe report first and says when figures are estimated', () => {
+  itBpf('keeps the probe report first and says when figures are estimated', () => {
     // With --json the human text goes to stderr; the probe report leads it.
     const probeAt = run.stderr.indexOf('Energy sources (auto picks');
     expect(probeAt).toBeGreaterThanOrEqual(0);

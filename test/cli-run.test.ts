@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { checkNumber, choiceOption, parseArgs, parseIntervalUs, sourceOption, UsageError } from '../src/cli/args';
 import { exitStatus } from '../src/cli/run';
+import { itBpf } from './fixtures/bpf-required';
 
 const ROOT = path.join(__dirname, '..');
 const BIN = path.join(ROOT, 'bin/jouletrace.js');
@@ -31,7 +32,7 @@ interface RunJson {
 }
 
 describe('jouletrace run', () => {
-  it('attributes the energy of children the command forks, listing each process', () => {
+  itBpf('attributes the energy of children the command forks, listing each process', () => {
     const script = 'yes > /dev/null & a=$!; yes > /dev/null & b=$!; sleep 1; kill $a $b; wait';
     const r = jt(['run', '--json', '--', 'sh', '-c', script]);
     expect(r.code, r.stderr).toBe(0);

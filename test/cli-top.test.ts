@@ -125,7 +125,7 @@ describe('jouletrace top off a terminal', () => {
     expect(frames[1].mode).toBe('processes');
     const spinner = frames[1].rows.find((row) => row.id === target.pid);
     expect(spinner).toBeDefined();
-    expect(spinner!.cpu).toBeGreaterThan(50);
+    expect(spinner!.cpu).toBeGreaterThan(20); // as in the terminal test: other processes share 2 vCPUs
     expect(spinner!.watts).toBeGreaterThan(0);
   });
 

@@ -7,6 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findBinary, prometheusMissing, startPrometheus, type PrometheusServer } from './fixtures/prometheus-server';
+import { describeGated, toolsRequired } from './fixtures/gated';
 
 const deploy = path.join(__dirname, '..', 'deploy');
 const rules = path.join(deploy, 'prometheus', 'jouletrace-rules.yml');
@@ -35,7 +36,7 @@ function substitute(expr: string): string {
   return expr.replace(/\$__rate_interval|\$__interval|\$__range/g, '1m').replace(/\$job\b|\$\{job\}/g, '.+');
 }
 
-describe.skipIf(missing !== null)(`deploy/ with promtool and Prometheus${missing ? ` (skipped: ${missing})` : ''}`, () => {
+describeGated('deploy/ with promtool and Prometheus', missing ?? undefined, toolsRequired(), 'JOULETRACE_REQUIRE_TOOLS=1', () => {
   let prom: PrometheusServer;
   beforeAll(async () => {
     prom = await startPrometheus({ ruleFiles: [rules] });

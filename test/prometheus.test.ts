@@ -9,6 +9,7 @@ import { RequestTracker, trackRequest } from '../src/requests';
 import { registerMetrics, REQUEST_BUCKETS, SPAN_BUCKETS } from '../src/prometheus';
 import type { RequestRecord, SpanResult } from '../src/span-types';
 import { prometheusMissing, startPrometheus, type PrometheusServer } from './fixtures/prometheus-server';
+import { describeGated, toolsRequired } from './fixtures/gated';
 
 const cleanups: Array<() => unknown> = [];
 afterEach(async () => {
@@ -219,7 +220,7 @@ describe('registerMetrics', () => {
 
 const missing = prometheusMissing();
 
-describe.skipIf(missing !== null)(`with a real Prometheus server${missing ? ` (skipped: ${missing})` : ''}`, () => {
+describeGated('with a real Prometheus server', missing ?? undefined, toolsRequired(), 'JOULETRACE_REQUIRE_TOOLS=1', () => {
   it('scrapes the app; the article PromQL and the histogram ratio agree with what the app served', async () => {
     const s = sampler().start();
     const tracker = new RequestTracker(s);

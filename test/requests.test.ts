@@ -14,6 +14,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { energyMiddleware } from '../src/express';
 import { fastifyEnergy, fastifyRoute } from '../src/fastify';
 import { RequestTracker, Sampler, trackRequest, type RequestRecord } from '../src/index';
+import { describeBpf, itBpf } from './fixtures/bpf-required';
 
 const run = promisify(execFile);
 const cleanups: Array<() => unknown> = [];
@@ -38,6 +39,7 @@ function listen(server: http.Server): Promise<string> {
   });
 }
 
+// The suites that use it need eBPF (describeBpf): its figures are exact enough for tight checks.
 function setup(mode: 'shared' | 'exact' = 'shared') {
   // The switch-in repair from the start, as in spans.test.ts: this VM loses some switch-ins.
   const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'bpf', repairSwitchIns: 'always' });
@@ -51,7 +53,7 @@ function setup(mode: 'shared' | 'exact' = 'shared') {
 
 const mean = (rs: RequestRecord[]) => rs.reduce((a, r) => a + r.joules, 0) / rs.length;
 
-describe('requests on node:http (shared mode)', () => {
+describeBpf('requests on node:http (shared mode)', () => {
   it('charges the expensive route more, and the requests sum to the thread energy while serving', async () => {
     const { sampler, tracker, records } = setup();
     // The reference: one span over the serving, from the first request to the last response.
@@ -117,7 +119,7 @@ describe('requests on node:http (shared mode)', () => {
   });
 });
 
-describe('requests in exact mode', () => {
+describeBpf('requests in exact mode', () => {
   it('charges interleaved async requests for their own callbacks', async () => {
     const { sampler, tracker, records } = setup('exact');
     const userSpans: string[] = [];
@@ -162,7 +164,7 @@ describe('requests in exact mode', () => {
   });
 });
 
-describe('several trackers on one sampler', () => {
+describeBpf('several trackers on one sampler', () => {
   it('each tracker gets its own requests', async () => {
     const { sampler, tracker, records } = setup();
     const second = new RequestTracker(sampler);
@@ -190,7 +192,7 @@ describe('several trackers on one sampler', () => {
   });
 });
 
-describe('request tokens (start/end)', () => {
+describeBpf('request tokens (start/end)', () => {
   it('takes the route at end(), ignores a second end() and an end() after settlement', async () => {
     const { sampler, tracker, records } = setup();
     sampler.start();
@@ -252,6 +254,23 @@ describe('request tokens (start/end)', () => {
     tracker.end(t, 200);
     tracker.close();
     sampler.stop();
+  });
+
+  it('a context capture that throws in shared mode leaves no request span open', async () => {
+    const { sampler, tracker, records } = setup();
+    sampler.start();
+    tracker.setContextCapture(() => {
+      throw new Error('capture failed');
+    });
+    expect(() => tracker.start('GET', '/leak')).toThrow('capture failed');
+    expect(tracker.inFlight).toBe(0);
+    tracker.setContextCapture(null);
+    tracker.end(tracker.start('GET', '/ok')!, 200);
+    await new Promise((r) => setTimeout(r, 30));
+    sampler.stop();
+    for (let i = 0; i < 100 && records.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    // A span left open by the failed start would settle at stop() as a second, incomplete record.
+    expect(records.map((r) => [r.route, r.statusCode, r.incomplete])).toEqual([['/ok', 200, false]]);
   });
 
   it('requests still open at stop() give their span slots back when they end', async () => {
@@ -380,7 +399,7 @@ describe('request tokens (start/end)', () => {
   });
 });
 
-describe('request ends', () => {
+describeBpf('request ends', () => {
   async function until(cond: () => boolean, ms = 2000): Promise<void> {
     for (const end = Date.now() + ms; !cond() && Date.now() < end; ) await new Promise((r) => setTimeout(r, 5));
   }
@@ -598,7 +617,7 @@ describe('exact mode edges', () => {
     expect(tracker.routes().map((r) => [r.route, r.count])).toEqual([]); // NaN joules: not aggregated
   });
 
-  it('nothing is accounted while the sampler is stopped; a callback with no span slot marks its request incomplete', async () => {
+  itBpf('nothing is accounted while the sampler is stopped; a callback with no span slot marks its request incomplete', async () => {
     const { sampler, tracker, records } = setup('exact');
     let ran = 0;
     expect(tracker.start('GET', '/stopped', () => ran++)).toBeUndefined();
@@ -614,7 +633,7 @@ describe('exact mode edges', () => {
     expect(records.map((r) => [r.route, r.incomplete])).toEqual([['/noslot', true]]);
   });
 
-  it('a context capture that throws fails begin() without holding a span slot', async () => {
+  itBpf('a context capture that throws fails begin() without holding a span slot', async () => {
     const { sampler } = setup();
     sampler.start();
     sampler.setContextCapture(() => {
@@ -630,7 +649,7 @@ describe('exact mode edges', () => {
   });
 });
 
-describe('framework integrations', () => {
+describeBpf('framework integrations', () => {
   it('Express middleware reports the route pattern and status code', async () => {
     const { sampler, tracker, records } = setup();
     const app = express();
@@ -657,6 +676,47 @@ describe('framework integrations', () => {
     expect(by('/health', 200)).toBe(5);
     expect(by('(unmatched)', 404)).toBe(3);
     expect(records.some((r) => r.route.includes('/7'))).toBe(false); // never the raw URL
+  });
+
+  it('keeps serving once the tracker or the sampler is closed, and a plugin-made tracker closes with its app', async () => {
+    const { sampler, tracker } = setup();
+    const app = express();
+    app.use(energyMiddleware(tracker));
+    app.get('/x', (_req, res) => {
+      res.send('x');
+    });
+    const server = http.createServer(app);
+    const base = await listen(server);
+    cleanups.push(() => new Promise((r) => server.close(r)));
+    sampler.start();
+    expect((await fetch(`${base}/x`)).status).toBe(200);
+    tracker.close();
+    expect((await fetch(`${base}/x`)).status).toBe(200); // not a 500 from the middleware
+    expect(() => tracker.start('GET', '/x')).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_CLOSED' }));
+    // What start() gives while nothing is accounted may be handed back to end().
+    expect(() => tracker.end(undefined, 200)).not.toThrow();
+
+    const s2 = setup().sampler;
+    const fast = Fastify();
+    await fast.register(fastifyEnergy, { sampler: s2 });
+    fast.get('/y', async () => 'y');
+    s2.start();
+    expect((await fast.inject('/y')).statusCode).toBe(200);
+    const own = (fast as unknown as { jouletrace: RequestTracker }).jouletrace;
+    await fast.close();
+    expect(() => own.start('GET', '/y')).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_CLOSED' }));
+    s2.close();
+    const s3 = setup();
+    const t3 = s3.tracker;
+    const srv3 = http.createServer((req, res) => {
+      trackRequest(t3, req, res, '/z');
+      res.end('z');
+    });
+    const base3 = await listen(srv3);
+    cleanups.push(() => new Promise((r) => srv3.close(r)));
+    s3.sampler.start();
+    s3.sampler.close();
+    expect((await fetch(`${base3}/z`)).status).toBe(200); // a closed sampler: served, not accounted
   });
 
   it('Fastify plugin reports the route pattern and status code', async () => {

@@ -160,6 +160,12 @@ describe('Sampler against an emulated MSR', () => {
     expect(recs.length).toBeGreaterThan(0);
     expect(recs.length).toBeLessThanOrEqual(16);
     expect(recs[recs.length - 1].seq).toBe(samples - 1);
+    // What is kept is whole: consecutive samples, time and energy never going back.
+    for (let i = 1; i < recs.length; i++) {
+      expect(recs[i].seq).toBe(recs[i - 1].seq + 1);
+      expect(recs[i].timeNs).toBeGreaterThan(recs[i - 1].timeNs);
+      expect(recs[i].readings[0].ticks).toBeGreaterThanOrEqual(recs[i - 1].readings[0].ticks);
+    }
     expect(s.stats().ring.overwritten).toBe(samples - recs.length);
     expect(s.stats().ring.dropped).toBe(0);
   });

@@ -6,6 +6,7 @@ import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
 import { attachSpans, Sampler, type SpanResult } from '../src/index';
 import { native } from '../src/native';
+import { describeBpf } from './fixtures/bpf-required';
 import { nativeHandleOf } from '../src/native-handles';
 import { eventCheck } from '../src/span-channel';
 
@@ -51,7 +52,7 @@ function sampler(extra: Record<string, unknown> = {}): Sampler {
 }
 
 for (const threads of ['bpf', 'procfs'] as const) {
-  describe(`spans (${threads} backend)`, () => {
+  (threads === 'bpf' ? describeBpf : describe)(`spans (${threads} backend)`, () => {
     it('charges the same work 1× and 3× as long in a ratio of about 3', async () => {
       const s = sampler({ threads });
       s.start();
@@ -125,7 +126,8 @@ for (const threads of ['bpf', 'procfs'] as const) {
   });
 }
 
-describe('spans: behaviour', () => {
+// Most of these run on the eBPF backend, whose figures are exact enough for tight checks.
+describeBpf('spans: behaviour', () => {
   it('handles nested and overlapping spans on one thread', async () => {
     const s = sampler({ threads: 'bpf' });
     s.start();

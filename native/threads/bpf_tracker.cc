@@ -772,6 +772,9 @@ BpfReadiness bpfReadiness() {
   } else if (!r.capBpf || !r.capPerfmon) {
     r.reason = privilegeMessage(missingCaps(r));
   }
+#if !defined(__x86_64__)
+  r.reason = "the eBPF thread tracker needs x86-64 (its lock-free slots rely on x86-64 store ordering)";
+#endif
   r.ready = r.reason.empty();
   return r;
 }

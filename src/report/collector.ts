@@ -61,7 +61,16 @@ export class ReportCollector {
   start(): this {
     if (this.#timer) return this;
     this.poll();
-    this.#timer = setInterval(() => this.poll(), this.#periodMs);
+    this.#timer = setInterval(() => {
+      try {
+        this.poll();
+      } catch {
+        // The sampler was closed first: nothing more to collect (an error thrown from a timer
+        // would end the process).
+        clearInterval(this.#timer);
+        this.#timer = undefined;
+      }
+    }, this.#periodMs);
     this.#timer.unref();
     return this;
   }
