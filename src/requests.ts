@@ -390,15 +390,14 @@ export class RequestTracker {
     const joules = res[o + 5];
     const dynamic = res[o + 6];
     const flags = res[o + 7];
-    let route = r.route[slot];
-    if (typeof route === 'function') route = safeRoute(route);
+    const given = r.route[slot];
     r.route[slot] = ''; // drop what a route function holds on to
     const method = r.method[slot];
     const statusCode = r.status[slot];
     const context = r.context?.[slot];
     if (context !== undefined) r.context![slot] = undefined;
     const estimated = (flags & FLAG_ESTIMATED) !== 0;
-    this.#aggregate(method, route, joules, estimated, endNs - startNs);
+    const route = this.#aggregate(method, typeof given === 'function' ? safeRoute(given) : given, joules, estimated, endNs - startNs);
     if (this.#listeners.size === 0) return;
     const rec: RequestRecord = {
       method,
@@ -460,9 +459,8 @@ export class RequestTracker {
   #maybeEmitExact(p: Pending): void {
     if (!p.done || p.openCallbacks !== 0 || p.current !== -1) return;
     p.openCallbacks = -1; // emitted
-    const route = typeof p.route === 'function' ? safeRoute(p.route) : p.route;
     const durationNs = p.endNs - p.startNs;
-    this.#aggregate(p.method, route, p.joules, p.estimated, durationNs);
+    const route = this.#aggregate(p.method, typeof p.route === 'function' ? safeRoute(p.route) : p.route, p.joules, p.estimated, durationNs);
     if (this.#listeners.size === 0) return;
     this.#notify([
       {
@@ -487,23 +485,27 @@ export class RequestTracker {
     for (const l of this.#listeners) l(records);
   }
 
-  #aggregate(method: string, route: string, joules: number, estimated: boolean, durationNs: number): void {
+  // Returns the route the request counts under, which its record carries too: past maxRoutes,
+  // '(other)', so that exporters' route labels stay as bounded as the aggregates.
+  #aggregate(method: string, route: string, joules: number, estimated: boolean, durationNs: number): string {
     // A request whose span was never measured (its events did not fit in the ring) has NaN
     // joules: it is in the records, flagged incomplete, but would poison the sums here.
-    if (Number.isNaN(joules)) return;
+    const measured = !Number.isNaN(joules);
     let byRoute = this.#routes.get(method);
     if (!byRoute) this.#routes.set(method, (byRoute = new Map()));
     let agg = byRoute.get(route);
     if (!agg) {
       if (this.#routeCount >= this.#maxRoutes) {
-        agg = byRoute.get('(other)');
-        if (!agg) byRoute.set('(other)', (agg = new RouteAggregate(method, '(other)')));
-      } else {
+        route = '(other)';
+        agg = byRoute.get(route);
+        if (!agg && measured) byRoute.set(route, (agg = new RouteAggregate(method, route)));
+      } else if (measured) {
         byRoute.set(route, (agg = new RouteAggregate(method, route)));
         this.#routeCount++;
       }
     }
-    agg.add(joules, estimated, durationNs);
+    if (measured) agg!.add(joules, estimated, durationNs);
+    return route;
   }
 
   /** Request records as they settle, in batches. Returns an unsubscribe function. */

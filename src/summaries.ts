@@ -3,14 +3,24 @@
 
 /** The most recent values of a stream: quantiles exact over the last `capacity` values. */
 export class RecentValues {
-  readonly #values: Float64Array;
+  // Grown by doubling up to `capacity`: a label or route seen a few times costs bytes, not the
+  // 32 KiB of a full window (20,000 labels of a few spans each took 625 MB).
+  #values: Float64Array;
+  readonly #capacity: number;
   #count = 0;
 
   constructor(capacity: number) {
-    this.#values = new Float64Array(capacity);
+    this.#capacity = capacity;
+    this.#values = new Float64Array(Math.min(16, capacity));
   }
 
   add(v: number): void {
+    // Only while the window has never wrapped (count === length): the values stay in order.
+    if (this.#count === this.#values.length && this.#values.length < this.#capacity) {
+      const grown = new Float64Array(Math.min(this.#capacity, this.#values.length * 2));
+      grown.set(this.#values);
+      this.#values = grown;
+    }
     this.#values[this.#count % this.#values.length] = v;
     this.#count++;
   }

@@ -256,6 +256,25 @@ describeBpf('request tokens (start/end)', () => {
     sampler.stop();
   });
 
+  it('past maxRoutes, records and aggregates both say (other), so exporter labels stay bounded', async () => {
+    const { sampler } = setup();
+    const tracker = new RequestTracker(sampler, { maxRoutes: 2 });
+    cleanups.push(() => tracker.close());
+    const records: RequestRecord[] = [];
+    tracker.onRequest((rs) => records.push(...rs));
+    sampler.start();
+    for (const route of ['/a', '/b', '/c', '/d', '/a']) tracker.end(tracker.start('GET', route)!, 200);
+    await new Promise((r) => setTimeout(r, 30));
+    sampler.stop();
+    for (let i = 0; i < 100 && records.length < 5; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(records.map((r) => r.route)).toEqual(['/a', '/b', '(other)', '(other)', '/a']);
+    expect(tracker.routes().map((r) => [r.route, r.count]).sort()).toEqual([
+      ['(other)', 2],
+      ['/a', 2],
+      ['/b', 1],
+    ]);
+  });
+
   it('a context capture that throws in shared mode leaves no request span open', async () => {
     const { sampler, tracker, records } = setup();
     sampler.start();

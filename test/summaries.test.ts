@@ -1,0 +1,35 @@
+// Bounded-memory summaries behind spanStats() and routes(): quantiles exact over the most recent
+// values, while the window grows, once it is full, and once it has wrapped.
+import { describe, expect, it } from 'vitest';
+import { JoulesSummary, RecentValues } from '../src/summaries';
+
+describe('RecentValues', () => {
+  it('gives exact quantiles over the last `capacity` values, before and after its window fills', () => {
+    const r = new RecentValues(100);
+    expect(r.quantiles(0.5)).toEqual([0]);
+    for (const v of [3, 1, 2]) r.add(v);
+    expect(r.quantiles(0, 0.5, 0.99)).toEqual([1, 2, 3]);
+    for (let v = 4; v <= 100; v++) r.add(v); // grown through 16, 32, 64 to 100
+    expect(r.quantiles(0, 0.5, 0.99)).toEqual([1, 51, 100]);
+    for (let v = 101; v <= 250; v++) r.add(v); // wrapped: only 151..250 remain
+    expect(r.quantiles(0, 0.5, 0.99)).toEqual([151, 201, 250]);
+  });
+
+  it('keeps a window that is not a power of two of 16 exact too', () => {
+    const r = new RecentValues(20);
+    for (let v = 1; v <= 45; v++) r.add(v);
+    expect(r.quantiles(0, 1)).toEqual([26, 45]);
+  });
+});
+
+describe('JoulesSummary', () => {
+  it('sums all values, keeps the max and whether any was estimated, quantiles over the recent ones', () => {
+    const s = new JoulesSummary(4);
+    s.add(1, false);
+    s.add(10, true);
+    for (const v of [2, 3, 4, 5]) s.add(v, false);
+    expect(s.count).toBe(6);
+    expect(s.estimated).toBe(true);
+    expect(s.summary()).toEqual({ sum: 25, mean: 25 / 6, p50: 4, p99: 5, max: 10 });
+  });
+});
