@@ -11,6 +11,12 @@ export class Monotonic {
   readonly #last = new Map<string, number>();
   readonly #total = new Map<string, number>();
   #run: unknown = undefined;
+  readonly #keepTotals: boolean;
+
+  /** keepTotals false: only increases are wanted (per-thread keys, which come and go for good). */
+  constructor(keepTotals = true) {
+    this.#keepTotals = keepTotals;
+  }
 
   /** Call before the updates of one reading: a different run id forgets the previous readings. */
   beginRun(run: unknown): void {
@@ -26,7 +32,7 @@ export class Monotonic {
     // A value below the last one can only mean a restart the run id missed: count it from zero.
     const delta = value >= last ? value - last : value;
     this.#last.set(key, value);
-    if (delta > 0 || !this.#total.has(key)) this.#total.set(key, (this.#total.get(key) ?? 0) + delta);
+    if (this.#keepTotals && (delta > 0 || !this.#total.has(key))) this.#total.set(key, (this.#total.get(key) ?? 0) + delta);
     return delta;
   }
 
@@ -78,7 +84,9 @@ export interface EnergyReading {
 export class EnergyTracker {
   readonly sampler: Sampler;
   readonly #acc = new Monotonic();
-  readonly #threadAcc = new Monotonic();
+  // By tid: a total per thread ever seen would grow without bound under thread churn; the
+  // per-name sums below hold the figures.
+  readonly #threadAcc = new Monotonic(false);
   readonly #threads: boolean;
   readonly #primary: string;
   readonly estimated: boolean;

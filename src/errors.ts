@@ -85,3 +85,10 @@ export function checkIntegerInRange(option: string, value: unknown, min: number,
   }
   return value;
 }
+
+/** A path handed to native code: a non-empty string without NUL (which would cut it short there). */
+export function checkPath(option: string, value: unknown): string {
+  if (typeof value !== 'string') throw invalidType(option, 'a non-empty path string', value);
+  if (value.length === 0 || value.includes('\0')) throw invalidRange(option, 'a non-empty path string', value);
+  return value;
+}

@@ -3,6 +3,7 @@
 import {
   checkIntegerInRange,
   checkKnownKeys,
+  checkPath,
   checkObject,
   checkOneOf,
   invalidRange,
@@ -62,12 +63,6 @@ export interface SourceOptions {
 /** What the native side receives: every key checked, `source` always set. */
 export interface NormalizedSourceOptions extends SourceOptions {
   source: SourceName;
-}
-
-function checkPath(option: string, value: unknown): string {
-  if (typeof value !== 'string') throw invalidType(option, 'a non-empty path string', value);
-  if (value.length === 0 || value.includes('\0')) throw invalidRange(option, 'a non-empty path string', value);
-  return value;
 }
 
 function checkWatts(option: string, value: unknown): number {

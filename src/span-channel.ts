@@ -699,7 +699,13 @@ export class SpanChannel {
     if (this.#listeners.size === 0 && (this.#waiters.size === 0 || !this.#waiters.has(h))) return;
     const r = this.#resultObject(slot);
     this.#resolveWaiter(h, r);
-    if (this.#listeners.size !== 0) (this.#batch ??= []).push(r);
+    if (this.#listeners.size !== 0) {
+      (this.#batch ??= []).push(r);
+      // Delivered with its context: the slot lets go of it (with OpenTelemetry, an OTel span
+      // per slot, 65,536 of them, stayed reachable until the slot's reuse). A settle() of this
+      // span later still gets its figures, without the context.
+      if (this.#contexts !== undefined) this.#contexts[slot] = undefined;
+    }
   }
 
   #resolveWaiter(h: number, r: SpanResult): void {

@@ -7,7 +7,7 @@ import {
   checkKnownKeys,
   checkObject,
   checkOneOf,
-  checkString,
+  checkPath,
   invalidType,
 } from './errors';
 
@@ -155,7 +155,7 @@ export function openThreadTracker(options?: ThreadTrackerOptions): ThreadTracker
   if (o.pid !== undefined) opts.pid = checkIntegerInRange('options.pid', o.pid, 1, 4194304);
   if (o.followChildren !== undefined) opts.followChildren = checkBoolean('options.followChildren', o.followChildren);
   if (o.maxThreads !== undefined) opts.maxThreads = checkIntegerInRange('options.maxThreads', o.maxThreads, 1, 1048576);
-  if (o.procRoot !== undefined) opts.procRoot = checkString('options.procRoot', o.procRoot);
+  if (o.procRoot !== undefined) opts.procRoot = checkPath('options.procRoot', o.procRoot);
   if (o.bpfProgram !== undefined) {
     opts.bpfProgram = checkOneOf('options.bpfProgram', o.bpfProgram, ['auto', 'task-storage', 'compat'] as const);
   }

@@ -237,6 +237,27 @@ describeBpf('spans: behaviour', () => {
     ok.close();
   });
 
+  it('carries a captured context to settle() and onSpan, and lets go of it once listeners had it', async () => {
+    const s = sampler({ threads: 'bpf' });
+    s.start();
+    let n = 0;
+    s.setContextCapture(() => ({ n: ++n }));
+    const alone = s.begin('ctx');
+    s.end(alone);
+    expect((await s.settle(alone)).context).toEqual({ n: 1 });
+    expect((await s.settle(alone)).context).toEqual({ n: 1 }); // no listener: kept for settle()
+    const seen: SpanResult[] = [];
+    s.onSpan((rs) => seen.push(...rs));
+    const h = s.begin('ctx');
+    s.end(h);
+    for (let i = 0; i < 100 && seen.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(seen.map((r) => r.context)).toEqual([{ n: 2 }]);
+    const later = await s.settle(h);
+    expect(later.joules).toBe(seen[0].joules);
+    expect(later.context).toBeUndefined();
+    s.stop();
+  });
+
   it('settles spans still open at stop() as incomplete', async () => {
     const s = sampler({ threads: 'bpf' });
     s.start();

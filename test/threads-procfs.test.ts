@@ -141,5 +141,8 @@ describe('procfs thread tracker on an emulated /proc', () => {
     expect(() => openThreadTracker({ backend: 'procfs', bpfProgram: 'compat' })).toThrow("options.bpfProgram needs backend: 'bpf'");
     expect(() => openThreadTracker({ backend: 'procfs', repairSwitchIns: 'off' })).toThrow("options.repairSwitchIns needs backend: 'bpf'");
     expect(() => openThreadTracker({ procRoot: '/proc' })).toThrow("options.procRoot needs backend: 'procfs'");
+    // Paths reach native code: empty ones and NULs (which would cut them short there) are refused.
+    expect(() => openThreadTracker({ backend: 'procfs', procRoot: '' })).toThrow(RangeError);
+    expect(() => openThreadTracker({ backend: 'procfs', procRoot: '/proc\0/x' })).toThrow('options.procRoot');
   });
 });
