@@ -449,8 +449,8 @@ export class RequestTracker {
     }
     owner.estimated ||= (flags & FLAG_ESTIMATED) !== 0;
     owner.incomplete ||= (flags & FLAG_INCOMPLETE) !== 0;
-    // At once, as end() does: in completion order, and before stop() returns for the requests
-    // its final poll settles.
+    // At once, as end() does: aggregated in completion order, and queued before stop() returns
+    // for the requests its final poll settles.
     this.#maybeEmitExact(owner);
   }
 
@@ -462,23 +462,23 @@ export class RequestTracker {
     const durationNs = p.endNs - p.startNs;
     const route = this.#aggregate(p.method, typeof p.route === 'function' ? safeRoute(p.route) : p.route, p.joules, p.estimated, durationNs);
     if (this.#listeners.size === 0) return;
-    this.#notify([
-      {
-        method: p.method,
-        route,
-        statusCode: p.statusCode,
-        startNs: p.startNs,
-        endNs: p.endNs,
-        durationNs,
-        joules: p.joules,
-        dynamicJoules: p.dynamic,
-        onCpuNs: p.onCpuNs,
-        estimated: p.estimated,
-        incomplete: p.incomplete,
-        mode: 'exact',
-        ...(p.context !== undefined ? { context: p.context } : {}),
-      },
-    ]);
+    // Queued like shared mode's: a listener runs outside the channel's collection loop, so
+    // one that throws cannot cut a poll short (and lose the results after it).
+    this.#queue({
+      method: p.method,
+      route,
+      statusCode: p.statusCode,
+      startNs: p.startNs,
+      endNs: p.endNs,
+      durationNs,
+      joules: p.joules,
+      dynamicJoules: p.dynamic,
+      onCpuNs: p.onCpuNs,
+      estimated: p.estimated,
+      incomplete: p.incomplete,
+      mode: 'exact',
+      ...(p.context !== undefined ? { context: p.context } : {}),
+    });
   }
 
   #notify(records: RequestRecord[]): void {
