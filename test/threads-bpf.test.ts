@@ -234,7 +234,10 @@ describeBpf(`eBPF thread tracker (${bpfProgram} build)`, () => {
       const later = find(tracker.snapshot(), d.tid)!;
       expect(later.slot).toBe(final!.slot);
       expect(later.onCpuNs).toBeGreaterThanOrEqual(dNs * 0.99);
-      expect(later.onCpuNs).toBeLessThan(dNs + 5e6);
+      // dNs is the worker's own count as its spin ended; it runs on a little (the message, the
+      // event loop: 6.2 ms once in CI). Half the dead thread's time still tells a carried-over
+      // figure apart, which would exceed dNs by all of it.
+      expect(later.onCpuNs).toBeLessThan(dNs + final!.onCpuNs / 2);
     } finally {
       await d.worker.terminate();
     }
