@@ -567,12 +567,17 @@ function safeRoute(f: () => string): string {
 /**
  * Accounts one node:http request (framework-free). Call it first thing in the handler.
  * `route` is the route pattern ("/users/:id"); never pass the raw URL (unbounded label values).
+ * In exact mode, pass the rest of the handler as `run`: it then runs in the request's context,
+ * and only it. Without `run` the context is entered for the rest of the server's callback, where
+ * Node may go on to dispatch the next request pipelined on the connection, which would then be
+ * charged to this one if it is not tracked itself.
  */
 export function trackRequest(
   tracker: RequestTracker,
   req: IncomingMessage,
   res: ServerResponse,
   route?: string | (() => string),
+  run?: () => void,
 ): void {
-  tracker.track(req, res, route);
+  tracker.track(req, res, route, run);
 }

@@ -613,6 +613,40 @@ describeBpf('request ends', () => {
 });
 
 describe('exact mode edges', () => {
+  it("exact mode: a handler passed as run keeps an untracked request pipelined after it out of its context", async () => {
+    const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
+    cleanups.push(() => sampler.close());
+    const tracker = new RequestTracker(sampler, { mode: 'exact' });
+    cleanups.push(() => tracker.close());
+    const records: RequestRecord[] = [];
+    tracker.onRequest((rs) => records.push(...rs));
+    const server = http.createServer((req, res) => {
+      if (req.url === '/a') {
+        trackRequest(tracker, req, res, '/a', () => {
+          setTimeout(() => res.end('a'), 200);
+        });
+      } else {
+        // Untracked, and dispatched by Node in the same callback as /a: 100 ms of CPU.
+        setImmediate(() => {
+          busy(100);
+          res.end('b');
+        });
+      }
+    });
+    const base = await listen(server);
+    cleanups.push(() => new Promise((r) => server.close(r)));
+    sampler.start();
+    const socket = net.connect(Number(new URL(base).port), '127.0.0.1');
+    socket.write('GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    socket.resume();
+    await new Promise((r) => socket.once('close', r));
+    for (let i = 0; i < 100 && records.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    sampler.stop();
+    expect(records.map((r) => [r.route, r.statusCode])).toEqual([['/a', 200]]);
+    // /a itself runs well under a millisecond; /b's 100 ms would show here were it charged.
+    expect(records[0].onCpuNs).toBeLessThan(30e6);
+  });
+
   it('a request whose callback span was never measured is reported once, complete in time, flagged incomplete', async () => {
     // A 1 s interval: the sampler does not drain the event ring while the test fills it.
     const sampler = new Sampler({ source: 'model', intervalUs: 1_000_000, threads: 'procfs' });
