@@ -4,9 +4,9 @@
 // `_total` on counters, every label declared up front, figures read from the sampler at scrape
 // time in collect() (never pushed from timers), counters that never go down — the sampler's
 // totals restart at each start(), so this module accumulates increases itself.
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, type Metric } from 'prom-client';
 import { carbonIntensity, joulesToGrams, type CarbonIntensity, type CarbonIntensityOptions } from './carbon';
-import { checkIntegerInRange, checkObject, checkString, invalidType } from './errors';
+import { checkIntegerInRange, checkObject, checkString, invalidType, JouletraceError } from './errors';
 import { EnergyTracker, type EnergyReading } from './energy-tracker';
 import { subscribe, type RequestSource } from './settled-feed';
 import { SlidingWindow } from './sliding-window';
@@ -146,6 +146,9 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     return cached.reading;
   };
 
+  // Built in a registry of their own, then added to the caller's only if no name is taken there:
+  // a conflict (registerMetrics twice on one registry) then leaves nothing half-registered.
+  const building = opts.registry === undefined ? registry : new Registry();
   const metricNames: string[] = [];
   const reg = <T extends object>(m: T): T => {
     metricNames.push((m as unknown as { name: string }).name);
@@ -157,7 +160,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
       name: `${prefix}energy_joules_total`,
       help: 'Energy measured per RAPL domain and package since the exporter started (domains overlap: package includes core and uncore).',
       labelNames: names('domain', 'package', 'source'),
-      registers: [registry],
+      registers: [building],
       collect() {
         this.reset();
         for (const d of read().domains) {
@@ -177,7 +180,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
       name: `${prefix}power_watts`,
       help: 'Average power per RAPL domain and package since the previous scrape (at least 0.5 s).',
       labelNames: names('domain', 'package'),
-      registers: [registry],
+      registers: [building],
       collect() {
         const r = read();
         const joules = new Map(r.domains.map((d) => [d.key, d.joules]));
@@ -204,7 +207,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
         name: `${prefix}process_energy_joules_total`,
         help: 'Measured energy (primary domains: package, else psys) split into this process, the idle baseline and other processes; the parts sum to the total.',
         labelNames: names('part'),
-        registers: [registry],
+        registers: [building],
         collect() {
           this.reset();
           const p = read().parts;
@@ -219,7 +222,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
         name: `${prefix}thread_energy_joules_total`,
         help: `Energy attributed to this process's threads by thread name: the first ${topThreads} names by energy keep their own series, the rest are "other".`,
         labelNames: names('thread'),
-        registers: [registry],
+        registers: [building],
         collect() {
           this.reset();
           for (const [thread, j] of energy.readThreads(topThreads, named)) this.inc(labels({ thread }), j);
@@ -234,7 +237,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
       help: 'Energy of settled jouletrace spans, by label.',
       labelNames: names('label'),
       buckets: spanBuckets,
-      registers: [registry],
+      registers: [building],
     }),
   );
   const requestHist = reg(
@@ -243,7 +246,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
       help: 'Energy charged to each HTTP request (jouletrace), by method, route pattern and status code.',
       labelNames: names('method', 'route', 'status_code'),
       buckets: requestBuckets,
-      registers: [registry],
+      registers: [building],
     }),
   );
 
@@ -254,7 +257,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
       name: `${prefix}samples_total`,
       help: 'Energy samples taken by the sampler thread.',
       labelNames: constNames,
-      registers: [registry],
+      registers: [building],
       collect() {
         this.reset();
         this.inc({ ...constLabels }, health.read().samples);
@@ -266,7 +269,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
       name: `${prefix}samples_dropped_total`,
       help: 'Samples a full ring could not keep (detail lost; totals stay exact).',
       labelNames: constNames,
-      registers: [registry],
+      registers: [building],
       collect() {
         this.reset();
         this.inc({ ...constLabels }, health.read().dropped);
@@ -278,7 +281,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
       name: `${prefix}sampler_missed_deadlines_total`,
       help: 'Sampling periods the sampler thread woke up too late for.',
       labelNames: constNames,
-      registers: [registry],
+      registers: [building],
       collect() {
         this.reset();
         this.inc({ ...constLabels }, health.read().missed);
@@ -290,7 +293,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
       name: `${prefix}sampler_jitter_seconds`,
       help: 'Wake-up lateness of the sampler thread since its start(), by quantile ("1" is the maximum).',
       labelNames: [...constNames, 'quantile'],
-      registers: [registry],
+      registers: [building],
       collect() {
         this.reset();
         const j = health.read().jitterUs;
@@ -305,7 +308,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
       name: `${prefix}sampler_info`,
       help: 'The sampler: energy source, thread-tracking backend and sampling period; value 1.',
       labelNames: names('source', 'threads', 'interval_seconds'),
-      registers: [registry],
+      registers: [building],
       collect() {
         this.reset();
         const s = health.read();
@@ -325,7 +328,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
           ? "Energy attributed to this process (its threads' share of the primary domains), in joules."
           : 'Energy of the primary domains for the whole machine (thread tracking is off), in joules.',
         labelNames: names(),
-        registers: [registry],
+        registers: [building],
         collect() {
           this.reset();
           const r = read();
@@ -340,7 +343,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
         name: 'app_requests_total',
         help: 'Requests finished (as seen by the jouletrace request tracker).',
         labelNames: names(),
-        registers: [registry],
+        registers: [building],
       }),
     );
     appRequests.inc(labels({}), 0);
@@ -349,7 +352,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
         name: 'app_joules_per_request',
         help: `Mean energy per request over the last ${windowMs / 1000} s (request energy / requests finished; NaN with no request in the window).`,
         labelNames: names(),
-        registers: [registry],
+        registers: [building],
         collect() {
           const { sum, count } = window.totals();
           this.reset();
@@ -368,7 +371,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
         name: `${prefix}carbon_grams_total`,
         help: 'Emissions of the energy measured, in grams CO2e at the grid intensity of the moment (scope: process = attributed to this process, machine = primary domains).',
         labelNames: names('scope'),
-        registers: [registry],
+        registers: [building],
         async collect() {
           const r = read();
           const intensity = await carbon.get();
@@ -394,7 +397,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
         name: `${prefix}grid_intensity_grams_per_kwh`,
         help: 'Grid carbon intensity used for jouletrace_carbon_grams_total, gCO2e/kWh.',
         labelNames: [...constNames, 'intensity_source'],
-        registers: [registry],
+        registers: [building],
         async collect() {
           const v = await carbon.get();
           this.reset();
@@ -428,6 +431,18 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     }
   };
 
+  if (building !== registry) {
+    // The instances themselves (typed as plain objects by prom-client's declarations).
+    const built = building.getMetricsAsArray() as unknown as Array<Metric & { name: string }>;
+    const taken = built.map((m) => m.name).filter((name) => registry.getSingleMetric(name) !== undefined);
+    if (taken.length > 0) {
+      throw new JouletraceError(
+        'ERR_JOULETRACE_METRIC_EXISTS',
+        `registerMetrics(): ${taken.join(', ')} already registered in options.registry; close() the earlier registration, or use another registry (http_server_request_energy_joules and the app_* metrics keep their names whatever the prefix)`,
+      );
+    }
+    for (const m of built) registry.registerMetric(m);
+  }
   const unsubscribe = subscribe(sampler, opts.requests as RequestSource | undefined, observeSpans, observeRequests);
   let closed = false;
   return {

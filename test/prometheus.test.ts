@@ -193,6 +193,18 @@ describe('registerMetrics', () => {
     // Without thread tracking there is no attribution to report.
     expect(text).not.toContain('node_energy_process_energy_joules_total');
     expect(text).not.toContain('app_energy_joules_total');
+    // A second registration on the same registry conflicts: refused, naming the metrics, and it
+    // leaves nothing of its own behind (the first one's metrics stay as they were).
+    const names = () => (registry.getMetricsAsArray() as unknown as Array<{ name: string }>).map((x) => x.name).sort();
+    const before = names();
+    // With the app metrics on, it would also add app_* names the first one did not register.
+    expect(() => registerMetrics(s, { registry, prefix: 'node_energy_' })).toThrow(
+      expect.objectContaining({ code: 'ERR_JOULETRACE_METRIC_EXISTS', message: expect.stringContaining('node_energy_energy_joules_total') }),
+    );
+    expect(names()).toEqual(before);
+    // Another prefix does not help: the request histogram keeps its conventional name.
+    expect(() => registerMetrics(s, { registry, prefix: 'other_', appMetrics: false })).toThrow(/http_server_request_energy_joules already registered/);
+    expect(names()).toEqual(before);
     m.close();
     m.close();
     expect(await registry.metrics()).toBe('\n');
