@@ -260,8 +260,12 @@ describeBpf(`eBPF thread tracker (${bpfProgram} build)`, () => {
       const first = find(tracker.snapshot(), w.tid);
       expect(first).toBeDefined();
       await sleep(100);
-      const mid = find(tracker.snapshot(), w.tid)!;
+      const midSnap = tracker.snapshot();
+      const mid = find(midSnap, w.tid)!;
       expect(mid.pkgNs[1]).toBe(mid.onCpuNs);
+      // CPU 1 has been busy at least as long as the thread ran on it since attach, even if
+      // nothing else ran there (no switch on it to time).
+      expect(midSnap.cpus[1].busyNs).toBeGreaterThanOrEqual(mid.onCpuNs);
       const endNs = await spinning;
       const done = find(tracker.snapshot(), w.tid)!;
       const sinceAttach = Number(process.hrtime.bigint() - t0);

@@ -258,6 +258,7 @@ class BpfTracker final : public ThreadTracker {
   std::vector<uint64_t> lastGen_;
   std::vector<ThreadTimes> last_;
   std::vector<CpuTimes> lastCpu_;
+  std::vector<uint8_t> unswitched_;  // per CPU, this snapshot: no timed switch since attach
 };
 
 template <typename Build>
@@ -509,6 +510,7 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
   lastGen_.assign(maxThreads_, 0);
   last_.assign(maxThreads_, ThreadTimes());
   lastCpu_.assign(size_t(ncpu_), CpuTimes());
+  unswitched_.assign(size_t(ncpu_), 0);
   return 0;
 }
 
@@ -548,6 +550,7 @@ int BpfTracker<Build>::snapshot(TrackerSnapshot& snap) {
     jt_cpu_slot c;
     CpuTimes& prev = lastCpu_[size_t(i)];
     if (readSlot(&cpuSlots_[i], &c)) {
+      unswitched_[size_t(i)] = c.last_ts == 0;
       uint64_t busy = c.busy_ns, idle = c.idle_ns;
       if (c.last_ts && now > c.last_ts) (c.idle_now ? idle : busy) += now - c.last_ts;
       prev.busyNs = std::max(prev.busyNs, busy);
@@ -596,6 +599,14 @@ int BpfTracker<Build>::snapshot(TrackerSnapshot& snap) {
     copyComm(out.comm, t.comm, strnlen(t.comm, sizeof t.comm));
     out.exited = t.exited != 0;
     snap.threads.push_back(out);
+    // A CPU with no timed switch since attach knows no busy time of its own (a thread alone on
+    // an isolated core never switches): while a tracked thread runs there, the CPU has been
+    // busy at least as long, or its package's share would go to threads elsewhere.
+    if (running && t.cpu < uint32_t(ncpu_) && unswitched_[t.cpu]) {
+      CpuTimes& cpu = lastCpu_[t.cpu];
+      cpu.busyNs = std::max(cpu.busyNs, running);
+      snap.cpus[t.cpu] = cpu;
+    }
 
     if (t.exited) {
       // Reported once; now the slot may go to the next thread. Failure only leaks the slot.
