@@ -3,7 +3,7 @@
 // then the server's CPU per request at a fixed rate (half the bare throughput) for each variant.
 // A ruler runs beside them: no jouletrace, one hook that busy-waits 1 µs per request, to show
 // what 1 µs of added work per request costs on the machine at hand (on a small VM where the load
-// generator shares the CPUs, more than 1 µs: see the README).
+// generator shares the CPUs, more than 1 µs: see bench/RESULTS.md).
 // Variants alternate within each repetition so slow drifts of the machine hit all of them alike.
 import { load as loadAt, serve } from './http-load.mjs';
 import { median, sleep, table } from './common.mjs';

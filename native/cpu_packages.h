@@ -1,5 +1,6 @@
 // Which package each CPU belongs to, as energy attribution indexes it: the sampler, both thread
-// trackers and the energy sources' domains all number packages by sysfs physical_package_id.
+// trackers and the energy sources' domains all number packages by sysfs physical_package_id (the
+// sources read it themselves, with the rest of the topology: energy/cpu_info.h).
 #pragma once
 
 #include <string>

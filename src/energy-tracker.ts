@@ -4,6 +4,7 @@
 import type { Sampler } from './sampler';
 
 /**
+ * @internal Exported for its test.
  * Turns a series of cumulative readings that restart from zero on every run into a counter that
  * never goes down: each reading adds its increase since the previous reading of the same run.
  */
@@ -44,20 +45,16 @@ export class Monotonic {
   total(key: string): number {
     return this.#total.get(key) ?? 0;
   }
-
-  entries(): IterableIterator<[string, number]> {
-    return this.#total.entries();
-  }
 }
 
 const PRIMARY = ['package', 'psys'];
 
-export function primaryDomain(sampler: Sampler): string {
+function primaryDomain(sampler: Sampler): string {
   const names = sampler.domains.map((d) => d.domain);
   return PRIMARY.find((n) => names.includes(n)) ?? names[0] ?? 'package';
 }
 
-export function hasThreads(sampler: Sampler): boolean {
+function hasThreads(sampler: Sampler): boolean {
   try {
     return sampler.stats().threads.backend !== 'off';
   } catch {

@@ -81,7 +81,8 @@ export function fastifyEnergy(app: FastifyLike, options: FastifyEnergyOptions, d
   // One hook. Fastify routes a request before its onRequest hooks, so the route pattern is known
   // here. The end is the response's finish (or its connection's close), seen the way
   // RequestTracker.track() sees it for node:http: Fastify's onResponse hook would add two
-  // listeners to every response and cost about 1 µs per request here (README, Benchmarks).
+  // listeners to every response and cost about 1 µs per request here ("Request ends without
+  // listeners" in bench/RESULTS.md).
   app.addHook('onRequest', (req, reply, next) => {
     if (tracker.mode === 'exact') tracker.track(req.raw, reply.raw, fastifyRoute(req), next);
     else {

@@ -60,7 +60,7 @@ export interface PrometheusOptions {
 
 export interface PrometheusMetrics {
   registry: Registry;
-  /** Records settled spans (called automatically when the sampler offers onSpan()). */
+  /** Records settled spans (called automatically: the metrics subscribe to sampler.onSpan()). */
   observeSpans(spans: readonly SpanResult[]): void;
   /** Records finished requests (called automatically when the tracker offers onRequest()). */
   observeRequests(records: readonly RequestRecord[]): void;

@@ -284,8 +284,10 @@ export class RequestTracker {
       return h !== 0 ? (h as unknown as RequestToken) : undefined;
     }
     if (!this.#channel.running) {
-      // As in shared mode: nothing is accounted while the sampler is stopped.
+      // As in shared mode: nothing is accounted while the sampler is stopped, and a direct
+      // caller learns that it is closed.
       if (run) run();
+      if (this.#channel.closed && !serving) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'start(): the sampler is closed');
       return undefined;
     }
     const p: Pending = {
@@ -362,8 +364,8 @@ export class RequestTracker {
     p.done = true;
     p.statusCode = statusCode;
     p.route = routeAtEnd(route, p.route);
-    // endNs first: closing the active callback can emit the record at once (its span's begin
-    // never reached the sampler, and the channel settles it on the spot).
+    // endNs first: closing the active callback can settle its span on the spot (its begin never
+    // reached the sampler), and the record, queued then, must carry the request's end.
     p.endNs = Number(process.hrtime.bigint());
     if (this.#active === p) this.#closeActive();
     this.#maybeEmitExact(p);

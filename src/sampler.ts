@@ -779,8 +779,9 @@ export class Sampler {
 
   /**
    * Measures idle power: keep the machine as quiet as you can for `durationMs`. The lowest
-   * average power over 100 ms windows is kept per domain as the baseline (a low percentile is
-   * robust to a brief burst of activity, where a plain average is not).
+   * average power over 100 ms windows (at least two sampling intervals each) is kept per domain
+   * as the baseline: a minimum is robust to a brief burst of activity, where a plain average is
+   * not. The result's `durationMs` is the time it took, timers being late on a busy machine.
    */
   async calibrateBaseline(options: { durationMs?: number } = {}): Promise<BaselineResult> {
     this.#check();
@@ -795,6 +796,7 @@ export class Sampler {
     const windows = Math.max(2, Math.floor(durationMs / windowMs));
     const best: number[] = this.domains.map(() => Infinity);
     let prev = this.#handle.totals();
+    const t0 = performance.now();
     for (let w = 0; w < windows; w++) {
       await new Promise((r) => setTimeout(r, windowMs));
       const cur = this.#handle.totals();
@@ -807,6 +809,7 @@ export class Sampler {
       }
       prev = cur;
     }
+    const tookMs = Math.round(performance.now() - t0);
     if (!wasRunning) this.#handle.stop();
     if (best.some((w) => !Number.isFinite(w))) {
       // Not a 0 W baseline said to be measured: the sampler was stopped or closed meanwhile.
@@ -816,7 +819,7 @@ export class Sampler {
     this.#handle.setBaselineWatts(watts);
     return {
       watts: this.domains.map((d, i) => ({ domain: d.domain, package: d.package, watts: watts[i] })),
-      durationMs,
+      durationMs: tookMs,
     };
   }
 }

@@ -1,5 +1,4 @@
-// The exporters' subscription to settled spans and requests, where the sampler and the request
-// tracker offer one.
+// The exporters' subscription to settled spans and, where a request tracker is given, requests.
 import type { Sampler } from './sampler';
 import type { RequestRecord, SpanResult } from './span-types';
 
@@ -8,21 +7,14 @@ export interface RequestSource {
   onRequest?(cb: (records: RequestRecord[]) => void): () => void;
 }
 
-/** The optional hooks the exporters use on a Sampler (present once spans have landed). */
-export interface SpanSource {
-  onSpan?(cb: (spans: SpanResult[]) => void): () => void;
-}
-
-/** Subscribes to settled spans and requests when the sampler and tracker offer it. */
+/** Subscribes to the sampler's settled spans and, when the tracker offers it, its requests. */
 export function subscribe(
   sampler: Sampler,
   requests: RequestSource | undefined,
   onSpans: (spans: SpanResult[]) => void,
   onRequests: (records: RequestRecord[]) => void,
 ): () => void {
-  const offs: Array<() => void> = [];
-  const s = sampler as unknown as SpanSource;
-  if (typeof s.onSpan === 'function') offs.push(s.onSpan(onSpans));
+  const offs = [sampler.onSpan(onSpans)];
   if (requests && typeof requests.onRequest === 'function') offs.push(requests.onRequest(onRequests));
   return () => {
     for (const off of offs.splice(0)) off();

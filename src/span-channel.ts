@@ -816,6 +816,9 @@ export class SpanChannel {
       if (this.#timer) clearInterval(this.#timer);
       this.#timer = undefined;
       this.#handle.close();
+      // Unregistered, the sampler no longer clears this flag when it stops: begin() must see it
+      // down and throw CLOSED (a tracker holds the channel itself, past the sampler's checks).
+      Atomics.store(this.#i32, RUNNING, 0);
       for (const [, w] of this.#waiters) {
         w.reject(new JouletraceError('ERR_JOULETRACE_CLOSED', 'settle(): the sampler was closed before the span settled'));
       }

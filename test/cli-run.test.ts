@@ -179,6 +179,41 @@ describe('jouletrace run', () => {
     }
   });
 
+  it('leaves existing output files as they were when it fails, and refuses one path given twice', () => {
+    const out = path.join(tmp, 'kept.json');
+    const csv = path.join(tmp, 'kept.csv');
+    fs.writeFileSync(out, 'old summary');
+    fs.writeFileSync(csv, 'old samples');
+    const ran = path.join(tmp, 'ran-kept');
+    // A source this machine lacks fails after the files are open: exit 125, the command never
+    // ran, and both files keep their content. (A machine with every RAPL source has no such
+    // failure to show; VMs and CI machines have none of them.)
+    const probe = JSON.parse(jt(['probe', '--json']).stdout) as { sources: Array<{ source: string; available: boolean }> };
+    const missing = probe.sources.find((s) => !s.available)?.source;
+    let r;
+    if (missing !== undefined) {
+      r = jt(['run', '-q', '--source', missing, '-o', out, '--csv', csv, '--', 'touch', ran]);
+      expect(r.code, r.stderr).toBe(125);
+      expect(fs.existsSync(ran)).toBe(false);
+      expect(fs.readFileSync(out, 'utf8')).toBe('old summary');
+      expect(fs.readFileSync(csv, 'utf8')).toBe('old samples');
+      expect(fs.readdirSync(tmp).filter((f) => f.includes('.jouletrace-'))).toEqual([]);
+    }
+
+    r = jt(['run', '-q', '-o', out, '--csv', path.join(tmp, '.', 'kept.json'), '--', 'touch', ran]);
+    expect(r.code, r.stderr).toBe(125);
+    expect(r.stderr).toContain(`names the same file`);
+    expect(fs.existsSync(ran)).toBe(false);
+    expect(fs.readFileSync(out, 'utf8')).toBe('old summary');
+
+    // A run that succeeds replaces them.
+    r = jt(['run', '-q', '--json', '-o', out, '--csv', csv, '--', 'true']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(fs.readFileSync(out, 'utf8')).command).toEqual(['true']);
+    expect(fs.readFileSync(csv, 'utf8')).toMatch(/^time_s,seq,/);
+    expect(fs.readdirSync(tmp).filter((f) => f.includes('.jouletrace-'))).toEqual([]);
+  });
+
   it('writes an HTML report with --html', () => {
     const html = path.join(tmp, 'run.html');
     const r = jt(['run', '-q', '--html', html, '--', 'sh', '-c', 'yes > /dev/null & p=$!; sleep 0.6; kill $p']);

@@ -83,7 +83,7 @@ describe('jouletrace top in a terminal', () => {
     await waitFor(() => screen(s).includes('sort: joules'), 3000, 'sort: joules');
     tmux('send-keys', '-t', s, 's', 's');
     await waitFor(() => screen(s).includes('sort: name'), 3000, 'sort: name');
-    // Sorted by name: python3 before jt-spinner? No: "jt-spinner" < "python3".
+    // Sorted by name, in the order localeCompare gives.
     const named = screen(s).split('\n').filter((l) => /^\s+\d+\s{2}\S/.test(l));
     const names = named.map((l) => l.trim().split(/\s+/)[1]);
     expect(names).toEqual([...names].sort((a, b) => a.localeCompare(b)));

@@ -613,6 +613,18 @@ describeBpf('request ends', () => {
 });
 
 describe('exact mode edges', () => {
+  it('a listener that throws costs no request its accounting, in either mode', async () => {
+    // In a child process: the listener's errors are uncaught there (vitest would fail on them).
+    const dist = path.join(__dirname, '..', 'dist/cjs/index.js');
+    for (const mode of ['shared', 'exact']) {
+      const { stdout } = await run(process.execPath, [path.join(__dirname, 'fixtures/throwing-listener.cjs'), dist, mode]);
+      const r = JSON.parse(stdout) as { settled: number; counted: number | string; delivered: number; thrown: number };
+      // 40 requests settled in one collection; a listener called within it cut it short.
+      expect(r, mode).toEqual({ settled: 40, counted: 40, delivered: 40, thrown: expect.any(Number) });
+      expect(r.thrown, mode).toBeGreaterThanOrEqual(1);
+    }
+  });
+
   it("exact mode: a handler passed as run keeps an untracked request pipelined after it out of its context", async () => {
     const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
     cleanups.push(() => sampler.close());
@@ -770,6 +782,15 @@ describeBpf('framework integrations', () => {
     s3.sampler.start();
     s3.sampler.close();
     expect((await fetch(`${base3}/z`)).status).toBe(200); // a closed sampler: served, not accounted
+    // A direct start() on an open tracker learns that its sampler is closed, in either mode.
+    expect(() => t3.start('GET', '/z')).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_CLOSED' }));
+    const s4 = setup('exact');
+    s4.sampler.start();
+    s4.sampler.close();
+    expect(() => s4.tracker.start('GET', '/w')).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_CLOSED' }));
+    let ran = 0;
+    s4.tracker.track({ method: 'GET' } as http.IncomingMessage, new http.ServerResponse({ method: 'GET' } as http.IncomingMessage), '/w', () => ran++);
+    expect(ran).toBe(1);
   });
 
   it('Fastify plugin reports the route pattern and status code', async () => {

@@ -15,7 +15,7 @@ describe('RecentValues', () => {
     expect(r.quantiles(0, 0.5, 0.99)).toEqual([151, 201, 250]);
   });
 
-  it('keeps a window that is not a power of two of 16 exact too', () => {
+  it('keeps a window whose capacity is not a power of two exact too (grown 16, then 20)', () => {
     const r = new RecentValues(20);
     for (let v = 1; v <= 45; v++) r.add(v);
     expect(r.quantiles(0, 1)).toEqual([26, 45]);

@@ -3,11 +3,13 @@
 
 #include <cpuid.h>
 #include <errno.h>
-#include <fcntl.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+
+#include "errno_name.h"
+#include "sys_file.h"
 
 namespace jouletrace {
 

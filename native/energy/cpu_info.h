@@ -1,14 +1,9 @@
-// CPU identity and topology. Everything here
-// runs at open time on the JS thread; nothing is used from read().
+// CPU identity and topology. Everything here runs at open time on the JS thread; nothing is
+// used from read().
 #pragma once
-
-#include <unistd.h>
 
 #include <cstdint>
 #include <string>
-
-#include "errno_name.h"
-#include "sys_file.h"
 #include <vector>
 
 #include "energy/source.h"

@@ -19,6 +19,8 @@
 
 #include "energy/cpu_info.h"
 #include "energy/sources_internal.h"
+#include "errno_name.h"
+#include "sys_file.h"
 
 namespace jouletrace {
 namespace {

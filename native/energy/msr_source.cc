@@ -11,6 +11,8 @@
 #include "energy/cpu_info.h"
 #include "energy/sources_internal.h"
 #include "energy/wrap_counter.h"
+#include "errno_name.h"
+#include "sys_file.h"
 
 namespace jouletrace {
 namespace {

@@ -6,6 +6,7 @@
 
 #include "energy/cpu_info.h"
 #include "energy/source_js.h"
+#include "errno_name.h"
 #include "napi_util.h"
 
 namespace jouletrace {

@@ -77,13 +77,16 @@ class RingBuffer {
 
   // Consumer: marks records before newTail as read. Returns how many records in
   // [from, newTail) the producer may have overwritten while they were being read (only possible
-  // under OverwriteOldest when the reader stalled for capacity/2 samples).
-  uint64_t release(uint64_t from, uint64_t newTail) {
+  // under OverwriteOldest when the reader stalled for capacity/2 samples). `producing`: whether
+  // the producer may still write (a stopped one has joined its thread).
+  uint64_t release(uint64_t from, uint64_t newTail, bool producing) {
     uint64_t torn = 0;
     if (policy_ == OverflowPolicy::OverwriteOldest) {
       uint64_t head = head_.load(std::memory_order_acquire);
-      // The producer may be filling record `head` already, in the slot of head - capacity.
-      uint64_t oldestIntact = head + 1 > capacity_ ? head + 1 - capacity_ : 0;
+      // A running producer may be filling record `head` already, in the slot of head - capacity;
+      // a stopped one left that record intact.
+      uint64_t reach = head + (producing ? 1 : 0);
+      uint64_t oldestIntact = reach > capacity_ ? reach - capacity_ : 0;
       if (oldestIntact > from) torn = (oldestIntact < newTail ? oldestIntact : newTail) - from;
       if (torn) overwritten_.fetch_add(torn, std::memory_order_relaxed);
     }

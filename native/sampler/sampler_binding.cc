@@ -290,7 +290,7 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
       Napi::RangeError::New(env, "ringRelease: range outside the acquired records").ThrowAsJavaScriptException();
       return env.Undefined();
     }
-    return Napi::Number::New(env, double(ring.release(from, to)));
+    return Napi::Number::New(env, double(ring.release(from, to, sampler_->running())));
   }
 
   Napi::Value Threads(const Napi::CallbackInfo& info) {
@@ -303,8 +303,11 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     for (size_t i = 0; i < ts.size(); i++) {
       // The kernel side records comm when it first sees a thread and when it exits; threads
       // usually name themselves in between (pthread_setname_np), so live threads get their
-      // current name here. The sampler's own thread exits after its last snapshot.
-      if (ts[i].tid != 0 && ts[i].tid == sampler_->threadTid()) {
+      // current name here. The sampler's own thread exits after its last snapshot, so once it
+      // is stopped its row is named here; its tid alone is not enough (another process may
+      // hold that number since).
+      if (!sampler_->running() && ts[i].tid != 0 && ts[i].tid == sampler_->threadTid() &&
+          (ts[i].tgid == 0 || ts[i].tgid == uint32_t(getpid()))) {
         ts[i].name = Sampler::kThreadName;
       } else if (!ts[i].exited && ts[i].tid != 0) {
         std::string name;

@@ -36,7 +36,7 @@ constexpr int kCapSysAdmin = 21;
 constexpr int kCapPerfmon = 38;
 constexpr int kCapBpf = 39;
 
-static_assert(JT_MAX_PACKAGES == kMaxPackages, "bpf/thread_tracker.h and tracker.h disagree");
+static_assert(JT_MAX_PACKAGES == kMaxPackages, "bpf/thread_tracker.h and cpu_packages.h disagree");
 static_assert(JT_COMM_LEN == kCommLen, "bpf/thread_tracker.h and tracker.h disagree");
 static_assert(sizeof(jt_thread_slot) % 8 == 0, "array map values are laid out on 8-byte strides");
 static_assert(sizeof(jt_cpu_slot) % 8 == 0, "array map values are laid out on 8-byte strides");

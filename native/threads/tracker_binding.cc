@@ -2,6 +2,7 @@
 // directly from its own thread; this wrapper only ever runs on the JS thread that owns it.
 #include <napi.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -108,7 +109,8 @@ TrackerWrap::TrackerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Trac
     for (uint32_t i = 0; i < a.Length() && i < 4096; i++) {
       Napi::Value v = a.Get(i);
       double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : 0;
-      opts.cpuPackage.push_back(std::isfinite(d) && d >= 0 && d < kMaxPackages ? int(d) : 0);
+      // Past the last package index: folded there by cpuPackageMap(), as read ids are.
+      opts.cpuPackage.push_back(std::isfinite(d) && d >= 0 ? int(std::min(d, double(kMaxPackages))) : 0);
     }
   }
 

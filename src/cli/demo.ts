@@ -30,7 +30,8 @@ estimates and are labelled so. Nothing leaves the machine: the server binds 127.
 
 Options:
   --seconds N       how long the workload runs (default 10, 2 to 600)
-  --interval T      sampling period (500us, 1ms, ...; default 1ms)
+  --interval T      sampling period: microseconds, or with a unit (500us, 1ms, 10ms);
+                    50us to 1s (default 1ms)
   --source S        energy source: auto, msr, perf, powercap, model (default auto)
   --html F          where to write the report (default jouletrace-report.html)
   --no-html         write no report

@@ -9,6 +9,7 @@ import { Sampler, type SamplerOptions, type ThreadEnergy } from '../sampler';
 import type { SourceName } from '../source-options';
 import { choiceOption, numberOption, parseArgs, parseIntervalUs, reportUsageError, sourceOption, UsageError, type OptionSpec } from './args';
 import { colorEnabled, fmtJoules, fmtSeconds, fmtWatts, paint } from './format';
+import { OutputFiles } from './output-files';
 
 const HELP = `Usage: jouletrace run [options] [--] <command> [args...]
 
@@ -20,7 +21,7 @@ top threads and processes by joules, and the sampler's health. The summary goes 
 
 Options:
   --interval T      sampling period: microseconds, or with a unit (500us, 1ms, 10ms);
-                    default 1ms
+                    50us to 1s (default 1ms)
   --source S        energy source: auto, msr, perf, powercap, model (default auto)
   --threads B       thread tracking: bpf, procfs, off (default: bpf, else procfs).
                     Only bpf follows child processes; procfs tracks the command's own
@@ -314,24 +315,17 @@ export async function runCommand(argv: string[]): Promise<number> {
   const live = err.isTTY === true && opts.quiet !== true;
 
   // Output files are opened before the command runs: a path that cannot be written fails now,
-  // not once the command's work is done (or, for --csv, as an unhandled stream error).
-  const files: { output?: number; csv?: number; html?: number } = {};
-  for (const name of ['output', 'csv', 'html'] as const) {
-    const file = opts[name];
-    if (typeof file !== 'string') continue;
-    try {
-      files[name] = fs.openSync(file, 'w');
-    } catch (e) {
-      for (const fd of Object.values(files)) fs.closeSync(fd);
-      err.write(`jouletrace run: cannot write ${file}: ${(e as Error).message}\n`);
-      return EXIT_INTERNAL;
-    }
+  // not once the command's work is done (or, for --csv, as an unhandled stream error). They are
+  // written beside their place and moved there at the end, so a failed run leaves old ones as
+  // they were.
+  let files: OutputFiles<'output' | 'csv' | 'html'>;
+  try {
+    files = OutputFiles.open({ output: opts.output as string | undefined, csv: opts.csv as string | undefined, html: opts.html as string | undefined });
+  } catch (e) {
+    err.write(`jouletrace run: ${(e as Error).message}\n`);
+    return EXIT_INTERNAL;
   }
-  // --csv's descriptor is closed by its stream once there is one.
-  let csvOwnsFd = false;
-  const closeFiles = () => {
-    for (const [name, fd] of Object.entries(files)) if (name !== 'csv' || !csvOwnsFd) fs.closeSync(fd);
-  };
+  const closeFiles = () => files.discard();
 
   // The command starts stopped behind a tiny shell that stops itself and then execs it, so the
   // tracker is attached before the command runs its first instruction or forks anything.
@@ -383,12 +377,13 @@ export async function runCommand(argv: string[]): Promise<number> {
   }
 
   let csv: fs.WriteStream | undefined;
-  if (files.csv !== undefined) {
-    csv = fs.createWriteStream('', { fd: files.csv });
-    csvOwnsFd = true;
+  const csvFd = files.fd('csv');
+  if (csvFd !== undefined) {
+    csv = fs.createWriteStream('', { fd: csvFd });
+    files.handOver('csv');
     csv.on('error', (e) => err.write(`jouletrace run: cannot write ${opts.csv}: ${e.message}\n`));
     const cols = sampler.domains.map((d) => `${d.domain}-${d.package}`);
-    csv?.write(
+    csv.write(
       ['time_s', 'seq', 'late', 'estimated', ...cols.map((c) => `${c}_joules`), ...(backend !== 'off' ? cols.map((c) => `${c}_tree_joules`) : [])].join(',') + '\n',
     );
   }
@@ -539,7 +534,7 @@ export async function runCommand(argv: string[]): Promise<number> {
       notes,
     });
     try {
-      fs.writeFileSync(files.html!, renderReport(data));
+      fs.writeFileSync(files.fd('html')!, renderReport(data));
     } catch (e) {
       err.write(`jouletrace run: cannot write ${opts.html}: ${(e as Error).message}\n`);
     }
@@ -548,9 +543,10 @@ export async function runCommand(argv: string[]): Promise<number> {
   await csvDone;
 
   const text = json ? JSON.stringify(res, null, 2) + '\n' : formatSummary(res, top, typeof opts.output === 'string' ? false : colorEnabled(err));
-  if (files.output !== undefined) fs.writeFileSync(files.output, text);
+  const outputFd = files.fd('output');
+  if (outputFd !== undefined) fs.writeFileSync(outputFd, text);
   else if (json) process.stdout.write(text);
   else err.write(text);
-  closeFiles();
+  files.commit();
   return exitCode;
 }
