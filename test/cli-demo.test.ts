@@ -111,6 +111,19 @@ interface DemoJson {
   report: string;
 }
 
+describe('jouletrace demo, bad report path', () => {
+  it('fails before running the workload when the report cannot be written', () => {
+    const r = spawnSync(process.execPath, [BIN, 'demo', '--seconds', '30', '--no-probe', '--html', '/nonexistent/dir/r.html'], {
+      encoding: 'utf8',
+      timeout: 10_000,
+      env: { ...process.env, NO_COLOR: '1' },
+    });
+    expect(r.status, r.stderr).toBe(1);
+    expect(r.stderr).toContain('jouletrace demo: cannot write /nonexistent/dir/r.html: ENOENT');
+    expect(r.stdout).not.toContain('Measuring');
+  });
+});
+
 describe('jouletrace demo', () => {
   const html = path.join(tmp, 'report.html');
   let run: { status: number | null; stdout: string; stderr: string };

@@ -149,8 +149,13 @@ describe('jouletrace run', () => {
   it.each([
     ['SIGTERM', 143],
     ['SIGINT', 130],
-  ] as const)('forwards %s to the command and reports its death by it', async (signal, status) => {
-    const child = spawn(process.execPath, [BIN, 'run', '-q', '--', 'sleep', '20'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    ['SIGHUP', 129],
+    ['SIGQUIT', 131],
+  ] as const)('forwards %s to the command and reports its death by it, leaving no temporary file', async (signal, status) => {
+    // In a session of its own, off any terminal: run from a terminal, the test's process group
+    // is its foreground one, whose terminal signals jouletrace rightly does not pass on again.
+    const out = path.join(tmp, `signal-${signal}.json`);
+    const child = spawn(process.execPath, [BIN, 'run', '-q', '-o', out, '--', 'sleep', '20'], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += d));
     // Wait until the command runs (sleep is exec'd in the tree).
@@ -166,7 +171,8 @@ describe('jouletrace run', () => {
     const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
     expect(code).toBe(status);
     expect(Date.now() - t0).toBeLessThan(5000);
-    expect(stderr).toContain(`killed by ${signal}`);
+    expect(fs.readFileSync(out, 'utf8')).toContain(`killed by ${signal}`);
+    expect(fs.readdirSync(tmp).filter((f) => f.includes('.jouletrace-'))).toEqual([]);
   });
 
   it('refuses an output file it cannot write before running the command (exit 125)', () => {
@@ -211,6 +217,64 @@ describe('jouletrace run', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(fs.readFileSync(out, 'utf8')).command).toEqual(['true']);
     expect(fs.readFileSync(csv, 'utf8')).toMatch(/^time_s,seq,/);
+    expect(fs.readdirSync(tmp).filter((f) => f.includes('.jouletrace-'))).toEqual([]);
+  });
+
+  it('writes through links where they point, and in place where a rename would go wrong', () => {
+    // A link stays a link; the file it points to gets the content.
+    const target = path.join(tmp, 'link-target.json');
+    const link = path.join(tmp, 'link.json');
+    fs.writeFileSync(target, 'old');
+    fs.symlinkSync(target, link);
+    let r = jt(['run', '-q', '--json', '-o', link, '--', 'true']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(fs.lstatSync(link).isSymbolicLink()).toBe(true);
+    expect(JSON.parse(fs.readFileSync(target, 'utf8')).command).toEqual(['true']);
+
+    // /proc/self/fd/1 (what /dev/stdout links to): appended to through the shell's descriptor.
+    const captured = path.join(tmp, 'stdout.txt');
+    fs.writeFileSync(captured, 'before\n');
+    const fd = fs.openSync(captured, 'a');
+    const child = spawnSync(process.execPath, [BIN, 'run', '-q', '--json', '-o', '/proc/self/fd/1', '--', 'true'], {
+      stdio: ['ignore', fd, 'pipe'],
+      encoding: 'utf8',
+      timeout: 20_000,
+    });
+    fs.closeSync(fd);
+    expect(child.status, child.stderr).toBe(0);
+    const text = fs.readFileSync(captured, 'utf8');
+    expect(text.startsWith('before\n')).toBe(true);
+    expect(JSON.parse(text.slice('before\n'.length)).command).toEqual(['true']);
+
+    // A file with another hard link: both names see the new content.
+    const a = path.join(tmp, 'hard-a.csv');
+    const b = path.join(tmp, 'hard-b.csv');
+    fs.writeFileSync(a, 'old');
+    fs.linkSync(a, b);
+    r = jt(['run', '-q', '--csv', a, '--', 'true']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(fs.readFileSync(b, 'utf8')).toMatch(/^time_s,seq,/);
+    expect(fs.statSync(a).ino).toBe(fs.statSync(b).ino);
+    expect(fs.readdirSync(tmp).filter((f) => f.includes('.jouletrace-'))).toEqual([]);
+  });
+
+  it('exits 125 when an output file cannot be written in full, keeping the others and the old file', () => {
+    const csv = path.join(tmp, 'full-kept.csv');
+    const out = path.join(tmp, 'full-summary.json');
+    fs.writeFileSync(csv, 'old samples');
+    // /dev/full: every write fails with ENOSPC, as a full disk's would.
+    let r = jt(['run', '-q', '--json', '-o', out, '--html', '/dev/full', '--csv', csv, '--', 'true']);
+    expect(r.code, r.stderr).toBe(125);
+    expect(r.stderr).toContain('jouletrace run: cannot write /dev/full: ENOSPC');
+    expect(r.stderr).toContain('not written: /dev/full (incomplete: written in place); the command exited with 0');
+    expect(fs.readFileSync(csv, 'utf8')).toMatch(/^time_s,seq,/); // written in full: replaced
+    expect(JSON.parse(fs.readFileSync(out, 'utf8')).exitCode).toBe(0);
+
+    fs.writeFileSync(csv, 'old samples');
+    r = jt(['run', '-q', '--json', '-o', '/dev/full', '--csv', csv, '--', 'true']);
+    expect(r.code, r.stderr).toBe(125);
+    expect(r.stderr).toContain('jouletrace run: cannot write /dev/full: ENOSPC');
+    expect(JSON.parse(r.stderr.slice(r.stderr.indexOf('{'))).command).toEqual(['true']); // the summary, on stderr instead
     expect(fs.readdirSync(tmp).filter((f) => f.includes('.jouletrace-'))).toEqual([]);
   });
 

@@ -129,6 +129,44 @@ describe('jouletrace top off a terminal', () => {
     expect(spinner!.watts).toBeGreaterThan(0);
   });
 
+  it('ends quietly with status 0 when its reader goes away (top --json | head -1)', () => {
+    const r = spawnSync('bash', ['-c', `"${process.execPath}" "${BIN}" top --json --delay 0.2 | head -1; echo "top=\${PIPESTATUS[0]}" >&2`], {
+      encoding: 'utf8',
+      timeout: 15_000,
+    });
+    expect(JSON.parse(r.stdout).mode).toBe('processes');
+    expect(r.stderr.trim()).toBe('top=0');
+  });
+
+  it('does not count a process that renames itself as having run its whole life again', async () => {
+    // 1 s of CPU, then idle, renaming itself (its comm, as kernel workers do) every 50 ms.
+    const code = `
+import ctypes, time
+libc = ctypes.CDLL(None)
+end = time.process_time() + 1.0
+while time.process_time() < end: pass
+print('ready', flush=True)
+i = 0
+while True:
+    i += 1
+    libc.prctl(15, ('renamer-%d' % i).encode(), 0, 0, 0)
+    time.sleep(0.05)
+`;
+    const renamer = spawn('python3', ['-c', code], { stdio: ['ignore', 'pipe', 'ignore'] });
+    try {
+      await new Promise<void>((resolve) => renamer.stdout!.once('data', () => resolve()));
+      const r = spawnSync(process.execPath, [BIN, 'top', '--json', '--iterations', '3', '--delay', '0.3'], { encoding: 'utf8', timeout: 15_000 });
+      expect(r.status, r.stderr).toBe(0);
+      for (const frame of r.stdout.trim().split('\n').map((l) => JSON.parse(l) as TopFrame)) {
+        const row = frame.rows.find((x) => x.id === renamer.pid);
+        // Idle: a few ticks at most. Counted from its start, 1 s in 0.3 s would read over 300 %.
+        expect(row?.cpu ?? 0).toBeLessThan(50);
+      }
+    } finally {
+      renamer.kill();
+    }
+  });
+
   it('rejects a missing process and bad options', () => {
     expect(spawnSync(process.execPath, [BIN, 'top', '--pid', '4194000'], { encoding: 'utf8' }).status).toBe(1);
     expect(spawnSync(process.execPath, [BIN, 'top', '--sort', 'size'], { encoding: 'utf8' }).status).toBe(2);

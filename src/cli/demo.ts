@@ -15,6 +15,7 @@ import { Sampler, type SamplerOptions } from '../sampler';
 import type { SourceName } from '../source-options';
 import { numberOption, parseArgs, parseIntervalUs, reportUsageError, sourceOption, UsageError, type OptionSpec } from './args';
 import { colorEnabled, fmtJoules, fmtWatts, paint } from './format';
+import { OutputFiles } from './output-files';
 
 const HELP = `Usage: jouletrace demo [options]
 
@@ -140,6 +141,14 @@ export async function demoCommand(argv: string[]): Promise<number> {
   const err = process.stderr;
   const c = paint(colorEnabled(out));
   const htmlPath = opts['no-html'] ? undefined : path.resolve((opts.html as string | undefined) ?? 'jouletrace-report.html');
+  // Opened now: a path that cannot be written fails before the workload runs, not after it.
+  let files: OutputFiles<'html'>;
+  try {
+    files = OutputFiles.open({ html: htmlPath });
+  } catch (e) {
+    err.write(`jouletrace demo: ${(e as Error).message}\n`);
+    return 1;
+  }
 
   if (!opts['no-probe']) out.write(formatProbe(await probe()) + '\n');
 
@@ -149,6 +158,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
   try {
     sampler = new Sampler(samplerOptions);
   } catch (e) {
+    files.discard();
     err.write(`jouletrace demo: ${(e as Error).message}\n`);
     return 1;
   }
@@ -327,9 +337,16 @@ export async function demoCommand(argv: string[]): Promise<number> {
       ],
       notes: [...notes, "joules per request: RequestTracker in 'shared' mode, each request charged the serving thread's energy while in flight"],
     });
-    fs.writeFileSync(htmlPath, renderReport(data));
-    out.write(`\nReport written to ${htmlPath}\n`);
+    try {
+      fs.writeFileSync(files.fd('html')!, renderReport(data));
+      out.write(`\nReport written to ${htmlPath}\n`);
+    } catch (e) {
+      err.write(`jouletrace demo: cannot write ${htmlPath}: ${(e as Error).message}\n`);
+      files.fail('html');
+    }
   }
+  const reportFailed = files.failed().length > 0;
+  files.commit();
   if (json) {
     process.stdout.write(
       JSON.stringify(
@@ -343,7 +360,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
           threads: threads.map((t) => ({ tid: t.tid, pid: t.pid, name: t.name, role: roles.get(t.tid) ?? null, onCpuNs: t.onCpuNs, joules: t.joules, exited: t.exited })),
           attribution: { total: attribution.total, process: attribution.process, baseline: attribution.baseline, other: attribution.other, domains: attribution.domains },
           domains: totals.readings.map((r) => ({ domain: r.domain, package: r.package, joules: r.joules })),
-          report: htmlPath ?? null,
+          report: htmlPath !== undefined && !reportFailed ? htmlPath : null,
         },
         null,
         2,
@@ -351,5 +368,5 @@ export async function demoCommand(argv: string[]): Promise<number> {
     );
   }
   sampler.close();
-  return 0;
+  return reportFailed ? 1 : 0;
 }

@@ -2,23 +2,38 @@
 // cannot be written fails at once, and a run that fails leaves an existing file as it was.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
 
 interface OutputFile {
   /** The path given, as the user wrote it (messages name it). */
   file: string;
   fd: number;
-  /** Where the content goes until commit(); undefined for devices and pipes, written in place. */
+  /** Where the content goes until commit(); undefined where the file is written in place. */
   temp?: string;
+  /** The file the temporary one replaces: the given path with links resolved. */
+  target?: string;
+  /** Written in part only (a write failed): dropped by commit() like a failed run's files. */
+  failed?: boolean;
+  existed?: boolean;
   /** The descriptor has been handed to a stream that closes it. */
   handedOver: boolean;
 }
 
 export class OutputFiles<K extends string> {
   readonly #files = new Map<K, OutputFile>();
+  // A process that exits without commit() or discard() (an uncaught error) leaves no temporary
+  // file behind.
+  readonly #onExit = () => this.discard();
+
+  private constructor() {
+    process.on('exit', this.#onExit);
+  }
 
   /**
    * Opens each named path for writing. A regular file (or a new one) is written beside its final
-   * place and renamed over it by commit(); /dev/stdout, a FIFO and the like are written in place.
+   * place and renamed over it by commit(). Written in place: /dev/stdout, /proc/self/fd/N
+   * (appended to), devices and FIFOs, a file with other hard links, and a writable file in a
+   * directory this process cannot create files in.
    * Throws an Error naming the file that cannot be opened, and leaves nothing behind.
    */
   static open<K extends string>(paths: Partial<Record<K, string>>): OutputFiles<K> {
@@ -54,13 +69,29 @@ export class OutputFiles<K extends string> {
     if (f) f.handedOver = true;
   }
 
-  /** Closes every descriptor and moves each file into its final place. */
+  /** A write to this file failed: commit() leaves the existing file as it was. */
+  fail(name: K): void {
+    const f = this.#files.get(name);
+    if (f) f.failed = true;
+  }
+
+  /** The files whose writes failed, each with what became of it. */
+  failed(): string[] {
+    return [...this.#files.values()]
+      .filter((f) => f.failed)
+      .map((f) => `${f.file} (${f.temp === undefined ? 'incomplete: written in place' : f.existed ? 'left as it was' : 'not created'})`);
+  }
+
+  /** Closes every descriptor and moves each file that did not fail into its final place. */
   commit(): void {
     for (const f of this.#files.values()) {
       closeOnce(f);
-      if (f.temp !== undefined) fs.renameSync(f.temp, f.file);
+      if (f.temp === undefined) continue;
+      if (f.failed) fs.rmSync(f.temp, { force: true });
+      else fs.renameSync(f.temp, f.target!);
     }
     this.#files.clear();
+    process.off('exit', this.#onExit);
   }
 
   /** Closes every descriptor and removes what was written: existing files keep their content. */
@@ -70,6 +101,7 @@ export class OutputFiles<K extends string> {
       if (f.temp !== undefined) fs.rmSync(f.temp, { force: true });
     }
     this.#files.clear();
+    process.off('exit', this.#onExit);
   }
 }
 
@@ -90,21 +122,50 @@ function identity(file: string): string {
 }
 
 function openOne(file: string): OutputFile {
+  // /dev/stdout, /proc/self/fd/N and the like are links to what the shell opened: a file put in
+  // their place would replace /dev/stdout itself, or leave the shell's descriptor on the old file.
+  // Appended to, as `>>` would: a new descriptor starts at offset 0, over what was written before.
+  const abs = path.resolve(file);
+  if (/^\/(dev|proc)\//.test(abs)) return inPlace(file, 'a');
   let existing: fs.Stats | undefined;
   try {
     existing = fs.statSync(file);
   } catch {
-    // a new file
+    // a new file (or a dangling link: written through it, where the link points)
   }
-  if (existing && !existing.isFile()) {
-    if (existing.isDirectory()) throw new Error('it is a directory');
-    return { file, fd: fs.openSync(file, 'w'), handedOver: false };
-  }
+  if (existing?.isDirectory()) throw new Error('it is a directory');
+  // A device, a FIFO, a socket: written in place. So is a file with other hard links, which a
+  // rename would part from this one.
+  if (existing && (!existing.isFile() || existing.nlink > 1)) return inPlace(file, 'w');
   // Opening the final path itself first tells a missing directory or a read-only file apart with
   // the system's own message (ENOENT, EACCES) before anything is created.
   fs.closeSync(fs.openSync(file, existing ? 'r+' : 'wx'));
-  if (!existing) fs.rmSync(file, { force: true });
-  const temp = path.join(path.dirname(file), `.${path.basename(file)}.jouletrace-${process.pid}`);
-  const fd = fs.openSync(temp, 'w', existing ? existing.mode & 0o7777 : 0o666);
-  return { file, fd, temp, handedOver: false };
+  // A link stays a link: the file goes where it points.
+  const target = fs.realpathSync(file);
+  if (!existing) fs.rmSync(target, { force: true });
+  const temp = path.join(path.dirname(target), `.${path.basename(target)}.jouletrace-${process.pid}-${randomBytes(4).toString('hex')}`);
+  let fd: number;
+  try {
+    // 'wx': never through a link someone put at this name.
+    fd = fs.openSync(temp, 'wx', existing ? existing.mode & 0o7777 : 0o666);
+  } catch (e) {
+    // A writable file in a directory this process may not create files in: in place.
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') return inPlace(file, 'w');
+    throw e;
+  }
+  if (existing) {
+    try {
+      // As root, another user's file stays theirs.
+      if (existing.uid !== process.getuid?.() || existing.gid !== process.getgid?.()) fs.fchownSync(fd, existing.uid, existing.gid);
+      fs.fchmodSync(fd, existing.mode & 0o7777); // not narrowed by the umask
+    } catch {
+      // not permitted: the file becomes this process's, as any new file would
+    }
+  }
+  return { file, fd, temp, target, existed: existing !== undefined, handedOver: false };
+}
+
+function inPlace(file: string, flags: 'a' | 'w'): OutputFile {
+  return { file, fd: fs.openSync(file, flags), handedOver: false };
 }

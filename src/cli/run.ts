@@ -35,11 +35,13 @@ Options:
   -h, --help        show this help
 
 Exit status: the command's own; 128 + N when a signal N killed it; 2 for a bad command line;
-125 when jouletrace itself failed (no energy source, say); 126/127 when the command could not
-be run.
-SIGTERM sent to jouletrace is passed on to the command, and so is SIGINT off a terminal (on
-one, Ctrl-C reaches the command directly). On a terminal, a live line on stderr shows elapsed
-time and watts.
+125 when jouletrace itself failed (no energy source, an output file it could not write); 126/127
+when the command could not be run.
+SIGTERM, SIGINT, SIGHUP and SIGQUIT sent to jouletrace are passed on to the command, except
+those the terminal sent to its foreground process group (Ctrl-C, Ctrl-\, hang-up), which
+reached the command already. On a terminal, a live line on stderr shows elapsed time and watts.
+Output files are written beside their place and moved there at the end: an existing file is
+left as it was when the run fails (/dev/stdout and the like are appended to in place).
 `;
 
 const SPECS: OptionSpec[] = [
@@ -288,6 +290,21 @@ function formatSummary(r: RunResult, top: number, color: boolean): string {
   return lines.join('\n');
 }
 
+// Signals jouletrace passes on to the command (see forward in runCommand).
+const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
+
+/** Whether this process is in its controlling terminal's foreground process group. */
+function inTerminalForeground(): boolean {
+  try {
+    const stat = fs.readFileSync('/proc/self/stat', 'utf8');
+    // After the comm: state ppid pgrp session tty_nr tpgid
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(f[4]) !== 0 && Number(f[5]) === Number(f[2]);
+  } catch {
+    return process.stdin.isTTY === true;
+  }
+}
+
 export async function runCommand(argv: string[]): Promise<number> {
   let parsed;
   let intervalUs = 1000;
@@ -381,7 +398,10 @@ export async function runCommand(argv: string[]): Promise<number> {
   if (csvFd !== undefined) {
     csv = fs.createWriteStream('', { fd: csvFd });
     files.handOver('csv');
-    csv.on('error', (e) => err.write(`jouletrace run: cannot write ${opts.csv}: ${e.message}\n`));
+    csv.on('error', (e) => {
+      err.write(`jouletrace run: cannot write ${opts.csv}: ${e.message}\n`);
+      files.fail('csv');
+    });
     const cols = sampler.domains.map((d) => `${d.domain}-${d.package}`);
     csv.write(
       ['time_s', 'seq', 'late', 'estimated', ...cols.map((c) => `${c}_joules`), ...(backend !== 'off' ? cols.map((c) => `${c}_tree_joules`) : [])].join(',') + '\n',
@@ -423,20 +443,19 @@ export async function runCommand(argv: string[]): Promise<number> {
   }
   collector?.start();
 
-  // Signals for jouletrace go to the command. On a terminal, Ctrl-C already reaches the whole
-  // foreground process group, the command included, so SIGINT is passed on only off a terminal.
+  // Signals for jouletrace go to the command, which ends the run. The terminal sends SIGINT,
+  // SIGQUIT and SIGHUP to its whole foreground process group, the command included: passed on
+  // again, a program that takes a second Ctrl-C as "quit now" would skip its clean-up.
   const forward = (sig: NodeJS.Signals) => () => {
-    if (sig === 'SIGINT' && process.stdin.isTTY) return;
+    if (sig !== 'SIGTERM' && inTerminalForeground()) return;
     try {
       process.kill(pid, sig);
     } catch {
       // already gone
     }
   };
-  const onInt = forward('SIGINT');
-  const onTerm = forward('SIGTERM');
-  process.on('SIGINT', onInt);
-  process.on('SIGTERM', onTerm);
+  const forwarded = FORWARDED.map((sig) => [sig, forward(sig)] as const);
+  for (const [sig, fn] of forwarded) process.on(sig, fn);
 
   process.kill(pid, 'SIGCONT');
   const t0 = process.hrtime.bigint();
@@ -469,8 +488,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   await new Promise((r) => setTimeout(r, Math.max(5, (2 * intervalUs) / 1000)));
   collector?.stop();
   sampler.stop();
-  process.off('SIGINT', onInt);
-  process.off('SIGTERM', onTerm);
+  for (const [sig, fn] of forwarded) process.off(sig, fn);
   drainCsv();
   const csvDone = csv ? new Promise((r) => csv!.end(r)) : Promise.resolve();
 
@@ -537,6 +555,7 @@ export async function runCommand(argv: string[]): Promise<number> {
       fs.writeFileSync(files.fd('html')!, renderReport(data));
     } catch (e) {
       err.write(`jouletrace run: cannot write ${opts.html}: ${(e as Error).message}\n`);
+      files.fail('html');
     }
   }
   sampler.close();
@@ -544,9 +563,24 @@ export async function runCommand(argv: string[]): Promise<number> {
 
   const text = json ? JSON.stringify(res, null, 2) + '\n' : formatSummary(res, top, typeof opts.output === 'string' ? false : colorEnabled(err));
   const outputFd = files.fd('output');
-  if (outputFd !== undefined) fs.writeFileSync(outputFd, text);
-  else if (json) process.stdout.write(text);
+  let written = true;
+  if (outputFd !== undefined) {
+    try {
+      fs.writeFileSync(outputFd, text);
+    } catch (e) {
+      err.write(`jouletrace run: cannot write ${opts.output}: ${(e as Error).message}\n`);
+      files.fail('output');
+      written = false;
+    }
+  } else if (json) process.stdout.write(text);
   else err.write(text);
+  const failed = files.failed();
   files.commit();
+  if (failed.length > 0) {
+    // The command's status would say all went well: this one says that jouletrace failed.
+    err.write(`jouletrace run: not written: ${failed.join(', ')}; the command exited with ${exitCode}\n`);
+    if (!written) err.write(text);
+    return EXIT_INTERNAL;
+  }
   return exitCode;
 }

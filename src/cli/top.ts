@@ -67,9 +67,16 @@ export interface TopFrame {
 // /proc reports CPU time in USER_HZ ticks, 100 per second on every Linux architecture we run on.
 const CLK_TCK = 100;
 
-/** utime + stime (ticks) and comm of every process in /proc. */
-function readAllProcesses(): Map<number, { name: string; ticks: number }> {
-  const out = new Map<number, { name: string; ticks: number }>();
+interface ProcessTicks {
+  name: string;
+  ticks: number;
+  /** Start time (ticks after boot): a pid reused by a new process has another. */
+  start: number;
+}
+
+/** utime + stime (ticks), comm and start time of every process in /proc. */
+function readAllProcesses(): Map<number, ProcessTicks> {
+  const out = new Map<number, ProcessTicks>();
   for (const ent of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(ent)) continue;
     try {
@@ -77,8 +84,8 @@ function readAllProcesses(): Map<number, { name: string; ticks: number }> {
       const open = s.indexOf('(');
       const close = s.lastIndexOf(')');
       const f = s.slice(close + 2).split(' ');
-      // After the comm: state(0) ppid(1) ... utime(11) stime(12)
-      out.set(Number(ent), { name: s.slice(open + 1, close), ticks: Number(f[11]) + Number(f[12]) });
+      // After the comm: state(0) ppid(1) ... utime(11) stime(12) ... starttime(19)
+      out.set(Number(ent), { name: s.slice(open + 1, close), ticks: Number(f[11]) + Number(f[12]), start: Number(f[19]) });
     } catch {
       // gone between readdir and read
     }
@@ -180,7 +187,7 @@ export async function topCommand(argv: string[]): Promise<number> {
   let prevTotals = sampler.totals();
   let prevAttr = pid !== undefined ? sampler.attribution() : null;
   const prevThreadJ = new Map<number, { joules: number; onCpuNs: number }>();
-  let prevProcs = pid === undefined ? readAllProcesses() : new Map<number, { name: string; ticks: number }>();
+  let prevProcs = pid === undefined ? readAllProcesses() : new Map<number, ProcessTicks>();
   const procJoules = new Map<number, number>();
   let lastFrame: TopFrame | undefined;
 
@@ -215,7 +222,9 @@ export async function topCommand(argv: string[]): Promise<number> {
       let sum = 0;
       for (const [p, v] of procs) {
         const before = prevProcs.get(p);
-        const d = before && before.name === v.name ? Math.max(0, v.ticks - before.ticks) : v.ticks;
+        // Not by name: kernel workers rename themselves as they take work (kworker/u8:2-writeback
+        // → …-ext4-rsv-conversion), and their lifetime CPU would count as this refresh's.
+        const d = before && before.start === v.start ? Math.max(0, v.ticks - before.ticks) : v.ticks;
         if (d > 0 || procJoules.has(p)) deltas.push({ pid: p, name: v.name, d });
         sum += d;
       }
@@ -291,14 +300,21 @@ export async function topCommand(argv: string[]): Promise<number> {
       done = true;
       if (timer) clearTimeout(timer);
       process.stdin.off('data', onKey);
-      process.off('SIGINT', onSig);
-      process.off('SIGTERM', onSig);
+      process.off('SIGINT', onInt);
+      process.off('SIGTERM', onTerm);
+      out.off('error', onOutError);
       process.off('SIGWINCH', draw);
       restore();
       sampler.close();
       resolve(code);
     };
-    const onSig = () => finish(130);
+    const onInt = () => finish(130);
+    const onTerm = () => finish(143);
+    // `top --json | head -1`: the reader is gone, which ends top as it ends any filter.
+    const onOutError = (e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EPIPE') process.stderr.write(`jouletrace top: cannot write: ${e.message}\n`);
+      finish(e.code === 'EPIPE' ? 0 : 1);
+    };
     const onKey = (buf: Buffer) => {
       for (const ch of buf.toString('utf8')) {
         if (ch === 'q' || ch === 'Q' || ch === '\x03') return finish(0);
@@ -308,8 +324,9 @@ export async function topCommand(argv: string[]): Promise<number> {
         }
       }
     };
-    process.on('SIGINT', onSig);
-    process.on('SIGTERM', onSig);
+    process.on('SIGINT', onInt);
+    process.on('SIGTERM', onTerm);
+    out.on('error', onOutError);
     if (tty) {
       out.write('\x1b[?1049h\x1b[?25l\x1b[H\x1b[2J');
       process.stdin.setRawMode(true);
