@@ -75,6 +75,35 @@ export interface EnergyReading {
 }
 
 /**
+ * Average power per domain between an exporter's collections, over windows of at least
+ * minWindowNs (a scrape right after another would divide a counter step by microseconds). The
+ * first window runs from the sampler's start.
+ */
+export class PowerWindow {
+  readonly #minWindowNs: bigint;
+  #prev: { timeNs: bigint; joules: Map<string, number> } | null = null;
+  #last = new Map<string, number>();
+
+  constructor(minWindowNs: bigint) {
+    this.#minWindowNs = minWindowNs;
+  }
+
+  /** Watts per domain key as of this reading; none until the sampler has run for a while. */
+  update(r: EnergyReading): ReadonlyMap<string, number> {
+    // Never started: its times are 0, and a window from 0 would span the machine's uptime.
+    if (r.run === 0n) return this.#last;
+    this.#prev ??= { timeNs: r.run, joules: new Map(r.domains.map((d) => [d.key, 0])) };
+    const dtNs = r.timeNs - this.#prev.timeNs;
+    if (dtNs >= this.#minWindowNs || (this.#last.size === 0 && dtNs > 0n)) {
+      const prev = this.#prev.joules;
+      this.#last = new Map(r.domains.map((d) => [d.key, (d.joules - (prev.get(d.key) ?? 0)) / (Number(dtNs) / 1e9)]));
+      this.#prev = { timeNs: r.timeNs, joules: new Map(r.domains.map((d) => [d.key, d.joules])) };
+    }
+    return this.#last;
+  }
+}
+
+/**
  * Reads a sampler's totals and attribution into monotonic accumulations. Reading is cheap (one
  * native call each), so every scrape or export calls `read()`.
  */

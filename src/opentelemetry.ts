@@ -21,7 +21,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { checkObject, invalidType } from './errors';
 import { packageRoot } from './native';
-import { EnergyTracker } from './energy-tracker';
+import { EnergyTracker, PowerWindow } from './energy-tracker';
 import { subscribe, type RequestSource } from './settled-feed';
 import type { Sampler } from './sampler';
 import type { RequestRecord, SpanResult } from './span-types';
@@ -138,17 +138,10 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
   });
 
   // Power over the time between two collections (at least 0.5 s).
-  let powerPrev: { timeNs: bigint; joules: Map<string, number> } | null = null;
-  let powerLast = new Map<string, number>();
+  const power = new PowerWindow(500_000_000n);
   const callback = (result: import('@opentelemetry/api').BatchObservableResult) => {
     const r = energy.read();
-    const joules = new Map(r.domains.map((d) => [d.key, d.joules]));
-    powerPrev ??= { timeNs: r.run, joules: new Map(r.domains.map((d) => [d.key, 0])) };
-    const dt = r.timeNs - powerPrev.timeNs;
-    if (dt >= 500_000_000n || (powerLast.size === 0 && dt > 0n)) {
-      powerLast = new Map(r.domains.map((d) => [d.key, (d.joules - (powerPrev!.joules.get(d.key) ?? 0)) / (Number(dt) / 1e9)]));
-      powerPrev = { timeNs: r.timeNs, joules };
-    }
+    const powerLast = power.update(r);
     for (const d of r.domains) {
       const { host, attrs } = hwAttributes(d.domain, d.package, d.estimated);
       result.observe(host ? hostEnergy : hwEnergy, d.joules, attrs);

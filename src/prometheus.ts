@@ -7,7 +7,7 @@
 import { Counter, Gauge, Histogram, Registry, type Metric } from 'prom-client';
 import { carbonIntensity, joulesToGrams, type CarbonIntensity, type CarbonIntensityOptions } from './carbon';
 import { checkIntegerInRange, checkObject, checkString, invalidType, JouletraceError } from './errors';
-import { EnergyTracker, type EnergyReading } from './energy-tracker';
+import { EnergyTracker, PowerWindow, type EnergyReading } from './energy-tracker';
 import { subscribe, type RequestSource } from './settled-feed';
 import { SlidingWindow } from './sliding-window';
 import type { Sampler } from './sampler';
@@ -173,8 +173,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   // Power: average over the time since the previous scrape (at least 0.5 s; the first scrape
   // averages since the exporter started). A figure per scrape interval integrates exactly to
   // the energy counter, unlike an instantaneous reading.
-  let powerPrev: { timeNs: bigint; joules: Map<string, number> } | null = null;
-  let powerLast = new Map<string, number>();
+  const power = new PowerWindow(MIN_POWER_WINDOW_NS);
   reg(
     new Gauge({
       name: `${prefix}power_watts`,
@@ -183,15 +182,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
       registers: [building],
       collect() {
         const r = read();
-        const joules = new Map(r.domains.map((d) => [d.key, d.joules]));
-        if (!powerPrev) {
-          powerPrev = { timeNs: r.run, joules: new Map(r.domains.map((d) => [d.key, 0])) };
-        }
-        const dtNs = r.timeNs - powerPrev.timeNs;
-        if (dtNs >= MIN_POWER_WINDOW_NS || (powerLast.size === 0 && dtNs > 0n)) {
-          powerLast = new Map(r.domains.map((d) => [d.key, (d.joules - (powerPrev!.joules.get(d.key) ?? 0)) / (Number(dtNs) / 1e9)]));
-          powerPrev = { timeNs: r.timeNs, joules };
-        }
+        const powerLast = power.update(r);
         this.reset();
         for (const d of r.domains) {
           const w = powerLast.get(d.key);

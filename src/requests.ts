@@ -13,6 +13,7 @@ import { AsyncLocalStorage, createHook, type AsyncHook } from 'node:async_hooks'
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { checkIntegerInRange, checkKnownKeys, checkObject, checkOneOf, JouletraceError } from './errors';
 import type { Sampler } from './sampler';
+import { callListeners } from './listeners';
 import { JoulesSummary, RecentValues } from './summaries';
 import { releaseResponseWatch, retainResponseWatch, watchResponse } from './response-finish';
 import { FLAG_ESTIMATED, FLAG_INCOMPLETE, slotOfHandle, SPAN_SLOTS, type NumericResultListener, type SpanChannel } from './span-channel';
@@ -308,6 +309,7 @@ export class RequestTracker {
       context: this.#capture ? this.#capture() : undefined,
     };
     p.startNs = Number(process.hrtime.bigint());
+    this.#exactInFlight++;
     if (req) watchResponse(req, res!, p, this.#endAtFinish);
     // The synchronous part now running belongs to the request too, until the current callback
     // returns.
@@ -461,6 +463,7 @@ export class RequestTracker {
   #maybeEmitExact(p: Pending): void {
     if (!p.done || p.openCallbacks !== 0 || p.current !== -1) return;
     p.openCallbacks = -1; // emitted
+    this.#exactInFlight--;
     const durationNs = p.endNs - p.startNs;
     const route = this.#aggregate(p.method, typeof p.route === 'function' ? safeRoute(p.route) : p.route, p.joules, p.estimated, durationNs);
     if (this.#listeners.size === 0) return;
@@ -484,7 +487,7 @@ export class RequestTracker {
   }
 
   #notify(records: RequestRecord[]): void {
-    for (const l of this.#listeners) l(records);
+    callListeners(this.#listeners, records);
   }
 
   // Returns the route the request counts under, which its record carries too: past maxRoutes,
@@ -525,9 +528,11 @@ export class RequestTracker {
     return all.sort((a, b) => b.joules.sum - a.joules.sum);
   }
 
+  #exactInFlight = 0;
+
   /** Requests begun whose energy has not settled yet. */
   get inFlight(): number {
-    return this.#requests?.inFlight ?? 0;
+    return this.mode === 'exact' ? this.#exactInFlight : (this.#requests?.inFlight ?? 0);
   }
 
   get sampler(): Sampler {

@@ -391,8 +391,11 @@ export class Sampler {
       throw new JouletraceError('ERR_JOULETRACE_NOT_STARTED', 'stop(): the sampler is not running; call start() first');
     }
     // Ends still waiting for room in the event ring go in before the final step if they can.
-    this.#spans?.poll();
-    this.#handle.stop();
+    try {
+      this.#spans?.poll();
+    } finally {
+      this.#handle.stop();
+    }
     if (this.#spans) {
       // The final step settled every span: deliver them now, making room for any that waited.
       this.#spans.poll();
@@ -717,23 +720,30 @@ export class Sampler {
     try {
       r = fn();
     } catch (e) {
-      this.end(h);
+      this.#endMeasured(h);
       throw e;
     }
     if (r !== null && typeof r === 'object' && typeof (r as { then?: unknown }).then === 'function') {
       return (r as unknown as Promise<unknown>).then(
         (v) => {
-          this.end(h);
+          this.#endMeasured(h);
           return v;
         },
         (e: unknown) => {
-          this.end(h);
+          this.#endMeasured(h);
           throw e;
         },
       ) as T;
     }
-    this.end(h);
+    this.#endMeasured(h);
     return r;
+  }
+
+  // The function's outcome is the caller's: a sampler closed while it ran has nothing to end,
+  // and must not turn a value into an error.
+  #endMeasured(h: number): void {
+    if (this.#closed) return;
+    this.end(h);
   }
 
   /**

@@ -6,6 +6,7 @@
 // native/spans/span_log.h.
 import { readlinkSync } from 'node:fs';
 import { checkIntegerInRange, checkObject, checkString, JouletraceError } from './errors';
+import { callListeners } from './listeners';
 import { registerHandle } from './native-handles';
 import { native } from './native';
 import { JoulesSummary } from './summaries';
@@ -167,6 +168,8 @@ export type NumericResultListener = (handle: number, r: Float64Array, o: number)
 interface Waiter {
   resolve: (r: SpanResult) => void;
   reject: (e: Error) => void;
+  /** Handed to every settle() of this span while it waits. */
+  promise: Promise<SpanResult>;
 }
 
 class LabelAggregate {
@@ -515,12 +518,19 @@ export class SpanChannel {
     if (state !== ENDED) {
       return Promise.reject(new JouletraceError('ERR_JOULETRACE_STALE_SPAN', `settle(): span handle ${h} is unknown or too old`));
     }
-    return new Promise((resolve, reject) => {
-      this.#waiters.set(h, { resolve, reject });
-      this.#ensurePolling(); // at the fast period
-      // A pending settle() keeps the process alive, as pending I/O does; idle polling does not.
-      this.#timer?.ref();
+    const waiting = this.#waiters.get(h);
+    if (waiting !== undefined) return waiting.promise;
+    let resolve!: (r: SpanResult) => void;
+    let reject!: (e: Error) => void;
+    const promise = new Promise<SpanResult>((res, rej) => {
+      resolve = res;
+      reject = rej;
     });
+    this.#waiters.set(h, { resolve, reject, promise });
+    this.#ensurePolling(); // at the fast period
+    // A pending settle() keeps the process alive, as pending I/O does; idle polling does not.
+    this.#timer?.ref();
+    return promise;
   }
 
   /**
@@ -677,7 +687,7 @@ export class SpanChannel {
     const batch = this.#batch;
     if (batch !== null) {
       this.#batch = null;
-      for (const l of this.#listeners) l(batch);
+      callListeners(this.#listeners, batch);
     }
     return n;
   }
@@ -766,7 +776,7 @@ export class SpanChannel {
       const agg = this.#aggregateFor(r.label, -1);
       if (!Number.isNaN(r.joules)) agg.add(r.joules, r.estimated, r.onCpuNs, r.endNs - r.startNs);
     }
-    if (out.length) for (const l of this.#listeners) l(out);
+    if (out.length) callListeners(this.#listeners, out);
   }
 
   spanStats(): SpanLabelStats[] {

@@ -312,12 +312,20 @@ describe('attribution API', () => {
     expect(r.durationMs).toBeGreaterThanOrEqual(1990);
   });
 
-  it('close() shuts the native sampler down even when an onSpan listener throws on the last results', async () => {
+  // A sampler whose first onSpan listener throws, and a second that counts the spans it gets.
+  function withThrowingListener() {
     const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
     samplers.push(s);
     s.onSpan(() => {
       throw new Error('listener failed');
     });
+    const seen = { count: 0 };
+    s.onSpan((spans) => (seen.count += spans.length));
+    return { s, seen };
+  }
+
+  it('close() shuts the native sampler down even when an onSpan listener throws on the last results', async () => {
+    const { s, seen } = withThrowingListener();
     s.start();
     s.end(s.begin('last'));
     const tid = s.stats().timing.samplerTid;
@@ -325,9 +333,44 @@ describe('attribution API', () => {
     const block = new Int32Array(new SharedArrayBuffer(4));
     for (let i = 0; i < 400 && s.stats().spans.settled < 1; i++) Atomics.wait(block, 0, 0, 5);
     expect(s.stats().spans.settled).toBe(1);
-    expect(() => s.close()).toThrow('listener failed');
+    // The listener's error surfaces on its own, as an uncaught exception, after close() is done.
+    const uncaught: unknown[] = [];
+    process.setUncaughtExceptionCaptureCallback((e) => uncaught.push(e));
+    try {
+      s.close();
+      await new Promise((r) => setImmediate(r));
+    } finally {
+      process.setUncaughtExceptionCaptureCallback(null);
+    }
+    expect(uncaught).toEqual([new Error('listener failed')]);
+    expect(seen.count).toBe(1); // the listener after it had the batch
     expect(() => s.stats()).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_CLOSED' }));
     // The native sampler is closed too: its thread (still running at close()) has ended.
     expect(fs.existsSync(`/proc/self/task/${tid}`)).toBe(false);
+  });
+
+  it('a throwing onSpan listener leaves stop(), settle() and the listeners after it unharmed', async () => {
+    const { s, seen } = withThrowingListener();
+    const uncaught: unknown[] = [];
+    process.setUncaughtExceptionCaptureCallback((e) => uncaught.push(e));
+    try {
+      s.start();
+      const h = s.begin('a');
+      s.end(h);
+      const block = new Int32Array(new SharedArrayBuffer(4));
+      for (let i = 0; i < 400 && s.stats().spans.settled < 1; i++) Atomics.wait(block, 0, 0, 5);
+      // settle() collects the result, calling the listeners: it still resolves.
+      expect((await s.settle(h)).label).toBe('a');
+      s.end(s.begin('b'));
+      s.stop(); // its final collection meets the listener again
+      expect(s.running).toBe(false);
+      s.start(); // stopped for real: it starts again
+      s.stop();
+      await new Promise((r) => setImmediate(r));
+    } finally {
+      process.setUncaughtExceptionCaptureCallback(null);
+    }
+    expect(seen.count).toBe(2);
+    expect(uncaught).toEqual([new Error('listener failed'), new Error('listener failed')]);
   });
 });

@@ -1,7 +1,7 @@
 // The accumulation behind the exporters' counters: cumulative readings that restart at every
 // sampler start() become totals that never go down.
 import { describe, expect, it } from 'vitest';
-import { Monotonic } from '../src/energy-tracker';
+import { Monotonic, PowerWindow, type EnergyReading } from '../src/energy-tracker';
 
 describe('Monotonic', () => {
   it('adds each increase within a run and starts afresh from zero at a new run id', () => {
@@ -54,5 +54,29 @@ describe('Monotonic', () => {
     m.beginRun(2n);
     expect(m.update('t1', 1)).toBe(1);
     expect(m.total('t1')).toBe(0);
+  });
+});
+
+describe('PowerWindow', () => {
+  const reading = (run: bigint, timeNs: bigint, joules: number): EnergyReading => ({
+    run,
+    timeNs,
+    domains: [{ domain: 'package', package: 0, joules, estimated: false, key: 'package:0' }],
+    machine: joules,
+    parts: null,
+    estimated: false,
+  });
+  const S = 1_000_000_000n;
+
+  it('measures nothing before the sampler starts, then from its start, over windows of at least the minimum', () => {
+    const w = new PowerWindow(S / 2n);
+    // A collection before start() reads times of 0: no window may start there.
+    expect(w.update(reading(0n, 0n, 0)).size).toBe(0);
+    const t0 = 5000n * S; // the machine has been up for 5,000 s
+    expect(w.update(reading(t0, t0 + S / 10n, 1.2)).get('package:0')).toBeCloseTo(12);
+    // 0.1 s later: too short a window; the previous figure stands.
+    expect(w.update(reading(t0, t0 + S / 5n, 3)).get('package:0')).toBeCloseTo(12);
+    // 0.5 s after the last window: (7.2 − 1.2) J / 0.5 s.
+    expect(w.update(reading(t0, t0 + (6n * S) / 10n, 7.2)).get('package:0')).toBeCloseTo(12);
   });
 });

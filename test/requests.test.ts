@@ -246,12 +246,16 @@ describeBpf('request tokens (start/end)', () => {
     sampler.start();
     const t = tracker.start('GET', '/x')!;
     expect(typeof t).toBe('object');
+    expect(tracker.inFlight).toBe(1);
     const refused = expect.objectContaining({ code: 'ERR_JOULETRACE_FOREIGN_SPAN', message: expect.stringContaining('tracker.onRequest()') });
     expect(() => sampler.end(t as unknown as number)).toThrow(refused);
     await expect(sampler.settle(t as unknown as number)).rejects.toEqual(refused);
     // Any other object is still a plain type error.
     expect(() => sampler.end({} as unknown as number)).toThrow(TypeError);
     tracker.end(t, 200);
+    // In flight until its last callback span has settled.
+    for (let i = 0; i < 200 && tracker.inFlight > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(tracker.inFlight).toBe(0);
     tracker.close();
     sampler.stop();
   });
@@ -724,6 +728,14 @@ describeBpf('framework integrations', () => {
       busy(1);
       res.status(req.params.id === '0' ? 404 : 200).send('user');
     });
+    // Leaving the router with an error, or falling through it, puts req.baseUrl back to ''.
+    users.get('/boom/sync', () => {
+      throw new Error('boom');
+    });
+    users.get('/boom/async', async () => {
+      throw new Error('boom');
+    });
+    users.get('/pass/:id', (_req, _res, next) => next());
     app.use('/users', users);
     app.get('/health', (_req, res) => {
       res.send('ok');
@@ -732,7 +744,19 @@ describeBpf('framework integrations', () => {
     const base = await listen(server);
     cleanups.push(() => new Promise((r) => server.close(r)));
     sampler.start();
-    await load(base, [{ path: '/users/7', count: 10 }, { path: '/users/0', count: 5 }, { path: '/health', count: 5 }, { path: '/nope', count: 3 }], 2);
+    await load(
+      base,
+      [
+        { path: '/users/7', count: 10 },
+        { path: '/users/0', count: 5 },
+        { path: '/health', count: 5 },
+        { path: '/nope', count: 3 },
+        { path: '/users/boom/sync', count: 2 },
+        { path: '/users/boom/async', count: 2 },
+        { path: '/users/pass/3', count: 2 },
+      ],
+      2,
+    );
     await new Promise((r) => setTimeout(r, 30));
     sampler.stop();
     const by = (route: string, status: number) => records.filter((r) => r.route === route && r.statusCode === status).length;
@@ -740,6 +764,9 @@ describeBpf('framework integrations', () => {
     expect(by('/users/:id', 404)).toBe(5);
     expect(by('/health', 200)).toBe(5);
     expect(by('(unmatched)', 404)).toBe(3);
+    expect(by('/users/boom/sync', 500)).toBe(2);
+    expect(by('/users/boom/async', 500)).toBe(2);
+    expect(by('/users/pass/:id', 404)).toBe(2);
     expect(records.some((r) => r.route.includes('/7'))).toBe(false); // never the raw URL
   });
 

@@ -491,6 +491,33 @@ describe('spans: behaviour', () => {
     expect(s.spanStats().map((x) => x.label).sort()).toEqual(['async', 'rejects', 'sync', 'throws']);
   });
 
+  it('measure() keeps the value of an async function that finishes after close()', async () => {
+    const s = sampler({ threads: 'procfs' });
+    s.start();
+    const p = s.measure('outlives', async () => {
+      await sleep(20);
+      return 'the result';
+    });
+    s.close();
+    await expect(p).resolves.toBe('the result');
+  });
+
+  it('gives every settle() of a waiting span the result, and rejects them all at close()', async () => {
+    const s = sampler({ threads: 'procfs' });
+    s.start();
+    const h = s.begin('twice');
+    s.end(h);
+    const [a, b] = [s.settle(h), s.settle(h)];
+    const [ra, rb] = await Promise.all([a, b]);
+    expect(ra.label).toBe('twice');
+    expect(rb).toEqual(ra);
+    const h2 = s.begin('pending');
+    s.end(h2);
+    const waits = [s.settle(h2), s.settle(h2)];
+    s.close();
+    for (const w of waits) await expect(w).rejects.toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_CLOSED' }));
+  });
+
   it('refuses a span handle from another thread, though each worker loads its own copy of jouletrace', async () => {
     const s = sampler({ threads: 'procfs' });
     s.start();
