@@ -19,7 +19,8 @@ const EV_CAP = 64;
 const RES_CAP = 65;
 const EV_DROPPED = 66;
 const RES_DROPPED = 67;
-const RUNNING = 68;
+const RUNNING = 68; // 1 running, 0 stopped, SAMPLER_CLOSED
+const SAMPLER_CLOSED = 2;
 const EVENTS_OFFSET = 512;
 
 // The clock: process.hrtime(), held here: [seconds, nanoseconds] of CLOCK_MONOTONIC (libuv's
@@ -119,7 +120,8 @@ export function eventCheck(seq: number, handle: number, typeLabel: number, sec: 
 const EVENT_WORDS = 8; // check, seq, handle, type | label << 2, sec, nsec, 2 unused
 const EVENT_BYTES = EVENT_WORDS * 4;
 const RESULT_WORDS = 8; // f64: handle, label, start, end, on-CPU, joules, dynamic, flags
-// The result of a span whose begin never reached the sampler, in the result ring's layout.
+// The result of a span whose begin never reached the sampler, in the result ring's layout: its
+// label and times filled in (see #unmeasured), energy NaN.
 const UNMEASURED = Float64Array.of(0, 0, NaN, NaN, NaN, NaN, NaN, FLAG_INCOMPLETE);
 const MAX_LABELS = 1 << 24;
 
@@ -198,7 +200,7 @@ const KEPT_NUMBERS = 1; // in #kept
 const KEPT_OBJECT = 2; // in #results (a span whose begin never reached the sampler)
 
 export class SpanChannel {
-  readonly #handle: { close(): void };
+  readonly #handle: { close(): void; flush(): number };
   readonly #i32: Int32Array;
   readonly #ev: Int32Array;
   readonly #res: Float64Array;
@@ -229,6 +231,7 @@ export class SpanChannel {
   // spent about as long collecting results as on begin() and end(): bench/spans.mjs).
   readonly #kept = new Float64Array(MAX_OPEN * KEPT_WORDS);
   readonly #keptLabel = new Int32Array(MAX_OPEN);
+  readonly #offsetNs: number;
   readonly #keptHow = new Uint8Array(MAX_OPEN);
   readonly #results: Array<SpanResult | undefined> = new Array(MAX_OPEN);
   #capture: (() => unknown) | null = null;
@@ -251,8 +254,9 @@ export class SpanChannel {
   #noResult = 0;
   #idleTicks = 0;
   #lateEndCount = 0;
+  /** This channel, or the sampler it reports to (from any thread), is closed. */
   get closed(): boolean {
-    return this.#closed;
+    return this.#closed || this.#i32[RUNNING] === SAMPLER_CLOSED;
   }
   /** Whether the sampler is running (a shared-memory read: no call into the addon). */
   get running(): boolean {
@@ -286,8 +290,13 @@ export class SpanChannel {
     this.#evCap = evCap;
     this.#resMask = resCap - 1;
     for (let i = 0; i < MAX_OPEN; i++) this.#free[i] = i;
-    const Channel = native().SpanChannel as new (id: number, buf: Uint8Array, offsetNs: number) => { close(): void; readonly tag: number };
-    const handle = new Channel(samplerId, new Uint8Array(sab), monotonicOffsetNs());
+    const Channel = native().SpanChannel as new (
+      id: number,
+      buf: Uint8Array,
+      offsetNs: number,
+    ) => { close(): void; flush(): number; readonly tag: number };
+    this.#offsetNs = monotonicOffsetNs();
+    const handle = new Channel(samplerId, new Uint8Array(sab), this.#offsetNs);
     this.#handle = handle;
     this.#tag = handle.tag;
     registerHandle(this, sab); // tests read the ring's words
@@ -329,6 +338,7 @@ export class SpanChannel {
   #begin(label: string, type: number, numeric: number): number {
     if (this.#i32[RUNNING] !== 1) {
       if (this.#closed) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'begin(): the span channel is closed');
+      if (this.#i32[RUNNING] === SAMPLER_CLOSED) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'begin(): the sampler is closed');
       throw new JouletraceError('ERR_JOULETRACE_NOT_STARTED', 'begin(): the sampler is not running; call start() first');
     }
     let id = this.#labels.get(label);
@@ -357,6 +367,9 @@ export class SpanChannel {
       this.#state[slot] = OPEN_DROPPED;
       this.#noResult++;
       Atomics.add(this.#i32, EV_DROPPED, 1);
+      // Kept for its unmeasured result: what it was and when, if not its energy.
+      this.#keptLabel[slot] = id;
+      this.#kept[slot * KEPT_WORDS] = t[0] * 1e9 + t[1] + this.#offsetNs;
     }
     this.#numeric[slot] = numeric;
     this.#keptHow[slot] = NO_RESULT;
@@ -421,8 +434,9 @@ export class SpanChannel {
       this.#noResult--;
       // Its begin never reached the sampler: it settles now, unmeasured (NaN, incomplete).
       this.#state[slot] = ENDED;
-      if (this.#numeric[slot] !== 0) this.#deliverNumeric(h, slot, UNMEASURED, 0);
-      else this.#dispatch([this.#droppedResult()], [h]);
+      const r = this.#unmeasured(slot);
+      if (this.#numeric[slot] !== 0) this.#deliverNumeric(h, slot, r, 0);
+      else this.#dispatch([this.#numbersToResult(r)], [h]);
     } else {
       throw new JouletraceError('ERR_JOULETRACE_STALE_SPAN', `end(): span handle ${h} already ended`);
     }
@@ -472,6 +486,31 @@ export class SpanChannel {
     return how === KEPT_NUMBERS ? this.#resultObject(slot) : how === KEPT_OBJECT ? this.#results[slot] : undefined;
   }
 
+  // The result of an OPEN_DROPPED span ending now, in the result ring's layout (shared scratch:
+  // listeners read it during the call).
+  #unmeasured(slot: number): Float64Array {
+    const t = hrtime();
+    const r = UNMEASURED;
+    r[1] = this.#keptLabel[slot];
+    r[2] = this.#kept[slot * KEPT_WORDS];
+    r[3] = t[0] * 1e9 + t[1] + this.#offsetNs;
+    return r;
+  }
+
+  #numbersToResult(r: Float64Array): SpanResult {
+    return {
+      label: this.#labelNames[r[1]] ?? '(unknown)',
+      tid: 0,
+      startNs: r[2],
+      endNs: r[3],
+      onCpuNs: NaN,
+      joules: NaN,
+      dynamicJoules: null,
+      estimated: false,
+      incomplete: true,
+    };
+  }
+
   #droppedResult(): SpanResult {
     return {
       label: '(dropped)',
@@ -495,6 +534,9 @@ export class SpanChannel {
     if (this.#closed) {
       // Nothing collects results any more: waiting would never end.
       return Promise.reject(new JouletraceError('ERR_JOULETRACE_CLOSED', 'settle(): the span channel is closed'));
+    }
+    if (this.#i32[RUNNING] === SAMPLER_CLOSED) {
+      return Promise.reject(new JouletraceError('ERR_JOULETRACE_CLOSED', 'settle(): the sampler was closed before the span settled'));
     }
     let slot: number;
     try {
@@ -564,7 +606,7 @@ export class SpanChannel {
   }
 
   #ensurePolling(): void {
-    if (this.#closed) return;
+    if (this.#closed || this.#i32[RUNNING] === SAMPLER_CLOSED) return;
     const period = this.#wantedPeriod();
     if (this.#timer !== undefined) {
       if (this.#period !== period) this.#arm(period);
@@ -643,9 +685,33 @@ export class SpanChannel {
   /** Collects settled results now (also done by a timer); returns how many arrived. */
   poll(): number {
     if (this.#closed) return 0;
-    const n = this.#collect();
+    let n = this.#collect();
     if (this.#lateEnds.length !== 0) this.#retryLateEnds();
+    const running = Atomics.load(this.#i32, RUNNING);
+    if (running !== 1 && this.#awaitingResults()) {
+      // Stopped: the final step's results that found the result ring full wait in the engine,
+      // and no step will write them. The main thread's stop() flushes them; a worker, which
+      // nothing waits for, flushes its own here.
+      for (;;) {
+        const left = this.#handle.flush();
+        const got = this.#collect();
+        n += got;
+        if (left === 0 || got === 0) break;
+      }
+      if (running === SAMPLER_CLOSED) this.#abandonWaiters();
+    }
     return n;
+  }
+
+  // The sampler was closed from another thread: the results that arrived are delivered, and a
+  // span that has none will never get one. Nothing is left to poll for.
+  #abandonWaiters(): void {
+    for (const [h, w] of this.#waiters) {
+      w.reject(new JouletraceError('ERR_JOULETRACE_CLOSED', 'settle(): the sampler was closed before the span settled'));
+      this.#waiters.delete(h);
+    }
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = undefined;
   }
 
   #collect(): number {

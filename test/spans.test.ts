@@ -428,6 +428,34 @@ describe('spans: behaviour', () => {
     ch.close();
   });
 
+  it('settles a span whose begin found the event ring full with its label and times, unmeasured', async () => {
+    const s = sampler({ threads: 'procfs' });
+    s.start();
+    const ch = attachSpans(s.spanContext(), { eventCapacity: 16 });
+    const seen: SpanResult[] = [];
+    ch.onSpan((rs) => seen.push(...rs));
+    const t0 = process.hrtime.bigint();
+    const hs: number[] = [];
+    for (let i = 0; i < 40; i++) hs.push(ch.begin('parse'));
+    for (const h of hs) ch.end(h);
+    const t1 = process.hrtime.bigint();
+    expect(ch.droppedEvents).toBeGreaterThan(0);
+    for (let i = 0; i < 200 && seen.length < 40; i++) await sleep(5);
+    expect(seen).toHaveLength(40);
+    expect(new Set(seen.map((r) => r.label))).toEqual(new Set(['parse']));
+    const unmeasured = seen.filter((r) => Number.isNaN(r.joules));
+    expect(unmeasured.length).toBeGreaterThan(0);
+    for (const r of unmeasured) {
+      expect(r.incomplete).toBe(true);
+      expect(r.startNs).toBeGreaterThanOrEqual(Number(t0) - 1e6);
+      expect(r.endNs).toBeGreaterThanOrEqual(r.startNs);
+      expect(r.endNs).toBeLessThanOrEqual(Number(t1) + 1e6);
+    }
+    expect(ch.spanStats().map((x) => x.label)).toEqual(['parse']);
+    s.stop();
+    ch.close();
+  });
+
   it('collects results faster while many spans hold slots', async () => {
     const s = sampler({ threads: 'procfs' });
     const ch = attachSpans(s.spanContext());
@@ -551,6 +579,43 @@ describe('spans: behaviour', () => {
     expect(b.code).toBe('ERR_JOULETRACE_FOREIGN_SPAN');
     expect(() => s.end(a.h)).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_FOREIGN_SPAN' }));
     s.stop();
+  });
+
+  it("settles a worker's spans beyond its result ring at stop(), and tells it when the sampler is closed", async () => {
+    const s = sampler({ threads: 'procfs' });
+    s.start();
+    const index = JSON.stringify(path.join(root, 'dist/cjs/index.js'));
+    // 100 spans open at stop(), a result ring of 16: the final step writes 16, the engine keeps
+    // the rest, and only the worker's own polls are there to fetch them.
+    const w = new Worker(
+      `const { parentPort, workerData } = require('node:worker_threads');
+      const spans = require(${index}).attachSpans(workerData, { resultCapacity: 16 });
+      const hs = [];
+      for (let i = 0; i < 100; i++) hs.push(spans.begin('w'));
+      parentPort.postMessage('open');
+      parentPort.on('message', async (m) => {
+        if (m === 'stopped') {
+          const rs = await Promise.all(hs.map((h) => spans.settle(h)));
+          parentPort.postMessage({ settled: rs.length, incomplete: rs.filter((r) => r.incomplete).length });
+        } else {
+          let code = 'accepted';
+          try { spans.begin('after'); } catch (e) { code = e.code + ': ' + e.message; }
+          parentPort.postMessage({ begin: code, closed: spans.closed });
+          parentPort.unref(); // the worker must now end by itself: no timer may hold it
+        }
+      });`,
+      { eval: true, workerData: s.spanContext() },
+    );
+    const next = () => new Promise<unknown>((resolve, reject) => (w.once('message', resolve), w.once('error', reject)));
+    const exited = new Promise<number>((resolve) => w.once('exit', resolve));
+    expect(await next()).toBe('open');
+    s.stop();
+    w.postMessage('stopped');
+    expect(await next()).toEqual({ settled: 100, incomplete: 100 });
+    s.close();
+    w.postMessage('closed');
+    expect(await next()).toEqual({ begin: 'ERR_JOULETRACE_CLOSED: begin(): the sampler is closed', closed: true });
+    expect(await exited).toBe(0);
   });
 });
 

@@ -126,6 +126,7 @@ bool Sampler::openTracker(SamplerError* err) {
 
 Sampler::~Sampler() {
   stop();
+  if (spans_) spans_->close();
   if (spanEngineId_) unregisterSpanEngine(spanEngineId_);
 }
 

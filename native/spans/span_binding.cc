@@ -52,7 +52,8 @@ class SpanChannelHandle : public Napi::ObjectWrap<SpanChannelHandle> {
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "SpanChannel",
-                       {InstanceMethod<&SpanChannelHandle::Close>("close"), InstanceAccessor<&SpanChannelHandle::Tag>("tag")});
+                       {InstanceMethod<&SpanChannelHandle::Close>("close"), InstanceMethod<&SpanChannelHandle::Flush>("flush"),
+                        InstanceAccessor<&SpanChannelHandle::Tag>("tag")});
   }
 
   SpanChannelHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SpanChannelHandle>(info) {
@@ -114,6 +115,12 @@ class SpanChannelHandle : public Napi::ObjectWrap<SpanChannelHandle> {
     release();
     if (!buffer_.IsEmpty()) buffer_.Reset();
     return info.Env().Undefined();
+  }
+
+  // After the sampler stopped: writes this channel's results that waited for room in its ring.
+  // Returns how many still wait.
+  Napi::Value Flush(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), engine_ ? double(engine_->flushLog(id_)) : 0.0);
   }
 
   // 1..63: six bits of a handle (src/span-channel.ts); 0 is never a tag, so 0 is never a handle.

@@ -58,7 +58,7 @@ uint64_t SpanEngine::addLog(uint8_t* base, uint32_t evCap, uint32_t resCap, uint
   log.tid = tid;
   log.offsetNs = std::isfinite(offsetNs) && std::fabs(offsetNs) < 1e18 ? std::llround(offsetNs) : 0;
   log.history.resize(historyCapacity_);
-  storeRelease(base, kSpanRunning, running_ ? 1 : 0);
+  storeRelease(base, kSpanRunning, runningWord());
   return id;
 }
 
@@ -69,9 +69,18 @@ void SpanEngine::removeLog(uint64_t id) {
 
 void SpanEngine::setRunning(bool running) {
   std::lock_guard<std::mutex> lock(mu_);
-  running_ = running;
-  for (auto& [id, log] : logs_) storeRelease(log.base, kSpanRunning, running ? 1 : 0);
+  running_ = running && !closed_;
+  for (auto& [id, log] : logs_) storeRelease(log.base, kSpanRunning, runningWord());
 }
+
+void SpanEngine::close() {
+  std::lock_guard<std::mutex> lock(mu_);
+  closed_ = true;
+  running_ = false;
+  for (auto& [id, log] : logs_) storeRelease(log.base, kSpanRunning, runningWord());
+}
+
+int32_t SpanEngine::runningWord() const { return closed_ ? kSpanClosed : running_ ? 1 : 0; }
 
 void SpanEngine::reset() {
   std::lock_guard<std::mutex> lock(mu_);
@@ -168,7 +177,12 @@ void SpanEngine::drain(Log& log) {
       r.state = kSharedQueued;
       log.sharedEvents.push_back(SharedEvent{t, handle, true});
     } else if (type == kSpanBegin) {
-      log.open[handle] = Open{label, t};
+      auto [it, fresh] = log.open.try_emplace(handle, Open{label, t});
+      if (!fresh) {
+        log.openT0.erase(log.openT0.find(it->second.t0));
+        it->second = Open{label, t};
+      }
+      log.openT0.insert(t);
     } else if (type == kSpanEnd) {
       const Shared* r = log.shared.empty() ? nullptr : &log.shared[handle & (kSpanSlots - 1)];
       if (r && r->state != kSharedFree && r->handle == handle) {
@@ -179,6 +193,7 @@ void SpanEngine::drain(Log& log) {
         log.sharedEvents.insert(at, SharedEvent{t, handle, false});
       } else if (auto it = log.open.find(handle); it != log.open.end()) {
         log.ended.push_back(Ended{handle, it->second.label, it->second.t0, t < it->second.t0 ? it->second.t0 : t});
+        log.openT0.erase(log.openT0.find(it->second.t0));
         log.open.erase(it);
       } else {
         // Begun while no sampler saw it (before this channel existed): nothing to measure.
@@ -249,9 +264,7 @@ void SpanEngine::measureDensity(Log& log, bool final) {
     Point& pb = log.history[(log.histStart + k) % log.history.size()];
     const uint64_t a = pa.t, b = pb.t;
     cover_.clear();
-    for (const auto& [h, o] : log.open) {
-      if (o.t0 < b) cover_.emplace_back(std::max(o.t0, a), b);
-    }
+    if (!log.openT0.empty() && *log.openT0.begin() < b) cover_.emplace_back(std::max(*log.openT0.begin(), a), b);
     for (const Ended& e : log.ended) {
       if (e.t0 < b && e.t1 > a) cover_.emplace_back(std::max(e.t0, a), std::min(e.t1, b));
     }
@@ -317,6 +330,7 @@ void SpanEngine::settleExclusive(Log& log, bool final, uint64_t now) {
       emit(log, it->first, it->second.label, it->second.t0, now, onCpu, joules, kSpanIncomplete);
       it = log.open.erase(it);
     }
+    log.openT0.clear();
   }
 }
 
@@ -442,6 +456,14 @@ void SpanEngine::retryBacklog(Log& log) {
   size_t n = 0;
   while (n < log.backlog.size() && write(log, log.backlog[n])) n++;
   if (n) log.backlog.erase(log.backlog.begin(), log.backlog.begin() + long(n));
+}
+
+size_t SpanEngine::flushLog(uint64_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = logs_.find(id);
+  if (it == logs_.end()) return 0;
+  retryBacklog(it->second);
+  return it->second.backlog.size();
 }
 
 size_t SpanEngine::flush() {

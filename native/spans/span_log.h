@@ -9,7 +9,7 @@
 //   byte 260  i32 result capacity (power of two, set by JS)
 //   byte 264  i32 events dropped  (JS: the ring was full)
 //   byte 268  i32 results dropped (native: the ring was full)
-//   byte 272  i32 running         (native: 1 while the sampler samples)
+//   byte 272  i32 running         (native: 1 while the sampler samples, 0 stopped, 2 closed)
 //   byte 512  events:  capacity × 32 bytes, u32 [check, seq, handle, type | label << 2,
 //                                               CLOCK_MONOTONIC s, ns, unused × 2]
 //   then      results: capacity × 64 bytes, f64 [handle, label id, startNs, endNs, onCpuNs,
@@ -30,6 +30,7 @@ namespace jouletrace {
 constexpr uint32_t kSpanEvHead = 0, kSpanEvTail = 64, kSpanResHead = 128, kSpanResTail = 192;
 constexpr uint32_t kSpanEvCap = 256, kSpanResCap = 260, kSpanEvDropped = 264, kSpanResDropped = 268;
 constexpr uint32_t kSpanRunning = 272;
+constexpr int32_t kSpanClosed = 2;  // the running word of a closed sampler's channels
 constexpr uint32_t kSpanEventsOffset = 512;
 constexpr uint32_t kSpanEventBytes = 32, kSpanResultBytes = 64;
 
