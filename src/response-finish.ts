@@ -85,8 +85,10 @@ function callEnd(end: End, token: unknown, status: number): void {
 
 // Status of a request whose connection closed before its response finished: what the server had
 // already sent (a server that failed mid-response, or a client that left mid-body), else 499.
+// A pipelined response waiting behind an earlier one never had the socket: its headers were
+// built, not sent.
 function closedStatus(res: ServerResponse): number {
-  return res.headersSent ? res.statusCode : CLIENT_CLOSED;
+  return res.headersSent && res.socket !== null ? res.statusCode : CLIENT_CLOSED;
 }
 
 function onFinish(message: unknown): void {

@@ -336,6 +336,13 @@ describe('cli helpers', () => {
     expect(() => sourceOption({ source: 'rapl' })).toThrow('--source must be one of auto, msr, perf, powercap, model, not "rapl"');
     expect(choiceOption({}, 'sort', ['watts', 'name'] as const, 'watts')).toBe('watts');
     expect(() => checkNumber('pid', 0, 1, 10, true)).toThrow('--pid must be an integer from 1 to 10, not 0');
+    // Numbers are decimal: what Number() also reads as numbers is refused.
+    const top = [{ name: 'top', type: 'number' as const }];
+    expect(parseArgs(['--top', '1e2'], top).options.top).toBe(100);
+    expect(parseArgs(['--top', '-0.5'], top).options.top).toBe(-0.5);
+    for (const text of ['0x10', '0b1', '', ' ', 'Infinity', '1_000']) {
+      expect(() => parseArgs(['--top', text], top), text).toThrow(`--top expects a number but received ${JSON.stringify(text)}`);
+    }
   });
 
   it('stops option parsing at the command', () => {

@@ -469,6 +469,34 @@ describeBpf('request ends', () => {
     expect(tracker.inFlight).toBe(0);
   });
 
+  it('ends a pipelined response that never got the socket as 499 when the client leaves, though it was ready', async () => {
+    const { sampler, tracker, records } = setup();
+    const base = await serve((req, res) => {
+      if (req.url === '/slow') {
+        trackRequest(tracker, req, res, '/slow');
+        setTimeout(() => res.end('s'), 300);
+      } else {
+        trackRequest(tracker, req, res, '/fast');
+        res.writeHead(201).end('f'); // queued behind /slow's response
+      }
+    });
+    sampler.start();
+    const c = await connect(base);
+    let got = '';
+    c.on('data', (d) => (got += String(d)));
+    c.write('GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /fast HTTP/1.1\r\nHost: x\r\n\r\n');
+    await until(() => tracker.inFlight === 2);
+    await new Promise((r) => setTimeout(r, 50));
+    c.destroy(); // neither response was sent
+    await until(() => records.length === 2);
+    sampler.stop();
+    expect(got).toBe('');
+    expect(records.map((r) => [r.route, r.statusCode]).sort()).toEqual([
+      ['/fast', 499],
+      ['/slow', 499],
+    ]);
+  });
+
   it('matches pipelined responses to their requests, skipping untracked ones on the same connection', async () => {
     const { sampler, tracker, records } = setup();
     const base = await serve((req, res) => {

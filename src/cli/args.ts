@@ -24,6 +24,8 @@ export interface ParsedArgs {
 /** Thrown for bad command lines: the command prints it with its usage and exits 2. */
 export class UsageError extends Error {}
 
+const DECIMAL = /^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$/;
+
 export function parseArgs(argv: string[], specs: OptionSpec[], stopAtPositional = false): ParsedArgs {
   const options: ParsedArgs['options'] = {};
   const lists: ParsedArgs['lists'] = {};
@@ -61,8 +63,9 @@ export function parseArgs(argv: string[], specs: OptionSpec[], stopAtPositional 
     if (text === undefined) throw new UsageError(`--${spec.name} needs a value`);
     let value: string | number = text;
     if (spec.type === 'number') {
-      value = Number(text);
-      if (text.trim() === '' || !Number.isFinite(value)) throw new UsageError(`--${spec.name} expects a number but received ${JSON.stringify(text)}`);
+      // Decimal only: Number() would also take 0x10, 0b1 and '' (as 16, 1 and 0).
+      value = DECIMAL.test(text) ? Number(text) : NaN;
+      if (!Number.isFinite(value)) throw new UsageError(`--${spec.name} expects a number but received ${JSON.stringify(text)}`);
     }
     if (spec.repeatable) (lists[spec.name] ??= []).push(value);
     else options[spec.name] = value;
