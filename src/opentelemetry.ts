@@ -209,7 +209,12 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
   const hosts = [sampler as unknown as ContextCaptureHost, opts.requests].filter(
     (h): h is ContextCaptureHost => !!h && typeof h.setContextCapture === 'function',
   );
-  if (traces) for (const h of hosts) h.setContextCapture!(capture);
+  if (traces) {
+    for (const h of hosts) {
+      h.setContextCapture!(capture);
+      installedCaptures.set(h, capture);
+    }
+  }
   const unsubscribe = subscribe(sampler, opts.requests, observeSpans, observeRequests);
 
   return {
@@ -220,10 +225,21 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
       closed = true;
       unsubscribe();
       meter.removeBatchObservableCallback(callback, observables);
-      if (traces) for (const h of hosts) h.setContextCapture!(null);
+      if (traces) {
+        for (const h of hosts) {
+          // Another registration's capture, installed since, stays.
+          if (installedCaptures.get(h) !== capture) continue;
+          h.setContextCapture!(null);
+          installedCaptures.delete(h);
+        }
+      }
     },
   };
 }
+
+// The capture each sampler or tracker last got from a registration here, so that closing an
+// earlier registration does not remove a later one's.
+const installedCaptures = new WeakMap<ContextCaptureHost, () => unknown>();
 
 function readVersion(): string {
   try {

@@ -212,6 +212,17 @@ describe('registerOpenTelemetry', () => {
     h.close();
     expect(captureFn).toBeNull();
     expect(deliver).toBeNull();
+
+    // Two registrations: closing the first leaves the second's capture in place.
+    const first = registerOpenTelemetry(sampler, { meterProvider, requests: tracker, tracer });
+    const firstFn = captureFn;
+    const second = registerOpenTelemetry(sampler, { meterProvider, requests: tracker, tracer });
+    const secondFn = captureFn;
+    expect(secondFn).not.toBe(firstFn);
+    first.close();
+    expect(captureFn).toBe(secondFn);
+    second.close();
+    expect(captureFn).toBeNull();
   });
 
   it('omits attribution without thread tracking and validates its input', async () => {
