@@ -792,6 +792,8 @@ export class Sampler {
    * average power over 100 ms windows (at least two sampling intervals each) is kept per domain
    * as the baseline: a minimum is robust to a brief burst of activity, where a plain average is
    * not. The result's `durationMs` is the time it took, timers being late on a busy machine.
+   * On a stopped sampler it runs one itself, which, as start() does, begins a new run: a
+   * finished run's totals and records are gone afterwards.
    */
   async calibrateBaseline(options: { durationMs?: number } = {}): Promise<BaselineResult> {
     this.#check();

@@ -4,6 +4,7 @@ import { promisify } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Sampler, SampleFlags } from '../src/index';
+import { itBpf } from './fixtures/bpf-required';
 import { createEmulatedMsr, MSR, type EmulatedMsr } from './fixtures/emulated-devices';
 
 const run = promisify(execFile);
@@ -76,6 +77,38 @@ describe('Sampler against an emulated MSR', () => {
     const recs = s.read();
     expect(recs).toHaveLength(4);
     expect(recs.map((r) => r.seq)).toEqual([0, 1, 2, 3]);
+  });
+
+  // eBPF: the procfs tracker attributes every 10 ms, where every interval sees an update.
+  itBpf('charges the baseline its watts × time when most intervals see no counter update', async () => {
+    // 20 W in steps every 2 ms, sampled (and attributed) every 100 µs: about 19 intervals in 20
+    // see the counter unchanged. Each owes the baseline its share, paid at the next update.
+    const step = Math.round((20 * 0.002) / UNIT_J);
+    emu = intelMsr(1); // a counter at 0 reads as a domain this CPU lacks
+    const s = msrSampler(emu, { intervalUs: 100, threads: 'bpf' });
+    s.setBaseline({ package: 10 });
+    s.start();
+    const { stdout } = await run(process.execPath, [
+      path.join(__dirname, 'fixtures/msr-writer.cjs'),
+      path.join(emu.dir, 'cpu0', 'msr'),
+      String(MSR.INTEL_PKG),
+      '1',
+      String(step),
+      '150',
+      '2',
+    ]);
+    await sleep(5);
+    s.stop();
+    const changed = s.read().filter((r) => r.changed);
+    expect(changed.length).toBeGreaterThan(100); // most of the writer's 150 steps seen apart
+    const spanS = Number(changed[changed.length - 1].timeNs - changed[0].timeNs) / 1e9;
+    const pkg = s.attribution().byDomain.find((d) => d.domain === 'package')!;
+    expect(pkg.total).toBeCloseTo((JSON.parse(stdout) as { ticks: number }).ticks * UNIT_J, 9);
+    // 10 W over the updates' span, plus what was owed before the first (at most 20 ms' worth)
+    // and one update period at either end.
+    expect(pkg.baseline).toBeGreaterThan(10 * spanS * 0.97);
+    expect(pkg.baseline).toBeLessThan(10 * (spanS + 0.02 + 0.004) * 1.03);
+    expect(pkg.process + pkg.baseline + pkg.other).toBeCloseTo(pkg.total, 9);
   });
 
   it('records samples in order with cumulative joules, raw counters and flags', async () => {

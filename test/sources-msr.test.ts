@@ -131,6 +131,23 @@ describe('msr source, Intel layout', () => {
     expect(joules(hsx, 'dram')).toBe(2);
   });
 
+  it('counts psys in whole joules on Sapphire and Emerald Rapids, as the kernel does', () => {
+    const e = emu({ vendor: 'intel' });
+    e.write(0, MSR.INTEL_UNIT, unitReg(14));
+    e.write(0, MSR.INTEL_PKG, 1);
+    e.write(0, MSR.INTEL_PSYS, 1);
+    const unit = (s: EnergySource, d: string) => s.domains.find((x) => x.domain === d)!.unitJoules;
+    for (const model of [0x8f, 0xcf]) {
+      const spr = open(e, { vendor: 'intel', family: 6, model });
+      expect(unit(spr, 'psys')).toBe(1);
+      expect(unit(spr, 'package')).toBe(2 ** -14);
+    }
+    expect(unit(open(e, SKYLAKE), 'psys')).toBe(2 ** -14);
+    const spr = open(e, { vendor: 'intel', family: 6, model: 0x8f });
+    e.write(0, MSR.INTEL_PSYS, 1 + 250);
+    expect(joules(spr, 'psys')).toBe(250);
+  });
+
   it('uses 2^ESU µJ on Silvermont', () => {
     const e = emu({ vendor: 'intel' });
     e.write(0, MSR.INTEL_UNIT, unitReg(5));

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <map>
 
@@ -42,7 +43,12 @@ class ModelSource final : public EnergySource {
     uint64_t busy = 0, total = 0;  // jiffies at the last refresh
     uint64_t scanBusy = 0, scanTotal = 0;
     double watts = 0;       // at the last known utilisation
-    double credited = 0;    // nJ credited since the last refresh
+    double credited = 0;    // nJ credited at the running rate since the last refresh
+    // nJ credited beyond the estimate (the rate fell at a refresh), paid back from later credits
+    // above idle power: the total never goes down, is not left high either, and an idle
+    // machine still reads its idle power.
+    double debt = 0;
+    double paid = 0;        // nJ of debt paid since the last refresh
     double frac = 0;        // sub-nanojoule remainder
     uint64_t ticks = 0;     // nJ since open
   };
@@ -101,7 +107,7 @@ class ModelSource final : public EnergySource {
     double sinceRefresh = double(now - lastRefreshNs_);
     for (size_t i = 0; i < pkgs_.size(); i++) {
       Pkg& p = pkgs_[i];
-      double add = p.watts * dt;  // W x ns = nJ
+      double add = 0;
       if (scanned) {
         // A CPU going offline drops its line from /proc/stat and the sums shrink: rebase
         // without a utilisation rather than take the wrapped differences for one.
@@ -114,12 +120,29 @@ class ModelSource final : public EnergySource {
         p.busy = p.scanBusy;
         p.total = p.scanTotal;
         // The interval since the last refresh is worth watts(new utilisation) x its length;
-        // part of it was already credited at the old rate, and the total never goes down.
-        double owed = p.watts * sinceRefresh - p.credited;
-        add = owed > 0 ? owed : 0;
+        // part of it was already credited at the old rate. Credited too much (utilisation
+        // fell): a debt, since the total never goes down (a busy-idle alternation every 10 ms
+        // read 65% high when the excess was dropped instead).
+        const double worth = p.watts * sinceRefresh;
+        if (worth >= p.credited) {
+          // What it still owes this period pays the debt first, down to idle power over it.
+          const double floor = p.share * powerAt(0) * sinceRefresh;
+          const double owed = worth - p.credited;
+          const double pay = std::fmin(std::fmin(p.debt, owed), std::fmax(0.0, worth - p.paid - floor));
+          p.debt -= pay;
+          add = owed - pay;
+        } else {
+          p.debt += p.credited - worth;
+        }
         p.credited = 0;
+        p.paid = 0;
       } else {
-        p.credited += add;
+        const double credit = p.watts * dt;  // W x ns = nJ
+        p.credited += credit;
+        const double pay = std::fmin(std::fmax(0.0, credit - p.share * powerAt(0) * dt), p.debt);
+        p.debt -= pay;
+        p.paid += pay;
+        add = credit - pay;
       }
       p.frac += add;
       double whole = std::floor(p.frac);
@@ -195,7 +218,21 @@ std::unique_ptr<EnergySource> openModelSource(const SourceOptions& opts, SourceE
   double n = double(topo.size());
   src->idleW_ = opts.modelIdleWatts >= 0 ? opts.modelIdleWatts : 10.0 + 1.0 * n;
   src->maxW_ = opts.modelMaxWatts >= 0 ? opts.modelMaxWatts : 10.0 + 8.0 * n;
-  if (src->maxW_ < src->idleW_) src->maxW_ = src->idleW_;
+  if (src->maxW_ < src->idleW_) {
+    // Both given were checked in TypeScript; one against the other's default is checked here,
+    // where the CPU count is known. Raising max to idle quietly would ignore the user's figure.
+    char msg[320];
+    if (opts.modelMaxWatts >= 0) {
+      snprintf(msg, sizeof msg, "modelMaxWatts (%g W) is below the default idle power, 10 W + 1 W per CPU = %g W for %d CPUs; give modelIdleWatts too",
+               src->maxW_, src->idleW_, int(n));
+    } else {
+      snprintf(msg, sizeof msg, "modelIdleWatts (%g W) is above the default maximum power, 10 W + 8 W per CPU = %g W for %d CPUs; give modelMaxWatts too",
+               src->idleW_, src->maxW_, int(n));
+    }
+    err->code = "ERR_OUT_OF_RANGE";
+    err->message = msg;
+    return nullptr;
+  }
   // A cpu line is under 256 bytes; the lines after them (intr, ...) are never needed.
   src->buf_.resize(256 * (size_t(maxCpu) + 2) + 4096);
   if (!src->scan()) {

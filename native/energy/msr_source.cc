@@ -33,6 +33,13 @@ bool fixedDramUnit(uint32_t model) {
   }
 }
 
+// Sapphire Rapids (0x8F) and Emerald Rapids (0xCF) count psys in whole joules, whatever the unit
+// register says (the kernel's RAPL_UNIT_QUIRK_INTEL_SPR in perf's rapl.c, and
+// rapl_defaults_spr_server's psys unit in intel_rapl_common.c).
+bool fixedPsysUnit(uint32_t model) {
+  return model == 0x8F || model == 0xCF;
+}
+
 // Silvermont/Airmont Atoms count energy in 2^ESU µJ instead of 2^-ESU J (the kernel's
 // rapl_check_unit_atom for Bay Trail 0x37, Merrifield 0x4A, Cherry Trail 0x4C, Moorefield 0x5A).
 bool atomEnergyUnit(uint32_t model) {
@@ -210,7 +217,8 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
       double dramUnit = id.family == 6 && fixedDramUnit(id.model) ? std::ldexp(1.0, -16) : unit;
       if (probeMsr(fd, kIntelDram)) addDomain("dram", pkg, dramUnit, {{fd, kIntelDram}});
       // psys covers the whole platform: counting it per package would count it twice.
-      if (first && probeMsr(fd, kIntelPsys)) addDomain("psys", 0, unit, {{fd, kIntelPsys}});
+      double psysUnit = id.family == 6 && fixedPsysUnit(id.model) ? 1.0 : unit;
+      if (first && probeMsr(fd, kIntelPsys)) addDomain("psys", 0, psysUnit, {{fd, kIntelPsys}});
     } else {
       if (probeMsr(fd, kAmdPkg)) addDomain("package", pkg, unit, {{fd, kAmdPkg}});
       std::vector<std::pair<int, uint32_t>> cores;

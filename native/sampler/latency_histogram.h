@@ -72,7 +72,9 @@ class LatencyHistogram {
     return UINT64_MAX;
   }
 
-  std::atomic<uint32_t> buckets_[kBuckets] = {};
+  // 64-bit: the busiest bucket of a 10 kHz sampler passes 2^32 in five days, and the quantiles
+  // of wrapped counts are nonsense.
+  std::atomic<uint64_t> buckets_[kBuckets] = {};
   std::atomic<uint64_t> count_{0};
   std::atomic<uint64_t> sum_{0};
   std::atomic<uint64_t> max_{0};
