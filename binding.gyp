@@ -54,6 +54,7 @@
         "native/energy/source_binding.cc",
         "native/threads/bpf_tracker.cc",
         "native/threads/procfs_tracker.cc",
+        "native/threads/target_process.cc",
         "native/threads/tracker_binding.cc",
         "native/sampler/attribution.cc",
         "native/sampler/sampler.cc",

@@ -13,7 +13,7 @@ import {
 
 /** Whether the eBPF backend can run here, and if not, why and how to fix it. */
 export interface BpfReadiness {
-  /** BTF present and both capabilities effective. */
+  /** BTF present, both capabilities effective, in the host's pid namespace. */
   ready: boolean;
   /** `/sys/kernel/btf/vmlinux` exists (CONFIG_DEBUG_INFO_BTF=y). */
   btf: boolean;

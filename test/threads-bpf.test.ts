@@ -99,6 +99,37 @@ describe('bpfReadiness()', () => {
   });
 });
 
+describeBpf('eBPF tracker targets', () => {
+  it('refuses a thread id where a process id is due', async () => {
+    const w = await Spinner.start();
+    try {
+      expect(() => openThreadTracker({ backend: 'bpf', pid: w.tid })).toThrow(
+        expect.objectContaining({ code: 'ERR_JOULETRACE_NOT_A_PROCESS', message: expect.stringContaining(`pass ${process.pid}`) }),
+      );
+    } finally {
+      await w.exit();
+    }
+  });
+
+  it('refuses to run in a pid namespace of its own, where its pids are not the kernel\'s', () => {
+    // A container without the host's pid namespace, made with unshare (util-linux; root).
+    const script = `const j = require(${JSON.stringify(path.join(ROOT, 'dist/cjs/index.js'))});
+      const out = { readiness: j.bpfReadiness() };
+      try { new j.Sampler({ source: 'model', threads: 'bpf' }); } catch (e) { out.code = e.code; }
+      const s = new j.Sampler({ source: 'model' });
+      out.auto = s.stats().threads.backend;
+      s.close();
+      process.stdout.write(JSON.stringify(out));`;
+    const r = spawnSync('unshare', ['--pid', '--fork', '--mount-proc', process.execPath, '-e', script], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.readiness.ready).toBe(false);
+    expect(out.readiness.reason).toContain('runs in a pid namespace of its own');
+    expect(out.code).toBe('ERR_JOULETRACE_PID_NAMESPACE');
+    expect(out.auto).toBe('procfs'); // 'auto' falls back, saying why
+  });
+});
+
 // capsh drops capabilities from the bounding set, which needs CAP_SETPCAP: root only.
 const capsh = ['/usr/sbin/capsh', '/sbin/capsh', '/usr/bin/capsh'].find((p) => fs.existsSync(p));
 const canDrop = capsh !== undefined && process.getuid?.() === 0 && fs.existsSync(ADDON);

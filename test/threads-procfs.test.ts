@@ -136,6 +136,18 @@ describe('procfs thread tracker on an emulated /proc', () => {
     );
   });
 
+  it('refuses a thread id where a process id is due, naming the process', () => {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-proc-'));
+    writeThread(PID, 1000, 0, 'worker');
+    fs.writeFileSync(path.join(root, String(PID), 'status'), `Name:\tworker\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t4000\nPid:\t${PID}\n`);
+    expect(() => openThreadTracker({ backend: 'procfs', pid: PID, procRoot: root })).toThrow(
+      expect.objectContaining({
+        code: 'ERR_JOULETRACE_NOT_A_PROCESS',
+        message: `jouletrace: pid ${PID} is a thread of process 4000; options.pid takes a process id: pass 4000`,
+      }),
+    );
+  });
+
   it('rejects options the chosen backend would ignore, naming them', () => {
     expect(() => openThreadTracker({ backend: 'procfs', followChildren: true })).toThrow("options.followChildren needs backend: 'bpf'");
     expect(() => openThreadTracker({ backend: 'procfs', bpfProgram: 'compat' })).toThrow("options.bpfProgram needs backend: 'bpf'");

@@ -24,6 +24,7 @@
 #include "thread_tracker.h"
 #include "thread_tracker.skel.h"
 #include "thread_tracker_compat.skel.h"
+#include "target_process.h"
 #include "tracker.h"
 #include "sys_file.h"
 
@@ -415,6 +416,8 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
     }
     return -ESRCH;
   }
+  if (int rc = checkInitialPidNamespace(err)) return rc;
+  if (int rc = checkTargetIsProcess("/proc", tgid, err)) return rc;
   maxThreads_ = opts.maxThreads ? opts.maxThreads : 1;
   ncpu_ = libbpf_num_possible_cpus();
   if (ncpu_ <= 0) return fail(err, ncpu_ ? ncpu_ : -EINVAL, "counting possible CPUs", "");
@@ -782,6 +785,8 @@ BpfReadiness bpfReadiness() {
                "); needs CONFIG_DEBUG_INFO_BTF=y, Linux >= 5.8";
   } else if (!r.capBpf || !r.capPerfmon) {
     r.reason = privilegeMessage(missingCaps(r));
+  } else if (TrackerError ns; checkInitialPidNamespace(&ns) != 0) {
+    r.reason = ns.message;
   }
 #if !defined(__x86_64__)
   r.reason = "the eBPF thread tracker needs x86-64 (its lock-free slots rely on x86-64 store ordering)";

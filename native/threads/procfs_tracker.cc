@@ -14,6 +14,7 @@
 
 #include "errno_name.h"
 #include "napi_util.h"
+#include "target_process.h"
 #include "tracker.h"
 #include "sys_file.h"
 
@@ -101,6 +102,7 @@ int ProcfsTracker::open(const TrackerOptions& opts, TrackerError* err) {
     return -e;
   }
   closedir(d);
+  if (int rc = checkTargetIsProcess(root_, pid_, err)) return rc;
 
   std::string statPath = root_ + "/stat";
   procStat_ = UniqueFd(::open(statPath.c_str(), O_RDONLY | O_CLOEXEC));
