@@ -275,6 +275,30 @@ describeBpf(`eBPF thread tracker (${bpfProgram} build)`, () => {
     expect(tracker.stats().droppedThreads).toBe(0);
   });
 
+  it('does not count a thread seeded as runnable that was asleep by attach as running', async () => {
+    // The race this stands for: /proc read R while seeding, then the thread blocked before the
+    // program was attached, so no switch-out ends the stint. The hook gives a sleeping thread
+    // that seeded stint.
+    const w = await Spinner.start();
+    try {
+      tracker = openThreadTracker({ backend: 'bpf', bpfProgram });
+      const kernelNs = () => Number(fs.readFileSync(`/proc/self/task/${w.tid}/schedstat`, 'utf8').split(' ')[0]);
+      const k0 = kernelNs();
+      (tracker as unknown as { _forgetSwitchIn(tid: number, asSeeded: boolean): void })._forgetSwitchIn(w.tid, true);
+      const before = find(tracker.snapshot(), w.tid)!.onCpuNs;
+      await sleep(150); // the worker sleeps, waiting for a message
+      const after = find(tracker.snapshot(), w.tid)!.onCpuNs;
+      // Not 150 ms of a stint that never was: what the kernel counted, and a little slack.
+      expect(after - before).toBeLessThan(kernelNs() - k0 + 5e6);
+      // Its next real stint counts again.
+      const spunNs = await w.spin(50);
+      expect(find(tracker.snapshot(), w.tid)!.onCpuNs).toBeGreaterThanOrEqual(after + 40e6);
+      expect(spunNs).toBeGreaterThan(0);
+    } finally {
+      await w.exit();
+    }
+  });
+
   // CPU 1 must exist: a one-CPU machine cannot show a stint charged to another CPU's package.
   it.skipIf(os.cpus().length < 2)('tracks a thread that is already running when it attaches, from attach on, on its own CPU\'s package', async () => {
     const w = await Spinner.start();

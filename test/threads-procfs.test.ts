@@ -136,6 +136,29 @@ describe('procfs thread tracker on an emulated /proc', () => {
     );
   });
 
+  it('counts utime + stime from stat where the kernel has no schedstat, rather than losing the thread', () => {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-proc-'));
+    writeThread(PID, 0, 1, 'main');
+    const dir = path.join(root, String(PID), 'task', String(PID));
+    fs.rmSync(path.join(dir, 'schedstat')); // CONFIG_SCHED_INFO=n
+    const writeTicks = (utime: number, stime: number) => {
+      // Fields 3..52 after "(comm)": utime is field 14, stime 15, the CPU field 39.
+      const fields = Array.from({ length: 50 }, (_, i) => (i === 0 ? 'R' : i === 11 ? String(utime) : i === 12 ? String(stime) : i === 36 ? '1' : '0'));
+      fs.writeFileSync(path.join(dir, 'stat'), `${PID} (main) ${fields.join(' ')}\n`);
+    };
+    writeTicks(30, 10);
+    writeStat([
+      [10, 0, 0, 100, 0, 0, 0, 0],
+      [10, 0, 0, 100, 0, 0, 0, 0],
+    ]);
+    tracker = openThreadTracker({ backend: 'procfs', pid: PID, procRoot: root, cpuPackage: [0, 1] });
+    expect(tracker.snapshot().threads).toEqual([expect.objectContaining({ tid: PID, onCpuNs: 0, exited: false })]);
+    writeTicks(45, 15); // 20 ticks more
+    const t = tracker.snapshot().threads[0];
+    expect(t).toMatchObject({ tid: PID, onCpuNs: (20 * 1e9) / hz, exited: false });
+    expect(t.pkgNs[1]).toBe((20 * 1e9) / hz);
+  });
+
   it('refuses a thread id where a process id is due, naming the process', () => {
     root = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-proc-'));
     writeThread(PID, 1000, 0, 'worker');

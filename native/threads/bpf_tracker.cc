@@ -213,7 +213,7 @@ class BpfTracker final : public ThreadTracker {
   int open(const TrackerOptions& opts, const std::string& why, TrackerError* err);
   int snapshot(TrackerSnapshot& snap) override;
   void stats(TrackerStats& out) override;
-  int forgetSwitchIn(uint32_t tid) override;
+  int forgetSwitchIn(uint32_t tid, bool asSeeded) override;
   // The kernel refused the program itself (as opposed to a later step): another build may load.
   bool loadFailed() const { return loadFailed_; }
 
@@ -260,6 +260,11 @@ class BpfTracker final : public ThreadTracker {
   std::vector<ThreadTimes> last_;
   std::vector<CpuTimes> lastCpu_;
   std::vector<uint8_t> unswitched_;  // per CPU, this snapshot: no timed switch since attach
+  // The seeded stints (see seedThreads): on_since == seedTs_ until the thread's first switch.
+  uint64_t seedTs_ = 0;
+  std::vector<uint8_t> seedIdle_;        // per slot: its seeded stint was found not running
+  std::vector<uint64_t> seedCheckedNs_;  // per slot: when /proc last said it was running
+  bool seededStintRunning(uint32_t slot, const jt_thread_slot& t, uint64_t now);
 };
 
 template <typename Build>
@@ -268,7 +273,15 @@ int BpfTracker<Build>::fail(TrackerError* err, int e, const std::string& what, c
   if (err) {
     err->code = errnoName(e);
     if (e == EPERM || e == EACCES) {
-      err->message = privilegeMessage("") + " (" + what + " failed: " + strerror(e) + ")";
+      // The capabilities were checked before loading: something else refused.
+      utsname u;
+      const std::string kernel = uname(&u) == 0 ? u.release : "?";
+      err->message = "jouletrace: " + what + " failed: " + strerror(e) +
+                     ", though this process has CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN). Before Linux 5.11 "
+                     "(running " + kernel + ") BPF maps count against RLIMIT_MEMLOCK: raise it (`ulimit -l unlimited`, "
+                     "or LimitMEMLOCK=infinity in a systemd unit). Kernel lockdown (/sys/kernel/security/lockdown), "
+                     "a seccomp filter (a container's default profile) or an LSM can refuse bpf() too. "
+                     "Otherwise use backend 'procfs'.";
     } else {
       err->message = "jouletrace: " + what + " failed: " + strerror(e);
     }
@@ -492,6 +505,7 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
       if (!skel_->links.handle_fork) return fail(err, -errno, "attaching tp_btf/sched_process_fork", log);
     }
     const uint64_t attachTs = monotonicNs();
+    seedTs_ = attachTs;
     e = seedThreads(uint32_t(tgid), attachTs);
     if (e) return fail(err, e, "seeding the threads of process " + std::to_string(tgid), log);
     if constexpr (Build::kTaskStorage) {
@@ -511,6 +525,8 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
 
   freedGen_.assign(maxThreads_, 0);
   lastGen_.assign(maxThreads_, 0);
+  seedIdle_.assign(maxThreads_, 0);
+  seedCheckedNs_.assign(maxThreads_, 0);
   last_.assign(maxThreads_, ThreadTimes());
   lastCpu_.assign(size_t(ncpu_), CpuTimes());
   unswitched_.assign(size_t(ncpu_), 0);
@@ -583,6 +599,8 @@ int BpfTracker<Build>::snapshot(TrackerSnapshot& snap) {
     if (lastGen_[s] != t.generation) {
       out = ThreadTimes();
       lastGen_[s] = t.generation;
+      seedIdle_[s] = 0;
+      seedCheckedNs_[s] = 0;
     }
     // A running stint counts from the thread's own switch-in, read in the same seqcount section
     // as its completed stints: figures taken from a CPU's slot at another moment could count a
@@ -590,6 +608,7 @@ int BpfTracker<Build>::snapshot(TrackerSnapshot& snap) {
     // time until the overcount was caught up.
     const uint64_t since = t.on_since;
     uint64_t running = (since && now > since) ? now - since : 0;
+    if (running && since == seedTs_ && !seededStintRunning(s, t, now)) running = 0;
     int pkg = t.cpu < uint32_t(ncpu_) ? cpuPkg_[t.cpu] : 0;
     out.tid = t.tid;
     out.tgid = t.tgid;
@@ -620,10 +639,33 @@ int BpfTracker<Build>::snapshot(TrackerSnapshot& snap) {
   return 0;
 }
 
+// A seeded stint is an assumption: the thread was runnable when /proc was read, before attach.
+// One that blocked in between has no switch-out for the program to see, and would count as
+// running until it next wakes (minutes, for an idle worker). While the stint lasts, /proc says
+// whether the thread is still runnable, every 10 ms at most; once it is not, the stint was never
+// real (had it run since attach, its switch-out would have ended the stint), and stays ignored
+// until the thread's first switch-in starts a real one.
+template <typename Build>
+bool BpfTracker<Build>::seededStintRunning(uint32_t slot, const jt_thread_slot& t, uint64_t now) {
+  if (seedIdle_[slot]) return false;
+  if (seedCheckedNs_[slot] != 0 && now - seedCheckedNs_[slot] < 10'000'000) return true;
+  std::string text;
+  const std::string path = "/proc/" + std::to_string(t.tgid) + "/task/" + std::to_string(t.tid) + "/stat";
+  if (readSmallFile(path, &text) != 0) return true;  // gone: its exit ends the stint
+  const size_t close = text.rfind(')');
+  if (close == std::string::npos || close + 2 >= text.size()) return true;
+  if (text[close + 2] != 'R') {
+    seedIdle_[slot] = 1;
+    return false;
+  }
+  seedCheckedNs_[slot] = now;
+  return true;
+}
+
 // Test hook only: the slot is copied out and written back whole, seq included, so a switch of
 // that thread on another CPU in between would be lost. Tests call it from the thread itself.
 template <typename Build>
-int BpfTracker<Build>::forgetSwitchIn(uint32_t tid) {
+int BpfTracker<Build>::forgetSwitchIn(uint32_t tid, bool asSeeded) {
   if (!skel_) return -EBADF;
   const int fd = bpf_map__fd(skel_->maps.threads);
   for (uint32_t s = 0; s < maxThreads_; s++) {
@@ -631,7 +673,7 @@ int BpfTracker<Build>::forgetSwitchIn(uint32_t tid) {
     jt_thread_slot v;
     if (bpf_map_lookup_elem(fd, &s, &v) != 0) return -errno;
     if (v.generation == 0 || v.generation == freedGen_[s] || v.exited) continue;
-    v.on_since = 0;
+    v.on_since = asSeeded ? seedTs_ : 0;
     return bpf_map_update_elem(fd, &s, &v, BPF_ANY) == 0 ? 0 : -errno;
   }
   return -ESRCH;

@@ -193,17 +193,38 @@ void ProcfsTracker::rescan(bool initial) {
   }
 }
 
-// Updates t.times from schedstat and stat; false once the thread is gone (ESRCH).
+// Updates t.times from schedstat and stat; false once the thread is gone (ESRCH). Without
+// schedstat (a kernel built without CONFIG_SCHED_INFO), on-CPU time is stat's utime + stime, in
+// clock ticks; without descriptors for either (the process ran out of them), stat is read by
+// path at each call. A thread is gone only when its stat cannot be read at all.
 bool ProcfsTracker::readThread(Thread& t) {
   char buf[1024];
-  if (readAt0(t.schedstat, buf, sizeof buf) <= 0) return false;
-  uint64_t total = strtoull(buf, nullptr, 10);
+  ssize_t statLen = readAt0(t.stat, buf, sizeof buf);
+  std::string byPath;
+  if (statLen <= 0 && !t.stat.valid()) {
+    if (readSmallFile(taskDir() + "/" + std::to_string(t.tid) + "/stat", &byPath) != 0) return false;
+    statLen = ssize_t(std::min(byPath.size(), sizeof buf - 1));
+    memcpy(buf, byPath.data(), size_t(statLen));
+    buf[statLen] = '\0';
+  }
+  if (statLen <= 0 && !t.schedstat.valid()) return false;
+  int cpu = -1;
+  uint64_t ticksNs = 0;
+  if (statLen > 0) {
+    if (const char* processor = procStatField(buf, 39)) cpu = int(strtol(processor, nullptr, 10));
+    const char* utime = procStatField(buf, 14);
+    const char* stime = procStatField(buf, 15);
+    if (utime && stime) ticksNs = (strtoull(utime, nullptr, 10) + strtoull(stime, nullptr, 10)) * nsPerTick_;
+  }
+  uint64_t total;
+  if (t.schedstat.valid()) {
+    if (readAt0(t.schedstat, buf, sizeof buf) <= 0) return false;
+    total = strtoull(buf, nullptr, 10);
+  } else {
+    total = ticksNs;
+  }
   uint64_t onCpu = total > t.base ? total - t.base : 0;
 
-  int cpu = -1;
-  if (readAt0(t.stat, buf, sizeof buf) > 0) {
-    if (const char* processor = procStatField(buf, 39)) cpu = int(strtol(processor, nullptr, 10));
-  }
   if (onCpu > t.times.onCpuNs) {
     // Only the CPU it last ran on is known: the whole delta goes to that CPU's package.
     int pkg = cpu >= 0 && cpu < ncpu_ ? cpuPkg_[size_t(cpu)] : 0;

@@ -107,8 +107,10 @@ class ThreadTracker {
   // lock shared with snapshot() would let a stats() call cost the sampler its deadlines.
   virtual void stats(TrackerStats& out) = 0;
   // Test hook: clears a tracked thread's running stint, as if the kernel had not reported its
-  // switch-in, so that the repair can be exercised on any machine. Returns 0 or -errno.
-  virtual int forgetSwitchIn(uint32_t /*tid*/) { return -ENOTSUP; }
+  // switch-in, so that the repair can be exercised on any machine; asSeeded instead gives it the
+  // stint a thread seen runnable while seeding gets (one that then blocked before attach).
+  // Returns 0 or -errno.
+  virtual int forgetSwitchIn(uint32_t /*tid*/, bool /*asSeeded*/) { return -ENOTSUP; }
 };
 
 std::unique_ptr<ThreadTracker> openBpfTracker(const TrackerOptions& opts, TrackerError* err);

@@ -142,7 +142,8 @@ Napi::Value TrackerWrap::ForgetSwitchIn(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   const uint32_t tid = info[0].As<Napi::Number>().Uint32Value();
-  int rc = tracker_->forgetSwitchIn(tid);
+  const bool asSeeded = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
+  int rc = tracker_->forgetSwitchIn(tid, asSeeded);
   if (rc == -ESRCH) {
     throwCoded(env, "ESRCH", "_forgetSwitchIn: thread " + std::to_string(tid) + " has no live slot in this tracker (not tracked, or exited)");
   } else if (rc == -ENOTSUP) {
