@@ -252,8 +252,10 @@ int BPF_PROG(handle_switch, bool preempt, struct task_struct *prev, struct task_
 	next_pid = next->pid;
 	prev_tgid = prev->tgid;
 	next_tgid = next->tgid;
+	/* No new ref for a task's final switch: a group leader replaced by an exec'ing thread
+	 * (handle_exec) makes it under that thread's old tid, which has no ref any more. */
 	if (prev_pid)
-		pr = ref_of(prev, prev_tgid, true);
+		pr = ref_of(prev, prev_tgid, !prev->exit_state);
 	if (next_pid)
 		nr = ref_of(next, next_tgid, true);
 	/* A thread of targ_tgid whose ref could not be allocated still counts as ours here, so
@@ -363,6 +365,92 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	if (bpf_map_update_elem(&tracked_tgids, &ctgid, &one, BPF_ANY))
 		__sync_fetch_and_add(&dropped_threads, 1);
 #endif
+	return 0;
+}
+
+/* Ends a slot of the thread running on this CPU (its only writer) as its exit would. */
+static __always_inline void retire_slot(__u32 slot)
+{
+	struct jt_thread_slot *t;
+	__u64 now;
+	__u32 idx = slot - 1;
+
+	if (!slot)
+		return;
+	t = bpf_map_lookup_elem(&threads, &idx);
+	if (!t)
+		return;
+	now = bpf_ktime_get_ns();
+	seq_begin(&t->seq);
+	if (t->on_since && now > t->on_since) {
+		__u32 pkg = cpu_pkg[t->cpu & (JT_MAX_CPUS - 1)] & (JT_MAX_PACKAGES - 1);
+
+		t->on_cpu_ns += now - t->on_since;
+		t->pkg_ns[pkg] += now - t->on_since;
+	}
+	t->on_since = 0;
+	t->exited = 1;
+	seq_end(&t->seq);
+}
+
+/*
+ * exec from a thread other than the group leader: the kernel gives the exec'ing thread the
+ * leader's pid (the leader, killed, takes the thread's old one for its last moments). Its slot is
+ * still the same thread's, now under the new tid: the slot's tid follows (handle_runtime checks
+ * it), and where refs are kept by tid the ref moves from the old tid to the new one; left under
+ * the old tid, the thread's stint in progress would never end, and its next switch would give it
+ * a second slot. A followed process's entry, removed when its leader died, goes back.
+ */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	__u32 tid = p->pid, tgid = p->tgid, old = old_pid, idx;
+	struct jt_task_ref *r, *cur, moved;
+	struct jt_thread_slot *t;
+
+	if (old == tid || (!follow_children && tgid != targ_tgid))
+		return 0;
+#if JT_TASK_STORAGE
+	r = bpf_task_storage_get(&task_refs, p, 0, 0);
+	if (r) {
+		moved = *r;
+	} else
+#endif
+	{
+		r = bpf_map_lookup_elem(&tid_slot, &old);
+		if (!r)
+			return 0;
+		moved = *r;
+		bpf_map_delete_elem(&tid_slot, &old);
+		cur = bpf_map_lookup_elem(&tid_slot, &tid);
+		if (cur && cur->slot && cur->slot != moved.slot && !(cur->flags & JT_REF_DEAD)) {
+			/* The thread switched under its new tid before this ran, and so got a second
+			 * slot: it goes on there, and the first ends here, as at an exit. */
+			retire_slot(moved.slot);
+			moved = *cur;
+		} else {
+			/* Over the leader's ref, if its last switch has not removed it yet: that
+			 * switch then finds no ref under its new (old) tid and makes none. */
+			bpf_map_update_elem(&tid_slot, &tid, &moved, BPF_ANY);
+		}
+	}
+#if !JT_TASK_STORAGE
+	if (tgid != targ_tgid) {
+		__u8 one = 1;
+
+		bpf_map_update_elem(&tracked_tgids, &tgid, &one, BPF_ANY);
+	}
+#endif
+	if (!moved.slot)
+		return 0;
+	idx = moved.slot - 1;
+	t = bpf_map_lookup_elem(&threads, &idx);
+	if (!t)
+		return 0;
+	/* This CPU runs the thread now: its slot's only writer (see thread_tracker.h). */
+	seq_begin(&t->seq);
+	t->tid = tid;
+	seq_end(&t->seq);
 	return 0;
 }
 

@@ -63,6 +63,9 @@ struct task_struct___pre514 {
 	long state;
 };
 
+/* sched_process_exec's third argument, not read. */
+struct linux_binprm;
+
 /* Context of iter/task programs (kernel/bpf/task_iter.c). */
 struct seq_file;
 struct bpf_iter_meta {

@@ -174,6 +174,42 @@ describeBpf(`eBPF thread tracker (${bpfProgram} build)`, () => {
     expect(bpfReadiness()).toMatchObject({ ready: true, btf: true, capBpf: true, capPerfmon: true, reason: '' });
   });
 
+  it('follows a thread that execs from outside the group leader into its new tid, one live slot', async () => {
+    // The exec'ing thread takes the leader's pid: its stint must not stay open under the old tid
+    // (the compat build counted it on, 1.7 s of "CPU" for a process asleep).
+    const child = spawn('python3', ['-c', `
+import threading, time, os
+def ex():
+    time.sleep(0.2)
+    os.execv('/usr/bin/python3', ['python3', '-c', 'import time\\ne=time.monotonic()+0.3\\nwhile time.monotonic()<e: pass\\nprint("slept", flush=True)\\ntime.sleep(30)'])
+threading.Thread(target=ex).start()
+print('ready', flush=True)
+time.sleep(30)`], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      const lines: string[] = [];
+      child.stdout!.on('data', (d) => lines.push(...String(d).trim().split('\n')));
+      const until = async (line: string) => {
+        for (let i = 0; i < 400 && !lines.includes(line); i++) await sleep(10);
+        expect(lines).toContain(line);
+      };
+      await until('ready');
+      tracker = openThreadTracker({ backend: 'bpf', bpfProgram, pid: child.pid! });
+      await until('slept'); // exec'd, spun 300 ms, now asleep
+      await sleep(20);
+      const a = tracker.snapshot();
+      await sleep(400);
+      const b = tracker.snapshot();
+      const live = b.threads.filter((t) => !t.exited);
+      expect(live.map((t) => t.tid)).toEqual([child.pid]);
+      const sum = (s: ThreadSnapshot) => s.threads.reduce((n, t) => n + t.onCpuNs, 0);
+      expect(sum(b) - sum(a)).toBeLessThan(30e6); // asleep: nothing runs on
+      // The 300 ms spin after exec is counted once.
+      expect(live[0].onCpuNs).toBeGreaterThan(250e6);
+    } finally {
+      child.kill();
+    }
+  });
+
   it('splits two concurrent workers 3:1, within wall time and CPU busy time', async () => {
     // One "package" per CPU (up to 8), so the package split can be checked against each CPU.
     const ncpu = Math.min(os.cpus().length, 8);
