@@ -346,8 +346,10 @@ int BpfTracker<Build>::seedThreads(uint32_t tgid, uint64_t attachTs) {
 
 // A thread listed before attach that exited before attach made its last switch unseen: its slot
 // would stay "running" forever. Now that every later switch is seen, each seeded thread that is
-// gone is closed here, crediting nothing after the listing. No BPF writer can touch the slot of
-// a thread that no longer exists.
+// gone is closed here, crediting nothing after the listing. tgkill() says ESRCH from the moment
+// a thread is unhashed, a little before its last switch: the slot is written back only if its
+// sequence count has not moved since it was read (the program's write of that switch wins), which
+// leaves a window of one compare rather than of the whole read-modify-write.
 template <typename Build>
 void BpfTracker<Build>::retireVanishedSeeds(uint32_t tgid) {
   const int slotFd = bpf_map__fd(skel_->maps.threads);
@@ -356,9 +358,10 @@ void BpfTracker<Build>::retireVanishedSeeds(uint32_t tgid) {
     if (syscall(SYS_tgkill, pid_t(tgid), pid_t(tid), 0) == 0 || errno != ESRCH) continue;
     jt_thread_slot v;
     uint32_t key = idx;
-    if (bpf_map_lookup_elem(slotFd, &key, &v) != 0 || v.exited || v.tid != tid) continue;
+    if (bpf_map_lookup_elem(slotFd, &key, &v) != 0 || v.exited || v.tid != tid || (v.seq & 1)) continue;
     v.on_since = 0;
     v.exited = 1;
+    if (__atomic_load_n(&slots_[idx].seq, __ATOMIC_ACQUIRE) != v.seq) continue;
     bpf_map_update_elem(slotFd, &key, &v, BPF_EXIST);
     uint32_t t = tid;
     bpf_map_delete_elem(tidFd, &t);
