@@ -1,7 +1,8 @@
 // Sampler-thread CPU while requests settle at a steady rate, with N long-lived requests (long
 // polls, streams) held open beside them, against the same run with none open. Shared-request
 // accounting advances a fair-share clock over each interval's events, so the cost should not
-// grow with the requests in flight.
+// grow with the requests in flight. The same for exclusive spans (sampler.begin() without end:
+// concurrent async measure() calls): an interval needs only the earliest open span's start.
 import { jouletrace, median, sleep, table, threadCpuNs } from './common.mjs';
 
 const { Sampler, RequestTracker } = jouletrace;
@@ -9,41 +10,45 @@ const REPS = Number(process.env.BENCH_REPS ?? 3);
 const WINDOW_MS = Number(process.env.BENCH_WINDOW_MS ?? 2000);
 const RATE = 20000; // short requests per second, started and ended on this thread
 
-async function run(open) {
+async function run(open, kind) {
   const s = new Sampler({ source: 'model', intervalUs: 1000 });
   s.start();
   const t = new RequestTracker(s);
   const held = [];
-  for (let i = 0; i < open; i++) held.push(t.start('GET', '/long-poll'));
+  for (let i = 0; i < open; i++) held.push(kind === 'requests' ? t.start('GET', '/long-poll') : s.begin('held'));
   await sleep(200);
   const tid = s.stats().timing.samplerTid;
   const c0 = threadCpuNs(tid);
   const t0 = process.hrtime.bigint();
   const perMs = RATE / 1000;
   const timer = setInterval(() => {
-    for (let i = 0; i < perMs; i++) t.end(t.start('GET', '/short'), 200);
+    if (kind === 'requests') for (let i = 0; i < perMs; i++) t.end(t.start('GET', '/short'), 200);
+    else for (let i = 0; i < perMs; i++) s.end(s.begin('short'));
   }, 1);
   await sleep(WINDOW_MS);
   clearInterval(timer);
   const pct = (100 * (threadCpuNs(tid) - c0)) / Number(process.hrtime.bigint() - t0);
-  for (const h of held) t.end(h, 200);
+  for (const h of held) if (kind === 'requests') t.end(h, 200);
+  else s.end(h);
   s.stop();
   t.close();
   s.close();
   return pct;
 }
 
-const rows = [];
-let base;
-for (const open of [0, 1000, 10000, 30000]) {
-  const xs = [];
-  for (let r = 0; r < REPS; r++) xs.push(await run(open));
-  const m = median(xs);
-  base ??= m;
-  rows.push([String(open), m, (m / base).toFixed(2)]);
+for (const kind of ['requests', 'spans']) {
+  const rows = [];
+  let base;
+  for (const open of [0, 1000, 10000, 30000]) {
+    const xs = [];
+    for (let r = 0; r < REPS; r++) xs.push(await run(open, kind));
+    const m = median(xs);
+    base ??= m;
+    rows.push([String(open), m, (m / base).toFixed(2)]);
+  }
+  table(
+    `Sampler thread CPU, % of a core, 1 kHz, settling ${RATE} ${kind === 'requests' ? 'requests' : 'exclusive spans'}/s with N more held open (median of ${REPS} × ${WINDOW_MS} ms)`,
+    [`${kind} held open`, 'sampler thread %', 'ratio to none open'],
+    rows,
+  );
 }
-table(
-  `Sampler thread CPU, % of a core, 1 kHz, settling ${RATE} requests/s with N more held open (median of ${REPS} × ${WINDOW_MS} ms)`,
-  ['requests held open', 'sampler thread %', 'ratio to none open'],
-  rows,
-);
