@@ -212,7 +212,9 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
   if (traces) {
     for (const h of hosts) {
       h.setContextCapture!(capture);
-      installedCaptures.set(h, capture);
+      let stack = installedCaptures.get(h);
+      if (!stack) installedCaptures.set(h, (stack = []));
+      stack.push(capture);
     }
   }
   const unsubscribe = subscribe(sampler, opts.requests, observeSpans, observeRequests);
@@ -227,19 +229,21 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
       meter.removeBatchObservableCallback(callback, observables);
       if (traces) {
         for (const h of hosts) {
-          // Another registration's capture, installed since, stays.
-          if (installedCaptures.get(h) !== capture) continue;
-          h.setContextCapture!(null);
-          installedCaptures.delete(h);
+          // The capture in force is the latest open registration's: closing an earlier one
+          // leaves it, closing the latest puts back the one before.
+          const stack = installedCaptures.get(h) ?? [];
+          const at = stack.lastIndexOf(capture);
+          if (at < 0) continue;
+          stack.splice(at, 1);
+          if (at === stack.length) h.setContextCapture!(stack.length ? stack[stack.length - 1] : null);
         }
       }
     },
   };
 }
 
-// The capture each sampler or tracker last got from a registration here, so that closing an
-// earlier registration does not remove a later one's.
-const installedCaptures = new WeakMap<ContextCaptureHost, () => unknown>();
+// The captures registrations here installed on each sampler or tracker, in order.
+const installedCaptures = new WeakMap<ContextCaptureHost, Array<() => unknown>>();
 
 function readVersion(): string {
   try {

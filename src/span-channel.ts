@@ -486,11 +486,11 @@ export class SpanChannel {
     return how === KEPT_NUMBERS ? this.#resultObject(slot) : how === KEPT_OBJECT ? this.#results[slot] : undefined;
   }
 
-  // The result of an OPEN_DROPPED span ending now, in the result ring's layout (shared scratch:
-  // listeners read it during the call).
+  // The result of an OPEN_DROPPED span ending now, in the result ring's layout. A copy each (rare:
+  // the ring was full), since a listener may end another such span while the next one reads it.
   #unmeasured(slot: number): Float64Array {
     const t = hrtime();
-    const r = UNMEASURED;
+    const r = UNMEASURED.slice();
     r[1] = this.#keptLabel[slot];
     r[2] = this.#kept[slot * KEPT_WORDS];
     r[3] = t[0] * 1e9 + t[1] + this.#offsetNs;

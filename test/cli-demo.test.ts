@@ -1,5 +1,5 @@
 // `jouletrace demo` completes on this VM, and its report renders in headless Chromium.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -121,6 +121,17 @@ describe('jouletrace demo, bad report path', () => {
     expect(r.status, r.stderr).toBe(1);
     expect(r.stderr).toContain('jouletrace demo: cannot write /nonexistent/dir/r.html: ENOENT');
     expect(r.stdout).not.toContain('Measuring');
+  });
+
+  it('leaves no temporary report behind when interrupted', async () => {
+    const dir = fs.mkdtempSync(path.join(tmp, 'interrupted-'));
+    const child = spawn(process.execPath, [BIN, 'demo', '--seconds', '30', '--no-probe'], { cwd: dir, stdio: 'ignore' });
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(fs.readdirSync(dir).some((f) => f.includes('.jouletrace-'))).toBe(true); // being written
+    child.kill('SIGINT');
+    const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => child.once('exit', (c, s) => resolve([c, s])));
+    expect(signal ?? code).toBe('SIGINT');
+    expect(fs.readdirSync(dir)).toEqual([]);
   });
 });
 

@@ -230,6 +230,21 @@ describe('jouletrace run', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(fs.lstatSync(link).isSymbolicLink()).toBe(true);
     expect(JSON.parse(fs.readFileSync(target, 'utf8')).command).toEqual(['true']);
+    // A dangling link: the file is created where it points.
+    const later = path.join(tmp, 'link-later.json');
+    const dangling = path.join(tmp, 'dangling.json');
+    fs.symlinkSync(later, dangling);
+    r = jt(['run', '-q', '--json', '-o', dangling, '--', 'true']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(fs.readFileSync(later, 'utf8')).command).toEqual(['true']);
+    // One device for two outputs is fine; one file through two directory spellings is not.
+    r = jt(['run', '-q', '-o', '/dev/null', '--csv', '/dev/null', '--', 'true']);
+    expect(r.code, r.stderr).toBe(0);
+    fs.mkdirSync(path.join(tmp, 'real-dir'));
+    fs.symlinkSync(path.join(tmp, 'real-dir'), path.join(tmp, 'dir-link'));
+    r = jt(['run', '-q', '-o', path.join(tmp, 'real-dir', 'x.txt'), '--csv', path.join(tmp, 'dir-link', 'x.txt'), '--', 'true']);
+    expect(r.code, r.stderr).toBe(125);
+    expect(r.stderr).toContain('names the same file');
 
     // /proc/self/fd/1 (what /dev/stdout links to): appended to through the shell's descriptor.
     const captured = path.join(tmp, 'stdout.txt');

@@ -223,6 +223,14 @@ describe('registerOpenTelemetry', () => {
     expect(captureFn).toBe(secondFn);
     second.close();
     expect(captureFn).toBeNull();
+    // Closed the other way round: the earlier one's capture comes back.
+    const third = registerOpenTelemetry(sampler, { meterProvider, requests: tracker, tracer });
+    const thirdFn = captureFn;
+    const fourth = registerOpenTelemetry(sampler, { meterProvider, requests: tracker, tracer });
+    fourth.close();
+    expect(captureFn).toBe(thirdFn);
+    third.close();
+    expect(captureFn).toBeNull();
   });
 
   it('omits attribution without thread tracking and validates its input', async () => {

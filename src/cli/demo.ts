@@ -345,8 +345,10 @@ export async function demoCommand(argv: string[]): Promise<number> {
       files.fail('html');
     }
   }
-  const reportFailed = files.failed().length > 0;
+  const notWritten = files.failed().length;
   files.commit();
+  for (const f of files.unplaced) err.write(`jouletrace demo: cannot put the report in place: ${f}\n`);
+  const reportFailed = notWritten + files.unplaced.length > 0;
   if (json) {
     process.stdout.write(
       JSON.stringify(

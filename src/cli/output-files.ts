@@ -24,16 +24,29 @@ export class OutputFiles<K extends string> {
   // A process that exits without commit() or discard() (an uncaught error) leaves no temporary
   // file behind.
   readonly #onExit = () => this.discard();
+  // Killed by a signal no one else handles (before or after a command's own handlers are on):
+  // 'exit' does not run then, so the files are discarded here and the signal raised again.
+  readonly #onSignal = (sig: NodeJS.Signals) => {
+    if (process.listenerCount(sig) > 1) return; // a command's handler decides
+    this.discard();
+    process.kill(process.pid, sig);
+  };
 
   private constructor() {
     process.on('exit', this.#onExit);
+    for (const sig of SIGNALS) process.on(sig, this.#onSignal);
+  }
+
+  #unhook(): void {
+    process.off('exit', this.#onExit);
+    for (const sig of SIGNALS) process.off(sig, this.#onSignal);
   }
 
   /**
    * Opens each named path for writing. A regular file (or a new one) is written beside its final
    * place and renamed over it by commit(). Written in place: /dev/stdout, /proc/self/fd/N
-   * (appended to), devices and FIFOs, a file with other hard links, and a writable file in a
-   * directory this process cannot create files in.
+   * (appended to), devices and FIFOs, a dangling link, a file with other hard links, and a
+   * writable file in a directory this process cannot create files in.
    * Throws an Error naming the file that cannot be opened, and leaves nothing behind.
    */
   static open<K extends string>(paths: Partial<Record<K, string>>): OutputFiles<K> {
@@ -42,10 +55,13 @@ export class OutputFiles<K extends string> {
     try {
       for (const [name, file] of Object.entries(paths) as Array<[K, string | undefined]>) {
         if (file === undefined) continue;
-        const key = identity(file);
-        const clash = seen.get(key);
-        if (clash !== undefined) throw new Error(`cannot write ${file}: ${clash} names the same file`);
-        seen.set(key, file);
+        // Devices (/dev/null, a terminal) may take several outputs; one file may not.
+        if (!isDevice(file)) {
+          const key = identity(file);
+          const clash = seen.get(key);
+          if (clash !== undefined) throw new Error(`cannot write ${file}: ${clash} names the same file`);
+          seen.set(key, file);
+        }
         try {
           out.#files.set(name, openOne(file));
         } catch (e) {
@@ -82,16 +98,42 @@ export class OutputFiles<K extends string> {
       .map((f) => `${f.file} (${f.temp === undefined ? 'incomplete: written in place' : f.existed ? 'left as it was' : 'not created'})`);
   }
 
-  /** Closes every descriptor and moves each file that did not fail into its final place. */
+  /** The files commit() could not put in place, each with why (their content is lost). */
+  readonly unplaced: string[] = [];
+
+  /**
+   * Closes every descriptor and moves each file that did not fail into its final place. Where
+   * the rename is refused (another user's file in a sticky directory such as /tmp), the content
+   * is copied over the file in place; what cannot be placed either way is listed in `unplaced`.
+   */
   commit(): void {
     for (const f of this.#files.values()) {
       closeOnce(f);
       if (f.temp === undefined) continue;
-      if (f.failed) fs.rmSync(f.temp, { force: true });
-      else fs.renameSync(f.temp, f.target!);
+      if (f.failed) {
+        fs.rmSync(f.temp, { force: true });
+        continue;
+      }
+      try {
+        fs.renameSync(f.temp, f.target!);
+      } catch (e) {
+        try {
+          // No O_CREAT: fs.protected_regular refuses it on another user's file in a sticky
+          // directory, even one open to all.
+          const fd = fs.openSync(f.target!, fs.constants.O_WRONLY | fs.constants.O_TRUNC);
+          try {
+            fs.writeFileSync(fd, fs.readFileSync(f.temp));
+          } finally {
+            fs.closeSync(fd);
+          }
+        } catch {
+          this.unplaced.push(`${f.file} (${(e as Error).message})`);
+        }
+        fs.rmSync(f.temp, { force: true });
+      }
     }
     this.#files.clear();
-    process.off('exit', this.#onExit);
+    this.#unhook();
   }
 
   /** Closes every descriptor and removes what was written: existing files keep their content. */
@@ -101,7 +143,7 @@ export class OutputFiles<K extends string> {
       if (f.temp !== undefined) fs.rmSync(f.temp, { force: true });
     }
     this.#files.clear();
-    process.off('exit', this.#onExit);
+    this.#unhook();
   }
 }
 
@@ -111,27 +153,40 @@ function closeOnce(f: OutputFile): void {
   fs.closeSync(f.fd);
 }
 
-/** Two spellings of one file give one key: the real path where it exists, else the absolute one. */
+/**
+ * Two spellings of one file give one key: its device and inode where it exists, else its name in
+ * its directory's real path (`b/x` where b links to a is `a/x`).
+ */
 function identity(file: string): string {
   try {
     const st = fs.statSync(file);
     return `${st.dev}:${st.ino}`;
   } catch {
-    return path.resolve(file);
+    const abs = path.resolve(file);
+    try {
+      return path.join(fs.realpathSync(path.dirname(abs)), path.basename(abs));
+    } catch {
+      return abs;
+    }
   }
 }
+
+// A descriptor of this process that the path names (/dev/stdout is /proc/self/fd/1).
+const FD_ALIAS = /^\/(dev\/(stdout|stderr|fd\/\d+)|proc\/(self|thread-self|\d+)\/fd\/\d+)$/;
+
+const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
 
 function openOne(file: string): OutputFile {
   // /dev/stdout, /proc/self/fd/N and the like are links to what the shell opened: a file put in
   // their place would replace /dev/stdout itself, or leave the shell's descriptor on the old file.
   // Appended to, as `>>` would: a new descriptor starts at offset 0, over what was written before.
-  const abs = path.resolve(file);
-  if (/^\/(dev|proc)\//.test(abs)) return inPlace(file, 'a');
+  if (FD_ALIAS.test(path.resolve(file))) return inPlace(file, 'a');
   let existing: fs.Stats | undefined;
   try {
     existing = fs.statSync(file);
   } catch {
-    // a new file (or a dangling link: written through it, where the link points)
+    // a new file, or a dangling link: written through it, where the link points
+    if (isLink(file)) return inPlace(file, 'w');
   }
   if (existing?.isDirectory()) throw new Error('it is a directory');
   // A device, a FIFO, a socket: written in place. So is a file with other hard links, which a
@@ -139,7 +194,8 @@ function openOne(file: string): OutputFile {
   if (existing && (!existing.isFile() || existing.nlink > 1)) return inPlace(file, 'w');
   // Opening the final path itself first tells a missing directory or a read-only file apart with
   // the system's own message (ENOENT, EACCES) before anything is created.
-  fs.closeSync(fs.openSync(file, existing ? 'r+' : 'wx'));
+  // Write-only access is enough for an existing file (O_WRONLY, no truncation).
+  fs.closeSync(fs.openSync(file, existing ? fs.constants.O_WRONLY : 'wx'));
   // A link stays a link: the file goes where it points.
   const target = fs.realpathSync(file);
   if (!existing) fs.rmSync(target, { force: true });
@@ -164,6 +220,23 @@ function openOne(file: string): OutputFile {
     }
   }
   return { file, fd, temp, target, existed: existing !== undefined, handedOver: false };
+}
+
+function isDevice(file: string): boolean {
+  try {
+    const st = fs.statSync(file);
+    return st.isCharacterDevice() || st.isBlockDevice();
+  } catch {
+    return false;
+  }
+}
+
+function isLink(file: string): boolean {
+  try {
+    return fs.lstatSync(file).isSymbolicLink();
+  } catch {
+    return false;
+  }
 }
 
 function inPlace(file: string, flags: 'a' | 'w'): OutputFile {

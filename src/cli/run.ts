@@ -41,7 +41,7 @@ SIGTERM, SIGINT, SIGHUP and SIGQUIT sent to jouletrace are passed on to the comm
 those the terminal sent to its foreground process group (Ctrl-C, Ctrl-\, hang-up), which
 reached the command already. On a terminal, a live line on stderr shows elapsed time and watts.
 Output files are written beside their place and moved there at the end: an existing file is
-left as it was when the run fails (/dev/stdout and the like are appended to in place).
+left as it was when the run fails (/dev/stdout and /proc/self/fd/N are appended to in place).
 `;
 
 const SPECS: OptionSpec[] = [
@@ -576,10 +576,11 @@ export async function runCommand(argv: string[]): Promise<number> {
   else err.write(text);
   const failed = files.failed();
   files.commit();
+  failed.push(...files.unplaced);
   if (failed.length > 0) {
     // The command's status would say all went well: this one says that jouletrace failed.
     err.write(`jouletrace run: not written: ${failed.join(', ')}; the command exited with ${exitCode}\n`);
-    if (!written) err.write(text);
+    if (!written || files.unplaced.some((f) => f.startsWith(`${opts.output} (`))) err.write(text);
     return EXIT_INTERNAL;
   }
   return exitCode;
