@@ -265,7 +265,6 @@ interface NativeSamplerHandle {
   threads(): Array<{ tid: number; tgid: number; name: string; onCpuNs: number; exited: boolean; ticks: number[] }>;
   attribution(): Array<{ total: bigint; process: bigint; baseline: bigint; other: bigint; baselineWatts: number }> | null;
   setBaselineWatts(watts: number[]): void;
-  flushSpans(): number;
 }
 
 function normalizeSamplerOptions(options: unknown): Record<string, unknown> {
@@ -397,9 +396,9 @@ export class Sampler {
       this.#handle.stop();
     }
     if (this.#spans) {
-      // The final step settled every span: deliver them now, making room for any that waited.
+      // The final step settled every span: deliver them now (poll() also fetches the results
+      // that waited for room in the ring).
       this.#spans.poll();
-      for (let i = 0; i < 64 && this.#handle.flushSpans() > 0; i++) this.#spans.poll();
       this.#spans.stopPollingIfIdle();
     }
     return this;

@@ -199,6 +199,15 @@ const NO_RESULT = 0;
 const KEPT_NUMBERS = 1; // in #kept
 const KEPT_OBJECT = 2; // in #results (a span whose begin never reached the sampler)
 
+/** The result of a span the sampler never saw: what it was and when, no energy. */
+function unmeasuredResult(label: string, startNs: number, endNs: number): SpanResult {
+  return { label, tid: 0, startNs, endNs, onCpuNs: NaN, joules: NaN, dynamicJoules: null, estimated: false, incomplete: true };
+}
+
+function closedBeforeSettled(): JouletraceError {
+  return new JouletraceError('ERR_JOULETRACE_CLOSED', 'settle(): the sampler was closed before the span settled');
+}
+
 export class SpanChannel {
   readonly #handle: { close(): void; flush(): number };
   readonly #i32: Int32Array;
@@ -208,6 +217,7 @@ export class SpanChannel {
   readonly #evCap: number;
   readonly #resMask: number;
   readonly #tag: number;
+  readonly #offsetNs: number; // hrtime() to the sampler's CLOCK_MONOTONIC (see monotonicOffsetNs)
   #head = 0;
   #tailSeen = 0;
   #resTail = 0;
@@ -231,7 +241,6 @@ export class SpanChannel {
   // spent about as long collecting results as on begin() and end(): bench/spans.mjs).
   readonly #kept = new Float64Array(MAX_OPEN * KEPT_WORDS);
   readonly #keptLabel = new Int32Array(MAX_OPEN);
-  readonly #offsetNs: number;
   readonly #keptHow = new Uint8Array(MAX_OPEN);
   readonly #results: Array<SpanResult | undefined> = new Array(MAX_OPEN);
   #capture: (() => unknown) | null = null;
@@ -256,7 +265,11 @@ export class SpanChannel {
   #lateEndCount = 0;
   /** This channel, or the sampler it reports to (from any thread), is closed. */
   get closed(): boolean {
-    return this.#closed || this.#i32[RUNNING] === SAMPLER_CLOSED;
+    return this.#closed || this.#samplerClosed;
+  }
+  /** Closed from another thread: its channels' running word reads SAMPLER_CLOSED. */
+  get #samplerClosed(): boolean {
+    return this.#i32[RUNNING] === SAMPLER_CLOSED;
   }
   /** Whether the sampler is running (a shared-memory read: no call into the addon). */
   get running(): boolean {
@@ -338,7 +351,7 @@ export class SpanChannel {
   #begin(label: string, type: number, numeric: number): number {
     if (this.#i32[RUNNING] !== 1) {
       if (this.#closed) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'begin(): the span channel is closed');
-      if (this.#i32[RUNNING] === SAMPLER_CLOSED) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'begin(): the sampler is closed');
+      if (this.#samplerClosed) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'begin(): the sampler is closed');
       throw new JouletraceError('ERR_JOULETRACE_NOT_STARTED', 'begin(): the sampler is not running; call start() first');
     }
     let id = this.#labels.get(label);
@@ -436,7 +449,7 @@ export class SpanChannel {
       this.#state[slot] = ENDED;
       const r = this.#unmeasured(slot);
       if (this.#numeric[slot] !== 0) this.#deliverNumeric(h, slot, r, 0);
-      else this.#dispatch([this.#numbersToResult(r)], [h]);
+      else this.#dispatch([unmeasuredResult(this.#labelNames[r[1]] ?? '(unknown)', r[2], r[3])], [h]);
     } else {
       throw new JouletraceError('ERR_JOULETRACE_STALE_SPAN', `end(): span handle ${h} already ended`);
     }
@@ -497,37 +510,10 @@ export class SpanChannel {
     return r;
   }
 
-  #numbersToResult(r: Float64Array): SpanResult {
-    return {
-      label: this.#labelNames[r[1]] ?? '(unknown)',
-      tid: 0,
-      startNs: r[2],
-      endNs: r[3],
-      onCpuNs: NaN,
-      joules: NaN,
-      dynamicJoules: null,
-      estimated: false,
-      incomplete: true,
-    };
-  }
-
-  #droppedResult(): SpanResult {
-    return {
-      label: '(dropped)',
-      tid: 0,
-      startNs: NaN,
-      endNs: NaN,
-      onCpuNs: NaN,
-      joules: NaN,
-      dynamicJoules: null,
-      estimated: false,
-      incomplete: true,
-    };
-  }
 
   /** Resolves with the span's result once the sampler has settled it. */
   settle(h: number): Promise<SpanResult> {
-    if (h === DROPPED_HANDLE) return Promise.resolve(this.#droppedResult());
+    if (h === DROPPED_HANDLE) return Promise.resolve(unmeasuredResult('(dropped)', NaN, NaN));
     this.poll();
     const done = this.#resultOf(h);
     if (done) return Promise.resolve(done);
@@ -535,9 +521,7 @@ export class SpanChannel {
       // Nothing collects results any more: waiting would never end.
       return Promise.reject(new JouletraceError('ERR_JOULETRACE_CLOSED', 'settle(): the span channel is closed'));
     }
-    if (this.#i32[RUNNING] === SAMPLER_CLOSED) {
-      return Promise.reject(new JouletraceError('ERR_JOULETRACE_CLOSED', 'settle(): the sampler was closed before the span settled'));
-    }
+    if (this.#samplerClosed) return Promise.reject(closedBeforeSettled());
     let slot: number;
     try {
       slot = this.#slotOf(h, 'settle()');
@@ -606,7 +590,7 @@ export class SpanChannel {
   }
 
   #ensurePolling(): void {
-    if (this.#closed || this.#i32[RUNNING] === SAMPLER_CLOSED) return;
+    if (this.closed) return;
     const period = this.#wantedPeriod();
     if (this.#timer !== undefined) {
       if (this.#period !== period) this.#arm(period);
@@ -690,8 +674,8 @@ export class SpanChannel {
     const running = Atomics.load(this.#i32, RUNNING);
     if (running !== 1 && this.#awaitingResults()) {
       // Stopped: the final step's results that found the result ring full wait in the engine,
-      // and no step will write them. The main thread's stop() flushes them; a worker, which
-      // nothing waits for, flushes its own here.
+      // and no step will write them. Each thread fetches its own (a worker's are not the main
+      // thread's stop() to wait for).
       for (;;) {
         const left = this.#handle.flush();
         const got = this.#collect();
@@ -706,12 +690,14 @@ export class SpanChannel {
   // The sampler was closed from another thread: the results that arrived are delivered, and a
   // span that has none will never get one. Nothing is left to poll for.
   #abandonWaiters(): void {
-    for (const [h, w] of this.#waiters) {
-      w.reject(new JouletraceError('ERR_JOULETRACE_CLOSED', 'settle(): the sampler was closed before the span settled'));
-      this.#waiters.delete(h);
-    }
+    this.#rejectWaiters();
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = undefined;
+  }
+
+  #rejectWaiters(): void {
+    for (const [, w] of this.#waiters) w.reject(closedBeforeSettled());
+    this.#waiters.clear();
   }
 
   #collect(): number {
@@ -895,10 +881,7 @@ export class SpanChannel {
       // Unregistered, the sampler no longer clears this flag when it stops: begin() must see it
       // down and throw CLOSED (a tracker holds the channel itself, past the sampler's checks).
       Atomics.store(this.#i32, RUNNING, 0);
-      for (const [, w] of this.#waiters) {
-        w.reject(new JouletraceError('ERR_JOULETRACE_CLOSED', 'settle(): the sampler was closed before the span settled'));
-      }
-      this.#waiters.clear();
+      this.#rejectWaiters();
     }
   }
 }

@@ -41,7 +41,6 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
                            InstanceMethod<&SamplerHandle::Attribution>("attribution"),
                            InstanceMethod<&SamplerHandle::SetBaselineWatts>("setBaselineWatts"),
                            InstanceMethod<&SamplerHandle::FillForBenchmark>("fillForBenchmark"),
-                           InstanceMethod<&SamplerHandle::FlushSpans>("flushSpans"),
                        });
   }
 
@@ -365,12 +364,6 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     }
     a->setBaselineWatts(w);
     return env.Undefined();
-  }
-
-  Napi::Value FlushSpans(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    if (!check(env)) return env.Undefined();
-    return Napi::Number::New(env, double(sampler_->flushSpans()));
   }
 
   Napi::Value FillForBenchmark(const Napi::CallbackInfo& info) {

@@ -466,14 +466,4 @@ size_t SpanEngine::flushLog(uint64_t id) {
   return it->second.backlog.size();
 }
 
-size_t SpanEngine::flush() {
-  std::lock_guard<std::mutex> lock(mu_);
-  size_t waiting = 0;
-  for (auto& [id, log] : logs_) {
-    retryBacklog(log);
-    waiting += log.backlog.size();
-  }
-  return waiting;
-}
-
 }  // namespace jouletrace

@@ -61,11 +61,8 @@ class SpanEngine {
   void step(uint64_t nowNs, const AttributionEngine& attr, bool final);
 
   uint64_t settledCount() const { return settled_.load(std::memory_order_relaxed); }
-  // JavaScript thread, after stop(): writes results still waiting for room in a result ring.
-  // Returns how many are still waiting (the caller polls, then calls again).
-  size_t flush();
-  // The same for one channel: the thread that owns it (a worker, which the main thread's stop()
-  // does not wait for) flushes its own.
+  // The thread that owns a channel, after stop(): writes its results still waiting for room in
+  // its result ring. Returns how many still wait (the caller collects, then calls again).
   size_t flushLog(uint64_t id);
 
  private:

@@ -4,6 +4,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 
+// A descriptor of this process that the path names (/dev/stdout is /proc/self/fd/1).
+const FD_ALIAS = /^\/(dev\/(stdout|stderr|fd\/\d+)|proc\/(self|thread-self|\d+)\/fd\/\d+)$/;
+
+// Signals that kill a process by default, on which temporary files are removed first.
+const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
+
 interface OutputFile {
   /** The path given, as the user wrote it (messages name it). */
   file: string;
@@ -170,11 +176,6 @@ function identity(file: string): string {
     }
   }
 }
-
-// A descriptor of this process that the path names (/dev/stdout is /proc/self/fd/1).
-const FD_ALIAS = /^\/(dev\/(stdout|stderr|fd\/\d+)|proc\/(self|thread-self|\d+)\/fd\/\d+)$/;
-
-const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
 
 function openOne(file: string): OutputFile {
   // /dev/stdout, /proc/self/fd/N and the like are links to what the shell opened: a file put in
