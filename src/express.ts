@@ -5,11 +5,12 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { RequestTracker, type RequestTrackerOptions } from './requests';
 import type { Sampler } from './sampler';
-import { routePattern } from './express-route-patterns';
+import { mountPattern, patternMatches } from './express-route-patterns';
 
 interface ExpressLikeRequest extends IncomingMessage {
   app?: unknown;
   baseUrl?: string;
+  originalUrl?: string;
   route?: { path?: unknown };
 }
 
@@ -40,7 +41,12 @@ function hookRoute(req: IncomingMessage): void {
   Object.defineProperty(proto, 'route', {
     configurable: true,
     get(this: object) {
-      return routes.get(this);
+      // Read through Object.create(req) too, as an own property would be.
+      for (let o: object | null = this; o !== null; o = Object.getPrototypeOf(o) as object | null) {
+        const route = routes.get(o);
+        if (route !== undefined || o === proto) return route;
+      }
+      return undefined;
     },
     set(this: ExpressLikeRequest, route: unknown) {
       routes.set(this, route);
@@ -51,18 +57,28 @@ function hookRoute(req: IncomingMessage): void {
 }
 
 /**
- * The matched route's pattern (mount paths + route path), read when the response finishes: from
- * the app's routers where they tell it (see express-route-patterns.ts), else the mount path as
- * it was when the route matched.
+ * The matched route's pattern (mount paths + route path), read when the response finishes: the
+ * mounts' pattern from the app's routers where it fits the URL the request came by (see
+ * express-route-patterns.ts), else that URL as it was when the route matched.
  */
 export function expressRoute(req: ExpressLikeRequest): string {
   const route = req.route;
-  const path = route?.path;
-  if (typeof path !== 'string') return '(unmatched)';
-  const pattern = routePattern(route!, req.app);
-  if (pattern !== null) return pattern;
-  const base = basesAtRoute.get(req);
-  return `${typeof base === 'string' ? base : (req.baseUrl ?? '')}${path}` || '/';
+  if (route === null || typeof route !== 'object') return '(unmatched)';
+  const path = route.path;
+  const noted = basesAtRoute.get(req);
+  const base = typeof noted === 'string' ? noted : (req.baseUrl ?? '');
+  const mount = mountPattern(route, req.app, base) ?? base;
+  if (typeof path === 'string') return `${mount}${path}` || '/';
+  // app.get(['/a', '/b/:id']): the one pattern that fits the URL, else all of them.
+  if (Array.isArray(path)) {
+    const url = (req.originalUrl ?? '').split('?', 1)[0];
+    const rest = url.slice(base.length).replace(/(.)\/$/, '$1') || '/';
+    const fits = path.filter((p) => typeof p === 'string' && patternMatches(p, rest));
+    const shown = fits.length === 1 ? fits : path;
+    return shown.map((p) => `${mount}${String(p)}`).join(',') || '(unmatched)';
+  }
+  // A regular expression: its source, a pattern too.
+  return path instanceof RegExp ? `${mount}${String(path)}` : '(unmatched)';
 }
 
 /**

@@ -806,7 +806,7 @@ describeBpf('framework integrations', () => {
     const own = (req: object) => Reflect.ownKeys(req).filter((k) => String(k).includes('jouletrace') || k === 'route');
     const items = express.Router();
     items.get('/:id', (req, res, next) => {
-      seen.push([req.route.path, Object.keys(req.route.methods), own(req)]);
+      seen.push([req.route.path, Object.keys(req.route.methods), own(req), (Object.create(req) as typeof req).route === req.route]);
       next();
     });
     items.get('/:id', (req, res) => {
@@ -825,51 +825,68 @@ describeBpf('framework integrations', () => {
     sampler.stop();
     // Own properties added to a request Express re-prototyped cost V8 a map migration each
     // (about 1.4 µs here): the route and its mount path are kept beside the request.
-    expect(seen).toEqual([['/:id', ['get'], []], ['/:id', []], '/by-hand']);
+    expect(seen).toEqual([['/:id', ['get'], [], true], ['/:id', []], '/by-hand']);
     expect(records.map((r) => r.route)).toEqual(['/items/by-hand']);
   });
 
   it('Express: the route pattern through mount paths with parameters; the URL where the routers cannot tell', async () => {
     const { sampler, tracker, records } = setup();
+    const ok = (_req: express.Request, res: express.Response) => {
+      res.send('ok');
+    };
     const app = express();
     app.use(energyMiddleware(tracker));
     const posts = express.Router({ mergeParams: true });
-    posts.get('/:pid', (_req, res) => {
-      res.send('post');
-    });
+    posts.get('/:pid', ok);
     posts.get('/:pid/boom', () => {
       throw new Error('boom');
     });
     app.use('/users/:uid/posts', posts);
-    const shared = express.Router(); // mounted twice: which mount a request came by is not known
-    shared.get('/:id', (_req, res) => {
-      res.send('shared');
-    });
-    app.use('/a', shared);
-    app.use('/b', shared);
-    const sub = express(); // a sub-application's routers sit behind a closure
-    sub.get('/:id', (_req, res) => {
-      res.send('sub');
-    });
-    app.use('/sub', sub);
-    const server = http.createServer(app);
-    const base = await listen(server);
-    cleanups.push(() => new Promise((r) => server.close(r)));
-    sampler.start();
-    for (const [path, status] of [
-      ['/users/42/posts/7', 200],
-      ['/users/43/posts/8/boom', 500],
-      ['/a/1', 200],
-      ['/b/2', 200],
-      ['/sub/3', 200],
-    ] as const) {
-      expect((await fetch(`${base}${path}`)).status).toBe(status);
+    const twice = express.Router(); // mounted at two paths: which one a request came by is not known
+    twice.get('/:id', ok);
+    app.use('/a', twice);
+    app.use('/b', twice);
+    const items = express.Router(); // mounted here and reused behind a sub-application
+    items.get('/items/:id', ok);
+    app.use('/v1', items);
+    const v2 = express();
+    v2.use(items);
+    app.use('/v2', v2);
+    const sub = express(); // a sub-application mounted through a router does not learn its parent
+    sub.get('/x/:id', ok);
+    const api = express.Router();
+    api.use('/:version', sub);
+    app.use('/api', api);
+    app.get(['/list', '/list/:page'], ok);
+    const servers: http.Server[] = [];
+    const urls: string[] = [];
+    for (const a of [app, express().use(energyMiddleware(tracker)).use('/other/:o', posts)]) {
+      const server = http.createServer(a);
+      servers.push(server);
+      urls.push(await listen(server));
+      cleanups.push(() => new Promise((r) => server.close(r)));
     }
-    // A route added after the routers were walked is found by walking them again.
-    posts.get('/:pid/late', (_req, res) => {
-      res.send('late');
-    });
-    expect((await fetch(`${base}/users/44/posts/9/late`)).status).toBe(200);
+    sampler.start();
+    const get = async (path: string, status: number, at = 0) => expect((await fetch(`${urls[at]}${path}`)).status).toBe(status);
+    await get('/users/42/posts/7', 200);
+    await get('/Users/43/posts/8/boom', 500); // Express matches case-insensitively
+    await get('/a/1', 200);
+    await get('/b/2', 200);
+    await get('/v1/items/3', 200);
+    await get('/v2/items/4', 200);
+    await get('/api/v7/x/5', 200);
+    await get('/list/2', 200);
+    await get('/other/9/6', 200, 1); // the same router, in another app
+    // Added after the routers were walked: a route (found by walking them again), and a second
+    // mount of a router already placed (the URL it matched).
+    posts.get('/:pid/late', ok);
+    await get('/users/44/posts/9/late', 200);
+    const later = express.Router();
+    later.get('/:id', ok);
+    app.use('/first', later);
+    await get('/first/1', 200);
+    app.use('/second', later);
+    await get('/second/2', 200);
     await new Promise((r) => setTimeout(r, 30));
     sampler.stop();
     expect(records.map((r) => [r.route, r.statusCode])).toEqual([
@@ -877,8 +894,14 @@ describeBpf('framework integrations', () => {
       ['/users/:uid/posts/:pid/boom', 500],
       ['/a/:id', 200],
       ['/b/:id', 200],
-      ['/sub/:id', 200],
+      ['/v1/items/:id', 200],
+      ['/v2/items/:id', 200],
+      ['/api/v7/x/:id', 200],
+      ['/list/:page', 200],
+      ['/other/:o/:pid', 200],
       ['/users/:uid/posts/:pid/late', 200],
+      ['/first/:id', 200],
+      ['/second/:id', 200],
     ]);
   });
 
