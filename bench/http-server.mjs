@@ -1,8 +1,9 @@
 // Server process for bench/http.mjs and bench/request-cost.mjs:
 //   node bench/http-server.mjs <express|fastify|node:http> <variant>
-// Variants: bare, sampler, middleware, exact, and work1us: no jouletrace, one middleware (Express)
+// Variants: bare, sampler, middleware, exact; work1us: no jouletrace, one middleware (Express)
 // or onRequest hook (Fastify) that busy-waits 1 µs, as a ruler for what 1 µs of added work per
-// request costs on the machine at hand.
+// request costs on the machine at hand; hook: the sampler and an empty middleware / onRequest
+// hook, what any hook costs in that framework.
 // Prints "listening <port>" once ready. SIGUSR2 marks the start of a measured load; SIGTERM prints
 // "cpu {user, system, served}" for the time since (µs, requests) and exits.
 import { createRequire } from 'node:module';
@@ -21,7 +22,7 @@ function work1us() {
 if (variant !== 'bare' && variant !== 'work1us') {
   sampler = new Sampler({ intervalUs: 1000 });
   sampler.start();
-  if (variant !== 'sampler') tracker = new RequestTracker(sampler, { mode: variant === 'exact' ? 'exact' : 'shared' });
+  if (variant !== 'sampler' && variant !== 'hook') tracker = new RequestTracker(sampler, { mode: variant === 'exact' ? 'exact' : 'shared' });
 }
 let close;
 if (framework === 'node:http') {
@@ -40,6 +41,7 @@ if (framework === 'node:http') {
   const app = express();
   if (tracker) app.use(energyMiddleware(tracker));
   if (variant === 'work1us') app.use((req, res, next) => (work1us(), next()));
+  if (variant === 'hook') app.use((req, res, next) => next());
   app.get('/hello/:name', (req, res) => (served++, res.send(`hello ${req.params.name}`)));
   const server = app.listen(0, '127.0.0.1', () => console.log(`listening ${server.address().port}`));
   close = () => server.close();
@@ -49,6 +51,7 @@ if (framework === 'node:http') {
   const app = Fastify();
   if (tracker) await app.register(fastifyEnergy, { tracker });
   if (variant === 'work1us') app.addHook('onRequest', (req, reply, done) => (work1us(), done()));
+  if (variant === 'hook') app.addHook('onRequest', (req, reply, done) => done());
   app.get('/hello/:name', async (req) => (served++, `hello ${req.params.name}`));
   const address = await app.listen({ port: 0, host: '127.0.0.1' });
   console.log(`listening ${new URL(address).port}`);
