@@ -6,14 +6,16 @@
 // would carry the raw URL and one label per user. The routers know the patterns: router 2.3
 // (Express 5) keeps each layer's path as given in layer.rawPath, which its own listRoutes()
 // reads. An app's routers are walked once, and again when a route turns up that the last walk
-// did not see (one added later).
+// did not see (one added later), though not so often that walks take over 1% of the thread.
 //
-// A walk can place a route wrongly: a router reused behind a sub-application (its routers sit
-// behind a closure, out of the walk's sight), one mounted again after the walk, a sub-application
-// mounted through a router (it does not learn its parent). So a mount pattern is used only where
-// it matches the mount path the request actually came by (req.baseUrl as the route matched);
-// elsewhere the caller falls back to that URL. So do Express 4 and router < 2.3 (no rawPath),
-// regular-expression and array mount paths, and a router mounted at two paths.
+// A sub-application's routers sit behind a closure (Express mounts it as a plain function), out
+// of its parent's walk: its routes are placed by walking the sub-application itself, under its
+// mountpath and its parents'. Where the walk can still place a route wrongly (a router reused in
+// a second app, or mounted again after the walk; a sub-application mounted through a router does
+// not learn its parent), a mount pattern is used only where it fits the mount path the request
+// actually came by (req.baseUrl as the route matched); elsewhere the caller falls back to that
+// URL. So do Express 4 and router < 2.3 (no rawPath), regular-expression and array mount paths,
+// and a router mounted at two paths.
 
 interface ExpressLayer {
   route?: unknown;
@@ -22,53 +24,75 @@ interface ExpressLayer {
 }
 interface ExpressAppLike {
   parent?: unknown;
+  mountpath?: unknown;
   _router?: { stack?: unknown };
   router?: { stack?: unknown };
 }
 
-// Per root app: route object → the pattern of the mounts above it, or null where it has none
-// or several.
-const appMounts = new WeakMap<object, WeakMap<object, string | null>>();
+interface AppRoutes {
+  // route object → the pattern of the mounts above it within the app, or null where it has none
+  // or several
+  readonly mounts: WeakMap<object, string | null>;
+  nextWalkAt: number; // performance.now() ms
+}
+const apps = new WeakMap<object, AppRoutes>();
 const MAX_DEPTH = 32;
 const MAX_LAYERS = 100_000; // a walk's bound, whatever the tree (a router mounted in itself)
+// A route the last walk did not see sends the app's routers to be walked again, but not within
+// a hundred times the last walk's duration of it: a router built per request, or a hand-made
+// req.route, would otherwise walk them on every request (about 80 µs for 500 mounted routers
+// here). Walks then take at most about 1% of the thread.
+const REWALK_FACTOR = 100;
 
 /**
- * The pattern of the mounts above `route` ('' at the app's root) if it matches `base`, the mount
- * path the request came by; else null (the caller uses `base`).
+ * The pattern of the mounts above `route` ('' at the root app's root), `app` being the app whose
+ * request prototype was current as the route matched, if it fits `base`, the mount path the
+ * request came by; else null (the caller uses `base`).
  */
 export function mountPattern(route: object, app: unknown, base: string): string | null {
-  const root = rootApp(app);
-  if (root === null) return null;
-  let mounts = appMounts.get(root);
-  if (mounts === undefined) appMounts.set(root, (mounts = new WeakMap()));
-  let mount = mounts.get(route);
+  if (!isObject(app)) return null;
+  const prefix = appPrefix(app as ExpressAppLike);
+  if (prefix === null) return null;
+  let known = apps.get(app);
+  if (known === undefined) apps.set(app, (known = { mounts: new WeakMap(), nextWalkAt: -Infinity }));
+  let mount = known.mounts.get(route);
   if (mount === undefined) {
-    walkApp(root, mounts);
-    mount = mounts.get(route);
-    // Not reachable through the app's routers: not walked for again.
-    if (mount === undefined) mounts.set(route, (mount = null));
+    const t0 = performance.now();
+    if (t0 < known.nextWalkAt) return null;
+    walkApp(app as ExpressAppLike, known.mounts);
+    const t1 = performance.now();
+    known.nextWalkAt = t1 + REWALK_FACTOR * (t1 - t0);
+    mount = known.mounts.get(route);
+    if (mount === undefined) return null;
   }
-  return mount !== null && patternMatches(mount, base) ? mount : null;
+  if (mount === null) return null;
+  const pattern = prefix + mount;
+  return patternMatches(pattern, base) ? pattern : null;
 }
 
 function isObject(x: unknown): x is object {
   return (typeof x === 'object' && x !== null) || typeof x === 'function';
 }
 
-// A sub-application mounted with app.use() knows its parent app (an app is a function).
-function rootApp(app: unknown): object | null {
-  if (!isObject(app)) return null;
-  let root = app as ExpressAppLike;
-  for (let i = 0; i < MAX_DEPTH && isObject(root.parent); i++) root = root.parent as ExpressAppLike;
-  return root;
+// Where a sub-application sits: app.use(path, subApp) mounts it on the parent app's own router and
+// gives it `parent` and `mountpath` (an app is a function). null: a mount path that is not a string.
+function appPrefix(app: ExpressAppLike): string | null {
+  let prefix = '';
+  let a = app;
+  for (let i = 0; i < MAX_DEPTH && isObject(a.parent); i++) {
+    if (typeof a.mountpath !== 'string') return null;
+    prefix = joinMount('', a.mountpath) + prefix;
+    a = a.parent as ExpressAppLike;
+  }
+  return prefix;
 }
 
-function walkApp(root: ExpressAppLike, mounts: WeakMap<object, string | null>): void {
+function walkApp(app: ExpressAppLike, mounts: WeakMap<object, string | null>): void {
   let stack: unknown;
   try {
     // Express 4 keeps its router in _router, and its `router` getter throws; Express 5's
     // `router` getter makes one on first use.
-    stack = (root._router ?? root.router)?.stack;
+    stack = (app._router ?? app.router)?.stack;
   } catch {
     return;
   }

@@ -18,23 +18,26 @@ interface ExpressLikeRequest extends IncomingMessage {
 // the request leaves it, and a handler in a mounted router that throws or falls through to a 404
 // leaves it that way: read at the response's finish, GET /api/boom would count as /boom.
 //
-// Kept beside the request, not on it: Express gives every request a new prototype, and a
-// property added to such an object afterwards costs V8 a map migration, about 1.4 µs a property
-// on our test VM, more than the whole accounting. Express's own `req.route = route` is one such
-// property, so with the route kept here a tracked Express request costs less than with an empty
-// middleware (bench/RESULTS.md, "Express's route, kept beside the request").
+// Kept beside the request, not on it: Express sets the prototype of every request to its app's
+// `app.request`, and a property added to such an object afterwards costs V8 a map migration,
+// about 1.4 µs a property on our test VM, more than the whole accounting. Express's own
+// `req.route = route` is one such property, so with the route kept here a tracked Express request
+// costs about what an empty middleware does (bench/RESULTS.md, "Express's route, kept beside the
+// request").
 const routes = new WeakMap<object, unknown>();
 const basesAtRoute = new WeakMap<object, unknown>();
+// Route → req.app as it matched: a sub-application, for its routes, even once an error has taken
+// the request back out to its parent.
+const appsOfRoutes = new WeakMap<object, unknown>();
 const HOOKED = Symbol('jouletrace.routeHooked');
 
 /**
- * Makes `req.route` (Express 4 and 5 assign it as a route dispatches) an accessor on the app's
- * request prototype (app.request, which carries `app`) that also notes the mount path: once per
+ * Makes `req.route` (Express 4 and 5 assign it as a route dispatches) an accessor on an app's
+ * request prototype (`app.request`, which carries `app`) that also notes the mount path: once per
  * app, never on Node's IncomingMessage.prototype.
  */
-function hookRoute(req: IncomingMessage): void {
-  const proto = Object.getPrototypeOf(req) as Record<PropertyKey, unknown> | null;
-  if (proto === null || proto[HOOKED] === true) return;
+function hookRoute(proto: Record<PropertyKey, unknown> | null): void {
+  if (proto === null || typeof proto !== 'object' || proto[HOOKED] === true) return;
   if (!Object.prototype.hasOwnProperty.call(proto, 'app') || Object.getOwnPropertyDescriptor(proto, 'route') !== undefined) {
     return;
   }
@@ -51,6 +54,10 @@ function hookRoute(req: IncomingMessage): void {
     set(this: ExpressLikeRequest, route: unknown) {
       routes.set(this, route);
       basesAtRoute.set(this, this.baseUrl);
+      // this.app, not this prototype's: a sub-application's request prototype inherits from its
+      // parent's (Express sets that up at mount), so this setter serves its requests too.
+      const app = this.app;
+      if (route !== null && typeof route === 'object' && appsOfRoutes.get(route) !== app) appsOfRoutes.set(route, app);
     },
   });
   proto[HOOKED] = true;
@@ -67,7 +74,8 @@ export function expressRoute(req: ExpressLikeRequest): string {
   const path = route.path;
   const noted = basesAtRoute.get(req);
   const base = typeof noted === 'string' ? noted : (req.baseUrl ?? '');
-  const mount = mountPattern(route, req.app, base) ?? base;
+  const app = appsOfRoutes.get(route) ?? req.app;
+  const mount = mountPattern(route, app, base) ?? base;
   if (typeof path === 'string') return `${mount}${path}` || '/';
   // app.get(['/a', '/b/:id']): the one pattern that fits the URL, else all of them.
   if (Array.isArray(path)) {
@@ -92,7 +100,7 @@ export function energyMiddleware(
   const tracker = trackerOrSampler instanceof RequestTracker ? trackerOrSampler : new RequestTracker(trackerOrSampler, options);
   return function jouletraceEnergy(req, res, next) {
     const r = req as ExpressLikeRequest;
-    hookRoute(req);
+    hookRoute(Object.getPrototypeOf(req) as Record<PropertyKey, unknown> | null);
     if (tracker.mode === 'exact') tracker.track(req, res, () => expressRoute(r), () => next());
     else {
       tracker.track(req, res, () => expressRoute(r));

@@ -806,7 +806,7 @@ describeBpf('framework integrations', () => {
     const own = (req: object) => Reflect.ownKeys(req).filter((k) => String(k).includes('jouletrace') || k === 'route');
     const items = express.Router();
     items.get('/:id', (req, res, next) => {
-      seen.push([req.route.path, Object.keys(req.route.methods), own(req), (Object.create(req) as typeof req).route === req.route]);
+      seen.push([req.route.path, Object.keys(req.route.methods), own(req), (Object.create(req) as typeof req).route === req.route, new Proxy(req, {}).route]);
       next();
     });
     items.get('/:id', (req, res) => {
@@ -825,7 +825,7 @@ describeBpf('framework integrations', () => {
     sampler.stop();
     // Own properties added to a request Express re-prototyped cost V8 a map migration each
     // (about 1.4 µs here): the route and its mount path are kept beside the request.
-    expect(seen).toEqual([['/:id', ['get'], [], true], ['/:id', []], '/by-hand']);
+    expect(seen).toEqual([['/:id', ['get'], [], true, undefined], ['/:id', []], '/by-hand']);
     expect(records.map((r) => r.route)).toEqual(['/items/by-hand']);
   });
 
@@ -852,6 +852,13 @@ describeBpf('framework integrations', () => {
     const v2 = express();
     v2.use(items);
     app.use('/v2', v2);
+    const tenants = express(); // a sub-application: its routers are walked on their own
+    tenants.get('/x/:id', ok);
+    tenants.get('/x/:id/boom', () => {
+      throw new Error('boom'); // handled by the parent app, the request's prototype put back
+    });
+    app.use('/t/:tenant', tenants);
+    app.get(/^\/re\/\d+$/, ok);
     const sub = express(); // a sub-application mounted through a router does not learn its parent
     sub.get('/x/:id', ok);
     const api = express.Router();
@@ -876,6 +883,9 @@ describeBpf('framework integrations', () => {
     await get('/v2/items/4', 200);
     await get('/api/v7/x/5', 200);
     await get('/list/2', 200);
+    await get('/t/acme/x/1', 200);
+    await get('/t/other/x/2/boom', 500);
+    await get('/re/12', 200);
     await get('/other/9/6', 200, 1); // the same router, in another app
     // Added after the routers were walked: a route (found by walking them again), and a second
     // mount of a router already placed (the URL it matched).
@@ -898,6 +908,9 @@ describeBpf('framework integrations', () => {
       ['/v2/items/:id', 200],
       ['/api/v7/x/:id', 200],
       ['/list/:page', 200],
+      ['/t/:tenant/x/:id', 200],
+      ['/t/:tenant/x/:id/boom', 500],
+      ['/^\\/re\\/\\d+$/', 200],
       ['/other/:o/:pid', 200],
       ['/users/:uid/posts/:pid/late', 200],
       ['/first/:id', 200],
