@@ -26,8 +26,8 @@ interface ExpressLikeRequest extends IncomingMessage {
 // request").
 const routes = new WeakMap<object, unknown>();
 const basesAtRoute = new WeakMap<object, unknown>();
-// Route → req.app as it matched: a sub-application, for its routes, even once an error has taken
-// the request back out to its parent.
+// Route → req.app as it last matched: where a sub-application's route is to be found once an
+// error has taken the request back out to the parent app (req.app is the parent's then).
 const appsOfRoutes = new WeakMap<object, unknown>();
 const HOOKED = Symbol('jouletrace.routeHooked');
 
@@ -74,8 +74,13 @@ export function expressRoute(req: ExpressLikeRequest): string {
   const path = route.path;
   const noted = basesAtRoute.get(req);
   const base = typeof noted === 'string' ? noted : (req.baseUrl ?? '');
-  const app = appsOfRoutes.get(route) ?? req.app;
-  const mount = mountPattern(route, app, base) ?? base;
+  const app = req.app;
+  let pattern = mountPattern(route, app, base);
+  if (pattern === null) {
+    const matchedIn = appsOfRoutes.get(route);
+    if (matchedIn !== undefined && matchedIn !== app) pattern = mountPattern(route, matchedIn, base);
+  }
+  const mount = pattern ?? base;
   if (typeof path === 'string') return `${mount}${path}` || '/';
   // app.get(['/a', '/b/:id']): the one pattern that fits the URL, else all of them.
   if (Array.isArray(path)) {
@@ -85,7 +90,7 @@ export function expressRoute(req: ExpressLikeRequest): string {
     const shown = fits.length === 1 ? fits : path;
     return shown.map((p) => `${mount}${String(p)}`).join(',') || '(unmatched)';
   }
-  // A regular expression: its source, a pattern too.
+  // A regular expression, as written: a pattern too.
   return path instanceof RegExp ? `${mount}${String(path)}` : '(unmatched)';
 }
 

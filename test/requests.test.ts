@@ -841,6 +841,12 @@ describeBpf('framework integrations', () => {
     posts.get('/:pid/boom', () => {
       throw new Error('boom');
     });
+    let release = () => {};
+    const released = new Promise<void>((r) => (release = r));
+    posts.get('/:pid/slow', async (_req, res) => {
+      await released;
+      res.send('slow');
+    });
     app.use('/users/:uid/posts', posts);
     const twice = express.Router(); // mounted at two paths: which one a request came by is not known
     twice.get('/:id', ok);
@@ -897,8 +903,17 @@ describeBpf('framework integrations', () => {
     await get('/first/1', 200);
     app.use('/second', later);
     await get('/second/2', 200);
+    // The same route matched in two apps at once: each request keeps its own app's pattern.
+    const inFirst = fetch(`${urls[0]}/users/1/posts/2/slow`);
+    await new Promise((r) => setTimeout(r, 20));
+    const inOther = fetch(`${urls[1]}/other/9/3/slow`);
+    await new Promise((r) => setTimeout(r, 20));
+    release();
+    expect([(await inFirst).status, (await inOther).status]).toEqual([200, 200]);
     await new Promise((r) => setTimeout(r, 30));
     sampler.stop();
+    expect(records.slice(-2).map((r) => r.route).sort()).toEqual(['/other/:o/:pid/slow', '/users/:uid/posts/:pid/slow']);
+    records.splice(-2);
     expect(records.map((r) => [r.route, r.statusCode])).toEqual([
       ['/users/:uid/posts/:pid', 200],
       ['/users/:uid/posts/:pid/boom', 500],
