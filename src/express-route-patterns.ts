@@ -39,10 +39,11 @@ const apps = new WeakMap<object, AppRoutes>();
 const MAX_DEPTH = 32;
 const MAX_LAYERS = 100_000; // a walk's bound, whatever the tree (a router mounted in itself)
 // A route the last walk did not see sends the app's routers to be walked again, but not within
-// a hundred times the last walk's duration of it: a router built per request, or a hand-made
-// req.route, would otherwise walk them on every request (about 80 µs for 500 mounted routers
-// here). Walks then take at most about 1% of the thread.
+// a hundred times the last walk's duration of it, nor within REWALK_MIN_MS: a router built per
+// request, or a hand-made req.route, would otherwise walk them on every request (about 80 µs for
+// 500 mounted routers here). Walks then take at most about 1% of the thread.
 const REWALK_FACTOR = 100;
+export const REWALK_MIN_MS = 1;
 
 /**
  * The pattern of the mounts above `route` ('' at the root app's root), `app` being the app whose
@@ -61,7 +62,7 @@ export function mountPattern(route: object, app: unknown, base: string): string 
     if (t0 < known.nextWalkAt) return null;
     walkApp(app as ExpressAppLike, known.mounts);
     const t1 = performance.now();
-    known.nextWalkAt = t1 + REWALK_FACTOR * (t1 - t0);
+    known.nextWalkAt = t1 + Math.max(REWALK_MIN_MS, REWALK_FACTOR * (t1 - t0));
     mount = known.mounts.get(route);
     if (mount === undefined) return null;
   }
