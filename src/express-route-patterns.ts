@@ -46,9 +46,9 @@ const REWALK_FACTOR = 100;
 export const REWALK_MIN_MS = 1;
 
 /**
- * The pattern of the mounts above `route` ('' at the root app's root), `app` being the app whose
- * request prototype was current as the route matched, if it fits `base`, the mount path the
- * request came by; else null (the caller uses `base`).
+ * The pattern of the mounts above `route` within `app` and above `app` ('' at the root app's
+ * root), if it fits `base`, the mount path the request came by; else null (the caller uses
+ * `base`).
  */
 export function mountPattern(route: object, app: unknown, base: string): string | null {
   if (!isObject(app)) return null;
@@ -102,9 +102,10 @@ function walkApp(app: ExpressAppLike, mounts: WeakMap<object, string | null>): v
   for (const [route, mount] of found) mounts.set(route, mount);
 }
 
-function walk(stack: unknown, prefix: string | null, found: Map<object, string | null>, path: Set<unknown>, seen: { layers: number }): void {
-  if (!Array.isArray(stack) || path.has(stack) || path.size >= MAX_DEPTH) return;
-  path.add(stack);
+function walk(stack: unknown, prefix: string | null, found: Map<object, string | null>, ancestors: Set<unknown>, seen: { layers: number }): void {
+  // A stack among its own ancestors: a router mounted inside itself.
+  if (!Array.isArray(stack) || ancestors.has(stack) || ancestors.size >= MAX_DEPTH) return;
+  ancestors.add(stack);
   for (const layer of stack as ExpressLayer[]) {
     if (++seen.layers > MAX_LAYERS) break;
     if (layer === null || typeof layer !== 'object') continue;
@@ -117,10 +118,10 @@ function walk(stack: unknown, prefix: string | null, found: Map<object, string |
     const child = layer.handle?.stack;
     if (Array.isArray(child)) {
       const mount = typeof layer.rawPath === 'string' && prefix !== null ? joinMount(prefix, layer.rawPath) : null;
-      walk(child, mount, found, path, seen);
+      walk(child, mount, found, ancestors, seen);
     }
   }
-  path.delete(stack);
+  ancestors.delete(stack);
 }
 
 // A mount path as Express adds it to req.baseUrl: without its trailing slash ('/' adds nothing).

@@ -36,8 +36,9 @@ const HOOKED = Symbol('jouletrace.routeHooked');
  * request prototype (`app.request`, which carries `app`) that also notes the mount path: once per
  * app, never on Node's IncomingMessage.prototype.
  */
-function hookRoute(proto: Record<PropertyKey, unknown> | null): void {
-  if (proto === null || typeof proto !== 'object' || proto[HOOKED] === true) return;
+function hookRoute(req: IncomingMessage): void {
+  const proto = Object.getPrototypeOf(req) as Record<PropertyKey, unknown> | null;
+  if (proto === null || proto[HOOKED] === true) return;
   if (!Object.prototype.hasOwnProperty.call(proto, 'app') || Object.getOwnPropertyDescriptor(proto, 'route') !== undefined) {
     return;
   }
@@ -105,7 +106,7 @@ export function energyMiddleware(
   const tracker = trackerOrSampler instanceof RequestTracker ? trackerOrSampler : new RequestTracker(trackerOrSampler, options);
   return function jouletraceEnergy(req, res, next) {
     const r = req as ExpressLikeRequest;
-    hookRoute(Object.getPrototypeOf(req) as Record<PropertyKey, unknown> | null);
+    hookRoute(req);
     if (tracker.mode === 'exact') tracker.track(req, res, () => expressRoute(r), () => next());
     else {
       tracker.track(req, res, () => expressRoute(r));
