@@ -113,6 +113,16 @@ static __always_inline void seq_end(__u32 *seq)
 	*(volatile __u32 *)seq = *seq + 1;
 }
 
+/* A finished run of d ns on `cpu`, to the thread and to that CPU's package. Inside the slot's
+ * seqcount window. */
+static __always_inline void credit_run(struct jt_thread_slot *t, __u32 cpu, __u64 d)
+{
+	__u32 pkg = cpu_pkg[cpu & (JT_MAX_CPUS - 1)] & (JT_MAX_PACKAGES - 1);
+
+	t->on_cpu_ns += d;
+	t->pkg_ns[pkg] += d;
+}
+
 static __always_inline long task_state(struct task_struct *t)
 {
 	if (bpf_core_field_exists(t->__state))
@@ -120,22 +130,34 @@ static __always_inline long task_state(struct task_struct *t)
 	return ((struct task_struct___pre514 *)t)->state;
 }
 
-/* The ref of a thread of targ_tgid, or of any thread in the compatibility build, by tid. If
- * `add` (a constant at each call site), one with no slot yet is added when missing. NULL when
- * missing and not added, or when the table is full. */
-static __always_inline struct jt_task_ref *tid_ref(__u32 tid, bool add)
+/* What a lookup does for a thread with no ref yet: a constant at each call site. */
+enum ref_add {
+	REF_FIND,		/* nothing */
+	REF_ADD,		/* adds one (with no slot yet) */
+	REF_ADD_UNLESS_EXITING,	/* the same, but not at a task's final switch: a group leader
+				 * replaced by an exec'ing thread (handle_exec) makes its final
+				 * switch under that thread's old tid, which has no ref any more */
+};
+
+/* The ref of a thread of targ_tgid, or of any thread in the compatibility build, by tid. NULL
+ * when missing and not added, or when the table is full. */
+static __always_inline struct jt_task_ref *tid_ref(struct task_struct *task, enum ref_add add)
 {
+	__u32 tid = task->pid;
 	struct jt_task_ref *r = bpf_map_lookup_elem(&tid_slot, &tid), fresh = {};
 
-	if (r || !add)
+	if (r || add == REF_FIND)
 		return r;
+	/* Read only here, off the path of every switch of an untracked or known thread. */
+	if (add == REF_ADD_UNLESS_EXITING && task->exit_state)
+		return NULL;
 	bpf_map_update_elem(&tid_slot, &tid, &fresh, BPF_NOEXIST);
 	return bpf_map_lookup_elem(&tid_slot, &tid);
 }
 
 #if JT_TASK_STORAGE
 /* The task's ref, or NULL when it is not tracked (or no ref could be had). */
-static __always_inline struct jt_task_ref *ref_of(struct task_struct *task, __u32 tgid, bool add)
+static __always_inline struct jt_task_ref *ref_of(struct task_struct *task, __u32 tgid, enum ref_add add)
 {
 	struct jt_task_ref *r;
 
@@ -145,7 +167,7 @@ static __always_inline struct jt_task_ref *ref_of(struct task_struct *task, __u3
 	r = bpf_task_storage_get(&task_refs, task, 0, 0);
 	if (r || tgid != targ_tgid)
 		return r;
-	return tid_ref(task->pid, add);
+	return tid_ref(task, add);
 }
 
 static __always_inline void ref_dead(struct jt_task_ref *r, __u32 tid)
@@ -165,11 +187,11 @@ static __always_inline bool is_tracked(__u32 tgid)
 	return bpf_map_lookup_elem(&tracked_tgids, &tgid) != NULL;
 }
 
-static __always_inline struct jt_task_ref *ref_of(struct task_struct *task, __u32 tgid, bool add)
+static __always_inline struct jt_task_ref *ref_of(struct task_struct *task, __u32 tgid, enum ref_add add)
 {
 	if (!is_tracked(tgid))
 		return NULL;
-	return tid_ref(task->pid, add);
+	return tid_ref(task, add);
 }
 
 static __always_inline void ref_dead(struct jt_task_ref *r, __u32 tid)
@@ -252,12 +274,10 @@ int BPF_PROG(handle_switch, bool preempt, struct task_struct *prev, struct task_
 	next_pid = next->pid;
 	prev_tgid = prev->tgid;
 	next_tgid = next->tgid;
-	/* No new ref for a task's final switch: a group leader replaced by an exec'ing thread
-	 * (handle_exec) makes it under that thread's old tid, which has no ref any more. */
 	if (prev_pid)
-		pr = ref_of(prev, prev_tgid, !prev->exit_state);
+		pr = ref_of(prev, prev_tgid, REF_ADD_UNLESS_EXITING);
 	if (next_pid)
-		nr = ref_of(next, next_tgid, true);
+		nr = ref_of(next, next_tgid, REF_ADD);
 	/* A thread of targ_tgid whose ref could not be allocated still counts as ours here, so
 	 * that its stint stays bounded by this CPU's last_ts (the idle task's tgid is 0). */
 	prev_mine = pr || prev_tgid == targ_tgid;
@@ -305,13 +325,8 @@ int BPF_PROG(handle_switch, bool preempt, struct task_struct *prev, struct task_
 				start = t->on_since;
 			else if (since)
 				__sync_fetch_and_add(&missed_switch_ins, 1);
-			if (now > start) {
-				__u64 d = now - start;
-				__u32 pkg = cpu_pkg[cpu & (JT_MAX_CPUS - 1)] & (JT_MAX_PACKAGES - 1);
-
-				t->on_cpu_ns += d;
-				t->pkg_ns[pkg] += d;
-			}
+			if (now > start)
+				credit_run(t, cpu, now - start);
 			t->on_since = 0;
 			t->cpu = cpu;
 			if (dead) {
@@ -382,12 +397,8 @@ static __always_inline void retire_slot(__u32 slot)
 		return;
 	now = bpf_ktime_get_ns();
 	seq_begin(&t->seq);
-	if (t->on_since && now > t->on_since) {
-		__u32 pkg = cpu_pkg[t->cpu & (JT_MAX_CPUS - 1)] & (JT_MAX_PACKAGES - 1);
-
-		t->on_cpu_ns += now - t->on_since;
-		t->pkg_ns[pkg] += now - t->on_since;
-	}
+	if (t->on_since && now > t->on_since)
+		credit_run(t, t->cpu, now - t->on_since);
 	t->on_since = 0;
 	t->exited = 1;
 	seq_end(&t->seq);
@@ -480,7 +491,7 @@ int BPF_PROG(handle_runtime, struct task_struct *task, __u64 runtime)
 	if (!tid || (!follow_children && tgid != targ_tgid) || task->pid != tid)
 		return 0;
 	/* Looked up only: a ref is added at fork, at attach or by handle_switch. */
-	r = ref_of(task, tgid, false);
+	r = ref_of(task, tgid, REF_FIND);
 	if (!r || (r->flags & JT_REF_DEAD))
 		return 0;
 	idx = r->slot;

@@ -76,15 +76,16 @@ export interface EnergyReading {
 
 /**
  * Average power per domain between an exporter's collections, over windows of at least
- * minWindowNs (a scrape right after another would divide a counter step by microseconds). The
- * first window runs from the sampler's start.
+ * minWindowNs, 0.5 s unless given (a scrape right after another would divide a counter step by
+ * microseconds; a second scraper right after the first reuses the last figure). The first window
+ * runs from the sampler's start.
  */
 export class PowerWindow {
   readonly #minWindowNs: bigint;
   #prev: { timeNs: bigint; joules: Map<string, number> } | null = null;
   #last = new Map<string, number>();
 
-  constructor(minWindowNs: bigint) {
+  constructor(minWindowNs = 500_000_000n) {
     this.#minWindowNs = minWindowNs;
   }
 

@@ -137,8 +137,8 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
     advice: { explicitBucketBoundaries: [1e-5, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.15, 0.5, 1, 10] },
   });
 
-  // Power over the time between two collections (at least 0.5 s).
-  const power = new PowerWindow(500_000_000n);
+  // Power over the time between two collections (at least PowerWindow's 0.5 s).
+  const power = new PowerWindow();
   const callback = (result: import('@opentelemetry/api').BatchObservableResult) => {
     const r = energy.read();
     const powerLast = power.update(r);

@@ -81,9 +81,6 @@ const OPTION_KEYS = [
   'requestBuckets',
 ];
 
-/** Power is averaged over at least this long: a second scraper right after the first reuses the last figure. */
-const MIN_POWER_WINDOW_NS = 500_000_000n;
-
 /**
  * Registers jouletrace's metrics for `sampler` in a prom-client registry.
  *
@@ -173,7 +170,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   // Power: average over the time since the previous scrape (at least 0.5 s; the first scrape
   // averages since the exporter started). A figure per scrape interval integrates exactly to
   // the energy counter, unlike an instantaneous reading.
-  const power = new PowerWindow(MIN_POWER_WINDOW_NS);
+  const power = new PowerWindow();
   reg(
     new Gauge({
       name: `${prefix}power_watts`,

@@ -288,7 +288,7 @@ export class RequestTracker {
       // As in shared mode: nothing is accounted while the sampler is stopped, and a direct
       // caller learns that it is closed.
       if (run) run();
-      if (this.#channel.closed && !serving) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'start(): the sampler is closed');
+      if (this.#channel.closed && !serving) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'start(): the sampler is closed; create a new Sampler and RequestTracker');
       return undefined;
     }
     const p: Pending = {

@@ -32,7 +32,7 @@ const EVENTS_OFFSET = 512;
 // allocates 16 bytes a call itself, and a clock through the addon would be an N-API call (the
 // addon's monotonicNs(), which also makes a BigInt, costs 95 ns here against 52 for hrtime()).
 const hrtime = process.hrtime;
-/** hrtime() as a double of nanoseconds (exact for 104 days of uptime), for calibration only. */
+/** hrtime() as a double of nanoseconds (exact for 104 days of uptime), off the hot path. */
 function nowNs(): number {
   const t = hrtime();
   return t[0] * 1e9 + t[1];
@@ -205,7 +205,7 @@ function unmeasuredResult(label: string, startNs: number, endNs: number): SpanRe
 }
 
 function closedBeforeSettled(): JouletraceError {
-  return new JouletraceError('ERR_JOULETRACE_CLOSED', 'settle(): the sampler was closed before the span settled');
+  return new JouletraceError('ERR_JOULETRACE_CLOSED', 'settle(): the sampler was closed before the span settled; settle spans (or listen with onSpan) before sampler.close()');
 }
 
 export class SpanChannel {
@@ -351,7 +351,7 @@ export class SpanChannel {
   #begin(label: string, type: number, numeric: number): number {
     if (this.#i32[RUNNING] !== 1) {
       if (this.#closed) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'begin(): the span channel is closed');
-      if (this.#samplerClosed) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'begin(): the sampler is closed');
+      if (this.#samplerClosed) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'begin(): the sampler is closed; create a new Sampler');
       throw new JouletraceError('ERR_JOULETRACE_NOT_STARTED', 'begin(): the sampler is not running; call start() first');
     }
     let id = this.#labels.get(label);
@@ -502,11 +502,10 @@ export class SpanChannel {
   // The result of an OPEN_DROPPED span ending now, in the result ring's layout. A copy each (rare:
   // the ring was full), since a listener may end another such span while the next one reads it.
   #unmeasured(slot: number): Float64Array {
-    const t = hrtime();
     const r = UNMEASURED.slice();
     r[1] = this.#keptLabel[slot];
     r[2] = this.#kept[slot * KEPT_WORDS];
-    r[3] = t[0] * 1e9 + t[1] + this.#offsetNs;
+    r[3] = nowNs() + this.#offsetNs;
     return r;
   }
 
@@ -687,8 +686,8 @@ export class SpanChannel {
     return n;
   }
 
-  // The sampler was closed from another thread: the results that arrived are delivered, and a
-  // span that has none will never get one. Nothing is left to poll for.
+  // The sampler (or this channel) is closed: the results that arrived are delivered, and a span
+  // that has none will never get one. Nothing is left to poll for.
   #abandonWaiters(): void {
     this.#rejectWaiters();
     if (this.#timer) clearInterval(this.#timer);
@@ -875,13 +874,11 @@ export class SpanChannel {
       this.poll(); // the last results, to their listeners: one that throws still closes the channel
     } finally {
       this.#closed = true;
-      if (this.#timer) clearInterval(this.#timer);
-      this.#timer = undefined;
       this.#handle.close();
       // Unregistered, the sampler no longer clears this flag when it stops: begin() must see it
       // down and throw CLOSED (a tracker holds the channel itself, past the sampler's checks).
       Atomics.store(this.#i32, RUNNING, 0);
-      this.#rejectWaiters();
+      this.#abandonWaiters();
     }
   }
 }

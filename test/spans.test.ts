@@ -614,7 +614,7 @@ describe('spans: behaviour', () => {
     expect(await next()).toEqual({ settled: 100, incomplete: 100 });
     s.close();
     w.postMessage('closed');
-    expect(await next()).toEqual({ begin: 'ERR_JOULETRACE_CLOSED: begin(): the sampler is closed', closed: true });
+    expect(await next()).toEqual({ begin: 'ERR_JOULETRACE_CLOSED: begin(): the sampler is closed; create a new Sampler', closed: true });
     expect(await exited).toBe(0);
   });
 });

@@ -69,14 +69,17 @@ void SpanEngine::removeLog(uint64_t id) {
 
 void SpanEngine::setRunning(bool running) {
   std::lock_guard<std::mutex> lock(mu_);
-  running_ = running && !closed_;
-  for (auto& [id, log] : logs_) storeRelease(log.base, kSpanRunning, runningWord());
+  running_ = running;
+  publishRunningWord();
 }
 
 void SpanEngine::close() {
   std::lock_guard<std::mutex> lock(mu_);
   closed_ = true;
-  running_ = false;
+  publishRunningWord();
+}
+
+void SpanEngine::publishRunningWord() {
   for (auto& [id, log] : logs_) storeRelease(log.base, kSpanRunning, runningWord());
 }
 

@@ -66,8 +66,10 @@ class SpanEngine {
   size_t flushLog(uint64_t id);
 
  private:
-  // Under mu_: the value of a channel's running word.
+  // Under mu_: the value of a channel's running word (closed wins over running), and writing it
+  // into every channel.
   int32_t runningWord() const;
+  void publishRunningWord();
   struct Point {
     uint64_t t;
     double thrOnCpu, thrJ;   // the channel's thread

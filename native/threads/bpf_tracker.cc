@@ -317,9 +317,9 @@ int BpfTracker<Build>::seedThreads(uint32_t tgid, uint64_t attachTs) {
     v.generation = 1;
     std::string text;
     if (readSmallFile(dir + "/" + ent->d_name + "/stat", &text) != 0) continue;  // already gone
-    size_t close = text.rfind(')');
-    if (close == std::string::npos || close + 2 >= text.size()) continue;
-    if (text[close + 2] == 'R') v.on_since = attachTs;
+    const char* state = procStatField(text.c_str(), 3);
+    if (!state || *state == '\0') continue;
+    if (*state == 'R') v.on_since = attachTs;
     if (const char* processor = procStatField(text.c_str(), 39)) v.cpu = uint32_t(strtoul(processor, nullptr, 10));
     if (readSmallFile(dir + "/" + ent->d_name + "/comm", &text) == 0) {
       while (!text.empty() && text.back() == '\n') text.pop_back();
@@ -655,9 +655,9 @@ bool BpfTracker<Build>::seededStintRunning(uint32_t slot, const jt_thread_slot& 
   std::string text;
   const std::string path = "/proc/" + std::to_string(t.tgid) + "/task/" + std::to_string(t.tid) + "/stat";
   if (readSmallFile(path, &text) != 0) return true;  // gone: its exit ends the stint
-  const size_t close = text.rfind(')');
-  if (close == std::string::npos || close + 2 >= text.size()) return true;
-  if (text[close + 2] != 'R') {
+  const char* state = procStatField(text.c_str(), 3);
+  if (!state || *state == '\0') return true;
+  if (*state != 'R') {
     seedIdle_[slot] = 1;
     return false;
   }

@@ -212,9 +212,11 @@ bool ProcfsTracker::readThread(Thread& t) {
   uint64_t ticksNs = 0;
   if (statLen > 0) {
     if (const char* processor = procStatField(buf, 39)) cpu = int(strtol(processor, nullptr, 10));
-    const char* utime = procStatField(buf, 14);
-    const char* stime = procStatField(buf, 15);
-    if (utime && stime) ticksNs = (strtoull(utime, nullptr, 10) + strtoull(stime, nullptr, 10)) * nsPerTick_;
+    if (!t.schedstat.valid()) {
+      const char* utime = procStatField(buf, 14);
+      const char* stime = procStatField(buf, 15);
+      if (utime && stime) ticksNs = (strtoull(utime, nullptr, 10) + strtoull(stime, nullptr, 10)) * nsPerTick_;
+    }
   }
   uint64_t total;
   if (t.schedstat.valid()) {

@@ -2,7 +2,6 @@
 // then runs a built-in workload (an HTTP server on loopback with a cheap and an expensive route,
 // driven by a load generator in a worker thread, plus a CPU-heavy worker thread), and prints
 // joules per request per route, energy per thread, where the energy went, and an HTML report.
-import * as fs from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
@@ -337,13 +336,9 @@ export async function demoCommand(argv: string[]): Promise<number> {
       ],
       notes: [...notes, "joules per request: RequestTracker in 'shared' mode, each request charged the serving thread's energy while in flight"],
     });
-    try {
-      fs.writeFileSync(files.fd('html')!, renderReport(data));
-      out.write(`\nReport written to ${htmlPath}\n`);
-    } catch (e) {
-      err.write(`jouletrace demo: cannot write ${htmlPath}: ${(e as Error).message}\n`);
-      files.fail('html');
-    }
+    const e = files.write('html', renderReport(data));
+    if (e) err.write(`jouletrace demo: cannot write ${htmlPath}: ${e.message}\n`);
+    else out.write(`\nReport written to ${htmlPath}\n`);
   }
   const notWritten = files.failed().length;
   files.commit();

@@ -91,6 +91,20 @@ export class OutputFiles<K extends string> {
     if (f) f.handedOver = true;
   }
 
+  /**
+   * Writes all of `data` to the file. On failure, marks it failed (see fail()) and returns the
+   * error, for the caller to report.
+   */
+  write(name: K, data: string): Error | undefined {
+    try {
+      fs.writeFileSync(this.fd(name)!, data);
+      return undefined;
+    } catch (e) {
+      this.fail(name);
+      return e as Error;
+    }
+  }
+
   /** A write to this file failed: commit() leaves the existing file as it was. */
   fail(name: K): void {
     const f = this.#files.get(name);
@@ -106,6 +120,12 @@ export class OutputFiles<K extends string> {
 
   /** The files commit() could not put in place, each with why (their content is lost). */
   readonly unplaced: string[] = [];
+  readonly #unplacedNames = new Set<K>();
+
+  /** Whether commit() could not put this file in place. */
+  isUnplaced(name: K): boolean {
+    return this.#unplacedNames.has(name);
+  }
 
   /**
    * Closes every descriptor and moves each file that did not fail into its final place. Where
@@ -113,7 +133,7 @@ export class OutputFiles<K extends string> {
    * is copied over the file in place; what cannot be placed either way is listed in `unplaced`.
    */
   commit(): void {
-    for (const f of this.#files.values()) {
+    for (const [name, f] of this.#files) {
       closeOnce(f);
       if (f.temp === undefined) continue;
       if (f.failed) {
@@ -134,6 +154,7 @@ export class OutputFiles<K extends string> {
           }
         } catch {
           this.unplaced.push(`${f.file} (${(e as Error).message})`);
+          this.#unplacedNames.add(name);
         }
         fs.rmSync(f.temp, { force: true });
       }

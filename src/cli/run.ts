@@ -77,14 +77,24 @@ export interface ProcessInfo {
   threads: number;
 }
 
-/** Reads ppid and state from /proc/PID/stat (the comm field may hold spaces and parentheses). */
-function readStat(pid: number): { ppid: number; state: string; comm: string } | null {
+interface ProcStat {
+  comm: string;
+  state: string;
+  ppid: number;
+  pgrp: number;
+  ttyNr: number;
+  tpgid: number;
+}
+
+/** Reads /proc/PID/stat (the comm field may hold spaces and parentheses). */
+function readStat(pid: number | 'self'): ProcStat | null {
   try {
     const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
     const open = s.indexOf('(');
     const close = s.lastIndexOf(')');
-    const fields = s.slice(close + 2).split(' ');
-    return { comm: s.slice(open + 1, close), state: fields[0], ppid: Number(fields[1]) };
+    // After the comm: state ppid pgrp session tty_nr tpgid
+    const f = s.slice(close + 2).split(' ');
+    return { comm: s.slice(open + 1, close), state: f[0], ppid: Number(f[1]), pgrp: Number(f[2]), ttyNr: Number(f[4]), tpgid: Number(f[5]) };
   } catch {
     return null;
   }
@@ -295,14 +305,9 @@ const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
 
 /** Whether this process is in its controlling terminal's foreground process group. */
 function inTerminalForeground(): boolean {
-  try {
-    const stat = fs.readFileSync('/proc/self/stat', 'utf8');
-    // After the comm: state ppid pgrp session tty_nr tpgid
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return Number(f[4]) !== 0 && Number(f[5]) === Number(f[2]);
-  } catch {
-    return process.stdin.isTTY === true;
-  }
+  const st = readStat('self');
+  if (st === null) return process.stdin.isTTY === true;
+  return st.ttyNr !== 0 && st.tpgid === st.pgrp;
 }
 
 export async function runCommand(argv: string[]): Promise<number> {
@@ -342,7 +347,6 @@ export async function runCommand(argv: string[]): Promise<number> {
     err.write(`jouletrace run: ${(e as Error).message}\n`);
     return EXIT_INTERNAL;
   }
-  const closeFiles = () => files.discard();
 
   // The command starts stopped behind a tiny shell that stops itself and then execs it, so the
   // tracker is attached before the command runs its first instruction or forks anything.
@@ -354,7 +358,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   if (child.pid === undefined) {
     const e = await spawnError;
     err.write(`jouletrace run: cannot start /bin/sh: ${e.message}\n`);
-    closeFiles();
+    files.discard();
     return EXIT_INTERNAL;
   }
   const pid = child.pid;
@@ -362,7 +366,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     const r = child.exitCode !== null || child.signalCode !== null ? await exited : null;
     err.write(`jouletrace run: the command did not start (${r ? `exit ${exitStatus(r.code, r.signal)}` : 'wrapper never stopped'})\n`);
     child.kill('SIGKILL');
-    closeFiles();
+    files.discard();
     return EXIT_INTERNAL;
   }
 
@@ -380,7 +384,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     child.kill('SIGKILL');
     child.kill('SIGCONT');
     await exited;
-    closeFiles();
+    files.discard();
     err.write(`jouletrace run: ${(e as Error).message}\n`);
     return EXIT_INTERNAL;
   }
@@ -437,7 +441,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     await exited;
     sampler.close();
     csv?.destroy();
-    closeFiles();
+    files.discard();
     err.write(`jouletrace run: ${(e as Error).message}\n`);
     return EXIT_INTERNAL;
   }
@@ -551,27 +555,18 @@ export async function runCommand(argv: string[]): Promise<number> {
       ],
       notes,
     });
-    try {
-      fs.writeFileSync(files.fd('html')!, renderReport(data));
-    } catch (e) {
-      err.write(`jouletrace run: cannot write ${opts.html}: ${(e as Error).message}\n`);
-      files.fail('html');
-    }
+    const e = files.write('html', renderReport(data));
+    if (e) err.write(`jouletrace run: cannot write ${opts.html}: ${e.message}\n`);
   }
   sampler.close();
   await csvDone;
 
   const text = json ? JSON.stringify(res, null, 2) + '\n' : formatSummary(res, top, typeof opts.output === 'string' ? false : colorEnabled(err));
-  const outputFd = files.fd('output');
   let written = true;
-  if (outputFd !== undefined) {
-    try {
-      fs.writeFileSync(outputFd, text);
-    } catch (e) {
-      err.write(`jouletrace run: cannot write ${opts.output}: ${(e as Error).message}\n`);
-      files.fail('output');
-      written = false;
-    }
+  if (files.fd('output') !== undefined) {
+    const e = files.write('output', text);
+    if (e) err.write(`jouletrace run: cannot write ${opts.output}: ${e.message}\n`);
+    written = e === undefined;
   } else if (json) process.stdout.write(text);
   else err.write(text);
   const failed = files.failed();
@@ -580,7 +575,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   if (failed.length > 0) {
     // The command's status would say all went well: this one says that jouletrace failed.
     err.write(`jouletrace run: not written: ${failed.join(', ')}; the command exited with ${exitCode}\n`);
-    if (!written || files.unplaced.some((f) => f.startsWith(`${opts.output} (`))) err.write(text);
+    if (!written || files.isUnplaced('output')) err.write(text);
     return EXIT_INTERNAL;
   }
   return exitCode;
