@@ -12,6 +12,14 @@ import { root, jouletrace } from './common.mjs';
 
 const require = createRequire(import.meta.url);
 const [framework, variant] = process.argv.slice(2);
+// bench/request-instructions.mjs runs this server under valgrind, about 50 times slower: the
+// intervals it stretches as much (jouletrace's result timer, at 20 ms) keep the number of
+// requests per run of their callback what it is at full speed.
+const intervalScale = Number(process.env.BENCH_INTERVAL_SCALE ?? 1);
+if (intervalScale !== 1) {
+  const setIntervalAsIs = globalThis.setInterval;
+  globalThis.setInterval = (fn, ms, ...args) => setIntervalAsIs(fn, (ms ?? 1) * intervalScale, ...args);
+}
 const { Sampler, RequestTracker } = jouletrace;
 let sampler;
 let tracker;

@@ -260,6 +260,28 @@ describeBpf('request tokens (start/end)', () => {
     sampler.stop();
   });
 
+  it('two trackers on one sampler each settle their own requests, and one closing leaves the other', async () => {
+    const { sampler, tracker: first, records: firstRecords } = setup();
+    const second = new RequestTracker(sampler);
+    cleanups.push(() => second.close());
+    const secondRecords: RequestRecord[] = [];
+    second.onRequest((rs) => secondRecords.push(...rs));
+    sampler.start();
+    first.end(first.start('GET', '/first')!, 200);
+    second.end(second.start('GET', '/second')!, 201);
+    for (let i = 0; i < 100 && (firstRecords.length < 1 || secondRecords.length < 1); i++) await new Promise((r) => setTimeout(r, 10));
+    first.close();
+    second.end(second.start('GET', '/second')!, 202);
+    for (let i = 0; i < 100 && secondRecords.length < 2; i++) await new Promise((r) => setTimeout(r, 10));
+    sampler.stop();
+    expect(firstRecords.map((r) => [r.route, r.statusCode])).toEqual([['/first', 200]]);
+    expect(secondRecords.map((r) => [r.route, r.statusCode])).toEqual([
+      ['/second', 201],
+      ['/second', 202],
+    ]);
+    expect(second.inFlight).toBe(0);
+  });
+
   it('past maxRoutes, records and aggregates both say (other), so exporter labels stay bounded', async () => {
     const { sampler } = setup();
     const tracker = new RequestTracker(sampler, { maxRoutes: 2 });
@@ -267,15 +289,27 @@ describeBpf('request tokens (start/end)', () => {
     const records: RequestRecord[] = [];
     tracker.onRequest((rs) => records.push(...rs));
     sampler.start();
-    for (const route of ['/a', '/b', '/c', '/d', '/a']) tracker.end(tracker.start('GET', route)!, 200);
+    // Runs of one route (the tracker keeps the last aggregate beside its maps), one route under
+    // two methods, and a route past the limit twice in a row.
+    const requests: Array<[string, string]> = [
+      ['GET', '/a'],
+      ['GET', '/a'],
+      ['GET', '/b'],
+      ['GET', '/c'],
+      ['GET', '/c'],
+      ['POST', '/a'],
+      ['GET', '/a'],
+    ];
+    for (const [method, route] of requests) tracker.end(tracker.start(method, route)!, 200);
     await new Promise((r) => setTimeout(r, 30));
     sampler.stop();
-    for (let i = 0; i < 100 && records.length < 5; i++) await new Promise((r) => setTimeout(r, 10));
-    expect(records.map((r) => r.route)).toEqual(['/a', '/b', '(other)', '(other)', '/a']);
-    expect(tracker.routes().map((r) => [r.route, r.count]).sort()).toEqual([
-      ['(other)', 2],
-      ['/a', 2],
-      ['/b', 1],
+    for (let i = 0; i < 100 && records.length < requests.length; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(records.map((r) => `${r.method} ${r.route}`)).toEqual(['GET /a', 'GET /a', 'GET /b', 'GET (other)', 'GET (other)', 'POST (other)', 'GET /a']);
+    expect(tracker.routes().map((r) => [r.method, r.route, r.count]).sort()).toEqual([
+      ['GET', '(other)', 2],
+      ['GET', '/a', 3],
+      ['GET', '/b', 1],
+      ['POST', '(other)', 1],
     ]);
   });
 

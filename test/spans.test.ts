@@ -160,6 +160,24 @@ describeBpf('spans: nesting (bpf)', () => {
 
 // Behaviour that does not depend on the backend: on procfs, so that it is checked without eBPF.
 describe('spans: behaviour', () => {
+  it('counts each span under its own label, however labels alternate', async () => {
+    // begin() compares a label with the one before it before looking it up: runs and switches.
+    const s = sampler({ threads: 'procfs' });
+    s.start();
+    const labels = ['a', 'a', 'b', 'a', 'c', 'c', 'b', 'a'];
+    const hs = labels.map((l) => s.begin(l));
+    expect(() => s.begin(7 as unknown as string)).toThrow(TypeError); // after a valid label, still checked
+    for (const h of hs.reverse()) s.end(h);
+    const results = await Promise.all(hs.map((h) => s.settle(h)));
+    s.stop();
+    expect(results.map((r) => r.label).reverse()).toEqual(labels);
+    expect(s.spanStats().map((x) => [x.label, x.count]).sort()).toEqual([
+      ['a', 4],
+      ['b', 2],
+      ['c', 2],
+    ]);
+  });
+
   it('gives clear errors for misuse and never crashes', async () => {
     const s = sampler({ threads: 'procfs' });
     expect(() => s.begin('x')).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_NOT_STARTED' }));
