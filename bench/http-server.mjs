@@ -12,9 +12,9 @@ import { root, jouletrace } from './common.mjs';
 
 const require = createRequire(import.meta.url);
 const [framework, variant] = process.argv.slice(2);
-// bench/request-instructions.mjs runs this server under valgrind, about 50 times slower: the
-// intervals it stretches as much (jouletrace's result timer, at 20 ms) keep the number of
-// requests per run of their callback what it is at full speed.
+// bench/request-instructions.mjs runs this server under valgrind, about 50 times slower, and has
+// it stretch its setInterval timers as much (jouletrace's result timer runs every 20 ms), so that
+// each timer run handles as many requests as at full speed.
 const intervalScale = Number(process.env.BENCH_INTERVAL_SCALE ?? 1);
 if (intervalScale !== 1) {
   const setIntervalAsIs = globalThis.setInterval;

@@ -60,7 +60,7 @@ const NAMES = { bare: 'bare', sampler: 'sampler alone', hook: 'sampler + empty h
 function have(cmd) {
   return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
 }
-if (!have('valgrind') || !have('callgrind_control')) {
+if (!have('valgrind') || !have('callgrind_control') || !have('callgrind_annotate')) {
   console.log('\nrequest-instructions: skipped: valgrind is not installed (Debian: apt-get install valgrind)');
   process.exit(0);
 }
@@ -141,6 +141,9 @@ async function measure(framework, variant) {
         await new Promise((r) => setTimeout(r, 50));
         threads = readPart(dir, pid, p);
       }
+      // Read again once every thread's file of the part is complete.
+      await new Promise((r) => setTimeout(r, 200));
+      threads = readPart(dir, pid, p);
       const main = threads.find((t) => t.thread === 1);
       const sampler = threads.find((t) => t.sampler);
       parts.push({

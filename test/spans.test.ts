@@ -167,10 +167,10 @@ describe('spans: behaviour', () => {
     const labels = ['a', 'a', 'b', 'a', 'c', 'c', 'b', 'a'];
     const hs = labels.map((l) => s.begin(l));
     expect(() => s.begin(7 as unknown as string)).toThrow(TypeError); // after a valid label, still checked
-    for (const h of hs.reverse()) s.end(h);
+    for (const h of [...hs].reverse()) s.end(h);
     const results = await Promise.all(hs.map((h) => s.settle(h)));
     s.stop();
-    expect(results.map((r) => r.label).reverse()).toEqual(labels);
+    expect(results.map((r) => r.label)).toEqual(labels);
     expect(s.spanStats().map((x) => [x.label, x.count]).sort()).toEqual([
       ['a', 4],
       ['b', 2],
