@@ -4,7 +4,8 @@
 // jouletrace's cost; see bench/RESULTS.md). Instructions are not time: a cache miss costs more
 // than an instruction, and callgrind cannot see that; nor does it count the kernel's work (the
 // socket's system calls), a large part of a loopback request's CPU. What it gives is the work
-// jouletrace adds in user space, to within a percent, beside the work of the request.
+// jouletrace adds in user space (two runs agree within about 150 instructions a request with the
+// settings below), beside the work of the request.
 //
 // Each variant of bench/http-server.mjs runs under callgrind, one thread per output file. This
 // process sends it requests one at a time on one kept-alive connection (so that each request is

@@ -120,6 +120,10 @@ export class RequestTracker {
   readonly #listeners = new Set<(records: RequestRecord[]) => void>();
   readonly #routes = new Map<string, Map<string, RouteAggregate>>(); // method → route → aggregate
   #routeCount = 0;
+  // The aggregate #aggregate() used last, and the method and route it was asked for.
+  #lastMethod: string | undefined;
+  #lastRoute: string | undefined;
+  #lastAggregate: RouteAggregate | undefined;
   readonly #shared: NumericResultListener;
   readonly #callback: NumericResultListener;
   #als: AsyncLocalStorage<Pending> | undefined;
@@ -524,10 +528,6 @@ export class RequestTracker {
     }
     return route;
   }
-
-  #lastMethod: string | undefined;
-  #lastRoute: string | undefined;
-  #lastAggregate: RouteAggregate | undefined;
 
   /** Request records as they settle, in batches. Returns an unsubscribe function. */
   onRequest(cb: (records: RequestRecord[]) => void): () => void {

@@ -534,7 +534,6 @@ export class SpanChannel {
     return r;
   }
 
-
   /** Resolves with the span's result once the sampler has settled it. */
   settle(h: number): Promise<SpanResult> {
     if (h === DROPPED_HANDLE) return Promise.resolve(unmeasuredResult('(dropped)', NaN, NaN));
@@ -714,14 +713,10 @@ export class SpanChannel {
   // The sampler (or this channel) is closed: the results that arrived are delivered, and a span
   // that has none will never get one. Nothing is left to poll for.
   #abandonWaiters(): void {
-    this.#rejectWaiters();
-    if (this.#timer) clearInterval(this.#timer);
-    this.#timer = undefined;
-  }
-
-  #rejectWaiters(): void {
     for (const [, w] of this.#waiters) w.reject(closedBeforeSettled());
     this.#waiters.clear();
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = undefined;
   }
 
   #collect(): number {
