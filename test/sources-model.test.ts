@@ -20,6 +20,13 @@ function watts(a: SourceReading, b: SourceReading, i = 0): number {
   return (b.readings[i].joules - a.readings[i].joules) / (Number(b.timeNs - a.timeNs) / 1e9);
 }
 
+/** The machine's busy and total ticks from /proc/stat, counted as the model counts them. */
+function machineBusyTotal(): { busy: number; total: number } {
+  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const busy = f[0] + f[1] + f[2] + f[5] + f[6] + f[7];
+  return { busy, total: busy + f[3] + f[4] };
+}
+
 function track<T extends { close(): void }>(x: T): T {
   cleanup.push(x);
   return x;
@@ -59,9 +66,12 @@ describe('model source on this machine', () => {
     const idleW = 10;
     const maxW = 110;
     const cpus = os.cpus().length;
+    const total = (a: SourceReading, b: SourceReading) => a.readings.reduce((w, _, i) => w + watts(a, b, i), 0);
     let best = { idle: 0, busy: 0 };
-    // Other test files may load the machine during the idle window; a few attempts ride that out.
-    for (let attempt = 0; attempt < 3; attempt++) {
+    // Whether one spinning thread shows depends on what else the machine runs meanwhile (other
+    // test files, a loaded CI host): a few attempts ride that out, and only the model's agreement
+    // with the utilisation /proc/stat reported over the same window is asserted on every one.
+    for (let attempt = 0; attempt < 8; attempt++) {
       const s = track(openSource({ source: 'model', modelIdleWatts: idleW, modelMaxWatts: maxW }));
       await sleep(30);
       const a = s.read();
@@ -69,15 +79,22 @@ describe('model source on this machine', () => {
       const b = s.read();
       spin(30, s);
       const c = s.read();
+      const statBefore = machineBusyTotal();
       spin(300, s);
+      const statAfter = machineBusyTotal();
       const d = s.read();
-      best = { idle: watts(a, b), busy: watts(c, d) };
-      // One busy thread of `cpus` is at least 1/cpus utilisation of the machine.
-      expect(best.busy).toBeGreaterThanOrEqual(idleW + ((maxW - idleW) / cpus) * 0.8);
-      expect(best.idle).toBeGreaterThanOrEqual(idleW * 0.99);
-      expect(best.busy).toBeLessThanOrEqual(maxW * 1.01);
-      if (best.busy > best.idle + (maxW - idleW) / cpus / 2) break;
+      const util = (statAfter.busy - statBefore.busy) / (statAfter.total - statBefore.total);
+      const attemptW = { idle: total(a, b), busy: total(c, d) };
+      // The model refreshes every 10 ms and /proc/stat counts in 10 ms ticks: over 300 ms its
+      // rate can trail the test's own reading by a few percent of the idle-to-max range.
+      expect(Math.abs(attemptW.busy - (idleW + (maxW - idleW) * util))).toBeLessThanOrEqual((maxW - idleW) * 0.1);
+      expect(attemptW.idle).toBeGreaterThanOrEqual(idleW * 0.99);
+      expect(attemptW.busy).toBeLessThanOrEqual(maxW * 1.01);
+      if (attemptW.busy - attemptW.idle > best.busy - best.idle) best = attemptW;
+      // One busy thread of `cpus` is 1/cpus of the machine.
+      if (best.busy >= idleW + ((maxW - idleW) / cpus) * 0.8 && best.busy > best.idle + (maxW - idleW) / cpus / 2) break;
     }
+    expect(best.busy).toBeGreaterThanOrEqual(idleW + ((maxW - idleW) / cpus) * 0.8);
     expect(best.busy).toBeGreaterThan(best.idle + (maxW - idleW) / cpus / 2);
   });
 
