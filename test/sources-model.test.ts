@@ -67,33 +67,41 @@ describe('model source on this machine', () => {
     const maxW = 110;
     const cpus = os.cpus().length;
     const total = (a: SourceReading, b: SourceReading) => a.readings.reduce((w, _, i) => w + watts(a, b, i), 0);
-    let best = { idle: 0, busy: 0 };
+    const utilisation = (x: { busy: number; total: number }, y: { busy: number; total: number }) => (y.busy - x.busy) / (y.total - x.total);
+    // The model's watts over a window, against what /proc/stat reported for it. The model
+    // refreshes every 10 ms and /proc/stat counts in 10 ms ticks: over 300 ms its rate can trail
+    // the test's own reading by a few percent of the idle-to-max range.
+    const expectFollows = (w: number, util: number) => expect(Math.abs(w - (idleW + (maxW - idleW) * util))).toBeLessThanOrEqual((maxW - idleW) * 0.1);
+    let best: { idle: number; busy: number } | undefined;
     // Whether one spinning thread shows depends on what else the machine runs meanwhile (other
-    // test files, a loaded CI host): a few attempts ride that out, and only the model's agreement
-    // with the utilisation /proc/stat reported over the same window is asserted on every one.
+    // test files, a loaded CI host): a few attempts ride that out. That the model follows the
+    // utilisation /proc/stat reported is asserted on every one; that the spin shows, only where
+    // the machine had a CPU to spare before it (on a saturated machine a spin changes nothing).
     for (let attempt = 0; attempt < 8; attempt++) {
       const s = track(openSource({ source: 'model', modelIdleWatts: idleW, modelMaxWatts: maxW }));
       await sleep(30);
       const a = s.read();
+      const stat0 = machineBusyTotal();
       await sleep(300);
+      const stat1 = machineBusyTotal();
       const b = s.read();
       spin(30, s);
       const c = s.read();
-      const statBefore = machineBusyTotal();
+      const stat2 = machineBusyTotal();
       spin(300, s);
-      const statAfter = machineBusyTotal();
+      const stat3 = machineBusyTotal();
       const d = s.read();
-      const util = (statAfter.busy - statBefore.busy) / (statAfter.total - statBefore.total);
-      const attemptW = { idle: total(a, b), busy: total(c, d) };
-      // The model refreshes every 10 ms and /proc/stat counts in 10 ms ticks: over 300 ms its
-      // rate can trail the test's own reading by a few percent of the idle-to-max range.
-      expect(Math.abs(attemptW.busy - (idleW + (maxW - idleW) * util))).toBeLessThanOrEqual((maxW - idleW) * 0.1);
-      expect(attemptW.idle).toBeGreaterThanOrEqual(idleW * 0.99);
-      expect(attemptW.busy).toBeLessThanOrEqual(maxW * 1.01);
-      if (attemptW.busy - attemptW.idle > best.busy - best.idle) best = attemptW;
+      const w = { idle: total(a, b), busy: total(c, d) };
+      expectFollows(w.idle, utilisation(stat0, stat1));
+      expectFollows(w.busy, utilisation(stat2, stat3));
+      expect(w.idle).toBeGreaterThanOrEqual(idleW * 0.99);
+      expect(w.busy).toBeLessThanOrEqual(maxW * 1.01);
+      if (utilisation(stat0, stat1) > 1 - 1 / cpus) continue;
+      if (best === undefined || w.busy - w.idle > best.busy - best.idle) best = w;
       // One busy thread of `cpus` is 1/cpus of the machine.
       if (best.busy >= idleW + ((maxW - idleW) / cpus) * 0.8 && best.busy > best.idle + (maxW - idleW) / cpus / 2) break;
     }
+    if (best === undefined) return; // saturated throughout: only the agreement could be checked
     expect(best.busy).toBeGreaterThanOrEqual(idleW + ((maxW - idleW) / cpus) * 0.8);
     expect(best.busy).toBeGreaterThan(best.idle + (maxW - idleW) / cpus / 2);
   });

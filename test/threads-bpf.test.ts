@@ -181,7 +181,7 @@ describeBpf(`eBPF thread tracker (${bpfProgram} build)`, () => {
 import threading, time, os
 def ex():
     time.sleep(0.2)
-    os.execv('/usr/bin/python3', ['python3', '-c', 'import time\\ne=time.monotonic()+0.3\\nwhile time.monotonic()<e: pass\\nprint("slept", flush=True)\\ntime.sleep(30)'])
+    os.execv('/usr/bin/python3', ['python3', '-c', 'import time\\nwhile time.process_time()<0.35: pass\\nprint("slept", flush=True)\\ntime.sleep(30)'])
 threading.Thread(target=ex).start()
 print('ready', flush=True)
 time.sleep(30)`], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -194,7 +194,7 @@ time.sleep(30)`], { stdio: ['ignore', 'pipe', 'inherit'] });
       };
       await until('ready');
       tracker = openThreadTracker({ backend: 'bpf', bpfProgram, pid: child.pid! });
-      await until('slept'); // exec'd, spun 300 ms, now asleep
+      await until('slept'); // exec'd, spun to 350 ms of CPU (however loaded the machine), now asleep
       await sleep(20);
       const a = tracker.snapshot();
       await sleep(400);
@@ -203,8 +203,10 @@ time.sleep(30)`], { stdio: ['ignore', 'pipe', 'inherit'] });
       expect(live.map((t) => t.tid)).toEqual([child.pid]);
       const sum = (s: ThreadSnapshot) => s.threads.reduce((n, t) => n + t.onCpuNs, 0);
       expect(sum(b) - sum(a)).toBeLessThan(30e6); // asleep: nothing runs on
-      // The 300 ms spin after exec is counted once.
+      // The process reached 350 ms of CPU, some 40 ms of them before the exec: what ran after it
+      // is counted once.
       expect(live[0].onCpuNs).toBeGreaterThan(250e6);
+      expect(live[0].onCpuNs).toBeLessThan(450e6);
     } finally {
       child.kill();
     }
@@ -326,10 +328,12 @@ time.sleep(30)`], { stdio: ['ignore', 'pipe', 'inherit'] });
       const after = find(tracker.snapshot(), w.tid)!.onCpuNs;
       // Not 150 ms of a stint that never was: what the kernel counted, and a little slack.
       expect(after - before).toBeLessThan(kernelNs() - k0 + 5e6);
-      // Its next real stint counts again.
-      const spunNs = await w.spin(50);
-      expect(find(tracker.snapshot(), w.tid)!.onCpuNs).toBeGreaterThanOrEqual(after + 40e6);
-      expect(spunNs).toBeGreaterThan(0);
+      // Its next real stint counts again: what the kernel counted for it (on a loaded machine,
+      // less than the 50 ms it spun), less a tick of slack.
+      const k1 = kernelNs();
+      const spunTo = await w.spin(50);
+      expect(spunTo - k1).toBeGreaterThan(0);
+      expect(find(tracker.snapshot(), w.tid)!.onCpuNs).toBeGreaterThanOrEqual(after + (spunTo - k1) - 5e6);
     } finally {
       await w.exit();
     }
@@ -389,21 +393,29 @@ time.sleep(30)`], { stdio: ['ignore', 'pipe', 'inherit'] });
     };
     // This thread spins, so without a switch only the repair can move its figures. A try counts
     // only if the thread did not switch at all (a switch-out restarts the stint the ordinary
-    // way) and the repair says it acted, hence a few tries.
+    // way) and the repair says it acted, hence a few tries. Beside another busy thread on its CPU
+    // (a loaded CI guest) it would switch every few milliseconds: at nice -20 (this thread
+    // only) the other gets its turn rarely enough for a 30 ms try to pass.
+    const nice = os.getPriority(tid);
+    os.setPriority(tid, -20);
     let repairedNs = -1;
     let wallNs = 0;
-    for (let attempt = 0; attempt < 10 && repairedNs < 0; attempt++) {
-      // A timed switch on this CPU first: a thread running since before attach is not a loss.
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
-      const repaired = tracker.stats().repairedSwitchIns!;
-      const t0 = performance.now();
-      const a = onCpu();
-      const before = switches();
-      hook._forgetSwitchIn(tid);
-      while (performance.now() - t0 < 30);
-      const b = onCpu();
-      wallNs = (performance.now() - t0) * 1e6;
-      if (switches() === before && tracker.stats().repairedSwitchIns! > repaired) repairedNs = b - a;
+    try {
+      for (let attempt = 0; attempt < 20 && repairedNs < 0; attempt++) {
+        // A timed switch on this CPU first: a thread running since before attach is not a loss.
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+        const repaired = tracker.stats().repairedSwitchIns!;
+        const t0 = performance.now();
+        const a = onCpu();
+        const before = switches();
+        hook._forgetSwitchIn(tid);
+        while (performance.now() - t0 < 30);
+        const b = onCpu();
+        wallNs = (performance.now() - t0) * 1e6;
+        if (switches() === before && tracker.stats().repairedSwitchIns! > repaired) repairedNs = b - a;
+      }
+    } finally {
+      os.setPriority(tid, nice);
     }
     // About 30 ms of spinning, less any time the scheduler gave away: far from the 0 a frozen
     // figure would show. Never more than the wall time: the repaired stint starts at the CPU's
