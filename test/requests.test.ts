@@ -22,9 +22,25 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
+// This thread's CPU time by the kernel's count (its schedstat), in ns.
+const threadCpuNs = () => Number(readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]);
+
+// Spins for `ms` of CPU time, not of wall time: on a loaded machine a wall-time spin is partly
+// spent descheduled, and tests here compare requests' CPU. The process's CPU (getrusage), which
+// the kernel brings up to date when read; schedstat moves only at scheduler ticks for a thread
+// that is running, and overshot 1 ms by 1–2 ms. The sampler thread's few percent of a core count
+// too, so the spin may fall short by as much.
 function busy(ms: number): void {
-  const end = performance.now() + ms;
-  while (performance.now() < end);
+  const cpuUs = () => {
+    const u = process.cpuUsage();
+    return u.user + u.system;
+  };
+  const until = cpuUs() + ms * 1e3;
+  for (;;) {
+    const wall = performance.now() + 0.05;
+    while (performance.now() < wall);
+    if (cpuUs() >= until) return;
+  }
 }
 
 async function load(base: string, targets: Array<{ path: string; count: number }>, concurrency: number) {
@@ -379,7 +395,7 @@ describeBpf('request tokens (start/end)', () => {
     const { sampler, tracker, records } = setup();
     sampler.start();
     await new Promise((r) => setTimeout(r, 20));
-    const onCpu = () => Number(readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]);
+    const onCpu = threadCpuNs;
     // First calls compile code: done once before, or A would begin alone for a few hundred µs.
     for (let i = 0; i < 3; i++) tracker.end(tracker.start('GET', '/warm-up')!, 200);
     const cpu0 = onCpu();

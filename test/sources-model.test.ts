@@ -70,8 +70,13 @@ describe('model source on this machine', () => {
     const utilisation = (x: { busy: number; total: number }, y: { busy: number; total: number }) => (y.busy - x.busy) / (y.total - x.total);
     // The model's watts over a window, against what /proc/stat reported for it. The model
     // refreshes every 10 ms and /proc/stat counts in 10 ms ticks: over 300 ms its rate can trail
-    // the test's own reading by a few percent of the idle-to-max range.
-    const expectFollows = (w: number, util: number) => expect(Math.abs(w - (idleW + (maxW - idleW) * util))).toBeLessThanOrEqual((maxW - idleW) * 0.1);
+    // the test's own reading by a few percent of the idle-to-max range. The test reads /proc/stat
+    // just inside the model's window; were it descheduled between the two reads, the model's
+    // window holds time the test's does not (a full-suite run once saw 12.5 W of disagreement on
+    // an idle window), so that share of the range is allowed too.
+    const expectFollows = (w: number, util: number, outsideNs: bigint, windowNs: bigint) =>
+      expect(Math.abs(w - (idleW + (maxW - idleW) * util))).toBeLessThanOrEqual((maxW - idleW) * (0.1 + Number(outsideNs) / Number(windowNs)));
+    const now = () => process.hrtime.bigint();
     let best: { idle: number; busy: number } | undefined;
     // Whether one spinning thread shows depends on what else the machine runs meanwhile (other
     // test files, a loaded CI host): a few attempts ride that out. That the model follows the
@@ -80,20 +85,26 @@ describe('model source on this machine', () => {
     for (let attempt = 0; attempt < 8; attempt++) {
       const s = track(openSource({ source: 'model', modelIdleWatts: idleW, modelMaxWatts: maxW }));
       await sleep(30);
+      let t = now();
       const a = s.read();
       const stat0 = machineBusyTotal();
+      let outside = now() - t;
       await sleep(300);
+      t = now();
       const stat1 = machineBusyTotal();
       const b = s.read();
+      expectFollows(total(a, b), utilisation(stat0, stat1), outside + now() - t, b.timeNs - a.timeNs);
       spin(30, s);
+      t = now();
       const c = s.read();
       const stat2 = machineBusyTotal();
+      outside = now() - t;
       spin(300, s);
+      t = now();
       const stat3 = machineBusyTotal();
       const d = s.read();
+      expectFollows(total(c, d), utilisation(stat2, stat3), outside + now() - t, d.timeNs - c.timeNs);
       const w = { idle: total(a, b), busy: total(c, d) };
-      expectFollows(w.idle, utilisation(stat0, stat1));
-      expectFollows(w.busy, utilisation(stat2, stat3));
       expect(w.idle).toBeGreaterThanOrEqual(idleW * 0.99);
       expect(w.busy).toBeLessThanOrEqual(maxW * 1.01);
       if (utilisation(stat0, stat1) > 1 - 1 / cpus) continue;
@@ -147,18 +158,22 @@ describe('model source against an emulated /proc/stat', () => {
   });
 
   it('re-reads /proc/stat at most every 10 ms and integrates at the last rate in between', async () => {
-    const { stat, s } = emulated();
     const total = (x: SourceReading) => x.readings[0].joules + x.readings[1].joules;
     // Within 10 ms of a refresh the source must not re-read, so it integrates at the last rate
     // even though the machine went idle meanwhile. A try where this process was descheduled
-    // past those 10 ms proves nothing either way, and is made again.
+    // past those 10 ms proves nothing either way, and is made again on a new machine: on the
+    // same one, the idle ticks a given-up try left unread, or the debt its over-credit left
+    // (see the next test), would lower the next try's rate.
     let w = NaN;
+    let s: EnergySource | undefined;
     for (let attempt = 0; attempt < 10 && Number.isNaN(w); attempt++) {
-      for (let cpu = 0; cpu < 4; cpu++) stat.advance(cpu, 100, 0);
+      const m = emulated();
+      s = m.s;
+      for (let cpu = 0; cpu < 4; cpu++) m.stat.advance(cpu, 100, 0);
       await sleep(15);
       const refresh = s.read(); // refresh at 110 W
       const first = s.read();
-      for (let cpu = 0; cpu < 4; cpu++) stat.advance(cpu, 0, 100);
+      for (let cpu = 0; cpu < 4; cpu++) m.stat.advance(cpu, 0, 100);
       let last = first;
       do last = s.read();
       while (Number(last.timeNs - refresh.timeNs) < 6e6);
@@ -168,9 +183,9 @@ describe('model source against an emulated /proc/stat', () => {
     }
     expect(w).toBeGreaterThan(100);
     await sleep(15);
-    const c = s.read(); // refresh: now idle
+    const c = s!.read(); // refresh: now idle
     await sleep(100);
-    const d = s.read();
+    const d = s!.read();
     expect((total(d) - total(c)) / (Number(d.timeNs - c.timeNs) / 1e9)).toBeCloseTo(10, 0);
   });
 
