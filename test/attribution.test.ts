@@ -126,6 +126,11 @@ function suite(backend: Exclude<ThreadsBackend, 'off'>) {
       tids.push(...(await Promise.all(ws.map((w) => w.tid))));
       await Promise.all(ws.map((w) => w.done));
     }
+    // A worker's 'exit' event follows the join of its thread, which the kernel allows before
+    // the thread's final switch-out, where the tracker marks it exited; on a loaded machine that
+    // switch came more than 20 ms later. Waited for (the checks below fail if it never comes).
+    const exited = (tid: number) => s.threads().find((x) => x.tid === tid)?.exited === true;
+    for (const until = Date.now() + 3000; Date.now() < until && !tids.every(exited); ) await new Promise((r) => setTimeout(r, 10));
     await new Promise((r) => setTimeout(r, 20));
     s.stop();
     expect(s.stats().ring.dropped).toBe(0);

@@ -168,9 +168,10 @@ describe('jouletrace demo', () => {
       expect(t!.joules, role).toBeGreaterThan(0);
     }
     // The hog spins for 40 % of the run, 1.6 s: never more CPU than that (and its start-up), and
-    // over a third of it even where other processes keep both CPUs of a 2-CPU machine busy.
+    // a good part of it even where other processes keep both CPUs of a 2-CPU machine busy (0.53 s
+    // beside five busy loops).
     const hogNs = res.threads.find((x) => x.role === 'cpu-hog')!.onCpuNs;
-    expect(hogNs).toBeGreaterThan(0.6e9);
+    expect(hogNs).toBeGreaterThan(0.3e9);
     expect(hogNs).toBeLessThan(1.6e9 + 100e6);
     const a = res.attribution;
     expect(a.process).toBeGreaterThan(0);
