@@ -22,9 +22,6 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-// This thread's CPU time by the kernel's count (its schedstat), in ns.
-const threadCpuNs = () => Number(readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]);
-
 // Spins for `ms` of CPU time, not of wall time: on a loaded machine a wall-time spin is partly
 // spent descheduled, and tests here compare requests' CPU. The process's CPU (getrusage), which
 // the kernel brings up to date when read; schedstat moves only at scheduler ticks for a thread
@@ -395,7 +392,7 @@ describeBpf('request tokens (start/end)', () => {
     const { sampler, tracker, records } = setup();
     sampler.start();
     await new Promise((r) => setTimeout(r, 20));
-    const onCpu = threadCpuNs;
+    const onCpu = () => Number(readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]);
     // First calls compile code: done once before, or A would begin alone for a few hundred µs.
     for (let i = 0; i < 3; i++) tracker.end(tracker.start('GET', '/warm-up')!, 200);
     const cpu0 = onCpu();
