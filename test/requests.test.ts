@@ -516,6 +516,49 @@ describeBpf('request ends', () => {
     expect(tracker.inFlight).toBe(0);
   });
 
+  it('ends a request tracked only after its client left as 499, on a new or a kept-alive connection', async () => {
+    const { sampler, tracker, records } = setup();
+    const arrived = new Set<string>();
+    const base = await serve((req, res) => {
+      arrived.add(req.url!);
+      if (req.url === '/first') {
+        trackRequest(tracker, req, res, '/first');
+        res.end('ok');
+        return;
+      }
+      // A handler that reaches the tracker late (after a slow auth check, say): by then the
+      // client has gone, and the connection's close (emitted a tick after it is destroyed) has
+      // been and gone.
+      const waitForClose = () => {
+        if (!req.socket.destroyed) return setTimeout(waitForClose, 5);
+        setTimeout(() => trackRequest(tracker, req, res, req.url!), 5);
+      };
+      waitForClose();
+    });
+    sampler.start();
+    // First request on its connection: no close listener was ever added to it.
+    const c1 = await connect(base);
+    c1.write('GET /late-new HTTP/1.1\r\nHost: x\r\n\r\n');
+    await until(() => arrived.has('/late-new'));
+    c1.destroy();
+    await until(() => records.length === 1);
+    // Second request on a kept-alive connection whose first was tracked and answered.
+    const c2 = await connect(base);
+    c2.write('GET /first HTTP/1.1\r\nHost: x\r\n\r\n');
+    await until(() => records.length === 2);
+    c2.write('GET /late-kept HTTP/1.1\r\nHost: x\r\n\r\n');
+    await until(() => arrived.has('/late-kept'));
+    c2.destroy();
+    await until(() => records.length === 3);
+    sampler.stop();
+    expect(records.map((r) => [r.route, r.statusCode])).toEqual([
+      ['/late-new', 499],
+      ['/first', 200],
+      ['/late-kept', 499],
+    ]);
+    expect(tracker.inFlight).toBe(0);
+  });
+
   it('ends a pipelined response that never got the socket as 499 when the client leaves, though it was ready', async () => {
     const { sampler, tracker, records } = setup();
     const base = await serve((req, res) => {
