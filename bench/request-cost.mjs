@@ -39,9 +39,30 @@ const PAUSE_MS = 40;
 const LOOPBACK_REPS = Number(process.env.BENCH_LOOPBACK_REPS ?? 3);
 const FRAMEWORKS = (process.env.BENCH_HTTP_FRAMEWORKS ?? 'node:http,express,fastify').split(',');
 
+// BENCH_REQUEST_EXPORTER=prometheus|opentelemetry: the tracker also feeds that exporter, as in a
+// service that exports its figures; 'jouletrace adds' then includes what the exporter costs.
+const EXPORTER = process.env.BENCH_REQUEST_EXPORTER ?? 'none';
 const s = new Sampler({ source: 'model', intervalUs: 1000 });
 s.start();
 const tracker = new RequestTracker(s);
+let exporterClose = () => {};
+if (EXPORTER === 'prometheus') {
+  const { registerMetrics } = require(`${root}/dist/cjs/prometheus.js`);
+  const m = registerMetrics(s, { requests: tracker });
+  exporterClose = () => m.close();
+} else if (EXPORTER === 'opentelemetry') {
+  const { registerOpenTelemetry } = require(`${root}/dist/cjs/opentelemetry.js`);
+  const { MeterProvider, MetricReader } = require('@opentelemetry/sdk-metrics');
+  class Reader extends MetricReader {
+    async onForceFlush() {}
+    async onShutdown() {}
+  }
+  const meterProvider = new MeterProvider({ readers: [new Reader()] });
+  const h = registerOpenTelemetry(s, { meterProvider, requests: tracker, traces: false });
+  exporterClose = () => (h.close(), meterProvider.shutdown());
+} else if (EXPORTER !== 'none') {
+  throw new Error(`BENCH_REQUEST_EXPORTER: expected prometheus or opentelemetry, got ${EXPORTER}`);
+}
 // The sampler thread reports its tid once it runs.
 while (s.stats().timing.samplerTid === 0) await sleep(1);
 const samplerTid = s.stats().timing.samplerTid;
@@ -189,12 +210,13 @@ for (const framework of FRAMEWORKS) {
   ]);
 }
 table(
-  `CPU per request without the network (median of ${REPS} runs × ${CHUNKS} alternated chunks of ${CHUNK} per variant): the bare app, and what request accounting (shared mode) adds`,
+  `CPU per request without the network (median of ${REPS} runs × ${CHUNKS} alternated chunks of ${CHUNK} per variant): the bare app, and what request accounting (shared mode${EXPORTER === 'none' ? '' : `, feeding the ${EXPORTER} exporter`}) adds`,
   ['framework', 'bare app, µs', 'an empty hook adds, ns', 'jouletrace adds: main thread, ns', 'sampler thread, ns', 'in all, ns', 'bare server on loopback, µs', 'share of it', 'settled'],
   rows,
 );
 console.log(`  bare server on loopback: its CPU per request (all threads, system calls included) at full load from autocannon, median of ${LOOPBACK_REPS} × 3 s; the share is what the added ns are of it,`);
 console.log('  which is the throughput a CPU-bound server would lose');
+exporterClose();
 s.stop();
 tracker.close();
 s.close();

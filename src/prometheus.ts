@@ -4,10 +4,11 @@
 // `_total` on counters, every label declared up front, figures read from the sampler at scrape
 // time in collect() (never pushed from timers), counters that never go down — the sampler's
 // totals restart at each start(), so this module accumulates increases itself.
-import { Counter, Gauge, Histogram, Registry, type Metric } from 'prom-client';
+import { Counter, Gauge, Registry, type Metric } from 'prom-client';
 import { carbonIntensity, joulesToGrams, type CarbonIntensity, type CarbonIntensityOptions } from './carbon';
 import { checkIntegerInRange, checkObject, checkString, invalidType, JouletraceError } from './errors';
 import { EnergyTracker, PowerWindow, type EnergyReading } from './energy-tracker';
+import { FastHistogram, type HistogramSeries } from './prometheus-histogram';
 import { subscribe, type RequestSource } from './settled-feed';
 import { SlidingWindow } from './sliding-window';
 import type { Sampler } from './sampler';
@@ -220,7 +221,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   }
 
   const spanHist = reg(
-    new Histogram({
+    new FastHistogram({
       name: `${prefix}span_energy_joules`,
       help: 'Energy of settled jouletrace spans, by label.',
       labelNames: names('label'),
@@ -229,7 +230,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     }),
   );
   const requestHist = reg(
-    new Histogram({
+    new FastHistogram({
       name: 'http_server_request_energy_joules',
       help: 'Energy charged to each HTTP request (jouletrace), by method, route pattern and status code.',
       labelNames: names('method', 'route', 'status_code'),
@@ -395,21 +396,48 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     );
   }
 
+  // Every settled span and request is observed: their histograms' series are looked up by the
+  // record's own strings and numbers (Map keys whose hashes V8 keeps), not by a label object
+  // built and hashed per observation (prometheus-histogram.ts). Dropped when the histogram drops
+  // series (reset(), remove(), zero()).
+  const spanSeries = new Map<string, HistogramSeries[]>(); // label → [plain, estimated]
+  let spanEpoch = spanHist.epoch;
   const observeSpans = (spans: readonly SpanResult[]): void => {
+    if (spanHist.epoch !== spanEpoch) {
+      spanSeries.clear();
+      spanEpoch = spanHist.epoch;
+    }
     for (const s of spans) {
       if (!(s.joules >= 0) || !Number.isFinite(s.joules)) continue;
-      spanHist.observe(labels({ label: s.label }, s.estimated), s.joules);
+      let pair = spanSeries.get(s.label);
+      if (pair === undefined) spanSeries.set(s.label, (pair = []));
+      const i = s.estimated ? 1 : 0;
+      (pair[i] ??= spanHist.series(labels({ label: s.label }, s.estimated))).observe(s.joules);
     }
+  };
+  // method → route → status code → [plain, estimated]
+  const requestSeries = new Map<string, Map<string, Map<number, HistogramSeries[]>>>();
+  let requestEpoch = requestHist.epoch;
+  const requestSeriesOf = (r: RequestRecord): HistogramSeries => {
+    let byRoute = requestSeries.get(r.method);
+    if (byRoute === undefined) requestSeries.set(r.method, (byRoute = new Map()));
+    let byStatus = byRoute.get(r.route);
+    if (byStatus === undefined) byRoute.set(r.route, (byStatus = new Map()));
+    let pair = byStatus.get(r.statusCode);
+    if (pair === undefined) byStatus.set(r.statusCode, (pair = []));
+    const i = r.estimated ? 1 : 0;
+    return (pair[i] ??= requestHist.series(labels({ method: r.method, route: r.route, status_code: String(r.statusCode) }, r.estimated)));
   };
   const observeRequests = (records: readonly RequestRecord[]): void => {
     let sum = 0;
     let count = 0;
+    if (requestHist.epoch !== requestEpoch) {
+      requestSeries.clear();
+      requestEpoch = requestHist.epoch;
+    }
     for (const r of records) {
       if (!(r.joules >= 0) || !Number.isFinite(r.joules)) continue;
-      requestHist.observe(
-        labels({ method: r.method, route: r.route, status_code: String(r.statusCode) }, r.estimated),
-        r.joules,
-      );
+      requestSeriesOf(r).observe(r.joules);
       sum += r.joules;
       count++;
     }
