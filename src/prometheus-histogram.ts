@@ -5,7 +5,7 @@
 // VM, more than jouletrace's whole accounting of a request. The exporter observes every settled
 // request and span, so its histograms keep their series themselves and hand prom-client's
 // registry the values a stock Histogram would give for the same observations (checked against
-// one in test/prometheus.test.ts). Still a Histogram: registries, `instanceof`, cluster
+// one in test/prometheus-histogram.test.ts). Still a Histogram: registries, `instanceof`, cluster
 // aggregation and users' own observe(), labels(), zero(), remove() and reset() work as with any.
 import { Histogram, type HistogramConfiguration, type LabelValues } from 'prom-client';
 
@@ -64,14 +64,18 @@ export class FastHistogram<T extends string = string> extends Histogram<T> {
     // The bounds prom-client settled on (its default buckets when none are given).
     const bounds = config.buckets ?? (this as unknown as { upperBounds?: number[] }).upperBounds;
     if (!Array.isArray(bounds)) throw new TypeError('FastHistogram: give `buckets` (this prom-client keeps its default bounds elsewhere)');
+    // The bucket search is a binary search (prom-client scans in the order given).
+    for (let i = 1; i < bounds.length; i++) {
+      if (!(bounds[i] > bounds[i - 1])) throw new RangeError('FastHistogram: buckets must be strictly increasing');
+    }
     this.#bounds = Float64Array.from(bounds);
     this.#names = [...(config.labelNames ?? [])];
     this.#sortedNames = [...this.#names].sort();
+    // As prom-client: without labels, the one series exists (at zero) from the start.
+    if (this.#names.length === 0) this.series({});
     // prom-client's constructor assigns observe() on the instance, over any method of ours.
-    const observe = (labelsOrValue: LabelValues<T> | number, value?: number): void => {
-      if (typeof labelsOrValue === 'number') this.#observe({}, labelsOrValue);
-      else this.#observe((labelsOrValue ?? {}) as Labels, value as number);
-    };
+    const observe = (labelsOrValue: LabelValues<T> | number, value?: number): void =>
+      this.#observe((labelsOrValue === 0 ? 0 : labelsOrValue || {}) as Labels, value as number);
     (this as unknown as { observe: typeof observe }).observe = observe;
   }
 
@@ -83,14 +87,19 @@ export class FastHistogram<T extends string = string> extends Histogram<T> {
     return s;
   }
 
-  #observe(labels: Labels, value: number): void {
+  #observe(labels: Labels | null, value: number): void {
+    // prom-client's reading of its arguments: labels that are not an object are the value.
+    if (labels === null || typeof labels !== 'object') {
+      value = labels as unknown as number;
+      labels = {};
+    }
     this.#check(labels);
     if (!Number.isFinite(value)) throw new TypeError(`Value is not a valid number: ${String(value)}`);
     this.series(labels).observe(value);
   }
 
   #check(labels: Labels): void {
-    for (const name of Object.keys(labels)) {
+    for (const name in labels) {
       if (!this.#names.includes(name)) {
         throw new Error(`Added label "${name}" is not included in initial labelset: ${JSON.stringify(this.#names)}`);
       }
@@ -107,7 +116,7 @@ export class FastHistogram<T extends string = string> extends Histogram<T> {
   }
 
   #labelsOf(args: unknown[]): Labels {
-    if (typeof args[0] === 'object' && args[0] !== null) return args[0] as Labels;
+    if (typeof args[0] === 'object') return args[0] as Labels; // null too, refused on use as prom-client does
     if (args.length !== this.#names.length) {
       throw new Error(`Invalid number of arguments (${args.length}) for label names (${this.#names.length}): ${this.#names.join(', ')}`);
     }
@@ -147,10 +156,15 @@ export class FastHistogram<T extends string = string> extends Histogram<T> {
   // What prom-client's registry reads for the text format: each series' labels apart.
   async getForPromString(): Promise<{ name: string; help: string; type: string; values: ValuePair[]; aggregator: string }> {
     const self = this as unknown as { collect?: () => unknown; name: string; help: string; aggregator: string };
-    if (self.collect) await self.collect();
+    if (self.collect) {
+      const v = self.collect();
+      if (v instanceof Promise) await v;
+    }
     const bucket = `${self.name}_bucket`;
     const values: ValuePair[] = [];
-    for (const s of this.#series.values()) {
+    // A histogram whose construction failed stays in its registry (prom-client registers first).
+    const series = #series in this ? this.#series.values() : [];
+    for (const s of series) {
       let acc = 0;
       for (let i = 0; i < this.#bounds.length; i++) {
         acc += s.counts[i];

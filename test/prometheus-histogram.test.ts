@@ -102,7 +102,23 @@ describe('FastHistogram against prom-client Histogram', () => {
       expect(() => h.observe({ route: '/a' }, NaN)).toThrow(TypeError);
       expect(() => h.labels('/a', '/b')).toThrow(/Invalid number of arguments/);
     }
+    for (const h of [p.stock, p.fast]) {
+      expect(() => h.observe('x' as never, 1)).toThrow(/Value is not a valid number: x/);
+      expect(() => h.labels(null as never).observe(1)).toThrow(TypeError);
+      expect(() => h.observe(Object.create({ nope: 'x' }), 1)).toThrow(/Added label "nope"/);
+    }
     expect(() => new FastHistogram({ name: 'x', help: 'x', enableExemplars: true, registers: [] })).toThrow(/exemplars/);
+    expect(() => new FastHistogram({ name: 'x', help: 'x', buckets: [1, 0.5], registers: [] })).toThrow(/strictly increasing/);
+  });
+
+  it('shows a histogram without labels at zero from the start, and survives a failed construction in its registry', async () => {
+    const registries: [Registry, Registry] = [new Registry(), new Registry()];
+    const config = { name: 'plain_joules', help: 'Plain.', buckets: [0.1, 1] };
+    await expectSame({ stock: new Histogram({ ...config, registers: [registries[0]] }), fast: new FastHistogram({ ...config, registers: [registries[1]] }), registries });
+    // prom-client registers before its own checks: the half-built metric stays in the registry.
+    expect(() => new Histogram({ name: 'bad', help: 'Bad.', labelNames: ['le'], registers: [registries[0]] })).toThrow(/reserved/);
+    expect(() => new FastHistogram({ name: 'bad', help: 'Bad.', labelNames: ['le'], registers: [registries[1]] })).toThrow(/reserved/);
+    expect(await registries[1].metrics()).toBe(await registries[0].metrics());
   });
 
   it('aggregates across cluster workers as prom-client does', async () => {
