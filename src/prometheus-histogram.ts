@@ -52,11 +52,7 @@ export class FastHistogram<T extends string = string> extends Histogram<T> {
   readonly #bounds: Float64Array;
   readonly #names: readonly string[];
   readonly #sortedNames: readonly string[];
-  /**
-   * Bumped whenever a series object is dropped or replaced (reset, remove, zero): callers that
-   * cache series check it, so they never count into one the registry no longer sees.
-   */
-  epoch = 0;
+  readonly #caches: Array<Map<unknown, unknown>> = [];
 
   constructor(config: HistogramConfiguration<T>) {
     if (config.enableExemplars) throw new TypeError('FastHistogram: exemplars are not supported');
@@ -79,12 +75,27 @@ export class FastHistogram<T extends string = string> extends Histogram<T> {
     (this as unknown as { observe: typeof observe }).observe = observe;
   }
 
-  /** The series of a label set, created empty if new. Callers on a hot path keep it (see epoch). */
+  /** The series of a label set, created empty if new. Callers on a hot path keep it in a cache(). */
   series(labels: Labels): HistogramSeries {
     const key = this.#key(labels);
     let s = this.#series.get(key);
     if (s === undefined) this.#series.set(key, (s = new HistogramSeries(labels, this.#bounds)));
     return s;
+  }
+
+  /**
+   * A map for a caller to keep series in, by keys of its own: emptied whenever a series is
+   * dropped or replaced (reset, remove, zero), so nothing is counted into one the registry no
+   * longer shows.
+   */
+  cache<K, V>(): Map<K, V> {
+    const m = new Map<K, V>();
+    this.#caches.push(m as Map<unknown, unknown>);
+    return m;
+  }
+
+  #dropped(): void {
+    for (const m of this.#caches) m.clear();
   }
 
   #observe(labels: Labels | null, value: number): void {
@@ -137,20 +148,20 @@ export class FastHistogram<T extends string = string> extends Histogram<T> {
   override remove(...args: unknown[]): void {
     const labels = this.#labelsOf(args);
     this.#check(labels);
-    if (this.#series.delete(this.#key(labels))) this.epoch++;
+    if (this.#series.delete(this.#key(labels))) this.#dropped();
   }
 
   override zero(labels: LabelValues<T>): void {
     const l = labels as Labels;
     this.#series.set(this.#key(l), new HistogramSeries(l, this.#bounds));
-    this.epoch++;
+    this.#dropped();
   }
 
   override reset(): void {
     // Also called by prom-client's constructor, before this class's fields exist.
     if (!(#series in this)) return;
     this.#series.clear();
-    this.epoch++;
+    this.#dropped();
   }
 
   // What prom-client's registry reads for the text format: each series' labels apart.

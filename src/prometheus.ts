@@ -398,15 +398,9 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
 
   // Every settled span and request is observed: their histograms' series are looked up by the
   // record's own strings and numbers (Map keys whose hashes V8 keeps), not by a label object
-  // built and hashed per observation (prometheus-histogram.ts). Dropped when the histogram drops
-  // series (reset(), remove(), zero()).
-  const spanSeries = new Map<string, HistogramSeries[]>(); // label → [plain, estimated]
-  let spanEpoch = spanHist.epoch;
+  // built and hashed per observation (prometheus-histogram.ts).
+  const spanSeries = spanHist.cache<string, HistogramSeries[]>(); // label → [plain, estimated]
   const observeSpans = (spans: readonly SpanResult[]): void => {
-    if (spanHist.epoch !== spanEpoch) {
-      spanSeries.clear();
-      spanEpoch = spanHist.epoch;
-    }
     for (const s of spans) {
       if (!(s.joules >= 0) || !Number.isFinite(s.joules)) continue;
       let pair = spanSeries.get(s.label);
@@ -416,8 +410,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     }
   };
   // method → route → status code → [plain, estimated]
-  const requestSeries = new Map<string, Map<string, Map<number, HistogramSeries[]>>>();
-  let requestEpoch = requestHist.epoch;
+  const requestSeries = requestHist.cache<string, Map<string, Map<number, HistogramSeries[]>>>();
   const requestSeriesOf = (r: RequestRecord): HistogramSeries => {
     let byRoute = requestSeries.get(r.method);
     if (byRoute === undefined) requestSeries.set(r.method, (byRoute = new Map()));
@@ -431,10 +424,6 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   const observeRequests = (records: readonly RequestRecord[]): void => {
     let sum = 0;
     let count = 0;
-    if (requestHist.epoch !== requestEpoch) {
-      requestSeries.clear();
-      requestEpoch = requestHist.epoch;
-    }
     for (const r of records) {
       if (!(r.joules >= 0) || !Number.isFinite(r.joules)) continue;
       requestSeriesOf(r).observe(r.joules);
