@@ -1,6 +1,7 @@
 // Server process for bench/http.mjs and bench/request-cost.mjs:
 //   node bench/http-server.mjs <express|fastify|node:http> <variant>
-// Variants: bare, sampler, middleware, exact; work1us: no jouletrace, one middleware (Express)
+// Variants: bare, sampler, middleware, exact; instrumented (Express): instrumentExpress(app)
+// instead of the middleware; work1us: no jouletrace, one middleware (Express)
 // or onRequest hook (Fastify) that busy-waits 1 µs, as a ruler for what 1 µs of added work per
 // request costs on the machine at hand; hook: the sampler and an empty middleware / onRequest
 // hook, what any hook costs in that framework.
@@ -20,6 +21,7 @@ if (intervalScale !== 1) {
   const setIntervalAsIs = globalThis.setInterval;
   globalThis.setInterval = (fn, ms, ...args) => setIntervalAsIs(fn, (ms ?? 1) * intervalScale, ...args);
 }
+if (variant === 'instrumented' && framework !== 'express') throw new Error(`variant instrumented is Express's instrumentExpress(); not for ${framework}`);
 const { Sampler, RequestTracker } = jouletrace;
 let sampler;
 let tracker;
@@ -45,9 +47,10 @@ if (framework === 'node:http') {
   close = () => server.close();
 } else if (framework === 'express') {
   const express = require('express');
-  const { energyMiddleware } = require(`${root}/dist/cjs/express.js`);
+  const { energyMiddleware, instrumentExpress } = require(`${root}/dist/cjs/express.js`);
   const app = express();
-  if (tracker) app.use(energyMiddleware(tracker));
+  if (tracker && variant === 'instrumented') instrumentExpress(app, tracker);
+  else if (tracker) app.use(energyMiddleware(tracker));
   if (variant === 'work1us') app.use((req, res, next) => (work1us(), next()));
   if (variant === 'hook') app.use((req, res, next) => next());
   app.get('/hello/:name', (req, res) => (served++, res.send(`hello ${req.params.name}`)));

@@ -30,14 +30,15 @@ import { load, serve } from './http-load.mjs';
 
 const require = createRequire(import.meta.url);
 const { Sampler, RequestTracker } = jouletrace;
-const { energyMiddleware } = require(`${root}/dist/cjs/express.js`);
+const { energyMiddleware, instrumentExpress } = require(`${root}/dist/cjs/express.js`);
 const { fastifyEnergy } = require(`${root}/dist/cjs/fastify.js`);
 const REPS = Number(process.env.BENCH_REPS ?? 5);
 const CHUNKS = Number(process.env.BENCH_REQUEST_CHUNKS ?? 8);
 const CHUNK = 5000;
 const PAUSE_MS = 40;
 const LOOPBACK_REPS = Number(process.env.BENCH_LOOPBACK_REPS ?? 3);
-const FRAMEWORKS = (process.env.BENCH_HTTP_FRAMEWORKS ?? 'node:http,express,fastify').split(',');
+// express: instrumentExpress(app); express-middleware: app.use(energyMiddleware()) first.
+const FRAMEWORKS = (process.env.BENCH_HTTP_FRAMEWORKS ?? 'node:http,express,express-middleware,fastify').split(',');
 
 // BENCH_REQUEST_EXPORTER=prometheus|opentelemetry: the tracker also feeds that exporter, as in a
 // service that exports its figures; 'jouletrace adds' then includes what the exporter costs.
@@ -81,11 +82,12 @@ async function handlers(framework) {
       },
     };
   }
-  if (framework === 'express') {
+  if (framework === 'express' || framework === 'express-middleware') {
     const express = require('express');
     const make = (variant) => {
       const app = express();
-      if (variant === 'tracked') app.use(energyMiddleware(tracker));
+      if (variant === 'tracked' && framework === 'express') instrumentExpress(app, tracker);
+      if (variant === 'tracked' && framework === 'express-middleware') app.use(energyMiddleware(tracker));
       if (variant === 'hook') app.use((req, res, next) => next());
       app.get('/hello/:name', (req, res) => res.send(`hello ${req.params.name}`));
       return app;
@@ -147,7 +149,14 @@ async function chunk(handler, variant) {
 // The bare server's CPU per request on loopback at full load, where each request is cheapest
 // (responses batch per event-loop turn): the whole cost a request accounting's added ns is a
 // share of, system calls included.
+const loopbackByServer = new Map();
 async function loopbackCpuUs(framework) {
+  const server = framework === 'express-middleware' ? 'express' : framework;
+  if (!loopbackByServer.has(server)) loopbackByServer.set(server, await loopbackOf(server));
+  return loopbackByServer.get(server);
+}
+
+async function loopbackOf(framework) {
   const xs = [];
   for (let r = 0; r < LOOPBACK_REPS; r++) {
     const srv = await serve(framework, 'bare');

@@ -52,11 +52,11 @@ const V8_FLAGS = ['--no-concurrent-recompilation', '--no-concurrent-osr', '--min
 const FRAMEWORKS = (process.env.BENCH_HTTP_FRAMEWORKS ?? 'node:http,express,fastify').split(',');
 const VARIANTS = {
   'node:http': ['bare', 'sampler', 'middleware'],
-  express: ['bare', 'sampler', 'hook', 'middleware'],
+  express: ['bare', 'sampler', 'hook', 'middleware', 'instrumented'],
   fastify: ['bare', 'sampler', 'hook', 'middleware'],
 };
 const ONLY = process.env.BENCH_VG_VARIANTS?.split(',');
-const NAMES = { bare: 'bare', sampler: 'sampler alone', hook: 'sampler + empty hook', middleware: 'sampler + jouletrace' };
+const NAMES = { bare: 'bare', sampler: 'sampler alone', hook: 'sampler + empty hook', middleware: 'sampler + jouletrace', instrumented: 'sampler + instrumentExpress()' };
 
 function have(cmd) {
   return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;

@@ -1,11 +1,13 @@
-// `jouletrace/express`: joules per request as Express middleware.
+// `jouletrace/express`: joules per request, as Express middleware or around an app's handler.
 //
-//   import { energyMiddleware } from 'jouletrace/express';
+//   import { energyMiddleware, instrumentExpress } from 'jouletrace/express';
 //   app.use(energyMiddleware(tracker));
+//   instrumentExpress(app, tracker);   // the same, without a middleware layer
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { RequestTracker, type RequestTrackerOptions } from './requests';
 import type { Sampler } from './sampler';
 import { mountPattern, patternMatches } from './express-route-patterns';
+import { describe, JouletraceError } from './errors';
 
 interface ExpressLikeRequest extends IncomingMessage {
   app?: unknown;
@@ -37,7 +39,10 @@ const HOOKED = Symbol('jouletrace.routeHooked');
  * app, never on Node's IncomingMessage.prototype.
  */
 function hookRoute(req: IncomingMessage): void {
-  const proto = Object.getPrototypeOf(req) as Record<PropertyKey, unknown> | null;
+  hookRouteOn(Object.getPrototypeOf(req) as Record<PropertyKey, unknown> | null);
+}
+
+function hookRouteOn(proto: Record<PropertyKey, unknown> | null): void {
   if (proto === null || proto[HOOKED] === true) return;
   if (!Object.prototype.hasOwnProperty.call(proto, 'app') || Object.getOwnPropertyDescriptor(proto, 'route') !== undefined) {
     return;
@@ -103,7 +108,7 @@ export function energyMiddleware(
   trackerOrSampler: RequestTracker | Sampler,
   options?: RequestTrackerOptions,
 ): (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) => void {
-  const tracker = trackerOrSampler instanceof RequestTracker ? trackerOrSampler : new RequestTracker(trackerOrSampler, options);
+  const tracker = trackerOf(trackerOrSampler, options);
   return function jouletraceEnergy(req, res, next) {
     const r = req as ExpressLikeRequest;
     hookRoute(req);
@@ -113,6 +118,59 @@ export function energyMiddleware(
       next();
     }
   };
+}
+
+/** What instrumentExpress() needs of an app: what express() returns (Express 4 and 5). */
+export interface ExpressAppLike {
+  (req: IncomingMessage, res: ServerResponse): unknown;
+  request: object;
+}
+type Handle = (this: unknown, req: IncomingMessage, res: ServerResponse, callback?: (err?: unknown) => void) => void;
+
+// On the request prototype (`app.request`) of each instrumented app. A sub-application's request
+// prototype inherits from its parent's once mounted, and its requests arrive already carrying
+// the parent's: seen there, the request is the parent's to count.
+const INSTRUMENTED = Symbol('jouletrace.instrumentedApp');
+
+/**
+ * Charges each request an Express app receives its energy, as energyMiddleware() does, but from
+ * around the app's own handler (`app.handle`) rather than from a middleware layer: Express's
+ * router costs more for one empty middleware than jouletrace's accounting does in all
+ * (bench/RESULTS.md). Call it on the app that Node's server calls, before it serves; then use no
+ * energyMiddleware() on it. A sub-application instrumented as well as its parent leaves the
+ * requests it gets from that parent to the parent. Returns the tracker.
+ */
+export function instrumentExpress(app: ExpressAppLike, trackerOrSampler: RequestTracker | Sampler, options?: RequestTrackerOptions): RequestTracker {
+  const handled = app as ExpressAppLike & { handle?: Handle };
+  if (typeof app !== 'function' || typeof handled.handle !== 'function' || app.request === null || typeof app.request !== 'object') {
+    throw new TypeError(`Expected an Express application (from express()) for app but received ${describe(app)}`);
+  }
+  const request = app.request as Record<PropertyKey, unknown>;
+  if (Object.prototype.hasOwnProperty.call(request, INSTRUMENTED)) {
+    throw new JouletraceError('ERR_JOULETRACE_ALREADY_INSTRUMENTED', 'instrumentExpress(app): this app is instrumented already; each of its requests would count twice');
+  }
+  const tracker = trackerOf(trackerOrSampler, options);
+  hookRouteOn(request);
+  Object.defineProperty(request, INSTRUMENTED, { value: true });
+  const handle = handled.handle;
+  // Express's app function calls `app.handle(req, res, next)` by property on each request.
+  handled.handle = function jouletraceHandle(this: unknown, req, res, callback) {
+    if ((req as unknown as Record<PropertyKey, unknown>)[INSTRUMENTED] === true) {
+      handle.call(this, req, res, callback);
+      return;
+    }
+    const r = req as ExpressLikeRequest;
+    if (tracker.mode === 'exact') tracker.track(req, res, () => expressRoute(r), () => handle.call(this, req, res, callback));
+    else {
+      tracker.track(req, res, () => expressRoute(r));
+      handle.call(this, req, res, callback);
+    }
+  };
+  return tracker;
+}
+
+function trackerOf(trackerOrSampler: RequestTracker | Sampler, options: RequestTrackerOptions | undefined): RequestTracker {
+  return trackerOrSampler instanceof RequestTracker ? trackerOrSampler : new RequestTracker(trackerOrSampler, options);
 }
 
 export { RequestTracker };

@@ -92,9 +92,18 @@ function callEnd(end: End, token: unknown, status: number): void {
 // Status of a request whose connection closed before its response finished: what the server had
 // already sent (a server that failed mid-response, or a client that left mid-body), else 499.
 // A pipelined response waiting behind an earlier one never had the socket: its headers were
-// built, not sent.
-function closedStatus(res: ServerResponse): number {
-  return res.headersSent && res.socket !== null ? res.statusCode : CLIENT_CLOSED;
+// built, not sent, and Node's own answer below is not for it either. Node's server answers for
+// the handler when a request took longer than `requestTimeout` to arrive, or its connection
+// carried what the HTTP parser refused: unless a 'clientError' listener takes over, it writes
+// the status below on the socket and closes it.
+function closedStatus(res: ServerResponse, socket?: net.Socket | null): number {
+  if (res.socket === null) return CLIENT_CLOSED;
+  if (res.headersSent) return res.statusCode;
+  const code = (socket?.errored as { code?: unknown } | null | undefined)?.code;
+  if (typeof code !== 'string') return CLIENT_CLOSED;
+  const status = code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : code === 'HPE_HEADER_OVERFLOW' ? 431 : code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW' ? 413 : code.startsWith('HPE_') ? 400 : 0;
+  const server = (socket as (net.Socket & { server?: { listenerCount(event: string): number } }) | null | undefined)?.server;
+  return status !== 0 && server !== undefined && server.listenerCount('clientError') === 0 ? status : CLIENT_CLOSED;
 }
 
 function onFinish(message: unknown): void {
@@ -133,7 +142,7 @@ function onConnectionClose(this: TaggedSocket): void {
   if (c.req !== null) open.unshift({ req: c.req, res: c.res!, token: c.token, end: c.end! });
   for (const e of open) {
     ended();
-    callEnd(e.end, e.token, closedStatus(e.res));
+    callEnd(e.end, e.token, closedStatus(e.res, this));
   }
 }
 
@@ -149,7 +158,7 @@ export function watchResponse(req: IncomingMessage, res: ServerResponse, token: 
   }
   if (socket.destroyed) {
     // The client left before the request was even handled: its close has been and gone.
-    callEnd(end, token, closedStatus(res));
+    callEnd(end, token, closedStatus(res, socket));
     return;
   }
   if (!subscribed) {
@@ -187,5 +196,5 @@ function watchWithListeners(res: ServerResponse, token: unknown, end: End): void
     callEnd(end, token, status);
   };
   res.once('finish', () => once(res.statusCode));
-  res.once('close', () => once(closedStatus(res)));
+  res.once('close', () => once(closedStatus(res, res.socket)));
 }

@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 import express from 'express';
 import Fastify from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
-import { energyMiddleware } from '../src/express';
+import { energyMiddleware, instrumentExpress } from '../src/express';
 import { fastifyEnergy, fastifyRoute } from '../src/fastify';
 import { RequestTracker, Sampler, trackRequest, type RequestRecord } from '../src/index';
 import { describeBpf, itBpf } from './fixtures/bpf-required';
@@ -559,6 +559,57 @@ describeBpf('request ends', () => {
     expect(tracker.inFlight).toBe(0);
   });
 
+  it("records the status Node's server answered with itself: 408 past requestTimeout, 431 for oversized headers", async () => {
+    const { sampler, tracker, records } = setup();
+    const servers: http.Server[] = [];
+    const start = async (clientError: boolean) => {
+      // Node checks requestTimeout every connectionsCheckingInterval (30 s by default).
+      const server = http.createServer({ requestTimeout: 150, connectionsCheckingInterval: 20, maxHeaderSize: 1024 }, (req, res) => {
+        if (req.url === '/hold') {
+          trackRequest(tracker, req, res, '/hold');
+          setTimeout(() => res.end('late'), 300);
+          return;
+        }
+        trackRequest(tracker, req, res, clientError ? '/upload-own' : '/upload');
+        req.resume();
+        req.on('end', () => res.end('stored'));
+      });
+      if (clientError) server.on('clientError', (_e, socket) => socket.destroy());
+      servers.push(server);
+      cleanups.push(() => new Promise((r) => server.close(r)));
+      return listen(server);
+    };
+    const answer = async (base: string, text: string) => {
+      const c = await connect(base);
+      let got = '';
+      c.on('data', (d: Buffer) => (got += d.toString()));
+      const closed = new Promise((r) => c.on('close', r));
+      c.write(text);
+      await closed;
+      return got.split('\r\n', 1)[0];
+    };
+    sampler.start();
+    const plain = await start(false);
+    const own = await start(true);
+    // A body that never arrives in full.
+    const slow = 'POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab';
+    expect(await answer(plain, slow)).toBe('HTTP/1.1 408 Request Timeout');
+    // With a 'clientError' listener the answer, if any, is the application's: not known here.
+    expect(await answer(own, slow)).toBe('');
+    // A second request, pipelined behind one not answered yet, with headers over maxHeaderSize:
+    // Node's 431 goes out before any response, so the client reads it as the first one's.
+    const big = `GET /hold HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(2000)}\r\n\r\n`;
+    expect(await answer(plain, big)).toBe('HTTP/1.1 431 Request Header Fields Too Large');
+    await until(() => records.length === 3);
+    sampler.stop();
+    expect(records.map((r) => [r.route, r.statusCode])).toEqual([
+      ['/upload', 408],
+      ['/upload-own', 499],
+      ['/hold', 431],
+    ]);
+    expect(tracker.inFlight).toBe(0);
+  });
+
   it('ends a pipelined response that never got the socket as 499 when the client leaves, though it was ready', async () => {
     const { sampler, tracker, records } = setup();
     const base = await serve((req, res) => {
@@ -837,10 +888,13 @@ describe('exact mode edges', () => {
 });
 
 describeBpf('framework integrations', () => {
-  it('Express middleware reports the route pattern and status code', async () => {
+  it.each([
+    ['the middleware', (app: express.Express, t: RequestTracker) => void app.use(energyMiddleware(t))],
+    ['instrumentExpress()', (app: express.Express, t: RequestTracker) => void instrumentExpress(app, t)],
+  ])('Express, through %s, reports the route pattern and status code', async (_how, install) => {
     const { sampler, tracker, records } = setup();
     const app = express();
-    app.use(energyMiddleware(tracker));
+    install(app, tracker);
     const users = express.Router();
     users.get('/:id', (req, res) => {
       busy(1);
@@ -886,6 +940,73 @@ describeBpf('framework integrations', () => {
     expect(by('/users/boom/async', 500)).toBe(2);
     expect(by('/users/pass/:id', 404)).toBe(2);
     expect(records.some((r) => r.route.includes('/7'))).toBe(false); // never the raw URL
+  });
+
+  it('instrumentExpress(): each request once, sub-applications included; exact mode; errors that say what to pass', async () => {
+    const ok = (_req: express.Request, res: express.Response) => {
+      res.send('ok');
+    };
+    const { sampler, tracker, records } = setup();
+    // Parent and sub-application both instrumented: the sub-application's requests are the parent's.
+    const app = express();
+    const sub = express();
+    sub.get('/x/:id', ok);
+    app.use('/sub', sub);
+    app.get('/top', ok);
+    expect(instrumentExpress(app, tracker)).toBe(tracker);
+    instrumentExpress(sub, tracker);
+    // A sub-application instrumented alone, in an app that is not: its own requests count.
+    const plain = express();
+    const alone = express();
+    alone.get('/y/:id', ok);
+    plain.use('/alone', alone);
+    plain.get('/untracked', ok);
+    instrumentExpress(alone, tracker);
+    const bases: string[] = [];
+    for (const a of [app, plain]) {
+      const server = http.createServer(a);
+      bases.push(await listen(server));
+      cleanups.push(() => new Promise((r) => server.close(r)));
+    }
+    sampler.start();
+    for (const [at, p, status] of [[0, '/sub/x/1', 200], [0, '/top', 200], [0, '/nope', 404], [1, '/alone/y/2', 200], [1, '/untracked', 200]] as const) {
+      expect((await fetch(`${bases[at]}${p}`)).status).toBe(status);
+    }
+    for (let i = 0; i < 300 && records.length < 4; i++) await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 30));
+    expect(records.map((r) => [r.route, r.statusCode])).toEqual([
+      ['/sub/x/:id', 200],
+      ['/top', 200],
+      ['(unmatched)', 404],
+      ['/alone/y/:id', 200],
+    ]);
+    expect(records.every((r) => r.joules > 0 && !r.incomplete)).toBe(true);
+    sampler.stop();
+
+    // Exact mode: Express's handler runs in the request's context, so its callbacks are charged to it.
+    const exact = setup('exact');
+    const app2 = express();
+    app2.get('/later', (_req, res) => {
+      setTimeout(() => {
+        busy(1);
+        res.send('later');
+      }, 5);
+    });
+    instrumentExpress(app2, exact.tracker);
+    const server2 = http.createServer(app2);
+    const base2 = await listen(server2);
+    cleanups.push(() => new Promise((r) => server2.close(r)));
+    exact.sampler.start();
+    expect((await fetch(`${base2}/later`)).status).toBe(200);
+    for (let i = 0; i < 300 && exact.records.length < 1; i++) await new Promise((r) => setTimeout(r, 10));
+    exact.sampler.stop();
+    expect(exact.records.map((r) => [r.route, r.statusCode, r.mode])).toEqual([['/later', 200, 'exact']]);
+    // The 1 ms spin ran in a timer callback of the request's: counted, though not in track()'s call.
+    expect(exact.records[0].onCpuNs).toBeGreaterThan(0.8e6);
+
+    expect(() => instrumentExpress(app, tracker)).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_ALREADY_INSTRUMENTED' }));
+    expect(() => instrumentExpress({} as never, tracker)).toThrow('Expected an Express application (from express()) for app but received {} of type object');
+    expect(() => instrumentExpress(express.Router() as never, tracker)).toThrow(TypeError);
   });
 
   it('Express: req.route reads as Express set it, and the middleware adds no property to the request', async () => {
