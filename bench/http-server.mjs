@@ -1,7 +1,8 @@
 // Server process for bench/http.mjs and bench/request-cost.mjs:
 //   node bench/http-server.mjs <express|fastify|node:http> <variant>
 // Variants: bare, sampler, middleware, exact; instrumented (Express): instrumentExpress(app)
-// instead of the middleware; work1us: no jouletrace, one middleware (Express)
+// instead of the middleware; hooked (Fastify): jouletrace's plugin on an app that already has an
+// onRequest hook, which makes Fastify run its hook runner for every request anyway; work1us: no jouletrace, one middleware (Express)
 // or onRequest hook (Fastify) that busy-waits 1 µs, as a ruler for what 1 µs of added work per
 // request costs on the machine at hand; hook: the sampler and an empty middleware / onRequest
 // hook, what any hook costs in that framework.
@@ -21,6 +22,7 @@ if (intervalScale !== 1) {
   const setIntervalAsIs = globalThis.setInterval;
   globalThis.setInterval = (fn, ms, ...args) => setIntervalAsIs(fn, (ms ?? 1) * intervalScale, ...args);
 }
+if (variant === 'hooked' && framework !== 'fastify') throw new Error(`variant hooked is for fastify, not ${framework}`);
 if (variant === 'instrumented' && framework !== 'express') throw new Error(`variant instrumented is Express's instrumentExpress(); not for ${framework}`);
 const { Sampler, RequestTracker } = jouletrace;
 let sampler;
@@ -62,7 +64,7 @@ if (framework === 'node:http') {
   const app = Fastify();
   if (tracker) await app.register(fastifyEnergy, { tracker });
   if (variant === 'work1us') app.addHook('onRequest', (req, reply, done) => (work1us(), done()));
-  if (variant === 'hook') app.addHook('onRequest', (req, reply, done) => done());
+  if (variant === 'hook' || variant === 'hooked') app.addHook('onRequest', (req, reply, done) => done());
   app.get('/hello/:name', async (req) => (served++, `hello ${req.params.name}`));
   const address = await app.listen({ port: 0, host: '127.0.0.1' });
   console.log(`listening ${new URL(address).port}`);

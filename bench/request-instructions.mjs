@@ -53,10 +53,10 @@ const FRAMEWORKS = (process.env.BENCH_HTTP_FRAMEWORKS ?? 'node:http,express,fast
 const VARIANTS = {
   'node:http': ['bare', 'sampler', 'middleware'],
   express: ['bare', 'sampler', 'hook', 'middleware', 'instrumented'],
-  fastify: ['bare', 'sampler', 'hook', 'middleware'],
+  fastify: ['bare', 'sampler', 'hook', 'middleware', 'hooked'],
 };
 const ONLY = process.env.BENCH_VG_VARIANTS?.split(',');
-const NAMES = { bare: 'bare', sampler: 'sampler alone', hook: 'sampler + empty hook', middleware: 'sampler + jouletrace', instrumented: 'sampler + instrumentExpress()' };
+const NAMES = { bare: 'bare', sampler: 'sampler alone', hook: 'sampler + empty hook', middleware: 'sampler + jouletrace', instrumented: 'sampler + instrumentExpress()', hooked: 'sampler + empty hook + jouletrace' };
 
 function have(cmd) {
   return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
