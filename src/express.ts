@@ -32,6 +32,10 @@ const basesAtRoute = new WeakMap<object, unknown>();
 // error has taken the request back out to the parent app (req.app is the parent's then).
 const appsOfRoutes = new WeakMap<object, unknown>();
 const HOOKED = Symbol('jouletrace.routeHooked');
+// On the request prototype (`app.request`) of each instrumented app. A sub-application's request
+// prototype inherits from its parent's once mounted, and its requests arrive already carrying
+// the parent's: seen there, the request is the parent's to count (and a middleware's, too).
+const INSTRUMENTED = Symbol('jouletrace.instrumentedApp');
 
 /**
  * Makes `req.route` (Express 4 and 5 assign it as a route dispatches) an accessor on an app's
@@ -110,6 +114,11 @@ export function energyMiddleware(
 ): (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) => void {
   const tracker = trackerOf(trackerOrSampler, options);
   return function jouletraceEnergy(req, res, next) {
+    // Already counted from around app.handle (instrumentExpress), here or in a parent app.
+    if ((req as unknown as Record<PropertyKey, unknown>)[INSTRUMENTED] === true) {
+      next();
+      return;
+    }
     const r = req as ExpressLikeRequest;
     hookRoute(req);
     if (tracker.mode === 'exact') tracker.track(req, res, () => expressRoute(r), () => next());
@@ -127,17 +136,13 @@ export interface ExpressAppLike {
 }
 type Handle = (this: unknown, req: IncomingMessage, res: ServerResponse, callback?: (err?: unknown) => void) => void;
 
-// On the request prototype (`app.request`) of each instrumented app. A sub-application's request
-// prototype inherits from its parent's once mounted, and its requests arrive already carrying
-// the parent's: seen there, the request is the parent's to count.
-const INSTRUMENTED = Symbol('jouletrace.instrumentedApp');
 
 /**
  * Charges each request an Express app receives its energy, as energyMiddleware() does, but from
  * around the app's own handler (`app.handle`) rather than from a middleware layer: Express's
  * router costs more for one empty middleware than jouletrace's accounting does in all
- * (bench/RESULTS.md). Call it on the app that Node's server calls, before it serves; then use no
- * energyMiddleware() on it. A sub-application instrumented as well as its parent leaves the
+ * (bench/RESULTS.md). Call it on the app that Node's server calls, before it serves; an
+ * energyMiddleware() in it, or in its sub-applications, then passes its requests on. A sub-application instrumented as well as its parent leaves the
  * requests it gets from that parent to the parent. Returns the tracker.
  */
 export function instrumentExpress(app: ExpressAppLike, trackerOrSampler: RequestTracker | Sampler, options?: RequestTrackerOptions): RequestTracker {

@@ -950,7 +950,9 @@ describeBpf('framework integrations', () => {
     // Parent and sub-application both instrumented: the sub-application's requests are the parent's.
     const app = express();
     const sub = express();
+    sub.use(energyMiddleware(tracker)); // a middleware too, by mistake: still once
     sub.get('/x/:id', ok);
+    app.use(energyMiddleware(tracker));
     app.use('/sub', sub);
     app.get('/top', ok);
     expect(instrumentExpress(app, tracker)).toBe(tracker);
