@@ -165,13 +165,39 @@ export function instrumentExpress(app: ExpressAppLike, trackerOrSampler: Request
       return;
     }
     const r = req as ExpressLikeRequest;
-    if (tracker.mode === 'exact') tracker.track(req, res, () => expressRoute(r), () => handle.call(this, req, res, callback));
-    else {
-      tracker.track(req, res, () => expressRoute(r));
-      handle.call(this, req, res, callback);
+    // Nothing thrown by the accounting (a context capture of the user's) may leave here: this is
+    // Node's request listener, and the app would never see the request. Served unaccounted.
+    if (tracker.mode === 'exact') {
+      let served = false;
+      try {
+        tracker.track(req, res, () => expressRoute(r), () => {
+          served = true;
+          handle.call(this, req, res, callback);
+        });
+      } catch (e) {
+        if (served) throw e;
+        warnUnaccounted(e);
+        handle.call(this, req, res, callback);
+      }
+      return;
     }
+    try {
+      tracker.track(req, res, () => expressRoute(r));
+    } catch (e) {
+      warnUnaccounted(e);
+    }
+    handle.call(this, req, res, callback);
   };
   return tracker;
+}
+
+let warnedUnaccounted = false;
+function warnUnaccounted(e: unknown): void {
+  if (warnedUnaccounted) return;
+  warnedUnaccounted = true;
+  process.emitWarning(`instrumentExpress(): a request was served without accounting, because tracking it threw: ${String((e as Error)?.message ?? e)} (warned once)`, {
+    code: 'JOULETRACE_UNACCOUNTED',
+  });
 }
 
 function trackerOf(trackerOrSampler: RequestTracker | Sampler, options: RequestTrackerOptions | undefined): RequestTracker {

@@ -15,7 +15,7 @@ import { checkIntegerInRange, checkKnownKeys, checkObject, checkOneOf, Jouletrac
 import type { Sampler } from './sampler';
 import { callListeners } from './listeners';
 import { JoulesSummary, RecentValues } from './summaries';
-import { releaseResponseWatch, retainResponseWatch, watchResponse } from './response-finish';
+import { releaseResponseWatch, retainResponseWatch, watchedFor, watchResponse } from './response-finish';
 import { FLAG_ESTIMATED, FLAG_INCOMPLETE, slotOfHandle, SPAN_SLOTS, type NumericResultListener, type SpanChannel } from './span-channel';
 import { EXACT_REQUEST_TOKEN, type RequestRecord, type RouteStats } from './span-types';
 
@@ -254,7 +254,9 @@ export class RequestTracker {
     // track() (middleware, plugin, trackRequest) serves the request whatever happened to the
     // tracker or sampler: a server must not answer 500 because its accounting was closed.
     const serving = req !== undefined;
-    if (this.#closed) {
+    // Tracked by this tracker already (a middleware mounted twice, or beside instrumentExpress
+    // in another app): one request, one record. The run goes on in its context.
+    if (this.#closed || (serving && watchedFor(req, this.#endAtFinish))) {
       if (!serving) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'start(): the request tracker is closed');
       if (run) run();
       return undefined;

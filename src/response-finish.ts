@@ -98,12 +98,25 @@ function callEnd(end: End, token: unknown, status: number): void {
 // the status below on the socket and closes it.
 function closedStatus(res: ServerResponse, socket?: net.Socket | null): number {
   if (res.socket === null) return CLIENT_CLOSED;
-  if (res.headersSent) return res.statusCode;
+  // Written to the socket, as Node's server tests it. headersSent is true as soon as writeHead()
+  // has built them, and then Node still answers with its own status.
+  if ((res as ServerResponse & { _headerSent?: boolean })._headerSent ?? res.headersSent) return res.statusCode;
+  const answered = nodesAnswer(socket);
+  if (answered !== 0) return answered;
+  // Headers built, not written, and the connection gone (the server destroyed it, or the client
+  // left): the status the handler chose.
+  return res.headersSent ? res.statusCode : CLIENT_CLOSED;
+}
+
+// The status Node's server wrote on a socket it closed for an error, or 0.
+function nodesAnswer(socket: net.Socket | null | undefined): number {
   const code = (socket?.errored as { code?: unknown } | null | undefined)?.code;
-  if (typeof code !== 'string') return CLIENT_CLOSED;
+  // HPE_INVALID_EOF_STATE: the client closed its side mid-request (an upload abandoned). Node
+  // answers 400 into a connection nobody reads; the client left.
+  if (typeof code !== 'string' || code === 'HPE_INVALID_EOF_STATE') return 0;
   const status = code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : code === 'HPE_HEADER_OVERFLOW' ? 431 : code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW' ? 413 : code.startsWith('HPE_') ? 400 : 0;
   const server = (socket as (net.Socket & { server?: { listenerCount(event: string): number } }) | null | undefined)?.server;
-  return status !== 0 && server !== undefined && server.listenerCount('clientError') === 0 ? status : CLIENT_CLOSED;
+  return status !== 0 && server !== undefined && server.listenerCount('clientError') === 0 ? status : 0;
 }
 
 function onFinish(message: unknown): void {
@@ -144,6 +157,15 @@ function onConnectionClose(this: TaggedSocket): void {
     ended();
     callEnd(e.end, e.token, closedStatus(e.res, this));
   }
+}
+
+/** Whether watchResponse() already watches req for this end callback (req tracked again). */
+export function watchedFor(req: IncomingMessage, end: End): boolean {
+  const c = (req.socket as TaggedSocket | null)?.[KEY];
+  if (c === undefined || c.req === null) return false;
+  if (c.req === req && c.end === end) return true;
+  if (c.more !== null) for (const e of c.more) if (e.req === req && e.end === end) return true;
+  return false;
 }
 
 /**
