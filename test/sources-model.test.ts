@@ -157,6 +157,33 @@ describe('model source against an emulated /proc/stat', () => {
     expect(watts(a, b, 0) + watts(a, b, 1)).toBeLessThan(110 * 1.05);
   });
 
+  it('values busy jiffies at the average time per jiffy, not period by period (the ratio of the sums)', async () => {
+    // A CPU that spins while its neighbour idles, as /proc/stat shows it in 10 ms periods: a
+    // period holds one to three of the package's jiffies, and the spinning CPU's busy ones land
+    // 0, 2, 1 at a time. Over the run it was busy half of the package's jiffies: 0.5 × 60 W
+    // (package 0's half of 10 W + 100 W × 50%). Valued period by period (0%, 67%, 50%), the
+    // model read 39% busy: 24.4 W.
+    const { stat, s } = emulated();
+    const periods: Array<[number, number]> = [
+      [0, 1],
+      [2, 1],
+      [1, 1],
+    ];
+    const step = async (i: number) => {
+      const [busy, idle] = periods[i % periods.length];
+      stat.advance(0, busy, 0);
+      stat.advance(1, 0, idle);
+      await sleep(11);
+      return s.read(); // a refresh: more than 10 ms since the last
+    };
+    for (let i = 0; i < 6; i++) await step(i); // the average time per jiffy settles
+    const a = await step(6);
+    let b = a;
+    for (let i = 7; i < 7 + 24; i++) b = await step(i);
+    expect(watts(a, b, 0)).toBeGreaterThan(30 * 0.93);
+    expect(watts(a, b, 0)).toBeLessThan(30 * 1.07);
+  });
+
   it('re-reads /proc/stat at most every 10 ms and integrates at the last rate in between', async () => {
     const total = (x: SourceReading) => x.readings[0].joules + x.readings[1].joules;
     // Within 10 ms of a refresh the source must not re-read, so it integrates at the last rate
@@ -171,14 +198,30 @@ describe('model source against an emulated /proc/stat', () => {
       s = m.s;
       for (let cpu = 0; cpu < 4; cpu++) m.stat.advance(cpu, 100, 0);
       await sleep(15);
-      const refresh = s.read(); // refresh at 110 W
+      // The source credits by a clock read of its own (CLOCK_MONOTONIC, as hrtime) taken before
+      // it scans /proc/stat; a reading's timeNs is taken after. Preempted between the two, a
+      // read's timeNs is late: measured from refresh.timeNs a try could pass the source's next
+      // refresh, and measured between timeNs the credited time looks short (a CI run read 89 W).
+      // So the source's clock reads are bracketed by hrtime reads, and a try whose brackets are
+      // loose (preempted at an edge) is made again.
+      const now = () => process.hrtime.bigint();
+      const beforeRefresh = now();
+      s.read(); // refresh at 110 W
+      const beforeFirst = now();
       const first = s.read();
+      const afterFirst = now();
       for (let cpu = 0; cpu < 4; cpu++) m.stat.advance(cpu, 0, 100);
       let last = first;
-      do last = s.read();
-      while (Number(last.timeNs - refresh.timeNs) < 6e6);
-      if (Number(last.timeNs - refresh.timeNs) < 9e6) {
-        w = (total(last) - total(first)) / (Number(last.timeNs - first.timeNs) / 1e9);
+      let beforeLast = afterFirst;
+      do {
+        beforeLast = now();
+        last = s.read();
+      } while (Number(last.timeNs - beforeRefresh) < 6e6);
+      // The source's credited time lies between these two.
+      const atMost = Number(last.timeNs - beforeFirst);
+      const atLeast = Number(beforeLast - afterFirst);
+      if (Number(last.timeNs - beforeRefresh) < 9e6 && atMost - atLeast < 3e5) {
+        w = (total(last) - total(first)) / (atMost / 1e9); // within 5% below the source's rate
       }
     }
     expect(w).toBeGreaterThan(100);
@@ -201,12 +244,13 @@ describe('model source against an emulated /proc/stat', () => {
     for (let attempt = 0; attempt < 10 && !checked; attempt++) {
       all(100, 0);
       await sleep(15);
+      const before = process.hrtime.bigint(); // as in the test above
       const r1 = s.read(); // refresh: busy, 100 W from here
       let last = r1;
       do last = s.read();
       while (Number(last.timeNs - r1.timeNs) < 5e6);
       // Descheduled past the next refresh: that period would be valued otherwise; try again.
-      if (Number(last.timeNs - r1.timeNs) >= 9e6) continue;
+      if (Number(last.timeNs - before) >= 9e6) continue;
       const credited = total(last) - total(r1);
       expect(credited).toBeGreaterThan(0.4); // 5 ms at 100 W, credited before the refresh says idle
       all(0, 100);

@@ -51,6 +51,10 @@ class ModelSource final : public EnergySource {
     double paid = 0;        // nJ of debt paid since the last refresh
     double frac = 0;        // sub-nanojoule remainder
     uint64_t ticks = 0;     // nJ since open
+    // Time per jiffy of this package (all its CPUs), averaged over recent refreshes, and the
+    // busy time the last refresh could not fit into its period (see read()).
+    double lenAvg = 0, jiffiesAvg = 0;
+    double carryNs = 0;
   };
 
   const char* name() const override { return "model"; }
@@ -113,8 +117,28 @@ class ModelSource final : public EnergySource {
         // without a utilisation rather than take the wrapped differences for one.
         const bool shrank = p.scanTotal < p.total || p.scanBusy < p.busy;
         uint64_t dBusy = shrank ? 0 : p.scanBusy - p.busy, dTotal = shrank ? 0 : p.scanTotal - p.total;
+        // A 10 ms period holds one or two jiffies per CPU, and which of them a busy jiffy lands
+        // in is chance: valued as dBusy / dTotal period by period, a spinning CPU read 0%, then
+        // 67%, then 100%, and the average of those ratios ran 10-18% of the idle-to-max range
+        // below the ratio of the sums (the mean of ratios weighs a period of few jiffies as much
+        // as one of many). So a busy jiffy is worth the package's recent average time per jiffy,
+        // and busy time beyond a period's length carries into the next: over any run of
+        // periods the busy time is the busy jiffies times that average, as in /proc/stat's sums.
+        // No jiffy at all: /proc/stat did not move (idle time advances on an idle CPU too), so
+        // there is nothing new to value the period by, and the rate stays.
         if (dTotal > 0) {
-          double util = std::fmin(1.0, double(dBusy) / double(dTotal));
+          constexpr double kAvgWeight = 0.125;  // about the last 80 ms
+          if (p.jiffiesAvg == 0) {
+            p.lenAvg = sinceRefresh;
+            p.jiffiesAvg = double(dTotal);
+          } else {
+            p.lenAvg += kAvgWeight * (sinceRefresh - p.lenAvg);
+            p.jiffiesAvg += kAvgWeight * (double(dTotal) - p.jiffiesAvg);
+          }
+          const double busyNs = (p.jiffiesAvg > 0 ? double(dBusy) * p.lenAvg / p.jiffiesAvg : 0) + p.carryNs;
+          const double util = sinceRefresh > 0 ? std::fmin(1.0, busyNs / sinceRefresh) : 0;
+          // Carried for at most one more period: busy time that fits in none is an overcount.
+          p.carryNs = std::fmin(std::fmax(0.0, busyNs - sinceRefresh), sinceRefresh);
           p.watts = p.share * powerAt(util);
         }
         p.busy = p.scanBusy;
