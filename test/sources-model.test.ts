@@ -157,18 +157,16 @@ describe('model source against an emulated /proc/stat', () => {
     expect(watts(a, b, 0) + watts(a, b, 1)).toBeLessThan(110 * 1.05);
   });
 
-  it('values busy jiffies at the average time per jiffy, not period by period (the ratio of the sums)', async () => {
-    // A CPU that spins while its neighbour idles, as /proc/stat shows it in 10 ms periods: a
-    // period holds one to three of the package's jiffies, and the spinning CPU's busy ones land
-    // 0, 2, 1 at a time. Over the run it was busy half of the package's jiffies: 0.5 × 60 W
-    // (package 0's half of 10 W + 100 W × 50%). Valued period by period (0%, 67%, 50%), the
-    // model read 39% busy: 24.4 W.
+  // A CPU that spins while its neighbour idles, as /proc/stat shows it in 10 ms periods: a
+  // period holds zero to three of the package's jiffies, and the spinning CPU's busy ones land
+  // 0, 2, 1 at a time. Over the run it was busy half of the package's jiffies: 0.5 × 60 W
+  // (package 0's half of 10 W + 100 W × 50%). Valued period by period (0%, 67%, 50%), the model
+  // read 39% busy: 24.4 W; with a period of no jiffy at all valued empty, 47.5% of 60 W.
+  it.each([
+    ['one to three jiffies a period', [[0, 1], [2, 1], [1, 1]]],
+    ['some periods without any', [[0, 0], [2, 0], [0, 1], [0, 1]]],
+  ] as Array<[string, Array<[number, number]>]>)('values busy jiffies at the average time per jiffy, not period by period: %s', async (_what, periods) => {
     const { stat, s } = emulated();
-    const periods: Array<[number, number]> = [
-      [0, 1],
-      [2, 1],
-      [1, 1],
-    ];
     const step = async (i: number) => {
       const [busy, idle] = periods[i % periods.length];
       stat.advance(0, busy, 0);
@@ -176,10 +174,12 @@ describe('model source against an emulated /proc/stat', () => {
       await sleep(11);
       return s.read(); // a refresh: more than 10 ms since the last
     };
-    for (let i = 0; i < 6; i++) await step(i); // the average time per jiffy settles
-    const a = await step(6);
+    // The average time per jiffy starts from the first period with jiffies and forgets an eighth
+    // a period: after 30 periods that start weighs under 2%.
+    for (let i = 0; i < 30; i++) await step(i);
+    const a = await step(30);
     let b = a;
-    for (let i = 7; i < 7 + 24; i++) b = await step(i);
+    for (let i = 31; i < 31 + 24; i++) b = await step(i);
     expect(watts(a, b, 0)).toBeGreaterThan(30 * 0.93);
     expect(watts(a, b, 0)).toBeLessThan(30 * 1.07);
   });

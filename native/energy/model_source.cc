@@ -55,6 +55,7 @@ class ModelSource final : public EnergySource {
     // busy time the last refresh could not fit into its period (see read()).
     double lenAvg = 0, jiffiesAvg = 0;
     double carryNs = 0;
+    uint64_t valuedNs = 0;  // end of the last period valued by jiffies (see read())
   };
 
   const char* name() const override { return "model"; }
@@ -100,6 +101,37 @@ class ModelSource final : public EnergySource {
     return any;
   }
 
+  // A period of `span` ns holds one to three jiffies per CPU on a small machine, and which
+  // period a busy jiffy lands in is chance: valued as dBusy / dTotal period by period, a
+  // spinning CPU read 0%, then 67%, then 100%, and the average of those ratios ran 10-18% of the
+  // idle-to-max range below the ratio of the sums (the mean of ratios weighs a period of few
+  // jiffies as much as one of many). So a busy jiffy is worth the package's recent average time
+  // per jiffy, and busy time beyond a period's length carries into the next: over any run of
+  // periods the busy time is the busy jiffies times that average, as in /proc/stat's sums.
+  static double utilisation(Pkg& p, uint64_t dBusy, uint64_t dTotal, double span) {
+    constexpr double kAvgWeight = 0.125;  // about the last 80 ms
+    const double perJiffy = span / double(dTotal);
+    const double avgPerJiffy = p.jiffiesAvg > 0 ? p.lenAvg / p.jiffiesAvg : 0;
+    // A CPU back online brings its lifetime jiffies in one period, and counters that stalled
+    // bring theirs at once: such a period says nothing about the time per jiffy, and averaged
+    // in, it would have a busy package read idle for half a second. The average starts again
+    // from the period, whose own ratio then values it.
+    if (avgPerJiffy == 0 || perJiffy * 3 < avgPerJiffy || perJiffy > 3 * avgPerJiffy) {
+      p.lenAvg = span;
+      p.jiffiesAvg = double(dTotal);
+      p.carryNs = 0;
+    }
+    // Valued at the average of the periods before it: this period's own jiffy count would
+    // lower the worth of a period of many busy jiffies, which has many in all.
+    const double busyNs = double(dBusy) * p.lenAvg / p.jiffiesAvg + p.carryNs;
+    const double util = span > 0 ? std::fmin(1.0, busyNs / span) : 1.0;
+    // Carried for at most one more period: busy time that fits in none is an overcount.
+    p.carryNs = std::fmin(std::fmax(0.0, busyNs - span), span);
+    p.lenAvg += kAvgWeight * (span - p.lenAvg);
+    p.jiffiesAvg += kAvgWeight * (double(dTotal) - p.jiffiesAvg);
+    return util;
+  }
+
   int read(DomainReading* out) override {
     uint64_t now = nowNs();
     double dt = double(now - lastNs_);
@@ -108,59 +140,48 @@ class ModelSource final : public EnergySource {
     bool refresh = now - lastRefreshNs_ >= kRefreshNs;
     bool scanned = refresh && scan();
     if (refresh && !scanned) rc = -EIO;
-    double sinceRefresh = double(now - lastRefreshNs_);
     for (size_t i = 0; i < pkgs_.size(); i++) {
       Pkg& p = pkgs_[i];
       double add = 0;
+      bool valued = false;
       if (scanned) {
         // A CPU going offline drops its line from /proc/stat and the sums shrink: rebase
         // without a utilisation rather than take the wrapped differences for one.
         const bool shrank = p.scanTotal < p.total || p.scanBusy < p.busy;
         uint64_t dBusy = shrank ? 0 : p.scanBusy - p.busy, dTotal = shrank ? 0 : p.scanTotal - p.total;
-        // A 10 ms period holds one or two jiffies per CPU, and which of them a busy jiffy lands
-        // in is chance: valued as dBusy / dTotal period by period, a spinning CPU read 0%, then
-        // 67%, then 100%, and the average of those ratios ran 10-18% of the idle-to-max range
-        // below the ratio of the sums (the mean of ratios weighs a period of few jiffies as much
-        // as one of many). So a busy jiffy is worth the package's recent average time per jiffy,
-        // and busy time beyond a period's length carries into the next: over any run of
-        // periods the busy time is the busy jiffies times that average, as in /proc/stat's sums.
-        // No jiffy at all: /proc/stat did not move (idle time advances on an idle CPU too), so
-        // there is nothing new to value the period by, and the rate stays.
-        if (dTotal > 0) {
-          constexpr double kAvgWeight = 0.125;  // about the last 80 ms
-          if (p.jiffiesAvg == 0) {
-            p.lenAvg = sinceRefresh;
-            p.jiffiesAvg = double(dTotal);
+        if (shrank) {
+          p.jiffiesAvg = 0;
+          p.carryNs = 0;
+        }
+        // No jiffy at all (a package of one CPU often sees none in 10 ms): nothing to value the
+        // time by yet. The period goes on, credited at the running rate, until jiffies come.
+        if (shrank || dTotal > 0) {
+          valued = true;
+          const double span = double(now - p.valuedNs);
+          if (dTotal > 0) p.watts = p.share * powerAt(utilisation(p, dBusy, dTotal, span));
+          p.busy = p.scanBusy;
+          p.total = p.scanTotal;
+          // The period since the last valuation is worth watts(new utilisation) x its length;
+          // part of it was already credited at the old rate. Credited too much (utilisation
+          // fell): a debt, since the total never goes down (a busy-idle alternation every 10 ms
+          // read 65% high when the excess was dropped instead).
+          const double worth = p.watts * span;
+          if (worth >= p.credited) {
+            // What it still owes this period pays the debt first, down to idle power over it.
+            const double floor = p.share * powerAt(0) * span;
+            const double owed = worth - p.credited;
+            const double pay = std::fmin(std::fmin(p.debt, owed), std::fmax(0.0, worth - p.paid - floor));
+            p.debt -= pay;
+            add = owed - pay;
           } else {
-            p.lenAvg += kAvgWeight * (sinceRefresh - p.lenAvg);
-            p.jiffiesAvg += kAvgWeight * (double(dTotal) - p.jiffiesAvg);
+            p.debt += p.credited - worth;
           }
-          const double busyNs = (p.jiffiesAvg > 0 ? double(dBusy) * p.lenAvg / p.jiffiesAvg : 0) + p.carryNs;
-          const double util = sinceRefresh > 0 ? std::fmin(1.0, busyNs / sinceRefresh) : 0;
-          // Carried for at most one more period: busy time that fits in none is an overcount.
-          p.carryNs = std::fmin(std::fmax(0.0, busyNs - sinceRefresh), sinceRefresh);
-          p.watts = p.share * powerAt(util);
+          p.credited = 0;
+          p.paid = 0;
+          p.valuedNs = now;
         }
-        p.busy = p.scanBusy;
-        p.total = p.scanTotal;
-        // The interval since the last refresh is worth watts(new utilisation) x its length;
-        // part of it was already credited at the old rate. Credited too much (utilisation
-        // fell): a debt, since the total never goes down (a busy-idle alternation every 10 ms
-        // read 65% high when the excess was dropped instead).
-        const double worth = p.watts * sinceRefresh;
-        if (worth >= p.credited) {
-          // What it still owes this period pays the debt first, down to idle power over it.
-          const double floor = p.share * powerAt(0) * sinceRefresh;
-          const double owed = worth - p.credited;
-          const double pay = std::fmin(std::fmin(p.debt, owed), std::fmax(0.0, worth - p.paid - floor));
-          p.debt -= pay;
-          add = owed - pay;
-        } else {
-          p.debt += p.credited - worth;
-        }
-        p.credited = 0;
-        p.paid = 0;
-      } else {
+      }
+      if (!valued) {
         const double credit = p.watts * dt;  // W x ns = nJ
         p.credited += credit;
         const double pay = std::fmin(std::fmax(0.0, credit - p.share * powerAt(0) * dt), p.debt);
@@ -273,6 +294,7 @@ std::unique_ptr<EnergySource> openModelSource(const SourceOptions& opts, SourceE
     p.watts = p.share * src->idleW_;
   }
   src->lastNs_ = src->lastRefreshNs_ = nowNs();
+  for (ModelSource::Pkg& p : src->pkgs_) p.valuedNs = src->lastNs_;
   for (const auto& pi : pkgIndex) {
     Domain d;
     d.name = "package";
