@@ -235,15 +235,22 @@ describe('model source against an emulated /proc/stat', () => {
   it('pays back what it credited at a rate that a refresh found too high, instead of keeping it', async () => {
     // 0 W idle, 100 W busy. A refresh period credited at 100 W then measured idle is worth 0 J:
     // the total cannot go down, so the excess is a debt the next busy period pays.
-    const { stat, s } = emulated(0, 100);
     const total = (x: SourceReading) => x.readings[0].joules + x.readings[1].joules;
-    const all = (busy: number, idle: number) => {
-      for (let cpu = 0; cpu < 4; cpu++) stat.advance(cpu, busy, idle);
-    };
     let checked = false;
-    for (let attempt = 0; attempt < 10 && !checked; attempt++) {
-      all(100, 0);
+    // Each try on a new machine, as in the test above: a try given up leaves credit behind.
+    for (let attempt = 0; attempt < 20 && !checked; attempt++) {
+      const { stat, s } = emulated(0, 100);
+      // Jiffies as a kernel counts them, in proportion to the time gone by (here 10 µs each),
+      // all busy or all idle: the source values a jiffy at its recent average time per jiffy.
+      let mark = process.hrtime.bigint();
+      const all = (busy: boolean) => {
+        const t = process.hrtime.bigint();
+        const n = Math.max(1, Math.round(Number(t - mark) / 1e4));
+        mark = t;
+        stat.advanceAll(busy ? n : 0, busy ? 0 : n);
+      };
       await sleep(15);
+      all(true);
       const before = process.hrtime.bigint(); // as in the test above
       const r1 = s.read(); // refresh: busy, 100 W from here
       let last = r1;
@@ -253,17 +260,19 @@ describe('model source against an emulated /proc/stat', () => {
       if (Number(last.timeNs - before) >= 9e6) continue;
       const credited = total(last) - total(r1);
       expect(credited).toBeGreaterThan(0.4); // 5 ms at 100 W, credited before the refresh says idle
-      all(0, 100);
       await sleep(15);
+      all(false);
       const r2 = s.read(); // refresh: that period was idle, worth 0 J
-      all(100, 0);
       await sleep(15);
+      all(true);
       const r3 = s.read(); // refresh: busy since r2
       // Worth, by the model: 0 J from r1 to r2, then 100 W from r2 to r3.
       const expected = (100 * Number(r3.timeNs - r2.timeNs)) / 1e9;
-      // Within 50 mJ: a reading's timestamp is taken beside the source's own clock read, µs
-      // apart under load (100 µJ per µs); the credit kept instead of paid back is over 400 mJ.
-      expect(total(r3) - total(r1)).toBeCloseTo(expected, 1);
+      // Kept instead of paid back, the credit would add over 400 mJ to that. Below it by up to
+      // 150 mJ: the jiffies are counted a little before each refresh reads them, so the time
+      // this process spends in between (descheduled, under load) is busy time they miss.
+      expect(total(r3) - total(r1)).toBeLessThan(expected + 0.05);
+      expect(total(r3) - total(r1)).toBeGreaterThan(expected - 0.15);
       checked = true;
     }
     expect(checked).toBe(true);
