@@ -34,7 +34,9 @@ const appsOfRoutes = new WeakMap<object, unknown>();
 const HOOKED = Symbol('jouletrace.routeHooked');
 // On the request prototype (`app.request`) of each instrumented app. A sub-application's request
 // prototype inherits from its parent's once mounted, and its requests arrive already carrying
-// the parent's: seen there, the request is the parent's to count (and a middleware's, too).
+// the parent's: seen there, the request is the parent's to count, and a middleware's too. (A
+// tracker also ignores a request it already tracks; this covers other trackers, and a request
+// whose tracking threw, which must not be tracked again from a middleware and answered 500.)
 const INSTRUMENTED = Symbol('jouletrace.instrumentedApp');
 
 /**
@@ -136,14 +138,14 @@ export interface ExpressAppLike {
 }
 type Handle = (this: unknown, req: IncomingMessage, res: ServerResponse, callback?: (err?: unknown) => void) => void;
 
-
 /**
  * Charges each request an Express app receives its energy, as energyMiddleware() does, but from
  * around the app's own handler (`app.handle`) rather than from a middleware layer: Express's
  * router costs more for one empty middleware than jouletrace's accounting does in all
  * (bench/RESULTS.md). Call it on the app that Node's server calls, before it serves; an
- * energyMiddleware() in it, or in its sub-applications, then passes its requests on. A sub-application instrumented as well as its parent leaves the
- * requests it gets from that parent to the parent. Returns the tracker.
+ * energyMiddleware() in it, or in its sub-applications, then passes its requests on. A
+ * sub-application instrumented as well as its parent leaves the requests it gets from that parent
+ * to the parent. Returns the tracker.
  */
 export function instrumentExpress(app: ExpressAppLike, trackerOrSampler: RequestTracker | Sampler, options?: RequestTrackerOptions): RequestTracker {
   const handled = app as ExpressAppLike & { handle?: Handle };

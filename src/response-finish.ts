@@ -101,22 +101,24 @@ function closedStatus(res: ServerResponse, socket?: net.Socket | null): number {
   // Written to the socket, as Node's server tests it. headersSent is true as soon as writeHead()
   // has built them, and then Node still answers with its own status.
   if ((res as ServerResponse & { _headerSent?: boolean })._headerSent ?? res.headersSent) return res.statusCode;
-  const answered = nodesAnswer(socket);
-  if (answered !== 0) return answered;
-  // Headers built, not written, and the connection gone (the server destroyed it, or the client
-  // left): the status the handler chose.
-  return res.headersSent ? res.statusCode : CLIENT_CLOSED;
+  // Otherwise Node's answer, else (headers built, not written, and the connection gone: the
+  // server destroyed it, or the client left) the status the handler chose.
+  return nodesAnswer(socket) ?? (res.headersSent ? res.statusCode : CLIENT_CLOSED);
 }
 
-// The status Node's server wrote on a socket it closed for an error, or 0.
-function nodesAnswer(socket: net.Socket | null | undefined): number {
+// What Node's server writes for the error it closed a connection on (socketOnError); any other
+// HPE_ code of the parser gets 400. HPE_INVALID_EOF_STATE is not there: the client closed its
+// side mid-request (an upload abandoned), and Node's 400 goes to a connection nobody reads.
+const NODE_ANSWERS: Readonly<Record<string, number>> = { ERR_HTTP_REQUEST_TIMEOUT: 408, HPE_HEADER_OVERFLOW: 431, HPE_CHUNK_EXTENSIONS_OVERFLOW: 413 };
+
+// The status Node's server wrote on a socket it closed for an error, unless a 'clientError'
+// listener took over.
+function nodesAnswer(socket: net.Socket | null | undefined): number | undefined {
   const code = (socket?.errored as { code?: unknown } | null | undefined)?.code;
-  // HPE_INVALID_EOF_STATE: the client closed its side mid-request (an upload abandoned). Node
-  // answers 400 into a connection nobody reads; the client left.
-  if (typeof code !== 'string' || code === 'HPE_INVALID_EOF_STATE') return 0;
-  const status = code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : code === 'HPE_HEADER_OVERFLOW' ? 431 : code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW' ? 413 : code.startsWith('HPE_') ? 400 : 0;
-  const server = (socket as (net.Socket & { server?: { listenerCount(event: string): number } }) | null | undefined)?.server;
-  return status !== 0 && server !== undefined && server.listenerCount('clientError') === 0 ? status : 0;
+  if (typeof code !== 'string' || code === 'HPE_INVALID_EOF_STATE') return undefined;
+  const status = NODE_ANSWERS[code] ?? (code.startsWith('HPE_') ? 400 : undefined);
+  const server = (socket as net.Socket & { server?: { listenerCount(event: string): number } }).server;
+  return status !== undefined && server !== undefined && server.listenerCount('clientError') === 0 ? status : undefined;
 }
 
 function onFinish(message: unknown): void {

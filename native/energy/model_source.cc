@@ -40,22 +40,23 @@ class ModelSource final : public EnergySource {
  public:
   struct Pkg {
     double share = 0;       // this package's fraction of all CPUs
-    uint64_t busy = 0, total = 0;  // jiffies at the last refresh
+    uint64_t busy = 0, total = 0;  // jiffies at the last valuation
     uint64_t scanBusy = 0, scanTotal = 0;
     double watts = 0;       // at the last known utilisation
-    double credited = 0;    // nJ credited at the running rate since the last refresh
+    double credited = 0;    // nJ credited at the running rate since the last valuation
     // nJ credited beyond the estimate (the rate fell at a refresh), paid back from later credits
     // above idle power: the total never goes down, is not left high either, and an idle
     // machine still reads its idle power.
     double debt = 0;
-    double paid = 0;        // nJ of debt paid since the last refresh
+    double paid = 0;        // nJ of debt paid since the last valuation
     double frac = 0;        // sub-nanojoule remainder
     uint64_t ticks = 0;     // nJ since open
-    // Time per jiffy of this package (all its CPUs), averaged over recent refreshes, and the
-    // busy time the last refresh could not fit into its period (see read()).
+    // Time per jiffy of this package (all its CPUs), averaged over recent periods, and the busy
+    // time the last valuation could not fit into its period (see utilisation()).
     double lenAvg = 0, jiffiesAvg = 0;
     double carryNs = 0;
-    uint64_t valuedNs = 0;  // end of the last period valued by jiffies (see read())
+    // End of the last period valued: a refresh that finds no new jiffy leaves it open (read()).
+    uint64_t valuedNs = 0;
   };
 
   const char* name() const override { return "model"; }
@@ -289,16 +290,15 @@ std::unique_ptr<EnergySource> openModelSource(const SourceOptions& opts, SourceE
     err->message = opts.procStatPath + ": no cpuN lines for the online CPUs — not a /proc/stat file";
     return nullptr;
   }
-  for (size_t i = 0; i < src->pkgs_.size(); i++) {
-    ModelSource::Pkg& p = src->pkgs_[i];
+  src->lastNs_ = src->lastRefreshNs_ = nowNs();
+  for (ModelSource::Pkg& p : src->pkgs_) {
     p.busy = p.scanBusy;
     p.total = p.scanTotal;
+    p.valuedNs = src->lastNs_;
     // Until the first refresh measures utilisation, run at idle power: an underestimate that
     // the first refresh corrects upwards (it never needs to take energy back).
     p.watts = p.share * src->idleW_;
   }
-  src->lastNs_ = src->lastRefreshNs_ = nowNs();
-  for (ModelSource::Pkg& p : src->pkgs_) p.valuedNs = src->lastNs_;
   for (const auto& pi : pkgIndex) {
     Domain d;
     d.name = "package";
