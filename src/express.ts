@@ -81,10 +81,15 @@ function hookRouteOn(proto: Record<PropertyKey, unknown> | null): void {
  * express-route-patterns.ts), else that URL as it was when the route matched.
  */
 export function expressRoute(req: ExpressLikeRequest): string {
-  const route = req.route;
+  const kept = routes.get(req);
+  // undefined where the request has left, by an error or a fall-through, a sub-application whose
+  // request prototype carries the accessor for a parent's that does not: Express puts the
+  // parent's prototype back first. An own property (a route of such a parent's, matched later)
+  // is newer than the one kept.
+  const route = req.route ?? (kept as ExpressLikeRequest['route']);
   if (route === null || typeof route !== 'object') return '(unmatched)';
   const path = route.path;
-  const noted = basesAtRoute.get(req);
+  const noted = route === kept ? basesAtRoute.get(req) : undefined;
   const base = typeof noted === 'string' ? noted : (req.baseUrl ?? '');
   const app = req.app;
   let pattern = mountPattern(route, app, base);

@@ -980,17 +980,40 @@ describeBpf('framework integrations', () => {
     plain.use('/alone', alone);
     plain.get('/untracked', ok);
     instrumentExpress(alone, tracker);
+    // Instrumented alone in an app that jouletrace does not touch: a request that leaves it by an
+    // error or a fall-through (Express restores the parent's request prototype first) keeps the
+    // route it matched there, unless a route of the parent's matches it afterwards.
+    const untouched = express();
+    const lone = express();
+    lone.get('/boom/:id', () => {
+      throw new Error('boom');
+    });
+    lone.get('/fall/:id', (_req, _res, next) => next());
+    lone.get('/pass/:id', (_req, _res, next) => next());
+    untouched.use('/lone', lone);
+    untouched.get('/lone/pass/:n', ok);
+    instrumentExpress(lone, tracker);
     const bases: string[] = [];
-    for (const a of [app, plain]) {
+    for (const a of [app, plain, untouched]) {
       const server = http.createServer(a);
       bases.push(await listen(server));
       cleanups.push(() => new Promise((r) => server.close(r)));
     }
     sampler.start();
-    for (const [at, p, status] of [[0, '/sub/x/1', 200], [0, '/top', 200], [0, '/nope', 404], [1, '/alone/y/2', 200], [1, '/untracked', 200]] as const) {
+    const requests = [
+      [0, '/sub/x/1', 200],
+      [0, '/top', 200],
+      [0, '/nope', 404],
+      [1, '/alone/y/2', 200],
+      [1, '/untracked', 200],
+      [2, '/lone/boom/3', 500],
+      [2, '/lone/fall/4', 404],
+      [2, '/lone/pass/5', 200],
+    ] as const;
+    for (const [at, p, status] of requests) {
       expect((await fetch(`${bases[at]}${p}`)).status).toBe(status);
     }
-    for (let i = 0; i < 300 && records.length < 5; i++) await new Promise((r) => setTimeout(r, 10));
+    for (let i = 0; i < 300 && records.length < requests.length; i++) await new Promise((r) => setTimeout(r, 10));
     await new Promise((r) => setTimeout(r, 30));
     expect(records.map((r) => [r.route, r.statusCode])).toEqual([
       ['/sub/x/:id', 200],
@@ -998,6 +1021,9 @@ describeBpf('framework integrations', () => {
       ['(unmatched)', 404],
       ['/alone/y/:id', 200],
       ['/untracked', 200], // by the parent's middleware
+      ['/lone/boom/:id', 500],
+      ['/lone/fall/:id', 404],
+      ['/lone/pass/:n', 200], // the parent's route, not '/lone' + it
     ]);
     expect(records.every((r) => r.joules > 0 && !r.incomplete)).toBe(true);
     // A context capture that throws: the request is served all the same, unaccounted, with one
