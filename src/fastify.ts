@@ -2,6 +2,7 @@
 //
 //   import { fastifyEnergy } from 'jouletrace/fastify';
 //   await app.register(fastifyEnergy, { tracker });
+import { JouletraceError } from './errors';
 import { RequestTracker, type RequestTrackerOptions } from './requests';
 import type { Sampler } from './sampler';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -25,6 +26,7 @@ interface FastifyLike {
   addHook(name: 'onRequest', fn: Hook): unknown;
   addHook(name: 'onClose', fn: (instance: unknown, done: () => void) => void): unknown;
   decorate?(name: string, value: unknown): unknown;
+  hasDecorator?(name: string): boolean;
 }
 
 // Fastify keeps the matched route's context on each request under a private symbol
@@ -54,6 +56,17 @@ export function fastifyRoute(req: FastifyRequestLike): string {
  */
 export function fastifyEnergy(app: FastifyLike, options: FastifyEnergyOptions, done: (err?: Error) => void): void {
   let tracker: RequestTracker;
+  // Registered here or above already: its hook runs for these requests, and Fastify's decorate()
+  // would throw out of this function rather than fail the registration.
+  if (app.hasDecorator?.('jouletrace') === true) {
+    done(
+      new JouletraceError(
+        'ERR_JOULETRACE_ALREADY_INSTRUMENTED',
+        'fastifyEnergy: this Fastify instance, or one it is registered in, has the plugin already (app.jouletrace); register it once, at the root',
+      ),
+    );
+    return;
+  }
   try {
     if (options?.tracker instanceof RequestTracker) tracker = options.tracker;
     else if (options?.sampler) {

@@ -161,10 +161,14 @@ function onConnectionClose(this: TaggedSocket): void {
   }
 }
 
+// Requests on fake sockets that watchWithListeners() watches, with their end callbacks: created
+// at the first, so that a process serving real sockets only looks no further than `undefined`.
+let listened: WeakMap<IncomingMessage, End[]> | undefined;
+
 /** Whether watchResponse() already watches req for this end callback (req tracked again). */
 export function watchedFor(req: IncomingMessage, end: End): boolean {
   const c = (req.socket as TaggedSocket | null)?.[KEY];
-  if (c === undefined || c.req === null) return false;
+  if (c === undefined || c.req === null) return listened !== undefined && listened.get(req)?.includes(end) === true;
   if (c.req === req && c.end === end) return true;
   if (c.more !== null) for (const e of c.more) if (e.req === req && e.end === end) return true;
   return false;
@@ -177,6 +181,10 @@ export function watchedFor(req: IncomingMessage, end: End): boolean {
 export function watchResponse(req: IncomingMessage, res: ServerResponse, token: unknown, end: End): void {
   const socket = req.socket as TaggedSocket | null;
   if (!(req instanceof IncomingMessageClass) || !(socket instanceof SocketClass)) {
+    listened ??= new WeakMap();
+    const ends = listened.get(req);
+    if (ends === undefined) listened.set(req, [end]);
+    else ends.push(end);
     watchWithListeners(res, token, end);
     return;
   }

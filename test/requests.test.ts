@@ -713,6 +713,8 @@ describeBpf('request ends', () => {
     const req = new http.IncomingMessage({} as never);
     const res = new http.ServerResponse(req);
     expect(() => trackRequest(tracker, req, res, '/adapter')).not.toThrow();
+    trackRequest(tracker, req, res, '/adapter'); // twice here too: once
+    expect(tracker.inFlight).toBe(1);
     res.statusCode = 201;
     res.emit('finish');
     await until(() => records.length === 3);
@@ -1310,5 +1312,14 @@ describeBpf('framework integrations', () => {
     expect(() => fastifyEnergy({ addHook() {} } as never, {} as never, (e) => { throw e; })).toThrow(
       'Expected a RequestTracker for options.tracker or a Sampler for options.sampler',
     );
+    // Registered twice (here, in a child of the app that has it): the registration fails, with a
+    // code, rather than Fastify's decorate() throwing out of the plugin as an uncaught exception.
+    const twice = Fastify();
+    await twice.register(fastifyEnergy, { tracker });
+    twice.register(async (child) => {
+      await child.register(fastifyEnergy, { tracker });
+    });
+    await expect(twice.ready()).rejects.toMatchObject({ code: 'ERR_JOULETRACE_ALREADY_INSTRUMENTED', message: expect.stringMatching(/^fastifyEnergy: .*register it once/) });
+    await twice.close();
   });
 });
