@@ -361,7 +361,7 @@ export class RequestTracker {
         return; // a second end()
       }
       try {
-        this.#channel.endOwn(h);
+        this.#channel.endRequest(h);
       } catch {
         /* already gone with the channel */
       }

@@ -493,6 +493,23 @@ export class SpanChannel {
     }
   }
 
+  /**
+   * @internal endOwn() for a request's span (beginShared) that its tracker holds as open. The
+   * common case, written out: through endOwn() and end()'s checks, a request's end took about 50
+   * instructions more (callgrind, bench/request-instructions.mjs).
+   */
+  endRequest(h: number): void {
+    const slot = h & (MAX_OPEN - 1);
+    if (this.#state[slot] === OPEN && this.#lateEnds.length === 0 && this.#current(h, slot)) {
+      const t = hrtime();
+      if (this.#write(END, h, 0, t[0], t[1])) {
+        this.#state[slot] = ENDED;
+        return;
+      }
+    }
+    this.endOwn(h);
+  }
+
   /** The result for the span in `slot` has arrived: the slot may go, or stay until end(). */
   #settleSlot(slot: number): void {
     if (this.#state[slot] === ENDED) {
