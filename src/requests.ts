@@ -72,6 +72,9 @@ class SharedRequests {
   readonly route: Array<string | (() => string)> = new Array<string | (() => string)>(SPAN_SLOTS).fill('');
   context: unknown[] | undefined;
   inFlight = 0;
+  // Results of requests settled before they ended (REQ_SETTLED), by slot: res[2 ... 7] of
+  // NumericResultListener. Rare (stop() with requests in flight), so a Map.
+  readonly held = new Map<number, Float64Array>();
 }
 
 class RouteAggregate {
@@ -188,7 +191,10 @@ export class RequestTracker {
   #active: Pending | undefined;
 
   #openFor(p: Pending): void {
-    if (this.#channel.closed) return;
+    if (this.#channel.closed) {
+      p.incomplete = true; // the sampler is closed: this callback is not measured
+      return;
+    }
     try {
       const h = this.#channel.beginInternal('(request callback)');
       if (h === 0) {
@@ -222,8 +228,8 @@ export class RequestTracker {
 
   /**
    * Starts accounting for a request. It ends when its response finishes (with its status code),
-   * or when the connection closes first (499, or the status already sent); no listener is added
-   * to the response. `route` is the route pattern, or a function called at the end (frameworks
+   * or when the connection closes first (499, or the status already sent); on Node's HTTP/1
+   * server no listener is added to the response (elsewhere, see response-finish.ts). `route` is the route pattern, or a function called at the end (frameworks
    * know the route only after routing). In exact mode, `run` is called inside the request's
    * context.
    */
@@ -350,9 +356,15 @@ export class RequestTracker {
       const slot = slotOfHandle(h);
       if (!r || h === 0 || r.handle[slot] !== h) return;
       if (r.state[slot] === REQ_SETTLED) {
-        // stop() settled it (incomplete) while it was open: the channel frees its slot now.
-        r.handle[slot] = 0;
-        r.state[slot] = 0;
+        // stop() settled it (incomplete) while it was open: its record now, with its status and
+        // route, and the channel frees its slot.
+        r.state[slot] = REQ_ENDED;
+        r.status[slot] = statusCode;
+        r.route[slot] = routeAtEnd(route, r.route[slot]);
+        const held = r.held.get(slot)!;
+        r.held.delete(slot);
+        r.inFlight++; // counted out when it settled: #onShared counts it out again
+        this.#onShared(h, held, 0);
       } else if (r.state[slot] === REQ_OPEN) {
         r.state[slot] = REQ_ENDED;
         r.status[slot] = statusCode;
@@ -387,13 +399,19 @@ export class RequestTracker {
     const r = this.#requests;
     const slot = slotOfHandle(h);
     if (!r || r.handle[slot] !== h) return;
-    if (r.state[slot] === REQ_ENDED) {
-      r.handle[slot] = 0;
-      r.state[slot] = 0;
-    } else {
-      r.state[slot] = REQ_SETTLED; // end() is still to come, and frees the span slot
-    }
     r.inFlight--;
+    if (r.state[slot] !== REQ_ENDED) {
+      // Settled while open (stop() settles what is open): end() is still to come, frees the span
+      // slot and, knowing the status and route by then, makes the record from these numbers.
+      r.state[slot] = REQ_SETTLED;
+      r.held.set(slot, res.slice(o, o + 8));
+      if (this.#closed && this.inFlight === 0) this.#detach();
+      return;
+    }
+    r.handle[slot] = 0;
+    r.state[slot] = 0;
+    if (this.#closed && r.inFlight === 0) this.#detach();
+    // Read here, not passed on: doubles passed to a call that V8 does not inline are boxed.
     const startNs = res[o + 2];
     const endNs = res[o + 3];
     const onCpuNs = res[o + 4];
@@ -470,6 +488,7 @@ export class RequestTracker {
     if (!p.done || p.openCallbacks !== 0 || p.current !== -1) return;
     p.openCallbacks = -1; // emitted
     this.#exactInFlight--;
+    if (this.#closed && this.#exactInFlight === 0) this.#detach();
     const durationNs = p.endNs - p.startNs;
     const route = this.#aggregate(p.method, typeof p.route === 'function' ? safeRoute(p.route) : p.route, p.joules, p.estimated, durationNs);
     if (this.#listeners.size === 0) return;
@@ -557,12 +576,21 @@ export class RequestTracker {
     return this.#sampler;
   }
 
-  /** Stops tracking (disables the async hook in exact mode). Safe twice. */
+  /**
+   * Stops tracking new requests. Requests in flight are still measured (in exact mode, the async
+   * hook stays enabled for them) and reach onRequest listeners and routes() as they end; then the
+   * tracker lets go of the sampler. Safe twice.
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#hook?.disable();
     if (this.#watching) releaseResponseWatch();
+    if (this.inFlight === 0) this.#detach();
+  }
+
+  // Off the channel (and the async hook off): a closed tracker with nothing left in flight.
+  #detach(): void {
+    this.#hook?.disable();
     this.#channel.internalListeners.delete(this.#callback);
     this.#channel.sharedListeners.delete(this.#shared);
     this.#channel.stopPollingIfIdle();

@@ -157,18 +157,33 @@ function onConnectionClose(this: TaggedSocket): void {
   if (c.req !== null) open.unshift({ req: c.req, res: c.res!, token: c.token, end: c.end! });
   for (const e of open) {
     ended();
+    noteWatched(e.req, e.end);
     callEnd(e.end, e.token, closedStatus(e.res, this));
   }
 }
 
-// Requests on fake sockets that watchWithListeners() watches, with their end callbacks: created
-// at the first, so that a process serving real sockets only looks no further than `undefined`.
-let listened: WeakMap<IncomingMessage, End[]> | undefined;
+// Requests watched other than through their connection's entry (fake sockets, whose listeners
+// watch them; connections closed), with their end callbacks, so that a request tracked again
+// after that still counts once. Created at the first: until then a server's requests look no
+// further than `undefined`.
+let watchedAside: WeakMap<IncomingMessage, End[]> | undefined;
+
+function noteWatched(req: IncomingMessage, end: End): void {
+  watchedAside ??= new WeakMap();
+  const ends = watchedAside.get(req);
+  if (ends === undefined) watchedAside.set(req, [end]);
+  else ends.push(end);
+}
 
 /** Whether watchResponse() already watches req for this end callback (req tracked again). */
 export function watchedFor(req: IncomingMessage, end: End): boolean {
-  const c = (req.socket as TaggedSocket | null)?.[KEY];
-  if (c === undefined || c.req === null) return listened !== undefined && listened.get(req)?.includes(end) === true;
+  const socket = req.socket as TaggedSocket | null;
+  const c = socket?.[KEY];
+  if (c === undefined || c.req === null) {
+    // A live connection's requests are all in its entry.
+    if (watchedAside === undefined || (socket instanceof SocketClass && !socket.destroyed)) return false;
+    return watchedAside.get(req)?.includes(end) === true;
+  }
   if (c.req === req && c.end === end) return true;
   if (c.more !== null) for (const e of c.more) if (e.req === req && e.end === end) return true;
   return false;
@@ -181,16 +196,20 @@ export function watchedFor(req: IncomingMessage, end: End): boolean {
 export function watchResponse(req: IncomingMessage, res: ServerResponse, token: unknown, end: End): void {
   const socket = req.socket as TaggedSocket | null;
   if (!(req instanceof IncomingMessageClass) || !(socket instanceof SocketClass)) {
-    listened ??= new WeakMap();
-    const ends = listened.get(req);
-    if (ends === undefined) listened.set(req, [end]);
-    else ends.push(end);
+    noteWatched(req, end);
     watchWithListeners(res, token, end);
     return;
   }
   if (socket.destroyed) {
     // The client left before the request was even handled: its close has been and gone.
+    noteWatched(req, end);
     callEnd(end, token, closedStatus(res, socket));
+    return;
+  }
+  if (res.writableEnded && res.writableFinished) {
+    // Tracked once its response had finished (after an await): the finish message has been and
+    // gone; waiting for the connection's close would record it as 499, whenever that comes.
+    callEnd(end, token, res.statusCode);
     return;
   }
   if (!subscribed) {
@@ -216,9 +235,10 @@ export function watchResponse(req: IncomingMessage, res: ServerResponse, token: 
 
 function watchWithListeners(res: ServerResponse, token: unknown, end: End): void {
   // writableEnded: light-my-request emits 'finish' inside end(), possibly before we were called,
-  // and never sets writableFinished.
+  // and never sets writableFinished. HTTP/2's compatibility API emits 'finish' for a stream the
+  // client reset too, with writableFinished true and writableEnded false.
   if (res.writableFinished || res.writableEnded) {
-    callEnd(end, token, res.statusCode);
+    callEnd(end, token, finishedStatus(res));
     return;
   }
   let done = false;
@@ -227,6 +247,12 @@ function watchWithListeners(res: ServerResponse, token: unknown, end: End): void
     done = true;
     callEnd(end, token, status);
   };
-  res.once('finish', () => once(res.statusCode));
+  res.once('finish', () => once(finishedStatus(res)));
   res.once('close', () => once(closedStatus(res, res.socket)));
+}
+
+// An HTTP/2 response that finished without end() is a stream the client reset: cut off.
+// (Adapters' responses may emit 'finish' by hand, and keep their status.)
+function finishedStatus(res: ServerResponse): number {
+  return res.writableEnded || (res as ServerResponse & { stream?: unknown }).stream === undefined ? res.statusCode : closedStatus(res, res.socket);
 }

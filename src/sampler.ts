@@ -408,9 +408,18 @@ export class Sampler {
     return !this.#closed && this.#handle.running();
   }
 
-  /** Stops the thread if running and releases native resources. Safe to call twice. */
+  /** Stops the sampler if running (as stop() does: open spans settle) and releases native resources. Safe to call twice. */
   close(): void {
     if (this.#closed) return;
+    // Stopped first, as stop() does: its final step settles the spans still open (incomplete),
+    // requests in flight among them, which closing the channel first would leave unsettled.
+    if (this.#handle.running()) {
+      try {
+        this.stop();
+      } catch {
+        /* closed all the same */
+      }
+    }
     this.#closed = true;
     const spans = this.#spans;
     // Span calls then reach #check() and throw ERR_JOULETRACE_CLOSED.

@@ -4,6 +4,7 @@ import { execFile } from 'node:child_process';
 import * as diagnostics from 'node:diagnostics_channel';
 import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
+import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
@@ -369,12 +370,17 @@ describeBpf('request tokens (start/end)', () => {
     const first = fill('/first');
     expect(first.length).toBeGreaterThan(60000);
     sampler.stop();
+    await settleAll();
+    // Settled, but each record waits for its end(), which gives its status (and route).
+    expect(records.length).toBe(0);
+    tracker.end(first[0], 503, '/first/late');
     for (const t of first) tracker.end(t, 200);
     for (const t of first.slice(0, 10)) tracker.end(t, 500); // a second end() is ignored
     await settleAll();
     expect(tracker.inFlight).toBe(0);
     expect(records.length).toBe(first.length);
-    expect(records.every((r) => r.incomplete && r.route === '/first')).toBe(true);
+    expect([records[0].route, records[0].statusCode]).toEqual(['/first/late', 503]);
+    expect(records.slice(1).every((r) => r.incomplete && r.route === '/first' && r.statusCode === 200)).toBe(true);
 
     sampler.start();
     const second = fill('/second');
@@ -764,6 +770,102 @@ describeBpf('request ends', () => {
     await until(() => !channel.polling, 3000);
     expect(channel.polling).toBe(false);
     c.destroy();
+  });
+
+  it('a closed tracker, or a closed sampler, still records the requests in flight (exact mode: measured to the end)', async () => {
+    for (const mode of ['shared', 'exact'] as const) {
+      for (const closing of ['tracker', 'sampler'] as const) {
+        const { sampler, tracker, records } = setup(mode);
+        const base = await serve((req, res) => {
+          trackRequest(tracker, req, res, '/later', () =>
+            setTimeout(() => {
+              busy(2);
+              res.statusCode = 202;
+              res.end('ok');
+            }, 30),
+          );
+        });
+        sampler.start();
+        const c = await connect(base);
+        c.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+        await until(() => tracker.inFlight === 1);
+        if (closing === 'tracker') tracker.close();
+        else sampler.close();
+        await until(() => records.length === 1);
+        await until(() => tracker.inFlight === 0);
+        const what = `${mode}, ${closing} closed`;
+        expect(records.map((r) => [r.route, r.statusCode, r.incomplete]), what).toEqual([['/later', 202, closing === 'sampler']]);
+        expect(tracker.inFlight, what).toBe(0);
+        // The tracker kept measuring: the 2 ms spin after close() counts (in exact mode, through the async hook it kept).
+        if (closing === 'tracker') expect(records[0].onCpuNs, what).toBeGreaterThan(1.6e6);
+        if (closing === 'tracker') sampler.stop();
+        c.destroy();
+      }
+    }
+  });
+
+  it('a request tracked after its response finished ends at once; tracked again after its client left, it still counts once', async () => {
+    const { sampler, tracker, records } = setup();
+    const mw = energyMiddleware(tracker);
+    const app = express();
+    app.use(mw);
+    app.use((_req, _res, next) => void setTimeout(next, 60)); // the client gives up meanwhile
+    app.use(mw); // mounted twice
+    app.get('/gone', (_req, res) => void res.send('late'));
+    const base = await serve((req, res) => {
+      if (req.url === '/gone') return void app(req, res);
+      res.statusCode = 202;
+      res.end('y');
+      res.on('finish', () => setImmediate(() => trackRequest(tracker, req, res, '/after')));
+    });
+    sampler.start();
+    const c = await connect(base);
+    c.write('GET /after HTTP/1.1\r\nHost: x\r\n\r\n');
+    // On a connection kept open: not at its close (as 499), but now.
+    await until(() => records.length === 1);
+    expect(records.map((r) => [r.route, r.statusCode])).toEqual([['/after', 202]]);
+    expect(tracker.inFlight).toBe(0);
+    const c2 = await connect(base);
+    c2.write('GET /gone HTTP/1.1\r\nHost: x\r\n\r\n');
+    await new Promise((r) => setTimeout(r, 20));
+    c2.destroy();
+    await new Promise((r) => setTimeout(r, 150));
+    sampler.stop();
+    c.destroy();
+    expect(records.map((r) => [r.route, r.statusCode])).toEqual([
+      ['/after', 202],
+      ['(unmatched)', 499],
+    ]);
+  });
+
+  it('HTTP/2: a stream the client resets before the response counts as 499, also when tracked after the reset', async () => {
+    const { sampler, tracker, records } = setup();
+    const server = http2.createServer((req, res) => {
+      if (req.url === '/late') {
+        req.stream.once('close', () => trackRequest(tracker, req as never, res as never, '/late'));
+        return;
+      }
+      trackRequest(tracker, req as never, res as never, '/hang');
+      res.statusCode = 201; // chosen, never sent
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise((r) => server.close(r)));
+    sampler.start();
+    const client = http2.connect(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    cleanups.push(() => void client.destroy());
+    for (const p of ['/hang', '/late']) {
+      const stream = client.request({ ':path': p });
+      stream.on('error', () => {});
+      await new Promise((r) => setTimeout(r, 40));
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+    }
+    await until(() => records.length === 2);
+    sampler.stop();
+    expect(records.map((r) => [r.route, r.statusCode])).toEqual([
+      ['/hang', 499],
+      ['/late', 499],
+    ]);
+    expect(tracker.inFlight).toBe(0);
   });
 
   it("Fastify's inject() (no HTTP server) is tracked through the response", async () => {

@@ -548,7 +548,7 @@ describe('spans: behaviour', () => {
     await expect(p).resolves.toBe('the result');
   });
 
-  it('gives every settle() of a waiting span the result, and rejects them all at close()', async () => {
+  it('gives every settle() of a waiting span the result, also from close(), which settles what is open as stop() does', async () => {
     const s = sampler({ threads: 'procfs' });
     s.start();
     const h = s.begin('twice');
@@ -560,8 +560,17 @@ describe('spans: behaviour', () => {
     const h2 = s.begin('pending');
     s.end(h2);
     const waits = [s.settle(h2), s.settle(h2)];
+    const seen: SpanResult[] = [];
+    s.onSpan((spans) => seen.push(...spans));
+    s.begin('open at close');
+    // close() stops first: its final step settles the ended span, and the open one, incomplete.
     s.close();
-    for (const w of waits) await expect(w).rejects.toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_CLOSED' }));
+    for (const w of waits) await expect(w).resolves.toMatchObject({ label: 'pending', incomplete: false });
+    expect(seen.map((r) => [r.label, r.incomplete])).toEqual([
+      ['pending', false],
+      ['open at close', true],
+    ]);
+    await expect(s.settle(h2)).rejects.toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_CLOSED' }));
   });
 
   it('refuses a span handle from another thread, though each worker loads its own copy of jouletrace', async () => {
