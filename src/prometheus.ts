@@ -42,7 +42,10 @@ export interface PrometheusOptions {
   registry?: Registry;
   /** Prefix of the jouletrace_* metric names. Default 'jouletrace_'. */
   prefix?: string;
-  /** Constant labels added to every metric (e.g. { service: 'matching' }). */
+  /**
+   * Constant labels added to every metric (e.g. { service: 'matching' }); not the names the
+   * metrics' own labels use (RangeError).
+   */
   labels?: Record<string, string>;
   /** A RequestTracker: its requests feed http_server_request_energy_joules and the app_* metrics. */
   requests?: RequestSource;
@@ -69,6 +72,9 @@ export interface PrometheusMetrics {
   close(): void;
 }
 
+// Label names of jouletrace's own metrics (and prom-client's `le`): a constant label of the
+// same name would be overwritten on some series and not others.
+const RESERVED_LABELS = ['domain', 'package', 'source', 'part', 'thread', 'label', 'method', 'route', 'status_code', 'quantile', 'threads', 'interval_seconds', 'scope', 'intensity_source', 'estimated', 'le'];
 const OPTION_KEYS = [
   'registry',
   'prefix',
@@ -109,6 +115,9 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   if (opts.labels !== undefined) {
     for (const [k, v] of Object.entries(checkObject('options.labels', opts.labels))) {
       if (!/^[a-zA-Z_][a-zA-Z0-9_]*$/.test(k) || k.startsWith('__')) throw new RangeError(`options.labels: ${JSON.stringify(k)} is not a valid label name`);
+      if (RESERVED_LABELS.includes(k)) {
+        throw new RangeError(`options.labels: ${JSON.stringify(k)} is a label jouletrace's metrics set themselves; use another name (reserved: ${RESERVED_LABELS.join(', ')})`);
+      }
       constLabels[k] = checkString(`options.labels.${k}`, v);
     }
   }

@@ -157,8 +157,9 @@ export interface SamplerStats {
     attributionEvery: number;
   };
   /**
-   * This thread's spans: settled; not measured because the slots (droppedSpans) or the event ring
-   * (droppedEvents, begins only) were full; ends that found the ring full and went in later.
+   * settled: spans and requests settled, of every thread of this sampler. The rest, this thread's
+   * spans: not measured because the slots (droppedSpans) or the event ring (droppedEvents, begins
+   * only) were full; ends that found the ring full and went in later.
    */
   spans: { settled: number; droppedSpans: number; droppedEvents: number; droppedResults: number; lateEnds: number };
   /** The eBPF tracker's state (present when threads: 'bpf' is in use). */
@@ -762,6 +763,9 @@ export class Sampler {
     // Removing it is always allowed: exporters remove theirs as they close, whatever the order.
     if (fn === null && (this.#closed || this.#spans === undefined)) return;
     this.#check();
+    if (fn !== null && typeof fn !== 'function') {
+      throw new TypeError(`Expected a function or null for setContextCapture(fn) but received ${String(fn)} of type ${typeof fn}`);
+    }
     if (!this.#info.spanEngineId) return;
     this.#channel().setContextCapture(fn);
   }
@@ -821,16 +825,18 @@ export class Sampler {
       await new Promise((r) => setTimeout(r, windowMs));
       const cur = this.#handle.totals();
       const dt = Number(cur.timeNs - prev.timeNs) / 1e9;
-      if (dt > 0) {
+      // Not across a stop() and start() meanwhile: the totals start afresh with each run.
+      if (dt > 0 && cur.startNs === prev.startNs) {
         this.domains.forEach((d, i) => {
           const watts = (Number(cur.ticks[i] - prev.ticks[i]) * d.unitJoules) / dt;
-          if (watts < best[i]) best[i] = watts;
+          if (watts >= 0 && watts < best[i]) best[i] = watts;
         });
       }
       prev = cur;
     }
     const tookMs = Math.round(performance.now() - t0);
-    if (!wasRunning) this.#handle.stop();
+    // The run it started, unless the caller stopped it meanwhile.
+    if (!wasRunning && this.#handle.running()) this.#handle.stop();
     if (best.some((w) => !Number.isFinite(w))) {
       // Not a 0 W baseline said to be measured: the sampler was stopped or closed meanwhile.
       throw new JouletraceError('ERR_JOULETRACE_NOT_STARTED', 'calibrateBaseline(): no sample arrived during the calibration (was the sampler stopped meanwhile?)');

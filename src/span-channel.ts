@@ -38,6 +38,9 @@ function nowNs(): number {
   return t[0] * 1e9 + t[1];
 }
 
+// #lastLabel before the first begin(): equal to no label, so that one is checked too.
+const NO_LABEL = Symbol('no label yet');
+
 // Result collection. Every 20 ms (a server with some requests in flight, onSpan listeners):
 // each run has a fixed cost of about 15 µs of CPU here (Node's timers and the poll), whatever it
 // collects, which an Express server at 3,900 requests/s paid as 0.6 µs per request at 5 ms (by
@@ -152,7 +155,8 @@ export interface SpanChannelOptions {
   /**
    * Span events the ring holds (power of two). Default 65536: about 5 ms of begin/end pairs at
    * full speed on one thread, if the sampler thread were starved that long; beyond, events are
-   * dropped and counted (stats().spans), never blocking.
+   * dropped and counted (the sampler's stats().spans on its own thread; in a worker, this
+   * channel's droppedEvents), never blocking.
    */
   eventCapacity?: number;
   /** Settled results awaiting collection (power of two). Default 16384. */
@@ -260,7 +264,8 @@ export class SpanChannel {
   #capture: (() => unknown) | null = null;
   #contexts: unknown[] | undefined;
   readonly #labels = new Map<string, number>();
-  #lastLabel: string | undefined;
+  // Never equal to a label passed in, so the first begin() validates its label, whatever it is.
+  #lastLabel: unknown = NO_LABEL;
   #lastLabelId = 0;
   readonly #labelNames: string[] = [];
   readonly #waiters = new Map<number, Waiter>();

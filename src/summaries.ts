@@ -25,11 +25,15 @@ export class RecentValues {
     this.#count++;
   }
 
-  /** Quantiles (0..1) of the values held, in the order asked. */
+  /**
+   * Quantiles (0..1) of the values held, in the order asked, by nearest rank: the smallest value
+   * with at least q of the values at or below it (the median of [1, 2] is 1; p99 of 100 values
+   * is the 99th, not the maximum).
+   */
   quantiles(...qs: number[]): number[] {
     const n = Math.min(this.#count, this.#values.length);
     const sorted = this.#values.slice(0, n).sort();
-    return qs.map((q) => (n === 0 ? 0 : sorted[Math.min(n - 1, Math.floor(q * n))]));
+    return qs.map((q) => (n === 0 ? 0 : sorted[Math.min(n - 1, Math.max(0, Math.ceil(q * n - 1e-9) - 1))]));
   }
 }
 

@@ -307,6 +307,30 @@ describe('attribution API', () => {
     );
   });
 
+  it('calibrateBaseline() measures no window across a restart, and lets its caller stop the run it started', async () => {
+    const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs', modelIdleWatts: 12, modelMaxWatts: 60 });
+    samplers.push(s);
+    s.start();
+    // Restarted meanwhile: the totals start afresh, and a window across it read -65 W.
+    const restarted = s.calibrateBaseline({ durationMs: 400 });
+    await new Promise((r) => setTimeout(r, 150));
+    s.stop();
+    s.start();
+    const r1 = await restarted;
+    expect(r1.watts[0].watts).toBeGreaterThan(12 * 0.95);
+    expect(s.attribution().byDomain[0].baselineWatts).toBe(r1.watts[0].watts);
+    s.stop();
+    // On a stopped sampler it runs its own; stopped by the caller meanwhile, it keeps the windows
+    // it measured rather than failing on its own stop().
+    const own = s.calibrateBaseline({ durationMs: 400 });
+    await new Promise((r) => setTimeout(r, 250));
+    expect(s.running).toBe(true);
+    s.stop();
+    const r2 = await own;
+    expect(r2.watts[0].watts).toBeGreaterThan(12 * 0.95);
+    expect(s.running).toBe(false);
+  });
+
   it('calibrateBaseline() waits for samples when the interval is longer than its windows, never a 0 W baseline', async () => {
     // One sample every 500 ms: 100 ms windows would see none and made a 0 W baseline of that.
     const s = new Sampler({ source: 'model', intervalUs: 500_000, threads: 'procfs', modelIdleWatts: 12, modelMaxWatts: 60 });

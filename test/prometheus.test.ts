@@ -210,6 +210,9 @@ describe('registerMetrics', () => {
     expect(await registry.metrics()).toBe('\n');
     expect(() => registerMetrics(s, { topThreads: -1 })).toThrow(RangeError);
     expect(() => registerMetrics(s, { prefix: 'bad-prefix' })).toThrow(/not a valid metric name prefix/);
+    // A constant label named like one of the metrics' own would be overwritten on some series.
+    expect(() => registerMetrics(s, { labels: { label: 'svc-a' } })).toThrow(/options\.labels: "label" is a label jouletrace's metrics set themselves/);
+    expect(() => registerMetrics(s, { labels: { part: 'blue' } })).toThrow(RangeError);
     expect(() => registerMetrics(s, { nope: 1 } as never)).toThrow(/Unknown option options\.nope/);
     expect(() => registerMetrics({} as never)).toThrow(TypeError);
   });

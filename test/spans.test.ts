@@ -182,6 +182,8 @@ describe('spans: behaviour', () => {
     const s = sampler({ threads: 'procfs' });
     expect(() => s.begin('x')).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_NOT_STARTED' }));
     s.start();
+    // The first begin() of a channel checks its label too (it matched the unset "last label").
+    expect(() => s.begin(undefined as unknown as string)).toThrow('Expected a string for label but received undefined of type undefined');
     expect(() => s.end(12345)).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_FOREIGN_SPAN' }));
     expect(() => s.end('1' as unknown as number)).toThrow(TypeError);
     expect(() => s.end(-1)).toThrow(TypeError);
@@ -212,6 +214,7 @@ describe('spans: behaviour', () => {
     // What exporters call on any sampler: nothing to report, no error.
     expect(off.spanStats()).toEqual([]);
     expect(typeof off.onSpan(() => {})).toBe('function');
+    expect(() => off.setContextCapture(42 as never)).toThrow(TypeError);
     off.stop();
     // Closed: every span call refuses, settle() by rejecting; removing a context capture (what
     // an exporter does as it closes) still may.

@@ -1,5 +1,5 @@
-// Bounded-memory summaries behind spanStats() and routes(): quantiles exact over the most recent
-// values, while the window grows, once it is full, and once it has wrapped.
+// Bounded-memory summaries behind spanStats() and routes(): quantiles exact (nearest rank) over
+// the most recent values, while the window grows, once it is full, and once it has wrapped.
 import { describe, expect, it } from 'vitest';
 import { JoulesSummary, RecentValues } from '../src/summaries';
 
@@ -10,9 +10,14 @@ describe('RecentValues', () => {
     for (const v of [3, 1, 2]) r.add(v);
     expect(r.quantiles(0, 0.5, 0.99)).toEqual([1, 2, 3]);
     for (let v = 4; v <= 100; v++) r.add(v); // grown through 16, 32, 64 to 100
-    expect(r.quantiles(0, 0.5, 0.99)).toEqual([1, 51, 100]);
+    // Nearest rank: the median of 1..100 is the 50th value, p99 the 99th (not the maximum).
+    expect(r.quantiles(0, 0.5, 0.99, 1)).toEqual([1, 50, 99, 100]);
     for (let v = 101; v <= 250; v++) r.add(v); // wrapped: only 151..250 remain
-    expect(r.quantiles(0, 0.5, 0.99)).toEqual([151, 201, 250]);
+    expect(r.quantiles(0, 0.5, 0.99)).toEqual([151, 200, 249]);
+    const two = new RecentValues(16);
+    two.add(2);
+    two.add(1);
+    expect(two.quantiles(0.5, 0.99)).toEqual([1, 2]);
   });
 
   it('keeps a window whose capacity is not a power of two exact too (grown 16, then 20)', () => {
@@ -30,6 +35,6 @@ describe('JoulesSummary', () => {
     for (const v of [2, 3, 4, 5]) s.add(v, false);
     expect(s.count).toBe(6);
     expect(s.estimated).toBe(true);
-    expect(s.summary()).toEqual({ sum: 25, mean: 25 / 6, p50: 4, p99: 5, max: 10 });
+    expect(s.summary()).toEqual({ sum: 25, mean: 25 / 6, p50: 3, p99: 5, max: 10 });
   });
 });
