@@ -169,7 +169,8 @@ describe('Sampler against an emulated MSR', () => {
     await sleep(20);
     // Restore in ascending register order: each write then only moves the end of file past the
     // register it fills, so a read in between is short (another read error) and never sees the
-    // hole as a zero counter, which would be an honest wrap of 2^32 - 500 ticks.
+    // hole as a zero counter, which would read as a counter that started again (ERANGE) and lose
+    // the energy before it.
     emu.write(0, MSR.INTEL_UNIT, INTEL_UNIT);
     emu.write(0, MSR.INTEL_PKG, 500 + 4242);
     emu.write(0, MSR.INTEL_PP0, 1000);

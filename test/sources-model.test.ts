@@ -23,8 +23,8 @@ function watts(a: SourceReading, b: SourceReading, i = 0): number {
 /** The machine's busy and total ticks from /proc/stat, counted as the model counts them. */
 function machineBusyTotal(): { busy: number; total: number } {
   const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-  const busy = f[0] + f[1] + f[2] + f[5] + f[6] + f[7];
-  return { busy, total: busy + f[3] + f[4] };
+  const busy = f[0] + f[1] + f[2] + f[5] + f[6];
+  return { busy, total: busy + f[3] + f[4] + f[7] };
 }
 
 function track<T extends { close(): void }>(x: T): T {
@@ -145,6 +145,20 @@ describe('model source against an emulated /proc/stat', () => {
     const d0 = b.readings[0].joules - a.readings[0].joules;
     const d1 = b.readings[1].joules - a.readings[1].joules;
     expect(d0 / d1).toBeCloseTo(11, 4);
+  });
+
+  it("counts steal time (the hypervisor's, for other guests) as idle, not busy", async () => {
+    const { stat, s } = emulated();
+    const a = s.read();
+    // Package 0: 90% stolen, 10% idle; package 1: 50% busy, 50% stolen.
+    for (const cpu of [0, 1]) stat.advance(cpu, 0, 10, 90);
+    for (const cpu of [2, 3]) stat.advance(cpu, 50, 0, 50);
+    await sleep(250);
+    const b = s.read();
+    // Idle: half of 10 W. Half busy: half of 10 W + 100 W × 50% (it read 5 W + 45 W × 2 with steal busy).
+    expect(watts(a, b, 0)).toBeCloseTo(5, 0);
+    expect(watts(a, b, 1)).toBeGreaterThan(30 * 0.95);
+    expect(watts(a, b, 1)).toBeLessThan(30 * 1.05);
   });
 
   it('credits a long gap between reads at the utilisation measured over that gap', async () => {

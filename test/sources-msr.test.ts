@@ -85,6 +85,28 @@ describe('msr source, Intel layout', () => {
     expect(r.readings[0].joules).toBe(4352 / 65536);
   });
 
+  it('takes a counter that goes back by less than half a wrap for one that started again: a read error, not a wrap', () => {
+    const e = emu({ vendor: 'intel' });
+    e.write(0, MSR.INTEL_UNIT, unitReg(14));
+    e.write(0, MSR.INTEL_PKG, 5 * 16384);
+    const s = open(e, SKYLAKE);
+    e.write(0, MSR.INTEL_PKG, 3 * 16384); // back by 2 J: as a wrap, 2^32 units less 2 J (262 kJ)
+    const back = s.read();
+    expect(back.error).toBe('ERANGE');
+    expect(back.readings[0].joules).toBe(0);
+    e.write(0, MSR.INTEL_PKG, 4 * 16384); // and on from there
+    const on = s.read();
+    expect(on.error).toBeUndefined();
+    expect(on.readings[0].joules).toBe(1);
+    // A real wrap, under half the counter's range, still counts.
+    e.write(0, MSR.INTEL_PKG, 0xffffc000);
+    s.read();
+    e.write(0, MSR.INTEL_PKG, 0x4000);
+    const wrapped = s.read();
+    expect(wrapped.error).toBeUndefined();
+    expect(wrapped.readings[0].joules).toBe(1 + (0xffffc000 - 4 * 16384) / 16384 + 2);
+  });
+
   it('omits domains whose MSR is beyond the device (EIO) or reads zero', () => {
     const e = emu({ vendor: 'intel' });
     e.write(0, MSR.INTEL_UNIT, unitReg(14));
@@ -123,7 +145,7 @@ describe('msr source, Intel layout', () => {
     const unit = (s: EnergySource, d: string) => s.domains.find((x) => x.domain === d)!.unitJoules;
     expect(unit(hsx, 'dram')).toBe(2 ** -16);
     expect(unit(hsx, 'package')).toBe(2 ** -14);
-    for (const model of [0x4f, 0x55, 0x6a, 0x6c, 0x57, 0x85]) {
+    for (const model of [0x4f, 0x56, 0x55, 0x6a, 0x6c, 0x57, 0x85]) {
       expect(unit(open(e, { vendor: 'intel', family: 6, model }), 'dram')).toBe(2 ** -16);
     }
     expect(unit(open(e, SKYLAKE), 'dram')).toBe(2 ** -14);

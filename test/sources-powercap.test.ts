@@ -81,6 +81,17 @@ describe('powercap source', () => {
     expect(s.read().readings[0].joules).toBeCloseTo(350e-6, 12);
   });
 
+  it('reports a counter that started again (driver reloaded, resume) as ERANGE, not as a wrap', () => {
+    const e = emu([{ name: 'package-0', energyUj: 50_000_000, maxEnergyRangeUj: 262_143_328_850 }]);
+    const s = open(e);
+    e.set('intel-rapl:0', 1_000_000);
+    const restarted = s.read();
+    expect(restarted.error).toBe('ERANGE');
+    expect(restarted.readings[0].joules).toBe(0); // not 262,094 J
+    e.set('intel-rapl:0', 3_000_000);
+    expect(s.read().readings[0].joules).toBe(2);
+  });
+
   it('reports EIO mid-run and recovers the missed energy', () => {
     const e = emu([{ name: 'package-0', energyUj: 100 }]);
     const s = open(e);

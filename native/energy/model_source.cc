@@ -86,8 +86,10 @@ class ModelSource final : public EnergySource {
           f[i] = v;
         }
         // user nice system idle iowait irq softirq steal; guest time is already inside user.
-        uint64_t busy = f[0] + f[1] + f[2] + f[5] + f[6] + f[7];
-        uint64_t total = busy + f[3] + f[4];
+        // Steal is time the hypervisor gave this vCPU's CPU to someone else: not this machine's
+        // work, so not busy, but time all the same (a jiffy's worth of time stays a jiffy's).
+        uint64_t busy = f[0] + f[1] + f[2] + f[5] + f[6];
+        uint64_t total = busy + f[3] + f[4] + f[7];
         if (cpu >= 0 && size_t(cpu) < pkgOfCpu_.size() && pkgOfCpu_[size_t(cpu)] >= 0) {
           Pkg& pk = pkgs_[size_t(pkgOfCpu_[size_t(cpu)])];
           pk.scanBusy += busy;

@@ -24,11 +24,12 @@ constexpr uint64_t kEnergyModulus = 1ull << 32;
 
 // Intel server parts whose DRAM counter ticks in a fixed 2^-16 J (15.3 µJ) whatever the unit
 // register says: the models the kernel's intel_rapl_common.c gives rapl_defaults_hsw_server
-// (Haswell-X, Broadwell-X, Skylake-X/Cascade Lake, Ice Lake-X/-D, Xeon Phi KNL/KNM). Sapphire
-// Rapids had it too until the kernel dropped it as wrong, so it is not listed.
+// (Haswell-X, Broadwell-X, Skylake-X/Cascade Lake, Ice Lake-X/-D, Xeon Phi KNL/KNM), and
+// Broadwell-D (0x56), which perf's rapl.c gives the same quirk. Sapphire Rapids had it too until
+// the kernel dropped it as wrong, so it is not listed.
 bool fixedDramUnit(uint32_t model) {
   switch (model) {
-    case 0x3F: case 0x4F: case 0x55: case 0x6A: case 0x6C: case 0x57: case 0x85: return true;
+    case 0x3F: case 0x4F: case 0x56: case 0x55: case 0x6A: case 0x6C: case 0x57: case 0x85: return true;
     default: return false;
   }
 }
@@ -77,8 +78,8 @@ class MsrSource final : public EnergySource {
         Counter& c = counters_[i];
         uint64_t v;
         int rc = readMsr(c.fd, c.offset, &v);
-        if (rc == 0) c.wrap.update(v & 0xFFFFFFFFull);
-        else if (firstErr == 0) firstErr = rc;
+        if (rc == 0 && !c.wrap.update(v & 0xFFFFFFFFull)) rc = -ERANGE;  // the counter started again
+        if (rc != 0 && firstErr == 0) firstErr = rc;
         // On failure the counter keeps its last value, so the energy it missed shows up whole
         // in the next successful read.
         raw += c.wrap.last();

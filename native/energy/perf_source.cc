@@ -32,8 +32,9 @@ class PerfSource final : public EnergySource {
     for (size_t i = 0; i < events_.size(); i++) {
       uint64_t v;
       ssize_t n = ::read(events_[i].fd.get(), &v, sizeof v);
-      if (n == ssize_t(sizeof v)) events_[i].wrap.update(v);
-      else if (firstErr == 0) firstErr = n < 0 ? -errno : -EIO;
+      int rc = n == ssize_t(sizeof v) ? 0 : n < 0 ? -errno : -EIO;
+      if (rc == 0 && !events_[i].wrap.update(v)) rc = -ERANGE;  // the count started again
+      if (rc != 0 && firstErr == 0) firstErr = rc;
       out[i].raw = events_[i].wrap.last();
       out[i].ticks = events_[i].wrap.total();
     }

@@ -48,8 +48,8 @@ class PowercapSource final : public EnergySource {
     for (size_t i = 0; i < zones_.size(); i++) {
       uint64_t v;
       int rc = readMicrojoules(zones_[i].fd.get(), &v);
-      if (rc == 0) zones_[i].wrap.update(v);
-      else if (firstErr == 0) firstErr = rc;
+      if (rc == 0 && !zones_[i].wrap.update(v)) rc = -ERANGE;  // the counter started again
+      if (rc != 0 && firstErr == 0) firstErr = rc;
       out[i].raw = zones_[i].wrap.last();
       out[i].ticks = zones_[i].wrap.total();
     }

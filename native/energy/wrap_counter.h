@@ -1,5 +1,7 @@
 // Extends a hardware counter that wraps at `modulus` into a 64-bit cumulative count. Exact as
-// long as it is updated at least once per wrap period (the period probe() reports).
+// long as it is updated at least twice per wrap period (the period probe() reports): a value
+// below the last that would mean more than half a wrap is a counter that started again (a
+// driver reloaded, a resume), not a wrap.
 #pragma once
 
 #include <cstdint>
@@ -18,25 +20,27 @@ class WrapCounter {
     primed_ = true;
   }
 
-  // Feeds a new raw value; returns the ticks added since the previous one.
-  uint64_t update(uint64_t raw) {
+  // Feeds a new raw value. false: the counter started again (it went backwards by more than a
+  // wrap allows); nothing is added, the next values count from this one, and the caller reports
+  // the read as failed rather than a jump of up to a whole wrap (262 kJ for a 2^32 counter of
+  // 61 µJ units) or zero without a word.
+  bool update(uint64_t raw) {
     if (!primed_) {
       reset(raw);
-      return 0;
+      return true;
     }
-    uint64_t delta;
+    bool moved = true;
+    uint64_t delta = 0;
     if (raw >= last_) {
       delta = raw - last_;
-    } else if (modulus_ != 0) {
+    } else if (modulus_ != 0 && last_ < modulus_ && (modulus_ - last_) + raw <= modulus_ / 2) {
       delta = (modulus_ - last_) + raw;
     } else {
-      // A counter that should never wrap went backwards (driver reset): take no energy rather
-      // than an absurd 2^64 jump; the next reads continue from the new value.
-      delta = 0;
+      moved = false;
     }
     last_ = raw;
     total_ += delta;
-    return delta;
+    return moved;
   }
 
   uint64_t total() const { return total_; }
