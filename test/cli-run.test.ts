@@ -109,6 +109,11 @@ describe('jouletrace run', () => {
     expect(bad.stderr).toContain('--interval expects a duration');
     expect(jt(['run']).code).toBe(2);
     expect(jt(['run', '--threads', 'sometimes', '--', 'true']).code).toBe(2);
+    // A value forgotten before '--': not a file named '--'.
+    const noValue = jt(['run', '--html', '--', 'true']);
+    expect(noValue.code).toBe(2);
+    expect(noValue.stderr).toContain('--html needs a value');
+    expect(jt(['run', '--help']).stdout).toContain('(Ctrl-C, Ctrl-\\, hang-up)');
   });
 
   it('writes every sample to --csv, with a header', () => {
@@ -291,6 +296,23 @@ describe('jouletrace run', () => {
     expect(r.stderr).toContain('jouletrace run: cannot write /dev/full: ENOSPC');
     expect(JSON.parse(r.stderr.slice(r.stderr.indexOf('{'))).command).toEqual(['true']); // the summary, on stderr instead
     expect(fs.readdirSync(tmp).filter((f) => f.includes('.jouletrace-'))).toEqual([]);
+  });
+
+  it('exits 125 with one line when stdout cannot be written, and probe exits 1', () => {
+    const stdoutTo = (args: string[]) => {
+      const fd = fs.openSync('/dev/full', 'w');
+      try {
+        return spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 20_000, stdio: ['ignore', fd, 'pipe'] });
+      } finally {
+        fs.closeSync(fd);
+      }
+    };
+    const run = stdoutTo(['run', '-q', '--json', '--', 'true']);
+    expect(run.status, run.stderr).toBe(125);
+    expect(run.stderr).toBe('jouletrace run: cannot write to stdout: ENOSPC: no space left on device, write\n');
+    const probe = stdoutTo(['probe']);
+    expect(probe.status, probe.stderr).toBe(1);
+    expect(probe.stderr).toMatch(/^jouletrace probe: cannot write to stdout: ENOSPC/);
   });
 
   it('writes an HTML report with --html', () => {

@@ -60,7 +60,8 @@ export function parseArgs(argv: string[], specs: OptionSpec[], stopAtPositional 
       continue;
     }
     const text = inline ?? argv[++i];
-    if (text === undefined) throw new UsageError(`--${spec.name} needs a value`);
+    // `run --html -- cmd` forgot the value: '--' is never one (it would name a file '--').
+    if (text === undefined || (inline === undefined && text === '--')) throw new UsageError(`--${spec.name} needs a value`);
     let value: string | number = text;
     if (spec.type === 'number') {
       // Decimal only: Number() would also take 0x10, 0b1 and '' (as 16, 1 and 0).

@@ -47,5 +47,17 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`jouletrace: unknown command ${JSON.stringify(command)}\n\n${help()}`);
     return 2;
   }
+  if (command !== 'top') guardStdout(command); // top watches its own output
   return c.run(rest);
+}
+
+// A report that stdout cannot take (a full disk: `> /dev/full`) fails the command with one line,
+// as an output file does (125 for run), instead of an uncaught 'error' event and a stack trace.
+// A reader that went away (`| head`) ends nothing: the status stays the command's.
+function guardStdout(command: string): void {
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') return;
+    process.stderr.write(`jouletrace ${command}: cannot write to stdout: ${e.message}\n`);
+    process.exit(command === 'run' ? 125 : 1);
+  });
 }

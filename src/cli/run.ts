@@ -27,7 +27,8 @@ Options:
                     Only bpf follows child processes; procfs tracks the command's own
                     process, off attributes nothing
   --top N           threads and processes listed in the summary (default 5)
-  --json            print the results as JSON on stdout (every process of the tree)
+  --json            print the results as JSON on stdout (every process of the tree;
+                    stdout is the command's too: add -o F to keep them apart)
   -o, --output F    write the summary (or the JSON) to file F instead
   --csv F           write every sample to F (CSV with a header line)
   --html F          write an HTML report to F
@@ -38,8 +39,9 @@ Exit status: the command's own; 128 + N when a signal N killed it; 2 for a bad c
 125 when jouletrace itself failed (no energy source, an output file it could not write); 126/127
 when the command could not be run.
 SIGTERM, SIGINT, SIGHUP and SIGQUIT sent to jouletrace are passed on to the command, except
-those the terminal sent to its foreground process group (Ctrl-C, Ctrl-\, hang-up), which
-reached the command already. On a terminal, a live line on stderr shows elapsed time and watts.
+those the terminal sent to its foreground process group (Ctrl-C, Ctrl-\\, hang-up), which
+reached the command already (while the run is the terminal's foreground job, those three from
+kill count as the terminal's: send SIGTERM). On a terminal, a live line on stderr shows elapsed time and watts.
 Output files are written beside their place and moved there at the end: an existing file is
 left as it was when the run fails (/dev/stdout and /proc/self/fd/N are appended to in place).
 `;
