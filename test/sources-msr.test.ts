@@ -136,6 +136,20 @@ describe('msr source, Intel layout', () => {
     expect(s.read().readings.map((r) => r.joules)).toEqual([1, 0, 3]);
   });
 
+  it("takes psys from the package where it counts, which need not be package 0's", () => {
+    const e = emu({ vendor: 'intel', cpus: 4, packages: 2 });
+    for (const cpu of [0, 2]) {
+      e.write(cpu, MSR.INTEL_UNIT, unitReg(16));
+      e.write(cpu, MSR.INTEL_PKG, 1000);
+    }
+    e.write(0, MSR.INTEL_PSYS, 0); // multi-socket Sapphire Rapids: zero but on one package
+    e.write(2, MSR.INTEL_PSYS, 1000);
+    const s = open(e, SKYLAKE);
+    expect(s.domains.map((d) => `${d.domain}-${d.package}`)).toEqual(['package-0', 'package-1', 'psys-0']);
+    e.write(2, MSR.INTEL_PSYS, 1000 + 7 * 65536);
+    expect(s.read().readings.map((r) => r.joules)).toEqual([0, 0, 7]);
+  });
+
   it('uses the fixed 2^-16 J DRAM unit on Haswell-EP and the register unit elsewhere', () => {
     const e = emu({ vendor: 'intel' });
     e.write(0, MSR.INTEL_UNIT, unitReg(14));
@@ -226,6 +240,14 @@ describe('msr source, AMD layout', () => {
     e.write(0, MSR.AMD_PKG, 1000 + 20 * 65536);
     e.write(8, MSR.AMD_PKG, 1000 + 3 * 65536);
     expect(s.read().readings.map((r) => r.joules)).toEqual([20, 1 + 2 + 3 + 4, 3, 2]);
+  });
+
+  it("names a core whose counter cannot be read rather than drop the package's core domain", () => {
+    const e = amd();
+    e.truncate(4); // CPU 4, package 0's third core: every read is short (EIO)
+    expect(() => open(e, ZEN3)).toThrow(
+      expect.objectContaining({ code: 'EIO', message: expect.stringMatching(/cpu\/?4\b.*reading the core energy register 0xC001029A failed .*is CPU 4 going offline/) }),
+    );
   });
 
   it('wrap-extends each per-core counter separately before summing', () => {

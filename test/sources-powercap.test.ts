@@ -122,6 +122,16 @@ describe('powercap source', () => {
     );
   });
 
+  it('refuses a zone whose name it cannot read, rather than lose its package', () => {
+    const e = emu([{ name: 'package-0', energyUj: 5 }, { name: 'package-1', energyUj: 7 }]);
+    const file = path.join(e.zonePath('intel-rapl:1'), 'name');
+    fs.rmSync(file);
+    fs.mkdirSync(file); // read() of a directory: EISDIR
+    expect(() => open(e)).toThrow(
+      expect.objectContaining({ code: 'EISDIR', message: `${file}: Is a directory — cannot tell which RAPL domain this zone is` }),
+    );
+  });
+
   it('refuses a zone whose wrap range it cannot read, rather than lose each wrap', () => {
     const e = emu([{ name: 'package-0', energyUj: 5 }]);
     const file = path.join(e.zonePath('intel-rapl:0'), 'max_energy_range_uj');

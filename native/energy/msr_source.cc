@@ -191,7 +191,7 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
     return readMsr(fd, uint64_t(msr) << shift, &v) == 0 && (v & 0xFFFFFFFFull) != 0;
   };
 
-  bool first = true;
+  bool havePsys = false;
   for (const auto& pc : pkgCpu) {
     int pkg = pc.first;
     int fd = fdFor(pc.second, err);
@@ -217,9 +217,11 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
       if (probeMsr(fd, kIntelPp1)) addDomain("uncore", pkg, unit, {{fd, kIntelPp1}});
       double dramUnit = id.family == 6 && fixedDramUnit(id.model) ? std::ldexp(1.0, -16) : unit;
       if (probeMsr(fd, kIntelDram)) addDomain("dram", pkg, dramUnit, {{fd, kIntelDram}});
-      // psys covers the whole platform: counting it per package would count it twice.
+      // psys covers the whole platform: counting it per package would count it twice. It counts
+      // on one package only, not always package 0 (multi-socket Sapphire Rapids: the others read
+      // zero), so the first package where it reads non-zero has it; it is reported as package 0.
       double psysUnit = id.family == 6 && fixedPsysUnit(id.model) ? 1.0 : unit;
-      if (first && probeMsr(fd, kIntelPsys)) addDomain("psys", 0, psysUnit, {{fd, kIntelPsys}});
+      if (!havePsys && probeMsr(fd, kIntelPsys)) havePsys = addDomain("psys", 0, psysUnit, {{fd, kIntelPsys}});
     } else {
       if (probeMsr(fd, kAmdPkg)) addDomain("package", pkg, unit, {{fd, kAmdPkg}});
       std::vector<std::pair<int, uint32_t>> cores;
@@ -231,13 +233,23 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
           ok = false;
           break;
         }
+        // The first core has the register: one that cannot be read would drop the whole
+        // domain without a word (no silent zeros), so it is named instead.
+        uint64_t v;
+        int crc = readMsr(cfd, uint64_t(kAmdCore) << shift, &v);
+        if (crc != 0) {
+          err->code = errnoName(-crc);
+          err->message = expandCpuPath(opts.msrPath, cpu) + ": reading the core energy register 0xC001029A failed (" +
+                         std::strerror(-crc) + ") though the package's first core has it — is CPU " + std::to_string(cpu) +
+                         " going offline? Try again, or use source 'powercap' or 'perf'";
+          return nullptr;
+        }
         cores.emplace_back(cfd, kAmdCore);
       }
       // Each per-core counter wraps on its own; addDomain gives each its own WrapCounter and
       // read() sums the extended totals, so one core wrapping never loses 2^32 ticks.
       if (ok && !cores.empty()) addDomain("core", pkg, unit, cores);
     }
-    first = false;
   }
   if (src->domains().empty()) {
     err->code = "ENODEV";

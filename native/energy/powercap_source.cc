@@ -109,7 +109,14 @@ std::unique_ptr<EnergySource> openPowercapSource(const SourceOptions& opts, Sour
   std::map<std::string, std::string> zoneName;
   for (const auto& z : zones) {
     std::string n;
-    if (readSmallFile(z.second + "/name", &n) < 0) continue;
+    int nrc = readSmallFile(z.second + "/name", &n);
+    if (nrc < 0) {
+      // Skipped, a package-N zone would take its package's energy with it, and file its dram
+      // subzone under package 0, without a word.
+      err->code = errnoName(-nrc);
+      err->message = z.second + "/name: " + std::strerror(-nrc) + " — cannot tell which RAPL domain this zone is";
+      return nullptr;
+    }
     while (!n.empty() && (n.back() == '\n' || n.back() == ' ')) n.pop_back();
     zoneName[z.first] = n;
     if (n.compare(0, 8, "package-") == 0) topPackage[z.first] = std::atoi(n.c_str() + 8);
