@@ -41,7 +41,8 @@ describe('jouletrace serve', () => {
     expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toContain(`http://127.0.0.1:${port}/metrics`);
     await new Promise((r) => setTimeout(r, 400));
     const v = parse(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text());
-    const pkg = v.get('jouletrace_energy_joules_total{domain="package",package="0",source="model",estimated="true"}')!;
+    const pkgKey = 'jouletrace_energy_joules_total{domain="package",package="0",source="model",estimated="true"}';
+    const pkg = v.get(pkgKey)!;
     expect(pkg).toBeGreaterThan(0);
     const key = (part: string) => `jouletrace_process_energy_joules_total{pid="${child.pid}",command="node",part="${part}",estimated="true"}`;
     const parts = ['process', 'baseline', 'other'].map((p) => v.get(key(p))!);
@@ -54,6 +55,18 @@ describe('jouletrace serve', () => {
     // No in-process app metrics on a host agent.
     expect([...v.keys()].some((k) => k.startsWith('app_'))).toBe(false);
     expect((await fetch(`http://127.0.0.1:${port}/nope`)).status).toBe(404);
+
+    // The watched process exits: its figures stay as they were (they went on growing, the
+    // baseline and the rest charged to a process that was gone), with one line on stderr.
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('exit', r));
+    await new Promise((r) => setTimeout(r, 50)); // reaped: /proc/<pid> gone
+    const atExit = parse(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text());
+    await new Promise((r) => setTimeout(r, 300));
+    const later = parse(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text());
+    for (const p of ['process', 'baseline', 'other']) expect(later.get(key(p)), p).toBe(atExit.get(key(p)));
+    expect(later.get(pkgKey)!).toBeGreaterThan(atExit.get(pkgKey)!); // the machine's energy goes on
+    expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toContain(`jouletrace serve: process ${child.pid} (node) exited`);
 
     // SIGTERM: serve's own handler (the test runner's are left alone).
     const added = process.listeners('SIGTERM').filter((l) => !before.has(l));

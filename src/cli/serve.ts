@@ -8,6 +8,7 @@ import { registerMetrics } from '../prometheus';
 import { Sampler } from '../sampler';
 import { SOURCE_NAMES, type SourceName } from '../source-options';
 import { checkNumber, numberOption, parseArgs, parseIntervalUs, reportUsageError, sourceOption, UsageError, type OptionSpec, type ParsedArgs } from './args';
+import { readProcStat } from './proc-stat';
 
 const HELP = `Usage: jouletrace serve [options]
 
@@ -24,7 +25,8 @@ Options:
   --host HOST          address to listen on (default 127.0.0.1; 0.0.0.0 exposes it to the network)
   --port N             port (default 9464)
   --pid N              attribute energy to process N (repeatable; one sampler per pid, each
-                       tracking that process's threads: eBPF, else procfs)
+                       tracking that process's threads: eBPF, else procfs). Once N exits, its
+                       figures stay as they were (one line on stderr)
   --source NAME        energy source: ${SOURCE_NAMES.join(', ')} (default auto)
   --interval T         sampling period: milliseconds, or with a unit (500us, 10ms, 1s);
                        50us to 1s (default 10ms)
@@ -111,7 +113,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
       const s = new Sampler({ source: node.source, intervalUs, pid });
       samplers.push(s);
       s.start();
-      return { pid, command: commandOf(pid), tracker: new EnergyTracker(s) };
+      return { pid, command: commandOf(pid), start: readProcStat(pid)?.start, sampler: s, tracker: new EnergyTracker(s), exited: false };
     });
     if (trackers.length > 0) {
       new Counter({
@@ -122,6 +124,18 @@ export async function serveCommand(argv: string[]): Promise<number> {
         collect() {
           this.reset();
           for (const t of trackers) {
+            if (!t.exited) {
+              // Gone (or a zombie, or its pid reused): its figures stay as they were, rather than
+              // go on charging the baseline and the rest of the machine to a process that is not
+              // there. Read once more, then its sampler closes.
+              const st = readProcStat(t.pid);
+              if (st === null || st.state === 'Z' || st.start !== t.start) {
+                t.tracker.read();
+                t.sampler.close();
+                t.exited = true;
+                process.stderr.write(`jouletrace serve: process ${t.pid} (${t.command}) exited; its figures stay as they were at its exit\n`);
+              }
+            }
             const parts = t.tracker.read().parts;
             if (!parts) continue;
             for (const part of ['process', 'baseline', 'other'] as const) {

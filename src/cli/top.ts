@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import { Sampler, type SamplerOptions } from '../sampler';
 import { choiceOption, numberOption, parseArgs, reportUsageError, sourceOption, UsageError, type OptionSpec } from './args';
 import { colorEnabled, fit, fmtJoules, fmtWatts, paint } from './format';
+import { readProcStat } from './proc-stat';
 
 const HELP = `Usage: jouletrace top [--pid N] [options]
 
@@ -79,16 +80,8 @@ function readAllProcesses(): Map<number, ProcessTicks> {
   const out = new Map<number, ProcessTicks>();
   for (const ent of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(ent)) continue;
-    try {
-      const s = fs.readFileSync(`/proc/${ent}/stat`, 'utf8');
-      const open = s.indexOf('(');
-      const close = s.lastIndexOf(')');
-      const f = s.slice(close + 2).split(' ');
-      // After the comm: state(0) ppid(1) ... utime(11) stime(12) ... starttime(19)
-      out.set(Number(ent), { name: s.slice(open + 1, close), ticks: Number(f[11]) + Number(f[12]), start: Number(f[19]) });
-    } catch {
-      // gone between readdir and read
-    }
+    const st = readProcStat(ent); // null: gone between readdir and read
+    if (st) out.set(Number(ent), { name: st.name, ticks: st.ticks, start: st.start });
   }
   return out;
 }
