@@ -37,6 +37,13 @@ export class Monotonic {
     return delta;
   }
 
+  /** The sum of the last readings of keys not in `keep`: what those keys had reached. */
+  lastOutside(keep: Set<string>): number {
+    let sum = 0;
+    for (const [k, v] of this.#last) if (!keep.has(k)) sum += v;
+    return sum;
+  }
+
   /** Forgets the last reading of keys not in `keep` (exited threads), keeping their totals. */
   retain(keep: Set<string>): void {
     for (const k of this.#last.keys()) if (!keep.has(k)) this.#last.delete(k);
@@ -136,8 +143,9 @@ export class EnergyTracker {
     try {
       totals = this.sampler.totals();
     } catch {
-      if (this.#lastReading) return this.#lastReading;
-      throw new Error('jouletrace: the sampler is closed');
+      // Closed: the last figures read, or, closed before any read, none (a scrape of a shared
+      // registry must not fail for it, nor an OpenTelemetry collection).
+      return this.#lastReading ?? { run: 0n, timeNs: 0n, domains: [], machine: 0, parts: null, estimated: this.estimated };
     }
     this.#acc.beginRun(totals.startNs);
     let machine = 0;
@@ -190,11 +198,15 @@ export class EnergyTracker {
       if (named.size >= top) break;
       if (t.joules > 0) named.add(t.name);
     }
-    const seen = new Set<string>();
+    const seen = new Set<string>(threads.map((t) => String(t.tid)));
+    // Threads gone from the list since the last read were folded into the "(exited threads)"
+    // entry (tid 0; the sampler keeps 4096 exited threads): their energy, counted already under
+    // their own tids, is in that entry's increase too, and comes off it.
+    const folded = this.#threadAcc.lastOutside(seen);
     for (const t of threads) {
       const key = String(t.tid);
-      seen.add(key);
-      const delta = this.#threadAcc.update(key, t.joules);
+      const raw = this.#threadAcc.update(key, t.joules);
+      const delta = t.tid === 0 ? Math.max(0, raw - folded) : raw;
       const series = named.has(t.name) ? t.name : 'other';
       this.#threadNames.set(series, (this.#threadNames.get(series) ?? 0) + delta);
     }

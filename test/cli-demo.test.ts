@@ -307,6 +307,22 @@ describe('renderReport', () => {
     expect(renderReport({ ...base, estimated: true })).toContain('power (W), estimated');
   });
 
+  it('draws records whatever their energy: none measured, some unmeasured, and a long run', () => {
+    const rec = (label: string, joules: number) => ({ label, joules, t: 1, durationMs: 1 });
+    // No record above 0 J (every request unmeasured, or all 0 J): the axis loop ran forever.
+    const none = renderReport({ ...base, records: [rec('/a', NaN), rec('/a', 0), rec('/b', null as unknown as number)] });
+    expect(none).toContain('No span in this run has a measured energy above 0 J.');
+    // One unmeasured record among measured ones: left out of the row's figures, and counted.
+    const some = renderReport({ ...base, records: [1, 2, 3, 4].map((j) => rec('/r', j * 1e-3)).concat([rec('/r', NaN)]) });
+    expect(some).not.toContain('NaN');
+    expect(some).toContain('n=4, mean 2.50 mJ, 1 unmeasured');
+    // 8 h at 200 ms, two domains: Math.max(...values) overflowed the call stack.
+    const n = 144_000;
+    const time = Array.from({ length: n }, (_, i) => (i + 1) * 0.2);
+    const long = renderReport({ ...base, domains: ['package-0', 'dram-0'], time, watts: [time.map(() => 10), time.map(() => 2)] });
+    expect(long).toContain('<section id="power">');
+  });
+
   it('picks round tick values', () => {
     expect(niceTicks(0, 23.7, 5)).toEqual([0, 5, 10, 15, 20, 25]);
     expect(niceTicks(0, 1, 4)).toEqual([0, 0.25, 0.5, 0.75, 1]);

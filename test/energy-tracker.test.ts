@@ -1,7 +1,8 @@
 // The accumulation behind the exporters' counters: cumulative readings that restart at every
 // sampler start() become totals that never go down.
 import { describe, expect, it } from 'vitest';
-import { Monotonic, PowerWindow, type EnergyReading } from '../src/energy-tracker';
+import { EnergyTracker, Monotonic, PowerWindow, type EnergyReading } from '../src/energy-tracker';
+import type { Sampler } from '../src/sampler';
 
 describe('Monotonic', () => {
   it('adds each increase within a run and starts afresh from zero at a new run id', () => {
@@ -78,5 +79,48 @@ describe('PowerWindow', () => {
     expect(w.update(reading(t0, t0 + S / 5n, 3)).get('package:0')).toBeCloseTo(12);
     // 0.5 s after the last window: (7.2 − 1.2) J / 0.5 s.
     expect(w.update(reading(t0, t0 + (6n * S) / 10n, 7.2)).get('package:0')).toBeCloseTo(12);
+  });
+});
+
+describe('EnergyTracker', () => {
+  // A sampler as the tracker reads it: threads() as the native side lists them, where the oldest
+  // exited threads are folded into one '(exited threads)' entry with tid 0.
+  function fakeSampler(threads: () => Array<{ tid: number; name: string; joules: number }>, closed = () => false) {
+    const live = () => {
+      if (closed()) throw new Error('closed');
+    };
+    return {
+      domains: [{ domain: 'package', package: 0, estimated: false }],
+      stats: () => ({ threads: { backend: 'bpf' } }),
+      totals: () => (live(), { startNs: 1n, timeNs: 2n, readings: [{ domain: 'package', package: 0, joules: 100, estimated: false }] }),
+      attribution: () => (live(), { process: 10, baseline: 20, other: 70 }),
+      threads: () => (live(), threads()),
+    } as unknown as Sampler;
+  }
+
+  it('counts energy once when exited threads are folded into "(exited threads)"', () => {
+    let list = [
+      { tid: 11, name: 'worker', joules: 3 },
+      { tid: 12, name: 'worker', joules: 4 },
+      { tid: 13, name: 'main', joules: 5 },
+    ];
+    const t = new EnergyTracker(fakeSampler(() => list));
+    const named = new Set<string>();
+    expect(Object.fromEntries(t.readThreads(10, named))).toEqual({ worker: 7, main: 5 });
+    // 11 and 12 exited and were folded (7 J, plus 1 J that 12 spent before it exited).
+    list = [
+      { tid: 13, name: 'main', joules: 6 },
+      { tid: 0, name: '(exited threads)', joules: 8 },
+    ];
+    const r = Object.fromEntries(t.readThreads(10, named));
+    expect(r).toEqual({ worker: 7, main: 6, '(exited threads)': 1 });
+    expect(Object.values(r).reduce((a, b) => a + b, 0)).toBe(14); // 8 J of exited threads and 6 J of main, once
+  });
+
+  it('reads as empty, not an error, when its sampler was closed before any read', () => {
+    let closed = false;
+    const t = new EnergyTracker(fakeSampler(() => [], () => closed));
+    closed = true;
+    expect(t.read()).toMatchObject({ domains: [], machine: 0, parts: null });
   });
 });

@@ -87,13 +87,21 @@ function legend(items: Array<{ label: string; color: string }>): string {
     .join('')}</div>`;
 }
 
+// The largest of `values` and `floor`, by a loop: spread into Math.max, a long run's samples
+// (about 150,000 and more) overflow the call stack.
+function maxOf(values: readonly number[], floor: number): number {
+  let m = floor;
+  for (const v of values) if (v > m) m = v;
+  return m;
+}
+
 function empty(message: string): string {
   return `<p class="empty">${esc(message)}</p>`;
 }
 
 function powerChart(d: ReportData): string {
   if (d.time.length < 2) return empty('Too few samples to draw power over time.');
-  const max = Math.max(...d.watts.flat(), 0.001);
+  const max = d.watts.reduce((m, series) => maxOf(series, m), 0.001);
   const f = frame(0, d.time[d.time.length - 1], 0, max * 1.05, 'time (s)', `power (W)${d.estimated ? ', estimated' : ''}`);
   const parts = [...f.svg];
   d.watts.forEach((series, k) => {
@@ -110,7 +118,7 @@ function powerChart(d: ReportData): string {
 
 function threadChart(d: ReportData): string {
   if (d.threads.length === 0 || d.time.length < 2) return empty('No thread tracking in this run (threads: off), so no per-thread energy.');
-  const n = Math.min(d.time.length, ...d.threads.map((t) => t.joules.length));
+  const n = d.threads.reduce((m, t) => Math.min(m, t.joules.length), d.time.length);
   const dt = (i: number) => d.time[i] - (i > 0 ? d.time[i - 1] : 0);
   // Watts per thread per interval, stacked.
   const stacks: number[][] = [];
@@ -120,7 +128,7 @@ function threadChart(d: ReportData): string {
     stacks.push(next);
     acc = next;
   }
-  const max = Math.max(...acc, 0.001);
+  const max = maxOf(acc, 0.001);
   const f = frame(0, d.time[n - 1], 0, max * 1.05, 'time (s)', `attributed power (W)${d.estimated ? ', estimated' : ''}`);
   const parts = [...f.svg];
   const xs = d.time.slice(0, n).map((t) => f.x(t).toFixed(1));
@@ -150,17 +158,23 @@ function quantile(sorted: number[], q: number): number {
 
 function distributionChart(d: ReportData): string {
   if (d.records.length === 0) return empty(`No ${d.recordKind}s were recorded in this run.`);
+  // Unmeasured records (NaN joules, null once saved as JSON) are counted per row, not plotted.
   const groups = new Map<string, number[]>();
+  const unmeasured = new Map<string, number>();
   for (const r of d.records) {
-    const g = groups.get(r.label) ?? [];
-    g.push(r.joules);
-    groups.set(r.label, g);
+    if (!groups.has(r.label)) groups.set(r.label, []);
+    if (typeof r.joules === 'number' && Number.isFinite(r.joules)) groups.get(r.label)!.push(r.joules);
+    else unmeasured.set(r.label, (unmeasured.get(r.label) ?? 0) + 1);
   }
   const labels = [...groups.keys()].sort();
-  const all = d.records.map((r) => r.joules).filter((j) => j > 0);
-  // Per-request energies span decades (a cheap route beside an expensive one): log scale.
-  const lo = Math.log10(Math.max(Math.min(...all, Infinity), 1e-9));
-  const hi = Math.log10(Math.max(...all, 1e-9));
+  // Per-request energies span decades (a cheap route beside an expensive one): log scale, over
+  // the positive ones (a loop: spread into Math.min, hundreds of thousands overflow the stack).
+  let min = Infinity;
+  let max = 0;
+  for (const g of groups.values()) for (const j of g) if (j > 0) (min = Math.min(min, j)), (max = Math.max(max, j));
+  if (max === 0) return empty(`No ${d.recordKind} in this run has a measured energy above 0 J.`);
+  const lo = Math.log10(Math.max(min, 1e-9));
+  const hi = Math.log10(Math.max(max, 1e-9));
   const dLo = Math.floor(lo);
   const dHi = Math.max(Math.ceil(hi), dLo + 1);
   const rowH = Math.max(36, Math.min(70, (H - M.t - M.b) / labels.length));
@@ -174,29 +188,32 @@ function distributionChart(d: ReportData): string {
   }
   labels.forEach((label, k) => {
     const js = groups.get(label)!.slice().sort((a, b) => a - b);
+    const missing = unmeasured.get(label) ?? 0;
     const cy = M.t + rowH * k + rowH / 2;
     const color = PALETTE[k % PALETTE.length];
-    // Every record as a short tick, jittered deterministically so dense rows stay readable.
-    const dots = js.map((j, i) => {
-      const jitter = (((i * 2654435761) >>> 0) % 1000) / 1000 - 0.5;
-      const cx = x(j);
-      const yy = cy + jitter * rowH * 0.5;
-      return `M${(cx - 1.5).toFixed(1)},${(yy - 1.5).toFixed(1)}h3v3h-3Z`;
-    });
-    parts.push(`<path class="data dots" fill="${color}" d="${dots.join('')}"/>`);
-    const p50 = quantile(js, 0.5);
-    const p25 = quantile(js, 0.25);
-    const p75 = quantile(js, 0.75);
-    const p99 = quantile(js, 0.99);
-    parts.push(
-      `<rect class="box" x="${x(p25).toFixed(1)}" y="${(cy - rowH * 0.3).toFixed(1)}" width="${Math.max(1, x(p75) - x(p25)).toFixed(1)}" height="${(rowH * 0.6).toFixed(1)}"/>`,
-    );
-    parts.push(`<line class="median" x1="${x(p50).toFixed(1)}" x2="${x(p50).toFixed(1)}" y1="${(cy - rowH * 0.35).toFixed(1)}" y2="${(cy + rowH * 0.35).toFixed(1)}"/>`);
-    parts.push(`<line class="p99" x1="${x(p99).toFixed(1)}" x2="${x(p99).toFixed(1)}" y1="${(cy - rowH * 0.25).toFixed(1)}" y2="${(cy + rowH * 0.25).toFixed(1)}"/>`);
+    if (js.length > 0) {
+      // Every record as a short tick, jittered deterministically so dense rows stay readable.
+      const dots = js.map((j, i) => {
+        const jitter = (((i * 2654435761) >>> 0) % 1000) / 1000 - 0.5;
+        const cx = x(j);
+        const yy = cy + jitter * rowH * 0.5;
+        return `M${(cx - 1.5).toFixed(1)},${(yy - 1.5).toFixed(1)}h3v3h-3Z`;
+      });
+      parts.push(`<path class="data dots" fill="${color}" d="${dots.join('')}"/>`);
+      const p50 = quantile(js, 0.5);
+      const p25 = quantile(js, 0.25);
+      const p75 = quantile(js, 0.75);
+      const p99 = quantile(js, 0.99);
+      parts.push(
+        `<rect class="box" x="${x(p25).toFixed(1)}" y="${(cy - rowH * 0.3).toFixed(1)}" width="${Math.max(1, x(p75) - x(p25)).toFixed(1)}" height="${(rowH * 0.6).toFixed(1)}"/>`,
+      );
+      parts.push(`<line class="median" x1="${x(p50).toFixed(1)}" x2="${x(p50).toFixed(1)}" y1="${(cy - rowH * 0.35).toFixed(1)}" y2="${(cy + rowH * 0.35).toFixed(1)}"/>`);
+      parts.push(`<line class="p99" x1="${x(p99).toFixed(1)}" x2="${x(p99).toFixed(1)}" y1="${(cy - rowH * 0.25).toFixed(1)}" y2="${(cy + rowH * 0.25).toFixed(1)}"/>`);
+    }
     const mean = js.reduce((a, b) => a + b, 0) / js.length;
     parts.push(`<text class="row-label" x="${left - 10}" y="${(cy - 3).toFixed(1)}" text-anchor="end">${esc(label)}</text>`);
     parts.push(
-      `<text class="row-sub" x="${left - 10}" y="${(cy + 12).toFixed(1)}" text-anchor="end">n=${js.length}, mean ${fmtJ(mean)}</text>`,
+      `<text class="row-sub" x="${left - 10}" y="${(cy + 12).toFixed(1)}" text-anchor="end">n=${js.length}, ${js.length > 0 ? `mean ${fmtJ(mean)}` : 'none measured'}${missing > 0 ? `, ${missing} unmeasured` : ''}</text>`,
     );
   });
   parts.push(`<line class="axis" x1="${left}" x2="${W - M.r}" y1="${height - M.b}" y2="${height - M.b}"/>`);
@@ -240,8 +257,8 @@ function proportionalityChart(d: ReportData): string {
   }
   void binStart;
   if (points.length < 2) return empty('Too few one-second bins for the proportionality curve.');
-  const xMax = Math.max(...points.map((p) => p.x), 1e-3);
-  const yMax = Math.max(...points.map((p) => p.y), 1e-3);
+  const xMax = points.reduce((m, p) => Math.max(m, p.x), 1e-3);
+  const yMax = points.reduce((m, p) => Math.max(m, p.y), 1e-3);
   const xTitle = useRecords ? `throughput (${d.recordKind}s per second)` : 'throughput proxy: CPU cores kept busy by the tracked threads';
   const f = frame(0, xMax * 1.05, 0, yMax * 1.1, xTitle, `power (W)${d.estimated ? ', estimated' : ''}`);
   const parts = [...f.svg];
