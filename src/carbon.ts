@@ -6,7 +6,7 @@
 //   { gramsPerKwh: 380 }      a fixed figure
 //   { provider: async () => n, ttlMs }   a live provider (e.g. an Electricity Maps client),
 //                             called at most once per ttlMs, its last good answer cached
-import { invalidRange, invalidType } from './errors';
+import { checkIntegerInRange, checkKnownKeys, invalidRange, invalidType } from './errors';
 
 /** Joules in one kilowatt-hour. */
 export const JOULES_PER_KWH = 3.6e6;
@@ -98,6 +98,12 @@ export class CarbonIntensity {
     if (options === null || typeof options !== 'object') {
       throw invalidType('options', '{ country } | { gramsPerKwh } | { provider }', options);
     }
+    // One way to know the intensity: given two, one would be ignored without a word.
+    const ways = (['country', 'gramsPerKwh', 'provider'] as const).filter((k) => k in options);
+    if (ways.length > 1) throw new TypeError(`options: give one of country, gramsPerKwh and provider, not ${ways.join(' and ')}`);
+    if (ways.length === 1) {
+      checkKnownKeys('options', options as unknown as Record<string, unknown>, ways[0] === 'provider' ? ['provider', 'ttlMs', 'fallbackGramsPerKwh'] : ways);
+    }
     if ('country' in options) {
       this.#value = gridIntensity(options.country);
       this.source = `country:${options.country.toUpperCase()}`;
@@ -110,7 +116,7 @@ export class CarbonIntensity {
       if (typeof options.provider !== 'function') throw invalidType('options.provider', 'a function', options.provider);
       this.#provider = options.provider;
       this.#ttlMs =
-        options.ttlMs === undefined ? 15 * 60_000 : checkIntensity('options.ttlMs', options.ttlMs);
+        options.ttlMs === undefined ? 15 * 60_000 : checkIntegerInRange('options.ttlMs', options.ttlMs, 1, 7 * 86_400_000);
       this.#value =
         options.fallbackGramsPerKwh === undefined
           ? null
@@ -159,6 +165,28 @@ export class CarbonIntensity {
       return this.#value;
     })();
     return this.#inflight;
+  }
+
+  /**
+   * For scrapes, which a provider taking its full 10 s would hold past Prometheus's default
+   * scrape timeout: the intensity known now (the provider's last answer, or the fallback), while
+   * a refresh that is due goes on and serves the next reading. Only when none is known yet does
+   * it wait for the provider, at most `waitMs`.
+   */
+  async within(waitMs: number, now = Date.now()): Promise<number | null> {
+    const refreshed = this.get(now);
+    if (this.#value !== null) return this.#value;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<null>((resolve) => {
+      timer = setTimeout(() => resolve(null), waitMs);
+      timer.unref();
+    });
+    try {
+      const first = await Promise.race([refreshed.then((v) => ({ v })), late]);
+      return first === null ? this.#value : first.v;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Grams CO2e for `joules` at the intensity now known (null when none is known yet). */

@@ -79,6 +79,8 @@ export interface EnergyReading {
   /** Cumulative attributed joules (primary domains), when thread tracking is on. */
   parts: { process: number; baseline: number; other: number } | null;
   estimated: boolean;
+  /** Whether the sampler was running at this reading. */
+  running: boolean;
 }
 
 /**
@@ -91,15 +93,30 @@ export class PowerWindow {
   readonly #minWindowNs: bigint;
   #prev: { timeNs: bigint; joules: Map<string, number> } | null = null;
   #last = new Map<string, number>();
+  #run: bigint | undefined;
+  // The accumulated joules of the reading before this one.
+  #seen = new Map<string, number>();
 
   constructor(minWindowNs = 500_000_000n) {
     this.#minWindowNs = minWindowNs;
   }
 
-  /** Watts per domain key as of this reading; none until the sampler has run for a while. */
+  /**
+   * Watts per domain key as of this reading; none until the sampler has run for a while, and
+   * none while it is stopped (a figure from before would stand for a time nothing was measured).
+   */
   update(r: EnergyReading): ReadonlyMap<string, number> {
     // Never started: its times are 0, and a window from 0 would span the machine's uptime.
     if (r.run === 0n) return this.#last;
+    if (!r.running) {
+      this.#last = new Map();
+      return this.#last;
+    }
+    // A new run (stop() and start() since): its window starts at its start, from the energy
+    // counted before it, not across the time the sampler stood stopped.
+    if (this.#prev !== null && r.run !== this.#run) this.#prev = { timeNs: r.run, joules: this.#seen };
+    this.#run = r.run;
+    this.#seen = new Map(r.domains.map((d) => [d.key, d.joules]));
     this.#prev ??= { timeNs: r.run, joules: new Map(r.domains.map((d) => [d.key, 0])) };
     const dtNs = r.timeNs - this.#prev.timeNs;
     if (dtNs >= this.#minWindowNs || (this.#last.size === 0 && dtNs > 0n)) {
@@ -145,7 +162,8 @@ export class EnergyTracker {
     } catch {
       // Closed: the last figures read, or, closed before any read, none (a scrape of a shared
       // registry must not fail for it, nor an OpenTelemetry collection).
-      return this.#lastReading ?? { run: 0n, timeNs: 0n, domains: [], machine: 0, parts: null, estimated: this.estimated };
+      if (this.#lastReading) return { ...this.#lastReading, running: false };
+      return { run: 0n, timeNs: 0n, domains: [], machine: 0, parts: null, estimated: this.estimated, running: false };
     }
     this.#acc.beginRun(totals.startNs);
     let machine = 0;
@@ -172,7 +190,7 @@ export class EnergyTracker {
         parts = this.#lastReading?.parts ?? null;
       }
     }
-    this.#lastReading = { run: totals.startNs, timeNs: totals.timeNs, domains, machine, parts, estimated: this.estimated };
+    this.#lastReading = { run: totals.startNs, timeNs: totals.timeNs, domains, machine, parts, estimated: this.estimated, running: this.sampler.running };
     return this.#lastReading;
   }
 

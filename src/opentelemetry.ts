@@ -19,7 +19,7 @@ import {
 } from '@opentelemetry/api';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { checkObject, invalidType } from './errors';
+import { checkBoolean, checkKnownKeys, checkObject, invalidType } from './errors';
 import { packageRoot } from './native';
 import { EnergyTracker, PowerWindow } from './energy-tracker';
 import { subscribe, type RequestSource } from './settled-feed';
@@ -106,6 +106,8 @@ function isOtelSpan(x: unknown): x is Span {
  */
 export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOptions = {}): OpenTelemetryHandle {
   const opts = checkObject('options', options) as OpenTelemetryOptions;
+  checkKnownKeys('options', opts as Record<string, unknown>, ['meterProvider', 'meter', 'requests', 'traces', 'tracer']);
+  if (opts.traces !== undefined) checkBoolean('options.traces', opts.traces);
   if (sampler === null || typeof sampler !== 'object' || typeof (sampler as Sampler).totals !== 'function') {
     throw invalidType('sampler', 'a Sampler', sampler);
   }

@@ -72,6 +72,10 @@ export interface PrometheusMetrics {
   close(): void;
 }
 
+// How long a scrape waits for a carbon intensity provider before it goes on with the last
+// answer (its call goes on, for the next scrape).
+const SCRAPE_WAIT_MS = 1000;
+
 // Label names of jouletrace's own metrics (and prom-client's `le`): a constant label of the
 // same name would be overwritten on some series and not others.
 const RESERVED_LABELS = ['domain', 'package', 'source', 'part', 'thread', 'label', 'method', 'route', 'status_code', 'quantile', 'threads', 'interval_seconds', 'scope', 'intensity_source', 'estimated', 'le'];
@@ -372,7 +376,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
         registers: [building],
         async collect() {
           const r = read();
-          const intensity = await carbon.get();
+          const intensity = await carbon.within(SCRAPE_WAIT_MS);
           const scopes: Array<[string, number]> = [['machine', r.machine]];
           if (r.parts) scopes.push(['process', r.parts.process]);
           for (const [scope, joules] of scopes) {
@@ -397,7 +401,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
         labelNames: [...constNames, 'intensity_source'],
         registers: [building],
         async collect() {
-          const v = await carbon.get();
+          const v = await carbon.within(SCRAPE_WAIT_MS);
           this.reset();
           if (v !== null) this.set({ ...constLabels, intensity_source: carbon.source }, v);
         },

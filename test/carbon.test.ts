@@ -54,6 +54,13 @@ describe('CarbonIntensity', () => {
     expect(c.grams(5000)).toBeCloseTo(1, 12);
     expect(() => new CarbonIntensity({ gramsPerKwh: -1 })).toThrow(RangeError);
     expect(() => new CarbonIntensity({} as never)).toThrow(TypeError);
+    // Two ways at once: one would be ignored (country won, the fixed figure was dropped).
+    expect(() => new CarbonIntensity({ country: 'FRA', gramsPerKwh: 900 } as never)).toThrow(
+      'options: give one of country, gramsPerKwh and provider, not country and gramsPerKwh',
+    );
+    expect(() => new CarbonIntensity({ gramsPerKwh: 900, ttl: 5 } as never)).toThrow('Unknown option options.ttl; known options are: gramsPerKwh');
+    expect(() => new CarbonIntensity({ provider: () => 1, ttlMs: -5 })).toThrow(/options\.ttlMs/);
+    expect(() => new CarbonIntensity({ provider: () => 1, ttlMs: -5 })).not.toThrow(/gCO2e/);
   });
 
   it('caches an async provider for ttlMs, keeps the last good answer on failure', async () => {
@@ -113,7 +120,31 @@ describe('CarbonIntensity', () => {
     expect(c.current()).toBe(50);
   });
 
-  it('gives up on a provider that does not answer within 10 s, so scrapes never hang', async () => {
+  it('lets a scrape wait for a provider at most as long as it says, then answers what it knows', async () => {
+    vi.useFakeTimers();
+    try {
+      let answer: (v: number) => void = () => {};
+      const c = new CarbonIntensity({ fallbackGramsPerKwh: 300, provider: () => new Promise<number>((r) => (answer = r)) });
+      // A figure known (the fallback): no wait at all, while the provider is asked.
+      expect(await c.within(1000, 0)).toBe(300);
+      answer(55); // the call went on: its answer serves the next scrape
+      await vi.advanceTimersByTimeAsync(0);
+      expect(await c.within(1000, 1)).toBe(55);
+      // None known yet: it waits for the provider, at most as long as it says.
+      const hung = new CarbonIntensity({ provider: () => new Promise<number>(() => {}) });
+      const first = hung.within(1000, 0);
+      let done = false;
+      void first.then(() => (done = true));
+      await vi.advanceTimersByTimeAsync(999);
+      expect(done).toBe(false);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(await first).toBe(null); // not the 10 s a hung provider would hold it
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('gives up on a provider that does not answer within 10 s', async () => {
     vi.useFakeTimers();
     try {
       const c = new CarbonIntensity({ fallbackGramsPerKwh: 300, provider: () => new Promise<number>(() => {}) });

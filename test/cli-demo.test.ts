@@ -273,6 +273,32 @@ describe('ReportCollector', () => {
       sampler.close();
     }
   });
+
+  it('keeps power positive across a sampler stop() and start(), and stops quietly after close()', async () => {
+    const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'off' });
+    try {
+      sampler.start();
+      const collector = new ReportCollector(sampler, { periodMs: 50 });
+      const points = async (n: number) => {
+        for (let i = 0; i < n; i++) {
+          await new Promise((r) => setTimeout(r, 30));
+          collector.poll();
+        }
+      };
+      await points(4);
+      sampler.stop();
+      sampler.start(); // its totals start again from 0
+      await points(4);
+      sampler.close();
+      expect(() => collector.stop()).not.toThrow();
+      const w = collector.data().watts[0];
+      expect(w.length).toBeGreaterThanOrEqual(7);
+      // The model never reads below its idle power: a restart read -113 W here.
+      expect(Math.min(...w)).toBeGreaterThan(0);
+    } finally {
+      sampler.close();
+    }
+  });
 });
 
 describe('renderReport', () => {

@@ -59,13 +59,14 @@ describe('Monotonic', () => {
 });
 
 describe('PowerWindow', () => {
-  const reading = (run: bigint, timeNs: bigint, joules: number): EnergyReading => ({
+  const reading = (run: bigint, timeNs: bigint, joules: number, running = true): EnergyReading => ({
     run,
     timeNs,
     domains: [{ domain: 'package', package: 0, joules, estimated: false, key: 'package:0' }],
     machine: joules,
     parts: null,
     estimated: false,
+    running,
   });
   const S = 1_000_000_000n;
 
@@ -79,6 +80,17 @@ describe('PowerWindow', () => {
     expect(w.update(reading(t0, t0 + S / 5n, 3)).get('package:0')).toBeCloseTo(12);
     // 0.5 s after the last window: (7.2 − 1.2) J / 0.5 s.
     expect(w.update(reading(t0, t0 + (6n * S) / 10n, 7.2)).get('package:0')).toBeCloseTo(12);
+  });
+
+  it('shows no power while the sampler is stopped, and measures a new run from its start', () => {
+    const w = new PowerWindow(S / 2n);
+    const t0 = 100n * S;
+    expect(w.update(reading(t0, t0 + S, 12)).get('package:0')).toBeCloseTo(12);
+    // Stopped at t0 + 1 s: the accumulated joules stand still, and so would 12 W.
+    expect(w.update(reading(t0, t0 + S, 12, false)).size).toBe(0);
+    // Started again at t0 + 10 s; 1 s later 12 J more: 12 W, not 12 J over the 10 s since the last window.
+    const t1 = t0 + 10n * S;
+    expect(w.update(reading(t1, t1 + S, 24)).get('package:0')).toBeCloseTo(12);
   });
 });
 

@@ -242,5 +242,7 @@ describe('registerOpenTelemetry', () => {
     expect(m.has('hw.energy')).toBe(true);
     expect(m.get('jouletrace.process.energy')?.dataPoints ?? []).toHaveLength(0);
     expect(() => registerOpenTelemetry({} as never)).toThrow(TypeError);
+    expect(() => registerOpenTelemetry({ totals() {} } as never, { meterprovider: {} } as never)).toThrow('Unknown option options.meterprovider');
+    expect(() => registerOpenTelemetry({ totals() {} } as never, { traces: 'false' } as never)).toThrow(/options\.traces/);
   });
 });

@@ -37,6 +37,11 @@ export class ReportCollector {
   #timer: NodeJS.Timeout | undefined;
   #startNs: bigint | undefined;
   #lastTimeNs = -1n;
+  // The sampler's totals start afresh at each start(): the run read last, its last readings, and
+  // what earlier runs add, so that the energy series stays cumulative across stop()/start().
+  #run: bigint | undefined;
+  #runJoules: number[] = [];
+  #before: number[] = [];
   readonly #time: number[] = [];
   readonly #joules: number[][] = [];
   readonly #threadPolls: Array<Map<string, ThreadPoint>> = [];
@@ -81,8 +86,11 @@ export class ReportCollector {
     if (totals.timeNs === this.#lastTimeNs) return;
     this.#lastTimeNs = totals.timeNs;
     this.#startNs ??= totals.startNs;
+    if (this.#run !== undefined && totals.startNs !== this.#run) this.#before = this.#runJoules.map((j, i) => j + (this.#before[i] ?? 0));
+    this.#run = totals.startNs;
+    this.#runJoules = totals.readings.map((r) => r.joules);
     this.#time.push(Number(totals.timeNs - this.#startNs) / 1e9);
-    this.#joules.push(totals.readings.map((r) => r.joules));
+    this.#joules.push(this.#runJoules.map((j, i) => j + (this.#before[i] ?? 0)));
     if (this.#hasThreads) {
       const m = new Map<string, ThreadPoint>();
       for (const t of this.#sampler.threads()) {
@@ -96,7 +104,11 @@ export class ReportCollector {
   stop(): this {
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = undefined;
-    this.poll();
+    try {
+      this.poll();
+    } catch {
+      // The sampler was closed first: what was collected stands.
+    }
     return this;
   }
 
