@@ -108,15 +108,17 @@ export class PowerWindow {
   update(r: EnergyReading): ReadonlyMap<string, number> {
     // Never started: its times are 0, and a window from 0 would span the machine's uptime.
     if (r.run === 0n) return this.#last;
+    // A new run (stop() and start() since): its window starts at its start, from the energy
+    // counted before it (a reading while stopped included), not across the time it stood stopped.
+    const newRun = this.#prev !== null && r.run !== this.#run;
+    const before = this.#seen;
+    this.#run = r.run;
+    this.#seen = new Map(r.domains.map((d) => [d.key, d.joules]));
     if (!r.running) {
       this.#last = new Map();
       return this.#last;
     }
-    // A new run (stop() and start() since): its window starts at its start, from the energy
-    // counted before it, not across the time the sampler stood stopped.
-    if (this.#prev !== null && r.run !== this.#run) this.#prev = { timeNs: r.run, joules: this.#seen };
-    this.#run = r.run;
-    this.#seen = new Map(r.domains.map((d) => [d.key, d.joules]));
+    if (newRun) this.#prev = { timeNs: r.run, joules: before };
     this.#prev ??= { timeNs: r.run, joules: new Map(r.domains.map((d) => [d.key, 0])) };
     const dtNs = r.timeNs - this.#prev.timeNs;
     if (dtNs >= this.#minWindowNs || (this.#last.size === 0 && dtNs > 0n)) {

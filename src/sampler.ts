@@ -306,9 +306,6 @@ function normalizeSamplerOptions(options: unknown): Record<string, unknown> {
     if (normalized.followChildren && normalized.threads !== 'bpf' && normalized.threads !== 'auto') {
       throw new TypeError("options.followChildren needs threads: 'bpf'");
     }
-    // Only eBPF follows children: the default must not fall back to procfs, which would track
-    // none of them without a word; it fails with eBPF's own error instead.
-    if (normalized.followChildren && normalized.threads === 'auto') normalized.threads = 'bpf';
   }
   if (opts.repairSwitchIns !== undefined) {
     normalized.repairSwitchIns = checkOneOf('options.repairSwitchIns', opts.repairSwitchIns, REPAIR_SWITCH_INS);

@@ -212,14 +212,12 @@ describeBpf('attribution with the eBPF backend', () => {
     expect(b.hashRefs).toBe(0);
   });
 
-  it('without CAP_BPF: threads "bpf" names the missing capability, the default falls back to procfs (not with followChildren)', async () => {
+  it('without CAP_BPF: threads "bpf" names the missing capability, the default falls back to procfs', async () => {
     const script = `
       const { Sampler } = require(${JSON.stringify(path.join(root, 'dist/cjs/index.js'))});
       const out = {};
       try { new Sampler({ source: 'model', threads: 'bpf' }); out.bpf = 'opened'; }
       catch (e) { out.bpf = { code: e.code, message: e.message }; }
-      try { new Sampler({ source: 'model', followChildren: true }); out.follow = 'opened'; }
-      catch (e) { out.follow = { code: e.code, message: e.message }; }
       const s = new Sampler({ source: 'model' });
       out.fallback = s.stats().threads;
       s.start(); setTimeout(() => { s.stop(); out.threads = s.threads().length; console.log(JSON.stringify(out)); s.close(); }, 30);`;
@@ -228,8 +226,6 @@ describeBpf('attribution with the eBPF backend', () => {
     expect(out.bpf.code).toBe('EPERM');
     expect(out.bpf.message).toMatch(/^threads: 'bpf': /);
     expect(out.bpf.message).toMatch(/CAP_BPF/);
-    // followChildren: procfs cannot follow children, so no fall back to it, but eBPF's error.
-    expect(out.follow).toEqual(out.bpf);
     expect(out.fallback.backend).toBe('procfs');
     expect(out.fallback.fallbackReason).toMatch(/CAP_BPF/);
     expect(out.fallback.fallbackReason).toMatch(/using procfs/);

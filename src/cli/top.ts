@@ -259,7 +259,7 @@ export async function topCommand(argv: string[]): Promise<number> {
     if (json) {
       out.write(JSON.stringify(lastFrame) + '\n');
     } else if (tty) {
-      const lines = renderFrame(lastFrame, out.columns || 80, out.rows || 24, color) // 0 x 0: a terminal that does not say;
+      const lines = renderFrame(lastFrame, out.columns || 80, out.rows || 24, color); // 0 x 0: a terminal that does not say
       out.write('\x1b[H' + lines.map((l) => l + '\x1b[K').join('\r\n') + '\x1b[J');
     } else {
       // Plain blocks separated by one blank line: no padding, no key help.
