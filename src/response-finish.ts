@@ -179,8 +179,10 @@ function noteWatched(req: IncomingMessage, end: End): void {
 export function watchedFor(req: IncomingMessage, end: End): boolean {
   const socket = req.socket as TaggedSocket | null;
   const c = socket?.[KEY];
-  if (c === undefined || c.req === null) {
-    // A live connection's requests are all in its entry.
+  // An entry is a live connection's (a closed one's is cleared): its requests are all in it, and a
+  // kept-alive request finds that out with no look aside.
+  if (c !== undefined && c.req === null) return false;
+  if (c === undefined) {
     if (watchedAside === undefined || (socket instanceof SocketClass && !socket.destroyed)) return false;
     return watchedAside.get(req)?.includes(end) === true;
   }
