@@ -183,6 +183,27 @@ describe('Sampler against an emulated MSR', () => {
     expect(s.totals().readings[0].ticks).toBe(4242n);
   });
 
+  it('starts again after its counters sat unread across more than half a wrap', async () => {
+    // Between stop() and start() (or new Sampler() and start()) nothing reads the counters: at
+    // 200 W more than 11 minutes there moves them further than the restart check allows.
+    let pkg = 2 ** 32 - 1000;
+    emu = intelMsr(pkg);
+    const s = msrSampler(emu, { intervalUs: 1000 });
+    for (const used of [300, 700]) {
+      // 0.7 of a wrap, wrapping or not: read as a counter 0.3 of a wrap back.
+      pkg = (pkg + Math.round(0.7 * 2 ** 32)) % 2 ** 32;
+      emu.write(0, MSR.INTEL_PKG, pkg);
+      s.start();
+      await sleep(5);
+      pkg += used;
+      emu.write(0, MSR.INTEL_PKG, pkg);
+      await sleep(10);
+      s.stop();
+      expect(s.totals().readings[0].ticks).toBe(BigInt(used));
+    }
+    expect(s.stats().timing.readErrors).toBe(0);
+  });
+
   it('overwrite-oldest keeps the newest samples and counts the overwritten', async () => {
     emu = intelMsr(1);
     const s = msrSampler(emu, { intervalUs: 500, ringCapacity: 16, onOverflow: 'overwrite-oldest' });

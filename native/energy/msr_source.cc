@@ -91,6 +91,10 @@ class MsrSource final : public EnergySource {
     return firstErr;
   }
 
+  void rebase() override {
+    for (auto& c : counters_) c.wrap.rebase();
+  }
+
   std::vector<UniqueFd> fds_;
   std::vector<Counter> counters_;
   std::vector<Plan> plans_;

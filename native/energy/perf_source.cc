@@ -40,6 +40,10 @@ class PerfSource final : public EnergySource {
     }
     return firstErr;
   }
+  void rebase() override {
+    for (auto& e : events_) e.wrap.rebase();
+  }
+
   std::vector<Event> events_;
   std::vector<Domain>& mutableDomains() { return domains_; }
 };

@@ -55,6 +55,10 @@ class PowercapSource final : public EnergySource {
     }
     return firstErr;
   }
+  void rebase() override {
+    for (auto& z : zones_) z.wrap.rebase();
+  }
+
   std::vector<Zone> zones_;
   std::vector<Domain>& mutableDomains() { return domains_; }
 };

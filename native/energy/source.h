@@ -75,6 +75,12 @@ class EnergySource {
   // Must not allocate: it runs on the sampler thread at up to 10 kHz.
   virtual int read(DomainReading* out) = 0;
 
+  // The next read() takes each counter's value as its new reference, adding nothing for the
+  // time since the last read; totals stay. A sampler calls it before a run's first read: a
+  // counter left unread across a stop() for more than half its wrap period would otherwise
+  // read as one that started again (ERANGE).
+  virtual void rebase() {}
+
  protected:
   std::vector<Domain> domains_;
 };

@@ -20,13 +20,19 @@ class WrapCounter {
     primed_ = true;
   }
 
+  // The next value becomes the reference and adds nothing; the total so far stays. For a
+  // counter that sat unread for longer than the half wrap update() can tell from a restart
+  // (between a sampler's stop() and its next start()), whose energy meanwhile nobody asked for.
+  void rebase() { primed_ = false; }
+
   // Feeds a new raw value. false: the counter started again (it went backwards by more than a
   // wrap allows); nothing is added, the next values count from this one, and the caller reports
   // the read as failed rather than a jump of up to a whole wrap (262 kJ for a 2^32 counter of
   // 61 µJ units) or zero without a word.
   bool update(uint64_t raw) {
     if (!primed_) {
-      reset(raw);
+      last_ = raw;
+      primed_ = true;
       return true;
     }
     bool moved = true;

@@ -151,6 +151,7 @@ bool Sampler::start(SamplerError* err) {
   seq_ = 0;
 
   // Reference readings, taken here so totals() is defined from the moment start() returns.
+  source_->rebase();
   int rc = source_->read(readings_.data());
   if (rc != 0) {
     err->code = errnoName(-rc);
