@@ -813,13 +813,14 @@ export class Sampler {
     const opts = checkObject('options', options);
     const durationMs =
       opts.durationMs === undefined ? 2000 : checkIntegerInRange('options.durationMs', opts.durationMs, 200, 600_000);
-    const wasRunning = this.#handle.running();
-    if (!wasRunning) this.#handle.start();
+    const ownRun = !this.#handle.running();
+    if (ownRun) this.start();
     // Each window must see new samples: at least two sampling intervals long.
     const windowMs = Math.max(Math.min(100, durationMs / 2), (2 * this.#intervalUs) / 1000);
     const windows = Math.max(2, Math.floor(durationMs / windowMs));
     const best: number[] = this.domains.map(() => Infinity);
     let prev = this.#handle.totals();
+    const ownStartNs = prev.startNs;
     const t0 = performance.now();
     for (let w = 0; w < windows; w++) {
       await new Promise((r) => setTimeout(r, windowMs));
@@ -835,8 +836,8 @@ export class Sampler {
       prev = cur;
     }
     const tookMs = Math.round(performance.now() - t0);
-    // The run it started, unless the caller stopped it meanwhile.
-    if (!wasRunning && this.#handle.running()) this.#handle.stop();
+    // The run it started, unless the caller stopped it meanwhile (and maybe started their own).
+    if (ownRun && this.#handle.running() && this.#handle.totals().startNs === ownStartNs) this.stop();
     if (best.some((w) => !Number.isFinite(w))) {
       // Not a 0 W baseline said to be measured: the sampler was stopped or closed meanwhile.
       throw new JouletraceError('ERR_JOULETRACE_NOT_STARTED', 'calibrateBaseline(): no sample arrived during the calibration (was the sampler stopped meanwhile?)');

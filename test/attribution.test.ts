@@ -329,6 +329,13 @@ describe('attribution API', () => {
     const r2 = await own;
     expect(r2.watts[0].watts).toBeGreaterThan(12 * 0.95);
     expect(s.running).toBe(false);
+    // Stopped and started again by the caller meanwhile: that run is the caller's, left running.
+    const mine = s.calibrateBaseline({ durationMs: 400 });
+    await new Promise((r) => setTimeout(r, 150));
+    s.stop();
+    s.start();
+    await mine;
+    expect(s.running).toBe(true);
   });
 
   it('calibrateBaseline() waits for samples when the interval is longer than its windows, never a 0 W baseline', async () => {
