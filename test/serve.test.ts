@@ -1,5 +1,7 @@
 // `jouletrace serve`: the host agent's /metrics, per-pid attribution, arguments, and shutdown.
 import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { serveCommand } from '../src/cli/serve';
 import { freePort } from './fixtures/prometheus-server';
@@ -19,28 +21,46 @@ function parse(text: string): Map<string, number> {
   return out;
 }
 
+const scrape = async (port: number) => parse(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text());
+
+// Starts serve on a free port and waits until /metrics answers; stop() is its SIGTERM (serve's own
+// handler: the test runner's are left alone).
+async function startServe(args: string[]) {
+  const port = await freePort();
+  const before = new Set(process.listeners('SIGTERM'));
+  const done = serveCommand(['--port', String(port), ...args]);
+  let body = '';
+  for (let i = 0; i < 100 && !body; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    try {
+      const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+      if (res.ok) body = await res.text();
+    } catch {
+      // not listening yet
+    }
+  }
+  const added = () => process.listeners('SIGTERM').filter((l) => !before.has(l));
+  return {
+    port,
+    added,
+    stop: async () => {
+      expect(added()).toHaveLength(1);
+      (added()[0] as () => void)();
+      expect(await done).toBe(0);
+    },
+  };
+}
+
 describe('jouletrace serve', () => {
   it('serves machine energy and per-pid attribution on 127.0.0.1, and exits 0 on SIGTERM', async () => {
     // A process to watch: burns CPU until killed.
     const child = spawn(process.execPath, ['-e', 'for(;;){}'], { stdio: 'ignore' });
     cleanups.push(() => child.kill('SIGKILL'));
-    const port = await freePort();
     const stderr = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
-    const before = new Set(process.listeners('SIGTERM'));
-    const done = serveCommand(['--port', String(port), '--pid', String(child.pid), '--source', 'model', '--interval', '5', '--grams-per-kwh', '400']);
-    let body = '';
-    for (let i = 0; i < 100 && !body; i++) {
-      await new Promise((r) => setTimeout(r, 50));
-      try {
-        const res = await fetch(`http://127.0.0.1:${port}/metrics`);
-        if (res.ok) body = await res.text();
-      } catch {
-        // not listening yet
-      }
-    }
+    const { port, added, stop } = await startServe(['--pid', String(child.pid), '--source', 'model', '--interval', '5', '--grams-per-kwh', '400']);
     expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toContain(`http://127.0.0.1:${port}/metrics`);
     await new Promise((r) => setTimeout(r, 400));
-    const v = parse(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text());
+    const v = await scrape(port);
     const pkgKey = 'jouletrace_energy_joules_total{domain="package",package="0",source="model",estimated="true"}';
     const pkg = v.get(pkgKey)!;
     expect(pkg).toBeGreaterThan(0);
@@ -60,21 +80,39 @@ describe('jouletrace serve', () => {
     // baseline and the rest charged to a process that was gone), with one line on stderr.
     child.kill('SIGKILL');
     await new Promise((r) => child.once('exit', r));
-    await new Promise((r) => setTimeout(r, 50)); // reaped: /proc/<pid> gone
-    const atExit = parse(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text());
+    // Noticed without a scrape: series frozen at the exit, not at whenever the next scrape comes.
+    for (let i = 0; i < 40 && !stderr.mock.calls.some((c) => String(c[0]).includes('exited')); i++) await new Promise((r) => setTimeout(r, 50));
+    expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toContain(`jouletrace serve: process ${child.pid} (node) exited`);
+    const atExit = await scrape(port);
     await new Promise((r) => setTimeout(r, 300));
-    const later = parse(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text());
+    const later = await scrape(port);
     for (const p of ['process', 'baseline', 'other']) expect(later.get(key(p)), p).toBe(atExit.get(key(p)));
     expect(later.get(pkgKey)!).toBeGreaterThan(atExit.get(pkgKey)!); // the machine's energy goes on
     expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toContain(`jouletrace serve: process ${child.pid} (node) exited`);
 
-    // SIGTERM: serve's own handler (the test runner's are left alone).
-    const added = process.listeners('SIGTERM').filter((l) => !before.has(l));
-    expect(added).toHaveLength(1);
-    (added[0] as () => void)();
-    expect(await done).toBe(0);
+    await stop();
     await expect(fetch(`http://127.0.0.1:${port}/metrics`)).rejects.toThrow();
-    expect(process.listeners('SIGTERM').filter((l) => !before.has(l))).toHaveLength(0);
+    expect(added()).toHaveLength(0);
+  });
+
+  it('keeps watching a process whose main thread exited while another thread runs', async () => {
+    // The leader thread is a zombie; the process lives on in its other thread, spinning.
+    const code = 'import ctypes, threading\nthreading.Thread(target=lambda: [0 for _ in iter(int, 1)]).start()\nctypes.CDLL(None).pthread_exit(None)\n';
+    const child = spawn('python3', ['-c', code], { stdio: 'ignore' });
+    cleanups.push(() => child.kill('SIGKILL'));
+    // Python itself, past any wrapper (pyenv's shims are bash scripts that exec it).
+    const isPython = () => path.basename(fs.readlinkSync(`/proc/${child.pid}/exe`)).startsWith('python');
+    for (let i = 0; i < 250 && !isPython(); i++) await new Promise((r) => setTimeout(r, 20));
+    const stderr = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    const { port, stop } = await startServe(['--pid', String(child.pid), '--source', 'model', '--interval', '5']);
+    cleanups.push(stop);
+    await new Promise((r) => setTimeout(r, 1300)); // past the exit check's second
+    const comm = fs.readFileSync(`/proc/${child.pid}/comm`, 'utf8').trim(); // python3, python3.11, ...
+    const key = `jouletrace_process_energy_joules_total{pid="${child.pid}",command="${comm}",part="process",estimated="true"}`;
+    const first = (await scrape(port)).get(key)!;
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await scrape(port)).get(key)!).toBeGreaterThan(first);
+    expect(stderr.mock.calls.map((c) => String(c[0])).join('')).not.toContain('exited');
   });
 
   it('prints help and rejects bad arguments with exit code 2', async () => {

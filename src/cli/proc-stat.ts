@@ -26,3 +26,24 @@ export function readProcStat(pid: number | string): ProcStat | null {
   // After the name: state(0) ppid(1) ... utime(11) stime(12) ... starttime(19)
   return { name: s.slice(open + 1, close), state: f[0], ticks: Number(f[11]) + Number(f[12]), start: Number(f[19]) };
 }
+
+/**
+ * Whether the process started at `start` (ProcStat.start) is gone: no longer there, exited and
+ * not yet reaped, or its pid reused. A leader thread that exited while others run reads as a
+ * zombie too; the process lives on in those threads.
+ */
+export function processGone(pid: number, start: number | undefined): boolean {
+  const st = readProcStat(pid);
+  if (st === null || st.start !== start) return true;
+  if (st.state !== 'Z' && st.state !== 'X') return false;
+  let tids: string[];
+  try {
+    tids = fs.readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return true;
+  }
+  return !tids.some((tid) => {
+    const state = tid === String(pid) ? 'Z' : readProcStat(`${pid}/task/${tid}`)?.state;
+    return state !== undefined && state !== 'Z' && state !== 'X';
+  });
+}

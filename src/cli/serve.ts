@@ -8,7 +8,7 @@ import { registerMetrics } from '../prometheus';
 import { Sampler } from '../sampler';
 import { SOURCE_NAMES, type SourceName } from '../source-options';
 import { checkNumber, numberOption, parseArgs, parseIntervalUs, reportUsageError, sourceOption, UsageError, type OptionSpec, type ParsedArgs } from './args';
-import { readProcStat } from './proc-stat';
+import { processGone, readProcStat } from './proc-stat';
 
 const HELP = `Usage: jouletrace serve [options]
 
@@ -26,7 +26,8 @@ Options:
   --port N             port (default 9464)
   --pid N              attribute energy to process N (repeatable; one sampler per pid, each
                        tracking that process's threads: eBPF, else procfs). Once N exits, its
-                       figures stay as they were (one line on stderr)
+                       figures stay as they were at its exit (noticed within 1 s; one line on
+                       stderr)
   --source NAME        energy source: ${SOURCE_NAMES.join(', ')} (default auto)
   --interval T         sampling period: milliseconds, or with a unit (500us, 10ms, 1s);
                        50us to 1s (default 10ms)
@@ -96,7 +97,9 @@ export async function serveCommand(argv: string[]): Promise<number> {
     return reportUsageError('serve', HELP, e);
   }
   const samplers: Sampler[] = [];
+  let exitWatch: NodeJS.Timeout | undefined;
   const closeAll = () => {
+    clearInterval(exitWatch);
     for (const s of samplers.splice(0)) s.close();
   };
   const registry = new Registry();
@@ -115,7 +118,20 @@ export async function serveCommand(argv: string[]): Promise<number> {
       s.start();
       return { pid, command: commandOf(pid), start: readProcStat(pid)?.start, sampler: s, tracker: new EnergyTracker(s), exited: false };
     });
+    // A process gone (or a zombie, or its pid reused) keeps its figures as they were, rather than
+    // go on charging the baseline and the rest of the machine to a process that is not there:
+    // read once more, then its sampler closes. Looked at each second, and at each scrape.
+    const noticeExits = () => {
+      for (const t of trackers) {
+        if (t.exited || !processGone(t.pid, t.start)) continue;
+        t.tracker.read();
+        t.sampler.close();
+        t.exited = true;
+        process.stderr.write(`jouletrace serve: process ${t.pid} (${t.command}) exited; its figures stay as they were at its exit\n`);
+      }
+    };
     if (trackers.length > 0) {
+      exitWatch = setInterval(noticeExits, 1000).unref();
       new Counter({
         name: 'jouletrace_process_energy_joules_total',
         help: "Energy attributed to each watched process (part=process), the idle baseline and the rest, from that process's sampler; the parts add up to the machine's primary-domain energy.",
@@ -123,19 +139,8 @@ export async function serveCommand(argv: string[]): Promise<number> {
         registers: [registry],
         collect() {
           this.reset();
+          noticeExits();
           for (const t of trackers) {
-            if (!t.exited) {
-              // Gone (or a zombie, or its pid reused): its figures stay as they were, rather than
-              // go on charging the baseline and the rest of the machine to a process that is not
-              // there. Read once more, then its sampler closes.
-              const st = readProcStat(t.pid);
-              if (st === null || st.state === 'Z' || st.start !== t.start) {
-                t.tracker.read();
-                t.sampler.close();
-                t.exited = true;
-                process.stderr.write(`jouletrace serve: process ${t.pid} (${t.command}) exited; its figures stay as they were at its exit\n`);
-              }
-            }
             const parts = t.tracker.read().parts;
             if (!parts) continue;
             for (const part of ['process', 'baseline', 'other'] as const) {
