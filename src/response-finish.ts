@@ -42,10 +42,36 @@ class ConnectionRequests {
   token: unknown = undefined;
   end: End | null = null;
   more: Entry[] | null = null;
+  // The last request on it that ended, and the end callback it ended for: a request tracked
+  // again after its response finished (after an await) counts once. Fields here, not a mark on
+  // the request: a property added to every IncomingMessage costs a map transition, and more
+  // ends of it (pipelining, a second tracker) are rare enough for that.
+  doneReq: IncomingMessage | null = null;
+  doneEnd: End | null = null;
 }
 
 const KEY = Symbol('jouletrace.requestsInFlight');
 type TaggedSocket = net.Socket & { [KEY]?: ConnectionRequests };
+
+// On a request: the end callbacks it was watched for, once no live connection's entry holds it
+// (on a fake socket or a closed connection, or ended where the connection's entry has no room),
+// so that a request tracked again by the same tracker still counts once. One callback is kept
+// as it is: no allocation per request.
+const WATCHED = Symbol('jouletrace.watchedFor');
+type TaggedRequest = IncomingMessage & { [WATCHED]?: End | End[] };
+
+function noteWatched(req: IncomingMessage, end: End): void {
+  const r = req as TaggedRequest;
+  const w = r[WATCHED];
+  if (w === undefined) r[WATCHED] = end;
+  else if (typeof w === 'function') r[WATCHED] = [w, end];
+  else w.push(end);
+}
+
+function noted(req: IncomingMessage, end: End): boolean {
+  const w = (req as TaggedRequest)[WATCHED];
+  return w !== undefined && (w === end || (typeof w !== 'function' && w.includes(end)));
+}
 
 interface FinishMessage {
   request: IncomingMessage;
@@ -135,6 +161,7 @@ function onFinish(message: unknown): void {
     c.token = next ? next.token : undefined;
     c.end = next ? next.end : null;
     ended();
+    noteDone(c, m.request, end);
     callEnd(end, token, m.response.statusCode);
   }
   if (c.more === null || c.more.length === 0) return;
@@ -143,16 +170,30 @@ function onFinish(message: unknown): void {
     if (e.req !== m.request) rest.push(e);
     else {
       ended();
+      noteWatched(e.req, e.end);
       callEnd(e.end, e.token, m.response.statusCode);
     }
   }
   c.more = rest;
 }
 
+function noteDone(c: ConnectionRequests, req: IncomingMessage, end: End): void {
+  if (c.doneReq === req) {
+    noteWatched(req, end); // a second tracker's end
+    return;
+  }
+  // Not kept for the request it replaces: marking each one would cost every request what the
+  // fields save. Tracked again only after the next request on its connection finished too, a
+  // request counts twice.
+  c.doneReq = req;
+  c.doneEnd = end;
+}
+
 function onConnectionClose(this: TaggedSocket): void {
   const c = this[KEY];
   if (c === undefined) return;
   this[KEY] = undefined;
+  if (c.doneReq !== null) noteWatched(c.doneReq, c.doneEnd!);
   const open: Entry[] = c.more ?? [];
   if (c.req !== null) open.unshift({ req: c.req, res: c.res!, token: c.token, end: c.end! });
   for (const e of open) {
@@ -162,33 +203,16 @@ function onConnectionClose(this: TaggedSocket): void {
   }
 }
 
-// Requests watched other than through their connection's entry (fake sockets, whose listeners
-// watch them; connections closed), with their end callbacks, so that a request tracked again
-// after that still counts once. Created at the first: until then a server's requests look no
-// further than `undefined`.
-let watchedAside: WeakMap<IncomingMessage, End[]> | undefined;
-
-function noteWatched(req: IncomingMessage, end: End): void {
-  watchedAside ??= new WeakMap();
-  const ends = watchedAside.get(req);
-  if (ends === undefined) watchedAside.set(req, [end]);
-  else ends.push(end);
-}
-
 /** Whether watchResponse() already watches req for this end callback (req tracked again). */
 export function watchedFor(req: IncomingMessage, end: End): boolean {
   const socket = req.socket as TaggedSocket | null;
   const c = socket?.[KEY];
-  // An entry is a live connection's (a closed one's is cleared): its requests are all in it, and a
-  // kept-alive request finds that out with no look aside.
-  if (c !== undefined && c.req === null) return false;
-  if (c === undefined) {
-    if (watchedAside === undefined || (socket instanceof SocketClass && !socket.destroyed)) return false;
-    return watchedAside.get(req)?.includes(end) === true;
-  }
+  // An entry is a live connection's (a closed one's is cleared), holding its requests in flight.
+  if (c === undefined) return noted(req, end);
+  if (c.req === null) return (c.doneReq === req && c.doneEnd === end) || noted(req, end);
   if (c.req === req && c.end === end) return true;
   if (c.more !== null) for (const e of c.more) if (e.req === req && e.end === end) return true;
-  return false;
+  return (c.doneReq === req && c.doneEnd === end) || noted(req, end); // ended, with others in flight
 }
 
 /**
@@ -211,6 +235,9 @@ export function watchResponse(req: IncomingMessage, res: ServerResponse, token: 
   if (res.writableEnded && res.writableFinished) {
     // Tracked once its response had finished (after an await): the finish message has been and
     // gone; waiting for the connection's close would record it as 499, whenever that comes.
+    const c = socket[KEY];
+    if (c !== undefined) noteDone(c, req, end);
+    else noteWatched(req, end);
     callEnd(end, token, res.statusCode);
     return;
   }

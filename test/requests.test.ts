@@ -804,7 +804,7 @@ describeBpf('request ends', () => {
     }
   });
 
-  it('a request tracked after its response finished ends at once; tracked again after its client left, it still counts once', async () => {
+  it('a request tracked after its response finished ends at once and counts once however often it is tracked; tracked again after its client left, it still counts once', async () => {
     const { sampler, tracker, records } = setup();
     const mw = energyMiddleware(tracker);
     const app = express();
@@ -814,9 +814,16 @@ describeBpf('request ends', () => {
     app.get('/gone', (_req, res) => void res.send('late'));
     const base = await serve((req, res) => {
       if (req.url === '/gone') return void app(req, res);
+      if (req.url === '/both') trackRequest(tracker, req, res, '/both');
       res.statusCode = 202;
       res.end('y');
-      res.on('finish', () => setImmediate(() => trackRequest(tracker, req, res, '/after')));
+      // Tracked (again) once the response finished: once more counts nothing.
+      res.on('finish', () =>
+        setImmediate(() => {
+          trackRequest(tracker, req, res, '/after');
+          trackRequest(tracker, req, res, '/after');
+        }),
+      );
     });
     sampler.start();
     const c = await connect(base);
@@ -825,6 +832,10 @@ describeBpf('request ends', () => {
     await until(() => records.length === 1);
     expect(records.map((r) => [r.route, r.statusCode])).toEqual([['/after', 202]]);
     expect(tracker.inFlight).toBe(0);
+    c.write('GET /both HTTP/1.1\r\nHost: x\r\n\r\n');
+    await until(() => records.length === 2);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(records.map((r) => [r.route, r.statusCode])).toEqual([['/after', 202], ['/both', 202]]);
     const c2 = await connect(base);
     c2.write('GET /gone HTTP/1.1\r\nHost: x\r\n\r\n');
     await new Promise((r) => setTimeout(r, 20));
@@ -834,6 +845,7 @@ describeBpf('request ends', () => {
     c.destroy();
     expect(records.map((r) => [r.route, r.statusCode])).toEqual([
       ['/after', 202],
+      ['/both', 202],
       ['(unmatched)', 499],
     ]);
   });
