@@ -75,7 +75,7 @@ describe('procfs thread tracker on an emulated /proc', () => {
     const tick = 1e9 / hz;
     expect(s0.cpus).toEqual([
       { busyNs: 15 * tick, idleNs: 103 * tick },
-      { busyNs: 27 * tick, idleNs: 50 * tick },
+      { busyNs: 25 * tick, idleNs: 52 * tick }, // steal is idle: the kernel keeps it out of thread times
     ]);
     // Threads present at open are counted from open, not from their birth.
     expect(find(s0, PID)).toMatchObject({ tgid: PID, onCpuNs: 0, name: 'main', exited: false });
@@ -95,7 +95,7 @@ describe('procfs thread tracker on an emulated /proc', () => {
     ]);
     const s2 = tracker.snapshot();
     expect(s2.cpus[0].idleNs).toBe(103 * tick);
-    expect(s2.cpus[1].busyNs).toBe(28 * tick);
+    expect(s2.cpus[1].busyNs).toBe(26 * tick);
     expectMonotonic(s1, s2);
 
     // The helper exits after running 2 ms more; a new thread appears.

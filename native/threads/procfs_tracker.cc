@@ -253,8 +253,11 @@ void ProcfsTracker::readCpus(std::vector<CpuTimes>& cpus) {
         for (int i = 0; i < 8; i++) f[i] = strtoull(p, &p, 10);
         if (cpu >= 0 && cpu < ncpu_) {
           CpuTimes& last = lastCpu_[size_t(cpu)];
-          uint64_t busy = (f[0] + f[1] + f[2] + f[5] + f[6] + f[7]) * nsPerTick_;
-          uint64_t idle = (f[3] + f[4]) * nsPerTick_;
+          // Steal (the hypervisor running another guest) is not busy time: the kernel keeps it
+          // out of thread times, so as busy it sent that share of each interval to "other", and
+          // the model source's estimate, which counts it as idle, did not cover it either.
+          uint64_t busy = (f[0] + f[1] + f[2] + f[5] + f[6]) * nsPerTick_;
+          uint64_t idle = (f[3] + f[4] + f[7]) * nsPerTick_;
           // iowait is known to go backwards on some kernels: never report less than before.
           last.busyNs = std::max(last.busyNs, busy);
           last.idleNs = std::max(last.idleNs, idle);
