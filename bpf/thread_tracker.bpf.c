@@ -373,8 +373,17 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 #else
 	__u8 one = 1;
 
-	/* A new thread shares its parent's tgid and is picked up at its first switch. */
-	if (ptgid == ctgid || !is_tracked(ptgid))
+	if (!is_tracked(ptgid))
+		return 0;
+	/* A new thread of a tracked process gets its ref now, as in the task-storage build. Left
+	 * to its first switch, a thread whose switch-in goes unreported (see handle_runtime) and
+	 * that exits before a tick would have none: its final switch adds no ref
+	 * (REF_ADD_UNLESS_EXITING), and its time would go unseen and uncounted. */
+	if (ptgid == ctgid) {
+		tid_ref(child, REF_ADD);
+		return 0;
+	}
+	if (!follow_children)
 		return 0;
 	/* Full (1,024 followed processes alive at once): that process goes untracked, counted. */
 	if (bpf_map_update_elem(&tracked_tgids, &ctgid, &one, BPF_ANY))

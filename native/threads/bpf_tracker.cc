@@ -464,10 +464,6 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
       // that every thread is either listed or seen forking.
       bpf_program__set_autoattach(skel_->progs.seed_refs, false);
       bpf_program__set_autoattach(skel_->progs.handle_fork, false);
-    } else if (!opts.followChildren) {
-      // The compatibility build needs the fork hook only to follow children; without it
-      // nothing fires per fork. (The task-storage build gives new threads their refs there.)
-      e = bpf_program__set_autoload(skel_->progs.handle_fork, false);
     }
     if (e) return fail(err, e, "configuring the programs", log);
     const bool repair = configureRepairHook(withRepair);
