@@ -8,38 +8,15 @@ cd "$(dirname "$0")/.."
 
 say() { printf 'jouletrace setup: %s\n' "$*" >&2; }
 
-# command → Debian package that provides it
-declare -A CMD_PKG=(
-  [clang]=clang [llvm-strip]=llvm [pkg-config]=pkg-config [make]=make [g++]=g++
-  [python3]=python3 [bpftool]=bpftool [capsh]=libcap2-bin
-  # test-time tools: tmux drives `jouletrace top` in a pseudo-terminal; chromium renders reports
-  [tmux]=tmux [chromium]=chromium
-  [promtool]=prometheus  # the observability tests run a real Prometheus and `promtool test rules`
-)
-# header → Debian package
-declare -A HDR_PKG=(
-  [/usr/include/bpf/libbpf.h]=libbpf-dev [/usr/include/libelf.h]=libelf-dev [/usr/include/zlib.h]=zlib1g-dev
-)
-
-missing=()
-for c in "${!CMD_PKG[@]}"; do
-  if ! command -v "$c" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$c" ]; then missing+=("${CMD_PKG[$c]}"); fi
-done
-for h in "${!HDR_PKG[@]}"; do
-  [ -e "$h" ] || missing+=("${HDR_PKG[$h]}")
-done
-
+# shellcheck source=scripts/system-packages.sh
+source scripts/system-packages.sh
+missing_packages all
 if [ "${#missing[@]}" -gt 0 ]; then
-  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing system packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >&2
-    # Ubuntu ships bpftool in linux-tools rather than a package of its own.
-    if printf '%s\n' "${missing[@]}" | grep -qx bpftool && ! apt-cache show bpftool >/dev/null 2>&1; then
-      missing=("${missing[@]/bpftool/linux-tools-common}")
-      missing+=("linux-tools-$(uname -r)")
-    fi
+    apt_names
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
   else
     say "missing system packages: ${missing[*]}"

@@ -30,8 +30,8 @@ export function invalidRange(option: string, expected: string, value: unknown): 
 /** An Error with a machine-readable `code`, as Node's own errors carry. */
 export class JouletraceError extends Error {
   readonly code: string;
-  constructor(code: string, message: string) {
-    super(message);
+  constructor(code: string, message: string, cause?: unknown) {
+    super(message, cause === undefined ? undefined : { cause });
     this.name = 'JouletraceError';
     this.code = code;
   }

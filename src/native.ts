@@ -30,15 +30,51 @@ export function native(): NativeBinding {
     cached = load(packageRoot());
     return cached;
   } catch (e) {
-    const cause = e instanceof Error ? e.message : String(e);
-    loadError = new JouletraceError(
-      'ERR_JOULETRACE_NATIVE_LOAD',
-      `jouletrace: the native addon could not be loaded (${cause}).\n` +
-        'Fix: build it with `npm rebuild jouletrace` (needs clang, libbpf-dev, libelf-dev, zlib1g-dev, ' +
-        'pkg-config, bpftool, make, g++, python3: `sudo apt-get install clang llvm libbpf-dev libelf-dev ' +
-        'zlib1g-dev pkg-config bpftool make g++ python3`), or install a release that ships a prebuilt binary ' +
-        'for this platform (prebuilds/linux-x64).',
-    );
+    loadError = nativeLoadError(e);
     throw loadError;
   }
+}
+
+// What `npm rebuild jouletrace` compiles with. bpftool has no package of its own on Ubuntu.
+const BUILD_PACKAGES = 'clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config make g++ python3';
+const BPFTOOL_HINT = 'and bpftool (Debian: bpftool; Ubuntu: linux-tools-common linux-tools-$(uname -r))';
+// Runtime libraries the addon links against, by soname.
+const RUNTIME_PACKAGES: Record<string, string> = {
+  'libbpf.so.1': 'libbpf1',
+  'libelf.so.1': 'libelf1 (libelf1t64 on Debian 13 and Ubuntu 24.04)',
+  'libz.so.1': 'zlib1g',
+};
+
+/**
+ * The error for an addon that did not load, with the fix for the cause at hand: not built, a
+ * shared library missing, or built for another Node. The loader's own message (node-gyp-build's
+ * spans lines) stays on `cause`.
+ */
+export function nativeLoadError(e: unknown): JouletraceError {
+  const cause = e instanceof Error ? e.message : String(e);
+  const oneLine = cause.replace(/\s*\n\s*/g, ' ').trim();
+  const rebuild =
+    'Fix: build it with `npm rebuild jouletrace`, which compiles it and needs ' +
+    `\`sudo apt-get install ${BUILD_PACKAGES}\` ${BPFTOOL_HINT}.`;
+  let message: string;
+  const library = /([\w.+-]+\.so(?:\.[\w.]+)?): cannot open shared object file/.exec(cause);
+  if (/^No native build was found/.test(cause)) {
+    message =
+      `the native addon is not built for this platform (${process.platform}-${process.arch}, ` +
+      `Node ${process.versions.node}, ABI ${process.versions.modules}): no build/Release and no matching prebuild. ` +
+      rebuild;
+  } else if (library) {
+    const soname = library[1];
+    const pkg = RUNTIME_PACKAGES[soname];
+    message =
+      `the native addon needs the shared library ${soname}, which is not installed. ` +
+      (pkg ? `Fix: \`sudo apt-get install ${pkg}\`.` : `Fix: install the package that provides ${soname}.`);
+  } else if (/NODE_MODULE_VERSION|undefined symbol|invalid ELF header|wrong ELF class/.test(cause)) {
+    message =
+      `the native addon was built for another Node.js or platform (${oneLine}). ` +
+      rebuild.replace('build it', 'rebuild it');
+  } else {
+    message = `the native addon could not be loaded (${oneLine}). ${rebuild}`;
+  }
+  return new JouletraceError('ERR_JOULETRACE_NATIVE_LOAD', message, e);
 }

@@ -6,6 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
+import { nativeLoadError } from '../src/native';
 
 const run = promisify(execFile);
 const root = path.join(__dirname, '..');
@@ -41,14 +42,55 @@ describe('native addon loader', () => {
     expect(JSON.parse(stdout)).toEqual({ ok: 'model' });
   });
 
-  it('explains how to fix a missing binary, naming the packages to install', async () => {
+  it('explains how to fix a missing binary, naming the platform and the packages to install', async () => {
     const d = installedCopy();
     const { stdout } = await run(process.execPath, ['-e', probeScript(d)]);
     const r = JSON.parse(stdout);
     expect(r.code).toBe('ERR_JOULETRACE_NATIVE_LOAD');
+    expect(r.message).toMatch(/^the native addon is not built for this platform \(linux-x64, Node \d+\.\d+\.\d+, ABI \d+\)/);
     expect(r.message).toMatch(/npm rebuild jouletrace/);
-    expect(r.message).toMatch(/libbpf-dev/);
-    expect(r.message).toMatch(/prebuilds\/linux-x64/);
+    expect(r.message).toMatch(/apt-get install clang llvm libbpf-dev libelf-dev zlib1g-dev/);
+    expect(r.message).toMatch(/Ubuntu: linux-tools-common/);
+    // One line: node-gyp-build's own multi-line message stays on error.cause.
+    expect(r.message).not.toMatch(/\n|loaded from/);
+  });
+
+  it('names a missing shared library and its package, from the loader\'s real error', async () => {
+    // The addon as built, but needing a libbpf soname no system has: dlopen fails as it does
+    // where libbpf1 is not installed.
+    const d = installedCopy();
+    const pre = path.join(d, 'prebuilds', `${process.platform}-${process.arch}`);
+    fs.mkdirSync(pre, { recursive: true });
+    const elf = fs.readFileSync(path.join(root, 'build/Release/jouletrace.node'));
+    const needed = Buffer.from('libbpf.so.1\0');
+    const at = elf.indexOf(needed);
+    expect(at).toBeGreaterThan(0);
+    elf.write('libbpf.so.7', at, 'latin1');
+    fs.writeFileSync(path.join(pre, 'jouletrace.napi.node'), elf);
+    const { stdout } = await run(process.execPath, ['-e', probeScript(d)]);
+    expect(JSON.parse(stdout)).toEqual({
+      code: 'ERR_JOULETRACE_NATIVE_LOAD',
+      message:
+        'the native addon needs the shared library libbpf.so.7, which is not installed. ' +
+        'Fix: install the package that provides libbpf.so.7.',
+    });
+
+    // The sonames the addon links against map to their Debian/Ubuntu packages.
+    const dlopen = (so: string) => new Error(`${so}: cannot open shared object file: No such file or directory`);
+    expect(nativeLoadError(dlopen('libbpf.so.1')).message).toMatch(/libbpf\.so\.1, .* `sudo apt-get install libbpf1`\.$/);
+    expect(nativeLoadError(dlopen('libelf.so.1')).message).toMatch(/apt-get install libelf1 \(libelf1t64 on Debian 13/);
+    expect(nativeLoadError(dlopen('libz.so.1')).message).toMatch(/apt-get install zlib1g`/);
+  });
+
+  it('tells a binary built for another Node from one that is missing, and keeps the cause', () => {
+    const cause = new Error(
+      "The module '/x/jouletrace.node'\nwas compiled against a different Node.js version using\nNODE_MODULE_VERSION 108. " +
+        'This version of Node.js requires\nNODE_MODULE_VERSION 115.',
+    );
+    const e = nativeLoadError(cause);
+    expect(e.message).toMatch(/^the native addon was built for another Node\.js or platform \(The module '\/x\/jouletrace\.node' was compiled against a different Node\.js version using NODE_MODULE_VERSION 108\. This version of Node\.js requires NODE_MODULE_VERSION 115\.\)\. Fix: rebuild it with `npm rebuild jouletrace`/);
+    expect(e.cause).toBe(cause);
+    expect(nativeLoadError('odd').message).toMatch(/^the native addon could not be loaded \(odd\)\. Fix: build it/);
   });
 
   it('serves ESM and CJS users the same module', async () => {

@@ -26,6 +26,10 @@ function help(): string {
     'Commands:',
     ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`),
     '',
+    'Options:',
+    '  -h, --help     this help',
+    '  -V, --version  the version of jouletrace',
+    '',
     'Run `jouletrace <command> --help` for its options.',
     '',
   ].join('\n');
@@ -33,9 +37,15 @@ function help(): string {
 
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
-  if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
+  if (command === '--help' || command === '-h' || command === 'help') {
     process.stdout.write(help());
-    return command === undefined ? 2 : 0;
+    return 0;
+  }
+  // No command is a usage error: the help goes where errors go, so `jouletrace | cmd` feeds
+  // cmd nothing it could take for output.
+  if (command === undefined) {
+    process.stderr.write(help());
+    return 2;
   }
   if (command === '--version' || command === '-V') {
     const pkg = JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version: string };

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs when `npm install jouletrace` found no prebuilt binary and could not compile the addon:
+# says which system packages are missing, if any, then fails the install as before.
+# shellcheck source=scripts/system-packages.sh
+source "${BASH_SOURCE[0]%/*}/system-packages.sh"
+missing_packages build
+say() { printf 'jouletrace: %s\n' "$*" >&2; }
+say "no prebuilt binary for $(node -p 'process.platform + "-" + process.arch + ", Node " + process.versions.node'), and compiling the addon failed (see above)."
+if [ "${#missing[@]}" -gt 0 ]; then
+  command -v apt-cache >/dev/null 2>&1 && apt_names
+  say "missing system packages: ${missing[*]}"
+  say "install them, then run the install again:  sudo apt-get install ${missing[*]}"
+else
+  say "the build packages are all installed; the compiler's output above says what failed."
+fi
+exit 1

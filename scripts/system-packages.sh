@@ -1,0 +1,45 @@
+# The Debian packages jouletrace needs, found missing by what they provide. Sourced by setup.sh
+# (everything: the build and the test tools) and install-failed.sh (the build only).
+
+# command → Debian package
+declare -A BUILD_CMD_PKG=(
+  [clang]=clang [llvm-strip]=llvm [pkg-config]=pkg-config [make]=make [g++]=g++
+  [python3]=python3 [bpftool]=bpftool
+)
+declare -A TEST_CMD_PKG=(
+  [capsh]=libcap2-bin  # the tests drop capabilities to check the unprivileged paths
+  # tmux drives `jouletrace top` in a pseudo-terminal; chromium renders reports
+  [tmux]=tmux [chromium]=chromium
+  [promtool]=prometheus  # the observability tests run a real Prometheus and `promtool test rules`
+)
+# header → Debian package
+declare -A BUILD_HDR_PKG=(
+  [/usr/include/bpf/libbpf.h]=libbpf-dev [/usr/include/libelf.h]=libelf-dev [/usr/include/zlib.h]=zlib1g-dev
+)
+
+# missing_packages build|all: sets the array `missing`, sorted, no repeats.
+missing_packages() {
+  local c h
+  missing=()
+  for c in "${!BUILD_CMD_PKG[@]}"; do
+    if ! command -v "$c" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$c" ]; then missing+=("${BUILD_CMD_PKG[$c]}"); fi
+  done
+  if [ "$1" = all ]; then
+    for c in "${!TEST_CMD_PKG[@]}"; do
+      if ! command -v "$c" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$c" ]; then missing+=("${TEST_CMD_PKG[$c]}"); fi
+    done
+  fi
+  for h in "${!BUILD_HDR_PKG[@]}"; do
+    [ -e "$h" ] || missing+=("${BUILD_HDR_PKG[$h]}")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u); fi
+}
+
+# Rewrites `missing` into names apt can install here: Ubuntu ships bpftool in linux-tools
+# rather than a package of its own. Needs apt's package lists (apt-get update on a fresh box).
+apt_names() {
+  if printf '%s\n' "${missing[@]}" | grep -qx bpftool && ! apt-cache show bpftool >/dev/null 2>&1; then
+    missing=("${missing[@]/bpftool/linux-tools-common}")
+    missing+=("linux-tools-$(uname -r)")
+  fi
+}

@@ -1,0 +1,46 @@
+// `jouletrace` with no command, --help, --version and an unknown command: the streams and exit
+// statuses that scripts rely on (usage errors on stderr with 2, asked-for output on stdout with 0).
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+const ROOT = path.join(__dirname, '..');
+const BIN = path.join(ROOT, 'bin/jouletrace.js');
+const cli = (...args: string[]) => spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 20_000 });
+
+describe('jouletrace command line', () => {
+  it('prints the help on stdout for --help, -h and help, listing every command and --version', () => {
+    for (const flag of ['--help', '-h', 'help']) {
+      const r = cli(flag);
+      expect(r.status).toBe(0);
+      expect(r.stderr).toBe('');
+      expect(r.stdout).toMatch(/^Usage: jouletrace <command> \[options\]/);
+      for (const c of ['probe', 'run', 'top', 'demo', 'serve']) expect(r.stdout).toMatch(new RegExp(`^  ${c} +\\S`, 'm'));
+      expect(r.stdout).toMatch(/-V, --version/);
+    }
+  });
+
+  it('treats no command as a usage error: the help on stderr, status 2', () => {
+    const r = cli();
+    expect(r.status).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/^Usage: jouletrace <command>/);
+  });
+
+  it('prints the package version for --version and -V', () => {
+    const { version } = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string };
+    for (const flag of ['--version', '-V']) {
+      const r = cli(flag);
+      expect(r.status).toBe(0);
+      expect(r.stdout).toBe(`${version}\n`);
+    }
+  });
+
+  it('names an unknown command and exits 2', () => {
+    const r = cli('sample');
+    expect(r.status).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/^jouletrace: unknown command "sample"\n\nUsage:/);
+  });
+});

@@ -1,0 +1,43 @@
+// What `npm install jouletrace` says when there is no prebuilt binary and the compile fails:
+// the missing build packages, by name, and a failed install.
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+const ROOT = path.join(__dirname, '..');
+
+function which(cmd: string): string | undefined {
+  const r = spawnSync('bash', ['-c', `command -v ${cmd}`], { encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.trim() : undefined;
+}
+
+describe('install-failed.sh', () => {
+  it('names the missing build packages and fails', () => {
+    // A PATH holding every build tool this machine has except clang and pkg-config.
+    const bin = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-path-'));
+    try {
+      for (const cmd of ['bash', 'node', 'sort', 'uname', 'apt-cache', 'llvm-strip', 'make', 'g++', 'python3', 'bpftool']) {
+        const at = which(cmd);
+        if (at) fs.symlinkSync(at, path.join(bin, cmd));
+      }
+      const r = spawnSync(path.join(bin, 'bash'), [path.join(ROOT, 'scripts/install-failed.sh')], {
+        encoding: 'utf8',
+        env: { PATH: bin },
+      });
+      expect(r.status).toBe(1);
+      expect(r.stderr).toMatch(/^jouletrace: no prebuilt binary for linux-x64, Node \d+\.\d+\.\d+, and compiling the addon failed/);
+      expect(r.stderr).toMatch(/missing system packages: clang pkg-config\n/);
+      expect(r.stderr).toMatch(/sudo apt-get install clang pkg-config\n/);
+    } finally {
+      fs.rmSync(bin, { recursive: true, force: true });
+    }
+  });
+
+  it('says so when every build package is there', () => {
+    const r = spawnSync('bash', [path.join(ROOT, 'scripts/install-failed.sh')], { encoding: 'utf8' });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/the build packages are all installed/);
+  });
+});
