@@ -7,6 +7,15 @@ import { RequestTracker, type RequestTrackerOptions } from './requests';
 import type { Sampler } from './sampler';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
+// `app.jouletrace`, typed for TypeScript users as Fastify plugins type their decorations.
+import type {} from 'fastify';
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The RequestTracker that fastifyEnergy feeds (decorated at registration). */
+    jouletrace: RequestTracker;
+  }
+}
+
 export interface FastifyEnergyOptions extends RequestTrackerOptions {
   /** The tracker to feed (share it with metrics); or give `sampler` and one is created. */
   tracker?: RequestTracker;

@@ -1366,7 +1366,7 @@ describeBpf('framework integrations', () => {
     fast.get('/y', async () => 'y');
     s2.start();
     expect((await fast.inject('/y')).statusCode).toBe(200);
-    const own = (fast as unknown as { jouletrace: RequestTracker }).jouletrace;
+    const own: RequestTracker = fast.jouletrace; // typed by the plugin's augmentation of FastifyInstance
     await fast.close();
     expect(() => own.start('GET', '/y')).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_CLOSED' }));
     s2.close();
