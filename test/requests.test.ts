@@ -47,6 +47,12 @@ async function load(base: string, targets: Array<{ path: string; count: number }
   return JSON.parse(stdout) as { status: Record<string, number>; ms: number };
 }
 
+// Records arrive once the sampler's intervals cover a request, at its next collection (every
+// 20 ms): on a loaded machine that can take longer than a fixed wait.
+async function recordsFor(records: unknown[], n: number, ms = 3000): Promise<void> {
+  for (const end = Date.now() + ms; records.length < n && Date.now() < end; ) await new Promise((r) => setTimeout(r, 10));
+}
+
 function listen(server: http.Server): Promise<string> {
   return new Promise((resolve) => {
     server.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(server.address() as AddressInfo).port}`));
@@ -88,7 +94,7 @@ describeBpf('requests on node:http (shared mode)', () => {
     sampler.start();
     const summary = await load(base, [{ path: '/cheap', count: 150 }, { path: '/expensive', count: 60 }], 3);
     const w = await sampler.settle(window);
-    await new Promise((r) => setTimeout(r, 30));
+    await recordsFor(records, 210);
     sampler.stop();
     expect(summary.status['200']).toBe(210);
     expect(records).toHaveLength(210);
@@ -977,7 +983,7 @@ describe('exact mode edges', () => {
     expect(channel.droppedEvents).toBeGreaterThan(dropped);
     const token = tracker.start('GET', '/x')!; // its callback span's begin finds the ring full
     tracker.end(token, 200);
-    await new Promise((r) => setTimeout(r, 30));
+    await recordsFor(records, 1);
     sampler.stop();
     expect(records).toHaveLength(1);
     expect(records[0].endNs).toBeGreaterThan(records[0].startNs);
@@ -996,7 +1002,7 @@ describe('exact mode edges', () => {
     const token = tracker.start('GET', '/noslot')!;
     tracker.end(token, 200);
     for (const h of held) sampler.end(h);
-    await new Promise((r) => setTimeout(r, 30));
+    await recordsFor(records, 1);
     sampler.stop();
     expect(records.map((r) => [r.route, r.incomplete])).toEqual([['/noslot', true]]);
   });
@@ -1059,7 +1065,7 @@ describeBpf('framework integrations', () => {
       ],
       2,
     );
-    await new Promise((r) => setTimeout(r, 30));
+    await recordsFor(records, 29);
     sampler.stop();
     const by = (route: string, status: number) => records.filter((r) => r.route === route && r.statusCode === status).length;
     expect(by('/users/:id', 200)).toBe(10);
@@ -1209,7 +1215,7 @@ describeBpf('framework integrations', () => {
     cleanups.push(() => new Promise((r) => server.close(r)));
     sampler.start();
     expect((await fetch(`${base}/items/3`)).status).toBe(200);
-    await new Promise((r) => setTimeout(r, 30));
+    await recordsFor(records, 1);
     sampler.stop();
     // Own properties added to a request Express re-prototyped cost V8 a map migration each
     // (about 1.4 µs here): the route and its mount path are kept beside the request.
@@ -1410,7 +1416,7 @@ describeBpf('framework integrations', () => {
     cleanups.push(() => app.close());
     sampler.start();
     await load(base, [{ path: '/items/1', count: 12 }, { path: '/missing', count: 3 }, { path: '/v1/orders/7', count: 2 }], 2);
-    await new Promise((r) => setTimeout(r, 30));
+    await recordsFor(records, 17);
     sampler.stop();
     expect(records.filter((r) => r.route === '/items/:id' && r.statusCode === 200)).toHaveLength(12);
     expect(records.filter((r) => r.route === '/v1/orders/:id' && r.statusCode === 200)).toHaveLength(2);
