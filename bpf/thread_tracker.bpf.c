@@ -85,12 +85,14 @@ struct {
 	__type(value, struct jt_task_ref);
 } task_refs SEC(".maps");
 #else
-/* Processes tracked besides targ_tgid: the ones forked while follow_children is on. */
+/* Processes tracked besides targ_tgid: the ones forked while follow_children is on, each with
+ * its threads alive (forked since, less those whose final switch was seen). The entry goes
+ * with the last of them, not with the group leader: threads outlive their leader. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1024);
 	__type(key, __u32);
-	__type(value, __u8);
+	__type(value, __u32);
 } tracked_tgids SEC(".maps");
 #endif
 
@@ -170,7 +172,7 @@ static __always_inline struct jt_task_ref *ref_of(struct task_struct *task, __u3
 	return tid_ref(task, add);
 }
 
-static __always_inline void ref_dead(struct jt_task_ref *r, __u32 tid)
+static __always_inline void ref_dead(struct jt_task_ref *r, __u32 tid, __u32 tgid)
 {
 	/* The storage goes with the task; until then it must not point at a slot given away. */
 	r->slot = 0;
@@ -194,14 +196,29 @@ static __always_inline struct jt_task_ref *ref_of(struct task_struct *task, __u3
 	return tid_ref(task, add);
 }
 
-static __always_inline void ref_dead(struct jt_task_ref *r, __u32 tid)
+/* One thread fewer in a followed process; its last one forgets the tgid, so that the table
+ * does not fill up and a process that reuses the number is not taken for ours. Threads of one
+ * process can exit on several CPUs at once (exit_group): the add is atomic, and the read after
+ * it may see 0 on two of them, whose deletes are both harmless. (A fetching add would say
+ * which one took it to 0, but needs Linux 5.12, and this build serves older kernels.) */
+static __always_inline void thread_gone(__u32 tgid)
+{
+	__u32 *live;
+
+	if (tgid == targ_tgid)
+		return;
+	live = bpf_map_lookup_elem(&tracked_tgids, &tgid);
+	if (!live)
+		return;
+	__sync_fetch_and_add(live, -1);
+	if (*(volatile __u32 *)live == 0)
+		bpf_map_delete_elem(&tracked_tgids, &tgid);
+}
+
+static __always_inline void ref_dead(struct jt_task_ref *r, __u32 tid, __u32 tgid)
 {
 	bpf_map_delete_elem(&tid_slot, &tid);
-	/* A followed child's group leader is gone: forget its tgid, so the table does not fill
-	 * up and a process that reuses the number is not taken for ours. A leader that exits
-	 * before its other threads takes them out of tracking with it (rare; this build only). */
-	if (tid != targ_tgid)
-		bpf_map_delete_elem(&tracked_tgids, &tid);
+	thread_gone(tgid);
 }
 #endif
 
@@ -339,7 +356,7 @@ int BPF_PROG(handle_switch, bool preempt, struct task_struct *prev, struct task_
 			seq_end(&t->seq);
 		}
 		if (dead)
-			ref_dead(pr, prev_pid);
+			ref_dead(pr, prev_pid, prev_tgid);
 	}
 
 	if (nr) {
@@ -371,23 +388,32 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	if (!bpf_task_storage_get(&task_refs, child, 0, BPF_LOCAL_STORAGE_GET_F_CREATE))
 		__sync_fetch_and_add(&dropped_threads, 1);
 #else
-	__u8 one = 1;
+	__u32 one = 1, *live = NULL;
 
-	if (!is_tracked(ptgid))
-		return 0;
-	/* A new thread of a tracked process gets its ref now, as in the task-storage build. Left
-	 * to its first switch, a thread whose switch-in goes unreported (see handle_runtime) and
-	 * that exits before a tick would have none: its final switch adds no ref
+	/* A new thread or process of a tracked one gets its ref now, as in the task-storage build.
+	 * Left to its first switch, a thread whose switch-in goes unreported (see handle_runtime)
+	 * and that exits before a tick would have none: its final switch adds no ref
 	 * (REF_ADD_UNLESS_EXITING), and its time would go unseen and uncounted. */
 	if (ptgid == ctgid) {
+		if (ctgid != targ_tgid) {
+			if (!follow_children)
+				return 0;
+			live = bpf_map_lookup_elem(&tracked_tgids, &ctgid);
+			if (!live)
+				return 0;
+			__sync_fetch_and_add(live, 1);
+		}
 		tid_ref(child, REF_ADD);
 		return 0;
 	}
-	if (!follow_children)
+	if (!follow_children || !is_tracked(ptgid))
 		return 0;
 	/* Full (1,024 followed processes alive at once): that process goes untracked, counted. */
-	if (bpf_map_update_elem(&tracked_tgids, &ctgid, &one, BPF_ANY))
+	if (bpf_map_update_elem(&tracked_tgids, &ctgid, &one, BPF_ANY)) {
 		__sync_fetch_and_add(&dropped_threads, 1);
+		return 0;
+	}
+	tid_ref(child, REF_ADD);
 #endif
 	return 0;
 }
@@ -419,7 +445,8 @@ static __always_inline void retire_slot(__u32 slot)
  * still the same thread's, now under the new tid: the slot's tid follows (handle_runtime checks
  * it), and where refs are kept by tid the ref moves from the old tid to the new one; left under
  * the old tid, the thread's stint in progress would never end, and its next switch would give it
- * a second slot. A followed process's entry, removed when its leader died, goes back.
+ * a second slot. In the compatibility build, a followed process whose leader's last switch
+ * will find no ref counts that thread gone now.
  */
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
@@ -427,6 +454,7 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	__u32 tid = p->pid, tgid = p->tgid, old = old_pid, idx;
 	struct jt_task_ref *r, *cur, moved;
 	struct jt_thread_slot *t;
+	bool leader_unseen = false;
 
 	if (old == tid || (!follow_children && tgid != targ_tgid))
 		return 0;
@@ -451,15 +479,15 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 		} else {
 			/* Over the leader's ref, if its last switch has not removed it yet: that
 			 * switch then finds no ref under its new (old) tid and makes none. */
+			leader_unseen = cur != NULL;
 			bpf_map_update_elem(&tid_slot, &tid, &moved, BPF_ANY);
 		}
 	}
 #if !JT_TASK_STORAGE
-	if (tgid != targ_tgid) {
-		__u8 one = 1;
-
-		bpf_map_update_elem(&tracked_tgids, &tgid, &one, BPF_ANY);
-	}
+	if (leader_unseen)
+		thread_gone(tgid);
+#else
+	(void)leader_unseen;
 #endif
 	if (!moved.slot)
 		return 0;

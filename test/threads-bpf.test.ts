@@ -441,6 +441,47 @@ time.sleep(30)`], { stdio: ['ignore', 'pipe', 'inherit'] });
     expect(main.exited).toBe(true);
   });
 
+  it("follows a child's threads to their exits, those that outlive its main thread too", async () => {
+    // 40 children whose three threads end around the process's exit (their last switches race
+    // the main thread's), and one whose main thread exits first (pthread_exit) while a worker
+    // spins on. The compat build used to forget a followed process at its main thread's last
+    // switch: the threads after it stayed "running" for good, their time growing.
+    tracker = openThreadTracker({ backend: 'bpf', bpfProgram, followChildren: true });
+    const py = spawnSync('python3', ['-c', `
+import ctypes, json, os, threading, time
+churn = []
+for i in range(40):
+    pid = os.fork()
+    if pid == 0:
+        ts = [threading.Thread(target=lambda: None) for _ in range(3)]
+        [t.start() for t in ts]; [t.join() for t in ts]
+        os._exit(0)
+    churn.append(pid); os.waitpid(pid, 0)
+pid = os.fork()
+if pid == 0:
+    def spin():
+        while time.thread_time() < 0.15: pass
+    threading.Thread(target=spin).start()
+    ctypes.CDLL(None).pthread_exit(None)
+os.waitpid(pid, 0)
+print(json.dumps({"churn": churn, "leaderFirst": pid}))`], { encoding: 'utf8', timeout: 30_000 });
+    expect(py.status, py.stderr).toBe(0);
+    const { churn, leaderFirst } = JSON.parse(py.stdout) as { churn: number[]; leaderFirst: number };
+    await sleep(50);
+    const a = tracker.snapshot();
+    const of = (s: ThreadSnapshot, tgids: number[]) => s.threads.filter((t) => tgids.includes(t.tgid));
+    expect(of(a, churn).length).toBe(40 * 4);
+    expect(of(a, churn).filter((t) => !t.exited)).toEqual([]);
+    const worker = of(a, [leaderFirst]).find((t) => t.tid !== leaderFirst);
+    expect(worker).toBeDefined();
+    expect(worker!.exited).toBe(true);
+    expect(worker!.onCpuNs).toBeGreaterThan(0.15e9 * 0.9);
+    expect(worker!.onCpuNs).toBeLessThan(0.15e9 * 1.5);
+    // Reported exited once, they are gone from later snapshots: none comes back as running.
+    await sleep(100);
+    expect(of(tracker.snapshot(), [...churn, leaderFirst]).filter((t) => !t.exited)).toEqual([]);
+  });
+
   it('does not follow children by default', async () => {
     tracker = openThreadTracker({ backend: 'bpf', bpfProgram });
     const child = spawn(process.execPath, ['-e', '']);
