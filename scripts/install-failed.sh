@@ -7,7 +7,7 @@ missing_packages build
 say() { printf 'jouletrace: %s\n' "$*" >&2; }
 say "no prebuilt binary for $(node -p 'process.platform + "-" + process.arch + ", Node " + process.versions.node'), and compiling the addon failed (see above)."
 if [ "${#missing[@]}" -gt 0 ]; then
-  command -v apt-cache >/dev/null 2>&1 && apt_names
+  apt_names
   say "missing system packages: ${missing[*]}"
   say "install them, then run the install again:  sudo apt-get install ${missing[*]}"
 else

@@ -19,6 +19,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt_names
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
   else
+    apt_names
     say "missing system packages: ${missing[*]}"
     say "install them first, e.g.:  sudo apt-get install ${missing[*]}"
     say "(set-up installs them itself only when run as root on a system with apt-get)"

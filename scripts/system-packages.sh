@@ -35,10 +35,14 @@ missing_packages() {
   if [ "${#missing[@]}" -gt 0 ]; then mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u); fi
 }
 
-# Rewrites `missing` into names apt can install here: Ubuntu ships bpftool in linux-tools
-# rather than a package of its own. Needs apt's package lists (apt-get update on a fresh box).
+# Rewrites `missing` into names apt can install here: Ubuntu (and its derivatives) ships bpftool
+# in linux-tools rather than a package of its own. Decided by /etc/os-release, not by asking apt,
+# whose package lists may be empty (a container image before `apt-get update`).
 apt_names() {
-  if printf '%s\n' "${missing[@]}" | grep -qx bpftool && ! apt-cache show bpftool >/dev/null 2>&1; then
+  local id=" " release="${JOULETRACE_OS_RELEASE:-/etc/os-release}"
+  # shellcheck disable=SC1090
+  [ -r "$release" ] && id=" $(. "$release" && echo "${ID:-} ${ID_LIKE:-}") "
+  if [[ "$id" == *" ubuntu "* ]] && printf '%s\n' "${missing[@]}" | grep -qx bpftool; then
     missing=("${missing[@]/bpftool/linux-tools-common}")
     missing+=("linux-tools-$(uname -r)")
   fi

@@ -39,10 +39,10 @@ export function native(): NativeBinding {
 const BUILD_PACKAGES = 'clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config make g++ python3';
 const BPFTOOL_HINT = 'and bpftool (Debian: bpftool; Ubuntu: linux-tools-common linux-tools-$(uname -r))';
 // Runtime libraries the addon links against, by soname.
-const RUNTIME_PACKAGES: Record<string, string> = {
-  'libbpf.so.1': 'libbpf1',
-  'libelf.so.1': 'libelf1 (libelf1t64 on Debian 13 and Ubuntu 24.04)',
-  'libz.so.1': 'zlib1g',
+const RUNTIME_PACKAGES: Record<string, { pkg: string; note?: string }> = {
+  'libbpf.so.1': { pkg: 'libbpf1' },
+  'libelf.so.1': { pkg: 'libelf1', note: ' (libelf1t64 on Debian 13 and Ubuntu 24.04)' },
+  'libz.so.1': { pkg: 'zlib1g' },
 };
 
 /**
@@ -68,7 +68,7 @@ export function nativeLoadError(e: unknown): JouletraceError {
     const pkg = RUNTIME_PACKAGES[soname];
     message =
       `the native addon needs the shared library ${soname}, which is not installed. ` +
-      (pkg ? `Fix: \`sudo apt-get install ${pkg}\`.` : `Fix: install the package that provides ${soname}.`);
+      (pkg ? `Fix: \`sudo apt-get install ${pkg.pkg}\`${pkg.note ?? ''}.` : `Fix: install the package that provides ${soname}.`);
   } else if (/NODE_MODULE_VERSION|undefined symbol|invalid ELF header|wrong ELF class/.test(cause)) {
     message =
       `the native addon was built for another Node.js or platform (${oneLine}). ` +

@@ -45,7 +45,9 @@ class ConnectionRequests {
   // The last request on it that ended, and the end callback it ended for: a request tracked
   // again after its response finished (after an await) counts once. Fields here, not a mark on
   // the request: a property added to every IncomingMessage costs a map transition, and more
-  // ends of it (pipelining, a second tracker) are rare enough for that.
+  // ends of it (pipelining, a second tracker) are rare enough for that. The price: an idle
+  // kept-alive connection holds its last request (and what the app hung on it) until the next
+  // one finishes or the connection closes.
   doneReq: IncomingMessage | null = null;
   doneEnd: End | null = null;
 }

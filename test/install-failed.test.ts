@@ -27,7 +27,7 @@ describe('install-failed.sh', () => {
         env: { PATH: bin },
       });
       expect(r.status).toBe(1);
-      expect(r.stderr).toMatch(/^jouletrace: no prebuilt binary for linux-x64, Node \d+\.\d+\.\d+, and compiling the addon failed/);
+      expect(r.stderr).toMatch(new RegExp(`^jouletrace: no prebuilt binary for ${process.platform}-${process.arch}, Node \\d+\\.\\d+\\.\\d+, and compiling the addon failed`));
       expect(r.stderr).toMatch(/missing system packages: clang pkg-config\n/);
       expect(r.stderr).toMatch(/sudo apt-get install clang pkg-config\n/);
     } finally {
@@ -39,5 +39,27 @@ describe('install-failed.sh', () => {
     const r = spawnSync('bash', [path.join(ROOT, 'scripts/install-failed.sh')], { encoding: 'utf8' });
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/the build packages are all installed/);
+  });
+
+  it('names linux-tools for bpftool on Ubuntu and its derivatives, bpftool elsewhere', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-os-'));
+    try {
+      const names = (release: string) => {
+        fs.writeFileSync(path.join(dir, 'os-release'), release);
+        const r = spawnSync('bash', ['-euo', 'pipefail', '-c', 'source scripts/system-packages.sh; missing=(bpftool clang); apt_names; echo "${missing[*]}"'], {
+          cwd: ROOT,
+          encoding: 'utf8',
+          env: { ...process.env, JOULETRACE_OS_RELEASE: path.join(dir, 'os-release') },
+        });
+        expect(r.stderr).toBe('');
+        return r.stdout.trim();
+      };
+      const kernel = os.release();
+      expect(names('ID=ubuntu\nID_LIKE=debian\n')).toBe(`linux-tools-common clang linux-tools-${kernel}`);
+      expect(names('ID=linuxmint\nID_LIKE="ubuntu debian"\n')).toBe(`linux-tools-common clang linux-tools-${kernel}`);
+      expect(names('ID=debian\n')).toBe('bpftool clang'); // no ID_LIKE, under set -u
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

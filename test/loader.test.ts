@@ -47,7 +47,7 @@ describe('native addon loader', () => {
     const { stdout } = await run(process.execPath, ['-e', probeScript(d)]);
     const r = JSON.parse(stdout);
     expect(r.code).toBe('ERR_JOULETRACE_NATIVE_LOAD');
-    expect(r.message).toMatch(/^the native addon is not built for this platform \(linux-x64, Node \d+\.\d+\.\d+, ABI \d+\)/);
+    expect(r.message).toMatch(new RegExp(`^the native addon is not built for this platform \\(${process.platform}-${process.arch}, Node \\d+\\.\\d+\\.\\d+, ABI \\d+\\)`));
     expect(r.message).toMatch(/npm rebuild jouletrace/);
     expect(r.message).toMatch(/apt-get install clang llvm libbpf-dev libelf-dev zlib1g-dev/);
     expect(r.message).toMatch(/Ubuntu: linux-tools-common/);
@@ -78,7 +78,7 @@ describe('native addon loader', () => {
     // The sonames the addon links against map to their Debian/Ubuntu packages.
     const dlopen = (so: string) => new Error(`${so}: cannot open shared object file: No such file or directory`);
     expect(nativeLoadError(dlopen('libbpf.so.1')).message).toMatch(/libbpf\.so\.1, .* `sudo apt-get install libbpf1`\.$/);
-    expect(nativeLoadError(dlopen('libelf.so.1')).message).toMatch(/apt-get install libelf1 \(libelf1t64 on Debian 13/);
+    expect(nativeLoadError(dlopen('libelf.so.1')).message).toMatch(/`sudo apt-get install libelf1` \(libelf1t64 on Debian 13 and Ubuntu 24\.04\)\.$/);
     expect(nativeLoadError(dlopen('libz.so.1')).message).toMatch(/apt-get install zlib1g`/);
   });
 
