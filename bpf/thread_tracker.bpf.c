@@ -86,8 +86,7 @@ struct {
 } task_refs SEC(".maps");
 #else
 /* Processes tracked besides targ_tgid: the ones forked while follow_children is on, each with
- * its threads alive (forked since, less those whose final switch was seen). The entry goes
- * with the last of them, not with the group leader: threads outlive their leader. */
+ * the number of refs its threads hold in tid_slot (see refs_add). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1024);
@@ -141,6 +140,32 @@ enum ref_add {
 				 * switch under that thread's old tid, which has no ref any more */
 };
 
+#if !JT_TASK_STORAGE
+/*
+ * A followed process's count of refs in tid_slot, moved wherever one is made or dropped; its
+ * entry goes with the last. Counting refs rather than threads keeps it exact for threads that
+ * no fork event announces (io_uring workers are made by copy_process alone) and for threads
+ * that never got a ref (tid_slot full), whose final switches drop nothing; and the process is
+ * not forgotten with its group leader, which other threads may outlive. Threads of one process
+ * can exit on several CPUs at once (exit_group): the add is atomic, and the read after it may
+ * see 0 on two of them, whose deletes are both harmless. (A fetching add would say which one
+ * took it to 0, but needs Linux 5.12, and this build serves older kernels.)
+ */
+static __always_inline void refs_add(__u32 tgid, int delta)
+{
+	__u32 *refs;
+
+	if (tgid == targ_tgid)
+		return;
+	refs = bpf_map_lookup_elem(&tracked_tgids, &tgid);
+	if (!refs)
+		return;
+	__sync_fetch_and_add(refs, delta);
+	if (delta < 0 && *(volatile __u32 *)refs == 0)
+		bpf_map_delete_elem(&tracked_tgids, &tgid);
+}
+#endif
+
 /* The ref of a thread of targ_tgid, or of any thread in the compatibility build, by tid. NULL
  * when missing and not added, or when the table is full. */
 static __always_inline struct jt_task_ref *tid_ref(struct task_struct *task, enum ref_add add)
@@ -153,7 +178,11 @@ static __always_inline struct jt_task_ref *tid_ref(struct task_struct *task, enu
 	/* Read only here, off the path of every switch of an untracked or known thread. */
 	if (add == REF_ADD_UNLESS_EXITING && task->exit_state)
 		return NULL;
-	bpf_map_update_elem(&tid_slot, &tid, &fresh, BPF_NOEXIST);
+	if (bpf_map_update_elem(&tid_slot, &tid, &fresh, BPF_NOEXIST))
+		return bpf_map_lookup_elem(&tid_slot, &tid); /* full (NULL), or made meanwhile */
+#if !JT_TASK_STORAGE
+	refs_add(task->tgid, 1);
+#endif
 	return bpf_map_lookup_elem(&tid_slot, &tid);
 }
 
@@ -196,29 +225,13 @@ static __always_inline struct jt_task_ref *ref_of(struct task_struct *task, __u3
 	return tid_ref(task, add);
 }
 
-/* One thread fewer in a followed process; its last one forgets the tgid, so that the table
- * does not fill up and a process that reuses the number is not taken for ours. Threads of one
- * process can exit on several CPUs at once (exit_group): the add is atomic, and the read after
- * it may see 0 on two of them, whose deletes are both harmless. (A fetching add would say
- * which one took it to 0, but needs Linux 5.12, and this build serves older kernels.) */
-static __always_inline void thread_gone(__u32 tgid)
-{
-	__u32 *live;
-
-	if (tgid == targ_tgid)
-		return;
-	live = bpf_map_lookup_elem(&tracked_tgids, &tgid);
-	if (!live)
-		return;
-	__sync_fetch_and_add(live, -1);
-	if (*(volatile __u32 *)live == 0)
-		bpf_map_delete_elem(&tracked_tgids, &tgid);
-}
-
+/* The thread's final switch. Its process's last ref gone, the process is forgotten (refs_add),
+ * so that the table does not fill up and a process that reuses the number is not taken for
+ * ours. */
 static __always_inline void ref_dead(struct jt_task_ref *r, __u32 tid, __u32 tgid)
 {
 	bpf_map_delete_elem(&tid_slot, &tid);
-	thread_gone(tgid);
+	refs_add(tgid, -1);
 }
 #endif
 
@@ -388,29 +401,28 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	if (!bpf_task_storage_get(&task_refs, child, 0, BPF_LOCAL_STORAGE_GET_F_CREATE))
 		__sync_fetch_and_add(&dropped_threads, 1);
 #else
-	__u32 one = 1, *live = NULL;
+	__u32 none = 0;
 
 	/* A new thread or process of a tracked one gets its ref now, as in the task-storage build.
 	 * Left to its first switch, a thread whose switch-in goes unreported (see handle_runtime)
 	 * and that exits before a tick would have none: its final switch adds no ref
 	 * (REF_ADD_UNLESS_EXITING), and its time would go unseen and uncounted. */
-	if (ptgid == ctgid) {
-		if (ctgid != targ_tgid) {
-			if (!follow_children)
-				return 0;
-			live = bpf_map_lookup_elem(&tracked_tgids, &ctgid);
-			if (!live)
-				return 0;
-			__sync_fetch_and_add(live, 1);
+	if (!is_tracked(ptgid))
+		return 0;
+	if (ptgid != ctgid) {
+		if (!follow_children)
+			return 0;
+		/* Full (1,024 followed processes alive at once): that process goes untracked,
+		 * counted. Its count starts at 0; its first thread's ref makes it 1. */
+		if (bpf_map_update_elem(&tracked_tgids, &ctgid, &none, BPF_ANY)) {
+			__sync_fetch_and_add(&dropped_threads, 1);
+			return 0;
 		}
-		tid_ref(child, REF_ADD);
-		return 0;
-	}
-	if (!follow_children || !is_tracked(ptgid))
-		return 0;
-	/* Full (1,024 followed processes alive at once): that process goes untracked, counted. */
-	if (bpf_map_update_elem(&tracked_tgids, &ctgid, &one, BPF_ANY)) {
-		__sync_fetch_and_add(&dropped_threads, 1);
+		if (!tid_ref(child, REF_ADD)) {
+			/* No ref to be had (tid_slot full): nothing would ever take the entry away. */
+			bpf_map_delete_elem(&tracked_tgids, &ctgid);
+			__sync_fetch_and_add(&dropped_threads, 1);
+		}
 		return 0;
 	}
 	tid_ref(child, REF_ADD);
@@ -445,8 +457,7 @@ static __always_inline void retire_slot(__u32 slot)
  * still the same thread's, now under the new tid: the slot's tid follows (handle_runtime checks
  * it), and where refs are kept by tid the ref moves from the old tid to the new one; left under
  * the old tid, the thread's stint in progress would never end, and its next switch would give it
- * a second slot. In the compatibility build, a followed process whose leader's last switch
- * will find no ref counts that thread gone now.
+ * a second slot.
  */
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
@@ -454,7 +465,7 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	__u32 tid = p->pid, tgid = p->tgid, old = old_pid, idx;
 	struct jt_task_ref *r, *cur, moved;
 	struct jt_thread_slot *t;
-	bool leader_unseen = false;
+	bool dropped = false;
 
 	if (old == tid || (!follow_children && tgid != targ_tgid))
 		return 0;
@@ -476,18 +487,20 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 			 * slot: it goes on there, and the first ends here, as at an exit. */
 			retire_slot(moved.slot);
 			moved = *cur;
+			dropped = true;
 		} else {
 			/* Over the leader's ref, if its last switch has not removed it yet: that
 			 * switch then finds no ref under its new (old) tid and makes none. */
-			leader_unseen = cur != NULL;
+			dropped = cur != NULL;
 			bpf_map_update_elem(&tid_slot, &tid, &moved, BPF_ANY);
 		}
 	}
 #if !JT_TASK_STORAGE
-	if (leader_unseen)
-		thread_gone(tgid);
+	/* One ref fewer: the old tid's, retired, or the one it overwrote. */
+	if (dropped)
+		refs_add(tgid, -1);
 #else
-	(void)leader_unseen;
+	(void)dropped;
 #endif
 	if (!moved.slot)
 		return 0;
