@@ -164,6 +164,11 @@ static __always_inline void refs_add(__u32 tgid, int delta)
 	if (delta < 0 && *(volatile __u32 *)refs == 0)
 		bpf_map_delete_elem(&tracked_tgids, &tgid);
 }
+#else
+/* Task storage goes with its task: nothing to count. */
+static __always_inline void refs_add(__u32 tgid, int delta)
+{
+}
 #endif
 
 /* The ref of a thread of targ_tgid, or of any thread in the compatibility build, by tid. NULL
@@ -180,9 +185,7 @@ static __always_inline struct jt_task_ref *tid_ref(struct task_struct *task, enu
 		return NULL;
 	if (bpf_map_update_elem(&tid_slot, &tid, &fresh, BPF_NOEXIST))
 		return bpf_map_lookup_elem(&tid_slot, &tid); /* full (NULL), or made meanwhile */
-#if !JT_TASK_STORAGE
 	refs_add(task->tgid, 1);
-#endif
 	return bpf_map_lookup_elem(&tid_slot, &tid);
 }
 
@@ -495,13 +498,9 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 			bpf_map_update_elem(&tid_slot, &tid, &moved, BPF_ANY);
 		}
 	}
-#if !JT_TASK_STORAGE
 	/* One ref fewer: the old tid's, retired, or the one it overwrote. */
 	if (dropped)
 		refs_add(tgid, -1);
-#else
-	(void)dropped;
-#endif
 	if (!moved.slot)
 		return 0;
 	idx = moved.slot - 1;

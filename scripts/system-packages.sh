@@ -17,18 +17,22 @@ declare -A BUILD_HDR_PKG=(
   [/usr/include/bpf/libbpf.h]=libbpf-dev [/usr/include/libelf.h]=libelf-dev [/usr/include/zlib.h]=zlib1g-dev
 )
 
+# Adds to `missing` the package of each command in the named command → package table that is
+# not on PATH (nor in /usr/sbin, off a non-root PATH).
+missing_commands() {
+  local -n table=$1
+  local c
+  for c in "${!table[@]}"; do
+    if ! command -v "$c" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$c" ]; then missing+=("${table[$c]}"); fi
+  done
+}
+
 # missing_packages build|all: sets the array `missing`, sorted, no repeats.
 missing_packages() {
-  local c h
+  local h
   missing=()
-  for c in "${!BUILD_CMD_PKG[@]}"; do
-    if ! command -v "$c" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$c" ]; then missing+=("${BUILD_CMD_PKG[$c]}"); fi
-  done
-  if [ "$1" = all ]; then
-    for c in "${!TEST_CMD_PKG[@]}"; do
-      if ! command -v "$c" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$c" ]; then missing+=("${TEST_CMD_PKG[$c]}"); fi
-    done
-  fi
+  missing_commands BUILD_CMD_PKG
+  if [ "$1" = all ]; then missing_commands TEST_CMD_PKG; fi
   for h in "${!BUILD_HDR_PKG[@]}"; do
     [ -e "$h" ] || missing+=("${BUILD_HDR_PKG[$h]}")
   done

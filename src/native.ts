@@ -53,8 +53,8 @@ const RUNTIME_PACKAGES: Record<string, { pkg: string; note?: string }> = {
 export function nativeLoadError(e: unknown): JouletraceError {
   const cause = e instanceof Error ? e.message : String(e);
   const oneLine = cause.replace(/\s*\n\s*/g, ' ').trim();
-  const rebuild =
-    'Fix: build it with `npm rebuild jouletrace`, which compiles it and needs ' +
+  const rebuild = (verb: string) =>
+    `Fix: ${verb} it with \`npm rebuild jouletrace\`, which compiles it and needs ` +
     `\`sudo apt-get install ${BUILD_PACKAGES}\` ${BPFTOOL_HINT}.`;
   let message: string;
   const library = /([\w.+-]+\.so(?:\.[\w.]+)?): cannot open shared object file/.exec(cause);
@@ -62,7 +62,7 @@ export function nativeLoadError(e: unknown): JouletraceError {
     message =
       `the native addon is not built for this platform (${process.platform}-${process.arch}, ` +
       `Node ${process.versions.node}, ABI ${process.versions.modules}): no build/Release and no matching prebuild. ` +
-      rebuild;
+      rebuild('build');
   } else if (library) {
     const soname = library[1];
     const pkg = RUNTIME_PACKAGES[soname];
@@ -72,9 +72,9 @@ export function nativeLoadError(e: unknown): JouletraceError {
   } else if (/NODE_MODULE_VERSION|undefined symbol|invalid ELF header|wrong ELF class/.test(cause)) {
     message =
       `the native addon was built for another Node.js or platform (${oneLine}). ` +
-      rebuild.replace('build it', 'rebuild it');
+      rebuild('rebuild');
   } else {
-    message = `the native addon could not be loaded (${oneLine}). ${rebuild}`;
+    message = `the native addon could not be loaded (${oneLine}). ${rebuild('build')}`;
   }
   return new JouletraceError('ERR_JOULETRACE_NATIVE_LOAD', message, e);
 }

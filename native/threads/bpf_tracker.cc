@@ -465,7 +465,6 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
       bpf_program__set_autoattach(skel_->progs.seed_refs, false);
       bpf_program__set_autoattach(skel_->progs.handle_fork, false);
     }
-    if (e) return fail(err, e, "configuring the programs", log);
     const bool repair = configureRepairHook(withRepair);
 
     {
