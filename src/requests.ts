@@ -368,7 +368,9 @@ export class RequestTracker {
       } else if (r.state[slot] === REQ_OPEN) {
         r.state[slot] = REQ_ENDED;
         r.status[slot] = statusCode;
-        r.route[slot] = routeAtEnd(route, r.route[slot]);
+        // Stored only when it changes: a string stored into the array pays V8's write barrier.
+        const current = r.route[slot];
+        if (route !== undefined || typeof current === 'function') r.route[slot] = routeAtEnd(route, current);
       } else {
         return; // a second end()
       }
@@ -419,7 +421,7 @@ export class RequestTracker {
     const dynamic = res[o + 6];
     const flags = res[o + 7];
     const given = r.route[slot];
-    r.route[slot] = ''; // drop what a route function holds on to
+    if (typeof given === 'function') r.route[slot] = ''; // drop what it holds on to
     const method = r.method[slot];
     const statusCode = r.status[slot];
     const context = r.context?.[slot];

@@ -228,12 +228,6 @@ export function watchResponse(req: IncomingMessage, res: ServerResponse, token: 
     watchWithListeners(res, token, end);
     return;
   }
-  if (socket.destroyed) {
-    // The client left before the request was even handled: its close has been and gone.
-    noteWatched(req, end);
-    callEnd(end, token, closedStatus(res, socket));
-    return;
-  }
   if (res.writableEnded && res.writableFinished) {
     // Tracked once its response had finished (after an await): the finish message has been and
     // gone; waiting for the connection's close would record it as 499, whenever that comes.
@@ -243,17 +237,25 @@ export function watchResponse(req: IncomingMessage, res: ServerResponse, token: 
     callEnd(end, token, res.statusCode);
     return;
   }
+  let c = socket[KEY];
+  if (c === undefined) {
+    // Tagged, a connection's 'close' is still to come (the tag goes then), even where the
+    // socket is destroyed already. Untagged and destroyed: the client left before the request
+    // was handled, and its close may have been and gone.
+    if (socket.destroyed) {
+      noteWatched(req, end);
+      callEnd(end, token, closedStatus(res, socket));
+      return;
+    }
+    c = new ConnectionRequests();
+    socket[KEY] = c;
+    socket.on('close', onConnectionClose);
+  }
   if (!subscribed) {
     subscribe(FINISH_CHANNEL, onFinish);
     subscribed = true;
   }
   watched++;
-  let c = socket[KEY];
-  if (c === undefined) {
-    c = new ConnectionRequests();
-    socket[KEY] = c;
-    socket.on('close', onConnectionClose);
-  }
   if (c.req === null) {
     c.req = req;
     c.res = res;
