@@ -318,6 +318,14 @@ function normalizeSamplerOptions(options: unknown): Record<string, unknown> {
 
 const PRIMARY_DOMAINS = ['package', 'psys'];
 
+// Started samplers, held until stop() or close(). The native sampler is freed when its JS object
+// is collected: a sampler started and then referenced by nothing in JavaScript (its spans
+// recorded from worker threads through spanContext(), or a server's module-level variable that
+// no function uses) would otherwise stop at the next garbage collection, and every begin()
+// after it throw ERR_JOULETRACE_CLOSED. Like a timer or a server, a running sampler runs until
+// it is stopped; unlike them, it does not keep the process alive.
+const RUNNING = new Set<Sampler>();
+
 /**
  * Samples an energy source on a native thread at a fixed cadence.
  *
@@ -380,6 +388,7 @@ export class Sampler {
     }
     this.#reader?.close();
     this.#handle.start();
+    RUNNING.add(this);
     this.#spans?.startPolling();
     return this;
   }
@@ -395,6 +404,7 @@ export class Sampler {
       this.#spans?.poll();
     } finally {
       this.#handle.stop();
+      RUNNING.delete(this);
     }
     if (this.#spans) {
       // The final step settled every span: deliver them now (poll() also fetches the results

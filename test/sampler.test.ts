@@ -387,6 +387,30 @@ describe('Sampler lifecycle', () => {
     }
   });
 
+  it('keeps a started sampler running while nothing else references it, and lets it go once stopped', async () => {
+    // Spans recorded only from worker threads (spanContext()) leave the main thread holding no
+    // reference: a collected sampler used to close its native sampler, and the workers' begin()
+    // then threw ERR_JOULETRACE_CLOSED.
+    const script = `
+      const { Sampler } = require(${JSON.stringify(path.join(root, 'dist/cjs/index.js'))});
+      function startUnreferenced() {
+        const s = new Sampler({ source: 'model', intervalUs: 1000 });
+        s.start();
+        return [new WeakRef(s), s.spanChannel()];
+      }
+      const [ref, channel] = startUnreferenced();
+      const later = () => new Promise((r) => setTimeout(r, 20));
+      (async () => {
+        await later(); gc(); await later(); gc(); await later();
+        const alive = ref.deref() !== undefined && ref.deref().running && channel.running;
+        ref.deref().stop();
+        await later(); gc(); await later(); gc(); await later();
+        console.log(JSON.stringify({ alive, collectedOnceStopped: ref.deref() === undefined }));
+      })();`;
+    const { stdout } = await run(process.execPath, ['--expose-gc', '-e', script]);
+    expect(JSON.parse(stdout)).toEqual({ alive: true, collectedOnceStopped: true });
+  });
+
   it('does not leak across 1,000 start/stop cycles', () => {
     const s = new Sampler({ source: 'model', intervalUs: 50, ringCapacity: 1024, threads: 'off' });
     samplers.push(s);
