@@ -180,22 +180,33 @@ describe('model source against an emulated /proc/stat', () => {
     ['one to three jiffies a period', [[0, 1], [2, 1], [1, 1]]],
     ['some periods without any', [[0, 0], [2, 0], [0, 1], [0, 1]]],
   ] as Array<[string, Array<[number, number]>]>)('values busy jiffies at the average time per jiffy, not period by period: %s', async (_what, periods) => {
-    const { stat, s } = emulated();
-    const step = async (i: number) => {
-      const [busy, idle] = periods[i % periods.length];
-      stat.advance(0, busy, 0);
-      stat.advance(1, 0, idle);
-      await sleep(11);
-      return s.read(); // a refresh: more than 10 ms since the last
-    };
-    // The average time per jiffy starts from the first period with jiffies and forgets an eighth
-    // a period: after 30 periods that start weighs under 2%.
-    for (let i = 0; i < 30; i++) await step(i);
-    const a = await step(30);
-    let b = a;
-    for (let i = 31; i < 31 + 24; i++) b = await step(i);
-    expect(watts(a, b, 0)).toBeGreaterThan(30 * 0.93);
-    expect(watts(a, b, 0)).toBeLessThan(30 * 1.07);
+    // The emulated jiffies stand for 11 ms periods, whatever the timer did. A sleep that a loaded
+    // machine stretches to 25 ms brings the same jiffies over twice the time, which real
+    // /proc/stat never does: such a run is tried again (three tries), and the last one counts.
+    let measured = NaN;
+    let longest = Infinity;
+    for (let attempt = 0; attempt < 3 && longest > 22; attempt++) {
+      const { stat, s } = emulated();
+      longest = 0;
+      const step = async (i: number) => {
+        const [busy, idle] = periods[i % periods.length];
+        stat.advance(0, busy, 0);
+        stat.advance(1, 0, idle);
+        const t0 = performance.now();
+        await sleep(11);
+        longest = Math.max(longest, performance.now() - t0);
+        return s.read(); // a refresh: more than 10 ms since the last
+      };
+      // The average time per jiffy starts from the first period with jiffies and forgets an
+      // eighth a period: after 30 periods that start weighs under 2%.
+      for (let i = 0; i < 30; i++) await step(i);
+      const a = await step(30);
+      let b = a;
+      for (let i = 31; i < 31 + 24; i++) b = await step(i);
+      measured = watts(a, b, 0);
+    }
+    expect(measured).toBeGreaterThan(30 * 0.93);
+    expect(measured).toBeLessThan(30 * 1.07);
   });
 
   it('re-reads /proc/stat at most every 10 ms and integrates at the last rate in between', async () => {
