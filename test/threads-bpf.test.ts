@@ -500,7 +500,11 @@ import ctypes, json, mmap, os, struct, threading, time
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
 def threads():
-    return [(int(t), open(f'/proc/self/task/{t}/comm').read().strip()) for t in os.listdir('/proc/self/task')]
+    out = []
+    for t in os.listdir('/proc/self/task'):
+        try: out.append((int(t), open(f'/proc/self/task/{t}/comm').read().strip()))
+        except FileNotFoundError: pass  # exited since the listing
+    return out
 def async_nop():
     # io_uring_setup (425) and io_uring_enter (426), the same number on every architecture; the
     # params' sq_off at byte 40: head, tail, ring_mask, ring_entries, flags, dropped, array.
