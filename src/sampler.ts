@@ -432,6 +432,7 @@ export class Sampler {
       }
     }
     this.#closed = true;
+    RUNNING.delete(this); // also where the native sampler had stopped by itself
     const spans = this.#spans;
     // Span calls then reach #check() and throw ERR_JOULETRACE_CLOSED.
     this.#spans = undefined;

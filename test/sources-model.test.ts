@@ -181,7 +181,7 @@ describe('model source against an emulated /proc/stat', () => {
     ['some periods without any', [[0, 0], [2, 0], [0, 1], [0, 1]]],
   ] as Array<[string, Array<[number, number]>]>)('values busy jiffies at the average time per jiffy, not period by period: %s', async (_what, periods) => {
     // The emulated jiffies stand for 11 ms periods, whatever the timer did. A sleep that a loaded
-    // machine stretches to 25 ms brings the same jiffies over twice the time, which real
+    // machine stretches past twice that brings the same jiffies over twice the time, which real
     // /proc/stat never does: such a run is tried again (three tries), and the last one counts.
     let measured = NaN;
     let longest = Infinity;

@@ -505,6 +505,8 @@ def threads():
         try: out.append((int(t), open(f'/proc/self/task/{t}/comm').read().strip()))
         except FileNotFoundError: pass  # exited since the listing
     return out
+def workers():
+    return [t for t in threads() if t[1].startswith('iou-wrk-')]
 def async_nop():
     # io_uring_setup (425) and io_uring_enter (426), the same number on every architecture; the
     # params' sq_off at byte 40: head, tail, ring_mask, ring_entries, flags, dropped, array.
@@ -520,9 +522,9 @@ def async_nop():
     struct.pack_into('I', sq, array_at + (tail & struct.unpack_from('I', sq, mask_at)[0]) * 4, 0)
     struct.pack_into('I', sq, tail_at, tail + 1)
     if libc.syscall(426, fd, 1, 1, 1, None, 0) != 1: raise OSError(ctypes.get_errno(), 'io_uring_enter')
-    workers = [t for t in threads() if t[1].startswith('iou-wrk-')]
+    found = workers()
     sq.close(); sqes.close(); os.close(fd)
-    return workers
+    return found
 def spin(seconds):
     while time.thread_time() < seconds:
         end = time.thread_time() + 0.01
@@ -539,8 +541,8 @@ if pid == 0:
     tu = threading.Thread(target=u); tu.start(); tu.join()
     if isinstance(out['workers'], str): os.write(w, json.dumps({'noIoUring': out['workers']}).encode()); os._exit(0)
     deadline = time.monotonic() + 2
-    while any(n.startswith('iou-wrk-') for _, n in threads()) and time.monotonic() < deadline: time.sleep(0.005)
-    out['workerGone'] = not any(n.startswith('iou-wrk-') for _, n in threads())
+    while workers() and time.monotonic() < deadline: time.sleep(0.005)
+    out['workerGone'] = not workers()
     ts.join()
     out['main'] = spin(0.1)
     os.write(w, json.dumps(out).encode()); os._exit(0)
