@@ -503,7 +503,7 @@ def threads():
     out = []
     for t in os.listdir('/proc/self/task'):
         try: out.append((int(t), open(f'/proc/self/task/{t}/comm').read().strip()))
-        except FileNotFoundError: pass  # exited since the listing
+        except (FileNotFoundError, ProcessLookupError): pass  # exited since the listing (ENOENT or ESRCH)
     return out
 def workers():
     return [t for t in threads() if t[1].startswith('iou-wrk-')]
