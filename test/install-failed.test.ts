@@ -46,7 +46,10 @@ describe('install-failed.sh', () => {
     try {
       const names = (release: string) => {
         fs.writeFileSync(path.join(dir, 'os-release'), release);
-        const r = spawnSync('bash', ['-euo', 'pipefail', '-c', 'source scripts/system-packages.sh; missing=(bpftool clang); apt_names; echo "${missing[*]}"'], {
+        // --norc: bash reads the system bashrc for a non-interactive shell whose stdin is a socket
+        // (what Node's pipes are) at shell level 1, as for a command run over ssh, and Debian's
+        // tests $PS1 there, unset: with -u given on the command line, that is an error on stderr.
+        const r = spawnSync('bash', ['--norc', '-euo', 'pipefail', '-c', 'source scripts/system-packages.sh; missing=(bpftool clang); apt_names; echo "${missing[*]}"'], {
           cwd: ROOT,
           encoding: 'utf8',
           env: { ...process.env, JOULETRACE_OS_RELEASE: path.join(dir, 'os-release') },
