@@ -64,12 +64,15 @@ export type RequestToken = (number | object) & { readonly [requestTokenBrand]: t
 const REQ_OPEN = 1;
 const REQ_ENDED = 2; // awaiting its result
 const REQ_SETTLED = 3; // its result came before end() (stop() settled it): end() frees the span slot
+const REQ_STATE_BITS = 3;
+// Two arrays, each slot's fields side by side, rather than one array per field: a server's caches
+// are cold at each request, and every array touched costs a miss or two (see SpanChannel#slots).
+const STATUS_SHIFT = 2; // ids[2 * slot + 1]: state | status code << STATUS_SHIFT
 class SharedRequests {
-  readonly handle = new Int32Array(SPAN_SLOTS); // the request's span handle; 0: none of ours
-  readonly state = new Uint8Array(SPAN_SLOTS);
-  readonly status = new Int32Array(SPAN_SLOTS);
-  readonly method: string[] = new Array<string>(SPAN_SLOTS).fill('');
-  readonly route: Array<string | (() => string)> = new Array<string | (() => string)>(SPAN_SLOTS).fill('');
+  // ids[2 * slot]: the request's span handle (0: none of ours); ids[2 * slot + 1]: state and status.
+  readonly ids = new Int32Array(SPAN_SLOTS * 2);
+  // names[2 * slot]: its method; names[2 * slot + 1]: its route, or a function that gives it.
+  readonly names: Array<string | (() => string)> = new Array<string | (() => string)>(SPAN_SLOTS * 2).fill('');
   context: unknown[] | undefined;
   inFlight = 0;
   // Results of requests settled before they ended (REQ_SETTLED), by slot: res[2 ... 7] of
@@ -283,11 +286,11 @@ export class RequestTracker {
       if (h !== 0) {
         const r = this.#requests!;
         const slot = slotOfHandle(h);
-        r.handle[slot] = h;
-        r.state[slot] = REQ_OPEN;
-        r.status[slot] = 0;
-        r.method[slot] = method;
-        r.route[slot] = route ?? '(unrouted)';
+        const i = slot * 2;
+        r.ids[i] = h;
+        r.ids[i + 1] = REQ_OPEN;
+        r.names[i] = method;
+        r.names[i + 1] = route ?? '(unrouted)';
         if (this.#capture) (r.context ??= new Array<unknown>(SPAN_SLOTS))[slot] = context;
         else if (r.context) r.context[slot] = undefined;
         r.inFlight++;
@@ -354,23 +357,23 @@ export class RequestTracker {
       const r = this.#requests;
       const h = token as number;
       const slot = slotOfHandle(h);
-      if (!r || h === 0 || r.handle[slot] !== h) return;
-      if (r.state[slot] === REQ_SETTLED) {
+      const i = slot * 2;
+      if (!r || h === 0 || r.ids[i] !== h) return;
+      const state = r.ids[i + 1] & REQ_STATE_BITS;
+      if (state === REQ_SETTLED) {
         // stop() settled it (incomplete) while it was open: its record now, with its status and
         // route, and the channel frees its slot.
-        r.state[slot] = REQ_ENDED;
-        r.status[slot] = statusCode;
-        r.route[slot] = routeAtEnd(route, r.route[slot]);
+        r.ids[i + 1] = REQ_ENDED | (statusCode << STATUS_SHIFT);
+        r.names[i + 1] = routeAtEnd(route, r.names[i + 1]);
         const held = r.held.get(slot)!;
         r.held.delete(slot);
         r.inFlight++; // counted out when it settled: #onShared counts it out again
         this.#onShared(h, held, 0);
-      } else if (r.state[slot] === REQ_OPEN) {
-        r.state[slot] = REQ_ENDED;
-        r.status[slot] = statusCode;
+      } else if (state === REQ_OPEN) {
+        r.ids[i + 1] = REQ_ENDED | (statusCode << STATUS_SHIFT);
         // Stored only when it changes: a string stored into the array pays V8's write barrier.
-        const current = r.route[slot];
-        if (route !== undefined || typeof current === 'function') r.route[slot] = routeAtEnd(route, current);
+        const current = r.names[i + 1];
+        if (route !== undefined || typeof current === 'function') r.names[i + 1] = routeAtEnd(route, current);
       } else {
         return; // a second end()
       }
@@ -400,18 +403,20 @@ export class RequestTracker {
   #onShared(h: number, res: Float64Array, o: number): void {
     const r = this.#requests;
     const slot = slotOfHandle(h);
-    if (!r || r.handle[slot] !== h) return;
+    const i = slot * 2;
+    if (!r || r.ids[i] !== h) return;
     r.inFlight--;
-    if (r.state[slot] !== REQ_ENDED) {
+    const word = r.ids[i + 1];
+    if ((word & REQ_STATE_BITS) !== REQ_ENDED) {
       // Settled while open (stop() settles what is open): end() is still to come, frees the span
       // slot and, knowing the status and route by then, makes the record from these numbers.
-      r.state[slot] = REQ_SETTLED;
+      r.ids[i + 1] = REQ_SETTLED;
       r.held.set(slot, res.slice(o, o + 8));
       if (this.#closed && this.inFlight === 0) this.#detach();
       return;
     }
-    r.handle[slot] = 0;
-    r.state[slot] = 0;
+    r.ids[i] = 0;
+    r.ids[i + 1] = 0;
     if (this.#closed && r.inFlight === 0) this.#detach();
     // Read here, not passed on: doubles passed to a call that V8 does not inline are boxed.
     const startNs = res[o + 2];
@@ -420,10 +425,10 @@ export class RequestTracker {
     const joules = res[o + 5];
     const dynamic = res[o + 6];
     const flags = res[o + 7];
-    const given = r.route[slot];
-    if (typeof given === 'function') r.route[slot] = ''; // drop what it holds on to
-    const method = r.method[slot];
-    const statusCode = r.status[slot];
+    const given = r.names[i + 1];
+    if (typeof given === 'function') r.names[i + 1] = ''; // drop what it holds on to
+    const method = r.names[i] as string;
+    const statusCode = word >> STATUS_SHIFT;
     const context = r.context?.[slot];
     if (context !== undefined) r.context![slot] = undefined;
     const estimated = (flags & FLAG_ESTIMATED) !== 0;

@@ -22,6 +22,7 @@ const RES_DROPPED = 67;
 const RUNNING = 68; // 1 running, 0 stopped, SAMPLER_CLOSED
 const SAMPLER_CLOSED = 2;
 const EVENTS_OFFSET = 512;
+const EVENTS_WORD = EVENTS_OFFSET / 4;
 
 // The clock: process.hrtime(), held here: [seconds, nanoseconds] of CLOCK_MONOTONIC (libuv's
 // uv_hrtime), written into an event as they are. Node 20's performance.now() is hrtime() plus a
@@ -70,6 +71,18 @@ const SLOT_BITS = 16;
 const MAX_OPEN = 1 << SLOT_BITS;
 const BUSY_SLOTS = MAX_OPEN >> 3; // see POLL_FAST_MS
 const GEN_MASK = 0xff;
+// A slot's word: generation (bits 0-7), state (8-10), delivery (12-13) and how its result is kept
+// (16-17). Delivery, 0: a user's span (SpanResult to settle(), spanStats(), onSpan); NUM_SHARED, a
+// request (beginShared), and NUM_INTERNAL, an exact-mode request's callback (beginInternal):
+// plain numbers to sharedListeners or internalListeners only. These are not kept for settle()
+// (nobody settles them by handle; an object per result would promote every request's result to
+// the old generation) and are not the user's spans.
+const STATE_SHIFT = 8;
+const STATE_BITS = 7 << STATE_SHIFT;
+const NUMERIC_SHIFT = 12;
+const NUMERIC_BITS = 3 << NUMERIC_SHIFT;
+const HOW_SHIFT = 16;
+const HOW_BITS = 3 << HOW_SHIFT;
 // Slot states.
 const FREE = 0;
 const OPEN = 1;
@@ -229,7 +242,6 @@ function closedBeforeSettled(): JouletraceError {
 export class SpanChannel {
   readonly #handle: { close(): void; flush(): number };
   readonly #i32: Int32Array;
-  readonly #ev: Int32Array;
   readonly #res: Float64Array;
   readonly #evMask: number;
   readonly #evCap: number;
@@ -239,14 +251,12 @@ export class SpanChannel {
   #head = 0;
   #tailSeen = 0;
   #resTail = 0;
-  readonly #gens = new Int32Array(MAX_OPEN);
-  readonly #state = new Uint8Array(MAX_OPEN);
-  // How a slot's result is delivered. 0: a user's span (SpanResult to settle(), spanStats(),
-  // onSpan). NUM_SHARED, a request (beginShared), and NUM_INTERNAL, an exact-mode request's
-  // callback (beginInternal): plain numbers to sharedListeners or internalListeners only. These
-  // are not kept for settle() (nobody settles them by handle; an object per result would promote
-  // every request's result to the old generation) and are not the user's spans.
-  readonly #numeric = new Uint8Array(MAX_OPEN);
+  // Each slot's generation, state, delivery and kept result, in one word (see STATE_SHIFT above):
+  // a span's begin and end read and write one array, not four. On a server the caches are cold at
+  // each request (the kernel, the load, other work ran since the last one), where a request's
+  // accounting takes about twice its warm-cache time, and every typed array touched costs a miss
+  // for its header and one for its data (bench/RESULTS.md, "Cold caches").
+  readonly #slots = new Int32Array(MAX_OPEN);
   // Free slots in FIFO order, so a settled span's result stays in its slot for as long as
   // possible (about MAX_OPEN later spans) for a late settle().
   readonly #free = new Int32Array(MAX_OPEN);
@@ -259,7 +269,6 @@ export class SpanChannel {
   // spent about as long collecting results as on begin() and end(): bench/spans.mjs).
   readonly #kept = new Float64Array(MAX_OPEN * KEPT_WORDS);
   readonly #keptLabel = new Int32Array(MAX_OPEN);
-  readonly #keptHow = new Uint8Array(MAX_OPEN);
   readonly #results: Array<SpanResult | undefined> = new Array(MAX_OPEN);
   #capture: (() => unknown) | null = null;
   #contexts: unknown[] | undefined;
@@ -313,10 +322,9 @@ export class SpanChannel {
     const bytes = EVENTS_OFFSET + evCap * EVENT_BYTES + resCap * RESULT_WORDS * 8;
     const sab = new SharedArrayBuffer(bytes);
     this.#i32 = new Int32Array(sab);
-    this.#ev = new Int32Array(sab, EVENTS_OFFSET, evCap * EVENT_WORDS);
     // Every slot starts with the sequence number of the lap before, so an unwritten slot is
     // never taken for the event the sampler expects there.
-    for (let i = 0; i < evCap; i++) this.#ev[i * EVENT_WORDS + 1] = (i - evCap) | 0;
+    for (let i = 0; i < evCap; i++) this.#i32[EVENTS_WORD + i * EVENT_WORDS + 1] = (i - evCap) | 0;
     this.#res = new Float64Array(sab, EVENTS_OFFSET + evCap * EVENT_BYTES, resCap * RESULT_WORDS);
     this.#i32[EV_CAP] = evCap;
     this.#i32[RES_CAP] = resCap;
@@ -356,8 +364,9 @@ export class SpanChannel {
       this.#tailSeen = Atomics.load(this.#i32, EV_TAIL);
       if (((head - this.#tailSeen) | 0) >= this.#evCap) return false;
     }
-    const o = (head & this.#evMask) * EVENT_WORDS;
-    const ev = this.#ev;
+    // Through the header's array, not one of its own: one typed array fewer per event (see #slots).
+    const o = EVENTS_WORD + (head & this.#evMask) * EVENT_WORDS;
+    const ev = this.#i32;
     const typeLabel = type | (label << 2);
     ev[o + 2] = handle;
     ev[o + 3] = typeLabel;
@@ -399,23 +408,23 @@ export class SpanChannel {
     this.#freeHead = (this.#freeHead + 1) & (MAX_OPEN - 1);
     this.#freeCount--;
     if (this.#timer === undefined) this.#ensurePolling();
-    const gen = (this.#gens[slot] + 1) & GEN_MASK;
-    this.#gens[slot] = gen;
+    const slots = this.#slots;
+    const word = slots[slot];
+    const gen = (word + 1) & GEN_MASK;
+    // A result object is held only for a span whose begin never reached the sampler (KEPT_OBJECT).
+    if ((word & HOW_BITS) === KEPT_OBJECT << HOW_SHIFT) this.#results[slot] = undefined;
     const h = (this.#tag << 24) | (gen << SLOT_BITS) | slot;
     const t = hrtime();
     if (this.#write(type, h, id, t[0], t[1])) {
-      this.#state[slot] = OPEN;
+      slots[slot] = gen | (OPEN << STATE_SHIFT) | (numeric << NUMERIC_SHIFT); // kept: NO_RESULT
     } else {
-      this.#state[slot] = OPEN_DROPPED;
+      slots[slot] = gen | (OPEN_DROPPED << STATE_SHIFT) | (numeric << NUMERIC_SHIFT);
       this.#noResult++;
       Atomics.add(this.#i32, EV_DROPPED, 1);
       // Kept for its unmeasured result: what it was and when, if not its energy.
       this.#keptLabel[slot] = id;
       this.#kept[slot * KEPT_WORDS] = t[0] * 1e9 + t[1] + this.#offsetNs;
     }
-    this.#numeric[slot] = numeric;
-    this.#keptHow[slot] = NO_RESULT;
-    this.#results[slot] = undefined;
     if (this.#contexts !== undefined) this.#contexts[slot] = context;
     return h;
   }
@@ -436,7 +445,28 @@ export class SpanChannel {
 
   /** Whether handle h is the span its slot holds now (not an earlier one in that slot). */
   #current(h: number, slot: number): boolean {
-    return this.#gens[slot] === ((h >>> SLOT_BITS) & GEN_MASK);
+    return (this.#slots[slot] & GEN_MASK) === ((h >>> SLOT_BITS) & GEN_MASK);
+  }
+
+  #stateOf(slot: number): number {
+    return (this.#slots[slot] & STATE_BITS) >> STATE_SHIFT;
+  }
+
+  #setState(slot: number, state: number): void {
+    this.#slots[slot] = (this.#slots[slot] & ~STATE_BITS) | (state << STATE_SHIFT);
+  }
+
+  /** 0 (a user's span), NUM_SHARED or NUM_INTERNAL. */
+  #numericOf(slot: number): number {
+    return (this.#slots[slot] & NUMERIC_BITS) >> NUMERIC_SHIFT;
+  }
+
+  #keptHowOf(slot: number): number {
+    return (this.#slots[slot] & HOW_BITS) >> HOW_SHIFT;
+  }
+
+  #setKeptHow(slot: number, how: number): void {
+    this.#slots[slot] = (this.#slots[slot] & ~HOW_BITS) | (how << HOW_SHIFT);
   }
 
   #slotOf(h: number, method: string): number {
@@ -454,11 +484,14 @@ export class SpanChannel {
   end(h: number): void {
     if (h === DROPPED_HANDLE) return;
     const slot = this.#slotOf(h, 'end()');
-    if (this.#numeric[slot] !== 0 && !this.#endingOwn) {
+    // The slot's word read once and its bits tested here, not through #stateOf() and the like:
+    // end() stays small enough for V8 to inline into a caller's loop.
+    const word = this.#slots[slot];
+    if ((word & NUMERIC_BITS) !== 0 && !this.#endingOwn) {
       // A request's span (RequestTracker) ended by hand would cut its accounting short.
       throw new JouletraceError('ERR_JOULETRACE_FOREIGN_SPAN', `end(): span handle ${h} is a request's (RequestTracker); it ends with its response`);
     }
-    const state = this.#state[slot];
+    const state = (word & STATE_BITS) >> STATE_SHIFT;
     if (state === OPEN) {
       const t = hrtime();
       if (this.#lateEnds.length !== 0 || !this.#write(END, h, 0, t[0], t[1])) {
@@ -466,18 +499,18 @@ export class SpanChannel {
         this.#lateEndCount++;
         this.#ensurePolling();
       }
-      this.#state[slot] = ENDED;
+      this.#slots[slot] = (word & ~STATE_BITS) | (ENDED << STATE_SHIFT);
     } else if (state === SETTLED_OPEN) {
       // stop() already settled it (incomplete); the slot can go.
-      this.#state[slot] = FREE;
+      this.#setState(slot, FREE);
       this.#noResult--;
       this.#release(slot);
     } else if (state === OPEN_DROPPED) {
       this.#noResult--;
       // Its begin never reached the sampler: it settles now, unmeasured (NaN, incomplete).
-      this.#state[slot] = ENDED;
+      this.#setState(slot, ENDED);
       const r = this.#unmeasured(slot);
-      if (this.#numeric[slot] !== 0) this.#deliverNumeric(h, slot, r, 0);
+      if (this.#numericOf(slot) !== 0) this.#deliverNumeric(h, slot, r, 0);
       else this.#dispatch([unmeasuredResult(this.#labelNames[r[1]] ?? '(unknown)', r[2], r[3])], [h]);
     } else {
       throw new JouletraceError('ERR_JOULETRACE_STALE_SPAN', `end(): span handle ${h} already ended`);
@@ -505,10 +538,12 @@ export class SpanChannel {
    */
   endRequest(h: number): void {
     const slot = h & (MAX_OPEN - 1);
-    if (this.#state[slot] === OPEN && this.#lateEnds.length === 0 && this.#current(h, slot)) {
+    const word = this.#slots[slot];
+    // OPEN, and the span h names (its generation): one read of the slot's word.
+    if ((word & (STATE_BITS | GEN_MASK)) === ((OPEN << STATE_SHIFT) | ((h >>> SLOT_BITS) & GEN_MASK)) && this.#lateEnds.length === 0) {
       const t = hrtime();
       if (this.#write(END, h, 0, t[0], t[1])) {
-        this.#state[slot] = ENDED;
+        this.#slots[slot] = (word & ~STATE_BITS) | (ENDED << STATE_SHIFT);
         return;
       }
     }
@@ -517,18 +552,19 @@ export class SpanChannel {
 
   /** The result for the span in `slot` has arrived: the slot may go, or stay until end(). */
   #settleSlot(slot: number): void {
-    if (this.#state[slot] === ENDED) {
-      this.#state[slot] = FREE;
+    const state = this.#stateOf(slot);
+    if (state === ENDED) {
+      this.#setState(slot, FREE);
       this.#release(slot);
-    } else if (this.#state[slot] === OPEN) {
-      this.#state[slot] = SETTLED_OPEN;
+    } else if (state === OPEN) {
+      this.#setState(slot, SETTLED_OPEN);
       this.#noResult++;
     }
   }
 
   #deliverNumeric(h: number, slot: number, r: Float64Array, o: number): void {
-    const listeners = this.#numeric[slot] === NUM_SHARED ? this.sharedListeners : this.internalListeners;
-    this.#numeric[slot] = 0;
+    const listeners = this.#numericOf(slot) === NUM_SHARED ? this.sharedListeners : this.internalListeners;
+    this.#slots[slot] &= ~NUMERIC_BITS;
     this.#settleSlot(slot);
     const list = listeners.list;
     for (let i = 0; i < list.length; i++) list[i](h, r, o);
@@ -542,7 +578,7 @@ export class SpanChannel {
   #resultOf(h: number): SpanResult | undefined {
     const slot = h & (MAX_OPEN - 1);
     if (h >>> 24 !== this.#tag || !this.#current(h, slot)) return undefined;
-    const how = this.#keptHow[slot];
+    const how = this.#keptHowOf(slot);
     return how === KEPT_NUMBERS ? this.#resultObject(slot) : how === KEPT_OBJECT ? this.#results[slot] : undefined;
   }
 
@@ -573,7 +609,7 @@ export class SpanChannel {
     } catch (e) {
       return Promise.reject(e);
     }
-    if (this.#numeric[slot] !== 0) {
+    if (this.#numericOf(slot) !== 0) {
       // Its result goes to a RequestTracker as numbers, never to a waiter: it would wait forever.
       return Promise.reject(
         new JouletraceError(
@@ -582,7 +618,7 @@ export class SpanChannel {
         ),
       );
     }
-    const state = this.#state[slot];
+    const state = this.#stateOf(slot);
     if (state === OPEN || state === OPEN_DROPPED) {
       return Promise.reject(new JouletraceError('ERR_JOULETRACE_SPAN_OPEN', `settle(): span handle ${h} has not ended; call end(h) first`));
     }
@@ -702,7 +738,7 @@ export class SpanChannel {
     for (let i = 0; i < q.length; i += 3) {
       const h = q[i];
       const slot = h & (MAX_OPEN - 1);
-      if (this.#state[slot] !== ENDED || !this.#current(h, slot)) continue;
+      if (this.#stateOf(slot) !== ENDED || !this.#current(h, slot)) continue;
       if (kept === 0 && running && this.#write(END, h, 0, q[i + 1], q[i + 2])) continue;
       q[kept++] = h;
       q[kept++] = q[i + 1];
@@ -753,14 +789,14 @@ export class SpanChannel {
       const h = res[o];
       tail = (tail + 1) | 0;
       const slot = h & (MAX_OPEN - 1);
-      if (this.#numeric[slot] !== 0 && this.#current(h, slot)) {
+      if (this.#numericOf(slot) !== 0 && this.#current(h, slot)) {
         // A request or an exact-mode callback: its tracker builds its own record from the numbers.
         this.#deliverNumeric(h, slot, res, o);
         continue;
       }
       // A second result for a span already settled: its end reached the engine only after
       // stop()'s final step had settled it, and the next run read that end alone.
-      const state = this.#state[slot];
+      const state = this.#stateOf(slot);
       if (!this.#current(h, slot) || (state !== OPEN && state !== ENDED)) continue;
       // Copied here rather than passed: a double passed to a call V8 does not inline is boxed.
       const b = slot * KEPT_WORDS;
@@ -790,7 +826,7 @@ export class SpanChannel {
 
   /** A user's span has its result in #kept: an object only for a waiter or listeners. */
   #keep(h: number, slot: number): void {
-    this.#keptHow[slot] = KEPT_NUMBERS;
+    this.#setKeptHow(slot, KEPT_NUMBERS);
     this.#settleSlot(slot);
     const b = slot * KEPT_WORDS;
     if (!Number.isNaN(this.#kept[b + 3])) {
@@ -862,7 +898,7 @@ export class SpanChannel {
       if (this.#current(h, slot)) {
         if (this.#contexts !== undefined && this.#contexts[slot] !== undefined) r.context = this.#contexts[slot];
         this.#results[slot] = r;
-        this.#keptHow[slot] = KEPT_OBJECT;
+        this.#setKeptHow(slot, KEPT_OBJECT);
         this.#settleSlot(slot);
       }
       this.#resolveWaiter(h, r);
