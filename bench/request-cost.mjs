@@ -2,36 +2,22 @@
 // throughput loss is made of, measured where a small VM's noise does not drown it (on our 2-vCPU
 // guests, two 1 s loopback runs of the same bare server differ by up to 35%: see the README).
 //
-// Each request is what Node's HTTP server hands a framework: an IncomingMessage on a
-// connection's socket and its ServerResponse, here on a socket never connected, so the response
-// is serialised into the ServerResponse's buffer instead of written. The same hello-world as
-// bench/http-server.mjs handles it, through Fastify's router (app.routing), Express's app, or a
-// plain node:http handler, in up to three variants:
-//   bare     the app alone;
-//   hook     Express and Fastify: the app with one middleware / onRequest hook that does nothing,
-//            what any middleware costs in that framework;
-//   tracked  the app with jouletrace's plugin / middleware / RequestTracker.track(), and, once
-//            each response has ended, the 'http.server.response.finish' message that Node's
-//            server publishes for every response once jouletrace subscribes (a bare server
-//            publishes nothing). The results settle on the sampler thread and reach the
-//            tracker's per-route aggregates on this thread, as on a server.
+// The requests, variants and apps are bench/synthetic-requests.mjs's (bare, hook, tracked). The
+// results settle on the sampler thread and reach the tracker's per-route aggregates on this
+// thread, as on a server.
 // A sampler runs through every variant (its own cost is bench/sampler.mjs's), so the difference
 // is request accounting alone.
 //
 // Main thread: this thread's CPU over a chunk of requests and the pause after it, in which the
 // results arrive. Sampler thread: its CPU over the same window, less its idle rate (measured in
 // the bare chunks) for the window's length. Chunks of the variants alternate.
-import { IncomingMessage, ServerResponse, Server } from 'node:http';
-import { Socket } from 'node:net';
-import { channel } from 'node:diagnostics_channel';
 import { createRequire } from 'node:module';
 import { jouletrace, median, root, sleep, table, threadCpuNs } from './common.mjs';
 import { load, serve } from './http-load.mjs';
+import { appHandlers, connections, CONNECTIONS, requestBatch } from './synthetic-requests.mjs';
 
 const require = createRequire(import.meta.url);
 const { Sampler, RequestTracker } = jouletrace;
-const { energyMiddleware, instrumentExpress } = require(`${root}/dist/cjs/express.js`);
-const { fastifyEnergy } = require(`${root}/dist/cjs/fastify.js`);
 const REPS = Number(process.env.BENCH_REPS ?? 5);
 const CHUNKS = Number(process.env.BENCH_REQUEST_CHUNKS ?? 8);
 const CHUNK = 5000;
@@ -67,77 +53,14 @@ if (EXPORTER === 'prometheus') {
 // The sampler thread reports its tid once it runs.
 while (s.stats().timing.samplerTid === 0) await sleep(1);
 const samplerTid = s.stats().timing.samplerTid;
-const finish = channel('http.server.response.finish');
-const server = new Server();
-
-async function handlers(framework) {
-  if (framework === 'node:http') {
-    const hello = (req, res) => res.end(`hello ${req.url.slice(7)}`);
-    return {
-      bare: hello,
-      hook: null,
-      tracked: (req, res) => {
-        tracker.track(req, res, '/hello/:name');
-        hello(req, res);
-      },
-    };
-  }
-  if (framework === 'express' || framework === 'express-middleware') {
-    const express = require('express');
-    const make = (variant) => {
-      const app = express();
-      if (variant === 'tracked' && framework === 'express') instrumentExpress(app, tracker);
-      if (variant === 'tracked' && framework === 'express-middleware') app.use(energyMiddleware(tracker));
-      if (variant === 'hook') app.use((req, res, next) => next());
-      app.get('/hello/:name', (req, res) => res.send(`hello ${req.params.name}`));
-      return app;
-    };
-    return { bare: make('bare'), hook: make('hook'), tracked: make('tracked') };
-  }
-  const Fastify = require('fastify');
-  const make = async (variant) => {
-    const app = Fastify();
-    if (variant === 'tracked') await app.register(fastifyEnergy, { tracker });
-    if (variant === 'hook') app.addHook('onRequest', (req, reply, done) => done());
-    app.get('/hello/:name', async (req) => `hello ${req.params.name}`);
-    await app.ready();
-    return app.routing;
-  };
-  return { bare: await make('bare'), hook: await make('hook'), tracked: await make('tracked') };
-}
-
-// Ten connections per variant, as the HTTP benchmark's load has, each with one request in flight
-// at a time; never connected, never destroyed.
-const CONNECTIONS = 10;
-const sockets = Object.fromEntries(['bare', 'hook', 'tracked'].map((v) => [v, Array.from({ length: CONNECTIONS }, () => new Socket())]));
-const reqs = new Array(CONNECTIONS);
-const ress = new Array(CONNECTIONS);
-const nextTurn = () => new Promise((r) => setImmediate(r));
+const sockets = { bare: connections(), hook: connections(), tracked: connections() };
 
 async function chunk(handler, variant) {
   const conns = sockets[variant];
-  const publish = variant === 'tracked';
   const m0 = threadCpuNs(process.pid);
   const s0 = threadCpuNs(samplerTid);
   const t0 = process.hrtime.bigint();
-  for (let i = 0; i < CHUNK; i += CONNECTIONS) {
-    for (let c = 0; c < CONNECTIONS; c++) {
-      const req = new IncomingMessage(conns[c]);
-      req.method = 'GET';
-      req.url = '/hello/world';
-      req.headers = { host: '127.0.0.1' };
-      const res = new ServerResponse(req);
-      reqs[c] = req;
-      ress[c] = res;
-      handler(req, res);
-    }
-    // Fastify answers from an async handler: its responses end in the microtasks after this.
-    await nextTurn();
-    for (let c = 0; c < CONNECTIONS; c++) {
-      if (!ress[c].writableEnded) throw new Error(`${variant}: a response did not end`);
-      if (publish) finish.publish({ request: reqs[c], response: ress[c], socket: conns[c], server });
-    }
-  }
+  for (let i = 0; i < CHUNK; i += CONNECTIONS) await requestBatch(handler, conns, variant === 'tracked');
   await sleep(PAUSE_MS);
   return {
     main: threadCpuNs(process.pid) - m0,
@@ -171,7 +94,7 @@ async function loopbackOf(framework) {
 
 const rows = [];
 for (const framework of FRAMEWORKS) {
-  const h = await handlers(framework);
+  const h = await appHandlers(framework, tracker);
   const before = tracker.routes().reduce((n, r) => n + r.count, 0);
   let trackedChunks = 0;
   const variants = ['bare', 'tracked', ...(h.hook ? ['hook'] : [])];

@@ -1,0 +1,96 @@
+// Requests without the network, for bench/request-cost.mjs and bench/request-cold.mjs: what Node's
+// HTTP server hands a framework (an IncomingMessage on a connection's socket and its
+// ServerResponse), here on sockets never connected, so each response is serialised into its
+// ServerResponse's buffer instead of written. The same hello-world as bench/http-server.mjs
+// handles them, in up to three variants:
+//   bare     the app alone;
+//   hook     Express and Fastify: the app with one middleware / onRequest hook that does nothing,
+//            what any middleware costs in that framework;
+//   tracked  the app with jouletrace's plugin / middleware / RequestTracker.track(), and, once
+//            each response has ended, the 'http.server.response.finish' message that Node's
+//            server publishes for every response once jouletrace subscribes (a bare server
+//            publishes nothing).
+import { IncomingMessage, ServerResponse, Server } from 'node:http';
+import { Socket } from 'node:net';
+import { channel } from 'node:diagnostics_channel';
+import { createRequire } from 'node:module';
+import { root } from './common.mjs';
+
+const require = createRequire(import.meta.url);
+const { energyMiddleware, instrumentExpress } = require(`${root}/dist/cjs/express.js`);
+const { fastifyEnergy } = require(`${root}/dist/cjs/fastify.js`);
+const finish = channel('http.server.response.finish');
+const server = new Server();
+
+/**
+ * The app's request handler per variant (hook: null for node:http). Frameworks: node:http,
+ * fastify, express (instrumentExpress), express-middleware (app.use(energyMiddleware()) first).
+ */
+export async function appHandlers(framework, tracker) {
+  if (framework === 'node:http') {
+    const hello = (req, res) => res.end(`hello ${req.url.slice(7)}`);
+    return {
+      bare: hello,
+      hook: null,
+      tracked: (req, res) => {
+        tracker.track(req, res, '/hello/:name');
+        hello(req, res);
+      },
+    };
+  }
+  if (framework === 'express' || framework === 'express-middleware') {
+    const express = require('express');
+    const make = (variant) => {
+      const app = express();
+      if (variant === 'tracked' && framework === 'express') instrumentExpress(app, tracker);
+      if (variant === 'tracked' && framework === 'express-middleware') app.use(energyMiddleware(tracker));
+      if (variant === 'hook') app.use((req, res, next) => next());
+      app.get('/hello/:name', (req, res) => res.send(`hello ${req.params.name}`));
+      return app;
+    };
+    return { bare: make('bare'), hook: make('hook'), tracked: make('tracked') };
+  }
+  if (framework !== 'fastify') throw new Error(`unknown framework ${framework}: expected node:http, express, express-middleware or fastify`);
+  const Fastify = require('fastify');
+  const make = async (variant) => {
+    const app = Fastify();
+    if (variant === 'tracked') await app.register(fastifyEnergy, { tracker });
+    if (variant === 'hook') app.addHook('onRequest', (req, reply, done) => done());
+    app.get('/hello/:name', async (req) => `hello ${req.params.name}`);
+    await app.ready();
+    return app.routing;
+  };
+  return { bare: await make('bare'), hook: await make('hook'), tracked: await make('tracked') };
+}
+
+/** Ten connections, as the HTTP benchmark's load has: one request in flight on each at a time. */
+export const CONNECTIONS = 10;
+/** A variant's connections; never connected, never destroyed until the benchmark ends. */
+export const connections = () => Array.from({ length: CONNECTIONS }, () => new Socket());
+
+const reqs = new Array(CONNECTIONS);
+const ress = new Array(CONNECTIONS);
+const nextTurn = () => new Promise((r) => setImmediate(r));
+
+/**
+ * One request on each connection, handled by `handler`; resolves once every response has ended
+ * (Fastify answers from an async handler, in the microtasks after the call) and, when
+ * `publishFinish`, Node's finish message for each has been published.
+ */
+export async function requestBatch(handler, conns, publishFinish) {
+  for (let c = 0; c < CONNECTIONS; c++) {
+    const req = new IncomingMessage(conns[c]);
+    req.method = 'GET';
+    req.url = '/hello/world';
+    req.headers = { host: '127.0.0.1' };
+    const res = new ServerResponse(req);
+    reqs[c] = req;
+    ress[c] = res;
+    handler(req, res);
+  }
+  await nextTurn();
+  for (let c = 0; c < CONNECTIONS; c++) {
+    if (!ress[c].writableEnded) throw new Error('a response did not end');
+    if (publishFinish) finish.publish({ request: reqs[c], response: ress[c], socket: conns[c], server });
+  }
+}
