@@ -8,6 +8,8 @@
 //
 // Each dir is one variant's dump directory as printed by that run; part (default 2) picks the
 // dump; requests per part is read from BENCH_VG_REQUESTS (default 4000), as in that run.
+// BENCH_VG_EVENT picks what is counted (default Ir, instructions): with dumps from callgrind's
+// --cache-sim=yes, I1mr, D1mr, ILmr or DLmr give cache misses per request by function instead.
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -18,6 +20,7 @@ if (!dirB) {
   process.exit(2);
 }
 const requests = Number(process.env.BENCH_VG_REQUESTS ?? 4000);
+const EVENT = process.env.BENCH_VG_EVENT ?? 'Ir';
 
 // The main thread's dump of one part, and the perf map of the process that wrote it.
 function files(dir) {
@@ -55,7 +58,7 @@ function jitNames(mapFile) {
 const AROUND = /\(below main\)|libc-start|libc_start_call_main|0x000000000001ab70|SpinEventLoopInternal|NodeMainInstance::Run|node::Start\(|\?\?\?:main /;
 function selfCost({ dump, map }) {
   const names = jitNames(map);
-  const out = execFileSync('callgrind_annotate', ['--threshold=100', dump], { encoding: 'utf8', maxBuffer: 256 << 20 });
+  const out = execFileSync('callgrind_annotate', ['--threshold=100', `--show=${EVENT}`, `--sort=${EVENT}`, dump], { encoding: 'utf8', maxBuffer: 256 << 20 });
   const cost = new Map();
   let listing = false;
   for (const line of out.split('\n')) {
@@ -72,7 +75,7 @@ function selfCost({ dump, map }) {
 const a = selfCost(files(dirA));
 const b = selfCost(files(dirB));
 const sum = (c) => [...c.values()].reduce((x, y) => x + y, 0);
-console.log(`instructions per request: A ${Math.round(sum(a))}, B ${Math.round(sum(b))}, B − A ${Math.round(sum(b) - sum(a))}`);
+console.log(`${EVENT === 'Ir' ? 'instructions' : EVENT} per request: A ${Math.round(sum(a))}, B ${Math.round(sum(b))}, B − A ${Math.round(sum(b) - sum(a))}`);
 console.log('   B − A        A        B  function (self cost)');
 const names = [...new Set([...a.keys(), ...b.keys()])];
 names.sort((x, y) => Math.abs((b.get(y) ?? 0) - (a.get(y) ?? 0)) - Math.abs((b.get(x) ?? 0) - (a.get(x) ?? 0)));
