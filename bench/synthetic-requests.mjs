@@ -90,7 +90,7 @@ export async function requestBatch(handler, conns, publishFinish) {
   }
   await nextTurn();
   for (let c = 0; c < CONNECTIONS; c++) {
-    if (!ress[c].writableEnded) throw new Error('a response did not end');
+    if (!ress[c].writableEnded) throw new Error(`${handler.name || 'a handler'}: a response did not end within the event-loop turn it was handled in`);
     if (publishFinish) finish.publish({ request: reqs[c], response: ress[c], socket: conns[c], server });
   }
 }

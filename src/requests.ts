@@ -65,9 +65,9 @@ const REQ_OPEN = 1;
 const REQ_ENDED = 2; // awaiting its result
 const REQ_SETTLED = 3; // its result came before end() (stop() settled it): end() frees the span slot
 const REQ_STATE_BITS = 3;
+const STATUS_SHIFT = 2; // ids[2 * slot + 1]: state | status code << STATUS_SHIFT
 // Two arrays, each slot's fields side by side, rather than one array per field: a server's caches
 // are cold at each request, and every array touched costs a miss or two (see SpanChannel#slots).
-const STATUS_SHIFT = 2; // ids[2 * slot + 1]: state | status code << STATUS_SHIFT
 class SharedRequests {
   // ids[2 * slot]: the request's span handle (0: none of ours); ids[2 * slot + 1]: state and status.
   readonly ids = new Int32Array(SPAN_SLOTS * 2);

@@ -416,9 +416,9 @@ export class SpanChannel {
     const h = (this.#tag << 24) | (gen << SLOT_BITS) | slot;
     const t = hrtime();
     if (this.#write(type, h, id, t[0], t[1])) {
-      slots[slot] = gen | (OPEN << STATE_SHIFT) | (numeric << NUMERIC_SHIFT); // kept: NO_RESULT
+      slots[slot] = gen | (OPEN << STATE_SHIFT) | (numeric << NUMERIC_SHIFT) | (NO_RESULT << HOW_SHIFT);
     } else {
-      slots[slot] = gen | (OPEN_DROPPED << STATE_SHIFT) | (numeric << NUMERIC_SHIFT);
+      slots[slot] = gen | (OPEN_DROPPED << STATE_SHIFT) | (numeric << NUMERIC_SHIFT) | (NO_RESULT << HOW_SHIFT);
       this.#noResult++;
       Atomics.add(this.#i32, EV_DROPPED, 1);
       // Kept for its unmeasured result: what it was and when, if not its energy.
