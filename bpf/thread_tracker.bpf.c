@@ -29,6 +29,11 @@
 
 /* include/linux/sched.h; this value has held since Linux 4.14, older than tp_btf itself. */
 #define TASK_DEAD 0x80
+/* include/linux/sched.h: task->flags of threads the kernel makes for a process without a fork
+ * event. PF_IO_WORKER since Linux 5.12 for io_uring's; PF_USER_WORKER since 6.4 for vhost's (an
+ * unrelated bit before, which costs a lookup and no more). */
+#define PF_IO_WORKER 0x00000010
+#define PF_USER_WORKER 0x00004000
 
 const volatile __u32 targ_tgid = 0;
 const volatile bool follow_children = false;
@@ -199,8 +204,21 @@ static __always_inline struct jt_task_ref *ref_of(struct task_struct *task, __u3
 	if (!follow_children && tgid != targ_tgid)
 		return NULL;
 	r = bpf_task_storage_get(&task_refs, task, 0, 0);
-	if (r || tgid != targ_tgid)
+	if (r)
 		return r;
+	/* A followed process's thread that no fork event announced, an io_uring worker or a
+	 * vhost worker (copy_process alone makes them), is found through its group leader's
+	 * storage and tracked through the tid hash, as the target's own are. The flags keep the
+	 * extra lookup off every other untracked switch; they only filter, the leader decides. */
+	if (tgid != targ_tgid) {
+		struct task_struct *leader;
+
+		if (!(task->flags & (PF_IO_WORKER | PF_USER_WORKER)))
+			return NULL;
+		leader = task->group_leader;
+		if (!leader || leader == task || !bpf_task_storage_get(&task_refs, leader, 0, 0))
+			return NULL;
+	}
 	return tid_ref(task, add);
 }
 
@@ -428,7 +446,10 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 		}
 		return 0;
 	}
-	tid_ref(child, REF_ADD);
+	/* As the task-storage build counts storage it could not create: with no ref, the thread's
+	 * switches credit no slot and new_slot never sees it to count it. */
+	if (!tid_ref(child, REF_ADD))
+		__sync_fetch_and_add(&dropped_threads, 1);
 #endif
 	return 0;
 }

@@ -51,9 +51,11 @@ enum {
 
 struct task_struct {
 	unsigned int __state; /* "state" (long) before 5.14: see task_struct___pre514 */
+	unsigned int flags;
 	int exit_state;
 	pid_t pid;
 	pid_t tgid;
+	struct task_struct *group_leader;
 	char comm[16];
 };
 
