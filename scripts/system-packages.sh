@@ -1,7 +1,8 @@
 # The Debian packages jouletrace needs, found missing by what they provide. Sourced by setup.sh
 # (everything: the build and the test tools) and install-failed.sh (the build only).
 
-# command → Debian package
+# command → Debian package. src/native.ts names the build packages too, in the error for an
+# addon that is not built; test/install-failed.test.ts keeps the two lists the same.
 declare -A BUILD_CMD_PKG=(
   [clang]=clang [llvm-strip]=llvm [pkg-config]=pkg-config [make]=make [g++]=g++
   [python3]=python3 [bpftool]=bpftool

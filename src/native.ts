@@ -35,7 +35,8 @@ export function native(): NativeBinding {
   }
 }
 
-// What `npm rebuild jouletrace` compiles with. bpftool has no package of its own on Ubuntu.
+// What `npm rebuild jouletrace` compiles with: the build list of scripts/system-packages.sh, kept
+// the same by test/install-failed.test.ts. bpftool has no package of its own on Ubuntu.
 const BUILD_PACKAGES = 'clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config make g++ python3';
 const BPFTOOL_HINT = 'and bpftool (Debian: bpftool; Ubuntu: linux-tools-common linux-tools-$(uname -r))';
 // Runtime libraries the addon links against, by soname.

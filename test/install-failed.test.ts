@@ -41,6 +41,22 @@ describe('install-failed.sh', () => {
     expect(r.stderr).toMatch(/the build packages are all installed/);
   });
 
+  it('names the same build packages as the error a missing addon throws', async () => {
+    // Two lists, one in bash for the install scripts and one in the addon loader's message,
+    // which runs where scripts/ may not be readable: this keeps them the same.
+    const r = spawnSync('bash', ['--norc', '-euo', 'pipefail', '-c', 'source scripts/system-packages.sh; printf "%s\\n" "${BUILD_CMD_PKG[@]}" "${BUILD_HDR_PKG[@]}"'], {
+      cwd: ROOT,
+      encoding: 'utf8',
+    });
+    expect(r.stderr).toBe('');
+    const fromScript = r.stdout.trim().split('\n').filter((p) => p !== 'bpftool');
+    const { nativeLoadError } = await import('../src/native');
+    const message = nativeLoadError(new Error('No native build was found for platform=linux')).message;
+    const fromMessage = /apt-get install ([^`]+)`/.exec(message)![1].split(' ');
+    expect(fromMessage.sort()).toEqual(fromScript.sort());
+    expect(message).toMatch(/bpftool \(Debian: bpftool; Ubuntu: linux-tools-common/);
+  });
+
   it('names linux-tools for bpftool on Ubuntu and its derivatives, bpftool elsewhere', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-os-'));
     try {
