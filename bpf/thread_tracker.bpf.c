@@ -82,6 +82,16 @@ struct {
 	__type(value, __u32);
 } free_slots SEC(".maps");
 
+/* Threads of ours refused a ref (tid_slot full), by tid: with no ref they have nowhere else to
+ * be marked, and each must count once in dropped_threads, not at every switch. An LRU, so it
+ * never fills: past 1,024 such threads alive at once, one may count twice. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u8);
+} refused_tids SEC(".maps");
+
 #if JT_TASK_STORAGE
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
@@ -176,8 +186,17 @@ static __always_inline void refs_add(__u32 tgid, int delta)
 }
 #endif
 
+/* A tracked thread that no ref could be made for: its time goes unseen, counted once. */
+static __noinline void count_refused(__u32 tid)
+{
+	__u8 one = 1;
+
+	if (!bpf_map_update_elem(&refused_tids, &tid, &one, BPF_NOEXIST))
+		__sync_fetch_and_add(&dropped_threads, 1);
+}
+
 /* The ref of a thread of targ_tgid, or of any thread in the compatibility build, by tid. NULL
- * when missing and not added, or when the table is full. */
+ * when missing and not added, or when the table is full (counted: count_refused). */
 static __always_inline struct jt_task_ref *tid_ref(struct task_struct *task, enum ref_add add)
 {
 	__u32 tid = task->pid;
@@ -188,8 +207,12 @@ static __always_inline struct jt_task_ref *tid_ref(struct task_struct *task, enu
 	/* Read only here, off the path of every switch of an untracked or known thread. */
 	if (add == REF_ADD_UNLESS_EXITING && task->exit_state)
 		return NULL;
-	if (bpf_map_update_elem(&tid_slot, &tid, &fresh, BPF_NOEXIST))
-		return bpf_map_lookup_elem(&tid_slot, &tid); /* full (NULL), or made meanwhile */
+	if (bpf_map_update_elem(&tid_slot, &tid, &fresh, BPF_NOEXIST)) {
+		r = bpf_map_lookup_elem(&tid_slot, &tid); /* full (NULL), or made meanwhile */
+		if (!r)
+			count_refused(tid);
+		return r;
+	}
 	refs_add(task->tgid, 1);
 	return bpf_map_lookup_elem(&tid_slot, &tid);
 }
@@ -419,7 +442,9 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 		if (ptgid != targ_tgid && !bpf_task_storage_get(&task_refs, parent, 0, 0))
 			return 0;
 	}
-	if (!bpf_task_storage_get(&task_refs, child, 0, BPF_LOCAL_STORAGE_GET_F_CREATE))
+	/* A thread of targ_tgid with no storage is tracked through the tid hash (ref_of), which
+	 * counts it if it is refused there too; anyone else's goes untracked: counted now. */
+	if (!bpf_task_storage_get(&task_refs, child, 0, BPF_LOCAL_STORAGE_GET_F_CREATE) && ctgid != targ_tgid)
 		__sync_fetch_and_add(&dropped_threads, 1);
 #else
 	__u32 none = 0;
@@ -439,17 +464,14 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 			__sync_fetch_and_add(&dropped_threads, 1);
 			return 0;
 		}
-		if (!tid_ref(child, REF_ADD)) {
-			/* No ref to be had (tid_slot full): nothing would ever take the entry away. */
+		/* No ref to be had (tid_slot full; tid_ref counted the thread): nothing would ever
+		 * take the entry away. */
+		if (!tid_ref(child, REF_ADD))
 			bpf_map_delete_elem(&tracked_tgids, &ctgid);
-			__sync_fetch_and_add(&dropped_threads, 1);
-		}
 		return 0;
 	}
-	/* As the task-storage build counts storage it could not create: with no ref, the thread's
-	 * switches credit no slot and new_slot never sees it to count it. */
-	if (!tid_ref(child, REF_ADD))
-		__sync_fetch_and_add(&dropped_threads, 1);
+	/* Refused (tid_slot full), the thread is counted by tid_ref, here or at a later switch. */
+	tid_ref(child, REF_ADD);
 #endif
 	return 0;
 }

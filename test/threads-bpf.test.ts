@@ -700,8 +700,8 @@ print(json.dumps(out))`], { encoding: 'utf8', timeout: 30_000 });
     // attach. Of three threads started after it, the compat build has a ref for one at most:
     // the others are refused theirs at fork, and none gets a slot. Each is counted once, where
     // its ref or its slot was refused. Other threads the process starts meanwhile count too, and
-    // so may the (at most two) threads that took the table's refs at attach, at their first
-    // switch since; counted per switch, it would be dozens.
+    // so may the threads found at attach (next test), at their first switch since; counted per
+    // switch, it would be dozens.
     tracker = openThreadTracker({ backend: 'bpf', bpfProgram, maxThreads: 1 });
     await sleep(20);
     const tids = () => new Set(fs.readdirSync('/proc/self/task'));
@@ -714,7 +714,38 @@ print(json.dumps(out))`], { encoding: 'utf8', timeout: 30_000 });
     const dropped = tracker.stats().droppedThreads - before;
     expect(started).toBeGreaterThanOrEqual(3);
     expect(dropped).toBeGreaterThanOrEqual(3);
-    expect(dropped).toBeLessThanOrEqual(started + 2);
+    expect(dropped).toBeLessThanOrEqual(started + existing.size);
+  });
+
+  it('counts the threads it found at attach and had no room for, once each', async () => {
+    // maxThreads 1: one slot, seeded with one thread at attach, and a tid table of two refs. Every
+    // other thread that existed then gets a ref at its first switch while the table has room (and
+    // is counted where new_slot finds no slot), or is refused one (and is counted by tid). The
+    // thread pool is started first, so that its threads are among those found at attach.
+    await Promise.all(Array.from({ length: 8 }, () => fs.promises.stat(__filename)));
+    const existing = fs.readdirSync('/proc/self/task');
+    const switches = (tid: string): number => {
+      try {
+        return Number(fs.readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ')[2]);
+      } catch {
+        return NaN; // gone
+      }
+    };
+    tracker = openThreadTracker({ backend: 'bpf', bpfProgram, maxThreads: 1 });
+    const atOpen = new Map(existing.map((t) => [t, switches(t)]));
+    // Wake the pool's threads and the main thread, several times each.
+    for (let i = 0; i < 5; i++) {
+      await Promise.all(Array.from({ length: 8 }, () => fs.promises.stat(__filename)));
+      await sleep(5);
+    }
+    const ran = existing.filter((t) => switches(t) > atOpen.get(t)!).length;
+    const newThreads = fs.readdirSync('/proc/self/task').filter((t) => !atOpen.has(t)).length;
+    const dropped = tracker.stats().droppedThreads;
+    expect(ran).toBeGreaterThanOrEqual(4); // the main thread and the pool's, at least
+    // The seeded thread may be among those that ran; new threads may count too.
+    expect(dropped).toBeGreaterThanOrEqual(ran - 1);
+    // Once each, however many times each switched.
+    expect(dropped).toBeLessThanOrEqual(existing.length + newThreads);
   });
 
   it('close() is safe twice and snapshots after it throw a coded error', () => {
