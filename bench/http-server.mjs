@@ -5,7 +5,9 @@
 // onRequest hook, which makes Fastify run its hook runner for every request anyway; work1us: no jouletrace, one middleware (Express)
 // or onRequest hook (Fastify) that busy-waits 1 µs, as a ruler for what 1 µs of added work per
 // request costs on the machine at hand; hook: the sampler and an empty middleware / onRequest
-// hook, what any hook costs in that framework.
+// hook, what any hook costs in that framework; floor (node:http, Fastify): no jouletrace, the
+// sampler and the least any accounting of this shape does (see floorAccounting below), a ruler
+// for how far jouletrace's request path is from it.
 // Prints "listening <port>" once ready. SIGUSR2 marks the start of a measured load; SIGTERM prints
 // "cpu {user, system, served}" for the time since (µs, requests) and exits.
 import { createRequire } from 'node:module';
@@ -31,16 +33,57 @@ function work1us() {
   const until = performance.now() + 0.001;
   while (performance.now() < until);
 }
+// What any accounting that marks a request's start in a hook and its end at Node's finish message
+// must do, and nothing more: one clock read and one 24-byte event written into a shared ring at
+// each end, the request found again through a tag on its connection. No slots, no settlement, no
+// aggregation, no protection against a request tracked twice: not usable, only a measure of
+// the floor under jouletrace's request path (the hook or handler that calls start() and Node's
+// finish message are the same in both).
+function floorAccounting() {
+  const { subscribe } = require('node:diagnostics_channel');
+  const ring = new Int32Array(new SharedArrayBuffer(1 << 20));
+  const hrtime = process.hrtime;
+  const OPEN = Symbol('floor.open');
+  let head = 0;
+  const event = (a, b) => {
+    const t = hrtime();
+    const o = (head & 0x7fff) * 8;
+    ring[o + 2] = a;
+    ring[o + 3] = b;
+    ring[o + 4] = t[0];
+    ring[o + 5] = t[1];
+    ring[o] = (a ^ b ^ t[0] ^ t[1]) | 0;
+    ring[o + 1] = head;
+    head = (head + 1) | 0;
+  };
+  const routes = new Map();
+  subscribe('http.server.response.finish', (m) => {
+    const s = m.socket;
+    const id = s?.[OPEN];
+    if (id !== undefined && id !== 0) {
+      s[OPEN] = 0;
+      event(id, m.response.statusCode);
+    }
+  });
+  return (req, route) => {
+    let id = routes.get(route);
+    if (id === undefined) routes.set(route, (id = routes.size + 1));
+    event(id, 0);
+    req.socket[OPEN] = id;
+  };
+}
+const floor = variant === 'floor' ? floorAccounting() : null;
 if (variant !== 'bare' && variant !== 'work1us') {
   sampler = new Sampler({ intervalUs: 1000 });
   sampler.start();
-  if (variant !== 'sampler' && variant !== 'hook') tracker = new RequestTracker(sampler, { mode: variant === 'exact' ? 'exact' : 'shared' });
+  if (variant !== 'sampler' && variant !== 'hook' && variant !== 'floor') tracker = new RequestTracker(sampler, { mode: variant === 'exact' ? 'exact' : 'shared' });
 }
 let close;
 if (framework === 'node:http') {
   const http = require('node:http');
   const server = http.createServer((req, res) => {
     if (tracker) tracker.track(req, res, '/hello/:name');
+    if (floor) floor(req, '/hello/:name');
     if (variant === 'work1us') work1us();
     served++;
     res.end(`hello ${req.url.slice(7)}`);
@@ -60,11 +103,12 @@ if (framework === 'node:http') {
   close = () => server.close();
 } else {
   const Fastify = require('fastify');
-  const { fastifyEnergy } = require(`${root}/dist/cjs/fastify.js`);
+  const { fastifyEnergy, fastifyRoute } = require(`${root}/dist/cjs/fastify.js`);
   const app = Fastify();
   if (tracker) await app.register(fastifyEnergy, { tracker });
   if (variant === 'work1us') app.addHook('onRequest', (req, reply, done) => (work1us(), done()));
   if (variant === 'hook' || variant === 'hooked') app.addHook('onRequest', (req, reply, done) => done());
+  if (floor) app.addHook('onRequest', (req, reply, done) => (floor(req.raw, fastifyRoute(req)), done()));
   app.get('/hello/:name', async (req) => (served++, `hello ${req.params.name}`));
   const address = await app.listen({ port: 0, host: '127.0.0.1' });
   console.log(`listening ${new URL(address).port}`);

@@ -23,7 +23,7 @@
 // thread's own wake-ups stay at 1 ms: only the span engine's count is shown for that thread.
 //
 // BENCH_VG_PARTS, BENCH_VG_REQUESTS, BENCH_VG_WARMUP, BENCH_HTTP_FRAMEWORKS and
-// BENCH_VG_VARIANTS (bare,sampler,hook,middleware) narrow a run; BENCH_VG_KEEP=1 keeps the dumps
+// BENCH_VG_VARIANTS (bare,sampler,hook,middleware,hooked,floor) narrow a run; BENCH_VG_KEEP=1 keeps the dumps
 // for callgrind_annotate, and BENCH_VG_NODE_FLAGS=--perf-basic-prof writes /tmp/perf-<pid>.map,
 // which names the JIT-compiled functions that callgrind knows only by address.
 //
@@ -51,12 +51,12 @@ const SLOWDOWN = 50;
 const V8_FLAGS = ['--no-concurrent-recompilation', '--no-concurrent-osr', '--min-semi-space-size=16', '--max-semi-space-size=16'];
 const FRAMEWORKS = (process.env.BENCH_HTTP_FRAMEWORKS ?? 'node:http,express,fastify').split(',');
 const VARIANTS = {
-  'node:http': ['bare', 'sampler', 'middleware'],
+  'node:http': ['bare', 'sampler', 'middleware', 'floor'],
   express: ['bare', 'sampler', 'hook', 'middleware', 'instrumented'],
-  fastify: ['bare', 'sampler', 'hook', 'middleware', 'hooked'],
+  fastify: ['bare', 'sampler', 'hook', 'middleware', 'hooked', 'floor'],
 };
 const ONLY = process.env.BENCH_VG_VARIANTS?.split(',');
-const NAMES = { bare: 'bare', sampler: 'sampler alone', hook: 'sampler + empty hook', middleware: 'sampler + jouletrace', instrumented: 'sampler + instrumentExpress()', hooked: 'sampler + empty hook + jouletrace' };
+const NAMES = { bare: 'bare', sampler: 'sampler alone', hook: 'sampler + empty hook', middleware: 'sampler + jouletrace', instrumented: 'sampler + instrumentExpress()', hooked: 'sampler + empty hook + jouletrace', floor: 'sampler + floor (no jouletrace)' };
 
 function have(cmd) {
   return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;

@@ -131,6 +131,7 @@ export class RequestTracker {
   #lastRoute: string | undefined;
   #lastAggregate: RouteAggregate | undefined;
   readonly #shared: NumericResultListener;
+  readonly #requestLabel: number;
   readonly #callback: NumericResultListener;
   #als: AsyncLocalStorage<Pending> | undefined;
   #hook: AsyncHook | undefined;
@@ -142,7 +143,10 @@ export class RequestTracker {
   #capture: (() => unknown) | null = null;
   // Whether this tracker holds the process's response-finish subscription (see track()).
   #watching = false;
-  readonly #endAtFinish = (token: unknown, statusCode: number) => this.end(token as RequestToken, statusCode);
+  // A response's end, for requests that track() watches: a shared-mode request's token is its
+  // span handle, a number.
+  readonly #endAtFinish = (token: unknown, statusCode: number) =>
+    typeof token === 'number' ? this.#endShared(token, statusCode) : this.end(token as RequestToken, statusCode);
 
   /** Calls fn() when each request begins and carries the result as the record's `context`. */
   setContextCapture(fn: (() => unknown) | null): void {
@@ -168,6 +172,7 @@ export class RequestTracker {
     this.#shared = (h, res, o) => this.#onShared(h, res, o);
     this.#channel.sharedListeners.add(this.#shared);
     this.#channel.startPolling();
+    this.#requestLabel = this.#channel.labelId('(request)');
     if (this.mode === 'exact') this.#enableExact();
     else this.#requests = new SharedRequests();
   }
@@ -241,8 +246,26 @@ export class RequestTracker {
       this.#watching = true;
       retainResponseWatch();
     }
+    const given = route !== undefined ? route : this.#routeOf !== undefined ? () => this.#routeOf!(req) : undefined;
+    // Every request of a server goes through here: the common case (shared mode, nothing to run,
+    // no context to capture, an open tracker) is written out, as #start() would do it.
+    const r = this.#requests;
+    if (r !== undefined && run === undefined && this.#capture === null && !this.#closed) {
+      if (watchedFor(req, this.#endAtFinish)) return;
+      const h = this.#channel.beginRequest(this.#requestLabel);
+      if (h <= 0) return; // not running (-1), or every span slot busy (0, counted as dropped)
+      const i = slotOfHandle(h) * 2;
+      r.ids[i] = h;
+      r.ids[i + 1] = REQ_OPEN;
+      r.names[i] = req.method ?? 'GET';
+      r.names[i + 1] = given ?? '(unrouted)';
+      if (r.context !== undefined) r.context[i >> 1] = undefined;
+      r.inFlight++;
+      watchResponse(req, res, h, this.#endAtFinish);
+      return;
+    }
     // Watched before run() (exact mode): a response can finish inside it (Fastify's inject()).
-    this.#start(req.method ?? 'GET', route ?? (this.#routeOf ? () => this.#routeOf!(req) : undefined), run, req, res);
+    this.#start(req.method ?? 'GET', given, run, req, res);
   }
 
   /**
@@ -394,6 +417,24 @@ export class RequestTracker {
     p.endNs = Number(process.hrtime.bigint());
     if (this.#active === p) this.#closeActive();
     this.#maybeEmitExact(p);
+  }
+
+  // end() of a shared-mode request at its response's finish: its common case written out.
+  #endShared(h: number, statusCode: number): void {
+    const r = this.#requests;
+    const i = slotOfHandle(h) * 2;
+    if (r === undefined || r.ids[i] !== h || (r.ids[i + 1] & REQ_STATE_BITS) !== REQ_OPEN) {
+      this.end(h as unknown as RequestToken, statusCode);
+      return;
+    }
+    r.ids[i + 1] = REQ_ENDED | (statusCode << STATUS_SHIFT);
+    const current = r.names[i + 1];
+    if (typeof current === 'function') r.names[i + 1] = safeRoute(current);
+    try {
+      this.#channel.endRequest(h);
+    } catch {
+      /* already gone with the channel */
+    }
   }
 
   #batch: RequestRecord[] = [];

@@ -35,21 +35,25 @@ interface Entry {
 
 // What one connection has in flight, for every watcher in the process: nearly always one request
 // (kept in fields, so the common case allocates nothing per request); HTTP/1.1 pipelining, or one
-// request tracked by two trackers, queue more.
+// request tracked by two trackers, queue more. A request is held by its response (its request is
+// `res.req`): each young object stored into this long-lived one costs the garbage collector's
+// write barrier its slow path (callgrind: about 35 instructions each), so one a request, not two.
 class ConnectionRequests {
-  req: IncomingMessage | null = null;
   res: ServerResponse | null = null;
   token: unknown = undefined;
   end: End | null = null;
   more: Entry[] | null = null;
-  // The last request on it that ended, and the end callback it ended for: a request tracked
-  // again after its response finished (after an await) counts once. Fields here, not a mark on
-  // the request: a property added to every IncomingMessage costs a map transition, and more
-  // ends of it (pipelining, a second tracker) are rare enough for that. The price: an idle
-  // kept-alive connection holds its last request (and what the app hung on it) until the next
-  // one finishes or the connection closes.
-  doneReq: IncomingMessage | null = null;
+  // The last request on it that ended, by its response, and the end callback it ended for: a
+  // request tracked again after its response finished (after an await) counts once. Fields here,
+  // not a mark on the request: a property added to every IncomingMessage costs a map transition,
+  // and more ends of it (pipelining, a second tracker) are rare enough for that. The price: an
+  // idle kept-alive connection holds its last request (and what the app hung on it) until the
+  // next one finishes or the connection closes.
+  doneRes: ServerResponse | null = null;
   doneEnd: End | null = null;
+  // Whether a request was marked on itself (noteWatched) while this connection was live: only
+  // then does watchedFor() look for the mark, a lookup of a property that is nearly always absent.
+  marked = false;
 }
 
 const KEY = Symbol('jouletrace.requestsInFlight');
@@ -61,6 +65,12 @@ type TaggedSocket = net.Socket & { [KEY]?: ConnectionRequests };
 // as it is: no allocation per request.
 const WATCHED = Symbol('jouletrace.watchedFor');
 type TaggedRequest = IncomingMessage & { [WATCHED]?: End | End[] };
+
+// As noteWatched(), for a request on connection c, which is live: its watchedFor() looks for marks now.
+function noteWatchedOn(c: ConnectionRequests, req: IncomingMessage, end: End): void {
+  c.marked = true;
+  noteWatched(req, end);
+}
 
 function noteWatched(req: IncomingMessage, end: End): void {
   const r = req as TaggedRequest;
@@ -153,41 +163,47 @@ function onFinish(message: unknown): void {
   const m = message as FinishMessage;
   const c = m.socket?.[KEY];
   if (c === undefined) return; // a connection none of our requests used
+  const res = m.response;
   // A loop: the same request may be watched by several trackers, or tracked twice.
-  while (c.req === m.request) {
+  while (c.res === res) {
     const end = c.end!;
     const token = c.token;
-    const next = c.more?.shift();
-    c.req = next ? next.req : null;
-    c.res = next ? next.res : null;
-    c.token = next ? next.token : undefined;
-    c.end = next ? next.end : null;
+    const next = c.more === null ? undefined : c.more.shift();
+    if (next === undefined) {
+      c.res = null;
+      c.token = undefined;
+      c.end = null;
+    } else {
+      c.res = next.res;
+      c.token = next.token;
+      c.end = next.end;
+    }
     ended();
-    noteDone(c, m.request, end);
-    callEnd(end, token, m.response.statusCode);
+    noteDone(c, res, end);
+    callEnd(end, token, res.statusCode);
   }
   if (c.more === null || c.more.length === 0) return;
   const rest: Entry[] = [];
   for (const e of c.more) {
-    if (e.req !== m.request) rest.push(e);
+    if (e.res !== res) rest.push(e);
     else {
       ended();
-      noteWatched(e.req, e.end);
-      callEnd(e.end, e.token, m.response.statusCode);
+      noteWatchedOn(c, e.req, e.end);
+      callEnd(e.end, e.token, res.statusCode);
     }
   }
   c.more = rest;
 }
 
-function noteDone(c: ConnectionRequests, req: IncomingMessage, end: End): void {
-  if (c.doneReq === req) {
-    noteWatched(req, end); // a second tracker's end
+function noteDone(c: ConnectionRequests, res: ServerResponse, end: End): void {
+  if (c.doneRes === res) {
+    noteWatchedOn(c, res.req, end); // a second tracker's end
     return;
   }
   // Not kept for the request it replaces: marking each one would cost every request what the
   // fields save. Tracked again only after the next request on its connection finished too, a
   // request counts twice.
-  c.doneReq = req;
+  c.doneRes = res;
   c.doneEnd = end;
 }
 
@@ -195,9 +211,9 @@ function onConnectionClose(this: TaggedSocket): void {
   const c = this[KEY];
   if (c === undefined) return;
   this[KEY] = undefined;
-  if (c.doneReq !== null) noteWatched(c.doneReq, c.doneEnd!);
+  if (c.doneRes !== null) noteWatched(c.doneRes.req, c.doneEnd!);
   const open: Entry[] = c.more ?? [];
-  if (c.req !== null) open.unshift({ req: c.req, res: c.res!, token: c.token, end: c.end! });
+  if (c.res !== null) open.unshift({ req: c.res.req, res: c.res, token: c.token, end: c.end! });
   for (const e of open) {
     ended();
     noteWatched(e.req, e.end);
@@ -209,12 +225,25 @@ function onConnectionClose(this: TaggedSocket): void {
 export function watchedFor(req: IncomingMessage, end: End): boolean {
   const socket = req.socket as TaggedSocket | null;
   const c = socket?.[KEY];
-  // An entry is a live connection's (a closed one's is cleared), holding its requests in flight.
+  // An entry is a live connection's (a closed one's is cleared), holding its requests in flight
+  // and the last one that ended.
   if (c === undefined) return noted(req, end);
-  if (c.req === null) return (c.doneReq === req && c.doneEnd === end) || noted(req, end);
-  if (c.req === req && c.end === end) return true;
+  if (c.res !== null && c.end === end && c.res.req === req) return true;
+  if (c.doneRes !== null && c.doneEnd === end && c.doneRes.req === req) return true;
   if (c.more !== null) for (const e of c.more) if (e.req === req && e.end === end) return true;
-  return (c.doneReq === req && c.doneEnd === end) || noted(req, end); // ended, with others in flight
+  return c.marked && noted(req, end);
+}
+
+// A connection's entry, made at its first tracked request; undefined for a socket destroyed
+// before: tagged, a connection's 'close' is still to come (the tag goes then), even where the
+// socket is destroyed already; untagged and destroyed, the client left before the request was
+// handled, and its close may have been and gone.
+function tagConnection(socket: TaggedSocket): ConnectionRequests | undefined {
+  if (socket.destroyed) return undefined;
+  const c = new ConnectionRequests();
+  socket[KEY] = c;
+  socket.on('close', onConnectionClose);
+  return c;
 }
 
 /**
@@ -228,36 +257,26 @@ export function watchResponse(req: IncomingMessage, res: ServerResponse, token: 
     watchWithListeners(res, token, end);
     return;
   }
+  const c = socket[KEY] ?? tagConnection(socket);
   if (res.writableEnded && res.writableFinished) {
     // Tracked once its response had finished (after an await): the finish message has been and
     // gone; waiting for the connection's close would record it as 499, whenever that comes.
-    const c = socket[KEY];
-    if (c !== undefined) noteDone(c, req, end);
+    if (c !== undefined) noteDone(c, res, end);
     else noteWatched(req, end);
     callEnd(end, token, res.statusCode);
     return;
   }
-  let c = socket[KEY];
   if (c === undefined) {
-    // Tagged, a connection's 'close' is still to come (the tag goes then), even where the
-    // socket is destroyed already. Untagged and destroyed: the client left before the request
-    // was handled, and its close may have been and gone.
-    if (socket.destroyed) {
-      noteWatched(req, end);
-      callEnd(end, token, closedStatus(res, socket));
-      return;
-    }
-    c = new ConnectionRequests();
-    socket[KEY] = c;
-    socket.on('close', onConnectionClose);
+    noteWatched(req, end);
+    callEnd(end, token, closedStatus(res, socket));
+    return;
   }
   if (!subscribed) {
     subscribe(FINISH_CHANNEL, onFinish);
     subscribed = true;
   }
   watched++;
-  if (c.req === null) {
-    c.req = req;
+  if (c.res === null) {
     c.res = res;
     c.token = token;
     c.end = end;

@@ -443,6 +443,38 @@ export class SpanChannel {
     return this.#begin(label, BEGIN_SHARED, NUM_SHARED);
   }
 
+  /** @internal The id of a label (interned now if new), for beginRequest(). */
+  labelId(label: string): number {
+    return this.#labels.get(label) ?? this.#intern(label);
+  }
+
+  /**
+   * @internal beginShared() for the request tracker, which begins one per request of a server:
+   * its label's id given, and -1 rather than an error while the sampler is not running (a server
+   * goes on serving). Anything but the common case goes through #begin().
+   */
+  beginRequest(labelId: number): number {
+    if (this.#freeCount === 0 || this.#i32[RUNNING] !== 1 || this.#timer === undefined || this.#contexts !== undefined) {
+      if (this.#i32[RUNNING] !== 1) return -1;
+      return this.#begin(this.#labelNames[labelId], BEGIN_SHARED, NUM_SHARED);
+    }
+    const slot = this.#free[this.#freeHead];
+    const slots = this.#slots;
+    const word = slots[slot];
+    // A slot that held a result object (KEPT_OBJECT) or whose event would not fit: #begin().
+    if ((word & HOW_BITS) === KEPT_OBJECT << HOW_SHIFT || ((this.#head - this.#tailSeen) | 0) >= this.#evCap) {
+      return this.#begin(this.#labelNames[labelId], BEGIN_SHARED, NUM_SHARED);
+    }
+    this.#freeHead = (this.#freeHead + 1) & (MAX_OPEN - 1);
+    this.#freeCount--;
+    const gen = (word + 1) & GEN_MASK;
+    const h = (this.#tag << 24) | (gen << SLOT_BITS) | slot;
+    const t = hrtime();
+    this.#write(BEGIN_SHARED, h, labelId, t[0], t[1]); // room was checked above
+    slots[slot] = gen | (OPEN << STATE_SHIFT) | (NUM_SHARED << NUMERIC_SHIFT) | (NO_RESULT << HOW_SHIFT);
+    return h;
+  }
+
   /** Whether handle h is the span its slot holds now (not an earlier one in that slot). */
   #current(h: number, slot: number): boolean {
     return (this.#slots[slot] & GEN_MASK) === ((h >>> SLOT_BITS) & GEN_MASK);

@@ -991,6 +991,48 @@ describe('exact mode edges', () => {
     expect(tracker.routes().map((r) => [r.route, r.count])).toEqual([]); // NaN joules: not aggregated
   });
 
+  it('serves a request tracked (shared mode) when the event ring is full, every span slot busy, or spans capture a context', async () => {
+    // A 1 s interval: the sampler does not drain the event ring while the test fills it.
+    const sampler = new Sampler({ source: 'model', intervalUs: 1_000_000, threads: 'procfs' });
+    const tracker = new RequestTracker(sampler);
+    const records: RequestRecord[] = [];
+    tracker.onRequest((rs) => records.push(...rs));
+    cleanups.push(() => sampler.close());
+    cleanups.push(() => tracker.close());
+    const server = http.createServer((req, res) => {
+      trackRequest(tracker, req, res, req.url!);
+      res.end('ok');
+    });
+    const base = await listen(server);
+    cleanups.push(() => new Promise((r) => server.close(r)));
+    const get = async (p: string) => expect((await fetch(base + p)).status).toBe(200);
+    sampler.start();
+    const channel = sampler.spanChannel();
+    // A span's context capture on: a request carries none of it, and is measured.
+    sampler.setContextCapture(() => 'span context');
+    await get('/captured');
+    sampler.setContextCapture(null);
+    // The event ring full: the request's begin cannot be written. It is served, and reported at
+    // its end, unmeasured.
+    const droppedEvents = channel.droppedEvents;
+    for (let i = 0; i < 70_000 && channel.droppedEvents === droppedEvents; i++) sampler.end(sampler.begin('fill'));
+    await get('/ring-full');
+    await recordsFor(records, 1);
+    expect(records.map((r) => [r.route, r.incomplete, Number.isNaN(r.joules)])).toEqual([['/ring-full', true, true]]);
+    // Every slot busy (held spans, unmeasured as the ring is still full): served, not measured, counted.
+    const held: number[] = [];
+    for (let i = 0; i < 65536; i++) held.push(sampler.begin('hold'));
+    const droppedSpans = channel.droppedSpans;
+    await get('/no-slot');
+    expect(channel.droppedSpans).toBe(droppedSpans + 1);
+    for (const h of held) sampler.end(h);
+    sampler.stop();
+    await recordsFor(records, 2);
+    expect(records.map((r) => r.route).sort()).toEqual(['/captured', '/ring-full']);
+    expect(records.find((r) => r.route === '/captured')).not.toHaveProperty('context');
+    expect(tracker.inFlight).toBe(0);
+  });
+
   itBpf('nothing is accounted while the sampler is stopped; a callback with no span slot marks its request incomplete', async () => {
     const { sampler, tracker, records } = setup('exact');
     let ran = 0;
