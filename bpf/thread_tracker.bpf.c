@@ -186,11 +186,15 @@ static __always_inline void refs_add(__u32 tgid, int delta)
 }
 #endif
 
-/* A tracked thread that no ref could be made for: its time goes unseen, counted once. */
+/* A tracked thread that no ref could be made for: its time goes unseen, counted once. Looked up
+ * first: it is refused again at each of its switches, and an LRU update of a key already there
+ * still takes a free node and the map's locks. */
 static __noinline void count_refused(__u32 tid)
 {
 	__u8 one = 1;
 
+	if (bpf_map_lookup_elem(&refused_tids, &tid))
+		return;
 	if (!bpf_map_update_elem(&refused_tids, &tid, &one, BPF_NOEXIST))
 		__sync_fetch_and_add(&dropped_threads, 1);
 }
@@ -207,6 +211,10 @@ static __always_inline struct jt_task_ref *tid_ref(struct task_struct *task, enu
 	/* Read only here, off the path of every switch of an untracked or known thread. */
 	if (add == REF_ADD_UNLESS_EXITING && task->exit_state)
 		return NULL;
+	/* Refused before and counted then (the table has had room since): not counted again by
+	 * new_slot when no slot is free either. */
+	if (bpf_map_lookup_elem(&refused_tids, &tid))
+		fresh.flags = JT_REF_DROPPED;
 	if (bpf_map_update_elem(&tid_slot, &tid, &fresh, BPF_NOEXIST)) {
 		r = bpf_map_lookup_elem(&tid_slot, &tid); /* full (NULL), or made meanwhile */
 		if (!r)
@@ -414,6 +422,10 @@ int BPF_PROG(handle_switch, bool preempt, struct task_struct *prev, struct task_
 		}
 		if (dead)
 			ref_dead(pr, prev_pid, prev_tgid);
+	} else if (prev_mine && prev_pid && !preempt && (task_state(prev) & TASK_DEAD)) {
+		/* A thread of ours with no ref (refused one) ends: its tid may come back for a thread
+		 * that must be counted too. */
+		bpf_map_delete_elem(&refused_tids, &prev_pid);
 	}
 
 	if (nr) {
@@ -442,10 +454,16 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 		if (ptgid != targ_tgid && !bpf_task_storage_get(&task_refs, parent, 0, 0))
 			return 0;
 	}
-	/* A thread of targ_tgid with no storage is tracked through the tid hash (ref_of), which
-	 * counts it if it is refused there too; anyone else's goes untracked: counted now. */
-	if (!bpf_task_storage_get(&task_refs, child, 0, BPF_LOCAL_STORAGE_GET_F_CREATE) && ctgid != targ_tgid)
-		__sync_fetch_and_add(&dropped_threads, 1);
+	/* A thread of targ_tgid with no storage is tracked through the tid hash (ref_of): its ref
+	 * is made now, as the compatibility build makes it (a thread whose switch-in goes unreported
+	 * and that exits before a tick would otherwise get none), and tid_ref counts it if refused.
+	 * Anyone else's goes untracked: counted now. */
+	if (!bpf_task_storage_get(&task_refs, child, 0, BPF_LOCAL_STORAGE_GET_F_CREATE)) {
+		if (ctgid == targ_tgid)
+			tid_ref(child, REF_ADD);
+		else
+			__sync_fetch_and_add(&dropped_threads, 1);
+	}
 #else
 	__u32 none = 0;
 

@@ -246,7 +246,7 @@ export class RequestTracker {
       this.#watching = true;
       retainResponseWatch();
     }
-    const given = route !== undefined ? route : this.#routeOf !== undefined ? () => this.#routeOf!(req) : undefined;
+    const given = route ?? (this.#routeOf !== undefined ? () => this.#routeOf!(req) : undefined);
     // Every request of a server goes through here: the common case (shared mode, nothing to run,
     // no context to capture, an open tracker) is written out, as #start() would do it.
     const r = this.#requests;

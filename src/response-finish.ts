@@ -252,8 +252,12 @@ function tagConnection(socket: TaggedSocket): ConnectionRequests | undefined {
  */
 export function watchResponse(req: IncomingMessage, res: ServerResponse, token: unknown, end: End): void {
   const socket = req.socket as TaggedSocket | null;
-  if (!(req instanceof IncomingMessageClass) || !(socket instanceof SocketClass)) {
-    noteWatched(req, end);
+  // A connection's entry finds a request again by its response (res.req): a response that does
+  // not name this request (a wrapper's) is watched with listeners too.
+  if (!(req instanceof IncomingMessageClass) || !(socket instanceof SocketClass) || res.req !== req) {
+    const c = socket?.[KEY];
+    if (c !== undefined) noteWatchedOn(c, req, end);
+    else noteWatched(req, end);
     watchWithListeners(res, token, end);
     return;
   }

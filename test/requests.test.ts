@@ -707,6 +707,14 @@ describeBpf('request ends', () => {
         trackRequest(tracker, req, res, '/twice'); // e.g. middleware mounted twice
         trackRequest(tracker, req, res, '/twice');
         res.end('ok');
+      } else if (req.url === '/wrapped') {
+        // A wrapper around the response that does not name the request: watched with listeners
+        // (a connection finds its request by its response's), and still counted once.
+        const wrapped = Object.create(res, { req: { value: undefined } }) as http.ServerResponse;
+        trackRequest(tracker, req, wrapped, '/wrapped');
+        trackRequest(tracker, req, wrapped, '/wrapped');
+        res.statusCode = 202;
+        res.end('ok');
       } else {
         trackRequest(tracker, req, res, '/fail');
         res.writeHead(500);
@@ -721,6 +729,11 @@ describeBpf('request ends', () => {
     const c2 = await connect(base);
     c2.write('GET /fail HTTP/1.1\r\nHost: x\r\n\r\n');
     await until(() => records.length === 2);
+    c2.destroy();
+    const c3 = await connect(base);
+    c3.write('GET /wrapped HTTP/1.1\r\nHost: x\r\n\r\n');
+    await until(() => records.length === 3);
+    expect(tracker.inFlight).toBe(0); // at the response, not at the connection's close
     // An adapter's request on a fake socket (serverless-http builds one from a plain object).
     const req = new http.IncomingMessage({} as never);
     const res = new http.ServerResponse(req);
@@ -729,12 +742,14 @@ describeBpf('request ends', () => {
     expect(tracker.inFlight).toBe(1);
     res.statusCode = 201;
     res.emit('finish');
-    await until(() => records.length === 3);
+    await until(() => records.length === 4);
     sampler.stop();
     c.destroy();
+    c3.destroy();
     expect(records.map((r) => [r.route, r.statusCode])).toEqual([
       ['/twice', 200],
       ['/fail', 500],
+      ['/wrapped', 202],
       ['/adapter', 201],
     ]);
   });
@@ -1013,22 +1028,36 @@ describe('exact mode edges', () => {
     await get('/captured');
     sampler.setContextCapture(null);
     // The event ring full: the request's begin cannot be written. It is served, and reported at
-    // its end, unmeasured.
-    const droppedEvents = channel.droppedEvents;
-    for (let i = 0; i < 70_000 && channel.droppedEvents === droppedEvents; i++) sampler.end(sampler.begin('fill'));
-    await get('/ring-full');
+    // its end, unmeasured. (Tried again should the sampler's step drain the ring meanwhile, once a
+    // second: a request whose begin was written is then measured as usual.)
+    let ringFull = '';
+    for (let attempt = 0; attempt < 3 && ringFull === ''; attempt++) {
+      const before = channel.droppedEvents;
+      for (let i = 0; i < 70_000 && channel.droppedEvents === before; i++) sampler.end(sampler.begin('fill'));
+      const filled = channel.droppedEvents;
+      await get(`/ring-full-${attempt}`);
+      if (channel.droppedEvents > filled) ringFull = `/ring-full-${attempt}`;
+    }
+    expect(ringFull).not.toBe('');
     await recordsFor(records, 1);
-    expect(records.map((r) => [r.route, r.incomplete, Number.isNaN(r.joules)])).toEqual([['/ring-full', true, true]]);
-    // Every slot busy (held spans, unmeasured as the ring is still full): served, not measured, counted.
+    const unmeasured = records.find((r) => r.route === ringFull);
+    expect([unmeasured?.incomplete, Number.isNaN(unmeasured?.joules)]).toEqual([true, true]);
+    // Every slot busy (held spans): served, not measured, counted. (Again, tried once more should a
+    // step free slots meanwhile.)
     const held: number[] = [];
-    for (let i = 0; i < 65536; i++) held.push(sampler.begin('hold'));
-    const droppedSpans = channel.droppedSpans;
-    await get('/no-slot');
-    expect(channel.droppedSpans).toBe(droppedSpans + 1);
+    let noSlot = false;
+    for (let attempt = 0; attempt < 3 && !noSlot; attempt++) {
+      for (let h = sampler.begin('hold'); h !== 0; h = sampler.begin('hold')) held.push(h);
+      const droppedSpans = channel.droppedSpans;
+      await get('/no-slot');
+      noSlot = channel.droppedSpans === droppedSpans + 1;
+    }
+    expect(noSlot).toBe(true);
     for (const h of held) sampler.end(h);
     sampler.stop();
     await recordsFor(records, 2);
-    expect(records.map((r) => r.route).sort()).toEqual(['/captured', '/ring-full']);
+    expect(records.map((r) => r.route)).toContain('/captured');
+    expect(records.map((r) => r.route)).not.toContain('/no-slot');
     expect(records.find((r) => r.route === '/captured')).not.toHaveProperty('context');
     expect(tracker.inFlight).toBe(0);
   });
