@@ -254,13 +254,7 @@ export class RequestTracker {
       if (watchedFor(req, this.#endAtFinish)) return;
       const h = this.#channel.beginRequest(this.#requestLabel);
       if (h <= 0) return; // not running (-1), or every span slot busy (0, counted as dropped)
-      const i = slotOfHandle(h) * 2;
-      r.ids[i] = h;
-      r.ids[i + 1] = REQ_OPEN;
-      r.names[i] = req.method ?? 'GET';
-      r.names[i + 1] = given ?? '(unrouted)';
-      if (r.context !== undefined) r.context[i >> 1] = undefined;
-      r.inFlight++;
+      this.#opened(r, h, req.method ?? 'GET', given, undefined);
       watchResponse(req, res, h, this.#endAtFinish);
       return;
     }
@@ -307,16 +301,7 @@ export class RequestTracker {
       }
       // 0: every span slot busy; the channel counts it as a dropped span.
       if (h !== 0) {
-        const r = this.#requests!;
-        const slot = slotOfHandle(h);
-        const i = slot * 2;
-        r.ids[i] = h;
-        r.ids[i + 1] = REQ_OPEN;
-        r.names[i] = method;
-        r.names[i + 1] = route ?? '(unrouted)';
-        if (this.#capture) (r.context ??= new Array<unknown>(SPAN_SLOTS))[slot] = context;
-        else if (r.context) r.context[slot] = undefined;
-        r.inFlight++;
+        this.#opened(this.#requests!, h, method, route, context);
         if (req) watchResponse(req, res!, h, this.#endAtFinish);
       }
       if (run) run();
@@ -377,34 +362,7 @@ export class RequestTracker {
     // start() gives undefined while nothing is accounted: hooks may pass it straight back.
     if (token === undefined || token === null) return;
     if (typeof token === 'number') {
-      const r = this.#requests;
-      const h = token as number;
-      const slot = slotOfHandle(h);
-      const i = slot * 2;
-      if (!r || h === 0 || r.ids[i] !== h) return;
-      const state = r.ids[i + 1] & REQ_STATE_BITS;
-      if (state === REQ_SETTLED) {
-        // stop() settled it (incomplete) while it was open: its record now, with its status and
-        // route, and the channel frees its slot.
-        r.ids[i + 1] = REQ_ENDED | (statusCode << STATUS_SHIFT);
-        r.names[i + 1] = routeAtEnd(route, r.names[i + 1]);
-        const held = r.held.get(slot)!;
-        r.held.delete(slot);
-        r.inFlight++; // counted out when it settled: #onShared counts it out again
-        this.#onShared(h, held, 0);
-      } else if (state === REQ_OPEN) {
-        r.ids[i + 1] = REQ_ENDED | (statusCode << STATUS_SHIFT);
-        // Stored only when it changes: a string stored into the array pays V8's write barrier.
-        const current = r.names[i + 1];
-        if (route !== undefined || typeof current === 'function') r.names[i + 1] = routeAtEnd(route, current);
-      } else {
-        return; // a second end()
-      }
-      try {
-        this.#channel.endRequest(h);
-      } catch {
-        /* already gone with the channel */
-      }
+      this.#endShared(token, statusCode, route);
       return;
     }
     const p = token as unknown as Pending;
@@ -419,17 +377,44 @@ export class RequestTracker {
     this.#maybeEmitExact(p);
   }
 
-  // end() of a shared-mode request at its response's finish: its common case written out.
-  #endShared(h: number, statusCode: number): void {
+  // A shared-mode request's span h has begun: its slot's fields.
+  #opened(r: SharedRequests, h: number, method: string, route: string | (() => string) | undefined, context: unknown): void {
+    const slot = slotOfHandle(h);
+    const i = slot * 2;
+    r.ids[i] = h;
+    r.ids[i + 1] = REQ_OPEN;
+    r.names[i] = method;
+    r.names[i + 1] = route ?? '(unrouted)';
+    if (this.#capture !== null) (r.context ??= new Array<unknown>(SPAN_SLOTS))[slot] = context;
+    else if (r.context !== undefined) r.context[slot] = undefined;
+    r.inFlight++;
+  }
+
+  // end() of a shared-mode request (its token is its span handle), from end() or, without a route,
+  // its response's finish. The common case, an open request, first.
+  #endShared(h: number, statusCode: number, route?: string): void {
     const r = this.#requests;
-    const i = slotOfHandle(h) * 2;
-    if (r === undefined || r.ids[i] !== h || (r.ids[i + 1] & REQ_STATE_BITS) !== REQ_OPEN) {
-      this.end(h as unknown as RequestToken, statusCode);
-      return;
+    const slot = slotOfHandle(h);
+    const i = slot * 2;
+    if (r === undefined || h === 0 || r.ids[i] !== h) return;
+    const state = r.ids[i + 1] & REQ_STATE_BITS;
+    if (state === REQ_OPEN) {
+      r.ids[i + 1] = REQ_ENDED | (statusCode << STATUS_SHIFT);
+      // Stored only when it changes: a string stored into the array pays V8's write barrier.
+      const current = r.names[i + 1];
+      if (route !== undefined || typeof current === 'function') r.names[i + 1] = routeAtEnd(route, current);
+    } else if (state === REQ_SETTLED) {
+      // stop() settled it (incomplete) while it was open: its record now, with its status and
+      // route, and the channel frees its slot.
+      r.ids[i + 1] = REQ_ENDED | (statusCode << STATUS_SHIFT);
+      r.names[i + 1] = routeAtEnd(route, r.names[i + 1]);
+      const held = r.held.get(slot)!;
+      r.held.delete(slot);
+      r.inFlight++; // counted out when it settled: #onShared counts it out again
+      this.#onShared(h, held, 0);
+    } else {
+      return; // a second end()
     }
-    r.ids[i + 1] = REQ_ENDED | (statusCode << STATUS_SHIFT);
-    const current = r.names[i + 1];
-    if (typeof current === 'function') r.names[i + 1] = safeRoute(current);
     try {
       this.#channel.endRequest(h);
     } catch {
