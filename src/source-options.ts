@@ -29,6 +29,7 @@ export const SOURCE_OPTION_KEYS = [
   'cpuIdentity',
   'modelIdleWatts',
   'modelMaxWatts',
+  'liveCheckMs',
 ] as const;
 
 // Watts beyond this are a typo (a mW figure), not a machine.
@@ -58,6 +59,14 @@ export interface SourceOptions {
   modelIdleWatts?: number;
   /** model source: whole-machine watts at 100% utilisation. @default 10 + 8 × online CPUs */
   modelMaxWatts?: number;
+  /**
+   * msr, perf and powercap: how long opening waits, at most, for one of the source's counters to
+   * advance before refusing it with ERR_JOULETRACE_NOT_COUNTING (a VM that lists RAPL but never
+   * counts it). Real counters move about every millisecond, so the wait is usually about 1 ms.
+   * 0 skips the check: emulated devices in tests, whose files change only when written.
+   * @default 50
+   */
+  liveCheckMs?: number;
 }
 
 /** What the native side receives: every key checked, `source` always set. */
@@ -111,6 +120,7 @@ export function validateSourceOptions(
   }
   if (o.modelIdleWatts !== undefined) out.modelIdleWatts = checkWatts(`${optionName}.modelIdleWatts`, o.modelIdleWatts);
   if (o.modelMaxWatts !== undefined) out.modelMaxWatts = checkWatts(`${optionName}.modelMaxWatts`, o.modelMaxWatts);
+  if (o.liveCheckMs !== undefined) out.liveCheckMs = checkIntegerInRange(`${optionName}.liveCheckMs`, o.liveCheckMs, 0, 10_000);
   if (out.modelIdleWatts !== undefined && out.modelMaxWatts !== undefined && out.modelMaxWatts < out.modelIdleWatts) {
     throw invalidRange(
       `${optionName}.modelMaxWatts`,

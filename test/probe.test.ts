@@ -79,7 +79,7 @@ describe('probe wrap periods', () => {
     const intervalMs = 200;
     // 20 J appear during the probe interval: 100 W, and a 1000 J counter wraps in ~10 s.
     const timer = setTimeout(() => pc.set('intel-rapl:0', 20_000_000), intervalMs / 2);
-    const r = await probe({ powercapRoot: pc.powercapRoot, intervalMs });
+    const r = await probe({ powercapRoot: pc.powercapRoot, intervalMs, liveCheckMs: 0 });
     clearTimeout(timer);
     const s = r.sources.find((x) => x.source === 'powercap')!;
     expect(s.available).toBe(true);

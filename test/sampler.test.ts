@@ -35,6 +35,7 @@ function msrSampler(e: EmulatedMsr, extra: Record<string, unknown> = {}): Sample
     source: 'msr',
     msrPath: e.msrPath,
     sysfsCpuRoot: e.sysfsCpuRoot,
+    liveCheckMs: 0,
     cpuIdentity: { vendor: 'intel', family: 6, model: 0x9e },
     threads: 'off',
     ...extra,

@@ -3,7 +3,7 @@ import { SOURCE_OPTION_KEYS, validateSourceOptions } from '../src/source-options
 import { openSource } from '../src/sources';
 
 const known =
-  'source, msrPath, msrOffsetShift, powercapRoot, sysfsCpuRoot, perfPmuRoot, procStatPath, cpuIdentity, modelIdleWatts, modelMaxWatts';
+  'source, msrPath, msrOffsetShift, powercapRoot, sysfsCpuRoot, perfPmuRoot, procStatPath, cpuIdentity, modelIdleWatts, modelMaxWatts, liveCheckMs';
 
 describe('validateSourceOptions', () => {
   it('defaults to auto and returns only the keys given', () => {
@@ -20,6 +20,7 @@ describe('validateSourceOptions', () => {
       cpuIdentity: { vendor: 'amd', family: 0x19, model: 1 },
       modelIdleWatts: 0,
       modelMaxWatts: 0,
+      liveCheckMs: 0,
     } as const;
     expect(validateSourceOptions(full)).toEqual(full);
     expect(SOURCE_OPTION_KEYS.join(', ')).toBe(known);
@@ -49,6 +50,9 @@ describe('validateSourceOptions', () => {
     [{ modelMaxWatts: '50' }, TypeError, 'Expected a number of watts between 0 and 100000 for options.modelMaxWatts but received "50" of type string'],
     [{ modelMaxWatts: Infinity }, RangeError, 'Expected a number of watts between 0 and 100000 for options.modelMaxWatts but received Infinity of type number'],
     [{ modelIdleWatts: 40, modelMaxWatts: 30 }, RangeError, 'Expected a number of watts >= options.modelIdleWatts (40) for options.modelMaxWatts but received 30 of type number'],
+    [{ liveCheckMs: -1 }, RangeError, 'Expected an integer between 0 and 10000 for options.liveCheckMs but received -1 of type number'],
+    [{ liveCheckMs: 2.5 }, RangeError, 'Expected an integer between 0 and 10000 for options.liveCheckMs but received 2.5 of type number'],
+    [{ liveCheckMs: '50' }, TypeError, 'Expected an integer between 0 and 10000 for options.liveCheckMs but received "50" of type string'],
   ])('rejects %j', (value, type, message) => {
     expect(() => validateSourceOptions(value)).toThrow(type);
     expect(() => validateSourceOptions(value)).toThrow(message);

@@ -17,7 +17,7 @@ function emu(tree: PowercapZone[], opts?: { classLinks?: boolean }): EmulatedPow
 }
 
 function open(e: EmulatedPowercap): EnergySource {
-  const s = openSource({ source: 'powercap', powercapRoot: e.powercapRoot });
+  const s = openSource({ source: 'powercap', powercapRoot: e.powercapRoot, liveCheckMs: 0 });
   cleanup.push(s);
   return s;
 }

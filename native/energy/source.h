@@ -39,6 +39,9 @@ struct SourceOptions {
   // from the core count.
   double modelIdleWatts = -1;
   double modelMaxWatts = -1;
+  // How long opening msr, perf or powercap waits, at most, for one of its counters to advance
+  // (see checkCounting in source_factory.cc); 0 skips the check (emulated devices in tests).
+  int liveCheckMs = 50;
 };
 
 struct Domain {
@@ -94,8 +97,9 @@ struct SourceStatus {
 };
 
 // Opens "msr", "powercap", "perf" or "model"; "auto" tries msr, perf, powercap, model in that
-// order and records why each earlier one was skipped in *skipped. Returns nullptr with *err set
-// on failure.
+// order and records why each earlier one was skipped in *skipped. A measuring source none of
+// whose counters advances within opts.liveCheckMs fails with ERR_JOULETRACE_NOT_COUNTING.
+// Returns nullptr with *err set on failure.
 std::unique_ptr<EnergySource> openEnergySource(const std::string& which, const SourceOptions& opts,
                                                SourceError* err,
                                                std::vector<SourceStatus>* skipped);

@@ -20,6 +20,7 @@ inline SourceOptions sourceOptionsFromJs(const Napi::Object& o) {
   s.procStatPath = getString(o, "procStatPath", s.procStatPath);
   s.modelIdleWatts = getNumber(o, "modelIdleWatts", -1);
   s.modelMaxWatts = getNumber(o, "modelMaxWatts", -1);
+  s.liveCheckMs = int(getNumber(o, "liveCheckMs", s.liveCheckMs));
   Napi::Value id = o.Get("cpuIdentity");
   if (id.IsObject()) {
     Napi::Object c = id.As<Napi::Object>();
