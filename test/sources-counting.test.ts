@@ -1,22 +1,17 @@
 // A source that opens but whose counters never move is refused, not read as 0 W. Seen on a real
 // machine: a Firecracker guest of an Emerald Rapids host lists the perf power PMU with
 // energy-psys, and the count stays 0 however busy the CPU. Emulated here three ways: MSR and
-// powercap files nobody writes, and a perf "power" PMU whose type is the kernel's software PMU,
-// so perf_event_open really succeeds, with an event that never counts on x86 (emulation faults)
-// or one that always does (cpu-clock).
+// powercap files nobody writes, and a software-PMU stand-in for the power PMU (perf-events.ts)
+// whose events really open, one that never counts and one that always does.
 import { execFile } from 'node:child_process';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { openSource, type EnergySource } from '../src/sources';
 import { Sampler } from '../src/sampler';
 import { probe } from '../src/probe';
-import { bpfReadiness } from '../src/threads';
-import { bpfRequired } from './fixtures/bpf-required';
-import { createEmulatedMsr, createEmulatedPerfPmu, createEmulatedPowercap, MSR, writeSysfsCpu } from './fixtures/emulated-devices';
-import { itGated } from './fixtures/gated';
+import { createEmulatedMsr, createEmulatedPowercap, MSR } from './fixtures/emulated-devices';
+import { CPU_CLOCK, createSoftwarePerfPmu, itPerf, NEVER_COUNTS } from './fixtures/perf-events';
 
 const run = promisify(execFile);
 const cleanup: Array<{ close(): void }> = [];
@@ -39,28 +34,9 @@ function stillMsr() {
   return e;
 }
 
-// PERF_TYPE_SOFTWARE (1): PERF_COUNT_SW_CPU_CLOCK (0) advances every nanosecond the event is on;
-// PERF_COUNT_SW_EMULATION_FAULTS (8) stays 0 on x86.
-const CPU_CLOCK = 'event=0x0';
-const NEVER_COUNTS = 'event=0x8';
 function softwarePmu(events: Record<string, string>) {
-  const spec = Object.fromEntries(Object.entries(events).map(([k, config]) => [k, { config, scale: '1e-9', unit: 'Joules' }]));
-  const pmu = keep(createEmulatedPerfPmu({ type: '1', cpumask: '0', events: spec }));
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-cpu-'));
-  keep({ close: () => fs.rmSync(dir, { recursive: true, force: true }) });
-  return { perfPmuRoot: pmu.perfPmuRoot, sysfsCpuRoot: writeSysfsCpu(dir, { cpus: 1, packages: 1 }).sysfsCpuRoot };
+  return keep(createSoftwarePerfPmu(events)).options;
 }
-
-function perfSkipReason(): string | undefined {
-  const paranoid = Number(fs.readFileSync('/proc/sys/kernel/perf_event_paranoid', 'utf8'));
-  if (paranoid <= 0) return undefined;
-  try {
-    return bpfReadiness().capPerfmon ? undefined : 'system-wide perf events need CAP_PERFMON or kernel.perf_event_paranoid <= 0';
-  } catch (e) {
-    return `the native addon did not load: ${e instanceof Error ? e.message : String(e)}`;
-  }
-}
-const itPerf = (name: string, fn: () => Promise<void> | void) => itGated(name, perfSkipReason(), bpfRequired(), 'JOULETRACE_REQUIRE_BPF=1', fn);
 
 describe('a source whose counters do not advance', () => {
   it('is refused by name, with its domains and raw values, when chosen (msr)', () => {

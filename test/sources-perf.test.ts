@@ -1,9 +1,12 @@
 // The perf source's sysfs parsing and error paths, against fake PMU directories. A fake PMU has
-// no kernel behind it, so perf_event_open itself must fail here — and must say why.
+// no kernel behind it, so perf_event_open itself must fail there — and must say why. Reading
+// runs against a software-PMU stand-in whose events really count (fixtures/perf-events.ts).
 import { afterEach, describe, expect, it } from 'vitest';
 import { openSource } from '../src/sources';
 import { createEmulatedPerfPmu, writeSysfsCpu } from './fixtures/emulated-devices';
 import { openSourceAsNobody } from './fixtures/unprivileged';
+import { CPU_CLOCK, createSoftwarePerfPmu, itPerf } from './fixtures/perf-events';
+import { Sampler } from '../src/sampler';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -99,5 +102,53 @@ describe('perf source', () => {
       'perf_event_open(type=17, config=0x2, cpu=0) for energy-pkg: permission denied — needs CAP_PERFMON or ' +
         'kernel.perf_event_paranoid <= 0 (sysctl -w kernel.perf_event_paranoid=0)',
     );
+  });
+});
+
+describe('perf source reading live events', () => {
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+  itPerf('opens one event per package on the CPU the cpumask names for it, psys once', async () => {
+    // cpumask 0,1 with one CPU per package, as the kernel lists a two-socket machine's readers.
+    const pmu = createSoftwarePerfPmu({ 'energy-pkg': CPU_CLOCK, 'energy-psys': CPU_CLOCK }, { cpus: 2, packages: 2, cpumask: '0,1' });
+    cleanup.push(pmu);
+    const s = openSource({ source: 'perf', ...pmu.options });
+    cleanup.push(s);
+    expect(s.domains.map((d) => `${d.domain}-${d.package} ${d.unitJoules} ${d.estimated} ${d.wrapJoules}`)).toEqual([
+      'package-0 1e-9 false 0',
+      'package-1 1e-9 false 0',
+      'psys-0 1e-9 false 0',
+    ]);
+    const a = s.read();
+    await sleep(50);
+    const b = s.read();
+    const seconds = Number(b.timeNs - a.timeNs) / 1e9;
+    // cpu-clock at 1e-9 J a nanosecond is a 1 W counter on each CPU.
+    for (let i = 0; i < 3; i++) {
+      const watts = (b.readings[i].joules - a.readings[i].joules) / seconds;
+      expect(watts).toBeGreaterThan(0.9);
+      expect(watts).toBeLessThan(1.1);
+    }
+  });
+
+  itPerf('feeds the sampler thread: its total matches the counter over the run', async () => {
+    const pmu = createSoftwarePerfPmu({ 'energy-pkg': CPU_CLOCK });
+    cleanup.push(pmu);
+    const sampler = new Sampler({ source: 'perf', ...pmu.options, intervalUs: 500, threads: 'off' });
+    cleanup.push(sampler);
+    expect(sampler.source).toBe('perf');
+    sampler.start();
+    await sleep(300);
+    sampler.stop();
+    const t = sampler.totals();
+    const seconds = Number(t.timeNs - t.startNs) / 1e9;
+    const pkg = t.readings[0];
+    // From start() to the last sample: the same clock, read on the same thread as the counter.
+    expect(pkg.joules / seconds).toBeGreaterThan(0.98);
+    expect(pkg.joules / seconds).toBeLessThan(1.02);
+    expect(sampler.stats().timing.readErrors).toBe(0);
+    const samples = sampler.read();
+    expect(samples.length).toBeGreaterThan(100);
+    expect(samples.every((x) => !x.estimated && !x.readError)).toBe(true);
   });
 });
