@@ -21,6 +21,8 @@ export interface ProbeSource {
   reason?: string;
   remedy?: string;
   domains: ProbeDomain[];
+  /** Available sources: domains listed but left out, because they did not count (see `liveCheckMs`). */
+  notCounting?: DomainInfo[];
   /** The shortest wrap period among the domains: the longest gap allowed between two reads. */
   wrapPeriodSeconds?: number;
 }
@@ -66,6 +68,7 @@ interface NativeStatus {
   code?: string;
   message?: string;
   domains: DomainInfo[];
+  notCounting: DomainInfo[];
 }
 
 async function measure(source: ProbeSource, opts: object, intervalMs: number): Promise<void> {
@@ -76,11 +79,15 @@ async function measure(source: ProbeSource, opts: object, intervalMs: number): P
     return; // became unavailable between probe and measurement: keep the static report
   }
   try {
+    // By name: this open's counting check may leave out a domain the first one kept.
+    const index = new Map((handle.domains as DomainInfo[]).map((d, i) => [`${d.domain}-${d.package}`, i]));
     const a = handle.read();
     await sleep(intervalMs);
     const b = handle.read();
     const seconds = Number(b.timeNs - a.timeNs) / 1e9;
-    source.domains.forEach((d, i) => {
+    source.domains.forEach((d) => {
+      const i = index.get(`${d.domain}-${d.package}`);
+      if (i === undefined) return;
       const joules = Number(b.ticks[i] - a.ticks[i]) * d.unitJoules;
       const watts = seconds > 0 ? joules / seconds : 0;
       d.watts = watts;
@@ -127,6 +134,8 @@ export async function probe(options?: ProbeOptions): Promise<ProbeReport> {
     if (!s.available) {
       out.code = s.code;
       Object.assign(out, splitMessage(s.message ?? ''));
+    } else if (s.notCounting.length > 0) {
+      out.notCounting = s.notCounting.map((d) => ({ ...d }));
     }
     return out;
   });
@@ -172,6 +181,9 @@ export function formatProbe(report: ProbeReport): string {
           d.estimated ? 'ESTIMATED' : '',
         ];
         lines.push(`      ${cols.join(' ').trimEnd()}`);
+      }
+      for (const d of s.notCounting ?? []) {
+        lines.push(`      ${`${d.domain}-${d.package}`.padEnd(11)} left out: listed, but did not advance when the others did (not counted here)`);
       }
     } else {
       lines.push(`  ✗ ${s.source.padEnd(9)} ${s.code ?? ''}: ${s.reason ?? ''}`);

@@ -249,6 +249,7 @@ interface NativeSamplerHandle {
     source: string;
     domains: DomainDescription[];
     skipped: Array<{ source: string; code?: string; message?: string }>;
+    notCounting: DomainDescription[];
     threadsBackend: string;
     threadsFallbackReason: string;
     attributionEvery: number;
@@ -353,6 +354,8 @@ export class Sampler {
   readonly domains: readonly DomainDescription[];
   /** Sources `auto` tried before this one, and why each was skipped. */
   readonly skipped: ReadonlyArray<{ source: string; code?: string; message?: string }>;
+  /** Domains the source lists but left out as not counting (see `liveCheckMs`). Usually empty. */
+  readonly notCounting: readonly DomainDescription[];
   readonly #primary: number[];
   readonly #info: ReturnType<NativeSamplerHandle['info']>;
   #spans: SpanChannel | undefined;
@@ -367,6 +370,7 @@ export class Sampler {
     this.source = this.#info.source as SourceName;
     this.domains = Object.freeze(this.#info.domains.map((d) => Object.freeze({ ...d })));
     this.skipped = Object.freeze(this.#info.skipped.map((s) => Object.freeze({ ...s })));
+    this.notCounting = Object.freeze(this.#info.notCounting.map((d) => Object.freeze({ ...d })));
     this.#attributed = this.#info.threadsBackend !== 'off';
     const names = this.domains.map((d) => d.domain);
     const primaryName = PRIMARY_DOMAINS.find((n) => names.includes(n)) ?? names[0];

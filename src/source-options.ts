@@ -60,10 +60,12 @@ export interface SourceOptions {
   /** model source: whole-machine watts at 100% utilisation. @default 10 + 8 × online CPUs */
   modelMaxWatts?: number;
   /**
-   * msr, perf and powercap: how long opening waits, at most, for one of the source's counters to
-   * advance before refusing it with ERR_JOULETRACE_NOT_COUNTING (a VM that lists RAPL but never
-   * counts it). Real counters move about every millisecond, so the wait is usually about 1 ms.
-   * 0 skips the check: emulated devices in tests, whose files change only when written.
+   * msr, perf and powercap: how long opening waits, at most, for the source's package, dram and
+   * psys counters to advance (a VM can list RAPL and never count it). None moved: the source is
+   * refused with ERR_JOULETRACE_NOT_COUNTING. Some moved: those still are left out and listed in
+   * `notCounting`. Real counters move about every millisecond, so the wait is usually a few ms,
+   * spent synchronously in openSource() or new Sampler(). 0 skips the check: emulated devices
+   * in tests, whose files change only when written.
    * @default 50
    */
   liveCheckMs?: number;

@@ -57,6 +57,7 @@ interface NativeSource {
   readonly name: string;
   readonly domains: DomainInfo[];
   readonly skipped: Array<SkippedSource & { available: boolean; domains: DomainInfo[] }>;
+  readonly notCounting: DomainInfo[];
   read(): NativeReading;
   close(): void;
 }
@@ -76,6 +77,11 @@ export class EnergySource {
   readonly name: Exclude<SourceName, 'auto'>;
   readonly domains: readonly DomainInfo[];
   readonly skipped: readonly SkippedSource[];
+  /**
+   * Domains the source lists but left out: a package, dram or psys counter that did not advance
+   * when it was opened while others did (see the `liveCheckMs` option). Usually empty.
+   */
+  readonly notCounting: readonly DomainInfo[];
 
   /** @internal use openSource() */
   constructor(nativeSource: NativeSource) {
@@ -85,6 +91,7 @@ export class EnergySource {
     this.skipped = Object.freeze(
       nativeSource.skipped.map((s) => Object.freeze({ source: s.source, code: s.code, message: s.message })),
     );
+    this.notCounting = Object.freeze(nativeSource.notCounting.map((d) => Object.freeze({ ...d })));
   }
 
   get closed(): boolean {

@@ -3,17 +3,15 @@
 // energy-psys, and the count stays 0 however busy the CPU. Emulated here three ways: MSR and
 // powercap files nobody writes, and a software-PMU stand-in for the power PMU (perf-events.ts)
 // whose events really open, one that never counts and one that always does.
-import { execFile } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import * as path from 'node:path';
-import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { openSource, type EnergySource } from '../src/sources';
 import { Sampler } from '../src/sampler';
-import { probe } from '../src/probe';
-import { createEmulatedMsr, createEmulatedPowercap, MSR } from './fixtures/emulated-devices';
+import { formatProbe, probe } from '../src/probe';
+import { createEmulatedMsr, createEmulatedPowercap, MSR, type EmulatedMsr } from './fixtures/emulated-devices';
 import { CPU_CLOCK, createSoftwarePerfPmu, itPerf, NEVER_COUNTS } from './fixtures/perf-events';
 
-const run = promisify(execFile);
 const cleanup: Array<{ close(): void }> = [];
 afterEach(() => {
   while (cleanup.length) cleanup.pop()!.close();
@@ -21,10 +19,10 @@ afterEach(() => {
 const keep = <T extends { close(): void }>(x: T): T => (cleanup.push(x), x);
 
 const SKYLAKE = { vendor: 'intel', family: 6, model: 0x5e } as const;
-const NOT_COUNTING = (source: string, ms: number, which: string) =>
-  `${source}: no energy counter advanced in ${ms} ms (${which}; RAPL counters move about every millisecond) — ` +
+const NOT_COUNTING = (ms: number, which: string) =>
+  `no energy counter advanced in ${ms} ms (${which}; RAPL counters move about every millisecond) — ` +
   'the machine lists RAPL but does not count it, as hypervisors commonly do: measure on bare metal or in a VM ' +
-  "given RAPL, or use source 'model' (an estimate)";
+  "given RAPL, or use source 'model' (an estimate); liveCheckMs sets the wait";
 
 function stillMsr() {
   const e = keep(createEmulatedMsr({ vendor: 'intel', cpus: 2 }));
@@ -38,6 +36,26 @@ function softwarePmu(events: Record<string, string>) {
   return keep(createSoftwarePerfPmu(events)).options;
 }
 
+// A separate process advances one emulated MSR every 2 ms (the hardware: about every 1), from
+// before the call until stop(); the open that follows is synchronous and blocks this process.
+async function advancing(e: EmulatedMsr, msr: number): Promise<{ stop(): void }> {
+  const start = e.read(0, msr);
+  const child = spawn(process.execPath, [
+    path.join(__dirname, 'fixtures/msr-writer.cjs'),
+    path.join(e.dir, 'cpu0', 'msr'),
+    String(msr),
+    String(start),
+    '1000',
+    '1000000',
+    '2',
+  ]);
+  const stop = { close: () => child.kill() };
+  keep(stop);
+  const deadline = Date.now() + 10_000;
+  while (e.read(0, msr) === start && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  return { stop: stop.close };
+}
+
 describe('a source whose counters do not advance', () => {
   it('is refused by name, with its domains and raw values, when chosen (msr)', () => {
     const e = stillMsr();
@@ -46,7 +64,7 @@ describe('a source whose counters do not advance', () => {
       expect.objectContaining({
         name: 'JouletraceError',
         code: 'ERR_JOULETRACE_NOT_COUNTING',
-        message: NOT_COUNTING('msr', 30, 'package-0 at 123456, dram-0 at 777'),
+        message: NOT_COUNTING(30, 'package-0 stayed at 123456, dram-0 stayed at 777'),
       }),
     );
     // It waited the window out, and not much longer.
@@ -60,7 +78,11 @@ describe('a source whose counters do not advance', () => {
     const opts = { ...e.options, liveCheckMs: 20, cpuIdentity: SKYLAKE, perfPmuRoot: '/nonexistent/power', powercapRoot: '/nonexistent/powercap' };
     const s = keep(openSource({ source: 'auto', ...opts }));
     expect(s.name).toBe('model');
-    expect(s.skipped[0]).toEqual({ source: 'msr', code: 'ERR_JOULETRACE_NOT_COUNTING', message: NOT_COUNTING('msr', 20, 'package-0 at 123456, dram-0 at 777') });
+    expect(s.skipped[0]).toEqual({
+      source: 'msr',
+      code: 'ERR_JOULETRACE_NOT_COUNTING',
+      message: NOT_COUNTING(20, 'package-0 stayed at 123456, dram-0 stayed at 777'),
+    });
     const sampler = keep(new Sampler({ ...opts, threads: 'off' }));
     expect(sampler.source).toBe('model');
     expect(sampler.skipped[0]).toMatchObject({ source: 'msr', code: 'ERR_JOULETRACE_NOT_COUNTING' });
@@ -69,35 +91,45 @@ describe('a source whose counters do not advance', () => {
   it('is refused for powercap zones that never change, and probe() names the cause and the remedy', async () => {
     const pc = keep(createEmulatedPowercap([{ name: 'package-0', energyUj: 5_000_000, children: [{ name: 'core', energyUj: 42 }] }]));
     expect(() => openSource({ source: 'powercap', powercapRoot: pc.powercapRoot, liveCheckMs: 10 })).toThrow(
-      expect.objectContaining({ code: 'ERR_JOULETRACE_NOT_COUNTING', message: NOT_COUNTING('powercap', 10, 'package-0 at 5000000, core-0 at 42') }),
+      expect.objectContaining({ code: 'ERR_JOULETRACE_NOT_COUNTING', message: NOT_COUNTING(10, 'package-0 stayed at 5000000, core-0 stayed at 42') }),
     );
     const r = await probe({ powercapRoot: pc.powercapRoot, liveCheckMs: 10, intervalMs: 20 });
     const p = r.sources.find((x) => x.source === 'powercap')!;
     expect(p.available).toBe(false);
     expect(p.code).toBe('ERR_JOULETRACE_NOT_COUNTING');
-    expect(p.remedy).toMatch(/^the machine lists RAPL but does not count it.*use source 'model' \(an estimate\)$/);
+    expect(p.reason).toBe('no energy counter advanced in 10 ms (package-0 stayed at 5000000, core-0 stayed at 42; RAPL counters move about every millisecond)');
+    expect(p.remedy).toMatch(/^the machine lists RAPL but does not count it.*use source 'model' \(an estimate\); liveCheckMs sets the wait$/);
   });
 
-  it('opens as soon as one counter moves, the others still', async () => {
+  it('opens once the counters that always draw power have moved, whichever domain moves', async () => {
     const e = stillMsr();
-    // A separate process advances the package counter every 2 ms, as the hardware does every 1.
-    const writer = run(process.execPath, [
-      path.join(__dirname, 'fixtures/msr-writer.cjs'),
-      path.join(e.dir, 'cpu0', 'msr'),
-      String(MSR.INTEL_PKG),
-      '123456',
-      '1000',
-      '150',
-      '2',
-    ]);
-    // The writer's first step comes 2 ms after it starts; wait for it before the synchronous open.
-    const deadline = Date.now() + 10_000;
-    while (e.read(0, MSR.INTEL_PKG) === 123456n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    e.write(0, MSR.INTEL_PP0, 99); // a core plane: may idle, so never waited for
+    const writers = [await advancing(e, MSR.INTEL_DRAM), await advancing(e, MSR.INTEL_PKG)];
     const t0 = process.hrtime.bigint();
     const s = keep(openSource({ source: 'msr', ...e.options, liveCheckMs: 5000, cpuIdentity: SKYLAKE }));
     expect(Number(process.hrtime.bigint() - t0) / 1e6).toBeLessThan(2500);
-    expect(s.domains.map((d) => d.domain)).toEqual(['package', 'dram']);
-    await writer;
+    writers.forEach((w) => w.stop());
+    expect(s.domains.map((d) => d.domain)).toEqual(['package', 'core', 'dram']);
+    expect(s.notCounting).toEqual([]);
+  });
+
+  it('leaves out a package counter that stays still while dram moves, and says so', async () => {
+    const e = stillMsr();
+    const w = await advancing(e, MSR.INTEL_DRAM); // the second domain: any domain counts
+    const s = keep(openSource({ source: 'msr', ...e.options, liveCheckMs: 100, cpuIdentity: SKYLAKE }));
+    const sampler = keep(new Sampler({ source: 'msr', ...e.options, liveCheckMs: 100, cpuIdentity: SKYLAKE, threads: 'off' }));
+    w.stop();
+    expect(s.domains.map((d) => `${d.domain}-${d.package}`)).toEqual(['dram-0']);
+    expect(s.notCounting.map((d) => `${d.domain}-${d.package}`)).toEqual(['package-0']);
+    expect(sampler.domains.map((d) => d.domain)).toEqual(['dram']);
+    expect(sampler.notCounting.map((d) => d.domain)).toEqual(['package']);
+    // Reads go through to the kept domain's own counter.
+    const before = e.read(0, MSR.INTEL_DRAM);
+    e.write(0, MSR.INTEL_DRAM, before + 16384n);
+    const r = s.read();
+    expect(r.readings).toHaveLength(1);
+    expect(r.readings[0].domain).toBe('dram');
+    expect(r.readings[0].joules).toBeGreaterThanOrEqual(1);
   });
 
   it('is not checked with liveCheckMs: 0 (emulated devices that move only when written)', () => {
@@ -109,25 +141,43 @@ describe('a source whose counters do not advance', () => {
   itPerf('is refused for a perf event that opens and reads but stays at 0 (the Firecracker psys case)', () => {
     const pmu = softwarePmu({ 'energy-psys': NEVER_COUNTS });
     expect(() => openSource({ source: 'perf', ...pmu, liveCheckMs: 20 })).toThrow(
-      expect.objectContaining({ code: 'ERR_JOULETRACE_NOT_COUNTING', message: NOT_COUNTING('perf', 20, 'psys-0 at 0') }),
+      expect.objectContaining({ code: 'ERR_JOULETRACE_NOT_COUNTING', message: NOT_COUNTING(20, 'psys-0 stayed at 0') }),
     );
-    const s = keep(openSource({ source: 'auto', ...pmu, liveCheckMs: 20, msrPath: '/nonexistent/cpu%d/msr', powercapRoot: '/nonexistent' }));
+    const opts = { ...pmu, liveCheckMs: 20, msrPath: '/nonexistent/cpu%d/msr', powercapRoot: '/nonexistent', cpuIdentity: SKYLAKE };
+    const s = keep(openSource({ source: 'auto', ...opts }));
     expect(s.name).toBe('model');
     expect(s.skipped.map((k) => `${k.source} ${k.code}`)).toEqual(['msr ENOENT', 'perf ERR_JOULETRACE_NOT_COUNTING', 'powercap ENOENT']);
   });
 
-  itPerf('keeps a perf source where one event counts and another does not, and reads it', async () => {
-    const pmu = softwarePmu({ 'energy-pkg': CPU_CLOCK, 'energy-psys': NEVER_COUNTS });
-    const s = keep(openSource({ source: 'perf', ...pmu, liveCheckMs: 1000 }));
-    expect(s.domains.map((d) => `${d.domain}-${d.package}`)).toEqual(['package-0', 'psys-0']);
+  itPerf('leaves out a still perf package event beside a counting psys, and probe() lists it', async () => {
+    const pmu = softwarePmu({ 'energy-pkg': NEVER_COUNTS, 'energy-psys': CPU_CLOCK });
+    const s = keep(openSource({ source: 'perf', ...pmu, liveCheckMs: 100 }));
+    expect(s.domains.map((d) => `${d.domain}-${d.package}`)).toEqual(['psys-0']);
+    expect(s.notCounting.map((d) => `${d.domain}-${d.package}`)).toEqual(['package-0']);
     const a = s.read();
     await new Promise((r) => setTimeout(r, 20));
     const b = s.read();
     // cpu-clock counts nanoseconds, at the emulated scale of 1e-9 J each: about 1 J a second.
     const seconds = Number(b.timeNs - a.timeNs) / 1e9;
-    const pkg = b.readings[0].joules - a.readings[0].joules;
-    expect(pkg).toBeGreaterThan(seconds * 0.5);
-    expect(pkg).toBeLessThan(seconds * 1.5 + 0.01);
-    expect(b.readings[1].joules).toBe(0);
+    const psys = b.readings[0].joules - a.readings[0].joules;
+    expect(psys).toBeGreaterThan(seconds * 0.5);
+    expect(psys).toBeLessThan(seconds * 1.5 + 0.01);
+    const r = await probe({ ...pmu, liveCheckMs: 100, intervalMs: 20 });
+    const p = r.sources.find((x) => x.source === 'perf')!;
+    expect(p.available).toBe(true);
+    expect(p.domains.map((d) => d.domain)).toEqual(['psys']);
+    expect(p.domains[0].watts).toBeGreaterThan(0.5);
+    expect(p.notCounting?.map((d) => `${d.domain}-${d.package}`)).toEqual(['package-0']);
+    expect(formatProbe(r)).toContain('      package-0   left out: listed, but did not advance when the others did (not counted here)');
+  });
+
+  itPerf('keeps a still core event (a plane that may idle) beside a counting package', () => {
+    const pmu = softwarePmu({ 'energy-pkg': CPU_CLOCK, 'energy-cores': NEVER_COUNTS });
+    const t0 = process.hrtime.bigint();
+    const s = keep(openSource({ source: 'perf', ...pmu, liveCheckMs: 2000 }));
+    // Nothing waited for the core plane: it opened at the package's first move.
+    expect(Number(process.hrtime.bigint() - t0) / 1e6).toBeLessThan(1000);
+    expect(s.domains.map((d) => d.domain)).toEqual(['package', 'core']);
+    expect(s.notCounting).toEqual([]);
   });
 });

@@ -129,7 +129,7 @@ describe('perf source reading live events', () => {
       expect(watts).toBeGreaterThan(0.9);
       expect(watts).toBeLessThan(1.1);
     }
-  });
+  }, { cpus: 2 });
 
   itPerf('feeds the sampler thread: its total matches the counter over the run', async () => {
     const pmu = createSoftwarePerfPmu({ 'energy-pkg': CPU_CLOCK });

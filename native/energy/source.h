@@ -71,6 +71,9 @@ class EnergySource {
   virtual ~EnergySource() = default;
   virtual const char* name() const = 0;
   const std::vector<Domain>& domains() const { return domains_; }
+  // Domains the source lists but left out because they did not count when opened (see
+  // checkCounting in source_factory.cc); empty for most.
+  const std::vector<Domain>& notCounting() const { return notCounting_; }
 
   // Reads every domain into out[0..domains().size()). Returns 0, or -errno of the first failed
   // read; a domain whose read failed keeps its previous reading (its energy shows up, exactly,
@@ -86,6 +89,7 @@ class EnergySource {
 
  protected:
   std::vector<Domain> domains_;
+  std::vector<Domain> notCounting_;
 };
 
 // Why a source could not be used (for probe() and for auto's explanation).
@@ -94,11 +98,13 @@ struct SourceStatus {
   bool available = false;
   SourceError error;             // when !available
   std::vector<Domain> domains;   // when available
+  std::vector<Domain> notCounting;  // when available: listed, but left out as not counting
 };
 
 // Opens "msr", "powercap", "perf" or "model"; "auto" tries msr, perf, powercap, model in that
 // order and records why each earlier one was skipped in *skipped. A measuring source none of
-// whose counters advances within opts.liveCheckMs fails with ERR_JOULETRACE_NOT_COUNTING.
+// whose counters advances within opts.liveCheckMs fails with ERR_JOULETRACE_NOT_COUNTING; one
+// whose package, dram or psys counter alone stays still opens without it (notCounting()).
 // Returns nullptr with *err set on failure.
 std::unique_ptr<EnergySource> openEnergySource(const std::string& which, const SourceOptions& opts,
                                                SourceError* err,

@@ -23,6 +23,7 @@ class NativeEnergySource : public Napi::ObjectWrap<NativeEnergySource> {
                        {InstanceAccessor<&NativeEnergySource::Name>("name"),
                         InstanceAccessor<&NativeEnergySource::Domains>("domains"),
                         InstanceAccessor<&NativeEnergySource::Skipped>("skipped"),
+                        InstanceAccessor<&NativeEnergySource::NotCounting>("notCounting"),
                         InstanceAccessor<&NativeEnergySource::Closed>("closed"),
                         InstanceMethod<&NativeEnergySource::Read>("read"),
                         InstanceMethod<&NativeEnergySource::Close>("close")});
@@ -45,6 +46,7 @@ class NativeEnergySource : public Napi::ObjectWrap<NativeEnergySource> {
     }
     name_ = source_->name();
     domains_ = source_->domains();
+    notCounting_ = source_->notCounting();
     readings_.resize(domains_.size());
     napi_type_tag_object(env, info.This(), &kSourceTag);
   }
@@ -62,6 +64,7 @@ class NativeEnergySource : public Napi::ObjectWrap<NativeEnergySource> {
   Napi::Value Name(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), name_); }
   Napi::Value Domains(const Napi::CallbackInfo& info) { return domainsToJs(info.Env(), domains_); }
   Napi::Value Skipped(const Napi::CallbackInfo& info) { return sourceStatusesToJs(info.Env(), skipped_); }
+  Napi::Value NotCounting(const Napi::CallbackInfo& info) { return domainsToJs(info.Env(), notCounting_); }
   Napi::Value Closed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !source_); }
 
   // -> { timeNs: bigint, raw: BigUint64Array, ticks: BigUint64Array, status: 0 | -errno, error?: "EIO" }
@@ -97,6 +100,7 @@ class NativeEnergySource : public Napi::ObjectWrap<NativeEnergySource> {
   std::unique_ptr<EnergySource> source_;
   std::string name_;
   std::vector<Domain> domains_;
+  std::vector<Domain> notCounting_;
   std::vector<SourceStatus> skipped_;
   std::vector<DomainReading> readings_;
 };

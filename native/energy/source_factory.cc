@@ -8,6 +8,7 @@
 
 #include "energy/cpu_info.h"
 #include "energy/sources_internal.h"
+#include "errno_name.h"
 
 namespace jouletrace {
 namespace {
@@ -28,46 +29,99 @@ uint64_t monotonicNs() {
   return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
 }
 
-// A hypervisor can list RAPL (the perf power PMU's events, MSRs, powercap zones) and still
-// hand out counters that never move: seen on a Firecracker guest of an Emerald Rapids host,
-// whose power PMU offered energy-psys and counted 0 forever. Read as a measurement, that is a
-// silent 0 W. Real counters update about every millisecond, idle or not, so a source none of
-// whose counters advances within the window is refused like a missing one, and `auto` moves on.
-// Only the source as a whole is judged: one idle domain (a GPU plane in RC6) can stay still for
-// long, and the msr source already leaves out domains that read zero.
-bool checkCounting(EnergySource& src, const SourceOptions& opts, SourceError* err) {
-  const std::vector<Domain>& ds = src.domains();
-  if (opts.liveCheckMs <= 0 || ds.empty() || ds.front().estimated) return true;
-  std::vector<DomainReading> first(ds.size()), now(ds.size());
-  int rc = src.read(first.data());
+// Reads through to the domains that counted when the source was opened, in their order.
+class CountingDomains final : public EnergySource {
+ public:
+  CountingDomains(std::unique_ptr<EnergySource> inner, std::vector<size_t> keep)
+      : inner_(std::move(inner)), keep_(std::move(keep)), all_(inner_->domains().size()) {
+    const std::vector<Domain>& ds = inner_->domains();
+    std::vector<char> kept(ds.size(), 0);
+    for (size_t k : keep_) {
+      domains_.push_back(ds[k]);
+      kept[k] = 1;
+    }
+    for (size_t i = 0; i < ds.size(); i++)
+      if (!kept[i]) notCounting_.push_back(ds[i]);
+  }
+  const char* name() const override { return inner_->name(); }
+  int read(DomainReading* out) override {
+    int rc = inner_->read(all_.data());
+    for (size_t k = 0; k < keep_.size(); k++) out[k] = all_[keep_[k]];
+    return rc;
+  }
+  void rebase() override { inner_->rebase(); }
+
+ private:
+  std::unique_ptr<EnergySource> inner_;
+  std::vector<size_t> keep_;
+  std::vector<DomainReading> all_;  // sized once: read() runs on the sampler thread
+};
+
+// Domains that draw power whenever the machine is on: a package, its memory, the platform. Core
+// and uncore (graphics) planes can idle at no measurable energy for long. Coarse units (psys in
+// whole joules on Sapphire/Emerald Rapids' MSR) may not tick within the window; not judged.
+bool alwaysDraws(const Domain& d) {
+  return (d.name == "package" || d.name == "dram" || d.name == "psys") && d.unitJoules <= 1e-3;
+}
+
+// A hypervisor can list RAPL (the perf power PMU's events, MSRs, powercap zones) and still hand
+// out counters that never move: seen on a Firecracker guest of an Emerald Rapids host, whose
+// power PMU offered energy-psys and counted 0 forever. Read as a measurement, that is a silent
+// 0 W. Real counters update about every millisecond, so the source is read until every domain
+// that always draws power has moved, or the window ends. A source none of whose counters moved is
+// refused like a missing one (`auto` moves on); such a domain beside counting ones is left out
+// and listed in notCounting().
+std::unique_ptr<EnergySource> checkCounting(std::unique_ptr<EnergySource> src, const SourceOptions& opts,
+                                            SourceError* err) {
+  const std::vector<Domain>& ds = src->domains();
+  if (opts.liveCheckMs <= 0 || ds.empty() || ds.front().estimated) return src;
+  const size_t n = ds.size();
+  std::vector<DomainReading> first(n), now(n);
+  int rc = src->read(first.data());
+  int goodReads = rc == 0 ? 1 : 0;
+  std::vector<char> moved(n, 0);
+  bool anyMoved = false;
   const uint64_t deadline = monotonicNs() + uint64_t(opts.liveCheckMs) * 1000000ull;
   const timespec pause{0, 200000};
-  do {
+  for (;;) {
     nanosleep(&pause, nullptr);
-    int r = src.read(now.data());
-    if (r != 0) rc = r;
-    for (size_t i = 0; i < ds.size(); i++)
-      if (now[i].ticks != first[i].ticks) return true;
-  } while (monotonicNs() < deadline);
-
-  std::string which;
-  for (size_t i = 0; i < ds.size() && i < 6; i++) {
-    which += (i ? ", " : "") + ds[i].name + "-" + std::to_string(ds[i].package) + " at " + std::to_string(now[i].raw);
+    rc = src->read(now.data());
+    if (rc == 0) goodReads++;
+    bool waiting = false;
+    for (size_t i = 0; i < n; i++) {
+      if (now[i].ticks != first[i].ticks) moved[i] = 1;
+      anyMoved = anyMoved || moved[i];
+      waiting = waiting || (!moved[i] && alwaysDraws(ds[i]));
+    }
+    if ((anyMoved && !waiting) || monotonicNs() >= deadline) break;
   }
-  if (ds.size() > 6) which += ", ...";
-  err->code = "ERR_JOULETRACE_NOT_COUNTING";
-  err->message = std::string(src.name()) + ": no energy counter advanced in " + std::to_string(opts.liveCheckMs) +
-                 " ms (" + which + (rc < 0 ? std::string("; reads failed: ") + std::strerror(-rc) : "") +
-                 "; RAPL counters move about every millisecond) — the machine lists RAPL but does not count it, "
-                 "as hypervisors commonly do: measure on bare metal or in a VM given RAPL, or use source 'model' "
-                 "(an estimate)";
-  return false;
+  const std::string window = std::to_string(opts.liveCheckMs) + " ms";
+  if (goodReads == 0) {
+    err->code = errnoName(-rc);
+    err->message = "every read of its energy counters failed for " + window + ": " + std::strerror(-rc);
+    return nullptr;
+  }
+  if (!anyMoved) {
+    std::string which;
+    for (size_t i = 0; i < n; i++)
+      which += (i ? ", " : "") + ds[i].name + "-" + std::to_string(ds[i].package) + " stayed at " + std::to_string(now[i].raw);
+    err->code = "ERR_JOULETRACE_NOT_COUNTING";
+    err->message = "no energy counter advanced in " + window + " (" + which +
+                   "; RAPL counters move about every millisecond) — the machine lists RAPL but does not count "
+                   "it, as hypervisors commonly do: measure on bare metal or in a VM given RAPL, or use source "
+                   "'model' (an estimate); liveCheckMs sets the wait";
+    return nullptr;
+  }
+  std::vector<size_t> keep;
+  for (size_t i = 0; i < n; i++)
+    if (moved[i] || !alwaysDraws(ds[i])) keep.push_back(i);
+  if (keep.size() == n) return src;
+  return std::make_unique<CountingDomains>(std::move(src), std::move(keep));
 }
 
 std::unique_ptr<EnergySource> openCounting(Opener open, const SourceOptions& opts, SourceError* err) {
   std::unique_ptr<EnergySource> src = open(opts, err);
-  if (src && !checkCounting(*src, opts, err)) return nullptr;
-  return src;
+  return src ? checkCounting(std::move(src), opts, err) : nullptr;
 }
 
 }  // namespace
@@ -106,7 +160,10 @@ std::vector<SourceStatus> probeEnergySources(const SourceOptions& opts) {
     st.name = s.name;
     std::unique_ptr<EnergySource> src = openCounting(s.open, opts, &st.error);
     st.available = src != nullptr;
-    if (src) st.domains = src->domains();
+    if (src) {
+      st.domains = src->domains();
+      st.notCounting = src->notCounting();
+    }
     out.push_back(st);
   }
   return out;

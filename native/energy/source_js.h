@@ -20,7 +20,8 @@ inline SourceOptions sourceOptionsFromJs(const Napi::Object& o) {
   s.procStatPath = getString(o, "procStatPath", s.procStatPath);
   s.modelIdleWatts = getNumber(o, "modelIdleWatts", -1);
   s.modelMaxWatts = getNumber(o, "modelMaxWatts", -1);
-  s.liveCheckMs = int(getNumber(o, "liveCheckMs", s.liveCheckMs));
+  double live = getNumber(o, "liveCheckMs", s.liveCheckMs);
+  if (live >= 0 && live <= 10000) s.liveCheckMs = int(live);
   Napi::Value id = o.Get("cpuIdentity");
   if (id.IsObject()) {
     Napi::Object c = id.As<Napi::Object>();
@@ -61,6 +62,7 @@ inline Napi::Array sourceStatusesToJs(Napi::Env env, const std::vector<SourceSta
       o.Set("message", st[i].error.message);
     }
     o.Set("domains", domainsToJs(env, st[i].domains));
+    o.Set("notCounting", domainsToJs(env, st[i].notCounting));
     a.Set(uint32_t(i), o);
   }
   return a;

@@ -137,6 +137,7 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     o.Set("source", sampler_->source().name());
     o.Set("domains", domainsToJs(env, sampler_->source().domains()));
     o.Set("skipped", sourceStatusesToJs(env, sampler_->skippedSources()));
+    o.Set("notCounting", domainsToJs(env, sampler_->source().notCounting()));
     o.Set("threadsBackend", sampler_->threadsBackend());
     o.Set("threadsFallbackReason", sampler_->threadsFallbackReason());
     o.Set("attributionEvery", sampler_->attributionEvery());

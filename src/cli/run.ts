@@ -395,6 +395,10 @@ export async function runCommand(argv: string[]): Promise<number> {
   const notes: string[] = [];
   if (stats0.threads.fallbackReason) notes.push(stats0.threads.fallbackReason);
   if (backend === 'procfs') notes.push('procfs tracks the command\'s own process only; its children count as "other"');
+  if (sampler.notCounting.length > 0) {
+    const names = sampler.notCounting.map((d) => `${d.domain}-${d.package}`).join(', ');
+    notes.push(`${names} left out: ${sampler.source} lists ${sampler.notCounting.length > 1 ? 'them' : 'it'} but did not count ${sampler.notCounting.length > 1 ? 'them' : 'it'} here`);
+  }
   if (sampler.skipped.length > 0) {
     notes.push(`${sampler.skipped.map((s) => s.source).join(', ')} unavailable here (\`jouletrace probe\` says why and how to fix it)`);
   }
