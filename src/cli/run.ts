@@ -397,7 +397,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   if (backend === 'procfs') notes.push('procfs tracks the command\'s own process only; its children count as "other"');
   if (sampler.notCounting.length > 0) {
     const names = sampler.notCounting.map((d) => `${d.domain}-${d.package}`).join(', ');
-    notes.push(`${names} left out: ${sampler.source} lists ${sampler.notCounting.length > 1 ? 'them' : 'it'} but did not count ${sampler.notCounting.length > 1 ? 'them' : 'it'} here`);
+    notes.push(`${names} left out: listed by ${sampler.source} but not counting here (\`jouletrace probe\` shows it)`);
   }
   if (sampler.skipped.length > 0) {
     notes.push(`${sampler.skipped.map((s) => s.source).join(', ')} unavailable here (\`jouletrace probe\` says why and how to fix it)`);
