@@ -10,7 +10,6 @@
 // orders of magnitude, which is why every figure is marked estimated and both are overridable.
 #include <errno.h>
 #include <fcntl.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -21,6 +20,7 @@
 #include "energy/cpu_info.h"
 #include "energy/sources_internal.h"
 #include "errno_name.h"
+#include "napi_util.h"
 #include "sys_file.h"
 
 namespace jouletrace {
@@ -29,12 +29,6 @@ namespace {
 // /proc/stat only advances every USER_HZ tick (10 ms at 100 Hz): reading it more often costs a
 // system call and a kernel formatting pass for no new information.
 constexpr uint64_t kRefreshNs = 10'000'000;
-
-uint64_t nowNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
-}
 
 class ModelSource final : public EnergySource {
  public:
@@ -140,7 +134,7 @@ class ModelSource final : public EnergySource {
   }
 
   int read(DomainReading* out) override {
-    uint64_t now = nowNs();
+    uint64_t now = monotonicNs();
     double dt = double(now - lastNs_);
     lastNs_ = now;
     int rc = 0;
@@ -292,7 +286,7 @@ std::unique_ptr<EnergySource> openModelSource(const SourceOptions& opts, SourceE
     err->message = opts.procStatPath + ": no cpuN lines for the online CPUs — not a /proc/stat file";
     return nullptr;
   }
-  src->lastNs_ = src->lastRefreshNs_ = nowNs();
+  src->lastNs_ = src->lastRefreshNs_ = monotonicNs();
   for (ModelSource::Pkg& p : src->pkgs_) {
     p.busy = p.scanBusy;
     p.total = p.scanTotal;

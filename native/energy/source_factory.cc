@@ -9,6 +9,7 @@
 #include "energy/cpu_info.h"
 #include "energy/sources_internal.h"
 #include "errno_name.h"
+#include "napi_util.h"
 
 namespace jouletrace {
 namespace {
@@ -22,12 +23,6 @@ const struct {
   const char* name;
   Opener open;
 } kSources[] = {{"msr", openMsrSource}, {"perf", openPerfSource}, {"powercap", openPowercapSource}, {"model", openModelSource}};
-
-uint64_t monotonicNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
-}
 
 // Reads through to the domains that counted when the source was opened, in their order.
 class CountingDomains final : public EnergySource {
@@ -78,7 +73,7 @@ std::unique_ptr<EnergySource> checkCounting(std::unique_ptr<EnergySource> src, c
   const size_t n = ds.size();
   std::vector<DomainReading> first(n), now(n);
   int rc = src->read(first.data());
-  int goodReads = rc == 0 ? 1 : 0;
+  bool anyRead = rc == 0;
   std::vector<char> moved(n, 0);
   bool anyMoved = false;
   const uint64_t deadline = monotonicNs() + uint64_t(opts.liveCheckMs) * 1000000ull;
@@ -86,7 +81,7 @@ std::unique_ptr<EnergySource> checkCounting(std::unique_ptr<EnergySource> src, c
   for (;;) {
     nanosleep(&pause, nullptr);
     rc = src->read(now.data());
-    if (rc == 0) goodReads++;
+    anyRead = anyRead || rc == 0;
     bool waiting = false;
     for (size_t i = 0; i < n; i++) {
       if (now[i].ticks != first[i].ticks) moved[i] = 1;
@@ -96,9 +91,11 @@ std::unique_ptr<EnergySource> checkCounting(std::unique_ptr<EnergySource> src, c
     if ((anyMoved && !waiting) || monotonicNs() >= deadline) break;
   }
   const std::string window = std::to_string(opts.liveCheckMs) + " ms";
-  if (goodReads == 0) {
+  if (!anyRead) {
     err->code = errnoName(-rc);
-    err->message = "every read of its energy counters failed for " + window + ": " + std::strerror(-rc);
+    err->message = "every read of its energy counters failed for " + window + " after opening (" +
+                   std::strerror(-rc) + ") — the interface answered once and then stopped: try another "
+                   "source (msr, perf, powercap or model)";
     return nullptr;
   }
   if (!anyMoved) {
