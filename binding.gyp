@@ -60,6 +60,7 @@
         "native/sampler/sampler.cc",
         "native/sampler/sampler_binding.cc",
         "native/sampler/bench_binding.cc",
+        "native/spans/route_table.cc",
         "native/spans/span_engine.cc",
         "native/spans/span_binding.cc"
       ],

@@ -3,8 +3,8 @@
 // guests, two 1 s loopback runs of the same bare server differ by up to 35%: see the README).
 //
 // The requests, variants and apps are bench/synthetic-requests.mjs's (bare, hook, tracked). The
-// results settle on the sampler thread and reach the tracker's per-route aggregates on this
-// thread, as on a server.
+// requests settle on the sampler thread, which adds them to the tracker's per-route aggregates,
+// as on a server (with BENCH_REQUEST_EXPORTER, their results come back to this thread too).
 // A sampler runs through every variant (its own cost is bench/sampler.mjs's), so the difference
 // is request accounting alone.
 //

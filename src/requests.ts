@@ -4,7 +4,9 @@
 //   interval's energy of that thread plus libuv's thread pool is spread evenly over the interval
 //   and, at each moment, divided equally among the requests in flight. Overlapping requests
 //   therefore split the energy spent while they overlapped, and the sum over requests equals the
-//   thread group's energy while any request was in flight. Cheap: two span events per request.
+//   thread group's energy while any request was in flight. Cheap: two span events per request;
+//   the sampler thread adds each to its route's aggregate, and writes its result back only when
+//   onRequest listeners want records.
 // 'exact': every callback that runs in a request's async context (AsyncLocalStorage) is an
 //   exclusive span charged to that request, so interleaved requests are charged exactly for the
 //   CPU their own callbacks used; thread-pool work is not included. Costs an async_hooks hook
@@ -14,9 +16,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { checkIntegerInRange, checkKnownKeys, checkObject, checkOneOf, JouletraceError } from './errors';
 import type { Sampler } from './sampler';
 import { callListeners } from './listeners';
-import { JoulesSummary, RecentValues } from './summaries';
 import { releaseResponseWatch, retainResponseWatch, watchedFor, watchResponse } from './response-finish';
-import { FLAG_ESTIMATED, FLAG_INCOMPLETE, slotOfHandle, SPAN_SLOTS, type NumericResultListener, type SpanChannel } from './span-channel';
+import { FLAG_AGGREGATED, FLAG_ESTIMATED, FLAG_INCOMPLETE, ROUTE_SUMMARY_WORDS, slotOfHandle, SPAN_SLOTS, type NumericResultListener, type SpanChannel } from './span-channel';
 import { EXACT_REQUEST_TOKEN, type RequestRecord, type RouteStats } from './span-types';
 
 export type RequestMode = 'shared' | 'exact';
@@ -80,31 +81,13 @@ class SharedRequests {
   readonly held = new Map<number, Float64Array>();
 }
 
-class RouteAggregate {
-  readonly joules = new JoulesSummary(2048);
-  durationNs = 0;
-  readonly recentD = new RecentValues(2048);
-  constructor(
-    readonly method: string,
-    readonly route: string,
-  ) {}
-  add(joules: number, estimated: boolean, durationNs: number): void {
-    this.joules.add(joules, estimated);
-    this.recentD.add(durationNs);
-    this.durationNs += durationNs;
-  }
-  stats(): RouteStats {
-    const n = this.joules.count;
-    const [d99] = this.recentD.quantiles(0.99);
-    return {
-      method: this.method,
-      route: this.route,
-      count: n,
-      joules: this.joules.summary(),
-      durationMs: { mean: n ? this.durationNs / n / 1e6 : 0, p99: d99 / 1e6 },
-      estimated: this.joules.estimated,
-    };
-  }
+// A (method, route) pair of the tracker: its id in the channel's route table, where the sampler
+// thread aggregates its requests as they settle (native/spans/route_table.h), so that the thread
+// serving them does not. `route` is the name it counts under: '(other)' past maxRoutes.
+interface RouteEntry {
+  readonly id: number;
+  readonly method: string;
+  readonly route: string;
 }
 
 /**
@@ -124,14 +107,14 @@ export class RequestTracker {
   readonly #maxRoutes: number;
   readonly #requests: SharedRequests | undefined; // shared mode only
   readonly #listeners = new Set<(records: RequestRecord[]) => void>();
-  readonly #routes = new Map<string, Map<string, RouteAggregate>>(); // method → route → aggregate
+  readonly #routes = new Map<string, Map<string, RouteEntry>>(); // method → route asked → entry
+  readonly #routeList: RouteEntry[] = [];
   #routeCount = 0;
-  // The aggregate #aggregate() used last, and the method and route it was asked for.
+  // The entry #routeEntry() gave last, and the method and route it was asked for.
   #lastMethod: string | undefined;
   #lastRoute: string | undefined;
-  #lastAggregate: RouteAggregate | undefined;
+  #lastEntry: RouteEntry | undefined;
   readonly #shared: NumericResultListener;
-  readonly #requestLabel: number;
   readonly #callback: NumericResultListener;
   #als: AsyncLocalStorage<Pending> | undefined;
   #hook: AsyncHook | undefined;
@@ -172,7 +155,6 @@ export class RequestTracker {
     this.#shared = (h, res, o) => this.#onShared(h, res, o);
     this.#channel.sharedListeners.add(this.#shared);
     this.#channel.startPolling();
-    this.#requestLabel = this.#channel.labelId('(request)');
     if (this.mode === 'exact') this.#enableExact();
     else this.#requests = new SharedRequests();
   }
@@ -246,15 +228,19 @@ export class RequestTracker {
       this.#watching = true;
       retainResponseWatch();
     }
-    const given = route ?? (this.#routeOf !== undefined ? () => this.#routeOf!(req) : undefined);
+    const given = route ?? (this.#routeOf !== undefined ? () => this.#routeOf!(req) : UNROUTED);
     // Every request of a server goes through here: the common case (shared mode, nothing to run,
     // no context to capture, an open tracker) is written out, as #start() would do it.
     const r = this.#requests;
     if (r !== undefined && run === undefined && this.#capture === null && !this.#closed) {
       if (watchedFor(req, this.#endAtFinish)) return;
-      const h = this.#channel.beginRequest(this.#requestLabel);
+      const method = req.method ?? 'GET';
+      // A route known now (a framework's pattern) is named by the request's begin event, one
+      // known at its end by its end event.
+      const entry = typeof given === 'string' ? this.#routeEntry(method, given) : undefined;
+      const h = this.#channel.beginRequest(entry === undefined ? 0 : entry.id);
       if (h <= 0) return; // not running (-1), or every span slot busy (0, counted as dropped)
-      this.#opened(r, h, req.method ?? 'GET', given, undefined);
+      this.#opened(r, h, method, entry === undefined ? given : entry.route, undefined);
       watchResponse(req, res, h, this.#endAtFinish);
       return;
     }
@@ -290,9 +276,11 @@ export class RequestTracker {
     if (this.mode === 'shared') {
       // Before a slot is taken: a capture that throws leaves no span open.
       const context = this.#capture ? this.#capture() : undefined;
+      const named = route ?? UNROUTED;
+      const entry = typeof named === 'string' ? this.#routeEntry(method, named) : undefined;
       let h: number;
       try {
-        h = this.#channel.beginShared('(request)');
+        h = this.#channel.beginShared(entry === undefined ? 0 : entry.id);
       } catch (e) {
         if (run) run();
         const code = (e as { code?: string }).code;
@@ -301,7 +289,7 @@ export class RequestTracker {
       }
       // 0: every span slot busy; the channel counts it as a dropped span.
       if (h !== 0) {
-        this.#opened(this.#requests!, h, method, route, context);
+        this.#opened(this.#requests!, h, method, entry === undefined ? named : entry.route, context);
         if (req) watchResponse(req, res!, h, this.#endAtFinish);
       }
       if (run) run();
@@ -317,7 +305,7 @@ export class RequestTracker {
     const p: Pending = {
       [EXACT_REQUEST_TOKEN]: true,
       method,
-      route: route ?? '(unrouted)',
+      route: route ?? UNROUTED,
       statusCode: 0,
       startNs: 0,
       endNs: 0,
@@ -378,13 +366,14 @@ export class RequestTracker {
   }
 
   // A shared-mode request's span h has begun: its slot's fields.
-  #opened(r: SharedRequests, h: number, method: string, route: string | (() => string) | undefined, context: unknown): void {
+  // route: the name it counts under (RouteEntry.route), or a function that gives its route at the end.
+  #opened(r: SharedRequests, h: number, method: string, route: string | (() => string), context: unknown): void {
     const slot = slotOfHandle(h);
     const i = slot * 2;
     r.ids[i] = h;
     r.ids[i + 1] = REQ_OPEN;
     r.names[i] = method;
-    r.names[i + 1] = route ?? '(unrouted)';
+    r.names[i + 1] = route;
     if (this.#capture !== null) (r.context ??= new Array<unknown>(SPAN_SLOTS))[slot] = context;
     else if (r.context !== undefined) r.context[slot] = undefined;
     r.inFlight++;
@@ -394,20 +383,39 @@ export class RequestTracker {
   // its response's finish. The common case, an open request, first.
   #endShared(h: number, statusCode: number, route?: string): void {
     const r = this.#requests;
+    const i = slotOfHandle(h) * 2;
+    if (r === undefined || h === 0 || r.ids[i] !== h) return;
+    // Nearly every request of a server without an exporter: open, its route named by its begin,
+    // and nobody wanting its record. The sampler thread adds it to its route, and no result
+    // comes back to this thread. Kept small, for V8 to inline into the finish handler.
+    if ((r.ids[i + 1] & REQ_STATE_BITS) === REQ_OPEN && route === undefined && this.#listeners.size === 0 && typeof r.names[i + 1] === 'string') {
+      r.ids[i + 1] = REQ_ENDED | (statusCode << STATUS_SHIFT);
+      this.#endSilently(r, h, 0);
+      return;
+    }
+    this.#endSharedOther(r, h, statusCode, route);
+  }
+
+  // The rest of #endShared(): a route known only now, a listener, a request stop() settled, or a
+  // second end.
+  #endSharedOther(r: SharedRequests, h: number, statusCode: number, route: string | undefined): void {
     const slot = slotOfHandle(h);
     const i = slot * 2;
-    if (r === undefined || h === 0 || r.ids[i] !== h) return;
     const state = r.ids[i + 1] & REQ_STATE_BITS;
+    // The route's id for its end event: 0 where its begin named it already.
+    let id = 0;
     if (state === REQ_OPEN) {
       r.ids[i + 1] = REQ_ENDED | (statusCode << STATUS_SHIFT);
-      // Stored only when it changes: a string stored into the array pays V8's write barrier.
-      const current = r.names[i + 1];
-      if (route !== undefined || typeof current === 'function') r.names[i + 1] = routeAtEnd(route, current);
+      if (route !== undefined || typeof r.names[i + 1] === 'function') id = this.#routeAtEnd(r, i, route);
+      if (this.#listeners.size === 0) {
+        this.#endSilently(r, h, id);
+        return;
+      }
     } else if (state === REQ_SETTLED) {
       // stop() settled it (incomplete) while it was open: its record now, with its status and
       // route, and the channel frees its slot.
       r.ids[i + 1] = REQ_ENDED | (statusCode << STATUS_SHIFT);
-      r.names[i + 1] = routeAtEnd(route, r.names[i + 1]);
+      r.names[i + 1] = this.#routeEntry(r.names[i] as string, routeAtEnd(route, r.names[i + 1])).route;
       const held = r.held.get(slot)!;
       r.held.delete(slot);
       r.inFlight++; // counted out when it settled: #onShared counts it out again
@@ -416,10 +424,39 @@ export class RequestTracker {
       return; // a second end()
     }
     try {
-      this.#channel.endRequest(h);
+      this.#channel.endRequest(h, id, false);
     } catch {
       /* already gone with the channel */
     }
+  }
+
+  // An ended request (REQ_ENDED) whose record nobody wants: the sampler thread adds it to its
+  // route (id, or the one its begin named: 0), and its slot is free here at once. Where the
+  // channel could not end it so (its end event waits for room in the ring, or it was never
+  // measured), its result comes as for any other request.
+  #endSilently(r: SharedRequests, h: number, id: number): void {
+    let silent = false;
+    try {
+      silent = this.#channel.endRequest(h, id, true);
+    } catch {
+      /* already gone with the channel */
+    }
+    if (!silent) return;
+    const slot = slotOfHandle(h);
+    r.ids[slot * 2] = 0;
+    r.ids[slot * 2 + 1] = 0;
+    if (r.context !== undefined) r.context[slot] = undefined;
+    if (--r.inFlight === 0 && this.#closed) this.#detach();
+  }
+
+  // A request whose route is known only now (given to end(), or a function's): the entry's id,
+  // and the name it counts under, for its record.
+  #routeAtEnd(r: SharedRequests, i: number, route: string | undefined): number {
+    const current = r.names[i + 1];
+    const entry = this.#routeEntry(r.names[i] as string, routeAtEnd(route, current));
+    // Stored only when it changes: a string stored into the array pays V8's write barrier.
+    if (entry.route !== current) r.names[i + 1] = entry.route;
+    return entry.id;
   }
 
   #batch: RequestRecord[] = [];
@@ -444,21 +481,27 @@ export class RequestTracker {
     r.ids[i] = 0;
     r.ids[i + 1] = 0;
     if (this.#closed && r.inFlight === 0) this.#detach();
+    const flags = res[o + 7];
+    const context = r.context?.[slot];
+    if (context !== undefined) r.context![slot] = undefined;
+    // Nearly every request: the sampler thread has added it to its route, and nobody wants its
+    // record.
+    if ((flags & FLAG_AGGREGATED) !== 0 && this.#listeners.size === 0) return;
     // Read here, not passed on: doubles passed to a call that V8 does not inline are boxed.
     const startNs = res[o + 2];
     const endNs = res[o + 3];
     const onCpuNs = res[o + 4];
     const joules = res[o + 5];
     const dynamic = res[o + 6];
-    const flags = res[o + 7];
-    const given = r.names[i + 1];
-    if (typeof given === 'function') r.names[i + 1] = ''; // drop what it holds on to
     const method = r.names[i] as string;
+    // The route it counts under, set by its end.
+    const given = r.names[i + 1];
+    const route = typeof given === 'function' ? safeRoute(given) : given;
     const statusCode = word >> STATUS_SHIFT;
-    const context = r.context?.[slot];
-    if (context !== undefined) r.context![slot] = undefined;
     const estimated = (flags & FLAG_ESTIMATED) !== 0;
-    const route = this.#aggregate(method, typeof given === 'function' ? safeRoute(given) : given, joules, estimated, endNs - startNs);
+    // Settled before its end named its route (stop() with it open), or never seen by the
+    // sampler: aggregated here.
+    if ((flags & FLAG_AGGREGATED) === 0) this.#channel.addToRoute(this.#routeEntry(method, route).id, joules, endNs - startNs, estimated);
     if (this.#listeners.size === 0) return;
     const rec: RequestRecord = {
       method,
@@ -523,7 +566,9 @@ export class RequestTracker {
     this.#exactInFlight--;
     if (this.#closed && this.#exactInFlight === 0) this.#detach();
     const durationNs = p.endNs - p.startNs;
-    const route = this.#aggregate(p.method, typeof p.route === 'function' ? safeRoute(p.route) : p.route, p.joules, p.estimated, durationNs);
+    const entry = this.#routeEntry(p.method, typeof p.route === 'function' ? safeRoute(p.route) : p.route);
+    this.#channel.addToRoute(entry.id, p.joules, durationNs, p.estimated);
+    const route = entry.route;
     if (this.#listeners.size === 0) return;
     // Queued like shared mode's: a listener runs outside the channel's collection loop, so
     // one that throws cannot cut a poll short (and lose the results after it).
@@ -548,39 +593,40 @@ export class RequestTracker {
     callListeners(this.#listeners, records);
   }
 
-  // Returns the route the request counts under, which its record carries too: past maxRoutes,
-  // '(other)', so that exporters' route labels stay as bounded as the aggregates.
-  #aggregate(method: string, route: string, joules: number, estimated: boolean, durationNs: number): string {
-    // A request whose span was never measured (its events did not fit in the ring) has NaN
-    // joules: it is in the records, flagged incomplete, but would poison the sums here.
-    const measured = !Number.isNaN(joules);
-    // Requests settle in batches, often several of one route in a row: the last aggregate is
-    // kept beside the two map lookups (about 100 instructions a request).
-    if (measured && route === this.#lastRoute && method === this.#lastMethod) {
-      this.#lastAggregate!.add(joules, estimated, durationNs);
-      return this.#lastAggregate!.route;
-    }
-    const asked = route;
+  // The entry of a request's method and route: past maxRoutes, the method's '(other)', so that
+  // exporters' route labels stay as bounded as the aggregates. (A request that was never measured
+  // has NaN joules: it is in the records, flagged incomplete, but not in the aggregates.)
+  #routeEntry(method: string, route: string): RouteEntry {
+    // Requests of one route often come in runs: the last entry is compared first, beside the two
+    // map lookups (about 100 instructions a request). Small, so that V8 inlines it into track().
+    return route === this.#lastRoute && method === this.#lastMethod ? this.#lastEntry! : this.#findRouteEntry(method, route);
+  }
+
+  #findRouteEntry(method: string, route: string): RouteEntry {
     let byRoute = this.#routes.get(method);
     if (!byRoute) this.#routes.set(method, (byRoute = new Map()));
-    let agg = byRoute.get(route);
-    if (!agg) {
-      if (this.#routeCount >= this.#maxRoutes) {
-        route = '(other)';
-        agg = byRoute.get(route);
-        if (!agg && measured) byRoute.set(route, (agg = new RouteAggregate(method, route)));
-      } else if (measured) {
-        byRoute.set(route, (agg = new RouteAggregate(method, route)));
+    let entry = byRoute.get(route);
+    if (entry === undefined) {
+      const id = this.#routeCount < this.#maxRoutes ? this.#channel.newRouteId() : 0;
+      if (id !== 0) {
+        entry = this.#newEntry(byRoute, id, method, route);
         this.#routeCount++;
+      } else {
+        // Not kept under the route asked for: past the limit, routes are unbounded (raw URLs).
+        entry = byRoute.get(OTHER_ROUTE) ?? this.#newEntry(byRoute, this.#channel.newRouteId(), method, OTHER_ROUTE);
       }
     }
-    if (measured) {
-      agg!.add(joules, estimated, durationNs);
-      this.#lastMethod = method;
-      this.#lastRoute = asked;
-      this.#lastAggregate = agg;
-    }
-    return route;
+    this.#lastMethod = method;
+    this.#lastRoute = route;
+    this.#lastEntry = entry;
+    return entry;
+  }
+
+  #newEntry(byRoute: Map<string, RouteEntry>, id: number, method: string, route: string): RouteEntry {
+    const entry: RouteEntry = { id, method, route };
+    byRoute.set(route, entry);
+    this.#routeList.push(entry);
+    return entry;
   }
 
   /** Request records as they settle, in batches. Returns an unsubscribe function. */
@@ -593,14 +639,34 @@ export class RequestTracker {
   /** Per-route aggregates since the tracker was created, most energy first. */
   routes(): RouteStats[] {
     this.#channel.poll();
+    const list = this.#routeList;
+    const ids = new Int32Array(list.length);
+    for (let k = 0; k < list.length; k++) ids[k] = list[k].id;
+    const s = this.#channel.routeSummaries(ids);
     const all: RouteStats[] = [];
-    for (const byRoute of this.#routes.values()) for (const a of byRoute.values()) all.push(a.stats());
+    for (let k = 0; k < list.length; k++) {
+      const b = k * ROUTE_SUMMARY_WORDS;
+      const n = s[b];
+      if (n === 0) continue; // no measured request yet
+      all.push({
+        method: list[k].method,
+        route: list[k].route,
+        count: n,
+        joules: { sum: s[b + 1], mean: s[b + 1] / n, p50: s[b + 3], p99: s[b + 4], max: s[b + 2] },
+        durationMs: { mean: s[b + 5] / n / 1e6, p99: s[b + 6] / 1e6 },
+        estimated: s[b + 7] !== 0,
+      });
+    }
     return all.sort((a, b) => b.joules.sum - a.joules.sum);
   }
 
   #exactInFlight = 0;
 
-  /** Requests begun whose energy has not settled yet. */
+  /**
+   * Requests begun whose record is still to come: open, or ended and not yet settled. In shared
+   * mode without onRequest listeners a request leaves at its end (no record comes; the sampler
+   * thread adds it to routes() as it settles).
+   */
   get inFlight(): number {
     return this.mode === 'exact' ? this.#exactInFlight : (this.#requests?.inFlight ?? 0);
   }
@@ -637,6 +703,10 @@ function routeAtEnd(given: string | undefined, current: string | (() => string))
   if (given !== undefined) return checkedRoute(given);
   return typeof current === 'function' ? safeRoute(current) : current;
 }
+
+// Where requests past maxRoutes count, and the route of a request given none.
+const OTHER_ROUTE = '(other)';
+const UNROUTED = '(unrouted)';
 
 function checkedRoute(route: unknown): string {
   return typeof route === 'string' && route.length > 0 ? route : '(unmatched)';

@@ -61,6 +61,14 @@ const NUM_INTERNAL = 2;
 /** Result flags, as NumericResultListener receives them. */
 export const FLAG_INCOMPLETE = 1;
 export const FLAG_ESTIMATED = 2;
+/** A request the sampler thread added to its route's aggregate (its begin or end named a route id). */
+export const FLAG_AGGREGATED = 8;
+// Route ids of a channel's route table (native/spans/route_table.h): 1 up to this, exclusive.
+const MAX_ROUTE_IDS = 1 << 22;
+// A request's end event: beside its route id, "aggregate it, write no result" (span_log.h).
+const END_SILENT = 1 << 22;
+/** Per route id, as SpanChannel.routeSummaries() fills them: count, sum, max, p50, p99, duration sum ns, duration p99 ns, estimated. */
+export const ROUTE_SUMMARY_WORDS = 8;
 
 // Handles are small integers (V8 Smis, so no allocation): 16 bits of slot, 8 bits of slot
 // generation (a reused slot gets a new handle), 6 bits of channel tag, counted process-wide by
@@ -140,6 +148,8 @@ const RESULT_WORDS = 8; // f64: handle, label, start, end, on-CPU, joules, dynam
 // label and times filled in (see #unmeasured), energy NaN.
 const UNMEASURED = Float64Array.of(0, 0, NaN, NaN, NaN, NaN, NaN, FLAG_INCOMPLETE);
 const MAX_LABELS = 1 << 24;
+// What a request's span is called where a label is shown (an unmeasured result's).
+const REQUEST_LABEL = '(request)';
 
 /**
  * Offset from nowNs() to the sampler's CLOCK_MONOTONIC ns: 0 where libuv reads that clock (every
@@ -178,7 +188,7 @@ export interface SpanChannelOptions {
 
 /**
  * A result as numbers, read in place: r[o + 2] to r[o + 7] are startNs, endNs, onCpuNs, joules,
- * dynamic joules (NaN when unknown) and flags (FLAG_INCOMPLETE | FLAG_ESTIMATED). Valid only
+ * dynamic joules (NaN when unknown) and flags (FLAG_INCOMPLETE | FLAG_ESTIMATED | FLAG_AGGREGATED). Valid only
  * during the call: r is the result ring. (Six doubles passed as arguments to a listener V8 does
  * not inline would be boxed: about 70 bytes of heap per request.)
  */
@@ -216,7 +226,7 @@ class LabelAggregate {
   }
   /** The result at kept[b], laid out as KEPT_WORDS. */
   addKept(kept: Float64Array, b: number): void {
-    this.joules.add(kept[b + 3], (kept[b + 5] & FLAG_ESTIMATED) !== 0);
+    this.joules.addFrom(kept, b + 3, (kept[b + 5] & FLAG_ESTIMATED) !== 0);
     this.onCpuNs += kept[b + 2];
     this.wallNs += kept[b + 1] - kept[b];
   }
@@ -230,6 +240,15 @@ const NO_RESULT = 0;
 const KEPT_NUMBERS = 1; // in #kept
 const KEPT_OBJECT = 2; // in #results (a span whose begin never reached the sampler)
 
+// The addon's side of a channel (native/spans/span_binding.cc).
+interface NativeChannel {
+  close(): void;
+  flush(): number;
+  addToRoute(id: number, joules: number, durationNs: number, estimated: boolean): void;
+  routeSummaries(ids: Int32Array, out: Float64Array): void;
+  readonly tag: number;
+}
+
 /** The result of a span the sampler never saw: what it was and when, no energy. */
 function unmeasuredResult(label: string, startNs: number, endNs: number): SpanResult {
   return { label, tid: 0, startNs, endNs, onCpuNs: NaN, joules: NaN, dynamicJoules: null, estimated: false, incomplete: true };
@@ -240,7 +259,8 @@ function closedBeforeSettled(): JouletraceError {
 }
 
 export class SpanChannel {
-  readonly #handle: { close(): void; flush(): number };
+  readonly #handle: NativeChannel;
+  #routeIds = 0;
   readonly #i32: Int32Array;
   readonly #res: Float64Array;
   readonly #evMask: number;
@@ -284,7 +304,7 @@ export class SpanChannel {
   #timer: NodeJS.Timeout | undefined;
   #period = 0; // the timer's, ms
   #closed = false;
-  // Ends that found the event ring full, as (handle, seconds, nanoseconds) triples, written again by
+  // Ends that found the event ring full, as (handle, route id, seconds, nanoseconds), written again by
   // poll(). Dropped, an end would leave its span open in the engine until stop(), and a
   // request in flight there thins every other request's share.
   readonly #lateEnds: number[] = [];
@@ -332,11 +352,7 @@ export class SpanChannel {
     this.#evCap = evCap;
     this.#resMask = resCap - 1;
     for (let i = 0; i < MAX_OPEN; i++) this.#free[i] = i;
-    const Channel = native().SpanChannel as new (
-      id: number,
-      buf: Uint8Array,
-      offsetNs: number,
-    ) => { close(): void; flush(): number; readonly tag: number };
+    const Channel = native().SpanChannel as new (id: number, buf: Uint8Array, offsetNs: number) => NativeChannel;
     this.#offsetNs = monotonicOffsetNs();
     const handle = new Channel(samplerId, new Uint8Array(sab), this.#offsetNs);
     this.#handle = handle;
@@ -378,7 +394,8 @@ export class SpanChannel {
     return true;
   }
 
-  #begin(label: string, type: number, numeric: number): number {
+  // route: a request's (BEGIN_SHARED) route id, which its event carries instead of a label.
+  #begin(label: string, type: number, numeric: number, route = 0): number {
     if (this.#i32[RUNNING] !== 1) {
       if (this.#closed) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'begin(): the span channel is closed');
       if (this.#samplerClosed) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'begin(): the sampler is closed; create a new Sampler');
@@ -415,7 +432,7 @@ export class SpanChannel {
     if ((word & HOW_BITS) === KEPT_OBJECT << HOW_SHIFT) this.#results[slot] = undefined;
     const h = (this.#tag << 24) | (gen << SLOT_BITS) | slot;
     const t = hrtime();
-    if (this.#write(type, h, id, t[0], t[1])) {
+    if (this.#write(type, h, type === BEGIN_SHARED ? route : id, t[0], t[1])) {
       slots[slot] = gen | (OPEN << STATE_SHIFT) | (numeric << NUMERIC_SHIFT) | (NO_RESULT << HOW_SHIFT);
     } else {
       slots[slot] = gen | (OPEN_DROPPED << STATE_SHIFT) | (numeric << NUMERIC_SHIFT) | (NO_RESULT << HOW_SHIFT);
@@ -438,39 +455,38 @@ export class SpanChannel {
     return this.#begin(label, BEGIN, NUM_INTERNAL);
   }
 
-  /** @internal A request: energy shared fairly among the shared spans in flight (see RequestTracker). */
-  beginShared(label: string): number {
-    return this.#begin(label, BEGIN_SHARED, NUM_SHARED);
-  }
-
-  /** @internal The id of a label (interned now if new), for beginRequest(). */
-  labelId(label: string): number {
-    return this.#labels.get(label) ?? this.#intern(label);
+  /**
+   * @internal A request: energy shared fairly among the shared spans in flight (see
+   * RequestTracker). `route`: its route's id (newRouteId()) where known now, else 0 (its end
+   * names it); the sampler thread adds the request to that route as it settles.
+   */
+  beginShared(route: number): number {
+    return this.#begin(REQUEST_LABEL, BEGIN_SHARED, NUM_SHARED, route);
   }
 
   /**
    * @internal beginShared() for the request tracker, which begins one per request of a server:
-   * its label's id given, and -1 rather than an error while the sampler is not running (a server
-   * goes on serving). Anything but the common case goes through #begin().
+   * -1 rather than an error while the sampler is not running (a server goes on serving).
+   * Anything but the common case goes through #begin().
    */
-  beginRequest(labelId: number): number {
+  beginRequest(route: number): number {
     if (this.#freeCount === 0 || this.#i32[RUNNING] !== 1 || this.#timer === undefined || this.#contexts !== undefined) {
       if (this.#i32[RUNNING] !== 1) return -1;
-      return this.#begin(this.#labelNames[labelId], BEGIN_SHARED, NUM_SHARED);
+      return this.beginShared(route);
     }
     const slot = this.#free[this.#freeHead];
     const slots = this.#slots;
     const word = slots[slot];
     // A slot that held a result object (KEPT_OBJECT) or whose event would not fit: #begin().
     if ((word & HOW_BITS) === KEPT_OBJECT << HOW_SHIFT || ((this.#head - this.#tailSeen) | 0) >= this.#evCap) {
-      return this.#begin(this.#labelNames[labelId], BEGIN_SHARED, NUM_SHARED);
+      return this.beginShared(route);
     }
     this.#freeHead = (this.#freeHead + 1) & (MAX_OPEN - 1);
     this.#freeCount--;
     const gen = (word + 1) & GEN_MASK;
     const h = (this.#tag << 24) | (gen << SLOT_BITS) | slot;
     const t = hrtime();
-    this.#write(BEGIN_SHARED, h, labelId, t[0], t[1]); // room was checked above
+    this.#write(BEGIN_SHARED, h, route, t[0], t[1]); // room was checked above
     slots[slot] = gen | (OPEN << STATE_SHIFT) | (NUM_SHARED << NUMERIC_SHIFT) | (NO_RESULT << HOW_SHIFT);
     return h;
   }
@@ -527,7 +543,7 @@ export class SpanChannel {
     if (state === OPEN) {
       const t = hrtime();
       if (this.#lateEnds.length !== 0 || !this.#write(END, h, 0, t[0], t[1])) {
-        this.#lateEnds.push(h, t[0], t[1]);
+        this.#lateEnds.push(h, 0, t[0], t[1]);
         this.#lateEndCount++;
         this.#ensurePolling();
       }
@@ -566,20 +582,71 @@ export class SpanChannel {
   /**
    * @internal endOwn() for a request's span (beginShared) that its tracker holds as open. The
    * common case, written out: through endOwn() and end()'s checks, a request's end took about 50
-   * instructions more (callgrind, bench/request-instructions.mjs).
+   * instructions more (callgrind, bench/request-instructions.mjs). `route`: its route's id
+   * (newRouteId()) where its begin did not name it, else 0. `silent`: its tracker wants no
+   * result; the sampler thread adds it to its route, and its slot is free at once. Returns
+   * whether it ended so (otherwise its result will come).
    */
-  endRequest(h: number): void {
+  endRequest(h: number, route: number, silent: boolean): boolean {
     const slot = h & (MAX_OPEN - 1);
     const word = this.#slots[slot];
     // OPEN, and the span h names (its generation): one read of the slot's word.
     if ((word & (STATE_BITS | GEN_MASK)) === ((OPEN << STATE_SHIFT) | ((h >>> SLOT_BITS) & GEN_MASK)) && this.#lateEnds.length === 0) {
       const t = hrtime();
-      if (this.#write(END, h, 0, t[0], t[1])) {
-        this.#slots[slot] = (word & ~STATE_BITS) | (ENDED << STATE_SHIFT);
-        return;
+      if (this.#write(END, h, silent ? route | END_SILENT : route, t[0], t[1])) {
+        if (silent) {
+          // FREE (0), no delivery: a new span may take the slot before this one settles (the
+          // sampler thread keeps this one apart then).
+          this.#slots[slot] = word & ~(STATE_BITS | NUMERIC_BITS);
+          this.#release(slot);
+        } else {
+          this.#slots[slot] = (word & ~STATE_BITS) | (ENDED << STATE_SHIFT);
+        }
+        return silent;
       }
     }
-    this.endOwn(h);
+    this.#endRequestLater(h, route);
+    return false;
+  }
+
+  // The rest of endRequest(), apart so that it stays as small as V8 inlines: an end that found
+  // the event ring full (or ends queued before it) is written again by poll(), with its route,
+  // and its result comes; a request settled by stop() while open, or never measured, ends
+  // through end() (not where users' spans end, which must stay small too).
+  #endRequestLater(h: number, route: number): void {
+    const slot = h & (MAX_OPEN - 1);
+    if (this.#stateOf(slot) !== OPEN || !this.#current(h, slot)) {
+      this.endOwn(h);
+      return;
+    }
+    const t = hrtime();
+    this.#lateEnds.push(h, route, t[0], t[1]);
+    this.#lateEndCount++;
+    this.#ensurePolling();
+    this.#setState(slot, ENDED);
+  }
+
+  /**
+   * @internal A new id in this channel's route table, or 0 once 4,194,303 are taken (its
+   * requests are then not aggregated). Request trackers number their (method, route) pairs.
+   */
+  newRouteId(): number {
+    return this.#routeIds + 1 < MAX_ROUTE_IDS ? ++this.#routeIds : 0;
+  }
+
+  /** @internal Adds a request to route `id` (one the sampler thread could not aggregate). */
+  addToRoute(id: number, joules: number, durationNs: number, estimated: boolean): void {
+    if (id > 0 && !Number.isNaN(joules)) this.#handle.addToRoute(id, joules, durationNs, estimated);
+  }
+
+  /**
+   * @internal The aggregates of route ids `ids`, ROUTE_SUMMARY_WORDS numbers each (count 0: no
+   * request). Readable after the channel closed.
+   */
+  routeSummaries(ids: Int32Array): Float64Array {
+    const out = new Float64Array(ids.length * ROUTE_SUMMARY_WORDS);
+    this.#handle.routeSummaries(ids, out);
+    return out;
   }
 
   /** The result for the span in `slot` has arrived: the slot may go, or stay until end(). */
@@ -767,14 +834,15 @@ export class SpanChannel {
     const q = this.#lateEnds;
     const running = Atomics.load(this.#i32, RUNNING) === 1;
     let kept = 0;
-    for (let i = 0; i < q.length; i += 3) {
+    for (let i = 0; i < q.length; i += 4) {
       const h = q[i];
       const slot = h & (MAX_OPEN - 1);
       if (this.#stateOf(slot) !== ENDED || !this.#current(h, slot)) continue;
-      if (kept === 0 && running && this.#write(END, h, 0, q[i + 1], q[i + 2])) continue;
+      if (kept === 0 && running && this.#write(END, h, q[i + 1], q[i + 2], q[i + 3])) continue;
       q[kept++] = h;
       q[kept++] = q[i + 1];
       q[kept++] = q[i + 2];
+      q[kept++] = q[i + 3];
     }
     q.length = kept;
   }
@@ -818,7 +886,9 @@ export class SpanChannel {
     let n = 0;
     while (tail !== head) {
       const o = (tail & this.#resMask) * RESULT_WORDS;
-      const h = res[o];
+      // An int32 (handles are under 2^30): passed on as a small integer, never boxed as a double
+      // would be where V8 does not inline the callee (#keep()).
+      const h = res[o] | 0;
       tail = (tail + 1) | 0;
       const slot = h & (MAX_OPEN - 1);
       if (this.#numericOf(slot) !== 0 && this.#current(h, slot)) {

@@ -16,6 +16,7 @@ import { energyMiddleware, instrumentExpress } from '../src/express';
 import { fastifyEnergy, fastifyRoute } from '../src/fastify';
 import { RequestTracker, Sampler, trackRequest, type RequestRecord } from '../src/index';
 import { describeBpf, itBpf } from './fixtures/bpf-required';
+import { nativeHandleOf } from '../src/native-handles';
 
 const run = promisify(execFile);
 const cleanups: Array<() => unknown> = [];
@@ -60,12 +61,13 @@ function listen(server: http.Server): Promise<string> {
 }
 
 // The suites that use it need eBPF (describeBpf): its figures are exact enough for tight checks.
-function setup(mode: 'shared' | 'exact' = 'shared') {
+// listen: false leaves the tracker without onRequest listeners (its requests then end silently).
+function setup(mode: 'shared' | 'exact' = 'shared', { listen = true } = {}) {
   // The switch-in repair from the start, as in spans.test.ts: this VM loses some switch-ins.
   const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'bpf', repairSwitchIns: 'always' });
   const tracker = new RequestTracker(sampler, { mode });
   const records: RequestRecord[] = [];
-  tracker.onRequest((rs) => records.push(...rs));
+  if (listen) tracker.onRequest((rs) => records.push(...rs));
   cleanups.push(() => sampler.close());
   cleanups.push(() => tracker.close());
   return { sampler, tracker, records };
@@ -73,27 +75,37 @@ function setup(mode: 'shared' | 'exact' = 'shared') {
 
 const mean = (rs: RequestRecord[]) => rs.reduce((a, r) => a + r.joules, 0) / rs.length;
 
+// A server with a cheap route (1 ms of CPU) and an expensive one (6 ms), and a span over its
+// serving, from the first request to the 210th response: the reference for the requests' sum.
+// Not around load(): spawning the load process and reading its report cost the serving thread
+// 10–15% of the requests' CPU time on a Zen 5 guest, outside any request. atLast: called with
+// the 210th response.
+async function twoRouteServer(sampler: Sampler, tracker: RequestTracker, atLast?: (res: http.ServerResponse) => void) {
+  let window = 0;
+  let served = 0;
+  const server = http.createServer((req, res) => {
+    if (window === 0) window = sampler.begin('serving');
+    const route = req.url === '/expensive' ? '/expensive' : '/cheap';
+    trackRequest(tracker, req, res, route);
+    busy(route === '/expensive' ? 6 : 1);
+    res.end('ok');
+    if (++served === 210) {
+      sampler.end(window);
+      atLast?.(res);
+    }
+  });
+  const base = await listen(server);
+  cleanups.push(() => new Promise((r) => server.close(r)));
+  return { base, window: () => window };
+}
+
 describeBpf('requests on node:http (shared mode)', () => {
   it('charges the expensive route more, and the requests sum to the thread energy while serving', async () => {
     const { sampler, tracker, records } = setup();
-    // The reference: one span over the serving, from the first request to the last response.
-    // Not around load(): spawning the load process and reading its report cost the serving
-    // thread 10–15% of the requests' CPU time on a Zen 5 guest, outside any request.
-    let window = 0;
-    let served = 0;
-    const server = http.createServer((req, res) => {
-      if (window === 0) window = sampler.begin('serving');
-      const route = req.url === '/expensive' ? '/expensive' : '/cheap';
-      trackRequest(tracker, req, res, route);
-      busy(route === '/expensive' ? 6 : 1);
-      res.end('ok');
-      if (++served === 210) sampler.end(window);
-    });
-    const base = await listen(server);
-    cleanups.push(() => new Promise((r) => server.close(r)));
+    const { base, window } = await twoRouteServer(sampler, tracker);
     sampler.start();
     const summary = await load(base, [{ path: '/cheap', count: 150 }, { path: '/expensive', count: 60 }], 3);
-    const w = await sampler.settle(window);
+    const w = await sampler.settle(window());
     await recordsFor(records, 210);
     sampler.stop();
     expect(summary.status['200']).toBe(210);
@@ -478,6 +490,166 @@ describeBpf('request tokens (start/end)', () => {
       ['/a', 'ctx-0'],
       ['/b', 'ctx-1'],
     ]);
+  });
+});
+
+describeBpf('per-route aggregates, kept by the sampler thread', () => {
+  // A tracker without onRequest listeners ends its requests "silently": the sampler thread adds
+  // each to its route as it settles and writes no result back, and the span slot is free at once.
+  const resultsWritten = (sampler: Sampler) => Atomics.load(new Int32Array(nativeHandleOf<SharedArrayBuffer>(sampler.spanChannel())), 32);
+  const total = (tracker: RequestTracker) => tracker.routes().reduce((a, r) => a + r.count, 0);
+  async function routesCount(tracker: RequestTracker, n: number, ms = 3000): Promise<number> {
+    for (const end = Date.now() + ms; total(tracker) < n && Date.now() < end; ) await new Promise((r) => setTimeout(r, 10));
+    return total(tracker);
+  }
+
+  it('without a listener, no result comes back to the serving thread, and routes() still sums to its energy', async () => {
+    const { sampler, tracker } = setup('shared', { listen: false });
+    let inFlightAtLast = -1;
+    // Ended silently: out of flight at its end, not at its settlement 10 ms or more later.
+    const { base, window } = await twoRouteServer(sampler, tracker, (res) =>
+      res.on('finish', () => setImmediate(() => (inFlightAtLast = tracker.inFlight))),
+    );
+    sampler.start();
+    const written0 = resultsWritten(sampler);
+    const summary = await load(base, [{ path: '/cheap', count: 150 }, { path: '/expensive', count: 60 }], 3);
+    const w = await sampler.settle(window());
+    expect(await routesCount(tracker, 210)).toBe(210);
+    sampler.stop();
+    expect(summary.status['200']).toBe(210);
+    expect(inFlightAtLast).toBe(0);
+    // The window span's result only: none for the 210 requests.
+    expect(resultsWritten(sampler) - written0).toBe(1);
+    const routes = tracker.routes();
+    expect(routes.map((r) => [r.method, r.route, r.count]).sort()).toEqual([
+      ['GET', '/cheap', 150],
+      ['GET', '/expensive', 60],
+    ]);
+    const [cheap, expensive] = ['/cheap', '/expensive'].map((p) => routes.find((r) => r.route === p)!);
+    expect(expensive.joules.mean / cheap.joules.mean).toBeGreaterThan(1.5);
+    // As the records do in the first test: the requests hold the serving thread's energy.
+    const sum = cheap.joules.sum + expensive.joules.sum;
+    expect(sum / w.joules).toBeGreaterThan(0.85);
+    expect(sum / w.joules).toBeLessThan(1.1);
+    for (const r of routes) {
+      expect(r.estimated).toBe(true);
+      expect(r.joules.p50).toBeLessThanOrEqual(r.joules.p99);
+      expect(r.joules.p99).toBeLessThanOrEqual(r.joules.max);
+      expect(r.joules.mean).toBeCloseTo(r.joules.sum / r.count, 12);
+      expect(r.durationMs.mean).toBeGreaterThan(expensive === r ? 5 : 0.5);
+      expect(r.durationMs.p99).toBeGreaterThanOrEqual(r.durationMs.mean * 0.5);
+    }
+  });
+
+  it('a new request may take the slot of one that ended silently and has not settled yet', async () => {
+    // Slots are handed out first in, first out: a slot comes round again after 65,536 begins.
+    // With 1 s intervals the sampler thread settles a request 2 s after its end, so the third
+    // batch below takes slots of the first while those requests are ended and unsettled; the
+    // engine must keep them apart (SpanEngine::Shared), or 4,464 of them would never settle.
+    const sampler = new Sampler({ source: 'model', intervalUs: 1_000_000, threads: 'bpf', repairSwitchIns: 'always' });
+    const tracker = new RequestTracker(sampler);
+    cleanups.push(() => sampler.close());
+    cleanups.push(() => tracker.close());
+    const count = (route: string) => tracker.routes().find((r) => r.route === route)?.count ?? 0;
+    const batch = (route: string, n: number) => {
+      for (let i = 0; i < n; i++) tracker.end(tracker.start('GET', route), 200);
+    };
+    sampler.start();
+    // Each batch's 60,000 events fit the 65,536-event ring; the sampler drains it at each step.
+    const step = () => sampler.stats().timing.samples;
+    const nextStep = async () => {
+      const s0 = step();
+      while (step() === s0) await new Promise((r) => setTimeout(r, 5));
+    };
+    await nextStep();
+    batch('/first', 30000);
+    await nextStep();
+    batch('/second', 30000);
+    await nextStep();
+    expect(count('/first')).toBe(0); // ended, not settled: the condition this test is about
+    batch('/third', 10000);
+    expect(count('/first')).toBe(0); // still: the third batch's begins are drained before it settles
+    expect(tracker.inFlight).toBe(0);
+    sampler.stop(); // settles everything
+    expect([count('/first'), count('/second'), count('/third')]).toEqual([30000, 30000, 10000]);
+    expect(sampler.stats().spans.droppedEvents).toBe(0);
+  });
+
+  it('an end that finds the event ring full is written later, with the route it names', async () => {
+    // 200 ms intervals: the sampler seldom drains the event ring while the test fills it (a few
+    // ms), and settles the late ends 0.6 s or so after they go in.
+    const sampler = new Sampler({ source: 'model', intervalUs: 200_000, threads: 'procfs' });
+    const tracker = new RequestTracker(sampler);
+    cleanups.push(() => sampler.close());
+    cleanups.push(() => tracker.close());
+    sampler.start();
+    const ch = sampler.spanChannel();
+    let late = 0;
+    let ended = 0;
+    // (Tried again should the sampler's step drain the ring between filling it and the ends.)
+    for (let attempt = 0; attempt < 3 && late === 0; attempt++) {
+      const tokens = Array.from({ length: 10 }, () => tracker.start('GET'));
+      const dropped = ch.droppedEvents;
+      for (let i = 0; i < 70_000 && ch.droppedEvents === dropped; i++) sampler.end(sampler.begin('fill'));
+      const lateEnds = ch.lateEnds;
+      for (const t of tokens) tracker.end(t, 200, '/named-at-end');
+      ended += tokens.length;
+      late = ch.lateEnds - lateEnds;
+    }
+    expect(late).toBe(10);
+    expect(await routesCount(tracker, ended, 10_000)).toBe(ended);
+    expect(tracker.routes().map((r) => [r.route, r.count])).toEqual([['/named-at-end', ended]]);
+    // Their results come back (the fill spans' fill the result ring first, so over several
+    // steps): stop() fetches the rest.
+    sampler.stop();
+    expect(tracker.inFlight).toBe(0);
+  });
+
+  it('a request that stop() settled while open counts under the route its end names', async () => {
+    const { sampler, tracker } = setup('shared', { listen: false });
+    sampler.start();
+    const tokens = Array.from({ length: 100 }, () => tracker.start('GET', '/open'));
+    busy(5);
+    tracker.end(tracker.start('GET', '/done'), 200);
+    sampler.stop();
+    for (const t of tokens) tracker.end(t, 200, '/named-at-end');
+    const routes = tracker.routes();
+    expect(routes.map((r) => [r.route, r.count]).sort()).toEqual([
+      ['/done', 1],
+      ['/named-at-end', 100],
+    ]);
+    expect(routes.find((r) => r.route === '/named-at-end')!.joules.sum).toBeGreaterThan(0);
+    expect(tracker.inFlight).toBe(0);
+  });
+});
+
+describe('route aggregates (native table)', () => {
+  it('counts, sums and keeps exact nearest-rank quantiles over the latest 2,048 requests, readable after close', () => {
+    const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
+    cleanups.push(() => sampler.close());
+    const ch = sampler.spanChannel();
+    const [a, b, c, unused] = [ch.newRouteId(), ch.newRouteId(), ch.newRouteId(), ch.newRouteId()];
+    for (let v = 1; v <= 100; v++) ch.addToRoute(a, v, v * 1000, false);
+    ch.addToRoute(a, NaN, 1, true); // never measured: not counted
+    for (let v = 1; v <= 3000; v++) ch.addToRoute(b, v, 1e6, v === 7); // wrapped: 953..3000 held
+    ch.addToRoute(c, 2, 10, false);
+    ch.addToRoute(c, 1, 20, false);
+    const read = () => {
+      const s = ch.routeSummaries(Int32Array.of(a, b, c, unused, 0));
+      return Array.from({ length: 5 }, (_, k) => Array.from(s.subarray(k * 8, k * 8 + 8)));
+    };
+    // [count, sum, max, p50, p99, duration sum ns, duration p99 ns, estimated]
+    const want = [
+      [100, 5050, 100, 50, 99, 5_050_000, 99_000, 0],
+      [3000, 4_501_500, 3000, 1976, 2980, 3e9, 1e6, 1],
+      [2, 3, 2, 1, 2, 30, 20, 0],
+      [0, 0, 0, 0, 0, 0, 0, 0],
+      [0, 0, 0, 0, 0, 0, 0, 0],
+    ];
+    expect(read()).toEqual(want);
+    sampler.close();
+    expect(ch.closed).toBe(true);
+    expect(read()).toEqual(want);
   });
 });
 

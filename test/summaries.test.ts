@@ -37,4 +37,15 @@ describe('JoulesSummary', () => {
     expect(s.estimated).toBe(true);
     expect(s.summary()).toEqual({ sum: 25, mean: 25 / 6, p50: 3, p99: 5, max: 10 });
   });
+
+  it('addFrom() reads the value out of an array, as add() takes it', () => {
+    const values = Float64Array.of(1, 10, 2, 3, 4, 5);
+    const s = new JoulesSummary(4);
+    for (let i = 0; i < values.length; i++) s.addFrom(values, i, i === 1);
+    expect([s.count, s.estimated]).toEqual([6, true]);
+    expect(s.summary()).toEqual({ sum: 25, mean: 25 / 6, p50: 3, p99: 5, max: 10 });
+    const r = new RecentValues(3);
+    for (let i = 0; i < values.length; i++) r.addFrom(values, i);
+    expect(r.quantiles(0, 1)).toEqual([3, 5]);
+  });
 });

@@ -1,16 +1,19 @@
-// JS face of span channels: openSpanChannel(samplerId, Uint8Array over a SharedArrayBuffer,
+// JS face of span channels: new SpanChannel(samplerId, Uint8Array over a SharedArrayBuffer,
 // offsetNs) registers the calling thread's channel with the sampler's span engine. The handle
-// keeps the buffer alive and unregisters when closed, collected, or when its thread ends.
+// keeps the buffer alive and unregisters when closed, collected, or when its thread ends. It
+// holds the channel's route table (route_table.h) for as long as it lives, closed or not.
 #include <napi.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
 
 #include "napi_util.h"
+#include "spans/route_table.h"
 #include "spans/span_engine.h"
 #include "spans/span_log.h"
 
@@ -53,6 +56,8 @@ class SpanChannelHandle : public Napi::ObjectWrap<SpanChannelHandle> {
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "SpanChannel",
                        {InstanceMethod<&SpanChannelHandle::Close>("close"), InstanceMethod<&SpanChannelHandle::Flush>("flush"),
+                        InstanceMethod<&SpanChannelHandle::AddToRoute>("addToRoute"),
+                        InstanceMethod<&SpanChannelHandle::RouteSummaries>("routeSummaries"),
                         InstanceAccessor<&SpanChannelHandle::Tag>("tag")});
   }
 
@@ -86,7 +91,7 @@ class SpanChannelHandle : public Napi::ObjectWrap<SpanChannelHandle> {
     }
     buffer_ = Napi::Persistent(ta.As<Napi::Object>());
     tid_ = uint32_t(syscall(SYS_gettid));
-    id_ = engine_->addLog(base, evCap, resCap, tid_, info[2].As<Napi::Number>().DoubleValue());
+    id_ = engine_->addLog(base, evCap, resCap, tid_, info[2].As<Napi::Number>().DoubleValue(), routes_);
     env_ = env;
     napi_add_env_cleanup_hook(env, &SpanChannelHandle::OnEnvCleanup, this);
     hooked_ = true;
@@ -123,10 +128,57 @@ class SpanChannelHandle : public Napi::ObjectWrap<SpanChannelHandle> {
     return Napi::Number::New(info.Env(), engine_ ? double(engine_->flushLog(id_)) : 0.0);
   }
 
+  // addToRoute(id, joules, durationNs, estimated): a request the engine did not aggregate (its
+  // result came before its end named the route). Arguments are checked by src/span-channel.ts;
+  // anything else is ignored.
+  Napi::Value AddToRoute(const Napi::CallbackInfo& info) {
+    if (info.Length() >= 4 && info[0].IsNumber() && info[1].IsNumber() && info[2].IsNumber()) {
+      const double id = info[0].As<Napi::Number>().DoubleValue();
+      if (id >= 1 && id < RouteTable::kMaxRoutes) {
+        routes_->add(uint32_t(id), info[1].As<Napi::Number>().DoubleValue(), info[2].As<Napi::Number>().DoubleValue(),
+                     info[3].ToBoolean().Value());
+      }
+    }
+    return info.Env().Undefined();
+  }
+
+  // routeSummaries(ids: Int32Array, out: Float64Array): 8 numbers per id into out, [count, sum,
+  // max, p50, p99, duration sum ns, duration p99 ns, estimated]; count 0 for an id with no request.
+  Napi::Value RouteSummaries(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsTypedArray() || !info[1].IsTypedArray() ||
+        info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+        info[1].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+      Napi::TypeError::New(env, "routeSummaries: expected (Int32Array, Float64Array)").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Napi::Int32Array ids = info[0].As<Napi::Int32Array>();
+    Napi::Float64Array out = info[1].As<Napi::Float64Array>();
+    const size_t n = std::min(ids.ElementLength(), out.ElementLength() / 8);
+    for (size_t i = 0; i < n; i++) {
+      RouteTable::Summary s{};
+      double* o = out.Data() + i * 8;
+      if (ids[i] <= 0 || !routes_->summary(uint32_t(ids[i]), &s)) {
+        std::fill(o, o + 8, 0.0);
+        continue;
+      }
+      o[0] = s.count;
+      o[1] = s.sum;
+      o[2] = s.max;
+      o[3] = s.p50;
+      o[4] = s.p99;
+      o[5] = s.durationSumNs;
+      o[6] = s.durationP99Ns;
+      o[7] = s.estimated ? 1 : 0;
+    }
+    return env.Undefined();
+  }
+
   // 1..63: six bits of a handle (src/span-channel.ts); 0 is never a tag, so 0 is never a handle.
   Napi::Value Tag(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), tag_); }
 
   std::shared_ptr<SpanEngine> engine_;
+  std::shared_ptr<RouteTable> routes_ = std::make_shared<RouteTable>();
   uint32_t tag_ = 1 + gNextTag.fetch_add(1, std::memory_order_relaxed) % 63;
   Napi::ObjectReference buffer_;
   uint64_t id_ = 0;

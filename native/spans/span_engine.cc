@@ -48,11 +48,13 @@ SpanEngine::SpanEngine(const std::vector<Domain>& domains, int cpuCount, uint64_
   historyCapacity_ = size_t(std::min<uint64_t>(std::max<uint64_t>(n, 1024), 1u << 17));
 }
 
-uint64_t SpanEngine::addLog(uint8_t* base, uint32_t evCap, uint32_t resCap, uint32_t tid, double offsetNs) {
+uint64_t SpanEngine::addLog(uint8_t* base, uint32_t evCap, uint32_t resCap, uint32_t tid, double offsetNs,
+                            std::shared_ptr<RouteTable> routes) {
   std::lock_guard<std::mutex> lock(mu_);
   uint64_t id = nextId_++;
   Log& log = logs_[id];
   log.base = base;
+  log.routes = std::move(routes);
   log.evCap = evCap;
   log.resCap = resCap;
   log.tid = tid;
@@ -99,6 +101,11 @@ void SpanEngine::reset() {
       r.s0J = log.sJ;
       r.s0C = log.sC;
       if (r.state != kSharedFree) r.late = true;
+    }
+    for (auto& [handle, r] : log.sharedMoved) {
+      r.s0J = log.sJ;
+      r.s0C = log.sC;
+      r.late = true;
     }
   }
   poolScannedAt_ = 0;
@@ -173,9 +180,12 @@ void SpanEngine::drain(Log& log) {
     if (type == kSpanBeginShared) {
       if (log.shared.empty()) log.shared.resize(kSpanSlots);
       Shared& r = log.shared[handle & (kSpanSlots - 1)];
+      // Its slot's last request ended silently and has not settled yet (see Shared).
+      if (r.state != kSharedFree && r.handle != handle) log.sharedMoved.emplace(r.handle, r);
       r = Shared{};
       r.handle = handle;
       r.label = label;
+      r.route = label;  // a request's begin carries its route's id where known, else 0
       r.t0 = t;
       r.state = kSharedQueued;
       log.sharedEvents.push_back(SharedEvent{t, handle, true});
@@ -187,8 +197,10 @@ void SpanEngine::drain(Log& log) {
       }
       log.openT0.insert(t);
     } else if (type == kSpanEnd) {
-      const Shared* r = log.shared.empty() ? nullptr : &log.shared[handle & (kSpanSlots - 1)];
-      if (r && r->state != kSharedFree && r->handle == handle) {
+      Shared* r = findShared(log, handle);
+      if (r) {
+        if ((label & kSpanRouteMask) != 0) r->route = label & kSpanRouteMask;  // known only at its end
+        r->silent = (label & kSpanEndSilent) != 0;
         // In time order: an end written late (JavaScript found the event ring full and wrote it
         // again at its next poll) may follow newer events. Nearly always the back.
         auto at = log.sharedEvents.end();
@@ -199,7 +211,8 @@ void SpanEngine::drain(Log& log) {
         log.openT0.erase(log.openT0.find(it->second.t0));
         log.open.erase(it);
       } else {
-        // Begun while no sampler saw it (before this channel existed): nothing to measure.
+        // Begun while no sampler saw it (before this channel existed): nothing to measure. (A
+        // request's end carries a route, not a label: its result's label is not read.)
         emit(log, handle, label, t, t, 0, 0, kSpanIncomplete);
       }
     }
@@ -345,9 +358,28 @@ void SpanEngine::advanceShared(Log& log, uint64_t from, uint64_t to, double rate
   log.sC += rateC * dt;
 }
 
+SpanEngine::Shared* SpanEngine::findShared(Log& log, uint32_t handle) {
+  if (log.shared.empty()) return nullptr;
+  Shared& r = log.shared[handle & (kSpanSlots - 1)];
+  if (r.state != kSharedFree && r.handle == handle) return &r;
+  if (log.sharedMoved.empty()) return nullptr;
+  auto it = log.sharedMoved.find(handle);
+  return it == log.sharedMoved.end() ? nullptr : &it->second;
+}
+
+void SpanEngine::releaseShared(Log& log, Shared& r) {
+  if (&r == &log.shared[r.handle & (kSpanSlots - 1)]) {
+    r.state = kSharedFree;
+    r.handle = 0;
+  } else {
+    log.sharedMoved.erase(r.handle);
+  }
+}
+
 void SpanEngine::applyShared(Log& log, const SharedEvent& ev, bool late) {
-  Shared& r = log.shared[ev.handle & (kSpanSlots - 1)];
-  if (r.handle != ev.handle) return;
+  Shared* found = findShared(log, ev.handle);
+  if (!found) return;
+  Shared& r = *found;
   if (ev.begin) {
     if (r.state != kSharedQueued) return;
     r.state = kSharedOpen;
@@ -362,18 +394,21 @@ void SpanEngine::applyShared(Log& log, const SharedEvent& ev, bool late) {
   if (r.state == kSharedQueued) {
     // Ended before its begin was applied: cannot happen while one thread stamps a channel's
     // events in order, but never leave a slot without a result.
-    emit(log, r.handle, r.label, r.t0, std::max(ev.t, r.t0), 0, 0, uint32_t(kSpanShared) | uint32_t(kSpanIncomplete));
+    emit(log, r.handle, r.label, r.t0, std::max(ev.t, r.t0), 0, 0, uint32_t(kSpanShared) | uint32_t(kSpanIncomplete), r.route,
+         r.silent);
   } else {
     log.inFlight--;
     emit(log, r.handle, r.label, r.t0, std::max(ev.t, r.t0), log.sC - r.s0C, log.sJ - r.s0J,
-         uint32_t(kSpanShared) | (r.late || late ? uint32_t(kSpanIncomplete) : 0u));
+         uint32_t(kSpanShared) | (r.late || late ? uint32_t(kSpanIncomplete) : 0u), r.route, r.silent);
   }
-  r.state = kSharedFree;
-  r.handle = 0;
+  releaseShared(log, r);
 }
 
 void SpanEngine::accountShared(Log& log, bool final, uint64_t now) {
   if (log.histSize == 0 || log.shared.empty()) return;
+  // Held for the step: one lock for all the requests it settles, not one each.
+  std::unique_lock<std::mutex> routesLock;
+  if (log.routes) routesLock = log.routes->lock();
   // Late by lagNs_ (see measureDensity), except at the end of the run.
   const uint64_t last = hist(log, log.histSize - 1).t;
   const uint64_t horizon = final ? UINT64_MAX : last - std::min(lagNs_, last);
@@ -415,9 +450,11 @@ void SpanEngine::accountShared(Log& log, bool final, uint64_t now) {
     log.sharedEvents.pop_front();
     applyShared(log, ev, true);
   }
+  // (Moved requests had ended: the loop above settled them.)
   for (Shared& r : log.shared) {
     if (r.state == kSharedFree) continue;
     const bool open = r.state == kSharedOpen;
+    // Not aggregated: its end, still to come, may name another route (JavaScript adds it then).
     emit(log, r.handle, r.label, r.t0, std::max(now, r.t0), open ? log.sC - r.s0C : 0, open ? log.sJ - r.s0J : 0,
          uint32_t(kSpanShared) | uint32_t(kSpanIncomplete));
     r.state = kSharedFree;
@@ -427,9 +464,19 @@ void SpanEngine::accountShared(Log& log, bool final, uint64_t now) {
 }
 
 void SpanEngine::emit(Log& log, uint32_t handle, uint32_t label, uint64_t t0, uint64_t t1, double onCpu,
-                      double joules, uint32_t flags) {
+                      double joules, uint32_t flags, uint32_t route, bool silent) {
   // A span's share of the baseline: idle power per CPU for the time it held a CPU.
   const double base = baselinePerCpuW_ * onCpu * 1e-9;
+  if (route != 0 && log.routes && route < RouteTable::kMaxRoutes) {
+    log.routes->addLocked(route, joules + base, double(t1 - t0), estimated_);
+    flags |= kSpanAggregated;
+  }
+  // JavaScript let go of its slot at its end. Not aggregated (no route id left in JavaScript's
+  // numbering), it is lost to routes(): nobody listens for its record either.
+  if (silent) {
+    settled_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
   std::array<double, 8> r = {double(handle),
                              double(label),
                              double(t0),

@@ -32,6 +32,7 @@
 
 #include "energy/source.h"
 #include "sampler/attribution.h"
+#include "spans/route_table.h"
 
 namespace jouletrace {
 
@@ -43,7 +44,9 @@ class SpanEngine {
   // alive until removeLog() returns.
   // evCap, resCap: the rings' capacities, powers of two the caller checked against the buffer's
   // size. Kept here: the sampler thread never trusts the copies in JS-writable memory.
-  uint64_t addLog(uint8_t* base, uint32_t evCap, uint32_t resCap, uint32_t tid, double offsetNs);
+  // routes: where requests whose end names a route (an id ≥ 1) are aggregated as they settle.
+  uint64_t addLog(uint8_t* base, uint32_t evCap, uint32_t resCap, uint32_t tid, double offsetNs,
+                  std::shared_ptr<RouteTable> routes);
   void removeLog(uint64_t id);
   // Writes the running flag into every channel (and into channels added later).
   void setRunning(bool running);
@@ -81,10 +84,15 @@ class SpanEngine {
     uint64_t t0;
   };
   // A shared span, by slot (the handle's low 16 bits; JavaScript gives a slot to one span at a
-  // time, so slots index a flat table instead of a hash map).
+  // time, so slots index a flat table instead of a hash map). A request ended silently (its end
+  // event says so: nobody waits for its result) frees its slot in JavaScript at once, so a new
+  // request may take the slot before this one has settled: this one then moves to
+  // Log::sharedMoved.
   enum SharedState : uint8_t { kSharedFree = 0, kSharedQueued, kSharedOpen };
   struct Shared {
     uint32_t handle = 0, label = 0;
+    uint32_t route = 0;  // its route's id in the channel's RouteTable; 0: none
+    bool silent = false; // aggregated only: no result is written
     uint64_t t0 = 0;
     double s0J = 0, s0C = 0;  // the fair-share clock at its begin
     SharedState state = kSharedFree;
@@ -110,6 +118,7 @@ class SpanEngine {
     // covered and sorted every interval, took the sampler thread from 3% to 44% of a core).
     std::multiset<uint64_t> openT0;
     std::vector<Shared> shared;               // kSpanSlots entries once the first request begins
+    std::unordered_map<uint32_t, Shared> sharedMoved;  // by handle: see Shared
     std::deque<SharedEvent> sharedEvents;     // drained, not yet reached by the fair-share clock
     double sJ = 0, sC = 0;                    // fair-share clock: joules, on-CPU ns per request
     uint32_t inFlight = 0;                    // shared spans open at sharedUpTo
@@ -129,6 +138,7 @@ class SpanEngine {
     };
     std::vector<PoolThread> pool;
     double poolOnCpu = 0, poolJ = 0;
+    std::shared_ptr<RouteTable> routes;
   };
 
   void drain(Log& log);
@@ -137,9 +147,15 @@ class SpanEngine {
   void settleExclusive(Log& log, bool final, uint64_t now);
   void accountShared(Log& log, bool final, uint64_t now);
   void applyShared(Log& log, const SharedEvent& ev, bool late);
+  // The request with this handle, in its slot or moved out of it; nullptr if none.
+  static Shared* findShared(Log& log, uint32_t handle);
+  // A settled request's entry: its slot is free again, or its moved entry goes.
+  static void releaseShared(Log& log, Shared& r);
   static void advanceShared(Log& log, uint64_t from, uint64_t to, double rateJ, double rateC);
+  // route ≠ 0: a request, added to its route in log.routes, whose lock the caller holds; silent:
+  // no result is written for it once aggregated.
   void emit(Log& log, uint32_t handle, uint32_t label, uint64_t t0, uint64_t t1, double onCpu, double joules,
-            uint32_t flags);
+            uint32_t flags, uint32_t route = 0, bool silent = false);
   bool write(Log& log, const std::array<double, 8>& r);
   void retryBacklog(Log& log);
   // Index (≥ 1) of the first history point later than t; histSize if none.

@@ -12,6 +12,8 @@
 //   byte 272  i32 running         (native: 1 while the sampler samples, 0 stopped, 2 closed)
 //   byte 512  events:  capacity × 32 bytes, u32 [check, seq, handle, type | label << 2,
 //                                               CLOCK_MONOTONIC s, ns, unused × 2]
+//                      (a request's events carry its route's id, or 0, where a span's begin has
+//                      its label; an end's kSpanEndSilent bit: JavaScript wants no result)
 //   then      results: capacity × 64 bytes, f64 [handle, label id, startNs, endNs, onCpuNs,
 //                                               joules, dynamicJoules (NaN: none), flags]
 // Counters are free-running 32-bit integers; capacity < 2^30 keeps their differences exact.
@@ -51,10 +53,15 @@ enum SpanEventType : uint32_t {
   kSpanBeginShared = 3,  // a request: fair share of the thread group's energy among those in flight
 };
 
+// In a request's end event, beside its route id (< 2^22): aggregate it, write no result.
+constexpr uint32_t kSpanEndSilent = 1u << 22;
+constexpr uint32_t kSpanRouteMask = kSpanEndSilent - 1;
+
 enum SpanResultFlags : uint32_t {
   kSpanIncomplete = 1u << 0,
   kSpanEstimated = 1u << 1,
   kSpanShared = 1u << 2,
+  kSpanAggregated = 1u << 3,  // a request the engine added to its route (RouteTable)
 };
 
 }  // namespace jouletrace
