@@ -155,6 +155,7 @@ export class RequestTracker {
     this.#shared = (h, res, o) => this.#onShared(h, res, o);
     this.#channel.sharedListeners.add(this.#shared);
     this.#channel.startPolling();
+    routesOfCollected.register(this, { channel: this.#channel, routes: this.#routeList });
     if (this.mode === 'exact') this.#enableExact();
     else this.#requests = new SharedRequests();
   }
@@ -237,7 +238,7 @@ export class RequestTracker {
       const method = req.method ?? 'GET';
       // A route known now (a framework's pattern) is named by the request's begin event, one
       // known at its end by its end event.
-      const entry = typeof given === 'string' ? this.#routeEntry(method, given) : undefined;
+      const entry = typeof given === 'string' ? this.#routeEntry(method, given, true) : undefined;
       const h = this.#channel.beginRequest(entry === undefined ? 0 : entry.id);
       if (h <= 0) return; // not running (-1), or every span slot busy (0, counted as dropped)
       this.#opened(r, h, method, entry === undefined ? given : entry.route, undefined);
@@ -276,8 +277,9 @@ export class RequestTracker {
     if (this.mode === 'shared') {
       // Before a slot is taken: a capture that throws leaves no span open.
       const context = this.#capture ? this.#capture() : undefined;
-      const named = route ?? UNROUTED;
-      const entry = typeof named === 'string' ? this.#routeEntry(method, named) : undefined;
+      // Without a route, its end may name one (hooks often know it only then): unrouted unless so.
+      const named = route ?? unroutedUnlessNamed;
+      const entry = typeof named === 'string' ? this.#routeEntry(method, named, true) : undefined;
       let h: number;
       try {
         h = this.#channel.beginShared(entry === undefined ? 0 : entry.id);
@@ -387,7 +389,9 @@ export class RequestTracker {
     if (r === undefined || h === 0 || r.ids[i] !== h) return;
     // Nearly every request of a server without an exporter: open, its route named by its begin,
     // and nobody wanting its record. The sampler thread adds it to its route, and no result
-    // comes back to this thread. Kept small, for V8 to inline into the finish handler.
+    // comes back to this thread (nor is one needed after the sampler stopped: its final step
+    // added the requests still open to the routes their begins named). Kept small, for V8 to
+    // inline into the finish handler.
     if ((r.ids[i + 1] & REQ_STATE_BITS) === REQ_OPEN && route === undefined && this.#listeners.size === 0 && typeof r.names[i + 1] === 'string') {
       r.ids[i + 1] = REQ_ENDED | (statusCode << STATUS_SHIFT);
       this.#endSilently(r, h, 0);
@@ -407,7 +411,10 @@ export class RequestTracker {
     if (state === REQ_OPEN) {
       r.ids[i + 1] = REQ_ENDED | (statusCode << STATUS_SHIFT);
       if (route !== undefined || typeof r.names[i + 1] === 'function') id = this.#routeAtEnd(r, i, route);
-      if (this.#listeners.size === 0) {
+      // Silently only while the sampler runs. Its final step settles the requests still open
+      // under the route their begin named; one whose route comes only now would be lost if its
+      // result, already written, were not read (the tracker adds it to its route then).
+      if (this.#listeners.size === 0 && (id === 0 || this.#channel.running)) {
         this.#endSilently(r, h, id);
         return;
       }
@@ -596,16 +603,19 @@ export class RequestTracker {
   // The entry of a request's method and route: past maxRoutes, the method's '(other)', so that
   // exporters' route labels stay as bounded as the aggregates. (A request that was never measured
   // has NaN joules: it is in the records, flagged incomplete, but not in the aggregates.)
-  #routeEntry(method: string, route: string): RouteEntry {
+  // atBegin: for a request about to begin, which does not while the sampler is stopped: a new
+  // route is not taken in then (it would count towards maxRoutes with no request).
+  #routeEntry(method: string, route: string, atBegin = false): RouteEntry {
     // Requests of one route often come in runs: the last entry is compared first, beside the two
     // map lookups (about 100 instructions a request). Small, so that V8 inlines it into track().
-    return route === this.#lastRoute && method === this.#lastMethod ? this.#lastEntry! : this.#findRouteEntry(method, route);
+    return route === this.#lastRoute && method === this.#lastMethod ? this.#lastEntry! : this.#findRouteEntry(method, route, atBegin);
   }
 
-  #findRouteEntry(method: string, route: string): RouteEntry {
+  #findRouteEntry(method: string, route: string, atBegin: boolean): RouteEntry {
     let byRoute = this.#routes.get(method);
     if (!byRoute) this.#routes.set(method, (byRoute = new Map()));
     let entry = byRoute.get(route);
+    if (entry === undefined && atBegin && !this.#channel.running) return { id: 0, method, route };
     if (entry === undefined) {
       const id = this.#routeCount < this.#maxRoutes ? this.#channel.newRouteId() : 0;
       if (id !== 0) {
@@ -707,6 +717,14 @@ function routeAtEnd(given: string | undefined, current: string | (() => string))
 // Where requests past maxRoutes count, and the route of a request given none.
 const OTHER_ROUTE = '(other)';
 const UNROUTED = '(unrouted)';
+// start() without a route: named at its end, or unrouted (a function's route is taken at the end).
+const unroutedUnlessNamed = (): string => UNROUTED;
+
+// A tracker garbage-collected (closed, so its channel no longer holds it) lets go of its routes in
+// the channel's table, which lives as long as the sampler.
+const routesOfCollected = new FinalizationRegistry<{ channel: SpanChannel; routes: RouteEntry[] }>(({ channel, routes }) =>
+  channel.releaseRoutes(Int32Array.from(routes, (e) => e.id)),
+);
 
 function checkedRoute(route: unknown): string {
   return typeof route === 'string' && route.length > 0 ? route : '(unmatched)';

@@ -246,6 +246,7 @@ interface NativeChannel {
   flush(): number;
   addToRoute(id: number, joules: number, durationNs: number, estimated: boolean): void;
   routeSummaries(ids: Int32Array, out: Float64Array): void;
+  releaseRoutes(ids: Int32Array): void;
   readonly tag: number;
 }
 
@@ -647,6 +648,11 @@ export class SpanChannel {
     const out = new Float64Array(ids.length * ROUTE_SUMMARY_WORDS);
     this.#handle.routeSummaries(ids, out);
     return out;
+  }
+
+  /** @internal The routes of a tracker gone: their aggregates' memory goes (the ids are not reused). */
+  releaseRoutes(ids: Int32Array): void {
+    this.#handle.releaseRoutes(ids);
   }
 
   /** The result for the span in `slot` has arrived: the slot may go, or stay until end(). */

@@ -1,6 +1,6 @@
 // Joules per request on real servers on loopback: node:http, Express and Fastify, shared and
 // exact modes, and the sum over requests against the serving thread's energy.
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import * as diagnostics from 'node:diagnostics_channel';
 import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
@@ -570,8 +570,12 @@ describeBpf('per-route aggregates, kept by the sampler thread', () => {
     batch('/third', 10000);
     expect(count('/first')).toBe(0); // still: the third batch's begins are drained before it settles
     expect(tracker.inFlight).toBe(0);
-    sampler.stop(); // settles everything
+    // The first batch settles at a step of the run, moved entries and all, then the others.
+    for (let i = 0; i < 800 && count('/first') < 30000; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(count('/first')).toBe(30000);
+    for (let i = 0; i < 800 && count('/third') < 10000; i++) await new Promise((r) => setTimeout(r, 10));
     expect([count('/first'), count('/second'), count('/third')]).toEqual([30000, 30000, 10000]);
+    sampler.stop();
     expect(sampler.stats().spans.droppedEvents).toBe(0);
   });
 
@@ -605,25 +609,89 @@ describeBpf('per-route aggregates, kept by the sampler thread', () => {
     expect(tracker.inFlight).toBe(0);
   });
 
-  it('a request that stop() settled while open counts under the route its end names', async () => {
+  it('a request whose begin found the event ring full leaves at its end, unmeasured and not in routes()', async () => {
+    // A 1 s interval: the sampler does not drain the event ring while the test fills it.
+    const sampler = new Sampler({ source: 'model', intervalUs: 1_000_000, threads: 'procfs' });
+    const tracker = new RequestTracker(sampler);
+    cleanups.push(() => sampler.close());
+    cleanups.push(() => tracker.close());
+    sampler.start();
+    const ch = sampler.spanChannel();
+    let dropped = false;
+    let measured = 0; // attempts where a step drained the ring first: the request began as usual
+    for (let attempt = 0; attempt < 3 && !dropped; attempt++) {
+      const before = ch.droppedEvents;
+      for (let i = 0; i < 70_000 && ch.droppedEvents === before; i++) sampler.end(sampler.begin('fill'));
+      const filled = ch.droppedEvents;
+      const t = tracker.start('GET', '/dropped');
+      dropped = ch.droppedEvents > filled;
+      if (!dropped) measured++;
+      tracker.end(t, 200);
+      // Unmeasured, its record (NaN joules) was made at its end; measured, it ended silently.
+      expect(tracker.inFlight).toBe(0);
+    }
+    expect(dropped).toBe(true);
+    sampler.stop();
+    expect(tracker.routes().find((r) => r.route === '/dropped')?.count ?? 0).toBe(measured);
+  });
+
+  it('a request that stop() settled while open counts under the route its begin named, or else its end', async () => {
     const { sampler, tracker } = setup('shared', { listen: false });
     sampler.start();
-    const tokens = Array.from({ length: 100 }, () => tracker.start('GET', '/open'));
+    const named = Array.from({ length: 50 }, () => tracker.start('GET', '/named-at-begin'));
+    const unnamed = Array.from({ length: 50 }, () => tracker.start('GET'));
     busy(5);
     tracker.end(tracker.start('GET', '/done'), 200);
     sampler.stop();
-    for (const t of tokens) tracker.end(t, 200, '/named-at-end');
+    // Counted by the sampler thread's final step, before these ends: not again now.
+    for (const t of named) tracker.end(t, 200);
+    // Their results came before their ends gave the route: counted now.
+    for (const t of unnamed) tracker.end(t, 200, '/named-at-end');
     const routes = tracker.routes();
     expect(routes.map((r) => [r.route, r.count]).sort()).toEqual([
       ['/done', 1],
-      ['/named-at-end', 100],
+      ['/named-at-begin', 50],
+      ['/named-at-end', 50],
     ]);
-    expect(routes.find((r) => r.route === '/named-at-end')!.joules.sum).toBeGreaterThan(0);
+    for (const r of routes) expect(r.joules.sum).toBeGreaterThan(0);
     expect(tracker.inFlight).toBe(0);
   });
 });
 
 describe('route aggregates (native table)', () => {
+  it('a route counts towards maxRoutes from a request that begins, or from the end that names it', () => {
+    const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
+    const tracker = new RequestTracker(sampler, { maxRoutes: 2 });
+    cleanups.push(() => sampler.close());
+    cleanups.push(() => tracker.close());
+    // Stopped: nothing begins, and no route is taken in.
+    expect(tracker.start('GET', '/while-stopped')).toBeUndefined();
+    sampler.start();
+    // A hook's pattern: the route only at the end. '(unrouted)' is not taken in at the begin.
+    tracker.end(tracker.start('GET'), 200, '/named-at-end');
+    tracker.end(tracker.start('GET', '/begun'), 200);
+    tracker.end(tracker.start('GET', '/third'), 200);
+    tracker.end(tracker.start('GET'), 200);
+    sampler.stop();
+    expect(tracker.routes().map((r) => [r.route, r.count]).sort()).toEqual([
+      ['(other)', 2],
+      ['/begun', 1],
+      ['/named-at-end', 1],
+    ]);
+  });
+
+  it("lets go of a collected tracker's routes", () => {
+    // In a child process run with --expose-gc: a closed tracker, dropped and collected.
+    const out = JSON.parse(
+      execFileSync(process.execPath, ['--expose-gc', path.join(__dirname, 'fixtures/route-release.cjs'), path.join(__dirname, '..', 'dist/cjs/index.js')], {
+        encoding: 'utf8',
+        timeout: 60_000,
+      }),
+    ) as { before: number[]; after: number[] };
+    expect(out.before).toEqual([100, 0]);
+    expect(out.after).toEqual([0, 0]);
+  });
+
   it('counts, sums and keeps exact nearest-rank quantiles over the latest 2,048 requests, readable after close', () => {
     const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
     cleanups.push(() => sampler.close());

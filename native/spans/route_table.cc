@@ -27,22 +27,35 @@ void RouteTable::Recent::quantiles(const double* qs, double* out, size_t n, std:
   }
 }
 
-void RouteTable::addLocked(uint32_t id, double joules, double durationNs, bool estimated) {
-  if (id == 0 || id >= kMaxRoutes || !std::isfinite(joules)) return;
-  if (id >= routes_.size()) routes_.resize(size_t(id) + 1);
-  Route& r = routes_[id];
+void RouteTable::addLocked(const Add& a) {
+  if (a.id == 0 || a.id >= kMaxRoutes || !std::isfinite(a.joules)) return;
+  // A NaN would break the quantiles' sort (no strict weak order).
+  const double durationNs = std::isfinite(a.durationNs) && a.durationNs > 0 ? a.durationNs : 0;
+  Route& r = routes_[a.id];
   r.count++;
-  r.sum += joules;
-  if (joules > r.max) r.max = joules;
+  r.sum += a.joules;
+  if (a.joules > r.max) r.max = a.joules;
   r.durationSumNs += durationNs;
-  r.estimated = r.estimated || estimated;
-  r.joules.add(joules);
+  r.estimated = r.estimated || a.estimated;
+  r.joules.add(a.joules);
   r.durations.add(durationNs);
+}
+
+void RouteTable::addAll(const std::vector<Add>& adds) {
+  std::lock_guard<std::mutex> guard(mu_);
+  for (const Add& a : adds) addLocked(a);
 }
 
 void RouteTable::add(uint32_t id, double joules, double durationNs, bool estimated) {
   std::lock_guard<std::mutex> guard(mu_);
-  addLocked(id, joules, durationNs, estimated);
+  addLocked(Add{id, joules, durationNs, estimated});
+}
+
+void RouteTable::release(const int32_t* ids, size_t n) {
+  std::lock_guard<std::mutex> guard(mu_);
+  for (size_t i = 0; i < n; i++) {
+    if (ids[i] > 0) routes_.erase(uint32_t(ids[i]));
+  }
 }
 
 bool RouteTable::summary(uint32_t id, Summary* out) const {
@@ -51,8 +64,9 @@ bool RouteTable::summary(uint32_t id, Summary* out) const {
   Route copy;
   {
     std::lock_guard<std::mutex> guard(mu_);
-    if (id >= routes_.size() || routes_[id].count == 0) return false;
-    copy = routes_[id];
+    auto it = routes_.find(id);
+    if (it == routes_.end() || it->second.count == 0) return false;
+    copy = it->second;
   }
   std::vector<double> sorted;
   static constexpr double kJ[2] = {0.5, 0.99};

@@ -4,13 +4,15 @@
 // fifth of what request accounting added to it: bench/RESULTS.md).
 //
 // One table per span channel. JavaScript numbers each (method, route) pair of its trackers (ids
-// from 1) and writes the id into a request's end event; the span engine adds the request here
-// when it settles. The JavaScript handle of the channel holds the table too, so routes() still
-// reads it once the channel or its sampler is closed.
+// from 1) and writes the id into a request's begin event, or its end event where the route is
+// known only then; the span engine adds the request here when it settles. The JavaScript handle
+// of the channel holds the table too, so routes() still reads it once the channel or its sampler
+// is closed. A tracker garbage-collected lets go of its routes (release()).
 #pragma once
 
 #include <cstdint>
 #include <mutex>
+#include <unordered_map>
 #include <vector>
 
 namespace jouletrace {
@@ -28,13 +30,20 @@ class RouteTable {
     bool estimated;
   };
 
-  // Sampler thread: add() under a lock held for a whole step's requests.
-  std::unique_lock<std::mutex> lock() { return std::unique_lock<std::mutex>(mu_); }
-  void addLocked(uint32_t id, double joules, double durationNs, bool estimated);
-  // JavaScript thread, for a request the engine could not aggregate (settled before its end).
+  struct Add {
+    uint32_t id;
+    double joules, durationNs;
+    bool estimated;
+  };
+  // Sampler thread: a step's requests, under one lock.
+  void addAll(const std::vector<Add>& adds);
+  // JavaScript thread, for a request the engine could not aggregate (settled before its end, or
+  // exact mode).
   void add(uint32_t id, double joules, double durationNs, bool estimated);
   // false: no request of this id was added.
   bool summary(uint32_t id, Summary* out) const;
+  // A collected tracker's routes: their memory goes (ids are not given out again).
+  void release(const int32_t* ids, size_t n);
 
  private:
   // The latest kRecent values, grown by doubling: a route seen a few times costs bytes, not
@@ -53,8 +62,12 @@ class RouteTable {
     Recent joules, durations;
   };
 
+  void addLocked(const Add& a);
+
   mutable std::mutex mu_;
-  std::vector<Route> routes_;  // by id
+  // By id. A map, not a vector indexed by id: released routes give their memory back, and an id
+  // read from JavaScript-writable memory costs one entry whatever its value.
+  std::unordered_map<uint32_t, Route> routes_;
 };
 
 }  // namespace jouletrace

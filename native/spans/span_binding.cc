@@ -58,6 +58,7 @@ class SpanChannelHandle : public Napi::ObjectWrap<SpanChannelHandle> {
                        {InstanceMethod<&SpanChannelHandle::Close>("close"), InstanceMethod<&SpanChannelHandle::Flush>("flush"),
                         InstanceMethod<&SpanChannelHandle::AddToRoute>("addToRoute"),
                         InstanceMethod<&SpanChannelHandle::RouteSummaries>("routeSummaries"),
+                        InstanceMethod<&SpanChannelHandle::ReleaseRoutes>("releaseRoutes"),
                         InstanceAccessor<&SpanChannelHandle::Tag>("tag")});
   }
 
@@ -129,8 +130,8 @@ class SpanChannelHandle : public Napi::ObjectWrap<SpanChannelHandle> {
   }
 
   // addToRoute(id, joules, durationNs, estimated): a request the engine did not aggregate (its
-  // result came before its end named the route). Arguments are checked by src/span-channel.ts;
-  // anything else is ignored.
+  // result came before its end named the route, or exact mode). Non-numbers are ignored here, and
+  // non-finite figures by the table.
   Napi::Value AddToRoute(const Napi::CallbackInfo& info) {
     if (info.Length() >= 4 && info[0].IsNumber() && info[1].IsNumber() && info[2].IsNumber()) {
       const double id = info[0].As<Napi::Number>().DoubleValue();
@@ -172,6 +173,15 @@ class SpanChannelHandle : public Napi::ObjectWrap<SpanChannelHandle> {
       o[7] = s.estimated ? 1 : 0;
     }
     return env.Undefined();
+  }
+
+  // releaseRoutes(ids: Int32Array): a garbage-collected tracker's routes.
+  Napi::Value ReleaseRoutes(const Napi::CallbackInfo& info) {
+    if (info.Length() >= 1 && info[0].IsTypedArray() && info[0].As<Napi::TypedArray>().TypedArrayType() == napi_int32_array) {
+      Napi::Int32Array ids = info[0].As<Napi::Int32Array>();
+      routes_->release(ids.Data(), ids.ElementLength());
+    }
+    return info.Env().Undefined();
   }
 
   // 1..63: six bits of a handle (src/span-channel.ts); 0 is never a tag, so 0 is never a handle.

@@ -368,11 +368,12 @@ SpanEngine::Shared* SpanEngine::findShared(Log& log, uint32_t handle) {
 }
 
 void SpanEngine::releaseShared(Log& log, Shared& r) {
-  if (&r == &log.shared[r.handle & (kSpanSlots - 1)]) {
+  const uint32_t handle = r.handle;  // r may be the map's node that erase() destroys
+  if (&r == &log.shared[handle & (kSpanSlots - 1)]) {
     r.state = kSharedFree;
     r.handle = 0;
   } else {
-    log.sharedMoved.erase(r.handle);
+    log.sharedMoved.erase(handle);
   }
 }
 
@@ -406,9 +407,14 @@ void SpanEngine::applyShared(Log& log, const SharedEvent& ev, bool late) {
 
 void SpanEngine::accountShared(Log& log, bool final, uint64_t now) {
   if (log.histSize == 0 || log.shared.empty()) return;
-  // Held for the step: one lock for all the requests it settles, not one each.
-  std::unique_lock<std::mutex> routesLock;
-  if (log.routes) routesLock = log.routes->lock();
+  settleShared(log, final, now);
+  if (!log.routeAdds.empty()) {
+    log.routes->addAll(log.routeAdds);
+    log.routeAdds.clear();
+  }
+}
+
+void SpanEngine::settleShared(Log& log, bool final, uint64_t now) {
   // Late by lagNs_ (see measureDensity), except at the end of the run.
   const uint64_t last = hist(log, log.histSize - 1).t;
   const uint64_t horizon = final ? UINT64_MAX : last - std::min(lagNs_, last);
@@ -454,9 +460,10 @@ void SpanEngine::accountShared(Log& log, bool final, uint64_t now) {
   for (Shared& r : log.shared) {
     if (r.state == kSharedFree) continue;
     const bool open = r.state == kSharedOpen;
-    // Not aggregated: its end, still to come, may name another route (JavaScript adds it then).
+    // Under the route its begin named, if any (else JavaScript adds it at its end, which names
+    // it): its tracker may end it silently before it reads this result.
     emit(log, r.handle, r.label, r.t0, std::max(now, r.t0), open ? log.sC - r.s0C : 0, open ? log.sJ - r.s0J : 0,
-         uint32_t(kSpanShared) | uint32_t(kSpanIncomplete));
+         uint32_t(kSpanShared) | uint32_t(kSpanIncomplete), r.route);
     r.state = kSharedFree;
     r.handle = 0;
   }
@@ -468,7 +475,7 @@ void SpanEngine::emit(Log& log, uint32_t handle, uint32_t label, uint64_t t0, ui
   // A span's share of the baseline: idle power per CPU for the time it held a CPU.
   const double base = baselinePerCpuW_ * onCpu * 1e-9;
   if (route != 0 && log.routes && route < RouteTable::kMaxRoutes) {
-    log.routes->addLocked(route, joules + base, double(t1 - t0), estimated_);
+    log.routeAdds.push_back(RouteTable::Add{route, joules + base, double(t1 - t0), estimated_});
     flags |= kSpanAggregated;
   }
   // JavaScript let go of its slot at its end. Not aggregated (no route id left in JavaScript's

@@ -87,11 +87,11 @@ class SpanEngine {
   // time, so slots index a flat table instead of a hash map). A request ended silently (its end
   // event says so: nobody waits for its result) frees its slot in JavaScript at once, so a new
   // request may take the slot before this one has settled: this one then moves to
-  // Log::sharedMoved.
+  // Log::sharedMoved. (A handle, slot and generation, comes round only after 2^24 begins.)
   enum SharedState : uint8_t { kSharedFree = 0, kSharedQueued, kSharedOpen };
   struct Shared {
     uint32_t handle = 0, label = 0;
-    uint32_t route = 0;  // its route's id in the channel's RouteTable; 0: none
+    uint32_t route = 0;  // its route's id in the channel's RouteTable (begin or end event); 0: none
     bool silent = false; // aggregated only: no result is written
     uint64_t t0 = 0;
     double s0J = 0, s0C = 0;  // the fair-share clock at its begin
@@ -139,6 +139,9 @@ class SpanEngine {
     std::vector<PoolThread> pool;
     double poolOnCpu = 0, poolJ = 0;
     std::shared_ptr<RouteTable> routes;
+    // This step's requests for routes, added under the table's lock once accountShared() is
+    // done: a JavaScript thread adding or reading waits for that, not for the whole pass.
+    std::vector<RouteTable::Add> routeAdds;
   };
 
   void drain(Log& log);
@@ -146,14 +149,15 @@ class SpanEngine {
   void measureDensity(Log& log, bool final);
   void settleExclusive(Log& log, bool final, uint64_t now);
   void accountShared(Log& log, bool final, uint64_t now);
+  void settleShared(Log& log, bool final, uint64_t now);
   void applyShared(Log& log, const SharedEvent& ev, bool late);
   // The request with this handle, in its slot or moved out of it; nullptr if none.
   static Shared* findShared(Log& log, uint32_t handle);
   // A settled request's entry: its slot is free again, or its moved entry goes.
   static void releaseShared(Log& log, Shared& r);
   static void advanceShared(Log& log, uint64_t from, uint64_t to, double rateJ, double rateC);
-  // route ≠ 0: a request, added to its route in log.routes, whose lock the caller holds; silent:
-  // no result is written for it once aggregated.
+  // route ≠ 0: a request, to be added to its route in log.routes (log.routeAdds); silent: no
+  // result is written for it once aggregated.
   void emit(Log& log, uint32_t handle, uint32_t label, uint64_t t0, uint64_t t1, double onCpu, double joules,
             uint32_t flags, uint32_t route = 0, bool silent = false);
   bool write(Log& log, const std::array<double, 8>& r);
