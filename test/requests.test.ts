@@ -75,6 +75,23 @@ function setup(mode: 'shared' | 'exact' = 'shared', { listen = true } = {}) {
 
 const mean = (rs: RequestRecord[]) => rs.reduce((a, r) => a + r.joules, 0) / rs.length;
 
+// A sampler on the procfs backend whose steps come every `intervalUs`, and a tracker without
+// listeners: with long intervals the sampler seldom drains the event ring while a test fills it.
+function procfsTracker(intervalUs: number) {
+  const sampler = new Sampler({ source: 'model', intervalUs, threads: 'procfs' });
+  const tracker = new RequestTracker(sampler);
+  cleanups.push(() => sampler.close());
+  cleanups.push(() => tracker.close());
+  return { sampler, tracker, ch: sampler.spanChannel() };
+}
+
+// Fills this thread's span event ring with spans begun and ended, until a begin no longer fits.
+function fillEventRing(sampler: Sampler): void {
+  const ch = sampler.spanChannel();
+  const dropped = ch.droppedEvents;
+  for (let i = 0; i < 70_000 && ch.droppedEvents === dropped; i++) sampler.end(sampler.begin('fill'));
+}
+
 // A server with a cheap route (1 ms of CPU) and an expensive one (6 ms), and a span over its
 // serving, from the first request to the 210th response: the reference for the requests' sum.
 // Not around load(): spawning the load process and reading its report cost the serving thread
@@ -582,19 +599,14 @@ describeBpf('per-route aggregates, kept by the sampler thread', () => {
   it('an end that finds the event ring full is written later, with the route it names', async () => {
     // 200 ms intervals: the sampler seldom drains the event ring while the test fills it (a few
     // ms), and settles the late ends 0.6 s or so after they go in.
-    const sampler = new Sampler({ source: 'model', intervalUs: 200_000, threads: 'procfs' });
-    const tracker = new RequestTracker(sampler);
-    cleanups.push(() => sampler.close());
-    cleanups.push(() => tracker.close());
+    const { sampler, tracker, ch } = procfsTracker(200_000);
     sampler.start();
-    const ch = sampler.spanChannel();
     let late = 0;
     let ended = 0;
     // (Tried again should the sampler's step drain the ring between filling it and the ends.)
     for (let attempt = 0; attempt < 3 && late === 0; attempt++) {
       const tokens = Array.from({ length: 10 }, () => tracker.start('GET'));
-      const dropped = ch.droppedEvents;
-      for (let i = 0; i < 70_000 && ch.droppedEvents === dropped; i++) sampler.end(sampler.begin('fill'));
+      fillEventRing(sampler);
       const lateEnds = ch.lateEnds;
       for (const t of tokens) tracker.end(t, 200, '/named-at-end');
       ended += tokens.length;
@@ -610,18 +622,12 @@ describeBpf('per-route aggregates, kept by the sampler thread', () => {
   });
 
   it('a request whose begin found the event ring full leaves at its end, unmeasured and not in routes()', async () => {
-    // A 1 s interval: the sampler does not drain the event ring while the test fills it.
-    const sampler = new Sampler({ source: 'model', intervalUs: 1_000_000, threads: 'procfs' });
-    const tracker = new RequestTracker(sampler);
-    cleanups.push(() => sampler.close());
-    cleanups.push(() => tracker.close());
+    const { sampler, tracker, ch } = procfsTracker(1_000_000);
     sampler.start();
-    const ch = sampler.spanChannel();
     let dropped = false;
     let measured = 0; // attempts where a step drained the ring first: the request began as usual
     for (let attempt = 0; attempt < 3 && !dropped; attempt++) {
-      const before = ch.droppedEvents;
-      for (let i = 0; i < 70_000 && ch.droppedEvents === before; i++) sampler.end(sampler.begin('fill'));
+      fillEventRing(sampler);
       const filled = ch.droppedEvents;
       const t = tracker.start('GET', '/dropped');
       dropped = ch.droppedEvents > filled;
