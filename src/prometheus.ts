@@ -307,6 +307,19 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   );
   reg(
     new Gauge({
+      name: `${prefix}sampler_counters_still_seconds`,
+      help: "How long no energy counter of the source has changed, to its last sample: about 0.001 on real RAPL; seconds mean energy the source is not counting (it reads as 0 J).",
+      labelNames: constNames,
+      registers: [building],
+      collect() {
+        this.reset();
+        const still = health.read().stillUs;
+        if (still !== null) this.set({ ...constLabels }, still / 1e6);
+      },
+    }),
+  );
+  reg(
+    new Gauge({
       name: `${prefix}sampler_info`,
       help: 'The sampler: energy source, thread-tracking backend and sampling period; value 1.',
       labelNames: names('source', 'threads', 'interval_seconds'),
@@ -490,7 +503,15 @@ class EnergyHealth {
     this.#sampler = sampler;
   }
 
-  read(): { samples: number; dropped: number; missed: number; jitterUs: { p50: number; p99: number; p999: number; max: number } | null; threads: string; intervalUs: number } {
+  read(): {
+    samples: number;
+    dropped: number;
+    missed: number;
+    jitterUs: { p50: number; p99: number; p999: number; max: number } | null;
+    stillUs: number | null;
+    threads: string;
+    intervalUs: number;
+  } {
     const now = performance.now();
     if (this.#cache && now - this.#cache.at < 50) return this.#cache.value;
     const a = this.#acc;
@@ -508,9 +529,16 @@ class EnergyHealth {
         a.total[k] += d;
         a.last[k] = cur[k];
       }
-      value = { ...a.total, jitterUs: s.timing.samples > 0 ? s.timing.jitterUs : null, threads: s.threads.backend, intervalUs: s.timing.intervalUs };
+      const sampled = s.timing.samples > 0;
+      value = {
+        ...a.total,
+        jitterUs: sampled ? s.timing.jitterUs : null,
+        stillUs: sampled ? s.timing.countersStillUs.now : null,
+        threads: s.threads.backend,
+        intervalUs: s.timing.intervalUs,
+      };
     } catch {
-      value = { ...a.total, jitterUs: null, threads: 'unknown', intervalUs: 0 };
+      value = { ...a.total, jitterUs: null, stillUs: null, threads: 'unknown', intervalUs: 0 };
     }
     this.#cache = { at: now, value };
     return value;

@@ -145,6 +145,13 @@ export interface SamplerStats {
     jitterUs: { p50: number; p99: number; p999: number; max: number; mean: number };
     /** Median time between observed counter changes (about 1000 µs on real RAPL); null until seen. */
     hwUpdatePeriodUs: number | null;
+    /**
+     * How long no counter of the source has changed, up to the last sample, and the longest such
+     * stretch of the run. Real RAPL counters move about every millisecond, idle or not: a stretch
+     * of a second or more is energy the source did not count (it reads as 0 J), as when a
+     * hypervisor stops updating them.
+     */
+    countersStillUs: { now: number; longest: number };
     /** CPU time used by the sampler thread, as a percentage of one core over the run. */
     cpuPercent: number;
     samplerTid: number;
@@ -571,6 +578,7 @@ export class Sampler {
           mean: us(t.jitterMeanNs),
         },
         hwUpdatePeriodUs: t.hwUpdateObservations > 0 ? us(t.hwUpdatePeriodNs) : null,
+        countersStillUs: { now: us(t.stillNs), longest: us(t.longestStillNs) },
         cpuPercent: t.runningNs > 0 ? (100 * t.threadCpuNs) / t.runningNs : 0,
         samplerTid: t.tid,
       },

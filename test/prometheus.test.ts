@@ -96,6 +96,9 @@ describe('registerMetrics', () => {
     expect(v.get('jouletrace_samples_dropped_total{service="test"}')).toBe(0);
     expect(v.get('jouletrace_sampler_jitter_seconds{service="test",quantile="0.99"}')).toBeGreaterThan(0);
     expect(v.get('jouletrace_sampler_jitter_seconds{service="test",quantile="0.99"}')).toBeLessThan(1);
+    // The model source's figures move every 10 ms or so.
+    expect(v.get('jouletrace_sampler_counters_still_seconds{service="test"}')).toBeGreaterThanOrEqual(0);
+    expect(v.get('jouletrace_sampler_counters_still_seconds{service="test"}')).toBeLessThan(0.5);
     expect(v.get('app_energy_joules_total{service="test",estimated="true"}')).toBeCloseTo(parts[0], 1);
     expect(v.get('app_requests_total{service="test",estimated="true"}')).toBe(0);
     expect(Number.isNaN(v.get('app_joules_per_request{service="test",estimated="true"}'))).toBe(true);

@@ -184,6 +184,36 @@ describe('Sampler against an emulated MSR', () => {
     expect(s.totals().readings[0].ticks).toBe(4242n);
   });
 
+  it('reports how long its counters stood still, and the longest stretch of the run', async () => {
+    emu = intelMsr(500);
+    const s = msrSampler(emu, { intervalUs: 1000 });
+    s.start();
+    let pkg = 500;
+    const advance = async (ms: number) => {
+      for (const end = Date.now() + ms; Date.now() < end; ) {
+        emu!.write(0, MSR.INTEL_PKG, (pkg += 100));
+        await sleep(2);
+      }
+    };
+    await advance(50);
+    expect(s.stats().timing.countersStillUs.now).toBeLessThan(100_000);
+    await sleep(300); // a hypervisor that stopped updating them
+    const still = s.stats().timing.countersStillUs;
+    expect(still.now).toBeGreaterThan(250_000);
+    expect(still.longest).toBe(still.now);
+    await advance(50);
+    s.stop();
+    const after = s.stats().timing.countersStillUs;
+    expect(after.now).toBeLessThan(100_000);
+    expect(after.longest).toBeGreaterThan(250_000);
+    expect(after.longest).toBeLessThan(2_000_000);
+    // A new run starts its own count.
+    s.start();
+    await advance(30);
+    s.stop();
+    expect(s.stats().timing.countersStillUs.longest).toBeLessThan(100_000);
+  });
+
   it('starts again after its counters sat unread across more than half a wrap', async () => {
     // Between stop() and start() (or new Sampler() and start()) nothing reads the counters: at
     // 200 W more than 11 minutes there moves them further than the restart check allows.

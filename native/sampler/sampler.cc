@@ -173,6 +173,8 @@ bool Sampler::start(SamplerError* err) {
   lastAttributionTime_ = now;
   sinceAttribution_ = 0;
   lastChangeNs_ = now;
+  lastAnyChangeNs_.store(now, std::memory_order_relaxed);
+  longestStillNs_.store(0, std::memory_order_relaxed);
   startNs_.store(now);
   lastSampleNs_.store(now);
   stopNs_.store(0);
@@ -289,7 +291,12 @@ void Sampler::sample(uint64_t now, uint32_t flags, bool forceAttribution) {
       prevRaw_[d] = readings_[d].raw;
     }
   }
-  if (changed) flags |= kFlagChanged;
+  if (changed) {
+    flags |= kFlagChanged;
+    const uint64_t still = now - lastAnyChangeNs_.load(std::memory_order_relaxed);
+    if (still > longestStillNs_.load(std::memory_order_relaxed)) longestStillNs_.store(still, std::memory_order_relaxed);
+    lastAnyChangeNs_.store(now, std::memory_order_relaxed);
+  }
   if (nd > 0 && source_->domains()[0].estimated) flags |= kFlagEstimated;
 
   if (tracker_ && (++sinceAttribution_ >= attributionEvery_ || forceAttribution)) {
@@ -378,6 +385,10 @@ void Sampler::timing(SamplerTimingStats* out) const {
     std::nth_element(v.begin(), v.begin() + long(n / 2), v.end());
     out->hwUpdatePeriodNs = v[n / 2];
   }
+  const uint64_t lastChange = lastAnyChangeNs_.load(std::memory_order_relaxed);
+  const uint64_t lastSample = running() ? lastSampleNs_.load() : stopNs_.load();
+  out->stillNs = start && lastSample > lastChange ? lastSample - lastChange : 0;
+  out->longestStillNs = std::max(longestStillNs_.load(std::memory_order_relaxed), out->stillNs);
   out->threadCpuNs = running() ? threadCpuNs(thread_) : cpuNsAtStop_.load();
   out->tid = tid_.load();
   if (attribution_) {

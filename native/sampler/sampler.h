@@ -68,6 +68,10 @@ struct SamplerTimingStats {
   double jitterMean = 0;
   uint64_t hwUpdatePeriodNs = 0;  // median time between counter changes; 0 until observed
   uint64_t hwUpdateObservations = 0;
+  // Since any counter of the source last changed (to the last sample of a stopped run), and the
+  // longest such stretch of the run: real RAPL counters move about every millisecond, so a long
+  // one is energy that reads as 0 J (a hypervisor that stopped updating them, say).
+  uint64_t stillNs = 0, longestStillNs = 0;
   uint64_t threadCpuNs = 0;       // CPU time the sampler thread has used (since start)
   int tid = 0;
   uint64_t attributionSteps = 0;
@@ -162,6 +166,8 @@ class Sampler {
   static constexpr size_t kPeriodWindow = 1024;
   std::unique_ptr<std::atomic<uint64_t>[]> changePeriods_;
   std::atomic<uint64_t> changeCount_{0};
+  std::atomic<uint64_t> lastAnyChangeNs_{0};  // written by the sampler thread only
+  std::atomic<uint64_t> longestStillNs_{0};
   mutable std::mutex trackerMu_;  // snapshots: start()'s reference one and the sampler thread's
 };
 

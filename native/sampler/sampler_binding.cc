@@ -192,6 +192,8 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     t.Set("jitterMeanNs", ts.jitterMean);
     t.Set("hwUpdatePeriodNs", double(ts.hwUpdatePeriodNs));
     t.Set("hwUpdateObservations", double(ts.hwUpdateObservations));
+    t.Set("stillNs", double(ts.stillNs));
+    t.Set("longestStillNs", double(ts.longestStillNs));
     t.Set("threadCpuNs", double(ts.threadCpuNs));
     t.Set("tid", ts.tid);
     t.Set("attributionSteps", double(ts.attributionSteps));

@@ -256,6 +256,14 @@ interface RunResult {
   notes: string[];
 }
 
+// Real RAPL counters move about every millisecond, idle or not: a second without a change is
+// energy the source did not count.
+const COUNTERS_STILL_NOTE_S = 1;
+
+function countersStillNote(source: string, seconds: number): string {
+  return `${source}'s counters stood still for ${seconds.toFixed(1)} s at a stretch: energy over such a stretch reads 0 J though the machine drew power (a hypervisor that stopped updating them, a live migration); these figures miss it`;
+}
+
 function formatSummary(r: RunResult, top: number, color: boolean): string {
   const c = paint(color);
   const est = r.estimated ? c.yellow(' (estimated)') : '';
@@ -505,6 +513,8 @@ export async function runCommand(argv: string[]): Promise<number> {
   const totals = sampler.totals();
   const durationS = Number(totals.timeNs - totals.startNs) / 1e9 || wallS;
   const stats = sampler.stats();
+  const still = stats.timing.countersStillUs.longest / 1e6;
+  if (!stats.estimated && still >= COUNTERS_STILL_NOTE_S) notes.push(countersStillNote(sampler.source, still));
   const threads = backend !== 'off' ? sampler.threads() : [];
   watcher.poll();
   const attribution = backend !== 'off' ? sampler.attribution() : null;
