@@ -422,7 +422,7 @@ export class RequestTracker {
       // stop() settled it (incomplete) while it was open: its record now, with its status and
       // route, and the channel frees its slot.
       r.ids[i + 1] = REQ_ENDED | (statusCode << STATUS_SHIFT);
-      r.names[i + 1] = this.#routeEntry(r.names[i] as string, routeAtEnd(route, r.names[i + 1])).route;
+      this.#routeAtEnd(r, i, route);
       const held = r.held.get(slot)!;
       r.held.delete(slot);
       r.inFlight++; // counted out when it settled: #onShared counts it out again
@@ -501,9 +501,8 @@ export class RequestTracker {
     const joules = res[o + 5];
     const dynamic = res[o + 6];
     const method = r.names[i] as string;
-    // The route it counts under, set by its end.
-    const given = r.names[i + 1];
-    const route = typeof given === 'function' ? safeRoute(given) : given;
+    // The route it counts under: its end made it a name (#routeAtEnd), if it was a function.
+    const route = r.names[i + 1] as string;
     const statusCode = word >> STATUS_SHIFT;
     const estimated = (flags & FLAG_ESTIMATED) !== 0;
     // Settled before its end named its route (stop() with it open), or never seen by the
@@ -650,9 +649,7 @@ export class RequestTracker {
   routes(): RouteStats[] {
     this.#channel.poll();
     const list = this.#routeList;
-    const ids = new Int32Array(list.length);
-    for (let k = 0; k < list.length; k++) ids[k] = list[k].id;
-    const s = this.#channel.routeSummaries(ids);
+    const s = this.#channel.routeSummaries(routeIds(list));
     const all: RouteStats[] = [];
     for (let k = 0; k < list.length; k++) {
       const b = k * ROUTE_SUMMARY_WORDS;
@@ -723,8 +720,12 @@ const unroutedUnlessNamed = (): string => UNROUTED;
 // A tracker garbage-collected (closed, so its channel no longer holds it) lets go of its routes in
 // the channel's table, which lives as long as the sampler.
 const routesOfCollected = new FinalizationRegistry<{ channel: SpanChannel; routes: RouteEntry[] }>(({ channel, routes }) =>
-  channel.releaseRoutes(Int32Array.from(routes, (e) => e.id)),
+  channel.releaseRoutes(routeIds(routes)),
 );
+
+function routeIds(entries: readonly RouteEntry[]): Int32Array {
+  return Int32Array.from(entries, (e) => e.id);
+}
 
 function checkedRoute(route: unknown): string {
   return typeof route === 'string' && route.length > 0 ? route : '(unmatched)';

@@ -65,8 +65,8 @@ export const FLAG_ESTIMATED = 2;
 export const FLAG_AGGREGATED = 8;
 // Route ids of a channel's route table (native/spans/route_table.h): 1 up to this, exclusive.
 const MAX_ROUTE_IDS = 1 << 22;
-// A request's end event: beside its route id, "aggregate it, write no result" (span_log.h).
-const END_SILENT = 1 << 22;
+// A request's end event: the bit above its route id, "aggregate it, write no result" (span_log.h).
+const END_SILENT = MAX_ROUTE_IDS;
 /** Per route id, as SpanChannel.routeSummaries() fills them: count, sum, max, p50, p99, duration sum ns, duration p99 ns, estimated. */
 export const ROUTE_SUMMARY_WORDS = 8;
 

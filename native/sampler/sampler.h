@@ -149,7 +149,7 @@ class Sampler {
   TrackerSnapshot snap_;
   uint64_t lastAttributionTime_ = 0;
   uint32_t sinceAttribution_ = 0;
-  uint64_t lastChangeNs_ = 0;
+  uint64_t lastChangeNs_ = 0;  // of domain 0, for hwUpdatePeriodNs; lastAnyChangeNs_ is any domain's
   uint32_t seq_ = 0;
 
   // Shared with JavaScript readers.

@@ -13,6 +13,9 @@
 
 namespace jouletrace {
 
+// The bit above a request's route id in its end event is kSpanEndSilent.
+static_assert(RouteTable::kMaxRoutes == kSpanEndSilent, "route ids must fit below the silent bit");
+
 namespace {
 
 inline int32_t loadAcquire(const uint8_t* base, uint32_t off) {
@@ -184,7 +187,6 @@ void SpanEngine::drain(Log& log) {
       if (r.state != kSharedFree && r.handle != handle) log.sharedMoved.emplace(r.handle, r);
       r = Shared{};
       r.handle = handle;
-      r.label = label;
       r.route = label;  // a request's begin carries its route's id where known, else 0
       r.t0 = t;
       r.state = kSharedQueued;
@@ -395,11 +397,11 @@ void SpanEngine::applyShared(Log& log, const SharedEvent& ev, bool late) {
   if (r.state == kSharedQueued) {
     // Ended before its begin was applied: cannot happen while one thread stamps a channel's
     // events in order, but never leave a slot without a result.
-    emit(log, r.handle, r.label, r.t0, std::max(ev.t, r.t0), 0, 0, uint32_t(kSpanShared) | uint32_t(kSpanIncomplete), r.route,
+    emit(log, r.handle, 0, r.t0, std::max(ev.t, r.t0), 0, 0, uint32_t(kSpanShared) | uint32_t(kSpanIncomplete), r.route,
          r.silent);
   } else {
     log.inFlight--;
-    emit(log, r.handle, r.label, r.t0, std::max(ev.t, r.t0), log.sC - r.s0C, log.sJ - r.s0J,
+    emit(log, r.handle, 0, r.t0, std::max(ev.t, r.t0), log.sC - r.s0C, log.sJ - r.s0J,
          uint32_t(kSpanShared) | (r.late || late ? uint32_t(kSpanIncomplete) : 0u), r.route, r.silent);
   }
   releaseShared(log, r);
@@ -462,7 +464,7 @@ void SpanEngine::settleShared(Log& log, bool final, uint64_t now) {
     const bool open = r.state == kSharedOpen;
     // Under the route its begin named, if any (else JavaScript adds it at its end, which names
     // it): its tracker may end it silently before it reads this result.
-    emit(log, r.handle, r.label, r.t0, std::max(now, r.t0), open ? log.sC - r.s0C : 0, open ? log.sJ - r.s0J : 0,
+    emit(log, r.handle, 0, r.t0, std::max(now, r.t0), open ? log.sC - r.s0C : 0, open ? log.sJ - r.s0J : 0,
          uint32_t(kSpanShared) | uint32_t(kSpanIncomplete), r.route);
     r.state = kSharedFree;
     r.handle = 0;

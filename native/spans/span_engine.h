@@ -44,7 +44,8 @@ class SpanEngine {
   // alive until removeLog() returns.
   // evCap, resCap: the rings' capacities, powers of two the caller checked against the buffer's
   // size. Kept here: the sampler thread never trusts the copies in JS-writable memory.
-  // routes: where requests whose end names a route (an id ≥ 1) are aggregated as they settle.
+  // routes: where requests whose begin or end event names a route (an id ≥ 1) are aggregated
+  // as they settle.
   uint64_t addLog(uint8_t* base, uint32_t evCap, uint32_t resCap, uint32_t tid, double offsetNs,
                   std::shared_ptr<RouteTable> routes);
   void removeLog(uint64_t id);
@@ -89,8 +90,10 @@ class SpanEngine {
   // request may take the slot before this one has settled: this one then moves to
   // Log::sharedMoved. (A handle, slot and generation, comes round only after 2^24 begins.)
   enum SharedState : uint8_t { kSharedFree = 0, kSharedQueued, kSharedOpen };
+  // (A request has no label: its result's label is 0, and its events' label field carries its
+  // route instead.)
   struct Shared {
-    uint32_t handle = 0, label = 0;
+    uint32_t handle = 0;
     uint32_t route = 0;  // its route's id in the channel's RouteTable (begin or end event); 0: none
     bool silent = false; // aggregated only: no result is written
     uint64_t t0 = 0;
