@@ -33,14 +33,15 @@ function work1us() {
   const until = performance.now() + 0.001;
   while (performance.now() < until);
 }
-// What any accounting that marks a request's start in a hook and its end at Node's finish message
-// must do, and nothing more: one clock read and one 24-byte event written into a shared ring at
-// each end, the request found again through a tag on its connection. No slots, no settlement, no
-// aggregation, no protection against a request tracked twice: not usable, only a measure of
-// the floor under jouletrace's request path (the hook or handler that calls start() and Node's
-// finish message are the same in both).
+// What any accounting that marks a request's start in a hook and its end when the response's
+// end() returns must do, and nothing more: one clock read and one 24-byte event written into a
+// shared ring at each end, the request found again through a tag on its connection, end()
+// wrapped on ServerResponse's prototype as jouletrace wraps it. No slots, no settlement, no
+// aggregation, no protection against a request tracked twice, no partly buffered responses: not
+// usable, only a measure of the floor under jouletrace's request path (the hook or handler that
+// calls track() is the same in both).
 function floorAccounting() {
-  const { subscribe } = require('node:diagnostics_channel');
+  const http = require('node:http');
   const ring = new Int32Array(new SharedArrayBuffer(1 << 20));
   const hrtime = process.hrtime;
   const OPEN = Symbol('floor.open');
@@ -56,15 +57,19 @@ function floorAccounting() {
     ring[o + 1] = head;
     head = (head + 1) | 0;
   };
-  const routes = new Map();
-  subscribe('http.server.response.finish', (m) => {
-    const s = m.socket;
-    const id = s?.[OPEN];
+  const proto = http.ServerResponse.prototype;
+  const end = proto.end;
+  proto.end = function (chunk, encoding, callback) {
+    const r = end.call(this, chunk, encoding, callback);
+    const s = this.socket;
+    const id = s === null ? undefined : s[OPEN];
     if (id !== undefined && id !== 0) {
       s[OPEN] = 0;
-      event(id, m.response.statusCode);
+      event(id, this.statusCode);
     }
-  });
+    return r;
+  };
+  const routes = new Map();
   return (req, route) => {
     let id = routes.get(route);
     if (id === undefined) routes.set(route, (id = routes.size + 1));

@@ -49,7 +49,7 @@ async function measure(h, variants, sockets, cold) {
       const v = variants[(k + r) % variants.length];
       if (cold) evict();
       const t0 = performance.now();
-      await requestBatch(h[v], sockets[v], v === 'tracked');
+      await requestBatch(h[v], sockets[v]);
       times[v][r] = performance.now() - t0;
     }
   }

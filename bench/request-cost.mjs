@@ -60,7 +60,7 @@ async function chunk(handler, variant) {
   const m0 = threadCpuNs(process.pid);
   const s0 = threadCpuNs(samplerTid);
   const t0 = process.hrtime.bigint();
-  for (let i = 0; i < CHUNK; i += CONNECTIONS) await requestBatch(handler, conns, variant === 'tracked');
+  for (let i = 0; i < CHUNK; i += CONNECTIONS) await requestBatch(handler, conns);
   await sleep(PAUSE_MS);
   return {
     main: threadCpuNs(process.pid) - m0,
@@ -127,6 +127,10 @@ for (const framework of FRAMEWORKS) {
   }
   await sleep(50);
   const settled = tracker.routes().reduce((n, r) => n + r.count, 0) - before;
+  // Requests that never ended would make every figure here wrong, and fast: say so.
+  if (settled < trackedChunks * CHUNK * 0.99) {
+    throw new Error(`${framework}: ${settled} of ${trackedChunks * CHUNK} tracked requests settled; the figures would not be of requests that end`);
+  }
   const added = median(main) + median(samp);
   const loopback = LOOPBACK_REPS > 0 ? await loopbackCpuUs(framework) : NaN;
   rows.push([

@@ -18,7 +18,7 @@ interface ExpressLikeRequest extends IncomingMessage {
 
 // The mount path as it was when Express matched the route. A router puts req.baseUrl back as
 // the request leaves it, and a handler in a mounted router that throws or falls through to a 404
-// leaves it that way: read at the response's finish, GET /api/boom would count as /boom.
+// leaves it that way: read at the response's end, GET /api/boom would count as /boom.
 //
 // Kept beside the request, not on it: Express sets the prototype of every request to its app's
 // `app.request`, and a property added to such an object afterwards costs V8 a map migration,
@@ -76,7 +76,7 @@ function hookRouteOn(proto: Record<PropertyKey, unknown> | null): void {
 }
 
 /**
- * The matched route's pattern (mount paths + route path), read when the response finishes: the
+ * The matched route's pattern (mount paths + route path), read when the response ends: the
  * mounts' pattern from the app's routers where it fits the URL the request came by (see
  * express-route-patterns.ts), else that URL as it was when the route matched.
  */

@@ -101,7 +101,7 @@ export function fastifyEnergy(app: FastifyLike, options: FastifyEnergyOptions, d
     next();
   });
   // One hook. Fastify routes a request before its onRequest hooks, so the route pattern is known
-  // here. The end is the response's finish (or its connection's close), seen the way
+  // here. The end is the response's end (or its connection's close), seen the way
   // RequestTracker.track() sees it for node:http: Fastify's onResponse hook would add two
   // listeners to every response and cost about 1 µs per request here ("Request ends without
   // listeners" in bench/RESULTS.md).

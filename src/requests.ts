@@ -124,12 +124,16 @@ export class RequestTracker {
   #ownerHandle: Int32Array | undefined;
   #closed = false;
   #capture: (() => unknown) | null = null;
-  // Whether this tracker holds the process's response-finish subscription (see track()).
+  // Whether this tracker holds the process's wrapper of ServerResponse's end() (see track()).
   #watching = false;
   // A response's end, for requests that track() watches: a shared-mode request's token is its
-  // span handle, a number.
+  // span handle, a number; negated for a request begun without a record to come (see track()).
   readonly #endAtFinish = (token: unknown, statusCode: number) =>
-    typeof token === 'number' ? this.#endShared(token, statusCode) : this.end(token as RequestToken, statusCode);
+    typeof token !== 'number'
+      ? this.end(token as RequestToken, statusCode)
+      : token < 0
+        ? this.#endUnrecorded(-token)
+        : this.#endShared(token, statusCode);
 
   /** Calls fn() when each request begins and carries the result as the record's `context`. */
   setContextCapture(fn: (() => unknown) | null): void {
@@ -218,9 +222,10 @@ export class RequestTracker {
   }
 
   /**
-   * Starts accounting for a request. It ends when its response finishes (with its status code),
-   * or when the connection closes first (499, or the status already sent); on Node's HTTP/1
-   * server no listener is added to the response (elsewhere, see response-finish.ts). `route` is the route pattern, or a function called at the end (frameworks
+   * Starts accounting for a request. It ends when its response has ended (its end() handed it
+   * whole to the connection, else at its finish) with its status code, or when the connection
+   * closes first (499, or the status already sent); on Node's HTTP/1 server no listener is added
+   * to the response in the common case (see response-finish.ts). `route` is the route pattern, or a function called at the end (frameworks
    * know the route only after routing). In exact mode, `run` is called inside the request's
    * context.
    */
@@ -241,6 +246,15 @@ export class RequestTracker {
       const entry = typeof given === 'string' ? this.#routeEntry(method, given, true) : undefined;
       const h = this.#channel.beginRequest(entry === undefined ? 0 : entry.id);
       if (h <= 0) return; // not running (-1), or every span slot busy (0, counted as dropped)
+      if (entry !== undefined && entry.id !== 0 && this.#listeners.size === 0) {
+        // Nearly every request of a server without an exporter: its route is named, and nobody
+        // wants its record, now or at its end (a listener added meanwhile gets records of the
+        // requests that begin after it). Nothing of it is kept here: its token, the handle
+        // negated, ends it silently (#endUnrecorded).
+        r.inFlight++;
+        watchResponse(req, res, -h, this.#endAtFinish);
+        return;
+      }
       this.#opened(r, h, method, entry === undefined ? given : entry.route, undefined);
       watchResponse(req, res, h, this.#endAtFinish);
       return;
@@ -453,6 +467,21 @@ export class RequestTracker {
     r.ids[slot * 2] = 0;
     r.ids[slot * 2 + 1] = 0;
     if (r.context !== undefined) r.context[slot] = undefined;
+    if (--r.inFlight === 0 && this.#closed) this.#detach();
+  }
+
+  // The end of a request that track() began with no record to come, and kept nothing of: the
+  // sampler thread adds it to the route its begin named. Where the channel cannot end it
+  // silently (its end waits for room in the event ring, stop() settled it while open, or it
+  // was never measured), its result comes, finds no request of this tracker in its slot, and
+  // frees the slot; aggregated by the sampler thread all the same (not when never measured).
+  #endUnrecorded(h: number): void {
+    try {
+      this.#channel.endRequest(h, 0, true);
+    } catch {
+      /* already gone with the channel */
+    }
+    const r = this.#requests!;
     if (--r.inFlight === 0 && this.#closed) this.#detach();
   }
 

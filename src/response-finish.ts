@@ -2,15 +2,21 @@
 //
 // A 'close' listener per response (and Fastify's onResponse hook, which adds 'finish' and 'error'
 // listeners per response) cost a Fastify hello-world about 1 µs of CPU per request on our test
-// VM, 5% of the whole request. Node's HTTP server already publishes every finished response on the
-// 'http.server.response.finish' diagnostics channel (Node ≥ 16.18): one subscriber for the
-// process sees them all. A response that never finishes because its connection closed first is
-// caught by one 'close' listener per connection (kept-alive connections carry many requests).
+// VM, 5% of the whole request. A request ends when its response's end() has handed the whole
+// response to the connection: jouletrace wraps ServerResponse.prototype.end once per process
+// (while trackers are open or their requests in flight), and the wrapper finds the request
+// through its connection. Node's 'http.server.response.finish' diagnostics channel, used before,
+// cost Node's own finish path about 250 instructions a request once anything subscribed (it
+// builds and publishes a message, and V8 stops inlining the rest), against about 30 for the
+// wrapper's call. A response that end() leaves partly buffered (a large body the socket has not
+// taken yet, or a pipelined response queued behind an earlier one) ends at its 'finish' event
+// instead, from a listener added then, so that the writing still counts. A response that never
+// finishes because its connection closed first is caught by one 'close' listener per connection
+// (kept-alive connections carry many requests).
 //
-// Only requests on real sockets of Node's own HTTP/1 server are published there. Anything else
-// (HTTP/2's compatibility API, light-my-request as used by Fastify's inject(), serverless
+// Only requests on real sockets of Node's own HTTP/1 server (and HTTPS's) are found so. Anything
+// else (HTTP/2's compatibility API, light-my-request as used by Fastify's inject(), serverless
 // adapters with a fake socket) gets 'finish' and 'close' listeners on its response, as before.
-import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import * as http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import * as net from 'node:net';
@@ -20,7 +26,6 @@ import * as net from 'node:net';
 const IncomingMessageClass = http.IncomingMessage;
 const SocketClass = net.Socket;
 
-const FINISH_CHANNEL = 'http.server.response.finish';
 // Status recorded for a request whose client closed the connection before any response (nginx's).
 const CLIENT_CLOSED = 499;
 
@@ -85,29 +90,60 @@ function noted(req: IncomingMessage, end: End): boolean {
   return w !== undefined && (w === end || (typeof w !== 'function' && w.includes(end)));
 }
 
-interface FinishMessage {
-  request: IncomingMessage;
-  response: ServerResponse;
-  socket: TaggedSocket | null;
-}
-
-// The subscription lives while a tracker that has watched requests is open, or requests it
+// The wrapper is in place while a tracker that has watched requests is open, or requests it
 // watched are in flight (a tracker closed with requests in flight still sees them end, and frees
-// their span slots). Not per request: subscribing and unsubscribing each time the server drains
-// doubled the CPU per request of a Fastify hello-world.
+// their span slots). Not per request: the same with Node's finish channel, subscribed and
+// unsubscribed each time the server drained, doubled the CPU per request of a Fastify hello-world.
 let users = 0;
 let watched = 0;
-let subscribed = false;
 
 function ended(): void {
-  if (--watched === 0 && users === 0) unsubscribeIdle();
+  if (--watched === 0 && users === 0) unwrapIdle();
 }
 
-function unsubscribeIdle(): void {
-  if (subscribed) {
-    unsubscribe(FINISH_CHANNEL, onFinish);
-    subscribed = false;
+type EndMethod = (this: ServerResponse, chunk?: unknown, encoding?: unknown, callback?: unknown) => ServerResponse;
+type ResponseProto = { end: EndMethod };
+const responseProto = http.ServerResponse.prototype as unknown as ResponseProto;
+// What end() was when the wrapper went in (Node's, or another tool's wrapper of it), and whether
+// that was the prototype's own property (to put back) or OutgoingMessage's, inherited (to delete).
+let wrappedEnd: EndMethod | null = null;
+let wrappedOwn = false;
+
+// The arguments passed on as they came: Node's end() tells end(cb) from end(data, cb) by type,
+// and an undefined in place of an absent argument reads the same.
+function endAndNote(this: ServerResponse, chunk?: unknown, encoding?: unknown, callback?: unknown): ServerResponse {
+  const r = wrappedEnd!.call(this, chunk, encoding, callback);
+  // A response of a connection none of our requests used, nearly always, costs three loads.
+  const c = (this.req?.socket as TaggedSocket | null | undefined)?.[KEY];
+  if (c !== undefined) {
+    try {
+      responseEnded(c, this);
+    } catch {
+      /* nothing may throw out of a response's end() */
+    }
   }
+  return r;
+}
+
+function wrapEnd(): void {
+  if (wrappedEnd !== null) return;
+  wrappedOwn = Object.prototype.hasOwnProperty.call(responseProto, 'end');
+  wrappedEnd = responseProto.end;
+  responseProto.end = endAndNote;
+}
+
+// Put back only while ours is the prototype's end(): a tool that wrapped it after us holds ours,
+// and keeps it (it stays in place, passing through, until a tracker needs it again).
+function unwrapIdle(): void {
+  if (wrappedEnd === null || responseProto.end !== endAndNote) return;
+  if (wrappedOwn) responseProto.end = wrappedEnd;
+  else delete (responseProto as Partial<ResponseProto>).end;
+  wrappedEnd = null;
+}
+
+/** @internal Whether ServerResponse.prototype.end is jouletrace's wrapper now (tests). */
+export function endWrapped(): boolean {
+  return responseProto.end === endAndNote;
 }
 
 /** A tracker that will watch requests; pair with releaseResponseWatch() when it closes. */
@@ -116,7 +152,7 @@ export function retainResponseWatch(): void {
 }
 
 export function releaseResponseWatch(): void {
-  if (--users === 0 && watched === 0) unsubscribeIdle();
+  if (--users === 0 && watched === 0) unwrapIdle();
 }
 
 function callEnd(end: End, token: unknown, status: number): void {
@@ -159,11 +195,22 @@ function nodesAnswer(socket: net.Socket | null | undefined): number | undefined 
   return status !== undefined && server !== undefined && server.listenerCount('clientError') === 0 ? status : undefined;
 }
 
-function onFinish(message: unknown): void {
-  const m = message as FinishMessage;
-  const c = m.socket?.[KEY];
-  if (c === undefined) return; // a connection none of our requests used
-  const res = m.response;
+// A response whose end() returned. Handed whole to its connection (the common case) its request
+// ends now; else at its 'finish', which a listener waits for (rare: see the top of this file).
+function responseEnded(c: ConnectionRequests, res: ServerResponse): void {
+  if (c.res !== res && !queued(c, res)) return; // not tracked, or ended already
+  if (res.writableFinished) finished(c, res);
+  else res.once('finish', () => finished(c, res));
+}
+
+function queued(c: ConnectionRequests, res: ServerResponse): boolean {
+  if (c.more === null) return false;
+  for (const e of c.more) if (e.res === res) return true;
+  return false;
+}
+
+// res has finished: its requests on connection c end (none if the connection's close ended them).
+function finished(c: ConnectionRequests, res: ServerResponse): void {
   // A loop: the same request may be watched by several trackers, or tracked twice.
   while (c.res === res) {
     const end = c.end!;
@@ -214,6 +261,11 @@ function onConnectionClose(this: TaggedSocket): void {
   if (c.doneRes !== null) noteWatched(c.doneRes.req, c.doneEnd!);
   const open: Entry[] = c.more ?? [];
   if (c.res !== null) open.unshift({ req: c.res.req, res: c.res, token: c.token, end: c.end! });
+  // Emptied: a response waiting for its 'finish' (see responseEnded) finds nothing left to end.
+  c.res = null;
+  c.token = undefined;
+  c.end = null;
+  c.more = null;
   for (const e of open) {
     ended();
     noteWatched(e.req, e.end);
@@ -223,8 +275,14 @@ function onConnectionClose(this: TaggedSocket): void {
 
 /** Whether watchResponse() already watches req for this end callback (req tracked again). */
 export function watchedFor(req: IncomingMessage, end: End): boolean {
-  const socket = req.socket as TaggedSocket | null;
-  const c = socket?.[KEY];
+  const c = (req.socket as TaggedSocket | null)?.[KEY];
+  // A kept-alive connection's next request, nearly always: nothing in flight on it, and the last
+  // request that ended there another. Small, for V8 to inline into track() beside the rest.
+  if (c !== undefined && c.res === null && c.more === null && !c.marked && (c.doneRes === null || c.doneRes.req !== req)) return false;
+  return watchedForOther(req, end, c);
+}
+
+function watchedForOther(req: IncomingMessage, end: End, c: ConnectionRequests | undefined): boolean {
   // An entry is a live connection's (a closed one's is cleared), holding its requests in flight
   // and the last one that ended.
   if (c === undefined) return noted(req, end);
@@ -247,10 +305,26 @@ function tagConnection(socket: TaggedSocket): ConnectionRequests | undefined {
 }
 
 /**
- * Calls end(token, statusCode) once when the response to req finishes, or when its connection
- * closes first (499, or the status already sent).
+ * Calls end(token, statusCode) once when the response to req has ended (its end() handed it to
+ * the connection whole, else at its 'finish'), or when its connection closes first (499, or the
+ * status already sent).
  */
 export function watchResponse(req: IncomingMessage, res: ServerResponse, token: unknown, end: End): void {
+  // The common case, small for V8 to inline into track(): a connection of ours (tagged only
+  // where it is a real socket) with nothing in flight, and the response Node made for req, still
+  // to end, with the wrapper of end() in place.
+  const c = (req.socket as TaggedSocket | null)?.[KEY];
+  if (c !== undefined && c.res === null && res.req === req && wrappedEnd !== null && !res.writableEnded) {
+    watched++;
+    c.res = res;
+    c.token = token;
+    c.end = end;
+    return;
+  }
+  watchResponseOther(req, res, token, end);
+}
+
+function watchResponseOther(req: IncomingMessage, res: ServerResponse, token: unknown, end: End): void {
   const socket = req.socket as TaggedSocket | null;
   // A connection's entry finds a request again by its response (res.req): a response that does
   // not name this request (a wrapper's) is watched with listeners too.
@@ -262,9 +336,9 @@ export function watchResponse(req: IncomingMessage, res: ServerResponse, token: 
     return;
   }
   const c = socket[KEY] ?? tagConnection(socket);
-  if (res.writableEnded && res.writableFinished) {
-    // Tracked once its response had finished (after an await): the finish message has been and
-    // gone; waiting for the connection's close would record it as 499, whenever that comes.
+  if (res.writableEnded) {
+    // Tracked once its response had ended (after an await): its end() has been and gone;
+    // waiting for the connection's close would record it as 499, whenever that comes.
     if (c !== undefined) noteDone(c, res, end);
     else noteWatched(req, end);
     callEnd(end, token, res.statusCode);
@@ -275,10 +349,7 @@ export function watchResponse(req: IncomingMessage, res: ServerResponse, token: 
     callEnd(end, token, closedStatus(res, socket));
     return;
   }
-  if (!subscribed) {
-    subscribe(FINISH_CHANNEL, onFinish);
-    subscribed = true;
-  }
+  if (wrappedEnd === null) wrapEnd();
   watched++;
   if (c.res === null) {
     c.res = res;

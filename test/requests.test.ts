@@ -1,7 +1,6 @@
 // Joules per request on real servers on loopback: node:http, Express and Fastify, shared and
 // exact modes, and the sum over requests against the serving thread's energy.
 import { execFile, execFileSync } from 'node:child_process';
-import * as diagnostics from 'node:diagnostics_channel';
 import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as http2 from 'node:http2';
@@ -17,6 +16,7 @@ import { fastifyEnergy, fastifyRoute } from '../src/fastify';
 import { RequestTracker, Sampler, trackRequest, type RequestRecord } from '../src/index';
 import { describeBpf, itBpf } from './fixtures/bpf-required';
 import { nativeHandleOf } from '../src/native-handles';
+import { endWrapped } from '../src/response-finish';
 
 const run = promisify(execFile);
 const cleanups: Array<() => unknown> = [];
@@ -596,6 +596,97 @@ describeBpf('per-route aggregates, kept by the sampler thread', () => {
     expect(sampler.stats().spans.droppedEvents).toBe(0);
   });
 
+  // track() with a route and no listener keeps nothing of the request on the serving thread (its
+  // token is its span handle, negated): these tests go through a server, as that path does.
+  async function serveTracked(tracker: RequestTracker, handler: (req: http.IncomingMessage, res: http.ServerResponse) => void) {
+    const server = http.createServer((req, res) => {
+      trackRequest(tracker, req, res, req.url!);
+      handler(req, res);
+    });
+    const base = await listen(server);
+    cleanups.push(() => new Promise((r) => server.close(r)));
+    const c = await new Promise<net.Socket>((resolve) => {
+      const sock = net.connect(Number(new URL(base).port), '127.0.0.1', () => resolve(sock));
+    });
+    cleanups.push(() => c.destroy());
+    let got = '';
+    c.on('data', (d: Buffer) => (got += String(d)));
+    const responses = () => (got.match(/HTTP\/1.1 /g) ?? []).length;
+    const get = (path: string) => c.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    return { get, responses };
+  }
+  async function until(cond: () => boolean, ms = 3000): Promise<void> {
+    for (const end = Date.now() + ms; !cond() && Date.now() < end; ) await new Promise((r) => setTimeout(r, 5));
+  }
+
+  it('a request begun without a listener gets no record, even if one is added before its end; counted once if tracked twice; open at stop(), counted once', async () => {
+    const { sampler, tracker } = setup('shared', { listen: false });
+    const held: http.ServerResponse[] = [];
+    const { get, responses } = await serveTracked(tracker, (req, res) => {
+      trackRequest(tracker, req, res, req.url!); // mounted twice: still one request
+      if (req.url === '/held') held.push(res);
+      else res.end('ok');
+    });
+    sampler.start();
+    get('/held');
+    await until(() => held.length === 1);
+    expect(tracker.inFlight).toBe(1);
+    const records: RequestRecord[] = [];
+    tracker.onRequest((rs) => records.push(...rs));
+    held[0].end('late'); // began before the listener: no record
+    get('/after'); // began after it: a record
+    await until(() => responses() === 2 && records.length === 1);
+    expect(records.map((r) => r.route)).toEqual(['/after']);
+    expect(await routesCount(tracker, 2)).toBe(2);
+    expect(tracker.routes().map((r) => [r.route, r.count]).sort()).toEqual([
+      ['/after', 1],
+      ['/held', 1],
+    ]);
+    expect(tracker.inFlight).toBe(0);
+    sampler.stop();
+    // Requests still open when the sampler stops: its final step adds them to their routes;
+    // their ends, after it, add nothing.
+    const quiet = setup('shared', { listen: false });
+    const open: http.ServerResponse[] = [];
+    const q = await serveTracked(quiet.tracker, (_req, res) => open.push(res));
+    quiet.sampler.start();
+    for (let i = 0; i < 5; i++) q.get('/open');
+    await until(() => open.length === 5);
+    busy(3);
+    quiet.sampler.stop();
+    expect(quiet.tracker.routes().map((r) => [r.route, r.count])).toEqual([['/open', 5]]);
+    for (const res of open) res.end('ok');
+    await until(() => q.responses() === 5);
+    expect(quiet.tracker.routes().map((r) => [r.route, r.count])).toEqual([['/open', 5]]);
+    expect(quiet.tracker.routes()[0].joules.sum).toBeGreaterThan(0);
+    expect(quiet.tracker.inFlight).toBe(0);
+  });
+
+  it('a request begun without a listener whose end finds the event ring full ends later, and counts once under its route', async () => {
+    const { sampler, tracker, ch } = procfsTracker(200_000);
+    let late = 0;
+    const { get, responses } = await serveTracked(tracker, (_req, res) => {
+      fillEventRing(sampler);
+      const before = ch.lateEnds;
+      res.end('ok');
+      late += ch.lateEnds - before;
+    });
+    sampler.start();
+    let sent = 0;
+    // (Again should the sampler's step drain the ring between filling it and the end.)
+    for (let attempt = 0; attempt < 3 && late === 0; attempt++) {
+      get('/late');
+      sent++;
+      await until(() => responses() === sent);
+    }
+    expect(late).toBe(1);
+    expect(tracker.inFlight).toBe(0); // out of flight at its end, though its result is to come
+    expect(await routesCount(tracker, sent, 10_000)).toBe(sent);
+    sampler.stop();
+    expect(tracker.routes().map((r) => [r.route, r.count])).toEqual([['/late', sent]]);
+    expect(tracker.inFlight).toBe(0);
+  });
+
   it('an end that finds the event ring full is written later, with the route it names', async () => {
     // 200 ms intervals: the sampler seldom drains the event ring while the test fills it (a few
     // ms), and settles the late ends 0.6 s or so after they go in.
@@ -1000,22 +1091,68 @@ describeBpf('request ends', () => {
     ]);
   });
 
-  it('stays subscribed to the finish channel between requests, and leaves it when its tracker closes', async () => {
+  it("keeps its wrapper of ServerResponse's end() between requests, and takes it off when its tracker closes", async () => {
     const { sampler, tracker, records } = setup();
+    const nodeEnd = http.ServerResponse.prototype.end;
     const base = await serve((req, res) => {
       trackRequest(tracker, req, res, '/x');
       res.end('ok');
     });
     sampler.start();
-    expect(diagnostics.hasSubscribers('http.server.response.finish')).toBe(false);
+    expect(endWrapped()).toBe(false);
     const c = await connect(base);
     c.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
     await until(() => records.length === 1);
-    // Nothing in flight now: subscribing again at every request cost more than all the rest.
-    expect(diagnostics.hasSubscribers('http.server.response.finish')).toBe(true);
+    // Nothing in flight now: wrapping again at every request would cost more than all the rest.
+    expect(endWrapped()).toBe(true);
     tracker.close();
-    expect(diagnostics.hasSubscribers('http.server.response.finish')).toBe(false);
+    expect(endWrapped()).toBe(false);
+    expect(http.ServerResponse.prototype.end).toBe(nodeEnd);
+    expect(Object.prototype.hasOwnProperty.call(http.ServerResponse.prototype, 'end')).toBe(false);
     sampler.stop();
+    c.destroy();
+  });
+
+  it('a response that end() leaves partly buffered ends at its finish, once, and at its connection\'s close if that comes first', async () => {
+    const { sampler, tracker, records } = setup();
+    const body = Buffer.alloc(32 << 20, 'x'); // more than loopback's socket buffers take at once
+    const ended: string[] = [];
+    const base = await serve((req, res) => {
+      trackRequest(tracker, req, res, req.url!);
+      res.end(body);
+      ended.push(req.url!);
+    });
+    sampler.start();
+    // A client that reads nothing for 300 ms: the response's end() has returned, its body waits.
+    const c = await connect(base);
+    c.pause();
+    c.write('GET /read HTTP/1.1\r\nHost: x\r\n\r\n');
+    await until(() => ended.length === 1);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(tracker.inFlight).toBe(1);
+    let got = 0;
+    c.on('data', (d: Buffer) => (got += d.length));
+    c.resume();
+    await until(() => records.length === 1, 5000);
+    expect(got).toBeGreaterThan(body.length);
+    expect(records[0]).toMatchObject({ route: '/read', statusCode: 200 });
+    // Its duration runs to the finish, past the 300 ms its body waited.
+    expect(records[0].durationNs).toBeGreaterThan(300e6);
+    // A client that leaves with the body unread: ended by the connection's close, with the status
+    // sent, and the finish that never comes (or comes late) ends nothing more.
+    const d = await connect(base);
+    d.pause();
+    d.write('GET /leave HTTP/1.1\r\nHost: x\r\n\r\n');
+    await until(() => ended.length === 2);
+    d.destroy();
+    await until(() => records.length === 2);
+    await new Promise((r) => setTimeout(r, 100));
+    sampler.stop();
+    expect(records.map((r) => [r.route, r.statusCode])).toEqual([
+      ['/read', 200],
+      ['/leave', 200],
+    ]);
+    expect(tracker.inFlight).toBe(0);
     c.destroy();
   });
 
