@@ -124,8 +124,6 @@ export class RequestTracker {
   #ownerHandle: Int32Array | undefined;
   #closed = false;
   #capture: (() => unknown) | null = null;
-  // Whether this tracker holds the process's wrapper of ServerResponse's end() (see track()).
-  #watching = false;
   // A response's end, for requests that track() watches: a shared-mode request's token is its
   // span handle, a number; negated for a request begun without a record to come (see track()).
   readonly #endAtFinish = (token: unknown, statusCode: number) =>
@@ -159,6 +157,8 @@ export class RequestTracker {
     this.#shared = (h, res, o) => this.#onShared(h, res, o);
     this.#channel.sharedListeners.add(this.#shared);
     this.#channel.startPolling();
+    // The process's wrapper of ServerResponse's end(), in place before any request is tracked.
+    retainResponseWatch();
     routesOfCollected.register(this, { channel: this.#channel, routes: this.#routeList });
     if (this.mode === 'exact') this.#enableExact();
     else this.#requests = new SharedRequests();
@@ -230,10 +230,6 @@ export class RequestTracker {
    * context.
    */
   track(req: IncomingMessage, res: ServerResponse, route?: string | (() => string), run?: () => void): void {
-    if (!this.#watching && !this.#closed) {
-      this.#watching = true;
-      retainResponseWatch();
-    }
     const given = route ?? (this.#routeOf !== undefined ? () => this.#routeOf!(req) : UNROUTED);
     // Every request of a server goes through here: the common case (shared mode, nothing to run,
     // no context to capture, an open tracker) is written out, as #start() would do it.
@@ -719,7 +715,7 @@ export class RequestTracker {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    if (this.#watching) releaseResponseWatch();
+    releaseResponseWatch();
     if (this.inFlight === 0) this.#detach();
   }
 

@@ -59,6 +59,8 @@ class ConnectionRequests {
   // Whether a request was marked on itself (noteWatched) while this connection was live: only
   // then does watchedFor() look for the mark, a lookup of a property that is nearly always absent.
   marked = false;
+  // The response whose end() the wrapper saw and left waiting for its 'finish' (see responseEnded).
+  awaiting: ServerResponse | null = null;
 }
 
 const KEY = Symbol('jouletrace.requestsInFlight');
@@ -104,51 +106,68 @@ function ended(): void {
 type EndMethod = (this: ServerResponse, chunk?: unknown, encoding?: unknown, callback?: unknown) => ServerResponse;
 type ResponseProto = { end: EndMethod };
 const responseProto = http.ServerResponse.prototype as unknown as ResponseProto;
-// What end() was when the wrapper went in (Node's, or another tool's wrapper of it), and whether
-// that was the prototype's own property (to put back) or OutgoingMessage's, inherited (to delete).
-let wrappedEnd: EndMethod | null = null;
-let wrappedOwn = false;
+const outgoingProto = http.OutgoingMessage.prototype as unknown as ResponseProto;
+// The wrapper jouletrace put on the prototype last: what end() was when it went in (Node's, or
+// another tool's wrapper of it), and whether that was the prototype's own property (to put
+// back) or OutgoingMessage's, inherited (to delete). Each wrapper calls its own inner end(), so
+// that one left beneath another tool's and one put on top later never call each other in a loop.
+interface Wrapper {
+  readonly fn: EndMethod;
+  readonly inner: EndMethod;
+  readonly own: boolean;
+}
+let top: Wrapper | null = null;
 
-// The arguments passed on as they came: Node's end() tells end(cb) from end(data, cb) by type,
-// and an undefined in place of an absent argument reads the same.
-function endAndNote(this: ServerResponse, chunk?: unknown, encoding?: unknown, callback?: unknown): ServerResponse {
-  const r = wrappedEnd!.call(this, chunk, encoding, callback);
-  // A response of a connection none of our requests used, nearly always, costs three loads.
-  const c = (this.req?.socket as TaggedSocket | null | undefined)?.[KEY];
-  if (c !== undefined) {
+// inner: the prototype's own end() it replaced; null where end() was OutgoingMessage's,
+// inherited, which is looked up at each call: a tool that patches it later is not skipped.
+function makeWrapper(inner: EndMethod | null): EndMethod {
+  // The arguments passed on as they came: Node's end() tells end(cb) from end(data, cb) by type,
+  // and an undefined in place of an absent argument reads the same.
+  return function endAndNote(this: ServerResponse, chunk?: unknown, encoding?: unknown, callback?: unknown): ServerResponse {
     try {
-      responseEnded(c, this);
-    } catch {
-      /* nothing may throw out of a response's end() */
+      return (inner ?? outgoingProto.end).call(this, chunk, encoding, callback);
+    } finally {
+      // Also where end() threw (a 'prefinish' listener's error): what it left is looked at.
+      // A response of a connection none of our requests used, nearly always, costs three loads.
+      const c = (this.req?.socket as TaggedSocket | null | undefined)?.[KEY];
+      if (c !== undefined) {
+        try {
+          responseEnded(c, this);
+        } catch {
+          /* nothing may throw out of a response's end() */
+        }
+      }
     }
-  }
-  return r;
+  };
 }
 
 function wrapEnd(): void {
-  if (wrappedEnd !== null) return;
-  wrappedOwn = Object.prototype.hasOwnProperty.call(responseProto, 'end');
-  wrappedEnd = responseProto.end;
-  responseProto.end = endAndNote;
+  const inner = responseProto.end;
+  const own = Object.prototype.hasOwnProperty.call(responseProto, 'end');
+  top = { fn: makeWrapper(own ? inner : null), inner, own };
+  responseProto.end = top.fn;
 }
 
 // Put back only while ours is the prototype's end(): a tool that wrapped it after us holds ours,
 // and keeps it (it stays in place, passing through, until a tracker needs it again).
 function unwrapIdle(): void {
-  if (wrappedEnd === null || responseProto.end !== endAndNote) return;
-  if (wrappedOwn) responseProto.end = wrappedEnd;
+  if (top === null || responseProto.end !== top.fn) return;
+  if (top.own) responseProto.end = top.inner;
   else delete (responseProto as Partial<ResponseProto>).end;
-  wrappedEnd = null;
+  top = null;
 }
 
 /** @internal Whether ServerResponse.prototype.end is jouletrace's wrapper now (tests). */
 export function endWrapped(): boolean {
-  return responseProto.end === endAndNote;
+  return top !== null && responseProto.end === top.fn;
 }
 
 /** A tracker that will watch requests; pair with releaseResponseWatch() when it closes. */
 export function retainResponseWatch(): void {
   users++;
+  // At once, not at the first request: code that keeps a response's end() for later (OpenTelemetry's
+  // http instrumentation, compression, express-session) must keep the wrapper.
+  if (top === null) wrapEnd();
 }
 
 export function releaseResponseWatch(): void {
@@ -198,9 +217,24 @@ function nodesAnswer(socket: net.Socket | null | undefined): number | undefined 
 // A response whose end() returned. Handed whole to its connection (the common case) its request
 // ends now; else at its 'finish', which a listener waits for (rare: see the top of this file).
 function responseEnded(c: ConnectionRequests, res: ServerResponse): void {
+  if (!res.writableEnded || c.awaiting === res) return; // end() threw early, or seen already
   if (c.res !== res && !queued(c, res)) return; // not tracked, or ended already
-  if (res.writableFinished) finished(c, res);
-  else res.once('finish', () => finished(c, res));
+  if (handedOver(res)) finished(c, res);
+  else {
+    c.awaiting = res;
+    res.once('finish', () => finished(c, res));
+  }
+}
+
+// Whether an ended response is with its connection: nothing left in its own buffer (a pipelined
+// response waiting for the socket keeps its output there), and no more in the socket's than its
+// high-water mark. A TLS socket holds a small response's bytes until it has encrypted them, so
+// writableFinished, false there, would send every HTTPS response the 'finish' way; a large
+// body under backpressure is over the mark.
+function handedOver(res: ServerResponse): boolean {
+  if ((res as ServerResponse & { outputSize: number }).outputSize !== 0) return false;
+  const s = res.socket;
+  return s === null || s.writableLength <= s.writableHighWaterMark;
 }
 
 function queued(c: ConnectionRequests, res: ServerResponse): boolean {
@@ -211,6 +245,7 @@ function queued(c: ConnectionRequests, res: ServerResponse): boolean {
 
 // res has finished: its requests on connection c end (none if the connection's close ended them).
 function finished(c: ConnectionRequests, res: ServerResponse): void {
+  if (c.awaiting === res) c.awaiting = null;
   // A loop: the same request may be watched by several trackers, or tracked twice.
   while (c.res === res) {
     const end = c.end!;
@@ -266,10 +301,13 @@ function onConnectionClose(this: TaggedSocket): void {
   c.token = undefined;
   c.end = null;
   c.more = null;
+  c.awaiting = null;
   for (const e of open) {
     ended();
     noteWatched(e.req, e.end);
-    callEnd(e.end, e.token, closedStatus(e.res, this));
+    // Sent whole, its end() unseen (called through an end() kept from before the wrapper): the
+    // status it was sent with.
+    callEnd(e.end, e.token, e.res.writableFinished ? e.res.statusCode : closedStatus(e.res, this));
   }
 }
 
@@ -314,7 +352,7 @@ export function watchResponse(req: IncomingMessage, res: ServerResponse, token: 
   // where it is a real socket) with nothing in flight, and the response Node made for req, still
   // to end, with the wrapper of end() in place.
   const c = (req.socket as TaggedSocket | null)?.[KEY];
-  if (c !== undefined && c.res === null && res.req === req && wrappedEnd !== null && !res.writableEnded) {
+  if (c !== undefined && c.res === null && res.req === req && top !== null && !res.writableEnded) {
     watched++;
     c.res = res;
     c.token = token;
@@ -349,7 +387,17 @@ function watchResponseOther(req: IncomingMessage, res: ServerResponse, token: un
     callEnd(end, token, closedStatus(res, socket));
     return;
   }
-  if (wrappedEnd === null) wrapEnd();
+  // A response before this one on the connection that finished without the wrapper seeing its
+  // end() (a library that kept Node's own end() from before the wrapper, and calls it): it ends
+  // now, rather than every later request of a kept-alive connection queueing until it closes.
+  // Where our wrapper is no longer the prototype's end() (another tool's replaced it, perhaps
+  // dropping ours), one goes on top again: two of ours in a chain end a request once.
+  let missed = false;
+  while (c.res !== null && c.res.writableFinished) {
+    if (c.res !== c.awaiting) missed = true; // one seen, its 'finish' not yet emitted, is not
+    finished(c, c.res);
+  }
+  if (top === null || (missed && responseProto.end !== top.fn)) wrapEnd();
   watched++;
   if (c.res === null) {
     c.res = res;

@@ -1091,15 +1091,17 @@ describeBpf('request ends', () => {
     ]);
   });
 
-  it("keeps its wrapper of ServerResponse's end() between requests, and takes it off when its tracker closes", async () => {
-    const { sampler, tracker, records } = setup();
+  it("puts its wrapper of ServerResponse's end() in place with the tracker, keeps it between requests, and takes it off when the tracker closes", async () => {
     const nodeEnd = http.ServerResponse.prototype.end;
+    expect(endWrapped()).toBe(false);
+    const { sampler, tracker, records } = setup();
+    // Before any request: code that keeps a response's end() for later keeps the wrapper.
+    expect(endWrapped()).toBe(true);
     const base = await serve((req, res) => {
       trackRequest(tracker, req, res, '/x');
       res.end('ok');
     });
     sampler.start();
-    expect(endWrapped()).toBe(false);
     const c = await connect(base);
     c.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
     await until(() => records.length === 1);

@@ -1,6 +1,7 @@
 // The wrapper of ServerResponse's end() that ends tracked requests (src/response-finish.ts), with
 // other tools' wrappers of it around. In a file of its own: the wrapper is the process's, and a
-// test here leaves it beneath another tool's.
+// test here leaves it beneath another tool's, then drops that tool's (the last test finds the
+// wrapper gone from the chain, whatever ran before it).
 import * as http from 'node:http';
 import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -44,6 +45,47 @@ function setup() {
 }
 
 describe("ServerResponse's end(), wrapped", () => {
+  it("a response's end() kept while a tracker was open still works after the last tracker closed; a tool's patch of OutgoingMessage's end() made later is not skipped", async () => {
+    const outgoing = http.OutgoingMessage.prototype as unknown as { end: (...a: unknown[]) => unknown };
+    const nodeEnd = outgoing.end;
+    const first = setup();
+    let kept: ((d: string) => void) | undefined;
+    const base = await serve((req, res) => {
+      if (req.url === '/keep') {
+        kept = res.end.bind(res) as (d: string) => void; // as compression or a session store does
+        return;
+      }
+      trackRequest(first.tracker, req, res, '/patched');
+      res.end('ok');
+    });
+    first.sampler.start();
+    // A tool patches OutgoingMessage's end() after jouletrace's wrapper went in.
+    let seen = 0;
+    outgoing.end = function (this: unknown, ...a: unknown[]) {
+      seen++;
+      return nodeEnd.apply(this, a);
+    };
+    cleanups.push(() => {
+      outgoing.end = nodeEnd;
+    });
+    const c = await connect(base);
+    let got = '';
+    c.on('data', (d: Buffer) => (got += String(d)));
+    c.write('GET /patched HTTP/1.1\r\nHost: x\r\n\r\n');
+    await until(() => first.records.length === 1);
+    expect(seen).toBe(1);
+    expect(first.records.map((r) => [r.route, r.statusCode])).toEqual([['/patched', 200]]);
+    c.write('GET /keep HTTP/1.1\r\nHost: x\r\n\r\n');
+    await until(() => kept !== undefined);
+    first.tracker.close();
+    expect(endWrapped()).toBe(false);
+    kept!('late'); // the wrapper it kept, off the prototype now, passes the call on
+    await until(() => got.includes('late'));
+    expect(got).toContain('late');
+    first.sampler.stop();
+    c.destroy();
+  });
+
   it("takes its wrapper of end() off only while it is on top: another tool's wrapper, under or over it, stays and keeps working", async () => {
     const proto = http.ServerResponse.prototype as unknown as { end: (...a: unknown[]) => unknown };
     const nodeEnd = proto.end;
@@ -108,4 +150,41 @@ describe("ServerResponse's end(), wrapped", () => {
     for (const s of [c, d, e]) s.destroy();
   });
 
+
+  it("a response ended through Node's own end(), bypassing the wrapper, ends when the next request on its connection is tracked", async () => {
+    // What a library that captured end() before any tracker ran would call.
+    const nodeEnd = Object.getPrototypeOf(http.ServerResponse.prototype).end as (this: http.ServerResponse, d: string) => void;
+    const { sampler, tracker, records } = setup();
+    const base = await serve((req, res) => {
+      trackRequest(tracker, req, res, req.url!);
+      if (req.url === '/bypass') nodeEnd.call(res.writeHead(203), 'ok');
+      else res.end('ok');
+    });
+    sampler.start();
+    const c = await connect(base);
+    let got = '';
+    c.on('data', (d: Buffer) => (got += String(d)));
+    c.write('GET /bypass HTTP/1.1\r\nHost: x\r\n\r\n');
+    await until(() => got.includes('203'));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(tracker.inFlight).toBe(1); // unseen so far
+    c.write('GET /next HTTP/1.1\r\nHost: x\r\n\r\n');
+    await until(() => records.length === 2);
+    expect(records.map((r) => [r.route, r.statusCode])).toEqual([
+      ['/bypass', 203],
+      ['/next', 200],
+    ]);
+    expect(tracker.inFlight).toBe(0);
+    // The last request on a connection, ended so: at the connection's close, with the status it
+    // was sent with (it finished), not as a client that left.
+    c.write('GET /bypass HTTP/1.1\r\nHost: x\r\n\r\n');
+    await until(() => (got.match(/203/g) ?? []).length === 2);
+    c.destroy();
+    await until(() => records.length === 3);
+    expect(records[2]).toMatchObject({ route: '/bypass', statusCode: 203 });
+    // The test before left the prototype's end() without any wrapper of ours in its chain (its
+    // cleanup deleted the tool's): the miss put one on top again.
+    expect(endWrapped()).toBe(true);
+    sampler.stop();
+  });
 });
