@@ -157,11 +157,12 @@ export class RequestTracker {
     this.#shared = (h, res, o) => this.#onShared(h, res, o);
     this.#channel.sharedListeners.add(this.#shared);
     this.#channel.startPolling();
-    // The process's wrapper of ServerResponse's end(), in place before any request is tracked.
-    retainResponseWatch();
     routesOfCollected.register(this, { channel: this.#channel, routes: this.#routeList });
     if (this.mode === 'exact') this.#enableExact();
     else this.#requests = new SharedRequests();
+    // The process's wrapper of ServerResponse's end(), in place before any request is tracked
+    // (last: a constructor that threw would never release it).
+    retainResponseWatch();
   }
 
   #enableExact(): void {

@@ -2,9 +2,10 @@
 //
 // A 'close' listener per response (and Fastify's onResponse hook, which adds 'finish' and 'error'
 // listeners per response) cost a Fastify hello-world about 1 µs of CPU per request on our test
-// VM, 5% of the whole request. A request ends when its response's end() has handed the whole
+// VM, 5% of the whole request. A request ends when its response's end() has handed the
 // response to the connection: jouletrace wraps ServerResponse.prototype.end once per process
-// (while trackers are open or their requests in flight), and the wrapper finds the request
+// (from a tracker's construction, until trackers are closed and their requests done), and the
+// wrapper finds the request
 // through its connection. Node's 'http.server.response.finish' diagnostics channel, used before,
 // cost Node's own finish path about 250 instructions a request once anything subscribed (it
 // builds and publishes a message, and V8 stops inlining the rest), against about 30 for the
@@ -92,7 +93,7 @@ function noted(req: IncomingMessage, end: End): boolean {
   return w !== undefined && (w === end || (typeof w !== 'function' && w.includes(end)));
 }
 
-// The wrapper is in place while a tracker that has watched requests is open, or requests it
+// The wrapper is in place while a tracker is open (from its construction), or requests it
 // watched are in flight (a tracker closed with requests in flight still sees them end, and frees
 // their span slots). Not per request: the same with Node's finish channel, subscribed and
 // unsubscribed each time the server drained, doubled the CPU per request of a Fastify hello-world.
