@@ -98,7 +98,7 @@ for (const framework of FRAMEWORKS) {
   const before = tracker.routes().reduce((n, r) => n + r.count, 0);
   let trackedChunks = 0;
   const variants = ['bare', 'tracked', ...(h.hook ? ['hook'] : [])];
-  // Warm up every path (optimised code, the tracker's subscription and arrays).
+  // Warm up every path (optimised code, the tracker's arrays).
   for (let i = 0; i < 4; i++) {
     for (const v of variants) await chunk(h[v], v);
     trackedChunks++;

@@ -174,8 +174,7 @@ for (const framework of FRAMEWORKS) {
   for (const v of variants) results[v] = await measure(framework, v);
   const m = (v, k) => median(results[v].map((p) => p[k]));
   // Compared outside the collector: how many scavenges fall in a part moves its count by more
-  // than jouletrace's own allocations (two clock arrays and Node's finish message, about 150
-  // bytes a request) add to them.
+  // than jouletrace's own allocations (its two clock arrays a request) add to them.
   const mutator = (v) => median(results[v].map((p) => p.main - p.gc));
   const bare = results.bare ? mutator('bare') : NaN;
   const alone = results.sampler ? mutator('sampler') : NaN;

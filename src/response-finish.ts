@@ -351,9 +351,9 @@ function tagConnection(socket: TaggedSocket): ConnectionRequests | undefined {
 export function watchResponse(req: IncomingMessage, res: ServerResponse, token: unknown, end: End): void {
   // The common case, small for V8 to inline into track(): a connection of ours (tagged only
   // where it is a real socket) with nothing in flight, and the response Node made for req, still
-  // to end, with the wrapper of end() in place.
+  // to end. (The wrapper of end() is in place: the open tracker calling this holds it.)
   const c = (req.socket as TaggedSocket | null)?.[KEY];
-  if (c !== undefined && c.res === null && res.req === req && top !== null && !res.writableEnded) {
+  if (c !== undefined && c.res === null && res.req === req && !res.writableEnded) {
     watched++;
     c.res = res;
     c.token = token;
@@ -398,7 +398,7 @@ function watchResponseOther(req: IncomingMessage, res: ServerResponse, token: un
     if (c.res !== c.awaiting) missed = true; // one seen, its 'finish' not yet emitted, is not
     finished(c, c.res);
   }
-  if (top === null || (missed && responseProto.end !== top.fn)) wrapEnd();
+  if (missed && responseProto.end !== top?.fn) wrapEnd();
   watched++;
   if (c.res === null) {
     c.res = res;
