@@ -200,6 +200,20 @@ std::string privilegeMessage(const std::string& missing) {
          " (Linux >= 5.8), or use backend 'procfs'.";
 }
 
+// Whether a thread listed while seeding has made, or is about to make, its last switch. tgkill()
+// says ESRCH from the moment a thread is unhashed. A zombie stays hashed, so tgkill() accepts it:
+// a main thread that called pthread_exit() stays one while its process lives, and a whole process
+// stays one until it is reaped. For those the state says it ('Z', set by exit_notify(), like the
+// unhashing a little before the last switch).
+bool threadEnded(uint32_t tgid, uint32_t tid) {
+  if (syscall(SYS_tgkill, pid_t(tgid), pid_t(tid), 0) != 0) return errno == ESRCH;
+  std::string text;
+  const std::string path = "/proc/" + std::to_string(tgid) + "/task/" + std::to_string(tid) + "/stat";
+  if (int e = readSmallFile(path, &text)) return e == -ENOENT || e == -ESRCH;  // reaped meanwhile
+  const char* state = procStatField(text.c_str(), 3);
+  return state && (*state == 'Z' || *state == 'X');
+}
+
 // Set once any tracker in this process has seen a switch-in the kernel did not report: the
 // machine loses them, so trackers opened after attach the repair at once.
 std::atomic<bool> gSwitchInsLost{false};
@@ -345,17 +359,18 @@ int BpfTracker<Build>::seedThreads(uint32_t tgid, uint64_t attachTs) {
 }
 
 // A thread listed before attach that exited before attach made its last switch unseen: its slot
-// would stay "running" forever. Now that every later switch is seen, each seeded thread that is
-// gone is closed here, crediting nothing after the listing. tgkill() says ESRCH from the moment
-// a thread is unhashed, a little before its last switch: the slot is written back only if its
-// sequence count has not moved since it was read (the program's write of that switch wins), which
-// leaves a window of one compare rather than of the whole read-modify-write.
+// would stay "running" forever. Now that every later switch is seen, each seeded thread that has
+// ended (threadEnded: gone, or a zombie, which was listed too) is closed here, crediting nothing
+// after the listing. Either sign comes a little before the thread's last switch: the slot is
+// written back only if its sequence count has not moved since it was read (the program's write of
+// that switch wins), which leaves a window of one compare rather than of the whole
+// read-modify-write.
 template <typename Build>
 void BpfTracker<Build>::retireVanishedSeeds(uint32_t tgid) {
   const int slotFd = bpf_map__fd(skel_->maps.threads);
   const int tidFd = bpf_map__fd(skel_->maps.tid_slot);
   for (const auto& [tid, idx] : seeded_) {
-    if (syscall(SYS_tgkill, pid_t(tgid), pid_t(tid), 0) == 0 || errno != ESRCH) continue;
+    if (!threadEnded(tgid, tid)) continue;
     jt_thread_slot v;
     uint32_t key = idx;
     if (bpf_map_lookup_elem(slotFd, &key, &v) != 0 || v.exited || v.tid != tid || (v.seq & 1)) continue;

@@ -1,0 +1,804 @@
+// Paths of the eBPF thread tracker (bpf/thread_tracker.bpf.c, native/threads/bpf_tracker.cc) that
+// threads-bpf.test.ts leaves out: teardown of every kernel object, slot and tid-table recycling
+// under thread churn, a thread refused a slot and tracked once one frees, a whole tracked process
+// killed mid-run, threads that were zombies at attach, a thread moving between packages,
+// grandchildren and >1,024 followed processes, the two program builds side by side, and the
+// loader's refusals (injected between libbpf and the kernel).
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
+import { openThreadTracker, type BpfProgram, type ThreadSnapshot, type ThreadTracker, type ThreadTrackerOptions } from '../src/threads';
+import { describeBpf } from './fixtures/bpf-required';
+import { Spinner, sleep } from './fixtures/spinner';
+import { expectMonotonic, find } from './fixtures/thread-checks';
+
+const ROOT = path.join(__dirname, '..');
+const ADDON = path.join(ROOT, 'build', 'Release', 'jouletrace.node');
+const DIST = path.join(ROOT, 'dist', 'cjs', 'index.js');
+const BUILDS = ['task-storage', 'compat'] as const;
+
+// /proc/<pid>/task/<tid>/schedstat's on-CPU ns is brought up to date at scheduler events and
+// ticks only: for a thread on a CPU while it is read, it lags by up to one tick (4 ms at HZ=250,
+// 10 ms at HZ=100, the coarsest common setting). That includes a thread /proc already shows
+// asleep: the state is set before the switch-out that brings the count up to date. Bounds on a
+// difference from such a read allow this much.
+const TICK_LAG_NS = 10e6;
+// schedstat runs on the scheduler's clock, the tracker on CLOCK_MONOTONIC; in a VM their rates
+// differ by up to a few tenths of a percent, 1.15% seen once on a busy host (threads-bpf.test.ts).
+const CLOCK_RATE = 0.98;
+
+function kernelNs(tid: number, pid = process.pid): number {
+  return Number(fs.readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+}
+
+function tasks(pid = process.pid): number[] {
+  return fs.readdirSync(`/proc/${pid}/task`).map(Number);
+}
+
+/** A thread's state letter from /proc (R, S, D, Z...). */
+function stateOf(tid: number, pid = process.pid): string {
+  const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+}
+
+/** Waits until /proc shows the thread asleep (see TICK_LAG_NS for what that does not promise). */
+async function untilAsleep(tid: number): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    if (stateOf(tid) !== 'R') return;
+    await sleep(1);
+  }
+  throw new Error(`thread ${tid} stayed runnable for 500 polls`);
+}
+
+/** Collects a stream's output; the function it returns waits for its nth whole line (1-based). */
+function lines(stream: NodeJS.ReadableStream): (n: number) => Promise<string> {
+  let text = '';
+  stream.on('data', (d) => (text += String(d)));
+  return async (n) => {
+    for (let i = 0; i < 1000; i++) {
+      const whole = text.split('\n').slice(0, -1);
+      if (whole.length >= n) return whole[n - 1];
+      await sleep(5);
+    }
+    throw new Error(`no line ${n} in ${JSON.stringify(text)}`);
+  };
+}
+
+function pin(tid: number, cpu: number): void {
+  const r = spawnSync('taskset', ['-pc', String(cpu), String(tid)], { encoding: 'utf8' });
+  expect(r.status, `taskset -pc ${cpu} ${tid} (util-linux): ${r.stderr}`).toBe(0);
+}
+
+/** Polls snapshots until `tid` is reported exited; returns every record of it that was seen. */
+async function untilExited(tracker: ThreadTracker, tid: number, beforeEach?: () => void) {
+  const records = [];
+  for (let i = 0; i < 200; i++) {
+    beforeEach?.();
+    const r = find(tracker.snapshot(), tid);
+    if (r) records.push(r);
+    if (r?.exited) return { final: r, records };
+    await sleep(5);
+  }
+  throw new Error(`thread ${tid} never reported exited`);
+}
+
+/** What this process holds of the kernel's BPF objects, and its fd count as a whole. */
+function bpfHoldings() {
+  const targets: string[] = [];
+  for (const fd of fs.readdirSync('/proc/self/fd')) {
+    try {
+      targets.push(fs.readlinkSync(`/proc/self/fd/${fd}`));
+    } catch {
+      // the directory's own fd, closed by the time it is read
+    }
+  }
+  const mappings = fs.readFileSync('/proc/self/maps', 'utf8').split('\n');
+  return {
+    fds: targets.length,
+    maps: targets.filter((l) => l === 'anon_inode:bpf-map').length,
+    progs: targets.filter((l) => l === 'anon_inode:bpf-prog').length,
+    links: targets.filter((l) => l === 'anon_inode:bpf_link').length,
+    btf: targets.filter((l) => l === 'anon_inode:btf').length,
+    mappings: mappings.filter((l) => l.endsWith('anon_inode:bpf-map')).length,
+  };
+}
+
+/** Kernel ids (prog_id / link_id in fdinfo) of this process's BPF fds of that kind. */
+function bpfIds(kind: 'prog' | 'link'): number[] {
+  const target = kind === 'prog' ? 'anon_inode:bpf-prog' : 'anon_inode:bpf_link';
+  const ids: number[] = [];
+  for (const fd of fs.readdirSync('/proc/self/fd')) {
+    try {
+      if (fs.readlinkSync(`/proc/self/fd/${fd}`) !== target) continue;
+      const m = new RegExp(`^${kind}_id:\\s+(\\d+)`, 'm').exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
+      if (m) ids.push(Number(m[1]));
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return ids;
+}
+
+// bpftool builds the addon (scripts/build-bpf.sh): wherever these tests run from a checkout, it
+// is there, and it is the one way to ask the kernel, from outside, which programs still exist.
+const BPFTOOL = [process.env.BPFTOOL, '/usr/sbin/bpftool', '/usr/bin/bpftool', '/sbin/bpftool'].find((p) => p && fs.existsSync(p));
+
+function kernelIds(kind: 'prog' | 'link'): Set<number> {
+  expect(BPFTOOL, 'bpftool (scripts/build-bpf.sh needs it too)').toBeDefined();
+  const r = spawnSync(BPFTOOL!, ['-j', kind, 'show'], { encoding: 'utf8' });
+  expect(r.status, r.stderr).toBe(0);
+  return new Set((JSON.parse(r.stdout || '[]') as { id: number }[]).map((x) => x.id));
+}
+
+/** Waits for ids to leave the kernel: a link's program is put after an RCU grace period. */
+async function untilGone(kind: 'prog' | 'link', ids: number[]): Promise<number[]> {
+  let left = ids;
+  for (let i = 0; i < 100 && left.length > 0; i++) {
+    if (i > 0) await sleep(20);
+    const live = kernelIds(kind);
+    left = ids.filter((id) => live.has(id));
+  }
+  return left;
+}
+
+for (const bpfProgram of BUILDS) {
+  describeBpf(`eBPF tracker paths (${bpfProgram} build)`, () => {
+    let tracker: ThreadTracker | undefined;
+    const open = (o: ThreadTrackerOptions = {}) => (tracker = openThreadTracker({ backend: 'bpf', bpfProgram, ...o }));
+    const children: ChildProcess[] = [];
+    afterEach(() => {
+      tracker?.close();
+      tracker = undefined;
+      for (const c of children.splice(0)) c.kill('SIGKILL');
+    });
+
+    it('close() gives back every fd, mapping, link and program, though a child forked meanwhile lives on', async () => {
+      // Every program loaded and attached: the repair from the start, followChildren for fork
+      // and exec. A child spawned while the tracker is open would keep the links attached after
+      // close() if any BPF fd lacked O_CLOEXEC. The first spawn of a process opens libuv's
+      // SIGCHLD pipe for good: made before the count.
+      await once(spawn('true'), 'exit');
+      const before = bpfHoldings();
+      const [progsBefore, linksBefore] = [bpfIds('prog'), bpfIds('link')];
+      const t = open({ repairSwitchIns: 'always', followChildren: true });
+      t.snapshot();
+      const during = bpfHoldings();
+      const progIds = bpfIds('prog').filter((id) => !progsBefore.includes(id));
+      const linkIds = bpfIds('link').filter((id) => !linksBefore.includes(id));
+      const live = kernelIds('prog');
+      expect(progIds.length).toBeGreaterThan(0);
+      expect(linkIds.length).toBeGreaterThan(0);
+      expect(progIds.every((id) => live.has(id))).toBe(true);
+      for (const k of ['maps', 'progs', 'links', 'mappings'] as const) expect(during[k], k).toBeGreaterThan(before[k]);
+      const child = spawn('sleep', ['30'], { stdio: 'ignore' });
+      children.push(child);
+      await once(child, 'spawn');
+
+      t.close();
+      tracker = undefined;
+      expect(bpfHoldings()).toEqual(before);
+      expect(await untilGone('link', linkIds)).toEqual([]);
+      expect(await untilGone('prog', progIds)).toEqual([]);
+      expect(child.exitCode).toBeNull(); // still alive: it held nothing
+      expect(() => t.stats()).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_CLOSED' }));
+    });
+
+    it('a worker that ends or is terminated with its tracker open gives everything back', async () => {
+      // A worker shares this process's fd table: the environment cleanup hook must release what
+      // its tracker holds, or each worker's exit leaks maps and leaves programs attached.
+      const before = bpfHoldings();
+      for (const ending of ['returns', 'terminated'] as const) {
+        const gate = new Int32Array(new SharedArrayBuffer(4));
+        const w = new Worker(
+          `const { parentPort, workerData } = require('node:worker_threads');
+           const b = require(${JSON.stringify(ADDON)});
+           const t = new b.ThreadTracker({ backend: 'bpf', bpfProgram: ${JSON.stringify(bpfProgram)}, repairSwitchIns: 'always' });
+           t.snapshot();
+           parentPort.postMessage('open');
+           if (workerData.ending === 'returns') Atomics.wait(workerData.gate, 0, 0);
+           else setInterval(() => t.snapshot(), 1);`,
+          { eval: true, workerData: { gate, ending } },
+        );
+        await once(w, 'message');
+        const during = bpfHoldings();
+        expect(during.progs, ending).toBeGreaterThan(before.progs);
+        expect(during.mappings, ending).toBeGreaterThan(before.mappings);
+        const exited = once(w, 'exit');
+        if (ending === 'returns') {
+          Atomics.store(gate, 0, 1);
+          Atomics.notify(gate, 0);
+        } else {
+          await w.terminate();
+        }
+        await exited;
+        expect(bpfHoldings(), ending).toEqual(before);
+      }
+    });
+
+    it('a tracker left to the garbage collector gives everything back', () => {
+      // A fresh process with --expose-gc: the finalizer, not close(), tears the tracker down.
+      const script = `
+        const b = require(${JSON.stringify(ADDON)});
+        const fs = require('node:fs');
+        const held = () => fs.readdirSync('/proc/self/fd').filter((fd) => {
+          try { return /^anon_inode:(bpf|btf)/.test(fs.readlinkSync('/proc/self/fd/' + fd)); } catch { return false; }
+        }).length + fs.readFileSync('/proc/self/maps', 'utf8').split('\\n').filter((l) => l.endsWith('anon_inode:bpf-map')).length;
+        b.bpfReadiness(); // libbpf loaded before the count
+        const before = held();
+        (() => { new b.ThreadTracker({ backend: 'bpf', bpfProgram: ${JSON.stringify(bpfProgram)} }).snapshot(); })();
+        const during = held();
+        (async () => {
+          let after = held();
+          for (let i = 0; i < 50 && after !== before; i++) {
+            global.gc();
+            await new Promise((r) => setImmediate(r));
+            after = held();
+          }
+          process.stdout.write(JSON.stringify({ before, during, after }));
+        })();`;
+      const r = spawnSync(process.execPath, ['--expose-gc', '-e', script], { encoding: 'utf8' });
+      expect(r.status, r.stderr).toBe(0);
+      const out = JSON.parse(r.stdout);
+      expect(out.during).toBeGreaterThan(out.before);
+      expect(out.after).toBe(out.before);
+    });
+
+    it('recycles slots and tid entries through many more thread lifetimes than it has slots for', async () => {
+      // Two spare slots (a thread Node starts meanwhile may take one): each worker takes a slot,
+      // gives it back once a snapshot has reported its exit, and the next one takes it. More
+      // workers than the compat build's tid table has room for (2 × maxThreads) also shows that
+      // each thread's entry leaves with its last switch.
+      await Promise.all(Array.from({ length: 8 }, () => fs.promises.stat(__filename))); // libuv's pool, started
+      const maxThreads = tasks().length + 2;
+      const t = open({ maxThreads });
+      const rounds = 2 * maxThreads + 2;
+      const generations = new Map<number, number[]>();
+      for (let i = 0; i < rounds; i++) {
+        const w = await Spinner.start();
+        const ranNs = await w.spin(2);
+        expect(find(t.snapshot(), w.tid), `worker ${i} tracked while alive`).toMatchObject({ exited: false });
+        await w.exit();
+        const { final, records } = await untilExited(t, w.tid);
+        expect(records.filter((r) => r.exited)).toHaveLength(1);
+        // Its whole life ran after attach: all of it, to its last switch.
+        expect(final.onCpuNs).toBeGreaterThanOrEqual(ranNs * CLOCK_RATE);
+        expect(final.slot).toBeLessThan(maxThreads);
+        generations.set(final.slot, [...(generations.get(final.slot) ?? []), final.generation]);
+      }
+      // Some slot served several threads, each under a new generation.
+      const reused = [...generations.values()].filter((g) => g.length > 1);
+      expect(reused.length).toBeGreaterThan(0);
+      for (const g of reused) for (let i = 1; i < g.length; i++) expect(g[i]).toBeGreaterThan(g[i - 1]);
+      const s = t.stats();
+      expect(s.droppedThreads).toBe(0);
+      // Exactly the live threads hold slots (and, in the compat build, tid entries): none of
+      // the dead left one behind.
+      const live = tasks().length;
+      expect(s.slotsUsed).toBe(live);
+      expect(s.hashRefs).toBe(bpfProgram === 'compat' ? live : 0);
+    });
+
+    it('counts a thread refused a slot once, and tracks it from its first switch after one frees', async () => {
+      // One spare slot: worker A takes it, worker B finds none. Once A's exit is reported its
+      // slot is free, and B's next switch takes it (the free-slot stack hands out the slot given
+      // back last). B's time before that is not invented; B is not counted dropped again.
+      await Promise.all(Array.from({ length: 8 }, () => fs.promises.stat(__filename)));
+      const t = open({ maxThreads: tasks().length + 1 });
+      const a = await Spinner.start();
+      await a.spin(2);
+      const aSlot = find(t.snapshot(), a.tid)!.slot;
+      const dropped0 = t.stats().droppedThreads;
+      const b = await Spinner.start();
+      try {
+        for (let i = 0; i < 4; i++) await b.spin(10); // 40 ms that must not show up later
+        expect(find(t.snapshot(), b.tid)).toBeUndefined();
+        const dropped1 = t.stats().droppedThreads;
+        expect(dropped1 - dropped0).toBeGreaterThanOrEqual(1);
+        expect(t.stats().slotsUsed).toBe(t.stats().slotsMax);
+
+        await a.exit();
+        let bAtFree = 0;
+        const { final } = await untilExited(t, a.tid, () => (bAtFree = kernelNs(b.tid)));
+        expect(final.slot).toBe(aSlot);
+        await untilAsleep(b.tid);
+        const b0 = kernelNs(b.tid);
+        const b1 = await b.spin(50);
+        await untilAsleep(b.tid);
+        const rec = find(t.snapshot(), b.tid);
+        const bEnd = kernelNs(b.tid);
+        expect(rec).toBeDefined();
+        expect(rec!.slot).toBe(aSlot);
+        expect(rec!.exited).toBe(false);
+        expect(rec!.onCpuNs).toBeGreaterThanOrEqual((b1 - b0) * CLOCK_RATE - TICK_LAG_NS);
+        // Nothing from before its slot was free (B ran 40 ms before it).
+        expect(rec!.onCpuNs).toBeLessThanOrEqual(bEnd - bAtFree + TICK_LAG_NS);
+        expect(t.stats().droppedThreads).toBe(dropped1);
+      } finally {
+        await b.exit();
+      }
+    });
+
+    it('reports every thread of a tracked process killed mid-spin as exited once, with its time, and frees all it held', async () => {
+      // exit_group: the process's threads make their last switches at once, on both CPUs, two
+      // of them from a stint running since before attach (seeded). Each must end with its time,
+      // reported exited once; then the process holds no slot and no tid entry.
+      const child = spawn(process.execPath, ['-e', `
+        const { Worker } = require('node:worker_threads');
+        const src = "require('node:worker_threads').parentPort.postMessage(Number(require('node:fs').readlinkSync('/proc/thread-self').split('/').pop())); for (;;);";
+        const tids = [];
+        for (let i = 0; i < 2; i++) new Worker(src, { eval: true }).on('message', (tid) => {
+          tids.push(tid);
+          if (tids.length === 2) console.log(JSON.stringify(tids));
+        });`], { stdio: ['ignore', 'pipe', 'inherit'] });
+      children.push(child);
+      const spinners = JSON.parse(await lines(child.stdout!)(1)) as number[];
+      const opened = process.hrtime.bigint();
+      const t = open({ pid: child.pid! });
+      const atOpen = spinners.map((tid) => kernelNs(tid, child.pid!));
+      await sleep(150);
+      const threads = tasks(child.pid!);
+      const atKill = spinners.map((tid) => kernelNs(tid, child.pid!));
+      const exited = once(child, 'exit');
+      child.kill('SIGKILL');
+      await exited;
+      const wallNs = Number(process.hrtime.bigint() - opened);
+
+      const snaps: ThreadSnapshot[] = [];
+      for (let i = 0; i < 200; i++) {
+        snaps.push(t.snapshot());
+        const mine = snaps.at(-1)!.threads.filter((r) => r.tgid === child.pid);
+        if (mine.length === 0 && snaps.length > 1) break;
+        await sleep(5);
+      }
+      const records = snaps.flatMap((s) => s.threads.filter((r) => r.tgid === child.pid));
+      expect(snaps.at(-1)!.threads.filter((r) => r.tgid === child.pid)).toEqual([]);
+      for (const tid of threads) {
+        const finals = records.filter((r) => r.tid === tid && r.exited);
+        expect(finals, `thread ${tid}`).toHaveLength(1);
+      }
+      spinners.forEach((tid, i) => {
+        const final = records.find((r) => r.tid === tid && r.exited)!;
+        // What the kernel counted from the open to the kill, both read while it spun.
+        expect(final.onCpuNs).toBeGreaterThanOrEqual((atKill[i] - atOpen[i]) * CLOCK_RATE - TICK_LAG_NS);
+        expect(final.onCpuNs).toBeLessThanOrEqual(wallNs);
+      });
+      for (let i = 1; i < snaps.length; i++) expectMonotonic(snaps[i - 1], snaps[i]);
+      const s = t.stats();
+      expect(s).toMatchObject({ slotsUsed: 0, hashRefs: 0, droppedThreads: 0, attached: true });
+    });
+
+    it('reports a thread that had ended when it opened (a zombie) as exited, once, and keeps nothing of it', async () => {
+      // A main thread that called pthread_exit() stays a zombie while its process lives, and a
+      // process that exited stays one until its parent reaps it: /proc lists both, tgkill()
+      // accepts both, and neither switches again. They used to be seeded as live threads and
+      // reported running (with no time) for good, each holding a slot, and in the compat build a
+      // tid entry, long after the process was gone.
+      const child = spawn('python3', ['-c', `
+import ctypes, os, sys, threading, time
+zombie = os.fork()
+if zombie == 0: os._exit(0)
+def work():
+    sys.stdin.readline()
+    end = time.thread_time() + 0.05
+    while time.thread_time() < end: pass
+    print(threading.get_native_id(), flush=True)
+    os.waitpid(zombie, 0)
+threading.Thread(target=work).start()
+print(zombie, flush=True)
+ctypes.CDLL(None).pthread_exit(None)`], { stdio: ['pipe', 'pipe', 'inherit'] });
+      children.push(child);
+      const line = lines(child.stdout!);
+      const zombie = Number(await line(1));
+      const pid = child.pid!;
+      for (let i = 0; i < 500 && (stateOf(pid, pid) !== 'Z' || stateOf(zombie, zombie) !== 'Z'); i++) await sleep(2);
+      expect([stateOf(pid, pid), stateOf(zombie, zombie)]).toEqual(['Z', 'Z']);
+      const t = open({ pid });
+      const ofZombie = openThreadTracker({ backend: 'bpf', bpfProgram, pid: zombie });
+      try {
+        const first = t.snapshot();
+        expect(find(first, pid)).toMatchObject({ exited: true, onCpuNs: 0 });
+        expect(first.threads.filter((r) => r.tgid === pid && !r.exited).length).toBeGreaterThan(0); // the worker
+        expect(ofZombie.snapshot().threads).toEqual([expect.objectContaining({ tid: zombie, exited: true, onCpuNs: 0 })]);
+        expect(ofZombie.snapshot().threads).toEqual([]);
+
+        const exited = once(child, 'exit');
+        child.stdin!.end('go\n');
+        const worker = Number(await line(2));
+        await exited;
+        const records = [];
+        for (let i = 0; i < 200; i++) {
+          const mine = t.snapshot().threads.filter((r) => r.tgid === pid);
+          if (mine.length === 0) break;
+          records.push(...mine);
+          await sleep(5);
+        }
+        expect(records.filter((r) => r.tid === pid)).toEqual([]); // reported once, at the first snapshot
+        const final = records.find((r) => r.tid === worker && r.exited);
+        expect(final).toBeDefined();
+        expect(final!.onCpuNs).toBeGreaterThanOrEqual(0.05e9 * CLOCK_RATE); // its whole spin came after the open
+        for (const tracker of [t, ofZombie]) expect(tracker.stats()).toMatchObject({ slotsUsed: 0, hashRefs: 0, droppedThreads: 0 });
+      } finally {
+        ofZombie.close();
+      }
+    });
+
+    it.skipIf(os.cpus().length < 2)("splits a thread's time between packages as it moves from one CPU to another", async () => {
+      // CPU 0 is said to be package 5 and CPU 1 package 2: the program's CPU → package table is
+      // the loader's, whatever the numbers. taskset moves a running thread off a CPU before it
+      // returns, so a phase's figures are exact where the thread cannot run any more.
+      const ncpu = os.cpus().length;
+      const cpuPackage = Array.from({ length: ncpu }, (_, i) => (i === 0 ? 5 : i === 1 ? 2 : 0));
+      const t = open({ cpuPackage });
+      const w = await Spinner.start();
+      try {
+        pin(w.tid, 0);
+        await untilAsleep(w.tid);
+        const s0 = t.snapshot();
+        const k0 = kernelNs(w.tid);
+        const k1 = await w.spin(60);
+        const s1a = t.snapshot(); // still on CPU 0 only
+        pin(w.tid, 1);
+        const s1b = t.snapshot(); // nothing more can come on CPU 0
+        await untilAsleep(w.tid);
+        const k1b = kernelNs(w.tid);
+        const k2 = await w.spin(60);
+        await untilAsleep(w.tid);
+        const s2 = t.snapshot();
+        const [r0, r1a, r1b, r2] = [s0, s1a, s1b, s2].map((s) => find(s, w.tid)!);
+        for (const r of [r0, r1a, r1b, r2]) expect(r.pkgNs.reduce((x, y) => x + y, 0)).toBe(r.onCpuNs);
+
+        expect(r1a.pkgNs[5] - r0.pkgNs[5]).toBeGreaterThanOrEqual((k1 - k0) * CLOCK_RATE - TICK_LAG_NS);
+        expect(r1a.pkgNs[2]).toBe(r0.pkgNs[2]);
+        expect(r2.pkgNs[2] - r1b.pkgNs[2]).toBeGreaterThanOrEqual((k2 - k1b) * CLOCK_RATE - TICK_LAG_NS);
+        expect(r2.pkgNs[5]).toBe(r1b.pkgNs[5]);
+        // No other package's figure moved once the thread was pinned.
+        for (let p = 0; p < 8; p++) if (p !== 5 && p !== 2) expect(r2.pkgNs[p]).toBe(r0.pkgNs[p]);
+        // Each CPU was busy at least as long as the thread ran on it. 1 ms: a switch landing
+        // between a snapshot's reading of a CPU and of the thread.
+        expect(s1a.cpus[0].busyNs - s0.cpus[0].busyNs + 1e6).toBeGreaterThanOrEqual(r1a.pkgNs[5] - r0.pkgNs[5]);
+        expect(s2.cpus[1].busyNs - s1b.cpus[1].busyNs + 1e6).toBeGreaterThanOrEqual(r2.pkgNs[2] - r1b.pkgNs[2]);
+      } finally {
+        await w.exit();
+      }
+    });
+
+    it('follows grandchildren, and no process that was already running when it opened', async () => {
+      // A process forked by a followed child is followed too. One that existed before the
+      // tracker opened is not, nor are its forks (the CLI stops its child before opening for
+      // this reason): the program follows forks, and only the target's threads are listed.
+      const py = (wait: boolean) => `
+import json, os, sys, time
+${wait ? 'sys.stdin.readline()' : ''}
+def spin(s):
+    while time.process_time() < s: pass
+kid = os.fork()
+if kid == 0:
+    spin(0.05); os._exit(0)
+spin(0.05)
+os.waitpid(kid, 0)
+print(json.dumps({'pid': os.getpid(), 'kid': kid, 'cpu': time.process_time()}), flush=True)
+os._exit(0)`;
+      const collect = (c: ChildProcess) =>
+        new Promise<{ pid: number; kid: number; cpu: number }>((resolve, reject) => {
+          let out = '';
+          c.stdout!.on('data', (d) => (out += String(d)));
+          c.once('exit', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`exit ${code}: ${out}`))));
+        });
+      const pre = spawn('python3', ['-c', py(true)], { stdio: ['pipe', 'pipe', 'inherit'] });
+      children.push(pre);
+      const preDone = collect(pre);
+      await once(pre, 'spawn');
+      const t = open({ followChildren: true });
+      // sh forks python (no exec of the last command: `; true` follows), which forks again.
+      const post = spawn('sh', ['-c', 'python3 -c "$0"; true', py(false)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      children.push(post);
+      const postDone = collect(post);
+      pre.stdin!.end('go\n');
+      const [preOut, postOut] = await Promise.all([preDone, postDone]);
+      await sleep(20);
+      const s = t.snapshot();
+      const of = (tgid: number) => s.threads.filter((r) => r.tgid === tgid);
+      expect(of(preOut.pid)).toEqual([]);
+      expect(of(preOut.kid)).toEqual([]);
+      const grandchild = of(postOut.pid);
+      const greatGrandchild = of(postOut.kid);
+      expect(grandchild.length).toBeGreaterThan(0);
+      expect(greatGrandchild.length).toBeGreaterThan(0);
+      for (const r of [...grandchild, ...greatGrandchild]) expect(r.exited).toBe(true);
+      // The grandchild's CPU time, as it read it just before its _exit: all of it tracked.
+      const sum = (rs: typeof grandchild) => rs.reduce((n, r) => n + r.onCpuNs, 0);
+      expect(sum(grandchild)).toBeGreaterThanOrEqual(postOut.cpu * 1e9 * CLOCK_RATE);
+      expect(sum(greatGrandchild)).toBeGreaterThanOrEqual(0.05e9 * CLOCK_RATE);
+    });
+
+    it('keeps following processes forked after 1,100 followed ones came and went', async () => {
+      // The compat build keeps followed processes in a table of 1,024; each must leave it with
+      // its last thread, or after 1,024 short-lived children every later one goes unfollowed
+      // (counted dropped). dash forks a subshell for each `( exit 0 )`.
+      const t = open({ followChildren: true });
+      const r = spawnSync('sh', ['-c', `i=0; while [ $i -lt 1100 ]; do ( exit 0 ); i=$((i+1)); done
+sh -c 'echo $$; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done'; true`], { encoding: 'utf8', timeout: 30_000 });
+      expect(r.status, r.stderr).toBe(0);
+      const last = Number(r.stdout.trim());
+      await sleep(20);
+      const s = t.snapshot();
+      const followed = s.threads.filter((x) => x.tgid !== process.pid);
+      const tgids = new Set(followed.map((x) => x.tgid));
+      expect(tgids.size).toBeGreaterThanOrEqual(1102); // the shell, its 1,100 subshells, the last sh
+      expect(followed.filter((x) => !x.exited)).toEqual([]);
+      const lastThreads = followed.filter((x) => x.tgid === last);
+      expect(lastThreads).toHaveLength(1);
+      expect(lastThreads[0].onCpuNs).toBeGreaterThan(0);
+      const st = t.stats();
+      expect(st.droppedThreads).toBe(0);
+      // The followed processes left no tid entry behind: only this process's live threads.
+      expect(st.hashRefs).toBe(bpfProgram === 'compat' ? tasks().length : 0);
+    });
+  });
+}
+
+describeBpf('eBPF tracker: both program builds attached at once', () => {
+  it('report the same on-CPU time for a thread, and each CPU accounts for all the time between snapshots', async () => {
+    // Both programs run at every switch, one after the other, each timing the same switches:
+    // a thread's stints differ between them by the other program's run time at each end.
+    const repair = { repairSwitchIns: 'always' as const };
+    const trackers = BUILDS.map((bpfProgram: BpfProgram) => openThreadTracker({ backend: 'bpf', bpfProgram, ...repair }));
+    const w = await Spinner.start();
+    try {
+      const first = trackers.map((t) => t.snapshot());
+      const ranNs = await w.spin(100);
+      await untilAsleep(w.tid);
+      const second = trackers.map((t) => t.snapshot());
+      const [ts, compat] = second.map((s) => find(s, w.tid)!.onCpuNs);
+      expect(ts).toBeGreaterThanOrEqual(ranNs * CLOCK_RATE);
+      // 0.5 ms and 0.5%: program run times, microseconds per switch, over the stints of 100 ms.
+      expect(Math.abs(ts - compat)).toBeLessThanOrEqual(0.5e6 + ts * 0.005);
+      trackers.forEach((_, i) => {
+        const [a, b] = [first[i], second[i]];
+        const wall = Number(b.timeNs - a.timeNs);
+        b.cpus.forEach((c, cpu) => {
+          const before = a.cpus[cpu].busyNs + a.cpus[cpu].idleNs;
+          if (before === 0) return; // no timed switch there yet (an isolated CPU): nothing to check
+          // Busy and idle together run with the clock once a CPU has had a timed switch. 1 ms: a
+          // switch between a snapshot's clock read and its read of that CPU shows early.
+          const covered = c.busyNs + c.idleNs - before;
+          expect(covered, `cpu ${cpu}`).toBeGreaterThanOrEqual(wall - 1e6);
+          expect(covered, `cpu ${cpu}`).toBeLessThanOrEqual(wall + 1e6);
+        });
+      });
+    } finally {
+      await w.exit();
+      for (const t of trackers) t.close();
+    }
+  });
+});
+
+// Refusals the kernel gives on other machines, made here by an LD_PRELOAD shim between libbpf
+// and the kernel: libbpf (a shared library) calls syscall(__NR_bpf, ...) and the loader calls
+// access() on the BTF file, both through the PLT. Each case runs in a child process.
+const SHIM_SOURCE = String.raw`
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+
+/* bpf(2) commands, and offsets in union bpf_attr (include/uapi/linux/bpf.h): map_type for
+ * MAP_CREATE, prog_name for PROG_LOAD. tp_btf and iter links come from RAW_TRACEPOINT_OPEN or
+ * LINK_CREATE, depending on the libbpf version. */
+enum { MAP_CREATE = 0, PROG_LOAD = 5, RAW_TRACEPOINT_OPEN = 17, LINK_CREATE = 28 };
+enum { MAP_TYPE_AT = 0, PROG_NAME_AT = 48, OBJ_NAME_LEN = 16 };
+
+static long env_long(const char *name)
+{
+	const char *v = getenv(name);
+	return v ? strtol(v, NULL, 10) : 0;
+}
+
+/* The errno to refuse this bpf() call with, or 0 to let it through. */
+static int refusal(long cmd, const char *attr)
+{
+	const long err = env_long("JT_FAULT_ERRNO");
+	const char *prog = getenv("JT_FAULT_PROG");
+	unsigned int map_type;
+
+	if (!err || !attr)
+		return 0;
+	if (cmd == MAP_CREATE && getenv("JT_FAULT_MAP_TYPE")) {
+		memcpy(&map_type, attr + MAP_TYPE_AT, sizeof map_type);
+		return map_type == (unsigned long)env_long("JT_FAULT_MAP_TYPE") ? (int)err : 0;
+	}
+	if (cmd == PROG_LOAD && prog)
+		return strncmp(attr + PROG_NAME_AT, prog, OBJ_NAME_LEN) == 0 ? (int)err : 0;
+	if ((cmd == RAW_TRACEPOINT_OPEN || cmd == LINK_CREATE) && getenv("JT_FAULT_ATTACH"))
+		return (int)err;
+	return 0;
+}
+
+/* glibc's syscall() takes six arguments whatever the call; so does this one. */
+long syscall(long number, ...)
+{
+	static long (*next)(long, ...);
+	long a[6];
+	va_list ap;
+	int err;
+
+	va_start(ap, number);
+	for (int i = 0; i < 6; i++)
+		a[i] = va_arg(ap, long);
+	va_end(ap);
+	if (number == SYS_bpf && (err = refusal(a[0], (const char *)a[1]))) {
+		errno = err;
+		return -1;
+	}
+	if (!next)
+		next = (long (*)(long, ...))dlsym(RTLD_NEXT, "syscall");
+	return next(number, a[0], a[1], a[2], a[3], a[4], a[5]);
+}
+
+int access(const char *path, int mode)
+{
+	static int (*next)(const char *, int);
+
+	if (getenv("JT_FAULT_NO_BTF") && strcmp(path, "/sys/kernel/btf/vmlinux") == 0) {
+		errno = ENOENT;
+		return -1;
+	}
+	if (!next)
+		next = (int (*)(const char *, int))dlsym(RTLD_NEXT, "access");
+	return next(path, mode);
+}
+`;
+
+// errno values as Linux numbers them on every architecture.
+const EPERM = 1;
+const EINVAL = 22;
+// include/uapi/linux/bpf.h, enum bpf_map_type.
+const BPF_MAP_TYPE_TASK_STORAGE = 29;
+
+type Opened = { ok: true; program: string; programReason: string; repairHook: string; attached: boolean; threads: number; events: number };
+type Refused = { ok: false; code: string; message: string };
+type Outcome = Opened | Refused;
+
+describeBpf('eBPF tracker load and attach failures (kernel refusals injected)', () => {
+  let dir = '';
+  let shim = '';
+  beforeAll(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-bpf-faults-'));
+    fs.writeFileSync(path.join(dir, 'shim.c'), SHIM_SOURCE);
+    shim = path.join(dir, 'shim.so');
+    const cc = spawnSync('cc', ['-shared', '-fPIC', '-O2', '-Wall', '-Wextra', '-Werror', '-o', shim, path.join(dir, 'shim.c'), '-ldl'], { encoding: 'utf8' });
+    expect(cc.error, 'a C compiler (cc) builds the fault-injection shim').toBeUndefined();
+    expect(cc.status, cc.stderr).toBe(0);
+  });
+  afterAll(() => {
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** Opens a tracker per option set in a child under the shim; what each did, and what leaked. */
+  function underFault(fault: Record<string, string | number>, optionSets: ThreadTrackerOptions[]) {
+    const script = `
+      const fs = require('node:fs');
+      const { openThreadTracker, bpfReadiness } = require(${JSON.stringify(DIST)});
+      const held = () => fs.readdirSync('/proc/self/fd').filter((fd) => {
+        try { return /^anon_inode:(bpf|btf)/.test(fs.readlinkSync('/proc/self/fd/' + fd)); } catch { return false; }
+      }).length + fs.readFileSync('/proc/self/maps', 'utf8').split('\\n').filter((l) => l.endsWith('anon_inode:bpf-map')).length;
+      const readiness = bpfReadiness();
+      const before = held();
+      const outcomes = ${JSON.stringify(optionSets)}.map((o) => {
+        try {
+          const t = openThreadTracker({ backend: 'bpf', ...o });
+          const snap = t.snapshot();
+          const s = t.stats();
+          t.close();
+          return { ok: true, program: s.program, programReason: s.programReason, repairHook: s.repairHook, attached: s.attached, threads: snap.threads.length, events: s.events };
+        } catch (e) {
+          return { ok: false, code: e.code, message: e.message };
+        }
+      });
+      process.stdout.write(JSON.stringify({ readiness, before, after: held(), outcomes }));`;
+    const env: NodeJS.ProcessEnv = { ...process.env, LD_PRELOAD: shim };
+    for (const [k, v] of Object.entries(fault)) env[k] = String(v);
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env });
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout) as { readiness: { btf: boolean; ready: boolean; reason: string }; before: number; after: number; outcomes: Outcome[] };
+    // Whatever happened, nothing stays open: a failed open tears down what it had made.
+    expect(out.after).toBe(out.before);
+    return out;
+  }
+
+  const refused = (o: Outcome): Refused => {
+    expect(o.ok, JSON.stringify(o)).toBe(false);
+    return o as Refused;
+  };
+  const opened = (o: Outcome): Opened => {
+    expect(o.ok, JSON.stringify(o)).toBe(true);
+    return o as Opened;
+  };
+
+  it('falls back to the compat build when the kernel refuses task-local storage, unless task-storage was asked for', () => {
+    const out = underFault({ JT_FAULT_ERRNO: EINVAL, JT_FAULT_MAP_TYPE: BPF_MAP_TYPE_TASK_STORAGE }, [{}, { bpfProgram: 'task-storage' }]);
+    const auto = opened(out.outcomes[0]);
+    expect(auto.program).toBe('compat');
+    expect(auto.programReason).toBe(
+      `the kernel refused the task-storage build: jouletrace: loading the BPF program (kernel ${os.release()}) failed: Invalid argument`,
+    );
+    expect(auto.attached).toBe(true);
+    expect(auto.threads).toBeGreaterThan(0);
+    const requested = refused(out.outcomes[1]);
+    expect(requested.code).toBe('EINVAL');
+    expect(requested.message).toMatch(/^jouletrace: loading the BPF program \(kernel [^)]+\) failed: Invalid argument\n/);
+    expect(requested.message).toContain("map 'task_refs'"); // libbpf's own words, kept
+    expect(requested.message).not.toContain('compat');
+  });
+
+  it('opens without the switch-in repair when the kernel refuses that program alone, and says so', () => {
+    const out = underFault({ JT_FAULT_ERRNO: EINVAL, JT_FAULT_PROG: 'handle_runtime' }, [
+      { repairSwitchIns: 'always' },
+      { bpfProgram: 'compat', repairSwitchIns: 'auto' },
+    ]);
+    for (const o of out.outcomes.map(opened)) {
+      expect(o.repairHook).toBe('off: the kernel refused tp_btf/sched_stat_runtime (Invalid argument)');
+      expect(o.attached).toBe(true);
+      expect(o.threads).toBeGreaterThan(0);
+    }
+  });
+
+  it('reports a refused load as is when it is EPERM, and tries the compat build for any other errno', () => {
+    // EPERM would refuse the compat build as well (lockdown, seccomp): the first error stands,
+    // with the remedies. EINVAL may be the task-storage build's own: the compat build is tried,
+    // and with both refused, both errors are given.
+    const eperm = refused(underFault({ JT_FAULT_ERRNO: EPERM, JT_FAULT_PROG: 'handle_switch' }, [{}]).outcomes[0]);
+    expect(eperm.code).toBe('EPERM');
+    expect(eperm.message).toMatch(/^jouletrace: loading the BPF program \(kernel [^)]+\) failed: Operation not permitted, though this process has CAP_BPF/);
+    for (const remedy of ['seccomp', 'lockdown', "backend 'procfs'"]) expect(eperm.message).toContain(remedy);
+    expect(eperm.message).not.toContain('failed first');
+
+    const einval = refused(underFault({ JT_FAULT_ERRNO: EINVAL, JT_FAULT_PROG: 'handle_switch' }, [{}]).outcomes[0]);
+    expect(einval.code).toBe('EINVAL');
+    expect(einval.message).toContain("failed to load object 'thread_tracker_compat'");
+    expect(einval.message).toContain('\n(the task-storage build failed first: jouletrace: loading the BPF program');
+    expect(einval.message).toContain("failed to load object 'thread_tracker'\n");
+  });
+
+  it('tears a tracker down when attaching fails after the load, naming the hook, and does not try the other build', () => {
+    // Loaded, then refused: the other build would meet the same refusal. The child's fd and
+    // mapping count after the failures is checked by underFault.
+    const out = underFault({ JT_FAULT_ERRNO: EPERM, JT_FAULT_ATTACH: 1 }, [{}, { bpfProgram: 'compat' }]);
+    const [auto, compat] = out.outcomes.map(refused);
+    expect(auto.code).toBe('EPERM');
+    expect(auto.message).toMatch(/^jouletrace: attaching tp_btf\/sched_process_fork failed: Operation not permitted, though/);
+    expect(auto.message).not.toContain('failed first');
+    expect(compat.code).toBe('EPERM');
+    expect(compat.message).toMatch(/^jouletrace: attaching tp_btf\/sched_switch failed: Operation not permitted, though/);
+    for (const m of [auto.message, compat.message]) expect(m).toContain("backend 'procfs'");
+  });
+
+  it('refuses with ERR_JOULETRACE_NO_BTF, before loading anything, on a kernel without BTF', () => {
+    const out = underFault({ JT_FAULT_NO_BTF: 1 }, [{}, { bpfProgram: 'compat' }]);
+    expect(out.readiness).toMatchObject({ ready: false, btf: false });
+    expect(out.readiness.reason).toContain('CONFIG_DEBUG_INFO_BTF=y');
+    for (const o of out.outcomes.map(refused)) {
+      expect(o.code).toBe('ERR_JOULETRACE_NO_BTF');
+      expect(o.message).toBe(
+        `jouletrace: kernel has no BTF (/sys/kernel/btf/vmlinux); needs CONFIG_DEBUG_INFO_BTF=y, Linux >= 5.8 (running ${os.release()}). Use backend 'procfs' instead.`,
+      );
+    }
+  });
+
+  it('refuses a pid with no process behind it, naming the pid', async () => {
+    const gone = spawn('true');
+    await once(gone, 'exit'); // reaped by Node: the pid is free
+    for (const bpfProgram of BUILDS) {
+      expect(() => openThreadTracker({ backend: 'bpf', bpfProgram, pid: gone.pid! })).toThrow(
+        expect.objectContaining({ code: 'ESRCH', message: `jouletrace: no process with pid ${gone.pid} to track` }),
+      );
+    }
+  });
+});
