@@ -442,7 +442,7 @@ export class RequestTracker {
       return; // a second end()
     }
     try {
-      this.#channel.endRequest(h, id, false);
+      this.#channel.endRequest(h, id);
     } catch {
       /* already gone with the channel */
     }
@@ -455,7 +455,7 @@ export class RequestTracker {
   #endSilently(r: SharedRequests, h: number, id: number): void {
     let silent = false;
     try {
-      silent = this.#channel.endRequest(h, id, true);
+      silent = this.#channel.endRequestSilently(h, id);
     } catch {
       /* already gone with the channel */
     }
@@ -474,7 +474,7 @@ export class RequestTracker {
   // frees the slot; aggregated by the sampler thread all the same (not when never measured).
   #endUnrecorded(h: number): void {
     try {
-      this.#channel.endRequest(h, 0, true);
+      this.#channel.endRequestSilently(h, 0);
     } catch {
       /* already gone with the channel */
     }

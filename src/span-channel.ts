@@ -129,14 +129,17 @@ export function slotOfHandle(h: number): number {
 // is read again at the next step. A field left stale changes the check unless the odd
 // multipliers below cancel over two or more fields, about 2^-32 per such read.
 // Mirrored in native/spans/span_log.h. Exported for the test that forges an event.
+// Math.imul held: each call then loads one variable, not a global and its property, and the
+// function's bytecode fits V8's inlining budget beside hrtime() and #write() (see bench/RESULTS.md).
+const imul = Math.imul;
 /** @internal */
 export function eventCheck(seq: number, handle: number, typeLabel: number, sec: number, nsec: number): number {
   return (
-    (Math.imul(seq, 0x9e3779b1) +
-      Math.imul(handle, 0x85ebca77) +
-      Math.imul(typeLabel, 0xc2b2ae3d) +
-      Math.imul(sec, 0x27d4eb2f) +
-      Math.imul(nsec, 0x165667b1) +
+    (imul(seq, 0x9e3779b1) +
+      imul(handle, 0x85ebca77) +
+      imul(typeLabel, 0xc2b2ae3d) +
+      imul(sec, 0x27d4eb2f) +
+      imul(nsec, 0x165667b1) +
       0x6a09e667) |
     0
   );
@@ -389,7 +392,17 @@ export class SpanChannel {
     ev[o + 3] = typeLabel;
     ev[o + 4] = sec;
     ev[o + 5] = nsec;
-    ev[o] = eventCheck(head, handle, typeLabel, sec, nsec);
+    // eventCheck(), written out: as a call it counts twice against V8's inlining budget in a
+    // caller inlining this (once within this function's own optimised code), and the request's
+    // end then kept it out of line.
+    ev[o] =
+      (imul(head, 0x9e3779b1) +
+        imul(handle, 0x85ebca77) +
+        imul(typeLabel, 0xc2b2ae3d) +
+        imul(sec, 0x27d4eb2f) +
+        imul(nsec, 0x165667b1) +
+        0x6a09e667) |
+      0;
     ev[o + 1] = head; // last: the sampler reads it first
     this.#head = (head + 1) | 0;
     return true;
@@ -581,39 +594,54 @@ export class SpanChannel {
   }
 
   /**
-   * @internal endOwn() for a request's span (beginShared) that its tracker holds as open. The
-   * common case, written out: through endOwn() and end()'s checks, a request's end took about 50
-   * instructions more (callgrind, bench/request-instructions.mjs). `route`: its route's id
-   * (newRouteId()) where its begin did not name it, else 0. `silent`: its tracker wants no
-   * result; the sampler thread adds it to its route, and its slot is free at once. Returns
-   * whether it ended so (otherwise its result will come).
+   * @internal endOwn() for a request's span (beginShared) that its tracker holds as open, its
+   * result to come. The common case, written out: through endOwn() and end()'s checks, a
+   * request's end took about 50 instructions more (callgrind, bench/request-instructions.mjs).
+   * `route`: its route's id (newRouteId()) where its begin did not name it, else 0.
    */
-  endRequest(h: number, route: number, silent: boolean): boolean {
+  endRequest(h: number, route: number): void {
     const slot = h & (MAX_OPEN - 1);
     const word = this.#slots[slot];
     // OPEN, and the span h names (its generation): one read of the slot's word.
     if ((word & (STATE_BITS | GEN_MASK)) === ((OPEN << STATE_SHIFT) | ((h >>> SLOT_BITS) & GEN_MASK)) && this.#lateEnds.length === 0) {
       const t = hrtime();
-      if (this.#write(END, h, silent ? route | END_SILENT : route, t[0], t[1])) {
-        if (silent) {
-          // FREE (0), no delivery: a new span may take the slot before this one settles (the
-          // sampler thread keeps this one apart then).
-          this.#slots[slot] = word & ~(STATE_BITS | NUMERIC_BITS);
-          this.#release(slot);
-        } else {
-          this.#slots[slot] = (word & ~STATE_BITS) | (ENDED << STATE_SHIFT);
-        }
-        return silent;
+      if (this.#write(END, h, route, t[0], t[1])) {
+        this.#slots[slot] = (word & ~STATE_BITS) | (ENDED << STATE_SHIFT);
+        return;
+      }
+    }
+    this.#endRequestLater(h, route);
+  }
+
+  /**
+   * @internal endRequest() for a request whose tracker wants no result: the sampler thread adds
+   * it to its route, and its slot is free at once. Returns whether it ended so (otherwise its
+   * result will come). Apart from endRequest(), not a flag of it: a server's every request ends
+   * here, and one function fewer branches keeps it, the clock read, the event write and its check
+   * within V8's inlining budget (920 bytes of bytecode) in the caller.
+   */
+  endRequestSilently(h: number, route: number): boolean {
+    const slot = h & (MAX_OPEN - 1);
+    const word = this.#slots[slot];
+    // OPEN, and the span h names (its generation): one read of the slot's word.
+    if ((word & (STATE_BITS | GEN_MASK)) === ((OPEN << STATE_SHIFT) | ((h >>> SLOT_BITS) & GEN_MASK)) && this.#lateEnds.length === 0) {
+      const t = hrtime();
+      if (this.#write(END, h, route | END_SILENT, t[0], t[1])) {
+        // FREE (0), no delivery: a new span may take the slot before this one settles (the
+        // sampler thread keeps this one apart then).
+        this.#slots[slot] = word & ~(STATE_BITS | NUMERIC_BITS);
+        this.#release(slot);
+        return true;
       }
     }
     this.#endRequestLater(h, route);
     return false;
   }
 
-  // The rest of endRequest(), apart so that it stays as small as V8 inlines: an end that found
-  // the event ring full (or ends queued before it) is written again by poll(), with its route,
-  // and its result comes; a request settled by stop() while open, or never measured, ends
-  // through end() (not where users' spans end, which must stay small too).
+  // The rest of endRequest() and endRequestSilently(), apart so that they stay as small as V8
+  // inlines: an end that found the event ring full (or ends queued before it) is written again
+  // by poll(), with its route, and its result comes; a request settled by stop() while open, or
+  // never measured, ends through end() (not where users' spans end, which must stay small too).
   #endRequestLater(h: number, route: number): void {
     const slot = h & (MAX_OPEN - 1);
     if (this.#stateOf(slot) !== OPEN || !this.#current(h, slot)) {

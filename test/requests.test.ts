@@ -1202,8 +1202,11 @@ describeBpf('request ends', () => {
         const what = `${mode}, ${closing} closed`;
         expect(records.map((r) => [r.route, r.statusCode, r.incomplete]), what).toEqual([['/later', 202, closing === 'sampler']]);
         expect(tracker.inFlight, what).toBe(0);
-        // The tracker kept measuring: the 2 ms spin after close() counts (in exact mode, through the async hook it kept).
-        if (closing === 'tracker') expect(records[0].onCpuNs, what).toBeGreaterThan(1.6e6);
+        // The tracker kept measuring: the 2 ms spin after close() counts (in exact mode, through the
+        // async hook it kept). Half of it at least: the spin is of the process's CPU, which other
+        // threads (the sampler's, V8's compilers) also spend, 28% of it once in the full suite;
+        // one that stopped at close() would miss the spin, its request otherwise idle (a 30 ms timer).
+        if (closing === 'tracker') expect(records[0].onCpuNs, what).toBeGreaterThan(1e6);
         if (closing === 'tracker') sampler.stop();
         c.destroy();
       }

@@ -6,7 +6,8 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { RequestTracker, Sampler, trackRequest, type RequestRecord } from '../src/index';
+import { RequestTracker, trackRequest, type RequestRecord } from '../src/index';
+import { trackerWithRecords, until } from './fixtures/request-endings';
 import { endWrapped } from '../src/response-finish';
 
 const cleanups: Array<() => unknown> = [];
@@ -14,9 +15,6 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function until(cond: () => boolean, ms = 2000): Promise<void> {
-  for (const end = Date.now() + ms; !cond() && Date.now() < end; ) await new Promise((r) => setTimeout(r, 5));
-}
 
 async function serve(handler: http.RequestListener): Promise<string> {
   const server = http.createServer(handler);
@@ -33,16 +31,7 @@ function connect(base: string): Promise<net.Socket> {
   });
 }
 
-// procfs and the model source: these tests are about when requests end, not their joules.
-function setup() {
-  const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
-  const tracker = new RequestTracker(sampler);
-  const records: RequestRecord[] = [];
-  tracker.onRequest((rs) => records.push(...rs));
-  cleanups.push(() => sampler.close());
-  cleanups.push(() => tracker.close());
-  return { sampler, tracker, records };
-}
+const setup = () => trackerWithRecords(cleanups);
 
 describe("ServerResponse's end(), wrapped", () => {
   it("a response's end() kept while a tracker was open still works after the last tracker closed; a tool's patch of OutgoingMessage's end() made later is not skipped", async () => {
