@@ -125,7 +125,10 @@ function bpfIds(kind: 'prog' | 'link'): number[] {
 
 // bpftool builds the addon (scripts/build-bpf.sh): wherever these tests run from a checkout, it
 // is there, and it is the one way to ask the kernel, from outside, which programs still exist.
-const BPFTOOL = [process.env.BPFTOOL, '/usr/sbin/bpftool', '/usr/bin/bpftool', '/sbin/bpftool'].find((p) => p && fs.existsSync(p));
+// Found as that script finds it: $BPFTOOL, else the PATH, else /usr/sbin.
+const BPFTOOL = [process.env.BPFTOOL, ...(process.env.PATH ?? '').split(':').filter(Boolean).map((d) => path.join(d, 'bpftool')), '/usr/sbin/bpftool'].find(
+  (p) => p && fs.existsSync(p),
+);
 
 function kernelIds(kind: 'prog' | 'link'): Set<number> {
   expect(BPFTOOL, 'bpftool (scripts/build-bpf.sh needs it too)').toBeDefined();
