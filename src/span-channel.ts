@@ -128,9 +128,10 @@ export function slotOfHandle(h: number): number {
 // so the sampler also takes the event only if its check matches: a half-written or stale event
 // is read again at the next step. A field left stale changes the check unless the odd
 // multipliers below cancel over two or more fields, about 2^-32 per such read.
-// Mirrored in native/spans/span_log.h. Exported for the test that forges an event.
-// Math.imul held: each call then loads one variable, not a global and its property, and the
-// function's bytecode fits V8's inlining budget beside hrtime() and #write() (see bench/RESULTS.md).
+// Mirrored in native/spans/span_log.h, and written out in #write (keep the three alike; every
+// span test fails if #write's differs). Exported for the test that forges an event.
+// Math.imul held: each use loads one variable, not a global and its property, which keeps #write's
+// bytecode small for V8's inlining budget (see bench/RESULTS.md, "The request's end inlined whole").
 const imul = Math.imul;
 /** @internal */
 export function eventCheck(seq: number, handle: number, typeLabel: number, sec: number, nsec: number): number {
