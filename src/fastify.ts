@@ -94,8 +94,8 @@ export function fastifyEnergy(app: FastifyLike, options: FastifyEnergyOptions, d
     return;
   }
   app.decorate?.('jouletrace', tracker);
-  // A tracker made here is this app's: it goes with the app (its hold on the end() wrapper and its span arrays
-  // would otherwise outlive it). One passed in belongs to the caller.
+  // A tracker made here is this app's: it goes with the app (its hold on the end() wrapper and
+  // its span arrays would otherwise outlive it). One passed in belongs to the caller.
   if (!(options?.tracker instanceof RequestTracker)) app.addHook('onClose', (_instance: unknown, next: () => void) => {
     tracker.close();
     next();

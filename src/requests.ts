@@ -16,7 +16,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { checkIntegerInRange, checkKnownKeys, checkObject, checkOneOf, JouletraceError } from './errors';
 import type { Sampler } from './sampler';
 import { callListeners } from './listeners';
-import { releaseResponseWatch, retainResponseWatch, watchedFor, watchResponse } from './response-finish';
+import { releaseResponseWatch, retainResponseWatch, watchedFor, watchResponse } from './response-end';
 import { FLAG_AGGREGATED, FLAG_ESTIMATED, FLAG_INCOMPLETE, ROUTE_SUMMARY_WORDS, slotOfHandle, SPAN_SLOTS, type NumericResultListener, type SpanChannel } from './span-channel';
 import { EXACT_REQUEST_TOKEN, type RequestRecord, type RouteStats } from './span-types';
 
@@ -126,7 +126,7 @@ export class RequestTracker {
   #capture: (() => unknown) | null = null;
   // A response's end, for requests that track() watches: a shared-mode request's token is its
   // span handle, a number; negated for a request begun without a record to come (see track()).
-  readonly #endAtFinish = (token: unknown, statusCode: number) =>
+  readonly #endAtResponseEnd = (token: unknown, statusCode: number) =>
     typeof token !== 'number'
       ? this.end(token as RequestToken, statusCode)
       : token < 0
@@ -226,9 +226,9 @@ export class RequestTracker {
    * Starts accounting for a request. It ends when its response has ended (its end() handed it
    * whole to the connection, else at its finish) with its status code, or when the connection
    * closes first (499, or the status already sent); on Node's HTTP/1 server no listener is added
-   * to the response in the common case (see response-finish.ts). `route` is the route pattern, or a function called at the end (frameworks
-   * know the route only after routing). In exact mode, `run` is called inside the request's
-   * context.
+   * to the response in the common case (see response-end.ts). `route` is the route pattern, or a
+   * function called at the end (frameworks know the route only after routing). In exact mode,
+   * `run` is called inside the request's context.
    */
   track(req: IncomingMessage, res: ServerResponse, route?: string | (() => string), run?: () => void): void {
     const given = route ?? (this.#routeOf !== undefined ? () => this.#routeOf!(req) : UNROUTED);
@@ -236,7 +236,7 @@ export class RequestTracker {
     // no context to capture, an open tracker) is written out, as #start() would do it.
     const r = this.#requests;
     if (r !== undefined && run === undefined && this.#capture === null && !this.#closed) {
-      if (watchedFor(req, this.#endAtFinish)) return;
+      if (watchedFor(req, this.#endAtResponseEnd)) return;
       const method = req.method ?? 'GET';
       // A route known now (a framework's pattern) is named by the request's begin event, one
       // known at its end by its end event.
@@ -249,11 +249,11 @@ export class RequestTracker {
         // requests that begin after it). Nothing of it is kept here: its token, the handle
         // negated, ends it silently (#endUnrecorded).
         r.inFlight++;
-        watchResponse(req, res, -h, this.#endAtFinish);
+        watchResponse(req, res, -h, this.#endAtResponseEnd);
         return;
       }
       this.#opened(r, h, method, entry === undefined ? given : entry.route, undefined);
-      watchResponse(req, res, h, this.#endAtFinish);
+      watchResponse(req, res, h, this.#endAtResponseEnd);
       return;
     }
     // Watched before run() (exact mode): a response can finish inside it (Fastify's inject()).
@@ -280,7 +280,7 @@ export class RequestTracker {
     const serving = req !== undefined;
     // Tracked by this tracker already (a middleware mounted twice, or beside instrumentExpress
     // in another app): one request, one record. The run goes on in its context.
-    if (this.#closed || (serving && watchedFor(req, this.#endAtFinish))) {
+    if (this.#closed || (serving && watchedFor(req, this.#endAtResponseEnd))) {
       if (!serving) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'start(): the request tracker is closed');
       if (run) run();
       return undefined;
@@ -303,7 +303,7 @@ export class RequestTracker {
       // 0: every span slot busy; the channel counts it as a dropped span.
       if (h !== 0) {
         this.#opened(this.#requests!, h, method, entry === undefined ? named : entry.route, context);
-        if (req) watchResponse(req, res!, h, this.#endAtFinish);
+        if (req) watchResponse(req, res!, h, this.#endAtResponseEnd);
       }
       if (run) run();
       return h !== 0 ? (h as unknown as RequestToken) : undefined;
@@ -334,7 +334,7 @@ export class RequestTracker {
     };
     p.startNs = Number(process.hrtime.bigint());
     this.#exactInFlight++;
-    if (req) watchResponse(req, res!, p, this.#endAtFinish);
+    if (req) watchResponse(req, res!, p, this.#endAtResponseEnd);
     // The synchronous part now running belongs to the request too, until the current callback
     // returns.
     this.#closeActive();
@@ -393,7 +393,7 @@ export class RequestTracker {
   }
 
   // end() of a shared-mode request (its token is its span handle), from end() or, without a route,
-  // its response's finish. The common case, an open request, first.
+  // its response's end. The common case, an open request, first.
   #endShared(h: number, statusCode: number, route?: string): void {
     const r = this.#requests;
     const i = slotOfHandle(h) * 2;

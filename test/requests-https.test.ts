@@ -1,6 +1,6 @@
 // Requests served over TLS. A TLS socket holds a response's bytes until it has encrypted them,
 // so a small response is not writableFinished when its end() returns, as it is on plain TCP:
-// src/response-finish.ts must still end it there (no 'finish' listener per response), and a
+// src/response-end.ts must still end it there (no 'finish' listener per response), and a
 // large body waiting for a slow client at its finish.
 //
 // The certificate in fixtures/tls is self-signed for 127.0.0.1 and valid until 2126; made with

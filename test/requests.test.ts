@@ -16,7 +16,8 @@ import { fastifyEnergy, fastifyRoute } from '../src/fastify';
 import { RequestTracker, Sampler, trackRequest, type RequestRecord } from '../src/index';
 import { describeBpf, itBpf } from './fixtures/bpf-required';
 import { nativeHandleOf } from '../src/native-handles';
-import { endWrapped } from '../src/response-finish';
+import { endWrapped } from '../src/response-end';
+import { connect, until } from './fixtures/request-endings';
 
 const run = promisify(execFile);
 const cleanups: Array<() => unknown> = [];
@@ -605,18 +606,13 @@ describeBpf('per-route aggregates, kept by the sampler thread', () => {
     });
     const base = await listen(server);
     cleanups.push(() => new Promise((r) => server.close(r)));
-    const c = await new Promise<net.Socket>((resolve) => {
-      const sock = net.connect(Number(new URL(base).port), '127.0.0.1', () => resolve(sock));
-    });
+    const c = await connect(base);
     cleanups.push(() => c.destroy());
     let got = '';
     c.on('data', (d: Buffer) => (got += String(d)));
     const responses = () => (got.match(/HTTP\/1.1 /g) ?? []).length;
     const get = (path: string) => c.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`);
     return { get, responses };
-  }
-  async function until(cond: () => boolean, ms = 3000): Promise<void> {
-    for (const end = Date.now() + ms; !cond() && Date.now() < end; ) await new Promise((r) => setTimeout(r, 5));
   }
 
   it('a request begun without a listener gets no record, even if one is added before its end; counted once if tracked twice; open at stop(), counted once', async () => {
@@ -819,21 +815,11 @@ describe('route aggregates (native table)', () => {
 });
 
 describeBpf('request ends', () => {
-  async function until(cond: () => boolean, ms = 2000): Promise<void> {
-    for (const end = Date.now() + ms; !cond() && Date.now() < end; ) await new Promise((r) => setTimeout(r, 5));
-  }
   async function serve(handler: http.RequestListener): Promise<string> {
     const server = http.createServer(handler);
     const base = await listen(server);
     cleanups.push(() => new Promise((r) => server.close(r)));
     return base;
-  }
-  function connect(base: string): Promise<net.Socket> {
-    const { port } = new URL(base);
-    return new Promise((resolve, reject) => {
-      const c = net.connect(Number(port), '127.0.0.1', () => resolve(c));
-      c.once('error', reject);
-    });
   }
 
   it('adds no listener to responses, and ends a request whose client left first as 499', async () => {

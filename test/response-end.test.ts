@@ -1,14 +1,13 @@
-// The wrapper of ServerResponse's end() that ends tracked requests (src/response-finish.ts), with
+// The wrapper of ServerResponse's end() that ends tracked requests (src/response-end.ts), with
 // other tools' wrappers of it around. In a file of its own: the wrapper is the process's, and a
 // test here leaves it beneath another tool's, then drops that tool's (the last test finds the
 // wrapper gone from the chain, whatever ran before it).
 import * as http from 'node:http';
-import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { RequestTracker, trackRequest, type RequestRecord } from '../src/index';
-import { trackerWithRecords, until } from './fixtures/request-endings';
-import { endWrapped } from '../src/response-finish';
+import { trackRequest } from '../src/index';
+import { connect, trackerWithRecords, until } from './fixtures/request-endings';
+import { endWrapped } from '../src/response-end';
 
 const cleanups: Array<() => unknown> = [];
 afterEach(async () => {
@@ -23,13 +22,6 @@ async function serve(handler: http.RequestListener): Promise<string> {
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 }
 
-function connect(base: string): Promise<net.Socket> {
-  const { port } = new URL(base);
-  return new Promise((resolve, reject) => {
-    const c = net.connect(Number(port), '127.0.0.1', () => resolve(c));
-    c.once('error', reject);
-  });
-}
 
 const setup = () => trackerWithRecords(cleanups);
 
@@ -101,10 +93,7 @@ describe("ServerResponse's end(), wrapped", () => {
     first.tracker.close();
     expect(proto.end).toBe(under); // put back as it was
     // A tool that wraps end() over jouletrace's: jouletrace's stays beneath it, passing through.
-    const second = new RequestTracker(first.sampler);
-    const records: RequestRecord[] = [];
-    second.onRequest((rs) => records.push(...rs));
-    cleanups.push(() => second.close());
+    const { tracker: second, records } = trackerWithRecords(cleanups, first.sampler);
     const again = await serve((req, res) => {
       trackRequest(second, req, res, '/v');
       res.end('ok');
@@ -122,10 +111,7 @@ describe("ServerResponse's end(), wrapped", () => {
     second.close();
     expect(proto.end).toBe(over);
     // A third tracker finds its wrapper still beneath and counts through it.
-    const third = new RequestTracker(first.sampler);
-    const more: RequestRecord[] = [];
-    third.onRequest((rs) => more.push(...rs));
-    cleanups.push(() => third.close());
+    const { tracker: third, records: more } = trackerWithRecords(cleanups, first.sampler);
     const last = await serve((req, res) => {
       trackRequest(third, req, res, '/u');
       res.end('ok');
@@ -138,7 +124,6 @@ describe("ServerResponse's end(), wrapped", () => {
     first.sampler.stop();
     for (const s of [c, d, e]) s.destroy();
   });
-
 
   it("a response ended through Node's own end(), bypassing the wrapper, ends when the next request on its connection is tracked", async () => {
     // What a library that captured end() before any tracker ran would call.

@@ -5,8 +5,7 @@
 // VM, 5% of the whole request. A request ends when its response's end() has handed the
 // response to the connection: jouletrace wraps ServerResponse.prototype.end once per process
 // (from a tracker's construction, until trackers are closed and their requests done), and the
-// wrapper finds the request
-// through its connection. Node's 'http.server.response.finish' diagnostics channel, used before,
+// wrapper finds the request through its connection. Node's 'http.server.response.finish' diagnostics channel, used before,
 // cost Node's own finish path about 250 instructions a request once anything subscribed (it
 // builds and publishes a message, and V8 stops inlining the rest), against about 30 for the
 // wrapper's call. A response that end() leaves partly buffered (a large body the socket has not
