@@ -16,7 +16,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { checkIntegerInRange, checkKnownKeys, checkObject, checkOneOf, JouletraceError } from './errors';
 import type { Sampler } from './sampler';
 import { callListeners } from './listeners';
-import { releaseResponseWatch, retainResponseWatch, watchedFor, watchResponse } from './response-end';
+import { connectionOf, releaseResponseWatch, retainResponseWatch, watchedFor, watchResponse } from './response-end';
 import { FLAG_AGGREGATED, FLAG_ESTIMATED, FLAG_INCOMPLETE, ROUTE_SUMMARY_WORDS, slotOfHandle, SPAN_SLOTS, type NumericResultListener, type SpanChannel } from './span-channel';
 import { EXACT_REQUEST_TOKEN, type RequestRecord, type RouteStats } from './span-types';
 
@@ -236,7 +236,8 @@ export class RequestTracker {
     // no context to capture, an open tracker) is written out, as #start() would do it.
     const r = this.#requests;
     if (r !== undefined && run === undefined && this.#capture === null && !this.#closed) {
-      if (watchedFor(req, this.#endAtResponseEnd)) return;
+      const c = connectionOf(req);
+      if (watchedFor(c, req, this.#endAtResponseEnd)) return;
       const method = req.method ?? 'GET';
       // A route known now (a framework's pattern) is named by the request's begin event, one
       // known at its end by its end event.
@@ -249,11 +250,11 @@ export class RequestTracker {
         // requests that begin after it). Nothing of it is kept here: its token, the handle
         // negated, ends it silently (#endUnrecorded).
         r.inFlight++;
-        watchResponse(req, res, -h, this.#endAtResponseEnd);
+        watchResponse(c, req, res, -h, this.#endAtResponseEnd);
         return;
       }
       this.#opened(r, h, method, entry === undefined ? given : entry.route, undefined);
-      watchResponse(req, res, h, this.#endAtResponseEnd);
+      watchResponse(c, req, res, h, this.#endAtResponseEnd);
       return;
     }
     // Watched before run() (exact mode): a response can finish inside it (Fastify's inject()).
@@ -280,7 +281,7 @@ export class RequestTracker {
     const serving = req !== undefined;
     // Tracked by this tracker already (a middleware mounted twice, or beside instrumentExpress
     // in another app): one request, one record. The run goes on in its context.
-    if (this.#closed || (serving && watchedFor(req, this.#endAtResponseEnd))) {
+    if (this.#closed || (serving && watchedFor(connectionOf(req), req, this.#endAtResponseEnd))) {
       if (!serving) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'start(): the request tracker is closed');
       if (run) run();
       return undefined;
@@ -303,7 +304,7 @@ export class RequestTracker {
       // 0: every span slot busy; the channel counts it as a dropped span.
       if (h !== 0) {
         this.#opened(this.#requests!, h, method, entry === undefined ? named : entry.route, context);
-        if (req) watchResponse(req, res!, h, this.#endAtResponseEnd);
+        if (req) watchResponse(connectionOf(req), req, res!, h, this.#endAtResponseEnd);
       }
       if (run) run();
       return h !== 0 ? (h as unknown as RequestToken) : undefined;
@@ -334,7 +335,7 @@ export class RequestTracker {
     };
     p.startNs = Number(process.hrtime.bigint());
     this.#exactInFlight++;
-    if (req) watchResponse(req, res!, p, this.#endAtResponseEnd);
+    if (req) watchResponse(connectionOf(req), req, res!, p, this.#endAtResponseEnd);
     // The synchronous part now running belongs to the request too, until the current callback
     // returns.
     this.#closeActive();

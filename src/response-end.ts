@@ -42,20 +42,22 @@ interface Entry {
 // (kept in fields, so the common case allocates nothing per request); HTTP/1.1 pipelining, or one
 // request tracked by two trackers, queue more. A request is held by its response (its request is
 // `res.req`): each young object stored into this long-lived one costs the garbage collector's
-// write barrier its slow path (callgrind: about 35 instructions each), so one a request, not two.
+// write barrier its slow path (callgrind: about 35 instructions each), so one a request. The
+// response stays in `res` after it ended, `open` false, until the next request on the connection
+// is tracked: that is how a request tracked again after its response ended (after an await)
+// counts once, with no second store.
 class ConnectionRequests {
+  // The request in flight while open; else the last one that ended, and the end callback it
+  // ended for. Not a mark on the request: a property added to every IncomingMessage costs a map
+  // transition, and more ends of it (pipelining, a second tracker) are rare enough for that. The
+  // price: an idle kept-alive connection holds its last request (and what the app hung on it)
+  // until the next one is tracked or the connection closes, and a request tracked again after
+  // that counts twice.
   res: ServerResponse | null = null;
   token: unknown = undefined;
   end: End | null = null;
+  open = false;
   more: Entry[] | null = null;
-  // The last request on it that ended, by its response, and the end callback it ended for: a
-  // request tracked again after its response finished (after an await) counts once. Fields here,
-  // not a mark on the request: a property added to every IncomingMessage costs a map transition,
-  // and more ends of it (pipelining, a second tracker) are rare enough for that. The price: an
-  // idle kept-alive connection holds its last request (and what the app hung on it) until the
-  // next one finishes or the connection closes.
-  doneRes: ServerResponse | null = null;
-  doneEnd: End | null = null;
   // Whether a request was marked on itself (noteWatched) while this connection was live: only
   // then does watchedFor() look for the mark, a lookup of a property that is nearly always absent.
   marked = false;
@@ -64,6 +66,7 @@ class ConnectionRequests {
 }
 
 const KEY = Symbol('jouletrace.requestsInFlight');
+export type { ConnectionRequests };
 type TaggedSocket = net.Socket & { [KEY]?: ConnectionRequests };
 
 // On a request: the end callbacks it was watched for, once no live connection's entry holds it
@@ -218,7 +221,7 @@ function nodesAnswer(socket: net.Socket | null | undefined): number | undefined 
 // ends now; else at its 'finish', which a listener waits for (rare: see the top of this file).
 function responseEnded(c: ConnectionRequests, res: ServerResponse): void {
   if (!res.writableEnded || c.awaiting === res) return; // end() threw early, or seen already
-  if (c.res !== res && !queued(c, res)) return; // not tracked, or ended already
+  if (!(c.open && c.res === res) && !queued(c, res)) return; // not tracked, or ended already
   if (handedOver(res)) finished(c, res);
   else {
     c.awaiting = res;
@@ -247,21 +250,22 @@ function queued(c: ConnectionRequests, res: ServerResponse): boolean {
 function finished(c: ConnectionRequests, res: ServerResponse): void {
   if (c.awaiting === res) c.awaiting = null;
   // A loop: the same request may be watched by several trackers, or tracked twice.
-  while (c.res === res) {
+  while (c.open && c.res === res) {
     const end = c.end!;
     const token = c.token;
     const next = c.more === null ? undefined : c.more.shift();
     if (next === undefined) {
-      c.res = null;
+      // res and end stay, as the connection's last request that ended.
+      c.open = false;
       c.token = undefined;
-      c.end = null;
     } else {
+      // Replaced in the fields by the next: found again by a mark on its request (rare).
+      noteWatchedOn(c, res.req, end);
       c.res = next.res;
       c.token = next.token;
       c.end = next.end;
     }
     ended();
-    noteDone(c, res, end);
     callEnd(end, token, res.statusCode);
   }
   if (c.more === null || c.more.length === 0) return;
@@ -277,29 +281,31 @@ function finished(c: ConnectionRequests, res: ServerResponse): void {
   c.more = rest;
 }
 
+// A request that ended without passing through the fields (tracked once its response had
+// ended): kept as the connection's last, where nothing is in flight there and the last is not
+// this response already (a second tracker's end, marked on its request instead).
 function noteDone(c: ConnectionRequests, res: ServerResponse, end: End): void {
-  if (c.doneRes === res) {
-    noteWatchedOn(c, res.req, end); // a second tracker's end
+  if (c.open || c.res === res) {
+    noteWatchedOn(c, res.req, end);
     return;
   }
-  // Not kept for the request it replaces: marking each one would cost every request what the
-  // fields save. Tracked again only after the next request on its connection finished too, a
-  // request counts twice.
-  c.doneRes = res;
-  c.doneEnd = end;
+  c.res = res;
+  c.token = undefined;
+  c.end = end;
 }
 
 function onConnectionClose(this: TaggedSocket): void {
   const c = this[KEY];
   if (c === undefined) return;
   this[KEY] = undefined;
-  if (c.doneRes !== null) noteWatched(c.doneRes.req, c.doneEnd!);
   const open: Entry[] = c.more ?? [];
-  if (c.res !== null) open.unshift({ req: c.res.req, res: c.res, token: c.token, end: c.end! });
+  if (c.open) open.unshift({ req: c.res!.req, res: c.res!, token: c.token, end: c.end! });
+  else if (c.res !== null) noteWatched(c.res.req, c.end!);
   // Emptied: a response waiting for its 'finish' (see responseEnded) finds nothing left to end.
   c.res = null;
   c.token = undefined;
   c.end = null;
+  c.open = false;
   c.more = null;
   c.awaiting = null;
   for (const e of open) {
@@ -311,12 +317,20 @@ function onConnectionClose(this: TaggedSocket): void {
   }
 }
 
-/** Whether watchResponse() already watches req for this end callback (req tracked again). */
-export function watchedFor(req: IncomingMessage, end: End): boolean {
-  const c = (req.socket as TaggedSocket | null)?.[KEY];
+/**
+ * The entry of req's connection, for watchedFor() and watchResponse(): undefined where its socket
+ * is not a real one, or none of its requests was tracked yet. Looked up once by a caller of both
+ * (a property of a property, with map checks, each time).
+ */
+export function connectionOf(req: IncomingMessage): ConnectionRequests | undefined {
+  return (req.socket as TaggedSocket | null)?.[KEY];
+}
+
+/** Whether watchResponse() already watches req for this end callback (req tracked again); c: connectionOf(req). */
+export function watchedFor(c: ConnectionRequests | undefined, req: IncomingMessage, end: End): boolean {
   // A kept-alive connection's next request, nearly always: nothing in flight on it, and the last
   // request that ended there another. Small, for V8 to inline into track() beside the rest.
-  if (c !== undefined && c.res === null && c.more === null && !c.marked && (c.doneRes === null || c.doneRes.req !== req)) return false;
+  if (c !== undefined && !c.open && c.more === null && !c.marked && (c.res === null || c.res.req !== req)) return false;
   return watchedForOther(req, end, c);
 }
 
@@ -324,8 +338,7 @@ function watchedForOther(req: IncomingMessage, end: End, c: ConnectionRequests |
   // An entry is a live connection's (a closed one's is cleared), holding its requests in flight
   // and the last one that ended.
   if (c === undefined) return noted(req, end);
-  if (c.res !== null && c.end === end && c.res.req === req) return true;
-  if (c.doneRes !== null && c.doneEnd === end && c.doneRes.req === req) return true;
+  if (c.res !== null && c.end === end && c.res.req === req) return true; // in flight, or the last ended
   if (c.more !== null) for (const e of c.more) if (e.req === req && e.end === end) return true;
   return c.marked && noted(req, end);
 }
@@ -345,18 +358,20 @@ function tagConnection(socket: TaggedSocket): ConnectionRequests | undefined {
 /**
  * Calls end(token, statusCode) once when the response to req has ended (its end() handed it to
  * the connection whole, else at its 'finish'), or when its connection closes first (499, or the
- * status already sent).
+ * status already sent). c: connectionOf(req), looked up since anything that could close or tag
+ * the connection ran (user code: a connection's close is an event, never synchronous).
  */
-export function watchResponse(req: IncomingMessage, res: ServerResponse, token: unknown, end: End): void {
+export function watchResponse(c: ConnectionRequests | undefined, req: IncomingMessage, res: ServerResponse, token: unknown, end: End): void {
   // The common case, small for V8 to inline into track(): a connection of ours (tagged only
   // where it is a real socket) with nothing in flight, and the response Node made for req, still
-  // to end. (The wrapper of end() is in place: the open tracker calling this holds it.)
-  const c = (req.socket as TaggedSocket | null)?.[KEY];
-  if (c !== undefined && c.res === null && res.req === req && !res.writableEnded) {
+  // to end. (The wrapper of end() is in place: the open tracker calling this holds it.) The last
+  // request that ended there, in the fields, is forgotten now.
+  if (c !== undefined && !c.open && res.req === req && !res.writableEnded) {
     watched++;
     c.res = res;
     c.token = token;
     c.end = end;
+    c.open = true;
     return;
   }
   watchResponseOther(req, res, token, end);
@@ -393,16 +408,17 @@ function watchResponseOther(req: IncomingMessage, res: ServerResponse, token: un
   // Where our wrapper is no longer the prototype's end() (another tool's replaced it, perhaps
   // dropping ours), one goes on top again: two of ours in a chain end a request once.
   let missed = false;
-  while (c.res !== null && c.res.writableFinished) {
+  while (c.open && c.res!.writableFinished) {
     if (c.res !== c.awaiting) missed = true; // one seen, its 'finish' not yet emitted, is not
-    finished(c, c.res);
+    finished(c, c.res!);
   }
   if (missed && responseProto.end !== top?.fn) wrapEnd();
   watched++;
-  if (c.res === null) {
+  if (!c.open) {
     c.res = res;
     c.token = token;
     c.end = end;
+    c.open = true;
   } else {
     (c.more ??= []).push({ req, res, token, end });
   }

@@ -128,8 +128,9 @@ export function slotOfHandle(h: number): number {
 // so the sampler also takes the event only if its check matches: a half-written or stale event
 // is read again at the next step. A field left stale changes the check unless the odd
 // multipliers below cancel over two or more fields, about 2^-32 per such read.
-// Mirrored in native/spans/span_log.h, and written out in #write (keep the three alike; every
-// span test fails if #write's differs). Exported for the test that forges an event.
+// Mirrored in native/spans/span_log.h, and written out in #write and beginRequest (keep the four
+// alike; every span test fails if #write's differs, every request test if beginRequest's does).
+// Exported for the test that forges an event.
 // Math.imul held: each use loads one variable, not a global and its property, which keeps #write's
 // bytecode small for V8's inlining budget (see bench/RESULTS.md, "The request's end inlined whole").
 const imul = Math.imul;
@@ -395,7 +396,7 @@ export class SpanChannel {
     ev[o + 5] = nsec;
     // eventCheck(), written out: as a call it counts twice against V8's inlining budget in a
     // caller inlining this (once within this function's own optimised code), and the request's
-    // end then kept it out of line.
+    // end then kept it out of line. (beginRequest() writes its event out too.)
     ev[o] =
       (imul(head, 0x9e3779b1) +
         imul(handle, 0x85ebca77) +
@@ -501,7 +502,32 @@ export class SpanChannel {
     const gen = (word + 1) & GEN_MASK;
     const h = (this.#tag << 24) | (gen << SLOT_BITS) | slot;
     const t = hrtime();
-    this.#write(BEGIN_SHARED, h, route, t[0], t[1]); // room was checked above
+    // #write() written out (room was checked above). Through the call, this function was small
+    // enough for V8 to inline into RequestTracker.track() whenever track() was compiled while
+    // this one had no optimised code (after a deoptimisation: an event ring found full under a
+    // burst), and track() then had no inlining budget left for #write() and hrtime(): about 100
+    // instructions a request more (callgrind), for as long as that code lived. Written out, it is
+    // over the size V8 inlines (460 bytes of bytecode), and hrtime() always inlines into it.
+    const head = this.#head;
+    const o = EVENTS_WORD + (head & this.#evMask) * EVENT_WORDS;
+    const ev = this.#i32;
+    const typeLabel = BEGIN_SHARED | (route << 2);
+    const sec = t[0];
+    const nsec = t[1];
+    ev[o + 2] = h;
+    ev[o + 3] = typeLabel;
+    ev[o + 4] = sec;
+    ev[o + 5] = nsec;
+    ev[o] =
+      (imul(head, 0x9e3779b1) +
+        imul(h, 0x85ebca77) +
+        imul(typeLabel, 0xc2b2ae3d) +
+        imul(sec, 0x27d4eb2f) +
+        imul(nsec, 0x165667b1) +
+        0x6a09e667) |
+      0;
+    ev[o + 1] = head; // last: the sampler reads it first
+    this.#head = (head + 1) | 0;
     slots[slot] = gen | (OPEN << STATE_SHIFT) | (NUM_SHARED << NUMERIC_SHIFT) | (NO_RESULT << HOW_SHIFT);
     return h;
   }

@@ -1023,6 +1023,74 @@ describeBpf('request ends', () => {
     expect(records).toHaveLength(2); // the connections' close ends nothing more
   });
 
+  it('counts once a request tracked again after it ended behind a pipelined one, or by a second tracker, first or again', async () => {
+    const { sampler, tracker, records } = setup();
+    const second = new RequestTracker(sampler);
+    cleanups.push(() => second.close());
+    const seconds: RequestRecord[] = [];
+    second.onRequest((rs) => seconds.push(...rs));
+    const again = (req: http.IncomingMessage, res: http.ServerResponse, route: string) =>
+      res.on('finish', () =>
+        setImmediate(() => {
+          trackRequest(tracker, req, res, route);
+          trackRequest(second, req, res, route);
+        }),
+      );
+    const base = await serve((req, res) => {
+      if (req.url === '/a') {
+        // Ends while /b, pipelined behind it, is in flight: /b takes its place in the
+        // connection's entry, and /a is found again by a mark on itself.
+        trackRequest(tracker, req, res, '/a');
+        again(req, res, '/a');
+        setTimeout(() => res.writeHead(201).end('a'), 10);
+      } else if (req.url === '/c') {
+        // Ended as the connection's last, then tracked by a second tracker for the first time:
+        // counted at once for that one, and neither tracker counts it again.
+        trackRequest(tracker, req, res, '/c');
+        res.on('finish', () =>
+          setImmediate(() => {
+            trackRequest(second, req, res, '/c');
+            trackRequest(tracker, req, res, '/c');
+            trackRequest(second, req, res, '/c');
+          }),
+        );
+        res.writeHead(203).end('c');
+      } else {
+        // Two trackers on one response: the connection's entry keeps one, the other is marked.
+        trackRequest(tracker, req, res, '/b');
+        trackRequest(second, req, res, '/b');
+        again(req, res, '/b');
+        setTimeout(() => res.writeHead(202).end('b'), 40);
+      }
+    });
+    sampler.start();
+    const c = await connect(base);
+    let got = '';
+    c.on('data', (d) => (got += String(d)));
+    c.write('GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n');
+    await until(() => (got.match(/HTTP\/1.1/g) ?? []).length === 2 && records.length === 2 && seconds.length === 2);
+    c.write('GET /c HTTP/1.1\r\nHost: x\r\n\r\n');
+    await until(() => records.length === 3 && seconds.length === 3);
+    await new Promise((r) => setTimeout(r, 80)); // several collections: room for a duplicate to show
+    sampler.stop();
+    expect(records.map((r) => [r.route, r.statusCode])).toEqual([
+      ['/a', 201],
+      ['/b', 202],
+      ['/c', 203],
+    ]);
+    // The second tracker first saw /a and /c when tracked after their end: counted then, once.
+    expect(seconds.map((r) => [r.route, r.statusCode]).sort()).toEqual([
+      ['/a', 201],
+      ['/b', 202],
+      ['/c', 203],
+    ]);
+    expect(tracker.inFlight + second.inFlight).toBe(0);
+    c.destroy();
+    await new Promise((r) => setTimeout(r, 20));
+    expect(records).toHaveLength(3); // the connection's close ends nothing more
+    expect(seconds).toHaveLength(3);
+  });
+
   it('counts a request tracked twice by one tracker once, keeps what the server sent when it cut the connection, and takes fake sockets', async () => {
     const { sampler, tracker, records } = setup();
     const base = await serve((req, res) => {
