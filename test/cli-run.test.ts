@@ -8,6 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { checkNumber, choiceOption, parseArgs, parseIntervalUs, sourceOption, UsageError } from '../src/cli/args';
 import { exitStatus } from '../src/cli/run';
 import { itBpf } from './fixtures/bpf-required';
+import { createEmulatedPowercap } from './fixtures/emulated-devices';
 
 const ROOT = path.join(__dirname, '..');
 const BIN = path.join(ROOT, 'bin/jouletrace.js');
@@ -325,6 +326,79 @@ describe('jouletrace run', () => {
     expect(text).toMatch(/<section id="power">.*<path class="data line"/s);
     expect(text).toMatch(/<section id="threads">.*<path class="data area"/s);
     expect(text).toContain('estimated');
+  });
+});
+
+describe('where the sources read (--powercap-root and the other source paths)', () => {
+  // An emulated powercap tree whose package counter a separate process advances every
+  // millisecond, as RAPL does, until something kills it. Values stay 7 digits long and are
+  // rewritten in place, so a read never finds the file empty.
+  function countingPowercap() {
+    const e = createEmulatedPowercap([{ name: 'package-0', energyUj: 1_000_000 }]);
+    const file = path.join(e.zonePath('intel-rapl:0'), 'energy_uj');
+    const writer = spawn(
+      process.execPath,
+      ['-e', `const fs=require('fs');const fd=fs.openSync(process.argv[1],'r+');let v=1000000;setInterval(()=>{v+=1000;fs.writeSync(fd,v+'\\n',0)},1)`, file],
+      { stdio: 'ignore' },
+    );
+    return { e, writer };
+  }
+
+  it('jouletrace run reads an emulated powercap tree, and notes counters that stood still', () => {
+    const { e, writer } = countingPowercap();
+    try {
+      // The command stops the counter (the sampler opened, and saw it count, before the command
+      // started) and runs on 1.5 s: a hypervisor that stopped updating RAPL, as the note says.
+      const still = jt(['run', '--json', '--source', 'powercap', '--powercap-root', e.powercapRoot, '--threads', 'off', '--', 'sh', '-c', `kill ${writer.pid}; sleep 1.5`]);
+      expect(still.code, still.stderr).toBe(0);
+      const res = JSON.parse(still.stdout) as RunJson & { notes: string[] };
+      expect(res.source).toBe('powercap');
+      expect(res.estimated).toBe(false);
+      expect(res.domains.map((d) => d.domain)).toEqual(['package']);
+      expect(res.notes.join('\n')).toMatch(/powercap's counters stood still for 1\.[4-9] s at a stretch/);
+    } finally {
+      writer.kill();
+      e.close();
+    }
+  });
+
+  it('jouletrace run adds no such note while the counters move', () => {
+    const { e, writer } = countingPowercap();
+    try {
+      const moving = jt(['run', '--json', '--source', 'powercap', '--powercap-root', e.powercapRoot, '--threads', 'off', '--', 'sleep', '1.5']);
+      expect(moving.code, moving.stderr).toBe(0);
+      const res = JSON.parse(moving.stdout) as RunJson & { notes: string[] };
+      expect(res.source).toBe('powercap');
+      // 1,000 µJ a millisecond: about 1 W, if the writer kept pace.
+      expect(res.domains[0].joules).toBeGreaterThan(0.3);
+      expect(res.notes.join('\n')).not.toMatch(/stood still/);
+    } finally {
+      writer.kill();
+      e.close();
+    }
+  });
+
+  it('probe reads the paths given, and a path that is not there is a usage error naming the option', () => {
+    const e = createEmulatedPowercap([{ name: 'package-0', energyUj: 1_000_000 }]);
+    try {
+      // Still counters: found there, and refused for not counting (the default root has none).
+      const r = jt(['probe', '--json', '--powercap-root', e.powercapRoot]);
+      expect(r.code, r.stderr).toBe(0);
+      const powercap = (JSON.parse(r.stdout) as { sources: Array<{ source: string; available: boolean; code?: string }> }).sources.find((s) => s.source === 'powercap');
+      expect(powercap).toMatchObject({ available: false, code: 'ERR_JOULETRACE_NOT_COUNTING' });
+    } finally {
+      e.close();
+    }
+    const missing = jt(['run', '--powercap-root', '/nonexistent/powercap', '--', 'true']);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain('--powercap-root: /nonexistent/powercap does not exist');
+    const template = jt(['top', '--msr-path', '/dev/cpu/0/msr', '--iterations', '1']);
+    expect(template.code).toBe(2);
+    expect(template.stderr).toContain('--msr-path needs exactly one %d');
+    const empty = jt(['serve', '--proc-stat=']);
+    expect(empty.code).toBe(2);
+    expect(empty.stderr).toContain('--proc-stat expects a path');
+    for (const cmd of ['run', 'top', 'serve', 'demo', 'probe']) expect(jt([cmd, '--help']).stdout).toContain('--sysfs-cpu-root D');
   });
 });
 

@@ -1,6 +1,7 @@
 // Command-line parsing shared by the commands. Not node:util's parseArgs: `jouletrace run` must
 // stop at the command it runs (`run node app.js --port 3000` passes --port to node), which
 // needs to know, while scanning, which options take a value.
+import * as fs from 'node:fs';
 import { SOURCE_NAMES, type SourceName } from '../source-options';
 
 export interface OptionSpec {
@@ -124,4 +125,62 @@ export function reportUsageError(command: string, help: string, e: unknown): num
   if (!(e instanceof UsageError)) throw e;
   process.stderr.write(`jouletrace ${command}: ${e.message}\n\n${help}`);
   return 2;
+}
+
+/** Where the energy sources read: for a container that mounts the host's /sys, /dev or /proc elsewhere. */
+export const SOURCE_PATH_SPECS: OptionSpec[] = [
+  { name: 'powercap-root', type: 'string' },
+  { name: 'msr-path', type: 'string' },
+  { name: 'perf-pmu-root', type: 'string' },
+  { name: 'sysfs-cpu-root', type: 'string' },
+  { name: 'proc-stat', type: 'string' },
+];
+
+/** The help section of SOURCE_PATH_SPECS. */
+export const SOURCE_PATH_HELP = `Where the energy sources read (for a container that mounts the host's /sys, /dev or /proc
+elsewhere, as /host/sys):
+  --powercap-root D   the powercap class (default /sys/class/powercap)
+  --msr-path T        the msr devices, %d for the CPU number (default /dev/cpu/%d/msr)
+  --perf-pmu-root D   the perf power PMU (default /sys/bus/event_source/devices/power)
+  --sysfs-cpu-root D  CPU topology (default /sys/devices/system/cpu)
+  --proc-stat F       CPU time, for the model source (default /proc/stat)
+`;
+
+export interface SourcePaths {
+  powercapRoot?: string;
+  msrPath?: string;
+  perfPmuRoot?: string;
+  sysfsCpuRoot?: string;
+  procStatPath?: string;
+}
+
+const SOURCE_PATH_KEYS: ReadonlyArray<[string, keyof SourcePaths]> = [
+  ['powercap-root', 'powercapRoot'],
+  ['msr-path', 'msrPath'],
+  ['perf-pmu-root', 'perfPmuRoot'],
+  ['sysfs-cpu-root', 'sysfsCpuRoot'],
+  ['proc-stat', 'procStatPath'],
+];
+
+/**
+ * The source path options given, as Sampler and probe() options. Checked here, so that a typo
+ * is told as the option it came from, not as a source that is missing.
+ */
+export function sourcePathOptions(options: ParsedArgs['options']): SourcePaths {
+  const out: SourcePaths = {};
+  for (const [name, key] of SOURCE_PATH_KEYS) {
+    const v = options[name];
+    if (v === undefined) continue;
+    const p = String(v);
+    if (p === '') throw new UsageError(`--${name} expects a path`);
+    if (name === 'msr-path') {
+      if (p.split('%d').length !== 2) throw new UsageError(`--msr-path needs exactly one %d for the CPU number (like /host/dev/cpu/%d/msr), not ${JSON.stringify(p)}`);
+      const first = p.replace('%d', '0');
+      if (!fs.existsSync(first)) throw new UsageError(`--msr-path: ${first} does not exist (the msr devices appear once the msr module is loaded: modprobe msr)`);
+    } else if (!fs.existsSync(p)) {
+      throw new UsageError(`--${name}: ${p} does not exist`);
+    }
+    out[key] = p;
+  }
+  return out;
 }

@@ -12,7 +12,7 @@ import { renderReport } from '../report/render';
 import { RequestTracker, trackRequest } from '../requests';
 import { Sampler, type SamplerOptions } from '../sampler';
 import type { SourceName } from '../source-options';
-import { numberOption, parseArgs, parseIntervalUs, reportUsageError, sourceOption, UsageError, type OptionSpec } from './args';
+import { numberOption, parseArgs, parseIntervalUs, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type SourcePaths } from './args';
 import { colorEnabled, fmtJoules, fmtWatts, paint } from './format';
 import { OutputFiles } from './output-files';
 
@@ -38,7 +38,8 @@ Options:
   --json            print the results as JSON on stdout (progress still goes to stderr)
   --no-probe        skip the probe report
   -h, --help        show this help
-`;
+
+${SOURCE_PATH_HELP}`;
 
 const SPECS: OptionSpec[] = [
   { name: 'seconds', type: 'number' },
@@ -48,6 +49,7 @@ const SPECS: OptionSpec[] = [
   { name: 'no-html', type: 'flag' },
   { name: 'json', type: 'flag' },
   { name: 'no-probe', type: 'flag' },
+  ...SOURCE_PATH_SPECS,
   { name: 'help', short: 'h', type: 'flag' },
 ];
 
@@ -121,6 +123,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
   let intervalUs = 1000;
   let opts;
   let source: SourceName | undefined;
+  let paths: SourcePaths;
   try {
     opts = parseArgs(argv, SPECS).options;
     if (opts.help) {
@@ -130,6 +133,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
     seconds = numberOption(opts, 'seconds', 10, 2, 600);
     if (opts.interval !== undefined) intervalUs = parseIntervalUs(opts.interval as string);
     source = sourceOption(opts);
+    paths = sourcePathOptions(opts);
     if (opts.html !== undefined && opts['no-html']) throw new UsageError('--html and --no-html contradict each other');
   } catch (e) {
     return reportUsageError('demo', HELP, e);
@@ -149,9 +153,9 @@ export async function demoCommand(argv: string[]): Promise<number> {
     return 1;
   }
 
-  if (!opts['no-probe']) out.write(formatProbe(await probe()) + '\n');
+  if (!opts['no-probe']) out.write(formatProbe(await probe(paths)) + '\n');
 
-  const samplerOptions: SamplerOptions = { intervalUs };
+  const samplerOptions: SamplerOptions = { intervalUs, ...paths };
   if (source !== undefined) samplerOptions.source = source;
   let sampler: Sampler;
   try {

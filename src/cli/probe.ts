@@ -1,13 +1,14 @@
 // `jouletrace probe [--json]`: what this machine can measure, and how to fix what it cannot.
 import { formatProbe, probe } from '../probe';
-import { parseArgs, reportUsageError, type OptionSpec } from './args';
+import { parseArgs, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourcePathOptions, type OptionSpec, type SourcePaths } from './args';
 
 const SPECS: OptionSpec[] = [
   { name: 'json', type: 'flag' },
   { name: 'help', short: 'h', type: 'flag' },
+  ...SOURCE_PATH_SPECS,
 ];
 
-const HELP = `Usage: jouletrace probe [--json]
+const HELP = `Usage: jouletrace probe [--json] [source paths]
 
 Reports the CPU, every energy source (msr, perf, powercap, model) with why it is or is not
 usable and how to fix it, each RAPL domain's unit and wrap period, and eBPF readiness.
@@ -15,10 +16,12 @@ usable and how to fix it, each RAPL domain's unit and wrap period, and eBPF read
 Options:
   --json    print the report as JSON
   -h, --help  show this help
-`;
+
+${SOURCE_PATH_HELP}`;
 
 export async function probeCommand(argv: string[]): Promise<number> {
   let json: boolean;
+  let paths: SourcePaths;
   try {
     const { options } = parseArgs(argv, SPECS);
     if (options.help) {
@@ -26,10 +29,11 @@ export async function probeCommand(argv: string[]): Promise<number> {
       return 0;
     }
     json = options.json === true;
+    paths = sourcePathOptions(options);
   } catch (e) {
     return reportUsageError('probe', HELP, e);
   }
-  const report = await probe();
+  const report = await probe(paths);
   process.stdout.write(json ? JSON.stringify(report, null, 2) + '\n' : formatProbe(report));
   return 0;
 }

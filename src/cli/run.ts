@@ -7,7 +7,7 @@ import { ReportCollector } from '../report/collector';
 import { renderReport } from '../report/render';
 import { Sampler, type SamplerOptions, type ThreadEnergy } from '../sampler';
 import type { SourceName } from '../source-options';
-import { choiceOption, numberOption, parseArgs, parseIntervalUs, reportUsageError, sourceOption, UsageError, type OptionSpec } from './args';
+import { choiceOption, numberOption, parseArgs, parseIntervalUs, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type SourcePaths } from './args';
 import { colorEnabled, fmtJoules, fmtSeconds, fmtWatts, paint } from './format';
 import { OutputFiles } from './output-files';
 
@@ -35,6 +35,7 @@ Options:
   -q, --quiet       no live line while the command runs
   -h, --help        show this help
 
+${SOURCE_PATH_HELP}
 Exit status: the command's own; 128 + N when a signal N killed it; 2 for a bad command line;
 125 when jouletrace itself failed (no energy source, an output file it could not write); 126/127
 when the command could not be run.
@@ -57,6 +58,7 @@ const SPECS: OptionSpec[] = [
   { name: 'html', type: 'string' },
   { name: 'quiet', short: 'q', type: 'flag' },
   { name: 'help', short: 'h', type: 'flag' },
+  ...SOURCE_PATH_SPECS,
 ];
 
 /** Exit status for jouletrace's own failures (as timeout(1) and env(1) use it). */
@@ -326,6 +328,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   let top = 5;
   let threadsOpt: 'bpf' | 'procfs' | 'off' | undefined;
   let source: SourceName | undefined;
+  let paths: SourcePaths;
   try {
     parsed = parseArgs(argv, SPECS, true);
     if (parsed.options.help) {
@@ -336,6 +339,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     top = numberOption(parsed.options, 'top', 5, 0, 10000, true);
     threadsOpt = choiceOption(parsed.options, 'threads', ['bpf', 'procfs', 'off'] as const, undefined);
     source = sourceOption(parsed.options);
+    paths = sourcePathOptions(parsed.options);
     if (parsed.rest.length === 0) throw new UsageError('no command given: jouletrace run [options] -- <command> [args...]');
   } catch (e) {
     return reportUsageError('run', HELP, e);
@@ -380,7 +384,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     return EXIT_INTERNAL;
   }
 
-  const samplerOptions: SamplerOptions = { intervalUs };
+  const samplerOptions: SamplerOptions = { intervalUs, ...paths };
   if (source !== undefined) samplerOptions.source = source;
   if (threadsOpt !== undefined) samplerOptions.threads = threadsOpt;
   if (threadsOpt !== 'off') {

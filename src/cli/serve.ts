@@ -7,7 +7,7 @@ import { EnergyTracker } from '../energy-tracker';
 import { registerMetrics } from '../prometheus';
 import { Sampler } from '../sampler';
 import { SOURCE_NAMES, type SourceName } from '../source-options';
-import { checkNumber, numberOption, parseArgs, parseIntervalUs, reportUsageError, sourceOption, UsageError, type OptionSpec, type ParsedArgs } from './args';
+import { checkNumber, numberOption, parseArgs, parseIntervalUs, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type ParsedArgs, type SourcePaths } from './args';
 import { processGone, readProcStat } from './proc-stat';
 
 const HELP = `Usage: jouletrace serve [options]
@@ -35,7 +35,8 @@ Options:
                        adds jouletrace_carbon_grams_total
   --grams-per-kwh N    fixed grid carbon intensity instead of --country
   -h, --help           show this help
-`;
+
+${SOURCE_PATH_HELP}`;
 
 const SPECS: OptionSpec[] = [
   { name: 'host', type: 'string' },
@@ -46,6 +47,7 @@ const SPECS: OptionSpec[] = [
   { name: 'country', type: 'string' },
   { name: 'grams-per-kwh', type: 'number' },
   { name: 'help', short: 'h', type: 'flag' },
+  ...SOURCE_PATH_SPECS,
 ];
 
 interface ServeArgs {
@@ -53,6 +55,7 @@ interface ServeArgs {
   port: number;
   pids: number[];
   source: SourceName;
+  paths: SourcePaths;
   intervalUs: number;
   carbon?: { country: string } | { gramsPerKwh: number };
 }
@@ -70,6 +73,7 @@ function serveArgs(options: ParsedArgs['options'], lists: ParsedArgs['lists']): 
     port: numberOption(options, 'port', 9464, 0, 65535, true),
     pids,
     source: sourceOption(options) ?? 'auto',
+    paths: sourcePathOptions(options),
     intervalUs: options.interval === undefined ? 10_000 : parseIntervalUs(options.interval as string, 'ms'),
     carbon: country !== undefined ? { country } : gramsPerKwh !== undefined ? { gramsPerKwh } : undefined,
   };
@@ -106,14 +110,14 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const intervalUs = args.intervalUs;
   try {
     // Machine-level energy: one sampler without thread tracking.
-    const node = new Sampler({ source: args.source, intervalUs, threads: 'off' });
+    const node = new Sampler({ source: args.source, ...args.paths, intervalUs, threads: 'off' });
     samplers.push(node);
     registerMetrics(node, { registry, appMetrics: false, carbon: args.carbon });
     node.start();
 
     // Per process: a sampler tracking that process's threads, and its attribution as counters.
     const trackers = args.pids.map((pid) => {
-      const s = new Sampler({ source: node.source, intervalUs, pid });
+      const s = new Sampler({ source: node.source, ...args.paths, intervalUs, pid });
       samplers.push(s);
       s.start();
       return { pid, command: commandOf(pid), start: readProcStat(pid)?.start, sampler: s, tracker: new EnergyTracker(s), exited: false };

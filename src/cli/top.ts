@@ -2,7 +2,7 @@
 // threads of one process (eBPF or procfs attribution), or the busiest processes system-wide.
 import * as fs from 'node:fs';
 import { Sampler, type SamplerOptions } from '../sampler';
-import { choiceOption, numberOption, parseArgs, reportUsageError, sourceOption, UsageError, type OptionSpec } from './args';
+import { choiceOption, numberOption, parseArgs, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec } from './args';
 import { colorEnabled, fit, fmtJoules, fmtWatts, paint } from './format';
 import { readProcStat } from './proc-stat';
 
@@ -26,7 +26,8 @@ Options:
   --threads B       with --pid: bpf or procfs (default: bpf, else procfs)
   --json            one JSON object per refresh, one per line
   -h, --help        show this help
-`;
+
+${SOURCE_PATH_HELP}`;
 
 const SPECS: OptionSpec[] = [
   { name: 'pid', type: 'number' },
@@ -37,6 +38,7 @@ const SPECS: OptionSpec[] = [
   { name: 'threads', type: 'string' },
   { name: 'json', type: 'flag' },
   { name: 'help', short: 'h', type: 'flag' },
+  ...SOURCE_PATH_SPECS,
 ];
 
 const SORTS = ['watts', 'joules', 'cpu', 'name'] as const;
@@ -147,6 +149,7 @@ export async function topCommand(argv: string[]): Promise<number> {
     sort = choiceOption(options, 'sort', SORTS, sort);
     const source = sourceOption(options);
     if (source !== undefined) samplerOptions.source = source;
+    Object.assign(samplerOptions, sourcePathOptions(options));
     const threads = choiceOption(options, 'threads', ['bpf', 'procfs'] as const, undefined);
     if (threads !== undefined) {
       if (pid === undefined) throw new UsageError('--threads needs --pid (system-wide view reads /proc)');
