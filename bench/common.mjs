@@ -77,3 +77,16 @@ export function emulatedIntelMsr(cpus = os.cpus().length) {
 export function threadCpuNs(tid) {
   return Number(fs.readFileSync(`/proc/${process.pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
 }
+
+/** Cumulative on-CPU ns of every thread of process pid (schedstat: exact, where utime ticks at 10 ms). */
+export function processCpuNs(pid) {
+  let ns = 0;
+  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+    try {
+      ns += Number(fs.readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      /* a thread that exited meanwhile */
+    }
+  }
+  return ns;
+}

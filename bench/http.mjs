@@ -4,62 +4,114 @@
 // A ruler runs beside them: no jouletrace, one hook that busy-waits 1 µs per request, to show
 // what 1 µs of added work per request costs on the machine at hand (on a small VM where the load
 // generator shares the CPUs, more than 1 µs: see bench/RESULTS.md).
-// Variants alternate within each repetition so slow drifts of the machine hit all of them alike.
-import { load as loadAt, serve } from './http-load.mjs';
-import { median, sleep, table } from './common.mjs';
+//
+// On our 2-vCPU guests the host's speed drifts by a third within minutes, so variants are
+// measured close together: each set starts one server per variant, warms each up (WARMUP_SECONDS
+// of load), then takes ROUNDS rounds of one short load per variant (SECONDS each, the order
+// reversed every other round), the servers not being measured frozen meanwhile (SIGSTOP: their
+// sampler threads would otherwise wake on the same CPUs), each thawed and loaded for a moment
+// before it is measured. Each variant is compared with the baseline measured in the same round:
+// ratios are medians of those paired ratios, with a bootstrap 95% interval of the median.
+// A fresh set of processes each SETS time, since a process's own layout moves its speed too
+// (V8's stub cache: see bench/RESULTS.md). Measured from a fresh server's start, as before, a
+// 2 s run also timed V8 compiling the server's code, more of it with accounting. The load
+// generator (this process) runs on CPU 0 and the servers on the other CPUs, where taskset is
+// installed (BENCH_HTTP_PIN=0 leaves them to the scheduler).
+import { canPin, load, loadResult, pinLoadGenerator, serve } from './http-load.mjs';
+import { median, processCpuNs, sleep, table } from './common.mjs';
 
-const REPS = Number(process.env.BENCH_REPS ?? 3);
-const SECONDS = Number(process.env.BENCH_HTTP_SECONDS ?? 4);
+const SETS = Number(process.env.BENCH_HTTP_SETS ?? 2);
+const ROUNDS = Number(process.env.BENCH_REPS ?? 10);
+const SECONDS = Number(process.env.BENCH_HTTP_SECONDS ?? 1);
+const WARMUP_SECONDS = Number(process.env.BENCH_HTTP_WARMUP ?? 1);
 const VARIANTS = (process.env.BENCH_HTTP_VARIANTS ?? 'bare,work1us,sampler,middleware,exact').split(',');
-const load = (port, overallRate = 0) => loadAt(port, { seconds: SECONDS, overallRate });
 const FRAMEWORKS = (process.env.BENCH_HTTP_FRAMEWORKS ?? 'express,fastify').split(',');
+// The load generator on CPU 0, the servers on the others (BENCH_HTTP_PIN=0: wherever the
+// scheduler puts them).
+const PIN = canPin && process.env.BENCH_HTTP_PIN !== '0';
+if (PIN) pinLoadGenerator();
+
+// The median of paired ratios, and a percentile bootstrap 95% interval of it (fixed seed: the
+// same data prints the same interval).
+function pairedRatio(xs, bases) {
+  const ratios = xs.map((x, i) => x / bases[i]);
+  let seed = 12345;
+  const rand = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32;
+  const meds = [];
+  for (let b = 0; b < 2000; b++) meds.push(median(ratios.map(() => ratios[Math.floor(rand() * ratios.length)])));
+  meds.sort((a, b) => a - b);
+  return { median: median(ratios), lo: meds[Math.floor(0.025 * meds.length)], hi: meds[Math.ceil(0.975 * meds.length) - 1] };
+}
+
+// One set: a server per variant, warmed, then alternated short loads. rate 0: as fast as
+// possible (requests/s served); else that fixed rate (server CPU per request, µs, all threads).
+async function set(framework, variants, rate, out) {
+  const servers = [];
+  for (const v of variants) {
+    const s = await serve(framework, v, { pin: PIN });
+    await sleep(200);
+    await load(s.port, { seconds: WARMUP_SECONDS, overallRate: rate });
+    s.pause();
+    servers.push([v, s]);
+  }
+  try {
+    for (let r = 0; r < ROUNDS; r++) {
+      for (const [v, s] of r % 2 ? [...servers].reverse() : servers) {
+        s.resume();
+        await load(s.port, { seconds: 0.2, overallRate: rate }); // its caches, after the others ran
+        const before = processCpuNs(s.pid);
+        const res = await loadResult(s.port, { seconds: SECONDS, overallRate: rate });
+        out[v].push(rate === 0 ? res.requests.average : (processCpuNs(s.pid) - before) / 1000 / res.requests.total);
+        s.pause();
+      }
+    }
+  } finally {
+    for (const [, s] of servers) {
+      s.resume();
+      await s.stop();
+    }
+  }
+}
 
 const rows = [];
 const cpuRows = [];
 const rates = [];
+const pct = (r) => `${((1 - r) * 100).toFixed(1)} %`;
 for (const framework of FRAMEWORKS) {
   // `instrumented` (instrumentExpress) exists for Express only: skipped for the others.
   const variants = VARIANTS.filter((v) => v !== 'instrumented' || framework === 'express');
   const rps = Object.fromEntries(variants.map((v) => [v, []]));
   const cpu = Object.fromEntries(variants.map((v) => [v, []]));
-  for (let r = 0; r < REPS; r++) {
-    for (const v of variants) {
-      const s = await serve(framework, v);
-      await sleep(200);
-      await load(s.port).then((x) => rps[v].push(x));
-      await s.stop();
-    }
-  }
-  const base = median(rps.bare);
-  // Half of what the bare server sustained: every variant keeps up, so each serves the same load.
-  const rate = Number(process.env.BENCH_HTTP_RATE ?? Math.round(base / 200) * 100);
+  for (let k = 0; k < SETS; k++) await set(framework, variants, 0, rps);
+  // Half of what the bare server (or the first variant) sustained: every variant keeps up, so
+  // each serves the same load.
+  const rate = Number(process.env.BENCH_HTTP_RATE ?? Math.round(median(rps.bare ?? rps[variants[0]]) / 200) * 100);
   rates.push(`${framework} ${rate}`);
-  for (let r = 0; r < REPS; r++) {
-    for (const v of variants) {
-      const s = await serve(framework, v);
-      await sleep(200);
-      s.mark();
-      await load(s.port, rate);
-      cpu[v].push(await s.stop());
-    }
-  }
-  const baseCpu = median(cpu.bare);
-  const samplerCpu = median(cpu.sampler ?? cpu.bare);
+  for (let k = 0; k < SETS; k++) await set(framework, variants, rate, cpu);
   for (const v of variants) {
-    const m = median(rps[v]);
-    rows.push([framework, v, m, (m / base).toFixed(3), `${((1 - m / base) * 100).toFixed(1)} %`]);
-    const c = median(cpu[v]);
-    cpuRows.push([framework, v, c, `${c >= baseCpu ? '+' : '−'}${Math.abs(c - baseCpu).toFixed(2)}`, (c / baseCpu).toFixed(3), (c / samplerCpu).toFixed(3)]);
+    const row = [framework, v, median(rps[v]).toFixed(0)];
+    for (const base of ['bare', 'sampler']) {
+      const p = rps[base] && v !== base ? pairedRatio(rps[v], rps[base]) : undefined;
+      row.push(p ? `${p.median.toFixed(3)} (${pct(p.median)})` : '', p ? `${pct(p.hi)} to ${pct(p.lo)}` : '');
+    }
+    rows.push(row);
+    const cpuRow = [framework, v, median(cpu[v])];
+    for (const base of ['bare', 'sampler']) {
+      const p = cpu[base] && v !== base ? pairedRatio(cpu[v], cpu[base]) : undefined;
+      cpuRow.push(p ? `${p.median.toFixed(3)} (${p.lo.toFixed(3)}–${p.hi.toFixed(3)})` : '');
+    }
+    cpuRows.push(cpuRow);
   }
 }
+const how = `${SETS} sets of fresh servers × ${ROUNDS} alternated rounds of ${SECONDS} s each, after ${WARMUP_SECONDS} s of warm-up; ${PIN ? 'load on CPU 0, the server on the others' : "server and load share this machine's CPUs"}`;
 table(
-  `HTTP hello-world throughput, requests/s (autocannon, 10 connections, ${SECONDS} s, median of ${REPS}; server and load share this machine's CPUs)`,
-  ['framework', 'variant', 'req/s', 'ratio to bare', 'loss'],
+  `HTTP hello-world throughput, requests/s (autocannon, 10 connections; ${how}). Ratios: the median of the paired ratios (the loss), and the loss's bootstrap 95% interval`,
+  ['framework', 'variant', 'req/s (median)', 'to bare', 'loss, 95%', 'to sampler alone', 'loss, 95%'],
   rows,
 );
 table(
-  `Server CPU per request, µs (all its threads, user + system) at a fixed rate, half the bare server's throughput (${rates.join(', ')} requests/s), median of ${REPS}`,
-  ['framework', 'variant', 'µs/request', 'vs bare', 'ratio to bare', 'ratio to sampler alone'],
+  `Server CPU per request, µs (all its threads, schedstat) at a fixed rate, half the bare server's throughput (${rates.join(', ')} requests/s; ${how}). Ratios: median of the paired ratios (95% interval)`,
+  ['framework', 'variant', 'µs/request (median)', 'ratio to bare', 'ratio to sampler alone'],
   cpuRows,
 );
 if (VARIANTS.includes('work1us')) console.log('  work1us: no jouletrace; one middleware / onRequest hook that busy-waits 1 µs per request (a ruler)');
