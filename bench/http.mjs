@@ -13,8 +13,8 @@
 // before it is measured. Each variant is compared with the baseline measured in the same round:
 // ratios are medians of those paired ratios, with a bootstrap 95% interval of the median.
 // A fresh set of processes each SETS time, since a process's own layout moves its speed too
-// (V8's stub cache: see bench/RESULTS.md). Measured from a fresh server's start, as before, a
-// 2 s run also timed V8 compiling the server's code, more of it with accounting. The load
+// (V8's stub cache: see bench/RESULTS.md). (Before, each measurement was a fresh server's first
+// 2 s, which also timed V8 compiling the server's code, more of it with accounting.) The load
 // generator (this process) runs on CPU 0 and the servers on the other CPUs, where taskset is
 // installed (BENCH_HTTP_PIN=0 leaves them to the scheduler).
 import { canPin, load, loadResult, pinLoadGenerator, serve } from './http-load.mjs';

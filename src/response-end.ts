@@ -358,8 +358,9 @@ function tagConnection(socket: TaggedSocket): ConnectionRequests | undefined {
 /**
  * Calls end(token, statusCode) once when the response to req has ended (its end() handed it to
  * the connection whole, else at its 'finish'), or when its connection closes first (499, or the
- * status already sent). c: connectionOf(req), looked up since anything that could close or tag
- * the connection ran (user code: a connection's close is an event, never synchronous).
+ * status already sent). c: connectionOf(req), looked up any time before: an entry stays its
+ * connection's until the connection's 'close' event (never synchronous), and undefined is looked
+ * up again.
  */
 export function watchResponse(c: ConnectionRequests | undefined, req: IncomingMessage, res: ServerResponse, token: unknown, end: End): void {
   // The common case, small for V8 to inline into track(): a connection of ours (tagged only

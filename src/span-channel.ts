@@ -129,7 +129,7 @@ export function slotOfHandle(h: number): number {
 // is read again at the next step. A field left stale changes the check unless the odd
 // multipliers below cancel over two or more fields, about 2^-32 per such read.
 // Mirrored in native/spans/span_log.h, and written out in #write and beginRequest (keep the four
-// alike; every span test fails if #write's differs, every request test if beginRequest's does).
+// alike; every span test fails if #write's differs, most request tests if beginRequest's does).
 // Exported for the test that forges an event.
 // Math.imul held: each use loads one variable, not a global and its property, which keeps #write's
 // bytecode small for V8's inlining budget (see bench/RESULTS.md, "The request's end inlined whole").

@@ -2,7 +2,7 @@
 // stop at the command it runs (`run node app.js --port 3000` passes --port to node), which
 // needs to know, while scanning, which options take a value.
 import * as fs from 'node:fs';
-import { SOURCE_NAMES, type SourceName } from '../source-options';
+import { SOURCE_NAMES, type SourceName, type SourceOptions } from '../source-options';
 
 export interface OptionSpec {
   /** Long name without dashes ("interval"). */
@@ -146,13 +146,7 @@ elsewhere, as /host/sys):
   --proc-stat F       CPU time, for the model source (default /proc/stat)
 `;
 
-export interface SourcePaths {
-  powercapRoot?: string;
-  msrPath?: string;
-  perfPmuRoot?: string;
-  sysfsCpuRoot?: string;
-  procStatPath?: string;
-}
+export type SourcePaths = Pick<SourceOptions, 'powercapRoot' | 'msrPath' | 'perfPmuRoot' | 'sysfsCpuRoot' | 'procStatPath'>;
 
 const SOURCE_PATH_KEYS: ReadonlyArray<[string, keyof SourcePaths]> = [
   ['powercap-root', 'powercapRoot'],
