@@ -1,6 +1,7 @@
 // A hello-world server in its own process (bench/http-server.mjs) and autocannon load against it,
 // for bench/http.mjs and bench/request-cost.mjs.
 import { spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -12,8 +13,11 @@ const autocannon = require('autocannon');
 // With `pin` (bench/http.mjs, where taskset is installed and there are 2 CPUs or more): the load
 // generator, this process, on CPU 0, and the servers on the others, so that the two never take
 // turns on one CPU (on a 2-vCPU guest, unpinned, one measurement's spread was twice as wide).
+// Only where this process may run on CPUs 0 to n-1 (a cpuset that leaves some out would refuse
+// taskset's list).
 const cpus = os.availableParallelism?.() ?? os.cpus().length;
-export const canPin = cpus >= 2 && spawnSync('sh', ['-c', 'command -v taskset']).status === 0;
+const allowed = /^Cpus_allowed_list:\s*(\S+)$/m.exec(fs.readFileSync('/proc/self/status', 'utf8'))?.[1];
+export const canPin = cpus >= 2 && allowed === `0-${cpus - 1}` && spawnSync('sh', ['-c', 'command -v taskset']).status === 0;
 export function pinLoadGenerator() {
   spawnSync('taskset', ['-p', '-c', '0', String(process.pid)], { stdio: 'ignore' });
 }

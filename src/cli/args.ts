@@ -127,34 +127,24 @@ export function reportUsageError(command: string, help: string, e: unknown): num
   return 2;
 }
 
-/** Where the energy sources read: for a container that mounts the host's /sys, /dev or /proc elsewhere. */
-export const SOURCE_PATH_SPECS: OptionSpec[] = [
-  { name: 'powercap-root', type: 'string' },
-  { name: 'msr-path', type: 'string' },
-  { name: 'perf-pmu-root', type: 'string' },
-  { name: 'sysfs-cpu-root', type: 'string' },
-  { name: 'proc-stat', type: 'string' },
-];
-
-/** The help section of SOURCE_PATH_SPECS. */
-export const SOURCE_PATH_HELP = `Where the energy sources read (for a container that mounts the host's /sys, /dev or /proc
-elsewhere, as /host/sys):
-  --powercap-root D   the powercap class (default /sys/class/powercap)
-  --msr-path T        the msr devices, %d for the CPU number (default /dev/cpu/%d/msr)
-  --perf-pmu-root D   the perf power PMU (default /sys/bus/event_source/devices/power)
-  --sysfs-cpu-root D  CPU topology (default /sys/devices/system/cpu)
-  --proc-stat F       CPU time, for the model source (default /proc/stat)
-`;
-
 export type SourcePaths = Pick<SourceOptions, 'powercapRoot' | 'msrPath' | 'perfPmuRoot' | 'sysfsCpuRoot' | 'procStatPath'>;
 
-const SOURCE_PATH_KEYS: ReadonlyArray<[string, keyof SourcePaths]> = [
-  ['powercap-root', 'powercapRoot'],
-  ['msr-path', 'msrPath'],
-  ['perf-pmu-root', 'perfPmuRoot'],
-  ['sysfs-cpu-root', 'sysfsCpuRoot'],
-  ['proc-stat', 'procStatPath'],
+// Where the energy sources read, for a container that mounts the host's /sys, /dev or /proc
+// elsewhere: option, its value's name, Sampler option, default (the host's path), what it is.
+const SOURCE_PATHS: ReadonlyArray<[string, string, keyof SourcePaths, string, string]> = [
+  ['powercap-root', 'D', 'powercapRoot', '/sys/class/powercap', 'the powercap class'],
+  ['msr-path', 'T', 'msrPath', '/dev/cpu/%d/msr', 'the msr devices, %d for the CPU number'],
+  ['perf-pmu-root', 'D', 'perfPmuRoot', '/sys/bus/event_source/devices/power', 'the perf power PMU'],
+  ['sysfs-cpu-root', 'D', 'sysfsCpuRoot', '/sys/devices/system/cpu', 'CPU topology'],
+  ['proc-stat', 'F', 'procStatPath', '/proc/stat', 'CPU time, for the model source'],
 ];
+
+export const SOURCE_PATH_SPECS: OptionSpec[] = SOURCE_PATHS.map(([name]) => ({ name, type: 'string' }));
+
+/** The help section of SOURCE_PATH_SPECS. */
+export const SOURCE_PATH_HELP =
+  "Where the energy sources read (for a container that mounts the host's /sys, /dev or /proc\nelsewhere, as /host/sys):\n" +
+  SOURCE_PATHS.map(([name, value, , def, what]) => `  ${`--${name} ${value}`.padEnd(20)}${what} (default ${def})\n`).join('');
 
 /**
  * The source path options given, as Sampler and probe() options. Checked here, so that a typo
@@ -162,7 +152,7 @@ const SOURCE_PATH_KEYS: ReadonlyArray<[string, keyof SourcePaths]> = [
  */
 export function sourcePathOptions(options: ParsedArgs['options']): SourcePaths {
   const out: SourcePaths = {};
-  for (const [name, key] of SOURCE_PATH_KEYS) {
+  for (const [name, , key, host] of SOURCE_PATHS) {
     const v = options[name];
     if (v === undefined) continue;
     const p = String(v);
@@ -172,7 +162,7 @@ export function sourcePathOptions(options: ParsedArgs['options']): SourcePaths {
       const first = p.replace('%d', '0');
       if (!fs.existsSync(first)) throw new UsageError(`--msr-path: ${first} does not exist (the msr devices appear once the msr module is loaded: modprobe msr)`);
     } else if (!fs.existsSync(p)) {
-      throw new UsageError(`--${name}: ${p} does not exist`);
+      throw new UsageError(`--${name}: ${p} does not exist (give where this process sees the host's ${host}, as /host${host} where the host's root is mounted at /host)`);
     }
     out[key] = p;
   }
