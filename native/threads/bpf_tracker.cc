@@ -302,7 +302,8 @@ int BpfTracker<Build>::fail(TrackerError* err, int e, const std::string& what, c
     if (!log.empty()) {
       std::string l = log;
       while (!l.empty() && l.back() == '\n') l.pop_back();
-      err->message += "\nlibbpf: " + l;
+      // libbpf's own lines carry its "libbpf: " prefix already; a verifier log's do not.
+      err->message += "\nlibbpf's log:\n" + l;
     }
   }
   return -e;
