@@ -100,30 +100,18 @@ interface RouteEntry {
  * ```
  */
 export class RequestTracker {
+  // What track() and a request's end touch, first and together (see SpanChannel's fields).
   readonly mode: RequestMode;
-  readonly #sampler: Sampler;
   readonly #channel: SpanChannel;
-  readonly #routeOf: ((req: IncomingMessage) => string) | undefined;
-  readonly #maxRoutes: number;
   readonly #requests: SharedRequests | undefined; // shared mode only
-  readonly #listeners = new Set<(records: RequestRecord[]) => void>();
-  readonly #routes = new Map<string, Map<string, RouteEntry>>(); // method → route asked → entry
-  readonly #routeList: RouteEntry[] = [];
-  #routeCount = 0;
+  #closed = false;
+  #capture: (() => unknown) | null = null;
   // The entry #routeEntry() gave last, and the method and route it was asked for.
   #lastMethod: string | undefined;
   #lastRoute: string | undefined;
   #lastEntry: RouteEntry | undefined;
-  readonly #shared: NumericResultListener;
-  readonly #callback: NumericResultListener;
-  #als: AsyncLocalStorage<Pending> | undefined;
-  #hook: AsyncHook | undefined;
-  // Exact mode: the request each callback span (by span slot) is charged to, and that span's
-  // handle. Arrays, as for shared-mode requests: a server runs a dozen callbacks per request.
-  #owner: Array<Pending | undefined> | undefined;
-  #ownerHandle: Int32Array | undefined;
-  #closed = false;
-  #capture: (() => unknown) | null = null;
+  readonly #listeners = new Set<(records: RequestRecord[]) => void>();
+  readonly #routeOf: ((req: IncomingMessage) => string) | undefined;
   // A response's end, for requests that track() watches: a shared-mode request's token is its
   // span handle, a number; negated for a request begun without a record to come (see track()).
   readonly #endAtResponseEnd = (token: unknown, statusCode: number) =>
@@ -132,6 +120,21 @@ export class RequestTracker {
       : token < 0
         ? this.#endUnrecorded(-token)
         : this.#endShared(token, statusCode);
+
+  // The rest.
+  readonly #sampler: Sampler;
+  readonly #maxRoutes: number;
+  readonly #routes = new Map<string, Map<string, RouteEntry>>(); // method → route asked → entry
+  readonly #routeList: RouteEntry[] = [];
+  #routeCount = 0;
+  readonly #shared: NumericResultListener;
+  readonly #callback: NumericResultListener;
+  #als: AsyncLocalStorage<Pending> | undefined;
+  #hook: AsyncHook | undefined;
+  // Exact mode: the request each callback span (by span slot) is charged to, and that span's
+  // handle. Arrays, as for shared-mode requests: a server runs a dozen callbacks per request.
+  #owner: Array<Pending | undefined> | undefined;
+  #ownerHandle: Int32Array | undefined;
 
   /** Calls fn() when each request begins and carries the result as the record's `context`. */
   setContextCapture(fn: (() => unknown) | null): void {

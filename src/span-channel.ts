@@ -265,18 +265,11 @@ function closedBeforeSettled(): JouletraceError {
 }
 
 export class SpanChannel {
-  readonly #handle: NativeChannel;
-  #routeIds = 0;
+  // What begin() and end() touch, first and together: V8 lays an object's fields out in the
+  // order they are defined, and on a server each request finds this object out of the L1 cache
+  // (the request's own path does not fit it), so each 64-byte line of it touched is a miss
+  // (bench/RESULTS.md, "Cache misses, counted").
   readonly #i32: Int32Array;
-  readonly #res: Float64Array;
-  readonly #evMask: number;
-  readonly #evCap: number;
-  readonly #resMask: number;
-  readonly #tag: number;
-  readonly #offsetNs: number; // hrtime() to the sampler's CLOCK_MONOTONIC (see monotonicOffsetNs)
-  #head = 0;
-  #tailSeen = 0;
-  #resTail = 0;
   // Each slot's generation, state, delivery and kept result, in one word (see STATE_SHIFT above):
   // a span's begin and end read and write one array, not four. On a server the caches are cold at
   // each request (the kernel, the load, other work ran since the last one), where a request's
@@ -288,6 +281,28 @@ export class SpanChannel {
   readonly #free = new Int32Array(MAX_OPEN);
   #freeHead = 0;
   #freeCount = MAX_OPEN;
+  #head = 0;
+  #tailSeen = 0;
+  readonly #evMask: number;
+  readonly #evCap: number;
+  readonly #tag: number;
+  #timer: NodeJS.Timeout | undefined;
+  #contexts: unknown[] | undefined;
+  #capture: (() => unknown) | null = null;
+  // Ends that found the event ring full, as (handle, route id, seconds, nanoseconds), written again by
+  // poll(). Dropped, an end would leave its span open in the engine until stop(), and a
+  // request in flight there thins every other request's share.
+  readonly #lateEnds: number[] = [];
+  // Never equal to a label passed in, so the first begin() validates its label, whatever it is.
+  #lastLabel: unknown = NO_LABEL;
+  #lastLabelId = 0;
+  // The rest.
+  readonly #handle: NativeChannel;
+  #routeIds = 0;
+  readonly #res: Float64Array;
+  readonly #resMask: number;
+  readonly #offsetNs: number; // hrtime() to the sampler's CLOCK_MONOTONIC (see monotonicOffsetNs)
+  #resTail = 0;
   // Results of users' spans. A SpanResult object is built only for settle() and onSpan
   // listeners: spans ended by the million and never settled one by one (the hot path's usual
   // case) would otherwise leave an object each, held in its slot for a late settle() until
@@ -296,24 +311,14 @@ export class SpanChannel {
   readonly #kept = new Float64Array(MAX_OPEN * KEPT_WORDS);
   readonly #keptLabel = new Int32Array(MAX_OPEN);
   readonly #results: Array<SpanResult | undefined> = new Array(MAX_OPEN);
-  #capture: (() => unknown) | null = null;
-  #contexts: unknown[] | undefined;
   readonly #labels = new Map<string, number>();
-  // Never equal to a label passed in, so the first begin() validates its label, whatever it is.
-  #lastLabel: unknown = NO_LABEL;
-  #lastLabelId = 0;
   readonly #labelNames: string[] = [];
   readonly #waiters = new Map<number, Waiter>();
   readonly #listeners = new Set<(spans: SpanResult[]) => void>();
   readonly #aggregates = new Map<string, LabelAggregate>(); // by label
   readonly #aggregateOf: Array<LabelAggregate | undefined> = []; // the same, by label id
-  #timer: NodeJS.Timeout | undefined;
   #period = 0; // the timer's, ms
   #closed = false;
-  // Ends that found the event ring full, as (handle, route id, seconds, nanoseconds), written again by
-  // poll(). Dropped, an end would leave its span open in the engine until stop(), and a
-  // request in flight there thins every other request's share.
-  readonly #lateEnds: number[] = [];
   // Slots in use that wait for no result from the engine: SETTLED_OPEN (it came) and
   // OPEN_DROPPED (none will; end() makes it locally).
   #noResult = 0;
