@@ -11,17 +11,19 @@
 // reversed every other round), the servers not being measured frozen meanwhile (SIGSTOP: their
 // sampler threads would otherwise wake on the same CPUs), each thawed and loaded for a moment
 // before it is measured. Each variant is compared with the baseline measured in the same round:
-// ratios are medians of those paired ratios, with a bootstrap 95% interval of the median.
-// A fresh set of processes each SETS time, since a process's own layout moves its speed too
-// (V8's stub cache: see bench/RESULTS.md). (Before, each measurement was a fresh server's first
+// ratios are medians of those paired ratios, with a bootstrap 95% interval of the median that
+// resamples the sets, then the rounds (see pairedRatio). A fresh set of processes each SETS
+// time, since a process's own layout moves its speed for as long as it lives (V8's stub cache,
+// where its code landed: see bench/RESULTS.md): many sets of a few rounds each, rather than the
+// reverse. (Before, each measurement was a fresh server's first
 // 2 s, which also timed V8 compiling the server's code, more of it with accounting.) The load
 // generator (this process) runs on CPU 0 and the servers on the other CPUs, where taskset is
 // installed (BENCH_HTTP_PIN=0 leaves them to the scheduler).
 import { canPin, load, loadResult, pinLoadGenerator, serve } from './http-load.mjs';
 import { median, processCpuNs, sleep, table } from './common.mjs';
 
-const SETS = Number(process.env.BENCH_HTTP_SETS ?? 2);
-const ROUNDS = Number(process.env.BENCH_REPS ?? 10);
+const SETS = Number(process.env.BENCH_HTTP_SETS ?? 4);
+const ROUNDS = Number(process.env.BENCH_REPS ?? 5);
 const SECONDS = Number(process.env.BENCH_HTTP_SECONDS ?? 1);
 const WARMUP_SECONDS = Number(process.env.BENCH_HTTP_WARMUP ?? 1);
 const VARIANTS = (process.env.BENCH_HTTP_VARIANTS ?? 'bare,work1us,sampler,middleware,exact').split(',');
@@ -31,21 +33,38 @@ const FRAMEWORKS = (process.env.BENCH_HTTP_FRAMEWORKS ?? 'express,fastify').spli
 const PIN = canPin && process.env.BENCH_HTTP_PIN !== '0';
 if (PIN) pinLoadGenerator();
 
-// The median of paired ratios, and a percentile bootstrap 95% interval of it (fixed seed: the
-// same data prints the same interval).
-function pairedRatio(xs, bases) {
-  const ratios = xs.map((x, i) => x / bases[i]);
+// The median of paired ratios, and a bootstrap 95% interval of it (fixed seed: the same data
+// prints the same interval). The ratios come in sets, one per set of fresh processes, and a
+// process's own layout moves its speed for as long as it lives (V8's stub cache, where its code
+// and data landed): pairs within a set are not independent, so the interval resamples the sets,
+// then the rounds within each. Resampling rounds alone gave intervals a few tenths wide around
+// set medians that differed by several percent (bench/RESULTS.md). Also the median of each set.
+function pairedRatio(xsBySet, basesBySet) {
+  const sets = xsBySet.map((xs, k) => xs.map((x, i) => x / basesBySet[k][i]));
   let seed = 12345;
   const rand = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32;
+  const pick = (xs) => xs[Math.floor(rand() * xs.length)];
   const meds = [];
-  for (let b = 0; b < 2000; b++) meds.push(median(ratios.map(() => ratios[Math.floor(rand() * ratios.length)])));
+  for (let b = 0; b < 2000; b++) {
+    const sample = [];
+    for (let k = 0; k < sets.length; k++) {
+      const set = pick(sets);
+      for (let i = 0; i < set.length; i++) sample.push(pick(set));
+    }
+    meds.push(median(sample));
+  }
   meds.sort((a, b) => a - b);
-  return { median: median(ratios), lo: meds[Math.floor(0.025 * meds.length)], hi: meds[Math.ceil(0.975 * meds.length) - 1] };
+  return {
+    median: median(sets.flat()),
+    lo: meds[Math.floor(0.025 * meds.length)],
+    hi: meds[Math.ceil(0.975 * meds.length) - 1],
+    bySet: sets.map(median),
+  };
 }
 
 // One set: a server per variant, warmed, then alternated short loads. rate 0: as fast as
 // possible (requests/s served); else that fixed rate (server CPU per request, µs, all threads).
-async function set(framework, variants, rate, out) {
+async function set(framework, variants, rate, out, k) {
   const servers = [];
   for (const v of variants) {
     const s = await serve(framework, v, { pin: PIN });
@@ -61,7 +80,7 @@ async function set(framework, variants, rate, out) {
         await load(s.port, { seconds: 0.2, overallRate: rate }); // its caches, after the others ran
         const before = processCpuNs(s.pid);
         const res = await loadResult(s.port, { seconds: SECONDS, overallRate: rate });
-        out[v].push(rate === 0 ? res.requests.average : (processCpuNs(s.pid) - before) / 1000 / res.requests.total);
+        out[v][k].push(rate === 0 ? res.requests.average : (processCpuNs(s.pid) - before) / 1000 / res.requests.total);
         s.pause();
       }
     }
@@ -80,38 +99,47 @@ const pct = (r) => `${((1 - r) * 100).toFixed(1)} %`;
 for (const framework of FRAMEWORKS) {
   // `instrumented` (instrumentExpress) exists for Express only: skipped for the others.
   const variants = VARIANTS.filter((v) => v !== 'instrumented' || framework === 'express');
-  const rps = Object.fromEntries(variants.map((v) => [v, []]));
-  const cpu = Object.fromEntries(variants.map((v) => [v, []]));
-  for (let k = 0; k < SETS; k++) await set(framework, variants, 0, rps);
+  // By variant, by set: one array of measurements for each set of processes.
+  const perSet = () => Object.fromEntries(variants.map((v) => [v, Array.from({ length: SETS }, () => [])]));
+  const rps = perSet();
+  const cpu = perSet();
+  for (let k = 0; k < SETS; k++) await set(framework, variants, 0, rps, k);
   // Half of what the bare server (or the first variant) sustained: every variant keeps up, so
   // each serves the same load.
-  const rate = Number(process.env.BENCH_HTTP_RATE ?? Math.round(median(rps.bare ?? rps[variants[0]]) / 200) * 100);
+  const rate = Number(process.env.BENCH_HTTP_RATE ?? Math.round(median((rps.bare ?? rps[variants[0]]).flat()) / 200) * 100);
   rates.push(`${framework} ${rate}`);
-  for (let k = 0; k < SETS; k++) await set(framework, variants, rate, cpu);
+  for (let k = 0; k < SETS; k++) await set(framework, variants, rate, cpu, k);
+  // The loss by set, against the sampler alone where it ran (else bare): how far apart sets of
+  // fresh processes land.
+  const setBase = variants.includes('sampler') ? 'sampler' : 'bare';
+  const bySet = (p) => p.bySet.map((r) => ((1 - r) * 100).toFixed(1)).join(' ');
+  const cpuBySet = (p) => p.bySet.map((r) => ((r - 1) * 100).toFixed(1)).join(' ');
   for (const v of variants) {
-    const row = [framework, v, median(rps[v]).toFixed(0)];
+    const row = [framework, v, median(rps[v].flat()).toFixed(0)];
     for (const base of ['bare', 'sampler']) {
       const p = rps[base] && v !== base ? pairedRatio(rps[v], rps[base]) : undefined;
       row.push(p ? `${p.median.toFixed(3)} (${pct(p.median)})` : '', p ? `${pct(p.hi)} to ${pct(p.lo)}` : '');
     }
+    row.push(rps[setBase] && v !== setBase ? bySet(pairedRatio(rps[v], rps[setBase])) : '');
     rows.push(row);
-    const cpuRow = [framework, v, median(cpu[v])];
+    const cpuRow = [framework, v, median(cpu[v].flat())];
     for (const base of ['bare', 'sampler']) {
       const p = cpu[base] && v !== base ? pairedRatio(cpu[v], cpu[base]) : undefined;
       cpuRow.push(p ? `${p.median.toFixed(3)} (${p.lo.toFixed(3)}–${p.hi.toFixed(3)})` : '');
     }
+    cpuRow.push(cpu[setBase] && v !== setBase ? cpuBySet(pairedRatio(cpu[v], cpu[setBase])) : '');
     cpuRows.push(cpuRow);
   }
 }
 const how = `${SETS} sets of fresh servers × ${ROUNDS} alternated rounds of ${SECONDS} s each, after ${WARMUP_SECONDS} s of warm-up; ${PIN ? 'load on CPU 0, the server on the others' : "server and load share this machine's CPUs"}`;
 table(
-  `HTTP hello-world throughput, requests/s (autocannon, 10 connections; ${how}). Ratios: the median of the paired ratios (the loss), and the loss's bootstrap 95% interval`,
-  ['framework', 'variant', 'req/s (median)', 'to bare', 'loss, 95%', 'to sampler alone', 'loss, 95%'],
+  `HTTP hello-world throughput, requests/s (autocannon, 10 connections; ${how}). Ratios: the median of the paired ratios (the loss), the loss's 95% interval (bootstrap over sets, then rounds), and the loss in each set, %`,
+  ['framework', 'variant', 'req/s (median)', 'to bare', 'loss, 95%', 'to sampler alone', 'loss, 95%', 'loss by set'],
   rows,
 );
 table(
-  `Server CPU per request, µs (all its threads, schedstat) at a fixed rate, half the bare server's throughput (${rates.join(', ')} requests/s; ${how}). Ratios: median of the paired ratios (95% interval)`,
-  ['framework', 'variant', 'µs/request (median)', 'ratio to bare', 'ratio to sampler alone'],
+  `Server CPU per request, µs (all its threads, schedstat) at a fixed rate, half the bare server's throughput (${rates.join(', ')} requests/s; ${how}). Ratios: median of the paired ratios (95% interval), and the CPU added in each set, %`,
+  ['framework', 'variant', 'µs/request (median)', 'ratio to bare', 'ratio to sampler alone', 'added by set'],
   cpuRows,
 );
 if (VARIANTS.includes('work1us')) console.log('  work1us: no jouletrace; one middleware / onRequest hook that busy-waits 1 µs per request (a ruler)');

@@ -49,6 +49,11 @@ const SLOWDOWN = 50;
 // last collections, and each scavenge has a fixed cost (its roots), which moved the count by up
 // to 400.
 const V8_FLAGS = ['--no-concurrent-recompilation', '--no-concurrent-osr', '--min-semi-space-size=16', '--max-semi-space-size=16'];
+// BENCH_VG_CACHE=1: callgrind's cache simulator too, with a Zen 4/5 core's sizes (L2 as the last
+// level: the L3 is shared with whatever else the host runs). It counts the misses that
+// instructions do not show: code run once a request costs a fetch of each of its cache lines
+// from L2 where the request's whole path does not fit the L1i. About twice as slow.
+const CACHE_SIM = process.env.BENCH_VG_CACHE === '1' ? ['--cache-sim=yes', '--I1=32768,8,64', '--D1=49152,12,64', '--LL=1048576,16,64'] : [];
 const FRAMEWORKS = (process.env.BENCH_HTTP_FRAMEWORKS ?? 'node:http,express,fastify').split(',');
 const VARIANTS = {
   'node:http': ['bare', 'sampler', 'middleware', 'floor'],
@@ -89,8 +94,19 @@ function readPart(dir, pid, part) {
     if (!m) continue;
     const file = path.join(dir, f);
     const text = fs.readFileSync(file, 'utf8');
-    const s = /^summary: (\d+)/m.exec(text);
-    threads.push({ thread: Number(m[1]), file, ir: s ? Number(s[1]) : 0, sampler: text.includes('jouletrace::SpanEngine') || text.includes('jouletrace::AttributionEngine') });
+    // events: Ir [I1mr ILmr Dr D1mr DLmr Dw D1mw DLmw] (the rest with --cache-sim=yes)
+    const names = (/^events: (.*)$/m.exec(text)?.[1] ?? 'Ir').trim().split(/\s+/);
+    const values = (/^summary: (.*)$/m.exec(text)?.[1] ?? '0').trim().split(/\s+/).map(Number);
+    const ev = (name) => values[names.indexOf(name)] ?? 0;
+    threads.push({
+      thread: Number(m[1]),
+      file,
+      ir: ev('Ir'),
+      i1: ev('I1mr'),
+      d1: ev('D1mr') + ev('D1mw'),
+      ll: ev('ILmr') + ev('DLmr') + ev('DLmw'),
+      sampler: text.includes('jouletrace::SpanEngine') || text.includes('jouletrace::AttributionEngine'),
+    });
   }
   return threads;
 }
@@ -111,7 +127,7 @@ async function measure(framework, variant) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-vg-'));
   const child = spawn(
     'valgrind',
-    ['--tool=callgrind', '--separate-threads=yes', `--callgrind-out-file=${dir}/cg.%p`, process.execPath, ...V8_FLAGS, ...(process.env.BENCH_VG_NODE_FLAGS?.split(' ') ?? []), path.join(root, 'bench/http-server.mjs'), framework, variant],
+    ['--tool=callgrind', '--separate-threads=yes', ...CACHE_SIM, `--callgrind-out-file=${dir}/cg.%p`, process.execPath, ...V8_FLAGS, ...(process.env.BENCH_VG_NODE_FLAGS?.split(' ') ?? []), path.join(root, 'bench/http-server.mjs'), framework, variant],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, BENCH_INTERVAL_SCALE: String(SLOWDOWN) } },
   );
   let out = '';
@@ -149,6 +165,9 @@ async function measure(framework, variant) {
       const sampler = threads.find((t) => t.sampler);
       parts.push({
         main: main ? main.ir / REQUESTS : NaN,
+        i1: main ? main.i1 / REQUESTS : NaN,
+        d1: main ? main.d1 / REQUESTS : NaN,
+        ll: main ? main.ll / REQUESTS : NaN,
         gc: main ? inclusiveIr(main.file, /v8::internal::Heap::CollectGarbage\(/) / REQUESTS : NaN,
         spans: sampler ? inclusiveIr(sampler.file, /jouletrace::SpanEngine::\w+\(/) / REQUESTS : NaN,
       });
@@ -168,6 +187,7 @@ const signed = (x) => `${x >= 0 ? '+' : '−'}${Math.round(Math.abs(x))}`;
 const range = (xs) => `${Math.round(Math.min(...xs))}–${Math.round(Math.max(...xs))}`;
 const rows = [];
 const samplerRows = [];
+const cacheRows = [];
 for (const framework of FRAMEWORKS) {
   const results = {};
   const variants = VARIANTS[framework].filter((v) => !ONLY || ONLY.includes(v));
@@ -190,6 +210,10 @@ for (const framework of FRAMEWORKS) {
       v === 'bare' || Number.isNaN(alone) ? '' : `${signed(a - alone)} (${(((a - alone) / alone) * 100).toFixed(2)} %)`,
     ]);
     if (v !== 'bare') samplerRows.push([framework, NAMES[v], String(Math.round(m(v, 'spans')))]);
+    if (CACHE_SIM.length > 0) {
+      const vsAlone = (k) => (v === 'sampler' || !results.sampler ? '' : ` (${signed(m(v, k) - m('sampler', k))})`);
+      cacheRows.push([framework, NAMES[v], ...['i1', 'd1', 'll'].map((k) => `${m(v, k).toFixed(1)}${vsAlone(k)}`)]);
+    }
   }
 }
 table(
@@ -198,3 +222,10 @@ table(
   rows,
 );
 table("Sampler thread's span engine, instructions per request (inclusive)", ['framework', 'variant', 'span engine'], samplerRows);
+if (CACHE_SIM.length > 0) {
+  table(
+    "Main thread's cache misses per request (callgrind's simulator: 32 KiB 8-way L1i, 48 KiB 12-way L1d, 1 MiB 16-way L2 as the last level; median of the parts; in brackets, against the sampler alone)",
+    ['framework', 'variant', 'L1i misses', 'L1d misses', 'L2 misses'],
+    cacheRows,
+  );
+}
