@@ -75,7 +75,6 @@ class SharedRequests {
   // names[2 * slot]: its method; names[2 * slot + 1]: its route, or a function that gives it.
   readonly names: Array<string | (() => string)> = new Array<string | (() => string)>(SPAN_SLOTS * 2).fill('');
   context: unknown[] | undefined;
-  inFlight = 0;
   // Results of requests settled before they ended (REQ_SETTLED), by slot: res[2 ... 7] of
   // NumericResultListener. Rare (stop() with requests in flight), so a Map.
   readonly held = new Map<number, Float64Array>();
@@ -106,10 +105,16 @@ export class RequestTracker {
   readonly #requests: SharedRequests | undefined; // shared mode only
   #closed = false;
   #capture: (() => unknown) | null = null;
-  // The entry #routeEntry() gave last, and the method and route it was asked for.
+  // The entry #routeEntry() gave last, and the method and route it was asked for; its id, kept
+  // here so that the common request does not read the entry.
   #lastMethod: string | undefined;
   #lastRoute: string | undefined;
   #lastEntry: RouteEntry | undefined;
+  #lastId = 0;
+  // #listeners.size, kept here: the common request reads one field rather than the Set and its table.
+  #listening = 0;
+  // Shared-mode requests whose record is still to come (see the inFlight getter).
+  #sharedInFlight = 0;
   readonly #listeners = new Set<(records: RequestRecord[]) => void>();
   readonly #routeOf: ((req: IncomingMessage) => string) | undefined;
   // A response's end, for requests that track() watches: a shared-mode request's token is its
@@ -244,19 +249,20 @@ export class RequestTracker {
       const method = req.method ?? 'GET';
       // A route known now (a framework's pattern) is named by the request's begin event, one
       // known at its end by its end event.
-      const entry = typeof given === 'string' ? this.#routeEntry(method, given, true) : undefined;
-      const h = this.#channel.beginRequest(entry === undefined ? 0 : entry.id);
+      const id = typeof given === 'string' ? this.#routeId(method, given) : 0;
+      const h = this.#channel.beginRequest(id);
       if (h <= 0) return; // not running (-1), or every span slot busy (0, counted as dropped)
-      if (entry !== undefined && entry.id !== 0 && this.#listeners.size === 0) {
+      if (id !== 0 && this.#listening === 0) {
         // Nearly every request of a server without an exporter: its route is named, and nobody
         // wants its record, now or at its end (a listener added meanwhile gets records of the
         // requests that begin after it). Nothing of it is kept here: its token, the handle
         // negated, ends it silently (#endUnrecorded).
-        r.inFlight++;
+        this.#sharedInFlight++;
         watchResponse(c, req, res, -h, this.#endAtResponseEnd);
         return;
       }
-      this.#opened(r, h, method, entry === undefined ? given : entry.route, undefined);
+      // The name it counts under: the route asked, or '(other)' past maxRoutes.
+      this.#opened(r, h, method, typeof given === 'string' ? this.#routeEntry(method, given, true).route : given, undefined);
       watchResponse(c, req, res, h, this.#endAtResponseEnd);
       return;
     }
@@ -393,7 +399,7 @@ export class RequestTracker {
     r.names[i + 1] = route;
     if (this.#capture !== null) (r.context ??= new Array<unknown>(SPAN_SLOTS))[slot] = context;
     else if (r.context !== undefined) r.context[slot] = undefined;
-    r.inFlight++;
+    this.#sharedInFlight++;
   }
 
   // end() of a shared-mode request (its token is its span handle), from end() or, without a route,
@@ -407,7 +413,7 @@ export class RequestTracker {
     // comes back to this thread (nor is one needed after the sampler stopped: its final step
     // added the requests still open to the routes their begins named). Kept small, for V8 to
     // inline into the finish handler.
-    if ((r.ids[i + 1] & REQ_STATE_BITS) === REQ_OPEN && route === undefined && this.#listeners.size === 0 && typeof r.names[i + 1] === 'string') {
+    if ((r.ids[i + 1] & REQ_STATE_BITS) === REQ_OPEN && route === undefined && this.#listening === 0 && typeof r.names[i + 1] === 'string') {
       r.ids[i + 1] = REQ_ENDED | (statusCode << STATUS_SHIFT);
       this.#endSilently(r, h, 0);
       return;
@@ -429,7 +435,7 @@ export class RequestTracker {
       // Silently only while the sampler runs. Its final step settles the requests still open
       // under the route their begin named; one whose route comes only now would be lost if its
       // result, already written, were not read (the tracker adds it to its route then).
-      if (this.#listeners.size === 0 && (id === 0 || this.#channel.running)) {
+      if (this.#listening === 0 && (id === 0 || this.#channel.running)) {
         this.#endSilently(r, h, id);
         return;
       }
@@ -440,7 +446,7 @@ export class RequestTracker {
       this.#routeAtEnd(r, i, route);
       const held = r.held.get(slot)!;
       r.held.delete(slot);
-      r.inFlight++; // counted out when it settled: #onShared counts it out again
+      this.#sharedInFlight++; // counted out when it settled: #onShared counts it out again
       this.#onShared(h, held, 0);
     } else {
       return; // a second end()
@@ -468,7 +474,7 @@ export class RequestTracker {
     r.ids[slot * 2] = 0;
     r.ids[slot * 2 + 1] = 0;
     if (r.context !== undefined) r.context[slot] = undefined;
-    if (--r.inFlight === 0 && this.#closed) this.#detach();
+    if (--this.#sharedInFlight === 0 && this.#closed) this.#detach();
   }
 
   // The end of a request that track() began with no record to come, and kept nothing of: the
@@ -482,8 +488,7 @@ export class RequestTracker {
     } catch {
       /* already gone with the channel */
     }
-    const r = this.#requests!;
-    if (--r.inFlight === 0 && this.#closed) this.#detach();
+    if (--this.#sharedInFlight === 0 && this.#closed) this.#detach();
   }
 
   // A request whose route is known only now (given to end(), or a function's): the entry's id,
@@ -505,7 +510,7 @@ export class RequestTracker {
     const slot = slotOfHandle(h);
     const i = slot * 2;
     if (!r || r.ids[i] !== h) return;
-    r.inFlight--;
+    this.#sharedInFlight--;
     const word = r.ids[i + 1];
     if ((word & REQ_STATE_BITS) !== REQ_ENDED) {
       // Settled while open (stop() settles what is open): end() is still to come, frees the span
@@ -517,13 +522,13 @@ export class RequestTracker {
     }
     r.ids[i] = 0;
     r.ids[i + 1] = 0;
-    if (this.#closed && r.inFlight === 0) this.#detach();
+    if (this.#closed && this.#sharedInFlight === 0) this.#detach();
     const flags = res[o + 7];
     const context = r.context?.[slot];
     if (context !== undefined) r.context![slot] = undefined;
     // Nearly every request: the sampler thread has added it to its route, and nobody wants its
     // record.
-    if ((flags & FLAG_AGGREGATED) !== 0 && this.#listeners.size === 0) return;
+    if ((flags & FLAG_AGGREGATED) !== 0 && this.#listening === 0) return;
     // Read here, not passed on: doubles passed to a call that V8 does not inline are boxed.
     const startNs = res[o + 2];
     const endNs = res[o + 3];
@@ -538,7 +543,7 @@ export class RequestTracker {
     // Settled before its end named its route (stop() with it open), or never seen by the
     // sampler: aggregated here.
     if ((flags & FLAG_AGGREGATED) === 0) this.#channel.addToRoute(this.#routeEntry(method, route).id, joules, endNs - startNs, estimated);
-    if (this.#listeners.size === 0) return;
+    if (this.#listening === 0) return;
     const rec: RequestRecord = {
       method,
       route,
@@ -605,7 +610,7 @@ export class RequestTracker {
     const entry = this.#routeEntry(p.method, typeof p.route === 'function' ? safeRoute(p.route) : p.route);
     this.#channel.addToRoute(entry.id, p.joules, durationNs, p.estimated);
     const route = entry.route;
-    if (this.#listeners.size === 0) return;
+    if (this.#listening === 0) return;
     // Queued like shared mode's: a listener runs outside the channel's collection loop, so
     // one that throws cannot cut a poll short (and lose the results after it).
     this.#queue({
@@ -640,6 +645,11 @@ export class RequestTracker {
     return route === this.#lastRoute && method === this.#lastMethod ? this.#lastEntry! : this.#findRouteEntry(method, route, atBegin);
   }
 
+  // #routeEntry(method, route, true).id, without reading the entry where it was the last one.
+  #routeId(method: string, route: string): number {
+    return route === this.#lastRoute && method === this.#lastMethod ? this.#lastId : this.#findRouteEntry(method, route, true).id;
+  }
+
   #findRouteEntry(method: string, route: string, atBegin: boolean): RouteEntry {
     let byRoute = this.#routes.get(method);
     if (!byRoute) this.#routes.set(method, (byRoute = new Map()));
@@ -658,6 +668,7 @@ export class RequestTracker {
     this.#lastMethod = method;
     this.#lastRoute = route;
     this.#lastEntry = entry;
+    this.#lastId = entry.id;
     return entry;
   }
 
@@ -672,7 +683,11 @@ export class RequestTracker {
   onRequest(cb: (records: RequestRecord[]) => void): () => void {
     if (typeof cb !== 'function') throw new TypeError(`Expected a function for onRequest(callback) but received ${String(cb)} of type ${typeof cb}`);
     this.#listeners.add(cb);
-    return () => this.#listeners.delete(cb);
+    this.#listening = this.#listeners.size;
+    return () => {
+      this.#listeners.delete(cb);
+      this.#listening = this.#listeners.size;
+    };
   }
 
   /** Per-route aggregates since the tracker was created, most energy first. */
@@ -705,7 +720,7 @@ export class RequestTracker {
    * thread adds it to routes() as it settles).
    */
   get inFlight(): number {
-    return this.mode === 'exact' ? this.#exactInFlight : (this.#requests?.inFlight ?? 0);
+    return this.mode === 'exact' ? this.#exactInFlight : this.#sharedInFlight;
   }
 
   get sampler(): Sampler {

@@ -521,8 +521,10 @@ describeBpf('per-route aggregates, kept by the sampler thread', () => {
     return total(tracker);
   }
 
-  it('without a listener, no result comes back to the serving thread, and routes() still sums to its energy', async () => {
+  it('without a listener (one added and removed counts as none), no result comes back to the serving thread, and routes() still sums to its energy', async () => {
     const { sampler, tracker } = setup('shared', { listen: false });
+    const unsubscribe = tracker.onRequest(() => {});
+    unsubscribe();
     let inFlightAtLast = -1;
     // Ended silently: out of flight at its end, not at its settlement 10 ms or more later.
     const { base, window } = await twoRouteServer(sampler, tracker, (res) =>
