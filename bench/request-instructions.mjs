@@ -25,7 +25,8 @@
 // BENCH_VG_PARTS, BENCH_VG_REQUESTS, BENCH_VG_WARMUP, BENCH_HTTP_FRAMEWORKS and
 // BENCH_VG_VARIANTS (bare,sampler,hook,middleware,hooked,floor) narrow a run; BENCH_VG_KEEP=1 keeps the dumps
 // for callgrind_annotate, and BENCH_VG_NODE_FLAGS=--perf-basic-prof writes /tmp/perf-<pid>.map,
-// which names the JIT-compiled functions that callgrind knows only by address.
+// which names the JIT-compiled functions that callgrind knows only by address. BENCH_VG_CACHE=1
+// also counts the main thread's cache misses (see CACHE_SIM below).
 //
 // Skipped, with the reason, where valgrind is not installed (Debian: apt-get install valgrind).
 import { execFileSync, spawn, spawnSync } from 'node:child_process';

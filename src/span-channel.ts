@@ -268,7 +268,7 @@ export class SpanChannel {
   // What begin() and end() touch, first and together: V8 lays an object's fields out in the
   // order they are defined, and on a server each request finds this object out of the L1 cache
   // (the request's own path does not fit it), so each 64-byte line of it touched is a miss
-  // (bench/RESULTS.md, "Cache misses, counted").
+  // (bench/RESULTS.md, "Cache misses counted").
   readonly #i32: Int32Array;
   // Each slot's generation, state, delivery and kept result, in one word (see STATE_SHIFT above):
   // a span's begin and end read and write one array, not four. On a server the caches are cold at
