@@ -116,18 +116,18 @@ for (const framework of FRAMEWORKS) {
   const cpuBySet = (p) => p.bySet.map((r) => ((r - 1) * 100).toFixed(1)).join(' ');
   for (const v of variants) {
     const row = [framework, v, median(rps[v].flat()).toFixed(0)];
-    for (const base of ['bare', 'sampler']) {
-      const p = rps[base] && v !== base ? pairedRatio(rps[v], rps[base]) : undefined;
-      row.push(p ? `${p.median.toFixed(3)} (${pct(p.median)})` : '', p ? `${pct(p.hi)} to ${pct(p.lo)}` : '');
-    }
-    row.push(rps[setBase] && v !== setBase ? bySet(pairedRatio(rps[v], rps[setBase])) : '');
-    rows.push(row);
     const cpuRow = [framework, v, median(cpu[v].flat())];
+    const against = (xs, base) => (xs[base] && v !== base ? pairedRatio(xs[v], xs[base]) : undefined);
+    const ratios = {};
     for (const base of ['bare', 'sampler']) {
-      const p = cpu[base] && v !== base ? pairedRatio(cpu[v], cpu[base]) : undefined;
-      cpuRow.push(p ? `${p.median.toFixed(3)} (${p.lo.toFixed(3)}–${p.hi.toFixed(3)})` : '');
+      const p = (ratios[base] = { rps: against(rps, base), cpu: against(cpu, base) });
+      row.push(p.rps ? `${p.rps.median.toFixed(3)} (${pct(p.rps.median)})` : '', p.rps ? `${pct(p.rps.hi)} to ${pct(p.rps.lo)}` : '');
+      cpuRow.push(p.cpu ? `${p.cpu.median.toFixed(3)} (${p.cpu.lo.toFixed(3)}–${p.cpu.hi.toFixed(3)})` : '');
     }
-    cpuRow.push(cpu[setBase] && v !== setBase ? cpuBySet(pairedRatio(cpu[v], cpu[setBase])) : '');
+    // Each set's figure, from the ratios above (the last column).
+    row.push(ratios[setBase].rps ? bySet(ratios[setBase].rps) : '');
+    cpuRow.push(ratios[setBase].cpu ? cpuBySet(ratios[setBase].cpu) : '');
+    rows.push(row);
     cpuRows.push(cpuRow);
   }
 }
