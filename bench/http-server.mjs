@@ -7,7 +7,11 @@
 // request costs on the machine at hand; hook: the sampler and an empty middleware / onRequest
 // hook, what any hook costs in that framework; floor (node:http, Fastify): no jouletrace, the
 // sampler and the least any accounting of this shape does (see floorAccounting below), a ruler
-// for how far jouletrace's request path is from it.
+// for how far jouletrace's request path is from it; straight: no jouletrace, the sampler, and a
+// hook (middleware) that runs about 5.7 KB of straight-line machine code once a request, as much
+// as jouletrace's own functions run (see makeStraight below), a ruler for what code run once a
+// request costs beyond its instructions; control: the sampler alone again, in a
+// process of its own (an A/A control: what the benchmark reads as a loss where there is none).
 // Prints "listening <port>" once ready. SIGUSR2 marks the start of a measured load; SIGTERM prints
 // "cpu {user, system, served}" for the time since (µs, requests) and exits.
 import { createRequire } from 'node:module';
@@ -77,11 +81,29 @@ function floorAccounting() {
     req.socket[OPEN] = id;
   };
 }
+// n statements of int32 arithmetic, each with constants of its own, so that V8 compiles them to
+// straight-line code that a request runs once: at n = 370, about 5.7 KB of machine code (90 cache
+// lines) and 1,500 instructions (V8 12, x86-64), the size of what jouletrace's own functions run
+// a request. Code run once a request is fetched from beyond the L1i each time (a hello-world's
+// path is several times the L1i's size), which instructions counted do not show.
+function makeStraight(n) {
+  let body = 'let a = x | 0, b = (x >>> 3) | 0, c = (x * 7) | 0;\n';
+  let k = 0x9e3779b1;
+  for (let i = 0; i < n; i++) {
+    k = (Math.imul(k, 1103515245) + 12345) >>> 0;
+    const v = 'abc'[i % 3];
+    const w = 'bca'[i % 3];
+    body += `${v} = ((${v} + ${k & 0x7fffffff}) ^ (${w} >>> ${1 + (i % 13)})) | 0;\n`;
+  }
+  return new Function('x', `${body}return (a ^ b ^ c) | 0;`);
+}
+const straight = variant === 'straight' ? makeStraight(370) : null;
+let straightSink = 0;
 const floor = variant === 'floor' ? floorAccounting() : null;
 if (variant !== 'bare' && variant !== 'work1us') {
   sampler = new Sampler({ intervalUs: 1000 });
   sampler.start();
-  if (variant !== 'sampler' && variant !== 'hook' && variant !== 'floor') tracker = new RequestTracker(sampler, { mode: variant === 'exact' ? 'exact' : 'shared' });
+  if (!['sampler', 'control', 'hook', 'floor', 'straight'].includes(variant)) tracker = new RequestTracker(sampler, { mode: variant === 'exact' ? 'exact' : 'shared' });
 }
 let close;
 if (framework === 'node:http') {
@@ -89,6 +111,7 @@ if (framework === 'node:http') {
   const server = http.createServer((req, res) => {
     if (tracker) tracker.track(req, res, '/hello/:name');
     if (floor) floor(req, '/hello/:name');
+    if (straight) straightSink ^= straight(served);
     if (variant === 'work1us') work1us();
     served++;
     res.end(`hello ${req.url.slice(7)}`);
@@ -103,6 +126,7 @@ if (framework === 'node:http') {
   else if (tracker) app.use(energyMiddleware(tracker));
   if (variant === 'work1us') app.use((req, res, next) => (work1us(), next()));
   if (variant === 'hook') app.use((req, res, next) => next());
+  if (straight) app.use((req, res, next) => ((straightSink ^= straight(served)), next()));
   app.get('/hello/:name', (req, res) => (served++, res.send(`hello ${req.params.name}`)));
   const server = app.listen(0, '127.0.0.1', () => console.log(`listening ${server.address().port}`));
   close = () => server.close();
@@ -114,6 +138,7 @@ if (framework === 'node:http') {
   if (variant === 'work1us') app.addHook('onRequest', (req, reply, done) => (work1us(), done()));
   if (variant === 'hook' || variant === 'hooked') app.addHook('onRequest', (req, reply, done) => done());
   if (floor) app.addHook('onRequest', (req, reply, done) => (floor(req.raw, fastifyRoute(req)), done()));
+  if (straight) app.addHook('onRequest', (req, reply, done) => ((straightSink ^= straight(served)), done()));
   app.get('/hello/:name', async (req) => (served++, `hello ${req.params.name}`));
   const address = await app.listen({ port: 0, host: '127.0.0.1' });
   console.log(`listening ${new URL(address).port}`);

@@ -18,7 +18,8 @@
 // reverse. (Before, each measurement was a fresh server's first
 // 2 s, which also timed V8 compiling the server's code, more of it with accounting.) The load
 // generator (this process) runs on CPU 0 and the servers on the other CPUs, where taskset is
-// installed (BENCH_HTTP_PIN=0 leaves them to the scheduler).
+// installed (BENCH_HTTP_PIN=0 leaves them to the scheduler). BENCH_HTTP_CORUN=1 measures
+// another way: both servers of a pair loaded at once (see coRunSet).
 import { canPin, load, loadResult, pinLoadGenerator, serve } from './http-load.mjs';
 import { median, processCpuNs, sleep, table } from './common.mjs';
 
@@ -28,6 +29,11 @@ const SECONDS = Number(process.env.BENCH_HTTP_SECONDS ?? 1);
 const WARMUP_SECONDS = Number(process.env.BENCH_HTTP_WARMUP ?? 1);
 const VARIANTS = (process.env.BENCH_HTTP_VARIANTS ?? 'bare,work1us,sampler,middleware,exact').split(',');
 const FRAMEWORKS = (process.env.BENCH_HTTP_FRAMEWORKS ?? 'express,fastify').split(',');
+// BENCH_HTTP_CPU=0: throughput only (the fixed-rate CPU part doubles the run's time).
+const CPU = process.env.BENCH_HTTP_CPU !== '0';
+// BENCH_HTTP_CORUN=1: instead of both, each variant and the baseline loaded at once, on one CPU
+// (see coRunSet).
+const CORUN = process.env.BENCH_HTTP_CORUN === '1';
 // The load generator on CPU 0, the servers on the others (BENCH_HTTP_PIN=0: wherever the
 // scheduler puts them).
 const PIN = canPin && process.env.BENCH_HTTP_PIN !== '0';
@@ -62,9 +68,8 @@ function pairedRatio(xsBySet, basesBySet) {
   };
 }
 
-// One set: a server per variant, warmed, then alternated short loads. rate 0: as fast as
-// possible (requests/s served); else that fixed rate (server CPU per request, µs, all threads).
-async function set(framework, variants, rate, out, k) {
+// A server per variant, each warmed (at `rate`, 0: as fast as possible) and left frozen.
+async function startServers(framework, variants, rate) {
   const servers = [];
   for (const v of variants) {
     const s = await serve(framework, v, { pin: PIN });
@@ -73,6 +78,20 @@ async function set(framework, variants, rate, out, k) {
     s.pause();
     servers.push([v, s]);
   }
+  return servers;
+}
+
+async function stopServers(servers) {
+  for (const [, s] of servers) {
+    s.resume();
+    await s.stop();
+  }
+}
+
+// One set: a server per variant, warmed, then alternated short loads. rate 0: as fast as
+// possible (requests/s served); else that fixed rate (server CPU per request, µs, all threads).
+async function set(framework, variants, rate, out, k) {
+  const servers = await startServers(framework, variants, rate);
   try {
     for (let r = 0; r < ROUNDS; r++) {
       for (const [v, s] of r % 2 ? [...servers].reverse() : servers) {
@@ -85,17 +104,67 @@ async function set(framework, variants, rate, out, k) {
       }
     }
   } finally {
-    for (const [, s] of servers) {
-      s.resume();
-      await s.stop();
+    await stopServers(servers);
+  }
+}
+
+// One set, co-run: the baseline (the first variant) and each other variant in turn served at
+// full speed at the same time, both servers on the same CPU(s), each loaded by its own
+// autocannon; what is compared is each server's CPU (all its threads) per request served over
+// the same second. The host's speed, which drifts between the rounds of set() by more than the
+// 3% target, is then the same for both: they take turns on the CPU every few milliseconds. The
+// figure is throughput per CPU, baseline CPU per request / variant CPU per request, which is
+// the throughput ratio wherever the server's CPU is the bottleneck. Both processes share the
+// CPU's caches, switching every few milliseconds, as two services on one host would.
+async function coRunSet(framework, variants, out, k) {
+  const servers = await startServers(framework, variants, 0);
+  const [, base] = servers[0];
+  try {
+    for (let r = 0; r < ROUNDS; r++) {
+      const others = servers.slice(1);
+      for (const [v, s] of r % 2 ? others.reverse() : others) {
+        base.resume();
+        s.resume();
+        await Promise.all([load(base.port, { seconds: 0.2 }), load(s.port, { seconds: 0.2 })]);
+        const b0 = processCpuNs(base.pid);
+        const s0 = processCpuNs(s.pid);
+        const [rb, rs] = await Promise.all([loadResult(base.port, { seconds: SECONDS }), loadResult(s.port, { seconds: SECONDS })]);
+        const perBase = (processCpuNs(base.pid) - b0) / rb.requests.total;
+        const perVariant = (processCpuNs(s.pid) - s0) / rs.requests.total;
+        out[v][k].push(perBase / perVariant);
+        base.pause();
+        s.pause();
+      }
+    }
+  } finally {
+    await stopServers(servers);
+  }
+}
+
+const pct = (r) => `${((1 - r) * 100).toFixed(1)} %`;
+
+if (CORUN) {
+  const coRows = [];
+  for (const framework of FRAMEWORKS) {
+    const variants = VARIANTS.filter((v) => v !== 'instrumented' || framework === 'express');
+    const ratios = Object.fromEntries(variants.slice(1).map((v) => [v, Array.from({ length: SETS }, () => [])]));
+    for (let k = 0; k < SETS; k++) await coRunSet(framework, variants, ratios, k);
+    for (const v of variants.slice(1)) {
+      const p = pairedRatio(ratios[v], ratios[v].map((xs) => xs.map(() => 1)));
+      coRows.push([framework, `${v} beside ${variants[0]}`, `${p.median.toFixed(3)} (${pct(p.median)})`, `${pct(p.hi)} to ${pct(p.lo)}`, p.bySet.map((r) => ((1 - r) * 100).toFixed(1)).join(' ')]);
     }
   }
+  table(
+    `HTTP hello-world, co-run: the baseline and a variant served at full speed at once on the same CPU(s) (autocannon, 10 connections each; ${SETS} sets of fresh servers × ${ROUNDS} rounds of ${SECONDS} s, after ${WARMUP_SECONDS} s of warm-up). Throughput per CPU against the baseline: the median of the paired ratios (the loss), its 95% interval (bootstrap over sets, then rounds), and the loss in each set, %`,
+    ['framework', 'variant', 'throughput per CPU', 'loss, 95%', 'loss by set'],
+    coRows,
+  );
+  process.exit(0);
 }
 
 const rows = [];
 const cpuRows = [];
 const rates = [];
-const pct = (r) => `${((1 - r) * 100).toFixed(1)} %`;
 for (const framework of FRAMEWORKS) {
   // `instrumented` (instrumentExpress) exists for Express only: skipped for the others.
   const variants = VARIANTS.filter((v) => v !== 'instrumented' || framework === 'express');
@@ -108,7 +177,7 @@ for (const framework of FRAMEWORKS) {
   // each serves the same load.
   const rate = Number(process.env.BENCH_HTTP_RATE ?? Math.round(median((rps.bare ?? rps[variants[0]]).flat()) / 200) * 100);
   rates.push(`${framework} ${rate}`);
-  for (let k = 0; k < SETS; k++) await set(framework, variants, rate, cpu, k);
+  if (CPU) for (let k = 0; k < SETS; k++) await set(framework, variants, rate, cpu, k);
   // The loss by set, against the sampler alone where it ran (else bare): how far apart sets of
   // fresh processes land.
   const setBase = variants.includes('sampler') ? 'sampler' : 'bare';
@@ -116,8 +185,8 @@ for (const framework of FRAMEWORKS) {
   const cpuBySet = (p) => p.bySet.map((r) => ((r - 1) * 100).toFixed(1)).join(' ');
   for (const v of variants) {
     const row = [framework, v, median(rps[v].flat()).toFixed(0)];
-    const cpuRow = [framework, v, median(cpu[v].flat())];
-    const against = (xs, base) => (xs[base] && v !== base ? pairedRatio(xs[v], xs[base]) : undefined);
+    const cpuRow = [framework, v, CPU ? median(cpu[v].flat()) : NaN];
+    const against = (xs, base) => (xs[base] && v !== base && xs[v][0].length !== 0 ? pairedRatio(xs[v], xs[base]) : undefined);
     const ratios = {};
     for (const base of ['bare', 'sampler']) {
       const p = (ratios[base] = { rps: against(rps, base), cpu: against(cpu, base) });
@@ -137,7 +206,7 @@ table(
   ['framework', 'variant', 'req/s (median)', 'to bare', 'loss, 95%', 'to sampler alone', 'loss, 95%', 'loss by set'],
   rows,
 );
-table(
+if (CPU) table(
   `Server CPU per request, µs (all its threads, schedstat) at a fixed rate, half the bare server's throughput (${rates.join(', ')} requests/s; ${how}). Ratios: median of the paired ratios (95% interval), and the CPU added in each set, %`,
   ['framework', 'variant', 'µs/request (median)', 'ratio to bare', 'ratio to sampler alone', 'added by set'],
   cpuRows,

@@ -23,7 +23,7 @@
 // thread's own wake-ups stay at 1 ms: only the span engine's count is shown for that thread.
 //
 // BENCH_VG_PARTS, BENCH_VG_REQUESTS, BENCH_VG_WARMUP, BENCH_HTTP_FRAMEWORKS and
-// BENCH_VG_VARIANTS (bare,sampler,hook,middleware,hooked,floor) narrow a run; BENCH_VG_KEEP=1 keeps the dumps
+// BENCH_VG_VARIANTS (bare,sampler,hook,middleware,hooked,floor; straight only where named) narrow a run; BENCH_VG_KEEP=1 keeps the dumps
 // for callgrind_annotate, and BENCH_VG_NODE_FLAGS=--perf-basic-prof writes /tmp/perf-<pid>.map,
 // which names the JIT-compiled functions that callgrind knows only by address. BENCH_VG_CACHE=1
 // also counts the main thread's cache misses (see CACHE_SIM below).
@@ -62,7 +62,7 @@ const VARIANTS = {
   fastify: ['bare', 'sampler', 'hook', 'middleware', 'hooked', 'floor'],
 };
 const ONLY = process.env.BENCH_VG_VARIANTS?.split(',');
-const NAMES = { bare: 'bare', sampler: 'sampler alone', hook: 'sampler + empty hook', middleware: 'sampler + jouletrace', instrumented: 'sampler + instrumentExpress()', hooked: 'sampler + empty hook + jouletrace', floor: 'sampler + floor (no jouletrace)' };
+const NAMES = { bare: 'bare', sampler: 'sampler alone', hook: 'sampler + empty hook', middleware: 'sampler + jouletrace', instrumented: 'sampler + instrumentExpress()', hooked: 'sampler + empty hook + jouletrace', floor: 'sampler + floor (no jouletrace)', straight: 'sampler + 5.7 KB of straight-line code' };
 
 function have(cmd) {
   return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
@@ -191,7 +191,8 @@ const samplerRows = [];
 const cacheRows = [];
 for (const framework of FRAMEWORKS) {
   const results = {};
-  const variants = VARIANTS[framework].filter((v) => !ONLY || ONLY.includes(v));
+  // straight (a ruler, see bench/http-server.mjs) only where BENCH_VG_VARIANTS names it.
+  const variants = ONLY ? [...VARIANTS[framework], 'straight'].filter((v) => ONLY.includes(v)) : VARIANTS[framework];
   for (const v of variants) results[v] = await measure(framework, v);
   const m = (v, k) => median(results[v].map((p) => p[k]));
   // Compared outside the collector: how many scavenges fall in a part moves its count by more
