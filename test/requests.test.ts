@@ -208,9 +208,13 @@ describeBpf('requests in exact mode', () => {
     const ratio = mean(slow) / mean(fast);
     expect(ratio).toBeGreaterThan(4 * 0.6);
     expect(ratio).toBeLessThan(4 * 1.4);
+    // busy() spins on the process's CPU, of which the sampler thread and V8's compiler and
+    // collector threads take their share: 4 ms of it came to 3.49 ms on the main thread once, on
+    // a busy host. 3 ms still lies 1 ms above a slow request that its timer's callback was not
+    // charged to (2 ms).
     const cpu = (rs: RequestRecord[]) => rs.reduce((a, r) => a + r.onCpuNs, 0) / rs.length;
-    expect(cpu(slow)).toBeGreaterThan(3.5e6);
-    expect(cpu(fast)).toBeGreaterThan(0.9e6);
+    expect(cpu(slow)).toBeGreaterThan(3e6);
+    expect(cpu(fast)).toBeGreaterThan(0.75e6);
   });
 });
 
