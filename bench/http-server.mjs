@@ -8,7 +8,7 @@
 // hook, what any hook costs in that framework; floor (node:http, Fastify): no jouletrace, the
 // sampler and the least any accounting of this shape does (see floorAccounting below), a ruler
 // for how far jouletrace's request path is from it; straight: no jouletrace, the sampler, and a
-// hook (middleware) that runs about 5.7 KB of straight-line machine code once a request, as much
+// hook (a middleware; node:http: in the handler) that runs about 5.7 KB of straight-line machine code once a request, as much
 // as jouletrace's own functions run (see makeStraight below), a ruler for what code run once a
 // request costs beyond its instructions; control: the sampler alone again, in a
 // process of its own (an A/A control: what the benchmark reads as a loss where there is none).
@@ -83,7 +83,7 @@ function floorAccounting() {
 }
 // n statements of int32 arithmetic, each with constants of its own, so that V8 compiles them to
 // straight-line code that a request runs once: at n = 370, about 5.7 KB of machine code (90 cache
-// lines) and 1,500 instructions (V8 12, x86-64), the size of what jouletrace's own functions run
+// lines) and 1,500 instructions (V8 11.3, x86-64), the size of what jouletrace's own functions run
 // a request. Code run once a request is fetched from beyond the L1i each time (a hello-world's
 // path is several times the L1i's size), which instructions counted do not show.
 function makeStraight(n) {
