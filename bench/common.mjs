@@ -74,8 +74,8 @@ export function emulatedIntelMsr(cpus = os.cpus().length) {
 }
 
 /** Cumulative on-CPU ns of one thread of this process, from its schedstat. */
-export function threadCpuNs(tid) {
-  return Number(fs.readFileSync(`/proc/${process.pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+export function threadCpuNs(tid, pid = process.pid) {
+  return Number(fs.readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
 }
 
 /** Cumulative on-CPU ns of every thread of process pid (schedstat: exact, where utime ticks at 10 ms). */
@@ -83,7 +83,7 @@ export function processCpuNs(pid) {
   let ns = 0;
   for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
     try {
-      ns += Number(fs.readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+      ns += threadCpuNs(tid, pid);
     } catch {
       /* a thread that exited meanwhile */
     }

@@ -15,8 +15,8 @@
 // resamples the sets, then the rounds (see pairedRatio). A fresh set of processes each SETS
 // time, since a process's own layout moves its speed for as long as it lives (V8's stub cache,
 // where its code landed: see bench/RESULTS.md): many sets of a few rounds each, rather than the
-// reverse. (Before, each measurement was a fresh server's first
-// 2 s, which also timed V8 compiling the server's code, more of it with accounting.) The load
+// reverse. (Before, each measurement was a fresh server's first 2 s, which also timed V8
+// compiling the server's code, more of it with accounting.) The load
 // generator (this process) runs on CPU 0 and the servers on the other CPUs, where taskset is
 // installed (BENCH_HTTP_PIN=0 leaves them to the scheduler). BENCH_HTTP_CORUN=1 measures
 // another way: both servers of a pair loaded at once (see coRunSet).
@@ -29,6 +29,8 @@ const SECONDS = Number(process.env.BENCH_HTTP_SECONDS ?? 1);
 const WARMUP_SECONDS = Number(process.env.BENCH_HTTP_WARMUP ?? 1);
 const VARIANTS = (process.env.BENCH_HTTP_VARIANTS ?? 'bare,work1us,sampler,middleware,exact').split(',');
 const FRAMEWORKS = (process.env.BENCH_HTTP_FRAMEWORKS ?? 'express,fastify').split(',');
+// `instrumented` (instrumentExpress) exists for Express only: skipped for the others.
+const variantsFor = (framework) => VARIANTS.filter((v) => v !== 'instrumented' || framework === 'express');
 // BENCH_HTTP_CPU=0: throughput only (the fixed-rate CPU part doubles the run's time).
 const CPU = process.env.BENCH_HTTP_CPU !== '0';
 // BENCH_HTTP_CORUN=1: instead of both, each variant and the baseline loaded at once, on one CPU
@@ -142,16 +144,19 @@ async function coRunSet(framework, variants, out, k) {
 }
 
 const pct = (r) => `${((1 - r) * 100).toFixed(1)} %`;
+// Each set's loss (1 − ratio), or the CPU it added (ratio − 1), in %.
+const lossBySet = (p) => p.bySet.map((r) => ((1 - r) * 100).toFixed(1)).join(' ');
+const addedBySet = (p) => p.bySet.map((r) => ((r - 1) * 100).toFixed(1)).join(' ');
 
 if (CORUN) {
   const coRows = [];
   for (const framework of FRAMEWORKS) {
-    const variants = VARIANTS.filter((v) => v !== 'instrumented' || framework === 'express');
+    const variants = variantsFor(framework);
     const ratios = Object.fromEntries(variants.slice(1).map((v) => [v, Array.from({ length: SETS }, () => [])]));
     for (let k = 0; k < SETS; k++) await coRunSet(framework, variants, ratios, k);
     for (const v of variants.slice(1)) {
       const p = pairedRatio(ratios[v], ratios[v].map((xs) => xs.map(() => 1)));
-      coRows.push([framework, `${v} beside ${variants[0]}`, `${p.median.toFixed(3)} (${pct(p.median)})`, `${pct(p.hi)} to ${pct(p.lo)}`, p.bySet.map((r) => ((1 - r) * 100).toFixed(1)).join(' ')]);
+      coRows.push([framework, `${v} beside ${variants[0]}`, `${p.median.toFixed(3)} (${pct(p.median)})`, `${pct(p.hi)} to ${pct(p.lo)}`, lossBySet(p)]);
     }
   }
   table(
@@ -166,8 +171,7 @@ const rows = [];
 const cpuRows = [];
 const rates = [];
 for (const framework of FRAMEWORKS) {
-  // `instrumented` (instrumentExpress) exists for Express only: skipped for the others.
-  const variants = VARIANTS.filter((v) => v !== 'instrumented' || framework === 'express');
+  const variants = variantsFor(framework);
   // By variant, by set: one array of measurements for each set of processes.
   const perSet = () => Object.fromEntries(variants.map((v) => [v, Array.from({ length: SETS }, () => [])]));
   const rps = perSet();
@@ -181,8 +185,6 @@ for (const framework of FRAMEWORKS) {
   // The loss by set, against the sampler alone where it ran (else bare): how far apart sets of
   // fresh processes land.
   const setBase = variants.includes('sampler') ? 'sampler' : 'bare';
-  const bySet = (p) => p.bySet.map((r) => ((1 - r) * 100).toFixed(1)).join(' ');
-  const cpuBySet = (p) => p.bySet.map((r) => ((r - 1) * 100).toFixed(1)).join(' ');
   for (const v of variants) {
     const row = [framework, v, median(rps[v].flat()).toFixed(0)];
     const cpuRow = [framework, v, CPU ? median(cpu[v].flat()) : NaN];
@@ -194,8 +196,8 @@ for (const framework of FRAMEWORKS) {
       cpuRow.push(p.cpu ? `${p.cpu.median.toFixed(3)} (${p.cpu.lo.toFixed(3)}–${p.cpu.hi.toFixed(3)})` : '');
     }
     // Each set's figure, from the ratios above (the last column).
-    row.push(ratios[setBase].rps ? bySet(ratios[setBase].rps) : '');
-    cpuRow.push(ratios[setBase].cpu ? cpuBySet(ratios[setBase].cpu) : '');
+    row.push(ratios[setBase].rps ? lossBySet(ratios[setBase].rps) : '');
+    cpuRow.push(ratios[setBase].cpu ? addedBySet(ratios[setBase].cpu) : '');
     rows.push(row);
     cpuRows.push(cpuRow);
   }
