@@ -4,7 +4,8 @@ require('../dist/cjs/cli/main.js')
   .main(process.argv.slice(2))
   .then(
     (code) => {
-      process.exitCode = code;
+      // A failure reported meanwhile (a write to stdout that failed at once) stands.
+      if (!process.exitCode) process.exitCode = code;
     },
     (err) => {
       process.stderr.write(`jouletrace: ${err && err.message ? err.message : String(err)}\n`);

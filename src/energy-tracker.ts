@@ -72,8 +72,11 @@ function hasThreads(sampler: Sampler): boolean {
 export interface EnergyReading {
   run: bigint;
   timeNs: bigint;
-  /** Per domain and package: cumulative joules since the exporter was registered (monotonic). */
-  domains: Array<{ domain: string; package: number; joules: number; estimated: boolean; key: string }>;
+  /**
+   * Per domain and package: cumulative joules since the exporter was registered (monotonic), and
+   * the joules of the sampler's current run (since its start()).
+   */
+  domains: Array<{ domain: string; package: number; joules: number; runJoules: number; estimated: boolean; key: string }>;
   /** Cumulative joules of the primary domains, all packages. */
   machine: number;
   /** Cumulative attributed joules (primary domains), when thread tracking is on. */
@@ -94,8 +97,6 @@ export class PowerWindow {
   #prev: { timeNs: bigint; joules: Map<string, number> } | null = null;
   #last = new Map<string, number>();
   #run: bigint | undefined;
-  // The accumulated joules of the reading before this one.
-  #seen = new Map<string, number>();
 
   constructor(minWindowNs = 500_000_000n) {
     this.#minWindowNs = minWindowNs;
@@ -108,18 +109,17 @@ export class PowerWindow {
   update(r: EnergyReading): ReadonlyMap<string, number> {
     // Never started: its times are 0, and a window from 0 would span the machine's uptime.
     if (r.run === 0n) return this.#last;
-    // A new run (stop() and start() since): its window starts at its start, from the energy
-    // counted before it (a reading while stopped included), not across the time it stood stopped.
-    const newRun = this.#prev !== null && r.run !== this.#run;
-    const before = this.#seen;
+    // A new run (stop() and start() since), or the first: its window starts at its start, from
+    // the energy counted before it (the run's own joules taken off), not across the time it
+    // stood stopped.
+    const newRun = r.run !== this.#run;
     this.#run = r.run;
-    this.#seen = new Map(r.domains.map((d) => [d.key, d.joules]));
     if (!r.running) {
       this.#last = new Map();
+      this.#prev = null;
       return this.#last;
     }
-    if (newRun) this.#prev = { timeNs: r.run, joules: before };
-    this.#prev ??= { timeNs: r.run, joules: new Map(r.domains.map((d) => [d.key, 0])) };
+    if (newRun || this.#prev === null) this.#prev = { timeNs: r.run, joules: new Map(r.domains.map((d) => [d.key, d.joules - d.runJoules])) };
     const dtNs = r.timeNs - this.#prev.timeNs;
     if (dtNs >= this.#minWindowNs || (this.#last.size === 0 && dtNs > 0n)) {
       const prev = this.#prev.joules;
@@ -144,12 +144,30 @@ export class EnergyTracker {
   readonly #primary: string;
   readonly estimated: boolean;
   #lastReading: EnergyReading | null = null;
+  // What readThreads() was last asked for: read again at the end of each run.
+  #threadsAsked: { top: number; named: Set<string> } | undefined;
+  readonly #unsubscribe: () => void;
 
   constructor(sampler: Sampler) {
     this.sampler = sampler;
     this.#threads = hasThreads(sampler);
     this.#primary = primaryDomain(sampler);
     this.estimated = sampler.domains.some((d) => d.estimated);
+    // A run's figures start afresh at the next start(): read at its end, the energy since the
+    // last collection counts too (a scrape every 15 s would otherwise lose up to 15 s of it at
+    // each restart).
+    this.#unsubscribe =
+      typeof sampler.onRunEnd === 'function'
+        ? sampler.onRunEnd(() => {
+            this.read();
+            if (this.#threadsAsked) this.readThreads(this.#threadsAsked.top, this.#threadsAsked.named);
+          })
+        : () => {};
+  }
+
+  /** Stops reading at the ends of the sampler's runs (the exporter closed). */
+  close(): void {
+    this.#unsubscribe();
   }
 
   get attributed(): boolean {
@@ -174,7 +192,7 @@ export class EnergyTracker {
       this.#acc.update(key, r.joules);
       const joules = this.#acc.total(key);
       if (r.domain === this.#primary) machine += joules;
-      return { domain: r.domain, package: r.package, joules, estimated: r.estimated, key };
+      return { domain: r.domain, package: r.package, joules, runJoules: r.joules, estimated: r.estimated, key };
     });
     let parts: EnergyReading['parts'] = null;
     if (this.#threads) {
@@ -204,6 +222,7 @@ export class EnergyTracker {
   readThreads(top: number, named: Set<string>): Map<string, number> {
     const out = new Map<string, number>();
     if (!this.#threads) return out;
+    this.#threadsAsked = { top, named };
     let threads: ReturnType<Sampler['threads']>;
     let run: bigint | undefined;
     try {

@@ -228,6 +228,7 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
       if (closed) return;
       closed = true;
       unsubscribe();
+      energy.close();
       meter.removeBatchObservableCallback(callback, observables);
       if (traces) {
         for (const h of hosts) {

@@ -484,6 +484,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
       if (closed) return;
       closed = true;
       unsubscribe();
+      energy.close();
       for (const name of metricNames) registry.removeSingleMetric(name);
     },
   };

@@ -33,6 +33,8 @@ export interface RingGeometry {
   capacity: number;
   domainCount: number;
   attributed: boolean;
+  /** The sampler's onOverflow is 'overwrite-oldest': each record's seq is its position in the ring. */
+  overwriteOldest?: boolean;
 }
 
 const TWO32 = 4294967296;
@@ -57,6 +59,7 @@ export class RingReader implements Iterable<RingReader> {
   readonly #stride32: number;
   readonly #domainCount: number;
   readonly #attributed: boolean;
+  readonly #overwriteOldest: boolean;
   #batchStart = 0;
   #batchEnd = 0;
   #pos = 0;
@@ -73,22 +76,35 @@ export class RingReader implements Iterable<RingReader> {
     this.#domainCount = geometry.domainCount;
     this.#attributed = geometry.attributed;
     this.#stride32 = geometry.attributed ? 12 : 6;
+    this.#overwriteOldest = geometry.overwriteOldest === true;
   }
 
-  /** Advances to the next unread sample; false when there is none right now. */
+  /**
+   * Advances to the next unread sample; false when there is none right now. Under
+   * 'overwrite-oldest', a reader that stalled while the sampler lapped it skips the samples
+   * overwritten meanwhile (counted in stats().ring.overwritten) rather than returning them.
+   */
   next(): boolean {
     if (this.#active) this.#pos++;
-    if (!this.#active || this.#pos >= this.#batchEnd) {
-      if (this.#active) this.#release();
-      this.#native.ringAcquire(this.#ctl);
-      this.#batchStart = this.#ctl[0];
-      this.#batchEnd = this.#ctl[1];
-      this.#pos = this.#batchStart;
-      this.#active = this.#batchEnd > this.#batchStart;
-      if (!this.#active) return false;
+    for (;;) {
+      if (!this.#active || this.#pos >= this.#batchEnd) {
+        if (this.#active) this.#release();
+        this.#native.ringAcquire(this.#ctl);
+        this.#batchStart = this.#ctl[0];
+        this.#batchEnd = this.#ctl[1];
+        this.#pos = this.#batchStart;
+        this.#active = this.#batchEnd > this.#batchStart;
+        if (!this.#active) return false;
+      }
+      this.#base32 = (this.#pos & this.#mask) * this.#recordWords32;
+      // Sample n sits at ring position n under this policy (seq wraps at 2^32 as positions do):
+      // another seq means the sampler has written this slot again since the batch was acquired.
+      // What was read up to here is released, and acquiring again skips to the oldest samples
+      // still safe to read.
+      if (!this.#overwriteOldest || this.#u32[this.#base32 + 2] === this.#pos % TWO32) return true;
+      this.#batchEnd = this.#pos;
+      this.#release();
     }
-    this.#base32 = (this.#pos & this.#mask) * this.#recordWords32;
-    return true;
   }
 
   /** Releases what has been consumed so far (also done automatically at the end of each batch). */

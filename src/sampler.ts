@@ -364,6 +364,7 @@ export class Sampler {
   /** Domains the source lists but left out as not counting (see `liveCheckMs`). Usually empty. */
   readonly notCounting: readonly DomainDescription[];
   readonly #primary: number[];
+  readonly #overwriteOldest: boolean;
   readonly #info: ReturnType<NativeSamplerHandle['info']>;
   #spans: SpanChannel | undefined;
 
@@ -373,6 +374,7 @@ export class Sampler {
     this.#handle = new NativeSampler(normalized);
     registerHandle(this, this.#handle);
     this.#intervalUs = normalized.intervalUs as number;
+    this.#overwriteOldest = normalized.onOverflow === 'overwrite-oldest';
     this.#info = this.#handle.info();
     this.source = this.#info.source as SourceName;
     this.domains = Object.freeze(this.#info.domains.map((d) => Object.freeze({ ...d })));
@@ -391,12 +393,44 @@ export class Sampler {
     if (this.#closed) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'the sampler is closed; create a new Sampler');
   }
 
+  // Readers of totals() and threads() that must not lose a run's last figures (the exporters,
+  // the report), which the next start() resets: called at the end of each run.
+  readonly #runEndListeners = new Set<() => void>();
+  // The run whose end the listeners were told of last (its startNs).
+  #endedRun = 0n;
+
+  /**
+   * @internal Calls fn at the end of each run (stop(), close(), or the next start() where the
+   * native sampler stopped by itself), while the run's final totals and threads can be read.
+   * Returns the function that removes it.
+   */
+  onRunEnd(fn: () => void): () => void {
+    this.#runEndListeners.add(fn);
+    return () => {
+      this.#runEndListeners.delete(fn);
+    };
+  }
+
+  #runEnded(): void {
+    const run = this.#handle.totals().startNs;
+    if (run === 0n || run === this.#endedRun) return;
+    this.#endedRun = run;
+    for (const fn of [...this.#runEndListeners]) {
+      try {
+        fn();
+      } catch {
+        /* a reader's failure is its own; the run has ended all the same */
+      }
+    }
+  }
+
   /** Starts sampling. Totals, the ring and statistics start afresh. */
   start(): this {
     this.#check();
     if (this.#handle.running()) {
       throw new JouletraceError('ERR_JOULETRACE_ALREADY_STARTED', 'start(): the sampler is already running; call stop() first');
     }
+    this.#runEnded();
     this.#reader?.close();
     this.#handle.start();
     RUNNING.add(this);
@@ -423,6 +457,7 @@ export class Sampler {
       this.#spans.poll();
       this.#spans.stopPollingIfIdle();
     }
+    this.#runEnded();
     return this;
   }
 
@@ -442,7 +477,14 @@ export class Sampler {
         /* closed all the same */
       }
     }
+    // A run the native sampler ended by itself, not announced by stop().
+    try {
+      this.#runEnded();
+    } catch {
+      /* closed all the same */
+    }
     this.#closed = true;
+    this.#runEndListeners.clear();
     RUNNING.delete(this); // also where the native sampler had stopped by itself
     const spans = this.#spans;
     // Span calls then reach #check() and throw ERR_JOULETRACE_CLOSED.
@@ -547,6 +589,7 @@ export class Sampler {
       capacity: g.capacity,
       domainCount: this.domains.length,
       attributed: this.#attributed,
+      overwriteOldest: this.#overwriteOldest,
     });
     return this.#reader;
   }

@@ -301,6 +301,70 @@ describe('ReportCollector', () => {
   });
 });
 
+describe('ReportCollector across runs and late starts', () => {
+  const spin = (ms: number) => {
+    const end = performance.now() + ms;
+    while (performance.now() < end);
+  };
+
+  // The totals and threads() start afresh at each start(): the stretch of a run after the last
+  // poll was lost (a second run's interval read half the energy of the first's).
+  it("counts each run's last stretch, energy and threads, though no poll came between the runs", () => {
+    // 10 Hz: the first poll, right after start(), reads the run's zero exactly.
+    const sampler = new Sampler({ source: 'model', intervalUs: 100_000, threads: 'procfs' });
+    try {
+      sampler.start();
+      const collector = new ReportCollector(sampler, { periodMs: 50 });
+      collector.poll();
+      spin(250);
+      collector.poll();
+      spin(250);
+      sampler.stop();
+      const run1 = sampler.totals().readings[0].joules;
+      const threads1 = sampler.threads().reduce((a, t) => a + t.joules, 0);
+      sampler.start();
+      spin(250);
+      sampler.stop();
+      const run2 = sampler.totals().readings[0].joules;
+      const threads2 = sampler.threads().reduce((a, t) => a + t.joules, 0);
+      collector.stop();
+      const d = collector.data();
+      expect(run1).toBeGreaterThan(0);
+      expect(run2).toBeGreaterThan(0);
+      let drawn = 0;
+      d.time.forEach((t, i) => (drawn += d.watts[0][i] * (t - (i > 0 ? d.time[i - 1] : d.startS!))));
+      expect(drawn).toBeCloseTo(run1 + run2, 6);
+      const threadsDrawn = d.threads.reduce((a, t) => a + t.joules.reduce((x, y) => x + y, 0), 0);
+      expect(threadsDrawn).toBeCloseTo(threads1 + threads2, 6);
+    } finally {
+      sampler.close();
+    }
+  });
+
+  it('starts its first interval at its first poll, and places records added before the first start', async () => {
+    const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'off' });
+    try {
+      const collector = new ReportCollector(sampler, { periodMs: 50 });
+      // Before any start() there is no run to measure from: the record waits for one.
+      collector.addRecord({ label: 'early', joules: 0.001, endNs: process.hrtime.bigint(), durationMs: 1 });
+      sampler.start();
+      await new Promise((r) => setTimeout(r, 300));
+      collector.start();
+      await new Promise((r) => setTimeout(r, 200));
+      collector.stop();
+      sampler.stop();
+      const d = collector.data();
+      expect(d.startS).toBeGreaterThan(0.25);
+      expect(d.startS).toBeLessThan(d.time[0]);
+      // Ended just before the run began, not 80,000 s after the machine booted.
+      expect(d.records[0].t).toBeLessThanOrEqual(0);
+      expect(d.records[0].t).toBeGreaterThan(-1);
+    } finally {
+      sampler.close();
+    }
+  });
+});
+
 describe('renderReport', () => {
   const base: ReportData = {
     version: 1,
@@ -327,6 +391,12 @@ describe('renderReport', () => {
     expect(out).toContain('No thread tracking in this run');
     expect(out).toContain('No spans were recorded');
     expect(out).toMatch(/<section id="power">.*<path class="data line"/s);
+  });
+
+  it('puts only a known record kind into the markup (a report drawn from a saved copy)', () => {
+    const out = renderReport({ ...base, recordKind: '<img src=x onerror=alert(1)>' as unknown as 'span' });
+    expect(out).not.toContain('<img');
+    expect(out).toContain('No requests were recorded');
   });
 
   it('labels estimated figures', () => {

@@ -37,6 +37,14 @@ describe('jouletrace command line', () => {
     }
   });
 
+  it('says in one line that --help and --version could not be written, with status 1', () => {
+    for (const flag of ['--help', '--version']) {
+      const r = spawnSync(process.execPath, [BIN, flag], { encoding: 'utf8', timeout: 20_000, stdio: ['ignore', fs.openSync('/dev/full', 'w'), 'pipe'] });
+      expect(r.status).toBe(1);
+      expect(r.stderr).toBe('jouletrace: cannot write to stdout: ENOSPC: no space left on device, write\n');
+    }
+  });
+
   it('names an unknown command and exits 2', () => {
     const r = cli('sample');
     expect(r.status).toBe(2);

@@ -15,6 +15,13 @@ const BIN = path.join(ROOT, 'bin/jouletrace.js');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'jt-run-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
+// A command line jouletrace refuses: its exit status, and what it says.
+function refused(args: string[], status: number, says: string): void {
+  const r = jt(args);
+  expect(r.code, r.stderr).toBe(status);
+  expect(r.stderr).toContain(says);
+}
+
 function jt(args: string[], timeoutMs = 20_000) {
   const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: timeoutMs, env: { ...process.env, NO_COLOR: '1' } });
   return { code: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
@@ -114,6 +121,13 @@ describe('jouletrace run', () => {
     const noValue = jt(['run', '--html', '--', 'true']);
     expect(noValue.code).toBe(2);
     expect(noValue.stderr).toContain('--html needs a value');
+    // An empty path is the command line's mistake too, not a file it could not write (125).
+    refused(['run', '--output=', '--', 'true'], 2, '--output expects a file path');
+    refused(['run', '--csv=', '--', 'true'], 2, '--csv expects a file path');
+    refused(['demo', '--html='], 2, '--html expects a file path');
+    // serve: an unknown country names its flag (2); a process that is not there is told as top tells it (1).
+    refused(['serve', '--country', 'ZZZ', '--port', '0'], 2, '--country expects an ISO 3166-1 alpha-3 code');
+    refused(['serve', '--pid', '4194000', '--port', '0'], 1, 'jouletrace serve: no process 4194000\n');
     expect(jt(['run', '--help']).stdout).toContain('(Ctrl-C, Ctrl-\\, hang-up)');
   });
 
@@ -212,9 +226,10 @@ describe('jouletrace run', () => {
       expect(fs.readdirSync(tmp).filter((f) => f.includes('.jouletrace-'))).toEqual([]);
     }
 
+    // One file named twice is the command line's mistake (2), told as its two options.
     r = jt(['run', '-q', '-o', out, '--csv', path.join(tmp, '.', 'kept.json'), '--', 'touch', ran]);
-    expect(r.code, r.stderr).toBe(125);
-    expect(r.stderr).toContain(`names the same file`);
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toContain(`--output and --csv name the same file`);
     expect(fs.existsSync(ran)).toBe(false);
     expect(fs.readFileSync(out, 'utf8')).toBe('old summary');
 
@@ -249,8 +264,8 @@ describe('jouletrace run', () => {
     fs.mkdirSync(path.join(tmp, 'real-dir'));
     fs.symlinkSync(path.join(tmp, 'real-dir'), path.join(tmp, 'dir-link'));
     r = jt(['run', '-q', '-o', path.join(tmp, 'real-dir', 'x.txt'), '--csv', path.join(tmp, 'dir-link', 'x.txt'), '--', 'true']);
-    expect(r.code, r.stderr).toBe(125);
-    expect(r.stderr).toContain('names the same file');
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toContain('name the same file');
 
     // /proc/self/fd/1 (what /dev/stdout links to): appended to through the shell's descriptor.
     const captured = path.join(tmp, 'stdout.txt');
@@ -314,6 +329,15 @@ describe('jouletrace run', () => {
     const probe = stdoutTo(['probe']);
     expect(probe.status, probe.stderr).toBe(1);
     expect(probe.stderr).toMatch(/^jouletrace probe: cannot write to stdout: ENOSPC/);
+  });
+
+  it('writes in place a file where nothing can be created beside it, and never names its own temporary file', () => {
+    // /proc: a file root may open for writing, in a directory where no file can be made (ENOENT).
+    // The write itself fails there (the kernel takes nothing): 125, said of the file given.
+    const r = jt(['run', '-q', '--csv', '/proc/version', '--', 'true']);
+    expect(r.code, r.stderr).toBe(125);
+    expect(r.stderr).toContain('/proc/version');
+    expect(r.stderr).not.toContain('.jouletrace-');
   });
 
   it('writes an HTML report with --html', () => {
@@ -389,15 +413,9 @@ describe('where the sources read (--powercap-root and the other source paths)', 
     } finally {
       e.close();
     }
-    const missing = jt(['run', '--powercap-root', '/nonexistent/powercap', '--', 'true']);
-    expect(missing.code).toBe(2);
-    expect(missing.stderr).toContain('--powercap-root: /nonexistent/powercap does not exist');
-    const template = jt(['top', '--msr-path', '/dev/cpu/0/msr', '--iterations', '1']);
-    expect(template.code).toBe(2);
-    expect(template.stderr).toContain('--msr-path needs exactly one %d');
-    const empty = jt(['serve', '--proc-stat=']);
-    expect(empty.code).toBe(2);
-    expect(empty.stderr).toContain('--proc-stat expects a path');
+    refused(['run', '--powercap-root', '/nonexistent/powercap', '--', 'true'], 2, '--powercap-root: /nonexistent/powercap does not exist');
+    refused(['top', '--msr-path', '/dev/cpu/0/msr', '--iterations', '1'], 2, '--msr-path needs exactly one %d');
+    refused(['serve', '--proc-stat='], 2, '--proc-stat expects a path');
     for (const cmd of ['run', 'top', 'serve', 'demo', 'probe']) expect(jt([cmd, '--help']).stdout).toContain('--sysfs-cpu-root D');
   });
 });

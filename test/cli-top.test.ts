@@ -1,5 +1,6 @@
 // `jouletrace top` in a real pseudo-terminal (tmux, 80×24), and off a terminal.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { renderFrame, type TopFrame } from '../src/cli/top';
@@ -138,6 +139,23 @@ describe('jouletrace top off a terminal', () => {
     expect(r.stderr.trim()).toBe('top=0');
   });
 
+  // Its last frame's write fails only after top has finished: that error was left to Node,
+  // which printed a stack trace.
+  it('reports a last frame it could not write in one line, and ends quietly when its reader left after it', () => {
+    const full = spawnSync(process.execPath, [BIN, 'top', '--json', '--iterations', '1', '--delay', '0.2'], {
+      encoding: 'utf8',
+      timeout: 15_000,
+      stdio: ['ignore', fs.openSync('/dev/full', 'w'), 'pipe'],
+    });
+    expect(full.status).toBe(1);
+    expect(full.stderr.trim()).toBe('jouletrace top: cannot write: ENOSPC: no space left on device, write');
+    const gone = spawnSync('bash', ['-c', `"${process.execPath}" "${BIN}" top --json --iterations 1 --delay 0.2 | true; echo "top=\${PIPESTATUS[0]}" >&2`], {
+      encoding: 'utf8',
+      timeout: 15_000,
+    });
+    expect(gone.stderr.trim()).toBe('top=0');
+  });
+
   it('does not count a process that renames itself as having run its whole life again', async () => {
     // 1 s of CPU, then idle, renaming itself (its comm, as kernel workers do) every 50 ms.
     const code = `
@@ -170,6 +188,21 @@ while True:
   it('rejects a missing process and bad options', () => {
     expect(spawnSync(process.execPath, [BIN, 'top', '--pid', '4194000'], { encoding: 'utf8' }).status).toBe(1);
     expect(spawnSync(process.execPath, [BIN, 'top', '--sort', 'size'], { encoding: 'utf8' }).status).toBe(2);
+    // A thread's id: the error says which flag to give, not the library's option.
+    const worker = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)']);
+    try {
+      // Any thread but the main one (V8's and libuv's start with the process).
+      let tid: string | undefined;
+      for (let i = 0; i < 100 && tid === undefined; i++) {
+        spawnSync('sleep', ['0.05']);
+        tid = fs.readdirSync(`/proc/${worker.pid}/task`).find((t) => t !== String(worker.pid));
+      }
+      const r = spawnSync(process.execPath, [BIN, 'top', '--pid', tid!, '--threads', 'procfs'], { encoding: 'utf8', timeout: 15_000 });
+      expect(r.status).toBe(1);
+      expect(r.stderr).toContain(`is a thread of process ${worker.pid}; --pid takes a process id: pass --pid ${worker.pid}`);
+    } finally {
+      worker.kill();
+    }
   });
 });
 

@@ -2,7 +2,7 @@
 // sampler start() become totals that never go down.
 import { describe, expect, it } from 'vitest';
 import { EnergyTracker, Monotonic, PowerWindow, type EnergyReading } from '../src/energy-tracker';
-import type { Sampler } from '../src/sampler';
+import { Sampler } from '../src/sampler';
 
 describe('Monotonic', () => {
   it('adds each increase within a run and starts afresh from zero at a new run id', () => {
@@ -59,10 +59,11 @@ describe('Monotonic', () => {
 });
 
 describe('PowerWindow', () => {
-  const reading = (run: bigint, timeNs: bigint, joules: number, running = true): EnergyReading => ({
+  // joules: accumulated since the exporter began; runJoules: since the run's start (all of it, unless given).
+  const reading = (run: bigint, timeNs: bigint, joules: number, running = true, runJoules = joules): EnergyReading => ({
     run,
     timeNs,
-    domains: [{ domain: 'package', package: 0, joules, estimated: false, key: 'package:0' }],
+    domains: [{ domain: 'package', package: 0, joules, runJoules, estimated: false, key: 'package:0' }],
     machine: joules,
     parts: null,
     estimated: false,
@@ -91,7 +92,17 @@ describe('PowerWindow', () => {
     expect(w.update(reading(t0, t0 + S, 13, false)).size).toBe(0);
     // Started again at t0 + 10 s; 1 s later 12 J more: 12 W, not 12 J over the 10 s since the last window.
     const t1 = t0 + 10n * S;
-    expect(w.update(reading(t1, t1 + S, 25)).get('package:0')).toBeCloseTo(12);
+    expect(w.update(reading(t1, t1 + S, 25, true, 12)).get('package:0')).toBeCloseTo(12);
+  });
+
+  it("starts a new run's window from the energy before it, though the run's last stretch was never seen here", () => {
+    const w = new PowerWindow(S / 2n);
+    const t0 = 100n * S;
+    expect(w.update(reading(t0, t0 + S, 12)).get('package:0')).toBeCloseTo(12);
+    // The run went on to 20 J before stop(); the exporter read that at the run's end, not through
+    // this window. The next run: 1 s after its start, 6 J of its own: 6 W, not (26 − 12) J.
+    const t1 = t0 + 10n * S;
+    expect(w.update(reading(t1, t1 + S, 26, true, 6)).get('package:0')).toBeCloseTo(6);
   });
 });
 
@@ -128,6 +139,42 @@ describe('EnergyTracker', () => {
     const r = Object.fromEntries(t.readThreads(10, named));
     expect(r).toEqual({ worker: 7, main: 6, '(exited threads)': 1 });
     expect(Object.values(r).reduce((a, b) => a + b, 0)).toBe(14); // 8 J of exited threads and 6 J of main, once
+  });
+
+  // The sampler's totals start afresh at each start(): what a run measured after the exporter's
+  // last read was lost with a restart (a scrape every 15 s: up to 15 s of energy each time).
+  it("counts a run's energy after the last read, read at the run's end", () => {
+    const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'off' });
+    const spin = (ms: number) => {
+      const end = performance.now() + ms;
+      while (performance.now() < end);
+    };
+    try {
+      const t = new EnergyTracker(sampler);
+      sampler.start();
+      spin(50);
+      const early = t.read().domains[0].joules;
+      spin(150);
+      sampler.stop();
+      const run1 = sampler.totals().readings[0].joules;
+      expect(run1).toBeGreaterThan(early);
+      sampler.start();
+      spin(100);
+      sampler.stop();
+      const run2 = sampler.totals().readings[0].joules;
+      expect(t.read().domains[0].joules).toBeCloseTo(run1 + run2, 9);
+      // Closed, it reads no more at the ends of runs: a third run counts only from its reading on.
+      t.close();
+      sampler.start();
+      spin(50);
+      sampler.stop();
+      sampler.start();
+      const before = t.read().domains[0].joules;
+      expect(before).toBeCloseTo(run1 + run2 + sampler.totals().readings[0].joules, 9);
+      sampler.stop();
+    } finally {
+      sampler.close();
+    }
   });
 
   it('reads as empty, not an error, when its sampler was closed before any read', () => {

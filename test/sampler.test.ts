@@ -255,6 +255,46 @@ describe('Sampler against an emulated MSR', () => {
     expect(s.stats().ring.overwritten).toBe(samples - recs.length);
     expect(s.stats().ring.dropped).toBe(0);
   });
+
+  // A RingReader holds a batch between next() calls. Lapped meanwhile, it used to hand out the
+  // slots as the sampler had rewritten them: seqs out of order and twice, energy going back.
+  it.each([
+    ['zero copy', false],
+    ['copied records', true],
+  ])('overwrite-oldest: a reader that stalls mid-batch never goes back (%s)', async (_name, copy) => {
+    emu = intelMsr(1);
+    if (copy) process.env.JOULETRACE_NO_EXTERNAL_BUFFERS = '1';
+    let s: Sampler;
+    try {
+      s = msrSampler(emu, { intervalUs: 500, ringCapacity: 16, onOverflow: 'overwrite-oldest' });
+      // The ring's buffer is made (external, or a copy) at its first use.
+      expect(s.stats().ring.zeroCopy).toBe(!copy);
+    } finally {
+      delete process.env.JOULETRACE_NO_EXTERNAL_BUFFERS;
+    }
+    s.start();
+    await sleep(20);
+    const r = s.reader();
+    expect(r.next()).toBe(true);
+    const seqs = [r.seq];
+    const ticks = [r.ticks(0)];
+    await sleep(40); // 80 samples: the ring (16) is lapped several times
+    while (r.next() && seqs.length < 100) {
+      seqs.push(r.seq);
+      ticks.push(r.ticks(0));
+    }
+    s.stop();
+    expect(seqs.length).toBeGreaterThan(1);
+    for (let i = 1; i < seqs.length; i++) {
+      expect(seqs[i]).toBeGreaterThan(seqs[i - 1]);
+      expect(ticks[i]).toBeGreaterThanOrEqual(ticks[i - 1]);
+    }
+    // The jump is over samples overwritten while the reader stood still, and they are counted.
+    expect(seqs[seqs.length - 1] - seqs[0]).toBeGreaterThan(40);
+    expect(s.stats().ring.overwritten).toBeGreaterThan(0);
+    // A copy taken at acquire() is whole: nothing in it is counted as possibly torn.
+    if (copy) expect(r.possiblyTorn).toBe(0);
+  });
 });
 
 describe('Sampler cadence and statistics (model source)', () => {

@@ -253,6 +253,13 @@ describe('spans: behaviour', () => {
     ]) {
       expect(() => open(ev, res), `${ev}/${res}`).toThrow('SpanChannel: ring capacities do not fit the channel buffer');
     }
+    // Memory the sampler thread could lose: an ArrayBuffer's transfer or resize frees it (the
+    // engine then read freed memory: SIGSEGV); an unaligned view breaks its atomics.
+    const plain = new Uint8Array(new ArrayBuffer(buf.byteLength));
+    const unaligned = new Uint8Array(new SharedArrayBuffer(buf.byteLength + 8), 4, buf.byteLength);
+    for (const b of [plain, unaligned]) {
+      expect(() => new Channel(s.spanContext().samplerId, b, 0)).toThrow("SpanChannel: expected an 8-byte aligned Uint8Array over the channel's SharedArrayBuffer");
+    }
     const ok = open(64, 16);
     // Rewritten afterwards, the words are not followed: the sampler keeps draining 64 slots. Were
     // it to follow them, event 64 would be looked for past the 64 slots this buffer has, and the

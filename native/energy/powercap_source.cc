@@ -46,7 +46,7 @@ class PowercapSource final : public EnergySource {
   int read(DomainReading* out) override {
     int firstErr = 0;
     for (size_t i = 0; i < zones_.size(); i++) {
-      uint64_t v;
+      uint64_t v = 0;
       int rc = readMicrojoules(zones_[i].fd.get(), &v);
       if (rc == 0 && !zones_[i].wrap.update(v)) rc = -ERANGE;  // the counter started again
       if (rc != 0 && firstErr == 0) firstErr = rc;
@@ -161,7 +161,7 @@ std::unique_ptr<EnergySource> openPowercapSource(const SourceOptions& opts, Sour
       return nullptr;
     }
     PowercapSource::Zone zone{UniqueFd(fd), WrapCounter()};
-    uint64_t v;
+    uint64_t v = 0;
     int rc = readMicrojoules(fd, &v);
     if (rc < 0) {
       err->code = errnoName(-rc);

@@ -51,9 +51,11 @@ void* timerLoopMain(void* arg) {
 // The cost of waking up at a fixed cadence and doing nothing: the floor under any sampler.
 Napi::Value TimerLoopBaseline(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  // Checked whole: an interval that converts to 0 ns would divide by zero on the loop's thread.
   if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber() ||
-      info[0].As<Napi::Number>().DoubleValue() < 1) {
-    Napi::TypeError::New(env, "timerLoop: expected (intervalUs >= 1, count, cpu)").ThrowAsJavaScriptException();
+      !(info[0].As<Napi::Number>().DoubleValue() >= 1 && info[0].As<Napi::Number>().DoubleValue() <= 1e9) ||
+      !(info[1].As<Napi::Number>().DoubleValue() >= 0 && info[1].As<Napi::Number>().DoubleValue() <= 1e9)) {
+    Napi::TypeError::New(env, "timerLoop: expected (intervalUs from 1 to 1e9, count from 0 to 1e9, cpu)").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   auto hist = std::make_unique<LatencyHistogram>();
@@ -89,6 +91,13 @@ Napi::Value TimerLoopBaseline(const Napi::CallbackInfo& info) {
 // every thread runs a little in every interval on one of 2 packages × 8 CPUs.
 Napi::Value AttributionStepCost(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  // Sizes from JavaScript, bounded: an allocation that fails terminates (no exceptions here).
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber() || !(info[0].As<Napi::Number>().DoubleValue() >= 0) ||
+      !(info[0].As<Napi::Number>().DoubleValue() <= 1 << 20) || !(info[1].As<Napi::Number>().DoubleValue() >= 1) ||
+      !(info[1].As<Napi::Number>().DoubleValue() <= 1e7)) {
+    Napi::TypeError::New(env, "attributionStep: expected (threads from 0 to 1048576, steps from 1 to 1e7)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
   const uint32_t nThreads = info[0].As<Napi::Number>().Uint32Value();
   const uint32_t steps = info[1].As<Napi::Number>().Uint32Value();
   std::vector<Domain> domains(4);

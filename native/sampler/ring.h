@@ -78,10 +78,11 @@ class RingBuffer {
   // Consumer: marks records before newTail as read. Returns how many records in
   // [from, newTail) the producer may have overwritten while they were being read (only possible
   // under OverwriteOldest when the reader stalled for capacity/2 samples). `producing`: whether
-  // the producer may still write (a stopped one has joined its thread).
-  uint64_t release(uint64_t from, uint64_t newTail, bool producing) {
+  // the producer may still write (a stopped one has joined its thread). `copied`: the reader
+  // read a copy taken at acquire(), within the safety margin, which nothing overwrites.
+  uint64_t release(uint64_t from, uint64_t newTail, bool producing, bool copied = false) {
     uint64_t torn = 0;
-    if (policy_ == OverflowPolicy::OverwriteOldest) {
+    if (policy_ == OverflowPolicy::OverwriteOldest && !copied) {
       uint64_t head = head_.load(std::memory_order_acquire);
       // A running producer may be filling record `head` already, in the slot of head - capacity;
       // a stopped one left that record intact.

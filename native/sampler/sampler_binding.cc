@@ -4,6 +4,7 @@
 #include <napi.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -264,7 +265,13 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     uint64_t start = 0, end = 0;
     ring.acquire(&start, &end);
     if (copyMode_ && !ringBuffer_.IsEmpty() && end > start) {
-      uint8_t* dst = static_cast<uint8_t*>(ringBuffer_.Value().Data());
+      // The copy is an ordinary ArrayBuffer: detached (transferred), it has no memory to copy into.
+      Napi::ArrayBuffer copy = ringBuffer_.Value();
+      if (copy.Data() == nullptr || copy.ByteLength() < ring.bytes()) {
+        Napi::TypeError::New(env, "ringAcquire: the ring's buffer was detached").ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      uint8_t* dst = static_cast<uint8_t*>(copy.Data());
       const uint32_t cap = ring.capacity(), rs = ring.recordSize();
       uint64_t n = end - start;
       if (n > cap) n = cap;
@@ -292,7 +299,7 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
       Napi::RangeError::New(env, "ringRelease: range outside the acquired records").ThrowAsJavaScriptException();
       return env.Undefined();
     }
-    return Napi::Number::New(env, double(ring.release(from, to, sampler_->running())));
+    return Napi::Number::New(env, double(ring.release(from, to, sampler_->running(), copyMode_)));
   }
 
   Napi::Value Threads(const Napi::CallbackInfo& info) {
@@ -360,8 +367,10 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     AttributionEngine* a = sampler_->attribution();
     if (!a || info.Length() < 1 || !info[0].IsArray()) return env.Undefined();
     Napi::Array arr = info[0].As<Napi::Array>();
-    std::vector<double> w(arr.Length(), -1);
-    for (uint32_t i = 0; i < arr.Length(); i++) {
+    // One figure per domain at most: the length is JavaScript's, and may be 2^32 - 1.
+    const uint32_t n = uint32_t(std::min<size_t>(arr.Length(), sampler_->source().domains().size()));
+    std::vector<double> w(n, -1);
+    for (uint32_t i = 0; i < n; i++) {
       Napi::Value v = arr.Get(i);
       w[i] = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
     }
@@ -372,6 +381,11 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
   Napi::Value FillForBenchmark(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!check(env)) return env.Undefined();
+    if (info.Length() < 1 || !info[0].IsNumber() || !(info[0].As<Napi::Number>().DoubleValue() >= 0) ||
+        !(info[0].As<Napi::Number>().DoubleValue() <= 1e9)) {
+      Napi::TypeError::New(env, "fillForBenchmark: expected a count from 0 to 1e9").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
     if (!sampler_->fillForBenchmark(uint64_t(info[0].As<Napi::Number>().DoubleValue()))) {
       throwCoded(env, "ERR_JOULETRACE_ALREADY_STARTED", "fillForBenchmark: stop the sampler first");
     }

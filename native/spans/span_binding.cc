@@ -75,8 +75,12 @@ class SpanChannelHandle : public Napi::ObjectWrap<SpanChannelHandle> {
       return;
     }
     Napi::TypedArray ta = info[1].As<Napi::TypedArray>();
-    if (ta.TypedArrayType() != napi_uint8_array || ta.ByteLength() < kSpanEventsOffset) {
-      Napi::TypeError::New(env, "SpanChannel: expected a Uint8Array over the channel buffer").ThrowAsJavaScriptException();
+    // Over a SharedArrayBuffer only (napi_is_arraybuffer is false for one): the sampler thread
+    // keeps using this memory, which an ArrayBuffer's transfer or resize would free under it.
+    // 8-byte aligned: the engine does 32-bit atomics and 64-bit stores there.
+    if (ta.TypedArrayType() != napi_uint8_array || ta.ByteLength() < kSpanEventsOffset || ta.ArrayBuffer().IsArrayBuffer() ||
+        ta.ByteOffset() % 8 != 0) {
+      Napi::TypeError::New(env, "SpanChannel: expected an 8-byte aligned Uint8Array over the channel's SharedArrayBuffer").ThrowAsJavaScriptException();
       return;
     }
     uint8_t* base = static_cast<uint8_t*>(ta.As<Napi::Uint8Array>().Data());

@@ -120,6 +120,28 @@ export function parseIntervalUs(text: string, plainUnit: 'us' | 'ms' = 'us'): nu
   return v;
 }
 
+/** An output file's path (--output, --csv, --html): undefined when not given, never empty. */
+export function filePathOption(options: ParsedArgs['options'], name: string): string | undefined {
+  const v = options[name];
+  if (v === undefined) return undefined;
+  if (v === '') throw new UsageError(`--${name} expects a file path`);
+  return String(v);
+}
+
+// Errors of the library name its options (options.pid, backend 'procfs'); told on the command
+// line, the flags that set them.
+const FLAG_WORDING: ReadonlyArray<[string, string]> = [
+  ['; options.pid takes a process id: pass ', '; --pid takes a process id: pass --pid '],
+  ["backend 'procfs'", '--threads procfs'],
+];
+
+/** A library error's message as the command line says it. */
+export function inFlagWords(message: string): string {
+  let out = message;
+  for (const [library, cli] of FLAG_WORDING) out = out.split(library).join(cli);
+  return out;
+}
+
 /** Prints a UsageError with the command's usage (exit status 2); anything else is rethrown. */
 export function reportUsageError(command: string, help: string, e: unknown): number {
   if (!(e instanceof UsageError)) throw e;

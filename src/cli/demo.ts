@@ -12,7 +12,7 @@ import { renderReport } from '../report/render';
 import { RequestTracker, trackRequest } from '../requests';
 import { Sampler, type SamplerOptions } from '../sampler';
 import type { SourceName } from '../source-options';
-import { numberOption, parseArgs, parseIntervalUs, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type SourcePaths } from './args';
+import { filePathOption, numberOption, parseArgs, parseIntervalUs, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type SourcePaths } from './args';
 import { colorEnabled, fmtJoules, fmtWatts, paint } from './format';
 import { OutputFiles } from './output-files';
 
@@ -134,6 +134,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
     if (opts.interval !== undefined) intervalUs = parseIntervalUs(opts.interval as string);
     source = sourceOption(opts);
     paths = sourcePathOptions(opts);
+    filePathOption(opts, 'html');
     if (opts.html !== undefined && opts['no-html']) throw new UsageError('--html and --no-html contradict each other');
   } catch (e) {
     return reportUsageError('demo', HELP, e);

@@ -30,27 +30,7 @@ export function paint(enabled: boolean): Paint {
   };
 }
 
-/** Joules with a unit that keeps three significant-ish digits. */
-export function fmtJoules(j: number): string {
-  const a = Math.abs(j);
-  if (a === 0) return '0 J';
-  if (a < 1e-3) return `${(j * 1e6).toFixed(1)} µJ`;
-  if (a < 1) return `${(j * 1e3).toFixed(2)} mJ`;
-  if (a < 1e4) return `${j.toFixed(3)} J`;
-  return `${(j / 1e3).toFixed(2)} kJ`;
-}
-
-export function fmtWatts(w: number): string {
-  const a = Math.abs(w);
-  if (a > 0 && a < 0.1) return `${(w * 1e3).toFixed(1)} mW`;
-  return `${w.toFixed(2)} W`;
-}
-
-export function fmtSeconds(s: number): string {
-  if (s < 60) return `${s.toFixed(s < 10 ? 2 : 1)} s`;
-  const m = Math.floor(s / 60);
-  return `${m}m${(s - m * 60).toFixed(0).padStart(2, '0')}s`;
-}
+export { fmtJoules, fmtWatts, fmtSeconds } from '../units';
 
 /** Cuts a string to `width` columns (our strings are single-width characters). */
 export function fit(s: string, width: number): string {

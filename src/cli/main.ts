@@ -37,6 +37,7 @@ function help(): string {
 
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  if (command !== 'top') guardStdout(command !== undefined && command in COMMANDS ? command : undefined); // top watches its own output
   if (command === '--help' || command === '-h' || command === 'help') {
     process.stdout.write(help());
     return 0;
@@ -57,17 +58,17 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`jouletrace: unknown command ${JSON.stringify(command)}\n\n${help()}`);
     return 2;
   }
-  if (command !== 'top') guardStdout(command); // top watches its own output
   return c.run(rest);
 }
 
 // A report that stdout cannot take (a full disk: `> /dev/full`) fails the command with one line,
 // as an output file does (125 for run), instead of an uncaught 'error' event and a stack trace.
 // A reader that went away (`| head`) ends nothing: the status stays the command's.
-function guardStdout(command: string): void {
+// The help and the version are written under the same guard. command: undefined for those.
+function guardStdout(command: string | undefined): void {
   process.stdout.on('error', (e: NodeJS.ErrnoException) => {
     if (e.code === 'EPIPE') return;
-    process.stderr.write(`jouletrace ${command}: cannot write to stdout: ${e.message}\n`);
+    process.stderr.write(`jouletrace${command === undefined ? '' : ` ${command}`}: cannot write to stdout: ${e.message}\n`);
     process.exit(command === 'run' ? 125 : 1);
   });
 }

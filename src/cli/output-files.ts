@@ -3,6 +3,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { UsageError } from './args';
 
 // A descriptor of this process that the path names (/dev/stdout is /proc/self/fd/1).
 const FD_ALIAS = /^\/(dev\/(stdout|stderr|fd\/\d+)|proc\/(self|thread-self|\d+)\/fd\/\d+)$/;
@@ -65,8 +66,9 @@ export class OutputFiles<K extends string> {
         if (!isDevice(file)) {
           const key = identity(file);
           const clash = seen.get(key);
-          if (clash !== undefined) throw new Error(`cannot write ${file}: ${clash} names the same file`);
-          seen.set(key, file);
+          // Named by two options: the command line's mistake, told as the options.
+          if (clash !== undefined) throw new UsageError(`--${clash} and --${name} name the same file (${file}); give each its own`);
+          seen.set(key, name);
         }
         try {
           out.#files.set(name, openOne(file));
@@ -226,11 +228,10 @@ function openOne(file: string): OutputFile {
   try {
     // 'wx': never through a link someone put at this name.
     fd = fs.openSync(temp, 'wx', existing ? existing.mode & 0o7777 : 0o666);
-  } catch (e) {
-    // A writable file in a directory this process may not create files in: in place.
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') return inPlace(file, 'w');
-    throw e;
+  } catch {
+    // A file this process may write (opened above) in a directory it may not create files in
+    // (EACCES, EROFS), or where no file can be made (ENOENT under /proc or /sys): in place.
+    return inPlace(file, 'w');
   }
   if (existing) {
     try {

@@ -12,6 +12,7 @@ const HELP = `Usage: jouletrace probe [--json] [source paths]
 
 Reports the CPU, every energy source (msr, perf, powercap, model) with why it is or is not
 usable and how to fix it, each RAPL domain's unit and wrap period, and eBPF readiness.
+Exits 0 when some source can measure (the model counts), 1 when none can.
 
 Options:
   --json    print the report as JSON
@@ -35,5 +36,6 @@ export async function probeCommand(argv: string[]): Promise<number> {
   }
   const report = await probe(paths);
   process.stdout.write(json ? JSON.stringify(report, null, 2) + '\n' : formatProbe(report));
-  return 0;
+  // For scripts: whether a Sampler could start here at all.
+  return report.sources.some((s) => s.available) ? 0 : 1;
 }

@@ -7,7 +7,7 @@ import { ReportCollector } from '../report/collector';
 import { renderReport } from '../report/render';
 import { Sampler, type SamplerOptions, type ThreadEnergy } from '../sampler';
 import type { SourceName } from '../source-options';
-import { choiceOption, numberOption, parseArgs, parseIntervalUs, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type SourcePaths } from './args';
+import { choiceOption, filePathOption, inFlagWords, numberOption, parseArgs, parseIntervalUs, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type SourcePaths } from './args';
 import { colorEnabled, fmtJoules, fmtSeconds, fmtWatts, paint } from './format';
 import { OutputFiles } from './output-files';
 
@@ -340,6 +340,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     threadsOpt = choiceOption(parsed.options, 'threads', ['bpf', 'procfs', 'off'] as const, undefined);
     source = sourceOption(parsed.options);
     paths = sourcePathOptions(parsed.options);
+    for (const name of ['output', 'csv', 'html']) filePathOption(parsed.options, name);
     if (parsed.rest.length === 0) throw new UsageError('no command given: jouletrace run [options] -- <command> [args...]');
   } catch (e) {
     return reportUsageError('run', HELP, e);
@@ -358,6 +359,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   try {
     files = OutputFiles.open({ output: opts.output as string | undefined, csv: opts.csv as string | undefined, html: opts.html as string | undefined });
   } catch (e) {
+    if (e instanceof UsageError) return reportUsageError('run', HELP, e);
     err.write(`jouletrace run: ${(e as Error).message}\n`);
     return EXIT_INTERNAL;
   }
@@ -399,7 +401,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     child.kill('SIGCONT');
     await exited;
     files.discard();
-    err.write(`jouletrace run: ${(e as Error).message}\n`);
+    err.write(`jouletrace run: ${inFlagWords((e as Error).message)}\n`);
     return EXIT_INTERNAL;
   }
   const stats0 = sampler.stats();
@@ -495,7 +497,7 @@ export async function runCommand(argv: string[]): Promise<number> {
         prevTotals = cur;
         const el = Number(process.hrtime.bigint() - t0) / 1e9;
         const line = ` jouletrace: ${fmtSeconds(el)}  ${watts.join('  ')}${sampler.domains.some((d) => d.estimated) ? ' (estimated)' : ''}`;
-        err.write(`\r\x1b[2K${line.slice(0, Math.max(20, (err.columns ?? 80) - 1))}`);
+        err.write(`\r\x1b[2K${line.slice(0, Math.max(20, (err.columns || 80) - 1))}`);
       }, 250)
     : undefined;
 

@@ -5,9 +5,10 @@ import * as http from 'node:http';
 import { Counter, Registry } from 'prom-client';
 import { EnergyTracker } from '../energy-tracker';
 import { registerMetrics } from '../prometheus';
+import { gridIntensity } from '../carbon';
 import { Sampler } from '../sampler';
 import { SOURCE_NAMES, type SourceName } from '../source-options';
-import { checkNumber, numberOption, parseArgs, parseIntervalUs, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type ParsedArgs, type SourcePaths } from './args';
+import { checkNumber, inFlagWords, numberOption, parseArgs, parseIntervalUs, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type ParsedArgs, type SourcePaths } from './args';
 import { processGone, readProcStat } from './proc-stat';
 
 const HELP = `Usage: jouletrace serve [options]
@@ -68,6 +69,13 @@ function serveArgs(options: ParsedArgs['options'], lists: ParsedArgs['lists']): 
   if (country === '') throw new UsageError('--country expects an ISO 3166-1 alpha-3 code');
   const gramsPerKwh = options['grams-per-kwh'] === undefined ? undefined : numberOption(options, 'grams-per-kwh', 0, 0, 1e5);
   if (country !== undefined && gramsPerKwh !== undefined) throw new UsageError('use --country or --grams-per-kwh, not both');
+  if (country !== undefined) {
+    try {
+      gridIntensity(country);
+    } catch {
+      throw new UsageError(`--country expects an ISO 3166-1 alpha-3 code or a region in @tgwf/co2's data (e.g. FRA, USA, WORLD), not ${JSON.stringify(country)}`);
+    }
+  }
   return {
     host,
     port: numberOption(options, 'port', 9464, 0, 65535, true),
@@ -99,6 +107,12 @@ export async function serveCommand(argv: string[]): Promise<number> {
     args = serveArgs(options, lists);
   } catch (e) {
     return reportUsageError('serve', HELP, e);
+  }
+  // As top says it: a process that is not there is not a sampler's error about /proc.
+  const missing = args.pids.find((pid) => !fs.existsSync(`/proc/${pid}`));
+  if (missing !== undefined) {
+    process.stderr.write(`jouletrace serve: no process ${missing}\n`);
+    return 1;
   }
   const samplers: Sampler[] = [];
   let exitWatch: NodeJS.Timeout | undefined;
@@ -158,7 +172,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     }
   } catch (err) {
     closeAll();
-    process.stderr.write(`jouletrace serve: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.stderr.write(`jouletrace serve: ${inFlagWords(err instanceof Error ? err.message : String(err))}\n`);
     return 1;
   }
 

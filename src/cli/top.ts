@@ -2,7 +2,7 @@
 // threads of one process (eBPF or procfs attribution), or the busiest processes system-wide.
 import * as fs from 'node:fs';
 import { Sampler, type SamplerOptions } from '../sampler';
-import { choiceOption, numberOption, parseArgs, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec } from './args';
+import { choiceOption, inFlagWords, numberOption, parseArgs, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec } from './args';
 import { colorEnabled, fit, fmtJoules, fmtWatts, paint } from './format';
 import { readProcStat } from './proc-stat';
 
@@ -170,7 +170,7 @@ export async function topCommand(argv: string[]): Promise<number> {
   try {
     sampler = new Sampler(samplerOptions);
   } catch (e) {
-    process.stderr.write(`jouletrace top: ${(e as Error).message}\n`);
+    process.stderr.write(`jouletrace top: ${inFlagWords((e as Error).message)}\n`);
     return 1;
   }
   const out = process.stdout;
@@ -298,7 +298,6 @@ export async function topCommand(argv: string[]): Promise<number> {
       process.stdin.off('data', onKey);
       process.off('SIGINT', onInt);
       process.off('SIGTERM', onTerm);
-      out.off('error', onOutError);
       process.off('SIGWINCH', draw);
       restore();
       sampler.close();
@@ -307,9 +306,15 @@ export async function topCommand(argv: string[]): Promise<number> {
     const onInt = () => finish(130);
     const onTerm = () => finish(143);
     // `top --json | head -1`: the reader is gone, which ends top as it ends any filter.
+    // Kept after finish(): the last frame's write fails only once top has finished.
     const onOutError = (e: NodeJS.ErrnoException) => {
       if (e.code !== 'EPIPE') process.stderr.write(`jouletrace top: cannot write: ${e.message}\n`);
-      finish(e.code === 'EPIPE' ? 0 : 1);
+      const code = e.code === 'EPIPE' ? 0 : 1;
+      if (done) {
+        if (code !== 0) process.exitCode = code;
+        return;
+      }
+      finish(code);
     };
     const onKey = (buf: Buffer) => {
       for (const ch of buf.toString('utf8')) {

@@ -22,10 +22,24 @@ interface ThreadPoint {
   onCpuNs: number;
 }
 
+// sampler.threads() at one poll, and the run it belongs to: its figures start afresh with each run.
+interface ThreadPoll {
+  run: bigint;
+  threads: Map<string, ThreadPoint>;
+}
+
+interface PendingRecord {
+  label: string;
+  joules: number;
+  endNs: bigint;
+  durationMs: number;
+}
+
 /**
  * Polls `sampler.totals()` and, with thread tracking, `sampler.threads()` every `periodMs` while
- * the sampler runs; `addRecord()` takes finished requests or spans. `data()` builds the object
- * `renderReport()` draws.
+ * the sampler runs, and once more at the end of each run (the sampler's stop(), so that a run's
+ * last figures count although the next start() resets them); `addRecord()` takes finished
+ * requests or spans. `data()` builds the object `renderReport()` draws.
  */
 export class ReportCollector {
   readonly #sampler: Sampler;
@@ -35,6 +49,8 @@ export class ReportCollector {
   readonly #maxThreads: number;
   readonly #hasThreads: boolean;
   #timer: NodeJS.Timeout | undefined;
+  #unsubscribe: (() => void) | undefined;
+  // The time axis's zero: the start of the first run seen.
   #startNs: bigint | undefined;
   #lastTimeNs = -1n;
   // The sampler's totals start afresh at each start(): the run read last, its last readings, and
@@ -44,8 +60,8 @@ export class ReportCollector {
   #before: number[] = [];
   readonly #time: number[] = [];
   readonly #joules: number[][] = [];
-  readonly #threadPolls: Array<Map<string, ThreadPoint>> = [];
-  readonly #records: ReportRecord[] = [];
+  readonly #threadPolls: ThreadPoll[] = [];
+  readonly #records: PendingRecord[] = [];
   #recordKind: 'request' | 'span' = 'request';
   readonly #threadLabels = new Map<number, string>();
 
@@ -74,6 +90,8 @@ export class ReportCollector {
         // would end the process).
         clearInterval(this.#timer);
         this.#timer = undefined;
+        this.#unsubscribe?.();
+        this.#unsubscribe = undefined;
       }
     }, this.#periodMs);
     this.#timer.unref();
@@ -82,8 +100,12 @@ export class ReportCollector {
 
   /** Takes one point now; `start()` calls it on a timer. Safe to call any time while sampling. */
   poll(): void {
+    // From the first poll until stop(): one more at the end of each run.
+    this.#unsubscribe ??= this.#sampler.onRunEnd(() => this.poll());
     const totals = this.#sampler.totals();
     if (totals.timeNs === this.#lastTimeNs) return;
+    // Never started: nothing to draw, and no start to measure time from.
+    if (totals.startNs === 0n) return;
     this.#lastTimeNs = totals.timeNs;
     this.#startNs ??= totals.startNs;
     if (this.#run !== undefined && totals.startNs !== this.#run) this.#before = this.#runJoules.map((j, i) => j + (this.#before[i] ?? 0));
@@ -96,14 +118,16 @@ export class ReportCollector {
       for (const t of this.#sampler.threads()) {
         m.set(`${t.pid}:${t.tid}`, { name: t.name, pid: t.pid, tid: t.tid, joules: t.joules, onCpuNs: t.onCpuNs });
       }
-      this.#threadPolls.push(m);
+      this.#threadPolls.push({ run: totals.startNs, threads: m });
     }
   }
 
-  /** Stops polling after one last point (call before sampler.stop() or right after it). */
+  /** Stops polling after one last point (call before sampler.stop() or right after it), and at the ends of runs. */
   stop(): this {
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = undefined;
+    this.#unsubscribe?.();
+    this.#unsubscribe = undefined;
     try {
       this.poll();
     } catch {
@@ -118,10 +142,24 @@ export class ReportCollector {
    */
   addRecord(record: { label: string; joules: number; endNs: number | bigint; durationMs: number }, kind: 'request' | 'span' = 'request'): void {
     this.#recordKind = kind;
-    const startNs = this.#startNs ?? this.#sampler.totals().startNs;
-    this.#startNs = startNs;
-    const t = Number(BigInt(Math.round(Number(record.endNs))) - startNs) / 1e9;
-    this.#records.push({ label: record.label, joules: record.joules, t, durationMs: record.durationMs });
+    const endNs = typeof record.endNs === 'bigint' ? record.endNs : BigInt(Math.round(record.endNs));
+    this.#records.push({ label: record.label, joules: record.joules, endNs, durationMs: record.durationMs });
+  }
+
+  // Records with their times on the report's axis. Resolved late: a record may be added before
+  // the sampler's first start, when there is no start to measure from yet.
+  #reportRecords(): ReportRecord[] {
+    let zero = this.#startNs;
+    if (zero === undefined) {
+      try {
+        const run = this.#sampler.totals().startNs;
+        if (run !== 0n) zero = run;
+      } catch {
+        /* closed */
+      }
+    }
+    zero ??= this.#records.reduce((m, r) => (r.endNs < m ? r.endNs : m), this.#records[0]?.endNs ?? 0n);
+    return this.#records.map((r) => ({ label: r.label, joules: r.joules, t: Number(r.endNs - zero) / 1e9, durationMs: r.durationMs }));
   }
 
   /** Names a thread in the report (worker threads all share the OS name "node"). */
@@ -130,7 +168,7 @@ export class ReportCollector {
   }
 
   get records(): readonly ReportRecord[] {
-    return this.#records;
+    return this.#reportRecords();
   }
 
   /** The report's data; `extra` fills the summary table, notes and attribution. */
@@ -158,36 +196,50 @@ export class ReportCollector {
     }
     const threads: ReportThreadSeries[] = [];
     const cpuCores: number[] = [];
-    if (this.#hasThreads && this.#threadPolls.length > 1 && keep.length > 1) {
-      const last = this.#threadPolls[this.#threadPolls.length - 1];
-      const all = new Map<string, ThreadPoint>();
-      for (const m of this.#threadPolls) for (const [k, v] of m) all.set(k, v);
-      const ranked = [...all.entries()].sort((a, b) => (last.get(b[0])?.joules ?? b[1].joules) - (last.get(a[0])?.joules ?? a[1].joules));
-      const top = ranked.slice(0, this.#maxThreads);
-      const topKeys = new Set(top.map(([k]) => k));
-      const series = new Map<string, number[]>(top.map(([k]) => [k, []]));
+    const polls = this.#threadPolls;
+    if (this.#hasThreads && polls.length > 1 && keep.length > 1) {
+      // Each thread's energy and CPU time between consecutive polls, summed over the polls that
+      // each drawn interval merges. A poll of a new run counts from zero: threads() starts afresh.
+      const sum = new Map<string, { joules: number; point: ThreadPoint }>();
+      const intervals: Array<{ joules: Map<string, number>; cpuNs: number }> = [];
+      for (let k = 1; k < keep.length; k++) {
+        const joules = new Map<string, number>();
+        let cpuNs = 0;
+        for (let i = keep[k - 1] + 1; i <= keep[k]; i++) {
+          const prev = polls[i - 1].run === polls[i].run ? polls[i - 1].threads : undefined;
+          for (const [key, p] of polls[i].threads) {
+            const before = prev?.get(key);
+            const dj = Math.max(0, p.joules - (before?.joules ?? 0));
+            cpuNs += Math.max(0, p.onCpuNs - (before?.onCpuNs ?? 0));
+            joules.set(key, (joules.get(key) ?? 0) + dj);
+            const total = sum.get(key);
+            if (total === undefined) sum.set(key, { joules: dj, point: p });
+            else {
+              total.joules += dj;
+              total.point = p;
+            }
+          }
+        }
+        intervals.push({ joules, cpuNs });
+      }
+      const top = [...sum.entries()].sort((a, b) => b[1].joules - a[1].joules).slice(0, this.#maxThreads);
+      const topKeys = new Set(top.map(([key]) => key));
       const others: number[] = [];
       for (let k = 1; k < keep.length; k++) {
-        const prev = this.#threadPolls[keep[k - 1]];
-        const cur = this.#threadPolls[keep[k]];
-        const dt = this.#time[keep[k]] - this.#time[keep[k - 1]];
+        const { joules, cpuNs } = intervals[k - 1];
         let rest = 0;
-        let cpuNs = 0;
-        for (const [k, p] of cur) {
-          const before = prev.get(k);
-          const dj = Math.max(0, p.joules - (before?.joules ?? 0));
-          cpuNs += Math.max(0, p.onCpuNs - (before?.onCpuNs ?? 0));
-          if (!topKeys.has(k)) rest += dj;
-        }
-        for (const k of topKeys) {
-          const p = cur.get(k);
-          const before = prev.get(k);
-          series.get(k)!.push(p ? Math.max(0, p.joules - (before?.joules ?? 0)) : 0);
-        }
+        for (const [key, dj] of joules) if (!topKeys.has(key)) rest += dj;
         others.push(rest);
-        cpuCores.push(cpuNs / 1e9 / dt);
+        cpuCores.push(cpuNs / 1e9 / (this.#time[keep[k]] - this.#time[keep[k - 1]]));
       }
-      for (const [k, p] of top) threads.push({ label: `${this.#threadLabels.get(p.tid) ?? p.name} (${p.tid})`, pid: p.pid, tid: p.tid, joules: series.get(k)! });
+      for (const [key, { point: p }] of top) {
+        threads.push({
+          label: `${this.#threadLabels.get(p.tid) ?? p.name} (${p.tid})`,
+          pid: p.pid,
+          tid: p.tid,
+          joules: intervals.map((iv) => iv.joules.get(key) ?? 0),
+        });
+      }
       if (others.some((x) => x > 0)) threads.push({ label: 'other threads', pid: 0, tid: 0, joules: others });
     }
     const estimated = this.#sampler.domains.some((d) => d.estimated);
@@ -200,11 +252,12 @@ export class ReportCollector {
       estimated,
       durationS: n > 0 ? this.#time[n - 1] : 0,
       domains,
+      startS: keep.length > 0 ? this.#time[keep[0]] : 0,
       time,
       watts,
       threads,
       cpuCores,
-      records: [...this.#records],
+      records: this.#reportRecords(),
       recordKind: this.#recordKind,
       attribution: extra.attribution,
       summary: extra.summary ?? [],

@@ -2,6 +2,7 @@
 // network) with power over time, energy per thread over time, joules per request or span label,
 // the energy proportionality curve and a summary table.
 import type { ReportData } from './types';
+import { fmtJoules } from '../units';
 
 const PALETTE = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac'];
 const W = 1040;
@@ -35,12 +36,6 @@ function tickLabel(v: number): string {
   return `${Number((v * 1e6).toPrecision(3))}µ`;
 }
 
-function fmtJ(j: number): string {
-  if (j === 0) return '0 J';
-  if (Math.abs(j) < 1e-3) return `${(j * 1e6).toFixed(1)} µJ`;
-  if (Math.abs(j) < 1) return `${(j * 1e3).toFixed(2)} mJ`;
-  return `${j.toFixed(3)} J`;
-}
 
 interface Frame {
   x: (v: number) => number;
@@ -119,7 +114,7 @@ function powerChart(d: ReportData): string {
 function threadChart(d: ReportData): string {
   if (d.threads.length === 0 || d.time.length < 2) return empty('No thread tracking in this run (threads: off), so no per-thread energy.');
   const n = d.threads.reduce((m, t) => Math.min(m, t.joules.length), d.time.length);
-  const dt = (i: number) => d.time[i] - (i > 0 ? d.time[i - 1] : 0);
+  const dt = (i: number) => d.time[i] - (i > 0 ? d.time[i - 1] : firstStart(d));
   // Watts per thread per interval, stacked.
   const stacks: number[][] = [];
   let acc = new Array<number>(n).fill(0);
@@ -144,7 +139,7 @@ function threadChart(d: ReportData): string {
     svgOpen('energy per thread over time, stacked') +
     parts.join('') +
     '</svg>' +
-    legend(d.threads.map((t, k) => ({ label: `${t.label}: ${fmtJ(totals[k])}`, color: PALETTE[k % PALETTE.length] })))
+    legend(d.threads.map((t, k) => ({ label: `${t.label}: ${fmtJoules(totals[k])}`, color: PALETTE[k % PALETTE.length] })))
   );
 }
 
@@ -213,7 +208,7 @@ function distributionChart(d: ReportData): string {
     const mean = js.reduce((a, b) => a + b, 0) / js.length;
     parts.push(`<text class="row-label" x="${left - 10}" y="${(cy - 3).toFixed(1)}" text-anchor="end">${esc(label)}</text>`);
     parts.push(
-      `<text class="row-sub" x="${left - 10}" y="${(cy + 12).toFixed(1)}" text-anchor="end">n=${js.length}, ${js.length > 0 ? `mean ${fmtJ(mean)}` : 'none measured'}${missing > 0 ? `, ${missing} unmeasured` : ''}</text>`,
+      `<text class="row-sub" x="${left - 10}" y="${(cy + 12).toFixed(1)}" text-anchor="end">n=${js.length}, ${js.length > 0 ? `mean ${fmtJoules(mean)}` : 'none measured'}${missing > 0 ? `, ${missing} unmeasured` : ''}</text>`,
     );
   });
   parts.push(`<line class="axis" x1="${left}" x2="${W - M.r}" y1="${height - M.b}" y2="${height - M.b}"/>`);
@@ -221,6 +216,12 @@ function distributionChart(d: ReportData): string {
     `<text class="axis-title" x="${(left + W - M.r) / 2}" y="${height - 6}" text-anchor="middle">joules per ${d.recordKind} (log scale)${d.estimated ? ', estimated' : ''}; box: p25–p75, thick line: median, thin line: p99</text>`,
   );
   return `<svg viewBox="0 0 ${W} ${height}" width="100%" role="img" aria-label="joules per ${d.recordKind}" xmlns="http://www.w3.org/2000/svg">${parts.join('')}</svg>`;
+}
+
+// Where the first interval starts: the collector's first poll, which may come well after the
+// sampler's start (reports saved before startS existed began at 0).
+function firstStart(d: ReportData): number {
+  return typeof d.startS === 'number' && d.startS >= 0 && (d.time.length === 0 || d.startS < d.time[0]) ? d.startS : 0;
 }
 
 function primaryWatts(d: ReportData): number[] {
@@ -235,27 +236,31 @@ function proportionalityChart(d: ReportData): string {
   const useRecords = d.records.length > 0;
   // Bins of about one second: per-interval request counts are too small to be a rate.
   const points: Array<{ x: number; y: number }> = [];
-  let binStart = 0;
-  let start = 0;
+  // Records in time order, counted into the bins by one sweep (a filter per bin took seconds
+  // for a long run with many requests).
+  const ends = useRecords ? d.records.map((r) => r.t).sort((a, b) => a - b) : [];
+  let next = 0;
+  let start = firstStart(d);
+  while (next < ends.length && ends[next] <= start) next++;
   let joules = 0;
   let cores = 0;
   for (let i = 0; i < d.time.length; i++) {
-    const dt = d.time[i] - (i > 0 ? d.time[i - 1] : 0);
+    const dt = d.time[i] - (i > 0 ? d.time[i - 1] : start);
     joules += watts[i] * dt;
     cores += (d.cpuCores[i] ?? 0) * dt;
     if (d.time[i] - start >= 1 || i === d.time.length - 1) {
       const span = d.time[i] - start;
-      if (span > 0.3) {
-        const count = useRecords ? d.records.filter((r) => r.t > start && r.t <= d.time[i]).length : 0;
-        points.push({ x: useRecords ? count / span : cores / span, y: joules / span });
+      let count = 0;
+      while (next < ends.length && ends[next] <= d.time[i]) {
+        next++;
+        count++;
       }
-      binStart = i + 1;
+      if (span > 0.3) points.push({ x: useRecords ? count / span : cores / span, y: joules / span });
       start = d.time[i];
       joules = 0;
       cores = 0;
     }
   }
-  void binStart;
   if (points.length < 2) return empty('Too few one-second bins for the proportionality curve.');
   const xMax = points.reduce((m, p) => Math.max(m, p.x), 1e-3);
   const yMax = points.reduce((m, p) => Math.max(m, p.y), 1e-3);
@@ -276,7 +281,7 @@ function proportionalityChart(d: ReportData): string {
       .map((p) => `M${(f.x(p.x) - 4).toFixed(1)},${f.y(p.y).toFixed(1)}a4,4 0 1,0 8,0a4,4 0 1,0 -8,0Z`)
       .join('')}"/>`,
   );
-  const perUnit = useRecords ? `${fmtJ(slope)} per extra ${d.recordKind}` : `${slope.toFixed(2)} W per busy core`;
+  const perUnit = useRecords ? `${fmtJoules(slope)} per extra ${d.recordKind}` : `${slope.toFixed(2)} W per busy core`;
   parts.push(
     `<text class="note" x="${M.l + 10}" y="${M.t + 14}">fit: ${icpt.toFixed(2)} W at zero throughput + ${esc(perUnit)}</text>`,
   );
@@ -293,7 +298,7 @@ function attributionBar(d: ReportData): string {
   ];
   return `<div class="bar">${parts
     .map((p) => `<span style="width:${((100 * p.v) / a.total).toFixed(2)}%;background:${p.color}" title="${esc(p.label)}"></span>`)
-    .join('')}</div>${legend(parts.map((p) => ({ label: `${p.label}: ${fmtJ(p.v)} (${((100 * p.v) / a.total).toFixed(1)} %)`, color: p.color })))}`;
+    .join('')}</div>${legend(parts.map((p) => ({ label: `${p.label}: ${fmtJoules(p.v)} (${((100 * p.v) / a.total).toFixed(1)} %)`, color: p.color })))}`;
 }
 
 const CSS = `
@@ -318,7 +323,10 @@ svg{display:block;max-width:100%;height:auto}
 `;
 
 /** The whole report as one HTML document: no script, no external resource. */
-export function renderReport(data: ReportData): string {
+export function renderReport(report: ReportData): string {
+  // A report may be drawn from a saved copy: its record kind goes into the markup, so only the
+  // two known kinds do.
+  const data: ReportData = { ...report, recordKind: report.recordKind === 'span' ? 'span' : 'request' };
   const est = data.estimated ? '<span class="badge">estimated: no energy counters, modelled from CPU time</span>' : '';
   const rows = [
     ['source', `${data.source}${data.estimated ? ' (estimated)' : ''}`],

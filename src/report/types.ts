@@ -30,6 +30,8 @@ export interface ReportData {
   durationS: number;
   /** "package-0", "dram-0", ... */
   domains: string[];
+  /** Start of the first interval (the collector's first poll), seconds since start; 0 if absent. */
+  startS?: number;
   /** End of each interval, seconds since start. */
   time: number[];
   /** Average watts in each interval, per domain: watts[domain][interval]. */
