@@ -73,8 +73,8 @@ export interface EnergyReading {
   run: bigint;
   timeNs: bigint;
   /**
-   * Per domain and package: cumulative joules since the exporter was registered (monotonic), and
-   * the joules of the sampler's current run (since its start()).
+   * Per domain and package: cumulative joules over the runs this tracker saw, the one in progress
+   * at its creation from that run's start (monotonic), and the joules of the current run alone.
    */
   domains: Array<{ domain: string; package: number; joules: number; runJoules: number; estimated: boolean; key: string }>;
   /** Cumulative joules of the primary domains, all packages. */
@@ -114,8 +114,9 @@ export class PowerWindow {
     // stood stopped.
     const newRun = r.run !== this.#run;
     this.#run = r.run;
+    // Nothing from an earlier run stands for this one, nor while stopped.
+    if (!r.running || newRun) this.#last = new Map();
     if (!r.running) {
-      this.#last = new Map();
       this.#prev = null;
       return this.#last;
     }

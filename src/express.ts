@@ -4,10 +4,10 @@
 //   app.use(energyMiddleware(tracker));
 //   instrumentExpress(app, tracker);   // the same, without a middleware layer
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { RequestTracker, type RequestTrackerOptions } from './requests';
+import { refuseOptionsBeside, RequestTracker, type RequestTrackerOptions } from './requests';
 import type { Sampler } from './sampler';
 import { mountPattern, patternMatches } from './express-route-patterns';
-import { describe, JouletraceError } from './errors';
+import { checkObject, describe, JouletraceError } from './errors';
 
 interface ExpressLikeRequest extends IncomingMessage {
   app?: unknown;
@@ -111,16 +111,21 @@ export function expressRoute(req: ExpressLikeRequest): string {
   return path instanceof RegExp ? `${mount}${String(path)}` : '(unmatched)';
 }
 
+/** energyMiddleware()'s middleware, with the tracker it feeds. */
+export interface EnergyMiddleware {
+  (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void): void;
+  /** The RequestTracker it feeds: the one passed in, or the one it made from a Sampler (close it with the app). */
+  readonly tracker: RequestTracker;
+}
+
 /**
  * Express middleware charging each request its energy. Pass a RequestTracker (to share it with
- * metrics and reports) or a Sampler (a tracker is created with `options`).
+ * metrics and reports) or a Sampler (a tracker is created with `options`, and is the
+ * middleware's `tracker`).
  */
-export function energyMiddleware(
-  trackerOrSampler: RequestTracker | Sampler,
-  options?: RequestTrackerOptions,
-): (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) => void {
+export function energyMiddleware(trackerOrSampler: RequestTracker | Sampler, options?: RequestTrackerOptions): EnergyMiddleware {
   const tracker = trackerOf(trackerOrSampler, options);
-  return function jouletraceEnergy(req, res, next) {
+  const middleware = function jouletraceEnergy(req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void): void {
     // Already counted from around app.handle (instrumentExpress), here or in a parent app.
     if ((req as unknown as Record<PropertyKey, unknown>)[INSTRUMENTED] === true) {
       next();
@@ -134,6 +139,7 @@ export function energyMiddleware(
       next();
     }
   };
+  return Object.defineProperty(middleware, 'tracker', { value: tracker, enumerable: true }) as EnergyMiddleware;
 }
 
 /** What instrumentExpress() needs of an app: what express() returns (Express 4 and 5). */
@@ -208,7 +214,9 @@ function warnUnaccounted(e: unknown): void {
 }
 
 function trackerOf(trackerOrSampler: RequestTracker | Sampler, options: RequestTrackerOptions | undefined): RequestTracker {
-  return trackerOrSampler instanceof RequestTracker ? trackerOrSampler : new RequestTracker(trackerOrSampler, options);
+  if (!(trackerOrSampler instanceof RequestTracker)) return new RequestTracker(trackerOrSampler, options);
+  if (options !== undefined) refuseOptionsBeside(checkObject('options', options), ['mode', 'routeOf', 'maxRoutes']);
+  return trackerOrSampler;
 }
 
 export { RequestTracker };

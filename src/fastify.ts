@@ -3,7 +3,7 @@
 //   import { fastifyEnergy } from 'jouletrace/fastify';
 //   await app.register(fastifyEnergy, { tracker });
 import { JouletraceError } from './errors';
-import { RequestTracker, type RequestTrackerOptions } from './requests';
+import { refuseOptionsBeside, RequestTracker, type RequestTrackerOptions } from './requests';
 import type { Sampler } from './sampler';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
@@ -77,8 +77,11 @@ export function fastifyEnergy(app: FastifyLike, options: FastifyEnergyOptions, d
     return;
   }
   try {
-    if (options?.tracker instanceof RequestTracker) tracker = options.tracker;
-    else if (options?.sampler) {
+    if (options?.tracker instanceof RequestTracker) {
+      // Fastify's own register options (prefix, ...) ride along: only the tracker's are refused.
+      refuseOptionsBeside(options as unknown as Record<string, unknown>, ['mode', 'routeOf', 'maxRoutes'], true);
+      tracker = options.tracker;
+    } else if (options?.sampler) {
       // Only the tracker's own options: Fastify's register options (prefix, ...) ride along here.
       const { mode, routeOf, maxRoutes } = options;
       tracker = new RequestTracker(options.sampler, {

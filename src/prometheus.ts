@@ -169,7 +169,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   reg(
     new Counter({
       name: `${prefix}energy_joules_total`,
-      help: 'Energy measured per RAPL domain and package since the exporter started (domains overlap: package includes core and uncore).',
+      help: "Energy measured per RAPL domain and package over the sampler's runs seen by this exporter, the one in progress at registration from its start (domains overlap: package includes core and uncore).",
       labelNames: names('domain', 'package', 'source'),
       registers: [building],
       collect() {
@@ -182,7 +182,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   );
 
   // Power: average over the time since the previous scrape (at least 0.5 s; the first scrape
-  // averages since the exporter started). A figure per scrape interval integrates exactly to
+  // averages since the sampler's run started). A figure per scrape interval integrates exactly to
   // the energy counter, unlike an instantaneous reading.
   const power = new PowerWindow();
   reg(
@@ -293,15 +293,17 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   reg(
     new Gauge({
       name: `${prefix}sampler_jitter_seconds`,
-      help: 'Wake-up lateness of the sampler thread since its start(), by quantile ("1" is the maximum).',
-      labelNames: [...constNames, 'quantile'],
+      help: 'Wake-up lateness of the sampler thread since its start(), by statistic: p50, p99, p999, max.',
+      // Not "quantile": Prometheus keeps that label for summaries (promtool check metrics refuses
+      // it on a gauge), and these quantiles come computed, as a summary's would not.
+      labelNames: [...constNames, 'stat'],
       registers: [building],
       collect() {
         this.reset();
         const j = health.read().jitterUs;
         if (!j) return;
-        const q: Array<[string, number]> = [['0.5', j.p50], ['0.99', j.p99], ['0.999', j.p999], ['1', j.max]];
-        for (const [quantile, us] of q) this.set({ ...constLabels, quantile }, us / 1e6);
+        const q: Array<[string, number]> = [['p50', j.p50], ['p99', j.p99], ['p999', j.p999], ['max', j.max]];
+        for (const [stat, us] of q) this.set({ ...constLabels, stat }, us / 1e6);
       },
     }),
   );
@@ -410,7 +412,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     reg(
       new Gauge({
         name: `${prefix}grid_intensity_grams_per_kwh`,
-        help: 'Grid carbon intensity used for jouletrace_carbon_grams_total, gCO2e/kWh.',
+        help: `Grid carbon intensity used for ${prefix}carbon_grams_total, gCO2e/kWh.`,
         labelNames: [...constNames, 'intensity_source'],
         registers: [building],
         async collect() {

@@ -13,7 +13,7 @@
 //   on every callback of the process (see the README for the measured overhead).
 import { AsyncLocalStorage, createHook, type AsyncHook } from 'node:async_hooks';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { checkIntegerInRange, checkKnownKeys, checkObject, checkOneOf, JouletraceError } from './errors';
+import { checkIntegerInRange, checkKnownKeys, checkObject, checkOneOf, describe, invalidType, JouletraceError } from './errors';
 import type { Sampler } from './sampler';
 import { callListeners } from './listeners';
 import { connectionOf, releaseResponseWatch, retainResponseWatch, watchedFor, watchResponse } from './response-end';
@@ -150,6 +150,10 @@ export class RequestTracker {
   }
 
   constructor(sampler: Sampler, options: RequestTrackerOptions = {}) {
+    // A Sampler of this package's copy or another's (ESM and CommonJS load one each): by shape.
+    if (sampler === null || typeof sampler !== 'object' || typeof (sampler as { spanChannel?: unknown }).spanChannel !== 'function') {
+      throw new TypeError(`Expected a Sampler for sampler but received ${describe(sampler)}`);
+    }
     const opts = checkObject('options', options);
     checkKnownKeys('options', opts, ['mode', 'routeOf', 'maxRoutes']);
     this.#sampler = sampler;
@@ -239,6 +243,7 @@ export class RequestTracker {
    * `run` is called inside the request's context.
    */
   track(req: IncomingMessage, res: ServerResponse, route?: string | (() => string), run?: () => void): void {
+    if (route !== undefined && typeof route !== 'string' && typeof route !== 'function') throw invalidRoute(route);
     const given = route ?? (this.#routeOf !== undefined ? () => this.#routeOf!(req) : UNROUTED);
     // Every request of a server goes through here: the common case (shared mode, nothing to run,
     // no context to capture, an open tracker) is written out, as #start() would do it.
@@ -275,6 +280,7 @@ export class RequestTracker {
    * the sampler is not running (nothing is accounted). Prefer track() for node:http.
    */
   start(method: string, route?: string | (() => string), run?: () => void): RequestToken | undefined {
+    if (route !== undefined && typeof route !== 'string' && typeof route !== 'function') throw invalidRoute(route);
     return this.#start(method, route, run, undefined, undefined);
   }
 
@@ -349,9 +355,10 @@ export class RequestTracker {
     // returns.
     this.#closeActive();
     const als = this.#als!;
+    // Not for a request that ended as it was watched (tracked once its response had ended).
     if (run) {
       als.run(p, () => {
-        this.#openFor(p);
+        if (!p.done) this.#openFor(p);
         try {
           run();
         } finally {
@@ -360,7 +367,7 @@ export class RequestTracker {
       });
     } else {
       als.enterWith(p);
-      this.#openFor(p);
+      if (!p.done) this.#openFor(p);
     }
     return p as unknown as RequestToken;
   }
@@ -446,7 +453,9 @@ export class RequestTracker {
       this.#routeAtEnd(r, i, route);
       const held = r.held.get(slot)!;
       r.held.delete(slot);
-      this.#sharedInFlight++; // counted out when it settled: #onShared counts it out again
+      // Its energy was measured up to the stop (incomplete); its duration runs to its end, as in
+      // exact mode. Its start is in the sampler's clock, which hrtime() reads with the offset.
+      held[3] = this.#channel.nowNs();
       this.#onShared(h, held, 0);
     } else {
       return; // a second end()
@@ -510,16 +519,16 @@ export class RequestTracker {
     const slot = slotOfHandle(h);
     const i = slot * 2;
     if (!r || r.ids[i] !== h) return;
-    this.#sharedInFlight--;
     const word = r.ids[i + 1];
     if ((word & REQ_STATE_BITS) !== REQ_ENDED) {
       // Settled while open (stop() settles what is open): end() is still to come, frees the span
-      // slot and, knowing the status and route by then, makes the record from these numbers.
+      // slot and, knowing the status and route by then, makes the record from these numbers. Its
+      // record is still to come: in flight until then.
       r.ids[i + 1] = REQ_SETTLED;
       r.held.set(slot, res.slice(o, o + 8));
-      if (this.#closed && this.inFlight === 0) this.#detach();
       return;
     }
+    this.#sharedInFlight--;
     r.ids[i] = 0;
     r.ids[i + 1] = 0;
     if (this.#closed && this.#sharedInFlight === 0) this.#detach();
@@ -604,6 +613,9 @@ export class RequestTracker {
   #maybeEmitExact(p: Pending): void {
     if (!p.done || p.openCallbacks !== 0 || p.current !== -1) return;
     p.openCallbacks = -1; // emitted
+    // No callback of it ran measured (tracked once its response had ended, or every span slot
+    // taken): NaN joules, and said to be incomplete, as in shared mode.
+    if (Number.isNaN(p.joules)) p.incomplete = true;
     this.#exactInFlight--;
     if (this.#closed && this.#exactInFlight === 0) this.#detach();
     const durationNs = p.endNs - p.startNs;
@@ -650,7 +662,9 @@ export class RequestTracker {
     return route === this.#lastRoute && method === this.#lastMethod ? this.#lastId : this.#findRouteEntry(method, route, true).id;
   }
 
-  #findRouteEntry(method: string, route: string, atBegin: boolean): RouteEntry {
+  #findRouteEntry(method: string, asked: string, atBegin: boolean): RouteEntry {
+    // An empty route counts where an empty one given at the end does.
+    const route = checkedRoute(asked);
     let byRoute = this.#routes.get(method);
     if (!byRoute) this.#routes.set(method, (byRoute = new Map()));
     let entry = byRoute.get(route);
@@ -666,7 +680,7 @@ export class RequestTracker {
       }
     }
     this.#lastMethod = method;
-    this.#lastRoute = route;
+    this.#lastRoute = asked;
     this.#lastEntry = entry;
     this.#lastId = entry.id;
     return entry;
@@ -770,6 +784,22 @@ const routesOfCollected = new FinalizationRegistry<{ channel: SpanChannel; route
 
 function routeIds(entries: readonly RouteEntry[]): Int32Array {
   return Int32Array.from(entries, (e) => e.id);
+}
+
+/**
+ * @internal A tracker passed in comes with its own options: any of `keys` given beside it would be
+ * dropped without a word, so they are refused, as is any other key unless `othersAllowed`.
+ */
+export function refuseOptionsBeside(options: Record<string, unknown>, keys: readonly string[], othersAllowed = false): void {
+  if (!othersAllowed) checkKnownKeys('options', options, keys);
+  const given = keys.find((k) => options[k] !== undefined);
+  if (given !== undefined) {
+    throw new TypeError(`options.${given} is for a tracker made from a Sampler; a RequestTracker passed in keeps its own (set it where the tracker is made)`);
+  }
+}
+
+function invalidRoute(route: unknown): TypeError {
+  return invalidType('route', 'a route pattern (a string) or a function that returns one', route);
 }
 
 function checkedRoute(route: unknown): string {

@@ -747,13 +747,18 @@ export class SpanChannel {
     return how === KEPT_NUMBERS ? this.#resultObject(slot) : how === KEPT_OBJECT ? this.#results[slot] : undefined;
   }
 
+  /** @internal Now, in the sampler's clock (CLOCK_MONOTONIC ns), as span results give times. */
+  nowNs(): number {
+    return nowNs() + this.#offsetNs;
+  }
+
   // The result of an OPEN_DROPPED span ending now, in the result ring's layout. A copy each (rare:
   // the ring was full), since a listener may end another such span while the next one reads it.
   #unmeasured(slot: number): Float64Array {
     const r = UNMEASURED.slice();
     r[1] = this.#keptLabel[slot];
     r[2] = this.#kept[slot * KEPT_WORDS];
-    r[3] = nowNs() + this.#offsetNs;
+    r[3] = this.nowNs();
     return r;
   }
 

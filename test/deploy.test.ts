@@ -5,7 +5,10 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RequestTracker, Sampler } from '../src/index';
+import { registerMetrics } from '../src/prometheus';
 import { findBinary, prometheusMissing, startPrometheus, type PrometheusServer } from './fixtures/prometheus-server';
 import { describeGated, toolsRequired } from './fixtures/gated';
 
@@ -43,6 +46,28 @@ describeGated('deploy/ with promtool and Prometheus', missing ?? undefined, tool
   });
   afterAll(async () => {
     await prom?.stop();
+  });
+
+  // A gauge labelled "quantile" (the sampler's jitter) failed it: Prometheus keeps that label for summaries.
+  it("the exporter's own output passes promtool check metrics", async () => {
+    const sampler = new Sampler({ source: 'model' }).start();
+    try {
+      const tracker = new RequestTracker(sampler);
+      const m = registerMetrics(sampler, { registry: new Registry(), requests: tracker, carbon: { gramsPerKwh: 400 } });
+      const h = sampler.begin('work');
+      sampler.end(h);
+      await sampler.settle(h);
+      await new Promise((r) => setTimeout(r, 300));
+      const text = await m.registry.metrics();
+      expect(text).toContain('jouletrace_sampler_jitter_seconds{stat="p99"}');
+      const r = spawnSync(findBinary('promtool')!, ['check', 'metrics'], { input: text, encoding: 'utf8' });
+      expect(r.stdout + r.stderr).toBe('');
+      expect(r.status).toBe(0);
+      m.close();
+      tracker.close();
+    } finally {
+      sampler.close();
+    }
   });
 
   it('alert rules pass promtool check rules', () => {

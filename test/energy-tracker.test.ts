@@ -104,6 +104,15 @@ describe('PowerWindow', () => {
     const t1 = t0 + 10n * S;
     expect(w.update(reading(t1, t1 + S, 26, true, 6)).get('package:0')).toBeCloseTo(6);
   });
+
+  it("never shows the last run's power for a new one, though no reading came while stopped", () => {
+    const w = new PowerWindow(S / 2n);
+    const t0 = 100n * S;
+    expect(w.update(reading(t0, t0 + S, 18)).get('package:0')).toBeCloseTo(18);
+    // Stopped and started again unseen; 0.2 s into the new run, 2.4 J of its own: 12 W, not 18.
+    const t1 = t0 + 5n * S;
+    expect(w.update(reading(t1, t1 + S / 5n, 20.4, true, 2.4)).get('package:0')).toBeCloseTo(12);
+  });
 });
 
 describe('EnergyTracker', () => {

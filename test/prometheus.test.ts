@@ -94,8 +94,8 @@ describe('registerMetrics', () => {
     expect(parts[0]).toBeGreaterThan(0);
     expect(v.get('jouletrace_samples_total{service="test"}')).toBeGreaterThan(100);
     expect(v.get('jouletrace_samples_dropped_total{service="test"}')).toBe(0);
-    expect(v.get('jouletrace_sampler_jitter_seconds{service="test",quantile="0.99"}')).toBeGreaterThan(0);
-    expect(v.get('jouletrace_sampler_jitter_seconds{service="test",quantile="0.99"}')).toBeLessThan(1);
+    expect(v.get('jouletrace_sampler_jitter_seconds{service="test",stat="p99"}')).toBeGreaterThan(0);
+    expect(v.get('jouletrace_sampler_jitter_seconds{service="test",stat="p99"}')).toBeLessThan(1);
     // The model source's figures move every 10 ms or so.
     expect(v.get('jouletrace_sampler_counters_still_seconds{service="test"}')).toBeGreaterThanOrEqual(0);
     expect(v.get('jouletrace_sampler_counters_still_seconds{service="test"}')).toBeLessThan(0.5);

@@ -411,8 +411,11 @@ describeBpf('request tokens (start/end)', () => {
     expect(first.length).toBeGreaterThan(60000);
     sampler.stop();
     await settleAll();
-    // Settled, but each record waits for its end(), which gives its status (and route).
+    // Settled, but each record waits for its end(), which gives its status (and route): in
+    // flight until then (inFlight read 0 here).
     expect(records.length).toBe(0);
+    expect(tracker.inFlight).toBe(first.length);
+    await new Promise((r) => setTimeout(r, 30));
     tracker.end(first[0], 503, '/first/late');
     for (const t of first) tracker.end(t, 200);
     for (const t of first.slice(0, 10)) tracker.end(t, 500); // a second end() is ignored
@@ -421,6 +424,8 @@ describeBpf('request tokens (start/end)', () => {
     expect(records.length).toBe(first.length);
     expect([records[0].route, records[0].statusCode]).toEqual(['/first/late', 503]);
     expect(records.slice(1).every((r) => r.incomplete && r.route === '/first' && r.statusCode === 200)).toBe(true);
+    // Measured to the stop, but lasting to its end, 30 ms after it (its duration stopped at the stop).
+    expect(Math.min(...records.map((r) => r.durationNs))).toBeGreaterThan(30e6);
 
     sampler.start();
     const second = fill('/second');
@@ -1429,6 +1434,56 @@ describe('exact mode edges', () => {
     expect(records.map((r) => [r.route, r.statusCode])).toEqual([['/a', 200]]);
     // /a itself runs well under a millisecond; /b's 100 ms would show here were it charged.
     expect(records[0].onCpuNs).toBeLessThan(30e6);
+  });
+
+  it('exact mode: a request tracked once its response had ended is reported unmeasured, flagged incomplete', async () => {
+    const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
+    const tracker = new RequestTracker(sampler, { mode: 'exact' });
+    const records: RequestRecord[] = [];
+    tracker.onRequest((rs) => records.push(...rs));
+    cleanups.push(() => sampler.close());
+    cleanups.push(() => tracker.close());
+    const server = http.createServer((req, res) => {
+      res.end('done');
+      trackRequest(tracker, req, res, '/late');
+    });
+    const base = await listen(server);
+    cleanups.push(() => new Promise((r) => server.close(r)));
+    sampler.start();
+    await (await fetch(`${base}/`)).text();
+    await recordsFor(records, 1);
+    expect(records).toHaveLength(1);
+    expect(Number.isNaN(records[0].joules)).toBe(true);
+    expect(records[0].incomplete).toBe(true);
+    expect(tracker.inFlight).toBe(0);
+  });
+
+  it('refuses what is not a sampler, options a passed-in tracker would drop, and a route that is not one; an empty route is unmatched', async () => {
+    const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
+    cleanups.push(() => sampler.close());
+    for (const bad of [{}, undefined, null]) {
+      expect(() => new RequestTracker(bad as unknown as Sampler)).toThrow(/^Expected a Sampler for sampler but received /);
+      expect(() => energyMiddleware(bad as unknown as Sampler)).toThrow(/^Expected a Sampler for sampler/);
+    }
+    const tracker = new RequestTracker(sampler);
+    const records: RequestRecord[] = [];
+    tracker.onRequest((rs) => records.push(...rs));
+    cleanups.push(() => tracker.close());
+    expect(() => energyMiddleware(tracker, { mode: 'exact' })).toThrow('options.mode is for a tracker made from a Sampler');
+    expect(() => energyMiddleware(tracker, { bogus: 1 } as never)).toThrow(/options.*bogus/);
+    expect(() => instrumentExpress(express(), tracker, { maxRoutes: 5 })).toThrow('options.maxRoutes is for a tracker made from a Sampler');
+    const app = Fastify();
+    await expect(app.register(fastifyEnergy, { tracker, mode: 'exact' }).ready()).rejects.toThrow('options.mode is for a tracker made from a Sampler');
+    // The sampler form's tracker, reachable to read and close.
+    const made = energyMiddleware(sampler, { maxRoutes: 7 });
+    expect(made.tracker).toBeInstanceOf(RequestTracker);
+    made.tracker.close();
+    sampler.start();
+    expect(() => tracker.start('GET', 42 as unknown as string)).toThrow('Expected a route pattern (a string) or a function that returns one for route but received 42 of type number');
+    tracker.end(tracker.start('GET', ''), 200);
+    await recordsFor(records, 1);
+    expect(records.map((r) => r.route)).toEqual(['(unmatched)']);
+    sampler.stop();
   });
 
   it('a request whose callback span was never measured is reported once, complete in time, flagged incomplete', async () => {

@@ -89,15 +89,15 @@ describe('a source whose counters do not advance', () => {
   });
 
   it('is refused for powercap zones that never change, and probe() names the cause and the remedy', async () => {
-    const pc = keep(createEmulatedPowercap([{ name: 'package-0', energyUj: 5_000_000, children: [{ name: 'core', energyUj: 42 }] }]));
+    const pc = keep(createEmulatedPowercap([{ name: 'package-0', energyUj: 5_000_000, children: [{ name: 'dram', energyUj: 42 }] }]));
     expect(() => openSource({ source: 'powercap', powercapRoot: pc.powercapRoot, liveCheckMs: 10 })).toThrow(
-      expect.objectContaining({ code: 'ERR_JOULETRACE_NOT_COUNTING', message: NOT_COUNTING(10, 'package-0 stayed at 5000000, core-0 stayed at 42') }),
+      expect.objectContaining({ code: 'ERR_JOULETRACE_NOT_COUNTING', message: NOT_COUNTING(10, 'package-0 stayed at 5000000, dram-0 stayed at 42') }),
     );
     const r = await probe({ powercapRoot: pc.powercapRoot, liveCheckMs: 10, intervalMs: 20 });
     const p = r.sources.find((x) => x.source === 'powercap')!;
     expect(p.available).toBe(false);
     expect(p.code).toBe('ERR_JOULETRACE_NOT_COUNTING');
-    expect(p.reason).toBe('no energy counter advanced in 10 ms (package-0 stayed at 5000000, core-0 stayed at 42; RAPL counters move about every millisecond)');
+    expect(p.reason).toBe('no energy counter advanced in 10 ms (package-0 stayed at 5000000, dram-0 stayed at 42; RAPL counters move about every millisecond)');
     expect(p.remedy).toMatch(/^the machine lists RAPL but does not count it.*use source 'model' \(an estimate\); liveCheckMs sets the wait$/);
   });
 

@@ -213,6 +213,70 @@ describe('msr source, Intel layout', () => {
   });
 });
 
+describe('msr source, topology', () => {
+  const writeTopo = (e: EmulatedMsr, cpu: number, file: string, value: string | undefined) => {
+    const p = `${e.sysfsCpuRoot}/cpu${cpu}/topology/${file}`;
+    if (value === undefined) fs.rmSync(p, { force: true });
+    else fs.writeFileSync(p, `${value}\n`);
+  };
+
+  // Cascade Lake-AP: two dies a package, each with its own RAPL counters (Linux reads each die).
+  // Reading one CPU a package left the second die's energy out.
+  it("sums a multi-die Intel package's dies into its domains", () => {
+    const e = emu({ vendor: 'intel', cpus: 4, packages: 1 });
+    [0, 0, 1, 1].forEach((die, cpu) => writeTopo(e, cpu, 'die_id', String(die)));
+    for (const cpu of [0, 2]) {
+      e.write(cpu, MSR.INTEL_UNIT, unitReg(16));
+      e.write(cpu, MSR.INTEL_PKG, 1000);
+      e.write(cpu, MSR.INTEL_DRAM, 500);
+    }
+    const s = open(e, SKYLAKE);
+    expect(s.domains.map((d) => `${d.domain}-${d.package}`)).toEqual(['package-0', 'dram-0']);
+    e.write(0, MSR.INTEL_PKG, 1000 + 10 * 65536);
+    e.write(2, MSR.INTEL_PKG, 1000 + 6 * 65536);
+    e.write(2, MSR.INTEL_DRAM, 500 + 2 * 65536);
+    expect(s.read().readings.map((r) => r.joules)).toEqual([16, 2]);
+  });
+
+  // As Linux's RAPL driver moves its lead CPU: the package's energy goes on, read elsewhere,
+  // where it was frozen at a read error for as long as the CPU stayed offline.
+  it("reads a package's counter on another of its CPUs once its CPU goes offline, without a break", () => {
+    const e = emu({ vendor: 'intel', cpus: 4, packages: 2 });
+    for (const cpu of [0, 1, 2, 3]) {
+      e.write(cpu, MSR.INTEL_UNIT, unitReg(16));
+      e.write(cpu, MSR.INTEL_PKG, 1000);
+    }
+    const s = open(e, SKYLAKE);
+    e.truncate(2); // package 1's CPU goes offline: its device answers EIO
+    for (const cpu of [0, 1, 3]) e.write(cpu, MSR.INTEL_PKG, 1000 + 5 * 65536);
+    const r = s.read();
+    expect(r.error).toBeUndefined();
+    expect(r.readings.map((x) => `${x.domain}-${x.package} ${x.joules}`)).toEqual(['package-0 5', 'package-1 5']);
+    e.write(3, MSR.INTEL_PKG, 1000 + 7 * 65536);
+    expect(joules(s, 'package', 1)).toBe(7);
+  });
+
+  it("tells an AMD core's SMT siblings apart without core_id, and leaves the core sum out where nothing can", () => {
+    const e = emu({ vendor: 'amd', cpus: 4, packages: 1, threadsPerCore: 2 });
+    for (const t of e.topology) {
+      e.write(t.cpu, MSR.AMD_UNIT, unitReg(16));
+      e.write(t.cpu, MSR.AMD_PKG, 1000);
+      e.write(t.cpu, MSR.AMD_CORE, 1000);
+    }
+    for (const cpu of [0, 1, 2, 3]) {
+      writeTopo(e, cpu, 'core_id', undefined);
+      writeTopo(e, cpu, 'thread_siblings_list', cpu < 2 ? '0-1' : '2-3');
+    }
+    const s = open(e, ZEN3);
+    expect(s.domains.map((d) => `${d.domain}-${d.package}`)).toEqual(['package-0', 'core-0']);
+    // Each core's counter read once: siblings read the same one (a core counted per thread read 4 J).
+    for (const cpu of [0, 1, 2, 3]) e.write(cpu, MSR.AMD_CORE, 1000 + 65536);
+    expect(joules(s, 'core')).toBe(2);
+    for (const cpu of [0, 1, 2, 3]) writeTopo(e, cpu, 'thread_siblings_list', undefined);
+    expect(open(e, ZEN3).domains.map((d) => `${d.domain}-${d.package}`)).toEqual(['package-0']);
+  });
+});
+
 describe('msr source, AMD layout', () => {
   // 2 packages x 4 cores x 2 threads: CPUs 0-7 on package 0, 8-15 on package 1.
   function amd(vendor: 'amd' | 'hygon' = 'amd') {

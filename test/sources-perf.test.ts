@@ -131,6 +131,23 @@ describe('perf source reading live events', () => {
     }
   }, { cpus: 2 });
 
+  // A multi-die package: the cpumask names a CPU of each die, both in package 0. Two domains
+  // named package-0 made the exporters' running totals take each for the other's restart.
+  itPerf("adds the events of a package's dies into one domain", async () => {
+    const pmu = createSoftwarePerfPmu({ 'energy-pkg': CPU_CLOCK }, { cpus: 2, packages: 1, cpumask: '0,1' });
+    cleanup.push(pmu);
+    const s = openSource({ source: 'perf', ...pmu.options });
+    cleanup.push(s);
+    expect(s.domains.map((d) => `${d.domain}-${d.package}`)).toEqual(['package-0']);
+    const a = s.read();
+    await sleep(50);
+    const b = s.read();
+    // Two CPUs' cpu-clock at 1e-9 J a nanosecond: 2 W.
+    const watts = (b.readings[0].joules - a.readings[0].joules) / (Number(b.timeNs - a.timeNs) / 1e9);
+    expect(watts).toBeGreaterThan(1.8);
+    expect(watts).toBeLessThan(2.2);
+  }, { cpus: 2 });
+
   itPerf('feeds the sampler thread: its total matches the counter over the run', async () => {
     const pmu = createSoftwarePerfPmu({ 'energy-pkg': CPU_CLOCK });
     cleanup.push(pmu);

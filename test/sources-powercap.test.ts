@@ -16,8 +16,9 @@ function emu(tree: PowercapZone[], opts?: { classLinks?: boolean }): EmulatedPow
   return e;
 }
 
+// An Intel machine's trees, whatever CPU runs the tests: on AMD the 'core' subzone is left out.
 function open(e: EmulatedPowercap): EnergySource {
-  const s = openSource({ source: 'powercap', powercapRoot: e.powercapRoot, liveCheckMs: 0 });
+  const s = openSource({ source: 'powercap', powercapRoot: e.powercapRoot, liveCheckMs: 0, cpuIdentity: { vendor: 'intel', family: 6, model: 0x55 } });
   cleanup.push(s);
   return s;
 }
@@ -37,6 +38,39 @@ const twoSockets: PowercapZone[] = [
 ];
 
 const key = (r: { domain: string; package: number }) => `${r.domain}-${r.package}`;
+
+describe('powercap source, dies and vendors', () => {
+  // Linux names die-scoped zones package-N-die-M: two zones both read as package-N made two
+  // domains of one name, which the exporters' running totals took for restarts (5.7x the energy).
+  it("sums a package's die zones, and their subzones, into the package's domains", () => {
+    const e = emu([
+      { name: 'package-0-die-0', energyUj: 1_000_000, children: [{ name: 'dram', energyUj: 100 }] },
+      { name: 'package-0-die-1', energyUj: 2_000_000, children: [{ name: 'dram', energyUj: 200 }] },
+      { name: 'package-1-die-0', energyUj: 0 },
+    ]);
+    const s = open(e);
+    expect(s.domains.map(key)).toEqual(['package-0', 'dram-0', 'package-1']);
+    e.set('intel-rapl:0', 1_000_000 + 50_000_000);
+    e.set('intel-rapl:1', 2_000_000 + 25_000_000);
+    e.set('intel-rapl:1:0', 200 + 3_000_000);
+    e.set('intel-rapl:2', 4_000_000);
+    expect(s.read().readings.map((r) => r.joules)).toEqual([75, 3, 4]);
+  });
+
+  // AMD's "core" zone is one core's counter (0xC001029A on the package's lead CPU), not the
+  // package's cores that the msr source's core domain sums.
+  it("leaves AMD's one-core 'core' subzone out, and keeps Intel's", () => {
+    const tree: PowercapZone[] = [{ name: 'package-0', energyUj: 1_000_000, children: [{ name: 'core', energyUj: 10 }] }];
+    const e = emu(tree);
+    const at = (vendor: 'intel' | 'amd') =>
+      openSource({ source: 'powercap', powercapRoot: e.powercapRoot, liveCheckMs: 0, cpuIdentity: { vendor, family: vendor === 'amd' ? 0x19 : 6, model: 1 } });
+    const amd = at('amd');
+    const intel = at('intel');
+    cleanup.push(amd, intel);
+    expect(amd.domains.map(key)).toEqual(['package-0']);
+    expect(intel.domains.map(key)).toEqual(['package-0', 'core-0']);
+  });
+});
 
 describe('powercap source', () => {
   it('finds nested zones once each, whether listed at the top level or only nested', () => {

@@ -70,7 +70,18 @@ bool readTopology(const std::string& root, std::vector<CpuTopo>* out, SourceErro
     std::string base = root + "/cpu" + std::to_string(c) + "/topology/";
     long long v;
     t.package = readIntegerFile(base + "physical_package_id", &v) == 0 && v >= 0 ? int(v) : 0;
-    t.core = readIntegerFile(base + "core_id", &v) == 0 && v >= 0 ? int(v) : c;
+    t.die = readIntegerFile(base + "die_id", &v) == 0 && v >= 0 ? int(v) : 0;
+    if (readIntegerFile(base + "core_id", &v) == 0 && v >= 0) {
+      t.core = int(v);
+    } else {
+      // SMT siblings share a core: its first CPU names it (offset past any core_id). Not the
+      // CPU's own number, which would take each sibling for a core of its own.
+      std::string siblings;
+      std::vector<int> list;
+      t.core = readSmallFile(base + "thread_siblings_list", &siblings) == 0 && parseCpuList(siblings, &list) && !list.empty()
+                   ? (1 << 21) + list.front()
+                   : -1;
+    }
     out->push_back(t);
   }
   return true;

@@ -13,14 +13,17 @@ namespace jouletrace {
 struct CpuTopo {
   int cpu = 0;
   int package = 0;  // physical_package_id
-  int core = 0;     // core_id (unique within a package only)
+  int die = 0;      // die_id (within the package; 0 where the kernel has none)
+  // Which physical core within the package: core_id, else the first CPU of its SMT siblings
+  // (thread_siblings_list); -1 where neither can be read.
+  int core = 0;
 };
 
 // Parses the kernel's CPU list format ("0-3,8,10-11"). Returns false on malformed input.
 bool parseCpuList(const std::string& text, std::vector<int>* cpus);
 
-// Online CPUs with their package and core ids, sorted by CPU number. A CPU without topology
-// files (some containers) is put in package 0 with core id = its CPU number.
+// Online CPUs with their package, die and core ids, sorted by CPU number. A CPU without topology
+// files (some containers) is put in package 0, die 0, core -1.
 bool readTopology(const std::string& sysfsCpuRoot, std::vector<CpuTopo>* out, SourceError* err);
 
 // Replaces the single %d in a path template (validated in TypeScript) with n; never handed to

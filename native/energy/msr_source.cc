@@ -7,6 +7,10 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
 
 #include "energy/cpu_info.h"
 #include "energy/sources_internal.h"
@@ -62,10 +66,14 @@ class MsrSource final : public EnergySource {
     int fd;
     uint64_t offset;  // MSR address << msrOffsetShift
     WrapCounter wrap{kEnergyModulus};
+    // Other online CPUs that read this same counter (its package's, its die's, or its core's
+    // SMT siblings): where it is read next if its CPU goes offline, as Linux's RAPL driver moves
+    // its lead CPU. The count goes on unbroken: it is one counter, whichever CPU reads it.
+    std::vector<int> spares;
   };
   struct Plan {
     size_t first;  // index into counters_
-    size_t count;  // >1 for AMD core = sum of per-core counters
+    size_t count;  // >1: a sum (AMD core over its cores, an Intel multi-die package over its dies)
   };
 
   const char* name() const override { return "msr"; }
@@ -78,6 +86,7 @@ class MsrSource final : public EnergySource {
         Counter& c = counters_[i];
         uint64_t v;
         int rc = readMsr(c.fd, c.offset, &v);
+        if (rc != 0 && moveToSpare(c, &v)) rc = 0;
         if (rc == 0 && !c.wrap.update(v & 0xFFFFFFFFull)) rc = -ERANGE;  // the counter started again
         if (rc != 0 && firstErr == 0) firstErr = rc;
         // On failure the counter keeps its last value, so the energy it missed shows up whole
@@ -95,6 +104,34 @@ class MsrSource final : public EnergySource {
     for (auto& c : counters_) c.wrap.rebase();
   }
 
+  // The CPU a counter was read on failed (offline: the msr driver answers ENXIO or EIO): the
+  // first spare that reads it takes over. Off the common path: a system call or two, once.
+  bool moveToSpare(Counter& c, uint64_t* v) {
+    while (!c.spares.empty()) {
+      const int cpu = c.spares.front();
+      c.spares.erase(c.spares.begin());
+      int fd = fdOf(cpu);
+      if (fd >= 0 && readMsr(fd, c.offset, v) == 0) {
+        c.fd = fd;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // The CPU's msr device, opened once.
+  int fdOf(int cpu) {
+    auto it = fdOfCpu_.find(cpu);
+    if (it != fdOfCpu_.end()) return it->second;
+    int fd = ::open(expandCpuPath(msrPath_, cpu).c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    fds_.emplace_back(fd);
+    fdOfCpu_[cpu] = fd;
+    return fd;
+  }
+
+  std::string msrPath_;
+  std::map<int, int> fdOfCpu_;
   std::vector<UniqueFd> fds_;
   std::vector<Counter> counters_;
   std::vector<Plan> plans_;
@@ -139,38 +176,59 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
   std::vector<CpuTopo> topo;
   if (!readTopology(opts.sysfsCpuRoot, &topo, err)) return nullptr;
 
-  // First online CPU of each package, and of each (package, core) for AMD's per-core counters.
+  // First online CPU of each package; of each of its dies, for Intel's counters, which are
+  // die-scoped on multi-die parts (Cascade Lake-AP: Linux's perf PMU reads each die, its
+  // powercap makes a zone per die), one die elsewhere; and of each physical core, for AMD's
+  // per-core counters. A core that cannot be told from its SMT sibling (no core_id, no sibling
+  // list) leaves the per-core sum out rather than count a core twice.
   std::map<int, int> pkgCpu;
+  std::map<int, std::vector<int>> dieCpus;   // package -> one CPU per die
   std::map<int, std::vector<int>> coreCpus;  // package -> one CPU per physical core
-  std::map<std::pair<int, int>, bool> seenCore;
+  std::set<std::pair<int, int>> seenDie, seenCore;
+  std::set<int> unknownCores;  // packages with a CPU whose core is unknown
   for (const CpuTopo& t : topo) {
     pkgCpu.emplace(t.package, t.cpu);
-    if (seenCore.emplace(std::make_pair(t.package, t.core), true).second) coreCpus[t.package].push_back(t.cpu);
+    if (seenDie.emplace(t.package, t.die).second) dieCpus[t.package].push_back(t.cpu);
+    if (t.core < 0) unknownCores.insert(t.package);
+    else if (seenCore.emplace(t.package, t.core).second) coreCpus[t.package].push_back(t.cpu);
   }
 
   auto src = std::make_unique<MsrSource>();
+  src->msrPath_ = opts.msrPath;
   const unsigned shift = opts.msrOffsetShift;
-  std::map<int, int> fdOfCpu;
   auto fdFor = [&](int cpu, SourceError* e) -> int {
-    auto it = fdOfCpu.find(cpu);
-    if (it != fdOfCpu.end()) return it->second;
-    std::string path = expandCpuPath(opts.msrPath, cpu);
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    int fd = src->fdOf(cpu);
     if (fd < 0) {
-      openError(path, errno, e);
+      openError(expandCpuPath(opts.msrPath, cpu), -fd, e);
       return -1;
     }
-    src->fds_.emplace_back(fd);
-    fdOfCpu[cpu] = fd;
     return fd;
   };
+  // The CPUs that read the same counter as `cpu` does, by scope: its package's, its die's, or
+  // its physical core's.
+  enum class Scope { Package, Die, Core };
+  auto sparesOf = [&](int cpu, Scope scope) {
+    std::vector<int> out;
+    const CpuTopo* self = nullptr;
+    for (const CpuTopo& t : topo)
+      if (t.cpu == cpu) self = &t;
+    if (!self) return out;
+    for (const CpuTopo& t : topo) {
+      if (t.cpu == cpu || t.package != self->package) continue;
+      if ((scope == Scope::Die && t.die != self->die) || (scope == Scope::Core && t.core != self->core)) continue;
+      out.push_back(t.cpu);
+    }
+    return out;
+  };
 
-  auto addDomain = [&](const char* name, int package, double unit, const std::vector<std::pair<int, uint32_t>>& reads) {
+  // reads: (fd, MSR, the CPUs that could read it instead).
+  using Read = std::tuple<int, uint32_t, std::vector<int>>;
+  auto addDomain = [&](const char* name, int package, double unit, const std::vector<Read>& reads) {
     std::vector<MsrSource::Counter> cs;
     for (const auto& r : reads) {
-      MsrSource::Counter c{r.first, uint64_t(r.second) << shift};
+      MsrSource::Counter c{std::get<0>(r), uint64_t(std::get<1>(r)) << shift, WrapCounter(kEnergyModulus), std::get<2>(r)};
       uint64_t v;
-      if (readMsr(r.first, c.offset, &v) != 0) return false;
+      if (readMsr(c.fd, c.offset, &v) != 0) return false;
       c.wrap.reset(v & 0xFFFFFFFFull);
       cs.push_back(c);
     }
@@ -216,21 +274,33 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
     if (intel && id.family == 6 && atomEnergyUnit(id.model)) unit = std::ldexp(1.0, int(esu)) * 1e-6;
 
     if (intel) {
-      if (probeMsr(fd, kIntelPkg)) addDomain("package", pkg, unit, {{fd, kIntelPkg}});
-      if (probeMsr(fd, kIntelPp0)) addDomain("core", pkg, unit, {{fd, kIntelPp0}});
-      if (probeMsr(fd, kIntelPp1)) addDomain("uncore", pkg, unit, {{fd, kIntelPp1}});
+      // Each domain read on every die of the package and summed; present when the first die has it.
+      std::vector<std::pair<int, std::vector<int>>> dies;  // fd, spares
+      for (int cpu : dieCpus[pkg]) {
+        int dfd = fdFor(cpu, err);
+        if (dfd < 0) return nullptr;
+        dies.emplace_back(dfd, sparesOf(cpu, Scope::Die));
+      }
+      auto onDies = [&](uint32_t msr) {
+        std::vector<Read> reads;
+        for (const auto& die : dies) reads.emplace_back(die.first, msr, die.second);
+        return reads;
+      };
+      if (probeMsr(fd, kIntelPkg)) addDomain("package", pkg, unit, onDies(kIntelPkg));
+      if (probeMsr(fd, kIntelPp0)) addDomain("core", pkg, unit, onDies(kIntelPp0));
+      if (probeMsr(fd, kIntelPp1)) addDomain("uncore", pkg, unit, onDies(kIntelPp1));
       double dramUnit = id.family == 6 && fixedDramUnit(id.model) ? std::ldexp(1.0, -16) : unit;
-      if (probeMsr(fd, kIntelDram)) addDomain("dram", pkg, dramUnit, {{fd, kIntelDram}});
+      if (probeMsr(fd, kIntelDram)) addDomain("dram", pkg, dramUnit, onDies(kIntelDram));
       // psys covers the whole platform: counting it per package would count it twice. It counts
       // on one package only, not always package 0 (multi-socket Sapphire Rapids: the others read
       // zero), so the first package where it reads non-zero has it; it is reported as package 0.
       double psysUnit = id.family == 6 && fixedPsysUnit(id.model) ? 1.0 : unit;
-      if (!havePsys && probeMsr(fd, kIntelPsys)) havePsys = addDomain("psys", 0, psysUnit, {{fd, kIntelPsys}});
+      if (!havePsys && probeMsr(fd, kIntelPsys)) havePsys = addDomain("psys", 0, psysUnit, {Read(fd, kIntelPsys, sparesOf(pc.second, Scope::Package))});
     } else {
-      if (probeMsr(fd, kAmdPkg)) addDomain("package", pkg, unit, {{fd, kAmdPkg}});
-      std::vector<std::pair<int, uint32_t>> cores;
-      bool ok = true;
-      for (int cpu : coreCpus[pkg]) {
+      if (probeMsr(fd, kAmdPkg)) addDomain("package", pkg, unit, {Read(fd, kAmdPkg, sparesOf(pc.second, Scope::Package))});
+      std::vector<Read> cores;
+      bool ok = unknownCores.count(pkg) == 0;
+      for (int cpu : ok ? coreCpus[pkg] : std::vector<int>{}) {
         int cfd = fdFor(cpu, err);
         if (cfd < 0) return nullptr;
         if (cores.empty() && !probeMsr(cfd, kAmdCore)) {
@@ -248,7 +318,7 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
                          " going offline? Try again, or use source 'powercap' or 'perf'";
           return nullptr;
         }
-        cores.emplace_back(cfd, kAmdCore);
+        cores.emplace_back(cfd, kAmdCore, sparesOf(cpu, Scope::Core));
       }
       // Each per-core counter wraps on its own; addDomain gives each its own WrapCounter and
       // read() sums the extended totals, so one core wrapping never loses 2^32 ticks.

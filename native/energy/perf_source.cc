@@ -11,6 +11,7 @@
 #include <cstring>
 #include <map>
 
+#include "energy/counter_groups.h"
 #include "energy/cpu_info.h"
 #include "energy/sources_internal.h"
 #include "energy/wrap_counter.h"
@@ -29,15 +30,16 @@ class PerfSource final : public EnergySource {
   const char* name() const override { return "perf"; }
   int read(DomainReading* out) override {
     int firstErr = 0;
-    for (size_t i = 0; i < events_.size(); i++) {
+    for (Event& e : events_) {
       uint64_t v;
-      ssize_t n = ::read(events_[i].fd.get(), &v, sizeof v);
+      ssize_t n = ::read(e.fd.get(), &v, sizeof v);
       int rc = n == ssize_t(sizeof v) ? 0 : n < 0 ? -errno : -EIO;
-      if (rc == 0 && !events_[i].wrap.update(v)) rc = -ERANGE;  // the count started again
+      if (rc == 0 && !e.wrap.update(v)) rc = -ERANGE;  // the count started again
       if (rc != 0 && firstErr == 0) firstErr = rc;
-      out[i].raw = events_[i].wrap.last();
-      out[i].ticks = events_[i].wrap.total();
     }
+    // A domain is its events' sum: one per package, or one per die of a multi-die package
+    // (the PMU's cpumask then names a CPU of each die).
+    groups_.sum(events_, out);
     return firstErr;
   }
   void rebase() override {
@@ -45,6 +47,7 @@ class PerfSource final : public EnergySource {
   }
 
   std::vector<Event> events_;
+  CounterGroups groups_;
   std::vector<Domain>& mutableDomains() { return domains_; }
 };
 
@@ -169,7 +172,7 @@ std::unique_ptr<EnergySource> openPerfSource(const SourceOptions& opts, SourceEr
       d.unitJoules = scale;
       d.wrapJoules = 0;
       src->events_.push_back(std::move(e));
-      src->mutableDomains().push_back(d);
+      if (src->groups_.add(d.name, d.package, src->events_.size() - 1)) src->mutableDomains().push_back(d);
       if (psys) break;  // platform-wide: one event, not one per package
     }
   }

@@ -12,6 +12,7 @@
 #include <map>
 #include <set>
 
+#include "energy/counter_groups.h"
 #include "energy/cpu_info.h"
 #include "energy/sources_internal.h"
 #include "energy/wrap_counter.h"
@@ -45,14 +46,14 @@ class PowercapSource final : public EnergySource {
   const char* name() const override { return "powercap"; }
   int read(DomainReading* out) override {
     int firstErr = 0;
-    for (size_t i = 0; i < zones_.size(); i++) {
+    for (Zone& z : zones_) {
       uint64_t v = 0;
-      int rc = readMicrojoules(zones_[i].fd.get(), &v);
-      if (rc == 0 && !zones_[i].wrap.update(v)) rc = -ERANGE;  // the counter started again
+      int rc = readMicrojoules(z.fd.get(), &v);
+      if (rc == 0 && !z.wrap.update(v)) rc = -ERANGE;  // the counter started again
       if (rc != 0 && firstErr == 0) firstErr = rc;
-      out[i].raw = zones_[i].wrap.last();
-      out[i].ticks = zones_[i].wrap.total();
     }
+    // A domain is its zones' sum: one zone, or a multi-die package's dies.
+    groups_.sum(zones_, out);
     return firstErr;
   }
   void rebase() override {
@@ -60,6 +61,7 @@ class PowercapSource final : public EnergySource {
   }
 
   std::vector<Zone> zones_;
+  CounterGroups groups_;
   std::vector<Domain>& mutableDomains() { return domains_; }
 };
 
@@ -126,8 +128,15 @@ std::unique_ptr<EnergySource> openPowercapSource(const SourceOptions& opts, Sour
     if (n.compare(0, 8, "package-") == 0) topPackage[z.first] = std::atoi(n.c_str() + 8);
   }
 
+  // On AMD and Hygon the kernel's "core" subzone reads one core's counter (0xC001029A on the
+  // package's lead CPU), not the package's cores: under the name of the msr source's sum over
+  // every core it would read a fraction of it. Left out, as Linux's own perf PMU leaves it.
+  const CpuIdentity cpu = detectCpu(opts);
+  const bool amdLike = cpu.vendor == Vendor::Amd || cpu.vendor == Vendor::Hygon;
+
   auto src = std::make_unique<PowercapSource>();
   // Zones sorted by name put each package before its subzones, the order users expect.
+  // "package-N-die-M" zones (die-scoped RAPL) and their subzones add into package N's domains.
   for (const auto& z : zones) {
     auto nit = zoneName.find(z.first);
     if (nit == zoneName.end()) continue;
@@ -139,6 +148,8 @@ std::unique_ptr<EnergySource> openPowercapSource(const SourceOptions& opts, Sour
     if (n.compare(0, 8, "package-") == 0) {
       d.name = "package";
       d.package = topPackage[z.first];
+    } else if (n == "core" && amdLike) {
+      continue;
     } else if (n == "core" || n == "uncore" || n == "dram" || n == "psys") {
       d.name = n;
       auto pit = topPackage.find(parent);
@@ -184,9 +195,11 @@ std::unique_ptr<EnergySource> openPowercapSource(const SourceOptions& opts, Sour
     zone.wrap = WrapCounter(modulus);
     zone.wrap.reset(v);
     d.unitJoules = 1e-6;
+    // Each die's zone wraps on its own: one die can take the whole package's power, so a sum of
+    // dies is safe only for one zone's range.
     d.wrapJoules = double(modulus) * 1e-6;
     src->zones_.push_back(std::move(zone));
-    src->mutableDomains().push_back(d);
+    if (src->groups_.add(d.name, d.package, src->zones_.size() - 1)) src->mutableDomains().push_back(d);
   }
   if (src->domains().empty()) {
     err->code = "ENOENT";

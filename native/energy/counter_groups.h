@@ -1,0 +1,54 @@
+// Domains read as the sum of several hardware counters: the dies of a multi-die Intel package,
+// whose RAPL counters are die-scoped (Cascade Lake-AP; Linux's powercap makes a
+// "package-N-die-M" zone and its perf PMU an event per die). Each counter keeps its own wrap
+// extension and the domain adds the extended totals, so one counter wrapping never loses a wrap.
+#pragma once
+
+#include <cstddef>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "energy/source.h"
+
+namespace jouletrace {
+
+class CounterGroups {
+ public:
+  // Files counter `counter` under the domain (name, package). Returns true when that domain is
+  // new: the caller adds its Domain then, so domains keep the order of their first counters.
+  bool add(const std::string& name, int package, size_t counter) {
+    auto it = index_.find({name, package});
+    if (it != index_.end()) {
+      members_[it->second].push_back(counter);
+      return false;
+    }
+    index_.emplace(std::make_pair(name, package), members_.size());
+    members_.push_back({counter});
+    return true;
+  }
+
+  // Counters of each domain, in domain order.
+  const std::vector<std::vector<size_t>>& members() const { return members_; }
+
+  // Each domain's reading from its counters (each with a WrapCounter `wrap`): their last raw
+  // values and their extended totals, added.
+  template <typename Counter>
+  void sum(const std::vector<Counter>& counters, DomainReading* out) const {
+    for (size_t d = 0; d < members_.size(); d++) {
+      out[d].raw = 0;
+      out[d].ticks = 0;
+      for (size_t i : members_[d]) {
+        out[d].raw += counters[i].wrap.last();
+        out[d].ticks += counters[i].wrap.total();
+      }
+    }
+  }
+
+ private:
+  std::map<std::pair<std::string, int>, size_t> index_;
+  std::vector<std::vector<size_t>> members_;
+};
+
+}  // namespace jouletrace
