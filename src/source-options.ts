@@ -1,6 +1,7 @@
 // Validation and normalisation of the options that pick and configure an energy source. Runs
 // before anything reaches C++, which trusts the result (see native/energy/source_js.h).
 import {
+  checkBoolean,
   checkIntegerInRange,
   checkKnownKeys,
   checkPath,
@@ -30,6 +31,7 @@ export const SOURCE_OPTION_KEYS = [
   'modelIdleWatts',
   'modelMaxWatts',
   'liveCheckMs',
+  'msrAmdCores',
 ] as const;
 
 // Watts beyond this are a typo (a mW figure), not a machine.
@@ -69,6 +71,13 @@ export interface SourceOptions {
    * @default 50
    */
   liveCheckMs?: number;
+  /**
+   * msr on AMD and Hygon: also read each physical core's energy counter (0xC001029A) and report
+   * their sum as the `core` domain. Each is read on its own core: one cross-CPU interrupt per core
+   * per sample (64,000 a second on a 64-core part at 1 kHz), landing on whatever runs there.
+   * @default false
+   */
+  msrAmdCores?: boolean;
 }
 
 /** What the native side receives: every key checked, `source` always set. */
@@ -123,6 +132,7 @@ export function validateSourceOptions(
   if (o.modelIdleWatts !== undefined) out.modelIdleWatts = checkWatts(`${optionName}.modelIdleWatts`, o.modelIdleWatts);
   if (o.modelMaxWatts !== undefined) out.modelMaxWatts = checkWatts(`${optionName}.modelMaxWatts`, o.modelMaxWatts);
   if (o.liveCheckMs !== undefined) out.liveCheckMs = checkIntegerInRange(`${optionName}.liveCheckMs`, o.liveCheckMs, 0, 10_000);
+  if (o.msrAmdCores !== undefined) out.msrAmdCores = checkBoolean(`${optionName}.msrAmdCores`, o.msrAmdCores);
   if (out.modelIdleWatts !== undefined && out.modelMaxWatts !== undefined && out.modelMaxWatts < out.modelIdleWatts) {
     throw invalidRange(
       `${optionName}.modelMaxWatts`,

@@ -3,7 +3,7 @@ import { SOURCE_OPTION_KEYS, validateSourceOptions } from '../src/source-options
 import { openSource } from '../src/sources';
 
 const known =
-  'source, msrPath, msrOffsetShift, powercapRoot, sysfsCpuRoot, perfPmuRoot, procStatPath, cpuIdentity, modelIdleWatts, modelMaxWatts, liveCheckMs';
+  'source, msrPath, msrOffsetShift, powercapRoot, sysfsCpuRoot, perfPmuRoot, procStatPath, cpuIdentity, modelIdleWatts, modelMaxWatts, liveCheckMs, msrAmdCores';
 
 describe('validateSourceOptions', () => {
   it('defaults to auto and returns only the keys given', () => {
@@ -21,8 +21,10 @@ describe('validateSourceOptions', () => {
       modelIdleWatts: 0,
       modelMaxWatts: 0,
       liveCheckMs: 0,
+      msrAmdCores: true,
     } as const;
     expect(validateSourceOptions(full)).toEqual(full);
+    expect(() => validateSourceOptions({ msrAmdCores: 1 })).toThrow('Expected a boolean for options.msrAmdCores but received 1 of type number');
     expect(SOURCE_OPTION_KEYS.join(', ')).toBe(known);
   });
 

@@ -1,5 +1,7 @@
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import { afterEach, describe, expect, it } from 'vitest';
+import { Sampler } from '../src/sampler';
 import { openSource, type EnergySource } from '../src/sources';
 import { createEmulatedMsr, MSR, type EmulatedMsr } from './fixtures/emulated-devices';
 import { openSourceAsNobody } from './fixtures/unprivileged';
@@ -15,14 +17,16 @@ function emu(opts: Parameters<typeof createEmulatedMsr>[0]): EmulatedMsr {
   return e;
 }
 
-function open(e: EmulatedMsr, cpuIdentity: { vendor: 'intel' | 'amd' | 'hygon'; family: number; model: number }): EnergySource {
-  const s = openSource({ source: 'msr', ...e.options, cpuIdentity });
+// extra: more source options (msrAmdCores: AMD's per-core sum, off unless asked for).
+function open(e: EmulatedMsr, cpuIdentity: { vendor: 'intel' | 'amd' | 'hygon'; family: number; model: number }, extra: { msrAmdCores?: boolean } = {}): EnergySource {
+  const s = openSource({ source: 'msr', ...e.options, cpuIdentity, ...extra });
   cleanup.push(s);
   return s;
 }
 
 const SKYLAKE = { vendor: 'intel', family: 6, model: 0x5e } as const;
 const ZEN3 = { vendor: 'amd', family: 0x19, model: 0x01 } as const;
+const CORES = { msrAmdCores: true };
 
 // Unit register with the given energy-status-unit and typical power/time units around it.
 const unitReg = (esu: number) => (0xa << 16) | (esu << 8) | 0x3;
@@ -214,6 +218,22 @@ describe('msr source, Intel layout', () => {
 });
 
 describe('msr source, topology', () => {
+  // Each read of another CPU's MSR is a cross-CPU call: pinned, the sampler reads its own package there.
+  it.skipIf(os.availableParallelism() < 2)('reads the package on the CPU the sampler is pinned to', async () => {
+    const e = emu({ vendor: 'intel', cpus: 2 });
+    for (const cpu of [0, 1]) {
+      e.write(cpu, MSR.INTEL_UNIT, unitReg(16));
+      e.write(cpu, MSR.INTEL_PKG, 1000);
+    }
+    const s = new Sampler({ source: 'msr', ...e.options, cpuIdentity: SKYLAKE, threads: 'off', cpu: 1, intervalUs: 1000 });
+    cleanup.push(s);
+    s.start();
+    e.write(1, MSR.INTEL_PKG, 1000 + 3 * 65536); // only CPU 1's device moves
+    await new Promise((r) => setTimeout(r, 30));
+    s.stop();
+    expect(s.totals().readings[0].joules).toBe(3);
+  });
+
   const writeTopo = (e: EmulatedMsr, cpu: number, file: string, value: string | undefined) => {
     const p = `${e.sysfsCpuRoot}/cpu${cpu}/topology/${file}`;
     if (value === undefined) fs.rmSync(p, { force: true });
@@ -267,13 +287,13 @@ describe('msr source, topology', () => {
       writeTopo(e, cpu, 'core_id', undefined);
       writeTopo(e, cpu, 'thread_siblings_list', cpu < 2 ? '0-1' : '2-3');
     }
-    const s = open(e, ZEN3);
+    const s = open(e, ZEN3, CORES);
     expect(s.domains.map((d) => `${d.domain}-${d.package}`)).toEqual(['package-0', 'core-0']);
     // Each core's counter read once: siblings read the same one (a core counted per thread read 4 J).
     for (const cpu of [0, 1, 2, 3]) e.write(cpu, MSR.AMD_CORE, 1000 + 65536);
     expect(joules(s, 'core')).toBe(2);
     for (const cpu of [0, 1, 2, 3]) writeTopo(e, cpu, 'thread_siblings_list', undefined);
-    expect(open(e, ZEN3).domains.map((d) => `${d.domain}-${d.package}`)).toEqual(['package-0']);
+    expect(open(e, ZEN3, CORES).domains.map((d) => `${d.domain}-${d.package}`)).toEqual(['package-0']);
   });
 });
 
@@ -290,9 +310,14 @@ describe('msr source, AMD layout', () => {
     return e;
   }
 
+  // Each core's counter is read on its own core: an interrupt per core per sample, not for everyone.
+  it('leaves the per-core sum out unless msrAmdCores asks for it', () => {
+    expect(open(amd(), ZEN3).domains.map((d) => `${d.domain}-${d.package}`)).toEqual(['package-0', 'package-1']);
+  });
+
   it('reports package and per-package core sums', () => {
     const e = amd();
-    const s = open(e, ZEN3);
+    const s = open(e, ZEN3, CORES);
     expect(s.domains.map((d) => `${d.domain}-${d.package}`)).toEqual(['package-0', 'core-0', 'package-1', 'core-1']);
     expect(s.domains[1].unitJoules).toBe(2 ** -16);
     // One busy core can take the whole domain's power: the sum is safe for one counter's range.
@@ -309,7 +334,7 @@ describe('msr source, AMD layout', () => {
   it("names a core whose counter cannot be read rather than drop the package's core domain", () => {
     const e = amd();
     e.truncate(4); // CPU 4, package 0's third core: every read is short (EIO)
-    expect(() => open(e, ZEN3)).toThrow(
+    expect(() => open(e, ZEN3, CORES)).toThrow(
       expect.objectContaining({ code: 'EIO', message: expect.stringMatching(/cpu\/?4\b.*reading the core energy register 0xC001029A failed .*is CPU 4 going offline/) }),
     );
   });
@@ -318,7 +343,7 @@ describe('msr source, AMD layout', () => {
     const e = amd();
     e.write(0, MSR.AMD_CORE, 0xffffffff - 99);
     e.write(2, MSR.AMD_CORE, 5);
-    const s = open(e, ZEN3);
+    const s = open(e, ZEN3, CORES);
     e.write(0, MSR.AMD_CORE, 400); // wrapped: +500 ticks
     e.write(2, MSR.AMD_CORE, 505); // +500 ticks, no wrap
     const core0 = s.read().readings[1];
@@ -327,7 +352,7 @@ describe('msr source, AMD layout', () => {
 
   it('accepts Hygon family 18h and rejects AMD before family 17h', () => {
     const e = amd('hygon');
-    expect(open(e, { vendor: 'hygon', family: 0x18, model: 0 }).domains).toHaveLength(4);
+    expect(open(e, { vendor: 'hygon', family: 0x18, model: 0 }, CORES).domains).toHaveLength(4);
     expect(() => open(e, { vendor: 'amd', family: 0x16, model: 0 })).toThrow(
       expect.objectContaining({
         code: 'ERR_JOULETRACE_UNSUPPORTED_CPU',

@@ -1,12 +1,14 @@
 // Spans around critical sections: energy ratios, sums against an enclosing span, nesting,
 // misuse errors, stop with open spans, worker threads, measure() and onSpan().
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import * as path from 'node:path';
+import { promisify } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
 import { attachSpans, Sampler, type SpanResult } from '../src/index';
 import { native } from '../src/native';
 import { describeBpf } from './fixtures/bpf-required';
+import { createEmulatedMsr, MSR } from './fixtures/emulated-devices';
 import { nativeHandleOf } from '../src/native-handles';
 import { eventCheck } from '../src/span-channel';
 
@@ -16,6 +18,7 @@ afterEach(() => {
   for (const s of samplers.splice(0)) s.close();
 });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const run = promisify(execFile);
 
 function busy(ms: number): number {
   const end = performance.now() + ms;
@@ -160,6 +163,24 @@ describeBpf('spans: nesting (bpf)', () => {
 
 // Behaviour that does not depend on the backend: on procfs, so that it is checked without eBPF.
 describe('spans: behaviour', () => {
+  // A span's share of the baseline was the configured watts per CPU × its on-CPU time: a baseline
+  // set above what the machine draws gave a 1 s span 89 J out of 28 J measured.
+  it("charges a span the baseline that attribution charged, never more than was measured", async () => {
+    const s = sampler({ threads: 'procfs' });
+    s.start();
+    s.setBaseline({ package: 200 }); // the model draws 12 to 26 W here
+    busy(50);
+    const h = s.begin('spin');
+    busy(500);
+    s.end(h);
+    const r = await s.settle(h);
+    s.stop();
+    const measured = s.attribution()!.total;
+    expect(r.joules).toBeGreaterThan(0);
+    expect(r.joules).toBeLessThanOrEqual(measured);
+    expect(r.dynamicJoules).toBe(0); // the baseline took everything measured
+  });
+
   it('counts each span under its own label, however labels alternate', async () => {
     // begin() compares a label with the one before it before looking it up: runs and switches.
     const s = sampler({ threads: 'procfs' });
@@ -699,5 +720,43 @@ describeBpf('spans: accuracy (bpf)', () => {
     // the spans can never exceed the thread's energy, and hold a real part of it.
     expect(sum).toBeLessThanOrEqual(thread.joules * 1.0001);
     expect(sum).toBeGreaterThan(thread.joules * 0.2);
+  });
+});
+
+// RAPL counters move about once a millisecond. Sampled at 10 kHz, each step split what the
+// counter showed by what ran in its own 100 µs alone: nine short spans in ten read 0 J and the
+// tenth the whole millisecond. Steps now wait for the counter to move.
+describeBpf('spans at 10 kHz against a counter that moves every millisecond', () => {
+  it('gives each short span its share of the millisecond it falls in, not all or nothing', async () => {
+    const e = createEmulatedMsr({ vendor: 'intel', cpus: 2 });
+    try {
+      e.write(0, MSR.INTEL_UNIT, (0xa << 16) | (14 << 8) | 3);
+      e.write(0, MSR.INTEL_PKG, 1000);
+      const s = sampler({ source: 'msr', ...e.options, cpuIdentity: { vendor: 'intel', family: 6, model: 0x5e }, threads: 'bpf', intervalUs: 100 });
+      s.start();
+      // 1 J a millisecond (2^14 ticks of 2^-14 J), from another process, as the hardware would.
+      const writer = run(process.execPath, [path.join(__dirname, 'fixtures/msr-writer.cjs'), path.join(e.dir, 'cpu0', 'msr'), String(MSR.INTEL_PKG), '1000', String(2 ** 14), '400', '1']);
+      // Once the writer runs (a process's start takes tens of milliseconds).
+      for (let i = 0; i < 500 && e.read(0, MSR.INTEL_PKG) === 1000n; i++) await sleep(2);
+      await sleep(5);
+      const handles: number[] = [];
+      for (let i = 0; i < 1500; i++) {
+        const h = s.begin('short');
+        busy(0.05);
+        s.end(h);
+        handles.push(h);
+        busy(0.05);
+      }
+      const results = await Promise.all(handles.map((h) => s.settle(h)));
+      await writer;
+      s.stop();
+      const measured = results.filter((r) => !r.incomplete);
+      expect(measured.length).toBeGreaterThan(1000);
+      const zero = measured.filter((r) => r.joules === 0).length;
+      // Before: about 90% at 0 J. A few may still fall where the writer paused (a timer late).
+      expect(zero / measured.length).toBeLessThan(0.2);
+    } finally {
+      e.close();
+    }
   });
 });

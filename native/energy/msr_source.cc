@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -186,7 +187,12 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
   std::map<int, std::vector<int>> coreCpus;  // package -> one CPU per physical core
   std::set<std::pair<int, int>> seenDie, seenCore;
   std::set<int> unknownCores;  // packages with a CPU whose core is unknown
-  for (const CpuTopo& t : topo) {
+  // The sampler's own CPU first, where it is pinned: the counters of its package, die and core
+  // are then read there, without an interrupt on another CPU (each read of another CPU's MSR is
+  // a cross-CPU call).
+  std::vector<CpuTopo> byPreference = topo;
+  std::stable_partition(byPreference.begin(), byPreference.end(), [&](const CpuTopo& t) { return t.cpu == opts.readerCpu; });
+  for (const CpuTopo& t : byPreference) {
     pkgCpu.emplace(t.package, t.cpu);
     if (seenDie.emplace(t.package, t.die).second) dieCpus[t.package].push_back(t.cpu);
     if (t.core < 0) unknownCores.insert(t.package);
@@ -298,8 +304,9 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
       if (!havePsys && probeMsr(fd, kIntelPsys)) havePsys = addDomain("psys", 0, psysUnit, {Read(fd, kIntelPsys, sparesOf(pc.second, Scope::Package))});
     } else {
       if (probeMsr(fd, kAmdPkg)) addDomain("package", pkg, unit, {Read(fd, kAmdPkg, sparesOf(pc.second, Scope::Package))});
+      // The per-core sum only where asked for: one cross-CPU read per core per sample.
       std::vector<Read> cores;
-      bool ok = unknownCores.count(pkg) == 0;
+      bool ok = opts.msrAmdCores && unknownCores.count(pkg) == 0;
       for (int cpu : ok ? coreCpus[pkg] : std::vector<int>{}) {
         int cfd = fdFor(cpu, err);
         if (cfd < 0) return nullptr;

@@ -42,6 +42,13 @@ struct SourceOptions {
   // How long opening msr, perf or powercap waits, at most, for one of its counters to advance
   // (see checkCounting in source_factory.cc); 0 skips the check (emulated devices in tests).
   int liveCheckMs = 50;
+  // msr on AMD/Hygon: also the core domain, a sum over every physical core's counter (one
+  // cross-CPU read per core per sample).
+  bool msrAmdCores = false;
+  // The CPU the sampler thread is pinned to (its `cpu` option), or -1: the msr source reads the
+  // counters of that CPU's package, die and core there, a local read rather than an interrupt
+  // on another CPU.
+  int readerCpu = -1;
 };
 
 struct Domain {

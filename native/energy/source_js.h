@@ -22,6 +22,7 @@ inline SourceOptions sourceOptionsFromJs(const Napi::Object& o) {
   s.modelMaxWatts = getNumber(o, "modelMaxWatts", -1);
   double live = getNumber(o, "liveCheckMs", s.liveCheckMs);
   if (live >= 0 && live <= 10000) s.liveCheckMs = int(live);
+  s.msrAmdCores = getBool(o, "msrAmdCores", false);
   Napi::Value id = o.Get("cpuIdentity");
   if (id.IsObject()) {
     Napi::Object c = id.As<Napi::Object>();

@@ -181,11 +181,21 @@ class EmptySwitchProgram : public Napi::ObjectWrap<EmptySwitchProgram> {
 
 }  // namespace
 
+// threadCpuNs() → the calling thread's CPU time in ns (CLOCK_THREAD_CPUTIME_ID), exact to the
+// nanosecond: tests spin on it. Node 20 has no per-thread CPU clock, and /proc/thread-self's
+// schedstat moves only at scheduler ticks for a running thread (4 ms steps here).
+Napi::Value ThreadCpuNs(const Napi::CallbackInfo& info) {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return Napi::Number::New(info.Env(), double(ts.tv_sec) * 1e9 + double(ts.tv_nsec));
+}
+
 void InitBenchBinding(Napi::Env env, Napi::Object exports) {
   Napi::Object b = Napi::Object::New(env);
   b.Set("EmptySwitchProgram", EmptySwitchProgram::Define(env));
   b.Set("timerLoop", Napi::Function::New(env, TimerLoopBaseline, "timerLoop"));
   b.Set("attributionStep", Napi::Function::New(env, AttributionStepCost, "attributionStep"));
+  b.Set("threadCpuNs", Napi::Function::New(env, ThreadCpuNs, "threadCpuNs"));
   exports.Set("bench", b);
 }
 

@@ -22,6 +22,9 @@ constexpr uint64_t kNsPerSec = 1000000000ull;
 constexpr uint64_t kMaxSleepSliceNs = 10000000ull;
 // The procfs backend costs a file read per thread; it runs at most this often.
 constexpr uint64_t kProcfsPeriodNs = 10000000ull;
+// How long an attribution step waits, at most, for the primary counters to move (see sample()):
+// a counter that stands still longer (a VM's, one of coarse units) is split as it is.
+constexpr uint64_t kAttributionWaitNs = 20000000ull;
 
 timespec toTimespec(uint64_t ns) {
   timespec ts;
@@ -76,6 +79,12 @@ std::unique_ptr<Sampler> Sampler::create(const SamplerConfig& cfg, SamplerError*
   s->prevTicks_.assign(nd, 0);
   s->prevRaw_.assign(nd, 0);
   s->pendingDelta_.assign(nd, 0);
+  for (const char* name : {"package", "psys"}) {
+    for (size_t d = 0; d < nd; d++)
+      if (s->source_->domains()[d].name == name) s->primaryDomains_.push_back(d);
+    if (!s->primaryDomains_.empty()) break;
+  }
+  if (s->primaryDomains_.empty() && nd > 0) s->primaryDomains_.push_back(0);
   s->totals_.reset(new std::atomic<uint64_t>[nd]);
   for (size_t d = 0; d < nd; d++) s->totals_[d].store(0);
   s->changePeriods_.reset(new std::atomic<uint64_t>[kPeriodWindow]);
@@ -117,7 +126,9 @@ bool Sampler::openTracker(SamplerError* err) {
   attribution_.reset(new AttributionEngine(source_->domains(), cpuPackage_));
   if (cfg_.pid == 0 || cfg_.pid == getpid()) {
     // Span history covers 10 s: a span longer than that settles with what remains, incomplete.
-    spans_ = std::make_shared<SpanEngine>(source_->domains(), int(cpuPackage_.size()), 10000000000ull,
+    // Per-CPU baseline shares divide by the CPUs online (cpuPackage_ also spans offline ones: SMT
+    // switched off, a VM's hot-plug slots), as the model's idle watts count them.
+    spans_ = std::make_shared<SpanEngine>(source_->domains(), int(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN))), 10000000000ull,
                                           cfg_.intervalNs * attributionEvery_);
     spanEngineId_ = registerSpanEngine(spans_);
   }
@@ -299,7 +310,22 @@ void Sampler::sample(uint64_t now, uint32_t flags, bool forceAttribution) {
   }
   if (nd > 0 && source_->domains()[0].estimated) flags |= kFlagEstimated;
 
-  if (tracker_ && (++sinceAttribution_ >= attributionEvery_ || forceAttribution)) {
+  // An attribution step splits the energy measured since the last one by what ran meanwhile.
+  // RAPL counters move about once a millisecond: a step in an interval where they did not move
+  // splits nothing, and the next would split the whole millisecond by its own interval alone (at
+  // 10 kHz, a thread that ran 900 µs of it got nothing, one that ran the last 100 µs all of it,
+  // and nine spans in ten read 0 J). So a step waits until each primary counter has moved, for
+  // at most kAttributionWaitNs; the intervals in between add into it.
+  bool due = tracker_ && ++sinceAttribution_ >= attributionEvery_;
+  if (due && !forceAttribution && now - lastAttributionTime_ < kAttributionWaitNs) {
+    for (size_t d : primaryDomains_) {
+      if (pendingDelta_[d] == 0) {
+        due = false;
+        break;
+      }
+    }
+  }
+  if (tracker_ && (due || forceAttribution)) {
     {
       std::lock_guard<std::mutex> lock(trackerMu_);
       tracker_->snapshot(snap_);

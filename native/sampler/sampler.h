@@ -146,6 +146,9 @@ class Sampler {
   std::vector<uint64_t> prevTicks_;
   std::vector<uint64_t> prevRaw_;
   std::vector<uint64_t> pendingDelta_;
+  // The primary domains (every package, else psys, else the first): an attribution step waits
+  // until each has moved (see sample()).
+  std::vector<size_t> primaryDomains_;
   TrackerSnapshot snap_;
   uint64_t lastAttributionTime_ = 0;
   uint32_t sinceAttribution_ = 0;

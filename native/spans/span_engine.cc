@@ -103,11 +103,13 @@ void SpanEngine::reset() {
     for (Shared& r : log.shared) {
       r.s0J = log.sJ;
       r.s0C = log.sC;
+      r.s0B = log.sB;
       if (r.state != kSharedFree) r.late = true;
     }
     for (auto& [handle, r] : log.sharedMoved) {
       r.s0J = log.sJ;
       r.s0C = log.sC;
+      r.s0B = log.sB;
       r.late = true;
     }
   }
@@ -151,6 +153,11 @@ void SpanEngine::step(uint64_t now, const AttributionEngine& attr, bool final) {
   if (logs_.empty()) return;
   refreshPool(now);
   baselinePerCpuW_ = attr.baselineWattsSum(primary_) / double(cpuCount_);
+  double charged = 0;
+  const std::vector<DomainParts>& parts = attr.partsUnlocked();
+  for (size_t d : primary_)
+    if (d < parts.size()) charged += double(parts[d].baseline) * domains_[d].unitJoules;
+  basePerCpu_ = charged / double(cpuCount_);
   for (auto& [id, log] : logs_) {
     retryBacklog(log);
     drain(log);
@@ -215,7 +222,7 @@ void SpanEngine::drain(Log& log) {
       } else {
         // Begun while no sampler saw it (before this channel existed): nothing to measure. (A
         // request's end carries a route, not a label: its result's label is not read.)
-        emit(log, handle, label, t, t, 0, 0, kSpanIncomplete);
+        emit(log, handle, label, t, t, 0, 0, 0, kSpanIncomplete);
       }
     }
     tail++;
@@ -224,7 +231,7 @@ void SpanEngine::drain(Log& log) {
 }
 
 void SpanEngine::record(Log& log, uint64_t now, const AttributionEngine& attr) {
-  Point p{now, 0, 0, 0, 0, 1.0};
+  Point p{now, 0, 0, 0, 0, 1.0, basePerCpu_};
   if (const ThreadEnergy* t = attr.findThreadUnlocked(log.tid)) {
     p.thrOnCpu = double(t->onCpuNs);
     p.thrJ = threadJoules(*t);
@@ -311,7 +318,7 @@ void SpanEngine::measureDensity(Log& log, bool final) {
 void SpanEngine::settleExclusive(Log& log, bool final, uint64_t now) {
   if (log.histSize == 0) return;
   const uint64_t last = log.exclusiveUpTo;
-  auto charge = [&](uint64_t t0, uint64_t t1, double* onCpu, double* joules) -> bool {
+  auto charge = [&](uint64_t t0, uint64_t t1, double* onCpu, double* joules, double* base) -> bool {
     bool complete = log.histSize >= 2 && t0 >= hist(log, 0).t;
     for (size_t i = firstPointAfter(log, t0); i < log.histSize; i++) {
       const Point& a = hist(log, i - 1);
@@ -325,6 +332,7 @@ void SpanEngine::settleExclusive(Log& log, bool final, uint64_t now) {
       double x = std::min(double(to - from) * b.density, c);
       *onCpu += x;
       *joules += e * x / c;
+      *base += x * (b.basePerCpu - a.basePerCpu) / double(b.t - a.t);
     }
     return complete;
   };
@@ -335,29 +343,30 @@ void SpanEngine::settleExclusive(Log& log, bool final, uint64_t now) {
       log.ended[keep++] = s;
       continue;
     }
-    double onCpu = 0, joules = 0;
-    bool complete = charge(s.t0, s.t1, &onCpu, &joules);
-    emit(log, s.handle, s.label, s.t0, s.t1, onCpu, joules, complete ? 0u : uint32_t(kSpanIncomplete));
+    double onCpu = 0, joules = 0, base = 0;
+    bool complete = charge(s.t0, s.t1, &onCpu, &joules, &base);
+    emit(log, s.handle, s.label, s.t0, s.t1, onCpu, joules, base, complete ? 0u : uint32_t(kSpanIncomplete));
   }
   log.ended.resize(keep);
   if (final) {
     // Spans still open when the sampler stops settle now, incomplete, up to the stop.
     for (auto it = log.open.begin(); it != log.open.end();) {
-      double onCpu = 0, joules = 0;
-      charge(it->second.t0, now, &onCpu, &joules);
-      emit(log, it->first, it->second.label, it->second.t0, now, onCpu, joules, kSpanIncomplete);
+      double onCpu = 0, joules = 0, base = 0;
+      charge(it->second.t0, now, &onCpu, &joules, &base);
+      emit(log, it->first, it->second.label, it->second.t0, now, onCpu, joules, base, kSpanIncomplete);
       it = log.open.erase(it);
     }
     log.openT0.clear();
   }
 }
 
-void SpanEngine::advanceShared(Log& log, uint64_t from, uint64_t to, double rateJ, double rateC) {
+void SpanEngine::advanceShared(Log& log, uint64_t from, uint64_t to, double rateJ, double rateC, double rateB) {
   // Nobody in flight: the energy is no request's, and the clock stands still.
   if (to <= from || log.inFlight == 0) return;
   const double dt = double(to - from) / double(log.inFlight);
   log.sJ += rateJ * dt;
   log.sC += rateC * dt;
+  log.sB += rateB * dt;
 }
 
 SpanEngine::Shared* SpanEngine::findShared(Log& log, uint32_t handle) {
@@ -388,6 +397,7 @@ void SpanEngine::applyShared(Log& log, const SharedEvent& ev, bool late) {
     r.state = kSharedOpen;
     r.s0J = log.sJ;
     r.s0C = log.sC;
+    r.s0B = log.sB;
     // Stamped before time already accounted (or before the history began): it missed some of
     // the energy it overlapped.
     r.late = r.late || late;
@@ -397,11 +407,11 @@ void SpanEngine::applyShared(Log& log, const SharedEvent& ev, bool late) {
   if (r.state == kSharedQueued) {
     // Ended before its begin was applied: cannot happen while one thread stamps a channel's
     // events in order, but never leave a slot without a result.
-    emit(log, r.handle, 0, r.t0, std::max(ev.t, r.t0), 0, 0, uint32_t(kSpanShared) | uint32_t(kSpanIncomplete), r.route,
+    emit(log, r.handle, 0, r.t0, std::max(ev.t, r.t0), 0, 0, 0, uint32_t(kSpanShared) | uint32_t(kSpanIncomplete), r.route,
          r.silent);
   } else {
     log.inFlight--;
-    emit(log, r.handle, 0, r.t0, std::max(ev.t, r.t0), log.sC - r.s0C, log.sJ - r.s0J,
+    emit(log, r.handle, 0, r.t0, std::max(ev.t, r.t0), log.sC - r.s0C, log.sJ - r.s0J, log.sB - r.s0B,
          uint32_t(kSpanShared) | (r.late || late ? uint32_t(kSpanIncomplete) : 0u), r.route, r.silent);
   }
   releaseShared(log, r);
@@ -437,17 +447,19 @@ void SpanEngine::settleShared(Log& log, bool final, uint64_t now) {
     // The interval's energy and on-CPU time, spread evenly over it.
     const double rateJ = std::max(0.0, pb.grpJ - pa.grpJ) / double(b - a);
     const double rateC = std::max(0.0, pb.grpOnCpu - pa.grpOnCpu) / double(b - a);
+    // The baseline charged in the interval per CPU, for the group's on-CPU time.
+    const double rateB = rateC * std::max(0.0, pb.basePerCpu - pa.basePerCpu) / double(b - a);
     uint64_t at = std::max(a, log.sharedUpTo);
     while (!log.sharedEvents.empty() && log.sharedEvents.front().t <= b) {
       const SharedEvent ev = log.sharedEvents.front();
       log.sharedEvents.pop_front();
       // A JavaScript thread stamps its events in order; never run the clock backwards.
       const uint64_t t = std::max(ev.t, at);
-      advanceShared(log, at, t, rateJ, rateC);
+      advanceShared(log, at, t, rateJ, rateC, rateB);
       at = t;
       applyShared(log, ev, ev.begin && ev.t < a);
     }
-    advanceShared(log, at, b, rateJ, rateC);
+    advanceShared(log, at, b, rateJ, rateC, rateB);
     log.sharedUpTo = b;
   }
   if (!final) return;
@@ -464,7 +476,7 @@ void SpanEngine::settleShared(Log& log, bool final, uint64_t now) {
     const bool open = r.state == kSharedOpen;
     // Under the route its begin named, if any (else JavaScript adds it at its end, which names
     // it): its tracker may end it silently before it reads this result.
-    emit(log, r.handle, 0, r.t0, std::max(now, r.t0), open ? log.sC - r.s0C : 0, open ? log.sJ - r.s0J : 0,
+    emit(log, r.handle, 0, r.t0, std::max(now, r.t0), open ? log.sC - r.s0C : 0, open ? log.sJ - r.s0J : 0, open ? log.sB - r.s0B : 0,
          uint32_t(kSpanShared) | uint32_t(kSpanIncomplete), r.route);
     r.state = kSharedFree;
     r.handle = 0;
@@ -473,9 +485,7 @@ void SpanEngine::settleShared(Log& log, bool final, uint64_t now) {
 }
 
 void SpanEngine::emit(Log& log, uint32_t handle, uint32_t label, uint64_t t0, uint64_t t1, double onCpu,
-                      double joules, uint32_t flags, uint32_t route, bool silent) {
-  // A span's share of the baseline: idle power per CPU for the time it held a CPU.
-  const double base = baselinePerCpuW_ * onCpu * 1e-9;
+                      double joules, double base, uint32_t flags, uint32_t route, bool silent) {
   if (route != 0 && log.routes && route < RouteTable::kMaxRoutes) {
     log.routeAdds.push_back(RouteTable::Add{route, joules + base, double(t1 - t0), estimated_});
     flags |= kSpanAggregated;

@@ -79,6 +79,10 @@ class SpanEngine {
     double thrOnCpu, thrJ;   // the channel's thread
     double grpOnCpu, grpJ;   // the thread plus libuv workers
     double density;          // ρ of the interval ending here (valid up to Log::exclusiveUpTo)
+    // The baseline energy attribution has charged so far (primary domains) per online CPU: a
+    // span's share of the baseline is what was charged in its intervals, per CPU, for the time
+    // it held one (never the configured watts, which can exceed what was measured).
+    double basePerCpu;
   };
   struct Open {  // an exclusive span
     uint32_t label;
@@ -97,7 +101,7 @@ class SpanEngine {
     uint32_t route = 0;  // its route's id in the channel's RouteTable (begin or end event); 0: none
     bool silent = false; // aggregated only: no result is written
     uint64_t t0 = 0;
-    double s0J = 0, s0C = 0;  // the fair-share clock at its begin
+    double s0J = 0, s0C = 0, s0B = 0;  // the fair-share clock at its begin
     SharedState state = kSharedFree;
     bool late = false;  // begun before time already accounted: incomplete
   };
@@ -123,7 +127,7 @@ class SpanEngine {
     std::vector<Shared> shared;               // kSpanSlots entries once the first request begins
     std::unordered_map<uint32_t, Shared> sharedMoved;  // by handle: see Shared
     std::deque<SharedEvent> sharedEvents;     // drained, not yet reached by the fair-share clock
-    double sJ = 0, sC = 0;                    // fair-share clock: joules, on-CPU ns per request
+    double sJ = 0, sC = 0, sB = 0;            // fair-share clock: joules, on-CPU ns, baseline joules per request
     uint32_t inFlight = 0;                    // shared spans open at sharedUpTo
     std::vector<Ended> ended;                 // exclusive spans awaiting their intervals
     std::vector<Point> history;               // ring
@@ -158,10 +162,11 @@ class SpanEngine {
   static Shared* findShared(Log& log, uint32_t handle);
   // A settled request's entry: its slot is free again, or its moved entry goes.
   static void releaseShared(Log& log, Shared& r);
-  static void advanceShared(Log& log, uint64_t from, uint64_t to, double rateJ, double rateC);
+  static void advanceShared(Log& log, uint64_t from, uint64_t to, double rateJ, double rateC, double rateB);
   // route ≠ 0: a request, to be added to its route in log.routes (log.routeAdds); silent: no
   // result is written for it once aggregated.
-  void emit(Log& log, uint32_t handle, uint32_t label, uint64_t t0, uint64_t t1, double onCpu, double joules,
+  // base: its share of the baseline (added to joules; joules alone are its dynamic energy).
+  void emit(Log& log, uint32_t handle, uint32_t label, uint64_t t0, uint64_t t1, double onCpu, double joules, double base,
             uint32_t flags, uint32_t route = 0, bool silent = false);
   bool write(Log& log, const std::array<double, 8>& r);
   void retryBacklog(Log& log);
@@ -189,7 +194,8 @@ class SpanEngine {
 
   std::vector<uint32_t> poolTids_;  // libuv-worker threads of this process
   uint64_t poolScannedAt_ = 0;
-  double baselinePerCpuW_ = 0;
+  double baselinePerCpuW_ = 0;  // configured: whether a baseline is known at all
+  double basePerCpu_ = 0;       // charged so far (see Point::basePerCpu)
 
   std::vector<std::pair<uint64_t, uint64_t>> cover_;  // scratch for measureDensity
 };
