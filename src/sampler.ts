@@ -451,13 +451,15 @@ export class Sampler {
       this.#handle.stop();
       RUNNING.delete(this);
     }
-    if (this.#spans) {
+    // Held here: an onSpan listener called by poll() may close this sampler.
+    const spans = this.#spans;
+    if (spans) {
       // The final step settled every span: deliver them now (poll() also fetches the results
       // that waited for room in the ring).
-      this.#spans.poll();
-      this.#spans.stopPollingIfIdle();
+      spans.poll();
+      spans.stopPollingIfIdle();
     }
-    this.#runEnded();
+    if (!this.#closed) this.#runEnded();
     return this;
   }
 
@@ -476,6 +478,8 @@ export class Sampler {
       } catch {
         /* closed all the same */
       }
+      // A listener that stop() called closed it already.
+      if (this.#closed) return;
     }
     // A run the native sampler ended by itself, not announced by stop().
     try {
@@ -798,8 +802,10 @@ export class Sampler {
       this.#endMeasured(h);
       throw e;
     }
-    if (r !== null && typeof r === 'object' && typeof (r as { then?: unknown }).then === 'function') {
-      return (r as unknown as Promise<unknown>).then(
+    if (r !== null && (typeof r === 'object' || typeof r === 'function') && typeof (r as { then?: unknown }).then === 'function') {
+      // Through Promise.resolve(): a thenable's then() may return nothing, or throw, where a
+      // Promise's does neither; adopted, its value or error comes as a Promise's would.
+      return Promise.resolve(r).then(
         (v) => {
           this.#endMeasured(h);
           return v;

@@ -569,6 +569,30 @@ describe('spans: behaviour', () => {
     expect(s.spanStats().map((x) => x.label).sort()).toEqual(['async', 'rejects', 'sync', 'throws']);
   });
 
+  // A thenable's then() may return nothing (measure() returned that) or throw (the span stayed open).
+  it('measure() takes a thenable as await does, and ends its span either way', async () => {
+    const s = sampler({ threads: 'procfs' });
+    s.start();
+    expect(await s.measure('thenable', () => ({ then: (ok: (v: number) => void) => ok(5) }))).toBe(5);
+    const throwing = { then: () => {
+      throw new Error('then boom');
+    } };
+    await expect(s.measure('bad-then', () => throwing) as unknown as Promise<unknown>).rejects.toThrow('then boom');
+    await sleep(30);
+    s.stop();
+    expect(s.spanStats().map((x) => `${x.label} ${x.count}`).sort()).toEqual(['bad-then 1', 'thenable 1']);
+  });
+
+  it('stop() returns when an onSpan listener closes the sampler', () => {
+    const s = sampler({ threads: 'procfs' });
+    s.start();
+    s.onSpan(() => s.close());
+    s.begin('open'); // settled by stop(): its listener closes the sampler inside stop()
+    expect(() => s.stop()).not.toThrow();
+    expect(s.running).toBe(false);
+    expect(() => s.totals()).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_CLOSED' }));
+  });
+
   it('measure() keeps the value of an async function that finishes after close()', async () => {
     const s = sampler({ threads: 'procfs' });
     s.start();
