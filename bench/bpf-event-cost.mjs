@@ -47,8 +47,9 @@ const STATS = '/proc/sys/kernel/bpf_stats_enabled';
 
 const ready = addon.bpfReadiness();
 if (!ready.ready) {
-  console.error(`bpf-event-cost: eBPF unavailable: ${ready.reason}`);
-  process.exit(1);
+  // Skipped, as request-instructions skips without valgrind: the rest of `npm run bench` stands.
+  console.log(`bpf-event-cost: skipped, eBPF unavailable: ${ready.reason}`);
+  process.exit(0);
 }
 
 const perf = ['/usr/bin/perf', '/usr/sbin/perf'].find((p) => fs.existsSync(p));

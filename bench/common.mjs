@@ -73,12 +73,18 @@ export function emulatedIntelMsr(cpus = os.cpus().length) {
   };
 }
 
-/** Cumulative on-CPU ns of one thread of this process, from its schedstat. */
+/**
+ * Cumulative on-CPU ns of one thread of this process, from its schedstat: exact for a thread off
+ * the CPU; for one running now, as of its last scheduler tick (about 4 ms steps here).
+ */
 export function threadCpuNs(tid, pid = process.pid) {
   return Number(fs.readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
 }
 
-/** Cumulative on-CPU ns of every thread of process pid (schedstat: exact, where utime ticks at 10 ms). */
+/**
+ * Cumulative on-CPU ns of every thread of process pid (schedstat, where utime ticks at 10 ms):
+ * exact when none is running, as in a process stopped first (bench/http.mjs's frozenCpuNs).
+ */
 export function processCpuNs(pid) {
   let ns = 0;
   for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {

@@ -19,8 +19,19 @@ const cpus = os.availableParallelism?.() ?? os.cpus().length;
 const allowed = /^Cpus_allowed_list:\s*(\S+)$/m.exec(fs.readFileSync('/proc/self/status', 'utf8'))?.[1];
 export const canPin = cpus >= 2 && allowed === `0-${cpus - 1}` && spawnSync('sh', ['-c', 'command -v taskset']).status === 0;
 export function pinLoadGenerator() {
-  spawnSync('taskset', ['-p', '-c', '0', String(process.pid)], { stdio: 'ignore' });
+  // Every thread (-a): V8's and libuv's too, not the main one alone.
+  spawnSync('taskset', ['-a', '-p', '-c', '0', String(process.pid)], { stdio: 'ignore' });
 }
+
+// Servers still running when this process ends (a benchmark that threw) go with it, frozen ones
+// too: SIGKILL reaches a stopped process.
+const children = new Set();
+process.on('exit', () => {
+  for (const c of children) c.kill('SIGKILL');
+});
+
+// A server that neither listens nor exits within this long is taken for hung.
+const LISTEN_TIMEOUT_MS = 60_000;
 
 /** Starts `node bench/http-server.mjs <framework> <variant>` and waits until it listens. */
 export async function serve(framework, variant, { pin = false } = {}) {
@@ -28,14 +39,28 @@ export async function serve(framework, variant, { pin = false } = {}) {
   const child = pin
     ? spawn('taskset', ['-c', `1-${cpus - 1}`, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
     : spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  children.add(child);
   let out = '';
+  // Resolved whenever the server exits, before stop() or after.
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  exited.then(() => children.delete(child));
   const port = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`server ${framework} ${variant} printed no "listening" in ${LISTEN_TIMEOUT_MS / 1000} s`));
+    }, LISTEN_TIMEOUT_MS);
     child.stdout.on('data', (d) => {
       out += String(d);
       const m = /listening (\d+)/.exec(out);
-      if (m) resolve(Number(m[1]));
+      if (m) {
+        clearTimeout(timer);
+        resolve(Number(m[1]));
+      }
     });
-    child.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
+    exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`server ${framework} ${variant} exited with ${code}`));
+    });
   });
   return {
     port,
@@ -45,34 +70,51 @@ export async function serve(framework, variant, { pin = false } = {}) {
     resume: () => child.kill('SIGCONT'),
     mark: () => child.kill('SIGUSR2'),
     // The server's CPU time (all its threads, user + system) per request served since mark(), µs.
-    stop: () =>
-      new Promise((r) => {
-        child.once('exit', () => {
-          const m = /cpu (\{.*\})/.exec(out);
-          const c = m ? JSON.parse(m[1]) : undefined;
-          r(c && c.served > 0 ? (c.user + c.system) / c.served : NaN);
-        });
-        child.kill('SIGTERM');
-      }),
+    // (Also where it exited already: a server that crashed mid-set reads NaN.)
+    stop: () => {
+      child.kill('SIGTERM');
+      return exited.then(() => {
+        const m = /cpu (\{.*\})/.exec(out);
+        const c = m ? JSON.parse(m[1]) : undefined;
+        return c && c.served > 0 ? (c.user + c.system) / c.served : NaN;
+      });
+    },
   };
 }
 
 /**
- * Loads GET /hello/world with 10 connections for `seconds`; resolves with the mean requests/s.
+ * Loads GET /hello/world with 10 connections for `seconds` (whole seconds: autocannon ends a
+ * load at its once-a-second tick), or for `amount` requests; resolves with the mean requests/s.
  * overallRate: a fixed request rate, so that each variant serves the same load and CPU per
  * request compares like with like (at full speed a slower server also changes how the load
  * generator and the server share the CPUs); 0: as fast as possible.
  */
-export function load(port, { seconds, overallRate = 0 }) {
-  return loadResult(port, { seconds, overallRate }).then((r) => r.requests.average);
+export function load(port, { seconds, amount, overallRate = 0 }) {
+  return loadResult(port, { seconds, amount, overallRate }).then((r) => r.requests.average);
 }
 
-/** load(), resolving with autocannon's whole result (requests.total: how many completed). */
-export function loadResult(port, { seconds, overallRate = 0 }) {
+/**
+ * load(), resolving with autocannon's whole result (requests.total: how many completed).
+ * Rejects where any response was not a 2xx, or any request failed or timed out: autocannon
+ * counts those in its throughput (a server answering 500 read faster than one answering 200, a
+ * dead one 0 req/s without an error).
+ */
+export function loadResult(port, { seconds, amount, overallRate = 0 }) {
   return new Promise((resolve, reject) => {
     autocannon(
-      { url: `http://127.0.0.1:${port}/hello/world`, connections: 10, duration: seconds, ...(overallRate && { overallRate }) },
-      (err, res) => (err ? reject(err) : resolve(res)),
+      {
+        url: `http://127.0.0.1:${port}/hello/world`,
+        connections: 10,
+        ...(amount !== undefined ? { amount } : { duration: seconds }),
+        ...(overallRate && { overallRate }),
+      },
+      (err, res) => {
+        if (err) return reject(err);
+        if (res.non2xx || res.errors || res.timeouts) {
+          return reject(new Error(`load on port ${port}: ${res.non2xx} non-2xx responses, ${res.errors} errors, ${res.timeouts} timeouts of ${res.requests.total}`));
+        }
+        resolve(res);
+      },
     );
   });
 }

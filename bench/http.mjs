@@ -20,6 +20,7 @@
 // generator (this process) runs on CPU 0 and the servers on the other CPUs, where taskset is
 // installed (BENCH_HTTP_PIN=0 leaves them to the scheduler). BENCH_HTTP_CORUN=1 measures
 // another way: both servers of a pair loaded at once (see coRunSet).
+import * as fs from 'node:fs';
 import { canPin, load, loadResult, pinLoadGenerator, serve } from './http-load.mjs';
 import { median, processCpuNs, sleep, table } from './common.mjs';
 
@@ -70,17 +71,44 @@ function pairedRatio(xsBySet, basesBySet) {
   };
 }
 
-// A server per variant, each warmed (at `rate`, 0: as fast as possible) and left frozen.
+// A server per variant, each warmed (at `rate`, 0: as fast as possible) and left frozen. One
+// that fails to start or to serve stops those already started.
 async function startServers(framework, variants, rate) {
   const servers = [];
-  for (const v of variants) {
-    const s = await serve(framework, v, { pin: PIN });
-    await sleep(200);
-    await load(s.port, { seconds: WARMUP_SECONDS, overallRate: rate });
-    s.pause();
-    servers.push([v, s]);
+  try {
+    for (const v of variants) {
+      const s = await serve(framework, v, { pin: PIN });
+      servers.push([v, s]);
+      await sleep(200);
+      await load(s.port, { seconds: WARMUP_SECONDS, overallRate: rate });
+      s.pause();
+    }
+  } catch (e) {
+    await stopServers(servers);
+    throw e;
   }
   return servers;
+}
+
+// The touch load before each measured one: its caches, after the others ran. By count, about
+// 0.2 s at 30,000 requests/s (a duration would run to autocannon's 1 s tick).
+const TOUCH = 6000;
+
+// A server's CPU time (all its threads), read while it is frozen: the kernel brings a thread's
+// count up to date when it leaves a CPU, not while it runs (schedstat moves in ~4 ms steps for
+// a running thread, 0.8% of a 0.5 s window). Left frozen.
+async function frozenCpuNs(s) {
+  s.pause();
+  for (let i = 0; i < 200 && !/^\d+ \(.*\) [Tt] /.test(readStat(s.pid)); i++) await sleep(1);
+  return processCpuNs(s.pid);
+}
+
+function readStat(pid) {
+  try {
+    return fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return '';
+  }
 }
 
 async function stopServers(servers) {
@@ -98,11 +126,16 @@ async function set(framework, variants, rate, out, k) {
     for (let r = 0; r < ROUNDS; r++) {
       for (const [v, s] of r % 2 ? [...servers].reverse() : servers) {
         s.resume();
-        await load(s.port, { seconds: 0.2, overallRate: rate }); // its caches, after the others ran
-        const before = processCpuNs(s.pid);
+        await load(s.port, { amount: rate === 0 ? TOUCH : Math.ceil(rate / 5), overallRate: rate });
+        if (rate === 0) {
+          out[v][k].push((await loadResult(s.port, { seconds: SECONDS })).requests.average);
+          s.pause();
+          continue;
+        }
+        const before = await frozenCpuNs(s);
+        s.resume();
         const res = await loadResult(s.port, { seconds: SECONDS, overallRate: rate });
-        out[v][k].push(rate === 0 ? res.requests.average : (processCpuNs(s.pid) - before) / 1000 / res.requests.total);
-        s.pause();
+        out[v][k].push(((await frozenCpuNs(s)) - before) / 1000 / res.requests.total);
       }
     }
   } finally {
@@ -127,15 +160,15 @@ async function coRunSet(framework, variants, out, k) {
       for (const [v, s] of r % 2 ? others.reverse() : others) {
         base.resume();
         s.resume();
-        await Promise.all([load(base.port, { seconds: 0.2 }), load(s.port, { seconds: 0.2 })]);
-        const b0 = processCpuNs(base.pid);
-        const s0 = processCpuNs(s.pid);
+        await Promise.all([load(base.port, { amount: TOUCH }), load(s.port, { amount: TOUCH })]);
+        const [b0, s0] = await Promise.all([frozenCpuNs(base), frozenCpuNs(s)]);
+        base.resume();
+        s.resume();
         const [rb, rs] = await Promise.all([loadResult(base.port, { seconds: SECONDS }), loadResult(s.port, { seconds: SECONDS })]);
-        const perBase = (processCpuNs(base.pid) - b0) / rb.requests.total;
-        const perVariant = (processCpuNs(s.pid) - s0) / rs.requests.total;
+        const [b1, s1] = await Promise.all([frozenCpuNs(base), frozenCpuNs(s)]);
+        const perBase = (b1 - b0) / rb.requests.total;
+        const perVariant = (s1 - s0) / rs.requests.total;
         out[v][k].push(perBase / perVariant);
-        base.pause();
-        s.pause();
       }
     }
   } finally {

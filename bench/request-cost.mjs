@@ -131,7 +131,8 @@ for (const framework of FRAMEWORKS) {
   if (settled < trackedChunks * CHUNK * 0.99) {
     throw new Error(`${framework}: ${settled} of ${trackedChunks * CHUNK} tracked requests settled; the figures would not be of requests that end`);
   }
-  const added = median(main) + median(samp);
+  // The median of each run's total, not the sum of the two medians (which need not be one run's).
+  const added = median(main.map((m, i) => m + samp[i]));
   const loopback = LOOPBACK_REPS > 0 ? await loopbackCpuUs(framework) : NaN;
   rows.push([
     framework,

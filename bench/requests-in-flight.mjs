@@ -8,7 +8,8 @@ import { jouletrace, median, sleep, table, threadCpuNs } from './common.mjs';
 const { Sampler, RequestTracker } = jouletrace;
 const REPS = Number(process.env.BENCH_REPS ?? 3);
 const WINDOW_MS = Number(process.env.BENCH_WINDOW_MS ?? 2000);
-const RATE = 20000; // short requests per second, started and ended on this thread
+const RATE = 20000; // short requests per second aimed at, started and ended on this thread
+const rates = [];
 
 async function run(open, kind) {
   const s = new Sampler({ source: 'model', intervalUs: 1000 });
@@ -21,13 +22,18 @@ async function run(open, kind) {
   const c0 = threadCpuNs(tid);
   const t0 = process.hrtime.bigint();
   const perMs = RATE / 1000;
+  let settled = 0;
   const timer = setInterval(() => {
     if (kind === 'requests') for (let i = 0; i < perMs; i++) t.end(t.start('GET', '/short'), 200);
     else for (let i = 0; i < perMs; i++) s.end(s.begin('short'));
+    settled += perMs;
   }, 1);
   await sleep(WINDOW_MS);
   clearInterval(timer);
-  const pct = (100 * (threadCpuNs(tid) - c0)) / Number(process.hrtime.bigint() - t0);
+  const ns = Number(process.hrtime.bigint() - t0);
+  const pct = (100 * (threadCpuNs(tid) - c0)) / ns;
+  // A 1 ms timer fires less often than that on a busy guest: the rate reached, not the one aimed at.
+  rates.push(settled / (ns / 1e9));
   for (const h of held) if (kind === 'requests') t.end(h, 200);
   else s.end(h);
   s.stop();
@@ -46,8 +52,9 @@ for (const kind of ['requests', 'spans']) {
     base ??= m;
     rows.push([String(open), m, (m / base).toFixed(2)]);
   }
+  const reached = Math.round(median(rates.splice(0)));
   table(
-    `Sampler thread CPU, % of a core, 1 kHz, settling ${RATE} ${kind === 'requests' ? 'requests' : 'exclusive spans'}/s with N more held open (median of ${REPS} × ${WINDOW_MS} ms)`,
+    `Sampler thread CPU, % of a core, 1 kHz, settling ${reached} ${kind === 'requests' ? 'requests' : 'exclusive spans'}/s (median reached; ${RATE} aimed at) with N more held open (median of ${REPS} × ${WINDOW_MS} ms)`,
     [`${kind} held open`, 'sampler thread %', 'ratio to none open'],
     rows,
   );

@@ -9,7 +9,7 @@ const dir = path.dirname(fileURLToPath(import.meta.url));
 const order = ['sampler', 'ring', 'attribution', 'bpf-event-cost', 'spans', 'requests-in-flight', 'request-cost', 'request-cold', 'http', 'request-instructions'];
 const only = process.env.BENCH_ONLY?.split(',');
 const files = order.filter((n) => fs.existsSync(path.join(dir, `${n}.mjs`)) && (!only || only.includes(n)));
-console.log(`jouletrace benchmarks — node ${process.version}, ${process.arch}; medians and ratios against baselines run in the same process`);
+console.log(`jouletrace benchmarks — node ${process.version}, ${process.arch}; medians and ratios against baselines measured in the same run`);
 let failed = 0;
 for (const name of files) {
   const r = spawnSync(process.execPath, ['--expose-gc', path.join(dir, `${name}.mjs`)], { stdio: 'inherit' });

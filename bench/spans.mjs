@@ -74,7 +74,7 @@ for (const [name, fn] of Object.entries(variants)) {
 }
 const base = results['performance.now() pair'].ns;
 table(
-  `Span begin+end pair cost, ns (median of ${REPS} runs × ${CHUNKS} × ${CHUNK} pairs; every pair reads the clock twice)`,
+  `Span begin+end pair cost, ns (median of ${REPS} runs × ${CHUNKS} × ${CHUNK} pairs, ${Math.max(2, CHUNKS >> 3)} chunks for the cpuUsage() pair; every pair reads the clock twice)`,
   ['operation', 'ns per pair', 'ratio to performance.now() pair', 'thread CPU per pair, results included'],
   Object.entries(results).map(([k, v]) => [k, v.ns, (v.ns / base).toFixed(2), v.cpu]),
 );
