@@ -396,6 +396,10 @@ int BPF_PROG(handle_switch, bool preempt, struct task_struct *prev, struct task_
 		 * TASK_DEAD; only its own final schedule() is the last switch. */
 		bool dead = !preempt && (task_state(prev) & TASK_DEAD);
 
+		/* A thread first seen switching out: its switch-in was not seen either (its slot
+		 * begins at start, which is no record of one). */
+		bool fresh = !pr->slot;
+
 		t = slot_of(prev, pr, c, start);
 		if (t) {
 			seq_begin(&t->seq);
@@ -403,7 +407,7 @@ int BPF_PROG(handle_switch, bool preempt, struct task_struct *prev, struct task_
 			 * is its CPU's first timed switch, since == 0), or the kernel did not report
 			 * its switch-in (see handle_runtime). Counted from the CPU's last timed switch,
 			 * the earliest it can have started: that may include untracked tasks' time. */
-			if (t->on_since)
+			if (t->on_since && !fresh)
 				start = t->on_since;
 			else if (since)
 				__sync_fetch_and_add(&missed_switch_ins, 1);

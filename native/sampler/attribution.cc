@@ -85,7 +85,17 @@ void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const Tr
     const ThreadTimes& t = snap.threads[i];
     if (t.slot >= slots_.size()) slots_.resize(size_t(t.slot) + 1);
     ThreadState& s = slots_[t.slot];
-    if (!s.used || s.generation != t.generation || s.tid != t.tid) {
+    if (s.used && s.generation == t.generation && s.tid != t.tid) {
+      // The same thread under its leader's tid: a thread that calls exec() takes it (Linux's
+      // de_thread), and the eBPF side keeps its slot and generation. Counted on, not from zero
+      // (its whole history was counted twice, and its old row stayed, live, for good).
+      auto old = byTid_.find(s.tid);
+      if (old != byTid_.end() && old->second == s.resultIndex) byTid_.erase(old);
+      s.tid = t.tid;
+      results_[s.resultIndex].tid = t.tid;
+      byTid_[t.tid] = s.resultIndex;
+    }
+    if (!s.used || s.generation != t.generation) {
       // A slot seen for the first time, or reused by a new thread: it starts from zero, except
       // at the very first step, whose figures are the reference point (time before tracking).
       s = ThreadState{};

@@ -278,6 +278,8 @@ class BpfTracker final : public ThreadTracker {
   uint64_t seedTs_ = 0;
   std::vector<uint8_t> seedIdle_;        // per slot: its seeded stint was found not running
   std::vector<uint64_t> seedCheckedNs_;  // per slot: when /proc last said it was running
+  std::vector<uint64_t> seedRunNs_;      // per slot: its schedstat run time then
+  std::vector<uint64_t> seedRunAtSeed_;  // per slot: its schedstat run time when seeded
   bool seededStintRunning(uint32_t slot, const jt_thread_slot& t, uint64_t now);
 };
 
@@ -335,6 +337,9 @@ int BpfTracker<Build>::seedThreads(uint32_t tgid, uint64_t attachTs) {
     const char* state = procStatField(text.c_str(), 3);
     if (!state || *state == '\0') continue;
     if (*state == 'R') v.on_since = attachTs;
+    uint64_t runNs = 0;
+    std::string sched;
+    if (*state == 'R' && readSmallFile(dir + "/" + ent->d_name + "/schedstat", &sched) == 0) runNs = strtoull(sched.c_str(), nullptr, 10);
     if (const char* processor = procStatField(text.c_str(), 39)) v.cpu = uint32_t(strtoul(processor, nullptr, 10));
     if (readSmallFile(dir + "/" + ent->d_name + "/comm", &text) == 0) {
       while (!text.empty() && text.back() == '\n') text.pop_back();
@@ -347,6 +352,8 @@ int BpfTracker<Build>::seedThreads(uint32_t tgid, uint64_t attachTs) {
     if (!e) e = bpf_map_update_elem(slotFd, &idx, &v, BPF_ANY);
     if (e) break;
     seeded_.push_back({v.tid, idx});
+    if (seedRunAtSeed_.size() < maxThreads_) seedRunAtSeed_.assign(maxThreads_, 0);
+    if (idx < seedRunAtSeed_.size()) seedRunAtSeed_[idx] = runNs;
     hw = std::max(hw, idx + 1);
   }
   closedir(d);
@@ -541,6 +548,7 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
   lastGen_.assign(maxThreads_, 0);
   seedIdle_.assign(maxThreads_, 0);
   seedCheckedNs_.assign(maxThreads_, 0);
+  seedRunNs_.assign(maxThreads_, 0);
   last_.assign(maxThreads_, ThreadTimes());
   lastCpu_.assign(size_t(ncpu_), CpuTimes());
   unswitched_.assign(size_t(ncpu_), 0);
@@ -615,6 +623,7 @@ int BpfTracker<Build>::snapshot(TrackerSnapshot& snap) {
       lastGen_[s] = t.generation;
       seedIdle_[s] = 0;
       seedCheckedNs_[s] = 0;
+      seedRunNs_[s] = 0;
     }
     // A running stint counts from the thread's own switch-in, read in the same seqcount section
     // as its completed stints: figures taken from a CPU's slot at another moment could count a
@@ -655,23 +664,37 @@ int BpfTracker<Build>::snapshot(TrackerSnapshot& snap) {
 
 // A seeded stint is an assumption: the thread was runnable when /proc was read, before attach.
 // One that blocked in between has no switch-out for the program to see, and would count as
-// running until it next wakes (minutes, for an idle worker). While the stint lasts, /proc says
-// whether the thread is still runnable, every 10 ms at most; once it is not, the stint was never
-// real (had it run since attach, its switch-out would have ended the stint), and stays ignored
+// running until it next wakes (minutes, for an idle worker); one runnable but waiting for a CPU
+// (state R too) would count as running while it waits (412 ms against 4 for a nice-19 thread
+// among six spinning on two CPUs). While the stint lasts, /proc says every 10 ms at most whether
+// the thread is still runnable and whether its run time (schedstat) has moved, which it does at
+// every scheduler tick of a running thread; once either says no, the stint was never real (had
+// it run since attach and stopped, its switch-out would have ended the stint), and stays ignored
 // until the thread's first switch-in starts a real one.
 template <typename Build>
 bool BpfTracker<Build>::seededStintRunning(uint32_t slot, const jt_thread_slot& t, uint64_t now) {
   if (seedIdle_[slot]) return false;
-  if (seedCheckedNs_[slot] != 0 && now - seedCheckedNs_[slot] < 10'000'000) return true;
+  // Judged against the last look, or, before any, against the seeding itself.
+  const bool looked = seedCheckedNs_[slot] != 0;
+  const uint64_t refNs = looked ? seedCheckedNs_[slot] : seedTs_;
+  const uint64_t refRun = looked ? seedRunNs_[slot] : slot < seedRunAtSeed_.size() ? seedRunAtSeed_[slot] : 0;
+  if (now - refNs < 10'000'000) return true;
   std::string text;
-  const std::string path = "/proc/" + std::to_string(t.tgid) + "/task/" + std::to_string(t.tid) + "/stat";
-  if (readSmallFile(path, &text) != 0) return true;  // gone: its exit ends the stint
+  const std::string dir = "/proc/" + std::to_string(t.tgid) + "/task/" + std::to_string(t.tid);
+  if (readSmallFile(dir + "/stat", &text) != 0) return true;  // gone: its exit ends the stint
   const char* state = procStatField(text.c_str(), 3);
   if (!state || *state == '\0') return true;
   if (*state != 'R') {
     seedIdle_[slot] = 1;
     return false;
   }
+  uint64_t runNs = 0;
+  if (readSmallFile(dir + "/schedstat", &text) == 0) runNs = strtoull(text.c_str(), nullptr, 10);
+  if (runNs != 0 && refRun != 0 && runNs <= refRun) {
+    seedIdle_[slot] = 1;  // runnable, but it has not run for 10 ms: waiting, not running
+    return false;
+  }
+  seedRunNs_[slot] = runNs;
   seedCheckedNs_[slot] = now;
   return true;
 }
