@@ -157,13 +157,10 @@ export class EnergyTracker {
     // A run's figures start afresh at the next start(): read at its end, the energy since the
     // last collection counts too (a scrape every 15 s would otherwise lose up to 15 s of it at
     // each restart).
-    this.#unsubscribe =
-      typeof sampler.onRunEnd === 'function'
-        ? sampler.onRunEnd(() => {
-            this.read();
-            if (this.#threadsAsked) this.readThreads(this.#threadsAsked.top, this.#threadsAsked.named);
-          })
-        : () => {};
+    this.#unsubscribe = sampler.onRunEnd(() => {
+      this.read();
+      if (this.#threadsAsked) this.readThreads(this.#threadsAsked.top, this.#threadsAsked.named);
+    });
   }
 
   /** Stops reading at the ends of the sampler's runs (the exporter closed). */

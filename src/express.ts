@@ -215,7 +215,7 @@ function warnUnaccounted(e: unknown): void {
 
 function trackerOf(trackerOrSampler: RequestTracker | Sampler, options: RequestTrackerOptions | undefined): RequestTracker {
   if (!(trackerOrSampler instanceof RequestTracker)) return new RequestTracker(trackerOrSampler, options);
-  if (options !== undefined) refuseOptionsBeside(checkObject('options', options), ['mode', 'routeOf', 'maxRoutes']);
+  if (options !== undefined) refuseOptionsBeside(checkObject('options', options));
   return trackerOrSampler;
 }
 

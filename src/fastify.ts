@@ -78,8 +78,7 @@ export function fastifyEnergy(app: FastifyLike, options: FastifyEnergyOptions, d
   }
   try {
     if (options?.tracker instanceof RequestTracker) {
-      // Fastify's own register options (prefix, ...) ride along: only the tracker's are refused.
-      refuseOptionsBeside(options as unknown as Record<string, unknown>, ['mode', 'routeOf', 'maxRoutes'], true);
+      refuseOptionsBeside(options as unknown as Record<string, unknown>, true);
       tracker = options.tracker;
     } else if (options?.sampler) {
       // Only the tracker's own options: Fastify's register options (prefix, ...) ride along here.

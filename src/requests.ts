@@ -155,7 +155,7 @@ export class RequestTracker {
       throw new TypeError(`Expected a Sampler for sampler but received ${describe(sampler)}`);
     }
     const opts = checkObject('options', options);
-    checkKnownKeys('options', opts, ['mode', 'routeOf', 'maxRoutes']);
+    checkKnownKeys('options', opts, TRACKER_OPTION_KEYS);
     this.#sampler = sampler;
     this.mode = opts.mode === undefined ? 'shared' : checkOneOf('options.mode', opts.mode, ['shared', 'exact'] as const);
     if (opts.routeOf !== undefined && typeof opts.routeOf !== 'function') {
@@ -243,7 +243,7 @@ export class RequestTracker {
    * `run` is called inside the request's context.
    */
   track(req: IncomingMessage, res: ServerResponse, route?: string | (() => string), run?: () => void): void {
-    if (route !== undefined && typeof route !== 'string' && typeof route !== 'function') throw invalidRoute(route);
+    checkRouteArgument(route);
     const given = route ?? (this.#routeOf !== undefined ? () => this.#routeOf!(req) : UNROUTED);
     // Every request of a server goes through here: the common case (shared mode, nothing to run,
     // no context to capture, an open tracker) is written out, as #start() would do it.
@@ -280,7 +280,7 @@ export class RequestTracker {
    * the sampler is not running (nothing is accounted). Prefer track() for node:http.
    */
   start(method: string, route?: string | (() => string), run?: () => void): RequestToken | undefined {
-    if (route !== undefined && typeof route !== 'string' && typeof route !== 'function') throw invalidRoute(route);
+    checkRouteArgument(route);
     return this.#start(method, route, run, undefined, undefined);
   }
 
@@ -786,20 +786,26 @@ function routeIds(entries: readonly RouteEntry[]): Int32Array {
   return Int32Array.from(entries, (e) => e.id);
 }
 
+/** @internal The options a RequestTracker takes (the integrations pass them on). */
+export const TRACKER_OPTION_KEYS = ['mode', 'routeOf', 'maxRoutes'] as const;
+
 /**
- * @internal A tracker passed in comes with its own options: any of `keys` given beside it would be
- * dropped without a word, so they are refused, as is any other key unless `othersAllowed`.
+ * @internal A tracker passed in comes with its own options: any given beside it would be dropped
+ * without a word, so they are refused, as is any other key unless `othersAllowed` (Fastify's
+ * register options ride along with the plugin's).
  */
-export function refuseOptionsBeside(options: Record<string, unknown>, keys: readonly string[], othersAllowed = false): void {
-  if (!othersAllowed) checkKnownKeys('options', options, keys);
-  const given = keys.find((k) => options[k] !== undefined);
+export function refuseOptionsBeside(options: Record<string, unknown>, othersAllowed = false): void {
+  if (!othersAllowed) checkKnownKeys('options', options, TRACKER_OPTION_KEYS);
+  const given = TRACKER_OPTION_KEYS.find((k) => options[k] !== undefined);
   if (given !== undefined) {
     throw new TypeError(`options.${given} is for a tracker made from a Sampler; a RequestTracker passed in keeps its own (set it where the tracker is made)`);
   }
 }
 
-function invalidRoute(route: unknown): TypeError {
-  return invalidType('route', 'a route pattern (a string) or a function that returns one', route);
+function checkRouteArgument(route: unknown): void {
+  if (route !== undefined && typeof route !== 'string' && typeof route !== 'function') {
+    throw invalidType('route', 'a route pattern (a string) or a function that returns one', route);
+  }
 }
 
 function checkedRoute(route: unknown): string {

@@ -95,23 +95,17 @@ describe('PowerWindow', () => {
     expect(w.update(reading(t1, t1 + S, 25, true, 12)).get('package:0')).toBeCloseTo(12);
   });
 
-  it("starts a new run's window from the energy before it, though the run's last stretch was never seen here", () => {
+  // The exporter reads a run's last stretch at its end, not through this window: a new run's
+  // window starts from the energy before it, and no earlier run's figure stands for it.
+  it.each([
+    ['measures a new run from the energy before it', 12, 10n, S, 26, 6, 6],
+    ["never shows the last run's power for a new one", 18, 5n, S / 5n, 20.4, 2.4, 12],
+  ])("%s, though the run's end was never seen here", (_what, first, gapS, into, joules, runJoules, watts) => {
     const w = new PowerWindow(S / 2n);
     const t0 = 100n * S;
-    expect(w.update(reading(t0, t0 + S, 12)).get('package:0')).toBeCloseTo(12);
-    // The run went on to 20 J before stop(); the exporter read that at the run's end, not through
-    // this window. The next run: 1 s after its start, 6 J of its own: 6 W, not (26 − 12) J.
-    const t1 = t0 + 10n * S;
-    expect(w.update(reading(t1, t1 + S, 26, true, 6)).get('package:0')).toBeCloseTo(6);
-  });
-
-  it("never shows the last run's power for a new one, though no reading came while stopped", () => {
-    const w = new PowerWindow(S / 2n);
-    const t0 = 100n * S;
-    expect(w.update(reading(t0, t0 + S, 18)).get('package:0')).toBeCloseTo(18);
-    // Stopped and started again unseen; 0.2 s into the new run, 2.4 J of its own: 12 W, not 18.
-    const t1 = t0 + 5n * S;
-    expect(w.update(reading(t1, t1 + S / 5n, 20.4, true, 2.4)).get('package:0')).toBeCloseTo(12);
+    expect(w.update(reading(t0, t0 + S, first)).get('package:0')).toBeCloseTo(first);
+    const t1 = t0 + gapS * S;
+    expect(w.update(reading(t1, t1 + into, joules, true, runJoules)).get('package:0')).toBeCloseTo(watts);
   });
 });
 
@@ -128,6 +122,7 @@ describe('EnergyTracker', () => {
       totals: () => (live(), { startNs: 1n, timeNs: 2n, readings: [{ domain: 'package', package: 0, joules: 100, estimated: false }] }),
       attribution: () => (live(), { process: 10, baseline: 20, other: 70 }),
       threads: () => (live(), threads()),
+      onRunEnd: () => () => {},
     } as unknown as Sampler;
   }
 

@@ -1,7 +1,9 @@
 // Domains read as the sum of several hardware counters: the dies of a multi-die Intel package,
 // whose RAPL counters are die-scoped (Cascade Lake-AP; Linux's powercap makes a
-// "package-N-die-M" zone and its perf PMU an event per die). Each counter keeps its own wrap
-// extension and the domain adds the extended totals, so one counter wrapping never loses a wrap.
+// "package-N-die-M" zone and its perf PMU an event per die), and an AMD package's cores (msr).
+// Each counter keeps its own wrap extension and the domain adds the extended totals, so one
+// counter wrapping never loses a wrap. Every source files its counters here, one or several a
+// domain.
 #pragma once
 
 #include <cstddef>

@@ -13,6 +13,7 @@
 #include <tuple>
 #include <vector>
 
+#include "energy/counter_groups.h"
 #include "energy/cpu_info.h"
 #include "energy/sources_internal.h"
 #include "energy/wrap_counter.h"
@@ -72,32 +73,22 @@ class MsrSource final : public EnergySource {
     // its lead CPU. The count goes on unbroken: it is one counter, whichever CPU reads it.
     std::vector<int> spares;
   };
-  struct Plan {
-    size_t first;  // index into counters_
-    size_t count;  // >1: a sum (AMD core over its cores, an Intel multi-die package over its dies)
-  };
-
   const char* name() const override { return "msr"; }
 
   int read(DomainReading* out) override {
     int firstErr = 0;
-    for (size_t d = 0; d < plans_.size(); d++) {
-      uint64_t raw = 0, ticks = 0;
-      for (size_t i = plans_[d].first; i < plans_[d].first + plans_[d].count; i++) {
-        Counter& c = counters_[i];
-        uint64_t v;
-        int rc = readMsr(c.fd, c.offset, &v);
-        if (rc != 0 && moveToSpare(c, &v)) rc = 0;
-        if (rc == 0 && !c.wrap.update(v & 0xFFFFFFFFull)) rc = -ERANGE;  // the counter started again
-        if (rc != 0 && firstErr == 0) firstErr = rc;
-        // On failure the counter keeps its last value, so the energy it missed shows up whole
-        // in the next successful read.
-        raw += c.wrap.last();
-        ticks += c.wrap.total();
-      }
-      out[d].raw = raw;
-      out[d].ticks = ticks;
+    for (Counter& c : counters_) {
+      uint64_t v;
+      int rc = readMsr(c.fd, c.offset, &v);
+      if (rc != 0 && moveToSpare(c, &v)) rc = 0;
+      if (rc == 0 && !c.wrap.update(v & 0xFFFFFFFFull)) rc = -ERANGE;  // the counter started again
+      // On failure the counter keeps its last value, so the energy it missed shows up whole in
+      // the next successful read.
+      if (rc != 0 && firstErr == 0) firstErr = rc;
     }
+    // A domain is its counters' sum where it has several: an AMD package's cores, an Intel
+    // multi-die package's dies.
+    groups_.sum(counters_, out);
     return firstErr;
   }
 
@@ -135,7 +126,7 @@ class MsrSource final : public EnergySource {
   std::map<int, int> fdOfCpu_;
   std::vector<UniqueFd> fds_;
   std::vector<Counter> counters_;
-  std::vector<Plan> plans_;
+  CounterGroups groups_;
   std::vector<Domain>& mutableDomains() { return domains_; }
 };
 
@@ -238,8 +229,10 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
       c.wrap.reset(v & 0xFFFFFFFFull);
       cs.push_back(c);
     }
-    src->plans_.push_back(MsrSource::Plan{src->counters_.size(), cs.size()});
-    src->counters_.insert(src->counters_.end(), cs.begin(), cs.end());
+    for (auto& c : cs) {
+      src->counters_.push_back(std::move(c));
+      src->groups_.add(name, package, src->counters_.size() - 1);
+    }
     Domain d;
     d.name = name;
     d.package = package;

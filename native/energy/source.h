@@ -123,4 +123,8 @@ std::vector<SourceStatus> probeEnergySources(const SourceOptions& opts);
 // CPUID (or the override in opts).
 CpuIdentity detectCpu(const SourceOptions& opts);
 
+// The primary domains, as the JavaScript side picks them: every package, else psys, else every
+// domain named as the first. Attribution's gate and the spans' baseline use them.
+std::vector<size_t> primaryDomainIndices(const std::vector<Domain>& domains);
+
 }  // namespace jouletrace

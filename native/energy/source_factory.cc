@@ -123,6 +123,20 @@ std::unique_ptr<EnergySource> openCounting(Opener open, const SourceOptions& opt
 
 }  // namespace
 
+std::vector<size_t> primaryDomainIndices(const std::vector<Domain>& domains) {
+  std::string primary;
+  for (const char* name : {"package", "psys"}) {
+    for (const auto& d : domains) {
+      if (primary.empty() && d.name == name) primary = name;
+    }
+  }
+  if (primary.empty() && !domains.empty()) primary = domains[0].name;
+  std::vector<size_t> out;
+  for (size_t i = 0; i < domains.size(); i++)
+    if (domains[i].name == primary) out.push_back(i);
+  return out;
+}
+
 std::unique_ptr<EnergySource> openEnergySource(const std::string& which, const SourceOptions& opts, SourceError* err,
                                                std::vector<SourceStatus>* skipped) {
   if (which != "auto") {

@@ -79,12 +79,7 @@ std::unique_ptr<Sampler> Sampler::create(const SamplerConfig& cfg, SamplerError*
   s->prevTicks_.assign(nd, 0);
   s->prevRaw_.assign(nd, 0);
   s->pendingDelta_.assign(nd, 0);
-  for (const char* name : {"package", "psys"}) {
-    for (size_t d = 0; d < nd; d++)
-      if (s->source_->domains()[d].name == name) s->primaryDomains_.push_back(d);
-    if (!s->primaryDomains_.empty()) break;
-  }
-  if (s->primaryDomains_.empty() && nd > 0) s->primaryDomains_.push_back(0);
+  s->primaryDomains_ = primaryDomainIndices(s->source_->domains());
   s->totals_.reset(new std::atomic<uint64_t>[nd]);
   for (size_t d = 0; d < nd; d++) s->totals_[d].store(0);
   s->changePeriods_.reset(new std::atomic<uint64_t>[kPeriodWindow]);

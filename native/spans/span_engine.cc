@@ -32,18 +32,8 @@ constexpr uint64_t kPoolRescanNs = 250000000ull;
 
 SpanEngine::SpanEngine(const std::vector<Domain>& domains, int cpuCount, uint64_t historyNs, uint64_t intervalNs)
     : domains_(domains), cpuCount_(cpuCount > 0 ? cpuCount : 1), intervalNs_(intervalNs) {
-  // The same primary domains as the JavaScript side: package, else psys, else the first name.
-  std::string primary;
-  for (const char* name : {"package", "psys"}) {
-    for (const auto& d : domains_) {
-      if (primary.empty() && d.name == name) primary = name;
-    }
-  }
-  if (primary.empty() && !domains_.empty()) primary = domains_[0].name;
-  for (size_t i = 0; i < domains_.size(); i++) {
-    if (domains_[i].name == primary) primary_.push_back(i);
-    estimated_ = estimated_ || domains_[i].estimated;
-  }
+  primary_ = primaryDomainIndices(domains_);
+  for (const auto& d : domains_) estimated_ = estimated_ || d.estimated;
   // Two intervals, and at least 10 ms: covers a JavaScript thread preempted between reading the
   // clock and publishing an event on a loaded machine.
   lagNs_ = std::max<uint64_t>(2 * intervalNs, 10000000ull);

@@ -126,13 +126,14 @@ export class ReportCollector {
   stop(): this {
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = undefined;
-    this.#unsubscribe?.();
-    this.#unsubscribe = undefined;
     try {
       this.poll();
     } catch {
       // The sampler was closed first: what was collected stands.
     }
+    // After the last poll, which would subscribe again.
+    this.#unsubscribe?.();
+    this.#unsubscribe = undefined;
     return this;
   }
 
