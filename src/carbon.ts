@@ -61,6 +61,15 @@ export function gridIntensity(country: string): number {
       country,
     );
   }
+  // The dataset holds 0 where Ember has no figure (CAF, all hydro, is 24 g in other data): no
+  // grid emits nothing, and a 0 here would turn every figure into a silent 0 g.
+  if (value <= 0) {
+    throw invalidRange(
+      'country',
+      `a code with a figure in @tgwf/co2's average intensity data (it has none for '${key}': give options.gramsPerKwh instead)`,
+      country,
+    );
+  }
   return value;
 }
 
@@ -138,7 +147,11 @@ export class CarbonIntensity {
    */
   async get(now = Date.now()): Promise<number | null> {
     if (!this.#provider || now - this.#fetchedAt < this.#ttlMs || now < this.#retryAt) return this.#value;
-    this.#inflight ??= (async () => {
+    if (this.#inflight) return this.#inflight;
+    const refresh = (async () => {
+      // Past this first await before the provider is called, so that the `finally` below (which
+      // clears #inflight) runs after #inflight is set, even when the provider throws at once.
+      await undefined;
       try {
         let timer: NodeJS.Timeout | undefined;
         const timeout = new Promise<never>((_, reject) => {
@@ -164,7 +177,8 @@ export class CarbonIntensity {
       }
       return this.#value;
     })();
-    return this.#inflight;
+    this.#inflight = refresh;
+    return refresh;
   }
 
   /**

@@ -9,6 +9,8 @@
 // "gpu"), hw.name (the RAPL domain), hw.parent; plus jouletrace.estimated = true from a model.
 import {
   context as otelContext,
+  createNoopMeter,
+  diag,
   metrics,
   trace,
   type Attributes,
@@ -19,7 +21,7 @@ import {
 } from '@opentelemetry/api';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { checkBoolean, checkKnownKeys, checkObject, invalidType } from './errors';
+import { checkBoolean, checkKnownKeys, checkObject, invalidType, JouletraceError } from './errors';
 import { packageRoot } from './native';
 import { EnergyTracker, PowerWindow } from './energy-tracker';
 import { subscribe, type RequestSource } from './settled-feed';
@@ -53,9 +55,12 @@ export interface OpenTelemetryOptions {
   /** A RequestTracker: its requests feed http.server.request.energy. */
   requests?: RequestSource & ContextCaptureHost;
   /**
-   * Put settled energy on the OTel span that was active at begin: attribute `energy.joules`
-   * while it is still open, else a child span "jouletrace.energy" over the same interval
-   * carrying the attribute (an ended span takes no more attributes or events). Default true.
+   * Put settled energy on the OTel traces. A request's goes on the span active at its start
+   * (the server span) as attribute `energy.joules` while that span is open. A jouletrace span's
+   * goes on a child span "jouletrace.energy" over its own interval, under the span active at
+   * begin(): several jouletrace spans under one OTel span each keep their figure. A request
+   * whose span has ended also gets such a child (an ended span takes no more attributes).
+   * Default true.
    */
   traces?: boolean;
   /** Tracer for those child spans. Default: trace.getTracer('jouletrace'). */
@@ -65,7 +70,10 @@ export interface OpenTelemetryOptions {
 export interface OpenTelemetryHandle {
   observeSpans(spans: readonly SpanResult[]): void;
   observeRequests(records: readonly RequestRecord[]): void;
-  /** Stops observing (asynchronous instruments report nothing more) and removes the capture hooks. */
+  /**
+   * Stops observing and removes the capture hooks; the meter takes a new registration. An SDK
+   * reader with cumulative temporality goes on exporting the last values it was given.
+   */
   close(): void;
 }
 
@@ -113,6 +121,23 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
   }
   const meter =
     opts.meter ?? (opts.meterProvider ?? metrics.getMeterProvider()).getMeter('jouletrace', readVersion());
+  // The API's global meter provider is not a proxy: a meter taken before the SDK registers
+  // its provider stays the no-op one for good.
+  const noop = meter === createNoopMeter();
+  if (noop && !opts.meter && !opts.meterProvider) {
+    diag.warn('jouletrace: registerOpenTelemetry() found no global MeterProvider; no metric will be exported. Start the OpenTelemetry SDK first, or pass options.meterProvider');
+  }
+  // Two registrations on one meter report hw.energy twice under one hw.id (the later
+  // observation wins) and every span and request twice in the histograms.
+  if (!noop) {
+    if (openMeters.has(meter)) {
+      throw new JouletraceError(
+        'ERR_JOULETRACE_METRIC_EXISTS',
+        'registerOpenTelemetry(): this meter has a jouletrace registration open already; close() the earlier one, or pass another options.meterProvider',
+      );
+    }
+    openMeters.add(meter);
+  }
   const traces = opts.traces !== false;
   const tracer = opts.tracer ?? trace.getTracer('jouletrace');
   const energy = new EnergyTracker(sampler);
@@ -161,15 +186,17 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
   const observables = [hwEnergy, hwPower, hostEnergy, hostPower, processEnergy];
   meter.addBatchObservableCallback(callback, observables);
 
-  const annotate = (ctx: unknown, name: string, joules: number, estimated: boolean, startNs: number, endNs: number, extra: Attributes) => {
+  // `onOpenSpan`: a request's figure goes on its own span while that is open. A jouletrace
+  // span's never does: one OTel span holds many of them, and each would overwrite the last.
+  const annotate = (ctx: unknown, name: string, joules: number, estimated: boolean, startNs: number, endNs: number, extra: Attributes, onOpenSpan: boolean) => {
     if (!traces || !isOtelSpan(ctx)) return;
     const attrs: Attributes = { 'energy.joules': joules, ...extra };
     if (estimated) attrs['energy.estimated'] = true;
-    if (ctx.isRecording()) {
+    if (onOpenSpan && ctx.isRecording()) {
       ctx.setAttributes(attrs);
       return;
     }
-    // The span has ended: a child span over the same interval carries the figure.
+    // A child span over the same interval carries the figure.
     const endMs = monotonicNsToEpochMs(endNs);
     const child = tracer.startSpan(
       'jouletrace.energy',
@@ -188,7 +215,7 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
       if (s.estimated) attrs['jouletrace.estimated'] = true;
       if (s.incomplete) attrs['jouletrace.incomplete'] = true;
       spanEnergy.record(s.joules, attrs);
-      annotate((s as WithContext).context, s.label, s.joules, s.estimated, s.startNs, s.endNs, { 'jouletrace.span.label': s.label });
+      annotate((s as WithContext).context, s.label, s.joules, s.estimated, s.startNs, s.endNs, { 'jouletrace.span.label': s.label }, false);
     }
   };
   const observeRequests = (records: readonly RequestRecord[]): void => {
@@ -202,7 +229,7 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
       };
       if (r.estimated) attrs['jouletrace.estimated'] = true;
       requestEnergy.record(r.joules, attrs);
-      annotate((r as WithContext).context, `${r.method} ${r.route}`, r.joules, r.estimated, r.startNs, r.endNs, {});
+      annotate((r as WithContext).context, `${r.method} ${r.route}`, r.joules, r.estimated, r.startNs, r.endNs, {}, true);
     }
   };
 
@@ -227,6 +254,7 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
     close() {
       if (closed) return;
       closed = true;
+      openMeters.delete(meter);
       unsubscribe();
       energy.close();
       meter.removeBatchObservableCallback(callback, observables);
@@ -244,6 +272,9 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
     },
   };
 }
+
+// Meters with an open registration (the SDK's getMeter() gives one meter per name and version).
+const openMeters = new WeakSet<Meter>();
 
 // The captures registrations here installed on each sampler or tracker, in order.
 const installedCaptures = new WeakMap<ContextCaptureHost, Array<() => unknown>>();

@@ -38,6 +38,19 @@ describe('grid intensity from @tgwf/co2 (Ember yearly averages, offline)', () =>
     expect(c.grams(1800)).toBeCloseTo(gridIntensity('FRA') * 0.0005, 12);
   });
 
+  it('refuses a code whose figure the data gives as 0, rather than report 0 g', () => {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { averageIntensity } = require('@tgwf/co2') as { averageIntensity: { data: Record<string, number> } };
+    const zero = Object.keys(averageIntensity.data).filter((k) => !(averageIntensity.data[k]! > 0));
+    // The Central African Republic (CAF) reads 0 in the data shipped as of @tgwf/co2 0.19.
+    for (const code of zero) {
+      expect(() => gridIntensity(code)).toThrow(RangeError);
+      expect(() => gridIntensity(code)).toThrow(`it has none for '${code}': give options.gramsPerKwh instead`);
+      expect(() => carbonIntensity({ country: code })).toThrow(RangeError);
+    }
+    for (const code of gridIntensityCodes()) if (!zero.includes(code)) expect(gridIntensity(code)).toBeGreaterThan(0);
+  });
+
   it('rejects unknown codes with a message that says what is expected', () => {
     expect(() => gridIntensity('FR')).toThrow(RangeError);
     expect(() => gridIntensity('FR')).toThrow(/alpha-3/);
@@ -111,6 +124,27 @@ describe('CarbonIntensity', () => {
     expect(calls).toBe(1);
     await c.get(60_000);
     expect(calls).toBe(2);
+  });
+
+  it('asks again a provider that threw at once, as one that rejected', async () => {
+    let calls = 0;
+    let fail = true;
+    const c = new CarbonIntensity({
+      fallbackGramsPerKwh: 300,
+      provider: () => {
+        calls++;
+        if (fail) throw new Error('no key');
+        return 123;
+      },
+    });
+    expect(await c.get(0)).toBe(300);
+    expect(c.lastError?.message).toBe('no key');
+    fail = false;
+    expect(await c.get(30_000)).toBe(300);
+    expect(calls).toBe(1);
+    expect(await c.get(70_000)).toBe(123);
+    expect(calls).toBe(2);
+    expect(c.lastError).toBeNull();
   });
 
   it('uses a fallback until the provider first answers', async () => {

@@ -1,6 +1,6 @@
 // OpenTelemetry: hardware semantic-convention instruments read through an SDK MetricReader,
 // span and request energy histograms, and energy put on the OTel span active at begin.
-import { context, trace } from '@opentelemetry/api';
+import { context, diag, DiagLogLevel, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { DataPointType, MeterProvider, MetricReader, type MetricData } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
@@ -52,6 +52,24 @@ const busy = (ms: number) => {
   while (performance.now() < end);
 };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function requestRecord(joules: number, context: unknown, now = Number(process.hrtime.bigint())): RequestRecord {
+  return {
+    method: 'GET',
+    route: '/orders/:id',
+    statusCode: 200,
+    startNs: now - 3e6,
+    endNs: now,
+    durationNs: 3e6,
+    joules,
+    dynamicJoules: null,
+    onCpuNs: 1e6,
+    estimated: true,
+    mode: 'shared',
+    incomplete: false,
+    context,
+  } as RequestRecord;
+}
 
 function spanResult(label: string, joules: number, extra: Partial<SpanResult> & { context?: unknown } = {}): SpanResult {
   const now = Number(process.hrtime.bigint());
@@ -136,7 +154,7 @@ describe('registerOpenTelemetry', () => {
     expect(rv.buckets.boundaries).toContain(0.15);
   });
 
-  it('puts energy.joules on the OTel span active at begin, or on a child span once it has ended', async () => {
+  it("puts a request's energy.joules on its open span, a jouletrace span's on a child span", async () => {
     const { sampler, meterProvider, tracer, exporter } = setup();
     // A request tracker implementing the capture hook: it calls the installed function at
     // request start and hands back what it returned on the settled record.
@@ -156,16 +174,27 @@ describe('registerOpenTelemetry', () => {
     const h = registerOpenTelemetry(sampler, { meterProvider, requests: tracker, tracer });
     expect(captureFn).toBeTypeOf('function');
 
-    // Span still open when its energy settles: an attribute on it.
+    // Two jouletrace spans under one open OTel span: a child each, so neither figure overwrites
+    // the other; the request's own figure goes on the span itself.
+    let computeCtx: unknown;
     await tracer.startActiveSpan('compute', async (otelSpan) => {
-      const ctx = captureFn!();
-      expect(ctx).toBe(otelSpan);
-      h.observeSpans([spanResult('compute', 0.0425, { context: ctx } as never)]);
+      computeCtx = captureFn!();
+      expect(computeCtx).toBe(otelSpan);
+      h.observeSpans([spanResult('parse', 0.001, { context: computeCtx } as never), spanResult('match', 0.002, { context: computeCtx } as never)]);
+      deliver!([requestRecord(0.0425, computeCtx)]);
       otelSpan.end();
     });
     const compute = exporter.getFinishedSpans().find((s) => s.name === 'compute')!;
     expect(compute.attributes['energy.joules']).toBe(0.0425);
     expect(compute.attributes['energy.estimated']).toBe(true);
+    expect(compute.attributes['jouletrace.span.label']).toBeUndefined();
+    const children = exporter
+      .getFinishedSpans()
+      .filter((s) => s.name === 'jouletrace.energy' && s.parentSpanContext?.spanId === compute.spanContext().spanId);
+    expect(children.map((c) => [c.attributes['jouletrace.span.label'], c.attributes['energy.joules']])).toEqual([
+      ['parse', 0.001],
+      ['match', 0.002],
+    ]);
 
     // Request whose server span has ended before the energy settled: a child span carries it.
     let ctx: unknown;
@@ -174,26 +203,10 @@ describe('registerOpenTelemetry', () => {
       ctx = captureFn!();
       serverSpan.end();
     });
-    deliver!([
-      {
-        method: 'GET',
-        route: '/orders/:id',
-        statusCode: 200,
-        startNs: now - 3e6,
-        endNs: now,
-        durationNs: 3e6,
-        joules: 0.09,
-        dynamicJoules: null,
-        onCpuNs: 1e6,
-        estimated: true,
-        mode: 'shared',
-        incomplete: false,
-        context: ctx,
-      } as RequestRecord,
-    ]);
+    deliver!([requestRecord(0.09, ctx, now)]);
     const server = exporter.getFinishedSpans().find((s) => s.name === 'GET /orders/:id')!;
     expect(server.attributes['energy.joules']).toBeUndefined();
-    const child = exporter.getFinishedSpans().find((s) => s.name === 'jouletrace.energy')!;
+    const child = exporter.getFinishedSpans().find((s) => s.name === 'jouletrace.energy' && s.attributes['jouletrace.subject'] === 'GET /orders/:id')!;
     expect(child).toBeDefined();
     expect(child.parentSpanContext?.spanId).toBe(server.spanContext().spanId);
     expect(child.spanContext().traceId).toBe(server.spanContext().traceId);
@@ -213,10 +226,12 @@ describe('registerOpenTelemetry', () => {
     expect(captureFn).toBeNull();
     expect(deliver).toBeNull();
 
-    // Two registrations: closing the first leaves the second's capture in place.
+    // Two registrations, on two meter providers: closing the first leaves the second's capture.
+    const other = new MeterProvider({ readers: [new ManualReader()] });
+    cleanups.push(() => other.shutdown());
     const first = registerOpenTelemetry(sampler, { meterProvider, requests: tracker, tracer });
     const firstFn = captureFn;
-    const second = registerOpenTelemetry(sampler, { meterProvider, requests: tracker, tracer });
+    const second = registerOpenTelemetry(sampler, { meterProvider: other, requests: tracker, tracer });
     const secondFn = captureFn;
     expect(secondFn).not.toBe(firstFn);
     first.close();
@@ -226,11 +241,45 @@ describe('registerOpenTelemetry', () => {
     // Closed the other way round: the earlier one's capture comes back.
     const third = registerOpenTelemetry(sampler, { meterProvider, requests: tracker, tracer });
     const thirdFn = captureFn;
-    const fourth = registerOpenTelemetry(sampler, { meterProvider, requests: tracker, tracer });
+    const fourth = registerOpenTelemetry(sampler, { meterProvider: other, requests: tracker, tracer });
     fourth.close();
     expect(captureFn).toBe(thirdFn);
     third.close();
     expect(captureFn).toBeNull();
+  });
+
+  it('refuses a second open registration on one meter, and warns of a meter taken before the SDK', async () => {
+    const { sampler, meterProvider, collect } = setup();
+    const h = registerOpenTelemetry(sampler, { meterProvider });
+    // A second sampler (or the same one again) would report hw.energy under the same hw.id.
+    const other = new Sampler({ source: 'model', intervalUs: 1000, threads: 'off' }).start();
+    cleanups.push(() => other.close());
+    for (const s of [sampler, other]) {
+      expect(() => registerOpenTelemetry(s, { meterProvider })).toThrow(
+        expect.objectContaining({ code: 'ERR_JOULETRACE_METRIC_EXISTS', message: expect.stringContaining('close() the earlier one') }),
+      );
+    }
+    // The refused ones registered nothing: one series per domain, the first sampler's.
+    await sleep(20);
+    expect((await collect()).get('hw.energy')!.dataPoints.filter((p) => p.attributes['hw.id'] === 'rapl-package-0')).toHaveLength(1);
+    h.close();
+    registerOpenTelemetry(other, { meterProvider }).close();
+
+    // No global provider: the no-op meter, with a warning (the API's global is no proxy); two
+    // registrations on it export nothing either way and are not refused.
+    const warnings: string[] = [];
+    const logger = { error() {}, warn: (m: string) => warnings.push(m), info() {}, debug() {}, verbose() {} };
+    diag.setLogger(logger, DiagLogLevel.WARN);
+    try {
+      const a = registerOpenTelemetry(other);
+      const b = registerOpenTelemetry(other);
+      a.close();
+      b.close();
+    } finally {
+      diag.disable();
+    }
+    expect(warnings).toHaveLength(2);
+    expect(warnings[0]).toContain('found no global MeterProvider; no metric will be exported. Start the OpenTelemetry SDK first, or pass options.meterProvider');
   });
 
   it('omits attribution without thread tracking and validates its input', async () => {
