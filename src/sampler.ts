@@ -162,6 +162,11 @@ export interface SamplerStats {
     fallbackReason: string | null;
     /** Samples between attribution steps (procfs runs every 10 ms at most). */
     attributionEvery: number;
+    /**
+     * Threads left untracked because every slot (`maxThreads`, 4096) was in use: their energy
+     * went to `other`. Each counted once. 0 with threads: 'off'.
+     */
+    droppedThreads: number;
   };
   /**
    * settled: spans and requests settled, of every thread of this sampler. The rest, this thread's
@@ -633,6 +638,7 @@ export class Sampler {
         backend: this.#info.threadsBackend as ThreadsBackend,
         fallbackReason: this.#info.threadsFallbackReason || null,
         attributionEvery: this.#info.attributionEvery,
+        droppedThreads: s.tracker?.droppedThreads ?? 0,
       },
       spans: {
         settled: t.spansSettled,

@@ -1,7 +1,9 @@
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { Sampler } from '../src/index';
 import { openThreadTracker, type ThreadTracker } from '../src/threads';
 import { sleep } from './fixtures/spinner';
 import { expectMonotonic, find, spinPair } from './fixtures/thread-checks';
@@ -29,6 +31,77 @@ describe('procfs thread tracker on this machine', () => {
     // /proc/stat counts in USER_HZ ticks: allow one tick per CPU at each end.
     expect(busy + 2 * os.cpus().length * 10e6).toBeGreaterThanOrEqual(r.longNs + r.shortNs);
     expect(tracker.stats()).toMatchObject({ backend: 'procfs', attached: true });
+  });
+
+  // Out of descriptors, the task directory cannot be listed: that read as every thread exiting,
+  // and each came back as new with its whole history (563 ms for 200 ms of wall time).
+  it('keeps its threads while the process is out of file descriptors', () => {
+    const script = `
+      const fs = require('node:fs');
+      const { openThreadTracker } = require(${JSON.stringify(path.join(__dirname, '..', 'dist/cjs/index.js'))});
+      const spin = (ms) => { const end = performance.now() + ms; while (performance.now() < end); };
+      spin(300); // run time from before the tracker, which it must not count
+      const t = openThreadTracker({ backend: 'procfs' });
+      const t0 = process.hrtime.bigint();
+      const first = t.snapshot().threads.find((r) => r.tid === process.pid);
+      const fds = [];
+      try { for (;;) fds.push(fs.openSync('/dev/null', 'r')); } catch (e) { if (e.code !== 'EMFILE') throw e; }
+      let exited = 0;
+      for (let i = 0; i < 3; i++) { spin(12); exited += t.snapshot().threads.filter((r) => r.exited).length; }
+      for (const fd of fds) fs.closeSync(fd);
+      spin(12);
+      const last = t.snapshot().threads.find((r) => r.tid === process.pid);
+      console.log(JSON.stringify({ fds: fds.length, exited, first, last, wallNs: Number(process.hrtime.bigint() - t0) }));
+    `;
+    const r = spawnSync('sh', ['-c', 'ulimit -n 256 && exec "$0" -e "$1"', process.execPath, script], { encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    const out = JSON.parse(r.stdout) as { fds: number; exited: number; first: { generation: number }; last: { generation: number; onCpuNs: number; exited: boolean }; wallNs: number };
+    expect(out.fds).toBeGreaterThan(100);
+    expect(out.exited).toBe(0);
+    expect(out.last.generation).toBe(out.first.generation);
+    expect(out.last.exited).toBe(false);
+    expect(out.last.onCpuNs).toBeGreaterThan(20e6);
+    expect(out.last.onCpuNs).toBeLessThanOrEqual(out.wallNs);
+  });
+
+  // The exec'ing thread takes the leader's tid and the leader's descriptors read its whole run
+  // time: the leader's row counted it again (0.9 s for 0.6 s run), or froze where the old leader
+  // had run longer.
+  it('counts a thread that execs from outside the leader once: its row ends, the leader\'s counts on', async () => {
+    const child = spawn('python3', ['-c', `
+import threading, time, os, sys
+def ex():
+    sys.stdin.readline()
+    s = time.process_time()
+    while time.process_time() < s + 0.3: pass
+    os.execv('/usr/bin/python3', ['python3', '-c', 'import time\\ns = time.process_time()\\nwhile time.process_time() < s + 0.3: pass\\nprint("done", flush=True)\\ntime.sleep(30)'])
+threading.Thread(target=ex).start()
+print('ready', flush=True)
+time.sleep(30)`], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const sampler = new Sampler({ source: 'model', threads: 'procfs', pid: child.pid! });
+    try {
+      let out = '';
+      child.stdout!.on('data', (d) => (out += String(d)));
+      const until = async (word: string) => {
+        for (let i = 0; i < 500 && !out.includes(word); i++) await sleep(10);
+        expect(out).toContain(word);
+      };
+      await until('ready');
+      sampler.start();
+      child.stdin!.write('go\n'); // spin 0.3 s, exec, spin 0.3 s more
+      await until('done');
+      await sleep(50);
+      sampler.stop();
+      const rows = sampler.threads().filter((t) => t.onCpuNs > 50e6);
+      expect(rows.map((t) => t.exited).sort()).toEqual([false, true]);
+      expect(rows.find((t) => !t.exited)!.tid).toBe(child.pid);
+      const total = sampler.threads().reduce((n, t) => n + t.onCpuNs, 0);
+      expect(total).toBeGreaterThan(0.5e9);
+      expect(total).toBeLessThan(0.8e9);
+    } finally {
+      sampler.close();
+      child.kill();
+    }
   });
 });
 
@@ -83,6 +156,7 @@ describe('procfs thread tracker on an emulated /proc', () => {
 
     writeThread(PID, 9_000_000, 1, 'main');
     writeThread(PID + 1, 8_000_000, 0, 'helper');
+    await sleep(5); // the leader's 4 ms must fit in the time that passed (see the exec test)
     const s1 = tracker.snapshot();
     expect(find(s1, PID)).toMatchObject({ onCpuNs: 4_000_000 });
     expect(find(s1, PID)!.pkgNs.slice(0, 2)).toEqual([0, 4_000_000]);
@@ -136,7 +210,7 @@ describe('procfs thread tracker on an emulated /proc', () => {
     );
   });
 
-  it('counts utime + stime from stat where the kernel has no schedstat, rather than losing the thread', () => {
+  it('counts utime + stime from stat where the kernel has no schedstat, rather than losing the thread', async () => {
     root = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-proc-'));
     writeThread(PID, 0, 1, 'main');
     const dir = path.join(root, String(PID), 'task', String(PID));
@@ -153,10 +227,80 @@ describe('procfs thread tracker on an emulated /proc', () => {
     ]);
     tracker = openThreadTracker({ backend: 'procfs', pid: PID, procRoot: root, cpuPackage: [0, 1] });
     expect(tracker.snapshot().threads).toEqual([expect.objectContaining({ tid: PID, onCpuNs: 0, exited: false })]);
-    writeTicks(45, 15); // 20 ticks more
+    writeTicks(31, 11); // 2 ticks more
+    await sleep(25);
     const t = tracker.snapshot().threads[0];
-    expect(t).toMatchObject({ tid: PID, onCpuNs: (20 * 1e9) / hz, exited: false });
-    expect(t.pkgNs[1]).toBe((20 * 1e9) / hz);
+    expect(t).toMatchObject({ tid: PID, onCpuNs: (2 * 1e9) / hz, exited: false });
+    expect(t.pkgNs[1]).toBe((2 * 1e9) / hz);
+  });
+
+  it('counts utime + stime where schedstat reads 0 0 0 (older kernels without schedstats)', async () => {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-proc-'));
+    writeThread(PID, 0, 1, 'main');
+    const dir = path.join(root, String(PID), 'task', String(PID));
+    const writeTicks = (utime: number) => {
+      const fields = Array.from({ length: 50 }, (_, i) => (i === 0 ? 'R' : i === 11 ? String(utime) : i === 36 ? '1' : '0'));
+      fs.writeFileSync(path.join(dir, 'stat'), `${PID} (main) ${fields.join(' ')}\n`);
+    };
+    writeTicks(30);
+    writeStat([[10, 0, 0, 100, 0, 0, 0, 0]]);
+    tracker = openThreadTracker({ backend: 'procfs', pid: PID, procRoot: root, cpuPackage: [0, 0] });
+    tracker.snapshot();
+    writeTicks(32);
+    await sleep(25);
+    expect(tracker.snapshot().threads[0]).toMatchObject({ tid: PID, onCpuNs: (2 * 1e9) / hz });
+  });
+
+  it('counts a thread left out for want of a slot once, and from when a slot takes it', async () => {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-proc-'));
+    writeThread(PID, 1_000_000, 0, 'main');
+    writeThread(PID + 1, 2_000_000, 0, 'a');
+    writeStat([[10, 0, 0, 100, 0, 0, 0, 0]]);
+    tracker = openThreadTracker({ backend: 'procfs', pid: PID, procRoot: root, maxThreads: 2, cpuPackage: [0] });
+    writeThread(PID + 2, 500_000_000, 0, 'b'); // born now, to run 0.5 s while left out
+    for (let i = 0; i < 4; i++) {
+      tracker.snapshot();
+      await sleep(12); // each snapshot 10 ms apart rereads the task directory
+    }
+    expect(tracker.snapshot().threads.map((t) => t.tid).sort()).toEqual([PID, PID + 1]);
+    expect(tracker.stats().droppedThreads).toBe(1); // it was counted at every rescan
+    // a exits: b takes its slot, counted from then (its 0.5 s went to "other" while left out).
+    fs.rmSync(path.join(root, String(PID), 'task', String(PID + 1)), { recursive: true });
+    await sleep(12);
+    tracker.snapshot();
+    await sleep(12);
+    tracker.snapshot();
+    writeThread(PID + 2, 503_000_000, 0, 'b');
+    expect(find(tracker.snapshot(), PID + 2)).toMatchObject({ onCpuNs: 3_000_000, exited: false });
+    expect(tracker.stats().droppedThreads).toBe(1);
+  });
+
+  it('counts on in the leader\'s row when another thread execs and takes its tid', async () => {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-proc-'));
+    writeThread(PID, 900_000_000, 0, 'main'); // the leader ran 0.9 s before the tracker
+    writeThread(PID + 1, 100_000_000, 0, 'worker');
+    writeStat([[10, 0, 0, 100, 0, 0, 0, 0]]);
+    tracker = openThreadTracker({ backend: 'procfs', pid: PID, procRoot: root, cpuPackage: [0] });
+    tracker.snapshot();
+    await sleep(10);
+    writeThread(PID, 905_000_000, 0, 'main');
+    writeThread(PID + 1, 120_000_000, 0, 'worker');
+    tracker.snapshot();
+    // The worker execs: its directory goes, and the leader's tid reads its run time, all 0.12 s
+    // of it and 1 ms more (the kernel gives it the leader's start time as well).
+    fs.rmSync(path.join(root, String(PID), 'task', String(PID + 1)), { recursive: true });
+    writeThread(PID, 121_000_000, 0, 'newprog');
+    await sleep(12);
+    const s = tracker.snapshot();
+    expect(find(s, PID + 1)).toMatchObject({ exited: true, onCpuNs: 20_000_000 });
+    expect(find(s, PID)).toMatchObject({ exited: false, onCpuNs: 5_000_000 }); // it went back: frozen until it passed 0.905 s
+    await sleep(10);
+    writeThread(PID, 124_000_000, 0, 'newprog');
+    expect(find(tracker.snapshot(), PID)).toMatchObject({ onCpuNs: 8_000_000 });
+    // The other way round, a leader's tid that jumps further than the time passed: counted on
+    // from there, not the whole jump (the exec'ing thread's history is in its own row).
+    writeThread(PID, 2_124_000_000, 0, 'newprog');
+    expect(find(tracker.snapshot(), PID)).toMatchObject({ onCpuNs: 8_000_000 });
   });
 
   it('refuses a thread id where a process id is due, naming the process', () => {

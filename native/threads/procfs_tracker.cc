@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "errno_name.h"
 #include "napi_util.h"
@@ -41,13 +42,26 @@ struct Thread {
   uint32_t tid = 0;
   uint32_t slot = 0;
   uint64_t generation = 0;
-  uint64_t base = 0;  // schedstat at first sight, for threads that predate the tracker
+  // Subtracted from the kernel's figure: its run time at first sight for a thread that predates
+  // the tracker; moved when another task takes the leader's tid (a non-leader exec).
+  int64_t base = 0;
+  uint64_t startTime = 0;  // stat field 22: tells a reused tid apart where it is read by path
+  uint64_t lastTotal = 0;  // the kernel's figure at the last read, and when (leader only)
+  uint64_t lastReadNs = 0;
   UniqueFd schedstat;
   UniqueFd stat;
   ThreadTimes times;
-  bool seenInScan = true;
+  bool listed = true;
   bool gone = false;
 };
+
+// What a read of a thread found. Only the kernel saying so ends a thread: ESRCH from its own
+// descriptor, ENOENT by path, or another task under its tid. EMFILE, ENOMEM and the like leave
+// it as it was; taking those for exits reported every thread exited when the process ran out
+// of descriptors, and each came back as new, its whole history counted a second time.
+enum class ReadResult { kOk, kGone, kUnknown };
+
+bool saysGone(long rc) { return rc == -ESRCH || rc == -ENOENT; }
 
 class ProcfsTracker final : public ThreadTracker {
  public:
@@ -58,10 +72,13 @@ class ProcfsTracker final : public ThreadTracker {
 
  private:
   void rescan(bool initial);
-  void addThread(uint32_t tid, bool initial);
-  bool readThread(Thread& t);
+  void addThread(uint32_t tid, bool fromNow);
+  ReadResult readThread(Thread& t);
   void readCpus(std::vector<CpuTimes>& cpus);
   std::string taskDir() const { return root_ + "/" + std::to_string(pid_) + "/task"; }
+  std::string threadFile(uint32_t tid, const char* name) const {
+    return taskDir() + "/" + std::to_string(tid) + "/" + name;
+  }
 
   std::string root_;
   int pid_ = 0;
@@ -76,6 +93,13 @@ class ProcfsTracker final : public ThreadTracker {
   uint32_t nextSlot_ = 0;
   uint64_t nextGeneration_ = 1;
   uint64_t lastScanNs_ = 0;
+  uint64_t scans_ = 0;
+  // The kernel leaves schedstat at "0 0 0" without schedstats on some older kernels: then
+  // utime + stime from stat, as where schedstat is missing.
+  bool ticksOnly_ = false;
+  // Threads left out for want of a slot, with the scan that last listed them: counted once, and
+  // counted from the moment a slot takes them (what they ran before went to "other").
+  std::unordered_map<uint32_t, uint64_t> droppedTids_;
   // Read by stats() on the JS thread.
   std::atomic<uint64_t> snapshots_{0};
   std::atomic<uint64_t> dropped_{0};
@@ -96,8 +120,15 @@ int ProcfsTracker::open(const TrackerOptions& opts, TrackerError* err) {
     int e = errno;
     if (err) {
       err->code = e == ENOENT ? "ESRCH" : errnoName(e);
-      err->message = "jouletrace: cannot read " + taskDir() + " (" + strerror(e) +
-                     "): no such process, or procfs is not mounted there";
+      const char* why = e == ENOENT || e == ESRCH ? "no such process, or procfs is not mounted there"
+                        : e == EACCES || e == EPERM
+                            ? "procfs hides other users' processes here (mounted with hidepid): run as the "
+                              "process's user or as root, or remount /proc with hidepid=0 or gid= a group of yours"
+                        : e == EMFILE || e == ENFILE
+                            ? "out of file descriptors (the procfs backend keeps two per thread): raise the "
+                              "limit (ulimit -n, LimitNOFILE=)"
+                            : "procfs could not be read there";
+      err->message = "jouletrace: cannot read " + taskDir() + " (" + strerror(e) + "): " + why;
     }
     return -e;
   }
@@ -124,14 +155,28 @@ int ProcfsTracker::open(const TrackerOptions& opts, TrackerError* err) {
     }
     pos = eol + 1;
   }
+  // /proc/stat lists online CPUs only: one that comes online later must have its place too
+  // (an emulated procRoot has only the CPUs it lists).
+  if (long conf = sysconf(_SC_NPROCESSORS_CONF); root_ == "/proc" && conf > ncpu_) ncpu_ = int(conf);
   cpuPkg_ = cpuPackageMap(opts.cpuPackage, "/sys/devices/system/cpu", ncpu_);
   lastCpu_.assign(size_t(ncpu_), CpuTimes());
+  {
+    std::string sched, stat;
+    if (readSmallFile(threadFile(uint32_t(pid_), "schedstat"), &sched) == 0 && strtoull(sched.c_str(), nullptr, 10) == 0 &&
+        readSmallFile(threadFile(uint32_t(pid_), "stat"), &stat) == 0) {
+      const char* utime = procStatField(stat.c_str(), 14);
+      const char* stime = procStatField(stat.c_str(), 15);
+      ticksOnly_ = utime && stime && strtoull(utime, nullptr, 10) + strtoull(stime, nullptr, 10) > 0;
+    }
+  }
   rescan(true);
   lastScanNs_ = monotonicNs();
   return 0;
 }
 
-void ProcfsTracker::addThread(uint32_t tid, bool initial) {
+// fromNow: count from this moment, not from the thread's birth (a thread that predates the
+// tracker, or one left out earlier for want of a slot).
+void ProcfsTracker::addThread(uint32_t tid, bool fromNow) {
   uint32_t slot;
   if (!freeSlots_.empty()) {
     slot = freeSlots_.back();
@@ -139,101 +184,140 @@ void ProcfsTracker::addThread(uint32_t tid, bool initial) {
   } else if (nextSlot_ < maxThreads_) {
     slot = nextSlot_++;
   } else {
-    dropped_++;
+    if (droppedTids_.emplace(tid, scans_).second) dropped_++;
     return;
   }
-  std::string dir = taskDir() + "/" + std::to_string(tid) + "/";
   Thread t;
   t.tid = tid;
   t.slot = slot;
   t.generation = nextGeneration_++;
-  t.schedstat = UniqueFd(::open((dir + "schedstat").c_str(), O_RDONLY | O_CLOEXEC));
-  t.stat = UniqueFd(::open((dir + "stat").c_str(), O_RDONLY | O_CLOEXEC));
+  if (!ticksOnly_) t.schedstat = UniqueFd(::open(threadFile(tid, "schedstat").c_str(), O_RDONLY | O_CLOEXEC));
+  t.stat = UniqueFd(::open(threadFile(tid, "stat").c_str(), O_RDONLY | O_CLOEXEC));
   t.times.tid = tid;
   t.times.tgid = uint32_t(pid_);
   t.times.slot = slot;
   t.times.generation = t.generation;
   Thread& in = threads_.emplace(tid, std::move(t)).first->second;
   threadCount_.store(threads_.size(), std::memory_order_relaxed);
-  // Threads that already existed have run before tracking began; those born later have not.
-  if (initial && readThread(in)) {
-    in.base = in.times.onCpuNs;
+  // The first read also takes the thread's start time.
+  ReadResult r = readThread(in);
+  if (r == ReadResult::kGone) in.gone = true;
+  if (fromNow && r == ReadResult::kOk) {
+    in.base = int64_t(in.times.onCpuNs);
     in.times.onCpuNs = 0;
     std::fill(std::begin(in.times.pkgNs), std::end(in.times.pkgNs), 0);
   }
 }
 
 void ProcfsTracker::rescan(bool initial) {
-  DIR* d = opendir(taskDir().c_str());
-  if (!d) {
-    // The whole process is gone: every thread has exited.
-    for (auto& kv : threads_) kv.second.gone = true;
-    return;
-  }
-  for (auto& kv : threads_) kv.second.seenInScan = false;
-  while (dirent* e = readdir(d)) {
-    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    uint32_t tid = uint32_t(strtoul(e->d_name, nullptr, 10));
-    auto it = threads_.find(tid);
-    if (it != threads_.end()) {
-      it->second.seenInScan = true;
-      continue;
+  scans_++;
+  for (auto& kv : threads_) kv.second.listed = false;
+  // A process that is gone lists nothing (ENOENT); one out of descriptors cannot be listed
+  // (EMFILE). Either way each thread's own read below says whether it is gone.
+  if (DIR* d = opendir(taskDir().c_str())) {
+    while (dirent* e = readdir(d)) {
+      if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+      uint32_t tid = uint32_t(strtoul(e->d_name, nullptr, 10));
+      auto it = threads_.find(tid);
+      if (it != threads_.end()) {
+        it->second.listed = true;
+        continue;
+      }
+      auto dropped = droppedTids_.find(tid);
+      if (dropped != droppedTids_.end()) {
+        dropped->second = scans_;
+        if (freeSlots_.empty() && nextSlot_ >= maxThreads_) continue;
+        droppedTids_.erase(dropped);
+        addThread(tid, true);
+        continue;
+      }
+      addThread(tid, initial);
     }
-    addThread(tid, initial);
+    closedir(d);
   }
-  closedir(d);
+  for (auto it = droppedTids_.begin(); it != droppedTids_.end();) {
+    it = it->second == scans_ ? std::next(it) : droppedTids_.erase(it);
+  }
   for (auto& kv : threads_) {
-    if (!kv.second.seenInScan) kv.second.gone = true;
-    std::string comm;
-    if (!kv.second.gone &&
-        readSmallFile(taskDir() + "/" + std::to_string(kv.first) + "/comm", &comm) == 0) {
-      while (!comm.empty() && comm.back() == '\n') comm.pop_back();
-      copyComm(kv.second.times.comm, comm.data(), comm.size());
+    Thread& t = kv.second;
+    std::string text;
+    // Unlisted: the listing can also miss a live thread (it resumes by position when threads
+    // exit under it), so the thread's own directory decides.
+    if (!t.listed && !t.gone) {
+      long rc = readSmallFile(threadFile(t.tid, "stat"), &text);
+      if (saysGone(rc)) t.gone = true;
+    }
+    if (!t.gone && readSmallFile(threadFile(t.tid, "comm"), &text) == 0) {
+      while (!text.empty() && text.back() == '\n') text.pop_back();
+      copyComm(t.times.comm, text.data(), text.size());
     }
   }
 }
 
-// Updates t.times from schedstat and stat; false once the thread is gone (ESRCH). Without
-// schedstat (a kernel built without CONFIG_SCHED_INFO), on-CPU time is stat's utime + stime, in
-// clock ticks; without descriptors for either (the process ran out of them), stat is read by
-// path at each call. A thread is gone only when its stat cannot be read at all.
-bool ProcfsTracker::readThread(Thread& t) {
+// Updates t.times from schedstat and stat. Without schedstat (a kernel built without
+// CONFIG_SCHED_INFO), on-CPU time is stat's utime + stime, in clock ticks; without descriptors for
+// either (the process ran out of them), stat is read by path at each call.
+ReadResult ProcfsTracker::readThread(Thread& t) {
   char buf[1024];
-  ssize_t statLen = readAt0(t.stat, buf, sizeof buf);
-  std::string byPath;
-  if (statLen <= 0 && !t.stat.valid()) {
-    if (readSmallFile(taskDir() + "/" + std::to_string(t.tid) + "/stat", &byPath) != 0) return false;
-    statLen = ssize_t(std::min(byPath.size(), sizeof buf - 1));
-    memcpy(buf, byPath.data(), size_t(statLen));
-    buf[statLen] = '\0';
-  }
-  if (statLen <= 0 && !t.schedstat.valid()) return false;
-  int cpu = -1;
-  uint64_t ticksNs = 0;
-  if (statLen > 0) {
-    if (const char* processor = procStatField(buf, 39)) cpu = int(strtol(processor, nullptr, 10));
-    if (!t.schedstat.valid()) {
-      const char* utime = procStatField(buf, 14);
-      const char* stime = procStatField(buf, 15);
-      if (utime && stime) ticksNs = (strtoull(utime, nullptr, 10) + strtoull(stime, nullptr, 10)) * nsPerTick_;
+  ssize_t statLen;
+  bool byPath = !t.stat.valid();
+  if (!byPath) {
+    statLen = readAt0(t.stat, buf, sizeof buf);
+  } else {
+    std::string text;
+    statLen = readSmallFile(threadFile(t.tid, "stat"), &text);
+    if (statLen == 0) {
+      statLen = ssize_t(std::min(text.size(), sizeof buf - 1));
+      memcpy(buf, text.data(), size_t(statLen));
+      buf[statLen] = '\0';
     }
   }
+  if (saysGone(statLen)) return ReadResult::kGone;
+  if (statLen <= 0) return ReadResult::kUnknown;
+  const char* field = procStatField(buf, 22);
+  uint64_t start = field ? strtoull(field, nullptr, 10) : 0;
+  if (t.startTime == 0) {
+    t.startTime = start;
+  } else if (byPath && start != t.startTime && t.tid != uint32_t(pid_)) {
+    return ReadResult::kGone;  // the tid now names another thread
+  }
+  int cpu = -1;
+  if (const char* processor = procStatField(buf, 39)) cpu = int(strtol(processor, nullptr, 10));
   uint64_t total;
   if (t.schedstat.valid()) {
-    if (readAt0(t.schedstat, buf, sizeof buf) <= 0) return false;
+    ssize_t n = readAt0(t.schedstat, buf, sizeof buf);
+    if (saysGone(n)) return ReadResult::kGone;
+    if (n <= 0) return ReadResult::kUnknown;
     total = strtoull(buf, nullptr, 10);
   } else {
-    total = ticksNs;
+    const char* utime = procStatField(buf, 14);
+    const char* stime = procStatField(buf, 15);
+    if (!utime || !stime) return ReadResult::kUnknown;
+    total = (strtoull(utime, nullptr, 10) + strtoull(stime, nullptr, 10)) * nsPerTick_;
   }
-  uint64_t onCpu = total > t.base ? total - t.base : 0;
-
+  if (t.tid == uint32_t(pid_)) {
+    // A thread other than the leader that calls exec takes the leader's tid, and the kernel
+    // gives it the leader's start time too: the leader's descriptors now read that thread's run
+    // time, its whole life. Its old row ends there (reported exited, its time counted); this
+    // row counts on from here. Seen as a figure that went back, or moved by more than the
+    // time since the last read could hold (a tick of slack for utime + stime).
+    uint64_t now = monotonicNs();
+    uint64_t slack = t.schedstat.valid() ? 2'000'000 : 2 * nsPerTick_;
+    if (t.lastReadNs != 0 && (total < t.lastTotal || total - t.lastTotal > now - t.lastReadNs + slack)) {
+      t.base = int64_t(total) - int64_t(t.times.onCpuNs);
+    }
+    t.lastTotal = total;
+    t.lastReadNs = now;
+  }
+  int64_t run = int64_t(total) - t.base;
+  uint64_t onCpu = run > 0 ? uint64_t(run) : 0;
   if (onCpu > t.times.onCpuNs) {
     // Only the CPU it last ran on is known: the whole delta goes to that CPU's package.
     int pkg = cpu >= 0 && cpu < ncpu_ ? cpuPkg_[size_t(cpu)] : 0;
     t.times.pkgNs[pkg] += onCpu - t.times.onCpuNs;
     t.times.onCpuNs = onCpu;
   }
-  return true;
+  return ReadResult::kOk;
 }
 
 void ProcfsTracker::readCpus(std::vector<CpuTimes>& cpus) {
@@ -282,7 +366,7 @@ int ProcfsTracker::snapshot(TrackerSnapshot& snap) {
   doneTids_.clear();
   for (auto& kv : threads_) {
     Thread& t = kv.second;
-    if (!t.gone && !readThread(t)) t.gone = true;
+    if (!t.gone && readThread(t) == ReadResult::kGone) t.gone = true;
     t.times.exited = t.gone;
     snap.threads.push_back(t.times);
     if (t.gone) doneTids_.push_back(kv.first);
