@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Sampler } from '../src/sampler';
 import { bpfReadiness, openThreadTracker, type ThreadSnapshot, type ThreadTracker } from '../src/threads';
 import { describeBpf } from './fixtures/bpf-required';
+import { runNonLeaderExec } from './fixtures/exec-thread';
 import { Spinner, sleep } from './fixtures/spinner';
 import { expectMonotonic, find, spinPair } from './fixtures/thread-checks';
 
@@ -104,39 +105,12 @@ describeBpf('eBPF tracker targets', () => {
   // The exec'ing thread keeps its slot and generation under the leader's tid: attribution took it
   // for a new thread, counted its whole history again, and kept its old row as a live one.
   it("attributes a thread that execs from outside the leader once, in one row", async () => {
-    const child = spawn('python3', ['-c', `
-import threading, time, os, sys
-def ex():
-    sys.stdin.readline()
-    s = time.process_time()
-    while time.process_time() < s + 0.3: pass
-    os.execv('/usr/bin/python3', ['python3', '-c', 'import time\\ns = time.process_time()\\nwhile time.process_time() < s + 0.3: pass\\nprint("done", flush=True)\\ntime.sleep(30)'])
-threading.Thread(target=ex).start()
-print('ready', flush=True)
-time.sleep(30)`], { stdio: ['pipe', 'pipe', 'inherit'] });
-    const sampler = new Sampler({ source: 'model', threads: 'bpf', pid: child.pid!, repairSwitchIns: 'always' });
-    try {
-      let out = '';
-      child.stdout!.on('data', (d) => (out += String(d)));
-      const until = async (word: string) => {
-        for (let i = 0; i < 500 && !out.includes(word); i++) await sleep(10);
-        expect(out).toContain(word);
-      };
-      await until('ready');
-      sampler.start();
-      child.stdin!.write('go\n'); // spin 0.3 s, exec, spin 0.3 s more
-      await until('done');
-      await sleep(50);
-      sampler.stop();
-      const rows = sampler.threads().filter((t) => t.onCpuNs > 50e6);
-      expect(rows.map((t) => [t.tid, t.exited])).toEqual([[child.pid, false]]);
-      const total = sampler.threads().reduce((n, t) => n + t.onCpuNs, 0);
-      expect(total).toBeGreaterThan(0.5e9);
-      expect(total).toBeLessThan(0.8e9); // 0.9 s and more when the first 0.3 s counted twice
-    } finally {
-      sampler.close();
-      child.kill();
-    }
+    const { pid, threads } = await runNonLeaderExec({ source: 'model', threads: 'bpf', repairSwitchIns: 'always' });
+    const rows = threads.filter((t) => t.onCpuNs > 50e6);
+    expect(rows.map((t) => [t.tid, t.exited])).toEqual([[pid, false]]);
+    const total = threads.reduce((n, t) => n + t.onCpuNs, 0);
+    expect(total).toBeGreaterThan(0.5e9);
+    expect(total).toBeLessThan(0.8e9); // 0.9 s and more when the first 0.3 s counted twice
   });
 
   it('refuses a thread id where a process id is due', async () => {

@@ -1,11 +1,11 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Sampler } from '../src/index';
 import { openThreadTracker, type ThreadTracker } from '../src/threads';
 import { sleep } from './fixtures/spinner';
+import { runNonLeaderExec } from './fixtures/exec-thread';
 import { expectMonotonic, find, spinPair } from './fixtures/thread-checks';
 
 describe('procfs thread tracker on this machine', () => {
@@ -68,40 +68,13 @@ describe('procfs thread tracker on this machine', () => {
   // time: the leader's row counted it again (0.9 s for 0.6 s run), or froze where the old leader
   // had run longer.
   it('counts a thread that execs from outside the leader once: its row ends, the leader\'s counts on', async () => {
-    const child = spawn('python3', ['-c', `
-import threading, time, os, sys
-def ex():
-    sys.stdin.readline()
-    s = time.process_time()
-    while time.process_time() < s + 0.3: pass
-    os.execv('/usr/bin/python3', ['python3', '-c', 'import time\\ns = time.process_time()\\nwhile time.process_time() < s + 0.3: pass\\nprint("done", flush=True)\\ntime.sleep(30)'])
-threading.Thread(target=ex).start()
-print('ready', flush=True)
-time.sleep(30)`], { stdio: ['pipe', 'pipe', 'inherit'] });
-    const sampler = new Sampler({ source: 'model', threads: 'procfs', pid: child.pid! });
-    try {
-      let out = '';
-      child.stdout!.on('data', (d) => (out += String(d)));
-      const until = async (word: string) => {
-        for (let i = 0; i < 500 && !out.includes(word); i++) await sleep(10);
-        expect(out).toContain(word);
-      };
-      await until('ready');
-      sampler.start();
-      child.stdin!.write('go\n'); // spin 0.3 s, exec, spin 0.3 s more
-      await until('done');
-      await sleep(50);
-      sampler.stop();
-      const rows = sampler.threads().filter((t) => t.onCpuNs > 50e6);
-      expect(rows.map((t) => t.exited).sort()).toEqual([false, true]);
-      expect(rows.find((t) => !t.exited)!.tid).toBe(child.pid);
-      const total = sampler.threads().reduce((n, t) => n + t.onCpuNs, 0);
-      expect(total).toBeGreaterThan(0.5e9);
-      expect(total).toBeLessThan(0.8e9);
-    } finally {
-      sampler.close();
-      child.kill();
-    }
+    const { pid, threads } = await runNonLeaderExec({ source: 'model', threads: 'procfs' });
+    const rows = threads.filter((t) => t.onCpuNs > 50e6);
+    expect(rows.map((t) => t.exited).sort()).toEqual([false, true]);
+    expect(rows.find((t) => !t.exited)!.tid).toBe(pid);
+    const total = threads.reduce((n, t) => n + t.onCpuNs, 0);
+    expect(total).toBeGreaterThan(0.5e9);
+    expect(total).toBeLessThan(0.8e9);
   });
 });
 
