@@ -81,6 +81,6 @@ table(
 await sleep(50);
 s.stop();
 const st = s.stats().spans;
-console.log(`  spans settled ${st.settled}, not measured: ${st.droppedSpans} (slots), ${st.droppedEvents} (event ring), ${st.droppedResults} (result ring)`);
+console.log(`  spans settled ${st.settled}, not measured: ${st.droppedSpans} (slots), ${st.droppedEvents} (event ring)`);
 s.close();
 if (sink === 42) console.log(sink);

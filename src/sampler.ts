@@ -173,7 +173,7 @@ export interface SamplerStats {
    * spans: not measured because the slots (droppedSpans) or the event ring (droppedEvents, begins
    * only) were full; ends that found the ring full and went in later.
    */
-  spans: { settled: number; droppedSpans: number; droppedEvents: number; droppedResults: number; lateEnds: number };
+  spans: { settled: number; droppedSpans: number; droppedEvents: number; lateEnds: number };
   /** The eBPF tracker's state (present when threads: 'bpf' is in use). */
   bpf?: {
     /** The build of the eBPF program: `'task-storage'` (Linux >= 6.2 by default) or `'compat'`. */
@@ -372,6 +372,8 @@ export class Sampler {
   readonly #overwriteOldest: boolean;
   readonly #info: ReturnType<NativeSamplerHandle['info']>;
   #spans: SpanChannel | undefined;
+  // The span channel's counts at this run's start: stats() gives the run's own.
+  #spanCountsAtStart: [number, number, number] = [0, 0, 0];
 
   constructor(options: SamplerOptions = {}) {
     const normalized = normalizeSamplerOptions(options);
@@ -437,6 +439,8 @@ export class Sampler {
     }
     this.#runEnded();
     this.#reader?.close();
+    const spans = this.#spans;
+    this.#spanCountsAtStart = spans ? [spans.droppedSpans, spans.droppedEvents, spans.lateEnds] : [0, 0, 0];
     this.#handle.start();
     RUNNING.add(this);
     this.#spans?.startPolling();
@@ -450,12 +454,19 @@ export class Sampler {
       throw new JouletraceError('ERR_JOULETRACE_NOT_STARTED', 'stop(): the sampler is not running; call start() first');
     }
     // Ends still waiting for room in the event ring go in before the final step if they can.
+    let stoppedHere = false;
     try {
       this.#spans?.poll();
     } finally {
-      this.#handle.stop();
-      RUNNING.delete(this);
+      // An onSpan listener called by that poll may have stopped or closed this sampler: its
+      // stop() did what is left here.
+      if (!this.#closed && this.#handle.running()) {
+        this.#handle.stop();
+        RUNNING.delete(this);
+        stoppedHere = true;
+      }
     }
+    if (!stoppedHere) return this;
     // Held here: an onSpan listener called by poll() may close this sampler.
     const spans = this.#spans;
     if (spans) {
@@ -642,10 +653,10 @@ export class Sampler {
       },
       spans: {
         settled: t.spansSettled,
-        droppedSpans: this.#spans?.droppedSpans ?? 0,
-        droppedEvents: this.#spans?.droppedEvents ?? 0,
-        droppedResults: this.#spans?.droppedResults ?? 0,
-        lateEnds: this.#spans?.lateEnds ?? 0,
+        // This run's: the channel counts over its life.
+        droppedSpans: (this.#spans?.droppedSpans ?? 0) - this.#spanCountsAtStart[0],
+        droppedEvents: (this.#spans?.droppedEvents ?? 0) - this.#spanCountsAtStart[1],
+        lateEnds: (this.#spans?.lateEnds ?? 0) - this.#spanCountsAtStart[2],
       },
     };
     if (s.tracker && s.tracker.backend === 'bpf') {

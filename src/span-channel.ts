@@ -18,7 +18,6 @@ const RES_TAIL = 48;
 const EV_CAP = 64;
 const RES_CAP = 65;
 const EV_DROPPED = 66;
-const RES_DROPPED = 67;
 const RUNNING = 68; // 1 running, 0 stopped, SAMPLER_CLOSED
 const SAMPLER_CLOSED = 2;
 const EVENTS_OFFSET = 512;
@@ -1110,9 +1109,6 @@ export class SpanChannel {
   /** Ends that found the event ring full and were written again later (cumulative). */
   get lateEnds(): number {
     return this.#lateEndCount;
-  }
-  get droppedResults(): number {
-    return this.#i32[RES_DROPPED];
   }
   get pendingSettles(): number {
     return this.#waiters.size;

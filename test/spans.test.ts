@@ -593,6 +593,50 @@ describe('spans: behaviour', () => {
     expect(() => s.totals()).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_CLOSED' }));
   });
 
+  it('stop() returns when a listener stops or closes the sampler in its first collection', async () => {
+    for (const act of ['stop', 'close'] as const) {
+      const s = sampler({ threads: 'procfs' });
+      s.start();
+      let calls = 0;
+      let ends = 0;
+      s.onRunEnd(() => ends++);
+      s.onSpan(() => {
+        if (calls++ === 0) s[act]();
+      });
+      s.end(s.begin('settled before stop'));
+      // Its result in the ring, uncollected (no timer runs while this waits), for stop()'s
+      // first poll to deliver.
+      const until = performance.now() + 2000;
+      while (s.stats().spans.settled === 0 && performance.now() < until);
+      expect(s.stats().spans.settled).toBe(1);
+      expect(() => s.stop(), act).not.toThrow();
+      expect(s.running).toBe(false);
+      expect(ends, act).toBe(1); // once, by the listener's own stop()
+    }
+  });
+
+  it('starts stats().spans afresh with each run', async () => {
+    const s = sampler({ threads: 'procfs' });
+    s.start();
+    // Every one of the thread's 65,536 slots held by an open span: one more is not measured.
+    const hs = Array.from({ length: 65_536 }, () => s.begin('open'));
+    expect(s.begin('one too many')).toBe(0); // the handle of a span not measured
+    for (const h of hs) s.end(h); // the event ring is full of their begins: most ends go in late
+    s.stop();
+    const first = s.stats().spans;
+    expect(first.settled).toBe(65_536);
+    expect(first.droppedSpans).toBe(1);
+    expect(first.lateEnds).toBeGreaterThan(0);
+    s.start();
+    expect(s.stats().spans).toEqual({ settled: 0, droppedSpans: 0, droppedEvents: 0, lateEnds: 0 });
+    const h = s.begin('b');
+    s.end(h);
+    await s.settle(h);
+    // (Its end may queue behind the last run's late ends, and count as late in this run.)
+    expect(s.stats().spans).toMatchObject({ settled: 1, droppedSpans: 0, droppedEvents: 0 });
+    s.stop();
+  });
+
   it('measure() keeps the value of an async function that finishes after close()', async () => {
     const s = sampler({ threads: 'procfs' });
     s.start();
@@ -699,6 +743,46 @@ describe('spans: behaviour', () => {
     w.postMessage('closed');
     expect(await next()).toEqual({ begin: 'ERR_JOULETRACE_CLOSED: begin(): the sampler is closed; create a new Sampler', closed: true });
     expect(await exited).toBe(0);
+  });
+});
+
+describe('spans: workers racing stop()', () => {
+  // A worker's begin() that read the running word just before stop() cleared it wrote an event
+  // that nothing drained till the next start(): its settle() never came, and kept the worker alive.
+  it('settles every span a worker began while the main thread stopped, and the worker ends', async () => {
+    const index = JSON.stringify(path.join(root, 'dist/cjs/index.js'));
+    for (let round = 0; round < 3; round++) {
+      const s = sampler({ threads: 'procfs' });
+      s.start();
+      const w = new Worker(
+        `const { parentPort, workerData } = require('node:worker_threads');
+        const spans = require(${index}).attachSpans(workerData);
+        const pending = [];
+        parentPort.postMessage('go');
+        for (;;) {
+          let h;
+          try { h = spans.begin('w'); } catch (e) { if (e.code !== 'ERR_JOULETRACE_NOT_STARTED') throw e; break; }
+          spans.end(h);
+          pending.push(spans.settle(h));
+        }
+        Promise.all(pending).then((rs) => parentPort.postMessage({ settled: rs.length, incomplete: rs.filter((r) => r.incomplete).length }));`,
+        { eval: true, workerData: s.spanContext() },
+      );
+      const exited = new Promise<number>((resolve) => w.once('exit', resolve));
+      const results = new Promise<unknown>((resolve, reject) => {
+        w.on('message', (m) => m !== 'go' && resolve(m));
+        w.once('error', reject);
+      });
+      await new Promise((resolve) => w.once('message', resolve));
+      await sleep(30);
+      s.stop();
+      const timeout = sleep(3000).then(() => 'timed out');
+      const r = (await Promise.race([results, timeout])) as { settled: number; incomplete: number } | string;
+      expect(r, `round ${round}`).not.toBe('timed out');
+      expect((r as { settled: number }).settled).toBeGreaterThan(0);
+      expect(await Promise.race([exited, sleep(3000).then(() => 'alive')])).toBe(0);
+      s.close();
+    }
   });
 });
 

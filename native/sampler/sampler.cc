@@ -225,11 +225,14 @@ bool Sampler::start(SamplerError* err) {
 
 void Sampler::stop() {
   if (!joinable_) return;
+  // Channels see the stop before the last step drains their events, so that begin() refuses
+  // from then on rather than write what only a later start() would read (what slips in still
+  // settles: SpanEngine::flushLog).
+  if (spans_) spans_->setRunning(false);
   stopRequested_.store(true, std::memory_order_release);
   pthread_join(thread_, nullptr);
   joinable_ = false;
   running_.store(false, std::memory_order_release);
-  if (spans_) spans_->setRunning(false);
 }
 
 void* Sampler::threadMain(void* self) {

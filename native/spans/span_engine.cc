@@ -8,6 +8,7 @@
 #include <cstring>
 #include <iterator>
 
+#include "napi_util.h"
 #include "spans/span_log.h"
 #include "sys_file.h"
 
@@ -65,6 +66,7 @@ void SpanEngine::removeLog(uint64_t id) {
 void SpanEngine::setRunning(bool running) {
   std::lock_guard<std::mutex> lock(mu_);
   running_ = running;
+  if (running) finalStepDone_ = false;
   publishRunningWord();
 }
 
@@ -104,6 +106,7 @@ void SpanEngine::reset() {
     }
   }
   poolScannedAt_ = 0;
+  settled_.store(0, std::memory_order_relaxed);  // stats() start afresh with each run
 }
 
 double SpanEngine::threadJoules(const ThreadEnergy& t) const {
@@ -140,6 +143,7 @@ void SpanEngine::primeNewLogs(const AttributionEngine& attr) {
 void SpanEngine::step(uint64_t now, const AttributionEngine& attr, bool final) {
   std::lock_guard<std::mutex> lock(mu_);
   lastStepNs_ = now;
+  finalStepDone_ = final;
   if (logs_.empty()) return;
   refreshPool(now);
   baselinePerCpuW_ = attr.baselineWattsSum(primary_) / double(cpuCount_);
@@ -309,7 +313,8 @@ void SpanEngine::settleExclusive(Log& log, bool final, uint64_t now) {
   if (log.histSize == 0) return;
   const uint64_t last = log.exclusiveUpTo;
   auto charge = [&](uint64_t t0, uint64_t t1, double* onCpu, double* joules, double* base) -> bool {
-    bool complete = log.histSize >= 2 && t0 >= hist(log, 0).t;
+    // Within the history at both ends (a span begun after the run's last step has none of it).
+    bool complete = log.histSize >= 2 && t0 >= hist(log, 0).t && t1 <= hist(log, log.histSize - 1).t;
     for (size_t i = firstPointAfter(log, t0); i < log.histSize; i++) {
       const Point& a = hist(log, i - 1);
       const Point& b = hist(log, i);
@@ -521,8 +526,22 @@ size_t SpanEngine::flushLog(uint64_t id) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = logs_.find(id);
   if (it == logs_.end()) return 0;
-  retryBacklog(it->second);
-  return it->second.backlog.size();
+  Log& log = it->second;
+  retryBacklog(log);
+  // Stopped: a begin() that read the running word just before stop() cleared it wrote its event
+  // after the run's last step. No step would read it before the next start(), and a settle() of
+  // that span would keep its thread waiting (and alive) till then. Such events settle here, as
+  // the last step settled what was open at the stop: incomplete, with the energy the run saw.
+  if (finalStepDone_ && !closed_ && log.histSize > 0) {
+    const int32_t tail = loadAcquire(log.base, kSpanEvTail);
+    drain(log);
+    if (loadAcquire(log.base, kSpanEvTail) != tail) {
+      const uint64_t now = std::max(monotonicNs(), hist(log, log.histSize - 1).t);
+      settleExclusive(log, true, now);
+      accountShared(log, true, now);
+    }
+  }
+  return log.backlog.size();
 }
 
 }  // namespace jouletrace

@@ -30,7 +30,7 @@
 namespace jouletrace {
 
 constexpr uint32_t kSpanEvHead = 0, kSpanEvTail = 64, kSpanResHead = 128, kSpanResTail = 192;
-constexpr uint32_t kSpanEvCap = 256, kSpanResCap = 260, kSpanEvDropped = 264, kSpanResDropped = 268;
+constexpr uint32_t kSpanEvCap = 256, kSpanResCap = 260, kSpanEvDropped = 264;
 constexpr uint32_t kSpanRunning = 272;
 constexpr int32_t kSpanClosed = 2;  // the running word of a closed sampler's channels
 constexpr uint32_t kSpanEventsOffset = 512;
