@@ -18,7 +18,7 @@
           "action": ["bash", "scripts/build-bpf.sh", "bpf/thread_tracker.bpf.c", "<(SHARED_INTERMEDIATE_DIR)/bpf"]
         },
         {
-          # The same program without task-local storage, for Linux 5.8 to 5.11.
+          # The same program without task-local storage, for kernels before 6.2 (bpf_tracker.cc picks).
           "action_name": "thread_tracker_compat_skel",
           "inputs": [
             "bpf/thread_tracker.bpf.c",

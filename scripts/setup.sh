@@ -8,6 +8,12 @@ cd "$(dirname "$0")/.."
 
 say() { printf 'jouletrace setup: %s\n' "$*" >&2; }
 
+# Debian 12 and Ubuntu 24.04 ship Node 18 with apt: the wrong Node fails later, less clearly.
+if [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
+  say "Node.js $(node --version) is too old: jouletrace needs Node 20 or later (from nodejs.org or NodeSource)"
+  exit 1
+fi
+
 # shellcheck source=scripts/system-packages.sh
 source scripts/system-packages.sh
 missing_packages all
@@ -25,6 +31,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
     say "(set-up installs them itself only when run as root on a system with apt-get)"
     exit 1
   fi
+fi
+
+# libbpf 1.0 brought the API the addon uses (Debian 11 and Ubuntu 22.04 ship 0.x).
+if ! pkg-config --atleast-version=1.0 libbpf 2>/dev/null; then
+  say "libbpf $(pkg-config --modversion libbpf 2>/dev/null || echo '(none)') is too old: the addon needs libbpf 1.0 or later (Debian 12, Ubuntu 24.04 and later ship it)"
+  exit 1
 fi
 
 # npm dependencies (this also builds the addon through the package's install script).

@@ -9,6 +9,13 @@ import { ReportCollector } from '../src/report/collector';
 import { niceTicks, renderReport } from '../src/report/render';
 import { Sampler } from '../src/sampler';
 import type { ReportData } from '../src/report/types';
+import { itGated, toolsRequired } from './fixtures/gated';
+
+// Debian's chromium package; Ubuntu ships Chromium as a snap only, which setup does not install.
+const noChromium =
+  spawnSync('chromium', ['--version'], { encoding: 'utf8' }).status === 0
+    ? undefined
+    : 'no chromium on PATH: apt-get install chromium (Debian), snap install chromium (Ubuntu)';
 import { itBpf } from './fixtures/bpf-required';
 
 const ROOT = path.join(__dirname, '..');
@@ -216,7 +223,7 @@ describe('jouletrace demo', () => {
     expect(text).toContain('GET /expensive');
   });
 
-  it('renders in headless Chromium: the page is not blank and the charts are drawn', () => {
+  itGated('renders in headless Chromium: the page is not blank and the charts are drawn', noChromium, toolsRequired(), 'JOULETRACE_REQUIRE_TOOLS=1', () => {
     const png = path.join(tmp, 'report.png');
     screenshot(html, png);
     const { width, height, rgba } = decodePng(fs.readFileSync(png));

@@ -19,7 +19,7 @@ Serves Prometheus metrics at http://HOST:PORT/metrics until SIGINT or SIGTERM:
   jouletrace_process_energy_joules_total{pid,command,part}
       for each --pid: energy attributed to that process (part="process"), the idle baseline
       and everything else, which add up to the machine's package (or psys) energy
-  jouletrace_samples_total, jouletrace_sampler_jitter_seconds{quantile}, ...  sampler health
+  jouletrace_samples_total, jouletrace_sampler_jitter_seconds{stat}, ...  sampler health
 Figures from the model source carry estimated="true".
 
 Options:
