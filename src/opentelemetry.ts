@@ -222,12 +222,12 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
     if (closed) return;
     for (const r of records) {
       if (!Number.isFinite(r.joules) || r.joules < 0) continue;
-      const attrs: Attributes = {
-        'http.request.method': r.method,
-        'http.route': r.route,
-        'http.response.status_code': r.statusCode,
-      };
+      const attrs: Attributes = { 'http.request.method': r.method };
+      // The semantic conventions leave http.route out where no route matched.
+      if (r.route !== '(unmatched)') attrs['http.route'] = r.route;
+      attrs['http.response.status_code'] = r.statusCode;
       if (r.estimated) attrs['jouletrace.estimated'] = true;
+      if (r.incomplete) attrs['jouletrace.incomplete'] = true;
       requestEnergy.record(r.joules, attrs);
       annotate((r as WithContext).context, `${r.method} ${r.route}`, r.joules, r.estimated, r.startNs, r.endNs, {}, true);
     }

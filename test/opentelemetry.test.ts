@@ -130,7 +130,12 @@ describe('registerOpenTelemetry', () => {
       mode: 'shared',
       incomplete: false,
     };
-    h.observeRequests([record, { ...record, joules: 0.2 }]);
+    h.observeRequests([
+      record,
+      { ...record, joules: 0.2 },
+      { ...record, route: '(unmatched)', statusCode: 404, joules: 0.01 },
+      { ...record, incomplete: true },
+    ]);
     const m = await collect();
     const spans = m.get('jouletrace.span.energy')!;
     expect(spans.descriptor.unit).toBe('J');
@@ -141,13 +146,12 @@ describe('registerOpenTelemetry', () => {
     expect(v.sum).toBeCloseTo(0.006, 12);
     const req = m.get('http.server.request.energy')!;
     expect(req.descriptor.unit).toBe('J');
-    expect(req.dataPoints).toHaveLength(1);
-    expect(req.dataPoints[0].attributes).toEqual({
-      'http.request.method': 'POST',
-      'http.route': '/orders',
-      'http.response.status_code': 201,
-      'jouletrace.estimated': true,
-    });
+    expect(req.dataPoints.map((p) => p.attributes)).toEqual([
+      { 'http.request.method': 'POST', 'http.route': '/orders', 'http.response.status_code': 201, 'jouletrace.estimated': true },
+      // No route matched: http.route left out, as the semantic conventions say.
+      { 'http.request.method': 'POST', 'http.response.status_code': 404, 'jouletrace.estimated': true },
+      { 'http.request.method': 'POST', 'http.route': '/orders', 'http.response.status_code': 201, 'jouletrace.estimated': true, 'jouletrace.incomplete': true },
+    ]);
     const rv = req.dataPoints[0].value as { count: number; sum: number; buckets: { boundaries: number[] } };
     expect(rv.count).toBe(2);
     expect(rv.sum).toBeCloseTo(0.32, 12);
