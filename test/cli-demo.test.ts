@@ -142,6 +142,22 @@ describe('jouletrace demo, bad report path', () => {
   });
 });
 
+describe('jouletrace demo, a run longer than its ring', () => {
+  it('reports no lost samples: nothing reads the ring, whose oldest samples are overwritten', () => {
+    // 65536 samples fill the default ring: 3.3 s at 50 µs. They were counted as dropped.
+    const r = spawnSync(process.execPath, [BIN, 'demo', '--seconds', '6', '--interval', '50us', '--no-probe', '--no-html'], {
+      encoding: 'utf8',
+      timeout: 30_000,
+      env: { ...process.env, NO_COLOR: '1' },
+    });
+    expect(r.status, r.stderr).toBe(0);
+    const m = /^Sampler: (\d+) samples at \d+ Hz, .*, (\d+) dropped, /m.exec(r.stdout);
+    expect(m, r.stdout).not.toBeNull();
+    expect(Number(m![1]), 'too few samples to fill the ring: the machine was too busy to show it').toBeGreaterThan(65536);
+    expect(Number(m![2])).toBe(0);
+  }, 40_000);
+});
+
 describe('jouletrace demo', () => {
   const html = path.join(tmp, 'report.html');
   let run: { status: number | null; stdout: string; stderr: string };

@@ -6,6 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { checkNumber, choiceOption, parseArgs, parseIntervalUs, sourceOption, UsageError } from '../src/cli/args';
+import { printable } from '../src/cli/format';
 import { exitStatus } from '../src/cli/run';
 import { itBpf } from './fixtures/bpf-required';
 import { createEmulatedPowercap } from './fixtures/emulated-devices';
@@ -350,6 +351,141 @@ describe('jouletrace run', () => {
     expect(text).toMatch(/<section id="power">.*<path class="data line"/s);
     expect(text).toMatch(/<section id="threads">.*<path class="data area"/s);
     expect(text).toContain('estimated');
+  });
+});
+
+describe('jouletrace run on a terminal', () => {
+  const SOCKET = `jt-run-test-${process.pid}`;
+  const tmux = (...args: string[]): string => {
+    const r = spawnSync('tmux', ['-L', SOCKET, ...args], { encoding: 'utf8', timeout: 5000 });
+    if (r.status !== 0) throw new Error(`tmux ${args.join(' ')}: ${r.stderr}`);
+    return r.stdout;
+  };
+  // With the scrollback: the summary scrolls the command's output off a 20-line screen.
+  const screen = (s: string) => tmux('capture-pane', '-p', '-S', '-200', '-t', s);
+  const waitFor = async (what: () => boolean, ms: number, label: string) => {
+    const deadline = Date.now() + ms;
+    while (!what()) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${label}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  // The pane's shell stays after the run so that its screen can be read.
+  const start = (s: string, runArgs: string, script: string) =>
+    tmux('new-session', '-d', '-s', s, '-x', '100', '-y', '20', `NO_COLOR=1 ${process.execPath} ${BIN} run ${runArgs} -- sh -c '${script}'; echo RUN-EXITED=$?; sleep 30`);
+  afterAll(() => {
+    spawnSync('tmux', ['-L', SOCKET, 'kill-server']);
+  });
+
+  it("draws nothing while the command runs unless --live: the command's partial line stays", async () => {
+    // A prompt-like partial line, then a pause the live line (every 250 ms) would fall in.
+    start('quiet', '', 'printf partial; sleep 0.8; echo " end"');
+    await waitFor(() => screen('quiet').includes('RUN-EXITED='), 10_000, 'the run to end');
+    const text = screen('quiet');
+    expect(text).toContain('RUN-EXITED=0');
+    expect(text).toMatch(/^partial end$/m);
+    expect(text).not.toContain('jouletrace:');
+
+    start('live', '--live', 'sleep 1.5');
+    await waitFor(() => / jouletrace: \d+(\.\d+)? m?s {2}package-0 \d+\.\d+ W/.test(screen('live')), 5000, 'the live line');
+    await waitFor(() => screen('live').includes('RUN-EXITED=0'), 10_000, 'the run to end');
+    // Cleared before the summary is printed.
+    expect(screen('live')).not.toContain('jouletrace:');
+  });
+
+  it('still takes -q (the default now), refuses it with --live, and says so in --help', () => {
+    expect(jt(['run', '-q', '--', 'true']).code).toBe(0);
+    expect(jt(['run', '--quiet', '--', 'true']).code).toBe(0);
+    refused(['run', '--live', '-q', '--', 'true'], 2, '--live and -q/--quiet contradict each other');
+    const help = jt(['run', '--help']).stdout;
+    expect(help).toContain('--live');
+    expect(help).toContain('no live line: the default');
+  });
+});
+
+describe('jouletrace run, timing and lost samples', () => {
+  it('stops when the command exits, not an interval or two later', () => {
+    // A final sample at stop() covers the exit: at 1 s intervals, a wait of two intervals
+    // made a 0.3 s command read 2.3 s and 2 s of idle energy.
+    const r = jt(['run', '--json', '--interval', '1s', '--', 'sleep', '0.3']);
+    expect(r.code, r.stderr).toBe(0);
+    const res = JSON.parse(r.stdout) as RunJson & { durationS: number };
+    expect(res.durationS).toBeGreaterThanOrEqual(0.3);
+    expect(res.durationS).toBeLessThan(0.8);
+    expect(res.domains[0].joules).toBeGreaterThan(0);
+    expect(res.domains[0].joules / res.domains[0].watts).toBeCloseTo(res.durationS, 6);
+  });
+
+  it('reports no lost samples when nothing reads the ring, however long the run', () => {
+    // 65536 samples fill the default ring: 3.3 s at 50 µs. Unread (no --csv), samples past that
+    // were counted as dropped (50203 in 6 s) though nothing was lost.
+    const r = jt(['run', '--json', '--interval', '50us', '--', 'sleep', '5'], 30_000);
+    expect(r.code, r.stderr).toBe(0);
+    const res = JSON.parse(r.stdout) as RunJson;
+    expect(res.sampler.samples, 'too few samples to fill the ring: the machine was too busy to show it').toBeGreaterThan(65536);
+    expect(res.sampler.dropped).toBe(0);
+    const text = jt(['run', '--interval', '50us', '--', 'sleep', '5'], 30_000);
+    expect(text.stderr).toMatch(/ \d{5,} samples at \d+ Hz \(every 50 µs\), 0 dropped,/);
+  });
+});
+
+describe('jouletrace run, names from the processes', () => {
+  it('prints control characters in command lines and thread names as ?, and JSON as they are', () => {
+    // The process names its thread, and carries escape sequences in its command line (a comment
+    // up front, within the 60 characters of the summary's process table).
+    const code = '#\x1b]0;owned\x07\x1b[2J\x7f\nimport ctypes, time\nctypes.CDLL(None).prctl(15, b"ev\\x1b[2Jil", 0, 0, 0)\ntime.sleep(0.4)';
+    // The interpreter itself, not a wrapper script (pyenv's shim runs bash first).
+    const py = spawnSync('python3', ['-c', 'import sys; print(sys.executable)'], { encoding: 'utf8' }).stdout.trim();
+    const r = jt(['run', '--', py, '-c', code]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).not.toMatch(/[\x00-\x09\x0b-\x1f\x7f-\x9f]/);
+    expect(r.stderr).toContain(`Energy stats for '${py} -c #?]0;owned??[2J??import ctypes`);
+    expect(r.stderr).toMatch(/python3 -c #\?\]0;owned\?\?\[2J\?/); // the process table, in 60 columns
+    expect(r.stderr).toMatch(/ ev\?\[2Jil /); // the thread's name at its end
+    const j = jt(['run', '--json', '--', py, '-c', code]);
+    const res = JSON.parse(j.stdout) as RunJson;
+    expect(res.processes.map((p) => p.command)).toEqual([`${py} -c ${code}`]);
+    expect(res.threads.map((t) => t.name)).toEqual(['ev\x1b[2Jil']);
+  });
+
+  it('printable() replaces C0, DEL and C1 characters, and only those', () => {
+    expect(printable('a\x00b\tc\nd\x1be\x7ff\x80g\x9bh\x9f')).toBe('a?b?c?d?e?f?g?h?');
+    expect(printable('plain ascii ~ é ü 電 \u00a0 \u{1f600}')).toBe('plain ascii ~ é ü 電 \u00a0 \u{1f600}');
+  });
+});
+
+describe('jouletrace run, a signal while the command is being started', () => {
+  it('ends the run with 128 + N and leaves no stopped wrapper behind', async () => {
+    // The window is a few ms (the wrapper shell starting and stopping itself): signalled as soon
+    // as jouletrace has a child, some tries land in it. It killed jouletrace (as SIGTERM's
+    // default) and left the wrapper stopped in state T, in 4 tries of 10 here.
+    const outcomes: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      const child = spawn(process.execPath, [BIN, 'run', '--', 'sleep', '20'], { stdio: 'ignore', detached: true });
+      const exit = new Promise<[number | null, string | null]>((resolve) => child.once('exit', (c, s) => resolve([c, s])));
+      let wrapper = 0;
+      const deadline = Date.now() + 10_000;
+      while (wrapper === 0 && Date.now() < deadline) {
+        try {
+          wrapper = Number(fs.readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').trim().split(/\s+/)[0]);
+        } catch {
+          // not started yet
+        }
+      }
+      child.kill('SIGTERM');
+      const [code, signal] = await exit;
+      await new Promise((r) => setTimeout(r, 100));
+      let state = 'gone';
+      try {
+        const st = fs.readFileSync(`/proc/${wrapper}/stat`, 'utf8');
+        state = st.slice(st.lastIndexOf(')') + 2).split(' ')[0];
+        process.kill(wrapper, 'SIGKILL'); // a test that fails leaves nothing behind either
+      } catch {
+        // reaped
+      }
+      outcomes.push(`exit ${code} signal ${signal} wrapper ${state}`);
+    }
+    expect(outcomes).toEqual(Array(8).fill('exit 143 signal null wrapper gone'));
   });
 });
 

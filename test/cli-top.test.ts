@@ -3,6 +3,8 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ProcessShares, type ProcessTicks } from '../src/cli/process-shares';
+import { readCpuTicks } from '../src/cli/proc-stat';
 import { renderFrame, type TopFrame } from '../src/cli/top';
 
 const ROOT = path.join(__dirname, '..');
@@ -130,6 +132,59 @@ describe('jouletrace top off a terminal', () => {
     expect(spinner!.watts).toBeGreaterThan(0);
   });
 
+  it('gives each process its share of all CPU time, and the rest to (idle) and (other) rows that add up to the package', () => {
+    const before = readCpuTicks();
+    const r = spawnSync(process.execPath, [BIN, 'top', '--json', '--iterations', '3', '--delay', '0.5'], { encoding: 'utf8', timeout: 15_000 });
+    const after = readCpuTicks();
+    expect(r.status, r.stderr).toBe(0);
+    const frames = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as TopFrame);
+    const packageWatts = (f: TopFrame) => f.domains.filter((d) => d.name.startsWith('package-')).reduce((a, d) => a + d.watts, 0);
+    // The processes get the busy time's share as /proc/stat tells it (read here over a little
+    // more than top's refreshes: its start-up is busy time), not the idle time's. Spread over
+    // the processes seen, an idle machine's power went to whatever ran (top itself had it all).
+    const idleShare = (after.idle - before.idle) / (after.idle - before.idle + after.busy - before.busy);
+    const rowsShare = frames.reduce((a, f) => a + f.rows.reduce((b, row) => b + row.watts, 0), 0) / frames.reduce((a, f) => a + packageWatts(f), 0);
+    expect(rowsShare, `processes ${rowsShare} of the package; /proc/stat idle ${idleShare}`).toBeLessThan(1 - idleShare + 0.2);
+    let pkg = 0;
+    let idle = 0;
+    for (const f of frames) {
+      const watts = packageWatts(f);
+      const rows = f.rows.reduce((a, row) => a + row.watts, 0);
+      expect(f.rest, JSON.stringify(f)).not.toBeNull();
+      expect(rows + f.rest!.idle.watts + f.rest!.other.watts).toBeCloseTo(watts, 6);
+      for (const x of [f.rest!.idle, f.rest!.other]) expect(x.watts).toBeGreaterThanOrEqual(0);
+      pkg += watts;
+      idle += f.rest!.idle.watts;
+    }
+    expect(Math.abs(idle / pkg - idleShare), `idle ${idle / pkg} vs /proc/stat ${idleShare}`).toBeLessThan(0.2);
+    // Plain text: the two rows, first.
+    const text = spawnSync(process.execPath, [BIN, 'top', '--iterations', '1', '--delay', '0.3'], { encoding: 'utf8', timeout: 15_000 });
+    const lines = text.stdout.split('\n');
+    const header = lines.findIndex((l) => l.includes('PID  NAME'));
+    expect(lines[header + 1], text.stdout).toMatch(/^ {7}- {2}\(idle\) +\d+\.\d +[\d.]+ m?W /);
+    expect(lines[header + 2], text.stdout).toMatch(/^ {7}- {2}\(other: exited, irq\) +\d+\.\d +[\d.]+ .?W /);
+  });
+
+  it('ends when its process exits, also as a zombie its parent does not reap; refuses one already exited', async () => {
+    // The background sleep's parent execs another sleep, which never waits for it.
+    const parent = spawn('sh', ['-c', 'sleep 1.5 & echo $!; exec sleep 20'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    try {
+      const zombie = await new Promise<number>((resolve) => parent.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim()))));
+      expect(zombie).toBeGreaterThan(0);
+      const t0 = Date.now();
+      const r = spawnSync(process.execPath, [BIN, 'top', '--pid', String(zombie), '--json', '--delay', '0.2'], { encoding: 'utf8', timeout: 8000 });
+      expect(r.status, `${r.signal} ${r.stderr}`).toBe(0);
+      expect(r.stderr).toBe(`jouletrace top: process ${zombie} exited\n`);
+      expect(Date.now() - t0).toBeLessThan(5000);
+      expect(fs.readFileSync(`/proc/${zombie}/stat`, 'utf8')).toMatch(/^\d+ \(sleep\) Z /); // still there
+      const late = spawnSync(process.execPath, [BIN, 'top', '--pid', String(zombie), '--json', '--delay', '0.2'], { encoding: 'utf8', timeout: 8000 });
+      expect(late.status, `${late.signal} ${late.stderr}`).toBe(1);
+      expect(late.stderr).toBe(`jouletrace top: process ${zombie} has exited (its parent has not reaped it yet)\n`);
+    } finally {
+      parent.kill('SIGKILL');
+    }
+  });
+
   it('ends quietly with status 0 when its reader goes away (top --json | head -1)', () => {
     const r = spawnSync('bash', ['-c', `"${process.execPath}" "${BIN}" top --json --delay 0.2 | head -1; echo "top=\${PIPESTATUS[0]}" >&2`], {
       encoding: 'utf8',
@@ -219,11 +274,81 @@ describe('renderFrame', () => {
       tracked: { watts: 3, baselineWatts: 5, otherWatts: 4.5 },
       sampler: { rateHz: 1000, jitterP99Us: 80, dropped: 0, late: 1, cpuPercent: 1.5, backend: 'bpf' },
       rows: Array.from({ length: 40 }, (_, i) => ({ id: i + 1, name: `thread-with-a-long-name-${i}`, cpu: i, watts: i / 10, joules: i })),
+      rest: null,
     };
     for (const width of [40, 60, 80, 132]) {
       const lines = renderFrame(frame, width, 24, false);
       expect(lines).toHaveLength(24);
       for (const l of lines) expect(l.length).toBeLessThanOrEqual(width);
     }
+  });
+});
+
+describe('renderFrame, system-wide', () => {
+  const frame: TopFrame = {
+    time: '2025-01-01T12:00:00.000Z',
+    mode: 'processes',
+    pid: null,
+    source: 'model',
+    estimated: true,
+    sort: 'watts',
+    domains: [{ name: 'package-0', watts: 12 }],
+    tracked: null,
+    sampler: { rateHz: 500, jitterP99Us: 80, dropped: 0, late: 0, cpuPercent: 1, backend: 'off' },
+    rows: [
+      { id: 42, name: 'evil\x1b[2J\x1b]0;x\x07', cpu: 2, watts: 0.12, joules: 1 },
+      { id: 43, name: 'c1\x9bm\x7f', cpu: 1, watts: 0.06, joules: 0.5 },
+    ],
+    rest: { idle: { cpu: 197, watts: 11.82, joules: 100 }, other: { cpu: 0, watts: 0, joules: 0 } },
+  };
+
+  it('shows the (idle) and (other) rows first, and names with control characters as ?', () => {
+    const lines = renderFrame(frame, 80, 24, false);
+    const header = lines.findIndex((l) => l.includes('PID  NAME'));
+    expect(lines[header + 1]).toMatch(/^ {7}- {2}\(idle\) +197\.0 +11\.82 W/);
+    expect(lines[header + 2]).toMatch(/^ {7}- {2}\(other: exited, irq\) +0\.0 +0\.00 W/);
+    expect(lines[header + 3]).toMatch(/^ {6}42 {2}evil\?\[2J\?\]0;x\? /);
+    expect(lines[header + 4]).toMatch(/^ {6}43 {2}c1\?m\? /);
+    for (const l of lines) expect(l).not.toMatch(/[\x00-\x1f\x7f-\x9f]/);
+  });
+});
+
+describe('ProcessShares', () => {
+  const procs = (...list: Array<[number, string, number, number]>) => new Map<number, ProcessTicks>(list.map(([pid, name, ticks, start]) => [pid, { name, ticks, start }]));
+
+  it("leaves an idle machine's power with (idle), not with the one process that ran", () => {
+    // 2 CPUs for 1 s (200 ticks): top itself ran 1 tick, the rest was idle.
+    const s = new ProcessShares(procs([10, 'top', 50, 7]), { busy: 1000, idle: 5000 });
+    const r = s.step(procs([10, 'top', 51, 7]), { busy: 1001, idle: 5199 }, 12, 1);
+    expect(r.processes).toEqual([{ pid: 10, name: 'top', ticks: 1, watts: 0.06, joules: 0.06 }]);
+    expect(r.idle.watts).toBeCloseTo(11.94, 10);
+    expect(r.other.watts).toBe(0);
+  });
+
+  it('gives busy time no process accounts for (one that ended) to (other); all adds up to the package', () => {
+    const s = new ProcessShares(procs([10, 'a', 0, 1], [11, 'gone', 0, 1]), { busy: 0, idle: 0 });
+    // 100 busy ticks, 100 idle: 'a' ran 60 of them, 'gone' the other 40 and ended before the read.
+    const r = s.step(procs([10, 'a', 60, 1]), { busy: 100, idle: 100 }, 10, 2);
+    expect(r.processes.map((p) => [p.pid, p.watts, p.joules])).toEqual([[10, 3, 6]]);
+    expect([r.idle.watts, r.other.watts, r.other.joules]).toEqual([5, 2, 4]);
+  });
+
+  it('never gives the processes more than the whole when their ticks exceed the busy time read', () => {
+    const s = new ProcessShares(procs([10, 'a', 0, 1]), { busy: 0, idle: 0 });
+    const r = s.step(procs([10, 'a', 110, 1]), { busy: 100, idle: 90 }, 20, 1);
+    expect(r.processes[0].watts + r.idle.watts + r.other.watts).toBeCloseTo(20, 10);
+    expect(r.processes[0].watts).toBeCloseTo(11, 10);
+    expect(r.other.watts).toBe(0);
+  });
+
+  it("starts a reused pid from nothing, and counts a new process's whole life", () => {
+    const s = new ProcessShares(procs([10, 'old', 100, 1]), { busy: 0, idle: 0 });
+    const first = s.step(procs([10, 'old', 150, 1]), { busy: 50, idle: 50 }, 10, 1);
+    expect(first.processes[0].joules).toBe(5);
+    // pid 10 is now another process (another start time), which ran 20 ticks since it started.
+    const second = s.step(procs([10, 'new', 20, 9]), { busy: 100, idle: 100 }, 10, 1);
+    expect(second.processes).toEqual([{ pid: 10, name: 'new', ticks: 20, watts: 2, joules: 2 }]);
+    // The rest of the busy time (the old process's last ticks) goes to (other), not to the new one.
+    expect(second.other.watts).toBe(3);
   });
 });

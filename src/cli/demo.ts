@@ -13,7 +13,7 @@ import { RequestTracker, trackRequest } from '../requests';
 import { Sampler, type SamplerOptions } from '../sampler';
 import type { SourceName } from '../source-options';
 import { filePathOption, numberOption, parseArgs, parseIntervalUs, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type SourcePaths } from './args';
-import { colorEnabled, fmtJoules, fmtWatts, paint } from './format';
+import { colorEnabled, fmtJoules, fmtWatts, paint, printable } from './format';
 import { OutputFiles } from './output-files';
 
 const HELP = `Usage: jouletrace demo [options]
@@ -156,7 +156,9 @@ export async function demoCommand(argv: string[]): Promise<number> {
 
   if (!opts['no-probe']) out.write(formatProbe(await probe(paths)) + '\n');
 
-  const samplerOptions: SamplerOptions = { intervalUs, ...paths };
+  // Nothing here reads the ring (the figures come from totals, threads and spans): dropping the
+  // newest sample when it is full would count every sample past its size as lost.
+  const samplerOptions: SamplerOptions = { intervalUs, ...paths, onOverflow: 'overwrite-oldest' };
   if (source !== undefined) samplerOptions.source = source;
   let sampler: Sampler;
   try {
@@ -312,7 +314,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
   out.write(`\n${c.bold(`Energy per thread${est}`)}:\n`);
   out.write(c.dim(`  ${'tid'.padStart(8)}  ${'name'.padEnd(16)} ${'on-CPU'.padStart(10)} ${'joules'.padStart(12)}\n`));
   for (const t of threads.slice(0, 8)) {
-    const name = roles.get(t.tid) ?? t.name;
+    const name = printable(roles.get(t.tid) ?? t.name);
     out.write(`  ${String(t.tid).padStart(8)}  ${name.slice(0, 16).padEnd(16)} ${`${(t.onCpuNs / 1e6).toFixed(0)} ms`.padStart(10)} ${fmtJoules(t.joules).padStart(12)}${t.exited ? c.dim('  exited') : ''}\n`);
   }
 

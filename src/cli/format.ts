@@ -36,3 +36,13 @@ export { fmtJoules, fmtWatts, fmtSeconds } from '../units';
 export function fit(s: string, width: number): string {
   return s.length > width ? s.slice(0, Math.max(0, width - 1)) + '…' : s;
 }
+
+/**
+ * A process's or thread's name as a terminal may be shown it. Names and command lines are the
+ * process's own to set, and a control character among them would be a command to the terminal
+ * of whoever reads jouletrace's output (root's, often): each C0, DEL and C1 character reads '?',
+ * as in ps. JSON needs none of this: it escapes them.
+ */
+export function printable(s: string): string {
+  return s.replace(/[\x00-\x1f\x7f-\x9f]/g, '?');
+}

@@ -47,3 +47,21 @@ export function processGone(pid: number, start: number | undefined): boolean {
     return state !== undefined && state !== 'Z' && state !== 'X';
   });
 }
+
+export interface CpuTicks {
+  /** user + nice + system + irq + softirq, over all CPUs, in clock ticks. */
+  busy: number;
+  /** idle + iowait + steal: time no work of this machine ran (steal is another guest's). */
+  idle: number;
+}
+
+/** The machine's CPU time from /proc/stat's first line, split as the model source splits it. */
+export function readCpuTicks(file = '/proc/stat'): CpuTicks {
+  const line = fs.readFileSync(file, 'utf8').split('\n', 1)[0];
+  // cpu user nice system idle iowait irq softirq steal [guest guest_nice: inside user and nice]
+  const f = line.trim().split(/\s+/).slice(1, 9).map(Number);
+  if (!line.startsWith('cpu ') || f.length < 8 || f.some((x) => !Number.isFinite(x))) {
+    throw new Error(`${file}: no "cpu" line first, not a /proc/stat file`);
+  }
+  return { busy: f[0] + f[1] + f[2] + f[5] + f[6], idle: f[3] + f[4] + f[7] };
+}

@@ -8,7 +8,7 @@ import { renderReport } from '../report/render';
 import { Sampler, type SamplerOptions, type ThreadEnergy } from '../sampler';
 import type { SourceName } from '../source-options';
 import { choiceOption, filePathOption, inFlagWords, numberOption, parseArgs, parseIntervalUs, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type SourcePaths } from './args';
-import { colorEnabled, fmtJoules, fmtSeconds, fmtWatts, paint } from './format';
+import { colorEnabled, fmtJoules, fmtSeconds, fmtWatts, paint, printable } from './format';
 import { OutputFiles } from './output-files';
 
 const HELP = `Usage: jouletrace run [options] [--] <command> [args...]
@@ -17,7 +17,8 @@ Runs <command>, tracks its whole process tree (every process it forks, from its 
 instruction on) and samples energy; when it exits, prints the duration, energy and average
 power per domain, the tree's attributed energy beside the baseline and everything else, the
 top threads and processes by joules, and the sampler's health. The summary goes to stderr
-(like perf stat), so the command's own output stays on stdout.
+(like perf stat), so the command's own output stays on stdout; names there show control
+characters as '?'. Nothing is drawn while the command runs, unless --live.
 
 Options:
   --interval T      sampling period: microseconds, or with a unit (500us, 1ms, 10ms);
@@ -32,7 +33,10 @@ Options:
   -o, --output F    write the summary (or the JSON) to file F instead
   --csv F           write every sample to F (CSV with a header line)
   --html F          write an HTML report to F
-  -q, --quiet       no live line while the command runs
+  --live            on a terminal, a line on stderr with elapsed time and watts, redrawn
+                    four times a second: it draws over the command's own output on that
+                    terminal (prompts, progress bars, full-screen programs)
+  -q, --quiet       no live line: the default, accepted for scripts that still pass it
   -h, --help        show this help
 
 ${SOURCE_PATH_HELP}
@@ -42,7 +46,8 @@ when the command could not be run.
 SIGTERM, SIGINT, SIGHUP and SIGQUIT sent to jouletrace are passed on to the command, except
 those the terminal sent to its foreground process group (Ctrl-C, Ctrl-\\, hang-up), which
 reached the command already (while the run is the terminal's foreground job, those three from
-kill count as the terminal's: send SIGTERM). On a terminal, a live line on stderr shows elapsed time and watts.
+kill count as the terminal's: send SIGTERM). One that arrives while the command is being
+started ends the run as well (status 128 + N), leaving no stopped process behind.
 Output files are written beside their place and moved there at the end: an existing file is
 left as it was when the run fails (/dev/stdout and /proc/self/fd/N are appended to in place).
 `;
@@ -56,6 +61,7 @@ const SPECS: OptionSpec[] = [
   { name: 'output', short: 'o', type: 'string' },
   { name: 'csv', type: 'string' },
   { name: 'html', type: 'string' },
+  { name: 'live', type: 'flag' },
   { name: 'quiet', short: 'q', type: 'flag' },
   { name: 'help', short: 'h', type: 'flag' },
   ...SOURCE_PATH_SPECS,
@@ -270,7 +276,7 @@ function formatSummary(r: RunResult, top: number, color: boolean): string {
   const c = paint(color);
   const est = r.estimated ? c.yellow(' (estimated)') : '';
   const lines: string[] = [];
-  lines.push('', ` Energy stats for '${r.command.join(' ')}'${est}:`, '');
+  lines.push('', ` Energy stats for '${printable(r.command.join(' '))}'${est}:`, '');
   lines.push(`   ${fmtSeconds(r.durationS).padStart(12)}   elapsed`);
   for (const d of r.domains) {
     lines.push(`   ${fmtJoules(d.joules).padStart(12)}   ${`${d.domain}-${d.package}`.padEnd(12)} ${fmtWatts(d.watts).padStart(10)} average`);
@@ -286,14 +292,14 @@ function formatSummary(r: RunResult, top: number, color: boolean): string {
       lines.push(c.dim(`   ${'tid'.padStart(8)} ${'pid'.padStart(8)}  ${'name'.padEnd(16)} ${'on-CPU'.padStart(10)} ${'joules'.padStart(12)}`));
       for (const t of r.threads.slice(0, top)) {
         lines.push(
-          `   ${String(t.tid).padStart(8)} ${String(t.pid).padStart(8)}  ${t.name.slice(0, 16).padEnd(16)} ${`${(t.onCpuNs / 1e6).toFixed(1)} ms`.padStart(10)} ${fmtJoules(t.joules).padStart(12)}${t.exited ? c.dim('  exited') : ''}`,
+          `   ${String(t.tid).padStart(8)} ${String(t.pid).padStart(8)}  ${printable(t.name).slice(0, 16).padEnd(16)} ${`${(t.onCpuNs / 1e6).toFixed(1)} ms`.padStart(10)} ${fmtJoules(t.joules).padStart(12)}${t.exited ? c.dim('  exited') : ''}`,
         );
       }
       lines.push('', ` Processes by joules:`);
       lines.push(c.dim(`   ${'pid'.padStart(8)} ${'ppid'.padStart(8)} ${'on-CPU'.padStart(10)} ${'joules'.padStart(12)}  command`));
       for (const p of r.processes.slice(0, top)) {
         lines.push(
-          `   ${String(p.pid).padStart(8)} ${String(p.ppid ?? '?').padStart(8)} ${`${(p.onCpuNs / 1e6).toFixed(1)} ms`.padStart(10)} ${fmtJoules(p.joules).padStart(12)}  ${p.command.slice(0, 60)}`,
+          `   ${String(p.pid).padStart(8)} ${String(p.ppid ?? '?').padStart(8)} ${`${(p.onCpuNs / 1e6).toFixed(1)} ms`.padStart(10)} ${fmtJoules(p.joules).padStart(12)}  ${printable(p.command).slice(0, 60)}`,
         );
       }
       if (r.processes.length > top) lines.push(c.dim(`   … ${r.processes.length - top} more (--json lists all)`));
@@ -341,6 +347,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     source = sourceOption(parsed.options);
     paths = sourcePathOptions(parsed.options);
     for (const name of ['output', 'csv', 'html']) filePathOption(parsed.options, name);
+    if (parsed.options.live && parsed.options.quiet) throw new UsageError('--live and -q/--quiet contradict each other: give one');
     if (parsed.rest.length === 0) throw new UsageError('no command given: jouletrace run [options] -- <command> [args...]');
   } catch (e) {
     return reportUsageError('run', HELP, e);
@@ -349,7 +356,8 @@ export async function runCommand(argv: string[]): Promise<number> {
   const command = parsed.rest;
   const json = opts.json === true;
   const err = process.stderr;
-  const live = err.isTTY === true && opts.quiet !== true;
+  // Opt-in: the line is drawn on the terminal the command writes to, over whatever it wrote.
+  const live = err.isTTY === true && opts.live === true;
 
   // Output files are opened before the command runs: a path that cannot be written fails now,
   // not once the command's work is done (or, for --csv, as an unhandled stream error). They are
@@ -371,14 +379,34 @@ export async function runCommand(argv: string[]): Promise<number> {
     child.once('exit', (code, signal) => resolve({ code, signal }));
   });
   const spawnError = new Promise<Error>((resolve) => child.once('error', resolve));
+  // Until the forwarders below are on, a signal for jouletrace ends the run before the command
+  // starts. Left to its default action (or to the output files' handler, which raises it again),
+  // it killed jouletrace and left the wrapper stopped for good, in state T.
+  let startupSignal: NodeJS.Signals | undefined;
+  const onStartupSignal = (sig: NodeJS.Signals) => {
+    startupSignal ??= sig;
+    child.kill('SIGKILL');
+  };
+  for (const sig of FORWARDED) process.on(sig, onStartupSignal);
+  const endStartup = () => {
+    for (const sig of FORWARDED) process.off(sig, onStartupSignal);
+  };
   if (child.pid === undefined) {
     const e = await spawnError;
+    endStartup();
     err.write(`jouletrace run: cannot start /bin/sh: ${e.message}\n`);
     files.discard();
     return EXIT_INTERNAL;
   }
   const pid = child.pid;
   if (!(await waitForStop(child, 5000))) {
+    endStartup();
+    if (startupSignal !== undefined) {
+      await exited;
+      files.discard();
+      err.write(`jouletrace run: ${startupSignal} arrived before the command started; it did not run\n`);
+      return exitStatus(null, startupSignal);
+    }
     const r = child.exitCode !== null || child.signalCode !== null ? await exited : null;
     err.write(`jouletrace run: the command did not start (${r ? `exit ${exitStatus(r.code, r.signal)}` : 'wrapper never stopped'})\n`);
     child.kill('SIGKILL');
@@ -387,6 +415,9 @@ export async function runCommand(argv: string[]): Promise<number> {
   }
 
   const samplerOptions: SamplerOptions = { intervalUs, ...paths };
+  // Only --csv reads the ring. Unread, a ring that drops the newest sample when full would
+  // count every sample past its size as lost, though nothing needed it (totals are exact).
+  if (opts.csv === undefined) samplerOptions.onOverflow = 'overwrite-oldest';
   if (source !== undefined) samplerOptions.source = source;
   if (threadsOpt !== undefined) samplerOptions.threads = threadsOpt;
   if (threadsOpt !== 'off') {
@@ -400,6 +431,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     child.kill('SIGKILL');
     child.kill('SIGCONT');
     await exited;
+    endStartup();
     files.discard();
     err.write(`jouletrace run: ${inFlagWords((e as Error).message)}\n`);
     return EXIT_INTERNAL;
@@ -459,6 +491,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     child.kill('SIGKILL');
     child.kill('SIGCONT');
     await exited;
+    endStartup();
     sampler.close();
     csv?.destroy();
     files.discard();
@@ -480,6 +513,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   };
   const forwarded = FORWARDED.map((sig) => [sig, forward(sig)] as const);
   for (const [sig, fn] of forwarded) process.on(sig, fn);
+  endStartup(); // after the forwarders are on: a signal between the two would find no handler
 
   process.kill(pid, 'SIGCONT');
   const t0 = process.hrtime.bigint();
@@ -508,13 +542,22 @@ export async function runCommand(argv: string[]): Promise<number> {
     clearInterval(liveTimer);
     err.write('\r\x1b[2K');
   }
-  // Let the sample covering the exit land before stopping.
-  await new Promise((r) => setTimeout(r, Math.max(5, (2 * intervalUs) / 1000)));
+  // No wait for a sample after the exit: stop() takes a final one, and the tracker counts a
+  // thread's running stint up to each sample, its last switch seen or not. Waiting a sampling
+  // interval or two added idle time and energy to the run (2 s of it at --interval 1s).
   collector?.stop();
   sampler.stop();
   for (const [sig, fn] of forwarded) process.off(sig, fn);
   drainCsv();
-  const csvDone = csv ? new Promise((r) => csv!.end(r)) : Promise.resolve();
+  // Settled when the stream has closed: a write that fails late (the header's, with a command
+  // that exits at once) is reported by 'error', before 'close'; end()'s callback can come first.
+  const csvDone = csv
+    ? new Promise<void>((resolve) => {
+        if (csv!.closed) return resolve();
+        csv!.once('close', () => resolve());
+        csv!.end();
+      })
+    : Promise.resolve();
 
   const totals = sampler.totals();
   const durationS = Number(totals.timeNs - totals.startNs) / 1e9 || wallS;

@@ -3,22 +3,27 @@
 import * as fs from 'node:fs';
 import { Sampler, type SamplerOptions } from '../sampler';
 import { choiceOption, inFlagWords, numberOption, parseArgs, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec } from './args';
-import { colorEnabled, fit, fmtJoules, fmtWatts, paint } from './format';
-import { readProcStat } from './proc-stat';
+import { colorEnabled, fit, fmtJoules, fmtWatts, paint, printable } from './format';
+import { processGone, readCpuTicks, readProcStat } from './proc-stat';
+import { ProcessShares, type ProcessTicks } from './process-shares';
 
 const HELP = `Usage: jouletrace top [--pid N] [options]
 
 A live view refreshed every second. With --pid: the threads of process N, each with its
 CPU share, watts and joules attributed since top started. Without it: the busiest processes
-system-wide, each given the package power in proportion to the CPU time it used (read from
-/proc; an estimate of share even where the package power is measured). Above the table:
-power per domain and the sampler's health.
+system-wide, each given its share of the package power by CPU time: the CPU time it used over
+that of all CPUs, idle time included (read from /proc; an estimate of share even where the
+package power is measured). Two rows hold the rest, so that all rows add up to the package
+power: "(idle)", the idle CPU time's share, and "(other: exited, irq)", busy time no process
+listed accounts for (processes that ended during the refresh, interrupts). Above the table:
+power per domain and the sampler's health. Names are shown with control characters as '?'.
 
 Keys: q quits, s changes the sort (watts, joules, cpu, name). Ctrl-C quits too.
 Off a terminal (or with --json) it prints a plain block (or a JSON line) per refresh.
 
 Options:
-  --pid N           show the threads of process N
+  --pid N           show the threads of process N; top ends when it exits (a zombie
+                    its parent has not reaped counts as exited)
   --delay S         seconds between refreshes (default 1, 0.2 to 60)
   --iterations N    stop after N refreshes (default: until q)
   --sort K          initial sort: watts, joules, cpu, name (default watts)
@@ -54,6 +59,15 @@ export interface TopRow {
   joules: number;
 }
 
+/** One of the rows that hold the package power no process listed drew (system-wide only). */
+export interface TopRest {
+  /** Percent of one CPU over the last refresh. */
+  cpu: number;
+  watts: number;
+  /** Since top started. */
+  joules: number;
+}
+
 export interface TopFrame {
   time: string;
   mode: 'threads' | 'processes';
@@ -65,17 +79,12 @@ export interface TopFrame {
   tracked: { watts: number; baselineWatts: number; otherWatts: number } | null;
   sampler: { rateHz: number; jitterP99Us: number; dropped: number; late: number; cpuPercent: number; backend: string };
   rows: TopRow[];
+  /** System-wide: the idle CPU time's share, and busy time no row accounts for; null with --pid. */
+  rest: { idle: TopRest; other: TopRest } | null;
 }
 
 // /proc reports CPU time in USER_HZ ticks, 100 per second on every Linux architecture we run on.
 const CLK_TCK = 100;
-
-interface ProcessTicks {
-  name: string;
-  ticks: number;
-  /** Start time (ticks after boot): a pid reused by a new process has another. */
-  start: number;
-}
 
 /** utime + stime (ticks), comm and start time of every process in /proc. */
 function readAllProcesses(): Map<number, ProcessTicks> {
@@ -98,6 +107,8 @@ function sortRows(rows: TopRow[], key: SortKey): TopRow[] {
   return rows.sort((a, b) => by[key](a, b) || a.id - b.id);
 }
 
+const REST_NAMES = { idle: '(idle)', other: '(other: exited, irq)' };
+
 /** The screen as lines no wider than `width`, at most `height` of them. */
 export function renderFrame(f: TopFrame, width: number, height: number, color: boolean): string[] {
   const c = paint(color);
@@ -108,7 +119,7 @@ export function renderFrame(f: TopFrame, width: number, height: number, color: b
   if (f.tracked) {
     lines.push(fit(`process ${fmtWatts(f.tracked.watts)}   baseline ${fmtWatts(f.tracked.baselineWatts)}   other ${fmtWatts(f.tracked.otherWatts)}`, width));
   } else {
-    lines.push(fit('share of package power by CPU time (procfs)', width));
+    lines.push(fit('package power shared by CPU time, idle time included (from /proc)', width));
   }
   const s = f.sampler;
   lines.push(
@@ -119,12 +130,12 @@ export function renderFrame(f: TopFrame, width: number, height: number, color: b
   const nameW = Math.max(8, Math.min(32, width - 44));
   const header = `${idTitle.padStart(8)}  ${'NAME'.padEnd(nameW)} ${'CPU%'.padStart(7)} ${'WATTS'.padStart(10)} ${'JOULES'.padStart(12)}`;
   lines.push(c.inverse(fit(header, width).padEnd(Math.min(width, header.length))));
+  const row = (id: string, name: string, r: { cpu: number; watts: number; joules: number }) =>
+    fit(`${id.padStart(8)}  ${fit(printable(name), nameW).padEnd(nameW)} ${r.cpu.toFixed(1).padStart(7)} ${fmtWatts(r.watts).padStart(10)} ${fmtJoules(r.joules).padStart(12)}`, width);
+  // First, whatever the sort: with them the rows add up to the package power.
+  if (f.rest) lines.push(c.dim(row('-', REST_NAMES.idle, f.rest.idle)), c.dim(row('-', REST_NAMES.other, f.rest.other)));
   const room = Math.max(1, height - lines.length - 1);
-  for (const r of f.rows.slice(0, room)) {
-    lines.push(
-      fit(`${String(r.id).padStart(8)}  ${fit(r.name, nameW).padEnd(nameW)} ${r.cpu.toFixed(1).padStart(7)} ${fmtWatts(r.watts).padStart(10)} ${fmtJoules(r.joules).padStart(12)}`, width),
-    );
-  }
+  for (const r of f.rows.slice(0, room)) lines.push(row(String(r.id), r.name, r));
   while (lines.length < height - 1) lines.push('');
   lines.push(c.dim(fit(`q quit   s sort: ${f.sort}   ${f.rows.length} ${f.mode}`, width)));
   return lines.slice(0, height);
@@ -135,7 +146,9 @@ export async function topCommand(argv: string[]): Promise<number> {
   let delay: number;
   let iterations: number;
   let sort: SortKey = 'watts';
-  const samplerOptions: SamplerOptions = { intervalUs: 2000 };
+  // Nothing here reads the ring: dropping the newest sample when it is full would count every
+  // sample past its size (65536, about two minutes) as lost.
+  const samplerOptions: SamplerOptions = { intervalUs: 2000, onOverflow: 'overwrite-oldest' };
   let json: boolean;
   try {
     const { options } = parseArgs(argv, SPECS);
@@ -159,9 +172,19 @@ export async function topCommand(argv: string[]): Promise<number> {
   } catch (e) {
     return reportUsageError('top', HELP, e);
   }
-  if (pid !== undefined && !fs.existsSync(`/proc/${pid}`)) {
-    process.stderr.write(`jouletrace top: no process ${pid}\n`);
-    return 1;
+  // The process, by pid and start time: its pid may be another's by the time it is looked at again.
+  let pidStart: number | undefined;
+  if (pid !== undefined) {
+    const st = readProcStat(pid);
+    if (st === null) {
+      process.stderr.write(`jouletrace top: no process ${pid}\n`);
+      return 1;
+    }
+    pidStart = st.start;
+    if (processGone(pid, pidStart)) {
+      process.stderr.write(`jouletrace top: process ${pid} has exited (its parent has not reaped it yet)\n`);
+      return 1;
+    }
   }
   if (pid !== undefined) samplerOptions.pid = pid;
   else samplerOptions.threads = 'off';
@@ -183,8 +206,7 @@ export async function topCommand(argv: string[]): Promise<number> {
   let prevTotals = sampler.totals();
   let prevAttr = pid !== undefined ? sampler.attribution() : null;
   const prevThreadJ = new Map<number, { joules: number; onCpuNs: number }>();
-  let prevProcs = pid === undefined ? readAllProcesses() : new Map<number, ProcessTicks>();
-  const procJoules = new Map<number, number>();
+  const shares = pid === undefined ? new ProcessShares(readAllProcesses(), readCpuTicks()) : undefined;
   let lastFrame: TopFrame | undefined;
 
   const measure = (): TopFrame => {
@@ -196,6 +218,7 @@ export async function topCommand(argv: string[]): Promise<number> {
     prevTotals = cur;
     let rows: TopRow[] = [];
     let tracked: TopFrame['tracked'] = null;
+    let rest: TopFrame['rest'] = null;
     if (pid !== undefined) {
       const a = sampler.attribution();
       if (prevAttr) {
@@ -213,25 +236,13 @@ export async function topCommand(argv: string[]): Promise<number> {
         prevThreadJ.set(t.tid, { joules: t.joules, onCpuNs: t.onCpuNs });
       }
     } else {
-      const procs = readAllProcesses();
-      const deltas: Array<{ pid: number; name: string; d: number }> = [];
-      let sum = 0;
-      for (const [p, v] of procs) {
-        const before = prevProcs.get(p);
-        // Not by name: kernel workers rename themselves as they take work (kworker/u8:2-writeback
-        // → …-ext4-rsv-conversion), and their lifetime CPU would count as this refresh's.
-        const d = before && before.start === v.start ? Math.max(0, v.ticks - before.ticks) : v.ticks;
-        if (d > 0 || procJoules.has(p)) deltas.push({ pid: p, name: v.name, d });
-        sum += d;
-      }
-      prevProcs = procs;
-      for (const x of deltas) {
-        const watts = sum > 0 ? (pkgWatts * x.d) / sum : 0;
-        const joules = (procJoules.get(x.pid) ?? 0) + watts * dt;
-        procJoules.set(x.pid, joules);
-        rows.push({ id: x.pid, name: x.name, cpu: (100 * x.d) / CLK_TCK / dt, watts, joules });
-      }
-      for (const p of procJoules.keys()) if (!procs.has(p)) procJoules.delete(p);
+      const step = shares!.step(readAllProcesses(), readCpuTicks(), pkgWatts, dt);
+      const cpu = (ticks: number) => (100 * ticks) / CLK_TCK / dt;
+      rows = step.processes.map((x) => ({ id: x.pid, name: x.name, cpu: cpu(x.ticks), watts: x.watts, joules: x.joules }));
+      rest = {
+        idle: { cpu: cpu(step.idle.ticks), watts: step.idle.watts, joules: step.idle.joules },
+        other: { cpu: cpu(step.other.ticks), watts: step.other.watts, joules: step.other.joules },
+      };
     }
     const st = sampler.stats();
     return {
@@ -252,6 +263,7 @@ export async function topCommand(argv: string[]): Promise<number> {
         backend,
       },
       rows: sortRows(rows, sort),
+      rest,
     };
   };
 
@@ -266,7 +278,7 @@ export async function topCommand(argv: string[]): Promise<number> {
       out.write('\x1b[H' + lines.map((l) => l + '\x1b[K').join('\r\n') + '\x1b[J');
     } else {
       // Plain blocks separated by one blank line: no padding, no key help.
-      const lines = renderFrame(lastFrame, 80, Math.min(lastFrame.rows.length, 15) + 8, false).slice(0, -1);
+      const lines = renderFrame(lastFrame, 80, Math.min(lastFrame.rows.length, 15) + (lastFrame.rest ? 10 : 8), false).slice(0, -1);
       out.write(lines.filter((l) => l.trim() !== '').join('\n') + '\n\n');
     }
   };
@@ -338,7 +350,8 @@ export async function topCommand(argv: string[]): Promise<number> {
     }
     const tick = () => {
       if (done) return;
-      if (pid !== undefined && !fs.existsSync(`/proc/${pid}`)) {
+      // A zombie (exited, its parent not waiting) or a reused pid is gone too: /proc/N stays.
+      if (pid !== undefined && processGone(pid, pidStart)) {
         restore();
         process.stderr.write(`jouletrace top: process ${pid} exited\n`);
         return finish(0);
