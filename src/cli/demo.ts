@@ -225,8 +225,10 @@ export async function demoCommand(argv: string[]): Promise<number> {
   const runStart = Date.now();
   const ms = Math.round(seconds * 1000);
   let sent = 0;
+  const workers: Worker[] = [];
   const loadDone = new Promise<void>((resolve, reject) => {
     const w = new Worker(LOADGEN, { eval: true, workerData: { port, ms }, name: 'loadgen' });
+    workers.push(w);
     w.on('message', (m: { tid?: number; sent: number; done?: boolean; error?: string }) => {
       if (m.tid !== undefined) return nameThread(m.tid, 'loadgen');
       if (m.error) reject(new Error(`load generator: ${m.error}`));
@@ -236,9 +238,11 @@ export async function demoCommand(argv: string[]): Promise<number> {
     w.once('error', reject);
   });
   const hogStart = ms * 0.3;
+  let hogTimer: NodeJS.Timeout | undefined;
   const hogDone = new Promise<void>((resolve, reject) => {
-    setTimeout(() => {
+    hogTimer = setTimeout(() => {
       const w = new Worker(HOG, { eval: true, workerData: { ms: ms * 0.4 }, name: 'cpu-hog' });
+      workers.push(w);
       w.on('message', (m: { tid?: number }) => (m.tid !== undefined ? nameThread(m.tid, 'cpu-hog') : resolve()));
       w.once('error', reject);
     }, hogStart);
@@ -266,6 +270,18 @@ export async function demoCommand(argv: string[]): Promise<number> {
 
   try {
     await Promise.all([loadDone, hogDone]);
+  } catch (e) {
+    // A load generator or hog that failed: the server, the other worker and the sampler would
+    // keep the process alive, and the demo would never end.
+    clearTimeout(hogTimer);
+    await Promise.all(workers.map((w) => w.terminate()));
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    tracker.close();
+    collector.stop();
+    sampler.close();
+    files.discard();
+    throw e;
   } finally {
     clearInterval(progress);
     if (err.isTTY) err.write('\r\x1b[2K');
