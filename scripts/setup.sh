@@ -9,23 +9,23 @@ cd "$(dirname "$0")/.."
 say() { printf 'jouletrace setup: %s\n' "$*" >&2; }
 
 # Debian 12 and Ubuntu 24.04 ship Node 18 with apt: the wrong Node fails later, less clearly.
-if [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
-  say "Node.js $(node --version) is too old: jouletrace needs Node 20 or later (from nodejs.org or NodeSource)"
+if ! command -v node >/dev/null 2>&1 || [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
+  say "Node.js $(node --version 2>/dev/null || echo '(none)') is too old or missing: jouletrace needs Node 20 or later (from nodejs.org or NodeSource)"
   exit 1
 fi
 
 # shellcheck source=scripts/system-packages.sh
 source scripts/system-packages.sh
 missing_packages all
+# Before the test: on Ubuntu a missing chromium alone leaves nothing to install.
+apt_names
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing system packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >&2
-    apt_names
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
   else
-    apt_names
     say "missing system packages: ${missing[*]}"
     say "install them first, e.g.:  sudo apt-get install ${missing[*]}"
     say "(set-up installs them itself only when run as root on a system with apt-get)"

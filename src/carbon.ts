@@ -73,9 +73,12 @@ export function gridIntensity(country: string): number {
   return value;
 }
 
-/** Country and region codes with average intensity data. */
+/** Country and region codes with average intensity data (a figure above 0). */
 export function gridIntensityCodes(): string[] {
-  return Object.keys(averageIntensity().data).sort();
+  const data = averageIntensity().data;
+  return Object.keys(data)
+    .filter((k) => Number.isFinite(data[k]) && data[k]! > 0)
+    .sort();
 }
 
 function checkIntensity(name: string, value: unknown): number {

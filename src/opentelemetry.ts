@@ -136,7 +136,6 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
         'registerOpenTelemetry(): this meter has a jouletrace registration open already; close() the earlier one, or pass another options.meterProvider',
       );
     }
-    openMeters.add(meter);
   }
   const traces = opts.traces !== false;
   const tracer = opts.tracer ?? trace.getTracer('jouletrace');
@@ -247,6 +246,8 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
     }
   }
   const unsubscribe = subscribe(sampler, opts.requests, observeSpans, observeRequests);
+  // Last: a registration that failed on the way (a closed sampler) leaves the meter free.
+  if (!noop) openMeters.add(meter);
 
   return {
     observeSpans,

@@ -128,6 +128,8 @@ describe('jouletrace run', () => {
     refused(['demo', '--html='], 2, '--html expects a file path');
     // serve: an unknown country names its flag (2); a process that is not there is told as top tells it (1).
     refused(['serve', '--country', 'ZZZ', '--port', '0'], 2, '--country expects an ISO 3166-1 alpha-3 code');
+    // Known to the data with no figure: told to give the figure.
+    refused(['serve', '--country', 'CAF', '--port', '0'], 2, 'else give --grams-per-kwh), not "CAF"');
     refused(['serve', '--pid', '4194000', '--port', '0'], 1, 'jouletrace serve: no process 4194000\n');
     expect(jt(['run', '--help']).stdout).toContain('(Ctrl-C, Ctrl-\\, hang-up)');
   });

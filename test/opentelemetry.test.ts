@@ -268,6 +268,11 @@ describe('registerOpenTelemetry', () => {
     expect((await collect()).get('hw.energy')!.dataPoints.filter((p) => p.attributes['hw.id'] === 'rapl-package-0')).toHaveLength(1);
     h.close();
     registerOpenTelemetry(other, { meterProvider }).close();
+    // A registration that fails on the way (a closed sampler) leaves the meter free.
+    const closed = new Sampler({ source: 'model', threads: 'off' });
+    closed.close();
+    expect(() => registerOpenTelemetry(closed, { meterProvider })).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_CLOSED' }));
+    registerOpenTelemetry(other, { meterProvider }).close();
 
     // No global provider: the no-op meter, with a warning (the API's global is no proxy); two
     // registrations on it export nothing either way and are not refused.

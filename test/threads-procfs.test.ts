@@ -64,6 +64,34 @@ describe('procfs thread tracker on this machine', () => {
     expect(out.last.onCpuNs).toBeLessThanOrEqual(out.wallNs);
   });
 
+  // Opened with two descriptors to spare, the tracker cannot open the threads' files nor read
+  // them by path: counted from the first good read, not from their birth (450 ms read for 50).
+  it('counts a thread from its first good read when the first one failed for want of descriptors', () => {
+    const script = `
+      const fs = require('node:fs');
+      const { openThreadTracker } = require(${JSON.stringify(path.join(__dirname, '..', 'dist/cjs/index.js'))});
+      const spin = (ms) => { const end = performance.now() + ms; while (performance.now() < end); };
+      spin(400); // before the tracker: not to be counted
+      const fds = [];
+      try { for (;;) fds.push(fs.openSync('/dev/null', 'r')); } catch (e) { if (e.code !== 'EMFILE') throw e; }
+      fs.closeSync(fds.pop()); fs.closeSync(fds.pop()); // /proc/stat's and the task listing's
+      const t = openThreadTracker({ backend: 'procfs' });
+      for (const fd of fds) fs.closeSync(fd);
+      t.snapshot(); // the first good read (by path)
+      spin(12);
+      t.snapshot(); // the descriptors open at this rescan: the row goes on in schedstat's figure
+      const t0 = process.hrtime.bigint();
+      spin(50);
+      const me = t.snapshot().threads.find((r) => r.tid === process.pid);
+      console.log(JSON.stringify({ onCpuNs: me.onCpuNs, wallNs: Number(process.hrtime.bigint() - t0) }));
+    `;
+    const r = spawnSync('sh', ['-c', 'ulimit -n 256 && exec "$0" -e "$1"', process.execPath, script], { encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    const out = JSON.parse(r.stdout) as { onCpuNs: number; wallNs: number };
+    expect(out.onCpuNs).toBeGreaterThan(20e6);
+    expect(out.onCpuNs).toBeLessThanOrEqual(out.wallNs + 10e6);
+  });
+
   // The exec'ing thread takes the leader's tid and the leader's descriptors read its whole run
   // time: the leader's row counted it again (0.9 s for 0.6 s run), or froze where the old leader
   // had run longer.
@@ -246,6 +274,49 @@ describe('procfs thread tracker on an emulated /proc', () => {
     writeThread(PID + 2, 503_000_000, 0, 'b');
     expect(find(tracker.snapshot(), PID + 2)).toMatchObject({ onCpuNs: 3_000_000, exited: false });
     expect(tracker.stats().droppedThreads).toBe(1);
+  });
+
+  it('keeps a thread left out for want of a slot when the task directory cannot be listed once', async () => {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-proc-'));
+    const task = path.join(root, String(PID), 'task');
+    writeThread(PID, 1_000_000, 0, 'main');
+    writeThread(PID + 1, 2_000_000, 0, 'a');
+    writeStat([[10, 0, 0, 100, 0, 0, 0, 0]]);
+    tracker = openThreadTracker({ backend: 'procfs', pid: PID, procRoot: root, maxThreads: 2, cpuPackage: [0] });
+    writeThread(PID + 2, 500_000_000, 0, 'b'); // born now, to run 0.5 s while left out
+    await sleep(12);
+    tracker.snapshot();
+    fs.rmSync(path.join(task, String(PID + 1)), { recursive: true }); // a exits: a slot frees
+    await sleep(12);
+    tracker.snapshot();
+    // One scan that cannot list task/ (EMFILE in life; ENOTDIR here): b is not forgotten.
+    fs.renameSync(task, `${task}.x`);
+    fs.writeFileSync(task, '');
+    await sleep(12);
+    tracker.snapshot();
+    fs.rmSync(task);
+    fs.renameSync(`${task}.x`, task);
+    await sleep(12);
+    // Taken when listed again, counted from then: its 0.5 s went to "other" while it was left out.
+    expect(find(tracker.snapshot(), PID + 2)).toMatchObject({ onCpuNs: 0, exited: false });
+    expect(tracker.stats().droppedThreads).toBe(1);
+  });
+
+  it('goes by utime + stime for a process that had no tick yet when schedstat reads 0 0 0', async () => {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-proc-'));
+    writeThread(PID, 0, 1, 'main');
+    const dir = path.join(root, String(PID), 'task', String(PID));
+    const writeTicks = (utime: number) => {
+      const fields = Array.from({ length: 50 }, (_, i) => (i === 0 ? 'R' : i === 11 ? String(utime) : i === 36 ? '0' : '0'));
+      fs.writeFileSync(path.join(dir, 'stat'), `${PID} (main) ${fields.join(' ')}\n`);
+    };
+    writeTicks(0); // a command just started (jouletrace run's stopped wrapper): no tick yet
+    writeStat([[10, 0, 0, 100, 0, 0, 0, 0]]);
+    tracker = openThreadTracker({ backend: 'procfs', pid: PID, procRoot: root, cpuPackage: [0] });
+    tracker.snapshot();
+    writeTicks(3);
+    await sleep(35);
+    expect(tracker.snapshot().threads[0]).toMatchObject({ tid: PID, onCpuNs: (3 * 1e9) / hz });
   });
 
   it('counts on in the leader\'s row when another thread execs and takes its tid', async () => {

@@ -46,8 +46,15 @@ struct Thread {
   // the tracker; moved when another task takes the leader's tid (a non-leader exec).
   int64_t base = 0;
   uint64_t startTime = 0;  // stat field 22: tells a reused tid apart where it is read by path
-  uint64_t lastTotal = 0;  // the kernel's figure at the last read, and when (leader only)
+  uint64_t lastTotal = 0;  // the kernel's figure at the last read, and when it began (leader only)
   uint64_t lastReadNs = 0;
+  // Counted from the first good read, not from its birth: a thread that predates the tracker, or
+  // one a slot took after it was left out. A first read that failed (EMFILE) must not count it
+  // all from birth at the next.
+  bool basePending = false;
+  int64_t ticksBase = 0;  // utime + stime at that first read (0 when counted from birth)
+  bool read = false;            // read once at least, and from which figure
+  bool fromSchedstat = false;
   UniqueFd schedstat;
   UniqueFd stat;
   ThreadTimes times;
@@ -73,6 +80,7 @@ class ProcfsTracker final : public ThreadTracker {
  private:
   void rescan(bool initial);
   void addThread(uint32_t tid, bool fromNow);
+  void openFiles(Thread& t);
   ReadResult readThread(Thread& t);
   void readCpus(std::vector<CpuTimes>& cpus);
   std::string taskDir() const { return root_ + "/" + std::to_string(pid_) + "/task"; }
@@ -160,15 +168,6 @@ int ProcfsTracker::open(const TrackerOptions& opts, TrackerError* err) {
   if (long conf = sysconf(_SC_NPROCESSORS_CONF); root_ == "/proc" && conf > ncpu_) ncpu_ = int(conf);
   cpuPkg_ = cpuPackageMap(opts.cpuPackage, "/sys/devices/system/cpu", ncpu_);
   lastCpu_.assign(size_t(ncpu_), CpuTimes());
-  {
-    std::string sched, stat;
-    if (readSmallFile(threadFile(uint32_t(pid_), "schedstat"), &sched) == 0 && strtoull(sched.c_str(), nullptr, 10) == 0 &&
-        readSmallFile(threadFile(uint32_t(pid_), "stat"), &stat) == 0) {
-      const char* utime = procStatField(stat.c_str(), 14);
-      const char* stime = procStatField(stat.c_str(), 15);
-      ticksOnly_ = utime && stime && strtoull(utime, nullptr, 10) + strtoull(stime, nullptr, 10) > 0;
-    }
-  }
   rescan(true);
   lastScanNs_ = monotonicNs();
   return 0;
@@ -191,21 +190,26 @@ void ProcfsTracker::addThread(uint32_t tid, bool fromNow) {
   t.tid = tid;
   t.slot = slot;
   t.generation = nextGeneration_++;
-  if (!ticksOnly_) t.schedstat = UniqueFd(::open(threadFile(tid, "schedstat").c_str(), O_RDONLY | O_CLOEXEC));
-  t.stat = UniqueFd(::open(threadFile(tid, "stat").c_str(), O_RDONLY | O_CLOEXEC));
+  t.basePending = fromNow;
+  openFiles(t);
   t.times.tid = tid;
   t.times.tgid = uint32_t(pid_);
   t.times.slot = slot;
   t.times.generation = t.generation;
   Thread& in = threads_.emplace(tid, std::move(t)).first->second;
   threadCount_.store(threads_.size(), std::memory_order_relaxed);
-  // The first read also takes the thread's start time.
-  ReadResult r = readThread(in);
-  if (r == ReadResult::kGone) in.gone = true;
-  if (fromNow && r == ReadResult::kOk) {
-    in.base = int64_t(in.times.onCpuNs);
-    in.times.onCpuNs = 0;
-    std::fill(std::begin(in.times.pkgNs), std::end(in.times.pkgNs), 0);
+  // The first read also takes the thread's start time, and its base when counted from now.
+  if (readThread(in) == ReadResult::kGone) in.gone = true;
+}
+
+// Kept open, read with pread: a read costs no path walk. Either may fail (EMFILE): the thread is
+// then read by path, and each rescan tries again.
+void ProcfsTracker::openFiles(Thread& t) {
+  if (!t.stat.valid()) t.stat = UniqueFd(::open(threadFile(t.tid, "stat").c_str(), O_RDONLY | O_CLOEXEC));
+  if (!ticksOnly_ && !t.schedstat.valid()) {
+    t.schedstat = UniqueFd(::open(threadFile(t.tid, "schedstat").c_str(), O_RDONLY | O_CLOEXEC));
+    // The thread is there and has no schedstat: a kernel built without CONFIG_SCHED_INFO.
+    if (!t.schedstat.valid() && errno == ENOENT && t.stat.valid()) ticksOnly_ = true;
   }
 }
 
@@ -214,7 +218,8 @@ void ProcfsTracker::rescan(bool initial) {
   for (auto& kv : threads_) kv.second.listed = false;
   // A process that is gone lists nothing (ENOENT); one out of descriptors cannot be listed
   // (EMFILE). Either way each thread's own read below says whether it is gone.
-  if (DIR* d = opendir(taskDir().c_str())) {
+  DIR* d = opendir(taskDir().c_str());
+  if (d) {
     while (dirent* e = readdir(d)) {
       if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
       uint32_t tid = uint32_t(strtoul(e->d_name, nullptr, 10));
@@ -233,14 +238,18 @@ void ProcfsTracker::rescan(bool initial) {
       }
       addThread(tid, initial);
     }
-    closedir(d);
   }
+  // A thread left out is forgotten once its directory is gone, not for missing from one listing
+  // (or none): listed again, it would be counted as dropped again, or from its birth.
+  std::string text;
   for (auto it = droppedTids_.begin(); it != droppedTids_.end();) {
-    it = it->second == scans_ ? std::next(it) : droppedTids_.erase(it);
+    bool gone = it->second != scans_ && saysGone(readSmallFile(threadFile(it->first, "stat"), &text));
+    it = gone ? droppedTids_.erase(it) : std::next(it);
   }
+  if (d) closedir(d);
   for (auto& kv : threads_) {
     Thread& t = kv.second;
-    std::string text;
+    if (!t.gone) openFiles(t);
     // Unlisted: the listing can also miss a live thread (it resumes by position when threads
     // exit under it), so the thread's own directory decides.
     if (!t.listed && !t.gone) {
@@ -258,6 +267,8 @@ void ProcfsTracker::rescan(bool initial) {
 // CONFIG_SCHED_INFO), on-CPU time is stat's utime + stime, in clock ticks; without descriptors for
 // either (the process ran out of them), stat is read by path at each call.
 ReadResult ProcfsTracker::readThread(Thread& t) {
+  const bool leader = t.tid == uint32_t(pid_);
+  const uint64_t readStartNs = leader ? monotonicNs() : 0;
   char buf[1024];
   ssize_t statLen;
   bool byPath = !t.stat.valid();
@@ -283,31 +294,54 @@ ReadResult ProcfsTracker::readThread(Thread& t) {
   }
   int cpu = -1;
   if (const char* processor = procStatField(buf, 39)) cpu = int(strtol(processor, nullptr, 10));
-  uint64_t total;
+  const char* utime = procStatField(buf, 14);
+  const char* stime = procStatField(buf, 15);
+  if (!utime || !stime) return ReadResult::kUnknown;
+  const uint64_t ticksNs = (strtoull(utime, nullptr, 10) + strtoull(stime, nullptr, 10)) * nsPerTick_;
+  uint64_t total = ticksNs;
   if (t.schedstat.valid()) {
     ssize_t n = readAt0(t.schedstat, buf, sizeof buf);
     if (saysGone(n)) return ReadResult::kGone;
     if (n <= 0) return ReadResult::kUnknown;
     total = strtoull(buf, nullptr, 10);
-  } else {
-    const char* utime = procStatField(buf, 14);
-    const char* stime = procStatField(buf, 15);
-    if (!utime || !stime) return ReadResult::kUnknown;
-    total = (strtoull(utime, nullptr, 10) + strtoull(stime, nullptr, 10)) * nsPerTick_;
+    // Older kernels without schedstats print "0 0 0" for every task: once a thread has clock
+    // ticks against a 0 there, every thread goes by utime + stime.
+    if (total == 0 && ticksNs > 0) {
+      ticksOnly_ = true;
+      total = ticksNs;
+    }
   }
-  if (t.tid == uint32_t(pid_)) {
+  if (ticksOnly_) t.schedstat.reset();
+  const bool fromSchedstat = t.schedstat.valid();
+  if (t.basePending) {
+    t.base = int64_t(total);
+    t.ticksBase = int64_t(ticksNs);
+    t.basePending = false;
+  } else if (t.read && fromSchedstat != t.fromSchedstat) {
+    // The figure changed measure. To utime + stime: schedstat was found empty, its 0s counted
+    // nothing, so they count from where they stood at the first read. To schedstat (its
+    // descriptor reopened after EMFILE): the row goes on from what it had.
+    t.base = fromSchedstat ? int64_t(total) - int64_t(t.times.onCpuNs) : t.ticksBase;
+  }
+  t.read = true;
+  t.fromSchedstat = fromSchedstat;
+  if (leader) {
     // A thread other than the leader that calls exec takes the leader's tid, and the kernel
     // gives it the leader's start time too: the leader's descriptors now read that thread's run
     // time, its whole life. Its old row ends there (reported exited, its time counted); this
-    // row counts on from here. Seen as a figure that went back, or moved by more than the
-    // time since the last read could hold (a tick of slack for utime + stime).
-    uint64_t now = monotonicNs();
-    uint64_t slack = t.schedstat.valid() ? 2'000'000 : 2 * nsPerTick_;
-    if (t.lastReadNs != 0 && (total < t.lastTotal || total - t.lastTotal > now - t.lastReadNs + slack)) {
+    // row counts on from here. Seen as a figure that went back, or moved by more than the time
+    // from the start of the last read to the end of this one could hold. With slack: the
+    // scheduler's clock is not CLOCK_MONOTONIC (on a VM it ran 2.5% fast against it over 50 ms
+    // here), and utime + stime are charged a tick at a time. A jump within the slack is counted
+    // as the leader's; a false alarm would lose it a read's worth of its time.
+    const uint64_t now = monotonicNs();
+    const uint64_t elapsed = now - t.lastReadNs;
+    const uint64_t slack = (fromSchedstat ? 2'000'000 : 2 * nsPerTick_) + elapsed / 8;
+    if (t.lastReadNs != 0 && (total + 1'000'000 < t.lastTotal || total > t.lastTotal + elapsed + slack)) {
       t.base = int64_t(total) - int64_t(t.times.onCpuNs);
     }
     t.lastTotal = total;
-    t.lastReadNs = now;
+    t.lastReadNs = readStartNs;
   }
   int64_t run = int64_t(total) - t.base;
   uint64_t onCpu = run > 0 ? uint64_t(run) : 0;

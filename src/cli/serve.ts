@@ -73,7 +73,10 @@ function serveArgs(options: ParsedArgs['options'], lists: ParsedArgs['lists']): 
     try {
       gridIntensity(country);
     } catch {
-      throw new UsageError(`--country expects an ISO 3166-1 alpha-3 code or a region in @tgwf/co2's data (e.g. FRA, USA, WORLD), not ${JSON.stringify(country)}`);
+      // Unknown, or known with no figure (CAF): either way the figure must come from the user.
+      throw new UsageError(
+        `--country expects an ISO 3166-1 alpha-3 code or a region that @tgwf/co2's data gives a figure for (e.g. FRA, USA, WORLD; else give --grams-per-kwh), not ${JSON.stringify(country)}`,
+      );
     }
   }
   return {
