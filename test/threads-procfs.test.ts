@@ -123,6 +123,12 @@ describe('procfs thread tracker on an emulated /proc', () => {
     fs.writeFileSync(path.join(dir, 'comm'), `${comm}\n`);
   }
 
+  // The leader's stat with utime (field 14) and stime (15) in clock ticks, last run on CPU 1.
+  function writeTicks(utime: number, stime = 0) {
+    const fields = Array.from({ length: 50 }, (_, i) => (i === 0 ? 'R' : i === 11 ? String(utime) : i === 12 ? String(stime) : i === 36 ? '1' : '0'));
+    fs.writeFileSync(path.join(root, String(PID), 'task', String(PID), 'stat'), `${PID} (main) ${fields.join(' ')}\n`);
+  }
+
   function writeStat(lines: number[][]) {
     const cpuLines = lines.map((f, i) => `cpu${i} ${f.join(' ')} 0 0`);
     fs.writeFileSync(path.join(root, 'stat'), `cpu 0 0 0 0 0 0 0 0 0 0\n${cpuLines.join('\n')}\nintr 0\n`);
@@ -216,11 +222,6 @@ describe('procfs thread tracker on an emulated /proc', () => {
     writeThread(PID, 0, 1, 'main');
     const dir = path.join(root, String(PID), 'task', String(PID));
     fs.rmSync(path.join(dir, 'schedstat')); // CONFIG_SCHED_INFO=n
-    const writeTicks = (utime: number, stime: number) => {
-      // Fields 3..52 after "(comm)": utime is field 14, stime 15, the CPU field 39.
-      const fields = Array.from({ length: 50 }, (_, i) => (i === 0 ? 'R' : i === 11 ? String(utime) : i === 12 ? String(stime) : i === 36 ? '1' : '0'));
-      fs.writeFileSync(path.join(dir, 'stat'), `${PID} (main) ${fields.join(' ')}\n`);
-    };
     writeTicks(30, 10);
     writeStat([
       [10, 0, 0, 100, 0, 0, 0, 0],
@@ -238,11 +239,6 @@ describe('procfs thread tracker on an emulated /proc', () => {
   it('counts utime + stime where schedstat reads 0 0 0 (older kernels without schedstats)', async () => {
     root = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-proc-'));
     writeThread(PID, 0, 1, 'main');
-    const dir = path.join(root, String(PID), 'task', String(PID));
-    const writeTicks = (utime: number) => {
-      const fields = Array.from({ length: 50 }, (_, i) => (i === 0 ? 'R' : i === 11 ? String(utime) : i === 36 ? '1' : '0'));
-      fs.writeFileSync(path.join(dir, 'stat'), `${PID} (main) ${fields.join(' ')}\n`);
-    };
     writeTicks(30);
     writeStat([[10, 0, 0, 100, 0, 0, 0, 0]]);
     tracker = openThreadTracker({ backend: 'procfs', pid: PID, procRoot: root, cpuPackage: [0, 0] });
@@ -305,11 +301,6 @@ describe('procfs thread tracker on an emulated /proc', () => {
   it('goes by utime + stime for a process that had no tick yet when schedstat reads 0 0 0', async () => {
     root = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-proc-'));
     writeThread(PID, 0, 1, 'main');
-    const dir = path.join(root, String(PID), 'task', String(PID));
-    const writeTicks = (utime: number) => {
-      const fields = Array.from({ length: 50 }, (_, i) => (i === 0 ? 'R' : i === 11 ? String(utime) : i === 36 ? '0' : '0'));
-      fs.writeFileSync(path.join(dir, 'stat'), `${PID} (main) ${fields.join(' ')}\n`);
-    };
     writeTicks(0); // a command just started (jouletrace run's stopped wrapper): no tick yet
     writeStat([[10, 0, 0, 100, 0, 0, 0, 0]]);
     tracker = openThreadTracker({ backend: 'procfs', pid: PID, procRoot: root, cpuPackage: [0] });
