@@ -1,5 +1,6 @@
 // The Sampler: a native thread reading energy at a fixed cadence, exact totals, a zero-copy
 // ring of samples, and (with thread tracking) energy attributed to this process's threads.
+import { constants as bufferConstants } from 'node:buffer';
 import * as os from 'node:os';
 import {
   checkBoolean,
@@ -266,6 +267,7 @@ interface NativeSamplerHandle {
     threadsFallbackReason: string;
     attributionEvery: number;
     spanEngineId: number;
+    ringRecordBytes: number;
   };
   totals(): { ticks: bigint[]; timeNs: bigint; startNs: bigint };
   stats(): {
@@ -383,6 +385,18 @@ export class Sampler {
     this.#intervalUs = normalized.intervalUs as number;
     this.#overwriteOldest = normalized.onOverflow === 'overwrite-oldest';
     this.#info = this.#handle.info();
+    // A ring is one ArrayBuffer for JavaScript: no larger than this Node's largest (2^32 bytes on
+    // Node 20; 2^24 records of a two-package machine's 448 bytes are 7 GiB).
+    const ringBytes = (normalized.ringCapacity as number) * this.#info.ringRecordBytes;
+    if (ringBytes > bufferConstants.MAX_LENGTH) {
+      this.#handle.close();
+      const most = 2 ** Math.floor(Math.log2(bufferConstants.MAX_LENGTH / this.#info.ringRecordBytes));
+      throw invalidRange(
+        'options.ringCapacity',
+        `at most ${most} here (records of ${this.#info.ringRecordBytes} bytes for these domains, and buffers of at most ${bufferConstants.MAX_LENGTH} bytes in this Node)`,
+        normalized.ringCapacity,
+      );
+    }
     this.source = this.#info.source as SourceName;
     this.domains = Object.freeze(this.#info.domains.map((d) => Object.freeze({ ...d })));
     this.skipped = Object.freeze(this.#info.skipped.map((s) => Object.freeze({ ...s })));

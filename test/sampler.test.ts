@@ -1,3 +1,4 @@
+import { constants as bufferConstants } from 'node:buffer';
 import { execFile, execFileSync } from 'node:child_process';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
@@ -233,6 +234,21 @@ describe('Sampler against an emulated MSR', () => {
       expect(s.totals().readings[0].ticks).toBe(BigInt(used));
     }
     expect(s.stats().timing.readErrors).toBe(0);
+  });
+
+  it('refuses a ring larger than a JavaScript buffer can be, naming ringCapacity (it crashed)', () => {
+    // Two packages of four domains, with attribution: 400-byte records, 6.25 GiB at 2^24.
+    const e = createEmulatedMsr({ vendor: 'intel', cpus: 2, packages: 2 });
+    emu = e;
+    for (const cpu of [0, 1]) {
+      e.write(cpu, MSR.INTEL_UNIT, INTEL_UNIT);
+      for (const msr of [MSR.INTEL_PKG, MSR.INTEL_PP0, MSR.INTEL_PP1, MSR.INTEL_DRAM]) e.write(cpu, msr, 1000);
+    }
+    const make = (ringCapacity: number) => msrSampler(e, { ringCapacity, threads: 'procfs' });
+    const bytes = make(1024).stats().ring.recordBytes;
+    const most = 2 ** Math.floor(Math.log2(bufferConstants.MAX_LENGTH / bytes));
+    expect(() => make(most * 2)).toThrow(RangeError);
+    expect(() => make(most * 2)).toThrow(`at most ${most} here (records of ${bytes} bytes`);
   });
 
   it('overwrite-oldest keeps the newest samples and counts the overwritten', async () => {

@@ -144,6 +144,7 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     o.Set("threadsFallbackReason", sampler_->threadsFallbackReason());
     o.Set("attributionEvery", sampler_->attributionEvery());
     o.Set("spanEngineId", double(sampler_->spanEngineId()));
+    o.Set("ringRecordBytes", double(sampler_->ring()->recordSize()));
     return o;
   }
 
@@ -227,7 +228,9 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
       auto* keep = new std::shared_ptr<RingBuffer>(ring);
       napi_status st = napi_create_external_arraybuffer(env, ring->data(), ring->bytes(), releaseRing, keep, &ab);
       if (st != napi_ok) {
-        delete keep;
+        // Refused before Node took the hint; on any other failure (a buffer over its largest
+        // size) Node has run the finalizer already, which deleted it: a second delete crashed.
+        if (st == napi_no_external_buffers_allowed) delete keep;
         ab = nullptr;
         // A refused external buffer may leave an exception pending; clear it and fall back.
         napi_value ignored;
