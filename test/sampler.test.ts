@@ -270,6 +270,21 @@ describe('Sampler against an emulated MSR', () => {
     }
     expect(s.stats().ring.overwritten).toBe(samples - recs.length);
     expect(s.stats().ring.dropped).toBe(0);
+    // Read after the stop: the whole ring, not the newest half kept from a running producer.
+    expect(recs.length).toBe(16);
+  });
+
+  it('overwrite-oldest hands out every sample of a ring that never filled, once stopped', async () => {
+    emu = intelMsr(1);
+    const s = msrSampler(emu, { intervalUs: 1000, ringCapacity: 1024, onOverflow: 'overwrite-oldest' });
+    s.start();
+    for (let i = 0; i < 300 && s.stats().timing.samples < 600; i++) await sleep(5);
+    s.stop();
+    const samples = s.stats().timing.samples;
+    expect(samples).toBeGreaterThan(512); // past the half that a running producer's reader gets
+    expect(samples).toBeLessThan(1024);
+    expect(s.read().length).toBe(samples); // 512 of them before, the rest counted overwritten
+    expect(s.stats().ring.overwritten).toBe(0);
   });
 
   // A RingReader holds a batch between next() calls. Lapped meanwhile, it used to hand out the

@@ -56,14 +56,15 @@ class RingBuffer {
   }
 
   // Consumer: the readable range [start, end). Under OverwriteOldest, records the producer has
-  // overwritten are skipped (and counted), and the range keeps a safety margin of half the ring
-  // behind the head, so the producer needs capacity/2 more samples before it could touch a record
-  // being read.
-  void acquire(uint64_t* start, uint64_t* end) {
+  // overwritten are skipped (and counted), and while it runs (`producing`) the range keeps a
+  // safety margin of half the ring behind the head, so the producer needs capacity/2 more
+  // samples before it could touch a record being read. A stopped producer touches none: then
+  // every record still in the ring is handed out.
+  void acquire(uint64_t* start, uint64_t* end, bool producing) {
     uint64_t head = head_.load(std::memory_order_acquire);
     uint64_t tail = tail_.load(std::memory_order_relaxed);
     if (policy_ == OverflowPolicy::OverwriteOldest) {
-      uint64_t margin = capacity_ / 2;
+      uint64_t margin = producing ? capacity_ / 2 : 0;
       uint64_t oldestSafe = head > capacity_ - margin ? head - (capacity_ - margin) : 0;
       if (tail < oldestSafe) {
         overwritten_.fetch_add(oldestSafe - tail, std::memory_order_relaxed);

@@ -267,7 +267,7 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     double* ctl = ta.As<Napi::Float64Array>().Data();
     RingBuffer& ring = *sampler_->ring();
     uint64_t start = 0, end = 0;
-    ring.acquire(&start, &end);
+    ring.acquire(&start, &end, sampler_->running());
     if (copyMode_ && !ringBuffer_.IsEmpty() && end > start) {
       // The copy is an ordinary ArrayBuffer: detached (transferred), it has no memory to copy into.
       Napi::ArrayBuffer copy = ringBuffer_.Value();
