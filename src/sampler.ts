@@ -921,29 +921,69 @@ export class Sampler {
     // Each window must see new samples: at least two sampling intervals long.
     const windowMs = Math.max(Math.min(100, durationMs / 2), (2 * this.#intervalUs) / 1000);
     const windows = Math.max(2, Math.floor(durationMs / windowMs));
+    // Each domain's windows are taken together until they hold MIN_TICKS of its counter: a
+    // window of a few ticks (psys in whole joules) reads its power ±1 tick, and the lowest of
+    // such figures is biased low (25 W read as 19.8). A window in which a read failed counts for
+    // nothing, nor does the stretch it ends (0 W from a device unreadable for a while).
+    const MIN_TICKS = 100;
     const best: number[] = this.domains.map(() => Infinity);
+    const acc = this.domains.map(() => ({ ticks: 0, dt: 0 }));
+    const seen = this.domains.map(() => 0);
     let prev = this.#handle.totals();
+    let prevErrors = this.#handle.stats().timing.readErrors;
     const ownStartNs = prev.startNs;
     const t0 = performance.now();
+    const take = (i: number) => {
+      const a = acc[i];
+      const watts = (a.ticks * this.domains[i].unitJoules) / a.dt;
+      if (a.dt > 0 && watts >= 0 && watts < best[i]) best[i] = watts;
+      a.ticks = a.dt = 0;
+    };
     for (let w = 0; w < windows; w++) {
       await new Promise((r) => setTimeout(r, windowMs));
       const cur = this.#handle.totals();
+      const errors = this.#handle.stats().timing.readErrors;
       const dt = Number(cur.timeNs - prev.timeNs) / 1e9;
       // Not across a stop() and start() meanwhile: the totals start afresh with each run.
-      if (dt > 0 && cur.startNs === prev.startNs) {
-        this.domains.forEach((d, i) => {
-          const watts = (Number(cur.ticks[i] - prev.ticks[i]) * d.unitJoules) / dt;
-          if (watts >= 0 && watts < best[i]) best[i] = watts;
-        });
-      }
+      const sameRun = cur.startNs === prev.startNs;
+      const clean = sameRun && errors === prevErrors;
+      this.domains.forEach((_d, i) => {
+        if (!clean) {
+          acc[i].ticks = acc[i].dt = 0;
+          return;
+        }
+        if (dt <= 0) return;
+        const ticks = Number(cur.ticks[i] - prev.ticks[i]);
+        acc[i].ticks += ticks;
+        acc[i].dt += dt;
+        seen[i] += ticks;
+        if (acc[i].ticks >= MIN_TICKS) take(i);
+      });
       prev = cur;
+      prevErrors = errors;
     }
+    // A domain that never reached MIN_TICKS in one stretch: its longest clean stretch, the last.
+    this.domains.forEach((_d, i) => {
+      if (!Number.isFinite(best[i]) && acc[i].dt > 0) take(i);
+    });
     const tookMs = Math.round(performance.now() - t0);
     // The run it started, unless the caller stopped it meanwhile (and maybe started their own).
     if (ownRun && this.#handle.running() && this.#handle.totals().startNs === ownStartNs) this.stop();
     if (best.some((w) => !Number.isFinite(w))) {
-      // Not a 0 W baseline said to be measured: the sampler was stopped or closed meanwhile.
-      throw new JouletraceError('ERR_JOULETRACE_NOT_STARTED', 'calibrateBaseline(): no sample arrived during the calibration (was the sampler stopped meanwhile?)');
+      // Not a 0 W baseline said to be measured: the sampler was stopped or closed meanwhile, or
+      // every window saw a read fail.
+      throw new JouletraceError(
+        'ERR_JOULETRACE_NOT_STARTED',
+        'calibrateBaseline(): no clean stretch of samples during the calibration (was the sampler stopped meanwhile, or did its reads fail? see stats().timing.readErrors)',
+      );
+    }
+    // The primary counters always draw power: one that never moved measured nothing.
+    const still = this.#primary.filter((i) => seen[i] === 0).map((i) => `${this.domains[i].domain}-${this.domains[i].package}`);
+    if (still.length > 0) {
+      throw new JouletraceError(
+        'ERR_JOULETRACE_NOT_COUNTING',
+        `calibrateBaseline(): ${still.join(', ')} did not move in ${tookMs} ms: no baseline can be measured from a counter that does not count`,
+      );
     }
     const watts = best;
     this.#handle.setBaselineWatts(watts);

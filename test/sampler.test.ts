@@ -251,6 +251,61 @@ describe('Sampler against an emulated MSR', () => {
     expect(() => make(most * 2)).toThrow(`at most ${most} here (records of ${bytes} bytes`);
   });
 
+  describe('calibrateBaseline() against counters that are hard to read', () => {
+    // A package counter moved at `watts` by this process's timer, in units of 2^-esu J.
+    function powered(watts: number, esu: number, opts: { unreadableMs?: [number, number] } = {}) {
+      const e = createEmulatedMsr({ vendor: 'intel', cpus: 2, packages: 1 });
+      emu = e;
+      const unit = 0x000a0003 | (esu << 8);
+      e.write(0, MSR.INTEL_UNIT, unit);
+      e.write(0, MSR.INTEL_PKG, 1000);
+      e.write(0, MSR.INTEL_PP0, 1000);
+      const t0 = Date.now();
+      const timer = setInterval(() => {
+        const ms = Date.now() - t0;
+        const [from, to] = opts.unreadableMs ?? [Infinity, Infinity];
+        if (ms >= from && ms < to) return e.truncate(0); // every read fails (EIO)
+        e.write(0, MSR.INTEL_UNIT, unit);
+        e.write(0, MSR.INTEL_PP0, 1000);
+        e.write(0, MSR.INTEL_PKG, 1000 + Math.floor(((ms / 1000) * watts) / 2 ** -esu));
+      }, 1);
+      return { e, stop: () => clearInterval(timer) };
+    }
+
+    it('leaves out windows whose reads failed (0 W before)', async () => {
+      const p = powered(30, 14, { unreadableMs: [300, 500] });
+      try {
+        const s = msrSampler(p.e, { threads: 'procfs' });
+        const r = await s.calibrateBaseline({ durationMs: 1000 });
+        expect(s.stats().timing.readErrors).toBeGreaterThan(0);
+        expect(r.watts[0].watts).toBeGreaterThan(30 * 0.8);
+        expect(r.watts[0].watts).toBeLessThan(30 * 1.2);
+      } finally {
+        p.stop();
+      }
+    });
+
+    it('measures coarse counters over enough ticks (1 J units at 25 W read 19.8 W before)', async () => {
+      const p = powered(25, 0);
+      try {
+        const s = msrSampler(p.e, { threads: 'procfs' });
+        const r = await s.calibrateBaseline({ durationMs: 1000 });
+        expect(r.watts[0].watts).toBeGreaterThan(25 * 0.85);
+        expect(r.watts[0].watts).toBeLessThan(25 * 1.15);
+      } finally {
+        p.stop();
+      }
+    });
+
+    it('refuses counters that did not move rather than report 0 W', async () => {
+      emu = intelMsr(1);
+      const s = msrSampler(emu, { threads: 'procfs' });
+      await expect(s.calibrateBaseline({ durationMs: 300 })).rejects.toThrow(
+        expect.objectContaining({ code: 'ERR_JOULETRACE_NOT_COUNTING', message: expect.stringContaining('package-0 did not move') }),
+      );
+    });
+  });
+
   it('overwrite-oldest keeps the newest samples and counts the overwritten', async () => {
     emu = intelMsr(1);
     const s = msrSampler(emu, { intervalUs: 500, ringCapacity: 16, onOverflow: 'overwrite-oldest' });
