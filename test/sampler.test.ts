@@ -251,6 +251,23 @@ describe('Sampler against an emulated MSR', () => {
     expect(() => make(most * 2)).toThrow(`at most ${most} here (records of ${bytes} bytes`);
   });
 
+  it('keeps the last run readable when start() fails (its totals and records were wiped)', async () => {
+    emu = intelMsr(1000);
+    const s = msrSampler(emu, { intervalUs: 1000 });
+    s.start();
+    emu.write(0, MSR.INTEL_PKG, 5000);
+    await sleep(30);
+    s.stop();
+    const totals = s.totals();
+    const before = s.stats().timing.samples;
+    emu.truncate(0); // every read fails: EIO
+    expect(() => s.start()).toThrow(expect.objectContaining({ code: 'EIO' }));
+    expect(s.totals()).toEqual(totals);
+    expect(totals.readings[0].ticks).toBe(4000n);
+    expect(s.stats().timing.samples).toBe(before);
+    expect(s.read().length).toBe(before);
+  });
+
   describe('calibrateBaseline() against counters that are hard to read', () => {
     // A package counter moved at `watts` by this process's timer, in units of 2^-esu J.
     function powered(watts: number, esu: number, opts: { unreadableMs?: [number, number] } = {}) {

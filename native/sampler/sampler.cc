@@ -142,6 +142,26 @@ bool Sampler::start(SamplerError* err) {
     err->message = "start(): the sampler is already running; call stop() first";
     return false;
   }
+  // What can fail comes before anything of the last run is reset: a start() that fails leaves
+  // that run's totals, records and threads readable.
+  if (cfg_.cpu >= 0) {
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    if (sched_getaffinity(0, sizeof allowed, &allowed) == 0 && !CPU_ISSET(cfg_.cpu, &allowed)) {
+      err->code = errnoName(EINVAL);
+      err->message = "cpu: CPU " + std::to_string(cfg_.cpu) + " is not online or not in this process's affinity mask";
+      return false;
+    }
+  }
+  // Reference readings, taken here so totals() is defined from the moment start() returns.
+  source_->rebase();
+  int rc = source_->read(readings_.data());
+  if (rc != 0) {
+    err->code = errnoName(-rc);
+    err->message = std::string("start(): the first read of the '") + source_->name() + "' source failed: " + strerror(-rc);
+    return false;
+  }
+
   // Fresh totals, ring and statistics for this run (the ring may only be reset while the
   // producer is stopped, which it is).
   ring_->reset();
@@ -155,15 +175,6 @@ bool Sampler::start(SamplerError* err) {
   if (attribution_) attribution_->reset();
   if (spans_) spans_->reset();
   seq_ = 0;
-
-  // Reference readings, taken here so totals() is defined from the moment start() returns.
-  source_->rebase();
-  int rc = source_->read(readings_.data());
-  if (rc != 0) {
-    err->code = errnoName(-rc);
-    err->message = std::string("start(): the first read of the '") + source_->name() + "' source failed: " + strerror(-rc);
-    return false;
-  }
   uint64_t now = monotonicNs();
   for (size_t d = 0; d < readings_.size(); d++) {
     baseTicks_[d] = prevTicks_[d] = readings_[d].ticks;
