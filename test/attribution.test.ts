@@ -8,6 +8,7 @@ import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Sampler, type ThreadsBackend } from '../src/index';
 import { describeBpf } from './fixtures/bpf-required';
+import { sleep } from './fixtures/spinner';
 
 const run = promisify(execFile);
 const root = path.join(__dirname, '..');
@@ -230,6 +231,26 @@ describeBpf('attribution with the eBPF backend', () => {
     expect(out.fallback.fallbackReason).toMatch(/CAP_BPF/);
     expect(out.fallback.fallbackReason).toMatch(/using procfs/);
     expect(out.threads).toBeGreaterThan(0);
+  });
+});
+
+describeBpf('attribution with the eBPF backend, across runs', () => {
+  it('gives no row in a run to threads that lived and ended while the sampler stood stopped', async () => {
+    const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'bpf' });
+    samplers.push(s);
+    s.start();
+    await sleep(30);
+    s.stop();
+    const tids: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const w = spin(10);
+      tids.push(await w.tid);
+      await w.done;
+    }
+    s.start();
+    await sleep(30);
+    s.stop();
+    expect(s.threads().filter((t) => tids.includes(t.tid))).toEqual([]);
   });
 });
 

@@ -95,6 +95,13 @@ void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const Tr
       results_[s.resultIndex].tid = t.tid;
       byTid_[t.tid] = s.resultIndex;
     }
+    if (!primed_ && t.exited) {
+      // Lived and ended while no run measured it (between a stop() and this start()): nothing
+      // of it is this run's, and a row for it would say it ran in it.
+      s = ThreadState{};
+      threadResult_[i] = SIZE_MAX;
+      continue;
+    }
     if (!s.used || s.generation != t.generation) {
       // A slot seen for the first time, or reused by a new thread: it starts from zero, except
       // at the very first step, whose figures are the reference point (time before tracking).
