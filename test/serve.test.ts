@@ -115,6 +115,17 @@ describe('jouletrace serve', () => {
     expect(stderr.mock.calls.map((c) => String(c[0])).join('')).not.toContain('exited');
   });
 
+  it('refuses a process that has exited and not been reaped, as one that is not there', async () => {
+    // sleep 0.2 ends as the shell execs into a sleep that never reaps it: a zombie.
+    const parent = spawn('sh', ['-c', 'sleep 0.2 & echo $!; exec sleep 5'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    cleanups.push(() => parent.kill('SIGKILL'));
+    const zombie = await new Promise<number>((resolve) => parent.stdout!.once('data', (d: Buffer) => resolve(Number(String(d).trim()))));
+    for (let i = 0; i < 100 && !/^\d+ \(sleep\) Z /.test(fs.readFileSync(`/proc/${zombie}/stat`, 'utf8')); i++) await new Promise((r) => setTimeout(r, 20));
+    const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    expect(await serveCommand(['--pid', String(zombie), '--port', '0', '--source', 'model'])).toBe(1);
+    expect(String(err.mock.calls.at(-1)![0])).toBe(`jouletrace serve: process ${zombie} has exited (its parent has not reaped it yet)\n`);
+  });
+
   it('prints help and rejects bad arguments with exit code 2', async () => {
     const out = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
     const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);

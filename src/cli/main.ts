@@ -38,6 +38,9 @@ function help(): string {
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   if (command !== 'top') guardStdout(command !== undefined && command in COMMANDS ? command : undefined); // top watches its own output
+  // Messages go to stderr; one whose reader went away (`serve 2>&1 | logger`, logger gone) must
+  // not end the command with an uncaught 'error' event: a host agent would stop exporting.
+  process.stderr.on('error', () => {});
   if (command === '--help' || command === '-h' || command === 'help') {
     process.stdout.write(help());
     return 0;

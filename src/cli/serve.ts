@@ -9,6 +9,7 @@ import { gridIntensity } from '../carbon';
 import { Sampler } from '../sampler';
 import { SOURCE_NAMES, type SourceName } from '../source-options';
 import { checkNumber, inFlagWords, numberOption, parseArgs, parseIntervalUs, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type ParsedArgs, type SourcePaths } from './args';
+import { printable } from './format';
 import { processGone, readProcStat } from './proc-stat';
 
 const HELP = `Usage: jouletrace serve [options]
@@ -19,6 +20,7 @@ Serves Prometheus metrics at http://HOST:PORT/metrics until SIGINT or SIGTERM:
   jouletrace_process_energy_joules_total{pid,command,part}
       for each --pid: energy attributed to that process (part="process"), the idle baseline
       and everything else, which add up to the machine's package (or psys) energy
+      since that process was first watched (until it exits)
   jouletrace_samples_total, jouletrace_sampler_jitter_seconds{stat}, ...  sampler health
 Figures from the model source carry estimated="true".
 
@@ -111,10 +113,16 @@ export async function serveCommand(argv: string[]): Promise<number> {
   } catch (e) {
     return reportUsageError('serve', HELP, e);
   }
-  // As top says it: a process that is not there is not a sampler's error about /proc.
+  // As top says it: a process that is not there is not a sampler's error about /proc; nor one
+  // that has exited and not been reaped (a zombie), whose series would only ever hold the rest.
   const missing = args.pids.find((pid) => !fs.existsSync(`/proc/${pid}`));
   if (missing !== undefined) {
     process.stderr.write(`jouletrace serve: no process ${missing}\n`);
+    return 1;
+  }
+  const zombie = args.pids.find((pid) => processGone(pid, readProcStat(pid)?.start));
+  if (zombie !== undefined) {
+    process.stderr.write(`jouletrace serve: process ${zombie} has exited (its parent has not reaped it yet)\n`);
     return 1;
   }
   const samplers: Sampler[] = [];
@@ -148,14 +156,14 @@ export async function serveCommand(argv: string[]): Promise<number> {
         t.tracker.read();
         t.sampler.close();
         t.exited = true;
-        process.stderr.write(`jouletrace serve: process ${t.pid} (${t.command}) exited; its figures stay as they were at its exit\n`);
+        process.stderr.write(`jouletrace serve: process ${t.pid} (${printable(t.command)}) exited; its figures stay as they were at its exit\n`);
       }
     };
     if (trackers.length > 0) {
       exitWatch = setInterval(noticeExits, 1000).unref();
       new Counter({
         name: 'jouletrace_process_energy_joules_total',
-        help: "Energy attributed to each watched process (part=process), the idle baseline and the rest, from that process's sampler; the parts add up to the machine's primary-domain energy.",
+        help: "Energy attributed to each watched process (part=process), the idle baseline and the rest, from that process's sampler; the parts add up to the machine's primary-domain energy since the process was first watched, until it exited.",
         labelNames: ['pid', 'command', 'part', 'estimated'],
         registers: [registry],
         collect() {
