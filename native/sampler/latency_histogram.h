@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 
 namespace jouletrace {
@@ -46,7 +47,10 @@ class LatencyHistogram {
     uint64_t total = 0;
     for (const auto& b : buckets_) total += b.load(std::memory_order_relaxed);
     if (total == 0) return 0;
-    uint64_t rank = uint64_t(q * double(total));
+    // Nearest rank, 0-based: the ceil(q·N)-th smallest (p99 of 100 samples is the 99th, not the
+    // largest).
+    uint64_t rank = uint64_t(std::ceil(q * double(total)));
+    rank = rank == 0 ? 0 : rank - 1;
     if (rank >= total) rank = total - 1;
     uint64_t seen = 0;
     for (uint32_t i = 0; i < kBuckets; i++) {

@@ -103,7 +103,10 @@ bool Sampler::openTracker(SamplerError* err) {
       err->message = "threads: 'bpf': " + te.message;
       return false;
     }
-    if (!tracker_) threadsFallback_ = "eBPF unavailable (" + te.message + "); using procfs";
+    if (!tracker_) {
+      threadsFallback_ = "eBPF unavailable (" + te.message + "); using procfs";
+      if (cfg_.followChildren) threadsFallback_ += ", which does not follow child processes";
+    }
   }
   if (!tracker_) {
     to.backend = "procfs";

@@ -191,6 +191,10 @@ export async function serveCommand(argv: string[]): Promise<number> {
     const url = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD' }).end();
+    } else if (url === '/metrics' && req.method === 'HEAD') {
+      // Headers only, and no collection: one would move the window behind jouletrace_power_watts
+      // (a health check's HEAD every few seconds would shorten Prometheus's).
+      res.writeHead(200, { 'content-type': registry.contentType }).end();
     } else if (url === '/metrics') {
       registry.metrics().then(
         (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
