@@ -15,9 +15,9 @@ import { energyMiddleware, instrumentExpress } from '../src/express';
 import { fastifyEnergy, fastifyRoute } from '../src/fastify';
 import { RequestTracker, Sampler, trackRequest, type RequestRecord } from '../src/index';
 import { describeBpf, itBpf } from './fixtures/bpf-required';
-import { native } from '../src/native';
 import { nativeHandleOf } from '../src/native-handles';
 import { endWrapped } from '../src/response-end';
+import { busyCpu } from './fixtures/cpu-busy';
 import { connect, until } from './fixtures/request-endings';
 
 const run = promisify(execFile);
@@ -26,23 +26,8 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-// Spins for `ms` of CPU time, not of wall time: on a loaded machine a wall-time spin is partly
-// spent descheduled, and tests here compare requests' CPU. The process's CPU (getrusage), which
-// the kernel brings up to date when read; schedstat moves only at scheduler ticks for a thread
-// that is running, and overshot 1 ms by 1–2 ms. The sampler thread's few percent of a core count
-// too, so the spin may fall short by as much.
-// Spins until the calling thread has run `ms` of CPU. Its own: the process's (cpuUsage) includes
-// the sampler thread's and V8's compiler and collector threads', which took up to half of it on a
-// loaded host. Node 20 has no per-thread CPU clock: the addon's bench binding reads one.
-const threadCpuNs = (native().bench as { threadCpuNs(): number }).threadCpuNs;
-function busy(ms: number): void {
-  const until = threadCpuNs() + ms * 1e6;
-  for (;;) {
-    const wall = performance.now() + 0.05;
-    while (performance.now() < wall);
-    if (threadCpuNs() >= until) return;
-  }
-}
+// Spins for `ms` of this thread's CPU time (tests here compare requests' CPU).
+const busy = busyCpu;
 
 async function load(base: string, targets: Array<{ path: string; count: number }>, concurrency: number) {
   const spec = { targets: targets.map((t) => ({ url: base + t.path, count: t.count })), concurrency };

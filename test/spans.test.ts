@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { attachSpans, Sampler, type SpanResult } from '../src/index';
 import { native } from '../src/native';
 import { describeBpf } from './fixtures/bpf-required';
+import { busyCpu } from './fixtures/cpu-busy';
 import { createEmulatedMsr, MSR } from './fixtures/emulated-devices';
 import { nativeHandleOf } from '../src/native-handles';
 import { eventCheck } from '../src/span-channel';
@@ -333,7 +334,7 @@ describe('spans: behaviour', () => {
     const s = sampler({ threads: 'procfs' });
     s.start();
     const h = s.begin('open-at-stop');
-    busy(10);
+    busyCpu(10); // on-CPU, whatever the machine's load (a wall-time spin once read 0 J under CI)
     s.stop();
     const r = await s.settle(h);
     expect(r.incomplete).toBe(true);
