@@ -454,8 +454,9 @@ export class Sampler {
     this.#runEnded();
     this.#reader?.close();
     const spans = this.#spans;
-    this.#spanCountsAtStart = spans ? [spans.droppedSpans, spans.droppedEvents, spans.lateEnds] : [0, 0, 0];
+    const counts: [number, number, number] = spans ? [spans.droppedSpans, spans.droppedEvents, spans.lateEnds] : [0, 0, 0];
     this.#handle.start();
+    this.#spanCountsAtStart = counts; // only once started: a start() that fails leaves the last run's
     RUNNING.add(this);
     this.#spans?.startPolling();
     return this;
@@ -928,6 +929,8 @@ export class Sampler {
     const MIN_TICKS = 100;
     const best: number[] = this.domains.map(() => Infinity);
     const acc = this.domains.map(() => ({ ticks: 0, dt: 0 }));
+    // Each domain's longest clean stretch that did not reach MIN_TICKS (an idle core plane).
+    const longest = this.domains.map(() => ({ ticks: 0, dt: 0 }));
     const seen = this.domains.map(() => 0);
     let prev = this.#handle.totals();
     let prevErrors = this.#handle.stats().timing.readErrors;
@@ -949,6 +952,7 @@ export class Sampler {
       const clean = sameRun && errors === prevErrors;
       this.domains.forEach((_d, i) => {
         if (!clean) {
+          if (acc[i].dt > longest[i].dt) longest[i] = { ...acc[i] };
           acc[i].ticks = acc[i].dt = 0;
           return;
         }
@@ -962,9 +966,11 @@ export class Sampler {
       prev = cur;
       prevErrors = errors;
     }
-    // A domain that never reached MIN_TICKS in one stretch: its longest clean stretch, the last.
+    // A domain that never reached MIN_TICKS in one stretch: its longest clean stretch.
     this.domains.forEach((_d, i) => {
-      if (!Number.isFinite(best[i]) && acc[i].dt > 0) take(i);
+      if (Number.isFinite(best[i])) return;
+      if (longest[i].dt > acc[i].dt) acc[i] = longest[i];
+      if (acc[i].dt > 0) take(i);
     });
     const tookMs = Math.round(performance.now() - t0);
     // The run it started, unless the caller stopped it meanwhile (and maybe started their own).

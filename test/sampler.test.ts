@@ -1,5 +1,6 @@
 import { constants as bufferConstants } from 'node:buffer';
 import { execFile, execFileSync } from 'node:child_process';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { Worker } from 'node:worker_threads';
@@ -268,6 +269,30 @@ describe('Sampler against an emulated MSR', () => {
     expect(s.read().length).toBe(before);
   });
 
+  it('keeps the last run readable when the sampler thread cannot be created', async () => {
+    // RLIMIT_NPROC at 1 for the process (root is exempt: run as nobody): pthread_create fails.
+    const script = `
+      const { execSync } = require('node:child_process');
+      const { Sampler } = require(${JSON.stringify(path.join(root, 'dist/cjs/index.js'))});
+      const s = new Sampler({ source: 'model', threads: 'off', intervalUs: 1000 });
+      s.start();
+      setTimeout(() => {
+        s.stop();
+        const before = { samples: s.stats().timing.samples, ticks: String(s.totals().readings[0].ticks), records: s.read().length };
+        execSync('prlimit --pid ' + process.pid + ' --nproc=1:1');
+        let code;
+        try { s.start(); } catch (e) { code = e.code; }
+        const after = { samples: s.stats().timing.samples, ticks: String(s.totals().readings[0].ticks) };
+        console.log(JSON.stringify({ code, before, after }));
+      }, 50);
+    `;
+    const { stdout } = await run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', script]);
+    const out = JSON.parse(stdout) as { code: string; before: { samples: number; ticks: string; records: number }; after: { samples: number; ticks: string } };
+    expect(out.code).toBe('EAGAIN');
+    expect(out.before.samples).toBeGreaterThan(10);
+    expect(out.after).toEqual({ samples: out.before.samples, ticks: out.before.ticks });
+  });
+
   describe('calibrateBaseline() against counters that are hard to read', () => {
     // A package counter moved at `watts` by this process's timer, in units of 2^-esu J.
     function powered(watts: number, esu: number, opts: { unreadableMs?: [number, number] } = {}) {
@@ -309,6 +334,21 @@ describe('Sampler against an emulated MSR', () => {
         const r = await s.calibrateBaseline({ durationMs: 1000 });
         expect(r.watts[0].watts).toBeGreaterThan(25 * 0.85);
         expect(r.watts[0].watts).toBeLessThan(25 * 1.15);
+      } finally {
+        p.stop();
+      }
+    });
+
+    it('keeps a domain that never reached 100 ticks when the last window fails (it threw)', async () => {
+      // The package at 30 W reaches 100 ticks in each window; the core plane stands still (0 W,
+      // an idle plane) and had only the last stretch, which a read failure ended.
+      const p = powered(30, 14, { unreadableMs: [950, 5000] });
+      try {
+        const s = msrSampler(p.e, { threads: 'procfs' });
+        const r = await s.calibrateBaseline({ durationMs: 1000 });
+        expect(r.watts.map((w) => w.domain)).toEqual(['package', 'core']);
+        expect(r.watts[0].watts).toBeGreaterThan(30 * 0.8);
+        expect(r.watts[1].watts).toBe(0);
       } finally {
         p.stop();
       }
@@ -430,6 +470,19 @@ describe('Sampler cadence and statistics (model source)', () => {
     expect(st.estimated).toBe(true);
     expect(s.read().every((r) => r.estimated)).toBe(true);
     expect(s.totals().readings[0].joules).toBeGreaterThan(0);
+  });
+
+  it.skipIf(os.cpus().length < 2)('runs its thread on a cpu the main thread is not pinned to (a pre-check refused it)', async () => {
+    const script = `
+      const { execFileSync } = require('node:child_process');
+      const { Sampler } = require(${JSON.stringify(path.join(root, 'dist/cjs/index.js'))});
+      execFileSync('taskset', ['-p', '-c', '0', String(process.pid)], { stdio: 'ignore' }); // this thread only
+      const s = new Sampler({ source: 'model', threads: 'off', cpu: 1 });
+      s.start();
+      setTimeout(() => { s.stop(); console.log(JSON.stringify({ samples: s.stats().timing.samples })); }, 50);
+    `;
+    const { stdout } = await run(process.execPath, ['-e', script]);
+    expect((JSON.parse(stdout) as { samples: number }).samples).toBeGreaterThan(10);
   });
 
   it('stop() returns promptly even with a one-second interval', () => {

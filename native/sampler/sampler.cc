@@ -145,18 +145,9 @@ bool Sampler::start(SamplerError* err) {
     err->message = "start(): the sampler is already running; call stop() first";
     return false;
   }
-  // What can fail comes before anything of the last run is reset: a start() that fails leaves
-  // that run's totals, records and threads readable.
-  if (cfg_.cpu >= 0) {
-    cpu_set_t allowed;
-    CPU_ZERO(&allowed);
-    if (sched_getaffinity(0, sizeof allowed, &allowed) == 0 && !CPU_ISSET(cfg_.cpu, &allowed)) {
-      err->code = errnoName(EINVAL);
-      err->message = "cpu: CPU " + std::to_string(cfg_.cpu) + " is not online or not in this process's affinity mask";
-      return false;
-    }
-  }
-  // Reference readings, taken here so totals() is defined from the moment start() returns.
+  // What can fail comes before anything of the last run is reset, so that a start() that fails
+  // leaves that run's totals, records and threads readable: the first read, then the thread,
+  // which waits at a gate until the run is set up.
   source_->rebase();
   int rc = source_->read(readings_.data());
   if (rc != 0) {
@@ -164,9 +155,10 @@ bool Sampler::start(SamplerError* err) {
     err->message = std::string("start(): the first read of the '") + source_->name() + "' source failed: " + strerror(-rc);
     return false;
   }
+  if (!createThread(err)) return false;
 
   // Fresh totals, ring and statistics for this run (the ring may only be reset while the
-  // producer is stopped, which it is).
+  // producer is stopped: the thread waits at the gate).
   ring_->reset();
   jitter_.reset();
   samples_.store(0);
@@ -178,6 +170,8 @@ bool Sampler::start(SamplerError* err) {
   if (attribution_) attribution_->reset();
   if (spans_) spans_->reset();
   seq_ = 0;
+
+  // Reference readings, the first read's, so totals() is defined from the moment start() returns.
   uint64_t now = monotonicNs();
   for (size_t d = 0; d < readings_.size(); d++) {
     baseTicks_[d] = prevTicks_[d] = readings_[d].ticks;
@@ -199,6 +193,16 @@ bool Sampler::start(SamplerError* err) {
   lastSampleNs_.store(now);
   stopNs_.store(0);
 
+  {
+    std::lock_guard<std::mutex> lock(gateMu_);
+    gateOpen_ = true;
+  }
+  gateCv_.notify_one();
+  if (spans_) spans_->setRunning(true);
+  return true;
+}
+
+bool Sampler::createThread(SamplerError* err) {
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   if (cfg_.cpu >= 0) {
@@ -214,6 +218,7 @@ bool Sampler::start(SamplerError* err) {
     pthread_attr_setschedpolicy(&attr, SCHED_FIFO);
     pthread_attr_setschedparam(&attr, &sp);
   }
+  gateOpen_ = false;
   stopRequested_.store(false);
   running_.store(true, std::memory_order_release);
   int e = pthread_create(&thread_, &attr, &Sampler::threadMain, this);
@@ -233,7 +238,6 @@ bool Sampler::start(SamplerError* err) {
     return false;
   }
   joinable_ = true;
-  if (spans_) spans_->setRunning(true);
   return true;
 }
 
@@ -259,6 +263,10 @@ void Sampler::run() {
   pthread_setname_np(pthread_self(), kThreadName);
   // The default 50 µs timer slack would dominate the jitter of a 100 µs cadence.
   prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
+  {
+    std::unique_lock<std::mutex> lock(gateMu_);
+    gateCv_.wait(lock, [this] { return gateOpen_; });
+  }
   const uint64_t interval = cfg_.intervalNs;
   uint64_t next = startNs_.load() + interval;
   while (!stopRequested_.load(std::memory_order_acquire)) {

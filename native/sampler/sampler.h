@@ -6,6 +6,7 @@
 #include <pthread.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -117,6 +118,7 @@ class Sampler {
   Sampler() = default;
   static void* threadMain(void* self);
   void run();
+  bool createThread(SamplerError* err);
   void sample(uint64_t now, uint32_t extraFlags, bool forceAttribution);
   bool openTracker(SamplerError* err);
 
@@ -138,6 +140,11 @@ class Sampler {
   bool joinable_ = false;
   std::atomic<bool> running_{false};
   std::atomic<bool> stopRequested_{false};
+  // The thread is created before the run is set up (so a failure leaves the last run intact)
+  // and waits here until start() has set it up.
+  std::mutex gateMu_;
+  std::condition_variable gateCv_;
+  bool gateOpen_ = false;
   std::atomic<int> tid_{0};
 
   // Sampler-thread state.

@@ -208,8 +208,10 @@ void ProcfsTracker::openFiles(Thread& t) {
   if (!t.stat.valid()) t.stat = UniqueFd(::open(threadFile(t.tid, "stat").c_str(), O_RDONLY | O_CLOEXEC));
   if (!ticksOnly_ && !t.schedstat.valid()) {
     t.schedstat = UniqueFd(::open(threadFile(t.tid, "schedstat").c_str(), O_RDONLY | O_CLOEXEC));
-    // The thread is there and has no schedstat: a kernel built without CONFIG_SCHED_INFO.
-    if (!t.schedstat.valid() && errno == ENOENT && t.stat.valid()) ticksOnly_ = true;
+    // The thread is there and has no schedstat: a kernel built without CONFIG_SCHED_INFO. Unless
+    // it exited between the two opens: its stat then answers ESRCH.
+    char probe[64];
+    if (!t.schedstat.valid() && errno == ENOENT && t.stat.valid() && readAt0(t.stat, probe, sizeof probe) > 0) ticksOnly_ = true;
   }
 }
 
