@@ -5,6 +5,7 @@
 //   instrumentExpress(app, tracker);   // the same, without a middleware layer
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { refuseOptionsBeside, RequestTracker, type RequestTrackerOptions } from './requests';
+import { UNMATCHED_ROUTE } from './span-types';
 import type { Sampler } from './sampler';
 import { mountPattern, patternMatches } from './express-route-patterns';
 import { checkObject, describe, JouletraceError } from './errors';
@@ -87,7 +88,7 @@ export function expressRoute(req: ExpressLikeRequest): string {
   // parent's prototype back first. An own property (a route of such a parent's, matched later)
   // is newer than the one kept.
   const route = req.route ?? (kept as ExpressLikeRequest['route']);
-  if (route === null || typeof route !== 'object') return '(unmatched)';
+  if (route === null || typeof route !== 'object') return UNMATCHED_ROUTE;
   const path = route.path;
   const noted = route === kept ? basesAtRoute.get(req) : undefined;
   const base = typeof noted === 'string' ? noted : (req.baseUrl ?? '');
@@ -105,10 +106,10 @@ export function expressRoute(req: ExpressLikeRequest): string {
     const rest = url.slice(base.length).replace(/(.)\/$/, '$1') || '/';
     const fits = path.filter((p) => typeof p === 'string' && patternMatches(p, rest));
     const shown = fits.length === 1 ? fits : path;
-    return shown.map((p) => `${mount}${String(p)}`).join(',') || '(unmatched)';
+    return shown.map((p) => `${mount}${String(p)}`).join(',') || UNMATCHED_ROUTE;
   }
   // A regular expression, as written: a pattern too.
-  return path instanceof RegExp ? `${mount}${String(path)}` : '(unmatched)';
+  return path instanceof RegExp ? `${mount}${String(path)}` : UNMATCHED_ROUTE;
 }
 
 /** energyMiddleware()'s middleware, with the tracker it feeds. */

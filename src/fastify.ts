@@ -5,6 +5,7 @@
 import { JouletraceError } from './errors';
 import { refuseOptionsBeside, RequestTracker, type RequestTrackerOptions } from './requests';
 import type { Sampler } from './sampler';
+import { UNMATCHED_ROUTE } from './span-types';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
 // `app.jouletrace`, typed for TypeScript users as Fastify plugins type their decorations.
@@ -53,10 +54,10 @@ export function fastifyRoute(req: FastifyRequestLike): string {
     const context = (req as unknown as Record<symbol, { config?: { url?: unknown } } | undefined>)[contextKey];
     if (context !== undefined && typeof context === 'object') {
       const url = context.config?.url;
-      return typeof url === 'string' ? url : '(unmatched)';
+      return typeof url === 'string' ? url : UNMATCHED_ROUTE;
     }
   }
-  return req.routeOptions?.url ?? req.routerPath ?? '(unmatched)';
+  return req.routeOptions?.url ?? req.routerPath ?? UNMATCHED_ROUTE;
 }
 
 /**

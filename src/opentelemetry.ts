@@ -26,7 +26,7 @@ import { packageRoot } from './native';
 import { EnergyTracker, PowerWindow } from './energy-tracker';
 import { subscribe, type RequestSource } from './settled-feed';
 import type { Sampler } from './sampler';
-import type { RequestRecord, SpanResult } from './span-types';
+import { UNMATCHED_ROUTE, type RequestRecord, type SpanResult } from './span-types';
 
 /** CLOCK_MONOTONIC ns (process.hrtime on Linux) → ms since the epoch, for timestamps. */
 function monotonicNsToEpochMs(ns: number): number {
@@ -129,13 +129,11 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
   }
   // Two registrations on one meter report hw.energy twice under one hw.id (the later
   // observation wins) and every span and request twice in the histograms.
-  if (!noop) {
-    if (openMeters.has(meter)) {
-      throw new JouletraceError(
-        'ERR_JOULETRACE_METRIC_EXISTS',
-        'registerOpenTelemetry(): this meter has a jouletrace registration open already; close() the earlier one, or pass another options.meterProvider',
-      );
-    }
+  if (!noop && openMeters.has(meter)) {
+    throw new JouletraceError(
+      'ERR_JOULETRACE_METRIC_EXISTS',
+      'registerOpenTelemetry(): this meter has a jouletrace registration open already; close() the earlier one, or pass another options.meterProvider',
+    );
   }
   const traces = opts.traces !== false;
   const tracer = opts.tracer ?? trace.getTracer('jouletrace');
@@ -223,7 +221,7 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
       if (!Number.isFinite(r.joules) || r.joules < 0) continue;
       const attrs: Attributes = { 'http.request.method': r.method };
       // The semantic conventions leave http.route out where no route matched.
-      if (r.route !== '(unmatched)') attrs['http.route'] = r.route;
+      if (r.route !== UNMATCHED_ROUTE) attrs['http.route'] = r.route;
       attrs['http.response.status_code'] = r.statusCode;
       if (r.estimated) attrs['jouletrace.estimated'] = true;
       if (r.incomplete) attrs['jouletrace.incomplete'] = true;

@@ -18,7 +18,7 @@ import type { Sampler } from './sampler';
 import { callListeners } from './listeners';
 import { connectionOf, releaseResponseWatch, retainResponseWatch, watchedFor, watchResponse } from './response-end';
 import { FLAG_AGGREGATED, FLAG_ESTIMATED, FLAG_INCOMPLETE, ROUTE_SUMMARY_WORDS, slotOfHandle, SPAN_SLOTS, type NumericResultListener, type SpanChannel } from './span-channel';
-import { EXACT_REQUEST_TOKEN, type RequestRecord, type RouteStats } from './span-types';
+import { EXACT_REQUEST_TOKEN, UNMATCHED_ROUTE, type RequestRecord, type RouteStats } from './span-types';
 
 export type RequestMode = 'shared' | 'exact';
 
@@ -809,14 +809,14 @@ function checkRouteArgument(route: unknown): void {
 }
 
 function checkedRoute(route: unknown): string {
-  return typeof route === 'string' && route.length > 0 ? route : '(unmatched)';
+  return typeof route === 'string' && route.length > 0 ? route : UNMATCHED_ROUTE;
 }
 
 function safeRoute(f: () => string): string {
   try {
     return checkedRoute(f());
   } catch {
-    return '(unmatched)';
+    return UNMATCHED_ROUTE;
   }
 }
 

@@ -988,7 +988,7 @@ export class Sampler {
     if (still.length > 0) {
       throw new JouletraceError(
         'ERR_JOULETRACE_NOT_COUNTING',
-        `calibrateBaseline(): ${still.join(', ')} did not move in ${tookMs} ms: no baseline can be measured from a counter that does not count`,
+        `calibrateBaseline(): ${still.join(', ')} did not move in ${tookMs} ms, so no baseline can be measured from it (a VM that lists RAPL and does not count it): set one with setBaseline(), or use source 'model'`,
       );
     }
     const watts = best;

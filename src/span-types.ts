@@ -5,6 +5,9 @@
  * @internal Carried by exact-mode request tokens (RequestTracker.start()), so that a span call
  * handed one names the mistake. Symbol.for: a process may load both the ESM and the CJS build.
  */
+/** A request's route where the framework matched none. */
+export const UNMATCHED_ROUTE = '(unmatched)';
+
 export const EXACT_REQUEST_TOKEN: unique symbol = Symbol.for('jouletrace.exactRequestToken');
 
 /** A settled critical section: `sampler.settle(h)`, `sampler.onSpan(cb)`. */

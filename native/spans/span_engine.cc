@@ -66,7 +66,6 @@ void SpanEngine::removeLog(uint64_t id) {
 void SpanEngine::setRunning(bool running) {
   std::lock_guard<std::mutex> lock(mu_);
   running_ = running;
-  if (running) finalStepDone_ = false;
   publishRunningWord();
 }
 

@@ -188,7 +188,7 @@ class SpanEngine {
   std::unordered_map<uint64_t, Log> logs_;
   uint64_t nextId_ = 1;
   bool running_ = false;
-  bool finalStepDone_ = false;  // the run's last step has run; no other comes before start()
+  bool finalStepDone_ = false;  // the last step was a run's final one (start()'s first step clears it)
   bool closed_ = false;
   std::atomic<uint64_t> settled_{0};  // written by the sampler thread, read by stats()
   uint64_t lastStepNs_ = 0;

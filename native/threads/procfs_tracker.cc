@@ -11,7 +11,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <unordered_map>
-#include <unordered_set>
 
 #include "errno_name.h"
 #include "napi_util.h"
@@ -291,7 +290,7 @@ ReadResult ProcfsTracker::readThread(Thread& t) {
   uint64_t start = field ? strtoull(field, nullptr, 10) : 0;
   if (t.startTime == 0) {
     t.startTime = start;
-  } else if (byPath && start != t.startTime && t.tid != uint32_t(pid_)) {
+  } else if (byPath && start != t.startTime && !leader) {
     return ReadResult::kGone;  // the tid now names another thread
   }
   int cpu = -1;
@@ -315,6 +314,8 @@ ReadResult ProcfsTracker::readThread(Thread& t) {
   }
   if (ticksOnly_) t.schedstat.reset();
   const bool fromSchedstat = t.schedstat.valid();
+  // The row goes on from the figure it has, in whatever the kernel's figure now measures.
+  const auto continueRow = [&] { t.base = int64_t(total) - int64_t(t.times.onCpuNs); };
   if (t.basePending) {
     t.base = int64_t(total);
     t.ticksBase = int64_t(ticksNs);
@@ -323,7 +324,8 @@ ReadResult ProcfsTracker::readThread(Thread& t) {
     // The figure changed measure. To utime + stime: schedstat was found empty, its 0s counted
     // nothing, so they count from where they stood at the first read. To schedstat (its
     // descriptor reopened after EMFILE): the row goes on from what it had.
-    t.base = fromSchedstat ? int64_t(total) - int64_t(t.times.onCpuNs) : t.ticksBase;
+    if (fromSchedstat) continueRow();
+    else t.base = t.ticksBase;
   }
   t.read = true;
   t.fromSchedstat = fromSchedstat;
@@ -339,9 +341,7 @@ ReadResult ProcfsTracker::readThread(Thread& t) {
     const uint64_t now = monotonicNs();
     const uint64_t elapsed = now - t.lastReadNs;
     const uint64_t slack = (fromSchedstat ? 2'000'000 : 2 * nsPerTick_) + elapsed / 8;
-    if (t.lastReadNs != 0 && (total + 1'000'000 < t.lastTotal || total > t.lastTotal + elapsed + slack)) {
-      t.base = int64_t(total) - int64_t(t.times.onCpuNs);
-    }
+    if (t.lastReadNs != 0 && (total + 1'000'000 < t.lastTotal || total > t.lastTotal + elapsed + slack)) continueRow();
     t.lastTotal = total;
     t.lastReadNs = readStartNs;
   }

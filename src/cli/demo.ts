@@ -10,6 +10,7 @@ import { formatProbe, probe } from '../probe';
 import { ReportCollector } from '../report/collector';
 import { renderReport } from '../report/render';
 import { RequestTracker, trackRequest } from '../requests';
+import { UNMATCHED_ROUTE } from '../span-types';
 import { Sampler, type SamplerOptions } from '../sampler';
 import type { SourceName } from '../source-options';
 import { filePathOption, numberOption, parseArgs, parseIntervalUs, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type SourcePaths } from './args';
@@ -198,7 +199,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
   // The expensive route's computation is also a span: a critical section measured on its own.
   const spans = st0.threads.backend !== 'off';
   const server = http.createServer((req, res) => {
-    const route = req.url === '/cheap' || req.url === '/expensive' ? req.url : '(unmatched)';
+    const route = req.url === '/cheap' || req.url === '/expensive' ? req.url : UNMATCHED_ROUTE;
     trackRequest(tracker, req, res, route);
     let body: string;
     if (route === '/cheap') body = JSON.stringify({ ok: true, t: Date.now() });
