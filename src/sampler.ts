@@ -175,6 +175,13 @@ export interface SamplerStats {
    * only) were full; ends that found the ring full and went in later.
    */
   spans: { settled: number; droppedSpans: number; droppedEvents: number; lateEnds: number };
+  /**
+   * Present when options.pid names another process. `watch`: how its exit is noticed, `'pidfd'`
+   * (Linux 5.3+) or `'proc'` (its start time in /proc/<pid>/stat), `null` when it is not
+   * (followChildren, whose processes may outlive the first). `exited`: it exited, and the run
+   * ended there (within 10 ms), its figures final.
+   */
+  target?: { pid: number; watch: 'pidfd' | 'proc' | null; exited: boolean };
   /** The eBPF tracker's state (present when threads: 'bpf' is in use). */
   bpf?: {
     /** The build of the eBPF program: `'task-storage'` (Linux >= 6.2 by default) or `'compat'`. */
@@ -268,10 +275,12 @@ interface NativeSamplerHandle {
     attributionEvery: number;
     spanEngineId: number;
     ringRecordBytes: number;
+    targetWatch: '' | 'pidfd' | 'proc';
   };
   totals(): { ticks: bigint[]; timeNs: bigint; startNs: bigint };
   stats(): {
     ring: SamplerStats['ring'];
+    targetExited: boolean;
     timing: Record<string, number>;
     tracker?: ThreadTrackerStats;
   };
@@ -376,6 +385,8 @@ export class Sampler {
   #spans: SpanChannel | undefined;
   // The span channel's counts at this run's start: stats() gives the run's own.
   #spanCountsAtStart: [number, number, number] = [0, 0, 0];
+  // options.pid where it names another process.
+  readonly #targetPid: number | undefined;
 
   constructor(options: SamplerOptions = {}) {
     const normalized = normalizeSamplerOptions(options);
@@ -383,6 +394,7 @@ export class Sampler {
     this.#handle = new NativeSampler(normalized);
     registerHandle(this, this.#handle);
     this.#intervalUs = normalized.intervalUs as number;
+    if (normalized.pid !== undefined && normalized.pid !== process.pid) this.#targetPid = normalized.pid as number;
     this.#overwriteOldest = normalized.onOverflow === 'overwrite-oldest';
     this.#info = this.#handle.info();
     // A ring is one ArrayBuffer for JavaScript: no larger than this Node's largest (2^32 bytes on
@@ -462,10 +474,19 @@ export class Sampler {
     return this;
   }
 
-  /** Stops sampling, joining the thread after one final sample. */
+  /**
+   * Stops sampling, joining the thread after one final sample. A sampler of another process
+   * (options.pid) stops by itself when that process exits; stop() then returns as well.
+   */
   stop(): this {
     this.#check();
     if (!this.#handle.running()) {
+      if (this.#handle.stats().targetExited) {
+        this.#handle.stop(); // joins the thread, which ended at the process's exit
+        RUNNING.delete(this);
+        this.#runEnded();
+        return this;
+      }
       throw new JouletraceError('ERR_JOULETRACE_NOT_STARTED', 'stop(): the sampler is not running; call start() first');
     }
     // Ends still waiting for room in the event ring go in before the final step if they can.
@@ -674,6 +695,9 @@ export class Sampler {
         lateEnds: (this.#spans?.lateEnds ?? 0) - this.#spanCountsAtStart[2],
       },
     };
+    if (this.#targetPid !== undefined) {
+      stats.target = { pid: this.#targetPid, watch: this.#info.targetWatch || null, exited: s.targetExited };
+    }
     if (s.tracker && s.tracker.backend === 'bpf') {
       // program, programReason, hashRefs, busyReads, repairHook, missedSwitchIns and
       // repairedSwitchIns are set natively whenever the backend is bpf.

@@ -1,13 +1,14 @@
 // Energy attribution through the Sampler, with both thread-tracking backends: ratios between
 // threads, exact conservation at every sample, thread exit, and the unprivileged fallback.
-import { execFile } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Sampler, type ThreadsBackend } from '../src/index';
-import { describeBpf } from './fixtures/bpf-required';
+import { native } from '../src/native';
+import { describeBpf, itBpf } from './fixtures/bpf-required';
 import { sleep } from './fixtures/spinner';
 
 const run = promisify(execFile);
@@ -251,6 +252,107 @@ describeBpf('attribution with the eBPF backend, across runs', () => {
     await sleep(30);
     s.stop();
     expect(s.threads().filter((t) => tids.includes(t.tid))).toEqual([]);
+  });
+});
+
+// A process of its own that spins for ms of wall time and exits.
+function spinningProcess(ms: number): { child: ChildProcess; exited: Promise<void> } {
+  const child = spawn(process.execPath, ['-e', `const t = Date.now(); while (Date.now() - t < ${ms}) {}`], { stdio: 'ignore' });
+  return { child, exited: new Promise((r) => child.once('exit', () => r())) };
+}
+
+async function until(done: () => boolean, ms = 5000): Promise<void> {
+  for (const t0 = Date.now(); !done() && Date.now() - t0 < ms; ) await sleep(5);
+}
+
+// A sampler that went on after its process exited charged the machine's energy to a process
+// that was not there (its baseline and `other`), and, once the pid was reused, a stranger's
+// threads to it.
+describe('a sampler of another process (options.pid)', () => {
+  const backends = [['procfs', it] as const, ['bpf', itBpf] as const];
+  for (const [threads, test] of backends) {
+    test(`stops by itself when the process exits, its figures final (${threads})`, async () => {
+      const { child, exited } = spinningProcess(300);
+      const s = new Sampler({ source: 'model', intervalUs: 1000, threads, pid: child.pid });
+      samplers.push(s);
+      s.start();
+      expect(s.stats().target).toEqual({ pid: child.pid, watch: 'pidfd', exited: false });
+      await exited;
+      await until(() => !s.running);
+      expect(s.running).toBe(false);
+      expect(s.stats().target).toEqual({ pid: child.pid, watch: 'pidfd', exited: true });
+      const atExit = s.attribution();
+      expect(atExit.process).toBeGreaterThan(0);
+      const timeNs = s.totals().timeNs;
+      await sleep(50);
+      expect(s.attribution()).toEqual(atExit);
+      expect(s.totals().timeNs).toBe(timeNs);
+      // stop() in a caller's usual order finds the run over, and returns.
+      expect(s.stop()).toBe(s);
+      expect(s.stop()).toBe(s);
+      expect(() => s.start()).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_TARGET_EXITED' }));
+      expect(s.attribution()).toEqual(atExit);
+    });
+  }
+
+  it('watches through /proc where there is no pidfd, a zombie leader with live threads not taken for an exit', async () => {
+    // The leader thread exits at once and is a zombie; the process lives on in its other thread
+    // for 300 ms.
+    const code = 'import ctypes, threading, time\nthreading.Thread(target=lambda: time.sleep(0.3)).start()\nctypes.CDLL(None).pthread_exit(None)\n';
+    const child = spawn('python3', ['-c', code], { stdio: 'ignore' });
+    const exited = new Promise((r) => child.once('exit', r));
+    // Python itself, past any wrapper (pyenv's shims are bash scripts that exec it).
+    const isPython = () => path.basename(fs.readlinkSync(`/proc/${child.pid}/exe`)).startsWith('python');
+    for (let i = 0; i < 250 && !isPython(); i++) await sleep(20);
+    const NativeSampler = native().NativeSampler as new (o: Record<string, unknown>) => {
+      start(): void;
+      stop(): void;
+      close(): void;
+      running(): boolean;
+      info(): { targetWatch: string };
+      stats(): { targetExited: boolean };
+    };
+    const s = new NativeSampler({ source: 'model', threads: 'procfs', pid: child.pid, intervalUs: 1000, ringCapacity: 64, targetWatchProc: true });
+    try {
+      expect(s.info().targetWatch).toBe('proc');
+      s.start();
+      await until(() => /^\d+ \(.*\) Z /.test(fs.readFileSync(`/proc/${child.pid}/stat`, 'utf8')));
+      await sleep(50);
+      expect(s.running()).toBe(true);
+      await exited;
+      await until(() => !s.running());
+      expect(s.running()).toBe(false);
+      expect(s.stats().targetExited).toBe(true);
+      s.stop();
+    } finally {
+      s.close();
+    }
+  });
+
+  itBpf('goes on after the process exits where it follows its children, which may outlive it', async () => {
+    const { child, exited } = spinningProcess(50);
+    const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'bpf', pid: child.pid, followChildren: true });
+    samplers.push(s);
+    s.start();
+    expect(s.stats().target).toEqual({ pid: child.pid, watch: null, exited: false });
+    await exited;
+    await sleep(50);
+    expect(s.running).toBe(true);
+    s.stop();
+  });
+
+  it('refuses a process that has exited and not been reaped', async () => {
+    // sleep 0.2 ends as the shell execs into a sleep that never reaps it: a zombie.
+    const parent = spawn('sh', ['-c', 'sleep 0.2 & echo $!; exec sleep 5'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    try {
+      const zombie = await new Promise<number>((resolve) => parent.stdout!.once('data', (d: Buffer) => resolve(Number(String(d).trim()))));
+      await until(() => /^\d+ \(sleep\) Z /.test(fs.readFileSync(`/proc/${zombie}/stat`, 'utf8')));
+      expect(() => new Sampler({ source: 'model', threads: 'procfs', pid: zombie })).toThrow(
+        expect.objectContaining({ code: 'ESRCH', message: `jouletrace: process ${zombie} has exited (its parent has not reaped it yet)` }),
+      );
+    } finally {
+      parent.kill('SIGKILL');
+    }
   });
 });
 

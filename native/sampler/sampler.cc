@@ -25,6 +25,9 @@ constexpr uint64_t kProcfsPeriodNs = 10000000ull;
 // How long an attribution step waits, at most, for the primary counters to move (see sample()):
 // a counter that stands still longer (a VM's, one of coarse units) is split as it is.
 constexpr uint64_t kAttributionWaitNs = 20000000ull;
+// How often the sampler thread asks whether the tracked process has exited: one poll() (or a
+// stat file read) each time, and the run ends within this much of the exit.
+constexpr uint64_t kTargetCheckNs = 10000000ull;
 
 timespec toTimespec(uint64_t ns) {
   timespec ts;
@@ -122,6 +125,17 @@ bool Sampler::openTracker(SamplerError* err) {
     attributionEvery_ = uint32_t(std::max<uint64_t>(1, (kProcfsPeriodNs + cfg_.intervalNs - 1) / cfg_.intervalNs));
   }
   attribution_.reset(new AttributionEngine(source_->domains(), cpuPackage_));
+  // Another process: the run ends when it exits. Not with followChildren, whose processes may
+  // outlive the first (a shell that starts a daemon), nor for this process, which cannot.
+  if (cfg_.pid != 0 && cfg_.pid != getpid() && !cfg_.followChildren) {
+    TrackerError we;
+    targetWatch_ = TargetExitWatch::open("/proc", cfg_.pid, cfg_.targetWatchProc, &we);
+    if (!targetWatch_ && !we.code.empty()) {
+      err->code = we.code;
+      err->message = we.message;
+      return false;
+    }
+  }
   if (cfg_.pid == 0 || cfg_.pid == getpid()) {
     // Span history covers 10 s: a span longer than that settles with what remains, incomplete.
     // Per-CPU baseline shares divide by the CPUs online (cpuPackage_ also spans offline ones: SMT
@@ -143,6 +157,12 @@ bool Sampler::start(SamplerError* err) {
   if (running()) {
     err->code = "ERR_JOULETRACE_ALREADY_STARTED";
     err->message = "start(): the sampler is already running; call stop() first";
+    return false;
+  }
+  if (targetExited()) {
+    err->code = "ERR_JOULETRACE_TARGET_EXITED";
+    err->message = "start(): process " + std::to_string(cfg_.pid) +
+                   ", which this sampler tracks, has exited; its last run's figures stay readable. Create a new Sampler for another process";
     return false;
   }
   // What can fail comes before anything of the last run is reset, so that a start() that fails
@@ -269,15 +289,19 @@ void Sampler::run() {
   }
   const uint64_t interval = cfg_.intervalNs;
   uint64_t next = startNs_.load() + interval;
+  lastTargetCheckNs_ = startNs_.load();
   while (!stopRequested_.load(std::memory_order_acquire)) {
-    // Sleep to the absolute deadline; long intervals in slices so stop() is not kept waiting.
+    // Sleep to the absolute deadline; long intervals in slices so stop() (and the tracked
+    // process's exit) is not kept waiting.
     uint64_t now = monotonicNs();
+    bool gone = false;
     while (next > now && next - now > kMaxSleepSliceNs) {
       sleepUntil(now + kMaxSleepSliceNs);
       if (stopRequested_.load(std::memory_order_acquire)) break;
       now = monotonicNs();
+      if ((gone = targetGone(now))) break;
     }
-    if (stopRequested_.load(std::memory_order_acquire)) break;
+    if (gone || stopRequested_.load(std::memory_order_acquire)) break;
     sleepUntil(next);
     now = monotonicNs();
     jitter_.record(now > next ? now - next : 0);
@@ -291,11 +315,22 @@ void Sampler::run() {
       flags |= kFlagLate;
     }
     sample(now, flags, false);
+    if (targetGone(now)) break;
   }
   uint64_t end = monotonicNs();
   sample(end, kFlagFinal, true);
   stopNs_.store(end);
   cpuNsAtStop_.store(threadCpuNs(pthread_self()));
+  // Ended by the process's exit, not by stop(): seen as stopped from here (stop() joins).
+  if (targetExited_.load(std::memory_order_relaxed)) running_.store(false, std::memory_order_release);
+}
+
+bool Sampler::targetGone(uint64_t now) {
+  if (!targetWatch_ || now - lastTargetCheckNs_ < kTargetCheckNs) return false;
+  lastTargetCheckNs_ = now;
+  if (!targetWatch_->exited()) return false;
+  targetExited_.store(true, std::memory_order_release);
+  return true;
 }
 
 void Sampler::sample(uint64_t now, uint32_t flags, bool forceAttribution) {

@@ -18,6 +18,7 @@
 #include "sampler/latency_histogram.h"
 #include "sampler/ring.h"
 #include "spans/span_engine.h"
+#include "threads/target_process.h"
 #include "threads/tracker.h"
 
 namespace jouletrace {
@@ -52,6 +53,7 @@ struct SamplerConfig {
   int pid = 0;
   bool followChildren = false;  // also track processes the tracked one forks (bpf only)
   std::string repairSwitchIns = "auto";  // bpf: see TrackerOptions
+  bool targetWatchProc = false;  // tests: watch the tracked process's exit through /proc, not a pidfd
 };
 
 struct SamplerError {
@@ -89,6 +91,12 @@ class Sampler {
   bool start(SamplerError* err);
   void stop();  // joins; takes one final sample
   bool running() const { return running_.load(std::memory_order_acquire); }
+  // The run ended because the tracked process exited (see TargetExitWatch): the thread took its
+  // final sample and ended by itself. stop() still joins it; start() is refused from then on.
+  bool targetExited() const { return targetExited_.load(std::memory_order_acquire); }
+  // "pidfd" or "proc" while the tracked process's exit is watched; "" when not (this process
+  // tracked, followChildren, or neither way available).
+  const char* targetWatch() const { return targetWatch_ ? targetWatch_->method() : ""; }
 
   const EnergySource& source() const { return *source_; }
   const std::vector<SourceStatus>& skippedSources() const { return skipped_; }
@@ -121,11 +129,15 @@ class Sampler {
   bool createThread(SamplerError* err);
   void sample(uint64_t now, uint32_t extraFlags, bool forceAttribution);
   bool openTracker(SamplerError* err);
+  bool targetGone(uint64_t now);
 
   SamplerConfig cfg_;
   std::unique_ptr<EnergySource> source_;
   std::vector<SourceStatus> skipped_;
   std::unique_ptr<ThreadTracker> tracker_;
+  std::unique_ptr<TargetExitWatch> targetWatch_;
+  uint64_t lastTargetCheckNs_ = 0;  // sampler thread
+  std::atomic<bool> targetExited_{false};
   std::string threadsBackend_ = "off";
   std::string threadsFallback_;
   std::unique_ptr<AttributionEngine> attribution_;

@@ -66,6 +66,7 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     cfg.pid = int(getNumber(o, "pid", 0));
     cfg.followChildren = getBool(o, "followChildren", false);
     cfg.repairSwitchIns = getString(o, "repairSwitchIns", "auto");
+    cfg.targetWatchProc = getBool(o, "targetWatchProc", false);  // tests only; Sampler never sets it
     // Cheap guards only: the TypeScript layer has already produced precise messages.
     if (cfg.intervalNs < 10000 || cfg.ringCapacity < 2 || (cfg.ringCapacity & (cfg.ringCapacity - 1)) != 0) {
       Napi::RangeError::New(env, "NativeSampler: invalid intervalUs or ringCapacity").ThrowAsJavaScriptException();
@@ -111,7 +112,8 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
   Napi::Value Stop(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!check(env)) return env.Undefined();
-    if (!sampler_->running()) {
+    // A run the tracked process's exit ended is stopped already; stop() joins its thread.
+    if (!sampler_->running() && !sampler_->targetExited()) {
       throwCoded(env, "ERR_JOULETRACE_NOT_STARTED", "stop(): the sampler is not running; call start() first");
       return env.Undefined();
     }
@@ -143,6 +145,7 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     o.Set("threadsBackend", sampler_->threadsBackend());
     o.Set("threadsFallbackReason", sampler_->threadsFallbackReason());
     o.Set("attributionEvery", sampler_->attributionEvery());
+    o.Set("targetWatch", sampler_->targetWatch());
     o.Set("spanEngineId", double(sampler_->spanEngineId()));
     o.Set("ringRecordBytes", double(sampler_->ring()->recordSize()));
     return o;
@@ -179,6 +182,7 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     ring.Set("recordBytes", double(r.recordSize()));
     ring.Set("zeroCopy", !copyMode_);
     o.Set("ring", ring);
+    o.Set("targetExited", sampler_->targetExited());
 
     SamplerTimingStats ts;
     sampler_->timing(&ts);

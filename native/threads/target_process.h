@@ -1,8 +1,11 @@
 // Checks on the process a thread tracker is asked to follow, before anything is loaded.
 #pragma once
 
+#include <cstdint>
+#include <memory>
 #include <string>
 
+#include "sys_file.h"
 #include "tracker.h"
 
 namespace jouletrace {
@@ -16,5 +19,29 @@ int checkTargetIsProcess(const std::string& procRoot, int pid, TrackerError* err
 // namespace of its own (a container without the host's pid namespace) knows itself and others by
 // other numbers. 0 in the initial namespace (or when it cannot tell), else -EINVAL with err set.
 int checkInitialPidNamespace(TrackerError* err);
+
+// Whether a tracked process has exited, asked by the sampler thread. A sampler that goes on after
+// its process is gone would charge the machine's energy to the baseline and `other` of a process
+// that is not there, and, once the pid is reused, the new process's threads to it. A pidfd
+// (Linux 5.3) names the process itself, not its pid: it polls readable once every thread of the
+// process has exited, zombie or reaped. Without one (older kernels, seccomp filters), the
+// process's start time and state in <procRoot>/<pid>/stat say it: gone, a zombie whose threads
+// have all exited, or another process under the same pid.
+class TargetExitWatch {
+ public:
+  // nullptr with err set when the process is already gone; nullptr with err untouched when the
+  // exit cannot be watched (no pidfd, and a stat file that cannot be read: hidepid).
+  static std::unique_ptr<TargetExitWatch> open(const std::string& procRoot, int pid, bool forceProc, TrackerError* err);
+  bool exited();
+  // "pidfd" or "proc": how exited() tells.
+  const char* method() const { return pidfd_.valid() ? "pidfd" : "proc"; }
+
+ private:
+  TargetExitWatch() = default;
+  UniqueFd pidfd_;
+  std::string statPath_;
+  std::string taskDir_;
+  uint64_t startTime_ = 0;
+};
 
 }  // namespace jouletrace

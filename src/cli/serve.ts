@@ -29,8 +29,8 @@ Options:
   --port N             port (default 9464)
   --pid N              attribute energy to process N (repeatable; one sampler per pid, each
                        tracking that process's threads: eBPF, else procfs). Once N exits, its
-                       figures stay as they were at its exit (noticed within 1 s; one line on
-                       stderr)
+                       figures stay as they were at its exit (its sampler stops within 10 ms of
+                       it; one line on stderr)
   --source NAME        energy source: ${SOURCE_NAMES.join(', ')} (default auto)
   --interval T         sampling period: milliseconds, or with a unit (500us, 10ms, 1s);
                        50us to 1s (default 10ms)
@@ -149,10 +149,12 @@ export async function serveCommand(argv: string[]): Promise<number> {
     });
     // A process gone (or a zombie, or its pid reused) keeps its figures as they were, rather than
     // go on charging the baseline and the rest of the machine to a process that is not there:
-    // read once more, then its sampler closes. Looked at each second, and at each scrape.
+    // its sampler stopped itself at the exit (stats().target), so a last read takes the final
+    // figures, then the sampler closes. Looked at each second, and at each scrape; /proc as well,
+    // for a sampler that could not watch (neither a pidfd nor the process's stat file).
     const noticeExits = () => {
       for (const t of trackers) {
-        if (t.exited || !processGone(t.pid, t.start)) continue;
+        if (t.exited || (t.sampler.running && !processGone(t.pid, t.start))) continue;
         t.tracker.read();
         t.sampler.close();
         t.exited = true;
