@@ -111,6 +111,12 @@ function notAHandle(h: unknown, method: string): Error {
   return new TypeError(`${method}: expected a span handle returned by begin() but received ${String(h)} of type ${typeof h}`);
 }
 
+function foreignHandle(h: number, method: string): Error {
+  // No channel has tag 0: a number below 2^24 (but 0) was never a handle.
+  if (h >>> 24 === 0) return notAHandle(h, method);
+  return new JouletraceError('ERR_JOULETRACE_FOREIGN_SPAN', `${method}: span handle ${h} belongs to another sampler or thread`);
+}
+
 /** Number of span slots per channel; a handle's low SLOT_BITS bits are its slot. */
 export const SPAN_SLOTS = MAX_OPEN;
 /** The slot a span handle occupies, for callers keeping per-span state in arrays. */
@@ -564,9 +570,7 @@ export class SpanChannel {
 
   #slotOf(h: number, method: string): number {
     if (typeof h !== 'number' || (h | 0) !== h || h < 0) throw notAHandle(h, method);
-    if (h >>> 24 !== this.#tag) {
-      throw new JouletraceError('ERR_JOULETRACE_FOREIGN_SPAN', `${method}: span handle ${h} belongs to another sampler or thread`);
-    }
+    if (h >>> 24 !== this.#tag) throw foreignHandle(h, method);
     const slot = h & (MAX_OPEN - 1);
     if (!this.#current(h, slot)) {
       throw new JouletraceError('ERR_JOULETRACE_STALE_SPAN', `${method}: span handle ${h} is stale (its span already ended)`);

@@ -206,7 +206,9 @@ describe('spans: behaviour', () => {
     s.start();
     // The first begin() of a channel checks its label too (it matched the unset "last label").
     expect(() => s.begin(undefined as unknown as string)).toThrow('Expected a string for label but received undefined of type undefined');
-    expect(() => s.end(12345)).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_FOREIGN_SPAN' }));
+    // A number no channel hands out is no handle, not another thread's.
+    expect(() => s.end(12345)).toThrow(new TypeError('end(): expected a span handle returned by begin() but received 12345 of type number'));
+    await expect(s.settle(12345)).rejects.toThrow(TypeError);
     expect(() => s.end('1' as unknown as number)).toThrow(TypeError);
     expect(() => s.end(-1)).toThrow(TypeError);
     expect(() => s.begin(42 as unknown as string)).toThrow('Expected a string for label but received 42 of type number');
