@@ -68,6 +68,10 @@ describe('jouletrace serve', () => {
     const parts = ['process', 'baseline', 'other'].map((p) => v.get(key(p))!);
     // The spinning child gets a real share of the energy.
     expect(parts[0]).toBeGreaterThan(0);
+    const threads = (await import('../src/threads')).bpfReadiness().ready ? 'bpf' : 'procfs';
+    const running = `jouletrace_process_running{pid="${child.pid}",command="node",threads="${threads}"}`;
+    expect(v.get(running)).toBe(1);
+    expect(v.get(`jouletrace_process_dropped_threads_total{pid="${child.pid}",command="node"}`)).toBe(0);
     // Its sampler's parts add up to the machine total, read a moment apart by another sampler.
     const sum = parts[0] + parts[1] + parts[2];
     expect(Math.abs(sum - pkg) / pkg).toBeLessThan(0.25);
@@ -87,6 +91,7 @@ describe('jouletrace serve', () => {
     await new Promise((r) => setTimeout(r, 300));
     const later = await scrape(port);
     for (const p of ['process', 'baseline', 'other']) expect(later.get(key(p)), p).toBe(atExit.get(key(p)));
+    expect(later.get(running)).toBe(0);
     expect(later.get(pkgKey)!).toBeGreaterThan(atExit.get(pkgKey)!); // the machine's energy goes on
     expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toContain(`jouletrace serve: process ${child.pid} (node) exited`);
 

@@ -2,7 +2,7 @@
 // domain and, for each --pid, the energy attributed to that process.
 import * as fs from 'node:fs';
 import * as http from 'node:http';
-import { Counter, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
 import { EnergyTracker } from '../energy-tracker';
 import { registerMetrics } from '../prometheus';
 import { gridIntensity } from '../carbon';
@@ -21,6 +21,9 @@ Serves Prometheus metrics at http://HOST:PORT/metrics until SIGINT or SIGTERM:
       for each --pid: energy attributed to that process (part="process"), the idle baseline
       and everything else, which add up to the machine's package (or psys) energy
       since that process was first watched (until it exits)
+  jouletrace_process_running{pid,command,threads}         1 while that process runs, 0 once it
+                                                          exited; threads: bpf or procfs
+  jouletrace_process_dropped_threads_total{pid,command}   its threads left untracked (no free slot)
   jouletrace_samples_total, jouletrace_sampler_jitter_seconds{stat}, ...  sampler health
 Figures from the model source carry estimated="true".
 
@@ -145,7 +148,9 @@ export async function serveCommand(argv: string[]): Promise<number> {
       const s = new Sampler({ source: node.source, ...args.paths, intervalUs, pid });
       samplers.push(s);
       s.start();
-      return { pid, command: commandOf(pid), start: readProcStat(pid)?.start, sampler: s, tracker: new EnergyTracker(s), exited: false };
+      // droppedThreads: read at each scrape, and kept at the exit (the sampler closes then).
+      const stats = s.stats().threads;
+      return { pid, command: commandOf(pid), start: readProcStat(pid)?.start, sampler: s, tracker: new EnergyTracker(s), exited: false, threads: stats.backend, droppedThreads: 0 };
     });
     // A process gone (or a zombie, or its pid reused) keeps its figures as they were, rather than
     // go on charging the baseline and the rest of the machine to a process that is not there:
@@ -156,6 +161,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
       for (const t of trackers) {
         if (t.exited || (t.sampler.running && !processGone(t.pid, t.start))) continue;
         t.tracker.read();
+        t.droppedThreads = t.sampler.stats().threads.droppedThreads;
         t.sampler.close();
         t.exited = true;
         process.stderr.write(`jouletrace serve: process ${t.pid} (${printable(t.command)}) exited; its figures stay as they were at its exit\n`);
@@ -179,6 +185,31 @@ export async function serveCommand(argv: string[]): Promise<number> {
               if (t.tracker.estimated) labels.estimated = 'true';
               this.inc(labels, parts[part]);
             }
+          }
+        },
+      });
+      // Per process, what the machine-level health series say of the machine's sampler: whether
+      // its figures still move, and what they leave out. Read from the last run once it exited.
+      new Gauge({
+        name: 'jouletrace_process_running',
+        help: 'Whether each watched process still runs (1) or has exited (0, its energy series final); threads: the tracking backend.',
+        labelNames: ['pid', 'command', 'threads'],
+        registers: [registry],
+        collect() {
+          this.reset();
+          for (const t of trackers) this.set({ pid: String(t.pid), command: t.command, threads: t.threads }, t.exited ? 0 : 1);
+        },
+      });
+      new Counter({
+        name: 'jouletrace_process_dropped_threads_total',
+        help: "Threads of each watched process left untracked for want of a slot; their energy went to part=\"other\".",
+        labelNames: ['pid', 'command'],
+        registers: [registry],
+        collect() {
+          this.reset();
+          for (const t of trackers) {
+            if (!t.exited) t.droppedThreads = t.sampler.stats().threads.droppedThreads;
+            this.inc({ pid: String(t.pid), command: t.command }, t.droppedThreads);
           }
         },
       });
