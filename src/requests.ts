@@ -12,7 +12,7 @@
 //   CPU their own callbacks used; thread-pool work is not included. Costs an async_hooks hook
 //   on every callback of the process (see the README for the measured overhead).
 import { AsyncLocalStorage, createHook, type AsyncHook } from 'node:async_hooks';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { METHODS, type IncomingMessage, type ServerResponse } from 'node:http';
 import { checkIntegerInRange, checkKnownKeys, checkObject, checkOneOf, describe, invalidType, JouletraceError } from './errors';
 import type { Sampler } from './sampler';
 import { callListeners } from './listeners';
@@ -185,13 +185,21 @@ export class RequestTracker {
     // Every callback that runs in a request's context becomes a span charged to it. A thread
     // runs one callback at a time, so one span is open at most: it closes at the callback's
     // `after`, or at the next boundary we see (another callback's `before`, another track()).
+    // Callbacks nest (runInAsyncScope, AsyncResource.bind, Fastify's body parser): at an inner
+    // one's `after`, the request of the callback it ran in goes on being charged.
+    const outer: Array<Pending | undefined> = [];
     this.#hook = createHook({
       before: () => {
+        outer.push(this.#active);
         this.#closeActive();
         const p = als.getStore();
         if (p && !p.done) this.#openFor(p);
       },
-      after: () => this.#closeActive(),
+      after: () => {
+        this.#closeActive();
+        const p = outer.pop();
+        if (p && !p.done) this.#openFor(p);
+      },
     });
     this.#hook.enable();
   }
@@ -266,8 +274,9 @@ export class RequestTracker {
         watchResponse(c, req, res, -h, this.#endAtResponseEnd);
         return;
       }
-      // The name it counts under: the route asked, or '(other)' past maxRoutes.
-      this.#opened(r, h, method, typeof given === 'string' ? this.#routeEntry(method, given, true).route : given, undefined);
+      // The names it counts under: the route asked, or '(other)' past maxRoutes (and its method).
+      const entry = typeof given === 'string' ? this.#routeEntry(method, given, true) : undefined;
+      this.#opened(r, h, entry === undefined ? method : entry.method, entry === undefined ? given : entry.route, undefined);
       watchResponse(c, req, res, h, this.#endAtResponseEnd);
       return;
     }
@@ -280,6 +289,7 @@ export class RequestTracker {
    * the sampler is not running (nothing is accounted). Prefer track() for node:http.
    */
   start(method: string, route?: string | (() => string), run?: () => void): RequestToken | undefined {
+    if (typeof method !== 'string' || method.length === 0) throw invalidType('method', 'an HTTP method (a non-empty string)', method);
     checkRouteArgument(route);
     return this.#start(method, route, run, undefined, undefined);
   }
@@ -318,7 +328,7 @@ export class RequestTracker {
       }
       // 0: every span slot busy; the channel counts it as a dropped span.
       if (h !== 0) {
-        this.#opened(this.#requests!, h, method, entry === undefined ? named : entry.route, context);
+        this.#opened(this.#requests!, h, entry === undefined ? method : entry.method, entry === undefined ? named : entry.route, context);
         if (req) watchResponse(connectionOf(req), req, res!, h, this.#endAtResponseEnd);
       }
       if (run) run();
@@ -377,6 +387,11 @@ export class RequestTracker {
    * the one passed to start() (hooks often know the matched route only by now).
    */
   end(token: RequestToken | undefined, statusCode: number, route?: string): void {
+    // Checked before the token: a hook's mistake shows on its first request, sampler running or not.
+    if (typeof statusCode !== 'number' || !Number.isInteger(statusCode) || statusCode < 100 || statusCode > 999) {
+      throw invalidType('statusCode', 'an HTTP status code (an integer from 100 to 999)', statusCode);
+    }
+    if (route !== undefined && typeof route !== 'string') throw invalidType('route', 'a route pattern (a string)', route);
     // start() gives undefined while nothing is accounted: hooks may pass it straight back.
     if (token === undefined || token === null) return;
     if (typeof token === 'number') {
@@ -505,8 +520,9 @@ export class RequestTracker {
   #routeAtEnd(r: SharedRequests, i: number, route: string | undefined): number {
     const current = r.names[i + 1];
     const entry = this.#routeEntry(r.names[i] as string, routeAtEnd(route, current));
-    // Stored only when it changes: a string stored into the array pays V8's write barrier.
+    // Stored only when they change: a string stored into the array pays V8's write barrier.
     if (entry.route !== current) r.names[i + 1] = entry.route;
+    if (entry.method !== r.names[i]) r.names[i] = entry.method;
     return entry.id;
   }
 
@@ -626,7 +642,7 @@ export class RequestTracker {
     // Queued like shared mode's: a listener runs outside the channel's collection loop, so
     // one that throws cannot cut a poll short (and lose the results after it).
     this.#queue({
-      method: p.method,
+      method: entry.method,
       route,
       statusCode: p.statusCode,
       startNs: p.startNs,
@@ -665,18 +681,19 @@ export class RequestTracker {
   #findRouteEntry(method: string, asked: string, atBegin: boolean): RouteEntry {
     // An empty route counts where an empty one given at the end does.
     const route = checkedRoute(asked);
-    let byRoute = this.#routes.get(method);
-    if (!byRoute) this.#routes.set(method, (byRoute = new Map()));
-    let entry = byRoute.get(route);
+    let entry = this.#routes.get(method)?.get(route);
     if (entry === undefined && atBegin && !this.#channel.running) return { id: 0, method, route };
     if (entry === undefined) {
       const id = this.#routeCount < this.#maxRoutes ? this.#channel.newRouteId() : 0;
       if (id !== 0) {
-        entry = this.#newEntry(byRoute, id, method, route);
+        entry = this.#newEntry(id, method, route);
         this.#routeCount++;
       } else {
-        // Not kept under the route asked for: past the limit, routes are unbounded (raw URLs).
-        entry = byRoute.get(OTHER_ROUTE) ?? this.#newEntry(byRoute, this.#channel.newRouteId(), method, OTHER_ROUTE);
+        // Not kept under the route asked for: past the limit, routes are unbounded (raw URLs). Nor
+        // under a method that has no entry yet, unless it is one of Node's HTTP/1 methods: HTTP/2
+        // takes any token as a method, and each would be an entry, a route id and a series more.
+        const m = STANDARD_METHODS.has(method) || this.#routes.has(method) ? method : OTHER_ROUTE;
+        entry = this.#routes.get(m)?.get(OTHER_ROUTE) ?? this.#newEntry(this.#channel.newRouteId(), m, OTHER_ROUTE);
       }
     }
     this.#lastMethod = method;
@@ -686,8 +703,10 @@ export class RequestTracker {
     return entry;
   }
 
-  #newEntry(byRoute: Map<string, RouteEntry>, id: number, method: string, route: string): RouteEntry {
+  #newEntry(id: number, method: string, route: string): RouteEntry {
     const entry: RouteEntry = { id, method, route };
+    let byRoute = this.#routes.get(method);
+    if (!byRoute) this.#routes.set(method, (byRoute = new Map()));
     byRoute.set(route, entry);
     this.#routeList.push(entry);
     return entry;
@@ -772,6 +791,7 @@ function routeAtEnd(given: string | undefined, current: string | (() => string))
 
 // Where requests past maxRoutes count, and the route of a request given none.
 const OTHER_ROUTE = '(other)';
+const STANDARD_METHODS = new Set(METHODS);
 const UNROUTED = '(unrouted)';
 // start() without a route: named at its end, or unrouted (a function's route is taken at the end).
 const unroutedUnlessNamed = (): string => UNROUTED;

@@ -1,5 +1,6 @@
 // Joules per request on real servers on loopback: node:http, Express and Fastify, shared and
 // exact modes, and the sum over requests against the serving thread's energy.
+import { AsyncResource } from 'node:async_hooks';
 import { execFile, execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
@@ -338,13 +339,27 @@ describeBpf('request tokens (start/end)', () => {
       ['GET', '/c'],
       ['POST', '/a'],
       ['GET', '/a'],
+      // Methods no HTTP/1 server takes (HTTP/2 takes any token): one '(other)' for all of them.
+      ['BREW', '/a'],
+      ['WHEN', '/pot'],
     ];
     for (const [method, route] of requests) tracker.end(tracker.start(method, route)!, 200);
     await new Promise((r) => setTimeout(r, 30));
     sampler.stop();
     for (let i = 0; i < 100 && records.length < requests.length; i++) await new Promise((r) => setTimeout(r, 10));
-    expect(records.map((r) => `${r.method} ${r.route}`)).toEqual(['GET /a', 'GET /a', 'GET /b', 'GET (other)', 'GET (other)', 'POST (other)', 'GET /a']);
+    expect(records.map((r) => `${r.method} ${r.route}`)).toEqual([
+      'GET /a',
+      'GET /a',
+      'GET /b',
+      'GET (other)',
+      'GET (other)',
+      'POST (other)',
+      'GET /a',
+      '(other) (other)',
+      '(other) (other)',
+    ]);
     expect(tracker.routes().map((r) => [r.method, r.route, r.count]).sort()).toEqual([
+      ['(other)', '(other)', 2],
       ['GET', '(other)', 2],
       ['GET', '/a', 3],
       ['GET', '/b', 1],
@@ -1374,6 +1389,55 @@ describeBpf('request ends', () => {
 });
 
 describe('exact mode edges', () => {
+  itBpf('exact mode: a callback that runs a nested async scope is charged whole, before and after it', async () => {
+    const { sampler, tracker, records } = setup('exact');
+    const outside = new AsyncResource('outside');
+    const server = http.createServer((req, res) => {
+      const nested = req.url === '/nested';
+      trackRequest(tracker, req, res, nested ? '/nested' : '/flat', () => {
+        busy(1);
+        // Its own before and after: the rest of this callback was charged to nobody.
+        if (nested) outside.runInAsyncScope(() => {});
+        busy(2);
+        res.end();
+      });
+    });
+    const base = await listen(server);
+    cleanups.push(() => new Promise((r) => server.close(r)));
+    sampler.start();
+    await load(base, [{ path: '/nested', count: 20 }, { path: '/flat', count: 20 }], 1);
+    await new Promise((r) => setTimeout(r, 50));
+    sampler.stop();
+    const cpu = (route: string) => {
+      const rs = records.filter((r) => r.route === route);
+      expect(rs).toHaveLength(20);
+      return rs.reduce((a, r) => a + r.onCpuNs, 0) / rs.length;
+    };
+    // 3 ms of the callback's own CPU in both; a nested scope that stopped the charging left 1.
+    expect(cpu('/nested') / cpu('/flat')).toBeGreaterThan(0.8);
+  });
+
+  it('end() and start() refuse a status, route or method that is none, in either mode', () => {
+    const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
+    cleanups.push(() => sampler.close());
+    for (const mode of ['shared', 'exact'] as const) {
+      const tracker = new RequestTracker(sampler, { mode });
+      cleanups.push(() => tracker.close());
+      sampler.start();
+      const token = tracker.start('GET', '/a');
+      for (const status of [2 ** 30 + 200, '404', NaN, 99, 1000, 200.5]) {
+        expect(() => tracker.end(token, status as number), `${mode} ${String(status)}`).toThrow(
+          `Expected an HTTP status code (an integer from 100 to 999) for statusCode but received`,
+        );
+      }
+      expect(() => tracker.end(token, 200, 42 as unknown as string)).toThrow(new TypeError('Expected a route pattern (a string) for route but received 42 of type number'));
+      expect(() => tracker.start(42 as unknown as string, '/a')).toThrow('Expected an HTTP method (a non-empty string) for method but received 42 of type number');
+      expect(() => tracker.start('', '/a')).toThrow('for method but received');
+      tracker.end(token, 200); // still open after the refusals
+      sampler.stop();
+    }
+  });
+
   it('a listener that throws costs no request its accounting, in either mode', async () => {
     // In a child process: the listener's errors are uncaught there (vitest would fail on them).
     const dist = path.join(__dirname, '..', 'dist/cjs/index.js');
