@@ -53,6 +53,11 @@ export interface SamplerOptions extends SourceOptions {
    * process, 'always' from the start, 'off' never.
    */
   repairSwitchIns?: RepairSwitchIns;
+  /**
+   * Threads tracked at once, 1 to 1048576 (eBPF: between two attribution steps). Default 4096.
+   * Beyond, threads are counted in stats().threads.droppedThreads and their energy goes to `other`.
+   */
+  maxThreads?: number;
 }
 
 const SAMPLER_KEYS = [
@@ -65,6 +70,7 @@ const SAMPLER_KEYS = [
   'pid',
   'followChildren',
   'repairSwitchIns',
+  'maxThreads',
 ] as const;
 
 export interface DomainDescription {
@@ -330,6 +336,10 @@ function normalizeSamplerOptions(options: unknown): Record<string, unknown> {
     if (normalized.followChildren && normalized.threads !== 'bpf' && normalized.threads !== 'auto') {
       throw new TypeError("options.followChildren needs threads: 'bpf'");
     }
+  }
+  if (opts.maxThreads !== undefined) {
+    normalized.maxThreads = checkIntegerInRange('options.maxThreads', opts.maxThreads, 1, 1_048_576);
+    if (normalized.threads === 'off') throw new TypeError("options.maxThreads needs thread tracking, but options.threads is 'off'");
   }
   if (opts.repairSwitchIns !== undefined) {
     normalized.repairSwitchIns = checkOneOf('options.repairSwitchIns', opts.repairSwitchIns, REPAIR_SWITCH_INS);

@@ -1089,6 +1089,8 @@ export class SpanChannel {
     const out: SpanLabelStats[] = [];
     for (const [label, a] of this.#aggregates) {
       const n = a.joules.count;
+      // Only unmeasured spans (NaN joules) so far: no figures, rather than a row of zeros.
+      if (n === 0) continue;
       out.push({
         label,
         count: n,

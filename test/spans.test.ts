@@ -1,6 +1,7 @@
 // Spans around critical sections: energy ratios, sums against an enclosing span, nesting,
 // misuse errors, stop with open spans, worker threads, measure() and onSpan().
 import { execFile, execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { Worker } from 'node:worker_threads';
@@ -126,6 +127,34 @@ for (const threads of ['bpf', 'procfs'] as const) {
       expect(stats.joules.p50).toBeGreaterThan(0);
       expect(stats.joules.p50).toBeLessThanOrEqual(stats.joules.p99);
       expect(stats.joules.p99).toBeLessThanOrEqual(stats.joules.max);
+    });
+
+    it('settles a span on a thread its tracker had no slot for as unmeasured, not as 0 J', async () => {
+      // Every slot taken by the threads there now: a worker started after them is untracked.
+      const s = sampler({ threads, maxThreads: fs.readdirSync('/proc/self/task').length });
+      s.start();
+      const index = JSON.stringify(path.join(root, 'dist/cjs/index.js'));
+      const w = new Worker(
+        `const { parentPort, workerData } = require('node:worker_threads');
+        const spans = require(${index}).attachSpans(workerData);
+        const h = spans.begin('untracked');
+        const until = performance.now() + 50;
+        while (performance.now() < until);
+        spans.end(h);
+        spans.settle(h).then((r) => { parentPort.postMessage(r); spans.close(); });`,
+        { eval: true, workerData: s.spanContext() },
+      );
+      const r = await new Promise<SpanResult>((resolve, reject) => (w.once('message', resolve), w.once('error', reject)));
+      // The main thread, tracked, still measures.
+      const h = s.begin('tracked');
+      busy(20);
+      s.end(h);
+      const mine = await s.settle(h);
+      s.stop();
+      expect(s.stats().threads.droppedThreads).toBeGreaterThan(0);
+      expect(r).toMatchObject({ label: 'untracked', joules: NaN, onCpuNs: NaN, incomplete: true });
+      expect(mine.incomplete).toBe(false);
+      expect(mine.joules).toBeGreaterThan(0);
     });
   });
 }

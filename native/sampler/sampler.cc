@@ -96,6 +96,7 @@ bool Sampler::openTracker(SamplerError* err) {
   to.pid = cfg_.pid;
   to.followChildren = cfg_.followChildren;
   to.repairSwitchIns = cfg_.repairSwitchIns;
+  to.maxThreads = cfg_.maxThreads;
   to.cpuPackage = cpuPackage_;
   TrackerError te;
   if (cfg_.threads == "bpf" || cfg_.threads == "auto") {

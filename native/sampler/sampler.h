@@ -53,6 +53,7 @@ struct SamplerConfig {
   int pid = 0;
   bool followChildren = false;  // also track processes the tracked one forks (bpf only)
   std::string repairSwitchIns = "auto";  // bpf: see TrackerOptions
+  uint32_t maxThreads = 4096;  // tracker slots
   bool targetWatchProc = false;  // tests: watch the tracked process's exit through /proc, not a pidfd
 };
 

@@ -67,9 +67,11 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     cfg.followChildren = getBool(o, "followChildren", false);
     cfg.repairSwitchIns = getString(o, "repairSwitchIns", "auto");
     cfg.targetWatchProc = getBool(o, "targetWatchProc", false);  // tests only; Sampler never sets it
+    cfg.maxThreads = uint32_t(getNumber(o, "maxThreads", 4096));
     // Cheap guards only: the TypeScript layer has already produced precise messages.
-    if (cfg.intervalNs < 10000 || cfg.ringCapacity < 2 || (cfg.ringCapacity & (cfg.ringCapacity - 1)) != 0) {
-      Napi::RangeError::New(env, "NativeSampler: invalid intervalUs or ringCapacity").ThrowAsJavaScriptException();
+    if (cfg.intervalNs < 10000 || cfg.ringCapacity < 2 || (cfg.ringCapacity & (cfg.ringCapacity - 1)) != 0 || cfg.maxThreads < 1 ||
+        cfg.maxThreads > (1u << 20)) {
+      Napi::RangeError::New(env, "NativeSampler: invalid intervalUs, ringCapacity or maxThreads").ThrowAsJavaScriptException();
       return;
     }
     SamplerError err;

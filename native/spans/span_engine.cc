@@ -228,6 +228,14 @@ void SpanEngine::record(Log& log, uint64_t now, const AttributionEngine& attr) {
   if (const ThreadEnergy* t = attr.findThreadUnlocked(log.tid)) {
     p.thrOnCpu = double(t->onCpuNs);
     p.thrJ = threadJoules(*t);
+  } else if (log.histSize > 0) {
+    // Untracked (no tracker slot): its figures stand still, and the interval is unmeasured.
+    const Point& prev = hist(log, log.histSize - 1);
+    p.thrOnCpu = prev.thrOnCpu;
+    p.thrJ = prev.thrJ;
+    p.unknown = true;
+  } else {
+    p.unknown = true;
   }
   for (uint32_t tid : poolTids_) {
     const ThreadEnergy* t = attr.findThreadUnlocked(tid);
@@ -314,12 +322,18 @@ void SpanEngine::settleExclusive(Log& log, bool final, uint64_t now) {
   auto charge = [&](uint64_t t0, uint64_t t1, double* onCpu, double* joules, double* base) -> bool {
     // Within the history at both ends (a span begun after the run's last step has none of it).
     bool complete = log.histSize >= 2 && t0 >= hist(log, 0).t && t1 <= hist(log, log.histSize - 1).t;
+    bool measured = false, unmeasured = false;
     for (size_t i = firstPointAfter(log, t0); i < log.histSize; i++) {
       const Point& a = hist(log, i - 1);
       const Point& b = hist(log, i);
       if (a.t >= t1) break;
       uint64_t from = std::max(t0, a.t), to = std::min(t1, b.t);
       if (to <= from) continue;
+      if (b.unknown || a.unknown) {
+        unmeasured = true;
+        continue;
+      }
+      measured = true;
       double c = b.thrOnCpu - a.thrOnCpu;
       double e = b.thrJ - a.thrJ;
       if (c <= 0) continue;
@@ -328,7 +342,9 @@ void SpanEngine::settleExclusive(Log& log, bool final, uint64_t now) {
       *joules += e * x / c;
       *base += x * (b.basePerCpu - a.basePerCpu) / double(b.t - a.t);
     }
-    return complete;
+    // Its thread untracked over all of it: nothing is known, which is not 0 J.
+    if (unmeasured && !measured) *onCpu = *joules = *base = NAN;
+    return complete && !unmeasured;
   };
   size_t keep = 0;
   for (size_t k = 0; k < log.ended.size(); k++) {
@@ -394,7 +410,8 @@ void SpanEngine::applyShared(Log& log, const SharedEvent& ev, bool late) {
     r.s0B = log.sB;
     // Stamped before time already accounted (or before the history began): it missed some of
     // the energy it overlapped.
-    r.late = r.late || late;
+    r.late = r.late || late || log.inUnknown;
+    r.unknown0 = log.unknownIntervals;
     log.inFlight++;
     return;
   }
@@ -405,8 +422,9 @@ void SpanEngine::applyShared(Log& log, const SharedEvent& ev, bool late) {
          r.silent);
   } else {
     log.inFlight--;
+    const bool unmeasured = log.unknownIntervals != r.unknown0;
     emit(log, r.handle, 0, r.t0, std::max(ev.t, r.t0), log.sC - r.s0C, log.sJ - r.s0J, log.sB - r.s0B,
-         uint32_t(kSpanShared) | (r.late || late ? uint32_t(kSpanIncomplete) : 0u), r.route, r.silent);
+         uint32_t(kSpanShared) | (r.late || late || unmeasured ? uint32_t(kSpanIncomplete) : 0u), r.route, r.silent);
   }
   releaseShared(log, r);
 }
@@ -438,6 +456,8 @@ void SpanEngine::settleShared(Log& log, bool final, uint64_t now) {
     const Point& pb = hist(log, k);
     const uint64_t a = pa.t, b = pb.t;
     if (b <= a) continue;
+    log.inUnknown = pb.unknown || pa.unknown;
+    if (log.inUnknown) log.unknownIntervals++;
     // The interval's energy and on-CPU time, spread evenly over it.
     const double rateJ = std::max(0.0, pb.grpJ - pa.grpJ) / double(b - a);
     const double rateC = std::max(0.0, pb.grpOnCpu - pa.grpOnCpu) / double(b - a);

@@ -83,6 +83,10 @@ class SpanEngine {
     // span's share of the baseline is what was charged in its intervals, per CPU, for the time
     // it held one (never the configured watts, which can exceed what was measured).
     double basePerCpu;
+    // The channel's thread was not among attribution's (its tracker had no slot for it): its
+    // figures here are the last known ones, and the interval ending here is unmeasured. A span
+    // over it settles incomplete, not as 0 J spent.
+    bool unknown = false;
   };
   struct Open {  // an exclusive span
     uint32_t label;
@@ -104,6 +108,7 @@ class SpanEngine {
     double s0J = 0, s0C = 0, s0B = 0;  // the fair-share clock at its begin
     SharedState state = kSharedFree;
     bool late = false;  // begun before time already accounted: incomplete
+    uint64_t unknown0 = 0;  // Log::unknownIntervals at its begin
   };
   struct SharedEvent {
     uint64_t t;
@@ -129,6 +134,10 @@ class SpanEngine {
     std::deque<SharedEvent> sharedEvents;     // drained, not yet reached by the fair-share clock
     double sJ = 0, sC = 0, sB = 0;            // fair-share clock: joules, on-CPU ns, baseline joules per request
     uint32_t inFlight = 0;                    // shared spans open at sharedUpTo
+    // Intervals the fair-share clock ran over with the thread unknown (Point::unknown), and
+    // whether the one it is running over now is: a request across one settles incomplete.
+    uint64_t unknownIntervals = 0;
+    bool inUnknown = false;
     std::vector<Ended> ended;                 // exclusive spans awaiting their intervals
     std::vector<Point> history;               // ring
     size_t histStart = 0, histSize = 0;
