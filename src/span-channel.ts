@@ -112,8 +112,10 @@ function notAHandle(h: unknown, method: string): Error {
 }
 
 function foreignHandle(h: number, method: string): Error {
-  // No channel has tag 0: a number below 2^24 (but 0) was never a handle.
-  if (h >>> 24 === 0) return notAHandle(h, method);
+  // Channels' tags run from 1 to 63: a number below 2^24 (but 0), or of 2^30 or more, was never
+  // a handle.
+  const tag = h >>> 24;
+  if (tag === 0 || tag > 63) return notAHandle(h, method);
   return new JouletraceError('ERR_JOULETRACE_FOREIGN_SPAN', `${method}: span handle ${h} belongs to another sampler or thread`);
 }
 

@@ -238,6 +238,7 @@ describe('spans: behaviour', () => {
     // A number no channel hands out is no handle, not another thread's.
     expect(() => s.end(12345)).toThrow(new TypeError('end(): expected a span handle returned by begin() but received 12345 of type number'));
     await expect(s.settle(12345)).rejects.toThrow(TypeError);
+    expect(() => s.end(2 ** 30 + 5)).toThrow(new TypeError(`end(): expected a span handle returned by begin() but received ${2 ** 30 + 5} of type number`));
     expect(() => s.end('1' as unknown as number)).toThrow(TypeError);
     expect(() => s.end(-1)).toThrow(TypeError);
     expect(() => s.begin(42 as unknown as string)).toThrow('Expected a string for label but received 42 of type number');
