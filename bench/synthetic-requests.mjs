@@ -50,6 +50,9 @@ export async function appHandlers(framework, tracker) {
     const express = require('express');
     const make = (variant) => {
       const app = express();
+      // Express gives each response its app's prototype, which inherits from Node's
+      // ServerResponse, not from SyntheticResponse: its responses take their bytes the same way.
+      app.response._writeRaw = SyntheticResponse.prototype._writeRaw;
       if (variant === 'tracked' && framework === 'express') instrumentExpress(app, tracker);
       if (variant === 'tracked' && framework === 'express-middleware') app.use(energyMiddleware(tracker));
       if (variant === 'hook') app.use((req, res, next) => next());
