@@ -2,6 +2,7 @@
 // bounds that over a long run, and how it reads the sampler's folding of exited threads.
 import { describe, expect, it } from 'vitest';
 import { ReportCollector } from '../src/report/collector';
+import { renderReport } from '../src/report/render';
 import type { Sampler } from '../src/sampler';
 
 interface FakeThread {
@@ -82,5 +83,26 @@ describe('ReportCollector storage', () => {
     expect(d.threads.find((t) => t.label.startsWith('(exited threads)'))!.joules).toEqual([0, 1]);
     // Their CPU time once too: 1 ms over the 0.2 s of the last interval.
     expect(d.cpuCores[1]).toBeCloseTo(1e6 / 1e9 / 0.2, 9);
+  });
+});
+
+describe('ReportCollector, a short run', () => {
+  it('says a run with thread tracking was too short for a per-thread chart, not that threads were off', () => {
+    const main = { tid: 10, pid: 10, name: 'main', joules: 0, onCpuNs: 0 };
+    const state = { joules: 0, threads: [main] };
+    const c = new ReportCollector(fakeSampler(state), { periodMs: 200 });
+    c.poll();
+    state.joules = 1;
+    main.joules = 0.5;
+    c.poll(); // the poll at stop(): one interval in all
+    const d = c.data();
+    expect(d.time).toHaveLength(1);
+    const html = renderReport(d);
+    expect(html).toContain('This run was too short for a per-thread chart.');
+    expect(html).not.toContain('No thread tracking');
+    expect(d.threadsTracked).toBe(true);
+    // A report saved before threadsTracked existed: threads off where it lists none.
+    const { threadsTracked: _, ...saved } = d;
+    expect(renderReport({ ...saved, threads: [] })).toContain('No thread tracking in this run (threads: off)');
   });
 });

@@ -317,6 +317,7 @@ export class ReportCollector {
       time,
       watts,
       threads,
+      threadsTracked: this.#hasThreads,
       cpuCores,
       records: this.#reportRecords(),
       recordKind: this.#recordKind,
