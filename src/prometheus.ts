@@ -78,7 +78,7 @@ const SCRAPE_WAIT_MS = 1000;
 
 // Label names of jouletrace's own metrics (and prom-client's `le`): a constant label of the
 // same name would be overwritten on some series and not others.
-const RESERVED_LABELS = ['domain', 'package', 'source', 'part', 'thread', 'label', 'method', 'route', 'status_code', 'quantile', 'threads', 'interval_seconds', 'scope', 'intensity_source', 'estimated', 'le'];
+const RESERVED_LABELS = ['domain', 'package', 'source', 'part', 'thread', 'label', 'method', 'route', 'status_code', 'quantile', 'stat', 'threads', 'interval_seconds', 'scope', 'intensity_source', 'estimated', 'le'];
 const OPTION_KEYS = [
   'registry',
   'prefix',
@@ -156,6 +156,11 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     if (!cached || now - cached.at > 50) cached = { at: now, reading: energy.read() };
     return cached.reading;
   };
+  // A reading from before a run's end would show its power (absent while stopped) and totals
+  // short of its final read.
+  const forgetReading = sampler.onRunEnd(() => {
+    cached = null;
+  });
 
   // Built in a registry of their own, then added to the caller's only if no name is taken there:
   // a conflict (registerMetrics twice on one registry) then leaves nothing half-registered.
@@ -469,6 +474,10 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     const built = building.getMetricsAsArray() as unknown as Array<Metric & { name: string }>;
     const taken = built.map((m) => m.name).filter((name) => registry.getSingleMetric(name) !== undefined);
     if (taken.length > 0) {
+      // Nothing registered: nothing reads at the sampler's run ends either.
+      energy.close();
+      forgetReading();
+      health.close();
       throw new JouletraceError(
         'ERR_JOULETRACE_METRIC_EXISTS',
         `registerMetrics(): ${taken.join(', ')} already registered in options.registry; close() the earlier registration, or use another registry (http_server_request_energy_joules and the app_* metrics keep their names whatever the prefix)`,
@@ -486,7 +495,10 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
       if (closed) return;
       closed = true;
       unsubscribe();
+      forgetReading();
+      cached = null;
       energy.close();
+      health.close();
       for (const name of metricNames) registry.removeSingleMetric(name);
     },
   };
@@ -501,9 +513,24 @@ class EnergyHealth {
     total = { samples: 0, dropped: 0, missed: 0 };
   })();
   #cache: { at: number; value: ReturnType<EnergyHealth['read']> } | null = null;
+  // As last read: a closed sampler's info series keeps its labels rather than start another.
+  #threads = 'unknown';
+  #intervalUs = 0;
+  readonly #unsubscribe: () => void;
 
   constructor(sampler: Sampler) {
     this.#sampler = sampler;
+    // A run's counts start afresh at the next start(): read at its end (not from the cache), what
+    // was taken since the last scrape counts too.
+    this.#unsubscribe = sampler.onRunEnd(() => {
+      this.#cache = null;
+      this.read();
+    });
+  }
+
+  /** Stops reading at the ends of the sampler's runs (the exporter closed). */
+  close(): void {
+    this.#unsubscribe();
   }
 
   read(): {
@@ -533,6 +560,8 @@ class EnergyHealth {
         a.last[k] = cur[k];
       }
       const sampled = s.timing.samples > 0;
+      this.#threads = s.threads.backend;
+      this.#intervalUs = s.timing.intervalUs;
       value = {
         ...a.total,
         jitterUs: sampled ? s.timing.jitterUs : null,
@@ -541,7 +570,7 @@ class EnergyHealth {
         intervalUs: s.timing.intervalUs,
       };
     } catch {
-      value = { ...a.total, jitterUs: null, stillUs: null, threads: 'unknown', intervalUs: 0 };
+      value = { ...a.total, jitterUs: null, stillUs: null, threads: this.#threads, intervalUs: this.#intervalUs };
     }
     this.#cache = { at: now, value };
     return value;

@@ -131,6 +131,51 @@ describe('registerMetrics', () => {
     expect(parse(await m.registry.metrics()).get('jouletrace_samples_total')!).toBeGreaterThan(firstSamples);
   });
 
+  // The health counts restart at each start() too: those taken since the last scrape were lost at
+  // every restart (4 runs took 1065 samples, jouletrace_samples_total said 162).
+  it('counts every sample, drop and missed deadline of each run, though no scrape came at its end', async () => {
+    // A ring of 4 that nothing reads: nearly every sample is a drop.
+    const s = sampler({ ringCapacity: 4 });
+    const m = registerMetrics(s);
+    cleanups.push(() => m.close());
+    const taken = { samples: 0, dropped: 0, missed: 0 };
+    for (let run = 0; run < 3; run++) {
+      s.start();
+      await sleep(60);
+      if (run === 0) await m.registry.metrics();
+      await sleep(60);
+      s.stop();
+      const st = s.stats();
+      taken.samples += st.timing.samples;
+      taken.dropped += st.ring.dropped;
+      taken.missed += st.timing.missedDeadlines;
+    }
+    const v = parse(await m.registry.metrics());
+    expect(taken.dropped).toBeGreaterThan(0);
+    expect(v.get('jouletrace_samples_total')).toBe(taken.samples);
+    expect(v.get('jouletrace_samples_dropped_total')).toBe(taken.dropped);
+    expect(v.get('jouletrace_sampler_missed_deadlines_total')).toBe(taken.missed);
+  });
+
+  it("shows a run's final figures right after it ends, and keeps the sampler's info series after close()", async () => {
+    const s = sampler().start();
+    const m = registerMetrics(s);
+    cleanups.push(() => m.close());
+    const key = 'jouletrace_energy_joules_total{domain="package",package="0",source="model",estimated="true"}';
+    busy(60);
+    const info = [...parse(await m.registry.metrics()).keys()].filter((k) => k.startsWith('jouletrace_sampler_info'));
+    expect(info).toHaveLength(1);
+    expect(info[0]).toContain('interval_seconds="0.001"');
+    // Right after the scrape above: its reading, from before the stop, was reused.
+    s.stop();
+    const v = parse(await m.registry.metrics());
+    expect([...v.keys()].filter((k) => k.startsWith('jouletrace_power_watts'))).toEqual([]);
+    expect(v.get(key)).toBeCloseTo(s.totals().readings.find((r) => r.domain === 'package')!.joules, 9);
+    s.close();
+    const closed = [...parse(await m.registry.metrics()).keys()].filter((k) => k.startsWith('jouletrace_sampler_info'));
+    expect(closed).toEqual(info);
+  });
+
   it('bounds thread cardinality: topThreads names, the rest "other", and never decreases', async () => {
     const s = sampler().start();
     const m = registerMetrics(s, { topThreads: 1 });
@@ -216,8 +261,27 @@ describe('registerMetrics', () => {
     // A constant label named like one of the metrics' own would be overwritten on some series.
     expect(() => registerMetrics(s, { labels: { label: 'svc-a' } })).toThrow(/options\.labels: "label" is a label jouletrace's metrics set themselves/);
     expect(() => registerMetrics(s, { labels: { part: 'blue' } })).toThrow(RangeError);
+    expect(() => registerMetrics(s, { labels: { stat: 'mine' } })).toThrow(/options\.labels: "stat" is a label/);
     expect(() => registerMetrics(s, { nope: 1 } as never)).toThrow(/Unknown option options\.nope/);
     expect(() => registerMetrics({} as never)).toThrow(TypeError);
+  });
+
+  it('refuses as a constant label every label name its series use', async () => {
+    // Every family with a series: thread tracking on, a span and a request observed, carbon on.
+    const s = sampler().start();
+    const m = registerMetrics(s, { carbon: { gramsPerKwh: 100 } });
+    cleanups.push(() => m.close());
+    m.observeSpans([span('x', 0.001)]);
+    m.observeRequests([request('/x', 0.001)]);
+    busy(30);
+    const used = new Set<string>();
+    for (const key of parse(await m.registry.metrics()).keys()) {
+      for (const [, name] of key.matchAll(/[{,]([a-zA-Z_][a-zA-Z0-9_]*)="/g)) used.add(name);
+    }
+    expect(used).toContain('stat');
+    for (const name of used) {
+      expect(() => registerMetrics(s, { labels: { [name]: 'mine' } }), name).toThrow(RangeError);
+    }
   });
 
   it('adds carbon at the configured intensity', async () => {

@@ -21,6 +21,13 @@ interface OutputFile {
   target?: string;
   /** Written in part only (a write failed): dropped by commit() like a failed run's files. */
   failed?: boolean;
+  /**
+   * A regular file written in place, opened without truncation so that a failed run leaves it as
+   * it was: cut to what was written at commit() (or at handOver(), from where a stream writes it).
+   */
+  cutAtCommit?: boolean;
+  /** Bytes write() put in the file. */
+  written: number;
   existed?: boolean;
   /** The descriptor has been handed to a stream that closes it. */
   handedOver: boolean;
@@ -87,10 +94,22 @@ export class OutputFiles<K extends string> {
     return this.#files.get(name)?.fd;
   }
 
-  /** The caller's stream now closes this descriptor. */
+  /**
+   * The caller's stream now writes and closes this descriptor. A file written in place is emptied
+   * now: the stream's writes replace what was there.
+   */
   handOver(name: K): void {
     const f = this.#files.get(name);
-    if (f) f.handedOver = true;
+    if (!f) return;
+    f.handedOver = true;
+    if (f.cutAtCommit) {
+      f.cutAtCommit = false;
+      try {
+        fs.ftruncateSync(f.fd, 0);
+      } catch {
+        this.fail(name);
+      }
+    }
   }
 
   /**
@@ -100,6 +119,7 @@ export class OutputFiles<K extends string> {
   write(name: K, data: string): Error | undefined {
     try {
       fs.writeFileSync(this.fd(name)!, data);
+      this.#files.get(name)!.written += Buffer.byteLength(data);
       return undefined;
     } catch (e) {
       this.fail(name);
@@ -136,6 +156,14 @@ export class OutputFiles<K extends string> {
    */
   commit(): void {
     for (const [name, f] of this.#files) {
+      if (f.cutAtCommit && !f.failed) {
+        try {
+          fs.ftruncateSync(f.fd, f.written);
+        } catch (e) {
+          this.unplaced.push(`${f.file} (${(e as Error).message})`);
+          this.#unplacedNames.add(name);
+        }
+      }
       closeOnce(f);
       if (f.temp === undefined) continue;
       if (f.failed) {
@@ -204,18 +232,18 @@ function openOne(file: string): OutputFile {
   // /dev/stdout, /proc/self/fd/N and the like are links to what the shell opened: a file put in
   // their place would replace /dev/stdout itself, or leave the shell's descriptor on the old file.
   // Appended to, as `>>` would: a new descriptor starts at offset 0, over what was written before.
-  if (FD_ALIAS.test(path.resolve(file))) return inPlace(file, 'a');
+  if (FD_ALIAS.test(path.resolve(file))) return inPlace(file, 'append');
   let existing: fs.Stats | undefined;
   try {
     existing = fs.statSync(file);
   } catch {
     // a new file, or a dangling link: written through it, where the link points
-    if (isLink(file)) return inPlace(file, 'w');
+    if (isLink(file)) return inPlace(file, 'overwrite');
   }
   if (existing?.isDirectory()) throw new Error('it is a directory');
   // A device, a FIFO, a socket: written in place. So is a file with other hard links, which a
   // rename would part from this one.
-  if (existing && (!existing.isFile() || existing.nlink > 1)) return inPlace(file, 'w');
+  if (existing && (!existing.isFile() || existing.nlink > 1)) return inPlace(file, 'overwrite');
   // Opening the final path itself first tells a missing directory or a read-only file apart with
   // the system's own message (ENOENT, EACCES) before anything is created.
   // Write-only access is enough for an existing file (O_WRONLY, no truncation).
@@ -223,15 +251,20 @@ function openOne(file: string): OutputFile {
   // A link stays a link: the file goes where it points.
   const target = fs.realpathSync(file);
   if (!existing) fs.rmSync(target, { force: true });
-  const temp = path.join(path.dirname(target), `.${path.basename(target)}.jouletrace-${process.pid}-${randomBytes(4).toString('hex')}`);
+  // Short whatever the file's name: a name of its own plus a suffix could pass NAME_MAX.
+  const dir = path.dirname(target);
+  const temp = path.join(dir, `.jouletrace-${process.pid}-${randomBytes(6).toString('hex')}`);
   let fd: number;
   try {
     // 'wx': never through a link someone put at this name.
     fd = fs.openSync(temp, 'wx', existing ? existing.mode & 0o7777 : 0o666);
-  } catch {
+  } catch (e) {
     // A file this process may write (opened above) in a directory it may not create files in
-    // (EACCES, EROFS), or where no file can be made (ENOENT under /proc or /sys): in place.
-    return inPlace(file, 'w');
+    // (EACCES, EPERM, EROFS), or where no file can be made (ENOENT under /proc or /sys): in place.
+    // Anything else (a full disk, no descriptors left) fails here, before the run.
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS' || code === 'ENOENT') return inPlace(file, 'overwrite');
+    throw new Error(`${(e as Error).message.replace(/, open '.*'$/s, '')} (creating a file in ${dir})`);
   }
   if (existing) {
     try {
@@ -242,7 +275,7 @@ function openOne(file: string): OutputFile {
       // not permitted: the file becomes this process's, as any new file would
     }
   }
-  return { file, fd, temp, target, existed: existing !== undefined, handedOver: false };
+  return { file, fd, temp, target, existed: existing !== undefined, handedOver: false, written: 0 };
 }
 
 function isDevice(file: string): boolean {
@@ -262,6 +295,9 @@ function isLink(file: string): boolean {
   }
 }
 
-function inPlace(file: string, flags: 'a' | 'w'): OutputFile {
-  return { file, fd: fs.openSync(file, flags), handedOver: false };
+function inPlace(file: string, mode: 'append' | 'overwrite'): OutputFile {
+  if (mode === 'append') return { file, fd: fs.openSync(file, 'a'), handedOver: false, written: 0 };
+  // No O_TRUNC: until its content is written, the file keeps what it had.
+  const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_CREAT, 0o666);
+  return { file, fd, handedOver: false, written: 0, cutAtCommit: fs.fstatSync(fd).isFile() };
 }

@@ -14,19 +14,25 @@ export interface ReportCollectorOptions {
   maxThreads?: number;
 }
 
-interface ThreadPoint {
-  name: string;
-  pid: number;
-  tid: number;
-  joules: number;
-  onCpuNs: number;
+// One poll: its time on the report's axis, the cumulative energy per domain, and what the
+// threads did since the poll before: their CPU time together, and the energy of each thread
+// whose figure changed (or that was new), by index in the thread table. Threads that did nothing
+// take no room: a run keeps every exited thread listed, and storing each at every poll grew
+// without bound.
+interface Point {
+  time: number;
+  joules: number[];
+  cpuNs: number;
+  threads: number[];
+  threadJoules: number[];
 }
 
-// sampler.threads() at one poll, and the run it belongs to: its figures start afresh with each run.
-interface ThreadPoll {
-  run: bigint;
-  threads: Map<string, ThreadPoint>;
-}
+// Past this many points, neighbouring ones are merged pairwise: the report keeps its shape at a
+// coarser resolution, in bounded memory however long the run.
+const MAX_POINTS = 2048;
+
+// A thread's key: its pid and tid in one number (pid_max is at most 2^22).
+const threadKey = (pid: number, tid: number): number => pid * 4_194_304 + tid;
 
 interface PendingRecord {
   label: string;
@@ -58,9 +64,15 @@ export class ReportCollector {
   #run: bigint | undefined;
   #runJoules: number[] = [];
   #before: number[] = [];
-  readonly #time: number[] = [];
-  readonly #joules: number[][] = [];
-  readonly #threadPolls: ThreadPoll[] = [];
+  #points: Point[] = [];
+  // Every thread seen, once: index by key, and the latest name, pid and tid of each.
+  readonly #threadIndex = new Map<number, number>();
+  readonly #threadNames: string[] = [];
+  readonly #threadPids: number[] = [];
+  readonly #threadTids: number[] = [];
+  // The cumulative figures of the threads listed at the last poll, by index ([joules, onCpuNs]);
+  // empty before a run's first poll, since threads() starts afresh with each run.
+  #threadsBefore = new Map<number, [number, number]>();
   readonly #records: PendingRecord[] = [];
   #recordKind: 'request' | 'span' = 'request';
   readonly #threadLabels = new Map<number, string>();
@@ -108,18 +120,75 @@ export class ReportCollector {
     if (totals.startNs === 0n) return;
     this.#lastTimeNs = totals.timeNs;
     this.#startNs ??= totals.startNs;
-    if (this.#run !== undefined && totals.startNs !== this.#run) this.#before = this.#runJoules.map((j, i) => j + (this.#before[i] ?? 0));
+    const newRun = totals.startNs !== this.#run;
+    if (this.#run !== undefined && newRun) this.#before = this.#runJoules.map((j, i) => j + (this.#before[i] ?? 0));
     this.#run = totals.startNs;
     this.#runJoules = totals.readings.map((r) => r.joules);
-    this.#time.push(Number(totals.timeNs - this.#startNs) / 1e9);
-    this.#joules.push(this.#runJoules.map((j, i) => j + (this.#before[i] ?? 0)));
-    if (this.#hasThreads) {
-      const m = new Map<string, ThreadPoint>();
-      for (const t of this.#sampler.threads()) {
-        m.set(`${t.pid}:${t.tid}`, { name: t.name, pid: t.pid, tid: t.tid, joules: t.joules, onCpuNs: t.onCpuNs });
+    const point: Point = {
+      time: Number(totals.timeNs - this.#startNs) / 1e9,
+      joules: this.#runJoules.map((j, i) => j + (this.#before[i] ?? 0)),
+      cpuNs: 0,
+      threads: [],
+      threadJoules: [],
+    };
+    if (this.#hasThreads) this.#threadDeltas(point, newRun);
+    this.#points.push(point);
+    if (this.#points.length > MAX_POINTS) this.#points = mergePairs(this.#points);
+  }
+
+  // Fills in what each thread did since the last poll (since zero in a new run).
+  #threadDeltas(point: Point, newRun: boolean): void {
+    const before = newRun ? new Map<number, [number, number]>() : this.#threadsBefore;
+    const now = new Map<number, [number, number]>();
+    for (const t of this.#sampler.threads()) {
+      const key = threadKey(t.pid, t.tid);
+      let i = this.#threadIndex.get(key);
+      if (i === undefined) {
+        i = this.#threadNames.length;
+        this.#threadIndex.set(key, i);
+        this.#threadPids.push(t.pid);
+        this.#threadTids.push(t.tid);
+        this.#threadNames.push(t.name);
+      } else this.#threadNames[i] = t.name;
+      // A tid reused within the run lists the exited thread and the new one under one key.
+      const figures = now.get(i);
+      if (figures === undefined) now.set(i, [t.joules, t.onCpuNs]);
+      else {
+        figures[0] += t.joules;
+        figures[1] += t.onCpuNs;
       }
-      this.#threadPolls.push({ run: totals.startNs, threads: m });
     }
+    // Threads gone from the list since the last poll were folded into the "(exited threads)"
+    // entry (tid 0; the sampler keeps 4096 exited threads): their figures, counted already under
+    // their own tids, are in that entry's increase too, and come off it.
+    let foldedJoules = 0;
+    let foldedNs = 0;
+    for (const [i, [joules, onCpuNs]] of before) {
+      if (now.has(i)) continue;
+      foldedJoules += joules;
+      foldedNs += onCpuNs;
+    }
+    for (const [i, [joules, onCpuNs]] of now) {
+      const was = before.get(i);
+      let dj = joules - (was?.[0] ?? 0);
+      let dns = onCpuNs - (was?.[1] ?? 0);
+      if (this.#threadTids[i] === 0) {
+        dj -= foldedJoules;
+        dns -= foldedNs;
+      }
+      point.cpuNs += Math.max(0, dns);
+      // A new thread is stored even at 0 J: it is drawn among the top threads if too few did work.
+      if (dj > 0 || was === undefined) {
+        point.threads.push(i);
+        point.threadJoules.push(Math.max(0, dj));
+      }
+    }
+    this.#threadsBefore = now;
+  }
+
+  /** @internal For tests: the per-thread figures stored, all points together. */
+  get storedThreadFigures(): number {
+    return this.#points.reduce((n, p) => n + p.threads.length, 0);
   }
 
   /** Stops polling after one last point (call before sampler.stop() or right after it), and at the ends of runs. */
@@ -175,13 +244,14 @@ export class ReportCollector {
   /** The report's data; `extra` fills the summary table, notes and attribution. */
   data(extra: Partial<Pick<ReportData, 'summary' | 'notes' | 'attribution' | 'subtitle'>> = {}): ReportData {
     const domains = this.#sampler.domains.map((d) => `${d.domain}-${d.package}`);
-    const n = this.#time.length;
+    const points = this.#points;
+    const n = points.length;
     // Points at least half a period apart: a short last interval (the final poll at stop()) is
     // merged into the one before it rather than drawn as a spike of quantisation noise.
     const keep: number[] = n > 0 ? [0] : [];
     const minDt = (0.5 * this.#periodMs) / 1000;
     for (let i = 1; i < n; i++) {
-      if (this.#time[i] - this.#time[keep[keep.length - 1]] >= minDt) keep.push(i);
+      if (points[i].time - points[keep[keep.length - 1]].time >= minDt) keep.push(i);
       else if (i === n - 1) {
         if (keep.length > 1) keep[keep.length - 1] = i;
         else keep.push(i);
@@ -190,55 +260,45 @@ export class ReportCollector {
     const time: number[] = [];
     const watts: number[][] = domains.map(() => []);
     for (let k = 1; k < keep.length; k++) {
-      const [a, b] = [keep[k - 1], keep[k]];
-      const dt = this.#time[b] - this.#time[a];
-      time.push(this.#time[b]);
-      domains.forEach((_, d) => watts[d].push((this.#joules[b][d] - this.#joules[a][d]) / dt));
+      const [a, b] = [points[keep[k - 1]], points[keep[k]]];
+      const dt = b.time - a.time;
+      time.push(b.time);
+      domains.forEach((_, d) => watts[d].push((b.joules[d] - a.joules[d]) / dt));
     }
     const threads: ReportThreadSeries[] = [];
     const cpuCores: number[] = [];
-    const polls = this.#threadPolls;
-    if (this.#hasThreads && polls.length > 1 && keep.length > 1) {
-      // Each thread's energy and CPU time between consecutive polls, summed over the polls that
-      // each drawn interval merges. A poll of a new run counts from zero: threads() starts afresh.
-      const sum = new Map<string, { joules: number; point: ThreadPoint }>();
-      const intervals: Array<{ joules: Map<string, number>; cpuNs: number }> = [];
+    if (this.#hasThreads && keep.length > 1) {
+      // Each thread's energy and CPU time summed over the points that each drawn interval merges.
+      const sum = new Map<number, number>();
+      const intervals: Array<Map<number, number>> = [];
       for (let k = 1; k < keep.length; k++) {
-        const joules = new Map<string, number>();
+        const joules = new Map<number, number>();
         let cpuNs = 0;
         for (let i = keep[k - 1] + 1; i <= keep[k]; i++) {
-          const prev = polls[i - 1].run === polls[i].run ? polls[i - 1].threads : undefined;
-          for (const [key, p] of polls[i].threads) {
-            const before = prev?.get(key);
-            const dj = Math.max(0, p.joules - (before?.joules ?? 0));
-            cpuNs += Math.max(0, p.onCpuNs - (before?.onCpuNs ?? 0));
-            joules.set(key, (joules.get(key) ?? 0) + dj);
-            const total = sum.get(key);
-            if (total === undefined) sum.set(key, { joules: dj, point: p });
-            else {
-              total.joules += dj;
-              total.point = p;
-            }
-          }
+          const p = points[i];
+          cpuNs += p.cpuNs;
+          p.threads.forEach((t, j) => {
+            joules.set(t, (joules.get(t) ?? 0) + p.threadJoules[j]);
+            sum.set(t, (sum.get(t) ?? 0) + p.threadJoules[j]);
+          });
         }
-        intervals.push({ joules, cpuNs });
+        intervals.push(joules);
+        cpuCores.push(cpuNs / 1e9 / (points[keep[k]].time - points[keep[k - 1]].time));
       }
-      const top = [...sum.entries()].sort((a, b) => b[1].joules - a[1].joules).slice(0, this.#maxThreads);
-      const topKeys = new Set(top.map(([key]) => key));
-      const others: number[] = [];
-      for (let k = 1; k < keep.length; k++) {
-        const { joules, cpuNs } = intervals[k - 1];
+      const top = [...sum.entries()].sort((a, b) => b[1] - a[1]).slice(0, this.#maxThreads);
+      const topThreads = new Set(top.map(([t]) => t));
+      const others = intervals.map((joules) => {
         let rest = 0;
-        for (const [key, dj] of joules) if (!topKeys.has(key)) rest += dj;
-        others.push(rest);
-        cpuCores.push(cpuNs / 1e9 / (this.#time[keep[k]] - this.#time[keep[k - 1]]));
-      }
-      for (const [key, { point: p }] of top) {
+        for (const [t, dj] of joules) if (!topThreads.has(t)) rest += dj;
+        return rest;
+      });
+      for (const [t] of top) {
+        const tid = this.#threadTids[t];
         threads.push({
-          label: `${this.#threadLabels.get(p.tid) ?? p.name} (${p.tid})`,
-          pid: p.pid,
-          tid: p.tid,
-          joules: intervals.map((iv) => iv.joules.get(key) ?? 0),
+          label: `${this.#threadLabels.get(tid) ?? this.#threadNames[t]} (${tid})`,
+          pid: this.#threadPids[t],
+          tid,
+          joules: intervals.map((joules) => joules.get(t) ?? 0),
         });
       }
       if (others.some((x) => x > 0)) threads.push({ label: 'other threads', pid: 0, tid: 0, joules: others });
@@ -251,12 +311,13 @@ export class ReportCollector {
       createdAt: new Date().toISOString(),
       source: this.#sampler.source,
       estimated,
-      durationS: n > 0 ? this.#time[n - 1] : 0,
+      durationS: n > 0 ? points[n - 1].time : 0,
       domains,
-      startS: keep.length > 0 ? this.#time[keep[0]] : 0,
+      startS: keep.length > 0 ? points[keep[0]].time : 0,
       time,
       watts,
       threads,
+      threadsTracked: this.#hasThreads,
       cpuCores,
       records: this.#reportRecords(),
       recordKind: this.#recordKind,
@@ -265,4 +326,23 @@ export class ReportCollector {
       notes: extra.notes ?? [],
     };
   }
+}
+
+// Merges neighbouring points pairwise, the first kept as it is (the start of the first interval),
+// and the last alone when left over: each merged point ends where the later of its two did,
+// with the thread figures of both.
+function mergePairs(points: Point[]): Point[] {
+  const out = [points[0]];
+  for (let i = 1; i < points.length; i += 2) {
+    const [a, b] = [points[i], points[i + 1]];
+    if (b === undefined) {
+      out.push(a);
+      break;
+    }
+    const joules = new Map<number, number>();
+    a.threads.forEach((t, j) => joules.set(t, a.threadJoules[j]));
+    b.threads.forEach((t, j) => joules.set(t, (joules.get(t) ?? 0) + b.threadJoules[j]));
+    out.push({ time: b.time, joules: b.joules, cpuNs: a.cpuNs + b.cpuNs, threads: [...joules.keys()], threadJoules: [...joules.values()] });
+  }
+  return out;
 }

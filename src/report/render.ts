@@ -112,7 +112,10 @@ function powerChart(d: ReportData): string {
 }
 
 function threadChart(d: ReportData): string {
-  if (d.threads.length === 0 || d.time.length < 2) return empty('No thread tracking in this run (threads: off), so no per-thread energy.');
+  if (!(d.threadsTracked ?? d.threads.length > 0)) return empty('No thread tracking in this run (threads: off), so no per-thread energy.');
+  // A run of one polling period or less has one interval: nothing to draw over time.
+  if (d.time.length < 2) return empty('This run was too short for a per-thread chart.');
+  if (d.threads.length === 0) return empty('No thread of this run was given any energy.');
   const n = d.threads.reduce((m, t) => Math.min(m, t.joules.length), d.time.length);
   const dt = (i: number) => d.time[i] - (i > 0 ? d.time[i - 1] : firstStart(d));
   // Watts per thread per interval, stacked.

@@ -38,6 +38,8 @@ export interface ReportData {
   watts: number[][];
   /** Per-thread energy per interval (same intervals as `time`); empty without thread tracking. */
   threads: ReportThreadSeries[];
+  /** Whether the run tracked threads (absent from reports saved before this field: then, whether `threads` has any). */
+  threadsTracked?: boolean;
   /** CPU cores the tracked threads kept busy in each interval (same intervals as `time`). */
   cpuCores: number[];
   records: ReportRecord[];

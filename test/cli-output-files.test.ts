@@ -1,0 +1,58 @@
+// The output files of `jouletrace run` and `demo` (-o, --csv, --html): a run that fails leaves an
+// existing file as it was, whether it is written beside its place or in place.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { OutputFiles } from '../src/cli/output-files';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'jt-output-files-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+const leftovers = () => fs.readdirSync(tmp).filter((f) => f.includes('.jouletrace-'));
+
+describe('OutputFiles', () => {
+  it('keeps a file whose name is near the longest allowed as it was when the run fails', () => {
+    // 250 bytes of 255: the temporary name, the file's own plus a suffix, was too long, and the
+    // file was written in place, emptied at open.
+    const file = path.join(tmp, `${'r'.repeat(245)}.html`);
+    fs.writeFileSync(file, 'old report');
+    let files = OutputFiles.open({ html: file });
+    expect(fs.readFileSync(file, 'utf8')).toBe('old report');
+    files.discard();
+    expect(fs.readFileSync(file, 'utf8')).toBe('old report');
+    expect(leftovers()).toEqual([]);
+    files = OutputFiles.open({ html: file });
+    expect(files.write('html', 'new')).toBeUndefined();
+    files.commit();
+    expect(fs.readFileSync(file, 'utf8')).toBe('new');
+    expect(leftovers()).toEqual([]);
+  });
+
+  it('empties a file written in place only once its new content is there', async () => {
+    // Another hard link: written in place, which a rename would part from this name.
+    const file = path.join(tmp, 'linked.json');
+    const other = path.join(tmp, 'linked-too.json');
+    fs.writeFileSync(file, 'the old summary, longer than the new one');
+    fs.linkSync(file, other);
+    let files = OutputFiles.open({ output: file });
+    expect(fs.readFileSync(file, 'utf8')).toBe('the old summary, longer than the new one');
+    files.discard(); // the run failed
+    expect(fs.readFileSync(other, 'utf8')).toBe('the old summary, longer than the new one');
+
+    files = OutputFiles.open({ output: file });
+    expect(files.write('output', 'new summary')).toBeUndefined();
+    files.commit();
+    expect(fs.readFileSync(other, 'utf8')).toBe('new summary');
+
+    // A stream writes from the start: the old content goes when the stream takes the file.
+    const streamed = OutputFiles.open({ csv: file });
+    expect(fs.readFileSync(file, 'utf8')).toBe('new summary');
+    const csv = fs.createWriteStream('', { fd: streamed.fd('csv')! });
+    streamed.handOver('csv');
+    await new Promise<void>((resolve, reject) => csv.end('a,b\n', () => resolve()).on('error', reject));
+    streamed.commit();
+    expect(fs.readFileSync(other, 'utf8')).toBe('a,b\n');
+    expect(fs.statSync(file).ino).toBe(fs.statSync(other).ino);
+  });
+});

@@ -1,0 +1,108 @@
+// ReportCollector against a sampler whose figures the test sets: what it stores per poll, how it
+// bounds that over a long run, and how it reads the sampler's folding of exited threads.
+import { describe, expect, it } from 'vitest';
+import { ReportCollector } from '../src/report/collector';
+import { renderReport } from '../src/report/render';
+import type { Sampler } from '../src/sampler';
+
+interface FakeThread {
+  tid: number;
+  pid: number;
+  name: string;
+  joules: number;
+  onCpuNs: number;
+}
+
+// A sampler as the collector reads it: totals() moves on 200 ms at each call, threads() as the
+// native side lists them (the oldest exited threads folded into '(exited threads)', tid 0).
+function fakeSampler(state: { joules: number; threads: FakeThread[] }) {
+  let timeNs = 1_000_000_000n;
+  return {
+    domains: [{ domain: 'package', package: 0, estimated: false }],
+    source: 'fake',
+    stats: () => ({ threads: { backend: 'bpf' } }),
+    totals: () => ({ startNs: 1_000_000_000n, timeNs: (timeNs += 200_000_000n), readings: [{ domain: 'package', package: 0, joules: state.joules }] }),
+    threads: () => state.threads.map((t) => ({ ...t })),
+    onRunEnd: () => () => {},
+  } as unknown as Sampler;
+}
+
+const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+
+describe('ReportCollector storage', () => {
+  it('stores only the threads whose figures changed, and merges points past a few thousand', () => {
+    // 300 exited threads stay listed, unchanged, for the whole run; two threads work.
+    const threads: FakeThread[] = Array.from({ length: 300 }, (_, i) => ({ tid: 2000 + i, pid: 2000, name: 'cc1', joules: 0.01, onCpuNs: 1e6 }));
+    const main = { tid: 100, pid: 100, name: 'main', joules: 0, onCpuNs: 0 };
+    const worker = { tid: 101, pid: 100, name: 'worker', joules: 0, onCpuNs: 0 };
+    threads.push(main, worker);
+    const state = { joules: 0, threads };
+    const c = new ReportCollector(fakeSampler(state), { periodMs: 200 });
+    const polls = 10_000;
+    for (let i = 0; i < polls; i++) {
+      state.joules += 2;
+      main.joules += 1;
+      main.onCpuNs += 1e8;
+      if (i % 2 === 0) worker.joules += 0.5;
+      c.poll();
+    }
+    const d = c.data();
+    expect(d.time.length).toBeLessThanOrEqual(2048);
+    // The first poll stores every thread (all new); then two at most per point.
+    expect(c.storedThreadFigures).toBeLessThanOrEqual(threads.length + 2 * 2048);
+    expect(d.time.length).toBeGreaterThan(1000);
+    expect(d.time[d.time.length - 1]).toBeCloseTo(polls * 0.2, 6);
+    // The coarser points still add up: energy over the run, and each thread's.
+    let drawn = 0;
+    d.time.forEach((t, i) => (drawn += d.watts[0][i] * (t - (i > 0 ? d.time[i - 1] : d.startS!))));
+    expect(drawn).toBeCloseTo(2 * (polls - 1), 6);
+    expect(sum(d.threads.find((t) => t.tid === 100)!.joules)).toBeCloseTo(polls - 1, 6);
+    expect(sum(d.threads.find((t) => t.tid === 101)!.joules)).toBeCloseTo(0.5 * (polls / 2 - 1), 6);
+    expect(d.cpuCores[d.cpuCores.length - 1]).toBeCloseTo(0.5, 6);
+  });
+
+  it('counts energy once when exited threads are folded into "(exited threads)"', () => {
+    const a = { tid: 11, pid: 10, name: 'worker', joules: 3, onCpuNs: 3e6 };
+    const b = { tid: 12, pid: 10, name: 'worker', joules: 4, onCpuNs: 4e6 };
+    const main = { tid: 10, pid: 10, name: 'main', joules: 0, onCpuNs: 0 };
+    const state = { joules: 0, threads: [main, a, b] };
+    const c = new ReportCollector(fakeSampler(state), { periodMs: 200 });
+    c.poll(); // the reference point
+    main.joules = 1;
+    a.joules = 5; // 2 J since the last poll
+    c.poll();
+    // b and a exit and are folded, a after 1 J and 1 ms more: the entry holds 5 + 1 + 4 J and
+    // 3 + 1 + 4 ms, of which 1 J and 1 ms are new since the last poll.
+    main.joules = 2;
+    state.threads = [main, { tid: 0, pid: 0, name: '(exited threads)', joules: 10, onCpuNs: 8e6 }];
+    c.poll();
+    const d = c.data();
+    const total = sum(d.threads.map((t) => sum(t.joules)));
+    // main 2 J, a 2 J, then 1 J under the folded entry: 5 J since the reference point, not 14.
+    expect(total).toBeCloseTo(5, 9);
+    expect(d.threads.find((t) => t.label.startsWith('(exited threads)'))!.joules).toEqual([0, 1]);
+    // Their CPU time once too: 1 ms over the 0.2 s of the last interval.
+    expect(d.cpuCores[1]).toBeCloseTo(1e6 / 1e9 / 0.2, 9);
+  });
+});
+
+describe('ReportCollector, a short run', () => {
+  it('says a run with thread tracking was too short for a per-thread chart, not that threads were off', () => {
+    const main = { tid: 10, pid: 10, name: 'main', joules: 0, onCpuNs: 0 };
+    const state = { joules: 0, threads: [main] };
+    const c = new ReportCollector(fakeSampler(state), { periodMs: 200 });
+    c.poll();
+    state.joules = 1;
+    main.joules = 0.5;
+    c.poll(); // the poll at stop(): one interval in all
+    const d = c.data();
+    expect(d.time).toHaveLength(1);
+    const html = renderReport(d);
+    expect(html).toContain('This run was too short for a per-thread chart.');
+    expect(html).not.toContain('No thread tracking');
+    expect(d.threadsTracked).toBe(true);
+    // A report saved before threadsTracked existed: threads off where it lists none.
+    const { threadsTracked: _, ...saved } = d;
+    expect(renderReport({ ...saved, threads: [] })).toContain('No thread tracking in this run (threads: off)');
+  });
+});
