@@ -37,8 +37,8 @@ class PerfSource final : public EnergySource {
       if (rc == 0 && !e.wrap.update(v)) rc = -ERANGE;  // the count started again
       if (rc != 0 && firstErr == 0) firstErr = rc;
     }
-    // A domain is its events' sum: one per package, or one per die of a multi-die package
-    // (the PMU's cpumask then names a CPU of each die).
+    // A domain is its events' sum: one per package, or one per die of a multi-die Intel
+    // package (the PMU's cpumask then names a CPU of each die).
     groups_.sum(events_, out);
     return firstErr;
   }
@@ -99,6 +99,10 @@ std::unique_ptr<EnergySource> openPerfSource(const SourceOptions& opts, SourceEr
   std::map<int, int> pkgOf;
   if (readTopology(opts.sysfsCpuRoot, &topo, &topoErr))
     for (const CpuTopo& t : topo) pkgOf[t.cpu] = t.package;
+  // AMD's and Hygon's RAPL is package-scoped: where the cpumask names a CPU of each CCD (Linux
+  // 6.10 and 6.11 make each a die), every one of their events reads the same package counter.
+  const CpuIdentity id = detectCpu(opts);
+  const bool amdLike = id.vendor == Vendor::Amd || id.vendor == Vendor::Hygon;
 
   static const struct {
     const char* event;
@@ -134,6 +138,9 @@ std::unique_ptr<EnergySource> openPerfSource(const SourceOptions& opts, SourceEr
     bool psys = std::strcmp(ev.domain, "psys") == 0;
     for (size_t i = 0; i < cpus.size(); i++) {
       int cpu = cpus[i];
+      auto pit = pkgOf.find(cpu);
+      const int package = psys ? 0 : pit != pkgOf.end() ? pit->second : int(i);
+      if (amdLike && src->groups_.has(ev.domain, package)) continue;
       perf_event_attr attr;
       std::memset(&attr, 0, sizeof attr);
       attr.size = sizeof attr;
@@ -167,8 +174,7 @@ std::unique_ptr<EnergySource> openPerfSource(const SourceOptions& opts, SourceEr
       e.wrap.reset(v);
       Domain d;
       d.name = ev.domain;
-      auto pit = pkgOf.find(cpu);
-      d.package = psys ? 0 : pit != pkgOf.end() ? pit->second : int(i);
+      d.package = package;
       d.unitJoules = scale;
       d.wrapJoules = 0;
       src->events_.push_back(std::move(e));

@@ -130,13 +130,15 @@ std::unique_ptr<EnergySource> openPowercapSource(const SourceOptions& opts, Sour
 
   // On AMD and Hygon the kernel's "core" subzone reads one core's counter (0xC001029A on the
   // package's lead CPU), not the package's cores: under the name of the msr source's sum over
-  // every core it would read a fraction of it. Left out, as Linux's own perf PMU leaves it.
+  // every core it would read a fraction of it. Left out, as Linux's own perf PMU leaves it. And
+  // their package zones are one a package, whatever dies the kernel lists (counter_groups.h).
   const CpuIdentity cpu = detectCpu(opts);
   const bool amdLike = cpu.vendor == Vendor::Amd || cpu.vendor == Vendor::Hygon;
 
   auto src = std::make_unique<PowercapSource>();
   // Zones sorted by name put each package before its subzones, the order users expect.
-  // "package-N-die-M" zones (die-scoped RAPL) and their subzones add into package N's domains.
+  // "package-N-die-M" zones (Intel's die-scoped RAPL) and their subzones add into package N's
+  // domains.
   for (const auto& z : zones) {
     auto nit = zoneName.find(z.first);
     if (nit == zoneName.end()) continue;
@@ -157,6 +159,9 @@ std::unique_ptr<EnergySource> openPowercapSource(const SourceOptions& opts, Sour
     } else {
       continue;  // unknown zone kinds are not guessed at
     }
+    // AMD's package counter is package-scoped: a package's further "die" zones (one a CCD on
+    // Linux 6.10 and 6.11) read the very same counter, and adding them multiplied its energy.
+    if (amdLike && src->groups_.has(d.name, d.package)) continue;
     std::string energyPath = z.second + "/energy_uj";
     int fd = ::open(energyPath.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
