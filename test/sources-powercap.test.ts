@@ -103,6 +103,20 @@ describe('powercap source', () => {
     }
   });
 
+  // The kernel names zones in hex ("%s:%x"): intel-rapl:a and later were passed over, and
+  // their packages' energy with them.
+  it('finds zones by their hex ids, in the order of their numbers', () => {
+    const packages = Array.from({ length: 17 }, (_, p) => ({ name: `package-${p}`, energyUj: 1000, children: [{ name: 'dram', energyUj: 10 }] }));
+    const e = emu(packages);
+    const s = open(e);
+    expect(s.domains.map(key)).toEqual(packages.flatMap((_, p) => [`package-${p}`, `dram-${p}`]));
+    e.set('intel-rapl:10', 1000 + 2_000_000);
+    e.set('intel-rapl:a:0', 10 + 3_000_000);
+    const got = s.read().readings;
+    expect(got.find((r) => key(r) === 'package-16')!.joules).toBe(2);
+    expect(got.find((r) => key(r) === 'dram-10')!.joules).toBe(3);
+  });
+
   it('reads each zone separately: a subzone is never added to its parent', () => {
     const e = emu(twoSockets);
     const s = open(e);
