@@ -13,7 +13,7 @@ export interface DomainInfo {
   unitJoules: number;
   /** True for the model source: an estimate, not a measurement. */
   estimated: boolean;
-  /** Energy after which the hardware counter wraps (0: never in practice). Reads must come faster than that. */
+  /** Energy after which the hardware counter wraps (0: the model, which has no counter). Reads must come faster than that. */
   wrapJoules: number;
   /** Estimated sources: the idle part of the estimate in watts, used as the default attribution baseline. */
   idleWatts?: number;

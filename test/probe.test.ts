@@ -40,7 +40,7 @@ describe('probe on this VM (no RAPL)', () => {
     expect(perf.reason).toContain('no perf power PMU');
     expect(powercap).toMatchObject({ code: 'ENOENT', reason: 'no RAPL zones under /sys/class/powercap' });
     expect(powercap.remedy).toMatch(/^load intel_rapl_common \/ intel_rapl_msr/);
-    expect(model.domains[0]).toMatchObject({ domain: 'package', estimated: true, unitJoules: 1e-9 });
+    expect(model.domains[0]).toMatchObject({ domain: 'package', estimated: true, unitJoules: 1e-6 });
     expect(model.domains[0].watts).toBeGreaterThan(0);
     expect(model.wrapPeriodSeconds).toBeUndefined(); // the model's 64-bit total never wraps
   });
@@ -109,7 +109,7 @@ describe('formatProbe and the probe command', () => {
     const cpu = cpuinfoIdentity();
     expect(text).toMatch(new RegExp(`^CPU {5}.* — ${cpu.vendor} family 0x${cpu.family.toString(16).toUpperCase()} model 0x`));
     expect(text).toContain('  ✗ msr       ENOENT: /dev/cpu/0/msr: no such file\n      fix: load the msr module: modprobe msr\n');
-    expect(text).toMatch(/ {2}✓ model {5}available, never wraps\n {6}package-0 +unit 1\.000 nJ +[\d.]+ W +no wrap ESTIMATED\n/);
+    expect(text).toMatch(/ {2}✓ model {5}available, never wraps\n {6}package-0 +unit 1\.000 µJ +[\d.]+ W +no wrap ESTIMATED\n/);
     expect(text).toContain('eBPF thread attribution');
   });
 

@@ -1,5 +1,7 @@
 // RAPL through the perf "power" PMU: one counting event per domain per package, read() of the
-// 64-bit count. The kernel already extends the hardware counter, so nothing here wraps.
+// 64-bit count. The kernel extends the 32-bit hardware counter, but into 2^-32 J units
+// (rapl_scale), so the count passes 2^64 after 2^32 J (4.29 GJ, 248 days at 200 W): it is
+// extended once more here, modulo 2^64, into ticks coarse enough for a 64-bit total.
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/perf_event.h>
@@ -7,6 +9,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -62,6 +65,15 @@ bool parseEventConfig(const std::string& text, uint64_t* config) {
   if (end == p || errno != 0) return false;
   *config = v;
   return true;
+}
+
+// A tick is 2^shift counts: the smallest power of two for which a 64-bit total holds 2^44 J
+// (557 years at 1 kW). For the kernel's 2^-32 J counts that is 2^-20 J, finer than any RAPL
+// unit (2^-14 to 2^-16 J), so a tick loses nothing a sample could show.
+unsigned tickShift(double scale) {
+  unsigned shift = 0;
+  while (shift < 63 && std::ldexp(scale, int(shift) + 64) < std::ldexp(1.0, 44)) shift++;
+  return shift;
 }
 
 std::string trim(std::string s) {
@@ -164,7 +176,8 @@ std::unique_ptr<EnergySource> openPerfSource(const SourceOptions& opts, SourceEr
         }
         return nullptr;
       }
-      PerfSource::Event e{UniqueFd(int(fd)), WrapCounter(0)};
+      const unsigned shift = tickShift(scale);
+      PerfSource::Event e{UniqueFd(int(fd)), WrapCounter(0, shift)};
       uint64_t v;
       if (::read(int(fd), &v, sizeof v) != ssize_t(sizeof v)) {
         err->code = "EIO";
@@ -175,8 +188,8 @@ std::unique_ptr<EnergySource> openPerfSource(const SourceOptions& opts, SourceEr
       Domain d;
       d.name = ev.domain;
       d.package = package;
-      d.unitJoules = scale;
-      d.wrapJoules = 0;
+      d.unitJoules = std::ldexp(scale, int(shift));
+      d.wrapJoules = std::ldexp(scale, 64);
       src->events_.push_back(std::move(e));
       if (src->groups_.add(d.name, d.package, src->events_.size() - 1)) src->mutableDomains().push_back(d);
       if (psys) break;  // platform-wide: one event, not one per package
