@@ -87,6 +87,8 @@ describe('probe wrap periods', () => {
     expect(s.domains[0].watts).toBeGreaterThan(20 / (intervalMs / 1000) / 1.5);
     expect(s.domains[0].watts).toBeLessThan(20 / (intervalMs / 1000) * 1.01);
     expect(s.wrapPeriodSeconds).toBeCloseTo(1000 / s.domains[0].watts!, 6);
+    // A counter more than half a wrap below its last value reads as one that started again.
+    expect(s.maxReadGapSeconds).toBe(s.wrapPeriodSeconds! / 2);
   });
 
   it('falls back to a nominal power when a counter does not move', async () => {
@@ -100,6 +102,7 @@ describe('probe wrap periods', () => {
     expect(msr.domains[0]).toMatchObject({ domain: 'package', wrapBasis: 'nominal', watts: 0 });
     expect(msr.domains[0].wrapPeriodSeconds).toBeCloseTo((2 ** 32 * 2 ** -14) / 100, 6);
     expect(formatProbe(r)).toContain('wrap 43.7 min (at nominal 100 W)');
+    expect(formatProbe(r)).toContain('✓ msr       available, wraps after 43.7 min, read at least every 21.8 min\n');
   });
 });
 
