@@ -1,9 +1,10 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
+import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Sampler } from '../src/sampler';
 import { openSource, type EnergySource } from '../src/sources';
-import { createEmulatedMsr, MSR, type EmulatedMsr } from './fixtures/emulated-devices';
+import { createEmulatedMsr, MSR, writeSysfsCpu, type EmulatedMsr } from './fixtures/emulated-devices';
 import { openSourceAsNobody } from './fixtures/unprivileged';
 
 const cleanup: Array<{ close(): void }> = [];
@@ -414,14 +415,39 @@ describe('msr source errors', () => {
     );
   });
 
-  it('names CAP_SYS_RAWIO when the device is not readable', () => {
+  // In a container the module is the host's (sysfs shows it) and /dev/cpu is not passed in:
+  // modprobe msr there fixes nothing.
+  it('says the devices are missing, not the module, where the msr module is loaded', () => {
+    const e = emu({ vendor: 'intel' });
+    const sysfsCpuRoot = writeSysfsCpu(path.join(e.dir, 'sys', 'devices', 'system', 'cpu'), { cpus: 1, packages: 1 }).sysfsCpuRoot;
+    const module = path.join(e.dir, 'sys', 'module', 'msr');
+    fs.mkdirSync(module, { recursive: true });
+    const msrPath = `${e.dir}/nope/cpu%d/msr`;
+    expect(() => openSource({ source: 'msr', msrPath, sysfsCpuRoot, cpuIdentity: SKYLAKE })).toThrow(
+      expect.objectContaining({
+        code: 'ENOENT',
+        message:
+          `${e.dir}/nope/cpu0/msr: no such file — the msr module is loaded (${module}) but its devices are not here, as in a ` +
+          'container: pass them in (docker run --device /dev/cpu/N/msr for each CPU N) with CAP_SYS_RAWIO (--cap-add SYS_RAWIO)',
+      }),
+    );
+    fs.rmdirSync(module);
+    expect(() => openSource({ source: 'msr', msrPath, sysfsCpuRoot, cpuIdentity: SKYLAKE })).toThrow(/ — load the msr module: modprobe msr$/);
+  });
+
+  // EACCES is the file's mode (root's, 0600), checked before the driver's CAP_SYS_RAWIO (EPERM,
+  // which a regular file cannot show): with the capability alone a non-root process still gets it.
+  it('names read access to the device and CAP_SYS_RAWIO when the device is not readable', () => {
     const e = emu({ vendor: 'intel' });
     e.write(0, MSR.INTEL_UNIT, unitReg(14));
     fs.chmodSync(`${e.dir}/cpu0/msr`, 0o600);
     const err = openSourceAsNobody({ source: 'msr', msrPath: e.msrPath, sysfsCpuRoot: e.sysfsCpuRoot, cpuIdentity: SKYLAKE });
     expect(err).toEqual({
       code: 'EACCES',
-      message: `${e.dir}/cpu0/msr: permission denied — needs CAP_SYS_RAWIO (run as root or setcap cap_sys_rawio+ep on node)`,
+      message:
+        `${e.dir}/cpu0/msr: permission denied — the device is root's alone by default, and reading it needs read access to it ` +
+        'as well as CAP_SYS_RAWIO: run as root, or give this user read access to /dev/cpu/*/msr (a udev rule or group, or ' +
+        'CAP_DAC_READ_SEARCH) and setcap cap_sys_rawio+ep on node',
     });
   });
 

@@ -2,6 +2,7 @@
 // package (and, for AMD's per-core counters, one CPU per physical core).
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -132,16 +133,40 @@ class MsrSource final : public EnergySource {
   std::vector<Domain>& mutableDomains() { return domains_; }
 };
 
-void openError(const std::string& path, int err, SourceError* out) {
+// The msr module's sysfs directory, beside the CPU tree: "/sys/module/msr" for
+// "/sys/devices/system/cpu" (an emulated tree has its own); empty where it cannot be told.
+std::string msrModuleDir(const std::string& sysfsCpuRoot) {
+  const std::string tail = "/devices/system/cpu";
+  if (sysfsCpuRoot.size() < tail.size() || sysfsCpuRoot.compare(sysfsCpuRoot.size() - tail.size(), tail.size(), tail) != 0) return "";
+  return sysfsCpuRoot.substr(0, sysfsCpuRoot.size() - tail.size()) + "/module/msr";
+}
+
+void openError(const std::string& path, int err, const std::string& sysfsCpuRoot, SourceError* out) {
   out->code = errnoName(err);
   if (err == ENOENT || err == ENODEV) {
     out->code = "ENOENT";
-    out->message = path + ": no such file — load the msr module: modprobe msr";
+    // Loaded, yet no device: a container's, the module being the host's and /dev/cpu not passed in.
+    const std::string module = msrModuleDir(sysfsCpuRoot);
+    struct stat st;
+    if (!module.empty() && ::stat(module.c_str(), &st) == 0) {
+      out->message = path + ": no such file — the msr module is loaded (" + module +
+                     ") but its devices are not here, as in a container: pass them in (docker run --device /dev/cpu/N/msr "
+                     "for each CPU N) with CAP_SYS_RAWIO (--cap-add SYS_RAWIO)";
+    } else {
+      out->message = path + ": no such file — load the msr module: modprobe msr";
+    }
   } else if (err == ENXIO) {
     // The msr driver's answer for a CPU that is offline or has no MSR support.
     out->message = path + ": no such CPU or no MSR support on it — check that the CPU is online";
-  } else if (err == EACCES || err == EPERM) {
-    out->message = path + ": permission denied — needs CAP_SYS_RAWIO (run as root or setcap cap_sys_rawio+ep on node)";
+  } else if (err == EACCES) {
+    // The file's mode (0600, root's): CAP_SYS_RAWIO alone does not open it.
+    out->message = path + ": permission denied — the device is root's alone by default, and reading it needs read access "
+                          "to it as well as CAP_SYS_RAWIO: run as root, or give this user read access to /dev/cpu/*/msr (a udev "
+                          "rule or group, or CAP_DAC_READ_SEARCH) and setcap cap_sys_rawio+ep on node";
+  } else if (err == EPERM) {
+    // The msr driver's own check, once the file opened: typically root in a container without it.
+    out->message = path + ": operation not permitted — the msr driver needs CAP_SYS_RAWIO: run as root with it (in a "
+                          "container: docker run --cap-add SYS_RAWIO), or setcap cap_sys_rawio+ep on node";
   } else {
     out->message = path + ": " + std::strerror(err);
   }
@@ -198,7 +223,7 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
   auto fdFor = [&](int cpu, SourceError* e) -> int {
     int fd = src->fdOf(cpu);
     if (fd < 0) {
-      openError(expandCpuPath(opts.msrPath, cpu), -fd, e);
+      openError(expandCpuPath(opts.msrPath, cpu), -fd, opts.sysfsCpuRoot, e);
       return -1;
     }
     return fd;
