@@ -23,8 +23,14 @@ export interface ProbeSource {
   domains: ProbeDomain[];
   /** Available sources: domains listed but left out, because they did not count (see `liveCheckMs`). */
   notCounting?: DomainInfo[];
-  /** The shortest wrap period among the domains: the longest gap allowed between two reads. */
+  /** The shortest wrap period among the domains. */
   wrapPeriodSeconds?: number;
+  /**
+   * The longest gap allowed between two reads: half the shortest wrap period. A counter found
+   * more than half a wrap below its last value is taken for one that started again (ERANGE),
+   * and the energy of that gap is lost.
+   */
+  maxReadGapSeconds?: number;
 }
 
 export interface BpfReadiness {
@@ -105,7 +111,10 @@ async function measure(source: ProbeSource, opts: object, intervalMs: number): P
     handle.close();
   }
   const periods = source.domains.map((d) => d.wrapPeriodSeconds).filter((p): p is number => p !== undefined);
-  if (periods.length > 0) source.wrapPeriodSeconds = Math.min(...periods);
+  if (periods.length > 0) {
+    source.wrapPeriodSeconds = Math.min(...periods);
+    source.maxReadGapSeconds = source.wrapPeriodSeconds / 2;
+  }
 }
 
 function bpfReadiness(): BpfReadiness {
@@ -168,7 +177,10 @@ export function formatProbe(report: ProbeReport): string {
   lines.push('Energy sources (auto picks the first available, top to bottom)');
   for (const s of report.sources) {
     if (s.available) {
-      const wrap = s.wrapPeriodSeconds === undefined ? 'never wraps' : `wraps after ${formatSeconds(s.wrapPeriodSeconds)}`;
+      const wrap =
+        s.wrapPeriodSeconds === undefined
+          ? 'never wraps'
+          : `wraps after ${formatSeconds(s.wrapPeriodSeconds)}, read at least every ${formatSeconds(s.maxReadGapSeconds!)}`;
       lines.push(`  ✓ ${s.source.padEnd(9)} available, ${wrap}`);
       for (const d of s.domains) {
         const cols = [

@@ -13,7 +13,11 @@ export interface DomainInfo {
   unitJoules: number;
   /** True for the model source: an estimate, not a measurement. */
   estimated: boolean;
-  /** Energy after which the hardware counter wraps (0: never in practice). Reads must come faster than that. */
+  /**
+   * Energy after which the hardware counter wraps (0: the model, which has no counter). Reads
+   * must come at least twice per wrap: a counter more than half a wrap below its last value is
+   * taken for one that started again (ERANGE), and the energy of that gap is lost.
+   */
   wrapJoules: number;
   /** Estimated sources: the idle part of the estimate in watts, used as the default attribution baseline. */
   idleWatts?: number;

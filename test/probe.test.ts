@@ -40,7 +40,7 @@ describe('probe on this VM (no RAPL)', () => {
     expect(perf.reason).toContain('no perf power PMU');
     expect(powercap).toMatchObject({ code: 'ENOENT', reason: 'no RAPL zones under /sys/class/powercap' });
     expect(powercap.remedy).toMatch(/^load intel_rapl_common \/ intel_rapl_msr/);
-    expect(model.domains[0]).toMatchObject({ domain: 'package', estimated: true, unitJoules: 1e-9 });
+    expect(model.domains[0]).toMatchObject({ domain: 'package', estimated: true, unitJoules: 1e-6 });
     expect(model.domains[0].watts).toBeGreaterThan(0);
     expect(model.wrapPeriodSeconds).toBeUndefined(); // the model's 64-bit total never wraps
   });
@@ -87,6 +87,8 @@ describe('probe wrap periods', () => {
     expect(s.domains[0].watts).toBeGreaterThan(20 / (intervalMs / 1000) / 1.5);
     expect(s.domains[0].watts).toBeLessThan(20 / (intervalMs / 1000) * 1.01);
     expect(s.wrapPeriodSeconds).toBeCloseTo(1000 / s.domains[0].watts!, 6);
+    // A counter more than half a wrap below its last value reads as one that started again.
+    expect(s.maxReadGapSeconds).toBe(s.wrapPeriodSeconds! / 2);
   });
 
   it('falls back to a nominal power when a counter does not move', async () => {
@@ -100,6 +102,7 @@ describe('probe wrap periods', () => {
     expect(msr.domains[0]).toMatchObject({ domain: 'package', wrapBasis: 'nominal', watts: 0 });
     expect(msr.domains[0].wrapPeriodSeconds).toBeCloseTo((2 ** 32 * 2 ** -14) / 100, 6);
     expect(formatProbe(r)).toContain('wrap 43.7 min (at nominal 100 W)');
+    expect(formatProbe(r)).toContain('✓ msr       available, wraps after 43.7 min, read at least every 21.8 min\n');
   });
 });
 
@@ -109,7 +112,7 @@ describe('formatProbe and the probe command', () => {
     const cpu = cpuinfoIdentity();
     expect(text).toMatch(new RegExp(`^CPU {5}.* — ${cpu.vendor} family 0x${cpu.family.toString(16).toUpperCase()} model 0x`));
     expect(text).toContain('  ✗ msr       ENOENT: /dev/cpu/0/msr: no such file\n      fix: load the msr module: modprobe msr\n');
-    expect(text).toMatch(/ {2}✓ model {5}available, never wraps\n {6}package-0 +unit 1\.000 nJ +[\d.]+ W +no wrap ESTIMATED\n/);
+    expect(text).toMatch(/ {2}✓ model {5}available, never wraps\n {6}package-0 +unit 1\.000 µJ +[\d.]+ W +no wrap ESTIMATED\n/);
     expect(text).toContain('eBPF thread attribution');
   });
 

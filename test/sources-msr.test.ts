@@ -1,9 +1,10 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
+import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Sampler } from '../src/sampler';
 import { openSource, type EnergySource } from '../src/sources';
-import { createEmulatedMsr, MSR, type EmulatedMsr } from './fixtures/emulated-devices';
+import { createEmulatedMsr, MSR, writeSysfsCpu, type EmulatedMsr } from './fixtures/emulated-devices';
 import { openSourceAsNobody } from './fixtures/unprivileged';
 
 const cleanup: Array<{ close(): void }> = [];
@@ -260,7 +261,7 @@ describe('msr source, topology', () => {
 
   // As Linux's RAPL driver moves its lead CPU: the package's energy goes on, read elsewhere,
   // where it was frozen at a read error for as long as the CPU stayed offline.
-  it("reads a package's counter on another of its CPUs once its CPU goes offline, without a break", () => {
+  it("reads a package's counter on another of its CPUs once its CPU goes offline, without a break, and on it again once it is back", () => {
     const e = emu({ vendor: 'intel', cpus: 4, packages: 2 });
     for (const cpu of [0, 1, 2, 3]) {
       e.write(cpu, MSR.INTEL_UNIT, unitReg(16));
@@ -274,6 +275,46 @@ describe('msr source, topology', () => {
     expect(r.readings.map((x) => `${x.domain}-${x.package} ${x.joules}`)).toEqual(['package-0 5', 'package-1 5']);
     e.write(3, MSR.INTEL_PKG, 1000 + 7 * 65536);
     expect(joules(s, 'package', 1)).toBe(7);
+    // CPU 2 comes back, then CPU 3 goes: the counter goes back to CPU 2. Each spare was dropped
+    // once used, so from here every read was an EIO though CPU 2 could read it.
+    e.write(2, MSR.INTEL_UNIT, unitReg(16));
+    e.write(2, MSR.INTEL_PKG, 1000 + 7 * 65536);
+    e.truncate(3);
+    e.write(2, MSR.INTEL_PKG, 1000 + 9 * 65536);
+    const back = s.read();
+    expect(back.error).toBeUndefined();
+    expect(back.readings[1].joules).toBe(9);
+  });
+
+  // A die whose first CPU cannot read a counter the package's first die has: its energy was left
+  // out of the package without a word (or, all of die 1's reads failing, the source was refused
+  // as ENODEV "all read EIO or zero" though die 0 read every counter).
+  it("reads a die's counter on another CPU of that die, and names the die's CPU where none can", () => {
+    const e = emu({ vendor: 'intel', cpus: 4, packages: 1 });
+    [0, 0, 1, 1].forEach((die, cpu) => writeTopo(e, cpu, 'die_id', String(die)));
+    for (const cpu of [0, 1, 3]) {
+      e.write(cpu, MSR.INTEL_UNIT, unitReg(16));
+      e.write(cpu, MSR.INTEL_PKG, 1000);
+      e.write(cpu, MSR.INTEL_DRAM, 500);
+    }
+    e.truncate(2); // die 1's first CPU answers EIO
+    const s = open(e, SKYLAKE);
+    expect(s.domains.map((d) => `${d.domain}-${d.package}`)).toEqual(['package-0', 'dram-0']);
+    e.write(0, MSR.INTEL_PKG, 1000 + 10 * 65536);
+    e.write(3, MSR.INTEL_PKG, 1000 + 6 * 65536);
+    e.write(3, MSR.INTEL_DRAM, 500 + 2 * 65536);
+    expect(s.read().readings.map((r) => r.joules)).toEqual([16, 2]);
+    e.truncate(3); // and the die's other CPU too
+    e.write(3, MSR.INTEL_UNIT, unitReg(16));
+    e.write(3, MSR.INTEL_PKG, 1000); // 0x611 reads there, 0x619 (dram) lies past the end: EIO
+    expect(() => open(e, SKYLAKE)).toThrow(
+      expect.objectContaining({
+        code: 'EIO',
+        message:
+          `${e.dir}/cpu2/msr: reading the dram energy register 0x619 failed (Input/output error), as on every other CPU ` +
+          "that shares the counter, though package 0's first CPU has it — is CPU 2 going offline? Try again, or use source 'powercap' or 'perf'",
+      }),
+    );
   });
 
   it("tells an AMD core's SMT siblings apart without core_id, and leaves the core sum out where nothing can", () => {
@@ -374,14 +415,39 @@ describe('msr source errors', () => {
     );
   });
 
-  it('names CAP_SYS_RAWIO when the device is not readable', () => {
+  // In a container the module is the host's (sysfs shows it) and /dev/cpu is not passed in:
+  // modprobe msr there fixes nothing.
+  it('says the devices are missing, not the module, where the msr module is loaded', () => {
+    const e = emu({ vendor: 'intel' });
+    const sysfsCpuRoot = writeSysfsCpu(path.join(e.dir, 'sys', 'devices', 'system', 'cpu'), { cpus: 1, packages: 1 }).sysfsCpuRoot;
+    const module = path.join(e.dir, 'sys', 'module', 'msr');
+    fs.mkdirSync(module, { recursive: true });
+    const msrPath = `${e.dir}/nope/cpu%d/msr`;
+    expect(() => openSource({ source: 'msr', msrPath, sysfsCpuRoot, cpuIdentity: SKYLAKE })).toThrow(
+      expect.objectContaining({
+        code: 'ENOENT',
+        message:
+          `${e.dir}/nope/cpu0/msr: no such file — the msr module is loaded (${module}) but its devices are not here, as in a ` +
+          'container: pass them in (docker run --device /dev/cpu/N/msr for each CPU N) with CAP_SYS_RAWIO (--cap-add SYS_RAWIO)',
+      }),
+    );
+    fs.rmdirSync(module);
+    expect(() => openSource({ source: 'msr', msrPath, sysfsCpuRoot, cpuIdentity: SKYLAKE })).toThrow(/ — load the msr module: modprobe msr$/);
+  });
+
+  // EACCES is the file's mode (root's, 0600), checked before the driver's CAP_SYS_RAWIO (EPERM,
+  // which a regular file cannot show): with the capability alone a non-root process still gets it.
+  it('names read access to the device and CAP_SYS_RAWIO when the device is not readable', () => {
     const e = emu({ vendor: 'intel' });
     e.write(0, MSR.INTEL_UNIT, unitReg(14));
     fs.chmodSync(`${e.dir}/cpu0/msr`, 0o600);
     const err = openSourceAsNobody({ source: 'msr', msrPath: e.msrPath, sysfsCpuRoot: e.sysfsCpuRoot, cpuIdentity: SKYLAKE });
     expect(err).toEqual({
       code: 'EACCES',
-      message: `${e.dir}/cpu0/msr: permission denied — needs CAP_SYS_RAWIO (run as root or setcap cap_sys_rawio+ep on node)`,
+      message:
+        `${e.dir}/cpu0/msr: permission denied — the device is root's alone by default, and reading it needs read access to it ` +
+        'as well as CAP_SYS_RAWIO: run as root, or give this user read access to /dev/cpu/*/msr (a udev rule or group, or ' +
+        'CAP_DAC_READ_SEARCH) and setcap cap_sys_rawio+ep on node',
     });
   });
 

@@ -114,10 +114,13 @@ describe('perf source reading live events', () => {
     cleanup.push(pmu);
     const s = openSource({ source: 'perf', ...pmu.options });
     cleanup.push(s);
+    // Ticks of 2^10 counts (tickShift: a 64-bit total holds 2^44 J); the count wraps at 2^64.
+    const unit = 1e-9 * 2 ** 10;
+    const wrap = 1e-9 * 2 ** 64;
     expect(s.domains.map((d) => `${d.domain}-${d.package} ${d.unitJoules} ${d.estimated} ${d.wrapJoules}`)).toEqual([
-      'package-0 1e-9 false 0',
-      'package-1 1e-9 false 0',
-      'psys-0 1e-9 false 0',
+      `package-0 ${unit} false ${wrap}`,
+      `package-1 ${unit} false ${wrap}`,
+      `psys-0 ${unit} false ${wrap}`,
     ]);
     const a = s.read();
     await sleep(50);
@@ -131,22 +134,47 @@ describe('perf source reading live events', () => {
     }
   }, { cpus: 2 });
 
-  // A multi-die package: the cpumask names a CPU of each die, both in package 0. Two domains
-  // named package-0 made the exporters' running totals take each for the other's restart.
-  itPerf("adds the events of a package's dies into one domain", async () => {
+  // A multi-die package: the cpumask names a CPU of each die, both in package 0. On Intel each
+  // die counts its own, and two domains named package-0 made the exporters' running totals take
+  // each for the other's restart. On AMD, Linux 6.10 and 6.11 make each CCD of a Zen 4/5 package
+  // a die and list a CPU of each, but every one of those events reads the same package counter:
+  // added as Intel's dies are, the package read twice its power here.
+  itPerf("adds the events of an Intel package's dies into one domain, and opens one per AMD package", async () => {
     const pmu = createSoftwarePerfPmu({ 'energy-pkg': CPU_CLOCK }, { cpus: 2, packages: 1, cpumask: '0,1' });
     cleanup.push(pmu);
-    const s = openSource({ source: 'perf', ...pmu.options });
+    const cases = [
+      { cpuIdentity: { vendor: 'intel', family: 6, model: 0x55 }, watts: 2 }, // two CPUs' cpu-clock at 1e-9 J a ns
+      { cpuIdentity: { vendor: 'amd', family: 0x19, model: 0x11 }, watts: 1 }, // one CPU's
+    ] as const;
+    for (const { cpuIdentity, watts } of cases) {
+      const s = openSource({ source: 'perf', ...pmu.options, cpuIdentity });
+      cleanup.push(s);
+      expect(s.domains.map((d) => `${d.domain}-${d.package}`)).toEqual(['package-0']);
+      const a = s.read();
+      await sleep(50);
+      const b = s.read();
+      const got = (b.readings[0].joules - a.readings[0].joules) / (Number(b.timeNs - a.timeNs) / 1e9);
+      expect(got).toBeGreaterThan(watts * 0.9);
+      expect(got).toBeLessThan(watts * 1.1);
+    }
+  }, { cpus: 2 });
+
+  // The kernel counts RAPL in 2^-32 J (rapl_scale): a total in that unit overflowed 64 bits
+  // after 2^32 J, 248 days at 200 W, and the count itself passes 2^64 there (wrap-counter.test.ts).
+  itPerf("keeps the kernel's 2^-32 J counts in 2^-20 J ticks, a 64-bit total of which holds 2^44 J", async () => {
+    const p = pmu({ type: '1', cpumask: '0', events: { 'energy-pkg': { config: CPU_CLOCK, scale: '2.3283064365386962890625e-10', unit: 'Joules' } } });
+    const s = openSource({ source: 'perf', perfPmuRoot: p.perfPmuRoot, sysfsCpuRoot: sysfs(), liveCheckMs: 0 });
     cleanup.push(s);
-    expect(s.domains.map((d) => `${d.domain}-${d.package}`)).toEqual(['package-0']);
+    expect(s.domains[0]).toMatchObject({ unitJoules: 2 ** -20, wrapJoules: 2 ** 32 });
     const a = s.read();
     await sleep(50);
     const b = s.read();
-    // Two CPUs' cpu-clock at 1e-9 J a nanosecond: 2 W.
-    const watts = (b.readings[0].joules - a.readings[0].joules) / (Number(b.timeNs - a.timeNs) / 1e9);
-    expect(watts).toBeGreaterThan(1.8);
-    expect(watts).toBeLessThan(2.2);
-  }, { cpus: 2 });
+    // cpu-clock at 2^-32 J a nanosecond, counted in whole ticks of 2^-20 J.
+    const expected = Number(b.timeNs - a.timeNs) * 2 ** -32;
+    const got = b.readings[0].joules - a.readings[0].joules;
+    expect(got).toBeGreaterThan(expected * 0.9 - 2 ** -20);
+    expect(got).toBeLessThan(expected * 1.1 + 2 ** -20);
+  });
 
   itPerf('feeds the sampler thread: its total matches the counter over the run', async () => {
     const pmu = createSoftwarePerfPmu({ 'energy-pkg': CPU_CLOCK });

@@ -57,6 +57,23 @@ describe('powercap source, dies and vendors', () => {
     expect(s.read().readings.map((r) => r.joules)).toEqual([75, 3, 4]);
   });
 
+  // Linux 6.10 and 6.11 make each CCD of a Zen 4/5 package a die (CPUID 0x80000026), and powercap
+  // a package-N-die-M zone per CCD, each reading the same package counter 0xC001029B: summed as
+  // Intel's dies are, an 8-CCD package read 8 times its energy.
+  it("reads an AMD package's per-CCD die zones as the one package counter they all read", () => {
+    const ccds = (pkg: number) => [0, 1, 2, 3].map((die) => ({ name: `package-${pkg}-die-${die}`, energyUj: 1_000_000 * (pkg + 1) }));
+    const e = emu([...ccds(0), ...ccds(1)]);
+    for (const vendor of ['amd', 'hygon'] as const) {
+      const s = openSource({ source: 'powercap', powercapRoot: e.powercapRoot, liveCheckMs: 0, cpuIdentity: { vendor, family: vendor === 'amd' ? 0x19 : 0x18, model: 0x11 } });
+      cleanup.push(s);
+      expect(s.domains.map(key)).toEqual(['package-0', 'package-1']);
+      // Package 0 used 10 J and package 1 used 4 J: each of a package's zones shows it whole.
+      for (let z = 0; z < 8; z++) e.set(`intel-rapl:${z}`, 1_000_000 * (z < 4 ? 11 : 6));
+      expect(s.read().readings.map((r) => r.joules)).toEqual([10, 4]);
+      for (let z = 0; z < 8; z++) e.set(`intel-rapl:${z}`, 1_000_000 * (z < 4 ? 1 : 2));
+    }
+  });
+
   // AMD's "core" zone is one core's counter (0xC001029A on the package's lead CPU), not the
   // package's cores that the msr source's core domain sums.
   it("leaves AMD's one-core 'core' subzone out, and keeps Intel's", () => {
@@ -84,6 +101,20 @@ describe('powercap source', () => {
         expect(d.wrapJoules).toBeCloseTo(262143.32885, 5);
       }
     }
+  });
+
+  // The kernel names zones in hex ("%s:%x"): intel-rapl:a and later were passed over, and
+  // their packages' energy with them.
+  it('finds zones by their hex ids, in the order of their numbers', () => {
+    const packages = Array.from({ length: 17 }, (_, p) => ({ name: `package-${p}`, energyUj: 1000, children: [{ name: 'dram', energyUj: 10 }] }));
+    const e = emu(packages);
+    const s = open(e);
+    expect(s.domains.map(key)).toEqual(packages.flatMap((_, p) => [`package-${p}`, `dram-${p}`]));
+    e.set('intel-rapl:10', 1000 + 2_000_000);
+    e.set('intel-rapl:a:0', 10 + 3_000_000);
+    const got = s.read().readings;
+    expect(got.find((r) => key(r) === 'package-16')!.joules).toBe(2);
+    expect(got.find((r) => key(r) === 'dram-10')!.joules).toBe(3);
   });
 
   it('reads each zone separately: a subzone is never added to its parent', () => {

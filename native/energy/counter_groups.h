@@ -1,6 +1,9 @@
 // Domains read as the sum of several hardware counters: the dies of a multi-die Intel package,
 // whose RAPL counters are die-scoped (Cascade Lake-AP; Linux's powercap makes a
 // "package-N-die-M" zone and its perf PMU an event per die), and an AMD package's cores (msr).
+// AMD's and Hygon's "dies" are never summed: their RAPL is package-scoped, and where Linux makes
+// each CCD a die (6.10's CPUID 0x80000026 topology, until rapl_msrs_are_pkg_scope() in 6.12)
+// its zones and events per CCD each read the same package counter.
 // Each counter keeps its own wrap extension and the domain adds the extended totals, so one
 // counter wrapping never loses a wrap. Every source files its counters here, one or several a
 // domain.
@@ -30,6 +33,8 @@ class CounterGroups {
     members_.push_back({counter});
     return true;
   }
+
+  bool has(const std::string& name, int package) const { return index_.count({name, package}) != 0; }
 
   // Counters of each domain, in domain order.
   const std::vector<std::vector<size_t>>& members() const { return members_; }

@@ -1,5 +1,5 @@
 // Estimated energy for machines without counters (VMs, most clouds): power = idle + (max - idle)
-// x utilisation, utilisation from /proc/stat busy time, integrated into nanojoule ticks.
+// x utilisation, utilisation from /proc/stat busy time, integrated into microjoule ticks.
 //
 // Default watts, for the whole machine with n online CPUs:
 //   idle = 10 W + 1 W x n,  max = 10 W + 8 W x n
@@ -30,6 +30,10 @@ namespace {
 // system call and a kernel formatting pass for no new information.
 constexpr uint64_t kRefreshNs = 10'000'000;
 
+// The figures are worked in nJ (W x ns) and counted in µJ: a 64-bit count of nJ overflows after
+// 18.4 GJ (213 days at 1 kW), one of µJ after 18,400 GJ.
+constexpr double kNjPerTick = 1000;
+
 class ModelSource final : public EnergySource {
  public:
   struct Pkg {
@@ -43,8 +47,8 @@ class ModelSource final : public EnergySource {
     // machine still reads its idle power.
     double debt = 0;
     double paid = 0;        // nJ of debt paid since the last valuation
-    double frac = 0;        // sub-nanojoule remainder
-    uint64_t ticks = 0;     // nJ since open
+    double frac = 0;        // nJ short of a tick
+    uint64_t ticks = 0;     // µJ since open
     // Time per jiffy of this package (all its CPUs), averaged over recent periods, and the busy
     // time the last valuation could not fit into its period (see utilisation()).
     double lenAvg = 0, jiffiesAvg = 0;
@@ -191,9 +195,9 @@ class ModelSource final : public EnergySource {
         add = credit - pay;
       }
       p.frac += add;
-      double whole = std::floor(p.frac);
+      double whole = std::floor(p.frac / kNjPerTick);
       p.ticks += uint64_t(whole);
-      p.frac -= whole;
+      p.frac -= whole * kNjPerTick;
       out[i].raw = p.ticks;
       out[i].ticks = p.ticks;
     }
@@ -299,7 +303,7 @@ std::unique_ptr<EnergySource> openModelSource(const SourceOptions& opts, SourceE
     Domain d;
     d.name = "package";
     d.package = pi.first;
-    d.unitJoules = 1e-9;
+    d.unitJoules = 1e-6;  // kNjPerTick nJ
     d.estimated = true;
     d.wrapJoules = 0;
     d.idleWatts = src->idleW_ * src->pkgs_[pi.second].share;

@@ -2,6 +2,7 @@
 // package (and, for AMD's per-core counters, one CPU per physical core).
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -65,7 +66,8 @@ int readMsr(int fd, uint64_t offset, uint64_t* value) {
 class MsrSource final : public EnergySource {
  public:
   struct Counter {
-    int fd;
+    int cpu;          // the CPU it is read on
+    int fd;           // that CPU's device
     uint64_t offset;  // MSR address << msrOffsetShift
     WrapCounter wrap{kEnergyModulus};
     // Other online CPUs that read this same counter (its package's, its die's, or its core's
@@ -97,13 +99,14 @@ class MsrSource final : public EnergySource {
   }
 
   // The CPU a counter was read on failed (offline: the msr driver answers ENXIO or EIO): the
-  // first spare that reads it takes over. Off the common path: a system call or two, once.
+  // first spare that reads it takes over, and the failed CPU takes its place among the spares,
+  // to be read again once it is back and the others have gone. Off the common path: a system
+  // call or two, once.
   bool moveToSpare(Counter& c, uint64_t* v) {
-    while (!c.spares.empty()) {
-      const int cpu = c.spares.front();
-      c.spares.erase(c.spares.begin());
-      int fd = fdOf(cpu);
+    for (int& spare : c.spares) {
+      int fd = fdOf(spare);
       if (fd >= 0 && readMsr(fd, c.offset, v) == 0) {
+        std::swap(c.cpu, spare);
         c.fd = fd;
         return true;
       }
@@ -130,16 +133,40 @@ class MsrSource final : public EnergySource {
   std::vector<Domain>& mutableDomains() { return domains_; }
 };
 
-void openError(const std::string& path, int err, SourceError* out) {
+// The msr module's sysfs directory, beside the CPU tree: "/sys/module/msr" for
+// "/sys/devices/system/cpu" (an emulated tree has its own); empty where it cannot be told.
+std::string msrModuleDir(const std::string& sysfsCpuRoot) {
+  const std::string tail = "/devices/system/cpu";
+  if (sysfsCpuRoot.size() < tail.size() || sysfsCpuRoot.compare(sysfsCpuRoot.size() - tail.size(), tail.size(), tail) != 0) return "";
+  return sysfsCpuRoot.substr(0, sysfsCpuRoot.size() - tail.size()) + "/module/msr";
+}
+
+void openError(const std::string& path, int err, const std::string& sysfsCpuRoot, SourceError* out) {
   out->code = errnoName(err);
   if (err == ENOENT || err == ENODEV) {
     out->code = "ENOENT";
-    out->message = path + ": no such file — load the msr module: modprobe msr";
+    // Loaded, yet no device: a container's, the module being the host's and /dev/cpu not passed in.
+    const std::string module = msrModuleDir(sysfsCpuRoot);
+    struct stat st;
+    if (!module.empty() && ::stat(module.c_str(), &st) == 0) {
+      out->message = path + ": no such file — the msr module is loaded (" + module +
+                     ") but its devices are not here, as in a container: pass them in (docker run --device /dev/cpu/N/msr "
+                     "for each CPU N) with CAP_SYS_RAWIO (--cap-add SYS_RAWIO)";
+    } else {
+      out->message = path + ": no such file — load the msr module: modprobe msr";
+    }
   } else if (err == ENXIO) {
     // The msr driver's answer for a CPU that is offline or has no MSR support.
     out->message = path + ": no such CPU or no MSR support on it — check that the CPU is online";
-  } else if (err == EACCES || err == EPERM) {
-    out->message = path + ": permission denied — needs CAP_SYS_RAWIO (run as root or setcap cap_sys_rawio+ep on node)";
+  } else if (err == EACCES) {
+    // The file's mode (0600, root's): CAP_SYS_RAWIO alone does not open it.
+    out->message = path + ": permission denied — the device is root's alone by default, and reading it needs read access "
+                          "to it as well as CAP_SYS_RAWIO: run as root, or give this user read access to /dev/cpu/*/msr (a udev "
+                          "rule or group, or CAP_DAC_READ_SEARCH) and setcap cap_sys_rawio+ep on node";
+  } else if (err == EPERM) {
+    // The msr driver's own check, once the file opened: typically root in a container without it.
+    out->message = path + ": operation not permitted — the msr driver needs CAP_SYS_RAWIO: run as root with it (in a "
+                          "container: docker run --cap-add SYS_RAWIO), or setcap cap_sys_rawio+ep on node";
   } else {
     out->message = path + ": " + std::strerror(err);
   }
@@ -196,7 +223,7 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
   auto fdFor = [&](int cpu, SourceError* e) -> int {
     int fd = src->fdOf(cpu);
     if (fd < 0) {
-      openError(expandCpuPath(opts.msrPath, cpu), -fd, e);
+      openError(expandCpuPath(opts.msrPath, cpu), -fd, opts.sysfsCpuRoot, e);
       return -1;
     }
     return fd;
@@ -218,14 +245,29 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
     return out;
   };
 
-  // reads: (fd, MSR, the CPUs that could read it instead).
+  // reads: (CPU, MSR, the CPUs that could read it instead), each CPU's device open (fdFor).
+  // false with *err set: a counter that neither its CPU nor any spare could read, though the
+  // package's first CPU has the register (a second die's CPU going offline, say): left out, the
+  // domain would read that die's energy as 0 without a word.
   using Read = std::tuple<int, uint32_t, std::vector<int>>;
   auto addDomain = [&](const char* name, int package, double unit, const std::vector<Read>& reads) {
     std::vector<MsrSource::Counter> cs;
     for (const auto& r : reads) {
-      MsrSource::Counter c{std::get<0>(r), uint64_t(std::get<1>(r)) << shift, WrapCounter(kEnergyModulus), std::get<2>(r)};
+      const int cpu = std::get<0>(r);
+      const uint32_t msr = std::get<1>(r);
+      MsrSource::Counter c{cpu, src->fdOf(cpu), uint64_t(msr) << shift, WrapCounter(kEnergyModulus), std::get<2>(r)};
       uint64_t v;
-      if (readMsr(c.fd, c.offset, &v) != 0) return false;
+      int rc = readMsr(c.fd, c.offset, &v);
+      if (rc != 0 && !src->moveToSpare(c, &v)) {
+        char hex[24];
+        snprintf(hex, sizeof hex, "0x%X", msr);
+        err->code = errnoName(-rc);
+        err->message = expandCpuPath(opts.msrPath, cpu) + ": reading the " + name + " energy register " + hex + " failed (" +
+                       std::strerror(-rc) + "), as on every other CPU that shares the counter, though package " +
+                       std::to_string(package) + "'s first CPU has it — is CPU " + std::to_string(cpu) +
+                       " going offline? Try again, or use source 'powercap' or 'perf'";
+        return false;
+      }
       c.wrap.reset(v & 0xFFFFFFFFull);
       cs.push_back(c);
     }
@@ -274,29 +316,32 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
 
     if (intel) {
       // Each domain read on every die of the package and summed; present when the first die has it.
-      std::vector<std::pair<int, std::vector<int>>> dies;  // fd, spares
+      std::vector<std::pair<int, std::vector<int>>> dies;  // CPU, spares
       for (int cpu : dieCpus[pkg]) {
-        int dfd = fdFor(cpu, err);
-        if (dfd < 0) return nullptr;
-        dies.emplace_back(dfd, sparesOf(cpu, Scope::Die));
+        if (fdFor(cpu, err) < 0) return nullptr;
+        dies.emplace_back(cpu, sparesOf(cpu, Scope::Die));
       }
       auto onDies = [&](uint32_t msr) {
         std::vector<Read> reads;
         for (const auto& die : dies) reads.emplace_back(die.first, msr, die.second);
         return reads;
       };
-      if (probeMsr(fd, kIntelPkg)) addDomain("package", pkg, unit, onDies(kIntelPkg));
-      if (probeMsr(fd, kIntelPp0)) addDomain("core", pkg, unit, onDies(kIntelPp0));
-      if (probeMsr(fd, kIntelPp1)) addDomain("uncore", pkg, unit, onDies(kIntelPp1));
+      if (probeMsr(fd, kIntelPkg) && !addDomain("package", pkg, unit, onDies(kIntelPkg))) return nullptr;
+      if (probeMsr(fd, kIntelPp0) && !addDomain("core", pkg, unit, onDies(kIntelPp0))) return nullptr;
+      if (probeMsr(fd, kIntelPp1) && !addDomain("uncore", pkg, unit, onDies(kIntelPp1))) return nullptr;
       double dramUnit = id.family == 6 && fixedDramUnit(id.model) ? std::ldexp(1.0, -16) : unit;
-      if (probeMsr(fd, kIntelDram)) addDomain("dram", pkg, dramUnit, onDies(kIntelDram));
+      if (probeMsr(fd, kIntelDram) && !addDomain("dram", pkg, dramUnit, onDies(kIntelDram))) return nullptr;
       // psys covers the whole platform: counting it per package would count it twice. It counts
       // on one package only, not always package 0 (multi-socket Sapphire Rapids: the others read
       // zero), so the first package where it reads non-zero has it; it is reported as package 0.
       double psysUnit = id.family == 6 && fixedPsysUnit(id.model) ? 1.0 : unit;
-      if (!havePsys && probeMsr(fd, kIntelPsys)) havePsys = addDomain("psys", 0, psysUnit, {Read(fd, kIntelPsys, sparesOf(pc.second, Scope::Package))});
+      if (!havePsys && probeMsr(fd, kIntelPsys)) {
+        if (!addDomain("psys", 0, psysUnit, {Read(pc.second, kIntelPsys, sparesOf(pc.second, Scope::Package))})) return nullptr;
+        havePsys = true;
+      }
     } else {
-      if (probeMsr(fd, kAmdPkg)) addDomain("package", pkg, unit, {Read(fd, kAmdPkg, sparesOf(pc.second, Scope::Package))});
+      if (probeMsr(fd, kAmdPkg) && !addDomain("package", pkg, unit, {Read(pc.second, kAmdPkg, sparesOf(pc.second, Scope::Package))}))
+        return nullptr;
       // The per-core sum only where asked for: one cross-CPU read per core per sample.
       std::vector<Read> cores;
       bool ok = opts.msrAmdCores && unknownCores.count(pkg) == 0;
@@ -318,11 +363,11 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
                          " going offline? Try again, or use source 'powercap' or 'perf'";
           return nullptr;
         }
-        cores.emplace_back(cfd, kAmdCore, sparesOf(cpu, Scope::Core));
+        cores.emplace_back(cpu, kAmdCore, sparesOf(cpu, Scope::Core));
       }
       // Each per-core counter wraps on its own; addDomain gives each its own WrapCounter and
       // read() sums the extended totals, so one core wrapping never loses 2^32 ticks.
-      if (ok && !cores.empty()) addDomain("core", pkg, unit, cores);
+      if (ok && !cores.empty() && !addDomain("core", pkg, unit, cores)) return nullptr;
     }
   }
   if (src->domains().empty()) {

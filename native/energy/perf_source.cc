@@ -1,5 +1,7 @@
 // RAPL through the perf "power" PMU: one counting event per domain per package, read() of the
-// 64-bit count. The kernel already extends the hardware counter, so nothing here wraps.
+// 64-bit count. The kernel extends the 32-bit hardware counter, but into 2^-32 J units
+// (rapl_scale), so the count passes 2^64 after 2^32 J (4.29 GJ, 248 days at 200 W): it is
+// extended once more here, modulo 2^64, into ticks coarse enough for a 64-bit total.
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/perf_event.h>
@@ -7,6 +9,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -37,8 +40,8 @@ class PerfSource final : public EnergySource {
       if (rc == 0 && !e.wrap.update(v)) rc = -ERANGE;  // the count started again
       if (rc != 0 && firstErr == 0) firstErr = rc;
     }
-    // A domain is its events' sum: one per package, or one per die of a multi-die package
-    // (the PMU's cpumask then names a CPU of each die).
+    // A domain is its events' sum: one per package, or one per die of a multi-die Intel
+    // package (the PMU's cpumask then names a CPU of each die).
     groups_.sum(events_, out);
     return firstErr;
   }
@@ -62,6 +65,15 @@ bool parseEventConfig(const std::string& text, uint64_t* config) {
   if (end == p || errno != 0) return false;
   *config = v;
   return true;
+}
+
+// A tick is 2^shift counts: the smallest power of two for which a 64-bit total holds 2^44 J
+// (557 years at 1 kW). For the kernel's 2^-32 J counts that is 2^-20 J, finer than any RAPL
+// unit (2^-14 to 2^-16 J), so a tick loses nothing a sample could show.
+unsigned tickShift(double scale) {
+  unsigned shift = 0;
+  while (shift < 63 && std::ldexp(scale, int(shift) + 64) < std::ldexp(1.0, 44)) shift++;
+  return shift;
 }
 
 std::string trim(std::string s) {
@@ -99,6 +111,10 @@ std::unique_ptr<EnergySource> openPerfSource(const SourceOptions& opts, SourceEr
   std::map<int, int> pkgOf;
   if (readTopology(opts.sysfsCpuRoot, &topo, &topoErr))
     for (const CpuTopo& t : topo) pkgOf[t.cpu] = t.package;
+  // AMD's and Hygon's RAPL is package-scoped: where the cpumask names a CPU of each CCD (Linux
+  // 6.10 and 6.11 make each a die), every one of their events reads the same package counter.
+  const CpuIdentity id = detectCpu(opts);
+  const bool amdLike = id.vendor == Vendor::Amd || id.vendor == Vendor::Hygon;
 
   static const struct {
     const char* event;
@@ -134,6 +150,9 @@ std::unique_ptr<EnergySource> openPerfSource(const SourceOptions& opts, SourceEr
     bool psys = std::strcmp(ev.domain, "psys") == 0;
     for (size_t i = 0; i < cpus.size(); i++) {
       int cpu = cpus[i];
+      auto pit = pkgOf.find(cpu);
+      const int package = psys ? 0 : pit != pkgOf.end() ? pit->second : int(i);
+      if (amdLike && src->groups_.has(ev.domain, package)) continue;
       perf_event_attr attr;
       std::memset(&attr, 0, sizeof attr);
       attr.size = sizeof attr;
@@ -157,7 +176,8 @@ std::unique_ptr<EnergySource> openPerfSource(const SourceOptions& opts, SourceEr
         }
         return nullptr;
       }
-      PerfSource::Event e{UniqueFd(int(fd)), WrapCounter(0)};
+      const unsigned shift = tickShift(scale);
+      PerfSource::Event e{UniqueFd(int(fd)), WrapCounter(0, shift)};
       uint64_t v;
       if (::read(int(fd), &v, sizeof v) != ssize_t(sizeof v)) {
         err->code = "EIO";
@@ -167,10 +187,9 @@ std::unique_ptr<EnergySource> openPerfSource(const SourceOptions& opts, SourceEr
       e.wrap.reset(v);
       Domain d;
       d.name = ev.domain;
-      auto pit = pkgOf.find(cpu);
-      d.package = psys ? 0 : pit != pkgOf.end() ? pit->second : int(i);
-      d.unitJoules = scale;
-      d.wrapJoules = 0;
+      d.package = package;
+      d.unitJoules = std::ldexp(scale, int(shift));
+      d.wrapJoules = std::ldexp(scale, 64);
       src->events_.push_back(std::move(e));
       if (src->groups_.add(d.name, d.package, src->events_.size() - 1)) src->mutableDomains().push_back(d);
       if (psys) break;  // platform-wide: one event, not one per package

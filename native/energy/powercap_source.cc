@@ -70,17 +70,43 @@ bool isDir(const std::string& p) {
   return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+constexpr char kZonePrefix[] = "intel-rapl:";
+
+bool isHexDigit(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
+
 // "intel-rapl:0" or "intel-rapl:0:1" (not "intel-rapl-mmio:0", which mirrors the same package
-// counters through MMIO and would count them twice).
+// counters through MMIO and would count them twice). The ids are hex: powercap_register_zone
+// names zones "%s:%x", so the eleventh package is intel-rapl:a.
 bool isRaplZoneName(const std::string& n) {
-  const std::string prefix = "intel-rapl:";
+  const std::string prefix = kZonePrefix;
   if (n.compare(0, prefix.size(), prefix) != 0 || n.size() == prefix.size()) return false;
   for (size_t i = prefix.size(); i < n.size(); i++)
-    if (!((n[i] >= '0' && n[i] <= '9') || n[i] == ':')) return false;
+    if (!(isHexDigit(n[i]) || n[i] == ':')) return false;
   return true;
 }
 
-void listZones(const std::string& dir, std::map<std::string, std::string>* zones) {
+// Zones in the order of their ids as numbers (intel-rapl:2 before intel-rapl:10), each parent
+// before its subzones.
+struct ZoneIdLess {
+  // Of a name isRaplZoneName accepted.
+  static std::vector<unsigned long> ids(const std::string& n) {
+    std::vector<unsigned long> out;
+    const char* p = n.c_str() + std::strlen(kZonePrefix);
+    for (;;) {
+      char* end = nullptr;
+      out.push_back(std::strtoul(p, &end, 16));
+      if (*end != ':') return out;
+      p = end + 1;
+    }
+  }
+  bool operator()(const std::string& a, const std::string& b) const {
+    auto x = ids(a), y = ids(b);
+    return x != y ? x < y : a < b;
+  }
+};
+using ZoneMap = std::map<std::string, std::string, ZoneIdLess>;  // zone name -> directory
+
+void listZones(const std::string& dir, ZoneMap* zones) {
   DIR* d = ::opendir(dir.c_str());
   if (!d) return;
   std::vector<std::string> found;
@@ -100,7 +126,7 @@ void listZones(const std::string& dir, std::map<std::string, std::string>* zones
 }  // namespace
 
 std::unique_ptr<EnergySource> openPowercapSource(const SourceOptions& opts, SourceError* err) {
-  std::map<std::string, std::string> zones;  // zone name -> directory
+  ZoneMap zones;
   listZones(opts.powercapRoot, &zones);
   if (zones.empty()) {
     err->code = "ENOENT";
@@ -130,21 +156,23 @@ std::unique_ptr<EnergySource> openPowercapSource(const SourceOptions& opts, Sour
 
   // On AMD and Hygon the kernel's "core" subzone reads one core's counter (0xC001029A on the
   // package's lead CPU), not the package's cores: under the name of the msr source's sum over
-  // every core it would read a fraction of it. Left out, as Linux's own perf PMU leaves it.
+  // every core it would read a fraction of it. Left out, as Linux's own perf PMU leaves it. And
+  // their package zones are one a package, whatever dies the kernel lists (counter_groups.h).
   const CpuIdentity cpu = detectCpu(opts);
   const bool amdLike = cpu.vendor == Vendor::Amd || cpu.vendor == Vendor::Hygon;
 
   auto src = std::make_unique<PowercapSource>();
-  // Zones sorted by name put each package before its subzones, the order users expect.
-  // "package-N-die-M" zones (die-scoped RAPL) and their subzones add into package N's domains.
+  // Zones sorted by id put each package before its subzones, the order users expect.
+  // "package-N-die-M" zones (Intel's die-scoped RAPL) and their subzones add into package N's
+  // domains.
   for (const auto& z : zones) {
     auto nit = zoneName.find(z.first);
     if (nit == zoneName.end()) continue;
     const std::string& n = nit->second;
     Domain d;
-    std::string id = z.first.substr(std::strlen("intel-rapl:"));
+    std::string id = z.first.substr(std::strlen(kZonePrefix));
     size_t colon = id.find(':');
-    std::string parent = colon == std::string::npos ? "" : "intel-rapl:" + id.substr(0, colon);
+    std::string parent = colon == std::string::npos ? "" : kZonePrefix + id.substr(0, colon);
     if (n.compare(0, 8, "package-") == 0) {
       d.name = "package";
       d.package = topPackage[z.first];
@@ -157,6 +185,9 @@ std::unique_ptr<EnergySource> openPowercapSource(const SourceOptions& opts, Sour
     } else {
       continue;  // unknown zone kinds are not guessed at
     }
+    // AMD's package counter is package-scoped: a package's further "die" zones (one a CCD on
+    // Linux 6.10 and 6.11) read the very same counter, and adding them multiplied its energy.
+    if (amdLike && src->groups_.has(d.name, d.package)) continue;
     std::string energyPath = z.second + "/energy_uj";
     int fd = ::open(energyPath.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {

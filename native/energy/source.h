@@ -56,7 +56,7 @@ struct Domain {
   int package = 0;      // physical package id (0 for psys, which is platform-wide)
   double unitJoules = 0;  // joules per tick of DomainReading::ticks
   bool estimated = false;
-  // Energy after which the hardware counter wraps, in joules (0 = never wraps in practice).
+  // Energy after which the hardware counter wraps, in joules (0: the model, which has no counter).
   double wrapJoules = 0;
   // Estimated sources only: the idle part of the estimate, in watts (< 0 = not known). It is
   // the default attribution baseline, so an estimate's idle floor is not charged to threads.

@@ -1,7 +1,7 @@
 // Extends a hardware counter that wraps at `modulus` into a 64-bit cumulative count. Exact as
-// long as it is updated at least twice per wrap period (the period probe() reports): a value
-// below the last that would mean more than half a wrap is a counter that started again (a
-// driver reloaded, a resume), not a wrap.
+// long as it is updated at least twice per wrap period (probe() reports the period, and half of
+// it as the longest gap between reads): a value below the last that would mean more than half a
+// wrap is a counter that started again (a driver reloaded, a resume), not a wrap.
 #pragma once
 
 #include <cstdint>
@@ -10,13 +10,17 @@ namespace jouletrace {
 
 class WrapCounter {
  public:
-  // modulus: 2^32 for RAPL MSRs, max_energy_range_uj + 1 for powercap, 0 for counters that
-  // never wrap (64-bit perf counts, the model).
-  explicit WrapCounter(uint64_t modulus = 0) : modulus_(modulus) {}
+  // modulus: 2^32 for RAPL MSRs, max_energy_range_uj + 1 for powercap, 0 for 2^64 (perf's
+  // 64-bit count, in the kernel's 2^-32 J units, passes 2^64 after 2^32 J: 248 days at 200 W).
+  // shift: total() counts 2^shift raw units a tick, the remainder carried, so that a total of a
+  // counter that fine does not overflow 64 bits where the counter itself wraps.
+  explicit WrapCounter(uint64_t modulus = 0, unsigned shift = 0)
+      : modulus_(modulus), shift_(shift), mask_(shift == 0 ? 0 : (uint64_t(1) << shift) - 1) {}
 
   void reset(uint64_t raw) {
     last_ = raw;
     total_ = 0;
+    carry_ = 0;
     primed_ = true;
   }
 
@@ -39,13 +43,17 @@ class WrapCounter {
     uint64_t delta = 0;
     if (raw >= last_) {
       delta = raw - last_;
+    } else if (modulus_ == 0 && last_ - raw >= (uint64_t(1) << 63)) {
+      delta = raw - last_;  // modulo 2^64
     } else if (modulus_ != 0 && last_ < modulus_ && (modulus_ - last_) + raw <= modulus_ / 2) {
       delta = (modulus_ - last_) + raw;
     } else {
       moved = false;
     }
     last_ = raw;
-    total_ += delta;
+    carry_ += delta & mask_;
+    total_ += (delta >> shift_) + (carry_ >> shift_);
+    carry_ &= mask_;
     return moved;
   }
 
@@ -55,8 +63,11 @@ class WrapCounter {
 
  private:
   uint64_t modulus_;
+  unsigned shift_;
+  uint64_t mask_;
   uint64_t last_ = 0;
   uint64_t total_ = 0;
+  uint64_t carry_ = 0;  // raw units short of a tick
   bool primed_ = false;
 };
 
