@@ -230,6 +230,81 @@ time.sleep(30)`], { stdio: ['ignore', 'pipe', 'inherit'] });
     }
   });
 
+  it('counts a chain of execs from non-leader threads once, each thread in one row', async () => {
+    // Each stage starts a thread that execs the next while the leader sleeps. The exec swaps the
+    // two threads' tids well before sched_process_exec reports it, and the exec'ing thread then
+    // tears down the 64 MB the stage allocated, on one CPU beside a spinner: it is preempted under
+    // the leader's tid. The compat build, keying refs by tid, gave it a second slot there and, at
+    // sched_process_exec, ended its first one as of then: the exec counted twice, off-CPU time
+    // included (a row more per stage, and 12% over the process's CPU time, here).
+    const stages = 10;
+    const chain = `
+import os, sys, threading, time
+k, n = int(sys.argv[1]), int(sys.argv[2])
+if k == 0:
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    parent = os.getpid()
+    if os.fork() == 0:
+        while os.getppid() == parent: pass
+        os._exit(0)
+    print('ready', time.process_time(), flush=True)
+    sys.stdin.readline()
+if k == n:
+    print('done', time.process_time(), flush=True)
+    time.sleep(30)
+    sys.exit()
+junk = b'1' * (64 << 20)
+def ex():
+    os.execv(sys.executable, [sys.executable, '-c', os.environ['JT_CHAIN'], str(k + 1), str(n)])
+threading.Thread(target=ex).start()
+time.sleep(30)`;
+    const child = spawn('python3', ['-c', chain, '0', String(stages)], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+      env: { ...process.env, JT_CHAIN: chain },
+    });
+    try {
+      let out = '';
+      child.stdout!.on('data', (d) => (out += String(d)));
+      const until = async (word: string): Promise<number> => {
+        const find = () => out.split('\n').slice(0, -1).find((l) => l.startsWith(`${word} `));
+        for (let i = 0; i < 1000 && !find(); i++) await sleep(10);
+        expect(out).toContain(`${word} `);
+        return Number(find()!.split(' ')[1]) * 1e9;
+      };
+      const readyNs = await until('ready');
+      tracker = openThreadTracker({ backend: 'bpf', bpfProgram, pid: child.pid! });
+      // Every row, exited ones too: a slot is given back only once a snapshot has reported it.
+      const rows = new Map<string, ThreadSnapshot['threads'][number]>();
+      const take = () => {
+        for (const t of tracker!.snapshot().threads) rows.set(`${t.slot}:${t.generation}`, t);
+      };
+      take();
+      child.stdin!.write('go\n');
+      const timer = setInterval(take, 5);
+      let doneNs: number;
+      try {
+        doneNs = await until('done');
+        await sleep(50);
+      } finally {
+        clearInterval(timer);
+      }
+      take();
+      const total = () => [...rows.values()].reduce((n, t) => n + t.onCpuNs, 0);
+      const counted = total();
+      // The leader at attach, and each stage's thread, which runs on as the next stage's leader.
+      expect(rows.size).toBe(stages + 1);
+      expect([...rows.values()].filter((t) => !t.exited).map((t) => t.tid)).toEqual([child.pid]);
+      // Process CPU time carries over an exec, the time of threads that ended included.
+      expect(counted).toBeGreaterThan((doneNs - readyNs) * 0.95);
+      expect(counted).toBeLessThan((doneNs - readyNs) * 1.04 + 5e6);
+      await sleep(200);
+      take();
+      expect(total() - counted).toBeLessThan(10e6); // asleep: nothing runs on
+    } finally {
+      child.kill();
+    }
+  });
+
   it('splits two concurrent workers 3:1, within wall time and CPU busy time', async () => {
     // One "package" per CPU (up to 8), so the package split can be checked against each CPU.
     const ncpu = Math.min(os.cpus().length, 8);

@@ -94,11 +94,14 @@ class PrintCapture {
 };
 
 // The two builds of bpf/thread_tracker.bpf.c share every name the loader touches; these traits
-// are all that differs between their skeletons.
+// are all that differs between their skeletons. refHash: the hash that threads are found through
+// when not through task storage (thread_tracker.bpf.c's ref_hash), keyed by RefKey.
 struct TaskStorageBuild {
   using Skel = thread_tracker;
+  using RefKey = uint32_t;  // tid
   static constexpr const char* kName = "task-storage";
   static constexpr bool kTaskStorage = true;
+  static bpf_map* refHash(Skel* s) { return s->maps.tid_slot; }
   static Skel* open() { return thread_tracker__open(); }
   static int load(Skel* s) { return thread_tracker__load(s); }
   static int attach(Skel* s) { return thread_tracker__attach(s); }
@@ -106,8 +109,10 @@ struct TaskStorageBuild {
 };
 struct CompatBuild {
   using Skel = thread_tracker_compat;
+  using RefKey = uint64_t;  // the task's address
   static constexpr const char* kName = "compat";
   static constexpr bool kTaskStorage = false;
+  static bpf_map* refHash(Skel* s) { return s->maps.task_refs; }
   static Skel* open() { return thread_tracker_compat__open(); }
   static int load(Skel* s) { return thread_tracker_compat__load(s); }
   static int attach(Skel* s) { return thread_tracker_compat__attach(s); }
@@ -180,6 +185,19 @@ int runIterator(bpf_program* prog) {
   }
   bpf_link__destroy(link);
   return e;
+}
+
+// Calls f with each key of a hash map, at most cap of them: a key deleted mid-walk restarts it
+// from the first key.
+template <typename Key, typename F>
+void forEachKey(int fd, uint64_t cap, F f) {
+  Key key, next;
+  const Key* prev = nullptr;
+  for (uint64_t n = 0; n < cap && bpf_map_get_next_key(fd, prev, &next) == 0; n++) {
+    key = next;
+    prev = &key;
+    f(key);
+  }
 }
 
 bool hasCap(const __user_cap_data_struct (&data)[2], int cap) {
@@ -377,6 +395,7 @@ template <typename Build>
 void BpfTracker<Build>::retireVanishedSeeds(uint32_t tgid) {
   const int slotFd = bpf_map__fd(skel_->maps.threads);
   const int tidFd = bpf_map__fd(skel_->maps.tid_slot);
+  std::vector<uint32_t> retired;  // as refs name them: slot + 1
   for (const auto& [tid, idx] : seeded_) {
     if (!threadEnded(tgid, tid)) continue;
     jt_thread_slot v;
@@ -388,8 +407,25 @@ void BpfTracker<Build>::retireVanishedSeeds(uint32_t tgid) {
     bpf_map_update_elem(slotFd, &key, &v, BPF_EXIST);
     uint32_t t = tid;
     bpf_map_delete_elem(tidFd, &t);
+    retired.push_back(idx + 1);
   }
   seeded_.clear();
+  if constexpr (!Build::kTaskStorage) {
+    // seed_refs gave each listed thread a ref keyed by its task's address, which only the
+    // thread's final switch removes: one that ended before attach left its ref pointing at the
+    // slot just closed, for a task whose address a new thread may take. Found by that slot (no
+    // live ref points at a slot not yet given back).
+    if (retired.empty()) return;
+    const int refFd = bpf_map__fd(Build::refHash(skel_.get()));
+    std::vector<uint64_t> stale;
+    forEachKey<uint64_t>(refFd, uint64_t(maxThreads_) * 2, [&](uint64_t k) {
+      jt_task_ref ref;
+      if (bpf_map_lookup_elem(refFd, &k, &ref) == 0 && std::find(retired.begin(), retired.end(), ref.slot) != retired.end()) {
+        stale.push_back(k);
+      }
+    });
+    for (uint64_t k : stale) bpf_map_delete_elem(refFd, &k);
+  }
 }
 
 template <typename Build>
@@ -477,15 +513,18 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
     for (int i = 0; i < ncpu_; i++) skel_->rodata->cpu_pkg[i] = uint8_t(cpuPkg_[size_t(i)]);
 
     int e = bpf_map__set_max_entries(skel_->maps.threads, maxThreads_);
-    // The compatibility build keeps every tracked thread there, those refused a slot too.
-    if (!e) e = bpf_map__set_max_entries(skel_->maps.tid_slot, maxThreads_ * 2);
+    // The compatibility build keeps every tracked thread in its ref hash, those refused a slot
+    // too; the tid hash then holds the seeds only, one per slot at most.
+    if (!e) e = bpf_map__set_max_entries(Build::refHash(skel_.get()), maxThreads_ * 2);
+    if (!e && !Build::kTaskStorage) e = bpf_map__set_max_entries(skel_->maps.tid_slot, maxThreads_);
     if (!e) e = bpf_map__set_max_entries(skel_->maps.free_slots, maxThreads_);
     if (!e) e = bpf_map__set_max_entries(skel_->maps.cpus, uint32_t(ncpu_));
     if (e) return fail(err, e, "sizing the BPF maps", log);
+    // seed_refs runs once, below.
+    bpf_program__set_autoattach(skel_->progs.seed_refs, false);
     if constexpr (Build::kTaskStorage) {
-      // seed_refs runs once, below; handle_fork is attached before the threads are listed, so
-      // that every thread is either listed or seen forking.
-      bpf_program__set_autoattach(skel_->progs.seed_refs, false);
+      // handle_fork is attached before the threads are listed, so that every thread is either
+      // listed or seen forking.
       bpf_program__set_autoattach(skel_->progs.handle_fork, false);
     }
     const bool repair = configureRepairHook(withRepair);
@@ -529,9 +568,10 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
     seedTs_ = attachTs;
     e = seedThreads(uint32_t(tgid), attachTs);
     if (e) return fail(err, e, "seeding the threads of process " + std::to_string(tgid), log);
-    if constexpr (Build::kTaskStorage) {
-      e = runIterator(skel_->progs.seed_refs);
-      if (e) return fail(err, e, "giving the threads of process " + std::to_string(tgid) + " their task storage", log);
+    e = runIterator(skel_->progs.seed_refs);
+    if (e) {
+      return fail(err, e, "giving the threads of process " + std::to_string(tgid) +
+                              (Build::kTaskStorage ? " their task storage" : " their refs"), log);
     }
     skel_->bss->attach_ts = attachTs;
     e = Build::attach(skel_.get());
@@ -751,20 +791,10 @@ void BpfTracker<Build>::stats(TrackerStats& out) {
   out.missedSwitchIns = __atomic_load_n(&skel_->bss->missed_switch_ins, __ATOMIC_RELAXED);
   out.repairedSwitchIns = __atomic_load_n(&skel_->bss->repaired_switch_ins, __ATOMIC_RELAXED);
   out.busyReads = busyReads_.load(std::memory_order_relaxed);
-  // Threads found through the tid hash: every tracked thread in the compatibility build; in the
+  // Threads found through a hash: every tracked thread in the compatibility build; in the
   // task-storage build, only those that got no storage (normally none).
-  {
-    const int fd = bpf_map__fd(skel_->maps.tid_slot);
-    uint32_t key, next;
-    const uint32_t* prev = nullptr;
-    // Bounded: a key deleted mid-walk restarts it from the first key.
-    const uint64_t cap = uint64_t(maxThreads_) * 2;
-    while (out.hashRefs < cap && bpf_map_get_next_key(fd, prev, &next) == 0) {
-      out.hashRefs++;
-      key = next;
-      prev = &key;
-    }
-  }
+  forEachKey<typename Build::RefKey>(bpf_map__fd(Build::refHash(skel_.get())), uint64_t(maxThreads_) * 2,
+                                     [&](typename Build::RefKey) { out.hashRefs++; });
 
   bpf_prog_info info;
   memset(&info, 0, sizeof info);
