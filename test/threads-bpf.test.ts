@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Sampler } from '../src/sampler';
 import { bpfReadiness, openThreadTracker, type ThreadSnapshot, type ThreadTracker } from '../src/threads';
 import { describeBpf } from './fixtures/bpf-required';
+import { itGated } from './fixtures/gated';
 import { runNonLeaderExec } from './fixtures/exec-thread';
 import { Spinner, sleep } from './fixtures/spinner';
 import { expectMonotonic, find, spinPair } from './fixtures/thread-checks';
@@ -172,6 +173,41 @@ describe.skipIf(!canDrop)('without CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN', () =
     } finally {
       fs.rmSync(script, { force: true });
     }
+  });
+});
+
+// A user namespace of its own (a rootless container; `unshare -U -r` here, which needs no
+// privilege where user namespaces are enabled): capget reports every capability, but they are held
+// in that namespace only, and bpf() checks them in the initial one.
+const userNsTry = spawnSync('unshare', ['-U', '-r', 'true'], { encoding: 'utf8' });
+const userNsSkip = userNsTry.error
+  ? `unshare could not run (${userNsTry.error.message}): util-linux is not installed`
+  : userNsTry.status !== 0
+    ? `unshare -U -r failed (${userNsTry.stderr.trim()}): user namespaces are disabled here`
+    : fs.existsSync(ADDON) ? undefined : 'the native addon is not built';
+describe('in a user namespace of its own', () => {
+  itGated('says that the capabilities it holds there do not load eBPF, and where they would', userNsSkip, false, '', () => {
+    const script = `const j = require(${JSON.stringify(path.join(ROOT, 'dist/cjs/index.js'))});
+      const out = { readiness: j.bpfReadiness() };
+      try { j.openThreadTracker({ backend: 'bpf' }).close(); out.opened = true; }
+      catch (e) { out.code = e.code; out.message = e.message; }
+      const s = new j.Sampler({ source: 'model' });
+      out.auto = s.stats().threads;
+      s.close();
+      process.stdout.write(JSON.stringify(out));`;
+    const r = spawnSync('unshare', ['-U', '-r', process.execPath, '-e', script], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.readiness).toMatchObject({ ready: false, capBpf: false, capPerfmon: false });
+    expect(out.readiness.reason).toMatch(
+      /needs CAP_BPF and CAP_PERFMON \(or CAP_SYS_ADMIN\) in the initial user namespace; this process holds them only in a user namespace of its own \(\/proc\/self\/ns\/user is user:\[\d+\]/,
+    );
+    expect(out.readiness.reason).toContain("Run it in the host's user namespace");
+    expect(out.opened).toBeUndefined();
+    expect(out.code).toBe('EPERM');
+    expect(out.message).toBe(out.readiness.reason); // not the load's EPERM, blaming RLIMIT_MEMLOCK or seccomp
+    expect(out.auto.backend).toBe('procfs');
+    expect(out.auto.fallbackReason).toContain('only in a user namespace of its own');
   });
 });
 

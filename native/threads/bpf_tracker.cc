@@ -211,7 +211,15 @@ std::string missingCaps(const BpfReadiness& r) {
   return m;
 }
 
-std::string privilegeMessage(const std::string& missing) {
+std::string privilegeMessage(const BpfReadiness& r) {
+  if (!r.userNs.empty()) {
+    return "jouletrace: the eBPF thread tracker needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN) in the "
+           "initial user namespace; this process holds them only in a user namespace of its own "
+           "(/proc/self/ns/user is " + r.userNs + ": a rootless container, or `unshare -U`), where bpf() "
+           "does not count them. Run it in the host's user namespace (as root, or in a container without "
+           "a user namespace of its own, given CAP_BPF and CAP_PERFMON), or use backend 'procfs'.";
+  }
+  const std::string missing = missingCaps(r);
   return "jouletrace: the eBPF thread tracker needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)" +
          (missing.empty() ? std::string() : "; this process lacks " + missing) +
          ". Run as root, or grant them: `sudo setcap cap_bpf,cap_perfmon+ep $(command -v node)`"
@@ -478,7 +486,7 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
   if (!ready.capBpf || !ready.capPerfmon) {
     if (err) {
       err->code = "EPERM";
-      err->message = privilegeMessage(missingCaps(ready));
+      err->message = privilegeMessage(ready);
     }
     return -EPERM;
   }
@@ -888,12 +896,18 @@ BpfReadiness bpfReadiness() {
     r.capBpf = admin || hasCap(data, kCapBpf);
     r.capPerfmon = admin || hasCap(data, kCapPerfmon);
   }
+  // capget answers for this process's own user namespace; bpf() checks the initial one, where a
+  // process in any other holds no capability: loading would fail with EPERM.
+  if (r.capBpf || r.capPerfmon) {
+    r.userNs = userNamespaceOfItsOwn();
+    if (!r.userNs.empty()) r.capBpf = r.capPerfmon = false;
+  }
 
   if (!r.btf) {
     r.reason = "kernel has no BTF (" + std::string(kBtfPath) +
                "); needs CONFIG_DEBUG_INFO_BTF=y, Linux >= 5.8";
   } else if (!r.capBpf || !r.capPerfmon) {
-    r.reason = privilegeMessage(missingCaps(r));
+    r.reason = privilegeMessage(r);
   } else if (TrackerError ns; checkInitialPidNamespace(&ns) != 0) {
     r.reason = ns.message;
   }
