@@ -436,8 +436,12 @@ int BPF_PROG(handle_switch, bool preempt, struct task_struct *prev, struct task_
 		bool dead = !preempt && (task_state(prev) & TASK_DEAD);
 
 		/* A thread first seen switching out: its switch-in was not seen either (its slot
-		 * begins at start, which is no record of one). */
+		 * begins at start, which is no record of one), unless it was seen and refused a
+		 * slot, none being free (dropped): its stint began at this CPU's last timed switch,
+		 * its switch-in (a thread with a ref has its switches timed), and is no loss of the
+		 * kernel's to count. */
 		bool fresh = !pr->slot;
+		bool refused = fresh && (pr->flags & JT_REF_DROPPED);
 
 		t = slot_of(prev, pr, c, start);
 		if (t) {
@@ -448,7 +452,7 @@ int BPF_PROG(handle_switch, bool preempt, struct task_struct *prev, struct task_
 			 * the earliest it can have started: that may include untracked tasks' time. */
 			if (t->on_since && !fresh)
 				start = t->on_since;
-			else if (since)
+			else if (since && !refused)
 				__sync_fetch_and_add(&missed_switch_ins, 1);
 			if (now > start)
 				credit_run(t, cpu, now - start);
@@ -646,6 +650,7 @@ int BPF_PROG(handle_runtime, struct task_struct *task, __u64 runtime)
 	struct jt_task_ref *r;
 	struct jt_thread_slot *t;
 	struct jt_cpu_slot *c;
+	bool refused;
 
 	/* Untracked tasks leave at the first compare, as in handle_switch. */
 	if (!tid || (!follow_children && tgid != targ_tgid) || task->pid != tid)
@@ -667,7 +672,10 @@ int BPF_PROG(handle_runtime, struct task_struct *task, __u64 runtime)
 	c = bpf_map_lookup_elem(&cpus, &cpu);
 	if (!c)
 		return 0;
-	/* No slot yet: a new thread whose very first switch-in went unreported. */
+	/* No slot yet: a new thread whose very first switch-in went unreported, or one whose
+	 * switch-in was seen but found no free slot (dropped), which is no loss to count (as in
+	 * handle_switch). */
+	refused = !t && (r->flags & JT_REF_DROPPED);
 	if (!t)
 		t = new_slot(task, r, c, 0);
 	if (!t)
@@ -685,7 +693,7 @@ int BPF_PROG(handle_runtime, struct task_struct *task, __u64 runtime)
 	t->cpu = cpu;
 	seq_end(&t->seq);
 	/* A thread running since before attach has had no timed switch on this CPU: not a loss. */
-	if (c->last_ts) {
+	if (c->last_ts && !refused) {
 		__sync_fetch_and_add(&missed_switch_ins, 1);
 		__sync_fetch_and_add(&repaired_switch_ins, 1);
 	}
