@@ -7,8 +7,8 @@
  * slot through task-local storage, which needs Linux 5.12 (commit a10787e6d58c, "bpf: Enable task
  * local storage for tracing programs"): one pointer walk from the task, and for an untracked task
  * one tgid compare (one storage lookup that finds nothing with follow_children). The
- * compatibility build (JT_TASK_STORAGE=0) keeps a tid-keyed hash instead; the loader uses it
- * before Linux 6.2 (see openBpfTracker) and when the kernel refuses the first.
+ * compatibility build (JT_TASK_STORAGE=0) keeps a hash keyed by task address instead; the loader
+ * uses it before Linux 6.2 (see openBpfTracker) and when the kernel refuses the first.
  *
  * Task storage is never created in sched_switch: until Linux 6.4 moved local storage to
  * bpf_mem_alloc, creating it meant a GFP_ATOMIC kmalloc, which may wake kswapd and so take a
@@ -16,6 +16,13 @@
  * before the loader lists the target's threads) and, for the threads that exist at attach, by an
  * iterator the loader runs once (seed_refs). A thread of the target that still has none is found
  * through the tid hash, which is preallocated and never allocates.
+ *
+ * Why not key everything by tid: an exec from a thread other than the group leader swaps the two
+ * threads' tids (de_thread), well before sched_process_exec reports it. In between, the exec'ing
+ * thread can switch under its new tid and the dying leader make its last switch under the old
+ * one, so a lookup by tid finds the other thread's ref. A task's address stays its own through an
+ * exec, and no live task shares it; its entry goes at the task's final switch, before the task can
+ * be freed and its address reused.
  */
 #include "vmlinux_min.h"
 #include <bpf/bpf_helpers.h>
@@ -64,9 +71,9 @@ struct {
 	__type(value, struct jt_cpu_slot);
 } cpus SEC(".maps");
 
-/* tid → task ref. With task storage: the threads userspace seeded before attach until seed_refs
- * moves them into task storage, and the rare thread that has no storage; in the compatibility
- * build, every tracked thread. Preallocated, so an insert never allocates. */
+/* tid → task ref: the threads userspace seeded before attach, until seed_refs moves them to where
+ * the program finds them (task storage, or task_refs in the compatibility build); with task
+ * storage, also the rare thread that has no storage. Preallocated, so an insert never allocates. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1); /* loader */
@@ -82,7 +89,7 @@ struct {
 	__type(value, __u32);
 } free_slots SEC(".maps");
 
-/* Threads of ours refused a ref (tid_slot full), by tid: with no ref they have nowhere else to
+/* Threads of ours refused a ref (ref_hash full), by tid: with no ref they have nowhere else to
  * be marked, and each must count once in dropped_threads, not at every switch. An LRU, so it
  * never fills: past 1,024 such threads alive at once, one may count twice. */
 struct {
@@ -99,9 +106,22 @@ struct {
 	__type(key, int);
 	__type(value, struct jt_task_ref);
 } task_refs SEC(".maps");
+/* The hash a thread is found through when not through task storage, and its key. */
+#define ref_hash tid_slot
+typedef __u32 ref_key_t;
 #else
+/* Every tracked thread's ref, by the address of its task_struct (see the top of this file). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1); /* loader */
+	__type(key, __u64);
+	__type(value, struct jt_task_ref);
+} task_refs SEC(".maps");
+#define ref_hash task_refs
+typedef __u64 ref_key_t;
+
 /* Processes tracked besides targ_tgid: the ones forked while follow_children is on, each with
- * the number of refs its threads hold in tid_slot (see refs_add). */
+ * the number of refs its threads hold in task_refs (see refs_add). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1024);
@@ -111,6 +131,18 @@ struct {
 #endif
 
 #define compiler_barrier() asm volatile("" ::: "memory")
+
+/* A task's key in ref_hash. The address, spilled to the stack as a map key, is a PTR_TO_BTF_ID
+ * there, which the verifier lets helpers read since Linux 5.8 ("bpf: handle spilled PTR_TO_BTF_ID
+ * properly when checking stack_boundary", with the bpf_iter series). */
+static __always_inline ref_key_t ref_key(struct task_struct *task)
+{
+#if JT_TASK_STORAGE
+	return task->pid;
+#else
+	return (__u64)task;
+#endif
+}
 
 /*
  * Seqcount writer side. Each slot has a single writer at a time (see thread_tracker.h), so plain
@@ -150,17 +182,18 @@ static __always_inline long task_state(struct task_struct *t)
 enum ref_add {
 	REF_FIND,		/* nothing */
 	REF_ADD,		/* adds one (with no slot yet) */
-	REF_ADD_UNLESS_EXITING,	/* the same, but not at a task's final switch: a group leader
-				 * replaced by an exec'ing thread (handle_exec) makes its final
-				 * switch under that thread's old tid, which has no ref any more */
+	REF_ADD_UNLESS_EXITING,	/* the same, but not at a task's final switch: a task with no
+				 * ref by then (refused one; or, found by tid, a leader whose
+				 * tid an exec'ing thread took: handle_exec) would get one
+				 * only to drop it */
 };
 
 #if !JT_TASK_STORAGE
 /*
- * A followed process's count of refs in tid_slot, moved wherever one is made or dropped; its
+ * A followed process's count of refs in task_refs, moved wherever one is made or dropped; its
  * entry goes with the last. Counting refs rather than threads keeps it exact for threads that
  * no fork event announces (io_uring workers are made by copy_process alone) and for threads
- * that never got a ref (tid_slot full), whose final switches drop nothing; and the process is
+ * that never got a ref (task_refs full), whose final switches drop nothing; and the process is
  * not forgotten with its group leader, which other threads may outlive. Threads of one process
  * can exit on several CPUs at once (exit_group): the add is atomic, and the read after it may
  * see 0 on two of them, whose deletes are both harmless. (A fetching add would say which one
@@ -199,12 +232,14 @@ static __noinline void count_refused(__u32 tid)
 		__sync_fetch_and_add(&dropped_threads, 1);
 }
 
-/* The ref of a thread of targ_tgid, or of any thread in the compatibility build, by tid. NULL
- * when missing and not added, or when the table is full (counted: count_refused). */
-static __always_inline struct jt_task_ref *tid_ref(struct task_struct *task, enum ref_add add)
+/* The ref of a thread found through ref_hash: in the task-storage build, a thread of targ_tgid
+ * with no storage, by tid; in the compatibility build, any thread, by task address. NULL when
+ * missing and not added, or when the table is full (counted: count_refused). */
+static __always_inline struct jt_task_ref *hash_ref(struct task_struct *task, enum ref_add add)
 {
+	ref_key_t key = ref_key(task);
 	__u32 tid = task->pid;
-	struct jt_task_ref *r = bpf_map_lookup_elem(&tid_slot, &tid), fresh = {};
+	struct jt_task_ref *r = bpf_map_lookup_elem(&ref_hash, &key), fresh = {};
 
 	if (r || add == REF_FIND)
 		return r;
@@ -215,14 +250,14 @@ static __always_inline struct jt_task_ref *tid_ref(struct task_struct *task, enu
 	 * new_slot when no slot is free either. */
 	if (bpf_map_lookup_elem(&refused_tids, &tid))
 		fresh.flags = JT_REF_DROPPED;
-	if (bpf_map_update_elem(&tid_slot, &tid, &fresh, BPF_NOEXIST)) {
-		r = bpf_map_lookup_elem(&tid_slot, &tid); /* full (NULL), or made meanwhile */
+	if (bpf_map_update_elem(&ref_hash, &key, &fresh, BPF_NOEXIST)) {
+		r = bpf_map_lookup_elem(&ref_hash, &key); /* full (NULL), or made meanwhile */
 		if (!r)
 			count_refused(tid);
 		return r;
 	}
 	refs_add(task->tgid, 1);
-	return bpf_map_lookup_elem(&tid_slot, &tid);
+	return bpf_map_lookup_elem(&ref_hash, &key);
 }
 
 #if JT_TASK_STORAGE
@@ -250,15 +285,17 @@ static __always_inline struct jt_task_ref *ref_of(struct task_struct *task, __u3
 		if (!leader || leader == task || !bpf_task_storage_get(&task_refs, leader, 0, 0))
 			return NULL;
 	}
-	return tid_ref(task, add);
+	return hash_ref(task, add);
 }
 
-static __always_inline void ref_dead(struct jt_task_ref *r, __u32 tid, __u32 tgid)
+static __always_inline void ref_dead(struct task_struct *task, struct jt_task_ref *r, __u32 tgid)
 {
+	ref_key_t key = ref_key(task);
+
 	/* The storage goes with the task; until then it must not point at a slot given away. */
 	r->slot = 0;
 	r->flags |= JT_REF_DEAD;
-	bpf_map_delete_elem(&tid_slot, &tid);
+	bpf_map_delete_elem(&tid_slot, &key);
 }
 #else
 static __always_inline bool is_tracked(__u32 tgid)
@@ -274,15 +311,17 @@ static __always_inline struct jt_task_ref *ref_of(struct task_struct *task, __u3
 {
 	if (!is_tracked(tgid))
 		return NULL;
-	return tid_ref(task, add);
+	return hash_ref(task, add);
 }
 
 /* The thread's final switch. Its process's last ref gone, the process is forgotten (refs_add),
  * so that the table does not fill up and a process that reuses the number is not taken for
  * ours. */
-static __always_inline void ref_dead(struct jt_task_ref *r, __u32 tid, __u32 tgid)
+static __always_inline void ref_dead(struct task_struct *task, struct jt_task_ref *r, __u32 tgid)
 {
-	bpf_map_delete_elem(&tid_slot, &tid);
+	ref_key_t key = ref_key(task);
+
+	bpf_map_delete_elem(&task_refs, &key);
 	refs_add(tgid, -1);
 }
 #endif
@@ -397,8 +436,12 @@ int BPF_PROG(handle_switch, bool preempt, struct task_struct *prev, struct task_
 		bool dead = !preempt && (task_state(prev) & TASK_DEAD);
 
 		/* A thread first seen switching out: its switch-in was not seen either (its slot
-		 * begins at start, which is no record of one). */
+		 * begins at start, which is no record of one), unless it was seen and refused a
+		 * slot, none being free (dropped): its stint began at this CPU's last timed switch,
+		 * its switch-in (a thread with a ref has its switches timed), and is no loss of the
+		 * kernel's to count. */
 		bool fresh = !pr->slot;
+		bool refused = fresh && (pr->flags & JT_REF_DROPPED);
 
 		t = slot_of(prev, pr, c, start);
 		if (t) {
@@ -409,7 +452,7 @@ int BPF_PROG(handle_switch, bool preempt, struct task_struct *prev, struct task_
 			 * the earliest it can have started: that may include untracked tasks' time. */
 			if (t->on_since && !fresh)
 				start = t->on_since;
-			else if (since)
+			else if (since && !refused)
 				__sync_fetch_and_add(&missed_switch_ins, 1);
 			if (now > start)
 				credit_run(t, cpu, now - start);
@@ -425,7 +468,7 @@ int BPF_PROG(handle_switch, bool preempt, struct task_struct *prev, struct task_
 			seq_end(&t->seq);
 		}
 		if (dead)
-			ref_dead(pr, prev_pid, prev_tgid);
+			ref_dead(prev, pr, prev_tgid);
 	} else if (prev_mine && prev_pid && !preempt && (task_state(prev) & TASK_DEAD)) {
 		/* A thread of ours with no ref (refused one) ends: its tid may come back for a thread
 		 * that must be counted too. */
@@ -460,11 +503,11 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	}
 	/* A thread of targ_tgid with no storage is tracked through the tid hash (ref_of): its ref
 	 * is made now, as the compatibility build makes it (a thread whose switch-in goes unreported
-	 * and that exits before a tick would otherwise get none), and tid_ref counts it if refused.
+	 * and that exits before a tick would otherwise get none), and hash_ref counts it if refused.
 	 * Anyone else's goes untracked: counted now. */
 	if (!bpf_task_storage_get(&task_refs, child, 0, BPF_LOCAL_STORAGE_GET_F_CREATE)) {
 		if (ctgid == targ_tgid)
-			tid_ref(child, REF_ADD);
+			hash_ref(child, REF_ADD);
 		else
 			__sync_fetch_and_add(&dropped_threads, 1);
 	}
@@ -486,18 +529,19 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 			__sync_fetch_and_add(&dropped_threads, 1);
 			return 0;
 		}
-		/* No ref to be had (tid_slot full; tid_ref counted the thread): nothing would ever
+		/* No ref to be had (task_refs full; hash_ref counted the thread): nothing would ever
 		 * take the entry away. */
-		if (!tid_ref(child, REF_ADD))
+		if (!hash_ref(child, REF_ADD))
 			bpf_map_delete_elem(&tracked_tgids, &ctgid);
 		return 0;
 	}
-	/* Refused (tid_slot full), the thread is counted by tid_ref, here or at a later switch. */
-	tid_ref(child, REF_ADD);
+	/* Refused (task_refs full), the thread is counted by hash_ref, here or at a later switch. */
+	hash_ref(child, REF_ADD);
 #endif
 	return 0;
 }
 
+#if JT_TASK_STORAGE
 /* Ends a slot of the thread running on this CPU (its only writer) as its exit would. */
 static __always_inline void retire_slot(__u32 slot)
 {
@@ -519,56 +563,62 @@ static __always_inline void retire_slot(__u32 slot)
 	seq_end(&t->seq);
 }
 
+/* The slot of a thread that exec'd from outside the group leader. Its task storage stayed with
+ * it. A thread tracked through the tid hash instead (one that got no storage) has its ref under
+ * its old tid: it moves to the new one, or the thread's stint in progress would never end, and
+ * its next switch would give it a second slot. */
+static __always_inline __u32 exec_slot(struct task_struct *p, __u32 old, __u32 tid)
+{
+	struct jt_task_ref *r = bpf_task_storage_get(&task_refs, p, 0, 0), *cur, moved;
+
+	if (r)
+		return r->slot;
+	r = bpf_map_lookup_elem(&tid_slot, &old);
+	if (!r)
+		return 0;
+	moved = *r;
+	bpf_map_delete_elem(&tid_slot, &old);
+	cur = bpf_map_lookup_elem(&tid_slot, &tid);
+	if (cur && cur->slot && cur->slot != moved.slot && !(cur->flags & JT_REF_DEAD)) {
+		/* The thread switched under its new tid before this ran, and so got a second
+		 * slot: it goes on there, and the first ends here, as at an exit. */
+		retire_slot(moved.slot);
+		return cur->slot;
+	}
+	/* Over the leader's ref, if its last switch has not removed it yet: that switch then
+	 * finds no ref under its new (old) tid and makes none. */
+	bpf_map_update_elem(&tid_slot, &tid, &moved, BPF_ANY);
+	return moved.slot;
+}
+#else
+/* The slot of a thread that exec'd from outside the group leader: its ref, keyed by its task,
+ * is still its own. */
+static __always_inline __u32 exec_slot(struct task_struct *p, __u32 old, __u32 tid)
+{
+	struct jt_task_ref *r = hash_ref(p, REF_FIND);
+
+	return r ? r->slot : 0;
+}
+#endif
+
 /*
  * exec from a thread other than the group leader: the kernel gives the exec'ing thread the
  * leader's pid (the leader, killed, takes the thread's old one for its last moments). Its slot is
  * still the same thread's, now under the new tid: the slot's tid follows (handle_runtime checks
- * it), and where refs are kept by tid the ref moves from the old tid to the new one; left under
- * the old tid, the thread's stint in progress would never end, and its next switch would give it
- * a second slot.
+ * it).
  */
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
-	__u32 tid = p->pid, tgid = p->tgid, old = old_pid, idx;
-	struct jt_task_ref *r, *cur, moved;
+	__u32 tid = p->pid, tgid = p->tgid, old = old_pid, slot, idx;
 	struct jt_thread_slot *t;
-	bool dropped = false;
 
 	if (old == tid || (!follow_children && tgid != targ_tgid))
 		return 0;
-#if JT_TASK_STORAGE
-	r = bpf_task_storage_get(&task_refs, p, 0, 0);
-	if (r) {
-		moved = *r;
-	} else
-#endif
-	{
-		r = bpf_map_lookup_elem(&tid_slot, &old);
-		if (!r)
-			return 0;
-		moved = *r;
-		bpf_map_delete_elem(&tid_slot, &old);
-		cur = bpf_map_lookup_elem(&tid_slot, &tid);
-		if (cur && cur->slot && cur->slot != moved.slot && !(cur->flags & JT_REF_DEAD)) {
-			/* The thread switched under its new tid before this ran, and so got a second
-			 * slot: it goes on there, and the first ends here, as at an exit. */
-			retire_slot(moved.slot);
-			moved = *cur;
-			dropped = true;
-		} else {
-			/* Over the leader's ref, if its last switch has not removed it yet: that
-			 * switch then finds no ref under its new (old) tid and makes none. */
-			dropped = cur != NULL;
-			bpf_map_update_elem(&tid_slot, &tid, &moved, BPF_ANY);
-		}
-	}
-	/* One ref fewer: the old tid's, retired, or the one it overwrote. */
-	if (dropped)
-		refs_add(tgid, -1);
-	if (!moved.slot)
+	slot = exec_slot(p, old, tid);
+	if (!slot)
 		return 0;
-	idx = moved.slot - 1;
+	idx = slot - 1;
 	t = bpf_map_lookup_elem(&threads, &idx);
 	if (!t)
 		return 0;
@@ -600,6 +650,7 @@ int BPF_PROG(handle_runtime, struct task_struct *task, __u64 runtime)
 	struct jt_task_ref *r;
 	struct jt_thread_slot *t;
 	struct jt_cpu_slot *c;
+	bool refused;
 
 	/* Untracked tasks leave at the first compare, as in handle_switch. */
 	if (!tid || (!follow_children && tgid != targ_tgid) || task->pid != tid)
@@ -621,7 +672,10 @@ int BPF_PROG(handle_runtime, struct task_struct *task, __u64 runtime)
 	c = bpf_map_lookup_elem(&cpus, &cpu);
 	if (!c)
 		return 0;
-	/* No slot yet: a new thread whose very first switch-in went unreported. */
+	/* No slot yet: a new thread whose very first switch-in went unreported, or one whose
+	 * switch-in was seen but found no free slot (dropped), which is no loss to count (as in
+	 * handle_switch). */
+	refused = !t && (r->flags & JT_REF_DROPPED);
 	if (!t)
 		t = new_slot(task, r, c, 0);
 	if (!t)
@@ -639,21 +693,21 @@ int BPF_PROG(handle_runtime, struct task_struct *task, __u64 runtime)
 	t->cpu = cpu;
 	seq_end(&t->seq);
 	/* A thread running since before attach has had no timed switch on this CPU: not a loss. */
-	if (c->last_ts) {
+	if (c->last_ts && !refused) {
 		__sync_fetch_and_add(&missed_switch_ins, 1);
 		__sync_fetch_and_add(&repaired_switch_ins, 1);
 	}
 	return 0;
 }
 
-#if JT_TASK_STORAGE
 /* Run once by the loader before attach: moves each seeded thread of targ_tgid from the tid hash
- * into its task storage. A thread whose storage cannot be created keeps its hash entry. */
+ * to where the program finds it, its task storage or (compatibility build) task_refs. A thread
+ * whose storage cannot be created keeps its tid hash entry. */
 SEC("iter/task")
 int seed_refs(struct bpf_iter__task *ctx)
 {
 	struct task_struct *task = ctx->task;
-	struct jt_task_ref *seed, *r;
+	struct jt_task_ref *seed;
 	__u32 tid;
 
 	if (!task || task->tgid != targ_tgid)
@@ -662,7 +716,9 @@ int seed_refs(struct bpf_iter__task *ctx)
 	seed = bpf_map_lookup_elem(&tid_slot, &tid);
 	if (!seed)
 		return 0;
-	r = bpf_task_storage_get(&task_refs, task, seed, BPF_LOCAL_STORAGE_GET_F_CREATE);
+#if JT_TASK_STORAGE
+	struct jt_task_ref *r = bpf_task_storage_get(&task_refs, task, seed, BPF_LOCAL_STORAGE_GET_F_CREATE);
+
 	if (!r)
 		return 0;
 	/* A thread that forked after handle_fork was attached and before the listing already has
@@ -671,8 +727,17 @@ int seed_refs(struct bpf_iter__task *ctx)
 		r->slot = seed->slot;
 	if (r->slot == seed->slot)
 		bpf_map_delete_elem(&tid_slot, &tid);
+#else
+	/* Nothing else makes refs yet: the program is not attached. A thread that ends before it
+	 * is leaves its entry behind; the loader removes it (retireVanishedSeeds). */
+	{
+		ref_key_t key = ref_key(task);
+
+		if (!bpf_map_update_elem(&task_refs, &key, seed, BPF_NOEXIST))
+			bpf_map_delete_elem(&tid_slot, &tid);
+	}
+#endif
 	return 0;
 }
-#endif
 
 char LICENSE[] SEC("license") = "GPL";

@@ -17,9 +17,10 @@ export interface BpfReadiness {
   ready: boolean;
   /** `/sys/kernel/btf/vmlinux` exists (CONFIG_DEBUG_INFO_BTF=y). */
   btf: boolean;
-  /** Effective CAP_BPF, or CAP_SYS_ADMIN. */
+  /** Effective CAP_BPF, or CAP_SYS_ADMIN, in the initial user namespace: false when held only in
+   * a user namespace of the process's own (a rootless container), where bpf() does not count it. */
   capBpf: boolean;
-  /** Effective CAP_PERFMON, or CAP_SYS_ADMIN. */
+  /** Effective CAP_PERFMON, or CAP_SYS_ADMIN, likewise. */
   capPerfmon: boolean;
   /** Kernel release (`uname -r`). */
   kernel: string;

@@ -94,11 +94,14 @@ class PrintCapture {
 };
 
 // The two builds of bpf/thread_tracker.bpf.c share every name the loader touches; these traits
-// are all that differs between their skeletons.
+// are all that differs between their skeletons. refHash: the hash that threads are found through
+// when not through task storage (thread_tracker.bpf.c's ref_hash), keyed by RefKey.
 struct TaskStorageBuild {
   using Skel = thread_tracker;
+  using RefKey = uint32_t;  // tid
   static constexpr const char* kName = "task-storage";
   static constexpr bool kTaskStorage = true;
+  static bpf_map* refHash(Skel* s) { return s->maps.tid_slot; }
   static Skel* open() { return thread_tracker__open(); }
   static int load(Skel* s) { return thread_tracker__load(s); }
   static int attach(Skel* s) { return thread_tracker__attach(s); }
@@ -106,8 +109,10 @@ struct TaskStorageBuild {
 };
 struct CompatBuild {
   using Skel = thread_tracker_compat;
+  using RefKey = uint64_t;  // the task's address
   static constexpr const char* kName = "compat";
   static constexpr bool kTaskStorage = false;
+  static bpf_map* refHash(Skel* s) { return s->maps.task_refs; }
   static Skel* open() { return thread_tracker_compat__open(); }
   static int load(Skel* s) { return thread_tracker_compat__load(s); }
   static int attach(Skel* s) { return thread_tracker_compat__attach(s); }
@@ -182,6 +187,19 @@ int runIterator(bpf_program* prog) {
   return e;
 }
 
+// Calls f with each key of a hash map, at most cap of them: a key deleted mid-walk restarts it
+// from the first key.
+template <typename Key, typename F>
+void forEachKey(int fd, uint64_t cap, F f) {
+  Key key, next;
+  const Key* prev = nullptr;
+  for (uint64_t n = 0; n < cap && bpf_map_get_next_key(fd, prev, &next) == 0; n++) {
+    key = next;
+    prev = &key;
+    f(key);
+  }
+}
+
 bool hasCap(const __user_cap_data_struct (&data)[2], int cap) {
   return (data[cap / 32].effective >> (cap % 32)) & 1u;
 }
@@ -193,7 +211,15 @@ std::string missingCaps(const BpfReadiness& r) {
   return m;
 }
 
-std::string privilegeMessage(const std::string& missing) {
+std::string privilegeMessage(const BpfReadiness& r) {
+  if (!r.userNs.empty()) {
+    return "jouletrace: the eBPF thread tracker needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN) in the "
+           "initial user namespace; this process holds them only in a user namespace of its own "
+           "(/proc/self/ns/user is " + r.userNs + ": a rootless container, or `unshare -U`), where bpf() "
+           "does not count them. Run it in the host's user namespace (as root, or in a container without "
+           "a user namespace of its own, given CAP_BPF and CAP_PERFMON), or use backend 'procfs'.";
+  }
+  const std::string missing = missingCaps(r);
   return "jouletrace: the eBPF thread tracker needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)" +
          (missing.empty() ? std::string() : "; this process lacks " + missing) +
          ". Run as root, or grant them: `sudo setcap cap_bpf,cap_perfmon+ep $(command -v node)`"
@@ -377,6 +403,7 @@ template <typename Build>
 void BpfTracker<Build>::retireVanishedSeeds(uint32_t tgid) {
   const int slotFd = bpf_map__fd(skel_->maps.threads);
   const int tidFd = bpf_map__fd(skel_->maps.tid_slot);
+  std::vector<uint32_t> retired;  // as refs name them: slot + 1
   for (const auto& [tid, idx] : seeded_) {
     if (!threadEnded(tgid, tid)) continue;
     jt_thread_slot v;
@@ -388,8 +415,25 @@ void BpfTracker<Build>::retireVanishedSeeds(uint32_t tgid) {
     bpf_map_update_elem(slotFd, &key, &v, BPF_EXIST);
     uint32_t t = tid;
     bpf_map_delete_elem(tidFd, &t);
+    retired.push_back(idx + 1);
   }
   seeded_.clear();
+  if constexpr (!Build::kTaskStorage) {
+    // seed_refs gave each listed thread a ref keyed by its task's address, which only the
+    // thread's final switch removes: one that ended before attach left its ref pointing at the
+    // slot just closed, for a task whose address a new thread may take. Found by that slot (no
+    // live ref points at a slot not yet given back).
+    if (retired.empty()) return;
+    const int refFd = bpf_map__fd(Build::refHash(skel_.get()));
+    std::vector<uint64_t> stale;
+    forEachKey<uint64_t>(refFd, uint64_t(maxThreads_) * 2, [&](uint64_t k) {
+      jt_task_ref ref;
+      if (bpf_map_lookup_elem(refFd, &k, &ref) == 0 && std::find(retired.begin(), retired.end(), ref.slot) != retired.end()) {
+        stale.push_back(k);
+      }
+    });
+    for (uint64_t k : stale) bpf_map_delete_elem(refFd, &k);
+  }
 }
 
 template <typename Build>
@@ -442,7 +486,7 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
   if (!ready.capBpf || !ready.capPerfmon) {
     if (err) {
       err->code = "EPERM";
-      err->message = privilegeMessage(missingCaps(ready));
+      err->message = privilegeMessage(ready);
     }
     return -EPERM;
   }
@@ -477,15 +521,18 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
     for (int i = 0; i < ncpu_; i++) skel_->rodata->cpu_pkg[i] = uint8_t(cpuPkg_[size_t(i)]);
 
     int e = bpf_map__set_max_entries(skel_->maps.threads, maxThreads_);
-    // The compatibility build keeps every tracked thread there, those refused a slot too.
-    if (!e) e = bpf_map__set_max_entries(skel_->maps.tid_slot, maxThreads_ * 2);
+    // The compatibility build keeps every tracked thread in its ref hash, those refused a slot
+    // too; the tid hash then holds the seeds only, one per slot at most.
+    if (!e) e = bpf_map__set_max_entries(Build::refHash(skel_.get()), maxThreads_ * 2);
+    if (!e && !Build::kTaskStorage) e = bpf_map__set_max_entries(skel_->maps.tid_slot, maxThreads_);
     if (!e) e = bpf_map__set_max_entries(skel_->maps.free_slots, maxThreads_);
     if (!e) e = bpf_map__set_max_entries(skel_->maps.cpus, uint32_t(ncpu_));
     if (e) return fail(err, e, "sizing the BPF maps", log);
+    // seed_refs runs once, below.
+    bpf_program__set_autoattach(skel_->progs.seed_refs, false);
     if constexpr (Build::kTaskStorage) {
-      // seed_refs runs once, below; handle_fork is attached before the threads are listed, so
-      // that every thread is either listed or seen forking.
-      bpf_program__set_autoattach(skel_->progs.seed_refs, false);
+      // handle_fork is attached before the threads are listed, so that every thread is either
+      // listed or seen forking.
       bpf_program__set_autoattach(skel_->progs.handle_fork, false);
     }
     const bool repair = configureRepairHook(withRepair);
@@ -529,9 +576,10 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
     seedTs_ = attachTs;
     e = seedThreads(uint32_t(tgid), attachTs);
     if (e) return fail(err, e, "seeding the threads of process " + std::to_string(tgid), log);
-    if constexpr (Build::kTaskStorage) {
-      e = runIterator(skel_->progs.seed_refs);
-      if (e) return fail(err, e, "giving the threads of process " + std::to_string(tgid) + " their task storage", log);
+    e = runIterator(skel_->progs.seed_refs);
+    if (e) {
+      return fail(err, e, "giving the threads of process " + std::to_string(tgid) +
+                              (Build::kTaskStorage ? " their task storage" : " their refs"), log);
     }
     skel_->bss->attach_ts = attachTs;
     e = Build::attach(skel_.get());
@@ -751,20 +799,10 @@ void BpfTracker<Build>::stats(TrackerStats& out) {
   out.missedSwitchIns = __atomic_load_n(&skel_->bss->missed_switch_ins, __ATOMIC_RELAXED);
   out.repairedSwitchIns = __atomic_load_n(&skel_->bss->repaired_switch_ins, __ATOMIC_RELAXED);
   out.busyReads = busyReads_.load(std::memory_order_relaxed);
-  // Threads found through the tid hash: every tracked thread in the compatibility build; in the
+  // Threads found through a hash: every tracked thread in the compatibility build; in the
   // task-storage build, only those that got no storage (normally none).
-  {
-    const int fd = bpf_map__fd(skel_->maps.tid_slot);
-    uint32_t key, next;
-    const uint32_t* prev = nullptr;
-    // Bounded: a key deleted mid-walk restarts it from the first key.
-    const uint64_t cap = uint64_t(maxThreads_) * 2;
-    while (out.hashRefs < cap && bpf_map_get_next_key(fd, prev, &next) == 0) {
-      out.hashRefs++;
-      key = next;
-      prev = &key;
-    }
-  }
+  forEachKey<typename Build::RefKey>(bpf_map__fd(Build::refHash(skel_.get())), uint64_t(maxThreads_) * 2,
+                                     [&](typename Build::RefKey) { out.hashRefs++; });
 
   bpf_prog_info info;
   memset(&info, 0, sizeof info);
@@ -858,12 +896,18 @@ BpfReadiness bpfReadiness() {
     r.capBpf = admin || hasCap(data, kCapBpf);
     r.capPerfmon = admin || hasCap(data, kCapPerfmon);
   }
+  // capget answers for this process's own user namespace; bpf() checks the initial one, where a
+  // process in any other holds no capability: loading would fail with EPERM.
+  if (r.capBpf || r.capPerfmon) {
+    r.userNs = userNamespaceOfItsOwn();
+    if (!r.userNs.empty()) r.capBpf = r.capPerfmon = false;
+  }
 
   if (!r.btf) {
     r.reason = "kernel has no BTF (" + std::string(kBtfPath) +
                "); needs CONFIG_DEBUG_INFO_BTF=y, Linux >= 5.8";
   } else if (!r.capBpf || !r.capPerfmon) {
-    r.reason = privilegeMessage(missingCaps(r));
+    r.reason = privilegeMessage(r);
   } else if (TrackerError ns; checkInitialPidNamespace(&ns) != 0) {
     r.reason = ns.message;
   }

@@ -28,21 +28,34 @@ int checkTargetIsProcess(const std::string& procRoot, int pid, TrackerError* err
   return -EINVAL;
 }
 
+namespace {
+
+// What /proc/self/ns/<kind> names ("pid:[4026531836]"); empty when it cannot be read.
+std::string ownNamespace(const char* kind) {
+  char link[64];
+  const ssize_t n = readlink((std::string("/proc/self/ns/") + kind).c_str(), link, sizeof link - 1);
+  return n > 0 ? std::string(link, size_t(n)) : std::string();
+}
+
+}  // namespace
+
 int checkInitialPidNamespace(TrackerError* err) {
   // PROC_PID_INIT_INO: the initial pid namespace's inode number, fixed in the kernel.
-  static const char kInitial[] = "pid:[4026531836]";
-  char link[64];
-  const ssize_t n = readlink("/proc/self/ns/pid", link, sizeof link - 1);
-  if (n <= 0) return 0;
-  link[n] = '\0';
-  if (std::string(link) == kInitial) return 0;
+  const std::string link = ownNamespace("pid");
+  if (link.empty() || link == "pid:[4026531836]") return 0;
   if (err) {
     err->code = "ERR_JOULETRACE_PID_NAMESPACE";
-    err->message = std::string("jouletrace: this process runs in a pid namespace of its own (/proc/self/ns/pid is ") + link +
+    err->message = "jouletrace: this process runs in a pid namespace of its own (/proc/self/ns/pid is " + link +
                    ", a container without the host's pid namespace): the eBPF program sees the host's pids, not these. "
                    "Use threads 'procfs', or run the container with the host's pid namespace (docker run --pid=host)";
   }
   return -EINVAL;
+}
+
+std::string userNamespaceOfItsOwn() {
+  // PROC_USER_INIT_INO: the initial user namespace's inode number, fixed in the kernel.
+  const std::string link = ownNamespace("user");
+  return link == "user:[4026531837]" ? std::string() : link;
 }
 
 #ifndef SYS_pidfd_open

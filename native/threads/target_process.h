@@ -20,6 +20,12 @@ int checkTargetIsProcess(const std::string& procRoot, int pid, TrackerError* err
 // other numbers. 0 in the initial namespace (or when it cannot tell), else -EINVAL with err set.
 int checkInitialPidNamespace(TrackerError* err);
 
+// What /proc/self/ns/user names ("user:[4026532175]") when this process runs in a user namespace
+// other than the initial one (a rootless container, `unshare -U`); empty in the initial one, or
+// when it cannot tell. Capabilities held there count for nothing where the kernel checks them
+// against the initial namespace, as bpf() and perf_event_open() do.
+std::string userNamespaceOfItsOwn();
+
 // Whether a tracked process has exited, asked by the sampler thread. A sampler that goes on after
 // its process is gone would charge the machine's energy to the baseline and `other` of a process
 // that is not there, and, once the pid is reused, the new process's threads to it. A pidfd

@@ -123,6 +123,7 @@ struct BpfReadiness {
   bool capBpf = false;         // effective CAP_BPF (or CAP_SYS_ADMIN)
   bool capPerfmon = false;     // effective CAP_PERFMON (or CAP_SYS_ADMIN)
   std::string kernel;          // uname release
+  std::string userNs;          // set when the capabilities are held only in this user namespace
   std::string reason;          // why not ready, with the remedy
 };
 BpfReadiness bpfReadiness();
