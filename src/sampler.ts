@@ -184,7 +184,7 @@ export interface SamplerStats {
   /**
    * Present when options.pid names another process. `watch`: how its exit is noticed, `'pidfd'`
    * (Linux 5.3+) or `'proc'` (its start time in /proc/<pid>/stat), `null` when it is not
-   * (followChildren, whose processes may outlive the first). `exited`: it exited, and the run
+   * (followChildren under eBPF, whose processes may outlive the first). `exited`: it exited, and the run
    * ended there (within 10 ms), its figures final.
    */
   target?: { pid: number; watch: 'pidfd' | 'proc' | null; exited: boolean };
@@ -512,7 +512,11 @@ export class Sampler {
         stoppedHere = true;
       }
     }
-    if (!stoppedHere) return this;
+    if (!stoppedHere) {
+      // The process it tracks exited between the two checks: its run ended by itself.
+      if (!this.#closed && this.#handle.stats().targetExited && RUNNING.has(this)) return this.stop();
+      return this;
+    }
     // Held here: an onSpan listener called by poll() may close this sampler.
     const spans = this.#spans;
     if (spans) {

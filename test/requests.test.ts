@@ -1388,6 +1388,39 @@ describeBpf('request ends', () => {
   });
 });
 
+describeBpf('requests on a thread the tracker had no slot for', () => {
+  it('settle unmeasured (NaN joules, incomplete), not as 0 J, and stay out of routes()', async () => {
+    // A sampler made in a worker, with a slot for every thread but the worker's own.
+    const index = JSON.stringify(path.join(__dirname, '..', 'dist/cjs/index.js'));
+    const code = `
+      const fs = require('node:fs');
+      const { parentPort } = require('node:worker_threads');
+      const { Sampler, RequestTracker } = require(${index});
+      const s = new Sampler({ source: 'model', threads: 'bpf', maxThreads: fs.readdirSync('/proc/self/task').length - 1, intervalUs: 1000 });
+      s.start();
+      const tracker = new RequestTracker(s);
+      const records = [];
+      tracker.onRequest((r) => records.push(...r));
+      const t = tracker.start('GET', '/x');
+      const until = performance.now() + 50;
+      while (performance.now() < until);
+      tracker.end(t, 200);
+      setTimeout(() => {
+        s.stop();
+        parentPort.postMessage({ records: JSON.stringify(records), routes: tracker.routes().length, dropped: s.stats().threads.droppedThreads });
+        s.close();
+      }, 100);`;
+    const { Worker } = await import('node:worker_threads');
+    const w = new Worker(code, { eval: true });
+    const m = await new Promise<{ records: string; routes: number; dropped: number }>((resolve, reject) => (w.once('message', resolve), w.once('error', reject)));
+    expect(m.dropped).toBeGreaterThan(0);
+    const records = JSON.parse(m.records) as Array<Record<string, unknown>>;
+    // JSON writes NaN as null.
+    expect(records).toMatchObject([{ route: '/x', statusCode: 200, joules: null, onCpuNs: null, incomplete: true }]);
+    expect(m.routes).toBe(0);
+  });
+});
+
 describe('exact mode edges', () => {
   itBpf('exact mode: a callback that runs a nested async scope is charged whole, before and after it', async () => {
     const { sampler, tracker, records } = setup('exact');

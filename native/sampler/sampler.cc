@@ -126,9 +126,10 @@ bool Sampler::openTracker(SamplerError* err) {
     attributionEvery_ = uint32_t(std::max<uint64_t>(1, (kProcfsPeriodNs + cfg_.intervalNs - 1) / cfg_.intervalNs));
   }
   attribution_.reset(new AttributionEngine(source_->domains(), cpuPackage_));
-  // Another process: the run ends when it exits. Not with followChildren, whose processes may
-  // outlive the first (a shell that starts a daemon), nor for this process, which cannot.
-  if (cfg_.pid != 0 && cfg_.pid != getpid() && !cfg_.followChildren) {
+  // Another process: the run ends when it exits. Not where children are followed (eBPF's
+  // followChildren), whose processes may outlive the first (a shell that starts a daemon), nor
+  // for this process, which cannot.
+  if (cfg_.pid != 0 && cfg_.pid != getpid() && !(cfg_.followChildren && threadsBackend_ == "bpf")) {
     TrackerError we;
     targetWatch_ = TargetExitWatch::open("/proc", cfg_.pid, cfg_.targetWatchProc, &we);
     if (!targetWatch_ && !we.code.empty()) {

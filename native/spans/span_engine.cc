@@ -412,6 +412,8 @@ void SpanEngine::applyShared(Log& log, const SharedEvent& ev, bool late) {
     // the energy it overlapped.
     r.late = r.late || late || log.inUnknown;
     r.unknown0 = log.unknownIntervals;
+    r.known0 = log.knownIntervals;
+    r.beganKnown = !log.inUnknown;
     log.inFlight++;
     return;
   }
@@ -423,7 +425,9 @@ void SpanEngine::applyShared(Log& log, const SharedEvent& ev, bool late) {
   } else {
     log.inFlight--;
     const bool unmeasured = log.unknownIntervals != r.unknown0;
-    emit(log, r.handle, 0, r.t0, std::max(ev.t, r.t0), log.sC - r.s0C, log.sJ - r.s0J, log.sB - r.s0B,
+    // Its thread unknown over all of it: nothing is known, which is not 0 J.
+    const double none = r.beganKnown || log.knownIntervals != r.known0 ? 1.0 : NAN;
+    emit(log, r.handle, 0, r.t0, std::max(ev.t, r.t0), none * (log.sC - r.s0C), none * (log.sJ - r.s0J), none * (log.sB - r.s0B),
          uint32_t(kSpanShared) | (r.late || late || unmeasured ? uint32_t(kSpanIncomplete) : 0u), r.route, r.silent);
   }
   releaseShared(log, r);
@@ -458,9 +462,12 @@ void SpanEngine::settleShared(Log& log, bool final, uint64_t now) {
     if (b <= a) continue;
     log.inUnknown = pb.unknown || pa.unknown;
     if (log.inUnknown) log.unknownIntervals++;
-    // The interval's energy and on-CPU time, spread evenly over it.
-    const double rateJ = std::max(0.0, pb.grpJ - pa.grpJ) / double(b - a);
-    const double rateC = std::max(0.0, pb.grpOnCpu - pa.grpOnCpu) / double(b - a);
+    else log.knownIntervals++;
+    // The interval's energy and on-CPU time, spread evenly over it. None over an interval with the
+    // thread unknown at either end: the one where it is found again holds the whole stretch's.
+    const double known = log.inUnknown ? 0.0 : 1.0;
+    const double rateJ = known * std::max(0.0, pb.grpJ - pa.grpJ) / double(b - a);
+    const double rateC = known * std::max(0.0, pb.grpOnCpu - pa.grpOnCpu) / double(b - a);
     // The baseline charged in the interval per CPU, for the group's on-CPU time.
     const double rateB = rateC * std::max(0.0, pb.basePerCpu - pa.basePerCpu) / double(b - a);
     uint64_t at = std::max(a, log.sharedUpTo);
@@ -500,7 +507,8 @@ void SpanEngine::settleShared(Log& log, bool final, uint64_t now) {
 
 void SpanEngine::emit(Log& log, uint32_t handle, uint32_t label, uint64_t t0, uint64_t t1, double onCpu,
                       double joules, double base, uint32_t flags, uint32_t route, bool silent) {
-  if (route != 0 && log.routes && route < RouteTable::kMaxRoutes) {
+  // A request measured not at all (NaN) is no route's figure: routes() counts measured ones.
+  if (route != 0 && log.routes && route < RouteTable::kMaxRoutes && !std::isnan(joules)) {
     log.routeAdds.push_back(RouteTable::Add{route, joules + base, double(t1 - t0), estimated_});
     flags |= kSpanAggregated;
   }

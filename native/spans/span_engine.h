@@ -109,6 +109,8 @@ class SpanEngine {
     SharedState state = kSharedFree;
     bool late = false;  // begun before time already accounted: incomplete
     uint64_t unknown0 = 0;  // Log::unknownIntervals at its begin
+    uint64_t known0 = 0;    // Log::knownIntervals at its begin
+    bool beganKnown = false;  // begun in an interval with its thread known
   };
   struct SharedEvent {
     uint64_t t;
@@ -136,7 +138,7 @@ class SpanEngine {
     uint32_t inFlight = 0;                    // shared spans open at sharedUpTo
     // Intervals the fair-share clock ran over with the thread unknown (Point::unknown), and
     // whether the one it is running over now is: a request across one settles incomplete.
-    uint64_t unknownIntervals = 0;
+    uint64_t unknownIntervals = 0, knownIntervals = 0;
     bool inUnknown = false;
     std::vector<Ended> ended;                 // exclusive spans awaiting their intervals
     std::vector<Point> history;               // ring
