@@ -491,12 +491,7 @@ export class Sampler {
   stop(): this {
     this.#check();
     if (!this.#handle.running()) {
-      if (this.#handle.stats().targetExited) {
-        this.#handle.stop(); // joins the thread, which ended at the process's exit
-        RUNNING.delete(this);
-        this.#runEnded();
-        return this;
-      }
+      if (this.#handle.stats().targetExited) return this.#endTargetRun();
       throw new JouletraceError('ERR_JOULETRACE_NOT_STARTED', 'stop(): the sampler is not running; call start() first');
     }
     // Ends still waiting for room in the event ring go in before the final step if they can.
@@ -514,7 +509,7 @@ export class Sampler {
     }
     if (!stoppedHere) {
       // The process it tracks exited between the two checks: its run ended by itself.
-      if (!this.#closed && this.#handle.stats().targetExited && RUNNING.has(this)) return this.stop();
+      if (!this.#closed && RUNNING.has(this) && this.#handle.stats().targetExited) return this.#endTargetRun();
       return this;
     }
     // Held here: an onSpan listener called by poll() may close this sampler.
@@ -526,6 +521,14 @@ export class Sampler {
       spans.stopPollingIfIdle();
     }
     if (!this.#closed) this.#runEnded();
+    return this;
+  }
+
+  // A run the tracked process's exit ended: the thread ended by itself, and is joined here.
+  #endTargetRun(): this {
+    this.#handle.stop();
+    RUNNING.delete(this);
+    this.#runEnded();
     return this;
   }
 

@@ -8,6 +8,7 @@ import { bpfReadiness, openThreadTracker, type ThreadSnapshot, type ThreadTracke
 import { describeBpf } from './fixtures/bpf-required';
 import { itGated } from './fixtures/gated';
 import { runNonLeaderExec } from './fixtures/exec-thread';
+import { spawnPython } from './fixtures/python-child';
 import { Spinner, sleep } from './fixtures/spinner';
 import { expectMonotonic, find, spinPair } from './fixtures/thread-checks';
 
@@ -881,7 +882,7 @@ print(json.dumps(out))`], { encoding: 'utf8', timeout: 30_000 });
     // room for every thread, on the same switches, counts those the kernel did lose (this VM
     // loses some): no more may be counted where slots ran short.
     const threads = 304; // 38 batches of 8
-    const child = spawn('python3', ['-c', `
+    const { child, waitFor } = spawnPython(`
 import sys, threading, time
 def work():
     end = time.thread_time() + 0.0002
@@ -893,17 +894,11 @@ for i in range(0, ${threads}, 8):
     for t in ts: t.start()
     for t in ts: t.join()
 print('done', flush=True)
-sys.stdin.readline()`], { stdio: ['pipe', 'pipe', 'inherit'] });
+sys.stdin.readline()`);
     let roomy: ThreadTracker | undefined;
     try {
-      let out = '';
-      child.stdout!.on('data', (d) => (out += String(d)));
-      const until = async (word: string) => {
-        for (let i = 0; i < 1000 && !out.includes(word); i++) await sleep(2);
-        expect(out).toContain(word);
-      };
-      await until('ready');
-      const options = { backend: 'bpf', bpfProgram, pid: child.pid!, repairSwitchIns: 'always' } as const;
+      await waitFor('ready');
+      const options = { backend: 'bpf', bpfProgram, pid: child.pid, repairSwitchIns: 'always' } as const;
       roomy = openThreadTracker({ ...options, maxThreads: 1024 });
       tracker = openThreadTracker({ ...options, maxThreads: 4 });
       const rows = new Set<string>();
@@ -911,10 +906,10 @@ sys.stdin.readline()`], { stdio: ['pipe', 'pipe', 'inherit'] });
         roomy!.snapshot();
         for (const t of tracker!.snapshot().threads) if (t.tid !== child.pid) rows.add(`${t.slot}:${t.generation}`);
       };
-      child.stdin!.write('go\n');
+      child.stdin.write('go\n');
       const timer = setInterval(take, 1);
       try {
-        await until('done');
+        await waitFor('done');
       } finally {
         clearInterval(timer);
       }

@@ -37,33 +37,6 @@ std::string ownNamespace(const char* kind) {
   return n > 0 ? std::string(link, size_t(n)) : std::string();
 }
 
-}  // namespace
-
-int checkInitialPidNamespace(TrackerError* err) {
-  // PROC_PID_INIT_INO: the initial pid namespace's inode number, fixed in the kernel.
-  const std::string link = ownNamespace("pid");
-  if (link.empty() || link == "pid:[4026531836]") return 0;
-  if (err) {
-    err->code = "ERR_JOULETRACE_PID_NAMESPACE";
-    err->message = "jouletrace: this process runs in a pid namespace of its own (/proc/self/ns/pid is " + link +
-                   ", a container without the host's pid namespace): the eBPF program sees the host's pids, not these. "
-                   "Use threads 'procfs', or run the container with the host's pid namespace (docker run --pid=host)";
-  }
-  return -EINVAL;
-}
-
-std::string userNamespaceOfItsOwn() {
-  // PROC_USER_INIT_INO: the initial user namespace's inode number, fixed in the kernel.
-  const std::string link = ownNamespace("user");
-  return link == "user:[4026531837]" ? std::string() : link;
-}
-
-#ifndef SYS_pidfd_open
-#define SYS_pidfd_open 434  // the same number on every architecture
-#endif
-
-namespace {
-
 enum class StatState { Alive, Gone, Unknown };
 
 // The process's state and start time (fields 3 and 22 of proc(5)'s stat).
@@ -100,7 +73,31 @@ bool anyLiveThread(const std::string& taskDir) {
   return live;
 }
 
+
 }  // namespace
+
+int checkInitialPidNamespace(TrackerError* err) {
+  // PROC_PID_INIT_INO: the initial pid namespace's inode number, fixed in the kernel.
+  const std::string link = ownNamespace("pid");
+  if (link.empty() || link == "pid:[4026531836]") return 0;
+  if (err) {
+    err->code = "ERR_JOULETRACE_PID_NAMESPACE";
+    err->message = "jouletrace: this process runs in a pid namespace of its own (/proc/self/ns/pid is " + link +
+                   ", a container without the host's pid namespace): the eBPF program sees the host's pids, not these. "
+                   "Use threads 'procfs', or run the container with the host's pid namespace (docker run --pid=host)";
+  }
+  return -EINVAL;
+}
+
+std::string userNamespaceOfItsOwn() {
+  // PROC_USER_INIT_INO: the initial user namespace's inode number, fixed in the kernel.
+  const std::string link = ownNamespace("user");
+  return link == "user:[4026531837]" ? std::string() : link;
+}
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434  // the same number on every architecture
+#endif
 
 std::unique_ptr<TargetExitWatch> TargetExitWatch::open(const std::string& procRoot, int pid, bool forceProc, TrackerError* err) {
   std::unique_ptr<TargetExitWatch> w(new TargetExitWatch());

@@ -149,8 +149,8 @@ export async function serveCommand(argv: string[]): Promise<number> {
       samplers.push(s);
       s.start();
       // droppedThreads: read at each scrape, and kept at the exit (the sampler closes then).
-      const stats = s.stats().threads;
-      return { pid, command: commandOf(pid), start: readProcStat(pid)?.start, sampler: s, tracker: new EnergyTracker(s), exited: false, threads: stats.backend, droppedThreads: 0 };
+      const threads = s.stats().threads.backend;
+      return { pid, command: commandOf(pid), start: readProcStat(pid)?.start, sampler: s, tracker: new EnergyTracker(s), exited: false, threads, droppedThreads: 0 };
     });
     // A process gone (or a zombie, or its pid reused) keeps its figures as they were, rather than
     // go on charging the baseline and the rest of the machine to a process that is not there:
