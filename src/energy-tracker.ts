@@ -213,7 +213,7 @@ export class EnergyTracker {
   }
 
   /**
-   * Per-thread energy accumulated per thread id, reported under names: the first `top` distinct
+   * Per-thread energy accumulated per thread (per row of `threads()`), reported under names: the first `top` distinct
    * names (by energy when first seen) keep their own series for good, every other name is
    * counted as "other" — so series never move between names and never go down.
    */
@@ -235,15 +235,17 @@ export class EnergyTracker {
       if (named.size >= top) break;
       if (t.joules > 0) named.add(t.name);
     }
-    const seen = new Set<string>(threads.map((t) => String(t.tid)));
+    // By row, not tid: an exited thread's row stays listed beside the row of a later thread
+    // that the kernel gave its tid, and by tid the two readings took turns as the "last" one,
+    // each read counting the larger one's whole energy again.
+    const seen = new Set<string>(threads.map((t) => String(t.id)));
     // Threads gone from the list since the last read were folded into the "(exited threads)"
-    // entry (tid 0; the sampler keeps 4096 exited threads): their energy, counted already under
-    // their own tids, is in that entry's increase too, and comes off it.
+    // entry (id 0; the sampler keeps 4096 exited threads): their energy, counted already under
+    // their own rows, is in that entry's increase too, and comes off it.
     const folded = this.#threadAcc.lastOutside(seen);
     for (const t of threads) {
-      const key = String(t.tid);
-      const raw = this.#threadAcc.update(key, t.joules);
-      const delta = t.tid === 0 ? Math.max(0, raw - folded) : raw;
+      const raw = this.#threadAcc.update(String(t.id), t.joules);
+      const delta = t.id === 0 ? Math.max(0, raw - folded) : raw;
       const series = named.has(t.name) ? t.name : 'other';
       this.#threadNames.set(series, (this.#threadNames.get(series) ?? 0) + delta);
     }

@@ -224,6 +224,12 @@ export interface SamplerStats {
 }
 
 export interface ThreadEnergy {
+  /**
+   * This row's number, unique for the sampler's life; 0 for "(exited threads)", where the oldest
+   * exited threads are folded. A tid the kernel gives again to a later thread gets a new row and
+   * id, while the exited thread's row stays: key increases between two reads by `id`, not `tid`.
+   */
+  id: number;
   tid: number;
   /** The process (thread group) the thread belongs to. */
   pid: number;
@@ -293,7 +299,7 @@ interface NativeSamplerHandle {
   ring(): { buffer: ArrayBuffer; zeroCopy: boolean; recordBytes: number; capacity: number };
   ringAcquire(ctl: Float64Array): void;
   ringRelease(from: number, to: number): number;
-  threads(): Array<{ tid: number; tgid: number; name: string; onCpuNs: number; exited: boolean; ticks: number[] }>;
+  threads(): Array<{ id: number; tid: number; tgid: number; name: string; onCpuNs: number; exited: boolean; ticks: number[] }>;
   attribution(): Array<{ total: bigint; process: bigint; baseline: bigint; other: bigint; baselineWatts: number }> | null;
   setBaselineWatts(watts: number[]): void;
 }
@@ -763,7 +769,7 @@ export class Sampler {
           byDomain[d.domain] = (byDomain[d.domain] ?? 0) + j;
         });
         for (const i of this.#primary) joules += t.ticks[i] * this.domains[i].unitJoules;
-        return { tid: t.tid, pid: t.tgid, name: t.name, onCpuNs: t.onCpuNs, joules, byDomain, estimated, exited: t.exited };
+        return { id: t.id, tid: t.tid, pid: t.tgid, name: t.name, onCpuNs: t.onCpuNs, joules, byDomain, estimated, exited: t.exited };
       })
       .sort((a, b) => b.joules - a.joules || a.tid - b.tid);
   }

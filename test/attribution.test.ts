@@ -168,6 +168,19 @@ function suite(backend: Exclude<ThreadsBackend, 'off'>) {
       expect(t!.exited).toBe(true);
       expect(t!.joules).toBeGreaterThan(0);
     }
+    // Each row has an id of its own (0 is the folded "(exited threads)" row's) and keeps it;
+    // a later run's rows never take an earlier one's, so readers keyed by id see new threads.
+    const ids = threads.map((t) => t.id);
+    expect(new Set(ids).size).toBe(ids.length);
+    for (const id of ids) expect(Number.isInteger(id) && id > 0, `id ${id}`).toBe(true);
+    const byTid = (list: typeof threads) => list.map((t) => `${t.tid}:${t.id}`).sort();
+    expect(byTid(s.threads())).toEqual(byTid(threads));
+    s.start();
+    await new Promise((r) => setTimeout(r, 20));
+    s.stop();
+    const next = s.threads().map((t) => t.id);
+    expect(next.length).toBeGreaterThan(0);
+    expect(Math.min(...next)).toBeGreaterThan(Math.max(...ids));
   });
 
   it('names threads as they last named themselves, also once they have exited and after stop()', async () => {

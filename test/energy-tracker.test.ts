@@ -112,7 +112,7 @@ describe('PowerWindow', () => {
 describe('EnergyTracker', () => {
   // A sampler as the tracker reads it: threads() as the native side lists them, where the oldest
   // exited threads are folded into one '(exited threads)' entry with tid 0.
-  function fakeSampler(threads: () => Array<{ tid: number; name: string; joules: number }>, closed = () => false) {
+  function fakeSampler(threads: () => Array<{ id?: number; tid: number; name: string; joules: number }>, closed = () => false) {
     const live = () => {
       if (closed()) throw new Error('closed');
     };
@@ -121,7 +121,7 @@ describe('EnergyTracker', () => {
       stats: () => ({ threads: { backend: 'bpf' } }),
       totals: () => (live(), { startNs: 1n, timeNs: 2n, readings: [{ domain: 'package', package: 0, joules: 100, estimated: false }] }),
       attribution: () => (live(), { process: 10, baseline: 20, other: 70 }),
-      threads: () => (live(), threads()),
+      threads: () => (live(), threads().map((t) => ({ ...t, id: t.id ?? t.tid }))),
       onRunEnd: () => () => {},
     } as unknown as Sampler;
   }
@@ -143,6 +143,26 @@ describe('EnergyTracker', () => {
     const r = Object.fromEntries(t.readThreads(10, named));
     expect(r).toEqual({ worker: 7, main: 6, '(exited threads)': 1 });
     expect(Object.values(r).reduce((a, b) => a + b, 0)).toBe(14); // 8 J of exited threads and 6 J of main, once
+  });
+
+  // The kernel gives a tid again once its thread has exited, and the exited thread's row stays
+  // listed beside the new one's. By tid, the two rows' readings took turns as the last one.
+  it('counts a reused tid once per thread', () => {
+    let list = [{ id: 2, tid: 11, name: 'worker', joules: 3 }];
+    const t = new EnergyTracker(fakeSampler(() => list));
+    const named = new Set<string>();
+    expect(Object.fromEntries(t.readThreads(10, named))).toEqual({ worker: 3 });
+    list = [
+      { id: 2, tid: 11, name: 'worker', joules: 4 },
+      { id: 3, tid: 11, name: 'worker', joules: 0.5 },
+    ];
+    expect(Object.fromEntries(t.readThreads(10, named))).toEqual({ worker: 4.5 });
+    list = [
+      { id: 3, tid: 11, name: 'worker', joules: 2 },
+      { id: 2, tid: 11, name: 'worker', joules: 4 },
+    ];
+    expect(Object.fromEntries(t.readThreads(10, named))).toEqual({ worker: 6 });
+    expect(Object.fromEntries(t.readThreads(10, named))).toEqual({ worker: 6 });
   });
 
   // The sampler's totals start afresh at each start(): what a run measured after the exporter's

@@ -6,6 +6,8 @@ import { renderReport } from '../src/report/render';
 import type { Sampler } from '../src/sampler';
 
 interface FakeThread {
+  /** The row's id in threads(); the tid where not given (0 is the folded row's). */
+  id?: number;
   tid: number;
   pid: number;
   name: string;
@@ -22,7 +24,7 @@ function fakeSampler(state: { joules: number; threads: FakeThread[] }) {
     source: 'fake',
     stats: () => ({ threads: { backend: 'bpf' } }),
     totals: () => ({ startNs: 1_000_000_000n, timeNs: (timeNs += 200_000_000n), readings: [{ domain: 'package', package: 0, joules: state.joules }] }),
-    threads: () => state.threads.map((t) => ({ ...t })),
+    threads: () => state.threads.map((t) => ({ ...t, id: t.id ?? t.tid })),
     onRunEnd: () => () => {},
   } as unknown as Sampler;
 }
@@ -82,6 +84,30 @@ describe('ReportCollector storage', () => {
     expect(total).toBeCloseTo(5, 9);
     expect(d.threads.find((t) => t.label.startsWith('(exited threads)'))!.joules).toEqual([0, 1]);
     // Their CPU time once too: 1 ms over the 0.2 s of the last interval.
+    expect(d.cpuCores[1]).toBeCloseTo(1e6 / 1e9 / 0.2, 9);
+  });
+  // The kernel gives a tid again once its thread has exited (pid_max is 32,768 by default), and
+  // the exited thread's row stays listed beside the new one's until it is folded.
+  it('counts a reused tid once per thread, before and after the exited row is folded', () => {
+    const main = { id: 1, tid: 10, pid: 10, name: 'main', joules: 0, onCpuNs: 0 };
+    const first = { id: 2, tid: 11, pid: 10, name: 'worker', joules: 3, onCpuNs: 3e6 };
+    const state = { joules: 0, threads: [main, first] };
+    const c = new ReportCollector(fakeSampler(state), { periodMs: 200 });
+    c.poll(); // the reference point
+    // The first worker exits after 1 J more; a second one gets tid 11 and spends 0.5 J.
+    const second = { id: 3, tid: 11, pid: 10, name: 'worker', joules: 0.5, onCpuNs: 5e5 };
+    first.joules = 4;
+    first.onCpuNs = 4e6;
+    state.threads = [main, first, second];
+    c.poll();
+    // The first worker's row is folded; the second spends 1 J more.
+    second.joules = 1.5;
+    second.onCpuNs = 1.5e6;
+    state.threads = [main, second, { id: 0, tid: 0, pid: 0, name: '(exited threads)', joules: 4, onCpuNs: 4e6 }];
+    c.poll();
+    const d = c.data();
+    expect(d.threads.find((t) => t.tid === 11)!.joules).toEqual([1.5, 1]);
+    expect(sum(d.threads.map((t) => sum(t.joules)))).toBeCloseTo(2.5, 9);
     expect(d.cpuCores[1]).toBeCloseTo(1e6 / 1e9 / 0.2, 9);
   });
 });

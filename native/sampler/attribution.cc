@@ -114,6 +114,7 @@ void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const Tr
         std::memcpy(s.prevPkgNs, t.pkgNs, sizeof s.prevPkgNs);
       }
       ThreadEnergy r;
+      r.id = nextRowId_++;
       r.tid = t.tid;
       r.tgid = t.tgid;
       r.name.assign(t.comm, strnlen(t.comm, kCommLen));

@@ -23,6 +23,10 @@ struct DomainParts {
 };
 
 struct ThreadEnergy {
+  // This row's number, never given to another (0 for the folded "(exited threads)"): a
+  // tid that a later thread reuses gets a row of its own, and readers that turn the cumulative
+  // figures into increases must tell the two apart.
+  uint64_t id = 0;
   uint32_t tid = 0;
   uint32_t tgid = 0;
   std::string name;
@@ -91,6 +95,7 @@ class AttributionEngine {
   std::vector<uint64_t> prevCpuBusy_;
   bool primed_ = false;
   size_t exitedCount_ = 0;  // results_ entries with exited set
+  uint64_t nextRowId_ = 1;  // never reset: ids stay unique across runs
   uint64_t steps_ = 0;
   std::atomic<uint64_t> lastStepNs_{0};  // written by the sampler thread, read by stats()
 

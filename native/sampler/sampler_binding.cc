@@ -338,6 +338,7 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
         }
       }
       Napi::Object o = Napi::Object::New(env);
+      o.Set("id", double(ts[i].id));
       o.Set("tid", ts[i].tid);
       o.Set("tgid", ts[i].tgid);
       o.Set("name", ts[i].name);

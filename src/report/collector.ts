@@ -70,7 +70,7 @@ export class ReportCollector {
   readonly #threadNames: string[] = [];
   readonly #threadPids: number[] = [];
   readonly #threadTids: number[] = [];
-  // The cumulative figures of the threads listed at the last poll, by index ([joules, onCpuNs]);
+  // The cumulative figures of the threads listed at the last poll, by row id ([joules, onCpuNs]);
   // empty before a run's first poll, since threads() starts afresh with each run.
   #threadsBefore = new Map<number, [number, number]>();
   readonly #records: PendingRecord[] = [];
@@ -140,6 +140,11 @@ export class ReportCollector {
   #threadDeltas(point: Point, newRun: boolean): void {
     const before = newRun ? new Map<number, [number, number]>() : this.#threadsBefore;
     const now = new Map<number, [number, number]>();
+    // Increases are taken per row of threads() (a thread), and drawn per pid and tid: the row of
+    // an exited thread stays listed beside the row of a later thread given its tid, and taken
+    // together their sum fell when the exited row was folded away.
+    const increases = new Map<number, { joules: number; onCpuNs: number; seen: boolean }>();
+    let foldedRow: number | undefined;
     for (const t of this.#sampler.threads()) {
       const key = threadKey(t.pid, t.tid);
       let i = this.#threadIndex.get(key);
@@ -150,37 +155,32 @@ export class ReportCollector {
         this.#threadTids.push(t.tid);
         this.#threadNames.push(t.name);
       } else this.#threadNames[i] = t.name;
-      // A tid reused within the run lists the exited thread and the new one under one key.
-      const figures = now.get(i);
-      if (figures === undefined) now.set(i, [t.joules, t.onCpuNs]);
-      else {
-        figures[0] += t.joules;
-        figures[1] += t.onCpuNs;
-      }
+      now.set(t.id, [t.joules, t.onCpuNs]);
+      const was = before.get(t.id);
+      const sum = increases.get(i) ?? { joules: 0, onCpuNs: 0, seen: false };
+      sum.joules += t.joules - (was?.[0] ?? 0);
+      sum.onCpuNs += t.onCpuNs - (was?.[1] ?? 0);
+      sum.seen ||= was !== undefined;
+      increases.set(i, sum);
+      if (t.id === 0) foldedRow = i;
     }
     // Threads gone from the list since the last poll were folded into the "(exited threads)"
-    // entry (tid 0; the sampler keeps 4096 exited threads): their figures, counted already under
-    // their own tids, are in that entry's increase too, and come off it.
-    let foldedJoules = 0;
-    let foldedNs = 0;
-    for (const [i, [joules, onCpuNs]] of before) {
-      if (now.has(i)) continue;
-      foldedJoules += joules;
-      foldedNs += onCpuNs;
-    }
-    for (const [i, [joules, onCpuNs]] of now) {
-      const was = before.get(i);
-      let dj = joules - (was?.[0] ?? 0);
-      let dns = onCpuNs - (was?.[1] ?? 0);
-      if (this.#threadTids[i] === 0) {
-        dj -= foldedJoules;
-        dns -= foldedNs;
+    // row (id 0; the sampler keeps 4096 exited threads): their figures, counted already under
+    // their own rows, are in that row's increase too, and come off it.
+    const fold = foldedRow === undefined ? undefined : increases.get(foldedRow);
+    if (fold !== undefined) {
+      for (const [id, [joules, onCpuNs]] of before) {
+        if (now.has(id)) continue;
+        fold.joules -= joules;
+        fold.onCpuNs -= onCpuNs;
       }
-      point.cpuNs += Math.max(0, dns);
+    }
+    for (const [i, { joules, onCpuNs, seen }] of increases) {
+      point.cpuNs += Math.max(0, onCpuNs);
       // A new thread is stored even at 0 J: it is drawn among the top threads if too few did work.
-      if (dj > 0 || was === undefined) {
+      if (joules > 0 || !seen) {
         point.threads.push(i);
-        point.threadJoules.push(Math.max(0, dj));
+        point.threadJoules.push(Math.max(0, joules));
       }
     }
     this.#threadsBefore = now;
