@@ -229,12 +229,17 @@ export async function topCommand(argv: string[]): Promise<number> {
         };
       }
       prevAttr = a;
+      // By row id: a tid the kernel gives again to a new thread would be measured from the exited
+      // thread's figures (its first frame a negative power).
+      const live = new Set<number>();
       for (const t of sampler.threads()) {
         if (t.exited) continue;
-        const p = prevThreadJ.get(t.tid) ?? { joules: 0, onCpuNs: 0 };
+        live.add(t.id);
+        const p = prevThreadJ.get(t.id) ?? { joules: 0, onCpuNs: 0 };
         rows.push({ id: t.tid, name: t.name, cpu: (100 * (t.onCpuNs - p.onCpuNs)) / 1e9 / dt, watts: (t.joules - p.joules) / dt, joules: t.joules });
-        prevThreadJ.set(t.tid, { joules: t.joules, onCpuNs: t.onCpuNs });
+        prevThreadJ.set(t.id, { joules: t.joules, onCpuNs: t.onCpuNs });
       }
+      for (const id of prevThreadJ.keys()) if (!live.has(id)) prevThreadJ.delete(id);
     } else {
       const step = shares!.step(readAllProcesses(), readCpuTicks(), pkgWatts, dt);
       const cpu = (ticks: number) => (100 * ticks) / CLK_TCK / dt;
