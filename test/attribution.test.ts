@@ -7,6 +7,7 @@ import { promisify } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Sampler, type ThreadsBackend } from '../src/index';
+import { EnergyTracker } from '../src/energy-tracker';
 import { native } from '../src/native';
 import { describeBpf, itBpf } from './fixtures/bpf-required';
 import { sleep } from './fixtures/spinner';
@@ -269,6 +270,43 @@ describeBpf('attribution with the eBPF backend, across runs', () => {
     // still running its exit path when the run began, and got a row with those microseconds.
     const rows = s.threads().filter((t) => tids.includes(t.tid));
     expect(rows.filter((t) => t.onCpuNs > 1e6)).toEqual([]);
+  });
+});
+
+// The kernel gives a tid again once its thread has exited: at pid_max (32,768 by default) on a
+// busy host, or at once where ns_last_pid says which comes next (as CRIU sets it, which takes
+// CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE; this suite's eBPF already takes root here).
+describeBpf('a tid reused by a later thread', () => {
+  it('gets a row and id of its own, and the exporters count each thread once', async () => {
+    const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'bpf' });
+    samplers.push(s);
+    const tracker = new EnergyTracker(s);
+    s.start();
+    const first = spin(20);
+    const tid = await first.tid;
+    await first.done;
+    let again = 0;
+    for (let i = 0; i < 50 && again !== tid; i++) {
+      fs.writeFileSync('/proc/sys/kernel/ns_last_pid', String(tid - 1));
+      const next = spin(20);
+      again = await next.tid;
+      await next.done;
+    }
+    expect(again, 'no later thread was given the tid (other processes took it first 50 times)').toBe(tid);
+    const exited = () => s.threads().filter((t) => t.tid === tid && t.exited).length >= 2;
+    for (const until = Date.now() + 3000; Date.now() < until && !exited(); ) await sleep(10);
+    tracker.readThreads(10, new Set());
+    s.stop();
+    const rows = s.threads().filter((t) => t.tid === tid);
+    expect(rows.length).toBeGreaterThanOrEqual(2);
+    expect(new Set(rows.map((t) => t.id)).size).toBe(rows.length);
+    for (const t of rows) expect(t.joules).toBeGreaterThan(0);
+    // Read again after the run's end: by tid, each read added the larger row's energy again.
+    const named = new Set<string>();
+    tracker.readThreads(10, named);
+    const counted = [...tracker.readThreads(10, named).values()].reduce((a, b) => a + b, 0);
+    expect(counted).toBeCloseTo(s.attribution().process, 9);
+    tracker.close();
   });
 });
 
