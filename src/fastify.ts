@@ -118,8 +118,10 @@ export function fastifyEnergy(app: FastifyLike, options: FastifyEnergyOptions, d
   done();
 }
 
-// What fastify-plugin sets: apply to the parent scope, with a readable name.
+// What fastify-plugin sets: apply to the parent scope, with a readable name, and a name that
+// other plugins' `dependencies` and app.hasPlugin() find.
 (fastifyEnergy as unknown as Record<symbol, unknown>)[Symbol.for('skip-override')] = true;
 (fastifyEnergy as unknown as Record<symbol, unknown>)[Symbol.for('fastify.display-name')] = 'jouletrace';
+(fastifyEnergy as unknown as Record<symbol, unknown>)[Symbol.for('plugin-meta')] = { name: 'jouletrace', fastify: '>=4' };
 
 export { RequestTracker };

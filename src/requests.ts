@@ -121,7 +121,7 @@ export class RequestTracker {
   // span handle, a number; negated for a request begun without a record to come (see track()).
   readonly #endAtResponseEnd = (token: unknown, statusCode: number) =>
     typeof token !== 'number'
-      ? this.end(token as RequestToken, statusCode)
+      ? this.#endExact(token as Pending, statusCode)
       : token < 0
         ? this.#endUnrecorded(-token)
         : this.#endShared(token, statusCode);
@@ -398,10 +398,16 @@ export class RequestTracker {
       this.#endShared(token, statusCode, route);
       return;
     }
-    const p = token as unknown as Pending;
+    this.#endExact(token as unknown as Pending, statusCode, route);
+  }
+
+  // An exact-mode request's end. From a response's end, the status is whatever the response held:
+  // one that is no HTTP status (an adapter's fake response) is recorded as 0, as in shared mode,
+  // where end()'s check would have left the request in flight for good.
+  #endExact(p: Pending, statusCode: number, route?: string): void {
     if (p.done) return;
     p.done = true;
-    p.statusCode = statusCode;
+    p.statusCode = Number.isInteger(statusCode) && statusCode >= 100 && statusCode <= 999 ? statusCode : 0;
     p.route = routeAtEnd(route, p.route);
     // endNs first: closing the active callback can settle its span on the spot (its begin never
     // reached the sampler), and the record, queued then, must carry the request's end.

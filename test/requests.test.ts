@@ -1422,6 +1422,23 @@ describeBpf('requests on a thread the tracker had no slot for', () => {
 });
 
 describe('exact mode edges', () => {
+  // serverless-http and other adapters build the response themselves; its status is theirs.
+  it.each(['shared', 'exact'] as const)('%s mode: ends a request whose response holds no HTTP status, as status 0', async (mode) => {
+    const { sampler, tracker, records } = setup(mode);
+    sampler.start();
+    const req = new http.IncomingMessage({} as never);
+    req.method = 'GET';
+    const res = new http.ServerResponse(req);
+    res.statusCode = undefined as unknown as number;
+    trackRequest(tracker, req, res, '/fake');
+    res.emit('finish');
+    await until(() => records.length === 1);
+    sampler.stop();
+    expect(records.map((r) => [r.route, r.statusCode])).toEqual([['/fake', 0]]);
+    // Ended: nothing left in flight to keep the tracker's hooks on.
+    expect(tracker.inFlight).toBe(0);
+  });
+
   itBpf('exact mode: a callback that runs a nested async scope is charged whole, before and after it', async () => {
     const { sampler, tracker, records } = setup('exact');
     const outside = new AsyncResource('outside');
@@ -2099,5 +2116,16 @@ describeBpf('framework integrations', () => {
     });
     await expect(twice.ready()).rejects.toMatchObject({ code: 'ERR_JOULETRACE_ALREADY_INSTRUMENTED', message: expect.stringMatching(/^fastifyEnergy: .*register it once/) });
     await twice.close();
+    // A plugin that declares it as a dependency finds it (fastify-plugin's metadata).
+    const dependent = Fastify();
+    await dependent.register(fastifyEnergy, { tracker });
+    const needsIt = Object.assign(async () => {}, {
+      [Symbol.for('skip-override')]: true,
+      [Symbol.for('plugin-meta')]: { name: 'needs-jouletrace', dependencies: ['jouletrace'] },
+    });
+    dependent.register(needsIt);
+    await expect(dependent.ready()).resolves.toBeDefined();
+    expect(dependent.hasPlugin('jouletrace')).toBe(true);
+    await dependent.close();
   });
 });
