@@ -6,10 +6,10 @@
 // totals restart at each start(), so this module accumulates increases itself.
 import { Counter, Gauge, Registry, type Metric } from 'prom-client';
 import { carbonIntensity, joulesToGrams, type CarbonIntensity, type CarbonIntensityOptions } from './carbon';
-import { checkIntegerInRange, checkObject, checkString, invalidType, JouletraceError } from './errors';
+import { checkBoolean, checkIntegerInRange, checkObject, checkString, invalidType, JouletraceError } from './errors';
 import { EnergyTracker, PowerWindow, type EnergyReading } from './energy-tracker';
 import { FastHistogram, type HistogramSeries } from './prometheus-histogram';
-import { subscribe, type RequestSource } from './settled-feed';
+import { checkRequestSource, subscribe, type RequestSource } from './settled-feed';
 import { SlidingWindow } from './sliding-window';
 import type { Sampler } from './sampler';
 import type { RequestRecord, SpanResult } from './span-types';
@@ -130,7 +130,8 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     opts.joulesPerRequestWindowMs === undefined
       ? 300_000
       : checkIntegerInRange('options.joulesPerRequestWindowMs', opts.joulesPerRequestWindowMs, 1000, 86_400_000);
-  const appMetrics = opts.appMetrics === undefined ? true : opts.appMetrics === true;
+  const appMetrics = opts.appMetrics === undefined ? true : checkBoolean('options.appMetrics', opts.appMetrics);
+  const requests = checkRequestSource<RequestSource>('options.requests', opts.requests);
   const checkBuckets = (name: string, b: unknown, dflt: readonly number[]): number[] => {
     if (b === undefined) return [...dflt];
     if (!Array.isArray(b) || b.length === 0 || b.some((x, i) => typeof x !== 'number' || !(x > 0) || (i > 0 && x <= b[i - 1]))) {
@@ -469,23 +470,32 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     }
   };
 
-  if (building !== registry) {
-    // The instances themselves (typed as plain objects by prom-client's declarations).
-    const built = building.getMetricsAsArray() as unknown as Array<Metric & { name: string }>;
-    const taken = built.map((m) => m.name).filter((name) => registry.getSingleMetric(name) !== undefined);
-    if (taken.length > 0) {
-      // Nothing registered: nothing reads at the sampler's run ends either.
-      energy.close();
-      forgetReading();
-      health.close();
-      throw new JouletraceError(
-        'ERR_JOULETRACE_METRIC_EXISTS',
-        `registerMetrics(): ${taken.join(', ')} already registered in options.registry; close() the earlier registration, or use another registry (http_server_request_energy_joules and the app_* metrics keep their names whatever the prefix)`,
-      );
-    }
-    for (const m of built) registry.registerMetric(m);
+  // Refused: nothing registered, and nothing reads at the sampler's run ends either.
+  const release = () => {
+    energy.close();
+    forgetReading();
+    health.close();
+  };
+  // The instances themselves (typed as plain objects by prom-client's declarations).
+  const built = building === registry ? [] : (building.getMetricsAsArray() as unknown as Array<Metric & { name: string }>);
+  const taken = built.map((m) => m.name).filter((name) => registry.getSingleMetric(name) !== undefined);
+  if (taken.length > 0) {
+    release();
+    throw new JouletraceError(
+      'ERR_JOULETRACE_METRIC_EXISTS',
+      `registerMetrics(): ${taken.join(', ')} already registered in options.registry; close() the earlier registration, or use another registry (http_server_request_energy_joules and the app_* metrics keep their names whatever the prefix)`,
+    );
   }
-  const unsubscribe = subscribe(sampler, opts.requests as RequestSource | undefined, observeSpans, observeRequests);
+  // Before the metrics go into options.registry: a closed sampler refuses it, and they stayed
+  // there (zeros, and a retry on that registry refused as a conflict).
+  let unsubscribe: () => void;
+  try {
+    unsubscribe = subscribe(sampler, requests, observeSpans, observeRequests);
+  } catch (err) {
+    release();
+    throw err;
+  }
+  for (const m of built) registry.registerMetric(m);
   let closed = false;
   return {
     registry,
@@ -495,10 +505,8 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
       if (closed) return;
       closed = true;
       unsubscribe();
-      forgetReading();
+      release();
       cached = null;
-      energy.close();
-      health.close();
       for (const name of metricNames) registry.removeSingleMetric(name);
     },
   };

@@ -5,11 +5,13 @@ import type { AddressInfo } from 'node:net';
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Sampler } from '../src/index';
+import { energyMiddleware } from '../src/express';
 import { RequestTracker, trackRequest } from '../src/requests';
 import { registerMetrics, REQUEST_BUCKETS, SPAN_BUCKETS } from '../src/prometheus';
 import type { RequestRecord, SpanResult } from '../src/span-types';
 import { prometheusMissing, startPrometheus, type PrometheusServer } from './fixtures/prometheus-server';
 import { describeGated, toolsRequired } from './fixtures/gated';
+import { liveRunEndListeners } from './fixtures/run-end-listeners';
 
 const cleanups: Array<() => unknown> = [];
 afterEach(async () => {
@@ -264,6 +266,48 @@ describe('registerMetrics', () => {
     expect(() => registerMetrics(s, { labels: { stat: 'mine' } })).toThrow(/options\.labels: "stat" is a label/);
     expect(() => registerMetrics(s, { nope: 1 } as never)).toThrow(/Unknown option options\.nope/);
     expect(() => registerMetrics({} as never)).toThrow(TypeError);
+  });
+
+  // 13 metrics stayed in options.registry (jouletrace_samples_total 0, ...), and a retry there
+  // was refused as a conflict.
+  it('refuses a closed sampler leaving nothing in options.registry, so that a retry there goes through', async () => {
+    const closed = sampler();
+    closed.close();
+    const live = liveRunEndListeners(closed);
+    const registry = new Registry();
+    for (const options of [{ registry }, {}]) {
+      expect(() => registerMetrics(closed, options)).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_CLOSED' }));
+    }
+    expect(registry.getMetricsAsArray()).toEqual([]);
+    expect(live()).toBe(0);
+    const s = sampler().start();
+    const m = registerMetrics(s, { registry });
+    cleanups.push(() => m.close());
+    expect(parse(await registry.metrics()).has('jouletrace_samples_total')).toBe(true);
+  });
+
+  // The middleware given for its tracker fed no request metric, and appMetrics: 'true' turned
+  // the app metrics off, both without a word.
+  it('refuses as options.requests anything but a RequestTracker, and a non-boolean options.appMetrics', async () => {
+    const s = sampler().start();
+    const mw = energyMiddleware(s);
+    cleanups.push(() => mw.tracker.close());
+    expect(() => registerMetrics(s, { requests: mw as never })).toThrow(
+      new TypeError(
+        "Expected a RequestTracker (an object with onRequest()) for options.requests but received [function jouletraceEnergy] of type function; pass the tracker itself (energyMiddleware()'s is middleware.tracker)",
+      ),
+    );
+    for (const requests of ['tracker', {}, s, 42, null]) {
+      expect(() => registerMetrics(s, { requests } as never)).toThrow(/^Expected a RequestTracker \(an object with onRequest\(\)\) for options\.requests but received /);
+    }
+    for (const appMetrics of ['true', 1, null]) {
+      expect(() => registerMetrics(s, { appMetrics } as never)).toThrow(
+        new TypeError(`Expected a boolean for options.appMetrics but received ${JSON.stringify(appMetrics)} of type ${appMetrics === null ? 'null' : typeof appMetrics}`),
+      );
+    }
+    const m = registerMetrics(s, { requests: mw.tracker, appMetrics: true });
+    cleanups.push(() => m.close());
+    expect(m.registry.getSingleMetric('app_requests_total')).toBeDefined();
   });
 
   it('refuses as a constant label every label name its series use', async () => {
