@@ -141,7 +141,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   };
   const spanBuckets = checkBuckets('options.spanBuckets', opts.spanBuckets, SPAN_BUCKETS);
   const requestBuckets = checkBuckets('options.requestBuckets', opts.requestBuckets, REQUEST_BUCKETS);
-  const carbon = opts.carbon === undefined ? undefined : carbonIntensity(opts.carbon as CarbonIntensityOptions);
+  const carbon = opts.carbon === undefined ? undefined : carbonIntensity(opts.carbon as CarbonIntensityOptions, 'options.carbon');
 
   const energy = new EnergyTracker(sampler);
   const estimatedSource = energy.estimated;

@@ -328,6 +328,27 @@ describe('registerMetrics', () => {
     }
   });
 
+  // They named options, options.gramsPerKwh or country: no option of registerMetrics().
+  it("names options.carbon and its keys in the carbon option's errors", () => {
+    const s = sampler();
+    const refused: Array<[unknown, string]> = [
+      [{ country: 'XXX' }, `for options.carbon.country but received "XXX" of type string`],
+      [{ country: 'CAF' }, `(it has none for 'CAF': give options.carbon.gramsPerKwh instead) for options.carbon.country but received "CAF" of type string`],
+      [{ country: 5 }, 'for options.carbon.country but received 5 of type number'],
+      [{ gramsPerKwh: -1 }, 'for options.carbon.gramsPerKwh but received -1 of type number'],
+      [{ provider: 3 }, 'Expected a function for options.carbon.provider but received 3 of type number'],
+      [{ provider: () => 1, ttlMs: 0 }, 'for options.carbon.ttlMs but received 0 of type number'],
+      [{ provider: () => 1, fallbackGramsPerKwh: NaN }, 'for options.carbon.fallbackGramsPerKwh but received NaN of type number'],
+      [{}, 'for options.carbon but received {} of type object'],
+      ['FRA', 'for options.carbon but received "FRA" of type string'],
+      [{ country: 'FRA', ttl: 3 }, 'Unknown option options.carbon.ttl; known options are: country'],
+      [{ country: 'FRA', gramsPerKwh: 300 }, 'options.carbon: give one of country, gramsPerKwh and provider, not country and gramsPerKwh'],
+    ];
+    for (const [carbon, message] of refused) {
+      expect(() => registerMetrics(s, { carbon } as never), JSON.stringify(carbon)).toThrow(message);
+    }
+  });
+
   it('adds carbon at the configured intensity', async () => {
     const s = sampler().start();
     const m = registerMetrics(s, { carbon: { gramsPerKwh: 360 } });
