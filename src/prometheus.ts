@@ -322,7 +322,10 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
       collect() {
         this.reset();
         const still = health.read().stillUs;
-        if (still !== null) this.set({ ...constLabels }, still / 1e6);
+        // Unknown (no sample in this run, or the sampler closed) is no series: reset() gives a
+        // gauge without labels a 0, which reads as counters moving fine.
+        if (still === null) this.remove({ ...constLabels });
+        else this.set({ ...constLabels }, still / 1e6);
       },
     }),
   );

@@ -178,6 +178,30 @@ describe('registerMetrics', () => {
     expect(closed).toEqual(info);
   });
 
+  // Without constant labels it read 0 (counters moving fine) before the first sample and after
+  // close(); with them it had no series.
+  it('leaves jouletrace_sampler_counters_still_seconds out while unknown, with and without constant labels', async () => {
+    const s = sampler();
+    const plain = registerMetrics(s);
+    const labelled = registerMetrics(s, { labels: { service: 'x' } });
+    cleanups.push(() => plain.close(), () => labelled.close());
+    const still = async (m: { registry: Registry }) =>
+      [...parse(await m.registry.metrics()).keys()].filter((k) => k.startsWith('jouletrace_sampler_counters_still_seconds'));
+    expect(await still(plain)).toEqual([]);
+    expect(await still(labelled)).toEqual([]);
+    s.start();
+    while (s.stats().timing.samples === 0) await sleep(5);
+    // Past the 50 ms for which a scrape reuses the sampler statistics last read (at the run's
+    // end too, below).
+    await sleep(60);
+    expect(await still(plain)).toEqual(['jouletrace_sampler_counters_still_seconds']);
+    expect(await still(labelled)).toEqual(['jouletrace_sampler_counters_still_seconds{service="x"}']);
+    s.close();
+    await sleep(60);
+    expect(await still(plain)).toEqual([]);
+    expect(await still(labelled)).toEqual([]);
+  });
+
   it('bounds thread cardinality: topThreads names, the rest "other", and never decreases', async () => {
     const s = sampler().start();
     const m = registerMetrics(s, { topThreads: 1 });
