@@ -258,6 +258,27 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     }),
   );
 
+  // Incomplete spans and requests go into the histograms where they carry a figure, unmarked (a
+  // label would double their series); these say how many there were, NaN joules included.
+  const incompleteSpans = reg(
+    new Counter({
+      name: `${prefix}incomplete_spans_total`,
+      help: `Settled spans flagged incomplete (part of their interval unmeasured): those with a figure are in ${prefix}span_energy_joules as well, those with NaN joules only here.`,
+      labelNames: constNames,
+      registers: [building],
+    }),
+  );
+  const incompleteRequests = reg(
+    new Counter({
+      name: `${prefix}incomplete_requests_total`,
+      help: 'Finished requests flagged incomplete (part of their lifetime unmeasured): those with a figure are in http_server_request_energy_joules as well, those with NaN joules only here.',
+      labelNames: constNames,
+      registers: [building],
+    }),
+  );
+  incompleteSpans.inc({ ...constLabels }, 0);
+  incompleteRequests.inc({ ...constLabels }, 0);
+
   // Sampler health.
   const health = new EnergyHealth(sampler);
   reg(
@@ -376,7 +397,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     reg(
       new Gauge({
         name: 'app_joules_per_request',
-        help: `Mean energy per request over the last ${windowMs / 1000} s (request energy / requests finished; NaN with no request in the window).`,
+        help: `Mean energy per request over the last ${windowMs / 1000} s (request energy / requests measured, those with NaN joules left out; NaN with no request in the window).`,
         labelNames: names(),
         registers: [building],
         collect() {
@@ -438,13 +459,16 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   // built and hashed per observation (prometheus-histogram.ts).
   const spanSeries = spanHist.cache<string, HistogramSeries[]>(); // label → [plain, estimated]
   const observeSpans = (spans: readonly SpanResult[]): void => {
+    let incomplete = 0;
     for (const s of spans) {
+      if (s.incomplete) incomplete++;
       if (!(s.joules >= 0) || !Number.isFinite(s.joules)) continue;
       let pair = spanSeries.get(s.label);
       if (pair === undefined) spanSeries.set(s.label, (pair = []));
       const i = s.estimated ? 1 : 0;
       (pair[i] ??= spanHist.series(labels({ label: s.label }, s.estimated))).observe(s.joules);
     }
+    if (incomplete > 0) incompleteSpans.inc({ ...constLabels }, incomplete);
   };
   // method → route → status code → [plain, estimated]
   const requestSeries = requestHist.cache<string, Map<string, Map<number, HistogramSeries[]>>>();
@@ -461,16 +485,19 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   const observeRequests = (records: readonly RequestRecord[]): void => {
     let sum = 0;
     let count = 0;
+    let incomplete = 0;
     for (const r of records) {
+      if (r.incomplete) incomplete++;
       if (!(r.joules >= 0) || !Number.isFinite(r.joules)) continue;
       requestSeriesOf(r).observe(r.joules);
       sum += r.joules;
       count++;
     }
-    if (count > 0) {
-      appRequests?.inc(labels({}), count);
-      window.add(sum, count);
-    }
+    // Every request finished counts, measured or not: those left unmeasured under overload
+    // (NaN joules) used energy all the same, in app_energy_joules_total.
+    if (records.length > 0) appRequests?.inc(labels({}), records.length);
+    if (count > 0) window.add(sum, count);
+    if (incomplete > 0) incompleteRequests.inc({ ...constLabels }, incomplete);
   };
 
   // Refused: nothing registered, and nothing reads at the sampler's run ends either.

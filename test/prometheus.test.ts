@@ -248,6 +248,29 @@ describe('registerMetrics', () => {
     expect(parse(await m.registry.metrics()).get('jouletrace_span_energy_joules_count{label="exact"}')).toBe(1);
   });
 
+  // Requests left unmeasured (NaN joules, under overload) were not counted as finished, and
+  // incomplete ones went into the histograms with nothing to tell them apart.
+  it('counts every finished request in app_requests_total, and incomplete spans and requests in counters of their own', async () => {
+    const s = sampler();
+    const m = registerMetrics(s, { labels: { service: 'x' }, joulesPerRequestWindowMs: 60_000 });
+    cleanups.push(() => m.close());
+    let v = parse(await m.registry.metrics());
+    expect(v.get('jouletrace_incomplete_spans_total{service="x"}')).toBe(0);
+    expect(v.get('jouletrace_incomplete_requests_total{service="x"}')).toBe(0);
+    const incomplete = <T>(r: T): T => ({ ...r, incomplete: true });
+    m.observeRequests([request('/a', 0.1), incomplete(request('/a', NaN)), incomplete(request('/a', 0.05))]);
+    m.observeRequests([incomplete(request('/a', NaN))]);
+    m.observeSpans([span('s', 0.01), incomplete(span('s', NaN)), incomplete(span('s', 0.002))]);
+    v = parse(await m.registry.metrics());
+    expect(v.get('app_requests_total{service="x",estimated="true"}')).toBe(4);
+    // The histograms and the window's mean hold those with a figure.
+    expect(v.get('http_server_request_energy_joules_count{service="x",method="GET",route="/a",status_code="200",estimated="true"}')).toBe(2);
+    expect(v.get('app_joules_per_request{service="x",estimated="true"}')).toBeCloseTo(0.075, 12);
+    expect(v.get('jouletrace_incomplete_requests_total{service="x"}')).toBe(3);
+    expect(v.get('jouletrace_span_energy_joules_count{service="x",label="s",estimated="true"}')).toBe(2);
+    expect(v.get('jouletrace_incomplete_spans_total{service="x"}')).toBe(2);
+  });
+
   it('has bucket layouts covering µJ to J', () => {
     expect(SPAN_BUCKETS[0]).toBe(1e-6);
     expect(SPAN_BUCKETS[SPAN_BUCKETS.length - 1]).toBe(10);
