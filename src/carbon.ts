@@ -51,12 +51,17 @@ function averageIntensity(): AverageIntensityData {
 
 /** The yearly average grid intensity (gCO2e/kWh) of a country or region, from @tgwf/co2 (Ember data). */
 export function gridIntensity(country: string): number {
-  if (typeof country !== 'string') throw invalidType('country', 'an ISO 3166-1 alpha-3 country code', country);
+  return countryIntensity(country, 'country', 'options');
+}
+
+// `options`: the name of the options object an error points to for gramsPerKwh.
+function countryIntensity(country: unknown, option: string, options: string): number {
+  if (typeof country !== 'string') throw invalidType(option, 'an ISO 3166-1 alpha-3 country code', country);
   const key = country.toUpperCase();
   const value = averageIntensity().data[key];
   if (typeof value !== 'number' || !Number.isFinite(value)) {
     throw invalidRange(
-      'country',
+      option,
       "an ISO 3166-1 alpha-3 country code or region known to @tgwf/co2's average intensity data (e.g. 'FRA', 'USA', 'WORLD')",
       country,
     );
@@ -65,8 +70,8 @@ export function gridIntensity(country: string): number {
   // grid emits nothing, and a 0 here would turn every figure into a silent 0 g.
   if (value <= 0) {
     throw invalidRange(
-      'country',
-      `a code with a figure in @tgwf/co2's average intensity data (it has none for '${key}': give options.gramsPerKwh instead)`,
+      option,
+      `a code with a figure in @tgwf/co2's average intensity data (it has none for '${key}': give ${options}.gramsPerKwh instead)`,
       country,
     );
   }
@@ -106,36 +111,40 @@ export class CarbonIntensity {
   /** The provider's last error, if its last call failed. */
   lastError: Error | null = null;
 
-  constructor(options: CarbonIntensityOptions) {
+  /**
+   * `name`: what errors call the options (registerMetrics() passes 'options.carbon', so that
+   * they name the option given to it).
+   */
+  constructor(options: CarbonIntensityOptions, name = 'options') {
     if (options === null || typeof options !== 'object') {
-      throw invalidType('options', '{ country } | { gramsPerKwh } | { provider }', options);
+      throw invalidType(name, '{ country } | { gramsPerKwh } | { provider }', options);
     }
     // One way to know the intensity: given two, one would be ignored without a word.
     const ways = (['country', 'gramsPerKwh', 'provider'] as const).filter((k) => k in options);
-    if (ways.length > 1) throw new TypeError(`options: give one of country, gramsPerKwh and provider, not ${ways.join(' and ')}`);
+    if (ways.length > 1) throw new TypeError(`${name}: give one of country, gramsPerKwh and provider, not ${ways.join(' and ')}`);
     if (ways.length === 1) {
-      checkKnownKeys('options', options as unknown as Record<string, unknown>, ways[0] === 'provider' ? ['provider', 'ttlMs', 'fallbackGramsPerKwh'] : ways);
+      checkKnownKeys(name, options as unknown as Record<string, unknown>, ways[0] === 'provider' ? ['provider', 'ttlMs', 'fallbackGramsPerKwh'] : ways);
     }
     if ('country' in options) {
-      this.#value = gridIntensity(options.country);
+      this.#value = countryIntensity(options.country, `${name}.country`, name);
       this.source = `country:${options.country.toUpperCase()}`;
       this.#ttlMs = Infinity;
     } else if ('gramsPerKwh' in options) {
-      this.#value = checkIntensity('options.gramsPerKwh', options.gramsPerKwh);
+      this.#value = checkIntensity(`${name}.gramsPerKwh`, options.gramsPerKwh);
       this.source = 'fixed';
       this.#ttlMs = Infinity;
     } else if ('provider' in options) {
-      if (typeof options.provider !== 'function') throw invalidType('options.provider', 'a function', options.provider);
+      if (typeof options.provider !== 'function') throw invalidType(`${name}.provider`, 'a function', options.provider);
       this.#provider = options.provider;
       this.#ttlMs =
-        options.ttlMs === undefined ? 15 * 60_000 : checkIntegerInRange('options.ttlMs', options.ttlMs, 1, 7 * 86_400_000);
+        options.ttlMs === undefined ? 15 * 60_000 : checkIntegerInRange(`${name}.ttlMs`, options.ttlMs, 1, 7 * 86_400_000);
       this.#value =
         options.fallbackGramsPerKwh === undefined
           ? null
-          : checkIntensity('options.fallbackGramsPerKwh', options.fallbackGramsPerKwh);
+          : checkIntensity(`${name}.fallbackGramsPerKwh`, options.fallbackGramsPerKwh);
       this.source = 'provider';
     } else {
-      throw invalidType('options', '{ country } | { gramsPerKwh } | { provider }', options);
+      throw invalidType(name, '{ country } | { gramsPerKwh } | { provider }', options);
     }
   }
 
@@ -212,6 +221,7 @@ export class CarbonIntensity {
   }
 }
 
-export function carbonIntensity(options: CarbonIntensityOptions | CarbonIntensity): CarbonIntensity {
-  return options instanceof CarbonIntensity ? options : new CarbonIntensity(options);
+/** `name`: what errors call the options, as for the CarbonIntensity constructor. */
+export function carbonIntensity(options: CarbonIntensityOptions | CarbonIntensity, name = 'options'): CarbonIntensity {
+  return options instanceof CarbonIntensity ? options : new CarbonIntensity(options, name);
 }

@@ -67,6 +67,19 @@ export function checkOneOf<T extends string>(option: string, value: unknown, all
   return value as T;
 }
 
+/**
+ * An object offering `methods`, checked by shape (an application's own copy of a library, or a
+ * wrapper, passes): a wrong value fails here, naming the option, not later in a call far off.
+ */
+export function checkMethods<T>(option: string, value: unknown, what: string, methods: readonly string[], hint?: string): T {
+  if (value === null || typeof value !== 'object' || methods.some((m) => typeof (value as Record<string, unknown>)[m] !== 'function')) {
+    const err = invalidType(option, `${what} (an object with ${methods.map((m) => `${m}()`).join(', ')})`, value);
+    if (hint) err.message += `; ${hint}`;
+    throw err;
+  }
+  return value as T;
+}
+
 export function checkBoolean(option: string, value: unknown): boolean {
   if (typeof value !== 'boolean') throw invalidType(option, 'a boolean', value);
   return value;

@@ -21,10 +21,10 @@ import {
 } from '@opentelemetry/api';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { checkBoolean, checkKnownKeys, checkObject, invalidType, JouletraceError } from './errors';
+import { checkBoolean, checkKnownKeys, checkMethods, checkObject, invalidType, JouletraceError } from './errors';
 import { packageRoot } from './native';
 import { EnergyTracker, PowerWindow } from './energy-tracker';
-import { subscribe, type RequestSource } from './settled-feed';
+import { checkRequestSource, subscribe, type RequestSource } from './settled-feed';
 import type { Sampler } from './sampler';
 import { UNMATCHED_ROUTE, type RequestRecord, type SpanResult } from './span-types';
 
@@ -116,11 +116,20 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
   const opts = checkObject('options', options) as OpenTelemetryOptions;
   checkKnownKeys('options', opts as Record<string, unknown>, ['meterProvider', 'meter', 'requests', 'traces', 'tracer']);
   if (opts.traces !== undefined) checkBoolean('options.traces', opts.traces);
+  const requests = checkRequestSource<RequestSource & ContextCaptureHost>('options.requests', opts.requests);
   if (sampler === null || typeof sampler !== 'object' || typeof (sampler as Sampler).totals !== 'function') {
     throw invalidType('sampler', 'a Sampler', sampler);
   }
-  const meter =
-    opts.meter ?? (opts.meterProvider ?? metrics.getMeterProvider()).getMeter('jouletrace', readVersion());
+  // Checked before anything subscribes: a bad one failed later, a tracer inside an onSpan
+  // listener (an uncaught exception there ends the process).
+  let meter: Meter;
+  if (opts.meter !== undefined) meter = checkMethods('options.meter', opts.meter, 'an OpenTelemetry Meter', METER_METHODS);
+  else if (opts.meterProvider !== undefined) {
+    const provider = checkMethods<MeterProvider>('options.meterProvider', opts.meterProvider, 'an OpenTelemetry MeterProvider', ['getMeter']);
+    meter = checkMethods('options.meterProvider.getMeter()', provider.getMeter('jouletrace', readVersion()), 'an OpenTelemetry Meter', METER_METHODS);
+  } else meter = metrics.getMeterProvider().getMeter('jouletrace', readVersion());
+  const tracer =
+    opts.tracer !== undefined ? checkMethods<Tracer>('options.tracer', opts.tracer, 'an OpenTelemetry Tracer', ['startSpan']) : trace.getTracer('jouletrace');
   // The API's global meter provider is not a proxy: a meter taken before the SDK registers
   // its provider stays the no-op one for good.
   const noop = meter === createNoopMeter();
@@ -136,7 +145,6 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
     );
   }
   const traces = opts.traces !== false;
-  const tracer = opts.tracer ?? trace.getTracer('jouletrace');
   const energy = new EnergyTracker(sampler);
 
   const hwEnergy = meter.createObservableCounter('hw.energy', { unit: 'J', description: 'Energy consumed by the component' });
@@ -181,7 +189,6 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
     }
   };
   const observables = [hwEnergy, hwPower, hostEnergy, hostPower, processEnergy];
-  meter.addBatchObservableCallback(callback, observables);
 
   // `onOpenSpan`: a request's figure goes on its own span while that is open. A jouletrace
   // span's never does: one OTel span holds many of them, and each would overwrite the last.
@@ -230,9 +237,20 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
     }
   };
 
+  // First: a closed sampler refuses it, and a refusal must leave nothing behind (the meter's
+  // callback went on reading the closed sampler, the capture hooks stayed installed).
+  let unsubscribe: () => void;
+  try {
+    unsubscribe = subscribe(sampler, requests, observeSpans, observeRequests);
+  } catch (err) {
+    energy.close();
+    throw err;
+  }
+  meter.addBatchObservableCallback(callback, observables);
+
   // Capture the active OTel span at begin / request start, where the producers allow it.
   const capture = () => trace.getActiveSpan();
-  const hosts = [sampler as unknown as ContextCaptureHost, opts.requests].filter(
+  const hosts = [sampler as unknown as ContextCaptureHost, requests].filter(
     (h): h is ContextCaptureHost => !!h && typeof h.setContextCapture === 'function',
   );
   if (traces) {
@@ -243,8 +261,6 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
       stack.push(capture);
     }
   }
-  const unsubscribe = subscribe(sampler, opts.requests, observeSpans, observeRequests);
-  // Last: a registration that failed on the way (a closed sampler) leaves the meter free.
   if (!noop) openMeters.add(meter);
 
   return {
@@ -271,6 +287,9 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
     },
   };
 }
+
+// What registerOpenTelemetry() calls on a meter.
+const METER_METHODS = ['createObservableCounter', 'createObservableGauge', 'createHistogram', 'addBatchObservableCallback', 'removeBatchObservableCallback'];
 
 // Meters with an open registration (the SDK's getMeter() gives one meter per name and version).
 const openMeters = new WeakSet<Meter>();

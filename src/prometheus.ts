@@ -6,10 +6,10 @@
 // totals restart at each start(), so this module accumulates increases itself.
 import { Counter, Gauge, Registry, type Metric } from 'prom-client';
 import { carbonIntensity, joulesToGrams, type CarbonIntensity, type CarbonIntensityOptions } from './carbon';
-import { checkIntegerInRange, checkObject, checkString, invalidType, JouletraceError } from './errors';
+import { checkBoolean, checkIntegerInRange, checkObject, checkString, invalidType, JouletraceError } from './errors';
 import { EnergyTracker, PowerWindow, type EnergyReading } from './energy-tracker';
 import { FastHistogram, type HistogramSeries } from './prometheus-histogram';
-import { subscribe, type RequestSource } from './settled-feed';
+import { checkRequestSource, subscribe, type RequestSource } from './settled-feed';
 import { SlidingWindow } from './sliding-window';
 import type { Sampler } from './sampler';
 import type { RequestRecord, SpanResult } from './span-types';
@@ -130,7 +130,8 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     opts.joulesPerRequestWindowMs === undefined
       ? 300_000
       : checkIntegerInRange('options.joulesPerRequestWindowMs', opts.joulesPerRequestWindowMs, 1000, 86_400_000);
-  const appMetrics = opts.appMetrics === undefined ? true : opts.appMetrics === true;
+  const appMetrics = opts.appMetrics === undefined ? true : checkBoolean('options.appMetrics', opts.appMetrics);
+  const requests = checkRequestSource<RequestSource>('options.requests', opts.requests);
   const checkBuckets = (name: string, b: unknown, dflt: readonly number[]): number[] => {
     if (b === undefined) return [...dflt];
     if (!Array.isArray(b) || b.length === 0 || b.some((x, i) => typeof x !== 'number' || !(x > 0) || (i > 0 && x <= b[i - 1]))) {
@@ -140,7 +141,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   };
   const spanBuckets = checkBuckets('options.spanBuckets', opts.spanBuckets, SPAN_BUCKETS);
   const requestBuckets = checkBuckets('options.requestBuckets', opts.requestBuckets, REQUEST_BUCKETS);
-  const carbon = opts.carbon === undefined ? undefined : carbonIntensity(opts.carbon as CarbonIntensityOptions);
+  const carbon = opts.carbon === undefined ? undefined : carbonIntensity(opts.carbon as CarbonIntensityOptions, 'options.carbon');
 
   const energy = new EnergyTracker(sampler);
   const estimatedSource = energy.estimated;
@@ -257,6 +258,27 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     }),
   );
 
+  // Incomplete spans and requests go into the histograms where they carry a figure, unmarked (a
+  // label would double their series); these say how many there were, NaN joules included.
+  const incompleteSpans = reg(
+    new Counter({
+      name: `${prefix}incomplete_spans_total`,
+      help: `Settled spans flagged incomplete (part of their interval unmeasured): those with a figure are in ${prefix}span_energy_joules as well, those with NaN joules only here.`,
+      labelNames: constNames,
+      registers: [building],
+    }),
+  );
+  const incompleteRequests = reg(
+    new Counter({
+      name: `${prefix}incomplete_requests_total`,
+      help: 'Finished requests flagged incomplete (part of their lifetime unmeasured): those with a figure are in http_server_request_energy_joules as well, those with NaN joules only here.',
+      labelNames: constNames,
+      registers: [building],
+    }),
+  );
+  incompleteSpans.inc({ ...constLabels }, 0);
+  incompleteRequests.inc({ ...constLabels }, 0);
+
   // Sampler health.
   const health = new EnergyHealth(sampler);
   reg(
@@ -321,7 +343,10 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
       collect() {
         this.reset();
         const still = health.read().stillUs;
-        if (still !== null) this.set({ ...constLabels }, still / 1e6);
+        // Unknown (no sample in this run, or the sampler closed) is no series: reset() gives a
+        // gauge without labels a 0, which reads as counters moving fine.
+        if (still === null) this.remove({ ...constLabels });
+        else this.set({ ...constLabels }, still / 1e6);
       },
     }),
   );
@@ -372,7 +397,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     reg(
       new Gauge({
         name: 'app_joules_per_request',
-        help: `Mean energy per request over the last ${windowMs / 1000} s (request energy / requests finished; NaN with no request in the window).`,
+        help: `Mean energy per request over the last ${windowMs / 1000} s (request energy / requests measured, those with NaN joules left out; NaN with no request in the window).`,
         labelNames: names(),
         registers: [building],
         collect() {
@@ -434,13 +459,16 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   // built and hashed per observation (prometheus-histogram.ts).
   const spanSeries = spanHist.cache<string, HistogramSeries[]>(); // label → [plain, estimated]
   const observeSpans = (spans: readonly SpanResult[]): void => {
+    let incomplete = 0;
     for (const s of spans) {
+      if (s.incomplete) incomplete++;
       if (!(s.joules >= 0) || !Number.isFinite(s.joules)) continue;
       let pair = spanSeries.get(s.label);
       if (pair === undefined) spanSeries.set(s.label, (pair = []));
       const i = s.estimated ? 1 : 0;
       (pair[i] ??= spanHist.series(labels({ label: s.label }, s.estimated))).observe(s.joules);
     }
+    if (incomplete > 0) incompleteSpans.inc({ ...constLabels }, incomplete);
   };
   // method → route → status code → [plain, estimated]
   const requestSeries = requestHist.cache<string, Map<string, Map<number, HistogramSeries[]>>>();
@@ -457,35 +485,47 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   const observeRequests = (records: readonly RequestRecord[]): void => {
     let sum = 0;
     let count = 0;
+    let incomplete = 0;
     for (const r of records) {
+      if (r.incomplete) incomplete++;
       if (!(r.joules >= 0) || !Number.isFinite(r.joules)) continue;
       requestSeriesOf(r).observe(r.joules);
       sum += r.joules;
       count++;
     }
-    if (count > 0) {
-      appRequests?.inc(labels({}), count);
-      window.add(sum, count);
-    }
+    // Every request finished counts, measured or not: those left unmeasured under overload
+    // (NaN joules) used energy all the same, in app_energy_joules_total.
+    if (records.length > 0) appRequests?.inc(labels({}), records.length);
+    if (count > 0) window.add(sum, count);
+    if (incomplete > 0) incompleteRequests.inc({ ...constLabels }, incomplete);
   };
 
-  if (building !== registry) {
-    // The instances themselves (typed as plain objects by prom-client's declarations).
-    const built = building.getMetricsAsArray() as unknown as Array<Metric & { name: string }>;
-    const taken = built.map((m) => m.name).filter((name) => registry.getSingleMetric(name) !== undefined);
-    if (taken.length > 0) {
-      // Nothing registered: nothing reads at the sampler's run ends either.
-      energy.close();
-      forgetReading();
-      health.close();
-      throw new JouletraceError(
-        'ERR_JOULETRACE_METRIC_EXISTS',
-        `registerMetrics(): ${taken.join(', ')} already registered in options.registry; close() the earlier registration, or use another registry (http_server_request_energy_joules and the app_* metrics keep their names whatever the prefix)`,
-      );
-    }
-    for (const m of built) registry.registerMetric(m);
+  // Refused: nothing registered, and nothing reads at the sampler's run ends either.
+  const release = () => {
+    energy.close();
+    forgetReading();
+    health.close();
+  };
+  // The instances themselves (typed as plain objects by prom-client's declarations).
+  const built = building === registry ? [] : (building.getMetricsAsArray() as unknown as Array<Metric & { name: string }>);
+  const taken = built.map((m) => m.name).filter((name) => registry.getSingleMetric(name) !== undefined);
+  if (taken.length > 0) {
+    release();
+    throw new JouletraceError(
+      'ERR_JOULETRACE_METRIC_EXISTS',
+      `registerMetrics(): ${taken.join(', ')} already registered in options.registry; close() the earlier registration, or use another registry (http_server_request_energy_joules and the app_* metrics keep their names whatever the prefix)`,
+    );
   }
-  const unsubscribe = subscribe(sampler, opts.requests as RequestSource | undefined, observeSpans, observeRequests);
+  // Before the metrics go into options.registry: a closed sampler refuses it, and they stayed
+  // there (zeros, and a retry on that registry refused as a conflict).
+  let unsubscribe: () => void;
+  try {
+    unsubscribe = subscribe(sampler, requests, observeSpans, observeRequests);
+  } catch (err) {
+    release();
+    throw err;
+  }
+  for (const m of built) registry.registerMetric(m);
   let closed = false;
   return {
     registry,
@@ -495,10 +535,8 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
       if (closed) return;
       closed = true;
       unsubscribe();
-      forgetReading();
+      release();
       cached = null;
-      energy.close();
-      health.close();
       for (const name of metricNames) registry.removeSingleMetric(name);
     },
   };

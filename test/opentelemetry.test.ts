@@ -4,10 +4,11 @@ import { context, diag, DiagLogLevel, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { DataPointType, MeterProvider, MetricReader, type MetricData } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Sampler } from '../src/index';
 import { registerOpenTelemetry } from '../src/opentelemetry';
 import type { RequestRecord, SpanResult } from '../src/span-types';
+import { liveRunEndListeners } from './fixtures/run-end-listeners';
 
 class ManualReader extends MetricReader {
   protected async onShutdown(): Promise<void> {}
@@ -289,6 +290,66 @@ describe('registerOpenTelemetry', () => {
     }
     expect(warnings).toHaveLength(2);
     expect(warnings[0]).toContain('found no global MeterProvider; no metric will be exported. Start the OpenTelemetry SDK first, or pass options.meterProvider');
+  });
+
+  // A tracer that was no tracer failed inside an onSpan listener, which ended the process; a
+  // meter that was no meter failed after a listener was taken on the sampler, and left there.
+  it('refuses a meter, meter provider or tracer without the methods it calls, naming the option, before subscribing', async () => {
+    const { sampler, meterProvider } = setup();
+    const live = liveRunEndListeners(sampler);
+    const onSpan = vi.spyOn(sampler, 'onSpan');
+    const meterMethods = 'createObservableCounter(), createObservableGauge(), createHistogram(), addBatchObservableCallback(), removeBatchObservableCallback()';
+    const refused: Array<[Record<string, unknown>, string]> = [
+      [{ meterProvider, tracer: 'not a tracer' }, 'Expected an OpenTelemetry Tracer (an object with startSpan()) for options.tracer but received "not a tracer" of type string'],
+      [{ meterProvider, tracer: {} }, 'Expected an OpenTelemetry Tracer (an object with startSpan()) for options.tracer but received {} of type object'],
+      [{ meterProvider: {} }, 'Expected an OpenTelemetry MeterProvider (an object with getMeter()) for options.meterProvider but received {} of type object'],
+      [{ meterProvider: { getMeter: () => 5 } }, `Expected an OpenTelemetry Meter (an object with ${meterMethods}) for options.meterProvider.getMeter() but received 5 of type number`],
+      [{ meter: 5 }, `Expected an OpenTelemetry Meter (an object with ${meterMethods}) for options.meter but received 5 of type number`],
+    ];
+    for (const [options, message] of refused) {
+      expect(() => registerOpenTelemetry(sampler, options as never)).toThrow(new TypeError(message));
+    }
+    expect(live()).toBe(0);
+    expect(onSpan).not.toHaveBeenCalled();
+    // The meter is left free for a registration that goes through.
+    registerOpenTelemetry(sampler, { meterProvider, tracer: trace.getTracer('test') }).close();
+    expect(live()).toBe(0);
+  });
+
+  // The batch callback stayed registered on the meter, reading the closed sampler.
+  it('refuses a closed sampler leaving nothing registered: no meter callback, capture hook or run-end listener', async () => {
+    const { sampler, meterProvider, collect } = setup({ threads: 'off' });
+    const meter = meterProvider.getMeter('jouletrace');
+    const added = vi.spyOn(meter, 'addBatchObservableCallback');
+    const removed = vi.spyOn(meter, 'removeBatchObservableCallback');
+    let captureFn: (() => unknown) | null = null;
+    const tracker = {
+      setContextCapture: (fn: (() => unknown) | null) => void (captureFn = fn),
+      onRequest: () => () => {},
+    };
+    const closed = new Sampler({ source: 'model', threads: 'off' });
+    closed.close();
+    const live = liveRunEndListeners(closed);
+    expect(() => registerOpenTelemetry(closed, { meter, requests: tracker })).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_CLOSED' }));
+    expect(added.mock.calls.length - removed.mock.calls.length).toBe(0);
+    expect(captureFn).toBeNull();
+    expect(live()).toBe(0);
+    // The meter is free, and reports the live sampler alone.
+    const h = registerOpenTelemetry(sampler, { meter, requests: tracker });
+    cleanups.push(() => h.close());
+    expect(added).toHaveBeenCalledTimes(1);
+    await sleep(20);
+    expect((await collect()).get('hw.energy')!.dataPoints).toHaveLength(1);
+  });
+
+  // The middleware given for its tracker fed no request metric, without a word.
+  it('refuses as options.requests anything but a RequestTracker', () => {
+    const { sampler, meterProvider } = setup();
+    for (const requests of ['tracker', 42, {}, () => {}, null]) {
+      expect(() => registerOpenTelemetry(sampler, { meterProvider, requests } as never)).toThrow(
+        /^Expected a RequestTracker \(an object with onRequest\(\)\) for options\.requests but received .*; pass the tracker itself \(energyMiddleware\(\)'s is middleware\.tracker\)$/,
+      );
+    }
   });
 
   it('omits attribution without thread tracking and validates its input', async () => {

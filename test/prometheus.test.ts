@@ -5,11 +5,13 @@ import type { AddressInfo } from 'node:net';
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Sampler } from '../src/index';
+import { energyMiddleware } from '../src/express';
 import { RequestTracker, trackRequest } from '../src/requests';
 import { registerMetrics, REQUEST_BUCKETS, SPAN_BUCKETS } from '../src/prometheus';
 import type { RequestRecord, SpanResult } from '../src/span-types';
 import { prometheusMissing, startPrometheus, type PrometheusServer } from './fixtures/prometheus-server';
 import { describeGated, toolsRequired } from './fixtures/gated';
+import { liveRunEndListeners } from './fixtures/run-end-listeners';
 
 const cleanups: Array<() => unknown> = [];
 afterEach(async () => {
@@ -176,6 +178,30 @@ describe('registerMetrics', () => {
     expect(closed).toEqual(info);
   });
 
+  // Without constant labels it read 0 (counters moving fine) before the first sample and after
+  // close(); with them it had no series.
+  it('leaves jouletrace_sampler_counters_still_seconds out while unknown, with and without constant labels', async () => {
+    const s = sampler();
+    const plain = registerMetrics(s);
+    const labelled = registerMetrics(s, { labels: { service: 'x' } });
+    cleanups.push(() => plain.close(), () => labelled.close());
+    const still = async (m: { registry: Registry }) =>
+      [...parse(await m.registry.metrics()).keys()].filter((k) => k.startsWith('jouletrace_sampler_counters_still_seconds'));
+    expect(await still(plain)).toEqual([]);
+    expect(await still(labelled)).toEqual([]);
+    s.start();
+    while (s.stats().timing.samples === 0) await sleep(5);
+    // Past the 50 ms for which a scrape reuses the sampler statistics last read (at the run's
+    // end too, below).
+    await sleep(60);
+    expect(await still(plain)).toEqual(['jouletrace_sampler_counters_still_seconds']);
+    expect(await still(labelled)).toEqual(['jouletrace_sampler_counters_still_seconds{service="x"}']);
+    s.close();
+    await sleep(60);
+    expect(await still(plain)).toEqual([]);
+    expect(await still(labelled)).toEqual([]);
+  });
+
   it('bounds thread cardinality: topThreads names, the rest "other", and never decreases', async () => {
     const s = sampler().start();
     const m = registerMetrics(s, { topThreads: 1 });
@@ -222,6 +248,29 @@ describe('registerMetrics', () => {
     expect(parse(await m.registry.metrics()).get('jouletrace_span_energy_joules_count{label="exact"}')).toBe(1);
   });
 
+  // Requests left unmeasured (NaN joules, under overload) were not counted as finished, and
+  // incomplete ones went into the histograms with nothing to tell them apart.
+  it('counts every finished request in app_requests_total, and incomplete spans and requests in counters of their own', async () => {
+    const s = sampler();
+    const m = registerMetrics(s, { labels: { service: 'x' }, joulesPerRequestWindowMs: 60_000 });
+    cleanups.push(() => m.close());
+    let v = parse(await m.registry.metrics());
+    expect(v.get('jouletrace_incomplete_spans_total{service="x"}')).toBe(0);
+    expect(v.get('jouletrace_incomplete_requests_total{service="x"}')).toBe(0);
+    const incomplete = <T>(r: T): T => ({ ...r, incomplete: true });
+    m.observeRequests([request('/a', 0.1), incomplete(request('/a', NaN)), incomplete(request('/a', 0.05))]);
+    m.observeRequests([incomplete(request('/a', NaN))]);
+    m.observeSpans([span('s', 0.01), incomplete(span('s', NaN)), incomplete(span('s', 0.002))]);
+    v = parse(await m.registry.metrics());
+    expect(v.get('app_requests_total{service="x",estimated="true"}')).toBe(4);
+    // The histograms and the window's mean hold those with a figure.
+    expect(v.get('http_server_request_energy_joules_count{service="x",method="GET",route="/a",status_code="200",estimated="true"}')).toBe(2);
+    expect(v.get('app_joules_per_request{service="x",estimated="true"}')).toBeCloseTo(0.075, 12);
+    expect(v.get('jouletrace_incomplete_requests_total{service="x"}')).toBe(3);
+    expect(v.get('jouletrace_span_energy_joules_count{service="x",label="s",estimated="true"}')).toBe(2);
+    expect(v.get('jouletrace_incomplete_spans_total{service="x"}')).toBe(2);
+  });
+
   it('has bucket layouts covering µJ to J', () => {
     expect(SPAN_BUCKETS[0]).toBe(1e-6);
     expect(SPAN_BUCKETS[SPAN_BUCKETS.length - 1]).toBe(10);
@@ -266,6 +315,48 @@ describe('registerMetrics', () => {
     expect(() => registerMetrics({} as never)).toThrow(TypeError);
   });
 
+  // 13 metrics stayed in options.registry (jouletrace_samples_total 0, ...), and a retry there
+  // was refused as a conflict.
+  it('refuses a closed sampler leaving nothing in options.registry, so that a retry there goes through', async () => {
+    const closed = sampler();
+    closed.close();
+    const live = liveRunEndListeners(closed);
+    const registry = new Registry();
+    for (const options of [{ registry }, {}]) {
+      expect(() => registerMetrics(closed, options)).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_CLOSED' }));
+    }
+    expect(registry.getMetricsAsArray()).toEqual([]);
+    expect(live()).toBe(0);
+    const s = sampler().start();
+    const m = registerMetrics(s, { registry });
+    cleanups.push(() => m.close());
+    expect(parse(await registry.metrics()).has('jouletrace_samples_total')).toBe(true);
+  });
+
+  // The middleware given for its tracker fed no request metric, and appMetrics: 'true' turned
+  // the app metrics off, both without a word.
+  it('refuses as options.requests anything but a RequestTracker, and a non-boolean options.appMetrics', async () => {
+    const s = sampler().start();
+    const mw = energyMiddleware(s);
+    cleanups.push(() => mw.tracker.close());
+    expect(() => registerMetrics(s, { requests: mw as never })).toThrow(
+      new TypeError(
+        "Expected a RequestTracker (an object with onRequest()) for options.requests but received [function jouletraceEnergy] of type function; pass the tracker itself (energyMiddleware()'s is middleware.tracker)",
+      ),
+    );
+    for (const requests of ['tracker', {}, s, 42, null]) {
+      expect(() => registerMetrics(s, { requests } as never)).toThrow(/^Expected a RequestTracker \(an object with onRequest\(\)\) for options\.requests but received /);
+    }
+    for (const appMetrics of ['true', 1, null]) {
+      expect(() => registerMetrics(s, { appMetrics } as never)).toThrow(
+        new TypeError(`Expected a boolean for options.appMetrics but received ${JSON.stringify(appMetrics)} of type ${appMetrics === null ? 'null' : typeof appMetrics}`),
+      );
+    }
+    const m = registerMetrics(s, { requests: mw.tracker, appMetrics: true });
+    cleanups.push(() => m.close());
+    expect(m.registry.getSingleMetric('app_requests_total')).toBeDefined();
+  });
+
   it('refuses as a constant label every label name its series use', async () => {
     // Every family with a series: thread tracking on, a span and a request observed, carbon on.
     const s = sampler().start();
@@ -281,6 +372,27 @@ describe('registerMetrics', () => {
     expect(used).toContain('stat');
     for (const name of used) {
       expect(() => registerMetrics(s, { labels: { [name]: 'mine' } }), name).toThrow(RangeError);
+    }
+  });
+
+  // They named options, options.gramsPerKwh or country: no option of registerMetrics().
+  it("names options.carbon and its keys in the carbon option's errors", () => {
+    const s = sampler();
+    const refused: Array<[unknown, string]> = [
+      [{ country: 'XXX' }, `for options.carbon.country but received "XXX" of type string`],
+      [{ country: 'CAF' }, `(it has none for 'CAF': give options.carbon.gramsPerKwh instead) for options.carbon.country but received "CAF" of type string`],
+      [{ country: 5 }, 'for options.carbon.country but received 5 of type number'],
+      [{ gramsPerKwh: -1 }, 'for options.carbon.gramsPerKwh but received -1 of type number'],
+      [{ provider: 3 }, 'Expected a function for options.carbon.provider but received 3 of type number'],
+      [{ provider: () => 1, ttlMs: 0 }, 'for options.carbon.ttlMs but received 0 of type number'],
+      [{ provider: () => 1, fallbackGramsPerKwh: NaN }, 'for options.carbon.fallbackGramsPerKwh but received NaN of type number'],
+      [{}, 'for options.carbon but received {} of type object'],
+      ['FRA', 'for options.carbon but received "FRA" of type string'],
+      [{ country: 'FRA', ttl: 3 }, 'Unknown option options.carbon.ttl; known options are: country'],
+      [{ country: 'FRA', gramsPerKwh: 300 }, 'options.carbon: give one of country, gramsPerKwh and provider, not country and gramsPerKwh'],
+    ];
+    for (const [carbon, message] of refused) {
+      expect(() => registerMetrics(s, { carbon } as never), JSON.stringify(carbon)).toThrow(message);
     }
   });
 
