@@ -134,8 +134,9 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   const requests = checkRequestSource<RequestSource>('options.requests', opts.requests);
   const checkBuckets = (name: string, b: unknown, dflt: readonly number[]): number[] => {
     if (b === undefined) return [...dflt];
-    if (!Array.isArray(b) || b.length === 0 || b.some((x, i) => typeof x !== 'number' || !(x > 0) || (i > 0 && x <= b[i - 1]))) {
-      throw invalidType(name, 'an increasing array of positive numbers', b);
+    // Finite: the +Inf bucket is always there, and a second one is a duplicate series.
+    if (!Array.isArray(b) || b.length === 0 || b.some((x, i) => typeof x !== 'number' || !(x > 0) || !Number.isFinite(x) || (i > 0 && x <= b[i - 1]))) {
+      throw invalidType(name, 'an increasing array of positive finite numbers (the +Inf bucket is always added)', b);
     }
     return [...b];
   };

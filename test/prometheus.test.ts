@@ -306,6 +306,9 @@ describe('registerMetrics', () => {
     m.close();
     expect(await registry.metrics()).toBe('\n');
     expect(() => registerMetrics(s, { topThreads: -1 })).toThrow(RangeError);
+    // +Inf is always a bucket: given too, it was a second le="+Inf"-like series (le="Infinity").
+    expect(() => registerMetrics(s, { spanBuckets: [0.001, Infinity] })).toThrow(/positive finite numbers .* for options\.spanBuckets/);
+    expect(() => registerMetrics(s, { requestBuckets: [0.5, 0.1] })).toThrow(/options\.requestBuckets/);
     expect(() => registerMetrics(s, { prefix: 'bad-prefix' })).toThrow(/not a valid metric name prefix/);
     // A constant label named like one of the metrics' own would be overwritten on some series.
     expect(() => registerMetrics(s, { labels: { label: 'svc-a' } })).toThrow(/options\.labels: "label" is a label jouletrace's metrics set themselves/);
