@@ -1,6 +1,7 @@
 // The Sampler: a native thread reading energy at a fixed cadence, exact totals, a zero-copy
 // ring of samples, and (with thread tracking) energy attributed to this process's threads.
 import { constants as bufferConstants } from 'node:buffer';
+import * as fs from 'node:fs';
 import * as os from 'node:os';
 import {
   checkBoolean,
@@ -315,10 +316,7 @@ function normalizeSamplerOptions(options: unknown): Record<string, unknown> {
     if ((cap & (cap - 1)) !== 0) throw invalidRange('options.ringCapacity', 'a power of two from 2 to 16777216', cap);
     normalized.ringCapacity = cap;
   }
-  if (opts.cpu !== undefined) {
-    const max = Math.max(os.availableParallelism(), os.cpus().length) - 1;
-    normalized.cpu = checkIntegerInRange('options.cpu', opts.cpu, 0, Math.max(0, max));
-  }
+  if (opts.cpu !== undefined) normalized.cpu = checkIntegerInRange('options.cpu', opts.cpu, 0, highestCpu());
   if (opts.realtime !== undefined && opts.realtime !== false) {
     normalized.realtimePriority =
       opts.realtime === true ? 10 : checkIntegerInRange('options.realtime', opts.realtime, 1, 99);
@@ -356,6 +354,19 @@ function normalizeSamplerOptions(options: unknown): Record<string, unknown> {
   return normalized;
 }
 
+// The highest CPU number this machine may have online ("0-63" in /sys/devices/system/cpu/possible).
+// Counts of CPUs fall short of it when a lower-numbered CPU is offline; an offline or foreign CPU
+// is then the native side's EINVAL at start(), which names it.
+function highestCpu(): number {
+  try {
+    const last = Math.max(...fs.readFileSync('/sys/devices/system/cpu/possible', 'utf8').trim().split(',').map((r) => Number(r.split('-').pop())));
+    if (Number.isInteger(last) && last >= 0) return last;
+  } catch {
+    /* no sysfs: the counts below */
+  }
+  return Math.max(0, Math.max(os.availableParallelism(), os.cpus().length) - 1);
+}
+
 const PRIMARY_DOMAINS = ['package', 'psys'];
 
 // Started samplers, held until stop() or close(). The native sampler is freed when its JS object
@@ -365,6 +376,10 @@ const PRIMARY_DOMAINS = ['package', 'psys'];
 // after it throw ERR_JOULETRACE_CLOSED. Like a timer or a server, a running sampler runs until
 // it is stopped; unlike them, it does not keep the process alive.
 const RUNNING = new Set<Sampler>();
+
+// How often JavaScript looks whether a sampler of another process ended its run by itself (the
+// process exited): RUNNING holds it, and with it its tracker and eBPF program, until then.
+const TARGET_RUN_CHECK_MS = 250;
 
 /**
  * Samples an energy source on a native thread at a fixed cadence.
@@ -486,8 +501,22 @@ export class Sampler {
     this.#handle.start();
     this.#spanCountsAtStart = counts; // only once started: a start() that fails leaves the last run's
     RUNNING.add(this);
+    if (this.#targetPid !== undefined && this.#info.targetWatch) {
+      // Unref'd, like the sampler itself: it keeps no process alive.
+      this.#targetRunCheck = setInterval(() => {
+        if (!this.#closed && RUNNING.has(this) && !this.#handle.running()) this.#endTargetRun();
+      }, TARGET_RUN_CHECK_MS).unref();
+    }
     this.#spans?.startPolling();
     return this;
+  }
+
+  #targetRunCheck: NodeJS.Timeout | undefined;
+
+  #leaveRunning(): void {
+    RUNNING.delete(this);
+    if (this.#targetRunCheck !== undefined) clearInterval(this.#targetRunCheck);
+    this.#targetRunCheck = undefined;
   }
 
   /**
@@ -509,7 +538,7 @@ export class Sampler {
       // stop() did what is left here.
       if (!this.#closed && this.#handle.running()) {
         this.#handle.stop();
-        RUNNING.delete(this);
+        this.#leaveRunning();
         stoppedHere = true;
       }
     }
@@ -518,6 +547,9 @@ export class Sampler {
       if (!this.#closed && RUNNING.has(this) && this.#handle.stats().targetExited) return this.#endTargetRun();
       return this;
     }
+    // Told before the results below go out: an onSpan listener there may start the next run,
+    // and this run's end would then go untold (the next one's told in its place, at 0 J).
+    this.#runEnded();
     // Held here: an onSpan listener called by poll() may close this sampler.
     const spans = this.#spans;
     if (spans) {
@@ -526,14 +558,13 @@ export class Sampler {
       spans.poll();
       spans.stopPollingIfIdle();
     }
-    if (!this.#closed) this.#runEnded();
     return this;
   }
 
   // A run the tracked process's exit ended: the thread ended by itself, and is joined here.
   #endTargetRun(): this {
     this.#handle.stop();
-    RUNNING.delete(this);
+    this.#leaveRunning();
     this.#runEnded();
     return this;
   }
@@ -564,7 +595,7 @@ export class Sampler {
     }
     this.#closed = true;
     this.#runEndListeners.clear();
-    RUNNING.delete(this); // also where the native sampler had stopped by itself
+    this.#leaveRunning(); // also where the native sampler had stopped by itself
     const spans = this.#spans;
     // Span calls then reach #check() and throw ERR_JOULETRACE_CLOSED.
     this.#spans = undefined;

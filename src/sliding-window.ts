@@ -1,5 +1,7 @@
 // Recent request energy for the Prometheus gauge of joules per request: a sliding window of
 // (count, sum) that forgets whole seconds, so a scrape costs a few buckets whatever the rate.
+// Its time is the monotonic clock's: by the wall clock, buckets from before a step back (NTP, a
+// manual change) lay "in the future" and stayed in the window for as long as the step.
 
 /** A sliding window of (count, sum) in one-second buckets. */
 export class SlidingWindow {
@@ -10,7 +12,7 @@ export class SlidingWindow {
     this.#windowMs = windowMs;
   }
 
-  add(sum: number, count: number, now = Date.now()): void {
+  add(sum: number, count: number, now = performance.now()): void {
     const t = Math.floor(now / 1000);
     const last = this.#buckets[this.#buckets.length - 1];
     if (last && last.t === t) {
@@ -25,7 +27,7 @@ export class SlidingWindow {
     while (this.#buckets.length > 0 && this.#buckets[0].t <= oldest) this.#buckets.shift();
   }
 
-  totals(now = Date.now()): { count: number; sum: number } {
+  totals(now = performance.now()): { count: number; sum: number } {
     this.#prune(now);
     let count = 0;
     let sum = 0;

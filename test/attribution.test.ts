@@ -350,6 +350,48 @@ describe('a sampler of another process (options.pid)', () => {
     });
   }
 
+  it('ends its run in JavaScript too once the process exits: readers are told, and nothing holds it', async () => {
+    const { child, exited } = spinningProcess(100);
+    const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs', pid: child.pid });
+    samplers.push(s);
+    const told: number[] = [];
+    s.onRunEnd(() => told.push(s.attribution().process));
+    s.start();
+    await exited;
+    // Within the JavaScript check's 250 ms, no stop() called: exporters read the final figures,
+    // and the sampler, no longer held as running, is collected once unreferenced (below).
+    await until(() => told.length > 0, 3000);
+    expect(told).toHaveLength(1);
+    expect(told[0]).toBeGreaterThan(0);
+    expect(s.stop()).toBe(s);
+    expect(told).toHaveLength(1);
+    const script = `
+      const { spawn } = require('node:child_process');
+      const { Sampler } = require(${JSON.stringify(path.join(root, 'dist/cjs/index.js'))});
+      const child = spawn('sleep', ['0.05']);
+      let collected = false;
+      const registry = new FinalizationRegistry(() => (collected = true));
+      (() => registry.register(new Sampler({ source: 'model', threads: 'procfs', pid: child.pid }).start(), 0))();
+      child.once('exit', async () => {
+        for (let i = 0; i < 40 && !collected; i++) {
+          await new Promise((r) => setTimeout(r, 50));
+          gc();
+        }
+        console.log(collected ? 'collected' : 'held');
+      });`;
+    const { stdout } = await run(process.execPath, ['--expose-gc', '-e', script]);
+    expect(stdout.trim()).toBe('collected');
+  });
+
+  it('refuses start() once the process has exited while the sampler stood stopped', async () => {
+    const { child, exited } = spinningProcess(20);
+    const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs', pid: child.pid });
+    samplers.push(s);
+    await exited;
+    expect(() => s.start()).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_TARGET_EXITED' }));
+    expect(s.running).toBe(false);
+  });
+
   it('watches through /proc where there is no pidfd, a zombie leader with live threads not taken for an exit', async () => {
     // The leader thread exits at once and is a zombie; the process lives on in its other thread
     // for 300 ms.

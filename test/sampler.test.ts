@@ -1,5 +1,6 @@
 import { constants as bufferConstants } from 'node:buffer';
 import { execFile, execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
@@ -638,6 +639,33 @@ describe('Sampler lifecycle', () => {
     expect(JSON.parse(stdout)).toEqual({ alive: true, collectedOnceStopped: true });
   });
 
+  // The exporters and the report read a run's last figures when told it ended: told of the next
+  // run instead (at 0 J), they lost the whole of the one stop() ended.
+  it("tells readers of the run stop() ended, though an onSpan listener there starts the next", async () => {
+    const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
+    samplers.push(s);
+    const told: bigint[] = [];
+    s.onRunEnd(() => told.push(s.totals().startNs));
+    let restarted = false;
+    s.onSpan(() => {
+      if (!restarted && !s.running) {
+        restarted = true;
+        s.start();
+      }
+    });
+    s.start();
+    const first = s.totals().startNs;
+    s.begin('open at the stop'); // settled by the final step, delivered by stop()
+    await new Promise((r) => setTimeout(r, 30));
+    s.stop();
+    expect(restarted).toBe(true);
+    expect(told).toEqual([first]);
+    expect(s.running).toBe(true);
+    s.stop();
+    expect(told).toHaveLength(2);
+    expect(told[1]).not.toBe(first);
+  });
+
   it('does not leak across 1,000 start/stop cycles', () => {
     const s = new Sampler({ source: 'model', intervalUs: 50, ringCapacity: 1024, threads: 'off' });
     samplers.push(s);
@@ -689,6 +717,24 @@ describe('Sampler option validation', () => {
     const call = () => new Sampler({ source: 'model', ...opts } as never);
     expect(call).toThrow(type);
     expect(call).toThrow(message);
+  });
+
+  // CPUs 0 and 3 online of 0-3: a count of CPUs (2) refused cpu: 3. Shown in a mount namespace
+  // of its own, where sysfs says what such a machine's does (root only).
+  it.skipIf(process.getuid?.() !== 0)('takes options.cpu up to the highest possible CPU, not the count of those online', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-cpus-'));
+    try {
+      fs.writeFileSync(path.join(dir, 'possible'), '0-3\n');
+      const script = `const { Sampler } = require(${JSON.stringify(path.join(__dirname, '..', 'dist/cjs/index.js'))});
+        for (const cpu of [3, 4]) {
+          try { new Sampler({ source: 'model', threads: 'off', cpu }).close(); console.log(cpu, 'taken'); }
+          catch (e) { console.log(cpu, e.name); }
+        }`;
+      const { stdout } = await run('unshare', ['-m', 'sh', '-c', `mount --bind ${dir}/possible /sys/devices/system/cpu/possible && exec "$0" -e "$1"`, process.execPath, script]);
+      expect(stdout.trim().split('\n')).toEqual(['3 taken', '4 RangeError']);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('pins the sampler thread to a CPU and can run it SCHED_FIFO when permitted', async () => {

@@ -213,6 +213,17 @@ describe('procfs thread tracker on an emulated /proc', () => {
     expect(cpus[383].idleNs).toBe(big * 9 * (1e9 / hz));
   });
 
+  // An emulated tree is the caller's to write: a CPU number past any kernel's (NR_CPUS is at
+  // most 8192) had the tracker read a sysfs file per CPU up to it (tens of millions: minutes).
+  it('ignores CPU numbers no kernel has in an emulated /proc/stat', () => {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-proc-'));
+    writeThread(PID, 1_000_000, 0, 'main');
+    writeStat([[1, 0, 1, 9, 0, 0, 0, 0]]);
+    fs.appendFileSync(path.join(root, 'stat'), 'cpu20000000 1 0 1 9 0 0 0 0 0 0\ncpu99999999999999999999 1 0 1 9 0 0 0 0 0 0\n');
+    tracker = openThreadTracker({ backend: 'procfs', pid: PID, procRoot: root, cpuPackage: [0] });
+    expect(tracker.snapshot().cpus).toHaveLength(1);
+  });
+
   it('fails with a coded error for a process that does not exist', () => {
     root = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-proc-'));
     expect(() => openThreadTracker({ backend: 'procfs', pid: PID, procRoot: root })).toThrow(

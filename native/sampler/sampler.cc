@@ -161,6 +161,9 @@ bool Sampler::start(SamplerError* err) {
     err->message = "start(): the sampler is already running; call stop() first";
     return false;
   }
+  // The sampler thread looks only while a run is on: a process that exited while this sampler
+  // stood stopped would otherwise be sampled for its first check's 10 ms.
+  if (!targetExited() && targetWatch_ && targetWatch_->exited()) targetExited_.store(true, std::memory_order_release);
   if (targetExited()) {
     err->code = "ERR_JOULETRACE_TARGET_EXITED";
     err->message = "start(): process " + std::to_string(cfg_.pid) +

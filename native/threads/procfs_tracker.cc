@@ -28,6 +28,9 @@ namespace {
 // every thread).
 constexpr uint64_t kRescanNs = 9'000'000;
 
+// Linux's largest configurable NR_CPUS (CONFIG_NR_CPUS on x86-64 and arm64).
+constexpr long kMaxCpus = 8192;
+
 // pread at offset 0: procfs regenerates the text on each read of a kept-open fd.
 ssize_t readAt0(const UniqueFd& fd, char* buf, size_t cap) {
   if (fd.get() < 0) return -EBADF;
@@ -158,7 +161,10 @@ int ProcfsTracker::open(const TrackerOptions& opts, TrackerError* err) {
     size_t eol = text.find('\n', pos);
     if (eol == std::string::npos) eol = text.size();
     if (text.compare(pos, 3, "cpu") == 0 && pos + 3 < text.size() && isdigit(uint8_t(text[pos + 3]))) {
-      ncpu_ = std::max(ncpu_, int(strtol(text.c_str() + pos + 3, nullptr, 10)) + 1);
+      // Bounded by the kernel's own largest NR_CPUS: an emulated procRoot's "cpu20000000" would
+      // have this read a sysfs file per CPU up to it.
+      const long n = strtol(text.c_str() + pos + 3, nullptr, 10);
+      if (n >= 0 && n < kMaxCpus) ncpu_ = std::max(ncpu_, int(n) + 1);
     }
     pos = eol + 1;
   }
