@@ -666,6 +666,21 @@ describe('Sampler lifecycle', () => {
     expect(told[1]).not.toBe(first);
   });
 
+  it("names the sampler thread's tid in stats() from the moment start() returns, each run's own", () => {
+    const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'off' });
+    samplers.push(s);
+    const tids: number[] = [];
+    for (let run = 0; run < 3; run++) {
+      s.start();
+      const tid = s.stats().timing.samplerTid;
+      // Read at once, while the thread runs: 0 before, or after a restart the last run's thread.
+      expect(fs.readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim()).toBe('jouletrace');
+      tids.push(tid);
+      s.stop();
+    }
+    expect(new Set(tids).size).toBe(3);
+  });
+
   it('does not leak across 1,000 start/stop cycles', () => {
     const s = new Sampler({ source: 'model', intervalUs: 50, ringCapacity: 1024, threads: 'off' });
     samplers.push(s);

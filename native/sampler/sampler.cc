@@ -219,10 +219,13 @@ bool Sampler::start(SamplerError* err) {
   stopNs_.store(0);
 
   {
-    std::lock_guard<std::mutex> lock(gateMu_);
+    // The thread's tid, for stats() from the moment start() returns (it read 0, or after a
+    // restart the previous thread's).
+    std::unique_lock<std::mutex> lock(gateMu_);
+    gateCv_.wait(lock, [this] { return tid_.load() != 0; });
     gateOpen_ = true;
   }
-  gateCv_.notify_one();
+  gateCv_.notify_all();
   if (spans_) spans_->setRunning(true);
   return true;
 }
@@ -244,6 +247,7 @@ bool Sampler::createThread(SamplerError* err) {
     pthread_attr_setschedparam(&attr, &sp);
   }
   gateOpen_ = false;
+  tid_.store(0);
   stopRequested_.store(false);
   running_.store(true, std::memory_order_release);
   int e = pthread_create(&thread_, &attr, &Sampler::threadMain, this);
@@ -284,12 +288,13 @@ void* Sampler::threadMain(void* self) {
 }
 
 void Sampler::run() {
-  tid_.store(int(syscall(SYS_gettid)));
   pthread_setname_np(pthread_self(), kThreadName);
   // The default 50 µs timer slack would dominate the jitter of a 100 µs cadence.
   prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
   {
     std::unique_lock<std::mutex> lock(gateMu_);
+    tid_.store(int(syscall(SYS_gettid)));
+    gateCv_.notify_all();
     gateCv_.wait(lock, [this] { return gateOpen_; });
   }
   const uint64_t interval = cfg_.intervalNs;
