@@ -260,12 +260,14 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   );
 
   // Incomplete spans and requests go into the histograms where they carry a figure, unmarked (a
-  // label would double their series); these say how many there were, NaN joules included.
+  // label would double their series); these say how many there were, NaN joules included. With
+  // the source's `estimated`, as app_requests_total: the share of incomplete requests is one
+  // division of two series with the same labels.
   const incompleteSpans = reg(
     new Counter({
       name: `${prefix}incomplete_spans_total`,
       help: `Settled spans flagged incomplete (part of their interval unmeasured): those with a figure are in ${prefix}span_energy_joules as well, those with NaN joules only here.`,
-      labelNames: constNames,
+      labelNames: names(),
       registers: [building],
     }),
   );
@@ -273,12 +275,12 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     new Counter({
       name: `${prefix}incomplete_requests_total`,
       help: 'Finished requests flagged incomplete (part of their lifetime unmeasured): those with a figure are in http_server_request_energy_joules as well, those with NaN joules only here.',
-      labelNames: constNames,
+      labelNames: names(),
       registers: [building],
     }),
   );
-  incompleteSpans.inc({ ...constLabels }, 0);
-  incompleteRequests.inc({ ...constLabels }, 0);
+  incompleteSpans.inc(labels({}), 0);
+  incompleteRequests.inc(labels({}), 0);
 
   // Sampler health.
   const health = new EnergyHealth(sampler);
@@ -469,7 +471,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
       const i = s.estimated ? 1 : 0;
       (pair[i] ??= spanHist.series(labels({ label: s.label }, s.estimated))).observe(s.joules);
     }
-    if (incomplete > 0) incompleteSpans.inc({ ...constLabels }, incomplete);
+    if (incomplete > 0) incompleteSpans.inc(labels({}), incomplete);
   };
   // method → route → status code → [plain, estimated]
   const requestSeries = requestHist.cache<string, Map<string, Map<number, HistogramSeries[]>>>();
@@ -498,7 +500,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     // (NaN joules) used energy all the same, in app_energy_joules_total.
     if (records.length > 0) appRequests?.inc(labels({}), records.length);
     if (count > 0) window.add(sum, count);
-    if (incomplete > 0) incompleteRequests.inc({ ...constLabels }, incomplete);
+    if (incomplete > 0) incompleteRequests.inc(labels({}), incomplete);
   };
 
   // Refused: nothing registered, and nothing reads at the sampler's run ends either.

@@ -255,8 +255,9 @@ describe('registerMetrics', () => {
     const m = registerMetrics(s, { labels: { service: 'x' }, joulesPerRequestWindowMs: 60_000 });
     cleanups.push(() => m.close());
     let v = parse(await m.registry.metrics());
-    expect(v.get('jouletrace_incomplete_spans_total{service="x"}')).toBe(0);
-    expect(v.get('jouletrace_incomplete_requests_total{service="x"}')).toBe(0);
+    // With app_requests_total's labels (estimated too), so that one divides by the other.
+    expect(v.get('jouletrace_incomplete_spans_total{service="x",estimated="true"}')).toBe(0);
+    expect(v.get('jouletrace_incomplete_requests_total{service="x",estimated="true"}')).toBe(0);
     const incomplete = <T>(r: T): T => ({ ...r, incomplete: true });
     m.observeRequests([request('/a', 0.1), incomplete(request('/a', NaN)), incomplete(request('/a', 0.05))]);
     m.observeRequests([incomplete(request('/a', NaN))]);
@@ -266,9 +267,9 @@ describe('registerMetrics', () => {
     // The histograms and the window's mean hold those with a figure.
     expect(v.get('http_server_request_energy_joules_count{service="x",method="GET",route="/a",status_code="200",estimated="true"}')).toBe(2);
     expect(v.get('app_joules_per_request{service="x",estimated="true"}')).toBeCloseTo(0.075, 12);
-    expect(v.get('jouletrace_incomplete_requests_total{service="x"}')).toBe(3);
+    expect(v.get('jouletrace_incomplete_requests_total{service="x",estimated="true"}')).toBe(3);
     expect(v.get('jouletrace_span_energy_joules_count{service="x",label="s",estimated="true"}')).toBe(2);
-    expect(v.get('jouletrace_incomplete_spans_total{service="x"}')).toBe(2);
+    expect(v.get('jouletrace_incomplete_spans_total{service="x",estimated="true"}')).toBe(2);
   });
 
   it('has bucket layouts covering µJ to J', () => {
