@@ -11,7 +11,8 @@ namespace jouletrace {
 // Throws a JS Error with .code set. With C++ exceptions disabled this sets a pending exception;
 // callers return immediately afterwards.
 inline void throwCoded(Napi::Env env, const std::string& code, const std::string& message) {
-  Napi::Error e = Napi::Error::New(env, message);
+  // Node's own ERR_OUT_OF_RANGE is a RangeError, and bad options are TypeError or RangeError.
+  Napi::Error e = code == "ERR_OUT_OF_RANGE" ? Napi::RangeError::New(env, message) : Napi::Error::New(env, message);
   e.Set("code", Napi::String::New(env, code));
   e.ThrowAsJavaScriptException();
 }

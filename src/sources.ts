@@ -69,6 +69,8 @@ interface NativeSource {
 const closedError = () => new JouletraceError('ERR_JOULETRACE_CLOSED', 'the energy source is closed');
 
 export function asJouletraceError(e: unknown): Error {
+  // A bad option stays what it is everywhere else, a TypeError or RangeError, code and all.
+  if (e instanceof TypeError || e instanceof RangeError) return e;
   if (e instanceof Error && typeof (e as { code?: unknown }).code === 'string' && !(e instanceof JouletraceError)) {
     return new JouletraceError((e as unknown as { code: string }).code, e.message);
   }

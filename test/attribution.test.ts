@@ -438,6 +438,19 @@ describe('a sampler of another process (options.pid)', () => {
     s.stop();
   });
 
+  // With eBPF there, the default backend (auto) took eBPF's refusal of the pid for eBPF's own
+  // failure, fell back to procfs, and said "threads: 'procfs': ..." of a backend never asked for.
+  itBpf('names the wrong pid itself under the default backend, not the procfs fallback', () => {
+    const never = Number(fs.readFileSync('/proc/sys/kernel/pid_max', 'utf8')); // pids stay below it
+    expect(() => new Sampler({ source: 'model', pid: never })).toThrow(
+      expect.objectContaining({ code: 'ESRCH', message: `jouletrace: no process with pid ${never} to track` }),
+    );
+    const thread = fs.readdirSync('/proc/self/task').map(Number).find((t) => t !== process.pid)!;
+    expect(() => new Sampler({ source: 'model', pid: thread })).toThrow(
+      expect.objectContaining({ code: 'ERR_JOULETRACE_NOT_A_PROCESS', message: expect.stringMatching(/^jouletrace: pid \d+ is a thread of process/) }),
+    );
+  });
+
   it('refuses a process that has exited and not been reaped', async () => {
     // sleep 0.2 ends as the shell execs into a sleep that never reaps it: a zombie.
     const parent = spawn('sh', ['-c', 'sleep 0.2 & echo $!; exec sleep 5'], { stdio: ['ignore', 'pipe', 'ignore'] });

@@ -273,10 +273,10 @@ std::unique_ptr<EnergySource> openModelSource(const SourceOptions& opts, SourceE
     // where the CPU count is known. Raising max to idle quietly would ignore the user's figure.
     char msg[320];
     if (opts.modelMaxWatts >= 0) {
-      snprintf(msg, sizeof msg, "modelMaxWatts (%g W) is below the default idle power, 10 W + 1 W per CPU = %g W for %d CPUs; give modelIdleWatts too",
+      snprintf(msg, sizeof msg, "options.modelMaxWatts (%g W) is below the default idle power, 10 W + 1 W per CPU = %g W for %d CPUs; give options.modelIdleWatts too",
                src->maxW_, src->idleW_, int(n));
     } else {
-      snprintf(msg, sizeof msg, "modelIdleWatts (%g W) is above the default maximum power, 10 W + 8 W per CPU = %g W for %d CPUs; give modelMaxWatts too",
+      snprintf(msg, sizeof msg, "options.modelIdleWatts (%g W) is above the default maximum power, 10 W + 8 W per CPU = %g W for %d CPUs; give options.modelMaxWatts too",
                src->idleW_, src->maxW_, int(n));
     }
     err->code = "ERR_OUT_OF_RANGE";

@@ -107,6 +107,13 @@ bool Sampler::openTracker(SamplerError* err) {
       err->message = "threads: 'bpf': " + te.message;
       return false;
     }
+    // The process asked for is wrong, not eBPF: procfs fails on it too, and its message would
+    // name a backend the caller never chose.
+    if (!tracker_ && (te.code == "ESRCH" || te.code == "ERR_JOULETRACE_NOT_A_PROCESS")) {
+      err->code = te.code;
+      err->message = te.message;
+      return false;
+    }
     if (!tracker_) {
       threadsFallback_ = "eBPF unavailable (" + te.message + "); using procfs";
       if (cfg_.followChildren) threadsFallback_ += ", which does not follow child processes";
@@ -260,7 +267,7 @@ bool Sampler::createThread(SamplerError* err) {
                      " is not permitted for this process — needs CAP_SYS_NICE, or an RLIMIT_RTPRIO of at least that "
                      "priority (ulimit -r), and, under cgroup v1 with CONFIG_RT_GROUP_SCHED, a cpu.rt_runtime_us budget";
     } else if (e == EINVAL && cfg_.cpu >= 0) {
-      err->message = "cpu: CPU " + std::to_string(cfg_.cpu) + " is not online or not in this process's affinity mask";
+      err->message = "cpu: CPU " + std::to_string(cfg_.cpu) + " is not online or not in this process's cpuset";
     } else {
       err->message = std::string("start(): could not create the sampler thread: ") + strerror(e);
     }
