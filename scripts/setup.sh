@@ -33,9 +33,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
 fi
 
-# libbpf 1.0 brought the API the addon uses (Debian 11 and Ubuntu 22.04 ship 0.x).
-if ! pkg-config --atleast-version=1.0 libbpf 2>/dev/null; then
-  say "libbpf $(pkg-config --modversion libbpf 2>/dev/null || echo '(none)') is too old: the addon needs libbpf 1.0 or later (Debian 12, Ubuntu 24.04 and later ship it)"
+if why="$(libbpf_too_old)"; then
+  say "$why"
   exit 1
 fi
 

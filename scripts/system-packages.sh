@@ -59,3 +59,10 @@ apt_names() {
   done
   missing=("${kept[@]}")
 }
+
+# libbpf 1.0 brought the API the addon uses (Debian 11 and Ubuntu 22.04 ship 0.x). Prints why the
+# installed one will not do, and fails; prints nothing and succeeds when it will.
+libbpf_too_old() {
+  pkg-config --atleast-version=1.0 libbpf 2>/dev/null && return 1
+  echo "libbpf $(pkg-config --modversion libbpf 2>/dev/null || echo '(none)') is too old: the addon needs libbpf 1.0 or later (Debian 12, Ubuntu 24.04 and later ship it)"
+}

@@ -35,6 +35,28 @@ describe('install-failed.sh', () => {
     }
   });
 
+  it('names a libbpf older than 1.0, which set-up refuses too', () => {
+    // Every build tool this machine has, and a pkg-config that finds libbpf 0.8 (Debian 11, Ubuntu 22.04).
+    const bin = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-path-'));
+    try {
+      for (const cmd of ['bash', 'node', 'sort', 'uname', 'apt-cache', 'clang', 'llvm-strip', 'make', 'g++', 'python3', 'bpftool']) {
+        const at = which(cmd);
+        if (at) fs.symlinkSync(at, path.join(bin, cmd));
+      }
+      const pkgConfig = ['#!/bin/bash', 'case "$1" in', '  --modversion) echo 0.8.0 ;;', '  --atleast-version=*) exit 1 ;;', 'esac', ''];
+      fs.writeFileSync(path.join(bin, 'pkg-config'), pkgConfig.join('\n'), { mode: 0o755 });
+      const r = spawnSync(path.join(bin, 'bash'), [path.join(ROOT, 'scripts/install-failed.sh')], {
+        encoding: 'utf8',
+        env: { PATH: bin },
+      });
+      expect(r.status).toBe(1);
+      expect(r.stderr).toMatch(/\njouletrace: libbpf 0\.8\.0 is too old: the addon needs libbpf 1\.0 or later /);
+      expect(r.stderr).not.toMatch(/the build packages are all installed/);
+    } finally {
+      fs.rmSync(bin, { recursive: true, force: true });
+    }
+  });
+
   it('says so when every build package is there', () => {
     const r = spawnSync('bash', [path.join(ROOT, 'scripts/install-failed.sh')], { encoding: 'utf8' });
     expect(r.status).toBe(1);
