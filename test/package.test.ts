@@ -1,12 +1,16 @@
 // The package as its build and its users see it: a TypeScript build that fails leaves nothing
-// that set-up would take for done.
+// that set-up would take for done; every type a public signature names can be imported; a peer
+// dependency is needed only by the entry point that loads it.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import ts from 'typescript';
 import { afterEach, describe, expect, it } from 'vitest';
 
 const ROOT = path.join(__dirname, '..');
+const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
+const ENTRIES = Object.keys(pkg.exports).filter((k) => k !== './package.json');
 let dir: string | undefined;
 afterEach(() => {
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
@@ -40,5 +44,64 @@ describe('scripts/build-ts.mjs', () => {
     // What scripts/setup.sh tests to decide whether to compile again.
     const stale = spawnSync('find', ['src', '-newer', 'dist/cjs/index.js', '-print', '-quit'], { cwd: dir, encoding: 'utf8' });
     expect(stale.stdout.trim()).not.toBe('');
+  });
+});
+
+describe('public types', () => {
+  // The compiled declarations of every entry point, as a user's TypeScript reads them.
+  const files = ENTRIES.map((e) => path.join(ROOT, 'dist/cjs', `${e === '.' ? 'index' : e.slice(2)}.d.ts`));
+  const program = ts.createProgram(files, { strict: true, module: ts.ModuleKind.CommonJS, types: ['node'], skipLibCheck: true });
+  const checker = program.getTypeChecker();
+  const resolve = (s: ts.Symbol) => (s.flags & ts.SymbolFlags.Alias ? checker.getAliasedSymbol(s) : s);
+  const exportsOf = (file: string) => checker.getExportsOfModule(checker.getSymbolAtLocation(program.getSourceFile(file)!)!);
+  const exported = new Set(files.flatMap((f) => exportsOf(f).map(resolve)));
+
+  it('exports every type of the package that an exported declaration names', () => {
+    const dist = path.join(ROOT, 'dist') + path.sep;
+    const unexported = new Set<string>();
+    const seen = new Set<ts.Symbol>();
+    const visit = (symbol: ts.Symbol) => {
+      if (seen.has(symbol)) return;
+      seen.add(symbol);
+      for (const d of symbol.declarations ?? []) {
+        const file = d.getSourceFile().fileName;
+        if (!file.startsWith(dist)) continue;
+        const named = ts.isInterfaceDeclaration(d) || ts.isTypeAliasDeclaration(d) || ts.isClassDeclaration(d) || ts.isEnumDeclaration(d);
+        if (named && !exported.has(symbol)) unexported.add(`${symbol.name} (${path.relative(dist, file)})`);
+        walk(d);
+      }
+    };
+    const walk = (node: ts.Node): void => {
+      // Private members are no part of the public surface.
+      if (ts.canHaveModifiers(node) && ts.getModifiers(node)?.some((m) => m.kind === ts.SyntaxKind.PrivateKeyword)) return;
+      const name = ts.isTypeReferenceNode(node) ? node.typeName : ts.isExpressionWithTypeArguments(node) ? node.expression : ts.isTypeQueryNode(node) ? node.exprName : undefined;
+      const symbol = name && checker.getSymbolAtLocation(name);
+      if (symbol) visit(resolve(symbol));
+      ts.forEachChild(node, walk);
+    };
+    for (const symbol of exported) visit(symbol);
+    expect([...unexported].sort()).toEqual([]);
+  });
+
+  it('exports as BpfReadiness the type bpfReadiness() returns', () => {
+    const index = exportsOf(files[ENTRIES.indexOf('.')]);
+    const named = (n: string) => resolve(index.find((s) => s.name === n)!);
+    // Named by declaration, not compared as objects: a failing toBe would print the compiler's graph.
+    const where = (s: ts.Symbol | undefined) => s && `${s.name} in ${path.basename(s.declarations![0].getSourceFile().fileName)}`;
+    const fn = checker.getTypeOfSymbol(named('bpfReadiness')).getCallSignatures()[0];
+    expect(where(checker.getReturnTypeOfSignature(fn).getSymbol())).toBe(where(named('BpfReadiness')));
+  });
+});
+
+describe('peer dependencies', () => {
+  it('are all optional, and the main entry point loads none of them', () => {
+    const peers = Object.keys(pkg.peerDependencies);
+    expect(peers.filter((p) => pkg.peerDependenciesMeta?.[p]?.optional !== true)).toEqual([]);
+    const script = `require(${JSON.stringify(path.join(ROOT, 'dist/cjs/index.js'))});
+      console.log(JSON.stringify(Object.keys(require.cache)));`;
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    const loaded: string[] = JSON.parse(r.stdout);
+    expect(peers.filter((p) => loaded.some((f) => f.includes(`${path.sep}node_modules${path.sep}${p}${path.sep}`)))).toEqual([]);
   });
 });
