@@ -1,10 +1,12 @@
 // The package as its build and its users see it: a TypeScript build that fails leaves nothing
 // that set-up would take for done; every type a public signature names can be imported; a peer
-// dependency is needed only by the entry point that loads it.
+// dependency is needed only by the entry point that loads it; each entry point resolves, by the
+// package's name, to its CommonJS and ESM files and typings; the tarball holds what install needs.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import ts from 'typescript';
 import { afterEach, describe, expect, it } from 'vitest';
 
@@ -103,5 +105,66 @@ describe('peer dependencies', () => {
     expect(r.stderr).toBe('');
     const loaded: string[] = JSON.parse(r.stdout);
     expect(peers.filter((p) => loaded.some((f) => f.includes(`${path.sep}node_modules${path.sep}${p}${path.sep}`)))).toEqual([]);
+  });
+});
+
+describe('the package as a user resolves it', () => {
+  it('serves every subpath of its exports map to require and import, with typings for each resolution', () => {
+    // A project whose node_modules/jouletrace is this checkout, as `npm install` would place it.
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-consumer-'));
+    fs.mkdirSync(path.join(dir, 'node_modules'));
+    fs.symlinkSync(ROOT, path.join(dir, 'node_modules/jouletrace'));
+    const names = ENTRIES.map((e) => (e === '.' ? 'jouletrace' : `jouletrace/${e.slice(2)}`));
+    // Run from inside the project, as its own code would: an ES module, for import.meta.resolve.
+    const script = `import { createRequire } from 'node:module';
+      const require = createRequire(import.meta.url);
+      const out = {};
+      for (const name of ${JSON.stringify(names)}) {
+        const esm = await import(name);
+        out[name] = { require: require.resolve(name), import: import.meta.resolve(name), same: esm.default === require(name), named: Object.keys(esm).length > 1 };
+      }
+      console.log(JSON.stringify(out));`;
+    fs.writeFileSync(path.join(dir, 'resolve.mjs'), script);
+    const r = spawnSync(process.execPath, [path.join(dir, 'resolve.mjs')], { cwd: dir, encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    const got = JSON.parse(r.stdout);
+    for (const name of names) {
+      const file = name === 'jouletrace' ? 'index' : name.slice('jouletrace/'.length);
+      expect(got[name]).toEqual({
+        require: path.join(ROOT, 'dist/cjs', `${file}.js`),
+        import: pathToFileURL(path.join(ROOT, 'dist/esm', `${file}.mjs`)).href,
+        same: true,
+        named: true,
+      });
+      // TypeScript's resolutions: node16/nodenext by the exports map (import and require), node10
+      // by typesVersions.
+      const from = path.join(dir, 'index.ts');
+      const resolutions = [
+        ts.resolveModuleName(name, from, { module: ts.ModuleKind.Node16, moduleResolution: ts.ModuleResolutionKind.Node16 }, ts.sys, undefined, undefined, ts.ModuleKind.ESNext),
+        ts.resolveModuleName(name, from, { module: ts.ModuleKind.Node16, moduleResolution: ts.ModuleResolutionKind.Node16 }, ts.sys, undefined, undefined, ts.ModuleKind.CommonJS),
+        ts.resolveModuleName(name, from, { module: ts.ModuleKind.CommonJS, moduleResolution: ts.ModuleResolutionKind.Node10 }, ts.sys),
+      ];
+      for (const res of resolutions) {
+        expect(res.resolvedModule?.resolvedFileName && fs.realpathSync(res.resolvedModule.resolvedFileName)).toBe(path.join(ROOT, 'dist/cjs', `${file}.d.ts`));
+      }
+    }
+  });
+
+  it('packs what install and the exports map need, and not the development scripts', () => {
+    const r = spawnSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: ROOT, encoding: 'utf8' });
+    expect(r.status).toBe(0);
+    const files = new Set<string>(JSON.parse(r.stdout)[0].files.map((f: { path: string }) => f.path));
+    // `npm install` without a prebuild: node-gyp-build compiles binding.gyp, whose actions run
+    // build-bpf.sh, or install-failed.sh (which sources system-packages.sh) says what is missing.
+    for (const f of ['binding.gyp', 'scripts/build-bpf.sh', 'scripts/install-failed.sh', 'scripts/system-packages.sh', 'bpf/thread_tracker.bpf.c', 'native/addon.cc']) {
+      expect(files.has(f), f).toBe(true);
+    }
+    for (const target of Object.values<Record<string, string> | string>(pkg.exports).flatMap((t) => (typeof t === 'string' ? [t] : Object.values(t)))) {
+      expect(files.has(path.normalize(target)), target).toBe(true);
+    }
+    expect(files.has(path.normalize(pkg.bin.jouletrace)), pkg.bin.jouletrace).toBe(true);
+    for (const f of ['scripts/setup.sh', 'scripts/prebuild.sh', 'scripts/build-static-deps.sh', 'scripts/build-ts.mjs']) {
+      expect(files.has(f), f).toBe(false);
+    }
   });
 });
