@@ -21,10 +21,17 @@ missing_packages all
 apt_names
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    say "installing system packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >&2
+    # Named again now that apt knows its packages: bpftool's is chosen by what apt has.
+    missing_packages all
+    apt_names
+    say "installing system packages: ${missing[*]}"
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+    if ! working_bpftool >/dev/null; then
+      say "bpftool does not run here although ${missing[*]} installed; install one that does, or set BPFTOOL to its path"
+      exit 1
+    fi
   else
     say "missing system packages: ${missing[*]}"
     say "install them first, e.g.:  sudo apt-get install ${missing[*]}"

@@ -79,29 +79,60 @@ describe('install-failed.sh', () => {
     expect(message).toMatch(/bpftool \(Debian: bpftool; Ubuntu: linux-tools-common/);
   });
 
-  it('names linux-tools for bpftool on Ubuntu and its derivatives, bpftool elsewhere, and no chromium on Ubuntu', () => {
+  it('names for bpftool on Ubuntu and its derivatives what apt has, bpftool elsewhere, and no chromium on Ubuntu', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-os-'));
     try {
-      const names = (release: string) => {
+      // An apt-cache that knows only the packages listed in $DIR/known.
+      const bin = path.join(dir, 'bin');
+      fs.mkdirSync(bin);
+      fs.writeFileSync(path.join(bin, 'apt-cache'), `#!/bin/bash\n[ "$1" = show ] && grep -qx -- "$2" ${JSON.stringify(path.join(dir, 'known'))}\n`, { mode: 0o755 });
+      const names = (release: string, known: string[]) => {
         fs.writeFileSync(path.join(dir, 'os-release'), release);
+        fs.writeFileSync(path.join(dir, 'known'), known.map((k) => k + '\n').join(''));
         // --norc: bash reads the system bashrc for a non-interactive shell whose stdin is a socket
         // (what Node's pipes are) at shell level 1, as for a command run over ssh, and Debian's
         // tests $PS1 there, unset: with -u given on the command line, that is an error on stderr.
         const r = spawnSync('bash', ['--norc', '-euo', 'pipefail', '-c', 'source scripts/system-packages.sh; missing=(bpftool chromium clang); apt_names; echo "${missing[*]}"'], {
           cwd: ROOT,
           encoding: 'utf8',
-          env: { ...process.env, JOULETRACE_OS_RELEASE: path.join(dir, 'os-release') },
+          env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, JOULETRACE_OS_RELEASE: path.join(dir, 'os-release') },
         });
         expect(r.stderr).toBe('');
         return r.stdout.trim();
       };
       const kernel = os.release();
+      const ubuntu = 'ID=ubuntu\nID_LIKE=debian\n';
       // Ubuntu's chromium package installs a snap, which fails without snapd: left out there.
-      expect(names('ID=ubuntu\nID_LIKE=debian\n')).toBe(`linux-tools-common linux-tools-${kernel} clang`);
-      expect(names('ID=linuxmint\nID_LIKE="ubuntu debian"\n')).toBe(`linux-tools-common linux-tools-${kernel} clang`);
-      expect(names('ID=debian\n')).toBe('bpftool chromium clang'); // no ID_LIKE, under set -u
+      expect(names(ubuntu, ['clang', `linux-tools-${kernel}`, 'linux-tools-generic'])).toBe(`linux-tools-common linux-tools-${kernel} clang`);
+      expect(names('ID=linuxmint\nID_LIKE="ubuntu debian"\n', [`linux-tools-${kernel}`])).toBe(`linux-tools-common linux-tools-${kernel} clang`);
+      // A container on a kernel Ubuntu does not ship: no linux-tools of its version.
+      expect(names(ubuntu, ['clang', 'linux-tools-generic'])).toBe('linux-tools-generic clang');
+      // A package of bpftool's own name, where apt has one.
+      expect(names(ubuntu, ['bpftool', `linux-tools-${kernel}`])).toBe('bpftool clang');
+      expect(names('ID=debian\n', [])).toBe('bpftool chromium clang'); // no ID_LIKE, under set -u
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('counts bpftool as missing when the one found does not run', () => {
+    // Ubuntu's /usr/sbin/bpftool wrapper, in a container on another kernel: on PATH, but failing.
+    const bin = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-path-'));
+    try {
+      const wrapper = ['#!/bin/bash', 'echo "WARNING: bpftool not found for kernel $(uname -r)" >&2', 'exit 2', ''];
+      fs.writeFileSync(path.join(bin, 'bpftool'), wrapper.join('\n'), { mode: 0o755 });
+      const check = (places: string) =>
+        spawnSync('bash', ['--norc', '-euo', 'pipefail', '-c', `source scripts/system-packages.sh; BPFTOOL_PLACES=(${places}); missing_packages build; echo "\${missing[*]}"`], {
+          cwd: ROOT,
+          encoding: 'utf8',
+          env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, BPFTOOL: '' },
+        }).stdout.trim();
+      expect(check('')).toBe('bpftool');
+      // A real one where Ubuntu's linux-tools packages put it is found past the wrapper.
+      const real = which('bpftool') ?? (fs.existsSync('/usr/sbin/bpftool') ? '/usr/sbin/bpftool' : undefined);
+      if (real) expect(check(JSON.stringify(real))).toBe('');
+    } finally {
+      fs.rmSync(bin, { recursive: true, force: true });
     }
   });
 });
