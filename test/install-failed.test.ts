@@ -5,13 +5,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { which } from './fixtures/shell-scripts';
 
 const ROOT = path.join(__dirname, '..');
-
-function which(cmd: string): string | undefined {
-  const r = spawnSync('bash', ['-c', `command -v ${cmd}`], { encoding: 'utf8' });
-  return r.status === 0 ? r.stdout.trim() : undefined;
-}
 
 describe('install-failed.sh', () => {
   it('names the missing build packages and fails', () => {

@@ -4,25 +4,21 @@
 // package's name, to its CommonJS and ESM files and typings; the tarball holds what install needs.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import ts from 'typescript';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { scratchDirs } from './fixtures/shell-scripts';
 
 const ROOT = path.join(__dirname, '..');
 const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
 const ENTRIES = Object.keys(pkg.exports).filter((k) => k !== './package.json');
-let dir: string | undefined;
-afterEach(() => {
-  if (dir) fs.rmSync(dir, { recursive: true, force: true });
-  dir = undefined;
-});
+const scratch = scratchDirs();
 
 describe('scripts/build-ts.mjs', () => {
   it('leaves the last complete dist/ in place, older than src/, when the build fails', () => {
     // A copy of the sources with a type error, and a dist/ from an earlier build.
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-build-ts-'));
+    const dir = scratch('build-ts');
     fs.cpSync(path.join(ROOT, 'src'), path.join(dir, 'src'), { recursive: true });
     fs.cpSync(path.join(ROOT, 'scripts'), path.join(dir, 'scripts'), { recursive: true });
     fs.copyFileSync(path.join(ROOT, 'tsconfig.json'), path.join(dir, 'tsconfig.json'));
@@ -111,7 +107,7 @@ describe('peer dependencies', () => {
 describe('the package as a user resolves it', () => {
   it('serves every subpath of its exports map to require and import, with typings for each resolution', () => {
     // A project whose node_modules/jouletrace is this checkout, as `npm install` would place it.
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-consumer-'));
+    const dir = scratch('consumer');
     fs.mkdirSync(path.join(dir, 'node_modules'));
     fs.symlinkSync(ROOT, path.join(dir, 'node_modules/jouletrace'));
     const names = ENTRIES.map((e) => (e === '.' ? 'jouletrace' : `jouletrace/${e.slice(2)}`));
@@ -163,7 +159,7 @@ describe('the package as a user resolves it', () => {
       expect(files.has(path.normalize(target)), target).toBe(true);
     }
     expect(files.has(path.normalize(pkg.bin.jouletrace)), pkg.bin.jouletrace).toBe(true);
-    for (const f of ['scripts/setup.sh', 'scripts/prebuild.sh', 'scripts/build-static-deps.sh', 'scripts/build-ts.mjs']) {
+    for (const f of ['scripts/setup.sh', 'scripts/prebuild.sh', 'scripts/build-static-deps.sh', 'scripts/verify-prebuild.sh', 'scripts/build-ts.mjs']) {
       expect(files.has(f), f).toBe(false);
     }
   });

@@ -4,29 +4,18 @@
 // that set-up has only the packages to decide.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { scratchDirs, script, which } from './fixtures/shell-scripts';
 
 const ROOT = path.join(__dirname, '..');
-let dir: string | undefined;
-afterEach(() => {
-  if (dir) fs.rmSync(dir, { recursive: true, force: true });
-  dir = undefined;
-});
-
-function which(cmd: string): string | undefined {
-  const r = spawnSync('bash', ['-c', `command -v ${cmd}`], { encoding: 'utf8' });
-  return r.status === 0 ? r.stdout.trim() : undefined;
-}
-
-const script = (...lines: string[]) => ['#!/bin/bash', ...lines, ''].join('\n');
+const scratch = scratchDirs();
 
 // A built checkout, a PATH holding this machine's build tools and none of the test tools, and
 // fakes: id (root), apt-get (logs, runs the policy-rc.d as a maintainer script would, and
 // "installs" the test tools), dpkg-query (prometheus ships prometheus.service), systemctl (logs).
 function fixture() {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-setup-'));
+  const dir = scratch('setup');
   const co = path.join(dir, 'checkout');
   const bin = path.join(dir, 'bin');
   const log = path.join(dir, 'log');
@@ -67,7 +56,7 @@ function fixture() {
   const setup = (...args: string[]) => {
     const r = spawnSync(path.join(bin, 'bash'), [path.join(co, 'scripts/setup.sh'), ...args], {
       encoding: 'utf8',
-      env: { PATH: bin, JOULETRACE_POLICY_RC_D: policy, JOULETRACE_OS_RELEASE: path.join(dir!, 'os-release') },
+      env: { PATH: bin, JOULETRACE_POLICY_RC_D: policy, JOULETRACE_OS_RELEASE: path.join(dir, 'os-release') },
     });
     return { status: r.status, stderr: r.stderr, log: fs.existsSync(log) ? fs.readFileSync(log, 'utf8') : '' };
   };
