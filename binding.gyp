@@ -82,9 +82,14 @@
       # statically so a prebuilt addon runs on machines without them. Debian's libelf.a is not
       # position-independent, so prebuild.sh first builds a PIC one from Debian's elfutils
       # source package into JOULETRACE_STATIC_DIR, searched before the system directories.
+      # libelf.a of elfutils 0.191 and later calls eu_tsearch and others from elfutils' own
+      # libeu.a, linked where build-static-deps.sh left one: without it the shared object still
+      # links, with those symbols undefined, and the process dies at libbpf's first elf_memory().
       "conditions": [
         ["\"<!(echo $JOULETRACE_STATIC_LIBBPF)\"==\"1\"", {
-          "libraries": ["-L<!(echo ${JOULETRACE_STATIC_DIR:-/nonexistent})", "-Wl,-Bstatic", "-lbpf", "-lelf", "-lz", "-Wl,-Bdynamic", "-Wl,--exclude-libs,ALL"]
+          "libraries": ["-L<!(echo ${JOULETRACE_STATIC_DIR:-/nonexistent})", "-Wl,-Bstatic", "-lbpf", "-lelf",
+                        "<!@(test -f \"${JOULETRACE_STATIC_DIR:-/nonexistent}/libeu.a\" && echo -leu || true)",
+                        "-lz", "-Wl,-Bdynamic", "-Wl,--exclude-libs,ALL"]
         }, {
           "libraries": ["-lbpf", "-lelf", "-lz"]
         }]

@@ -9,7 +9,9 @@ name="${3:-$(basename "$src" .bpf.c)}"
 shift $(( $# < 3 ? $# : 3 ))
 mkdir -p "$out"
 CLANG="${CLANG:-clang}"
-BPFTOOL="${BPFTOOL:-$(command -v bpftool || echo /usr/sbin/bpftool)}"
+# shellcheck source=scripts/system-packages.sh
+source "${BASH_SOURCE[0]%/*}/system-packages.sh"
+BPFTOOL="${BPFTOOL:-$(working_bpftool || echo bpftool)}"
 case "$(uname -m)" in
   x86_64) arch=x86 ;; aarch64) arch=arm64 ;; *) arch="$(uname -m)" ;;
 esac

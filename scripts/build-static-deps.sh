@@ -2,12 +2,24 @@
 # Builds position-independent static libelf and libbpf from Debian's own source packages
 # (elfutils, libbpf) into OUTDIR, for scripts/prebuild.sh. Debian ships libelf.a and libbpf.a,
 # but compiled without -fPIC, and a Node addon is a shared object, so they cannot be linked
-# into it as they are. zlib's libz.a is PIC already and is used from the system.
+# into it as they are. zlib's libz.a is PIC already and is used from the system. libeu.a,
+# elfutils' internal utility library, comes along: libelf.a calls into it from elfutils 0.191 on.
 # Usage: build-static-deps.sh OUTDIR
 set -euo pipefail
 out="$(realpath -m "$1")"
-[ -f "$out/libelf.a" ] && [ -f "$out/libbpf.a" ] && exit 0
 say() { printf 'build-static-deps: %s\n' "$*" >&2; }
+# Done once the stamp written last is there (a build from before libeu.a was kept has none).
+[ -f "$out/.complete" ] && exit 0
+# apt-get source unpacks with dpkg-source, from dpkg-dev; the builds need make and a C compiler.
+need=()
+command -v dpkg-source >/dev/null 2>&1 || need+=(dpkg-dev)
+command -v make >/dev/null 2>&1 || need+=(make)
+command -v gcc >/dev/null 2>&1 || need+=(gcc)
+if [ "${#need[@]}" -gt 0 ]; then
+  say "needs ${need[*]} to fetch and build the source packages: apt-get install ${need[*]}"
+  exit 1
+fi
+rm -rf "$out/src" "$out"/lib*.a "$out/libbpf-obj"
 mkdir -p "$out/src"
 cd "$out/src"
 
@@ -38,6 +50,7 @@ say "building libelf.a with -fPIC"
   make -s -C lib -j"$(nproc)" >&2
   make -s -C libelf -j"$(nproc)" libelf.a >&2
   cp libelf/libelf.a "$out/"
+  if [ -f lib/libeu.a ]; then cp lib/libeu.a "$out/"; fi
 )
 
 say "building libbpf.a with -fPIC"
@@ -47,4 +60,5 @@ say "building libbpf.a with -fPIC"
   make -s -j"$(nproc)" BUILD_STATIC_ONLY=1 OBJDIR="$out/libbpf-obj" CFLAGS="-O2 -fPIC" >&2
   cp "$out/libbpf-obj/libbpf.a" "$out/"
 )
-say "done: $out/libelf.a $out/libbpf.a"
+touch "$out/.complete"
+say "done: $(cd "$out" && echo lib*.a)"

@@ -6,11 +6,20 @@ source "${BASH_SOURCE[0]%/*}/system-packages.sh"
 missing_packages build
 say() { printf 'jouletrace: %s\n' "$*" >&2; }
 say "no prebuilt binary for $(node -p 'process.platform + "-" + process.arch + ", Node " + process.versions.node'), and compiling the addon failed (see above)."
+# Where libbpf-dev and pkg-config are both there, the libbpf they find may still be too old.
+old_libbpf=""
+if [[ " ${missing[*]} " != *" pkg-config "* && " ${missing[*]} " != *" libbpf-dev "* ]]; then
+  old_libbpf="$(libbpf_too_old)" || true
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
   apt_names
   say "missing system packages: ${missing[*]}"
   say "install them, then run the install again:  sudo apt-get install ${missing[*]}"
-else
+fi
+if [ -n "$old_libbpf" ]; then
+  say "$old_libbpf"
+fi
+if [ "${#missing[@]}" = 0 ] && [ -z "$old_libbpf" ]; then
   say "the build packages are all installed; the compiler's output above says what failed."
 fi
 exit 1

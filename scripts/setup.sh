@@ -1,12 +1,44 @@
 #!/usr/bin/env bash
-# Everything `npm test`, `npm run demo` and `npm run bench` need, from a fresh clone:
-# system build packages (apt, when missing and when we are root), npm dependencies,
-# the native addon with its embedded BPF program, and the compiled TypeScript.
-# Each step is skipped when already done, so repeated runs cost well under a second.
+# Everything `npm run demo` and `npm run bench` need, from a fresh clone: system build packages
+# (apt, when missing and when we are root), npm dependencies, the native addon with its embedded
+# BPF program, and the compiled TypeScript. With --test (`npm test`), also the tools the tests
+# drive. Each step is skipped when already done, so repeated runs cost well under a second.
+# Usage: setup.sh [--test]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 say() { printf 'jouletrace setup: %s\n' "$*" >&2; }
+
+case "${1:-}" in
+  '') want=build ;;
+  --test) want=all ;;
+  *) say "unknown argument $1 (usage: setup.sh [--test])"; exit 2 ;;
+esac
+
+# apt-get install, with no service of the packages started then or at boot: Debian's prometheus
+# package would otherwise start a server on :9090, on every interface, at every boot; the tests
+# run their own on 127.0.0.1. A policy-rc.d answering 101 keeps the maintainer scripts from
+# starting services (one already there is left as it is); the units they enabled are disabled.
+# JOULETRACE_POLICY_RC_D moves the policy file, for tests.
+install_without_services() {
+  local policy="${JOULETRACE_POLICY_RC_D:-/usr/sbin/policy-rc.d}" ours=false p unit
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# jouletrace setup: no service starts while it installs packages.\nexit 101\n' > "$policy"
+    chmod 755 "$policy"
+    ours=true
+    trap "rm -f $(printf %q "$policy")" EXIT
+  fi
+  apt-get install -y -qq --no-install-recommends "$@" >&2
+  if $ours; then rm -f "$policy"; trap - EXIT; fi
+  command -v systemctl >/dev/null 2>&1 || return 0
+  for p in "$@"; do
+    for unit in $(dpkg-query -L "$p" 2>/dev/null | grep -E '^(/usr)?/lib/systemd/system/[^/]+\.service$' || true); do
+      unit="${unit##*/}"
+      say "disabling $unit, installed by $p (the tests start their own server when they need one)"
+      systemctl --no-reload --quiet disable "$unit" >&2 || say "could not disable $unit; do it yourself: systemctl disable $unit"
+    done
+  done
+}
 
 # Debian 12 and Ubuntu 24.04 ship Node 18 with apt: the wrong Node fails later, less clearly.
 if ! command -v node >/dev/null 2>&1 || [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
@@ -16,15 +48,22 @@ fi
 
 # shellcheck source=scripts/system-packages.sh
 source scripts/system-packages.sh
-missing_packages all
+missing_packages "$want"
 # Before the test: on Ubuntu a missing chromium alone leaves nothing to install.
 apt_names
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    say "installing system packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >&2
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+    # Named again now that apt knows its packages: bpftool's is chosen by what apt has.
+    missing_packages "$want"
+    apt_names
+    say "installing system packages: ${missing[*]}"
+    install_without_services "${missing[@]}"
+    if ! working_bpftool >/dev/null; then
+      say "bpftool does not run here although ${missing[*]} installed; install one that does, or set BPFTOOL to its path"
+      exit 1
+    fi
   else
     say "missing system packages: ${missing[*]}"
     say "install them first, e.g.:  sudo apt-get install ${missing[*]}"
@@ -33,9 +72,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
 fi
 
-# libbpf 1.0 brought the API the addon uses (Debian 11 and Ubuntu 22.04 ship 0.x).
-if ! pkg-config --atleast-version=1.0 libbpf 2>/dev/null; then
-  say "libbpf $(pkg-config --modversion libbpf 2>/dev/null || echo '(none)') is too old: the addon needs libbpf 1.0 or later (Debian 12, Ubuntu 24.04 and later ship it)"
+if why="$(libbpf_too_old)"; then
+  say "$why"
   exit 1
 fi
 

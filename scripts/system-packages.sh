@@ -18,13 +18,32 @@ declare -A BUILD_HDR_PKG=(
   [/usr/include/bpf/libbpf.h]=libbpf-dev [/usr/include/libelf.h]=libelf-dev [/usr/include/zlib.h]=zlib1g-dev
 )
 
+# Where bpftool may be besides PATH: /usr/sbin (off a non-root PATH), and where Ubuntu's
+# linux-tools packages put the real one. Ubuntu's /usr/sbin/bpftool (linux-tools-common) is a
+# wrapper that runs the running kernel's version and fails when that is not installed (a
+# container on another kernel): a bpftool counts only if it runs.
+BPFTOOL_PLACES=(/usr/sbin/bpftool /usr/lib/linux-tools/*/bpftool)
+
+# Prints the path of a bpftool that runs ($BPFTOOL first, as build-bpf.sh takes it), or fails.
+working_bpftool() {
+  local b
+  for b in "${BPFTOOL:-}" "$(command -v bpftool)" "${BPFTOOL_PLACES[@]}"; do
+    if [ -x "$b" ] && "$b" version >/dev/null 2>&1; then echo "$b"; return 0; fi
+  done
+  return 1
+}
+
 # Adds to `missing` the package of each command in the named command → package table that is
-# not on PATH (nor in /usr/sbin, off a non-root PATH).
+# not on PATH (nor in /usr/sbin, off a non-root PATH), or for bpftool, none that runs.
 missing_commands() {
   local -n table=$1
   local c
   for c in "${!table[@]}"; do
-    if ! command -v "$c" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$c" ]; then missing+=("${table[$c]}"); fi
+    if [ "$c" = bpftool ]; then
+      working_bpftool >/dev/null || missing+=("${table[$c]}")
+    elif ! command -v "$c" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$c" ]; then
+      missing+=("${table[$c]}")
+    fi
   done
 }
 
@@ -40,11 +59,14 @@ missing_packages() {
   if [ "${#missing[@]}" -gt 0 ]; then mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u); fi
 }
 
-# Rewrites `missing` into names apt can install here: Ubuntu (and its derivatives) ships bpftool
-# in linux-tools rather than a package of its own, and Chromium only as a snap (its apt package
-# installs the snap, which fails without snapd, as in a container): it is left out there, and the
-# one test that renders a report in it skips. Decided by /etc/os-release, not by asking apt,
-# whose package lists may be empty (a container image before `apt-get update`).
+# Rewrites `missing` into names apt can install here: Ubuntu (and its derivatives) ships
+# Chromium only as a snap (its apt package installs the snap, which fails without snapd, as in a
+# container): it is left out there, and the one test that renders a report in it skips. Decided
+# by /etc/os-release, not by asking apt, whose package lists may be empty (a container image
+# before `apt-get update`). For bpftool, apt is asked: a package of its name where it has one,
+# else Ubuntu's linux-tools-$(uname -r); a container on another kernel has no such package, and
+# naming it would fail the whole install: then linux-tools-generic, whose bpftool
+# working_bpftool finds.
 apt_names() {
   local id=" " release="${JOULETRACE_OS_RELEASE:-/etc/os-release}" kept=() p
   # shellcheck disable=SC1090
@@ -52,10 +74,23 @@ apt_names() {
   [[ "$id" == *" ubuntu "* ]] || return 0
   for p in "${missing[@]}"; do
     case "$p" in
-      bpftool) kept+=(linux-tools-common "linux-tools-$(uname -r)") ;;
+      bpftool)
+        if apt_knows bpftool; then kept+=(bpftool)
+        elif apt_knows "linux-tools-$(uname -r)"; then kept+=(linux-tools-common "linux-tools-$(uname -r)")
+        else kept+=(linux-tools-generic)
+        fi ;;
       chromium) ;;
       *) kept+=("$p") ;;
     esac
   done
   missing=("${kept[@]}")
+}
+
+apt_knows() { apt-cache show "$1" >/dev/null 2>&1; }
+
+# libbpf 1.0 brought the API the addon uses (Debian 11 and Ubuntu 22.04 ship 0.x). Prints why the
+# installed one will not do, and fails; prints nothing and succeeds when it will.
+libbpf_too_old() {
+  pkg-config --atleast-version=1.0 libbpf 2>/dev/null && return 1
+  echo "libbpf $(pkg-config --modversion libbpf 2>/dev/null || echo '(none)') is too old: the addon needs libbpf 1.0 or later (Debian 12, Ubuntu 24.04 and later ship it)"
 }

@@ -10,7 +10,7 @@ import type { Sampler } from './sampler';
 import { mountPattern, patternMatches } from './express-route-patterns';
 import { checkObject, describe, JouletraceError } from './errors';
 
-interface ExpressLikeRequest extends IncomingMessage {
+export interface ExpressLikeRequest extends IncomingMessage {
   app?: unknown;
   baseUrl?: string;
   originalUrl?: string;

@@ -23,17 +23,17 @@ export interface FastifyEnergyOptions extends RequestTrackerOptions {
   sampler?: Sampler;
 }
 
-interface FastifyRequestLike {
+export interface FastifyRequestLike {
   raw: IncomingMessage;
   routeOptions?: { url?: string };
   routerPath?: string;
 }
-interface FastifyReplyLike {
+export interface FastifyReplyLike {
   raw: ServerResponse;
 }
-type Hook = (req: FastifyRequestLike, reply: FastifyReplyLike, done: () => void) => void;
-interface FastifyLike {
-  addHook(name: 'onRequest', fn: Hook): unknown;
+export type FastifyHook = (req: FastifyRequestLike, reply: FastifyReplyLike, done: () => void) => void;
+export interface FastifyLike {
+  addHook(name: 'onRequest', fn: FastifyHook): unknown;
   addHook(name: 'onClose', fn: (instance: unknown, done: () => void) => void): unknown;
   decorate?(name: string, value: unknown): unknown;
   hasDecorator?(name: string): boolean;

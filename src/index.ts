@@ -4,7 +4,7 @@ export type { DomainName, DomainInfo, DomainReading, SourceReading, SkippedSourc
 export { validateSourceOptions, SOURCE_OPTION_KEYS, SOURCE_NAMES } from './source-options';
 export type { SourceOptions, NormalizedSourceOptions, SourceName, CpuVendor } from './source-options';
 export { probe, formatProbe } from './probe';
-export type { ProbeReport, ProbeSource, ProbeDomain, ProbeOptions, BpfReadiness } from './probe';
+export type { ProbeReport, ProbeSource, ProbeDomain, ProbeOptions, ProbeBpfReadiness } from './probe';
 export { Sampler, attachSpans } from './sampler';
 export { SpanChannel } from './span-channel';
 export { RequestTracker, trackRequest } from './requests';
@@ -27,8 +27,11 @@ export type {
   BaselineResult,
 } from './sampler';
 export { RingReader, SampleFlags } from './ring-reader';
+export type { RingNative, RingGeometry } from './ring-reader';
 export { bpfReadiness, openThreadTracker } from './threads';
 export type {
+  BpfReadiness,
+  ThreadTracker,
   ThreadSnapshot,
   ThreadTrackerOptions,
   ThreadTrackerStats,

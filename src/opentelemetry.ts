@@ -25,6 +25,8 @@ import { checkBoolean, checkKnownKeys, checkMethods, checkObject, invalidType, J
 import { packageRoot } from './native';
 import { EnergyTracker, PowerWindow } from './energy-tracker';
 import { checkRequestSource, subscribe, type RequestSource } from './settled-feed';
+
+export type { RequestSource };
 import type { Sampler } from './sampler';
 import { UNMATCHED_ROUTE, type RequestRecord, type SpanResult } from './span-types';
 

@@ -33,7 +33,8 @@ export interface ProbeSource {
   maxReadGapSeconds?: number;
 }
 
-export interface BpfReadiness {
+/** What probe() reports of eBPF: `bpfReadiness()`'s answer, or `ready: null` from a build that cannot tell. */
+export interface ProbeBpfReadiness {
   /** null when this build cannot tell. */
   ready: boolean | null;
   btf?: boolean;
@@ -46,7 +47,7 @@ export interface BpfReadiness {
 export interface ProbeReport {
   cpu: { vendor: string; family: number; model: number; brand: string };
   sources: ProbeSource[];
-  bpf: BpfReadiness;
+  bpf: ProbeBpfReadiness;
   kernel: string;
 }
 
@@ -117,8 +118,8 @@ async function measure(source: ProbeSource, opts: object, intervalMs: number): P
   }
 }
 
-function bpfReadiness(): BpfReadiness {
-  const fn = native().bpfReadiness as undefined | (() => BpfReadiness);
+function bpfReadiness(): ProbeBpfReadiness {
+  const fn = native().bpfReadiness as undefined | (() => ProbeBpfReadiness);
   if (typeof fn !== 'function') return { ready: null, reason: 'unknown: this build does not report BPF readiness' };
   try {
     return fn();

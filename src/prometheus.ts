@@ -10,6 +10,8 @@ import { checkBoolean, checkIntegerInRange, checkObject, checkString, invalidTyp
 import { EnergyTracker, PowerWindow, type EnergyReading } from './energy-tracker';
 import { FastHistogram, type HistogramSeries } from './prometheus-histogram';
 import { checkRequestSource, subscribe, type RequestSource } from './settled-feed';
+
+export type { RequestSource };
 import { SlidingWindow } from './sliding-window';
 import type { Sampler } from './sampler';
 import type { RequestRecord, SpanResult } from './span-types';

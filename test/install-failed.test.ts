@@ -5,13 +5,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { which } from './fixtures/shell-scripts';
 
 const ROOT = path.join(__dirname, '..');
-
-function which(cmd: string): string | undefined {
-  const r = spawnSync('bash', ['-c', `command -v ${cmd}`], { encoding: 'utf8' });
-  return r.status === 0 ? r.stdout.trim() : undefined;
-}
 
 describe('install-failed.sh', () => {
   it('names the missing build packages and fails', () => {
@@ -30,6 +26,28 @@ describe('install-failed.sh', () => {
       expect(r.stderr).toMatch(new RegExp(`^jouletrace: no prebuilt binary for ${process.platform}-${process.arch}, Node \\d+\\.\\d+\\.\\d+, and compiling the addon failed`));
       expect(r.stderr).toMatch(/missing system packages: clang pkg-config\n/);
       expect(r.stderr).toMatch(/sudo apt-get install clang pkg-config\n/);
+    } finally {
+      fs.rmSync(bin, { recursive: true, force: true });
+    }
+  });
+
+  it('names a libbpf older than 1.0, which set-up refuses too', () => {
+    // Every build tool this machine has, and a pkg-config that finds libbpf 0.8 (Debian 11, Ubuntu 22.04).
+    const bin = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-path-'));
+    try {
+      for (const cmd of ['bash', 'node', 'sort', 'uname', 'apt-cache', 'clang', 'llvm-strip', 'make', 'g++', 'python3', 'bpftool']) {
+        const at = which(cmd);
+        if (at) fs.symlinkSync(at, path.join(bin, cmd));
+      }
+      const pkgConfig = ['#!/bin/bash', 'case "$1" in', '  --modversion) echo 0.8.0 ;;', '  --atleast-version=*) exit 1 ;;', 'esac', ''];
+      fs.writeFileSync(path.join(bin, 'pkg-config'), pkgConfig.join('\n'), { mode: 0o755 });
+      const r = spawnSync(path.join(bin, 'bash'), [path.join(ROOT, 'scripts/install-failed.sh')], {
+        encoding: 'utf8',
+        env: { PATH: bin },
+      });
+      expect(r.status).toBe(1);
+      expect(r.stderr).toMatch(/\njouletrace: libbpf 0\.8\.0 is too old: the addon needs libbpf 1\.0 or later /);
+      expect(r.stderr).not.toMatch(/the build packages are all installed/);
     } finally {
       fs.rmSync(bin, { recursive: true, force: true });
     }
@@ -57,29 +75,60 @@ describe('install-failed.sh', () => {
     expect(message).toMatch(/bpftool \(Debian: bpftool; Ubuntu: linux-tools-common/);
   });
 
-  it('names linux-tools for bpftool on Ubuntu and its derivatives, bpftool elsewhere, and no chromium on Ubuntu', () => {
+  it('names for bpftool on Ubuntu and its derivatives what apt has, bpftool elsewhere, and no chromium on Ubuntu', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-os-'));
     try {
-      const names = (release: string) => {
+      // An apt-cache that knows only the packages listed in $DIR/known.
+      const bin = path.join(dir, 'bin');
+      fs.mkdirSync(bin);
+      fs.writeFileSync(path.join(bin, 'apt-cache'), `#!/bin/bash\n[ "$1" = show ] && grep -qx -- "$2" ${JSON.stringify(path.join(dir, 'known'))}\n`, { mode: 0o755 });
+      const names = (release: string, known: string[]) => {
         fs.writeFileSync(path.join(dir, 'os-release'), release);
+        fs.writeFileSync(path.join(dir, 'known'), known.map((k) => k + '\n').join(''));
         // --norc: bash reads the system bashrc for a non-interactive shell whose stdin is a socket
         // (what Node's pipes are) at shell level 1, as for a command run over ssh, and Debian's
         // tests $PS1 there, unset: with -u given on the command line, that is an error on stderr.
         const r = spawnSync('bash', ['--norc', '-euo', 'pipefail', '-c', 'source scripts/system-packages.sh; missing=(bpftool chromium clang); apt_names; echo "${missing[*]}"'], {
           cwd: ROOT,
           encoding: 'utf8',
-          env: { ...process.env, JOULETRACE_OS_RELEASE: path.join(dir, 'os-release') },
+          env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, JOULETRACE_OS_RELEASE: path.join(dir, 'os-release') },
         });
         expect(r.stderr).toBe('');
         return r.stdout.trim();
       };
       const kernel = os.release();
+      const ubuntu = 'ID=ubuntu\nID_LIKE=debian\n';
       // Ubuntu's chromium package installs a snap, which fails without snapd: left out there.
-      expect(names('ID=ubuntu\nID_LIKE=debian\n')).toBe(`linux-tools-common linux-tools-${kernel} clang`);
-      expect(names('ID=linuxmint\nID_LIKE="ubuntu debian"\n')).toBe(`linux-tools-common linux-tools-${kernel} clang`);
-      expect(names('ID=debian\n')).toBe('bpftool chromium clang'); // no ID_LIKE, under set -u
+      expect(names(ubuntu, ['clang', `linux-tools-${kernel}`, 'linux-tools-generic'])).toBe(`linux-tools-common linux-tools-${kernel} clang`);
+      expect(names('ID=linuxmint\nID_LIKE="ubuntu debian"\n', [`linux-tools-${kernel}`])).toBe(`linux-tools-common linux-tools-${kernel} clang`);
+      // A container on a kernel Ubuntu does not ship: no linux-tools of its version.
+      expect(names(ubuntu, ['clang', 'linux-tools-generic'])).toBe('linux-tools-generic clang');
+      // A package of bpftool's own name, where apt has one.
+      expect(names(ubuntu, ['bpftool', `linux-tools-${kernel}`])).toBe('bpftool clang');
+      expect(names('ID=debian\n', [])).toBe('bpftool chromium clang'); // no ID_LIKE, under set -u
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('counts bpftool as missing when the one found does not run', () => {
+    // Ubuntu's /usr/sbin/bpftool wrapper, in a container on another kernel: on PATH, but failing.
+    const bin = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-path-'));
+    try {
+      const wrapper = ['#!/bin/bash', 'echo "WARNING: bpftool not found for kernel $(uname -r)" >&2', 'exit 2', ''];
+      fs.writeFileSync(path.join(bin, 'bpftool'), wrapper.join('\n'), { mode: 0o755 });
+      const check = (places: string) =>
+        spawnSync('bash', ['--norc', '-euo', 'pipefail', '-c', `source scripts/system-packages.sh; BPFTOOL_PLACES=(${places}); missing_packages build; echo "\${missing[*]}"`], {
+          cwd: ROOT,
+          encoding: 'utf8',
+          env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, BPFTOOL: '' },
+        }).stdout.trim();
+      expect(check('')).toBe('bpftool');
+      // A real one where Ubuntu's linux-tools packages put it is found past the wrapper.
+      const real = which('bpftool') ?? (fs.existsSync('/usr/sbin/bpftool') ? '/usr/sbin/bpftool' : undefined);
+      if (real) expect(check(JSON.stringify(real))).toBe('');
+    } finally {
+      fs.rmSync(bin, { recursive: true, force: true });
     }
   });
 });

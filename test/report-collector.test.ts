@@ -132,3 +132,26 @@ describe('ReportCollector, a short run', () => {
     expect(renderReport({ ...saved, threads: [] })).toContain('No thread tracking in this run (threads: off)');
   });
 });
+
+describe('ReportCollector options', () => {
+  const sampler = fakeSampler({ joules: 0, threads: [] });
+  const make = (options: unknown) => () => new ReportCollector(sampler, options as never);
+
+  it('names the option and what it takes, before any poll', () => {
+    expect(make(null)).toThrow(new TypeError('Expected an object for options but received null of type null'));
+    expect(make({ title: 5 })).toThrow(new TypeError('Expected a string for options.title but received 5 of type number'));
+    expect(make({ subtitle: ['a'] })).toThrow(new TypeError('Expected a string for options.subtitle but received ["a"] of type array'));
+    expect(make({ periodMs: '100' })).toThrow(new TypeError('Expected a number between 50 and 5000 for options.periodMs but received "100" of type string'));
+    expect(make({ periodMs: 10 })).toThrow(new RangeError('Expected a number between 50 and 5000 for options.periodMs but received 10 of type number'));
+    for (const [value, kind] of [[-1, RangeError], [0, RangeError], [1.5, RangeError], [101, RangeError], ['x', TypeError]] as const) {
+      expect(make({ maxThreads: value })).toThrow(kind);
+      expect(make({ maxThreads: value })).toThrow(/^Expected an integer between 1 and 100 for options\.maxThreads but received /);
+    }
+    expect(make({ maxThread: 3 })).toThrow(new TypeError('Unknown option options.maxThread; known options are: periodMs, title, subtitle, maxThreads'));
+  });
+
+  it('takes every option, and none', () => {
+    expect(make(undefined)).not.toThrow();
+    expect(make({ periodMs: 50, title: 't', subtitle: 's', maxThreads: 1 })).not.toThrow();
+  });
+});

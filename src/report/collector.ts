@@ -1,5 +1,6 @@
 // Collects what an HTML report shows: power per domain and energy per thread over time (by
 // polling a running Sampler), and per-request or per-span records with their joules.
+import { checkIntegerInRange, checkKnownKeys, checkNumberInRange, checkObject, checkString } from '../errors';
 import type { Sampler } from '../sampler';
 import type { ReportData, ReportRecord, ReportThreadSeries } from './types';
 
@@ -10,9 +11,11 @@ export interface ReportCollectorOptions {
   title?: string;
   /** A line under the title (the command that ran, say). */
   subtitle?: string;
-  /** Threads drawn individually; the rest are summed as "other threads". Default 8. */
+  /** Threads drawn individually, 1 to 100; the rest are summed as "other threads". Default 8. */
   maxThreads?: number;
 }
+
+const OPTION_KEYS: readonly string[] = ['periodMs', 'title', 'subtitle', 'maxThreads'];
 
 // One poll: its time on the report's axis, the cumulative energy per domain, and what the
 // threads did since the poll before: their CPU time together, and the energy of each thread
@@ -77,16 +80,14 @@ export class ReportCollector {
   #recordKind: 'request' | 'span' = 'request';
   readonly #threadLabels = new Map<number, string>();
 
-  constructor(sampler: Sampler, options: ReportCollectorOptions = {}) {
-    const periodMs = options.periodMs ?? 200;
-    if (typeof periodMs !== 'number' || !(periodMs >= 50 && periodMs <= 5000)) {
-      throw new RangeError(`Expected a number from 50 to 5000 for options.periodMs but received ${String(periodMs)}`);
-    }
+  constructor(sampler: Sampler, options?: ReportCollectorOptions) {
+    const opts = checkObject('options', options);
+    checkKnownKeys('options', opts, OPTION_KEYS);
     this.#sampler = sampler;
-    this.#periodMs = periodMs;
-    this.#title = options.title ?? 'jouletrace report';
-    this.#subtitle = options.subtitle;
-    this.#maxThreads = options.maxThreads ?? 8;
+    this.#periodMs = opts.periodMs === undefined ? 200 : checkNumberInRange('options.periodMs', opts.periodMs, 50, 5000);
+    this.#title = opts.title === undefined ? 'jouletrace report' : checkString('options.title', opts.title);
+    this.#subtitle = opts.subtitle === undefined ? undefined : checkString('options.subtitle', opts.subtitle);
+    this.#maxThreads = opts.maxThreads === undefined ? 8 : checkIntegerInRange('options.maxThreads', opts.maxThreads, 1, 100);
     this.#hasThreads = sampler.stats().threads.backend !== 'off';
   }
 

@@ -1,0 +1,98 @@
+// scripts/setup.sh's system packages: what `npm run demo` and `npm run bench` install (the build
+// packages only) and what `npm test` installs (the test tools too, with no service started).
+// Run as root against a fake apt-get, in a copy of the checkout where everything is built, so
+// that set-up has only the packages to decide.
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { scratchDirs, script, which } from './fixtures/shell-scripts';
+
+const ROOT = path.join(__dirname, '..');
+const scratch = scratchDirs();
+
+// A built checkout, a PATH holding this machine's build tools and none of the test tools, and
+// fakes: id (root), apt-get (logs, runs the policy-rc.d as a maintainer script would, and
+// "installs" the test tools), dpkg-query (prometheus ships prometheus.service), systemctl (logs).
+function fixture() {
+  const dir = scratch('setup');
+  const co = path.join(dir, 'checkout');
+  const bin = path.join(dir, 'bin');
+  const log = path.join(dir, 'log');
+  const policy = path.join(dir, 'policy-rc.d');
+  fs.mkdirSync(bin);
+  fs.cpSync(path.join(ROOT, 'scripts'), path.join(co, 'scripts'), { recursive: true });
+  for (const f of ['package.json', 'binding.gyp', 'tsconfig.json']) fs.copyFileSync(path.join(ROOT, f), path.join(co, f));
+  for (const d of ['native', 'bpf', 'src']) fs.mkdirSync(path.join(co, d));
+  const earlier = new Date(Date.now() - 3600_000);
+  for (const f of ['scripts', ...fs.readdirSync(path.join(co, 'scripts')).map((s) => `scripts/${s}`), 'package.json', 'binding.gyp', 'tsconfig.json', 'native', 'bpf', 'src']) {
+    fs.utimesSync(path.join(co, f), earlier, earlier);
+  }
+  fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(co, 'node_modules'));
+  for (const f of ['build/Release/jouletrace.node', 'dist/cjs/index.js']) {
+    fs.mkdirSync(path.dirname(path.join(co, f)), { recursive: true });
+    fs.writeFileSync(path.join(co, f), '');
+  }
+  const tools = ['bash', 'node', 'dirname', 'find', 'grep', 'chmod', 'rm', 'sort', 'uname', 'pkg-config', 'clang', 'llvm-strip', 'make', 'g++', 'python3', 'bpftool'];
+  for (const cmd of tools) {
+    const at = which(cmd) ?? (cmd === 'bpftool' && fs.existsSync('/usr/sbin/bpftool') ? '/usr/sbin/bpftool' : undefined);
+    if (at) fs.symlinkSync(at, path.join(bin, cmd));
+  }
+  fs.writeFileSync(path.join(bin, 'id'), script('echo 0'), { mode: 0o755 });
+  fs.writeFileSync(
+    path.join(bin, 'apt-get'),
+    script(
+      `echo "apt-get $*" >> ${log}`,
+      'if [ "$1" = install ]; then',
+      `  if [ -x ${policy} ]; then ${policy} prometheus start; echo "policy-rc.d prometheus start: $?" >> ${log}; else echo "no policy-rc.d" >> ${log}; fi`,
+      `  for c in prometheus promtool tmux chromium capsh; do printf '#!/bin/sh\\n' > ${bin}/$c; chmod +x ${bin}/$c; done`,
+      'fi',
+    ),
+    { mode: 0o755 },
+  );
+  fs.writeFileSync(path.join(bin, 'dpkg-query'), script('[ "$2" = prometheus ] && printf "/lib/systemd\\n/lib/systemd/system\\n/lib/systemd/system/prometheus.service\\n/etc/init.d/prometheus\\n"; true'), { mode: 0o755 });
+  fs.writeFileSync(path.join(bin, 'systemctl'), script(`echo "systemctl $*" >> ${log}`), { mode: 0o755 });
+  fs.writeFileSync(path.join(dir, 'os-release'), 'ID=debian\n');
+  const setup = (...args: string[]) => {
+    const r = spawnSync(path.join(bin, 'bash'), [path.join(co, 'scripts/setup.sh'), ...args], {
+      encoding: 'utf8',
+      env: { PATH: bin, JOULETRACE_POLICY_RC_D: policy, JOULETRACE_OS_RELEASE: path.join(dir, 'os-release') },
+    });
+    return { status: r.status, stderr: r.stderr, log: fs.existsSync(log) ? fs.readFileSync(log, 'utf8') : '' };
+  };
+  return { setup, policy };
+}
+
+describe('setup.sh', () => {
+  it('installs no test tool for the demo and the benchmarks', () => {
+    const { setup } = fixture();
+    const r = setup();
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(r.log).toBe('');
+  });
+
+  it('installs the test tools with --test, starting no service they ship and disabling the ones enabled', () => {
+    const { setup, policy } = fixture();
+    const r = setup('--test');
+    expect(r.status).toBe(0);
+    const lines = r.log.trim().split('\n');
+    expect(lines[0]).toBe('apt-get update -qq');
+    const installed = /^apt-get install -y -qq --no-install-recommends (.+)$/.exec(lines[1])?.[1].split(' ');
+    // libcap2-bin too where capsh is not in /usr/sbin.
+    expect(installed?.filter((p) => p !== 'libcap2-bin')).toEqual(['chromium', 'prometheus', 'tmux']);
+    // The maintainer scripts were told not to start anything (101: action forbidden by policy).
+    expect(lines[2]).toBe('policy-rc.d prometheus start: 101');
+    expect(lines.slice(3)).toEqual(['systemctl --no-reload --quiet disable prometheus.service']);
+    expect(r.stderr).toMatch(/^jouletrace setup: disabling prometheus\.service, installed by prometheus/m);
+    // The policy was set-up's own, for the install only.
+    expect(fs.existsSync(policy)).toBe(false);
+  });
+
+  it('runs the tests with --test, and the demo and benchmarks without', () => {
+    const { scripts } = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
+    expect(scripts.test).toMatch(/^bash scripts\/setup\.sh --test && /);
+    expect(scripts.demo).toMatch(/^bash scripts\/setup\.sh && /);
+    expect(scripts.bench).toMatch(/^bash scripts\/setup\.sh && /);
+  });
+});
