@@ -7,7 +7,8 @@ import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { checkNumber, choiceOption, parseArgs, parseIntervalUs, sourceOption, UsageError } from '../src/cli/args';
 import { printable } from '../src/cli/format';
-import { exitStatus } from '../src/cli/run';
+import { exitStatus, processTable, ProcessTreeWatcher } from '../src/cli/run';
+import type { ThreadEnergy } from '../src/sampler';
 import { itBpf } from './fixtures/bpf-required';
 import { createEmulatedPowercap } from './fixtures/emulated-devices';
 
@@ -571,6 +572,84 @@ describe('jouletrace --help', () => {
     expect(r.code).toBe(0);
     for (const cmd of ['probe', 'run', 'top', 'demo']) expect(r.stdout).toMatch(new RegExp(`^  ${cmd} `, 'm'));
     expect(jt(['frobnicate']).code).toBe(2);
+  });
+});
+
+describe('ProcessTreeWatcher', () => {
+  // A procfs of the test's own: /proc/PID/stat, cmdline and task/PID/children.
+  function fakeProc() {
+    const dir = fs.mkdtempSync(path.join(tmp, 'proc-'));
+    const put = (pid: number, p: { comm: string; ppid: number; start: number; state?: string; cmdline?: string; children?: number[] }) => {
+      fs.mkdirSync(path.join(dir, String(pid), 'task', String(pid)), { recursive: true });
+      // pid (comm) state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime
+      // stime cutime cstime priority nice num_threads itrealvalue starttime ...
+      fs.writeFileSync(path.join(dir, String(pid), 'stat'), `${pid} (${p.comm}) ${p.state ?? 'S'} ${p.ppid} ${pid} ${pid} 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 ${p.start} 0\n`);
+      fs.writeFileSync(path.join(dir, String(pid), 'cmdline'), p.state === 'Z' ? '' : `${(p.cmdline ?? p.comm).split(' ').join('\0')}\0`);
+      fs.writeFileSync(path.join(dir, String(pid), 'task', String(pid), 'children'), (p.children ?? []).map((c) => `${c} `).join(''));
+    };
+    return { dir, put };
+  }
+  const row = (pid: number, name: string, exited: boolean, tid = pid) => ({ tid, pid, name, exited });
+
+  it('never takes the process that has a pid after the one it watched there', () => {
+    const proc = fakeProc();
+    proc.put(100, { comm: 'sh', ppid: 1, start: 400, cmdline: 'sh -c work', children: [101] });
+    proc.put(101, { comm: 'sleep', ppid: 100, start: 500, cmdline: 'sleep 30' });
+    const w = new ProcessTreeWatcher(100, undefined, proc.dir);
+    expect(w.get(101)).toEqual({ ppid: 100, command: 'sleep 30' });
+    // 101 exits between two polls and an unrelated process gets its pid.
+    proc.put(100, { comm: 'sh', ppid: 1, start: 400, cmdline: 'sh -c work' });
+    proc.put(101, { comm: 'other', ppid: 1, start: 900, cmdline: 'UNRELATED' });
+    w.poll([row(100, 'sh', false), row(101, 'sleep', true)]);
+    expect(w.get(101)).toEqual({ ppid: 100, command: 'sleep 30' });
+    // One first heard of from the sampler with its threads exited: a live process there now is
+    // another's. Its zombie is still itself (ppid known); a live one is the tree's (an orphan).
+    proc.put(102, { comm: 'other', ppid: 1, start: 950, cmdline: 'UNRELATED' });
+    proc.put(103, { comm: 'true', ppid: 100, start: 960, state: 'Z' });
+    proc.put(104, { comm: 'daemon', ppid: 1, start: 970, cmdline: 'daemon --fork' });
+    w.poll([row(100, 'sh', false), row(102, 'true', true), row(103, 'true', true), row(104, 'daemon', false)]);
+    expect(w.get(102)).toEqual({ ppid: null, command: '[true]' });
+    expect(w.get(103)).toEqual({ ppid: 100, command: '[true]' });
+    expect(w.get(104)).toEqual({ ppid: 1, command: 'daemon --fork' });
+    expect(w.pids().sort()).toEqual([100, 101, 102, 103, 104]);
+  });
+
+  it('looks at a process that has exited once, however often the sampler lists it', () => {
+    // Every 100 ms, the sampler's list (up to 4096 exited threads) was read anew in /proc: 40 %
+    // of a core once a build had run a few thousand processes.
+    const proc = fakeProc();
+    proc.put(100, { comm: 'sh', ppid: 1, start: 400 });
+    const w = new ProcessTreeWatcher(100, undefined, proc.dir);
+    const listed = [row(100, 'sh', false), row(105, 'cc', true)];
+    w.poll(listed); // 105: gone from /proc already
+    expect(w.get(105)).toEqual({ ppid: null, command: '[cc]' });
+    // Were it read again, this would be taken for it.
+    proc.put(105, { comm: 'cc', ppid: 100, start: 990, state: 'Z' });
+    w.poll(listed);
+    expect(w.get(105)).toEqual({ ppid: null, command: '[cc]' });
+  });
+
+  it('lists every process of the tree past the threads folded into pid 0, which is no process', () => {
+    const proc = fakeProc();
+    proc.put(100, { comm: 'sh', ppid: 1, start: 400, cmdline: 'sh -c build' });
+    const w = new ProcessTreeWatcher(100, undefined, proc.dir);
+    w.poll([row(100, 'sh', false), row(201, 'cc', true), row(202, 'cc', true), row(202, 'cc', true, 203)]);
+    // 201 and 202's threads are folded into the pid 0 row at the next look.
+    const threads: ThreadEnergy[] = [
+      { tid: 100, pid: 100, name: 'sh', onCpuNs: 5e6, joules: 0.5, byDomain: {}, estimated: false, exited: false },
+      { tid: 0, pid: 0, name: '(exited threads)', onCpuNs: 9e6, joules: 0.9, byDomain: {}, estimated: false, exited: true },
+    ];
+    w.poll(threads);
+    expect(w.folded).toBe(3);
+    const table = processTable(threads, w, true);
+    expect(table).toEqual([
+      { pid: 0, ppid: null, command: '(3 exited threads, folded)', onCpuNs: 9e6, joules: 0.9, threads: 1 },
+      { pid: 100, ppid: 1, command: 'sh -c build', onCpuNs: 5e6, joules: 0.5, threads: 1 },
+      { pid: 201, ppid: null, command: '[cc]', onCpuNs: null, joules: null, threads: null },
+      { pid: 202, ppid: null, command: '[cc]', onCpuNs: null, joules: null, threads: null },
+    ]);
+    // procfs tracks the command's own process: the others' energy is not in the row.
+    expect(processTable(threads, w, false).map((p) => p.pid)).toEqual([0, 100]);
   });
 });
 
