@@ -10,7 +10,7 @@ import { printable } from '../src/cli/format';
 import { exitStatus, processTable, ProcessTreeWatcher } from '../src/cli/run';
 import type { ThreadEnergy } from '../src/sampler';
 import { itBpf } from './fixtures/bpf-required';
-import { createEmulatedPowercap } from './fixtures/emulated-devices';
+import { countingPowercap, createEmulatedPowercap } from './fixtures/emulated-devices';
 
 const ROOT = path.join(__dirname, '..');
 const BIN = path.join(ROOT, 'bin/jouletrace.js');
@@ -493,20 +493,6 @@ describe('jouletrace run, a signal while the command is being started', () => {
 });
 
 describe('where the sources read (--powercap-root and the other source paths)', () => {
-  // An emulated powercap tree whose package counter a separate process advances every
-  // millisecond, as RAPL does, until something kills it. Values stay 7 digits long and are
-  // rewritten in place, so a read never finds the file empty.
-  function countingPowercap() {
-    const e = createEmulatedPowercap([{ name: 'package-0', energyUj: 1_000_000 }]);
-    const file = path.join(e.zonePath('intel-rapl:0'), 'energy_uj');
-    const writer = spawn(
-      process.execPath,
-      ['-e', `const fs=require('fs');const fd=fs.openSync(process.argv[1],'r+');let v=1000000;setInterval(()=>{v+=1000;fs.writeSync(fd,v+'\\n',0)},1)`, file],
-      { stdio: 'ignore' },
-    );
-    return { e, writer };
-  }
-
   it('jouletrace run reads an emulated powercap tree, and notes counters that stood still', () => {
     const { e, writer } = countingPowercap();
     try {
@@ -539,6 +525,37 @@ describe('where the sources read (--powercap-root and the other source paths)', 
       writer.kill();
       e.close();
     }
+  });
+
+  it('jouletrace run charges idle power to the baseline given or measured, and notes where there is none', () => {
+    const { e, writer } = countingPowercap();
+    try {
+      const run = (...args: string[]) => {
+        const r = jt(['run', '--json', '--source', 'powercap', '--powercap-root', e.powercapRoot, ...args, '--', 'sleep', '0.3']);
+        expect(r.code, r.stderr).toBe(0);
+        return { ...(JSON.parse(r.stdout) as RunJson & { notes: string[] }), stderr: r.stderr };
+      };
+      // None: the idle power went to the tree and to other, and nothing said so.
+      const none = run();
+      expect(none.tree.baseline).toBe(0);
+      expect(none.notes.join('\n')).toContain('no baseline: idle power is shared out by CPU time, so the tree is charged part of it; --calibrate S');
+      // 0.2 W of the writer's 1 W or so, at most what was measured in each interval.
+      const given = run('--baseline', '0.2');
+      expect(given.tree.baseline).toBeGreaterThan(0);
+      expect(given.notes.join('\n')).not.toContain('no baseline');
+      const measured = run('--calibrate', '0.3');
+      expect(measured.stderr).toContain('jouletrace run: measuring idle power for 0.3 s before the command starts');
+      expect(measured.tree.baseline).toBeGreaterThan(0);
+      expect(measured.notes.join('\n')).toMatch(/baseline \(idle\) power measured over 0\.3 s before the command started: package-0 \d/);
+    } finally {
+      writer.kill();
+      e.close();
+    }
+    refused(['run', '--baseline', '-1', '--', 'true'], 2, '--baseline must be a number from 0 to 1000000, not -1');
+    refused(['run', '--calibrate', '0.1', '--', 'true'], 2, '--calibrate must be a number from 0.2 to 600, not 0.1');
+    refused(['run', '--baseline', '5', '--calibrate', '1', '--', 'true'], 2, '--baseline and --calibrate contradict each other');
+    refused(['run', '--threads', 'off', '--baseline', '5', '--', 'true'], 2, '--baseline needs thread tracking');
+    refused(['top', '--calibrate', '1'], 2, '--calibrate needs --pid');
   });
 
   it('probe reads the paths given, and a path that is not there is a usage error naming the option', () => {

@@ -7,7 +7,26 @@ import { ReportCollector } from '../report/collector';
 import { renderReport } from '../report/render';
 import { Sampler, type SamplerOptions, type ThreadEnergy } from '../sampler';
 import type { SourceName } from '../source-options';
-import { choiceOption, filePathOption, inFlagWords, numberOption, parseArgs, parseIntervalUs, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type SourcePaths } from './args';
+import {
+  baselineOptions,
+  choiceOption,
+  filePathOption,
+  inFlagWords,
+  noBaselineNote,
+  numberOption,
+  parseArgs,
+  parseIntervalUs,
+  reportUsageError,
+  setBaselineOption,
+  SOURCE_PATH_HELP,
+  SOURCE_PATH_SPECS,
+  sourceOption,
+  sourcePathOptions,
+  UsageError,
+  type BaselineOptions,
+  type OptionSpec,
+  type SourcePaths,
+} from './args';
 import { colorEnabled, fmtJoules, fmtSeconds, fmtWatts, paint, printable } from './format';
 import { OutputFiles } from './output-files';
 
@@ -19,6 +38,8 @@ power per domain, the tree's attributed energy beside the baseline and everythin
 top threads and processes by joules, and the sampler's health. The summary goes to stderr
 (like perf stat), so the command's own output stays on stdout; names there show control
 characters as '?'. Nothing is drawn while the command runs, unless --live.
+On measured counters, give the machine's idle power (--baseline, --calibrate): without it,
+idle power is shared out by CPU time and the tree is charged part of it (a note says so).
 
 Options:
   --interval T      sampling period: microseconds, or with a unit (500us, 1ms, 10ms);
@@ -28,6 +49,11 @@ Options:
                     Only bpf follows child processes; procfs tracks the command's own
                     process, off attributes nothing
   --top N           threads and processes listed in the summary (default 5)
+  --baseline W      idle power in watts of each package (of its package domain, else psys):
+                    charged to the baseline, not to the tree (0 to 1000000; the model
+                    source has its own). Needs thread tracking
+  --calibrate S     measure that idle power for S seconds (0.2 to 600) before the command
+                    starts, while the machine is quiet, instead of --baseline
   --json            print the results as JSON on stdout (every process of the tree;
                     stdout is the command's too: add -o F to keep them apart)
   -o, --output F    write the summary (or the JSON) to file F instead
@@ -57,6 +83,8 @@ const SPECS: OptionSpec[] = [
   { name: 'source', type: 'string' },
   { name: 'threads', type: 'string' },
   { name: 'top', type: 'number' },
+  { name: 'baseline', type: 'number' },
+  { name: 'calibrate', type: 'number' },
   { name: 'json', type: 'flag' },
   { name: 'output', short: 'o', type: 'string' },
   { name: 'csv', type: 'string' },
@@ -427,6 +455,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   let threadsOpt: 'bpf' | 'procfs' | 'off' | undefined;
   let source: SourceName | undefined;
   let paths: SourcePaths;
+  let baseline: BaselineOptions;
   try {
     parsed = parseArgs(argv, SPECS, true);
     if (parsed.options.help) {
@@ -436,6 +465,10 @@ export async function runCommand(argv: string[]): Promise<number> {
     if (parsed.options.interval !== undefined) intervalUs = parseIntervalUs(parsed.options.interval as string);
     top = numberOption(parsed.options, 'top', 5, 0, 10000, true);
     threadsOpt = choiceOption(parsed.options, 'threads', ['bpf', 'procfs', 'off'] as const, undefined);
+    baseline = baselineOptions(parsed.options);
+    if (threadsOpt === 'off' && (baseline.watts ?? baseline.calibrateS) !== undefined) {
+      throw new UsageError(`--${baseline.watts !== undefined ? 'baseline' : 'calibrate'} needs thread tracking, which --threads off turns off`);
+    }
     source = sourceOption(parsed.options);
     paths = sourcePathOptions(parsed.options);
     for (const name of ['output', 'csv', 'html']) filePathOption(parsed.options, name);
@@ -516,10 +549,12 @@ export async function runCommand(argv: string[]): Promise<number> {
     samplerOptions.pid = pid;
     if (threadsOpt !== 'procfs') samplerOptions.followChildren = true;
   }
-  let sampler: Sampler;
+  let sampler: Sampler | undefined;
   try {
     sampler = new Sampler(samplerOptions);
+    if (baseline.watts !== undefined) setBaselineOption(sampler, baseline.watts);
   } catch (e) {
+    sampler?.close();
     child.kill('SIGKILL');
     child.kill('SIGCONT');
     await exited;
@@ -539,6 +574,30 @@ export async function runCommand(argv: string[]): Promise<number> {
   }
   if (sampler.skipped.length > 0) {
     notes.push(`${sampler.skipped.map((s) => s.source).join(', ')} unavailable here (\`jouletrace probe\` says why and how to fix it)`);
+  }
+  if (baseline.calibrateS !== undefined) {
+    // The command waits, stopped, using no CPU: the machine's idle power is measured without it.
+    err.write(`jouletrace run: measuring idle power for ${baseline.calibrateS} s before the command starts: keep the machine quiet\n`);
+    const calibration = sampler.calibrateBaseline({ durationMs: Math.round(baseline.calibrateS * 1000) }).catch((e: Error) => e);
+    // A signal meanwhile kills the stopped command (onStartupSignal): the run ends at once.
+    const b = await Promise.race([calibration, exited.then(() => undefined)]);
+    if (b === undefined || b instanceof Error) {
+      child.kill('SIGKILL');
+      child.kill('SIGCONT');
+      await exited;
+      endStartup();
+      sampler.close();
+      files.discard();
+      if (startupSignal !== undefined) {
+        err.write(`jouletrace run: ${startupSignal} arrived before the command started; it did not run\n`);
+        return exitStatus(null, startupSignal);
+      }
+      err.write(`jouletrace run: ${b instanceof Error ? b.message : 'the command ended before it started'}\n`);
+      return EXIT_INTERNAL;
+    }
+    notes.push(`baseline (idle) power measured over ${baseline.calibrateS} s before the command started: ${b.watts.map((w) => `${w.domain}-${w.package} ${fmtWatts(w.watts)}`).join(', ')}`);
+  } else if (backend !== 'off' && !stats0.estimated && !((baseline.watts ?? 0) > 0)) {
+    notes.push(noBaselineNote('the tree'));
   }
 
   let csv: fs.WriteStream | undefined;
