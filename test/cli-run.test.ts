@@ -29,6 +29,16 @@ function jt(args: string[], timeoutMs = 20_000) {
   return { code: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
 }
 
+// A process's state letter (R, S, Z, ...), or 'gone'.
+function procState(pid: number): string {
+  try {
+    const st = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return st.slice(st.lastIndexOf(')') + 2).split(' ')[0];
+  } catch {
+    return 'gone';
+  }
+}
+
 interface RunJson {
   command: string[];
   exitCode: number;
@@ -197,6 +207,49 @@ describe('jouletrace run', () => {
     expect(Date.now() - t0).toBeLessThan(5000);
     expect(fs.readFileSync(out, 'utf8')).toContain(`killed by ${signal}`);
     expect(fs.readdirSync(tmp).filter((f) => f.includes('.jouletrace-'))).toEqual([]);
+  });
+
+  it('passes a signal sent to its whole process group on once, and ends what is left of the tree', async () => {
+    // timeout(1), `kill -TERM -PGID` and systemd signal jouletrace's whole group: the command got
+    // the signal from there and again from jouletrace, and took the second as "quit now".
+    const counted = path.join(tmp, 'group-signal-count');
+    const script = `
+      const fs = require('fs');
+      const left = require('child_process').spawn('sleep', ['30'], { stdio: 'ignore' });
+      let n = 0;
+      process.on('SIGTERM', () => {
+        if (++n === 1) setTimeout(() => { fs.writeFileSync(process.argv[1], String(n)); process.exit(0); }, 300);
+      });
+      fs.writeFileSync(process.argv[1] + '.pid', process.pid + ' ' + left.pid);
+      setInterval(() => {}, 1000);`;
+    // Off any terminal, in a group of its own, as under timeout(1).
+    const child = spawn(process.execPath, [BIN, 'run', '-q', '-o', '/dev/null', '--', process.execPath, '-e', script, counted], { stdio: 'ignore', detached: true });
+    const exit = new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+    const deadline = Date.now() + 10_000;
+    while (!fs.existsSync(`${counted}.pid`)) {
+      if (Date.now() > deadline) throw new Error('command never started');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const [command, left] = fs.readFileSync(`${counted}.pid`, 'utf8').split(' ').map(Number);
+    try {
+      // In a group of its own: the group's signal cannot reach it. (Two signals that arrive
+      // before the first is delivered are one, so the count alone did not always show it.)
+      const st = fs.readFileSync(`/proc/${command}/stat`, 'utf8');
+      expect(Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[2])).toBe(command);
+      process.kill(-child.pid!, 'SIGTERM');
+      expect(await exit).toBe(0);
+      expect(fs.readFileSync(counted, 'utf8')).toBe('1');
+      // The child the command left behind got the signal too, as it did from the group: gone
+      // (or a zombie about to be reaped by init).
+      let state = procState(left);
+      for (let i = 0; i < 50 && !['gone', 'Z'].includes(state); i++) {
+        await new Promise((r) => setTimeout(r, 20));
+        state = procState(left);
+      }
+      expect(state).toMatch(/^(gone|Z)$/);
+    } finally {
+      if (!['gone', 'Z'].includes(procState(left))) process.kill(left, 'SIGKILL');
+    }
   });
 
   it('refuses an output file it cannot write before running the command (exit 125)', () => {

@@ -72,8 +72,11 @@ when the command could not be run.
 SIGTERM, SIGINT, SIGHUP and SIGQUIT sent to jouletrace are passed on to the command, except
 those the terminal sent to its foreground process group (Ctrl-C, Ctrl-\\, hang-up), which
 reached the command already (while the run is the terminal's foreground job, those three from
-kill count as the terminal's: send SIGTERM). One that arrives while the command is being
-started ends the run as well (status 128 + N), leaving no stopped process behind.
+kill count as the terminal's: send SIGTERM). Off a terminal's foreground (timeout(1), systemd,
+a background job) the command runs in a process group of its own, so that a signal sent to
+jouletrace's group reaches it once, passed on; what is left of its group gets the signal too
+once it exits. One that arrives while the command is being started ends the run as well
+(status 128 + N), leaving no stopped process behind.
 Output files are written beside their place and moved there at the end: an existing file is
 left as it was when the run fails (/dev/stdout and /proc/self/fd/N are appended to in place).
 `;
@@ -499,7 +502,14 @@ export async function runCommand(argv: string[]): Promise<number> {
 
   // The command starts stopped behind a tiny shell that stops itself and then execs it, so the
   // tracker is attached before the command runs its first instruction or forks anything.
-  const child = spawn('/bin/sh', ['-c', 'kill -STOP $$ && exec "$@"', 'jouletrace-run', ...command], { stdio: 'inherit' });
+  // Off the terminal's foreground (timeout(1), systemd, cron, a background job), a signal sent to
+  // jouletrace's process group reached the command as well, and again when passed on: a program
+  // that takes a second SIGTERM as "quit now" skipped its clean-up. The command gets a process
+  // group (and session) of its own then, and each signal from jouletrace alone. On a terminal's
+  // foreground it stays in jouletrace's group, the terminal's: it may read the terminal, and the
+  // terminal's own signals reach it directly.
+  const ownGroup = !inTerminalForeground();
+  const child = spawn('/bin/sh', ['-c', 'kill -STOP $$ && exec "$@"', 'jouletrace-run', ...command], { stdio: 'inherit', detached: ownGroup });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.once('exit', (code, signal) => resolve({ code, signal }));
   });
@@ -524,6 +534,18 @@ export async function runCommand(argv: string[]): Promise<number> {
     return EXIT_INTERNAL;
   }
   const pid = child.pid;
+  // In a group of its own, no signal for jouletrace's group reaches the command: if jouletrace
+  // ends first (an error), the command's group ends with it rather than run on unwatched.
+  const endGroup = () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    try {
+      process.kill(-pid, 'SIGTERM');
+      process.kill(-pid, 'SIGCONT'); // the wrapper, stopped until the tracker is on
+    } catch {
+      // gone already
+    }
+  };
+  if (ownGroup) process.on('exit', endGroup);
   if (!(await waitForStop(child, 5000))) {
     endStartup();
     if (startupSignal !== undefined) {
@@ -653,9 +675,12 @@ export async function runCommand(argv: string[]): Promise<number> {
 
   // Signals for jouletrace go to the command, which ends the run. The terminal sends SIGINT,
   // SIGQUIT and SIGHUP to its whole foreground process group, the command included: passed on
-  // again, a program that takes a second Ctrl-C as "quit now" would skip its clean-up.
+  // again, a program that takes a second Ctrl-C as "quit now" would skip its clean-up. A command
+  // in a group of its own gets none of those but from jouletrace.
+  let passedOn: NodeJS.Signals | undefined;
   const forward = (sig: NodeJS.Signals) => () => {
-    if (sig !== 'SIGTERM' && inTerminalForeground()) return;
+    if (!ownGroup && sig !== 'SIGTERM' && inTerminalForeground()) return;
+    passedOn = sig;
     try {
       process.kill(pid, sig);
     } catch {
@@ -691,6 +716,19 @@ export async function runCommand(argv: string[]): Promise<number> {
     : undefined;
 
   const result = await exited;
+  if (ownGroup) {
+    process.off('exit', endGroup);
+    // A signal for jouletrace's group would have reached the whole tree, not the command alone: a
+    // shell killed by it leaves the child it waited for running. What is left of the command's
+    // group gets it once the command has gone.
+    if (passedOn !== undefined) {
+      try {
+        process.kill(-pid, passedOn);
+      } catch {
+        // nothing left
+      }
+    }
+  }
   const wallS = Number(process.hrtime.bigint() - t0) / 1e9;
   clearInterval(poller);
   if (liveTimer) {
