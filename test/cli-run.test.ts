@@ -351,6 +351,21 @@ describe('jouletrace run', () => {
     expect(fs.readdirSync(tmp).filter((f) => f.includes('.jouletrace-'))).toEqual([]);
   });
 
+  it("writes /dev/stderr through the shell's own descriptor, so the summary after the CSV does not overwrite it", () => {
+    // `run --csv /dev/stderr 2> f`: opened anew (appending or not), the CSV had an offset of its
+    // own, and the summary, written through the shell's descriptor from 0, overwrote it.
+    const captured = path.join(tmp, 'stderr.txt');
+    const fd = fs.openSync(captured, 'w');
+    const r = spawnSync(process.execPath, [BIN, 'run', '-q', '--csv', '/dev/stderr', '--', 'true'], { stdio: ['ignore', 'pipe', fd], encoding: 'utf8', timeout: 20_000 });
+    fs.closeSync(fd);
+    expect(r.status).toBe(0);
+    const text = fs.readFileSync(captured, 'utf8');
+    expect(text).toMatch(/^time_s,seq,late,estimated,.*\n(\d+\.\d+,.*\n)+\n Energy stats for 'true'/);
+    expect(text).toMatch(/ exit status: 0\n$/);
+    // A descriptor not open (or not for writing) is refused before the command runs.
+    refused(['run', '-q', '--csv', '/dev/fd/99', '--', 'true'], 125, 'jouletrace run: cannot write /dev/fd/99: EBADF');
+  });
+
   it('exits 125 when an output file cannot be written in full, keeping the others and the old file', () => {
     const csv = path.join(tmp, 'full-kept.csv');
     const out = path.join(tmp, 'full-summary.json');

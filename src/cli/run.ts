@@ -3,6 +3,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { constants } from 'node:os';
+import { finished } from 'node:stream';
 import { ReportCollector } from '../report/collector';
 import { renderReport } from '../report/render';
 import { Sampler, type SamplerOptions, type ThreadEnergy } from '../sampler';
@@ -78,7 +79,8 @@ jouletrace's group reaches it once, passed on; what is left of its group gets th
 once it exits. One that arrives while the command is being started ends the run as well
 (status 128 + N), leaving no stopped process behind.
 Output files are written beside their place and moved there at the end: an existing file is
-left as it was when the run fails (/dev/stdout and /proc/self/fd/N are appended to in place).
+left as it was when the run fails (/dev/stdout, /dev/stderr and /proc/self/fd/N are written
+through that descriptor).
 `;
 
 const SPECS: OptionSpec[] = [
@@ -622,11 +624,8 @@ export async function runCommand(argv: string[]): Promise<number> {
     notes.push(noBaselineNote('the tree'));
   }
 
-  let csv: fs.WriteStream | undefined;
-  const csvFd = files.fd('csv');
-  if (csvFd !== undefined) {
-    csv = fs.createWriteStream('', { fd: csvFd });
-    files.handOver('csv');
+  const csv = files.stream('csv');
+  if (csv) {
     csv.on('error', (e) => {
       err.write(`jouletrace run: cannot write ${opts.csv}: ${e.message}\n`);
       files.fail('csv');
@@ -742,13 +741,13 @@ export async function runCommand(argv: string[]): Promise<number> {
   sampler.stop();
   for (const [sig, fn] of forwarded) process.off(sig, fn);
   drainCsv();
-  // Settled when the stream has closed: a write that fails late (the header's, with a command
-  // that exits at once) is reported by 'error', before 'close'; end()'s callback can come first.
+  // Settled when the stream has closed (or, on this process's own descriptor, which it leaves
+  // open, finished): a write that fails late (the header's, with a command that exits at once)
+  // is reported by 'error' before that; end()'s callback can come first.
   const csvDone = csv
     ? new Promise<void>((resolve) => {
-        if (csv!.closed) return resolve();
-        csv!.once('close', () => resolve());
-        csv!.end();
+        finished(csv, () => resolve());
+        csv.end();
       })
     : Promise.resolve();
 
