@@ -412,6 +412,18 @@ describe('jouletrace run', () => {
     expect(r.stderr).not.toContain('.jouletrace-');
   });
 
+  it("draws the run's last stretch in the HTML report", () => {
+    // The collector stopped before the sampler took its final sample: the report ended at the
+    // last periodic one (here 0.5 s into a 0.8 s run, too few points to draw power over time).
+    const html = path.join(tmp, 'last-stretch.html');
+    const r = jt(['run', '--json', '--interval', '500ms', '--html', html, '--', 'sleep', '0.8']);
+    expect(r.code, r.stderr).toBe(0);
+    const res = JSON.parse(r.stdout) as RunJson & { durationS: number };
+    const text = fs.readFileSync(html, 'utf8');
+    expect(text).toContain(`<td>duration</td><td>${res.durationS.toFixed(2)} s</td>`);
+    expect(text).toMatch(/<section id="power">.*<path class="data line"/s);
+  });
+
   it('writes an HTML report with --html', () => {
     const html = path.join(tmp, 'run.html');
     const r = jt(['run', '-q', '--html', html, '--', 'sh', '-c', 'yes > /dev/null & p=$!; sleep 0.6; kill $p']);

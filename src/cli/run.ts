@@ -737,8 +737,10 @@ export async function runCommand(argv: string[]): Promise<number> {
   // No wait for a sample after the exit: stop() takes a final one, and the tracker counts a
   // thread's running stint up to each sample, its last switch seen or not. Waiting a sampling
   // interval or two added idle time and energy to the run (2 s of it at --interval 1s).
-  collector?.stop();
+  // The sampler first: its final sample, taken at stop(), is the collector's last point (it
+  // polls at the end of each run, until its own stop()).
   sampler.stop();
+  collector?.stop();
   for (const [sig, fn] of forwarded) process.off(sig, fn);
   drainCsv();
   // Settled when the stream has closed (or, on this process's own descriptor, which it leaves

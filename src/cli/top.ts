@@ -165,6 +165,18 @@ export function renderFrame(f: TopFrame, width: number, height: number, color: b
   return lines.slice(0, height);
 }
 
+// Before the handler the frames are written under (main leaves stdout to top): written to
+// /dev/full or to a reader gone (`| true`), the help ended in an uncaught 'error' event.
+function writeHelp(): Promise<number> {
+  return new Promise((resolve) => {
+    process.stdout.once('error', () => {}); // told to the callback below
+    process.stdout.write(HELP, (e?: NodeJS.ErrnoException | null) => {
+      if (e && e.code !== 'EPIPE') process.stderr.write(`jouletrace top: cannot write to stdout: ${e.message}\n`);
+      resolve(e && e.code !== 'EPIPE' ? 1 : 0);
+    });
+  });
+}
+
 export async function topCommand(argv: string[]): Promise<number> {
   let pid: number | undefined;
   let delay: number;
@@ -177,10 +189,7 @@ export async function topCommand(argv: string[]): Promise<number> {
   let baseline: BaselineOptions;
   try {
     const { options } = parseArgs(argv, SPECS);
-    if (options.help) {
-      process.stdout.write(HELP);
-      return 0;
-    }
+    if (options.help) return await writeHelp();
     if (options.pid !== undefined) pid = numberOption(options, 'pid', 0, 1, 2 ** 22, true);
     delay = numberOption(options, 'delay', 1, 0.2, 60);
     iterations = numberOption(options, 'iterations', Infinity, 1, 1e9, true);
