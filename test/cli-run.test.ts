@@ -248,7 +248,8 @@ describe('jouletrace run', () => {
       }
       expect(state).toMatch(/^(gone|Z)$/);
     } finally {
-      if (!['gone', 'Z'].includes(procState(left))) process.kill(left, 'SIGKILL');
+      // A test that fails leaves nothing behind either.
+      for (const pid of [left, command, child.pid!]) if (!['gone', 'Z'].includes(procState(pid))) process.kill(pid, 'SIGKILL');
     }
   });
 
