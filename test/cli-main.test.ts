@@ -46,9 +46,26 @@ describe('jouletrace command line', () => {
   });
 
   it('names an unknown command and exits 2', () => {
-    const r = cli('sample');
-    expect(r.status).toBe(2);
-    expect(r.stdout).toBe('');
-    expect(r.stderr).toMatch(/^jouletrace: unknown command "sample"\n\nUsage:/);
+    // Names every object has were taken for commands: "c.run is not a function".
+    for (const name of ['sample', 'toString', 'constructor', '__proto__', 'hasOwnProperty']) {
+      const r = cli(name);
+      expect(r.status, r.stderr).toBe(2);
+      expect(r.stdout).toBe('');
+      expect(r.stderr).toMatch(new RegExp(`^jouletrace: unknown command "${name}"\n\nUsage:`));
+    }
+  });
+
+  it("says in one line that top's help could not be written, and ends quietly when its reader left", () => {
+    // top watches stdout itself once running: its help was written with no handler on it.
+    const full = spawnSync(process.execPath, [BIN, 'top', '--help'], { encoding: 'utf8', timeout: 20_000, stdio: ['ignore', fs.openSync('/dev/full', 'w'), 'pipe'] });
+    expect(full.status).toBe(1);
+    expect(full.stderr).toBe('jouletrace top: cannot write to stdout: ENOSPC: no space left on device, write\n');
+    // A pipe whose reader is gone before the help is written (`top --help | true`).
+    const gone = spawnSync('python3', ['-c', 'import os, subprocess, sys; r, w = os.pipe(); os.close(r); sys.exit(subprocess.run(sys.argv[1:], stdout=w).returncode)', process.execPath, BIN, 'top', '--help'], {
+      encoding: 'utf8',
+      timeout: 20_000,
+    });
+    expect(gone.status, gone.stderr).toBe(0);
+    expect(gone.stderr).toBe('');
   });
 });

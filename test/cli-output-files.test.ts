@@ -29,6 +29,17 @@ describe('OutputFiles', () => {
     expect(leftovers()).toEqual([]);
   });
 
+  it('refuses a dangling link and the file it points to as one file', () => {
+    // Writing through the link creates the other: one output overwrote the other.
+    const target = path.join(tmp, 'not-yet.txt');
+    const link = path.join(tmp, 'to-not-yet.txt');
+    fs.symlinkSync('not-yet.txt', link); // relative to the link's directory
+    expect(() => OutputFiles.open({ output: link, csv: target })).toThrow(`--output and --csv name the same file (${target}); give each its own`);
+    expect(() => OutputFiles.open({ csv: target, output: link })).toThrow(`--csv and --output name the same file (${link}); give each its own`);
+    expect(fs.existsSync(target)).toBe(false);
+    expect(leftovers()).toEqual([]);
+  });
+
   it('empties a file written in place only once its new content is there', async () => {
     // Another hard link: written in place, which a rename would part from this name.
     const file = path.join(tmp, 'linked.json');

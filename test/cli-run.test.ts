@@ -7,9 +7,10 @@ import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { checkNumber, choiceOption, parseArgs, parseIntervalUs, sourceOption, UsageError } from '../src/cli/args';
 import { printable } from '../src/cli/format';
-import { exitStatus } from '../src/cli/run';
+import { exitStatus, processTable, ProcessTreeWatcher } from '../src/cli/run';
+import type { ThreadEnergy } from '../src/sampler';
 import { itBpf } from './fixtures/bpf-required';
-import { createEmulatedPowercap } from './fixtures/emulated-devices';
+import { countingPowercap, createEmulatedPowercap } from './fixtures/emulated-devices';
 
 const ROOT = path.join(__dirname, '..');
 const BIN = path.join(ROOT, 'bin/jouletrace.js');
@@ -26,6 +27,16 @@ function refused(args: string[], status: number, says: string): void {
 function jt(args: string[], timeoutMs = 20_000) {
   const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: timeoutMs, env: { ...process.env, NO_COLOR: '1' } });
   return { code: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
+}
+
+// A process's state letter (R, S, Z, ...), or 'gone'.
+function procState(pid: number): string {
+  try {
+    const st = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return st.slice(st.lastIndexOf(')') + 2).split(' ')[0];
+  } catch {
+    return 'gone';
+  }
 }
 
 interface RunJson {
@@ -198,6 +209,50 @@ describe('jouletrace run', () => {
     expect(fs.readdirSync(tmp).filter((f) => f.includes('.jouletrace-'))).toEqual([]);
   });
 
+  it('passes a signal sent to its whole process group on once, and ends what is left of the tree', async () => {
+    // timeout(1), `kill -TERM -PGID` and systemd signal jouletrace's whole group: the command got
+    // the signal from there and again from jouletrace, and took the second as "quit now".
+    const counted = path.join(tmp, 'group-signal-count');
+    const script = `
+      const fs = require('fs');
+      const left = require('child_process').spawn('sleep', ['30'], { stdio: 'ignore' });
+      let n = 0;
+      process.on('SIGTERM', () => {
+        if (++n === 1) setTimeout(() => { fs.writeFileSync(process.argv[1], String(n)); process.exit(0); }, 300);
+      });
+      fs.writeFileSync(process.argv[1] + '.pid', process.pid + ' ' + left.pid);
+      setInterval(() => {}, 1000);`;
+    // Off any terminal, in a group of its own, as under timeout(1).
+    const child = spawn(process.execPath, [BIN, 'run', '-q', '-o', '/dev/null', '--', process.execPath, '-e', script, counted], { stdio: 'ignore', detached: true });
+    const exit = new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+    const deadline = Date.now() + 10_000;
+    while (!fs.existsSync(`${counted}.pid`)) {
+      if (Date.now() > deadline) throw new Error('command never started');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const [command, left] = fs.readFileSync(`${counted}.pid`, 'utf8').split(' ').map(Number);
+    try {
+      // In a group of its own: the group's signal cannot reach it. (Two signals that arrive
+      // before the first is delivered are one, so the count alone did not always show it.)
+      const st = fs.readFileSync(`/proc/${command}/stat`, 'utf8');
+      expect(Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[2])).toBe(command);
+      process.kill(-child.pid!, 'SIGTERM');
+      expect(await exit).toBe(0);
+      expect(fs.readFileSync(counted, 'utf8')).toBe('1');
+      // The child the command left behind got the signal too, as it did from the group: gone
+      // (or a zombie about to be reaped by init).
+      let state = procState(left);
+      for (let i = 0; i < 50 && !['gone', 'Z'].includes(state); i++) {
+        await new Promise((r) => setTimeout(r, 20));
+        state = procState(left);
+      }
+      expect(state).toMatch(/^(gone|Z)$/);
+    } finally {
+      // A test that fails leaves nothing behind either.
+      for (const pid of [left, command, child.pid!]) if (!['gone', 'Z'].includes(procState(pid))) process.kill(pid, 'SIGKILL');
+    }
+  });
+
   it('refuses an output file it cannot write before running the command (exit 125)', () => {
     const ran = path.join(tmp, 'ran');
     for (const flag of ['--csv', '-o', '--html']) {
@@ -297,6 +352,21 @@ describe('jouletrace run', () => {
     expect(fs.readdirSync(tmp).filter((f) => f.includes('.jouletrace-'))).toEqual([]);
   });
 
+  it("writes /dev/stderr through the shell's own descriptor, so the summary after the CSV does not overwrite it", () => {
+    // `run --csv /dev/stderr 2> f`: opened anew (appending or not), the CSV had an offset of its
+    // own, and the summary, written through the shell's descriptor from 0, overwrote it.
+    const captured = path.join(tmp, 'stderr.txt');
+    const fd = fs.openSync(captured, 'w');
+    const r = spawnSync(process.execPath, [BIN, 'run', '-q', '--csv', '/dev/stderr', '--', 'true'], { stdio: ['ignore', 'pipe', fd], encoding: 'utf8', timeout: 20_000 });
+    fs.closeSync(fd);
+    expect(r.status).toBe(0);
+    const text = fs.readFileSync(captured, 'utf8');
+    expect(text).toMatch(/^time_s,seq,late,estimated,.*\n(\d+\.\d+,.*\n)+\n Energy stats for 'true'/);
+    expect(text).toMatch(/ exit status: 0\n$/);
+    // A descriptor not open (or not for writing) is refused before the command runs.
+    refused(['run', '-q', '--csv', '/dev/fd/99', '--', 'true'], 125, 'jouletrace run: cannot write /dev/fd/99: EBADF');
+  });
+
   it('exits 125 when an output file cannot be written in full, keeping the others and the old file', () => {
     const csv = path.join(tmp, 'full-kept.csv');
     const out = path.join(tmp, 'full-summary.json');
@@ -341,6 +411,18 @@ describe('jouletrace run', () => {
     expect(r.code, r.stderr).toBe(125);
     expect(r.stderr).toContain('/proc/version');
     expect(r.stderr).not.toContain('.jouletrace-');
+  });
+
+  it("draws the run's last stretch in the HTML report", () => {
+    // The collector stopped before the sampler took its final sample: the report ended at the
+    // last periodic one (here 0.5 s into a 0.8 s run, too few points to draw power over time).
+    const html = path.join(tmp, 'last-stretch.html');
+    const r = jt(['run', '--json', '--interval', '500ms', '--html', html, '--', 'sleep', '0.8']);
+    expect(r.code, r.stderr).toBe(0);
+    const res = JSON.parse(r.stdout) as RunJson & { durationS: number };
+    const text = fs.readFileSync(html, 'utf8');
+    expect(text).toContain(`<td>duration</td><td>${res.durationS.toFixed(2)} s</td>`);
+    expect(text).toMatch(/<section id="power">.*<path class="data line"/s);
   });
 
   it('writes an HTML report with --html', () => {
@@ -492,20 +574,6 @@ describe('jouletrace run, a signal while the command is being started', () => {
 });
 
 describe('where the sources read (--powercap-root and the other source paths)', () => {
-  // An emulated powercap tree whose package counter a separate process advances every
-  // millisecond, as RAPL does, until something kills it. Values stay 7 digits long and are
-  // rewritten in place, so a read never finds the file empty.
-  function countingPowercap() {
-    const e = createEmulatedPowercap([{ name: 'package-0', energyUj: 1_000_000 }]);
-    const file = path.join(e.zonePath('intel-rapl:0'), 'energy_uj');
-    const writer = spawn(
-      process.execPath,
-      ['-e', `const fs=require('fs');const fd=fs.openSync(process.argv[1],'r+');let v=1000000;setInterval(()=>{v+=1000;fs.writeSync(fd,v+'\\n',0)},1)`, file],
-      { stdio: 'ignore' },
-    );
-    return { e, writer };
-  }
-
   it('jouletrace run reads an emulated powercap tree, and notes counters that stood still', () => {
     const { e, writer } = countingPowercap();
     try {
@@ -540,6 +608,37 @@ describe('where the sources read (--powercap-root and the other source paths)', 
     }
   });
 
+  it('jouletrace run charges idle power to the baseline given or measured, and notes where there is none', () => {
+    const { e, writer } = countingPowercap();
+    try {
+      const run = (...args: string[]) => {
+        const r = jt(['run', '--json', '--source', 'powercap', '--powercap-root', e.powercapRoot, ...args, '--', 'sleep', '0.3']);
+        expect(r.code, r.stderr).toBe(0);
+        return { ...(JSON.parse(r.stdout) as RunJson & { notes: string[] }), stderr: r.stderr };
+      };
+      // None: the idle power went to the tree and to other, and nothing said so.
+      const none = run();
+      expect(none.tree.baseline).toBe(0);
+      expect(none.notes.join('\n')).toContain('no baseline: idle power is shared out by CPU time, so the tree is charged part of it; --calibrate S');
+      // 0.2 W of the writer's 1 W or so, at most what was measured in each interval.
+      const given = run('--baseline', '0.2');
+      expect(given.tree.baseline).toBeGreaterThan(0);
+      expect(given.notes.join('\n')).not.toContain('no baseline');
+      const measured = run('--calibrate', '0.3');
+      expect(measured.stderr).toContain('jouletrace run: measuring idle power for 0.3 s before the command starts');
+      expect(measured.tree.baseline).toBeGreaterThan(0);
+      expect(measured.notes.join('\n')).toMatch(/baseline \(idle\) power measured over 0\.3 s before the command started: package-0 \d/);
+    } finally {
+      writer.kill();
+      e.close();
+    }
+    refused(['run', '--baseline', '-1', '--', 'true'], 2, '--baseline must be a number from 0 to 1000000, not -1');
+    refused(['run', '--calibrate', '0.1', '--', 'true'], 2, '--calibrate must be a number from 0.2 to 600, not 0.1');
+    refused(['run', '--baseline', '5', '--calibrate', '1', '--', 'true'], 2, '--baseline and --calibrate contradict each other');
+    refused(['run', '--threads', 'off', '--baseline', '5', '--', 'true'], 2, '--baseline needs thread tracking');
+    refused(['top', '--calibrate', '1'], 2, '--calibrate needs --pid');
+  });
+
   it('probe reads the paths given, and a path that is not there is a usage error naming the option', () => {
     const e = createEmulatedPowercap([{ name: 'package-0', energyUj: 1_000_000 }]);
     try {
@@ -571,6 +670,84 @@ describe('jouletrace --help', () => {
     expect(r.code).toBe(0);
     for (const cmd of ['probe', 'run', 'top', 'demo']) expect(r.stdout).toMatch(new RegExp(`^  ${cmd} `, 'm'));
     expect(jt(['frobnicate']).code).toBe(2);
+  });
+});
+
+describe('ProcessTreeWatcher', () => {
+  // A procfs of the test's own: /proc/PID/stat, cmdline and task/PID/children.
+  function fakeProc() {
+    const dir = fs.mkdtempSync(path.join(tmp, 'proc-'));
+    const put = (pid: number, p: { comm: string; ppid: number; start: number; state?: string; cmdline?: string; children?: number[] }) => {
+      fs.mkdirSync(path.join(dir, String(pid), 'task', String(pid)), { recursive: true });
+      // pid (comm) state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime
+      // stime cutime cstime priority nice num_threads itrealvalue starttime ...
+      fs.writeFileSync(path.join(dir, String(pid), 'stat'), `${pid} (${p.comm}) ${p.state ?? 'S'} ${p.ppid} ${pid} ${pid} 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 ${p.start} 0\n`);
+      fs.writeFileSync(path.join(dir, String(pid), 'cmdline'), p.state === 'Z' ? '' : `${(p.cmdline ?? p.comm).split(' ').join('\0')}\0`);
+      fs.writeFileSync(path.join(dir, String(pid), 'task', String(pid), 'children'), (p.children ?? []).map((c) => `${c} `).join(''));
+    };
+    return { dir, put };
+  }
+  const row = (pid: number, name: string, exited: boolean, tid = pid) => ({ tid, pid, name, exited });
+
+  it('never takes the process that has a pid after the one it watched there', () => {
+    const proc = fakeProc();
+    proc.put(100, { comm: 'sh', ppid: 1, start: 400, cmdline: 'sh -c work', children: [101] });
+    proc.put(101, { comm: 'sleep', ppid: 100, start: 500, cmdline: 'sleep 30' });
+    const w = new ProcessTreeWatcher(100, undefined, proc.dir);
+    expect(w.get(101)).toEqual({ ppid: 100, command: 'sleep 30' });
+    // 101 exits between two polls and an unrelated process gets its pid.
+    proc.put(100, { comm: 'sh', ppid: 1, start: 400, cmdline: 'sh -c work' });
+    proc.put(101, { comm: 'other', ppid: 1, start: 900, cmdline: 'UNRELATED' });
+    w.poll([row(100, 'sh', false), row(101, 'sleep', true)]);
+    expect(w.get(101)).toEqual({ ppid: 100, command: 'sleep 30' });
+    // One first heard of from the sampler with its threads exited: a live process there now is
+    // another's. Its zombie is still itself (ppid known); a live one is the tree's (an orphan).
+    proc.put(102, { comm: 'other', ppid: 1, start: 950, cmdline: 'UNRELATED' });
+    proc.put(103, { comm: 'true', ppid: 100, start: 960, state: 'Z' });
+    proc.put(104, { comm: 'daemon', ppid: 1, start: 970, cmdline: 'daemon --fork' });
+    w.poll([row(100, 'sh', false), row(102, 'true', true), row(103, 'true', true), row(104, 'daemon', false)]);
+    expect(w.get(102)).toEqual({ ppid: null, command: '[true]' });
+    expect(w.get(103)).toEqual({ ppid: 100, command: '[true]' });
+    expect(w.get(104)).toEqual({ ppid: 1, command: 'daemon --fork' });
+    expect(w.pids().sort()).toEqual([100, 101, 102, 103, 104]);
+  });
+
+  it('looks at a process that has exited once, however often the sampler lists it', () => {
+    // Every 100 ms, the sampler's list (up to 4096 exited threads) was read anew in /proc: 40 %
+    // of a core once a build had run a few thousand processes.
+    const proc = fakeProc();
+    proc.put(100, { comm: 'sh', ppid: 1, start: 400 });
+    const w = new ProcessTreeWatcher(100, undefined, proc.dir);
+    const listed = [row(100, 'sh', false), row(105, 'cc', true)];
+    w.poll(listed); // 105: gone from /proc already
+    expect(w.get(105)).toEqual({ ppid: null, command: '[cc]' });
+    // Were it read again, this would be taken for it.
+    proc.put(105, { comm: 'cc', ppid: 100, start: 990, state: 'Z' });
+    w.poll(listed);
+    expect(w.get(105)).toEqual({ ppid: null, command: '[cc]' });
+  });
+
+  it('lists every process of the tree past the threads folded into pid 0, which is no process', () => {
+    const proc = fakeProc();
+    proc.put(100, { comm: 'sh', ppid: 1, start: 400, cmdline: 'sh -c build' });
+    const w = new ProcessTreeWatcher(100, undefined, proc.dir);
+    w.poll([row(100, 'sh', false), row(201, 'cc', true), row(202, 'cc', true), row(202, 'cc', true, 203)]);
+    // 201 and 202's threads are folded into the pid 0 row at the next look.
+    const threads: ThreadEnergy[] = [
+      { tid: 100, pid: 100, name: 'sh', onCpuNs: 5e6, joules: 0.5, byDomain: {}, estimated: false, exited: false },
+      { tid: 0, pid: 0, name: '(exited threads)', onCpuNs: 9e6, joules: 0.9, byDomain: {}, estimated: false, exited: true },
+    ];
+    w.poll(threads);
+    expect(w.folded).toBe(3);
+    const table = processTable(threads, w, true);
+    expect(table).toEqual([
+      { pid: 0, ppid: null, command: '(3 exited threads, folded)', onCpuNs: 9e6, joules: 0.9, threads: 1 },
+      { pid: 100, ppid: 1, command: 'sh -c build', onCpuNs: 5e6, joules: 0.5, threads: 1 },
+      { pid: 201, ppid: null, command: '[cc]', onCpuNs: null, joules: null, threads: null },
+      { pid: 202, ppid: null, command: '[cc]', onCpuNs: null, joules: null, threads: null },
+    ]);
+    // procfs tracks the command's own process: the others' energy is not in the row.
+    expect(processTable(threads, w, false).map((p) => p.pid)).toEqual([0, 100]);
   });
 });
 

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ProcessShares, type ProcessTicks } from '../src/cli/process-shares';
 import { readCpuTicks } from '../src/cli/proc-stat';
 import { renderFrame, type TopFrame } from '../src/cli/top';
+import { countingPowercap } from './fixtures/emulated-devices';
 
 const ROOT = path.join(__dirname, '..');
 const BIN = path.join(ROOT, 'bin/jouletrace.js');
@@ -174,7 +175,8 @@ describe('jouletrace top off a terminal', () => {
       const t0 = Date.now();
       const r = spawnSync(process.execPath, [BIN, 'top', '--pid', String(zombie), '--json', '--delay', '0.2'], { encoding: 'utf8', timeout: 8000 });
       expect(r.status, `${r.signal} ${r.stderr}`).toBe(0);
-      expect(r.stderr).toBe(`jouletrace top: process ${zombie} exited\n`);
+      // After a note, on measured counters, that no baseline was given.
+      expect(r.stderr.endsWith(`jouletrace top: process ${zombie} exited\n`), r.stderr).toBe(true);
       expect(Date.now() - t0).toBeLessThan(5000);
       expect(fs.readFileSync(`/proc/${zombie}/stat`, 'utf8')).toMatch(/^\d+ \(sleep\) Z /); // still there
       const late = spawnSync(process.execPath, [BIN, 'top', '--pid', String(zombie), '--json', '--delay', '0.2'], { encoding: 'utf8', timeout: 8000 });
@@ -182,6 +184,33 @@ describe('jouletrace top off a terminal', () => {
       expect(late.stderr).toBe(`jouletrace top: process ${zombie} has exited (its parent has not reaped it yet)\n`);
     } finally {
       parent.kill('SIGKILL');
+    }
+  });
+
+  it('charges idle power to the baseline given or measured, and notes on measured counters that there is none', () => {
+    const { e, writer } = countingPowercap();
+    try {
+      const top = (...args: string[]) => {
+        const r = spawnSync(
+          process.execPath,
+          [BIN, 'top', '--pid', String(target.pid), '--json', '--iterations', '1', '--delay', '0.3', '--source', 'powercap', '--powercap-root', e.powercapRoot, ...args],
+          { encoding: 'utf8', timeout: 15_000 },
+        );
+        expect(r.status, r.stderr).toBe(0);
+        return { stderr: r.stderr, frame: JSON.parse(r.stdout) as TopFrame };
+      };
+      const none = top();
+      expect(none.stderr).toContain('jouletrace top: note: no baseline: idle power is shared out by CPU time, so the process is charged part of it; --calibrate S');
+      expect(none.frame.tracked!.baselineWatts).toBe(0);
+      const given = top('--baseline', '0.2');
+      expect(given.stderr).toBe('');
+      expect(given.frame.tracked!.baselineWatts).toBeGreaterThan(0);
+      const measured = top('--calibrate', '0.3');
+      expect(measured.stderr).toBe('jouletrace top: measuring idle power for 0.3 s: keep the machine quiet\n');
+      expect(measured.frame.tracked!.baselineWatts).toBeGreaterThan(0);
+    } finally {
+      writer.kill();
+      e.close();
     }
   });
 

@@ -2,6 +2,7 @@
 // stop at the command it runs (`run node app.js --port 3000` passes --port to node), which
 // needs to know, while scanning, which options take a value.
 import * as fs from 'node:fs';
+import type { Sampler } from '../sampler';
 import { SOURCE_NAMES, type SourceName, type SourceOptions } from '../source-options';
 
 export interface OptionSpec {
@@ -126,6 +127,34 @@ export function filePathOption(options: ParsedArgs['options'], name: string): st
   if (v === undefined) return undefined;
   if (v === '') throw new UsageError(`--${name} expects a file path`);
   return String(v);
+}
+
+/** --baseline W and --calibrate S (run, top --pid): idle power given, or measured for S seconds. */
+export interface BaselineOptions {
+  watts?: number;
+  calibrateS?: number;
+}
+
+export function baselineOptions(options: ParsedArgs['options']): BaselineOptions {
+  const out: BaselineOptions = {};
+  if (options.baseline !== undefined) out.watts = numberOption(options, 'baseline', 0, 0, 1e6);
+  // calibrateBaseline()'s range: 200 ms to 10 min.
+  if (options.calibrate !== undefined) out.calibrateS = numberOption(options, 'calibrate', 0, 0.2, 600);
+  if (out.watts !== undefined && out.calibrateS !== undefined) throw new UsageError('--baseline and --calibrate contradict each other: give one');
+  return out;
+}
+
+/** Sets --baseline W on each package of the sampler's primary domains (package, else psys). */
+export function setBaselineOption(sampler: Sampler, watts: number): void {
+  sampler.setBaseline(Object.fromEntries(sampler.attribution().domains.map((d) => [d, watts])));
+}
+
+/**
+ * Said where measured counters run with no baseline: attribution then shares the idle power out
+ * by busy time, and `whose` (the tree, the process) gets its part.
+ */
+export function noBaselineNote(whose: string): string {
+  return `no baseline: idle power is shared out by CPU time, so ${whose} is charged part of it; --calibrate S measures the idle power first (keep the machine quiet), --baseline W sets it`;
 }
 
 // Errors of the library name its options (options.pid, backend 'procfs'); told on the command

@@ -37,7 +37,8 @@ function help(): string {
 
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
-  if (command !== 'top') guardStdout(command !== undefined && command in COMMANDS ? command : undefined); // top watches its own output
+  const known = command !== undefined && Object.hasOwn(COMMANDS, command); // not 'toString', '__proto__'
+  if (command !== 'top') guardStdout(known ? command : undefined); // top watches its own output
   // Messages go to stderr; one whose reader went away (`serve 2>&1 | logger`, logger gone) must
   // not end the command with an uncaught 'error' event: a host agent would stop exporting.
   process.stderr.on('error', () => {});
@@ -56,12 +57,11 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${pkg.version}\n`);
     return 0;
   }
-  const c = COMMANDS[command];
-  if (!c) {
+  if (!known) {
     process.stderr.write(`jouletrace: unknown command ${JSON.stringify(command)}\n\n${help()}`);
     return 2;
   }
-  return c.run(rest);
+  return COMMANDS[command].run(rest);
 }
 
 // A report that stdout cannot take (a full disk: `> /dev/full`) fails the command with one line,

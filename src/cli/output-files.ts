@@ -5,8 +5,8 @@ import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { UsageError } from './args';
 
-// A descriptor of this process that the path names (/dev/stdout is /proc/self/fd/1).
-const FD_ALIAS = /^\/(dev\/(stdout|stderr|fd\/\d+)|proc\/(self|thread-self|\d+)\/fd\/\d+)$/;
+// A descriptor of a process that the path names (/dev/stdout is /proc/self/fd/1).
+const FD_ALIAS = /^\/(?:dev\/(stdout|stderr|fd\/(\d+))|proc\/(self|thread-self|\d+)\/fd\/(\d+))$/;
 
 // Signals that kill a process by default, on which temporary files are removed first.
 const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
@@ -31,6 +31,8 @@ interface OutputFile {
   existed?: boolean;
   /** The descriptor has been handed to a stream that closes it. */
   handedOver: boolean;
+  /** One of this process's own descriptors (/dev/stdout): written through, never closed. */
+  own?: boolean;
 }
 
 export class OutputFiles<K extends string> {
@@ -58,25 +60,28 @@ export class OutputFiles<K extends string> {
 
   /**
    * Opens each named path for writing. A regular file (or a new one) is written beside its final
-   * place and renamed over it by commit(). Written in place: /dev/stdout, /proc/self/fd/N
-   * (appended to), devices and FIFOs, a dangling link, a file with other hard links, and a
-   * writable file in a directory this process cannot create files in.
+   * place and renamed over it by commit(). Written in place: /dev/stdout, /dev/fd/N and
+   * /proc/self/fd/N (through that descriptor), another process's /proc/PID/fd/N (appended to),
+   * devices and FIFOs, a dangling link, a file with other hard links, and a writable file in a
+   * directory this process cannot create files in.
    * Throws an Error naming the file that cannot be opened, and leaves nothing behind.
    */
   static open<K extends string>(paths: Partial<Record<K, string>>): OutputFiles<K> {
     const out = new OutputFiles<K>();
     const seen = new Map<string, string>();
+    const given = (Object.entries(paths) as Array<[K, string | undefined]>).filter((e): e is [K, string] => e[1] !== undefined);
     try {
-      for (const [name, file] of Object.entries(paths) as Array<[K, string | undefined]>) {
-        if (file === undefined) continue;
+      // All before any is opened: opening one may create another's file (a dangling link's).
+      for (const [name, file] of given) {
         // Devices (/dev/null, a terminal) may take several outputs; one file may not.
-        if (!isDevice(file)) {
-          const key = identity(file);
-          const clash = seen.get(key);
-          // Named by two options: the command line's mistake, told as the options.
-          if (clash !== undefined) throw new UsageError(`--${clash} and --${name} name the same file (${file}); give each its own`);
-          seen.set(key, name);
-        }
+        if (isDevice(file)) continue;
+        const key = identity(file);
+        const clash = seen.get(key);
+        // Named by two options: the command line's mistake, told as the options.
+        if (clash !== undefined) throw new UsageError(`--${clash} and --${name} name the same file (${file}); give each its own`);
+        seen.set(key, name);
+      }
+      for (const [name, file] of given) {
         try {
           out.#files.set(name, openOne(file));
         } catch (e) {
@@ -92,6 +97,15 @@ export class OutputFiles<K extends string> {
 
   fd(name: K): number | undefined {
     return this.#files.get(name)?.fd;
+  }
+
+  /** A stream that writes the file from its start (see handOver()), and closes it when it ends. */
+  stream(name: K): fs.WriteStream | undefined {
+    const f = this.#files.get(name);
+    if (!f) return undefined;
+    const stream = fs.createWriteStream('', { fd: f.fd, autoClose: f.own !== true });
+    this.handOver(name);
+    return stream;
   }
 
   /**
@@ -207,19 +221,28 @@ export class OutputFiles<K extends string> {
 function closeOnce(f: OutputFile): void {
   if (f.handedOver) return;
   f.handedOver = true;
-  fs.closeSync(f.fd);
+  if (!f.own) fs.closeSync(f.fd);
 }
 
 /**
  * Two spellings of one file give one key: its device and inode where it exists, else its name in
- * its directory's real path (`b/x` where b links to a is `a/x`).
+ * its directory's real path (`b/x` where b links to a is `a/x`). A dangling link is the file it
+ * points to, which writing through it creates.
  */
-function identity(file: string): string {
+function identity(file: string, links = 0): string {
   try {
     const st = fs.statSync(file);
     return `${st.dev}:${st.ino}`;
   } catch {
     const abs = path.resolve(file);
+    // 40 links at most, as the kernel follows (ELOOP).
+    if (links < 40 && isLink(abs)) {
+      try {
+        return identity(path.resolve(path.dirname(abs), fs.readlinkSync(abs)), links + 1);
+      } catch {
+        // gone meanwhile: named as it is
+      }
+    }
     try {
       return path.join(fs.realpathSync(path.dirname(abs)), path.basename(abs));
     } catch {
@@ -231,8 +254,17 @@ function identity(file: string): string {
 function openOne(file: string): OutputFile {
   // /dev/stdout, /proc/self/fd/N and the like are links to what the shell opened: a file put in
   // their place would replace /dev/stdout itself, or leave the shell's descriptor on the old file.
-  // Appended to, as `>>` would: a new descriptor starts at offset 0, over what was written before.
-  if (FD_ALIAS.test(path.resolve(file))) return inPlace(file, 'append');
+  // This process's own are written through the descriptor itself: one opened anew has an offset
+  // of its own (appending or not), and the shell's `>` descriptor wrote over it. Another
+  // process's is appended to, as `>>` would.
+  const alias = FD_ALIAS.exec(path.resolve(file));
+  if (alias) {
+    const [, std, devFd, proc, procFd] = alias;
+    const fd = std === 'stdout' ? 1 : std === 'stderr' ? 2 : devFd !== undefined ? Number(devFd) : proc === 'self' || proc === 'thread-self' || Number(proc) === process.pid ? Number(procFd) : undefined;
+    if (fd === undefined) return inPlace(file, 'append');
+    fs.writeSync(fd, Buffer.alloc(0)); // EBADF: not open, or not for writing
+    return { file, fd, own: true, handedOver: false, written: 0 };
+  }
   let existing: fs.Stats | undefined;
   try {
     existing = fs.statSync(file);

@@ -3,11 +3,31 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { constants } from 'node:os';
+import { finished } from 'node:stream';
 import { ReportCollector } from '../report/collector';
 import { renderReport } from '../report/render';
 import { Sampler, type SamplerOptions, type ThreadEnergy } from '../sampler';
 import type { SourceName } from '../source-options';
-import { choiceOption, filePathOption, inFlagWords, numberOption, parseArgs, parseIntervalUs, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type SourcePaths } from './args';
+import {
+  baselineOptions,
+  choiceOption,
+  filePathOption,
+  inFlagWords,
+  noBaselineNote,
+  numberOption,
+  parseArgs,
+  parseIntervalUs,
+  reportUsageError,
+  setBaselineOption,
+  SOURCE_PATH_HELP,
+  SOURCE_PATH_SPECS,
+  sourceOption,
+  sourcePathOptions,
+  UsageError,
+  type BaselineOptions,
+  type OptionSpec,
+  type SourcePaths,
+} from './args';
 import { colorEnabled, fmtJoules, fmtSeconds, fmtWatts, paint, printable } from './format';
 import { OutputFiles } from './output-files';
 
@@ -19,6 +39,8 @@ power per domain, the tree's attributed energy beside the baseline and everythin
 top threads and processes by joules, and the sampler's health. The summary goes to stderr
 (like perf stat), so the command's own output stays on stdout; names there show control
 characters as '?'. Nothing is drawn while the command runs, unless --live.
+On measured counters, give the machine's idle power (--baseline, --calibrate): without it,
+idle power is shared out by CPU time and the tree is charged part of it (a note says so).
 
 Options:
   --interval T      sampling period: microseconds, or with a unit (500us, 1ms, 10ms);
@@ -28,6 +50,11 @@ Options:
                     Only bpf follows child processes; procfs tracks the command's own
                     process, off attributes nothing
   --top N           threads and processes listed in the summary (default 5)
+  --baseline W      idle power in watts of each package (of its package domain, else psys):
+                    charged to the baseline, not to the tree (0 to 1000000; the model
+                    source has its own). Needs thread tracking
+  --calibrate S     measure that idle power for S seconds (0.2 to 600) before the command
+                    starts, while the machine is quiet, instead of --baseline
   --json            print the results as JSON on stdout (every process of the tree;
                     stdout is the command's too: add -o F to keep them apart)
   -o, --output F    write the summary (or the JSON) to file F instead
@@ -46,10 +73,14 @@ when the command could not be run.
 SIGTERM, SIGINT, SIGHUP and SIGQUIT sent to jouletrace are passed on to the command, except
 those the terminal sent to its foreground process group (Ctrl-C, Ctrl-\\, hang-up), which
 reached the command already (while the run is the terminal's foreground job, those three from
-kill count as the terminal's: send SIGTERM). One that arrives while the command is being
-started ends the run as well (status 128 + N), leaving no stopped process behind.
+kill count as the terminal's: send SIGTERM). Off a terminal's foreground (timeout(1), systemd,
+a background job) the command runs in a process group of its own, so that a signal sent to
+jouletrace's group reaches it once, passed on; what is left of its group gets the signal too
+once it exits. One that arrives while the command is being started ends the run as well
+(status 128 + N), leaving no stopped process behind.
 Output files are written beside their place and moved there at the end: an existing file is
-left as it was when the run fails (/dev/stdout and /proc/self/fd/N are appended to in place).
+left as it was when the run fails (/dev/stdout, /dev/stderr and /proc/self/fd/N are written
+through that descriptor).
 `;
 
 const SPECS: OptionSpec[] = [
@@ -57,6 +88,8 @@ const SPECS: OptionSpec[] = [
   { name: 'source', type: 'string' },
   { name: 'threads', type: 'string' },
   { name: 'top', type: 'number' },
+  { name: 'baseline', type: 'number' },
+  { name: 'calibrate', type: 'number' },
   { name: 'json', type: 'flag' },
   { name: 'output', short: 'o', type: 'string' },
   { name: 'csv', type: 'string' },
@@ -82,9 +115,13 @@ export interface ProcessInfo {
   /** null when the process came and went between two looks at /proc. */
   ppid: number | null;
   command: string;
-  onCpuNs: number;
-  joules: number;
-  threads: number;
+  /**
+   * null for a process whose exited threads were all folded into the pid 0 row (past 4096
+   * exited threads): its figures are in that row's.
+   */
+  onCpuNs: number | null;
+  joules: number | null;
+  threads: number | null;
 }
 
 interface ProcStat {
@@ -94,41 +131,51 @@ interface ProcStat {
   pgrp: number;
   ttyNr: number;
   tpgid: number;
+  /** Start time after boot, in clock ticks: with the pid, it names one process (pids are reused). */
+  start: number;
 }
 
 /** Reads /proc/PID/stat (the comm field may hold spaces and parentheses). */
-function readStat(pid: number | 'self'): ProcStat | null {
+function readStat(pid: number | 'self', proc = '/proc'): ProcStat | null {
   try {
-    const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const s = fs.readFileSync(`${proc}/${pid}/stat`, 'utf8');
     const open = s.indexOf('(');
     const close = s.lastIndexOf(')');
-    // After the comm: state ppid pgrp session tty_nr tpgid
+    // After the comm: state(0) ppid(1) pgrp(2) session(3) tty_nr(4) tpgid(5) ... starttime(19)
     const f = s.slice(close + 2).split(' ');
-    return { comm: s.slice(open + 1, close), state: f[0], ppid: Number(f[1]), pgrp: Number(f[2]), ttyNr: Number(f[4]), tpgid: Number(f[5]) };
+    return {
+      comm: s.slice(open + 1, close),
+      state: f[0],
+      ppid: Number(f[1]),
+      pgrp: Number(f[2]),
+      ttyNr: Number(f[4]),
+      tpgid: Number(f[5]),
+      start: Number(f[19]),
+    };
   } catch {
     return null;
   }
 }
 
-function readCmdline(pid: number): string {
+function readCmdline(pid: number, proc: string): string {
   try {
-    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0+$/, '').split('\0').join(' ');
+    return fs.readFileSync(`${proc}/${pid}/cmdline`, 'utf8').replace(/\0+$/, '').split('\0').join(' ');
   } catch {
     return '';
   }
 }
 
-function childrenOf(pid: number): number[] {
+function childrenOf(pid: number, proc: string): number[] {
   const out: number[] = [];
   let tasks: string[];
   try {
-    tasks = fs.readdirSync(`/proc/${pid}/task`);
+    tasks = fs.readdirSync(`${proc}/${pid}/task`);
   } catch {
     return out;
   }
   for (const tid of tasks) {
     try {
-      for (const c of fs.readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim().split(/\s+/)) {
+      for (const c of fs.readFileSync(`${proc}/${pid}/task/${tid}/children`, 'utf8').trim().split(/\s+/)) {
         if (c) out.push(Number(c));
       }
     } catch {
@@ -138,84 +185,157 @@ function childrenOf(pid: number): number[] {
   return out;
 }
 
+/** A thread as the sampler lists it (sampler.threads()). */
+type TrackedThread = Pick<ThreadEnergy, 'tid' | 'pid' | 'name' | 'exited'>;
+
+interface KnownProcess {
+  ppid: number | null;
+  /** undefined for a process never seen in /proc, nor named by the sampler. */
+  command: string | undefined;
+  alive: boolean;
+  /** ProcStat.start where it was seen in /proc: with the pid, this process and no other. */
+  start: number | undefined;
+}
+
 /**
  * Watches a process tree through /proc while it lives: parent and command line of each
- * process, refreshed on every poll (exec changes the command line).
+ * process, refreshed on every poll (exec changes the command line). A process is known by its
+ * pid and start time: once it has exited, its pid is not looked at again, as another process
+ * may have it by then.
  */
 export class ProcessTreeWatcher {
   readonly root: number;
-  readonly #known = new Map<number, { ppid: number | null; command: string; alive: boolean }>();
+  readonly #known = new Map<number, KnownProcess>();
   readonly #rootCommand: string | undefined;
+  readonly #proc: string;
   #wrapperCmdline: string | undefined;
+  // The tids the sampler listed at the last poll: one gone from its list since was folded.
+  #listed = new Set<number>();
+  #folded = 0;
 
   /**
    * `rootCommand`: what the root execs once started (`jouletrace run` starts it behind a stopped
    * wrapper shell). Shown for the root while its command line is still the wrapper's, so that a
    * command that exits before the first poll after its exec is not named after the wrapper.
+   * `proc`: where procfs is (tests give a tree of their own).
    */
-  constructor(root: number, rootCommand?: string) {
+  constructor(root: number, rootCommand?: string, proc = '/proc') {
     this.root = root;
     this.#rootCommand = rootCommand;
+    this.#proc = proc;
     this.poll();
   }
 
-  poll(extraPids: Iterable<number> = []): void {
-    const queue = [this.root, ...extraPids];
-    for (const [pid, p] of this.#known) if (p.alive) queue.push(pid);
+  /**
+   * Reads the root, every process known alive and their children from /proc. `tracked`: the
+   * sampler's threads; each process first heard of there is looked at once. One whose threads
+   * have all exited is taken only as a zombie (its pid is its own until reaped): a live process
+   * under its pid is another's, the pid reused.
+   */
+  poll(tracked?: Iterable<TrackedThread>): void {
+    const heard = new Map<number, { name: string; live: boolean }>();
+    if (tracked !== undefined) {
+      const listed = new Set<number>();
+      for (const t of tracked) {
+        if (t.tid === 0) continue; // the folded row
+        listed.add(t.tid);
+        if (this.#known.has(t.pid)) continue;
+        const h = heard.get(t.pid);
+        if (!h) heard.set(t.pid, { name: t.name, live: !t.exited });
+        else {
+          if (t.tid === t.pid) h.name = t.name;
+          if (!t.exited) h.live = true;
+        }
+      }
+      for (const tid of this.#listed) if (!listed.has(tid)) this.#folded++;
+      this.#listed = listed;
+    }
+    // A stack: the tree (from the root, and from each process known alive) is walked before
+    // the processes heard of, so that one found in it is taken as the tree's.
+    const queue: Array<[number, boolean]> = [...heard].map(([pid, h]) => [pid, h.live]);
+    for (const [pid, p] of this.#known) if (p.alive) queue.push([pid, true]);
+    if (!this.#known.has(this.root)) queue.push([this.root, true]);
     const seen = new Set<number>();
     while (queue.length > 0) {
-      const pid = queue.pop()!;
+      const [pid, adopt] = queue.pop()!;
       if (seen.has(pid)) continue;
       seen.add(pid);
-      const st = readStat(pid);
-      const prev = this.#known.get(pid);
-      if (!st || st.state === 'Z' || st.state === 'X') {
-        if (prev) prev.alive = false;
-        else if (st) this.#known.set(pid, { ppid: st.ppid, command: `[${st.comm}]`, alive: false });
-        continue;
-      }
-      let cmd = readCmdline(pid) || `[${st.comm}]`;
-      if (pid === this.root && this.#rootCommand !== undefined) {
-        this.#wrapperCmdline ??= cmd; // the first read: the wrapper, stopped before its exec
-        if (cmd === this.#wrapperCmdline) cmd = this.#rootCommand;
-      }
-      // The first parent seen is the real one: an orphan is later re-parented to a subreaper or init.
-      this.#known.set(pid, { ppid: prev ? prev.ppid : st.ppid, command: cmd, alive: true });
-      queue.push(...childrenOf(pid));
+      if (this.#look(pid, adopt, heard.get(pid)?.name)) for (const c of childrenOf(pid, this.#proc)) queue.push([c, true]);
     }
   }
 
-  get(pid: number): { ppid: number | null; command: string } | undefined {
-    return this.#known.get(pid);
+  // Reads one process; returns whether it is alive in the tree. `adopt`: a live process under
+  // this pid is the tree's. `name`: the sampler's name for it.
+  #look(pid: number, adopt: boolean, name: string | undefined): boolean {
+    const prev = this.#known.get(pid);
+    if (prev && !prev.alive) return false;
+    const st = readStat(pid, this.#proc);
+    const zombie = st !== null && (st.state === 'Z' || st.state === 'X');
+    if (prev && (!st || zombie || st.start !== prev.start)) {
+      prev.alive = false; // exited, or exited and its pid taken since the last look
+      return false;
+    }
+    if (!prev && (!st || zombie || !adopt)) {
+      this.#known.set(
+        pid,
+        zombie ? { ppid: st.ppid, command: `[${st.comm}]`, alive: false, start: st.start } : { ppid: null, command: name === undefined ? undefined : `[${name}]`, alive: false, start: undefined },
+      );
+      return false;
+    }
+    let cmd = readCmdline(pid, this.#proc) || `[${st!.comm}]`;
+    if (pid === this.root && this.#rootCommand !== undefined) {
+      this.#wrapperCmdline ??= cmd; // the first read: the wrapper, stopped before its exec
+      if (cmd === this.#wrapperCmdline) cmd = this.#rootCommand;
+    }
+    // The first parent seen is the real one: an orphan is later re-parented to a subreaper or init.
+    this.#known.set(pid, { ppid: prev ? prev.ppid : st!.ppid, command: cmd, alive: true, start: st!.start });
+    return true;
   }
 
+  get(pid: number): { ppid: number | null; command: string | undefined } | undefined {
+    const p = this.#known.get(pid);
+    return p && { ppid: p.ppid, command: p.command };
+  }
+
+  /** Every process of the tree seen, in /proc or in the sampler's list. */
   pids(): number[] {
     return [...this.#known.keys()];
   }
+
+  /** Threads listed at one poll and gone from the sampler's list at a later one: folded into its pid 0 row. */
+  get folded(): number {
+    return this.#folded;
+  }
 }
 
-/** Sums the sampler's threads per process, with ppid and command from the watcher. */
-export function processTable(threads: ThreadEnergy[], watcher: ProcessTreeWatcher): ProcessInfo[] {
-  const by = new Map<number, ProcessInfo>();
+/**
+ * Sums the sampler's threads per process, with ppid and command from the watcher. `listFolded`:
+ * the sampler follows the whole tree, whose processes the watcher knows; those left with no
+ * thread listed (folded into the pid 0 row) are listed too, with null figures.
+ */
+export function processTable(threads: ThreadEnergy[], watcher: ProcessTreeWatcher, listFolded: boolean): ProcessInfo[] {
+  const by = new Map<number, ProcessInfo & { onCpuNs: number; joules: number; threads: number }>();
   for (const t of threads) {
     let p = by.get(t.pid);
     if (!p) {
-      const w = watcher.get(t.pid);
-      p = {
-        pid: t.pid,
-        ppid: w?.ppid ?? null,
-        command: w?.command ?? (t.pid === 0 ? '(exited threads, folded)' : `[${t.name}]`),
-        onCpuNs: 0,
-        joules: 0,
-        threads: 0,
-      };
+      const w = t.pid === 0 ? undefined : watcher.get(t.pid);
+      const folded = watcher.folded > 0 ? `(${watcher.folded} exited threads, folded)` : '(exited threads, folded)';
+      p = { pid: t.pid, ppid: w?.ppid ?? null, command: w?.command ?? (t.pid === 0 ? folded : `[${t.name}]`), onCpuNs: 0, joules: 0, threads: 0 };
       by.set(t.pid, p);
     }
     p.onCpuNs += t.onCpuNs;
     p.joules += t.joules;
     p.threads += 1;
   }
-  return [...by.values()].sort((a, b) => b.joules - a.joules || a.pid - b.pid);
+  const out: ProcessInfo[] = [...by.values()];
+  if (listFolded && by.has(0)) {
+    for (const pid of watcher.pids()) {
+      if (by.has(pid)) continue;
+      const w = watcher.get(pid)!;
+      out.push({ pid, ppid: w.ppid, command: w.command ?? '[?]', onCpuNs: null, joules: null, threads: null });
+    }
+  }
+  return out.sort((a, b) => (b.joules ?? -1) - (a.joules ?? -1) || a.pid - b.pid);
 }
 
 function waitForStop(child: ChildProcess, timeoutMs: number): Promise<boolean> {
@@ -264,6 +384,11 @@ interface RunResult {
   notes: string[];
 }
 
+/** The tree's processes, not counting the row of folded exited threads (pid 0). */
+function processCount(processes: ProcessInfo[]): number {
+  return processes.filter((p) => p.pid !== 0).length;
+}
+
 // Real RAPL counters move about every millisecond, idle or not: a second without a change is
 // energy the source did not count.
 const COUNTERS_STILL_NOTE_S = 1;
@@ -284,7 +409,7 @@ function formatSummary(r: RunResult, top: number, color: boolean): string {
   if (r.tree) {
     const pct = (x: number) => (r.tree!.total > 0 ? `${((100 * x) / r.tree!.total).toFixed(1)} %` : '-');
     lines.push('', ` Where the ${r.tree.domains.join('+')} energy went (${r.tree.backend}${r.tree.followsChildren ? ', children followed' : ', this process only'}):`);
-    lines.push(`   ${fmtJoules(r.tree.joules).padStart(12)}   ${c.bold('process tree')}  ${pct(r.tree.joules).padStart(8)}   ${r.processes.length} process(es)`);
+    lines.push(`   ${fmtJoules(r.tree.joules).padStart(12)}   ${c.bold('process tree')}  ${pct(r.tree.joules).padStart(8)}   ${processCount(r.processes)} process(es)`);
     lines.push(`   ${fmtJoules(r.tree.baseline).padStart(12)}   baseline      ${pct(r.tree.baseline).padStart(8)}`);
     lines.push(`   ${fmtJoules(r.tree.other).padStart(12)}   other         ${pct(r.tree.other).padStart(8)}   other processes, and idle`);
     if (r.threads.length > 0) {
@@ -298,9 +423,9 @@ function formatSummary(r: RunResult, top: number, color: boolean): string {
       lines.push('', ` Processes by joules:`);
       lines.push(c.dim(`   ${'pid'.padStart(8)} ${'ppid'.padStart(8)} ${'on-CPU'.padStart(10)} ${'joules'.padStart(12)}  command`));
       for (const p of r.processes.slice(0, top)) {
-        lines.push(
-          `   ${String(p.pid).padStart(8)} ${String(p.ppid ?? '?').padStart(8)} ${`${(p.onCpuNs / 1e6).toFixed(1)} ms`.padStart(10)} ${fmtJoules(p.joules).padStart(12)}  ${printable(p.command).slice(0, 60)}`,
-        );
+        const onCpu = p.onCpuNs === null ? 'folded' : `${(p.onCpuNs / 1e6).toFixed(1)} ms`;
+        const joules = p.joules === null ? 'folded' : fmtJoules(p.joules);
+        lines.push(`   ${String(p.pid).padStart(8)} ${String(p.ppid ?? '?').padStart(8)} ${onCpu.padStart(10)} ${joules.padStart(12)}  ${printable(p.command).slice(0, 60)}`);
       }
       if (r.processes.length > top) lines.push(c.dim(`   … ${r.processes.length - top} more (--json lists all)`));
     }
@@ -335,6 +460,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   let threadsOpt: 'bpf' | 'procfs' | 'off' | undefined;
   let source: SourceName | undefined;
   let paths: SourcePaths;
+  let baseline: BaselineOptions;
   try {
     parsed = parseArgs(argv, SPECS, true);
     if (parsed.options.help) {
@@ -344,6 +470,10 @@ export async function runCommand(argv: string[]): Promise<number> {
     if (parsed.options.interval !== undefined) intervalUs = parseIntervalUs(parsed.options.interval as string);
     top = numberOption(parsed.options, 'top', 5, 0, 10000, true);
     threadsOpt = choiceOption(parsed.options, 'threads', ['bpf', 'procfs', 'off'] as const, undefined);
+    baseline = baselineOptions(parsed.options);
+    if (threadsOpt === 'off' && (baseline.watts ?? baseline.calibrateS) !== undefined) {
+      throw new UsageError(`--${baseline.watts !== undefined ? 'baseline' : 'calibrate'} needs thread tracking, which --threads off turns off`);
+    }
     source = sourceOption(parsed.options);
     paths = sourcePathOptions(parsed.options);
     for (const name of ['output', 'csv', 'html']) filePathOption(parsed.options, name);
@@ -374,7 +504,14 @@ export async function runCommand(argv: string[]): Promise<number> {
 
   // The command starts stopped behind a tiny shell that stops itself and then execs it, so the
   // tracker is attached before the command runs its first instruction or forks anything.
-  const child = spawn('/bin/sh', ['-c', 'kill -STOP $$ && exec "$@"', 'jouletrace-run', ...command], { stdio: 'inherit' });
+  // Off the terminal's foreground (timeout(1), systemd, cron, a background job), a signal sent to
+  // jouletrace's process group reached the command as well, and again when passed on: a program
+  // that takes a second SIGTERM as "quit now" skipped its clean-up. The command gets a process
+  // group (and session) of its own then, and each signal from jouletrace alone. On a terminal's
+  // foreground it stays in jouletrace's group, the terminal's: it may read the terminal, and the
+  // terminal's own signals reach it directly.
+  const ownGroup = !inTerminalForeground();
+  const child = spawn('/bin/sh', ['-c', 'kill -STOP $$ && exec "$@"', 'jouletrace-run', ...command], { stdio: 'inherit', detached: ownGroup });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.once('exit', (code, signal) => resolve({ code, signal }));
   });
@@ -399,6 +536,18 @@ export async function runCommand(argv: string[]): Promise<number> {
     return EXIT_INTERNAL;
   }
   const pid = child.pid;
+  // In a group of its own, no signal for jouletrace's group reaches the command: if jouletrace
+  // ends first (an error), the command's group ends with it rather than run on unwatched.
+  const endGroup = () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    try {
+      process.kill(-pid, 'SIGTERM');
+      process.kill(-pid, 'SIGCONT'); // the wrapper, stopped until the tracker is on
+    } catch {
+      // gone already
+    }
+  };
+  if (ownGroup) process.on('exit', endGroup);
   if (!(await waitForStop(child, 5000))) {
     endStartup();
     if (startupSignal !== undefined) {
@@ -424,10 +573,12 @@ export async function runCommand(argv: string[]): Promise<number> {
     samplerOptions.pid = pid;
     if (threadsOpt !== 'procfs') samplerOptions.followChildren = true;
   }
-  let sampler: Sampler;
+  let sampler: Sampler | undefined;
   try {
     sampler = new Sampler(samplerOptions);
+    if (baseline.watts !== undefined) setBaselineOption(sampler, baseline.watts);
   } catch (e) {
+    sampler?.close();
     child.kill('SIGKILL');
     child.kill('SIGCONT');
     await exited;
@@ -448,12 +599,33 @@ export async function runCommand(argv: string[]): Promise<number> {
   if (sampler.skipped.length > 0) {
     notes.push(`${sampler.skipped.map((s) => s.source).join(', ')} unavailable here (\`jouletrace probe\` says why and how to fix it)`);
   }
+  if (baseline.calibrateS !== undefined) {
+    // The command waits, stopped, using no CPU: the machine's idle power is measured without it.
+    err.write(`jouletrace run: measuring idle power for ${baseline.calibrateS} s before the command starts: keep the machine quiet\n`);
+    const calibration = sampler.calibrateBaseline({ durationMs: Math.round(baseline.calibrateS * 1000) }).catch((e: Error) => e);
+    // A signal meanwhile kills the stopped command (onStartupSignal): the run ends at once.
+    const b = await Promise.race([calibration, exited.then(() => undefined)]);
+    if (b === undefined || b instanceof Error) {
+      child.kill('SIGKILL');
+      child.kill('SIGCONT');
+      await exited;
+      endStartup();
+      sampler.close();
+      files.discard();
+      if (startupSignal !== undefined) {
+        err.write(`jouletrace run: ${startupSignal} arrived before the command started; it did not run\n`);
+        return exitStatus(null, startupSignal);
+      }
+      err.write(`jouletrace run: ${b instanceof Error ? b.message : 'the command ended before it started'}\n`);
+      return EXIT_INTERNAL;
+    }
+    notes.push(`baseline (idle) power measured over ${baseline.calibrateS} s before the command started: ${b.watts.map((w) => `${w.domain}-${w.package} ${fmtWatts(w.watts)}`).join(', ')}`);
+  } else if (backend !== 'off' && !stats0.estimated && !((baseline.watts ?? 0) > 0)) {
+    notes.push(noBaselineNote('the tree'));
+  }
 
-  let csv: fs.WriteStream | undefined;
-  const csvFd = files.fd('csv');
-  if (csvFd !== undefined) {
-    csv = fs.createWriteStream('', { fd: csvFd });
-    files.handOver('csv');
+  const csv = files.stream('csv');
+  if (csv) {
     csv.on('error', (e) => {
       err.write(`jouletrace run: cannot write ${opts.csv}: ${e.message}\n`);
       files.fail('csv');
@@ -502,9 +674,12 @@ export async function runCommand(argv: string[]): Promise<number> {
 
   // Signals for jouletrace go to the command, which ends the run. The terminal sends SIGINT,
   // SIGQUIT and SIGHUP to its whole foreground process group, the command included: passed on
-  // again, a program that takes a second Ctrl-C as "quit now" would skip its clean-up.
+  // again, a program that takes a second Ctrl-C as "quit now" would skip its clean-up. A command
+  // in a group of its own gets none of those but from jouletrace.
+  let passedOn: NodeJS.Signals | undefined;
   const forward = (sig: NodeJS.Signals) => () => {
-    if (sig !== 'SIGTERM' && inTerminalForeground()) return;
+    if (!ownGroup && sig !== 'SIGTERM' && inTerminalForeground()) return;
+    passedOn = sig;
     try {
       process.kill(pid, sig);
     } catch {
@@ -517,8 +692,12 @@ export async function runCommand(argv: string[]): Promise<number> {
 
   process.kill(pid, 'SIGCONT');
   const t0 = process.hrtime.bigint();
+  // The tree is walked in /proc every 100 ms, to read each process's command line while it
+  // lives; the sampler's list (4.6 ms for 4096 threads) is read every 500 ms, for the processes
+  // the walk cannot find (an orphan re-parented before it was seen).
+  let polls = 0;
   const poller = setInterval(() => {
-    watcher.poll(backend !== 'off' ? new Set(sampler.threads().map((t) => t.pid)) : []);
+    watcher.poll(backend !== 'off' && polls++ % 5 === 0 ? sampler.threads() : undefined);
     drainCsv();
   }, 100);
   let prevTotals = sampler.totals();
@@ -536,6 +715,19 @@ export async function runCommand(argv: string[]): Promise<number> {
     : undefined;
 
   const result = await exited;
+  if (ownGroup) {
+    process.off('exit', endGroup);
+    // A signal for jouletrace's group would have reached the whole tree, not the command alone: a
+    // shell killed by it leaves the child it waited for running. What is left of the command's
+    // group gets it once the command has gone.
+    if (passedOn !== undefined) {
+      try {
+        process.kill(-pid, passedOn);
+      } catch {
+        // nothing left
+      }
+    }
+  }
   const wallS = Number(process.hrtime.bigint() - t0) / 1e9;
   clearInterval(poller);
   if (liveTimer) {
@@ -545,17 +737,19 @@ export async function runCommand(argv: string[]): Promise<number> {
   // No wait for a sample after the exit: stop() takes a final one, and the tracker counts a
   // thread's running stint up to each sample, its last switch seen or not. Waiting a sampling
   // interval or two added idle time and energy to the run (2 s of it at --interval 1s).
-  collector?.stop();
+  // The sampler first: its final sample, taken at stop(), is the collector's last point (it
+  // polls at the end of each run, until its own stop()).
   sampler.stop();
+  collector?.stop();
   for (const [sig, fn] of forwarded) process.off(sig, fn);
   drainCsv();
-  // Settled when the stream has closed: a write that fails late (the header's, with a command
-  // that exits at once) is reported by 'error', before 'close'; end()'s callback can come first.
+  // Settled when the stream has closed (or, on this process's own descriptor, which it leaves
+  // open, finished): a write that fails late (the header's, with a command that exits at once)
+  // is reported by 'error' before that; end()'s callback can come first.
   const csvDone = csv
     ? new Promise<void>((resolve) => {
-        if (csv!.closed) return resolve();
-        csv!.once('close', () => resolve());
-        csv!.end();
+        finished(csv, () => resolve());
+        csv.end();
       })
     : Promise.resolve();
 
@@ -565,7 +759,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const still = stats.timing.countersStillUs.longest / 1e6;
   if (!stats.estimated && still >= COUNTERS_STILL_NOTE_S) notes.push(countersStillNote(sampler.source, still));
   const threads = backend !== 'off' ? sampler.threads() : [];
-  watcher.poll();
+  watcher.poll(backend !== 'off' ? threads : undefined);
   const attribution = backend !== 'off' ? sampler.attribution() : null;
   const exitCode = exitStatus(result.code, result.signal);
   const res: RunResult = {
@@ -588,7 +782,7 @@ export async function runCommand(argv: string[]): Promise<number> {
           total: attribution.total,
         }
       : null,
-    processes: processTable(threads, watcher),
+    processes: processTable(threads, watcher, backend === 'bpf'),
     threads: threads.map((t) => ({ tid: t.tid, pid: t.pid, name: t.name, onCpuNs: t.onCpuNs, joules: t.joules, exited: t.exited })),
     sampler: {
       samples: stats.timing.samples,
@@ -607,7 +801,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     // report names main threads after their process's command instead.
     for (const t of threads) {
       const w = t.tid === t.pid ? watcher.get(t.pid) : undefined;
-      if (w && !w.command.startsWith('[')) collector.labelThread(t.tid, w.command.split(' ')[0].split('/').pop()!);
+      if (w?.command !== undefined && !w.command.startsWith('[')) collector.labelThread(t.tid, w.command.split(' ')[0].split('/').pop()!);
     }
     const data = collector.data({
       attribution: attribution ?? undefined,
@@ -615,7 +809,7 @@ export async function runCommand(argv: string[]): Promise<number> {
         ['command', command.join(' ')],
         ['exit status', String(exitCode)],
         ...res.domains.map((d): [string, string] => [`${d.domain}-${d.package}`, `${fmtJoules(d.joules)}, ${fmtWatts(d.watts)} average`]),
-        ...(res.tree ? [['process tree', `${fmtJoules(res.tree.joules)} in ${res.processes.length} process(es)`] as [string, string]] : []),
+        ...(res.tree ? [['process tree', `${fmtJoules(res.tree.joules)} in ${processCount(res.processes)} process(es)`] as [string, string]] : []),
         ['samples', `${res.sampler.samples} (${res.sampler.dropped} dropped), jitter p99 ${res.sampler.jitterUs.p99.toFixed(1)} µs`],
       ],
       notes,

@@ -2,7 +2,23 @@
 // threads of one process (eBPF or procfs attribution), or the busiest processes system-wide.
 import * as fs from 'node:fs';
 import { Sampler, type SamplerOptions } from '../sampler';
-import { choiceOption, inFlagWords, numberOption, parseArgs, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec } from './args';
+import {
+  baselineOptions,
+  choiceOption,
+  inFlagWords,
+  noBaselineNote,
+  numberOption,
+  parseArgs,
+  reportUsageError,
+  setBaselineOption,
+  SOURCE_PATH_HELP,
+  SOURCE_PATH_SPECS,
+  sourceOption,
+  sourcePathOptions,
+  UsageError,
+  type BaselineOptions,
+  type OptionSpec,
+} from './args';
 import { colorEnabled, fit, fmtJoules, fmtWatts, paint, printable } from './format';
 import { processGone, readCpuTicks, readProcStat } from './proc-stat';
 import { ProcessShares, type ProcessTicks } from './process-shares';
@@ -29,6 +45,12 @@ Options:
   --sort K          initial sort: watts, joules, cpu, name (default watts)
   --source S        energy source: auto, msr, perf, powercap, model (default auto)
   --threads B       with --pid: bpf or procfs (default: bpf, else procfs)
+  --baseline W      with --pid: idle power in watts of each package (of its package
+                    domain, else psys), charged to the baseline, not to the process (0 to
+                    1000000). On measured counters without it, idle power is shared out by
+                    CPU time and the process is charged part of it (a note on stderr says so)
+  --calibrate S     with --pid: measure that idle power for S seconds (0.2 to 600) before
+                    the first frame, instead of --baseline; keep the machine quiet meanwhile
   --json            one JSON object per refresh, one per line
   -h, --help        show this help
 
@@ -41,6 +63,8 @@ const SPECS: OptionSpec[] = [
   { name: 'sort', type: 'string' },
   { name: 'source', type: 'string' },
   { name: 'threads', type: 'string' },
+  { name: 'baseline', type: 'number' },
+  { name: 'calibrate', type: 'number' },
   { name: 'json', type: 'flag' },
   { name: 'help', short: 'h', type: 'flag' },
   ...SOURCE_PATH_SPECS,
@@ -141,6 +165,18 @@ export function renderFrame(f: TopFrame, width: number, height: number, color: b
   return lines.slice(0, height);
 }
 
+// Before the handler the frames are written under (main leaves stdout to top): written to
+// /dev/full or to a reader gone (`| true`), the help ended in an uncaught 'error' event.
+function writeHelp(): Promise<number> {
+  return new Promise((resolve) => {
+    process.stdout.once('error', () => {}); // told to the callback below
+    process.stdout.write(HELP, (e?: NodeJS.ErrnoException | null) => {
+      if (e && e.code !== 'EPIPE') process.stderr.write(`jouletrace top: cannot write to stdout: ${e.message}\n`);
+      resolve(e && e.code !== 'EPIPE' ? 1 : 0);
+    });
+  });
+}
+
 export async function topCommand(argv: string[]): Promise<number> {
   let pid: number | undefined;
   let delay: number;
@@ -150,12 +186,10 @@ export async function topCommand(argv: string[]): Promise<number> {
   // sample past its size (65536, about two minutes) as lost.
   const samplerOptions: SamplerOptions = { intervalUs: 2000, onOverflow: 'overwrite-oldest' };
   let json: boolean;
+  let baseline: BaselineOptions;
   try {
     const { options } = parseArgs(argv, SPECS);
-    if (options.help) {
-      process.stdout.write(HELP);
-      return 0;
-    }
+    if (options.help) return await writeHelp();
     if (options.pid !== undefined) pid = numberOption(options, 'pid', 0, 1, 2 ** 22, true);
     delay = numberOption(options, 'delay', 1, 0.2, 60);
     iterations = numberOption(options, 'iterations', Infinity, 1, 1e9, true);
@@ -167,6 +201,10 @@ export async function topCommand(argv: string[]): Promise<number> {
     if (threads !== undefined) {
       if (pid === undefined) throw new UsageError('--threads needs --pid (system-wide view reads /proc)');
       samplerOptions.threads = threads;
+    }
+    baseline = baselineOptions(options);
+    if (pid === undefined && (baseline.watts ?? baseline.calibrateS) !== undefined) {
+      throw new UsageError(`--${baseline.watts !== undefined ? 'baseline' : 'calibrate'} needs --pid (the system-wide view shares the package power by CPU time)`);
     }
     json = options.json === true;
   } catch (e) {
@@ -189,12 +227,21 @@ export async function topCommand(argv: string[]): Promise<number> {
   if (pid !== undefined) samplerOptions.pid = pid;
   else samplerOptions.threads = 'off';
 
-  let sampler: Sampler;
+  let sampler: Sampler | undefined;
   try {
     sampler = new Sampler(samplerOptions);
+    if (baseline.watts !== undefined) setBaselineOption(sampler, baseline.watts);
+    if (baseline.calibrateS !== undefined) {
+      process.stderr.write(`jouletrace top: measuring idle power for ${baseline.calibrateS} s: keep the machine quiet\n`);
+      await sampler.calibrateBaseline({ durationMs: Math.round(baseline.calibrateS * 1000) });
+    }
   } catch (e) {
+    sampler?.close();
     process.stderr.write(`jouletrace top: ${inFlagWords((e as Error).message)}\n`);
     return 1;
+  }
+  if (pid !== undefined && baseline.calibrateS === undefined && !((baseline.watts ?? 0) > 0) && !sampler.stats().estimated) {
+    process.stderr.write(`jouletrace top: note: ${noBaselineNote('the process')}\n`);
   }
   const out = process.stdout;
   const tty = out.isTTY === true && process.stdin.isTTY === true && !json;
