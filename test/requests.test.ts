@@ -168,7 +168,7 @@ describeBpf("shared mode and libuv's thread pool", () => {
     const hash = promisify(pbkdf2);
     await hash('warm', 'up', 1, 32, 'sha256'); // queued behind the tracker's search for the pool's threads
     sampler.start();
-    for (const until = Date.now() + 3000; Date.now() < until && sampler.stats().timing.samples < 3; ) await new Promise((r) => setTimeout(r, 2));
+    await until(() => sampler.stats().timing.samples >= 3); // past the first interval, which only sets the reference
     // Every thread's CPU by the kernel's count: the one that ran the hash is the pool's, whatever
     // it is named (libuv names them libuv-worker from 1.50 on; this machine's Node 20 has 1.46).
     const cpu = () => new Map(readdirSync('/proc/self/task').map((t) => [Number(t), schedstatNs(Number(t))]));
@@ -203,6 +203,42 @@ describeBpf("shared mode and libuv's thread pool", () => {
     expect(r.dynamicJoules!, what).toBeLessThanOrEqual((main.joules + poolJoules) * (1 + 1e-9));
     expect(r.joules, what).toBeGreaterThan(r.dynamicJoules!); // and the baseline's share beside
   });
+});
+
+// A record's dynamicJoules is its joules less the baseline's share (null where no baseline is
+// known). The model source's idle power is its baseline.
+describeBpf('dynamicJoules of request records', () => {
+  for (const mode of ['shared', 'exact'] as const) {
+    it(`${mode} mode: below joules with the model's idle baseline, 0 under a baseline above what was measured`, async () => {
+      const { sampler, tracker, records } = setup(mode);
+      sampler.start();
+      await until(() => sampler.stats().timing.samples >= 3);
+      const request = async (route: string) => {
+        const t = tracker.start('GET', route)!;
+        busy(20);
+        tracker.end(t, 200);
+        await recordsFor(records, records.length + 1);
+      };
+      await request('/idle-baseline');
+      sampler.setBaseline({ package: 1000 }); // the model draws 12 to 26 W here
+      await request('/high-baseline');
+      sampler.stop();
+      const by = Object.fromEntries(records.map((r) => [r.route, r]));
+      const what = JSON.stringify(records);
+      expect(Object.keys(by).sort(), what).toEqual(['/high-baseline', '/idle-baseline']);
+      const idle = by['/idle-baseline'];
+      expect(idle.mode, what).toBe(mode);
+      expect(idle.incomplete, what).toBe(false);
+      expect(idle.dynamicJoules, what).not.toBeNull();
+      expect(idle.dynamicJoules!, what).toBeGreaterThan(0); // 20 ms of CPU draws above idle
+      expect(idle.dynamicJoules!, what).toBeLessThan(idle.joules);
+      // The baseline took everything measured: the request's joules are all baseline.
+      const high = by['/high-baseline'];
+      expect(high.incomplete, what).toBe(false);
+      expect(high.joules, what).toBeGreaterThan(0);
+      expect(high.dynamicJoules, what).toBe(0);
+    });
+  }
 });
 
 describeBpf('requests in exact mode', () => {
