@@ -62,6 +62,7 @@
         "native/sampler/bench_binding.cc",
         "native/spans/route_table.cc",
         "native/spans/span_engine.cc",
+        "native/spans/pool_threads.cc",
         "native/spans/span_binding.cc"
       ],
       "include_dirs": [

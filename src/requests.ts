@@ -13,9 +13,11 @@
 //   on every callback of the process (see the README for the measured overhead).
 import { AsyncLocalStorage, createHook, type AsyncHook } from 'node:async_hooks';
 import { METHODS, type IncomingMessage, type ServerResponse } from 'node:http';
+import { isMainThread } from 'node:worker_threads';
 import { checkIntegerInRange, checkKnownKeys, checkObject, checkOneOf, describe, invalidType, JouletraceError } from './errors';
 import type { Sampler } from './sampler';
 import { callListeners } from './listeners';
+import { native } from './native';
 import { connectionOf, releaseResponseWatch, retainResponseWatch, watchedFor, watchResponse } from './response-end';
 import { FLAG_AGGREGATED, FLAG_ESTIMATED, FLAG_INCOMPLETE, ROUTE_SUMMARY_WORDS, slotOfHandle, SPAN_SLOTS, type NumericResultListener, type SpanChannel } from './span-channel';
 import { EXACT_REQUEST_TOKEN, UNMATCHED_ROUTE, type RequestRecord, type RouteStats } from './span-types';
@@ -171,7 +173,13 @@ export class RequestTracker {
     this.#channel.startPolling();
     routesOfCollected.register(this, { channel: this.#channel, routes: this.#routeList });
     if (this.mode === 'exact') this.#enableExact();
-    else this.#requests = new SharedRequests();
+    else {
+      this.#requests = new SharedRequests();
+      // libuv before 1.50 (Node 20's) does not name its pool's threads: they are found by a job
+      // on each (native/spans/pool_threads.h). From the main thread only: Node aborts a worker
+      // whose loop still holds such jobs when it exits.
+      if (isMainThread) native().findPoolThreads();
+    }
     // The process's wrapper of ServerResponse's end(), in place before any request is tracked
     // (last: a constructor that threw would never release it).
     retainResponseWatch();

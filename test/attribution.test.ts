@@ -1,6 +1,6 @@
 // Energy attribution through the Sampler, with both thread-tracking backends: ratios between
 // threads, exact conservation at every sample, thread exit, and the unprivileged fallback.
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
@@ -10,7 +10,8 @@ import { Sampler, type ThreadsBackend } from '../src/index';
 import { EnergyTracker } from '../src/energy-tracker';
 import { native } from '../src/native';
 import { describeBpf, itBpf } from './fixtures/bpf-required';
-import { sleep } from './fixtures/spinner';
+import { createEmulatedMsr, MSR } from './fixtures/emulated-devices';
+import { sleep, Spinner } from './fixtures/spinner';
 
 const run = promisify(execFile);
 const root = path.join(__dirname, '..');
@@ -270,6 +271,93 @@ describeBpf('attribution with the eBPF backend, across runs', () => {
     // still running its exit path when the run began, and got a row with those microseconds.
     const rows = s.threads().filter((t) => tids.includes(t.tid));
     expect(rows.filter((t) => t.onCpuNs > 1e6)).toEqual([]);
+  });
+});
+
+// Two packages, emulated over this machine's first two CPUs (cpu0 on package 0, cpu1 on
+// package 1), with a worker pinned to each: every other test has one package, where a split that
+// took every domain for package 0's, or psys for one package's, gives the same figures.
+describeBpf('attribution on a machine of two packages', () => {
+  it("gives a thread its own package's energy, conserves each package's, and splits psys over every CPU", async () => {
+    const e = createEmulatedMsr({ vendor: 'intel', cpus: 2, packages: 2 });
+    const workers: Spinner[] = [];
+    try {
+      for (const cpu of [0, 1]) {
+        e.write(cpu, MSR.INTEL_UNIT, 0x000a0e03);
+        e.write(cpu, MSR.INTEL_PKG, 1000);
+      }
+      e.write(0, MSR.INTEL_PSYS, 1000); // platform-wide, read on package 0's CPU
+      workers.push(...(await Promise.all([Spinner.start(), Spinner.start()])));
+      const [w0, w1] = workers;
+      // Pinned before the tracker exists, so that it sees neither run anywhere else.
+      for (const [cpu, w] of [[0, w0], [1, w1]] as const) execFileSync('taskset', ['-pc', String(cpu), String(w.tid)], { stdio: 'ignore' });
+      const s = new Sampler({
+        source: 'msr',
+        ...e.options,
+        cpuIdentity: { vendor: 'intel', family: 6, model: 0x9e },
+        threads: 'bpf',
+        intervalUs: 1000,
+        repairSwitchIns: 'always',
+      });
+      samplers.push(s);
+      expect(s.domains.map((d) => `${d.domain}-${d.package}`)).toEqual(['package-0', 'psys-0', 'package-1']);
+      s.start();
+      // The first interval only sets the reference: energy written before it is in no split.
+      for (const until = Date.now() + 3000; Date.now() < until && s.stats().timing.samples < 3; ) await sleep(2);
+      // Package 1 draws 20 times package 0's power, psys as much as package 1: a share of the wrong
+      // package's energy shows however the CPUs' time divides.
+      const step = { pkg0: 50, pkg1: 1000, psys: 1000 };
+      const written = { pkg0: 0, pkg1: 0, psys: 0 };
+      let spinning = true;
+      const spins = Promise.all([w0.spin(250), w1.spin(250)]).finally(() => (spinning = false));
+      while (spinning) {
+        written.pkg0 += step.pkg0;
+        written.pkg1 += step.pkg1;
+        written.psys += step.psys;
+        e.write(0, MSR.INTEL_PKG, 1000 + written.pkg0);
+        e.write(1, MSR.INTEL_PKG, 1000 + written.pkg1);
+        e.write(0, MSR.INTEL_PSYS, 1000 + written.psys);
+        await sleep(2);
+      }
+      await spins;
+      const samples = s.stats().timing.samples;
+      for (const until = Date.now() + 3000; Date.now() < until && s.stats().timing.samples < samples + 3; ) await sleep(2);
+      s.stop();
+
+      const a = s.attribution();
+      const at = (domain: string, pkg: number) => a.byDomain.find((d) => d.domain === domain && d.package === pkg)!;
+      const [pkg0, pkg1, psys] = [at('package', 0), at('package', 1), at('psys', 0)];
+      // Each package's (and psys's) measured energy, all of it, split exactly.
+      expect([pkg0.ticks.total, pkg1.ticks.total, psys.ticks.total]).toEqual([written.pkg0, written.pkg1, written.psys].map(BigInt));
+      for (const d of a.byDomain) expect(d.ticks.process + d.ticks.baseline + d.ticks.other, `${d.domain}-${d.package}`).toBe(d.ticks.total);
+      // No baseline is known for a measuring source: every tick is dynamic.
+      expect(pkg0.ticks.baseline + pkg1.ticks.baseline + psys.ticks.baseline).toBe(0n);
+      const threads = s.threads();
+      const sum = (k: string) => threads.reduce((acc, t) => acc + (t.byDomain[k] ?? 0), 0);
+      expect(sum('package')).toBeCloseTo(pkg0.process + pkg1.process, 9);
+      expect(sum('psys')).toBeCloseTo(psys.process, 9);
+
+      const [r0, r1] = [w0, w1].map((w) => threads.find((t) => t.tid === w.tid)!);
+      const what = JSON.stringify({ r0, r1, attribution: a.byDomain.map((d) => [d.domain, d.package, d.process, d.other]) });
+      expect(r0, what).toBeDefined();
+      expect(r1, what).toBeDefined();
+      expect(r0.onCpuNs, what).toBeGreaterThan(20e6);
+      expect(r1.onCpuNs, what).toBeGreaterThan(20e6);
+      // Each worker ran on one package's CPU only, so its package energy is that package's: the
+      // worker on cpu1 holds a good part of package 1's (it kept cpu1 busy), and the one on cpu0
+      // no more than package 0's, a twentieth of package 1's.
+      expect(r1.byDomain.package, what).toBeGreaterThan(0.25 * pkg1.process);
+      expect(r1.byDomain.package, what).toBeLessThanOrEqual(pkg1.process * (1 + 1e-9));
+      expect(r0.byDomain.package, what).toBeGreaterThan(0);
+      expect(r0.byDomain.package, what).toBeLessThanOrEqual(pkg0.process * (1 + 1e-9));
+      // psys covers the platform: it is split over both CPUs' busy time, so the worker on
+      // package 1's CPU has a share of it too, though psys is reported as package 0.
+      expect(r1.byDomain.psys, what).toBeGreaterThan(0.02 * psys.process);
+      expect(r0.byDomain.psys, what).toBeGreaterThan(0);
+    } finally {
+      await Promise.all(workers.map((w) => w.exit()));
+      e.close();
+    }
   });
 });
 

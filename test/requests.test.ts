@@ -2,7 +2,8 @@
 // exact modes, and the sum over requests against the serving thread's energy.
 import { AsyncResource } from 'node:async_hooks';
 import { execFile, execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { pbkdf2 } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
@@ -16,6 +17,7 @@ import { energyMiddleware, instrumentExpress } from '../src/express';
 import { fastifyEnergy, fastifyRoute } from '../src/fastify';
 import { RequestTracker, Sampler, trackRequest, type RequestRecord } from '../src/index';
 import { describeBpf, itBpf } from './fixtures/bpf-required';
+import { native } from '../src/native';
 import { nativeHandleOf } from '../src/native-handles';
 import { endWrapped } from '../src/response-end';
 import { busyCpu } from './fixtures/cpu-busy';
@@ -154,6 +156,89 @@ describeBpf('requests on node:http (shared mode)', () => {
     expect(er.joules.sum).toBeCloseTo(expensive.reduce((a, r) => a + r.joules, 0), 9);
     expect(er.joules.p50).toBeLessThanOrEqual(er.joules.p99);
   });
+});
+
+// A thread's on-CPU ns by the kernel's count (schedstat).
+const schedstatNs = (tid: number) => Number(readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+
+describeBpf("shared mode and libuv's thread pool", () => {
+  it('charges a request the pool work it awaits, and no more than the serving thread and the pool were given', async () => {
+    const { sampler, tracker, records } = setup();
+    const tid = Number(readFileSync('/proc/thread-self/stat', 'utf8').split(' ')[0]);
+    const hash = promisify(pbkdf2);
+    await hash('warm', 'up', 1, 32, 'sha256'); // queued behind the tracker's search for the pool's threads
+    sampler.start();
+    await until(() => sampler.stats().timing.samples >= 3); // past the first interval, which only sets the reference
+    // Every thread's CPU by the kernel's count: the one that ran the hash is the pool's, whatever
+    // it is named (libuv names them libuv-worker from 1.50 on; this machine's Node 20 has 1.46).
+    const cpu = () => new Map(readdirSync('/proc/self/task').map((t) => [Number(t), schedstatNs(Number(t))]));
+    const before = cpu();
+    const h = tracker.start('GET', '/hash')!;
+    await hash('secret', 'salt', 500_000, 32, 'sha256'); // about 100 ms of one pool thread's CPU here
+    tracker.end(h, 200);
+    const after = cpu();
+    await recordsFor(records, 1);
+    sampler.stop();
+    const grew = [...after].map(([t, ns]) => [t, ns - (before.get(t) ?? 0)] as const).sort((a, b) => b[1] - a[1]);
+    const [hashTid, poolCpu] = grew.find(([t]) => t !== tid)!;
+    const mainCpu = after.get(tid)! - before.get(tid)!;
+    const pool = native().poolThreads() as number[];
+    expect(records).toHaveLength(1);
+    const [r] = records;
+    const rows = sampler.threads();
+    const main = rows.find((t) => t.tid === tid)!;
+    const poolJoules = rows.filter((t) => pool.includes(t.tid)).reduce((a, t) => a + t.joules, 0);
+    const what = JSON.stringify({ r, hashTid, poolCpu, mainCpu, pool, main, poolJoules });
+    expect(pool, what).toContain(hashTid);
+    expect(r.incomplete, what).toBe(false);
+    expect(poolCpu, what).toBeGreaterThan(10 * mainCpu); // the request's work is the pool's
+    // Its on-CPU time and energy are the serving thread's plus the pool's over its life (README,
+    // "shared"), less the pool's first interval before the sampler saw its thread run (1 ms).
+    // The serving thread alone, over the whole run, had a small part of that.
+    expect(r.onCpuNs, what).toBeGreaterThan(mainCpu + 0.7 * poolCpu);
+    expect(r.dynamicJoules!, what).toBeGreaterThan(main.joules + 0.7 * poolJoules);
+    // Alone in flight, it holds the group's energy while it was open, which cannot exceed what
+    // attribution gave the serving thread and the pool over the run (rows carry dynamic energy,
+    // as dynamicJoules does): the two are sums of the same ticks, equal but for rounding.
+    expect(r.dynamicJoules!, what).toBeLessThanOrEqual((main.joules + poolJoules) * (1 + 1e-9));
+    expect(r.joules, what).toBeGreaterThan(r.dynamicJoules!); // and the baseline's share beside
+  });
+});
+
+// A record's dynamicJoules is its joules less the baseline's share (null where no baseline is
+// known). The model source's idle power is its baseline.
+describeBpf('dynamicJoules of request records', () => {
+  for (const mode of ['shared', 'exact'] as const) {
+    it(`${mode} mode: below joules with the model's idle baseline, 0 under a baseline above what was measured`, async () => {
+      const { sampler, tracker, records } = setup(mode);
+      sampler.start();
+      await until(() => sampler.stats().timing.samples >= 3);
+      const request = async (route: string) => {
+        const t = tracker.start('GET', route)!;
+        busy(20);
+        tracker.end(t, 200);
+        await recordsFor(records, records.length + 1);
+      };
+      await request('/idle-baseline');
+      sampler.setBaseline({ package: 1000 }); // the model draws 12 to 26 W here
+      await request('/high-baseline');
+      sampler.stop();
+      const by = Object.fromEntries(records.map((r) => [r.route, r]));
+      const what = JSON.stringify(records);
+      expect(Object.keys(by).sort(), what).toEqual(['/high-baseline', '/idle-baseline']);
+      const idle = by['/idle-baseline'];
+      expect(idle.mode, what).toBe(mode);
+      expect(idle.incomplete, what).toBe(false);
+      expect(idle.dynamicJoules, what).not.toBeNull();
+      expect(idle.dynamicJoules!, what).toBeGreaterThan(0); // 20 ms of CPU draws above idle
+      expect(idle.dynamicJoules!, what).toBeLessThan(idle.joules);
+      // The baseline took everything measured: the request's joules are all baseline.
+      const high = by['/high-baseline'];
+      expect(high.incomplete, what).toBe(false);
+      expect(high.joules, what).toBeGreaterThan(0);
+      expect(high.dynamicJoules, what).toBe(0);
+    });
+  }
 });
 
 describeBpf('requests in exact mode', () => {

@@ -13,6 +13,7 @@
 #include <unordered_map>
 
 #include "napi_util.h"
+#include "spans/pool_threads.h"
 #include "spans/route_table.h"
 #include "spans/span_engine.h"
 #include "spans/span_log.h"
@@ -201,10 +202,27 @@ class SpanChannelHandle : public Napi::ObjectWrap<SpanChannelHandle> {
   bool hooked_ = false;
 };
 
+// findPoolThreads(): a round of jobs on libuv's pool from the calling thread's loop (pool_threads.h).
+Napi::Value FindPoolThreads(const Napi::CallbackInfo& info) {
+  uv_loop_t* loop = nullptr;
+  if (napi_get_uv_event_loop(info.Env(), &loop) == napi_ok && loop != nullptr) findPoolThreads(loop);
+  return info.Env().Undefined();
+}
+
+// poolThreads(): the tids found so far, for tests.
+Napi::Value PoolThreads(const Napi::CallbackInfo& info) {
+  const std::vector<uint32_t> tids = foundPoolThreads();
+  Napi::Array out = Napi::Array::New(info.Env(), tids.size());
+  for (size_t i = 0; i < tids.size(); i++) out.Set(uint32_t(i), Napi::Number::New(info.Env(), tids[i]));
+  return out;
+}
+
 }  // namespace
 
 void InitSpanBinding(Napi::Env env, Napi::Object exports) {
   exports.Set("SpanChannel", SpanChannelHandle::Define(env));
+  exports.Set("findPoolThreads", Napi::Function::New(env, FindPoolThreads, "findPoolThreads"));
+  exports.Set("poolThreads", Napi::Function::New(env, PoolThreads, "poolThreads"));
 }
 
 }  // namespace jouletrace

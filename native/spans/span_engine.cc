@@ -9,6 +9,7 @@
 #include <iterator>
 
 #include "napi_util.h"
+#include "spans/pool_threads.h"
 #include "spans/span_log.h"
 #include "sys_file.h"
 
@@ -125,10 +126,14 @@ void SpanEngine::refreshPool(uint64_t now) {
     char path[300];
     snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
     std::string comm;
-    // libuv ≥ 1.45 names its thread-pool threads; older releases leave them unnamed.
+    // libuv ≥ 1.50 names its thread-pool threads.
     if (readSmallFile(path, &comm) == 0 && comm.compare(0, 12, "libuv-worker") == 0) poolTids_.push_back(uint32_t(atoi(e->d_name)));
   }
   closedir(dir);
+  // Older releases do not: those a round of jobs found (pool_threads.h).
+  for (uint32_t tid : foundPoolThreads()) {
+    if (std::find(poolTids_.begin(), poolTids_.end(), tid) == poolTids_.end()) poolTids_.push_back(tid);
+  }
 }
 
 void SpanEngine::primeNewLogs(const AttributionEngine& attr) {
