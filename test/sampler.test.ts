@@ -1,5 +1,5 @@
 import { constants as bufferConstants } from 'node:buffer';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -295,14 +295,26 @@ describe('Sampler against an emulated MSR', () => {
   });
 
   describe('calibrateBaseline() against counters that are hard to read', () => {
-    // A package counter moved at `watts` by this process's timer, in units of 2^-esu J.
-    function powered(watts: number, esu: number, opts: { unreadableMs?: [number, number] } = {}) {
+    // A package counter moved at `watts` by this process's timer, in units of 2^-esu J; with
+    // `phases`, at each phase's watts until its end (ms from now), then at `watts`.
+    function powered(watts: number, esu: number, opts: { unreadableMs?: [number, number]; phases?: Array<[number, number]> } = {}) {
       const e = createEmulatedMsr({ vendor: 'intel', cpus: 2, packages: 1 });
       emu = e;
       const unit = 0x000a0003 | (esu << 8);
       e.write(0, MSR.INTEL_UNIT, unit);
       e.write(0, MSR.INTEL_PKG, 1000);
       e.write(0, MSR.INTEL_PP0, 1000);
+      // The energy used from 0 to `ms`: the counter follows the time, however late the timer.
+      const joulesAt = (ms: number) => {
+        let j = 0;
+        let from = 0;
+        for (const [until, w] of opts.phases ?? []) {
+          j += (w * (Math.min(ms, until) - from)) / 1000;
+          if (ms <= until) return j;
+          from = until;
+        }
+        return j + (watts * (ms - from)) / 1000;
+      };
       const t0 = Date.now();
       const timer = setInterval(() => {
         const ms = Date.now() - t0;
@@ -310,7 +322,7 @@ describe('Sampler against an emulated MSR', () => {
         if (ms >= from && ms < to) return e.truncate(0); // every read fails (EIO)
         e.write(0, MSR.INTEL_UNIT, unit);
         e.write(0, MSR.INTEL_PP0, 1000);
-        e.write(0, MSR.INTEL_PKG, 1000 + Math.floor(((ms / 1000) * watts) / 2 ** -esu));
+        e.write(0, MSR.INTEL_PKG, 1000 + Math.floor(joulesAt(ms) / 2 ** -esu));
       }, 1);
       return { e, stop: () => clearInterval(timer) };
     }
@@ -323,6 +335,24 @@ describe('Sampler against an emulated MSR', () => {
         expect(s.stats().timing.readErrors).toBeGreaterThan(0);
         expect(r.watts[0].watts).toBeGreaterThan(30 * 0.8);
         expect(r.watts[0].watts).toBeLessThan(30 * 1.2);
+      } finally {
+        p.stop();
+      }
+    });
+
+    // Neither the last window's power nor the mean: 30 W, then 10 W for 500 ms (whole windows
+    // within it whatever the timers do), then 30 W to the end.
+    it('keeps the lowest window, where the power was lowest in the middle of the calibration', async () => {
+      const p = powered(30, 14, { phases: [[400, 30], [900, 10]] });
+      try {
+        const s = msrSampler(p.e, { threads: 'procfs' });
+        const r = await s.calibrateBaseline({ durationMs: 1400 });
+        expect(s.stats().timing.readErrors).toBe(0);
+        // ±20%: a window's figure is off by what the 1 ms writer is late at its two ends (the
+        // mean would read about 23 W, the last window 30 W).
+        expect(r.watts[0].watts).toBeGreaterThan(10 * 0.8);
+        expect(r.watts[0].watts).toBeLessThan(10 * 1.2);
+        expect(s.attribution().byDomain[0].baselineWatts).toBe(r.watts[0].watts);
       } finally {
         p.stop();
       }
@@ -471,6 +501,63 @@ describe('Sampler cadence and statistics (model source)', () => {
     expect(st.estimated).toBe(true);
     expect(s.read().every((r) => r.estimated)).toBe(true);
     expect(s.totals().readings[0].joules).toBeGreaterThan(0);
+  });
+
+  // A sampler thread kept from running past its deadlines: the whole process stopped (SIGSTOP)
+  // for 150 ms, so the condition does not hang on how busy the machine happens to be.
+  it('counts deadlines it missed and flags the late sample, skipping them rather than catching up', async () => {
+    const script = `
+      const { Sampler } = require(${JSON.stringify(path.join(root, 'dist/cjs/index.js'))});
+      const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'off' });
+      s.start();
+      process.stdout.write('started\\n');
+      process.stdin.once('data', () => {
+        s.stop();
+        const recs = s.read();
+        const late = [];
+        for (let i = 1; i < recs.length; i++) {
+          if (recs[i].late) late.push({ gapMs: Number(recs[i].timeNs - recs[i - 1].timeNs) / 1e6, flags: recs[i].flags });
+        }
+        const t = s.stats().timing;
+        console.log(JSON.stringify({ missed: t.missedDeadlines, samples: t.samples, records: recs.length, late }));
+        s.close();
+      });`;
+    const child = spawn(process.execPath, ['-e', script], { stdio: ['pipe', 'pipe', 'inherit'] });
+    try {
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      for (const deadline = Date.now() + 30_000; !out.includes('started\n'); await sleep(5)) {
+        if (Date.now() > deadline || child.exitCode !== null) throw new Error(`the child did not start its sampler: ${out}`);
+      }
+      await sleep(20);
+      child.kill('SIGSTOP');
+      await sleep(150);
+      child.kill('SIGCONT');
+      await sleep(20);
+      const exited = new Promise((r) => child.once('exit', r));
+      child.stdin.end('stop\n');
+      await exited;
+      const r = JSON.parse(out.slice(out.indexOf('\n') + 1)) as {
+        missed: number;
+        samples: number;
+        records: number;
+        late: Array<{ gapMs: number; flags: number }>;
+      };
+      expect(r.records).toBe(r.samples);
+      // The stop lasted at least 150 ms, about 150 deadlines; the margin is for the signal
+      // taking effect after kill() returned.
+      expect(r.missed).toBeGreaterThanOrEqual(100);
+      // One sample after the stop, flagged LATE, not a burst of 150 replayed ones.
+      const stopped = r.late.filter((l) => l.gapMs >= 100);
+      expect(stopped).toHaveLength(1);
+      expect(stopped[0].flags & SampleFlags.LATE).toBe(SampleFlags.LATE);
+      expect(r.late.length).toBeLessThanOrEqual(r.missed);
+    } finally {
+      if (child.exitCode === null) {
+        child.kill('SIGCONT');
+        child.kill('SIGKILL');
+      }
+    }
   });
 
   it.skipIf(os.cpus().length < 2)('runs its thread on a cpu the main thread is not pinned to (a pre-check refused it)', async () => {
