@@ -475,26 +475,34 @@ describe('Sampler cadence and statistics (model source)', () => {
   it('samples at the requested rate with sane jitter statistics', async () => {
     const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'off' });
     samplers.push(s);
-    const t0 = performance.now();
     s.start();
     await sleep(500);
     s.stop();
-    const wallMs = performance.now() - t0;
     const t = s.stats().timing;
-    // Deadlines are absolute: the count is within a few samples of one per ms of the time the
-    // sampler ran, even on a loaded VM, because missed deadlines are skipped and counted rather
-    // than replayed. The timer may wake this thread late, so the window is measured, not 500 ms.
-    expect(t.samples + t.missedDeadlines).toBeGreaterThanOrEqual(490);
-    expect(t.samples + t.missedDeadlines).toBeLessThanOrEqual(Math.ceil(wallMs) + 5);
-    expect(t.achievedRateHz).toBeGreaterThan(800);
-    expect(t.achievedRateHz).toBeLessThan(1020);
+    const startNs = s.totals().startNs;
+    const recs = s.read();
+    expect(recs).toHaveLength(t.samples);
+    const final = recs[recs.length - 1];
+    expect(final.flags & SampleFlags.FINAL).toBe(SampleFlags.FINAL);
+    expect(recs.slice(0, -1).every((r) => !(r.flags & SampleFlags.FINAL))).toBe(true);
+    // Deadlines are absolute (start + k intervals) and every one that has passed is either
+    // sampled or counted missed, never replayed: at the last regular sample, exactly the
+    // deadlines up to its time are accounted for, whatever the load; stop() adds the final
+    // sample. A cadence off by any factor breaks this equality.
+    const lastRegular = recs[recs.length - 2];
+    expect(t.samples + t.missedDeadlines).toBe(Number((lastRegular.timeNs - startNs) / 1_000_000n) + 1);
+    expect(final.timeNs - startNs).toBeGreaterThanOrEqual(500_000_000n); // it ran the whole 500 ms
+    // The rate is the samples over the run, which ends at the final sample.
+    expect(t.achievedRateHz).toBeCloseTo(t.samples / (Number(final.timeNs - startNs) / 1e9), 6);
     const j = t.jitterUs;
     expect(j.p50).toBeGreaterThanOrEqual(0);
     expect(j.p50).toBeLessThanOrEqual(j.p99);
     expect(j.p99).toBeLessThanOrEqual(j.p999);
     expect(j.p999).toBeLessThanOrEqual(j.max);
+    // One thread uses at most one CPU over the run: not a performance target, a bound that a
+    // unit slip (µs for ns) in the figure breaks by far. bench/sampler.mjs measures the cost.
     expect(t.cpuPercent).toBeGreaterThan(0);
-    expect(t.cpuPercent).toBeLessThan(100);
+    expect(t.cpuPercent).toBeLessThanOrEqual(100);
     expect(t.samplerTid).toBeGreaterThan(0);
     const st = s.stats();
     expect(st.source).toBe('model');
