@@ -8,6 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import { Sampler } from '../src/index';
 import { registerOpenTelemetry } from '../src/opentelemetry';
 import type { RequestRecord, SpanResult } from '../src/span-types';
+import { createEmulatedPowercap } from './fixtures/emulated-devices';
 import { liveRunEndListeners } from './fixtures/run-end-listeners';
 
 class ManualReader extends MetricReader {
@@ -105,11 +106,111 @@ describe('registerOpenTelemetry', () => {
     const parts = m1.get('jouletrace.process.energy')!;
     expect(parts.dataPoints.map((p) => p.attributes['jouletrace.part']).sort()).toEqual(['baseline', 'other', 'process']);
 
+    // Each part is the sampler's own figure for it. Stopped first, so that the collection and
+    // attribution() read the same cumulative parts (the tracker counts this run from zero).
+    sampler.stop();
+    const a = sampler.attribution();
+    // The busy loop above ran on this thread, and the model has 12 W idle: process and baseline
+    // hold figures of their own, so a part observed under another's name shows.
+    expect(a.process).toBeGreaterThan(0);
+    expect(a.baseline).toBeGreaterThan(0);
+    const stopped = (await collect()).get('jouletrace.process.energy')!;
+    const byPart = Object.fromEntries(stopped.dataPoints.map((p) => [p.attributes['jouletrace.part'], p]));
+    for (const part of ['process', 'baseline', 'other'] as const) {
+      expect(byPart[part].attributes).toEqual({ 'jouletrace.part': part, 'jouletrace.estimated': true });
+      expect(byPart[part].value as number).toBeCloseTo(a[part], 9);
+    }
+
     // Monotonic across a sampler restart.
-    sampler.stop().start();
+    sampler.start();
     await sleep(50);
     const m2 = await collect();
     expect(m2.get('hw.energy')!.dataPoints[0].value as number).toBeGreaterThan(dp.value as number);
+  });
+
+  // Hardware counters in every domain the conventions map: dram is memory, uncore (the client
+  // parts' graphics) gpu, core and uncore name their own package in hw.parent, and psys, the
+  // whole platform, is the host's (hw.host.*) so that a sum over hw.energy never counts it twice.
+  it('maps powercap domains to hw.type and hw.parent, and psys to hw.host.energy / hw.host.power', async () => {
+    const e = createEmulatedPowercap([
+      {
+        name: 'package-0',
+        energyUj: 1_000_000,
+        children: [
+          { name: 'core', energyUj: 1_000_000 },
+          { name: 'uncore', energyUj: 1_000_000 },
+          { name: 'dram', energyUj: 1_000_000 },
+        ],
+      },
+      { name: 'psys', energyUj: 1_000_000 },
+      { name: 'package-1', energyUj: 1_000_000, children: [{ name: 'core', energyUj: 1_000_000 }] },
+    ]);
+    cleanups.push(() => e.close());
+    const sampler = new Sampler({
+      source: 'powercap',
+      powercapRoot: e.powercapRoot,
+      liveCheckMs: 0,
+      cpuIdentity: { vendor: 'intel', family: 6, model: 0x55 },
+      threads: 'off',
+      intervalUs: 1000,
+    }).start();
+    const reader = new ManualReader();
+    const meterProvider = new MeterProvider({ readers: [reader] });
+    cleanups.push(() => sampler.close(), () => meterProvider.shutdown());
+    const h = registerOpenTelemetry(sampler, { meterProvider, traces: false });
+    cleanups.push(() => h.close());
+
+    // Distinct joules per zone, so that a figure put under another zone's attributes shows.
+    const used: Record<string, [string, number]> = {
+      'rapl-package-0': ['intel-rapl:0', 7],
+      'rapl-core-0': ['intel-rapl:0:0', 3],
+      'rapl-uncore-0': ['intel-rapl:0:1', 2],
+      'rapl-dram-0': ['intel-rapl:0:2', 5],
+      'rapl-psys-0': ['intel-rapl:1', 19],
+      'rapl-package-1': ['intel-rapl:2', 11],
+      'rapl-core-1': ['intel-rapl:2:0', 6],
+    };
+    for (const [zone, joules] of Object.values(used)) e.set(zone, 1_000_000 + joules * 1_000_000);
+    // The counters stand still from here: wait until the sampler has read every new value.
+    const deadline = Date.now() + 10_000;
+    while (sampler.totals().readings.reduce((a, r) => a + r.joules, 0) < 53 && Date.now() < deadline) await sleep(5);
+    const before = sampler.totals();
+
+    const { resourceMetrics, errors } = await reader.collect();
+    expect(errors).toEqual([]);
+    const after = sampler.totals();
+    const m = new Map(resourceMetrics.scopeMetrics.flatMap((sm) => sm.metrics.map((x) => [x.descriptor.name, x] as const)));
+    const points = (name: string) => Object.fromEntries(m.get(name)!.dataPoints.map((p) => [p.attributes['hw.id'] as string, p]));
+
+    const energy = points('hw.energy');
+    const hostEnergy = points('hw.host.energy');
+    expect(Object.keys(energy).sort()).toEqual(['rapl-core-0', 'rapl-core-1', 'rapl-dram-0', 'rapl-package-0', 'rapl-package-1', 'rapl-uncore-0']);
+    expect(Object.keys(hostEnergy)).toEqual(['rapl-psys-0']);
+    const attrs = (id: string) => ({ ...(id === 'rapl-psys-0' ? hostEnergy : energy)[id].attributes });
+    expect(attrs('rapl-package-0')).toEqual({ 'hw.id': 'rapl-package-0', 'hw.name': 'package', 'hw.type': 'cpu' });
+    expect(attrs('rapl-core-0')).toEqual({ 'hw.id': 'rapl-core-0', 'hw.name': 'core', 'hw.type': 'cpu', 'hw.parent': 'rapl-package-0' });
+    expect(attrs('rapl-uncore-0')).toEqual({ 'hw.id': 'rapl-uncore-0', 'hw.name': 'uncore', 'hw.type': 'gpu', 'hw.parent': 'rapl-package-0' });
+    expect(attrs('rapl-dram-0')).toEqual({ 'hw.id': 'rapl-dram-0', 'hw.name': 'dram', 'hw.type': 'memory' });
+    expect(attrs('rapl-psys-0')).toEqual({ 'hw.id': 'rapl-psys-0', 'hw.name': 'psys' });
+    expect(attrs('rapl-package-1')).toEqual({ 'hw.id': 'rapl-package-1', 'hw.name': 'package', 'hw.type': 'cpu' });
+    expect(attrs('rapl-core-1')).toEqual({ 'hw.id': 'rapl-core-1', 'hw.name': 'core', 'hw.type': 'cpu', 'hw.parent': 'rapl-package-1' });
+    for (const [id, [, joules]] of Object.entries(used)) {
+      expect((id === 'rapl-psys-0' ? hostEnergy : energy)[id].value as number, id).toBeCloseTo(joules, 9);
+    }
+
+    // Power over the first window, the run's start to the sample the collection read, which lies
+    // between the two totals() around it; the same attributes, psys again the host's.
+    const power = points('hw.power');
+    const hostPower = points('hw.host.power');
+    expect(Object.keys(power).sort()).toEqual(Object.keys(energy).sort());
+    expect(Object.keys(hostPower)).toEqual(['rapl-psys-0']);
+    const seconds = (t: { startNs: bigint; timeNs: bigint }) => Number(t.timeNs - t.startNs) / 1e9;
+    for (const [id, [, joules]] of Object.entries(used)) {
+      const p = (id === 'rapl-psys-0' ? hostPower : power)[id];
+      expect(p.attributes).toEqual(attrs(id));
+      expect(p.value as number, id).toBeGreaterThanOrEqual(joules / seconds(after) - 1e-9);
+      expect(p.value as number, id).toBeLessThanOrEqual(joules / seconds(before) + 1e-9);
+    }
   });
 
   it('records span and request energy histograms in joules', async () => {

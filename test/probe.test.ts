@@ -3,8 +3,9 @@ import * as os from 'node:os';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { probeCommand } from '../src/cli/probe';
 import { native } from '../src/native';
-import { formatProbe, probe } from '../src/probe';
+import { formatProbe, probe, type ProbeBpfReadiness } from '../src/probe';
 import { openSource } from '../src/sources';
+import { bpfReadiness } from '../src/threads';
 import { createEmulatedMsr, createEmulatedPowercap, MSR } from './fixtures/emulated-devices';
 
 const cleanup: Array<{ close(): void }> = [];
@@ -48,7 +49,10 @@ describe('probe on this VM (no RAPL)', () => {
   it('reports BPF readiness, or unknown when this build has no bpfReadiness()', async () => {
     const r = await probe({ intervalMs: 10 });
     if (typeof native().bpfReadiness === 'function') {
-      expect(typeof r.bpf.reason).toBe('string');
+      // The addon's own answer, every field of it, whichever it is on this machine.
+      const own = bpfReadiness();
+      expect(r.bpf).toEqual(own);
+      expect(formatProbe(r)).toContain(`\neBPF thread attribution  ${own.ready ? '✓ ready' : '✗ not ready'}\n`);
     } else {
       expect(r.bpf).toEqual({ ready: null, reason: 'unknown: this build does not report BPF readiness' });
     }
@@ -114,6 +118,19 @@ describe('formatProbe and the probe command', () => {
     expect(text).toContain('  ✗ msr       ENOENT: /dev/cpu/0/msr: no such file\n      fix: load the msr module: modprobe msr\n');
     expect(text).toMatch(/ {2}✓ model {5}available, never wraps\n {6}package-0 +unit 1\.000 µJ +[\d.]+ W +no wrap ESTIMATED\n/);
     expect(text).toContain('eBPF thread attribution');
+  });
+
+  it('renders each BPF state, its flags and its reason', async () => {
+    const report = await probe({ intervalMs: 10 });
+    const section = (bpf: ProbeBpfReadiness) => formatProbe({ ...report, bpf }).split('\n\n').at(-1);
+    const flags = { btf: true, capBpf: true, capPerfmon: false, kernel: '6.8.0' };
+    expect(section({ ready: true, ...flags, reason: '' })).toBe('eBPF thread attribution  ✓ ready\n      BTF yes, CAP_BPF yes, CAP_PERFMON no\n');
+    expect(section({ ready: false, ...flags, btf: false, reason: 'no BTF: /sys/kernel/btf/vmlinux is missing' })).toBe(
+      'eBPF thread attribution  ✗ not ready\n      BTF no, CAP_BPF yes, CAP_PERFMON no\n      no BTF: /sys/kernel/btf/vmlinux is missing\n',
+    );
+    expect(section({ ready: null, reason: 'unknown: this build does not report BPF readiness' })).toBe(
+      'eBPF thread attribution  ? unknown\n      unknown: this build does not report BPF readiness\n',
+    );
   });
 
   it('prints JSON with --json and exits 0', async () => {

@@ -1,5 +1,5 @@
 import { constants as bufferConstants } from 'node:buffer';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -122,11 +122,14 @@ describe('Sampler against an emulated MSR', () => {
     for (let k = 1; k <= 5; k++) {
       await sleep(15);
       emu.write(0, MSR.INTEL_PKG, 100 + k * 1000);
+      // Seen by a sample before the next write, however late the sampler runs: two writes read
+      // by one sample would be one change.
+      for (const until = Date.now() + 5000; s.totals().readings[0].ticks !== BigInt(k * 1000) && Date.now() < until; ) await sleep(1);
     }
     await sleep(15);
     s.stop();
     const recs = s.read();
-    expect(recs.length).toBeGreaterThan(40);
+    expect(recs).toHaveLength(s.stats().timing.samples);
     for (let i = 1; i < recs.length; i++) {
       expect(recs[i].seq).toBe(recs[i - 1].seq + 1);
       expect(recs[i].timeNs).toBeGreaterThan(recs[i - 1].timeNs);
@@ -135,13 +138,19 @@ describe('Sampler against an emulated MSR', () => {
     const last = recs[recs.length - 1];
     expect(last.flags & SampleFlags.FINAL).toBe(SampleFlags.FINAL);
     expect(last.readings[0]).toEqual({ domain: 'package', package: 0, joules: 5000 * UNIT_J, ticks: 5000, raw: 5100 });
-    // Exactly the samples where the counter moved carry CHANGED (the counter moved 5 times).
-    expect(recs.filter((r) => r.changed)).toHaveLength(5);
+    // Exactly the samples where the counter moved carry CHANGED (the counter moved 5 times),
+    // each with the value written.
+    const changed = recs.filter((r) => r.changed);
+    expect(changed.map((r) => r.readings[0].raw)).toEqual([1100, 2100, 3100, 4100, 5100]);
     expect(recs.every((r) => !r.estimated && !r.readError && !r.attributed)).toBe(true);
-    // The observed update period of the counter is about 15 ms (the writer's period).
+    // The observed update period of the counter is the median of the times between its changes
+    // (from the start to the first, then from each to the next), at least the writer's 15 ms
+    // (less the millisecond by which a timer may fire early).
+    const startNs = s.totals().startNs;
+    const periods = changed.map((r, i) => Number(r.timeNs - (i === 0 ? startNs : changed[i - 1].timeNs)) / 1000).sort((a, b) => a - b);
     const hw = s.stats().timing.hwUpdatePeriodUs!;
-    expect(hw).toBeGreaterThan(10_000);
-    expect(hw).toBeLessThan(40_000);
+    expect(hw).toBe(periods[2]);
+    expect(hw).toBeGreaterThan(14_000);
     expect(s.read()).toEqual([]);
   });
 
@@ -170,7 +179,8 @@ describe('Sampler against an emulated MSR', () => {
     s.start();
     await sleep(10);
     emu.truncate(0); // every pread on cpu0 is now short: the msr driver's EIO
-    await sleep(20);
+    // Until the sampler has failed a few reads, however late it runs.
+    for (const until = Date.now() + 5000; s.stats().timing.readErrors <= 5 && Date.now() < until; ) await sleep(2);
     // Restore in ascending register order: each write then only moves the end of file past the
     // register it fills, so a read in between is short (another read error) and never sees the
     // hole as a zero counter, which would read as a counter that started again (ERANGE) and lose
@@ -295,14 +305,26 @@ describe('Sampler against an emulated MSR', () => {
   });
 
   describe('calibrateBaseline() against counters that are hard to read', () => {
-    // A package counter moved at `watts` by this process's timer, in units of 2^-esu J.
-    function powered(watts: number, esu: number, opts: { unreadableMs?: [number, number] } = {}) {
+    // A package counter moved at `watts` by this process's timer, in units of 2^-esu J; with
+    // `phases`, at each phase's watts until its end (ms from now), then at `watts`.
+    function powered(watts: number, esu: number, opts: { unreadableMs?: [number, number]; phases?: Array<[number, number]> } = {}) {
       const e = createEmulatedMsr({ vendor: 'intel', cpus: 2, packages: 1 });
       emu = e;
       const unit = 0x000a0003 | (esu << 8);
       e.write(0, MSR.INTEL_UNIT, unit);
       e.write(0, MSR.INTEL_PKG, 1000);
       e.write(0, MSR.INTEL_PP0, 1000);
+      // The energy used from 0 to `ms`: the counter follows the time, however late the timer.
+      const joulesAt = (ms: number) => {
+        let j = 0;
+        let from = 0;
+        for (const [until, w] of opts.phases ?? []) {
+          j += (w * (Math.min(ms, until) - from)) / 1000;
+          if (ms <= until) return j;
+          from = until;
+        }
+        return j + (watts * (ms - from)) / 1000;
+      };
       const t0 = Date.now();
       const timer = setInterval(() => {
         const ms = Date.now() - t0;
@@ -310,7 +332,7 @@ describe('Sampler against an emulated MSR', () => {
         if (ms >= from && ms < to) return e.truncate(0); // every read fails (EIO)
         e.write(0, MSR.INTEL_UNIT, unit);
         e.write(0, MSR.INTEL_PP0, 1000);
-        e.write(0, MSR.INTEL_PKG, 1000 + Math.floor(((ms / 1000) * watts) / 2 ** -esu));
+        e.write(0, MSR.INTEL_PKG, 1000 + Math.floor(joulesAt(ms) / 2 ** -esu));
       }, 1);
       return { e, stop: () => clearInterval(timer) };
     }
@@ -323,6 +345,24 @@ describe('Sampler against an emulated MSR', () => {
         expect(s.stats().timing.readErrors).toBeGreaterThan(0);
         expect(r.watts[0].watts).toBeGreaterThan(30 * 0.8);
         expect(r.watts[0].watts).toBeLessThan(30 * 1.2);
+      } finally {
+        p.stop();
+      }
+    });
+
+    // Neither the last window's power nor the mean: 30 W, then 10 W for 500 ms (whole windows
+    // within it whatever the timers do), then 30 W to the end.
+    it('keeps the lowest window, where the power was lowest in the middle of the calibration', async () => {
+      const p = powered(30, 14, { phases: [[400, 30], [900, 10]] });
+      try {
+        const s = msrSampler(p.e, { threads: 'procfs' });
+        const r = await s.calibrateBaseline({ durationMs: 1400 });
+        expect(s.stats().timing.readErrors).toBe(0);
+        // ±20%: a window's figure is off by what the 1 ms writer is late at its two ends (the
+        // mean would read about 23 W, the last window 30 W).
+        expect(r.watts[0].watts).toBeGreaterThan(10 * 0.8);
+        expect(r.watts[0].watts).toBeLessThan(10 * 1.2);
+        expect(s.attribution().byDomain[0].baselineWatts).toBe(r.watts[0].watts);
       } finally {
         p.stop();
       }
@@ -445,32 +485,97 @@ describe('Sampler cadence and statistics (model source)', () => {
   it('samples at the requested rate with sane jitter statistics', async () => {
     const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'off' });
     samplers.push(s);
-    const t0 = performance.now();
     s.start();
     await sleep(500);
     s.stop();
-    const wallMs = performance.now() - t0;
     const t = s.stats().timing;
-    // Deadlines are absolute: the count is within a few samples of one per ms of the time the
-    // sampler ran, even on a loaded VM, because missed deadlines are skipped and counted rather
-    // than replayed. The timer may wake this thread late, so the window is measured, not 500 ms.
-    expect(t.samples + t.missedDeadlines).toBeGreaterThanOrEqual(490);
-    expect(t.samples + t.missedDeadlines).toBeLessThanOrEqual(Math.ceil(wallMs) + 5);
-    expect(t.achievedRateHz).toBeGreaterThan(800);
-    expect(t.achievedRateHz).toBeLessThan(1020);
+    const startNs = s.totals().startNs;
+    const recs = s.read();
+    expect(recs).toHaveLength(t.samples);
+    const final = recs[recs.length - 1];
+    expect(final.flags & SampleFlags.FINAL).toBe(SampleFlags.FINAL);
+    expect(recs.slice(0, -1).every((r) => !(r.flags & SampleFlags.FINAL))).toBe(true);
+    // Deadlines are absolute (start + k intervals) and every one that has passed is either
+    // sampled or counted missed, never replayed: at the last regular sample, exactly the
+    // deadlines up to its time are accounted for, whatever the load; stop() adds the final
+    // sample. A cadence off by any factor breaks this equality.
+    const lastRegular = recs[recs.length - 2];
+    expect(t.samples + t.missedDeadlines).toBe(Number((lastRegular.timeNs - startNs) / 1_000_000n) + 1);
+    expect(final.timeNs - startNs).toBeGreaterThanOrEqual(500_000_000n); // it ran the whole 500 ms
+    // The rate is the samples over the run, which ends at the final sample.
+    expect(t.achievedRateHz).toBeCloseTo(t.samples / (Number(final.timeNs - startNs) / 1e9), 6);
     const j = t.jitterUs;
     expect(j.p50).toBeGreaterThanOrEqual(0);
     expect(j.p50).toBeLessThanOrEqual(j.p99);
     expect(j.p99).toBeLessThanOrEqual(j.p999);
     expect(j.p999).toBeLessThanOrEqual(j.max);
+    // One thread uses at most one CPU over the run: not a performance target, a bound that a
+    // unit slip (µs for ns) in the figure breaks by far. bench/sampler.mjs measures the cost.
     expect(t.cpuPercent).toBeGreaterThan(0);
-    expect(t.cpuPercent).toBeLessThan(100);
+    expect(t.cpuPercent).toBeLessThanOrEqual(100);
     expect(t.samplerTid).toBeGreaterThan(0);
     const st = s.stats();
     expect(st.source).toBe('model');
     expect(st.estimated).toBe(true);
     expect(s.read().every((r) => r.estimated)).toBe(true);
     expect(s.totals().readings[0].joules).toBeGreaterThan(0);
+  });
+
+  // A sampler thread kept from running past its deadlines: the whole process stopped (SIGSTOP)
+  // for 150 ms, so the condition does not hang on how busy the machine happens to be.
+  it('counts deadlines it missed and flags the late sample, skipping them rather than catching up', async () => {
+    const script = `
+      const { Sampler } = require(${JSON.stringify(path.join(root, 'dist/cjs/index.js'))});
+      const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'off' });
+      s.start();
+      process.stdout.write('started\\n');
+      process.stdin.once('data', () => {
+        s.stop();
+        const recs = s.read();
+        const late = [];
+        for (let i = 1; i < recs.length; i++) {
+          if (recs[i].late) late.push({ gapMs: Number(recs[i].timeNs - recs[i - 1].timeNs) / 1e6, flags: recs[i].flags });
+        }
+        const t = s.stats().timing;
+        console.log(JSON.stringify({ missed: t.missedDeadlines, samples: t.samples, records: recs.length, late }));
+        s.close();
+      });`;
+    const child = spawn(process.execPath, ['-e', script], { stdio: ['pipe', 'pipe', 'inherit'] });
+    try {
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      for (const deadline = Date.now() + 30_000; !out.includes('started\n'); await sleep(5)) {
+        if (Date.now() > deadline || child.exitCode !== null) throw new Error(`the child did not start its sampler: ${out}`);
+      }
+      await sleep(20);
+      child.kill('SIGSTOP');
+      await sleep(150);
+      child.kill('SIGCONT');
+      await sleep(20);
+      const exited = new Promise((r) => child.once('exit', r));
+      child.stdin.end('stop\n');
+      await exited;
+      const r = JSON.parse(out.slice(out.indexOf('\n') + 1)) as {
+        missed: number;
+        samples: number;
+        records: number;
+        late: Array<{ gapMs: number; flags: number }>;
+      };
+      expect(r.records).toBe(r.samples);
+      // The stop lasted at least 150 ms, about 150 deadlines; the margin is for the signal
+      // taking effect after kill() returned.
+      expect(r.missed).toBeGreaterThanOrEqual(100);
+      // One sample after the stop, flagged LATE, not a burst of 150 replayed ones.
+      const stopped = r.late.filter((l) => l.gapMs >= 100);
+      expect(stopped).toHaveLength(1);
+      expect(stopped[0].flags & SampleFlags.LATE).toBe(SampleFlags.LATE);
+      expect(r.late.length).toBeLessThanOrEqual(r.missed);
+    } finally {
+      if (child.exitCode === null) {
+        child.kill('SIGCONT');
+        child.kill('SIGKILL');
+      }
+    }
   });
 
   it.skipIf(os.cpus().length < 2)('runs its thread on a cpu the main thread is not pinned to (a pre-check refused it)', async () => {

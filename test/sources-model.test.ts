@@ -63,7 +63,7 @@ describe('model source on this machine', () => {
     expect(later.readings[0].joules).toBeGreaterThan(prev.readings[0].joules);
   });
 
-  it('estimates more power while this thread spins than while it sleeps', async () => {
+  it('estimates more power while this thread spins than while it sleeps', async (ctx) => {
     const idleW = 10;
     const maxW = 110;
     const cpus = os.cpus().length;
@@ -113,7 +113,13 @@ describe('model source on this machine', () => {
       // One busy thread of `cpus` is 1/cpus of the machine.
       if (best.busy >= idleW + ((maxW - idleW) / cpus) * 0.8 && best.busy > best.idle + (maxW - idleW) / cpus / 2) break;
     }
-    if (best === undefined) return; // saturated throughout: only the agreement could be checked
+    // Not a pass: what the test is named for went unchecked. Load, not configuration, so no
+    // REQUIRE variable turns it into a failure; a machine of one CPU always lands here.
+    if (best === undefined) {
+      return ctx.skip(
+        `every one of 8 attempts found the machine's CPUs busy before the spin (${cpus} CPU${cpus === 1 ? '' : 's'}): a spinning thread could not show; only the model's agreement with /proc/stat was checked`,
+      );
+    }
     expect(best.busy).toBeGreaterThanOrEqual(idleW + ((maxW - idleW) / cpus) * 0.8);
     expect(best.busy).toBeGreaterThan(best.idle + (maxW - idleW) / cpus / 2);
   });
