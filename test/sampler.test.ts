@@ -526,10 +526,12 @@ describe('Sampler cadence and statistics (model source)', () => {
   it('counts deadlines it missed and flags the late sample, skipping them rather than catching up', async () => {
     const script = `
       const { Sampler } = require(${JSON.stringify(path.join(root, 'dist/cjs/index.js'))});
+      const { registerMetrics } = require(${JSON.stringify(path.join(root, 'dist/cjs/prometheus.js'))});
       const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'off' });
+      const metrics = registerMetrics(s);
       s.start();
       process.stdout.write('started\\n');
-      process.stdin.once('data', () => {
+      process.stdin.once('data', async () => {
         s.stop();
         const recs = s.read();
         const late = [];
@@ -537,7 +539,13 @@ describe('Sampler cadence and statistics (model source)', () => {
           if (recs[i].late) late.push({ gapMs: Number(recs[i].timeNs - recs[i - 1].timeNs) / 1e6, flags: recs[i].flags });
         }
         const t = s.stats().timing;
-        console.log(JSON.stringify({ missed: t.missedDeadlines, samples: t.samples, records: recs.length, late }));
+        const exported = {};
+        for (const line of (await metrics.registry.metrics()).split('\\n')) {
+          const m = /^jouletrace_(sampler_missed_deadlines|samples)_total (\\S+)$/.exec(line);
+          if (m) exported[m[1]] = Number(m[2]);
+        }
+        console.log(JSON.stringify({ missed: t.missedDeadlines, samples: t.samples, records: recs.length, late, exported }));
+        metrics.close();
         s.close();
       });`;
     const child = spawn(process.execPath, ['-e', script], { stdio: ['pipe', 'pipe', 'inherit'] });
@@ -560,8 +568,11 @@ describe('Sampler cadence and statistics (model source)', () => {
         samples: number;
         records: number;
         late: Array<{ gapMs: number; flags: number }>;
+        exported: Record<string, number>;
       };
       expect(r.records).toBe(r.samples);
+      // The exporter's health counters are these very figures, read at the run's end.
+      expect(r.exported).toEqual({ sampler_missed_deadlines: r.missed, samples: r.samples });
       // The stop lasted at least 150 ms, about 150 deadlines; the margin is for the signal
       // taking effect after kill() returned.
       expect(r.missed).toBeGreaterThanOrEqual(100);
