@@ -240,6 +240,9 @@ describeBpf('attribution with the eBPF backend', () => {
       catch (e) { out.bpf = { code: e.code, message: e.message }; }
       const s = new Sampler({ source: 'model' });
       out.fallback = s.stats().threads;
+      // A pid that is no process: under the default, named as such, not as procfs's failure.
+      const never = Number(require('node:fs').readFileSync('/proc/sys/kernel/pid_max', 'utf8'));
+      try { new Sampler({ source: 'model', pid: never }); } catch (e) { out.pid = { code: e.code, message: e.message }; }
       s.start(); setTimeout(() => { s.stop(); out.threads = s.threads().length; console.log(JSON.stringify(out)); s.close(); }, 30);`;
     const { stdout } = await run('capsh', ['--drop=cap_bpf,cap_perfmon,cap_sys_admin', '--', '-c', `exec "${process.execPath}" -e '${script.replace(/'/g, "'\\''")}'`]);
     const out = JSON.parse(stdout);
@@ -250,6 +253,8 @@ describeBpf('attribution with the eBPF backend', () => {
     expect(out.fallback.fallbackReason).toMatch(/CAP_BPF/);
     expect(out.fallback.fallbackReason).toMatch(/using procfs/);
     expect(out.threads).toBeGreaterThan(0);
+    expect(out.pid.code).toBe('ESRCH');
+    expect(out.pid.message).toMatch(/^jouletrace: cannot read \/proc\/\d+\/task .*no such process/);
   });
 });
 

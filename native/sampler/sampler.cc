@@ -124,7 +124,10 @@ bool Sampler::openTracker(SamplerError* err) {
     tracker_ = openProcfsTracker(to, &te);
     if (!tracker_) {
       err->code = te.code;
-      err->message = "threads: 'procfs': " + te.message;
+      // The process asked for is wrong, whichever backend looked: under the default, the
+      // backend's name would point at one the caller never chose.
+      const bool aboutPid = te.code == "ESRCH" || te.code == "ERR_JOULETRACE_NOT_A_PROCESS";
+      err->message = (cfg_.threads == "auto" && aboutPid ? "" : "threads: 'procfs': ") + te.message;
       return false;
     }
   }

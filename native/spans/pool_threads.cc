@@ -18,6 +18,10 @@ constexpr unsigned kMaxPoolThreads = 1024;
 // How long a job holds its thread for the others: an idle pool starts them all within
 // microseconds; only a thread busy with other work keeps the rest waiting, and is missed.
 constexpr auto kPoolWait = std::chrono::milliseconds(100);
+// A round also ends once no new thread has come for this long: where the pool is smaller than
+// the environment now says (UV_THREADPOOL_SIZE raised after libuv read it at its first job, as an
+// ES module's top-level code does), its threads would otherwise wait out kPoolWait each time.
+constexpr auto kPoolQuiet = std::chrono::milliseconds(20);
 
 struct Round {
   std::mutex mu;
@@ -25,8 +29,10 @@ struct Round {
   std::vector<uint32_t> found;  // every pool thread seen, all rounds
   std::vector<uint32_t> seen;   // this round's
   unsigned want = 0, left = 0;
+  size_t foundBefore = 0;  // found.size() when this round began
   bool running = false;
-  std::chrono::steady_clock::time_point deadline;
+  bool exhausted = false;  // a round found no new thread: no more rounds
+  std::chrono::steady_clock::time_point deadline, lastArrival;
   uv_work_t jobs[kMaxPoolThreads];
 };
 
@@ -54,17 +60,23 @@ void arrive(uv_work_t*) {
   // A second job on one thread: the round's deadline has passed (its first job returned).
   if (has(r.seen, tid)) return;
   r.seen.push_back(tid);
-  if (r.seen.size() >= r.want) {
-    r.cv.notify_all();
-    return;
+  r.lastArrival = std::chrono::steady_clock::now();
+  r.cv.notify_all();  // the others' quiet window starts again
+  while (r.seen.size() < r.want) {
+    const auto until = std::min(r.deadline, r.lastArrival + kPoolQuiet);
+    if (std::chrono::steady_clock::now() >= until) break;
+    r.cv.wait_until(lock, until);
   }
-  r.cv.wait_until(lock, r.deadline, [&r] { return r.seen.size() >= r.want; });
 }
 
 void leave(uv_work_t*, int) {
   Round& r = theRound();
   std::lock_guard<std::mutex> lock(r.mu);
-  if (--r.left == 0) r.running = false;  // its jobs' slots may be queued again
+  if (--r.left > 0) return;
+  r.running = false;  // its jobs' slots may be queued again
+  // Nothing new: the pool is smaller than the environment says, or its other threads stay busy.
+  // Later trackers would only hold the pool again for nothing.
+  if (r.found.size() == r.foundBefore) r.exhausted = true;
 }
 
 }  // namespace
@@ -73,11 +85,13 @@ void findPoolThreads(uv_loop_t* loop) {
   Round& r = theRound();
   std::lock_guard<std::mutex> lock(r.mu);
   const unsigned want = poolSize();
-  if (r.running || r.found.size() >= want) return;
+  if (r.running || r.exhausted || r.found.size() >= want) return;
   r.running = true;
   r.want = r.left = want;
+  r.foundBefore = r.found.size();
   r.seen.clear();
-  r.deadline = std::chrono::steady_clock::now() + kPoolWait;
+  r.lastArrival = std::chrono::steady_clock::now();
+  r.deadline = r.lastArrival + kPoolWait;
   // (uv_queue_work fails only without a work callback.)
   for (unsigned i = 0; i < want; i++) uv_queue_work(loop, &r.jobs[i], arrive, leave);
 }

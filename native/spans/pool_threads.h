@@ -11,9 +11,10 @@
 namespace jouletrace {
 
 // Queues one job per pool thread on `loop` (the calling JavaScript thread's). Each notes the
-// thread it runs on and holds it until all have started, or for kPoolWait, so that each lands on
-// a thread of its own. Returns at once; does nothing while a round runs or once every thread of
-// the pool is known.
+// thread it runs on and holds it until all have started (at most kPoolWait, and no more than
+// kPoolQuiet after the last new thread), so that each lands on a thread of its own. Returns at
+// once; does nothing while a round runs, once every thread of the pool is known, or after a round
+// that found no new thread.
 void findPoolThreads(uv_loop_t* loop);
 
 // The pool threads found so far; any thread may call.
