@@ -28,9 +28,11 @@ install_without_services() {
     ours=true
     trap "rm -f $(printf %q "$policy")" EXIT
   fi
-  apt-get install -y -qq --no-install-recommends "$@" >&2
+  # Whatever apt-get answers: a package configured before another failed has its units too.
+  local rc=0
+  apt-get install -y -qq --no-install-recommends "$@" >&2 || rc=$?
   if $ours; then rm -f "$policy"; trap - EXIT; fi
-  command -v systemctl >/dev/null 2>&1 || return 0
+  command -v systemctl >/dev/null 2>&1 || return $rc
   for p in "$@"; do
     for unit in $(dpkg-query -L "$p" 2>/dev/null | grep -E '^(/usr)?/lib/systemd/system/[^/]+\.service$' || true); do
       unit="${unit##*/}"
@@ -38,6 +40,7 @@ install_without_services() {
       systemctl --no-reload --quiet disable "$unit" >&2 || say "could not disable $unit; do it yourself: systemctl disable $unit"
     done
   done
+  return $rc
 }
 
 # Debian 12 and Ubuntu 24.04 ship Node 18 with apt: the wrong Node fails later, less clearly.

@@ -22,12 +22,13 @@ declare -A BUILD_HDR_PKG=(
 # linux-tools packages put the real one. Ubuntu's /usr/sbin/bpftool (linux-tools-common) is a
 # wrapper that runs the running kernel's version and fails when that is not installed (a
 # container on another kernel): a bpftool counts only if it runs.
-BPFTOOL_PLACES=(/usr/sbin/bpftool /usr/lib/linux-tools/*/bpftool)
-
 # Prints the path of a bpftool that runs ($BPFTOOL first, as build-bpf.sh takes it), or fails.
+# The places are expanded at each call, so that one installed since (linux-tools-*) is found;
+# BPFTOOL_PLACES, an array, replaces them (tests).
 working_bpftool() {
-  local b
-  for b in "${BPFTOOL:-}" "$(command -v bpftool)" "${BPFTOOL_PLACES[@]}"; do
+  local b places
+  if declare -p BPFTOOL_PLACES >/dev/null 2>&1; then places=("${BPFTOOL_PLACES[@]}"); else places=(/usr/sbin/bpftool /usr/lib/linux-tools/*/bpftool); fi
+  for b in "${BPFTOOL:-}" "$(command -v bpftool)" "${places[@]}"; do
     if [ -x "$b" ] && "$b" version >/dev/null 2>&1; then echo "$b"; return 0; fi
   done
   return 1

@@ -38,6 +38,15 @@ describe('OutputFiles', () => {
     expect(() => OutputFiles.open({ csv: target, output: link })).toThrow(`--csv and --output name the same file (${link}); give each its own`);
     expect(fs.existsSync(target)).toBe(false);
     expect(leftovers()).toEqual([]);
+    // Through a linked directory: ../ is taken from the link's real directory, as the kernel does
+    // (a/l -> ../t.csv, a -> real/sub: real/t.csv, not ./t.csv).
+    fs.mkdirSync(path.join(tmp, 'real', 'sub'), { recursive: true });
+    fs.symlinkSync(path.join('real', 'sub'), path.join(tmp, 'a'));
+    fs.symlinkSync('../t.csv', path.join(tmp, 'real', 'sub', 'l'));
+    const viaLink = path.join(tmp, 'a', 'l');
+    const real = path.join(tmp, 'real', 't.csv');
+    expect(() => OutputFiles.open({ csv: viaLink, html: real })).toThrow(`--csv and --html name the same file (${real}); give each its own`);
+    expect(fs.existsSync(real)).toBe(false);
   });
 
   it('empties a file written in place only once its new content is there', async () => {

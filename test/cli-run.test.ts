@@ -379,6 +379,22 @@ describe('jouletrace run', () => {
     refused(['run', '-q', '--csv', '/dev/fd/99', '--', 'true'], 125, 'jouletrace run: cannot write /dev/fd/99: EBADF');
   });
 
+  it("refuses as an output file a descriptor of Node's own, and takes one the shell passed in", () => {
+    // libuv's event poll, wake-up and signal pipes are open in jouletrace too: a CSV written into
+    // them went nowhere (exit 0), or crashed the process (139).
+    for (let n = 3; n <= 16; n++) {
+      const r = jt(['run', '-q', '--csv', `/dev/fd/${n}`, '--', 'true']);
+      expect(r.code, `/dev/fd/${n}: ${r.stderr}`).toBe(125);
+      expect(r.stderr).toMatch(new RegExp(`^jouletrace run: cannot write /dev/fd/${n}: (E[A-Z]+|descriptor ${n} is not one this command was given)`));
+    }
+    const csv = path.join(tmp, 'fd3.csv');
+    const fd = fs.openSync(csv, 'w');
+    const r = spawnSync(process.execPath, [BIN, 'run', '-q', '--csv', '/dev/fd/3', '--', 'true'], { stdio: ['ignore', 'pipe', 'pipe', fd], encoding: 'utf8', timeout: 20_000 });
+    fs.closeSync(fd);
+    expect(r.status, r.stderr).toBe(0);
+    expect(fs.readFileSync(csv, 'utf8')).toMatch(/^time_s,seq,late,estimated,/);
+  });
+
   it('exits 125 when an output file cannot be written in full, keeping the others and the old file', () => {
     const csv = path.join(tmp, 'full-kept.csv');
     const out = path.join(tmp, 'full-summary.json');
@@ -487,6 +503,22 @@ describe('jouletrace run on a terminal', () => {
     await waitFor(() => screen('live').includes('RUN-EXITED=0'), 10_000, 'the run to end');
     // Cleared before the summary is printed.
     expect(screen('live')).not.toContain('jouletrace:');
+  });
+
+  // In a session of its own, a background job's command read what was typed to the shell (no
+  // SIGTTIN off its controlling terminal) and ran on past Ctrl-Z.
+  it("leaves a background job's command under the shell's job control", async () => {
+    tmux('new-session', '-d', '-s', 'bg', '-x', '120', '-y', '20', 'bash --norc --noprofile -i');
+    await waitFor(() => screen('bg').trim().length > 0, 5000, 'the shell');
+    tmux('send-keys', '-t', 'bg', `PS1='$ '; ${process.execPath} ${BIN} run -o /dev/null -- sh -c 'read x; echo CMD-GOT:[$x]' &`, 'Enter');
+    await waitFor(() => /\[1\] \d+/.test(screen('bg')), 5000, 'the job');
+    await new Promise((r) => setTimeout(r, 1000)); // the command reaches its read
+    tmux('send-keys', '-t', 'bg', 'echo SHELL-GOT-LINE', 'Enter');
+    await waitFor(() => /Stopped/.test(screen('bg')), 5000, 'the job to stop on its read of the terminal');
+    const text = screen('bg');
+    expect(text).toMatch(/^SHELL-GOT-LINE$/m);
+    expect(text).not.toMatch(/^CMD-GOT:/m);
+    tmux('send-keys', '-t', 'bg', 'kill -9 %1', 'Enter');
   });
 
   it('still takes -q (the default now), refuses it with --live, and says so in --help', () => {

@@ -14,7 +14,7 @@ const scratch = scratchDirs();
 // A built checkout, a PATH holding this machine's build tools and none of the test tools, and
 // fakes: id (root), apt-get (logs, runs the policy-rc.d as a maintainer script would, and
 // "installs" the test tools), dpkg-query (prometheus ships prometheus.service), systemctl (logs).
-function fixture() {
+function fixture({ aptFails = false } = {}) {
   const dir = scratch('setup');
   const co = path.join(dir, 'checkout');
   const bin = path.join(dir, 'bin');
@@ -46,6 +46,8 @@ function fixture() {
       'if [ "$1" = install ]; then',
       `  if [ -x ${policy} ]; then ${policy} prometheus start; echo "policy-rc.d prometheus start: $?" >> ${log}; else echo "no policy-rc.d" >> ${log}; fi`,
       `  for c in prometheus promtool tmux chromium capsh; do printf '#!/bin/sh\\n' > ${bin}/$c; chmod +x ${bin}/$c; done`,
+      // A later package failed to configure, after prometheus was set up (and enabled).
+      aptFails ? '  exit 100' : '',
       'fi',
     ),
     { mode: 0o755 },
@@ -86,6 +88,16 @@ describe('setup.sh', () => {
     expect(lines.slice(3)).toEqual(['systemctl --no-reload --quiet disable prometheus.service']);
     expect(r.stderr).toMatch(/^jouletrace setup: disabling prometheus\.service, installed by prometheus/m);
     // The policy was set-up's own, for the install only.
+    expect(fs.existsSync(policy)).toBe(false);
+  });
+
+  // set -e ended set-up at apt-get's failure, before the disabling; the next run found prometheus
+  // installed, not missing, and never disabled it.
+  it('disables the services of what was installed even when apt-get fails, and fails', () => {
+    const { setup, policy } = fixture({ aptFails: true });
+    const r = setup('--test');
+    expect(r.status).not.toBe(0);
+    expect(r.log.trim().split('\n').slice(-1)).toEqual(['systemctl --no-reload --quiet disable prometheus.service']);
     expect(fs.existsSync(policy)).toBe(false);
   });
 

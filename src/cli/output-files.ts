@@ -238,7 +238,9 @@ function identity(file: string, links = 0): string {
     // 40 links at most, as the kernel follows (ELOOP).
     if (links < 40 && isLink(abs)) {
       try {
-        return identity(path.resolve(path.dirname(abs), fs.readlinkSync(abs)), links + 1);
+        // Relative to the link's real directory, as the kernel resolves it (a/l -> ../t where a
+        // links to real/sub is real/t, not ./t).
+        return identity(path.resolve(fs.realpathSync(path.dirname(abs)), fs.readlinkSync(abs)), links + 1);
       } catch {
         // gone meanwhile: named as it is
       }
@@ -248,6 +250,28 @@ function identity(file: string, links = 0): string {
     } catch {
       return abs;
     }
+  }
+}
+
+// An event poll, eventfd or signalfd (anon_inode), or a pipe whose read end this process holds
+// too: libuv's. (Node marks inherited descriptors close-on-exec as well, so that flag tells
+// nothing; a pipe passed in, `3>&1 | less`, has its read end elsewhere.)
+function internalDescriptor(fd: number): boolean {
+  const target = (n: number | string) => fs.readlinkSync(`/proc/self/fd/${n}`);
+  const readable = (n: number | string) => (parseInt(/^flags:\s*([0-7]+)$/m.exec(fs.readFileSync(`/proc/self/fdinfo/${n}`, 'utf8'))?.[1] ?? '1', 8) & 3) !== 1;
+  try {
+    const what = target(fd);
+    if (what.startsWith('anon_inode:')) return true;
+    if (!what.startsWith('pipe:')) return false;
+    return fs.readdirSync('/proc/self/fd').some((n) => {
+      try {
+        return Number(n) !== fd && target(n) === what && readable(n);
+      } catch {
+        return false; // closed meanwhile (the directory's own descriptor)
+      }
+    });
+  } catch {
+    return false;
   }
 }
 
@@ -263,6 +287,9 @@ function openOne(file: string): OutputFile {
     const fd = std === 'stdout' ? 1 : std === 'stderr' ? 2 : devFd !== undefined ? Number(devFd) : proc === 'self' || proc === 'thread-self' || Number(proc) === process.pid ? Number(procFd) : undefined;
     if (fd === undefined) return inPlace(file, 'append');
     fs.writeSync(fd, Buffer.alloc(0)); // EBADF: not open, or not for writing
+    // Node's own descriptors are open too (libuv's event poll, its wake-up and signal pipes):
+    // written into, one of them crashed the process.
+    if (fd > 2 && internalDescriptor(fd)) throw new Error(`descriptor ${fd} is not one this command was given (it is jouletrace's own)`);
     return { file, fd, own: true, handedOver: false, written: 0 };
   }
   let existing: fs.Stats | undefined;

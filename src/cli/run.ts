@@ -73,10 +73,12 @@ when the command could not be run.
 SIGTERM, SIGINT, SIGHUP and SIGQUIT sent to jouletrace are passed on to the command, except
 those the terminal sent to its foreground process group (Ctrl-C, Ctrl-\\, hang-up), which
 reached the command already (while the run is the terminal's foreground job, those three from
-kill count as the terminal's: send SIGTERM). Off a terminal's foreground (timeout(1), systemd,
-a background job) the command runs in a process group of its own, so that a signal sent to
-jouletrace's group reaches it once, passed on; what is left of its group gets the signal too
-once it exits. One that arrives while the command is being started ends the run as well
+kill count as the terminal's: send SIGTERM). Without a controlling terminal (systemd, cron, CI,
+setsid) the command runs in a process group of its own, so that a signal sent to jouletrace's
+group reaches it once, passed on; what is left of its group gets the signal too once it exits.
+From a terminal (a background job included) it stays in jouletrace's group, under the shell's
+job control; there a signal sent to the group reaches it twice (timeout(1) from a shell: use
+timeout --foreground). One that arrives while the command is being started ends the run as well
 (status 128 + N), leaving no stopped process behind.
 Output files are written beside their place and moved there at the end: an existing file is
 left as it was when the run fails (/dev/stdout, /dev/stderr and /proc/self/fd/N are written
@@ -453,6 +455,12 @@ function inTerminalForeground(): boolean {
   return st.ttyNr !== 0 && st.tpgid === st.pgrp;
 }
 
+/** Whether this process has a controlling terminal at all. */
+function hasControllingTerminal(): boolean {
+  const st = readStat('self');
+  return st === null ? process.stdin.isTTY === true : st.ttyNr !== 0;
+}
+
 export async function runCommand(argv: string[]): Promise<number> {
   let parsed;
   let intervalUs = 1000;
@@ -504,13 +512,13 @@ export async function runCommand(argv: string[]): Promise<number> {
 
   // The command starts stopped behind a tiny shell that stops itself and then execs it, so the
   // tracker is attached before the command runs its first instruction or forks anything.
-  // Off the terminal's foreground (timeout(1), systemd, cron, a background job), a signal sent to
-  // jouletrace's process group reached the command as well, and again when passed on: a program
-  // that takes a second SIGTERM as "quit now" skipped its clean-up. The command gets a process
-  // group (and session) of its own then, and each signal from jouletrace alone. On a terminal's
-  // foreground it stays in jouletrace's group, the terminal's: it may read the terminal, and the
-  // terminal's own signals reach it directly.
-  const ownGroup = !inTerminalForeground();
+  // Without a controlling terminal (systemd, cron, CI), a signal sent to jouletrace's process
+  // group reached the command as well, and again when passed on: a program that takes a second
+  // SIGTERM as "quit now" skipped its clean-up. The command gets a process group (and session)
+  // of its own then, and each signal from jouletrace alone. With one, even in the background, it
+  // stays in jouletrace's group: in a session of its own, a background job's command read the
+  // keys typed to the shell (no SIGTTIN off its controlling terminal) and ran on past Ctrl-Z.
+  const ownGroup = !hasControllingTerminal();
   const child = spawn('/bin/sh', ['-c', 'kill -STOP $$ && exec "$@"', 'jouletrace-run', ...command], { stdio: 'inherit', detached: ownGroup });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.once('exit', (code, signal) => resolve({ code, signal }));
