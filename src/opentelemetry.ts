@@ -25,10 +25,11 @@ import { checkBoolean, checkKnownKeys, checkMethods, checkObject, invalidType, J
 import { packageRoot } from './native';
 import { EnergyTracker, PowerWindow } from './energy-tracker';
 import { checkRequestSource, subscribe, type RequestSource } from './settled-feed';
-
-export type { RequestSource };
 import type { Sampler } from './sampler';
 import { UNMATCHED_ROUTE, type RequestRecord, type SpanResult } from './span-types';
+
+// The `requests` option's type, for callers who declare theirs.
+export type { RequestSource };
 
 /** CLOCK_MONOTONIC ns (process.hrtime on Linux) → ms since the epoch, for timestamps. */
 function monotonicNsToEpochMs(ns: number): number {

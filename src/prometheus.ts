@@ -10,11 +10,12 @@ import { checkBoolean, checkIntegerInRange, checkObject, checkString, invalidTyp
 import { EnergyTracker, PowerWindow, type EnergyReading } from './energy-tracker';
 import { FastHistogram, type HistogramSeries } from './prometheus-histogram';
 import { checkRequestSource, subscribe, type RequestSource } from './settled-feed';
-
-export type { RequestSource };
 import { SlidingWindow } from './sliding-window';
 import type { Sampler } from './sampler';
 import type { RequestRecord, SpanResult } from './span-types';
+
+// The `requests` option's type, for callers who declare theirs.
+export type { RequestSource };
 
 /**
  * Span energy buckets, joules: 1-2-5 steps from 1 µJ to 10 J. A span runs from microseconds

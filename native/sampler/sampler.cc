@@ -99,21 +99,18 @@ bool Sampler::openTracker(SamplerError* err) {
   to.maxThreads = cfg_.maxThreads;
   to.cpuPackage = cpuPackage_;
   TrackerError te;
+  // The process asked for is wrong, whichever backend looked: under the default (auto), the
+  // message names no backend (the caller chose none), and procfs is not tried after eBPF.
+  auto aboutPid = [&te] { return te.code == "ESRCH" || te.code == "ERR_JOULETRACE_NOT_A_PROCESS"; };
+  auto fail = [&](const char* backend) {
+    err->code = te.code;
+    err->message = (cfg_.threads == "auto" && aboutPid() ? std::string() : std::string("threads: '") + backend + "': ") + te.message;
+    return false;
+  };
   if (cfg_.threads == "bpf" || cfg_.threads == "auto") {
     to.backend = "bpf";
     tracker_ = openBpfTracker(to, &te);
-    if (!tracker_ && cfg_.threads == "bpf") {
-      err->code = te.code;
-      err->message = "threads: 'bpf': " + te.message;
-      return false;
-    }
-    // The process asked for is wrong, not eBPF: procfs fails on it too, and its message would
-    // name a backend the caller never chose.
-    if (!tracker_ && (te.code == "ESRCH" || te.code == "ERR_JOULETRACE_NOT_A_PROCESS")) {
-      err->code = te.code;
-      err->message = te.message;
-      return false;
-    }
+    if (!tracker_ && (cfg_.threads == "bpf" || aboutPid())) return fail("bpf");
     if (!tracker_) {
       threadsFallback_ = "eBPF unavailable (" + te.message + "); using procfs";
       if (cfg_.followChildren) threadsFallback_ += ", which does not follow child processes";
@@ -122,14 +119,7 @@ bool Sampler::openTracker(SamplerError* err) {
   if (!tracker_) {
     to.backend = "procfs";
     tracker_ = openProcfsTracker(to, &te);
-    if (!tracker_) {
-      err->code = te.code;
-      // The process asked for is wrong, whichever backend looked: under the default, the
-      // backend's name would point at one the caller never chose.
-      const bool aboutPid = te.code == "ESRCH" || te.code == "ERR_JOULETRACE_NOT_A_PROCESS";
-      err->message = (cfg_.threads == "auto" && aboutPid ? "" : "threads: 'procfs': ") + te.message;
-      return false;
-    }
+    if (!tracker_) return fail("procfs");
   }
   threadsBackend_ = tracker_->backend();
   if (threadsBackend_ == "procfs") {

@@ -144,6 +144,11 @@ export function baselineOptions(options: ParsedArgs['options']): BaselineOptions
   return out;
 }
 
+/** The flag of the two given, to name in a refusal where neither applies. */
+export function baselineFlag(b: BaselineOptions): '--baseline' | '--calibrate' | undefined {
+  return b.watts !== undefined ? '--baseline' : b.calibrateS !== undefined ? '--calibrate' : undefined;
+}
+
 /** Sets --baseline W on each package of the sampler's primary domains (package, else psys). */
 export function setBaselineOption(sampler: Sampler, watts: number): void {
   sampler.setBaseline(Object.fromEntries(sampler.attribution().domains.map((d) => [d, watts])));

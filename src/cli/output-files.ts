@@ -284,12 +284,16 @@ function openOne(file: string): OutputFile {
   const alias = FD_ALIAS.exec(path.resolve(file));
   if (alias) {
     const [, std, devFd, proc, procFd] = alias;
-    const fd = std === 'stdout' ? 1 : std === 'stderr' ? 2 : devFd !== undefined ? Number(devFd) : proc === 'self' || proc === 'thread-self' || Number(proc) === process.pid ? Number(procFd) : undefined;
+    let fd: number | undefined;
+    if (std === 'stdout') fd = 1;
+    else if (std === 'stderr') fd = 2;
+    else if (devFd !== undefined) fd = Number(devFd);
+    else if (proc === 'self' || proc === 'thread-self' || Number(proc) === process.pid) fd = Number(procFd);
     if (fd === undefined) return inPlace(file, 'append');
     fs.writeSync(fd, Buffer.alloc(0)); // EBADF: not open, or not for writing
     // Node's own descriptors are open too (libuv's event poll, its wake-up and signal pipes):
     // written into, one of them crashed the process.
-    if (fd > 2 && internalDescriptor(fd)) throw new Error(`descriptor ${fd} is not one this command was given (it is jouletrace's own)`);
+    if (fd > 2 && internalDescriptor(fd)) throw new Error(`descriptor ${fd} is not one this command was given (it is jouletrace's own); open it in the shell first, e.g. ${fd}>file`);
     return { file, fd, own: true, handedOver: false, written: 0 };
   }
   let existing: fs.Stats | undefined;

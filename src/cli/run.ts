@@ -9,6 +9,7 @@ import { renderReport } from '../report/render';
 import { Sampler, type SamplerOptions, type ThreadEnergy } from '../sampler';
 import type { SourceName } from '../source-options';
 import {
+  baselineFlag,
   baselineOptions,
   choiceOption,
   filePathOption,
@@ -479,9 +480,8 @@ export async function runCommand(argv: string[]): Promise<number> {
     top = numberOption(parsed.options, 'top', 5, 0, 10000, true);
     threadsOpt = choiceOption(parsed.options, 'threads', ['bpf', 'procfs', 'off'] as const, undefined);
     baseline = baselineOptions(parsed.options);
-    if (threadsOpt === 'off' && (baseline.watts ?? baseline.calibrateS) !== undefined) {
-      throw new UsageError(`--${baseline.watts !== undefined ? 'baseline' : 'calibrate'} needs thread tracking, which --threads off turns off`);
-    }
+    const flag = baselineFlag(baseline);
+    if (threadsOpt === 'off' && flag) throw new UsageError(`${flag} needs thread tracking, which --threads off turns off`);
     source = sourceOption(parsed.options);
     paths = sourcePathOptions(parsed.options);
     for (const name of ['output', 'csv', 'html']) filePathOption(parsed.options, name);
@@ -556,6 +556,18 @@ export async function runCommand(argv: string[]): Promise<number> {
     }
   };
   if (ownGroup) process.on('exit', endGroup);
+  // Ends the run before the command started: the stopped wrapper is killed, no file is written.
+  const abandon = async (message: string, opened?: { sampler?: Sampler; csv?: fs.WriteStream }, status = EXIT_INTERNAL): Promise<number> => {
+    child.kill('SIGKILL');
+    child.kill('SIGCONT');
+    await exited;
+    endStartup();
+    opened?.sampler?.close();
+    opened?.csv?.destroy();
+    files.discard();
+    err.write(`jouletrace run: ${message}\n`);
+    return status;
+  };
   if (!(await waitForStop(child, 5000))) {
     endStartup();
     if (startupSignal !== undefined) {
@@ -586,14 +598,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     sampler = new Sampler(samplerOptions);
     if (baseline.watts !== undefined) setBaselineOption(sampler, baseline.watts);
   } catch (e) {
-    sampler?.close();
-    child.kill('SIGKILL');
-    child.kill('SIGCONT');
-    await exited;
-    endStartup();
-    files.discard();
-    err.write(`jouletrace run: ${inFlagWords((e as Error).message)}\n`);
-    return EXIT_INTERNAL;
+    return abandon(inFlagWords((e as Error).message), { sampler });
   }
   const stats0 = sampler.stats();
   const backend = stats0.threads.backend;
@@ -614,18 +619,8 @@ export async function runCommand(argv: string[]): Promise<number> {
     // A signal meanwhile kills the stopped command (onStartupSignal): the run ends at once.
     const b = await Promise.race([calibration, exited.then(() => undefined)]);
     if (b === undefined || b instanceof Error) {
-      child.kill('SIGKILL');
-      child.kill('SIGCONT');
-      await exited;
-      endStartup();
-      sampler.close();
-      files.discard();
-      if (startupSignal !== undefined) {
-        err.write(`jouletrace run: ${startupSignal} arrived before the command started; it did not run\n`);
-        return exitStatus(null, startupSignal);
-      }
-      err.write(`jouletrace run: ${b instanceof Error ? b.message : 'the command ended before it started'}\n`);
-      return EXIT_INTERNAL;
+      if (startupSignal !== undefined) return abandon(`${startupSignal} arrived before the command started; it did not run`, { sampler }, exitStatus(null, startupSignal));
+      return abandon(b instanceof Error ? b.message : 'the command ended before it started', { sampler });
     }
     notes.push(`baseline (idle) power measured over ${baseline.calibrateS} s before the command started: ${b.watts.map((w) => `${w.domain}-${w.package} ${fmtWatts(w.watts)}`).join(', ')}`);
   } else if (backend !== 'off' && !stats0.estimated && !((baseline.watts ?? 0) > 0)) {
@@ -668,15 +663,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   try {
     sampler.start();
   } catch (e) {
-    child.kill('SIGKILL');
-    child.kill('SIGCONT');
-    await exited;
-    endStartup();
-    sampler.close();
-    csv?.destroy();
-    files.discard();
-    err.write(`jouletrace run: ${(e as Error).message}\n`);
-    return EXIT_INTERNAL;
+    return abandon((e as Error).message, { sampler, csv });
   }
   collector?.start();
 

@@ -3,6 +3,7 @@
 import * as fs from 'node:fs';
 import { Sampler, type SamplerOptions } from '../sampler';
 import {
+  baselineFlag,
   baselineOptions,
   choiceOption,
   inFlagWords,
@@ -203,9 +204,8 @@ export async function topCommand(argv: string[]): Promise<number> {
       samplerOptions.threads = threads;
     }
     baseline = baselineOptions(options);
-    if (pid === undefined && (baseline.watts ?? baseline.calibrateS) !== undefined) {
-      throw new UsageError(`--${baseline.watts !== undefined ? 'baseline' : 'calibrate'} needs --pid (the system-wide view shares the package power by CPU time)`);
-    }
+    const flag = baselineFlag(baseline);
+    if (pid === undefined && flag) throw new UsageError(`${flag} needs --pid (the system-wide view shares the package power by CPU time)`);
     json = options.json === true;
   } catch (e) {
     return reportUsageError('top', HELP, e);
