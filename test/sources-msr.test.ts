@@ -374,10 +374,25 @@ describe('msr source, AMD layout', () => {
 
   it("names a core whose counter cannot be read rather than drop the package's core domain", () => {
     const e = amd();
-    e.truncate(4); // CPU 4, package 0's third core: every read is short (EIO)
+    e.truncate(4); // CPU 4, package 0's third core, and its SMT sibling: every read is short (EIO)
+    e.truncate(5);
     expect(() => open(e, ZEN3, CORES)).toThrow(
       expect.objectContaining({ code: 'EIO', message: expect.stringMatching(/cpu\/?4\b.*reading the core energy register 0xC001029A failed .*is CPU 4 going offline/) }),
     );
+  });
+
+  // As the package's counter moves to another CPU when its own goes offline: a core whose first
+  // thread is offline at open is read on its sibling (the open was refused, "is CPU 2 going offline?").
+  it("reads a core's counter on its SMT sibling where the core's first CPU cannot read it", () => {
+    const e = amd();
+    e.truncate(2); // package 0's second core's first thread: EIO
+    e.write(3, MSR.AMD_CORE, 1000);
+    const s = open(e, ZEN3, CORES);
+    [0, 4, 6].forEach((cpu) => e.write(cpu, MSR.AMD_CORE, 1000 + 65536));
+    e.write(3, MSR.AMD_CORE, 1000 + 10 * 65536);
+    const r = s.read();
+    expect(r.error).toBeUndefined();
+    expect(r.readings[1]).toMatchObject({ domain: 'core', package: 0, joules: 13 });
   });
 
   it('wrap-extends each per-core counter separately before summing', () => {
@@ -417,22 +432,21 @@ describe('msr source errors', () => {
 
   // In a container the module is the host's (sysfs shows it) and /dev/cpu is not passed in:
   // modprobe msr there fixes nothing.
-  it('says the devices are missing, not the module, where the msr module is loaded', () => {
+  it('says the devices are missing, not the module, where the msr driver is loaded', () => {
     const e = emu({ vendor: 'intel' });
     const sysfsCpuRoot = writeSysfsCpu(path.join(e.dir, 'sys', 'devices', 'system', 'cpu'), { cpus: 1, packages: 1 }).sysfsCpuRoot;
-    const module = path.join(e.dir, 'sys', 'module', 'msr');
-    fs.mkdirSync(module, { recursive: true });
     const msrPath = `${e.dir}/nope/cpu%d/msr`;
-    expect(() => openSource({ source: 'msr', msrPath, sysfsCpuRoot, cpuIdentity: SKYLAKE })).toThrow(
-      expect.objectContaining({
-        code: 'ENOENT',
-        message:
-          `${e.dir}/nope/cpu0/msr: no such file — the msr module is loaded (${module}) but its devices are not here, as in a ` +
-          'container: pass them in (docker run --device /dev/cpu/N/msr for each CPU N) with CAP_SYS_RAWIO (--cap-add SYS_RAWIO)',
-      }),
-    );
-    fs.rmdirSync(module);
-    expect(() => openSource({ source: 'msr', msrPath, sysfsCpuRoot, cpuIdentity: SKYLAKE })).toThrow(/ — load the msr module: modprobe msr$/);
+    const missing = (driver: string) =>
+      `${e.dir}/nope/cpu0/msr: no such file — the msr driver is loaded (${driver}) but its devices are not here, as in a ` +
+      'container: pass them in (docker run --device /dev/cpu/N/msr for each CPU N) with CAP_SYS_RAWIO (--cap-add SYS_RAWIO)';
+    const openIt = () => openSource({ source: 'msr', msrPath, sysfsCpuRoot, cpuIdentity: SKYLAKE });
+    // A module shows in /sys/module; a driver built into the kernel only in /sys/class/msr.
+    for (const dir of [path.join(e.dir, 'sys', 'module', 'msr'), path.join(e.dir, 'sys', 'class', 'msr')]) {
+      fs.mkdirSync(dir, { recursive: true });
+      expect(openIt).toThrow(expect.objectContaining({ code: 'ENOENT', message: missing(dir) }));
+      fs.rmdirSync(dir);
+    }
+    expect(openIt).toThrow(/ — load the msr module: modprobe msr$/);
   });
 
   // EACCES is the file's mode (root's, 0600), checked before the driver's CAP_SYS_RAWIO (EPERM,

@@ -133,23 +133,27 @@ class MsrSource final : public EnergySource {
   std::vector<Domain>& mutableDomains() { return domains_; }
 };
 
-// The msr module's sysfs directory, beside the CPU tree: "/sys/module/msr" for
-// "/sys/devices/system/cpu" (an emulated tree has its own); empty where it cannot be told.
-std::string msrModuleDir(const std::string& sysfsCpuRoot) {
+// Where sysfs shows the msr driver, beside the CPU tree ("/sys" for "/sys/devices/system/cpu";
+// an emulated tree has its own): /sys/module/msr for a module, /sys/class/msr for the driver
+// however it came (built into the kernel it has no /sys/module entry). Empty where neither is.
+std::string msrDriverDir(const std::string& sysfsCpuRoot) {
   const std::string tail = "/devices/system/cpu";
   if (sysfsCpuRoot.size() < tail.size() || sysfsCpuRoot.compare(sysfsCpuRoot.size() - tail.size(), tail.size(), tail) != 0) return "";
-  return sysfsCpuRoot.substr(0, sysfsCpuRoot.size() - tail.size()) + "/module/msr";
+  const std::string sysfs = sysfsCpuRoot.substr(0, sysfsCpuRoot.size() - tail.size());
+  struct stat st;
+  for (const char* dir : {"/module/msr", "/class/msr"})
+    if (::stat((sysfs + dir).c_str(), &st) == 0) return sysfs + dir;
+  return "";
 }
 
 void openError(const std::string& path, int err, const std::string& sysfsCpuRoot, SourceError* out) {
   out->code = errnoName(err);
   if (err == ENOENT || err == ENODEV) {
     out->code = "ENOENT";
-    // Loaded, yet no device: a container's, the module being the host's and /dev/cpu not passed in.
-    const std::string module = msrModuleDir(sysfsCpuRoot);
-    struct stat st;
-    if (!module.empty() && ::stat(module.c_str(), &st) == 0) {
-      out->message = path + ": no such file — the msr module is loaded (" + module +
+    // Loaded, yet no device: a container's, the driver being the host's and /dev/cpu not passed in.
+    const std::string driver = msrDriverDir(sysfsCpuRoot);
+    if (!driver.empty()) {
+      out->message = path + ": no such file — the msr driver is loaded (" + driver +
                      ") but its devices are not here, as in a container: pass them in (docker run --device /dev/cpu/N/msr "
                      "for each CPU N) with CAP_SYS_RAWIO (--cap-add SYS_RAWIO)";
     } else {
@@ -345,22 +349,42 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
       // The per-core sum only where asked for: one cross-CPU read per core per sample.
       std::vector<Read> cores;
       bool ok = opts.msrAmdCores && unknownCores.count(pkg) == 0;
-      for (int cpu : ok ? coreCpus[pkg] : std::vector<int>{}) {
-        int cfd = fdFor(cpu, err);
-        if (cfd < 0) return nullptr;
-        if (cores.empty() && !probeMsr(cfd, kAmdCore)) {
+      for (int first : ok ? coreCpus[pkg] : std::vector<int>{}) {
+        // The core's first CPU, else its SMT sibling: a thread offline at open leaves its core's
+        // counter to the sibling, as it does once running (moveToSpare). Its first CPU is named
+        // where no CPU of the core opens or reads.
+        std::vector<int> readers{first};
+        for (int spare : sparesOf(first, Scope::Core)) readers.push_back(spare);
+        int cpu = -1, openErr = 0, crc = 0;
+        uint64_t v = 0;
+        for (int candidate : readers) {
+          int cfd = src->fdOf(candidate);
+          if (cfd < 0) {
+            if (openErr == 0) openErr = -cfd;
+            continue;
+          }
+          crc = readMsr(cfd, uint64_t(kAmdCore) << shift, &v);
+          if (crc == 0) {
+            cpu = candidate;
+            break;
+          }
+        }
+        if (cpu < 0 && crc == 0) {
+          openError(expandCpuPath(opts.msrPath, first), openErr, opts.sysfsCpuRoot, err);
+          return nullptr;
+        }
+        // The package's first core decides whether the register is there (non-zero, as probeMsr).
+        if (cores.empty() && (cpu < 0 || (v & 0xFFFFFFFFull) == 0)) {
           ok = false;
           break;
         }
         // The first core has the register: one that cannot be read would drop the whole
         // domain without a word (no silent zeros), so it is named instead.
-        uint64_t v;
-        int crc = readMsr(cfd, uint64_t(kAmdCore) << shift, &v);
-        if (crc != 0) {
+        if (cpu < 0) {
           err->code = errnoName(-crc);
-          err->message = expandCpuPath(opts.msrPath, cpu) + ": reading the core energy register 0xC001029A failed (" +
-                         std::strerror(-crc) + ") though the package's first core has it — is CPU " + std::to_string(cpu) +
-                         " going offline? Try again, or use source 'powercap' or 'perf'";
+          err->message = expandCpuPath(opts.msrPath, first) + ": reading the core energy register 0xC001029A failed (" +
+                         std::strerror(-crc) + "), as on its SMT siblings, though the package's first core has it — is CPU " +
+                         std::to_string(first) + " going offline? Try again, or use source 'powercap' or 'perf'";
           return nullptr;
         }
         cores.emplace_back(cpu, kAmdCore, sparesOf(cpu, Scope::Core));
