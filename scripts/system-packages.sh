@@ -23,11 +23,15 @@ declare -A BUILD_HDR_PKG=(
 # wrapper that runs the running kernel's version and fails when that is not installed (a
 # container on another kernel): a bpftool counts only if it runs.
 # Prints the path of a bpftool that runs ($BPFTOOL first, as build-bpf.sh takes it), or fails.
-# The places are expanded at each call, so that one installed since (linux-tools-*) is found;
-# BPFTOOL_PLACES, an array, replaces them (tests).
+# The places are glob patterns expanded at each call, so that one installed since
+# (linux-tools-*) is found; BPFTOOL_PLACES, an array of patterns, replaces them (tests).
 working_bpftool() {
-  local b places
-  if declare -p BPFTOOL_PLACES >/dev/null 2>&1; then places=("${BPFTOOL_PLACES[@]}"); else places=(/usr/sbin/bpftool /usr/lib/linux-tools/*/bpftool); fi
+  local b pattern patterns=(/usr/sbin/bpftool '/usr/lib/linux-tools/*/bpftool') places=() matches=()
+  if declare -p BPFTOOL_PLACES >/dev/null 2>&1; then patterns=("${BPFTOOL_PLACES[@]}"); fi
+  for pattern in "${patterns[@]}"; do
+    mapfile -t matches < <(compgen -G "$pattern" || true)
+    places+=("${matches[@]}")
+  done
   for b in "${BPFTOOL:-}" "$(command -v bpftool)" "${places[@]}"; do
     if [ -x "$b" ] && "$b" version >/dev/null 2>&1; then echo "$b"; return 0; fi
   done

@@ -131,4 +131,33 @@ describe('install-failed.sh', () => {
       fs.rmSync(bin, { recursive: true, force: true });
     }
   });
+
+  // Set-up installs linux-tools-* and asks again in the same shell: a glob expanded once, when
+  // the script was read, missed the bpftool installed since.
+  it('finds a bpftool installed under a place pattern since the last call', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-tools-'));
+    try {
+      const bin = path.join(dir, 'bin');
+      fs.mkdirSync(bin);
+      fs.writeFileSync(path.join(bin, 'bpftool'), '#!/bin/bash\nexit 2\n', { mode: 0o755 }); // Ubuntu's wrapper, failing
+      const tool = path.join(dir, 'linux tools', '6.8.0-1-generic', 'bpftool');
+      const script = [
+        'source scripts/system-packages.sh',
+        `BPFTOOL_PLACES=(${JSON.stringify(path.join(dir, 'linux tools'))}'/*/bpftool')`,
+        'working_bpftool || echo none',
+        `mkdir -p ${JSON.stringify(path.dirname(tool))}`,
+        `printf '#!/bin/bash\\nexit 0\\n' > ${JSON.stringify(tool)}; chmod +x ${JSON.stringify(tool)}`,
+        'working_bpftool',
+      ].join('\n');
+      const r = spawnSync('bash', ['--norc', '-euo', 'pipefail', '-c', script], {
+        cwd: ROOT,
+        encoding: 'utf8',
+        env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, BPFTOOL: '' },
+      });
+      expect(r.stderr).toBe('');
+      expect(r.stdout.trim().split('\n')).toEqual(['none', tool]);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
