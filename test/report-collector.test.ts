@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { ReportCollector } from '../src/report/collector';
 import { renderReport } from '../src/report/render';
 import type { Sampler } from '../src/sampler';
+import type { ReportData } from '../src/report/types';
 
 interface FakeThread {
   /** The row's id in threads(); the tid where not given (0 is the folded row's). */
@@ -30,6 +31,34 @@ function fakeSampler(state: { joules: number; threads: FakeThread[] }) {
 }
 
 const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+
+// A report that draws every chart (threads, records, attribution, over 4 s), with markup in each text.
+const X = '<b>x</b>&"\'';
+const report = (over: Partial<ReportData> = {}): ReportData => ({
+  version: 1,
+  title: `title ${X}`,
+  subtitle: `subtitle ${X}`,
+  createdAt: `created ${X}`,
+  source: `source ${X}`,
+  estimated: false,
+  durationS: 4,
+  domains: [`package-0 ${X}`],
+  startS: 0,
+  time: [1, 2, 3, 4],
+  watts: [[10, 20, 15, 12]],
+  threads: [
+    { label: `thread ${X} (11)`, pid: 10, tid: 11, joules: [0.5, 0.25, 1, 0.125] },
+    { label: `other threads ${X}`, pid: 0, tid: 0, joules: [0.1, 0.2, 0.3, 0.4] },
+  ],
+  threadsTracked: true,
+  cpuCores: [0.5, 1, 0.7, 0.2],
+  records: [1, 2, 3].map((k) => ({ label: `GET /route ${X}`, joules: k * 1e-3, t: k, durationMs: 1 })),
+  recordKind: 'request',
+  attribution: { total: 10, process: 2.5, baseline: 1, other: 6.5, domains: [`package ${X}`] },
+  summary: [[`row ${X}`, `value ${X}`]],
+  notes: [`note ${X}`],
+  ...over,
+});
 
 describe('ReportCollector storage', () => {
   it('stores only the threads whose figures changed, and merges points past a few thousand', () => {
@@ -153,5 +182,58 @@ describe('ReportCollector options', () => {
   it('takes every option, and none', () => {
     expect(make(undefined)).not.toThrow();
     expect(make({ periodMs: 50, title: 't', subtitle: 's', maxThreads: 1 })).not.toThrow();
+  });
+});
+
+describe('renderReport, what it writes', () => {
+  it('escapes every text it is given', () => {
+    const html = renderReport(report());
+    expect(html).not.toContain('<b>');
+    expect(html).not.toMatch(/x<\/b>/);
+    const escaped = '&lt;b&gt;x&lt;/b&gt;&amp;&quot;&#39;';
+    for (const text of ['title ', 'subtitle ', 'created ', 'source ', 'package-0 ', 'thread ', 'other threads ', 'GET /route ', 'package ', 'row ', 'value ', 'note ']) {
+      expect(html).toContain(text + escaped);
+    }
+    // An "other" row of records, made of many labels, too.
+    const many = Array.from({ length: 30 }, (_, i) => ({ label: `GET /${i} ${X}`, joules: 1e-3, t: 1, durationMs: 1 }));
+    const more = renderReport(report({ records: many }));
+    expect(more).not.toContain('<b>');
+    expect(more).toContain(`GET /0 ${escaped}`);
+  });
+
+  it("totals each thread's series in its legend, and the attribution bar's parts", () => {
+    const html = renderReport(report());
+    const threads = /<section id="threads">(.*?)<\/section>/s.exec(html)![1];
+    expect(threads).toContain('(11): 1.875 J</span>');
+    expect(threads).toContain('other threads &lt;b&gt;x&lt;/b&gt;&amp;&quot;&#39;: 1.000 J</span>');
+    const widths = [...html.matchAll(/<span style="width:([\d.]+)%/g)].map((m) => m[1]);
+    expect(widths).toEqual(['25.00', '10.00', '65.00']);
+    expect(html).toContain('tracked: 2.500 J (25.0 %)');
+    expect(html).toContain('baseline: 1.000 J (10.0 %)');
+    expect(html).toContain('other processes / idle: 6.500 J (65.0 %)');
+  });
+
+  it('labels every chart estimated when the figures are', () => {
+    const html = renderReport(report({ estimated: true }));
+    for (const id of ['power', 'threads', 'records', 'proportionality']) {
+      const section = new RegExp(`<section id="${id}">(.*?)</section>`, 's').exec(html)![1];
+      const titles = [...section.matchAll(/<text class="axis-title"[^>]*>([^<]*)</g)].map((m) => m[1]);
+      expect(titles.some((t) => t.includes(', estimated')), id).toBe(true);
+    }
+    expect(renderReport(report())).not.toContain(', estimated');
+  });
+
+  // toPrecision(3) of 1000 reads "1.00e+3": a two-week run's axis read 800k, 1.00e+3k, 1.20e+3k.
+  it('writes ticks of a million and more with M and G', () => {
+    const n = 2048;
+    const T = 14 * 86_400;
+    const time = Array.from({ length: n }, (_, i) => ((i + 1) * T) / n);
+    const html = renderReport(report({ durationS: T, time, watts: [time.map(() => 40)], threads: [], cpuCores: [], records: [] }));
+    const power = /<section id="power">(.*?)<\/section>/s.exec(html)![1];
+    const ticks = [...power.matchAll(/<text class="tick"[^>]*text-anchor="middle">([^<]*)</g)].map((m) => m[1]);
+    expect(ticks).toEqual(['0', '200k', '400k', '600k', '800k', '1M', '1.2M']);
+    const big = renderReport(report({ time: [1e9, 2e9, 3e9, 4e9] }));
+    expect(big).toMatch(/>2\.5G</);
+    expect(big).not.toMatch(/e\+/);
   });
 });

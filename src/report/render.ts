@@ -27,10 +27,14 @@ export function niceTicks(lo: number, hi: number, count = 5): number[] {
   return ticks;
 }
 
+/** An axis tick's text: three significant digits at most, with an SI suffix. */
 function tickLabel(v: number): string {
   const a = Math.abs(v);
   if (a === 0) return '0';
-  if (a >= 1000) return `${(v / 1000).toPrecision(3)}k`;
+  // toPrecision(3) of 1000 and more reads "1.00e+3": each suffix stops below 1000 of itself.
+  if (a >= 1e9) return `${Number((v / 1e9).toPrecision(3))}G`;
+  if (a >= 1e6) return `${Number((v / 1e6).toPrecision(3))}M`;
+  if (a >= 1000) return `${Number((v / 1000).toPrecision(3))}k`;
   if (a >= 1) return String(Number(v.toPrecision(4)));
   if (a >= 1e-3) return `${Number((v * 1e3).toPrecision(3))}m`;
   return `${Number((v * 1e6).toPrecision(3))}µ`;
