@@ -453,6 +453,20 @@ describe('jouletrace run', () => {
     expect(text).toMatch(/<section id="power">.*<path class="data line"/s);
   });
 
+  it('names the main thread in the HTML report after its program, whose path may hold spaces', () => {
+    const dir = path.join(tmp, 'my dir');
+    fs.mkdirSync(dir, { recursive: true });
+    const nap = path.join(dir, 'nap');
+    fs.copyFileSync(fs.realpathSync('/bin/sleep'), nap);
+    fs.chmodSync(nap, 0o755);
+    const html = path.join(tmp, 'nap.html');
+    const r = jt(['run', '-q', '--html', html, '--', nap, '0.8']);
+    expect(r.code, r.stderr).toBe(0);
+    const threads = /<section id="threads">(.*?)<\/section>/s.exec(fs.readFileSync(html, 'utf8'))![1];
+    expect(threads).toMatch(/>nap \(\d+\): /);
+    expect(threads).not.toMatch(/>my \(/);
+  });
+
   it('writes an HTML report with --html', () => {
     const html = path.join(tmp, 'run.html');
     const r = jt(['run', '-q', '--html', html, '--', 'sh', '-c', 'yes > /dev/null & p=$!; sleep 0.6; kill $p']);
@@ -722,12 +736,12 @@ describe('ProcessTreeWatcher', () => {
   // A procfs of the test's own: /proc/PID/stat, cmdline and task/PID/children.
   function fakeProc() {
     const dir = fs.mkdtempSync(path.join(tmp, 'proc-'));
-    const put = (pid: number, p: { comm: string; ppid: number; start: number; state?: string; cmdline?: string; children?: number[] }) => {
+    const put = (pid: number, p: { comm: string; ppid: number; start: number; state?: string; cmdline?: string; argv?: string[]; children?: number[] }) => {
       fs.mkdirSync(path.join(dir, String(pid), 'task', String(pid)), { recursive: true });
       // pid (comm) state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime
       // stime cutime cstime priority nice num_threads itrealvalue starttime ...
       fs.writeFileSync(path.join(dir, String(pid), 'stat'), `${pid} (${p.comm}) ${p.state ?? 'S'} ${p.ppid} ${pid} ${pid} 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 ${p.start} 0\n`);
-      fs.writeFileSync(path.join(dir, String(pid), 'cmdline'), p.state === 'Z' ? '' : `${(p.cmdline ?? p.comm).split(' ').join('\0')}\0`);
+      fs.writeFileSync(path.join(dir, String(pid), 'cmdline'), p.state === 'Z' ? '' : `${(p.argv ?? (p.cmdline ?? p.comm).split(' ')).join('\0')}\0`);
       fs.writeFileSync(path.join(dir, String(pid), 'task', String(pid), 'children'), (p.children ?? []).map((c) => `${c} `).join(''));
     };
     return { dir, put };
@@ -755,6 +769,24 @@ describe('ProcessTreeWatcher', () => {
     expect(w.get(103)).toEqual({ ppid: 100, command: '[true]' });
     expect(w.get(104)).toEqual({ ppid: 1, command: 'daemon --fork' });
     expect(w.pids().sort()).toEqual([100, 101, 102, 103, 104]);
+  });
+
+  // The report named main threads after the command line's first word: '/opt/my' for a
+  // program at '/opt/my app/srv'.
+  it("gives each process's argv[0] whole, and the command's own for the root until it execs", () => {
+    const proc = fakeProc();
+    proc.put(100, { comm: 'sh', ppid: 1, start: 400, argv: ['/bin/sh', '-c', 'wrapper'], children: [101] });
+    proc.put(101, { comm: 'srv', ppid: 100, start: 500, argv: ['/opt/my app/srv', '--port', '80'] });
+    const w = new ProcessTreeWatcher(100, ['/opt/my tools/run', 'x'], proc.dir);
+    expect(w.get(101)).toEqual({ ppid: 100, command: '/opt/my app/srv --port 80' });
+    expect(w.program(101)).toBe('/opt/my app/srv');
+    // The root, still the stopped wrapper: the command it will exec.
+    expect(w.get(100)).toEqual({ ppid: 1, command: '/opt/my tools/run x' });
+    expect(w.program(100)).toBe('/opt/my tools/run');
+    proc.put(100, { comm: 'run', ppid: 1, start: 400, argv: ['/opt/my tools/run', 'x y'], children: [101] });
+    w.poll();
+    expect(w.program(100)).toBe('/opt/my tools/run');
+    expect(w.program(999)).toBeUndefined();
   });
 
   it('looks at a process that has exited once, however often the sampler lists it', () => {

@@ -16,15 +16,25 @@ interface FakeThread {
   onCpuNs: number;
 }
 
+interface FakeState {
+  joules: number;
+  threads: FakeThread[];
+  /** The run's start and the last sample's time: set both to begin a new run. */
+  startNs?: bigint;
+  timeNs?: bigint;
+  estimated?: boolean;
+}
+
 // A sampler as the collector reads it: totals() moves on 200 ms at each call, threads() as the
 // native side lists them (the oldest exited threads folded into '(exited threads)', tid 0).
-function fakeSampler(state: { joules: number; threads: FakeThread[] }) {
-  let timeNs = 1_000_000_000n;
+function fakeSampler(state: FakeState) {
+  state.startNs ??= 1_000_000_000n;
+  state.timeNs ??= state.startNs;
   return {
-    domains: [{ domain: 'package', package: 0, estimated: false }],
+    domains: [{ domain: 'package', package: 0, estimated: state.estimated ?? false }],
     source: 'fake',
     stats: () => ({ threads: { backend: 'bpf' } }),
-    totals: () => ({ startNs: 1_000_000_000n, timeNs: (timeNs += 200_000_000n), readings: [{ domain: 'package', package: 0, joules: state.joules }] }),
+    totals: () => ({ startNs: state.startNs, timeNs: (state.timeNs! += 200_000_000n), readings: [{ domain: 'package', package: 0, joules: state.joules }] }),
     threads: () => state.threads.map((t) => ({ ...t, id: t.id ?? t.tid })),
     onRunEnd: () => () => {},
   } as unknown as Sampler;
@@ -138,6 +148,31 @@ describe('ReportCollector storage', () => {
     expect(d.threads.find((t) => t.tid === 11)!.joules).toEqual([1.5, 1]);
     expect(sum(d.threads.map((t) => sum(t.joules)))).toBeCloseTo(2.5, 9);
     expect(d.cpuCores[1]).toBeCloseTo(1e6 / 1e9 / 0.2, 9);
+  });
+});
+
+describe('ReportCollector thread labels', () => {
+  // Labels were kept by tid alone: a tid given again to a thread of a later process took the
+  // first one's label.
+  it('names a thread by its pid and tid, and by tid alone where no label has both', () => {
+    const first = { tid: 11, pid: 10, name: 'node', joules: 1, onCpuNs: 1e6 };
+    const later = { tid: 11, pid: 20, name: 'node', joules: 2, onCpuNs: 1e6 };
+    const other = { tid: 12, pid: 20, name: 'node', joules: 3, onCpuNs: 1e6 };
+    const state: FakeState = { joules: 0, threads: [] };
+    const c = new ReportCollector(fakeSampler(state));
+    c.poll();
+    state.threads = [first, later, other];
+    c.poll();
+    [first.joules, later.joules, other.joules] = [2, 4, 6];
+    c.poll();
+    c.labelThread(10, 11, 'loader');
+    c.labelThread(20, 11, 'server');
+    c.labelThread(12, 'sampler');
+    expect(c.data().threads.map((t) => [t.pid, t.label])).toEqual([
+      [20, 'sampler (12)'],
+      [20, 'server (11)'],
+      [10, 'loader (11)'],
+    ]);
   });
 });
 

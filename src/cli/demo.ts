@@ -217,7 +217,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
   const roles = new Map<number, string>([[process.pid, 'main: server']]);
   const nameThread = (tid: number, role: string) => {
     roles.set(tid, role);
-    collector.labelThread(tid, role);
+    collector.labelThread(process.pid, tid, role);
   };
   nameThread(process.pid, 'main: server');
   const samplerTid = sampler.stats().timing.samplerTid;

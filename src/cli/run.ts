@@ -160,11 +160,14 @@ function readStat(pid: number | 'self', proc = '/proc'): ProcStat | null {
   }
 }
 
-function readCmdline(pid: number, proc: string): string {
+// A process's argv, from the NUL-separated /proc/PID/cmdline; empty for a kernel thread, a
+// zombie, or one gone.
+function readArgv(pid: number, proc: string): string[] {
   try {
-    return fs.readFileSync(`${proc}/${pid}/cmdline`, 'utf8').replace(/\0+$/, '').split('\0').join(' ');
+    const s = fs.readFileSync(`${proc}/${pid}/cmdline`, 'utf8').replace(/\0+$/, '');
+    return s === '' ? [] : s.split('\0');
   } catch {
-    return '';
+    return [];
   }
 }
 
@@ -195,6 +198,8 @@ interface KnownProcess {
   ppid: number | null;
   /** undefined for a process never seen in /proc, nor named by the sampler. */
   command: string | undefined;
+  /** argv[0] as the process has it (a path may hold spaces, which `command` cannot tell apart); undefined where not read. */
+  program: string | undefined;
   alive: boolean;
   /** ProcStat.start where it was seen in /proc: with the pid, this process and no other. */
   start: number | undefined;
@@ -209,7 +214,7 @@ interface KnownProcess {
 export class ProcessTreeWatcher {
   readonly root: number;
   readonly #known = new Map<number, KnownProcess>();
-  readonly #rootCommand: string | undefined;
+  readonly #rootArgv: readonly string[] | undefined;
   readonly #proc: string;
   #wrapperCmdline: string | undefined;
   // The tids the sampler listed at the last poll: one gone from its list since was folded.
@@ -217,14 +222,14 @@ export class ProcessTreeWatcher {
   #folded = 0;
 
   /**
-   * `rootCommand`: what the root execs once started (`jouletrace run` starts it behind a stopped
+   * `rootArgv`: what the root execs once started (`jouletrace run` starts it behind a stopped
    * wrapper shell). Shown for the root while its command line is still the wrapper's, so that a
    * command that exits before the first poll after its exec is not named after the wrapper.
    * `proc`: where procfs is (tests give a tree of their own).
    */
-  constructor(root: number, rootCommand?: string, proc = '/proc') {
+  constructor(root: number, rootArgv?: readonly string[], proc = '/proc') {
     this.root = root;
-    this.#rootCommand = rootCommand;
+    this.#rootArgv = rootArgv;
     this.#proc = proc;
     this.poll();
   }
@@ -281,23 +286,34 @@ export class ProcessTreeWatcher {
     if (!prev && (!st || zombie || !adopt)) {
       this.#known.set(
         pid,
-        zombie ? { ppid: st.ppid, command: `[${st.comm}]`, alive: false, start: st.start } : { ppid: null, command: name === undefined ? undefined : `[${name}]`, alive: false, start: undefined },
+        zombie
+          ? { ppid: st.ppid, command: `[${st.comm}]`, program: undefined, alive: false, start: st.start }
+          : { ppid: null, command: name === undefined ? undefined : `[${name}]`, program: undefined, alive: false, start: undefined },
       );
       return false;
     }
-    let cmd = readCmdline(pid, this.#proc) || `[${st!.comm}]`;
-    if (pid === this.root && this.#rootCommand !== undefined) {
+    let argv = readArgv(pid, this.#proc);
+    let cmd = argv.join(' ') || `[${st!.comm}]`;
+    if (pid === this.root && this.#rootArgv !== undefined) {
       this.#wrapperCmdline ??= cmd; // the first read: the wrapper, stopped before its exec
-      if (cmd === this.#wrapperCmdline) cmd = this.#rootCommand;
+      if (cmd === this.#wrapperCmdline) {
+        argv = [...this.#rootArgv];
+        cmd = argv.join(' ');
+      }
     }
     // The first parent seen is the real one: an orphan is later re-parented to a subreaper or init.
-    this.#known.set(pid, { ppid: prev ? prev.ppid : st!.ppid, command: cmd, alive: true, start: st!.start });
+    this.#known.set(pid, { ppid: prev ? prev.ppid : st!.ppid, command: cmd, program: argv[0], alive: true, start: st!.start });
     return true;
   }
 
   get(pid: number): { ppid: number | null; command: string | undefined } | undefined {
     const p = this.#known.get(pid);
     return p && { ppid: p.ppid, command: p.command };
+  }
+
+  /** The argv[0] a process was last seen with in /proc; undefined for one never read there, or a kernel thread. */
+  program(pid: number): string | undefined {
+    return this.#known.get(pid)?.program;
   }
 
   /** Every process of the tree seen, in /proc or in the sampler's list. */
@@ -659,7 +675,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   };
 
   const collector = typeof opts.html === 'string' ? new ReportCollector(sampler, { title: 'jouletrace run', subtitle: command.join(' ') }) : undefined;
-  const watcher = new ProcessTreeWatcher(pid, command.join(' '));
+  const watcher = new ProcessTreeWatcher(pid, command);
   try {
     sampler.start();
   } catch (e) {
@@ -794,9 +810,10 @@ export async function runCommand(argv: string[]): Promise<number> {
   if (collector) {
     // A thread's name is its comm when first seen, often the shell's before an exec: the
     // report names main threads after their process's command instead.
+    // By argv[0], not the command line's first word: a program's path may hold spaces.
     for (const t of threads) {
-      const w = t.tid === t.pid ? watcher.get(t.pid) : undefined;
-      if (w?.command !== undefined && !w.command.startsWith('[')) collector.labelThread(t.tid, w.command.split(' ')[0].split('/').pop()!);
+      const program = t.tid === t.pid ? watcher.program(t.pid) : undefined;
+      if (program) collector.labelThread(t.pid, t.tid, program.split('/').pop() || program);
     }
     const data = collector.data({
       attribution: attribution ?? undefined,

@@ -78,7 +78,9 @@ export class ReportCollector {
   #threadsBefore = new Map<number, [number, number]>();
   readonly #records: PendingRecord[] = [];
   #recordKind: 'request' | 'span' = 'request';
+  // Labels by pid and tid (a tid is given again once its thread exits), and by tid alone.
   readonly #threadLabels = new Map<number, string>();
+  readonly #tidLabels = new Map<number, string>();
 
   constructor(sampler: Sampler, options?: ReportCollectorOptions) {
     const opts = checkObject('options', options);
@@ -233,10 +235,23 @@ export class ReportCollector {
     return this.#records.map((r) => ({ label: r.label, joules: r.joules, t: Number(r.endNs - zero) / 1e9, durationMs: r.durationMs }));
   }
 
-  /** Names a thread in the report (worker threads all share the OS name "node"). */
-  labelThread(tid: number, label: string): void {
-    this.#threadLabels.set(tid, label);
+  /**
+   * Names a thread in the report (worker threads all share the OS name "node"): with a pid, that
+   * process's thread; with a tid alone, any thread with that tid not named by its pid and tid.
+   */
+  labelThread(tid: number, label: string): void;
+  labelThread(pid: number, tid: number, label: string): void;
+  labelThread(...args: [number, string] | [number, number, string]): void {
+    if (args.length <= 2) {
+      const [tid, label] = args as unknown[];
+      this.#tidLabels.set(checkIntegerInRange('tid', tid, 0, 4_194_304), checkString('label', label));
+      return;
+    }
+    const [pid, tid, label] = args as unknown[];
+    const key = threadKey(checkIntegerInRange('pid', pid, 0, 4_194_304), checkIntegerInRange('tid', tid, 0, 4_194_304));
+    this.#threadLabels.set(key, checkString('label', label));
   }
+
 
   get records(): readonly ReportRecord[] {
     return this.#reportRecords();
@@ -294,10 +309,10 @@ export class ReportCollector {
         return rest;
       });
       for (const [t] of top) {
-        const tid = this.#threadTids[t];
+        const [pid, tid] = [this.#threadPids[t], this.#threadTids[t]];
         threads.push({
-          label: `${this.#threadLabels.get(tid) ?? this.#threadNames[t]} (${tid})`,
-          pid: this.#threadPids[t],
+          label: `${this.#threadLabels.get(threadKey(pid, tid)) ?? this.#tidLabels.get(tid) ?? this.#threadNames[t]} (${tid})`,
+          pid,
           tid,
           joules: intervals.map((joules) => joules.get(t) ?? 0),
         });
