@@ -214,6 +214,45 @@ describe('ReportCollector options', () => {
     expect(make({ maxThread: 3 })).toThrow(new TypeError('Unknown option options.maxThread; known options are: periodMs, title, subtitle, maxThreads'));
   });
 
+  // Bad input was taken, and renderReport() failed with a TypeError of its own at the end of
+  // the run (or a BigInt RangeError, or a silent 'request' kind).
+  it('checks records, thread labels and the extra data where they are given, naming the field', () => {
+    const c = new ReportCollector(sampler);
+    const rec = { label: 'GET /a', joules: 1e-3, endNs: 5_000_000_000n, durationMs: 1 };
+    const add = (r: unknown, kind?: unknown) => () => c.addRecord(r as never, kind as never);
+    expect(add(null)).toThrow(new TypeError('Expected an object for record but received null of type null'));
+    expect(add({ ...rec, label: 42 })).toThrow(new TypeError('Expected a string for record.label but received 42 of type number'));
+    expect(add({ ...rec, label: undefined })).toThrow(new TypeError('Expected a string for record.label but received undefined of type undefined'));
+    expect(add({ ...rec, joules: '0.5' })).toThrow(new TypeError('Expected a number of joules (NaN for one not measured) for record.joules but received "0.5" of type string'));
+    const endNs = 'a bigint or a finite number (CLOCK_MONOTONIC ns, as process.hrtime.bigint() gives) for record.endNs';
+    expect(add({ ...rec, endNs: undefined })).toThrow(new TypeError(`Expected ${endNs} but received undefined of type undefined`));
+    expect(add({ ...rec, endNs: Infinity })).toThrow(new RangeError(`Expected ${endNs} but received Infinity of type number`));
+    expect(add({ ...rec, durationMs: -1 })).toThrow(new RangeError('Expected a finite number of milliseconds, 0 or more for record.durationMs but received -1 of type number'));
+    expect(add(rec, 'bogus')).toThrow(new RangeError(`Expected one of 'request', 'span' for kind but received "bogus" of type string`));
+    expect(() => c.labelThread(1, 7 as never)).toThrow(new TypeError('Expected a string for label but received 7 of type number'));
+    expect(() => c.labelThread(1, 1.5, 'x')).toThrow(new RangeError('Expected an integer between 0 and 4194304 for tid but received 1.5 of type number'));
+    const data = (extra: unknown) => () => c.data(extra as never);
+    expect(data({ summary: [['a', null]] })).toThrow(new TypeError('Expected a string for extra.summary[0][1] but received null of type null'));
+    expect(data({ summary: [['a']] })).toThrow(new TypeError('Expected a [label, value] pair for extra.summary[0] but received ["a"] of type array'));
+    expect(data({ notes: 'oops' })).toThrow(new TypeError('Expected an array of strings for extra.notes but received "oops" of type string'));
+    expect(data({ notes: ['a', 2] })).toThrow(new TypeError('Expected a string for extra.notes[1] but received 2 of type number'));
+    expect(data({ attribution: { total: 1, process: 1, baseline: 0, other: 0 } })).toThrow(
+      new TypeError('Expected an array of strings for extra.attribution.domains but received undefined of type undefined'),
+    );
+    expect(data({ attribution: { total: 1, process: NaN, baseline: 0, other: 0, domains: [] } })).toThrow(
+      new RangeError('Expected a finite number of joules, 0 or more for extra.attribution.process but received NaN of type number'),
+    );
+    expect(data({ sumary: [] })).toThrow(new TypeError('Unknown option extra.sumary; known options are: summary, notes, attribution, subtitle'));
+    // Nothing refused was kept; a number as a summary value is written out; what is good draws.
+    c.addRecord(rec, 'span');
+    const d = c.data({ summary: [['requests', 1234]] as never, attribution: { total: 2, process: 1, baseline: 0.5, other: 0.5, domains: ['package'], extra: 1 } as never });
+    expect(d.records.map((r) => r.label)).toEqual(['GET /a']);
+    expect(d.recordKind).toBe('span');
+    expect(d.summary).toEqual([['requests', '1234']]);
+    expect(d.attribution).toEqual({ total: 2, process: 1, baseline: 0.5, other: 0.5, domains: ['package'] });
+    expect(() => renderReport(d)).not.toThrow();
+  });
+
   it('takes every option, and none', () => {
     expect(make(undefined)).not.toThrow();
     expect(make({ periodMs: 50, title: 't', subtitle: 's', maxThreads: 1 })).not.toThrow();

@@ -1,6 +1,6 @@
 // Collects what an HTML report shows: power per domain and energy per thread over time (by
 // polling a running Sampler), and per-request or per-span records with their joules.
-import { checkIntegerInRange, checkKnownKeys, checkNumberInRange, checkObject, checkString } from '../errors';
+import { checkIntegerInRange, checkKnownKeys, checkNumberInRange, checkObject, checkOneOf, checkString, invalidRange, invalidType } from '../errors';
 import type { Sampler } from '../sampler';
 import type { ReportData, ReportRecord, ReportThreadSeries } from './types';
 
@@ -36,6 +36,55 @@ const MAX_POINTS = 2048;
 
 // A thread's key: its pid and tid in one number (pid_max is at most 2^22).
 const threadKey = (pid: number, tid: number): number => pid * 4_194_304 + tid;
+
+// A finite figure of 0 or more (joules, milliseconds).
+function checkAmount(option: string, value: unknown, unit: string): number {
+  const what = `a finite number of ${unit}, 0 or more`;
+  if (typeof value !== 'number') throw invalidType(option, what, value);
+  if (!(value >= 0 && value < Infinity)) throw invalidRange(option, what, value);
+  return value;
+}
+
+function checkStrings(option: string, value: unknown): string[] {
+  if (!Array.isArray(value)) throw invalidType(option, 'an array of strings', value);
+  return value.map((v, i) => checkString(`${option}[${i}]`, v));
+}
+
+type Extra = Partial<Pick<ReportData, 'summary' | 'notes' | 'attribution' | 'subtitle'>>;
+const EXTRA_KEYS: readonly string[] = ['summary', 'notes', 'attribution', 'subtitle'];
+
+// data()'s `extra`, checked where it is given: renderReport() failed on it with a TypeError of
+// its own at the end of a long run. A summary row's value may be a finite number, written as
+// String(n): JavaScript callers write ['requests', 1234].
+function checkExtra(value: unknown): Extra {
+  const extra = checkObject('extra', value);
+  checkKnownKeys('extra', extra, EXTRA_KEYS);
+  const out: Extra = {};
+  if (extra.subtitle !== undefined) out.subtitle = checkString('extra.subtitle', extra.subtitle);
+  if (extra.notes !== undefined) out.notes = checkStrings('extra.notes', extra.notes);
+  if (extra.summary !== undefined) {
+    if (!Array.isArray(extra.summary)) throw invalidType('extra.summary', 'an array of [label, value] pairs', extra.summary);
+    out.summary = extra.summary.map((row: unknown, i): [string, string] => {
+      const name = `extra.summary[${i}]`;
+      if (!Array.isArray(row) || row.length !== 2) throw invalidType(name, 'a [label, value] pair', row);
+      const v: unknown = typeof row[1] === 'number' && Number.isFinite(row[1]) ? String(row[1]) : row[1];
+      return [checkString(`${name}[0]`, row[0]), checkString(`${name}[1]`, v)];
+    });
+  }
+  if (extra.attribution !== undefined) {
+    const a = checkObject('extra.attribution', extra.attribution);
+    const part = (key: string) => checkAmount(`extra.attribution.${key}`, a[key], 'joules');
+    // Copied field by field: sampler.attribution() has more than the report keeps.
+    out.attribution = {
+      total: part('total'),
+      process: part('process'),
+      baseline: part('baseline'),
+      other: part('other'),
+      domains: checkStrings('extra.attribution.domains', a.domains),
+    };
+  }
+  return out;
+}
 
 interface PendingRecord {
   label: string;
@@ -211,12 +260,23 @@ export class ReportCollector {
 
   /**
    * Adds a finished request or span. `endNs` is CLOCK_MONOTONIC ns (process.hrtime.bigint(),
-   * RequestRecord.endNs, SpanResult.endNs).
+   * RequestRecord.endNs, SpanResult.endNs); `joules` NaN for one not measured.
    */
   addRecord(record: { label: string; joules: number; endNs: number | bigint; durationMs: number }, kind: 'request' | 'span' = 'request'): void {
-    this.#recordKind = kind;
-    const endNs = typeof record.endNs === 'bigint' ? record.endNs : BigInt(Math.round(record.endNs));
-    this.#records.push({ label: record.label, joules: record.joules, endNs, durationMs: record.durationMs });
+    // Checked here: renderReport() failed on a bad record at the end of a long run.
+    const r = checkObject('record', record);
+    const label = checkString('record.label', r.label);
+    if (typeof r.joules !== 'number') throw invalidType('record.joules', 'a number of joules (NaN for one not measured)', r.joules);
+    const joules = r.joules;
+    let endNs: bigint;
+    const what = 'a bigint or a finite number (CLOCK_MONOTONIC ns, as process.hrtime.bigint() gives)';
+    if (typeof r.endNs === 'bigint') endNs = r.endNs;
+    else if (typeof r.endNs !== 'number') throw invalidType('record.endNs', what, r.endNs);
+    else if (!Number.isFinite(r.endNs)) throw invalidRange('record.endNs', what, r.endNs);
+    else endNs = BigInt(Math.round(r.endNs));
+    const durationMs = checkAmount('record.durationMs', r.durationMs, 'milliseconds');
+    this.#recordKind = checkOneOf('kind', kind, ['request', 'span'] as const);
+    this.#records.push({ label, joules, endNs, durationMs });
   }
 
   // Records with their times on the report's axis. Resolved late: a record may be added before
@@ -259,6 +319,7 @@ export class ReportCollector {
 
   /** The report's data; `extra` fills the summary table, notes and attribution. */
   data(extra: Partial<Pick<ReportData, 'summary' | 'notes' | 'attribution' | 'subtitle'>> = {}): ReportData {
+    const x = checkExtra(extra);
     const domains = this.#sampler.domains.map((d) => `${d.domain}-${d.package}`);
     const points = this.#points;
     const n = points.length;
@@ -323,7 +384,7 @@ export class ReportCollector {
     return {
       version: 1,
       title: this.#title,
-      subtitle: extra.subtitle ?? this.#subtitle,
+      subtitle: x.subtitle ?? this.#subtitle,
       createdAt: new Date().toISOString(),
       source: this.#sampler.source,
       estimated,
@@ -337,9 +398,9 @@ export class ReportCollector {
       cpuCores,
       records: this.#reportRecords(),
       recordKind: this.#recordKind,
-      attribution: extra.attribution,
-      summary: extra.summary ?? [],
-      notes: extra.notes ?? [],
+      attribution: x.attribution,
+      summary: x.summary ?? [],
+      notes: x.notes ?? [],
     };
   }
 }
