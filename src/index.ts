@@ -44,4 +44,4 @@ export type {
 export { CarbonIntensity, carbonIntensity, joulesToGrams, gridIntensity, gridIntensityCodes, JOULES_PER_KWH } from './carbon';
 export type { CarbonIntensityOptions } from './carbon';
 export { ReportCollector, renderReport } from './report';
-export type { ReportCollectorOptions, ReportData, ReportRecord, ReportThreadSeries } from './report';
+export type { ReportCollectorOptions, ReportData, ReportRecord, ReportRecordLabel, ReportThreadSeries } from './report';

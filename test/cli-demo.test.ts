@@ -354,8 +354,12 @@ describe('ReportCollector across runs and late starts', () => {
       const d = collector.data();
       expect(run1).toBeGreaterThan(0);
       expect(run2).toBeGreaterThan(0);
+      // Over the seconds measured: the time between stop() and start() is not.
       let drawn = 0;
-      d.time.forEach((t, i) => (drawn += d.watts[0][i] * (t - (i > 0 ? d.time[i - 1] : d.startS!))));
+      d.time.forEach((t, i) => {
+        const measured = t - (i > 0 ? d.time[i - 1] : d.startS!) - (d.unmeasuredS?.[i] ?? 0);
+        if (measured > 0) drawn += d.watts[0][i] * measured;
+      });
       expect(drawn).toBeCloseTo(run1 + run2, 6);
       const threadsDrawn = d.threads.reduce((a, t) => a + t.joules.reduce((x, y) => x + y, 0), 0);
       expect(threadsDrawn).toBeCloseTo(threads1 + threads2, 6);

@@ -1,7 +1,7 @@
 // ReportCollector against a sampler whose figures the test sets: what it stores per poll, how it
 // bounds that over a long run, and how it reads the sampler's folding of exited threads.
 import { describe, expect, it } from 'vitest';
-import { ReportCollector } from '../src/report/collector';
+import { RECORD_SAMPLE, ReportCollector } from '../src/report/collector';
 import { renderReport } from '../src/report/render';
 import type { Sampler } from '../src/sampler';
 import type { ReportData } from '../src/report/types';
@@ -38,6 +38,20 @@ function fakeSampler(state: FakeState) {
     threads: () => state.threads.map((t) => ({ ...t, id: t.id ?? t.tid })),
     onRunEnd: () => () => {},
   } as unknown as Sampler;
+}
+
+// A new run `gapNs` after the last sample: the totals and threads() start again from zero.
+function restart(state: FakeState, gapNs: bigint): void {
+  state.startNs = state.timeNs! + gapNs;
+  state.timeNs = state.startNs;
+  state.joules = 0;
+  for (const t of state.threads) [t.joules, t.onCpuNs] = [0, 0];
+}
+
+// Each drawn interval's start and measured seconds.
+function widths(d: ReportData): { start: number[]; measured: number[] } {
+  const start = d.time.map((_, i) => (i > 0 ? d.time[i - 1] : d.startS!));
+  return { start, measured: d.time.map((t, i) => t - start[i] - (d.unmeasuredS?.[i] ?? 0)) };
 }
 
 const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
@@ -148,6 +162,160 @@ describe('ReportCollector storage', () => {
     expect(d.threads.find((t) => t.tid === 11)!.joules).toEqual([1.5, 1]);
     expect(sum(d.threads.map((t) => sum(t.joules)))).toBeCloseTo(2.5, 9);
     expect(d.cpuCores[1]).toBeCloseTo(1e6 / 1e9 / 0.2, 9);
+  });
+});
+
+describe('ReportCollector over a long run', () => {
+  // Merging pairs alone halved the old intervals while new polls came at full resolution: after
+  // 24 h, the first 23.4 h were one interval and the last minutes 0.2 s each.
+  it('keeps every interval about as wide as the others, and the sums', () => {
+    const main = { tid: 100, pid: 100, name: 'main', joules: 0, onCpuNs: 0 };
+    const state: FakeState = { joules: 0, threads: [main] };
+    const c = new ReportCollector(fakeSampler(state), { periodMs: 200 });
+    const polls = 40_000;
+    for (let i = 0; i < polls; i++) {
+      // 50 W for the first half of every 1000 polls, 10 W for the second.
+      const w = i % 1000 < 500 ? 50 : 10;
+      state.joules += w * 0.2;
+      main.joules += w * 0.1;
+      main.onCpuNs += 1e8;
+      c.poll();
+    }
+    const d = c.data();
+    const { measured } = widths(d);
+    expect(d.time.length).toBeGreaterThan(500);
+    expect(d.time.length).toBeLessThanOrEqual(2048);
+    expect(Math.max(...measured) / Math.min(...measured)).toBeLessThanOrEqual(2);
+    // Each half of a 200 s cycle still shows: ten intervals or more.
+    expect(measured[0]).toBeLessThanOrEqual(10);
+    expect(d.watts[0][0]).toBeCloseTo(50, 9);
+    let drawn = 0;
+    d.watts[0].forEach((w, i) => (drawn += w * measured[i]));
+    expect(drawn).toBeCloseTo(state.joules - 50 * 0.2, 6);
+    expect(sum(d.threads[0].joules)).toBeCloseTo(main.joules - 50 * 0.1, 6);
+    for (const cores of d.cpuCores) expect(cores).toBeCloseTo(0.5, 9);
+  });
+});
+
+describe('ReportCollector across a stop() and start() with time between', () => {
+  // The first point of a later run was measured from the last of the one before: the time
+  // between was drawn as 0 W, the threads as idle, and counted as measured.
+  function twoRuns() {
+    const main = { tid: 10, pid: 10, name: 'main', joules: 0, onCpuNs: 0 };
+    const state: FakeState = { joules: 0, threads: [main] };
+    const c = new ReportCollector(fakeSampler(state), { periodMs: 200 });
+    // Run 1: 15 W, half a core; run 2, 3 s later: 20 W, a whole core.
+    const run = (watts: number, cores: number) => {
+      for (let i = 0; i < 5; i++) {
+        state.joules += watts * 0.2;
+        main.joules += watts * 0.1;
+        main.onCpuNs += cores * 2e8;
+        c.poll();
+      }
+    };
+    run(15, 0.5);
+    restart(state, 3_000_000_000n);
+    run(20, 1);
+    return c.data();
+  }
+
+  it('draws the time between as a break, measured from zero again at the new start', () => {
+    const d = twoRuns();
+    // 0.2 s is the first poll; the run-1 intervals end at 0.4 to 1.0; the gap; run 2 from 4.0.
+    expect(d.time.map((t) => Number(t.toFixed(6)))).toEqual([0.4, 0.6, 0.8, 1, 4, 4.2, 4.4, 4.6, 4.8, 5]);
+    expect(d.unmeasuredS).toEqual([0, 0, 0, 0, 3, 0, 0, 0, 0, 0]);
+    expect(d.watts[0].map((w) => (Number.isNaN(w) ? 'gap' : Number(w.toFixed(6))))).toEqual([15, 15, 15, 15, 'gap', 20, 20, 20, 20, 20]);
+    expect(d.threads[0].joules.map((j) => Number(j.toFixed(6)))).toEqual([1.5, 1.5, 1.5, 1.5, 0, 2, 2, 2, 2, 2]);
+    expect(d.cpuCores.map((x) => (Number.isNaN(x) ? 'gap' : Number(x.toFixed(6))))).toEqual([0.5, 0.5, 0.5, 0.5, 'gap', 1, 1, 1, 1, 1]);
+    // Measured: 1 s of run 1 (from its start), 1 s of run 2.
+    expect(d.durationS).toBeCloseTo(2, 9);
+    expect(d.elapsedS).toBeCloseTo(5, 9);
+    // JSON keeps the gap as null, and a saved copy draws the same.
+    const saved = JSON.parse(JSON.stringify(d)) as ReportData;
+    expect(saved.watts[0][4]).toBeNull();
+    expect(renderReport(saved)).toBe(renderReport(d));
+  });
+
+  it('draws the break in the paths, leaves it out of the proportionality bins, and says what was measured', () => {
+    const html = renderReport(twoRuns());
+    expect(html).toContain('<td>duration</td><td>measured 2.00 s of 5.00 s (the sampler was stopped in between)</td>');
+    const section = (id: string) => new RegExp(`<section id="${id}">(.*?)</section>`, 's').exec(html)![1];
+    const paths = (id: string, cls: string) => [...section(id).matchAll(new RegExp(`<path class="data ${cls}"[^>]* d="([^"]*)"`, 'g'))].map((m) => m[1]);
+    // One power line in two pieces, and one thread area in two.
+    expect(paths('power', 'line').map((p) => p.split('M').length - 1)).toEqual([2]);
+    expect(paths('threads', 'area').map((p) => p.split('M').length - 1)).toEqual([2]);
+    // No point at 0 W for the gap: the two runs' bins alone, 15 W at half a core and 20 W at one.
+    expect(html).toContain('fit: 10.00 W at zero throughput + 10.00 W per busy core');
+  });
+});
+
+describe('ReportCollector records', () => {
+  // Every record was kept (108 bytes each): past about 28 million, the report's string overflowed.
+  it('keeps exact figures per label and a bounded, reproducible sample of its records', () => {
+    const collect = () => {
+      const c = new ReportCollector(fakeSampler({ joules: 0, threads: [] }));
+      c.poll();
+      for (let i = 0; i < 100_000; i++) {
+        c.addRecord({ label: 'GET /many', joules: (1 + (i % 100)) * 1e-3, endNs: 1_100_000_000n + BigInt(i), durationMs: 1 });
+        if (i % 10 === 0) c.addRecord({ label: 'GET /few', joules: i % 20 === 0 ? 0.5 : NaN, endNs: 1_100_000_000n, durationMs: 2 });
+      }
+      return c.data();
+    };
+    const d = collect();
+    expect(d.recordLabels).toEqual([
+      { label: 'GET /many', count: 100_000, measured: 100_000, joules: expect.closeTo(5050, 6) as number },
+      { label: 'GET /few', count: 10_000, measured: 5000, joules: 2500 },
+    ]);
+    const many = d.records.filter((r) => r.label === 'GET /many');
+    expect(many).toHaveLength(RECORD_SAMPLE);
+    expect(d.records.filter((r) => r.label === 'GET /few')).toHaveLength(RECORD_SAMPLE);
+    // A uniform sample: its mean near the true 50.5 mJ, every record's time on the axis.
+    expect(sum(many.map((r) => r.joules)) / many.length).toBeGreaterThan(0.047);
+    expect(sum(many.map((r) => r.joules)) / many.length).toBeLessThan(0.054);
+    for (const r of many) expect(r.t).toBeGreaterThanOrEqual(0.1);
+    // The same records give the same sample.
+    expect(collect().records).toEqual(d.records);
+    const html = renderReport(d);
+    expect(html).toContain('n=100000, mean 50.50 mJ; percentiles from a sample of 2048');
+    expect(html).toContain('n=5000, mean 500.00 mJ, 5000 unmeasured; percentiles from a sample of 2048');
+  });
+
+  it('counts every record, not the sample, in the throughput', () => {
+    const state: FakeState = { joules: 0, threads: [] };
+    const c = new ReportCollector(fakeSampler(state), { periodMs: 200 });
+    c.poll(); // at 0.2 s
+    // Four one-second bins at 1000 to 4000 requests a second, each costing 1 mJ over 5 W idle.
+    for (let bin = 0; bin < 4; bin++) {
+      const rate = 1000 * (bin + 1);
+      for (let p = 0; p < 5; p++) {
+        const end = state.timeNs! + 200_000_000n; // the next poll's time
+        for (let i = 0; i < rate / 5; i++) c.addRecord({ label: 'GET /r', joules: 1e-3, endNs: end - BigInt(i), durationMs: 1 });
+        state.joules += (5 + rate * 1e-3) * 0.2;
+        c.poll();
+      }
+    }
+    const d = c.data();
+    expect(sum(d.recordCounts!)).toBe(10_000);
+    expect(renderReport(d)).toContain('fit: 5.00 W at zero throughput + 1.00 mJ per extra request');
+  });
+});
+
+describe('renderReport of many records', () => {
+  // 100,000 labels drew a 45 MB page; a few million records overflowed the string.
+  it('draws the top labels and one row for the rest, with a bounded number of dots', () => {
+    const records = Array.from({ length: 100_000 }, (_, i) => ({ label: `GET /u/${i}`, joules: 1e-3 * (1 + (i % 97)), t: 1.5, durationMs: 1 }));
+    const html = renderReport(report({ records }));
+    expect(html.length).toBeLessThan(1_000_000);
+    const labels = [...html.matchAll(/<text class="row-label"[^>]*>([^<]*)</g)].map((m) => m[1]);
+    expect(labels).toHaveLength(20);
+    // The 19 labels with the most joules (97 mJ each), then the rest.
+    expect(labels[19]).toBe('other (99981 labels)');
+    expect(labels.slice(0, 19).every((l) => Number(l.slice(7)) % 97 === 96)).toBe(true);
+    expect(html).toContain('n=99981, mean ');
+    const one = renderReport(report({ records: Array.from({ length: 1_000_000 }, (_, i) => ({ label: 'GET /a', joules: 1e-3 * (1 + (i % 97)), t: 1.5, durationMs: 1 })) }));
+    expect(one.length).toBeLessThan(200_000);
+    // Every record given counts; the dots are picked from them.
+    expect(one).toContain('n=1000000, mean 49.00 mJ<');
   });
 });
 

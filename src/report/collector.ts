@@ -2,7 +2,7 @@
 // polling a running Sampler), and per-request or per-span records with their joules.
 import { checkIntegerInRange, checkKnownKeys, checkNumberInRange, checkObject, checkOneOf, checkString, invalidRange, invalidType } from '../errors';
 import type { Sampler } from '../sampler';
-import type { ReportData, ReportRecord, ReportThreadSeries } from './types';
+import type { ReportData, ReportRecord, ReportRecordLabel, ReportThreadSeries } from './types';
 
 export interface ReportCollectorOptions {
   /** Polling period in ms, 50 to 5000. Default 200. */
@@ -21,21 +21,52 @@ const OPTION_KEYS: readonly string[] = ['periodMs', 'title', 'subtitle', 'maxThr
 // threads did since the poll before: their CPU time together, and the energy of each thread
 // whose figure changed (or that was new), by index in the thread table. Threads that did nothing
 // take no room: a run keeps every exited thread listed, and storing each at every poll grew
-// without bound.
+// without bound. `gapS`: the seconds of the interval ending here when the sampler was stopped
+// (all of it for the point a later run starts with); `records`: the records that ended in it.
 interface Point {
   time: number;
   joules: number[];
   cpuNs: number;
   threads: number[];
   threadJoules: number[];
+  gapS: number;
+  records: number;
 }
 
-// Past this many points, neighbouring ones are merged pairwise: the report keeps its shape at a
-// coarser resolution, in bounded memory however long the run.
+// Past this many points, neighbouring ones are merged pairwise and the stride doubles: polls are
+// then folded into the last point until it spans the stride, so that every interval has about
+// the same width (merging alone halved the old ones while new ones came at full resolution), in
+// bounded memory however long the run.
 const MAX_POINTS = 2048;
+
+/** The records kept per label for the dots and percentiles; past it, a uniform sample of them. */
+export const RECORD_SAMPLE = 2048;
 
 // A thread's key: its pid and tid in one number (pid_max is at most 2^22).
 const threadKey = (pid: number, tid: number): number => pid * 4_194_304 + tid;
+
+// One label's exact figures, and a sample of its measured records (algorithm R), in step:
+// joules, end (ns after the first record's end: exact for 104 days) and duration.
+interface LabelRecords {
+  count: number;
+  measured: number;
+  joules: number;
+  sampleJoules: number[];
+  sampleEnd: number[];
+  sampleDurationMs: number[];
+}
+
+// mulberry32, seeded: the same records give the same sample in every run.
+function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+  };
+}
 
 // A finite figure of 0 or more (joules, milliseconds).
 function checkAmount(option: string, value: unknown, unit: string): number {
@@ -86,13 +117,6 @@ function checkExtra(value: unknown): Extra {
   return out;
 }
 
-interface PendingRecord {
-  label: string;
-  joules: number;
-  endNs: bigint;
-  durationMs: number;
-}
-
 /**
  * Polls `sampler.totals()` and, with thread tracking, `sampler.threads()` every `periodMs` while
  * the sampler runs, and once more at the end of each run (the sampler's stop(), so that a run's
@@ -117,6 +141,8 @@ export class ReportCollector {
   #runJoules: number[] = [];
   #before: number[] = [];
   #points: Point[] = [];
+  // Polls folded into one point: doubles at each merge.
+  #stride = 1;
   // Every thread seen, once: index by key, and the latest name, pid and tid of each.
   readonly #threadIndex = new Map<number, number>();
   readonly #threadNames: string[] = [];
@@ -125,7 +151,13 @@ export class ReportCollector {
   // The cumulative figures of the threads listed at the last poll, by row id ([joules, onCpuNs]);
   // empty before a run's first poll, since threads() starts afresh with each run.
   #threadsBefore = new Map<number, [number, number]>();
-  readonly #records: PendingRecord[] = [];
+  // Records by label: exact figures, and a bounded sample (108 bytes a record, kept without
+  // bound, overflowed the report's string past 28 million).
+  readonly #labels = new Map<string, LabelRecords>();
+  #recordOrigin: bigint | undefined;
+  readonly #random = seededRandom(0x6a6f756c);
+  // Records that ended after the last point: counted into the next one.
+  #pendingRecords = 0;
   #recordKind: 'request' | 'span' = 'request';
   // Labels by pid and tid (a tid is given again once its thread exits), and by tid alone.
   readonly #threadLabels = new Map<number, string>();
@@ -173,7 +205,15 @@ export class ReportCollector {
     this.#lastTimeNs = totals.timeNs;
     this.#startNs ??= totals.startNs;
     const newRun = totals.startNs !== this.#run;
-    if (this.#run !== undefined && newRun) this.#before = this.#runJoules.map((j, i) => j + (this.#before[i] ?? 0));
+    if (this.#run !== undefined && newRun) {
+      this.#before = this.#runJoules.map((j, i) => j + (this.#before[i] ?? 0));
+      // Nothing was measured between the runs: the new one begins at its start, from zero (its
+      // totals and threads() start afresh), and the stretch before is a gap. Measured from the
+      // last run's last point, it was drawn as a silent 0 W.
+      const last = this.#points[this.#points.length - 1];
+      const time = Number(totals.startNs - this.#startNs) / 1e9;
+      this.#add({ time, joules: [...this.#before], cpuNs: 0, threads: [], threadJoules: [], gapS: Math.max(0, time - last.time), records: 0 }, false);
+    }
     this.#run = totals.startNs;
     this.#runJoules = totals.readings.map((r) => r.joules);
     const point: Point = {
@@ -182,10 +222,38 @@ export class ReportCollector {
       cpuNs: 0,
       threads: [],
       threadJoules: [],
+      gapS: 0,
+      records: 0,
     };
     if (this.#hasThreads) this.#threadDeltas(point, newRun);
-    this.#points.push(point);
-    if (this.#points.length > MAX_POINTS) this.#points = mergePairs(this.#points);
+    this.#add(point, !newRun);
+  }
+
+  // Stores a point: folded into the last one while that spans less than the stride (and was
+  // measured), else added, merging pairwise past MAX_POINTS.
+  #add(point: Point, foldable: boolean): void {
+    // Records that ended since the last point: in a new run's first interval, not in the gap before it.
+    if (point.gapS === 0) {
+      point.records += this.#pendingRecords;
+      this.#pendingRecords = 0;
+    }
+    const points = this.#points;
+    const n = points.length;
+    if (foldable && this.#stride > 1 && n >= 2) {
+      const width = points[n - 1].time - points[n - 2].time;
+      if (points[n - 1].gapS < width && width < ((this.#stride - 0.5) * this.#periodMs) / 1000) {
+        points[n - 1] = combine(points[n - 1], point);
+        return;
+      }
+    }
+    points.push(point);
+    if (points.length > MAX_POINTS) {
+      // The stretches between runs stay as they are while they are few.
+      let merged = mergePairs(points, true);
+      if (merged.length > (MAX_POINTS * 3) / 4) merged = mergePairs(points, false);
+      this.#points = merged;
+      this.#stride *= 2;
+    }
   }
 
   // Fills in what each thread did since the last poll (since zero in a new run).
@@ -260,7 +328,8 @@ export class ReportCollector {
 
   /**
    * Adds a finished request or span. `endNs` is CLOCK_MONOTONIC ns (process.hrtime.bigint(),
-   * RequestRecord.endNs, SpanResult.endNs); `joules` NaN for one not measured.
+   * RequestRecord.endNs, SpanResult.endNs); `joules` NaN for one not measured. Each label keeps
+   * its count and sum exactly, and up to RECORD_SAMPLE records, a uniform sample past that.
    */
   addRecord(record: { label: string; joules: number; endNs: number | bigint; durationMs: number }, kind: 'request' | 'span' = 'request'): void {
     // Checked here: renderReport() failed on a bad record at the end of a long run.
@@ -276,12 +345,53 @@ export class ReportCollector {
     else endNs = BigInt(Math.round(r.endNs));
     const durationMs = checkAmount('record.durationMs', r.durationMs, 'milliseconds');
     this.#recordKind = checkOneOf('kind', kind, ['request', 'span'] as const);
-    this.#records.push({ label, joules, endNs, durationMs });
+    let l = this.#labels.get(label);
+    if (l === undefined) {
+      l = { count: 0, measured: 0, joules: 0, sampleJoules: [], sampleEnd: [], sampleDurationMs: [] };
+      this.#labels.set(label, l);
+    }
+    l.count++;
+    if (Number.isFinite(joules)) {
+      this.#recordOrigin ??= endNs;
+      const seen = l.measured++;
+      l.joules += joules;
+      // Algorithm R: the n-th record replaces one of the sample with probability RECORD_SAMPLE / n.
+      const slot = seen < RECORD_SAMPLE ? seen : Math.floor(this.#random() * (seen + 1));
+      if (slot < RECORD_SAMPLE) {
+        l.sampleJoules[slot] = joules;
+        l.sampleEnd[slot] = Number(endNs - this.#recordOrigin);
+        l.sampleDurationMs[slot] = durationMs;
+      }
+    }
+    this.#countRecord(endNs);
   }
 
-  // Records with their times on the report's axis. Resolved late: a record may be added before
-  // the sampler's first start, when there is no start to measure from yet.
+  // Counts a record, for the throughput, in the interval it ended in; one that ended before the
+  // first point is in none, one after the last in the next.
+  #countRecord(endNs: bigint): void {
+    const points = this.#points;
+    if (this.#startNs === undefined || points.length === 0) return;
+    const t = Number(endNs - this.#startNs) / 1e9;
+    if (t > points[points.length - 1].time) {
+      this.#pendingRecords++;
+      return;
+    }
+    if (t <= points[0].time) return;
+    let lo = 1;
+    let hi = points.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (points[mid].time >= t) hi = mid;
+      else lo = mid + 1;
+    }
+    points[lo].records++;
+  }
+
+  // The records kept, with their times on the report's axis. Resolved late: a record may be
+  // added before the sampler's first start, when there is no start to measure from yet.
   #reportRecords(): ReportRecord[] {
+    const origin = this.#recordOrigin;
+    if (origin === undefined) return [];
     let zero = this.#startNs;
     if (zero === undefined) {
       try {
@@ -291,8 +401,16 @@ export class ReportCollector {
         /* closed */
       }
     }
-    zero ??= this.#records.reduce((m, r) => (r.endNs < m ? r.endNs : m), this.#records[0]?.endNs ?? 0n);
-    return this.#records.map((r) => ({ label: r.label, joules: r.joules, t: Number(r.endNs - zero) / 1e9, durationMs: r.durationMs }));
+    // Never started: from the earliest record's end.
+    let shift = Infinity;
+    if (zero !== undefined) shift = Number(origin - zero);
+    else for (const l of this.#labels.values()) for (const e of l.sampleEnd) shift = Math.min(shift, e);
+    if (zero === undefined) shift = -shift;
+    const out: ReportRecord[] = [];
+    for (const [label, l] of this.#labels) {
+      l.sampleJoules.forEach((joules, i) => out.push({ label, joules, t: (shift + l.sampleEnd[i]) / 1e9, durationMs: l.sampleDurationMs[i] }));
+    }
+    return out;
   }
 
   /**
@@ -312,7 +430,7 @@ export class ReportCollector {
     this.#threadLabels.set(key, checkString('label', label));
   }
 
-
+  /** The records kept: all of them, or for a label with more than RECORD_SAMPLE measured ones, a sample. */
   get records(): readonly ReportRecord[] {
     return this.#reportRecords();
   }
@@ -323,24 +441,44 @@ export class ReportCollector {
     const domains = this.#sampler.domains.map((d) => `${d.domain}-${d.package}`);
     const points = this.#points;
     const n = points.length;
-    // Points at least half a period apart: a short last interval (the final poll at stop()) is
-    // merged into the one before it rather than drawn as a spike of quantisation noise.
+    // Points at least half a stride apart: a short last interval (the final poll at stop()) is
+    // merged into the one before it rather than drawn as a spike of quantisation noise, or as a
+    // sliver beside intervals folded from many polls. A stretch between runs of half a period or
+    // more stays an interval of its own, drawn as a break.
+    const minDt = (0.5 * this.#stride * this.#periodMs) / 1000;
+    const minGap = (0.5 * this.#periodMs) / 1000;
+    const isGap = (i: number) => points[i].gapS >= minGap && points[i].gapS >= points[i].time - points[i - 1].time;
     const keep: number[] = n > 0 ? [0] : [];
-    const minDt = (0.5 * this.#periodMs) / 1000;
     for (let i = 1; i < n; i++) {
-      if (points[i].time - points[keep[keep.length - 1]].time >= minDt) keep.push(i);
-      else if (i === n - 1) {
-        if (keep.length > 1) keep[keep.length - 1] = i;
+      const last = keep[keep.length - 1];
+      if (isGap(i) || points[i].time - points[last].time >= minDt) keep.push(i);
+      else if (i === n - 1 || isGap(i + 1)) {
+        if (keep.length > 1 && !isGap(last)) keep[keep.length - 1] = i;
         else keep.push(i);
       }
     }
     const time: number[] = [];
     const watts: number[][] = domains.map(() => []);
+    // Per drawn interval: the seconds measured in it, unmeasured, and the records that ended in it.
+    const measuredS: number[] = [];
+    const unmeasuredS: number[] = [];
+    const recordCounts: number[] = [];
     for (let k = 1; k < keep.length; k++) {
       const [a, b] = [points[keep[k - 1]], points[keep[k]]];
+      let gapS = 0;
+      let records = 0;
+      for (let i = keep[k - 1] + 1; i <= keep[k]; i++) {
+        gapS += points[i].gapS;
+        records += points[i].records;
+      }
       const dt = b.time - a.time;
+      const measured = Math.max(0, dt - gapS);
       time.push(b.time);
-      domains.forEach((_, d) => watts[d].push((b.joules[d] - a.joules[d]) / dt));
+      measuredS.push(measured);
+      unmeasuredS.push(dt - measured);
+      recordCounts.push(records);
+      // Nothing measured: no figure (NaN, null in JSON), never 0 W.
+      domains.forEach((_, d) => watts[d].push(measured > 0 ? (b.joules[d] - a.joules[d]) / measured : NaN));
     }
     const threads: ReportThreadSeries[] = [];
     const cpuCores: number[] = [];
@@ -360,7 +498,7 @@ export class ReportCollector {
           });
         }
         intervals.push(joules);
-        cpuCores.push(cpuNs / 1e9 / (points[keep[k]].time - points[keep[k - 1]].time));
+        cpuCores.push(measuredS[k - 1] > 0 ? cpuNs / 1e9 / measuredS[k - 1] : NaN);
       }
       const top = [...sum.entries()].sort((a, b) => b[1] - a[1]).slice(0, this.#maxThreads);
       const topThreads = new Set(top.map(([t]) => t));
@@ -378,9 +516,13 @@ export class ReportCollector {
           joules: intervals.map((joules) => joules.get(t) ?? 0),
         });
       }
-      if (others.some((x) => x > 0)) threads.push({ label: 'other threads', pid: 0, tid: 0, joules: others });
+      if (others.some((v) => v > 0)) threads.push({ label: 'other threads', pid: 0, tid: 0, joules: others });
     }
     const estimated = this.#sampler.domains.some((d) => d.estimated);
+    // Measured time: from the first run's start to the end, less the stretches between runs.
+    const gapS = points.reduce((a, p) => a + p.gapS, 0);
+    const elapsedS = n > 0 ? points[n - 1].time : 0;
+    const recordLabels: ReportRecordLabel[] = [...this.#labels].map(([label, l]) => ({ label, count: l.count, measured: l.measured, joules: l.joules }));
     return {
       version: 1,
       title: this.#title,
@@ -388,15 +530,19 @@ export class ReportCollector {
       createdAt: new Date().toISOString(),
       source: this.#sampler.source,
       estimated,
-      durationS: n > 0 ? points[n - 1].time : 0,
+      durationS: elapsedS - gapS,
+      ...(gapS > 0 ? { elapsedS } : {}),
       domains,
       startS: keep.length > 0 ? points[keep[0]].time : 0,
       time,
       watts,
+      ...(unmeasuredS.some((u) => u > 0) ? { unmeasuredS } : {}),
       threads,
       threadsTracked: this.#hasThreads,
       cpuCores,
       records: this.#reportRecords(),
+      recordLabels,
+      recordCounts,
       recordKind: this.#recordKind,
       attribution: x.attribution,
       summary: x.summary ?? [],
@@ -405,21 +551,34 @@ export class ReportCollector {
   }
 }
 
+// `b` after `a` as one point: it ends where `b` does, with what both did.
+function combine(a: Point, b: Point): Point {
+  const joules = new Map<number, number>();
+  a.threads.forEach((t, j) => joules.set(t, a.threadJoules[j]));
+  b.threads.forEach((t, j) => joules.set(t, (joules.get(t) ?? 0) + b.threadJoules[j]));
+  return {
+    time: b.time,
+    joules: b.joules,
+    cpuNs: a.cpuNs + b.cpuNs,
+    threads: [...joules.keys()],
+    threadJoules: [...joules.values()],
+    gapS: a.gapS + b.gapS,
+    records: a.records + b.records,
+  };
+}
+
 // Merges neighbouring points pairwise, the first kept as it is (the start of the first interval),
-// and the last alone when left over: each merged point ends where the later of its two did,
-// with the thread figures of both.
-function mergePairs(points: Point[]): Point[] {
+// and the last alone when left over. `keepGaps`: the point a later run starts with (its interval
+// all gap) is left as it is, so that the break between the runs is still drawn.
+function mergePairs(points: Point[], keepGaps: boolean): Point[] {
+  const gap = (i: number) => keepGaps && points[i].gapS > 0 && points[i].gapS >= points[i].time - points[i - 1].time;
   const out = [points[0]];
-  for (let i = 1; i < points.length; i += 2) {
-    const [a, b] = [points[i], points[i + 1]];
-    if (b === undefined) {
-      out.push(a);
-      break;
+  for (let i = 1; i < points.length; ) {
+    if (i + 1 >= points.length || gap(i) || gap(i + 1)) out.push(points[i++]);
+    else {
+      out.push(combine(points[i], points[i + 1]));
+      i += 2;
     }
-    const joules = new Map<number, number>();
-    a.threads.forEach((t, j) => joules.set(t, a.threadJoules[j]));
-    b.threads.forEach((t, j) => joules.set(t, (joules.get(t) ?? 0) + b.threadJoules[j]));
-    out.push({ time: b.time, joules: b.joules, cpuNs: a.cpuNs + b.cpuNs, threads: [...joules.keys()], threadJoules: [...joules.values()] });
   }
   return out;
 }

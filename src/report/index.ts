@@ -2,4 +2,4 @@
 export { ReportCollector } from './collector';
 export type { ReportCollectorOptions } from './collector';
 export { renderReport } from './render';
-export type { ReportData, ReportRecord, ReportThreadSeries } from './types';
+export type { ReportData, ReportRecord, ReportRecordLabel, ReportThreadSeries } from './types';

@@ -98,14 +98,48 @@ function empty(message: string): string {
   return `<p class="empty">${esc(message)}</p>`;
 }
 
+// Each interval's start and the seconds measured in it. Where nothing was (the sampler stopped
+// between two runs), the charts break: drawn across, the stretch read as a silent 0 W.
+interface Intervals {
+  start: number[];
+  measured: number[];
+  gap: boolean[];
+}
+
+function intervals(d: ReportData): Intervals {
+  const first = firstStart(d);
+  const start = d.time.map((_, i) => (i > 0 ? d.time[i - 1] : first));
+  const measured = d.time.map((t, i) => Math.max(0, t - start[i] - (d.unmeasuredS?.[i] ?? 0)));
+  return { start, measured, gap: measured.map((m) => !(m > 0)) };
+}
+
+// The runs of measured intervals, [first, last] index of each.
+function stretches(iv: Intervals, n: number): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  for (let i = 0; i < n; i++) {
+    if (iv.gap[i]) continue;
+    if (i > 0 && !iv.gap[i - 1] && out.length > 0) out[out.length - 1][1] = i;
+    else out.push([i, i]);
+  }
+  return out;
+}
+
 function powerChart(d: ReportData): string {
   if (d.time.length < 2) return empty('Too few samples to draw power over time.');
-  const max = d.watts.reduce((m, series) => maxOf(series, m), 0.001);
+  const iv = intervals(d);
+  const max = d.watts.reduce((m, series) => maxOf(series.filter((_, i) => !iv.gap[i]), m), 0.001);
   const f = frame(0, d.time[d.time.length - 1], 0, max * 1.05, 'time (s)', `power (W)${d.estimated ? ', estimated' : ''}`);
   const parts = [...f.svg];
+  const runs = stretches(iv, d.time.length);
   d.watts.forEach((series, k) => {
-    const pts = series.map((w, i) => `${f.x(d.time[i]).toFixed(1)},${f.y(w).toFixed(1)}`);
-    parts.push(`<path class="data line" stroke="${PALETTE[k % PALETTE.length]}" d="M${pts.join('L')}"/>`);
+    const path = runs.map(([a, b]) => {
+      const pts: string[] = [];
+      // A stretch after a break starts where measuring began again.
+      if (a > 0) pts.push(`${f.x(iv.start[a]).toFixed(1)},${f.y(series[a]).toFixed(1)}`);
+      for (let i = a; i <= b; i++) pts.push(`${f.x(d.time[i]).toFixed(1)},${f.y(series[i]).toFixed(1)}`);
+      return `M${pts.join('L')}`;
+    });
+    parts.push(`<path class="data line" stroke="${PALETTE[k % PALETTE.length]}" d="${path.join('')}"/>`);
   });
   return (
     svgOpen('power over time per domain') +
@@ -121,24 +155,30 @@ function threadChart(d: ReportData): string {
   if (d.time.length < 2) return empty('This run was too short for a per-thread chart.');
   if (d.threads.length === 0) return empty('No thread of this run was given any energy.');
   const n = d.threads.reduce((m, t) => Math.min(m, t.joules.length), d.time.length);
-  const dt = (i: number) => d.time[i] - (i > 0 ? d.time[i - 1] : firstStart(d));
+  const iv = intervals(d);
   // Watts per thread per interval, stacked.
   const stacks: number[][] = [];
   let acc = new Array<number>(n).fill(0);
   for (const t of d.threads) {
-    const next = acc.map((a, i) => a + (dt(i) > 0 ? t.joules[i] / dt(i) : 0));
+    const next = acc.map((a, i) => a + (iv.gap[i] ? 0 : t.joules[i] / iv.measured[i]));
     stacks.push(next);
     acc = next;
   }
   const max = maxOf(acc, 0.001);
   const f = frame(0, d.time[n - 1], 0, max * 1.05, 'time (s)', `attributed power (W)${d.estimated ? ', estimated' : ''}`);
   const parts = [...f.svg];
-  const xs = d.time.slice(0, n).map((t) => f.x(t).toFixed(1));
+  const runs = stretches(iv, n);
+  // One outline per stretch between breaks, from its start after a break.
+  const line = (values: number[], a: number, b: number) => {
+    const pts: string[] = [];
+    if (a > 0) pts.push(`${f.x(iv.start[a]).toFixed(1)},${f.y(values[a]).toFixed(1)}`);
+    for (let i = a; i <= b; i++) pts.push(`${f.x(d.time[i]).toFixed(1)},${f.y(values[i]).toFixed(1)}`);
+    return pts;
+  };
   let below = new Array<number>(n).fill(0);
   stacks.forEach((top, k) => {
-    const upper = top.map((v, i) => `${xs[i]},${f.y(v).toFixed(1)}`);
-    const lower = below.map((v, i) => `${xs[i]},${f.y(v).toFixed(1)}`).reverse();
-    parts.push(`<path class="data area" fill="${PALETTE[k % PALETTE.length]}" d="M${upper.join('L')}L${lower.join('L')}Z"/>`);
+    const path = runs.map(([a, b]) => `M${line(top, a, b).join('L')}L${line(below, a, b).reverse().join('L')}Z`);
+    parts.push(`<path class="data area" fill="${PALETTE[k % PALETTE.length]}" d="${path.join('')}"/>`);
     below = top;
   });
   const totals = d.threads.map((t) => t.joules.reduce((a, b) => a + b, 0));
@@ -158,29 +198,91 @@ function quantile(sorted: number[], q: number): number {
   return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
 }
 
-function distributionChart(d: ReportData): string {
-  if (d.records.length === 0) return empty(`No ${d.recordKind}s were recorded in this run.`);
-  // Unmeasured records (NaN joules, null once saved as JSON) are counted per row, not plotted.
-  const groups = new Map<string, number[]>();
-  const unmeasured = new Map<string, number>();
+// Rows of the records chart at most: the labels with the most joules (then the most records),
+// and one for the rest. 100,000 labels drew a 45 MB page.
+const MAX_ROWS = 20;
+// Dots per row at most; the collector keeps as many records per label.
+const MAX_DOTS = 2048;
+
+interface RecordRow {
+  label: string;
+  /** Records, measured or not. */
+  count: number;
+  measured: number;
+  /** The measured joules, summed. */
+  joules: number;
+  /** The measured joules drawn from, sorted: all of them, or a sample. */
+  sample: number[];
+}
+
+// Evenly spaced picks from a sorted list: its shape in `k` values.
+function decimate(sorted: number[], k: number): number[] {
+  if (sorted.length <= k) return sorted;
+  return Array.from({ length: k }, (_, i) => sorted[Math.floor(((i + 0.5) * sorted.length) / k)]);
+}
+
+// Every label's figures: exact from recordLabels, or (a report saved before it) from the records.
+function recordRows(d: ReportData): RecordRow[] {
+  const rows = new Map<string, RecordRow>();
+  for (const l of d.recordLabels ?? []) rows.set(l.label, { label: l.label, count: l.count, measured: l.measured, joules: l.joules, sample: [] });
   for (const r of d.records) {
-    if (!groups.has(r.label)) groups.set(r.label, []);
-    if (typeof r.joules === 'number' && Number.isFinite(r.joules)) groups.get(r.label)!.push(r.joules);
-    else unmeasured.set(r.label, (unmeasured.get(r.label) ?? 0) + 1);
+    let row = rows.get(r.label);
+    if (row === undefined) {
+      if (d.recordLabels) continue;
+      row = { label: r.label, count: 0, measured: 0, joules: 0, sample: [] };
+      rows.set(r.label, row);
+    }
+    // Unmeasured records (NaN joules, null once saved as JSON) are counted per row, not plotted.
+    const measured = typeof r.joules === 'number' && Number.isFinite(r.joules);
+    if (measured) row.sample.push(r.joules);
+    if (d.recordLabels) continue;
+    row.count++;
+    if (measured) {
+      row.measured++;
+      row.joules += r.joules;
+    }
   }
-  const labels = [...groups.keys()].sort();
+  for (const row of rows.values()) row.sample.sort((a, b) => a - b);
+  return [...rows.values()];
+}
+
+// The rows drawn, by label: the top MAX_ROWS - 1 and the rest as one, whose sample takes from
+// each label in proportion to its measured records.
+function drawnRows(all: RecordRow[]): RecordRow[] {
+  const byLabel = (a: RecordRow, b: RecordRow) => (a.label < b.label ? -1 : a.label > b.label ? 1 : 0);
+  if (all.length <= MAX_ROWS) return all.sort(byLabel);
+  const ranked = all.sort((a, b) => b.joules - a.joules || b.count - a.count || byLabel(a, b));
+  const rest = ranked.slice(MAX_ROWS - 1);
+  const measured = rest.reduce((a, r) => a + r.measured, 0);
+  const sample = rest
+    .flatMap((r) => decimate(r.sample, measured > 0 ? Math.round((MAX_DOTS * r.measured) / measured) : 0))
+    .sort((a, b) => a - b);
+  const other: RecordRow = {
+    label: `other (${rest.length} labels)`,
+    count: rest.reduce((a, r) => a + r.count, 0),
+    measured,
+    joules: rest.reduce((a, r) => a + r.joules, 0),
+    sample,
+  };
+  return [...ranked.slice(0, MAX_ROWS - 1).sort(byLabel), other];
+}
+
+function distributionChart(d: ReportData): string {
+  const all = recordRows(d);
+  if (all.every((r) => r.count === 0)) return empty(`No ${d.recordKind}s were recorded in this run.`);
+  const rows = drawnRows(all);
   // Per-request energies span decades (a cheap route beside an expensive one): log scale, over
   // the positive ones (a loop: spread into Math.min, hundreds of thousands overflow the stack).
   let min = Infinity;
   let max = 0;
-  for (const g of groups.values()) for (const j of g) if (j > 0) (min = Math.min(min, j)), (max = Math.max(max, j));
+  for (const row of rows) for (const j of row.sample) if (j > 0) (min = Math.min(min, j)), (max = Math.max(max, j));
   if (max === 0) return empty(`No ${d.recordKind} in this run has a measured energy above 0 J.`);
   const lo = Math.log10(Math.max(min, 1e-9));
   const hi = Math.log10(Math.max(max, 1e-9));
   const dLo = Math.floor(lo);
   const dHi = Math.max(Math.ceil(hi), dLo + 1);
-  const rowH = Math.max(36, Math.min(70, (H - M.t - M.b) / labels.length));
-  const height = M.t + M.b + rowH * labels.length;
+  const rowH = Math.max(36, Math.min(70, (H - M.t - M.b) / rows.length));
+  const height = M.t + M.b + rowH * rows.length;
   const left = 190;
   const x = (j: number) => left + ((Math.log10(Math.max(j, 10 ** dLo)) - dLo) / (dHi - dLo)) * (W - left - M.r);
   const parts: string[] = [];
@@ -188,14 +290,14 @@ function distributionChart(d: ReportData): string {
     parts.push(`<line class="grid" x1="${x(10 ** p).toFixed(1)}" x2="${x(10 ** p).toFixed(1)}" y1="${M.t}" y2="${height - M.b}"/>`);
     parts.push(`<text class="tick" x="${x(10 ** p).toFixed(1)}" y="${height - M.b + 17}" text-anchor="middle">${tickLabel(10 ** p)}J</text>`);
   }
-  labels.forEach((label, k) => {
-    const js = groups.get(label)!.slice().sort((a, b) => a - b);
-    const missing = unmeasured.get(label) ?? 0;
+  rows.forEach((row, k) => {
+    const js = row.sample;
+    const missing = row.count - row.measured;
     const cy = M.t + rowH * k + rowH / 2;
     const color = PALETTE[k % PALETTE.length];
     if (js.length > 0) {
-      // Every record as a short tick, jittered deterministically so dense rows stay readable.
-      const dots = js.map((j, i) => {
+      // Each record as a short tick (MAX_DOTS at most), jittered deterministically so dense rows stay readable.
+      const dots = decimate(js, MAX_DOTS).map((j, i) => {
         const jitter = (((i * 2654435761) >>> 0) % 1000) / 1000 - 0.5;
         const cx = x(j);
         const yy = cy + jitter * rowH * 0.5;
@@ -212,10 +314,10 @@ function distributionChart(d: ReportData): string {
       parts.push(`<line class="median" x1="${x(p50).toFixed(1)}" x2="${x(p50).toFixed(1)}" y1="${(cy - rowH * 0.35).toFixed(1)}" y2="${(cy + rowH * 0.35).toFixed(1)}"/>`);
       parts.push(`<line class="p99" x1="${x(p99).toFixed(1)}" x2="${x(p99).toFixed(1)}" y1="${(cy - rowH * 0.25).toFixed(1)}" y2="${(cy + rowH * 0.25).toFixed(1)}"/>`);
     }
-    const mean = js.reduce((a, b) => a + b, 0) / js.length;
-    parts.push(`<text class="row-label" x="${left - 10}" y="${(cy - 3).toFixed(1)}" text-anchor="end">${esc(label)}</text>`);
+    const sampled = js.length > 0 && js.length < row.measured ? `; percentiles from a sample of ${js.length}` : '';
+    parts.push(`<text class="row-label" x="${left - 10}" y="${(cy - 3).toFixed(1)}" text-anchor="end">${esc(row.label)}</text>`);
     parts.push(
-      `<text class="row-sub" x="${left - 10}" y="${(cy + 12).toFixed(1)}" text-anchor="end">n=${js.length}, ${js.length > 0 ? `mean ${fmtJoules(mean)}` : 'none measured'}${missing > 0 ? `, ${missing} unmeasured` : ''}</text>`,
+      `<text class="row-sub" x="${left - 10}" y="${(cy + 12).toFixed(1)}" text-anchor="end">n=${row.measured}, ${row.measured > 0 ? `mean ${fmtJoules(row.joules / row.measured)}` : 'none measured'}${missing > 0 ? `, ${missing} unmeasured` : ''}${sampled}</text>`,
     );
   });
   parts.push(`<line class="axis" x1="${left}" x2="${W - M.r}" y1="${height - M.b}" y2="${height - M.b}"/>`);
@@ -240,32 +342,43 @@ function primaryWatts(d: ReportData): number[] {
 function proportionalityChart(d: ReportData): string {
   if (d.time.length < 3) return empty('Too few samples for the proportionality curve.');
   const watts = primaryWatts(d);
-  const useRecords = d.records.length > 0;
-  // Bins of about one second: per-interval request counts are too small to be a rate.
-  const points: Array<{ x: number; y: number }> = [];
-  // Records in time order, counted into the bins by one sweep (a filter per bin took seconds
-  // for a long run with many requests).
-  const ends = useRecords ? d.records.map((r) => r.t).sort((a, b) => a - b) : [];
+  const iv = intervals(d);
+  const useRecords = d.recordLabels ? d.recordLabels.some((l) => l.count > 0) : d.records.length > 0;
+  // Records per interval, from the collector; in a report saved before it, counted from the
+  // records' ends, in time order, by one sweep (a filter per bin took seconds for a long run).
+  const counts = d.recordCounts?.length === d.time.length ? d.recordCounts : undefined;
+  const ends = useRecords && !counts ? d.records.map((r) => r.t).sort((a, b) => a - b) : [];
   let next = 0;
+  const countTo = (t: number) => {
+    let c = 0;
+    for (; next < ends.length && ends[next] <= t; next++) c++;
+    return c;
+  };
+  // Bins of about one second of measured time: per-interval request counts are too small to be
+  // a rate. A stretch with nothing measured ends a bin and is in none.
+  const points: Array<{ x: number; y: number }> = [];
   let start = firstStart(d);
-  while (next < ends.length && ends[next] <= start) next++;
-  let joules = 0;
-  let cores = 0;
+  countTo(start);
+  let [joules, cores, count, span] = [0, 0, 0, 0];
+  const close = () => {
+    if (span > 0.3) points.push({ x: useRecords ? count / span : cores / span, y: joules / span });
+    [joules, cores, count, span] = [0, 0, 0, 0];
+  };
   for (let i = 0; i < d.time.length; i++) {
-    const dt = d.time[i] - (i > 0 ? d.time[i - 1] : start);
+    const c = counts ? counts[i] : countTo(d.time[i]);
+    if (iv.gap[i]) {
+      close();
+      start = d.time[i];
+      continue;
+    }
+    const dt = iv.measured[i];
     joules += watts[i] * dt;
     cores += (d.cpuCores[i] ?? 0) * dt;
+    count += c;
+    span += dt;
     if (d.time[i] - start >= 1 || i === d.time.length - 1) {
-      const span = d.time[i] - start;
-      let count = 0;
-      while (next < ends.length && ends[next] <= d.time[i]) {
-        next++;
-        count++;
-      }
-      if (span > 0.3) points.push({ x: useRecords ? count / span : cores / span, y: joules / span });
+      close();
       start = d.time[i];
-      joules = 0;
-      cores = 0;
     }
   }
   if (points.length < 2) return empty('Too few one-second bins for the proportionality curve.');
@@ -337,7 +450,8 @@ export function renderReport(report: ReportData): string {
   const est = data.estimated ? '<span class="badge">estimated: no energy counters, modelled from CPU time</span>' : '';
   const rows = [
     ['source', `${data.source}${data.estimated ? ' (estimated)' : ''}`],
-    ['duration', `${data.durationS.toFixed(2)} s`],
+    // Time between runs, when the sampler was stopped, is not counted as measured.
+    ['duration', data.elapsedS !== undefined && data.elapsedS > data.durationS ? `measured ${data.durationS.toFixed(2)} s of ${data.elapsedS.toFixed(2)} s (the sampler was stopped in between)` : `${data.durationS.toFixed(2)} s`],
     ...data.summary,
   ];
   const recordTitle = data.recordKind === 'span' ? 'Joules per span label' : 'Joules per request, by route';

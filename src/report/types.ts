@@ -9,6 +9,17 @@ export interface ReportRecord {
   durationMs: number;
 }
 
+/** The exact figures of one record label (`records` may hold only a sample of its records). */
+export interface ReportRecordLabel {
+  label: string;
+  /** Records with this label, measured or not. */
+  count: number;
+  /** Of those, the ones with a measured energy (finite joules). */
+  measured: number;
+  /** Their measured joules, summed. */
+  joules: number;
+}
+
 export interface ReportThreadSeries {
   /** "name (tid)", or "other threads". */
   label: string;
@@ -27,22 +38,42 @@ export interface ReportData {
   source: string;
   /** True when the figures come from the model source: the report labels them estimated. */
   estimated: boolean;
+  /** Seconds measured: from the first run's start to the end, less the stretches between runs. */
   durationS: number;
+  /** Seconds from the first run's start to the end, stretches between runs included; only where there were any. */
+  elapsedS?: number;
   /** "package-0", "dram-0", ... */
   domains: string[];
   /** Start of the first interval (the collector's first poll), seconds since start; 0 if absent. */
   startS?: number;
   /** End of each interval, seconds since start. */
   time: number[];
-  /** Average watts in each interval, per domain: watts[domain][interval]. */
+  /**
+   * Average watts over the measured part of each interval, per domain: watts[domain][interval].
+   * NaN (null in JSON) for an interval in which nothing was measured (the sampler was stopped).
+   */
   watts: number[][];
+  /**
+   * Seconds of each interval when the sampler was stopped between two runs: all of it for the
+   * stretch between them (drawn as a break), part of it once a long run's merging folded a short
+   * stretch into an interval. Absent where every interval was measured throughout.
+   */
+  unmeasuredS?: number[];
   /** Per-thread energy per interval (same intervals as `time`); empty without thread tracking. */
   threads: ReportThreadSeries[];
   /** Whether the run tracked threads (absent from reports saved before this field: then, whether `threads` has any). */
   threadsTracked?: boolean;
-  /** CPU cores the tracked threads kept busy in each interval (same intervals as `time`). */
+  /** CPU cores the tracked threads kept busy in each interval (same intervals as `time`); NaN where nothing was measured. */
   cpuCores: number[];
+  /**
+   * The records with a measured energy: all of them, or for a label with more than 2,048 (the
+   * collector's bound), a uniform sample of 2,048; `recordLabels` has the exact figures.
+   */
   records: ReportRecord[];
+  /** Every label's exact figures; absent in reports saved before it: then `records` holds every record. */
+  recordLabels?: ReportRecordLabel[];
+  /** Records that ended in each interval of `time`, for the throughput; absent in reports saved before it. */
+  recordCounts?: number[];
   recordKind: 'request' | 'span';
   attribution?: { total: number; process: number; baseline: number; other: number; domains: string[] };
   /** Rows of the summary table. */
