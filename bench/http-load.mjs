@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { root } from './common.mjs';
+import { endWithThisProcess, root } from './common.mjs';
 
 const require = createRequire(import.meta.url);
 const autocannon = require('autocannon');
@@ -23,13 +23,6 @@ export function pinLoadGenerator() {
   spawnSync('taskset', ['-a', '-p', '-c', '0', String(process.pid)], { stdio: 'ignore' });
 }
 
-// Servers still running when this process ends (a benchmark that threw) go with it, frozen ones
-// too: SIGKILL reaches a stopped process.
-const children = new Set();
-process.on('exit', () => {
-  for (const c of children) c.kill('SIGKILL');
-});
-
 // A server that neither listens nor exits within this long is taken for hung.
 const LISTEN_TIMEOUT_MS = 60_000;
 
@@ -39,11 +32,12 @@ export async function serve(framework, variant, { pin = false } = {}) {
   const child = pin
     ? spawn('taskset', ['-c', `1-${cpus - 1}`, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
     : spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
-  children.add(child);
+  // Servers still running when this process ends (a benchmark that threw, or was signalled) go
+  // with it, frozen ones too.
+  endWithThisProcess(child);
   let out = '';
   // Resolved whenever the server exits, before stop() or after.
   const exited = new Promise((resolve) => child.once('exit', resolve));
-  exited.then(() => children.delete(child));
   const port = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
