@@ -9,7 +9,7 @@
 // bpf_ktime_get_ns() costs 30-60 ns more; on bare metal both are a fraction of that.
 // Needs root (or CAP_BPF + CAP_PERFMON + write access to kernel.bpf_stats_enabled).
 //
-//   node bench/bpf-event-cost.mjs [--runs 5]
+//   node bench/bpf-event-cost.mjs [--runs 5]     (or BENCH_REPS=5)
 //
 // Load: `perf bench sched pipe` (two processes ping-ponging over a pipe) when perf exists, else
 // two node processes doing the same, run two ways:
@@ -43,7 +43,8 @@ const opt = (name, def) => {
   const i = args.indexOf(`--${name}`);
   return i >= 0 ? Number(args[i + 1]) : def;
 };
-const RUNS = opt('runs', 5);
+// --runs, else BENCH_REPS (as the other benchmarks take it), else 5.
+const RUNS = opt('runs', Number(process.env.BENCH_REPS ?? 5));
 const STATS = '/proc/sys/kernel/bpf_stats_enabled';
 
 const ready = addon.bpfReadiness();
