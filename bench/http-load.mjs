@@ -23,6 +23,10 @@ export function pinLoadGenerator() {
   spawnSync('taskset', ['-a', '-p', '-c', '0', String(process.pid)], { stdio: 'ignore' });
 }
 
+const CONNECTIONS = 10;
+// Loads run against each server's port, for stop()'s check of its tracker's count.
+const loadsOn = new Map();
+
 // A server that neither listens nor exits within this long is taken for hung.
 const LISTEN_TIMEOUT_MS = 60_000;
 
@@ -64,12 +68,20 @@ export async function serve(framework, variant, { pin = false } = {}) {
     resume: () => child.kill('SIGCONT'),
     mark: () => child.kill('SIGUSR2'),
     // The server's CPU time (all its threads, user + system) per request served since mark(), µs.
-    // (Also where it exited already: a server that crashed mid-set reads NaN.)
+    // (Also where it exited already: a server that crashed mid-set reads NaN.) Rejects where the
+    // server's tracker recorded fewer requests than it served, less those a load's end may have
+    // left in flight (one a connection, CONNECTIONS a load): its hook did not track them, and
+    // the variant's figures would be those of a server without accounting.
     stop: () => {
       child.kill('SIGTERM');
       return exited.then(() => {
         const m = /cpu (\{.*\})/.exec(out);
         const c = m ? JSON.parse(m[1]) : undefined;
+        const inFlight = CONNECTIONS * (loadsOn.get(port) ?? 0);
+        loadsOn.delete(port);
+        if (c && c.recorded !== undefined && c.recorded < c.total - inFlight) {
+          throw new Error(`server ${framework} ${variant}: its tracker recorded ${c.recorded} of the ${c.total} requests it served (at most ${inFlight} could have been in flight as loads ended)`);
+        }
         return c && c.served > 0 ? (c.user + c.system) / c.served : NaN;
       });
     },
@@ -101,11 +113,12 @@ export function load(port, { seconds, amount, overallRate = 0 }) {
  * dead one 0 req/s without an error).
  */
 export function loadResult(port, { seconds, amount, overallRate = 0 }) {
+  loadsOn.set(port, (loadsOn.get(port) ?? 0) + 1);
   return new Promise((resolve, reject) => {
     autocannon(
       {
         url: `http://127.0.0.1:${port}/hello/world`,
-        connections: 10,
+        connections: CONNECTIONS,
         ...(amount !== undefined ? { amount, sampleInt: AMOUNT_SAMPLE_MS } : { duration: seconds }),
         ...(overallRate && { overallRate }),
       },
