@@ -9,7 +9,7 @@
 // bpf_ktime_get_ns() costs 30-60 ns more; on bare metal both are a fraction of that.
 // Needs root (or CAP_BPF + CAP_PERFMON + write access to kernel.bpf_stats_enabled).
 //
-//   node bench/bpf-event-cost.mjs [--runs 5]
+//   node bench/bpf-event-cost.mjs [--runs 5]     (or BENCH_REPS=5)
 //
 // Load: `perf bench sched pipe` (two processes ping-ponging over a pipe) when perf exists, else
 // two node processes doing the same, run two ways:
@@ -27,9 +27,10 @@
 //   ... + repair the same two with the sched_stat_runtime repair attached (repairSwitchIns
 //                'always'); the others run with it off, which is what 'auto' costs on a kernel
 //                that reports every switch
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -42,7 +43,8 @@ const opt = (name, def) => {
   const i = args.indexOf(`--${name}`);
   return i >= 0 ? Number(args[i + 1]) : def;
 };
-const RUNS = opt('runs', 5);
+// --runs, else BENCH_REPS (as the other benchmarks take it), else 5.
+const RUNS = opt('runs', Number(process.env.BENCH_REPS ?? 5));
 const STATS = '/proc/sys/kernel/bpf_stats_enabled';
 
 const ready = addon.bpfReadiness();
@@ -77,15 +79,30 @@ const LOADS = [
   { name: 'two CPUs', pinned: false, loops: 20000 },
 ].filter((l) => !l.pinned || taskset);
 
+// The load running, in a process group of its own (the load's two processes), killed whole if
+// this process is signalled. Spawned asynchronously: under spawnSync the signal's handler waited
+// for the whole run, every load of it, to end.
+let running = null;
 function runLoad(load) {
   const cmd = perf
     ? [perf, 'bench', 'sched', 'pipe', '-l', String(load.loops)]
     : [process.execPath, '-e', PINGPONG, String(Math.floor(load.loops / 5))];
   const argv = load.pinned ? [taskset, '-c', '0', ...cmd] : cmd;
-  const r = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8' });
-  const m = /(\d+)\s+ops\/sec/.exec(r.stdout ?? '');
-  if (!m) throw new Error(`load failed: ${r.stderr || r.stdout}`);
-  return Number(m[1]);
+  return new Promise((resolve, reject) => {
+    const child = spawn(argv[0], argv.slice(1), { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    running = child;
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += String(d)));
+    child.stderr.on('data', (d) => (err += String(d)));
+    child.once('error', reject);
+    child.once('close', () => {
+      running = null;
+      const m = /(\d+)\s+ops\/sec/.exec(out);
+      if (m) resolve(Number(m[1]));
+      else reject(new Error(`load failed: ${err || out}`));
+    });
+  });
 }
 
 const median = (xs) => {
@@ -115,10 +132,16 @@ const CONFIGS = [
 
 const oldStats = fs.readFileSync(STATS, 'utf8').trim();
 const restore = () => fs.writeFileSync(STATS, oldStats);
-process.on('SIGINT', () => {
-  restore();
-  process.exit(130);
-});
+// The setting is the kernel's: restored on every signal that would end this process (a CI step's
+// timeout sends SIGTERM, a closed terminal SIGHUP), not Ctrl-C's alone. The programs attached go
+// with the process's descriptors.
+for (const sig of ['SIGTERM', 'SIGHUP', 'SIGINT']) {
+  process.on(sig, () => {
+    if (running) process.kill(-running.pid, 'SIGKILL');
+    restore();
+    process.exit(128 + os.constants.signals[sig]);
+  });
+}
 
 // results[load][config] = { ops: [], ns: [], repairNs: [], repairPerSwitch: [] }
 const results = LOADS.map(() =>
@@ -132,7 +155,7 @@ try {
         const prog = c.open?.();
         try {
           const a = prog?.stats();
-          results[li][c.name].ops.push(runLoad(load));
+          results[li][c.name].ops.push(await runLoad(load));
           if (!prog) continue;
           const b = prog.stats();
           const cnt = b.runCount - a.runCount;

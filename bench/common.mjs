@@ -14,6 +14,32 @@ export const native = require(path.join(root, 'dist/cjs/native.js')).native();
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// Child processes that end with this one however it ends: a benchmark that threw ('exit'), or a
+// signal (SIGTERM from a CI step's timeout or `kill`, SIGHUP, Ctrl-C's SIGINT). Node's default
+// action for those ends the process without its 'exit' listeners, which left servers running,
+// some frozen (SIGSTOP) and some with the tracker's eBPF programs attached. SIGKILL reaches a
+// stopped process too. After such a signal this process exits with 128 + its number, the status
+// a shell shows for a process the signal ended.
+const owned = new Set();
+let ownedHooked = false;
+export function endWithThisProcess(child) {
+  if (!ownedHooked) {
+    ownedHooked = true;
+    const killAll = () => {
+      for (const c of owned) c.kill('SIGKILL');
+    };
+    process.on('exit', killAll);
+    for (const sig of ['SIGTERM', 'SIGHUP', 'SIGINT']) {
+      process.on(sig, () => {
+        killAll();
+        process.exit(128 + os.constants.signals[sig]);
+      });
+    }
+  }
+  owned.add(child);
+  child.once('exit', () => owned.delete(child));
+}
+
 export function median(xs) {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;

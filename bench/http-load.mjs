@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { root } from './common.mjs';
+import { endWithThisProcess, root } from './common.mjs';
 
 const require = createRequire(import.meta.url);
 const autocannon = require('autocannon');
@@ -23,12 +23,9 @@ export function pinLoadGenerator() {
   spawnSync('taskset', ['-a', '-p', '-c', '0', String(process.pid)], { stdio: 'ignore' });
 }
 
-// Servers still running when this process ends (a benchmark that threw) go with it, frozen ones
-// too: SIGKILL reaches a stopped process.
-const children = new Set();
-process.on('exit', () => {
-  for (const c of children) c.kill('SIGKILL');
-});
+const CONNECTIONS = 10;
+// Loads run against each server's port, for stop()'s check of its tracker's count.
+const loadsOn = new Map();
 
 // A server that neither listens nor exits within this long is taken for hung.
 const LISTEN_TIMEOUT_MS = 60_000;
@@ -39,11 +36,12 @@ export async function serve(framework, variant, { pin = false } = {}) {
   const child = pin
     ? spawn('taskset', ['-c', `1-${cpus - 1}`, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
     : spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
-  children.add(child);
+  // Servers still running when this process ends (a benchmark that threw, or was signalled) go
+  // with it, frozen ones too.
+  endWithThisProcess(child);
   let out = '';
   // Resolved whenever the server exits, before stop() or after.
   const exited = new Promise((resolve) => child.once('exit', resolve));
-  exited.then(() => children.delete(child));
   const port = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
@@ -70,27 +68,42 @@ export async function serve(framework, variant, { pin = false } = {}) {
     resume: () => child.kill('SIGCONT'),
     mark: () => child.kill('SIGUSR2'),
     // The server's CPU time (all its threads, user + system) per request served since mark(), µs.
-    // (Also where it exited already: a server that crashed mid-set reads NaN.)
+    // (Also where it exited already: a server that crashed mid-set reads NaN.) Rejects where the
+    // server's tracker recorded fewer requests than it served, less those a load's end may have
+    // left in flight (one a connection, CONNECTIONS a load): its hook did not track them, and
+    // the variant's figures would be those of a server without accounting.
     stop: () => {
       child.kill('SIGTERM');
       return exited.then(() => {
         const m = /cpu (\{.*\})/.exec(out);
         const c = m ? JSON.parse(m[1]) : undefined;
+        const inFlight = CONNECTIONS * (loadsOn.get(port) ?? 0);
+        loadsOn.delete(port);
+        if (c && c.recorded !== undefined && c.recorded < c.total - inFlight) {
+          throw new Error(`server ${framework} ${variant}: its tracker recorded ${c.recorded} of the ${c.total} requests it served (at most ${inFlight} could have been in flight as loads ended)`);
+        }
         return c && c.served > 0 ? (c.user + c.system) / c.served : NaN;
       });
     },
   };
 }
 
+// autocannon ends a load only at one of its sampling ticks, once a second by default: a load of
+// `amount` requests that took 0.2 s resolved after 1 s (2 s at times). Loads by count sample this
+// often instead.
+const AMOUNT_SAMPLE_MS = 50;
+
 /**
  * Loads GET /hello/world with 10 connections for `seconds` (whole seconds: autocannon ends a
- * load at its once-a-second tick), or for `amount` requests; resolves with the mean requests/s.
+ * load at its once-a-second tick), or for `amount` requests (ended within AMOUNT_SAMPLE_MS of the
+ * last); resolves with the mean requests/s.
  * overallRate: a fixed request rate, so that each variant serves the same load and CPU per
  * request compares like with like (at full speed a slower server also changes how the load
  * generator and the server share the CPUs); 0: as fast as possible.
  */
 export function load(port, { seconds, amount, overallRate = 0 }) {
-  return loadResult(port, { seconds, amount, overallRate }).then((r) => r.requests.average);
+  // requests.average is per sampling interval.
+  return loadResult(port, { seconds, amount, overallRate }).then((r) => (r.requests.average * 1000) / r.sampleInt);
 }
 
 /**
@@ -100,12 +113,13 @@ export function load(port, { seconds, amount, overallRate = 0 }) {
  * dead one 0 req/s without an error).
  */
 export function loadResult(port, { seconds, amount, overallRate = 0 }) {
+  loadsOn.set(port, (loadsOn.get(port) ?? 0) + 1);
   return new Promise((resolve, reject) => {
     autocannon(
       {
         url: `http://127.0.0.1:${port}/hello/world`,
-        connections: 10,
-        ...(amount !== undefined ? { amount } : { duration: seconds }),
+        connections: CONNECTIONS,
+        ...(amount !== undefined ? { amount, sampleInt: AMOUNT_SAMPLE_MS } : { duration: seconds }),
         ...(overallRate && { overallRate }),
       },
       (err, res) => {

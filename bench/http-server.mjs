@@ -13,7 +13,8 @@
 // request costs beyond its instructions; control: the sampler alone again, in a
 // process of its own (an A/A control: what the benchmark reads as a loss where there is none).
 // Prints "listening <port>" once ready. SIGUSR2 marks the start of a measured load; SIGTERM prints
-// "cpu {user, system, served}" for the time since (µs, requests) and exits.
+// "cpu {user, system, served, total, recorded}": CPU and requests served since the mark (µs,
+// requests), requests served in all, and, with a tracker, how many of them it recorded; and exits.
 import { createRequire } from 'node:module';
 import { performance } from 'node:perf_hooks';
 import { root, jouletrace } from './common.mjs';
@@ -150,7 +151,15 @@ let mark = { cpu: process.cpuUsage(), served: 0 };
 process.on('SIGUSR2', () => (mark = { cpu: process.cpuUsage(), served }));
 process.on('SIGTERM', () => {
   const c = process.cpuUsage(mark.cpu);
-  console.log(`cpu ${JSON.stringify({ user: c.user, system: c.system, served: served - mark.served })}`);
+  // With a tracker, also how many requests it recorded, all told, once stop() has settled the last
+  // of them: the caller compares it with `total`, every request served (a tracked variant whose
+  // hook tracked nothing would otherwise read as costing nothing).
+  let recorded;
+  if (tracker) {
+    sampler.stop();
+    recorded = tracker.routes().reduce((n, r) => n + r.count, 0);
+  }
+  console.log(`cpu ${JSON.stringify({ user: c.user, system: c.system, served: served - mark.served, total: served, recorded })}`);
   if (process.env.BENCH_VERBOSE) {
     const u = process.cpuUsage();
     console.error(`[${framework}/${variant}] ${served} requests, server process CPU ${((u.user + u.system) / served).toFixed(1)} µs per request (user ${(u.user / served).toFixed(1)}, system ${(u.system / served).toFixed(1)})`);

@@ -91,7 +91,8 @@ async function startServers(framework, variants, rate) {
 }
 
 // The touch load before each measured one: its caches, after the others ran. By count, about
-// 0.2 s at 30,000 requests/s (a duration would run to autocannon's 1 s tick).
+// 0.2 s at 30,000 requests/s (a duration would run to autocannon's 1 s tick; a count ends at
+// load()'s 50 ms tick).
 const TOUCH = 6000;
 
 // A server's CPU time (all its threads), read while it is frozen: the kernel brings a thread's

@@ -34,7 +34,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { median, root, table } from './common.mjs';
+import { endWithThisProcess, median, root, table } from './common.mjs';
 
 const WARMUP = Number(process.env.BENCH_VG_WARMUP ?? 6000);
 const REQUESTS = Number(process.env.BENCH_VG_REQUESTS ?? 4000);
@@ -131,6 +131,7 @@ async function measure(framework, variant) {
     ['--tool=callgrind', '--separate-threads=yes', ...CACHE_SIM, `--callgrind-out-file=${dir}/cg.%p`, process.execPath, ...V8_FLAGS, ...(process.env.BENCH_VG_NODE_FLAGS?.split(' ') ?? []), path.join(root, 'bench/http-server.mjs'), framework, variant],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, BENCH_INTERVAL_SCALE: String(SLOWDOWN) } },
   );
+  endWithThisProcess(child);
   let out = '';
   let err = '';
   child.stderr.on('data', (d) => (err += String(d)));

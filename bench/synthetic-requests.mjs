@@ -99,5 +99,7 @@ export async function requestBatch(handler, conns) {
   await nextTurn();
   for (let c = 0; c < CONNECTIONS; c++) {
     if (!ress[c].writableEnded) throw new Error(`${handler.name || 'a handler'}: a response did not end within the event-loop turn it was handled in`);
+    // A 404 or 500 costs something else than the hello-world: its figures would not be of it.
+    if (ress[c].statusCode !== 200) throw new Error(`${handler.name || 'a handler'}: a response had status ${ress[c].statusCode}, not 200`);
   }
 }
