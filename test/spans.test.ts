@@ -379,6 +379,22 @@ describe('spans: behaviour', () => {
     ]);
   });
 
+  // The limit was 2^24, and the heap ran out first (about 8 million labels), killing the process.
+  it('refuses a label past 65,536 distinct ones on a thread, with the labels before it kept', async () => {
+    const s = sampler({ threads: 'procfs' });
+    s.start();
+    const ch = attachSpans(s.spanContext());
+    for (let i = 0; i < 65_536; i++) ch.end(ch.begin(`path ${i}`));
+    expect(() => ch.begin('one more')).toThrow(
+      new RangeError('Too many distinct span labels on this thread (65536): labels name code paths, not values (an id or a URL in a label is a leak)'),
+    );
+    const h = ch.begin('path 65535'); // a label it has
+    ch.end(h);
+    expect((await ch.settle(h)).label).toBe('path 65535');
+    ch.close();
+    s.stop();
+  });
+
   it('gives clear errors for misuse and never crashes', async () => {
     const s = sampler({ threads: 'procfs' });
     expect(() => s.begin('x')).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_NOT_STARTED' }));
