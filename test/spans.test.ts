@@ -772,14 +772,30 @@ describe('spans: behaviour', () => {
   it('measure() takes a thenable as await does, and ends its span either way', async () => {
     const s = sampler({ threads: 'procfs' });
     s.start();
+    const results: SpanResult[] = [];
+    s.onSpan((rs) => results.push(...rs));
     expect(await s.measure('thenable', () => ({ then: (ok: (v: number) => void) => ok(5) }))).toBe(5);
     const throwing = { then: () => {
       throw new Error('then boom');
     } };
     await expect(s.measure('bad-then', () => throwing) as unknown as Promise<unknown>).rejects.toThrow('then boom');
+    // A result whose `then` getter throws (the span stayed open till stop(), thinning others'
+    // density): measure() throws that error, as reading it did, and the span ends.
+    const getter = {
+      get then(): unknown {
+        throw new Error('getter boom');
+      },
+    };
+    expect(() => s.measure('then-getter', () => getter)).toThrow('getter boom');
+    const trap = new Proxy({}, { get: () => {
+      throw new Error('trap boom');
+    } });
+    expect(() => s.measure('then-trap', () => trap)).toThrow('trap boom');
     await sleep(30);
     s.stop();
-    expect(s.spanStats().map((x) => `${x.label} ${x.count}`).sort()).toEqual(['bad-then 1', 'thenable 1']);
+    expect(s.spanStats().map((x) => `${x.label} ${x.count}`).sort()).toEqual(['bad-then 1', 'then-getter 1', 'then-trap 1', 'thenable 1']);
+    // Ended, not settled incomplete by stop() as spans still open are.
+    expect(results.filter((r) => r.incomplete).map((r) => r.label)).toEqual([]);
   });
 
   it('stop() returns when an onSpan listener closes the sampler', () => {
