@@ -733,8 +733,13 @@ describe('spans: behaviour', () => {
     s.stop(); // settles h incomplete; this channel has not collected that yet
     ch.end(h); // so its end goes into the ring, after the final step
     expect((await ch.settle(h)).incomplete).toBe(true);
+    const words = new Int32Array(nativeHandleOf<SharedArrayBuffer>(ch));
+    const written = Atomics.load(words, 32); // the result ring's head
     s.start(); // the next run's first step reads that end, for a span it never saw begin
     await sleep(30);
+    // Neither written nor counted: nothing began in this run (it counted each such end).
+    expect(Atomics.load(words, 32)).toBe(written);
+    expect(s.stats().spans.settled).toBe(0);
     ch.poll();
     s.stop();
     expect(seen.filter((r) => r.label === 'ended-after-stop')).toHaveLength(1);

@@ -217,11 +217,11 @@ void SpanEngine::drain(Log& log) {
         log.ended.push_back(Ended{handle, it->second.label, it->second.t0, t < it->second.t0 ? it->second.t0 : t});
         log.openT0.erase(log.openT0.find(it->second.t0));
         log.open.erase(it);
-      } else {
-        // Begun while no sampler saw it (before this channel existed): nothing to measure. (A
-        // request's end carries a route, not a label: its result's label is not read.)
-        emit(log, handle, label, t, t, 0, 0, 0, kSpanIncomplete);
       }
+      // Else its span has its result already: a run's final step settled it open, and its end
+      // came after (a worker ending spans as the main thread stops). No second result, written
+      // or counted: JavaScript would drop it, and stats() counted it in the next run. (JavaScript
+      // sends no end for a span whose begin found the ring full: it makes that span's result.)
     }
     tail++;
   }
