@@ -120,7 +120,8 @@ class SpanEngine {
   // time, so slots index a flat table instead of a hash map). A request ended silently (its end
   // event says so: nobody waits for its result) frees its slot in JavaScript at once, so a new
   // request may take the slot before this one has settled: this one then moves to
-  // Log::sharedMoved. (A handle, slot and generation, comes round only after 2^24 begins.)
+  // Log::sharedMoved. (A handle, slot and generation, comes round at its slot's 256th reuse:
+  // after about 2^24 begins while few slots are held, sooner while many are.)
   enum SharedState : uint8_t { kSharedFree = 0, kSharedQueued, kSharedOpen };
   // (A request has no label: its result's label is 0, and its events' label field carries its
   // route instead.)
