@@ -906,13 +906,16 @@ export class Sampler {
     if (typeof fn !== 'function') throw new TypeError(`Expected a function for measure(label, fn) but received ${String(fn)} of type ${typeof fn}`);
     const h = this.begin(label);
     let r: T;
+    let thenable: boolean;
     try {
       r = fn();
+      // Inside: a `then` getter (or a Proxy's get trap) may throw too, and the span must end.
+      thenable = r !== null && (typeof r === 'object' || typeof r === 'function') && typeof (r as { then?: unknown }).then === 'function';
     } catch (e) {
       this.#endMeasured(h);
       throw e;
     }
-    if (r !== null && (typeof r === 'object' || typeof r === 'function') && typeof (r as { then?: unknown }).then === 'function') {
+    if (thenable) {
       // Through Promise.resolve(): a thenable's then() may return nothing, or throw, where a
       // Promise's does neither; adopted, its value or error comes as a Promise's would.
       return Promise.resolve(r).then(

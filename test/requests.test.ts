@@ -521,6 +521,23 @@ describeBpf('request tokens (start/end)', () => {
     expect(tracker.inFlight).toBe(0);
   });
 
+  it('requests in flight at close() all get their records, more than three result rings of them', async () => {
+    // The final step writes 16,384 results (the result ring) and the engine keeps the rest for
+    // the channel's collections to fetch, a ring at a time. A ring of requests alone counted as
+    // no progress, and each collection stopped after one: the two after close() left 10,848.
+    const { sampler, tracker, records } = setup();
+    sampler.start();
+    const n = 60_000;
+    const tokens = Array.from({ length: n }, () => tracker.start('GET', '/held'));
+    await new Promise((r) => setTimeout(r, 50));
+    sampler.close();
+    for (const t of tokens) tracker.end(t, 200);
+    await recordsFor(records, n);
+    expect(records.length).toBe(n);
+    expect(records.every((r) => r.incomplete && r.route === '/held')).toBe(true);
+    expect(tracker.inFlight).toBe(0);
+  });
+
   it('shares energy equally among the requests in flight at each moment', async () => {
     // A is open throughout; B and then C run beside it, doing the same work. Two requests are in
     // flight at almost every moment, so under fair sharing A gets exactly what B and C get

@@ -191,8 +191,158 @@ describeBpf('spans: nesting (bpf)', () => {
   });
 });
 
+// Spans written straight into a channel's event ring, with handles and timestamps of the test's
+// choosing (a boundary shared exactly by two spans), and their results read straight from its
+// result ring: the channel itself never sees them.
+function forgedSpans(s: Sampler) {
+  const ch = attachSpans(s.spanContext(), { resultCapacity: 1 << 16 });
+  const sab = nativeHandleOf<SharedArrayBuffer>(ch);
+  const words = new Int32Array(sab);
+  const evCap = words[64];
+  const resCap = words[65];
+  const ev = new Int32Array(sab, 512, evCap * 8);
+  const res = new Float64Array(sab, 512 + evCap * 32, resCap * 8);
+  let head = 0;
+  const results = new Map<number, { startNs: number; endNs: number; onCpuNs: number; joules: number; dynamicJoules: number; flags: number }>();
+  const collect = () => {
+    let tail = Atomics.load(words, 48);
+    const end = Atomics.load(words, 32);
+    for (; tail !== end; tail = (tail + 1) | 0) {
+      const o = (tail & (resCap - 1)) * 8;
+      results.set(res[o], { startNs: res[o + 2], endNs: res[o + 3], onCpuNs: res[o + 4], joules: res[o + 5], dynamicJoules: res[o + 6], flags: res[o + 7] });
+    }
+    Atomics.store(words, 48, tail);
+  };
+  const write = (type: number, handle: number, ns: bigint) => {
+    if (head - Atomics.load(words, 16) >= evCap) throw new Error('the forged event ring is full');
+    const sec = Number(ns / 1_000_000_000n);
+    const nsec = Number(ns % 1_000_000_000n);
+    const o = (head & (evCap - 1)) * 8;
+    ev.set([eventCheck(head, handle, type, sec, nsec), 0, handle, type, sec, nsec], o);
+    Atomics.store(ev, o + 1, head);
+    head++;
+  };
+  return {
+    begin: (handle: number, ns: bigint) => write(1, handle, ns),
+    end: (handle: number, ns: bigint) => write(2, handle, ns),
+    results,
+    collect,
+    close: () => ch.close(),
+  };
+}
+
+// Spans tiling a long one, boundary to boundary, are charged what it is charged: in an interval
+// inside it every piece gets its length × the same density, none over the thread's on-CPU time.
+// A long span is charged its two end intervals and the running sums' difference between them
+// (what the intervals between them would have been charged one by one), the short ones mostly
+// interval by interval: a running sum off by an interval, or read across the history ring's wrap
+// from the wrong end, parts them. Returns the long span's result once it and its tiles settled.
+async function tiledSpans(f: ReturnType<typeof forgedSpans>, until: () => boolean) {
+  let seed = 12345;
+  const random = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
+  const now = () => process.hrtime.bigint();
+  const t0 = now();
+  let handle = 1;
+  const whole = handle++;
+  const tiles = [handle++];
+  f.begin(whole, t0);
+  f.begin(tiles[0], t0);
+  let last = t0;
+  // Two halves, to check the long spans against each other too.
+  const firstHalf = handle++;
+  let secondHalf = 0;
+  f.begin(firstHalf, t0);
+  while (!until()) {
+    busy(0.2);
+    await sleep(1);
+    const t = now();
+    // A few boundaries since the last, microseconds to milliseconds apart.
+    const cuts = Array.from({ length: 1 + Math.floor(random() * 4) }, () => last + 1n + BigInt(Math.floor(random() * Number(t - last))));
+    for (const cut of cuts.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))) {
+      if (cut <= last) continue;
+      f.end(tiles[tiles.length - 1], cut);
+      tiles.push(handle++);
+      f.begin(tiles[tiles.length - 1], cut);
+      if (!secondHalf && tiles.length > 1000) {
+        f.end(firstHalf, cut);
+        secondHalf = handle++;
+        f.begin(secondHalf, cut);
+      }
+      last = cut;
+    }
+    f.collect();
+  }
+  const t1 = now();
+  f.end(tiles[tiles.length - 1], t1);
+  f.end(whole, t1);
+  if (secondHalf) f.end(secondHalf, t1);
+  for (let i = 0; i < 500 && !f.results.has(whole); i++) {
+    await sleep(10);
+    f.collect();
+  }
+  const r = (h: number) => {
+    const x = f.results.get(h);
+    if (!x) throw new Error(`span ${h} did not settle`);
+    return x;
+  };
+  const long = r(whole);
+  const sums = { joules: 0, onCpuNs: 0, dynamicJoules: 0 };
+  for (const h of tiles) {
+    const x = r(h);
+    expect(x.flags & 1, `tile ${h} incomplete`).toBe(0);
+    sums.joules += x.joules;
+    sums.onCpuNs += x.onCpuNs;
+    sums.dynamicJoules += x.dynamicJoules;
+  }
+  expect(tiles.length).toBeGreaterThan(1000);
+  expect(long.flags & 1).toBe(0);
+  expect(long.joules).toBeGreaterThan(0);
+  expect(long.dynamicJoules).toBeGreaterThan(0); // the model's idle power is the baseline
+  expect(long.dynamicJoules).toBeLessThan(long.joules);
+  for (const k of ['joules', 'onCpuNs', 'dynamicJoules'] as const) {
+    expect(Math.abs(sums[k] - long[k]), k).toBeLessThanOrEqual(long[k] * 1e-9);
+    if (secondHalf) expect(Math.abs(r(firstHalf)[k] + r(secondHalf)[k] - long[k]), k).toBeLessThanOrEqual(long[k] * 1e-9);
+  }
+  return long;
+}
+
+// At 20 kHz a span thread's history ring (2^17 steps) fills in about 7 s and wraps.
+describeBpf('spans across the wrap of the history ring', () => {
+  it('charges a long span crossing it what the spans tiling it are charged', async () => {
+    const s = sampler({ threads: 'bpf', intervalUs: 50 });
+    s.start();
+    const f = forgedSpans(s);
+    // Begun with the channel's history: once the ring is full, before its oldest step, and
+    // incomplete, the witness that the ring wrapped while the long span was open.
+    const before = 1_000_000;
+    f.begin(before, process.hrtime.bigint());
+    const steps = 1 << 17;
+    const t = performance.now();
+    while (s.stats().timing.samples < steps / 2 && performance.now() - t < 30_000) await sleep(20);
+    await tiledSpans(f, () => s.stats().timing.samples > steps + 20_000 || performance.now() - t > 45_000);
+    f.end(before, process.hrtime.bigint());
+    for (let i = 0; i < 500 && !f.results.has(before); i++) {
+      await sleep(10);
+      f.collect();
+    }
+    expect(f.results.get(before)!.flags & 1).toBe(1);
+    f.close();
+    s.stop();
+  }, 60_000);
+});
+
 // Behaviour that does not depend on the backend: on procfs, so that it is checked without eBPF.
 describe('spans: behaviour', () => {
+  it('charges a long span what the spans tiling it are charged, interval by interval', async () => {
+    const s = sampler({ threads: 'procfs' });
+    s.start();
+    const f = forgedSpans(s);
+    const t = performance.now();
+    await tiledSpans(f, () => performance.now() - t > 1500);
+    f.close();
+    s.stop();
+  });
+
   // A span's share of the baseline was the configured watts per CPU × its on-CPU time: a baseline
   // set above what the machine draws gave a 1 s span 89 J out of 28 J measured.
   it("charges a span the baseline that attribution charged, never more than was measured", async () => {
@@ -227,6 +377,22 @@ describe('spans: behaviour', () => {
       ['b', 2],
       ['c', 2],
     ]);
+  });
+
+  // The limit was 2^24, and the heap ran out first (about 8 million labels), killing the process.
+  it('refuses a label past 65,536 distinct ones on a thread, with the labels before it kept', async () => {
+    const s = sampler({ threads: 'procfs' });
+    s.start();
+    const ch = attachSpans(s.spanContext());
+    for (let i = 0; i < 65_536; i++) ch.end(ch.begin(`path ${i}`));
+    expect(() => ch.begin('one more')).toThrow(
+      new RangeError('Too many distinct span labels on this thread (65536): labels name code paths, not values (an id or a URL in a label is a leak)'),
+    );
+    const h = ch.begin('path 65535'); // a label it has
+    ch.end(h);
+    expect((await ch.settle(h)).label).toBe('path 65535');
+    ch.close();
+    s.stop();
   });
 
   it('gives clear errors for misuse and never crashes', async () => {
@@ -567,8 +733,13 @@ describe('spans: behaviour', () => {
     s.stop(); // settles h incomplete; this channel has not collected that yet
     ch.end(h); // so its end goes into the ring, after the final step
     expect((await ch.settle(h)).incomplete).toBe(true);
+    const words = new Int32Array(nativeHandleOf<SharedArrayBuffer>(ch));
+    const written = Atomics.load(words, 32); // the result ring's head
     s.start(); // the next run's first step reads that end, for a span it never saw begin
     await sleep(30);
+    // Neither written nor counted: nothing began in this run (it counted each such end).
+    expect(Atomics.load(words, 32)).toBe(written);
+    expect(s.stats().spans.settled).toBe(0);
     ch.poll();
     s.stop();
     expect(seen.filter((r) => r.label === 'ended-after-stop')).toHaveLength(1);
@@ -606,14 +777,30 @@ describe('spans: behaviour', () => {
   it('measure() takes a thenable as await does, and ends its span either way', async () => {
     const s = sampler({ threads: 'procfs' });
     s.start();
+    const results: SpanResult[] = [];
+    s.onSpan((rs) => results.push(...rs));
     expect(await s.measure('thenable', () => ({ then: (ok: (v: number) => void) => ok(5) }))).toBe(5);
     const throwing = { then: () => {
       throw new Error('then boom');
     } };
     await expect(s.measure('bad-then', () => throwing) as unknown as Promise<unknown>).rejects.toThrow('then boom');
+    // A result whose `then` getter throws (the span stayed open till stop(), thinning others'
+    // density): measure() throws that error, as reading it did, and the span ends.
+    const getter = {
+      get then(): unknown {
+        throw new Error('getter boom');
+      },
+    };
+    expect(() => s.measure('then-getter', () => getter)).toThrow('getter boom');
+    const trap = new Proxy({}, { get: () => {
+      throw new Error('trap boom');
+    } });
+    expect(() => s.measure('then-trap', () => trap)).toThrow('trap boom');
     await sleep(30);
     s.stop();
-    expect(s.spanStats().map((x) => `${x.label} ${x.count}`).sort()).toEqual(['bad-then 1', 'thenable 1']);
+    expect(s.spanStats().map((x) => `${x.label} ${x.count}`).sort()).toEqual(['bad-then 1', 'then-getter 1', 'then-trap 1', 'thenable 1']);
+    // Ended, not settled incomplete by stop() as spans still open are.
+    expect(results.filter((r) => r.incomplete).map((r) => r.label)).toEqual([]);
   });
 
   it('stop() returns when an onSpan listener closes the sampler', () => {

@@ -217,11 +217,11 @@ void SpanEngine::drain(Log& log) {
         log.ended.push_back(Ended{handle, it->second.label, it->second.t0, t < it->second.t0 ? it->second.t0 : t});
         log.openT0.erase(log.openT0.find(it->second.t0));
         log.open.erase(it);
-      } else {
-        // Begun while no sampler saw it (before this channel existed): nothing to measure. (A
-        // request's end carries a route, not a label: its result's label is not read.)
-        emit(log, handle, label, t, t, 0, 0, 0, kSpanIncomplete);
       }
+      // Else its span has its result already: a run's final step settled it open, and its end
+      // came after (a worker ending spans as the main thread stops). No second result, written
+      // or counted: JavaScript would drop it, and stats() counted it in the next run. (JavaScript
+      // sends no end for a span whose begin found the ring full: it makes that span's result.)
     }
     tail++;
   }
@@ -229,7 +229,10 @@ void SpanEngine::drain(Log& log) {
 }
 
 void SpanEngine::record(Log& log, uint64_t now, const AttributionEngine& attr) {
-  Point p{now, 0, 0, 0, 0, 1.0, basePerCpu_};
+  Point p{};
+  p.t = now;
+  p.density = 1.0;
+  p.basePerCpu = basePerCpu_;
   if (const ThreadEnergy* t = attr.findThreadUnlocked(log.tid)) {
     p.thrOnCpu = double(t->onCpuNs);
     p.thrJ = threadJoules(*t);
@@ -317,8 +320,35 @@ void SpanEngine::measureDensity(Log& log, bool final) {
     if (have) union_ += curTo - curFrom;
     const double c = pb.thrOnCpu - pa.thrOnCpu;
     pb.density = union_ > 0 ? std::min(1.0, std::max(0.0, c) / double(union_)) : 1.0;
+    Charge whole;
+    chargeInterval(pa, pb, a, b, &whole);
+    pb.sumOnCpu = pa.sumOnCpu;
+    pb.sumOnCpu.add(whole.onCpu);
+    pb.sumJ = pa.sumJ;
+    pb.sumJ.add(whole.joules);
+    pb.sumBase = pa.sumBase;
+    pb.sumBase.add(whole.base);
+    pb.sumMeasured = pa.sumMeasured + whole.measured;
+    pb.sumUnmeasured = pa.sumUnmeasured + whole.unmeasured;
     log.exclusiveUpTo = b;
   }
+}
+
+void SpanEngine::chargeInterval(const Point& a, const Point& b, uint64_t t0, uint64_t t1, Charge* out) {
+  const uint64_t from = std::max(t0, a.t), to = std::min(t1, b.t);
+  if (to <= from) return;
+  if (b.unknown || a.unknown) {
+    out->unmeasured++;
+    return;
+  }
+  out->measured++;
+  const double c = b.thrOnCpu - a.thrOnCpu;
+  const double e = b.thrJ - a.thrJ;
+  if (c <= 0) return;
+  const double x = std::min(double(to - from) * b.density, c);
+  out->onCpu += x;
+  out->joules += e * x / c;
+  out->base += x * (b.basePerCpu - a.basePerCpu) / double(b.t - a.t);
 }
 
 void SpanEngine::settleExclusive(Log& log, bool final, uint64_t now) {
@@ -327,29 +357,30 @@ void SpanEngine::settleExclusive(Log& log, bool final, uint64_t now) {
   auto charge = [&](uint64_t t0, uint64_t t1, double* onCpu, double* joules, double* base) -> bool {
     // Within the history at both ends (a span begun after the run's last step has none of it).
     bool complete = log.histSize >= 2 && t0 >= hist(log, 0).t && t1 <= hist(log, log.histSize - 1).t;
-    bool measured = false, unmeasured = false;
-    for (size_t i = firstPointAfter(log, t0); i < log.histSize; i++) {
-      const Point& a = hist(log, i - 1);
-      const Point& b = hist(log, i);
-      if (a.t >= t1) break;
-      uint64_t from = std::max(t0, a.t), to = std::min(t1, b.t);
-      if (to <= from) continue;
-      if (b.unknown || a.unknown) {
-        unmeasured = true;
-        continue;
+    Charge sum;
+    // The intervals it overlaps run from the one holding t0 to the one holding t1: those two
+    // in part, every one between them whole, read off the running sums.
+    const size_t first = firstPointAfter(log, t0);
+    if (t1 > t0 && first < log.histSize) {
+      const size_t last = std::min(firstPointAfter(log, t1 - 1), log.histSize - 1);
+      chargeInterval(hist(log, first - 1), hist(log, first), t0, t1, &sum);
+      if (last > first + 1) {
+        const Point& a = hist(log, first);
+        const Point& b = hist(log, last - 1);
+        sum.onCpu += b.sumOnCpu.since(a.sumOnCpu);
+        sum.joules += b.sumJ.since(a.sumJ);
+        sum.base += b.sumBase.since(a.sumBase);
+        sum.measured += b.sumMeasured - a.sumMeasured;
+        sum.unmeasured += b.sumUnmeasured - a.sumUnmeasured;
       }
-      measured = true;
-      double c = b.thrOnCpu - a.thrOnCpu;
-      double e = b.thrJ - a.thrJ;
-      if (c <= 0) continue;
-      double x = std::min(double(to - from) * b.density, c);
-      *onCpu += x;
-      *joules += e * x / c;
-      *base += x * (b.basePerCpu - a.basePerCpu) / double(b.t - a.t);
+      if (last > first) chargeInterval(hist(log, last - 1), hist(log, last), t0, t1, &sum);
     }
+    *onCpu = sum.onCpu;
+    *joules = sum.joules;
+    *base = sum.base;
     // Its thread untracked over all of it: nothing is known, which is not 0 J.
-    if (unmeasured && !measured) *onCpu = *joules = *base = NAN;
-    return complete && !unmeasured;
+    if (sum.unmeasured && !sum.measured) *onCpu = *joules = *base = NAN;
+    return complete && !sum.unmeasured;
   };
   size_t keep = 0;
   for (size_t k = 0; k < log.ended.size(); k++) {

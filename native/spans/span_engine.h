@@ -74,6 +74,23 @@ class SpanEngine {
   // into every channel.
   int32_t runningWord() const;
   void publishRunningWord();
+  // A sum carried with its rounding error (Knuth's two-sum): the difference of two, taken far
+  // into a run, keeps the precision of a short sum, where plain doubles grown to a day's joules
+  // would lose six digits of a millisecond's.
+  struct RunningSum {
+    double hi = 0, lo = 0;
+    void add(double v) {
+      const double s = hi + v, vPart = s - hi;
+      lo += (hi - (s - vPart)) + (v - vPart);
+      hi = s;
+    }
+    double since(const RunningSum& earlier) const { return (hi - earlier.hi) + (lo - earlier.lo); }
+  };
+  // What a span is charged over intervals: see settleExclusive().
+  struct Charge {
+    double onCpu = 0, joules = 0, base = 0;
+    uint32_t measured = 0, unmeasured = 0;  // intervals it overlapped with its thread known, unknown
+  };
   struct Point {
     uint64_t t;
     double thrOnCpu, thrJ;   // the channel's thread
@@ -87,6 +104,13 @@ class SpanEngine {
     // figures here are the last known ones, and the interval ending here is unmeasured. A span
     // over it settles incomplete, not as 0 J spent.
     bool unknown = false;
+    // What a span covering every interval up to here would have been charged since the history
+    // began (valid up to Log::exclusiveUpTo, like density). A span is charged its two end
+    // intervals and the difference of these between them: a span open for 2 s at 100 µs was
+    // charged interval by interval, 20,000 of them, and stop() with 65,536 such spans open took
+    // 5 s on the sampler thread.
+    RunningSum sumOnCpu, sumJ, sumBase;
+    uint32_t sumMeasured = 0, sumUnmeasured = 0;  // modulo 2^32: only differences are read
   };
   struct Open {  // an exclusive span
     uint32_t label;
@@ -96,7 +120,8 @@ class SpanEngine {
   // time, so slots index a flat table instead of a hash map). A request ended silently (its end
   // event says so: nobody waits for its result) frees its slot in JavaScript at once, so a new
   // request may take the slot before this one has settled: this one then moves to
-  // Log::sharedMoved. (A handle, slot and generation, comes round only after 2^24 begins.)
+  // Log::sharedMoved. (A handle, slot and generation, comes round at its slot's 256th reuse:
+  // after about 2^24 begins while few slots are held, sooner while many are.)
   enum SharedState : uint8_t { kSharedFree = 0, kSharedQueued, kSharedOpen };
   // (A request has no label: its result's label is 0, and its events' label field carries its
   // route instead.)
@@ -181,6 +206,8 @@ class SpanEngine {
             uint32_t flags, uint32_t route = 0, bool silent = false);
   bool write(Log& log, const std::array<double, 8>& r);
   void retryBacklog(Log& log);
+  // Adds what a span over [t0, t1] is charged in the interval from a to b.
+  static void chargeInterval(const Point& a, const Point& b, uint64_t t0, uint64_t t1, Charge* out);
   // Index (≥ 1) of the first history point later than t; histSize if none.
   size_t firstPointAfter(const Log& log, uint64_t t) const;
   const Point& hist(const Log& log, size_t i) const { return log.history[(log.histStart + i) % log.history.size()]; }
