@@ -137,7 +137,11 @@ const restore = () => fs.writeFileSync(STATS, oldStats);
 // with the process's descriptors.
 for (const sig of ['SIGTERM', 'SIGHUP', 'SIGINT']) {
   process.on(sig, () => {
-    if (running) process.kill(-running.pid, 'SIGKILL');
+    // The group may be gone already: its 'exit' comes before the 'close' that clears `running`,
+    // and an ESRCH thrown here would skip the restore.
+    try {
+      if (running) process.kill(-running.pid, 'SIGKILL');
+    } catch {}
     restore();
     process.exit(128 + os.constants.signals[sig]);
   });

@@ -916,9 +916,12 @@ export class Sampler {
       throw e;
     }
     if (thenable) {
-      // Through Promise.resolve(): a thenable's then() may return nothing, or throw, where a
-      // Promise's does neither; adopted, its value or error comes as a Promise's would.
-      return Promise.resolve(r).then(
+      // Adopted by a new Promise's resolve(): a thenable's then() may return nothing, or throw,
+      // where a Promise's does neither, and its value or error comes as a Promise's would.
+      // Promise.resolve() could throw here, with the span open: it reads a Promise's
+      // constructor, and calls a Promise's own then() (either may be a throwing getter or own
+      // property); resolve() reads `then` and calls it in a job of its own, errors rejecting.
+      return new Promise<unknown>((resolve) => resolve(r)).then(
         (v) => {
           this.#endMeasured(h);
           return v;

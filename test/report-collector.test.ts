@@ -236,6 +236,32 @@ describe('ReportCollector across a stop() and start() with time between', () => 
     expect(renderReport(saved)).toBe(renderReport(d));
   });
 
+  // A record that ended while the sampler was stopped was counted in the next run's first
+  // interval (a throughput spike) when added before the new run's first poll, and in the gap
+  // when added after it.
+  it('counts a record that ended between the runs in the gap, whenever it is added', () => {
+    for (const when of ['during the stop', 'after the restart'] as const) {
+      const state: FakeState = { joules: 0, threads: [] };
+      const c = new ReportCollector(fakeSampler(state), { periodMs: 200 });
+      for (let i = 0; i < 5; i++) c.poll();
+      const stopNs = state.timeNs!;
+      const add = () => {
+        for (let i = 0; i < 100; i++) c.addRecord({ label: 'GET /x', joules: 0.1, endNs: stopNs + 1_000_000_000n, durationMs: 1 });
+        // One in the new run's first interval (it starts 3 s after the stop; totals() moves 0.2 s).
+        c.addRecord({ label: 'GET /x', joules: 0.1, endNs: stopNs + 3_100_000_000n, durationMs: 1 });
+      };
+      if (when === 'during the stop') add();
+      restart(state, 3_000_000_000n);
+      for (let i = 0; i < 5; i++) c.poll();
+      if (when === 'after the restart') add();
+      const d = c.data();
+      const gap = d.unmeasuredS!.findIndex((u) => u > 0);
+      expect(d.recordCounts![gap], when).toBe(100);
+      expect(d.recordCounts![gap + 1], when).toBe(1);
+      expect(sum(d.recordCounts!), when).toBe(101);
+    }
+  });
+
   it('draws the break in the paths, leaves it out of the proportionality bins, and says what was measured', () => {
     const html = renderReport(twoRuns());
     expect(html).toContain('<td>duration</td><td>measured 2.00 s of 5.00 s (the sampler was stopped in between)</td>');
@@ -316,6 +342,32 @@ describe('renderReport of many records', () => {
     expect(one.length).toBeLessThan(200_000);
     // Every record given counts; the dots are picked from them.
     expect(one).toContain('n=1000000, mean 49.00 mJ<');
+  });
+
+  // The rest's dots were shared out per label, rounded: a label of one record in 100,000 got
+  // none, so the rest drew no median, and beside one large label its percentiles were that
+  // label's alone.
+  it("draws the rest's percentiles from every label in it, in proportion to its records", () => {
+    const top = Array.from({ length: 19 }, (_, i) => ({ label: `GET /top/${i}`, joules: 1000, t: 1.5, durationMs: 1 }));
+    // The distribution chart's own lines (the charts before it have grids too).
+    const chart = (html: string) => html.slice(html.indexOf('aria-label="joules per request"'));
+    const rowLines = (html: string, cls: string) => [...chart(html).matchAll(new RegExp(`<line class="${cls}" x1="([^"]*)"`, 'g'))].map((m) => Number(m[1]));
+    const grid = (html: string) => rowLines(html, 'grid');
+    // Many labels of one record each: a median for the rest too.
+    const small = Array.from({ length: 100_000 }, (_, i) => ({ label: `GET /u/${i}`, joules: 1e-3, t: 1.5, durationMs: 1 }));
+    const a = renderReport(report({ records: [...top, ...small] }));
+    expect(rowLines(a, 'median')).toHaveLength(20);
+    // 10^-3 J is the first decade drawn.
+    expect(rowLines(a, 'median')[19]).toBeCloseTo(grid(a)[0], 1);
+    // Half the rest's records at 1 mJ in one label, half at 100 mJ in 10,000 labels of 10.
+    const big = Array.from({ length: 100_000 }, () => ({ label: 'GET /big', joules: 1e-3, t: 1.5, durationMs: 1 }));
+    const many = Array.from({ length: 100_000 }, (_, i) => ({ label: `GET /m/${i % 10_000}`, joules: 0.1, t: 1.5, durationMs: 1 }));
+    const b = renderReport(report({ records: [...top, ...big, ...many] }));
+    const [decade3, , decade1] = grid(b);
+    expect(rowLines(b, 'p99')[19]).toBeCloseTo(decade1, 1);
+    const box = chart(b).match(/<rect class="box" x="([^"]*)" y="[^"]*" width="([^"]*)"/g)!.at(-1)!.match(/x="([^"]*)" y="[^"]*" width="([^"]*)"/)!;
+    expect(Number(box[1])).toBeCloseTo(decade3, 1); // p25 at 1 mJ
+    expect(Number(box[1]) + Number(box[2])).toBeCloseTo(decade1, 1); // p75 at 100 mJ
   });
 });
 

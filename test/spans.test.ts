@@ -384,7 +384,11 @@ describe('spans: behaviour', () => {
     const s = sampler({ threads: 'procfs' });
     s.start();
     const ch = attachSpans(s.spanContext());
-    for (let i = 0; i < 65_536; i++) ch.end(ch.begin(`path ${i}`));
+    let last = 0;
+    for (let i = 0; i < 65_536; i++) ch.end((last = ch.begin(`path ${i}`)));
+    // The 65,536 spans hold every slot till their results come: the last one's comes after the
+    // others', and the begin() below then has a slot (without one it is not measured).
+    await ch.settle(last);
     expect(() => ch.begin('one more')).toThrow(
       new RangeError('Too many distinct span labels on this thread (65536): labels name code paths, not values (an id or a URL in a label is a leak)'),
     );
@@ -796,9 +800,29 @@ describe('spans: behaviour', () => {
       throw new Error('trap boom');
     } });
     expect(() => s.measure('then-trap', () => trap)).toThrow('trap boom');
+    // A Promise whose own then() throws, or whose constructor getter does: Promise.resolve()
+    // called the one and read the other synchronously, and measure() threw with the span open.
+    const ownThen = Promise.resolve(1);
+    Object.defineProperty(ownThen, 'then', { value: () => {
+      throw new Error('own then boom');
+    } });
+    await expect(s.measure('own-then', () => ownThen) as unknown as Promise<unknown>).rejects.toThrow('own then boom');
+    const ctor = Promise.resolve(2);
+    Object.defineProperty(ctor, 'constructor', { get: () => {
+      throw new Error('ctor boom');
+    } });
+    // As `await ctor` does: it rejects with the getter's error (then() reads the constructor).
+    await expect(s.measure('ctor-getter', () => ctor) as unknown as Promise<unknown>).rejects.toThrow('ctor boom');
     await sleep(30);
     s.stop();
-    expect(s.spanStats().map((x) => `${x.label} ${x.count}`).sort()).toEqual(['bad-then 1', 'then-getter 1', 'then-trap 1', 'thenable 1']);
+    expect(s.spanStats().map((x) => `${x.label} ${x.count}`).sort()).toEqual([
+      'bad-then 1',
+      'ctor-getter 1',
+      'own-then 1',
+      'then-getter 1',
+      'then-trap 1',
+      'thenable 1',
+    ]);
     // Ended, not settled incomplete by stop() as spans still open are.
     expect(results.filter((r) => r.incomplete).map((r) => r.label)).toEqual([]);
   });

@@ -355,7 +355,7 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
         // where no CPU of the core opens or reads.
         std::vector<int> readers{first};
         for (int spare : sparesOf(first, Scope::Core)) readers.push_back(spare);
-        int cpu = -1, openErr = 0, crc = 0;
+        int cpu = -1, openErr = 0, crc = 0, failedCpu = -1;  // the first whose read failed
         uint64_t v = 0;
         for (int candidate : readers) {
           int cfd = src->fdOf(candidate);
@@ -368,6 +368,7 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
             cpu = candidate;
             break;
           }
+          if (failedCpu < 0) failedCpu = candidate;
         }
         if (cpu < 0 && crc == 0) {
           openError(expandCpuPath(opts.msrPath, first), openErr, opts.sysfsCpuRoot, err);
@@ -382,9 +383,10 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
         // domain without a word (no silent zeros), so it is named instead.
         if (cpu < 0) {
           err->code = errnoName(-crc);
-          err->message = expandCpuPath(opts.msrPath, first) + ": reading the core energy register 0xC001029A failed (" +
-                         std::strerror(-crc) + "), as on its SMT siblings, though the package's first core has it — is CPU " +
-                         std::to_string(first) + " going offline? Try again, or use source 'powercap' or 'perf'";
+          err->message = expandCpuPath(opts.msrPath, failedCpu) + ": reading the core energy register 0xC001029A failed (" +
+                         std::strerror(-crc) + ")" + (readers.size() > 1 ? ", as on every CPU of its core," : "") +
+                         " though the package's first core has it — is CPU " + std::to_string(failedCpu) +
+                         " going offline? Try again, or use source 'powercap' or 'perf'";
           return nullptr;
         }
         cores.emplace_back(cpu, kAmdCore, sparesOf(cpu, Scope::Core));

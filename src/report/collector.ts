@@ -156,8 +156,12 @@ export class ReportCollector {
   readonly #labels = new Map<string, LabelRecords>();
   #recordOrigin: bigint | undefined;
   readonly #random = seededRandom(0x6a6f756c);
-  // Records that ended after the last point: counted into the next one.
-  #pendingRecords = 0;
+  // Records that ended after the last point, by end time on the report's axis: each is counted
+  // into the first point at or after it (a gap's, where it ended while the sampler was stopped).
+  #pendingEnds: number[] = [];
+  // Of those, the ones known to have ended between runs (counted once the sampler was seen
+  // stopped, which also bounds #pendingEnds to a poll's worth).
+  #pendingGap = 0;
   #recordKind: 'request' | 'span' = 'request';
   // Labels by pid and tid (a tid is given again once its thread exits), and by tid alone.
   readonly #threadLabels = new Map<number, string>();
@@ -199,7 +203,14 @@ export class ReportCollector {
     // From the first poll until stop(): one more at the end of each run.
     this.#unsubscribe ??= this.#sampler.onRunEnd(() => this.poll());
     const totals = this.#sampler.totals();
-    if (totals.timeNs === this.#lastTimeNs) return;
+    if (totals.timeNs === this.#lastTimeNs) {
+      // Stopped, after the run's last point (taken at its end): what ended since is between runs.
+      if (!this.#sampler.running) {
+        this.#pendingGap += this.#pendingEnds.length;
+        this.#pendingEnds = [];
+      }
+      return;
+    }
     // Never started: nothing to draw, and no start to measure time from.
     if (totals.startNs === 0n) return;
     this.#lastTimeNs = totals.timeNs;
@@ -232,10 +243,16 @@ export class ReportCollector {
   // Stores a point: folded into the last one while that spans less than the stride (and was
   // measured), else added, merging pairwise past MAX_POINTS.
   #add(point: Point, foldable: boolean): void {
-    // Records that ended since the last point: in a new run's first interval, not in the gap before it.
-    if (point.gapS === 0) {
-      point.records += this.#pendingRecords;
-      this.#pendingRecords = 0;
+    // Records that ended since the last point, up to this one's time: a gap's are those that
+    // ended between the runs, whenever they were added.
+    if (point.gapS > 0) {
+      point.records += this.#pendingGap;
+      this.#pendingGap = 0;
+    }
+    if (this.#pendingEnds.length > 0) {
+      const later = this.#pendingEnds.filter((t) => t > point.time);
+      point.records += this.#pendingEnds.length - later.length;
+      this.#pendingEnds = later;
     }
     const points = this.#points;
     const n = points.length;
@@ -373,7 +390,7 @@ export class ReportCollector {
     if (this.#startNs === undefined || points.length === 0) return;
     const t = Number(endNs - this.#startNs) / 1e9;
     if (t > points[points.length - 1].time) {
-      this.#pendingRecords++;
+      this.#pendingEnds.push(t);
       return;
     }
     if (t <= points[0].time) return;
@@ -430,7 +447,10 @@ export class ReportCollector {
     this.#threadLabels.set(key, checkString('label', label));
   }
 
-  /** The records kept: all of them, or for a label with more than RECORD_SAMPLE measured ones, a sample. */
+  /**
+   * The measured records kept, label by label: all of a label's, or a sample of them where it has
+   * more than RECORD_SAMPLE (2,048). Unmeasured records are counted per label, not kept.
+   */
   get records(): readonly ReportRecord[] {
     return this.#reportRecords();
   }

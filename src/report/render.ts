@@ -221,6 +221,33 @@ function decimate(sorted: number[], k: number): number[] {
   return Array.from({ length: k }, (_, i) => sorted[Math.floor(((i + 0.5) * sorted.length) / k)]);
 }
 
+// The rows' samples as one, each value standing for its row's measured records / its sample's
+// size, as k values at evenly spaced points of their weighted distribution (decimate() with
+// weights). A share of k picks per row, rounded, gave a row of one record in 100,000 none: a
+// rest of many small labels drew no dots and no percentiles, and beside one large label, the
+// large label's alone.
+function weightedDecimate(rows: RecordRow[], k: number): number[] {
+  const weighted: Array<[number, number]> = [];
+  for (const r of rows) for (const j of r.sample) weighted.push([j, r.measured / r.sample.length]);
+  if (weighted.length <= k) return weighted.map(([j]) => j).sort((a, b) => a - b);
+  weighted.sort((a, b) => a[0] - b[0]);
+  let total = 0;
+  for (const [, w] of weighted) total += w;
+  const out: number[] = [];
+  let below = 0;
+  let i = 0;
+  for (const [j, w] of weighted) {
+    below += w;
+    while (i < k && (i + 0.5) * (total / k) < below) {
+      out.push(j);
+      i++;
+    }
+  }
+  // Rounding may leave the last points short of the total.
+  while (out.length < k) out.push(weighted[weighted.length - 1][0]);
+  return out;
+}
+
 // Every label's figures: exact from recordLabels, or (a report saved before it) from the records.
 function recordRows(d: ReportData): RecordRow[] {
   const rows = new Map<string, RecordRow>();
@@ -254,9 +281,7 @@ function drawnRows(all: RecordRow[]): RecordRow[] {
   const ranked = all.sort((a, b) => b.joules - a.joules || b.count - a.count || byLabel(a, b));
   const rest = ranked.slice(MAX_ROWS - 1);
   const measured = rest.reduce((a, r) => a + r.measured, 0);
-  const sample = rest
-    .flatMap((r) => decimate(r.sample, measured > 0 ? Math.round((MAX_DOTS * r.measured) / measured) : 0))
-    .sort((a, b) => a - b);
+  const sample = weightedDecimate(rest, MAX_DOTS);
   const other: RecordRow = {
     label: `other (${rest.length} labels)`,
     count: rest.reduce((a, r) => a + r.count, 0),
