@@ -1,10 +1,15 @@
 // `jouletrace serve`: the host agent's /metrics, per-pid attribution, arguments, and shutdown.
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { processGone, processState } from '../src/cli/proc-stat';
 import { serveCommand } from '../src/cli/serve';
 import { freePort } from './fixtures/prometheus-server';
+
+const BIN = path.join(__dirname, '..', 'bin/jouletrace.js');
 
 const cleanups: Array<() => unknown> = [];
 afterEach(async () => {
@@ -131,6 +136,50 @@ describe('jouletrace serve', () => {
     expect(String(err.mock.calls.at(-1)![0])).toBe(`jouletrace serve: process ${zombie} has exited (its parent has not reaped it yet)\n`);
   });
 
+  // Out of file descriptors (the procfs backend holds 2 a thread; a flood of connections takes
+  // the rest), /proc/PID/stat could not be opened, and a live process was declared exited: its
+  // sampler closed, its series frozen for good, jouletrace_process_running 0.
+  it('keeps watching a live process while it cannot open /proc for want of file descriptors', async () => {
+    const target = spawn('sleep', ['60'], { stdio: 'ignore' });
+    cleanups.push(() => target.kill('SIGKILL'));
+    const port = await freePort();
+    const limit = 64;
+    const serve = spawn('bash', ['-c', `ulimit -n ${limit} && exec "$0" "$@"`, process.execPath, BIN, 'serve', '--port', String(port), '--pid', String(target.pid), '--source', 'model'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    cleanups.push(() => serve.kill('SIGKILL'));
+    let stderr = '';
+    serve.stderr!.on('data', (d: Buffer) => (stderr += String(d)));
+    for (let i = 0; i < 200 && !stderr.includes('/metrics'); i++) await new Promise((r) => setTimeout(r, 25));
+    expect(stderr).toContain(`http://127.0.0.1:${port}/metrics`);
+    // Connections it accepts and keeps (their requests never end) until it has no descriptor left.
+    const sockets: net.Socket[] = [];
+    cleanups.push(() => sockets.forEach((c) => c.destroy()));
+    for (let i = 0; i < limit * 2; i++) {
+      const c = net.connect(port, '127.0.0.1', () => c.write('GET /metrics HTTP/1.1\r\nHost: x\r\n'));
+      c.on('error', () => {});
+      sockets.push(c);
+    }
+    // Every descriptor number under the limit taken (one above it may come from the test runner).
+    const fds = () => fs.readdirSync(`/proc/${serve.pid}/fd`).filter((fd) => Number(fd) < limit).length;
+    for (let i = 0; i < 200 && fds() < limit; i++) await new Promise((r) => setTimeout(r, 25));
+    expect(fds()).toBe(limit);
+    await new Promise((r) => setTimeout(r, 1300)); // past the exit check's second
+    for (const c of sockets) c.destroy();
+    let text = '';
+    for (let i = 0; i < 100 && !text; i++) {
+      try {
+        text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      } catch {
+        await new Promise((r) => setTimeout(r, 25)); // the closed connections' descriptors not yet given back
+      }
+    }
+    expect(parse(text).get(`jouletrace_process_running{pid="${target.pid}",command="sleep",threads="${(await import('../src/threads')).bpfReadiness().ready ? 'bpf' : 'procfs'}"}`)).toBe(1);
+    expect(stderr).not.toContain('exited');
+    serve.kill('SIGTERM');
+    expect(await new Promise((r) => serve.once('exit', r))).toBe(0);
+  });
+
   it('prints help and rejects bad arguments with exit code 2', async () => {
     const out = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
     const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
@@ -164,3 +213,47 @@ describe('jouletrace serve', () => {
   });
 });
 
+
+describe('processState', () => {
+  // A procfs of the test's own: what /proc/PID/stat and /proc/PID/task hold, or something in
+  // their place that cannot be read (EISDIR, ENOTDIR: errors that say nothing of the process, as
+  // EMFILE, ENOMEM and EACCES do not).
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-proc-'));
+  afterEach(() => fs.rmSync(root, { recursive: true, force: true }));
+  const stat = (name: string, state: string, start: number) => `${name.split('/').at(-1)} (node) ${state} 1 1 1 0 -1 0 0 0 0 0 5 3 0 0 20 0 1 0 ${start} 0 0\n`;
+  const put = (rel: string, content: string | null) => {
+    const p = path.join(root, rel);
+    fs.mkdirSync(path.dirname(p), { recursive: true });
+    if (content === null) fs.mkdirSync(p);
+    else fs.writeFileSync(p, content);
+  };
+
+  it('tells a process running, gone, a zombie and its pid reused from one whose files cannot be read', () => {
+    put('100/stat', stat('100', 'S', 777));
+    expect(processState(100, 777, root)).toBe('running');
+    expect(processState(100, 778, root)).toBe('reused');
+    expect(processState(101, 777, root)).toBe('exited');
+    put('102/stat', null); // reading it fails with EISDIR
+    expect(processState(102, 777, root)).toBe('unknown');
+    expect(processGone(102, 777, root)).toBe(false);
+    expect(processGone(101, 777, root)).toBe(true);
+    fs.writeFileSync(path.join(root, '103'), ''); // 103/stat: ENOTDIR
+    expect(processState(103, 777, root)).toBe('unknown');
+  });
+
+  it('takes a zombie leader with a live thread as running, and one whose threads cannot be read as unknown', () => {
+    put('200/stat', stat('200', 'Z', 5));
+    put('200/task/200/stat', stat('200', 'Z', 5));
+    put('200/task/201/stat', stat('201', 'R', 6));
+    expect(processState(200, 5, root)).toBe('running');
+    fs.rmSync(path.join(root, '200/task/201'), { recursive: true });
+    expect(processState(200, 5, root)).toBe('zombie');
+    expect(processGone(200, 5, root)).toBe(true);
+    put('200/task/202/stat', null);
+    expect(processState(200, 5, root)).toBe('unknown');
+    fs.rmSync(path.join(root, '200/task'), { recursive: true });
+    fs.writeFileSync(path.join(root, '200/task'), ''); // readdir: ENOTDIR
+    expect(processState(200, 5, root)).toBe('unknown');
+    expect(processGone(200, 5, root)).toBe(false);
+  });
+});

@@ -10,7 +10,7 @@ import { Sampler } from '../sampler';
 import { SOURCE_NAMES, type SourceName } from '../source-options';
 import { checkNumber, inFlagWords, numberOption, parseArgs, parseIntervalUs, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type ParsedArgs, type SourcePaths } from './args';
 import { printable } from './format';
-import { processGone, readProcStat } from './proc-stat';
+import { processState, watchedProcessStart } from './proc-stat';
 
 const HELP = `Usage: jouletrace serve [options]
 
@@ -117,16 +117,12 @@ export async function serveCommand(argv: string[]): Promise<number> {
     return reportUsageError('serve', HELP, e);
   }
   // As top says it: a process that is not there is not a sampler's error about /proc; nor one
-  // that has exited and not been reaped (a zombie), whose series would only ever hold the rest.
-  const missing = args.pids.find((pid) => !fs.existsSync(`/proc/${pid}`));
-  if (missing !== undefined) {
-    process.stderr.write(`jouletrace serve: no process ${missing}\n`);
-    return 1;
-  }
-  const zombie = args.pids.find((pid) => processGone(pid, readProcStat(pid)?.start));
-  if (zombie !== undefined) {
-    process.stderr.write(`jouletrace serve: process ${zombie} has exited (its parent has not reaped it yet)\n`);
-    return 1;
+  // that has exited and not been reaped (a zombie).
+  const starts = new Map<number, number>();
+  for (const pid of args.pids) {
+    const start = watchedProcessStart('serve', pid);
+    if (start === undefined) return 1;
+    starts.set(pid, start);
   }
   const samplers: Sampler[] = [];
   let exitWatch: NodeJS.Timeout | undefined;
@@ -149,17 +145,27 @@ export async function serveCommand(argv: string[]): Promise<number> {
       samplers.push(s);
       s.start();
       // droppedThreads: read at each scrape, and kept at the exit (the sampler closes then).
-      const threads = s.stats().threads.backend;
-      return { pid, command: commandOf(pid), start: readProcStat(pid)?.start, sampler: s, tracker: new EnergyTracker(s), exited: false, threads, droppedThreads: 0 };
+      const stats = s.stats();
+      const threads = stats.threads.backend;
+      const watch = stats.target?.watch ?? null;
+      return { pid, command: commandOf(pid), start: starts.get(pid)!, watch, sampler: s, tracker: new EnergyTracker(s), exited: false, threads, droppedThreads: 0 };
     });
     // A process gone (or a zombie, or its pid reused) keeps its figures as they were, rather than
     // go on charging the baseline and the rest of the machine to a process that is not there:
     // its sampler stopped itself at the exit (stats().target), so a last read takes the final
     // figures, then the sampler closes. Looked at each second, and at each scrape; /proc as well,
-    // for a sampler that could not watch (neither a pidfd nor the process's stat file).
+    // for a sampler that could not watch (neither a pidfd nor the process's stat file). A pidfd
+    // sees the exit itself: there /proc only tells a zombie or a reused pid, never an absence.
+    // /proc that cannot be read (out of file descriptors: the procfs backend holds 2 a thread)
+    // says nothing of the process, which is watched on.
+    const gone = (t: (typeof trackers)[number]): boolean => {
+      if (!t.sampler.running) return true;
+      const state = processState(t.pid, t.start);
+      return state === 'zombie' || state === 'reused' || (state === 'exited' && t.watch !== 'pidfd');
+    };
     const noticeExits = () => {
       for (const t of trackers) {
-        if (t.exited || (t.sampler.running && !processGone(t.pid, t.start))) continue;
+        if (t.exited || !gone(t)) continue;
         t.tracker.read();
         t.droppedThreads = t.sampler.stats().threads.droppedThreads;
         t.sampler.close();
