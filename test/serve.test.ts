@@ -1,5 +1,5 @@
 // `jouletrace serve`: the host agent's /metrics, per-pid attribution, arguments, and shutdown.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
@@ -201,7 +201,7 @@ describe('jouletrace serve', () => {
     expect(lastError()).toContain('use --country or --grams-per-kwh, not both');
   });
 
-  it('reports a port in use as an error, exit code 1', async () => {
+  it('reports a port in use as an error that says what to do, exit code 1', async () => {
     const http = await import('node:http');
     const blocker = http.createServer();
     await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
@@ -209,15 +209,48 @@ describe('jouletrace serve', () => {
     const port = (blocker.address() as { port: number }).port;
     const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
     expect(await serveCommand(['--port', String(port), '--source', 'model'])).toBe(1);
-    expect(err.mock.calls.map((c) => String(c[0])).join('')).toMatch(/cannot listen on 127\.0\.0\.1/);
+    expect(err.mock.calls.map((c) => String(c[0])).join('')).toBe(
+      `jouletrace serve: cannot listen on 127.0.0.1:${port}: listen EADDRINUSE: address already in use 127.0.0.1:${port}: another process (perhaps another jouletrace serve) has the port; pick another with --port N\n`,
+    );
+  });
+
+  const lowPortsOpen = Number(fs.readFileSync('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'utf8')) <= 1;
+  it.skipIf(process.getuid?.() !== 0 || lowPortsOpen)(
+    `says what a port below 1024 needs, to a user without the right to it${lowPortsOpen ? ' (skipped: net.ipv4.ip_unprivileged_port_start lets anyone bind port 1)' : ''}`,
+    () => {
+      // As user nobody: root binds any port. Port 1: refused before any check of its use.
+      const r = spawnSync(process.execPath, [BIN, 'serve', '--port', '1', '--source', 'model'], { uid: 65534, gid: 65534, encoding: 'utf8', timeout: 15_000 });
+      expect(r.status, r.stderr).toBe(1);
+      expect(r.stderr).toBe(
+        'jouletrace serve: cannot listen on 127.0.0.1:1: listen EACCES: permission denied 127.0.0.1:1: ports below 1024 need root or CAP_NET_BIND_SERVICE (or a lower sysctl net.ipv4.ip_unprivileged_port_start); or pick one above with --port N\n',
+      );
+    },
+  );
+
+  it('says what to do when out of file descriptors at listen()', async () => {
+    // Every descriptor taken just before listen(), once the samplers have theirs.
+    const script = `
+      const fs = require('node:fs');
+      const http = require('node:http');
+      const listen = http.Server.prototype.listen;
+      http.Server.prototype.listen = function (...args) {
+        try { for (;;) fs.openSync('/dev/null', 'r'); } catch {}
+        return listen.apply(this, args);
+      };
+      require(${JSON.stringify(path.join(__dirname, '..', 'dist/cjs/cli/main.js'))}).main(process.argv.slice(1)).then((code) => process.exit(code));`;
+    const port = await freePort();
+    const r = spawnSync(process.execPath, ['-e', script, 'serve', '--port', String(port), '--source', 'model'], { encoding: 'utf8', timeout: 15_000 });
+    expect(r.status, r.stderr).toBe(1);
+    expect(r.stderr).toBe(
+      `jouletrace serve: cannot listen on 127.0.0.1:${port}: listen EMFILE: too many open files 127.0.0.1:${port}: out of file descriptors; raise the limit (ulimit -n; the procfs backend holds 2 for each thread of each --pid)\n`,
+    );
   });
 });
 
-
 describe('processState', () => {
   // A procfs of the test's own: what /proc/PID/stat and /proc/PID/task hold, or something in
-  // their place that cannot be read (EISDIR, ENOTDIR: errors that say nothing of the process, as
-  // EMFILE, ENOMEM and EACCES do not).
+  // their place that cannot be read (EISDIR, ENOTDIR: stand-ins for EMFILE, ENOMEM and EACCES,
+  // errors that say nothing of the process).
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-proc-'));
   afterEach(() => fs.rmSync(root, { recursive: true, force: true }));
   const stat = (name: string, state: string, start: number) => `${name.split('/').at(-1)} (node) ${state} 1 1 1 0 -1 0 0 0 0 0 5 3 0 0 20 0 1 0 ${start} 0 0\n`;

@@ -103,6 +103,20 @@ function commandOf(pid: number): string {
   }
 }
 
+// What to do about the listen errors that have a remedy.
+function listenFix(code: string | undefined): string {
+  switch (code) {
+    case 'EADDRINUSE':
+      return ': another process (perhaps another jouletrace serve) has the port; pick another with --port N';
+    case 'EACCES':
+      return ': ports below 1024 need root or CAP_NET_BIND_SERVICE (or a lower sysctl net.ipv4.ip_unprivileged_port_start); or pick one above with --port N';
+    case 'EMFILE':
+      return ': out of file descriptors; raise the limit (ulimit -n; the procfs backend holds 2 for each thread of each --pid)';
+    default:
+      return '';
+  }
+}
+
 /** Runs the agent; resolves with the exit code once SIGINT or SIGTERM arrives (0) or on a start-up error. */
 export async function serveCommand(argv: string[]): Promise<number> {
   let args: ServeArgs;
@@ -256,7 +270,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     });
   } catch (err) {
     closeAll();
-    process.stderr.write(`jouletrace serve: cannot listen on ${args.host}:${args.port}: ${(err as Error).message}\n`);
+    process.stderr.write(`jouletrace serve: cannot listen on ${args.host}:${args.port}: ${(err as Error).message}${listenFix((err as NodeJS.ErrnoException).code)}\n`);
     return 1;
   }
   const addr = server.address();
