@@ -198,7 +198,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   reg(
     new Gauge({
       name: `${prefix}power_watts`,
-      help: 'Average power per RAPL domain and package since the previous scrape (at least 0.5 s).',
+      help: 'Average power per RAPL domain and package since the previous scrape (at least 0.5 s); no series for a domain whose energy did not move while reads of the source failed.',
       labelNames: names('domain', 'package'),
       registers: [building],
       collect() {
@@ -324,6 +324,18 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     }),
   );
   reg(
+    new Counter({
+      name: `${prefix}sampler_read_errors_total`,
+      help: `Reads of the energy source that failed (the domains kept their last values; ${prefix}power_watts has no series for a window in which they did not move).`,
+      labelNames: constNames,
+      registers: [building],
+      collect() {
+        this.reset();
+        this.inc({ ...constLabels }, health.read().readErrors);
+      },
+    }),
+  );
+  reg(
     new Gauge({
       name: `${prefix}sampler_jitter_seconds`,
       help: 'Wake-up lateness of the sampler thread since its start(), by statistic: p50, p99, p999, max.',
@@ -343,7 +355,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   reg(
     new Gauge({
       name: `${prefix}sampler_counters_still_seconds`,
-      help: "How long no energy counter of the source has changed, to its last sample: about 0.001 on real RAPL; seconds mean energy the source is not counting (it reads as 0 J).",
+      help: `How long no energy counter of the source has changed, to its last sample: about 0.001 on real RAPL; seconds mean energy the source is not counting (it reads as 0 J), or reads of it that fail (${prefix}sampler_read_errors_total).`,
       labelNames: constNames,
       registers: [building],
       collect() {
@@ -553,8 +565,8 @@ class EnergyHealth {
   readonly #sampler: Sampler;
   readonly #acc = new (class {
     run: unknown;
-    last = { samples: 0, dropped: 0, missed: 0 };
-    total = { samples: 0, dropped: 0, missed: 0 };
+    last = { samples: 0, dropped: 0, missed: 0, readErrors: 0 };
+    total = { samples: 0, dropped: 0, missed: 0, readErrors: 0 };
   })();
   #cache: { at: number; value: ReturnType<EnergyHealth['read']> } | null = null;
   // As last read: a closed sampler's info series keeps its labels rather than start another.
@@ -581,6 +593,7 @@ class EnergyHealth {
     samples: number;
     dropped: number;
     missed: number;
+    readErrors: number;
     jitterUs: { p50: number; p99: number; p999: number; max: number } | null;
     stillUs: number | null;
     threads: string;
@@ -595,10 +608,10 @@ class EnergyHealth {
       const run = this.#sampler.totals().startNs;
       if (run !== a.run) {
         a.run = run;
-        a.last = { samples: 0, dropped: 0, missed: 0 };
+        a.last = { samples: 0, dropped: 0, missed: 0, readErrors: 0 };
       }
-      const cur = { samples: s.timing.samples, dropped: s.ring.dropped, missed: s.timing.missedDeadlines };
-      for (const k of ['samples', 'dropped', 'missed'] as const) {
+      const cur = { samples: s.timing.samples, dropped: s.ring.dropped, missed: s.timing.missedDeadlines, readErrors: s.timing.readErrors };
+      for (const k of ['samples', 'dropped', 'missed', 'readErrors'] as const) {
         const d = cur[k] >= a.last[k] ? cur[k] - a.last[k] : cur[k];
         a.total[k] += d;
         a.last[k] = cur[k];
