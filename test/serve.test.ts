@@ -180,6 +180,25 @@ describe('jouletrace serve', () => {
     expect(await new Promise((r) => serve.once('exit', r))).toBe(0);
   });
 
+  // It took the model source without a word of what the hardware sources lacked.
+  it('says at start-up why --source auto passed over each source before the one it took', async () => {
+    // An msr device that reads nothing, and no perf PMU or RAPL zone: auto comes down to model.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-serve-'));
+    cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+    fs.writeFileSync(path.join(dir, 'msr0'), '');
+    const stderr = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    const { stop } = await startServe(['--msr-path', `${dir}/msr%d`, '--perf-pmu-root', dir, '--powercap-root', dir]);
+    await stop();
+    const lines = stderr.mock.calls.map((c) => String(c[0])).join('').split('\n');
+    const notes = lines.filter((l) => l.startsWith('jouletrace serve: note: '));
+    expect(notes).toHaveLength(3);
+    expect(notes[0]).toMatch(new RegExp(`^jouletrace serve: note: msr unavailable here: ${dir}/msr0: reading the RAPL unit register 0x\\w+ failed`));
+    expect(notes[1]).toMatch(new RegExp(`^jouletrace serve: note: perf unavailable here: ${dir}/type: .*not a perf PMU directory$`));
+    expect(notes[2]).toMatch(new RegExp(`^jouletrace serve: note: powercap unavailable here: no RAPL zones under ${dir} — load intel_rapl_common`));
+    // Before the address, which says which source it took.
+    expect(lines.indexOf(notes[2])).toBeLessThan(lines.findIndex((l) => l.includes('/metrics (source model')));
+  });
+
   it('prints help and rejects bad arguments with exit code 2', async () => {
     const out = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
     const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);

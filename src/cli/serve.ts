@@ -8,7 +8,7 @@ import { registerMetrics } from '../prometheus';
 import { gridIntensity } from '../carbon';
 import { Sampler } from '../sampler';
 import { SOURCE_NAMES, type SourceName } from '../source-options';
-import { checkNumber, inFlagWords, numberOption, parseArgs, parseIntervalUs, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type ParsedArgs, type SourcePaths } from './args';
+import { checkNumber, inFlagWords, numberOption, parseArgs, parseIntervalUs, reportUsageError, skippedSourceNotes, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type ParsedArgs, type SourcePaths } from './args';
 import { printable } from './format';
 import { processState, watchedProcessStart } from './proc-stat';
 
@@ -34,7 +34,8 @@ Options:
                        tracking that process's threads: eBPF, else procfs). Once N exits, its
                        figures stay as they were at its exit (its sampler stops within 10 ms of
                        it; one line on stderr)
-  --source NAME        energy source: ${SOURCE_NAMES.join(', ')} (default auto)
+  --source NAME        energy source: ${SOURCE_NAMES.join(', ')} (default auto: a note
+                       on stderr says why each source before the one it takes was passed over)
   --interval T         sampling period: milliseconds, or with a unit (500us, 10ms, 1s);
                        50us to 1s (default 10ms)
   --country CODE       grid carbon intensity of this country (ISO 3166-1 alpha-3, e.g. FRA):
@@ -150,6 +151,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     // Machine-level energy: one sampler without thread tracking.
     const node = new Sampler({ source: args.source, ...args.paths, intervalUs, threads: 'off' });
     samplers.push(node);
+    for (const note of skippedSourceNotes(node.skipped)) process.stderr.write(`jouletrace serve: note: ${note}\n`);
     registerMetrics(node, { registry, appMetrics: false, carbon: args.carbon });
     node.start();
 
