@@ -405,6 +405,41 @@ describe('registerMetrics', () => {
     expect(m.registry.getSingleMetric('app_requests_total')).toBeDefined();
   });
 
+  // A host agent's sampler measures no span or request of the process it runs in: these series
+  // only ever read 0, under HELP texts about "this process's" requests.
+  it('leaves the span and request metrics out with spanMetrics: false, and listens for no span', async () => {
+    const inProcess = ['jouletrace_span_energy_joules', 'http_server_request_energy_joules', 'jouletrace_incomplete_spans_total', 'jouletrace_incomplete_requests_total'];
+    const s = sampler().start();
+    const names = async (m: { registry: Registry }) => (await m.registry.getMetricsAsJSON()).map((x) => x.name);
+    const plain = registerMetrics(s);
+    cleanups.push(() => plain.close());
+    expect(await names(plain)).toEqual(expect.arrayContaining(inProcess));
+    const spans = (s as unknown as { onSpan: typeof s.onSpan }).onSpan;
+    let listened = 0;
+    (s as unknown as { onSpan: typeof s.onSpan }).onSpan = (cb) => (listened++, spans.call(s, cb));
+    const registry = new Registry();
+    const agent = registerMetrics(s, { registry, spanMetrics: false });
+    cleanups.push(() => agent.close());
+    expect(listened).toBe(0);
+    expect((await names(agent)).filter((n) => inProcess.includes(n))).toEqual([]);
+    expect(await names(agent)).toContain('jouletrace_energy_joules_total');
+    agent.close();
+    expect(await names(agent)).toEqual([]);
+    for (const spanMetrics of ['false', 0, null]) {
+      expect(() => registerMetrics(s, { spanMetrics } as never)).toThrow(
+        new TypeError(`Expected a boolean for options.spanMetrics but received ${JSON.stringify(spanMetrics)} of type ${spanMetrics === null ? 'null' : typeof spanMetrics}`),
+      );
+    }
+    const tracker = new RequestTracker(s);
+    cleanups.push(() => tracker.close());
+    expect(() => registerMetrics(s, { registry: new Registry(), requests: tracker, spanMetrics: false })).toThrow(
+      new TypeError('options.requests needs spanMetrics: the request metrics it feeds are left out with options.spanMetrics false'),
+    );
+    s.close();
+    expect(() => registerMetrics(s, { registry, spanMetrics: false })).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_CLOSED' }));
+    expect(await names({ registry })).toEqual([]);
+  });
+
   it('refuses as a constant label every label name its series use', async () => {
     // Every family with a series: thread tracking on, a span and a request observed, carbon on.
     const s = sampler().start();

@@ -81,8 +81,11 @@ describe('jouletrace serve', () => {
     const sum = parts[0] + parts[1] + parts[2];
     expect(Math.abs(sum - pkg) / pkg).toBeLessThan(0.25);
     expect(v.get('jouletrace_carbon_grams_total{scope="machine",estimated="true"}')).toBeCloseTo(pkg * (400 / 3.6e6), 3);
-    // No in-process app metrics on a host agent.
+    // No in-process app metrics on a host agent, nor span and request metrics.
     expect([...v.keys()].some((k) => k.startsWith('app_'))).toBe(false);
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    expect(text).not.toMatch(/^# HELP (jouletrace_span_energy_joules|http_server_request_energy_joules|jouletrace_incomplete_spans_total|jouletrace_incomplete_requests_total) /m);
+    expect(text).toMatch(/^# HELP jouletrace_sampler_read_errors_total /m);
     expect((await fetch(`http://127.0.0.1:${port}/nope`)).status).toBe(404);
 
     // The watched process exits: its figures stay as they were (they went on growing, the

@@ -152,7 +152,8 @@ export async function serveCommand(argv: string[]): Promise<number> {
     const node = new Sampler({ source: args.source, ...args.paths, intervalUs, threads: 'off' });
     samplers.push(node);
     for (const note of skippedSourceNotes(node.skipped)) process.stderr.write(`jouletrace serve: note: ${note}\n`);
-    registerMetrics(node, { registry, appMetrics: false, carbon: args.carbon });
+    // Nothing of this process is measured: no app_* metric, no span or request histogram.
+    registerMetrics(node, { registry, appMetrics: false, spanMetrics: false, carbon: args.carbon });
     node.start();
 
     // Per process: a sampler tracking that process's threads, and its attribution as counters.
