@@ -84,17 +84,25 @@ export interface EnergyReading {
   estimated: boolean;
   /** Whether the sampler was running at this reading. */
   running: boolean;
+  /** The run's failed reads of its source (stats().timing.readErrors) as of this reading. */
+  readErrors: number;
 }
 
 /**
  * Average power per domain between an exporter's collections, over windows of at least
  * minWindowNs, 0.5 s unless given (a scrape right after another would divide a counter step by
  * microseconds; a second scraper right after the first reuses the last figure). The first window
- * runs from the sampler's start.
+ * runs from the sampler's start. A domain whose energy did not move in a window where the
+ * source's reads failed has no figure for it (not 0 W): its window stays open, and the next
+ * figure covers it (not the whole catch-up over the last window alone).
  */
 export class PowerWindow {
   readonly #minWindowNs: bigint;
-  #prev: { timeNs: bigint; joules: Map<string, number> } | null = null;
+  // Where each domain's window starts: the end of the last one it had a figure for.
+  #from = new Map<string, { timeNs: bigint; joules: number }>();
+  // When the last window ended (null: none since the run's start), and the run's read errors then.
+  #endNs: bigint | null = null;
+  #readErrors = 0;
   #last = new Map<string, number>();
   #run: bigint | undefined;
 
@@ -117,15 +125,27 @@ export class PowerWindow {
     // Nothing from an earlier run stands for this one, nor while stopped.
     if (!r.running || newRun) this.#last = new Map();
     if (!r.running) {
-      this.#prev = null;
+      this.#endNs = null;
       return this.#last;
     }
-    if (newRun || this.#prev === null) this.#prev = { timeNs: r.run, joules: new Map(r.domains.map((d) => [d.key, d.joules - d.runJoules])) };
-    const dtNs = r.timeNs - this.#prev.timeNs;
+    if (newRun || this.#endNs === null) {
+      this.#endNs = r.run;
+      this.#readErrors = 0;
+      this.#from = new Map(r.domains.map((d) => [d.key, { timeNs: r.run, joules: d.joules - d.runJoules }]));
+    }
+    const dtNs = r.timeNs - this.#endNs;
     if (dtNs >= this.#minWindowNs || (this.#last.size === 0 && dtNs > 0n)) {
-      const prev = this.#prev.joules;
-      this.#last = new Map(r.domains.map((d) => [d.key, (d.joules - (prev.get(d.key) ?? 0)) / (Number(dtNs) / 1e9)]));
-      this.#prev = { timeNs: r.timeNs, joules: new Map(r.domains.map((d) => [d.key, d.joules])) };
+      const failed = r.readErrors > this.#readErrors;
+      this.#last = new Map();
+      for (const d of r.domains) {
+        const from = this.#from.get(d.key) ?? { timeNs: this.#endNs, joules: 0 };
+        // Reads that failed keep the domain's last value: standing still, it is unknown, not 0 W.
+        if (failed && d.joules === from.joules) continue;
+        this.#last.set(d.key, (d.joules - from.joules) / (Number(r.timeNs - from.timeNs) / 1e9));
+        this.#from.set(d.key, { timeNs: r.timeNs, joules: d.joules });
+      }
+      this.#endNs = r.timeNs;
+      this.#readErrors = r.readErrors;
     }
     return this.#last;
   }
@@ -181,7 +201,7 @@ export class EnergyTracker {
       // Closed: the last figures read, or, closed before any read, none (a scrape of a shared
       // registry must not fail for it, nor an OpenTelemetry collection).
       if (this.#lastReading) return { ...this.#lastReading, running: false };
-      return { run: 0n, timeNs: 0n, domains: [], machine: 0, parts: null, estimated: this.estimated, running: false };
+      return { run: 0n, timeNs: 0n, domains: [], machine: 0, parts: null, estimated: this.estimated, running: false, readErrors: 0 };
     }
     this.#acc.beginRun(totals.startNs);
     let machine = 0;
@@ -208,7 +228,9 @@ export class EnergyTracker {
         parts = this.#lastReading?.parts ?? null;
       }
     }
-    this.#lastReading = { run: totals.startNs, timeNs: totals.timeNs, domains, machine, parts, estimated: this.estimated, running: this.sampler.running };
+    // After totals(): a read that failed before them is counted with them.
+    const readErrors = this.sampler.stats().timing.readErrors;
+    this.#lastReading = { run: totals.startNs, timeNs: totals.timeNs, domains, machine, parts, estimated: this.estimated, running: this.sampler.running, readErrors };
     return this.#lastReading;
   }
 

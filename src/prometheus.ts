@@ -60,6 +60,14 @@ export interface PrometheusOptions {
   carbon?: CarbonIntensityOptions | CarbonIntensity;
   /** Register the source article's app_* metrics. Default true. */
   appMetrics?: boolean;
+  /**
+   * Register the metrics of this process's settled spans and requests (jouletrace_span_energy_joules,
+   * http_server_request_energy_joules, jouletrace_incomplete_spans_total,
+   * jouletrace_incomplete_requests_total) and listen for them. Default true; false for a sampler
+   * that measures none of them, as a host agent's (`jouletrace serve`), where they would only
+   * ever read 0. `requests` then has nothing to feed (TypeError).
+   */
+  spanMetrics?: boolean;
   /** Histogram buckets, joules. Defaults: SPAN_BUCKETS, REQUEST_BUCKETS. */
   spanBuckets?: number[];
   requestBuckets?: number[];
@@ -91,6 +99,7 @@ const OPTION_KEYS = [
   'joulesPerRequestWindowMs',
   'carbon',
   'appMetrics',
+  'spanMetrics',
   'spanBuckets',
   'requestBuckets',
 ];
@@ -134,7 +143,9 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
       ? 300_000
       : checkIntegerInRange('options.joulesPerRequestWindowMs', opts.joulesPerRequestWindowMs, 1000, 86_400_000);
   const appMetrics = opts.appMetrics === undefined ? true : checkBoolean('options.appMetrics', opts.appMetrics);
+  const spanMetrics = opts.spanMetrics === undefined ? true : checkBoolean('options.spanMetrics', opts.spanMetrics);
   const requests = checkRequestSource<RequestSource>('options.requests', opts.requests);
+  if (requests && !spanMetrics) throw new TypeError('options.requests needs spanMetrics: the request metrics it feeds are left out with options.spanMetrics false');
   const checkBuckets = (name: string, b: unknown, dflt: readonly number[]): number[] => {
     if (b === undefined) return [...dflt];
     // Finite: the +Inf bucket is always there, and a second one is a duplicate series.
@@ -198,7 +209,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   reg(
     new Gauge({
       name: `${prefix}power_watts`,
-      help: 'Average power per RAPL domain and package since the previous scrape (at least 0.5 s).',
+      help: 'Average power per RAPL domain and package since the previous scrape (at least 0.5 s); no series for a domain whose energy did not move while reads of the source failed.',
       labelNames: names('domain', 'package'),
       registers: [building],
       collect() {
@@ -243,22 +254,26 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     );
   }
 
-  const spanHist = reg(
+  // Left out with spanMetrics false: built all the same, in no registry, so that observeSpans()
+  // and observeRequests() stay as they are.
+  const spanRegisters = spanMetrics ? [building] : [];
+  const spanReg = <T extends object>(m: T): T => (spanMetrics ? reg(m) : m);
+  const spanHist = spanReg(
     new FastHistogram({
       name: `${prefix}span_energy_joules`,
       help: 'Energy of settled jouletrace spans, by label.',
       labelNames: names('label'),
       buckets: spanBuckets,
-      registers: [building],
+      registers: spanRegisters,
     }),
   );
-  const requestHist = reg(
+  const requestHist = spanReg(
     new FastHistogram({
       name: 'http_server_request_energy_joules',
       help: 'Energy charged to each HTTP request (jouletrace), by method, route pattern and status code.',
       labelNames: names('method', 'route', 'status_code'),
       buckets: requestBuckets,
-      registers: [building],
+      registers: spanRegisters,
     }),
   );
 
@@ -266,20 +281,20 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   // label would double their series); these say how many there were, NaN joules included. With
   // the source's `estimated`, as app_requests_total: the share of incomplete requests is one
   // division of two series with the same labels.
-  const incompleteSpans = reg(
+  const incompleteSpans = spanReg(
     new Counter({
       name: `${prefix}incomplete_spans_total`,
       help: `Settled spans flagged incomplete (part of their interval unmeasured): those with a figure are in ${prefix}span_energy_joules as well, those with NaN joules only here.`,
       labelNames: names(),
-      registers: [building],
+      registers: spanRegisters,
     }),
   );
-  const incompleteRequests = reg(
+  const incompleteRequests = spanReg(
     new Counter({
       name: `${prefix}incomplete_requests_total`,
       help: 'Finished requests flagged incomplete (part of their lifetime unmeasured): those with a figure are in http_server_request_energy_joules as well, those with NaN joules only here.',
       labelNames: names(),
-      registers: [building],
+      registers: spanRegisters,
     }),
   );
   incompleteSpans.inc(labels({}), 0);
@@ -324,6 +339,18 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     }),
   );
   reg(
+    new Counter({
+      name: `${prefix}sampler_read_errors_total`,
+      help: `Reads of the energy source that failed (the domains kept their last values; ${prefix}power_watts has no series for a window in which they did not move).`,
+      labelNames: constNames,
+      registers: [building],
+      collect() {
+        this.reset();
+        this.inc({ ...constLabels }, health.read().readErrors);
+      },
+    }),
+  );
+  reg(
     new Gauge({
       name: `${prefix}sampler_jitter_seconds`,
       help: 'Wake-up lateness of the sampler thread since its start(), by statistic: p50, p99, p999, max.',
@@ -343,7 +370,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   reg(
     new Gauge({
       name: `${prefix}sampler_counters_still_seconds`,
-      help: "How long no energy counter of the source has changed, to its last sample: about 0.001 on real RAPL; seconds mean energy the source is not counting (it reads as 0 J).",
+      help: `How long no energy counter of the source has changed, to its last sample: about 0.001 on real RAPL; seconds mean energy the source is not counting (it reads as 0 J), or reads of it that fail (${prefix}sampler_read_errors_total).`,
       labelNames: constNames,
       registers: [building],
       collect() {
@@ -526,7 +553,11 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   // there (zeros, and a retry on that registry refused as a conflict).
   let unsubscribe: () => void;
   try {
-    unsubscribe = subscribe(sampler, requests, observeSpans, observeRequests);
+    if (spanMetrics) unsubscribe = subscribe(sampler, requests, observeSpans, observeRequests);
+    else {
+      sampler.stats(); // nothing to listen for; a closed sampler throws all the same
+      unsubscribe = () => {};
+    }
   } catch (err) {
     release();
     throw err;
@@ -553,8 +584,8 @@ class EnergyHealth {
   readonly #sampler: Sampler;
   readonly #acc = new (class {
     run: unknown;
-    last = { samples: 0, dropped: 0, missed: 0 };
-    total = { samples: 0, dropped: 0, missed: 0 };
+    last = { samples: 0, dropped: 0, missed: 0, readErrors: 0 };
+    total = { samples: 0, dropped: 0, missed: 0, readErrors: 0 };
   })();
   #cache: { at: number; value: ReturnType<EnergyHealth['read']> } | null = null;
   // As last read: a closed sampler's info series keeps its labels rather than start another.
@@ -581,6 +612,7 @@ class EnergyHealth {
     samples: number;
     dropped: number;
     missed: number;
+    readErrors: number;
     jitterUs: { p50: number; p99: number; p999: number; max: number } | null;
     stillUs: number | null;
     threads: string;
@@ -595,10 +627,10 @@ class EnergyHealth {
       const run = this.#sampler.totals().startNs;
       if (run !== a.run) {
         a.run = run;
-        a.last = { samples: 0, dropped: 0, missed: 0 };
+        a.last = { samples: 0, dropped: 0, missed: 0, readErrors: 0 };
       }
-      const cur = { samples: s.timing.samples, dropped: s.ring.dropped, missed: s.timing.missedDeadlines };
-      for (const k of ['samples', 'dropped', 'missed'] as const) {
+      const cur = { samples: s.timing.samples, dropped: s.ring.dropped, missed: s.timing.missedDeadlines, readErrors: s.timing.readErrors };
+      for (const k of ['samples', 'dropped', 'missed', 'readErrors'] as const) {
         const d = cur[k] >= a.last[k] ? cur[k] - a.last[k] : cur[k];
         a.total[k] += d;
         a.last[k] = cur[k];

@@ -804,6 +804,35 @@ describe('ProcessTreeWatcher', () => {
     expect(w.get(105)).toEqual({ ppid: null, command: '[cc]' });
   });
 
+  // Out of file descriptors, /proc/PID/stat could not be opened: the process was taken as
+  // exited, and its exec and children never seen again.
+  it('looks again at a process whose stat could not be read, rather than take it as exited', () => {
+    const proc = fakeProc();
+    proc.put(100, { comm: 'sh', ppid: 1, start: 400, cmdline: 'sh -c work', children: [101] });
+    proc.put(101, { comm: 'sh', ppid: 100, start: 500, cmdline: 'sh -c step' });
+    const w = new ProcessTreeWatcher(100, undefined, proc.dir);
+    const stat = path.join(proc.dir, '101', 'stat');
+    const line = fs.readFileSync(stat, 'utf8');
+    fs.rmSync(stat);
+    fs.mkdirSync(stat); // reads fail with EISDIR, as they would with EMFILE
+    // 102 is first seen while its stat cannot be read either.
+    proc.put(102, { comm: 'cc', ppid: 100, start: 600, cmdline: 'cc -c a.c' });
+    const stat102 = path.join(proc.dir, '102', 'stat');
+    const line102 = fs.readFileSync(stat102, 'utf8');
+    fs.rmSync(stat102);
+    fs.mkdirSync(stat102);
+    proc.put(100, { comm: 'sh', ppid: 1, start: 400, cmdline: 'sh -c work', children: [101, 102] });
+    w.poll();
+    fs.rmdirSync(stat);
+    fs.writeFileSync(stat, line.replace('(sh)', '(make)'));
+    fs.writeFileSync(path.join(proc.dir, '101', 'cmdline'), 'make\0all\0');
+    fs.rmdirSync(stat102);
+    fs.writeFileSync(stat102, line102);
+    w.poll();
+    expect(w.get(101)).toEqual({ ppid: 100, command: 'make all' });
+    expect(w.get(102)).toEqual({ ppid: 100, command: 'cc -c a.c' });
+  });
+
   it('lists every process of the tree past the threads folded into pid 0, which is no process', () => {
     const proc = fakeProc();
     proc.put(100, { comm: 'sh', ppid: 1, start: 400, cmdline: 'sh -c build' });

@@ -1,11 +1,12 @@
 // `jouletrace top` in a real pseudo-terminal (tmux, 80×24), and off a terminal.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ProcessShares, type ProcessTicks } from '../src/cli/process-shares';
 import { readCpuTicks } from '../src/cli/proc-stat';
-import { renderFrame, type TopFrame } from '../src/cli/top';
+import { readAllProcesses, renderFrame, type TopFrame } from '../src/cli/top';
 import { countingPowercap } from './fixtures/emulated-devices';
 
 const ROOT = path.join(__dirname, '..');
@@ -187,6 +188,23 @@ describe('jouletrace top off a terminal', () => {
     }
   });
 
+  // The procfs backend holds 2 file descriptors a thread: with 60 threads and 64 descriptors,
+  // /proc/PID/stat could not be opened, and top ended as if the process had exited.
+  it('goes on with a live process whose /proc it cannot read for want of file descriptors', async () => {
+    const code = 'import threading, time\nev = threading.Event()\nfor i in range(60): threading.Thread(target=ev.wait, daemon=True).start()\nprint("up", flush=True)\ntime.sleep(60)\n';
+    const py = spawn('python3', ['-c', code], { stdio: ['ignore', 'pipe', 'ignore'] });
+    try {
+      await new Promise<void>((resolve) => py.stdout!.once('data', () => resolve()));
+      const args = [BIN, 'top', '--pid', String(py.pid), '--threads', 'procfs', '--source', 'model', '--json', '--delay', '0.2', '--iterations', '5'];
+      const r = spawnSync('bash', ['-c', 'ulimit -n 64 && exec "$0" "$@"', process.execPath, ...args], { encoding: 'utf8', timeout: 15_000 });
+      expect(r.stderr).not.toContain('exited');
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout.trim().split('\n')).toHaveLength(5);
+    } finally {
+      py.kill('SIGKILL');
+    }
+  });
+
   it('charges idle power to the baseline given or measured, and notes on measured counters that there is none', () => {
     const { e, writer } = countingPowercap();
     try {
@@ -339,6 +357,31 @@ describe('renderFrame, system-wide', () => {
     expect(lines[header + 3]).toMatch(/^ {6}42 {2}evil\?\[2J\?\]0;x\? /);
     expect(lines[header + 4]).toMatch(/^ {6}43 {2}c1\?m\? /);
     for (const l of lines) expect(l).not.toMatch(/[\x00-\x1f\x7f-\x9f]/);
+  });
+});
+
+describe('readAllProcesses', () => {
+  // A process whose stat could not be read at one refresh (EMFILE, ENOMEM; here EISDIR) was left
+  // out, and came back at the next as a new process, its whole life's CPU time in one refresh.
+  it('keeps the last figures of a process whose stat cannot be read, and drops one that is gone', () => {
+    const proc = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-proc-'));
+    try {
+      const put = (pid: number, ticks: number) => {
+        fs.mkdirSync(path.join(proc, String(pid)), { recursive: true });
+        fs.writeFileSync(path.join(proc, String(pid), 'stat'), `${pid} (w ${pid}) S 1 1 1 0 -1 0 0 0 0 0 ${ticks} 0 0 0 20 0 1 0 ${pid * 10} 0\n`);
+      };
+      put(100, 50);
+      put(200, 70);
+      const first = readAllProcesses(undefined, proc);
+      expect(first.get(100)).toEqual({ name: 'w 100', ticks: 50, start: 1000 });
+      fs.rmSync(path.join(proc, '100', 'stat'));
+      fs.mkdirSync(path.join(proc, '100', 'stat'));
+      fs.rmSync(path.join(proc, '200'), { recursive: true });
+      const second = readAllProcesses(first, proc);
+      expect([...second]).toEqual([[100, { name: 'w 100', ticks: 50, start: 1000 }]]);
+    } finally {
+      fs.rmSync(proc, { recursive: true, force: true });
+    }
   });
 });
 

@@ -60,7 +60,7 @@ describe('Monotonic', () => {
 
 describe('PowerWindow', () => {
   // joules: accumulated since the exporter began; runJoules: since the run's start (all of it, unless given).
-  const reading = (run: bigint, timeNs: bigint, joules: number, running = true, runJoules = joules): EnergyReading => ({
+  const reading = (run: bigint, timeNs: bigint, joules: number, running = true, runJoules = joules, readErrors = 0): EnergyReading => ({
     run,
     timeNs,
     domains: [{ domain: 'package', package: 0, joules, runJoules, estimated: false, key: 'package:0' }],
@@ -68,6 +68,7 @@ describe('PowerWindow', () => {
     parts: null,
     estimated: false,
     running,
+    readErrors,
   });
   const S = 1_000_000_000n;
 
@@ -95,6 +96,24 @@ describe('PowerWindow', () => {
     expect(w.update(reading(t1, t1 + S, 25, true, 12)).get('package:0')).toBeCloseTo(12);
   });
 
+  // Reads that fail keep the domain's last value: the window read exactly 0 W, and the next one
+  // the whole catch-up over its own half second (4.64 W, 0, 0, 13.75 W on an emulated powercap).
+  it('shows no power for a window whose reads failed and whose energy did not move, and averages the next over both', () => {
+    const w = new PowerWindow(S / 2n);
+    const t0 = 100n * S;
+    expect(w.update(reading(t0, t0 + S, 5)).get('package:0')).toBeCloseTo(5);
+    // Reads fail from here: 1 s without a joule, 40 failed reads.
+    expect(w.update(reading(t0, t0 + 2n * S, 5, true, 5, 40)).size).toBe(0);
+    // Still failing, 10 ms later (a second scraper): still nothing.
+    expect(w.update(reading(t0, t0 + 2n * S + S / 100n, 5, true, 5, 41)).size).toBe(0);
+    // Back: 10 J caught up at once, over the 2 s since the last figure.
+    expect(w.update(reading(t0, t0 + 3n * S, 15, true, 15, 45)).get('package:0')).toBeCloseTo(5);
+    // Failed reads in a window whose energy moved (some reads went through): a figure.
+    expect(w.update(reading(t0, t0 + 4n * S, 18, true, 18, 50)).get('package:0')).toBeCloseTo(3);
+    // A counter that stands still without a failed read reads 0 W, as it is.
+    expect(w.update(reading(t0, t0 + 5n * S, 18, true, 18, 50)).get('package:0')).toBe(0);
+  });
+
   // The exporter reads a run's last stretch at its end, not through this window: a new run's
   // window starts from the energy before it, and no earlier run's figure stands for it.
   it.each([
@@ -118,7 +137,7 @@ describe('EnergyTracker', () => {
     };
     return {
       domains: [{ domain: 'package', package: 0, estimated: false }],
-      stats: () => ({ threads: { backend: 'bpf' } }),
+      stats: () => ({ threads: { backend: 'bpf' }, timing: { readErrors: 0 } }),
       totals: () => (live(), { startNs: 1n, timeNs: 2n, readings: [{ domain: 'package', package: 0, joules: 100, estimated: false }] }),
       attribution: () => (live(), { process: 10, baseline: 20, other: 70 }),
       threads: () => (live(), threads().map((t) => ({ ...t, id: t.id ?? t.tid }))),

@@ -1,8 +1,10 @@
 // OpenTelemetry: hardware semantic-convention instruments read through an SDK MetricReader,
 // span and request energy histograms, and energy put on the OTel span active at begin.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { context, diag, DiagLogLevel, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
-import { DataPointType, MeterProvider, MetricReader, type MetricData } from '@opentelemetry/sdk-metrics';
+import { AggregationTemporality, DataPointType, MeterProvider, MetricReader, type MetricData } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Sampler } from '../src/index';
@@ -211,6 +213,30 @@ describe('registerOpenTelemetry', () => {
       expect(p.value as number, id).toBeGreaterThanOrEqual(joules / seconds(after) - 1e-9);
       expect(p.value as number, id).toBeLessThanOrEqual(joules / seconds(before) + 1e-9);
     }
+  });
+
+  // While the source's reads failed, the domain kept its last value and hw.power read 0 W.
+  it('leaves hw.power out for a domain whose reads failed and whose energy stood still', async () => {
+    const e = createEmulatedPowercap([{ name: 'package-0', energyUj: 1_000_000 }]);
+    cleanups.push(() => e.close());
+    const sampler = new Sampler({ source: 'powercap', powercapRoot: e.powercapRoot, liveCheckMs: 0, cpuIdentity: { vendor: 'intel', family: 6, model: 0x55 }, threads: 'off', intervalUs: 1000 }).start();
+    // Delta temporality: a cumulative reader goes on exporting the last value it was given.
+    const reader = new ManualReader({ aggregationTemporalitySelector: () => AggregationTemporality.DELTA });
+    const meterProvider = new MeterProvider({ readers: [reader] });
+    cleanups.push(() => sampler.close(), () => meterProvider.shutdown());
+    const h = registerOpenTelemetry(sampler, { meterProvider, traces: false });
+    cleanups.push(() => h.close());
+    const powerPoints = async () => {
+      await sleep(560); // past PowerWindow's 0.5 s
+      const { resourceMetrics, errors } = await reader.collect();
+      expect(errors).toEqual([]);
+      const m = resourceMetrics.scopeMetrics.flatMap((sm) => sm.metrics).find((x) => x.descriptor.name === 'hw.power');
+      return (m?.dataPoints ?? []).map((p) => [p.attributes['hw.id'], p.value]);
+    };
+    expect(await powerPoints()).toEqual([['rapl-package-0', 0]]); // standing still, read fine
+    fs.writeFileSync(path.join(e.zonePath('intel-rapl:0'), 'energy_uj'), 'not a number\n');
+    while (sampler.stats().timing.readErrors === 0) await sleep(5);
+    expect(await powerPoints()).toEqual([]);
   });
 
   it('records span and request energy histograms in joules', async () => {

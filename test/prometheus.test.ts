@@ -1,7 +1,9 @@
 // Prometheus metrics: exposition, counters that survive sampler restarts, bounded thread
 // cardinality, span and request histograms — and a real Prometheus scraping a real app.
+import * as fs from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import * as path from 'node:path';
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Sampler } from '../src/index';
@@ -9,6 +11,7 @@ import { energyMiddleware } from '../src/express';
 import { RequestTracker, trackRequest } from '../src/requests';
 import { registerMetrics, REQUEST_BUCKETS, SPAN_BUCKETS } from '../src/prometheus';
 import type { RequestRecord, SpanResult } from '../src/span-types';
+import { createEmulatedPowercap } from './fixtures/emulated-devices';
 import { prometheusMissing, startPrometheus, type PrometheusServer } from './fixtures/prometheus-server';
 import { describeGated, toolsRequired } from './fixtures/gated';
 import { liveRunEndListeners } from './fixtures/run-end-listeners';
@@ -157,6 +160,47 @@ describe('registerMetrics', () => {
     expect(v.get('jouletrace_samples_total')).toBe(taken.samples);
     expect(v.get('jouletrace_samples_dropped_total')).toBe(taken.dropped);
     expect(v.get('jouletrace_sampler_missed_deadlines_total')).toBe(taken.missed);
+  });
+
+  // While the source's reads failed, the domain kept its last value and the power read exactly
+  // 0 W, then the whole catch-up over the next window alone; nothing said reads had failed.
+  it('leaves jouletrace_power_watts out while reads fail and the energy stands still, and counts the failed reads', async () => {
+    const e = createEmulatedPowercap([{ name: 'package-0', energyUj: 1_000_000 }]);
+    cleanups.push(() => e.close());
+    const s = sampler({ source: 'powercap', powercapRoot: e.powercapRoot, liveCheckMs: 0, cpuIdentity: { vendor: 'intel', family: 6, model: 0x55 }, threads: 'off' }).start();
+    const m = registerMetrics(s);
+    cleanups.push(() => m.close());
+    const power = 'jouletrace_power_watts{domain="package",package="0"}';
+    const errors = 'jouletrace_sampler_read_errors_total';
+    // Each scrape past PowerWindow's 0.5 s and the 50 ms a scrape reuses its reading for;
+    // bracketed by the sampler's times, as the window's ends lie between them.
+    const scrape = async () => {
+      await sleep(560);
+      const before = s.totals().timeNs;
+      const v = parse(await m.registry.metrics());
+      return { v, before, after: s.totals().timeNs };
+    };
+    const first = await scrape();
+    expect(first.v.get(power)).toBe(0); // a counter that stands still, read fine
+    expect(first.v.get(errors)).toBe(0);
+
+    fs.writeFileSync(path.join(e.zonePath('intel-rapl:0'), 'energy_uj'), 'not a number\n');
+    while (s.stats().timing.readErrors === 0) await sleep(5);
+    const failing = await scrape();
+    expect([...failing.v.keys()].filter((k) => k.startsWith('jouletrace_power_watts'))).toEqual([]);
+    expect(failing.v.get(errors)).toBeGreaterThan(0);
+    expect(failing.v.get('jouletrace_energy_joules_total{domain="package",package="0",source="powercap"}')).toBe(0);
+
+    // Back, 5 J on: averaged since the last figure, over both windows.
+    e.set('intel-rapl:0', 6_000_000);
+    while (s.totals().readings[0].joules < 5) await sleep(5);
+    const back = await scrape();
+    const watts = back.v.get(power)!;
+    expect(watts).toBeGreaterThanOrEqual(5 / (Number(back.after - first.before) / 1e9));
+    expect(watts).toBeLessThanOrEqual(5 / (Number(back.before - first.after) / 1e9));
+    expect(back.v.get(errors)).toBeGreaterThanOrEqual(failing.v.get(errors)!);
+    s.stop();
+    expect(parse(await m.registry.metrics()).get(errors)).toBe(s.stats().timing.readErrors);
   });
 
   it("shows a run's final figures right after it ends, and keeps the sampler's info series after close()", async () => {
@@ -359,6 +403,41 @@ describe('registerMetrics', () => {
     const m = registerMetrics(s, { requests: mw.tracker, appMetrics: true });
     cleanups.push(() => m.close());
     expect(m.registry.getSingleMetric('app_requests_total')).toBeDefined();
+  });
+
+  // A host agent's sampler measures no span or request of the process it runs in: these series
+  // only ever read 0, under HELP texts about "this process's" requests.
+  it('leaves the span and request metrics out with spanMetrics: false, and listens for no span', async () => {
+    const inProcess = ['jouletrace_span_energy_joules', 'http_server_request_energy_joules', 'jouletrace_incomplete_spans_total', 'jouletrace_incomplete_requests_total'];
+    const s = sampler().start();
+    const names = async (m: { registry: Registry }) => (await m.registry.getMetricsAsJSON()).map((x) => x.name);
+    const plain = registerMetrics(s);
+    cleanups.push(() => plain.close());
+    expect(await names(plain)).toEqual(expect.arrayContaining(inProcess));
+    const spans = (s as unknown as { onSpan: typeof s.onSpan }).onSpan;
+    let listened = 0;
+    (s as unknown as { onSpan: typeof s.onSpan }).onSpan = (cb) => (listened++, spans.call(s, cb));
+    const registry = new Registry();
+    const agent = registerMetrics(s, { registry, spanMetrics: false });
+    cleanups.push(() => agent.close());
+    expect(listened).toBe(0);
+    expect((await names(agent)).filter((n) => inProcess.includes(n))).toEqual([]);
+    expect(await names(agent)).toContain('jouletrace_energy_joules_total');
+    agent.close();
+    expect(await names(agent)).toEqual([]);
+    for (const spanMetrics of ['false', 0, null]) {
+      expect(() => registerMetrics(s, { spanMetrics } as never)).toThrow(
+        new TypeError(`Expected a boolean for options.spanMetrics but received ${JSON.stringify(spanMetrics)} of type ${spanMetrics === null ? 'null' : typeof spanMetrics}`),
+      );
+    }
+    const tracker = new RequestTracker(s);
+    cleanups.push(() => tracker.close());
+    expect(() => registerMetrics(s, { registry: new Registry(), requests: tracker, spanMetrics: false })).toThrow(
+      new TypeError('options.requests needs spanMetrics: the request metrics it feeds are left out with options.spanMetrics false'),
+    );
+    s.close();
+    expect(() => registerMetrics(s, { registry, spanMetrics: false })).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_CLOSED' }));
+    expect(await names({ registry })).toEqual([]);
   });
 
   it('refuses as a constant label every label name its series use', async () => {

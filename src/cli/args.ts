@@ -162,6 +162,11 @@ export function noBaselineNote(whose: string): string {
   return `no baseline: idle power is shared out by CPU time, so ${whose} is charged part of it; --calibrate S measures the idle power first (keep the machine quiet), --baseline W sets it`;
 }
 
+/** Why `auto` passed over each source before the one it took (Sampler.skipped): what is missing and how to get it, one note each. */
+export function skippedSourceNotes(skipped: Sampler['skipped']): string[] {
+  return skipped.map((s) => `${s.source} unavailable here: ${s.message ?? s.code ?? 'no reason given'}`);
+}
+
 // Errors of the library name its options (options.pid, backend 'procfs'); told on the command
 // line, the flags that set them.
 const FLAG_WORDING: ReadonlyArray<[string, string]> = [

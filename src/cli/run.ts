@@ -31,6 +31,7 @@ import {
 } from './args';
 import { colorEnabled, fmtJoules, fmtSeconds, fmtWatts, paint, printable } from './format';
 import { OutputFiles } from './output-files';
+import { isGone } from './proc-stat';
 
 const HELP = `Usage: jouletrace run [options] [--] <command> [args...]
 
@@ -138,26 +139,32 @@ interface ProcStat {
   start: number;
 }
 
-/** Reads /proc/PID/stat (the comm field may hold spaces and parentheses). */
-function readStat(pid: number | 'self', proc = '/proc'): ProcStat | null {
+/**
+ * Reads /proc/PID/stat (the comm field may hold spaces and parentheses); null when the process
+ * is gone or, without `strict`, when the file could not be read at all. `strict`: any other error
+ * is thrown (out of file descriptors or memory: it says nothing of the process).
+ */
+function readStat(pid: number | 'self', proc = '/proc', strict = false): ProcStat | null {
+  let s: string;
   try {
-    const s = fs.readFileSync(`${proc}/${pid}/stat`, 'utf8');
-    const open = s.indexOf('(');
-    const close = s.lastIndexOf(')');
-    // After the comm: state(0) ppid(1) pgrp(2) session(3) tty_nr(4) tpgid(5) ... starttime(19)
-    const f = s.slice(close + 2).split(' ');
-    return {
-      comm: s.slice(open + 1, close),
-      state: f[0],
-      ppid: Number(f[1]),
-      pgrp: Number(f[2]),
-      ttyNr: Number(f[4]),
-      tpgid: Number(f[5]),
-      start: Number(f[19]),
-    };
-  } catch {
+    s = fs.readFileSync(`${proc}/${pid}/stat`, 'utf8');
+  } catch (e) {
+    if (strict && !isGone(e)) throw e;
     return null;
   }
+  const open = s.indexOf('(');
+  const close = s.lastIndexOf(')');
+  // After the comm: state(0) ppid(1) pgrp(2) session(3) tty_nr(4) tpgid(5) ... starttime(19)
+  const f = s.slice(close + 2).split(' ');
+  return {
+    comm: s.slice(open + 1, close),
+    state: f[0],
+    ppid: Number(f[1]),
+    pgrp: Number(f[2]),
+    ttyNr: Number(f[4]),
+    tpgid: Number(f[5]),
+    start: Number(f[19]),
+  };
 }
 
 // A process's argv, from the NUL-separated /proc/PID/cmdline; empty for a kernel thread, a
@@ -277,7 +284,15 @@ export class ProcessTreeWatcher {
   #look(pid: number, adopt: boolean, name: string | undefined): boolean {
     const prev = this.#known.get(pid);
     if (prev && !prev.alive) return false;
-    const st = readStat(pid, this.#proc);
+    let read: ProcStat | null;
+    try {
+      read = readStat(pid, this.#proc, true);
+    } catch {
+      // Not read (out of file descriptors, say): it says nothing of the process, which was taken
+      // as exited and never looked at again. As it was, until the next poll.
+      return prev !== undefined;
+    }
+    const st = read;
     const zombie = st !== null && (st.state === 'Z' || st.state === 'X');
     if (prev && (!st || zombie || st.start !== prev.start)) {
       prev.alive = false; // exited, or exited and its pid taken since the last look

@@ -8,9 +8,9 @@ import { registerMetrics } from '../prometheus';
 import { gridIntensity } from '../carbon';
 import { Sampler } from '../sampler';
 import { SOURCE_NAMES, type SourceName } from '../source-options';
-import { checkNumber, inFlagWords, numberOption, parseArgs, parseIntervalUs, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type ParsedArgs, type SourcePaths } from './args';
+import { checkNumber, inFlagWords, numberOption, parseArgs, parseIntervalUs, reportUsageError, skippedSourceNotes, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type ParsedArgs, type SourcePaths } from './args';
 import { printable } from './format';
-import { processGone, readProcStat } from './proc-stat';
+import { processState, watchedProcessStart } from './proc-stat';
 
 const HELP = `Usage: jouletrace serve [options]
 
@@ -34,7 +34,8 @@ Options:
                        tracking that process's threads: eBPF, else procfs). Once N exits, its
                        figures stay as they were at its exit (its sampler stops within 10 ms of
                        it; one line on stderr)
-  --source NAME        energy source: ${SOURCE_NAMES.join(', ')} (default auto)
+  --source NAME        energy source: ${SOURCE_NAMES.join(', ')} (default auto: a note
+                       on stderr says why each source before the one it takes was passed over)
   --interval T         sampling period: milliseconds, or with a unit (500us, 10ms, 1s);
                        50us to 1s (default 10ms)
   --country CODE       grid carbon intensity of this country (ISO 3166-1 alpha-3, e.g. FRA):
@@ -103,6 +104,20 @@ function commandOf(pid: number): string {
   }
 }
 
+// What to do about the listen errors that have a remedy.
+function listenFix(code: string | undefined): string {
+  switch (code) {
+    case 'EADDRINUSE':
+      return ': another process (perhaps another jouletrace serve) has the port; pick another with --port N';
+    case 'EACCES':
+      return ': ports below 1024 need root or CAP_NET_BIND_SERVICE (or a lower sysctl net.ipv4.ip_unprivileged_port_start); or pick one above with --port N';
+    case 'EMFILE':
+      return ': out of file descriptors; raise the limit (ulimit -n; the procfs backend holds 2 for each thread of each --pid)';
+    default:
+      return '';
+  }
+}
+
 /** Runs the agent; resolves with the exit code once SIGINT or SIGTERM arrives (0) or on a start-up error. */
 export async function serveCommand(argv: string[]): Promise<number> {
   let args: ServeArgs;
@@ -117,16 +132,12 @@ export async function serveCommand(argv: string[]): Promise<number> {
     return reportUsageError('serve', HELP, e);
   }
   // As top says it: a process that is not there is not a sampler's error about /proc; nor one
-  // that has exited and not been reaped (a zombie), whose series would only ever hold the rest.
-  const missing = args.pids.find((pid) => !fs.existsSync(`/proc/${pid}`));
-  if (missing !== undefined) {
-    process.stderr.write(`jouletrace serve: no process ${missing}\n`);
-    return 1;
-  }
-  const zombie = args.pids.find((pid) => processGone(pid, readProcStat(pid)?.start));
-  if (zombie !== undefined) {
-    process.stderr.write(`jouletrace serve: process ${zombie} has exited (its parent has not reaped it yet)\n`);
-    return 1;
+  // that has exited and not been reaped (a zombie).
+  const starts = new Map<number, number>();
+  for (const pid of args.pids) {
+    const start = watchedProcessStart('serve', pid);
+    if (start === undefined) return 1;
+    starts.set(pid, start);
   }
   const samplers: Sampler[] = [];
   let exitWatch: NodeJS.Timeout | undefined;
@@ -140,7 +151,9 @@ export async function serveCommand(argv: string[]): Promise<number> {
     // Machine-level energy: one sampler without thread tracking.
     const node = new Sampler({ source: args.source, ...args.paths, intervalUs, threads: 'off' });
     samplers.push(node);
-    registerMetrics(node, { registry, appMetrics: false, carbon: args.carbon });
+    for (const note of skippedSourceNotes(node.skipped)) process.stderr.write(`jouletrace serve: note: ${note}\n`);
+    // Nothing of this process is measured: no app_* metric, no span or request histogram.
+    registerMetrics(node, { registry, appMetrics: false, spanMetrics: false, carbon: args.carbon });
     node.start();
 
     // Per process: a sampler tracking that process's threads, and its attribution as counters.
@@ -149,17 +162,27 @@ export async function serveCommand(argv: string[]): Promise<number> {
       samplers.push(s);
       s.start();
       // droppedThreads: read at each scrape, and kept at the exit (the sampler closes then).
-      const threads = s.stats().threads.backend;
-      return { pid, command: commandOf(pid), start: readProcStat(pid)?.start, sampler: s, tracker: new EnergyTracker(s), exited: false, threads, droppedThreads: 0 };
+      const stats = s.stats();
+      const threads = stats.threads.backend;
+      const watch = stats.target?.watch ?? null;
+      return { pid, command: commandOf(pid), start: starts.get(pid)!, watch, sampler: s, tracker: new EnergyTracker(s), exited: false, threads, droppedThreads: 0 };
     });
     // A process gone (or a zombie, or its pid reused) keeps its figures as they were, rather than
     // go on charging the baseline and the rest of the machine to a process that is not there:
     // its sampler stopped itself at the exit (stats().target), so a last read takes the final
     // figures, then the sampler closes. Looked at each second, and at each scrape; /proc as well,
-    // for a sampler that could not watch (neither a pidfd nor the process's stat file).
+    // for a sampler that could not watch (neither a pidfd nor the process's stat file). A pidfd
+    // sees the exit itself: there /proc only tells a zombie or a reused pid, never an absence.
+    // /proc that cannot be read (out of file descriptors: the procfs backend holds 2 a thread)
+    // says nothing of the process, which is watched on.
+    const gone = (t: (typeof trackers)[number]): boolean => {
+      if (!t.sampler.running) return true;
+      const state = processState(t.pid, t.start);
+      return state === 'zombie' || state === 'reused' || (state === 'exited' && t.watch !== 'pidfd');
+    };
     const noticeExits = () => {
       for (const t of trackers) {
-        if (t.exited || (t.sampler.running && !processGone(t.pid, t.start))) continue;
+        if (t.exited || !gone(t)) continue;
         t.tracker.read();
         t.droppedThreads = t.sampler.stats().threads.droppedThreads;
         t.sampler.close();
@@ -250,7 +273,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     });
   } catch (err) {
     closeAll();
-    process.stderr.write(`jouletrace serve: cannot listen on ${args.host}:${args.port}: ${(err as Error).message}\n`);
+    process.stderr.write(`jouletrace serve: cannot listen on ${args.host}:${args.port}: ${(err as Error).message}${listenFix((err as NodeJS.ErrnoException).code)}\n`);
     return 1;
   }
   const addr = server.address();

@@ -21,7 +21,7 @@ import {
   type OptionSpec,
 } from './args';
 import { colorEnabled, fit, fmtJoules, fmtWatts, paint, printable } from './format';
-import { processGone, readCpuTicks, readProcStat } from './proc-stat';
+import { processGone, readCpuTicks, readProcStat, watchedProcessStart } from './proc-stat';
 import { ProcessShares, type ProcessTicks } from './process-shares';
 
 const HELP = `Usage: jouletrace top [--pid N] [options]
@@ -111,12 +111,24 @@ export interface TopFrame {
 // /proc reports CPU time in USER_HZ ticks, 100 per second on every Linux architecture we run on.
 const CLK_TCK = 100;
 
-/** utime + stime (ticks), comm and start time of every process in /proc. */
-function readAllProcesses(): Map<number, ProcessTicks> {
+/**
+ * @internal Exported for its test.
+ * utime + stime (ticks), comm and start time of every process in /proc. One whose stat could not
+ * be read (out of file descriptors or memory) keeps its figures of `prev`: left out, it would
+ * come back at the next refresh as a new process, its whole life's CPU time in that refresh.
+ */
+export function readAllProcesses(prev?: Map<number, ProcessTicks>, proc = '/proc'): Map<number, ProcessTicks> {
   const out = new Map<number, ProcessTicks>();
-  for (const ent of fs.readdirSync('/proc')) {
+  for (const ent of fs.readdirSync(proc)) {
     if (!/^\d+$/.test(ent)) continue;
-    const st = readProcStat(ent); // null: gone between readdir and read
+    let st;
+    try {
+      st = readProcStat(ent, proc); // null: gone between readdir and read
+    } catch {
+      const p = prev?.get(Number(ent));
+      if (p) out.set(Number(ent), p);
+      continue;
+    }
     if (st) out.set(Number(ent), { name: st.name, ticks: st.ticks, start: st.start });
   }
   return out;
@@ -210,19 +222,11 @@ export async function topCommand(argv: string[]): Promise<number> {
   } catch (e) {
     return reportUsageError('top', HELP, e);
   }
-  // The process, by pid and start time: its pid may be another's by the time it is looked at again.
+  // The process, by pid and start time.
   let pidStart: number | undefined;
   if (pid !== undefined) {
-    const st = readProcStat(pid);
-    if (st === null) {
-      process.stderr.write(`jouletrace top: no process ${pid}\n`);
-      return 1;
-    }
-    pidStart = st.start;
-    if (processGone(pid, pidStart)) {
-      process.stderr.write(`jouletrace top: process ${pid} has exited (its parent has not reaped it yet)\n`);
-      return 1;
-    }
+    pidStart = watchedProcessStart('top', pid);
+    if (pidStart === undefined) return 1;
   }
   if (pid !== undefined) samplerOptions.pid = pid;
   else samplerOptions.threads = 'off';
@@ -253,7 +257,8 @@ export async function topCommand(argv: string[]): Promise<number> {
   let prevTotals = sampler.totals();
   let prevAttr = pid !== undefined ? sampler.attribution() : null;
   const prevThreadJ = new Map<number, { joules: number; onCpuNs: number }>();
-  const shares = pid === undefined ? new ProcessShares(readAllProcesses(), readCpuTicks()) : undefined;
+  let procs = pid === undefined ? readAllProcesses() : undefined;
+  const shares = procs ? new ProcessShares(procs, readCpuTicks()) : undefined;
   let lastFrame: TopFrame | undefined;
 
   const measure = (): TopFrame => {
@@ -288,7 +293,8 @@ export async function topCommand(argv: string[]): Promise<number> {
       }
       for (const id of prevThreadJ.keys()) if (!live.has(id)) prevThreadJ.delete(id);
     } else {
-      const step = shares!.step(readAllProcesses(), readCpuTicks(), pkgWatts, dt);
+      procs = readAllProcesses(procs);
+      const step = shares!.step(procs, readCpuTicks(), pkgWatts, dt);
       const cpu = (ticks: number) => (100 * ticks) / CLK_TCK / dt;
       rows = step.processes.map((x) => ({ id: x.pid, name: x.name, cpu: cpu(x.ticks), watts: x.watts, joules: x.joules }));
       rest = {
@@ -403,7 +409,7 @@ export async function topCommand(argv: string[]): Promise<number> {
     const tick = () => {
       if (done) return;
       // A zombie (exited, its parent not waiting) or a reused pid is gone too: /proc/N stays.
-      if (pid !== undefined && processGone(pid, pidStart)) {
+      if (pid !== undefined && pidStart !== undefined && processGone(pid, pidStart)) {
         restore();
         process.stderr.write(`jouletrace top: process ${pid} exited\n`);
         return finish(0);
