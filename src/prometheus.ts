@@ -63,9 +63,10 @@ export interface PrometheusOptions {
   /**
    * Register the metrics of this process's settled spans and requests (jouletrace_span_energy_joules,
    * http_server_request_energy_joules, jouletrace_incomplete_spans_total,
-   * jouletrace_incomplete_requests_total) and listen for them. Default true; false for a sampler
-   * that measures none of them, as a host agent's (`jouletrace serve`), where they would only
-   * ever read 0. `requests` then has nothing to feed (TypeError).
+   * jouletrace_incomplete_requests_total, and with appMetrics app_requests_total and
+   * app_joules_per_request) and listen for them. Default true; false for a sampler that measures
+   * none of them, as a host agent's (`jouletrace serve`), where they would only ever read 0 (or
+   * NaN). `requests` then has nothing to feed (TypeError).
    */
   spanMetrics?: boolean;
   /** Histogram buckets, joules. Defaults: SPAN_BUCKETS, REQUEST_BUCKETS. */
@@ -145,7 +146,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   const appMetrics = opts.appMetrics === undefined ? true : checkBoolean('options.appMetrics', opts.appMetrics);
   const spanMetrics = opts.spanMetrics === undefined ? true : checkBoolean('options.spanMetrics', opts.spanMetrics);
   const requests = checkRequestSource<RequestSource>('options.requests', opts.requests);
-  if (requests && !spanMetrics) throw new TypeError('options.requests needs spanMetrics: the request metrics it feeds are left out with options.spanMetrics false');
+  if (requests && !spanMetrics) throw new TypeError('options.requests needs spanMetrics: the request metrics it feeds (http_server_request_energy_joules, app_requests_total, app_joules_per_request) are left out with options.spanMetrics false');
   const checkBuckets = (name: string, b: unknown, dflt: readonly number[]): number[] => {
     if (b === undefined) return [...dflt];
     // Finite: the +Inf bucket is always there, and a second one is a duplicate series.
@@ -418,21 +419,22 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     );
     // Same label set as app_energy_joules_total (estimated included), so that
     // rate(app_energy_joules_total[5m]) / rate(app_requests_total[5m]) matches series one to one.
-    appRequests = reg(
+    // The two request series go with the span metrics: without them no request reaches them.
+    appRequests = spanReg(
       new Counter({
         name: 'app_requests_total',
         help: 'Requests finished (as seen by the jouletrace request tracker).',
         labelNames: names(),
-        registers: [building],
+        registers: spanRegisters,
       }),
     );
     appRequests.inc(labels({}), 0);
-    reg(
+    spanReg(
       new Gauge({
         name: 'app_joules_per_request',
         help: `Mean energy per request over the last ${windowMs / 1000} s (request energy / requests measured, those with NaN joules left out; NaN with no request in the window).`,
         labelNames: names(),
-        registers: [building],
+        registers: spanRegisters,
         collect() {
           const { sum, count } = window.totals();
           this.reset();

@@ -408,7 +408,14 @@ describe('registerMetrics', () => {
   // A host agent's sampler measures no span or request of the process it runs in: these series
   // only ever read 0, under HELP texts about "this process's" requests.
   it('leaves the span and request metrics out with spanMetrics: false, and listens for no span', async () => {
-    const inProcess = ['jouletrace_span_energy_joules', 'http_server_request_energy_joules', 'jouletrace_incomplete_spans_total', 'jouletrace_incomplete_requests_total'];
+    const inProcess = [
+      'jouletrace_span_energy_joules',
+      'http_server_request_energy_joules',
+      'jouletrace_incomplete_spans_total',
+      'jouletrace_incomplete_requests_total',
+      'app_requests_total',
+      'app_joules_per_request',
+    ];
     const s = sampler().start();
     const names = async (m: { registry: Registry }) => (await m.registry.getMetricsAsJSON()).map((x) => x.name);
     const plain = registerMetrics(s);
@@ -422,7 +429,7 @@ describe('registerMetrics', () => {
     cleanups.push(() => agent.close());
     expect(listened).toBe(0);
     expect((await names(agent)).filter((n) => inProcess.includes(n))).toEqual([]);
-    expect(await names(agent)).toContain('jouletrace_energy_joules_total');
+    expect(await names(agent)).toEqual(expect.arrayContaining(['jouletrace_energy_joules_total', 'app_energy_joules_total']));
     agent.close();
     expect(await names(agent)).toEqual([]);
     for (const spanMetrics of ['false', 0, null]) {
@@ -433,7 +440,7 @@ describe('registerMetrics', () => {
     const tracker = new RequestTracker(s);
     cleanups.push(() => tracker.close());
     expect(() => registerMetrics(s, { registry: new Registry(), requests: tracker, spanMetrics: false })).toThrow(
-      new TypeError('options.requests needs spanMetrics: the request metrics it feeds are left out with options.spanMetrics false'),
+      new TypeError('options.requests needs spanMetrics: the request metrics it feeds (http_server_request_energy_joules, app_requests_total, app_joules_per_request) are left out with options.spanMetrics false'),
     );
     s.close();
     expect(() => registerMetrics(s, { registry, spanMetrics: false })).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_CLOSED' }));

@@ -56,21 +56,26 @@ StatState readStat(const std::string& path, char* state, uint64_t* startTime) {
 bool zombie(char state) { return state == 'Z' || state == 'X'; }
 
 // A leader thread that exited while others run reads as a zombie; the process lives on in them.
-bool anyLiveThread(const std::string& taskDir) {
+// Unknown where the task directory or a thread's stat cannot be read for another reason than
+// its absence (out of descriptors, of memory): the process may run on, and is not taken as gone.
+enum class Threads { Live, None, Unknown };
+Threads liveThreads(const std::string& taskDir) {
   DIR* d = opendir(taskDir.c_str());
-  if (!d) return false;
-  bool live = false;
+  if (!d) return errno == ENOENT || errno == ESRCH ? Threads::None : Threads::Unknown;
+  Threads found = Threads::None;
   while (dirent* e = readdir(d)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
     char state = 0;
     uint64_t start = 0;
-    if (readStat(taskDir + "/" + e->d_name + "/stat", &state, &start) == StatState::Alive && !zombie(state)) {
-      live = true;
+    const StatState st = readStat(taskDir + "/" + e->d_name + "/stat", &state, &start);
+    if (st == StatState::Alive && !zombie(state)) {
+      found = Threads::Live;
       break;
     }
+    if (st == StatState::Unknown) found = Threads::Unknown;
   }
   closedir(d);
-  return live;
+  return found;
 }
 
 
@@ -105,7 +110,7 @@ std::unique_ptr<TargetExitWatch> TargetExitWatch::open(const std::string& procRo
   w->taskDir_ = procRoot + "/" + std::to_string(pid) + "/task";
   char state = 0;
   const StatState st = readStat(w->statPath_, &state, &w->startTime_);
-  if (st == StatState::Gone || (st == StatState::Alive && zombie(state) && !anyLiveThread(w->taskDir_))) {
+  if (st == StatState::Gone || (st == StatState::Alive && zombie(state) && liveThreads(w->taskDir_) == Threads::None)) {
     err->code = "ESRCH";
     err->message = "jouletrace: process " + std::to_string(pid) + (st == StatState::Gone ? " has exited" : " has exited (its parent has not reaped it yet)");
     return nullptr;
@@ -138,7 +143,7 @@ bool TargetExitWatch::exited() {
     case StatState::Gone:
       return true;
     case StatState::Alive:
-      return start != startTime_ || (zombie(state) && !anyLiveThread(taskDir_));
+      return start != startTime_ || (zombie(state) && liveThreads(taskDir_) == Threads::None);
     default:
       return false;
   }

@@ -105,12 +105,15 @@ function commandOf(pid: number): string {
 }
 
 // What to do about the listen errors that have a remedy.
-function listenFix(code: string | undefined): string {
+function listenFix(code: string | undefined, port: number): string {
   switch (code) {
     case 'EADDRINUSE':
       return ': another process (perhaps another jouletrace serve) has the port; pick another with --port N';
     case 'EACCES':
-      return ': ports below 1024 need root or CAP_NET_BIND_SERVICE (or a lower sysctl net.ipv4.ip_unprivileged_port_start); or pick one above with --port N';
+      // Above the privileged ports only a security module (SELinux, AppArmor) or a BPF bind hook refuses.
+      return port > 0 && port < 1024
+        ? ': ports below 1024 need root or CAP_NET_BIND_SERVICE (or a lower sysctl net.ipv4.ip_unprivileged_port_start); or pick one above with --port N'
+        : ': a security policy (SELinux, AppArmor, a cgroup BPF bind hook) refuses this port to this process';
     case 'EMFILE':
       return ': out of file descriptors; raise the limit (ulimit -n; the procfs backend holds 2 for each thread of each --pid)';
     default:
@@ -273,7 +276,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     });
   } catch (err) {
     closeAll();
-    process.stderr.write(`jouletrace serve: cannot listen on ${args.host}:${args.port}: ${(err as Error).message}${listenFix((err as NodeJS.ErrnoException).code)}\n`);
+    process.stderr.write(`jouletrace serve: cannot listen on ${args.host}:${args.port}: ${(err as Error).message}${listenFix((err as NodeJS.ErrnoException).code, args.port)}\n`);
     return 1;
   }
   const addr = server.address();
