@@ -351,11 +351,11 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
       bool ok = opts.msrAmdCores && unknownCores.count(pkg) == 0;
       for (int first : ok ? coreCpus[pkg] : std::vector<int>{}) {
         // The core's first CPU, else its SMT sibling: a thread offline at open leaves its core's
-        // counter to the sibling, as it does once running (moveToSpare). Its first CPU is named
-        // where no CPU of the core opens or reads.
+        // counter to the sibling, as it does once running (moveToSpare). Where none reads it,
+        // the first CPU that failed is named, with its error (its first CPU's where none opens).
         std::vector<int> readers{first};
         for (int spare : sparesOf(first, Scope::Core)) readers.push_back(spare);
-        int cpu = -1, openErr = 0, crc = 0, failedCpu = -1;  // the first whose read failed
+        int cpu = -1, openErr = 0, readErr = 0, failedCpu = -1;  // failedCpu, readErr: the first read that failed
         uint64_t v = 0;
         for (int candidate : readers) {
           int cfd = src->fdOf(candidate);
@@ -363,14 +363,17 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
             if (openErr == 0) openErr = -cfd;
             continue;
           }
-          crc = readMsr(cfd, uint64_t(kAmdCore) << shift, &v);
-          if (crc == 0) {
+          const int rc = readMsr(cfd, uint64_t(kAmdCore) << shift, &v);
+          if (rc == 0) {
             cpu = candidate;
             break;
           }
-          if (failedCpu < 0) failedCpu = candidate;
+          if (failedCpu < 0) {
+            failedCpu = candidate;
+            readErr = rc;
+          }
         }
-        if (cpu < 0 && crc == 0) {
+        if (cpu < 0 && failedCpu < 0) {
           openError(expandCpuPath(opts.msrPath, first), openErr, opts.sysfsCpuRoot, err);
           return nullptr;
         }
@@ -382,9 +385,9 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
         // The first core has the register: one that cannot be read would drop the whole
         // domain without a word (no silent zeros), so it is named instead.
         if (cpu < 0) {
-          err->code = errnoName(-crc);
+          err->code = errnoName(-readErr);
           err->message = expandCpuPath(opts.msrPath, failedCpu) + ": reading the core energy register 0xC001029A failed (" +
-                         std::strerror(-crc) + ")" + (readers.size() > 1 ? ", as on every CPU of its core," : "") +
+                         std::strerror(-readErr) + ")" + (readers.size() > 1 ? ", as on every CPU of its core," : "") +
                          " though the package's first core has it — is CPU " + std::to_string(failedCpu) +
                          " going offline? Try again, or use source 'powercap' or 'perf'";
           return nullptr;

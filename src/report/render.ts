@@ -124,6 +124,15 @@ function stretches(iv: Intervals, n: number): Array<[number, number]> {
   return out;
 }
 
+// The points of one stretch of `values` between breaks, [a, b]: after a break it starts where
+// measuring began again.
+function stretchPoints(f: Frame, d: ReportData, iv: Intervals, values: number[], a: number, b: number): string[] {
+  const pts: string[] = [];
+  if (a > 0) pts.push(`${f.x(iv.start[a]).toFixed(1)},${f.y(values[a]).toFixed(1)}`);
+  for (let i = a; i <= b; i++) pts.push(`${f.x(d.time[i]).toFixed(1)},${f.y(values[i]).toFixed(1)}`);
+  return pts;
+}
+
 function powerChart(d: ReportData): string {
   if (d.time.length < 2) return empty('Too few samples to draw power over time.');
   const iv = intervals(d);
@@ -132,13 +141,7 @@ function powerChart(d: ReportData): string {
   const parts = [...f.svg];
   const runs = stretches(iv, d.time.length);
   d.watts.forEach((series, k) => {
-    const path = runs.map(([a, b]) => {
-      const pts: string[] = [];
-      // A stretch after a break starts where measuring began again.
-      if (a > 0) pts.push(`${f.x(iv.start[a]).toFixed(1)},${f.y(series[a]).toFixed(1)}`);
-      for (let i = a; i <= b; i++) pts.push(`${f.x(d.time[i]).toFixed(1)},${f.y(series[i]).toFixed(1)}`);
-      return `M${pts.join('L')}`;
-    });
+    const path = runs.map(([a, b]) => `M${stretchPoints(f, d, iv, series, a, b).join('L')}`);
     parts.push(`<path class="data line" stroke="${PALETTE[k % PALETTE.length]}" d="${path.join('')}"/>`);
   });
   return (
@@ -168,13 +171,8 @@ function threadChart(d: ReportData): string {
   const f = frame(0, d.time[n - 1], 0, max * 1.05, 'time (s)', `attributed power (W)${d.estimated ? ', estimated' : ''}`);
   const parts = [...f.svg];
   const runs = stretches(iv, n);
-  // One outline per stretch between breaks, from its start after a break.
-  const line = (values: number[], a: number, b: number) => {
-    const pts: string[] = [];
-    if (a > 0) pts.push(`${f.x(iv.start[a]).toFixed(1)},${f.y(values[a]).toFixed(1)}`);
-    for (let i = a; i <= b; i++) pts.push(`${f.x(d.time[i]).toFixed(1)},${f.y(values[i]).toFixed(1)}`);
-    return pts;
-  };
+  // One outline per stretch between breaks.
+  const line = (values: number[], a: number, b: number) => stretchPoints(f, d, iv, values, a, b);
   let below = new Array<number>(n).fill(0);
   stacks.forEach((top, k) => {
     const path = runs.map(([a, b]) => `M${line(top, a, b).join('L')}L${line(below, a, b).reverse().join('L')}Z`);
