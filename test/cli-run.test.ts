@@ -833,6 +833,31 @@ describe('ProcessTreeWatcher', () => {
     expect(w.get(102)).toEqual({ ppid: 100, command: 'cc -c a.c' });
   });
 
+  // A known process whose stat cannot be read is taken as alive for the poll: its children are
+  // looked at, so one it started then is the tree's from its first poll, not lost until the next.
+  it('walks the children of a known process whose stat could not be read', () => {
+    const proc = fakeProc();
+    proc.put(100, { comm: 'sh', ppid: 1, start: 400, cmdline: 'sh -c work', children: [101] });
+    proc.put(101, { comm: 'make', ppid: 100, start: 500, cmdline: 'make all' });
+    const w = new ProcessTreeWatcher(100, undefined, proc.dir);
+    proc.put(101, { comm: 'make', ppid: 100, start: 500, cmdline: 'make all', children: [103] });
+    proc.put(103, { comm: 'cc', ppid: 101, start: 700, cmdline: 'cc -c b.c' });
+    const stat = path.join(proc.dir, '101', 'stat');
+    fs.rmSync(stat);
+    fs.mkdirSync(stat); // EISDIR, as EMFILE would be
+    w.poll();
+    expect(w.get(103)).toEqual({ ppid: 101, command: 'cc -c b.c' });
+    expect(w.get(101)).toEqual({ ppid: 100, command: 'make all' });
+    // One never seen before, unreadable: not taken as the tree's, nor its children.
+    proc.put(100, { comm: 'sh', ppid: 1, start: 400, cmdline: 'sh -c work', children: [101, 104] });
+    proc.put(104, { comm: 'sh', ppid: 100, start: 800, cmdline: 'sh -c x', children: [105] });
+    proc.put(105, { comm: 'cc', ppid: 104, start: 810, cmdline: 'cc -c c.c' });
+    fs.rmSync(path.join(proc.dir, '104', 'stat'));
+    fs.mkdirSync(path.join(proc.dir, '104', 'stat'));
+    w.poll();
+    expect(w.get(105)).toBeUndefined();
+  });
+
   it('lists every process of the tree past the threads folded into pid 0, which is no process', () => {
     const proc = fakeProc();
     proc.put(100, { comm: 'sh', ppid: 1, start: 400, cmdline: 'sh -c build' });
