@@ -74,6 +74,15 @@ describe('probe on this VM (no RAPL)', () => {
     await expect(probe({ intervalMs: 0 })).rejects.toThrow('Expected an integer between 1 and 10000 for options.intervalMs but received 0 of type number');
     await expect(probe({ msrPath: '/dev/cpu/msr' })).rejects.toThrow(RangeError);
   });
+
+  it('refuses options.source, naming it, rather than probing every source regardless', async () => {
+    // @ts-expect-error source is not a ProbeOptions key
+    const p = probe({ source: 'model', intervalMs: 10 });
+    await expect(p).rejects.toThrow(TypeError);
+    await expect(p).rejects.toThrow(
+      'Unknown option options.source: probe() reports every source, in the order auto tries them (to open one source, use openSource({ source }))',
+    );
+  });
 });
 
 describe('probe wrap periods', () => {
