@@ -20,12 +20,15 @@ export function joulesToGrams(joules: number, gramsPerKwh: number): number {
 }
 
 // NaN or a negative figure in, NaN or negative grams out: a wrong total, without a word.
-function checkJoules(name: string, value: unknown): number {
-  const what = 'a finite number of joules, 0 or more';
+function checkAmount(name: string, value: unknown, unit: string): number {
+  const what = `a finite number of ${unit}, 0 or more`;
   if (typeof value !== 'number' || Number.isNaN(value)) throw invalidType(name, what, value);
   if (!Number.isFinite(value) || value < 0) throw invalidRange(name, what, value);
   return value;
 }
+
+const checkJoules = (name: string, value: unknown) => checkAmount(name, value, 'joules');
+const checkIntensity = (name: string, value: unknown) => checkAmount(name, value, 'gCO2e/kWh');
 
 export type IntensityProvider = () => number | Promise<number>;
 
@@ -92,13 +95,6 @@ export function gridIntensityCodes(): string[] {
   return Object.keys(data)
     .filter((k) => Number.isFinite(data[k]) && data[k]! > 0)
     .sort();
-}
-
-function checkIntensity(name: string, value: unknown): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
-    throw invalidRange(name, 'a finite number of gCO2e/kWh, 0 or more', value);
-  }
-  return value;
 }
 
 /**
