@@ -16,8 +16,19 @@ const PROVIDER_TIMEOUT_MS = 10_000;
 
 /** Grams of CO2e emitted by `joules` of electricity on a grid emitting `gramsPerKwh`. */
 export function joulesToGrams(joules: number, gramsPerKwh: number): number {
-  return (joules / JOULES_PER_KWH) * gramsPerKwh;
+  return (checkJoules('joules', joules) / JOULES_PER_KWH) * checkIntensity('gramsPerKwh', gramsPerKwh);
 }
+
+// NaN or a negative figure in, NaN or negative grams out: a wrong total, without a word.
+function checkAmount(name: string, value: unknown, unit: string): number {
+  const what = `a finite number of ${unit}, 0 or more`;
+  if (typeof value !== 'number' || Number.isNaN(value)) throw invalidType(name, what, value);
+  if (!Number.isFinite(value) || value < 0) throw invalidRange(name, what, value);
+  return value;
+}
+
+const checkJoules = (name: string, value: unknown) => checkAmount(name, value, 'joules');
+const checkIntensity = (name: string, value: unknown) => checkAmount(name, value, 'gCO2e/kWh');
 
 export type IntensityProvider = () => number | Promise<number>;
 
@@ -51,11 +62,11 @@ function averageIntensity(): AverageIntensityData {
 
 /** The yearly average grid intensity (gCO2e/kWh) of a country or region, from @tgwf/co2 (Ember data). */
 export function gridIntensity(country: string): number {
-  return countryIntensity(country, 'country', 'options');
+  return countryIntensity(country, 'country', 'use a figure of your own in its place (carbon: { gramsPerKwh })');
 }
 
-// `options`: the name of the options object an error points to for gramsPerKwh.
-function countryIntensity(country: unknown, option: string, options: string): number {
+// `instead`: what an error says to give for a code without a figure.
+function countryIntensity(country: unknown, option: string, instead: string): number {
   if (typeof country !== 'string') throw invalidType(option, 'an ISO 3166-1 alpha-3 country code', country);
   const key = country.toUpperCase();
   const value = averageIntensity().data[key];
@@ -71,7 +82,7 @@ function countryIntensity(country: unknown, option: string, options: string): nu
   if (value <= 0) {
     throw invalidRange(
       option,
-      `a code with a figure in @tgwf/co2's average intensity data (it has none for '${key}': give ${options}.gramsPerKwh instead)`,
+      `a code with a figure in @tgwf/co2's average intensity data (it has none for '${key}': ${instead})`,
       country,
     );
   }
@@ -84,13 +95,6 @@ export function gridIntensityCodes(): string[] {
   return Object.keys(data)
     .filter((k) => Number.isFinite(data[k]) && data[k]! > 0)
     .sort();
-}
-
-function checkIntensity(name: string, value: unknown): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
-    throw invalidRange(name, 'a finite number of gCO2e/kWh, 0 or more', value);
-  }
-  return value;
 }
 
 /**
@@ -126,7 +130,7 @@ export class CarbonIntensity {
       checkKnownKeys(name, options as unknown as Record<string, unknown>, ways[0] === 'provider' ? ['provider', 'ttlMs', 'fallbackGramsPerKwh'] : ways);
     }
     if ('country' in options) {
-      this.#value = countryIntensity(options.country, `${name}.country`, name);
+      this.#value = countryIntensity(options.country, `${name}.country`, `give ${name}.gramsPerKwh instead`);
       this.source = `country:${options.country.toUpperCase()}`;
       this.#ttlMs = Infinity;
     } else if ('gramsPerKwh' in options) {
@@ -217,6 +221,7 @@ export class CarbonIntensity {
 
   /** Grams CO2e for `joules` at the intensity now known (null when none is known yet). */
   grams(joules: number): number | null {
+    checkJoules('joules', joules); // also while no intensity is known: the call is wrong either way
     return this.#value === null ? null : joulesToGrams(joules, this.#value);
   }
 }

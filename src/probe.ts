@@ -51,7 +51,8 @@ export interface ProbeReport {
   kernel: string;
 }
 
-export interface ProbeOptions extends SourceOptions {
+/** The source options without `source`: probe() reports every source. */
+export interface ProbeOptions extends Omit<SourceOptions, 'source'> {
   /** How long to watch each available source to measure its power. @default 100 */
   intervalMs?: number;
 }
@@ -130,6 +131,12 @@ function bpfReadiness(): ProbeBpfReadiness {
 
 /** Reports which energy sources work here, with reasons and remedies for those that do not. */
 export async function probe(options?: ProbeOptions): Promise<ProbeReport> {
+  // Taken and ignored, `source` read as a filter that was not applied: refused instead.
+  if (options !== null && typeof options === 'object' && (options as { source?: unknown }).source !== undefined) {
+    throw new TypeError(
+      'Unknown option options.source: probe() reports every source, in the order auto tries them (to open one source, use openSource({ source }))',
+    );
+  }
   const opts = validateSourceOptions(options, 'options', ['intervalMs']);
   const intervalMs =
     options?.intervalMs === undefined ? 100 : checkIntegerInRange('options.intervalMs', options.intervalMs, 1, 10_000);

@@ -13,6 +13,25 @@ describe('joulesToGrams', () => {
     expect(joulesToGrams(0.15, 500)).toBeCloseTo(2.0833333333e-5, 14);
     expect(joulesToGrams(0, 1000)).toBe(0);
   });
+
+  // They returned NaN, or negative grams, without a word.
+  it('refuses joules and intensities that are not finite numbers of 0 or more, naming the argument', () => {
+    expect(() => joulesToGrams('x' as never, 400)).toThrow(new TypeError('Expected a finite number of joules, 0 or more for joules but received "x" of type string'));
+    expect(() => joulesToGrams(NaN, 400)).toThrow(new TypeError('Expected a finite number of joules, 0 or more for joules but received NaN of type number'));
+    expect(() => joulesToGrams(-5, 400)).toThrow(new RangeError('Expected a finite number of joules, 0 or more for joules but received -5 of type number'));
+    expect(() => joulesToGrams(Infinity, 400)).toThrow(RangeError);
+    expect(() => joulesToGrams(5, NaN)).toThrow(new TypeError('Expected a finite number of gCO2e/kWh, 0 or more for gramsPerKwh but received NaN of type number'));
+    expect(() => joulesToGrams(5, -1)).toThrow(new RangeError('Expected a finite number of gCO2e/kWh, 0 or more for gramsPerKwh but received -1 of type number'));
+    expect(() => joulesToGrams(5, '400' as never)).toThrow(TypeError);
+    expect(() => joulesToGrams(5, Infinity)).toThrow(RangeError);
+    const c = new CarbonIntensity({ gramsPerKwh: 400 });
+    expect(() => c.grams(-5)).toThrow(new RangeError('Expected a finite number of joules, 0 or more for joules but received -5 of type number'));
+    expect(() => c.grams(NaN)).toThrow(TypeError);
+    // Also before a provider has answered (grams() is then null for a good figure).
+    const p = new CarbonIntensity({ provider: () => 100 });
+    expect(p.grams(1)).toBeNull();
+    expect(() => p.grams('1' as never)).toThrow(TypeError);
+  });
 });
 
 describe('grid intensity from @tgwf/co2 (Ember yearly averages, offline)', () => {
@@ -47,8 +66,12 @@ describe('grid intensity from @tgwf/co2 (Ember yearly averages, offline)', () =>
     expect(zero).toContain('CAF');
     for (const code of zero) {
       expect(() => gridIntensity(code)).toThrow(RangeError);
-      expect(() => gridIntensity(code)).toThrow(`it has none for '${code}': give options.gramsPerKwh instead`);
+      // gridIntensity() takes no options object to point into.
+      expect(() => gridIntensity(code)).toThrow(`it has none for '${code}': use a figure of your own in its place (carbon: { gramsPerKwh }))`);
       expect(() => carbonIntensity({ country: code })).toThrow(RangeError);
+      expect(() => carbonIntensity({ country: code }, 'options.carbon')).toThrow(
+        `Expected a code with a figure in @tgwf/co2's average intensity data (it has none for '${code}': give options.carbon.gramsPerKwh instead) for options.carbon.country`,
+      );
     }
     expect(gridIntensityCodes()).not.toContain('CAF');
     for (const code of gridIntensityCodes()) expect(gridIntensity(code)).toBeGreaterThan(0);

@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { checkNumber, choiceOption, parseArgs, parseIntervalUs, sourceOption, UsageError } from '../src/cli/args';
+import { checkNumber, choiceOption, inFlagWords, parseArgs, parseIntervalUs, sourceOption, UsageError } from '../src/cli/args';
 import { printable } from '../src/cli/format';
 import { exitStatus, processTable, ProcessTreeWatcher } from '../src/cli/run';
 import type { ThreadEnergy } from '../src/sampler';
@@ -713,6 +713,97 @@ describe('where the sources read (--powercap-root and the other source paths)', 
     refused(['top', '--msr-path', '/dev/cpu/0/msr', '--iterations', '1'], 2, '--msr-path needs exactly one %d');
     refused(['serve', '--proc-stat='], 2, '--proc-stat expects a path');
     for (const cmd of ['run', 'top', 'serve', 'demo', 'probe']) expect(jt([cmd, '--help']).stdout).toContain('--sysfs-cpu-root D');
+  });
+});
+
+// The library's messages name its options (backend 'procfs', source 'model', liveCheckMs); a
+// command names its flag instead, or leaves the advice out where it has no such flag.
+describe('library messages in the words of each command', () => {
+  const asNobody = (args: string[]) => {
+    const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 20_000, uid: 65534, gid: 65534, env: { ...process.env, NO_COLOR: '1' } });
+    return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+  };
+  const LIBRARY_WORDS = /backend '|threads '|source '|liveCheckMs|options\./;
+
+  it("run without eBPF privileges notes the fallback to procfs without advising procfs; --threads bpf names --threads procfs", () => {
+    const r = asNobody(['run', '--json', '--', 'true']);
+    expect(r.code, r.stderr).toBe(0);
+    const notes = (JSON.parse(r.stdout) as { notes: string[] }).notes;
+    const fallback = notes.find((n) => n.startsWith('eBPF unavailable ('));
+    expect(fallback, notes.join('\n')).toBeDefined();
+    expect(fallback).not.toMatch(/procfs'|--threads|use procfs/);
+    expect(fallback).toMatch(/\.\); using procfs, which does not follow child processes$/);
+    const bpf = asNobody(['run', '--threads', 'bpf', '--', 'true']);
+    expect(bpf.code).toBe(125);
+    expect(bpf.stderr).toMatch(/(, or use|Use|Otherwise use) --threads procfs( instead)?\.\n$/);
+    expect(bpf.stderr).not.toMatch(LIBRARY_WORDS);
+  });
+
+  it('probe, which has neither --threads nor --source, leaves out that advice; its --json keeps the library words', () => {
+    const r = asNobody(['probe']);
+    const bpfReason = r.stdout.split('\n').at(-2)!;
+    expect(r.stdout).toContain('eBPF thread attribution  ✗ not ready');
+    expect(bpfReason).not.toMatch(/procfs|--threads/);
+    expect(r.stdout).not.toMatch(LIBRARY_WORDS);
+    const json = JSON.parse(asNobody(['probe', '--json']).stdout) as { bpf: { reason: string } };
+    expect(json.bpf.reason).toMatch(/backend 'procfs'/);
+  });
+
+  it('a source that lists RAPL and never counts: run names --source model, probe no source, neither liveCheckMs', () => {
+    const e = createEmulatedPowercap([{ name: 'package-0', energyUj: 1_000_000 }]);
+    try {
+      const run = jt(['run', '--source', 'powercap', '--powercap-root', e.powercapRoot, '--', 'true']);
+      expect(run.code).toBe(125);
+      expect(run.stderr).toMatch(/— the machine lists RAPL but does not count it, as hypervisors commonly do: measure on bare metal or in a VM given RAPL, or use --source model \(an estimate\)\n$/);
+      const probe = jt(['probe', '--powercap-root', e.powercapRoot]);
+      expect(probe.stdout).toContain('      fix: the machine lists RAPL but does not count it, as hypervisors commonly do: measure on bare metal or in a VM given RAPL\n');
+      expect(probe.stdout).not.toMatch(LIBRARY_WORDS);
+    } finally {
+      e.close();
+    }
+  });
+
+  it('a path given that holds no source names its flag', () => {
+    const dir = fs.mkdtempSync(path.join(tmp, 'empty-'));
+    const r = jt(['probe', '--powercap-root', dir]);
+    expect(r.stdout).toContain(`  ✗ powercap  ENOENT: no RAPL zones under ${dir}\n      fix: check --powercap-root: it should name where this process sees the host's /sys/class/powercap\n`);
+    const run = jt(['run', '--source', 'powercap', '--powercap-root', dir, '--', 'true']);
+    expect(run.stderr).toContain(`no RAPL zones under ${dir} — check --powercap-root: it should name`);
+  });
+
+  // Each of the native messages that names an option, with and without the command's flag.
+  it.each([
+    [
+      "... (Linux >= 5.8), or use backend 'procfs'.",
+      "... (Linux >= 5.8), or use --threads procfs.",
+      '... (Linux >= 5.8).',
+    ],
+    ["... (running 6.1). Use backend 'procfs' instead.", '... (running 6.1). Use --threads procfs instead.', '... (running 6.1).'],
+    ["... an LSM can refuse bpf() too. Otherwise use backend 'procfs'.", '... an LSM can refuse bpf() too. Otherwise use --threads procfs.', '... an LSM can refuse bpf() too.'],
+    [
+      "... not these. Use threads 'procfs', or run the container with the host's pid namespace (docker run --pid=host)",
+      "... not these. Use --threads procfs, or run the container with the host's pid namespace (docker run --pid=host)",
+      "... not these. Run the container with the host's pid namespace (docker run --pid=host)",
+    ],
+    ["...with 18h) — use source 'model'", '...with 18h) — use --source model', '...with 18h)'],
+    ["... going offline? Try again, or use source 'powercap' or 'perf'", '... going offline? Try again, or use --source powercap or perf', '... going offline? Try again'],
+    ["... RAPL MSRs; try source 'powercap', 'perf' or 'model'", '... RAPL MSRs; try --source powercap, perf or model', '... RAPL MSRs'],
+    [
+      "... given RAPL, or use source 'model' (an estimate); liveCheckMs sets the wait",
+      '... given RAPL, or use --source model (an estimate)',
+      '... given RAPL',
+    ],
+    [
+      "...(a VM): set one with setBaseline(), or use source 'model'",
+      '...(a VM): set one with --baseline W, or use --source model',
+      '...(a VM): use --source model',
+    ],
+    ['... x — check options.msrPath: it should', '... x — check --msr-path: it should', '... x — check --msr-path: it should'],
+  ])('%s', (library, withFlags, without) => {
+    expect(inFlagWords(library, ['pid', 'threads', 'source', 'baseline', 'msr-path'])).toBe(withFlags);
+    // Without the flag named; demo calibrates with --source and no --baseline; every command has --msr-path.
+    const fewer = library.includes('setBaseline') ? ['source'] : library.includes('msrPath') ? ['msr-path'] : [];
+    expect(inFlagWords(library, fewer)).toBe(without);
   });
 });
 

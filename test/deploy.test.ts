@@ -1,7 +1,8 @@
 // deploy/: the alert rules pass `promtool check rules` and their unit tests; the example config
 // passes `promtool check config`; the Grafana dashboard parses and every query in it is accepted
-// by a real Prometheus (the same test server that loads the rules).
-import { spawnSync } from 'node:child_process';
+// by a real Prometheus (the same test server that loads the rules); every metric the dashboard
+// and the rules query is one that registerMetrics() or `jouletrace serve` exports.
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -9,7 +10,7 @@ import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RequestTracker, Sampler } from '../src/index';
 import { registerMetrics } from '../src/prometheus';
-import { findBinary, prometheusMissing, startPrometheus, type PrometheusServer } from './fixtures/prometheus-server';
+import { findBinary, freePort, prometheusMissing, startPrometheus, type PrometheusServer } from './fixtures/prometheus-server';
 import { describeGated, toolsRequired } from './fixtures/gated';
 
 const deploy = path.join(__dirname, '..', 'deploy');
@@ -39,6 +40,91 @@ function substitute(expr: string): string {
   return expr.replace(/\$__rate_interval|\$__interval|\$__range/g, '1m').replace(/\$job\b|\$\{job\}/g, '.+');
 }
 
+/** registerMetrics()'s exposition, every family included (requests, carbon, thread tracking). */
+async function exporterOutput(): Promise<string> {
+  const sampler = new Sampler({ source: 'model' }).start();
+  try {
+    const tracker = new RequestTracker(sampler);
+    const m = registerMetrics(sampler, { registry: new Registry(), requests: tracker, carbon: { gramsPerKwh: 400 } });
+    const h = sampler.begin('work');
+    sampler.end(h);
+    await sampler.settle(h);
+    await new Promise((r) => setTimeout(r, 300));
+    const text = await m.registry.metrics();
+    m.close();
+    tracker.close();
+    return text;
+  } finally {
+    sampler.close();
+  }
+}
+
+/** `jouletrace serve --pid`'s exposition, from the command itself. */
+async function serveOutput(): Promise<string> {
+  const watched = spawn('sleep', ['60'], { stdio: 'ignore' });
+  const port = await freePort();
+  const bin = path.join(__dirname, '..', 'bin', 'jouletrace.js');
+  const serve = spawn(process.execPath, [bin, 'serve', '--port', String(port), '--source', 'model', '--interval', '5', '--pid', String(watched.pid)], { stdio: 'ignore' });
+  try {
+    for (let i = 0; i < 200; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      try {
+        const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+        if (res.ok) return await res.text();
+      } catch {
+        // not listening yet
+      }
+    }
+    throw new Error('jouletrace serve did not answer on /metrics within 10 s');
+  } finally {
+    serve.kill('SIGTERM');
+    watched.kill();
+  }
+}
+
+/** Sample names an exposition can hold: each family's, and a histogram's or summary's _bucket, _sum and _count. */
+function exposedNames(text: string): Set<string> {
+  const out = new Set<string>();
+  for (const [, name, type] of text.matchAll(/^# TYPE (\S+) (\w+)$/gm)) {
+    out.add(name);
+    if (type === 'histogram') for (const s of ['_bucket', '_sum', '_count']) out.add(name + s);
+    if (type === 'summary') for (const s of ['_sum', '_count']) out.add(name + s);
+  }
+  return out;
+}
+
+const PROMQL_WORDS = new Set(['by', 'without', 'on', 'ignoring', 'group_left', 'group_right', 'bool', 'and', 'or', 'unless', 'offset', 'inf', 'nan']);
+
+/** The metric names a PromQL expression selects: identifiers that are no function, keyword, label or duration. */
+function metricNames(expr: string): string[] {
+  const bare = expr
+    .replace(/"(?:[^"\\]|\\.)*"/g, '""')
+    .replace(/\{[^}]*\}/g, '')
+    .replace(/\[[^\]]*\]/g, '')
+    .replace(/\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)/g, ' ');
+  const out: string[] = [];
+  for (const m of bare.matchAll(/(?<![\w.:])([a-zA-Z_:][\w:]*)(\s*\()?/g)) {
+    if (m[2] === undefined && !PROMQL_WORDS.has(m[1].toLowerCase())) out.push(m[1]);
+  }
+  return out;
+}
+
+/** The rules file's expressions (inline or `|` blocks) and the names it records. */
+function ruleFile(text: string): { exprs: string[]; records: string[] } {
+  const lines = text.split('\n');
+  const exprs: string[] = [];
+  lines.forEach((line, i) => {
+    const m = /^(\s*)expr: (.*)$/.exec(line);
+    if (!m) return;
+    if (m[2].trim() !== '|') return void exprs.push(m[2]);
+    const block: string[] = [];
+    for (let j = i + 1; j < lines.length && (lines[j].trim() === '' || lines[j].search(/\S/) > m[1].length); j++) block.push(lines[j].trim());
+    exprs.push(block.join(' ').trim());
+  });
+  const records = [...text.matchAll(/^\s*- record: (\S+)$/gm)].map((m) => m[1]);
+  return { exprs, records };
+}
+
 describeGated('deploy/ with promtool and Prometheus', missing ?? undefined, toolsRequired(), 'JOULETRACE_REQUIRE_TOOLS=1', () => {
   let prom: PrometheusServer;
   beforeAll(async () => {
@@ -50,24 +136,11 @@ describeGated('deploy/ with promtool and Prometheus', missing ?? undefined, tool
 
   // A gauge labelled "quantile" (the sampler's jitter) failed it: Prometheus keeps that label for summaries.
   it("the exporter's own output passes promtool check metrics", async () => {
-    const sampler = new Sampler({ source: 'model' }).start();
-    try {
-      const tracker = new RequestTracker(sampler);
-      const m = registerMetrics(sampler, { registry: new Registry(), requests: tracker, carbon: { gramsPerKwh: 400 } });
-      const h = sampler.begin('work');
-      sampler.end(h);
-      await sampler.settle(h);
-      await new Promise((r) => setTimeout(r, 300));
-      const text = await m.registry.metrics();
-      expect(text).toContain('jouletrace_sampler_jitter_seconds{stat="p99"}');
-      const r = spawnSync(findBinary('promtool')!, ['check', 'metrics'], { input: text, encoding: 'utf8' });
-      expect(r.stdout + r.stderr).toBe('');
-      expect(r.status).toBe(0);
-      m.close();
-      tracker.close();
-    } finally {
-      sampler.close();
-    }
+    const text = await exporterOutput();
+    expect(text).toContain('jouletrace_sampler_jitter_seconds{stat="p99"}');
+    const r = spawnSync(findBinary('promtool')!, ['check', 'metrics'], { input: text, encoding: 'utf8' });
+    expect(r.stdout + r.stderr).toBe('');
+    expect(r.status).toBe(0);
   });
 
   it('alert rules pass promtool check rules', () => {
@@ -141,4 +214,36 @@ describeGated('deploy/ with promtool and Prometheus', missing ?? undefined, tool
     // And an invalid query is indeed rejected, so the loop above can fail.
     expect((await prom.api('query', { query: 'rate(app_energy_joules_total[$__rate_interval])' })).status).toBe('error');
   });
+});
+
+// Query syntax alone passed a renamed or misspelled metric: such a panel or rule shows nothing.
+describe('every metric the dashboard and the rules query is exported', () => {
+  it('finds the metric names of an expression, and no function, label or keyword', () => {
+    expect(
+      metricNames(
+        'max by (job, instance) (sum by (job, pid) (rate(a_total{job=~"$job", part=~"x|y"}[5m]))) - on(pid) group_left(command) b:rec:rate5m * 3600 > bool 1e3',
+      ),
+    ).toEqual(['a_total', 'b:rec:rate5m']);
+    expect(metricNames('histogram_quantile(0.99, sum by (le) (rate(h_bucket[1m])))')).toEqual(['h_bucket']);
+  });
+
+  it("names only series of registerMetrics()'s and serve's output, or recorded by the rules", async () => {
+    const exported = new Set([...exposedNames(await exporterOutput()), ...exposedNames(await serveOutput())]);
+    // What serve alone exports is in: its series are the dashboard's "where the energy goes".
+    expect(exported).toContain('jouletrace_process_running');
+    expect(exported).toContain('http_server_request_energy_joules_bucket');
+    const rulesFile = ruleFile(fs.readFileSync(rules, 'utf8'));
+    expect(rulesFile.records).toHaveLength(3);
+    expect(rulesFile.exprs).toHaveLength(5);
+    const known = new Set([...exported, ...rulesFile.records]);
+    const queried = [
+      ...dashboard.panels.flatMap((p) => (p.targets ?? []).map((t) => ({ where: `dashboard: ${p.title} ${t.refId}`, expr: substitute(t.expr) }))),
+      ...dashboard.templating.list.map((v) => ({ where: `dashboard variable ${v.name}`, expr: /^label_values\((.+), \w+\)$/.exec(v.query.query)![1] })),
+      ...rulesFile.exprs.map((expr) => ({ where: 'rules', expr })),
+    ];
+    const unknown = queried.flatMap((q) => metricNames(q.expr).filter((n) => !known.has(n)).map((n) => `${q.where}: ${n}`));
+    expect(unknown).toEqual([]);
+    // Every query selects something, so none is skipped unread.
+    expect(queried.filter((q) => metricNames(q.expr).length === 0)).toEqual([]);
+  }, 30_000);
 });

@@ -38,7 +38,7 @@ describe('probe on this VM (no RAPL)', () => {
     const [msr, perf, powercap, model] = r.sources;
     expect(msr).toMatchObject({ code: 'ENOENT', reason: '/dev/cpu/0/msr: no such file', remedy: 'load the msr module: modprobe msr' });
     expect(perf.code).toBe('ENOENT');
-    expect(perf.reason).toContain('no perf power PMU');
+    expect(perf.reason).toBe('/sys/bus/event_source/devices/power: no perf power PMU (kernel without CONFIG_PERF_EVENTS_INTEL_RAPL / AMD RAPL PMU, or a VM)');
     expect(powercap).toMatchObject({ code: 'ENOENT', reason: 'no RAPL zones under /sys/class/powercap' });
     expect(powercap.remedy).toMatch(/^load intel_rapl_common \/ intel_rapl_msr/);
     expect(model.domains[0]).toMatchObject({ domain: 'package', estimated: true, unitJoules: 1e-6 });
@@ -73,6 +73,15 @@ describe('probe on this VM (no RAPL)', () => {
   it('validates its options before probing', async () => {
     await expect(probe({ intervalMs: 0 })).rejects.toThrow('Expected an integer between 1 and 10000 for options.intervalMs but received 0 of type number');
     await expect(probe({ msrPath: '/dev/cpu/msr' })).rejects.toThrow(RangeError);
+  });
+
+  it('refuses options.source, naming it, rather than probing every source regardless', async () => {
+    // @ts-expect-error source is not a ProbeOptions key
+    const p = probe({ source: 'model', intervalMs: 10 });
+    await expect(p).rejects.toThrow(TypeError);
+    await expect(p).rejects.toThrow(
+      'Unknown option options.source: probe() reports every source, in the order auto tries them (to open one source, use openSource({ source }))',
+    );
   });
 });
 

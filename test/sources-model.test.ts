@@ -337,8 +337,12 @@ describe('model source against an emulated /proc/stat', () => {
     expect(() => openSource({ source: 'model', procStatPath: path.join(dir, 'stat') })).toThrow(
       expect.objectContaining({ code: 'EINVAL', message: `${dir}/stat: no cpuN lines for the online CPUs — not a /proc/stat file` }),
     );
+    // The path is the user's, so the remedy is the option, not procfs at /proc.
     expect(() => openSource({ source: 'model', procStatPath: path.join(dir, 'missing') })).toThrow(
-      expect.objectContaining({ code: 'ENOENT' }),
+      expect.objectContaining({
+        code: 'ENOENT',
+        message: `${dir}/missing: No such file or directory — check options.procStatPath: it should name where this process sees the host's /proc/stat`,
+      }),
     );
   });
 });

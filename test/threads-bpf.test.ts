@@ -176,8 +176,19 @@ describeGated('without CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN', cannotDrop, bpfR
       expect(out.readiness.reason).toContain('CAP_BPF');
       expect(out.opened).toBeUndefined();
       expect(out.code).toBe('EPERM');
-      expect(out.message).toContain('needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)');
-      expect(out.message).toContain('this process lacks CAP_BPF, CAP_PERFMON');
+      // Root, its capabilities dropped as a container's are: "run as root" would fix nothing.
+      expect(out.message).toBe(
+        'jouletrace: the eBPF thread tracker needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN); this process runs as root but ' +
+          "lacks CAP_BPF, CAP_PERFMON: they were dropped from its capabilities (a container's defaults, a systemd unit's " +
+          'CapabilityBoundingSet=, capsh --drop). Grant them (docker or podman run --cap-add BPF --cap-add PERFMON, or ' +
+          '--cap-add SYS_ADMIN before Linux 5.8; in a systemd unit, CAP_BPF CAP_PERFMON in CapabilityBoundingSet= and, for a ' +
+          "User= other than root, AmbientCapabilities=), or use backend 'procfs'.",
+      );
+      expect(out.readiness.reason).toBe(out.message);
+      // Not root: running as root is the first remedy.
+      const user = spawnSync(process.execPath, [script], { encoding: 'utf8', uid: 65534, gid: 65534 });
+      expect(user.status, user.stderr).toBe(0);
+      expect(JSON.parse(user.stdout).message).toContain('; this process lacks CAP_BPF, CAP_PERFMON. Run as root, or grant them:');
     } finally {
       fs.rmSync(script, { force: true });
     }

@@ -222,7 +222,9 @@ std::unique_ptr<EnergySource> openModelSource(const SourceOptions& opts, SourceE
   if (fd < 0) {
     int e = errno;
     err->code = errnoName(e);
-    err->message = opts.procStatPath + ": " + std::strerror(e) + " — the model source needs procfs mounted at /proc";
+    err->message = opts.procStatPath + ": " + std::strerror(e) + " — " +
+                   missingPathRemedy(opts.procStatPath, SourceOptions().procStatPath, "procStatPath",
+                                     "the model source needs procfs mounted at /proc");
     return nullptr;
   }
   src->fd_ = UniqueFd(fd);

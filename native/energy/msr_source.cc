@@ -146,18 +146,19 @@ std::string msrDriverDir(const std::string& sysfsCpuRoot) {
   return "";
 }
 
-void openError(const std::string& path, int err, const std::string& sysfsCpuRoot, SourceError* out) {
+void openError(const std::string& path, int err, const SourceOptions& opts, SourceError* out) {
   out->code = errnoName(err);
   if (err == ENOENT || err == ENODEV) {
     out->code = "ENOENT";
     // Loaded, yet no device: a container's, the driver being the host's and /dev/cpu not passed in.
-    const std::string driver = msrDriverDir(sysfsCpuRoot);
+    const std::string driver = msrDriverDir(opts.sysfsCpuRoot);
     if (!driver.empty()) {
       out->message = path + ": no such file — the msr driver is loaded (" + driver +
                      ") but its devices are not here, as in a container: pass them in (docker run --device /dev/cpu/N/msr "
                      "for each CPU N) with CAP_SYS_RAWIO (--cap-add SYS_RAWIO)";
     } else {
-      out->message = path + ": no such file — load the msr module: modprobe msr";
+      out->message = path + ": no such file — " +
+                     missingPathRemedy(opts.msrPath, SourceOptions().msrPath, "msrPath", "load the msr module: modprobe msr");
     }
   } else if (err == ENXIO) {
     // The msr driver's answer for a CPU that is offline or has no MSR support.
@@ -227,7 +228,7 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
   auto fdFor = [&](int cpu, SourceError* e) -> int {
     int fd = src->fdOf(cpu);
     if (fd < 0) {
-      openError(expandCpuPath(opts.msrPath, cpu), -fd, opts.sysfsCpuRoot, e);
+      openError(expandCpuPath(opts.msrPath, cpu), -fd, opts, e);
       return -1;
     }
     return fd;
@@ -374,7 +375,7 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
           }
         }
         if (cpu < 0 && failedCpu < 0) {
-          openError(expandCpuPath(opts.msrPath, first), openErr, opts.sysfsCpuRoot, err);
+          openError(expandCpuPath(opts.msrPath, first), openErr, opts, err);
           return nullptr;
         }
         // The package's first core decides whether the register is there (non-zero, as probeMsr).

@@ -88,7 +88,10 @@ std::unique_ptr<EnergySource> openPerfSource(const SourceOptions& opts, SourceEr
   struct stat st;
   if (::stat(root.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     err->code = "ENOENT";
-    err->message = root + ": no perf power PMU (kernel without CONFIG_PERF_EVENTS_INTEL_RAPL / AMD RAPL PMU, or a VM)";
+    const std::string byDefault = SourceOptions().perfPmuRoot;
+    err->message = root + ": no perf power PMU" +
+                   (root == byDefault ? std::string(" (kernel without CONFIG_PERF_EVENTS_INTEL_RAPL / AMD RAPL PMU, or a VM)")
+                                      : " — " + checkOptionRemedy("perfPmuRoot", byDefault));
     return nullptr;
   }
   long long type;

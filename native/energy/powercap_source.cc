@@ -130,10 +130,11 @@ std::unique_ptr<EnergySource> openPowercapSource(const SourceOptions& opts, Sour
   listZones(opts.powercapRoot, &zones);
   if (zones.empty()) {
     err->code = "ENOENT";
-    err->message = "no RAPL zones under " + opts.powercapRoot +
-                   " — load intel_rapl_common / intel_rapl_msr (Intel: modprobe intel_rapl_msr) or, on AMD Zen, "
-                   "the same intel_rapl_msr module (rapl is exposed by intel_rapl_msr on kernels ≥5.x for Zen); "
-                   "VMs usually expose no RAPL at all";
+    err->message = "no RAPL zones under " + opts.powercapRoot + " — " +
+                   missingPathRemedy(opts.powercapRoot, SourceOptions().powercapRoot, "powercapRoot",
+                                     "load intel_rapl_common / intel_rapl_msr (Intel: modprobe intel_rapl_msr) or, on AMD Zen, "
+                                     "the same intel_rapl_msr module (rapl is exposed by intel_rapl_msr on kernels ≥5.x for Zen); "
+                                     "VMs usually expose no RAPL at all");
     return nullptr;
   }
   // Package of each top-level zone, from its name "package-N".
@@ -234,7 +235,8 @@ std::unique_ptr<EnergySource> openPowercapSource(const SourceOptions& opts, Sour
   }
   if (src->domains().empty()) {
     err->code = "ENOENT";
-    err->message = "RAPL zones under " + opts.powercapRoot + " have no readable name (package-N, core, uncore, dram, psys)";
+    // Every name was read (an unreadable one is refused above): none is a domain's.
+    err->message = "RAPL zones under " + opts.powercapRoot + " have no domain's name (package-N, core, uncore, dram, psys)";
     return nullptr;
   }
   return src;

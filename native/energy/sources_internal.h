@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "energy/source.h"
 
@@ -12,5 +13,17 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
 std::unique_ptr<EnergySource> openPowercapSource(const SourceOptions& opts, SourceError* err);
 std::unique_ptr<EnergySource> openPerfSource(const SourceOptions& opts, SourceError* err);
 std::unique_ptr<EnergySource> openModelSource(const SourceOptions& opts, SourceError* err);
+
+// At a path the user gave that holds nothing the source can use, the option is a likelier
+// mistake than the system: the remedy names it rather than a module or mount.
+inline std::string checkOptionRemedy(const char* option, const std::string& byDefault) {
+  return std::string("check options.") + option + ": it should name where this process sees the host's " + byDefault;
+}
+
+// The system's remedy (a module, a mount) at the default path, else checkOptionRemedy().
+inline std::string missingPathRemedy(const std::string& given, const std::string& byDefault, const char* option,
+                                     const std::string& systemRemedy) {
+  return given == byDefault ? systemRemedy : checkOptionRemedy(option, byDefault);
+}
 
 }  // namespace jouletrace

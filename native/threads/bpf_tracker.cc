@@ -220,6 +220,15 @@ std::string privilegeMessage(const BpfReadiness& r) {
            "a user namespace of its own, given CAP_BPF and CAP_PERFMON), or use backend 'procfs'.";
   }
   const std::string missing = missingCaps(r);
+  // Root without them: dropped (a container's default set, a unit's bounding set), and running
+  // as root is what it already does.
+  if (geteuid() == 0) {
+    return "jouletrace: the eBPF thread tracker needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN); this process runs as "
+           "root but lacks " + missing + ": they were dropped from its capabilities (a container's defaults, a systemd "
+           "unit's CapabilityBoundingSet=, capsh --drop). Grant them (docker or podman run --cap-add BPF --cap-add PERFMON, "
+           "or --cap-add SYS_ADMIN before Linux 5.8; in a systemd unit, CAP_BPF CAP_PERFMON in CapabilityBoundingSet= and, "
+           "for a User= other than root, AmbientCapabilities=), or use backend 'procfs'.";
+  }
   return "jouletrace: the eBPF thread tracker needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)" +
          (missing.empty() ? std::string() : "; this process lacks " + missing) +
          ". Run as root, or grant them: `sudo setcap cap_bpf,cap_perfmon+ep $(command -v node)`"

@@ -2,6 +2,7 @@
 // stop at the command it runs (`run node app.js --port 3000` passes --port to node), which
 // needs to know, while scanning, which options take a value.
 import * as fs from 'node:fs';
+import type { ProbeReport } from '../probe';
 import type { Sampler } from '../sampler';
 import { SOURCE_NAMES, type SourceName, type SourceOptions } from '../source-options';
 
@@ -162,23 +163,75 @@ export function noBaselineNote(whose: string): string {
   return `no baseline: idle power is shared out by CPU time, so ${whose} is charged part of it; --calibrate S measures the idle power first (keep the machine quiet), --baseline W sets it`;
 }
 
-/** Why `auto` passed over each source before the one it took (Sampler.skipped): what is missing and how to get it, one note each. */
-export function skippedSourceNotes(skipped: Sampler['skipped']): string[] {
-  return skipped.map((s) => `${s.source} unavailable here: ${s.message ?? s.code ?? 'no reason given'}`);
+/** Why `auto` passed over each source before the one it took (Sampler.skipped): what is missing and how to get it, one note each, in the words of a command with `flags`. */
+export function skippedSourceNotes(skipped: Sampler['skipped'], flags: readonly string[]): string[] {
+  return skipped.map((s) => `${s.source} unavailable here: ${s.message === undefined ? (s.code ?? 'no reason given') : inFlagWords(s.message, flags)}`);
 }
 
-// Errors of the library name its options (options.pid, backend 'procfs'); told on the command
-// line, the flags that set them.
-const FLAG_WORDING: ReadonlyArray<[string, string]> = [
-  ['; options.pid takes a process id: pass ', '; --pid takes a process id: pass --pid '],
-  ["backend 'procfs'", '--threads procfs'],
+// Messages of the library name its options (options.pid, backend 'procfs', source 'model',
+// liveCheckMs); told on the command line, the flag that sets each where the command has one, and
+// without that advice where it has none. The source path options are SOURCE_PATHS's, below.
+interface Wording {
+  /** The command-line option that sets it. */
+  flag: string;
+  library: RegExp;
+  cli: string | ((match: string) => string);
+  /** What replaces the library's words where the command has no such flag. */
+  without: string;
+}
+
+const FLAG_WORDING: Wording[] = [
+  { flag: 'pid', library: /; options\.pid takes a process id: pass /g, cli: '; --pid takes a process id: pass --pid ', without: '; pass the process id, ' },
+  // The eBPF tracker's refusals end on the fallback, in one of three ways.
+  { flag: 'threads', library: /, or use backend 'procfs'\./g, cli: ', or use --threads procfs.', without: '.' },
+  { flag: 'threads', library: / (Use|Otherwise use) backend 'procfs'( instead)?\./g, cli: ' $1 --threads procfs$2.', without: '' },
+  { flag: 'threads', library: /Use threads 'procfs', or run/g, cli: 'Use --threads procfs, or run', without: 'Run' },
+  { flag: 'baseline', library: /set one with setBaseline\(\), or /g, cli: 'set one with --baseline W, or ', without: '' },
+  // "use source 'model'", "try source 'powercap', 'perf' or 'model'", with what leads to it.
+  {
+    flag: 'source',
+    library: /(?: — |; |, or |, )?(?:use|try) source '[a-z]+'(?:(?:, | or )'[a-z]+')*(?: \(an estimate\))?/g,
+    cli: (m) => m.replace(/source ((?:'[a-z]+'|, | or )+)/, (_, names: string) => `--source ${names.replace(/'/g, '')}`),
+    without: '',
+  },
+  // No command sets the wait of the counting check.
+  { flag: 'live-check-ms', library: /; liveCheckMs sets the wait/g, cli: '; --live-check-ms sets the wait', without: '' },
 ];
 
-/** A library error's message as the command line says it. */
-export function inFlagWords(message: string): string {
+/** The names of a command's options, for inFlagWords(). */
+export function flagsOf(specs: readonly OptionSpec[]): string[] {
+  return specs.map((s) => s.name);
+}
+
+/**
+ * A library message as a command says it: `flags` are the options the command has (flagsOf()),
+ * less any whose advice does not apply here (run's note of its fallback to procfs names no
+ * --threads procfs: it already uses it).
+ */
+export function inFlagWords(message: string, flags: readonly string[]): string {
   let out = message;
-  for (const [library, cli] of FLAG_WORDING) out = out.split(library).join(cli);
+  for (const w of [...FLAG_WORDING, ...PATH_WORDING]) {
+    if (!flags.includes(w.flag)) out = out.replace(w.library, w.without);
+    // Two calls: replace() takes a string or a function, not either.
+    else if (typeof w.cli === 'string') out = out.replace(w.library, w.cli);
+    else out = out.replace(w.library, w.cli);
+  }
   return out;
+}
+
+/** A probe() report's reasons and remedies as a command with `flags` says them (its text output; --json stays probe()'s). */
+export function probeInFlagWords(report: ProbeReport, flags: readonly string[]): ProbeReport {
+  const sources = report.sources.map((s) => {
+    const out = { ...s };
+    if (s.reason !== undefined) out.reason = inFlagWords(s.reason, flags);
+    if (s.remedy !== undefined) {
+      const remedy = inFlagWords(s.remedy, flags);
+      if (remedy === '') delete out.remedy;
+      else out.remedy = remedy;
+    }
+    return out;
+  });
+  return { ...report, sources, bpf: { ...report.bpf, reason: inFlagWords(report.bpf.reason, flags) } };
 }
 
 /** Prints a UsageError with the command's usage (exit status 2); anything else is rethrown. */
@@ -201,6 +254,14 @@ const SOURCE_PATHS: ReadonlyArray<[string, string, keyof SourcePaths, string, st
 ];
 
 export const SOURCE_PATH_SPECS: OptionSpec[] = SOURCE_PATHS.map(([name]) => ({ name, type: 'string' }));
+
+// "check options.msrPath" (a source found nothing at a path given): --msr-path.
+const PATH_WORDING: Wording[] = SOURCE_PATHS.map(([name, , key]) => ({
+  flag: name,
+  library: new RegExp(`options\\.${key}\\b`, 'g'),
+  cli: `--${name}`,
+  without: `the ${key} path`,
+}));
 
 /** The help section of SOURCE_PATH_SPECS. */
 export const SOURCE_PATH_HELP =

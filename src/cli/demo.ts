@@ -13,7 +13,7 @@ import { RequestTracker, trackRequest } from '../requests';
 import { UNMATCHED_ROUTE } from '../span-types';
 import { Sampler, type SamplerOptions } from '../sampler';
 import type { SourceName } from '../source-options';
-import { filePathOption, numberOption, parseArgs, parseIntervalUs, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type SourcePaths } from './args';
+import { filePathOption, flagsOf, inFlagWords, numberOption, parseArgs, parseIntervalUs, probeInFlagWords, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type SourcePaths } from './args';
 import { colorEnabled, fmtJoules, fmtWatts, paint, printable } from './format';
 import { OutputFiles } from './output-files';
 
@@ -155,7 +155,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
     return 1;
   }
 
-  if (!opts['no-probe']) out.write(formatProbe(await probe(paths)) + '\n');
+  if (!opts['no-probe']) out.write(formatProbe(probeInFlagWords(await probe(paths), flagsOf(SPECS))) + '\n');
 
   // Nothing here reads the ring (the figures come from totals, threads and spans): dropping the
   // newest sample when it is full would count every sample past its size as lost.
@@ -166,13 +166,13 @@ export async function demoCommand(argv: string[]): Promise<number> {
     sampler = new Sampler(samplerOptions);
   } catch (e) {
     files.discard();
-    err.write(`jouletrace demo: ${(e as Error).message}\n`);
+    err.write(`jouletrace demo: ${inFlagWords((e as Error).message, flagsOf(SPECS))}\n`);
     return 1;
   }
   const st0 = sampler.stats();
   const estimated = st0.estimated;
   out.write(c.bold(`Measuring with '${sampler.source}'`) + ` every ${intervalUs} µs, threads tracked with ${st0.threads.backend}.\n`);
-  if (st0.threads.fallbackReason) out.write(c.dim(`  (${st0.threads.fallbackReason})\n`));
+  if (st0.threads.fallbackReason) out.write(c.dim(`  (${inFlagWords(st0.threads.fallbackReason, flagsOf(SPECS))})\n`));
   if (estimated) {
     out.write(c.yellow('  No energy counters here: every figure below is ESTIMATED by the model source from CPU time.\n'));
   }

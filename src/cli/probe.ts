@@ -1,6 +1,6 @@
 // `jouletrace probe [--json]`: what this machine can measure, and how to fix what it cannot.
 import { formatProbe, probe } from '../probe';
-import { parseArgs, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourcePathOptions, type OptionSpec, type SourcePaths } from './args';
+import { flagsOf, parseArgs, probeInFlagWords, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourcePathOptions, type OptionSpec, type SourcePaths } from './args';
 
 const SPECS: OptionSpec[] = [
   { name: 'json', type: 'flag' },
@@ -35,7 +35,7 @@ export async function probeCommand(argv: string[]): Promise<number> {
     return reportUsageError('probe', HELP, e);
   }
   const report = await probe(paths);
-  process.stdout.write(json ? JSON.stringify(report, null, 2) + '\n' : formatProbe(report));
+  process.stdout.write(json ? JSON.stringify(report, null, 2) + '\n' : formatProbe(probeInFlagWords(report, flagsOf(SPECS))));
   // For scripts: whether a Sampler could start here at all.
   return report.sources.some((s) => s.available) ? 0 : 1;
 }

@@ -13,6 +13,7 @@ import {
   baselineOptions,
   choiceOption,
   filePathOption,
+  flagsOf,
   inFlagWords,
   noBaselineNote,
   numberOption,
@@ -103,6 +104,7 @@ const SPECS: OptionSpec[] = [
   { name: 'help', short: 'h', type: 'flag' },
   ...SOURCE_PATH_SPECS,
 ];
+const FLAGS = flagsOf(SPECS);
 
 /** Exit status for jouletrace's own failures (as timeout(1) and env(1) use it). */
 export const EXIT_INTERNAL = 125;
@@ -629,12 +631,13 @@ export async function runCommand(argv: string[]): Promise<number> {
     sampler = new Sampler(samplerOptions);
     if (baseline.watts !== undefined) setBaselineOption(sampler, baseline.watts);
   } catch (e) {
-    return abandon(inFlagWords((e as Error).message), { sampler });
+    return abandon(inFlagWords((e as Error).message, FLAGS), { sampler });
   }
   const stats0 = sampler.stats();
   const backend = stats0.threads.backend;
   const notes: string[] = [];
-  if (stats0.threads.fallbackReason) notes.push(stats0.threads.fallbackReason);
+  // Already on procfs: its advice to use --threads procfs is left out.
+  if (stats0.threads.fallbackReason) notes.push(inFlagWords(stats0.threads.fallbackReason, FLAGS.filter((f) => f !== 'threads')));
   if (backend === 'procfs') notes.push('procfs tracks the command\'s own process only; its children count as "other"');
   if (sampler.notCounting.length > 0) {
     const names = sampler.notCounting.map((d) => `${d.domain}-${d.package}`).join(', ');
@@ -651,7 +654,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     const b = await Promise.race([calibration, exited.then(() => undefined)]);
     if (b === undefined || b instanceof Error) {
       if (startupSignal !== undefined) return abandon(`${startupSignal} arrived before the command started; it did not run`, { sampler }, exitStatus(null, startupSignal));
-      return abandon(b instanceof Error ? b.message : 'the command ended before it started', { sampler });
+      return abandon(b instanceof Error ? inFlagWords(b.message, FLAGS) : 'the command ended before it started', { sampler });
     }
     notes.push(`baseline (idle) power measured over ${baseline.calibrateS} s before the command started: ${b.watts.map((w) => `${w.domain}-${w.package} ${fmtWatts(w.watts)}`).join(', ')}`);
   } else if (backend !== 'off' && !stats0.estimated && !((baseline.watts ?? 0) > 0)) {
@@ -694,7 +697,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   try {
     sampler.start();
   } catch (e) {
-    return abandon((e as Error).message, { sampler, csv });
+    return abandon(inFlagWords((e as Error).message, FLAGS), { sampler, csv });
   }
   collector?.start();
 

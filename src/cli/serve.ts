@@ -8,7 +8,7 @@ import { registerMetrics } from '../prometheus';
 import { gridIntensity } from '../carbon';
 import { Sampler } from '../sampler';
 import { SOURCE_NAMES, type SourceName } from '../source-options';
-import { checkNumber, inFlagWords, numberOption, parseArgs, parseIntervalUs, reportUsageError, skippedSourceNotes, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type ParsedArgs, type SourcePaths } from './args';
+import { checkNumber, flagsOf, inFlagWords, numberOption, parseArgs, parseIntervalUs, reportUsageError, skippedSourceNotes, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type ParsedArgs, type SourcePaths } from './args';
 import { printable } from './format';
 import { processState, watchedProcessStart } from './proc-stat';
 
@@ -154,7 +154,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     // Machine-level energy: one sampler without thread tracking.
     const node = new Sampler({ source: args.source, ...args.paths, intervalUs, threads: 'off' });
     samplers.push(node);
-    for (const note of skippedSourceNotes(node.skipped)) process.stderr.write(`jouletrace serve: note: ${note}\n`);
+    for (const note of skippedSourceNotes(node.skipped, flagsOf(SPECS))) process.stderr.write(`jouletrace serve: note: ${note}\n`);
     // Nothing of this process is measured: no app_* metric, no span or request histogram.
     registerMetrics(node, { registry, appMetrics: false, spanMetrics: false, carbon: args.carbon });
     node.start();
@@ -242,7 +242,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     }
   } catch (err) {
     closeAll();
-    process.stderr.write(`jouletrace serve: ${inFlagWords(err instanceof Error ? err.message : String(err))}\n`);
+    process.stderr.write(`jouletrace serve: ${inFlagWords(err instanceof Error ? err.message : String(err), flagsOf(SPECS))}\n`);
     return 1;
   }
 

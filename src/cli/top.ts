@@ -6,6 +6,7 @@ import {
   baselineFlag,
   baselineOptions,
   choiceOption,
+  flagsOf,
   inFlagWords,
   noBaselineNote,
   numberOption,
@@ -241,7 +242,7 @@ export async function topCommand(argv: string[]): Promise<number> {
     }
   } catch (e) {
     sampler?.close();
-    process.stderr.write(`jouletrace top: ${inFlagWords((e as Error).message)}\n`);
+    process.stderr.write(`jouletrace top: ${inFlagWords((e as Error).message, flagsOf(SPECS))}\n`);
     return 1;
   }
   if (pid !== undefined && baseline.calibrateS === undefined && !((baseline.watts ?? 0) > 0) && !sampler.stats().estimated) {
