@@ -19,7 +19,7 @@ import type { Sampler } from './sampler';
 import { callListeners } from './listeners';
 import { native } from './native';
 import { connectionOf, releaseResponseWatch, retainResponseWatch, watchedFor, watchResponse } from './response-end';
-import { FLAG_AGGREGATED, FLAG_ESTIMATED, FLAG_INCOMPLETE, ROUTE_SUMMARY_WORDS, slotOfHandle, SPAN_SLOTS, type NumericResultListener, type SpanChannel } from './span-channel';
+import { FLAG_AGGREGATED, FLAG_ESTIMATED, FLAG_INCOMPLETE, outsideRequests, ROUTE_SUMMARY_WORDS, slotOfHandle, SPAN_SLOTS, type NumericResultListener, type SpanChannel } from './span-channel';
 import { EXACT_REQUEST_TOKEN, UNMATCHED_ROUTE, type RequestRecord, type RouteStats } from './span-types';
 
 export type RequestMode = 'shared' | 'exact';
@@ -606,7 +606,9 @@ export class RequestTracker {
     this.#batch.push(rec);
     if (!this.#batchQueued) {
       this.#batchQueued = true;
-      queueMicrotask(() => {
+      // Outside the context it is queued in (an exact-mode request's end, or a poll in a
+      // request's callback): the listeners' work is no request's.
+      outsideRequests(queueMicrotask, () => {
         this.#batchQueued = false;
         const b = this.#batch;
         this.#batch = [];

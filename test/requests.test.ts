@@ -1,6 +1,6 @@
 // Joules per request on real servers on loopback: node:http, Express and Fastify, shared and
 // exact modes, and the sum over requests against the serving thread's energy.
-import { AsyncResource } from 'node:async_hooks';
+import { AsyncLocalStorage, AsyncResource } from 'node:async_hooks';
 import { execFile, execFileSync } from 'node:child_process';
 import { pbkdf2 } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -15,7 +15,7 @@ import Fastify from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
 import { energyMiddleware, instrumentExpress } from '../src/express';
 import { fastifyEnergy, fastifyRoute } from '../src/fastify';
-import { RequestTracker, Sampler, trackRequest, type RequestRecord } from '../src/index';
+import { RequestTracker, Sampler, trackRequest, type RequestRecord, type RequestToken } from '../src/index';
 import { describeBpf, itBpf } from './fixtures/bpf-required';
 import { native } from '../src/native';
 import { nativeHandleOf } from '../src/native-handles';
@@ -1567,6 +1567,38 @@ describe('exact mode edges', () => {
     };
     // 3 ms of the callback's own CPU in both; a nested scope that stopped the charging left 1.
     expect(cpu('/nested') / cpu('/flat')).toBeGreaterThan(0.8);
+  });
+
+  it("exact mode: the result timer a request's callback starts, and the batches of records, run in no request's context", async () => {
+    const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
+    cleanups.push(() => sampler.close());
+    const tracker = new RequestTracker(sampler, { mode: 'exact' });
+    cleanups.push(() => tracker.close());
+    const mine = new AsyncLocalStorage<string>();
+    const contexts: unknown[] = [];
+    tracker.onRequest(() => contexts.push(mine.getStore()));
+    // Every callback span charged to a request settles through these.
+    const ch = sampler.spanChannel();
+    let callbacks = 0;
+    const count = () => void callbacks++;
+    ch.internalListeners.add(count);
+    cleanups.push(() => ch.internalListeners.delete(count));
+    sampler.start();
+    await until(() => !ch.polling);
+    expect(ch.polling).toBe(false);
+    // Begun in a callback of its own, as a server's request is: its first callback span starts the
+    // timer. Made in the request's context, the timer's every tick was charged to it while it was
+    // open, and kept it alive.
+    const t = await new Promise<RequestToken>((resolve) => mine.run('request', () => setTimeout(() => resolve(tracker.start('GET', '/long')!), 0)));
+    expect(ch.polling).toBe(true);
+    await until(() => callbacks === 1);
+    await new Promise((r) => setTimeout(r, 250)); // a dozen ticks of the timer, or its stop
+    expect(callbacks).toBe(1);
+    // Its callback settled: its end queues its record at once, where end() is called.
+    mine.run('elsewhere', () => tracker.end(t, 200));
+    await until(() => contexts.length === 1);
+    expect(contexts).toEqual([undefined]);
+    expect(tracker.inFlight).toBe(0);
   });
 
   it('end() and start() refuse a status, route or method that is none, in either mode', () => {
