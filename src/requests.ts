@@ -18,7 +18,7 @@ import { checkIntegerInRange, checkKnownKeys, checkObject, checkOneOf, describe,
 import type { Sampler } from './sampler';
 import { callListeners } from './listeners';
 import { native } from './native';
-import { connectionOf, releaseResponseWatch, retainResponseWatch, watchedFor, watchResponse } from './response-end';
+import { checkTracked, connectionOf, releaseResponseWatch, retainResponseWatch, watchedFor, watchResponse } from './response-end';
 import { FLAG_AGGREGATED, FLAG_ESTIMATED, FLAG_INCOMPLETE, outsideRequests, ROUTE_SUMMARY_WORDS, slotOfHandle, SPAN_SLOTS, type NumericResultListener, type SpanChannel } from './span-channel';
 import { EXACT_REQUEST_TOKEN, UNMATCHED_ROUTE, type RequestRecord, type RouteStats } from './span-types';
 
@@ -265,31 +265,45 @@ export class RequestTracker {
     // no context to capture, an open tracker) is written out, as #start() would do it.
     const r = this.#requests;
     if (r !== undefined && run === undefined && this.#capture === null && !this.#closed) {
-      const c = connectionOf(req);
-      if (watchedFor(c, req, this.#endAtResponseEnd)) return;
-      const method = req.method ?? 'GET';
-      // A route known now (a framework's pattern) is named by the request's begin event, one
-      // known at its end by its end event.
-      const id = typeof given === 'string' ? this.#routeId(method, given) : 0;
-      const h = this.#channel.beginRequest(id);
-      if (h <= 0) return; // not running (-1), or every span slot busy (0, counted as dropped)
-      if (id !== 0 && this.#listening === 0) {
-        // Nearly every request of a server without an exporter: its route is named, and nobody
-        // wants its record, now or at its end (a listener added meanwhile gets records of the
-        // requests that begin after it). Nothing of it is kept here: its token, the handle
-        // negated, ends it silently (#endUnrecorded).
-        this.#sharedInFlight++;
-        watchResponse(c, req, res, -h, this.#endAtResponseEnd);
+      // The request's span once begun. Only a req or res that is none makes what follows throw
+      // (reading its properties, or watchResponse() refusing it): no check on the common path.
+      let h = 0;
+      try {
+        const c = connectionOf(req);
+        if (watchedFor(c, req, this.#endAtResponseEnd)) return;
+        const method = req.method ?? 'GET';
+        // A route known now (a framework's pattern) is named by the request's begin event, one
+        // known at its end by its end event.
+        const id = typeof given === 'string' ? this.#routeId(method, given) : 0;
+        h = this.#channel.beginRequest(id);
+        if (h <= 0) return; // not running (-1), or every span slot busy (0, counted as dropped)
+        if (id !== 0 && this.#listening === 0) {
+          // Nearly every request of a server without an exporter: its route is named, and nobody
+          // wants its record, now or at its end (a listener added meanwhile gets records of the
+          // requests that begin after it). Nothing of it is kept here: its token, the handle
+          // negated, ends it silently (#endUnrecorded).
+          this.#sharedInFlight++;
+          watchResponse(c, req, res, -h, this.#endAtResponseEnd);
+          return;
+        }
+        // The names it counts under: the route asked, or '(other)' past maxRoutes (and its method).
+        const entry = typeof given === 'string' ? this.#routeEntry(method, given, true) : undefined;
+        this.#opened(r, h, entry === undefined ? method : entry.method, entry === undefined ? given : entry.route, undefined);
+        watchResponse(c, req, res, h, this.#endAtResponseEnd);
         return;
+      } catch (e) {
+        if (h > 0) this.#unwatched(h);
+        throw refusal(e, req, res);
       }
-      // The names it counts under: the route asked, or '(other)' past maxRoutes (and its method).
-      const entry = typeof given === 'string' ? this.#routeEntry(method, given, true) : undefined;
-      this.#opened(r, h, entry === undefined ? method : entry.method, entry === undefined ? given : entry.route, undefined);
-      watchResponse(c, req, res, h, this.#endAtResponseEnd);
-      return;
     }
     // Watched before run() (exact mode): a response can finish inside it (Fastify's inject()).
-    this.#start(req.method ?? 'GET', given, run, req, res);
+    let method: string;
+    try {
+      method = req.method ?? 'GET';
+    } catch (e) {
+      throw refusal(e, req, res);
+    }
+    this.#start(method, given, run, req, res);
   }
 
   /**
@@ -337,7 +351,14 @@ export class RequestTracker {
       // 0: every span slot busy; the channel counts it as a dropped span.
       if (h !== 0) {
         this.#opened(this.#requests!, h, entry === undefined ? method : entry.method, entry === undefined ? named : entry.route, context);
-        if (req) watchResponse(connectionOf(req), req, res!, h, this.#endAtResponseEnd);
+        if (req) {
+          try {
+            watchResponse(connectionOf(req), req, res!, h, this.#endAtResponseEnd);
+          } catch (e) {
+            this.#unwatched(h);
+            throw refusal(e, req, res);
+          }
+        }
       }
       if (run) run();
       return h !== 0 ? (h as unknown as RequestToken) : undefined;
@@ -368,7 +389,15 @@ export class RequestTracker {
     };
     p.startNs = Number(process.hrtime.bigint());
     this.#exactInFlight++;
-    if (req) watchResponse(connectionOf(req), req, res!, p, this.#endAtResponseEnd);
+    if (req) {
+      try {
+        watchResponse(connectionOf(req), req, res!, p, this.#endAtResponseEnd);
+      } catch (e) {
+        // Nothing of it begun yet: no longer in flight.
+        if (--this.#exactInFlight === 0 && this.#closed) this.#detach();
+        throw refusal(e, req, res);
+      }
+    }
     // The synchronous part now running belongs to the request too, until the current callback
     // returns.
     this.#closeActive();
@@ -513,6 +542,19 @@ export class RequestTracker {
     r.ids[slot * 2 + 1] = 0;
     if (r.context !== undefined) r.context[slot] = undefined;
     if (--this.#sharedInFlight === 0 && this.#closed) this.#detach();
+  }
+
+  // A shared-mode request whose response watchResponse() refused (track() throws): it ends at
+  // once, no record to come, and is in flight no longer.
+  #unwatched(h: number): void {
+    const r = this.#requests!;
+    const i = slotOfHandle(h) * 2;
+    if (r.ids[i] === h) {
+      r.ids[i] = 0;
+      r.ids[i + 1] = 0;
+      if (r.context !== undefined) r.context[slotOfHandle(h)] = undefined;
+    }
+    this.#endUnrecorded(h);
   }
 
   // The end of a request that track() began with no record to come, and kept nothing of: the
@@ -836,6 +878,13 @@ export function refuseOptionsBeside(options: Record<string, unknown>, othersAllo
   if (given !== undefined) {
     throw new TypeError(`options.${given} is for a tracker made from a Sampler; a RequestTracker passed in keeps its own (set it where the tracker is made)`);
   }
+}
+
+// What track() throws when something it called threw: a TypeError naming req or res where either
+// is none (they throw where their properties are read), else what was thrown.
+function refusal(e: unknown, req: unknown, res: unknown): unknown {
+  checkTracked(req, res);
+  return e;
 }
 
 function checkRouteArgument(route: unknown): void {

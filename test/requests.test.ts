@@ -1718,6 +1718,78 @@ describe('exact mode edges', () => {
     sampler.stop();
   });
 
+  it.each(['shared', 'exact'] as const)('%s mode: track() refuses a req or res that is none, naming it, and leaves nothing in flight', async (mode) => {
+    const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
+    cleanups.push(() => sampler.close());
+    const tracker = new RequestTracker(sampler, { mode });
+    cleanups.push(() => tracker.close());
+    const ch = sampler.spanChannel();
+    sampler.start();
+    const refused = (name: string, expected: string) =>
+      expect.objectContaining({ name: 'TypeError', message: expect.stringMatching(new RegExp(`^Expected ${expected} for ${name} but received `)) });
+    const noRes = refused('res', String.raw`a response \(an http\.ServerResponse, or an object with once\(\)\)`);
+    const noReq = refused('req', String.raw`a request \(an http\.IncomingMessage\)`);
+    // A request on a fake socket (an adapter's) is watched with listeners on its response; one on a
+    // connection of Node's server that carried a tracked request already, through the connection.
+    const fake = new http.IncomingMessage({} as never);
+    fake.method = 'GET';
+    const records: RequestRecord[] = [];
+    // Shared mode keeps nothing of a request with a named route and no listener; a route function,
+    // a run or a listener take other paths.
+    const variants: Array<[string | (() => string), (() => void) | undefined]> = [
+      ['/x', undefined],
+      [() => '/x', undefined],
+      ['/x', () => {}],
+    ];
+    for (const listen of [false, true]) {
+      const off = listen ? tracker.onRequest((rs) => records.push(...rs)) : undefined;
+      for (const [route, run] of variants) {
+        for (const res of [undefined, null, {}, 42]) expect(() => trackRequest(tracker, fake, res as never, route, run)).toThrow(noRes);
+        for (const req of [undefined, null, 'GET /x']) expect(() => trackRequest(tracker, req as never, new http.ServerResponse(fake), route, run)).toThrow(noReq);
+      }
+      off?.();
+    }
+    expect(tracker.inFlight).toBe(0);
+    // Refused, the request was not taken as tracked: tracked again with its response, it counts.
+    tracker.onRequest((rs) => records.push(...rs));
+    const res = new http.ServerResponse(fake);
+    trackRequest(tracker, fake, res, '/fake');
+    res.emit('finish');
+    const errors: unknown[] = [];
+    const sockets = new Set<net.Socket>();
+    const server = http.createServer((req, res) => {
+      sockets.add(req.socket);
+      if (req.url === '/bad') {
+        try {
+          trackRequest(tracker, req, undefined as never, '/bad');
+        } catch (e) {
+          errors.push(e);
+        }
+      } else trackRequest(tracker, req, res, '/ok');
+      res.end('ok');
+    });
+    const base = await listen(server);
+    cleanups.push(() => new Promise((r) => server.close(r)));
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    cleanups.push(() => agent.destroy());
+    const get = (p: string) =>
+      new Promise<void>((resolve, reject) => http.get(base + p, { agent }, (r) => r.resume().on('end', resolve)).on('error', reject));
+    for (const p of ['/ok', '/bad', '/ok']) await get(p);
+    expect(errors).toEqual([noRes]);
+    expect(sockets.size).toBe(1);
+    await until(() => records.length === 3 && tracker.inFlight === 0);
+    expect(records.map((r) => [r.route, r.statusCode])).toEqual([
+      ['/fake', 200],
+      ['/ok', 200],
+      ['/ok', 200],
+    ]);
+    expect(tracker.inFlight).toBe(0);
+    // Nothing left open: the closed tracker lets go, and the channel stops polling.
+    tracker.close();
+    await until(() => !ch.polling);
+    expect(ch.polling).toBe(false);
+  });
+
   it('a request whose callback span was never measured is reported once, complete in time, flagged incomplete', async () => {
     // A 1 s interval: the sampler does not drain the event ring while the test fills it.
     const sampler = new Sampler({ source: 'model', intervalUs: 1_000_000, threads: 'procfs' });
