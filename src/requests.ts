@@ -36,7 +36,8 @@ export interface RequestTrackerOptions {
 // An exact-mode request. Shared-mode requests keep no object: their state lives in the
 // tracker's per-slot arrays, and their token is the span handle itself.
 interface Pending {
-  readonly [EXACT_REQUEST_TOKEN]: true;
+  // The tracker that started it: end() takes only its own tracker's (see notOurToken()).
+  readonly [EXACT_REQUEST_TOKEN]: RequestTracker;
   method: string;
   route: string | (() => string);
   statusCode: number;
@@ -371,7 +372,7 @@ export class RequestTracker {
       return undefined;
     }
     const p: Pending = {
-      [EXACT_REQUEST_TOKEN]: true,
+      [EXACT_REQUEST_TOKEN]: this,
       method,
       route: route ?? UNROUTED,
       statusCode: 0,
@@ -431,11 +432,17 @@ export class RequestTracker {
     if (route !== undefined && typeof route !== 'string') throw invalidType('route', 'a route pattern (a string)', route);
     // start() gives undefined while nothing is accounted: hooks may pass it straight back.
     if (token === undefined || token === null) return;
-    if (typeof token === 'number') {
+    // A number is a shared-mode tracker's token: one not in flight here (ended already, or
+    // another shared tracker's, the two indistinguishable) is ignored.
+    if (typeof token === 'number' && this.#requests !== undefined) {
       this.#endShared(token, statusCode, route);
       return;
     }
-    this.#endExact(token as unknown as Pending, statusCode, route);
+    if (typeof token === 'object' && (token as Partial<Pending>)[EXACT_REQUEST_TOKEN] === this) {
+      this.#endExact(token as unknown as Pending, statusCode, route);
+      return;
+    }
+    throw notOurToken(token, this.mode);
   }
 
   // An exact-mode request's end. From a response's end, the status is whatever the response held:
@@ -878,6 +885,15 @@ export function refuseOptionsBeside(options: Record<string, unknown>, othersAllo
   if (given !== undefined) {
     throw new TypeError(`options.${given} is for a tracker made from a Sampler; a RequestTracker passed in keeps its own (set it where the tracker is made)`);
   }
+}
+
+// What end() throws for a token that is not one of the tracker's. Another tracker's exact-mode
+// request, ended here, was emitted by the wrong tracker and stayed in flight in its own for good.
+function notOurToken(token: unknown, mode: RequestMode): Error {
+  if (typeof token === 'object' && token !== null && EXACT_REQUEST_TOKEN in token) {
+    return new JouletraceError('ERR_JOULETRACE_FOREIGN_SPAN', "end(): this token is another RequestTracker's request; end it with the tracker whose start() returned it");
+  }
+  return invalidType('token', `a token from this tracker's start() (${mode === 'exact' ? 'an object' : 'a number'} in ${mode} mode) or undefined`, token);
 }
 
 // What track() throws when something it called threw: a TypeError naming req or res where either

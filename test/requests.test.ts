@@ -1622,6 +1622,49 @@ describe('exact mode edges', () => {
     }
   });
 
+  it("end() refuses another tracker's token and what is no token, and leaves the request to its own tracker", async () => {
+    const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
+    cleanups.push(() => sampler.close());
+    const make = (mode: 'shared' | 'exact') => {
+      const tracker = new RequestTracker(sampler, { mode });
+      cleanups.push(() => tracker.close());
+      const records: RequestRecord[] = [];
+      tracker.onRequest((rs) => records.push(...rs));
+      return { tracker, records };
+    };
+    const exact = make('exact');
+    const otherExact = make('exact');
+    const shared = make('shared');
+    sampler.start();
+    const t = exact.tracker.start('GET', '/exact')!;
+    const foreign = expect.objectContaining({ code: 'ERR_JOULETRACE_FOREIGN_SPAN', message: expect.stringContaining("another RequestTracker's") });
+    expect(() => shared.tracker.end(t, 200)).toThrow(foreign);
+    expect(() => otherExact.tracker.end(t, 200)).toThrow(foreign);
+    expect([exact.tracker.inFlight, otherExact.tracker.inFlight, shared.tracker.inFlight]).toEqual([1, 0, 0]);
+    const s = shared.tracker.start('GET', '/shared')!;
+    const plain = {};
+    for (const [tracker, bad] of [
+      [exact.tracker, plain],
+      [exact.tracker, 'abc'],
+      [exact.tracker, s], // a shared-mode token: a number
+      [shared.tracker, plain],
+      [shared.tracker, 'abc'],
+    ] as const) {
+      expect(() => tracker.end(bad as never, 200), `${tracker.mode} ${String(bad)}`).toThrow(
+        expect.objectContaining({ name: 'TypeError', message: expect.stringMatching(/^Expected a token from this tracker's start\(\) .* for token but received /) }),
+      );
+    }
+    expect(Object.keys(plain)).toEqual([]);
+    shared.tracker.end(s, 201);
+    exact.tracker.end(t, 200);
+    await until(() => exact.records.length === 1 && shared.records.length === 1);
+    sampler.stop();
+    expect(exact.records.map((r) => [r.route, r.statusCode, r.mode])).toEqual([['/exact', 200, 'exact']]);
+    expect(shared.records.map((r) => [r.route, r.statusCode, r.mode])).toEqual([['/shared', 201, 'shared']]);
+    expect(otherExact.records).toEqual([]);
+    expect([exact.tracker.inFlight, otherExact.tracker.inFlight, shared.tracker.inFlight]).toEqual([0, 0, 0]);
+  });
+
   it('a listener that throws costs no request its accounting, in either mode', async () => {
     // In a child process: the listener's errors are uncaught there (vitest would fail on them).
     const dist = path.join(__dirname, '..', 'dist/cjs/index.js');
