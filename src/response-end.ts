@@ -352,7 +352,12 @@ function tagConnection(socket: TaggedSocket): ConnectionRequests | undefined {
   if (socket.destroyed) return undefined;
   const c = new ConnectionRequests();
   socket[KEY] = c;
-  socket.on('close', onConnectionClose);
+  // First among the socket's 'close' listeners: Node's server, whose own run before a listener
+  // added now, emits the request's 'aborted' and the response's 'close' from them, and a response
+  // that an app's listener of those ends then (its bytes dropped on the closed socket) was
+  // recorded with its status, 200, rather than as a client that left (499), as on the
+  // connection's later requests.
+  socket.prependListener('close', onConnectionClose);
   return c;
 }
 
