@@ -18,8 +18,8 @@ import { checkIntegerInRange, checkKnownKeys, checkObject, checkOneOf, describe,
 import type { Sampler } from './sampler';
 import { callListeners } from './listeners';
 import { native } from './native';
-import { connectionOf, releaseResponseWatch, retainResponseWatch, watchedFor, watchResponse } from './response-end';
-import { FLAG_AGGREGATED, FLAG_ESTIMATED, FLAG_INCOMPLETE, ROUTE_SUMMARY_WORDS, slotOfHandle, SPAN_SLOTS, type NumericResultListener, type SpanChannel } from './span-channel';
+import { checkTracked, connectionOf, releaseResponseWatch, retainResponseWatch, watchedFor, watchResponse } from './response-end';
+import { FLAG_AGGREGATED, FLAG_ESTIMATED, FLAG_INCOMPLETE, outsideRequests, ROUTE_SUMMARY_WORDS, slotOfHandle, SPAN_SLOTS, type NumericResultListener, type SpanChannel } from './span-channel';
 import { EXACT_REQUEST_TOKEN, UNMATCHED_ROUTE, type RequestRecord, type RouteStats } from './span-types';
 
 export type RequestMode = 'shared' | 'exact';
@@ -36,7 +36,8 @@ export interface RequestTrackerOptions {
 // An exact-mode request. Shared-mode requests keep no object: their state lives in the
 // tracker's per-slot arrays, and their token is the span handle itself.
 interface Pending {
-  readonly [EXACT_REQUEST_TOKEN]: true;
+  // The tracker that started it: end() takes only its own tracker's (see notOurToken()).
+  readonly [EXACT_REQUEST_TOKEN]: RequestTracker;
   method: string;
   route: string | (() => string);
   statusCode: number;
@@ -265,31 +266,45 @@ export class RequestTracker {
     // no context to capture, an open tracker) is written out, as #start() would do it.
     const r = this.#requests;
     if (r !== undefined && run === undefined && this.#capture === null && !this.#closed) {
-      const c = connectionOf(req);
-      if (watchedFor(c, req, this.#endAtResponseEnd)) return;
-      const method = req.method ?? 'GET';
-      // A route known now (a framework's pattern) is named by the request's begin event, one
-      // known at its end by its end event.
-      const id = typeof given === 'string' ? this.#routeId(method, given) : 0;
-      const h = this.#channel.beginRequest(id);
-      if (h <= 0) return; // not running (-1), or every span slot busy (0, counted as dropped)
-      if (id !== 0 && this.#listening === 0) {
-        // Nearly every request of a server without an exporter: its route is named, and nobody
-        // wants its record, now or at its end (a listener added meanwhile gets records of the
-        // requests that begin after it). Nothing of it is kept here: its token, the handle
-        // negated, ends it silently (#endUnrecorded).
-        this.#sharedInFlight++;
-        watchResponse(c, req, res, -h, this.#endAtResponseEnd);
+      // The request's span once begun. Only a req or res that is none makes what follows throw
+      // (reading its properties, or watchResponse() refusing it): no check on the common path.
+      let h = 0;
+      try {
+        const c = connectionOf(req);
+        if (watchedFor(c, req, this.#endAtResponseEnd)) return;
+        const method = req.method ?? 'GET';
+        // A route known now (a framework's pattern) is named by the request's begin event, one
+        // known at its end by its end event.
+        const id = typeof given === 'string' ? this.#routeId(method, given) : 0;
+        h = this.#channel.beginRequest(id);
+        if (h <= 0) return; // not running (-1), or every span slot busy (0, counted as dropped)
+        if (id !== 0 && this.#listening === 0) {
+          // Nearly every request of a server without an exporter: its route is named, and nobody
+          // wants its record, now or at its end (a listener added meanwhile gets records of the
+          // requests that begin after it). Nothing of it is kept here: its token, the handle
+          // negated, ends it silently (#endUnrecorded).
+          this.#sharedInFlight++;
+          watchResponse(c, req, res, -h, this.#endAtResponseEnd);
+          return;
+        }
+        // The names it counts under: the route asked, or '(other)' past maxRoutes (and its method).
+        const entry = typeof given === 'string' ? this.#routeEntry(method, given, true) : undefined;
+        this.#opened(r, h, entry === undefined ? method : entry.method, entry === undefined ? given : entry.route, undefined);
+        watchResponse(c, req, res, h, this.#endAtResponseEnd);
         return;
+      } catch (e) {
+        if (h > 0) this.#unwatched(h);
+        throw refusal(e, req, res);
       }
-      // The names it counts under: the route asked, or '(other)' past maxRoutes (and its method).
-      const entry = typeof given === 'string' ? this.#routeEntry(method, given, true) : undefined;
-      this.#opened(r, h, entry === undefined ? method : entry.method, entry === undefined ? given : entry.route, undefined);
-      watchResponse(c, req, res, h, this.#endAtResponseEnd);
-      return;
     }
     // Watched before run() (exact mode): a response can finish inside it (Fastify's inject()).
-    this.#start(req.method ?? 'GET', given, run, req, res);
+    let method: string;
+    try {
+      method = req.method ?? 'GET';
+    } catch (e) {
+      throw refusal(e, req, res);
+    }
+    this.#start(method, given, run, req, res);
   }
 
   /**
@@ -337,7 +352,14 @@ export class RequestTracker {
       // 0: every span slot busy; the channel counts it as a dropped span.
       if (h !== 0) {
         this.#opened(this.#requests!, h, entry === undefined ? method : entry.method, entry === undefined ? named : entry.route, context);
-        if (req) watchResponse(connectionOf(req), req, res!, h, this.#endAtResponseEnd);
+        if (req) {
+          try {
+            watchResponse(connectionOf(req), req, res!, h, this.#endAtResponseEnd);
+          } catch (e) {
+            this.#unwatched(h);
+            throw refusal(e, req, res);
+          }
+        }
       }
       if (run) run();
       return h !== 0 ? (h as unknown as RequestToken) : undefined;
@@ -350,7 +372,7 @@ export class RequestTracker {
       return undefined;
     }
     const p: Pending = {
-      [EXACT_REQUEST_TOKEN]: true,
+      [EXACT_REQUEST_TOKEN]: this,
       method,
       route: route ?? UNROUTED,
       statusCode: 0,
@@ -368,7 +390,15 @@ export class RequestTracker {
     };
     p.startNs = Number(process.hrtime.bigint());
     this.#exactInFlight++;
-    if (req) watchResponse(connectionOf(req), req, res!, p, this.#endAtResponseEnd);
+    if (req) {
+      try {
+        watchResponse(connectionOf(req), req, res!, p, this.#endAtResponseEnd);
+      } catch (e) {
+        // Nothing of it begun yet: no longer in flight.
+        if (--this.#exactInFlight === 0 && this.#closed) this.#detach();
+        throw refusal(e, req, res);
+      }
+    }
     // The synchronous part now running belongs to the request too, until the current callback
     // returns.
     this.#closeActive();
@@ -402,11 +432,17 @@ export class RequestTracker {
     if (route !== undefined && typeof route !== 'string') throw invalidType('route', 'a route pattern (a string)', route);
     // start() gives undefined while nothing is accounted: hooks may pass it straight back.
     if (token === undefined || token === null) return;
-    if (typeof token === 'number') {
+    // A number is a shared-mode tracker's token: one not in flight here (ended already, or
+    // another shared tracker's, the two indistinguishable) is ignored.
+    if (typeof token === 'number' && this.#requests !== undefined) {
       this.#endShared(token, statusCode, route);
       return;
     }
-    this.#endExact(token as unknown as Pending, statusCode, route);
+    if (typeof token === 'object' && (token as Partial<Pending>)[EXACT_REQUEST_TOKEN] === this) {
+      this.#endExact(token as unknown as Pending, statusCode, route);
+      return;
+    }
+    throw notOurToken(token, this.mode);
   }
 
   // An exact-mode request's end. From a response's end, the status is whatever the response held:
@@ -515,6 +551,19 @@ export class RequestTracker {
     if (--this.#sharedInFlight === 0 && this.#closed) this.#detach();
   }
 
+  // A shared-mode request whose response watchResponse() refused (track() throws): it ends at
+  // once, no record to come, and is in flight no longer.
+  #unwatched(h: number): void {
+    const r = this.#requests!;
+    const i = slotOfHandle(h) * 2;
+    if (r.ids[i] === h) {
+      r.ids[i] = 0;
+      r.ids[i + 1] = 0;
+      if (r.context !== undefined) r.context[slotOfHandle(h)] = undefined;
+    }
+    this.#endUnrecorded(h);
+  }
+
   // The end of a request that track() began with no record to come, and kept nothing of: the
   // sampler thread adds it to the route its begin named. Where the channel cannot end it
   // silently (its end waits for room in the event ring, stop() settled it while open, or it
@@ -606,7 +655,9 @@ export class RequestTracker {
     this.#batch.push(rec);
     if (!this.#batchQueued) {
       this.#batchQueued = true;
-      queueMicrotask(() => {
+      // Outside the context it is queued in (an exact-mode request's end, or a poll in a
+      // request's callback): the listeners' work is no request's.
+      outsideRequests(queueMicrotask, () => {
         this.#batchQueued = false;
         const b = this.#batch;
         this.#batch = [];
@@ -834,6 +885,22 @@ export function refuseOptionsBeside(options: Record<string, unknown>, othersAllo
   if (given !== undefined) {
     throw new TypeError(`options.${given} is for a tracker made from a Sampler; a RequestTracker passed in keeps its own (set it where the tracker is made)`);
   }
+}
+
+// What end() throws for a token that is not one of the tracker's. Another tracker's exact-mode
+// request, ended here, was emitted by the wrong tracker and stayed in flight in its own for good.
+function notOurToken(token: unknown, mode: RequestMode): Error {
+  if (typeof token === 'object' && token !== null && EXACT_REQUEST_TOKEN in token) {
+    return new JouletraceError('ERR_JOULETRACE_FOREIGN_SPAN', "end(): this token is another RequestTracker's request; end it with the tracker whose start() returned it");
+  }
+  return invalidType('token', `a token from this tracker's start() (${mode === 'exact' ? 'an object' : 'a number'} in ${mode} mode) or undefined`, token);
+}
+
+// What track() throws when something it called threw: a TypeError naming req or res where either
+// is none (they throw where their properties are read), else what was thrown.
+function refusal(e: unknown, req: unknown, res: unknown): unknown {
+  checkTracked(req, res);
+  return e;
 }
 
 function checkRouteArgument(route: unknown): void {

@@ -20,6 +20,7 @@
 import * as http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import * as net from 'node:net';
+import { invalidType } from './errors';
 
 // Held in constants: compiled to CommonJS, a named import is read from the module's exports at
 // every use, and `instanceof` on such a read cost 70 instructions a request (callgrind).
@@ -351,7 +352,12 @@ function tagConnection(socket: TaggedSocket): ConnectionRequests | undefined {
   if (socket.destroyed) return undefined;
   const c = new ConnectionRequests();
   socket[KEY] = c;
-  socket.on('close', onConnectionClose);
+  // First among the socket's 'close' listeners: Node's server, whose own run before a listener
+  // added now, emits the request's 'aborted' and the response's 'close' from them, and a response
+  // that an app's listener of those ends then (its bytes dropped on the closed socket) was
+  // recorded with its status, 200, rather than as a client that left (499), as on the
+  // connection's later requests.
+  socket.prependListener('close', onConnectionClose);
   return c;
 }
 
@@ -383,6 +389,8 @@ function watchResponseOther(req: IncomingMessage, res: ServerResponse, token: un
   // A connection's entry finds a request again by its response (res.req): a response that does
   // not name this request (a wrapper's) is watched with listeners too.
   if (!(req instanceof IncomingMessageClass) || !(socket instanceof SocketClass) || res.req !== req) {
+    // Checked here, before the request is marked: what is none of the two leads nowhere else.
+    checkTracked(req, res);
     const c = socket?.[KEY];
     if (c !== undefined) noteWatchedOn(c, req, end);
     else noteWatched(req, end);
@@ -422,6 +430,18 @@ function watchResponseOther(req: IncomingMessage, res: ServerResponse, token: un
     c.open = true;
   } else {
     (c.more ??= []).push({ req, res, token, end });
+  }
+}
+
+/**
+ * Throws a TypeError naming req or res where either is none: a request is any object (an
+ * adapter's fake included), a response one that emits events. Not on the common path: a request of
+ * a real connection reads req.socket and res.req, which throw for what is not an object.
+ */
+export function checkTracked(req: unknown, res: unknown): void {
+  if (req === null || typeof req !== 'object') throw invalidType('req', 'a request (an http.IncomingMessage)', req);
+  if (res === null || typeof res !== 'object' || typeof (res as { once?: unknown }).once !== 'function') {
+    throw invalidType('res', 'a response (an http.ServerResponse, or an object with once())', res);
   }
 }
 

@@ -4,6 +4,7 @@
 // no atomic instruction (see eventCheck), no allocation but hrtime()'s array. Results come back
 // through a second ring in the same buffer and are polled off the hot path. Layout:
 // native/spans/span_log.h.
+import { AsyncResource } from 'node:async_hooks';
 import { readlinkSync } from 'node:fs';
 import { checkIntegerInRange, checkObject, checkString, JouletraceError } from './errors';
 import { callListeners } from './listeners';
@@ -51,6 +52,21 @@ const NO_LABEL = Symbol('no label yet');
 const POLL_MS = 20;
 const POLL_FAST_MS = 5;
 const IDLE_STOP_MS = 200;
+
+// The scope the timer is made in, and request trackers' batches of records queued (see
+// outsideRequests()). Made as this module loads: before any request tracker's AsyncLocalStorage
+// exists, and nearly always outside any async context.
+const rootScope = new AsyncResource('jouletrace.results');
+
+/**
+ * @internal Calls fn(...args) in no request's async context. A timer or microtask takes the
+ * context it is made in: the result timer, armed by whichever span's begin() found it off (in exact
+ * mode, a request's callback), had every tick charged to that request while it was open, and kept
+ * the request reachable after it ended.
+ */
+export function outsideRequests<A extends unknown[], R>(fn: (...args: A) => R, ...args: A): R {
+  return rootScope.runInAsyncScope(fn, null, ...args);
+}
 
 const BEGIN = 1;
 const END = 2;
@@ -864,9 +880,11 @@ export class SpanChannel {
     if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#period = period;
     this.#idleTicks = 0;
-    this.#timer = setInterval(() => this.#tick(), period);
+    this.#timer = outsideRequests(setInterval, this.#onTick, period);
     if (this.#waiters.size === 0) this.#timer.unref();
   }
+
+  readonly #onTick = (): void => this.#tick();
 
   #tick(): void {
     this.poll();

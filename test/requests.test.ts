@@ -1,6 +1,6 @@
 // Joules per request on real servers on loopback: node:http, Express and Fastify, shared and
 // exact modes, and the sum over requests against the serving thread's energy.
-import { AsyncResource } from 'node:async_hooks';
+import { AsyncLocalStorage, AsyncResource } from 'node:async_hooks';
 import { execFile, execFileSync } from 'node:child_process';
 import { pbkdf2 } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -15,7 +15,7 @@ import Fastify from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
 import { energyMiddleware, instrumentExpress } from '../src/express';
 import { fastifyEnergy, fastifyRoute } from '../src/fastify';
-import { RequestTracker, Sampler, trackRequest, type RequestRecord } from '../src/index';
+import { RequestTracker, Sampler, trackRequest, type RequestRecord, type RequestToken } from '../src/index';
 import { describeBpf, itBpf } from './fixtures/bpf-required';
 import { native } from '../src/native';
 import { nativeHandleOf } from '../src/native-handles';
@@ -1569,6 +1569,38 @@ describe('exact mode edges', () => {
     expect(cpu('/nested') / cpu('/flat')).toBeGreaterThan(0.8);
   });
 
+  it("exact mode: the result timer a request's callback starts, and the batches of records, run in no request's context", async () => {
+    const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
+    cleanups.push(() => sampler.close());
+    const tracker = new RequestTracker(sampler, { mode: 'exact' });
+    cleanups.push(() => tracker.close());
+    const mine = new AsyncLocalStorage<string>();
+    const contexts: unknown[] = [];
+    tracker.onRequest(() => contexts.push(mine.getStore()));
+    // Every callback span charged to a request settles through these.
+    const ch = sampler.spanChannel();
+    let callbacks = 0;
+    const count = () => void callbacks++;
+    ch.internalListeners.add(count);
+    cleanups.push(() => ch.internalListeners.delete(count));
+    sampler.start();
+    await until(() => !ch.polling);
+    expect(ch.polling).toBe(false);
+    // Begun in a callback of its own, as a server's request is: its first callback span starts the
+    // timer. Made in the request's context, the timer's every tick was charged to it while it was
+    // open, and kept it alive.
+    const t = await new Promise<RequestToken>((resolve) => mine.run('request', () => setTimeout(() => resolve(tracker.start('GET', '/long')!), 0)));
+    expect(ch.polling).toBe(true);
+    await until(() => callbacks === 1);
+    await new Promise((r) => setTimeout(r, 250)); // a dozen ticks of the timer, or its stop
+    expect(callbacks).toBe(1);
+    // Its callback settled: its end queues its record at once, where end() is called.
+    mine.run('elsewhere', () => tracker.end(t, 200));
+    await until(() => contexts.length === 1);
+    expect(contexts).toEqual([undefined]);
+    expect(tracker.inFlight).toBe(0);
+  });
+
   it('end() and start() refuse a status, route or method that is none, in either mode', () => {
     const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
     cleanups.push(() => sampler.close());
@@ -1588,6 +1620,49 @@ describe('exact mode edges', () => {
       tracker.end(token, 200); // still open after the refusals
       sampler.stop();
     }
+  });
+
+  it("end() refuses another tracker's token and what is no token, and leaves the request to its own tracker", async () => {
+    const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
+    cleanups.push(() => sampler.close());
+    const make = (mode: 'shared' | 'exact') => {
+      const tracker = new RequestTracker(sampler, { mode });
+      cleanups.push(() => tracker.close());
+      const records: RequestRecord[] = [];
+      tracker.onRequest((rs) => records.push(...rs));
+      return { tracker, records };
+    };
+    const exact = make('exact');
+    const otherExact = make('exact');
+    const shared = make('shared');
+    sampler.start();
+    const t = exact.tracker.start('GET', '/exact')!;
+    const foreign = expect.objectContaining({ code: 'ERR_JOULETRACE_FOREIGN_SPAN', message: expect.stringContaining("another RequestTracker's") });
+    expect(() => shared.tracker.end(t, 200)).toThrow(foreign);
+    expect(() => otherExact.tracker.end(t, 200)).toThrow(foreign);
+    expect([exact.tracker.inFlight, otherExact.tracker.inFlight, shared.tracker.inFlight]).toEqual([1, 0, 0]);
+    const s = shared.tracker.start('GET', '/shared')!;
+    const plain = {};
+    for (const [tracker, bad] of [
+      [exact.tracker, plain],
+      [exact.tracker, 'abc'],
+      [exact.tracker, s], // a shared-mode token: a number
+      [shared.tracker, plain],
+      [shared.tracker, 'abc'],
+    ] as const) {
+      expect(() => tracker.end(bad as never, 200), `${tracker.mode} ${String(bad)}`).toThrow(
+        expect.objectContaining({ name: 'TypeError', message: expect.stringMatching(/^Expected a token from this tracker's start\(\) .* for token but received /) }),
+      );
+    }
+    expect(Object.keys(plain)).toEqual([]);
+    shared.tracker.end(s, 201);
+    exact.tracker.end(t, 200);
+    await until(() => exact.records.length === 1 && shared.records.length === 1);
+    sampler.stop();
+    expect(exact.records.map((r) => [r.route, r.statusCode, r.mode])).toEqual([['/exact', 200, 'exact']]);
+    expect(shared.records.map((r) => [r.route, r.statusCode, r.mode])).toEqual([['/shared', 201, 'shared']]);
+    expect(otherExact.records).toEqual([]);
+    expect([exact.tracker.inFlight, otherExact.tracker.inFlight, shared.tracker.inFlight]).toEqual([0, 0, 0]);
   });
 
   it('a listener that throws costs no request its accounting, in either mode', async () => {
@@ -1684,6 +1759,78 @@ describe('exact mode edges', () => {
     await recordsFor(records, 1);
     expect(records.map((r) => r.route)).toEqual(['(unmatched)']);
     sampler.stop();
+  });
+
+  it.each(['shared', 'exact'] as const)('%s mode: track() refuses a req or res that is none, naming it, and leaves nothing in flight', async (mode) => {
+    const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
+    cleanups.push(() => sampler.close());
+    const tracker = new RequestTracker(sampler, { mode });
+    cleanups.push(() => tracker.close());
+    const ch = sampler.spanChannel();
+    sampler.start();
+    const refused = (name: string, expected: string) =>
+      expect.objectContaining({ name: 'TypeError', message: expect.stringMatching(new RegExp(`^Expected ${expected} for ${name} but received `)) });
+    const noRes = refused('res', String.raw`a response \(an http\.ServerResponse, or an object with once\(\)\)`);
+    const noReq = refused('req', String.raw`a request \(an http\.IncomingMessage\)`);
+    // A request on a fake socket (an adapter's) is watched with listeners on its response; one on a
+    // connection of Node's server that carried a tracked request already, through the connection.
+    const fake = new http.IncomingMessage({} as never);
+    fake.method = 'GET';
+    const records: RequestRecord[] = [];
+    // Shared mode keeps nothing of a request with a named route and no listener; a route function,
+    // a run or a listener take other paths.
+    const variants: Array<[string | (() => string), (() => void) | undefined]> = [
+      ['/x', undefined],
+      [() => '/x', undefined],
+      ['/x', () => {}],
+    ];
+    for (const listen of [false, true]) {
+      const off = listen ? tracker.onRequest((rs) => records.push(...rs)) : undefined;
+      for (const [route, run] of variants) {
+        for (const res of [undefined, null, {}, 42]) expect(() => trackRequest(tracker, fake, res as never, route, run)).toThrow(noRes);
+        for (const req of [undefined, null, 'GET /x']) expect(() => trackRequest(tracker, req as never, new http.ServerResponse(fake), route, run)).toThrow(noReq);
+      }
+      off?.();
+    }
+    expect(tracker.inFlight).toBe(0);
+    // Refused, the request was not taken as tracked: tracked again with its response, it counts.
+    tracker.onRequest((rs) => records.push(...rs));
+    const res = new http.ServerResponse(fake);
+    trackRequest(tracker, fake, res, '/fake');
+    res.emit('finish');
+    const errors: unknown[] = [];
+    const sockets = new Set<net.Socket>();
+    const server = http.createServer((req, res) => {
+      sockets.add(req.socket);
+      if (req.url === '/bad') {
+        try {
+          trackRequest(tracker, req, undefined as never, '/bad');
+        } catch (e) {
+          errors.push(e);
+        }
+      } else trackRequest(tracker, req, res, '/ok');
+      res.end('ok');
+    });
+    const base = await listen(server);
+    cleanups.push(() => new Promise((r) => server.close(r)));
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    cleanups.push(() => agent.destroy());
+    const get = (p: string) =>
+      new Promise<void>((resolve, reject) => http.get(base + p, { agent }, (r) => r.resume().on('end', resolve)).on('error', reject));
+    for (const p of ['/ok', '/bad', '/ok']) await get(p);
+    expect(errors).toEqual([noRes]);
+    expect(sockets.size).toBe(1);
+    await until(() => records.length === 3 && tracker.inFlight === 0);
+    expect(records.map((r) => [r.route, r.statusCode])).toEqual([
+      ['/fake', 200],
+      ['/ok', 200],
+      ['/ok', 200],
+    ]);
+    expect(tracker.inFlight).toBe(0);
+    // Nothing left open: the closed tracker lets go, and the channel stops polling.
+    tracker.close();
+    await until(() => !ch.polling);
+    expect(ch.polling).toBe(false);
   });
 
   it('a request whose callback span was never measured is reported once, complete in time, flagged incomplete', async () => {

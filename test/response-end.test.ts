@@ -161,4 +161,40 @@ describe("ServerResponse's end(), wrapped", () => {
     expect(endWrapped()).toBe(true);
     sampler.stop();
   });
+
+  it("a request whose client left counts as 499 though the app's listener of the close ends its response, on a connection's first request or a later one", async () => {
+    const { sampler, tracker, records } = setup();
+    const arrived: string[] = [];
+    const base = await serve((req, res) => {
+      trackRequest(tracker, req, res, req.url!);
+      arrived.push(req.url!);
+      // Listeners that Node's server calls from its own 'close' listener of the socket; the
+      // bytes are dropped on the closed socket.
+      if (req.url === '/ok') res.end('ok');
+      else if (req.url === '/response-close') res.on('close', () => res.writableEnded || res.end('late'));
+      else req.on('aborted', () => res.writableEnded || res.end('late'));
+    });
+    sampler.start();
+    for (const first of [true, false]) {
+      for (const p of ['/response-close', '/request-aborted']) {
+        const c = await connect(base);
+        const before = records.length;
+        if (!first) {
+          c.write('GET /ok HTTP/1.1\r\nHost: x\r\n\r\n');
+          await until(() => records.length === before + 1);
+        }
+        c.write(`GET ${p} HTTP/1.1\r\nHost: x\r\n\r\n`);
+        await until(() => arrived.at(-1) === p);
+        c.destroy();
+        await until(() => tracker.inFlight === 0);
+      }
+    }
+    sampler.stop();
+    expect(records.filter((r) => r.route !== '/ok').map((r) => [r.route, r.statusCode])).toEqual([
+      ['/response-close', 499],
+      ['/request-aborted', 499],
+      ['/response-close', 499],
+      ['/request-aborted', 499],
+    ]);
+  });
 });
