@@ -398,6 +398,7 @@ void ProcfsTracker::readCpus(std::vector<CpuTimes>& cpus) {
 int ProcfsTracker::snapshot(TrackerSnapshot& snap) {
   const uint64_t now = monotonicNs();
   snap.timeNs = now;
+  snap.busyQuantumNs = nsPerTick_;
   snap.threads.clear();
   snapshots_++;
   readCpus(snap.cpus);
