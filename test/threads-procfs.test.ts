@@ -7,6 +7,8 @@ import { openThreadTracker, type ThreadTracker } from '../src/threads';
 import { sleep } from './fixtures/spinner';
 import { runNonLeaderExec } from './fixtures/exec-thread';
 import { expectMonotonic, find, spinPair } from './fixtures/thread-checks';
+import { itGated, toolsRequired } from './fixtures/gated';
+import { hiddenProcSkip, openTrackerHidden } from './fixtures/hidden-proc';
 
 describe('procfs thread tracker on this machine', () => {
   let tracker: ThreadTracker | undefined;
@@ -106,6 +108,23 @@ describe('procfs thread tracker on this machine', () => {
     const total = threads.reduce((n, t) => n + t.onCpuNs, 0);
     expect(total).toBeGreaterThan(0.5e9);
     expect(total).toBeLessThan(0.8e9);
+  });
+});
+
+describe('procfs thread tracker under a /proc mounted with hidepid', () => {
+  // This process runs as root; the child, as nobody, is not shown it.
+  itGated("refuses another user's hidden process with EPERM and the remedies, not as a missing process", hiddenProcSkip, toolsRequired(), 'JOULETRACE_REQUIRE_TOOLS=1', () => {
+    const remedies = "procfs hides other users' processes here (mounted with hidepid): run as the process's user, as root or with CAP_SYS_PTRACE, or remount /proc with hidepid=0 or gid= a group of yours";
+    expect(openTrackerHidden(1, [], 'procfs', process.pid)).toEqual({
+      code: 'EPERM',
+      message: `jouletrace: cannot read /proc/${process.pid}/task (Operation not permitted): ${remedies}`,
+    });
+    // hidepid=2 hides the directory itself: it read as "no such process".
+    expect(openTrackerHidden(2, [], 'procfs', process.pid)).toEqual({
+      code: 'EPERM',
+      message: `jouletrace: cannot read /proc/${process.pid}/task (No such file or directory, though process ${process.pid} exists): ${remedies}`,
+    });
+    expect(openTrackerHidden(2, ['sys_ptrace'], 'procfs', process.pid)).toBe('opened');
   });
 });
 

@@ -125,24 +125,7 @@ int ProcfsTracker::open(const TrackerOptions& opts, TrackerError* err) {
   long hz = sysconf(_SC_CLK_TCK);
   if (hz > 0) nsPerTick_ = 1'000'000'000ull / uint64_t(hz);
 
-  DIR* d = opendir(taskDir().c_str());
-  if (!d) {
-    int e = errno;
-    if (err) {
-      err->code = e == ENOENT ? "ESRCH" : errnoName(e);
-      const char* why = e == ENOENT || e == ESRCH ? "no such process, or procfs is not mounted there"
-                        : e == EACCES || e == EPERM
-                            ? "procfs hides other users' processes here (mounted with hidepid): run as the "
-                              "process's user or as root, or remount /proc with hidepid=0 or gid= a group of yours"
-                        : e == EMFILE || e == ENFILE
-                            ? "out of file descriptors (the procfs backend keeps two per thread): raise the "
-                              "limit (ulimit -n, LimitNOFILE=)"
-                            : "procfs could not be read there";
-      err->message = "jouletrace: cannot read " + taskDir() + " (" + strerror(e) + "): " + why;
-    }
-    return -e;
-  }
-  closedir(d);
+  if (int rc = checkTaskDirReadable(root_, pid_, " (the procfs backend keeps two per thread)", err)) return rc;
   if (int rc = checkTargetIsProcess(root_, pid_, err)) return rc;
 
   std::string statPath = root_ + "/stat";
