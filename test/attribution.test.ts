@@ -573,6 +573,45 @@ describe('attribution with the procfs backend', () => {
   });
 });
 
+// The engine alone, fed interval by interval as a tracker reports them: one CPU, one thread,
+// [CPU busy ns, thread ns, energy ticks] per 10 ms interval. Each interval is conserved exactly.
+describe('attribution engine, interval by interval', () => {
+  const replay = (native().bench as { attributionReplay(q: number, dt: number, steps: number[][]): number[][] })
+    .attributionReplay;
+  function processShare(busyQuantumNs: number, steps: number[][]): number {
+    const out = replay(busyQuantumNs, 10e6, steps);
+    out.forEach(([process, other], i) => expect(process + other).toBe(steps[i][2]));
+    const process = out.reduce((a, [p]) => a + p, 0);
+    return process / steps.reduce((a, s) => a + s[2], 0);
+  }
+  const ticks = (n: number, threadNs: number) => Array.from({ length: n }, (_, i) => [i % 2 ? 10e6 : 0, threadNs, 1000]);
+
+  it("procfs: a process alone on a CPU at 50% gets the CPU's energy, though /proc/stat's 10 ms ticks land in every other interval", () => {
+    // Clamped per interval, it got all of the intervals that read 0 busy and half of those that
+    // read 10 ms: 75%.
+    expect(processShare(10e6, ticks(400, 5e6))).toBeGreaterThan(0.97);
+  });
+
+  it('procfs: a process beside other work gets its share of the busy time, not one skewed by where the ticks land', () => {
+    // 2 ms of the 5 ms busy per interval: all of a 0-tick interval and a fifth of a 10 ms one gave it 60%.
+    expect(processShare(10e6, ticks(400, 2e6))).toBeCloseTo(0.4, 1);
+  });
+
+  it('eBPF: thread time read a few hundred ns ahead of busy time is owed to the next interval, not given to other', () => {
+    const steps = Array.from({ length: 100 }, (_, i) => [i % 2 ? 1e6 + 300 : 1e6 - 300, 1e6, 1000]);
+    expect(processShare(0, steps)).toBe(1);
+  });
+
+  it('owes at most 100 ms of busy time per CPU: thread time that runs ahead for good does not hide later work', () => {
+    // 1 s of thread time beyond busy time, then intervals half the process's, half another's.
+    const steps = [...Array.from({ length: 2000 }, () => [5e5, 1e6, 1000]), ...Array.from({ length: 300 }, () => [2e6, 1e6, 1000])];
+    const out = replay(0, 10e6, steps);
+    // 100 ms of debt is paid by the first 100 intervals' 1 ms of other work; then half each.
+    expect(out.slice(2000, 2100).every(([p]) => p === 1000)).toBe(true);
+    expect(out.slice(2100).every(([p, o]) => p === 500 && o === 500)).toBe(true);
+  });
+});
+
 describe('attribution API', () => {
   it('refuses thread queries when tracking is off', () => {
     const s = new Sampler({ source: 'model', threads: 'off' });

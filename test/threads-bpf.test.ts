@@ -5,7 +5,8 @@ import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Sampler } from '../src/sampler';
 import { bpfReadiness, openThreadTracker, type ThreadSnapshot, type ThreadTracker } from '../src/threads';
-import { bpfRequired, describeBpf, skipBpf } from './fixtures/bpf-required';
+import { bpfRequired, bpfSkipReason, describeBpf, skipBpf } from './fixtures/bpf-required';
+import { hiddenProcSkip, openTrackerHidden } from './fixtures/hidden-proc';
 import { describeGated, itGated } from './fixtures/gated';
 import { runNonLeaderExec } from './fixtures/exec-thread';
 import { spawnPython } from './fixtures/python-child';
@@ -192,6 +193,24 @@ describeGated('without CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN', cannotDrop, bpfR
     } finally {
       fs.rmSync(script, { force: true });
     }
+  });
+});
+
+// A /proc mounted with hidepid hides this (root's) process from the child, run as nobody with
+// CAP_BPF and CAP_PERFMON: seeding its threads failed once the program had loaded, and the
+// refusal read as bpf()'s (RLIMIT_MEMLOCK, lockdown) or, with hidepid=2, as ENOENT with no remedy.
+describe('under a /proc mounted with hidepid', () => {
+  itGated("refuses another user's hidden process before loading, with EPERM and procfs's remedies", bpfSkipReason() ?? hiddenProcSkip, bpfRequired(), 'JOULETRACE_REQUIRE_BPF=1', () => {
+    const remedies = "procfs hides other users' processes here (mounted with hidepid): run as the process's user, as root or with CAP_SYS_PTRACE, or remount /proc with hidepid=0 or gid= a group of yours";
+    expect(openTrackerHidden(1, ['bpf', 'perfmon'], 'bpf', process.pid)).toEqual({
+      code: 'EPERM',
+      message: `jouletrace: cannot read /proc/${process.pid}/task (Operation not permitted): ${remedies}`,
+    });
+    expect(openTrackerHidden(2, ['bpf', 'perfmon'], 'bpf', process.pid)).toEqual({
+      code: 'EPERM',
+      message: `jouletrace: cannot read /proc/${process.pid}/task (No such file or directory, though process ${process.pid} exists): ${remedies}`,
+    });
+    expect(openTrackerHidden(2, ['bpf', 'perfmon', 'sys_ptrace'], 'bpf', process.pid)).toBe('opened');
   });
 });
 

@@ -7,6 +7,8 @@ import { openThreadTracker, type ThreadTracker } from '../src/threads';
 import { sleep } from './fixtures/spinner';
 import { runNonLeaderExec } from './fixtures/exec-thread';
 import { expectMonotonic, find, spinPair } from './fixtures/thread-checks';
+import { itGated, toolsRequired } from './fixtures/gated';
+import { hiddenProcSkip, openTrackerHidden } from './fixtures/hidden-proc';
 
 describe('procfs thread tracker on this machine', () => {
   let tracker: ThreadTracker | undefined;
@@ -109,6 +111,23 @@ describe('procfs thread tracker on this machine', () => {
   });
 });
 
+describe('procfs thread tracker under a /proc mounted with hidepid', () => {
+  // This process runs as root; the child, as nobody, is not shown it.
+  itGated("refuses another user's hidden process with EPERM and the remedies, not as a missing process", hiddenProcSkip, toolsRequired(), 'JOULETRACE_REQUIRE_TOOLS=1', () => {
+    const remedies = "procfs hides other users' processes here (mounted with hidepid): run as the process's user, as root or with CAP_SYS_PTRACE, or remount /proc with hidepid=0 or gid= a group of yours";
+    expect(openTrackerHidden(1, [], 'procfs', process.pid)).toEqual({
+      code: 'EPERM',
+      message: `jouletrace: cannot read /proc/${process.pid}/task (Operation not permitted): ${remedies}`,
+    });
+    // hidepid=2 hides the directory itself: it read as "no such process".
+    expect(openTrackerHidden(2, [], 'procfs', process.pid)).toEqual({
+      code: 'EPERM',
+      message: `jouletrace: cannot read /proc/${process.pid}/task (No such file or directory, though process ${process.pid} exists): ${remedies}`,
+    });
+    expect(openTrackerHidden(2, ['sys_ptrace'], 'procfs', process.pid)).toBe('opened');
+  });
+});
+
 describe('procfs thread tracker on an emulated /proc', () => {
   let root: string;
   let tracker: ThreadTracker | undefined;
@@ -119,10 +138,10 @@ describe('procfs thread tracker on an emulated /proc', () => {
     const dir = path.join(root, String(PID), 'task', String(tid));
     fs.mkdirSync(dir, { recursive: true });
     fs.writeFileSync(path.join(dir, 'schedstat'), `${schedNs} 1234 56\n`);
-    // Fields 3..52 after "(comm)"; field 39 is the CPU last run on. The comm holds a space and
-    // a parenthesis to check the parser resumes after the last ')'.
+    // Fields 3..52 after "(comm)"; field 39 is the CPU last run on. A name may hold spaces and
+    // parentheses (the helper's does): the name ends, and fields resume, at the last ')'.
     const fields = Array.from({ length: 50 }, (_, i) => (i === 0 ? 'S' : i === 36 ? String(cpu) : '0'));
-    fs.writeFileSync(path.join(dir, 'stat'), `${tid} (${comm} x)) ${fields.join(' ')}\n`);
+    fs.writeFileSync(path.join(dir, 'stat'), `${tid} (${comm}) ${fields.join(' ')}\n`);
     fs.writeFileSync(path.join(dir, 'comm'), `${comm}\n`);
   }
 
@@ -146,7 +165,7 @@ describe('procfs thread tracker on an emulated /proc', () => {
   it('parses schedstat, stat and /proc/stat, and reports an exited thread once', async () => {
     root = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-proc-'));
     writeThread(PID, 5_000_000, 1, 'main');
-    writeThread(PID + 1, 7_000_000, 0, 'helper');
+    writeThread(PID + 1, 7_000_000, 0, 'helper (1) x)');
     //          user nice system idle iowait irq softirq steal
     writeStat([
       [10, 1, 2, 100, 3, 1, 1, 0],
@@ -162,10 +181,10 @@ describe('procfs thread tracker on an emulated /proc', () => {
     ]);
     // Threads present at open are counted from open, not from their birth.
     expect(find(s0, PID)).toMatchObject({ tgid: PID, onCpuNs: 0, name: 'main', exited: false });
-    expect(find(s0, PID + 1)).toMatchObject({ onCpuNs: 0, name: 'helper', exited: false });
+    expect(find(s0, PID + 1)).toMatchObject({ onCpuNs: 0, name: 'helper (1) x)', exited: false });
 
     writeThread(PID, 9_000_000, 1, 'main');
-    writeThread(PID + 1, 8_000_000, 0, 'helper');
+    writeThread(PID + 1, 8_000_000, 0, 'helper (1) x)');
     await sleep(5); // the leader's 4 ms must fit in the time that passed (see the exec test)
     const s1 = tracker.snapshot();
     expect(find(s1, PID)).toMatchObject({ onCpuNs: 4_000_000 });
@@ -183,7 +202,7 @@ describe('procfs thread tracker on an emulated /proc', () => {
     expectMonotonic(s1, s2);
 
     // The helper exits after running 2 ms more; a new thread appears.
-    writeThread(PID + 1, 10_000_000, 0, 'helper');
+    writeThread(PID + 1, 10_000_000, 0, 'helper (1) x)');
     tracker.snapshot();
     fs.rmSync(path.join(root, String(PID), 'task', String(PID + 1)), { recursive: true });
     writeThread(PID + 2, 3_000_000, 1, 'late');
@@ -197,6 +216,17 @@ describe('procfs thread tracker on an emulated /proc', () => {
     expect(find(s4, PID + 1)).toBeUndefined();
     expect(find(s4, PID)).toMatchObject({ exited: false });
     expect(tracker.stats()).toMatchObject({ backend: 'procfs', slotsUsed: 2, events: 6 });
+  });
+
+  // Read from comm by path at each rescan, names cost three system calls a thread; a rescan is
+  // now also spaced out where it costs much (thousands of threads).
+  it("names a thread from its stat line at every read: a rename shows at the next snapshot, not the next rescan", () => {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-proc-'));
+    writeThread(PID, 1_000_000, 0, 'main');
+    writeStat([[1, 0, 1, 9, 0, 0, 0, 0]]);
+    tracker = openThreadTracker({ backend: 'procfs', pid: PID, procRoot: root });
+    writeThread(PID, 2_000_000, 0, 'pool (2) a)b');
+    expect(find(tracker.snapshot(), PID)?.name).toBe('pool (2) a)b');
   });
 
   it('reads every CPU of a large machine from /proc/stat (384 CPUs, 40 KiB of cpu lines)', () => {

@@ -80,6 +80,7 @@ class AttributionEngine {
   };
 
   void splitDomain(size_t d, uint64_t delta, uint64_t dtNs);
+  uint64_t otherBusy(size_t d, uint64_t busy, uint64_t tracked, uint64_t dtNs);
 
   std::vector<Domain> domains_;
   std::vector<int> cpuPackage_;
@@ -88,6 +89,13 @@ class AttributionEngine {
   mutable std::mutex mu_;
   std::vector<double> baselineWatts_;
   std::vector<double> baselineCarry_;
+  // Per domain: busy time of untracked tasks, smoothed (ns per ns; NaN until the first interval)
+  // where the CPU figures are stepped, and the tracked time the CPU figures have not yet covered
+  // (see otherBusy()), at most kBusyDebtPerCpuNs per CPU of the domain.
+  std::vector<double> otherRate_;
+  std::vector<uint64_t> busyDebt_;
+  std::vector<uint64_t> domainCpus_;
+  uint64_t busyQuantumNs_ = 0;  // of the last snapshot
   std::vector<DomainParts> parts_;
   std::vector<ThreadEnergy> results_;
   std::vector<ThreadState> slots_;

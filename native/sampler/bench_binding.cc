@@ -137,6 +137,61 @@ Napi::Value AttributionStepCost(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, double(total) / double(steps));
 }
 
+// attributionReplay(busyQuantumNs, dtNs, steps) → [process, other] ticks per step, for tests:
+// one domain over one CPU and one thread; steps holds [cpuBusyNs, threadNs, energyTicks] of each
+// interval, each added to the snapshot's cumulative figures as a tracker would report them.
+Napi::Value AttributionReplay(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const auto count = [](const Napi::Value& v) {
+    const double x = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+    return x >= 0 && x <= 9007199254740991.0 && x == double(uint64_t(x));
+  };
+  bool ok = info.Length() >= 3 && count(info[0]) && count(info[1]) && info[2].IsArray() &&
+            info[2].As<Napi::Array>().Length() <= 1000000;
+  for (uint32_t i = 0; ok && i < info[2].As<Napi::Array>().Length(); i++) {
+    Napi::Value row = info[2].As<Napi::Array>().Get(i);
+    ok = row.IsArray() && row.As<Napi::Array>().Length() == 3;
+    for (uint32_t k = 0; ok && k < 3; k++) ok = count(row.As<Napi::Array>().Get(k));
+  }
+  if (!ok) {
+    Napi::TypeError::New(env, "attributionReplay: expected (busyQuantumNs, dtNs, [[cpuBusyNs, threadNs, energyTicks], ...]) in whole numbers")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::vector<Domain> domains(1);
+  domains[0].name = "package";
+  domains[0].unitJoules = 1e-6;
+  AttributionEngine engine(domains, std::vector<int>{0});
+  TrackerSnapshot snap;
+  snap.busyQuantumNs = uint64_t(info[0].As<Napi::Number>().DoubleValue());
+  const uint64_t dtNs = uint64_t(info[1].As<Napi::Number>().DoubleValue());
+  snap.cpus.resize(1);
+  snap.threads.resize(1);
+  snap.threads[0].tid = 1000;
+  snap.threads[0].generation = 1;
+  uint64_t delta = 0;
+  engine.step(&delta, 0, snap);
+  Napi::Array steps = info[2].As<Napi::Array>();
+  Napi::Array out = Napi::Array::New(env, steps.Length());
+  DomainParts before;
+  for (uint32_t i = 0; i < steps.Length(); i++) {
+    Napi::Array row = steps.Get(i).As<Napi::Array>();
+    snap.cpus[0].busyNs += uint64_t(row.Get(0u).As<Napi::Number>().DoubleValue());
+    const uint64_t ran = uint64_t(row.Get(1u).As<Napi::Number>().DoubleValue());
+    snap.threads[0].onCpuNs += ran;
+    snap.threads[0].pkgNs[0] += ran;
+    delta = uint64_t(row.Get(2u).As<Napi::Number>().DoubleValue());
+    engine.step(&delta, dtNs, snap);
+    const DomainParts& now = engine.partsUnlocked()[0];
+    Napi::Array parts = Napi::Array::New(env, 2);
+    parts.Set(0u, double(now.process - before.process));
+    parts.Set(1u, double(now.other - before.other));
+    out.Set(i, parts);
+    before = now;
+  }
+  return out;
+}
+
 // new EmptySwitchProgram(): attaches bpf/switch_baseline.bpf.c until close(); stats() →
 // { runTimeNs, runCount } (counting only while kernel.bpf_stats_enabled=1).
 class EmptySwitchProgram : public Napi::ObjectWrap<EmptySwitchProgram> {
@@ -196,6 +251,7 @@ void InitBenchBinding(Napi::Env env, Napi::Object exports) {
   b.Set("timerLoop", Napi::Function::New(env, TimerLoopBaseline, "timerLoop"));
   b.Set("attributionStep", Napi::Function::New(env, AttributionStepCost, "attributionStep"));
   b.Set("threadCpuNs", Napi::Function::New(env, ThreadCpuNs, "threadCpuNs"));
+  b.Set("attributionReplay", Napi::Function::New(env, AttributionReplay, "attributionReplay"));
   exports.Set("bench", b);
 }
 

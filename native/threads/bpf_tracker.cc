@@ -510,6 +510,9 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
   }
   if (int rc = checkInitialPidNamespace(err)) return rc;
   if (int rc = checkTargetIsProcess("/proc", tgid, err)) return rc;
+  // Seeding lists it once the program is loaded: a refusal there read as bpf()'s (memlock,
+  // lockdown), where procfs's hidepid hid the process.
+  if (int rc = checkTaskDirReadable("/proc", tgid, "", err)) return rc;
   maxThreads_ = opts.maxThreads ? opts.maxThreads : 1;
   ncpu_ = libbpf_num_possible_cpus();
   if (ncpu_ <= 0) return fail(err, ncpu_ ? ncpu_ : -EINVAL, "counting possible CPUs", "");

@@ -1,5 +1,5 @@
 // procfs backend: the fallback when eBPF is unavailable. Per-thread on-CPU time from
-// task/<tid>/schedstat, per-CPU busy/idle from /proc/stat. Costs a pread per thread per snapshot
+// task/<tid>/schedstat, per-CPU busy/idle from /proc/stat. Costs two preads per thread per snapshot
 // and only sees which CPU a thread last ran on, so package attribution is approximate.
 #include <dirent.h>
 #include <fcntl.h>
@@ -25,8 +25,11 @@ namespace {
 // Thread discovery reads a directory. The sampler already limits procfs snapshots to one per
 // 10 ms, so every snapshot rescans: a thread that lives longer than ~10 ms is never missed
 // (a shorter-lived one can be, and its energy then counts as "other" — the eBPF backend sees
-// every thread).
+// every thread). Except where a rescan costs more than a fifth of that: the listing costs about
+// 1 µs a thread, so past a few thousand threads it alone would take a core's fifth, and rescans
+// are spaced to kRescanCostShare of their measured cost (threads then need to live that long).
 constexpr uint64_t kRescanNs = 9'000'000;
+constexpr uint64_t kRescanCostShare = 5;
 
 // Linux's largest configurable NR_CPUS (CONFIG_NR_CPUS on x86-64 and arm64).
 constexpr long kMaxCpus = 8192;
@@ -103,6 +106,7 @@ class ProcfsTracker final : public ThreadTracker {
   uint32_t nextSlot_ = 0;
   uint64_t nextGeneration_ = 1;
   uint64_t lastScanNs_ = 0;
+  uint64_t rescanEveryNs_ = kRescanNs;
   uint64_t scans_ = 0;
   // The kernel leaves schedstat at "0 0 0" without schedstats on some older kernels: then
   // utime + stime from stat, as where schedstat is missing.
@@ -125,24 +129,7 @@ int ProcfsTracker::open(const TrackerOptions& opts, TrackerError* err) {
   long hz = sysconf(_SC_CLK_TCK);
   if (hz > 0) nsPerTick_ = 1'000'000'000ull / uint64_t(hz);
 
-  DIR* d = opendir(taskDir().c_str());
-  if (!d) {
-    int e = errno;
-    if (err) {
-      err->code = e == ENOENT ? "ESRCH" : errnoName(e);
-      const char* why = e == ENOENT || e == ESRCH ? "no such process, or procfs is not mounted there"
-                        : e == EACCES || e == EPERM
-                            ? "procfs hides other users' processes here (mounted with hidepid): run as the "
-                              "process's user or as root, or remount /proc with hidepid=0 or gid= a group of yours"
-                        : e == EMFILE || e == ENFILE
-                            ? "out of file descriptors (the procfs backend keeps two per thread): raise the "
-                              "limit (ulimit -n, LimitNOFILE=)"
-                            : "procfs could not be read there";
-      err->message = "jouletrace: cannot read " + taskDir() + " (" + strerror(e) + "): " + why;
-    }
-    return -e;
-  }
-  closedir(d);
+  if (int rc = checkTaskDirReadable(root_, pid_, " (the procfs backend keeps two per thread)", err)) return rc;
   if (int rc = checkTargetIsProcess(root_, pid_, err)) return rc;
 
   std::string statPath = root_ + "/stat";
@@ -263,10 +250,6 @@ void ProcfsTracker::rescan(bool initial) {
       long rc = readSmallFile(threadFile(t.tid, "stat"), &text);
       if (saysGone(rc)) t.gone = true;
     }
-    if (!t.gone && readSmallFile(threadFile(t.tid, "comm"), &text) == 0) {
-      while (!text.empty() && text.back() == '\n') text.pop_back();
-      copyComm(t.times.comm, text.data(), text.size());
-    }
   }
 }
 
@@ -292,6 +275,11 @@ ReadResult ProcfsTracker::readThread(Thread& t) {
   }
   if (saysGone(statLen)) return ReadResult::kGone;
   if (statLen <= 0) return ReadResult::kUnknown;
+  // The name is field 2, between the first '(' and the last ')' (it may hold either): read here,
+  // it costs nothing; read from comm by path at each rescan, it cost three system calls a thread.
+  const char* nameStart = strchr(buf, '(');
+  const char* nameEnd = strrchr(buf, ')');
+  if (nameStart && nameEnd > nameStart) copyComm(t.times.comm, nameStart + 1, size_t(nameEnd - nameStart - 1));
   const char* field = procStatField(buf, 22);
   uint64_t start = field ? strtoull(field, nullptr, 10) : 0;
   if (t.startTime == 0) {
@@ -398,12 +386,15 @@ void ProcfsTracker::readCpus(std::vector<CpuTimes>& cpus) {
 int ProcfsTracker::snapshot(TrackerSnapshot& snap) {
   const uint64_t now = monotonicNs();
   snap.timeNs = now;
+  snap.busyQuantumNs = nsPerTick_;
   snap.threads.clear();
   snapshots_++;
   readCpus(snap.cpus);
-  if (now - lastScanNs_ >= kRescanNs) {
+  if (now - lastScanNs_ >= rescanEveryNs_) {
+    const uint64_t scanStart = monotonicNs();
     rescan(false);
     lastScanNs_ = now;
+    rescanEveryNs_ = std::max(kRescanNs, kRescanCostShare * (monotonicNs() - scanStart));
   }
   doneTids_.clear();
   for (auto& kv : threads_) {

@@ -3,12 +3,14 @@
 #include <dirent.h>
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstdlib>
 
+#include "errno_name.h"
 #include "sys_file.h"
 
 namespace jouletrace {
@@ -26,6 +28,32 @@ int checkTargetIsProcess(const std::string& procRoot, int pid, TrackerError* err
                    "; options.pid takes a process id: pass " + std::to_string(tgid);
   }
   return -EINVAL;
+}
+
+int checkTaskDirReadable(const std::string& procRoot, int pid, const std::string& fdNote, TrackerError* err) {
+  const std::string dir = procRoot + "/" + std::to_string(pid) + "/task";
+  if (DIR* d = opendir(dir.c_str())) {
+    closedir(d);
+    return 0;
+  }
+  const int e = errno;
+  // hidepid=2 (and 4, "invisible") hides another user's process directory as if it were not
+  // there; kill() still finds the process (0, or EPERM for another user's). Asked of the real
+  // /proc only: an emulated root's pids are not this machine's.
+  const bool exists = e == ENOENT && procRoot == "/proc" && (kill(pid, 0) == 0 || errno == EPERM);
+  if (err) {
+    const bool hidden = e == EACCES || e == EPERM || exists;
+    err->code = exists ? "EPERM" : e == ENOENT ? "ESRCH" : errnoName(e);
+    const std::string why =
+        hidden ? "procfs hides other users' processes here (mounted with hidepid): run as the process's user, as root "
+                 "or with CAP_SYS_PTRACE, or remount /proc with hidepid=0 or gid= a group of yours"
+        : e == ENOENT || e == ESRCH ? "no such process, or procfs is not mounted there"
+        : e == EMFILE || e == ENFILE ? "out of file descriptors" + fdNote + ": raise the limit (ulimit -n, LimitNOFILE=)"
+                                     : "procfs could not be read there";
+    err->message = "jouletrace: cannot read " + dir + " (" + strerror(e) +
+                   (exists ? ", though process " + std::to_string(pid) + " exists" : "") + "): " + why;
+  }
+  return exists ? -EPERM : -e;
 }
 
 namespace {

@@ -15,6 +15,12 @@ namespace jouletrace {
 // <procRoot>/<pid>/status; 0 when it is a process or cannot tell, else -EINVAL with err set.
 int checkTargetIsProcess(const std::string& procRoot, int pid, TrackerError* err);
 
+// Whether <procRoot>/<pid>/task can be listed: the procfs tracker reads it at every scan, and the
+// eBPF tracker seeds the process's threads from it. 0, or -errno with err set, naming procfs's
+// hidepid where it hides the process (EACCES/EPERM, or ENOENT for one that kill() finds: hidepid=2
+// hides its directory too) rather than a missing process. fdNote follows the advice for EMFILE.
+int checkTaskDirReadable(const std::string& procRoot, int pid, const std::string& fdNote, TrackerError* err);
+
 // The eBPF program sees the kernel's pids, those of the initial pid namespace; a process in a
 // namespace of its own (a container without the host's pid namespace) knows itself and others by
 // other numbers. 0 in the initial namespace (or when it cannot tell), else -EINVAL with err set.

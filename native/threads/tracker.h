@@ -63,6 +63,9 @@ struct ThreadTimes {
 
 struct TrackerSnapshot {
   uint64_t timeNs = 0;  // CLOCK_MONOTONIC when taken
+  // The step in which cpus[].busyNs advance: procfs, a clock tick of /proc/stat; 0 where they are
+  // exact (eBPF). Attribution smooths a stepped figure (attribution.cc, otherBusy()).
+  uint64_t busyQuantumNs = 0;
   std::vector<CpuTimes> cpus;       // indexed by CPU number; capacity reused
   std::vector<ThreadTimes> threads; // tracked threads alive or exited since the last snapshot
 };
