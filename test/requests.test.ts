@@ -191,7 +191,9 @@ describeBpf("shared mode and libuv's thread pool", () => {
     const what = JSON.stringify({ r, hashTid, poolCpu, mainCpu, pool, main, poolJoules });
     expect(pool, what).toContain(hashTid);
     expect(r.incomplete, what).toBe(false);
-    expect(poolCpu, what).toBeGreaterThan(10 * mainCpu); // the request's work is the pool's
+    // The request's work is the pool's. 5×, not 10×: in a full-suite run the serving thread once
+    // took 10.7 ms of CPU (the runner's own work, a collection) beside the pool's 101 ms.
+    expect(poolCpu, what).toBeGreaterThan(5 * mainCpu);
     // Its on-CPU time and energy are the serving thread's plus the pool's over its life (README,
     // "shared"), less the pool's first interval before the sampler saw its thread run (1 ms).
     // The serving thread alone, over the whole run, had a small part of that.
