@@ -716,7 +716,7 @@ describe('where the sources read (--powercap-root and the other source paths)', 
   });
 });
 
-// The library's messages name its options (backend 'procfs', source 'model', liveCheckMs); a
+// The library's messages name its options (threads 'procfs', source 'model', liveCheckMs); a
 // command names its flag instead, or leaves the advice out where it has no such flag.
 describe('library messages in the words of each command', () => {
   const asNobody = (args: string[]) => {
@@ -778,10 +778,19 @@ describe('library messages in the words of each command', () => {
       "... (Linux >= 5.8), or use --threads procfs.",
       '... (Linux >= 5.8).',
     ],
+    // A Sampler's words (run's and top's messages), then openThreadTracker()'s and bpfReadiness()'s (probe's).
+    ["... (Linux >= 5.8), or use threads 'procfs'.", '... (Linux >= 5.8), or use --threads procfs.', '... (Linux >= 5.8).'],
+    ["... (running 6.1). Use threads 'procfs' instead.", '... (running 6.1). Use --threads procfs instead.', '... (running 6.1).'],
     ["... (running 6.1). Use backend 'procfs' instead.", '... (running 6.1). Use --threads procfs instead.', '... (running 6.1).'],
+    ["... an LSM can refuse bpf() too. Otherwise use threads 'procfs'.", '... an LSM can refuse bpf() too. Otherwise use --threads procfs.', '... an LSM can refuse bpf() too.'],
     ["... an LSM can refuse bpf() too. Otherwise use backend 'procfs'.", '... an LSM can refuse bpf() too. Otherwise use --threads procfs.', '... an LSM can refuse bpf() too.'],
     [
       "... not these. Use threads 'procfs', or run the container with the host's pid namespace (docker run --pid=host)",
+      "... not these. Use --threads procfs, or run the container with the host's pid namespace (docker run --pid=host)",
+      "... not these. Run the container with the host's pid namespace (docker run --pid=host)",
+    ],
+    [
+      "... not these. Use backend 'procfs', or run the container with the host's pid namespace (docker run --pid=host)",
       "... not these. Use --threads procfs, or run the container with the host's pid namespace (docker run --pid=host)",
       "... not these. Run the container with the host's pid namespace (docker run --pid=host)",
     ],
