@@ -153,8 +153,7 @@ export class RequestTracker {
   }
 
   constructor(sampler: Sampler, options: RequestTrackerOptions = {}) {
-    // A Sampler of this package's copy or another's (ESM and CommonJS load one each): by shape.
-    if (sampler === null || typeof sampler !== 'object' || typeof (sampler as { spanChannel?: unknown }).spanChannel !== 'function') {
+    if (!isSamplerLike(sampler)) {
       throw new TypeError(`Expected a Sampler for sampler but received ${describe(sampler)}`);
     }
     const opts = checkObject('options', options);
@@ -879,6 +878,11 @@ export const TRACKER_OPTION_KEYS = ['mode', 'routeOf', 'maxRoutes'] as const;
  * without a word, so they are refused, as is any other key unless `othersAllowed` (Fastify's
  * register options ride along with the plugin's).
  */
+/** A Sampler of this package's copy or another's (ESM and CommonJS load one each): by shape. */
+export function isSamplerLike(x: unknown): x is Sampler {
+  return x !== null && typeof x === 'object' && typeof (x as { spanChannel?: unknown }).spanChannel === 'function';
+}
+
 export function refuseOptionsBeside(options: Record<string, unknown>, othersAllowed = false): void {
   if (!othersAllowed) checkKnownKeys('options', options, TRACKER_OPTION_KEYS);
   const given = TRACKER_OPTION_KEYS.find((k) => options[k] !== undefined);
