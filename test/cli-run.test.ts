@@ -711,6 +711,12 @@ describe('where the sources read (--powercap-root and the other source paths)', 
     }
     refused(['run', '--powercap-root', '/nonexistent/powercap', '--', 'true'], 2, '--powercap-root: /nonexistent/powercap does not exist');
     refused(['top', '--msr-path', '/dev/cpu/0/msr', '--iterations', '1'], 2, '--msr-path needs exactly one %d');
+    // A path given: the flag, not the module (modprobe msr) that the default path would need.
+    const msr = jt(['probe', '--msr-path', '/nonexistent/%d/msr']);
+    expect(msr.code).toBe(2);
+    expect(msr.stderr).toMatch(
+      /^jouletrace probe: --msr-path: \/nonexistent\/0\/msr does not exist \(give where this process sees the host's \/dev\/cpu\/%d\/msr, as \/host\/dev\/cpu\/%d\/msr where the host's root is mounted at \/host\)\n/,
+    );
     refused(['serve', '--proc-stat='], 2, '--proc-stat expects a path');
     for (const cmd of ['run', 'top', 'serve', 'demo', 'probe']) expect(jt([cmd, '--help']).stdout).toContain('--sysfs-cpu-root D');
   });
@@ -769,6 +775,9 @@ describe('library messages in the words of each command', () => {
     expect(r.stdout).toContain(`  ✗ powercap  ENOENT: no RAPL zones under ${dir}\n      fix: check --powercap-root: it should name where this process sees the host's /sys/class/powercap\n`);
     const run = jt(['run', '--source', 'powercap', '--powercap-root', dir, '--', 'true']);
     expect(run.stderr).toContain(`no RAPL zones under ${dir} — check --powercap-root: it should name`);
+    const topology = jt(['probe', '--sysfs-cpu-root', dir]);
+    expect(topology.code).toBe(1);
+    expect(topology.stdout).toContain(`  ✗ model     ENOENT: ${dir}/online: No such file or directory\n      fix: cannot tell which CPUs are online; check --sysfs-cpu-root: it should name`);
   });
 
   // Each of the native messages that names an option, with and without the command's flag.

@@ -269,6 +269,8 @@ export const SOURCE_PATH_HELP =
   "Where the energy sources read (for a container that mounts the host's /sys, /dev or /proc\nelsewhere, as /host/sys):\n" +
   SOURCE_PATHS.map(([name, value, , def, what]) => `  ${`--${name} ${value}`.padEnd(20)}${what} (default ${def})\n`).join('');
 
+const whereHostSees = (host: string) => `give where this process sees the host's ${host}, as /host${host} where the host's root is mounted at /host`;
+
 /**
  * The source path options given, as Sampler and probe() options. Checked here, so that a typo
  * is told as the option it came from, not as a source that is missing.
@@ -283,9 +285,10 @@ export function sourcePathOptions(options: ParsedArgs['options']): SourcePaths {
     if (name === 'msr-path') {
       if (p.split('%d').length !== 2) throw new UsageError(`--msr-path needs exactly one %d for the CPU number (like /host/dev/cpu/%d/msr), not ${JSON.stringify(p)}`);
       const first = p.replace('%d', '0');
-      if (!fs.existsSync(first)) throw new UsageError(`--msr-path: ${first} does not exist (the msr devices appear once the msr module is loaded: modprobe msr)`);
+      // A path given, not the default's: the option is the likelier mistake than the module.
+      if (!fs.existsSync(first)) throw new UsageError(`--msr-path: ${first} does not exist (${whereHostSees(host)})`);
     } else if (!fs.existsSync(p)) {
-      throw new UsageError(`--${name}: ${p} does not exist (give where this process sees the host's ${host}, as /host${host} where the host's root is mounted at /host)`);
+      throw new UsageError(`--${name}: ${p} does not exist (${whereHostSees(host)})`);
     }
     out[key] = p;
   }
