@@ -20,7 +20,7 @@ import { callListeners } from './listeners';
 import { native } from './native';
 import { checkTracked, connectionOf, releaseResponseWatch, retainResponseWatch, watchedFor, watchResponse } from './response-end';
 import { FLAG_AGGREGATED, FLAG_ESTIMATED, FLAG_INCOMPLETE, outsideRequests, ROUTE_SUMMARY_WORDS, slotOfHandle, SPAN_SLOTS, type NumericResultListener, type SpanChannel } from './span-channel';
-import { EXACT_REQUEST_TOKEN, UNMATCHED_ROUTE, type RequestRecord, type RouteStats } from './span-types';
+import { EXACT_REQUEST_TOKEN, OTHER_ROUTE, UNMATCHED_ROUTE, UNROUTED, type RequestRecord, type RouteStats } from './span-types';
 
 export type RequestMode = 'shared' | 'exact';
 
@@ -853,10 +853,7 @@ function routeAtEnd(given: string | undefined, current: string | (() => string))
   return typeof current === 'function' ? safeRoute(current) : current;
 }
 
-// Where requests past maxRoutes count, and the route of a request given none.
-const OTHER_ROUTE = '(other)';
 const STANDARD_METHODS = new Set(METHODS);
-const UNROUTED = '(unrouted)';
 // start() without a route: named at its end, or unrouted (a function's route is taken at the end).
 const unroutedUnlessNamed = (): string => UNROUTED;
 
