@@ -1,6 +1,16 @@
 // Option validation shared by every public entry point. One message template, as users of
 // better-sqlite3 and sharp know it: "Expected <what> for <option> but received <value> of type <type>".
 
+// A value inside an object that JSON cannot write, marked to be written as JavaScript would (a
+// private-use character that JSON.stringify leaves as it is).
+const MARK = '\uE000';
+const AS_WRITTEN = new RegExp(`"${MARK}([^"${MARK}]*)${MARK}"`, 'g');
+function asWritten(_key: string, v: unknown): unknown {
+  if ((typeof v === 'number' && !Number.isFinite(v)) || v === undefined) return `${MARK}${String(v)}${MARK}`;
+  if (typeof v === 'bigint') return `${MARK}${v}n${MARK}`;
+  return v;
+}
+
 export function describe(value: unknown): string {
   if (value === null) return 'null of type null';
   const type = Array.isArray(value) ? 'array' : typeof value;
@@ -10,7 +20,9 @@ export function describe(value: unknown): string {
   else if (typeof value === 'function') shown = value.name ? `[function ${value.name}]` : '[function]';
   else if (typeof value === 'object') {
     try {
-      shown = JSON.stringify(value) ?? String(value);
+      // JSON writes Infinity and NaN as null and undefined as null or nothing, and throws on a
+      // bigint: the very values a message must show ([1,Infinity] is refused for its Infinity).
+      shown = (JSON.stringify(value, asWritten) ?? String(value)).replace(AS_WRITTEN, '$1');
     } catch {
       shown = Object.prototype.toString.call(value);
     }

@@ -4,7 +4,7 @@
 //   app.use(energyMiddleware(tracker));
 //   instrumentExpress(app, tracker);   // the same, without a middleware layer
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { refuseOptionsBeside, RequestTracker, type RequestTrackerOptions } from './requests';
+import { isSamplerLike, refuseOptionsBeside, RequestTracker, type RequestTrackerOptions } from './requests';
 import { UNMATCHED_ROUTE } from './span-types';
 import type { Sampler } from './sampler';
 import { mountPattern, patternMatches } from './express-route-patterns';
@@ -215,7 +215,13 @@ function warnUnaccounted(e: unknown): void {
 }
 
 function trackerOf(trackerOrSampler: RequestTracker | Sampler, options: RequestTrackerOptions | undefined): RequestTracker {
-  if (!(trackerOrSampler instanceof RequestTracker)) return new RequestTracker(trackerOrSampler, options);
+  if (!(trackerOrSampler instanceof RequestTracker)) {
+    // RequestTracker's own refusal would name its argument, `sampler`, not this one.
+    if (!isSamplerLike(trackerOrSampler)) {
+      throw new TypeError(`Expected a RequestTracker or a Sampler for trackerOrSampler but received ${describe(trackerOrSampler)}`);
+    }
+    return new RequestTracker(trackerOrSampler, options);
+  }
   if (options !== undefined) refuseOptionsBeside(checkObject('options', options));
   return trackerOrSampler;
 }

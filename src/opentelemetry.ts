@@ -26,7 +26,7 @@ import { packageRoot } from './native';
 import { EnergyTracker, PowerWindow } from './energy-tracker';
 import { checkRequestSource, subscribe, type RequestSource } from './settled-feed';
 import type { Sampler } from './sampler';
-import { UNMATCHED_ROUTE, type RequestRecord, type SpanResult } from './span-types';
+import { OTHER_ROUTE, UNMATCHED_ROUTE, UNROUTED, type RequestRecord, type SpanResult } from './span-types';
 
 // The `requests` option's type, for callers who declare theirs.
 export type { RequestSource };
@@ -79,6 +79,9 @@ export interface OpenTelemetryHandle {
    */
   close(): void;
 }
+
+// The routes that requests count under where no route was matched or kept.
+const NOT_ROUTES: ReadonlySet<string> = new Set([UNMATCHED_ROUTE, UNROUTED, OTHER_ROUTE]);
 
 const HW_TYPE: Record<string, string> = {
   package: 'cpu',
@@ -229,9 +232,11 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
     if (closed) return;
     for (const r of records) {
       if (!Number.isFinite(r.joules) || r.joules < 0) continue;
-      const attrs: Attributes = { 'http.request.method': r.method };
-      // The semantic conventions leave http.route out where no route matched.
-      if (r.route !== UNMATCHED_ROUTE) attrs['http.route'] = r.route;
+      // The semantic conventions' http.request.method is a known method or _OTHER, and its
+      // http.route the route matched, left out where there is none: jouletrace's placeholders
+      // ((unmatched), (unrouted), and (other) past maxRoutes) name no route.
+      const attrs: Attributes = { 'http.request.method': r.method === OTHER_ROUTE ? '_OTHER' : r.method };
+      if (!NOT_ROUTES.has(r.route)) attrs['http.route'] = r.route;
       attrs['http.response.status_code'] = r.statusCode;
       if (r.estimated) attrs['jouletrace.estimated'] = true;
       if (r.incomplete) attrs['jouletrace.incomplete'] = true;

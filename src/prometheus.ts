@@ -621,7 +621,9 @@ class EnergyHealth {
     intervalUs: number;
   } {
     const now = performance.now();
-    if (this.#cache && now - this.#cache.at < 50) return this.#cache.value;
+    // Only while it runs: stopped, the figures stand still, and closed (within the window of a
+    // read at the run's end, or of a scrape of the stopped sampler) they are unknown, no series.
+    if (this.#cache && now - this.#cache.at < 50 && this.#sampler.running) return this.#cache.value;
     const a = this.#acc;
     let value;
     try {

@@ -20,7 +20,7 @@ import { callListeners } from './listeners';
 import { native } from './native';
 import { checkTracked, connectionOf, releaseResponseWatch, retainResponseWatch, watchedFor, watchResponse } from './response-end';
 import { FLAG_AGGREGATED, FLAG_ESTIMATED, FLAG_INCOMPLETE, outsideRequests, ROUTE_SUMMARY_WORDS, slotOfHandle, SPAN_SLOTS, type NumericResultListener, type SpanChannel } from './span-channel';
-import { EXACT_REQUEST_TOKEN, UNMATCHED_ROUTE, type RequestRecord, type RouteStats } from './span-types';
+import { EXACT_REQUEST_TOKEN, OTHER_ROUTE, UNMATCHED_ROUTE, UNROUTED, type RequestRecord, type RouteStats } from './span-types';
 
 export type RequestMode = 'shared' | 'exact';
 
@@ -153,8 +153,7 @@ export class RequestTracker {
   }
 
   constructor(sampler: Sampler, options: RequestTrackerOptions = {}) {
-    // A Sampler of this package's copy or another's (ESM and CommonJS load one each): by shape.
-    if (sampler === null || typeof sampler !== 'object' || typeof (sampler as { spanChannel?: unknown }).spanChannel !== 'function') {
+    if (!isSamplerLike(sampler)) {
       throw new TypeError(`Expected a Sampler for sampler but received ${describe(sampler)}`);
     }
     const opts = checkObject('options', options);
@@ -854,10 +853,7 @@ function routeAtEnd(given: string | undefined, current: string | (() => string))
   return typeof current === 'function' ? safeRoute(current) : current;
 }
 
-// Where requests past maxRoutes count, and the route of a request given none.
-const OTHER_ROUTE = '(other)';
 const STANDARD_METHODS = new Set(METHODS);
-const UNROUTED = '(unrouted)';
 // start() without a route: named at its end, or unrouted (a function's route is taken at the end).
 const unroutedUnlessNamed = (): string => UNROUTED;
 
@@ -879,6 +875,11 @@ export const TRACKER_OPTION_KEYS = ['mode', 'routeOf', 'maxRoutes'] as const;
  * without a word, so they are refused, as is any other key unless `othersAllowed` (Fastify's
  * register options ride along with the plugin's).
  */
+/** A Sampler of this package's copy or another's (ESM and CommonJS load one each): by shape. */
+export function isSamplerLike(x: unknown): x is Sampler {
+  return x !== null && typeof x === 'object' && typeof (x as { spanChannel?: unknown }).spanChannel === 'function';
+}
+
 export function refuseOptionsBeside(options: Record<string, unknown>, othersAllowed = false): void {
   if (!othersAllowed) checkKnownKeys('options', options, TRACKER_OPTION_KEYS);
   const given = TRACKER_OPTION_KEYS.find((k) => options[k] !== undefined);

@@ -202,7 +202,7 @@ export interface SamplerStats {
     slotsUsed: number;
     slotsMax: number;
     droppedThreads: number;
-    /** Tracked threads found through the tid hash: all with `compat`, normally 0 with `task-storage`. */
+    /** Tracked threads found through a hash, not task storage: all with `compat` (keyed by task), normally 0 with `task-storage`. */
     hashRefs: number;
     /** Snapshot slot reads that gave up on a writer mid-update; the previous figures stood in. */
     busyReads: number;

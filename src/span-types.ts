@@ -7,6 +7,10 @@
  */
 /** A request's route where the framework matched none. */
 export const UNMATCHED_ROUTE = '(unmatched)';
+/** A request's route where node:http was given none (trackRequest without a route or routeOf). */
+export const UNROUTED = '(unrouted)';
+/** Where requests past maxRoutes count: their route, and their method where it has no entry yet. */
+export const OTHER_ROUTE = '(other)';
 
 export const EXACT_REQUEST_TOKEN: unique symbol = Symbol.for('jouletrace.exactRequestToken');
 

@@ -46,7 +46,8 @@ export interface ThreadTrackerOptions {
   /**
    * bpf backend only: which build of the eBPF program to load. `'task-storage'` finds a tracked
    * thread's slot through task-local storage (loads on Linux >= 5.12, reliable from 6.2);
-   * `'compat'` through a tid-keyed hash (any kernel the backend supports, slower per event).
+   * `'compat'` through a hash keyed by task, the address of its task_struct, not its tid, which an
+   * exec from a thread other than the leader swaps (any kernel the backend supports, slower per event).
    * Default `'auto'`: task storage from Linux 6.2 on, else compat.
    */
   bpfProgram?: BpfProgram;
@@ -101,8 +102,9 @@ export interface ThreadTrackerStats {
   /** bpf only: why that build (requested, or why task storage could not load). */
   programReason?: string;
   /**
-   * bpf only: tracked threads found through the tid-keyed hash rather than task storage. Every
-   * tracked thread with the compat build; normally 0 with the task-storage build.
+   * bpf only: tracked threads found through a hash rather than task storage. Every tracked
+   * thread with the compat build (its hash keyed by task); normally 0 with the task-storage build,
+   * whose threads without storage (io_uring and vhost workers) go in a hash keyed by tid.
    */
   hashRefs?: number;
   /**

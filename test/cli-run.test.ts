@@ -711,12 +711,18 @@ describe('where the sources read (--powercap-root and the other source paths)', 
     }
     refused(['run', '--powercap-root', '/nonexistent/powercap', '--', 'true'], 2, '--powercap-root: /nonexistent/powercap does not exist');
     refused(['top', '--msr-path', '/dev/cpu/0/msr', '--iterations', '1'], 2, '--msr-path needs exactly one %d');
+    // A path given: the flag, not the module (modprobe msr) that the default path would need.
+    const msr = jt(['probe', '--msr-path', '/nonexistent/%d/msr']);
+    expect(msr.code).toBe(2);
+    expect(msr.stderr).toMatch(
+      /^jouletrace probe: --msr-path: \/nonexistent\/0\/msr does not exist \(give where this process sees the host's \/dev\/cpu\/%d\/msr, as \/host\/dev\/cpu\/%d\/msr where the host's root is mounted at \/host\)\n/,
+    );
     refused(['serve', '--proc-stat='], 2, '--proc-stat expects a path');
     for (const cmd of ['run', 'top', 'serve', 'demo', 'probe']) expect(jt([cmd, '--help']).stdout).toContain('--sysfs-cpu-root D');
   });
 });
 
-// The library's messages name its options (backend 'procfs', source 'model', liveCheckMs); a
+// The library's messages name its options (threads 'procfs', source 'model', liveCheckMs); a
 // command names its flag instead, or leaves the advice out where it has no such flag.
 describe('library messages in the words of each command', () => {
   const asNobody = (args: string[]) => {
@@ -769,6 +775,9 @@ describe('library messages in the words of each command', () => {
     expect(r.stdout).toContain(`  ✗ powercap  ENOENT: no RAPL zones under ${dir}\n      fix: check --powercap-root: it should name where this process sees the host's /sys/class/powercap\n`);
     const run = jt(['run', '--source', 'powercap', '--powercap-root', dir, '--', 'true']);
     expect(run.stderr).toContain(`no RAPL zones under ${dir} — check --powercap-root: it should name`);
+    const topology = jt(['probe', '--sysfs-cpu-root', dir]);
+    expect(topology.code).toBe(1);
+    expect(topology.stdout).toContain(`  ✗ model     ENOENT: ${dir}/online: No such file or directory\n      fix: cannot tell which CPUs are online; check --sysfs-cpu-root: it should name`);
   });
 
   // Each of the native messages that names an option, with and without the command's flag.
@@ -778,10 +787,19 @@ describe('library messages in the words of each command', () => {
       "... (Linux >= 5.8), or use --threads procfs.",
       '... (Linux >= 5.8).',
     ],
+    // A Sampler's words (run's and top's messages), then openThreadTracker()'s and bpfReadiness()'s (probe's).
+    ["... (Linux >= 5.8), or use threads 'procfs'.", '... (Linux >= 5.8), or use --threads procfs.', '... (Linux >= 5.8).'],
+    ["... (running 6.1). Use threads 'procfs' instead.", '... (running 6.1). Use --threads procfs instead.', '... (running 6.1).'],
     ["... (running 6.1). Use backend 'procfs' instead.", '... (running 6.1). Use --threads procfs instead.', '... (running 6.1).'],
+    ["... an LSM can refuse bpf() too. Otherwise use threads 'procfs'.", '... an LSM can refuse bpf() too. Otherwise use --threads procfs.', '... an LSM can refuse bpf() too.'],
     ["... an LSM can refuse bpf() too. Otherwise use backend 'procfs'.", '... an LSM can refuse bpf() too. Otherwise use --threads procfs.', '... an LSM can refuse bpf() too.'],
     [
       "... not these. Use threads 'procfs', or run the container with the host's pid namespace (docker run --pid=host)",
+      "... not these. Use --threads procfs, or run the container with the host's pid namespace (docker run --pid=host)",
+      "... not these. Run the container with the host's pid namespace (docker run --pid=host)",
+    ],
+    [
+      "... not these. Use backend 'procfs', or run the container with the host's pid namespace (docker run --pid=host)",
       "... not these. Use --threads procfs, or run the container with the host's pid namespace (docker run --pid=host)",
       "... not these. Run the container with the host's pid namespace (docker run --pid=host)",
     ],

@@ -263,6 +263,10 @@ describe('registerOpenTelemetry', () => {
       { ...record, joules: 0.2 },
       { ...record, route: '(unmatched)', statusCode: 404, joules: 0.01 },
       { ...record, incomplete: true },
+      // node:http given no route, and past maxRoutes (with a method that had no entry yet).
+      { ...record, method: 'GET', route: '(unrouted)', statusCode: 200 },
+      { ...record, method: 'GET', route: '(other)', statusCode: 202 },
+      { ...record, method: '(other)', route: '(other)', statusCode: 202 },
     ]);
     const m = await collect();
     const spans = m.get('jouletrace.span.energy')!;
@@ -279,6 +283,10 @@ describe('registerOpenTelemetry', () => {
       // No route matched: http.route left out, as the semantic conventions say.
       { 'http.request.method': 'POST', 'http.response.status_code': 404, 'jouletrace.estimated': true },
       { 'http.request.method': 'POST', 'http.route': '/orders', 'http.response.status_code': 201, 'jouletrace.estimated': true, 'jouletrace.incomplete': true },
+      // jouletrace's other placeholders name no route either; an unknown method is _OTHER.
+      { 'http.request.method': 'GET', 'http.response.status_code': 200, 'jouletrace.estimated': true },
+      { 'http.request.method': 'GET', 'http.response.status_code': 202, 'jouletrace.estimated': true },
+      { 'http.request.method': '_OTHER', 'http.response.status_code': 202, 'jouletrace.estimated': true },
     ]);
     const rv = req.dataPoints[0].value as { count: number; sum: number; buckets: { boundaries: number[] } };
     expect(rv.count).toBe(2);

@@ -235,15 +235,26 @@ describe('registerMetrics', () => {
     expect(await still(labelled)).toEqual([]);
     s.start();
     while (s.stats().timing.samples === 0) await sleep(5);
-    // Past the 50 ms for which a scrape reuses the sampler statistics last read (at the run's
-    // end too, below).
+    // Past the 50 ms for which a scrape of a running sampler reuses the statistics last read.
     await sleep(60);
     expect(await still(plain)).toEqual(['jouletrace_sampler_counters_still_seconds']);
     expect(await still(labelled)).toEqual(['jouletrace_sampler_counters_still_seconds{service="x"}']);
+    // Right after close(): the statistics read at the run's end were reused for 50 ms.
     s.close();
-    await sleep(60);
     expect(await still(plain)).toEqual([]);
     expect(await still(labelled)).toEqual([]);
+  });
+
+  it('has no jouletrace_sampler_counters_still_seconds right after close() of a stopped sampler scraped just before', async () => {
+    const s = sampler().start();
+    const m = registerMetrics(s);
+    cleanups.push(() => m.close());
+    const still = async () => [...parse(await m.registry.metrics()).keys()].filter((k) => k.startsWith('jouletrace_sampler_counters_still_seconds'));
+    while (s.stats().timing.samples === 0) await sleep(5);
+    s.stop();
+    expect(await still()).toEqual(['jouletrace_sampler_counters_still_seconds']);
+    s.close();
+    expect(await still()).toEqual([]);
   });
 
   it('bounds thread cardinality: topThreads names, the rest "other", and never decreases', async () => {
@@ -352,7 +363,13 @@ describe('registerMetrics', () => {
     expect(await registry.metrics()).toBe('\n');
     expect(() => registerMetrics(s, { topThreads: -1 })).toThrow(RangeError);
     // +Inf is always a bucket: given too, it was a second le="+Inf"-like series (le="Infinity").
-    expect(() => registerMetrics(s, { spanBuckets: [0.001, Infinity] })).toThrow(/positive finite numbers .* for options\.spanBuckets/);
+    expect(() => registerMetrics(s, { spanBuckets: [0.001, Infinity] })).toThrow(
+      'Expected an increasing array of positive finite numbers (the +Inf bucket is always added) for options.spanBuckets but received [0.001,Infinity] of type array',
+    );
+    // JSON's null for each, before.
+    expect(() => registerMetrics(s, { requestBuckets: [NaN, -Infinity] })).toThrow(/ but received \[NaN,-Infinity\] of type array$/);
+    // And a bigint threw in JSON.stringify: "[object Array]".
+    expect(() => registerMetrics(s, { spanBuckets: [1n] as unknown as number[] })).toThrow(/ but received \[1n\] of type array$/);
     expect(() => registerMetrics(s, { requestBuckets: [0.5, 0.1] })).toThrow(/options\.requestBuckets/);
     expect(() => registerMetrics(s, { prefix: 'bad-prefix' })).toThrow(/not a valid metric name prefix/);
     // A constant label named like one of the metrics' own would be overwritten on some series.

@@ -1740,8 +1740,13 @@ describe('exact mode edges', () => {
     cleanups.push(() => sampler.close());
     for (const bad of [{}, undefined, null]) {
       expect(() => new RequestTracker(bad as unknown as Sampler)).toThrow(/^Expected a Sampler for sampler but received /);
-      expect(() => energyMiddleware(bad as unknown as Sampler)).toThrow(/^Expected a Sampler for sampler/);
     }
+    // The helpers name their own argument, which takes either.
+    const either = 'Expected a RequestTracker or a Sampler for trackerOrSampler but received';
+    expect(() => energyMiddleware({} as unknown as Sampler)).toThrow(`${either} {} of type object`);
+    expect(() => energyMiddleware(5 as unknown as Sampler)).toThrow(`${either} 5 of type number`);
+    expect(() => instrumentExpress(express(), {} as unknown as Sampler)).toThrow(`${either} {} of type object`);
+    expect(() => (instrumentExpress as unknown as (app: express.Express) => void)(express())).toThrow(`${either} undefined`);
     const tracker = new RequestTracker(sampler);
     const records: RequestRecord[] = [];
     tracker.onRequest((rs) => records.push(...rs));

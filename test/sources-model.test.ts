@@ -137,6 +137,22 @@ describe('model source on this machine', () => {
 });
 
 describe('model source against an emulated /proc/stat', () => {
+  // Without topology the model takes every CPU for package 0: right for a container without
+  // sysfs at the default root, a silent merge of packages at a root given by mistake.
+  it('refuses a CPU topology root given that holds none, naming options.sysfsCpuRoot, as auto does', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-model-'));
+    track({ close: () => fs.rmSync(dir, { recursive: true, force: true }) });
+    const stat = track(createEmulatedProcStat(4));
+    const message =
+      `${dir}/online: No such file or directory — cannot tell which CPUs are online; ` +
+      "check options.sysfsCpuRoot: it should name where this process sees the host's /sys/devices/system/cpu";
+    for (const source of ['model', 'auto'] as const) {
+      expect(() => openSource({ source, procStatPath: stat.procStatPath, sysfsCpuRoot: dir })).toThrow(
+        expect.objectContaining({ code: 'ENOENT', message }),
+      );
+    }
+  });
+
   it('splits power per package by each package’s utilisation and CPU share', async () => {
     const { stat, s } = emulated();
     expect(s.domains.map((d) => d.package)).toEqual([0, 1]);

@@ -432,6 +432,19 @@ describe('msr source errors', () => {
     );
   });
 
+  it('names options.sysfsCpuRoot, not a sysfs mount, when a CPU topology root given holds none', () => {
+    const e = emu({ vendor: 'intel' });
+    const sysfsCpuRoot = `${e.dir}/nope`;
+    expect(() => openSource({ source: 'msr', msrPath: e.msrPath, sysfsCpuRoot, cpuIdentity: SKYLAKE })).toThrow(
+      expect.objectContaining({
+        code: 'ENOENT',
+        message:
+          `${sysfsCpuRoot}/online: No such file or directory — cannot tell which CPUs are online; ` +
+          "check options.sysfsCpuRoot: it should name where this process sees the host's /sys/devices/system/cpu",
+      }),
+    );
+  });
+
   // In a container the module is the host's (sysfs shows it) and /dev/cpu is not passed in:
   // modprobe msr there fixes nothing.
   it('says the devices are missing, not the module, where the msr driver is loaded', () => {

@@ -131,7 +131,8 @@ describeBpf('eBPF tracker targets', () => {
     // A container without the host's pid namespace, made with unshare (util-linux; root).
     const script = `const j = require(${JSON.stringify(path.join(ROOT, 'dist/cjs/index.js'))});
       const out = { readiness: j.bpfReadiness() };
-      try { new j.Sampler({ source: 'model', threads: 'bpf' }); } catch (e) { out.code = e.code; }
+      try { new j.Sampler({ source: 'model', threads: 'bpf' }); } catch (e) { out.code = e.code; out.message = e.message; }
+      try { j.openThreadTracker({ backend: 'bpf' }); } catch (e) { out.tracker = e.message; }
       const s = new j.Sampler({ source: 'model' });
       out.auto = s.stats().threads.backend;
       s.close();
@@ -142,6 +143,9 @@ describeBpf('eBPF tracker targets', () => {
     expect(out.readiness.ready).toBe(false);
     expect(out.readiness.reason).toContain('runs in a pid namespace of its own');
     expect(out.code).toBe('ERR_JOULETRACE_PID_NAMESPACE');
+    // Each in the words of its own options.
+    expect(out.message).toContain("Use threads 'procfs', or run the container");
+    expect(out.tracker).toContain("Use backend 'procfs', or run the container");
     expect(out.auto).toBe('procfs'); // 'auto' falls back, saying why
   });
 });
@@ -193,6 +197,27 @@ describeGated('without CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN', cannotDrop, bpfR
     } finally {
       fs.rmSync(script, { force: true });
     }
+  });
+
+  // The tracker's advice named openThreadTracker()'s option, backend 'procfs', which a Sampler
+  // refuses as unknown: a Sampler's refusal and fallback note name its own, threads 'procfs'.
+  it("a Sampler's refusal and fallback advise its threads option, openThreadTracker()'s its backend option", () => {
+    const script = `const j = require(${JSON.stringify(path.join(ROOT, 'dist/cjs/index.js'))});
+      const out = {};
+      try { new j.Sampler({ source: 'model', threads: 'bpf' }); } catch (e) { out.sampler = e.message; }
+      try { j.openThreadTracker({ backend: 'bpf' }); } catch (e) { out.tracker = e.message; }
+      const s = new j.Sampler({ source: 'model' });
+      out.fallback = s.stats().threads.fallbackReason;
+      s.close();
+      process.stdout.write(JSON.stringify(out));`;
+    const r = spawnSync(capsh!, ['--drop=cap_bpf,cap_perfmon,cap_sys_admin', '--', '-c', `"${process.execPath}" -e "$0"`, script], {
+      encoding: 'utf8',
+    });
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.sampler).toMatch(/^threads: 'bpf': jouletrace: the eBPF thread tracker needs CAP_BPF .*, or use threads 'procfs'\.$/);
+    expect(out.fallback).toMatch(/^eBPF unavailable \(jouletrace: .*, or use threads 'procfs'\.\); using procfs$/);
+    expect(out.tracker).toMatch(/, or use backend 'procfs'\.$/);
   });
 });
 

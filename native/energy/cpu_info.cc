@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "energy/sources_internal.h"
 #include "errno_name.h"
 #include "sys_file.h"
 
@@ -61,7 +62,9 @@ bool readTopology(const std::string& root, std::vector<CpuTopo>* out, SourceErro
   if (rc < 0 || !parseCpuList(online, &cpus) || cpus.empty()) {
     err->code = rc < 0 ? errnoName(-rc) : "EINVAL";
     err->message = root + "/online: " + (rc < 0 ? std::strerror(-rc) : "not a CPU list") +
-                   " — cannot tell which CPUs are online (is sysfs mounted?)";
+                   " — cannot tell which CPUs are online" +
+                   (root == SourceOptions().sysfsCpuRoot ? " (is sysfs mounted?)"
+                                                         : "; " + checkOptionRemedy("sysfsCpuRoot", SourceOptions().sysfsCpuRoot));
     return false;
   }
   for (int c : cpus) {

@@ -23,7 +23,8 @@ struct CpuTopo {
 bool parseCpuList(const std::string& text, std::vector<int>* cpus);
 
 // Online CPUs with their package, die and core ids, sorted by CPU number. A CPU without topology
-// files (some containers) is put in package 0, die 0, core -1.
+// files (some containers) is put in package 0, die 0, core -1. Without <sysfsCpuRoot>/online,
+// false with *err naming sysfs at the default root, options.sysfsCpuRoot at another.
 bool readTopology(const std::string& sysfsCpuRoot, std::vector<CpuTopo>* out, SourceError* err);
 
 // Replaces the single %d in a path template (validated in TypeScript) with n; never handed to

@@ -232,7 +232,8 @@ std::unique_ptr<EnergySource> openModelSource(const SourceOptions& opts, SourceE
   std::vector<CpuTopo> topo;
   SourceError topoErr;
   if (!readTopology(opts.sysfsCpuRoot, &topo, &topoErr)) {
-    // No sysfs (some containers): every CPU that /proc/stat lists, in one package.
+    // No sysfs at the default root (some containers): every CPU that /proc/stat lists, in one
+    // package. Another root that holds none was refused before (openEnergySource).
     std::string text;
     if (readSmallFile(opts.procStatPath, &text) == 0) {
       size_t pos = 0;

@@ -116,6 +116,16 @@ std::unique_ptr<EnergySource> checkCounting(std::unique_ptr<EnergySource> src, c
   return std::make_unique<CountingDomains>(std::move(src), std::move(keep));
 }
 
+// A CPU topology root given that holds none is refused, whichever source: without it the model
+// takes every CPU for package 0, perf each CPU of its cpumask for a package of its own, and the
+// Sampler's attribution every CPU for package 0 — fallbacks for a container without sysfs at the
+// default root, where they stay, but a typo's silent merge of packages elsewhere.
+bool givenCpuRootReadable(const SourceOptions& opts, SourceError* err) {
+  if (opts.sysfsCpuRoot == SourceOptions().sysfsCpuRoot) return true;
+  std::vector<CpuTopo> topo;
+  return readTopology(opts.sysfsCpuRoot, &topo, err);
+}
+
 std::unique_ptr<EnergySource> openCounting(Opener open, const SourceOptions& opts, SourceError* err) {
   std::unique_ptr<EnergySource> src = open(opts, err);
   return src ? checkCounting(std::move(src), opts, err) : nullptr;
@@ -139,6 +149,7 @@ std::vector<size_t> primaryDomainIndices(const std::vector<Domain>& domains) {
 
 std::unique_ptr<EnergySource> openEnergySource(const std::string& which, const SourceOptions& opts, SourceError* err,
                                                std::vector<SourceStatus>* skipped) {
+  if (!givenCpuRootReadable(opts, err)) return nullptr;
   if (which != "auto") {
     for (const auto& s : kSources)
       if (which == s.name) return openCounting(s.open, opts, err);
@@ -169,7 +180,7 @@ std::vector<SourceStatus> probeEnergySources(const SourceOptions& opts) {
   for (const auto& s : kSources) {
     SourceStatus st;
     st.name = s.name;
-    std::unique_ptr<EnergySource> src = openCounting(s.open, opts, &st.error);
+    std::unique_ptr<EnergySource> src = givenCpuRootReadable(opts, &st.error) ? openCounting(s.open, opts, &st.error) : nullptr;
     st.available = src != nullptr;
     if (src) {
       st.domains = src->domains();

@@ -98,6 +98,7 @@ bool Sampler::openTracker(SamplerError* err) {
   to.repairSwitchIns = cfg_.repairSwitchIns;
   to.maxThreads = cfg_.maxThreads;
   to.cpuPackage = cpuPackage_;
+  to.procfsOption = "threads 'procfs'";
   TrackerError te;
   // The process asked for is wrong, whichever backend looked: under the default (auto), the
   // message names no backend (the caller chose none), and procfs is not tried after eBPF.

@@ -211,13 +211,13 @@ std::string missingCaps(const BpfReadiness& r) {
   return m;
 }
 
-std::string privilegeMessage(const BpfReadiness& r) {
+std::string privilegeMessage(const BpfReadiness& r, const std::string& procfsOption) {
   if (!r.userNs.empty()) {
     return "jouletrace: the eBPF thread tracker needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN) in the "
            "initial user namespace; this process holds them only in a user namespace of its own "
            "(/proc/self/ns/user is " + r.userNs + ": a rootless container, or `unshare -U`), where bpf() "
            "does not count them. Run it in the host's user namespace (as root, or in a container without "
-           "a user namespace of its own, given CAP_BPF and CAP_PERFMON), or use backend 'procfs'.";
+           "a user namespace of its own, given CAP_BPF and CAP_PERFMON), or use " + procfsOption + ".";
   }
   const std::string missing = missingCaps(r);
   // Root without them: dropped (a container's default set, a unit's bounding set), and running
@@ -227,12 +227,12 @@ std::string privilegeMessage(const BpfReadiness& r) {
            "root but lacks " + missing + ": they were dropped from its capabilities (a container's defaults, a systemd "
            "unit's CapabilityBoundingSet=, capsh --drop). Grant them (docker or podman run --cap-add BPF --cap-add PERFMON, "
            "or --cap-add SYS_ADMIN before Linux 5.8; in a systemd unit, CAP_BPF CAP_PERFMON in CapabilityBoundingSet= and, "
-           "for a User= other than root, AmbientCapabilities=), or use backend 'procfs'.";
+           "for a User= other than root, AmbientCapabilities=), or use " + procfsOption + ".";
   }
   return "jouletrace: the eBPF thread tracker needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)" +
          (missing.empty() ? std::string() : "; this process lacks " + missing) +
          ". Run as root, or grant them: `sudo setcap cap_bpf,cap_perfmon+ep $(command -v node)`"
-         " (Linux >= 5.8), or use backend 'procfs'.";
+         " (Linux >= 5.8), or use " + procfsOption + ".";
 }
 
 // Whether a thread listed while seeding has made, or is about to make, its last switch. tgkill()
@@ -294,6 +294,7 @@ class BpfTracker final : public ThreadTracker {
 
   std::unique_ptr<typename Build::Skel, SkelDeleter<Build>> skel_;
   std::string why_;
+  std::string procfsOption_;  // TrackerOptions::procfsOption, for fail()'s advice
   Mapping threadMap_;
   Mapping cpuMap_;
   const jt_thread_slot* slots_ = nullptr;
@@ -332,7 +333,7 @@ int BpfTracker<Build>::fail(TrackerError* err, int e, const std::string& what, c
                      "(running " + kernel + ") BPF maps count against RLIMIT_MEMLOCK: raise it (`ulimit -l unlimited`, "
                      "or LimitMEMLOCK=infinity in a systemd unit). Kernel lockdown (/sys/kernel/security/lockdown), "
                      "a seccomp filter (a container's default profile) or an LSM can refuse bpf() too. "
-                     "Otherwise use backend 'procfs'.";
+                     "Otherwise use " + procfsOption_ + ".";
     } else {
       err->message = "jouletrace: " + what + " failed: " + strerror(e);
     }
@@ -472,13 +473,14 @@ template <typename Build>
 int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& why, TrackerError* err,
                                 bool withRepair) {
   why_ = why;
+  procfsOption_ = opts.procfsOption;
   repairSwitchIns_ = opts.repairSwitchIns;
 #if !defined(__x86_64__)
   // The slots' seqcounts order their stores with compiler barriers only (thread_tracker.bpf.c),
   // which x86-64's store order makes enough; elsewhere a snapshot could take a torn slot.
   if (err) {
     err->code = "ERR_JOULETRACE_UNSUPPORTED_ARCH";
-    err->message = "jouletrace: the eBPF thread tracker needs x86-64 (its lock-free slots rely on x86-64 store ordering). Use backend 'procfs' instead.";
+    err->message = "jouletrace: the eBPF thread tracker needs x86-64 (its lock-free slots rely on x86-64 store ordering). Use " + opts.procfsOption + " instead.";
   }
   return -EOPNOTSUPP;
 #endif
@@ -488,14 +490,14 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
       err->code = "ERR_JOULETRACE_NO_BTF";
       err->message = "jouletrace: kernel has no BTF (" + std::string(kBtfPath) +
                      "); needs CONFIG_DEBUG_INFO_BTF=y, Linux >= 5.8 (running " + ready.kernel +
-                     "). Use backend 'procfs' instead.";
+                     "). Use " + opts.procfsOption + " instead.";
     }
     return -ENOENT;
   }
   if (!ready.capBpf || !ready.capPerfmon) {
     if (err) {
       err->code = "EPERM";
-      err->message = privilegeMessage(ready);
+      err->message = privilegeMessage(ready, opts.procfsOption);
     }
     return -EPERM;
   }
@@ -508,7 +510,7 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
     }
     return -ESRCH;
   }
-  if (int rc = checkInitialPidNamespace(err)) return rc;
+  if (int rc = checkInitialPidNamespace(opts.procfsOption, err)) return rc;
   if (int rc = checkTargetIsProcess("/proc", tgid, err)) return rc;
   // Seeding lists it once the program is loaded: a refusal there read as bpf()'s (memlock,
   // lockdown), where procfs's hidepid hid the process.
@@ -919,8 +921,8 @@ BpfReadiness bpfReadiness() {
     r.reason = "kernel has no BTF (" + std::string(kBtfPath) +
                "); needs CONFIG_DEBUG_INFO_BTF=y, Linux >= 5.8";
   } else if (!r.capBpf || !r.capPerfmon) {
-    r.reason = privilegeMessage(r);
-  } else if (TrackerError ns; checkInitialPidNamespace(&ns) != 0) {
+    r.reason = privilegeMessage(r, TrackerOptions().procfsOption);
+  } else if (TrackerError ns; checkInitialPidNamespace(TrackerOptions().procfsOption, &ns) != 0) {
     r.reason = ns.message;
   }
 #if !defined(__x86_64__)

@@ -109,7 +109,7 @@ Threads liveThreads(const std::string& taskDir) {
 
 }  // namespace
 
-int checkInitialPidNamespace(TrackerError* err) {
+int checkInitialPidNamespace(const std::string& procfsOption, TrackerError* err) {
   // PROC_PID_INIT_INO: the initial pid namespace's inode number, fixed in the kernel.
   const std::string link = ownNamespace("pid");
   if (link.empty() || link == "pid:[4026531836]") return 0;
@@ -117,7 +117,7 @@ int checkInitialPidNamespace(TrackerError* err) {
     err->code = "ERR_JOULETRACE_PID_NAMESPACE";
     err->message = "jouletrace: this process runs in a pid namespace of its own (/proc/self/ns/pid is " + link +
                    ", a container without the host's pid namespace): the eBPF program sees the host's pids, not these. "
-                   "Use threads 'procfs', or run the container with the host's pid namespace (docker run --pid=host)";
+                   "Use " + procfsOption + ", or run the container with the host's pid namespace (docker run --pid=host)";
   }
   return -EINVAL;
 }

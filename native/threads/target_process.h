@@ -23,8 +23,9 @@ int checkTaskDirReadable(const std::string& procRoot, int pid, const std::string
 
 // The eBPF program sees the kernel's pids, those of the initial pid namespace; a process in a
 // namespace of its own (a container without the host's pid namespace) knows itself and others by
-// other numbers. 0 in the initial namespace (or when it cannot tell), else -EINVAL with err set.
-int checkInitialPidNamespace(TrackerError* err);
+// other numbers. 0 in the initial namespace (or when it cannot tell), else -EINVAL with err set,
+// advising procfsOption (TrackerOptions::procfsOption).
+int checkInitialPidNamespace(const std::string& procfsOption, TrackerError* err);
 
 // What /proc/self/ns/user names ("user:[4026532175]") when this process runs in a user namespace
 // other than the initial one (a rootless container, `unshare -U`); empty in the initial one, or

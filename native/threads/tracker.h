@@ -43,6 +43,9 @@ struct TrackerOptions {
   // bpf: the sched_stat_runtime repair of unreported switch-ins. "auto": attached once one has
   // been seen (in this process); "always": from the start; "off": not loaded.
   std::string repairSwitchIns = "auto";
+  // The caller's words for choosing procfs, which the eBPF tracker's refusals advise: a Sampler
+  // chooses it with its threads option, openThreadTracker() with its backend option.
+  std::string procfsOption = "backend 'procfs'";
 };
 
 struct CpuTimes {

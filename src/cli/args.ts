@@ -168,7 +168,7 @@ export function skippedSourceNotes(skipped: Sampler['skipped'], flags: readonly 
   return skipped.map((s) => `${s.source} unavailable here: ${s.message === undefined ? (s.code ?? 'no reason given') : inFlagWords(s.message, flags)}`);
 }
 
-// Messages of the library name its options (options.pid, backend 'procfs', source 'model',
+// Messages of the library name its options (options.pid, threads 'procfs', source 'model',
 // liveCheckMs); told on the command line, the flag that sets each where the command has one, and
 // without that advice where it has none. The source path options are SOURCE_PATHS's, below.
 interface Wording {
@@ -182,10 +182,11 @@ interface Wording {
 
 const FLAG_WORDING: Wording[] = [
   { flag: 'pid', library: /; options\.pid takes a process id: pass /g, cli: '; --pid takes a process id: pass --pid ', without: '; pass the process id, ' },
-  // The eBPF tracker's refusals end on the fallback, in one of three ways.
-  { flag: 'threads', library: /, or use backend 'procfs'\./g, cli: ', or use --threads procfs.', without: '.' },
-  { flag: 'threads', library: / (Use|Otherwise use) backend 'procfs'( instead)?\./g, cli: ' $1 --threads procfs$2.', without: '' },
-  { flag: 'threads', library: /Use threads 'procfs', or run/g, cli: 'Use --threads procfs, or run', without: 'Run' },
+  // The eBPF tracker's refusals end on the fallback, in one of three ways, in a Sampler's words
+  // (threads 'procfs') or openThreadTracker()'s and bpfReadiness()'s (backend 'procfs').
+  { flag: 'threads', library: /, or use (?:threads|backend) 'procfs'\./g, cli: ', or use --threads procfs.', without: '.' },
+  { flag: 'threads', library: / (Use|Otherwise use) (?:threads|backend) 'procfs'( instead)?\./g, cli: ' $1 --threads procfs$2.', without: '' },
+  { flag: 'threads', library: /Use (?:threads|backend) 'procfs', or run/g, cli: 'Use --threads procfs, or run', without: 'Run' },
   { flag: 'baseline', library: /set one with setBaseline\(\), or /g, cli: 'set one with --baseline W, or ', without: '' },
   // "use source 'model'", "try source 'powercap', 'perf' or 'model'", with what leads to it.
   {
@@ -268,6 +269,8 @@ export const SOURCE_PATH_HELP =
   "Where the energy sources read (for a container that mounts the host's /sys, /dev or /proc\nelsewhere, as /host/sys):\n" +
   SOURCE_PATHS.map(([name, value, , def, what]) => `  ${`--${name} ${value}`.padEnd(20)}${what} (default ${def})\n`).join('');
 
+const whereHostSees = (host: string) => `give where this process sees the host's ${host}, as /host${host} where the host's root is mounted at /host`;
+
 /**
  * The source path options given, as Sampler and probe() options. Checked here, so that a typo
  * is told as the option it came from, not as a source that is missing.
@@ -282,9 +285,10 @@ export function sourcePathOptions(options: ParsedArgs['options']): SourcePaths {
     if (name === 'msr-path') {
       if (p.split('%d').length !== 2) throw new UsageError(`--msr-path needs exactly one %d for the CPU number (like /host/dev/cpu/%d/msr), not ${JSON.stringify(p)}`);
       const first = p.replace('%d', '0');
-      if (!fs.existsSync(first)) throw new UsageError(`--msr-path: ${first} does not exist (the msr devices appear once the msr module is loaded: modprobe msr)`);
+      // A path given, not the default's: the option is the likelier mistake than the module.
+      if (!fs.existsSync(first)) throw new UsageError(`--msr-path: ${first} does not exist (${whereHostSees(host)})`);
     } else if (!fs.existsSync(p)) {
-      throw new UsageError(`--${name}: ${p} does not exist (give where this process sees the host's ${host}, as /host${host} where the host's root is mounted at /host)`);
+      throw new UsageError(`--${name}: ${p} does not exist (${whereHostSees(host)})`);
     }
     out[key] = p;
   }
