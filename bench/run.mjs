@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const dir = path.dirname(fileURLToPath(import.meta.url));
-const order = ['sampler', 'ring', 'attribution', 'bpf-event-cost', 'spans', 'requests-in-flight', 'request-cost', 'request-cold', 'http', 'request-instructions'];
+const order = ['sampler', 'ring', 'attribution', 'attribution-split', 'bpf-event-cost', 'spans', 'requests-in-flight', 'request-cost', 'request-cold', 'http', 'request-instructions'];
 const only = process.env.BENCH_ONLY?.split(',');
 const files = order.filter((n) => fs.existsSync(path.join(dir, `${n}.mjs`)) && (!only || only.includes(n)));
 console.log(`jouletrace benchmarks — node ${process.version}, ${process.arch}; medians and ratios against baselines measured in the same run`);

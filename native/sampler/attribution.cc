@@ -14,12 +14,13 @@ using u128 = unsigned __int128;
 // Exited threads kept individually before they are folded into one "(exited)" entry, so a
 // server that churns threads for days keeps bounded memory.
 constexpr size_t kMaxExitedKept = 4096;
-// Time over which the busy time of untracked tasks is averaged where the CPU figures are stepped
-// (/proc/stat's 10 ms ticks): eight ticks, as the model source averages its time per jiffy.
+// Where the CPU figures are stepped (/proc/stat's 10 ms ticks), the time over which other tasks'
+// busy time is averaged (eight ticks, as the model source averages its time per jiffy), and how
+// far, in ticks × √CPUs, what is given out may run ahead of what was read (see otherBusy()).
 constexpr double kOtherSmoothNs = 80e6;
-// Tracked time that the CPU figures may owe, per CPU of the domain: those eight ticks (what the
-// average holds back) and two more (/proc/stat's busy time runs up to a kernel tick behind and
-// is rounded down to a USER_HZ tick). Beyond, tracked time runs ahead of busy time for good (a
+constexpr double kOtherBandQuanta = 2;
+// Tracked time that the CPU figures may owe, per CPU of the domain, beyond that band: far more
+// than read skew (ns) or a tick's lag. Beyond, tracked time runs ahead of busy time for good (a
 // hypervisor's steal counted in one and not the other, a thread's time charged to the package it
 // last ran on): carried on, it would keep other tasks' later work from them.
 constexpr uint64_t kBusyDebtPerCpuNs = 100'000'000;
@@ -34,8 +35,8 @@ AttributionEngine::AttributionEngine(const std::vector<Domain>& domains, const s
     if (domains_[d].estimated && domains_[d].idleWatts >= 0) baselineWatts_[d] = domains_[d].idleWatts;
   }
   baselineCarry_.assign(domains_.size(), 0.0);
-  otherRate_.assign(domains_.size(), std::numeric_limits<double>::quiet_NaN());
-  busyDebt_.assign(domains_.size(), 0);
+  otherRate_.assign(domains_.size(), 0.0);
+  otherGap_.assign(domains_.size(), 0.0);
   // Counted as step() folds the CPUs into packages.
   uint64_t cpusOf[kMaxPackages] = {0};
   for (int p : cpuPackage_) cpusOf[p < 0 || p >= kMaxPackages ? 0 : p]++;
@@ -71,8 +72,8 @@ void AttributionEngine::reset() {
   std::lock_guard<std::mutex> lock(mu_);
   parts_.assign(domains_.size(), DomainParts{});
   baselineCarry_.assign(domains_.size(), 0.0);
-  otherRate_.assign(domains_.size(), std::numeric_limits<double>::quiet_NaN());
-  busyDebt_.assign(domains_.size(), 0);
+  otherRate_.assign(domains_.size(), 0.0);
+  otherGap_.assign(domains_.size(), 0.0);
   results_.clear();
   exitedCount_ = 0;
   byTid_.clear();
@@ -310,40 +311,46 @@ void AttributionEngine::splitDomain(size_t d, uint64_t delta, uint64_t dtNs) {
   parts.other += dynamic - processShare;
 }
 
-// Busy time of untracked tasks in this interval on domain d's CPUs: what the CPUs' busy time
-// leaves beyond the tracked threads' time, never below 0 (the threads' share never exceeds 1).
-// Tracked time beyond the busy time is owed, and paid from the next intervals' other time;
-// thrown away, it went to other for good. With eBPF it is a few hundred ns of read skew. With
-// procfs, busy time comes in 10 ms ticks and thread time in ns: a process alone on a CPU at 50%
-// read 0 or 10 ms busy per 10 ms interval against its 5 ms, and got 75% of the CPU's energy
-// (model source: 50%). Stepped busy time is also averaged, its untracked part only, so that the
-// process's own bursts stay its own: a share is a ratio, one tick more or less moved another
-// task's 2 or 3 ms by all of it, and an interval read too low weighs more than one read too high.
-// Simulated, 10 ms ticks against 10 ms intervals, process share / truth, before → after: alone at
-// 50% 0.75 → 0.98; 10% beside others' 20%: 2.2 → 1.2; 5% beside 45%: 5.2 → 1.1 (energy following
-// true busy time; following the ticks, as the model source's does: 0.5, 0.3, 0.5 → 0.98, 0.87,
-// 0.93).
+// Busy time of untracked tasks ("other") in this interval on domain d's CPUs, never below 0: the
+// threads' share never exceeds 1. What is given out follows what is read, cumulatively: `gap` is
+// other time given so far less other time read so far.
+//
+// Exact figures (eBPF): each interval gets what it read, less what is owed. Tracked time beyond
+// an interval's busy time (a few hundred ns of read skew) gives the threads the whole interval
+// and is owed by later intervals' other time, up to kBusyDebtPerCpuNs per CPU.
+//
+// Stepped figures (procfs: /proc/stat's busy time in ticks, the threads' time in ns): an interval
+// read 0, 10 or 20 ms of busy time per CPU, and split interval by interval that moved a share
+// (a ratio) by whole ticks: a process alone at 50% got 75% of the CPU's energy, one at 5% beside
+// others' 45% five times its part. So other time is given out at its average rate (80 ms), kept
+// within a band of what was read: never less than read (a task that starts is given its time
+// within a tick or two), and at most kOtherBandQuanta ticks × √CPUs more (the read figures' own
+// error: a tick's rounding per CPU, and the kernel's sampling of busy time at each tick), nor
+// more than the CPUs the threads left idle. An average alone, tried first, went on giving other
+// tasks' time to intervals after they stopped: a process whose work followed theirs lost 20–30%.
+// bench/attribution-split.mjs simulates both against the truth.
 uint64_t AttributionEngine::otherBusy(size_t d, uint64_t busy, uint64_t tracked, uint64_t dtNs) {
-  int64_t other;
+  const double seen = double(busy) - double(tracked);
+  const double cpus = double(domainCpus_[d]);
+  double& gap = otherGap_[d];
+  double want = seen - gap;
+  double most = std::numeric_limits<double>::infinity();
+  double band = 0;
   if (busyQuantumNs_ > 0 && dtNs > 0) {
-    // At most the domain's CPUs all busy: a CPU that comes online brings its lifetime's busy time
-    // in one interval, which averaged in would leave the process nothing for a second.
-    const double cpus = double(domainCpus_[d]);
-    const double rate = std::min(std::max((double(busy) - double(tracked)) / double(dtNs), -cpus), cpus);
-    double& avg = otherRate_[d];
-    avg = std::isnan(avg) ? rate : avg + (1 - std::exp(-double(dtNs) / kOtherSmoothNs)) * (rate - avg);
-    other = int64_t(std::llround(avg * double(dtNs)));
-  } else {
-    other = int64_t(busy) - int64_t(tracked);
+    band = kOtherBandQuanta * double(busyQuantumNs_) * std::sqrt(cpus);
+    // A CPU that comes online brings its lifetime's busy time in one interval: at most all the
+    // domain's CPUs busy, in the average.
+    double& rate = otherRate_[d];
+    rate += (1 - std::exp(-double(dtNs) / kOtherSmoothNs)) * (std::clamp(seen / double(dtNs), -cpus, cpus) - rate);
+    want = std::clamp(rate * double(dtNs), want, want + band);
+    most = std::max(0.0, cpus * double(dtNs) - double(tracked));
   }
-  uint64_t& debt = busyDebt_[d];
-  if (other < 0) {
-    debt = std::min(debt + uint64_t(-other), domainCpus_[d] * kBusyDebtPerCpuNs);
-    return 0;
-  }
-  const uint64_t pay = std::min(debt, uint64_t(other));
-  debt -= pay;
-  return uint64_t(other) - pay;
+  const double given = std::round(std::clamp(want, 0.0, most));
+  // Beyond the band, the two figures disagree for good (a hypervisor's steal counted in one and
+  // not the other, a CPU online): carried on, the difference would keep other tasks' later work
+  // from them, or give them the threads'.
+  gap = std::clamp(gap + given - seen, -band, band + cpus * double(kBusyDebtPerCpuNs));
+  return uint64_t(given);
 }
 
 std::vector<DomainParts> AttributionEngine::parts() const {

@@ -89,11 +89,10 @@ class AttributionEngine {
   mutable std::mutex mu_;
   std::vector<double> baselineWatts_;
   std::vector<double> baselineCarry_;
-  // Per domain: busy time of untracked tasks, smoothed (ns per ns; NaN until the first interval)
-  // where the CPU figures are stepped, and the tracked time the CPU figures have not yet covered
-  // (see otherBusy()), at most kBusyDebtPerCpuNs per CPU of the domain.
+  // Per domain (see otherBusy()): other tasks' busy time, averaged (ns per ns) where the CPU
+  // figures are stepped; other time given out less other time read, since the start.
   std::vector<double> otherRate_;
-  std::vector<uint64_t> busyDebt_;
+  std::vector<double> otherGap_;
   std::vector<uint64_t> domainCpus_;
   uint64_t busyQuantumNs_ = 0;  // of the last snapshot
   std::vector<DomainParts> parts_;
