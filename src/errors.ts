@@ -111,9 +111,16 @@ export function checkIntegerInRange(option: string, value: unknown, min: number,
   return value;
 }
 
-/** A path handed to native code: a non-empty string without NUL (which would cut it short there). */
+/**
+ * A path handed to native code: a non-empty string without NUL (which would cut it short there),
+ * returned without repeated slashes, '.' segments or a trailing slash, so that native code knows
+ * the default path however it is written ('/proc/' must take /proc's hidepid advice).
+ */
 export function checkPath(option: string, value: unknown): string {
   if (typeof value !== 'string') throw invalidType(option, 'a non-empty path string', value);
   if (value.length === 0 || value.includes('\0')) throw invalidRange(option, 'a non-empty path string', value);
-  return value;
+  // Not path.posix.normalize: '..' after a symlink leads elsewhere than its lexical removal.
+  const segments = value.split('/').filter((s) => s !== '' && s !== '.');
+  const spelled = (value.startsWith('/') ? '/' : '') + segments.join('/');
+  return spelled === '' ? '.' : spelled;
 }

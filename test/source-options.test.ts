@@ -1,3 +1,4 @@
+import * as fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { SOURCE_OPTION_KEYS, validateSourceOptions } from '../src/source-options';
 import { openSource } from '../src/sources';
@@ -26,6 +27,31 @@ describe('validateSourceOptions', () => {
     expect(validateSourceOptions(full)).toEqual(full);
     expect(() => validateSourceOptions({ msrAmdCores: 1 })).toThrow('Expected a boolean for options.msrAmdCores but received 1 of type number');
     expect(SOURCE_OPTION_KEYS.join(', ')).toBe(known);
+  });
+
+  // So that the addon knows a default path however it is written ('/sys/class/powercap/').
+  it('takes paths without repeated slashes, . segments or a trailing slash; keeps .. and relative paths', () => {
+    const given = {
+      msrPath: './cpu%d//msr',
+      powercapRoot: '//sys/class/./powercap/.',
+      sysfsCpuRoot: '/sys/devices/system/cpu/',
+      perfPmuRoot: '/a/link/../b/',
+      procStatPath: 'proc/stat',
+    };
+    expect(validateSourceOptions(given)).toEqual({
+      source: 'auto',
+      msrPath: 'cpu%d/msr',
+      powercapRoot: '/sys/class/powercap',
+      sysfsCpuRoot: '/sys/devices/system/cpu',
+      perfPmuRoot: '/a/link/../b',
+      procStatPath: 'proc/stat',
+    });
+    expect(validateSourceOptions({ powercapRoot: '/', sysfsCpuRoot: '/.', perfPmuRoot: './' })).toEqual({
+      source: 'auto',
+      powercapRoot: '/',
+      sysfsCpuRoot: '/',
+      perfPmuRoot: '.',
+    });
   });
 
   it('allows the caller’s extra keys and leaves them out of the result', () => {
@@ -71,6 +97,20 @@ describe('openSource option handling', () => {
   it('throws before reaching the addon', () => {
     expect(() => openSource({ source: 'rapl' as never })).toThrow(RangeError);
     expect(() => openSource({ msrPath: '%s' })).toThrow(RangeError);
+  });
+
+  // This VM has neither; a machine with them has nothing to show here.
+  const hasRapl = fs.existsSync('/sys/bus/event_source/devices/power') || fs.existsSync('/sys/class/powercap');
+  it.skipIf(hasRapl)('gives the default path’s advice for the default path written with a trailing slash', () => {
+    expect(() => openSource({ source: 'perf', perfPmuRoot: '/sys/bus/event_source/devices/power/' })).toThrow(
+      expect.objectContaining({
+        code: 'ENOENT',
+        message: '/sys/bus/event_source/devices/power: no perf power PMU (kernel without CONFIG_PERF_EVENTS_INTEL_RAPL / AMD RAPL PMU, or a VM)',
+      }),
+    );
+    expect(() => openSource({ source: 'powercap', powercapRoot: '/sys/class/powercap/' })).toThrow(
+      expect.objectContaining({ code: 'ENOENT', message: expect.stringMatching(/^no RAPL zones under \/sys\/class\/powercap — load intel_rapl_common /) }),
+    );
   });
 
   it('throws a coded error, never a silent zero, when a chosen source cannot open', () => {

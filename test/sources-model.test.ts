@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -151,6 +152,21 @@ describe('model source against an emulated /proc/stat', () => {
         expect.objectContaining({ code: 'ENOENT', message }),
       );
     }
+  });
+
+  // A container without sysfs CPU topology, made with a tmpfs over it in a mount namespace of
+  // its own (root only): the default root written otherwise is the default, done without.
+  it.skipIf(process.getuid?.() !== 0)('does without topology at the default root written with a trailing slash or /.', () => {
+    const script = `const { openSource } = require(${JSON.stringify(path.join(__dirname, '..', 'dist/cjs/index.js'))});
+      for (const sysfsCpuRoot of [undefined, '/sys/devices/system/cpu/', '/sys/devices/system/cpu/.']) {
+        try { openSource({ source: 'model', sysfsCpuRoot }).close(); console.log('opened'); }
+        catch (e) { console.log(e.code, e.message); }
+      }`;
+    const r = spawnSync('unshare', ['-m', 'sh', '-c', 'mount -t tmpfs none /sys/devices/system/cpu && exec "$0" -e "$1"', process.execPath, script], {
+      encoding: 'utf8',
+    });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout.trim().split('\n')).toEqual(['opened', 'opened', 'opened']);
   });
 
   it('splits power per package by each package’s utilisation and CPU share', async () => {

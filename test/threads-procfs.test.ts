@@ -124,6 +124,11 @@ describe('procfs thread tracker under a /proc mounted with hidepid', () => {
       code: 'EPERM',
       message: `jouletrace: cannot read /proc/${process.pid}/task (No such file or directory, though process ${process.pid} exists): ${remedies}`,
     });
+    // procRoot '/proc/' is /proc: the same advice, where it read as "no such process".
+    expect(openTrackerHidden(2, [], 'procfs', process.pid, { procRoot: '/proc/' })).toEqual({
+      code: 'EPERM',
+      message: `jouletrace: cannot read /proc/${process.pid}/task (No such file or directory, though process ${process.pid} exists): ${remedies}`,
+    });
     expect(openTrackerHidden(2, ['sys_ptrace'], 'procfs', process.pid)).toBe('opened');
   });
 });

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <unordered_map>
 
 #include "errno_name.h"
@@ -28,11 +29,22 @@ namespace {
 // every thread). Except where a rescan costs more than a fifth of that: the listing costs about
 // 1 µs a thread, so past a few thousand threads it alone would take a core's fifth, and rescans
 // are spaced to kRescanCostShare of their measured cost (threads then need to live that long).
+// The cost is the calling thread's CPU time, not wall time: a listing stalled by a frozen cgroup,
+// CPU quota throttling or SIGSTOP cost no CPU, and spacing by its wall time hid new threads for
+// five times the stall. kRescanMaxNs bounds what CPU time still overstates (stolen time, on a
+// kernel without steal accounting): a listing reaches it only past ~200,000 threads.
 constexpr uint64_t kRescanNs = 9'000'000;
 constexpr uint64_t kRescanCostShare = 5;
+constexpr uint64_t kRescanMaxNs = 1'000'000'000;
 
 // Linux's largest configurable NR_CPUS (CONFIG_NR_CPUS on x86-64 and arm64).
 constexpr long kMaxCpus = 8192;
+
+uint64_t callingThreadCpuNs() {
+  timespec ts;
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return 0;
+  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+}
 
 // pread at offset 0: procfs regenerates the text on each read of a kept-open fd.
 ssize_t readAt0(const UniqueFd& fd, char* buf, size_t cap) {
@@ -391,10 +403,11 @@ int ProcfsTracker::snapshot(TrackerSnapshot& snap) {
   snapshots_++;
   readCpus(snap.cpus);
   if (now - lastScanNs_ >= rescanEveryNs_) {
-    const uint64_t scanStart = monotonicNs();
+    const uint64_t scanCpuStart = callingThreadCpuNs();
     rescan(false);
     lastScanNs_ = now;
-    rescanEveryNs_ = std::max(kRescanNs, kRescanCostShare * (monotonicNs() - scanStart));
+    const uint64_t cost = callingThreadCpuNs() - scanCpuStart;
+    rescanEveryNs_ = std::clamp(kRescanCostShare * cost, kRescanNs, kRescanMaxNs);
   }
   doneTids_.clear();
   for (auto& kv : threads_) {
