@@ -68,6 +68,14 @@ export function outsideRequests<A extends unknown[], R>(fn: (...args: A) => R, .
   return rootScope.runInAsyncScope(fn, null, ...args);
 }
 
+/**
+ * @internal The async id whose `before` and `after` outsideRequests() fires, synchronously,
+ * wherever it is called: inside a span's begin() or a poll. An exact-mode tracker's hooks ignore
+ * it: it is no callback of a request's, and they would otherwise end and begin callback spans
+ * re-entrantly, in the middle of the begin() or collection that called it.
+ */
+export const OUTSIDE_REQUESTS_ASYNC_ID = rootScope.asyncId();
+
 const BEGIN = 1;
 const END = 2;
 const BEGIN_SHARED = 3;
@@ -877,11 +885,14 @@ export class SpanChannel {
   }
 
   #arm(period: number): void {
+    // Made before the timer it replaces is cleared: whatever runs while it is made, a timer armed
+    // meanwhile is the one cleared, not left running for good.
+    const timer = outsideRequests(setInterval, this.#onTick, period);
     if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer = timer;
     this.#period = period;
     this.#idleTicks = 0;
-    this.#timer = outsideRequests(setInterval, this.#onTick, period);
-    if (this.#waiters.size === 0) this.#timer.unref();
+    if (this.#waiters.size === 0) timer.unref();
   }
 
   readonly #onTick = (): void => this.#tick();
