@@ -19,7 +19,7 @@ import type { Sampler } from './sampler';
 import { callListeners } from './listeners';
 import { native } from './native';
 import { checkTracked, connectionOf, releaseResponseWatch, retainResponseWatch, watchedFor, watchResponse } from './response-end';
-import { FLAG_AGGREGATED, FLAG_ESTIMATED, FLAG_INCOMPLETE, OUTSIDE_REQUESTS_ASYNC_ID, outsideRequests, ROUTE_SUMMARY_WORDS, slotOfHandle, SPAN_SLOTS, type NumericResultListener, type SpanChannel } from './span-channel';
+import { FLAG_AGGREGATED, FLAG_ESTIMATED, FLAG_INCOMPLETE, outsideRequests, ROUTE_SUMMARY_WORDS, slotOfHandle, SPAN_SLOTS, type NumericResultListener, type SpanChannel } from './span-channel';
 import { EXACT_REQUEST_TOKEN, OTHER_ROUTE, UNMATCHED_ROUTE, UNROUTED, type RequestRecord, type RouteStats } from './span-types';
 
 export type RequestMode = 'shared' | 'exact';
@@ -197,15 +197,13 @@ export class RequestTracker {
     // one's `after`, the request of the callback it ran in goes on being charged.
     const outer: Array<Pending | undefined> = [];
     this.#hook = createHook({
-      before: (id) => {
-        if (id === OUTSIDE_REQUESTS_ASYNC_ID) return;
+      before: () => {
         outer.push(this.#active);
         this.#closeActive();
         const p = als.getStore();
         if (p && !p.done) this.#openFor(p);
       },
-      after: (id) => {
-        if (id === OUTSIDE_REQUESTS_ASYNC_ID) return;
+      after: () => {
         this.#closeActive();
         const p = outer.pop();
         if (p && !p.done) this.#openFor(p);

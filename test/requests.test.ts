@@ -1611,6 +1611,15 @@ describe('exact mode edges', () => {
     expect(tracker.inFlight).toBe(0);
   });
 
+  it('listeners run in no context even when jouletrace was loaded inside one', async () => {
+    // In a child process, which loads jouletrace afresh inside an AsyncLocalStorage context.
+    const dist = path.join(__dirname, '..', 'dist/cjs/index.js');
+    const { stdout } = await run(process.execPath, [path.join(__dirname, 'fixtures/load-in-context.cjs'), dist]);
+    // A scope made as the package loaded held that context: every timer tick, onSpan and onRequest
+    // batch ran in it, and it stayed reachable for good.
+    expect(JSON.parse(stdout)).toEqual({ onSpan: [null], exact: [null], shared: [null] });
+  });
+
   it("exact mode: a request's callback that queues another request's record is one callback span", async () => {
     const { sampler, tracker, records, settled } = exactProcfs();
     sampler.start();
