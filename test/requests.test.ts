@@ -1726,6 +1726,12 @@ describe('exact mode edges', () => {
       [exact.tracker, s], // a shared-mode token: a number
       [shared.tracker, plain],
       [shared.tracker, 'abc'],
+      // Numbers no start() returns (a token is a positive integer): refused, not ignored.
+      [shared.tracker, -3],
+      [shared.tracker, 1.5],
+      [shared.tracker, NaN],
+      [shared.tracker, 0],
+      [shared.tracker, -s],
     ] as const) {
       expect(() => tracker.end(bad as never, 200), `${tracker.mode} ${String(bad)}`).toThrow(
         expect.objectContaining({ name: 'TypeError', message: expect.stringMatching(/^Expected a token from this tracker's start\(\) .* for token but received /) }),
