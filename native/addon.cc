@@ -23,8 +23,34 @@ static Napi::Value MonotonicNow(const Napi::CallbackInfo& info) {
   return Napi::BigInt::New(info.Env(), monotonicNs());
 }
 
+// Calls fn(...args) in no async context: napi_make_callback given no async context runs fn as
+// async id 0, for which no async hook fires, with a fresh object as its resource, which holds no
+// AsyncLocalStorage store (Node 20 and 22 keep stores on the resource; with Node 24's context
+// frames, node::MakeCallback passes an empty frame). Timers and microtasks made in it inherit
+// that. The alternatives all keep some
+// context: an AsyncResource, AsyncLocalStorage.snapshot() and AsyncResource.bind() hold the stores
+// of the context they were made in and fire every hook's before and after; exit() leaves one store.
+static Napi::Value CallOutsideContexts(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  constexpr size_t kMaxArgs = 3;
+  if (info.Length() < 1 || info.Length() > kMaxArgs + 1 || !info[0].IsFunction()) {
+    Napi::TypeError::New(env, "callOutsideContexts(fn, ...args): a function and at most 3 arguments").ThrowAsJavaScriptException();
+    return Napi::Value();
+  }
+  napi_value args[kMaxArgs];
+  const size_t argc = info.Length() - 1;
+  for (size_t i = 0; i < argc; i++) args[i] = info[i + 1];
+  napi_value result = nullptr;
+  if (napi_make_callback(env, nullptr, Napi::Object::New(env), info[0], argc, args, &result) != napi_ok) {
+    if (!env.IsExceptionPending()) Napi::Error::New(env, "callOutsideContexts(): napi_make_callback failed").ThrowAsJavaScriptException();
+    return Napi::Value();
+  }
+  return Napi::Value(env, result);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("monotonicNs", Napi::Function::New(env, MonotonicNow, "monotonicNs"));
+  exports.Set("callOutsideContexts", Napi::Function::New(env, CallOutsideContexts, "callOutsideContexts"));
   InitSourceBinding(env, exports);
   InitTrackerBinding(env, exports);
   InitSamplerBinding(env, exports);

@@ -82,6 +82,10 @@ export interface OpenTelemetryHandle {
 
 // The routes that requests count under where no route was matched or kept.
 const NOT_ROUTES: ReadonlySet<string> = new Set([UNMATCHED_ROUTE, UNROUTED, OTHER_ROUTE]);
+// The semantic conventions' known methods (RFC 9110's and PATCH), matched case-sensitively; any
+// other is _OTHER (Node's WebDAV and cache methods, a lower-case start('get', ...), (other) past
+// maxRoutes). Without http.request.method_original, which they leave out of metrics.
+const KNOWN_METHODS: ReadonlySet<string> = new Set(['CONNECT', 'DELETE', 'GET', 'HEAD', 'OPTIONS', 'PATCH', 'POST', 'PUT', 'TRACE']);
 
 const HW_TYPE: Record<string, string> = {
   package: 'cpu',
@@ -235,7 +239,7 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
       // The semantic conventions' http.request.method is a known method or _OTHER, and its
       // http.route the route matched, left out where there is none: jouletrace's placeholders
       // ((unmatched), (unrouted), and (other) past maxRoutes) name no route.
-      const attrs: Attributes = { 'http.request.method': r.method === OTHER_ROUTE ? '_OTHER' : r.method };
+      const attrs: Attributes = { 'http.request.method': KNOWN_METHODS.has(r.method) ? r.method : '_OTHER' };
       if (!NOT_ROUTES.has(r.route)) attrs['http.route'] = r.route;
       attrs['http.response.status_code'] = r.statusCode;
       if (r.estimated) attrs['jouletrace.estimated'] = true;

@@ -431,9 +431,10 @@ export class RequestTracker {
     if (route !== undefined && typeof route !== 'string') throw invalidType('route', 'a route pattern (a string)', route);
     // start() gives undefined while nothing is accounted: hooks may pass it straight back.
     if (token === undefined || token === null) return;
-    // A number is a shared-mode tracker's token: one not in flight here (ended already, or
-    // another shared tracker's, the two indistinguishable) is ignored.
-    if (typeof token === 'number' && this.#requests !== undefined) {
+    // A positive integer is a shared-mode tracker's token (a span handle): one not in flight here
+    // (ended already, or another shared tracker's, the two indistinguishable) is ignored. Other
+    // numbers never were one.
+    if (typeof token === 'number' && this.#requests !== undefined && Number.isInteger(token) && token > 0) {
       this.#endShared(token, statusCode, route);
       return;
     }

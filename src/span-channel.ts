@@ -4,7 +4,6 @@
 // no atomic instruction (see eventCheck), no allocation but hrtime()'s array. Results come back
 // through a second ring in the same buffer and are polled off the hot path. Layout:
 // native/spans/span_log.h.
-import { AsyncResource } from 'node:async_hooks';
 import { readlinkSync } from 'node:fs';
 import { checkIntegerInRange, checkObject, checkString, JouletraceError } from './errors';
 import { callListeners } from './listeners';
@@ -53,19 +52,18 @@ const POLL_MS = 20;
 const POLL_FAST_MS = 5;
 const IDLE_STOP_MS = 200;
 
-// The scope the timer is made in, and request trackers' batches of records queued (see
-// outsideRequests()). Made as this module loads: before any request tracker's AsyncLocalStorage
-// exists, and nearly always outside any async context.
-const rootScope = new AsyncResource('jouletrace.results');
-
 /**
- * @internal Calls fn(...args) in no request's async context. A timer or microtask takes the
- * context it is made in: the result timer, armed by whichever span's begin() found it off (in exact
- * mode, a request's callback), had every tick charged to that request while it was open, and kept
- * the request reachable after it ended.
+ * @internal Calls fn(...args) in no async context: no AsyncLocalStorage's store, whichever
+ * context this module was loaded in, and no async hook fired (see the addon's
+ * callOutsideContexts). A timer or microtask takes the context it is made in: the result timer,
+ * armed by whichever span's begin() found it off (in exact mode, a request's callback), had every
+ * tick charged to that request while it was open, and kept the request reachable after it ended.
+ * An AsyncResource's scope instead kept the context this module was loaded in (a request's, for
+ * a package loaded lazily in a handler), and its before and after hooks ran an exact-mode
+ * tracker's hooks re-entrantly, inside the begin() or collection that called it.
  */
 export function outsideRequests<A extends unknown[], R>(fn: (...args: A) => R, ...args: A): R {
-  return rootScope.runInAsyncScope(fn, null, ...args);
+  return native().callOutsideContexts(fn, ...args) as R;
 }
 
 const BEGIN = 1;
@@ -877,11 +875,14 @@ export class SpanChannel {
   }
 
   #arm(period: number): void {
+    // Made before the timer it replaces is cleared: whatever runs while it is made, a timer armed
+    // meanwhile is the one cleared, not left running for good.
+    const timer = outsideRequests(setInterval, this.#onTick, period);
     if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer = timer;
     this.#period = period;
     this.#idleTicks = 0;
-    this.#timer = outsideRequests(setInterval, this.#onTick, period);
-    if (this.#waiters.size === 0) this.#timer.unref();
+    if (this.#waiters.size === 0) timer.unref();
   }
 
   readonly #onTick = (): void => this.#tick();

@@ -267,6 +267,10 @@ describe('registerOpenTelemetry', () => {
       { ...record, method: 'GET', route: '(unrouted)', statusCode: 200 },
       { ...record, method: 'GET', route: '(other)', statusCode: 202 },
       { ...record, method: '(other)', route: '(other)', statusCode: 202 },
+      // Methods the conventions do not know, as Node's HTTP/1 parser or start() pass them: _OTHER.
+      { ...record, method: 'PURGE', statusCode: 204 },
+      { ...record, method: 'MKCOL', statusCode: 204 },
+      { ...record, method: 'get', statusCode: 204 },
     ]);
     const m = await collect();
     const spans = m.get('jouletrace.span.energy')!;
@@ -287,7 +291,9 @@ describe('registerOpenTelemetry', () => {
       { 'http.request.method': 'GET', 'http.response.status_code': 200, 'jouletrace.estimated': true },
       { 'http.request.method': 'GET', 'http.response.status_code': 202, 'jouletrace.estimated': true },
       { 'http.request.method': '_OTHER', 'http.response.status_code': 202, 'jouletrace.estimated': true },
+      { 'http.request.method': '_OTHER', 'http.route': '/orders', 'http.response.status_code': 204, 'jouletrace.estimated': true },
     ]);
+    expect((req.dataPoints[6].value as { count: number }).count).toBe(3);
     const rv = req.dataPoints[0].value as { count: number; sum: number; buckets: { boundaries: number[] } };
     expect(rv.count).toBe(2);
     expect(rv.sum).toBeCloseTo(0.32, 12);

@@ -75,6 +75,23 @@ function procfsTracker(intervalUs: number) {
   return { sampler, tracker, ch: sampler.spanChannel() };
 }
 
+// An exact-mode tracker on the procfs backend, its records, and how many callback spans of its
+// requests have settled.
+function exactProcfs() {
+  const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
+  const tracker = new RequestTracker(sampler, { mode: 'exact' });
+  cleanups.push(() => sampler.close());
+  cleanups.push(() => tracker.close());
+  const records: RequestRecord[] = [];
+  tracker.onRequest((rs) => records.push(...rs));
+  const ch = sampler.spanChannel();
+  const settled = { callbacks: 0 };
+  const count = () => void settled.callbacks++;
+  ch.internalListeners.add(count);
+  cleanups.push(() => ch.internalListeners.delete(count));
+  return { sampler, tracker, ch, records, settled };
+}
+
 // Fills this thread's span event ring with spans begun and ended, until a begin no longer fits.
 function fillEventRing(sampler: Sampler): void {
   const ch = sampler.spanChannel();
@@ -1572,19 +1589,10 @@ describe('exact mode edges', () => {
   });
 
   it("exact mode: the result timer a request's callback starts, and the batches of records, run in no request's context", async () => {
-    const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
-    cleanups.push(() => sampler.close());
-    const tracker = new RequestTracker(sampler, { mode: 'exact' });
-    cleanups.push(() => tracker.close());
+    const { sampler, tracker, ch, settled } = exactProcfs();
     const mine = new AsyncLocalStorage<string>();
     const contexts: unknown[] = [];
     tracker.onRequest(() => contexts.push(mine.getStore()));
-    // Every callback span charged to a request settles through these.
-    const ch = sampler.spanChannel();
-    let callbacks = 0;
-    const count = () => void callbacks++;
-    ch.internalListeners.add(count);
-    cleanups.push(() => ch.internalListeners.delete(count));
     sampler.start();
     await until(() => !ch.polling);
     expect(ch.polling).toBe(false);
@@ -1593,14 +1601,81 @@ describe('exact mode edges', () => {
     // open, and kept it alive.
     const t = await new Promise<RequestToken>((resolve) => mine.run('request', () => setTimeout(() => resolve(tracker.start('GET', '/long')!), 0)));
     expect(ch.polling).toBe(true);
-    await until(() => callbacks === 1);
+    await until(() => settled.callbacks === 1);
     await new Promise((r) => setTimeout(r, 250)); // a dozen ticks of the timer, or its stop
-    expect(callbacks).toBe(1);
+    expect(settled.callbacks).toBe(1);
     // Its callback settled: its end queues its record at once, where end() is called.
     mine.run('elsewhere', () => tracker.end(t, 200));
     await until(() => contexts.length === 1);
     expect(contexts).toEqual([undefined]);
     expect(tracker.inFlight).toBe(0);
+  });
+
+  it('listeners run in no context even when jouletrace was loaded inside one', async () => {
+    // In a child process, which loads jouletrace afresh inside an AsyncLocalStorage context.
+    const dist = path.join(__dirname, '..', 'dist/cjs/index.js');
+    const { stdout } = await run(process.execPath, [path.join(__dirname, 'fixtures/load-in-context.cjs'), dist]);
+    // A scope made as the package loaded held that context: every timer tick, onSpan and onRequest
+    // batch ran in it, and it stayed reachable for good.
+    expect(JSON.parse(stdout)).toEqual({ onSpan: [null], exact: [null], shared: [null] });
+  });
+
+  it("exact mode: a request's callback that queues another request's record is one callback span", async () => {
+    const { sampler, tracker, records, settled } = exactProcfs();
+    sampler.start();
+    const inCallback = <T>(fn: () => T) => new Promise<T>((resolve) => setTimeout(() => resolve(fn()), 0));
+    const a = await inCallback(() => tracker.start('GET', '/a')!);
+    const b = await inCallback(() => ({ t: tracker.start('GET', '/b')!, scope: new AsyncResource('in b') }));
+    await until(() => settled.callbacks === 2);
+    // Within a callback of b's, a's end queues its record at once (its callbacks have settled), in
+    // the scope outsideRequests() enters: its before and after ended b's callback span and began
+    // another.
+    b.scope.runInAsyncScope(() => tracker.end(a, 200));
+    tracker.end(b.t, 200);
+    await until(() => records.length === 2);
+    expect(settled.callbacks).toBe(3);
+  });
+
+  it("exact mode: a span begun in a request's callback with the result timer off leaves no timer running after close()", async () => {
+    const { sampler, tracker, ch } = exactProcfs();
+    sampler.start();
+    await until(() => !ch.polling);
+    // Every interval made from here on, until cleared.
+    const live = new Set<unknown>();
+    const { setInterval: set, clearInterval: clear } = globalThis;
+    globalThis.setInterval = ((...a: Parameters<typeof set>) => {
+      const t = set(...a);
+      live.add(t);
+      return t;
+    }) as typeof set;
+    globalThis.clearInterval = ((t: Parameters<typeof clear>[0]) => {
+      live.delete(t);
+      clear(t);
+    }) as typeof clear;
+    try {
+      await new Promise<void>((resolve) =>
+        setTimeout(() => {
+          const t = tracker.start('GET', '/x');
+          // A restart leaves the timer off, and the request's callback span open: the begin()
+          // that arms the timer made its hooks begin another callback span, which armed a timer
+          // of its own that the first then overwrote, running for ever.
+          sampler.stop();
+          sampler.start();
+          ch.end(ch.begin('user'));
+          tracker.end(t, 200);
+          resolve();
+        }, 0),
+      );
+      expect(ch.polling).toBe(true);
+      expect(live.size).toBe(1);
+      tracker.close();
+      sampler.close();
+      expect(live.size).toBe(0);
+    } finally {
+      globalThis.setInterval = set;
+      globalThis.clearInterval = clear;
+      for (const t of live) clear(t as Parameters<typeof clear>[0]);
+    }
   });
 
   it('end() and start() refuse a status, route or method that is none, in either mode', () => {
@@ -1651,6 +1726,12 @@ describe('exact mode edges', () => {
       [exact.tracker, s], // a shared-mode token: a number
       [shared.tracker, plain],
       [shared.tracker, 'abc'],
+      // Numbers no start() returns (a token is a positive integer): refused, not ignored.
+      [shared.tracker, -3],
+      [shared.tracker, 1.5],
+      [shared.tracker, NaN],
+      [shared.tracker, 0],
+      [shared.tracker, -s],
     ] as const) {
       expect(() => tracker.end(bad as never, 200), `${tracker.mode} ${String(bad)}`).toThrow(
         expect.objectContaining({ name: 'TypeError', message: expect.stringMatching(/^Expected a token from this tracker's start\(\) .* for token but received /) }),
