@@ -27,9 +27,11 @@ static Napi::Value MonotonicNow(const Napi::CallbackInfo& info) {
 // async id 0, for which no async hook fires, with a fresh object as its resource, which holds no
 // AsyncLocalStorage store (Node 20 and 22 keep stores on the resource; with Node 24's context
 // frames, node::MakeCallback passes an empty frame). Timers and microtasks made in it inherit
-// that. The alternatives all keep some
-// context: an AsyncResource, AsyncLocalStorage.snapshot() and AsyncResource.bind() hold the stores
-// of the context they were made in and fire every hook's before and after; exit() leaves one store.
+// that. The alternatives all keep some context: an AsyncResource, AsyncLocalStorage.snapshot()
+// and AsyncResource.bind() hold the stores of the context they were made in and fire every hook's
+// before and after; exit() leaves one store. Node's docs warn that no async context loses
+// AsyncLocalStorage's context: here that is the point. Called from JS, the scope it opens is
+// nested, so it runs no microtasks or nextTick callbacks of its own.
 static Napi::Value CallOutsideContexts(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   constexpr size_t kMaxArgs = 3;

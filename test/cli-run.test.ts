@@ -780,29 +780,22 @@ describe('library messages in the words of each command', () => {
     expect(topology.stdout).toContain(`  ✗ model     ENOENT: ${dir}/online: No such file or directory\n      fix: cannot tell which CPUs are online; check --sysfs-cpu-root: it should name`);
   });
 
-  // Each of the native messages that names an option, with and without the command's flag.
+  // Each of the native messages that names an option, with and without the command's flag. The
+  // eBPF refusals come in a Sampler's words (run's and top's messages: threads 'procfs') and in
+  // openThreadTracker()'s and bpfReadiness()'s (probe's: backend 'procfs'), each row in both.
+  const inBothWords = (rows: string[][]) =>
+    rows.flatMap(([library, ...rest]) => ['backend', 'threads'].map((option) => [library.replace('OPTION', option), ...rest]));
   it.each([
-    [
-      "... (Linux >= 5.8), or use backend 'procfs'.",
-      "... (Linux >= 5.8), or use --threads procfs.",
-      '... (Linux >= 5.8).',
-    ],
-    // A Sampler's words (run's and top's messages), then openThreadTracker()'s and bpfReadiness()'s (probe's).
-    ["... (Linux >= 5.8), or use threads 'procfs'.", '... (Linux >= 5.8), or use --threads procfs.', '... (Linux >= 5.8).'],
-    ["... (running 6.1). Use threads 'procfs' instead.", '... (running 6.1). Use --threads procfs instead.', '... (running 6.1).'],
-    ["... (running 6.1). Use backend 'procfs' instead.", '... (running 6.1). Use --threads procfs instead.', '... (running 6.1).'],
-    ["... an LSM can refuse bpf() too. Otherwise use threads 'procfs'.", '... an LSM can refuse bpf() too. Otherwise use --threads procfs.', '... an LSM can refuse bpf() too.'],
-    ["... an LSM can refuse bpf() too. Otherwise use backend 'procfs'.", '... an LSM can refuse bpf() too. Otherwise use --threads procfs.', '... an LSM can refuse bpf() too.'],
-    [
-      "... not these. Use threads 'procfs', or run the container with the host's pid namespace (docker run --pid=host)",
-      "... not these. Use --threads procfs, or run the container with the host's pid namespace (docker run --pid=host)",
-      "... not these. Run the container with the host's pid namespace (docker run --pid=host)",
-    ],
-    [
-      "... not these. Use backend 'procfs', or run the container with the host's pid namespace (docker run --pid=host)",
-      "... not these. Use --threads procfs, or run the container with the host's pid namespace (docker run --pid=host)",
-      "... not these. Run the container with the host's pid namespace (docker run --pid=host)",
-    ],
+    ...inBothWords([
+      ["... (Linux >= 5.8), or use OPTION 'procfs'.", '... (Linux >= 5.8), or use --threads procfs.', '... (Linux >= 5.8).'],
+      ["... (running 6.1). Use OPTION 'procfs' instead.", '... (running 6.1). Use --threads procfs instead.', '... (running 6.1).'],
+      ["... an LSM can refuse bpf() too. Otherwise use OPTION 'procfs'.", '... an LSM can refuse bpf() too. Otherwise use --threads procfs.', '... an LSM can refuse bpf() too.'],
+      [
+        "... not these. Use OPTION 'procfs', or run the container with the host's pid namespace (docker run --pid=host)",
+        "... not these. Use --threads procfs, or run the container with the host's pid namespace (docker run --pid=host)",
+        "... not these. Run the container with the host's pid namespace (docker run --pid=host)",
+      ],
+    ]),
     ["...with 18h) — use source 'model'", '...with 18h) — use --source model', '...with 18h)'],
     ["... going offline? Try again, or use source 'powercap' or 'perf'", '... going offline? Try again, or use --source powercap or perf', '... going offline? Try again'],
     ["... RAPL MSRs; try source 'powercap', 'perf' or 'model'", '... RAPL MSRs; try --source powercap, perf or model', '... RAPL MSRs'],

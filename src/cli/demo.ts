@@ -53,6 +53,8 @@ const SPECS: OptionSpec[] = [
   ...SOURCE_PATH_SPECS,
   { name: 'help', short: 'h', type: 'flag' },
 ];
+// The flags this command's messages name (inFlagWords).
+const FLAGS = flagsOf(SPECS);
 
 // The load generator: sequential keep-alive requests over loopback, alternating 150 ms batches
 // of each route; each one-second slot is busy for a rising then falling share of it, so
@@ -155,7 +157,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
     return 1;
   }
 
-  if (!opts['no-probe']) out.write(formatProbe(probeInFlagWords(await probe(paths), flagsOf(SPECS))) + '\n');
+  if (!opts['no-probe']) out.write(formatProbe(probeInFlagWords(await probe(paths), FLAGS)) + '\n');
 
   // Nothing here reads the ring (the figures come from totals, threads and spans): dropping the
   // newest sample when it is full would count every sample past its size as lost.
@@ -166,13 +168,13 @@ export async function demoCommand(argv: string[]): Promise<number> {
     sampler = new Sampler(samplerOptions);
   } catch (e) {
     files.discard();
-    err.write(`jouletrace demo: ${inFlagWords((e as Error).message, flagsOf(SPECS))}\n`);
+    err.write(`jouletrace demo: ${inFlagWords((e as Error).message, FLAGS)}\n`);
     return 1;
   }
   const st0 = sampler.stats();
   const estimated = st0.estimated;
   out.write(c.bold(`Measuring with '${sampler.source}'`) + ` every ${intervalUs} µs, threads tracked with ${st0.threads.backend}.\n`);
-  if (st0.threads.fallbackReason) out.write(c.dim(`  (${inFlagWords(st0.threads.fallbackReason, flagsOf(SPECS))})\n`));
+  if (st0.threads.fallbackReason) out.write(c.dim(`  (${inFlagWords(st0.threads.fallbackReason, FLAGS)})\n`));
   if (estimated) {
     out.write(c.yellow('  No energy counters here: every figure below is ESTIMATED by the model source from CPU time.\n'));
   }

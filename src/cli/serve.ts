@@ -56,6 +56,8 @@ const SPECS: OptionSpec[] = [
   { name: 'help', short: 'h', type: 'flag' },
   ...SOURCE_PATH_SPECS,
 ];
+// The flags this command's messages name (inFlagWords).
+const FLAGS = flagsOf(SPECS);
 
 interface ServeArgs {
   host: string;
@@ -154,7 +156,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     // Machine-level energy: one sampler without thread tracking.
     const node = new Sampler({ source: args.source, ...args.paths, intervalUs, threads: 'off' });
     samplers.push(node);
-    for (const note of skippedSourceNotes(node.skipped, flagsOf(SPECS))) process.stderr.write(`jouletrace serve: note: ${note}\n`);
+    for (const note of skippedSourceNotes(node.skipped, FLAGS)) process.stderr.write(`jouletrace serve: note: ${note}\n`);
     // Nothing of this process is measured: no app_* metric, no span or request histogram.
     registerMetrics(node, { registry, appMetrics: false, spanMetrics: false, carbon: args.carbon });
     node.start();
@@ -242,7 +244,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     }
   } catch (err) {
     closeAll();
-    process.stderr.write(`jouletrace serve: ${inFlagWords(err instanceof Error ? err.message : String(err), flagsOf(SPECS))}\n`);
+    process.stderr.write(`jouletrace serve: ${inFlagWords(err instanceof Error ? err.message : String(err), FLAGS)}\n`);
     return 1;
   }
 
