@@ -23,6 +23,8 @@ interface FakeState {
   startNs?: bigint;
   timeNs?: bigint;
   estimated?: boolean;
+  /** The thread backend the sampler reports; 'bpf' where not given. */
+  backend?: 'bpf' | 'procfs' | 'off';
 }
 
 // A sampler as the collector reads it: totals() moves on 200 ms at each call, threads() as the
@@ -33,7 +35,7 @@ function fakeSampler(state: FakeState) {
   return {
     domains: [{ domain: 'package', package: 0, estimated: state.estimated ?? false }],
     source: 'fake',
-    stats: () => ({ threads: { backend: 'bpf' } }),
+    stats: () => ({ threads: { backend: state.backend ?? 'bpf' } }),
     totals: () => ({ startNs: state.startNs, timeNs: (state.timeNs! += 200_000_000n), readings: [{ domain: 'package', package: 0, joules: state.joules }] }),
     threads: () => state.threads.map((t) => ({ ...t, id: t.id ?? t.tid })),
     onRunEnd: () => () => {},
@@ -414,6 +416,28 @@ describe('ReportCollector, a short run', () => {
     // A report saved before threadsTracked existed: threads off where it lists none.
     const { threadsTracked: _, ...saved } = d;
     expect(renderReport({ ...saved, threads: [] })).toContain('No thread tracking in this run (threads: off)');
+  });
+});
+
+describe('ReportCollector without thread tracking', () => {
+  // The proportionality chart fell back to "CPU cores kept busy", which nothing measured: every
+  // bin at 0 cores and a fit "per busy core" (jouletrace run --threads off --html).
+  it('draws no proportionality curve without records, rather than one against 0 busy cores', () => {
+    const state: FakeState = { joules: 0, threads: [], backend: 'off' };
+    const c = new ReportCollector(fakeSampler(state), { periodMs: 200 });
+    for (let i = 0; i < 30; i++) {
+      state.joules += 1 + (i % 7);
+      c.poll();
+    }
+    const d = c.data();
+    expect(d.threadsTracked).toBe(false);
+    const section = (html: string) => /<section id="proportionality">(.*?)<\/section>/s.exec(html)![1];
+    const prop = section(renderReport(d));
+    expect(prop).toContain('No throughput to plot against: no records and no thread tracking in this run.');
+    expect(prop).not.toContain('busy core');
+    // With records, the same run draws requests per second.
+    for (let i = 1; i <= 20; i++) c.addRecord({ label: 'GET /a', joules: 1e-3, endNs: 1_000_000_000n + BigInt(i) * 250_000_000n, durationMs: 1 });
+    expect(section(renderReport(c.data()))).toContain('throughput (requests per second)');
   });
 });
 

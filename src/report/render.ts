@@ -367,6 +367,8 @@ function proportionalityChart(d: ReportData): string {
   const watts = primaryWatts(d);
   const iv = intervals(d);
   const useRecords = d.recordLabels ? d.recordLabels.some((l) => l.count > 0) : d.records.length > 0;
+  // Without threads tracked there are no busy cores either: the proxy would plot every bin at 0.
+  if (!useRecords && !(d.threadsTracked ?? d.threads.length > 0)) return empty('No throughput to plot against: no records and no thread tracking in this run.');
   // Records per interval, from the collector; in a report saved before it, counted from the
   // records' ends, in time order, by one sweep (a filter per bin took seconds for a long run).
   const counts = d.recordCounts?.length === d.time.length ? d.recordCounts : undefined;
