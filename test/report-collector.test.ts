@@ -519,6 +519,31 @@ describe('renderReport, what it writes', () => {
     expect(more).toContain(`GET /0 ${escaped}`);
   });
 
+  // A saved copy is plain JSON: a number field holding markup was written into the page as it
+  // was (and the rest's row summed such fields as strings); a string where a number belongs
+  // failed with a bare TypeError (durationS.toFixed is not a function).
+  it('refuses a saved report whose fields have the wrong type, naming the field', () => {
+    const saved = JSON.parse(JSON.stringify(report())) as ReportData;
+    const evil = '</text></svg><script>alert(1)</script>';
+    const labels = [{ label: 'GET /a', count: 1, measured: evil, joules: 1e-3 }];
+    expect(() => renderReport({ ...saved, recordLabels: labels } as never)).toThrow(
+      new TypeError(`Expected a number for report.recordLabels[0].measured but received ${JSON.stringify(evil)} of type string`),
+    );
+    expect(() => renderReport({ ...saved, durationS: '4' } as never)).toThrow(new TypeError('Expected a number for report.durationS but received "4" of type string'));
+    expect(() => renderReport({ ...saved, watts: [[1, '2']] } as never)).toThrow(new TypeError('Expected a number or null for report.watts[0][1] but received "2" of type string'));
+    expect(() => renderReport({ ...saved, records: [{ label: 'a', joules: 1, t: '1' }] } as never)).toThrow(
+      new TypeError('Expected a number for report.records[0].t but received "1" of type string'),
+    );
+    expect(() => renderReport({ ...saved, summary: [['a', 5]] } as never)).toThrow(new TypeError('Expected a string for report.summary[0][1] but received 5 of type number'));
+    expect(() => renderReport({ ...saved, notes: undefined } as never)).toThrow(new TypeError('Expected an array for report.notes but received undefined of type undefined'));
+    expect(() => renderReport(null as never)).toThrow(new TypeError('Expected an object for report but received null of type null'));
+    // What JSON makes of NaN (null) draws, and the rest's row sums its labels as numbers.
+    const many = Array.from({ length: 30 }, (_, i) => ({ label: `GET /${i}`, count: 2, measured: 1, joules: 1e-3 }));
+    const records = many.map((l) => ({ label: l.label, joules: 1e-3, t: 1, durationMs: 1 }));
+    const html = renderReport({ ...saved, cpuCores: [null, 1, 0.7, 0.2] as never, recordLabels: many, records });
+    expect(html).toContain('n=11, mean 1.00 mJ, 11 unmeasured');
+  });
+
   it("totals each thread's series in its legend, and the attribution bar's parts", () => {
     const html = renderReport(report());
     const threads = /<section id="threads">(.*?)<\/section>/s.exec(html)![1];
