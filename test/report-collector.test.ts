@@ -467,7 +467,8 @@ describe('ReportCollector options', () => {
     expect(add(null)).toThrow(new TypeError('Expected an object for record but received null of type null'));
     expect(add({ ...rec, label: 42 })).toThrow(new TypeError('Expected a string for record.label but received 42 of type number'));
     expect(add({ ...rec, label: undefined })).toThrow(new TypeError('Expected a string for record.label but received undefined of type undefined'));
-    expect(add({ ...rec, joules: '0.5' })).toThrow(new TypeError('Expected a number of joules (NaN for one not measured) for record.joules but received "0.5" of type string'));
+    const joules = 'a finite number of joules, 0 or more (NaN for one not measured) for record.joules';
+    expect(add({ ...rec, joules: '0.5' })).toThrow(new TypeError(`Expected ${joules} but received "0.5" of type string`));
     const endNs = 'a bigint or a finite number (CLOCK_MONOTONIC ns, as process.hrtime.bigint() gives) for record.endNs';
     expect(add({ ...rec, endNs: undefined })).toThrow(new TypeError(`Expected ${endNs} but received undefined of type undefined`));
     expect(add({ ...rec, endNs: Infinity })).toThrow(new RangeError(`Expected ${endNs} but received Infinity of type number`));
@@ -495,6 +496,18 @@ describe('ReportCollector options', () => {
     expect(d.summary).toEqual([['requests', '1234']]);
     expect(d.attribution).toEqual({ total: 2, process: 1, baseline: 0.5, other: 0.5, domains: ['package'] });
     expect(() => renderReport(d)).not.toThrow();
+  });
+
+  // A negative record made its label's total go down; an infinite one was counted unmeasured.
+  it('takes joules that are NaN (not measured) or finite and 0 or more, and refuses the rest', () => {
+    const c = new ReportCollector(sampler);
+    const rec = { label: 'GET /a', joules: 1e-3, endNs: 5_000_000_000n, durationMs: 1 };
+    const joules = 'a finite number of joules, 0 or more (NaN for one not measured) for record.joules';
+    expect(() => c.addRecord({ ...rec, joules: -1e-3 })).toThrow(new RangeError(`Expected ${joules} but received -0.001 of type number`));
+    expect(() => c.addRecord({ ...rec, joules: Infinity })).toThrow(new RangeError(`Expected ${joules} but received Infinity of type number`));
+    expect(() => c.addRecord({ ...rec, joules: -Infinity })).toThrow(new RangeError(`Expected ${joules} but received -Infinity of type number`));
+    for (const j of [NaN, 0, 1e-3]) c.addRecord({ ...rec, joules: j });
+    expect(c.data().recordLabels).toEqual([{ label: 'GET /a', count: 3, measured: 2, joules: 1e-3 }]);
   });
 
   it('takes every option, and none', () => {
