@@ -54,7 +54,7 @@ export interface PrometheusOptions {
   requests?: RequestSource;
   /** Thread names with a series of their own in jouletrace_thread_energy_joules_total; the rest are "other". Default 10. */
   topThreads?: number;
-  /** Window of app_joules_per_request, in ms. Default 300000 (5 minutes). */
+  /** Window of app_joules_per_request, in ms, in whole seconds (a scrape covers W to W + 1 s). Default 300000 (5 minutes). */
   joulesPerRequestWindowMs?: number;
   /** Grid carbon intensity: enables jouletrace_carbon_grams_total and jouletrace_grid_intensity_grams_per_kwh. */
   carbon?: CarbonIntensityOptions | CarbonIntensity;
@@ -432,7 +432,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     spanReg(
       new Gauge({
         name: 'app_joules_per_request',
-        help: `Mean energy per request over the last ${windowMs / 1000} s (request energy / requests measured, those with NaN joules left out; NaN with no request in the window).`,
+        help: `Mean energy per request over the last ${windowMs / 1000} s, in whole seconds: ${windowMs / 1000} to ${windowMs / 1000 + 1} s (request energy / requests measured, those with NaN joules left out; NaN with no request in the window).`,
         labelNames: names(),
         registers: spanRegisters,
         collect() {

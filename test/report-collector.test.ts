@@ -23,6 +23,8 @@ interface FakeState {
   startNs?: bigint;
   timeNs?: bigint;
   estimated?: boolean;
+  /** The thread backend the sampler reports; 'bpf' where not given. */
+  backend?: 'bpf' | 'procfs' | 'off';
 }
 
 // A sampler as the collector reads it: totals() moves on 200 ms at each call, threads() as the
@@ -33,7 +35,7 @@ function fakeSampler(state: FakeState) {
   return {
     domains: [{ domain: 'package', package: 0, estimated: state.estimated ?? false }],
     source: 'fake',
-    stats: () => ({ threads: { backend: 'bpf' } }),
+    stats: () => ({ threads: { backend: state.backend ?? 'bpf' } }),
     totals: () => ({ startNs: state.startNs, timeNs: (state.timeNs! += 200_000_000n), readings: [{ domain: 'package', package: 0, joules: state.joules }] }),
     threads: () => state.threads.map((t) => ({ ...t, id: t.id ?? t.tid })),
     onRunEnd: () => () => {},
@@ -417,6 +419,28 @@ describe('ReportCollector, a short run', () => {
   });
 });
 
+describe('ReportCollector without thread tracking', () => {
+  // The proportionality chart fell back to "CPU cores kept busy", which nothing measured: every
+  // bin at 0 cores and a fit "per busy core" (jouletrace run --threads off --html).
+  it('draws no proportionality curve without records, rather than one against 0 busy cores', () => {
+    const state: FakeState = { joules: 0, threads: [], backend: 'off' };
+    const c = new ReportCollector(fakeSampler(state), { periodMs: 200 });
+    for (let i = 0; i < 30; i++) {
+      state.joules += 1 + (i % 7);
+      c.poll();
+    }
+    const d = c.data();
+    expect(d.threadsTracked).toBe(false);
+    const section = (html: string) => /<section id="proportionality">(.*?)<\/section>/s.exec(html)![1];
+    const prop = section(renderReport(d));
+    expect(prop).toContain('No throughput to plot against: no records and no thread tracking in this run.');
+    expect(prop).not.toContain('busy core');
+    // With records, the same run draws requests per second.
+    for (let i = 1; i <= 20; i++) c.addRecord({ label: 'GET /a', joules: 1e-3, endNs: 1_000_000_000n + BigInt(i) * 250_000_000n, durationMs: 1 });
+    expect(section(renderReport(c.data()))).toContain('throughput (requests per second)');
+  });
+});
+
 describe('ReportCollector options', () => {
   const sampler = fakeSampler({ joules: 0, threads: [] });
   const make = (options: unknown) => () => new ReportCollector(sampler, options as never);
@@ -443,7 +467,8 @@ describe('ReportCollector options', () => {
     expect(add(null)).toThrow(new TypeError('Expected an object for record but received null of type null'));
     expect(add({ ...rec, label: 42 })).toThrow(new TypeError('Expected a string for record.label but received 42 of type number'));
     expect(add({ ...rec, label: undefined })).toThrow(new TypeError('Expected a string for record.label but received undefined of type undefined'));
-    expect(add({ ...rec, joules: '0.5' })).toThrow(new TypeError('Expected a number of joules (NaN for one not measured) for record.joules but received "0.5" of type string'));
+    const joules = 'a finite number of joules, 0 or more (NaN for one not measured) for record.joules';
+    expect(add({ ...rec, joules: '0.5' })).toThrow(new TypeError(`Expected ${joules} but received "0.5" of type string`));
     const endNs = 'a bigint or a finite number (CLOCK_MONOTONIC ns, as process.hrtime.bigint() gives) for record.endNs';
     expect(add({ ...rec, endNs: undefined })).toThrow(new TypeError(`Expected ${endNs} but received undefined of type undefined`));
     expect(add({ ...rec, endNs: Infinity })).toThrow(new RangeError(`Expected ${endNs} but received Infinity of type number`));
@@ -473,6 +498,18 @@ describe('ReportCollector options', () => {
     expect(() => renderReport(d)).not.toThrow();
   });
 
+  // A negative record made its label's total go down; an infinite one was counted unmeasured.
+  it('takes joules that are NaN (not measured) or finite and 0 or more, and refuses the rest', () => {
+    const c = new ReportCollector(sampler);
+    const rec = { label: 'GET /a', joules: 1e-3, endNs: 5_000_000_000n, durationMs: 1 };
+    const joules = 'a finite number of joules, 0 or more (NaN for one not measured) for record.joules';
+    expect(() => c.addRecord({ ...rec, joules: -1e-3 })).toThrow(new RangeError(`Expected ${joules} but received -0.001 of type number`));
+    expect(() => c.addRecord({ ...rec, joules: Infinity })).toThrow(new RangeError(`Expected ${joules} but received Infinity of type number`));
+    expect(() => c.addRecord({ ...rec, joules: -Infinity })).toThrow(new RangeError(`Expected ${joules} but received -Infinity of type number`));
+    for (const j of [NaN, 0, 1e-3]) c.addRecord({ ...rec, joules: j });
+    expect(c.data().recordLabels).toEqual([{ label: 'GET /a', count: 3, measured: 2, joules: 1e-3 }]);
+  });
+
   it('takes every option, and none', () => {
     expect(make(undefined)).not.toThrow();
     expect(make({ periodMs: 50, title: 't', subtitle: 's', maxThreads: 1 })).not.toThrow();
@@ -493,6 +530,31 @@ describe('renderReport, what it writes', () => {
     const more = renderReport(report({ records: many }));
     expect(more).not.toContain('<b>');
     expect(more).toContain(`GET /0 ${escaped}`);
+  });
+
+  // A saved copy is plain JSON: a number field holding markup was written into the page as it
+  // was (and the rest's row summed such fields as strings); a string where a number belongs
+  // failed with a bare TypeError (durationS.toFixed is not a function).
+  it('refuses a saved report whose fields have the wrong type, naming the field', () => {
+    const saved = JSON.parse(JSON.stringify(report())) as ReportData;
+    const evil = '</text></svg><script>alert(1)</script>';
+    const labels = [{ label: 'GET /a', count: 1, measured: evil, joules: 1e-3 }];
+    expect(() => renderReport({ ...saved, recordLabels: labels } as never)).toThrow(
+      new TypeError(`Expected a number for report.recordLabels[0].measured but received ${JSON.stringify(evil)} of type string`),
+    );
+    expect(() => renderReport({ ...saved, durationS: '4' } as never)).toThrow(new TypeError('Expected a number for report.durationS but received "4" of type string'));
+    expect(() => renderReport({ ...saved, watts: [[1, '2']] } as never)).toThrow(new TypeError('Expected a number or null for report.watts[0][1] but received "2" of type string'));
+    expect(() => renderReport({ ...saved, records: [{ label: 'a', joules: 1, t: '1' }] } as never)).toThrow(
+      new TypeError('Expected a number for report.records[0].t but received "1" of type string'),
+    );
+    expect(() => renderReport({ ...saved, summary: [['a', 5]] } as never)).toThrow(new TypeError('Expected a string for report.summary[0][1] but received 5 of type number'));
+    expect(() => renderReport({ ...saved, notes: undefined } as never)).toThrow(new TypeError('Expected an array for report.notes but received undefined of type undefined'));
+    expect(() => renderReport(null as never)).toThrow(new TypeError('Expected an object for report but received null of type null'));
+    // What JSON makes of NaN (null) draws, and the rest's row sums its labels as numbers.
+    const many = Array.from({ length: 30 }, (_, i) => ({ label: `GET /${i}`, count: 2, measured: 1, joules: 1e-3 }));
+    const records = many.map((l) => ({ label: l.label, joules: 1e-3, t: 1, durationMs: 1 }));
+    const html = renderReport({ ...saved, cpuCores: [null, 1, 0.7, 0.2] as never, recordLabels: many, records });
+    expect(html).toContain('n=11, mean 1.00 mJ, 11 unmeasured');
   });
 
   it("totals each thread's series in its legend, and the attribution bar's parts", () => {

@@ -345,14 +345,18 @@ export class ReportCollector {
 
   /**
    * Adds a finished request or span. `endNs` is CLOCK_MONOTONIC ns (process.hrtime.bigint(),
-   * RequestRecord.endNs, SpanResult.endNs); `joules` NaN for one not measured. Each label keeps
-   * its count and sum exactly, and up to RECORD_SAMPLE records, a uniform sample past that.
+   * RequestRecord.endNs, SpanResult.endNs); `joules` finite and 0 or more, NaN for one not
+   * measured. Each label keeps its count and sum exactly, and up to RECORD_SAMPLE records, a
+   * uniform sample past that.
    */
   addRecord(record: { label: string; joules: number; endNs: number | bigint; durationMs: number }, kind: 'request' | 'span' = 'request'): void {
     // Checked here: renderReport() failed on a bad record at the end of a long run.
     const r = checkObject('record', record);
     const label = checkString('record.label', r.label);
-    if (typeof r.joules !== 'number') throw invalidType('record.joules', 'a number of joules (NaN for one not measured)', r.joules);
+    // Not negative (a label's total went down) nor infinite (it was taken as not measured).
+    const joulesWhat = 'a finite number of joules, 0 or more (NaN for one not measured)';
+    if (typeof r.joules !== 'number') throw invalidType('record.joules', joulesWhat, r.joules);
+    if (!Number.isNaN(r.joules) && !(r.joules >= 0 && r.joules < Infinity)) throw invalidRange('record.joules', joulesWhat, r.joules);
     const joules = r.joules;
     let endNs: bigint;
     const what = 'a bigint or a finite number (CLOCK_MONOTONIC ns, as process.hrtime.bigint() gives)';

@@ -2,6 +2,7 @@
 // network) with power over time, energy per thread over time, joules per request or span label,
 // the energy proportionality curve and a summary table.
 import type { ReportData } from './types';
+import { checkBoolean, checkString, invalidType } from '../errors';
 import { fmtJoules } from '../units';
 
 const PALETTE = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac'];
@@ -249,7 +250,8 @@ function weightedDecimate(rows: RecordRow[], k: number): number[] {
 // Every label's figures: exact from recordLabels, or (a report saved before it) from the records.
 function recordRows(d: ReportData): RecordRow[] {
   const rows = new Map<string, RecordRow>();
-  for (const l of d.recordLabels ?? []) rows.set(l.label, { label: l.label, count: l.count, measured: l.measured, joules: l.joules, sample: [] });
+  // Number(): a row's figures are written into the markup and summed for the rest's row.
+  for (const l of d.recordLabels ?? []) rows.set(l.label, { label: l.label, count: Number(l.count), measured: Number(l.measured), joules: Number(l.joules), sample: [] });
   for (const r of d.records) {
     let row = rows.get(r.label);
     if (row === undefined) {
@@ -367,6 +369,8 @@ function proportionalityChart(d: ReportData): string {
   const watts = primaryWatts(d);
   const iv = intervals(d);
   const useRecords = d.recordLabels ? d.recordLabels.some((l) => l.count > 0) : d.records.length > 0;
+  // Without threads tracked there are no busy cores either: the proxy would plot every bin at 0.
+  if (!useRecords && !(d.threadsTracked ?? d.threads.length > 0)) return empty('No throughput to plot against: no records and no thread tracking in this run.');
   // Records per interval, from the collector; in a report saved before it, counted from the
   // records' ends, in time order, by one sweep (a filter per bin took seconds for a long run).
   const counts = d.recordCounts?.length === d.time.length ? d.recordCounts : undefined;
@@ -465,8 +469,79 @@ svg{display:block;max-width:100%;height:auto}
 .empty{color:#777;font-style:italic;margin-left:70px}.notes{color:#555;font-size:13px}
 `;
 
-/** The whole report as one HTML document: no script, no external resource. */
+// A saved report is plain JSON that anyone may edit. Every field drawn is checked for its type
+// first: a number that holds markup was written into the page as it was, and a string where a
+// number belongs failed with a bare TypeError deep in a chart.
+function checkReport(report: unknown): void {
+  const obj = (name: string, v: unknown): Record<string, unknown> => {
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) throw invalidType(name, 'an object', v);
+    return v as Record<string, unknown>;
+  };
+  const arr = (name: string, v: unknown, each: (name: string, x: unknown) => void): void => {
+    if (!Array.isArray(v)) throw invalidType(name, 'an array', v);
+    v.forEach((x, i) => each(`${name}[${i}]`, x));
+  };
+  const num = (name: string, v: unknown): void => {
+    if (typeof v !== 'number') throw invalidType(name, 'a number', v);
+  };
+  // NaN, for nothing measured, is null once saved as JSON.
+  const numOrNull = (name: string, v: unknown): void => {
+    if (typeof v !== 'number' && v !== null) throw invalidType(name, 'a number or null', v);
+  };
+  const opt = (name: string, v: unknown, check: (name: string, v: unknown) => void): void => {
+    if (v !== undefined) check(name, v);
+  };
+  const [str, bool] = [checkString, checkBoolean];
+  const r = obj('report', report);
+  for (const key of ['title', 'createdAt', 'source']) str(`report.${key}`, r[key]);
+  opt('report.subtitle', r.subtitle, str);
+  bool('report.estimated', r.estimated);
+  opt('report.threadsTracked', r.threadsTracked, bool);
+  num('report.durationS', r.durationS);
+  opt('report.elapsedS', r.elapsedS, num);
+  opt('report.startS', r.startS, num);
+  arr('report.domains', r.domains, str);
+  arr('report.time', r.time, num);
+  arr('report.watts', r.watts, (name, series) => arr(name, series, numOrNull));
+  opt('report.unmeasuredS', r.unmeasuredS, (name, v) => arr(name, v, numOrNull));
+  arr('report.cpuCores', r.cpuCores, numOrNull);
+  arr('report.threads', r.threads, (name, v) => {
+    const t = obj(name, v);
+    str(`${name}.label`, t.label);
+    arr(`${name}.joules`, t.joules, numOrNull);
+  });
+  arr('report.records', r.records, (name, v) => {
+    const rec = obj(name, v);
+    str(`${name}.label`, rec.label);
+    numOrNull(`${name}.joules`, rec.joules);
+    num(`${name}.t`, rec.t);
+  });
+  opt('report.recordLabels', r.recordLabels, (name, v) =>
+    arr(name, v, (name, v) => {
+      const l = obj(name, v);
+      str(`${name}.label`, l.label);
+      for (const key of ['count', 'measured', 'joules']) num(`${name}.${key}`, l[key]);
+    }),
+  );
+  opt('report.recordCounts', r.recordCounts, (name, v) => arr(name, v, num));
+  opt('report.attribution', r.attribution, (name, v) => {
+    const a = obj(name, v);
+    for (const key of ['total', 'process', 'baseline', 'other']) num(`${name}.${key}`, a[key]);
+    arr(`${name}.domains`, a.domains, str);
+  });
+  arr('report.summary', r.summary, (name, v) => {
+    if (!Array.isArray(v) || v.length !== 2) throw invalidType(name, 'a [label, value] pair of strings', v);
+    v.forEach((x, i) => str(`${name}[${i}]`, x));
+  });
+  arr('report.notes', r.notes, str);
+}
+
+/**
+ * The whole report as one HTML document: no script, no external resource. A report of the wrong
+ * shape (a saved copy edited by hand) is refused with a TypeError naming the field.
+ */
 export function renderReport(report: ReportData): string {
+  checkReport(report);
   // A report may be drawn from a saved copy: its record kind goes into the markup, so only the
   // two known kinds do.
   const data: ReportData = { ...report, recordKind: report.recordKind === 'span' ? 'span' : 'request' };
