@@ -326,6 +326,23 @@ describe('ReportCollector records', () => {
     expect(sum(d.recordCounts!)).toBe(10_000);
     expect(renderReport(d)).toContain('fit: 5.00 W at zero throughput + 1.00 mJ per extra request');
   });
+
+  it('writes a fit whose power falls with throughput with a minus sign', () => {
+    const state: FakeState = { joules: 0, threads: [] };
+    const c = new ReportCollector(fakeSampler(state), { periodMs: 200 });
+    c.poll();
+    // 20 W less 1 mJ a request: 19, 18, 17, 16 W at 1000 to 4000 requests a second.
+    for (let bin = 0; bin < 4; bin++) {
+      const rate = 1000 * (bin + 1);
+      for (let p = 0; p < 5; p++) {
+        const end = state.timeNs! + 200_000_000n;
+        for (let i = 0; i < rate / 5; i++) c.addRecord({ label: 'GET /r', joules: 1e-3, endNs: end - BigInt(i), durationMs: 1 });
+        state.joules += (20 - rate * 1e-3) * 0.2;
+        c.poll();
+      }
+    }
+    expect(renderReport(c.data())).toContain('fit: 20.00 W at zero throughput − 1.00 mJ per extra request');
+  });
 });
 
 describe('renderReport of many records', () => {

@@ -428,9 +428,10 @@ function proportionalityChart(d: ReportData): string {
       .map((p) => `M${(f.x(p.x) - 4).toFixed(1)},${f.y(p.y).toFixed(1)}a4,4 0 1,0 8,0a4,4 0 1,0 -8,0Z`)
       .join('')}"/>`,
   );
-  const perUnit = useRecords ? `${fmtJoules(slope)} per extra ${d.recordKind}` : `${slope.toFixed(2)} W per busy core`;
+  // A falling fit (more throughput, less power: a phase change, a cooling CPU) is written as such.
+  const perUnit = useRecords ? `${fmtJoules(Math.abs(slope))} per extra ${d.recordKind}` : `${Math.abs(slope).toFixed(2)} W per busy core`;
   parts.push(
-    `<text class="note" x="${M.l + 10}" y="${M.t + 14}">fit: ${icpt.toFixed(2)} W at zero throughput + ${esc(perUnit)}</text>`,
+    `<text class="note" x="${M.l + 10}" y="${M.t + 14}">fit: ${icpt.toFixed(2)} W at zero throughput ${slope < 0 ? '−' : '+'} ${esc(perUnit)}</text>`,
   );
   return svgOpen('energy proportionality: power against throughput') + parts.join('') + '</svg>';
 }
