@@ -165,7 +165,7 @@ export class EnergyTracker {
   readonly #primary: string;
   readonly estimated: boolean;
   #lastReading: EnergyReading | null = null;
-  // What readThreads() was last asked for: read again at the end of each run.
+  // What readThreadsAtRunEnds() asked for: read at the end of each run.
   #threadsAsked: { top: number; named: Set<string> } | undefined;
   readonly #unsubscribe: () => void;
 
@@ -186,6 +186,15 @@ export class EnergyTracker {
   /** Stops reading at the ends of the sampler's runs (the exporter closed). */
   close(): void {
     this.#unsubscribe();
+  }
+
+  /**
+   * Calls readThreads(top, named) at the end of every run from now on, for an exporter with a
+   * per-thread metric. Declared at its registration, not learnt from its first collection: a
+   * run that ended (stop(), close()) before that lost its threads' energy.
+   */
+  readThreadsAtRunEnds(top: number, named: Set<string>): void {
+    this.#threadsAsked = { top, named };
   }
 
   get attributed(): boolean {
@@ -242,7 +251,6 @@ export class EnergyTracker {
   readThreads(top: number, named: Set<string>): Map<string, number> {
     const out = new Map<string, number>();
     if (!this.#threads) return out;
-    this.#threadsAsked = { top, named };
     let threads: ReturnType<Sampler['threads']>;
     let run: bigint | undefined;
     try {

@@ -241,6 +241,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
       }),
     );
     const named = new Set<string>();
+    energy.readThreadsAtRunEnds(topThreads, named);
     reg(
       new Counter({
         name: `${prefix}thread_energy_joules_total`,
