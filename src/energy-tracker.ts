@@ -73,8 +73,9 @@ export interface EnergyReading {
   run: bigint;
   timeNs: bigint;
   /**
-   * Per domain and package: cumulative joules over the runs this tracker saw, the one in progress
-   * at its creation from that run's start (monotonic), and the joules of the current run alone.
+   * Per domain and package: cumulative joules over the runs this tracker (and the closed one it
+   * continues) saw, the one in progress at the first one's creation from that run's start
+   * (monotonic), and the joules of the current run alone.
    */
   domains: Array<{ domain: string; package: number; joules: number; runJoules: number; estimated: boolean; key: string }>;
   /** Cumulative joules of the primary domains, all packages. */
@@ -169,8 +170,22 @@ export class EnergyTracker {
   #threadsAsked: { top: number; named: Set<string> } | undefined;
   readonly #unsubscribe: () => void;
 
-  constructor(sampler: Sampler) {
+  /**
+   * `continues`: a closed tracker of the same sampler whose accumulations this one takes over,
+   * for a new registration in the registry or meter of a closed one. Afresh, the series counted
+   * the run in progress from its start again: down from what the closed one had exported (a
+   * restart before), and its energy counted twice by rate() and delta temporality. Taken over,
+   * they go on from the closed one's last read: the run it read last counts on from there, and a
+   * run that ended after its close() counts only up to that read.
+   */
+  constructor(sampler: Sampler, continues?: EnergyTracker) {
     this.sampler = sampler;
+    if (continues) {
+      this.#acc = continues.#acc;
+      this.#threadAcc = continues.#threadAcc;
+      this.#threadNames = continues.#threadNames;
+      this.#lastReading = continues.#lastReading;
+    }
     this.#threads = hasThreads(sampler);
     this.#primary = primaryDomain(sampler);
     this.estimated = sampler.domains.some((d) => d.estimated);

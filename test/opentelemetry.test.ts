@@ -433,6 +433,47 @@ describe('registerOpenTelemetry', () => {
     expect(warnings[0]).toContain('found no global MeterProvider; no metric will be exported. Start the OpenTelemetry SDK first, or pass options.meterProvider');
   });
 
+  // A new registration counted the run in progress from its start again: after a restart,
+  // hw.energy went down on its stream (9.77 → 3.79 J), and delta temporality counted 4.32 J where
+  // 0.95 J was new.
+  it("goes on from a closed registration's figures on the same meter: hw.energy never goes down, nothing counted twice", async () => {
+    for (const temporality of [AggregationTemporality.CUMULATIVE, AggregationTemporality.DELTA]) {
+      const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'off' }).start();
+      const reader = new ManualReader({ aggregationTemporalitySelector: () => temporality });
+      const meterProvider = new MeterProvider({ readers: [reader] });
+      cleanups.push(() => sampler.close(), () => meterProvider.shutdown());
+      const energy = async (): Promise<number> => {
+        const { resourceMetrics } = await reader.collect();
+        const points = resourceMetrics.scopeMetrics.flatMap((sm) => sm.metrics).filter((m) => m.descriptor.name === 'hw.energy').flatMap((m) => m.dataPoints as Array<{ value: unknown }>);
+        expect(points).toHaveLength(1);
+        return points[0].value as number;
+      };
+      let h = registerOpenTelemetry(sampler, { meterProvider, traces: false });
+      cleanups.push(() => h.close());
+      busy(100);
+      const first = await energy();
+      sampler.stop();
+      const run1 = sampler.totals().readings[0].joules;
+      sampler.start();
+      busy(50);
+      const second = await energy();
+      h.close();
+      h = registerOpenTelemetry(sampler, { meterProvider, traces: false });
+      busy(20);
+      const third = await energy();
+      const measured = run1 + sampler.totals().readings[0].joules;
+      if (temporality === AggregationTemporality.CUMULATIVE) {
+        expect(second).toBeGreaterThan(first);
+        expect(third).toBeGreaterThanOrEqual(second);
+        expect(third).toBeLessThanOrEqual(measured + 1e-9);
+      } else {
+        for (const d of [first, second, third]) expect(d).toBeGreaterThanOrEqual(0);
+        expect(first + second + third).toBeGreaterThan(run1);
+        expect(first + second + third).toBeLessThanOrEqual(measured + 1e-9);
+      }
+    }
+  });
+
   // A tracer that was no tracer failed inside an onSpan listener, which ended the process; a
   // meter that was no meter failed after a listener was taken on the sampler, and left there.
   it('refuses a meter, meter provider or tracer without the methods it calls, naming the option, before subscribing', async () => {

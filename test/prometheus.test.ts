@@ -306,6 +306,40 @@ describe('registerMetrics', () => {
     expect(await threadSum(m2)).toBeCloseTo(p2, 6);
   });
 
+  // A new registration counted the run in progress from its start again: after a restart, the
+  // energy series went down (7.48 → 3.76 J), and rate() counted the new run's energy twice.
+  it("goes on from a closed registration's counters in the same registry: never down, nothing counted twice", async () => {
+    const s = sampler().start();
+    const registry = new Registry();
+    const carbon = { gramsPerKwh: 400 };
+    let m = registerMetrics(s, { registry, carbon });
+    cleanups.push(() => m.close());
+    const energyKey = 'jouletrace_energy_joules_total{domain="package",package="0",source="model",estimated="true"}';
+    const counters = (v: Map<string, number>) =>
+      new Map([...v].filter(([k]) => /^(jouletrace_(energy|process_energy|thread_energy|carbon_grams|samples)|app_energy)_/.test(k)));
+    busy(100);
+    s.stop();
+    const run1 = s.totals().readings[0].joules;
+    s.start();
+    busy(50);
+    const before = counters(parse(await registry.metrics()));
+    expect(before.get(energyKey)).toBeGreaterThan(run1);
+    m.close();
+    m = registerMetrics(s, { registry, carbon });
+    busy(20);
+    const after = counters(parse(await registry.metrics()));
+    const measured = run1 + s.totals().readings[0].joules;
+    expect([...after.keys()].sort()).toEqual([...before.keys()].sort());
+    for (const [k, v] of before) expect({ k, v: after.get(k)! >= v }).toEqual({ k, v: true });
+    expect(after.get(energyKey)).toBeLessThanOrEqual(measured + 1e-9);
+    // Another registry has series of its own: they count the run in progress from its start.
+    const other = registerMetrics(s, { registry: new Registry(), appMetrics: false });
+    cleanups.push(() => other.close());
+    const fresh = parse(await other.registry.metrics()).get(energyKey)!;
+    expect(fresh).toBeGreaterThan(0);
+    expect(fresh).toBeLessThanOrEqual(s.totals().readings[0].joules);
+  });
+
   it('turns spans and requests into histograms and the app_* metrics', async () => {
     const s = sampler().start();
     const m = registerMetrics(s, { joulesPerRequestWindowMs: 60_000 });
