@@ -93,7 +93,7 @@ export interface EnergyReading {
  * Average power per domain between an exporter's collections, over windows of at least
  * minWindowNs, 0.5 s unless given (a scrape right after another would divide a counter step by
  * microseconds; a second scraper right after the first reuses the last figure). The first window
- * runs from the sampler's start. A domain whose energy did not move in a window where the
+ * runs from the sampler's start, and no figure comes before it is minWindowNs long. A domain whose energy did not move in a window where the
  * source's reads failed has no figure for it (not 0 W): its window stays open, and the next
  * figure covers it (not the whole catch-up over the last window alone).
  */
@@ -135,7 +135,8 @@ export class PowerWindow {
       this.#from = new Map(r.domains.map((d) => [d.key, { timeNs: r.run, joules: d.joules - d.runJoules }]));
     }
     const dtNs = r.timeNs - this.#endNs;
-    if (dtNs >= this.#minWindowNs || (this.#last.size === 0 && dtNs > 0n)) {
+    // The first window too: one of a few ms after a start divided a counter step by them.
+    if (dtNs >= this.#minWindowNs) {
       const failed = r.readErrors > this.#readErrors;
       this.#last = new Map();
       for (const d of r.domains) {

@@ -204,14 +204,14 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     }),
   );
 
-  // Power: average over the time since the previous scrape (at least 0.5 s; the first scrape
-  // averages since the sampler's run started). A figure per scrape interval integrates exactly to
+  // Power: average over the time since the previous scrape (at least 0.5 s; the first figure,
+  // once the run is 0.5 s old, averages since its start). A figure per scrape interval integrates exactly to
   // the energy counter, unlike an instantaneous reading.
   const power = new PowerWindow();
   reg(
     new Gauge({
       name: `${prefix}power_watts`,
-      help: 'Average power per RAPL domain and package since the previous scrape (at least 0.5 s); no series for a domain whose energy did not move while reads of the source failed.',
+      help: 'Average power per RAPL domain and package since the previous scrape (at least 0.5 s; none before the run is 0.5 s old); no series for a domain whose energy did not move while reads of the source failed.',
       labelNames: names('domain', 'package'),
       registers: [building],
       collect() {

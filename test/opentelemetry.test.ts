@@ -57,6 +57,12 @@ const busy = (ms: number) => {
 };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** How long the sampler's run has gone, to its last sample. */
+function runAgeNs(s: Sampler): bigint {
+  const t = s.totals();
+  return t.timeNs - t.startNs;
+}
+
 function requestRecord(joules: number, context: unknown, now = Number(process.hrtime.bigint())): RequestRecord {
   return {
     method: 'GET',
@@ -86,7 +92,8 @@ describe('registerOpenTelemetry', () => {
     const h = registerOpenTelemetry(sampler, { meterProvider });
     cleanups.push(() => h.close());
     busy(100);
-    await sleep(20);
+    // hw.power waits for a window of 0.5 s, the first one too.
+    while (runAgeNs(sampler) < 500_000_000n) await sleep(20);
     const m1 = await collect();
     const energy = m1.get('hw.energy')!;
     expect(energy.descriptor.unit).toBe('J');
@@ -176,6 +183,8 @@ describe('registerOpenTelemetry', () => {
     // The counters stand still from here: wait until the sampler has read every new value.
     const deadline = Date.now() + 10_000;
     while (sampler.totals().readings.reduce((a, r) => a + r.joules, 0) < 53 && Date.now() < deadline) await sleep(5);
+    // And for the first power window's 0.5 s.
+    while (runAgeNs(sampler) < 500_000_000n) await sleep(20);
     const before = sampler.totals();
 
     const { resourceMetrics, errors } = await reader.collect();

@@ -52,6 +52,12 @@ function busy(ms: number): void {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** How long the sampler's run has gone, to its last sample. */
+function runAgeNs(s: Sampler): bigint {
+  const t = s.totals();
+  return t.timeNs - t.startNs;
+}
+
 function span(label: string, joules: number, estimated = true): SpanResult {
   return { label, tid: process.pid, startNs: 1, endNs: 2, onCpuNs: 1, joules, dynamicJoules: null, estimated, incomplete: false };
 }
@@ -79,7 +85,11 @@ describe('registerMetrics', () => {
     const m = registerMetrics(s, { labels: { service: 'test' } });
     cleanups.push(() => m.close());
     busy(150);
-    await sleep(50);
+    // Power waits for a window of 0.5 s, the first one too (one of 6 ms read 12.46 W).
+    const early = await m.registry.metrics();
+    if (runAgeNs(s) < 500_000_000n) expect(early).not.toMatch(/^jouletrace_power_watts\{/m);
+    while (runAgeNs(s) < 500_000_000n) await sleep(20);
+    await sleep(60); // past the 50 ms a scrape reuses its reading for
     const text = await m.registry.metrics();
     const v = parse(text);
     const total = s.totals().readings.find((r) => r.domain === 'package')!.joules;
