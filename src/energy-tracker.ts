@@ -73,8 +73,9 @@ export interface EnergyReading {
   run: bigint;
   timeNs: bigint;
   /**
-   * Per domain and package: cumulative joules over the runs this tracker saw, the one in progress
-   * at its creation from that run's start (monotonic), and the joules of the current run alone.
+   * Per domain and package: cumulative joules over the runs this tracker (and the closed one it
+   * continues) saw, the one in progress at the first one's creation from that run's start
+   * (monotonic), and the joules of the current run alone.
    */
   domains: Array<{ domain: string; package: number; joules: number; runJoules: number; estimated: boolean; key: string }>;
   /** Cumulative joules of the primary domains, all packages. */
@@ -92,7 +93,7 @@ export interface EnergyReading {
  * Average power per domain between an exporter's collections, over windows of at least
  * minWindowNs, 0.5 s unless given (a scrape right after another would divide a counter step by
  * microseconds; a second scraper right after the first reuses the last figure). The first window
- * runs from the sampler's start. A domain whose energy did not move in a window where the
+ * runs from the sampler's start, and no figure comes before it is minWindowNs long. A domain whose energy did not move in a window where the
  * source's reads failed has no figure for it (not 0 W): its window stays open, and the next
  * figure covers it (not the whole catch-up over the last window alone).
  */
@@ -134,7 +135,8 @@ export class PowerWindow {
       this.#from = new Map(r.domains.map((d) => [d.key, { timeNs: r.run, joules: d.joules - d.runJoules }]));
     }
     const dtNs = r.timeNs - this.#endNs;
-    if (dtNs >= this.#minWindowNs || (this.#last.size === 0 && dtNs > 0n)) {
+    // The first window too: one of a few ms after a start divided a counter step by them.
+    if (dtNs >= this.#minWindowNs) {
       const failed = r.readErrors > this.#readErrors;
       this.#last = new Map();
       for (const d of r.domains) {
@@ -165,12 +167,26 @@ export class EnergyTracker {
   readonly #primary: string;
   readonly estimated: boolean;
   #lastReading: EnergyReading | null = null;
-  // What readThreads() was last asked for: read again at the end of each run.
+  // What readThreadsAtRunEnds() asked for: read at the end of each run.
   #threadsAsked: { top: number; named: Set<string> } | undefined;
   readonly #unsubscribe: () => void;
 
-  constructor(sampler: Sampler) {
+  /**
+   * `continues`: a closed tracker of the same sampler whose accumulations this one takes over,
+   * for a new registration in the registry or meter of a closed one. Afresh, the series counted
+   * the run in progress from its start again: down from what the closed one had exported (a
+   * restart before), and its energy counted twice by rate() and delta temporality. Taken over,
+   * they go on from the closed one's last read: the run it read last counts on from there, and a
+   * run that ended after its close() counts only up to that read.
+   */
+  constructor(sampler: Sampler, continues?: EnergyTracker) {
     this.sampler = sampler;
+    if (continues) {
+      this.#acc = continues.#acc;
+      this.#threadAcc = continues.#threadAcc;
+      this.#threadNames = continues.#threadNames;
+      this.#lastReading = continues.#lastReading;
+    }
     this.#threads = hasThreads(sampler);
     this.#primary = primaryDomain(sampler);
     this.estimated = sampler.domains.some((d) => d.estimated);
@@ -186,6 +202,15 @@ export class EnergyTracker {
   /** Stops reading at the ends of the sampler's runs (the exporter closed). */
   close(): void {
     this.#unsubscribe();
+  }
+
+  /**
+   * Calls readThreads(top, named) at the end of every run from now on, for an exporter with a
+   * per-thread metric. Declared at its registration, not learnt from its first collection: a
+   * run that ended (stop(), close()) before that lost its threads' energy.
+   */
+  readThreadsAtRunEnds(top: number, named: Set<string>): void {
+    this.#threadsAsked = { top, named };
   }
 
   get attributed(): boolean {
@@ -242,7 +267,6 @@ export class EnergyTracker {
   readThreads(top: number, named: Set<string>): Map<string, number> {
     const out = new Map<string, number>();
     if (!this.#threads) return out;
-    this.#threadsAsked = { top, named };
     let threads: ReturnType<Sampler['threads']>;
     let run: bigint | undefined;
     try {

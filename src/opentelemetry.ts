@@ -155,7 +155,7 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
     );
   }
   const traces = opts.traces !== false;
-  const energy = new EnergyTracker(sampler);
+  const energy = new EnergyTracker(sampler, closedRegistrations.get(meter)?.get(sampler));
 
   const hwEnergy = meter.createObservableCounter('hw.energy', { unit: 'J', description: 'Energy consumed by the component' });
   const hwPower = meter.createObservableGauge('hw.power', { unit: 'W', description: 'Average power consumed by the component since the previous collection' });
@@ -274,6 +274,7 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
     }
   }
   if (!noop) openMeters.add(meter);
+  closedRegistrations.get(meter)?.delete(sampler);
 
   return {
     observeSpans,
@@ -284,6 +285,9 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
       openMeters.delete(meter);
       unsubscribe();
       energy.close();
+      let bySampler = closedRegistrations.get(meter);
+      if (!bySampler) closedRegistrations.set(meter, (bySampler = new WeakMap()));
+      bySampler.set(sampler, energy);
       meter.removeBatchObservableCallback(callback, observables);
       if (traces) {
         for (const h of hosts) {
@@ -305,6 +309,11 @@ const METER_METHODS = ['createObservableCounter', 'createObservableGauge', 'crea
 
 // Meters with an open registration (the SDK's getMeter() gives one meter per name and version).
 const openMeters = new WeakSet<Meter>();
+
+// What a closed registration had counted, by meter and sampler: a new registration of the same
+// sampler on the same meter reports the same streams (the SDK keeps an instrument per name), and
+// goes on from it, so that hw.energy never goes down and delta temporality counts nothing twice.
+const closedRegistrations = new WeakMap<Meter, WeakMap<Sampler, EnergyTracker>>();
 
 // The captures registrations here installed on each sampler or tracker, in order.
 const installedCaptures = new WeakMap<ContextCaptureHost, Array<() => unknown>>();

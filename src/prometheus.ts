@@ -159,7 +159,8 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   const requestBuckets = checkBuckets('options.requestBuckets', opts.requestBuckets, REQUEST_BUCKETS);
   const carbon = opts.carbon === undefined ? undefined : carbonIntensity(opts.carbon as CarbonIntensityOptions, 'options.carbon');
 
-  const energy = new EnergyTracker(sampler);
+  const carried = closedRegistrations.get(registry)?.get(sampler);
+  const energy = new EnergyTracker(sampler, carried?.energy);
   const estimatedSource = energy.estimated;
   const constNames = Object.keys(constLabels);
   const labels = (l: Record<string, string | number>, estimated = estimatedSource): Record<string, string | number> =>
@@ -191,7 +192,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   reg(
     new Counter({
       name: `${prefix}energy_joules_total`,
-      help: "Energy measured per RAPL domain and package over the sampler's runs seen by this exporter, the one in progress at registration from its start (domains overlap: package includes core and uncore).",
+      help: "Energy measured per RAPL domain and package over the sampler's runs seen by this exporter (and the closed one in this registry it goes on from), the one in progress at the first registration from its start (domains overlap: package includes core and uncore).",
       labelNames: names('domain', 'package', 'source'),
       registers: [building],
       collect() {
@@ -203,14 +204,14 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     }),
   );
 
-  // Power: average over the time since the previous scrape (at least 0.5 s; the first scrape
-  // averages since the sampler's run started). A figure per scrape interval integrates exactly to
+  // Power: average over the time since the previous scrape (at least 0.5 s; the first figure,
+  // once the run is 0.5 s old, averages since its start). A figure per scrape interval integrates exactly to
   // the energy counter, unlike an instantaneous reading.
   const power = new PowerWindow();
   reg(
     new Gauge({
       name: `${prefix}power_watts`,
-      help: 'Average power per RAPL domain and package since the previous scrape (at least 0.5 s); no series for a domain whose energy did not move while reads of the source failed.',
+      help: 'Average power per RAPL domain and package since the previous scrape (at least 0.5 s; none before the run is 0.5 s old); no series for a domain whose energy did not move while reads of the source failed.',
       labelNames: names('domain', 'package'),
       registers: [building],
       collect() {
@@ -225,6 +226,8 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     }),
   );
 
+  // The thread names with a series of their own.
+  const named = carried?.named ?? new Set<string>();
   if (energy.attributed) {
     reg(
       new Counter({
@@ -240,7 +243,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
         },
       }),
     );
-    const named = new Set<string>();
+    energy.readThreadsAtRunEnds(topThreads, named);
     reg(
       new Counter({
         name: `${prefix}thread_energy_joules_total`,
@@ -302,7 +305,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   incompleteRequests.inc(labels({}), 0);
 
   // Sampler health.
-  const health = new EnergyHealth(sampler);
+  const health = new EnergyHealth(sampler, carried?.health);
   reg(
     new Counter({
       name: `${prefix}samples_total`,
@@ -444,10 +447,9 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     );
   }
 
+  const carbonAcc = carried?.carbon ?? { pending: new Map<string, number>(), lastJoules: new Map<string, number>(), grams: new Map<string, number>() };
   if (carbon) {
-    const pending = new Map<string, number>();
-    const lastJoules = new Map<string, number>();
-    const grams = new Map<string, number>();
+    const { pending, lastJoules, grams } = carbonAcc;
     reg(
       new Counter({
         name: `${prefix}carbon_grams_total`,
@@ -565,6 +567,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     throw err;
   }
   for (const m of built) registry.registerMetric(m);
+  closedRegistrations.get(registry)?.delete(sampler);
   let closed = false;
   return {
     registry,
@@ -577,9 +580,22 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
       release();
       cached = null;
       for (const name of metricNames) registry.removeSingleMetric(name);
+      let bySampler = closedRegistrations.get(registry);
+      if (!bySampler) closedRegistrations.set(registry, (bySampler = new WeakMap()));
+      bySampler.set(sampler, { energy, health, named, carbon: carbonAcc });
     },
   };
 }
+
+/**
+ * What a closed registration had counted, by registry and sampler: a new registration of the
+ * same sampler in the same registry goes on from it, so that its counters (same names, same
+ * series) never go down and count nothing twice. Weak: a registry or sampler dropped takes it.
+ */
+const closedRegistrations = new WeakMap<
+  Registry,
+  WeakMap<Sampler, { energy: EnergyTracker; health: EnergyHealth; named: Set<string>; carbon: { pending: Map<string, number>; lastJoules: Map<string, number>; grams: Map<string, number> } }>
+>();
 
 /** Sampler statistics accumulated across restarts (samples and drops restart at each start()). */
 class EnergyHealth {
@@ -595,8 +611,10 @@ class EnergyHealth {
   #intervalUs = 0;
   readonly #unsubscribe: () => void;
 
-  constructor(sampler: Sampler) {
+  /** `continues`: a closed one whose totals this one goes on from (see EnergyTracker's). */
+  constructor(sampler: Sampler, continues?: EnergyHealth) {
     this.#sampler = sampler;
+    if (continues) this.#acc = continues.#acc;
     // A run's counts start afresh at the next start(): read at its end (not from the cache), what
     // was taken since the last scrape counts too.
     this.#unsubscribe = sampler.onRunEnd(() => {

@@ -149,12 +149,52 @@ describeGated('deploy/ with promtool and Prometheus', missing ?? undefined, tool
     expect(r.status).toBe(0);
   });
 
-  it('alert rules pass their promtool unit tests (0.15 J/request for 10m → P2)', () => {
+  // An idle instance (no request) read +Inf J per request and paged; a quiet one paged for the
+  // energy it spends between requests.
+  it('alert rules pass their promtool unit tests (0.15 J/request for 10m at 1 request/s or more → P2; no ratio without requests)', () => {
     const r = promtool('test', 'rules', 'jouletrace-rules.test.yml');
     expect(r.out).toContain('SUCCESS');
     expect(r.status).toBe(0);
     const text = fs.readFileSync(rules, 'utf8');
-    expect(text).toMatch(/expr: job_instance:app_joules_per_request:rate5m > 0\.15\n\s+for: 10m\n\s+labels:\n\s+severity: P2/);
+    expect(text).toMatch(
+      /expr: \|\n\s+job_instance:app_joules_per_request:rate5m > 0\.15\n\s+and on \(job, instance\)\n\s+sum by \(job, instance\) \(rate\(app_requests_total\[5m\]\)\) >= 1\n\s+for: 10m\n\s+labels:\n\s+severity: P2/,
+    );
+    const test = fs.readFileSync(path.join(deploy, 'prometheus', 'jouletrace-rules.test.yml'), 'utf8');
+    for (const instance of ['idle:9464', 'sparse:9464', 'slow:9464']) expect(test).toContain(`instance="${instance}"`);
+  });
+
+  // The dashboard's article panel divided by a zero request rate: +Inf for an idle instance.
+  it("the dashboard's joules-per-request panel shows nothing for an instance without requests", () => {
+    const panel = dashboard.panels.find((p) => /article/.test(p.title))!;
+    const expr = substitute(panel.targets![0].expr);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-panel-'));
+    try {
+      const series = (name: string, instance: string, values: string) => `      - series: '${name}{job="api", instance="${instance}"}'\n        values: '${values}'`;
+      const test = [
+        'rule_files: []',
+        'evaluation_interval: 1m',
+        'tests:',
+        '  - interval: 1m',
+        '    input_series:',
+        series('app_energy_joules_total', 'idle:9464', '0+0.5x20'),
+        series('app_requests_total', 'idle:9464', '0x20'),
+        series('app_energy_joules_total', 'busy:9464', '0+12x20'),
+        series('app_requests_total', 'busy:9464', '0+60x20'),
+        '    promql_expr_test:',
+        `      - expr: ${JSON.stringify(expr)}`,
+        '        eval_time: 10m',
+        '        exp_samples:',
+        `          - labels: '{job="api", instance="busy:9464"}'`,
+        '            value: 0.2',
+        '',
+      ].join('\n');
+      fs.writeFileSync(path.join(dir, 'panel.test.yml'), test);
+      const r = spawnSync(findBinary('promtool')!, ['test', 'rules', 'panel.test.yml'], { encoding: 'utf8', cwd: dir });
+      expect(`${r.stdout}${r.stderr}`).toContain('SUCCESS');
+      expect(r.status).toBe(0);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('promtool test rules fails when an expectation is wrong (the tests can fail)', () => {

@@ -77,11 +77,14 @@ describe('PowerWindow', () => {
     // A collection before start() reads times of 0: no window may start there.
     expect(w.update(reading(0n, 0n, 0)).size).toBe(0);
     const t0 = 5000n * S; // the machine has been up for 5,000 s
-    expect(w.update(reading(t0, t0 + S / 10n, 1.2)).get('package:0')).toBeCloseTo(12);
+    // The first window as well: 6 ms after the start, one counter step over them read 12.46 W.
+    expect(w.update(reading(t0, t0 + S / 10n, 2.5)).size).toBe(0);
+    // 0.5 s after the start: 6 J / 0.5 s, the energy before the last update included.
+    expect(w.update(reading(t0, t0 + S / 2n, 6)).get('package:0')).toBeCloseTo(12);
     // 0.1 s later: too short a window; the previous figure stands.
-    expect(w.update(reading(t0, t0 + S / 5n, 3)).get('package:0')).toBeCloseTo(12);
-    // 0.5 s after the last window: (7.2 − 1.2) J / 0.5 s.
-    expect(w.update(reading(t0, t0 + (6n * S) / 10n, 7.2)).get('package:0')).toBeCloseTo(12);
+    expect(w.update(reading(t0, t0 + (6n * S) / 10n, 7)).get('package:0')).toBeCloseTo(12);
+    // 0.5 s after the last window: (11 − 6) J / 0.5 s.
+    expect(w.update(reading(t0, t0 + S, 11)).get('package:0')).toBeCloseTo(10);
   });
 
   it('shows no power while the sampler is stopped, and measures a new run from its start', () => {
@@ -118,12 +121,14 @@ describe('PowerWindow', () => {
   // window starts from the energy before it, and no earlier run's figure stands for it.
   it.each([
     ['measures a new run from the energy before it', 12, 10n, S, 26, 6, 6],
-    ["never shows the last run's power for a new one", 18, 5n, S / 5n, 20.4, 2.4, 12],
+    ["never shows the last run's power for a new one", 18, 5n, (6n * S) / 10n, 25.2, 7.2, 12],
   ])("%s, though the run's end was never seen here", (_what, first, gapS, into, joules, runJoules, watts) => {
     const w = new PowerWindow(S / 2n);
     const t0 = 100n * S;
     expect(w.update(reading(t0, t0 + S, first)).get('package:0')).toBeCloseTo(first);
     const t1 = t0 + gapS * S;
+    // 0.2 s into the new run: no figure yet, and none of the last run's either.
+    expect(w.update(reading(t1, t1 + S / 5n, joules - runJoules + runJoules / 3, true, runJoules / 3)).size).toBe(0);
     expect(w.update(reading(t1, t1 + into, joules, true, runJoules)).get('package:0')).toBeCloseTo(watts);
   });
 });

@@ -57,6 +57,12 @@ const busy = (ms: number) => {
 };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** How long the sampler's run has gone, to its last sample. */
+function runAgeNs(s: Sampler): bigint {
+  const t = s.totals();
+  return t.timeNs - t.startNs;
+}
+
 function requestRecord(joules: number, context: unknown, now = Number(process.hrtime.bigint())): RequestRecord {
   return {
     method: 'GET',
@@ -86,7 +92,8 @@ describe('registerOpenTelemetry', () => {
     const h = registerOpenTelemetry(sampler, { meterProvider });
     cleanups.push(() => h.close());
     busy(100);
-    await sleep(20);
+    // hw.power waits for a window of 0.5 s, the first one too.
+    while (runAgeNs(sampler) < 500_000_000n) await sleep(20);
     const m1 = await collect();
     const energy = m1.get('hw.energy')!;
     expect(energy.descriptor.unit).toBe('J');
@@ -176,6 +183,8 @@ describe('registerOpenTelemetry', () => {
     // The counters stand still from here: wait until the sampler has read every new value.
     const deadline = Date.now() + 10_000;
     while (sampler.totals().readings.reduce((a, r) => a + r.joules, 0) < 53 && Date.now() < deadline) await sleep(5);
+    // And for the first power window's 0.5 s.
+    while (runAgeNs(sampler) < 500_000_000n) await sleep(20);
     const before = sampler.totals();
 
     const { resourceMetrics, errors } = await reader.collect();
@@ -431,6 +440,47 @@ describe('registerOpenTelemetry', () => {
     }
     expect(warnings).toHaveLength(2);
     expect(warnings[0]).toContain('found no global MeterProvider; no metric will be exported. Start the OpenTelemetry SDK first, or pass options.meterProvider');
+  });
+
+  // A new registration counted the run in progress from its start again: after a restart,
+  // hw.energy went down on its stream (9.77 → 3.79 J), and delta temporality counted 4.32 J where
+  // 0.95 J was new.
+  it("goes on from a closed registration's figures on the same meter: hw.energy never goes down, nothing counted twice", async () => {
+    for (const temporality of [AggregationTemporality.CUMULATIVE, AggregationTemporality.DELTA]) {
+      const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'off' }).start();
+      const reader = new ManualReader({ aggregationTemporalitySelector: () => temporality });
+      const meterProvider = new MeterProvider({ readers: [reader] });
+      cleanups.push(() => sampler.close(), () => meterProvider.shutdown());
+      const energy = async (): Promise<number> => {
+        const { resourceMetrics } = await reader.collect();
+        const points = resourceMetrics.scopeMetrics.flatMap((sm) => sm.metrics).filter((m) => m.descriptor.name === 'hw.energy').flatMap((m) => m.dataPoints as Array<{ value: unknown }>);
+        expect(points).toHaveLength(1);
+        return points[0].value as number;
+      };
+      let h = registerOpenTelemetry(sampler, { meterProvider, traces: false });
+      cleanups.push(() => h.close());
+      busy(100);
+      const first = await energy();
+      sampler.stop();
+      const run1 = sampler.totals().readings[0].joules;
+      sampler.start();
+      busy(50);
+      const second = await energy();
+      h.close();
+      h = registerOpenTelemetry(sampler, { meterProvider, traces: false });
+      busy(20);
+      const third = await energy();
+      const measured = run1 + sampler.totals().readings[0].joules;
+      if (temporality === AggregationTemporality.CUMULATIVE) {
+        expect(second).toBeGreaterThan(first);
+        expect(third).toBeGreaterThanOrEqual(second);
+        expect(third).toBeLessThanOrEqual(measured + 1e-9);
+      } else {
+        for (const d of [first, second, third]) expect(d).toBeGreaterThanOrEqual(0);
+        expect(first + second + third).toBeGreaterThan(run1);
+        expect(first + second + third).toBeLessThanOrEqual(measured + 1e-9);
+      }
+    }
   });
 
   // A tracer that was no tracer failed inside an onSpan listener, which ended the process; a

@@ -52,6 +52,12 @@ function busy(ms: number): void {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** How long the sampler's run has gone, to its last sample. */
+function runAgeNs(s: Sampler): bigint {
+  const t = s.totals();
+  return t.timeNs - t.startNs;
+}
+
 function span(label: string, joules: number, estimated = true): SpanResult {
   return { label, tid: process.pid, startNs: 1, endNs: 2, onCpuNs: 1, joules, dynamicJoules: null, estimated, incomplete: false };
 }
@@ -79,7 +85,11 @@ describe('registerMetrics', () => {
     const m = registerMetrics(s, { labels: { service: 'test' } });
     cleanups.push(() => m.close());
     busy(150);
-    await sleep(50);
+    // Power waits for a window of 0.5 s, the first one too (one of 6 ms read 12.46 W).
+    const early = await m.registry.metrics();
+    if (runAgeNs(s) < 500_000_000n) expect(early).not.toMatch(/^jouletrace_power_watts\{/m);
+    while (runAgeNs(s) < 500_000_000n) await sleep(20);
+    await sleep(60); // past the 50 ms a scrape reuses its reading for
     const text = await m.registry.metrics();
     const v = parse(text);
     const total = s.totals().readings.find((r) => r.domain === 'package')!.joules;
@@ -276,6 +286,68 @@ describe('registerMetrics', () => {
     await sleep(30);
     const v2 = parse(await m.registry.metrics());
     for (const k of threadKeys) expect(v2.get(k)!).toBeGreaterThanOrEqual(v1.get(k)!);
+  });
+
+  // The end-of-run read of the threads waited for a first scrape: a run that ended before it (a
+  // restart, close()) lost its threads' energy (2.5 J of the process's, 0.3 J in thread series).
+  it("counts a run's thread energy though no scrape came before its end (restart, close())", async () => {
+    const threadSum = async (m: { registry: Registry }) => sumOf(parse(await m.registry.metrics()), 'jouletrace_thread_energy_joules_total');
+    const processPart = async (m: { registry: Registry }) =>
+      parse(await m.registry.metrics()).get('jouletrace_process_energy_joules_total{part="process",estimated="true"}')!;
+    const restarted = sampler().start();
+    const m1 = registerMetrics(restarted);
+    cleanups.push(() => m1.close());
+    busy(150);
+    restarted.stop();
+    restarted.start();
+    busy(30);
+    restarted.stop();
+    const p1 = await processPart(m1);
+    expect(p1).toBeGreaterThan(0);
+    expect(await threadSum(m1)).toBeCloseTo(p1, 6);
+
+    const closed = sampler().start();
+    const m2 = registerMetrics(closed);
+    cleanups.push(() => m2.close());
+    busy(100);
+    closed.close();
+    const p2 = await processPart(m2);
+    expect(p2).toBeGreaterThan(0);
+    expect(await threadSum(m2)).toBeCloseTo(p2, 6);
+  });
+
+  // A new registration counted the run in progress from its start again: after a restart, the
+  // energy series went down (7.48 → 3.76 J), and rate() counted the new run's energy twice.
+  it("goes on from a closed registration's counters in the same registry: never down, nothing counted twice", async () => {
+    const s = sampler().start();
+    const registry = new Registry();
+    const carbon = { gramsPerKwh: 400 };
+    let m = registerMetrics(s, { registry, carbon });
+    cleanups.push(() => m.close());
+    const energyKey = 'jouletrace_energy_joules_total{domain="package",package="0",source="model",estimated="true"}';
+    const counters = (v: Map<string, number>) =>
+      new Map([...v].filter(([k]) => /^(jouletrace_(energy|process_energy|thread_energy|carbon_grams|samples)|app_energy)_/.test(k)));
+    busy(100);
+    s.stop();
+    const run1 = s.totals().readings[0].joules;
+    s.start();
+    busy(50);
+    const before = counters(parse(await registry.metrics()));
+    expect(before.get(energyKey)).toBeGreaterThan(run1);
+    m.close();
+    m = registerMetrics(s, { registry, carbon });
+    busy(20);
+    const after = counters(parse(await registry.metrics()));
+    const measured = run1 + s.totals().readings[0].joules;
+    expect([...after.keys()].sort()).toEqual([...before.keys()].sort());
+    for (const [k, v] of before) expect({ k, v: after.get(k)! >= v }).toEqual({ k, v: true });
+    expect(after.get(energyKey)).toBeLessThanOrEqual(measured + 1e-9);
+    // Another registry has series of its own: they count the run in progress from its start.
+    const other = registerMetrics(s, { registry: new Registry(), appMetrics: false });
+    cleanups.push(() => other.close());
+    const fresh = parse(await other.registry.metrics()).get(energyKey)!;
+    expect(fresh).toBeGreaterThan(0);
+    expect(fresh).toBeLessThanOrEqual(s.totals().readings[0].joules);
   });
 
   it('turns spans and requests into histograms and the app_* metrics', async () => {
