@@ -167,7 +167,7 @@ void SpanEngine::primeNewLogs(const AttributionEngine& attr) {
   }
 }
 
-void SpanEngine::step(uint64_t now, const AttributionEngine& attr, bool final) {
+void SpanEngine::step(uint64_t now, const AttributionEngine& attr, bool final, bool readFailed) {
   std::lock_guard<std::mutex> lock(mu_);
   lastStepNs_ = now;
   finalStepDone_ = final;
@@ -186,7 +186,7 @@ void SpanEngine::step(uint64_t now, const AttributionEngine& attr, bool final) {
   for (auto& [id, log] : logs_) {
     retryBacklog(log);
     drain(log);
-    record(log, now, attr);
+    record(log, now, attr, readFailed);
     measureDensity(log, final);
     settleExclusive(log, final, now);
   }
@@ -259,9 +259,10 @@ void SpanEngine::drain(Log& log) {
   storeRelease(b, kSpanEvTail, int32_t(tail));
 }
 
-void SpanEngine::record(Log& log, uint64_t now, const AttributionEngine& attr) {
+void SpanEngine::record(Log& log, uint64_t now, const AttributionEngine& attr, bool readFailed) {
   Point p{};
   p.t = now;
+  p.readFailed = readFailed;
   p.density = 1.0;
   p.basePerCpu = basePerCpu_;
   if (const ThreadEnergy* t = attr.findThreadUnlocked(log.tid)) {
@@ -354,7 +355,7 @@ void SpanEngine::measureDensity(Log& log, bool final) {
 void SpanEngine::chargeInterval(const Point& a, const Point& b, uint64_t t0, uint64_t t1, Charge* out) {
   const uint64_t from = std::max(t0, a.t), to = std::min(t1, b.t);
   if (to <= from) return;
-  if (b.unknown || a.unknown) {
+  if (b.unknown || a.unknown || b.readFailed) {
     out->unmeasured++;
     return;
   }
@@ -618,7 +619,7 @@ void SpanEngine::settleShared(Log& log, bool final, uint64_t now) {
     const Point& pb = hist(log, k);
     const uint64_t a = pa.t, b = pb.t;
     if (b <= a) continue;
-    log.inUnknown = pb.unknown || pa.unknown;
+    log.inUnknown = pb.unknown || pa.unknown || pb.readFailed;
     if (log.inUnknown) log.unknownIntervals++;
     else log.knownIntervals++;
     // The thread's energy and on-CPU time in the interval, spread evenly over it (the pool's:

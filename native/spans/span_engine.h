@@ -68,7 +68,9 @@ class SpanEngine {
   // settle complete.
   void primeNewLogs(const AttributionEngine& attr);
   // Sampler thread, after each attribution step. final: the run ends, settle everything.
-  void step(uint64_t nowNs, const AttributionEngine& attr, bool final);
+  // readFailed: the source's energy for the interval ending now is not known (a read at either
+  // end of it failed): spans over it settle unmeasured there, as over an untracked thread.
+  void step(uint64_t nowNs, const AttributionEngine& attr, bool final, bool readFailed);
 
   uint64_t settledCount() const { return settled_.load(std::memory_order_relaxed); }
   // The thread that owns a channel, after stop(): writes its results still waiting for room in
@@ -110,6 +112,10 @@ class SpanEngine {
     // figures here are the last known ones, and the interval ending here is unmeasured. A span
     // over it settles incomplete, not as 0 J spent.
     bool unknown = false;
+    // The source's energy over the interval ending here is unknown (a read at either end of it
+    // failed: the counter held its last value, and the next good read holds the gap's energy).
+    // For every channel alike; unmeasured, as for unknown.
+    bool readFailed = false;
     // What a span covering every interval up to here would have been charged since the history
     // began (valid up to Log::exclusiveUpTo, like density). A span is charged its two end
     // intervals and the difference of these between them: a span open for 2 s at 100 µs was
@@ -188,7 +194,7 @@ class SpanEngine {
   };
 
   void drain(Log& log);
-  void record(Log& log, uint64_t now, const AttributionEngine& attr);
+  void record(Log& log, uint64_t now, const AttributionEngine& attr, bool readFailed = false);
   void measureDensity(Log& log, bool final);
   void settleExclusive(Log& log, bool final, uint64_t now);
   void accountShared(Log& log, bool final, uint64_t now);
