@@ -20,7 +20,7 @@ import type { Sampler } from './sampler';
 import { callListeners } from './listeners';
 import { native } from './native';
 import { checkTracked, connectionOf, releaseResponseWatch, retainResponseWatch, watchedFor, watchResponse } from './response-end';
-import { FLAG_AGGREGATED, FLAG_ESTIMATED, FLAG_INCOMPLETE, outsideRequests, ROUTE_SUMMARY_WORDS, slotOfHandle, SPAN_SLOTS, type NumericResultListener, type SpanChannel } from './span-channel';
+import { CALLBACK_LABEL, FLAG_AGGREGATED, FLAG_ESTIMATED, FLAG_INCOMPLETE, outsideRequests, ROUTE_SUMMARY_WORDS, slotOfHandle, SPAN_SLOTS, type NumericResultListener, type SpanChannel } from './span-channel';
 import { EXACT_REQUEST_TOKEN, OTHER_ROUTE, UNMATCHED_ROUTE, UNROUTED, type RequestRecord, type RouteStats } from './span-types';
 
 export type RequestMode = 'shared' | 'exact';
@@ -221,7 +221,7 @@ export class RequestTracker {
       return;
     }
     try {
-      const h = this.#channel.beginInternal('(request callback)');
+      const h = this.#channel.beginInternal(CALLBACK_LABEL);
       if (h === 0) {
         p.incomplete = true; // every span slot taken: this callback is not measured (and counted)
         return;

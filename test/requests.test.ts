@@ -1601,6 +1601,44 @@ describeBpf('requests on a thread the tracker had no slot for', () => {
   });
 });
 
+describe("request tracking beside users' span labels", () => {
+  // Requests' spans had labels of their own, interned at their first use: once users' labels had
+  // reached the limit, every shared-mode request begun through beginShared() threw RangeError out
+  // of track(), and exact mode's callbacks went unmeasured.
+  it("tracks requests in either mode once the thread's span labels are used up", async () => {
+    const { sampler, tracker, ch, records, settled } = exactProcfs();
+    const shared = new RequestTracker(sampler);
+    cleanups.push(() => shared.close());
+    const sharedRecords: RequestRecord[] = [];
+    shared.onRequest((rs) => sharedRecords.push(...rs));
+    sampler.start();
+    let last = 0;
+    for (let i = 0; i < 65_536; i++) sampler.end((last = sampler.begin(`path ${i}`)));
+    await sampler.settle(last);
+    expect(() => sampler.begin('one more')).toThrow(RangeError);
+    // The result timer idle, a request begins through beginShared(), as after any quiet spell.
+    await until(() => !ch.polling);
+    expect(ch.polling).toBe(false);
+    const t = shared.start('GET', '/shared')!;
+    busy(2);
+    shared.end(t, 200);
+    // Begun in a callback, as a server's request is: that callback is its first span.
+    const e = await new Promise<RequestToken>((resolve) => setTimeout(() => resolve(tracker.start('GET', '/exact')!), 0));
+    await until(() => settled.callbacks === 1);
+    tracker.end(e, 200);
+    await until(() => sharedRecords.length === 1 && records.length === 1);
+    sampler.stop();
+    for (const r of [...sharedRecords, ...records]) {
+      expect(r, JSON.stringify(r)).toMatchObject({ incomplete: false });
+      expect(r.joules, JSON.stringify(r)).toBeGreaterThan(0);
+    }
+    expect([...sharedRecords, ...records].map((r) => [r.route, r.mode])).toEqual([
+      ['/shared', 'shared'],
+      ['/exact', 'exact'],
+    ]);
+  });
+});
+
 describe('exact mode edges', () => {
   // serverless-http and other adapters build the response themselves; its status is theirs.
   it.each(['shared', 'exact'] as const)('%s mode: ends a request whose response holds no HTTP status, as status 0', async (mode) => {
