@@ -2,9 +2,10 @@
 //
 // 'shared' (default): a request is a shared span on the thread that handles it. Each sampling
 //   interval's energy of that thread plus libuv's thread pool is spread evenly over the interval
-//   and, at each moment, divided equally among the requests in flight. Overlapping requests
-//   therefore split the energy spent while they overlapped, and the sum over requests equals the
-//   thread group's energy while any request was in flight. Cheap: two span events per request;
+//   and, at each moment, divided equally among the requests in flight (the pool's, which serves
+//   every thread, among those on all of the sampler's threads: charged once). Overlapping
+//   requests therefore split the energy spent while they overlapped, and the sum over requests
+//   equals the threads' and the pool's energy while any request was in flight. Cheap: two span events per request;
 //   the sampler thread adds each to its route's aggregate, and writes its result back only when
 //   onRequest listeners want records.
 // 'exact': every callback that runs in a request's async context (AsyncLocalStorage) is an
@@ -19,7 +20,7 @@ import type { Sampler } from './sampler';
 import { callListeners } from './listeners';
 import { native } from './native';
 import { checkTracked, connectionOf, releaseResponseWatch, retainResponseWatch, watchedFor, watchResponse } from './response-end';
-import { FLAG_AGGREGATED, FLAG_ESTIMATED, FLAG_INCOMPLETE, outsideRequests, ROUTE_SUMMARY_WORDS, slotOfHandle, SPAN_SLOTS, type NumericResultListener, type SpanChannel } from './span-channel';
+import { CALLBACK_LABEL, FLAG_AGGREGATED, FLAG_ESTIMATED, FLAG_INCOMPLETE, outsideRequests, ROUTE_SUMMARY_WORDS, slotOfHandle, SPAN_SLOTS, type NumericResultListener, type SpanChannel } from './span-channel';
 import { EXACT_REQUEST_TOKEN, OTHER_ROUTE, UNMATCHED_ROUTE, UNROUTED, type RequestRecord, type RouteStats } from './span-types';
 
 export type RequestMode = 'shared' | 'exact';
@@ -220,7 +221,7 @@ export class RequestTracker {
       return;
     }
     try {
-      const h = this.#channel.beginInternal('(request callback)');
+      const h = this.#channel.beginInternal(CALLBACK_LABEL);
       if (h === 0) {
         p.incomplete = true; // every span slot taken: this callback is not measured (and counted)
         return;

@@ -177,8 +177,13 @@ const UNMEASURED = Float64Array.of(0, 0, NaN, NaN, NaN, NaN, NaN, FLAG_INCOMPLET
 // name, map entries and statistics) and up to 33 KB once busy: 2^24 could not be reached, the
 // heap ran out at about 8 million. 65,536 of them take 33 MB, within any heap Node sets.
 const MAX_LABELS = 1 << 16;
-// What a request's span is called where a label is shown (an unmeasured result's).
+// What a request's span is called where a label is shown (an unmeasured result's), and an
+// exact-mode request's callback span (RequestTracker).
 const REQUEST_LABEL = '(request)';
+export const CALLBACK_LABEL = '(request callback)';
+// Interned as each channel is made, beyond the MAX_LABELS of users' spans: request tracking
+// never finds the labels used up (every request's begin threw once users' labels reached it).
+const OWN_LABELS = [REQUEST_LABEL, CALLBACK_LABEL];
 
 /**
  * Offset from nowNs() to the sampler's CLOCK_MONOTONIC ns: 0 where libuv reads that clock (every
@@ -387,6 +392,7 @@ export class SpanChannel {
     this.#evCap = evCap;
     this.#resMask = resCap - 1;
     for (let i = 0; i < MAX_OPEN; i++) this.#free[i] = i;
+    for (const l of OWN_LABELS) this.#intern(l);
     const Channel = native().SpanChannel as new (id: number, buf: Uint8Array, offsetNs: number) => NativeChannel;
     this.#offsetNs = monotonicOffsetNs();
     const handle = new Channel(samplerId, new Uint8Array(sab), this.#offsetNs);
@@ -402,7 +408,7 @@ export class SpanChannel {
       throw new RangeError(`Expected a label of 1 to 200 characters but received ${JSON.stringify(l.slice(0, 40))} of type string`);
     }
     const id = this.#labelNames.length;
-    if (id >= MAX_LABELS) {
+    if (id >= MAX_LABELS + OWN_LABELS.length) {
       throw new RangeError(`Too many distinct span labels on this thread (${MAX_LABELS}): labels name code paths, not values (an id or a URL in a label is a leak)`);
     }
     this.#labelNames.push(l);

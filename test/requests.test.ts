@@ -222,6 +222,65 @@ describeBpf("shared mode and libuv's thread pool", () => {
     expect(r.dynamicJoules!, what).toBeLessThanOrEqual((main.joules + poolJoules) * (1 + 1e-9));
     expect(r.joules, what).toBeGreaterThan(r.dynamicJoules!); // and the baseline's share beside
   });
+
+  it('charges the pool once, among the requests in flight on every thread (the main one and a worker)', async () => {
+    const { sampler, tracker, records } = setup();
+    const tid = Number(readFileSync('/proc/thread-self/stat', 'utf8').split(' ')[0]);
+    const hash = promisify(pbkdf2);
+    await hash('warm', 'up', 1, 32, 'sha256'); // queued behind the tracker's search for the pool's threads
+    // A worker's request on the same sampler (its own span channel), in flight while the main
+    // thread's awaits the pool, and idle: libuv's pool is the process's, not a thread's. Started
+    // before the sampler, so that the threads' figures below leave out its start.
+    const index = JSON.stringify(path.join(__dirname, '..', 'dist/cjs/index.js'));
+    const code = `
+      const fs = require('node:fs');
+      const { parentPort, workerData } = require('node:worker_threads');
+      const ch = require(${index}).attachSpans(workerData);
+      let h;
+      ch.sharedListeners.add((handle, r, o) => {
+        if (handle === h) parentPort.postMessage({ onCpuNs: r[o + 4], dynamicJoules: r[o + 6], flags: r[o + 7] });
+      });
+      parentPort.on('message', (m) => {
+        if (m === 'begin') {
+          h = ch.beginShared(0);
+          parentPort.postMessage({ tid: Number(fs.readFileSync('/proc/thread-self/stat', 'utf8').split(' ')[0]) });
+        } else if (m === 'end') ch.endRequest(h, 0);
+        else parentPort.postMessage('ready');
+      });`;
+    const { Worker } = await import('node:worker_threads');
+    const w = new Worker(code, { eval: true, workerData: sampler.spanContext() });
+    cleanups.push(() => w.terminate());
+    const reply = <T>(m: string) =>
+      new Promise<T>((resolve, reject) => (w.once('message', resolve), w.once('error', reject), w.postMessage(m)));
+    await reply('ready?');
+    sampler.start();
+    await until(() => sampler.stats().timing.samples >= 3);
+    const { tid: workerTid } = await reply<{ tid: number }>('begin');
+    const pool = native().poolThreads() as number[];
+    const poolCpu = () => pool.reduce((a, t) => a + schedstatNs(t), 0);
+    const before = poolCpu();
+    const h = tracker.start('GET', '/hash')!;
+    await Promise.all([hash('one', 'salt', 300_000, 32, 'sha256'), hash('two', 'salt', 300_000, 32, 'sha256')]);
+    tracker.end(h, 200);
+    const hashed = poolCpu() - before;
+    const worker = await reply<{ onCpuNs: number; dynamicJoules: number; flags: number }>('end');
+    await recordsFor(records, 1);
+    sampler.stop();
+    expect(records).toHaveLength(1);
+    const [r] = records;
+    const rows = sampler.threads();
+    const sum = (tids: number[], f: (t: (typeof rows)[number]) => number) => rows.filter((t) => tids.includes(t.tid)).reduce((a, t) => a + f(t), 0);
+    const group = [tid, workerTid, ...pool];
+    const what = JSON.stringify({ r, worker, hashed, pool, rows: rows.filter((t) => group.includes(t.tid)) });
+    expect(r.incomplete, what).toBe(false);
+    expect(worker.flags & 1, what).toBe(0);
+    // Both were in flight while the pool hashed: they share its work, and together they hold it
+    // once, less its first interval before the sampler saw its threads run (1 ms each).
+    expect(r.onCpuNs + worker.onCpuNs, what).toBeGreaterThan(0.7 * hashed);
+    // Charged to both, they held it twice: more than the two threads and the pool ran over the run.
+    expect(r.onCpuNs + worker.onCpuNs, what).toBeLessThanOrEqual(sum(group, (t) => t.onCpuNs) * (1 + 1e-9));
+    expect(r.dynamicJoules! + worker.dynamicJoules, what).toBeLessThanOrEqual(sum(group, (t) => t.joules) * (1 + 1e-9));
+  });
 });
 
 // A record's dynamicJoules is its joules less the baseline's share (null where no baseline is
@@ -1539,6 +1598,44 @@ describeBpf('requests on a thread the tracker had no slot for', () => {
     // JSON writes NaN as null.
     expect(records).toMatchObject([{ route: '/x', statusCode: 200, joules: null, onCpuNs: null, incomplete: true }]);
     expect(m.routes).toBe(0);
+  });
+});
+
+describe("request tracking beside users' span labels", () => {
+  // Requests' spans had labels of their own, interned at their first use: once users' labels had
+  // reached the limit, every shared-mode request begun through beginShared() threw RangeError out
+  // of track(), and exact mode's callbacks went unmeasured.
+  it("tracks requests in either mode once the thread's span labels are used up", async () => {
+    const { sampler, tracker, ch, records, settled } = exactProcfs();
+    const shared = new RequestTracker(sampler);
+    cleanups.push(() => shared.close());
+    const sharedRecords: RequestRecord[] = [];
+    shared.onRequest((rs) => sharedRecords.push(...rs));
+    sampler.start();
+    let last = 0;
+    for (let i = 0; i < 65_536; i++) sampler.end((last = sampler.begin(`path ${i}`)));
+    await sampler.settle(last);
+    expect(() => sampler.begin('one more')).toThrow(RangeError);
+    // The result timer idle, a request begins through beginShared(), as after any quiet spell.
+    await until(() => !ch.polling);
+    expect(ch.polling).toBe(false);
+    const t = shared.start('GET', '/shared')!;
+    busy(2);
+    shared.end(t, 200);
+    // Begun in a callback, as a server's request is: that callback is its first span.
+    const e = await new Promise<RequestToken>((resolve) => setTimeout(() => resolve(tracker.start('GET', '/exact')!), 0));
+    await until(() => settled.callbacks === 1);
+    tracker.end(e, 200);
+    await until(() => sharedRecords.length === 1 && records.length === 1);
+    sampler.stop();
+    for (const r of [...sharedRecords, ...records]) {
+      expect(r, JSON.stringify(r)).toMatchObject({ incomplete: false });
+      expect(r.joules, JSON.stringify(r)).toBeGreaterThan(0);
+    }
+    expect([...sharedRecords, ...records].map((r) => [r.route, r.mode])).toEqual([
+      ['/shared', 'shared'],
+      ['/exact', 'exact'],
+    ]);
   });
 });
 

@@ -6,11 +6,12 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
-import { attachSpans, Sampler, type SpanResult } from '../src/index';
+import { attachSpans, RequestTracker, Sampler, type RequestRecord, type SpanResult } from '../src/index';
 import { native } from '../src/native';
 import { describeBpf } from './fixtures/bpf-required';
 import { busyCpu } from './fixtures/cpu-busy';
 import { createEmulatedMsr, MSR } from './fixtures/emulated-devices';
+import { until } from './fixtures/request-endings';
 import { nativeHandleOf } from '../src/native-handles';
 import { eventCheck } from '../src/span-channel';
 
@@ -1107,6 +1108,94 @@ describeBpf('spans at 10 kHz against a counter that moves every millisecond', ()
       const zero = measured.filter((r) => r.joules === 0).length;
       // Before: about 90% at 0 J. A few may still fall where the writer paused (a timer late).
       expect(zero / measured.length).toBeLessThan(0.2);
+    } finally {
+      e.close();
+    }
+  });
+});
+
+// A failed read leaves the counter at its last value, and the next good read holds the gap's
+// energy. Spans over the failed stretch settled as 0 J, complete, and the span over the recovery
+// took the gap's energy as its own.
+describe('spans and requests over failed reads of the source', () => {
+  it('settle unmeasured where the reads failed (NaN, incomplete), and incomplete over the recovery, never as 0 J', async () => {
+    const e = createEmulatedMsr({ vendor: 'intel', cpus: 2 });
+    try {
+      let ticks = 1000;
+      const write = () => {
+        for (const cpu of [0, 1]) {
+          e.write(cpu, MSR.INTEL_UNIT, (0xa << 16) | (14 << 8) | 3);
+          e.write(cpu, MSR.INTEL_PKG, ticks);
+        }
+      };
+      write();
+      const s = sampler({ source: 'msr', ...e.options, cpuIdentity: { vendor: 'intel', family: 6, model: 0x5e }, threads: 'procfs' });
+      const tracker = new RequestTracker(s);
+      const records: RequestRecord[] = [];
+      tracker.onRequest((rs) => records.push(...rs));
+      s.start();
+      // Attribution steps so far: the sampler thread's, which a loaded machine may delay.
+      const steps = () => nativeHandleOf<{ stats(): { timing: { attributionSteps: number } } }>(s).stats().timing.attributionSteps;
+      // Spins until n more steps have come, the counter moving every half millisecond as the
+      // hardware's would (its reads succeed meanwhile).
+      const spinSteps = (n: number) => {
+        const want = steps() + n;
+        for (let next = 0; steps() < want; ) {
+          if (performance.now() < next) continue;
+          ticks += 1000;
+          e.write(0, MSR.INTEL_PKG, ticks);
+          next = performance.now() + 0.5;
+        }
+      };
+      // n more failed reads: past 50, at least one attribution step (at most 20 ms apart while
+      // the counter stands still), on a failed read.
+      const failedReads = async (n: number) => {
+        const from = s.stats().timing.readErrors;
+        await until(() => s.stats().timing.readErrors >= from + n);
+      };
+      spinSteps(3);
+      const ok = s.begin('ok');
+      busy(20);
+      spinSteps(2); // its end in an interval whose reads succeeded
+      s.end(ok);
+      spinSteps(2);
+      e.truncate(0);
+      e.truncate(1);
+      await failedReads(50);
+      const during = s.begin('during');
+      const request = tracker.start('GET', '/during')!;
+      busy(30);
+      tracker.end(request, 200);
+      s.end(during);
+      await failedReads(50);
+      const across = s.begin('across');
+      ticks += 100_000; // back, with the gap's energy
+      write();
+      spinSteps(3); // the recovery, then intervals read whole
+      busy(10);
+      spinSteps(2);
+      s.end(across);
+      spinSteps(2);
+      const after = s.begin('after');
+      busy(20);
+      spinSteps(2);
+      s.end(after);
+      const [rOk, rDuring, rAcross, rAfter] = await Promise.all([ok, during, across, after].map((h) => s.settle(h)));
+      await until(() => records.length === 1);
+      s.stop();
+      tracker.close();
+      const what = JSON.stringify({ rOk, rDuring, rAcross, rAfter, records, readErrors: s.stats().timing.readErrors });
+      expect(rOk, what).toMatchObject({ incomplete: false });
+      expect(rOk.joules, what).toBeGreaterThan(0);
+      // Nothing of it was measured: not 0 J.
+      expect(rDuring, what).toMatchObject({ incomplete: true, joules: NaN, onCpuNs: NaN });
+      expect(records, what).toMatchObject([{ route: '/during', incomplete: true, joules: NaN, onCpuNs: NaN }]);
+      expect(tracker.routes(), what).toEqual([]);
+      // Its intervals after the recovery were measured; the one ending at it holds the gap's energy.
+      expect(rAcross.incomplete, what).toBe(true);
+      expect(rAcross.joules, what).toBeGreaterThan(0);
+      expect(rAfter, what).toMatchObject({ incomplete: false });
+      expect(rAfter.joules, what).toBeGreaterThan(0);
     } finally {
       e.close();
     }

@@ -208,8 +208,9 @@ bool Sampler::start(SamplerError* err) {
     std::lock_guard<std::mutex> lock(trackerMu_);
     tracker_->snapshot(snap_);
     attribution_->step(pendingDelta_.data(), 0, snap_);  // reference point
-    if (spans_) spans_->step(now, *attribution_, false);  // spans begun from here on are complete
+    if (spans_) spans_->step(now, *attribution_, false, false);  // spans begun from here on are complete
   }
+  readFailedAtStep_ = false;  // start() read the source: the reference is sound
   lastAttributionTime_ = now;
   sinceAttribution_ = 0;
   lastChangeNs_ = now;
@@ -347,7 +348,8 @@ bool Sampler::targetGone(uint64_t now) {
 void Sampler::sample(uint64_t now, uint32_t flags, bool forceAttribution) {
   const size_t nd = readings_.size();
   int rc = source_->read(readings_.data());
-  if (rc != 0) {
+  const bool readFailed = rc != 0;
+  if (readFailed) {
     flags |= kFlagReadError;
     readErrors_.fetch_add(1, std::memory_order_relaxed);
   }
@@ -398,7 +400,12 @@ void Sampler::sample(uint64_t now, uint32_t flags, bool forceAttribution) {
     }
     if (spans_) spans_->primeNewLogs(*attribution_);
     attribution_->step(pendingDelta_.data(), now - lastAttributionTime_, snap_);
-    if (spans_) spans_->step(now, *attribution_, (flags & kFlagFinal) != 0);
+    // A failed read leaves the counter at its last value and the next good read holds the gap's
+    // energy, so an interval's energy is its own only where the reads at both of its ends
+    // succeeded (one failing between them loses nothing: the counters are cumulative). Spans
+    // over the others settle unmeasured, not as the 0 J, or the whole gap's joules, read there.
+    if (spans_) spans_->step(now, *attribution_, (flags & kFlagFinal) != 0, readFailedAtStep_ || readFailed);
+    readFailedAtStep_ = readFailed;
     std::fill(pendingDelta_.begin(), pendingDelta_.end(), 0);
     lastAttributionTime_ = now;
     sinceAttribution_ = 0;

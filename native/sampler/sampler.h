@@ -171,6 +171,9 @@ class Sampler {
   std::vector<size_t> primaryDomains_;
   TrackerSnapshot snap_;
   uint64_t lastAttributionTime_ = 0;
+  // The last attribution step's sample could not be read: the next interval starts from a held
+  // value (see sample()).
+  bool readFailedAtStep_ = false;
   uint32_t sinceAttribution_ = 0;
   uint64_t lastChangeNs_ = 0;  // of domain 0, for hwUpdatePeriodNs; lastAnyChangeNs_ is any domain's
   uint32_t seq_ = 0;

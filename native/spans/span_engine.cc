@@ -136,20 +136,47 @@ void SpanEngine::refreshPool(uint64_t now) {
   }
 }
 
+void SpanEngine::accumulatePool(const AttributionEngine& attr) {
+  for (uint32_t tid : poolTids_) {
+    const ThreadEnergy* t = attr.findThreadUnlocked(tid);
+    if (!t) continue;
+    const double onCpu = double(t->onCpuNs), joules = threadJoules(*t);
+    auto it = std::find_if(pool_.begin(), pool_.end(), [tid](const PoolThread& w) { return w.tid == tid; });
+    if (it == pool_.end()) {
+      pool_.push_back(PoolThread{tid, onCpu, joules});  // counted from now on
+      continue;
+    }
+    poolOnCpu_ += std::max(0.0, onCpu - it->onCpu);
+    poolJ_ += std::max(0.0, joules - it->joules);
+    it->onCpu = onCpu;
+    it->joules = joules;
+  }
+}
+
 void SpanEngine::primeNewLogs(const AttributionEngine& attr) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!lastStepNs_) return;
+  bool fresh = false;
+  for (auto& [id, log] : logs_) fresh = fresh || !log.primed;
+  if (!fresh) return;
+  // The pool's threads as of the last step (attr holds its figures still), so that the first
+  // interval of a channel added while there were none counts the pool's increments in it.
+  accumulatePool(attr);
   for (auto& [id, log] : logs_) {
     if (!log.primed) record(log, lastStepNs_, attr);
   }
 }
 
-void SpanEngine::step(uint64_t now, const AttributionEngine& attr, bool final) {
+void SpanEngine::step(uint64_t now, const AttributionEngine& attr, bool final, bool readFailed) {
   std::lock_guard<std::mutex> lock(mu_);
   lastStepNs_ = now;
   finalStepDone_ = final;
-  if (logs_.empty()) return;
+  if (logs_.empty()) {
+    pool_.clear();  // unwatched meanwhile: a channel added later counts the pool from then on
+    return;
+  }
   refreshPool(now);
+  accumulatePool(attr);
   baselinePerCpuW_ = attr.baselineWattsSum(primary_) / double(cpuCount_);
   double charged = 0;
   const std::vector<DomainParts>& parts = attr.partsUnlocked();
@@ -159,11 +186,15 @@ void SpanEngine::step(uint64_t now, const AttributionEngine& attr, bool final) {
   for (auto& [id, log] : logs_) {
     retryBacklog(log);
     drain(log);
-    record(log, now, attr);
+    record(log, now, attr, readFailed);
     measureDensity(log, final);
     settleExclusive(log, final, now);
-    accountShared(log, final, now);
   }
+  // The pool's clock needs every channel's requests in flight before any channel's clock runs.
+  poolShare(final);
+  for (auto& [id, log] : logs_) accountShared(log, final, now);
+  // Only this step's intervals are in it: a later settlement outside step() (flushLog) finds none.
+  poolMarks_.clear();
 }
 
 void SpanEngine::drain(Log& log) {
@@ -228,9 +259,10 @@ void SpanEngine::drain(Log& log) {
   storeRelease(b, kSpanEvTail, int32_t(tail));
 }
 
-void SpanEngine::record(Log& log, uint64_t now, const AttributionEngine& attr) {
+void SpanEngine::record(Log& log, uint64_t now, const AttributionEngine& attr, bool readFailed) {
   Point p{};
   p.t = now;
+  p.readFailed = readFailed;
   p.density = 1.0;
   p.basePerCpu = basePerCpu_;
   if (const ThreadEnergy* t = attr.findThreadUnlocked(log.tid)) {
@@ -245,22 +277,8 @@ void SpanEngine::record(Log& log, uint64_t now, const AttributionEngine& attr) {
   } else {
     p.unknown = true;
   }
-  for (uint32_t tid : poolTids_) {
-    const ThreadEnergy* t = attr.findThreadUnlocked(tid);
-    if (!t) continue;
-    const double onCpu = double(t->onCpuNs), joules = threadJoules(*t);
-    auto it = std::find_if(log.pool.begin(), log.pool.end(), [tid](const Log::PoolThread& w) { return w.tid == tid; });
-    if (it == log.pool.end()) {
-      log.pool.push_back(Log::PoolThread{tid, onCpu, joules});  // counted from now on
-      continue;
-    }
-    log.poolOnCpu += std::max(0.0, onCpu - it->onCpu);
-    log.poolJ += std::max(0.0, joules - it->joules);
-    it->onCpu = onCpu;
-    it->joules = joules;
-  }
-  p.grpOnCpu = p.thrOnCpu + log.poolOnCpu;
-  p.grpJ = p.thrJ + log.poolJ;
+  p.poolOnCpu = poolOnCpu_;
+  p.poolJ = poolJ_;
   const size_t cap = log.history.size();
   if (log.histSize == cap) {
     log.histStart = (log.histStart + 1) % cap;
@@ -337,7 +355,7 @@ void SpanEngine::measureDensity(Log& log, bool final) {
 void SpanEngine::chargeInterval(const Point& a, const Point& b, uint64_t t0, uint64_t t1, Charge* out) {
   const uint64_t from = std::max(t0, a.t), to = std::min(t1, b.t);
   if (to <= from) return;
-  if (b.unknown || a.unknown) {
+  if (b.unknown || a.unknown || b.readFailed) {
     out->unmeasured++;
     return;
   }
@@ -406,13 +424,118 @@ void SpanEngine::settleExclusive(Log& log, bool final, uint64_t now) {
   }
 }
 
-void SpanEngine::advanceShared(Log& log, uint64_t from, uint64_t to, double rateJ, double rateC, double rateB) {
+void SpanEngine::advanceShared(Log& log, uint64_t from, uint64_t to, double rateJ, double rateC, double rateB, bool known) const {
   // Nobody in flight: the energy is no request's, and the clock stands still.
   if (to <= from || log.inFlight == 0) return;
   const double dt = double(to - from) / double(log.inFlight);
   log.sJ += rateJ * dt;
   log.sC += rateC * dt;
   log.sB += rateB * dt;
+  if (!known || poolMarks_.empty()) return;
+  // The pool's clock is per request in flight already (on this channel and every other).
+  const PoolMark p0 = poolAt(from), p1 = poolAt(to);
+  log.sJ += p1.j - p0.j;
+  log.sC += p1.c - p0.c;
+  log.sB += p1.b - p0.b;
+}
+
+SpanEngine::PoolMark SpanEngine::poolAt(uint64_t t) const {
+  auto next = std::upper_bound(poolMarks_.begin(), poolMarks_.end(), t, [](uint64_t x, const PoolMark& m) { return x < m.t; });
+  if (next == poolMarks_.begin()) return poolMarks_.front();
+  const PoolMark& m = *std::prev(next);
+  if (next == poolMarks_.end() || next->t <= m.t) return m;
+  // Linear between marks: the number in flight and the interval's rate hold between them.
+  const double f = double(t - m.t) / double(next->t - m.t);
+  return PoolMark{t, m.j + (next->j - m.j) * f, m.c + (next->c - m.c) * f, m.b + (next->b - m.b) * f};
+}
+
+void SpanEngine::poolShare(bool final) {
+  poolMarks_.clear();
+  poolDeltas_.clear();
+  poolIntervals_.clear();
+  if (pool_.empty()) return;
+  for (auto& [id, log] : logs_) {
+    if (log.histSize == 0 || log.shared.empty()) continue;  // as accountShared()
+    const uint64_t last = hist(log, log.histSize - 1).t;
+    replayShared(log, final ? UINT64_MAX : last - std::min(lagNs_, last));
+  }
+  if (poolIntervals_.empty()) return;
+  // Every channel records a point at every step: their intervals are the same ones, from the
+  // earliest channel's start.
+  std::sort(poolIntervals_.begin(), poolIntervals_.end(), [](const PoolInterval& x, const PoolInterval& y) { return x.b < y.b; });
+  poolIntervals_.erase(
+      std::unique(poolIntervals_.begin(), poolIntervals_.end(), [](const PoolInterval& x, const PoolInterval& y) { return x.b == y.b; }),
+      poolIntervals_.end());
+  PoolMark g{poolIntervals_.front().a, 0, 0, 0};
+  poolMarks_.push_back(g);
+  int64_t n = 0;
+  size_t d = 0;
+  for (const PoolInterval& iv : poolIntervals_) {
+    if (g.t < iv.a) {
+      g.t = iv.a;
+      poolMarks_.push_back(g);
+    }
+    auto advance = [&](uint64_t t) {
+      if (t <= g.t) return;
+      if (n > 0) {
+        const double dt = double(t - g.t) / double(n);
+        g.j += iv.j * dt;
+        g.c += iv.c * dt;
+        g.b += iv.base * dt;
+      }
+      g.t = t;
+      poolMarks_.push_back(g);
+    };
+    for (; d < poolDeltas_.size() && poolDeltas_[d].first <= iv.b; d++) {
+      advance(poolDeltas_[d].first);
+      n += poolDeltas_[d].second;
+    }
+    advance(iv.b);
+  }
+}
+
+void SpanEngine::replayShared(Log& log, uint64_t horizon) {
+  // settleShared()'s walk over the events, without applying them: the times at which the
+  // channel's requests in flight will change, as applyShared() will change them.
+  const size_t mid = poolDeltas_.size();
+  uint64_t upTo = log.sharedUpTo;
+  if (log.inFlight) poolDeltas_.emplace_back(upTo, int64_t(log.inFlight));
+  auto replay = [&](const SharedEvent& ev, uint64_t t) {
+    Shared* r = findShared(log, ev.handle);
+    if (!r) return;
+    int64_t change = 0;
+    if (ev.begin) {
+      if (r->state == kSharedQueued && r->replayed == 0) {
+        r->replayed = 1;
+        change = 1;
+      }
+    } else if (r->replayed != 2) {
+      if (r->state == kSharedOpen || r->replayed == 1) change = -1;  // else ended before its begin
+      r->replayed = 2;
+    }
+    if (change) poolDeltas_.emplace_back(t, change);
+  };
+  size_t e = 0;
+  const size_t events = log.sharedEvents.size();
+  for (; e < events && log.sharedEvents[e].t <= upTo; e++) replay(log.sharedEvents[e], upTo);
+  for (size_t k = firstPointAfter(log, upTo); k < log.histSize && hist(log, k).t <= horizon; k++) {
+    const Point& pa = hist(log, k - 1);
+    const Point& pb = hist(log, k);
+    const uint64_t a = pa.t, b = pb.t;
+    if (b <= a) continue;
+    const double span = double(b - a);
+    const double rateC = std::max(0.0, pb.poolOnCpu - pa.poolOnCpu) / span;
+    poolIntervals_.push_back(PoolInterval{a, b, std::max(0.0, pb.poolJ - pa.poolJ) / span, rateC,
+                                          rateC * std::max(0.0, pb.basePerCpu - pa.basePerCpu) / span});
+    uint64_t at = std::max(a, upTo);
+    for (; e < events && log.sharedEvents[e].t <= b; e++) {
+      at = std::max(log.sharedEvents[e].t, at);
+      replay(log.sharedEvents[e], at);
+    }
+    upTo = b;
+  }
+  std::inplace_merge(poolDeltas_.begin(), poolDeltas_.begin() + long(mid), poolDeltas_.end(),
+                     [](const auto& x, const auto& y) { return x.first < y.first; });
 }
 
 SpanEngine::Shared* SpanEngine::findShared(Log& log, uint32_t handle) {
@@ -496,15 +619,17 @@ void SpanEngine::settleShared(Log& log, bool final, uint64_t now) {
     const Point& pb = hist(log, k);
     const uint64_t a = pa.t, b = pb.t;
     if (b <= a) continue;
-    log.inUnknown = pb.unknown || pa.unknown;
+    log.inUnknown = pb.unknown || pa.unknown || pb.readFailed;
     if (log.inUnknown) log.unknownIntervals++;
     else log.knownIntervals++;
-    // The interval's energy and on-CPU time, spread evenly over it. None over an interval with the
-    // thread unknown at either end: the one where it is found again holds the whole stretch's.
-    const double known = log.inUnknown ? 0.0 : 1.0;
-    const double rateJ = known * std::max(0.0, pb.grpJ - pa.grpJ) / double(b - a);
-    const double rateC = known * std::max(0.0, pb.grpOnCpu - pa.grpOnCpu) / double(b - a);
-    // The baseline charged in the interval per CPU, for the group's on-CPU time.
+    // The thread's energy and on-CPU time in the interval, spread evenly over it (the pool's:
+    // poolShare()). None over an interval with the thread unknown at either end: the one where
+    // it is found again holds the whole stretch's. (Its requests still count among those the
+    // pool's energy is split over: they are incomplete, and their share is nobody's.)
+    const bool known = !log.inUnknown;
+    const double rateJ = known ? std::max(0.0, pb.thrJ - pa.thrJ) / double(b - a) : 0.0;
+    const double rateC = known ? std::max(0.0, pb.thrOnCpu - pa.thrOnCpu) / double(b - a) : 0.0;
+    // The baseline charged in the interval per CPU, for the thread's on-CPU time.
     const double rateB = rateC * std::max(0.0, pb.basePerCpu - pa.basePerCpu) / double(b - a);
     uint64_t at = std::max(a, log.sharedUpTo);
     while (!log.sharedEvents.empty() && log.sharedEvents.front().t <= b) {
@@ -512,11 +637,11 @@ void SpanEngine::settleShared(Log& log, bool final, uint64_t now) {
       log.sharedEvents.pop_front();
       // A JavaScript thread stamps its events in order; never run the clock backwards.
       const uint64_t t = std::max(ev.t, at);
-      advanceShared(log, at, t, rateJ, rateC, rateB);
+      advanceShared(log, at, t, rateJ, rateC, rateB, known);
       at = t;
       applyShared(log, ev, ev.begin && ev.t < a);
     }
-    advanceShared(log, at, b, rateJ, rateC, rateB);
+    advanceShared(log, at, b, rateJ, rateC, rateB, known);
     log.sharedUpTo = b;
   }
   if (!final) return;

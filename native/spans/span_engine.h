@@ -9,14 +9,20 @@
 // the interval (their union). The thread is assumed busy inside spans first: a lone 20 µs span
 // on an otherwise idle thread gets all of the thread's energy; back-to-back spans on a thread
 // that was preempted 10% of the time share 100% of it between them, never more.
-// Shared span (a request): each interval's energy of the thread group (the channel's thread plus
-// libuv's thread pool) is split over the interval at uniform rate and, at each moment, equally
-// among the shared spans in flight. Intervals are processed max(2 intervals, 10 ms) late so that
-// an event timestamped before an interval's end but published after it is still seen.
+// Shared span (a request): each interval's energy of the channel's thread is split over the
+// interval at uniform rate and, at each moment, equally among the channel's shared spans in
+// flight. libuv's thread pool serves the whole process (the main thread and every worker): its
+// energy is split the same way, but among the shared spans in flight on every channel, so that
+// it is charged once however many threads have requests in flight. Intervals are processed
+// max(2 intervals, 10 ms) late so that an event timestamped before an interval's end but
+// published after it is still seen.
 // Computed as a fair-share clock, as in processor-sharing schedulers: S(t) = ∫ power / (spans in
 // flight) dt, advanced over the channel's events in time order; a request's joules are
-// S(end) − S(begin). Cost per interval is O(events in it), not O(requests in flight): a server
-// holding 10,000 long-lived requests costs the sampler thread no more than one holding ten.
+// S(end) − S(begin). The pool's part is one clock for all channels, P(t) = ∫ pool power / (spans
+// in flight on every channel) dt, built each step before the channels' clocks run (poolShare()),
+// which add its increments while they have spans in flight. Cost per interval is O(events in
+// it), not O(requests in flight): a server holding 10,000 long-lived requests costs the sampler
+// thread no more than one holding ten.
 #pragma once
 
 #include <array>
@@ -62,7 +68,9 @@ class SpanEngine {
   // settle complete.
   void primeNewLogs(const AttributionEngine& attr);
   // Sampler thread, after each attribution step. final: the run ends, settle everything.
-  void step(uint64_t nowNs, const AttributionEngine& attr, bool final);
+  // readFailed: the source's energy for the interval ending now is not known (a read at either
+  // end of it failed): spans over it settle unmeasured there, as over an untracked thread.
+  void step(uint64_t nowNs, const AttributionEngine& attr, bool final, bool readFailed);
 
   uint64_t settledCount() const { return settled_.load(std::memory_order_relaxed); }
   // The thread that owns a channel, after stop(): writes its results still waiting for room in
@@ -94,7 +102,7 @@ class SpanEngine {
   struct Point {
     uint64_t t;
     double thrOnCpu, thrJ;   // the channel's thread
-    double grpOnCpu, grpJ;   // the thread plus libuv workers
+    double poolOnCpu, poolJ; // libuv's pool, the engine's running sums (poolOnCpu_, poolJ_)
     double density;          // ρ of the interval ending here (valid up to Log::exclusiveUpTo)
     // The baseline energy attribution has charged so far (primary domains) per online CPU: a
     // span's share of the baseline is what was charged in its intervals, per CPU, for the time
@@ -104,6 +112,10 @@ class SpanEngine {
     // figures here are the last known ones, and the interval ending here is unmeasured. A span
     // over it settles incomplete, not as 0 J spent.
     bool unknown = false;
+    // The source's energy over the interval ending here is unknown (a read at either end of it
+    // failed: the counter held its last value, and the next good read holds the gap's energy).
+    // For every channel alike; unmeasured, as for unknown.
+    bool readFailed = false;
     // What a span covering every interval up to here would have been charged since the history
     // began (valid up to Log::exclusiveUpTo, like density). A span is charged its two end
     // intervals and the difference of these between them: a span open for 2 s at 100 µs was
@@ -136,6 +148,9 @@ class SpanEngine {
     uint64_t unknown0 = 0;  // Log::unknownIntervals at its begin
     uint64_t known0 = 0;    // Log::knownIntervals at its begin
     bool beganKnown = false;  // begun in an interval with its thread known
+    // poolShare()'s replay of the events ahead: its begin counted (1), its end seen (2). On the
+    // request, not in a map: the replay must reach the same requests in flight as applyShared().
+    uint8_t replayed = 0;
   };
   struct SharedEvent {
     uint64_t t;
@@ -172,15 +187,6 @@ class SpanEngine {
     uint64_t sharedUpTo = 0;                  // shared accounting is complete up to this time
     uint64_t exclusiveUpTo = 0;               // densities are known up to this time
     bool primed = false;
-    // The libuv pool's part of the group figures, summed from each worker's increments since it
-    // joined the pool set: the set is rescanned, and summing cumulative figures over it would
-    // jump by a worker's whole history when it joins and drop when it leaves.
-    struct PoolThread {
-      uint32_t tid;
-      double onCpu, joules;  // as of the previous record()
-    };
-    std::vector<PoolThread> pool;
-    double poolOnCpu = 0, poolJ = 0;
     std::shared_ptr<RouteTable> routes;
     // This step's requests for routes, added under the table's lock once accountShared() is
     // done: a JavaScript thread adding or reading waits for that, not for the whole pass.
@@ -188,7 +194,7 @@ class SpanEngine {
   };
 
   void drain(Log& log);
-  void record(Log& log, uint64_t now, const AttributionEngine& attr);
+  void record(Log& log, uint64_t now, const AttributionEngine& attr, bool readFailed = false);
   void measureDensity(Log& log, bool final);
   void settleExclusive(Log& log, bool final, uint64_t now);
   void accountShared(Log& log, bool final, uint64_t now);
@@ -198,7 +204,14 @@ class SpanEngine {
   static Shared* findShared(Log& log, uint32_t handle);
   // A settled request's entry: its slot is free again, or its moved entry goes.
   static void releaseShared(Log& log, Shared& r);
-  static void advanceShared(Log& log, uint64_t from, uint64_t to, double rateJ, double rateC, double rateB);
+  // The thread's rates (per ns, shared among the channel's requests in flight) and the pool's
+  // clock (per request in flight, see poolShare()) over [from, to].
+  void advanceShared(Log& log, uint64_t from, uint64_t to, double rateJ, double rateC, double rateB, bool known) const;
+  // Sampler thread, once a step before the channels' clocks run: the pool's clock over the
+  // intervals they will run over (poolMarks_), from every channel's requests in flight.
+  void poolShare(bool final);
+  void replayShared(Log& log, uint64_t horizon);
+  void accumulatePool(const AttributionEngine& attr);
   // route ≠ 0: a request, to be added to its route in log.routes (log.routeAdds); silent: no
   // result is written for it once aggregated.
   // base: its share of the baseline (added to joules; joules alone are its dynamic energy).
@@ -232,6 +245,33 @@ class SpanEngine {
   uint64_t lastStepNs_ = 0;
 
   std::vector<uint32_t> poolTids_;  // libuv-worker threads of this process
+  // The pool's figures, summed from each thread's increments since it joined the pool set: the
+  // set is rescanned, and summing cumulative figures over it would jump by a thread's whole
+  // history when it joins and drop when it leaves. One sum for the engine: the pool is the
+  // process's, not a channel's.
+  struct PoolThread {
+    uint32_t tid;
+    double onCpu, joules;  // as of the previous accumulatePool()
+  };
+  std::vector<PoolThread> pool_;
+  double poolOnCpu_ = 0, poolJ_ = 0;
+  // The pool's clock this step: per request in flight on any channel, its joules, on-CPU ns and
+  // baseline joules since the first mark, at each time the number in flight changes and at each
+  // interval's ends (linear between marks).
+  struct PoolMark {
+    uint64_t t;
+    double j, c, b;
+  };
+  std::vector<PoolMark> poolMarks_;
+  PoolMark poolAt(uint64_t t) const;
+  // Scratch for poolShare(): when the requests in flight change (time, by how many), and the
+  // intervals the clocks will run over, with the pool's rates (per ns) in each.
+  std::vector<std::pair<uint64_t, int64_t>> poolDeltas_;
+  struct PoolInterval {
+    uint64_t a, b;
+    double j, c, base;
+  };
+  std::vector<PoolInterval> poolIntervals_;
   uint64_t poolScannedAt_ = 0;
   double baselinePerCpuW_ = 0;  // configured: whether a baseline is known at all
   double basePerCpu_ = 0;       // charged so far (see Point::basePerCpu)

@@ -50,7 +50,7 @@ constexpr uint32_t kSpanSlots = 1u << 16;
 enum SpanEventType : uint32_t {
   kSpanBegin = 1,        // an exclusive span: the thread's own energy
   kSpanEnd = 2,
-  kSpanBeginShared = 3,  // a request: fair share of the thread group's energy among those in flight
+  kSpanBeginShared = 3,  // a request: fair share of its thread's and the pool's energy among those in flight
 };
 
 // In a request's end event, beside its route id (< 2^22): aggregate it, write no result.
