@@ -146,7 +146,7 @@ export class RingReader implements Iterable<RingReader> {
     this.#release();
   }
 
-  /** @internal Releases the samples left so far, keeping the current one. */
+  /** @internal Releases the samples left so far, keeping the current one (the sampler's stats() does, first). */
   flush(): void {
     if (this.#active && this.#pos > this.#batchStart) this.#handBack(this.#pos);
   }

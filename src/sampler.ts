@@ -709,6 +709,9 @@ export class Sampler {
   stats(): SamplerStats {
     this.#check();
     if (!this.#geometry) this.#ring();
+    // What the reader has left goes back first: a record it left whole and the sampler has
+    // lapped since counts as read, and stats() must not count it overwritten meanwhile.
+    this.#reader?.flush();
     const s = this.#handle.stats();
     const t = s.timing;
     const runningS = t.runningNs / 1e9;

@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Sampler, SampleFlags } from '../src/index';
+import { Sampler, SampleFlags, type RingReader } from '../src/index';
 import { nativeHandleOf } from '../src/native-handles';
 import { itBpf } from './fixtures/bpf-required';
 import { createEmulatedMsr, MSR, type EmulatedMsr } from './fixtures/emulated-devices';
@@ -523,6 +523,41 @@ describe('RingReader accounting', () => {
     r.close();
     expect(r.possiblyTorn).toBe(1);
     expect(s.stats().ring).toMatchObject({ written: 18, read: 1, overwritten: 1 });
+  });
+
+  // overwritten stayed 0 until something read the ring: a process that watched stats() and never
+  // read was told nothing was lost (203 written, 0 read, 0 overwritten).
+  it('counts the samples lapped before anyone reads as overwritten, and read() counts none twice', () => {
+    const { s, fill } = handFilled('overwrite-oldest');
+    fill(40);
+    expect(s.stats().ring).toMatchObject({ written: 40, read: 0, overwritten: 24 });
+    expect(s.read().map((x) => x.seq)).toEqual(Array.from({ length: 16 }, (_, i) => i + 24));
+    expect(s.stats().ring).toMatchObject({ written: 40, read: 16, overwritten: 24 });
+  });
+
+  // Samples 16..35 lap a reader at record 9 that has left 0..8 whole (read). In the ring, 9
+  // (current) and 10..19 are lost; a copy taken at acquire() still holds 9..15 whole.
+  it.each([
+    ['zero copy', false, { before: 11, torn: 1, held: [] as number[] }],
+    ['copied records', true, { before: 4, torn: 0, held: [10, 11, 12, 13, 14, 15] }],
+  ])('never takes back an overwritten count while a reader holds a lapped batch (%s)', (_name, copy, want) => {
+    const { s, fill } = handFilled('overwrite-oldest');
+    fill(16);
+    if (copy) process.env.JOULETRACE_NO_EXTERNAL_BUFFERS = '1';
+    let r: RingReader;
+    try {
+      r = s.reader(); // the ring's buffer is made (external, or a copy) at its first use
+    } finally {
+      delete process.env.JOULETRACE_NO_EXTERNAL_BUFFERS;
+    }
+    for (let i = 0; i < 10; i++) expect(r.next()).toBe(true);
+    fill(20);
+    expect(s.stats().ring).toMatchObject({ written: 36, read: 9, overwritten: want.before, zeroCopy: !copy });
+    const seqs: number[] = [];
+    while (r.next()) seqs.push(r.seq);
+    expect(seqs).toEqual([...want.held, ...Array.from({ length: 16 }, (_, i) => i + 20)]);
+    expect(r.possiblyTorn).toBe(want.torn);
+    expect(s.stats().ring).toMatchObject({ written: 36, read: 36 - want.before, overwritten: want.before });
   });
 
   // A long batch held every slot of it from a drop-newest sampler until the reader got to its end.

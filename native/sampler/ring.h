@@ -79,6 +79,7 @@ class RingBuffer {
     }
     *start = tail;
     *end = head;
+    acquiredEnd_ = head;
   }
 
   // Consumer that decoded all of [from, newTail) before this call (Sampler.read()): marks those
@@ -117,6 +118,7 @@ class RingBuffer {
     dropped_.store(0, std::memory_order_relaxed);
     overwritten_.store(0, std::memory_order_relaxed);
     begun_.store(0, std::memory_order_relaxed);
+    acquiredEnd_ = 0;
   }
 
   uint64_t head() const { return head_.load(std::memory_order_acquire); }
@@ -125,6 +127,22 @@ class RingBuffer {
   uint64_t readCount() const { return read_.load(std::memory_order_relaxed); }
   uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
   uint64_t overwritten() const { return overwritten_.load(std::memory_order_relaxed); }
+
+  // Consumer: records the producer has overwritten that nothing has counted yet,
+  // [tail, head - capacity), so that stats tell of them before anyone reads. acquire() counts
+  // them in overwritten() as it moves the tail past them, release() those a reader held and may
+  // have read torn: the sum never counts one twice. It never goes back so long as the consumer
+  // has released every record it left (one left whole and lapped afterwards is read, not
+  // overwritten): Sampler.stats() has its RingReader release first. `copied`: the consumer reads
+  // a copy of what it acquired, which nothing overwrites, so only records past the last
+  // acquire() count here.
+  uint64_t lapped(bool copied) const {
+    if (policy_ != OverflowPolicy::OverwriteOldest) return 0;
+    uint64_t head = head_.load(std::memory_order_acquire);
+    uint64_t from = tail_.load(std::memory_order_relaxed);
+    if (copied && acquiredEnd_ > from) from = acquiredEnd_;
+    return head - from > capacity_ ? head - from - capacity_ : 0;
+  }
 
   // Records the producer has begun writing (the one in progress included), as a double so that
   // JavaScript reads it whole in one aligned 8-byte load (two 32-bit halves could straddle a
@@ -144,6 +162,8 @@ class RingBuffer {
   std::atomic<uint64_t> read_{0};
   std::atomic<uint64_t> dropped_{0};
   std::atomic<uint64_t> overwritten_{0};
+  // The end of the last acquire(); the consumer's alone.
+  uint64_t acquiredEnd_ = 0;
   static_assert(std::atomic<double>::is_always_lock_free && sizeof(std::atomic<double>) == sizeof(double),
                 "JavaScript reads begun_ as a plain Float64Array element");
   alignas(64) std::atomic<double> begun_{0};

@@ -180,7 +180,7 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     ring.Set("written", double(r.written()));
     ring.Set("read", double(r.readCount()));
     ring.Set("dropped", double(r.dropped()));
-    ring.Set("overwritten", double(r.overwritten()));
+    ring.Set("overwritten", double(r.overwritten() + r.lapped(copyMode_)));
     ring.Set("recordBytes", double(r.recordSize()));
     ring.Set("zeroCopy", !copyMode_);
     o.Set("ring", ring);
