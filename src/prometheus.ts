@@ -321,7 +321,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   reg(
     new Counter({
       name: `${prefix}samples_dropped_total`,
-      help: 'Samples a full ring could not keep (detail lost; totals stay exact).',
+      help: 'Samples a full ring could not keep: refused (drop-newest) or overwritten before they were read (overwrite-oldest); detail lost, totals stay exact.',
       labelNames: constNames,
       registers: [building],
       collect() {
@@ -651,7 +651,9 @@ class EnergyHealth {
         a.run = run;
         a.last = { samples: 0, dropped: 0, missed: 0, readErrors: 0 };
       }
-      const cur = { samples: s.timing.samples, dropped: s.ring.dropped, missed: s.timing.missedDeadlines, readErrors: s.timing.readErrors };
+      // One policy's losses or the other's: a ring's overwritten samples are as lost as dropped ones.
+      const dropped = s.ring.dropped + s.ring.overwritten;
+      const cur = { samples: s.timing.samples, dropped, missed: s.timing.missedDeadlines, readErrors: s.timing.readErrors };
       for (const k of ['samples', 'dropped', 'missed', 'readErrors'] as const) {
         const d = cur[k] >= a.last[k] ? cur[k] - a.last[k] : cur[k];
         a.total[k] += d;

@@ -24,7 +24,7 @@ export const SampleFlags = {
 
 export interface RingNative {
   ringAcquire(ctl: Float64Array): void;
-  ringRelease(from: number, to: number): number;
+  ringRelease(from: number, to: number, torn?: number): number;
 }
 
 export interface RingGeometry {
@@ -35,6 +35,11 @@ export interface RingGeometry {
   attributed: boolean;
   /** The sampler's onOverflow is 'overwrite-oldest': each record's seq is its position in the ring. */
   overwriteOldest?: boolean;
+  /**
+   * Zero copy under 'overwrite-oldest': how many records the sampler has begun writing, the one
+   * in progress included (record n's slot is rewritten from begun n + capacity + 1 on).
+   */
+  begun?: Float64Array;
 }
 
 const TWO32 = 4294967296;
@@ -42,7 +47,7 @@ const TWO32 = 4294967296;
 /**
  * An allocation-free cursor over samples not yet read. Call `next()` until it returns false;
  * between calls, the accessors describe the current sample. Consumed samples are released
- * to the producer when a batch is exhausted and by `close()`.
+ * to the producer every quarter of the ring, when a batch is exhausted, and by `close()`.
  *
  * ```ts
  * const r = sampler.reader();
@@ -60,12 +65,19 @@ export class RingReader implements Iterable<RingReader> {
   readonly #domainCount: number;
   readonly #attributed: boolean;
   readonly #overwriteOldest: boolean;
+  readonly #begun: Float64Array;
+  readonly #capacity: number;
+  readonly #releaseEvery: number;
   #batchStart = 0;
   #batchEnd = 0;
+  // Where next() leaves its fast path: the batch's end, or the next release within it.
+  #stopAt = 0;
   #pos = 0;
   #base32 = 0;
   #active = false;
   #torn = 0;
+  // Of [#batchStart, #pos): records the sampler reached while each was the current one.
+  #batchTorn = 0;
 
   constructor(native: RingNative, geometry: RingGeometry) {
     this.#native = native;
@@ -77,6 +89,13 @@ export class RingReader implements Iterable<RingReader> {
     this.#attributed = geometry.attributed;
     this.#stride32 = geometry.attributed ? 12 : 6;
     this.#overwriteOldest = geometry.overwriteOldest === true;
+    // Without it nothing the reader reads is ever rewritten (drop-newest, or records copied at
+    // acquire): a begun of 0 says so to the same check.
+    this.#begun = geometry.begun ?? new Float64Array(1);
+    this.#capacity = geometry.capacity;
+    // Released as the reader goes, not only at a batch's end: a slow consumer's long batch would
+    // hold the whole of it from a drop-newest producer.
+    this.#releaseEvery = Math.max(1, geometry.capacity / 4);
   }
 
   /**
@@ -85,23 +104,33 @@ export class RingReader implements Iterable<RingReader> {
    * overwritten meanwhile (counted in stats().ring.overwritten) rather than returning them.
    */
   next(): boolean {
-    if (this.#active) this.#pos++;
+    if (this.#active) {
+      // The accessors reach only the current record: it is the one whose fields may have been
+      // read torn, and only if the sampler began rewriting its slot before the reader left it.
+      if (this.#overwriteOldest && this.#begun[0] - this.#capacity > this.#pos) this.#batchTorn++;
+      this.#pos++;
+    }
     for (;;) {
-      if (!this.#active || this.#pos >= this.#batchEnd) {
-        if (this.#active) this.#release();
-        this.#native.ringAcquire(this.#ctl);
-        this.#batchStart = this.#ctl[0];
-        this.#batchEnd = this.#ctl[1];
-        this.#pos = this.#batchStart;
-        this.#active = this.#batchEnd > this.#batchStart;
-        if (!this.#active) return false;
+      if (!this.#active || this.#pos >= this.#stopAt) {
+        if (this.#active && this.#pos < this.#batchEnd) {
+          this.flush();
+        } else {
+          if (this.#active) this.#release();
+          this.#native.ringAcquire(this.#ctl);
+          this.#batchStart = this.#ctl[0];
+          this.#batchEnd = this.#ctl[1];
+          this.#pos = this.#batchStart;
+          this.#active = this.#batchEnd > this.#batchStart;
+          if (!this.#active) return false;
+        }
+        this.#stopAt = Math.min(this.#pos + this.#releaseEvery, this.#batchEnd);
       }
       this.#base32 = (this.#pos & this.#mask) * this.#recordWords32;
       // Sample n sits at ring position n under this policy (seq wraps at 2^32 as positions do):
       // another seq means the sampler has written this slot again since the batch was acquired.
       // What was read up to here is released, and acquiring again skips to the oldest samples
       // still safe to read.
-      if (!this.#overwriteOldest || this.#u32[this.#base32 + 2] === this.#pos % TWO32) return true;
+      if (!this.#overwriteOldest || this.#u32[this.#base32 + 2] === this.#pos >>> 0) return true;
       this.#batchEnd = this.#pos;
       this.#release();
     }
@@ -111,17 +140,34 @@ export class RingReader implements Iterable<RingReader> {
   close(): void {
     if (!this.#active) return;
     this.#active = false;
-    // The current sample has been seen: release it too.
+    // The current sample has been seen: release it too, judged as next() would leave it.
+    if (this.#overwriteOldest && this.#begun[0] - this.#capacity > this.#pos) this.#batchTorn++;
     this.#batchEnd = this.#pos + 1;
     this.#release();
   }
 
+  /** @internal Releases the samples left so far, keeping the current one (the sampler's stats() does, first). */
+  flush(): void {
+    if (this.#active && this.#pos > this.#batchStart) this.#handBack(this.#pos);
+  }
+
   #release(): void {
-    this.#torn += this.#native.ringRelease(this.#batchStart, this.#batchEnd);
+    this.#handBack(this.#batchEnd);
     this.#active = false;
   }
 
-  /** Samples possibly overwritten while this reader held them (overwrite-oldest only). */
+  #handBack(to: number): void {
+    this.#native.ringRelease(this.#batchStart, to, this.#batchTorn);
+    this.#torn += this.#batchTorn;
+    this.#batchTorn = 0;
+    this.#batchStart = to;
+  }
+
+  /**
+   * Samples the sampler began to overwrite while each was this reader's current one, from
+   * next() returning it to the next call of next() or close() (overwrite-oldest only): their
+   * fields may be torn. They count in stats().ring.overwritten, not read.
+   */
   get possiblyTorn(): number {
     return this.#torn;
   }

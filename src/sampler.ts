@@ -297,9 +297,9 @@ interface NativeSamplerHandle {
     timing: Record<string, number>;
     tracker?: ThreadTrackerStats;
   };
-  ring(): { buffer: ArrayBuffer; zeroCopy: boolean; recordBytes: number; capacity: number };
+  ring(): { buffer: ArrayBuffer; zeroCopy: boolean; recordBytes: number; capacity: number; begun?: Float64Array };
   ringAcquire(ctl: Float64Array): void;
-  ringRelease(from: number, to: number): number;
+  ringRelease(from: number, to: number, torn?: number): number;
   threads(): Array<{ id: number; tid: number; tgid: number; name: string; onCpuNs: number; exited: boolean; ticks: number[] }>;
   attribution(): Array<{ total: bigint; process: bigint; baseline: bigint; other: bigint; baselineWatts: number }> | null;
   setBaselineWatts(watts: number[]): void;
@@ -399,7 +399,7 @@ export class Sampler {
   readonly #ctl = new Float64Array(2);
   #closed = false;
   #reader: RingReader | undefined;
-  #geometry: { buffer: ArrayBuffer; recordBytes: number; capacity: number } | undefined;
+  #geometry: { buffer: ArrayBuffer; recordBytes: number; capacity: number; begun?: Float64Array } | undefined;
   #u32: Uint32Array | undefined;
   #f64: Float64Array | undefined;
   /** The source in use ('msr', 'perf', 'powercap' or 'model'). */
@@ -625,7 +625,7 @@ export class Sampler {
     };
   }
 
-  #ring(): { buffer: ArrayBuffer; recordBytes: number; capacity: number } {
+  #ring(): { buffer: ArrayBuffer; recordBytes: number; capacity: number; begun?: Float64Array } {
     if (!this.#geometry) {
       this.#geometry = this.#handle.ring();
       this.#u32 = new Uint32Array(this.#geometry.buffer);
@@ -700,6 +700,7 @@ export class Sampler {
       domainCount: this.domains.length,
       attributed: this.#attributed,
       overwriteOldest: this.#overwriteOldest,
+      begun: g.begun,
     });
     return this.#reader;
   }
@@ -708,6 +709,9 @@ export class Sampler {
   stats(): SamplerStats {
     this.#check();
     if (!this.#geometry) this.#ring();
+    // What the reader has left goes back first: a record it left whole and the sampler has
+    // lapped since counts as read, and stats() must not count it overwritten meanwhile.
+    this.#reader?.flush();
     const s = this.#handle.stats();
     const t = s.timing;
     const runningS = t.runningNs / 1e9;

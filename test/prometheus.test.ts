@@ -147,13 +147,18 @@ describe('registerMetrics', () => {
   });
 
   // The health counts restart at each start() too: those taken since the last scrape were lost at
-  // every restart (4 runs took 1065 samples, jouletrace_samples_total said 162).
-  it('counts every sample, drop and missed deadline of each run, though no scrape came at its end', async () => {
-    // A ring of 4 that nothing reads: nearly every sample is a drop.
-    const s = sampler({ ringCapacity: 4 });
+  // every restart (4 runs took 1065 samples, jouletrace_samples_total said 162). Under
+  // overwrite-oldest, the samples a full ring lost are overwritten, not dropped, and
+  // jouletrace_samples_dropped_total stayed 0 however many.
+  it.each([
+    ['drop-newest', 'dropped'],
+    ['overwrite-oldest', 'overwritten'],
+  ] as const)('counts every sample, drop and missed deadline of each run, though no scrape came at its end (%s)', async (onOverflow, lost) => {
+    // A ring of 4 that nothing reads: nearly every sample is lost.
+    const s = sampler({ ringCapacity: 4, onOverflow });
     const m = registerMetrics(s);
     cleanups.push(() => m.close());
-    const taken = { samples: 0, dropped: 0, missed: 0 };
+    const taken = { samples: 0, dropped: 0, overwritten: 0, missed: 0 };
     for (let run = 0; run < 3; run++) {
       s.start();
       await sleep(60);
@@ -163,12 +168,14 @@ describe('registerMetrics', () => {
       const st = s.stats();
       taken.samples += st.timing.samples;
       taken.dropped += st.ring.dropped;
+      taken.overwritten += st.ring.overwritten;
       taken.missed += st.timing.missedDeadlines;
     }
     const v = parse(await m.registry.metrics());
-    expect(taken.dropped).toBeGreaterThan(0);
+    expect(taken[lost]).toBeGreaterThan(0);
+    expect(taken.dropped + taken.overwritten).toBe(taken[lost]); // the other policy's count is 0
     expect(v.get('jouletrace_samples_total')).toBe(taken.samples);
-    expect(v.get('jouletrace_samples_dropped_total')).toBe(taken.dropped);
+    expect(v.get('jouletrace_samples_dropped_total')).toBe(taken[lost]);
     expect(v.get('jouletrace_sampler_missed_deadlines_total')).toBe(taken.missed);
   });
 

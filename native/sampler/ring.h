@@ -47,6 +47,11 @@ class RingBuffer {
         dropped_.fetch_add(1, std::memory_order_relaxed);
         return nullptr;
       }
+    } else {
+      // Announced before the slot changes (the fence orders this store before the record's), so
+      // a reader that finds begun <= n + capacity after reading record n knows it read it whole.
+      begun_.store(double(head + 1), std::memory_order_relaxed);
+      std::atomic_thread_fence(std::memory_order_release);
     }
     return data_ + size_t(head & mask_) * recordSize_;
   }
@@ -74,10 +79,11 @@ class RingBuffer {
     }
     *start = tail;
     *end = head;
+    acquiredEnd_ = head;
   }
 
-  // Consumer: marks records before newTail as read. Returns how many records in
-  // [from, newTail) the producer may have overwritten while they were being read (only possible
+  // Consumer that decoded all of [from, newTail) before this call (Sampler.read()): marks those
+  // records as read. Returns how many of them the producer may have overwritten meanwhile (only possible
   // under OverwriteOldest when the reader stalled for capacity/2 samples). `producing`: whether
   // the producer may still write (a stopped one has joined its thread). `copied`: the reader
   // read a copy taken at acquire(), within the safety margin, which nothing overwrites.
@@ -90,11 +96,17 @@ class RingBuffer {
       uint64_t reach = head + (producing ? 1 : 0);
       uint64_t oldestIntact = reach > capacity_ ? reach - capacity_ : 0;
       if (oldestIntact > from) torn = (oldestIntact < newTail ? oldestIntact : newTail) - from;
-      if (torn) overwritten_.fetch_add(torn, std::memory_order_relaxed);
     }
+    releaseJudged(from, newTail, torn);
+    return torn;
+  }
+
+  // Consumer: as release(), for a consumer that judged each record itself as it left it (with
+  // begun()): `torn` of [from, newTail) count as overwritten, the rest as read.
+  void releaseJudged(uint64_t from, uint64_t newTail, uint64_t torn) {
+    if (torn) overwritten_.fetch_add(torn, std::memory_order_relaxed);
     read_.fetch_add(newTail - from - torn, std::memory_order_relaxed);
     tail_.store(newTail, std::memory_order_release);
-    return torn;
   }
 
   // Only while the producer is stopped.
@@ -105,6 +117,8 @@ class RingBuffer {
     read_.store(0, std::memory_order_relaxed);
     dropped_.store(0, std::memory_order_relaxed);
     overwritten_.store(0, std::memory_order_relaxed);
+    begun_.store(0, std::memory_order_relaxed);
+    acquiredEnd_ = 0;
   }
 
   uint64_t head() const { return head_.load(std::memory_order_acquire); }
@@ -113,6 +127,27 @@ class RingBuffer {
   uint64_t readCount() const { return read_.load(std::memory_order_relaxed); }
   uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
   uint64_t overwritten() const { return overwritten_.load(std::memory_order_relaxed); }
+
+  // Consumer: records the producer has overwritten that nothing has counted yet,
+  // [tail, head - capacity), so that stats tell of them before anyone reads. acquire() counts
+  // them in overwritten() as it moves the tail past them, release() those a reader held and may
+  // have read torn: the sum never counts one twice. It never goes back so long as the consumer
+  // has released every record it left (one left whole and lapped afterwards is read, not
+  // overwritten): Sampler.stats() has its RingReader release first. `copied`: the consumer reads
+  // a copy of what it acquired, which nothing overwrites, so only records past the last
+  // acquire() count here.
+  uint64_t lapped(bool copied) const {
+    if (policy_ != OverflowPolicy::OverwriteOldest) return 0;
+    uint64_t head = head_.load(std::memory_order_acquire);
+    uint64_t from = tail_.load(std::memory_order_relaxed);
+    if (copied && acquiredEnd_ > from) from = acquiredEnd_;
+    return head - from > capacity_ ? head - from - capacity_ : 0;
+  }
+
+  // Records the producer has begun writing (the one in progress included), as a double so that
+  // JavaScript reads it whole in one aligned 8-byte load (two 32-bit halves could straddle a
+  // carry). Maintained under OverwriteOldest only; DropNewest never writes a slot being read.
+  std::atomic<double>* begun() { return &begun_; }
 
  private:
   const uint32_t capacity_;
@@ -127,6 +162,11 @@ class RingBuffer {
   std::atomic<uint64_t> read_{0};
   std::atomic<uint64_t> dropped_{0};
   std::atomic<uint64_t> overwritten_{0};
+  // The end of the last acquire(); the consumer's alone.
+  uint64_t acquiredEnd_ = 0;
+  static_assert(std::atomic<double>::is_always_lock_free && sizeof(std::atomic<double>) == sizeof(double),
+                "JavaScript reads begun_ as a plain Float64Array element");
+  alignas(64) std::atomic<double> begun_{0};
 };
 
 }  // namespace jouletrace

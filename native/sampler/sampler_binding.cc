@@ -180,7 +180,7 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     ring.Set("written", double(r.written()));
     ring.Set("read", double(r.readCount()));
     ring.Set("dropped", double(r.dropped()));
-    ring.Set("overwritten", double(r.overwritten()));
+    ring.Set("overwritten", double(r.overwritten() + r.lapped(copyMode_)));
     ring.Set("recordBytes", double(r.recordSize()));
     ring.Set("zeroCopy", !copyMode_);
     o.Set("ring", ring);
@@ -227,24 +227,29 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     if (!check(env)) return env.Undefined();
     if (!ringBuffer_.IsEmpty()) return ringBuffer_.Value();
     const std::shared_ptr<RingBuffer>& ring = sampler_->ring();
-    napi_value ab = nullptr;
+    // An external buffer over `bytes` of the ring's memory, or nullptr where the runtime refuses.
+    auto external = [&](void* data, size_t bytes) -> napi_value {
+      napi_value ab = nullptr;
+      auto* keep = new std::shared_ptr<RingBuffer>(ring);
+      napi_status st = napi_create_external_arraybuffer(env, data, bytes, releaseRing, keep, &ab);
+      if (st == napi_ok) return ab;
+      // Refused before Node took the hint; on any other failure (a buffer over its largest
+      // size) Node has run the finalizer already, which deleted it: a second delete crashed.
+      if (st == napi_no_external_buffers_allowed) delete keep;
+      // A refused external buffer may leave an exception pending; clear it and fall back.
+      napi_value ignored;
+      bool pending = false;
+      napi_is_exception_pending(env, &pending);
+      if (pending) napi_get_and_clear_last_exception(env, &ignored);
+      return nullptr;
+    };
+    napi_value ab = nullptr, begun = nullptr;
     const char* force = getenv("JOULETRACE_NO_EXTERNAL_BUFFERS");
     bool tryExternal = !(force && strcmp(force, "1") == 0);
-    if (tryExternal) {
-      auto* keep = new std::shared_ptr<RingBuffer>(ring);
-      napi_status st = napi_create_external_arraybuffer(env, ring->data(), ring->bytes(), releaseRing, keep, &ab);
-      if (st != napi_ok) {
-        // Refused before Node took the hint; on any other failure (a buffer over its largest
-        // size) Node has run the finalizer already, which deleted it: a second delete crashed.
-        if (st == napi_no_external_buffers_allowed) delete keep;
-        ab = nullptr;
-        // A refused external buffer may leave an exception pending; clear it and fall back.
-        napi_value ignored;
-        bool pending = false;
-        napi_is_exception_pending(env, &pending);
-        if (pending) napi_get_and_clear_last_exception(env, &ignored);
-      }
-    }
+    // The reader of zero-copy records needs the producer's progress (RingBuffer::begun()) to
+    // tell which it read whole; a copy is whole by construction and needs none.
+    if (tryExternal) begun = external(ring->begun(), sizeof(double));
+    if (begun) ab = external(ring->data(), ring->bytes());
     copyMode_ = ab == nullptr;
     Napi::ArrayBuffer buffer = copyMode_ ? Napi::ArrayBuffer::New(env, ring->bytes())
                                          : Napi::ArrayBuffer(env, ab);
@@ -254,6 +259,7 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     o.Set("zeroCopy", !copyMode_);
     o.Set("recordBytes", double(ring->recordSize()));
     o.Set("capacity", double(ring->capacity()));
+    if (!copyMode_) o.Set("begun", Napi::Float64Array::New(env, 1, Napi::ArrayBuffer(env, begun), 0));
     return o;
   }
 
@@ -295,11 +301,14 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     return env.Undefined();
   }
 
+  // (from, to): the caller decoded the whole range, and the ring judges which records may be
+  // torn. (from, to, torn): a RingReader judged each record as it left it, `torn` of them.
   Napi::Value RingRelease(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!check(env)) return env.Undefined();
-    if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) {
-      Napi::TypeError::New(env, "ringRelease: expected (from, to)").ThrowAsJavaScriptException();
+    bool judged = info.Length() >= 3;
+    if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber() || (judged && !info[2].IsNumber())) {
+      Napi::TypeError::New(env, "ringRelease: expected (from, to) or (from, to, torn)").ThrowAsJavaScriptException();
       return env.Undefined();
     }
     uint64_t from = uint64_t(info[0].As<Napi::Number>().DoubleValue());
@@ -309,7 +318,14 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
       Napi::RangeError::New(env, "ringRelease: range outside the acquired records").ThrowAsJavaScriptException();
       return env.Undefined();
     }
-    return Napi::Number::New(env, double(ring.release(from, to, sampler_->running(), copyMode_)));
+    if (!judged) return Napi::Number::New(env, double(ring.release(from, to, sampler_->running(), copyMode_)));
+    double torn = info[2].As<Napi::Number>().DoubleValue();
+    if (!(torn >= 0 && torn <= double(to - from))) {
+      Napi::RangeError::New(env, "ringRelease: torn outside 0..(to - from)").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    ring.releaseJudged(from, to, uint64_t(torn));
+    return Napi::Number::New(env, torn);
   }
 
   Napi::Value Threads(const Napi::CallbackInfo& info) {
