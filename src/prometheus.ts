@@ -321,7 +321,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   reg(
     new Counter({
       name: `${prefix}samples_dropped_total`,
-      help: 'Samples a full ring could not keep: refused (drop-newest) or overwritten before they were read (overwrite-oldest); detail lost, totals stay exact.',
+      help: 'Samples a full ring could not keep: refused (drop-newest) or overwritten before they were read (overwrite-oldest); detail lost, totals stay exact. A ring nothing reads counts every sample here once full.',
       labelNames: constNames,
       registers: [building],
       collect() {
