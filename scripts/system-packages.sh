@@ -18,6 +18,19 @@ declare -A BUILD_HDR_PKG=(
   [/usr/include/bpf/libbpf.h]=libbpf-dev [/usr/include/libelf.h]=libelf-dev [/usr/include/zlib.h]=zlib1g-dev
 )
 
+# The aarch64 C and C++ headers test/native-arch.test.ts compiles the addon against, so that
+# nothing x86-only creeps into it. Adds to `missing` what is not there. libstdc++'s package is
+# named by GCC's major version: the host g++'s, else (g++ not installed yet) the one apt's g++
+# depends on; none where neither says (the test then names what to install). ARM64_SYSROOT
+# moves where they are looked for (tests).
+missing_arm64_headers() {
+  local v root="${ARM64_SYSROOT:-/usr/aarch64-linux-gnu}"
+  [ -e "$root/include/stdint.h" ] || missing+=(libc6-dev-arm64-cross)
+  compgen -G "$root/include/c++/*/cstdint" >/dev/null && return 0
+  v="$(g++ -dumpversion 2>/dev/null || apt-cache depends g++ 2>/dev/null | grep -om1 'g++-[0-9]*' | cut -c5- || true)"
+  [ -z "$v" ] || missing+=("libstdc++-${v%%.*}-dev-arm64-cross")
+}
+
 # Where bpftool may be besides PATH: /usr/sbin (off a non-root PATH), and where Ubuntu's
 # linux-tools packages put the real one. Ubuntu's /usr/sbin/bpftool (linux-tools-common) is a
 # wrapper that runs the running kernel's version and fails when that is not installed (a
@@ -57,7 +70,7 @@ missing_packages() {
   local h
   missing=()
   missing_commands BUILD_CMD_PKG
-  if [ "$1" = all ]; then missing_commands TEST_CMD_PKG; fi
+  if [ "$1" = all ]; then missing_commands TEST_CMD_PKG; missing_arm64_headers; fi
   for h in "${!BUILD_HDR_PKG[@]}"; do
     [ -e "$h" ] || missing+=("${BUILD_HDR_PKG[$h]}")
   done
