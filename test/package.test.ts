@@ -92,15 +92,63 @@ describe('public types', () => {
 });
 
 describe('peer dependencies', () => {
-  it('are all optional, and the main entry point loads none of them', () => {
+  it('are all optional but prom-client (`jouletrace serve` needs it), and the main entry point loads none of them', () => {
     const peers = Object.keys(pkg.peerDependencies);
-    expect(peers.filter((p) => pkg.peerDependenciesMeta?.[p]?.optional !== true)).toEqual([]);
+    expect(peers.filter((p) => pkg.peerDependenciesMeta?.[p]?.optional !== true)).toEqual(['prom-client']);
     const script = `require(${JSON.stringify(path.join(ROOT, 'dist/cjs/index.js'))});
       console.log(JSON.stringify(Object.keys(require.cache)));`;
     const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' });
     expect(r.stderr).toBe('');
     const loaded: string[] = JSON.parse(r.stdout);
     expect(peers.filter((p) => loaded.some((f) => f.includes(`${path.sep}node_modules${path.sep}${p}${path.sep}`)))).toEqual([]);
+  });
+
+  // prom-client was a dependency of its own: an application on prom-client 14, or on a 15 npm
+  // did not deduplicate, got jouletrace's copy beside its own, and its Registry was refused at
+  // run time. As a peer, npm installs the one copy at the top level, or refuses the install.
+  describe('prom-client, as npm installs it', () => {
+    // A package of jouletrace's name, version and peer dependencies only, and stand-ins for two
+    // prom-client releases, installed from their tarballs offline: npm decides from these alone.
+    function install(promClient: string) {
+      const dir = scratch('peers');
+      // npm's settings from the environment (`npm test` sets them), legacy-peer-deps among them, left out.
+      const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_config_/i.test(k)));
+      const tarball = (name: string, json: object) => {
+        const src = path.join(dir, name);
+        fs.mkdirSync(src);
+        fs.writeFileSync(path.join(src, 'package.json'), JSON.stringify(json));
+        const r = spawnSync('npm', ['pack', '--ignore-scripts', '--pack-destination', dir], { cwd: src, encoding: 'utf8', env });
+        expect(r.stderr).not.toMatch(/npm error/);
+        return `file:${path.join(dir, r.stdout.trim().split('\n').pop()!)}`;
+      };
+      const { name, version, peerDependencies, peerDependenciesMeta } = pkg;
+      const ours = tarball('jouletrace', { name, version, peerDependencies, peerDependenciesMeta });
+      const theirs = tarball('prom-client', { name: 'prom-client', version: promClient });
+      const app = path.join(dir, 'app');
+      fs.mkdirSync(app);
+      fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', dependencies: { jouletrace: ours, 'prom-client': theirs } }));
+      const r = spawnSync('npm', ['install', '--offline', '--ignore-scripts', '--no-audit', '--no-fund', '--cache', path.join(dir, 'cache')], { cwd: app, encoding: 'utf8', env });
+      return { status: r.status, stderr: r.stderr, app };
+    }
+
+    it('is no dependency of its own', () => {
+      expect(pkg.dependencies['prom-client']).toBeUndefined();
+      expect(pkg.devDependencies['prom-client']).toBe(pkg.peerDependencies['prom-client']);
+    });
+
+    it("shares the application's prom-client 15: one copy", () => {
+      const r = install('15.1.3');
+      expect(r.stderr).not.toMatch(/npm error/);
+      expect(r.status).toBe(0);
+      expect(fs.existsSync(path.join(r.app, 'node_modules/jouletrace/node_modules'))).toBe(false);
+    });
+
+    it("refuses an application's prom-client 14 at install time (ERESOLVE), naming the version needed", () => {
+      const r = install('14.2.0');
+      expect(r.status).not.toBe(0);
+      expect(r.stderr).toMatch(/npm error code ERESOLVE/);
+      expect(r.stderr).toContain(`peer prom-client@"${pkg.peerDependencies['prom-client']}" from jouletrace@${pkg.version}`);
+    });
   });
 });
 
