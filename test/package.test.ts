@@ -180,18 +180,67 @@ describe('the package as a user resolves it', () => {
         same: true,
         named: true,
       });
-      // TypeScript's resolutions: node16/nodenext by the exports map (import and require), node10
-      // by typesVersions.
+      // TypeScript's resolutions: node16/nodenext by the exports map, import to the ESM typings of
+      // the .mjs (CommonJS ones made TypeScript take it for CommonJS: attw's "Masquerading as
+      // CJS") and require to the CommonJS ones; bundler by its import condition; node10 by typesVersions.
       const from = path.join(dir, 'index.ts');
-      const resolutions = [
-        ts.resolveModuleName(name, from, { module: ts.ModuleKind.Node16, moduleResolution: ts.ModuleResolutionKind.Node16 }, ts.sys, undefined, undefined, ts.ModuleKind.ESNext),
-        ts.resolveModuleName(name, from, { module: ts.ModuleKind.Node16, moduleResolution: ts.ModuleResolutionKind.Node16 }, ts.sys, undefined, undefined, ts.ModuleKind.CommonJS),
+      const resolved = (res: ts.ResolvedModuleWithFailedLookupLocations) => res.resolvedModule?.resolvedFileName && fs.realpathSync(res.resolvedModule.resolvedFileName);
+      const node16 = { module: ts.ModuleKind.Node16, moduleResolution: ts.ModuleResolutionKind.Node16 };
+      const bundler = { module: ts.ModuleKind.ESNext, moduleResolution: ts.ModuleResolutionKind.Bundler };
+      for (const res of [
+        ts.resolveModuleName(name, from, node16, ts.sys, undefined, undefined, ts.ModuleKind.ESNext),
+        ts.resolveModuleName(name, from, bundler, ts.sys),
+      ]) {
+        expect(resolved(res)).toBe(path.join(ROOT, 'dist/esm', `${file}.d.mts`));
+      }
+      for (const res of [
+        ts.resolveModuleName(name, from, node16, ts.sys, undefined, undefined, ts.ModuleKind.CommonJS),
         ts.resolveModuleName(name, from, { module: ts.ModuleKind.CommonJS, moduleResolution: ts.ModuleResolutionKind.Node10 }, ts.sys),
-      ];
-      for (const res of resolutions) {
-        expect(res.resolvedModule?.resolvedFileName && fs.realpathSync(res.resolvedModule.resolvedFileName)).toBe(path.join(ROOT, 'dist/cjs', `${file}.d.ts`));
+      ]) {
+        expect(resolved(res)).toBe(path.join(ROOT, 'dist/cjs', `${file}.d.ts`));
       }
     }
+  });
+
+  // TypeScript accepts `import jt from 'jouletrace'` in a CommonJS project (esModuleInterop, which
+  // node16 implies) as in an ES module: it compiled to an undefined `jt` in CommonJS, where the
+  // entry points had no `default`.
+  it('gives every entry point a default export, the module itself, to CommonJS and ESM alike, as its typings say', () => {
+    const dir = scratch('default-import');
+    const names = ENTRIES.map((e) => (e === '.' ? 'jouletrace' : `jouletrace/${e.slice(2)}`));
+    const lines = [
+      ...names.map((n, i) => `import m${i} from '${n}';\nimport * as n${i} from '${n}';`),
+      // The default is typed, not `any`, which would let anything through.
+      ...names.map((_, i) => `// @ts-expect-error: no such export\nvoid m${i}.noSuchExport;`),
+      `const pairs = [${names.map((_, i) => `[m${i}, n${i}]`).join(', ')}] as [Record<string, unknown> | undefined, Record<string, unknown>][];`,
+      "console.log(JSON.stringify(pairs.map(([m, n]) => Object.keys(n).filter((k) => k !== 'default').every((k) => m?.[k] === n[k] && n[k] !== undefined))));",
+    ];
+    const results: Record<string, unknown> = {};
+    for (const type of ['commonjs', 'module']) {
+      const project = path.join(dir, type);
+      fs.mkdirSync(path.join(project, 'node_modules'), { recursive: true });
+      fs.symlinkSync(ROOT, path.join(project, 'node_modules/jouletrace'));
+      fs.writeFileSync(path.join(project, 'package.json'), JSON.stringify({ type }));
+      fs.writeFileSync(path.join(project, 'main.ts'), lines.join('\n') + '\n');
+      const options: ts.CompilerOptions = {
+        module: ts.ModuleKind.Node16,
+        moduleResolution: ts.ModuleResolutionKind.Node16,
+        target: ts.ScriptTarget.ES2022,
+        strict: true,
+        types: ['node'],
+        typeRoots: [path.join(ROOT, 'node_modules/@types')],
+        outDir: project,
+      };
+      const program = ts.createProgram([path.join(project, 'main.ts')], options);
+      const emitted = program.emit();
+      const diagnostics = [...ts.getPreEmitDiagnostics(program), ...emitted.diagnostics].map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n'));
+      expect(diagnostics, type).toEqual([]);
+      const r = spawnSync(process.execPath, [path.join(project, 'main.js')], { cwd: project, encoding: 'utf8' });
+      expect(r.stderr, type).toBe('');
+      results[type] = JSON.parse(r.stdout);
+    }
+    const every = names.map(() => true);
+    expect(results).toEqual({ commonjs: every, module: every });
   });
 
   it('packs what install and the exports map need, and not the development scripts', () => {
@@ -203,7 +252,9 @@ describe('the package as a user resolves it', () => {
     for (const f of ['binding.gyp', 'scripts/build-bpf.sh', 'scripts/install-failed.sh', 'scripts/system-packages.sh', 'bpf/thread_tracker.bpf.c', 'native/addon.cc']) {
       expect(files.has(f), f).toBe(true);
     }
-    for (const target of Object.values<Record<string, string> | string>(pkg.exports).flatMap((t) => (typeof t === 'string' ? [t] : Object.values(t)))) {
+    type Target = string | { [condition: string]: Target };
+    const targets = (t: Target): string[] => (typeof t === 'string' ? [t] : Object.values(t).flatMap(targets));
+    for (const target of targets(pkg.exports)) {
       expect(files.has(path.normalize(target)), target).toBe(true);
     }
     expect(files.has(path.normalize(pkg.bin.jouletrace)), pkg.bin.jouletrace).toBe(true);
