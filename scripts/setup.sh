@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 say() { printf 'jouletrace setup: %s\n' "$*" >&2; }
 
 case "${1:-}" in
-  '') want=build ;;
+  '') want=setup ;;
   --test) want=all ;;
   *) say "unknown argument $1 (usage: setup.sh [--test])"; exit 2 ;;
 esac

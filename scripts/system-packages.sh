@@ -1,11 +1,17 @@
 # The Debian packages jouletrace needs, found missing by what they provide. Sourced by setup.sh
-# (everything: the build and the test tools) and install-failed.sh (the build only).
+# (everything: the build, set-up's own tools and the test tools) and install-failed.sh (what the
+# compile needs, and nothing else: a failure is blamed on no package it can do without).
 
-# command → Debian package. src/native.ts names the build packages too, in the error for an
-# addon that is not built; test/install-failed.test.ts keeps the two lists the same.
+# command → Debian package: what compiling the addon needs. src/native.ts names these too, in
+# the error for an addon that is not built; test/install-failed.test.ts keeps the two lists the same.
 declare -A BUILD_CMD_PKG=(
-  [clang]=clang [llvm-strip]=llvm [pkg-config]=pkg-config [make]=make [g++]=g++
-  [python3]=python3 [bpftool]=bpftool
+  [clang]=clang [make]=make [g++]=g++ [python3]=python3 [bpftool]=bpftool
+)
+# What set-up installs besides, which the compile does without: llvm-strip makes the embedded
+# BPF object smaller (build-bpf.sh goes on without it), pkg-config tells libbpf's version (set-up
+# refuses one before 1.0; binding.gyp links -lbpf without asking it).
+declare -A SETUP_CMD_PKG=(
+  [llvm-strip]=llvm [pkg-config]=pkg-config
 )
 declare -A TEST_CMD_PKG=(
   [capsh]=libcap2-bin  # the tests drop capabilities to check the unprivileged paths
@@ -65,11 +71,13 @@ missing_commands() {
   done
 }
 
-# missing_packages build|all: sets the array `missing`, sorted, no repeats.
+# missing_packages build|setup|all: sets the array `missing`, sorted, no repeats. build: what the
+# compile needs; setup: and set-up's own tools; all: and the test tools.
 missing_packages() {
   local h
   missing=()
   missing_commands BUILD_CMD_PKG
+  if [ "$1" != build ]; then missing_commands SETUP_CMD_PKG; fi
   if [ "$1" = all ]; then missing_commands TEST_CMD_PKG; missing_arm64_headers; fi
   for h in "${!BUILD_HDR_PKG[@]}"; do
     [ -e "$h" ] || missing+=("${BUILD_HDR_PKG[$h]}")
