@@ -1,12 +1,16 @@
 // Compiles src/ to CommonJS in dist/cjs (with .d.ts), then writes ESM entry points in dist/esm
 // that re-export every named export, so `import { Sampler } from 'jouletrace'` and
-// `require('jouletrace')` load the same module instance.
+// `require('jouletrace')` load the same module instance, with ESM typings (.d.mts) of their own:
+// CommonJS ones for an .mjs let TypeScript take the ESM entry points for CommonJS.
+// Each entry point's default export is the module itself, in ESM as in CommonJS: TypeScript
+// accepts `import jt from 'jouletrace'` in a CommonJS project (esModuleInterop), which without
+// `exports.default` compiled to an undefined `jt`.
 // Everything is written to dist.new/ first, which replaces dist/ only once complete: tsc emits
 // despite type errors, and a dist/ left by a failed build would look up to date to setup.sh
 // (newer than src/), which then skipped the build that was still needed.
 import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { mkdirSync, writeFileSync, renameSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdirSync, writeFileSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -42,6 +46,8 @@ function build() {
   };
   mkdirSync(join(out, 'esm'), { recursive: true });
   for (const [esmName, cjsName] of Object.entries(entries)) {
+    appendFileSync(join(out, 'cjs', `${cjsName}.js`), 'exports.default = exports;\n');
+    appendFileSync(join(out, 'cjs', `${cjsName}.d.ts`), `declare const _default: typeof import('./${cjsName}');\nexport default _default;\n`);
     const mod = require(join(out, 'cjs', `${cjsName}.js`));
     const names = Object.keys(mod).filter((n) => n !== 'default' && n !== '__esModule');
     const lines = [
@@ -51,5 +57,8 @@ function build() {
       '',
     ];
     writeFileSync(join(out, 'esm', `${esmName}.mjs`), lines.join('\n'));
+    // What an ES module importing the CommonJS one sees: its named exports, and module.exports as the default.
+    const types = [`export * from '../cjs/${cjsName}.js';`, `export { default } from '../cjs/${cjsName}.js';`, ''];
+    writeFileSync(join(out, 'esm', `${esmName}.d.mts`), types.join('\n'));
   }
 }

@@ -6,10 +6,14 @@ source "${BASH_SOURCE[0]%/*}/system-packages.sh"
 missing_packages build
 say() { printf 'jouletrace: %s\n' "$*" >&2; }
 say "no prebuilt binary for $(node -p 'process.platform + "-" + process.arch + ", Node " + process.versions.node'), and compiling the addon failed (see above)."
-# Where libbpf-dev and pkg-config are both there, the libbpf they find may still be too old.
-old_libbpf=""
-if [[ " ${missing[*]} " != *" pkg-config "* && " ${missing[*]} " != *" libbpf-dev "* ]]; then
-  old_libbpf="$(libbpf_too_old)" || true
+# Where libbpf-dev is there, it may still be too old; pkg-config tells, where there is one.
+old_libbpf="" unchecked=""
+if [[ " ${missing[*]} " != *" libbpf-dev "* ]]; then
+  if command -v pkg-config >/dev/null 2>&1; then
+    old_libbpf="$(libbpf_too_old)" || true
+  else
+    unchecked="libbpf's version was not checked (no pkg-config): the addon needs libbpf 1.0 or later (Debian 12, Ubuntu 24.04 and later ship it)"
+  fi
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
   apt_names
@@ -21,5 +25,8 @@ if [ -n "$old_libbpf" ]; then
 fi
 if [ "${#missing[@]}" = 0 ] && [ -z "$old_libbpf" ]; then
   say "the build packages are all installed; the compiler's output above says what failed."
+fi
+if [ -n "$unchecked" ]; then
+  say "$unchecked"
 fi
 exit 1

@@ -1,11 +1,17 @@
 # The Debian packages jouletrace needs, found missing by what they provide. Sourced by setup.sh
-# (everything: the build and the test tools) and install-failed.sh (the build only).
+# (everything: the build, set-up's own tools and the test tools) and install-failed.sh (what the
+# compile needs, and nothing else: a failure is blamed on no package it can do without).
 
-# command → Debian package. src/native.ts names the build packages too, in the error for an
-# addon that is not built; test/install-failed.test.ts keeps the two lists the same.
+# command → Debian package: what compiling the addon needs. src/native.ts names these too, in
+# the error for an addon that is not built; test/install-failed.test.ts keeps the two lists the same.
 declare -A BUILD_CMD_PKG=(
-  [clang]=clang [llvm-strip]=llvm [pkg-config]=pkg-config [make]=make [g++]=g++
-  [python3]=python3 [bpftool]=bpftool
+  [clang]=clang [make]=make [g++]=g++ [python3]=python3 [bpftool]=bpftool
+)
+# What set-up installs besides, which the compile does without: llvm-strip makes the embedded
+# BPF object smaller (build-bpf.sh goes on without it), pkg-config tells libbpf's version (set-up
+# refuses one before 1.0; binding.gyp links -lbpf without asking it).
+declare -A SETUP_CMD_PKG=(
+  [llvm-strip]=llvm [pkg-config]=pkg-config
 )
 declare -A TEST_CMD_PKG=(
   [capsh]=libcap2-bin  # the tests drop capabilities to check the unprivileged paths
@@ -17,6 +23,19 @@ declare -A TEST_CMD_PKG=(
 declare -A BUILD_HDR_PKG=(
   [/usr/include/bpf/libbpf.h]=libbpf-dev [/usr/include/libelf.h]=libelf-dev [/usr/include/zlib.h]=zlib1g-dev
 )
+
+# The aarch64 C and C++ headers test/native-arch.test.ts compiles the addon against, so that
+# nothing x86-only creeps into it. Adds to `missing` what is not there. libstdc++'s package is
+# named by GCC's major version: the host g++'s, else (g++ not installed yet) the one apt's g++
+# depends on; none where neither says (the test then names what to install). ARM64_SYSROOT
+# moves where they are looked for (tests).
+missing_arm64_headers() {
+  local v root="${ARM64_SYSROOT:-/usr/aarch64-linux-gnu}"
+  [ -e "$root/include/stdint.h" ] || missing+=(libc6-dev-arm64-cross)
+  compgen -G "$root/include/c++/*/cstdint" >/dev/null && return 0
+  v="$(g++ -dumpversion 2>/dev/null || apt-cache depends g++ 2>/dev/null | grep -om1 'g++-[0-9]*' | cut -c5- || true)"
+  [ -z "$v" ] || missing+=("libstdc++-${v%%.*}-dev-arm64-cross")
+}
 
 # Where bpftool may be besides PATH: /usr/sbin (off a non-root PATH), and where Ubuntu's
 # linux-tools packages put the real one. Ubuntu's /usr/sbin/bpftool (linux-tools-common) is a
@@ -52,12 +71,14 @@ missing_commands() {
   done
 }
 
-# missing_packages build|all: sets the array `missing`, sorted, no repeats.
+# missing_packages build|setup|all: sets the array `missing`, sorted, no repeats. build: what the
+# compile needs; setup: and set-up's own tools; all: and the test tools.
 missing_packages() {
   local h
   missing=()
   missing_commands BUILD_CMD_PKG
-  if [ "$1" = all ]; then missing_commands TEST_CMD_PKG; fi
+  if [ "$1" != build ]; then missing_commands SETUP_CMD_PKG; fi
+  if [ "$1" = all ]; then missing_commands TEST_CMD_PKG; missing_arm64_headers; fi
   for h in "${!BUILD_HDR_PKG[@]}"; do
     [ -e "$h" ] || missing+=("${BUILD_HDR_PKG[$h]}")
   done

@@ -4,7 +4,7 @@
 //   app.use(energyMiddleware(tracker));
 //   instrumentExpress(app, tracker);   // the same, without a middleware layer
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { isSamplerLike, refuseOptionsBeside, RequestTracker, type RequestTrackerOptions } from './requests';
+import { foreignTracker, isSamplerLike, refuseOptionsBeside, RequestTracker, type RequestTrackerOptions } from './requests';
 import { UNMATCHED_ROUTE } from './span-types';
 import type { Sampler } from './sampler';
 import { mountPattern, patternMatches } from './express-route-patterns';
@@ -215,6 +215,8 @@ function warnUnaccounted(e: unknown): void {
 }
 
 function trackerOf(trackerOrSampler: RequestTracker | Sampler, options: RequestTrackerOptions | undefined): RequestTracker {
+  const foreign = foreignTracker('trackerOrSampler', trackerOrSampler);
+  if (foreign) throw foreign;
   if (!(trackerOrSampler instanceof RequestTracker)) {
     // RequestTracker's own refusal would name its argument, `sampler`, not this one.
     if (!isSamplerLike(trackerOrSampler)) {

@@ -3,7 +3,7 @@
 //   import { fastifyEnergy } from 'jouletrace/fastify';
 //   await app.register(fastifyEnergy, { tracker });
 import { JouletraceError } from './errors';
-import { refuseOptionsBeside, RequestTracker, type RequestTrackerOptions } from './requests';
+import { foreignTracker, refuseOptionsBeside, RequestTracker, type RequestTrackerOptions } from './requests';
 import type { Sampler } from './sampler';
 import { UNMATCHED_ROUTE } from './span-types';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -78,6 +78,8 @@ export function fastifyEnergy(app: FastifyLike, options: FastifyEnergyOptions, d
     return;
   }
   try {
+    const foreign = foreignTracker('options.tracker', options?.tracker);
+    if (foreign) throw foreign;
     if (options?.tracker instanceof RequestTracker) {
       refuseOptionsBeside(options as unknown as Record<string, unknown>, true);
       tracker = options.tracker;

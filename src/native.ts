@@ -37,7 +37,7 @@ export function native(): NativeBinding {
 
 // What `npm rebuild jouletrace` compiles with: the build list of scripts/system-packages.sh, kept
 // the same by test/install-failed.test.ts. bpftool has no package of its own on Ubuntu.
-const BUILD_PACKAGES = 'clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config make g++ python3';
+const BUILD_PACKAGES = 'clang libbpf-dev libelf-dev zlib1g-dev make g++ python3';
 const BPFTOOL_HINT = 'and bpftool (Debian: bpftool; Ubuntu: linux-tools-common linux-tools-$(uname -r))';
 // Runtime libraries the addon links against, by soname.
 const RUNTIME_PACKAGES: Record<string, { pkg: string; note?: string }> = {

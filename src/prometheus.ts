@@ -5,6 +5,7 @@
 // time in collect() (never pushed from timers), counters that never go down — the sampler's
 // totals restart at each start(), so this module accumulates increases itself.
 import { Counter, Gauge, Registry, type Metric } from 'prom-client';
+import * as path from 'node:path';
 import { carbonIntensity, joulesToGrams, type CarbonIntensity, type CarbonIntensityOptions } from './carbon';
 import { checkBoolean, checkIntegerInRange, checkObject, checkString, invalidType, JouletraceError } from './errors';
 import { EnergyTracker, PowerWindow, type EnergyReading } from './energy-tracker';
@@ -105,6 +106,31 @@ const OPTION_KEYS = [
   'requestBuckets',
 ];
 
+// What package.json's peerDependencies asks for (a test keeps the two the same).
+const PROM_CLIENT_RANGE = '^15.1.3';
+
+function isRegistryLike(r: unknown): boolean {
+  const o = r as Partial<Record<'registerMetric' | 'getSingleMetric' | 'metrics', unknown>> | null;
+  return typeof o === 'object' && o !== null && typeof o.registerMetric === 'function' && typeof o.getSingleMetric === 'function' && typeof o.metrics === 'function';
+}
+
+// A Registry of another prom-client copy: the application's own, of another major version or not
+// deduplicated with the one jouletrace resolves (its peer dependency).
+function foreignRegistry(): JouletraceError {
+  let ours = 'prom-client';
+  try {
+    const file = require.resolve('prom-client/package.json');
+    ours = `prom-client ${(require(file) as { version: string }).version} in ${path.dirname(file)}`;
+  } catch {
+    // Named without its version and place: the message still says what to do.
+  }
+  return new JouletraceError(
+    'ERR_JOULETRACE_PROM_CLIENT',
+    `options.registry is a Registry of another copy of prom-client than the one jouletrace uses (${ours}); jouletrace's metrics can be registered only in a Registry of that copy. ` +
+      `jouletrace needs prom-client ${PROM_CLIENT_RANGE}, one copy for the whole application: install it at the top level (npm install prom-client@${PROM_CLIENT_RANGE}) and run npm dedupe; npm ls prom-client lists the copies.`,
+  );
+}
+
 /**
  * Registers jouletrace's metrics for `sampler` in a prom-client registry.
  *
@@ -123,6 +149,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     throw invalidType('sampler', 'a Sampler', sampler);
   }
   if (opts.registry !== undefined && !(opts.registry instanceof Registry)) {
+    if (isRegistryLike(opts.registry)) throw foreignRegistry();
     throw invalidType('options.registry', "a prom-client Registry (from the same prom-client as jouletrace's)", opts.registry);
   }
   const registry = (opts.registry as Registry | undefined) ?? new Registry();

@@ -873,15 +873,38 @@ function routeIds(entries: readonly RouteEntry[]): Int32Array {
 export const TRACKER_OPTION_KEYS = ['mode', 'routeOf', 'maxRoutes'] as const;
 
 /**
- * @internal A tracker passed in comes with its own options: any given beside it would be dropped
- * without a word, so they are refused, as is any other key unless `othersAllowed` (Fastify's
- * register options ride along with the plugin's).
+ * A Sampler of this copy of jouletrace or of another (a dependency that pins another version):
+ * by shape. A tracker made here from another copy's sampler uses it through its public methods.
  */
-/** A Sampler of this package's copy or another's (ESM and CommonJS load one each): by shape. */
 export function isSamplerLike(x: unknown): x is Sampler {
   return x !== null && typeof x === 'object' && typeof (x as { spanChannel?: unknown }).spanChannel === 'function';
 }
 
+/**
+ * @internal The error for a RequestTracker of another copy of jouletrace (by shape), given to
+ * this copy's Express or Fastify integration; undefined for anything else. Refused, not driven:
+ * the integration's calls into a tracker (track() with a route callback, and in exact mode the
+ * continuation that runs the rest of the request in its context) are this version's, untested
+ * against another's, where one that does not run the continuation would leave every request
+ * waiting; and the other copy's end() wrapper, request table and contexts cannot be checked from
+ * here. Its Sampler is taken instead, by shape: the tracker is then made here.
+ */
+export function foreignTracker(option: string, x: unknown): JouletraceError | undefined {
+  if (x instanceof RequestTracker || x === null || typeof x !== 'object') return undefined;
+  const t = x as Partial<Record<'track' | 'onRequest' | 'routes', unknown>>;
+  if (typeof t.track !== 'function' || typeof t.onRequest !== 'function' || typeof t.routes !== 'function') return undefined;
+  return new JouletraceError(
+    'ERR_JOULETRACE_FOREIGN_TRACKER',
+    `${option} is a RequestTracker of another copy of jouletrace than this integration's (two versions in node_modules: npm ls jouletrace lists them), and each copy's integrations drive only its own trackers. ` +
+      'Use the integration of the copy that made the tracker, or pass its Sampler here (a tracker is then made from it), or install one version of jouletrace.',
+  );
+}
+
+/**
+ * @internal A tracker passed in comes with its own options: any given beside it would be dropped
+ * without a word, so they are refused, as is any other key unless `othersAllowed` (Fastify's
+ * register options ride along with the plugin's).
+ */
 export function refuseOptionsBeside(options: Record<string, unknown>, othersAllowed = false): void {
   if (!othersAllowed) checkKnownKeys('options', options, TRACKER_OPTION_KEYS);
   const given = TRACKER_OPTION_KEYS.find((k) => options[k] !== undefined);

@@ -10,22 +10,58 @@ import { which } from './fixtures/shell-scripts';
 const ROOT = path.join(__dirname, '..');
 
 describe('install-failed.sh', () => {
-  it('names the missing build packages and fails', () => {
-    // A PATH holding every build tool this machine has except clang and pkg-config.
+  // A PATH holding these of this machine's commands.
+  function installFailedWith(cmds: string[]) {
     const bin = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-path-'));
     try {
-      for (const cmd of ['bash', 'node', 'sort', 'uname', 'apt-cache', 'llvm-strip', 'make', 'g++', 'python3', 'bpftool']) {
+      for (const cmd of cmds) {
         const at = which(cmd);
         if (at) fs.symlinkSync(at, path.join(bin, cmd));
       }
-      const r = spawnSync(path.join(bin, 'bash'), [path.join(ROOT, 'scripts/install-failed.sh')], {
+      return spawnSync(path.join(bin, 'bash'), [path.join(ROOT, 'scripts/install-failed.sh')], {
         encoding: 'utf8',
         env: { PATH: bin },
       });
-      expect(r.status).toBe(1);
-      expect(r.stderr).toMatch(new RegExp(`^jouletrace: no prebuilt binary for ${process.platform}-${process.arch}, Node \\d+\\.\\d+\\.\\d+, and compiling the addon failed`));
-      expect(r.stderr).toMatch(/missing system packages: clang pkg-config\n/);
-      expect(r.stderr).toMatch(/sudo apt-get install clang pkg-config\n/);
+    } finally {
+      fs.rmSync(bin, { recursive: true, force: true });
+    }
+  }
+
+  it('names the missing build packages and fails', () => {
+    // Every build tool this machine has except clang and pkg-config.
+    const r = installFailedWith(['bash', 'node', 'sort', 'uname', 'apt-cache', 'llvm-strip', 'make', 'g++', 'python3', 'bpftool']);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(new RegExp(`^jouletrace: no prebuilt binary for ${process.platform}-${process.arch}, Node \\d+\\.\\d+\\.\\d+, and compiling the addon failed`));
+    expect(r.stderr).toMatch(/missing system packages: clang\n/);
+    expect(r.stderr).toMatch(/sudo apt-get install clang\n/);
+  });
+
+  // A build that failed for another reason (no Node headers) was blamed on llvm: "missing system
+  // packages: llvm". build-bpf.sh goes on without llvm-strip, and the build never runs pkg-config.
+  it('blames neither llvm nor pkg-config, which the compile does without, and points at the compiler output', () => {
+    const r = installFailedWith(['bash', 'node', 'sort', 'uname', 'apt-cache', 'clang', 'make', 'g++', 'python3', 'bpftool']);
+    expect(r.status).toBe(1);
+    expect(r.stderr).not.toMatch(/missing system packages/);
+    expect(r.stderr).toMatch(/\njouletrace: the build packages are all installed; the compiler's output above says what failed\.\n/);
+    // Without pkg-config, a libbpf too old goes unchecked: said, not blamed.
+    expect(r.stderr).toMatch(/\njouletrace: libbpf's version was not checked \(no pkg-config\): the addon needs libbpf 1\.0 or later /);
+  });
+
+  it('leaves llvm and pkg-config to set-up, out of what the compile needs', () => {
+    const bin = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-path-'));
+    try {
+      for (const cmd of ['sort', 'clang', 'make', 'g++', 'python3', 'bpftool']) {
+        const at = which(cmd);
+        if (at) fs.symlinkSync(at, path.join(bin, cmd));
+      }
+      const missing = (want: string) =>
+        spawnSync(which('bash')!, ['--norc', '-euo', 'pipefail', '-c', `source scripts/system-packages.sh; missing_packages ${want}; echo "\${missing[*]}"`], {
+          cwd: ROOT,
+          encoding: 'utf8',
+          env: { PATH: bin },
+        }).stdout.trim();
+      expect(missing('build')).toBe('');
+      expect(missing('setup')).toBe('llvm pkg-config');
     } finally {
       fs.rmSync(bin, { recursive: true, force: true });
     }

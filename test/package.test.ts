@@ -92,15 +92,63 @@ describe('public types', () => {
 });
 
 describe('peer dependencies', () => {
-  it('are all optional, and the main entry point loads none of them', () => {
+  it('are all optional but prom-client (`jouletrace serve` needs it), and the main entry point loads none of them', () => {
     const peers = Object.keys(pkg.peerDependencies);
-    expect(peers.filter((p) => pkg.peerDependenciesMeta?.[p]?.optional !== true)).toEqual([]);
+    expect(peers.filter((p) => pkg.peerDependenciesMeta?.[p]?.optional !== true)).toEqual(['prom-client']);
     const script = `require(${JSON.stringify(path.join(ROOT, 'dist/cjs/index.js'))});
       console.log(JSON.stringify(Object.keys(require.cache)));`;
     const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' });
     expect(r.stderr).toBe('');
     const loaded: string[] = JSON.parse(r.stdout);
     expect(peers.filter((p) => loaded.some((f) => f.includes(`${path.sep}node_modules${path.sep}${p}${path.sep}`)))).toEqual([]);
+  });
+
+  // prom-client was a dependency of its own: an application on prom-client 14, or on a 15 npm
+  // did not deduplicate, got jouletrace's copy beside its own, and its Registry was refused at
+  // run time. As a peer, npm installs the one copy at the top level, or refuses the install.
+  describe('prom-client, as npm installs it', () => {
+    // A package of jouletrace's name, version and peer dependencies only, and stand-ins for two
+    // prom-client releases, installed from their tarballs offline: npm decides from these alone.
+    function install(promClient: string) {
+      const dir = scratch('peers');
+      // npm's settings from the environment (`npm test` sets them), legacy-peer-deps among them, left out.
+      const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_config_/i.test(k)));
+      const tarball = (name: string, json: object) => {
+        const src = path.join(dir, name);
+        fs.mkdirSync(src);
+        fs.writeFileSync(path.join(src, 'package.json'), JSON.stringify(json));
+        const r = spawnSync('npm', ['pack', '--ignore-scripts', '--pack-destination', dir], { cwd: src, encoding: 'utf8', env });
+        expect(r.stderr).not.toMatch(/npm error/);
+        return `file:${path.join(dir, r.stdout.trim().split('\n').pop()!)}`;
+      };
+      const { name, version, peerDependencies, peerDependenciesMeta } = pkg;
+      const ours = tarball('jouletrace', { name, version, peerDependencies, peerDependenciesMeta });
+      const theirs = tarball('prom-client', { name: 'prom-client', version: promClient });
+      const app = path.join(dir, 'app');
+      fs.mkdirSync(app);
+      fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', dependencies: { jouletrace: ours, 'prom-client': theirs } }));
+      const r = spawnSync('npm', ['install', '--offline', '--ignore-scripts', '--no-audit', '--no-fund', '--cache', path.join(dir, 'cache')], { cwd: app, encoding: 'utf8', env });
+      return { status: r.status, stderr: r.stderr, app };
+    }
+
+    it('is no dependency of its own', () => {
+      expect(pkg.dependencies['prom-client']).toBeUndefined();
+      expect(pkg.devDependencies['prom-client']).toBe(pkg.peerDependencies['prom-client']);
+    });
+
+    it("shares the application's prom-client 15: one copy", () => {
+      const r = install('15.1.3');
+      expect(r.stderr).not.toMatch(/npm error/);
+      expect(r.status).toBe(0);
+      expect(fs.existsSync(path.join(r.app, 'node_modules/jouletrace/node_modules'))).toBe(false);
+    });
+
+    it("refuses an application's prom-client 14 at install time (ERESOLVE), naming the version needed", () => {
+      const r = install('14.2.0');
+      expect(r.status).not.toBe(0);
+      expect(r.stderr).toMatch(/npm error code ERESOLVE/);
+      expect(r.stderr).toContain(`peer prom-client@"${pkg.peerDependencies['prom-client']}" from jouletrace@${pkg.version}`);
+    });
   });
 });
 
@@ -132,18 +180,67 @@ describe('the package as a user resolves it', () => {
         same: true,
         named: true,
       });
-      // TypeScript's resolutions: node16/nodenext by the exports map (import and require), node10
-      // by typesVersions.
+      // TypeScript's resolutions: node16/nodenext by the exports map, import to the ESM typings of
+      // the .mjs (CommonJS ones made TypeScript take it for CommonJS: attw's "Masquerading as
+      // CJS") and require to the CommonJS ones; bundler by its import condition; node10 by typesVersions.
       const from = path.join(dir, 'index.ts');
-      const resolutions = [
-        ts.resolveModuleName(name, from, { module: ts.ModuleKind.Node16, moduleResolution: ts.ModuleResolutionKind.Node16 }, ts.sys, undefined, undefined, ts.ModuleKind.ESNext),
-        ts.resolveModuleName(name, from, { module: ts.ModuleKind.Node16, moduleResolution: ts.ModuleResolutionKind.Node16 }, ts.sys, undefined, undefined, ts.ModuleKind.CommonJS),
+      const resolved = (res: ts.ResolvedModuleWithFailedLookupLocations) => res.resolvedModule?.resolvedFileName && fs.realpathSync(res.resolvedModule.resolvedFileName);
+      const node16 = { module: ts.ModuleKind.Node16, moduleResolution: ts.ModuleResolutionKind.Node16 };
+      const bundler = { module: ts.ModuleKind.ESNext, moduleResolution: ts.ModuleResolutionKind.Bundler };
+      for (const res of [
+        ts.resolveModuleName(name, from, node16, ts.sys, undefined, undefined, ts.ModuleKind.ESNext),
+        ts.resolveModuleName(name, from, bundler, ts.sys),
+      ]) {
+        expect(resolved(res)).toBe(path.join(ROOT, 'dist/esm', `${file}.d.mts`));
+      }
+      for (const res of [
+        ts.resolveModuleName(name, from, node16, ts.sys, undefined, undefined, ts.ModuleKind.CommonJS),
         ts.resolveModuleName(name, from, { module: ts.ModuleKind.CommonJS, moduleResolution: ts.ModuleResolutionKind.Node10 }, ts.sys),
-      ];
-      for (const res of resolutions) {
-        expect(res.resolvedModule?.resolvedFileName && fs.realpathSync(res.resolvedModule.resolvedFileName)).toBe(path.join(ROOT, 'dist/cjs', `${file}.d.ts`));
+      ]) {
+        expect(resolved(res)).toBe(path.join(ROOT, 'dist/cjs', `${file}.d.ts`));
       }
     }
+  });
+
+  // TypeScript accepts `import jt from 'jouletrace'` in a CommonJS project (esModuleInterop, which
+  // node16 implies) as in an ES module: it compiled to an undefined `jt` in CommonJS, where the
+  // entry points had no `default`.
+  it('gives every entry point a default export, the module itself, to CommonJS and ESM alike, as its typings say', () => {
+    const dir = scratch('default-import');
+    const names = ENTRIES.map((e) => (e === '.' ? 'jouletrace' : `jouletrace/${e.slice(2)}`));
+    const lines = [
+      ...names.map((n, i) => `import m${i} from '${n}';\nimport * as n${i} from '${n}';`),
+      // The default is typed, not `any`, which would let anything through.
+      ...names.map((_, i) => `// @ts-expect-error: no such export\nvoid m${i}.noSuchExport;`),
+      `const pairs = [${names.map((_, i) => `[m${i}, n${i}]`).join(', ')}] as [Record<string, unknown> | undefined, Record<string, unknown>][];`,
+      "console.log(JSON.stringify(pairs.map(([m, n]) => Object.keys(n).filter((k) => k !== 'default').every((k) => m?.[k] === n[k] && n[k] !== undefined))));",
+    ];
+    const results: Record<string, unknown> = {};
+    for (const type of ['commonjs', 'module']) {
+      const project = path.join(dir, type);
+      fs.mkdirSync(path.join(project, 'node_modules'), { recursive: true });
+      fs.symlinkSync(ROOT, path.join(project, 'node_modules/jouletrace'));
+      fs.writeFileSync(path.join(project, 'package.json'), JSON.stringify({ type }));
+      fs.writeFileSync(path.join(project, 'main.ts'), lines.join('\n') + '\n');
+      const options: ts.CompilerOptions = {
+        module: ts.ModuleKind.Node16,
+        moduleResolution: ts.ModuleResolutionKind.Node16,
+        target: ts.ScriptTarget.ES2022,
+        strict: true,
+        types: ['node'],
+        typeRoots: [path.join(ROOT, 'node_modules/@types')],
+        outDir: project,
+      };
+      const program = ts.createProgram([path.join(project, 'main.ts')], options);
+      const emitted = program.emit();
+      const diagnostics = [...ts.getPreEmitDiagnostics(program), ...emitted.diagnostics].map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n'));
+      expect(diagnostics, type).toEqual([]);
+      const r = spawnSync(process.execPath, [path.join(project, 'main.js')], { cwd: project, encoding: 'utf8' });
+      expect(r.stderr, type).toBe('');
+      results[type] = JSON.parse(r.stdout);
+    }
+    const every = names.map(() => true);
+    expect(results).toEqual({ commonjs: every, module: every });
   });
 
   it('packs what install and the exports map need, and not the development scripts', () => {
@@ -155,7 +252,9 @@ describe('the package as a user resolves it', () => {
     for (const f of ['binding.gyp', 'scripts/build-bpf.sh', 'scripts/install-failed.sh', 'scripts/system-packages.sh', 'bpf/thread_tracker.bpf.c', 'native/addon.cc']) {
       expect(files.has(f), f).toBe(true);
     }
-    for (const target of Object.values<Record<string, string> | string>(pkg.exports).flatMap((t) => (typeof t === 'string' ? [t] : Object.values(t)))) {
+    type Target = string | { [condition: string]: Target };
+    const targets = (t: Target): string[] => (typeof t === 'string' ? [t] : Object.values(t).flatMap(targets));
+    for (const target of targets(pkg.exports)) {
       expect(files.has(path.normalize(target)), target).toBe(true);
     }
     expect(files.has(path.normalize(pkg.bin.jouletrace)), pkg.bin.jouletrace).toBe(true);

@@ -2,6 +2,7 @@
 // cardinality, span and request histograms — and a real Prometheus scraping a real app.
 import * as fs from 'node:fs';
 import * as http from 'node:http';
+import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { Registry } from 'prom-client';
@@ -457,6 +458,40 @@ describe('registerMetrics', () => {
     expect(() => registerMetrics(s, { labels: { stat: 'mine' } })).toThrow(/options\.labels: "stat" is a label/);
     expect(() => registerMetrics(s, { nope: 1 } as never)).toThrow(/Unknown option options\.nope/);
     expect(() => registerMetrics({} as never)).toThrow(TypeError);
+  });
+
+  // An application's own prom-client (14, or 15 not deduplicated) got a TypeError with no code,
+  // no version and no remedy.
+  it("refuses a Registry of another prom-client copy with a code, the version jouletrace needs and how to get it", () => {
+    // A second instance of prom-client's modules: what a copy elsewhere in node_modules is.
+    const req = createRequire(__filename);
+    const dir = path.dirname(req.resolve('prom-client/package.json')) + path.sep;
+    const ours = Object.keys(req.cache).filter((k) => k.startsWith(dir));
+    const saved = new Map(ours.map((k) => [k, req.cache[k]]));
+    for (const k of ours) delete req.cache[k];
+    let Foreign: typeof Registry;
+    try {
+      Foreign = (req('prom-client') as { Registry: typeof Registry }).Registry;
+    } finally {
+      for (const k of Object.keys(req.cache)) if (k.startsWith(dir)) delete req.cache[k];
+      for (const [k, m] of saved) req.cache[k] = m;
+    }
+    expect(Foreign).not.toBe(Registry);
+    const s = sampler({ threads: 'off' });
+    const { version } = req('prom-client/package.json') as { version: string };
+    const range = JSON.parse(fs.readFileSync(path.join(__dirname, '../package.json'), 'utf8')).peerDependencies['prom-client'];
+    expect(() => registerMetrics(s, { registry: new Foreign() })).toThrow(
+      expect.objectContaining({
+        code: 'ERR_JOULETRACE_PROM_CLIENT',
+        message:
+          `options.registry is a Registry of another copy of prom-client than the one jouletrace uses (prom-client ${version} in ${dir.slice(0, -1)}); jouletrace's metrics can be registered only in a Registry of that copy. ` +
+          `jouletrace needs prom-client ${range}, one copy for the whole application: install it at the top level (npm install prom-client@${range}) and run npm dedupe; npm ls prom-client lists the copies.`,
+      }),
+    );
+    // Anything else is still a TypeError naming what was expected.
+    expect(() => registerMetrics(s, { registry: {} as never })).toThrow(
+      new TypeError("Expected a prom-client Registry (from the same prom-client as jouletrace's) for options.registry but received {} of type object"),
+    );
   });
 
   // 13 metrics stayed in options.registry (jouletrace_samples_total 0, ...), and a retry there

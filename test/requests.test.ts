@@ -4,6 +4,7 @@ import { AsyncLocalStorage, AsyncResource } from 'node:async_hooks';
 import { execFile, execFileSync } from 'node:child_process';
 import { pbkdf2 } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import * as http from 'node:http';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
@@ -1911,6 +1912,34 @@ describe('exact mode edges', () => {
     expect(Number.isNaN(records[0].joules)).toBe(true);
     expect(records[0].incomplete).toBe(true);
     expect(tracker.inFlight).toBe(0);
+  });
+
+  // A dependency pinning another version of jouletrace: its tracker failed instanceof and was
+  // refused as 'Expected a RequestTracker or a Sampler ... but received {"mode":"shared"}'.
+  it('refuses a RequestTracker of another copy of jouletrace as such, and takes its Sampler', async () => {
+    // The compiled package loaded beside these sources is such a copy: its own RequestTracker class.
+    const other = createRequire(__filename)(path.join(__dirname, '..', 'dist/cjs/index.js')) as typeof import('../src/index');
+    expect(other.RequestTracker).not.toBe(RequestTracker);
+    // Its prototype's methods are all the shape test sees (made without a sampler: nothing runs).
+    const foreign = Object.create(other.RequestTracker.prototype) as RequestTracker;
+    const refused = (option: string) =>
+      expect.objectContaining({
+        code: 'ERR_JOULETRACE_FOREIGN_TRACKER',
+        message:
+          `${option} is a RequestTracker of another copy of jouletrace than this integration's (two versions in node_modules: npm ls jouletrace lists them), and each copy's integrations drive only its own trackers. ` +
+          'Use the integration of the copy that made the tracker, or pass its Sampler here (a tracker is then made from it), or install one version of jouletrace.',
+      });
+    expect(() => energyMiddleware(foreign)).toThrow(refused('trackerOrSampler'));
+    expect(() => instrumentExpress(express(), foreign)).toThrow(refused('trackerOrSampler'));
+    const app = Fastify();
+    await expect(app.register(fastifyEnergy, { tracker: foreign }).ready()).rejects.toThrow(refused('options.tracker'));
+    await app.close();
+    // Its Sampler, by shape: the tracker is made here.
+    const sampler = new other.Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
+    cleanups.push(() => sampler.close());
+    const made = energyMiddleware(sampler as unknown as Sampler);
+    expect(made.tracker).toBeInstanceOf(RequestTracker);
+    made.tracker.close();
   });
 
   it('refuses what is not a sampler, options a passed-in tracker would drop, and a route that is not one; an empty route is unmatched', async () => {

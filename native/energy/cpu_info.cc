@@ -1,7 +1,11 @@
 // CPUID identity and sysfs topology.
 #include "energy/cpu_info.h"
 
+// CPUID is x86's: <cpuid.h> is an error on any other target (arm64: Graviton, Ampere), where
+// the vendor stays unknown, msr refuses with the reason, and powercap and model work.
+#if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
+#endif
 #include <errno.h>
 
 #include <algorithm>
@@ -99,6 +103,7 @@ std::string expandCpuPath(const std::string& tmpl, int n) {
 CpuIdentity detectCpu(const SourceOptions& opts) {
   if (opts.hasCpuOverride) return opts.cpuOverride;
   CpuIdentity id;
+#if defined(__x86_64__) || defined(__i386__)
   unsigned a = 0, b = 0, c = 0, d = 0;
   if (!__get_cpuid(0, &a, &b, &c, &d)) return id;
   char vendor[13];
@@ -130,6 +135,7 @@ CpuIdentity detectCpu(const SourceOptions& opts) {
     size_t last = s.find_last_not_of(' ');
     id.brand = first == std::string::npos ? "" : s.substr(first, last - first + 1);
   }
+#endif
   return id;
 }
 

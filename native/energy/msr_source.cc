@@ -190,6 +190,10 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
       snprintf(fam, sizeof fam, "0x%X", id.family);
       err->message = std::string(vendorName(id.vendor)) + " family " + fam +
                      " has no RAPL MSRs (AMD RAPL starts with family 17h / Zen, Hygon with 18h) — use source 'model'";
+#if !defined(__x86_64__) && !defined(__i386__)
+    } else if (!opts.hasCpuOverride) {
+      err->message = "RAPL MSRs are x86's (Intel, AMD family ≥17h and Hygon) and this CPU is not x86 — use source 'model'";
+#endif
     } else {
       err->message = std::string("CPU vendor ") + vendorName(id.vendor) +
                      " has no known RAPL MSRs (Intel, AMD family ≥17h and Hygon only) — use source 'model'";
