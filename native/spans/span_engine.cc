@@ -33,7 +33,7 @@ constexpr uint64_t kPoolRescanNs = 250000000ull;
 }  // namespace
 
 SpanEngine::SpanEngine(const std::vector<Domain>& domains, int cpuCount, uint64_t historyNs, uint64_t intervalNs)
-    : domains_(domains), cpuCount_(cpuCount > 0 ? cpuCount : 1), intervalNs_(intervalNs) {
+    : domains_(domains), cpuCount_(cpuCount > 0 ? cpuCount : 1) {
   primary_ = primaryDomainIndices(domains_);
   for (const auto& d : domains_) estimated_ = estimated_ || d.estimated;
   // Two intervals, and at least 10 ms: covers a JavaScript thread preempted between reading the

@@ -232,7 +232,6 @@ class SpanEngine {
   bool estimated_ = false;
   int cpuCount_;
   size_t historyCapacity_;
-  uint64_t intervalNs_;
   uint64_t lagNs_ = 0;
 
   std::mutex mu_;
