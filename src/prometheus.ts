@@ -135,7 +135,7 @@ function foreignRegistry(): JouletraceError {
  * Registers jouletrace's metrics for `sampler` in a prom-client registry.
  *
  * ```ts
- * const sampler = new Sampler().start();
+ * const sampler = new Sampler({ ringCapacity: 0 }).start(); // exported only: no ring of samples
  * const { registry } = registerMetrics(sampler, { requests: tracker });
  * http.createServer(async (req, res) => res.end(await registry.metrics()));
  * ```

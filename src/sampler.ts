@@ -27,13 +27,17 @@ export type ThreadsBackend = 'bpf' | 'procfs' | 'off';
 export interface SamplerOptions extends SourceOptions {
   /** Sampling period in microseconds, 50 to 1,000,000. Default 1000 (1 kHz). */
   intervalUs?: number;
-  /** Ring capacity in samples, a power of two from 2 to 2^24. Default 65536. */
+  /**
+   * Ring capacity in samples, a power of two from 2 to 2^24, or 0 for no ring (read() and
+   * reader() then throw ERR_JOULETRACE_NO_RING; totals, attribution, spans and requests work as
+   * with one). Default 65536.
+   */
   ringCapacity?: number;
   /** Pin the sampler thread to this CPU. Default: not pinned. */
   cpu?: number;
   /** Run the sampler thread SCHED_FIFO at this priority (1–99; `true` = 10). Default false. */
   realtime?: boolean | number;
-  /** What a full ring does with a new sample. Default 'drop-newest'. Totals are exact either way. */
+  /** What a full ring does with a new sample (none without a ring). Default 'drop-newest'. Totals are exact either way. */
   onOverflow?: OverflowPolicy;
   /**
    * Per-thread tracking for attribution: 'bpf' (sched_switch, needs CAP_BPF + CAP_PERFMON),
@@ -133,15 +137,21 @@ export interface SamplerStats {
   source: string;
   estimated: boolean;
   running: boolean;
+  /**
+   * Without a ring (ringCapacity: 0), capacity and every count are 0: nothing is written,
+   * dropped or overwritten (timing.samples still counts the samples).
+   */
   ring: {
     capacity: number;
     used: number;
+    /** Records written into the ring (samples a full drop-newest ring refused are `dropped`). */
     written: number;
     read: number;
     dropped: number;
     overwritten: number;
+    /** Bytes a record takes (also without a ring: what one would). */
     recordBytes: number;
-    /** false when the runtime refused an external ArrayBuffer and records are copied. */
+    /** false when the runtime refused an external ArrayBuffer and records are copied (true without a ring). */
     zeroCopy: boolean;
   };
   timing: {
@@ -305,6 +315,8 @@ interface NativeSamplerHandle {
   setBaselineWatts(watts: number[]): void;
 }
 
+const RING_CAPACITIES = '0 (no ring) or a power of two from 2 to 16777216';
+
 function normalizeSamplerOptions(options: unknown): Record<string, unknown> {
   const opts = checkObject('options', options);
   const normalized: Record<string, unknown> = { ...validateSourceOptions(opts, 'options', SAMPLER_KEYS) };
@@ -312,8 +324,11 @@ function normalizeSamplerOptions(options: unknown): Record<string, unknown> {
     opts.intervalUs === undefined ? 1000 : checkNumberInRange('options.intervalUs', opts.intervalUs, 50, 1_000_000);
   if (opts.ringCapacity === undefined) normalized.ringCapacity = 65536;
   else {
-    const cap = checkIntegerInRange('options.ringCapacity', opts.ringCapacity, 2, 2 ** 24);
-    if ((cap & (cap - 1)) !== 0) throw invalidRange('options.ringCapacity', 'a power of two from 2 to 16777216', cap);
+    const cap = opts.ringCapacity;
+    if (typeof cap !== 'number' || Number.isNaN(cap)) throw invalidType('options.ringCapacity', RING_CAPACITIES, cap);
+    if (!(cap === 0 || (Number.isInteger(cap) && cap >= 2 && cap <= 2 ** 24 && (cap & (cap - 1)) === 0))) {
+      throw invalidRange('options.ringCapacity', RING_CAPACITIES, cap);
+    }
     normalized.ringCapacity = cap;
   }
   if (opts.cpu !== undefined) normalized.cpu = checkIntegerInRange('options.cpu', opts.cpu, 0, highestCpu());
@@ -412,6 +427,7 @@ export class Sampler {
   readonly notCounting: readonly DomainDescription[];
   readonly #primary: number[];
   readonly #overwriteOldest: boolean;
+  readonly #hasRing: boolean;
   readonly #info: ReturnType<NativeSamplerHandle['info']>;
   #spans: SpanChannel | undefined;
   // The span channel's counts at this run's start: stats() gives the run's own.
@@ -427,6 +443,7 @@ export class Sampler {
     this.#intervalUs = normalized.intervalUs as number;
     if (normalized.pid !== undefined && normalized.pid !== process.pid) this.#targetPid = normalized.pid as number;
     this.#overwriteOldest = normalized.onOverflow === 'overwrite-oldest';
+    this.#hasRing = normalized.ringCapacity !== 0;
     this.#info = this.#handle.info();
     // A ring is one ArrayBuffer for JavaScript: no larger than this Node's largest (2^32 bytes on
     // Node 20; 2^24 records of a two-package machine's 448 bytes are 7 GiB).
@@ -625,7 +642,13 @@ export class Sampler {
     };
   }
 
-  #ring(): { buffer: ArrayBuffer; recordBytes: number; capacity: number; begun?: Float64Array } {
+  #ring(method: string): { buffer: ArrayBuffer; recordBytes: number; capacity: number; begun?: Float64Array } {
+    if (!this.#hasRing) {
+      throw new JouletraceError(
+        'ERR_JOULETRACE_NO_RING',
+        `${method}: this sampler was created with ringCapacity: 0 and keeps no samples; to read samples, create it with a ringCapacity that is a power of two from 2 to 16777216 (2^24)`,
+      );
+    }
     if (!this.#geometry) {
       this.#geometry = this.#handle.ring();
       this.#u32 = new Uint32Array(this.#geometry.buffer);
@@ -638,7 +661,7 @@ export class Sampler {
   read(max = Infinity): Sample[] {
     this.#check();
     if (max !== Infinity) checkIntegerInRange('max', max, 0, 2 ** 32);
-    const g = this.#ring();
+    const g = this.#ring('read()');
     this.#reader?.close();
     this.#handle.ringAcquire(this.#ctl);
     const start = this.#ctl[0];
@@ -692,7 +715,7 @@ export class Sampler {
   /** An allocation-free cursor over unread samples, for hot consumers (see RingReader). */
   reader(): RingReader {
     this.#check();
-    const g = this.#ring();
+    const g = this.#ring('reader()');
     this.#reader ??= new RingReader(this.#handle, {
       buffer: g.buffer,
       recordBytes: g.recordBytes,
@@ -708,7 +731,8 @@ export class Sampler {
   /** Ring and timing statistics. */
   stats(): SamplerStats {
     this.#check();
-    if (!this.#geometry) this.#ring();
+    // The ring's buffer is made first: whether the runtime took it zero-copy is part of the stats.
+    if (!this.#geometry && this.#hasRing) this.#ring('stats()');
     // What the reader has left goes back first: a record it left whole and the sampler has
     // lapped since counts as read, and stats() must not count it overwritten meanwhile.
     this.#reader?.flush();

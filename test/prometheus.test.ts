@@ -180,6 +180,22 @@ describe('registerMetrics', () => {
     expect(v.get('jouletrace_sampler_missed_deadlines_total')).toBe(taken.missed);
   });
 
+  // A sampler made for export kept a ring nothing read: once full, every sample counted here.
+  it('counts no sample dropped for a sampler without a ring (ringCapacity: 0), however many it takes', async () => {
+    const s = sampler({ ringCapacity: 0, intervalUs: 50, threads: 'off' });
+    const m = registerMetrics(s);
+    cleanups.push(() => m.close());
+    s.start();
+    // Past what the rings of the test above (4) and far larger ones would have held.
+    for (let i = 0; i < 1000 && s.stats().timing.samples < 4096; i++) await sleep(10);
+    s.stop();
+    const st = s.stats();
+    expect(st.timing.samples).toBeGreaterThanOrEqual(4096);
+    const v = parse(await m.registry.metrics());
+    expect(v.get('jouletrace_samples_total')).toBe(st.timing.samples);
+    expect(v.get('jouletrace_samples_dropped_total')).toBe(0);
+  });
+
   // While the source's reads failed, the domain kept its last value and the power read exactly
   // 0 W, then the whole catch-up over the next window alone; nothing said reads had failed.
   it('leaves jouletrace_power_watts out while reads fail and the energy stands still, and counts the failed reads', async () => {

@@ -482,6 +482,76 @@ describe('Sampler against an emulated MSR', () => {
   });
 });
 
+// Samplers whose figures are only exported kept a 65,536-sample ring nothing read: 3 MB each,
+// and once it filled every sample counted as dropped (a "dropped/s" alarm on the dashboard).
+describe('Sampler without a ring (ringCapacity: 0)', () => {
+  it('measures totals, attribution and spans as a sampler with a ring does', async () => {
+    emu = intelMsr(1);
+    const ringless = msrSampler(emu, { intervalUs: 500, threads: 'procfs', ringCapacity: 0 });
+    const ringed = msrSampler(emu, { intervalUs: 500, threads: 'procfs' });
+    ringless.start();
+    ringed.start();
+    const spans = [ringless.begin('work'), ringed.begin('work')];
+    // 40 counter steps, each while this thread burns CPU: the thread is charged a share of each.
+    for (let k = 1; k <= 40; k++) {
+      const end = performance.now() + 2;
+      while (performance.now() < end);
+      emu.write(0, MSR.INTEL_PKG, 1 + k * 1000);
+    }
+    ringless.end(spans[0]);
+    ringed.end(spans[1]);
+    for (const s of [ringless, ringed]) {
+      for (const until = Date.now() + 5000; s.totals().readings[0].ticks !== 40_000n && Date.now() < until; ) await sleep(1);
+    }
+    const [a, b] = await Promise.all([ringless.settle(spans[0]), ringed.settle(spans[1])]);
+    ringless.stop();
+    ringed.stop();
+    expect(ringless.totals().readings).toEqual(ringed.totals().readings);
+    expect(ringless.totals().readings[0].ticks).toBe(40_000n);
+    const attribution = [ringless.attribution(), ringed.attribution()];
+    for (const x of attribution) {
+      const pkg = x.byDomain.find((d) => d.domain === 'package')!;
+      expect(pkg.ticks.total).toBe(40_000n);
+      expect(pkg.ticks.process + pkg.ticks.baseline + pkg.ticks.other).toBe(pkg.ticks.total);
+      expect(x.process).toBeGreaterThan(0);
+    }
+    for (const r of [a, b]) {
+      expect(r.incomplete).toBe(false);
+      expect(r.joules).toBeGreaterThan(0);
+      expect(r.onCpuNs).toBeGreaterThan(40e6); // 80 ms busy, less what preemption took
+    }
+    expect(ringless.threads().length).toBeGreaterThan(0);
+    expect(ringless.stats().ring).toMatchObject({ capacity: 0, used: 0, written: 0, read: 0, dropped: 0, overwritten: 0 });
+    expect(ringless.stats().timing.samples).toBeGreaterThan(0);
+  });
+
+  it('refuses read() and reader() with ERR_JOULETRACE_NO_RING, naming ringCapacity, and its native handle too', () => {
+    const s = new Sampler({ source: 'model', threads: 'off', ringCapacity: 0 });
+    samplers.push(s);
+    s.start();
+    const message = 'this sampler was created with ringCapacity: 0 and keeps no samples; to read samples, create it with a ringCapacity that is a power of two from 2 to 16777216 (2^24)';
+    expect(() => s.read()).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_NO_RING', message: `read(): ${message}` }));
+    expect(() => s.reader()).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_NO_RING', message: `reader(): ${message}` }));
+    // Past the TypeScript layer, the addon refuses as well rather than touch a ring it lacks.
+    const h = nativeHandleOf<{ ring(): unknown; ringAcquire(ctl: Float64Array): void; ringRelease(from: number, to: number): number }>(s);
+    for (const call of [() => h.ring(), () => h.ringAcquire(new Float64Array(2)), () => h.ringRelease(0, 0)]) {
+      expect(call).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_NO_RING' }));
+    }
+    s.stop();
+    expect(s.stats().timing.samples).toBeGreaterThan(0);
+  });
+
+  // Filled by hand: more samples than the largest ring holds (2^24), with no timing involved.
+  it.each(['drop-newest', 'overwrite-oldest'] as const)('counts nothing dropped or overwritten past what any ring would hold (%s)', (onOverflow) => {
+    const s = new Sampler({ source: 'model', threads: 'off', ringCapacity: 0, onOverflow });
+    samplers.push(s);
+    nativeHandleOf<{ fillForBenchmark(n: number): void }>(s).fillForBenchmark(2 ** 24 + 1);
+    const st = s.stats();
+    expect(st.timing.samples).toBe(2 ** 24 + 1);
+    expect(st.ring).toEqual({ capacity: 0, used: 0, written: 0, read: 0, dropped: 0, overwritten: 0, recordBytes: 16 + 24 * s.domains.length, zeroCopy: true });
+  });
+});
+
 // The ring filled by hand (the sampler stopped), so that the sampler laps a reader exactly where
 // a test says: fillForBenchmark(n) writes n samples as the sampler thread would.
 function handFilled(onOverflow: 'drop-newest' | 'overwrite-oldest', ringCapacity = 16) {
@@ -928,7 +998,10 @@ describe('Sampler option validation', () => {
   const cases: Array<[Record<string, unknown>, ErrorConstructor, string]> = [
     [{ intervalUs: 10 }, RangeError, 'Expected a number between 50 and 1000000 for options.intervalUs but received 10 of type number'],
     [{ intervalUs: '1000' }, TypeError, 'Expected a number between 50 and 1000000 for options.intervalUs but received "1000" of type string'],
-    [{ ringCapacity: 1000 }, RangeError, 'Expected a power of two from 2 to 16777216 for options.ringCapacity but received 1000 of type number'],
+    [{ ringCapacity: 1000 }, RangeError, 'Expected 0 (no ring) or a power of two from 2 to 16777216 for options.ringCapacity but received 1000 of type number'],
+    [{ ringCapacity: 1 }, RangeError, 'Expected 0 (no ring) or a power of two from 2 to 16777216 for options.ringCapacity but received 1 of type number'],
+    [{ ringCapacity: 2 ** 25 }, RangeError, 'Expected 0 (no ring) or a power of two from 2 to 16777216 for options.ringCapacity but received 33554432 of type number'],
+    [{ ringCapacity: '0' }, TypeError, 'Expected 0 (no ring) or a power of two from 2 to 16777216 for options.ringCapacity but received "0" of type string'],
     [{ onOverflow: 'drop-oldest' }, RangeError, "Expected one of 'drop-newest', 'overwrite-oldest' for options.onOverflow but received \"drop-oldest\" of type string"],
     [{ threads: 'ebpf' }, RangeError, "Expected one of 'bpf', 'procfs', 'off' for options.threads but received \"ebpf\" of type string"],
     [{ realtime: 100 }, RangeError, 'Expected an integer between 1 and 99 for options.realtime but received 100 of type number'],

@@ -71,11 +71,15 @@ std::unique_ptr<Sampler> Sampler::create(const SamplerConfig& cfg, SamplerError*
   if (!s->openTracker(err)) return nullptr;
 
   s->recordSize_ = kHeaderBytes + uint32_t(nd) * (s->tracker_ ? kDomainBytesAttributed : kDomainBytes);
-  s->ring_ = std::make_shared<RingBuffer>(cfg.ringCapacity, s->recordSize_, cfg.overflow);
-  if (!s->ring_->ok()) {
-    err->code = "ENOMEM";
-    err->message = "ringCapacity: could not allocate " + std::to_string(s->ring_->bytes()) + " bytes for the ring";
-    return nullptr;
+  // ringCapacity 0: no ring at all, for samplers whose figures are only exported (totals,
+  // attribution, spans); one nothing reads would count every sample past its size as dropped.
+  if (cfg.ringCapacity > 0) {
+    s->ring_ = std::make_shared<RingBuffer>(cfg.ringCapacity, s->recordSize_, cfg.overflow);
+    if (!s->ring_->ok()) {
+      err->code = "ENOMEM";
+      err->message = "ringCapacity: could not allocate " + std::to_string(s->ring_->bytes()) + " bytes for the ring";
+      return nullptr;
+    }
   }
   s->readings_.assign(nd, DomainReading{});
   s->baseTicks_.assign(nd, 0);
@@ -185,7 +189,7 @@ bool Sampler::start(SamplerError* err) {
 
   // Fresh totals, ring and statistics for this run (the ring may only be reset while the
   // producer is stopped: the thread waits at the gate).
-  ring_->reset();
+  if (ring_) ring_->reset();
   jitter_.reset();
   samples_.store(0);
   missed_.store(0);
@@ -412,7 +416,7 @@ void Sampler::sample(uint64_t now, uint32_t flags, bool forceAttribution) {
     flags |= kFlagAttributed;
   }
 
-  uint8_t* rec = ring_->beginWrite();
+  uint8_t* rec = ring_ ? ring_->beginWrite() : nullptr;
   if (rec) {
     put32(rec, uint32_t(now));
     put32(rec + 4, uint32_t(now >> 32));

@@ -45,7 +45,7 @@ struct SamplerConfig {
   std::string source = "auto";
   SourceOptions sourceOptions;
   uint64_t intervalNs = 1000000;
-  uint32_t ringCapacity = 65536;
+  uint32_t ringCapacity = 65536;  // 0: no ring
   int cpu = -1;               // pin the sampler thread; -1 = no pinning
   int realtimePriority = 0;   // SCHED_FIFO priority; 0 = normal scheduling
   OverflowPolicy overflow = OverflowPolicy::DropNewest;
@@ -101,6 +101,7 @@ class Sampler {
 
   const EnergySource& source() const { return *source_; }
   const std::vector<SourceStatus>& skippedSources() const { return skipped_; }
+  // Null when the sampler was made with ringCapacity 0.
   const std::shared_ptr<RingBuffer>& ring() const { return ring_; }
   uint32_t recordSize() const { return recordSize_; }
   bool attributed() const { return tracker_ != nullptr; }

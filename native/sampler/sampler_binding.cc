@@ -69,7 +69,7 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     cfg.targetWatchProc = getBool(o, "targetWatchProc", false);  // tests only; Sampler never sets it
     cfg.maxThreads = uint32_t(getNumber(o, "maxThreads", 4096));
     // Cheap guards only: the TypeScript layer has already produced precise messages.
-    if (cfg.intervalNs < 10000 || cfg.ringCapacity < 2 || (cfg.ringCapacity & (cfg.ringCapacity - 1)) != 0 || cfg.maxThreads < 1 ||
+    if (cfg.intervalNs < 10000 || cfg.ringCapacity == 1 || (cfg.ringCapacity & (cfg.ringCapacity - 1)) != 0 || cfg.maxThreads < 1 ||
         cfg.maxThreads > (1u << 20)) {
       Napi::RangeError::New(env, "NativeSampler: invalid intervalUs, ringCapacity or maxThreads").ThrowAsJavaScriptException();
       return;
@@ -101,6 +101,15 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     if (sampler_) return true;
     throwCoded(env, "ERR_JOULETRACE_CLOSED", "the sampler is closed; create a new Sampler");
     return false;
+  }
+
+  // The ring's methods: src/sampler.ts refuses them first for a sampler without a ring, with the
+  // method's name; this guard keeps a call that reaches here off a null ring.
+  RingBuffer* ringOf(Napi::Env env) {
+    if (!check(env)) return nullptr;
+    if (RingBuffer* r = sampler_->ring().get()) return r;
+    throwCoded(env, "ERR_JOULETRACE_NO_RING", "the sampler was created with ringCapacity: 0 and keeps no samples to read");
+    return nullptr;
   }
 
   Napi::Value Start(const Napi::CallbackInfo& info) {
@@ -149,7 +158,7 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     o.Set("attributionEvery", sampler_->attributionEvery());
     o.Set("targetWatch", sampler_->targetWatch());
     o.Set("spanEngineId", double(sampler_->spanEngineId()));
-    o.Set("ringRecordBytes", double(sampler_->ring()->recordSize()));
+    o.Set("ringRecordBytes", double(sampler_->recordSize()));
     return o;
   }
 
@@ -171,17 +180,18 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
   Napi::Value Stats(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!check(env)) return env.Undefined();
-    const RingBuffer& r = *sampler_->ring();
+    const RingBuffer* r = sampler_->ring().get();
     Napi::Object o = Napi::Object::New(env);
     Napi::Object ring = Napi::Object::New(env);
-    uint64_t head = r.head(), tail = r.tail();
-    ring.Set("capacity", double(r.capacity()));
-    ring.Set("used", double(head - tail > r.capacity() ? r.capacity() : head - tail));
-    ring.Set("written", double(r.written()));
-    ring.Set("read", double(r.readCount()));
-    ring.Set("dropped", double(r.dropped()));
-    ring.Set("overwritten", double(r.overwritten() + r.lapped(copyMode_)));
-    ring.Set("recordBytes", double(r.recordSize()));
+    // Without a ring nothing is written, read, dropped or overwritten.
+    uint64_t head = r ? r->head() : 0, tail = r ? r->tail() : 0, capacity = r ? r->capacity() : 0;
+    ring.Set("capacity", double(capacity));
+    ring.Set("used", double(head - tail > capacity ? capacity : head - tail));
+    ring.Set("written", double(r ? r->written() : 0));
+    ring.Set("read", double(r ? r->readCount() : 0));
+    ring.Set("dropped", double(r ? r->dropped() : 0));
+    ring.Set("overwritten", double(r ? r->overwritten() + r->lapped(copyMode_) : 0));
+    ring.Set("recordBytes", double(sampler_->recordSize()));
     ring.Set("zeroCopy", !copyMode_);
     o.Set("ring", ring);
     o.Set("targetExited", sampler_->targetExited());
@@ -224,7 +234,7 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
   // is a JS-owned buffer that ringAcquire() copies new records into.
   Napi::Value Ring(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (!check(env)) return env.Undefined();
+    if (!ringOf(env)) return env.Undefined();
     if (!ringBuffer_.IsEmpty()) return ringBuffer_.Value();
     const std::shared_ptr<RingBuffer>& ring = sampler_->ring();
     // An external buffer over `bytes` of the ring's memory, or nullptr where the runtime refuses.
@@ -266,7 +276,8 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
   // Writes [start, end) of the readable records into ctl[0..1] (a Float64Array).
   Napi::Value RingAcquire(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (!check(env)) return env.Undefined();
+    RingBuffer* r = ringOf(env);
+    if (!r) return env.Undefined();
     if (info.Length() < 1 || !info[0].IsTypedArray()) {
       Napi::TypeError::New(env, "ringAcquire: expected a Float64Array").ThrowAsJavaScriptException();
       return env.Undefined();
@@ -277,7 +288,7 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
       return env.Undefined();
     }
     double* ctl = ta.As<Napi::Float64Array>().Data();
-    RingBuffer& ring = *sampler_->ring();
+    RingBuffer& ring = *r;
     uint64_t start = 0, end = 0;
     ring.acquire(&start, &end, sampler_->running());
     if (copyMode_ && !ringBuffer_.IsEmpty() && end > start) {
@@ -305,7 +316,8 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
   // torn. (from, to, torn): a RingReader judged each record as it left it, `torn` of them.
   Napi::Value RingRelease(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (!check(env)) return env.Undefined();
+    RingBuffer* r = ringOf(env);
+    if (!r) return env.Undefined();
     bool judged = info.Length() >= 3;
     if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber() || (judged && !info[2].IsNumber())) {
       Napi::TypeError::New(env, "ringRelease: expected (from, to) or (from, to, torn)").ThrowAsJavaScriptException();
@@ -313,7 +325,7 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     }
     uint64_t from = uint64_t(info[0].As<Napi::Number>().DoubleValue());
     uint64_t to = uint64_t(info[1].As<Napi::Number>().DoubleValue());
-    RingBuffer& ring = *sampler_->ring();
+    RingBuffer& ring = *r;
     if (to < from || to > ring.head() || from != ring.tail()) {
       Napi::RangeError::New(env, "ringRelease: range outside the acquired records").ThrowAsJavaScriptException();
       return env.Undefined();

@@ -159,9 +159,9 @@ export async function demoCommand(argv: string[]): Promise<number> {
 
   if (!opts['no-probe']) out.write(formatProbe(probeInFlagWords(await probe(paths), FLAGS)) + '\n');
 
-  // Nothing here reads the ring (the figures come from totals, threads and spans): dropping the
-  // newest sample when it is full would count every sample past its size as lost.
-  const samplerOptions: SamplerOptions = { intervalUs, ...paths, onOverflow: 'overwrite-oldest' };
+  // Nothing here reads samples (the figures come from totals, threads and spans): a ring would
+  // only hold memory, and once full count every sample past its size as lost.
+  const samplerOptions: SamplerOptions = { intervalUs, ...paths, ringCapacity: 0 };
   if (source !== undefined) samplerOptions.source = source;
   let sampler: Sampler;
   try {

@@ -617,9 +617,9 @@ export async function runCommand(argv: string[]): Promise<number> {
   }
 
   const samplerOptions: SamplerOptions = { intervalUs, ...paths };
-  // Only --csv reads the ring. Unread, a ring that drops the newest sample when full would
-  // count every sample past its size as lost, though nothing needed it (totals are exact).
-  if (opts.csv === undefined) samplerOptions.onOverflow = 'overwrite-oldest';
+  // Only --csv reads samples (the report reads totals and threads). Without it a ring would only
+  // hold memory, and once full count every sample past its size as lost (totals are exact).
+  if (opts.csv === undefined) samplerOptions.ringCapacity = 0;
   if (source !== undefined) samplerOptions.source = source;
   if (threadsOpt !== undefined) samplerOptions.threads = threadsOpt;
   if (threadsOpt !== 'off') {

@@ -153,8 +153,9 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const registry = new Registry();
   const intervalUs = args.intervalUs;
   try {
-    // Machine-level energy: one sampler without thread tracking.
-    const node = new Sampler({ source: args.source, ...args.paths, intervalUs, threads: 'off' });
+    // Machine-level energy: one sampler without thread tracking. No sampler here keeps a ring:
+    // nothing reads samples, and a full ring would count each one past it as dropped.
+    const node = new Sampler({ source: args.source, ...args.paths, intervalUs, threads: 'off', ringCapacity: 0 });
     samplers.push(node);
     for (const note of skippedSourceNotes(node.skipped, FLAGS)) process.stderr.write(`jouletrace serve: note: ${note}\n`);
     // Nothing of this process is measured: no app_* metric, no span or request histogram.
@@ -163,7 +164,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
 
     // Per process: a sampler tracking that process's threads, and its attribution as counters.
     const trackers = args.pids.map((pid) => {
-      const s = new Sampler({ source: node.source, ...args.paths, intervalUs, pid });
+      const s = new Sampler({ source: node.source, ...args.paths, intervalUs, pid, ringCapacity: 0 });
       samplers.push(s);
       s.start();
       // droppedThreads: read at each scrape, and kept at the exit (the sampler closes then).

@@ -196,9 +196,9 @@ export async function topCommand(argv: string[]): Promise<number> {
   let delay: number;
   let iterations: number;
   let sort: SortKey = 'watts';
-  // Nothing here reads the ring: dropping the newest sample when it is full would count every
-  // sample past its size (65536, about two minutes) as lost.
-  const samplerOptions: SamplerOptions = { intervalUs: 2000, onOverflow: 'overwrite-oldest' };
+  // Nothing here reads samples: a ring would only hold memory, and once full count every sample
+  // past its size (65536, about two minutes) as lost.
+  const samplerOptions: SamplerOptions = { intervalUs: 2000, ringCapacity: 0 };
   let json: boolean;
   let baseline: BaselineOptions;
   try {
