@@ -256,6 +256,13 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     napi_value ab = nullptr, begun = nullptr;
     const char* force = getenv("JOULETRACE_NO_EXTERNAL_BUFFERS");
     bool tryExternal = !(force && strcmp(force, "1") == 0);
+#if !(defined(__x86_64__) || defined(__i386__))
+    // A zero-copy reader under overwrite-oldest tells a record read whole from one the sampler
+    // rewrote meanwhile by the order of its own plain loads (the record's seq, its fields, then
+    // begun), which x86 keeps and arm64 does not; JavaScript has no load fence to restore it.
+    // Copies, taken by acquire() behind the producer, need no such order.
+    if (ring->policy() == OverflowPolicy::OverwriteOldest) tryExternal = false;
+#endif
     // The reader of zero-copy records needs the producer's progress (RingBuffer::begun()) to
     // tell which it read whole; a copy is whole by construction and needs none.
     if (tryExternal) begun = external(ring->begun(), sizeof(double));
