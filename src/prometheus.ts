@@ -4,6 +4,7 @@
 // `_total` on counters, every label declared up front, figures read from the sampler at scrape
 // time in collect() (never pushed from timers), counters that never go down — the sampler's
 // totals restart at each start(), so this module accumulates increases itself.
+import { PROM_CLIENT_RANGE } from './prom-client-peer'; // first: a missing prom-client is its error
 import { Counter, Gauge, Registry, type Metric } from 'prom-client';
 import * as path from 'node:path';
 import { carbonIntensity, joulesToGrams, type CarbonIntensity, type CarbonIntensityOptions } from './carbon';
@@ -105,9 +106,6 @@ const OPTION_KEYS = [
   'spanBuckets',
   'requestBuckets',
 ];
-
-// What package.json's peerDependencies asks for (a test keeps the two the same).
-const PROM_CLIENT_RANGE = '^15.1.3';
 
 function isRegistryLike(r: unknown): boolean {
   const o = r as Partial<Record<'registerMetric' | 'getSingleMetric' | 'metrics', unknown>> | null;
