@@ -184,7 +184,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   const requestBuckets = checkBuckets('options.requestBuckets', opts.requestBuckets, REQUEST_BUCKETS);
   const carbon = opts.carbon === undefined ? undefined : carbonIntensity(opts.carbon as CarbonIntensityOptions, 'options.carbon');
 
-  const carried = closedRegistrations.get(registry)?.get(sampler);
+  const carried = closedRegistrations.get(registry)?.get(prefix)?.get(sampler);
   const energy = new EnergyTracker(sampler, carried?.energy);
   const estimatedSource = energy.estimated;
   const constNames = Object.keys(constLabels);
@@ -592,7 +592,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     throw err;
   }
   for (const m of built) registry.registerMetric(m);
-  closedRegistrations.get(registry)?.delete(sampler);
+  closedRegistrations.get(registry)?.delete(prefix);
   let closed = false;
   return {
     registry,
@@ -605,21 +605,24 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
       release();
       cached = null;
       for (const name of metricNames) registry.removeSingleMetric(name);
-      let bySampler = closedRegistrations.get(registry);
-      if (!bySampler) closedRegistrations.set(registry, (bySampler = new WeakMap()));
-      bySampler.set(sampler, { energy, health, named, carbon: carbonAcc });
+      let byPrefix = closedRegistrations.get(registry);
+      if (!byPrefix) closedRegistrations.set(registry, (byPrefix = new Map()));
+      byPrefix.set(prefix, new WeakMap([[sampler, { energy, health, named, carbon: carbonAcc }]]));
     },
   };
 }
 
 /**
- * What a closed registration had counted, by registry and sampler: a new registration of the
- * same sampler in the same registry goes on from it, so that its counters (same names, same
- * series) never go down and count nothing twice. Weak: a registry or sampler dropped takes it.
+ * What the last registration closed in a registry with a prefix had counted (by registry, prefix,
+ * then its sampler, the one entry): a new registration of that sampler there goes on from it, so
+ * that its counters (same names, same series) never go down and count nothing twice. Only the
+ * last: after another sampler's registration, the series show that one's figures, and going on
+ * from the earlier one's showed a reset and then a jump, counting its energy again; a new
+ * registration then starts as a first one does. Weak: a registry or sampler dropped takes it.
  */
 const closedRegistrations = new WeakMap<
   Registry,
-  WeakMap<Sampler, { energy: EnergyTracker; health: EnergyHealth; named: Set<string>; carbon: { pending: Map<string, number>; lastJoules: Map<string, number>; grams: Map<string, number> } }>
+  Map<string, WeakMap<Sampler, { energy: EnergyTracker; health: EnergyHealth; named: Set<string>; carbon: { pending: Map<string, number>; lastJoules: Map<string, number>; grams: Map<string, number> } }>>
 >();
 
 /** Sampler statistics accumulated across restarts (samples and drops restart at each start()). */
