@@ -50,8 +50,12 @@ function build() {
     appendFileSync(join(out, 'cjs', `${cjsName}.d.ts`), `declare const _default: typeof import('./${cjsName}');\nexport default _default;\n`);
     const mod = require(join(out, 'cjs', `${cjsName}.js`));
     const names = Object.keys(mod).filter((n) => n !== 'default' && n !== '__esModule');
+    // Required, not imported: an error the CommonJS module throws as it loads (jouletrace/prometheus
+    // without prom-client) is then this module's own, which a dynamic import() rejects with. Imported,
+    // Node also reports it as an uncaught exception, the import() caught or not (nodejs/node#51603).
     const lines = [
-      `import cjs from '../cjs/${cjsName}.js';`,
+      "import { createRequire } from 'node:module';",
+      `const cjs = createRequire(import.meta.url)('../cjs/${cjsName}.js');`,
       ...names.map((n) => `export const ${n} = cjs.${n};`),
       'export default cjs;',
       '',

@@ -33,7 +33,7 @@ missing_arm64_headers() {
   local v root="${ARM64_SYSROOT:-/usr/aarch64-linux-gnu}"
   [ -e "$root/include/stdint.h" ] || missing+=(libc6-dev-arm64-cross)
   compgen -G "$root/include/c++/*/cstdint" >/dev/null && return 0
-  v="$(g++ -dumpversion 2>/dev/null || apt-cache depends g++ 2>/dev/null | grep -om1 'g++-[0-9]*' | cut -c5- || true)"
+  v="$(g++ -dumpversion 2>/dev/null || apt-cache depends g++ 2>/dev/null | grep -oEm1 'g\+\+-[0-9]+' | cut -c5- || true)"
   [ -z "$v" ] || missing+=("libstdc++-${v%%.*}-dev-arm64-cross")
 }
 

@@ -274,7 +274,7 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
     }
   }
   if (!noop) openMeters.add(meter);
-  closedRegistrations.get(meter)?.delete(sampler);
+  closedRegistrations.delete(meter);
 
   return {
     observeSpans,
@@ -285,9 +285,7 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
       openMeters.delete(meter);
       unsubscribe();
       energy.close();
-      let bySampler = closedRegistrations.get(meter);
-      if (!bySampler) closedRegistrations.set(meter, (bySampler = new WeakMap()));
-      bySampler.set(sampler, energy);
+      closedRegistrations.set(meter, new WeakMap([[sampler, energy]]));
       meter.removeBatchObservableCallback(callback, observables);
       if (traces) {
         for (const h of hosts) {
@@ -310,9 +308,12 @@ const METER_METHODS = ['createObservableCounter', 'createObservableGauge', 'crea
 // Meters with an open registration (the SDK's getMeter() gives one meter per name and version).
 const openMeters = new WeakSet<Meter>();
 
-// What a closed registration had counted, by meter and sampler: a new registration of the same
-// sampler on the same meter reports the same streams (the SDK keeps an instrument per name), and
-// goes on from it, so that hw.energy never goes down and delta temporality counts nothing twice.
+// What the last registration closed on a meter had counted (by meter, then its sampler, the one
+// entry): a new registration of that sampler on that meter reports the same streams (the SDK
+// keeps an instrument per name), and goes on from it, so that hw.energy never goes down and delta
+// temporality counts nothing twice. Only the last: after another sampler's registration, the
+// streams show that one's figures, and going on from the earlier one's counted its energy again;
+// a new registration then starts as a first one does.
 const closedRegistrations = new WeakMap<Meter, WeakMap<Sampler, EnergyTracker>>();
 
 // The captures registrations here installed on each sampler or tracker, in order.

@@ -4,6 +4,7 @@
 // `_total` on counters, every label declared up front, figures read from the sampler at scrape
 // time in collect() (never pushed from timers), counters that never go down — the sampler's
 // totals restart at each start(), so this module accumulates increases itself.
+import { PROM_CLIENT_RANGE } from './prom-client-peer'; // first: a missing prom-client is its error
 import { Counter, Gauge, Registry, type Metric } from 'prom-client';
 import * as path from 'node:path';
 import { carbonIntensity, joulesToGrams, type CarbonIntensity, type CarbonIntensityOptions } from './carbon';
@@ -106,9 +107,6 @@ const OPTION_KEYS = [
   'requestBuckets',
 ];
 
-// What package.json's peerDependencies asks for (a test keeps the two the same).
-const PROM_CLIENT_RANGE = '^15.1.3';
-
 function isRegistryLike(r: unknown): boolean {
   const o = r as Partial<Record<'registerMetric' | 'getSingleMetric' | 'metrics', unknown>> | null;
   return typeof o === 'object' && o !== null && typeof o.registerMetric === 'function' && typeof o.getSingleMetric === 'function' && typeof o.metrics === 'function';
@@ -186,7 +184,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   const requestBuckets = checkBuckets('options.requestBuckets', opts.requestBuckets, REQUEST_BUCKETS);
   const carbon = opts.carbon === undefined ? undefined : carbonIntensity(opts.carbon as CarbonIntensityOptions, 'options.carbon');
 
-  const carried = closedRegistrations.get(registry)?.get(sampler);
+  const carried = closedRegistrations.get(registry)?.get(prefix)?.get(sampler);
   const energy = new EnergyTracker(sampler, carried?.energy);
   const estimatedSource = energy.estimated;
   const constNames = Object.keys(constLabels);
@@ -594,7 +592,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     throw err;
   }
   for (const m of built) registry.registerMetric(m);
-  closedRegistrations.get(registry)?.delete(sampler);
+  closedRegistrations.get(registry)?.delete(prefix);
   let closed = false;
   return {
     registry,
@@ -607,21 +605,24 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
       release();
       cached = null;
       for (const name of metricNames) registry.removeSingleMetric(name);
-      let bySampler = closedRegistrations.get(registry);
-      if (!bySampler) closedRegistrations.set(registry, (bySampler = new WeakMap()));
-      bySampler.set(sampler, { energy, health, named, carbon: carbonAcc });
+      let byPrefix = closedRegistrations.get(registry);
+      if (!byPrefix) closedRegistrations.set(registry, (byPrefix = new Map()));
+      byPrefix.set(prefix, new WeakMap([[sampler, { energy, health, named, carbon: carbonAcc }]]));
     },
   };
 }
 
 /**
- * What a closed registration had counted, by registry and sampler: a new registration of the
- * same sampler in the same registry goes on from it, so that its counters (same names, same
- * series) never go down and count nothing twice. Weak: a registry or sampler dropped takes it.
+ * What the last registration closed in a registry with a prefix had counted (by registry, prefix,
+ * then its sampler, the one entry): a new registration of that sampler there goes on from it, so
+ * that its counters (same names, same series) never go down and count nothing twice. Only the
+ * last: after another sampler's registration, the series show that one's figures, and going on
+ * from the earlier one's showed a reset and then a jump, counting its energy again; a new
+ * registration then starts as a first one does. Weak: a registry or sampler dropped takes it.
  */
 const closedRegistrations = new WeakMap<
   Registry,
-  WeakMap<Sampler, { energy: EnergyTracker; health: EnergyHealth; named: Set<string>; carbon: { pending: Map<string, number>; lastJoules: Map<string, number>; grams: Map<string, number> } }>
+  Map<string, WeakMap<Sampler, { energy: EnergyTracker; health: EnergyHealth; named: Set<string>; carbon: { pending: Map<string, number>; lastJoules: Map<string, number>; grams: Map<string, number> } }>>
 >();
 
 /** Sampler statistics accumulated across restarts (samples and drops restart at each start()). */

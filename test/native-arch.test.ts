@@ -109,6 +109,8 @@ describe("set-up's arm64 headers", () => {
     expect(missingWith('13.2.0', '')).toBe('libc6-dev-arm64-cross libstdc++-13-dev-arm64-cross');
     // g++ not installed yet: the version apt's g++ depends on.
     expect(missingWith(undefined, 'g++\\n  Depends: cpp\\n  Depends: g++-12\\n')).toBe('libc6-dev-arm64-cross libstdc++-12-dev-arm64-cross');
+    // Ubuntu 24.04's g++ depends on g++-x86-64-linux-gnu as well, named first: no version in it.
+    expect(missingWith(undefined, 'g++\\n  Depends: cpp\\n  Depends: g++-x86-64-linux-gnu\\n  Depends: g++-13\\n')).toBe('libc6-dev-arm64-cross libstdc++-13-dev-arm64-cross');
   });
 
   it('names nothing where they are there', () => {

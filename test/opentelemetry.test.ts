@@ -86,6 +86,21 @@ function spanResult(label: string, joules: number, extra: Partial<SpanResult> & 
   return { label, tid: process.pid, startNs: now - 2e6, endNs: now, onCpuNs: 1e6, joules, dynamicJoules: null, estimated: true, incomplete: false, ...extra };
 }
 
+/** A model sampler without threads, a meter provider of that temporality, and its one hw.energy point. */
+function energyStream(temporality: AggregationTemporality) {
+  const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'off' }).start();
+  const reader = new ManualReader({ aggregationTemporalitySelector: () => temporality });
+  const meterProvider = new MeterProvider({ readers: [reader] });
+  cleanups.push(() => sampler.close(), () => meterProvider.shutdown());
+  const energy = async (): Promise<number> => {
+    const { resourceMetrics } = await reader.collect();
+    const points = resourceMetrics.scopeMetrics.flatMap((sm) => sm.metrics).filter((m) => m.descriptor.name === 'hw.energy').flatMap((m) => m.dataPoints as Array<{ value: unknown }>);
+    expect(points).toHaveLength(1);
+    return points[0].value as number;
+  };
+  return { sampler, meterProvider, energy };
+}
+
 describe('registerOpenTelemetry', () => {
   it('reports hw.energy (J) and hw.power (W) per RAPL domain with hardware semantic-convention attributes', async () => {
     const { sampler, meterProvider, collect } = setup();
@@ -447,16 +462,7 @@ describe('registerOpenTelemetry', () => {
   // 0.95 J was new.
   it("goes on from a closed registration's figures on the same meter: hw.energy never goes down, nothing counted twice", async () => {
     for (const temporality of [AggregationTemporality.CUMULATIVE, AggregationTemporality.DELTA]) {
-      const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'off' }).start();
-      const reader = new ManualReader({ aggregationTemporalitySelector: () => temporality });
-      const meterProvider = new MeterProvider({ readers: [reader] });
-      cleanups.push(() => sampler.close(), () => meterProvider.shutdown());
-      const energy = async (): Promise<number> => {
-        const { resourceMetrics } = await reader.collect();
-        const points = resourceMetrics.scopeMetrics.flatMap((sm) => sm.metrics).filter((m) => m.descriptor.name === 'hw.energy').flatMap((m) => m.dataPoints as Array<{ value: unknown }>);
-        expect(points).toHaveLength(1);
-        return points[0].value as number;
-      };
+      const { sampler, meterProvider, energy } = energyStream(temporality);
       let h = registerOpenTelemetry(sampler, { meterProvider, traces: false });
       cleanups.push(() => h.close());
       busy(100);
@@ -481,6 +487,40 @@ describe('registerOpenTelemetry', () => {
         expect(first + second + third).toBeLessThanOrEqual(measured + 1e-9);
       }
     }
+  });
+
+  // The carried figures were kept by meter and sampler: s1, then s2, then s1 again on one meter
+  // went on from s1's own older total, not from what the stream last showed (s2's): cumulative
+  // jumped, and delta temporality gave 5.0 J where about 1 J was new.
+  it("goes on only from the registration closed last on the meter, and only when it was the same sampler's", async () => {
+    const within: Record<string, boolean> = {};
+    for (const temporality of [AggregationTemporality.CUMULATIVE, AggregationTemporality.DELTA]) {
+      const { sampler: s1, meterProvider, energy } = energyStream(temporality);
+      let h = registerOpenTelemetry(s1, { meterProvider, traces: false });
+      cleanups.push(() => h.close());
+      busy(50);
+      await energy();
+      s1.stop();
+      s1.start(); // s1's figures now carry more than its run in progress
+      busy(50);
+      await energy();
+      h.close();
+      // Started now: its figures, the stream's last, are well below s1's.
+      const s2 = new Sampler({ source: 'model', intervalUs: 1000, threads: 'off' }).start();
+      cleanups.push(() => s2.close());
+      busy(5);
+      h = registerOpenTelemetry(s2, { meterProvider, traces: false });
+      await energy();
+      h.close();
+      h = registerOpenTelemetry(s1, { meterProvider, traces: false });
+      busy(20);
+      // Cumulative: s1's run in progress from its start, as a first registration shows it; delta:
+      // no more than that.
+      const again = await energy();
+      within[AggregationTemporality[temporality]] = again > 0 && again <= s1.totals().readings[0].joules;
+      h.close();
+    }
+    expect(within).toEqual({ CUMULATIVE: true, DELTA: true });
   });
 
   // A tracer that was no tracer failed inside an onSpan listener, which ended the process; a

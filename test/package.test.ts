@@ -2,8 +2,10 @@
 // that set-up would take for done; every type a public signature names can be imported; a peer
 // dependency is needed only by the entry point that loads it; each entry point resolves, by the
 // package's name, to its CommonJS and ESM files and typings; the tarball holds what install needs.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import ts from 'typescript';
@@ -92,9 +94,9 @@ describe('public types', () => {
 });
 
 describe('peer dependencies', () => {
-  it('are all optional but prom-client (`jouletrace serve` needs it), and the main entry point loads none of them', () => {
+  it('are all optional, and the main entry point loads none of them', () => {
     const peers = Object.keys(pkg.peerDependencies);
-    expect(peers.filter((p) => pkg.peerDependenciesMeta?.[p]?.optional !== true)).toEqual(['prom-client']);
+    expect(peers.filter((p) => pkg.peerDependenciesMeta?.[p]?.optional !== true)).toEqual([]);
     const script = `require(${JSON.stringify(path.join(ROOT, 'dist/cjs/index.js'))});
       console.log(JSON.stringify(Object.keys(require.cache)));`;
     const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' });
@@ -103,13 +105,69 @@ describe('peer dependencies', () => {
     expect(peers.filter((p) => loaded.some((f) => f.includes(`${path.sep}node_modules${path.sep}${p}${path.sep}`)))).toEqual([]);
   });
 
+  // prom-client was a required peer: where peers are not installed (--legacy-peer-deps,
+  // --omit=peer, Yarn) every CLI command failed with "Cannot find module 'prom-client'", the CLI
+  // loading serve (and so prom-client) for any command; jouletrace/prometheus the same, with no code.
+  describe('without prom-client installed', () => {
+    // The package as npm places it in a project that has no prom-client: its files copied (a link
+    // would resolve back to this checkout and its node_modules), every other dependency linked.
+    function project() {
+      const app = scratch('no-prom-client');
+      const ours = path.join(app, 'node_modules/jouletrace');
+      fs.mkdirSync(ours, { recursive: true });
+      for (const f of ['dist', 'bin', 'package.json', 'binding.gyp']) fs.cpSync(path.join(ROOT, f), path.join(ours, f), { recursive: true });
+      fs.symlinkSync(path.join(ROOT, 'build'), path.join(ours, 'build'));
+      for (const dep of fs.readdirSync(path.join(ROOT, 'node_modules'))) {
+        if (dep !== 'prom-client' && dep !== '.bin') fs.symlinkSync(path.join(ROOT, 'node_modules', dep), path.join(app, 'node_modules', dep));
+      }
+      const run = (args: string[]) => spawnSync(process.execPath, args, { cwd: app, encoding: 'utf8' });
+      expect(run(['-p', "require.resolve('prom-client')"]).stderr).toMatch(/Cannot find module 'prom-client'/);
+      return { app, bin: path.join(ours, 'bin/jouletrace.js'), run };
+    }
+    const range = pkg.peerDependencies['prom-client'];
+    const missing =
+      `prom-client is not installed: jouletrace's Prometheus metrics (jouletrace/prometheus, jouletrace serve) need prom-client ${range}, an optional peer dependency of jouletrace. ` +
+      `Install it beside jouletrace: npm install prom-client@${range} (npm install -g prom-client@${range} where jouletrace is installed globally; with npx: npx -p jouletrace -p prom-client@${range} jouletrace serve).`;
+
+    it('runs every CLI command but serve, and serve says it needs prom-client and how to install it', () => {
+      const { bin, run } = project();
+      const help = run([bin, '--help']);
+      expect(help.stderr).toBe('');
+      expect(help.status).toBe(0);
+      expect(help.stdout).toMatch(/^ {2}serve /m);
+      const probe = run([bin, 'probe', '--json']);
+      expect(probe.stderr).toBe('');
+      expect(probe.status).toBe(0);
+      expect(JSON.parse(probe.stdout).sources.map((s: { source: string }) => s.source)).toContain('model');
+      const serve = run([bin, 'serve', '--port', '0']);
+      expect({ status: serve.status, stderr: serve.stderr }).toEqual({ status: 1, stderr: `jouletrace: ${missing}\n` });
+    });
+
+    it('refuses jouletrace/prometheus, to require and import alike, with ERR_JOULETRACE_PROM_CLIENT saying what to install', () => {
+      const { run } = project();
+      const script = `const show = (e) => JSON.stringify({ name: e.name, code: e.code, message: e.message });
+        try { require('jouletrace/prometheus'); console.log('loaded'); } catch (e) { console.log(show(e)); }
+        import('jouletrace/prometheus').then(() => console.log('loaded'), (e) => console.log(show(e)));`;
+      const r = run(['-e', script]);
+      expect(r.stderr).toBe('');
+      const want = { name: 'JouletraceError', code: 'ERR_JOULETRACE_PROM_CLIENT', message: missing };
+      expect(r.stdout.trim().split('\n').map((l) => JSON.parse(l))).toEqual([want, want]);
+      // The other entry points load.
+      const others = ENTRIES.filter((e) => e !== './prometheus').map((e) => (e === '.' ? 'jouletrace' : `jouletrace/${e.slice(2)}`));
+      const all = run(['-e', `for (const n of ${JSON.stringify(others)}) require(n); console.log('ok')`]);
+      expect({ stderr: all.stderr, stdout: all.stdout }).toEqual({ stderr: '', stdout: 'ok\n' });
+    });
+  });
+
   // prom-client was a dependency of its own: an application on prom-client 14, or on a 15 npm
   // did not deduplicate, got jouletrace's copy beside its own, and its Registry was refused at
   // run time. As a peer, npm installs the one copy at the top level, or refuses the install.
   describe('prom-client, as npm installs it', () => {
     // A package of jouletrace's name, version and peer dependencies only, and stand-ins for two
-    // prom-client releases, installed from their tarballs offline: npm decides from these alone.
-    function install(promClient: string) {
+    // prom-client releases, installed from their tarballs with a registry of those two on
+    // 127.0.0.1 (npm asks it for a release that fits an optional peer in conflict): npm decides
+    // from these alone.
+    async function install(promClient: string) {
       const dir = scratch('peers');
       // npm's settings from the environment (`npm test` sets them), legacy-peer-deps among them, left out.
       const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_config_/i.test(k)));
@@ -119,16 +177,35 @@ describe('peer dependencies', () => {
         fs.writeFileSync(path.join(src, 'package.json'), JSON.stringify(json));
         const r = spawnSync('npm', ['pack', '--ignore-scripts', '--pack-destination', dir], { cwd: src, encoding: 'utf8', env });
         expect(r.stderr).not.toMatch(/npm error/);
-        return `file:${path.join(dir, r.stdout.trim().split('\n').pop()!)}`;
+        return r.stdout.trim().split('\n').pop()!;
       };
       const { name, version, peerDependencies, peerDependenciesMeta } = pkg;
       const ours = tarball('jouletrace', { name, version, peerDependencies, peerDependenciesMeta });
-      const theirs = tarball('prom-client', { name: 'prom-client', version: promClient });
-      const app = path.join(dir, 'app');
-      fs.mkdirSync(app);
-      fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', dependencies: { jouletrace: ours, 'prom-client': theirs } }));
-      const r = spawnSync('npm', ['install', '--offline', '--ignore-scripts', '--no-audit', '--no-fund', '--cache', path.join(dir, 'cache')], { cwd: app, encoding: 'utf8', env });
-      return { status: r.status, stderr: r.stderr, app };
+      const releases = ['14.2.0', '15.1.3'];
+      const files = new Map(releases.map((v) => [v, tarball(`prom-client-${v}`, { name: 'prom-client', version: v })]));
+      const server = http.createServer((req, res) => {
+        const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+        const versions = Object.fromEntries(releases.map((v) => [v, { name: 'prom-client', version: v, dist: { tarball: `${base}/${files.get(v)}` } }]));
+        if (req.url === '/prom-client') res.setHeader('content-type', 'application/json').end(JSON.stringify({ name: 'prom-client', 'dist-tags': { latest: '15.1.3' }, versions }));
+        else if ([...files.values()].some((f) => req.url === `/${f}`)) res.end(fs.readFileSync(path.join(dir, req.url!)));
+        else res.writeHead(404).end();
+      });
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      try {
+        const app = path.join(dir, 'app');
+        fs.mkdirSync(app);
+        const dependencies = { jouletrace: `file:${path.join(dir, ours)}`, 'prom-client': `file:${path.join(dir, files.get(promClient)!)}` };
+        fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', dependencies }));
+        const registry = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+        const args = ['install', '--registry', registry, '--ignore-scripts', '--no-audit', '--no-fund', '--cache', path.join(dir, 'cache')];
+        const child = spawn('npm', args, { cwd: app, env, stdio: ['ignore', 'ignore', 'pipe'] });
+        let stderr = '';
+        child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+        const status = await new Promise<number | null>((resolve) => child.on('close', resolve));
+        return { status, stderr, app };
+      } finally {
+        server.close();
+      }
     }
 
     it('is no dependency of its own', () => {
@@ -136,18 +213,18 @@ describe('peer dependencies', () => {
       expect(pkg.devDependencies['prom-client']).toBe(pkg.peerDependencies['prom-client']);
     });
 
-    it("shares the application's prom-client 15: one copy", () => {
-      const r = install('15.1.3');
+    it("shares the application's prom-client 15: one copy", async () => {
+      const r = await install('15.1.3');
       expect(r.stderr).not.toMatch(/npm error/);
       expect(r.status).toBe(0);
       expect(fs.existsSync(path.join(r.app, 'node_modules/jouletrace/node_modules'))).toBe(false);
     });
 
-    it("refuses an application's prom-client 14 at install time (ERESOLVE), naming the version needed", () => {
-      const r = install('14.2.0');
+    it("refuses an application's prom-client 14 at install time (ERESOLVE), naming the version needed", async () => {
+      const r = await install('14.2.0');
       expect(r.status).not.toBe(0);
       expect(r.stderr).toMatch(/npm error code ERESOLVE/);
-      expect(r.stderr).toContain(`peer prom-client@"${pkg.peerDependencies['prom-client']}" from jouletrace@${pkg.version}`);
+      expect(r.stderr).toContain(`peerOptional prom-client@"${pkg.peerDependencies['prom-client']}" from jouletrace@${pkg.version}`);
     });
   });
 });

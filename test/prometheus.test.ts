@@ -374,6 +374,50 @@ describe('registerMetrics', () => {
     expect(fresh).toBeLessThanOrEqual(s.totals().readings[0].joules);
   });
 
+  // The carried counts were kept by registry and sampler: s1, then s2, then s1 again in one
+  // registry went on from s1's own older total, not from what the series last showed (s2's): a
+  // reset, then a jump, and increase() counted s1's earlier energy again (23.7 J for 15.7 J measured).
+  it('goes on only from the registration closed last in the registry with the prefix, and only when it was the same sampler\'s', async () => {
+    const registry = new Registry();
+    const energyKey = (prefix = 'jouletrace_') => `${prefix}energy_joules_total{domain="package",package="0",source="model",estimated="true"}`;
+    const energy = async (r = registry, prefix?: string) => parse(await r.metrics()).get(energyKey(prefix))!;
+    const s1 = sampler({ threads: 'off' }).start();
+    let m = registerMetrics(s1, { registry });
+    cleanups.push(() => m.close());
+    busy(50);
+    s1.stop();
+    s1.start(); // s1's series now carry more than its run in progress
+    busy(50);
+    expect(await energy()).toBeGreaterThan(s1.totals().readings[0].joules);
+    m.close();
+    const s2 = sampler({ threads: 'off' }).start(); // its figures, the series' last, well below s1's
+    busy(5);
+    m = registerMetrics(s2, { registry });
+    expect(await energy()).toBeLessThanOrEqual(s2.totals().readings[0].joules);
+    m.close();
+    m = registerMetrics(s1, { registry });
+    busy(20);
+    // s1's run in progress from its start, as a first registration shows it.
+    const again = await energy();
+    expect(again).toBeGreaterThan(0);
+    expect(again).toBeLessThanOrEqual(s1.totals().readings[0].joules);
+    m.close();
+
+    // Registrations under other prefixes, closed since, leave a sampler's own series to go on.
+    const shared = new Registry();
+    const a = registerMetrics(s1, { registry: shared });
+    const b = registerMetrics(s2, { registry: shared, prefix: 'other_', appMetrics: false, spanMetrics: false });
+    cleanups.push(() => b.close());
+    busy(20);
+    const before = await energy(shared);
+    expect(before).toBeGreaterThan(0);
+    expect(await energy(shared, 'other_')).toBeGreaterThan(0);
+    a.close();
+    b.close();
+    m = registerMetrics(s1, { registry: shared });
+    expect(await energy(shared)).toBeGreaterThanOrEqual(before);
+  });
+
   it('turns spans and requests into histograms and the app_* metrics', async () => {
     const s = sampler().start();
     const m = registerMetrics(s, { joulesPerRequestWindowMs: 60_000 });

@@ -5,7 +5,6 @@ import { packageRoot } from '../native';
 import { demoCommand } from './demo';
 import { probeCommand } from './probe';
 import { runCommand } from './run';
-import { serveCommand } from './serve';
 import { topCommand } from './top';
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; summary: string }> = {
@@ -13,7 +12,8 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; summa
   run: { run: runCommand, summary: 'run a command and report the energy of its whole process tree (like perf stat)' },
   top: { run: topCommand, summary: 'live per-thread (or per-process) watts and joules, package power, sampler health' },
   demo: { run: demoCommand, summary: 'a built-in HTTP workload: joules per request and per thread, and an HTML report' },
-  serve: { run: serveCommand, summary: 'serve Prometheus metrics: machine energy and per-process attribution (host agent)' },
+  // Loaded only when run: it needs prom-client, an optional peer dependency the other commands do without.
+  serve: { run: async (argv) => (await import('./serve')).serveCommand(argv), summary: 'serve Prometheus metrics: machine energy and per-process attribution (host agent)' },
 };
 
 function help(): string {

@@ -2,6 +2,7 @@
 // domain and, for each --pid, the energy attributed to that process.
 import * as fs from 'node:fs';
 import * as http from 'node:http';
+import '../prom-client-peer'; // first: a missing prom-client is its error
 import { Counter, Gauge, Registry } from 'prom-client';
 import { EnergyTracker } from '../energy-tracker';
 import { registerMetrics } from '../prometheus';
