@@ -117,6 +117,22 @@ describe('powercap source', () => {
     expect(got.find((r) => key(r) === 'dram-10')!.joules).toBe(3);
   });
 
+  // psys is the platform's: a kernel that registers a psys zone for each package where it reads
+  // non-zero lists it twice on two sockets, and the sum read twice the msr source's psys.
+  it('reads the first psys zone only, as the one platform-wide counter', () => {
+    const e = emu([
+      { name: 'package-0', energyUj: 1000, children: [{ name: 'dram', energyUj: 1000 }] },
+      { name: 'psys', energyUj: 5000 },
+      { name: 'package-1', energyUj: 1000 },
+      { name: 'psys', energyUj: 7000 },
+    ]);
+    const s = open(e);
+    expect(s.domains.map(key)).toEqual(['package-0', 'dram-0', 'psys-0', 'package-1']);
+    e.set('intel-rapl:1', 5000 + 1_000_000);
+    e.set('intel-rapl:3', 7000 + 3_000_000);
+    expect(s.read().readings.find((r) => r.domain === 'psys')!.joules).toBe(1);
+  });
+
   it('reads each zone separately: a subzone is never added to its parent', () => {
     const e = emu(twoSockets);
     const s = open(e);

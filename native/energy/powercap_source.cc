@@ -186,6 +186,13 @@ std::unique_ptr<EnergySource> openPowercapSource(const SourceOptions& opts, Sour
     } else {
       continue;  // unknown zone kinds are not guessed at
     }
+    // psys is one platform-wide counter: the msr source reads it once (on the first package
+    // where it is non-zero), perf opens energy-psys on one CPU. Since "powercap/intel_rapl:
+    // enumerate Psys RAPL domain together with package RAPL domain" (2020) the kernel
+    // tries a psys zone with each package and registers it wherever the counter reads non-zero;
+    // two such zones are the one platform counted twice, and were summed. The first by zone id
+    // (registered first, as packages come up in order) is read, the others left out.
+    if (d.name == "psys" && src->groups_.has("psys", 0)) continue;
     // AMD's package counter is package-scoped: a package's further "die" zones (one a CCD on
     // Linux 6.10 and 6.11) read the very same counter, and adding them multiplied its energy.
     if (amdLike && src->groups_.has(d.name, d.package)) continue;
