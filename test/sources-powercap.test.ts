@@ -39,6 +39,23 @@ const twoSockets: PowercapZone[] = [
 
 const key = (r: { domain: string; package: number }) => `${r.domain}-${r.package}`;
 
+// A cgroup2 directory this process may make cgroups in (root's, usually), else undefined.
+const kernfsDir = (() => {
+  const mounts = fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' '));
+  for (const [, dir, type] of mounts) {
+    if (type !== 'cgroup2') continue;
+    const probe = path.join(dir, `jouletrace-probe-${process.pid}`);
+    try {
+      fs.mkdirSync(probe);
+      fs.rmdirSync(probe);
+      return dir;
+    } catch {
+      // read-only, or not ours to write
+    }
+  }
+  return undefined;
+})();
+
 describe('powercap source, dies and vendors', () => {
   // Linux names die-scoped zones package-N-die-M: two zones both read as package-N made two
   // domains of one name, which the exporters' running totals took for restarts (5.7x the energy).
@@ -184,6 +201,38 @@ describe('powercap source', () => {
     const good = s.read();
     expect(good.error).toBeUndefined();
     expect(good.readings[0].joules).toBe(2);
+  });
+
+  // A zone the kernel removes and registers again (intel_rapl_msr reloaded, a package's CPUs all
+  // offline and back) answers ENODEV on the old descriptor forever. sysfs and cgroup2 are both
+  // kernfs, which answers that for a removed file: a cgroup's cgroup.max.descendants, removed
+  // with its cgroup and made again, stands in for the zone's energy_uj.
+  it.skipIf(!kernfsDir)('opens energy_uj again after its zone was removed and registered again, counting on', async () => {
+    const cg = path.join(kernfsDir!, `jouletrace-zone-${process.pid}`);
+    const counter = path.join(cg, 'cgroup.max.descendants');
+    const make = (uj: number) => {
+      fs.mkdirSync(cg);
+      fs.writeFileSync(counter, `${uj}\n`);
+    };
+    make(1000);
+    cleanup.push({ close: () => fs.existsSync(cg) && fs.rmdirSync(cg) });
+    const e = emu([{ name: 'package-0', energyUj: 0 }]);
+    const file = path.join(e.zonePath('intel-rapl:0'), 'energy_uj');
+    fs.rmSync(file);
+    fs.symlinkSync(counter, file);
+    const s = open(e);
+    fs.writeFileSync(counter, '3000\n');
+    const before = s.read();
+    expect(before.error).toBeUndefined();
+    expect(before.readings[0].joules).toBe(0.002);
+    fs.rmdirSync(cg);
+    expect(s.read()).toMatchObject({ error: 'ENODEV', readings: [{ joules: 0.002 }] });
+    make(7000);
+    // Past the 100 ms between two tries at opening it again: the first was when it failed.
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    const after = s.read();
+    expect(after.error).toBeUndefined();
+    expect(after.readings[0].joules).toBe(0.006);
   });
 
   it('ignores intel-rapl-mmio zones and zones with unknown names', () => {

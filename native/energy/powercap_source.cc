@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -37,11 +38,23 @@ int readMicrojoules(int fd, uint64_t* out) {
   return 0;
 }
 
+int openEnergyFile(const std::string& path) { return ::open(path.c_str(), O_RDONLY | O_CLOEXEC); }
+
+constexpr int64_t kReopenIntervalNs = 100'000'000;
+
+int64_t monotonicNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
 class PowercapSource final : public EnergySource {
  public:
   struct Zone {
     UniqueFd fd;
     WrapCounter wrap;
+    std::string path;  // energy_uj, opened again when the zone is registered again
+    int64_t reopenTriedNs = -kReopenIntervalNs;
   };
   const char* name() const override { return "powercap"; }
   int read(DomainReading* out) override {
@@ -49,6 +62,10 @@ class PowercapSource final : public EnergySource {
     for (Zone& z : zones_) {
       uint64_t v = 0;
       int rc = readMicrojoules(z.fd.get(), &v);
+      if ((rc == -ENODEV || rc == -ENOENT) && reopen(z)) rc = readMicrojoules(z.fd.get(), &v);
+      // The wrap counter carries on across a reopen: the hardware counter under the new zone
+      // kept counting, so the gap's energy comes whole with this read (or, should the new zone
+      // read more than half a wrap below the last value, ERANGE as for any restart).
       if (rc == 0 && !z.wrap.update(v)) rc = -ERANGE;  // the counter started again
       if (rc != 0 && firstErr == 0) firstErr = rc;
     }
@@ -58,6 +75,21 @@ class PowercapSource final : public EnergySource {
   }
   void rebase() override {
     for (auto& z : zones_) z.wrap.rebase();
+  }
+
+  // A zone the kernel removed (intel_rapl_msr unloaded and loaded again, every CPU of its
+  // package taken offline) answers ENODEV on the old descriptor forever, while the zone
+  // registered in its place has the same path. Tried at most every 100 ms, so a zone that stays
+  // gone costs one failed open() per 100 ms, not one per sample; the path was built at open, so
+  // the sampler thread allocates nothing here.
+  static bool reopen(Zone& z) {
+    const int64_t now = monotonicNs();
+    if (now - z.reopenTriedNs < kReopenIntervalNs) return false;
+    z.reopenTriedNs = now;
+    int fd = openEnergyFile(z.path);
+    if (fd < 0) return false;
+    z.fd = UniqueFd(fd);
+    return true;
   }
 
   std::vector<Zone> zones_;
@@ -197,7 +229,7 @@ std::unique_ptr<EnergySource> openPowercapSource(const SourceOptions& opts, Sour
     // Linux 6.10 and 6.11) read the very same counter, and adding them multiplied its energy.
     if (amdLike && src->groups_.has(d.name, d.package)) continue;
     std::string energyPath = z.second + "/energy_uj";
-    int fd = ::open(energyPath.c_str(), O_RDONLY | O_CLOEXEC);
+    int fd = openEnergyFile(energyPath);
     if (fd < 0) {
       int e = errno;
       err->code = errnoName(e);
@@ -210,7 +242,7 @@ std::unique_ptr<EnergySource> openPowercapSource(const SourceOptions& opts, Sour
       }
       return nullptr;
     }
-    PowercapSource::Zone zone{UniqueFd(fd), WrapCounter()};
+    PowercapSource::Zone zone{UniqueFd(fd), WrapCounter(), energyPath};
     uint64_t v = 0;
     int rc = readMicrojoules(fd, &v);
     if (rc < 0) {
