@@ -1,9 +1,10 @@
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { openSource, type EnergySource } from '../src/sources';
 import { createEmulatedPowercap, type EmulatedPowercap, type PowercapZone } from './fixtures/emulated-devices';
-import { openSourceAsNobody } from './fixtures/unprivileged';
+import { openSourceAsNobody, openSourceInChild } from './fixtures/unprivileged';
 
 const cleanup: Array<{ close(): void }> = [];
 afterEach(() => {
@@ -280,6 +281,24 @@ describe('powercap source', () => {
     );
     fs.writeFileSync(file, '0\n');
     expect(() => open(e)).toThrow(expect.objectContaining({ code: 'EINVAL', message: expect.stringContaining('not a positive number') }));
+  });
+
+  // open() of a FIFO waits for a writer, forever: a path given by mistake hung openSource().
+  it('refuses a FIFO in the tree at options.powercapRoot, naming the option, without waiting on it', () => {
+    const e = emu([{ name: 'package-0', energyUj: 5 }]);
+    const file = path.join(e.zonePath('intel-rapl:0'), 'energy_uj');
+    fs.rmSync(file);
+    execFileSync('mkfifo', [file]);
+    const options = { source: 'powercap', powercapRoot: e.powercapRoot, liveCheckMs: 0 };
+    expect(openSourceInChild(options)).toEqual({
+      code: 'EINVAL',
+      message: `${file}: a FIFO, not a file or character device — check options.powercapRoot: it should name where this process sees the host's /sys/class/powercap`,
+    });
+    // The zone's name, read whole, is not waited on either.
+    const name = path.join(e.zonePath('intel-rapl:0'), 'name');
+    fs.rmSync(name);
+    execFileSync('mkfifo', [name]);
+    expect(openSourceInChild(options)).toMatchObject({ code: 'EINVAL', message: expect.stringMatching(/^\S+\/name: Invalid argument — /) });
   });
 
   it('names CVE-2020-8694 when energy_uj is root-only', () => {

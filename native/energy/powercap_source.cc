@@ -38,8 +38,6 @@ int readMicrojoules(int fd, uint64_t* out) {
   return 0;
 }
 
-int openEnergyFile(const std::string& path) { return ::open(path.c_str(), O_RDONLY | O_CLOEXEC); }
-
 constexpr int64_t kReopenIntervalNs = 100'000'000;
 
 int64_t monotonicNs() {
@@ -86,7 +84,7 @@ class PowercapSource final : public EnergySource {
     const int64_t now = monotonicNs();
     if (now - z.reopenTriedNs < kReopenIntervalNs) return false;
     z.reopenTriedNs = now;
-    int fd = openEnergyFile(z.path);
+    int fd = openForReading(z.path);
     if (fd < 0) return false;
     z.fd = UniqueFd(fd);
     return true;
@@ -229,11 +227,13 @@ std::unique_ptr<EnergySource> openPowercapSource(const SourceOptions& opts, Sour
     // Linux 6.10 and 6.11) read the very same counter, and adding them multiplied its energy.
     if (amdLike && src->groups_.has(d.name, d.package)) continue;
     std::string energyPath = z.second + "/energy_uj";
-    int fd = openEnergyFile(energyPath);
+    int fd = openForReading(energyPath);
     if (fd < 0) {
-      int e = errno;
+      int e = -fd;
       err->code = errnoName(e);
-      if (e == EACCES || e == EPERM) {
+      if (const char* kind = notAFile(energyPath, e)) {
+        err->message = notAFileMessage(energyPath, kind, "powercapRoot", SourceOptions().powercapRoot);
+      } else if (e == EACCES || e == EPERM) {
         err->message = energyPath + ": permission denied — energy_uj is root-only since Linux 5.10 (CVE-2020-8694); "
                        "run as root, or grant read access with a udev rule / chmod a+r " + opts.powercapRoot +
                        "/intel-rapl:*/energy_uj (re-applied at each boot)";
