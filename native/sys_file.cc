@@ -2,14 +2,44 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 
 #include <cstdlib>
 
 namespace jouletrace {
 
-int readSmallFile(const std::string& path, std::string* out) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+namespace {
+
+const char* kindOf(mode_t mode) {
+  if (S_ISREG(mode) || S_ISCHR(mode)) return nullptr;
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISBLK(mode)) return "a block device";
+  return "a special file";
+}
+
+}  // namespace
+
+int openForReading(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
   if (!fd.valid()) return -errno;
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return -errno;
+  if (kindOf(st.st_mode) != nullptr) return S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+  return fd.release();
+}
+
+const char* notAFile(const std::string& path, int err) {
+  struct stat st;
+  if (err != EINVAL && err != EISDIR) return nullptr;
+  return ::stat(path.c_str(), &st) == 0 ? kindOf(st.st_mode) : nullptr;
+}
+
+int readSmallFile(const std::string& path, std::string* out) {
+  int rc = openForReading(path);
+  if (rc < 0) return rc;
+  UniqueFd fd(rc);
   out->clear();
   char buf[4096];
   for (;;) {

@@ -30,12 +30,29 @@ class UniqueFd {
   }
   int get() const { return fd_; }
   bool valid() const { return fd_ >= 0; }
+  // Hands the descriptor over to the caller, who closes it.
+  int release() {
+    int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
 
  private:
   int fd_ = -1;
 };
 
-// Reads a whole small (sysfs/procfs) file. Returns 0 or -errno.
+// Opens a file to read counters or text from. O_NONBLOCK, since a FIFO named by mistake would
+// otherwise block open() until a writer came, forever; procfs, sysfs and the msr driver ignore
+// the flag. Only a regular file (procfs, sysfs, an emulated device) or a character device
+// (/dev/cpu/N/msr) is taken: anything else is refused, a directory with -EISDIR as read() would,
+// the others with -EINVAL (notAFile() says what it is). Returns the descriptor or -errno.
+int openForReading(const std::string& path);
+
+// For an error message: what path is ("a FIFO", "a directory", ...) where err is openForReading's
+// refusal of it as neither a regular file nor a character device, else nullptr.
+const char* notAFile(const std::string& path, int err);
+
+// Reads a whole small (sysfs/procfs) file, opened with openForReading. Returns 0 or -errno.
 int readSmallFile(const std::string& path, std::string* out);
 
 // Reads a file holding one integer (decimal, or hex with 0x). Returns 0 or -errno (-EINVAL if

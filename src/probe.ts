@@ -7,9 +7,16 @@ import { validateSourceOptions, type SourceName, type SourceOptions } from './so
 import { asJouletraceError, type DomainInfo, type DomainName } from './sources';
 
 export interface ProbeDomain extends DomainInfo {
-  /** Average watts over the probe interval (undefined when not measured). */
+  /** Average watts over the probe interval (undefined when not measured: see `notMeasured`). */
   watts?: number;
-  /** Seconds until the hardware counter wraps at `watts` (or at a nominal power, see wrapBasis). */
+  /** Why `watts` is undefined: the source could not be opened again, the domain did not count then, or a read failed. */
+  notMeasured?: string;
+  /** The error of a read during the probe interval ('EIO', ...), when one failed. */
+  readError?: string;
+  /**
+   * Seconds until the hardware counter wraps at `watts`, or at a nominal power where the counter
+   * did not move or was not measured (see wrapBasis). Undefined only when `wrapJoules` is 0.
+   */
   wrapPeriodSeconds?: number;
   wrapBasis?: 'measured' | 'nominal';
 }
@@ -57,8 +64,8 @@ export interface ProbeOptions extends Omit<SourceOptions, 'source'> {
   intervalMs?: number;
 }
 
-// Used only when a counter did not move during the probe (idle emulated device): the order of
-// magnitude of a server socket, which gives the order of magnitude of the wrap period.
+// Used only when a counter did not move during the probe (idle emulated device) or could not be
+// measured: the order of magnitude of a server socket, which gives that of the wrap period.
 const NOMINAL_WATTS: Record<DomainName, number> = { package: 100, core: 80, uncore: 15, dram: 15, psys: 150 };
 
 /** Splits "what failed — how to fix it" messages into reason and remedy. */
@@ -79,39 +86,65 @@ interface NativeStatus {
   notCounting: DomainInfo[];
 }
 
+function setWrapPeriod(d: ProbeDomain, watts: number | undefined): void {
+  if (d.wrapJoules <= 0) return;
+  if (watts !== undefined && watts > 0) {
+    d.wrapPeriodSeconds = d.wrapJoules / watts;
+    d.wrapBasis = 'measured';
+  } else {
+    d.wrapPeriodSeconds = d.wrapJoules / NOMINAL_WATTS[d.domain];
+    d.wrapBasis = 'nominal';
+  }
+}
+
+// Fills in watts where both reads succeeded. Whatever stops the measurement leaves watts undefined
+// with the reason (never a 0 W that was not measured), and the wrap period at nominal power: the
+// counter's wrap energy is known from the first open, whether or not its power is.
 async function measure(source: ProbeSource, opts: object, intervalMs: number): Promise<void> {
+  const watts = new Map<ProbeDomain, number>();
+  const notMeasured = (reason: string, readError?: string) =>
+    source.domains.forEach((d) => {
+      if (watts.has(d)) return;
+      d.notMeasured ??= reason;
+      if (readError !== undefined) d.readError = readError;
+    });
   let handle;
   try {
     handle = native().openSource({ ...opts, source: source.source });
-  } catch {
-    return; // became unavailable between probe and measurement: keep the static report
+  } catch (e) {
+    const err = asJouletraceError(e) as Error & { code?: string };
+    const { reason } = splitMessage(err.message);
+    notMeasured(`could not be opened again to measure: ${err.code ? `${err.code}: ` : ''}${reason}`);
   }
-  try {
-    // By name: this open's counting check may leave out a domain the first one kept.
-    const index = new Map((handle.domains as DomainInfo[]).map((d, i) => [`${d.domain}-${d.package}`, i]));
-    const a = handle.read();
-    await sleep(intervalMs);
-    const b = handle.read();
-    const seconds = Number(b.timeNs - a.timeNs) / 1e9;
-    source.domains.forEach((d) => {
-      const i = index.get(`${d.domain}-${d.package}`);
-      if (i === undefined) return;
-      const joules = Number(b.ticks[i] - a.ticks[i]) * d.unitJoules;
-      const watts = seconds > 0 ? joules / seconds : 0;
-      d.watts = watts;
-      if (d.wrapJoules > 0) {
-        if (watts > 0) {
-          d.wrapPeriodSeconds = d.wrapJoules / watts;
-          d.wrapBasis = 'measured';
-        } else {
-          d.wrapPeriodSeconds = d.wrapJoules / NOMINAL_WATTS[d.domain];
-          d.wrapBasis = 'nominal';
-        }
+  if (handle) {
+    try {
+      // By name: this open's counting check may leave out a domain the first one kept.
+      const index = new Map((handle.domains as DomainInfo[]).map((d, i) => [`${d.domain}-${d.package}`, i]));
+      const a = handle.read();
+      await sleep(intervalMs);
+      const b = handle.read();
+      // A failed read leaves its counter at the previous value: the delta would understate the power.
+      const failed = [a, b].find((r) => r.status < 0);
+      if (failed) {
+        const readError: string = failed.error ?? `errno ${-failed.status}`;
+        notMeasured(`a read failed: ${readError}`, readError);
+      } else {
+        const seconds = Number(b.timeNs - a.timeNs) / 1e9; // > 0: monotonic clock, and we slept
+        source.domains.forEach((d) => {
+          const i = index.get(`${d.domain}-${d.package}`);
+          if (i !== undefined) watts.set(d, (Number(b.ticks[i] - a.ticks[i]) * d.unitJoules) / seconds);
+        });
+        notMeasured('did not count when opened again to measure');
       }
-    });
-  } finally {
-    handle.close();
+    } finally {
+      handle.close();
+    }
   }
+  source.domains.forEach((d) => {
+    const w = watts.get(d);
+    if (w !== undefined) d.watts = w;
+    setWrapPeriod(d, w);
+  });
   const periods = source.domains.map((d) => d.wrapPeriodSeconds).filter((p): p is number => p !== undefined);
   if (periods.length > 0) {
     source.wrapPeriodSeconds = Math.min(...periods);
@@ -186,18 +219,22 @@ export function formatProbe(report: ProbeReport): string {
   for (const s of report.sources) {
     if (s.available) {
       const wrap =
-        s.wrapPeriodSeconds === undefined
-          ? 'never wraps'
-          : `wraps after ${formatSeconds(s.wrapPeriodSeconds)}, read at least every ${formatSeconds(s.maxReadGapSeconds!)}`;
+        s.wrapPeriodSeconds !== undefined
+          ? `wraps after ${formatSeconds(s.wrapPeriodSeconds)}, read at least every ${formatSeconds(s.maxReadGapSeconds!)}`
+          : s.domains.every((d) => d.wrapJoules === 0)
+            ? 'never wraps'
+            : 'wrap period not measured';
       lines.push(`  ✓ ${s.source.padEnd(9)} available, ${wrap}`);
       for (const d of s.domains) {
         const cols = [
           `${d.domain}-${d.package}`.padEnd(11),
           `unit ${formatUnit(d.unitJoules)}`.padEnd(17),
-          d.watts === undefined ? '' : `${d.watts.toFixed(2)} W`.padEnd(11),
-          d.wrapPeriodSeconds === undefined
-            ? 'no wrap'
-            : `wrap ${formatSeconds(d.wrapPeriodSeconds)}${d.wrapBasis === 'nominal' ? ` (at nominal ${NOMINAL_WATTS[d.domain]} W)` : ''}`,
+          d.watts === undefined ? `not measured${d.notMeasured ? ` (${d.notMeasured})` : ''},` : `${d.watts.toFixed(2)} W`.padEnd(11),
+          d.wrapPeriodSeconds !== undefined
+            ? `wrap ${formatSeconds(d.wrapPeriodSeconds)}${d.wrapBasis === 'nominal' ? ` (at nominal ${NOMINAL_WATTS[d.domain]} W)` : ''}`
+            : d.wrapJoules === 0
+              ? 'no wrap'
+              : 'wrap not measured',
           d.estimated ? 'ESTIMATED' : '',
         ];
         lines.push(`      ${cols.join(' ').trimEnd()}`);

@@ -119,6 +119,98 @@ describe('probe wrap periods', () => {
   });
 });
 
+// probe() opens each available source a second time to measure its power. What the device does in
+// between, the spy does just before that second open reaches the addon.
+function beforeSecondOpen(change: () => void, wrapRead?: (read: () => unknown) => () => unknown) {
+  const real = native().openSource;
+  vi.spyOn(native(), 'openSource').mockImplementation((o: unknown) => {
+    change();
+    const h = real.call(native(), o);
+    return wrapRead ? { domains: h.domains, read: wrapRead(() => h.read()), close: () => h.close() } : h;
+  });
+}
+
+describe('probe when the measurement fails', () => {
+  const intel = { vendor: 'intel', family: 6, model: 0x5e } as const;
+  const msrWrapSeconds = (2 ** 32 * 2 ** -14) / 100; // 2^32 ticks of 61 µJ at the nominal 100 W
+
+  it('keeps the nominal wrap period of a source it cannot open again, and says why power is not measured', async () => {
+    const e = createEmulatedMsr({ vendor: 'intel' });
+    cleanup.push(e);
+    e.write(0, MSR.INTEL_UNIT, 14 << 8);
+    e.write(0, MSR.INTEL_PKG, 5000);
+    beforeSecondOpen(() => e.truncate(0));
+    const r = await probe({ ...e.options, cpuIdentity: intel, intervalMs: 10 });
+    const msr = r.sources[0];
+    expect(msr.available).toBe(true);
+    expect(msr.domains[0].wrapBasis).toBe('nominal');
+    expect(msr.domains[0].wrapPeriodSeconds).toBeCloseTo(msrWrapSeconds, 6);
+    expect(msr.maxReadGapSeconds).toBeCloseTo(msrWrapSeconds / 2, 6);
+    expect(msr.domains[0].watts).toBeUndefined();
+    expect(msr.domains[0].notMeasured).toMatch(/^could not be opened again to measure: EIO: .*reading the RAPL unit register 0x606 failed/);
+    const text = formatProbe(r);
+    expect(text).toContain('✓ msr       available, wraps after 43.7 min, read at least every 21.8 min\n');
+    expect(text).toMatch(/ {6}package-0 +unit 61\.04 µJ +not measured \(could not be opened again to measure: EIO: .*\), wrap 43\.7 min \(at nominal 100 W\)\n/);
+  });
+
+  it('keeps a domain the second open left out in the shortest wrap period', async () => {
+    // dram's counter wraps after 150 J: at the nominal 15 W, 10 s, well before the package's.
+    const pc = createEmulatedPowercap([
+      { name: 'package-0', energyUj: 0, maxEnergyRangeUj: 999_999_999, children: [{ name: 'dram', energyUj: 0, maxEnergyRangeUj: 149_999_999 }] },
+    ]);
+    cleanup.push(pc);
+    beforeSecondOpen(() => {
+      fs.rmSync(pc.zonePath('intel-rapl:0:0'), { recursive: true });
+      fs.unlinkSync(`${pc.powercapRoot}/intel-rapl:0:0`);
+    });
+    const r = await probe({ powercapRoot: pc.powercapRoot, liveCheckMs: 0, intervalMs: 10 });
+    const s = r.sources.find((x) => x.source === 'powercap')!;
+    const dram = s.domains.find((d) => d.domain === 'dram')!;
+    expect(dram.wrapBasis).toBe('nominal');
+    expect(dram.wrapPeriodSeconds).toBeCloseTo(150 / 15, 6);
+    expect(s.wrapPeriodSeconds).toBeCloseTo(10, 6);
+    expect(s.maxReadGapSeconds).toBeCloseTo(5, 6);
+    expect(dram.watts).toBeUndefined();
+    expect(dram.notMeasured).toBe('did not count when opened again to measure');
+    expect(formatProbe(r)).toContain(
+      '      dram-0      unit 1.000 µJ     not measured (did not count when opened again to measure), wrap 10.0 s (at nominal 15 W)\n',
+    );
+  });
+
+  it('reports a read that failed during the interval instead of 0 W', async () => {
+    const e = createEmulatedMsr({ vendor: 'intel' });
+    cleanup.push(e);
+    e.write(0, MSR.INTEL_UNIT, 14 << 8);
+    e.write(0, MSR.INTEL_PKG, 5000);
+    let reads = 0;
+    // The device goes away after the first of the two reads: the second reads EIO.
+    beforeSecondOpen(
+      () => {},
+      (read) => () => {
+        const r = read();
+        if (++reads === 1) e.truncate(0);
+        return r;
+      },
+    );
+    const r = await probe({ ...e.options, cpuIdentity: intel, intervalMs: 10 });
+    const d = r.sources[0].domains[0];
+    expect(d.watts).toBeUndefined();
+    expect(d).toMatchObject({ readError: 'EIO', notMeasured: 'a read failed: EIO', wrapBasis: 'nominal' });
+    expect(d.wrapPeriodSeconds).toBeCloseTo(msrWrapSeconds, 6);
+    const text = formatProbe(r);
+    expect(text).toContain('      package-0   unit 61.04 µJ     not measured (a read failed: EIO), wrap 43.7 min (at nominal 100 W)\n');
+    expect(text).not.toContain('0.00 W');
+  });
+
+  it('prints "no wrap" only for a domain without a counter', async () => {
+    const report = await probe({ intervalMs: 10 });
+    const domain = { domain: 'package' as const, package: 0, unitJoules: 2 ** -14, estimated: false, wrapJoules: 2 ** 18 };
+    const text = formatProbe({ ...report, sources: [{ source: 'msr', available: true, domains: [domain] }] });
+    expect(text).toContain('✓ msr       available, wrap period not measured\n');
+    expect(text).toContain('      package-0   unit 61.04 µJ     not measured, wrap not measured\n');
+  });
+});
+
 describe('formatProbe and the probe command', () => {
   it('renders a table with ✓/✗, reasons, remedies, units and BPF state', async () => {
     const text = formatProbe(await probe({ intervalMs: 20 }));

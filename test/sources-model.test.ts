@@ -1,10 +1,11 @@
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { openSource, type EnergySource, type SourceReading } from '../src/sources';
 import { createEmulatedProcStat, writeSysfsCpu } from './fixtures/emulated-devices';
+import { openSourceInChild } from './fixtures/unprivileged';
 
 const cleanup: Array<{ close(): void }> = [];
 afterEach(() => {
@@ -152,6 +153,18 @@ describe('model source against an emulated /proc/stat', () => {
         expect.objectContaining({ code: 'ENOENT', message }),
       );
     }
+  });
+
+  // open() of a FIFO waits for a writer, forever: a path given by mistake hung openSource().
+  it('refuses a FIFO at options.procStatPath, naming the option, without waiting on it', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-model-'));
+    track({ close: () => fs.rmSync(dir, { recursive: true, force: true }) });
+    const fifo = path.join(dir, 'stat');
+    execFileSync('mkfifo', [fifo]);
+    expect(openSourceInChild({ source: 'model', procStatPath: fifo })).toEqual({
+      code: 'EINVAL',
+      message: `${fifo}: a FIFO, not a file or character device — check options.procStatPath: it should name where this process sees the host's /proc/stat`,
+    });
   });
 
   // A container without sysfs CPU topology, made with a tmpfs over it in a mount namespace of

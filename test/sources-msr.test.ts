@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -5,7 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Sampler } from '../src/sampler';
 import { openSource, type EnergySource } from '../src/sources';
 import { createEmulatedMsr, MSR, writeSysfsCpu, type EmulatedMsr } from './fixtures/emulated-devices';
-import { openSourceAsNobody } from './fixtures/unprivileged';
+import { openSourceAsNobody, openSourceInChild } from './fixtures/unprivileged';
 
 const cleanup: Array<{ close(): void }> = [];
 afterEach(() => {
@@ -430,6 +431,18 @@ describe('msr source errors', () => {
         message: `${e.dir}/nope/cpu0/msr: no such file — check options.msrPath: it should name where this process sees the host's /dev/cpu/%d/msr`,
       }),
     );
+  });
+
+  // open() of a FIFO waits for a writer, forever: a path given by mistake hung openSource().
+  it('refuses a FIFO at options.msrPath, naming the option, without waiting on it', () => {
+    const e = emu({ vendor: 'intel' });
+    const device = `${e.dir}/cpu0/msr`;
+    fs.rmSync(device);
+    execFileSync('mkfifo', [device]);
+    expect(openSourceInChild({ source: 'msr', ...e.options, cpuIdentity: SKYLAKE })).toEqual({
+      code: 'EINVAL',
+      message: `${device}: a FIFO, not a file or character device — check options.msrPath: it should name where this process sees the host's /dev/cpu/%d/msr`,
+    });
   });
 
   it('names options.sysfsCpuRoot, not a sysfs mount, when a CPU topology root given holds none', () => {

@@ -1,9 +1,10 @@
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { openSource, type EnergySource } from '../src/sources';
 import { createEmulatedPowercap, type EmulatedPowercap, type PowercapZone } from './fixtures/emulated-devices';
-import { openSourceAsNobody } from './fixtures/unprivileged';
+import { openSourceAsNobody, openSourceInChild } from './fixtures/unprivileged';
 
 const cleanup: Array<{ close(): void }> = [];
 afterEach(() => {
@@ -38,6 +39,23 @@ const twoSockets: PowercapZone[] = [
 ];
 
 const key = (r: { domain: string; package: number }) => `${r.domain}-${r.package}`;
+
+// A cgroup2 directory this process may make cgroups in (root's, usually), else undefined.
+const kernfsDir = (() => {
+  const mounts = fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' '));
+  for (const [, dir, type] of mounts) {
+    if (type !== 'cgroup2') continue;
+    const probe = path.join(dir, `jouletrace-probe-${process.pid}`);
+    try {
+      fs.mkdirSync(probe);
+      fs.rmdirSync(probe);
+      return dir;
+    } catch {
+      // read-only, or not ours to write
+    }
+  }
+  return undefined;
+})();
 
 describe('powercap source, dies and vendors', () => {
   // Linux names die-scoped zones package-N-die-M: two zones both read as package-N made two
@@ -117,6 +135,22 @@ describe('powercap source', () => {
     expect(got.find((r) => key(r) === 'dram-10')!.joules).toBe(3);
   });
 
+  // psys is the platform's: a kernel that registers a psys zone for each package where it reads
+  // non-zero lists it twice on two sockets, and the sum read twice the msr source's psys.
+  it('reads the first psys zone only, as the one platform-wide counter', () => {
+    const e = emu([
+      { name: 'package-0', energyUj: 1000, children: [{ name: 'dram', energyUj: 1000 }] },
+      { name: 'psys', energyUj: 5000 },
+      { name: 'package-1', energyUj: 1000 },
+      { name: 'psys', energyUj: 7000 },
+    ]);
+    const s = open(e);
+    expect(s.domains.map(key)).toEqual(['package-0', 'dram-0', 'psys-0', 'package-1']);
+    e.set('intel-rapl:1', 5000 + 1_000_000);
+    e.set('intel-rapl:3', 7000 + 3_000_000);
+    expect(s.read().readings.find((r) => r.domain === 'psys')!.joules).toBe(1);
+  });
+
   it('reads each zone separately: a subzone is never added to its parent', () => {
     const e = emu(twoSockets);
     const s = open(e);
@@ -170,6 +204,38 @@ describe('powercap source', () => {
     expect(good.readings[0].joules).toBe(2);
   });
 
+  // A zone the kernel removes and registers again (intel_rapl_msr reloaded, a package's CPUs all
+  // offline and back) answers ENODEV on the old descriptor forever. sysfs and cgroup2 are both
+  // kernfs, which answers that for a removed file: a cgroup's cgroup.max.descendants, removed
+  // with its cgroup and made again, stands in for the zone's energy_uj.
+  it.skipIf(!kernfsDir)('opens energy_uj again after its zone was removed and registered again, counting on', async () => {
+    const cg = path.join(kernfsDir!, `jouletrace-zone-${process.pid}`);
+    const counter = path.join(cg, 'cgroup.max.descendants');
+    const make = (uj: number) => {
+      fs.mkdirSync(cg);
+      fs.writeFileSync(counter, `${uj}\n`);
+    };
+    make(1000);
+    cleanup.push({ close: () => fs.existsSync(cg) && fs.rmdirSync(cg) });
+    const e = emu([{ name: 'package-0', energyUj: 0 }]);
+    const file = path.join(e.zonePath('intel-rapl:0'), 'energy_uj');
+    fs.rmSync(file);
+    fs.symlinkSync(counter, file);
+    const s = open(e);
+    fs.writeFileSync(counter, '3000\n');
+    const before = s.read();
+    expect(before.error).toBeUndefined();
+    expect(before.readings[0].joules).toBe(0.002);
+    fs.rmdirSync(cg);
+    expect(s.read()).toMatchObject({ error: 'ENODEV', readings: [{ joules: 0.002 }] });
+    make(7000);
+    // Past the 100 ms between two tries at opening it again: the first was when it failed.
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    const after = s.read();
+    expect(after.error).toBeUndefined();
+    expect(after.readings[0].joules).toBe(0.006);
+  });
+
   it('ignores intel-rapl-mmio zones and zones with unknown names', () => {
     const e = emu([{ name: 'package-0', energyUj: 5, children: [{ name: 'mystery', energyUj: 5 }] }]);
     expect(open(e).domains.map(key)).toEqual(['package-0']);
@@ -215,6 +281,24 @@ describe('powercap source', () => {
     );
     fs.writeFileSync(file, '0\n');
     expect(() => open(e)).toThrow(expect.objectContaining({ code: 'EINVAL', message: expect.stringContaining('not a positive number') }));
+  });
+
+  // open() of a FIFO waits for a writer, forever: a path given by mistake hung openSource().
+  it('refuses a FIFO in the tree at options.powercapRoot, naming the option, without waiting on it', () => {
+    const e = emu([{ name: 'package-0', energyUj: 5 }]);
+    const file = path.join(e.zonePath('intel-rapl:0'), 'energy_uj');
+    fs.rmSync(file);
+    execFileSync('mkfifo', [file]);
+    const options = { source: 'powercap', powercapRoot: e.powercapRoot, liveCheckMs: 0 };
+    expect(openSourceInChild(options)).toEqual({
+      code: 'EINVAL',
+      message: `${file}: a FIFO, not a file or character device — check options.powercapRoot: it should name where this process sees the host's /sys/class/powercap`,
+    });
+    // The zone's name, read whole, is not waited on either.
+    const name = path.join(e.zonePath('intel-rapl:0'), 'name');
+    fs.rmSync(name);
+    execFileSync('mkfifo', [name]);
+    expect(openSourceInChild(options)).toMatchObject({ code: 'EINVAL', message: expect.stringMatching(/^\S+\/name: Invalid argument — /) });
   });
 
   it('names CVE-2020-8694 when energy_uj is root-only', () => {

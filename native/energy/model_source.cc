@@ -218,10 +218,14 @@ class ModelSource final : public EnergySource {
 
 std::unique_ptr<EnergySource> openModelSource(const SourceOptions& opts, SourceError* err) {
   auto src = std::make_unique<ModelSource>();
-  int fd = ::open(opts.procStatPath.c_str(), O_RDONLY | O_CLOEXEC);
+  int fd = openForReading(opts.procStatPath);
   if (fd < 0) {
-    int e = errno;
+    int e = -fd;
     err->code = errnoName(e);
+    if (const char* kind = notAFile(opts.procStatPath, e)) {
+      err->message = notAFileMessage(opts.procStatPath, kind, "procStatPath", SourceOptions().procStatPath);
+      return nullptr;
+    }
     err->message = opts.procStatPath + ": " + std::strerror(e) + " — " +
                    missingPathRemedy(opts.procStatPath, SourceOptions().procStatPath, "procStatPath",
                                      "the model source needs procfs mounted at /proc");

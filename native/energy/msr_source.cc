@@ -118,8 +118,8 @@ class MsrSource final : public EnergySource {
   int fdOf(int cpu) {
     auto it = fdOfCpu_.find(cpu);
     if (it != fdOfCpu_.end()) return it->second;
-    int fd = ::open(expandCpuPath(msrPath_, cpu).c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -errno;
+    int fd = openForReading(expandCpuPath(msrPath_, cpu));
+    if (fd < 0) return fd;
     fds_.emplace_back(fd);
     fdOfCpu_[cpu] = fd;
     return fd;
@@ -148,7 +148,9 @@ std::string msrDriverDir(const std::string& sysfsCpuRoot) {
 
 void openError(const std::string& path, int err, const SourceOptions& opts, SourceError* out) {
   out->code = errnoName(err);
-  if (err == ENOENT || err == ENODEV) {
+  if (const char* kind = notAFile(path, err)) {
+    out->message = notAFileMessage(path, kind, "msrPath", SourceOptions().msrPath);
+  } else if (err == ENOENT || err == ENODEV) {
     out->code = "ENOENT";
     // Loaded, yet no device: a container's, the driver being the host's and /dev/cpu not passed in.
     const std::string driver = msrDriverDir(opts.sysfsCpuRoot);

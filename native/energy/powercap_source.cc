@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -37,11 +38,21 @@ int readMicrojoules(int fd, uint64_t* out) {
   return 0;
 }
 
+constexpr int64_t kReopenIntervalNs = 100'000'000;
+
+int64_t monotonicNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
 class PowercapSource final : public EnergySource {
  public:
   struct Zone {
     UniqueFd fd;
     WrapCounter wrap;
+    std::string path;  // energy_uj, opened again when the zone is registered again
+    int64_t reopenTriedNs = -kReopenIntervalNs;
   };
   const char* name() const override { return "powercap"; }
   int read(DomainReading* out) override {
@@ -49,6 +60,10 @@ class PowercapSource final : public EnergySource {
     for (Zone& z : zones_) {
       uint64_t v = 0;
       int rc = readMicrojoules(z.fd.get(), &v);
+      if ((rc == -ENODEV || rc == -ENOENT) && reopen(z)) rc = readMicrojoules(z.fd.get(), &v);
+      // The wrap counter carries on across a reopen: the hardware counter under the new zone
+      // kept counting, so the gap's energy comes whole with this read (or, should the new zone
+      // read more than half a wrap below the last value, ERANGE as for any restart).
       if (rc == 0 && !z.wrap.update(v)) rc = -ERANGE;  // the counter started again
       if (rc != 0 && firstErr == 0) firstErr = rc;
     }
@@ -58,6 +73,21 @@ class PowercapSource final : public EnergySource {
   }
   void rebase() override {
     for (auto& z : zones_) z.wrap.rebase();
+  }
+
+  // A zone the kernel removed (intel_rapl_msr unloaded and loaded again, every CPU of its
+  // package taken offline) answers ENODEV on the old descriptor forever, while the zone
+  // registered in its place has the same path. Tried at most every 100 ms, so a zone that stays
+  // gone costs one failed open() per 100 ms, not one per sample; the path was built at open, so
+  // the sampler thread allocates nothing here.
+  static bool reopen(Zone& z) {
+    const int64_t now = monotonicNs();
+    if (now - z.reopenTriedNs < kReopenIntervalNs) return false;
+    z.reopenTriedNs = now;
+    int fd = openForReading(z.path);
+    if (fd < 0) return false;
+    z.fd = UniqueFd(fd);
+    return true;
   }
 
   std::vector<Zone> zones_;
@@ -186,15 +216,24 @@ std::unique_ptr<EnergySource> openPowercapSource(const SourceOptions& opts, Sour
     } else {
       continue;  // unknown zone kinds are not guessed at
     }
+    // psys is one platform-wide counter: the msr source reads it once (on the first package
+    // where it is non-zero), perf opens energy-psys on one CPU. Since "powercap/intel_rapl:
+    // enumerate Psys RAPL domain together with package RAPL domain" (2020) the kernel
+    // tries a psys zone with each package and registers it wherever the counter reads non-zero;
+    // two such zones are the one platform counted twice, and were summed. The first by zone id
+    // (registered first, as packages come up in order) is read, the others left out.
+    if (d.name == "psys" && src->groups_.has("psys", 0)) continue;
     // AMD's package counter is package-scoped: a package's further "die" zones (one a CCD on
     // Linux 6.10 and 6.11) read the very same counter, and adding them multiplied its energy.
     if (amdLike && src->groups_.has(d.name, d.package)) continue;
     std::string energyPath = z.second + "/energy_uj";
-    int fd = ::open(energyPath.c_str(), O_RDONLY | O_CLOEXEC);
+    int fd = openForReading(energyPath);
     if (fd < 0) {
-      int e = errno;
+      int e = -fd;
       err->code = errnoName(e);
-      if (e == EACCES || e == EPERM) {
+      if (const char* kind = notAFile(energyPath, e)) {
+        err->message = notAFileMessage(energyPath, kind, "powercapRoot", SourceOptions().powercapRoot);
+      } else if (e == EACCES || e == EPERM) {
         err->message = energyPath + ": permission denied — energy_uj is root-only since Linux 5.10 (CVE-2020-8694); "
                        "run as root, or grant read access with a udev rule / chmod a+r " + opts.powercapRoot +
                        "/intel-rapl:*/energy_uj (re-applied at each boot)";
@@ -203,7 +242,7 @@ std::unique_ptr<EnergySource> openPowercapSource(const SourceOptions& opts, Sour
       }
       return nullptr;
     }
-    PowercapSource::Zone zone{UniqueFd(fd), WrapCounter()};
+    PowercapSource::Zone zone{UniqueFd(fd), WrapCounter(), energyPath};
     uint64_t v = 0;
     int rc = readMicrojoules(fd, &v);
     if (rc < 0) {

@@ -20,6 +20,12 @@ inline std::string checkOptionRemedy(const char* option, const std::string& byDe
   return std::string("check options.") + option + ": it should name where this process sees the host's " + byDefault;
 }
 
+// A path openForReading refused (a FIFO would have blocked the open forever): the option that
+// gave it is the mistake, whatever the default.
+inline std::string notAFileMessage(const std::string& path, const char* kind, const char* option, const std::string& byDefault) {
+  return path + ": " + kind + ", not a file or character device — " + checkOptionRemedy(option, byDefault);
+}
+
 // The system's remedy (a module, a mount) at the default path, else checkOptionRemedy().
 inline std::string missingPathRemedy(const std::string& given, const std::string& byDefault, const char* option,
                                      const std::string& systemRemedy) {
