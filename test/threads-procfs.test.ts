@@ -167,6 +167,22 @@ describe('procfs thread tracker on an emulated /proc', () => {
     fs.rmSync(root, { recursive: true, force: true });
   });
 
+  it('refuses a FIFO at options.procRoot/stat, naming the option, rather than waiting on it', () => {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-proc-'));
+    writeThread(PID, 5_000_000, 1, 'main');
+    expect(spawnSync('mkfifo', [path.join(root, 'stat')]).status).toBe(0);
+    // In a child, bounded: before, open() waited for a writer that never came.
+    const script = `
+      const { openThreadTracker } = require(${JSON.stringify(path.resolve(__dirname, '../dist/cjs/index.js'))});
+      try { openThreadTracker({ backend: 'procfs', pid: ${PID}, procRoot: ${JSON.stringify(root)} }).close(); process.stdout.write('null'); }
+      catch (e) { process.stdout.write(JSON.stringify({ code: e.code, message: e.message })); }`;
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 10_000 });
+    expect(r.error, 'openThreadTracker had not returned after 10 s').toBeUndefined();
+    const e = JSON.parse(r.stdout) as { code: string; message: string } | null;
+    expect(e?.code).toBe('EINVAL');
+    expect(e?.message).toContain(`${path.join(root, 'stat')} (a FIFO, not a file: check options.procRoot)`);
+  });
+
   it('parses schedstat, stat and /proc/stat, and reports an exited thread once', async () => {
     root = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-proc-'));
     writeThread(PID, 5_000_000, 1, 'main');

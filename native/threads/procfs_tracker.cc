@@ -145,13 +145,16 @@ int ProcfsTracker::open(const TrackerOptions& opts, TrackerError* err) {
   if (int rc = checkTargetIsProcess(root_, pid_, err)) return rc;
 
   std::string statPath = root_ + "/stat";
-  procStat_ = UniqueFd(::open(statPath.c_str(), O_RDONLY | O_CLOEXEC));
+  // openForReading: a FIFO at options.procRoot would otherwise hold open() until a writer came.
+  procStat_ = UniqueFd(openForReading(statPath));
   std::string text;
-  if (procStat_.get() < 0 || readSmallFile(statPath, &text) != 0) {
-    int e = errno ? errno : EIO;
+  int rc = procStat_.valid() ? readSmallFile(statPath, &text) : procStat_.get();
+  if (rc != 0) {
+    int e = rc < 0 ? -rc : EIO;
     if (err) {
+      const char* what = notAFile(statPath, e);
       err->code = errnoName(e);
-      err->message = "jouletrace: cannot read " + statPath + " (" + strerror(e) + ")";
+      err->message = "jouletrace: cannot read " + statPath + " (" + (what ? std::string(what) + ", not a file: check options.procRoot" : std::string(strerror(e))) + ")";
     }
     return -e;
   }
@@ -209,9 +212,9 @@ void ProcfsTracker::addThread(uint32_t tid, bool fromNow) {
 // Kept open, read with pread: a read costs no path walk. Either may fail (EMFILE): the thread is
 // then read by path, and each rescan tries again.
 void ProcfsTracker::openFiles(Thread& t) {
-  if (!t.stat.valid()) t.stat = UniqueFd(::open(threadFile(t.tid, "stat").c_str(), O_RDONLY | O_CLOEXEC));
+  if (!t.stat.valid()) t.stat = UniqueFd(openForReading(threadFile(t.tid, "stat")));
   if (!ticksOnly_ && !t.schedstat.valid()) {
-    t.schedstat = UniqueFd(::open(threadFile(t.tid, "schedstat").c_str(), O_RDONLY | O_CLOEXEC));
+    t.schedstat = UniqueFd(openForReading(threadFile(t.tid, "schedstat")));
     // The thread is there and has no schedstat: a kernel built without CONFIG_SCHED_INFO. Unless
     // it exited between the two opens: its stat then answers ESRCH.
     char probe[64];
