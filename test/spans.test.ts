@@ -1118,41 +1118,49 @@ describeBpf('spans at 10 kHz against a counter that moves every millisecond', ()
 // energy. Spans over the failed stretch settled as 0 J, complete, and the span over the recovery
 // took the gap's energy as its own.
 describe('spans and requests over failed reads of the source', () => {
+  // An emulated Intel package (and, with `dram`, its memory domain) on two CPUs, a sampler on it
+  // with a tracker, and the means to step it: the counter moved as the hardware's would.
+  function failingSource(e: ReturnType<typeof createEmulatedMsr>, dram = false) {
+    const counters = { ticks: 1000 };
+    const write = () => {
+      for (const cpu of [0, 1]) {
+        e.write(cpu, MSR.INTEL_UNIT, (0xa << 16) | (14 << 8) | 3);
+        e.write(cpu, MSR.INTEL_PKG, counters.ticks);
+        if (dram) e.write(cpu, MSR.INTEL_DRAM, 5000);
+      }
+    };
+    write();
+    const s = sampler({ source: 'msr', ...e.options, cpuIdentity: { vendor: 'intel', family: 6, model: 0x5e }, threads: 'procfs' });
+    const tracker = new RequestTracker(s);
+    const records: RequestRecord[] = [];
+    tracker.onRequest((rs) => records.push(...rs));
+    s.start();
+    // Attribution steps so far: the sampler thread's, which a loaded machine may delay.
+    const steps = () => nativeHandleOf<{ stats(): { timing: { attributionSteps: number } } }>(s).stats().timing.attributionSteps;
+    // Spins until n more steps have come, the counter moving every half millisecond as the
+    // hardware's would (its reads succeed meanwhile).
+    const spinSteps = (n: number) => {
+      const want = steps() + n;
+      for (let next = 0; steps() < want; ) {
+        if (performance.now() < next) continue;
+        counters.ticks += 1000;
+        e.write(0, MSR.INTEL_PKG, counters.ticks);
+        next = performance.now() + 0.5;
+      }
+    };
+    // n more failed reads: past 50, at least one attribution step (at most 20 ms apart while
+    // the counter stands still), on a failed read.
+    const failedReads = async (n: number) => {
+      const from = s.stats().timing.readErrors;
+      await until(() => s.stats().timing.readErrors >= from + n);
+    };
+    return { s, tracker, records, counters, write, spinSteps, failedReads };
+  }
+
   it('settle unmeasured where the reads failed (NaN, incomplete), and incomplete over the recovery, never as 0 J', async () => {
     const e = createEmulatedMsr({ vendor: 'intel', cpus: 2 });
     try {
-      let ticks = 1000;
-      const write = () => {
-        for (const cpu of [0, 1]) {
-          e.write(cpu, MSR.INTEL_UNIT, (0xa << 16) | (14 << 8) | 3);
-          e.write(cpu, MSR.INTEL_PKG, ticks);
-        }
-      };
-      write();
-      const s = sampler({ source: 'msr', ...e.options, cpuIdentity: { vendor: 'intel', family: 6, model: 0x5e }, threads: 'procfs' });
-      const tracker = new RequestTracker(s);
-      const records: RequestRecord[] = [];
-      tracker.onRequest((rs) => records.push(...rs));
-      s.start();
-      // Attribution steps so far: the sampler thread's, which a loaded machine may delay.
-      const steps = () => nativeHandleOf<{ stats(): { timing: { attributionSteps: number } } }>(s).stats().timing.attributionSteps;
-      // Spins until n more steps have come, the counter moving every half millisecond as the
-      // hardware's would (its reads succeed meanwhile).
-      const spinSteps = (n: number) => {
-        const want = steps() + n;
-        for (let next = 0; steps() < want; ) {
-          if (performance.now() < next) continue;
-          ticks += 1000;
-          e.write(0, MSR.INTEL_PKG, ticks);
-          next = performance.now() + 0.5;
-        }
-      };
-      // n more failed reads: past 50, at least one attribution step (at most 20 ms apart while
-      // the counter stands still), on a failed read.
-      const failedReads = async (n: number) => {
-        const from = s.stats().timing.readErrors;
-        await until(() => s.stats().timing.readErrors >= from + n);
-      };
+      const { s, tracker, records, counters, write, spinSteps, failedReads } = failingSource(e);
       spinSteps(3);
       const ok = s.begin('ok');
       busy(20);
@@ -1169,7 +1177,7 @@ describe('spans and requests over failed reads of the source', () => {
       s.end(during);
       await failedReads(50);
       const across = s.begin('across');
-      ticks += 100_000; // back, with the gap's energy
+      counters.ticks += 100_000; // back, with the gap's energy
       write();
       spinSteps(3); // the recovery, then intervals read whole
       busy(10);
@@ -1196,6 +1204,39 @@ describe('spans and requests over failed reads of the source', () => {
       expect(rAcross.joules, what).toBeGreaterThan(0);
       expect(rAfter, what).toMatchObject({ incomplete: false });
       expect(rAfter.joules, what).toBeGreaterThan(0);
+    } finally {
+      e.close();
+    }
+  });
+
+  it('charge as ever where only a domain they are not charged from fails (dram)', async () => {
+    const e = createEmulatedMsr({ vendor: 'intel', cpus: 2 });
+    try {
+      const { s, tracker, records, spinSteps, failedReads } = failingSource(e, true);
+      expect(s.domains.map((d) => d.domain)).toEqual(['package', 'dram']);
+      spinSteps(3);
+      // Every read of dram fails from here (a short read: each CPU's file now ends just past the
+      // package counter, which goes on reading).
+      for (const cpu of [0, 1]) fs.truncateSync(e.msrPath.replace('%d', String(cpu)), MSR.INTEL_PKG + 8);
+      spinSteps(2);
+      await failedReads(1);
+      const during = s.begin('during');
+      const request = tracker.start('GET', '/during')!;
+      busy(20);
+      spinSteps(2);
+      tracker.end(request, 200);
+      s.end(during);
+      spinSteps(2);
+      const r = await s.settle(during);
+      await until(() => records.length === 1);
+      s.stop();
+      tracker.close();
+      const what = JSON.stringify({ r, records, readErrors: s.stats().timing.readErrors });
+      expect(s.stats().timing.readErrors, what).toBeGreaterThan(0);
+      expect(r, what).toMatchObject({ incomplete: false });
+      expect(r.joules, what).toBeGreaterThan(0);
+      expect(records, what).toMatchObject([{ route: '/during', incomplete: false }]);
+      expect(records[0].joules, what).toBeGreaterThan(0);
     } finally {
       e.close();
     }

@@ -200,6 +200,7 @@ class ModelSource final : public EnergySource {
       p.frac -= whole * kNjPerTick;
       out[i].raw = p.ticks;
       out[i].ticks = p.ticks;
+      out[i].failed = rc != 0;  // one file for every package
     }
     if (scanned) lastRefreshNs_ = now;
     return rc;

@@ -74,6 +74,7 @@ class MsrSource final : public EnergySource {
     // SMT siblings): where it is read next if its CPU goes offline, as Linux's RAPL driver moves
     // its lead CPU. The count goes on unbroken: it is one counter, whichever CPU reads it.
     std::vector<int> spares;
+    bool failed = false;  // at the last read
   };
   const char* name() const override { return "msr"; }
 
@@ -86,6 +87,7 @@ class MsrSource final : public EnergySource {
       if (rc == 0 && !c.wrap.update(v & 0xFFFFFFFFull)) rc = -ERANGE;  // the counter started again
       // On failure the counter keeps its last value, so the energy it missed shows up whole in
       // the next successful read.
+      c.failed = rc != 0;
       if (rc != 0 && firstErr == 0) firstErr = rc;
     }
     // A domain is its counters' sum where it has several: an AMD package's cores, an Intel

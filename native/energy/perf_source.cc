@@ -29,6 +29,7 @@ class PerfSource final : public EnergySource {
   struct Event {
     UniqueFd fd;
     WrapCounter wrap;
+    bool failed = false;  // at the last read
   };
   const char* name() const override { return "perf"; }
   int read(DomainReading* out) override {
@@ -38,6 +39,7 @@ class PerfSource final : public EnergySource {
       ssize_t n = ::read(e.fd.get(), &v, sizeof v);
       int rc = n == ssize_t(sizeof v) ? 0 : n < 0 ? -errno : -EIO;
       if (rc == 0 && !e.wrap.update(v)) rc = -ERANGE;  // the count started again
+      e.failed = rc != 0;
       if (rc != 0 && firstErr == 0) firstErr = rc;
     }
     // A domain is its events' sum: one per package, or one per die of a multi-die Intel

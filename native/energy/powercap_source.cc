@@ -53,6 +53,7 @@ class PowercapSource final : public EnergySource {
     WrapCounter wrap;
     std::string path;  // energy_uj, opened again when the zone is registered again
     int64_t reopenTriedNs = -kReopenIntervalNs;
+    bool failed = false;  // at the last read
   };
   const char* name() const override { return "powercap"; }
   int read(DomainReading* out) override {
@@ -65,6 +66,7 @@ class PowercapSource final : public EnergySource {
       // kept counting, so the gap's energy comes whole with this read (or, should the new zone
       // read more than half a wrap below the last value, ERANGE as for any restart).
       if (rc == 0 && !z.wrap.update(v)) rc = -ERANGE;  // the counter started again
+      z.failed = rc != 0;
       if (rc != 0 && firstErr == 0) firstErr = rc;
     }
     // A domain is its zones' sum: one zone, or a multi-die package's dies.

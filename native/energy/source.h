@@ -66,6 +66,10 @@ struct Domain {
 struct DomainReading {
   uint64_t raw = 0;    // last value read from the hardware (for AMD core: sum of per-core raws)
   uint64_t ticks = 0;  // cumulative, wrap-extended ticks since open; joules = ticks * unitJoules
+  // This read failed for the domain (one of its counters): it holds its last value, and the next
+  // good read brings the gap's energy. Spans are charged from the primary domains only, so the
+  // sampler tells a failure of theirs from one of a domain they never use.
+  bool failed = false;
 };
 
 struct SourceError {

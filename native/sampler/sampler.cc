@@ -352,11 +352,14 @@ bool Sampler::targetGone(uint64_t now) {
 void Sampler::sample(uint64_t now, uint32_t flags, bool forceAttribution) {
   const size_t nd = readings_.size();
   int rc = source_->read(readings_.data());
-  const bool readFailed = rc != 0;
-  if (readFailed) {
+  if (rc != 0) {
     flags |= kFlagReadError;
     readErrors_.fetch_add(1, std::memory_order_relaxed);
   }
+  // Spans and requests are charged from the primary domains alone: a dram zone or an AMD core
+  // counter that fails leaves their energy known.
+  bool readFailed = false;
+  for (size_t d : primaryDomains_) readFailed = readFailed || readings_[d].failed;
   bool changed = false;
   for (size_t d = 0; d < nd; d++) {
     uint64_t ticks = readings_[d].ticks;
