@@ -454,10 +454,34 @@ void SpanEngine::poolShare(bool final) {
   poolDeltas_.clear();
   poolIntervals_.clear();
   if (pool_.empty()) return;
+  // A pool that spent nothing over the intervals the channels settle now (a server whose
+  // requests never touch it) has nothing to share: the replay below, which costs about what
+  // the settlement does per event, is skipped. Its marks only keep a step's replay in line with
+  // that step's settlement; a later replay starts from the settled state (inFlight, each
+  // request's state), as it does after any step.
+  const auto horizonOf = [&](const Log& log) {
+    const uint64_t last = hist(log, log.histSize - 1).t;
+    return final ? UINT64_MAX : last - std::min(lagNs_, last);
+  };
+  bool spent = false;
   for (auto& [id, log] : logs_) {
     if (log.histSize == 0 || log.shared.empty()) continue;  // as accountShared()
-    const uint64_t last = hist(log, log.histSize - 1).t;
-    replayShared(log, final ? UINT64_MAX : last - std::min(lagNs_, last));
+    const size_t k = firstPointAfter(log, log.sharedUpTo);
+    if (k >= log.histSize || hist(log, k).t > horizonOf(log)) continue;  // nothing to settle
+    size_t end = k;
+    while (end + 1 < log.histSize && hist(log, end + 1).t <= horizonOf(log)) end++;
+    // The pool's figures are cumulative and never fall: equal at both ends, nothing between.
+    const Point& a = hist(log, k - 1);
+    const Point& b = hist(log, end);
+    if (b.poolJ != a.poolJ || b.poolOnCpu != a.poolOnCpu) {
+      spent = true;
+      break;
+    }
+  }
+  if (!spent) return;
+  for (auto& [id, log] : logs_) {
+    if (log.histSize == 0 || log.shared.empty()) continue;  // as accountShared()
+    replayShared(log, horizonOf(log));
   }
   if (poolIntervals_.empty()) return;
   // Every channel records a point at every step: their intervals are the same ones, from the
