@@ -214,11 +214,13 @@ void ProcfsTracker::addThread(uint32_t tid, bool fromNow) {
 void ProcfsTracker::openFiles(Thread& t) {
   if (!t.stat.valid()) t.stat = UniqueFd(openForReading(threadFile(t.tid, "stat")));
   if (!ticksOnly_ && !t.schedstat.valid()) {
-    t.schedstat = UniqueFd(openForReading(threadFile(t.tid, "schedstat")));
+    const int fd = openForReading(threadFile(t.tid, "schedstat"));
+    t.schedstat = UniqueFd(fd);
     // The thread is there and has no schedstat: a kernel built without CONFIG_SCHED_INFO. Unless
-    // it exited between the two opens: its stat then answers ESRCH.
+    // it exited between the two opens: its stat then answers ESRCH. (The returned code, not
+    // errno: a file refused for its kind leaves errno as an earlier call set it.)
     char probe[64];
-    if (!t.schedstat.valid() && errno == ENOENT && t.stat.valid() && readAt0(t.stat, probe, sizeof probe) > 0) ticksOnly_ = true;
+    if (fd == -ENOENT && t.stat.valid() && readAt0(t.stat, probe, sizeof probe) > 0) ticksOnly_ = true;
   }
 }
 
