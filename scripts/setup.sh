@@ -2,7 +2,8 @@
 # Everything `npm run demo` and `npm run bench` need, from a fresh clone: system build packages
 # (apt, when missing and when we are root), npm dependencies, the native addon with its embedded
 # BPF program, and the compiled TypeScript. With --test (`npm test`), also the tools the tests
-# drive and the arm64 headers one compiles against. Each step is skipped when already done, so repeated runs cost well under a second.
+# drive, and the arm64 headers a test compiles the addon against. Each step is skipped when
+# already done, so repeated runs cost well under a second.
 # Usage: setup.sh [--test]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -93,9 +93,10 @@ export interface EnergyReading {
  * Average power per domain between an exporter's collections, over windows of at least
  * minWindowNs, 0.5 s unless given (a scrape right after another would divide a counter step by
  * microseconds; a second scraper right after the first reuses the last figure). The first window
- * runs from the sampler's start, and no figure comes before it is minWindowNs long. A domain whose energy did not move in a window where the
- * source's reads failed has no figure for it (not 0 W): its window stays open, and the next
- * figure covers it (not the whole catch-up over the last window alone).
+ * runs from the sampler's start, and no figure comes before it is minWindowNs long. A domain
+ * whose energy did not move in a window where the source's reads failed has no figure for it
+ * (not 0 W): its window stays open, and the next figure covers it (not the whole catch-up over
+ * the last window alone).
  */
 export class PowerWindow {
   readonly #minWindowNs: bigint;

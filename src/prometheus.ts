@@ -472,7 +472,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     );
   }
 
-  const carbonAcc = carried?.carbon ?? { pending: new Map<string, number>(), lastJoules: new Map<string, number>(), grams: new Map<string, number>() };
+  const carbonAcc: CarbonAccumulation = carried?.carbon ?? { pending: new Map(), lastJoules: new Map(), grams: new Map() };
   if (carbon) {
     const { pending, lastJoules, grams } = carbonAcc;
     reg(
@@ -620,10 +620,23 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
  * from the earlier one's showed a reset and then a jump, counting its energy again; a new
  * registration then starts as a first one does. Weak: a registry or sampler dropped takes it.
  */
-const closedRegistrations = new WeakMap<
-  Registry,
-  Map<string, WeakMap<Sampler, { energy: EnergyTracker; health: EnergyHealth; named: Set<string>; carbon: { pending: Map<string, number>; lastJoules: Map<string, number>; grams: Map<string, number> } }>>
->();
+const closedRegistrations = new WeakMap<Registry, Map<string, WeakMap<Sampler, CarriedCounts>>>();
+
+/** A registration's accumulations that outlive its close(), for the next one to go on from. */
+interface CarriedCounts {
+  energy: EnergyTracker;
+  health: EnergyHealth;
+  /** The thread names with a series of their own. */
+  named: Set<string>;
+  carbon: CarbonAccumulation;
+}
+
+/** Per scope: joules waiting for an intensity, the cumulative joules last read, and grams so far. */
+interface CarbonAccumulation {
+  pending: Map<string, number>;
+  lastJoules: Map<string, number>;
+  grams: Map<string, number>;
+}
 
 /** Sampler statistics accumulated across restarts (samples and drops restart at each start()). */
 class EnergyHealth {

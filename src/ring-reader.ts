@@ -105,9 +105,7 @@ export class RingReader implements Iterable<RingReader> {
    */
   next(): boolean {
     if (this.#active) {
-      // The accessors reach only the current record: it is the one whose fields may have been
-      // read torn, and only if the sampler began rewriting its slot before the reader left it.
-      if (this.#overwriteOldest && this.#begun[0] - this.#capacity > this.#pos) this.#batchTorn++;
+      this.#leaveCurrent();
       this.#pos++;
     }
     for (;;) {
@@ -141,9 +139,15 @@ export class RingReader implements Iterable<RingReader> {
     if (!this.#active) return;
     this.#active = false;
     // The current sample has been seen: release it too, judged as next() would leave it.
-    if (this.#overwriteOldest && this.#begun[0] - this.#capacity > this.#pos) this.#batchTorn++;
+    this.#leaveCurrent();
     this.#batchEnd = this.#pos + 1;
     this.#release();
+  }
+
+  // The accessors reach only the current record: it is the one whose fields may have been read
+  // torn, and only if the sampler began rewriting its slot before the reader left it.
+  #leaveCurrent(): void {
+    if (this.#overwriteOldest && this.#begun[0] - this.#capacity > this.#pos) this.#batchTorn++;
   }
 
   /** @internal Releases the samples left so far, keeping the current one (the sampler's stats() does, first). */

@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,6 +17,7 @@
 #include "energy/sources_internal.h"
 #include "energy/wrap_counter.h"
 #include "errno_name.h"
+#include "napi_util.h"
 #include "sys_file.h"
 
 namespace jouletrace {
@@ -39,12 +39,6 @@ int readMicrojoules(int fd, uint64_t* out) {
 }
 
 constexpr int64_t kReopenIntervalNs = 100'000'000;
-
-int64_t monotonicNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
 
 class PowercapSource final : public EnergySource {
  public:
@@ -83,7 +77,7 @@ class PowercapSource final : public EnergySource {
   // gone costs one failed open() per 100 ms, not one per sample; the path was built at open, so
   // the sampler thread allocates nothing here.
   static bool reopen(Zone& z) {
-    const int64_t now = monotonicNs();
+    const int64_t now = int64_t(monotonicNs());
     if (now - z.reopenTriedNs < kReopenIntervalNs) return false;
     z.reopenTriedNs = now;
     int fd = openForReading(z.path);

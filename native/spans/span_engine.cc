@@ -466,10 +466,10 @@ void SpanEngine::poolShare(bool final) {
   bool spent = false;
   for (auto& [id, log] : logs_) {
     if (log.histSize == 0 || log.shared.empty()) continue;  // as accountShared()
+    // The points replayShared() would walk: after sharedUpTo, up to the horizon.
     const size_t k = firstPointAfter(log, log.sharedUpTo);
-    if (k >= log.histSize || hist(log, k).t > horizonOf(log)) continue;  // nothing to settle
-    size_t end = k;
-    while (end + 1 < log.histSize && hist(log, end + 1).t <= horizonOf(log)) end++;
+    const size_t end = firstPointAfter(log, horizonOf(log)) - 1;
+    if (k >= log.histSize || end < k) continue;  // nothing to settle
     // The pool's figures are cumulative and never fall: equal at both ends, nothing between.
     const Point& a = hist(log, k - 1);
     const Point& b = hist(log, end);

@@ -474,6 +474,7 @@ svg{display:block;max-width:100%;height:auto}
 // first: a number that holds markup was written into the page as it was, and a string where a
 // number belongs failed with a bare TypeError deep in a chart.
 function checkReport(report: unknown): void {
+  // Not checkObject(), which takes undefined as an options object left out.
   const obj = (name: string, v: unknown): Record<string, unknown> => {
     if (v === null || typeof v !== 'object' || Array.isArray(v)) throw invalidType(name, 'an object', v);
     return v as Record<string, unknown>;
@@ -492,7 +493,8 @@ function checkReport(report: unknown): void {
   const opt = (name: string, v: unknown, check: (name: string, v: unknown) => void): void => {
     if (v !== undefined) check(name, v);
   };
-  const [str, bool] = [checkString, checkBoolean];
+  const str = checkString;
+  const bool = checkBoolean;
   const r = obj('report', report);
   for (const key of ['title', 'createdAt', 'source']) str(`report.${key}`, r[key]);
   opt('report.subtitle', r.subtitle, str);
