@@ -185,6 +185,12 @@ export interface SamplerStats {
      * went to `other`. Each counted once. 0 with threads: 'off'.
      */
     droppedThreads: number;
+    /**
+     * CPUs whose package could not be found when the sampler was made (neither their topology,
+     * absent while a CPU is offline, nor their NUMA node's CPUs told it): their threads' time
+     * counts as package 0's. Empty with threads: 'off', and wherever every CPU's package is known.
+     */
+    unknownPackageCpus: number[];
   };
   /**
    * settled: spans and requests settled, of every thread of this sampler. The rest, this thread's
@@ -295,6 +301,7 @@ interface NativeSamplerHandle {
     notCounting: DomainDescription[];
     threadsBackend: string;
     threadsFallbackReason: string;
+    unknownPackageCpus: number[];
     attributionEvery: number;
     spanEngineId: number;
     ringRecordBytes: number;
@@ -768,6 +775,7 @@ export class Sampler {
         fallbackReason: this.#info.threadsFallbackReason || null,
         attributionEvery: this.#info.attributionEvery,
         droppedThreads: s.tracker?.droppedThreads ?? 0,
+        unknownPackageCpus: this.#attributed ? [...this.#info.unknownPackageCpus] : [],
       },
       spans: {
         settled: t.spansSettled,

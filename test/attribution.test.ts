@@ -285,12 +285,28 @@ describeBpf('attribution with the eBPF backend, across runs', () => {
 // Two packages, emulated over this machine's first two CPUs (cpu0 on package 0, cpu1 on
 // package 1), with a worker pinned to each: every other test has one package, where a split that
 // took every domain for package 0's, or psys for one package's, gives the same figures.
+// cpu1's package is read from its topology, or, with cpu1 offline when the sampler is made (the
+// kernel removes an offline CPU's topology/, not its cpuN/nodeX link), found through its NUMA
+// node, whose other CPUs (emulated: cpu2 and cpu3, package 1's, read its counter) are package
+// 1's. That CPU was package 0's for the whole run, its threads given package 0's energy.
+const twoPackageLayouts = [
+  { cpu1: 'online', cpus: 2, pkg1Cpu: 1 },
+  { cpu1: 'offline at creation', cpus: 4, pkg1Cpu: 2 },
+] as const;
+
 describeBpf('attribution on a machine of two packages', () => {
-  it("gives a thread its own package's energy, conserves each package's, and splits psys over every CPU", async () => {
-    const e = createEmulatedMsr({ vendor: 'intel', cpus: 2, packages: 2 });
+  it.each(twoPackageLayouts)("gives a thread its own package's energy, conserves each package's, and splits psys over every CPU (cpu1 $cpu1)", async (layout) => {
+    const e = createEmulatedMsr({ vendor: 'intel', cpus: layout.cpus, packages: 2 });
+    if (layout.cpu1 !== 'online') {
+      const cpu = (n: number) => path.join(e.sysfsCpuRoot, `cpu${n}`);
+      fs.rmSync(path.join(cpu(1), 'topology'), { recursive: true });
+      for (const [n, node] of [[0, 0], [1, 1], [2, 1], [3, 1]]) fs.mkdirSync(path.join(cpu(n), `node${node}`));
+      fs.writeFileSync(path.join(e.sysfsCpuRoot, 'online'), '0,2-3\n');
+      fs.writeFileSync(path.join(e.sysfsCpuRoot, 'possible'), '0-3\n');
+    }
     const workers: Spinner[] = [];
     try {
-      for (const cpu of [0, 1]) {
+      for (const cpu of [0, layout.pkg1Cpu]) {
         e.write(cpu, MSR.INTEL_UNIT, 0x000a0e03);
         e.write(cpu, MSR.INTEL_PKG, 1000);
       }
@@ -309,6 +325,7 @@ describeBpf('attribution on a machine of two packages', () => {
       });
       samplers.push(s);
       expect(s.domains.map((d) => `${d.domain}-${d.package}`)).toEqual(['package-0', 'psys-0', 'package-1']);
+      if (layout.cpu1 !== 'online') expect(s.stats().threads.unknownPackageCpus).toEqual([]);
       s.start();
       // The first interval only sets the reference: energy written before it is in no split.
       for (const until = Date.now() + 3000; Date.now() < until && s.stats().timing.samples < 3; ) await sleep(2);
@@ -323,7 +340,7 @@ describeBpf('attribution on a machine of two packages', () => {
         written.pkg1 += step.pkg1;
         written.psys += step.psys;
         e.write(0, MSR.INTEL_PKG, 1000 + written.pkg0);
-        e.write(1, MSR.INTEL_PKG, 1000 + written.pkg1);
+        e.write(layout.pkg1Cpu, MSR.INTEL_PKG, 1000 + written.pkg1);
         e.write(0, MSR.INTEL_PSYS, 1000 + written.psys);
         await sleep(2);
       }
@@ -364,6 +381,33 @@ describeBpf('attribution on a machine of two packages', () => {
       expect(r0.byDomain.psys, what).toBeGreaterThan(0);
     } finally {
       await Promise.all(workers.map((w) => w.exit()));
+      e.close();
+    }
+  });
+});
+
+// The CPU → package table covers every possible CPU number, offline ones too, and says which
+// CPUs' packages it could not find (they count as package 0's). It was sized by a count of CPUs,
+// and a CPU without topology/ (offline) was package 0's without a word.
+describe('CPUs whose package is not in their topology', () => {
+  it("finds an offline CPU's package through its NUMA node, and lists those it cannot find", () => {
+    const e = createEmulatedMsr({ vendor: 'intel', cpus: 4, packages: 2 });
+    try {
+      e.write(0, MSR.INTEL_UNIT, 0x000a0e03);
+      e.write(0, MSR.INTEL_PKG, 1000);
+      e.write(2, MSR.INTEL_PKG, 1000);
+      const cpu = (n: number) => path.join(e.sysfsCpuRoot, `cpu${n}`);
+      for (const [n, node] of [[0, 0], [1, 0], [2, 1], [3, 1], [4, 1]]) fs.mkdirSync(path.join(cpu(n), `node${node}`), { recursive: true });
+      fs.mkdirSync(cpu(5)); // offline, on no node
+      fs.writeFileSync(path.join(e.sysfsCpuRoot, 'possible'), '0-7\n'); // 6 and 7: not present
+      const make = (threads: 'procfs' | 'off') => {
+        const s = new Sampler({ source: 'msr', ...e.options, cpuIdentity: { vendor: 'intel', family: 6, model: 0x9e }, threads });
+        samplers.push(s);
+        return s;
+      };
+      expect(make('procfs').stats().threads.unknownPackageCpus).toEqual([5, 6, 7]);
+      expect(make('off').stats().threads.unknownPackageCpus).toEqual([]);
+    } finally {
       e.close();
     }
   });
@@ -568,7 +612,7 @@ describe('attribution with the procfs backend', () => {
   it('settles at most every 10 ms, and says so', () => {
     const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
     samplers.push(s);
-    expect(s.stats().threads).toEqual({ backend: 'procfs', fallbackReason: null, attributionEvery: 10, droppedThreads: 0 });
+    expect(s.stats().threads).toEqual({ backend: 'procfs', fallbackReason: null, attributionEvery: 10, droppedThreads: 0, unknownPackageCpus: expect.any(Array) });
     expect(s.stats().bpf).toBeUndefined();
   });
 });

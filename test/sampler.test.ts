@@ -249,6 +249,26 @@ describe('Sampler against an emulated MSR', () => {
     expect(s.stats().timing.readErrors).toBe(0);
   });
 
+  // A counter that started again (a driver reloaded, a resume) from a value in the upper half of
+  // its range lands less than half a wrap below it: that read as a wrap, 131 kJ in one interval,
+  // with no read error.
+  it('reads a counter restarting from the upper half of its range as a read error, adding nothing', async () => {
+    let pkg = 2 ** 31 + 51_000;
+    emu = intelMsr(pkg);
+    const s = msrSampler(emu, { intervalUs: 1000 });
+    s.start();
+    await sleep(5);
+    emu.write(0, MSR.INTEL_PKG, (pkg += 300));
+    await sleep(10);
+    emu.write(0, MSR.INTEL_PKG, (pkg = 5000));
+    await sleep(10);
+    emu.write(0, MSR.INTEL_PKG, (pkg += 700));
+    await sleep(10);
+    s.stop();
+    expect(s.totals().readings[0].ticks).toBe(1000n);
+    expect(s.stats().timing.readErrors).toBe(1);
+  });
+
   it('refuses a ring larger than a JavaScript buffer can be, naming ringCapacity (it crashed)', () => {
     // Two packages of four domains, with attribution: 400-byte records, 6.25 GiB at 2^24.
     const e = createEmulatedMsr({ vendor: 'intel', cpus: 2, packages: 2 });

@@ -191,6 +191,27 @@ describe('powercap source', () => {
     expect(s.read().readings[0].joules).toBe(2);
   });
 
+  // A restart from the upper half of the range lands less than half a wrap below the last value:
+  // it read as a wrap, 62 kJ in one interval here.
+  it('reports a counter that restarts from the upper half of its range as ERANGE, by the power its wrap would mean', () => {
+    const range = 262_143_328_850;
+    const e = emu([{ name: 'package-0', energyUj: 200_000_000_000, maxEnergyRangeUj: range }]);
+    const s = open(e);
+    e.set('intel-rapl:0', 1_000_000);
+    const restarted = s.read();
+    expect(restarted.error).toBe('ERANGE');
+    expect(restarted.readings[0].joules).toBe(0);
+    e.set('intel-rapl:0', 3_000_000);
+    expect(s.read().readings[0].joules).toBe(2);
+    // A wrap from just below the range to a small value still counts, exactly.
+    e.set('intel-rapl:0', range - 1_000_000);
+    const w = open(e);
+    e.set('intel-rapl:0', 500_000);
+    const wrapped = w.read();
+    expect(wrapped.error).toBeUndefined();
+    expect(wrapped.readings[0].joules).toBeCloseTo(1.500001, 12);
+  });
+
   it('reports EIO mid-run and recovers the missed energy', () => {
     const e = emu([{ name: 'package-0', energyUj: 100 }]);
     const s = open(e);

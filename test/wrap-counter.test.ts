@@ -1,6 +1,7 @@
-// WrapCounter (native/energy/wrap_counter.h) at the edge no device reaches in a test: perf's
-// 64-bit count passing 2^64, after 2^32 J of the kernel's 2^-32 J units (248 days at 200 W). The
-// header is compiled into a small program with the compiler that builds the addon.
+// WrapCounter (native/energy/wrap_counter.h) at the edges no device reaches in a test: perf's
+// 64-bit count passing 2^64, after 2^32 J of the kernel's 2^-32 J units (248 days at 200 W), and
+// the time between reads, which an emulated device cannot stretch. The header is compiled into a
+// small program with the compiler that builds the addon.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -37,15 +38,15 @@ it.skipIf(skip !== undefined)(`carries a 64-bit count across 2^64 exactly${skip 
   const out = run(`
     WrapCounter w(0);  // perf: the count's own 64 bits
     uint64_t count = ~0ull - 2500;
-    w.reset(count);
+    w.reset(count, 0);
     int failed = 0;
     for (int i = 0; i < 3; i++) {
       count += 1000;  // wraps in the second step, as the kernel's local64_add does
-      if (!w.update(count)) failed++;
+      if (!w.update(count, 0)) failed++;
     }
     std::printf("%llu %d\\n", (unsigned long long)w.total(), failed);
     // Backwards by less than half of 2^64: a count that started again, as for every counter.
-    std::printf("%d\\n", int(w.update(count - 5)));`);
+    std::printf("%d\\n", int(w.update(count - 5, 0)));`);
   expect(out).toBe('3000 0\n0\n');
 });
 
@@ -55,8 +56,41 @@ it.skipIf(skip !== undefined)(`counts ticks of 2^shift units, carrying the remai
   const out = run(`
     WrapCounter w(0, 12);
     uint64_t count = ~0ull - 100000;
-    w.reset(count);
-    for (int i = 0; i < 1000; i++) w.update(count += 1234);  // 1,234,000 units, across 2^64
+    w.reset(count, 0);
+    for (int i = 0; i < 1000; i++) w.update(count += 1234, 0);  // 1,234,000 units, across 2^64
     std::printf("%llu\\n", (unsigned long long)w.total());`);
   expect(out).toBe(`${Math.floor(1_234_000 / 4096)}\n`);
+});
+
+// A restart from the upper half of a 2^32 counter reads as a wrap of up to 2^31 units: 131 kJ of
+// 61 µJ units in one interval. The same delta over a sampler's long stall is a real wrap.
+it.skipIf(skip !== undefined)(`takes a delta no domain could draw since the last read for a restart, not the same delta over a long stall${skip ? ` (skipped: ${skip})` : ''}`, () => {
+  const out = run(`
+    const double unit = 1.0 / 16384;  // 61 µJ
+    const uint64_t ms = 1000000;
+    // update() before total(): the arguments of one call are evaluated in no set order.
+    auto show = [](const WrapCounter& c, bool moved) { std::printf("%d %llu\\n", int(moved), (unsigned long long)c.total()); };
+    WrapCounter w(uint64_t(1) << 32, 0, unit);
+    w.reset((uint64_t(1) << 31) + 51000, 0);
+    // Restarted at 0, read 1 ms later at 5000: as a wrap, 2^31 - 46000 units (131 kJ in 1 ms).
+    bool moved = w.update(5000, 1 * ms);
+    show(w, moved);
+    moved = w.update(6000, 2 * ms);  // counted from there on
+    show(w, moved);
+    // The same wrap after 400 s without a read: 328 W, counted exactly.
+    WrapCounter slow(uint64_t(1) << 32, 0, unit);
+    slow.reset((uint64_t(1) << 31) + 51000, 0);
+    moved = slow.update(5000, 400000 * ms);
+    show(slow, moved);
+    // A wrap from just below 2^32, 1 ms later: 4 J, counted.
+    WrapCounter near(uint64_t(1) << 32, 0, unit);
+    near.reset((uint64_t(1) << 32) - 3 * 16384, 0);
+    moved = near.update(16384, 1 * ms);
+    show(near, moved);
+    // perf's kernel reads a restarted hardware counter as a wrap: a jump forward, 262 kJ here.
+    WrapCounter p(0, 20, 1.0 / 4294967296.0);  // 2^-32 J units
+    p.reset(1000, 0);
+    moved = p.update(1000 + (uint64_t(262144) << 32), 1 * ms);
+    show(p, moved);`);
+  expect(out).toBe(`0 0\n1 1000\n1 ${2 ** 31 - 46000}\n1 ${4 * 16384}\n0 0\n`);
 });

@@ -69,7 +69,7 @@ class MsrSource final : public EnergySource {
     int cpu;          // the CPU it is read on
     int fd;           // that CPU's device
     uint64_t offset;  // MSR address << msrOffsetShift
-    WrapCounter wrap{kEnergyModulus};
+    WrapCounter wrap;
     // Other online CPUs that read this same counter (its package's, its die's, or its core's
     // SMT siblings): where it is read next if its CPU goes offline, as Linux's RAPL driver moves
     // its lead CPU. The count goes on unbroken: it is one counter, whichever CPU reads it.
@@ -80,11 +80,12 @@ class MsrSource final : public EnergySource {
 
   int read(DomainReading* out) override {
     int firstErr = 0;
+    const uint64_t now = WrapCounter::clockNs();
     for (Counter& c : counters_) {
       uint64_t v;
       int rc = readMsr(c.fd, c.offset, &v);
       if (rc != 0 && moveToSpare(c, &v)) rc = 0;
-      if (rc == 0 && !c.wrap.update(v & 0xFFFFFFFFull)) rc = -ERANGE;  // the counter started again
+      if (rc == 0 && !c.wrap.update(v & 0xFFFFFFFFull, now)) rc = -ERANGE;  // the counter started again
       // On failure the counter keeps its last value, so the energy it missed shows up whole in
       // the next successful read.
       c.failed = rc != 0;
@@ -268,7 +269,7 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
     for (const auto& r : reads) {
       const int cpu = std::get<0>(r);
       const uint32_t msr = std::get<1>(r);
-      MsrSource::Counter c{cpu, src->fdOf(cpu), uint64_t(msr) << shift, WrapCounter(kEnergyModulus), std::get<2>(r)};
+      MsrSource::Counter c{cpu, src->fdOf(cpu), uint64_t(msr) << shift, WrapCounter(kEnergyModulus, 0, unit), std::get<2>(r)};
       uint64_t v;
       int rc = readMsr(c.fd, c.offset, &v);
       if (rc != 0 && !src->moveToSpare(c, &v)) {
@@ -281,7 +282,7 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
                        " going offline? Try again, or use source 'powercap' or 'perf'";
         return false;
       }
-      c.wrap.reset(v & 0xFFFFFFFFull);
+      c.wrap.reset(v & 0xFFFFFFFFull, WrapCounter::clockNs());
       cs.push_back(c);
     }
     for (auto& c : cs) {

@@ -34,11 +34,12 @@ class PerfSource final : public EnergySource {
   const char* name() const override { return "perf"; }
   int read(DomainReading* out) override {
     int firstErr = 0;
+    const uint64_t now = WrapCounter::clockNs();
     for (Event& e : events_) {
       uint64_t v;
       ssize_t n = ::read(e.fd.get(), &v, sizeof v);
       int rc = n == ssize_t(sizeof v) ? 0 : n < 0 ? -errno : -EIO;
-      if (rc == 0 && !e.wrap.update(v)) rc = -ERANGE;  // the count started again
+      if (rc == 0 && !e.wrap.update(v, now)) rc = -ERANGE;  // the count started again
       e.failed = rc != 0;
       if (rc != 0 && firstErr == 0) firstErr = rc;
     }
@@ -182,14 +183,14 @@ std::unique_ptr<EnergySource> openPerfSource(const SourceOptions& opts, SourceEr
         return nullptr;
       }
       const unsigned shift = tickShift(scale);
-      PerfSource::Event e{UniqueFd(int(fd)), WrapCounter(0, shift)};
+      PerfSource::Event e{UniqueFd(int(fd)), WrapCounter(0, shift, scale)};
       uint64_t v;
       if (::read(int(fd), &v, sizeof v) != ssize_t(sizeof v)) {
         err->code = "EIO";
         err->message = std::string(ev.event) + " on cpu " + std::to_string(cpu) + ": first read failed";
         return nullptr;
       }
-      e.wrap.reset(v);
+      e.wrap.reset(v, WrapCounter::clockNs());
       Domain d;
       d.name = ev.domain;
       d.package = package;

@@ -52,14 +52,15 @@ class PowercapSource final : public EnergySource {
   const char* name() const override { return "powercap"; }
   int read(DomainReading* out) override {
     int firstErr = 0;
+    const uint64_t now = WrapCounter::clockNs();
     for (Zone& z : zones_) {
       uint64_t v = 0;
       int rc = readMicrojoules(z.fd.get(), &v);
       if ((rc == -ENODEV || rc == -ENOENT) && reopen(z)) rc = readMicrojoules(z.fd.get(), &v);
       // The wrap counter carries on across a reopen: the hardware counter under the new zone
       // kept counting, so the gap's energy comes whole with this read (or, should the new zone
-      // read more than half a wrap below the last value, ERANGE as for any restart).
-      if (rc == 0 && !z.wrap.update(v)) rc = -ERANGE;  // the counter started again
+      // read as a counter that started again, ERANGE as for any restart).
+      if (rc == 0 && !z.wrap.update(v, now)) rc = -ERANGE;  // the counter started again
       z.failed = rc != 0;
       if (rc != 0 && firstErr == 0) firstErr = rc;
     }
@@ -259,8 +260,8 @@ std::unique_ptr<EnergySource> openPowercapSource(const SourceOptions& opts, Sour
       return nullptr;
     }
     const uint64_t modulus = uint64_t(maxRange) + 1;
-    zone.wrap = WrapCounter(modulus);
-    zone.wrap.reset(v);
+    zone.wrap = WrapCounter(modulus, 0, 1e-6);
+    zone.wrap.reset(v, WrapCounter::clockNs());
     d.unitJoules = 1e-6;
     // Each die's zone wraps on its own: one die can take the whole package's power, so a sum of
     // dies is safe only for one zone's range.

@@ -1,24 +1,56 @@
 // Extends a hardware counter that wraps at `modulus` into a 64-bit cumulative count. Exact as
 // long as it is updated at least twice per wrap period (probe() reports the period, and half of
 // it as the longest gap between reads): a value below the last that would mean more than half a
-// wrap is a counter that started again (a driver reloaded, a resume), not a wrap.
+// wrap is a counter that started again (a driver reloaded, a resume), not a wrap. So is a delta
+// no domain could draw in the time since the last read: a restart that lands less than half a
+// wrap below the last value looks like a wrap of up to half the range.
 #pragma once
 
 #include <cstdint>
+#include <ctime>
 
 namespace jouletrace {
 
 class WrapCounter {
  public:
+  // The most power one counter can show, in watts. Far above any RAPL domain (the largest
+  // packages, EPYC 9005 and Xeon 6, are rated 500 W; psys, a whole platform, a few kW), and
+  // compared with the time since the last read, so a real delta never reaches it however long
+  // the reads stalled: a wrap in that time is that time's energy, whose average power is the
+  // domain's. (A stall past a whole wrap period loses wraps, at any bound; past half of one the
+  // value reads as a restart already.) At this power the shortest wrap, 2^32 units of 15.3 µJ,
+  // takes 3.3 s. A restart read as a wrap instead holds up to half the range in one interval:
+  // 131 kJ for 2^32 units of 61 µJ, 32.8 kJ for 15.3 µJ, 13 MW and 3.3 MW over 10 ms.
+  static constexpr double kMaxWatts = 20000;
+  // Time allowed on top of the elapsed time: a counter moves about once a millisecond and may
+  // lag behind for longer (the sampler's countersStillUs), so a delta over a short interval can
+  // hold more than that interval's energy. At 500 W a counter may lag 400 ms before its catch-up
+  // reads as a restart; a restart of more than 200 J (3.3 M units of 61 µJ) is still caught at
+  // 10 kHz.
+  static constexpr uint64_t kSlackNs = 10'000'000;
+
+  // The clock update() takes: CLOCK_BOOTTIME counts a suspend, during which s2idle counters go
+  // on counting (CLOCK_MONOTONIC would make a night's idle energy look like an instant's).
+  static uint64_t clockNs() {
+    timespec ts;
+    clock_gettime(CLOCK_BOOTTIME, &ts);
+    return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+  }
+
   // modulus: 2^32 for RAPL MSRs, max_energy_range_uj + 1 for powercap, 0 for 2^64 (perf's
   // 64-bit count, in the kernel's 2^-32 J units, passes 2^64 after 2^32 J: 248 days at 200 W).
   // shift: total() counts 2^shift raw units a tick, the remainder carried, so that a total of a
   // counter that fine does not overflow 64 bits where the counter itself wraps.
-  explicit WrapCounter(uint64_t modulus = 0, unsigned shift = 0)
-      : modulus_(modulus), shift_(shift), mask_(shift == 0 ? 0 : (uint64_t(1) << shift) - 1) {}
+  // unitJoules: joules per raw unit, for the bound on power (0: no bound).
+  explicit WrapCounter(uint64_t modulus = 0, unsigned shift = 0, double unitJoules = 0)
+      : modulus_(modulus),
+        shift_(shift),
+        mask_(shift == 0 ? 0 : (uint64_t(1) << shift) - 1),
+        maxUnitsPerNs_(unitJoules > 0 ? kMaxWatts / unitJoules * 1e-9 : 0) {}
 
-  void reset(uint64_t raw) {
+  void reset(uint64_t raw, uint64_t nowNs) {
     last_ = raw;
+    lastNs_ = nowNs;
     total_ = 0;
     carry_ = 0;
     primed_ = true;
@@ -29,13 +61,16 @@ class WrapCounter {
   // (between a sampler's stop() and its next start()), whose energy meanwhile nobody asked for.
   void rebase() { primed_ = false; }
 
-  // Feeds a new raw value. false: the counter started again (it went backwards by more than a
-  // wrap allows); nothing is added, the next values count from this one, and the caller reports
-  // the read as failed rather than a jump of up to a whole wrap (262 kJ for a 2^32 counter of
-  // 61 µJ units) or zero without a word.
-  bool update(uint64_t raw) {
+  // Feeds a new raw value, read at nowNs (clockNs()). false: the counter started again (it went
+  // backwards by more than a wrap allows, or moved more than kMaxWatts allows since the last
+  // value); nothing is added, the next values count from this one, and the caller reports the
+  // read as failed rather than a jump of up to a whole wrap (262 kJ for a 2^32 counter of 61 µJ
+  // units) or zero without a word. perf's kernel reads a restarted hardware counter as a wrap,
+  // so there a restart is a jump forward, caught by the bound alone.
+  bool update(uint64_t raw, uint64_t nowNs) {
     if (!primed_) {
       last_ = raw;
+      lastNs_ = nowNs;
       primed_ = true;
       return true;
     }
@@ -50,7 +85,13 @@ class WrapCounter {
     } else {
       moved = false;
     }
+    const uint64_t elapsed = nowNs > lastNs_ ? nowNs - lastNs_ : 0;
+    if (moved && maxUnitsPerNs_ > 0 && double(delta) > maxUnitsPerNs_ * double(elapsed + kSlackNs)) {
+      moved = false;
+      delta = 0;
+    }
     last_ = raw;
+    lastNs_ = nowNs;
     carry_ += delta & mask_;
     total_ += (delta >> shift_) + (carry_ >> shift_);
     carry_ &= mask_;
@@ -65,7 +106,9 @@ class WrapCounter {
   uint64_t modulus_;
   unsigned shift_;
   uint64_t mask_;
+  double maxUnitsPerNs_;  // kMaxWatts in raw units per nanosecond; 0: unbounded
   uint64_t last_ = 0;
+  uint64_t lastNs_ = 0;  // when last_ was read
   uint64_t total_ = 0;
   uint64_t carry_ = 0;  // raw units short of a tick
   bool primed_ = false;

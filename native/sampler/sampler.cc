@@ -67,7 +67,11 @@ std::unique_ptr<Sampler> Sampler::create(const SamplerConfig& cfg, SamplerError*
     return nullptr;
   }
   const size_t nd = s->source_->domains().size();
-  s->cpuPackage_ = cpuPackageMap({}, cfg.sourceOptions.sysfsCpuRoot, int(std::max(1L, sysconf(_SC_NPROCESSORS_CONF))));
+  // Every CPU number the tracker may see, offline ones too (one that comes online later runs
+  // threads): possibleCpuIds(), or the CPUs sysconf counts where sysfs has no list.
+  const int cpuIds = possibleCpuIds(cfg.sourceOptions.sysfsCpuRoot);
+  s->cpuPackage_ = cpuPackageMap({}, cfg.sourceOptions.sysfsCpuRoot, cpuIds > 0 ? cpuIds : int(std::max(1L, sysconf(_SC_NPROCESSORS_CONF))),
+                                 &s->unknownPackageCpus_);
   if (!s->openTracker(err)) return nullptr;
 
   s->recordSize_ = kHeaderBytes + uint32_t(nd) * (s->tracker_ ? kDomainBytesAttributed : kDomainBytes);

@@ -107,6 +107,8 @@ class Sampler {
   bool attributed() const { return tracker_ != nullptr; }
   const std::string& threadsBackend() const { return threadsBackend_; }
   const std::string& threadsFallbackReason() const { return threadsFallback_; }
+  // CPUs whose package could not be found when the sampler was made: attributed as package 0's.
+  const std::vector<int>& unknownPackageCpus() const { return unknownPackageCpus_; }
   uint32_t attributionEvery() const { return attributionEvery_; }
   // 0 when spans are unavailable (no thread tracking, or another process is tracked).
   uint64_t spanEngineId() const { return spanEngineId_; }
@@ -146,6 +148,7 @@ class Sampler {
   std::shared_ptr<SpanEngine> spans_;
   uint64_t spanEngineId_ = 0;
   std::vector<int> cpuPackage_;
+  std::vector<int> unknownPackageCpus_;
   std::shared_ptr<RingBuffer> ring_;
   uint32_t recordSize_ = 0;
   uint32_t attributionEvery_ = 1;

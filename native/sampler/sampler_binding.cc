@@ -155,6 +155,10 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     o.Set("notCounting", domainsToJs(env, sampler_->source().notCounting()));
     o.Set("threadsBackend", sampler_->threadsBackend());
     o.Set("threadsFallbackReason", sampler_->threadsFallbackReason());
+    const std::vector<int>& unknown = sampler_->unknownPackageCpus();
+    Napi::Array u = Napi::Array::New(env, unknown.size());
+    for (size_t i = 0; i < unknown.size(); i++) u.Set(uint32_t(i), unknown[i]);
+    o.Set("unknownPackageCpus", u);
     o.Set("attributionEvery", sampler_->attributionEvery());
     o.Set("targetWatch", sampler_->targetWatch());
     o.Set("spanEngineId", double(sampler_->spanEngineId()));

@@ -518,6 +518,9 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
   maxThreads_ = opts.maxThreads ? opts.maxThreads : 1;
   ncpu_ = libbpf_num_possible_cpus();
   if (ncpu_ <= 0) return fail(err, ncpu_ ? ncpu_ : -EINVAL, "counting possible CPUs", "");
+  // libbpf counts the possible CPUs; the CPU table and map are indexed by CPU number, which
+  // passes the count where the list has gaps.
+  ncpu_ = std::max(ncpu_, possibleCpuIds("/sys/devices/system/cpu"));
   if (ncpu_ > JT_MAX_CPUS) {
     return fail(err, -E2BIG, "sizing the CPU table (" + std::to_string(ncpu_) + " possible CPUs, at most " +
                                  std::to_string(JT_MAX_CPUS) + " supported)", "");

@@ -171,8 +171,11 @@ int ProcfsTracker::open(const TrackerOptions& opts, TrackerError* err) {
     pos = eol + 1;
   }
   // /proc/stat lists online CPUs only: one that comes online later must have its place too
-  // (an emulated procRoot has only the CPUs it lists).
-  if (long conf = sysconf(_SC_NPROCESSORS_CONF); root_ == "/proc" && conf > ncpu_) ncpu_ = int(conf);
+  // (an emulated procRoot has only the CPUs it lists), by its number (possibleCpuIds()).
+  if (root_ == "/proc") {
+    const long conf = std::max(sysconf(_SC_NPROCESSORS_CONF), long(possibleCpuIds("/sys/devices/system/cpu")));
+    if (conf > ncpu_) ncpu_ = int(conf);
+  }
   cpuPkg_ = cpuPackageMap(opts.cpuPackage, "/sys/devices/system/cpu", ncpu_);
   lastCpu_.assign(size_t(ncpu_), CpuTimes());
   rescan(true);
