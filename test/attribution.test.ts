@@ -576,8 +576,11 @@ describe('attribution with the procfs backend', () => {
 // The engine alone, fed interval by interval as a tracker reports them: one CPU, one thread,
 // [CPU busy ns, thread ns, energy ticks] per 10 ms interval. Each interval is conserved exactly.
 describe('attribution engine, interval by interval', () => {
-  const replay = (native().bench as { attributionReplay(q: number, dt: number, steps: number[][]): number[][] })
-    .attributionReplay;
+  // Per step: [process, other, baseline, thread 0's ticks, thread 1's, ...]; a row holds
+  // [CPU busy ns, thread 0's ns, energy ticks, thread 1's ns, ...].
+  const replay = (
+    native().bench as { attributionReplay(q: number, dt: number, steps: number[][], unitJoules?: number, baselineWatts?: number): number[][] }
+  ).attributionReplay;
   function processShare(busyQuantumNs: number, steps: number[][]): number {
     const out = replay(busyQuantumNs, 10e6, steps);
     out.forEach(([process, other], i) => expect(process + other).toBe(steps[i][2]));
@@ -619,6 +622,52 @@ describe('attribution engine, interval by interval', () => {
   it('eBPF: thread time read a few hundred ns ahead of busy time is owed to the next interval, not given to other', () => {
     const steps = Array.from({ length: 100 }, (_, i) => [i % 2 ? 1e6 + 300 : 1e6 - 300, 1e6, 1000]);
     expect(processShare(0, steps)).toBe(1);
+  });
+
+  const sum = (out: number[][], column: number) => out.reduce((a, row) => a + row[column], 0);
+
+  // Each interval's share was rounded down and the rest sent to other: the process lost half a
+  // tick an interval, all of a 1 J counter's energy (psys on Sapphire Rapids) and 5-20% of a
+  // 61 µJ one's at a 1-2% share. What rounding leaves is carried to the next intervals.
+  it("a counter of 1 J units: a process at half the busy time gets half the energy, not 0", () => {
+    // 60 W read at 1 ms intervals: a tick about every 17th interval.
+    const steps = Array.from({ length: 6000 }, (_, i) => [1e6, 5e5, Math.floor((i + 1) * 0.06) - Math.floor(i * 0.06)]);
+    const out = replay(0, 1e6, steps, 1);
+    out.forEach(([process, other], i) => expect(process + other).toBe(steps[i][2]));
+    const total = sum(out, 0) + sum(out, 1);
+    expect(total).toBe(360);
+    expect(Math.abs(sum(out, 0) - total / 2)).toBeLessThanOrEqual(1);
+  });
+
+  it('a counter of 61 µJ units: a process at 1-2% of the busy time gets its exact share within a tick', () => {
+    // 30 W: about 490 ticks a millisecond; the process's time varies from 1 to 2% of it.
+    const steps = Array.from({ length: 5000 }, (_, i) => [1e6, 10_000 + ((i * 7919) % 10_000), 480 + ((i * 31) % 23)]);
+    const out = replay(0, 1e6, steps, 2 ** -14);
+    out.forEach(([process, other], i) => expect(process + other).toBe(steps[i][2]));
+    const exact = steps.reduce((a, [busy, ns, ticks]) => a + (ticks * ns) / busy, 0);
+    expect(Math.abs(sum(out, 0) - exact)).toBeLessThanOrEqual(1);
+  });
+
+  it('a thread with a small share of the process is not passed over when the process gets whole ticks of a coarse counter', () => {
+    // Two threads at 90% and 10% of the CPU, a 1 J tick about every 17th interval: each tick went
+    // to the thread with the larger remainder, always the first.
+    const steps = Array.from({ length: 6000 }, (_, i) => [1e6, 9e5, Math.floor((i + 1) * 0.06) - Math.floor(i * 0.06), 1e5]);
+    const out = replay(0, 1e6, steps, 1);
+    out.forEach(([process, other, , a, b]) => expect([other, a + b]).toEqual([0, process]));
+    expect(Math.abs(sum(out, 3) - 324)).toBeLessThanOrEqual(1);
+    expect(Math.abs(sum(out, 4) - 36)).toBeLessThanOrEqual(1);
+  });
+
+  it('a baseline under 50 W on a counter of 1 J units gets its energy', () => {
+    // The shortfall was carried for at most 20 ms of baseline power (0.8 J at 40 W): under a
+    // tick, so the baseline never had one to take.
+    const steps = Array.from({ length: 10_000 }, (_, i) => [5e5, 2.5e5, Math.floor((i + 1) * 0.06) - Math.floor(i * 0.06)]);
+    const out = replay(0, 1e6, steps, 1, 40);
+    out.forEach(([process, other, baseline], i) => expect(process + other + baseline).toBe(steps[i][2]));
+    expect(sum(out, 2)).toBeGreaterThanOrEqual(398);
+    expect(sum(out, 2)).toBeLessThanOrEqual(400);
+    // The rest (200 J) half the process's.
+    expect(Math.abs(sum(out, 0) - sum(out, 1))).toBeLessThanOrEqual(2);
   });
 
   it('owes at most 100 ms of busy time per CPU: thread time that runs ahead for good does not hide later work', () => {

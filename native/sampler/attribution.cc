@@ -24,6 +24,14 @@ constexpr double kOtherBandQuanta = 2;
 // hypervisor's steal counted in one and not the other, a thread's time charged to the package it
 // last ran on): carried on, it would keep other tasks' later work from them.
 constexpr uint64_t kBusyDebtPerCpuNs = 100'000'000;
+
+// One tick in the fixed point of what rounding leaves (processCarry_, rowOwed_).
+constexpr uint64_t kTick = uint64_t(1) << 32;
+// rest / busy (rest < busy), a fraction of a tick, in 2^-32 ticks rounded down: 64-bit division
+// where it fits (busy time of an interval under 4.3 s), 128-bit beyond.
+inline uint64_t fractionOfTick(uint64_t rest, uint64_t busy) {
+  return busy < kTick ? (rest << 32) / busy : uint64_t((u128(rest) << 32) / busy);
+}
 }  // namespace
 
 AttributionEngine::AttributionEngine(const std::vector<Domain>& domains, const std::vector<int>& cpuPackage)
@@ -35,6 +43,7 @@ AttributionEngine::AttributionEngine(const std::vector<Domain>& domains, const s
     if (domains_[d].estimated && domains_[d].idleWatts >= 0) baselineWatts_[d] = domains_[d].idleWatts;
   }
   baselineCarry_.assign(domains_.size(), 0.0);
+  processCarry_.assign(domains_.size(), 0);
   otherRate_.assign(domains_.size(), 0.0);
   otherGap_.assign(domains_.size(), 0.0);
   // Counted as step() folds the CPUs into packages.
@@ -72,9 +81,11 @@ void AttributionEngine::reset() {
   std::lock_guard<std::mutex> lock(mu_);
   parts_.assign(domains_.size(), DomainParts{});
   baselineCarry_.assign(domains_.size(), 0.0);
+  processCarry_.assign(domains_.size(), 0);
   otherRate_.assign(domains_.size(), 0.0);
   otherGap_.assign(domains_.size(), 0.0);
   results_.clear();
+  rowOwed_.clear();
   exitedCount_ = 0;
   byTid_.clear();
   for (auto& s : slots_) s = ThreadState{};
@@ -147,6 +158,7 @@ void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const Tr
       s.resultIndex = results_.size();
       byTid_[t.tid] = s.resultIndex;
       results_.push_back(std::move(r));
+      rowOwed_.resize(results_.size() * domains_.size(), 0);
     }
     ThreadEnergy& r = results_[s.resultIndex];
     if (t.comm[0]) {
@@ -185,6 +197,7 @@ void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const Tr
     folded.exited = true;
     folded.ticks.assign(domains_.size(), 0);
     std::vector<ThreadEnergy> kept;
+    std::vector<int64_t> keptOwed;  // the folded row is owed nothing: it never runs again
     std::vector<size_t> remap(results_.size(), SIZE_MAX);
     size_t toFold = exitedCount - kMaxExitedKept / 2;
     for (size_t i = 0; i < results_.size(); i++) {
@@ -202,12 +215,15 @@ void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const Tr
       }
       remap[i] = kept.size();
       kept.push_back(std::move(r));
+      keptOwed.insert(keptOwed.end(), rowOwed_.begin() + long(i * domains_.size()), rowOwed_.begin() + long((i + 1) * domains_.size()));
     }
     kept.push_back(std::move(folded));
+    keptOwed.resize(kept.size() * domains_.size(), 0);
     for (auto& s : slots_) {
       if (s.used) s.resultIndex = remap[s.resultIndex];
     }
     results_ = std::move(kept);
+    rowOwed_ = std::move(keptOwed);
     exitedCount_ = 0;
     for (const auto& r : results_) exitedCount_ += r.exited;
     byTid_.clear();
@@ -233,10 +249,13 @@ void AttributionEngine::splitDomain(size_t d, uint64_t delta, uint64_t dtNs) {
       // Measured less than the baseline predicts: the baseline takes it all, and the shortfall
       // is owed by the next intervals. Mostly a counter that did not update in this interval
       // (RAPL every ~1 ms: at 10 kHz, nine intervals in ten): dropped, the baseline got a tenth
-      // of its energy. Owed for at most kBaselineCarryNs of baseline power: past that, the
-      // machine really draws less than its baseline, and later intervals must not pay for it.
+      // of its energy. Owed for at most kBaselineCarryNs of baseline power and two ticks: past
+      // that, the machine really draws less than its baseline, and later intervals must not pay
+      // for it. The two ticks are the counter's rounding (it shows whole ticks: what the baseline
+      // was owed when last paid in full, under one, and what the counter has not shown yet, under
+      // one): capped at 20 ms alone, a counter of 1 J units gave a baseline under 50 W nothing.
       baseline = delta;
-      const double cap = baselineWatts_[d] * double(kBaselineCarryNs) * 1e-9 / domains_[d].unitJoules;
+      const double cap = baselineWatts_[d] * double(kBaselineCarryNs) * 1e-9 / domains_[d].unitJoules + 2;
       baselineCarry_[d] = std::min(want - double(delta), cap);
     } else {
       baseline = whole;
@@ -272,10 +291,30 @@ void AttributionEngine::splitDomain(size_t d, uint64_t delta, uint64_t dtNs) {
     return;
   }
 
-  const uint64_t processShare = uint64_t(u128(dynamic) * tracked / busy);
+  // The process's exact share is dynamic × tracked / busy. Rounded down at every interval, with
+  // the rest sent to other, it lost half a tick an interval: 5-20% of its energy at a 1-2% share
+  // on a 61 µJ counter, all of it on a 1 J one (psys of Sapphire Rapids). What rounding leaves is
+  // carried instead, and makes a whole tick with the next intervals' (never beyond dynamic: the
+  // exact share is under it whenever something is left), so the process's ticks stay within one
+  // of its exact share over the run.
+  const u128 exactShare = u128(dynamic) * tracked;
+  uint64_t processShare = uint64_t(exactShare / busy);
+  if (const uint64_t rest = uint64_t(exactShare % busy)) {
+    uint64_t& carry = processCarry_[d];
+    carry += fractionOfTick(rest, busy);
+    if (carry >= kTick) {
+      carry -= kTick;
+      processShare++;
+    }
+  }
   // 64-bit arithmetic whenever dynamic × t cannot overflow (the usual case: an interval's ticks
   // fit in 32 bits and a thread's ns in an interval too); 128-bit division costs 3-4× more.
   const bool narrow = tracked == 0 || dynamic <= UINT64_MAX / tracked;
+  const size_t nd = domains_.size();
+  // The threads' remainders as fractions of a tick by one multiplication each, not a second
+  // division: (rem × ⌊2^64 / busy⌋) >> 32 is rem / busy in 2^-32 ticks, short by under one of them
+  // (they only rank the threads for the ticks left; busy > 1 here, or nothing is left).
+  const uint64_t reciprocal = busy > 1 ? uint64_t((u128(1) << 64) / busy) : 0;
   uint64_t given = 0;
   shares_.clear();
   for (size_t i = 0; i < n; i++) {
@@ -291,21 +330,30 @@ void AttributionEngine::splitDomain(size_t d, uint64_t delta, uint64_t dtNs) {
       whole = uint64_t(q / busy);
       rem = uint64_t(q % busy);
     }
-    results_[threadResult_[i]].ticks[d] += whole;
+    const size_t r = threadResult_[i];
+    results_[r].ticks[d] += whole;
     given += whole;
-    shares_.push_back(Share{threadResult_[i], rem});
+    const uint64_t fraction = uint64_t((u128(rem) * reciprocal) >> 32);
+    shares_.push_back(Share{r, fraction, rowOwed_[r * nd + d] + int64_t(fraction)});
   }
-  // The ticks left by rounding down go one each to the largest remainders; ties to the
-  // earlier-created thread, so the split is deterministic. A selection, not a sort: O(n).
+  // The ticks left by rounding down (at most one per thread with a remainder) go one each to the
+  // threads owed most: what rounding left of their share now and in earlier intervals, less the
+  // ticks they got beyond it. By this interval's remainder alone, the thread with the larger
+  // time took every tick of a coarse counter (1 J), and one with a steady small share got none.
+  // Ties to the earlier-created thread, so the split is deterministic. A selection, not a sort: O(n).
   uint64_t leftover = processShare - given;
-  if (leftover > 0) {
-    auto byRemainder = [](const Share& a, const Share& b) {
-      return a.remainder != b.remainder ? a.remainder > b.remainder : a.result < b.result;
-    };
-    if (leftover < shares_.size()) {
-      std::nth_element(shares_.begin(), shares_.begin() + long(leftover), shares_.end(), byRemainder);
+  if (leftover > 0 && leftover < shares_.size()) {
+    std::nth_element(shares_.begin(), shares_.begin() + long(leftover), shares_.end(), [](const Share& a, const Share& b) {
+      return a.priority != b.priority ? a.priority > b.priority : a.result < b.result;
+    });
+  }
+  for (size_t k = 0; k < shares_.size(); k++) {
+    int64_t& owed = rowOwed_[shares_[k].result * nd + d];
+    owed += int64_t(shares_[k].fraction);
+    if (k < leftover) {
+      results_[shares_[k].result].ticks[d] += 1;
+      owed -= int64_t(kTick);
     }
-    for (size_t k = 0; k < shares_.size() && leftover > 0; k++, leftover--) results_[shares_[k].result].ticks[d] += 1;
   }
   parts.process += processShare;
   parts.other += dynamic - processShare;

@@ -76,7 +76,8 @@ class AttributionEngine {
   };
   struct Share {
     size_t result;
-    uint64_t remainder;
+    uint64_t fraction;  // of a tick, in 2^-32 ticks: what rounding down left of this interval's share
+    int64_t priority;   // that, plus what the row was owed before (rowOwed_)
   };
 
   void splitDomain(size_t d, uint64_t delta, uint64_t dtNs);
@@ -89,6 +90,12 @@ class AttributionEngine {
   mutable std::mutex mu_;
   std::vector<double> baselineWatts_;
   std::vector<double> baselineCarry_;
+  // Per domain: the process's share not given yet, under a tick, in 2^-32 ticks (splitDomain()).
+  std::vector<uint64_t> processCarry_;
+  // Per row × domain (rows as results_): the row's exact share so far less the ticks given to it,
+  // in 2^-32 ticks, so that a thread whose share is a small fraction of a tick is not passed
+  // over for good when the process's whole ticks are handed out.
+  std::vector<int64_t> rowOwed_;
   // Per domain (see otherBusy()): other tasks' busy time, averaged (ns per ns) where the CPU
   // figures are stepped; other time given out less other time read, since the start.
   std::vector<double> otherRate_;
