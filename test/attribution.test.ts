@@ -10,7 +10,7 @@ import { Sampler, type ThreadsBackend } from '../src/index';
 import { EnergyTracker } from '../src/energy-tracker';
 import { native } from '../src/native';
 import { describeBpf, itBpf } from './fixtures/bpf-required';
-import { createEmulatedMsr, MSR } from './fixtures/emulated-devices';
+import { createEmulatedMsr, MSR, type EmulatedMsr } from './fixtures/emulated-devices';
 import { sleep, Spinner } from './fixtures/spinner';
 
 const run = promisify(execFile);
@@ -285,29 +285,36 @@ describeBpf('attribution with the eBPF backend, across runs', () => {
 // Two packages, emulated over this machine's first two CPUs (cpu0 on package 0, cpu1 on
 // package 1), with a worker pinned to each: every other test has one package, where a split that
 // took every domain for package 0's, or psys for one package's, gives the same figures.
+// Package 0 and 1 of e counting from 1000, two spinning workers pushed into `workers`, each pinned
+// to the CPU given (before the tracker exists, so that it sees neither run anywhere else), and an
+// msr sampler of them with eBPF tracking, not started.
+async function samplerOfPinnedWorkers(e: EmulatedMsr, workers: Spinner[], cpus: [number, number]): Promise<Sampler> {
+  for (const cpu of [0, 1]) {
+    e.write(cpu, MSR.INTEL_UNIT, 0x000a0e03);
+    e.write(cpu, MSR.INTEL_PKG, 1000);
+  }
+  workers.push(...(await Promise.all([Spinner.start(), Spinner.start()])));
+  workers.forEach((w, i) => execFileSync('taskset', ['-pc', String(cpus[i]), String(w.tid)], { stdio: 'ignore' }));
+  const s = new Sampler({
+    source: 'msr',
+    ...e.options,
+    cpuIdentity: { vendor: 'intel', family: 6, model: 0x9e },
+    threads: 'bpf',
+    intervalUs: 1000,
+    repairSwitchIns: 'always',
+  });
+  samplers.push(s);
+  return s;
+}
+
 describeBpf('attribution on a machine of two packages', () => {
   it("gives a thread its own package's energy, conserves each package's, and splits psys over every CPU", async () => {
     const e = createEmulatedMsr({ vendor: 'intel', cpus: 2, packages: 2 });
     const workers: Spinner[] = [];
     try {
-      for (const cpu of [0, 1]) {
-        e.write(cpu, MSR.INTEL_UNIT, 0x000a0e03);
-        e.write(cpu, MSR.INTEL_PKG, 1000);
-      }
       e.write(0, MSR.INTEL_PSYS, 1000); // platform-wide, read on package 0's CPU
-      workers.push(...(await Promise.all([Spinner.start(), Spinner.start()])));
+      const s = await samplerOfPinnedWorkers(e, workers, [0, 1]);
       const [w0, w1] = workers;
-      // Pinned before the tracker exists, so that it sees neither run anywhere else.
-      for (const [cpu, w] of [[0, w0], [1, w1]] as const) execFileSync('taskset', ['-pc', String(cpu), String(w.tid)], { stdio: 'ignore' });
-      const s = new Sampler({
-        source: 'msr',
-        ...e.options,
-        cpuIdentity: { vendor: 'intel', family: 6, model: 0x9e },
-        threads: 'bpf',
-        intervalUs: 1000,
-        repairSwitchIns: 'always',
-      });
-      samplers.push(s);
       expect(s.domains.map((d) => `${d.domain}-${d.package}`)).toEqual(['package-0', 'psys-0', 'package-1']);
       s.start();
       // The first interval only sets the reference: energy written before it is in no split.
@@ -362,6 +369,65 @@ describeBpf('attribution on a machine of two packages', () => {
       // package 1's CPU has a share of it too, though psys is reported as package 0.
       expect(r1.byDomain.psys, what).toBeGreaterThan(0.02 * psys.process);
       expect(r0.byDomain.psys, what).toBeGreaterThan(0);
+    } finally {
+      await Promise.all(workers.map((w) => w.exit()));
+      e.close();
+    }
+  });
+});
+
+describeBpf('attribution across failed reads', () => {
+  // Attribution stepped on while package 1's reads failed, splitting 0 J over the gap's time, and
+  // the first good read's energy, the whole gap's, went by the last interval's time alone: a
+  // thread that ran through the gap got nothing, one that started just before the recovery all.
+  it("splits the energy a failed domain's next good read brings over the whole gap's time", async () => {
+    const e = createEmulatedMsr({ vendor: 'intel', cpus: 2, packages: 2 });
+    const workers: Spinner[] = [];
+    try {
+      const s = await samplerOfPinnedWorkers(e, workers, [1, 1]); // both on package 1's CPU
+      const [a, b] = workers;
+      s.start();
+      for (const until = Date.now() + 3000; Date.now() < until && s.stats().timing.samples < 3; ) await sleep(2);
+      let pkg1 = 1000;
+      let failing = false;
+      let writing = true;
+      const writer = (async () => {
+        for (let pkg0 = 1000; writing; await sleep(2)) {
+          e.write(0, MSR.INTEL_PKG, (pkg0 += 50));
+          pkg1 += 1000;
+          if (!failing) e.write(1, MSR.INTEL_PKG, pkg1);
+        }
+      })();
+      // Package 1's reads fail (EIO) while A runs, and come back while B runs.
+      failing = true;
+      e.truncate(1);
+      await a.spin(300);
+      const errorsInGap = s.stats().timing.readErrors;
+      const bDone = b.spin(100);
+      await sleep(50);
+      e.write(1, MSR.INTEL_UNIT, 0x000a0e03);
+      e.write(1, MSR.INTEL_PKG, pkg1);
+      failing = false;
+      await bDone;
+      writing = false;
+      await writer;
+      const samples = s.stats().timing.samples;
+      for (const until = Date.now() + 3000; Date.now() < until && s.stats().timing.samples < samples + 3; ) await sleep(2);
+      s.stop();
+
+      const at = s.attribution().byDomain.find((d) => d.domain === 'package' && d.package === 1)!;
+      expect(errorsInGap).toBeGreaterThan(0);
+      expect(at.ticks.total).toBe(BigInt(pkg1 - 1000));
+      expect(at.ticks.process + at.ticks.baseline + at.ticks.other).toBe(at.ticks.total);
+      const [ra, rb] = [a, b].map((w) => s.threads().find((t) => t.tid === w.tid)!);
+      const what = JSON.stringify({ ra, rb, pkg1: [at.process, at.other] });
+      expect(ra.onCpuNs, what).toBeGreaterThan(20e6);
+      expect(rb.onCpuNs, what).toBeGreaterThan(20e6);
+      // Both kept package 1's CPU busy at a steady power: each gets about the same energy per
+      // nanosecond it ran (A got 0 J before, and B the gap's energy).
+      const perNs = (t: typeof ra) => t.byDomain.package / t.onCpuNs;
+      expect(perNs(ra) / perNs(rb), what).toBeGreaterThan(0.5);
+      expect(perNs(ra) / perNs(rb), what).toBeLessThan(2);
     } finally {
       await Promise.all(workers.map((w) => w.exit()));
       e.close();

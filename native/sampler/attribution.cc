@@ -44,6 +44,7 @@ AttributionEngine::AttributionEngine(const std::vector<Domain>& domains, const s
   }
   baselineCarry_.assign(domains_.size(), 0.0);
   processCarry_.assign(domains_.size(), 0);
+  held_.assign(domains_.size(), Held{});
   otherRate_.assign(domains_.size(), 0.0);
   otherGap_.assign(domains_.size(), 0.0);
   // Counted as step() folds the CPUs into packages.
@@ -82,6 +83,7 @@ void AttributionEngine::reset() {
   parts_.assign(domains_.size(), DomainParts{});
   baselineCarry_.assign(domains_.size(), 0.0);
   processCarry_.assign(domains_.size(), 0);
+  held_.assign(domains_.size(), Held{});
   otherRate_.assign(domains_.size(), 0.0);
   otherGap_.assign(domains_.size(), 0.0);
   results_.clear();
@@ -94,7 +96,7 @@ void AttributionEngine::reset() {
   steps_ = 0;
 }
 
-void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const TrackerSnapshot& snap) {
+void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const TrackerSnapshot& snap, const DomainReading* readings) {
   uint64_t t0 = monotonicNs();
   std::lock_guard<std::mutex> lock(mu_);
   const size_t nThreads = snap.threads.size();
@@ -184,7 +186,39 @@ void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const Tr
   }
 
   if (primed_) {
-    for (size_t d = 0; d < domains_.size(); d++) splitDomain(d, deltaTicks[d], dtNs);
+    for (size_t d = 0; d < domains_.size(); d++) {
+      uint64_t busy = domainTimes(d);
+      uint64_t dt = dtNs;
+      // A read that failed holds the counter at its last value, and the next good one brings the
+      // whole gap's energy. Split interval by interval, the gap's time went against 0 J and its
+      // energy to whoever ran in the interval that read it (a thread that ran through 500 ms of
+      // failed reads got nothing, one that started 50 ms before the recovery all of it). So a
+      // domain whose read failed is not split; its interval's times wait for the next good read.
+      // One whose read failed after a good one between two steps did measure (up to that read):
+      // split as usual.
+      Held& h = held_[d];
+      const bool hold = readings && readings[d].failed && deltaTicks[d] == 0;
+      if (hold || h.on) {
+        if (h.rowNs.size() < results_.size()) h.rowNs.resize(results_.size(), 0);
+        for (const RowTime& x : times_) h.rowNs[x.result] += x.ns;
+        h.busyNs += busy;
+        h.dtNs += dt;
+        h.on = true;
+      }
+      if (hold) continue;
+      if (h.on) {
+        times_.clear();
+        for (size_t r = 0; r < h.rowNs.size(); r++) {
+          if (h.rowNs[r]) times_.push_back(RowTime{r, h.rowNs[r]});
+        }
+        busy = h.busyNs;
+        dt = h.dtNs;
+        h.on = false;
+        h.busyNs = h.dtNs = 0;
+        std::fill(h.rowNs.begin(), h.rowNs.end(), 0);
+      }
+      splitDomain(d, deltaTicks[d], dt, busy);
+    }
   }
   primed_ = true;
   steps_++;
@@ -222,6 +256,12 @@ void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const Tr
     for (auto& s : slots_) {
       if (s.used) s.resultIndex = remap[s.resultIndex];
     }
+    for (Held& h : held_) {
+      if (h.rowNs.empty()) continue;
+      std::vector<uint64_t> rowNs(kept.size(), 0);
+      for (size_t i = 0; i < h.rowNs.size(); i++) rowNs[remap[i] != SIZE_MAX ? remap[i] : kept.size() - 1] += h.rowNs[i];
+      h.rowNs = std::move(rowNs);
+    }
     results_ = std::move(kept);
     rowOwed_ = std::move(keptOwed);
     exitedCount_ = 0;
@@ -237,7 +277,32 @@ void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const Tr
 // How long a baseline shortfall is carried (see splitDomain): counters update every ~1 ms.
 constexpr uint64_t kBaselineCarryNs = 20'000'000;
 
-void AttributionEngine::splitDomain(size_t d, uint64_t delta, uint64_t dtNs) {
+// Fills times_ with the rows that ran on domain d's CPUs in this interval, and their time there;
+// returns the CPUs' busy time.
+uint64_t AttributionEngine::domainTimes(size_t d) {
+  const bool all = platformWide_[d];
+  // Folded as cpuPackageMap() folds the CPUs' ids, so a domain of package 9 meets its CPUs.
+  const int pkg = std::min(std::max(domains_[d].package, 0), kMaxPackages - 1);
+  times_.clear();
+  for (size_t i = 0; i < threadResult_.size(); i++) {
+    const uint64_t* row = &threadPkgDelta_[i * kMaxPackages];
+    uint64_t t = row[pkg];
+    if (all) {
+      t = 0;
+      for (int p = 0; p < kMaxPackages; p++) t += row[p];
+    }
+    if (t > 0 && threadResult_[i] != SIZE_MAX) times_.push_back(RowTime{threadResult_[i], t});
+  }
+  uint64_t busy = 0;
+  if (all) {
+    for (uint64_t b : busyByPkg_) busy += b;
+  } else {
+    busy = busyByPkg_[size_t(pkg)];
+  }
+  return busy;
+}
+
+void AttributionEngine::splitDomain(size_t d, uint64_t delta, uint64_t dtNs, uint64_t busy) {
   DomainParts& parts = parts_[d];
   parts.total += delta;
 
@@ -265,26 +330,9 @@ void AttributionEngine::splitDomain(size_t d, uint64_t delta, uint64_t dtNs) {
   parts.baseline += baseline;
   uint64_t dynamic = delta - baseline;
 
-  // Busy time and tracked-thread time on the CPUs this domain covers.
-  const bool all = platformWide_[d];
-  // Folded as cpuPackageMap() folds the CPUs' ids, so a domain of package 9 meets its CPUs.
-  const int pkg = std::min(std::max(domains_[d].package, 0), kMaxPackages - 1);
-  auto threadTime = [&](size_t i) -> uint64_t {
-    const uint64_t* row = &threadPkgDelta_[i * kMaxPackages];
-    if (!all) return row[pkg];
-    uint64_t s = 0;
-    for (int p = 0; p < kMaxPackages; p++) s += row[p];
-    return s;
-  };
-  uint64_t busy = 0;
-  if (all) {
-    for (uint64_t b : busyByPkg_) busy += b;
-  } else {
-    busy = busyByPkg_[size_t(pkg)];
-  }
-  const size_t n = threadResult_.size();
+  // Busy time and tracked-thread time (times_, from domainTimes()) on the CPUs this domain covers.
   uint64_t tracked = 0;
-  for (size_t i = 0; i < n; i++) tracked += threadTime(i);
+  for (const RowTime& x : times_) tracked += x.ns;
   busy = tracked + otherBusy(d, busy, tracked, dtNs);
   if (busy == 0 || dynamic == 0) {
     parts.other += dynamic;
@@ -317,9 +365,8 @@ void AttributionEngine::splitDomain(size_t d, uint64_t delta, uint64_t dtNs) {
   const uint64_t reciprocal = busy > 1 ? uint64_t((u128(1) << 64) / busy) : 0;
   uint64_t given = 0;
   shares_.clear();
-  for (size_t i = 0; i < n; i++) {
-    uint64_t t = threadTime(i);
-    if (t == 0) continue;
+  for (const RowTime& x : times_) {
+    const uint64_t t = x.ns;
     uint64_t whole, rem;
     if (narrow) {
       uint64_t q = dynamic * t;
@@ -330,7 +377,7 @@ void AttributionEngine::splitDomain(size_t d, uint64_t delta, uint64_t dtNs) {
       whole = uint64_t(q / busy);
       rem = uint64_t(q % busy);
     }
-    const size_t r = threadResult_[i];
+    const size_t r = x.result;
     results_[r].ticks[d] += whole;
     given += whole;
     const uint64_t fraction = uint64_t((u128(rem) * reciprocal) >> 32);
