@@ -10,7 +10,7 @@ import { Sampler, type ThreadsBackend } from '../src/index';
 import { EnergyTracker } from '../src/energy-tracker';
 import { native } from '../src/native';
 import { describeBpf, itBpf } from './fixtures/bpf-required';
-import { createEmulatedMsr, MSR } from './fixtures/emulated-devices';
+import { createEmulatedMsr, MSR, type EmulatedMsr } from './fixtures/emulated-devices';
 import { sleep, Spinner } from './fixtures/spinner';
 
 const run = promisify(execFile);
@@ -293,6 +293,27 @@ const twoPackageLayouts = [
   { cpu1: 'online', cpus: 2, pkg1Cpu: 1 },
   { cpu1: 'offline at creation', cpus: 4, pkg1Cpu: 2 },
 ] as const;
+// Package 0 and 1 of e counting from 1000 (read on counterCpus), two spinning workers pushed into
+// `workers`, each pinned to the CPU given (before the tracker exists, so that it sees neither run
+// anywhere else), and an msr sampler of them with eBPF tracking, not started.
+async function samplerOfPinnedWorkers(e: EmulatedMsr, workers: Spinner[], cpus: [number, number], counterCpus = [0, 1]): Promise<Sampler> {
+  for (const cpu of counterCpus) {
+    e.write(cpu, MSR.INTEL_UNIT, 0x000a0e03);
+    e.write(cpu, MSR.INTEL_PKG, 1000);
+  }
+  workers.push(...(await Promise.all([Spinner.start(), Spinner.start()])));
+  workers.forEach((w, i) => execFileSync('taskset', ['-pc', String(cpus[i]), String(w.tid)], { stdio: 'ignore' }));
+  const s = new Sampler({
+    source: 'msr',
+    ...e.options,
+    cpuIdentity: { vendor: 'intel', family: 6, model: 0x9e },
+    threads: 'bpf',
+    intervalUs: 1000,
+    repairSwitchIns: 'always',
+  });
+  samplers.push(s);
+  return s;
+}
 
 describeBpf('attribution on a machine of two packages', () => {
   it.each(twoPackageLayouts)("gives a thread its own package's energy, conserves each package's, and splits psys over every CPU (cpu1 $cpu1)", async (layout) => {
@@ -306,24 +327,9 @@ describeBpf('attribution on a machine of two packages', () => {
     }
     const workers: Spinner[] = [];
     try {
-      for (const cpu of [0, layout.pkg1Cpu]) {
-        e.write(cpu, MSR.INTEL_UNIT, 0x000a0e03);
-        e.write(cpu, MSR.INTEL_PKG, 1000);
-      }
       e.write(0, MSR.INTEL_PSYS, 1000); // platform-wide, read on package 0's CPU
-      workers.push(...(await Promise.all([Spinner.start(), Spinner.start()])));
+      const s = await samplerOfPinnedWorkers(e, workers, [0, 1], [0, layout.pkg1Cpu]);
       const [w0, w1] = workers;
-      // Pinned before the tracker exists, so that it sees neither run anywhere else.
-      for (const [cpu, w] of [[0, w0], [1, w1]] as const) execFileSync('taskset', ['-pc', String(cpu), String(w.tid)], { stdio: 'ignore' });
-      const s = new Sampler({
-        source: 'msr',
-        ...e.options,
-        cpuIdentity: { vendor: 'intel', family: 6, model: 0x9e },
-        threads: 'bpf',
-        intervalUs: 1000,
-        repairSwitchIns: 'always',
-      });
-      samplers.push(s);
       expect(s.domains.map((d) => `${d.domain}-${d.package}`)).toEqual(['package-0', 'psys-0', 'package-1']);
       if (layout.cpu1 !== 'online') expect(s.stats().threads.unknownPackageCpus).toEqual([]);
       s.start();
@@ -408,6 +414,65 @@ describe('CPUs whose package is not in their topology', () => {
       expect(make('procfs').stats().threads.unknownPackageCpus).toEqual([5, 6, 7]);
       expect(make('off').stats().threads.unknownPackageCpus).toEqual([]);
     } finally {
+      e.close();
+    }
+  });
+});
+
+describeBpf('attribution across failed reads', () => {
+  // Attribution stepped on while package 1's reads failed, splitting 0 J over the gap's time, and
+  // the first good read's energy, the whole gap's, went by the last interval's time alone: a
+  // thread that ran through the gap got nothing, one that started just before the recovery all.
+  it("splits the energy a failed domain's next good read brings over the whole gap's time", async () => {
+    const e = createEmulatedMsr({ vendor: 'intel', cpus: 2, packages: 2 });
+    const workers: Spinner[] = [];
+    try {
+      const s = await samplerOfPinnedWorkers(e, workers, [1, 1]); // both on package 1's CPU
+      const [a, b] = workers;
+      s.start();
+      for (const until = Date.now() + 3000; Date.now() < until && s.stats().timing.samples < 3; ) await sleep(2);
+      let pkg1 = 1000;
+      let failing = false;
+      let writing = true;
+      const writer = (async () => {
+        for (let pkg0 = 1000; writing; await sleep(2)) {
+          e.write(0, MSR.INTEL_PKG, (pkg0 += 50));
+          pkg1 += 1000;
+          if (!failing) e.write(1, MSR.INTEL_PKG, pkg1);
+        }
+      })();
+      // Package 1's reads fail (EIO) while A runs, and come back while B runs.
+      failing = true;
+      e.truncate(1);
+      await a.spin(300);
+      const errorsInGap = s.stats().timing.readErrors;
+      const bDone = b.spin(100);
+      await sleep(50);
+      e.write(1, MSR.INTEL_UNIT, 0x000a0e03);
+      e.write(1, MSR.INTEL_PKG, pkg1);
+      failing = false;
+      await bDone;
+      writing = false;
+      await writer;
+      const samples = s.stats().timing.samples;
+      for (const until = Date.now() + 3000; Date.now() < until && s.stats().timing.samples < samples + 3; ) await sleep(2);
+      s.stop();
+
+      const at = s.attribution().byDomain.find((d) => d.domain === 'package' && d.package === 1)!;
+      expect(errorsInGap).toBeGreaterThan(0);
+      expect(at.ticks.total).toBe(BigInt(pkg1 - 1000));
+      expect(at.ticks.process + at.ticks.baseline + at.ticks.other).toBe(at.ticks.total);
+      const [ra, rb] = [a, b].map((w) => s.threads().find((t) => t.tid === w.tid)!);
+      const what = JSON.stringify({ ra, rb, pkg1: [at.process, at.other] });
+      expect(ra.onCpuNs, what).toBeGreaterThan(20e6);
+      expect(rb.onCpuNs, what).toBeGreaterThan(20e6);
+      // Both kept package 1's CPU busy at a steady power: each gets about the same energy per
+      // nanosecond it ran (A got 0 J before, and B the gap's energy).
+      const perNs = (t: typeof ra) => t.byDomain.package / t.onCpuNs;
+      expect(perNs(ra) / perNs(rb), what).toBeGreaterThan(0.5);
+      expect(perNs(ra) / perNs(rb), what).toBeLessThan(2);
+    } finally {
+      await Promise.all(workers.map((w) => w.exit()));
       e.close();
     }
   });
@@ -620,8 +685,11 @@ describe('attribution with the procfs backend', () => {
 // The engine alone, fed interval by interval as a tracker reports them: one CPU, one thread,
 // [CPU busy ns, thread ns, energy ticks] per 10 ms interval. Each interval is conserved exactly.
 describe('attribution engine, interval by interval', () => {
-  const replay = (native().bench as { attributionReplay(q: number, dt: number, steps: number[][]): number[][] })
-    .attributionReplay;
+  // Per step: [process, other, baseline, thread 0's ticks, thread 1's, ...]; a row holds
+  // [CPU busy ns, thread 0's ns, energy ticks, thread 1's ns, ...].
+  const replay = (
+    native().bench as { attributionReplay(q: number, dt: number, steps: number[][], unitJoules?: number, baselineWatts?: number): number[][] }
+  ).attributionReplay;
   function processShare(busyQuantumNs: number, steps: number[][]): number {
     const out = replay(busyQuantumNs, 10e6, steps);
     out.forEach(([process, other], i) => expect(process + other).toBe(steps[i][2]));
@@ -663,6 +731,52 @@ describe('attribution engine, interval by interval', () => {
   it('eBPF: thread time read a few hundred ns ahead of busy time is owed to the next interval, not given to other', () => {
     const steps = Array.from({ length: 100 }, (_, i) => [i % 2 ? 1e6 + 300 : 1e6 - 300, 1e6, 1000]);
     expect(processShare(0, steps)).toBe(1);
+  });
+
+  const sum = (out: number[][], column: number) => out.reduce((a, row) => a + row[column], 0);
+
+  // Each interval's share was rounded down and the rest sent to other: the process lost half a
+  // tick an interval, all of a 1 J counter's energy (psys on Sapphire Rapids) and 5-20% of a
+  // 61 µJ one's at a 1-2% share. What rounding leaves is carried to the next intervals.
+  it("a counter of 1 J units: a process at half the busy time gets half the energy, not 0", () => {
+    // 60 W read at 1 ms intervals: a tick about every 17th interval.
+    const steps = Array.from({ length: 6000 }, (_, i) => [1e6, 5e5, Math.floor((i + 1) * 0.06) - Math.floor(i * 0.06)]);
+    const out = replay(0, 1e6, steps, 1);
+    out.forEach(([process, other], i) => expect(process + other).toBe(steps[i][2]));
+    const total = sum(out, 0) + sum(out, 1);
+    expect(total).toBe(360);
+    expect(Math.abs(sum(out, 0) - total / 2)).toBeLessThanOrEqual(1);
+  });
+
+  it('a counter of 61 µJ units: a process at 1-2% of the busy time gets its exact share within a tick', () => {
+    // 30 W: about 490 ticks a millisecond; the process's time varies from 1 to 2% of it.
+    const steps = Array.from({ length: 5000 }, (_, i) => [1e6, 10_000 + ((i * 7919) % 10_000), 480 + ((i * 31) % 23)]);
+    const out = replay(0, 1e6, steps, 2 ** -14);
+    out.forEach(([process, other], i) => expect(process + other).toBe(steps[i][2]));
+    const exact = steps.reduce((a, [busy, ns, ticks]) => a + (ticks * ns) / busy, 0);
+    expect(Math.abs(sum(out, 0) - exact)).toBeLessThanOrEqual(1);
+  });
+
+  it('a thread with a small share of the process is not passed over when the process gets whole ticks of a coarse counter', () => {
+    // Two threads at 90% and 10% of the CPU, a 1 J tick about every 17th interval: each tick went
+    // to the thread with the larger remainder, always the first.
+    const steps = Array.from({ length: 6000 }, (_, i) => [1e6, 9e5, Math.floor((i + 1) * 0.06) - Math.floor(i * 0.06), 1e5]);
+    const out = replay(0, 1e6, steps, 1);
+    out.forEach(([process, other, , a, b]) => expect([other, a + b]).toEqual([0, process]));
+    expect(Math.abs(sum(out, 3) - 324)).toBeLessThanOrEqual(1);
+    expect(Math.abs(sum(out, 4) - 36)).toBeLessThanOrEqual(1);
+  });
+
+  it('a baseline under 50 W on a counter of 1 J units gets its energy', () => {
+    // The shortfall was carried for at most 20 ms of baseline power (0.8 J at 40 W): under a
+    // tick, so the baseline never had one to take.
+    const steps = Array.from({ length: 10_000 }, (_, i) => [5e5, 2.5e5, Math.floor((i + 1) * 0.06) - Math.floor(i * 0.06)]);
+    const out = replay(0, 1e6, steps, 1, 40);
+    out.forEach(([process, other, baseline], i) => expect(process + other + baseline).toBe(steps[i][2]));
+    expect(sum(out, 2)).toBeGreaterThanOrEqual(398);
+    expect(sum(out, 2)).toBeLessThanOrEqual(400);
+    // The rest (200 J) half the process's.
+    expect(Math.abs(sum(out, 0) - sum(out, 1))).toBeLessThanOrEqual(2);
   });
 
   it('owes at most 100 ms of busy time per CPU: thread time that runs ahead for good does not hide later work', () => {

@@ -24,6 +24,14 @@ constexpr double kOtherBandQuanta = 2;
 // hypervisor's steal counted in one and not the other, a thread's time charged to the package it
 // last ran on): carried on, it would keep other tasks' later work from them.
 constexpr uint64_t kBusyDebtPerCpuNs = 100'000'000;
+
+// One tick in the fixed point of what rounding leaves (processCarry_, rowOwed_).
+constexpr uint64_t kTick = uint64_t(1) << 32;
+// rest / busy (rest < busy), a fraction of a tick, in 2^-32 ticks rounded down: 64-bit division
+// where it fits (busy time of an interval under 4.3 s), 128-bit beyond.
+inline uint64_t fractionOfTick(uint64_t rest, uint64_t busy) {
+  return busy < kTick ? (rest << 32) / busy : uint64_t((u128(rest) << 32) / busy);
+}
 }  // namespace
 
 AttributionEngine::AttributionEngine(const std::vector<Domain>& domains, const std::vector<int>& cpuPackage)
@@ -35,6 +43,8 @@ AttributionEngine::AttributionEngine(const std::vector<Domain>& domains, const s
     if (domains_[d].estimated && domains_[d].idleWatts >= 0) baselineWatts_[d] = domains_[d].idleWatts;
   }
   baselineCarry_.assign(domains_.size(), 0.0);
+  processCarry_.assign(domains_.size(), 0);
+  held_.assign(domains_.size(), Held{});
   otherRate_.assign(domains_.size(), 0.0);
   otherGap_.assign(domains_.size(), 0.0);
   // Counted as step() folds the CPUs into packages.
@@ -72,9 +82,12 @@ void AttributionEngine::reset() {
   std::lock_guard<std::mutex> lock(mu_);
   parts_.assign(domains_.size(), DomainParts{});
   baselineCarry_.assign(domains_.size(), 0.0);
+  processCarry_.assign(domains_.size(), 0);
+  held_.assign(domains_.size(), Held{});
   otherRate_.assign(domains_.size(), 0.0);
   otherGap_.assign(domains_.size(), 0.0);
   results_.clear();
+  rowOwed_.clear();
   exitedCount_ = 0;
   byTid_.clear();
   for (auto& s : slots_) s = ThreadState{};
@@ -83,7 +96,7 @@ void AttributionEngine::reset() {
   steps_ = 0;
 }
 
-void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const TrackerSnapshot& snap) {
+void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const TrackerSnapshot& snap, const DomainReading* readings) {
   uint64_t t0 = monotonicNs();
   std::lock_guard<std::mutex> lock(mu_);
   const size_t nThreads = snap.threads.size();
@@ -147,6 +160,7 @@ void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const Tr
       s.resultIndex = results_.size();
       byTid_[t.tid] = s.resultIndex;
       results_.push_back(std::move(r));
+      rowOwed_.resize(results_.size() * domains_.size(), 0);
     }
     ThreadEnergy& r = results_[s.resultIndex];
     if (t.comm[0]) {
@@ -172,7 +186,39 @@ void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const Tr
   }
 
   if (primed_) {
-    for (size_t d = 0; d < domains_.size(); d++) splitDomain(d, deltaTicks[d], dtNs);
+    for (size_t d = 0; d < domains_.size(); d++) {
+      uint64_t busy = domainTimes(d);
+      uint64_t dt = dtNs;
+      // A read that failed holds the counter at its last value, and the next good one brings the
+      // whole gap's energy. Split interval by interval, the gap's time went against 0 J and its
+      // energy to whoever ran in the interval that read it (a thread that ran through 500 ms of
+      // failed reads got nothing, one that started 50 ms before the recovery all of it). So a
+      // domain whose read failed is not split; its interval's times wait for the next good read.
+      // One whose read failed after a good one between two steps did measure (up to that read):
+      // split as usual.
+      Held& h = held_[d];
+      const bool hold = readings && readings[d].failed && deltaTicks[d] == 0;
+      if (hold || h.on) {
+        if (h.rowNs.size() < results_.size()) h.rowNs.resize(results_.size(), 0);
+        for (const RowTime& x : times_) h.rowNs[x.result] += x.ns;
+        h.busyNs += busy;
+        h.dtNs += dt;
+        h.on = true;
+      }
+      if (hold) continue;
+      if (h.on) {
+        times_.clear();
+        for (size_t r = 0; r < h.rowNs.size(); r++) {
+          if (h.rowNs[r]) times_.push_back(RowTime{r, h.rowNs[r]});
+        }
+        busy = h.busyNs;
+        dt = h.dtNs;
+        h.on = false;
+        h.busyNs = h.dtNs = 0;
+        std::fill(h.rowNs.begin(), h.rowNs.end(), 0);
+      }
+      splitDomain(d, deltaTicks[d], dt, busy);
+    }
   }
   primed_ = true;
   steps_++;
@@ -185,6 +231,7 @@ void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const Tr
     folded.exited = true;
     folded.ticks.assign(domains_.size(), 0);
     std::vector<ThreadEnergy> kept;
+    std::vector<int64_t> keptOwed;  // the folded row is owed nothing: it never runs again
     std::vector<size_t> remap(results_.size(), SIZE_MAX);
     size_t toFold = exitedCount - kMaxExitedKept / 2;
     for (size_t i = 0; i < results_.size(); i++) {
@@ -202,12 +249,21 @@ void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const Tr
       }
       remap[i] = kept.size();
       kept.push_back(std::move(r));
+      keptOwed.insert(keptOwed.end(), rowOwed_.begin() + long(i * domains_.size()), rowOwed_.begin() + long((i + 1) * domains_.size()));
     }
     kept.push_back(std::move(folded));
+    keptOwed.resize(kept.size() * domains_.size(), 0);
     for (auto& s : slots_) {
       if (s.used) s.resultIndex = remap[s.resultIndex];
     }
+    for (Held& h : held_) {
+      if (h.rowNs.empty()) continue;
+      std::vector<uint64_t> rowNs(kept.size(), 0);
+      for (size_t i = 0; i < h.rowNs.size(); i++) rowNs[remap[i] != SIZE_MAX ? remap[i] : kept.size() - 1] += h.rowNs[i];
+      h.rowNs = std::move(rowNs);
+    }
     results_ = std::move(kept);
+    rowOwed_ = std::move(keptOwed);
     exitedCount_ = 0;
     for (const auto& r : results_) exitedCount_ += r.exited;
     byTid_.clear();
@@ -221,7 +277,32 @@ void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const Tr
 // How long a baseline shortfall is carried (see splitDomain): counters update every ~1 ms.
 constexpr uint64_t kBaselineCarryNs = 20'000'000;
 
-void AttributionEngine::splitDomain(size_t d, uint64_t delta, uint64_t dtNs) {
+// Fills times_ with the rows that ran on domain d's CPUs in this interval, and their time there;
+// returns the CPUs' busy time.
+uint64_t AttributionEngine::domainTimes(size_t d) {
+  const bool all = platformWide_[d];
+  // Folded as cpuPackageMap() folds the CPUs' ids, so a domain of package 9 meets its CPUs.
+  const int pkg = std::min(std::max(domains_[d].package, 0), kMaxPackages - 1);
+  times_.clear();
+  for (size_t i = 0; i < threadResult_.size(); i++) {
+    const uint64_t* row = &threadPkgDelta_[i * kMaxPackages];
+    uint64_t t = row[pkg];
+    if (all) {
+      t = 0;
+      for (int p = 0; p < kMaxPackages; p++) t += row[p];
+    }
+    if (t > 0 && threadResult_[i] != SIZE_MAX) times_.push_back(RowTime{threadResult_[i], t});
+  }
+  uint64_t busy = 0;
+  if (all) {
+    for (uint64_t b : busyByPkg_) busy += b;
+  } else {
+    busy = busyByPkg_[size_t(pkg)];
+  }
+  return busy;
+}
+
+void AttributionEngine::splitDomain(size_t d, uint64_t delta, uint64_t dtNs, uint64_t busy) {
   DomainParts& parts = parts_[d];
   parts.total += delta;
 
@@ -233,10 +314,13 @@ void AttributionEngine::splitDomain(size_t d, uint64_t delta, uint64_t dtNs) {
       // Measured less than the baseline predicts: the baseline takes it all, and the shortfall
       // is owed by the next intervals. Mostly a counter that did not update in this interval
       // (RAPL every ~1 ms: at 10 kHz, nine intervals in ten): dropped, the baseline got a tenth
-      // of its energy. Owed for at most kBaselineCarryNs of baseline power: past that, the
-      // machine really draws less than its baseline, and later intervals must not pay for it.
+      // of its energy. Owed for at most kBaselineCarryNs of baseline power and two ticks: past
+      // that, the machine really draws less than its baseline, and later intervals must not pay
+      // for it. The two ticks are the counter's rounding (it shows whole ticks: what the baseline
+      // was owed when last paid in full, under one, and what the counter has not shown yet, under
+      // one): capped at 20 ms alone, a counter of 1 J units gave a baseline under 50 W nothing.
       baseline = delta;
-      const double cap = baselineWatts_[d] * double(kBaselineCarryNs) * 1e-9 / domains_[d].unitJoules;
+      const double cap = baselineWatts_[d] * double(kBaselineCarryNs) * 1e-9 / domains_[d].unitJoules + 2;
       baselineCarry_[d] = std::min(want - double(delta), cap);
     } else {
       baseline = whole;
@@ -246,41 +330,43 @@ void AttributionEngine::splitDomain(size_t d, uint64_t delta, uint64_t dtNs) {
   parts.baseline += baseline;
   uint64_t dynamic = delta - baseline;
 
-  // Busy time and tracked-thread time on the CPUs this domain covers.
-  const bool all = platformWide_[d];
-  // Folded as cpuPackageMap() folds the CPUs' ids, so a domain of package 9 meets its CPUs.
-  const int pkg = std::min(std::max(domains_[d].package, 0), kMaxPackages - 1);
-  auto threadTime = [&](size_t i) -> uint64_t {
-    const uint64_t* row = &threadPkgDelta_[i * kMaxPackages];
-    if (!all) return row[pkg];
-    uint64_t s = 0;
-    for (int p = 0; p < kMaxPackages; p++) s += row[p];
-    return s;
-  };
-  uint64_t busy = 0;
-  if (all) {
-    for (uint64_t b : busyByPkg_) busy += b;
-  } else {
-    busy = busyByPkg_[size_t(pkg)];
-  }
-  const size_t n = threadResult_.size();
+  // Busy time and tracked-thread time (times_, from domainTimes()) on the CPUs this domain covers.
   uint64_t tracked = 0;
-  for (size_t i = 0; i < n; i++) tracked += threadTime(i);
+  for (const RowTime& x : times_) tracked += x.ns;
   busy = tracked + otherBusy(d, busy, tracked, dtNs);
   if (busy == 0 || dynamic == 0) {
     parts.other += dynamic;
     return;
   }
 
-  const uint64_t processShare = uint64_t(u128(dynamic) * tracked / busy);
+  // The process's exact share is dynamic × tracked / busy. Rounded down at every interval, with
+  // the rest sent to other, it lost half a tick an interval: 5-20% of its energy at a 1-2% share
+  // on a 61 µJ counter, all of it on a 1 J one (psys of Sapphire Rapids). What rounding leaves is
+  // carried instead, and makes a whole tick with the next intervals' (never beyond dynamic: the
+  // exact share is under it whenever something is left), so the process's ticks stay within one
+  // of its exact share over the run.
+  const u128 exactShare = u128(dynamic) * tracked;
+  uint64_t processShare = uint64_t(exactShare / busy);
+  if (const uint64_t rest = uint64_t(exactShare % busy)) {
+    uint64_t& carry = processCarry_[d];
+    carry += fractionOfTick(rest, busy);
+    if (carry >= kTick) {
+      carry -= kTick;
+      processShare++;
+    }
+  }
   // 64-bit arithmetic whenever dynamic × t cannot overflow (the usual case: an interval's ticks
   // fit in 32 bits and a thread's ns in an interval too); 128-bit division costs 3-4× more.
   const bool narrow = tracked == 0 || dynamic <= UINT64_MAX / tracked;
+  const size_t nd = domains_.size();
+  // The threads' remainders as fractions of a tick by one multiplication each, not a second
+  // division: (rem × ⌊2^64 / busy⌋) >> 32 is rem / busy in 2^-32 ticks, short by under one of them
+  // (they only rank the threads for the ticks left; busy > 1 here, or nothing is left).
+  const uint64_t reciprocal = busy > 1 ? uint64_t((u128(1) << 64) / busy) : 0;
   uint64_t given = 0;
   shares_.clear();
-  for (size_t i = 0; i < n; i++) {
-    uint64_t t = threadTime(i);
-    if (t == 0) continue;
+  for (const RowTime& x : times_) {
+    const uint64_t t = x.ns;
     uint64_t whole, rem;
     if (narrow) {
       uint64_t q = dynamic * t;
@@ -291,21 +377,30 @@ void AttributionEngine::splitDomain(size_t d, uint64_t delta, uint64_t dtNs) {
       whole = uint64_t(q / busy);
       rem = uint64_t(q % busy);
     }
-    results_[threadResult_[i]].ticks[d] += whole;
+    const size_t r = x.result;
+    results_[r].ticks[d] += whole;
     given += whole;
-    shares_.push_back(Share{threadResult_[i], rem});
+    const uint64_t fraction = uint64_t((u128(rem) * reciprocal) >> 32);
+    shares_.push_back(Share{r, fraction, rowOwed_[r * nd + d] + int64_t(fraction)});
   }
-  // The ticks left by rounding down go one each to the largest remainders; ties to the
-  // earlier-created thread, so the split is deterministic. A selection, not a sort: O(n).
+  // The ticks left by rounding down (at most one per thread with a remainder) go one each to the
+  // threads owed most: what rounding left of their share now and in earlier intervals, less the
+  // ticks they got beyond it. By this interval's remainder alone, the thread with the larger
+  // time took every tick of a coarse counter (1 J), and one with a steady small share got none.
+  // Ties to the earlier-created thread, so the split is deterministic. A selection, not a sort: O(n).
   uint64_t leftover = processShare - given;
-  if (leftover > 0) {
-    auto byRemainder = [](const Share& a, const Share& b) {
-      return a.remainder != b.remainder ? a.remainder > b.remainder : a.result < b.result;
-    };
-    if (leftover < shares_.size()) {
-      std::nth_element(shares_.begin(), shares_.begin() + long(leftover), shares_.end(), byRemainder);
+  if (leftover > 0 && leftover < shares_.size()) {
+    std::nth_element(shares_.begin(), shares_.begin() + long(leftover), shares_.end(), [](const Share& a, const Share& b) {
+      return a.priority != b.priority ? a.priority > b.priority : a.result < b.result;
+    });
+  }
+  for (size_t k = 0; k < shares_.size(); k++) {
+    int64_t& owed = rowOwed_[shares_[k].result * nd + d];
+    owed += int64_t(shares_[k].fraction);
+    if (k < leftover) {
+      results_[shares_[k].result].ticks[d] += 1;
+      owed -= int64_t(kTick);
     }
-    for (size_t k = 0; k < shares_.size() && leftover > 0; k++, leftover--) results_[shares_[k].result].ticks[d] += 1;
   }
   parts.process += processShare;
   parts.other += dynamic - processShare;

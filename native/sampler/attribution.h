@@ -51,7 +51,9 @@ class AttributionEngine {
 
   // One interval: deltaTicks[d] is the energy measured in domain d since the previous step,
   // dtNs the interval's length, snap the tracker's cumulative figures at the interval's end.
-  void step(const uint64_t* deltaTicks, uint64_t dtNs, const TrackerSnapshot& snap);
+  // readings (optional): the reads at the interval's end; a domain whose read failed and that
+  // measured nothing is not split, and its interval goes into the next one's (see step()).
+  void step(const uint64_t* deltaTicks, uint64_t dtNs, const TrackerSnapshot& snap, const DomainReading* readings = nullptr);
 
   // Cumulative parts per domain (consistent with each other: taken under the lock).
   std::vector<DomainParts> parts() const;
@@ -74,12 +76,25 @@ class AttributionEngine {
     uint64_t prevPkgNs[kMaxPackages] = {0};
     size_t resultIndex = 0;  // into results_
   };
+  struct RowTime {
+    size_t result;  // results_ index
+    uint64_t ns;    // on the domain's CPUs
+  };
+  // A domain's intervals not split yet, because its read failed at their end (see step()).
+  struct Held {
+    bool on = false;
+    uint64_t dtNs = 0;
+    uint64_t busyNs = 0;         // on the domain's CPUs
+    std::vector<uint64_t> rowNs;  // per results_ index, as RowTime::ns
+  };
   struct Share {
     size_t result;
-    uint64_t remainder;
+    uint64_t fraction;  // of a tick, in 2^-32 ticks: what rounding down left of this interval's share
+    int64_t priority;   // that, plus what the row was owed before (rowOwed_)
   };
 
-  void splitDomain(size_t d, uint64_t delta, uint64_t dtNs);
+  uint64_t domainTimes(size_t d);
+  void splitDomain(size_t d, uint64_t delta, uint64_t dtNs, uint64_t busy);
   uint64_t otherBusy(size_t d, uint64_t busy, uint64_t tracked, uint64_t dtNs);
 
   std::vector<Domain> domains_;
@@ -89,6 +104,13 @@ class AttributionEngine {
   mutable std::mutex mu_;
   std::vector<double> baselineWatts_;
   std::vector<double> baselineCarry_;
+  // Per domain: the process's share not given yet, under a tick, in 2^-32 ticks (splitDomain()).
+  std::vector<uint64_t> processCarry_;
+  // Per row × domain (rows as results_): the row's exact share so far less the ticks given to it,
+  // in 2^-32 ticks, so that a thread whose share is a small fraction of a tick is not passed
+  // over for good when the process's whole ticks are handed out.
+  std::vector<int64_t> rowOwed_;
+  std::vector<Held> held_;  // per domain
   // Per domain (see otherBusy()): other tasks' busy time, averaged (ns per ns) where the CPU
   // figures are stepped; other time given out less other time read, since the start.
   std::vector<double> otherRate_;
@@ -110,6 +132,7 @@ class AttributionEngine {
   std::vector<uint64_t> busyByPkg_;         // per package, this interval
   std::vector<uint64_t> threadPkgDelta_;    // [thread index in snap][package]
   std::vector<size_t> threadResult_;        // snap thread index → results_ index
+  std::vector<RowTime> times_;              // of the domain being split, rows with time only
   std::vector<Share> shares_;
 };
 

@@ -137,55 +137,80 @@ Napi::Value AttributionStepCost(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, double(total) / double(steps));
 }
 
-// attributionReplay(busyQuantumNs, dtNs, steps) → [process, other] ticks per step, for tests:
-// one domain over one CPU and one thread; steps holds [cpuBusyNs, threadNs, energyTicks] of each
-// interval, each added to the snapshot's cumulative figures as a tracker would report them.
+// attributionReplay(busyQuantumNs, dtNs, steps[, unitJoules, baselineWatts]) → per step
+// [process, other, baseline, thread 0's ticks, thread 1's, ...], for tests: one domain (unit
+// 1e-6 J unless given; a baseline where baselineWatts is given) over one CPU; steps holds
+// [cpuBusyNs, threadNs, energyTicks, more threads' ns...] of each interval, each added to the
+// snapshot's cumulative figures as a tracker would report them.
 Napi::Value AttributionReplay(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const auto count = [](const Napi::Value& v) {
     const double x = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
     return x >= 0 && x <= 9007199254740991.0 && x == double(uint64_t(x));
   };
+  const auto positive = [](const Napi::Value& v) { return v.IsNumber() && v.As<Napi::Number>().DoubleValue() > 0; };
+  constexpr uint32_t kMaxReplayThreads = 64;
   bool ok = info.Length() >= 3 && count(info[0]) && count(info[1]) && info[2].IsArray() &&
-            info[2].As<Napi::Array>().Length() <= 1000000;
+            info[2].As<Napi::Array>().Length() <= 1000000 && (info.Length() < 4 || positive(info[3])) &&
+            (info.Length() < 5 || positive(info[4]));
+  uint32_t nThreads = 1;
   for (uint32_t i = 0; ok && i < info[2].As<Napi::Array>().Length(); i++) {
     Napi::Value row = info[2].As<Napi::Array>().Get(i);
-    ok = row.IsArray() && row.As<Napi::Array>().Length() == 3;
-    for (uint32_t k = 0; ok && k < 3; k++) ok = count(row.As<Napi::Array>().Get(k));
+    const uint32_t len = row.IsArray() ? row.As<Napi::Array>().Length() : 0;
+    ok = len >= 3 && len <= 2 + kMaxReplayThreads;
+    nThreads = std::max(nThreads, len - 2);
+    for (uint32_t k = 0; ok && k < len; k++) ok = count(row.As<Napi::Array>().Get(k));
   }
   if (!ok) {
-    Napi::TypeError::New(env, "attributionReplay: expected (busyQuantumNs, dtNs, [[cpuBusyNs, threadNs, energyTicks], ...]) in whole numbers")
+    Napi::TypeError::New(env,
+                         "attributionReplay: expected (busyQuantumNs, dtNs, [[cpuBusyNs, threadNs, energyTicks, ...up to 63 more "
+                         "threads' ns], ...]) in whole numbers, then optionally unitJoules and baselineWatts above 0")
         .ThrowAsJavaScriptException();
     return env.Undefined();
   }
   std::vector<Domain> domains(1);
   domains[0].name = "package";
-  domains[0].unitJoules = 1e-6;
+  domains[0].unitJoules = info.Length() >= 4 ? info[3].As<Napi::Number>().DoubleValue() : 1e-6;
   AttributionEngine engine(domains, std::vector<int>{0});
+  if (info.Length() >= 5) engine.setBaselineWatts({info[4].As<Napi::Number>().DoubleValue()});
   TrackerSnapshot snap;
   snap.busyQuantumNs = uint64_t(info[0].As<Napi::Number>().DoubleValue());
   const uint64_t dtNs = uint64_t(info[1].As<Napi::Number>().DoubleValue());
   snap.cpus.resize(1);
-  snap.threads.resize(1);
-  snap.threads[0].tid = 1000;
-  snap.threads[0].generation = 1;
+  snap.threads.resize(nThreads);
+  for (uint32_t k = 0; k < nThreads; k++) {
+    snap.threads[k].tid = 1000 + k;
+    snap.threads[k].slot = k;
+    snap.threads[k].generation = 1;
+  }
   uint64_t delta = 0;
   engine.step(&delta, 0, snap);
   Napi::Array steps = info[2].As<Napi::Array>();
   Napi::Array out = Napi::Array::New(env, steps.Length());
   DomainParts before;
+  std::vector<uint64_t> threadsBefore(nThreads, 0);
   for (uint32_t i = 0; i < steps.Length(); i++) {
     Napi::Array row = steps.Get(i).As<Napi::Array>();
     snap.cpus[0].busyNs += uint64_t(row.Get(0u).As<Napi::Number>().DoubleValue());
-    const uint64_t ran = uint64_t(row.Get(1u).As<Napi::Number>().DoubleValue());
-    snap.threads[0].onCpuNs += ran;
-    snap.threads[0].pkgNs[0] += ran;
+    for (uint32_t k = 0; k < nThreads; k++) {
+      const uint32_t at = k == 0 ? 1 : k + 2;
+      const uint64_t ran = at < row.Length() ? uint64_t(row.Get(at).As<Napi::Number>().DoubleValue()) : 0;
+      snap.threads[k].onCpuNs += ran;
+      snap.threads[k].pkgNs[0] += ran;
+    }
     delta = uint64_t(row.Get(2u).As<Napi::Number>().DoubleValue());
     engine.step(&delta, dtNs, snap);
     const DomainParts& now = engine.partsUnlocked()[0];
-    Napi::Array parts = Napi::Array::New(env, 2);
+    Napi::Array parts = Napi::Array::New(env, 3 + nThreads);
     parts.Set(0u, double(now.process - before.process));
     parts.Set(1u, double(now.other - before.other));
+    parts.Set(2u, double(now.baseline - before.baseline));
+    for (uint32_t k = 0; k < nThreads; k++) {
+      const ThreadEnergy* t = engine.findThreadUnlocked(1000 + k);
+      const uint64_t ticks = t ? t->ticks[0] : 0;
+      parts.Set(3 + k, double(ticks - threadsBefore[k]));
+      threadsBefore[k] = ticks;
+    }
     out.Set(i, parts);
     before = now;
   }

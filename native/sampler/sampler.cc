@@ -410,7 +410,9 @@ void Sampler::sample(uint64_t now, uint32_t flags, bool forceAttribution) {
       tracker_->snapshot(snap_);
     }
     if (spans_) spans_->primeNewLogs(*attribution_);
-    attribution_->step(pendingDelta_.data(), now - lastAttributionTime_, snap_);
+    // A domain whose read failed here is not split: attribution keeps its interval for the next
+    // good read, which brings the gap's energy (AttributionEngine::step()).
+    attribution_->step(pendingDelta_.data(), now - lastAttributionTime_, snap_, readings_.data());
     // A failed read leaves the counter at its last value and the next good read holds the gap's
     // energy, so an interval's energy is its own only where the reads at both of its ends
     // succeeded (one failing between them loses nothing: the counters are cumulative). Spans
