@@ -47,12 +47,60 @@ static_assert(sizeof(jt_cpu_slot) % 8 == 0, "array map values are laid out on 8-
 std::mutex gPrintMutex;
 std::string* gPrintSink = nullptr;
 
+// A refused program's verifier log comes in one message (up to megabytes) with the reason in its
+// last lines: a message longer than kPrintKeep keeps its first line, which names the program,
+// and its last kPrintKeep bytes. The sink takes messages until it holds kSinkMax.
+constexpr size_t kPrintKeep = 16384;
+constexpr size_t kSinkMax = 65536;
+
 int capturePrint(enum libbpf_print_level level, const char* fmt, va_list ap) {
-  if (level == LIBBPF_DEBUG || !gPrintSink) return 0;
-  char line[512];
-  int n = vsnprintf(line, sizeof line, fmt, ap);
-  if (n > 0 && gPrintSink->size() < 4096) gPrintSink->append(line);
+  if (level == LIBBPF_DEBUG || !gPrintSink || gPrintSink->size() >= kSinkMax) return 0;
+  va_list sizing;
+  va_copy(sizing, ap);
+  const int n = vsnprintf(nullptr, 0, fmt, sizing);
+  va_end(sizing);
+  if (n <= 0) return 0;
+  std::string text(size_t(n) + 1, '\0');
+  vsnprintf(&text[0], text.size(), fmt, ap);
+  text.resize(size_t(n));
+  if (text.size() > kPrintKeep) {
+    const size_t head = std::min(text.find('\n'), text.size() - kPrintKeep);
+    size_t tail = text.find('\n', text.size() - kPrintKeep);
+    tail = tail == std::string::npos ? text.size() - kPrintKeep : tail + 1;
+    text = text.substr(0, head) + "\n[... " + std::to_string(tail - head) + " bytes left out ...]\n" + text.substr(tail);
+  }
+  gPrintSink->append(text);
   return 0;
+}
+
+// libbpf's markers around a refused program's verifier log, printed after "prog 'NAME': ".
+constexpr const char* kVerifierLogBegin = "-- BEGIN PROG LOAD LOG --";
+constexpr const char* kVerifierLogEnd = "-- END PROG LOAD LOG --";
+constexpr int kVerifierLines = 20;
+
+// Whether the captured log holds a verifier refusal: the refused program's name and the log's
+// last kVerifierLines lines (the verifier says why at the end).
+bool verifierRefusal(const std::string& log, std::string* program, std::string* lastLines) {
+  const size_t begin = log.find(kVerifierLogBegin);
+  if (begin == std::string::npos) return false;
+  const size_t newline = log.rfind('\n', begin);
+  const size_t name = log.find("prog '", newline == std::string::npos ? 0 : newline + 1);
+  if (name != std::string::npos && name < begin) {
+    const size_t nameEnd = log.find('\'', name + 6);
+    if (nameEnd != std::string::npos && nameEnd < begin) *program = log.substr(name + 6, nameEnd - name - 6);
+  }
+  const size_t bodyStart = std::min(log.size(), begin + strlen(kVerifierLogBegin) + 1);
+  const size_t end = std::min(log.find(kVerifierLogEnd, bodyStart), log.size());
+  std::vector<std::string> lines;
+  for (size_t at = bodyStart; at < end;) {
+    size_t nl = std::min(log.find('\n', at), end);
+    if (nl > at) lines.push_back(log.substr(at, nl - at));
+    at = nl + 1;
+  }
+  const size_t from = lines.size() > size_t(kVerifierLines) ? lines.size() - kVerifierLines : 0;
+  lastLines->clear();
+  for (size_t i = from; i < lines.size(); i++) *lastLines += (i > from ? "\n" : "") + lines[i];
+  return true;
 }
 
 // The verifier gives up with EAGAIN when a signal is pending on the loading thread, and a
@@ -322,6 +370,24 @@ class BpfTracker final : public ThreadTracker {
 template <typename Build>
 int BpfTracker<Build>::fail(TrackerError* err, int e, const std::string& what, const std::string& log) {
   if (e < 0) e = -e;
+  std::string program, lastLines;
+  if (err && verifierRefusal(log, &program, &lastLines)) {
+    // The verifier refuses with EACCES or EINVAL as its checks go: no privilege is missing, and
+    // libbpf's lines around the log add nothing to its last ones.
+    utsname u;
+    const std::string kernel = uname(&u) == 0 ? u.release : "?";
+    err->code = "ERR_JOULETRACE_BPF_VERIFIER";
+    // The first line alone says what failed: it is the compat build's programReason in 'auto'.
+    err->message = "jouletrace: " + what + " failed: the kernel's BPF verifier refused program '" +
+                   (program.empty() ? std::string("?") : program) + "' of the " + Build::kName + " build (" +
+                   strerror(e) + ").\nNo privilege is missing: the verifier of Linux " + kernel + " does not accept the "
+                   "program as built, a jouletrace bug or a kernel it was not tested on; please report it with this "
+                   "message and the kernel version. Meanwhile " +
+                   (Build::kTaskStorage ? "the compat build (openThreadTracker's bpfProgram 'compat') may load, or use "
+                                        : "use ") +
+                   procfsOption_ + ".\nThe verifier's last lines:\n" + lastLines;
+    return -e;
+  }
   if (err) {
     err->code = errnoName(e);
     if (e == EPERM || e == EACCES) {
@@ -882,6 +948,8 @@ std::unique_ptr<ThreadTracker> openBpfTracker(const TrackerOptions& opts, Tracke
     bool loadFailed = false;
     const char* why = requested ? "requested" : "kernel supports task-local storage (Linux >= 6.2)";
     if (auto t = openBuild<TaskStorageBuild>(opts, why, &first, &loadFailed)) return t;
+    // EPERM or EACCES without a verifier log (lockdown, seccomp, an LSM) would refuse the compat
+    // build too; a verifier refusal (ERR_JOULETRACE_BPF_VERIFIER) is this build's own.
     if (requested || !loadFailed || first.code == "EPERM" || first.code == "EACCES") {
       if (err) *err = first;
       return nullptr;
