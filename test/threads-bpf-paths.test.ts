@@ -429,6 +429,41 @@ ctypes.CDLL(None).pthread_exit(None)`], { stdio: ['pipe', 'pipe', 'inherit'] });
       }
     });
 
+    it("lets go of a slot closed before its thread's last switch: the slot's next owner keeps its own figures", async () => {
+      // The loader closes a seeded thread's slot once tgkill() says ESRCH or /proc says Z, which
+      // comes a little before the thread's last switch; the next snapshot frees the slot and the
+      // next new thread takes it. The thread's ref still named the slot: its last switch credited
+      // its stint to the new owner (and, at an exit, marked it exited), and, finding no stint on
+      // record, counted an unreported switch-in ('auto' then attached the repair for good). The
+      // hook closes this thread's slot in the same way while it runs on, making that window last.
+      const t = open({ repairSwitchIns: 'off' });
+      const tid = Number(fs.readlinkSync('/proc/thread-self').split('/').pop());
+      const slot = find(t.snapshot(), tid)!.slot;
+      // The compat build counts a thread made while it opened, running at attach, when first
+      // seen switching out (its fork came before the fork hook): counted from here on.
+      const missed = t.stats().missedSwitchIns;
+      (t as unknown as { _closeAsEnded(tid: number): void })._closeAsEnded(tid);
+      expect(find(t.snapshot(), tid)).toMatchObject({ slot, exited: true }); // reported, then freed
+      const w = await Spinner.start(); // the next new thread: takes the slot freed last
+      try {
+        expect(find(t.snapshot(), w.tid)).toMatchObject({ slot, exited: false });
+        // This thread goes on, on and off CPU, while the worker waits for a message.
+        for (let i = 0; i < 20; i++) {
+          const end = performance.now() + 5;
+          while (performance.now() < end);
+          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+        }
+        const later = find(t.snapshot(), w.tid)!;
+        expect(later).toMatchObject({ slot, exited: false });
+        // The worker's own time (asleep: its schedstat is up to date), not this thread's 100 ms.
+        expect(later.onCpuNs).toBeLessThanOrEqual(kernelNs(w.tid) / CLOCK_RATE + TICK_LAG_NS);
+        expect(find(t.snapshot(), tid)).toBeUndefined();
+        expect(t.stats().missedSwitchIns).toBe(missed);
+      } finally {
+        await w.exit();
+      }
+    });
+
     it.skipIf(os.cpus().length < 2)("splits a thread's time between packages as it moves from one CPU to another", async () => {
       // CPU 0 is said to be package 5 and CPU 1 package 2: the program's CPU → package table is
       // the loader's, whatever the numbers. taskset moves a running thread off a CPU before it

@@ -311,6 +311,7 @@ class BpfTracker final : public ThreadTracker {
   int snapshot(TrackerSnapshot& snap) override;
   void stats(TrackerStats& out) override;
   int forgetSwitchIn(uint32_t tid, bool asSeeded) override;
+  int closeAsEnded(uint32_t tid) override;
   // The kernel refused the program itself (as opposed to a later step): another build may load.
   bool loadFailed() const { return loadFailed_; }
 
@@ -322,6 +323,7 @@ class BpfTracker final : public ThreadTracker {
   static constexpr int kRetryWithoutRepair = 1;
   bool configureRepairHook(bool withRepair);
   void retireVanishedSeeds(uint32_t tgid);
+  bool closeSlot(uint32_t tid, uint32_t idx);
 
   void attachRepair();
 
@@ -449,7 +451,7 @@ int BpfTracker<Build>::seedThreads(uint32_t tgid, uint64_t attachTs) {
     }
     uint32_t idx;
     if (bpf_map_lookup_and_delete_elem(freeFd_, nullptr, &idx) != 0) break;  // full: counted later
-    jt_task_ref ref = {idx + 1, 0};
+    jt_task_ref ref = {idx + 1, 0, v.generation};
     e = bpf_map_update_elem(tidFd, &v.tid, &ref, BPF_NOEXIST);
     if (!e) e = bpf_map_update_elem(slotFd, &idx, &v, BPF_ANY);
     if (e) break;
@@ -474,24 +476,14 @@ int BpfTracker<Build>::seedThreads(uint32_t tgid, uint64_t attachTs) {
 // after the listing. Either sign comes a little before the thread's last switch: the slot is
 // written back only if its sequence count has not moved since it was read (the program's write of
 // that switch wins), which leaves a window of one compare rather than of the whole
-// read-modify-write.
+// read-modify-write. A last switch that comes after the close finds the slot closed (exited, or
+// handed to another thread since: a new generation) and lets go of it (slot_closed in the
+// program): it neither credits the slot's next owner nor counts as an unreported switch-in.
 template <typename Build>
 void BpfTracker<Build>::retireVanishedSeeds(uint32_t tgid) {
-  const int slotFd = bpf_map__fd(skel_->maps.threads);
-  const int tidFd = bpf_map__fd(skel_->maps.tid_slot);
   std::vector<uint32_t> retired;  // as refs name them: slot + 1
   for (const auto& [tid, idx] : seeded_) {
-    if (!threadEnded(tgid, tid)) continue;
-    jt_thread_slot v;
-    uint32_t key = idx;
-    if (bpf_map_lookup_elem(slotFd, &key, &v) != 0 || v.exited || v.tid != tid || (v.seq & 1)) continue;
-    v.on_since = 0;
-    v.exited = 1;
-    if (__atomic_load_n(&slots_[idx].seq, __ATOMIC_ACQUIRE) != v.seq) continue;
-    bpf_map_update_elem(slotFd, &key, &v, BPF_EXIST);
-    uint32_t t = tid;
-    bpf_map_delete_elem(tidFd, &t);
-    retired.push_back(idx + 1);
+    if (threadEnded(tgid, tid) && closeSlot(tid, idx)) retired.push_back(idx + 1);
   }
   seeded_.clear();
   if constexpr (!Build::kTaskStorage) {
@@ -510,6 +502,36 @@ void BpfTracker<Build>::retireVanishedSeeds(uint32_t tgid) {
     });
     for (uint64_t k : stale) bpf_map_delete_elem(refFd, &k);
   }
+}
+
+// Marks thread tid's slot idx exited, with no stint running, unless the program wrote it
+// meanwhile. True when closed.
+template <typename Build>
+bool BpfTracker<Build>::closeSlot(uint32_t tid, uint32_t idx) {
+  const int slotFd = bpf_map__fd(skel_->maps.threads);
+  jt_thread_slot v;
+  uint32_t key = idx;
+  if (bpf_map_lookup_elem(slotFd, &key, &v) != 0 || v.exited || v.tid != tid || (v.seq & 1)) return false;
+  v.on_since = 0;
+  v.exited = 1;
+  if (__atomic_load_n(&slots_[idx].seq, __ATOMIC_ACQUIRE) != v.seq) return false;
+  bpf_map_update_elem(slotFd, &key, &v, BPF_EXIST);
+  uint32_t t = tid;
+  bpf_map_delete_elem(bpf_map__fd(skel_->maps.tid_slot), &t);
+  return true;
+}
+
+// Test hook: closes a live thread's slot as retireVanishedSeeds closes one it judged ended, for
+// the state of the race where that judgement comes before the thread's last switch. The compat
+// build's ref to the slot is left as it is between the close and its removal above (the
+// task-storage build's, in the task's storage, is out of the loader's reach anyway).
+template <typename Build>
+int BpfTracker<Build>::closeAsEnded(uint32_t tid) {
+  if (!skel_) return -EBADF;
+  for (uint32_t s = 0; s < maxThreads_; s++) {
+    if (__atomic_load_n(&slots_[s].tid, __ATOMIC_RELAXED) == tid && closeSlot(tid, s)) return 0;
+  }
+  return -ESRCH;
 }
 
 template <typename Build>
