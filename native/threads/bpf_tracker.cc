@@ -362,10 +362,14 @@ class BpfTracker final : public ThreadTracker {
   std::vector<uint8_t> unswitched_;  // per CPU, this snapshot: no timed switch since attach
   // The seeded stints (see seedThreads): on_since == seedTs_ until the thread's first switch.
   uint64_t seedTs_ = 0;
-  std::vector<uint8_t> seedIdle_;        // per slot: its seeded stint was found not running
-  std::vector<uint64_t> seedCheckedNs_;  // per slot: when /proc last said it was running
-  std::vector<uint64_t> seedRunNs_;      // per slot: its schedstat run time then
-  std::vector<uint64_t> seedRunAtSeed_;  // per slot: its schedstat run time when seeded
+  struct RunRead {
+    uint64_t runNs = 0;  // a thread's schedstat run time
+    uint64_t atNs = 0;   // monotonicNs() once it was read; 0: never
+  };
+  std::vector<uint8_t> seedIdle_;     // per slot: its seeded stint was found not running
+  std::vector<uint64_t> seedLookNs_;  // per slot: when /proc was last read for it
+  std::vector<RunRead> seedLast_;     // per slot: the last read that found its run time moved
+  std::vector<RunRead> seedAtSeed_;   // per slot: as seeded
   bool seededStintRunning(uint32_t slot, const jt_thread_slot& t, uint64_t now);
 };
 
@@ -456,8 +460,8 @@ int BpfTracker<Build>::seedThreads(uint32_t tgid, uint64_t attachTs) {
     if (!e) e = bpf_map_update_elem(slotFd, &idx, &v, BPF_ANY);
     if (e) break;
     seeded_.push_back({v.tid, idx});
-    if (seedRunAtSeed_.size() < maxThreads_) seedRunAtSeed_.assign(maxThreads_, 0);
-    if (idx < seedRunAtSeed_.size()) seedRunAtSeed_[idx] = runNs;
+    if (seedAtSeed_.size() < maxThreads_) seedAtSeed_.assign(maxThreads_, RunRead());
+    if (idx < seedAtSeed_.size()) seedAtSeed_[idx] = {runNs, monotonicNs()};
     hw = std::max(hw, idx + 1);
   }
   closedir(d);
@@ -697,8 +701,8 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
   freedGen_.assign(maxThreads_, 0);
   lastGen_.assign(maxThreads_, 0);
   seedIdle_.assign(maxThreads_, 0);
-  seedCheckedNs_.assign(maxThreads_, 0);
-  seedRunNs_.assign(maxThreads_, 0);
+  seedLookNs_.assign(maxThreads_, 0);
+  seedLast_.assign(maxThreads_, RunRead());
   last_.assign(maxThreads_, ThreadTimes());
   lastCpu_.assign(size_t(ncpu_), CpuTimes());
   unswitched_.assign(size_t(ncpu_), 0);
@@ -772,8 +776,8 @@ int BpfTracker<Build>::snapshot(TrackerSnapshot& snap) {
       out = ThreadTimes();
       lastGen_[s] = t.generation;
       seedIdle_[s] = 0;
-      seedCheckedNs_[s] = 0;
-      seedRunNs_[s] = 0;
+      seedLookNs_[s] = 0;
+      seedLast_[s] = RunRead();
     }
     // A running stint counts from the thread's own switch-in, read in the same seqcount section
     // as its completed stints: figures taken from a CPU's slot at another moment could count a
@@ -821,14 +825,22 @@ int BpfTracker<Build>::snapshot(TrackerSnapshot& snap) {
 // every scheduler tick of a running thread; once either says no, the stint was never real (had
 // it run since attach and stopped, its switch-out would have ended the stint), and stays ignored
 // until the thread's first switch-in starts a real one.
+//
+// Unmoved run time alone does not say no, though: a tick may not come. A stretch holds one only
+// if longer than a tick period, up to 10 ms (HZ=100; the kernel's HZ is in its build config,
+// which a loader cannot count on reading), so run time counts as unmoved over 20 ms at least,
+// timed between the reads. On a nohz_full CPU a thread running alone gets a tick a second: there
+// the CPU the thread is on says it, having had no switch since attach. A thread running since
+// attach made none (its first would have ended the stint); one waiting for that CPU waits for a
+// task that would have to run 20 ms with no switch and another runnable beside it.
 template <typename Build>
 bool BpfTracker<Build>::seededStintRunning(uint32_t slot, const jt_thread_slot& t, uint64_t now) {
+  constexpr uint64_t kLookNs = 10'000'000;
+  constexpr uint64_t kTickWindowNs = 20'000'000;  // 10 ms, and a tick at HZ=100
   if (seedIdle_[slot]) return false;
-  // Judged against the last look, or, before any, against the seeding itself.
-  const bool looked = seedCheckedNs_[slot] != 0;
-  const uint64_t refNs = looked ? seedCheckedNs_[slot] : seedTs_;
-  const uint64_t refRun = looked ? seedRunNs_[slot] : slot < seedRunAtSeed_.size() ? seedRunAtSeed_[slot] : 0;
-  if (now - refNs < 10'000'000) return true;
+  const uint64_t looked = std::max(seedLookNs_[slot], seedTs_);
+  if (now < looked || now - looked < kLookNs) return true;
+  seedLookNs_[slot] = now;
   std::string text;
   const std::string dir = "/proc/" + std::to_string(t.tgid) + "/task/" + std::to_string(t.tid);
   if (readSmallFile(dir + "/stat", &text) != 0) return true;  // gone: its exit ends the stint
@@ -838,14 +850,25 @@ bool BpfTracker<Build>::seededStintRunning(uint32_t slot, const jt_thread_slot& 
     seedIdle_[slot] = 1;
     return false;
   }
-  uint64_t runNs = 0;
-  if (readSmallFile(dir + "/schedstat", &text) == 0) runNs = strtoull(text.c_str(), nullptr, 10);
-  if (runNs != 0 && refRun != 0 && runNs <= refRun) {
-    seedIdle_[slot] = 1;  // runnable, but it has not run for 10 ms: waiting, not running
+  // Judged against the last read that found it moved, or, before any, the seeding's.
+  const RunRead ref = seedLast_[slot].atNs ? seedLast_[slot] : slot < seedAtSeed_.size() ? seedAtSeed_[slot] : RunRead();
+  std::string sched;
+  RunRead read;
+  if (readSmallFile(dir + "/schedstat", &sched) == 0) read.runNs = strtoull(sched.c_str(), nullptr, 10);
+  read.atNs = monotonicNs();
+  if (read.runNs == 0 || ref.runNs == 0 || read.runNs > ref.runNs) {
+    seedLast_[slot] = read;
+    return true;
+  }
+  if (ref.atNs == 0 || read.atNs - ref.atNs < kTickWindowNs) return true;
+  // Runnable, and no run time over a tick period: waiting for a CPU, unless the one it is on has
+  // had no switch since attach.
+  const char* processor = procStatField(text.c_str(), 39);
+  const unsigned long cpu = processor ? strtoul(processor, nullptr, 10) : ~0ul;
+  if (cpu >= unsigned(ncpu_) || __atomic_load_n(&cpuSlots_[cpu].events, __ATOMIC_RELAXED) != 0) {
+    seedIdle_[slot] = 1;
     return false;
   }
-  seedRunNs_[slot] = runNs;
-  seedCheckedNs_[slot] = now;
   return true;
 }
 
