@@ -363,18 +363,41 @@ static __noinline struct jt_thread_slot *new_slot(struct task_struct *task, stru
 	if (idx >= c->slot_hw)
 		c->slot_hw = idx + 1;
 	r->slot = idx + 1;
+	r->generation = t->generation;
 	return t;
+}
+
+/*
+ * Whether the slot a ref names is no longer its thread's: the loader closed it (exited), having
+ * judged the thread ended a little before its last switch (retireVanishedSeeds), and may since
+ * have handed it to another thread (a new generation). The thread is in its last moments then:
+ * the ref lets go of the slot for good, and its remaining switches credit nothing, rather than
+ * another thread's figures (or count its last switch as an unreported switch-in). exited is read
+ * first: new_slot stores the generation before it clears exited, and x86-64 keeps both orders, so
+ * a slot seen open mid-handover shows the new generation.
+ */
+static __always_inline bool slot_closed(struct jt_thread_slot *t, struct jt_task_ref *r)
+{
+	if (!*(volatile __u32 *)&t->exited && *(volatile __u64 *)&t->generation == r->generation)
+		return false;
+	r->slot = 0;
+	r->flags |= JT_REF_DEAD;
+	return true;
 }
 
 static __always_inline struct jt_thread_slot *slot_of(struct task_struct *task, struct jt_task_ref *r,
 						      struct jt_cpu_slot *c, __u64 on_since)
 {
+	struct jt_thread_slot *t;
 	__u32 idx;
 
 	if (!r->slot)
 		return new_slot(task, r, c, on_since);
 	idx = r->slot - 1;
-	return bpf_map_lookup_elem(&threads, &idx);
+	t = bpf_map_lookup_elem(&threads, &idx);
+	if (!t || slot_closed(t, r))
+		return NULL;
+	return t;
 }
 
 SEC("tp_btf/sched_switch")
@@ -541,17 +564,28 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	return 0;
 }
 
-#if JT_TASK_STORAGE
-/* Ends a slot of the thread running on this CPU (its only writer) as its exit would. */
-static __always_inline void retire_slot(__u32 slot)
+/* The slot a ref names, while it is still that ref's thread's (see slot_closed). Off the
+ * switch path: the ref is not let go of here. */
+static __always_inline struct jt_thread_slot *open_slot(const struct jt_task_ref *ref)
 {
 	struct jt_thread_slot *t;
-	__u64 now;
-	__u32 idx = slot - 1;
+	__u32 idx = ref->slot - 1;
 
-	if (!slot)
-		return;
+	if (!ref->slot)
+		return NULL;
 	t = bpf_map_lookup_elem(&threads, &idx);
+	if (!t || t->exited || t->generation != ref->generation)
+		return NULL;
+	return t;
+}
+
+#if JT_TASK_STORAGE
+/* Ends the slot of the thread running on this CPU (its only writer) as its exit would. */
+static __always_inline void retire_slot(const struct jt_task_ref *ref)
+{
+	struct jt_thread_slot *t = open_slot(ref);
+	__u64 now;
+
 	if (!t)
 		return;
 	now = bpf_ktime_get_ns();
@@ -563,41 +597,41 @@ static __always_inline void retire_slot(__u32 slot)
 	seq_end(&t->seq);
 }
 
-/* The slot of a thread that exec'd from outside the group leader. Its task storage stayed with
- * it. A thread tracked through the tid hash instead (one that got no storage) has its ref under
- * its old tid: it moves to the new one, or the thread's stint in progress would never end, and
- * its next switch would give it a second slot. */
-static __always_inline __u32 exec_slot(struct task_struct *p, __u32 old, __u32 tid)
+/* The ref of a thread that exec'd from outside the group leader (slot 0: none). Its task storage
+ * stayed with it. A thread tracked through the tid hash instead (one that got no storage) has its
+ * ref under its old tid: it moves to the new one, or the thread's stint in progress would never
+ * end, and its next switch would give it a second slot. */
+static __always_inline struct jt_task_ref exec_ref(struct task_struct *p, __u32 old, __u32 tid)
 {
-	struct jt_task_ref *r = bpf_task_storage_get(&task_refs, p, 0, 0), *cur, moved;
+	struct jt_task_ref *r = bpf_task_storage_get(&task_refs, p, 0, 0), *cur, moved = {};
 
 	if (r)
-		return r->slot;
+		return *r;
 	r = bpf_map_lookup_elem(&tid_slot, &old);
 	if (!r)
-		return 0;
+		return moved;
 	moved = *r;
 	bpf_map_delete_elem(&tid_slot, &old);
 	cur = bpf_map_lookup_elem(&tid_slot, &tid);
 	if (cur && cur->slot && cur->slot != moved.slot && !(cur->flags & JT_REF_DEAD)) {
 		/* The thread switched under its new tid before this ran, and so got a second
 		 * slot: it goes on there, and the first ends here, as at an exit. */
-		retire_slot(moved.slot);
-		return cur->slot;
+		retire_slot(&moved);
+		return *cur;
 	}
 	/* Over the leader's ref, if its last switch has not removed it yet: that switch then
 	 * finds no ref under its new (old) tid and makes none. */
 	bpf_map_update_elem(&tid_slot, &tid, &moved, BPF_ANY);
-	return moved.slot;
+	return moved;
 }
 #else
-/* The slot of a thread that exec'd from outside the group leader: its ref, keyed by its task,
- * is still its own. */
-static __always_inline __u32 exec_slot(struct task_struct *p, __u32 old, __u32 tid)
+/* The ref of a thread that exec'd from outside the group leader (slot 0: none): keyed by its
+ * task, it is still its own. */
+static __always_inline struct jt_task_ref exec_ref(struct task_struct *p, __u32 old, __u32 tid)
 {
-	struct jt_task_ref *r = hash_ref(p, REF_FIND);
+	struct jt_task_ref *r = hash_ref(p, REF_FIND), none = {};
 
-	return r ? r->slot : 0;
+	return r ? *r : none;
 }
 #endif
 
@@ -610,16 +644,14 @@ static __always_inline __u32 exec_slot(struct task_struct *p, __u32 old, __u32 t
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
-	__u32 tid = p->pid, tgid = p->tgid, old = old_pid, slot, idx;
+	__u32 tid = p->pid, tgid = p->tgid, old = old_pid;
+	struct jt_task_ref ref;
 	struct jt_thread_slot *t;
 
 	if (old == tid || (!follow_children && tgid != targ_tgid))
 		return 0;
-	slot = exec_slot(p, old, tid);
-	if (!slot)
-		return 0;
-	idx = slot - 1;
-	t = bpf_map_lookup_elem(&threads, &idx);
+	ref = exec_ref(p, old, tid);
+	t = open_slot(&ref);
 	if (!t)
 		return 0;
 	/* This CPU runs the thread now: its slot's only writer (see thread_tracker.h). */
@@ -665,7 +697,7 @@ int BPF_PROG(handle_runtime, struct task_struct *task, __u64 runtime)
 		idx--;
 		t = bpf_map_lookup_elem(&threads, &idx);
 		/* The common case, a switch-in on record, ends here. */
-		if (!t || t->on_since || t->tid != tid)
+		if (!t || t->on_since || t->tid != tid || slot_closed(t, r))
 			return 0;
 	}
 	cpu = bpf_get_smp_processor_id();
@@ -723,8 +755,10 @@ int seed_refs(struct bpf_iter__task *ctx)
 		return 0;
 	/* A thread that forked after handle_fork was attached and before the listing already has
 	 * storage, with no slot yet: it takes the seeded one. sched_switch is not attached yet. */
-	if (!r->slot)
+	if (!r->slot) {
 		r->slot = seed->slot;
+		r->generation = seed->generation;
+	}
 	if (r->slot == seed->slot)
 		bpf_map_delete_elem(&tid_slot, &tid);
 #else

@@ -23,10 +23,13 @@ struct jt_thread_slot {
 	__u64 generation; /* bumped each time the slot is given to a new thread */
 	__u64 on_cpu_ns;  /* completed stints only */
 	__u64 on_since;   /* bpf_ktime_get_ns() when it went on-CPU; 0 while off-CPU */
+	/* The thread made its last switch, or the loader closed the slot (retireVanishedSeeds);
+	 * figures are final. Read at every switch (slot_of): in the first cache line, with the
+	 * fields every switch writes. */
+	__u32 exited;
+	__u32 pad;
 	__u64 pkg_ns[JT_MAX_PACKAGES];
 	char comm[JT_COMM_LEN];
-	__u32 exited;     /* the thread made its last switch; figures are final */
-	__u32 pad;
 };
 
 /*
@@ -55,10 +58,12 @@ struct jt_cpu_slot {
  * that already exists at attach ("seeds" it) with its slot filled in.
  */
 struct jt_task_ref {
-	__u32 slot;  /* index in the thread slots + 1; 0: tracked, no slot yet */
-	__u32 flags; /* JT_REF_* */
+	__u32 slot;       /* index in the thread slots + 1; 0: tracked, no slot yet */
+	__u32 flags;      /* JT_REF_* */
+	__u64 generation; /* the slot's generation when this thread got it */
 };
 #define JT_REF_DROPPED 1u /* counted in dropped_threads once; a slot is still tried for later */
-#define JT_REF_DEAD 2u    /* made its last switch; its slot may already belong to another thread */
+#define JT_REF_DEAD 2u    /* made its last switch, or its slot was closed by the loader; the slot
+			   * may already belong to another thread */
 
 #endif

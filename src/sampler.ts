@@ -48,8 +48,9 @@ export interface SamplerOptions extends SourceOptions {
   /** Track another process's threads instead of this one's (needs privileges to read it). */
   pid?: number;
   /**
-   * Also track the processes the tracked process forks from now on, and their children
-   * (threads: 'bpf' only). Default false.
+   * Also track the processes the tracked process forks once this Sampler is made (it opens its
+   * thread tracker then), and their children (threads: 'bpf' only); those forked before are not
+   * followed (their energy goes to `other`, uncounted in droppedThreads). Default false.
    */
   followChildren?: boolean;
   /**

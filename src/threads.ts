@@ -35,7 +35,11 @@ export interface ThreadTrackerOptions {
   backend?: ThreadBackend;
   /** Process to track. Default: this process. */
   pid?: number;
-  /** Also track processes forked by tracked ones (bpf only). Default `false`. */
+  /**
+   * Also track the processes that tracked ones fork once the tracker is open (bpf only); those
+   * forked before are not followed (their time is other tasks', uncounted in droppedThreads).
+   * Default `false`.
+   */
   followChildren?: boolean;
   /** Thread slots. Default `4096`. */
   maxThreads?: number;

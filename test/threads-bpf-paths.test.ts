@@ -429,6 +429,41 @@ ctypes.CDLL(None).pthread_exit(None)`], { stdio: ['pipe', 'pipe', 'inherit'] });
       }
     });
 
+    it("lets go of a slot closed before its thread's last switch: the slot's next owner keeps its own figures", async () => {
+      // The loader closes a seeded thread's slot once tgkill() says ESRCH or /proc says Z, which
+      // comes a little before the thread's last switch; the next snapshot frees the slot and the
+      // next new thread takes it. The thread's ref still named the slot: its last switch credited
+      // its stint to the new owner (and, at an exit, marked it exited), and, finding no stint on
+      // record, counted an unreported switch-in ('auto' then attached the repair for good). The
+      // hook closes this thread's slot in the same way while it runs on, making that window last.
+      const t = open({ repairSwitchIns: 'off' });
+      const tid = Number(fs.readlinkSync('/proc/thread-self').split('/').pop());
+      const slot = find(t.snapshot(), tid)!.slot;
+      // The compat build counts a thread made while it opened, running at attach, when first
+      // seen switching out (its fork came before the fork hook): counted from here on.
+      const missed = t.stats().missedSwitchIns;
+      (t as unknown as { _closeAsEnded(tid: number): void })._closeAsEnded(tid);
+      expect(find(t.snapshot(), tid)).toMatchObject({ slot, exited: true }); // reported, then freed
+      const w = await Spinner.start(); // the next new thread: takes the slot freed last
+      try {
+        expect(find(t.snapshot(), w.tid)).toMatchObject({ slot, exited: false });
+        // This thread goes on, on and off CPU, while the worker waits for a message.
+        for (let i = 0; i < 20; i++) {
+          const end = performance.now() + 5;
+          while (performance.now() < end);
+          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+        }
+        const later = find(t.snapshot(), w.tid)!;
+        expect(later).toMatchObject({ slot, exited: false });
+        // The worker's own time (asleep: its schedstat is up to date), not this thread's 100 ms.
+        expect(later.onCpuNs).toBeLessThanOrEqual(kernelNs(w.tid) / CLOCK_RATE + TICK_LAG_NS);
+        expect(find(t.snapshot(), tid)).toBeUndefined();
+        expect(t.stats().missedSwitchIns).toBe(missed);
+      } finally {
+        await w.exit();
+      }
+    });
+
     it.skipIf(os.cpus().length < 2)("splits a thread's time between packages as it moves from one CPU to another", async () => {
       // CPU 0 is said to be package 5 and CPU 1 package 2: the program's CPU → package table is
       // the loader's, whatever the numbers. taskset moves a running thread off a CPU before it
@@ -588,20 +623,48 @@ const SHIM_SOURCE = String.raw`
 #include <dlfcn.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 
-/* bpf(2) commands, and offsets in union bpf_attr (include/uapi/linux/bpf.h): map_type for
- * MAP_CREATE, prog_name for PROG_LOAD. tp_btf and iter links come from RAW_TRACEPOINT_OPEN or
- * LINK_CREATE, depending on the libbpf version. */
+/* bpf(2) commands, and offsets in union bpf_attr (include/uapi/linux/bpf.h): map_type and
+ * map_name for MAP_CREATE; log_level, log_size, log_buf and prog_name for PROG_LOAD. tp_btf and
+ * iter links come from RAW_TRACEPOINT_OPEN or LINK_CREATE, depending on the libbpf version. */
 enum { MAP_CREATE = 0, PROG_LOAD = 5, RAW_TRACEPOINT_OPEN = 17, LINK_CREATE = 28 };
-enum { MAP_TYPE_AT = 0, PROG_NAME_AT = 48, OBJ_NAME_LEN = 16 };
+enum { MAP_TYPE_AT = 0, MAP_NAME_AT = 28, LOG_LEVEL_AT = 24, LOG_SIZE_AT = 28, LOG_BUF_AT = 32, PROG_NAME_AT = 48, OBJ_NAME_LEN = 16 };
+enum { MAP_TYPE_TASK_STORAGE = 29 };
+
+/* Whether the object being loaded keeps its task refs in task storage (the task-storage build):
+ * its maps are made before its programs load. */
+static int task_storage_object;
 
 static long env_long(const char *name)
 {
 	const char *v = getenv(name);
 	return v ? strtol(v, NULL, 10) : 0;
+}
+
+/* A verifier's refusal, as the kernel writes it where libbpf asked for a log: 1,000 lines of
+ * instructions (58 kB), then the reason and the instruction count, last. */
+static void write_verifier_log(const char *attr)
+{
+	unsigned int level, size, off = 0;
+	unsigned long long buf;
+	char *b;
+
+	memcpy(&level, attr + LOG_LEVEL_AT, sizeof level);
+	memcpy(&size, attr + LOG_SIZE_AT, sizeof size);
+	memcpy(&buf, attr + LOG_BUF_AT, sizeof buf);
+	if (!level || !buf || size < 65536)
+		return;
+	b = (char *)(unsigned long)buf;
+	for (int i = 0; i < 1000; i++)
+		off += snprintf(b + off, size - off, "%d: (79) r%d = *(u64 *)(r1 +%d)     ; R1=ctx() R%d_w=scalar()\n", i, i % 9 + 1, i * 8, i % 9 + 1);
+	snprintf(b + off, size - off, "1000: (61) r2 = *(u32 *)(r0 +128)\n"
+		 "invalid access to map value, value_size=128 off=128 size=4\n"
+		 "R0 min value is outside of the allowed memory range\n"
+		 "processed 61 insns (limit 1000000) max_states_per_insn 0 total_states 3 peak_states 3 mark_read 2\n");
 }
 
 /* The errno to refuse this bpf() call with, or 0 to let it through. */
@@ -611,14 +674,27 @@ static int refusal(long cmd, const char *attr)
 	const char *prog = getenv("JT_FAULT_PROG");
 	unsigned int map_type;
 
-	if (!err || !attr)
+	if (!attr)
+		return 0;
+	if (cmd == MAP_CREATE && strncmp(attr + MAP_NAME_AT, "task_refs", OBJ_NAME_LEN) == 0) {
+		memcpy(&map_type, attr + MAP_TYPE_AT, sizeof map_type);
+		task_storage_object = map_type == MAP_TYPE_TASK_STORAGE;
+	}
+	if (!err)
 		return 0;
 	if (cmd == MAP_CREATE && getenv("JT_FAULT_MAP_TYPE")) {
 		memcpy(&map_type, attr + MAP_TYPE_AT, sizeof map_type);
 		return map_type == (unsigned long)env_long("JT_FAULT_MAP_TYPE") ? (int)err : 0;
 	}
-	if (cmd == PROG_LOAD && prog)
-		return strncmp(attr + PROG_NAME_AT, prog, OBJ_NAME_LEN) == 0 ? (int)err : 0;
+	if (cmd == PROG_LOAD && prog && strncmp(attr + PROG_NAME_AT, prog, OBJ_NAME_LEN) == 0) {
+		if (getenv("JT_FAULT_TASK_STORAGE_BUILD") && !task_storage_object)
+			return 0;
+		if (getenv("JT_FAULT_VERIFIER_LOG"))
+			write_verifier_log(attr);
+		return (int)err;
+	}
+	if (cmd == PROG_LOAD)
+		return 0;
 	if ((cmd == RAW_TRACEPOINT_OPEN || cmd == LINK_CREATE) && getenv("JT_FAULT_ATTACH"))
 		return (int)err;
 	return 0;
@@ -661,6 +737,7 @@ int access(const char *path, int mode)
 
 // errno values as Linux numbers them on every architecture.
 const EPERM = 1;
+const EACCES = 13;
 const EINVAL = 22;
 // include/uapi/linux/bpf.h, enum bpf_map_type.
 const BPF_MAP_TYPE_TASK_STORAGE = 29;
@@ -768,6 +845,41 @@ describeBpf('eBPF tracker load and attach failures (kernel refusals injected)', 
     expect(einval.message).toContain("failed to load object 'thread_tracker_compat'");
     expect(einval.message).toContain('\n(the task-storage build failed first: jouletrace: loading the BPF program');
     expect(einval.message).toContain("failed to load object 'thread_tracker'\n");
+  });
+
+  it("reports the verifier's refusal with its last lines and no privilege advice, and 'auto' falls back to the compat build on it", () => {
+    // libbpf prints a refused program's whole log in one call (here 58 kB), and the verifier says
+    // why at its end, refusing with EACCES as often as EINVAL: that is no missing privilege.
+    const lastLines = [
+      'invalid access to map value, value_size=128 off=128 size=4',
+      'R0 min value is outside of the allowed memory range',
+      'processed 61 insns (limit 1000000) max_states_per_insn 0 total_states 3 peak_states 3 mark_read 2',
+    ];
+    const headline = (build: string) =>
+      `jouletrace: loading the BPF program (kernel ${os.release()}) failed: the kernel's BPF verifier refused program 'handle_switch' of the ${build} build (Permission denied).`;
+    const fault = { JT_FAULT_ERRNO: EACCES, JT_FAULT_PROG: 'handle_switch', JT_FAULT_VERIFIER_LOG: 1 };
+    const taskStorageOnly = underFault({ ...fault, JT_FAULT_TASK_STORAGE_BUILD: 1 }, [{}, { bpfProgram: 'task-storage' }]);
+    const auto = opened(taskStorageOnly.outcomes[0]);
+    expect(auto.program).toBe('compat');
+    expect(auto.programReason).toBe(`the kernel refused the task-storage build: ${headline('task-storage')}`);
+    expect(auto.attached).toBe(true);
+    const requested = refused(taskStorageOnly.outcomes[1]);
+    const both = refused(underFault(fault, [{}]).outcomes[0]);
+    for (const [o, build] of [[requested, 'task-storage'], [both, 'compat']] as const) {
+      expect(o.code).toBe('ERR_JOULETRACE_BPF_VERIFIER');
+      const lines = o.message.split('\n');
+      expect(lines[0]).toBe(headline(build));
+      expect(lines[1]).toContain('No privilege is missing');
+      expect(lines[1]).toContain(os.release());
+      expect(lines[2]).toBe("The verifier's last lines:");
+      // Its last 20 lines, the reason among them, and nothing before.
+      expect(lines.slice(3, 23)).toEqual([...Array.from({ length: 16 }, (_, i) => expect.stringMatching(new RegExp(`^${i + 984}: \\(79\\) `))), '1000: (61) r2 = *(u32 *)(r0 +128)', ...lastLines]);
+      for (const advice of ['CAP_BPF', 'RLIMIT_MEMLOCK', 'seccomp', 'lockdown']) expect(lines[1]).not.toContain(advice);
+    }
+    expect(requested.message.split('\n')).toHaveLength(23);
+    expect(requested.message.split('\n')[1]).toContain("bpfProgram 'compat'");
+    expect(both.message.split('\n')[1]).toContain("use backend 'procfs'");
+    expect(both.message).toContain(`\n(the task-storage build failed first: ${headline('task-storage')}\n`);
   });
 
   it('tears a tracker down when attaching fails after the load, naming the hook, and does not try the other build', () => {

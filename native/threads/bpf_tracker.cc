@@ -47,12 +47,60 @@ static_assert(sizeof(jt_cpu_slot) % 8 == 0, "array map values are laid out on 8-
 std::mutex gPrintMutex;
 std::string* gPrintSink = nullptr;
 
+// A refused program's verifier log comes in one message (up to megabytes) with the reason in its
+// last lines: a message longer than kPrintKeep keeps its first line, which names the program,
+// and its last kPrintKeep bytes. The sink takes messages until it holds kSinkMax.
+constexpr size_t kPrintKeep = 16384;
+constexpr size_t kSinkMax = 65536;
+
 int capturePrint(enum libbpf_print_level level, const char* fmt, va_list ap) {
-  if (level == LIBBPF_DEBUG || !gPrintSink) return 0;
-  char line[512];
-  int n = vsnprintf(line, sizeof line, fmt, ap);
-  if (n > 0 && gPrintSink->size() < 4096) gPrintSink->append(line);
+  if (level == LIBBPF_DEBUG || !gPrintSink || gPrintSink->size() >= kSinkMax) return 0;
+  va_list sizing;
+  va_copy(sizing, ap);
+  const int n = vsnprintf(nullptr, 0, fmt, sizing);
+  va_end(sizing);
+  if (n <= 0) return 0;
+  std::string text(size_t(n) + 1, '\0');
+  vsnprintf(&text[0], text.size(), fmt, ap);
+  text.resize(size_t(n));
+  if (text.size() > kPrintKeep) {
+    const size_t head = std::min(text.find('\n'), text.size() - kPrintKeep);
+    size_t tail = text.find('\n', text.size() - kPrintKeep);
+    tail = tail == std::string::npos ? text.size() - kPrintKeep : tail + 1;
+    text = text.substr(0, head) + "\n[... " + std::to_string(tail - head) + " bytes left out ...]\n" + text.substr(tail);
+  }
+  gPrintSink->append(text);
   return 0;
+}
+
+// libbpf's markers around a refused program's verifier log, printed after "prog 'NAME': ".
+constexpr const char* kVerifierLogBegin = "-- BEGIN PROG LOAD LOG --";
+constexpr const char* kVerifierLogEnd = "-- END PROG LOAD LOG --";
+constexpr int kVerifierLines = 20;
+
+// Whether the captured log holds a verifier refusal: the refused program's name and the log's
+// last kVerifierLines lines (the verifier says why at the end).
+bool verifierRefusal(const std::string& log, std::string* program, std::string* lastLines) {
+  const size_t begin = log.find(kVerifierLogBegin);
+  if (begin == std::string::npos) return false;
+  const size_t newline = log.rfind('\n', begin);
+  const size_t name = log.find("prog '", newline == std::string::npos ? 0 : newline + 1);
+  if (name != std::string::npos && name < begin) {
+    const size_t nameEnd = log.find('\'', name + 6);
+    if (nameEnd != std::string::npos && nameEnd < begin) *program = log.substr(name + 6, nameEnd - name - 6);
+  }
+  const size_t bodyStart = std::min(log.size(), begin + strlen(kVerifierLogBegin) + 1);
+  const size_t end = std::min(log.find(kVerifierLogEnd, bodyStart), log.size());
+  std::vector<std::string> lines;
+  for (size_t at = bodyStart; at < end;) {
+    size_t nl = std::min(log.find('\n', at), end);
+    if (nl > at) lines.push_back(log.substr(at, nl - at));
+    at = nl + 1;
+  }
+  const size_t from = lines.size() > size_t(kVerifierLines) ? lines.size() - kVerifierLines : 0;
+  lastLines->clear();
+  for (size_t i = from; i < lines.size(); i++) *lastLines += (i > from ? "\n" : "") + lines[i];
+  return true;
 }
 
 // The verifier gives up with EAGAIN when a signal is pending on the loading thread, and a
@@ -263,6 +311,7 @@ class BpfTracker final : public ThreadTracker {
   int snapshot(TrackerSnapshot& snap) override;
   void stats(TrackerStats& out) override;
   int forgetSwitchIn(uint32_t tid, bool asSeeded) override;
+  int closeAsEnded(uint32_t tid) override;
   // The kernel refused the program itself (as opposed to a later step): another build may load.
   bool loadFailed() const { return loadFailed_; }
 
@@ -274,6 +323,7 @@ class BpfTracker final : public ThreadTracker {
   static constexpr int kRetryWithoutRepair = 1;
   bool configureRepairHook(bool withRepair);
   void retireVanishedSeeds(uint32_t tgid);
+  bool closeSlot(uint32_t tid, uint32_t idx);
 
   void attachRepair();
 
@@ -312,16 +362,38 @@ class BpfTracker final : public ThreadTracker {
   std::vector<uint8_t> unswitched_;  // per CPU, this snapshot: no timed switch since attach
   // The seeded stints (see seedThreads): on_since == seedTs_ until the thread's first switch.
   uint64_t seedTs_ = 0;
-  std::vector<uint8_t> seedIdle_;        // per slot: its seeded stint was found not running
-  std::vector<uint64_t> seedCheckedNs_;  // per slot: when /proc last said it was running
-  std::vector<uint64_t> seedRunNs_;      // per slot: its schedstat run time then
-  std::vector<uint64_t> seedRunAtSeed_;  // per slot: its schedstat run time when seeded
+  struct RunRead {
+    uint64_t runNs = 0;  // a thread's schedstat run time
+    uint64_t atNs = 0;   // monotonicNs() once it was read; 0: never
+  };
+  std::vector<uint8_t> seedIdle_;     // per slot: its seeded stint was found not running
+  std::vector<uint64_t> seedLookNs_;  // per slot: when /proc was last read for it
+  std::vector<RunRead> seedLast_;     // per slot: the last read that found its run time moved
+  std::vector<RunRead> seedAtSeed_;   // per slot: as seeded
   bool seededStintRunning(uint32_t slot, const jt_thread_slot& t, uint64_t now);
 };
 
 template <typename Build>
 int BpfTracker<Build>::fail(TrackerError* err, int e, const std::string& what, const std::string& log) {
   if (e < 0) e = -e;
+  std::string program, lastLines;
+  if (err && verifierRefusal(log, &program, &lastLines)) {
+    // The verifier refuses with EACCES or EINVAL as its checks go: no privilege is missing, and
+    // libbpf's lines around the log add nothing to its last ones.
+    utsname u;
+    const std::string kernel = uname(&u) == 0 ? u.release : "?";
+    err->code = "ERR_JOULETRACE_BPF_VERIFIER";
+    // The first line alone says what failed: it is the compat build's programReason in 'auto'.
+    err->message = "jouletrace: " + what + " failed: the kernel's BPF verifier refused program '" +
+                   (program.empty() ? std::string("?") : program) + "' of the " + Build::kName + " build (" +
+                   strerror(e) + ").\nNo privilege is missing: the verifier of Linux " + kernel + " does not accept the "
+                   "program as built, a jouletrace bug or a kernel it was not tested on; please report it with this "
+                   "message and the kernel version. Meanwhile " +
+                   (Build::kTaskStorage ? "the compat build (openThreadTracker's bpfProgram 'compat') may load, or use "
+                                        : "use ") +
+                   procfsOption_ + ".\nThe verifier's last lines:\n" + lastLines;
+    return -e;
+  }
   if (err) {
     err->code = errnoName(e);
     if (e == EPERM || e == EACCES) {
@@ -383,13 +455,13 @@ int BpfTracker<Build>::seedThreads(uint32_t tgid, uint64_t attachTs) {
     }
     uint32_t idx;
     if (bpf_map_lookup_and_delete_elem(freeFd_, nullptr, &idx) != 0) break;  // full: counted later
-    jt_task_ref ref = {idx + 1, 0};
+    jt_task_ref ref = {idx + 1, 0, v.generation};
     e = bpf_map_update_elem(tidFd, &v.tid, &ref, BPF_NOEXIST);
     if (!e) e = bpf_map_update_elem(slotFd, &idx, &v, BPF_ANY);
     if (e) break;
     seeded_.push_back({v.tid, idx});
-    if (seedRunAtSeed_.size() < maxThreads_) seedRunAtSeed_.assign(maxThreads_, 0);
-    if (idx < seedRunAtSeed_.size()) seedRunAtSeed_[idx] = runNs;
+    if (seedAtSeed_.size() < maxThreads_) seedAtSeed_.assign(maxThreads_, RunRead());
+    if (idx < seedAtSeed_.size()) seedAtSeed_[idx] = {runNs, monotonicNs()};
     hw = std::max(hw, idx + 1);
   }
   closedir(d);
@@ -408,24 +480,14 @@ int BpfTracker<Build>::seedThreads(uint32_t tgid, uint64_t attachTs) {
 // after the listing. Either sign comes a little before the thread's last switch: the slot is
 // written back only if its sequence count has not moved since it was read (the program's write of
 // that switch wins), which leaves a window of one compare rather than of the whole
-// read-modify-write.
+// read-modify-write. A last switch that comes after the close finds the slot closed (exited, or
+// handed to another thread since: a new generation) and lets go of it (slot_closed in the
+// program): it neither credits the slot's next owner nor counts as an unreported switch-in.
 template <typename Build>
 void BpfTracker<Build>::retireVanishedSeeds(uint32_t tgid) {
-  const int slotFd = bpf_map__fd(skel_->maps.threads);
-  const int tidFd = bpf_map__fd(skel_->maps.tid_slot);
   std::vector<uint32_t> retired;  // as refs name them: slot + 1
   for (const auto& [tid, idx] : seeded_) {
-    if (!threadEnded(tgid, tid)) continue;
-    jt_thread_slot v;
-    uint32_t key = idx;
-    if (bpf_map_lookup_elem(slotFd, &key, &v) != 0 || v.exited || v.tid != tid || (v.seq & 1)) continue;
-    v.on_since = 0;
-    v.exited = 1;
-    if (__atomic_load_n(&slots_[idx].seq, __ATOMIC_ACQUIRE) != v.seq) continue;
-    bpf_map_update_elem(slotFd, &key, &v, BPF_EXIST);
-    uint32_t t = tid;
-    bpf_map_delete_elem(tidFd, &t);
-    retired.push_back(idx + 1);
+    if (threadEnded(tgid, tid) && closeSlot(tid, idx)) retired.push_back(idx + 1);
   }
   seeded_.clear();
   if constexpr (!Build::kTaskStorage) {
@@ -444,6 +506,36 @@ void BpfTracker<Build>::retireVanishedSeeds(uint32_t tgid) {
     });
     for (uint64_t k : stale) bpf_map_delete_elem(refFd, &k);
   }
+}
+
+// Marks thread tid's slot idx exited, with no stint running, unless the program wrote it
+// meanwhile. True when closed.
+template <typename Build>
+bool BpfTracker<Build>::closeSlot(uint32_t tid, uint32_t idx) {
+  const int slotFd = bpf_map__fd(skel_->maps.threads);
+  jt_thread_slot v;
+  uint32_t key = idx;
+  if (bpf_map_lookup_elem(slotFd, &key, &v) != 0 || v.exited || v.tid != tid || (v.seq & 1)) return false;
+  v.on_since = 0;
+  v.exited = 1;
+  if (__atomic_load_n(&slots_[idx].seq, __ATOMIC_ACQUIRE) != v.seq) return false;
+  bpf_map_update_elem(slotFd, &key, &v, BPF_EXIST);
+  uint32_t t = tid;
+  bpf_map_delete_elem(bpf_map__fd(skel_->maps.tid_slot), &t);
+  return true;
+}
+
+// Test hook: closes a live thread's slot as retireVanishedSeeds closes one it judged ended, for
+// the state of the race where that judgement comes before the thread's last switch. The compat
+// build's ref to the slot is left as it is between the close and its removal above (the
+// task-storage build's, in the task's storage, is out of the loader's reach anyway).
+template <typename Build>
+int BpfTracker<Build>::closeAsEnded(uint32_t tid) {
+  if (!skel_) return -EBADF;
+  for (uint32_t s = 0; s < maxThreads_; s++) {
+    if (__atomic_load_n(&slots_[s].tid, __ATOMIC_RELAXED) == tid && closeSlot(tid, s)) return 0;
+  }
+  return -ESRCH;
 }
 
 template <typename Build>
@@ -612,8 +704,8 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
   freedGen_.assign(maxThreads_, 0);
   lastGen_.assign(maxThreads_, 0);
   seedIdle_.assign(maxThreads_, 0);
-  seedCheckedNs_.assign(maxThreads_, 0);
-  seedRunNs_.assign(maxThreads_, 0);
+  seedLookNs_.assign(maxThreads_, 0);
+  seedLast_.assign(maxThreads_, RunRead());
   last_.assign(maxThreads_, ThreadTimes());
   lastCpu_.assign(size_t(ncpu_), CpuTimes());
   unswitched_.assign(size_t(ncpu_), 0);
@@ -687,8 +779,8 @@ int BpfTracker<Build>::snapshot(TrackerSnapshot& snap) {
       out = ThreadTimes();
       lastGen_[s] = t.generation;
       seedIdle_[s] = 0;
-      seedCheckedNs_[s] = 0;
-      seedRunNs_[s] = 0;
+      seedLookNs_[s] = 0;
+      seedLast_[s] = RunRead();
     }
     // A running stint counts from the thread's own switch-in, read in the same seqcount section
     // as its completed stints: figures taken from a CPU's slot at another moment could count a
@@ -736,14 +828,22 @@ int BpfTracker<Build>::snapshot(TrackerSnapshot& snap) {
 // every scheduler tick of a running thread; once either says no, the stint was never real (had
 // it run since attach and stopped, its switch-out would have ended the stint), and stays ignored
 // until the thread's first switch-in starts a real one.
+//
+// Unmoved run time alone does not say no, though: a tick may not come. A stretch holds one only
+// if longer than a tick period, up to 10 ms (HZ=100; the kernel's HZ is in its build config,
+// which a loader cannot count on reading), so run time counts as unmoved over 20 ms at least,
+// timed between the reads. On a nohz_full CPU a thread running alone gets a tick a second: there
+// the CPU the thread is on says it, having had no switch since attach. A thread running since
+// attach made none (its first would have ended the stint); one waiting for that CPU waits for a
+// task that would have to run 20 ms with no switch and another runnable beside it.
 template <typename Build>
 bool BpfTracker<Build>::seededStintRunning(uint32_t slot, const jt_thread_slot& t, uint64_t now) {
+  constexpr uint64_t kLookNs = 10'000'000;
+  constexpr uint64_t kTickWindowNs = 20'000'000;  // 10 ms, and a tick at HZ=100
   if (seedIdle_[slot]) return false;
-  // Judged against the last look, or, before any, against the seeding itself.
-  const bool looked = seedCheckedNs_[slot] != 0;
-  const uint64_t refNs = looked ? seedCheckedNs_[slot] : seedTs_;
-  const uint64_t refRun = looked ? seedRunNs_[slot] : slot < seedRunAtSeed_.size() ? seedRunAtSeed_[slot] : 0;
-  if (now - refNs < 10'000'000) return true;
+  const uint64_t looked = std::max(seedLookNs_[slot], seedTs_);
+  if (now < looked || now - looked < kLookNs) return true;
+  seedLookNs_[slot] = now;
   std::string text;
   const std::string dir = "/proc/" + std::to_string(t.tgid) + "/task/" + std::to_string(t.tid);
   if (readSmallFile(dir + "/stat", &text) != 0) return true;  // gone: its exit ends the stint
@@ -753,14 +853,25 @@ bool BpfTracker<Build>::seededStintRunning(uint32_t slot, const jt_thread_slot& 
     seedIdle_[slot] = 1;
     return false;
   }
-  uint64_t runNs = 0;
-  if (readSmallFile(dir + "/schedstat", &text) == 0) runNs = strtoull(text.c_str(), nullptr, 10);
-  if (runNs != 0 && refRun != 0 && runNs <= refRun) {
-    seedIdle_[slot] = 1;  // runnable, but it has not run for 10 ms: waiting, not running
+  // Judged against the last read that found it moved, or, before any, the seeding's.
+  const RunRead ref = seedLast_[slot].atNs ? seedLast_[slot] : slot < seedAtSeed_.size() ? seedAtSeed_[slot] : RunRead();
+  std::string sched;
+  RunRead read;
+  if (readSmallFile(dir + "/schedstat", &sched) == 0) read.runNs = strtoull(sched.c_str(), nullptr, 10);
+  read.atNs = monotonicNs();
+  if (read.runNs == 0 || ref.runNs == 0 || read.runNs > ref.runNs) {
+    seedLast_[slot] = read;
+    return true;
+  }
+  if (ref.atNs == 0 || read.atNs - ref.atNs < kTickWindowNs) return true;
+  // Runnable, and no run time over a tick period: waiting for a CPU, unless the one it is on has
+  // had no switch since attach.
+  const char* processor = procStatField(text.c_str(), 39);
+  const unsigned long cpu = processor ? strtoul(processor, nullptr, 10) : ~0ul;
+  if (cpu >= unsigned(ncpu_) || __atomic_load_n(&cpuSlots_[cpu].events, __ATOMIC_RELAXED) != 0) {
+    seedIdle_[slot] = 1;
     return false;
   }
-  seedRunNs_[slot] = runNs;
-  seedCheckedNs_[slot] = now;
   return true;
 }
 
@@ -885,6 +996,8 @@ std::unique_ptr<ThreadTracker> openBpfTracker(const TrackerOptions& opts, Tracke
     bool loadFailed = false;
     const char* why = requested ? "requested" : "kernel supports task-local storage (Linux >= 6.2)";
     if (auto t = openBuild<TaskStorageBuild>(opts, why, &first, &loadFailed)) return t;
+    // EPERM or EACCES without a verifier log (lockdown, seccomp, an LSM) would refuse the compat
+    // build too; a verifier refusal (ERR_JOULETRACE_BPF_VERIFIER) is this build's own.
     if (requested || !loadFailed || first.code == "EPERM" || first.code == "EACCES") {
       if (err) *err = first;
       return nullptr;

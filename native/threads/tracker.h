@@ -117,6 +117,9 @@ class ThreadTracker {
   // stint a thread seen runnable while seeding gets (one that then blocked before attach).
   // Returns 0 or -errno.
   virtual int forgetSwitchIn(uint32_t /*tid*/, bool /*asSeeded*/) { return -ENOTSUP; }
+  // Test hook: closes a live thread's slot as the eBPF loader closes a seeded thread it judged
+  // ended. Returns 0 or -errno.
+  virtual int closeAsEnded(uint32_t /*tid*/) { return -ENOTSUP; }
 };
 
 std::unique_ptr<ThreadTracker> openBpfTracker(const TrackerOptions& opts, TrackerError* err);

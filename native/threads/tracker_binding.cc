@@ -50,6 +50,7 @@ class TrackerWrap : public Napi::ObjectWrap<TrackerWrap> {
                            InstanceMethod("stats", &TrackerWrap::Stats),
                            InstanceMethod("close", &TrackerWrap::Close),
                            InstanceMethod("_forgetSwitchIn", &TrackerWrap::ForgetSwitchIn),
+                           InstanceMethod("_closeAsEnded", &TrackerWrap::CloseAsEnded),
                        });
   }
 
@@ -61,6 +62,10 @@ class TrackerWrap : public Napi::ObjectWrap<TrackerWrap> {
   Napi::Value Stats(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
   Napi::Value ForgetSwitchIn(const Napi::CallbackInfo& info);
+  Napi::Value CloseAsEnded(const Napi::CallbackInfo& info);
+  // The test hooks' common part: checks, then f(tid) → 0 or -errno, thrown as name's error.
+  template <typename F>
+  Napi::Value slotHook(const Napi::CallbackInfo& info, const char* name, F f);
 
   // Env teardown (process exit, or a worker ending) may come before this object's finalizer:
   // the hook detaches the BPF programs and unmaps the slots then.
@@ -130,28 +135,37 @@ TrackerWrap::TrackerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Trac
   if (napi_add_env_cleanup_hook(env, CleanupHook, this) == napi_ok) hookEnv_ = env;
 }
 
-// Test hook (see ThreadTracker::forgetSwitchIn); not part of the TypeScript API.
-Napi::Value TrackerWrap::ForgetSwitchIn(const Napi::CallbackInfo& info) {
+// Test hooks (see ThreadTracker::forgetSwitchIn, closeAsEnded); not part of the TypeScript API.
+template <typename F>
+Napi::Value TrackerWrap::slotHook(const Napi::CallbackInfo& info, const char* name, F f) {
   Napi::Env env = info.Env();
   if (!tracker_) {
     throwCoded(env, "ERR_JOULETRACE_CLOSED", "ThreadTracker is closed");
     return env.Undefined();
   }
   if (info.Length() < 1 || !info[0].IsNumber()) {
-    throwCoded(env, "ERR_INVALID_ARG_TYPE", "_forgetSwitchIn expects a thread id");
+    throwCoded(env, "ERR_INVALID_ARG_TYPE", std::string(name) + " expects a thread id");
     return env.Undefined();
   }
   const uint32_t tid = info[0].As<Napi::Number>().Uint32Value();
-  const bool asSeeded = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
-  int rc = tracker_->forgetSwitchIn(tid, asSeeded);
+  int rc = f(tid);
   if (rc == -ESRCH) {
-    throwCoded(env, "ESRCH", "_forgetSwitchIn: thread " + std::to_string(tid) + " has no live slot in this tracker (not tracked, or exited)");
+    throwCoded(env, "ESRCH", std::string(name) + ": thread " + std::to_string(tid) + " has no live slot in this tracker (not tracked, or exited)");
   } else if (rc == -ENOTSUP) {
-    throwCoded(env, "ENOTSUP", "_forgetSwitchIn: only the bpf backend has switch-ins to forget");
+    throwCoded(env, "ENOTSUP", std::string(name) + ": only the bpf backend has thread slots");
   } else if (rc != 0) {
-    throwCoded(env, errnoName(-rc), "_forgetSwitchIn: reading or writing the thread's slot failed: " + std::string(strerror(-rc)));
+    throwCoded(env, errnoName(-rc), std::string(name) + ": reading or writing the thread's slot failed: " + std::string(strerror(-rc)));
   }
   return env.Undefined();
+}
+
+Napi::Value TrackerWrap::ForgetSwitchIn(const Napi::CallbackInfo& info) {
+  const bool asSeeded = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
+  return slotHook(info, "_forgetSwitchIn", [&](uint32_t tid) { return tracker_->forgetSwitchIn(tid, asSeeded); });
+}
+
+Napi::Value TrackerWrap::CloseAsEnded(const Napi::CallbackInfo& info) {
+  return slotHook(info, "_closeAsEnded", [&](uint32_t tid) { return tracker_->closeAsEnded(tid); });
 }
 
 Napi::Value TrackerWrap::Snapshot(const Napi::CallbackInfo& info) {
