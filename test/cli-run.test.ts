@@ -88,6 +88,38 @@ describe('jouletrace run', () => {
     expect(res.estimated).toBe(res.source === 'model');
   });
 
+  // Past the tracker's thread slots, threads of the tree went untracked and their energy into
+  // "other", with no word of it in the summary, the notes or the JSON.
+  itBpf('says how many threads of the tree went untracked, in the summary, the notes and the JSON', () => {
+    // Nine processes alive at once, four slots.
+    const script = 'for i in 1 2 3 4 5 6 7 8; do sleep 0.5 & done; wait';
+    const r = jt(['run', '--json', '--max-threads', '4', '--', 'sh', '-c', script]);
+    expect(r.code, r.stderr).toBe(0);
+    const res = JSON.parse(r.stdout) as RunJson & { tree: { maxThreads: number; droppedThreads: number }; notes: string[] };
+    expect(res.tree.maxThreads).toBe(4);
+    expect(res.tree.droppedThreads).toBeGreaterThanOrEqual(5);
+    const note = `${res.tree.droppedThreads} threads of the tree went untracked: all 4 thread slots were in use, so their energy is counted in "other", not in the tree's; --max-threads N (above the threads alive at once) tracks them all`;
+    expect(res.notes).toContain(note);
+    const text = jt(['run', '--max-threads', '4', '--', 'sh', '-c', script]);
+    expect(text.code, text.stderr).toBe(0);
+    expect(text.stderr).toMatch(/ other +\d+\.\d % {3}other processes, idle, and \d+ untracked threads of the tree\n/);
+    expect(text.stderr).toContain(' note: ');
+    expect(text.stderr).toContain('thread slots were in use');
+    // Within the slots: none.
+    const within = JSON.parse(jt(['run', '--json', '--', 'sh', '-c', script]).stdout) as typeof res;
+    expect(within.tree).toMatchObject({ maxThreads: 4096, droppedThreads: 0 });
+    expect(within.notes.join('\n')).not.toContain('untracked');
+  });
+
+  it('takes --max-threads from 1 to 1048576, with thread tracking only', () => {
+    refused(['run', '--max-threads', '0', '--', 'true'], 2, '--max-threads must be an integer from 1 to 1048576, not 0');
+    refused(['run', '--max-threads', '1.5', '--', 'true'], 2, '--max-threads must be an integer from 1 to 1048576, not 1.5');
+    refused(['run', '--threads', 'off', '--max-threads', '8', '--', 'true'], 2, '--max-threads needs thread tracking, which --threads off turns off');
+    refused(['top', '--max-threads', '8'], 2, '--max-threads needs --pid');
+    expect(jt(['run', '--help']).stdout).toContain('--max-threads N');
+    expect(jt(['top', '--help']).stdout).toContain('--max-threads N');
+  });
+
   it('prints a perf-stat-like summary on stderr, leaving stdout to the command', () => {
     const r = jt(['run', '--', 'sh', '-c', 'echo hello; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done']);
     expect(r.code).toBe(0);

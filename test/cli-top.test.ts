@@ -287,6 +287,25 @@ while True:
     }
   });
 
+  // Past the thread slots, threads went untracked and their power into "other", unsaid.
+  it('says with --pid how many threads went untracked, the thread slots full', async () => {
+    const six = spawn('python3', ['-c', 'import threading, time\nfor _ in range(5): threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\ntime.sleep(30)'], { stdio: 'ignore' });
+    try {
+      await waitFor(() => fs.readdirSync(`/proc/${six.pid}/task`).length === 6, 5000, 'six threads');
+      const args = ['top', '--pid', String(six.pid), '--threads', 'procfs', '--max-threads', '2', '--iterations', '1', '--delay', '0.2'];
+      const json = spawnSync(process.execPath, [BIN, ...args, '--json'], { encoding: 'utf8', timeout: 15_000 });
+      expect(json.status, json.stderr).toBe(0);
+      expect((JSON.parse(json.stdout) as TopFrame).tracked!.droppedThreads).toBe(4);
+      const plain = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 15_000 });
+      expect(plain.status, plain.stderr).toBe(0);
+      expect(plain.stdout).toContain('4 threads untracked, slots full: their power is in "other" (--max-threads N)');
+      // Both threads tracked still listed under it.
+      expect(plain.stdout.split('\n').filter((l) => /^\s+\d+\s{2}python3/.test(l))).toHaveLength(2);
+    } finally {
+      six.kill('SIGKILL');
+    }
+  });
+
   it('rejects a missing process and bad options', () => {
     expect(spawnSync(process.execPath, [BIN, 'top', '--pid', '4194000'], { encoding: 'utf8' }).status).toBe(1);
     expect(spawnSync(process.execPath, [BIN, 'top', '--sort', 'size'], { encoding: 'utf8' }).status).toBe(2);
@@ -309,25 +328,35 @@ while True:
 });
 
 describe('renderFrame', () => {
+  const frame: TopFrame = {
+    time: '2025-01-01T12:00:00.000Z',
+    mode: 'threads',
+    pid: 1,
+    source: 'model',
+    estimated: true,
+    sort: 'watts',
+    domains: [{ name: 'package-0', watts: 12.5 }, { name: 'dram-0', watts: 1.25 }],
+    tracked: { watts: 3, baselineWatts: 5, otherWatts: 4.5, droppedThreads: 0 },
+    sampler: { rateHz: 1000, jitterP99Us: 80, dropped: 0, late: 1, cpuPercent: 1.5, backend: 'bpf' },
+    rows: Array.from({ length: 40 }, (_, i) => ({ id: i + 1, name: `thread-with-a-long-name-${i}`, cpu: i, watts: i / 10, joules: i })),
+    rest: null,
+  };
+  const dropping = (n: number): TopFrame => ({ ...frame, tracked: { ...frame.tracked!, droppedThreads: n } });
+
   it('never draws wider than the terminal', () => {
-    const frame: TopFrame = {
-      time: '2025-01-01T12:00:00.000Z',
-      mode: 'threads',
-      pid: 1,
-      source: 'model',
-      estimated: true,
-      sort: 'watts',
-      domains: [{ name: 'package-0', watts: 12.5 }, { name: 'dram-0', watts: 1.25 }],
-      tracked: { watts: 3, baselineWatts: 5, otherWatts: 4.5 },
-      sampler: { rateHz: 1000, jitterP99Us: 80, dropped: 0, late: 1, cpuPercent: 1.5, backend: 'bpf' },
-      rows: Array.from({ length: 40 }, (_, i) => ({ id: i + 1, name: `thread-with-a-long-name-${i}`, cpu: i, watts: i / 10, joules: i })),
-      rest: null,
-    };
-    for (const width of [40, 60, 80, 132]) {
-      const lines = renderFrame(frame, width, 24, false);
-      expect(lines).toHaveLength(24);
-      for (const l of lines) expect(l.length).toBeLessThanOrEqual(width);
+    for (const f of [frame, dropping(1905)]) {
+      for (const width of [40, 60, 80, 132]) {
+        const lines = renderFrame(f, width, 24, false);
+        expect(lines).toHaveLength(24);
+        for (const l of lines) expect(l.length).toBeLessThanOrEqual(width);
+      }
     }
+  });
+
+  // Past the thread slots, threads went untracked and their power into "other" with no word of it.
+  it('says how many threads went untracked, their power in other', () => {
+    expect(renderFrame(dropping(1905), 80, 24, false)).toContain('1905 threads untracked, slots full: their power is in "other" (--max-threads N)');
+    expect(renderFrame(frame, 80, 24, false).join('\n')).not.toContain('untracked');
   });
 });
 

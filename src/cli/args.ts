@@ -4,6 +4,7 @@
 import * as fs from 'node:fs';
 import type { ProbeReport } from '../probe';
 import type { Sampler } from '../sampler';
+import { counted } from './format';
 import { SOURCE_NAMES, type SourceName, type SourceOptions } from '../source-options';
 
 export interface OptionSpec {
@@ -143,6 +144,22 @@ export function baselineOptions(options: ParsedArgs['options']): BaselineOptions
   if (options.calibrate !== undefined) out.calibrateS = numberOption(options, 'calibrate', 0, 0.2, 600);
   if (out.watts !== undefined && out.calibrateS !== undefined) throw new UsageError('--baseline and --calibrate contradict each other: give one');
   return out;
+}
+
+/** The Sampler's thread slots when maxThreads is not given. */
+export const DEFAULT_MAX_THREADS = 4096;
+
+/** --max-threads N (run, top --pid): the Sampler's maxThreads; undefined when not given. */
+export function maxThreadsOption(options: ParsedArgs['options']): number | undefined {
+  return options['max-threads'] === undefined ? undefined : numberOption(options, 'max-threads', DEFAULT_MAX_THREADS, 1, 1_048_576, true);
+}
+
+/**
+ * Said where the tracker left threads untracked (stats().threads.droppedThreads): `whose` own
+ * work is then partly in "other".
+ */
+export function droppedThreadsNote(dropped: number, max: number, whose: string): string {
+  return `${counted(dropped, 'thread')} of ${whose} went untracked: all ${max} thread slots were in use, so their energy is counted in "other", not in ${whose}'s; --max-threads N (above the threads alive at once) tracks them all`;
 }
 
 /** The flag of the two given, to name in a refusal where neither applies. */

@@ -32,6 +32,11 @@ export function paint(enabled: boolean): Paint {
 
 export { fmtJoules, fmtWatts, fmtSeconds } from '../units';
 
+/** "1 thread", "2 threads". */
+export function counted(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`;
+}
+
 /** Cuts a string to `width` columns (our strings are single-width characters). */
 export function fit(s: string, width: number): string {
   return s.length > width ? s.slice(0, Math.max(0, width - 1)) + '…' : s;

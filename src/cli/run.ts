@@ -15,6 +15,9 @@ import {
   filePathOption,
   flagsOf,
   inFlagWords,
+  DEFAULT_MAX_THREADS,
+  droppedThreadsNote,
+  maxThreadsOption,
   noBaselineNote,
   numberOption,
   parseArgs,
@@ -30,7 +33,7 @@ import {
   type OptionSpec,
   type SourcePaths,
 } from './args';
-import { colorEnabled, fmtJoules, fmtSeconds, fmtWatts, paint, printable } from './format';
+import { colorEnabled, counted, fmtJoules, fmtSeconds, fmtWatts, paint, printable } from './format';
 import { OutputFiles } from './output-files';
 import { isGone } from './proc-stat';
 
@@ -52,6 +55,9 @@ Options:
   --threads B       thread tracking: bpf, procfs, off (default: bpf, else procfs).
                     Only bpf follows child processes; procfs tracks the command's own
                     process, off attributes nothing
+  --max-threads N   threads tracked at once (1 to 1048576, default 4096): past it, threads of
+                    the tree go untracked and their energy counts as "other" (a note says
+                    how many). Needs thread tracking
   --top N           threads and processes listed in the summary (default 5)
   --baseline W      idle power in watts of each package (of its package domain, else psys):
                     charged to the baseline, not to the tree (0 to 1000000; the model
@@ -93,6 +99,7 @@ const SPECS: OptionSpec[] = [
   { name: 'source', type: 'string' },
   { name: 'threads', type: 'string' },
   { name: 'top', type: 'number' },
+  { name: 'max-threads', type: 'number' },
   { name: 'baseline', type: 'number' },
   { name: 'calibrate', type: 'number' },
   { name: 'json', type: 'flag' },
@@ -405,6 +412,10 @@ interface RunResult {
     baseline: number;
     other: number;
     total: number;
+    /** Thread slots (--max-threads). */
+    maxThreads: number;
+    /** Threads of the tree left untracked, every slot in use: their energy is in `other`. */
+    droppedThreads: number;
   };
   processes: ProcessInfo[];
   threads: Array<Pick<ThreadEnergy, 'tid' | 'pid' | 'name' | 'onCpuNs' | 'joules' | 'exited'>>;
@@ -447,7 +458,8 @@ function formatSummary(r: RunResult, top: number, color: boolean): string {
     lines.push('', ` Where the ${r.tree.domains.join('+')} energy went (${r.tree.backend}${r.tree.followsChildren ? ', children followed' : ', this process only'}):`);
     lines.push(`   ${fmtJoules(r.tree.joules).padStart(12)}   ${c.bold('process tree')}  ${pct(r.tree.joules).padStart(8)}   ${processCount(r.processes)} process(es)`);
     lines.push(`   ${fmtJoules(r.tree.baseline).padStart(12)}   baseline      ${pct(r.tree.baseline).padStart(8)}`);
-    lines.push(`   ${fmtJoules(r.tree.other).padStart(12)}   other         ${pct(r.tree.other).padStart(8)}   other processes, and idle`);
+    const otherIs = r.tree.droppedThreads > 0 ? `other processes, idle, and ${counted(r.tree.droppedThreads, 'untracked thread')} of the tree` : 'other processes, and idle';
+    lines.push(`   ${fmtJoules(r.tree.other).padStart(12)}   other         ${pct(r.tree.other).padStart(8)}   ${otherIs}`);
     if (r.threads.length > 0) {
       lines.push('', ` Top threads by joules:`);
       lines.push(c.dim(`   ${'tid'.padStart(8)} ${'pid'.padStart(8)}  ${'name'.padEnd(16)} ${'on-CPU'.padStart(10)} ${'joules'.padStart(12)}`));
@@ -500,6 +512,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   let intervalUs = 1000;
   let top = 5;
   let threadsOpt: 'bpf' | 'procfs' | 'off' | undefined;
+  let maxThreads: number | undefined;
   let source: SourceName | undefined;
   let paths: SourcePaths;
   let baseline: BaselineOptions;
@@ -515,6 +528,8 @@ export async function runCommand(argv: string[]): Promise<number> {
     baseline = baselineOptions(parsed.options);
     const flag = baselineFlag(baseline);
     if (threadsOpt === 'off' && flag) throw new UsageError(`${flag} needs thread tracking, which --threads off turns off`);
+    maxThreads = maxThreadsOption(parsed.options);
+    if (threadsOpt === 'off' && maxThreads !== undefined) throw new UsageError('--max-threads needs thread tracking, which --threads off turns off');
     source = sourceOption(parsed.options);
     paths = sourcePathOptions(parsed.options);
     for (const name of ['output', 'csv', 'html']) filePathOption(parsed.options, name);
@@ -625,6 +640,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   if (threadsOpt !== 'off') {
     samplerOptions.pid = pid;
     if (threadsOpt !== 'procfs') samplerOptions.followChildren = true;
+    if (maxThreads !== undefined) samplerOptions.maxThreads = maxThreads;
   }
   let sampler: Sampler | undefined;
   try {
@@ -787,6 +803,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const stats = sampler.stats();
   const still = stats.timing.countersStillUs.longest / 1e6;
   if (!stats.estimated && still >= COUNTERS_STILL_NOTE_S) notes.push(countersStillNote(sampler.source, still));
+  if (stats.threads.droppedThreads > 0) notes.push(droppedThreadsNote(stats.threads.droppedThreads, maxThreads ?? DEFAULT_MAX_THREADS, 'the tree'));
   const threads = backend !== 'off' ? sampler.threads() : [];
   watcher.poll(backend !== 'off' ? threads : undefined);
   const attribution = backend !== 'off' ? sampler.attribution() : null;
@@ -809,6 +826,8 @@ export async function runCommand(argv: string[]): Promise<number> {
           baseline: attribution.baseline,
           other: attribution.other,
           total: attribution.total,
+          maxThreads: maxThreads ?? DEFAULT_MAX_THREADS,
+          droppedThreads: stats.threads.droppedThreads,
         }
       : null,
     processes: processTable(threads, watcher, backend === 'bpf'),

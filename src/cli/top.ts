@@ -8,6 +8,7 @@ import {
   choiceOption,
   flagsOf,
   inFlagWords,
+  maxThreadsOption,
   noBaselineNote,
   numberOption,
   parseArgs,
@@ -21,7 +22,7 @@ import {
   type BaselineOptions,
   type OptionSpec,
 } from './args';
-import { colorEnabled, fit, fmtJoules, fmtWatts, paint, printable } from './format';
+import { colorEnabled, counted, fit, fmtJoules, fmtWatts, paint, printable } from './format';
 import { processGone, readCpuTicks, readProcStat, watchedProcessStart } from './proc-stat';
 import { ProcessShares, type ProcessTicks } from './process-shares';
 
@@ -47,6 +48,9 @@ Options:
   --sort K          initial sort: watts, joules, cpu, name (default watts)
   --source S        energy source: auto, msr, perf, powercap, model (default auto)
   --threads B       with --pid: bpf or procfs (default: bpf, else procfs)
+  --max-threads N   with --pid: threads tracked at once (1 to 1048576, default 4096). Past
+                    it, threads go untracked and their power counts as "other": the process
+                    line says how many
   --baseline W      with --pid: idle power in watts of each package (of its package
                     domain, else psys), charged to the baseline, not to the process (0 to
                     1000000). On measured counters without it, idle power is shared out by
@@ -65,6 +69,7 @@ const SPECS: OptionSpec[] = [
   { name: 'sort', type: 'string' },
   { name: 'source', type: 'string' },
   { name: 'threads', type: 'string' },
+  { name: 'max-threads', type: 'number' },
   { name: 'baseline', type: 'number' },
   { name: 'calibrate', type: 'number' },
   { name: 'json', type: 'flag' },
@@ -102,7 +107,11 @@ export interface TopFrame {
   estimated: boolean;
   sort: SortKey;
   domains: Array<{ name: string; watts: number }>;
-  tracked: { watts: number; baselineWatts: number; otherWatts: number } | null;
+  /**
+   * --pid: the process's power, the baseline's and everything else's. `droppedThreads`: its
+   * threads left untracked, every thread slot in use (their power is in `otherWatts`).
+   */
+  tracked: { watts: number; baselineWatts: number; otherWatts: number; droppedThreads: number } | null;
   sampler: { rateHz: number; jitterP99Us: number; dropped: number; late: number; cpuPercent: number; backend: string };
   rows: TopRow[];
   /** System-wide: the idle CPU time's share, and busy time no row accounts for; null with --pid. */
@@ -156,6 +165,8 @@ export function renderFrame(f: TopFrame, width: number, height: number, color: b
   lines.push(fit(f.domains.map((d) => `${d.name} ${fmtWatts(d.watts)}`).join('   '), width));
   if (f.tracked) {
     lines.push(fit(`process ${fmtWatts(f.tracked.watts)}   baseline ${fmtWatts(f.tracked.baselineWatts)}   other ${fmtWatts(f.tracked.otherWatts)}`, width));
+    const n = f.tracked.droppedThreads;
+    if (n > 0) lines.push(c.yellow(fit(`${counted(n, 'thread')} untracked, slots full: their power is in "other" (--max-threads N)`, width)));
   } else {
     lines.push(fit('package power shared by CPU time, idle time included (from /proc)', width));
   }
@@ -215,6 +226,11 @@ export async function topCommand(argv: string[]): Promise<number> {
     if (threads !== undefined) {
       if (pid === undefined) throw new UsageError('--threads needs --pid (system-wide view reads /proc)');
       samplerOptions.threads = threads;
+    }
+    const maxThreads = maxThreadsOption(options);
+    if (maxThreads !== undefined) {
+      if (pid === undefined) throw new UsageError('--max-threads needs --pid (system-wide view reads /proc)');
+      samplerOptions.maxThreads = maxThreads;
     }
     baseline = baselineOptions(options);
     const flag = baselineFlag(baseline);
@@ -279,6 +295,7 @@ export async function topCommand(argv: string[]): Promise<number> {
           watts: (a.process - prevAttr.process) / dt,
           baselineWatts: (a.baseline - prevAttr.baseline) / dt,
           otherWatts: (a.other - prevAttr.other) / dt,
+          droppedThreads: sampler.stats().threads.droppedThreads,
         };
       }
       prevAttr = a;
@@ -337,7 +354,8 @@ export async function topCommand(argv: string[]): Promise<number> {
       out.write('\x1b[H' + lines.map((l) => l + '\x1b[K').join('\r\n') + '\x1b[J');
     } else {
       // Plain blocks separated by one blank line: no padding, no key help.
-      const lines = renderFrame(lastFrame, 80, Math.min(lastFrame.rows.length, 15) + (lastFrame.rest ? 10 : 8), false).slice(0, -1);
+      const above = (lastFrame.rest ? 2 : 0) + ((lastFrame.tracked?.droppedThreads ?? 0) > 0 ? 1 : 0);
+      const lines = renderFrame(lastFrame, 80, Math.min(lastFrame.rows.length, 15) + 8 + above, false).slice(0, -1);
       out.write(lines.filter((l) => l.trim() !== '').join('\n') + '\n\n');
     }
   };
