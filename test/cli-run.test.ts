@@ -131,6 +131,8 @@ describe('jouletrace run', () => {
     expect(r.stderr).toMatch(/baseline/);
     expect(r.stderr).toMatch(/Top threads by joules/);
     expect(r.stderr).toMatch(/\d+ samples at \d+ Hz .* dropped/);
+    // "sampler used" was the sampler thread's alone: jouletrace's /proc watch is beside it.
+    expect(r.stderr).toMatch(/; sampler thread used \d+\.\d\d % of a core, jouletrace in all \d+\.\d\d %\n/);
     expect(r.stderr).toMatch(/source: model — ESTIMATED/);
     expect(r.stderr).not.toMatch(/\x1b\[/); // not a terminal: no colour
   });
@@ -907,6 +909,25 @@ describe('ProcessTreeWatcher', () => {
 
   // The report named main threads after the command line's first word: '/opt/my' for a
   // program at '/opt/my app/srv'.
+  // Each thread's task/TID/children file was read at every poll: 3000 idle threads took half a
+  // core. Children are found by the parent pid in their stat, read once for a process new to /proc.
+  it('finds children by the parent pid in their stat, reading no thread\'s children file', () => {
+    const proc = fakeProc();
+    proc.put(100, { comm: 'sh', ppid: 1, start: 400, cmdline: 'sh -c work' });
+    // Threads of the root, none with a children file.
+    for (let tid = 150; tid < 160; tid++) fs.mkdirSync(path.join(proc.dir, '100', 'task', String(tid)));
+    proc.put(90, { comm: 'init', ppid: 0, start: 1, cmdline: 'init' });
+    const w = new ProcessTreeWatcher(100, undefined, proc.dir);
+    proc.put(101, { comm: 'make', ppid: 100, start: 500, cmdline: 'make all' });
+    proc.put(102, { comm: 'cc', ppid: 101, start: 510, cmdline: 'cc -c a.c' });
+    proc.put(103, { comm: 'cron', ppid: 90, start: 520, cmdline: 'cron' });
+    w.poll();
+    expect(w.get(101)).toEqual({ ppid: 100, command: 'make all' });
+    expect(w.get(102)).toEqual({ ppid: 101, command: 'cc -c a.c' });
+    expect(w.get(103)).toBeUndefined();
+    expect(w.pids().sort()).toEqual([100, 101, 102]);
+  });
+
   it("gives each process's argv[0] whole, and the command's own for the root until it execs", () => {
     const proc = fakeProc();
     proc.put(100, { comm: 'sh', ppid: 1, start: 400, argv: ['/bin/sh', '-c', 'wrapper'], children: [101] });
