@@ -466,6 +466,27 @@ describe('jouletrace run', () => {
     expect(probe.stderr).toMatch(/^jouletrace probe: cannot write to stdout: ENOSPC/);
   });
 
+  // Every error on stderr was ignored: the summary lost to a full disk, the run still exited 0.
+  it('exits 125 when the summary cannot be written to stderr, but not when its reader went away', () => {
+    const full = fs.openSync('/dev/full', 'w');
+    try {
+      const r = spawnSync(process.execPath, [BIN, 'run', '--', 'sh', '-c', 'exit 3'], { timeout: 20_000, stdio: ['ignore', 'ignore', full] });
+      expect(r.status).toBe(125);
+      // The other outputs are written all the same.
+      const csv = path.join(tmp, 'stderr-full.csv');
+      const withCsv = spawnSync(process.execPath, [BIN, 'run', '--csv', csv, '--', 'true'], { timeout: 20_000, stdio: ['ignore', 'ignore', full] });
+      expect(withCsv.status).toBe(125);
+      expect(fs.readFileSync(csv, 'utf8')).toMatch(/^time_s,seq,/);
+      // -o: nothing goes to stderr.
+      expect(spawnSync(process.execPath, [BIN, 'run', '-o', '/dev/null', '--', 'sh', '-c', 'exit 3'], { timeout: 20_000, stdio: ['ignore', 'ignore', full] }).status).toBe(3);
+    } finally {
+      fs.closeSync(full);
+    }
+    // A reader gone: the command's status.
+    const gone = spawnSync('bash', ['-c', `${process.execPath} ${BIN} run -- sh -c 'sleep 0.3; exit 3' 2>&1 >/dev/null | true; echo "rc=\${PIPESTATUS[0]}"`], { encoding: 'utf8', timeout: 20_000 });
+    expect(gone.stdout).toBe('rc=3\n');
+  });
+
   it('writes in place a file where nothing can be created beside it, and never names its own temporary file', () => {
     // /proc: a file root may open for writing, in a directory where no file can be made (ENOENT).
     // The write itself fails there (the kernel takes nothing): 125, said of the file given.

@@ -77,8 +77,8 @@ Options:
 
 ${SOURCE_PATH_HELP}
 Exit status: the command's own; 128 + N when a signal N killed it; 2 for a bad command line;
-125 when jouletrace itself failed (no energy source, an output file it could not write); 126/127
-when the command could not be run.
+125 when jouletrace itself failed (no energy source, an output file or the summary it could not
+write; a reader gone from a pipe is no failure); 126/127 when the command could not be run.
 SIGTERM, SIGINT, SIGHUP and SIGQUIT sent to jouletrace are passed on to the command, except
 those the terminal sent to its foreground process group (Ctrl-C, Ctrl-\\, hang-up), which
 reached the command already (while the run is the terminal's foreground job, those three from
@@ -918,12 +918,19 @@ export async function runCommand(argv: string[]): Promise<number> {
 
   const text = json ? JSON.stringify(res, null, 2) + '\n' : formatSummary(res, top, typeof opts.output === 'string' ? false : colorEnabled(err));
   let written = true;
+  let summaryLost = false;
   if (files.fd('output') !== undefined) {
     const e = files.write('output', text);
     if (e) err.write(`jouletrace run: cannot write ${opts.output}: ${e.message}\n`);
     written = e === undefined;
   } else if (json) process.stdout.write(text);
-  else err.write(text);
+  else {
+    // Failed for another reason than a reader gone (`2>&1 | head`), a full disk (2>/dev/full)
+    // say, the summary is lost: the run fails, as with a report that stdout cannot take. Where
+    // stderr cannot be written, nothing can say so.
+    const e = await new Promise<NodeJS.ErrnoException | null | undefined>((resolve) => err.write(text, resolve));
+    summaryLost = e != null && e.code !== 'EPIPE';
+  }
   const failed = files.failed();
   files.commit();
   failed.push(...files.unplaced);
@@ -933,5 +940,5 @@ export async function runCommand(argv: string[]): Promise<number> {
     if (!written || files.isUnplaced('output')) err.write(text);
     return EXIT_INTERNAL;
   }
-  return exitCode;
+  return summaryLost ? EXIT_INTERNAL : exitCode;
 }
