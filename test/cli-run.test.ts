@@ -231,6 +231,12 @@ describe('jouletrace run', () => {
     ['SIGINT', 130],
     ['SIGHUP', 129],
     ['SIGQUIT', 131],
+    // Left to their default action, these killed jouletrace, leaving its temporary files and the
+    // command, in a group of its own, running.
+    ['SIGUSR2', 140],
+    ['SIGALRM', 142],
+    ['SIGVTALRM', 154],
+    ['SIGPWR', 158],
   ] as const)('forwards %s to the command and reports its death by it, leaving no temporary file', async (signal, status) => {
     // In a session of its own, off any terminal: run from a terminal, the test's process group
     // is its foreground one, whose terminal signals jouletrace rightly does not pass on again.

@@ -99,6 +99,22 @@ describe('jouletrace top in a terminal', () => {
     expect(screen(s)).not.toContain('jt-spinner');
   });
 
+  // Left to their default action, SIGQUIT and SIGUSR2 killed top with the terminal in raw mode
+  // (no ICANON, no ECHO) and on the alternate screen.
+  it.each(['SIGQUIT', 'SIGUSR2', 'SIGHUP'] as const)('restores the terminal on %s, and exits 128 + N', async (signal) => {
+    const s = `top-${signal}`;
+    const modes = "stty -a | tr ' ;' '\\n\\n' | grep -xE -- '-?(icanon|echo)' | tr '\\n' ' '";
+    tmux('new-session', '-d', '-s', s, '-x', '80', '-y', '24', `${process.execPath} ${BIN} top --pid ${target.pid}; echo TOP-EXITED=$?; echo MODES: $(${modes}); sleep 30`);
+    await waitFor(() => screen(s).includes('jt-spinner'), 10_000, 'a frame');
+    const shell = tmux('display-message', '-p', '-t', s, '#{pane_pid}').trim();
+    const top = spawnSync('pgrep', ['-P', shell], { encoding: 'utf8' }).stdout.trim().split('\n')[0];
+    process.kill(Number(top), signal);
+    await waitFor(() => screen(s).includes('MODES:'), 5000, 'top to exit');
+    expect(flags(s)).toBe('0 1');
+    expect(screen(s)).toContain(`TOP-EXITED=${128 + os.constants.signals[signal]}`);
+    expect(screen(s)).toMatch(/MODES: icanon echo/);
+  });
+
   it('restores the terminal on Ctrl-C', async () => {
     const s = 'top-c';
     startTop(s);

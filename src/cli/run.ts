@@ -34,7 +34,7 @@ import {
   type SourcePaths,
 } from './args';
 import { colorEnabled, counted, fmtJoules, fmtSeconds, fmtWatts, paint, printable } from './format';
-import { OutputFiles } from './output-files';
+import { FATAL_SIGNALS, OutputFiles, TERMINAL_SIGNALS } from './output-files';
 import { isGone } from './proc-stat';
 
 const HELP = `Usage: jouletrace run [options] [--] <command> [args...]
@@ -79,8 +79,8 @@ ${SOURCE_PATH_HELP}
 Exit status: the command's own; 128 + N when a signal N killed it; 2 for a bad command line;
 125 when jouletrace itself failed (no energy source, an output file or the summary it could not
 write; a reader gone from a pipe is no failure); 126/127 when the command could not be run.
-SIGTERM, SIGINT, SIGHUP and SIGQUIT sent to jouletrace are passed on to the command, except
-those the terminal sent to its foreground process group (Ctrl-C, Ctrl-\\, hang-up), which
+SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR2, SIGALRM, SIGVTALRM and SIGPWR sent to jouletrace are
+passed on to the command, except those the terminal sent to its foreground process group (Ctrl-C, Ctrl-\\, hang-up), which
 reached the command already (while the run is the terminal's foreground job, those three from
 kill count as the terminal's: send SIGTERM). Without a controlling terminal (systemd, cron, CI,
 setsid) the command runs in a process group of its own, so that a signal sent to jouletrace's
@@ -91,7 +91,9 @@ timeout --foreground). One that arrives while the command is being started ends 
 (status 128 + N), leaving no stopped process behind.
 Output files are written beside their place and moved there at the end: an existing file is
 left as it was when the run fails (/dev/stdout, /dev/stderr and /proc/self/fd/N are written
-through that descriptor).
+through that descriptor). A signal not listed above that kills (SIGKILL, SIGPROF, SIGXCPU, a
+crash's SIGSEGV or SIGABRT) leaves the temporary files (.jouletrace-PID-*) behind, and a
+command in a group of its own running.
 `;
 
 const SPECS: OptionSpec[] = [
@@ -526,9 +528,6 @@ function formatSummary(r: RunResult, top: number, color: boolean): string {
   return lines.join('\n');
 }
 
-// Signals jouletrace passes on to the command (see forward in runCommand).
-const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
-
 /** Whether this process is in its controlling terminal's foreground process group. */
 function inTerminalForeground(): boolean {
   const st = readStat('self');
@@ -615,9 +614,9 @@ export async function runCommand(argv: string[]): Promise<number> {
     startupSignal ??= sig;
     child.kill('SIGKILL');
   };
-  for (const sig of FORWARDED) process.on(sig, onStartupSignal);
+  for (const sig of FATAL_SIGNALS) process.on(sig, onStartupSignal);
   const endStartup = () => {
-    for (const sig of FORWARDED) process.off(sig, onStartupSignal);
+    for (const sig of FATAL_SIGNALS) process.off(sig, onStartupSignal);
   };
   if (child.pid === undefined) {
     const e = await spawnError;
@@ -758,7 +757,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   // in a group of its own gets none of those but from jouletrace.
   let passedOn: NodeJS.Signals | undefined;
   const forward = (sig: NodeJS.Signals) => () => {
-    if (!ownGroup && sig !== 'SIGTERM' && inTerminalForeground()) return;
+    if (!ownGroup && TERMINAL_SIGNALS.includes(sig) && inTerminalForeground()) return;
     passedOn = sig;
     try {
       process.kill(pid, sig);
@@ -766,7 +765,7 @@ export async function runCommand(argv: string[]): Promise<number> {
       // already gone
     }
   };
-  const forwarded = FORWARDED.map((sig) => [sig, forward(sig)] as const);
+  const forwarded = FATAL_SIGNALS.map((sig) => [sig, forward(sig)] as const);
   for (const [sig, fn] of forwarded) process.on(sig, fn);
   endStartup(); // after the forwarders are on: a signal between the two would find no handler
 

@@ -1,6 +1,7 @@
 // `jouletrace top [--pid N]`: a live view, refreshed every second, of where power goes: the
 // threads of one process (eBPF or procfs attribution), or the busiest processes system-wide.
 import * as fs from 'node:fs';
+import { constants } from 'node:os';
 import { Sampler, type SamplerOptions, type ThreadEnergy } from '../sampler';
 import {
   baselineFlag,
@@ -23,6 +24,7 @@ import {
   type OptionSpec,
 } from './args';
 import { colorEnabled, counted, fit, fmtJoules, fmtWatts, paint, printable } from './format';
+import { FATAL_SIGNALS } from './output-files';
 import { processGone, readCpuTicks, readProcStat, watchedProcessStart } from './proc-stat';
 import { ProcessShares, type ProcessTicks } from './process-shares';
 
@@ -39,7 +41,9 @@ time's share, and "(other: exited, irq)", busy time no process listed accounts f
 (processes that ended during the refresh, interrupts). Above the table: power per domain and
 the sampler's health. Names are shown with control characters as '?'.
 
-Keys: q quits, s changes the sort (watts, joules, cpu, name). Ctrl-C quits too.
+Keys: q quits, s changes the sort (watts, joules, cpu, name). Ctrl-C quits too. SIGTERM,
+SIGINT, SIGHUP, SIGQUIT, SIGUSR2, SIGALRM, SIGVTALRM and SIGPWR end it with the terminal
+restored (status 128 + N).
 Off a terminal (or with --json) it prints a plain block (or a JSON line) per refresh.
 
 Options:
@@ -429,15 +433,15 @@ export async function topCommand(argv: string[]): Promise<number> {
       done = true;
       if (timer) clearTimeout(timer);
       process.stdin.off('data', onKey);
-      process.off('SIGINT', onInt);
-      process.off('SIGTERM', onTerm);
+      for (const sig of FATAL_SIGNALS) process.off(sig, onSignal);
       process.off('SIGWINCH', draw);
       restore();
       sampler.close();
       resolve(code);
     };
-    const onInt = () => finish(130);
-    const onTerm = () => finish(143);
+    // Left to their default action, they killed top with the terminal in raw mode, on the
+    // alternate screen, the cursor hidden: 'exit' does not run then.
+    const onSignal = (sig: NodeJS.Signals) => finish(128 + constants.signals[sig]);
     // `top --json | head -1`: the reader is gone, which ends top as it ends any filter.
     // Kept after finish(): the last frame's write fails only once top has finished.
     const onOutError = (e: NodeJS.ErrnoException) => {
@@ -458,8 +462,7 @@ export async function topCommand(argv: string[]): Promise<number> {
         }
       }
     };
-    process.on('SIGINT', onInt);
-    process.on('SIGTERM', onTerm);
+    for (const sig of FATAL_SIGNALS) process.on(sig, onSignal);
     out.on('error', onOutError);
     if (tty) {
       out.write('\x1b[?1049h\x1b[?25l\x1b[H\x1b[2J');
