@@ -923,15 +923,40 @@ describe('ProcessTreeWatcher', () => {
     w.poll([row(100, 'sh', false), row(101, 'sleep', true)]);
     expect(w.get(101)).toEqual({ ppid: 100, command: 'sleep 30' });
     // One first heard of from the sampler with its threads exited: a live process there now is
-    // another's. Its zombie is still itself (ppid known); a live one is the tree's (an orphan).
+    // another's. Its zombie is still itself (ppid known); a live one is the tree's (an orphan,
+    // whose parent, init now, is not its own: unknown).
     proc.put(102, { comm: 'other', ppid: 1, start: 950, cmdline: 'UNRELATED' });
     proc.put(103, { comm: 'true', ppid: 100, start: 960, state: 'Z' });
     proc.put(104, { comm: 'daemon', ppid: 1, start: 970, cmdline: 'daemon --fork' });
     w.poll([row(100, 'sh', false), row(102, 'true', true), row(103, 'true', true), row(104, 'daemon', false)]);
     expect(w.get(102)).toEqual({ ppid: null, command: '[true]' });
     expect(w.get(103)).toEqual({ ppid: 100, command: '[true]' });
-    expect(w.get(104)).toEqual({ ppid: 1, command: 'daemon --fork' });
+    expect(w.get(104)).toEqual({ ppid: null, command: 'daemon --fork' });
     expect(w.pids().sort()).toEqual([100, 101, 102, 103, 104]);
+  });
+
+  // An orphan first read after it was re-parented was listed with init (or a subreaper) as its
+  // parent, where the docs say a parent not seen is null.
+  it('gives an orphan heard of from the sampler no parent but one of the tree, whatever the order it is read in', () => {
+    const proc = fakeProc();
+    proc.put(100, { comm: 'sh', ppid: 1, start: 400, cmdline: 'sh -c work' });
+    proc.put(50, { comm: 'reaper', ppid: 1, start: 300, cmdline: 'reaper' });
+    const w = new ProcessTreeWatcher(100, undefined, proc.dir);
+    // 201, re-parented to the subreaper 50, and its child 202; 203 re-parented to init, a zombie.
+    proc.put(201, { comm: 'sub', ppid: 50, start: 500, cmdline: 'sh -c sub' });
+    proc.put(202, { comm: 'sleep', ppid: 201, start: 510, cmdline: 'sleep 9' });
+    proc.put(203, { comm: 'true', ppid: 1, start: 520, state: 'Z' });
+    // The sampler lists the child first and the parent last: read in either order.
+    for (const order of [[202, 201, 203], [203, 201, 202]]) {
+      const x = new ProcessTreeWatcher(100, undefined, proc.dir);
+      x.poll(order.map((pid) => row(pid, String(pid), pid === 203)));
+      expect(x.get(201)).toEqual({ ppid: null, command: 'sh -c sub' });
+      expect(x.get(202)).toEqual({ ppid: 201, command: 'sleep 9' });
+      expect(x.get(203)).toEqual({ ppid: null, command: '[true]' });
+      expect(x.get(50)).toBeUndefined();
+    }
+    // The root's parent (jouletrace) stays.
+    expect(w.get(100)).toEqual({ ppid: 1, command: 'sh -c work' });
   });
 
   // The report named main threads after the command line's first word: '/opt/my' for a

@@ -279,12 +279,22 @@ export class ProcessTreeWatcher {
     for (const [pid, p] of this.#known) if (p.alive) queue.push([pid, true]);
     if (!this.#known.has(this.root)) queue.push([this.root, true]);
     const seen = new Set<number>();
+    const fresh: number[] = [];
     while (queue.length > 0) {
       const [pid, adopt] = queue.pop()!;
       if (seen.has(pid)) continue;
       seen.add(pid);
+      const known = this.#known.has(pid);
       if (this.#look(pid, adopt, heard.get(pid)?.name)) for (const c of children.get(pid) ?? []) queue.push([c, true]);
+      if (!known && this.#known.has(pid)) fresh.push(pid);
       if (this.#known.has(pid)) this.#outside.delete(pid);
+    }
+    // A parent that is not the tree's is not the real one: an orphan heard of from the sampler
+    // was re-parented to init or a subreaper before it was first read. Told once all of this
+    // poll's processes are known, its own parent among them whatever the order they were read in.
+    for (const pid of fresh) {
+      const p = this.#known.get(pid)!;
+      if (pid !== this.root && p.ppid !== null && !this.#known.has(p.ppid)) p.ppid = null;
     }
   }
 
@@ -356,7 +366,8 @@ export class ProcessTreeWatcher {
         cmd = argv.join(' ');
       }
     }
-    // The first parent seen is the real one: an orphan is later re-parented to a subreaper or init.
+    // The first parent seen is the real one: an orphan is later re-parented to a subreaper or
+    // init (one first read after that is told apart in poll()).
     this.#known.set(pid, { ppid: prev ? prev.ppid : st!.ppid, command: cmd, program: argv[0], alive: true, start: st!.start });
     return true;
   }
