@@ -620,6 +620,17 @@ describe('jouletrace run, timing and lost samples', () => {
     expect(res.domains[0].joules / res.domains[0].watts).toBeCloseTo(res.durationS, 6);
   });
 
+  // `--interval 1s -- true` printed "0.00 s elapsed" beside its joules and watts, and "1 samples at
+  // 98 Hz (every 1000000 µs)".
+  it('prints a short run in ms, and its samples with the period as given, no rate shorter than it', () => {
+    const r = jt(['run', '--interval', '1s', '--', 'true']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/^ +\d+(\.\d)? (ms|µs) {3}elapsed$/m);
+    expect(r.stderr).toMatch(/^ 1 sample \(every 1 s: longer than the run\), 0 dropped, /m);
+    const paced = jt(['run', '--interval', '1500us', '--', 'sleep', '0.1']);
+    expect(paced.stderr).toMatch(/^ \d+ samples at \d+ Hz \(every 1\.5 ms\), 0 dropped, /m);
+  });
+
   it('reports no lost samples when nothing reads the ring, however long the run', () => {
     // 65536 samples fill the default ring: 3.3 s at 50 µs. Unread (no --csv), samples past that
     // were counted as dropped (50203 in 6 s) though nothing was lost.

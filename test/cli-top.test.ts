@@ -359,7 +359,10 @@ while True:
       }
       const r = spawnSync(process.execPath, [BIN, 'top', '--pid', tid!, '--threads', 'procfs'], { encoding: 'utf8', timeout: 15_000 });
       expect(r.status).toBe(1);
-      expect(r.stderr).toContain(`is a thread of process ${worker.pid}; --pid takes a process id: pass --pid ${worker.pid}`);
+      expect(r.stderr).toContain(`pid ${tid} is a thread of process ${worker.pid}; --pid takes a process id: pass --pid ${worker.pid}\n`);
+      // Named once: the library's own "jouletrace: " prefix doubled it.
+      expect(r.stderr).toMatch(/^jouletrace top: /);
+      expect(r.stderr).not.toContain('jouletrace: ');
     } finally {
       worker.kill();
     }

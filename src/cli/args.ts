@@ -227,7 +227,9 @@ export function flagsOf(specs: readonly OptionSpec[]): string[] {
  * --threads procfs: it already uses it).
  */
 export function inFlagWords(message: string, flags: readonly string[]): string {
-  let out = message;
+  // The library's own prefix, where the line already names the command: "jouletrace top:
+  // jouletrace: pid 12 is a thread of process 10", "threads: 'bpf': jouletrace: the eBPF ...".
+  let out = message.replace(/(^|: |\()jouletrace: /g, '$1');
   for (const w of [...FLAG_WORDING, ...PATH_WORDING]) {
     if (!flags.includes(w.flag)) out = out.replace(w.library, w.without);
     // Two calls: replace() takes a string or a function, not either.

@@ -33,7 +33,7 @@ import {
   type OptionSpec,
   type SourcePaths,
 } from './args';
-import { colorEnabled, counted, fmtJoules, fmtSeconds, fmtWatts, paint, printable } from './format';
+import { colorEnabled, counted, fmtInterval, fmtJoules, fmtSeconds, fmtWatts, paint, printable } from './format';
 import { FATAL_SIGNALS, OutputFiles, TERMINAL_SIGNALS } from './output-files';
 import { isGone } from './proc-stat';
 
@@ -527,9 +527,13 @@ function formatSummary(r: RunResult, top: number, color: boolean): string {
     }
   }
   const s = r.sampler;
+  // A rate over a run shorter than the period is the run's length, not the sampler's pace
+  // ("1 samples at 98 Hz (every 1000000 µs)" for `--interval 1s -- true`).
+  const paced = r.durationS * 1e6 >= r.intervalUs;
+  const pace = paced ? ` at ${s.achievedRateHz.toFixed(0)} Hz (every ${fmtInterval(r.intervalUs)})` : ` (every ${fmtInterval(r.intervalUs)}: longer than the run)`;
   lines.push(
     '',
-    ` ${s.samples} samples at ${s.achievedRateHz.toFixed(0)} Hz (every ${r.intervalUs} µs), ${s.dropped} dropped, ` +
+    ` ${counted(s.samples, 'sample')}${pace}, ${s.dropped} dropped, ` +
       `${s.missedDeadlines} late, jitter p50 ${s.jitterUs.p50.toFixed(1)} µs / p99 ${s.jitterUs.p99.toFixed(1)} µs; ` +
       `sampler thread used ${s.cpuPercent.toFixed(2)} % of a core, jouletrace in all ${s.jouletraceCpuPercent.toFixed(2)} %`,
   );
