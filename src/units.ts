@@ -28,10 +28,16 @@ export function fmtWatts(w: number): string {
   return `${w.toFixed(2)} W`;
 }
 
-/** Elapsed time: "9.87 s", "42.3 s", "2m05s", "1h02m05s". */
+/**
+ * Elapsed time: "850 µs", "412.3 ms", "9.87 s", "42.3 s", "2m05s", "1h02m05s". Below a second
+ * in ms (µs below one): "0.00 s" beside a run's joules and watts said nothing.
+ */
 export function fmtSeconds(s: number): string {
   if (!Number.isFinite(s)) return NOT_A_FIGURE;
+  if (s === 0) return '0 s';
   const a = Math.abs(s);
+  if (printsBelow(a * 1e6, 0, 1000)) return `${(s * 1e6).toFixed(0)} µs`;
+  if (printsBelow(a * 1e3, 1, 1000)) return `${(s * 1e3).toFixed(1)} ms`;
   if (printsBelow(a, 2, 10)) return `${s.toFixed(2)} s`;
   if (printsBelow(a, 1, 60)) return `${s.toFixed(1)} s`;
   const total = Math.round(s);

@@ -88,6 +88,38 @@ describe('jouletrace run', () => {
     expect(res.estimated).toBe(res.source === 'model');
   });
 
+  // Past the tracker's thread slots, threads of the tree went untracked and their energy into
+  // "other", with no word of it in the summary, the notes or the JSON.
+  itBpf('says how many threads of the tree went untracked, in the summary, the notes and the JSON', () => {
+    // Nine processes alive at once, four slots.
+    const script = 'for i in 1 2 3 4 5 6 7 8; do sleep 0.5 & done; wait';
+    const r = jt(['run', '--json', '--max-threads', '4', '--', 'sh', '-c', script]);
+    expect(r.code, r.stderr).toBe(0);
+    const res = JSON.parse(r.stdout) as RunJson & { tree: { maxThreads: number; droppedThreads: number }; notes: string[] };
+    expect(res.tree.maxThreads).toBe(4);
+    expect(res.tree.droppedThreads).toBeGreaterThanOrEqual(5);
+    const note = `${res.tree.droppedThreads} threads of the tree went untracked: all 4 thread slots were in use, so their energy is counted in "other", not in the tree's; --max-threads N (above the threads alive at once) tracks them all`;
+    expect(res.notes).toContain(note);
+    const text = jt(['run', '--max-threads', '4', '--', 'sh', '-c', script]);
+    expect(text.code, text.stderr).toBe(0);
+    expect(text.stderr).toMatch(/ other +\d+\.\d % {3}other processes, idle, and \d+ untracked threads of the tree\n/);
+    expect(text.stderr).toContain(' note: ');
+    expect(text.stderr).toContain('thread slots were in use');
+    // Within the slots: none.
+    const within = JSON.parse(jt(['run', '--json', '--', 'sh', '-c', script]).stdout) as typeof res;
+    expect(within.tree).toMatchObject({ maxThreads: 4096, droppedThreads: 0 });
+    expect(within.notes.join('\n')).not.toContain('untracked');
+  });
+
+  it('takes --max-threads from 1 to 1048576, with thread tracking only', () => {
+    refused(['run', '--max-threads', '0', '--', 'true'], 2, '--max-threads must be an integer from 1 to 1048576, not 0');
+    refused(['run', '--max-threads', '1.5', '--', 'true'], 2, '--max-threads must be an integer from 1 to 1048576, not 1.5');
+    refused(['run', '--threads', 'off', '--max-threads', '8', '--', 'true'], 2, '--max-threads needs thread tracking, which --threads off turns off');
+    refused(['top', '--max-threads', '8'], 2, '--max-threads needs --pid');
+    expect(jt(['run', '--help']).stdout).toContain('--max-threads N');
+    expect(jt(['top', '--help']).stdout).toContain('--max-threads N');
+  });
+
   it('prints a perf-stat-like summary on stderr, leaving stdout to the command', () => {
     const r = jt(['run', '--', 'sh', '-c', 'echo hello; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done']);
     expect(r.code).toBe(0);
@@ -99,6 +131,8 @@ describe('jouletrace run', () => {
     expect(r.stderr).toMatch(/baseline/);
     expect(r.stderr).toMatch(/Top threads by joules/);
     expect(r.stderr).toMatch(/\d+ samples at \d+ Hz .* dropped/);
+    // "sampler used" was the sampler thread's alone: jouletrace's /proc watch is beside it.
+    expect(r.stderr).toMatch(/; sampler thread used \d+\.\d\d % of a core, jouletrace in all \d+\.\d\d %\n/);
     expect(r.stderr).toMatch(/source: model — ESTIMATED/);
     expect(r.stderr).not.toMatch(/\x1b\[/); // not a terminal: no colour
   });
@@ -197,6 +231,12 @@ describe('jouletrace run', () => {
     ['SIGINT', 130],
     ['SIGHUP', 129],
     ['SIGQUIT', 131],
+    // Left to their default action, these killed jouletrace, leaving its temporary files and the
+    // command, in a group of its own, running.
+    ['SIGUSR2', 140],
+    ['SIGALRM', 142],
+    ['SIGVTALRM', 154],
+    ['SIGPWR', 158],
   ] as const)('forwards %s to the command and reports its death by it, leaving no temporary file', async (signal, status) => {
     // In a session of its own, off any terminal: run from a terminal, the test's process group
     // is its foreground one, whose terminal signals jouletrace rightly does not pass on again.
@@ -432,6 +472,27 @@ describe('jouletrace run', () => {
     expect(probe.stderr).toMatch(/^jouletrace probe: cannot write to stdout: ENOSPC/);
   });
 
+  // Every error on stderr was ignored: the summary lost to a full disk, the run still exited 0.
+  it('exits 125 when the summary cannot be written to stderr, but not when its reader went away', () => {
+    const full = fs.openSync('/dev/full', 'w');
+    try {
+      const r = spawnSync(process.execPath, [BIN, 'run', '--', 'sh', '-c', 'exit 3'], { timeout: 20_000, stdio: ['ignore', 'ignore', full] });
+      expect(r.status).toBe(125);
+      // The other outputs are written all the same.
+      const csv = path.join(tmp, 'stderr-full.csv');
+      const withCsv = spawnSync(process.execPath, [BIN, 'run', '--csv', csv, '--', 'true'], { timeout: 20_000, stdio: ['ignore', 'ignore', full] });
+      expect(withCsv.status).toBe(125);
+      expect(fs.readFileSync(csv, 'utf8')).toMatch(/^time_s,seq,/);
+      // -o: nothing goes to stderr.
+      expect(spawnSync(process.execPath, [BIN, 'run', '-o', '/dev/null', '--', 'sh', '-c', 'exit 3'], { timeout: 20_000, stdio: ['ignore', 'ignore', full] }).status).toBe(3);
+    } finally {
+      fs.closeSync(full);
+    }
+    // A reader gone: the command's status.
+    const gone = spawnSync('bash', ['-c', `${process.execPath} ${BIN} run -- sh -c 'sleep 0.3; exit 3' 2>&1 >/dev/null | true; echo "rc=\${PIPESTATUS[0]}"`], { encoding: 'utf8', timeout: 20_000 });
+    expect(gone.stdout).toBe('rc=3\n');
+  });
+
   it('writes in place a file where nothing can be created beside it, and never names its own temporary file', () => {
     // /proc: a file root may open for writing, in a directory where no file can be made (ENOENT).
     // The write itself fails there (the kernel takes nothing): 125, said of the file given.
@@ -557,6 +618,17 @@ describe('jouletrace run, timing and lost samples', () => {
     expect(res.durationS).toBeLessThan(1.25);
     expect(res.domains[0].joules).toBeGreaterThan(0);
     expect(res.domains[0].joules / res.domains[0].watts).toBeCloseTo(res.durationS, 6);
+  });
+
+  // `--interval 1s -- true` printed "0.00 s elapsed" beside its joules and watts, and "1 samples at
+  // 98 Hz (every 1000000 µs)".
+  it('prints a short run in ms, and its samples with the period as given, no rate shorter than it', () => {
+    const r = jt(['run', '--interval', '1s', '--', 'true']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/^ +\d+(\.\d)? (ms|µs) {3}elapsed$/m);
+    expect(r.stderr).toMatch(/^ 1 sample \(every 1 s: longer than the run\), 0 dropped, /m);
+    const paced = jt(['run', '--interval', '1500us', '--', 'sleep', '0.1']);
+    expect(paced.stderr).toMatch(/^ \d+ samples at \d+ Hz \(every 1\.5 ms\), 0 dropped, /m);
   });
 
   it('reports no lost samples when nothing reads the ring, however long the run', () => {
@@ -862,19 +934,63 @@ describe('ProcessTreeWatcher', () => {
     w.poll([row(100, 'sh', false), row(101, 'sleep', true)]);
     expect(w.get(101)).toEqual({ ppid: 100, command: 'sleep 30' });
     // One first heard of from the sampler with its threads exited: a live process there now is
-    // another's. Its zombie is still itself (ppid known); a live one is the tree's (an orphan).
+    // another's. Its zombie is still itself (ppid known); a live one is the tree's (an orphan,
+    // whose parent, init now, is not its own: unknown).
     proc.put(102, { comm: 'other', ppid: 1, start: 950, cmdline: 'UNRELATED' });
     proc.put(103, { comm: 'true', ppid: 100, start: 960, state: 'Z' });
     proc.put(104, { comm: 'daemon', ppid: 1, start: 970, cmdline: 'daemon --fork' });
     w.poll([row(100, 'sh', false), row(102, 'true', true), row(103, 'true', true), row(104, 'daemon', false)]);
     expect(w.get(102)).toEqual({ ppid: null, command: '[true]' });
     expect(w.get(103)).toEqual({ ppid: 100, command: '[true]' });
-    expect(w.get(104)).toEqual({ ppid: 1, command: 'daemon --fork' });
+    expect(w.get(104)).toEqual({ ppid: null, command: 'daemon --fork' });
     expect(w.pids().sort()).toEqual([100, 101, 102, 103, 104]);
+  });
+
+  // An orphan first read after it was re-parented was listed with init (or a subreaper) as its
+  // parent, where the docs say a parent not seen is null.
+  it('gives an orphan heard of from the sampler no parent but one of the tree, whatever the order it is read in', () => {
+    const proc = fakeProc();
+    proc.put(100, { comm: 'sh', ppid: 1, start: 400, cmdline: 'sh -c work' });
+    proc.put(50, { comm: 'reaper', ppid: 1, start: 300, cmdline: 'reaper' });
+    const w = new ProcessTreeWatcher(100, undefined, proc.dir);
+    // 201, re-parented to the subreaper 50, and its child 202; 203 re-parented to init, a zombie.
+    proc.put(201, { comm: 'sub', ppid: 50, start: 500, cmdline: 'sh -c sub' });
+    proc.put(202, { comm: 'sleep', ppid: 201, start: 510, cmdline: 'sleep 9' });
+    proc.put(203, { comm: 'true', ppid: 1, start: 520, state: 'Z' });
+    // The sampler lists the child first and the parent last: read in either order.
+    for (const order of [[202, 201, 203], [203, 201, 202]]) {
+      const x = new ProcessTreeWatcher(100, undefined, proc.dir);
+      x.poll(order.map((pid) => row(pid, String(pid), pid === 203)));
+      expect(x.get(201)).toEqual({ ppid: null, command: 'sh -c sub' });
+      expect(x.get(202)).toEqual({ ppid: 201, command: 'sleep 9' });
+      expect(x.get(203)).toEqual({ ppid: null, command: '[true]' });
+      expect(x.get(50)).toBeUndefined();
+    }
+    // The root's parent (jouletrace) stays.
+    expect(w.get(100)).toEqual({ ppid: 1, command: 'sh -c work' });
   });
 
   // The report named main threads after the command line's first word: '/opt/my' for a
   // program at '/opt/my app/srv'.
+  // Each thread's task/TID/children file was read at every poll: 3000 idle threads took half a
+  // core. Children are found by the parent pid in their stat, read once for a process new to /proc.
+  it('finds children by the parent pid in their stat, reading no thread\'s children file', () => {
+    const proc = fakeProc();
+    proc.put(100, { comm: 'sh', ppid: 1, start: 400, cmdline: 'sh -c work' });
+    // Threads of the root, none with a children file.
+    for (let tid = 150; tid < 160; tid++) fs.mkdirSync(path.join(proc.dir, '100', 'task', String(tid)));
+    proc.put(90, { comm: 'init', ppid: 0, start: 1, cmdline: 'init' });
+    const w = new ProcessTreeWatcher(100, undefined, proc.dir);
+    proc.put(101, { comm: 'make', ppid: 100, start: 500, cmdline: 'make all' });
+    proc.put(102, { comm: 'cc', ppid: 101, start: 510, cmdline: 'cc -c a.c' });
+    proc.put(103, { comm: 'cron', ppid: 90, start: 520, cmdline: 'cron' });
+    w.poll();
+    expect(w.get(101)).toEqual({ ppid: 100, command: 'make all' });
+    expect(w.get(102)).toEqual({ ppid: 101, command: 'cc -c a.c' });
+    expect(w.get(103)).toBeUndefined();
+    expect(w.pids().sort()).toEqual([100, 101, 102]);
+  });
+
   it("gives each process's argv[0] whole, and the command's own for the root until it execs", () => {
     const proc = fakeProc();
     proc.put(100, { comm: 'sh', ppid: 1, start: 400, argv: ['/bin/sh', '-c', 'wrapper'], children: [101] });

@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ProcessShares, type ProcessTicks } from '../src/cli/process-shares';
 import { readCpuTicks } from '../src/cli/proc-stat';
-import { readAllProcesses, renderFrame, type TopFrame } from '../src/cli/top';
+import { readAllProcesses, renderFrame, ThreadRows, type TopFrame } from '../src/cli/top';
 import { countingPowercap } from './fixtures/emulated-devices';
 
 const ROOT = path.join(__dirname, '..');
@@ -97,6 +97,22 @@ describe('jouletrace top in a terminal', () => {
     await waitFor(() => screen(s).includes('TOP-EXITED=0'), 5000, 'top to exit');
     expect(flags(s)).toBe('0 1'); // back on the main screen, cursor shown
     expect(screen(s)).not.toContain('jt-spinner');
+  });
+
+  // Left to their default action, SIGQUIT and SIGUSR2 killed top with the terminal in raw mode
+  // (no ICANON, no ECHO) and on the alternate screen.
+  it.each(['SIGQUIT', 'SIGUSR2', 'SIGHUP'] as const)('restores the terminal on %s, and exits 128 + N', async (signal) => {
+    const s = `top-${signal}`;
+    const modes = "stty -a | tr ' ;' '\\n\\n' | grep -xE -- '-?(icanon|echo)' | tr '\\n' ' '";
+    tmux('new-session', '-d', '-s', s, '-x', '80', '-y', '24', `${process.execPath} ${BIN} top --pid ${target.pid}; echo TOP-EXITED=$?; echo MODES: $(${modes}); sleep 30`);
+    await waitFor(() => screen(s).includes('jt-spinner'), 10_000, 'a frame');
+    const shell = tmux('display-message', '-p', '-t', s, '#{pane_pid}').trim();
+    const top = spawnSync('pgrep', ['-P', shell], { encoding: 'utf8' }).stdout.trim().split('\n')[0];
+    process.kill(Number(top), signal);
+    await waitFor(() => screen(s).includes('MODES:'), 5000, 'top to exit');
+    expect(flags(s)).toBe('0 1');
+    expect(screen(s)).toContain(`TOP-EXITED=${128 + os.constants.signals[signal]}`);
+    expect(screen(s)).toMatch(/MODES: icanon echo/);
   });
 
   it('restores the terminal on Ctrl-C', async () => {
@@ -287,6 +303,48 @@ while True:
     }
   });
 
+  // Threads that exited had no row: for a process whose work runs in short-lived threads, the rows
+  // held 1.05 W of the process's 5.48 W.
+  it('gives the threads that exited with --pid a row of their own, so that the rows add up to the process', () => {
+    // Every 250 ms a worker thread spins 150 ms and exits; the main thread stays idle.
+    const script = "const { Worker } = require('worker_threads'); setInterval(() => new Worker('const t = Date.now(); while (Date.now() - t < 150);', { eval: true }), 250); setTimeout(() => process.exit(0), 30000);";
+    const workers = spawn(process.execPath, ['-e', script], { stdio: 'ignore' });
+    try {
+      const r = spawnSync(process.execPath, [BIN, 'top', '--pid', String(workers.pid), '--json', '--iterations', '3', '--delay', '0.6'], { encoding: 'utf8', timeout: 20_000 });
+      expect(r.status, r.stderr).toBe(0);
+      const frames = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as TopFrame);
+      expect(frames).toHaveLength(3);
+      const last = frames[2];
+      expect(last.exited!.joules).toBeGreaterThan(0);
+      for (const f of frames) {
+        const sum = f.rows.reduce((a, x) => a + x.watts, 0) + f.exited!.watts;
+        // Read apart (attribution, then the threads): a sample may fall between the two.
+        expect(Math.abs(sum - f.tracked!.watts), JSON.stringify(f)).toBeLessThan(0.05 * f.tracked!.watts + 0.01);
+      }
+    } finally {
+      workers.kill('SIGKILL');
+    }
+  });
+
+  // Past the thread slots, threads went untracked and their power into "other", unsaid.
+  it('says with --pid how many threads went untracked, the thread slots full', async () => {
+    const six = spawn('python3', ['-c', 'import threading, time\nfor _ in range(5): threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\ntime.sleep(30)'], { stdio: 'ignore' });
+    try {
+      await waitFor(() => fs.readdirSync(`/proc/${six.pid}/task`).length === 6, 5000, 'six threads');
+      const args = ['top', '--pid', String(six.pid), '--threads', 'procfs', '--max-threads', '2', '--iterations', '1', '--delay', '0.2'];
+      const json = spawnSync(process.execPath, [BIN, ...args, '--json'], { encoding: 'utf8', timeout: 15_000 });
+      expect(json.status, json.stderr).toBe(0);
+      expect((JSON.parse(json.stdout) as TopFrame).tracked!.droppedThreads).toBe(4);
+      const plain = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 15_000 });
+      expect(plain.status, plain.stderr).toBe(0);
+      expect(plain.stdout).toContain('4 threads untracked, slots full: their power is in "other" (--max-threads N)');
+      // Both threads tracked still listed under it.
+      expect(plain.stdout.split('\n').filter((l) => /^\s+\d+\s{2}python3/.test(l))).toHaveLength(2);
+    } finally {
+      six.kill('SIGKILL');
+    }
+  });
+
   it('rejects a missing process and bad options', () => {
     expect(spawnSync(process.execPath, [BIN, 'top', '--pid', '4194000'], { encoding: 'utf8' }).status).toBe(1);
     expect(spawnSync(process.execPath, [BIN, 'top', '--sort', 'size'], { encoding: 'utf8' }).status).toBe(2);
@@ -301,7 +359,10 @@ while True:
       }
       const r = spawnSync(process.execPath, [BIN, 'top', '--pid', tid!, '--threads', 'procfs'], { encoding: 'utf8', timeout: 15_000 });
       expect(r.status).toBe(1);
-      expect(r.stderr).toContain(`is a thread of process ${worker.pid}; --pid takes a process id: pass --pid ${worker.pid}`);
+      expect(r.stderr).toContain(`pid ${tid} is a thread of process ${worker.pid}; --pid takes a process id: pass --pid ${worker.pid}\n`);
+      // Named once: the library's own "jouletrace: " prefix doubled it.
+      expect(r.stderr).toMatch(/^jouletrace top: /);
+      expect(r.stderr).not.toContain('jouletrace: ');
     } finally {
       worker.kill();
     }
@@ -309,25 +370,75 @@ while True:
 });
 
 describe('renderFrame', () => {
+  const frame: TopFrame = {
+    time: '2025-01-01T12:00:00.000Z',
+    mode: 'threads',
+    pid: 1,
+    source: 'model',
+    estimated: true,
+    sort: 'watts',
+    domains: [{ name: 'package-0', watts: 12.5 }, { name: 'dram-0', watts: 1.25 }],
+    tracked: { watts: 3, baselineWatts: 5, otherWatts: 4.5, droppedThreads: 0 },
+    sampler: { rateHz: 1000, jitterP99Us: 80, dropped: 0, late: 1, cpuPercent: 1.5, backend: 'bpf' },
+    rows: Array.from({ length: 40 }, (_, i) => ({ id: i + 1, name: `thread-with-a-long-name-${i}`, cpu: i, watts: i / 10, joules: i })),
+    rest: null,
+    exited: { cpu: 15, watts: 0.4, joules: 2 },
+  };
+  const dropping = (n: number): TopFrame => ({ ...frame, tracked: { ...frame.tracked!, droppedThreads: n } });
+
   it('never draws wider than the terminal', () => {
-    const frame: TopFrame = {
-      time: '2025-01-01T12:00:00.000Z',
-      mode: 'threads',
-      pid: 1,
-      source: 'model',
-      estimated: true,
-      sort: 'watts',
-      domains: [{ name: 'package-0', watts: 12.5 }, { name: 'dram-0', watts: 1.25 }],
-      tracked: { watts: 3, baselineWatts: 5, otherWatts: 4.5 },
-      sampler: { rateHz: 1000, jitterP99Us: 80, dropped: 0, late: 1, cpuPercent: 1.5, backend: 'bpf' },
-      rows: Array.from({ length: 40 }, (_, i) => ({ id: i + 1, name: `thread-with-a-long-name-${i}`, cpu: i, watts: i / 10, joules: i })),
-      rest: null,
-    };
-    for (const width of [40, 60, 80, 132]) {
-      const lines = renderFrame(frame, width, 24, false);
-      expect(lines).toHaveLength(24);
-      for (const l of lines) expect(l.length).toBeLessThanOrEqual(width);
+    for (const f of [frame, dropping(1905)]) {
+      for (const width of [40, 60, 80, 132]) {
+        const lines = renderFrame(f, width, 24, false);
+        expect(lines).toHaveLength(24);
+        for (const l of lines) expect(l.length).toBeLessThanOrEqual(width);
+      }
     }
+  });
+
+  // Past the thread slots, threads went untracked and their power into "other" with no word of it.
+  it('says how many threads went untracked, their power in other', () => {
+    expect(renderFrame(dropping(1905), 80, 24, false)).toContain('1905 threads untracked, slots full: their power is in "other" (--max-threads N)');
+    expect(renderFrame(frame, 80, 24, false).join('\n')).not.toContain('untracked');
+  });
+
+  it('shows the (exited threads) row first, whatever the sort', () => {
+    const lines = renderFrame(frame, 80, 24, false);
+    const header = lines.findIndex((l) => l.includes('TID  NAME'));
+    expect(lines[header + 1]).toMatch(/^ {7}- {2}\(exited threads\) +15\.0 +0\.40 W +2\.000 J$/);
+    expect(lines[header + 2]).toMatch(/^ {7}1 {2}thread-with-a-long-name-0 /);
+  });
+});
+
+// A thread that exited within a refresh never showed its last energy, and one that started and
+// ended within it never showed at all: the rows did not add up to the process (5.48 W against
+// 1.05 W for a process whose work runs in short-lived threads).
+describe('ThreadRows', () => {
+  const t = (id: number, joules: number, exited = false) => ({ id, tid: id === 0 ? 0 : 1000 + id, name: id === 0 ? '(exited threads)' : `w${id}`, onCpuNs: joules * 1e8, joules, exited });
+
+  it('gives the threads that exited their energy since the last refresh, in one row', () => {
+    const r = new ThreadRows();
+    r.step([t(1, 1), t(2, 2)], 1);
+    // 2 exited after the last refresh; 3 started and ended within this one.
+    const s = r.step([t(1, 1.5), t(2, 2.4, true), t(3, 0.7, true)], 1);
+    expect(s.rows.map((x) => [x.id, x.watts])).toEqual([[1001, 0.5]]);
+    expect(s.exited.watts).toBeCloseTo(1.1, 9);
+    expect(s.exited.cpu).toBeCloseTo(11, 6);
+    // With the rows, the whole increase of the process: 5.6 - 4.
+    expect(s.rows[0].watts + s.exited.watts).toBeCloseTo(1.6, 9);
+    // Listed again, unchanged: nothing more.
+    expect(r.step([t(1, 1.5), t(2, 2.4, true), t(3, 0.7, true)], 1).exited).toEqual({ cpu: 0, watts: 0, joules: expect.closeTo(1.1, 9) as number });
+  });
+
+  it('counts once the threads folded into the (exited threads) row', () => {
+    const r = new ThreadRows();
+    r.step([t(1, 1), t(2, 2.4, true), t(3, 0.7, true)], 1);
+    // 2 and 3 folded into row 0, with 4, which came and went between the two refreshes.
+    const s = r.step([t(1, 2), t(0, 2.4 + 0.7 + 0.3, true)], 2);
+    expect(s.exited.watts).toBeCloseTo(0.3 / 2, 9);
+    expect(s.exited.joules).toBeCloseTo(3.1 + 0.3, 9);
+    const u = r.step([t(1, 2), t(0, 3.4 + 0.2, true)], 1);
+    expect(u.exited.watts).toBeCloseTo(0.2, 9);
   });
 });
 
@@ -347,6 +458,7 @@ describe('renderFrame, system-wide', () => {
       { id: 43, name: 'c1\x9bm\x7f', cpu: 1, watts: 0.06, joules: 0.5 },
     ],
     rest: { idle: { cpu: 197, watts: 11.82, joules: 100 }, other: { cpu: 0, watts: 0, joules: 0 } },
+    exited: null,
   };
 
   it('shows the (idle) and (other) rows first, and names with control characters as ?', () => {

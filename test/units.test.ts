@@ -26,6 +26,17 @@ describe('figures with their units', () => {
     }
   });
 
+  // "0.00 s elapsed" was printed beside a short run's non-zero joules and watts.
+  it('prints below a second in ms, and below a millisecond in µs', () => {
+    expect(fmtSeconds(0)).toBe('0 s');
+    expect(fmtSeconds(0.0000004)).toBe('0 µs');
+    expect(fmtSeconds(0.000851)).toBe('851 µs');
+    expect(fmtSeconds(0.0009996)).toBe('1.0 ms');
+    expect(fmtSeconds(0.00321)).toBe('3.2 ms');
+    expect(fmtSeconds(0.41234)).toBe('412.3 ms');
+    expect(fmtSeconds(0.99996)).toBe('1.00 s');
+  });
+
   it('never prints 60 seconds or 60 minutes', () => {
     expect(fmtSeconds(9.876)).toBe('9.88 s');
     expect(fmtSeconds(9.999)).toBe('10.0 s');

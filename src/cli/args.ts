@@ -4,6 +4,7 @@
 import * as fs from 'node:fs';
 import type { ProbeReport } from '../probe';
 import type { Sampler } from '../sampler';
+import { counted } from './format';
 import { SOURCE_NAMES, type SourceName, type SourceOptions } from '../source-options';
 
 export interface OptionSpec {
@@ -145,6 +146,22 @@ export function baselineOptions(options: ParsedArgs['options']): BaselineOptions
   return out;
 }
 
+/** The Sampler's thread slots when maxThreads is not given. */
+export const DEFAULT_MAX_THREADS = 4096;
+
+/** --max-threads N (run, top --pid): the Sampler's maxThreads; undefined when not given. */
+export function maxThreadsOption(options: ParsedArgs['options']): number | undefined {
+  return options['max-threads'] === undefined ? undefined : numberOption(options, 'max-threads', DEFAULT_MAX_THREADS, 1, 1_048_576, true);
+}
+
+/**
+ * Said where the tracker left threads untracked (stats().threads.droppedThreads): `whose` own
+ * work is then partly in "other".
+ */
+export function droppedThreadsNote(dropped: number, max: number, whose: string): string {
+  return `${counted(dropped, 'thread')} of ${whose} went untracked: all ${max} thread slots were in use, so their energy is counted in "other", not in ${whose}'s; --max-threads N (above the threads alive at once) tracks them all`;
+}
+
 /** The flag of the two given, to name in a refusal where neither applies. */
 export function baselineFlag(b: BaselineOptions): '--baseline' | '--calibrate' | undefined {
   return b.watts !== undefined ? '--baseline' : b.calibrateS !== undefined ? '--calibrate' : undefined;
@@ -210,7 +227,9 @@ export function flagsOf(specs: readonly OptionSpec[]): string[] {
  * --threads procfs: it already uses it).
  */
 export function inFlagWords(message: string, flags: readonly string[]): string {
-  let out = message;
+  // The library's own prefix, where the line already names the command: "jouletrace top:
+  // jouletrace: pid 12 is a thread of process 10", "threads: 'bpf': jouletrace: the eBPF ...".
+  let out = message.replace(/(^|: |\()jouletrace: /g, '$1');
   for (const w of [...FLAG_WORDING, ...PATH_WORDING]) {
     if (!flags.includes(w.flag)) out = out.replace(w.library, w.without);
     // Two calls: replace() takes a string or a function, not either.

@@ -3,13 +3,24 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { constants } from 'node:os';
 import { UsageError } from './args';
 
 // A descriptor of a process that the path names (/dev/stdout is /proc/self/fd/1).
 const FD_ALIAS = /^\/(?:dev\/(stdout|stderr|fd\/(\d+))|proc\/(self|thread-self|\d+)\/fd\/(\d+))$/;
 
-// Signals that kill a process by default, on which temporary files are removed first.
-const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
+/**
+ * Signals that kill a process by default and that a command can handle: temporary files are
+ * removed first, `run` passes them on to its command, `top` restores the terminal. Not SIGUSR1,
+ * which starts Node's inspector; not SIGPROF, V8's profiler's; not those a fault raises (SIGSEGV,
+ * SIGBUS, SIGFPE, SIGILL, SIGABRT), after which no JavaScript can be trusted to run.
+ */
+export const FATAL_SIGNALS: readonly NodeJS.Signals[] = (['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR2', 'SIGALRM', 'SIGVTALRM', 'SIGPWR'] as const).filter(
+  (sig) => sig in constants.signals,
+);
+
+/** Those of FATAL_SIGNALS that a terminal sends to its foreground process group (Ctrl-C, Ctrl-\, hang-up). */
+export const TERMINAL_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGQUIT', 'SIGHUP'];
 
 interface OutputFile {
   /** The path given, as the user wrote it (messages name it). */
@@ -50,12 +61,12 @@ export class OutputFiles<K extends string> {
 
   private constructor() {
     process.on('exit', this.#onExit);
-    for (const sig of SIGNALS) process.on(sig, this.#onSignal);
+    for (const sig of FATAL_SIGNALS) process.on(sig, this.#onSignal);
   }
 
   #unhook(): void {
     process.off('exit', this.#onExit);
-    for (const sig of SIGNALS) process.off(sig, this.#onSignal);
+    for (const sig of FATAL_SIGNALS) process.off(sig, this.#onSignal);
   }
 
   /**

@@ -15,6 +15,9 @@ import {
   filePathOption,
   flagsOf,
   inFlagWords,
+  DEFAULT_MAX_THREADS,
+  droppedThreadsNote,
+  maxThreadsOption,
   noBaselineNote,
   numberOption,
   parseArgs,
@@ -30,8 +33,8 @@ import {
   type OptionSpec,
   type SourcePaths,
 } from './args';
-import { colorEnabled, fmtJoules, fmtSeconds, fmtWatts, paint, printable } from './format';
-import { OutputFiles } from './output-files';
+import { colorEnabled, counted, fmtInterval, fmtJoules, fmtSeconds, fmtWatts, paint, printable } from './format';
+import { FATAL_SIGNALS, OutputFiles, TERMINAL_SIGNALS } from './output-files';
 import { isGone } from './proc-stat';
 
 const HELP = `Usage: jouletrace run [options] [--] <command> [args...]
@@ -52,6 +55,9 @@ Options:
   --threads B       thread tracking: bpf, procfs, off (default: bpf, else procfs).
                     Only bpf follows child processes; procfs tracks the command's own
                     process, off attributes nothing
+  --max-threads N   threads tracked at once (1 to 1048576, default 4096): past it, threads of
+                    the tree go untracked and their energy counts as "other" (a note says
+                    how many). Needs thread tracking
   --top N           threads and processes listed in the summary (default 5)
   --baseline W      idle power in watts of each package (of its package domain, else psys):
                     charged to the baseline, not to the tree (0 to 1000000; the model
@@ -71,10 +77,10 @@ Options:
 
 ${SOURCE_PATH_HELP}
 Exit status: the command's own; 128 + N when a signal N killed it; 2 for a bad command line;
-125 when jouletrace itself failed (no energy source, an output file it could not write); 126/127
-when the command could not be run.
-SIGTERM, SIGINT, SIGHUP and SIGQUIT sent to jouletrace are passed on to the command, except
-those the terminal sent to its foreground process group (Ctrl-C, Ctrl-\\, hang-up), which
+125 when jouletrace itself failed (no energy source, an output file or the summary it could not
+write; a reader gone from a pipe is no failure); 126/127 when the command could not be run.
+SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR2, SIGALRM, SIGVTALRM and SIGPWR sent to jouletrace are
+passed on to the command, except those the terminal sent to its foreground process group (Ctrl-C, Ctrl-\\, hang-up), which
 reached the command already (while the run is the terminal's foreground job, those three from
 kill count as the terminal's: send SIGTERM). Without a controlling terminal (systemd, cron, CI,
 setsid) the command runs in a process group of its own, so that a signal sent to jouletrace's
@@ -85,7 +91,9 @@ timeout --foreground). One that arrives while the command is being started ends 
 (status 128 + N), leaving no stopped process behind.
 Output files are written beside their place and moved there at the end: an existing file is
 left as it was when the run fails (/dev/stdout, /dev/stderr and /proc/self/fd/N are written
-through that descriptor).
+through that descriptor). A signal not listed above that kills (SIGKILL, SIGPROF, SIGXCPU, a
+crash's SIGSEGV or SIGABRT) leaves the temporary files (.jouletrace-PID-*) behind, and a
+command in a group of its own running.
 `;
 
 const SPECS: OptionSpec[] = [
@@ -93,6 +101,7 @@ const SPECS: OptionSpec[] = [
   { name: 'source', type: 'string' },
   { name: 'threads', type: 'string' },
   { name: 'top', type: 'number' },
+  { name: 'max-threads', type: 'number' },
   { name: 'baseline', type: 'number' },
   { name: 'calibrate', type: 'number' },
   { name: 'json', type: 'flag' },
@@ -180,24 +189,14 @@ function readArgv(pid: number, proc: string): string[] {
   }
 }
 
-function childrenOf(pid: number, proc: string): number[] {
-  const out: number[] = [];
-  let tasks: string[];
+// The processes /proc lists (threads other than a leader are not listed); undefined when it
+// cannot be read (out of file descriptors), which says nothing of the tree.
+function listProcesses(proc: string): number[] | undefined {
   try {
-    tasks = fs.readdirSync(`${proc}/${pid}/task`);
+    return fs.readdirSync(proc).filter((e) => /^\d+$/.test(e)).map(Number);
   } catch {
-    return out;
+    return undefined;
   }
-  for (const tid of tasks) {
-    try {
-      for (const c of fs.readFileSync(`${proc}/${pid}/task/${tid}/children`, 'utf8').trim().split(/\s+/)) {
-        if (c) out.push(Number(c));
-      }
-    } catch {
-      // the thread ended between readdir and read
-    }
-  }
-  return out;
 }
 
 /** A thread as the sampler lists it (sampler.threads()). */
@@ -226,6 +225,12 @@ export class ProcessTreeWatcher {
   readonly #rootArgv: readonly string[] | undefined;
   readonly #proc: string;
   #wrapperCmdline: string | undefined;
+  // Every process in /proc not known to be the tree's, with its parent when first read: a tree
+  // process's children are found here by their parent pid. Each poll reads the stat of the
+  // processes new to /proc only. Each thread's task/TID/children file, read every poll, cost a
+  // read per thread: 3000 idle threads took half a core. A pid reused between two polls keeps
+  // its first process's parent here; the sampler's list finds such a child (with eBPF).
+  readonly #outside = new Map<number, number>();
   // The tids the sampler listed at the last poll: one gone from its list since was folded.
   #listed = new Set<number>();
   #folded = 0;
@@ -267,18 +272,61 @@ export class ProcessTreeWatcher {
       for (const tid of this.#listed) if (!listed.has(tid)) this.#folded++;
       this.#listed = listed;
     }
+    const children = this.#readOutside();
     // A stack: the tree (from the root, and from each process known alive) is walked before
     // the processes heard of, so that one found in it is taken as the tree's.
     const queue: Array<[number, boolean]> = [...heard].map(([pid, h]) => [pid, h.live]);
     for (const [pid, p] of this.#known) if (p.alive) queue.push([pid, true]);
     if (!this.#known.has(this.root)) queue.push([this.root, true]);
     const seen = new Set<number>();
+    const fresh: number[] = [];
     while (queue.length > 0) {
       const [pid, adopt] = queue.pop()!;
       if (seen.has(pid)) continue;
       seen.add(pid);
-      if (this.#look(pid, adopt, heard.get(pid)?.name)) for (const c of childrenOf(pid, this.#proc)) queue.push([c, true]);
+      const known = this.#known.has(pid);
+      if (this.#look(pid, adopt, heard.get(pid)?.name)) for (const c of children.get(pid) ?? []) queue.push([c, true]);
+      if (!known && this.#known.has(pid)) fresh.push(pid);
+      if (this.#known.has(pid)) this.#outside.delete(pid);
     }
+    // A parent that is not the tree's is not the real one: an orphan heard of from the sampler
+    // was re-parented to init or a subreaper before it was first read. Told once all of this
+    // poll's processes are known, its own parent among them whatever the order they were read in.
+    for (const pid of fresh) {
+      const p = this.#known.get(pid)!;
+      if (pid !== this.root && p.ppid !== null && !this.#known.has(p.ppid)) p.ppid = null;
+    }
+  }
+
+  // Reads the stat of each process new to /proc, forgets those gone from it; returns the
+  // processes outside the tree by parent pid.
+  #readOutside(): Map<number, number[]> {
+    const listed = listProcesses(this.#proc);
+    if (listed !== undefined) {
+      const now = new Set(listed);
+      for (const pid of this.#outside.keys()) if (!now.has(pid)) this.#outside.delete(pid);
+      for (const pid of listed) {
+        if (this.#outside.has(pid) || this.#known.has(pid)) continue;
+        let st: ProcStat | null;
+        try {
+          st = readStat(pid, this.#proc, true);
+        } catch (e) {
+          // Not allowed (hidepid=1): never to be read, nor taken as the tree's (#look could not
+          // read it either). Anything else (out of file descriptors): read again next poll.
+          const code = (e as NodeJS.ErrnoException).code;
+          if (code === 'EACCES' || code === 'EPERM') this.#outside.set(pid, -1);
+          continue;
+        }
+        if (st !== null) this.#outside.set(pid, st.ppid);
+      }
+    }
+    const byParent = new Map<number, number[]>();
+    for (const [pid, ppid] of this.#outside) {
+      const list = byParent.get(ppid);
+      if (list) list.push(pid);
+      else byParent.set(ppid, [pid]);
+    }
+    return byParent;
   }
 
   // Reads one process; returns whether it is alive in the tree. `adopt`: a live process under
@@ -318,7 +366,8 @@ export class ProcessTreeWatcher {
         cmd = argv.join(' ');
       }
     }
-    // The first parent seen is the real one: an orphan is later re-parented to a subreaper or init.
+    // The first parent seen is the real one: an orphan is later re-parented to a subreaper or
+    // init (one first read after that is told apart in poll()).
     this.#known.set(pid, { ppid: prev ? prev.ppid : st!.ppid, command: cmd, program: argv[0], alive: true, start: st!.start });
     return true;
   }
@@ -405,6 +454,10 @@ interface RunResult {
     baseline: number;
     other: number;
     total: number;
+    /** Thread slots (--max-threads). */
+    maxThreads: number;
+    /** Threads of the tree left untracked, every slot in use: their energy is in `other`. */
+    droppedThreads: number;
   };
   processes: ProcessInfo[];
   threads: Array<Pick<ThreadEnergy, 'tid' | 'pid' | 'name' | 'onCpuNs' | 'joules' | 'exited'>>;
@@ -415,7 +468,13 @@ interface RunResult {
     missedDeadlines: number;
     readErrors: number;
     jitterUs: { p50: number; p99: number; max: number };
+    /** CPU time of the sampler thread, as a percentage of one core over its run. */
     cpuPercent: number;
+    /**
+     * CPU time of jouletrace's whole process (the sampler thread, the /proc walk, the --csv and
+     * --live writers) while the command ran, as a percentage of one core.
+     */
+    jouletraceCpuPercent: number;
   };
   notes: string[];
 }
@@ -447,7 +506,8 @@ function formatSummary(r: RunResult, top: number, color: boolean): string {
     lines.push('', ` Where the ${r.tree.domains.join('+')} energy went (${r.tree.backend}${r.tree.followsChildren ? ', children followed' : ', this process only'}):`);
     lines.push(`   ${fmtJoules(r.tree.joules).padStart(12)}   ${c.bold('process tree')}  ${pct(r.tree.joules).padStart(8)}   ${processCount(r.processes)} process(es)`);
     lines.push(`   ${fmtJoules(r.tree.baseline).padStart(12)}   baseline      ${pct(r.tree.baseline).padStart(8)}`);
-    lines.push(`   ${fmtJoules(r.tree.other).padStart(12)}   other         ${pct(r.tree.other).padStart(8)}   other processes, and idle`);
+    const otherIs = r.tree.droppedThreads > 0 ? `other processes, idle, and ${counted(r.tree.droppedThreads, 'untracked thread')} of the tree` : 'other processes, and idle';
+    lines.push(`   ${fmtJoules(r.tree.other).padStart(12)}   other         ${pct(r.tree.other).padStart(8)}   ${otherIs}`);
     if (r.threads.length > 0) {
       lines.push('', ` Top threads by joules:`);
       lines.push(c.dim(`   ${'tid'.padStart(8)} ${'pid'.padStart(8)}  ${'name'.padEnd(16)} ${'on-CPU'.padStart(10)} ${'joules'.padStart(12)}`));
@@ -467,20 +527,21 @@ function formatSummary(r: RunResult, top: number, color: boolean): string {
     }
   }
   const s = r.sampler;
+  // A rate over a run shorter than the period is the run's length, not the sampler's pace
+  // ("1 samples at 98 Hz (every 1000000 µs)" for `--interval 1s -- true`).
+  const paced = r.durationS * 1e6 >= r.intervalUs;
+  const pace = paced ? ` at ${s.achievedRateHz.toFixed(0)} Hz (every ${fmtInterval(r.intervalUs)})` : ` (every ${fmtInterval(r.intervalUs)}: longer than the run)`;
   lines.push(
     '',
-    ` ${s.samples} samples at ${s.achievedRateHz.toFixed(0)} Hz (every ${r.intervalUs} µs), ${s.dropped} dropped, ` +
+    ` ${counted(s.samples, 'sample')}${pace}, ${s.dropped} dropped, ` +
       `${s.missedDeadlines} late, jitter p50 ${s.jitterUs.p50.toFixed(1)} µs / p99 ${s.jitterUs.p99.toFixed(1)} µs; ` +
-      `sampler used ${s.cpuPercent.toFixed(2)} % of a core`,
+      `sampler thread used ${s.cpuPercent.toFixed(2)} % of a core, jouletrace in all ${s.jouletraceCpuPercent.toFixed(2)} %`,
   );
   lines.push(` source: ${r.source}${r.estimated ? c.yellow(' — ESTIMATED from CPU time, no energy counters on this machine') : ' (measured)'}`);
   for (const n of r.notes) lines.push(c.dim(` note: ${n}`));
   lines.push(` exit status: ${r.exitCode}${r.signal ? ` (killed by ${r.signal})` : ''}`, '');
   return lines.join('\n');
 }
-
-// Signals jouletrace passes on to the command (see forward in runCommand).
-const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
 
 /** Whether this process is in its controlling terminal's foreground process group. */
 function inTerminalForeground(): boolean {
@@ -500,6 +561,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   let intervalUs = 1000;
   let top = 5;
   let threadsOpt: 'bpf' | 'procfs' | 'off' | undefined;
+  let maxThreads: number | undefined;
   let source: SourceName | undefined;
   let paths: SourcePaths;
   let baseline: BaselineOptions;
@@ -515,6 +577,8 @@ export async function runCommand(argv: string[]): Promise<number> {
     baseline = baselineOptions(parsed.options);
     const flag = baselineFlag(baseline);
     if (threadsOpt === 'off' && flag) throw new UsageError(`${flag} needs thread tracking, which --threads off turns off`);
+    maxThreads = maxThreadsOption(parsed.options);
+    if (threadsOpt === 'off' && maxThreads !== undefined) throw new UsageError('--max-threads needs thread tracking, which --threads off turns off');
     source = sourceOption(parsed.options);
     paths = sourcePathOptions(parsed.options);
     for (const name of ['output', 'csv', 'html']) filePathOption(parsed.options, name);
@@ -565,9 +629,9 @@ export async function runCommand(argv: string[]): Promise<number> {
     startupSignal ??= sig;
     child.kill('SIGKILL');
   };
-  for (const sig of FORWARDED) process.on(sig, onStartupSignal);
+  for (const sig of FATAL_SIGNALS) process.on(sig, onStartupSignal);
   const endStartup = () => {
-    for (const sig of FORWARDED) process.off(sig, onStartupSignal);
+    for (const sig of FATAL_SIGNALS) process.off(sig, onStartupSignal);
   };
   if (child.pid === undefined) {
     const e = await spawnError;
@@ -625,6 +689,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   if (threadsOpt !== 'off') {
     samplerOptions.pid = pid;
     if (threadsOpt !== 'procfs') samplerOptions.followChildren = true;
+    if (maxThreads !== undefined) samplerOptions.maxThreads = maxThreads;
   }
   let sampler: Sampler | undefined;
   try {
@@ -707,7 +772,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   // in a group of its own gets none of those but from jouletrace.
   let passedOn: NodeJS.Signals | undefined;
   const forward = (sig: NodeJS.Signals) => () => {
-    if (!ownGroup && sig !== 'SIGTERM' && inTerminalForeground()) return;
+    if (!ownGroup && TERMINAL_SIGNALS.includes(sig) && inTerminalForeground()) return;
     passedOn = sig;
     try {
       process.kill(pid, sig);
@@ -715,18 +780,27 @@ export async function runCommand(argv: string[]): Promise<number> {
       // already gone
     }
   };
-  const forwarded = FORWARDED.map((sig) => [sig, forward(sig)] as const);
+  const forwarded = FATAL_SIGNALS.map((sig) => [sig, forward(sig)] as const);
   for (const [sig, fn] of forwarded) process.on(sig, fn);
   endStartup(); // after the forwarders are on: a signal between the two would find no handler
 
   process.kill(pid, 'SIGCONT');
   const t0 = process.hrtime.bigint();
+  const cpu0 = process.cpuUsage();
   // The tree is walked in /proc every 100 ms, to read each process's command line while it
-  // lives; the sampler's list (4.6 ms for 4096 threads) is read every 500 ms, for the processes
-  // the walk cannot find (an orphan re-parented before it was seen).
-  let polls = 0;
+  // lives; the sampler's list is read for the processes the walk cannot find (an orphan
+  // re-parented before it was seen): every 500 ms, or less often where it costs more than 2 % of
+  // that time. It reads each live thread's name in /proc: 40 ms for 3000 threads.
+  let listDue = 0n;
   const poller = setInterval(() => {
-    watcher.poll(backend !== 'off' && polls++ % 5 === 0 ? sampler.threads() : undefined);
+    let tracked: ThreadEnergy[] | undefined;
+    if (backend !== 'off' && process.hrtime.bigint() >= listDue) {
+      const before = process.hrtime.bigint();
+      tracked = sampler.threads();
+      const took = process.hrtime.bigint() - before;
+      listDue = before + (took * 50n > 500_000_000n ? took * 50n : 500_000_000n);
+    }
+    watcher.poll(tracked);
     drainCsv();
   }, 100);
   let prevTotals = sampler.totals();
@@ -769,6 +843,8 @@ export async function runCommand(argv: string[]): Promise<number> {
   // The sampler first: its final sample, taken at stop(), is the collector's last point (it
   // polls at the end of each run, until its own stop()).
   sampler.stop();
+  const cpu = process.cpuUsage(cpu0);
+  const cpuWallUs = Number(process.hrtime.bigint() - t0) / 1e3;
   collector?.stop();
   for (const [sig, fn] of forwarded) process.off(sig, fn);
   drainCsv();
@@ -787,6 +863,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const stats = sampler.stats();
   const still = stats.timing.countersStillUs.longest / 1e6;
   if (!stats.estimated && still >= COUNTERS_STILL_NOTE_S) notes.push(countersStillNote(sampler.source, still));
+  if (stats.threads.droppedThreads > 0) notes.push(droppedThreadsNote(stats.threads.droppedThreads, maxThreads ?? DEFAULT_MAX_THREADS, 'the tree'));
   const threads = backend !== 'off' ? sampler.threads() : [];
   watcher.poll(backend !== 'off' ? threads : undefined);
   const attribution = backend !== 'off' ? sampler.attribution() : null;
@@ -809,6 +886,8 @@ export async function runCommand(argv: string[]): Promise<number> {
           baseline: attribution.baseline,
           other: attribution.other,
           total: attribution.total,
+          maxThreads: maxThreads ?? DEFAULT_MAX_THREADS,
+          droppedThreads: stats.threads.droppedThreads,
         }
       : null,
     processes: processTable(threads, watcher, backend === 'bpf'),
@@ -821,6 +900,7 @@ export async function runCommand(argv: string[]): Promise<number> {
       readErrors: stats.timing.readErrors,
       jitterUs: { p50: stats.timing.jitterUs.p50, p99: stats.timing.jitterUs.p99, max: stats.timing.jitterUs.max },
       cpuPercent: stats.timing.cpuPercent,
+      jouletraceCpuPercent: cpuWallUs > 0 ? (100 * (cpu.user + cpu.system)) / cpuWallUs : 0,
     },
     notes,
   };
@@ -852,12 +932,19 @@ export async function runCommand(argv: string[]): Promise<number> {
 
   const text = json ? JSON.stringify(res, null, 2) + '\n' : formatSummary(res, top, typeof opts.output === 'string' ? false : colorEnabled(err));
   let written = true;
+  let summaryLost = false;
   if (files.fd('output') !== undefined) {
     const e = files.write('output', text);
     if (e) err.write(`jouletrace run: cannot write ${opts.output}: ${e.message}\n`);
     written = e === undefined;
   } else if (json) process.stdout.write(text);
-  else err.write(text);
+  else {
+    // Failed for another reason than a reader gone (`2>&1 | head`), a full disk (2>/dev/full)
+    // say, the summary is lost: the run fails, as with a report that stdout cannot take. Where
+    // stderr cannot be written, nothing can say so.
+    const e = await new Promise<NodeJS.ErrnoException | null | undefined>((resolve) => err.write(text, resolve));
+    summaryLost = e != null && e.code !== 'EPIPE';
+  }
   const failed = files.failed();
   files.commit();
   failed.push(...files.unplaced);
@@ -867,5 +954,5 @@ export async function runCommand(argv: string[]): Promise<number> {
     if (!written || files.isUnplaced('output')) err.write(text);
     return EXIT_INTERNAL;
   }
-  return exitCode;
+  return summaryLost ? EXIT_INTERNAL : exitCode;
 }

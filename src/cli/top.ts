@@ -1,13 +1,15 @@
 // `jouletrace top [--pid N]`: a live view, refreshed every second, of where power goes: the
 // threads of one process (eBPF or procfs attribution), or the busiest processes system-wide.
 import * as fs from 'node:fs';
-import { Sampler, type SamplerOptions } from '../sampler';
+import { constants } from 'node:os';
+import { Sampler, type SamplerOptions, type ThreadEnergy } from '../sampler';
 import {
   baselineFlag,
   baselineOptions,
   choiceOption,
   flagsOf,
   inFlagWords,
+  maxThreadsOption,
   noBaselineNote,
   numberOption,
   parseArgs,
@@ -21,22 +23,27 @@ import {
   type BaselineOptions,
   type OptionSpec,
 } from './args';
-import { colorEnabled, fit, fmtJoules, fmtWatts, paint, printable } from './format';
+import { colorEnabled, counted, fit, fmtJoules, fmtWatts, paint, printable } from './format';
+import { FATAL_SIGNALS } from './output-files';
 import { processGone, readCpuTicks, readProcStat, watchedProcessStart } from './proc-stat';
 import { ProcessShares, type ProcessTicks } from './process-shares';
 
 const HELP = `Usage: jouletrace top [--pid N] [options]
 
-A live view refreshed every second. With --pid: the threads of process N, each with its
-CPU share, watts and joules attributed since top started. Without it: the busiest processes
-system-wide, each given its share of the package power by CPU time: the CPU time it used over
-that of all CPUs, idle time included (read from /proc; an estimate of share even where the
-package power is measured). Two rows hold the rest, so that all rows add up to the package
-power: "(idle)", the idle CPU time's share, and "(other: exited, irq)", busy time no process
-listed accounts for (processes that ended during the refresh, interrupts). Above the table:
-power per domain and the sampler's health. Names are shown with control characters as '?'.
+A live view refreshed every second. With --pid: the threads of process N, each with its CPU
+share, watts and joules attributed since top started, and a row "(exited threads)" for those
+that exited (in the refresh, or before: joules since top started), so that the rows add up
+to the process line. Without it: the busiest processes system-wide, each given its share of
+the package power by CPU time: the CPU time it used over that of all CPUs, idle time
+included (read from /proc; an estimate of share even where the package power is measured).
+Two rows hold the rest, so that all rows add up to the package power: "(idle)", the idle CPU
+time's share, and "(other: exited, irq)", busy time no process listed accounts for
+(processes that ended during the refresh, interrupts). Above the table: power per domain and
+the sampler's health. Names are shown with control characters as '?'.
 
-Keys: q quits, s changes the sort (watts, joules, cpu, name). Ctrl-C quits too.
+Keys: q quits, s changes the sort (watts, joules, cpu, name). Ctrl-C quits too. SIGTERM,
+SIGINT, SIGHUP, SIGQUIT, SIGUSR2, SIGALRM, SIGVTALRM and SIGPWR end it with the terminal
+restored (status 128 + N).
 Off a terminal (or with --json) it prints a plain block (or a JSON line) per refresh.
 
 Options:
@@ -47,6 +54,9 @@ Options:
   --sort K          initial sort: watts, joules, cpu, name (default watts)
   --source S        energy source: auto, msr, perf, powercap, model (default auto)
   --threads B       with --pid: bpf or procfs (default: bpf, else procfs)
+  --max-threads N   with --pid: threads tracked at once (1 to 1048576, default 4096). Past
+                    it, threads go untracked and their power counts as "other": the process
+                    line says how many
   --baseline W      with --pid: idle power in watts of each package (of its package
                     domain, else psys), charged to the baseline, not to the process (0 to
                     1000000). On measured counters without it, idle power is shared out by
@@ -65,6 +75,7 @@ const SPECS: OptionSpec[] = [
   { name: 'sort', type: 'string' },
   { name: 'source', type: 'string' },
   { name: 'threads', type: 'string' },
+  { name: 'max-threads', type: 'number' },
   { name: 'baseline', type: 'number' },
   { name: 'calibrate', type: 'number' },
   { name: 'json', type: 'flag' },
@@ -85,7 +96,7 @@ export interface TopRow {
   joules: number;
 }
 
-/** One of the rows that hold the package power no process listed drew (system-wide only). */
+/** One of the rows that hold the power no row listed drew: system-wide, the idle time's and the rest; with --pid, the exited threads'. */
 export interface TopRest {
   /** Percent of one CPU over the last refresh. */
   cpu: number;
@@ -102,11 +113,20 @@ export interface TopFrame {
   estimated: boolean;
   sort: SortKey;
   domains: Array<{ name: string; watts: number }>;
-  tracked: { watts: number; baselineWatts: number; otherWatts: number } | null;
+  /**
+   * --pid: the process's power, the baseline's and everything else's. `droppedThreads`: its
+   * threads left untracked, every thread slot in use (their power is in `otherWatts`).
+   */
+  tracked: { watts: number; baselineWatts: number; otherWatts: number; droppedThreads: number } | null;
   sampler: { rateHz: number; jitterP99Us: number; dropped: number; late: number; cpuPercent: number; backend: string };
   rows: TopRow[];
   /** System-wide: the idle CPU time's share, and busy time no row accounts for; null with --pid. */
   rest: { idle: TopRest; other: TopRest } | null;
+  /**
+   * --pid: the threads that exited, which have no row: with it, the rows add up to the process's
+   * power. Its joules: of every thread that exited since top started. Null system-wide.
+   */
+  exited: TopRest | null;
 }
 
 // /proc reports CPU time in USER_HZ ticks, 100 per second on every Linux architecture we run on.
@@ -145,7 +165,51 @@ function sortRows(rows: TopRow[], key: SortKey): TopRow[] {
   return rows.sort((a, b) => by[key](a, b) || a.id - b.id);
 }
 
-const REST_NAMES = { idle: '(idle)', other: '(other: exited, irq)' };
+const REST_NAMES = { idle: '(idle)', other: '(other: exited, irq)', exited: '(exited threads)' };
+
+/**
+ * @internal Exported for its test.
+ * --pid's rows, one per live thread, from the sampler's list at each refresh, and one for the
+ * threads that exited: a thread that exits within a refresh has its last joules there, and one
+ * that starts and ends within it its whole energy.
+ */
+export class ThreadRows {
+  // By row id: a tid the kernel gives again to a new thread would be measured from the exited
+  // thread's figures (its first frame a negative power).
+  readonly #prev = new Map<number, { joules: number; onCpuNs: number }>();
+  #exitedJoules = 0;
+
+  step(threads: ReadonlyArray<Pick<ThreadEnergy, 'id' | 'tid' | 'name' | 'onCpuNs' | 'joules' | 'exited'>>, dt: number): { rows: TopRow[]; exited: TopRest } {
+    const listed = new Set(threads.map((t) => t.id));
+    // Rows gone from the list since the last refresh were folded into the "(exited threads)" row
+    // (id 0; past 4096 exited threads): their figures, counted under their own rows, are in its
+    // increase too, and come off it.
+    let folded = { joules: 0, onCpuNs: 0 };
+    for (const [id, p] of this.#prev) {
+      if (listed.has(id)) continue;
+      folded = { joules: folded.joules + p.joules, onCpuNs: folded.onCpuNs + p.onCpuNs };
+      this.#prev.delete(id);
+    }
+    const rows: TopRow[] = [];
+    let joules = 0;
+    let onCpuNs = 0;
+    for (const t of threads) {
+      const p = this.#prev.get(t.id) ?? { joules: 0, onCpuNs: 0 };
+      this.#prev.set(t.id, { joules: t.joules, onCpuNs: t.onCpuNs });
+      if (!t.exited) {
+        rows.push({ id: t.tid, name: t.name, cpu: (100 * (t.onCpuNs - p.onCpuNs)) / 1e9 / dt, watts: (t.joules - p.joules) / dt, joules: t.joules });
+      } else if (t.id === 0) {
+        joules += Math.max(0, t.joules - p.joules - folded.joules);
+        onCpuNs += Math.max(0, t.onCpuNs - p.onCpuNs - folded.onCpuNs);
+      } else {
+        joules += t.joules - p.joules;
+        onCpuNs += t.onCpuNs - p.onCpuNs;
+      }
+    }
+    this.#exitedJoules += joules;
+    return { rows, exited: { cpu: (100 * onCpuNs) / 1e9 / dt, watts: joules / dt, joules: this.#exitedJoules } };
+  }
+}
 
 /** The screen as lines no wider than `width`, at most `height` of them. */
 export function renderFrame(f: TopFrame, width: number, height: number, color: boolean): string[] {
@@ -156,6 +220,8 @@ export function renderFrame(f: TopFrame, width: number, height: number, color: b
   lines.push(fit(f.domains.map((d) => `${d.name} ${fmtWatts(d.watts)}`).join('   '), width));
   if (f.tracked) {
     lines.push(fit(`process ${fmtWatts(f.tracked.watts)}   baseline ${fmtWatts(f.tracked.baselineWatts)}   other ${fmtWatts(f.tracked.otherWatts)}`, width));
+    const n = f.tracked.droppedThreads;
+    if (n > 0) lines.push(c.yellow(fit(`${counted(n, 'thread')} untracked, slots full: their power is in "other" (--max-threads N)`, width)));
   } else {
     lines.push(fit('package power shared by CPU time, idle time included (from /proc)', width));
   }
@@ -172,6 +238,7 @@ export function renderFrame(f: TopFrame, width: number, height: number, color: b
     fit(`${id.padStart(8)}  ${fit(printable(name), nameW).padEnd(nameW)} ${r.cpu.toFixed(1).padStart(7)} ${fmtWatts(r.watts).padStart(10)} ${fmtJoules(r.joules).padStart(12)}`, width);
   // First, whatever the sort: with them the rows add up to the package power.
   if (f.rest) lines.push(c.dim(row('-', REST_NAMES.idle, f.rest.idle)), c.dim(row('-', REST_NAMES.other, f.rest.other)));
+  if (f.exited) lines.push(c.dim(row('-', REST_NAMES.exited, f.exited)));
   const room = Math.max(1, height - lines.length - 1);
   for (const r of f.rows.slice(0, room)) lines.push(row(String(r.id), r.name, r));
   while (lines.length < height - 1) lines.push('');
@@ -216,6 +283,11 @@ export async function topCommand(argv: string[]): Promise<number> {
       if (pid === undefined) throw new UsageError('--threads needs --pid (system-wide view reads /proc)');
       samplerOptions.threads = threads;
     }
+    const maxThreads = maxThreadsOption(options);
+    if (maxThreads !== undefined) {
+      if (pid === undefined) throw new UsageError('--max-threads needs --pid (system-wide view reads /proc)');
+      samplerOptions.maxThreads = maxThreads;
+    }
     baseline = baselineOptions(options);
     const flag = baselineFlag(baseline);
     if (pid === undefined && flag) throw new UsageError(`${flag} needs --pid (the system-wide view shares the package power by CPU time)`);
@@ -257,7 +329,7 @@ export async function topCommand(argv: string[]): Promise<number> {
   sampler.start();
   let prevTotals = sampler.totals();
   let prevAttr = pid !== undefined ? sampler.attribution() : null;
-  const prevThreadJ = new Map<number, { joules: number; onCpuNs: number }>();
+  const threadRows = new ThreadRows();
   let procs = pid === undefined ? readAllProcesses() : undefined;
   const shares = procs ? new ProcessShares(procs, readCpuTicks()) : undefined;
   let lastFrame: TopFrame | undefined;
@@ -272,6 +344,7 @@ export async function topCommand(argv: string[]): Promise<number> {
     let rows: TopRow[] = [];
     let tracked: TopFrame['tracked'] = null;
     let rest: TopFrame['rest'] = null;
+    let exited: TopFrame['exited'] = null;
     if (pid !== undefined) {
       const a = sampler.attribution();
       if (prevAttr) {
@@ -279,20 +352,11 @@ export async function topCommand(argv: string[]): Promise<number> {
           watts: (a.process - prevAttr.process) / dt,
           baselineWatts: (a.baseline - prevAttr.baseline) / dt,
           otherWatts: (a.other - prevAttr.other) / dt,
+          droppedThreads: sampler.stats().threads.droppedThreads,
         };
       }
       prevAttr = a;
-      // By row id: a tid the kernel gives again to a new thread would be measured from the exited
-      // thread's figures (its first frame a negative power).
-      const live = new Set<number>();
-      for (const t of sampler.threads()) {
-        if (t.exited) continue;
-        live.add(t.id);
-        const p = prevThreadJ.get(t.id) ?? { joules: 0, onCpuNs: 0 };
-        rows.push({ id: t.tid, name: t.name, cpu: (100 * (t.onCpuNs - p.onCpuNs)) / 1e9 / dt, watts: (t.joules - p.joules) / dt, joules: t.joules });
-        prevThreadJ.set(t.id, { joules: t.joules, onCpuNs: t.onCpuNs });
-      }
-      for (const id of prevThreadJ.keys()) if (!live.has(id)) prevThreadJ.delete(id);
+      ({ rows, exited } = threadRows.step(sampler.threads(), dt));
     } else {
       procs = readAllProcesses(procs);
       const step = shares!.step(procs, readCpuTicks(), pkgWatts, dt);
@@ -323,6 +387,7 @@ export async function topCommand(argv: string[]): Promise<number> {
       },
       rows: sortRows(rows, sort),
       rest,
+      exited,
     };
   };
 
@@ -337,7 +402,8 @@ export async function topCommand(argv: string[]): Promise<number> {
       out.write('\x1b[H' + lines.map((l) => l + '\x1b[K').join('\r\n') + '\x1b[J');
     } else {
       // Plain blocks separated by one blank line: no padding, no key help.
-      const lines = renderFrame(lastFrame, 80, Math.min(lastFrame.rows.length, 15) + (lastFrame.rest ? 10 : 8), false).slice(0, -1);
+      const above = (lastFrame.rest ? 2 : 0) + (lastFrame.exited ? 1 : 0) + ((lastFrame.tracked?.droppedThreads ?? 0) > 0 ? 1 : 0);
+      const lines = renderFrame(lastFrame, 80, Math.min(lastFrame.rows.length, 15) + 8 + above, false).slice(0, -1);
       out.write(lines.filter((l) => l.trim() !== '').join('\n') + '\n\n');
     }
   };
@@ -367,15 +433,15 @@ export async function topCommand(argv: string[]): Promise<number> {
       done = true;
       if (timer) clearTimeout(timer);
       process.stdin.off('data', onKey);
-      process.off('SIGINT', onInt);
-      process.off('SIGTERM', onTerm);
+      for (const sig of FATAL_SIGNALS) process.off(sig, onSignal);
       process.off('SIGWINCH', draw);
       restore();
       sampler.close();
       resolve(code);
     };
-    const onInt = () => finish(130);
-    const onTerm = () => finish(143);
+    // Left to their default action, they killed top with the terminal in raw mode, on the
+    // alternate screen, the cursor hidden: 'exit' does not run then.
+    const onSignal = (sig: NodeJS.Signals) => finish(128 + constants.signals[sig]);
     // `top --json | head -1`: the reader is gone, which ends top as it ends any filter.
     // Kept after finish(): the last frame's write fails only once top has finished.
     const onOutError = (e: NodeJS.ErrnoException) => {
@@ -396,8 +462,7 @@ export async function topCommand(argv: string[]): Promise<number> {
         }
       }
     };
-    process.on('SIGINT', onInt);
-    process.on('SIGTERM', onTerm);
+    for (const sig of FATAL_SIGNALS) process.on(sig, onSignal);
     out.on('error', onOutError);
     if (tty) {
       out.write('\x1b[?1049h\x1b[?25l\x1b[H\x1b[2J');
