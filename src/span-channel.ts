@@ -372,6 +372,13 @@ export class SpanChannel {
   readonly sharedListeners = new NumericListeners();
   /** @internal The same for internal spans (beginInternal: exact-mode request callbacks). */
   readonly internalListeners = new NumericListeners();
+  /**
+   * @internal Called once, when the channel finds it or its sampler closed (its close(), or a
+   * poll that reads the sampler closed from another thread): an exact-mode tracker lets go of
+   * its async hook, which costs every callback of the process, once nothing can begin here.
+   */
+  readonly closeListeners = new Set<() => void>();
+  #toldClosed = false;
 
   constructor(samplerId: number, options: SpanChannelOptions = {}) {
     const opts = checkObject('options', options);
@@ -972,7 +979,10 @@ export class SpanChannel {
         // with 60,000 requests in flight recorded 49,152).
         if (left === 0 || this.#resTail === tail) break;
       }
-      if (running === SAMPLER_CLOSED) this.#abandonWaiters();
+      if (running === SAMPLER_CLOSED) {
+        this.#abandonWaiters();
+        this.#tellClosed();
+      }
     }
     return n;
   }
@@ -1167,6 +1177,13 @@ export class SpanChannel {
       // down and throw CLOSED (a tracker holds the channel itself, past the sampler's checks).
       Atomics.store(this.#i32, RUNNING, 0);
       this.#abandonWaiters();
+      this.#tellClosed();
     }
+  }
+
+  #tellClosed(): void {
+    if (this.#toldClosed) return;
+    this.#toldClosed = true;
+    for (const l of [...this.closeListeners]) l();
   }
 }

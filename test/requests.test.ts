@@ -1797,6 +1797,83 @@ describe('exact mode edges', () => {
     }
   });
 
+  // A tracker of each mode, with its records, on one running sampler (procfs).
+  function trackerOfEachMode() {
+    const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
+    cleanups.push(() => sampler.close());
+    sampler.start();
+    return (['shared', 'exact'] as const).map((mode) => {
+      const tracker = new RequestTracker(sampler, { mode });
+      cleanups.push(() => tracker.close());
+      const records: RequestRecord[] = [];
+      tracker.onRequest((rs) => records.push(...rs));
+      return { mode, tracker, records };
+    });
+  }
+
+  it('start() and track() refuse a run that is no function before the request begins, in either mode', () => {
+    for (const { mode, tracker } of trackerOfEachMode()) {
+      for (const [bad, shown] of [[5, '5 of type number'], ['x', '"x" of type string'], [{}, '{} of type object']] as const) {
+        // Was V8's bare "run is not a function", thrown once the request had begun: in flight for good.
+        expect(() => tracker.start('GET', '/bad', bad as unknown as () => void), mode).toThrow(
+          new TypeError(`Expected a function (the work to run in the request's context) or undefined for run but received ${shown}`),
+        );
+        expect(() => tracker.track({ method: 'GET' } as http.IncomingMessage, {} as http.ServerResponse, '/bad', bad as unknown as () => void), mode).toThrow('for run but received');
+      }
+      expect(tracker.inFlight, mode).toBe(0);
+    }
+  });
+
+  it('start() ends the request of a run that throws, with status 500, and rethrows, in either mode', async () => {
+    for (const { mode, tracker, records } of trackerOfEachMode()) {
+      const boom = new Error('user bug');
+      expect(() =>
+        tracker.start('GET', '/throws', () => {
+          throw boom;
+        }),
+      ).toThrow(boom);
+      // No token came back to end it with: it ended there, as a failed request.
+      await until(() => records.length === 1);
+      expect(records.map((r) => [r.route, r.statusCode]), mode).toEqual([['/throws', 500]]);
+      expect(tracker.inFlight, mode).toBe(0);
+    }
+  });
+
+  it('on a closed sampler start() throws without running run, as on a closed tracker, in either mode', () => {
+    for (const mode of ['shared', 'exact'] as const) {
+      for (const closing of ['sampler', 'tracker'] as const) {
+        const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
+        cleanups.push(() => sampler.close());
+        const tracker = new RequestTracker(sampler, { mode });
+        cleanups.push(() => tracker.close());
+        sampler.start();
+        if (closing === 'sampler') sampler.close();
+        else tracker.close();
+        let ran = 0;
+        // A hook's `try { start(..., next) } catch { next() }` ran next twice.
+        expect(() => tracker.start('GET', '/x', () => ran++), `${mode}, ${closing}`).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_CLOSED' }));
+        expect(ran, `${mode}, ${closing}`).toBe(0);
+      }
+    }
+  });
+
+  it("exact mode: the async hook goes when the sampler closes with nothing in flight, else as the last request in flight ends", async () => {
+    const { sampler, tracker } = exactProcfs();
+    sampler.start();
+    expect(tracker.hookEnabled).toBe(true);
+    sampler.close(); // the tracker left open: its hook cost every callback of the process
+    expect(tracker.hookEnabled).toBe(false);
+
+    const second = exactProcfs();
+    second.sampler.start();
+    const t = await new Promise<RequestToken>((resolve) => setTimeout(() => resolve(second.tracker.start('GET', '/x')!), 0));
+    second.sampler.close();
+    expect(second.tracker.hookEnabled).toBe(true); // measuring the request in flight
+    second.tracker.end(t, 200);
+    await until(() => second.records.length === 1);
+    expect(second.tracker.hookEnabled).toBe(false);
+  });
+
   it("end() refuses another tracker's token and what is no token, and leaves the request to its own tracker", async () => {
     const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
     cleanups.push(() => sampler.close());
