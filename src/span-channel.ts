@@ -66,6 +66,9 @@ export function outsideRequests<A extends unknown[], R>(fn: (...args: A) => R, .
   return native().callOutsideContexts(fn, ...args) as R;
 }
 
+// An exact-mode request's callback: an exclusive span whose density the sampler thread takes
+// over such spans alone (span_log.h's kSpanBeginInternal).
+const BEGIN_INTERNAL = 0;
 const BEGIN = 1;
 const END = 2;
 const BEGIN_SHARED = 3;
@@ -512,7 +515,7 @@ export class SpanChannel {
 
   /** @internal An exclusive span of jouletrace's own: its result reaches internalListeners only, as numbers. */
   beginInternal(label: string): number {
-    return this.#begin(label, BEGIN, NUM_INTERNAL);
+    return this.#begin(label, BEGIN_INTERNAL, NUM_INTERNAL);
   }
 
   /**
