@@ -831,6 +831,20 @@ export class RequestTracker {
     };
   }
 
+  /**
+   * Calls fn() outside this tracker's requests and returns its result. In exact mode, the async
+   * resources fn creates (a connection pool's sockets, timers, an EventEmitterAsyncResource)
+   * then carry no request's context: their callbacks are charged to no request, rather than to
+   * whichever request happened to create them, which they also kept reachable. fn itself runs
+   * in the current callback, charged to its request. In shared mode it just calls fn.
+   */
+  outside<T>(fn: () => T): T {
+    if (typeof fn !== 'function') throw invalidType('fn', 'a function', fn);
+    // Detached, no request can begin: nothing to leave, and run() would turn the store back on.
+    if (this.#als === undefined || !this.#hookOn) return fn();
+    return this.#als.run(undefined as unknown as Pending, fn);
+  }
+
   /** Per-route aggregates since the tracker was created, most energy first. */
   routes(): RouteStats[] {
     this.#channel.poll();

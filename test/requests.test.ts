@@ -408,6 +408,37 @@ describeBpf('requests in exact mode', () => {
     expect(ratio).toBeGreaterThan(0.8);
     expect(ratio).toBeLessThan(1.25);
   });
+
+  it('outside() leaves what it sets up out of the request that calls it', async () => {
+    const { sampler, tracker, records } = setup('exact');
+    sampler.start();
+    // A timer made in a request's callback, as a pool's socket made during a request is: its
+    // callbacks run in that request's context, charged to it.
+    for (const route of ['/inside', '/outside']) {
+      let fired!: () => void;
+      const timer = new Promise<void>((r) => (fired = r));
+      const t = tracker.start('JOB', route, () => {
+        const later = () =>
+          setTimeout(() => {
+            busy(4);
+            fired();
+          }, 1);
+        if (route === '/outside') tracker.outside(later);
+        else later();
+      })!;
+      await timer;
+      tracker.end(t, 200);
+    }
+    await recordsFor(records, 2);
+    sampler.stop();
+    const cpu = (route: string) => records.find((r) => r.route === route)!.onCpuNs;
+    expect(cpu('/inside')).toBeGreaterThan(3e6);
+    expect(cpu('/outside')).toBeLessThan(1e6);
+    expect(() => tracker.outside(5 as never)).toThrow(new TypeError('Expected a function for fn but received 5 of type number'));
+    const shared = new RequestTracker(sampler);
+    cleanups.push(() => shared.close());
+    expect(shared.outside(() => 42)).toBe(42); // shared mode: a plain call
+  });
 });
 
 describeBpf('several trackers on one sampler', () => {
