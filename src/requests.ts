@@ -173,8 +173,10 @@ export class RequestTracker {
     this.#channel.sharedListeners.add(this.#shared);
     this.#channel.startPolling();
     routesOfCollected.register(this, { channel: this.#channel, routes: this.#routeList });
-    if (this.mode === 'exact') this.#enableExact();
-    else {
+    if (this.mode === 'exact') {
+      this.#enableExact();
+      this.#channel.closeListeners.add(this.#onChannelClosed);
+    } else {
       this.#requests = new SharedRequests();
       // libuv before 1.50 (Node 20's) does not name its pool's threads: they are found by a job
       // on each (native/spans/pool_threads.h). From the main thread only: Node aborts a worker
@@ -211,9 +213,23 @@ export class RequestTracker {
       },
     });
     this.#hook.enable();
+    this.#hookOn = true;
   }
 
   #active: Pending | undefined;
+
+  // The sampler is closed: no request can begin here any more, and the async hook, which costs
+  // every callback of the process (an await cost 182 ns with it on, 77 without a tracker, on the
+  // 2-vCPU VM), goes once the requests in flight have ended (#maybeEmitExact), as at close().
+  readonly #onChannelClosed = (): void => {
+    if (this.#exactInFlight === 0) this.#detach();
+  };
+
+  /** @internal Whether the exact-mode async hook is enabled (for tests). */
+  get hookEnabled(): boolean {
+    return this.#hookOn;
+  }
+  #hookOn = false;
 
   #openFor(p: Pending): void {
     if (this.#channel.closed) {
@@ -297,6 +313,7 @@ export class RequestTracker {
         throw refusal(e, req, res);
       }
     }
+    checkRun(run);
     // Watched before run() (exact mode): a response can finish inside it (Fastify's inject()).
     let method: string;
     try {
@@ -314,6 +331,7 @@ export class RequestTracker {
   start(method: string, route?: string | (() => string), run?: () => void): RequestToken | undefined {
     if (typeof method !== 'string' || method.length === 0) throw invalidType('method', 'an HTTP method (a non-empty string)', method);
     checkRouteArgument(route);
+    checkRun(run);
     return this.#start(method, route, run, undefined, undefined);
   }
 
@@ -344,10 +362,12 @@ export class RequestTracker {
       try {
         h = this.#channel.beginShared(entry === undefined ? 0 : entry.id);
       } catch (e) {
-        if (run) run();
+        // A direct caller learns of a closed sampler before its run runs, as of a closed tracker:
+        // a hook's `catch { next() }` would otherwise run it twice.
         const code = (e as { code?: string }).code;
-        if (code === 'ERR_JOULETRACE_NOT_STARTED' || (serving && code === 'ERR_JOULETRACE_CLOSED')) return undefined;
-        throw e;
+        if (code !== 'ERR_JOULETRACE_NOT_STARTED' && !(serving && code === 'ERR_JOULETRACE_CLOSED')) throw e;
+        if (run) run();
+        return undefined;
       }
       // 0: every span slot busy; the channel counts it as a dropped span.
       if (h !== 0) {
@@ -361,14 +381,29 @@ export class RequestTracker {
           }
         }
       }
-      if (run) run();
+      if (run) {
+        if (serving || h === 0) run();
+        else {
+          try {
+            run();
+          } catch (e) {
+            // No token reaches the caller: ended here, or it stayed in flight for good.
+            this.#endShared(h, 500);
+            throw e;
+          }
+        }
+      }
       return h !== 0 ? (h as unknown as RequestToken) : undefined;
     }
     if (!this.#channel.running) {
       // As in shared mode: nothing is accounted while the sampler is stopped, and a direct
-      // caller learns that it is closed.
+      // caller learns that it is closed (before its run runs).
+      if (this.#channel.closed) {
+        // Closed from another thread (a worker's tracker), unseen by its channel until now.
+        if (this.#exactInFlight === 0) this.#detach();
+        if (!serving) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'start(): the sampler is closed; create a new Sampler and RequestTracker');
+      }
       if (run) run();
-      if (this.#channel.closed && !serving) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'start(): the sampler is closed; create a new Sampler and RequestTracker');
       return undefined;
     }
     const p: Pending = {
@@ -405,14 +440,21 @@ export class RequestTracker {
     const als = this.#als!;
     // Not for a request that ended as it was watched (tracked once its response had ended).
     if (run) {
-      als.run(p, () => {
-        if (!p.done) this.#openFor(p);
-        try {
-          run();
-        } finally {
-          if (this.#active === p) this.#closeActive();
-        }
-      });
+      try {
+        als.run(p, () => {
+          if (!p.done) this.#openFor(p);
+          try {
+            run();
+          } finally {
+            if (this.#active === p) this.#closeActive();
+          }
+        });
+      } catch (e) {
+        // start()'s caller gets no token to end it with: it ends here, as a failed request. A
+        // tracked request ends with its response, which the framework still sends.
+        if (!serving) this.#endExact(p, 500);
+        throw e;
+      }
     } else {
       als.enterWith(p);
       if (!p.done) this.#openFor(p);
@@ -699,7 +741,7 @@ export class RequestTracker {
     // taken): NaN joules, and said to be incomplete, as in shared mode.
     if (Number.isNaN(p.joules)) p.incomplete = true;
     this.#exactInFlight--;
-    if (this.#closed && this.#exactInFlight === 0) this.#detach();
+    if (this.#exactInFlight === 0 && (this.#closed || this.#channel.closed)) this.#detach();
     const durationNs = p.endNs - p.startNs;
     const entry = this.#routeEntry(p.method, typeof p.route === 'function' ? safeRoute(p.route) : p.route);
     this.#channel.addToRoute(entry.id, p.joules, durationNs, p.estimated);
@@ -789,6 +831,20 @@ export class RequestTracker {
     };
   }
 
+  /**
+   * Calls fn() outside this tracker's requests and returns its result. In exact mode, the async
+   * resources fn creates (a connection pool's sockets, timers, an EventEmitterAsyncResource)
+   * then carry no request's context: their callbacks are charged to no request, rather than to
+   * whichever request happened to create them, which they also kept reachable. fn itself runs
+   * in the current callback, charged to its request. In shared mode it just calls fn.
+   */
+  outside<T>(fn: () => T): T {
+    if (typeof fn !== 'function') throw invalidType('fn', 'a function', fn);
+    // Detached, no request can begin: nothing to leave, and run() would turn the store back on.
+    if (this.#als === undefined || !this.#hookOn) return fn();
+    return this.#als.run(undefined as unknown as Pending, fn);
+  }
+
   /** Per-route aggregates since the tracker was created, most energy first. */
   routes(): RouteStats[] {
     this.#channel.poll();
@@ -841,6 +897,12 @@ export class RequestTracker {
   // Off the channel (and the async hook off): a closed tracker with nothing left in flight.
   #detach(): void {
     this.#hook?.disable();
+    // Its own async hook too (Node 20's AsyncLocalStorage propagates stores through one): about
+    // half of what exact mode adds to an await stayed with the tracker closed. Nothing reads its
+    // stores again: no request begins here once detached.
+    this.#als?.disable();
+    this.#hookOn = false;
+    this.#channel.closeListeners.delete(this.#onChannelClosed);
     this.#channel.internalListeners.delete(this.#callback);
     this.#channel.sharedListeners.delete(this.#shared);
     this.#channel.stopPollingIfIdle();
@@ -927,6 +989,10 @@ function notOurToken(token: unknown, mode: RequestMode): Error {
 function refusal(e: unknown, req: unknown, res: unknown): unknown {
   checkTracked(req, res);
   return e;
+}
+
+function checkRun(run: unknown): void {
+  if (run !== undefined && typeof run !== 'function') throw invalidType('run', 'a function (the work to run in the request\'s context) or undefined', run);
 }
 
 function checkRouteArgument(route: unknown): void {

@@ -66,6 +66,9 @@ export function outsideRequests<A extends unknown[], R>(fn: (...args: A) => R, .
   return native().callOutsideContexts(fn, ...args) as R;
 }
 
+// An exact-mode request's callback: an exclusive span whose density the sampler thread takes
+// over such spans alone (span_log.h's kSpanBeginInternal).
+const BEGIN_INTERNAL = 0;
 const BEGIN = 1;
 const END = 2;
 const BEGIN_SHARED = 3;
@@ -372,6 +375,13 @@ export class SpanChannel {
   readonly sharedListeners = new NumericListeners();
   /** @internal The same for internal spans (beginInternal: exact-mode request callbacks). */
   readonly internalListeners = new NumericListeners();
+  /**
+   * @internal Called once, when the channel finds it or its sampler closed (its close(), or a
+   * poll that reads the sampler closed from another thread): an exact-mode tracker lets go of
+   * its async hook, which costs every callback of the process, once nothing can begin here.
+   */
+  readonly closeListeners = new Set<() => void>();
+  #toldClosed = false;
 
   constructor(samplerId: number, options: SpanChannelOptions = {}) {
     const opts = checkObject('options', options);
@@ -505,7 +515,7 @@ export class SpanChannel {
 
   /** @internal An exclusive span of jouletrace's own: its result reaches internalListeners only, as numbers. */
   beginInternal(label: string): number {
-    return this.#begin(label, BEGIN, NUM_INTERNAL);
+    return this.#begin(label, BEGIN_INTERNAL, NUM_INTERNAL);
   }
 
   /**
@@ -972,7 +982,10 @@ export class SpanChannel {
         // with 60,000 requests in flight recorded 49,152).
         if (left === 0 || this.#resTail === tail) break;
       }
-      if (running === SAMPLER_CLOSED) this.#abandonWaiters();
+      if (running === SAMPLER_CLOSED) {
+        this.#abandonWaiters();
+        this.#tellClosed();
+      }
     }
     return n;
   }
@@ -1167,6 +1180,13 @@ export class SpanChannel {
       // down and throw CLOSED (a tracker holds the channel itself, past the sampler's checks).
       Atomics.store(this.#i32, RUNNING, 0);
       this.#abandonWaiters();
+      this.#tellClosed();
     }
+  }
+
+  #tellClosed(): void {
+    if (this.#toldClosed) return;
+    this.#toldClosed = true;
+    for (const l of [...this.closeListeners]) l();
   }
 }

@@ -227,13 +227,15 @@ void SpanEngine::drain(Log& log) {
       r.t0 = t;
       r.state = kSharedQueued;
       log.sharedEvents.push_back(SharedEvent{t, handle, true});
-    } else if (type == kSpanBegin) {
-      auto [it, fresh] = log.open.try_emplace(handle, Open{label, t});
+    } else if (type == kSpanBegin || type == kSpanBeginInternal) {
+      const bool internal = type == kSpanBeginInternal;
+      auto [it, fresh] = log.open.try_emplace(handle, Open{label, t, internal});
       if (!fresh) {
-        log.openT0.erase(log.openT0.find(it->second.t0));
-        it->second = Open{label, t};
+        auto& was = it->second.internal ? log.internalOpenT0 : log.openT0;
+        was.erase(was.find(it->second.t0));
+        it->second = Open{label, t, internal};
       }
-      log.openT0.insert(t);
+      (internal ? log.internalOpenT0 : log.openT0).insert(t);
     } else if (type == kSpanEnd) {
       Shared* r = findShared(log, handle);
       if (r) {
@@ -245,8 +247,10 @@ void SpanEngine::drain(Log& log) {
         while (at != log.sharedEvents.begin() && std::prev(at)->t > t) --at;
         log.sharedEvents.insert(at, SharedEvent{t, handle, false});
       } else if (auto it = log.open.find(handle); it != log.open.end()) {
-        log.ended.push_back(Ended{handle, it->second.label, it->second.t0, t < it->second.t0 ? it->second.t0 : t});
-        log.openT0.erase(log.openT0.find(it->second.t0));
+        const Open& o = it->second;
+        log.ended.push_back(Ended{handle, o.label, o.t0, t < o.t0 ? o.t0 : t, o.internal});
+        auto& opens = o.internal ? log.internalOpenT0 : log.openT0;
+        opens.erase(opens.find(o.t0));
         log.open.erase(it);
       }
       // Else its span has its result already: a run's final step settled it open, and its end
@@ -264,6 +268,7 @@ void SpanEngine::record(Log& log, uint64_t now, const AttributionEngine& attr, b
   p.t = now;
   p.readFailed = readFailed;
   p.density = 1.0;
+  p.internalDensity = 1.0;
   p.basePerCpu = basePerCpu_;
   if (const ThreadEnergy* t = attr.findThreadUnlocked(log.tid)) {
     p.thrOnCpu = double(t->onCpuNs);
@@ -316,28 +321,19 @@ void SpanEngine::measureDensity(Log& log, bool final) {
     Point& pb = log.history[(log.histStart + k) % log.history.size()];
     const uint64_t a = pa.t, b = pb.t;
     cover_.clear();
+    internalCover_.clear();
     if (!log.openT0.empty() && *log.openT0.begin() < b) cover_.emplace_back(std::max(*log.openT0.begin(), a), b);
+    if (!log.internalOpenT0.empty() && *log.internalOpenT0.begin() < b) {
+      internalCover_.emplace_back(std::max(*log.internalOpenT0.begin(), a), b);
+    }
     for (const Ended& e : log.ended) {
-      if (e.t0 < b && e.t1 > a) cover_.emplace_back(std::max(e.t0, a), std::min(e.t1, b));
+      if (e.t0 < b && e.t1 > a) (e.internal ? internalCover_ : cover_).emplace_back(std::max(e.t0, a), std::min(e.t1, b));
     }
-    // Union of the spans' wall time in [a, b].
-    std::sort(cover_.begin(), cover_.end());
-    uint64_t union_ = 0, curFrom = 0, curTo = 0;
-    bool have = false;
-    for (const auto& [from, to] : cover_) {
-      if (to <= from) continue;
-      if (!have || from > curTo) {
-        if (have) union_ += curTo - curFrom;
-        curFrom = from;
-        curTo = to;
-        have = true;
-      } else if (to > curTo) {
-        curTo = to;
-      }
-    }
-    if (have) union_ += curTo - curFrom;
-    const double c = pb.thrOnCpu - pa.thrOnCpu;
-    pb.density = union_ > 0 ? std::min(1.0, std::max(0.0, c) / double(union_)) : 1.0;
+    // Each kind's union of wall time in [a, b], and its density.
+    const double c = std::max(0.0, pb.thrOnCpu - pa.thrOnCpu);
+    const uint64_t users = unionOf(cover_), internal = unionOf(internalCover_);
+    pb.density = users > 0 ? std::min(1.0, c / double(users)) : 1.0;
+    pb.internalDensity = internal > 0 ? std::min(1.0, c / double(internal)) : 1.0;
     Charge whole;
     chargeInterval(pa, pb, a, b, &whole);
     pb.sumOnCpu = pa.sumOnCpu;
@@ -352,7 +348,26 @@ void SpanEngine::measureDensity(Log& log, bool final) {
   }
 }
 
-void SpanEngine::chargeInterval(const Point& a, const Point& b, uint64_t t0, uint64_t t1, Charge* out) {
+uint64_t SpanEngine::unionOf(std::vector<std::pair<uint64_t, uint64_t>>& cover) {
+  std::sort(cover.begin(), cover.end());
+  uint64_t sum = 0, curFrom = 0, curTo = 0;
+  bool have = false;
+  for (const auto& [from, to] : cover) {
+    if (to <= from) continue;
+    if (!have || from > curTo) {
+      if (have) sum += curTo - curFrom;
+      curFrom = from;
+      curTo = to;
+      have = true;
+    } else if (to > curTo) {
+      curTo = to;
+    }
+  }
+  if (have) sum += curTo - curFrom;
+  return sum;
+}
+
+void SpanEngine::chargeInterval(const Point& a, const Point& b, uint64_t t0, uint64_t t1, Charge* out, bool internal) {
   const uint64_t from = std::max(t0, a.t), to = std::min(t1, b.t);
   if (to <= from) return;
   if (b.unknown || a.unknown || b.readFailed) {
@@ -363,7 +378,7 @@ void SpanEngine::chargeInterval(const Point& a, const Point& b, uint64_t t0, uin
   const double c = b.thrOnCpu - a.thrOnCpu;
   const double e = b.thrJ - a.thrJ;
   if (c <= 0) return;
-  const double x = std::min(double(to - from) * b.density, c);
+  const double x = std::min(double(to - from) * (internal ? b.internalDensity : b.density), c);
   out->onCpu += x;
   out->joules += e * x / c;
   out->base += x * (b.basePerCpu - a.basePerCpu) / double(b.t - a.t);
@@ -372,17 +387,22 @@ void SpanEngine::chargeInterval(const Point& a, const Point& b, uint64_t t0, uin
 void SpanEngine::settleExclusive(Log& log, bool final, uint64_t now) {
   if (log.histSize == 0) return;
   const uint64_t last = log.exclusiveUpTo;
-  auto charge = [&](uint64_t t0, uint64_t t1, double* onCpu, double* joules, double* base) -> bool {
+  auto charge = [&](uint64_t t0, uint64_t t1, bool internal, double* onCpu, double* joules, double* base) -> bool {
     // Within the history at both ends (a span begun after the run's last step has none of it).
     bool complete = log.histSize >= 2 && t0 >= hist(log, 0).t && t1 <= hist(log, log.histSize - 1).t;
     Charge sum;
     // The intervals it overlaps run from the one holding t0 to the one holding t1: those two
-    // in part, every one between them whole, read off the running sums.
+    // in part, every one between them whole, read off the running sums. An internal span is
+    // charged interval by interval instead, at its own density (the running sums are the users'
+    // spans'): internal spans do not overlap one another, so over a run they visit each interval
+    // about once, however long any of them is.
     const size_t first = firstPointAfter(log, t0);
     if (t1 > t0 && first < log.histSize) {
       const size_t last = std::min(firstPointAfter(log, t1 - 1), log.histSize - 1);
-      chargeInterval(hist(log, first - 1), hist(log, first), t0, t1, &sum);
-      if (last > first + 1) {
+      chargeInterval(hist(log, first - 1), hist(log, first), t0, t1, &sum, internal);
+      if (internal) {
+        for (size_t k = first + 1; k <= last; k++) chargeInterval(hist(log, k - 1), hist(log, k), t0, t1, &sum, true);
+      } else if (last > first + 1) {
         const Point& a = hist(log, first);
         const Point& b = hist(log, last - 1);
         sum.onCpu += b.sumOnCpu.since(a.sumOnCpu);
@@ -391,7 +411,7 @@ void SpanEngine::settleExclusive(Log& log, bool final, uint64_t now) {
         sum.measured += b.sumMeasured - a.sumMeasured;
         sum.unmeasured += b.sumUnmeasured - a.sumUnmeasured;
       }
-      if (last > first) chargeInterval(hist(log, last - 1), hist(log, last), t0, t1, &sum);
+      if (!internal && last > first) chargeInterval(hist(log, last - 1), hist(log, last), t0, t1, &sum);
     }
     *onCpu = sum.onCpu;
     *joules = sum.joules;
@@ -408,7 +428,7 @@ void SpanEngine::settleExclusive(Log& log, bool final, uint64_t now) {
       continue;
     }
     double onCpu = 0, joules = 0, base = 0;
-    bool complete = charge(s.t0, s.t1, &onCpu, &joules, &base);
+    bool complete = charge(s.t0, s.t1, s.internal, &onCpu, &joules, &base);
     emit(log, s.handle, s.label, s.t0, s.t1, onCpu, joules, base, complete ? 0u : uint32_t(kSpanIncomplete));
   }
   log.ended.resize(keep);
@@ -416,11 +436,12 @@ void SpanEngine::settleExclusive(Log& log, bool final, uint64_t now) {
     // Spans still open when the sampler stops settle now, incomplete, up to the stop.
     for (auto it = log.open.begin(); it != log.open.end();) {
       double onCpu = 0, joules = 0, base = 0;
-      charge(it->second.t0, now, &onCpu, &joules, &base);
+      charge(it->second.t0, now, it->second.internal, &onCpu, &joules, &base);
       emit(log, it->first, it->second.label, it->second.t0, now, onCpu, joules, base, kSpanIncomplete);
       it = log.open.erase(it);
     }
     log.openT0.clear();
+    log.internalOpenT0.clear();
   }
 }
 

@@ -9,6 +9,13 @@
 // the interval (their union). The thread is assumed busy inside spans first: a lone 20 µs span
 // on an otherwise idle thread gets all of the thread's energy; back-to-back spans on a thread
 // that was preempted 10% of the time share 100% of it between them, never more.
+// Internal spans (an exact-mode request's callbacks: kSpanBeginInternal) have a density of their
+// own, ρ over their union alone, and do not count in the users' spans' union: a user's span
+// around idle time (a background job, an awaited measure()) raised U for every callback in it,
+// which were then charged overlap × c / U instead of their overlap (requests 35% low at 1 ms
+// steps), and callbacks outside users' spans lowered those spans' ρ likewise. Callbacks never
+// overlap one another (one tracker runs one at a time), so what they are charged in an interval
+// sums to at most the thread's: requests still never share more than their thread spent.
 // Shared span (a request): each interval's energy of the channel's thread is split over the
 // interval at uniform rate and, at each moment, equally among the channel's shared spans in
 // flight. libuv's thread pool serves the whole process (the main thread and every worker): its
@@ -104,6 +111,7 @@ class SpanEngine {
     double thrOnCpu, thrJ;   // the channel's thread
     double poolOnCpu, poolJ; // libuv's pool, the engine's running sums (poolOnCpu_, poolJ_)
     double density;          // ρ of the interval ending here (valid up to Log::exclusiveUpTo)
+    double internalDensity;  // the same for internal spans, over their own union
     // The baseline energy attribution has charged so far (primary domains) per online CPU: a
     // span's share of the baseline is what was charged in its intervals, per CPU, for the time
     // it held one (never the configured watts, which can exceed what was measured).
@@ -127,6 +135,7 @@ class SpanEngine {
   struct Open {  // an exclusive span
     uint32_t label;
     uint64_t t0;
+    bool internal;
   };
   // A shared span, by slot (the handle's low 16 bits; JavaScript gives a slot to one span at a
   // time, so slots index a flat table instead of a hash map). A request ended silently (its end
@@ -160,6 +169,7 @@ class SpanEngine {
   struct Ended {
     uint32_t handle, label;
     uint64_t t0, t1;
+    bool internal;
   };
   struct Log {
     uint8_t* base;
@@ -171,6 +181,7 @@ class SpanEngine {
     // density needs only the earliest, whatever the number open (30,000 spans held open, each
     // covered and sorted every interval, took the sampler thread from 3% to 44% of a core).
     std::multiset<uint64_t> openT0;
+    std::multiset<uint64_t> internalOpenT0;   // the same for internal spans
     std::vector<Shared> shared;               // kSpanSlots entries once the first request begins
     std::unordered_map<uint32_t, Shared> sharedMoved;  // by handle: see Shared
     std::deque<SharedEvent> sharedEvents;     // drained, not yet reached by the fair-share clock
@@ -219,8 +230,11 @@ class SpanEngine {
             uint32_t flags, uint32_t route = 0, bool silent = false);
   bool write(Log& log, const std::array<double, 8>& r);
   void retryBacklog(Log& log);
-  // Adds what a span over [t0, t1] is charged in the interval from a to b.
-  static void chargeInterval(const Point& a, const Point& b, uint64_t t0, uint64_t t1, Charge* out);
+  // Adds what a span over [t0, t1] is charged in the interval from a to b (at the internal
+  // spans' density for one of those).
+  static void chargeInterval(const Point& a, const Point& b, uint64_t t0, uint64_t t1, Charge* out, bool internal = false);
+  // The union of the [from, to) intervals in cover (sorted here).
+  static uint64_t unionOf(std::vector<std::pair<uint64_t, uint64_t>>& cover);
   // Index (≥ 1) of the first history point later than t; histSize if none.
   size_t firstPointAfter(const Log& log, uint64_t t) const;
   const Point& hist(const Log& log, size_t i) const { return log.history[(log.histStart + i) % log.history.size()]; }
@@ -275,7 +289,7 @@ class SpanEngine {
   double baselinePerCpuW_ = 0;  // configured: whether a baseline is known at all
   double basePerCpu_ = 0;       // charged so far (see Point::basePerCpu)
 
-  std::vector<std::pair<uint64_t, uint64_t>> cover_;  // scratch for measureDensity
+  std::vector<std::pair<uint64_t, uint64_t>> cover_, internalCover_;  // scratch for measureDensity
 };
 
 }  // namespace jouletrace

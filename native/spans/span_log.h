@@ -48,6 +48,9 @@ inline uint32_t spanEventCheck(uint32_t seq, uint32_t handle, uint32_t typeLabel
 constexpr uint32_t kSpanSlots = 1u << 16;
 
 enum SpanEventType : uint32_t {
+  // An exclusive span of request tracking's own (an exact-mode request's callback): charged as
+  // kSpanBegin's, but with the thread's density inside such spans alone (see SpanEngine).
+  kSpanBeginInternal = 0,
   kSpanBegin = 1,        // an exclusive span: the thread's own energy
   kSpanEnd = 2,
   kSpanBeginShared = 3,  // a request: fair share of its thread's and the pool's energy among those in flight
