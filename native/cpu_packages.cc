@@ -48,6 +48,19 @@ int possibleCpuIds(const std::string& sysfsCpuRoot) {
   return std::min(cpus.back() + 1, kMaxCpuIds);
 }
 
+std::vector<bool> presentCpus(const std::string& sysfsCpuRoot, size_t n) {
+  std::string text;
+  std::vector<int> cpus;
+  if (readSmallFile(sysfsCpuRoot + "/present", &text) != 0 || !parseCpuList(text, &cpus) || cpus.empty()) {
+    return std::vector<bool>(n, true);
+  }
+  std::vector<bool> out(n, false);
+  for (int c : cpus) {
+    if (c >= 0 && size_t(c) < n) out[size_t(c)] = true;
+  }
+  return out;
+}
+
 std::vector<int> cpuPackageMap(const std::vector<int>& given, const std::string& sysfsCpuRoot, int ncpu,
                                std::vector<int>* unknown) {
   if (unknown) unknown->clear();

@@ -16,6 +16,11 @@ constexpr int kMaxPackages = 8;
 // falls short of it where the list has gaps. 0 where the file cannot be read.
 int possibleCpuIds(const std::string& sysfsCpuRoot);
 
+// Which of CPUs 0..n-1 exist: those in <sysfsCpuRoot>/present (online or not), every one where
+// the file cannot be read. The possible ids cpuPackageMap() covers include a VM's hot-plug slots
+// (possible 0-127 for 2 vCPUs), which a count of a package's CPUs must leave out.
+std::vector<bool> presentCpus(const std::string& sysfsCpuRoot, size_t n);
+
 // cpu → package for CPUs 0..n-1. With `given` (a caller's table, validated in TypeScript): n is
 // ncpu, and CPUs past the table are package 0. Without: n is ncpu or possibleCpuIds(), the
 // larger, and each CPU's package is its topology/physical_package_id under sysfsCpuRoot; for a

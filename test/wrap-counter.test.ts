@@ -91,6 +91,13 @@ it.skipIf(skip !== undefined)(`takes a delta no domain could draw since the last
     WrapCounter p(0, 20, 1.0 / 4294967296.0);  // 2^-32 J units
     p.reset(1000, 0);
     moved = p.update(1000 + (uint64_t(262144) << 32), 1 * ms);
-    show(p, moved);`);
-  expect(out).toBe(`0 0\n1 1000\n1 ${2 ** 31 - 46000}\n1 ${4 * 16384}\n0 0\n`);
+    show(p, moved);
+    // A counter read every millisecond that stood still for 600 ms, then caught up 300 J at
+    // once (500 W): the bound runs from when it last moved, so the catch-up counts.
+    WrapCounter still(uint64_t(1) << 32, 0, unit);
+    still.reset(1000, 0);
+    for (uint64_t t = 1; t <= 600; t++) still.update(1000, t * ms);
+    moved = still.update(1000 + 300 * 16384, 601 * ms);
+    show(still, moved);`);
+  expect(out).toBe(`0 0\n1 1000\n1 ${2 ** 31 - 46000}\n1 ${4 * 16384}\n0 0\n1 ${300 * 16384}\n`);
 });

@@ -2,8 +2,8 @@
 // long as it is updated at least twice per wrap period (probe() reports the period, and half of
 // it as the longest gap between reads): a value below the last that would mean more than half a
 // wrap is a counter that started again (a driver reloaded, a resume), not a wrap. So is a delta
-// no domain could draw in the time since the last read: a restart that lands less than half a
-// wrap below the last value looks like a wrap of up to half the range.
+// no domain could draw in the time since the counter last moved: a restart that lands less than
+// half a wrap below the last value looks like a wrap of up to half the range.
 #pragma once
 
 #include <cstdint>
@@ -90,8 +90,13 @@ class WrapCounter {
       moved = false;
       delta = 0;
     }
+    // The bound runs from the read that first showed the last value, not from the last read:
+    // a counter that stood still for a while (countersStillUs) and then caught up in one step
+    // holds the energy of all that time, which a bound from the last read took for a restart
+    // (600 ms still at 500 W, then 300 J at once: dropped). A live counter moves about once a
+    // millisecond, so a restart still meets a bound of a few milliseconds.
+    if (raw != last_) lastNs_ = nowNs;
     last_ = raw;
-    lastNs_ = nowNs;
     carry_ += delta & mask_;
     total_ += (delta >> shift_) + (carry_ >> shift_);
     carry_ &= mask_;
@@ -108,7 +113,7 @@ class WrapCounter {
   uint64_t mask_;
   double maxUnitsPerNs_;  // kMaxWatts in raw units per nanosecond; 0: unbounded
   uint64_t last_ = 0;
-  uint64_t lastNs_ = 0;  // when last_ was read
+  uint64_t lastNs_ = 0;  // when last_ was first read
   uint64_t total_ = 0;
   uint64_t carry_ = 0;  // raw units short of a tick
   bool primed_ = false;

@@ -34,7 +34,8 @@ inline uint64_t fractionOfTick(uint64_t rest, uint64_t busy) {
 }
 }  // namespace
 
-AttributionEngine::AttributionEngine(const std::vector<Domain>& domains, const std::vector<int>& cpuPackage)
+AttributionEngine::AttributionEngine(const std::vector<Domain>& domains, const std::vector<int>& cpuPackage,
+                                     const std::vector<bool>& counted)
     : domains_(domains), cpuPackage_(cpuPackage) {
   platformWide_.resize(domains_.size());
   for (size_t d = 0; d < domains_.size(); d++) platformWide_[d] = domains_[d].name == "psys";
@@ -47,13 +48,21 @@ AttributionEngine::AttributionEngine(const std::vector<Domain>& domains, const s
   held_.assign(domains_.size(), Held{});
   otherRate_.assign(domains_.size(), 0.0);
   otherGap_.assign(domains_.size(), 0.0);
-  // Counted as step() folds the CPUs into packages.
+  // Counted as step() folds the CPUs into packages. Only CPUs that exist: the table covers every
+  // possible id, a VM's hot-plug slots too, and 128 counted for 2 vCPUs widened the bands and
+  // clamps that otherBusy() scales by the number of CPUs some sixtyfold.
   uint64_t cpusOf[kMaxPackages] = {0};
-  for (int p : cpuPackage_) cpusOf[p < 0 || p >= kMaxPackages ? 0 : p]++;
+  uint64_t cpusInAll = 0;
+  for (size_t c = 0; c < cpuPackage_.size(); c++) {
+    if (c < counted.size() && !counted[c]) continue;
+    const int p = cpuPackage_[c];
+    cpusOf[p < 0 || p >= kMaxPackages ? 0 : p]++;
+    cpusInAll++;
+  }
   domainCpus_.assign(domains_.size(), 1);
   for (size_t d = 0; d < domains_.size(); d++) {
     const int pkg = std::min(std::max(domains_[d].package, 0), kMaxPackages - 1);
-    domainCpus_[d] = std::max<uint64_t>(platformWide_[d] ? cpuPackage_.size() : cpusOf[pkg], 1);
+    domainCpus_[d] = std::max<uint64_t>(platformWide_[d] ? cpusInAll : cpusOf[pkg], 1);
   }
   parts_.assign(domains_.size(), DomainParts{});
   busyByPkg_.assign(kMaxPackages, 0);

@@ -37,7 +37,9 @@ struct ThreadEnergy {
 
 class AttributionEngine {
  public:
-  AttributionEngine(const std::vector<Domain>& domains, const std::vector<int>& cpuPackage);
+  // counted: the CPUs of cpuPackage that exist (presentCpus()), which alone count towards a
+  // domain's number of CPUs; empty: all of them.
+  AttributionEngine(const std::vector<Domain>& domains, const std::vector<int>& cpuPackage, const std::vector<bool>& counted = {});
 
   // Watts per domain (< 0: no baseline for that domain). Takes effect at the next step.
   void setBaselineWatts(const std::vector<double>& watts);

@@ -134,7 +134,8 @@ bool Sampler::openTracker(SamplerError* err) {
   if (threadsBackend_ == "procfs") {
     attributionEvery_ = uint32_t(std::max<uint64_t>(1, (kProcfsPeriodNs + cfg_.intervalNs - 1) / cfg_.intervalNs));
   }
-  attribution_.reset(new AttributionEngine(source_->domains(), cpuPackage_));
+  attribution_.reset(
+      new AttributionEngine(source_->domains(), cpuPackage_, presentCpus(cfg_.sourceOptions.sysfsCpuRoot, cpuPackage_.size())));
   // Another process: the run ends when it exits. Not where children are followed (eBPF's
   // followChildren), whose processes may outlive the first (a shell that starts a daemon), nor
   // for this process, which cannot.
