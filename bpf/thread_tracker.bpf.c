@@ -376,17 +376,27 @@ static __noinline struct jt_thread_slot *new_slot(struct task_struct *task, stru
  * first: new_slot stores the generation before it clears exited, and x86-64 keeps both orders, so
  * a slot seen open mid-handover shows the new generation.
  */
-static __always_inline bool slot_closed(struct jt_thread_slot *t, struct jt_task_ref *r)
+static __always_inline bool slot_closed(struct jt_thread_slot *t, struct jt_task_ref *r, struct task_struct *task,
+					bool last)
 {
 	if (!*(volatile __u32 *)&t->exited && *(volatile __u64 *)&t->generation == r->generation)
 		return false;
 	r->slot = 0;
 	r->flags |= JT_REF_DEAD;
+	/* Let go of before it began to exit (exit_state: set with the state /proc shows as Z, before
+	 * the last switches of a task preempted on its way out), the thread lives on untracked (the
+	 * loader took it for ended: an exec from another thread during the open swaps tids): its
+	 * time goes unseen, so it counts as dropped. Once: a dead ref reaches no slot again. */
+	if (!last && !task->exit_state && !(r->flags & JT_REF_DROPPED)) {
+		r->flags |= JT_REF_DROPPED;
+		__sync_fetch_and_add(&dropped_threads, 1);
+	}
 	return true;
 }
 
+/* last: this is the thread's final switch (see slot_closed). */
 static __always_inline struct jt_thread_slot *slot_of(struct task_struct *task, struct jt_task_ref *r,
-						      struct jt_cpu_slot *c, __u64 on_since)
+						      struct jt_cpu_slot *c, __u64 on_since, bool last)
 {
 	struct jt_thread_slot *t;
 	__u32 idx;
@@ -395,7 +405,7 @@ static __always_inline struct jt_thread_slot *slot_of(struct task_struct *task, 
 		return new_slot(task, r, c, on_since);
 	idx = r->slot - 1;
 	t = bpf_map_lookup_elem(&threads, &idx);
-	if (!t || slot_closed(t, r))
+	if (!t || slot_closed(t, r, task, last))
 		return NULL;
 	return t;
 }
@@ -466,7 +476,7 @@ int BPF_PROG(handle_switch, bool preempt, struct task_struct *prev, struct task_
 		bool fresh = !pr->slot;
 		bool refused = fresh && (pr->flags & JT_REF_DROPPED);
 
-		t = slot_of(prev, pr, c, start);
+		t = slot_of(prev, pr, c, start, dead);
 		if (t) {
 			seq_begin(&t->seq);
 			/* No switch-in on record: the thread was running, unseen, at attach (then this
@@ -499,7 +509,7 @@ int BPF_PROG(handle_switch, bool preempt, struct task_struct *prev, struct task_
 	}
 
 	if (nr) {
-		t = slot_of(next, nr, c, 0);
+		t = slot_of(next, nr, c, 0, false);
 		if (t) {
 			seq_begin(&t->seq);
 			t->on_since = now;
@@ -697,7 +707,7 @@ int BPF_PROG(handle_runtime, struct task_struct *task, __u64 runtime)
 		idx--;
 		t = bpf_map_lookup_elem(&threads, &idx);
 		/* The common case, a switch-in on record, ends here. */
-		if (!t || t->on_since || t->tid != tid || slot_closed(t, r))
+		if (!t || t->on_since || t->tid != tid || slot_closed(t, r, task, false))
 			return 0;
 	}
 	cpu = bpf_get_smp_processor_id();

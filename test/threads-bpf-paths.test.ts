@@ -442,6 +442,7 @@ ctypes.CDLL(None).pthread_exit(None)`], { stdio: ['pipe', 'pipe', 'inherit'] });
       // The compat build counts a thread made while it opened, running at attach, when first
       // seen switching out (its fork came before the fork hook): counted from here on.
       const missed = t.stats().missedSwitchIns;
+      const dropped = t.stats().droppedThreads;
       (t as unknown as { _closeAsEnded(tid: number): void })._closeAsEnded(tid);
       expect(find(t.snapshot(), tid)).toMatchObject({ slot, exited: true }); // reported, then freed
       const w = await Spinner.start(); // the next new thread: takes the slot freed last
@@ -459,6 +460,9 @@ ctypes.CDLL(None).pthread_exit(None)`], { stdio: ['pipe', 'pipe', 'inherit'] });
         expect(later.onCpuNs).toBeLessThanOrEqual(kernelNs(w.tid) / CLOCK_RATE + TICK_LAG_NS);
         expect(find(t.snapshot(), tid)).toBeUndefined();
         expect(t.stats().missedSwitchIns).toBe(missed);
+        // This thread lives on untracked, let go of at a switch before any exit: its time goes
+        // unseen, and it counts as dropped, once.
+        expect(t.stats().droppedThreads).toBe(dropped + 1);
       } finally {
         await w.exit();
       }
@@ -661,6 +665,13 @@ static void write_verifier_log(const char *attr)
 	b = (char *)(unsigned long)buf;
 	for (int i = 0; i < 1000; i++)
 		off += snprintf(b + off, size - off, "%d: (79) r%d = *(u64 *)(r1 +%d)     ; R1=ctx() R%d_w=scalar()\n", i, i % 9 + 1, i * 8, i % 9 + 1);
+	/* JT_FAULT_LOCKDOWN: a helper withheld, as kernel lockdown withholds bpf_probe_read_kernel_str. */
+	if (getenv("JT_FAULT_LOCKDOWN")) {
+		snprintf(b + off, size - off, "1000: (85) call bpf_probe_read_kernel_str#115\n"
+			 "program of this type cannot use helper bpf_probe_read_kernel_str#115\n"
+			 "processed 1001 insns (limit 1000000) max_states_per_insn 0 total_states 3 peak_states 3 mark_read 2\n");
+		return;
+	}
 	snprintf(b + off, size - off, "1000: (61) r2 = *(u32 *)(r0 +128)\n"
 		 "invalid access to map value, value_size=128 off=128 size=4\n"
 		 "R0 min value is outside of the allowed memory range\n"
@@ -880,6 +891,22 @@ describeBpf('eBPF tracker load and attach failures (kernel refusals injected)', 
     expect(requested.message.split('\n')[1]).toContain("bpfProgram 'compat'");
     expect(both.message.split('\n')[1]).toContain("use backend 'procfs'");
     expect(both.message).toContain(`\n(the task-storage build failed first: ${headline('task-storage')}\n`);
+  });
+
+  it('says a refusal of a withheld helper is lockdown or an LSM, not a bug', () => {
+    // Lockdown (or an LSM's lockdown hook) takes bpf_probe_read_kernel*() from tracing programs,
+    // and the verifier refuses the call with EINVAL and a log: not a missing privilege, nor a bug
+    // to report.
+    const out = underFault({ JT_FAULT_ERRNO: EINVAL, JT_FAULT_PROG: 'handle_switch', JT_FAULT_VERIFIER_LOG: 1, JT_FAULT_LOCKDOWN: 1 }, [{}]);
+    const o = refused(out.outcomes[0]);
+    expect(o.code).toBe('ERR_JOULETRACE_BPF_VERIFIER');
+    const first = o.message.split('\n')[0];
+    expect(first).toContain('the kernel withholds a helper it calls');
+    expect(first).toContain('lockdown');
+    expect(first).toContain("backend 'procfs'");
+    expect(o.message).not.toContain('please report it');
+    expect(o.message).not.toContain('No privilege is missing');
+    expect(o.message).toContain('cannot use helper bpf_probe_read_kernel_str#115');
   });
 
   it('tears a tracker down when attaching fails after the load, naming the hook, and does not try the other build', () => {
