@@ -175,7 +175,8 @@ export class RequestTracker {
     routesOfCollected.register(this, { channel: this.#channel, routes: this.#routeList });
     if (this.mode === 'exact') {
       this.#enableExact();
-      this.#channel.closeListeners.add(this.#onChannelClosed);
+      // Optional: another copy's Sampler (accepted by its shape) may have a channel from before it.
+      this.#channel.closeListeners?.add(this.#onChannelClosed);
     } else {
       this.#requests = new SharedRequests();
       // libuv before 1.50 (Node 20's) does not name its pool's threads: they are found by a job
@@ -902,7 +903,7 @@ export class RequestTracker {
     // stores again: no request begins here once detached.
     this.#als?.disable();
     this.#hookOn = false;
-    this.#channel.closeListeners.delete(this.#onChannelClosed);
+    this.#channel.closeListeners?.delete(this.#onChannelClosed);
     this.#channel.internalListeners.delete(this.#callback);
     this.#channel.sharedListeners.delete(this.#shared);
     this.#channel.stopPollingIfIdle();

@@ -982,11 +982,11 @@ export class SpanChannel {
         // with 60,000 requests in flight recorded 49,152).
         if (left === 0 || this.#resTail === tail) break;
       }
-      if (running === SAMPLER_CLOSED) {
-        this.#abandonWaiters();
-        this.#tellClosed();
-      }
+      if (running === SAMPLER_CLOSED) this.#abandonWaiters();
     }
+    // Whatever awaits results: a worker's exact-mode tracker with none awaiting still holds its
+    // async hook, which every callback of that thread pays for, until it is told.
+    if (running === SAMPLER_CLOSED) this.#tellClosed();
     return n;
   }
 

@@ -991,6 +991,26 @@ describe('ProcessTreeWatcher', () => {
     expect(w.pids().sort()).toEqual([100, 101, 102]);
   });
 
+  it("takes no process whose parent, read when it first appeared, has since exited and its pid gone to one of the tree's", () => {
+    // The parent pid a process had when first read is kept: an outside daemon's child,
+    // re-parented to init once the daemon exited, was taken for the tree's when the daemon's pid
+    // came back as a child of the command.
+    const proc = fakeProc();
+    proc.put(100, { comm: 'sh', ppid: 1, start: 400, cmdline: 'sh -c work' });
+    proc.put(200, { comm: 'daemon', ppid: 1, start: 100, cmdline: 'daemon' });
+    proc.put(300, { comm: 'backup', ppid: 200, start: 150, cmdline: 'backup-daemon' });
+    const w = new ProcessTreeWatcher(100, undefined, proc.dir);
+    w.poll();
+    expect(w.pids().sort()).toEqual([100]);
+    fs.rmSync(path.join(proc.dir, '200'), { recursive: true });
+    proc.put(300, { comm: 'backup', ppid: 1, start: 150, cmdline: 'backup-daemon' });
+    w.poll();
+    proc.put(200, { comm: 'make', ppid: 100, start: 900, cmdline: 'make all' });
+    w.poll();
+    expect(w.pids().sort()).toEqual([100, 200]);
+    expect(w.get(300)).toBeUndefined();
+  });
+
   it("gives each process's argv[0] whole, and the command's own for the root until it execs", () => {
     const proc = fakeProc();
     proc.put(100, { comm: 'sh', ppid: 1, start: 400, argv: ['/bin/sh', '-c', 'wrapper'], children: [101] });

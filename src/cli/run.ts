@@ -275,17 +275,20 @@ export class ProcessTreeWatcher {
     const children = this.#readOutside();
     // A stack: the tree (from the root, and from each process known alive) is walked before
     // the processes heard of, so that one found in it is taken as the tree's.
-    const queue: Array<[number, boolean]> = [...heard].map(([pid, h]) => [pid, h.live]);
+    // A child found by its parent pid as it was when first read carries that parent: checked
+    // before it is taken (see #stillChildOf).
+    const queue: Array<[number, boolean, number?]> = [...heard].map(([pid, h]) => [pid, h.live]);
     for (const [pid, p] of this.#known) if (p.alive) queue.push([pid, true]);
     if (!this.#known.has(this.root)) queue.push([this.root, true]);
     const seen = new Set<number>();
     const fresh: number[] = [];
     while (queue.length > 0) {
-      const [pid, adopt] = queue.pop()!;
+      const [pid, adopt, parent] = queue.pop()!;
       if (seen.has(pid)) continue;
       seen.add(pid);
       const known = this.#known.has(pid);
-      if (this.#look(pid, adopt, heard.get(pid)?.name)) for (const c of children.get(pid) ?? []) queue.push([c, true]);
+      if (parent !== undefined && !known && !this.#stillChildOf(pid, parent)) continue;
+      if (this.#look(pid, adopt, heard.get(pid)?.name)) for (const c of children.get(pid) ?? []) queue.push([c, true, pid]);
       if (!known && this.#known.has(pid)) fresh.push(pid);
       if (this.#known.has(pid)) this.#outside.delete(pid);
     }
@@ -327,6 +330,22 @@ export class ProcessTreeWatcher {
       else byParent.set(ppid, [pid]);
     }
     return byParent;
+  }
+
+  // Whether pid's parent is still `parent`. #outside keeps the parent a process had when first
+  // read: once that parent exits (the child goes to init) and one of the tree's takes its pid,
+  // the child would be taken for the tree's, with its descendants. Corrected here when not.
+  #stillChildOf(pid: number, parent: number): boolean {
+    let st: ProcStat | null;
+    try {
+      st = readStat(pid, this.#proc, true);
+    } catch {
+      return false;
+    }
+    if (st === null) return false;
+    if (st.ppid === parent) return true;
+    this.#outside.set(pid, st.ppid);
+    return false;
   }
 
   // Reads one process; returns whether it is alive in the tree. `adopt`: a live process under
