@@ -39,21 +39,24 @@ int nodeOf(const std::string& sysfsCpuRoot, int cpu) {
 
 int foldPackage(long long id) { return id < 0 ? 0 : id >= kMaxPackages ? kMaxPackages - 1 : int(id); }
 
+// The CPU numbers of a sysfs CPU list file (possible, present); false where it cannot be read or
+// lists none.
+bool readCpuListFile(const std::string& path, std::vector<int>* cpus) {
+  std::string text;
+  return readSmallFile(path, &text) == 0 && parseCpuList(text, cpus) && !cpus->empty();
+}
+
 }  // namespace
 
 int possibleCpuIds(const std::string& sysfsCpuRoot) {
-  std::string text;
   std::vector<int> cpus;
-  if (readSmallFile(sysfsCpuRoot + "/possible", &text) != 0 || !parseCpuList(text, &cpus) || cpus.empty()) return 0;
+  if (!readCpuListFile(sysfsCpuRoot + "/possible", &cpus)) return 0;
   return std::min(cpus.back() + 1, kMaxCpuIds);
 }
 
 std::vector<bool> presentCpus(const std::string& sysfsCpuRoot, size_t n) {
-  std::string text;
   std::vector<int> cpus;
-  if (readSmallFile(sysfsCpuRoot + "/present", &text) != 0 || !parseCpuList(text, &cpus) || cpus.empty()) {
-    return std::vector<bool>(n, true);
-  }
+  if (!readCpuListFile(sysfsCpuRoot + "/present", &cpus)) return std::vector<bool>(n, true);
   std::vector<bool> out(n, false);
   for (int c : cpus) {
     if (c >= 0 && size_t(c) < n) out[size_t(c)] = true;

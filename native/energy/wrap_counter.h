@@ -15,18 +15,16 @@ class WrapCounter {
  public:
   // The most power one counter can show, in watts. Far above any RAPL domain (the largest
   // packages, EPYC 9005 and Xeon 6, are rated 500 W; psys, a whole platform, a few kW), and
-  // compared with the time since the last read, so a real delta never reaches it however long
-  // the reads stalled: a wrap in that time is that time's energy, whose average power is the
-  // domain's. (A stall past a whole wrap period loses wraps, at any bound; past half of one the
+  // compared with the time since the counter last moved, so a real delta never reaches it however
+  // long the reads stalled or the counter lagged: a wrap in that time is that time's energy,
+  // whose average power is the domain's. (A stall past a whole wrap period loses wraps, at any bound; past half of one the
   // value reads as a restart already.) At this power the shortest wrap, 2^32 units of 15.3 µJ,
   // takes 3.3 s. A restart read as a wrap instead holds up to half the range in one interval:
   // 131 kJ for 2^32 units of 61 µJ, 32.8 kJ for 15.3 µJ, 13 MW and 3.3 MW over 10 ms.
   static constexpr double kMaxWatts = 20000;
-  // Time allowed on top of the elapsed time: a counter moves about once a millisecond and may
-  // lag behind for longer (the sampler's countersStillUs), so a delta over a short interval can
-  // hold more than that interval's energy. At 500 W a counter may lag 400 ms before its catch-up
-  // reads as a restart; a restart of more than 200 J (3.3 M units of 61 µJ) is still caught at
-  // 10 kHz.
+  // Time allowed on top of the elapsed time: a counter updates about once a millisecond, so the
+  // energy it shows at a change may have built up a little before the read that first showed the
+  // last value. A restart of more than 200 J (3.3 M units of 61 µJ) is still caught at 10 kHz.
   static constexpr uint64_t kSlackNs = 10'000'000;
 
   // The clock update() takes: CLOCK_BOOTTIME counts a suspend, during which s2idle counters go

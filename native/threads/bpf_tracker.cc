@@ -383,6 +383,9 @@ int BpfTracker<Build>::fail(TrackerError* err, int e, const std::string& what, c
     utsname u;
     const std::string kernel = uname(&u) == 0 ? u.release : "?";
     err->code = "ERR_JOULETRACE_BPF_VERIFIER";
+    const std::string refused = "jouletrace: " + what + " failed: the kernel's BPF verifier refused program '" +
+                                (program.empty() ? std::string("?") : program) + "' of the " + Build::kName + " build (" +
+                                strerror(e) + ")";
     // Kernel lockdown (integrity or confidentiality), or an LSM's lockdown hook, takes
     // bpf_probe_read_kernel*() from tracing programs: the verifier then refuses a call to it as
     // to a helper it does not know, with no privilege missing but through no bug either.
@@ -390,18 +393,14 @@ int BpfTracker<Build>::fail(TrackerError* err, int e, const std::string& what, c
       std::string lockdown;
       readSmallFile("/sys/kernel/security/lockdown", &lockdown);
       while (!lockdown.empty() && (lockdown.back() == '\n' || lockdown.back() == ' ')) lockdown.pop_back();
-      err->message = "jouletrace: " + what + " failed: the kernel's BPF verifier refused program '" +
-                     (program.empty() ? std::string("?") : program) + "' of the " + Build::kName + " build (" +
-                     strerror(e) + ") because the kernel withholds a helper it calls, which kernel lockdown" +
+      err->message = refused + " because the kernel withholds a helper it calls, which kernel lockdown" +
                      (lockdown.empty() ? std::string("") : " (/sys/kernel/security/lockdown: " + lockdown + ")") +
                      " or an LSM's lockdown policy does for reading kernel memory. Boot with lockdown=none or allow "
                      "the LSM's lockdown permission, or use " + procfsOption_ + ".\nThe verifier's last lines:\n" + lastLines;
       return -e;
     }
     // The first line alone says what failed: it is the compat build's programReason in 'auto'.
-    err->message = "jouletrace: " + what + " failed: the kernel's BPF verifier refused program '" +
-                   (program.empty() ? std::string("?") : program) + "' of the " + Build::kName + " build (" +
-                   strerror(e) + ").\nNo privilege is missing: the verifier of Linux " + kernel + " does not accept the "
+    err->message = refused + ".\nNo privilege is missing: the verifier of Linux " + kernel + " does not accept the "
                    "program as built, a jouletrace bug or a kernel it was not tested on; please report it with this "
                    "message and the kernel version. Meanwhile " +
                    (Build::kTaskStorage ? "the compat build (openThreadTracker's bpfProgram 'compat') may load, or use "
