@@ -589,6 +589,18 @@ static __always_inline struct jt_thread_slot *open_slot(const struct jt_task_ref
 	return t;
 }
 
+/* A name into a slot outside its seqcount (handle_rename, seed_refs): NUL-padded, in two 8-byte
+ * stores, so that a reader copying the slot meanwhile sees each half old or new, and its next
+ * copy the whole name. */
+static __always_inline void set_comm(struct jt_thread_slot *t, const char *src)
+{
+	__u64 name[JT_COMM_LEN / 8] = {};
+
+	bpf_probe_read_kernel_str(name, sizeof(name), src);
+	*(volatile __u64 *)&t->comm[0] = name[0];
+	*(volatile __u64 *)&t->comm[8] = name[1];
+}
+
 #if JT_TASK_STORAGE
 /* Ends the slot of the thread running on this CPU (its only writer) as its exit would. */
 static __always_inline void retire_slot(const struct jt_task_ref *ref)
@@ -672,6 +684,37 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 }
 
 /*
+ * A tracked thread takes a new name: prctl(PR_SET_NAME), pthread_setname_np, a write to
+ * /proc/<pid>/task/<tid>/comm, an exec. Most threads name themselves after their first switch,
+ * when their slot took the name they had then: kept current here, the slots' names are the
+ * threads' own, and userspace reads none from /proc. The tracepoint fires in __set_task_comm
+ * under task_lock(task), before the kernel copies the name into the task: it is taken from the
+ * argument.
+ *
+ * A write to /proc renames a thread from another, which may be switching on another CPU, writing
+ * its slot: the name goes in outside the slot's seqcount (set_comm), whose writer must be single
+ * (two bumping seq would let a reader take torn figures). Only an open slot is written: one the
+ * thread let go of, or that went to another thread, is not (open_slot; the ref is not let go of
+ * here, not being this CPU's to change). Nothing is created: a thread with no ref is not tracked,
+ * and one with no slot yet takes the task's name at its first switch (new_slot). That first
+ * switch, on another CPU within the few instructions between the lookup here and the kernel's
+ * copy, takes the old name, kept until the next rename or the exit.
+ */
+SEC("tp_btf/task_rename")
+int BPF_PROG(handle_rename, struct task_struct *task, const char *comm)
+{
+	struct jt_task_ref *r = ref_of(task, task->tgid, REF_FIND);
+	struct jt_thread_slot *t;
+
+	if (!r || (r->flags & JT_REF_DEAD))
+		return 0;
+	t = open_slot(r);
+	if (t)
+		set_comm(t, comm);
+	return 0;
+}
+
+/*
  * The scheduler accounting a running task's time: at every tick, and at most scheduling events,
  * always under the task's runqueue lock. sched_switch is not always reported: on a Firecracker
  * guest, no switch out of the host's agent threads is ever traced, so the thread switched in
@@ -749,7 +792,8 @@ SEC("iter/task")
 int seed_refs(struct bpf_iter__task *ctx)
 {
 	struct task_struct *task = ctx->task;
-	struct jt_task_ref *seed;
+	struct jt_task_ref *seed, s;
+	struct jt_thread_slot *t;
 	__u32 tid;
 
 	if (!task || task->tgid != targ_tgid)
@@ -758,19 +802,21 @@ int seed_refs(struct bpf_iter__task *ctx)
 	seed = bpf_map_lookup_elem(&tid_slot, &tid);
 	if (!seed)
 		return 0;
+	s = *seed; /* the entry may be deleted below */
 #if JT_TASK_STORAGE
 	struct jt_task_ref *r = bpf_task_storage_get(&task_refs, task, seed, BPF_LOCAL_STORAGE_GET_F_CREATE);
 
-	if (!r)
-		return 0;
-	/* A thread that forked after handle_fork was attached and before the listing already has
-	 * storage, with no slot yet: it takes the seeded one. sched_switch is not attached yet. */
-	if (!r->slot) {
-		r->slot = seed->slot;
-		r->generation = seed->generation;
+	if (r) {
+		/* A thread that forked after handle_fork was attached and before the listing already
+		 * has storage, with no slot yet: it takes the seeded one. sched_switch is not attached
+		 * yet. */
+		if (!r->slot) {
+			r->slot = s.slot;
+			r->generation = s.generation;
+		}
+		if (r->slot == s.slot)
+			bpf_map_delete_elem(&tid_slot, &tid);
 	}
-	if (r->slot == seed->slot)
-		bpf_map_delete_elem(&tid_slot, &tid);
 #else
 	/* Nothing else makes refs yet: the program is not attached. A thread that ends before it
 	 * is leaves its entry behind; the loader removes it (retireVanishedSeeds). */
@@ -781,6 +827,11 @@ int seed_refs(struct bpf_iter__task *ctx)
 			bpf_map_delete_elem(&tid_slot, &tid);
 	}
 #endif
+	/* The name the loader read from /proc may have changed since. handle_rename, attached before
+	 * this runs, finds the thread where it now is for any later change. */
+	t = open_slot(&s);
+	if (t)
+		set_comm(t, task->comm);
 	return 0;
 }
 

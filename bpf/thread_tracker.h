@@ -13,7 +13,8 @@
 /*
  * One tracked thread. Written only by the CPU that switches the thread in or out (the scheduler
  * never runs one task's switches concurrently), so a seqcount is enough: seq is odd while the
- * BPF side writes, and a reader retries when it saw an odd or changed value.
+ * BPF side writes, and a reader retries when it saw an odd or changed value. comm aside: a rename
+ * may come from another CPU, and writes it outside the seqcount (handle_rename).
  */
 struct jt_thread_slot {
 	__u32 seq;

@@ -231,6 +231,12 @@ export interface SamplerStats {
      */
     repairHook: string;
     /**
+     * What keeps thread names current: "tp_btf/task_rename", or "off: <why>" (a kernel without
+     * that tracepoint, or that refused the program), where threads() reads each live thread's
+     * name from /proc at every call.
+     */
+    renameHook: string;
+    /**
      * Switch-ins the kernel did not report, found by the repair while the thread ran or at its
      * switch-out. Until found, that thread's figures stood still.
      */
@@ -251,6 +257,10 @@ export interface ThreadEnergy {
   tid: number;
   /** The process (thread group) the thread belongs to. */
   pid: number;
+  /**
+   * The thread's name (comm) as of the last attribution step; read from /proc at this call where
+   * the eBPF tracker runs without its rename hook (stats().bpf.renameHook).
+   */
   name: string;
   /** On-CPU time since start(). */
   onCpuNs: number;
@@ -790,8 +800,8 @@ export class Sampler {
       stats.target = { pid: this.#targetPid, watch: this.#info.targetWatch || null, exited: s.targetExited };
     }
     if (s.tracker && s.tracker.backend === 'bpf') {
-      // program, programReason, hashRefs, busyReads, repairHook, missedSwitchIns and
-      // repairedSwitchIns are set natively whenever the backend is bpf.
+      // program, programReason, hashRefs, busyReads, repairHook, renameHook, missedSwitchIns
+      // and repairedSwitchIns are set natively whenever the backend is bpf.
       stats.bpf = {
         program: s.tracker.program!,
         programReason: s.tracker.programReason!,
@@ -805,6 +815,7 @@ export class Sampler {
         busyReads: s.tracker.busyReads!,
         recursionMisses: s.tracker.recursionMisses,
         repairHook: s.tracker.repairHook!,
+        renameHook: s.tracker.renameHook!,
         missedSwitchIns: s.tracker.missedSwitchIns!,
         repairedSwitchIns: s.tracker.repairedSwitchIns!,
         note: s.tracker.note,

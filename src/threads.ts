@@ -85,7 +85,7 @@ export interface ThreadTimesResult {
   onCpuNs: number;
   /** `onCpuNs` split by package (8 entries). */
   pkgNs: number[];
-  /** Thread name (comm), at most 15 bytes. */
+  /** Thread name (comm), at most 15 bytes, as of this snapshot. */
   name: string;
   /** Final figures: the thread exited and is not reported again. */
   exited: boolean;
@@ -121,6 +121,12 @@ export interface ThreadTrackerStats {
    * when attached, "standby: ..." until one is seen (repairSwitchIns 'auto'), or "off: <why>".
    */
   repairHook?: string;
+  /**
+   * bpf only: the hook that keeps thread names current, "tp_btf/task_rename", or "off: <why>"
+   * (a kernel without that tracepoint, or that refused the program): `snapshot()` then reads each
+   * live thread's name from /proc.
+   */
+  renameHook?: string;
   /** bpf only: switch-ins the kernel did not report, found by the repair or at the switch-out. */
   missedSwitchIns?: number;
   /** bpf only: those the repair found while the thread ran. */

@@ -9,6 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Sampler, type ThreadsBackend } from '../src/index';
 import { EnergyTracker } from '../src/energy-tracker';
 import { native } from '../src/native';
+import { nativeHandleOf } from '../src/native-handles';
 import { describeBpf, itBpf } from './fixtures/bpf-required';
 import { createEmulatedMsr, MSR, type EmulatedMsr } from './fixtures/emulated-devices';
 import { sleep, Spinner } from './fixtures/spinner';
@@ -211,10 +212,55 @@ function suite(backend: Exclude<ThreadsBackend, 'off'>) {
     // The sampler's own thread, gone since stop().
     expect(threads.find((t) => t.tid === s.stats().timing.samplerTid)?.name).toBe('jouletrace');
   });
+
+  it('names live threads as they renamed themselves, reading nothing from /proc in threads()', async () => {
+    const s = new Sampler({ source: 'model', intervalUs: 1000, threads: backend });
+    samplers.push(s);
+    s.start();
+    const w = await Spinner.start();
+    try {
+      const row = () => s.threads().find((x) => x.tid === w.tid);
+      for (const until = Date.now() + 3000; Date.now() < until && !row(); ) await sleep(5);
+      expect(row()).toBeDefined(); // seen under its first name
+      await w.rename('jt-renamed');
+      // Taken at an attribution step after the rename (procfs's come 10 ms apart).
+      for (const until = Date.now() + 3000; Date.now() < until && row()?.name !== 'jt-renamed'; ) await sleep(5);
+      expect(row()?.name).toBe('jt-renamed');
+      // A read of /proc per row, on this thread, would find the name too, at 40-100 ms a call for
+      // 3,000 threads: threads() makes no read at all. This thread's count of read calls moves by
+      // what reading the count costs, no more.
+      const reads = () => Number(/^syscr: (\d+)$/m.exec(fs.readFileSync('/proc/thread-self/io', 'utf8'))![1]);
+      const r0 = reads();
+      const r1 = reads();
+      expect(s.threads().length).toBeGreaterThan(2);
+      const r2 = reads();
+      expect(r2 - r1).toBe(r1 - r0);
+    } finally {
+      await w.exit();
+    }
+  });
 }
 
 describeBpf('attribution with the eBPF backend', () => {
   suite('bpf');
+
+  it("reads live threads' names from /proc in threads() where the rename hook is not attached", async () => {
+    const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'bpf' });
+    samplers.push(s);
+    nativeHandleOf<{ _dropRenameHook(): void }>(s)._dropRenameHook();
+    expect(s.stats().bpf!.renameHook).toBe('off: dropped by a test');
+    s.start();
+    const w = await Spinner.start();
+    try {
+      const row = () => s.threads().find((x) => x.tid === w.tid);
+      for (const until = Date.now() + 3000; Date.now() < until && !row(); ) await sleep(5);
+      expect(row()).toBeDefined(); // seen under its first name, which its slot keeps
+      await w.rename('jt-unhooked');
+      expect(row()?.name).toBe('jt-unhooked');
+    } finally {
+      await w.exit();
+    }
+  });
 
   it('reports the BPF program state in stats()', async () => {
     const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'bpf' });
@@ -230,6 +276,7 @@ describeBpf('attribution with the eBPF backend', () => {
     // This machine runs Linux >= 6.2 (see the tracker tests for the choice itself).
     expect(b.program).toBe('task-storage');
     expect(b.hashRefs).toBe(0);
+    expect(b.renameHook).toBe('tp_btf/task_rename');
   });
 
   it('without CAP_BPF: threads "bpf" names the missing capability, the default falls back to procfs', async () => {

@@ -753,7 +753,7 @@ const EINVAL = 22;
 // include/uapi/linux/bpf.h, enum bpf_map_type.
 const BPF_MAP_TYPE_TASK_STORAGE = 29;
 
-type Opened = { ok: true; program: string; programReason: string; repairHook: string; attached: boolean; threads: number; events: number };
+type Opened = { ok: true; program: string; programReason: string; repairHook: string; renameHook: string; attached: boolean; threads: number; events: number; name: string };
 type Refused = { ok: false; code: string; message: string };
 type Outcome = Opened | Refused;
 
@@ -785,10 +785,17 @@ describeBpf('eBPF tracker load and attach failures (kernel refusals injected)', 
       const outcomes = ${JSON.stringify(optionSets)}.map((o) => {
         try {
           const t = openThreadTracker({ backend: 'bpf', ...o });
+          // This thread, seen under its name, then renamed: what snapshot() names it.
+          const tid = Number(fs.readlinkSync('/proc/thread-self').split('/').pop());
+          const comm = fs.readFileSync('/proc/thread-self/comm', 'utf8');
+          t.snapshot();
+          fs.writeFileSync('/proc/thread-self/comm', 'jt-renamed');
           const snap = t.snapshot();
+          fs.writeFileSync('/proc/thread-self/comm', comm);
           const s = t.stats();
           t.close();
-          return { ok: true, program: s.program, programReason: s.programReason, repairHook: s.repairHook, attached: s.attached, threads: snap.threads.length, events: s.events };
+          const name = snap.threads.find((x) => x.tid === tid)?.name;
+          return { ok: true, program: s.program, programReason: s.programReason, repairHook: s.repairHook, renameHook: s.renameHook, attached: s.attached, threads: snap.threads.length, events: s.events, name };
         } catch (e) {
           return { ok: false, code: e.code, message: e.message };
         }
@@ -836,9 +843,22 @@ describeBpf('eBPF tracker load and attach failures (kernel refusals injected)', 
     ]);
     for (const o of out.outcomes.map(opened)) {
       expect(o.repairHook).toBe('off: the kernel refused tp_btf/sched_stat_runtime (Invalid argument)');
+      expect(o.renameHook).toBe('tp_btf/task_rename');
       expect(o.attached).toBe(true);
       expect(o.threads).toBeGreaterThan(0);
     }
+  });
+
+  it('opens without the rename hook when the kernel refuses that program alone, and names threads from /proc', () => {
+    const out = underFault({ JT_FAULT_ERRNO: EINVAL, JT_FAULT_PROG: 'handle_rename' }, [{}, { bpfProgram: 'compat', repairSwitchIns: 'always' }]);
+    for (const o of out.outcomes.map(opened)) {
+      expect(o.renameHook).toBe('off: the kernel refused tp_btf/task_rename (Invalid argument)');
+      expect(o.attached).toBe(true);
+      expect(o.threads).toBeGreaterThan(0);
+      expect(o.name).toBe('jt-renamed');
+    }
+    // The other optional program stays.
+    expect(opened(out.outcomes[1]).repairHook).toBe('tp_btf/sched_stat_runtime');
   });
 
   it('reports a refused load as is when it is EPERM, and tries the compat build for any other errno', () => {
@@ -918,7 +938,8 @@ describeBpf('eBPF tracker load and attach failures (kernel refusals injected)', 
     expect(auto.message).toMatch(/^jouletrace: attaching tp_btf\/sched_process_fork failed: Operation not permitted, though/);
     expect(auto.message).not.toContain('failed first');
     expect(compat.code).toBe('EPERM');
-    // The compat build's first attach is its seeding iterator's.
+    // The compat build's first attach it cannot do without is its seeding iterator's (the rename
+    // hook's, before it, is optional).
     expect(compat.message).toMatch(/^jouletrace: giving the threads of process \d+ their refs failed: Operation not permitted, though/);
     for (const m of [auto.message, compat.message]) expect(m).toContain("backend 'procfs'");
   });

@@ -505,6 +505,81 @@ time.sleep(30)`;
     expect(tracker.stats().droppedThreads).toBe(0);
   });
 
+  it("keeps a live thread's name as it renames itself and as another thread renames it", async () => {
+    tracker = openThreadTracker({ backend: 'bpf', bpfProgram });
+    const w = await Spinner.start();
+    try {
+      const name = () => find(tracker!.snapshot(), w.tid)?.name;
+      const first = name();
+      expect(first).toBe(fs.readFileSync(`/proc/self/task/${w.tid}/comm`, 'utf8').trim());
+      // Seen first, then named: the slot's name was the first one (the tracker's snapshot reads
+      // no /proc while the hook is attached).
+      await w.rename('jt-self');
+      expect(name()).toBe('jt-self');
+      // From this thread, as pthread_setname_np() names another: the hook runs on this CPU
+      // while the worker may be switching on the other.
+      fs.writeFileSync(`/proc/self/task/${w.tid}/comm`, 'jt-by-another');
+      expect(name()).toBe('jt-by-another');
+      // Cut to 15 bytes, as the kernel cuts it.
+      await w.rename('jt-0123456789abcdef');
+      expect(name()).toBe('jt-0123456789ab');
+      // Shorter again: nothing of the longer name is left behind.
+      await w.rename('jt');
+      expect(name()).toBe('jt');
+      expect(tracker.stats().renameHook).toBe('tp_btf/task_rename');
+    } finally {
+      await w.exit();
+    }
+  });
+
+  it('keeps the name of a thread of another process that renames itself with prctl()', async () => {
+    // Seeded at open (the thread exists already), then renamed by prctl(PR_SET_NAME), as
+    // pthread_setname_np() on the calling thread does.
+    const { child, waitFor } = spawnPython(`
+import ctypes, sys, threading
+libc = ctypes.CDLL(None, use_errno=True)
+go = threading.Event()
+def named():
+    print(f'thread {threading.get_native_id()} ready', flush=True)
+    go.wait()
+    if libc.prctl(15, b'jt-prctl', 0, 0, 0) != 0: raise OSError(ctypes.get_errno(), 'prctl')
+    print('renamed', flush=True)
+    threading.Event().wait()
+t = threading.Thread(target=named, daemon=True)
+t.start()
+sys.stdin.readline()
+go.set()
+sys.stdin.readline()`);
+    let out = '';
+    child.stdout.on('data', (d) => (out += String(d)));
+    try {
+      await waitFor('ready');
+      const tid = Number(/thread (\d+) ready/.exec(out)![1]);
+      tracker = openThreadTracker({ backend: 'bpf', bpfProgram, pid: child.pid });
+      const name = () => find(tracker!.snapshot(), tid)?.name;
+      expect(name()).toBe(fs.readFileSync(`/proc/${child.pid}/task/${tid}/comm`, 'utf8').trim());
+      child.stdin.write('go\n');
+      await waitFor('renamed');
+      expect(name()).toBe('jt-prctl');
+    } finally {
+      child.kill();
+    }
+  });
+
+  it("reads a live thread's name from /proc where the rename hook is not attached", async () => {
+    tracker = openThreadTracker({ backend: 'bpf', bpfProgram });
+    (tracker as unknown as { _dropRenameHook(): void })._dropRenameHook();
+    expect(tracker.stats().renameHook).toBe('off: dropped by a test');
+    const w = await Spinner.start();
+    try {
+      find(tracker.snapshot(), w.tid); // seen under its first name
+      await w.rename('jt-unhooked');
+      expect(find(tracker.snapshot(), w.tid)?.name).toBe('jt-unhooked');
+    } finally {
+      await w.exit();
+    }
+  });
+
   it('does not count a thread seeded as runnable that was asleep by attach as running', async () => {
     // The race this stands for: /proc read R while seeding, then the thread blocked before the
     // program was attached, so no switch-out ends the stint. The hook gives a sleeping thread

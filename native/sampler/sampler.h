@@ -105,6 +105,10 @@ class Sampler {
   const std::shared_ptr<RingBuffer>& ring() const { return ring_; }
   uint32_t recordSize() const { return recordSize_; }
   bool attributed() const { return tracker_ != nullptr; }
+  // Whether the attribution's thread names follow renames (ThreadTracker::namesFresh()).
+  bool threadNamesFresh() const { return tracker_ && tracker_->namesFresh(); }
+  // Test hook: ThreadTracker::dropRenameHook().
+  int dropRenameHook() { return tracker_ ? tracker_->dropRenameHook() : -ENOTSUP; }
   const std::string& threadsBackend() const { return threadsBackend_; }
   const std::string& threadsFallbackReason() const { return threadsFallback_; }
   // CPUs whose package could not be found when the sampler was made: attributed as package 0's.

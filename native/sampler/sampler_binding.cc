@@ -11,9 +11,9 @@
 #include <string>
 
 #include "energy/source_js.h"
+#include "errno_name.h"
 #include "napi_util.h"
 #include "sampler/sampler.h"
-#include "sys_file.h"
 #include "threads/tracker_js.h"
 
 namespace jouletrace {
@@ -42,6 +42,7 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
                            InstanceMethod<&SamplerHandle::Attribution>("attribution"),
                            InstanceMethod<&SamplerHandle::SetBaselineWatts>("setBaselineWatts"),
                            InstanceMethod<&SamplerHandle::FillForBenchmark>("fillForBenchmark"),
+                           InstanceMethod<&SamplerHandle::DropRenameHook>("_dropRenameHook"),
                        });
   }
 
@@ -357,24 +358,23 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     AttributionEngine* a = sampler_->attribution();
     if (!a) return Napi::Array::New(env, 0);
     std::vector<ThreadEnergy> ts = a->threads();
+    // Threads usually name themselves after the tracker first saw them (pthread_setname_np).
+    // Where the tracker follows renames (the eBPF program's task_rename hook, procfs's stat at
+    // each snapshot) the rows hold each thread's name as of the last attribution step, and
+    // nothing is read here: a /proc read per row cost tens of ms at 3,000 threads, on the JS
+    // thread. Otherwise a live thread's row may hold the name it had when first seen, and /proc
+    // has its current one.
+    const bool namesFresh = sampler_->threadNamesFresh();
     Napi::Array out = Napi::Array::New(env, ts.size());
     for (size_t i = 0; i < ts.size(); i++) {
-      // The kernel side records comm when it first sees a thread and when it exits; threads
-      // usually name themselves in between (pthread_setname_np), so live threads get their
-      // current name here. The sampler's own thread exits after its last snapshot, so once it
-      // is stopped its row is named here; its tid alone is not enough (another process may
-      // hold that number since).
+      // The sampler's own thread exits after its last snapshot, so once it is stopped its row is
+      // named here; its tid alone is not enough (another process may hold that number since).
       if (!sampler_->running() && ts[i].tid != 0 && ts[i].tid == sampler_->threadTid() &&
           (ts[i].tgid == 0 || ts[i].tgid == uint32_t(getpid()))) {
         ts[i].name = Sampler::kThreadName;
-      } else if (!ts[i].exited && ts[i].tid != 0) {
-        std::string name;
-        if (readSmallFile("/proc/" + std::to_string(ts[i].tgid ? ts[i].tgid : uint32_t(getpid())) + "/task/" +
-                              std::to_string(ts[i].tid) + "/comm",
-                          &name) == 0) {
-          while (!name.empty() && name.back() == '\n') name.pop_back();
-          if (!name.empty()) ts[i].name = name;
-        }
+      } else if ((!namesFresh || ts[i].name.empty()) && !ts[i].exited && ts[i].tid != 0) {
+        std::string name = procThreadComm(ts[i].tgid, ts[i].tid);
+        if (!name.empty()) ts[i].name = name;
       }
       Napi::Object o = Napi::Object::New(env);
       o.Set("id", double(ts[i].id));
@@ -439,6 +439,14 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     if (!sampler_->fillForBenchmark(uint64_t(info[0].As<Napi::Number>().DoubleValue()))) {
       throwCoded(env, "ERR_JOULETRACE_ALREADY_STARTED", "fillForBenchmark: stop the sampler first");
     }
+    return env.Undefined();
+  }
+
+  // Test hook (see ThreadTracker::dropRenameHook); not part of the TypeScript API.
+  Napi::Value DropRenameHook(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!check(env)) return env.Undefined();
+    if (int rc = sampler_->dropRenameHook()) throwCoded(env, errnoName(-rc), "_dropRenameHook: " + std::string(strerror(-rc)));
     return env.Undefined();
   }
 

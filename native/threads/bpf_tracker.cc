@@ -312,16 +312,23 @@ class BpfTracker final : public ThreadTracker {
   void stats(TrackerStats& out) override;
   int forgetSwitchIn(uint32_t tid, bool asSeeded) override;
   int closeAsEnded(uint32_t tid) override;
+  bool namesFresh() const override { return renameAttached_.load(std::memory_order_relaxed); }
+  int dropRenameHook() override;
   // The kernel refused the program itself (as opposed to a later step): another build may load.
   bool loadFailed() const { return loadFailed_; }
 
  private:
   int fail(TrackerError* err, int e, const std::string& what, const std::string& log);
   int seedThreads(uint32_t tgid, uint64_t attachTs);
-  // withRepair false: the kernel refused handle_runtime on the first try; open without it.
-  int openOnce(const TrackerOptions& opts, const std::string& why, TrackerError* err, bool withRepair);
-  static constexpr int kRetryWithoutRepair = 1;
+  // The optional programs to load: each one the kernel refuses is left out of the next try.
+  struct Optional {
+    bool repair = true;  // handle_runtime
+    bool rename = true;  // handle_rename
+  };
+  int openOnce(const TrackerOptions& opts, const std::string& why, TrackerError* err, Optional* with);
+  static constexpr int kRetryWithout = 1;
   bool configureRepairHook(bool withRepair);
+  bool configureRenameHook(bool withRename);
   void retireVanishedSeeds(uint32_t tgid);
   bool closeSlot(uint32_t tid, uint32_t idx);
 
@@ -337,6 +344,10 @@ class BpfTracker final : public ThreadTracker {
   std::atomic<int> repairErrno_{0};
   std::string repairOff_;
   std::string repairSwitchIns_;
+  // handle_rename, attached at open where the kernel has it; renameOff_ says why not. Both are
+  // written on the JS thread only (open, dropRenameHook), and namesFresh() is asked there.
+  std::atomic<bool> renameAttached_{false};
+  std::string renameOff_;
   // Slot reads that gave up because the writer stayed mid-update (a vCPU descheduled inside the
   // program, on a VM): the slot's previous figures stood in. Read by stats() on another thread.
   std::atomic<uint64_t> busyReads_{0};
@@ -553,9 +564,23 @@ int BpfTracker<Build>::closeAsEnded(uint32_t tid) {
 }
 
 template <typename Build>
+int BpfTracker<Build>::dropRenameHook() {
+  if (!skel_) return -EBADF;
+  if (!renameAttached_.load()) return -ENOENT;
+  renameAttached_.store(false);
+  bpf_link__destroy(skel_->links.handle_rename);
+  skel_->links.handle_rename = nullptr;
+  renameOff_ = "off: dropped by a test";
+  return 0;
+}
+
+template <typename Build>
 int BpfTracker<Build>::open(const TrackerOptions& opts, const std::string& why, TrackerError* err) {
-  int e = openOnce(opts, why, err, true);
-  return e == kRetryWithoutRepair ? openOnce(opts, why, err, false) : e;
+  Optional with;
+  int e;
+  while ((e = openOnce(opts, why, err, &with)) == kRetryWithout) {
+  }
+  return e;
 }
 
 // handle_runtime repairs switch-ins the kernel did not report. It is optional: a kernel without
@@ -575,9 +600,24 @@ bool BpfTracker<Build>::configureRepairHook(bool withRepair) {
   return false;
 }
 
+// handle_rename keeps the slots' names current. Optional too: without it (a kernel without the
+// task_rename tracepoint, or one that refuses or fails to attach the program), the callers read
+// names from /proc (namesFresh()).
+template <typename Build>
+bool BpfTracker<Build>::configureRenameHook(bool withRename) {
+  bpf_program* prog = skel_->progs.handle_rename;
+  bpf_program__set_autoattach(prog, false);  // attached before seed_refs runs (openOnce)
+  if (withRename) {
+    if (bpf_program__set_attach_target(prog, 0, "task_rename") == 0) return true;
+    renameOff_ = "off: the kernel has no task_rename tracepoint in its BTF";
+  }
+  bpf_program__set_autoload(prog, false);
+  return false;
+}
+
 template <typename Build>
 int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& why, TrackerError* err,
-                                bool withRepair) {
+                                Optional* with) {
   why_ = why;
   procfsOption_ = opts.procfsOption;
   repairSwitchIns_ = opts.repairSwitchIns;
@@ -658,18 +698,26 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
       // listed or seen forking.
       bpf_program__set_autoattach(skel_->progs.handle_fork, false);
     }
-    const bool repair = configureRepairHook(withRepair);
+    const bool repair = configureRepairHook(with->repair);
+    const bool rename = configureRenameHook(with->rename);
 
     {
       SignalsBlocked quiet;
       e = Build::load(skel_.get());
     }
+    // An optional program refused (libbpf names it): a fresh object without it, as libbpf cannot
+    // load an object twice. Any other failure is reported as it is.
     if (e && repair && log.find("'handle_runtime'") != std::string::npos) {
-      // That program was refused (libbpf names it): a fresh object without it, as libbpf cannot
-      // load an object twice. Any other failure is reported as it is.
       repairOff_ = "off: the kernel refused tp_btf/sched_stat_runtime (" + std::string(strerror(e < 0 ? -e : e)) + ")";
+      with->repair = false;
       skel_.reset();
-      return kRetryWithoutRepair;
+      return kRetryWithout;
+    }
+    if (e && rename && log.find("'handle_rename'") != std::string::npos) {
+      renameOff_ = "off: the kernel refused tp_btf/task_rename (" + std::string(strerror(e < 0 ? -e : e)) + ")";
+      with->rename = false;
+      skel_.reset();
+      return kRetryWithout;
     }
     if (e) {
       loadFailed_ = true;
@@ -699,6 +747,17 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
     seedTs_ = attachTs;
     e = seedThreads(uint32_t(tgid), attachTs);
     if (e) return fail(err, e, "seeding the threads of process " + std::to_string(tgid), log);
+    if (rename) {
+      // Before seed_refs, which takes each seeded thread's name anew once the hook can find the
+      // thread: the hook has every rename after that. A kernel that refuses to attach it gets
+      // the tracker without it.
+      skel_->links.handle_rename = bpf_program__attach(skel_->progs.handle_rename);
+      if (skel_->links.handle_rename) {
+        renameAttached_.store(true);
+      } else {
+        renameOff_ = "off: attaching tp_btf/task_rename failed (" + std::string(strerror(errno)) + ")";
+      }
+    }
     e = runIterator(skel_->progs.seed_refs);
     if (e) {
       return fail(err, e, "giving the threads of process " + std::to_string(tgid) +
@@ -938,6 +997,7 @@ void BpfTracker<Build>::stats(TrackerStats& out) {
       break;
     default: out.repairHook = repairOff_; break;
   }
+  out.renameHook = renameAttached_.load() ? "tp_btf/task_rename" : renameOff_;
   out.missedSwitchIns = __atomic_load_n(&skel_->bss->missed_switch_ins, __ATOMIC_RELAXED);
   out.repairedSwitchIns = __atomic_load_n(&skel_->bss->repaired_switch_ins, __ATOMIC_RELAXED);
   out.busyReads = busyReads_.load(std::memory_order_relaxed);

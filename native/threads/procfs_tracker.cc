@@ -93,6 +93,7 @@ class ProcfsTracker final : public ThreadTracker {
   int open(const TrackerOptions& opts, TrackerError* err);
   int snapshot(TrackerSnapshot& snap) override;
   void stats(TrackerStats& out) override;
+  bool namesFresh() const override { return true; }  // readThread() takes it from stat
 
  private:
   void rescan(bool initial);

@@ -88,6 +88,7 @@ struct TrackerStats {
   uint64_t busyReads = 0;        // bpf: snapshot slot reads that gave up on a writer mid-update
   uint64_t recursionMisses = 0;  // program runs the kernel skipped (bpf_prog_info.recursion_misses)
   std::string repairHook;        // bpf: "tp_btf/sched_stat_runtime", "standby: ...", or "off: <why>"
+  std::string renameHook;        // bpf: "tp_btf/task_rename", or "off: <why>" (names then read from /proc)
   uint64_t missedSwitchIns = 0;  // bpf: switch-ins the kernel did not report (found either way)
   uint64_t repairedSwitchIns = 0;  // bpf: those the repair found while the thread ran
   uint64_t repairRunTimeNs = 0;  // bpf: the repair program's bpf_prog_info, as runTimeNs/runCount
@@ -120,6 +121,13 @@ class ThreadTracker {
   // Test hook: closes a live thread's slot as the eBPF loader closes a seeded thread it judged
   // ended. Returns 0 or -errno.
   virtual int closeAsEnded(uint32_t /*tid*/) { return -ENOTSUP; }
+  // Whether ThreadTimes::comm follows a live thread's renames, as of the snapshot: procfs reads it
+  // at each one; the eBPF program where its task_rename hook is attached. Otherwise it may be the
+  // name the thread had when first seen, and callers read /proc for a current one. Safe to ask
+  // from any thread.
+  virtual bool namesFresh() const { return false; }
+  // Test hook: detaches the eBPF task_rename hook, as on a kernel without it. Returns 0 or -errno.
+  virtual int dropRenameHook() { return -ENOTSUP; }
 };
 
 std::unique_ptr<ThreadTracker> openBpfTracker(const TrackerOptions& opts, TrackerError* err);

@@ -1,6 +1,7 @@
 // JS face of the thread trackers, for tests and debugging. The sampler uses the C++ interface
 // directly from its own thread; this wrapper only ever runs on the JS thread that owns it.
 #include <napi.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -8,6 +9,7 @@
 
 #include "errno_name.h"
 #include "napi_util.h"
+#include "sys_file.h"
 #include "tracker.h"
 #include "tracker_js.h"
 
@@ -22,6 +24,7 @@ Napi::Object trackerStatsToJs(Napi::Env env, const TrackerStats& s) {
     o.Set("hashRefs", Napi::Number::New(env, double(s.hashRefs)));
     o.Set("busyReads", Napi::Number::New(env, double(s.busyReads)));
     o.Set("repairHook", s.repairHook);
+    o.Set("renameHook", s.renameHook);
     o.Set("missedSwitchIns", Napi::Number::New(env, double(s.missedSwitchIns)));
     o.Set("repairedSwitchIns", Napi::Number::New(env, double(s.repairedSwitchIns)));
     o.Set("repairRunTimeNs", Napi::Number::New(env, double(s.repairRunTimeNs)));
@@ -39,6 +42,16 @@ Napi::Object trackerStatsToJs(Napi::Env env, const TrackerStats& s) {
   return o;
 }
 
+std::string procThreadComm(uint32_t tgid, uint32_t tid) {
+  std::string name;
+  if (readSmallFile("/proc/" + std::to_string(tgid ? tgid : uint32_t(getpid())) + "/task/" + std::to_string(tid) + "/comm",
+                    &name) != 0) {
+    return std::string();
+  }
+  while (!name.empty() && name.back() == '\n') name.pop_back();
+  return name;
+}
+
 namespace {
 
 class TrackerWrap : public Napi::ObjectWrap<TrackerWrap> {
@@ -51,6 +64,7 @@ class TrackerWrap : public Napi::ObjectWrap<TrackerWrap> {
                            InstanceMethod("close", &TrackerWrap::Close),
                            InstanceMethod("_forgetSwitchIn", &TrackerWrap::ForgetSwitchIn),
                            InstanceMethod("_closeAsEnded", &TrackerWrap::CloseAsEnded),
+                           InstanceMethod("_dropRenameHook", &TrackerWrap::DropRenameHook),
                        });
   }
 
@@ -63,6 +77,7 @@ class TrackerWrap : public Napi::ObjectWrap<TrackerWrap> {
   Napi::Value Close(const Napi::CallbackInfo& info);
   Napi::Value ForgetSwitchIn(const Napi::CallbackInfo& info);
   Napi::Value CloseAsEnded(const Napi::CallbackInfo& info);
+  Napi::Value DropRenameHook(const Napi::CallbackInfo& info);
   // The test hooks' common part: checks, then f(tid) → 0 or -errno, thrown as name's error.
   template <typename F>
   Napi::Value slotHook(const Napi::CallbackInfo& info, const char* name, F f);
@@ -168,6 +183,17 @@ Napi::Value TrackerWrap::CloseAsEnded(const Napi::CallbackInfo& info) {
   return slotHook(info, "_closeAsEnded", [&](uint32_t tid) { return tracker_->closeAsEnded(tid); });
 }
 
+// Test hook (see ThreadTracker::dropRenameHook); not part of the TypeScript API.
+Napi::Value TrackerWrap::DropRenameHook(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!tracker_) {
+    throwCoded(env, "ERR_JOULETRACE_CLOSED", "ThreadTracker is closed");
+  } else if (int rc = tracker_->dropRenameHook()) {
+    throwCoded(env, errnoName(-rc), "_dropRenameHook: " + std::string(strerror(-rc)));
+  }
+  return env.Undefined();
+}
+
 Napi::Value TrackerWrap::Snapshot(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!tracker_) {
@@ -190,6 +216,7 @@ Napi::Value TrackerWrap::Snapshot(const Napi::CallbackInfo& info) {
   }
   out.Set("cpus", cpus);
   Napi::Array threads = Napi::Array::New(env, snap_.threads.size());
+  const bool namesFresh = tracker_->namesFresh();
   for (size_t i = 0; i < snap_.threads.size(); i++) {
     const ThreadTimes& t = snap_.threads[i];
     Napi::Object o = Napi::Object::New(env);
@@ -201,7 +228,13 @@ Napi::Value TrackerWrap::Snapshot(const Napi::CallbackInfo& info) {
     Napi::Array pkgs = Napi::Array::New(env, kMaxPackages);
     for (int p = 0; p < kMaxPackages; p++) pkgs.Set(uint32_t(p), Napi::Number::New(env, double(t.pkgNs[p])));
     o.Set("pkgNs", pkgs);
-    o.Set("name", Napi::String::New(env, t.comm, strnlen(t.comm, kCommLen)));
+    std::string name(t.comm, strnlen(t.comm, kCommLen));
+    // Where the tracker may hold the name a live thread had when first seen, /proc has its own.
+    if ((!namesFresh || name.empty()) && !t.exited && t.tid != 0) {
+      std::string current = procThreadComm(t.tgid, t.tid);
+      if (!current.empty()) name = current;
+    }
+    o.Set("name", name);
     o.Set("exited", Napi::Boolean::New(env, t.exited));
     threads.Set(uint32_t(i), o);
   }
