@@ -335,8 +335,30 @@ describe('the package as a user resolves it', () => {
       expect(files.has(path.normalize(target)), target).toBe(true);
     }
     expect(files.has(path.normalize(pkg.bin.jouletrace)), pkg.bin.jouletrace).toBe(true);
-    for (const f of ['scripts/setup.sh', 'scripts/prebuild.sh', 'scripts/build-static-deps.sh', 'scripts/verify-prebuild.sh', 'scripts/build-ts.mjs']) {
+    for (const f of ['scripts/setup.sh', 'scripts/prebuild.sh', 'scripts/build-static-deps.sh', 'scripts/verify-prebuild.sh', 'scripts/build-ts.mjs', 'scripts/check-prebuilds.mjs']) {
       expect(files.has(f), f).toBe(false);
     }
+  });
+
+  // Nothing stopped a publish without prebuilds/ (a clone has none until \`npm run prebuild\`):
+  // the package would have compiled the addon on every user's machine.
+  it('refuses to publish without a prebuilt addon for linux-x64, naming the command that makes one', () => {
+    expect(pkg.scripts.prepublishOnly).toBe('node scripts/check-prebuilds.mjs');
+    const dir = scratch('publish');
+    fs.mkdirSync(path.join(dir, 'scripts'));
+    fs.copyFileSync(path.join(ROOT, 'scripts/check-prebuilds.mjs'), path.join(dir, 'scripts/check-prebuilds.mjs'));
+    const check = () => spawnSync(process.execPath, [path.join(dir, 'scripts/check-prebuilds.mjs')], { cwd: dir, encoding: 'utf8' });
+    const refused = (r: ReturnType<typeof check>) => ({ status: r.status, stderr: r.stderr });
+    const message =
+      'jouletrace: not publishing: prebuilds/linux-x64 holds no prebuilt addon (*.node), so every install would compile it. ' +
+      'Run `npm run prebuild` on a linux-x64 machine first (it builds the addon with libbpf, libelf and zlib linked statically and verifies it), then publish again.\n';
+    expect(refused(check())).toEqual({ status: 1, stderr: message });
+    // Another platform's prebuild is no substitute.
+    fs.mkdirSync(path.join(dir, 'prebuilds/linux-arm64'), { recursive: true });
+    fs.writeFileSync(path.join(dir, 'prebuilds/linux-arm64/jouletrace.node'), '');
+    fs.mkdirSync(path.join(dir, 'prebuilds/linux-x64'));
+    expect(refused(check())).toEqual({ status: 1, stderr: message });
+    fs.writeFileSync(path.join(dir, 'prebuilds/linux-x64/jouletrace.node'), '');
+    expect(refused(check())).toEqual({ status: 0, stderr: 'jouletrace: publishing with prebuilds/linux-x64/jouletrace.node\n' });
   });
 });
