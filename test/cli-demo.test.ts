@@ -206,6 +206,12 @@ describe('jouletrace demo', () => {
     expect(span.joules.mean).toBeGreaterThan(0);
   });
 
+  // The span line read "(the computation alone, with its share of the baseline: 11.74 W)", the
+  // watts read as the baseline's share; they are the span's average power while it ran.
+  it("gives the span's joules per run and its power while it ran, each for what it is", () => {
+    expect(run.stderr).toMatch(/^ {2}span 'expensive: compute': \d+ × [\d.]+ [µm]?J mean, [\d.]+ [µm]?J p99 \(the computation alone, including its share of the baseline; [\d.]+ m?W while it ran\)$/m);
+  });
+
   itBpf('keeps the probe report first and says when figures are estimated', () => {
     // With --json the human text goes to stderr; the probe report leads it.
     const probeAt = run.stderr.indexOf('Energy sources (auto picks');

@@ -326,7 +326,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
 
   for (const sp of spanStats) {
     out.write(
-      c.dim(`  span '${sp.label}': ${sp.count} × ${fmtJoules(sp.joules.mean)} mean, ${fmtJoules(sp.joules.p99)} p99 (the computation alone, with its share of the baseline: ${fmtWatts(sp.watts)})\n`),
+      c.dim(`  span '${sp.label}': ${sp.count} × ${fmtJoules(sp.joules.mean)} mean, ${fmtJoules(sp.joules.p99)} p99 (the computation alone, including its share of the baseline; ${fmtWatts(sp.watts)} while it ran)\n`),
     );
   }
 
