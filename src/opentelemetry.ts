@@ -7,6 +7,7 @@
 //   hw.energy never double counts it; core and uncore name their package in hw.parent.
 // Attributes: hw.id (unique on the host, "rapl-<domain>-<package>"), hw.type ("cpu", "memory",
 // "gpu"), hw.name (the RAPL domain), hw.parent; plus jouletrace.estimated = true from a model.
+import './otel-api-peer'; // first: a missing @opentelemetry/api is its error
 import {
   context as otelContext,
   createNoopMeter,

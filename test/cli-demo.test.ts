@@ -206,6 +206,22 @@ describe('jouletrace demo', () => {
     expect(span.joules.mean).toBeGreaterThan(0);
   });
 
+  // The help said that with --json "progress still goes to stderr": the whole report goes there.
+  it('puts the JSON alone on stdout and the human-readable report on stderr, as its help says', () => {
+    const help = spawnSync(process.execPath, [BIN, 'demo', '--help'], { encoding: 'utf8', timeout: 10_000 });
+    expect(help.stdout).toContain(
+      '  --json            print the results as JSON on stdout; the human-readable\n                    report (the probe report and the tables) goes to stderr\n',
+    );
+    expect(() => JSON.parse(run.stdout)).not.toThrow();
+    for (const heading of ['Energy sources (auto picks', 'Joules per request', 'Energy per thread']) expect(run.stderr).toContain(heading);
+  });
+
+  // The span line read "(the computation alone, with its share of the baseline: 11.74 W)", the
+  // watts read as the baseline's share; they are the span's average power while it ran.
+  it("gives the span's joules per run and its power while it ran, each for what it is", () => {
+    expect(run.stderr).toMatch(/^ {2}span 'expensive: compute': \d+ × [\d.]+ [µm]?J mean, [\d.]+ [µm]?J p99 \(the computation alone, including its share of the baseline; [\d.]+ m?W while it ran\)$/m);
+  });
+
   itBpf('keeps the probe report first and says when figures are estimated', () => {
     // With --json the human text goes to stderr; the probe report leads it.
     const probeAt = run.stderr.indexOf('Energy sources (auto picks');

@@ -105,25 +105,35 @@ describe('peer dependencies', () => {
     expect(peers.filter((p) => loaded.some((f) => f.includes(`${path.sep}node_modules${path.sep}${p}${path.sep}`)))).toEqual([]);
   });
 
+  // The package as npm places it in a project that has no `peer`: its files copied (a link would
+  // resolve back to this checkout and its node_modules), every other dependency linked.
+  function projectWithout(peer: string) {
+    const app = scratch(`no-${peer.replace('/', '-')}`);
+    const ours = path.join(app, 'node_modules/jouletrace');
+    fs.mkdirSync(ours, { recursive: true });
+    for (const f of ['dist', 'bin', 'package.json', 'binding.gyp']) fs.cpSync(path.join(ROOT, f), path.join(ours, f), { recursive: true });
+    fs.symlinkSync(path.join(ROOT, 'build'), path.join(ours, 'build'));
+    const link = (dir: string) => {
+      for (const dep of fs.readdirSync(path.join(ROOT, 'node_modules', dir))) {
+        const name = path.join(dir, dep);
+        // The peer's scope is a directory of links to each of its packages but the peer.
+        if (peer.startsWith(`${name}/`)) {
+          fs.mkdirSync(path.join(app, 'node_modules', name));
+          link(name);
+        } else if (name !== peer && name !== '.bin') fs.symlinkSync(path.join(ROOT, 'node_modules', name), path.join(app, 'node_modules', name));
+      }
+    };
+    link('');
+    const run = (args: string[]) => spawnSync(process.execPath, args, { cwd: app, encoding: 'utf8' });
+    expect(run(['-p', `require.resolve('${peer}')`]).stderr).toContain(`Cannot find module '${peer}'`);
+    return { app, bin: path.join(ours, 'bin/jouletrace.js'), run };
+  }
+
   // prom-client was a required peer: where peers are not installed (--legacy-peer-deps,
   // --omit=peer, Yarn) every CLI command failed with "Cannot find module 'prom-client'", the CLI
   // loading serve (and so prom-client) for any command; jouletrace/prometheus the same, with no code.
   describe('without prom-client installed', () => {
-    // The package as npm places it in a project that has no prom-client: its files copied (a link
-    // would resolve back to this checkout and its node_modules), every other dependency linked.
-    function project() {
-      const app = scratch('no-prom-client');
-      const ours = path.join(app, 'node_modules/jouletrace');
-      fs.mkdirSync(ours, { recursive: true });
-      for (const f of ['dist', 'bin', 'package.json', 'binding.gyp']) fs.cpSync(path.join(ROOT, f), path.join(ours, f), { recursive: true });
-      fs.symlinkSync(path.join(ROOT, 'build'), path.join(ours, 'build'));
-      for (const dep of fs.readdirSync(path.join(ROOT, 'node_modules'))) {
-        if (dep !== 'prom-client' && dep !== '.bin') fs.symlinkSync(path.join(ROOT, 'node_modules', dep), path.join(app, 'node_modules', dep));
-      }
-      const run = (args: string[]) => spawnSync(process.execPath, args, { cwd: app, encoding: 'utf8' });
-      expect(run(['-p', "require.resolve('prom-client')"]).stderr).toMatch(/Cannot find module 'prom-client'/);
-      return { app, bin: path.join(ours, 'bin/jouletrace.js'), run };
-    }
+    const project = () => projectWithout('prom-client');
     const range = pkg.peerDependencies['prom-client'];
     const missing =
       `prom-client is not installed: jouletrace's Prometheus metrics (jouletrace/prometheus, jouletrace serve) need prom-client ${range}, an optional peer dependency of jouletrace. ` +
@@ -154,6 +164,29 @@ describe('peer dependencies', () => {
       expect(r.stdout.trim().split('\n').map((l) => JSON.parse(l))).toEqual([want, want]);
       // The other entry points load.
       const others = ENTRIES.filter((e) => e !== './prometheus').map((e) => (e === '.' ? 'jouletrace' : `jouletrace/${e.slice(2)}`));
+      const all = run(['-e', `for (const n of ${JSON.stringify(others)}) require(n); console.log('ok')`]);
+      expect({ stderr: all.stderr, stdout: all.stdout }).toEqual({ stderr: '', stdout: 'ok\n' });
+    });
+  });
+
+  // jouletrace/opentelemetry failed with a bare MODULE_NOT_FOUND, naming neither what needed
+  // @opentelemetry/api nor that it is an optional peer to install.
+  describe('without @opentelemetry/api installed', () => {
+    it('refuses jouletrace/opentelemetry, to require and import alike, with ERR_JOULETRACE_OTEL_API saying what to install', () => {
+      const { run } = projectWithout('@opentelemetry/api');
+      const range = pkg.peerDependencies['@opentelemetry/api'];
+      const script = `const show = (e) => JSON.stringify({ name: e.name, code: e.code, message: e.message });
+        try { require('jouletrace/opentelemetry'); console.log('loaded'); } catch (e) { console.log(show(e)); }
+        import('jouletrace/opentelemetry').then(() => console.log('loaded'), (e) => console.log(show(e)));`;
+      const r = run(['-e', script]);
+      expect(r.stderr).toBe('');
+      const message =
+        `@opentelemetry/api is not installed: jouletrace's OpenTelemetry metrics (jouletrace/opentelemetry) need @opentelemetry/api ${range}, an optional peer dependency of jouletrace. ` +
+        `Install it beside jouletrace: npm install @opentelemetry/api@${range}, with an OpenTelemetry SDK to export what it records.`;
+      const want = { name: 'JouletraceError', code: 'ERR_JOULETRACE_OTEL_API', message };
+      expect(r.stdout.trim().split('\n').map((l) => JSON.parse(l))).toEqual([want, want]);
+      // The other entry points load.
+      const others = ENTRIES.filter((e) => e !== './opentelemetry').map((e) => (e === '.' ? 'jouletrace' : `jouletrace/${e.slice(2)}`));
       const all = run(['-e', `for (const n of ${JSON.stringify(others)}) require(n); console.log('ok')`]);
       expect({ stderr: all.stderr, stdout: all.stdout }).toEqual({ stderr: '', stdout: 'ok\n' });
     });
@@ -335,8 +368,30 @@ describe('the package as a user resolves it', () => {
       expect(files.has(path.normalize(target)), target).toBe(true);
     }
     expect(files.has(path.normalize(pkg.bin.jouletrace)), pkg.bin.jouletrace).toBe(true);
-    for (const f of ['scripts/setup.sh', 'scripts/prebuild.sh', 'scripts/build-static-deps.sh', 'scripts/verify-prebuild.sh', 'scripts/build-ts.mjs']) {
+    for (const f of ['scripts/setup.sh', 'scripts/prebuild.sh', 'scripts/build-static-deps.sh', 'scripts/verify-prebuild.sh', 'scripts/build-ts.mjs', 'scripts/check-prebuilds.mjs']) {
       expect(files.has(f), f).toBe(false);
     }
+  });
+
+  // Nothing stopped a publish without prebuilds/ (a clone has none until \`npm run prebuild\`):
+  // the package would have compiled the addon on every user's machine.
+  it('refuses to publish without a prebuilt addon for linux-x64, naming the command that makes one', () => {
+    expect(pkg.scripts.prepublishOnly).toBe('node scripts/check-prebuilds.mjs');
+    const dir = scratch('publish');
+    fs.mkdirSync(path.join(dir, 'scripts'));
+    fs.copyFileSync(path.join(ROOT, 'scripts/check-prebuilds.mjs'), path.join(dir, 'scripts/check-prebuilds.mjs'));
+    const check = () => spawnSync(process.execPath, [path.join(dir, 'scripts/check-prebuilds.mjs')], { cwd: dir, encoding: 'utf8' });
+    const refused = (r: ReturnType<typeof check>) => ({ status: r.status, stderr: r.stderr });
+    const message =
+      'jouletrace: not publishing: prebuilds/linux-x64 holds no prebuilt addon (*.node), so every install would compile it. ' +
+      'Run `npm run prebuild` on a linux-x64 machine first (it builds the addon with libbpf, libelf and zlib linked statically and verifies it), then publish again.\n';
+    expect(refused(check())).toEqual({ status: 1, stderr: message });
+    // Another platform's prebuild is no substitute.
+    fs.mkdirSync(path.join(dir, 'prebuilds/linux-arm64'), { recursive: true });
+    fs.writeFileSync(path.join(dir, 'prebuilds/linux-arm64/jouletrace.node'), '');
+    fs.mkdirSync(path.join(dir, 'prebuilds/linux-x64'));
+    expect(refused(check())).toEqual({ status: 1, stderr: message });
+    fs.writeFileSync(path.join(dir, 'prebuilds/linux-x64/jouletrace.node'), '');
+    expect(refused(check())).toEqual({ status: 0, stderr: 'jouletrace: publishing with prebuilds/linux-x64/jouletrace.node\n' });
   });
 });

@@ -304,8 +304,9 @@ describe('ReportCollector records', () => {
     // The same records give the same sample.
     expect(collect().records).toEqual(d.records);
     const html = renderReport(d);
-    expect(html).toContain('n=100000, mean 50.50 mJ; percentiles from a sample of 2048');
-    expect(html).toContain('n=5000, mean 500.00 mJ, 5000 unmeasured; percentiles from a sample of 2048');
+    // The sample's note on a line of its own, under the row's figures.
+    expect(html).toMatch(/>n=100000, mean 50\.50 mJ<\/text><text class="row-sub"[^>]*>percentiles from a sample of 2048</);
+    expect(html).toMatch(/>n=5000, mean 500\.00 mJ, 5000 unmeasured<\/text><text class="row-sub"[^>]*>percentiles from a sample of 2048</);
   });
 
   it('counts every record, not the sample, in the throughput', () => {
@@ -572,6 +573,45 @@ describe('renderReport, what it writes', () => {
     const records = many.map((l) => ({ label: l.label, joules: 1e-3, t: 1, durationMs: 1 }));
     const html = renderReport({ ...saved, cpuCores: [null, 1, 0.7, 0.2] as never, recordLabels: many, records });
     expect(html).toContain('n=11, mean 1.00 mJ, 11 unmeasured');
+  });
+
+  // Labels and their figures were drawn right-aligned at x = 180 whatever their width: a route
+  // name past about 28 characters lost its start, and a sampled row (every demo's GET /cheap)
+  // lost "n=..., mean ..." off the chart's left, its figures and "; percentiles from a sample of
+  // 2048" being one line.
+  it('makes the label column as wide as its texts, and shortens a label past its cap, with a title', () => {
+    const long = 'POST /api/v1/customers/:customerId/orders/:orderId/items';
+    const huge = `GET /${Array.from({ length: 12 }, (_, i) => `segment${i}/:param${i}`).join('/')}`;
+    const rec = (label: string, joules: number) => ({ label, joules, t: 1, durationMs: 1 });
+    const records = [...Array.from({ length: 2048 }, (_, i) => rec('GET /cheap', 1e-4 * (1 + (i % 7)))), rec(long, 0.01)];
+    const recordLabels = [
+      { label: 'GET /cheap', count: 12620, measured: 12000, joules: 12000 * 2.44e-4 },
+      { label: long, count: 1, measured: 1, joules: 0.01 },
+    ];
+    const texts = (html: string) =>
+      [...html.matchAll(/<text class="row-(?:label|sub)" x="([^"]*)"[^>]*>([^<]*)</g)].map((m) => ({ x: Number(m[1]), text: m[2] }));
+    const shown = texts(renderReport(report({ records, recordLabels })));
+    // Each text's width in headless Chromium's DejaVu Sans (Debian's default, the widest of the
+    // common UI fonts), at the chart's 13 and 11 units: each is drawn whole, ending at x.
+    const dejaVu: Record<string, number> = {
+      'GET /cheap': 74.3,
+      'n=12000, mean 244.0 µJ, 620 unmeasured': 238.5,
+      'percentiles from a sample of 2048': 189.2,
+      [long]: 379.2,
+      'n=1, mean 10.00 mJ': 113.8,
+    };
+    expect(shown.map((t) => t.text)).toEqual(Object.keys(dejaVu));
+    for (const t of shown) expect(t.x, t.text).toBeGreaterThanOrEqual(dejaVu[t.text]);
+    // Past the cap, the label keeps its start and end around an ellipsis, its full text in a
+    // title; the plot keeps most of the width.
+    const html = renderReport(report({ records: [rec(huge, 0.01), rec('GET /a', 0.001)] }));
+    const label = texts(html).find((t) => t.text.startsWith('GET /segment0/'))!;
+    expect(label.text).toMatch(/^GET \/segment0\/:param0\/.*….*\/:param11$/);
+    expect(label.text.length).toBeLessThan(huge.length);
+    expect(html).toContain(`<g><title>${huge}</title><text class="row-label"`);
+    const axis = /<section id="records">.*?<line class="axis" x1="([^"]*)"/s.exec(html)!;
+    expect(Number(axis[1])).toBeLessThanOrEqual(460);
+    expect(Number(axis[1])).toBeGreaterThan(label.x);
   });
 
   it("totals each thread's series in its legend, and the attribution bar's parts", () => {

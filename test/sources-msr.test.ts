@@ -493,7 +493,11 @@ describe('msr source errors', () => {
     const missing = (driver: string) =>
       `${e.dir}/nope/cpu0/msr: no such file — the msr driver is loaded (${driver}) but its devices are not here, as in a ` +
       'container: pass them in (docker run --device /dev/cpu/N/msr for each CPU N) with CAP_SYS_RAWIO (--cap-add SYS_RAWIO)';
-    const openIt = () => openSource({ source: 'msr', msrPath, sysfsCpuRoot, cpuIdentity: SKYLAKE });
+    // A kernel that loads modules (its procfs has a modules file), whose module tree is not shown.
+    const proc = path.join(e.dir, 'proc');
+    fs.mkdirSync(proc);
+    for (const f of ['version', 'stat', 'modules']) fs.writeFileSync(path.join(proc, f), '');
+    const openIt = () => openSource({ source: 'msr', msrPath, sysfsCpuRoot, procStatPath: path.join(proc, 'stat'), cpuIdentity: SKYLAKE });
     // A module shows in /sys/module; a driver built into the kernel only in /sys/class/msr.
     for (const dir of [path.join(e.dir, 'sys', 'module', 'msr'), path.join(e.dir, 'sys', 'class', 'msr')]) {
       fs.mkdirSync(dir, { recursive: true });
@@ -501,6 +505,51 @@ describe('msr source errors', () => {
       fs.rmdirSync(dir);
     }
     expect(openIt).toThrow(/ — check options\.msrPath: it should name where this process sees the host's \/dev\/cpu\/%d\/msr$/);
+  });
+
+  // "modprobe msr" was the advice on a kernel without the msr driver at all (a VM kernel built
+  // without CONFIG_X86_MSR), where modprobe fails and no msr device can ever be.
+  it('says the kernel has no msr driver, not to load it, where it can be shown to have none', () => {
+    const e = emu({ vendor: 'intel' });
+    const sysfsCpuRoot = writeSysfsCpu(path.join(e.dir, 'sys', 'devices', 'system', 'cpu'), { cpus: 1, packages: 1 }).sysfsCpuRoot;
+    const proc = path.join(e.dir, 'proc');
+    fs.mkdirSync(proc);
+    for (const f of ['version', 'stat']) fs.writeFileSync(path.join(proc, f), '');
+    const msrPath = `${e.dir}/nope/cpu%d/msr`;
+    const openIt = () => openSource({ source: 'msr', msrPath, sysfsCpuRoot, procStatPath: path.join(proc, 'stat'), cpuIdentity: SKYLAKE });
+    const none = (why: string) =>
+      expect.objectContaining({
+        code: 'ENOENT',
+        message:
+          `${e.dir}/nope/cpu0/msr: no such file — this kernel has no msr driver, built in or as a module, as is common in VMs ` +
+          `(no ${e.dir}/sys/class/msr, and ${why}); try source 'perf', 'powercap' or 'model'`,
+      });
+    const another = / — check options\.msrPath: it should name where this process sees the host's \/dev\/cpu\/%d\/msr$/;
+    // A kernel that loads no modules (no /proc/modules), and no driver built in.
+    expect(openIt).toThrow(none(`no ${proc}/modules: the kernel loads no modules`));
+    // One that loads modules, none of them msr.
+    fs.writeFileSync(path.join(proc, 'modules'), '');
+    expect(openIt).toThrow(another); // its module tree not shown: it may have one
+    const modules = path.join(e.dir, 'lib', 'modules', os.release());
+    fs.mkdirSync(modules, { recursive: true });
+    const dep = 'kernel/arch/x86/kernel/cpuid.ko.zst:\nkernel/drivers/hwmon/msr-thing.ko: kernel/x/msr.ko.d/y.ko\n';
+    fs.writeFileSync(path.join(modules, 'modules.dep'), dep);
+    fs.writeFileSync(path.join(modules, 'modules.builtin'), 'kernel/drivers/char/mem.ko\n');
+    expect(openIt).toThrow(none(`no msr module in ${modules}/modules.dep`));
+    // With a module to load, or one built in (listed, though sysfs shows none), the advice stays.
+    for (const [file, text] of [
+      ['modules.dep', `${dep}kernel/arch/x86/kernel/msr.ko.zst:\n`],
+      ['modules.dep', `${dep}kernel/arch/x86/kernel/msr.ko:\n`],
+      ['modules.builtin', 'kernel/arch/x86/kernel/msr.ko\n'],
+    ]) {
+      const saved = fs.readFileSync(path.join(modules, file), 'utf8');
+      fs.writeFileSync(path.join(modules, file), text);
+      expect(openIt, text).toThrow(another);
+      fs.writeFileSync(path.join(modules, file), saved);
+    }
+    // A driver loaded is said to be, as before.
+    fs.mkdirSync(path.join(e.dir, 'sys', 'class', 'msr'), { recursive: true });
+    expect(openIt).toThrow(/the msr driver is loaded/);
   });
 
   // EACCES is the file's mode (root's, 0600), checked before the driver's CAP_SYS_RAWIO (EPERM,

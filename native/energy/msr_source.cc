@@ -3,11 +3,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <set>
 #include <string>
@@ -136,17 +138,67 @@ class MsrSource final : public EnergySource {
   std::vector<Domain>& mutableDomains() { return domains_; }
 };
 
-// Where sysfs shows the msr driver, beside the CPU tree ("/sys" for "/sys/devices/system/cpu";
-// an emulated tree has its own): /sys/module/msr for a module, /sys/class/msr for the driver
+bool endsWith(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+bool exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+// The sysfs mount the CPU tree is in ("/sys" for "/sys/devices/system/cpu"; an emulated tree has
+// its own), or false where the tree is not at its usual place in one.
+bool sysfsOf(const std::string& sysfsCpuRoot, std::string* sysfs) {
+  const std::string tail = "/devices/system/cpu";
+  if (!endsWith(sysfsCpuRoot, tail)) return false;
+  *sysfs = sysfsCpuRoot.substr(0, sysfsCpuRoot.size() - tail.size());
+  return true;
+}
+
+// Where sysfs shows the msr driver: /sys/module/msr for a module, /sys/class/msr for the driver
 // however it came (built into the kernel it has no /sys/module entry). Empty where neither is.
 std::string msrDriverDir(const std::string& sysfsCpuRoot) {
-  const std::string tail = "/devices/system/cpu";
-  if (sysfsCpuRoot.size() < tail.size() || sysfsCpuRoot.compare(sysfsCpuRoot.size() - tail.size(), tail.size(), tail) != 0) return "";
-  const std::string sysfs = sysfsCpuRoot.substr(0, sysfsCpuRoot.size() - tail.size());
-  struct stat st;
+  std::string sysfs;
+  if (!sysfsOf(sysfsCpuRoot, &sysfs)) return "";
   for (const char* dir : {"/module/msr", "/class/msr"})
-    if (::stat((sysfs + dir).c_str(), &st) == 0) return sysfs + dir;
+    if (exists(sysfs + dir)) return sysfs + dir;
   return "";
+}
+
+// Whether a modules list (modules.dep, "kernel/arch/x86/kernel/msr.ko.zst: ..."; modules.builtin,
+// one path a line) names the msr module.
+bool listsMsrModule(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    const std::string name = line.substr(0, line.find(':'));
+    const size_t at = name.rfind("/msr.ko");
+    if (at != std::string::npos && (at + 7 == name.size() || name[at + 7] == '.')) return true;
+  }
+  return false;
+}
+
+// Where sysfs shows no msr driver (msrDriverDir), why the kernel is known to have none at all,
+// with no module to load (modprobe msr cannot help, as on VM kernels built without
+// CONFIG_X86_MSR), or empty where that cannot be shown: the kernel loads no modules (no
+// /proc/modules, beside options.procStatPath), or its modules.dep, under /lib/modules beside the
+// sysfs mount, lists no msr module.
+std::string msrDriverAbsence(const SourceOptions& opts) {
+  std::string sysfs;
+  if (!sysfsOf(opts.sysfsCpuRoot, &sysfs)) return "";
+  const std::string noClass = "no " + sysfs + "/class/msr";
+  const size_t slash = opts.procStatPath.rfind('/');
+  const std::string proc = slash == std::string::npos ? "." : opts.procStatPath.substr(0, slash);
+  // procfs has a version file whatever the kernel: a directory without one is no procfs.
+  if (exists(proc + "/version") && !exists(proc + "/modules")) {
+    return noClass + ", and no " + proc + "/modules: the kernel loads no modules";
+  }
+  struct utsname u;
+  if (!endsWith(sysfs, "/sys") || ::uname(&u) != 0) return "";
+  const std::string dir = sysfs.substr(0, sysfs.size() - 4) + "/lib/modules/" + u.release;
+  if (!exists(dir + "/modules.dep") || listsMsrModule(dir + "/modules.dep") || listsMsrModule(dir + "/modules.builtin")) return "";
+  return noClass + ", and no msr module in " + dir + "/modules.dep";
 }
 
 void openError(const std::string& path, int err, const SourceOptions& opts, SourceError* out) {
@@ -157,10 +209,15 @@ void openError(const std::string& path, int err, const SourceOptions& opts, Sour
     out->code = "ENOENT";
     // Loaded, yet no device: a container's, the driver being the host's and /dev/cpu not passed in.
     const std::string driver = msrDriverDir(opts.sysfsCpuRoot);
+    const std::string absence = driver.empty() ? msrDriverAbsence(opts) : "";
     if (!driver.empty()) {
       out->message = path + ": no such file — the msr driver is loaded (" + driver +
                      ") but its devices are not here, as in a container: pass them in (docker run --device /dev/cpu/N/msr "
                      "for each CPU N) with CAP_SYS_RAWIO (--cap-add SYS_RAWIO)";
+    } else if (!absence.empty()) {
+      // modprobe msr would fail: there is no driver to load.
+      out->message = path + ": no such file — this kernel has no msr driver, built in or as a module, as is common in VMs (" +
+                     absence + "); try source 'perf', 'powercap' or 'model'";
     } else {
       out->message = path + ": no such file — " +
                      missingPathRemedy(opts.msrPath, SourceOptions().msrPath, "msrPath", "load the msr module: modprobe msr");

@@ -36,7 +36,8 @@ Options:
   --source S        energy source: auto, msr, perf, powercap, model (default auto)
   --html F          where to write the report (default jouletrace-report.html)
   --no-html         write no report
-  --json            print the results as JSON on stdout (progress still goes to stderr)
+  --json            print the results as JSON on stdout; the human-readable
+                    report (the probe report and the tables) goes to stderr
   --no-probe        skip the probe report
   -h, --help        show this help
 
@@ -326,7 +327,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
 
   for (const sp of spanStats) {
     out.write(
-      c.dim(`  span '${sp.label}': ${sp.count} × ${fmtJoules(sp.joules.mean)} mean, ${fmtJoules(sp.joules.p99)} p99 (the computation alone, with its share of the baseline: ${fmtWatts(sp.watts)})\n`),
+      c.dim(`  span '${sp.label}': ${sp.count} × ${fmtJoules(sp.joules.mean)} mean, ${fmtJoules(sp.joules.p99)} p99 (the computation alone, including its share of the baseline; ${fmtWatts(sp.watts)} while it ran)\n`),
     );
   }
 

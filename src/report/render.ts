@@ -292,6 +292,46 @@ function drawnRows(all: RecordRow[]): RecordRow[] {
   return [...ranked.slice(0, MAX_ROWS - 1).sort(byLabel), other];
 }
 
+// A text's width in viewBox units, estimated per character from DejaVu Sans, Linux's default
+// and the widest of the common UI fonts: the page draws in the reader's font, and no script
+// measures it. Labels were drawn right-aligned in a fixed 180 units and ran off the chart's left.
+const NARROW = " ijlI.,:;'|!";
+const SLIM = 'frt()[]/\\-"`';
+const BROAD = '=+~<>#&^';
+const WIDE = 'mwMW@%';
+function textWidth(s: string, px: number): number {
+  let em = 0;
+  for (const ch of s) {
+    if (ch.charCodeAt(0) > 0x7e) em += 1;
+    else if (NARROW.includes(ch)) em += 0.35;
+    else if (SLIM.includes(ch)) em += 0.45;
+    else if (WIDE.includes(ch)) em += 1;
+    else if (BROAD.includes(ch)) em += 0.84;
+    else if (ch >= 'A' && ch <= 'Z') em += 0.8;
+    else em += 0.64;
+  }
+  return em * px;
+}
+
+// `s` in at most `max` units: its start and its end around an ellipsis, which keep a route's
+// method and its last segments, what tells routes apart.
+function fitText(s: string, px: number, max: number): string {
+  if (textWidth(s, px) <= max) return s;
+  const chars = [...s];
+  const room = max - textWidth('…', px);
+  let head = 0;
+  let used = 0;
+  while (used + textWidth(chars[head], px) <= room / 2) used += textWidth(chars[head++], px);
+  let tail = chars.length;
+  while (tail > head && used + textWidth(chars[tail - 1], px) <= room) used += textWidth(chars[--tail], px);
+  return `${chars.slice(0, head).join('')}…${chars.slice(tail).join('')}`;
+}
+
+// The records chart's label column: as wide as its texts, a label shortened past LABEL_MAX.
+const LABEL_PX = 13;
+const SUB_PX = 11;
+const LABEL_MAX = 440;
+
 function distributionChart(d: ReportData): string {
   const all = recordRows(d);
   if (all.every((r) => r.count === 0)) return empty(`No ${d.recordKind}s were recorded in this run.`);
@@ -306,9 +346,24 @@ function distributionChart(d: ReportData): string {
   const hi = Math.log10(Math.max(max, 1e-9));
   const dLo = Math.floor(lo);
   const dHi = Math.max(Math.ceil(hi), dLo + 1);
-  const rowH = Math.max(36, Math.min(70, (H - M.t - M.b) / rows.length));
+  // Each row's texts: its label, its figures and, for a row drawn from a sample, a line saying so
+  // (in the figures' line, it pushed them off the chart's left).
+  const texts = rows.map((row) => {
+    const missing = row.count - row.measured;
+    const sampled = row.sample.length > 0 && row.sample.length < row.measured;
+    return {
+      label: fitText(row.label, LABEL_PX, LABEL_MAX),
+      sub: `n=${row.measured}, ${row.measured > 0 ? `mean ${fmtJoules(row.joules / row.measured)}` : 'none measured'}${missing > 0 ? `, ${missing} unmeasured` : ''}`,
+      note: sampled ? `percentiles from a sample of ${row.sample.length}` : '',
+    };
+  });
+  const threeLines = texts.some((t) => t.note !== '');
+  const rowH = Math.max(threeLines ? 48 : 36, Math.min(70, (H - M.t - M.b) / rows.length));
   const height = M.t + M.b + rowH * rows.length;
-  const left = 190;
+  let textW = 0;
+  for (const t of texts) textW = Math.max(textW, textWidth(t.label, LABEL_PX), textWidth(t.sub, SUB_PX), textWidth(t.note, SUB_PX));
+  // 10 units either side of the texts.
+  const left = Math.max(190, Math.ceil(textW) + 20);
   const x = (j: number) => left + ((Math.log10(Math.max(j, 10 ** dLo)) - dLo) / (dHi - dLo)) * (W - left - M.r);
   const parts: string[] = [];
   for (let p = dLo; p <= dHi; p++) {
@@ -317,7 +372,6 @@ function distributionChart(d: ReportData): string {
   }
   rows.forEach((row, k) => {
     const js = row.sample;
-    const missing = row.count - row.measured;
     const cy = M.t + rowH * k + rowH / 2;
     const color = PALETTE[k % PALETTE.length];
     if (js.length > 0) {
@@ -339,11 +393,13 @@ function distributionChart(d: ReportData): string {
       parts.push(`<line class="median" x1="${x(p50).toFixed(1)}" x2="${x(p50).toFixed(1)}" y1="${(cy - rowH * 0.35).toFixed(1)}" y2="${(cy + rowH * 0.35).toFixed(1)}"/>`);
       parts.push(`<line class="p99" x1="${x(p99).toFixed(1)}" x2="${x(p99).toFixed(1)}" y1="${(cy - rowH * 0.25).toFixed(1)}" y2="${(cy + rowH * 0.25).toFixed(1)}"/>`);
     }
-    const sampled = js.length > 0 && js.length < row.measured ? `; percentiles from a sample of ${js.length}` : '';
-    parts.push(`<text class="row-label" x="${left - 10}" y="${(cy - 3).toFixed(1)}" text-anchor="end">${esc(row.label)}</text>`);
-    parts.push(
-      `<text class="row-sub" x="${left - 10}" y="${(cy + 12).toFixed(1)}" text-anchor="end">n=${row.measured}, ${row.measured > 0 ? `mean ${fmtJoules(row.joules / row.measured)}` : 'none measured'}${missing > 0 ? `, ${missing} unmeasured` : ''}${sampled}</text>`,
-    );
+    const t = texts[k];
+    const y0 = cy + (threeLines ? -9 : -3);
+    const label = `<text class="row-label" x="${left - 10}" y="${y0.toFixed(1)}" text-anchor="end">${esc(t.label)}</text>`;
+    // A shortened label's full text shows on hover.
+    parts.push(t.label === row.label ? label : `<g><title>${esc(row.label)}</title>${label}</g>`);
+    parts.push(`<text class="row-sub" x="${left - 10}" y="${(y0 + 15).toFixed(1)}" text-anchor="end">${esc(t.sub)}</text>`);
+    if (t.note !== '') parts.push(`<text class="row-sub" x="${left - 10}" y="${(y0 + 28).toFixed(1)}" text-anchor="end">${esc(t.note)}</text>`);
   });
   parts.push(`<line class="axis" x1="${left}" x2="${W - M.r}" y1="${height - M.b}" y2="${height - M.b}"/>`);
   parts.push(
