@@ -13,6 +13,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <set>
+#include <utility>
 
 #include "energy/counter_groups.h"
 #include "energy/cpu_info.h"
@@ -44,7 +46,7 @@ class PerfSource final : public EnergySource {
       if (rc != 0 && firstErr == 0) firstErr = rc;
     }
     // A domain is its events' sum: one per package, or one per die of a multi-die Intel
-    // package (the PMU's cpumask then names a CPU of each die).
+    // package (the PMU's cpumask then names one CPU of each die).
     groups_.sum(events_, out);
     return firstErr;
   }
@@ -114,13 +116,28 @@ std::unique_ptr<EnergySource> openPerfSource(const SourceOptions& opts, SourceEr
   }
   std::vector<CpuTopo> topo;
   SourceError topoErr;
-  std::map<int, int> pkgOf;
+  std::map<int, std::pair<int, int>> placeOf;  // CPU -> (package, die)
   if (readTopology(opts.sysfsCpuRoot, &topo, &topoErr))
-    for (const CpuTopo& t : topo) pkgOf[t.cpu] = t.package;
+    for (const CpuTopo& t : topo) placeOf[t.cpu] = {t.package, t.die};
+  // The cpumask's i-th CPU's package (its place in the list where the topology lacks it) and die.
+  auto placeOfMaskCpu = [&](size_t i) {
+    auto it = placeOf.find(cpus[i]);
+    return it != placeOf.end() ? it->second : std::make_pair(int(i), 0);
+  };
   // AMD's and Hygon's RAPL is package-scoped: where the cpumask names a CPU of each CCD (Linux
   // 6.10 and 6.11 make each a die), every one of their events reads the same package counter.
   const CpuIdentity id = detectCpu(opts);
   const bool amdLike = id.vendor == Vendor::Amd || id.vendor == Vendor::Hygon;
+  // perf's rapl.c lists one reader CPU per die (per package where there is one die), and a
+  // multi-die Intel package's dies each count their own. intel_rapl_common's PMU (TPMI: Granite
+  // Rapids, Sierra Forest; and its MSR-based one) lists every online CPU of each package since
+  // "powercap: intel_rapl: Expose all package CPUs in PMU cpumask" (2026), and each of them reads
+  // the same package counter: summed, the package read N times its energy. A mask naming more
+  // CPUs than it has (package, die) places is such a list, and one CPU a package reads it (TPMI
+  // is package-scoped even where CPUID reports dies).
+  std::set<std::pair<int, int>> places;
+  for (size_t i = 0; i < cpus.size(); i++) places.insert(placeOfMaskCpu(i));
+  const bool onePerPackage = amdLike || places.size() < cpus.size();
 
   static const struct {
     const char* event;
@@ -156,9 +173,8 @@ std::unique_ptr<EnergySource> openPerfSource(const SourceOptions& opts, SourceEr
     bool psys = std::strcmp(ev.domain, "psys") == 0;
     for (size_t i = 0; i < cpus.size(); i++) {
       int cpu = cpus[i];
-      auto pit = pkgOf.find(cpu);
-      const int package = psys ? 0 : pit != pkgOf.end() ? pit->second : int(i);
-      if (amdLike && src->groups_.has(ev.domain, package)) continue;
+      const int package = psys ? 0 : placeOfMaskCpu(i).first;
+      if (onePerPackage && src->groups_.has(ev.domain, package)) continue;
       perf_event_attr attr;
       std::memset(&attr, 0, sizeof attr);
       attr.size = sizeof attr;
