@@ -101,7 +101,7 @@ describe('perf source', () => {
     const err = openSourceAsNobody({ source: 'perf', perfPmuRoot: p.perfPmuRoot });
     expect(err?.code).toMatch(/^(EACCES|EPERM)$/);
     expect(err?.message).toBe(
-      'perf_event_open(type=17, config=0x2, cpu=0) for energy-pkg: permission denied — needs CAP_PERFMON or ' +
+      'perf_event_open(type=17, config=0x2, cpu=0) for energy-pkg: permission denied — needs CAP_PERFMON (CAP_SYS_ADMIN before Linux 5.8) or ' +
         'kernel.perf_event_paranoid <= 0 (sysctl -w kernel.perf_event_paranoid=0)',
     );
   });

@@ -19,6 +19,7 @@
 #include "energy/sources_internal.h"
 #include "energy/wrap_counter.h"
 #include "errno_name.h"
+#include "napi_util.h"
 #include "sys_file.h"
 
 namespace jouletrace {
@@ -117,20 +118,43 @@ class MsrSource final : public EnergySource {
     return false;
   }
 
-  // The CPU's msr device, opened once.
+  // The CPU's msr device, opened once, or -errno. A device that fails to open is tried again at
+  // most every 100 ms, as powercap reopens a zone: a spare the container was not given
+  // (--device /dev/cpu/0/msr alone) cost a path built and a failed open at every read of a
+  // counter whose CPU fails, on the sampler thread. The CPU's entry is made at open (device()),
+  // so read() allocates nothing here.
   int fdOf(int cpu) {
-    auto it = fdOfCpu_.find(cpu);
-    if (it != fdOfCpu_.end()) return it->second;
-    int fd = openForReading(expandCpuPath(msrPath_, cpu));
-    if (fd < 0) return fd;
-    fds_.emplace_back(fd);
-    fdOfCpu_[cpu] = fd;
+    Device& d = device(cpu);
+    if (d.fd.valid()) return d.fd.get();
+    const int64_t now = int64_t(monotonicNs());
+    if (now - d.openTriedNs < kReopenIntervalNs) return d.openErr;
+    d.openTriedNs = now;
+    int fd = openForReading(d.path);
+    if (fd < 0) return d.openErr = fd;
+    d.fd = UniqueFd(fd);
     return fd;
   }
 
+  static constexpr int64_t kReopenIntervalNs = 100'000'000;
+  struct Device {
+    std::string path;
+    UniqueFd fd;
+    int64_t openTriedNs = -kReopenIntervalNs;
+    int openErr = 0;  // -errno of the last failed open
+  };
+  // The CPU's entry, made (with its path) the first time: at open for every CPU a counter may
+  // be read on, its spares too.
+  Device& device(int cpu) {
+    auto it = devices_.find(cpu);
+    if (it == devices_.end()) {
+      it = devices_.emplace(cpu, Device()).first;
+      it->second.path = expandCpuPath(msrPath_, cpu);
+    }
+    return it->second;
+  }
+
   std::string msrPath_;
-  std::map<int, int> fdOfCpu_;
-  std::vector<UniqueFd> fds_;
+  std::map<int, Device> devices_;
   std::vector<Counter> counters_;
   CounterGroups groups_;
   std::vector<Domain>& mutableDomains() { return domains_; }
@@ -286,6 +310,7 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
       cs.push_back(c);
     }
     for (auto& c : cs) {
+      for (int spare : c.spares) src->device(spare);
       src->counters_.push_back(std::move(c));
       src->groups_.add(name, package, src->counters_.size() - 1);
     }

@@ -95,7 +95,9 @@ std::unique_ptr<EnergySource> openPerfSource(const SourceOptions& opts, SourceEr
     err->code = "ENOENT";
     const std::string byDefault = SourceOptions().perfPmuRoot;
     err->message = root + ": no perf power PMU" +
-                   (root == byDefault ? std::string(" (kernel without CONFIG_PERF_EVENTS_INTEL_RAPL / AMD RAPL PMU, or a VM)")
+                   (root == byDefault ? std::string(" (kernel without CONFIG_PERF_EVENTS_INTEL_RAPL / AMD RAPL PMU, or a VM) — "
+                                                    "load the rapl module: modprobe rapl (Intel, or AMD on Linux ≥ 5.8), "
+                                                    "or use source 'powercap' or 'model'")
                                       : " — " + checkOptionRemedy("perfPmuRoot", byDefault));
     return nullptr;
   }
@@ -188,8 +190,8 @@ std::unique_ptr<EnergySource> openPerfSource(const SourceOptions& opts, SourceEr
         snprintf(what, sizeof what, "perf_event_open(type=%lld, config=0x%llx, cpu=%d) for %s", type,
                  (unsigned long long)config, cpu, ev.event);
         if (e == EACCES || e == EPERM) {
-          err->message = std::string(what) + ": permission denied — needs CAP_PERFMON or kernel.perf_event_paranoid <= 0 "
-                         "(sysctl -w kernel.perf_event_paranoid=0)";
+          err->message = std::string(what) + ": permission denied — needs CAP_PERFMON (CAP_SYS_ADMIN before Linux 5.8) "
+                         "or kernel.perf_event_paranoid <= 0 (sysctl -w kernel.perf_event_paranoid=0)";
         } else if (e == ENOENT || e == EINVAL || e == ENODEV || e == EOPNOTSUPP) {
           err->message = std::string(what) + ": " + std::strerror(e) + " — the kernel has no such PMU event (" + root +
                          " does not describe a live RAPL PMU)";
@@ -201,9 +203,14 @@ std::unique_ptr<EnergySource> openPerfSource(const SourceOptions& opts, SourceEr
       const unsigned shift = tickShift(scale);
       PerfSource::Event e{UniqueFd(int(fd)), WrapCounter(0, shift, scale)};
       uint64_t v;
-      if (::read(int(fd), &v, sizeof v) != ssize_t(sizeof v)) {
-        err->code = "EIO";
-        err->message = std::string(ev.event) + " on cpu " + std::to_string(cpu) + ": first read failed";
+      const ssize_t n = ::read(int(fd), &v, sizeof v);
+      if (n != ssize_t(sizeof v)) {
+        // perf_read() answers end of file for an event in error state.
+        const int e = n < 0 ? errno : EIO;
+        err->code = errnoName(e);
+        err->message = std::string(ev.event) + " on cpu " + std::to_string(cpu) + ": first read failed (" +
+                       (n < 0 ? std::strerror(e) : "no count") + ") — is CPU " + std::to_string(cpu) +
+                       " going offline? Try again, or use source 'msr' or 'powercap'";
         return nullptr;
       }
       e.wrap.reset(v, WrapCounter::clockNs());
