@@ -81,12 +81,17 @@ class MsrSource final : public EnergySource {
 
   int read(DomainReading* out) override {
     int firstErr = 0;
-    const uint64_t now = WrapCounter::clockNs();
+    // Each counter's read falls between the clock read before it and the one after (see
+    // WrapCounter::update): one clock read a counter, the last one after a read the first before
+    // the next, vDSO reads of about 20 ns.
+    uint64_t readFrom = WrapCounter::clockNs();
     for (Counter& c : counters_) {
       uint64_t v;
       int rc = readMsr(c.fd, c.offset, &v);
       if (rc != 0 && moveToSpare(c, &v)) rc = 0;
-      if (rc == 0 && !c.wrap.update(v & 0xFFFFFFFFull, now)) rc = -ERANGE;  // the counter started again
+      const uint64_t readBy = WrapCounter::clockNs();
+      if (rc == 0 && !c.wrap.update(v & 0xFFFFFFFFull, readFrom, readBy)) rc = -ERANGE;  // the counter started again
+      readFrom = readBy;
       // On failure the counter keeps its last value, so the energy it missed shows up whole in
       // the next successful read.
       c.failed = rc != 0;
@@ -295,6 +300,7 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
       const uint32_t msr = std::get<1>(r);
       MsrSource::Counter c{cpu, src->fdOf(cpu), uint64_t(msr) << shift, WrapCounter(kEnergyModulus, 0, unit), std::get<2>(r)};
       uint64_t v;
+      const uint64_t readFrom = WrapCounter::clockNs();
       int rc = readMsr(c.fd, c.offset, &v);
       if (rc != 0 && !src->moveToSpare(c, &v)) {
         char hex[24];
@@ -306,7 +312,7 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
                        " going offline? Try again, or use source 'powercap' or 'perf'";
         return false;
       }
-      c.wrap.reset(v & 0xFFFFFFFFull, WrapCounter::clockNs());
+      c.wrap.reset(v & 0xFFFFFFFFull, readFrom);
       cs.push_back(c);
     }
     for (auto& c : cs) {

@@ -36,12 +36,16 @@ class PerfSource final : public EnergySource {
   const char* name() const override { return "perf"; }
   int read(DomainReading* out) override {
     int firstErr = 0;
-    const uint64_t now = WrapCounter::clockNs();
+    // Each event's read falls between the clock read before it and the one after (see
+    // WrapCounter::update).
+    uint64_t readFrom = WrapCounter::clockNs();
     for (Event& e : events_) {
       uint64_t v;
       ssize_t n = ::read(e.fd.get(), &v, sizeof v);
       int rc = n == ssize_t(sizeof v) ? 0 : n < 0 ? -errno : -EIO;
-      if (rc == 0 && !e.wrap.update(v, now)) rc = -ERANGE;  // the count started again
+      const uint64_t readBy = WrapCounter::clockNs();
+      if (rc == 0 && !e.wrap.update(v, readFrom, readBy)) rc = -ERANGE;  // the count started again
+      readFrom = readBy;
       e.failed = rc != 0;
       if (rc != 0 && firstErr == 0) firstErr = rc;
     }
@@ -203,6 +207,7 @@ std::unique_ptr<EnergySource> openPerfSource(const SourceOptions& opts, SourceEr
       const unsigned shift = tickShift(scale);
       PerfSource::Event e{UniqueFd(int(fd)), WrapCounter(0, shift, scale)};
       uint64_t v;
+      const uint64_t readFrom = WrapCounter::clockNs();
       const ssize_t n = ::read(int(fd), &v, sizeof v);
       if (n != ssize_t(sizeof v)) {
         // perf_read() answers end of file for an event in error state.
@@ -213,7 +218,7 @@ std::unique_ptr<EnergySource> openPerfSource(const SourceOptions& opts, SourceEr
                        " going offline? Try again, or use source 'msr' or 'powercap'";
         return nullptr;
       }
-      e.wrap.reset(v, WrapCounter::clockNs());
+      e.wrap.reset(v, readFrom);
       Domain d;
       d.name = ev.domain;
       d.package = package;
