@@ -75,7 +75,8 @@ class MsrSource final : public EnergySource {
     // SMT siblings): where it is read next if its CPU goes offline, as Linux's RAPL driver moves
     // its lead CPU. The count goes on unbroken: it is one counter, whichever CPU reads it.
     std::vector<int> spares;
-    bool failed = false;  // at the last read
+    bool failed = false;     // at the last read
+    bool restarted = false;  // at the last read: the counter started again (ERANGE)
   };
   const char* name() const override { return "msr"; }
 
@@ -92,9 +93,10 @@ class MsrSource final : public EnergySource {
       const uint64_t readBy = WrapCounter::clockNs();
       if (rc == 0 && !c.wrap.update(v & 0xFFFFFFFFull, readFrom, readBy)) rc = -ERANGE;  // the counter started again
       readFrom = readBy;
-      // On failure the counter keeps its last value, so the energy it missed shows up whole in
-      // the next successful read.
+      // On a failed read the counter keeps its last value, so the energy it missed shows up
+      // whole in the next successful read; on a restart that energy is lost.
       c.failed = rc != 0;
+      c.restarted = rc == -ERANGE;
       if (rc != 0 && firstErr == 0) firstErr = rc;
     }
     // A domain is its counters' sum where it has several: an AMD package's cores, an Intel

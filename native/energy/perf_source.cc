@@ -31,7 +31,8 @@ class PerfSource final : public EnergySource {
   struct Event {
     UniqueFd fd;
     WrapCounter wrap;
-    bool failed = false;  // at the last read
+    bool failed = false;     // at the last read
+    bool restarted = false;  // at the last read: the count started again (ERANGE)
   };
   const char* name() const override { return "perf"; }
   int read(DomainReading* out) override {
@@ -47,6 +48,7 @@ class PerfSource final : public EnergySource {
       if (rc == 0 && !e.wrap.update(v, readFrom, readBy)) rc = -ERANGE;  // the count started again
       readFrom = readBy;
       e.failed = rc != 0;
+      e.restarted = rc == -ERANGE;
       if (rc != 0 && firstErr == 0) firstErr = rc;
     }
     // A domain is its events' sum: one per package, or one per die of a multi-die Intel

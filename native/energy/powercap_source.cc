@@ -47,7 +47,8 @@ class PowercapSource final : public EnergySource {
     WrapCounter wrap;
     std::string path;  // energy_uj, opened again when the zone is registered again
     int64_t reopenTriedNs = -kReopenIntervalNs;
-    bool failed = false;  // at the last read
+    bool failed = false;     // at the last read
+    bool restarted = false;  // at the last read: the counter started again (ERANGE)
   };
   const char* name() const override { return "powercap"; }
   int read(DomainReading* out) override {
@@ -66,6 +67,7 @@ class PowercapSource final : public EnergySource {
       if (rc == 0 && !z.wrap.update(v, readFrom, readBy)) rc = -ERANGE;  // the counter started again
       readFrom = readBy;
       z.failed = rc != 0;
+      z.restarted = rc == -ERANGE;
       if (rc != 0 && firstErr == 0) firstErr = rc;
     }
     // A domain is its zones' sum: one zone, or a multi-die package's dies.
