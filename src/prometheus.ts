@@ -380,6 +380,18 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     }),
   );
   reg(
+    new Counter({
+      name: `${prefix}sampler_counter_restarts_total`,
+      help: `Of ${prefix}sampler_read_errors_total, the reads in which an energy counter started again (a driver reloaded, a resume): the energy from its last good read to the restart is lost, where other read errors only delay it.`,
+      labelNames: constNames,
+      registers: [building],
+      collect() {
+        this.reset();
+        this.inc({ ...constLabels }, health.read().counterRestarts);
+      },
+    }),
+  );
+  reg(
     new Gauge({
       name: `${prefix}sampler_jitter_seconds`,
       help: 'Wake-up lateness of the sampler thread since its start(), by statistic: p50, p99, p999, max.',
@@ -643,8 +655,8 @@ class EnergyHealth {
   readonly #sampler: Sampler;
   readonly #acc = new (class {
     run: unknown;
-    last = { samples: 0, dropped: 0, missed: 0, readErrors: 0 };
-    total = { samples: 0, dropped: 0, missed: 0, readErrors: 0 };
+    last = { samples: 0, dropped: 0, missed: 0, readErrors: 0, counterRestarts: 0 };
+    total = { samples: 0, dropped: 0, missed: 0, readErrors: 0, counterRestarts: 0 };
   })();
   #cache: { at: number; value: ReturnType<EnergyHealth['read']> } | null = null;
   // As last read: a closed sampler's info series keeps its labels rather than start another.
@@ -674,6 +686,7 @@ class EnergyHealth {
     dropped: number;
     missed: number;
     readErrors: number;
+    counterRestarts: number;
     jitterUs: { p50: number; p99: number; p999: number; max: number } | null;
     stillUs: number | null;
     threads: string;
@@ -690,12 +703,12 @@ class EnergyHealth {
       const run = this.#sampler.totals().startNs;
       if (run !== a.run) {
         a.run = run;
-        a.last = { samples: 0, dropped: 0, missed: 0, readErrors: 0 };
+        a.last = { samples: 0, dropped: 0, missed: 0, readErrors: 0, counterRestarts: 0 };
       }
       // One policy's losses or the other's: a ring's overwritten samples are as lost as dropped ones.
       const dropped = s.ring.dropped + s.ring.overwritten;
-      const cur = { samples: s.timing.samples, dropped, missed: s.timing.missedDeadlines, readErrors: s.timing.readErrors };
-      for (const k of ['samples', 'dropped', 'missed', 'readErrors'] as const) {
+      const cur = { samples: s.timing.samples, dropped, missed: s.timing.missedDeadlines, readErrors: s.timing.readErrors, counterRestarts: s.timing.counterRestarts };
+      for (const k of ['samples', 'dropped', 'missed', 'readErrors', 'counterRestarts'] as const) {
         const d = cur[k] >= a.last[k] ? cur[k] - a.last[k] : cur[k];
         a.total[k] += d;
         a.last[k] = cur[k];

@@ -160,7 +160,13 @@ export interface SamplerStats {
     intervalUs: number;
     achievedRateHz: number;
     missedDeadlines: number;
+    /** Samples whose read of the source failed (some domain kept its last value). */
     readErrors: number;
+    /**
+     * Of readErrors, those where a counter started again (a driver reloaded, a resume): the
+     * energy from its last good read to the restart is lost. Other failures only delay it.
+     */
+    counterRestarts: number;
     jitterUs: { p50: number; p99: number; p999: number; max: number; mean: number };
     /** Median time between observed counter changes (about 1000 µs on real RAPL); null until seen. */
     hwUpdatePeriodUs: number | null;
@@ -769,6 +775,7 @@ export class Sampler {
         achievedRateHz: runningS > 0 ? t.samples / runningS : 0,
         missedDeadlines: t.missedDeadlines,
         readErrors: t.readErrors,
+        counterRestarts: t.counterRestarts,
         jitterUs: {
           p50: us(t.jitterP50Ns),
           p99: us(t.jitterP99Ns),

@@ -37,7 +37,9 @@ export interface SourceReading {
   readings: DomainReading[];
   /**
    * Set ('EIO', ...) when a counter could not be read this time: its reading stays at the previous
-   * value and the energy it missed appears, exactly, in the next successful read.
+   * value and the energy it missed appears, exactly, in the next successful read. 'ERANGE' is a
+   * counter that started again (a driver reloaded, a resume): the energy from its last good read
+   * to the restart is lost, and the next reads count from the new value.
    */
   error?: string;
 }

@@ -466,62 +466,106 @@ describe('CPUs whose package is not in their topology', () => {
   });
 });
 
+// Package 1's counter, written every 2 ms (1000 units of 61 µJ, 30 W) while not `failing`, beside
+// package 0's; `pkg1` is its value.
+interface CounterWriter {
+  pkg1: number;
+  failing: boolean;
+}
+
+// Two workers on package 1's CPU: package 1's reads fail (EIO) while A spins 300 ms, and
+// `recover` brings its counter back while B spins `bMs`, through `restore`, which makes its
+// device readable again at the value given (counted on from there). Returns the run's figures
+// once stopped.
+async function gapOnPackageOne(bMs: number, recover: (w: CounterWriter, s: Sampler, restore: (pkg1: number) => void) => Promise<void>) {
+  const e = createEmulatedMsr({ vendor: 'intel', cpus: 2, packages: 2 });
+  const workers: Spinner[] = [];
+  try {
+    const s = await samplerOfPinnedWorkers(e, workers, [1, 1]);
+    const [a, b] = workers;
+    s.start();
+    for (const until = Date.now() + 3000; Date.now() < until && s.stats().timing.samples < 3; ) await sleep(2);
+    const w: CounterWriter = { pkg1: 1000, failing: false };
+    let writing = true;
+    const writer = (async () => {
+      for (let pkg0 = 1000; writing; await sleep(2)) {
+        e.write(0, MSR.INTEL_PKG, (pkg0 += 50));
+        w.pkg1 += 1000;
+        if (!w.failing) e.write(1, MSR.INTEL_PKG, w.pkg1);
+      }
+    })();
+    await sleep(20);
+    w.failing = true;
+    e.truncate(1);
+    await a.spin(300);
+    const errorsInGap = s.stats().timing.readErrors;
+    const bDone = b.spin(bMs);
+    await recover(w, s, (pkg1) => {
+      e.write(1, MSR.INTEL_UNIT, 0x000a0e03);
+      e.write(1, MSR.INTEL_PKG, (w.pkg1 = pkg1));
+      w.failing = false;
+    });
+    await bDone;
+    writing = false;
+    await writer;
+    const samples = s.stats().timing.samples;
+    for (const until = Date.now() + 3000; Date.now() < until && s.stats().timing.samples < samples + 3; ) await sleep(2);
+    s.stop();
+    const i = s.domains.findIndex((d) => d.domain === 'package' && d.package === 1);
+    const at = s.attribution().byDomain[i];
+    const [ra, rb] = [a, b].map((x) => s.threads().find((t) => t.tid === x.tid)!);
+    return { s, at, measured: s.totals().readings[i].ticks, ra, rb, errorsInGap, pkg1: w.pkg1, what: JSON.stringify({ ra, rb, pkg1: [at.process, at.other] }) };
+  } finally {
+    await Promise.all(workers.map((x) => x.exit()));
+    e.close();
+  }
+}
+
 describeBpf('attribution across failed reads', () => {
   // Attribution stepped on while package 1's reads failed, splitting 0 J over the gap's time, and
   // the first good read's energy, the whole gap's, went by the last interval's time alone: a
   // thread that ran through the gap got nothing, one that started just before the recovery all.
   it("splits the energy a failed domain's next good read brings over the whole gap's time", async () => {
-    const e = createEmulatedMsr({ vendor: 'intel', cpus: 2, packages: 2 });
-    const workers: Spinner[] = [];
-    try {
-      const s = await samplerOfPinnedWorkers(e, workers, [1, 1]); // both on package 1's CPU
-      const [a, b] = workers;
-      s.start();
-      for (const until = Date.now() + 3000; Date.now() < until && s.stats().timing.samples < 3; ) await sleep(2);
-      let pkg1 = 1000;
-      let failing = false;
-      let writing = true;
-      const writer = (async () => {
-        for (let pkg0 = 1000; writing; await sleep(2)) {
-          e.write(0, MSR.INTEL_PKG, (pkg0 += 50));
-          pkg1 += 1000;
-          if (!failing) e.write(1, MSR.INTEL_PKG, pkg1);
-        }
-      })();
-      // Package 1's reads fail (EIO) while A runs, and come back while B runs.
-      failing = true;
-      e.truncate(1);
-      await a.spin(300);
-      const errorsInGap = s.stats().timing.readErrors;
-      const bDone = b.spin(100);
+    // The counter comes back where it went on counting, while B runs.
+    const { at, ra, rb, errorsInGap, pkg1, what } = await gapOnPackageOne(100, async (w, _, restore) => {
       await sleep(50);
-      e.write(1, MSR.INTEL_UNIT, 0x000a0e03);
-      e.write(1, MSR.INTEL_PKG, pkg1);
-      failing = false;
-      await bDone;
-      writing = false;
-      await writer;
-      const samples = s.stats().timing.samples;
-      for (const until = Date.now() + 3000; Date.now() < until && s.stats().timing.samples < samples + 3; ) await sleep(2);
-      s.stop();
+      restore(w.pkg1);
+    });
+    expect(errorsInGap).toBeGreaterThan(0);
+    expect(at.ticks.total).toBe(BigInt(pkg1 - 1000));
+    expect(at.ticks.process + at.ticks.baseline + at.ticks.other).toBe(at.ticks.total);
+    expect(ra.onCpuNs, what).toBeGreaterThan(20e6);
+    expect(rb.onCpuNs, what).toBeGreaterThan(20e6);
+    // Both kept package 1's CPU busy at a steady power: each gets about the same energy per
+    // nanosecond it ran (A got 0 J before, and B the gap's energy).
+    const perNs = (t: typeof ra) => t.byDomain.package / t.onCpuNs;
+    expect(perNs(ra) / perNs(rb), what).toBeGreaterThan(0.5);
+    expect(perNs(ra) / perNs(rb), what).toBeLessThan(2);
+  });
+});
 
-      const at = s.attribution().byDomain.find((d) => d.domain === 'package' && d.package === 1)!;
-      expect(errorsInGap).toBeGreaterThan(0);
-      expect(at.ticks.total).toBe(BigInt(pkg1 - 1000));
-      expect(at.ticks.process + at.ticks.baseline + at.ticks.other).toBe(at.ticks.total);
-      const [ra, rb] = [a, b].map((w) => s.threads().find((t) => t.tid === w.tid)!);
-      const what = JSON.stringify({ ra, rb, pkg1: [at.process, at.other] });
-      expect(ra.onCpuNs, what).toBeGreaterThan(20e6);
-      expect(rb.onCpuNs, what).toBeGreaterThan(20e6);
-      // Both kept package 1's CPU busy at a steady power: each gets about the same energy per
-      // nanosecond it ran (A got 0 J before, and B the gap's energy).
-      const perNs = (t: typeof ra) => t.byDomain.package / t.onCpuNs;
-      expect(perNs(ra) / perNs(rb), what).toBeGreaterThan(0.5);
-      expect(perNs(ra) / perNs(rb), what).toBeLessThan(2);
-    } finally {
-      await Promise.all(workers.map((w) => w.exit()));
-      e.close();
-    }
+describeBpf('attribution across a counter that started again', () => {
+  // A counter that started again in a failed gap loses the gap's energy: no read brings it. The
+  // gap's time was held as for any failed read and split against the first energy after the
+  // restart, which is not its: the thread that ran through the gap took most of it.
+  it("lets go of a failed gap's time when the counter started again, rather than split later energy over it", async () => {
+    // The counter comes back started again, at 500, below its last value, while B runs, and then
+    // draws 100,000 units (6.1 J) at once.
+    const { s, at, measured, ra, rb, what } = await gapOnPackageOne(150, async (_, sampler, restore) => {
+      await sleep(60);
+      restore(500);
+      for (const until = Date.now() + 3000; Date.now() < until && sampler.stats().timing.counterRestarts === 0; ) await sleep(1);
+      restore(500 + 100_000);
+    });
+    expect(s.stats().timing.counterRestarts).toBe(1);
+    expect(at.ticks.total).toBe(measured);
+    expect(at.ticks.process + at.ticks.baseline + at.ticks.other).toBe(at.ticks.total);
+    expect(ra.onCpuNs, what).toBeGreaterThan(20e6);
+    expect(rb.byDomain.package, what).toBeGreaterThan(0);
+    // A ran in the gap alone, 60 ms and more before the restart: none of the energy after it is
+    // A's. Split over the gap's time, A took about three quarters of the 6.1 J, more than B's
+    // whole share.
+    expect(ra.byDomain.package, what).toBeLessThan(0.1 * rb.byDomain.package);
   });
 });
 

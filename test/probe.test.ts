@@ -45,6 +45,8 @@ describe('probe on this VM (no RAPL)', () => {
     expect(msr).toMatchObject({ code: 'ENOENT', reason: '/dev/cpu/0/msr: no such file', remedy: MSR_REMEDY });
     expect(perf.code).toBe('ENOENT');
     expect(perf.reason).toBe('/sys/bus/event_source/devices/power: no perf power PMU (kernel without CONFIG_PERF_EVENTS_INTEL_RAPL / AMD RAPL PMU, or a VM)');
+    // `jouletrace probe` prints a fix: line only for a message with a remedy part.
+    expect(perf.remedy).toBe("load the rapl module: modprobe rapl (Intel, or AMD on Linux ≥ 5.8), or use source 'powercap' or 'model'");
     expect(powercap).toMatchObject({ code: 'ENOENT', reason: 'no RAPL zones under /sys/class/powercap' });
     expect(powercap.remedy).toMatch(/^load intel_rapl_common \/ intel_rapl_msr/);
     expect(model.domains[0]).toMatchObject({ domain: 'package', estimated: true, unitJoules: 1e-6 });

@@ -237,6 +237,31 @@ describe('registerMetrics', () => {
     expect(parse(await m.registry.metrics()).get(errors)).toBe(s.stats().timing.readErrors);
   });
 
+  // A counter that started again loses the energy before the restart; another failed read's
+  // comes with the next good one. Both were one count, read_errors_total.
+  it('counts the reads in which a counter started again apart, among the read errors', async () => {
+    const e = createEmulatedPowercap([{ name: 'package-0', energyUj: 1_000_000 }]);
+    cleanups.push(() => e.close());
+    const s = sampler({ source: 'powercap', powercapRoot: e.powercapRoot, liveCheckMs: 0, cpuIdentity: { vendor: 'intel', family: 6, model: 0x55 }, threads: 'off' }).start();
+    const m = registerMetrics(s);
+    cleanups.push(() => m.close());
+    e.set('intel-rapl:0', 400_000); // started again
+    while (s.stats().timing.counterRestarts === 0) await sleep(2);
+    fs.writeFileSync(path.join(e.zonePath('intel-rapl:0'), 'energy_uj'), 'not a number\n'); // EIO
+    const errors = s.stats().timing.readErrors;
+    while (s.stats().timing.readErrors === errors) await sleep(2);
+    e.set('intel-rapl:0', 900_000);
+    while (s.totals().readings[0].joules < 0.5) await sleep(2);
+    s.stop();
+    const st = s.stats().timing;
+    expect(st.counterRestarts).toBe(1);
+    expect(st.readErrors).toBeGreaterThan(1);
+    expect(s.totals().readings[0].joules).toBe(0.5); // the restart's energy lost, the EIO gap's not
+    const v = parse(await m.registry.metrics());
+    expect(v.get('jouletrace_sampler_counter_restarts_total')).toBe(1);
+    expect(v.get('jouletrace_sampler_read_errors_total')).toBe(st.readErrors);
+  });
+
   it("shows a run's final figures right after it ends, and keeps the sampler's info series after close()", async () => {
     const s = sampler().start();
     const m = registerMetrics(s);

@@ -105,7 +105,9 @@ describe('openSource option handling', () => {
     expect(() => openSource({ source: 'perf', perfPmuRoot: '/sys/bus/event_source/devices/power/' })).toThrow(
       expect.objectContaining({
         code: 'ENOENT',
-        message: '/sys/bus/event_source/devices/power: no perf power PMU (kernel without CONFIG_PERF_EVENTS_INTEL_RAPL / AMD RAPL PMU, or a VM)',
+        message:
+          "/sys/bus/event_source/devices/power: no perf power PMU (kernel without CONFIG_PERF_EVENTS_INTEL_RAPL / AMD RAPL PMU, or a VM) — " +
+          "load the rapl module: modprobe rapl (Intel, or AMD on Linux ≥ 5.8), or use source 'powercap' or 'model'",
       }),
     );
     expect(() => openSource({ source: 'powercap', powercapRoot: '/sys/class/powercap/' })).toThrow(

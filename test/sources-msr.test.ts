@@ -313,6 +313,33 @@ describe('msr source, topology', () => {
     expect(back.readings[1].joules).toBe(9);
   });
 
+  // A container given /dev/cpu/0/msr alone: once CPU 0's reads fail, its spare's missing device
+  // was opened again at every read (a path built and a failed openat a sample on the sampler
+  // thread, 1000 of them for 1000 reads under strace). It is tried again after 100 ms: a device
+  // that appears sooner is not seen yet, and is read once the 100 ms have passed.
+  it("tries a spare CPU's device that would not open again only after 100 ms", async () => {
+    const e = emu({ vendor: 'intel', cpus: 2, packages: 1 });
+    e.write(0, MSR.INTEL_UNIT, unitReg(16));
+    e.write(0, MSR.INTEL_PKG, 1000);
+    const spare = e.msrPath.replace('%d', '1');
+    fs.rmSync(spare);
+    const s = open(e, SKYLAKE);
+    e.truncate(0); // CPU 0 goes offline; CPU 1's device is not there
+    const before = process.hrtime.bigint();
+    expect(s.read().error).toBe('EIO');
+    const triedBy = process.hrtime.bigint();
+    fs.writeFileSync(spare, '');
+    e.write(1, MSR.INTEL_UNIT, unitReg(16));
+    e.write(1, MSR.INTEL_PKG, 1000 + 4 * 65536);
+    const again = s.read();
+    // Within 100 ms of the failed open (both clocks are CLOCK_MONOTONIC), it is not tried again.
+    if (process.hrtime.bigint() - before < 100_000_000n) expect(again.error).toBe('EIO');
+    while (process.hrtime.bigint() - triedBy <= 100_000_000n) await new Promise((r) => setTimeout(r, 20));
+    const later = s.read();
+    expect(later.error).toBeUndefined();
+    expect(later.readings[0].joules).toBe(4);
+  });
+
   // A die whose first CPU cannot read a counter the package's first die has: its energy was left
   // out of the package without a word (or, all of die 1's reads failing, the source was refused
   // as ENODEV "all read EIO or zero" though die 0 read every counter).

@@ -101,7 +101,7 @@ describe('perf source', () => {
     const err = openSourceAsNobody({ source: 'perf', perfPmuRoot: p.perfPmuRoot });
     expect(err?.code).toMatch(/^(EACCES|EPERM)$/);
     expect(err?.message).toBe(
-      'perf_event_open(type=17, config=0x2, cpu=0) for energy-pkg: permission denied — needs CAP_PERFMON or ' +
+      'perf_event_open(type=17, config=0x2, cpu=0) for energy-pkg: permission denied — needs CAP_PERFMON (CAP_SYS_ADMIN before Linux 5.8) or ' +
         'kernel.perf_event_paranoid <= 0 (sysctl -w kernel.perf_event_paranoid=0)',
     );
   });
@@ -109,6 +109,13 @@ describe('perf source', () => {
 
 describe('perf source reading live events', () => {
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  // The first domain's power over 50 ms.
+  const firstDomainWatts = async (s: ReturnType<typeof openSource>) => {
+    const a = s.read();
+    await sleep(50);
+    const b = s.read();
+    return (b.readings[0].joules - a.readings[0].joules) / (Number(b.timeNs - a.timeNs) / 1e9);
+  };
 
   itPerf('opens one event per package on the CPU the cpumask names for it, psys once', async () => {
     // cpumask 0,1 with one CPU per package, as the kernel lists a two-socket machine's readers.
@@ -142,7 +149,7 @@ describe('perf source reading live events', () => {
   // a die and list a CPU of each, but every one of those events reads the same package counter:
   // added as Intel's dies are, the package read twice its power here.
   itPerf("adds the events of an Intel package's dies into one domain, and opens one per AMD package", async () => {
-    const pmu = createSoftwarePerfPmu({ 'energy-pkg': CPU_CLOCK }, { cpus: 2, packages: 1, cpumask: '0,1' });
+    const pmu = createSoftwarePerfPmu({ 'energy-pkg': CPU_CLOCK }, { cpus: 2, packages: 1, dies: 2, cpumask: '0,1' });
     cleanup.push(pmu);
     const cases = [
       { cpuIdentity: { vendor: 'intel', family: 6, model: 0x55 }, watts: 2 }, // two CPUs' cpu-clock at 1e-9 J a ns
@@ -152,13 +159,25 @@ describe('perf source reading live events', () => {
       const s = openSource({ source: 'perf', ...pmu.options, cpuIdentity });
       cleanup.push(s);
       expect(s.domains.map((d) => `${d.domain}-${d.package}`)).toEqual(['package-0']);
-      const a = s.read();
-      await sleep(50);
-      const b = s.read();
-      const got = (b.readings[0].joules - a.readings[0].joules) / (Number(b.timeNs - a.timeNs) / 1e9);
+      const got = await firstDomainWatts(s);
       expect(got).toBeGreaterThan(watts * 0.9);
       expect(got).toBeLessThan(watts * 1.1);
     }
+  }, { cpus: 2 });
+
+  // intel_rapl_common's PMU (TPMI: Granite Rapids, Sierra Forest) lists every online CPU of each
+  // package since "powercap: intel_rapl: Expose all package CPUs in PMU cpumask" (2026), each of
+  // them reading the one package counter: taken for dies and added, the package read twice its
+  // power here (N times on a package of N CPUs).
+  itPerf('opens one event per package where the cpumask names every CPU of it', async () => {
+    const pmu = createSoftwarePerfPmu({ 'energy-pkg': CPU_CLOCK }, { cpus: 2, packages: 1, dies: 1, cpumask: '0-1' });
+    cleanup.push(pmu);
+    const s = openSource({ source: 'perf', ...pmu.options, cpuIdentity: { vendor: 'intel', family: 6, model: 0xad } });
+    cleanup.push(s);
+    expect(s.domains.map((d) => `${d.domain}-${d.package}`)).toEqual(['package-0']);
+    const watts = await firstDomainWatts(s);
+    expect(watts).toBeGreaterThan(0.9);
+    expect(watts).toBeLessThan(1.1);
   }, { cpus: 2 });
 
   // The kernel counts RAPL in 2^-32 J (rapl_scale): a total in that unit overflowed 64 bits

@@ -101,3 +101,27 @@ it.skipIf(skip !== undefined)(`takes a delta no domain could draw since the last
     show(still, moved);`);
   expect(out).toBe(`0 0\n1 1000\n1 ${2 ** 31 - 46000}\n1 ${4 * 16384}\n0 0\n1 ${300 * 16384}\n`);
 });
+
+// The sources took one time before their read loop: a sampler stopped between it and a counter's
+// read (a cgroup freezer, docker pause, SIGSTOP, CFS throttling) read the pause's energy over one
+// interval's time, and at 500 W half a second's pause was refused whole. The bound's time runs
+// from a time no later than the read that first showed the last value to one no earlier than
+// this read.
+it.skipIf(skip !== undefined)(`bounds a delta by the time from before the last value's read to after this one${skip ? ` (skipped: ${skip})` : ''}`, () => {
+  const out = run(`
+    const double unit = 1.0 / 16384;  // 61 µJ
+    const uint64_t ms = 1000000, joule = 16384;
+    auto show = [](const WrapCounter& c, bool moved) { std::printf("%d %llu\\n", int(moved), (unsigned long long)c.total()); };
+    // Its clock read at 1 ms, stopped for 500 ms, then read: 250.5 J of 500 W.
+    WrapCounter before(uint64_t(1) << 32, 0, unit);
+    before.reset(1000, 0);
+    bool moved = before.update(1000 + 501 * joule / 2, 1 * ms, 501 * ms);
+    show(before, moved);
+    // Read at 1 ms, stopped for 500 ms before the clock after it: the next read holds the pause.
+    WrapCounter after(uint64_t(1) << 32, 0, unit);
+    after.reset(1000, 0);
+    moved = after.update(1000 + joule / 2, 1 * ms, 501 * ms);
+    moved = after.update(1000 + joule / 2 + 250 * joule, 502 * ms, 502 * ms) && moved;
+    show(after, moved);`);
+  expect(out).toBe(`1 ${(501 * 16384) / 2}\n1 ${16384 / 2 + 250 * 16384}\n`);
+});

@@ -39,19 +39,21 @@ class CounterGroups {
   // Counters of each domain, in domain order.
   const std::vector<std::vector<size_t>>& members() const { return members_; }
 
-  // Each domain's reading from its counters (each with a WrapCounter `wrap` and a `failed` flag
-  // for its last read): their last raw values and their extended totals, added; failed if any
-  // of them failed.
+  // Each domain's reading from its counters (each with a WrapCounter `wrap`, and `failed` and
+  // `restarted` flags for its last read): their last raw values and their extended totals,
+  // added; failed if any of them failed, restarted if any of them started again.
   template <typename Counter>
   void sum(const std::vector<Counter>& counters, DomainReading* out) const {
     for (size_t d = 0; d < members_.size(); d++) {
       out[d].raw = 0;
       out[d].ticks = 0;
       out[d].failed = false;
+      out[d].restarted = false;
       for (size_t i : members_[d]) {
         out[d].raw += counters[i].wrap.last();
         out[d].ticks += counters[i].wrap.total();
         out[d].failed = out[d].failed || counters[i].failed;
+        out[d].restarted = out[d].restarted || counters[i].restarted;
       }
     }
   }

@@ -21,6 +21,7 @@
 #include "energy/sources_internal.h"
 #include "energy/wrap_counter.h"
 #include "errno_name.h"
+#include "napi_util.h"
 #include "sys_file.h"
 
 namespace jouletrace {
@@ -76,21 +77,28 @@ class MsrSource final : public EnergySource {
     // SMT siblings): where it is read next if its CPU goes offline, as Linux's RAPL driver moves
     // its lead CPU. The count goes on unbroken: it is one counter, whichever CPU reads it.
     std::vector<int> spares;
-    bool failed = false;  // at the last read
+    bool failed = false;     // at the last read
+    bool restarted = false;  // at the last read: the counter started again (ERANGE)
   };
   const char* name() const override { return "msr"; }
 
   int read(DomainReading* out) override {
     int firstErr = 0;
-    const uint64_t now = WrapCounter::clockNs();
+    // Each counter's read falls between the clock read before it and the one after (see
+    // WrapCounter::update): one clock read a counter, the last one after a read the first before
+    // the next, vDSO reads of about 20 ns.
+    uint64_t readFrom = WrapCounter::clockNs();
     for (Counter& c : counters_) {
       uint64_t v;
       int rc = readMsr(c.fd, c.offset, &v);
       if (rc != 0 && moveToSpare(c, &v)) rc = 0;
-      if (rc == 0 && !c.wrap.update(v & 0xFFFFFFFFull, now)) rc = -ERANGE;  // the counter started again
-      // On failure the counter keeps its last value, so the energy it missed shows up whole in
-      // the next successful read.
+      const uint64_t readBy = WrapCounter::clockNs();
+      if (rc == 0 && !c.wrap.update(v & 0xFFFFFFFFull, readFrom, readBy)) rc = -ERANGE;  // the counter started again
+      readFrom = readBy;
+      // On a failed read the counter keeps its last value, so the energy it missed shows up
+      // whole in the next successful read; on a restart that energy is lost.
       c.failed = rc != 0;
+      c.restarted = rc == -ERANGE;
       if (rc != 0 && firstErr == 0) firstErr = rc;
     }
     // A domain is its counters' sum where it has several: an AMD package's cores, an Intel
@@ -119,20 +127,43 @@ class MsrSource final : public EnergySource {
     return false;
   }
 
-  // The CPU's msr device, opened once.
+  // The CPU's msr device, opened once, or -errno. A device that fails to open is tried again at
+  // most every 100 ms, as powercap reopens a zone: a spare the container was not given
+  // (--device /dev/cpu/0/msr alone) cost a path built and a failed open at every read of a
+  // counter whose CPU fails, on the sampler thread. The CPU's entry is made at open (device()),
+  // so read() allocates nothing here.
   int fdOf(int cpu) {
-    auto it = fdOfCpu_.find(cpu);
-    if (it != fdOfCpu_.end()) return it->second;
-    int fd = openForReading(expandCpuPath(msrPath_, cpu));
-    if (fd < 0) return fd;
-    fds_.emplace_back(fd);
-    fdOfCpu_[cpu] = fd;
+    Device& d = device(cpu);
+    if (d.fd.valid()) return d.fd.get();
+    const int64_t now = int64_t(monotonicNs());
+    if (now - d.openTriedNs < kReopenIntervalNs) return d.openErr;
+    d.openTriedNs = now;
+    int fd = openForReading(d.path);
+    if (fd < 0) return d.openErr = fd;
+    d.fd = UniqueFd(fd);
     return fd;
   }
 
+  static constexpr int64_t kReopenIntervalNs = 100'000'000;
+  struct Device {
+    std::string path;
+    UniqueFd fd;
+    int64_t openTriedNs = -kReopenIntervalNs;
+    int openErr = 0;  // -errno of the last failed open
+  };
+  // The CPU's entry, made (with its path) the first time: at open for every CPU a counter may
+  // be read on, its spares too.
+  Device& device(int cpu) {
+    auto it = devices_.find(cpu);
+    if (it == devices_.end()) {
+      it = devices_.emplace(cpu, Device()).first;
+      it->second.path = expandCpuPath(msrPath_, cpu);
+    }
+    return it->second;
+  }
+
   std::string msrPath_;
-  std::map<int, int> fdOfCpu_;
-  std::vector<UniqueFd> fds_;
+  std::map<int, Device> devices_;
   std::vector<Counter> counters_;
   CounterGroups groups_;
   std::vector<Domain>& mutableDomains() { return domains_; }
@@ -328,6 +359,7 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
       const uint32_t msr = std::get<1>(r);
       MsrSource::Counter c{cpu, src->fdOf(cpu), uint64_t(msr) << shift, WrapCounter(kEnergyModulus, 0, unit), std::get<2>(r)};
       uint64_t v;
+      const uint64_t readFrom = WrapCounter::clockNs();
       int rc = readMsr(c.fd, c.offset, &v);
       if (rc != 0 && !src->moveToSpare(c, &v)) {
         char hex[24];
@@ -339,10 +371,11 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
                        " going offline? Try again, or use source 'powercap' or 'perf'";
         return false;
       }
-      c.wrap.reset(v & 0xFFFFFFFFull, WrapCounter::clockNs());
+      c.wrap.reset(v & 0xFFFFFFFFull, readFrom);
       cs.push_back(c);
     }
     for (auto& c : cs) {
+      for (int spare : c.spares) src->device(spare);
       src->counters_.push_back(std::move(c));
       src->groups_.add(name, package, src->counters_.size() - 1);
     }

@@ -13,6 +13,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <set>
+#include <utility>
 
 #include "energy/counter_groups.h"
 #include "energy/cpu_info.h"
@@ -29,22 +31,28 @@ class PerfSource final : public EnergySource {
   struct Event {
     UniqueFd fd;
     WrapCounter wrap;
-    bool failed = false;  // at the last read
+    bool failed = false;     // at the last read
+    bool restarted = false;  // at the last read: the count started again (ERANGE)
   };
   const char* name() const override { return "perf"; }
   int read(DomainReading* out) override {
     int firstErr = 0;
-    const uint64_t now = WrapCounter::clockNs();
+    // Each event's read falls between the clock read before it and the one after (see
+    // WrapCounter::update).
+    uint64_t readFrom = WrapCounter::clockNs();
     for (Event& e : events_) {
       uint64_t v;
       ssize_t n = ::read(e.fd.get(), &v, sizeof v);
       int rc = n == ssize_t(sizeof v) ? 0 : n < 0 ? -errno : -EIO;
-      if (rc == 0 && !e.wrap.update(v, now)) rc = -ERANGE;  // the count started again
+      const uint64_t readBy = WrapCounter::clockNs();
+      if (rc == 0 && !e.wrap.update(v, readFrom, readBy)) rc = -ERANGE;  // the count started again
+      readFrom = readBy;
       e.failed = rc != 0;
+      e.restarted = rc == -ERANGE;
       if (rc != 0 && firstErr == 0) firstErr = rc;
     }
     // A domain is its events' sum: one per package, or one per die of a multi-die Intel
-    // package (the PMU's cpumask then names a CPU of each die).
+    // package (the PMU's cpumask then names one CPU of each die).
     groups_.sum(events_, out);
     return firstErr;
   }
@@ -93,7 +101,9 @@ std::unique_ptr<EnergySource> openPerfSource(const SourceOptions& opts, SourceEr
     err->code = "ENOENT";
     const std::string byDefault = SourceOptions().perfPmuRoot;
     err->message = root + ": no perf power PMU" +
-                   (root == byDefault ? std::string(" (kernel without CONFIG_PERF_EVENTS_INTEL_RAPL / AMD RAPL PMU, or a VM)")
+                   (root == byDefault ? std::string(" (kernel without CONFIG_PERF_EVENTS_INTEL_RAPL / AMD RAPL PMU, or a VM) — "
+                                                    "load the rapl module: modprobe rapl (Intel, or AMD on Linux ≥ 5.8), "
+                                                    "or use source 'powercap' or 'model'")
                                       : " — " + checkOptionRemedy("perfPmuRoot", byDefault));
     return nullptr;
   }
@@ -114,13 +124,28 @@ std::unique_ptr<EnergySource> openPerfSource(const SourceOptions& opts, SourceEr
   }
   std::vector<CpuTopo> topo;
   SourceError topoErr;
-  std::map<int, int> pkgOf;
+  std::map<int, std::pair<int, int>> placeOf;  // CPU -> (package, die)
   if (readTopology(opts.sysfsCpuRoot, &topo, &topoErr))
-    for (const CpuTopo& t : topo) pkgOf[t.cpu] = t.package;
+    for (const CpuTopo& t : topo) placeOf[t.cpu] = {t.package, t.die};
+  // The cpumask's i-th CPU's package (its place in the list where the topology lacks it) and die.
+  auto placeOfMaskCpu = [&](size_t i) {
+    auto it = placeOf.find(cpus[i]);
+    return it != placeOf.end() ? it->second : std::make_pair(int(i), 0);
+  };
   // AMD's and Hygon's RAPL is package-scoped: where the cpumask names a CPU of each CCD (Linux
   // 6.10 and 6.11 make each a die), every one of their events reads the same package counter.
   const CpuIdentity id = detectCpu(opts);
   const bool amdLike = id.vendor == Vendor::Amd || id.vendor == Vendor::Hygon;
+  // perf's rapl.c lists one reader CPU per die (per package where there is one die), and a
+  // multi-die Intel package's dies each count their own. intel_rapl_common's PMU (TPMI: Granite
+  // Rapids, Sierra Forest; and its MSR-based one) lists every online CPU of each package since
+  // "powercap: intel_rapl: Expose all package CPUs in PMU cpumask" (2026), and each of them reads
+  // the same package counter: summed, the package read N times its energy. A mask naming more
+  // CPUs than it has (package, die) places is such a list, and one CPU a package reads it (TPMI
+  // is package-scoped even where CPUID reports dies).
+  std::set<std::pair<int, int>> places;
+  for (size_t i = 0; i < cpus.size(); i++) places.insert(placeOfMaskCpu(i));
+  const bool onePerPackage = amdLike || places.size() < cpus.size();
 
   static const struct {
     const char* event;
@@ -156,9 +181,8 @@ std::unique_ptr<EnergySource> openPerfSource(const SourceOptions& opts, SourceEr
     bool psys = std::strcmp(ev.domain, "psys") == 0;
     for (size_t i = 0; i < cpus.size(); i++) {
       int cpu = cpus[i];
-      auto pit = pkgOf.find(cpu);
-      const int package = psys ? 0 : pit != pkgOf.end() ? pit->second : int(i);
-      if (amdLike && src->groups_.has(ev.domain, package)) continue;
+      const int package = psys ? 0 : placeOfMaskCpu(i).first;
+      if (onePerPackage && src->groups_.has(ev.domain, package)) continue;
       perf_event_attr attr;
       std::memset(&attr, 0, sizeof attr);
       attr.size = sizeof attr;
@@ -172,8 +196,8 @@ std::unique_ptr<EnergySource> openPerfSource(const SourceOptions& opts, SourceEr
         snprintf(what, sizeof what, "perf_event_open(type=%lld, config=0x%llx, cpu=%d) for %s", type,
                  (unsigned long long)config, cpu, ev.event);
         if (e == EACCES || e == EPERM) {
-          err->message = std::string(what) + ": permission denied — needs CAP_PERFMON or kernel.perf_event_paranoid <= 0 "
-                         "(sysctl -w kernel.perf_event_paranoid=0)";
+          err->message = std::string(what) + ": permission denied — needs CAP_PERFMON (CAP_SYS_ADMIN before Linux 5.8) "
+                         "or kernel.perf_event_paranoid <= 0 (sysctl -w kernel.perf_event_paranoid=0)";
         } else if (e == ENOENT || e == EINVAL || e == ENODEV || e == EOPNOTSUPP) {
           err->message = std::string(what) + ": " + std::strerror(e) + " — the kernel has no such PMU event (" + root +
                          " does not describe a live RAPL PMU)";
@@ -185,12 +209,18 @@ std::unique_ptr<EnergySource> openPerfSource(const SourceOptions& opts, SourceEr
       const unsigned shift = tickShift(scale);
       PerfSource::Event e{UniqueFd(int(fd)), WrapCounter(0, shift, scale)};
       uint64_t v;
-      if (::read(int(fd), &v, sizeof v) != ssize_t(sizeof v)) {
-        err->code = "EIO";
-        err->message = std::string(ev.event) + " on cpu " + std::to_string(cpu) + ": first read failed";
+      const uint64_t readFrom = WrapCounter::clockNs();
+      const ssize_t n = ::read(int(fd), &v, sizeof v);
+      if (n != ssize_t(sizeof v)) {
+        // perf_read() answers end of file for an event in error state.
+        const int e = n < 0 ? errno : EIO;
+        err->code = errnoName(e);
+        err->message = std::string(ev.event) + " on cpu " + std::to_string(cpu) + ": first read failed (" +
+                       (n < 0 ? std::strerror(e) : "no count") + ") — is CPU " + std::to_string(cpu) +
+                       " going offline? Try again, or use source 'msr' or 'powercap'";
         return nullptr;
       }
-      e.wrap.reset(v, WrapCounter::clockNs());
+      e.wrap.reset(v, readFrom);
       Domain d;
       d.name = ev.domain;
       d.package = package;

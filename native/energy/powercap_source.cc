@@ -47,21 +47,27 @@ class PowercapSource final : public EnergySource {
     WrapCounter wrap;
     std::string path;  // energy_uj, opened again when the zone is registered again
     int64_t reopenTriedNs = -kReopenIntervalNs;
-    bool failed = false;  // at the last read
+    bool failed = false;     // at the last read
+    bool restarted = false;  // at the last read: the counter started again (ERANGE)
   };
   const char* name() const override { return "powercap"; }
   int read(DomainReading* out) override {
     int firstErr = 0;
-    const uint64_t now = WrapCounter::clockNs();
+    // Each zone's read falls between the clock read before it and the one after (see
+    // WrapCounter::update).
+    uint64_t readFrom = WrapCounter::clockNs();
     for (Zone& z : zones_) {
       uint64_t v = 0;
       int rc = readMicrojoules(z.fd.get(), &v);
       if ((rc == -ENODEV || rc == -ENOENT) && reopen(z)) rc = readMicrojoules(z.fd.get(), &v);
+      const uint64_t readBy = WrapCounter::clockNs();
       // The wrap counter carries on across a reopen: the hardware counter under the new zone
       // kept counting, so the gap's energy comes whole with this read (or, should the new zone
       // read as a counter that started again, ERANGE as for any restart).
-      if (rc == 0 && !z.wrap.update(v, now)) rc = -ERANGE;  // the counter started again
+      if (rc == 0 && !z.wrap.update(v, readFrom, readBy)) rc = -ERANGE;  // the counter started again
+      readFrom = readBy;
       z.failed = rc != 0;
+      z.restarted = rc == -ERANGE;
       if (rc != 0 && firstErr == 0) firstErr = rc;
     }
     // A domain is its zones' sum: one zone, or a multi-die package's dies.
@@ -241,6 +247,7 @@ std::unique_ptr<EnergySource> openPowercapSource(const SourceOptions& opts, Sour
     }
     PowercapSource::Zone zone{UniqueFd(fd), WrapCounter(), energyPath};
     uint64_t v = 0;
+    const uint64_t readFrom = WrapCounter::clockNs();
     int rc = readMicrojoules(fd, &v);
     if (rc < 0) {
       err->code = errnoName(-rc);
@@ -261,7 +268,7 @@ std::unique_ptr<EnergySource> openPowercapSource(const SourceOptions& opts, Sour
     }
     const uint64_t modulus = uint64_t(maxRange) + 1;
     zone.wrap = WrapCounter(modulus, 0, 1e-6);
-    zone.wrap.reset(v, WrapCounter::clockNs());
+    zone.wrap.reset(v, readFrom);
     d.unitJoules = 1e-6;
     // Each die's zone wraps on its own: one die can take the whole package's power, so a sum of
     // dies is safe only for one zone's range.

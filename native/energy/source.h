@@ -66,10 +66,15 @@ struct Domain {
 struct DomainReading {
   uint64_t raw = 0;    // last value read from the hardware (for AMD core: sum of per-core raws)
   uint64_t ticks = 0;  // cumulative, wrap-extended ticks since open; joules = ticks * unitJoules
-  // This read failed for the domain (one of its counters): it holds its last value, and the next
-  // good read brings the gap's energy. Spans are charged from the primary domains only, so the
-  // sampler tells a failure of theirs from one of a domain they never use.
+  // This read failed for the domain (one of its counters): it holds its last value. Spans are
+  // charged from the primary domains only, so the sampler tells a failure of theirs from one of
+  // a domain they never use.
   bool failed = false;
+  // The failure was a counter that started again (ERANGE: WrapCounter refused its value): the
+  // energy since its last good read is lost, and the next reads count from the new value. Any
+  // other failure (EIO, ...) leaves the counter as it was, and the next good read brings the
+  // gap's energy.
+  bool restarted = false;
 };
 
 struct SourceError {
@@ -87,8 +92,10 @@ class EnergySource {
   const std::vector<Domain>& notCounting() const { return notCounting_; }
 
   // Reads every domain into out[0..domains().size()). Returns 0, or -errno of the first failed
-  // read; a domain whose read failed keeps its previous reading (its energy shows up, exactly,
-  // in the next successful read as long as the counter has not wrapped twice meanwhile).
+  // read; a domain whose read failed keeps its previous reading. Where the read itself failed
+  // (EIO, ...) the energy it missed shows up, exactly, in the next successful read as long as the
+  // counter has not wrapped twice meanwhile; where the counter started again (-ERANGE,
+  // DomainReading::restarted) the energy from its last good read to the restart is lost.
   // Must not allocate: it runs on the sampler thread at up to 10 kHz.
   virtual int read(DomainReading* out) = 0;
 

@@ -46,9 +46,10 @@ class WrapCounter {
         mask_(shift == 0 ? 0 : (uint64_t(1) << shift) - 1),
         maxUnitsPerNs_(unitJoules > 0 ? kMaxWatts / unitJoules * 1e-9 : 0) {}
 
-  void reset(uint64_t raw, uint64_t nowNs) {
+  // readFromNs: a time no later than the read of raw (clockNs() taken before it).
+  void reset(uint64_t raw, uint64_t readFromNs) {
     last_ = raw;
-    lastNs_ = nowNs;
+    lastNs_ = readFromNs;
     total_ = 0;
     carry_ = 0;
     primed_ = true;
@@ -59,16 +60,24 @@ class WrapCounter {
   // (between a sampler's stop() and its next start()), whose energy meanwhile nobody asked for.
   void rebase() { primed_ = false; }
 
-  // Feeds a new raw value, read at nowNs (clockNs()). false: the counter started again (it went
-  // backwards by more than a wrap allows, or moved more than kMaxWatts allows since the last
-  // value); nothing is added, the next values count from this one, and the caller reports the
-  // read as failed rather than a jump of up to a whole wrap (262 kJ for a 2^32 counter of 61 µJ
-  // units) or zero without a word. perf's kernel reads a restarted hardware counter as a wrap,
-  // so there a restart is a jump forward, caught by the bound alone.
-  bool update(uint64_t raw, uint64_t nowNs) {
+  // Feeds a new raw value, read between readFromNs and readByNs (clockNs() before and after the
+  // read). false: the counter started again (it went backwards by more than a wrap allows, or
+  // moved more than kMaxWatts allows since the last value); nothing is added, the next values
+  // count from this one, and the caller reports the read as failed rather than a jump of up to a
+  // whole wrap (262 kJ for a 2^32 counter of 61 µJ units) or zero without a word. perf's kernel
+  // reads a restarted hardware counter as a wrap, so there a restart is a jump forward, caught by
+  // the bound alone.
+  // The bound's time runs from readFromNs of the read that first showed the last value to this
+  // read's readByNs, so it is never shorter than the time whose energy the delta holds: with one
+  // time taken before a read, a reader stopped between the clock and the read (a cgroup freezer,
+  // SIGSTOP, CFS throttling) read the pause's energy over one interval's time, and at 500 W a
+  // pause of half a second was refused whole. The last value's time is the early one, as a
+  // pause after a read and before its clock holds energy the next read shows. Longer by a pause
+  // outside the read, the time only loosens the bound.
+  bool update(uint64_t raw, uint64_t readFromNs, uint64_t readByNs) {
     if (!primed_) {
       last_ = raw;
-      lastNs_ = nowNs;
+      lastNs_ = readFromNs;
       primed_ = true;
       return true;
     }
@@ -83,7 +92,7 @@ class WrapCounter {
     } else {
       moved = false;
     }
-    const uint64_t elapsed = nowNs > lastNs_ ? nowNs - lastNs_ : 0;
+    const uint64_t elapsed = readByNs > lastNs_ ? readByNs - lastNs_ : 0;
     if (moved && maxUnitsPerNs_ > 0 && double(delta) > maxUnitsPerNs_ * double(elapsed + kSlackNs)) {
       moved = false;
       delta = 0;
@@ -93,13 +102,15 @@ class WrapCounter {
     // holds the energy of all that time, which a bound from the last read took for a restart
     // (600 ms still at 500 W, then 300 J at once: dropped). A live counter moves about once a
     // millisecond, so a restart still meets a bound of a few milliseconds.
-    if (raw != last_) lastNs_ = nowNs;
+    if (raw != last_) lastNs_ = readFromNs;
     last_ = raw;
     carry_ += delta & mask_;
     total_ += (delta >> shift_) + (carry_ >> shift_);
     carry_ &= mask_;
     return moved;
   }
+  // A read whose time is known exactly (tests).
+  bool update(uint64_t raw, uint64_t nowNs) { return update(raw, nowNs, nowNs); }
 
   uint64_t total() const { return total_; }
   uint64_t last() const { return last_; }
@@ -111,7 +122,7 @@ class WrapCounter {
   uint64_t mask_;
   double maxUnitsPerNs_;  // kMaxWatts in raw units per nanosecond; 0: unbounded
   uint64_t last_ = 0;
-  uint64_t lastNs_ = 0;  // when last_ was first read
+  uint64_t lastNs_ = 0;  // when last_ was first read (a time no later than that read)
   uint64_t total_ = 0;
   uint64_t carry_ = 0;  // raw units short of a tick
   bool primed_ = false;

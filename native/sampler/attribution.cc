@@ -206,7 +206,19 @@ void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const Tr
       // One whose read failed after a good one between two steps did measure (up to that read):
       // split as usual.
       Held& h = held_[d];
-      const bool hold = readings && readings[d].failed && deltaTicks[d] == 0;
+      bool hold = readings && readings[d].failed && deltaTicks[d] == 0;
+      if (readings && readings[d].restarted) {
+        // A counter of the domain started again since the last step: the energy from its last
+        // good read to the restart is lost, and no read brings it. The held gap's time (its
+        // energy was that) is let go of rather than split against the energy after the restart,
+        // which is not its; and an interval that measured nothing, its energy unknown, is split
+        // over nothing: the threads' and CPUs' time in it is charged nothing, as its energy is in
+        // no total.
+        h.on = false;
+        h.busyNs = h.dtNs = 0;
+        std::fill(h.rowNs.begin(), h.rowNs.end(), 0);
+        if (hold) continue;
+      }
       if (hold || h.on) {
         if (h.rowNs.size() < results_.size()) h.rowNs.resize(results_.size(), 0);
         for (const RowTime& x : times_) h.rowNs[x.result] += x.ns;

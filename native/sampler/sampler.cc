@@ -90,6 +90,7 @@ std::unique_ptr<Sampler> Sampler::create(const SamplerConfig& cfg, SamplerError*
   s->prevTicks_.assign(nd, 0);
   s->prevRaw_.assign(nd, 0);
   s->pendingDelta_.assign(nd, 0);
+  s->restartedSinceStep_.assign(nd, 0);
   s->primaryDomains_ = primaryDomainIndices(s->source_->domains());
   s->totals_.reset(new std::atomic<uint64_t>[nd]);
   for (size_t d = 0; d < nd; d++) s->totals_[d].store(0);
@@ -199,6 +200,7 @@ bool Sampler::start(SamplerError* err) {
   samples_.store(0);
   missed_.store(0);
   readErrors_.store(0);
+  counterRestarts_.store(0);
   changeCount_.store(0);
   for (size_t i = 0; i < kPeriodWindow; i++) changePeriods_[i].store(0, std::memory_order_relaxed);
   for (size_t d = 0; d < readings_.size(); d++) totals_[d].store(0);
@@ -212,6 +214,7 @@ bool Sampler::start(SamplerError* err) {
     baseTicks_[d] = prevTicks_[d] = readings_[d].ticks;
     prevRaw_[d] = readings_[d].raw;
     pendingDelta_[d] = 0;
+    restartedSinceStep_[d] = 0;
   }
   if (tracker_) {
     std::lock_guard<std::mutex> lock(trackerMu_);
@@ -360,6 +363,15 @@ void Sampler::sample(uint64_t now, uint32_t flags, bool forceAttribution) {
   if (rc != 0) {
     flags |= kFlagReadError;
     readErrors_.fetch_add(1, std::memory_order_relaxed);
+    // A counter that started again lost energy for good, where other failures only delay it:
+    // counted apart, once a read however many of its counters restarted.
+    bool restarted = false;
+    for (size_t d = 0; d < nd; d++) {
+      if (!readings_[d].restarted) continue;
+      restarted = true;
+      restartedSinceStep_[d] = 1;
+    }
+    if (restarted) counterRestarts_.fetch_add(1, std::memory_order_relaxed);
   }
   // Spans and requests are charged from the primary domains alone: a dram zone or an AMD core
   // counter that fails leaves their energy known.
@@ -412,13 +424,20 @@ void Sampler::sample(uint64_t now, uint32_t flags, bool forceAttribution) {
     }
     if (spans_) spans_->primeNewLogs(*attribution_);
     // A domain whose read failed here is not split: attribution keeps its interval for the next
-    // good read, which brings the gap's energy (AttributionEngine::step()).
+    // good read, which brings the gap's energy (AttributionEngine::step()). One whose counter
+    // started again since the last step, at this sample or an earlier one, lost energy that no
+    // read brings: said through its reading's restarted flag, which the next read sets afresh.
+    for (size_t d = 0; d < nd; d++) readings_[d].restarted = restartedSinceStep_[d] != 0;
     attribution_->step(pendingDelta_.data(), now - lastAttributionTime_, snap_, readings_.data());
+    bool restartedInStep = false;
+    for (size_t d : primaryDomains_) restartedInStep = restartedInStep || restartedSinceStep_[d];
+    std::fill(restartedSinceStep_.begin(), restartedSinceStep_.end(), 0);
     // A failed read leaves the counter at its last value and the next good read holds the gap's
     // energy, so an interval's energy is its own only where the reads at both of its ends
-    // succeeded (one failing between them loses nothing: the counters are cumulative). Spans
-    // over the others settle unmeasured, not as the 0 J, or the whole gap's joules, read there.
-    if (spans_) spans_->step(now, *attribution_, (flags & kFlagFinal) != 0, readFailedAtStep_ || readFailed);
+    // succeeded (one failing between them loses nothing: the counters are cumulative), and no
+    // counter started again in it (that loses the energy before the restart). Spans over the
+    // others settle unmeasured, not as the 0 J, or the whole gap's joules, read there.
+    if (spans_) spans_->step(now, *attribution_, (flags & kFlagFinal) != 0, readFailedAtStep_ || readFailed || restartedInStep);
     readFailedAtStep_ = readFailed;
     std::fill(pendingDelta_.begin(), pendingDelta_.end(), 0);
     lastAttributionTime_ = now;
@@ -481,6 +500,7 @@ void Sampler::timing(SamplerTimingStats* out) const {
   out->samples = samples_.load(std::memory_order_relaxed);
   out->missedDeadlines = missed_.load(std::memory_order_relaxed);
   out->readErrors = readErrors_.load(std::memory_order_relaxed);
+  out->counterRestarts = counterRestarts_.load(std::memory_order_relaxed);
   uint64_t start = startNs_.load();
   uint64_t end = running() ? monotonicNs() : stopNs_.load();
   out->runningNs = start && end > start ? end - start : 0;

@@ -66,6 +66,7 @@ struct SamplerTimingStats {
   uint64_t samples = 0;
   uint64_t missedDeadlines = 0;
   uint64_t readErrors = 0;
+  uint64_t counterRestarts = 0;  // of readErrors, those where a counter started again
   uint64_t runningNs = 0;
   uint64_t jitterCount = 0;
   uint64_t jitterP50 = 0, jitterP99 = 0, jitterP999 = 0, jitterMax = 0;
@@ -174,6 +175,9 @@ class Sampler {
   std::vector<uint64_t> prevTicks_;
   std::vector<uint64_t> prevRaw_;
   std::vector<uint64_t> pendingDelta_;
+  // Per domain: a counter of it started again since the last attribution step (its energy from
+  // its last good read to the restart is lost; see AttributionEngine::step()).
+  std::vector<uint8_t> restartedSinceStep_;
   // The primary domains (every package, else psys, else the first): an attribution step waits
   // until each has moved (see sample()).
   std::vector<size_t> primaryDomains_;
@@ -195,6 +199,7 @@ class Sampler {
   std::atomic<uint64_t> samples_{0};
   std::atomic<uint64_t> missed_{0};
   std::atomic<uint64_t> readErrors_{0};
+  std::atomic<uint64_t> counterRestarts_{0};
   std::atomic<uint64_t> cpuNsAtStop_{0};
   LatencyHistogram jitter_;
   static constexpr size_t kPeriodWindow = 1024;

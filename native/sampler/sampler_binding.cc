@@ -207,6 +207,7 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     t.Set("samples", double(ts.samples));
     t.Set("missedDeadlines", double(ts.missedDeadlines));
     t.Set("readErrors", double(ts.readErrors));
+    t.Set("counterRestarts", double(ts.counterRestarts));
     t.Set("runningNs", double(ts.runningNs));
     t.Set("jitterCount", double(ts.jitterCount));
     t.Set("jitterP50Ns", double(ts.jitterP50));

@@ -121,7 +121,8 @@ class SpanEngine {
     // over it settles incomplete, not as 0 J spent.
     bool unknown = false;
     // The source's energy over the interval ending here is unknown (a read at either end of it
-    // failed: the counter held its last value, and the next good read holds the gap's energy).
+    // failed: the counter held its last value, and the next good read holds the gap's energy; or
+    // a counter started again in it, losing the energy before the restart).
     // For every channel alike; unmeasured, as for unknown.
     bool readFailed = false;
     // What a span covering every interval up to here would have been charged since the history
