@@ -961,7 +961,7 @@ describe('spans: behaviour', () => {
     expect(first.droppedSpans).toBe(1);
     expect(first.lateEnds).toBeGreaterThan(0);
     s.start();
-    expect(s.stats().spans).toEqual({ settled: 0, droppedSpans: 0, droppedEvents: 0, lateEnds: 0 });
+    expect(s.stats().spans).toEqual({ settled: 0, callbacks: 0, droppedSpans: 0, droppedEvents: 0, lateEnds: 0 });
     const h = s.begin('b');
     s.end(h);
     await s.settle(h);

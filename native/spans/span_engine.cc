@@ -106,7 +106,9 @@ void SpanEngine::reset() {
     }
   }
   poolScannedAt_ = 0;
-  settled_.store(0, std::memory_order_relaxed);  // stats() start afresh with each run
+  // stats() start afresh with each run
+  settled_.store(0, std::memory_order_relaxed);
+  callbacks_.store(0, std::memory_order_relaxed);
 }
 
 double SpanEngine::threadJoules(const ThreadEnergy& t) const {
@@ -550,7 +552,7 @@ void SpanEngine::settleExclusive(Log& log, bool final, uint64_t now) {
     }
     double onCpu = 0, joules = 0, base = 0;
     bool complete = charge(s.t0, s.t1, s.internal, s.parts, &onCpu, &joules, &base);
-    emit(log, s.handle, s.label, s.t0, s.t1, onCpu, joules, base, complete ? 0u : uint32_t(kSpanIncomplete));
+    emit(log, s.handle, s.label, s.t0, s.t1, onCpu, joules, base, complete ? 0u : uint32_t(kSpanIncomplete), 0, false, s.internal);
   }
   log.ended.resize(keep);
   if (final) {
@@ -558,7 +560,7 @@ void SpanEngine::settleExclusive(Log& log, bool final, uint64_t now) {
     for (auto it = log.open.begin(); it != log.open.end();) {
       double onCpu = 0, joules = 0, base = 0;
       charge(it->second.t0, now, it->second.internal, it->second.parts, &onCpu, &joules, &base);
-      emit(log, it->first, it->second.label, it->second.t0, now, onCpu, joules, base, kSpanIncomplete);
+      emit(log, it->first, it->second.label, it->second.t0, now, onCpu, joules, base, kSpanIncomplete, 0, false, it->second.internal);
       it = log.open.erase(it);
     }
     log.openT0.clear();
@@ -833,7 +835,8 @@ void SpanEngine::settleShared(Log& log, bool final, uint64_t now) {
 }
 
 void SpanEngine::emit(Log& log, uint32_t handle, uint32_t label, uint64_t t0, uint64_t t1, double onCpu,
-                      double joules, double base, uint32_t flags, uint32_t route, bool silent) {
+                      double joules, double base, uint32_t flags, uint32_t route, bool silent, bool callback) {
+  (callback ? callbacks_ : settled_).fetch_add(1, std::memory_order_relaxed);
   // A request measured not at all (NaN) is no route's figure: routes() counts measured ones.
   if (route != 0 && log.routes && route < RouteTable::kMaxRoutes && !std::isnan(joules)) {
     log.routeAdds.push_back(RouteTable::Add{route, joules + base, double(t1 - t0), estimated_});
@@ -841,10 +844,7 @@ void SpanEngine::emit(Log& log, uint32_t handle, uint32_t label, uint64_t t0, ui
   }
   // JavaScript let go of its slot at its end. Not aggregated (no route id left in JavaScript's
   // numbering), it is lost to routes(): nobody listens for its record either.
-  if (silent) {
-    settled_.fetch_add(1, std::memory_order_relaxed);
-    return;
-  }
+  if (silent) return;
   std::array<double, 8> r = {double(handle),
                              double(label),
                              double(t0),
@@ -853,7 +853,6 @@ void SpanEngine::emit(Log& log, uint32_t handle, uint32_t label, uint64_t t0, ui
                              joules + base,
                              baselinePerCpuW_ > 0 ? joules : NAN,
                              double(flags | (estimated_ ? uint32_t(kSpanEstimated) : 0u))};
-  settled_.fetch_add(1, std::memory_order_relaxed);
   // Results are never dropped: JavaScript holds the span's slot until its result arrives.
   if (!log.backlog.empty() || !write(log, r)) log.backlog.push_back(r);
 }

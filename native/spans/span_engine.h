@@ -86,7 +86,10 @@ class SpanEngine {
   // end of it failed): spans over it settle unmeasured there, as over an untracked thread.
   void step(uint64_t nowNs, const AttributionEngine& attr, bool final, bool readFailed);
 
+  // Users' spans and requests settled this run; exact-mode requests' callback spans apart (their
+  // trackers sum them into the requests).
   uint64_t settledCount() const { return settled_.load(std::memory_order_relaxed); }
+  uint64_t callbacksSettled() const { return callbacks_.load(std::memory_order_relaxed); }
   // The thread that owns a channel, after stop(): writes its results still waiting for room in
   // its result ring. Returns how many still wait (the caller collects, then calls again).
   size_t flushLog(uint64_t id);
@@ -251,8 +254,9 @@ class SpanEngine {
   // route ≠ 0: a request, to be added to its route in log.routes (log.routeAdds); silent: no
   // result is written for it once aggregated.
   // base: its share of the baseline (added to joules; joules alone are its dynamic energy).
+  // callback: an exact-mode request's callback span (counted in callbacksSettled(), not settledCount()).
   void emit(Log& log, uint32_t handle, uint32_t label, uint64_t t0, uint64_t t1, double onCpu, double joules, double base,
-            uint32_t flags, uint32_t route = 0, bool silent = false);
+            uint32_t flags, uint32_t route = 0, bool silent = false, bool callback = false);
   bool write(Log& log, const std::array<double, 8>& r);
   void retryBacklog(Log& log);
   // Adds what a span over [t0, t1] is charged in the interval from a to b at the interval's
@@ -291,7 +295,8 @@ class SpanEngine {
   bool running_ = false;
   bool finalStepDone_ = false;  // the last step was a run's final one (start()'s first step clears it)
   bool closed_ = false;
-  std::atomic<uint64_t> settled_{0};  // written by the sampler thread, read by stats()
+  // settledCount(), callbacksSettled(): written by the sampler thread, read by stats()
+  std::atomic<uint64_t> settled_{0}, callbacks_{0};
   uint64_t lastStepNs_ = 0;
 
   std::vector<uint32_t> poolTids_;  // libuv-worker threads of this process
