@@ -200,11 +200,13 @@ export interface SamplerStats {
     unknownPackageCpus: number[];
   };
   /**
-   * settled: spans and requests settled, of every thread of this sampler. The rest, this thread's
-   * spans: not measured because the slots (droppedSpans) or the event ring (droppedEvents, begins
-   * only) were full; ends that found the ring full and went in later.
+   * settled: spans and shared-mode requests settled, of every thread of this sampler; callbacks:
+   * exact-mode requests' callback spans settled (each tracker sums a request's into its record),
+   * likewise. The rest, this thread's spans: not measured because the slots (droppedSpans) or the
+   * event ring (droppedEvents, begins only) were full; ends that found the ring full and went in
+   * later.
    */
-  spans: { settled: number; droppedSpans: number; droppedEvents: number; lateEnds: number };
+  spans: { settled: number; callbacks: number; droppedSpans: number; droppedEvents: number; lateEnds: number };
   /**
    * Present when options.pid names another process. `watch`: how its exit is noticed, `'pidfd'`
    * (Linux 5.3+) or `'proc'` (its start time in /proc/<pid>/stat), `null` when it is not
@@ -797,6 +799,7 @@ export class Sampler {
       },
       spans: {
         settled: t.spansSettled,
+        callbacks: t.callbacksSettled,
         // This run's: the channel counts over its life.
         droppedSpans: (this.#spans?.droppedSpans ?? 0) - this.#spanCountsAtStart[0],
         droppedEvents: (this.#spans?.droppedEvents ?? 0) - this.#spanCountsAtStart[1],

@@ -1759,6 +1759,29 @@ describe('exact mode edges', () => {
     expect(cpu('/nested') / cpu('/flat')).toBeGreaterThan(0.8);
   });
 
+  // Each callback span of an exact-mode request counted as settled: 10 requests and a span read 65.
+  it("exact mode: stats().spans.settled counts spans and shared-mode requests; callbacks, a request's callback spans", async () => {
+    const { sampler, tracker, records, settled } = exactProcfs();
+    const shared = new RequestTracker(sampler);
+    cleanups.push(() => shared.close());
+    const sharedRecords: RequestRecord[] = [];
+    shared.onRequest((rs) => sharedRecords.push(...rs));
+    sampler.start();
+    for (let i = 0; i < 3; i++) {
+      const t = await new Promise<RequestToken>((resolve) => setTimeout(() => resolve(tracker.start('GET', '/exact')!), 0));
+      tracker.end(t, 200);
+    }
+    shared.end(shared.start('GET', '/shared')!, 200);
+    const h = sampler.begin('span');
+    sampler.end(h);
+    await sampler.settle(h);
+    await until(() => records.length === 3 && sharedRecords.length === 1);
+    sampler.stop();
+    expect(records.length).toBe(3);
+    expect(settled.callbacks).toBeGreaterThanOrEqual(3);
+    expect(sampler.stats().spans).toMatchObject({ settled: 2, callbacks: settled.callbacks });
+  });
+
   it("exact mode: the result timer a request's callback starts, and the batches of records, run in no request's context", async () => {
     const { sampler, tracker, ch, settled } = exactProcfs();
     const mine = new AsyncLocalStorage<string>();

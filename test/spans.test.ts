@@ -344,6 +344,94 @@ describe('spans: behaviour', () => {
     s.stop();
   });
 
+  // A span left open over idle time (an awaited measure(), a background job) raised the union
+  // each interval's density was taken over, to the whole interval: every span inside it was
+  // charged its overlap × (on-CPU / interval), here about half of what it was charged without
+  // it, though the thread spent its CPU inside them. Two channels of this thread see the same
+  // spans (the same history), one of them with spans around them: a parent, a span in it around
+  // some of the inner spans, and one from inside it to past its end.
+  it('charges spans inside one left open over idle time what they are charged without it', async () => {
+    const s = sampler({ threads: 'procfs' });
+    s.start();
+    const alone = forgedSpans(s);
+    const nested = forgedSpans(s);
+    await sleep(20); // their histories begin at their first step
+    const now = () => process.hrtime.bigint();
+    const wait = new Int32Array(new SharedArrayBuffer(4));
+    const [outer, mid, cross] = [1001, 1002, 1003];
+    nested.begin(outer, now());
+    const inner = Array.from({ length: 60 }, (_, i) => i + 1);
+    for (const h of inner) {
+      const t0 = now();
+      if (h === 20) nested.begin(mid, t0);
+      if (h === 40) nested.begin(cross, t0);
+      busy(0.5);
+      const t1 = now();
+      for (const f of [alone, nested]) {
+        f.begin(h, t0);
+        f.end(h, t1);
+      }
+      if (h === 30) nested.end(mid, now());
+      Atomics.wait(wait, 0, 0, 0.5);
+    }
+    nested.end(outer, now());
+    Atomics.wait(wait, 0, 0, 2);
+    nested.end(cross, now());
+    await until(() => {
+      alone.collect();
+      nested.collect();
+      return alone.results.size === inner.length && nested.results.size === inner.length + 3;
+    });
+    s.stop();
+    alone.close();
+    nested.close();
+    const r = (f: typeof alone, h: number) => f.results.get(h)!;
+    let sum = 0;
+    for (const h of inner) {
+      expect(r(alone, h).flags & 1, `span ${h} incomplete`).toBe(0);
+      for (const k of ['joules', 'onCpuNs'] as const) {
+        expect(Math.abs(r(nested, h)[k] - r(alone, h)[k]), `span ${h}: ${k}`).toBeLessThanOrEqual(r(alone, h)[k] * 1e-9);
+      }
+      sum += r(alone, h).joules;
+    }
+    expect(sum).toBeGreaterThan(0);
+    // Each never more than a span enclosing it; spans apart never more than their thread.
+    const joules = (h: number) => r(nested, h).joules;
+    expect(joules(outer)).toBeGreaterThanOrEqual(sum * (1 - 1e-9));
+    expect(joules(outer)).toBeGreaterThanOrEqual(joules(mid) * (1 - 1e-9));
+    for (const h of inner.slice(19, 30)) expect(joules(mid)).toBeGreaterThanOrEqual(joules(h) * (1 - 1e-9));
+    expect(joules(cross)).toBeGreaterThanOrEqual(inner.slice(39).reduce((a, h) => a + joules(h), 0) * (1 - 1e-9));
+  });
+
+  // A span with no interval of the run in it (a worker's, begun as the main thread stops: its
+  // begin stamped after the run's last step) settled as 0 J and 0 ns, flagged incomplete only.
+  it('settles a span with none of the run inside it unmeasured (NaN), not as 0 J', async () => {
+    const s = sampler({ threads: 'procfs' });
+    s.start();
+    const f = forgedSpans(s);
+    await sleep(20); // the channel's history begins at its first step
+    busy(3);
+    const t = process.hrtime.bigint();
+    f.begin(1, t - 2_000_000n);
+    f.end(1, t - 1_000_000n); // inside the run: measured
+    f.begin(2, t - 5_000_000_000n);
+    f.end(2, t - 4_000_000_000n); // before the run's first step
+    f.begin(3, t + 60_000_000n);
+    f.end(3, t + 61_000_000n); // after its last
+    busy(30);
+    s.stop();
+    f.collect();
+    f.close();
+    expect(f.results.get(1)!.flags & 1).toBe(0);
+    expect(f.results.get(1)!.joules).toBeGreaterThan(0);
+    for (const h of [2, 3]) {
+      const x = f.results.get(h)!;
+      expect(x.flags & 1, `span ${h}`).toBe(1);
+      expect(x.joules, `span ${h}`).toBeNaN();
+      expect(x.onCpuNs, `span ${h}`).toBeNaN();
+    }
+  });
+
   // A span's share of the baseline was the configured watts per CPU × its on-CPU time: a baseline
   // set above what the machine draws gave a 1 s span 89 J out of 28 J measured.
   it("charges a span the baseline that attribution charged, never more than was measured", async () => {
@@ -873,7 +961,7 @@ describe('spans: behaviour', () => {
     expect(first.droppedSpans).toBe(1);
     expect(first.lateEnds).toBeGreaterThan(0);
     s.start();
-    expect(s.stats().spans).toEqual({ settled: 0, droppedSpans: 0, droppedEvents: 0, lateEnds: 0 });
+    expect(s.stats().spans).toEqual({ settled: 0, callbacks: 0, droppedSpans: 0, droppedEvents: 0, lateEnds: 0 });
     const h = s.begin('b');
     s.end(h);
     await s.settle(h);

@@ -118,6 +118,7 @@ class Sampler {
   // 0 when spans are unavailable (no thread tracking, or another process is tracked).
   uint64_t spanEngineId() const { return spanEngineId_; }
   uint64_t spansSettled() const { return spans_ ? spans_->settledCount() : 0; }
+  uint64_t callbacksSettled() const { return spans_ ? spans_->callbacksSettled() : 0; }
 
   // Ticks since start() per domain, and the time of the sample they belong to.
   void totals(std::vector<uint64_t>* ticks, uint64_t* timeNs, uint64_t* startNs) const;

@@ -224,6 +224,7 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     t.Set("attributionSteps", double(ts.attributionSteps));
     t.Set("lastAttributionNs", double(ts.lastAttributionNs));
     t.Set("spansSettled", double(sampler_->spansSettled()));
+    t.Set("callbacksSettled", double(sampler_->callbacksSettled()));
     o.Set("timing", t);
 
     if (sampler_->attributed()) {

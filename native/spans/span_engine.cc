@@ -106,7 +106,9 @@ void SpanEngine::reset() {
     }
   }
   poolScannedAt_ = 0;
-  settled_.store(0, std::memory_order_relaxed);  // stats() start afresh with each run
+  // stats() start afresh with each run
+  settled_.store(0, std::memory_order_relaxed);
+  callbacks_.store(0, std::memory_order_relaxed);
 }
 
 double SpanEngine::threadJoules(const ThreadEnergy& t) const {
@@ -229,13 +231,13 @@ void SpanEngine::drain(Log& log) {
       log.sharedEvents.push_back(SharedEvent{t, handle, true});
     } else if (type == kSpanBegin || type == kSpanBeginInternal) {
       const bool internal = type == kSpanBeginInternal;
-      auto [it, fresh] = log.open.try_emplace(handle, Open{label, t, internal});
+      auto [it, fresh] = log.open.try_emplace(handle, Open{label, t, internal, {}});
       if (!fresh) {
-        auto& was = it->second.internal ? log.internalOpenT0 : log.openT0;
-        was.erase(was.find(it->second.t0));
-        it->second = Open{label, t, internal};
+        forgetOpen(log, handle, it->second);
+        it->second = Open{label, t, internal, {}};
       }
-      (internal ? log.internalOpenT0 : log.openT0).insert(t);
+      if (internal) log.internalOpenT0.insert(t);
+      else log.openT0.emplace(t, handle);
     } else if (type == kSpanEnd) {
       Shared* r = findShared(log, handle);
       if (r) {
@@ -248,9 +250,8 @@ void SpanEngine::drain(Log& log) {
         log.sharedEvents.insert(at, SharedEvent{t, handle, false});
       } else if (auto it = log.open.find(handle); it != log.open.end()) {
         const Open& o = it->second;
-        log.ended.push_back(Ended{handle, o.label, o.t0, t < o.t0 ? o.t0 : t, o.internal});
-        auto& opens = o.internal ? log.internalOpenT0 : log.openT0;
-        opens.erase(opens.find(o.t0));
+        log.ended.push_back(Ended{handle, o.label, o.t0, t < o.t0 ? o.t0 : t, o.internal, o.parts});
+        forgetOpen(log, handle, o);
         log.open.erase(it);
       }
       // Else its span has its result already: a run's final step settled it open, and its end
@@ -261,6 +262,11 @@ void SpanEngine::drain(Log& log) {
     tail++;
   }
   storeRelease(b, kSpanEvTail, int32_t(tail));
+}
+
+void SpanEngine::forgetOpen(Log& log, uint32_t handle, const Open& o) {
+  if (o.internal) log.internalOpenT0.erase(log.internalOpenT0.find(o.t0));
+  else log.openT0.erase({o.t0, handle});
 }
 
 void SpanEngine::record(Log& log, uint64_t now, const AttributionEngine& attr, bool readFailed) {
@@ -320,22 +326,38 @@ void SpanEngine::measureDensity(Log& log, bool final) {
     const Point& pa = hist(log, k - 1);
     Point& pb = log.history[(log.histStart + k) % log.history.size()];
     const uint64_t a = pa.t, b = pb.t;
-    cover_.clear();
+    pieces_.clear();
     internalCover_.clear();
-    if (!log.openT0.empty() && *log.openT0.begin() < b) cover_.emplace_back(std::max(*log.openT0.begin(), a), b);
-    if (!log.internalOpenT0.empty() && *log.internalOpenT0.begin() < b) {
-      internalCover_.emplace_back(std::max(*log.internalOpenT0.begin(), a), b);
+    if (b > a) {
+      // Users' spans open: one piece for all those begun before the interval (each covers the
+      // whole of it), and one for each begun inside it, whose head this interval is.
+      auto open = log.openT0.lower_bound({a, 0});
+      if (open != log.openT0.begin()) pieces_.push_back(Piece{a, b, nullptr, false, false});
+      for (; open != log.openT0.end() && open->first < b; ++open) {
+        pieces_.push_back(Piece{open->first, b, &log.open.find(open->second)->second.parts, true, false});
+      }
+      if (!log.internalOpenT0.empty() && *log.internalOpenT0.begin() < b) {
+        internalCover_.emplace_back(std::max(*log.internalOpenT0.begin(), a), b);
+      }
+      for (Ended& e : log.ended) {
+        if (e.t0 >= b || e.t1 <= a) continue;
+        if (e.internal) {
+          internalCover_.emplace_back(std::max(e.t0, a), std::min(e.t1, b));
+          continue;
+        }
+        // Its head, its tail, or an interval it covers whole (charged from the running sums).
+        const bool head = e.t0 >= a, tail = e.t1 <= b;
+        pieces_.push_back(Piece{std::max(e.t0, a), std::min(e.t1, b), head || tail ? &e.parts : nullptr, head, false});
+      }
     }
-    for (const Ended& e : log.ended) {
-      if (e.t0 < b && e.t1 > a) (e.internal ? internalCover_ : cover_).emplace_back(std::max(e.t0, a), std::min(e.t1, b));
-    }
-    // Each kind's union of wall time in [a, b], and its density.
     const double c = std::max(0.0, pb.thrOnCpu - pa.thrOnCpu);
-    const uint64_t users = unionOf(cover_), internal = unionOf(internalCover_);
+    const uint64_t users = placeOnCpu(b, c), internal = unionOf(internalCover_);
     pb.density = users > 0 ? std::min(1.0, c / double(users)) : 1.0;
     pb.internalDensity = internal > 0 ? std::min(1.0, c / double(internal)) : 1.0;
+    // A span covering the whole interval: all of U, which holds all of the thread's on-CPU time
+    // placed (min(c, b - a)), whatever the other spans in it.
     Charge whole;
-    chargeInterval(pa, pb, a, b, &whole);
+    if (b > a) chargeOnCpu(pa, pb, std::min(double(b - a), c), &whole);
     pb.sumOnCpu = pa.sumOnCpu;
     pb.sumOnCpu.add(whole.onCpu);
     pb.sumJ = pa.sumJ;
@@ -346,6 +368,73 @@ void SpanEngine::measureDensity(Log& log, bool final) {
     pb.sumUnmeasured = pa.sumUnmeasured + whole.unmeasured;
     log.exclusiveUpTo = b;
   }
+}
+
+uint64_t SpanEngine::placeOnCpu(uint64_t b, double c) {
+  if (pieces_.empty()) return 0;
+  // By begin, the longest first among equal begins: a piece's enclosed ones come after it.
+  std::sort(pieces_.begin(), pieces_.end(), [](const Piece& x, const Piece& y) { return x.from != y.from ? x.from < y.from : x.to > y.to; });
+  // From the latest begin back (ties: the shortest first), a group of equal stretches at a time
+  // (the same stretch twice encloses neither): a piece encloses another iff one seen before
+  // its group ends no later than it.
+  uint64_t minTo = UINT64_MAX;
+  for (size_t i = pieces_.size(); i > 0;) {
+    const uint64_t from = pieces_[i - 1].from, to = pieces_[i - 1].to;
+    size_t g = i - 1;
+    while (g > 0 && pieces_[g - 1].from == from && pieces_[g - 1].to == to) g--;
+    const bool leaf = minTo > to;
+    minTo = std::min(minTo, to);
+    for (; i > g; i--) pieces_[i - 1].leaf = leaf;
+  }
+  // U, and the innermost pieces' union as stretches with the length before each (in begin
+  // order, so each stretch is final once a piece begins past it).
+  leaves_.clear();
+  uint64_t all = 0, allFrom = pieces_.front().from, allTo = pieces_.front().to;
+  for (const Piece& p : pieces_) {
+    if (p.from > allTo) {
+      all += allTo - allFrom;
+      allFrom = p.from;
+      allTo = p.to;
+    } else if (p.to > allTo) {
+      allTo = p.to;
+    }
+    if (!p.leaf) continue;
+    if (leaves_.empty()) {
+      leaves_.push_back(Stretch{p.from, p.to, 0});
+    } else if (p.from > leaves_.back().to) {
+      const Stretch& s = leaves_.back();
+      leaves_.push_back(Stretch{p.from, p.to, s.before + (s.to - s.from)});
+    } else if (p.to > leaves_.back().to) {
+      leaves_.back().to = p.to;
+    }
+  }
+  all += allTo - allFrom;
+  const uint64_t inner = leaves_.back().before + (leaves_.back().to - leaves_.back().from);
+  // The innermost pieces' time inside [from, to].
+  const auto innerUpTo = [&](uint64_t t) -> uint64_t {
+    auto s = std::upper_bound(leaves_.begin(), leaves_.end(), t, [](uint64_t x, const Stretch& y) { return x < y.from; });
+    if (s == leaves_.begin()) return 0;
+    --s;
+    return s->before + (std::min(t, s->to) - s->from);
+  };
+  const double rho0 = std::min(1.0, c / double(inner));
+  const double rest = double(all - inner);
+  const double rho1 = rest > 0 ? std::min(1.0, std::max(0.0, c - rho0 * double(inner)) / rest) : 1.0;
+  for (const Piece& p : pieces_) {
+    if (!p.parts) continue;
+    const double len = double(p.to - p.from);
+    const double in = p.leaf ? len : double(innerUpTo(p.to) - innerUpTo(p.from));
+    const double x = std::min(c, rho0 * in + rho1 * (len - in));
+    if (p.head) {
+      p.parts->headX = x;
+      p.parts->headB = b;
+      p.parts->headTo = p.to;
+    } else {
+      p.parts->tailX = x;
+      p.parts->tailB = b;
+    }
+  }
+  return all;
 }
 
 uint64_t SpanEngine::unionOf(std::vector<std::pair<uint64_t, uint64_t>>& cover) {
@@ -370,6 +459,11 @@ uint64_t SpanEngine::unionOf(std::vector<std::pair<uint64_t, uint64_t>>& cover) 
 void SpanEngine::chargeInterval(const Point& a, const Point& b, uint64_t t0, uint64_t t1, Charge* out, bool internal) {
   const uint64_t from = std::max(t0, a.t), to = std::min(t1, b.t);
   if (to <= from) return;
+  const double c = std::max(0.0, b.thrOnCpu - a.thrOnCpu);
+  chargeOnCpu(a, b, std::min(double(to - from) * (internal ? b.internalDensity : b.density), c), out);
+}
+
+void SpanEngine::chargeOnCpu(const Point& a, const Point& b, double x, Charge* out) {
   if (b.unknown || a.unknown || b.readFailed) {
     out->unmeasured++;
     return;
@@ -378,7 +472,6 @@ void SpanEngine::chargeInterval(const Point& a, const Point& b, uint64_t t0, uin
   const double c = b.thrOnCpu - a.thrOnCpu;
   const double e = b.thrJ - a.thrJ;
   if (c <= 0) return;
-  const double x = std::min(double(to - from) * (internal ? b.internalDensity : b.density), c);
   out->onCpu += x;
   out->joules += e * x / c;
   out->base += x * (b.basePerCpu - a.basePerCpu) / double(b.t - a.t);
@@ -387,7 +480,7 @@ void SpanEngine::chargeInterval(const Point& a, const Point& b, uint64_t t0, uin
 void SpanEngine::settleExclusive(Log& log, bool final, uint64_t now) {
   if (log.histSize == 0) return;
   const uint64_t last = log.exclusiveUpTo;
-  auto charge = [&](uint64_t t0, uint64_t t1, bool internal, double* onCpu, double* joules, double* base) -> bool {
+  auto charge = [&](uint64_t t0, uint64_t t1, bool internal, const Parts& parts, double* onCpu, double* joules, double* base) -> bool {
     // Within the history at both ends (a span begun after the run's last step has none of it).
     bool complete = log.histSize >= 2 && t0 >= hist(log, 0).t && t1 <= hist(log, log.histSize - 1).t;
     Charge sum;
@@ -399,45 +492,75 @@ void SpanEngine::settleExclusive(Log& log, bool final, uint64_t now) {
     const size_t first = firstPointAfter(log, t0);
     if (t1 > t0 && first < log.histSize) {
       const size_t last = std::min(firstPointAfter(log, t1 - 1), log.histSize - 1);
-      chargeInterval(hist(log, first - 1), hist(log, first), t0, t1, &sum, internal);
       if (internal) {
-        for (size_t k = first + 1; k <= last; k++) chargeInterval(hist(log, k - 1), hist(log, k), t0, t1, &sum, true);
-      } else if (last > first + 1) {
-        const Point& a = hist(log, first);
-        const Point& b = hist(log, last - 1);
-        sum.onCpu += b.sumOnCpu.since(a.sumOnCpu);
-        sum.joules += b.sumJ.since(a.sumJ);
-        sum.base += b.sumBase.since(a.sumBase);
-        sum.measured += b.sumMeasured - a.sumMeasured;
-        sum.unmeasured += b.sumUnmeasured - a.sumUnmeasured;
+        for (size_t k = first; k <= last; k++) chargeInterval(hist(log, k - 1), hist(log, k), t0, t1, &sum, true);
+      } else {
+        // Its partial end intervals with what measureDensity() placed in it there, where it knew
+        // this span as it is (else at their uniform density: an event published after its
+        // interval was measured); the whole ones, (i0, i1], off the running sums.
+        const Point& h0 = hist(log, first - 1);
+        const Point& h1 = hist(log, first);
+        const Point& e0 = hist(log, last - 1);
+        const Point& e1 = hist(log, last);
+        const auto partial = [&](const Point& a, const Point& b, bool placed, double x) {
+          if (placed) chargeOnCpu(a, b, x, &sum);
+          else chargeInterval(a, b, t0, t1, &sum);
+        };
+        const bool headPart = t0 > h0.t, tailPart = t1 < e1.t;
+        size_t i0 = first - 1, i1 = last;
+        if (first == last && (headPart || tailPart)) {
+          i1 = i0;
+          if (parts.tailB == h1.t) partial(h0, h1, true, parts.tailX);
+          else partial(h0, h1, parts.headB == h1.t && parts.headTo == std::min(t1, h1.t), parts.headX);
+        } else if (first < last) {
+          if (headPart) {
+            i0 = first;
+            partial(h0, h1, parts.headB == h1.t && parts.headTo == h1.t, parts.headX);
+          }
+          if (tailPart) {
+            i1 = last - 1;
+            partial(e0, e1, parts.tailB == e1.t, parts.tailX);
+          }
+        }
+        if (i1 > i0) {
+          const Point& a = hist(log, i0);
+          const Point& b = hist(log, i1);
+          sum.onCpu += b.sumOnCpu.since(a.sumOnCpu);
+          sum.joules += b.sumJ.since(a.sumJ);
+          sum.base += b.sumBase.since(a.sumBase);
+          sum.measured += b.sumMeasured - a.sumMeasured;
+          sum.unmeasured += b.sumUnmeasured - a.sumUnmeasured;
+        }
       }
-      if (!internal && last > first) chargeInterval(hist(log, last - 1), hist(log, last), t0, t1, &sum);
     }
     *onCpu = sum.onCpu;
     *joules = sum.joules;
     *base = sum.base;
-    // Its thread untracked over all of it: nothing is known, which is not 0 J.
-    if (sum.unmeasured && !sum.measured) *onCpu = *joules = *base = NAN;
+    // Nothing of it measured: its thread untracked over all of it, or no interval of the run in
+    // it (begun after the run's last step, or ended before its first). Nothing is known, which
+    // is not 0 J. (A span of no length inside the run spent nothing.)
+    if (!sum.measured && (sum.unmeasured || !complete)) *onCpu = *joules = *base = NAN;
     return complete && !sum.unmeasured;
   };
   size_t keep = 0;
   for (size_t k = 0; k < log.ended.size(); k++) {
-    Ended s = log.ended[k];
+    const Ended& s = log.ended[k];
     if (!final && s.t1 > last) {
-      log.ended[keep++] = s;
+      if (keep != k) log.ended[keep] = s;
+      keep++;
       continue;
     }
     double onCpu = 0, joules = 0, base = 0;
-    bool complete = charge(s.t0, s.t1, s.internal, &onCpu, &joules, &base);
-    emit(log, s.handle, s.label, s.t0, s.t1, onCpu, joules, base, complete ? 0u : uint32_t(kSpanIncomplete));
+    bool complete = charge(s.t0, s.t1, s.internal, s.parts, &onCpu, &joules, &base);
+    emit(log, s.handle, s.label, s.t0, s.t1, onCpu, joules, base, complete ? 0u : uint32_t(kSpanIncomplete), 0, false, s.internal);
   }
   log.ended.resize(keep);
   if (final) {
     // Spans still open when the sampler stops settle now, incomplete, up to the stop.
     for (auto it = log.open.begin(); it != log.open.end();) {
       double onCpu = 0, joules = 0, base = 0;
-      charge(it->second.t0, now, it->second.internal, &onCpu, &joules, &base);
-      emit(log, it->first, it->second.label, it->second.t0, now, onCpu, joules, base, kSpanIncomplete);
+      charge(it->second.t0, now, it->second.internal, it->second.parts, &onCpu, &joules, &base);
+      emit(log, it->first, it->second.label, it->second.t0, now, onCpu, joules, base, kSpanIncomplete, 0, false, it->second.internal);
       it = log.open.erase(it);
     }
     log.openT0.clear();
@@ -712,7 +835,8 @@ void SpanEngine::settleShared(Log& log, bool final, uint64_t now) {
 }
 
 void SpanEngine::emit(Log& log, uint32_t handle, uint32_t label, uint64_t t0, uint64_t t1, double onCpu,
-                      double joules, double base, uint32_t flags, uint32_t route, bool silent) {
+                      double joules, double base, uint32_t flags, uint32_t route, bool silent, bool callback) {
+  (callback ? callbacks_ : settled_).fetch_add(1, std::memory_order_relaxed);
   // A request measured not at all (NaN) is no route's figure: routes() counts measured ones.
   if (route != 0 && log.routes && route < RouteTable::kMaxRoutes && !std::isnan(joules)) {
     log.routeAdds.push_back(RouteTable::Add{route, joules + base, double(t1 - t0), estimated_});
@@ -720,10 +844,7 @@ void SpanEngine::emit(Log& log, uint32_t handle, uint32_t label, uint64_t t0, ui
   }
   // JavaScript let go of its slot at its end. Not aggregated (no route id left in JavaScript's
   // numbering), it is lost to routes(): nobody listens for its record either.
-  if (silent) {
-    settled_.fetch_add(1, std::memory_order_relaxed);
-    return;
-  }
+  if (silent) return;
   std::array<double, 8> r = {double(handle),
                              double(label),
                              double(t0),
@@ -732,7 +853,6 @@ void SpanEngine::emit(Log& log, uint32_t handle, uint32_t label, uint64_t t0, ui
                              joules + base,
                              baselinePerCpuW_ > 0 ? joules : NAN,
                              double(flags | (estimated_ ? uint32_t(kSpanEstimated) : 0u))};
-  settled_.fetch_add(1, std::memory_order_relaxed);
   // Results are never dropped: JavaScript holds the span's slot until its result arrives.
   if (!log.backlog.empty() || !write(log, r)) log.backlog.push_back(r);
 }

@@ -4,11 +4,18 @@
 // ended spans into results once the energy intervals covering them are complete.
 //
 // Exclusive span (begin/end): in each interval it overlaps, it is charged the thread's energy
-// in that interval × (overlap × ρ) / (the thread's on-CPU time c), where ρ = min(1, c / U) is
-// the thread's on-CPU density inside spans and U the wall time the thread's spans covered in
-// the interval (their union). The thread is assumed busy inside spans first: a lone 20 µs span
-// on an otherwise idle thread gets all of the thread's energy; back-to-back spans on a thread
-// that was preempted 10% of the time share 100% of it between them, never more.
+// in that interval × (the on-CPU time placed inside it) / (the thread's on-CPU time c). The
+// thread is assumed busy inside spans first, and inside the innermost ones first: c is spread
+// at a uniform density ρ0 = min(1, c / L) over L, the wall time covered by the spans that
+// enclose no other span in the interval (clipped to it; a span encloses another when it begins
+// no later and ends no earlier, and they are not the same stretch), and what is left at
+// ρ1 = min(1, (c − ρ0 L) / (U − L)) over the rest of U, the wall time all of its spans covered.
+// So a lone 20 µs span on an otherwise idle thread gets all of the thread's energy; back-to-back
+// spans on a thread that was preempted 10% of the time share 100% of it between them, never
+// more; and spans inside a parent left open over idle time (an awaited measure(), a background
+// job) get what they would without it. Every span is charged from one density over the
+// interval: a nested span never gets more than its encloser, and spans that do not overlap
+// never more than the thread between them.
 // Internal spans (an exact-mode request's callbacks: kSpanBeginInternal) have a density of their
 // own, ρ over their union alone, and do not count in the users' spans' union: a user's span
 // around idle time (a background job, an awaited measure()) raised U for every callback in it,
@@ -79,7 +86,10 @@ class SpanEngine {
   // end of it failed): spans over it settle unmeasured there, as over an untracked thread.
   void step(uint64_t nowNs, const AttributionEngine& attr, bool final, bool readFailed);
 
+  // Users' spans and requests settled this run; exact-mode requests' callback spans apart (their
+  // trackers sum them into the requests).
   uint64_t settledCount() const { return settled_.load(std::memory_order_relaxed); }
+  uint64_t callbacksSettled() const { return callbacks_.load(std::memory_order_relaxed); }
   // The thread that owns a channel, after stop(): writes its results still waiting for room in
   // its result ring. Returns how many still wait (the caller collects, then calls again).
   size_t flushLog(uint64_t id);
@@ -106,11 +116,24 @@ class SpanEngine {
     double onCpu = 0, joules = 0, base = 0;
     uint32_t measured = 0, unmeasured = 0;  // intervals it overlapped with its thread known, unknown
   };
+  // The on-CPU time placed inside a span in the intervals holding its begin (head) and its end
+  // (tail), worked out as each interval is measured (measureDensity()): it depends on the other
+  // spans there, which have settled and gone by the time this one does. headB, tailB: that
+  // interval's end (0: none); headTo: the end of the part placed (the interval's end for a span
+  // open then). A part placed for what turned out another stretch (an event published after its
+  // interval was measured) is not used: see settleExclusive().
+  struct Parts {
+    double headX = 0, tailX = 0;
+    uint64_t headB = 0, headTo = 0, tailB = 0;
+  };
   struct Point {
     uint64_t t;
     double thrOnCpu, thrJ;   // the channel's thread
     double poolOnCpu, poolJ; // libuv's pool, the engine's running sums (poolOnCpu_, poolJ_)
-    double density;          // ρ of the interval ending here (valid up to Log::exclusiveUpTo)
+    // min(1, c / U) of the interval ending here (valid up to Log::exclusiveUpTo): a span that
+    // was not among the interval's when it was measured (its event published late) is charged
+    // its overlap × this there.
+    double density;
     double internalDensity;  // the same for internal spans, over their own union
     // The baseline energy attribution has charged so far (primary domains) per online CPU: a
     // span's share of the baseline is what was charged in its intervals, per CPU, for the time
@@ -137,6 +160,7 @@ class SpanEngine {
     uint32_t label;
     uint64_t t0;
     bool internal;
+    Parts parts;  // its head, once the interval holding its begin is measured
   };
   // A shared span, by slot (the handle's low 16 bits; JavaScript gives a slot to one span at a
   // time, so slots index a flat table instead of a hash map). A request ended silently (its end
@@ -171,6 +195,7 @@ class SpanEngine {
     uint32_t handle, label;
     uint64_t t0, t1;
     bool internal;
+    Parts parts;
   };
   struct Log {
     uint8_t* base;
@@ -178,10 +203,11 @@ class SpanEngine {
     uint32_t tid;
     int64_t offsetNs = 0;  // from JavaScript's clock to CLOCK_MONOTONIC, usually 0
     std::unordered_map<uint32_t, Open> open;  // exclusive spans, by handle
-    // The open spans' start times: together they cover [earliest start, now], so an interval's
-    // density needs only the earliest, whatever the number open (30,000 spans held open, each
-    // covered and sorted every interval, took the sampler thread from 3% to 44% of a core).
-    std::multiset<uint64_t> openT0;
+    // The open users' spans' start times, with their handles. Those begun before an interval
+    // all cover the whole of it, alike: an interval needs each begun inside it and one for the
+    // rest, whatever the number open (30,000 spans held open, each covered and sorted every
+    // interval, took the sampler thread from 3% to 44% of a core).
+    std::set<std::pair<uint64_t, uint32_t>> openT0;
     std::multiset<uint64_t> internalOpenT0;   // the same for internal spans
     std::vector<Shared> shared;               // kSpanSlots entries once the first request begins
     std::unordered_map<uint32_t, Shared> sharedMoved;  // by handle: see Shared
@@ -206,6 +232,8 @@ class SpanEngine {
   };
 
   void drain(Log& log);
+  // Takes an open span's start out of the log's ordered starts.
+  static void forgetOpen(Log& log, uint32_t handle, const Open& o);
   void record(Log& log, uint64_t now, const AttributionEngine& attr, bool readFailed = false);
   void measureDensity(Log& log, bool final);
   void settleExclusive(Log& log, bool final, uint64_t now);
@@ -227,15 +255,28 @@ class SpanEngine {
   // route ≠ 0: a request, to be added to its route in log.routes (log.routeAdds); silent: no
   // result is written for it once aggregated.
   // base: its share of the baseline (added to joules; joules alone are its dynamic energy).
+  // callback: an exact-mode request's callback span (counted in callbacksSettled(), not settledCount()).
   void emit(Log& log, uint32_t handle, uint32_t label, uint64_t t0, uint64_t t1, double onCpu, double joules, double base,
-            uint32_t flags, uint32_t route = 0, bool silent = false);
+            uint32_t flags, uint32_t route = 0, bool silent = false, bool callback = false);
   bool write(Log& log, const std::array<double, 8>& r);
   void retryBacklog(Log& log);
-  // Adds what a span over [t0, t1] is charged in the interval from a to b (at the internal
-  // spans' density for one of those).
+  // Adds what a span over [t0, t1] is charged in the interval from a to b at the interval's
+  // uniform density (at the internal spans' density for one of those).
   static void chargeInterval(const Point& a, const Point& b, uint64_t t0, uint64_t t1, Charge* out, bool internal = false);
+  // Adds a charge of x on-CPU ns in the interval from a to b (an overlap with it).
+  static void chargeOnCpu(const Point& a, const Point& b, double x, Charge* out);
   // The union of the [from, to) intervals in cover (sorted here).
   static uint64_t unionOf(std::vector<std::pair<uint64_t, uint64_t>>& cover);
+  // The users' spans in one interval, clipped to it (measureDensity()). parts: where its charge
+  // there goes (head or tail), if it is one of its end intervals; leaf: it encloses no other.
+  struct Piece {
+    uint64_t from, to;
+    Parts* parts;
+    bool head, leaf;
+  };
+  // Places the thread's on-CPU time c of the interval ending at b over its spans (pieces_), as
+  // the header says, and keeps what the pieces that are a span's head or tail get. Returns U.
+  uint64_t placeOnCpu(uint64_t b, double c);
   // Index (≥ 1) of the first history point later than t; histSize if none.
   size_t firstPointAfter(const Log& log, uint64_t t) const;
   const Point& hist(const Log& log, size_t i) const { return log.history[(log.histStart + i) % log.history.size()]; }
@@ -255,7 +296,8 @@ class SpanEngine {
   bool running_ = false;
   bool finalStepDone_ = false;  // the last step was a run's final one (start()'s first step clears it)
   bool closed_ = false;
-  std::atomic<uint64_t> settled_{0};  // written by the sampler thread, read by stats()
+  // settledCount(), callbacksSettled(): written by the sampler thread, read by stats()
+  std::atomic<uint64_t> settled_{0}, callbacks_{0};
   uint64_t lastStepNs_ = 0;
 
   std::vector<uint32_t> poolTids_;  // libuv-worker threads of this process
@@ -290,7 +332,15 @@ class SpanEngine {
   double baselinePerCpuW_ = 0;  // configured: whether a baseline is known at all
   double basePerCpu_ = 0;       // charged so far (see Point::basePerCpu)
 
-  std::vector<std::pair<uint64_t, uint64_t>> cover_, internalCover_;  // scratch for measureDensity
+  // Scratch for measureDensity: the internal spans' stretches; the users' spans, and the union
+  // of those that enclose no other with the length of it before each stretch.
+  std::vector<std::pair<uint64_t, uint64_t>> internalCover_;
+  std::vector<Piece> pieces_;
+  struct Stretch {
+    uint64_t from, to;
+    uint64_t before;
+  };
+  std::vector<Stretch> leaves_;
 };
 
 }  // namespace jouletrace
