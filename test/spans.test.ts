@@ -738,7 +738,9 @@ describe('spans: behaviour', () => {
   });
 
   it('collects results on a timer only while some span awaits one', async () => {
-    const s = sampler({ threads: 'procfs' });
+    // Steps 100 ms apart: the span below cannot have settled by the settle() that follows its
+    // end (at 1 ms, a JS thread held up that long on a loaded machine found its result there).
+    const s = sampler({ threads: 'procfs', intervalUs: 100_000 });
     const ch = attachSpans(s.spanContext());
     ch.onSpan(() => {});
     s.start();
@@ -1189,12 +1191,19 @@ describeBpf('spans at 10 kHz against a counter that moves every millisecond', ()
         busy(0.05);
       }
       const results = await Promise.all(handles.map((h) => s.settle(h)));
-      await writer;
+      const { times } = JSON.parse((await writer).stdout) as { times: number[] };
       s.stop();
-      const measured = results.filter((r) => !r.incomplete);
-      expect(measured.length).toBeGreaterThan(1000);
+      // Judged: the spans the counter moved around as the hardware's does, its writes before and
+      // after them at most 2.5 ms apart. A loaded machine can hold the writer back for tens of
+      // milliseconds: no energy was written meanwhile, and the spans there rightly got none.
+      const movingAround = (r: SpanResult) => {
+        const after = times.findIndex((t) => t >= r.endNs);
+        return after > 0 && times[after - 1] <= r.startNs && times[after] - times[after - 1] <= 2.5e6;
+      };
+      const measured = results.filter((r) => !r.incomplete && movingAround(r));
+      expect(measured.length).toBeGreaterThan(500);
       const zero = measured.filter((r) => r.joules === 0).length;
-      // Before: about 90% at 0 J. A few may still fall where the writer paused (a timer late).
+      // Before: about 90% at 0 J.
       expect(zero / measured.length).toBeLessThan(0.2);
     } finally {
       e.close();
