@@ -372,6 +372,7 @@ time.sleep(30)`;
         return Number(find()!.split(' ')[1]) * 1e9;
       };
       const readyNs = await until('ready');
+      const steal = stealAllowance();
       tracker = openThreadTracker({ backend: 'bpf', bpfProgram, pid: child.pid! });
       // Every row, exited ones too: a slot is given back only once a snapshot has reported it.
       const rows = new Map<string, ThreadSnapshot['threads'][number]>();
@@ -389,6 +390,7 @@ time.sleep(30)`;
         clearInterval(timer);
       }
       take();
+      const allowance = steal();
       const total = () => [...rows.values()].reduce((n, t) => n + t.onCpuNs, 0);
       const counted = total();
       // The leader at attach, and each stage's thread, which runs on as the next stage's leader.
@@ -396,7 +398,9 @@ time.sleep(30)`;
       expect([...rows.values()].filter((t) => !t.exited).map((t) => t.tid)).toEqual([child.pid]);
       // Process CPU time carries over an exec, the time of threads that ended included.
       expect(counted).toBeGreaterThan((doneNs - readyNs) * 0.95);
-      expect(counted).toBeLessThan((doneNs - readyNs) * 1.04 + 5e6);
+      // Above it by the hypervisor steal the tracker counts and the kernel leaves out (see
+      // test/fixtures/steal.ts), and 4%: a double-counted exec came to 12%.
+      expect(counted).toBeLessThan((doneNs - readyNs) * 1.04 + allowance);
       await sleep(200);
       take();
       expect(total() - counted).toBeLessThan(10e6); // asleep: nothing runs on
