@@ -13,6 +13,7 @@ import { nativeHandleOf } from '../src/native-handles';
 import { describeBpf, itBpf } from './fixtures/bpf-required';
 import { createEmulatedMsr, MSR, type EmulatedMsr } from './fixtures/emulated-devices';
 import { sleep, Spinner } from './fixtures/spinner';
+import { stealAllowance } from './fixtures/steal';
 
 const run = promisify(execFile);
 const root = path.join(__dirname, '..');
@@ -76,12 +77,14 @@ function suite(backend: Exclude<ThreadsBackend, 'off'>) {
     const s = new Sampler({ source: 'model', intervalUs: 1000, threads: backend, ...repair });
     samplers.push(s);
     expect(s.stats().threads.backend).toBe(backend);
+    const steal = stealAllowance();
     s.start();
     const long = spin(600);
     const short = spin(200);
     const [tidLong, tidShort] = await Promise.all([long.tid, short.tid]);
     await Promise.all([long.done, short.done]);
     s.stop();
+    const allowance = steal();
     const threads = s.threads();
     const a = threads.find((t) => t.tid === tidLong)!;
     const b = threads.find((t) => t.tid === tidShort)!;
@@ -92,13 +95,14 @@ function suite(backend: Exclude<ThreadsBackend, 'off'>) {
     expect(a.estimated).toBe(true);
     // Each worker's CPU time by the kernel's own count (its schedstat, read as its work ends)
     // is the reference. The tracker counts a little more: the worker still runs after that read
-    // (posting it, tearing its isolate down: 4–18 ms here). procfs snapshots lag a thread's last
-    // moments by up to a snapshot (4 ms below seen once).
+    // (posting it, tearing its isolate down: 4–18 ms here), and eBPF counts the hypervisor
+    // steal the kernel leaves out (see test/fixtures/steal.ts). procfs snapshots lag a thread's
+    // last moments by up to a snapshot (4 ms below seen once).
     const [kernelLong, kernelShort] = await Promise.all([long.cpuNs, short.cpuNs]);
     for (const [t, kernelNs] of [[a, kernelLong], [b, kernelShort]] as const) {
-      const what = `${backend}: tid ${t.tid} tracked ${t.onCpuNs} ns, kernel ${kernelNs} ns; ${JSON.stringify(s.stats().threads)}`;
+      const what = `${backend}: tid ${t.tid} tracked ${t.onCpuNs} ns, kernel ${kernelNs} ns, steal allowance ${allowance} ns; ${JSON.stringify(s.stats().threads)}`;
       expect(t.onCpuNs, what).toBeGreaterThan(kernelNs - 10e6);
-      expect(t.onCpuNs, what).toBeLessThan(kernelNs + 40e6);
+      expect(t.onCpuNs, what).toBeLessThan(kernelNs + 40e6 + allowance);
     }
     // The work is in a 3:1 ratio but CPU time is not quite: both workers pay the same start-up
     // and teardown (~40 ms of CPU on this VM), and the short worker runs all its time beside the

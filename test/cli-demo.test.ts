@@ -144,18 +144,21 @@ describe('jouletrace demo, bad report path', () => {
 
 describe('jouletrace demo, a run longer than its ring', () => {
   it('reports no lost samples: nothing reads the ring, whose oldest samples are overwritten', () => {
-    // 65536 samples fill the default ring: 3.3 s at 50 µs. They were counted as dropped.
-    const r = spawnSync(process.execPath, [BIN, 'demo', '--seconds', '6', '--interval', '50us', '--no-probe', '--no-html'], {
+    // 65536 samples filled the default ring (3.3 s at 50 µs), and were counted as dropped. A
+    // run that long fell short of 65536 samples on a busy machine (76-88k in 6 s at 50 µs): the
+    // default ring is 4 samples here instead (test/fixtures/small-default-ring.cjs).
+    const preload = path.join(__dirname, 'fixtures', 'small-default-ring.cjs');
+    const r = spawnSync(process.execPath, ['-r', preload, BIN, 'demo', '--seconds', '2', '--no-probe', '--no-html'], {
       encoding: 'utf8',
-      timeout: 30_000,
+      timeout: 20_000,
       env: { ...process.env, NO_COLOR: '1' },
     });
     expect(r.status, r.stderr).toBe(0);
     const m = /^Sampler: (\d+) samples at \d+ Hz, .*, (\d+) dropped, /m.exec(r.stdout);
     expect(m, r.stdout).not.toBeNull();
-    expect(Number(m![1]), 'too few samples to fill the ring: the machine was too busy to show it').toBeGreaterThan(65536);
+    expect(Number(m![1])).toBeGreaterThan(4 * 10);
     expect(Number(m![2])).toBe(0);
-  }, 40_000);
+  }, 30_000);
 });
 
 describe('jouletrace demo', () => {

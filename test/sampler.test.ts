@@ -258,14 +258,19 @@ describe('Sampler against an emulated MSR', () => {
     let pkg = 2 ** 31 + 51_000;
     emu = intelMsr(pkg);
     const s = msrSampler(emu, { intervalUs: 1000 });
+    // Each value read by a sample before the next is written, however late the sampler runs:
+    // 10 ms between writes was not always enough under load (a gap of 10.7 ms between samples).
+    const until = async (seen: () => boolean) => {
+      for (const end = Date.now() + 5000; !seen() && Date.now() < end; ) await sleep(1);
+    };
     s.start();
-    await sleep(5);
+    await until(() => s.stats().timing.samples > 0);
     emu.write(0, MSR.INTEL_PKG, (pkg += 300));
-    await sleep(10);
+    await until(() => s.totals().readings[0].ticks === 300n);
     emu.write(0, MSR.INTEL_PKG, (pkg = 5000));
-    await sleep(10);
+    await until(() => s.stats().timing.readErrors > 0);
     emu.write(0, MSR.INTEL_PKG, (pkg += 700));
-    await sleep(10);
+    await until(() => s.totals().readings[0].ticks === 1000n);
     s.stop();
     expect(s.totals().readings[0].ticks).toBe(1000n);
     expect(s.stats().timing.readErrors).toBe(1);
@@ -329,40 +334,39 @@ describe('Sampler against an emulated MSR', () => {
   });
 
   describe('calibrateBaseline() against counters that are hard to read', () => {
-    // A package counter moved at `watts` by this process's timer, in units of 2^-esu J; with
-    // `phases`, at each phase's watts until its end (ms from now), then at `watts`.
-    function powered(watts: number, esu: number, opts: { unreadableMs?: [number, number]; phases?: Array<[number, number]> } = {}) {
+    // A package counter moved at `watts` by another process (test/fixtures/msr-power.cjs), in
+    // units of 2^-esu J; with `phases`, at each phase's watts until its end (ms from now), then
+    // at `watts`.
+    async function powered(watts: number, esu: number, opts: { unreadableMs?: [number, number]; phases?: Array<[number, number]> } = {}) {
       const e = createEmulatedMsr({ vendor: 'intel', cpus: 2, packages: 1 });
       emu = e;
       const unit = 0x000a0003 | (esu << 8);
       e.write(0, MSR.INTEL_UNIT, unit);
       e.write(0, MSR.INTEL_PKG, 1000);
       e.write(0, MSR.INTEL_PP0, 1000);
-      // The energy used from 0 to `ms`: the counter follows the time, however late the timer.
-      const joulesAt = (ms: number) => {
-        let j = 0;
-        let from = 0;
-        for (const [until, w] of opts.phases ?? []) {
-          j += (w * (Math.min(ms, until) - from)) / 1000;
-          if (ms <= until) return j;
-          from = until;
-        }
-        return j + (watts * (ms - from)) / 1000;
+      const config = { unit, esu, watts, msr: { unit: MSR.INTEL_UNIT, pkg: MSR.INTEL_PKG, pp0: MSR.INTEL_PP0 }, ...opts };
+      const writer = spawn(process.execPath, [path.join(__dirname, 'fixtures/msr-power.cjs'), path.join(e.dir, 'cpu0', 'msr'), JSON.stringify(config)], {
+        stdio: ['pipe', 'pipe', 'inherit'],
+      });
+      const exited = new Promise((resolve) => writer.once('exit', resolve));
+      let out = '';
+      await new Promise<void>((resolve, reject) => {
+        writer.stdout!.on('data', (d) => {
+          if ((out += String(d)).includes('ready\n')) resolve();
+        });
+        writer.once('exit', (code) => reject(new Error(`msr-power.cjs exited (${code}) before it was ready`)));
+      });
+      return {
+        e,
+        stop: async () => {
+          writer.stdin!.end();
+          await exited;
+        },
       };
-      const t0 = Date.now();
-      const timer = setInterval(() => {
-        const ms = Date.now() - t0;
-        const [from, to] = opts.unreadableMs ?? [Infinity, Infinity];
-        if (ms >= from && ms < to) return e.truncate(0); // every read fails (EIO)
-        e.write(0, MSR.INTEL_UNIT, unit);
-        e.write(0, MSR.INTEL_PP0, 1000);
-        e.write(0, MSR.INTEL_PKG, 1000 + Math.floor(joulesAt(ms) / 2 ** -esu));
-      }, 1);
-      return { e, stop: () => clearInterval(timer) };
     }
 
     it('leaves out windows whose reads failed (0 W before)', async () => {
-      const p = powered(30, 14, { unreadableMs: [300, 500] });
+      const p = await powered(30, 14, { unreadableMs: [300, 500] });
       try {
         const s = msrSampler(p.e, { threads: 'procfs' });
         const r = await s.calibrateBaseline({ durationMs: 1000 });
@@ -370,14 +374,14 @@ describe('Sampler against an emulated MSR', () => {
         expect(r.watts[0].watts).toBeGreaterThan(30 * 0.8);
         expect(r.watts[0].watts).toBeLessThan(30 * 1.2);
       } finally {
-        p.stop();
+        await p.stop();
       }
     });
 
     // Neither the last window's power nor the mean: 30 W, then 10 W for 500 ms (whole windows
     // within it whatever the timers do), then 30 W to the end.
     it('keeps the lowest window, where the power was lowest in the middle of the calibration', async () => {
-      const p = powered(30, 14, { phases: [[400, 30], [900, 10]] });
+      const p = await powered(30, 14, { phases: [[400, 30], [900, 10]] });
       try {
         const s = msrSampler(p.e, { threads: 'procfs' });
         const r = await s.calibrateBaseline({ durationMs: 1400 });
@@ -388,26 +392,26 @@ describe('Sampler against an emulated MSR', () => {
         expect(r.watts[0].watts).toBeLessThan(10 * 1.2);
         expect(s.attribution().byDomain[0].baselineWatts).toBe(r.watts[0].watts);
       } finally {
-        p.stop();
+        await p.stop();
       }
     });
 
     it('measures coarse counters over enough ticks (1 J units at 25 W read 19.8 W before)', async () => {
-      const p = powered(25, 0);
+      const p = await powered(25, 0);
       try {
         const s = msrSampler(p.e, { threads: 'procfs' });
         const r = await s.calibrateBaseline({ durationMs: 1000 });
         expect(r.watts[0].watts).toBeGreaterThan(25 * 0.85);
         expect(r.watts[0].watts).toBeLessThan(25 * 1.15);
       } finally {
-        p.stop();
+        await p.stop();
       }
     });
 
     it('keeps a domain that never reached 100 ticks when the last window fails (it threw)', async () => {
       // The package at 30 W reaches 100 ticks in each window; the core plane stands still (0 W,
       // an idle plane) and had only the last stretch, which a read failure ended.
-      const p = powered(30, 14, { unreadableMs: [950, 5000] });
+      const p = await powered(30, 14, { unreadableMs: [950, 5000] });
       try {
         const s = msrSampler(p.e, { threads: 'procfs' });
         const r = await s.calibrateBaseline({ durationMs: 1000 });
@@ -415,7 +419,7 @@ describe('Sampler against an emulated MSR', () => {
         expect(r.watts[0].watts).toBeGreaterThan(30 * 0.8);
         expect(r.watts[1].watts).toBe(0);
       } finally {
-        p.stop();
+        await p.stop();
       }
     });
 

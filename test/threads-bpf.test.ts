@@ -11,7 +11,8 @@ import { describeGated, itGated } from './fixtures/gated';
 import { runNonLeaderExec } from './fixtures/exec-thread';
 import { spawnPython } from './fixtures/python-child';
 import { Spinner, sleep } from './fixtures/spinner';
-import { expectMonotonic, find, spinPair } from './fixtures/thread-checks';
+import { stealAllowance } from './fixtures/steal';
+import { expectMonotonic, expectPairAsKernel, find, spinPair } from './fixtures/thread-checks';
 
 const ROOT = path.join(__dirname, '..');
 const ADDON = path.join(ROOT, 'build', 'Release', 'jouletrace.node');
@@ -371,6 +372,7 @@ time.sleep(30)`;
         return Number(find()!.split(' ')[1]) * 1e9;
       };
       const readyNs = await until('ready');
+      const steal = stealAllowance();
       tracker = openThreadTracker({ backend: 'bpf', bpfProgram, pid: child.pid! });
       // Every row, exited ones too: a slot is given back only once a snapshot has reported it.
       const rows = new Map<string, ThreadSnapshot['threads'][number]>();
@@ -388,6 +390,7 @@ time.sleep(30)`;
         clearInterval(timer);
       }
       take();
+      const allowance = steal();
       const total = () => [...rows.values()].reduce((n, t) => n + t.onCpuNs, 0);
       const counted = total();
       // The leader at attach, and each stage's thread, which runs on as the next stage's leader.
@@ -395,7 +398,9 @@ time.sleep(30)`;
       expect([...rows.values()].filter((t) => !t.exited).map((t) => t.tid)).toEqual([child.pid]);
       // Process CPU time carries over an exec, the time of threads that ended included.
       expect(counted).toBeGreaterThan((doneNs - readyNs) * 0.95);
-      expect(counted).toBeLessThan((doneNs - readyNs) * 1.04 + 5e6);
+      // Above it by the hypervisor steal the tracker counts and the kernel leaves out (see
+      // test/fixtures/steal.ts), and 4%: a double-counted exec came to 12%.
+      expect(counted).toBeLessThan((doneNs - readyNs) * 1.04 + allowance);
       await sleep(200);
       take();
       expect(total() - counted).toBeLessThan(10e6); // asleep: nothing runs on
@@ -411,11 +416,8 @@ time.sleep(30)`;
     tracker = openThreadTracker({ backend: 'bpf', bpfProgram, maxThreads: 256, cpuPackage });
     const r = await spinPair(tracker);
     const wallNs = Number(r.after.timeNs - r.before.timeNs);
-    // 3:1 work. The CPU time of equal work varies with cache and frequency effects, more when
-    // other processes share the 2 CPUs; ±25% covers that while still telling threads apart.
-    expect(r.longNs / r.shortNs).toBeGreaterThan(3 * 0.75);
-    expect(r.longNs / r.shortNs).toBeLessThan(3 * 1.25);
-    expect(r.shortNs).toBeGreaterThan(0);
+    // Each worker's time against the kernel's own count for it, over the same window.
+    expectPairAsKernel(r);
     expect(r.longNs).toBeLessThanOrEqual(wallNs);
     expect(r.shortNs).toBeLessThanOrEqual(wallNs);
 
@@ -613,11 +615,15 @@ sys.stdin.readline()`);
       // On CPU 1, which the tracker is told is package 1: the stint running at attach must be
       // charged there (the seed reads the CPU from /proc/<tid>/stat's field 39).
       expect(spawnSync('taskset', ['-pc', '1', String(w.tid)]).status, 'taskset -pc 1 (util-linux)').toBe(0);
-      const spinning = w.spin(300);
+      // Spinning until told to stop: a spin of a fixed length could end within a slow open and
+      // leave nothing to count, which passed every check below.
+      const stop = new Int32Array(new SharedArrayBuffer(4));
+      const spinning = w.spinUntil(stop);
       await sleep(60);
       const t0 = process.hrtime.bigint();
       const kernelNs = () => Number(fs.readFileSync(`/proc/self/task/${w.tid}/schedstat`, 'utf8').split(' ')[0]);
       const beforeOpen = kernelNs();
+      const steal = stealAllowance();
       tracker = openThreadTracker({ backend: 'bpf', bpfProgram, cpuPackage: Array.from({ length: os.cpus().length }, (_, i) => Math.min(i, 7)) });
       const afterOpen = kernelNs();
       const first = find(tracker.snapshot(), w.tid);
@@ -629,17 +635,23 @@ sys.stdin.readline()`);
       // CPU 1 has been busy at least as long as the thread ran on it since attach, even if
       // nothing else ran there (no switch on it to time).
       expect(midSnap.cpus[1].busyNs).toBeGreaterThanOrEqual(mid.onCpuNs);
-      const endNs = await spinning;
+      for (let i = 0; i < 1000 && kernelNs() - afterOpen < 200e6; i++) await sleep(10);
+      Atomics.store(stop, 0, 1);
+      await spinning;
+      await sleep(5);
       const done = find(tracker.snapshot(), w.tid)!;
+      const endNs = kernelNs(); // asleep: up to date
+      const allowance = steal();
       const sinceAttach = Number(process.hrtime.bigint() - t0);
       // Attach happens inside the open: the tracker has at least the kernel's count from the
-      // open's end to the spin's end, and nothing from before the open began.
-      // schedstat runs on the scheduler's clock, the tracker on CLOCK_MONOTONIC; in a VM their
-      // rates can differ by a few tenths of a percent, and by more over a short window on a busy
-      // host (1.15% seen once in a full-suite loop), hence 2%: far less than a thread counted
-      // only from its first switch would miss, up to the rest of its 300 ms spin.
-      expect(done.onCpuNs).toBeGreaterThanOrEqual((endNs - afterOpen) * 0.98);
-      expect(done.onCpuNs).toBeLessThanOrEqual(endNs - beforeOpen + 1e6);
+      // open's end to the spin's end, and nothing from before the open began. afterOpen was read
+      // while the thread ran, and a running thread's schedstat lags by up to a tick (4 ms at
+      // HZ=250): 5 ms below, far less than a thread counted only from its first switch would
+      // miss, up to all of its 200 ms or more. Above, the tracker counts hypervisor steal, which
+      // the kernel's count leaves out.
+      expect(endNs - afterOpen).toBeGreaterThan(150e6);
+      expect(done.onCpuNs).toBeGreaterThanOrEqual(endNs - afterOpen - 5e6);
+      expect(done.onCpuNs).toBeLessThanOrEqual(endNs - beforeOpen + allowance);
       expect(done.onCpuNs).toBeLessThanOrEqual(sinceAttach);
       expect(done.pkgNs[1]).toBe(done.onCpuNs);
       expect(done.pkgNs[0]).toBe(0);
