@@ -258,7 +258,7 @@ describe('registerMetrics', () => {
     expect(st.readErrors).toBeGreaterThan(1);
     expect(s.totals().readings[0].joules).toBe(0.5); // the restart's energy lost, the EIO gap's not
     const v = parse(await m.registry.metrics());
-    expect(v.get('jouletrace_sampler_counter_restarts_total')).toBe(1);
+    expect(v.get('jouletrace_sampler_energy_restarts_total')).toBe(1);
     expect(v.get('jouletrace_sampler_read_errors_total')).toBe(st.readErrors);
   });
 

@@ -109,7 +109,11 @@ describe('model source on this machine', () => {
       expectFollows(total(c, d), utilisation(stat2, stat3), outside + now() - t, d.timeNs - c.timeNs);
       const w = { idle: total(a, b), busy: total(c, d) };
       expect(w.idle).toBeGreaterThanOrEqual(idleW * 0.99);
-      expect(w.busy).toBeLessThanOrEqual(maxW * 1.01);
+      // Never above the maximum, but for what came due in the window from before it: the model
+      // values a 10 ms period at its end (the one running at c, begun before c, is paid at the
+      // busy rate after it), and carries busy time a period could not hold for one more period.
+      // 111.25 W was seen under load; an overcount such as the 65% one it once had stays far above.
+      expect(w.busy).toBeLessThanOrEqual(maxW + ((maxW - idleW) * 20e6) / Number(d.timeNs - c.timeNs));
       if (utilisation(stat0, stat1) > 1 - 1 / cpus) continue;
       if (best === undefined || w.busy - w.idle > best.busy - best.idle) best = w;
       // One busy thread of `cpus` is 1/cpus of the machine.

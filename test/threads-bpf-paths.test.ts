@@ -440,37 +440,47 @@ ctypes.CDLL(None).pthread_exit(None)`], { stdio: ['pipe', 'pipe', 'inherit'] });
       // its stint to the new owner (and, at an exit, marked it exited), and, finding no stint on
       // record, counted an unreported switch-in ('auto' then attached the repair for good). The
       // hook closes this thread's slot in the same way while it runs on, making that window last.
-      const t = open({ repairSwitchIns: 'off' });
+      // The close counted no unreported switch-in. One of this process's other threads may: on
+      // this Firecracker guest no switch out of the host agent's threads is traced, so a thread
+      // switched in after one has none on record (a loaded run saw 2 tries in 5 count one). A
+      // try with such a miss proves nothing either way: up to 4 tries, and one must count none
+      // (the old code counted one at every try).
       const tid = Number(fs.readlinkSync('/proc/thread-self').split('/').pop());
-      const slot = find(t.snapshot(), tid)!.slot;
-      // The compat build counts a thread made while it opened, running at attach, when first
-      // seen switching out (its fork came before the fork hook): counted from here on.
-      const missed = t.stats().missedSwitchIns;
-      const dropped = t.stats().droppedThreads;
-      (t as unknown as { _closeAsEnded(tid: number): void })._closeAsEnded(tid);
-      expect(find(t.snapshot(), tid)).toMatchObject({ slot, exited: true }); // reported, then freed
-      const steal = stealAllowance();
-      const w = await Spinner.start(); // the next new thread: takes the slot freed last
-      try {
-        expect(find(t.snapshot(), w.tid)).toMatchObject({ slot, exited: false });
-        // This thread goes on, on and off CPU, while the worker waits for a message.
-        for (let i = 0; i < 20; i++) {
-          const end = performance.now() + 5;
-          while (performance.now() < end);
-          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+      const missedInTries: number[] = [];
+      for (let attempt = 0; attempt < 4 && !missedInTries.includes(0); attempt++) {
+        tracker?.close();
+        const t = open({ repairSwitchIns: 'off' });
+        const slot = find(t.snapshot(), tid)!.slot;
+        // The compat build counts a thread made while it opened, running at attach, when first
+        // seen switching out (its fork came before the fork hook): counted from here on.
+        const missed = t.stats().missedSwitchIns;
+        const dropped = t.stats().droppedThreads;
+        (t as unknown as { _closeAsEnded(tid: number): void })._closeAsEnded(tid);
+        expect(find(t.snapshot(), tid)).toMatchObject({ slot, exited: true }); // reported, then freed
+        const steal = stealAllowance();
+        const w = await Spinner.start(); // the next new thread: takes the slot freed last
+        try {
+          expect(find(t.snapshot(), w.tid)).toMatchObject({ slot, exited: false });
+          // This thread goes on, on and off CPU, while the worker waits for a message.
+          for (let i = 0; i < 20; i++) {
+            const end = performance.now() + 5;
+            while (performance.now() < end);
+            Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+          }
+          const later = find(t.snapshot(), w.tid)!;
+          expect(later).toMatchObject({ slot, exited: false });
+          // The worker's own time (asleep: its schedstat is up to date), not this thread's 100 ms.
+          expect(later.onCpuNs).toBeLessThanOrEqual(kernelNs(w.tid) + TICK_LAG_NS + steal());
+          expect(find(t.snapshot(), tid)).toBeUndefined();
+          missedInTries.push(t.stats().missedSwitchIns! - missed!);
+          // This thread lives on untracked, let go of at a switch before any exit: its time goes
+          // unseen, and it counts as dropped, once.
+          expect(t.stats().droppedThreads).toBe(dropped + 1);
+        } finally {
+          await w.exit();
         }
-        const later = find(t.snapshot(), w.tid)!;
-        expect(later).toMatchObject({ slot, exited: false });
-        // The worker's own time (asleep: its schedstat is up to date), not this thread's 100 ms.
-        expect(later.onCpuNs).toBeLessThanOrEqual(kernelNs(w.tid) + TICK_LAG_NS + steal());
-        expect(find(t.snapshot(), tid)).toBeUndefined();
-        expect(t.stats().missedSwitchIns).toBe(missed);
-        // This thread lives on untracked, let go of at a switch before any exit: its time goes
-        // unseen, and it counts as dropped, once.
-        expect(t.stats().droppedThreads).toBe(dropped + 1);
-      } finally {
-        await w.exit();
       }
+      expect(missedInTries).toContain(0);
     });
 
     it.skipIf(os.cpus().length < 2)("splits a thread's time between packages as it moves from one CPU to another", async () => {
