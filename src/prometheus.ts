@@ -381,7 +381,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   );
   reg(
     new Counter({
-      name: `${prefix}sampler_counter_restarts_total`,
+      name: `${prefix}sampler_energy_restarts_total`,
       help: `Of ${prefix}sampler_read_errors_total, the reads in which an energy counter started again (a driver reloaded, a resume): the energy from its last good read to the restart is lost, where other read errors only delay it.`,
       labelNames: constNames,
       registers: [building],
