@@ -156,7 +156,6 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
     );
   }
   const traces = opts.traces !== false;
-  const energy = new EnergyTracker(sampler, closedRegistrations.get(meter)?.get(sampler));
 
   const hwEnergy = meter.createObservableCounter('hw.energy', { unit: 'J', description: 'Energy consumed by the component' });
   const hwPower = meter.createObservableGauge('hw.power', { unit: 'W', description: 'Average power consumed by the component since the previous collection' });
@@ -250,16 +249,20 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
     }
   };
 
-  // First: a closed sampler refuses it, and a refusal must leave nothing behind (the meter's
-  // callback went on reading the closed sampler, the capture hooks stayed installed).
-  let unsubscribe: () => void;
+  // Taken once the instruments are built (a meter's create*() may throw), and given back if the
+  // rest throws: a closed sampler refuses the subscription, a meter may refuse the callback, and
+  // a refusal must leave nothing behind (the meter's callback went on reading the closed sampler,
+  // the capture hooks stayed installed, the listeners stayed on a live sampler).
+  const energy = new EnergyTracker(sampler, closedRegistrations.get(meter)?.get(sampler));
+  let unsubscribe: () => void = () => {};
   try {
     unsubscribe = subscribe(sampler, requests, observeSpans, observeRequests);
+    meter.addBatchObservableCallback(callback, observables);
   } catch (err) {
+    unsubscribe();
     energy.close();
     throw err;
   }
-  meter.addBatchObservableCallback(callback, observables);
 
   // Capture the active OTel span at begin / request start, where the producers allow it.
   const capture = () => trace.getActiveSpan();

@@ -1,6 +1,6 @@
 // prom-client, an optional peer dependency (see peer.ts). The two ways into the code that needs
-// it, prometheus.ts and cli/serve.ts, import this module before prom-client. Nothing else may
-// load them (the CLI loads serve only to run it).
+// it, prometheus.ts and cli/serve.ts, import this module before prom-client (serve once its
+// command line is parsed). Nothing else may load prometheus.ts.
 import { requirePeer } from './peer';
 
 // What package.json's peerDependencies asks for (a test keeps the two the same).

@@ -45,7 +45,11 @@ function decades(from: number, to: number): number[] {
 export interface PrometheusOptions {
   /** Registry to register in. Default: a new Registry (never the global one). */
   registry?: Registry;
-  /** Prefix of the jouletrace_* metric names. Default 'jouletrace_'. */
+  /**
+   * Prefix of the jouletrace_* metric names. Default 'jouletrace_'. One that gives a metric the
+   * name of one that keeps its own whatever the prefix ('app_': app_energy_joules_total) is a
+   * RangeError (code ERR_INVALID_ARG_VALUE).
+   */
   prefix?: string;
   /**
    * Constant labels added to every metric (e.g. { service: 'matching' }); not the names the
@@ -105,6 +109,36 @@ const OPTION_KEYS = [
   'spanMetrics',
   'spanBuckets',
   'requestBuckets',
+];
+
+// The metrics that keep their names whatever the prefix (the source article's, and the
+// semantic-convention request histogram), each with whether the options register it.
+const FIXED_NAMES: Array<[string, (app: boolean, spans: boolean) => boolean]> = [
+  ['http_server_request_energy_joules', (_app, spans) => spans],
+  ['app_energy_joules_total', (app) => app],
+  ['app_requests_total', (app, spans) => app && spans],
+  ['app_joules_per_request', (app, spans) => app && spans],
+];
+// The names the other metrics take after the prefix: one that makes a fixed name was a second
+// metric of that name, which prom-client refused halfway through the build.
+const PREFIXED_NAMES = [
+  'energy_joules_total',
+  'power_watts',
+  'process_energy_joules_total',
+  'thread_energy_joules_total',
+  'span_energy_joules',
+  'incomplete_spans_total',
+  'incomplete_requests_total',
+  'samples_total',
+  'samples_dropped_total',
+  'sampler_missed_deadlines_total',
+  'sampler_read_errors_total',
+  'sampler_energy_restarts_total',
+  'sampler_jitter_seconds',
+  'sampler_counters_still_seconds',
+  'sampler_info',
+  'carbon_grams_total',
+  'grid_intensity_grams_per_kwh',
 ];
 
 function isRegistryLike(r: unknown): boolean {
@@ -183,8 +217,22 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   const spanBuckets = checkBuckets('options.spanBuckets', opts.spanBuckets, SPAN_BUCKETS);
   const requestBuckets = checkBuckets('options.requestBuckets', opts.requestBuckets, REQUEST_BUCKETS);
   const carbon = opts.carbon === undefined ? undefined : carbonIntensity(opts.carbon as CarbonIntensityOptions, 'options.carbon');
+  for (const [fixed, registered] of FIXED_NAMES) {
+    if (!registered(appMetrics, spanMetrics) || !fixed.startsWith(prefix) || !PREFIXED_NAMES.includes(fixed.slice(prefix.length))) continue;
+    throw Object.assign(
+      new RangeError(
+        `options.prefix: ${JSON.stringify(prefix)} names jouletrace's ${fixed.slice(prefix.length)} metric ${fixed}, the name another of its metrics keeps whatever the prefix; use another prefix${fixed.startsWith('app_') ? ', or appMetrics: false' : ''}`,
+      ),
+      { code: 'ERR_INVALID_ARG_VALUE' },
+    );
+  }
 
-  const carried = closedRegistrations.get(registry)?.get(prefix)?.get(sampler);
+  const closedHere = closedRegistrations.get(registry)?.get(prefix)?.get(sampler);
+  // The app_* series have their names whatever the prefix: going on with them from a closed
+  // registration is right only where no registration with app metrics came since, under any prefix.
+  const carried = appMetrics && closedHere?.app !== undefined && closedHere.app !== lastAppRegistration.get(registry) ? undefined : closedHere;
+  // What this registration's counts feed the app_* series for: its own, or what it goes on from.
+  const app = appMetrics ? {} : carried?.app;
   const energy = new EnergyTracker(sampler, carried?.energy);
   const estimatedSource = energy.estimated;
   const constNames = Object.keys(constLabels);
@@ -204,6 +252,14 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   const forgetReading = sampler.onRunEnd(() => {
     cached = null;
   });
+  const health = new EnergyHealth(sampler, carried?.health);
+  // Refused, or a metric that could not be built: nothing registered, and nothing reads at the
+  // sampler's run ends either.
+  const release = () => {
+    energy.close();
+    forgetReading();
+    health.close();
+  };
 
   // Built in a registry of their own, then added to the caller's only if no name is taken there:
   // a conflict (registerMetrics twice on one registry) then leaves nothing half-registered.
@@ -214,318 +270,326 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     return m;
   };
 
-  reg(
-    new Counter({
-      name: `${prefix}energy_joules_total`,
-      help: "Energy measured per RAPL domain and package over the sampler's runs seen by this exporter (and the closed one in this registry it goes on from), the one in progress at the first registration from its start (domains overlap: package includes core and uncore).",
-      labelNames: names('domain', 'package', 'source'),
-      registers: [building],
-      collect() {
-        this.reset();
-        for (const d of read().domains) {
-          this.inc(labels({ domain: d.domain, package: String(d.package), source: sampler.source }, d.estimated), d.joules);
-        }
-      },
-    }),
-  );
-
-  // Power: average over the time since the previous scrape (at least 0.5 s; the first figure,
-  // once the run is 0.5 s old, averages since its start). A figure per scrape interval integrates exactly to
-  // the energy counter, unlike an instantaneous reading.
-  const power = new PowerWindow();
-  reg(
-    new Gauge({
-      name: `${prefix}power_watts`,
-      help: 'Average power per RAPL domain and package since the previous scrape (at least 0.5 s; none before the run is 0.5 s old); no series for a domain whose energy did not move while reads of the source failed.',
-      labelNames: names('domain', 'package'),
-      registers: [building],
-      collect() {
-        const r = read();
-        const powerLast = power.update(r);
-        this.reset();
-        for (const d of r.domains) {
-          const w = powerLast.get(d.key);
-          if (w !== undefined) this.set(labels({ domain: d.domain, package: String(d.package) }, d.estimated), w);
-        }
-      },
-    }),
-  );
-
   // The thread names with a series of their own.
   const named = carried?.named ?? new Set<string>();
-  if (energy.attributed) {
-    reg(
-      new Counter({
-        name: `${prefix}process_energy_joules_total`,
-        help: 'Measured energy (primary domains: package, else psys) split into this process, the idle baseline and other processes; the parts sum to the total.',
-        labelNames: names('part'),
-        registers: [building],
-        collect() {
-          this.reset();
-          const p = read().parts;
-          if (!p) return;
-          for (const part of ['process', 'baseline', 'other'] as const) this.inc(labels({ part }), p[part]);
-        },
-      }),
-    );
-    energy.readThreadsAtRunEnds(topThreads, named);
-    reg(
-      new Counter({
-        name: `${prefix}thread_energy_joules_total`,
-        help: `Energy attributed to this process's threads by thread name: the first ${topThreads} names by energy keep their own series, the rest are "other".`,
-        labelNames: names('thread'),
-        registers: [building],
-        collect() {
-          this.reset();
-          for (const [thread, j] of energy.readThreads(topThreads, named)) this.inc(labels({ thread }), j);
-        },
-      }),
-    );
-  }
-
-  // Left out with spanMetrics false: built all the same, in no registry, so that observeSpans()
-  // and observeRequests() stay as they are.
-  const spanRegisters = spanMetrics ? [building] : [];
-  const spanReg = <T extends object>(m: T): T => (spanMetrics ? reg(m) : m);
-  const spanHist = spanReg(
-    new FastHistogram({
-      name: `${prefix}span_energy_joules`,
-      help: 'Energy of settled jouletrace spans, by label.',
-      labelNames: names('label'),
-      buckets: spanBuckets,
-      registers: spanRegisters,
-    }),
-  );
-  const requestHist = spanReg(
-    new FastHistogram({
-      name: 'http_server_request_energy_joules',
-      help: 'Energy charged to each HTTP request (jouletrace), by method, route pattern and status code.',
-      labelNames: names('method', 'route', 'status_code'),
-      buckets: requestBuckets,
-      registers: spanRegisters,
-    }),
-  );
-
-  // Incomplete spans and requests go into the histograms where they carry a figure, unmarked (a
-  // label would double their series); these say how many there were, NaN joules included. With
-  // the source's `estimated`, as app_requests_total: the share of incomplete requests is one
-  // division of two series with the same labels.
-  const incompleteSpans = spanReg(
-    new Counter({
-      name: `${prefix}incomplete_spans_total`,
-      help: `Settled spans flagged incomplete (part of their interval unmeasured): those with a figure are in ${prefix}span_energy_joules as well, those with NaN joules only here.`,
-      labelNames: names(),
-      registers: spanRegisters,
-    }),
-  );
-  const incompleteRequests = spanReg(
-    new Counter({
-      name: `${prefix}incomplete_requests_total`,
-      help: 'Finished requests flagged incomplete (part of their lifetime unmeasured): those with a figure are in http_server_request_energy_joules as well, those with NaN joules only here.',
-      labelNames: names(),
-      registers: spanRegisters,
-    }),
-  );
-  incompleteSpans.inc(labels({}), 0);
-  incompleteRequests.inc(labels({}), 0);
-
-  // Sampler health.
-  const health = new EnergyHealth(sampler, carried?.health);
-  reg(
-    new Counter({
-      name: `${prefix}samples_total`,
-      help: 'Energy samples taken by the sampler thread.',
-      labelNames: constNames,
-      registers: [building],
-      collect() {
-        this.reset();
-        this.inc({ ...constLabels }, health.read().samples);
-      },
-    }),
-  );
-  reg(
-    new Counter({
-      name: `${prefix}samples_dropped_total`,
-      help: 'Samples a full ring could not keep: refused (drop-newest) or overwritten before they were read (overwrite-oldest); detail lost, totals stay exact. A ring nothing reads counts every sample here once full.',
-      labelNames: constNames,
-      registers: [building],
-      collect() {
-        this.reset();
-        this.inc({ ...constLabels }, health.read().dropped);
-      },
-    }),
-  );
-  reg(
-    new Counter({
-      name: `${prefix}sampler_missed_deadlines_total`,
-      help: 'Sampling periods the sampler thread woke up too late for.',
-      labelNames: constNames,
-      registers: [building],
-      collect() {
-        this.reset();
-        this.inc({ ...constLabels }, health.read().missed);
-      },
-    }),
-  );
-  reg(
-    new Counter({
-      name: `${prefix}sampler_read_errors_total`,
-      help: `Reads of the energy source that failed (the domains kept their last values; ${prefix}power_watts has no series for a window in which they did not move).`,
-      labelNames: constNames,
-      registers: [building],
-      collect() {
-        this.reset();
-        this.inc({ ...constLabels }, health.read().readErrors);
-      },
-    }),
-  );
-  reg(
-    new Counter({
-      name: `${prefix}sampler_energy_restarts_total`,
-      help: `Of ${prefix}sampler_read_errors_total, the reads in which an energy counter started again (a driver reloaded, a resume): the energy from its last good read to the restart is lost, where other read errors only delay it.`,
-      labelNames: constNames,
-      registers: [building],
-      collect() {
-        this.reset();
-        this.inc({ ...constLabels }, health.read().counterRestarts);
-      },
-    }),
-  );
-  reg(
-    new Gauge({
-      name: `${prefix}sampler_jitter_seconds`,
-      help: 'Wake-up lateness of the sampler thread since its start(), by statistic: p50, p99, p999, max.',
-      // Not "quantile": Prometheus keeps that label for summaries (promtool check metrics refuses
-      // it on a gauge), and these quantiles come computed, as a summary's would not.
-      labelNames: [...constNames, 'stat'],
-      registers: [building],
-      collect() {
-        this.reset();
-        const j = health.read().jitterUs;
-        if (!j) return;
-        const q: Array<[string, number]> = [['p50', j.p50], ['p99', j.p99], ['p999', j.p999], ['max', j.max]];
-        for (const [stat, us] of q) this.set({ ...constLabels, stat }, us / 1e6);
-      },
-    }),
-  );
-  reg(
-    new Gauge({
-      name: `${prefix}sampler_counters_still_seconds`,
-      help: `How long no energy counter of the source has changed, to its last sample: about 0.001 on real RAPL; seconds mean energy the source is not counting (it reads as 0 J), or reads of it that fail (${prefix}sampler_read_errors_total).`,
-      labelNames: constNames,
-      registers: [building],
-      collect() {
-        this.reset();
-        const still = health.read().stillUs;
-        // Unknown (no sample in this run, or the sampler closed) is no series: reset() gives a
-        // gauge without labels a 0, which reads as counters moving fine.
-        if (still === null) this.remove({ ...constLabels });
-        else this.set({ ...constLabels }, still / 1e6);
-      },
-    }),
-  );
-  reg(
-    new Gauge({
-      name: `${prefix}sampler_info`,
-      help: 'The sampler: energy source, thread-tracking backend and sampling period; value 1.',
-      labelNames: names('source', 'threads', 'interval_seconds'),
-      registers: [building],
-      collect() {
-        this.reset();
-        const s = health.read();
-        this.set(labels({ source: sampler.source, threads: s.threads, interval_seconds: String(s.intervalUs / 1e6) }), 1);
-      },
-    }),
-  );
-
-  // The source article's metrics, made right.
   const window = new SlidingWindow(windowMs);
-  let appRequests: Counter | undefined;
-  if (appMetrics) {
-    reg(
-      new Counter({
-        name: 'app_energy_joules_total',
-        help: energy.attributed
-          ? "Energy attributed to this process (its threads' share of the primary domains), in joules."
-          : 'Energy of the primary domains for the whole machine (thread tracking is off), in joules.',
-        labelNames: names(),
-        registers: [building],
-        collect() {
-          this.reset();
-          const r = read();
-          this.inc(labels({}), r.parts ? r.parts.process : r.machine);
-        },
-      }),
-    );
-    // Same label set as app_energy_joules_total (estimated included), so that
-    // rate(app_energy_joules_total[5m]) / rate(app_requests_total[5m]) matches series one to one.
-    // The two request series go with the span metrics: without them no request reaches them.
-    appRequests = spanReg(
-      new Counter({
-        name: 'app_requests_total',
-        help: 'Requests finished (as seen by the jouletrace request tracker).',
-        labelNames: names(),
-        registers: spanRegisters,
-      }),
-    );
-    appRequests.inc(labels({}), 0);
-    spanReg(
-      new Gauge({
-        name: 'app_joules_per_request',
-        help: `Mean energy per request over the last ${windowMs / 1000} s, in whole seconds: ${windowMs / 1000} to ${windowMs / 1000 + 1} s (request energy / requests measured, those with NaN joules left out; NaN with no request in the window).`,
-        labelNames: names(),
-        registers: spanRegisters,
-        collect() {
-          const { sum, count } = window.totals();
-          this.reset();
-          this.set(labels({}), count > 0 ? sum / count : NaN);
-        },
-      }),
-    );
-  }
-
   const carbonAcc: CarbonAccumulation = carried?.carbon ?? { pending: new Map(), lastJoules: new Map(), grams: new Map() };
-  if (carbon) {
-    const { pending, lastJoules, grams } = carbonAcc;
+  let spanHist: FastHistogram;
+  let requestHist: FastHistogram;
+  let incompleteSpans: Counter;
+  let incompleteRequests: Counter;
+  let appRequests: Counter | undefined;
+  try {
     reg(
       new Counter({
-        name: `${prefix}carbon_grams_total`,
-        help: 'Emissions of the energy measured, in grams CO2e at the grid intensity of the moment (scope: process = attributed to this process, machine = primary domains).',
-        labelNames: names('scope'),
+        name: `${prefix}energy_joules_total`,
+        help: "Energy measured per RAPL domain and package over the sampler's runs seen by this exporter (and the closed one in this registry it goes on from), the one in progress at the first registration from its start (domains overlap: package includes core and uncore).",
+        labelNames: names('domain', 'package', 'source'),
         registers: [building],
-        async collect() {
-          const r = read();
-          const intensity = await carbon.within(SCRAPE_WAIT_MS);
-          const scopes: Array<[string, number]> = [['machine', r.machine]];
-          if (r.parts) scopes.push(['process', r.parts.process]);
-          for (const [scope, joules] of scopes) {
-            const delta = joules - (lastJoules.get(scope) ?? 0);
-            lastJoules.set(scope, joules);
-            pending.set(scope, (pending.get(scope) ?? 0) + delta);
-            // Energy spent before any intensity is known waits until one is.
-            if (intensity !== null) {
-              grams.set(scope, (grams.get(scope) ?? 0) + joulesToGrams(pending.get(scope)!, intensity));
-              pending.set(scope, 0);
-            }
-          }
+        collect() {
           this.reset();
-          for (const [scope, g] of grams) this.inc(labels({ scope }), g);
+          for (const d of read().domains) {
+            this.inc(labels({ domain: d.domain, package: String(d.package), source: sampler.source }, d.estimated), d.joules);
+          }
+        },
+      }),
+    );
+
+    // Power: average over the time since the previous scrape (at least 0.5 s; the first figure,
+    // once the run is 0.5 s old, averages since its start). A figure per scrape interval integrates exactly to
+    // the energy counter, unlike an instantaneous reading.
+    const power = new PowerWindow();
+    reg(
+      new Gauge({
+        name: `${prefix}power_watts`,
+        help: 'Average power per RAPL domain and package since the previous scrape (at least 0.5 s; none before the run is 0.5 s old); no series for a domain whose energy did not move while reads of the source failed.',
+        labelNames: names('domain', 'package'),
+        registers: [building],
+        collect() {
+          const r = read();
+          const powerLast = power.update(r);
+          this.reset();
+          for (const d of r.domains) {
+            const w = powerLast.get(d.key);
+            if (w !== undefined) this.set(labels({ domain: d.domain, package: String(d.package) }, d.estimated), w);
+          }
+        },
+      }),
+    );
+
+    if (energy.attributed) {
+      reg(
+        new Counter({
+          name: `${prefix}process_energy_joules_total`,
+          help: 'Measured energy (primary domains: package, else psys) split into this process, the idle baseline and other processes; the parts sum to the total.',
+          labelNames: names('part'),
+          registers: [building],
+          collect() {
+            this.reset();
+            const p = read().parts;
+            if (!p) return;
+            for (const part of ['process', 'baseline', 'other'] as const) this.inc(labels({ part }), p[part]);
+          },
+        }),
+      );
+      energy.readThreadsAtRunEnds(topThreads, named);
+      reg(
+        new Counter({
+          name: `${prefix}thread_energy_joules_total`,
+          help: `Energy attributed to this process's threads by thread name: the first ${topThreads} names by energy keep their own series, the rest are "other".`,
+          labelNames: names('thread'),
+          registers: [building],
+          collect() {
+            this.reset();
+            for (const [thread, j] of energy.readThreads(topThreads, named)) this.inc(labels({ thread }), j);
+          },
+        }),
+      );
+    }
+
+    // Left out with spanMetrics false: built all the same, in no registry, so that observeSpans()
+    // and observeRequests() stay as they are.
+    const spanRegisters = spanMetrics ? [building] : [];
+    const spanReg = <T extends object>(m: T): T => (spanMetrics ? reg(m) : m);
+    spanHist = spanReg(
+      new FastHistogram({
+        name: `${prefix}span_energy_joules`,
+        help: 'Energy of settled jouletrace spans, by label.',
+        labelNames: names('label'),
+        buckets: spanBuckets,
+        registers: spanRegisters,
+      }),
+    );
+    requestHist = spanReg(
+      new FastHistogram({
+        name: 'http_server_request_energy_joules',
+        help: 'Energy charged to each HTTP request (jouletrace), by method, route pattern and status code.',
+        labelNames: names('method', 'route', 'status_code'),
+        buckets: requestBuckets,
+        registers: spanRegisters,
+      }),
+    );
+
+    // Incomplete spans and requests go into the histograms where they carry a figure, unmarked (a
+    // label would double their series); these say how many there were, NaN joules included. With
+    // the source's `estimated`, as app_requests_total: the share of incomplete requests is one
+    // division of two series with the same labels.
+    incompleteSpans = spanReg(
+      new Counter({
+        name: `${prefix}incomplete_spans_total`,
+        help: `Settled spans flagged incomplete (part of their interval unmeasured): those with a figure are in ${prefix}span_energy_joules as well, those with NaN joules only here.`,
+        labelNames: names(),
+        registers: spanRegisters,
+      }),
+    );
+    incompleteRequests = spanReg(
+      new Counter({
+        name: `${prefix}incomplete_requests_total`,
+        help: 'Finished requests flagged incomplete (part of their lifetime unmeasured): those with a figure are in http_server_request_energy_joules as well, those with NaN joules only here.',
+        labelNames: names(),
+        registers: spanRegisters,
+      }),
+    );
+    incompleteSpans.inc(labels({}), 0);
+    incompleteRequests.inc(labels({}), 0);
+
+    // Sampler health.
+    reg(
+      new Counter({
+        name: `${prefix}samples_total`,
+        help: 'Energy samples taken by the sampler thread.',
+        labelNames: constNames,
+        registers: [building],
+        collect() {
+          this.reset();
+          this.inc({ ...constLabels }, health.read().samples);
+        },
+      }),
+    );
+    reg(
+      new Counter({
+        name: `${prefix}samples_dropped_total`,
+        help: 'Samples a full ring could not keep: refused (drop-newest) or overwritten before they were read (overwrite-oldest); detail lost, totals stay exact. A ring nothing reads counts every sample here once full.',
+        labelNames: constNames,
+        registers: [building],
+        collect() {
+          this.reset();
+          this.inc({ ...constLabels }, health.read().dropped);
+        },
+      }),
+    );
+    reg(
+      new Counter({
+        name: `${prefix}sampler_missed_deadlines_total`,
+        help: 'Sampling periods the sampler thread woke up too late for.',
+        labelNames: constNames,
+        registers: [building],
+        collect() {
+          this.reset();
+          this.inc({ ...constLabels }, health.read().missed);
+        },
+      }),
+    );
+    reg(
+      new Counter({
+        name: `${prefix}sampler_read_errors_total`,
+        help: `Reads of the energy source that failed (the domains kept their last values; ${prefix}power_watts has no series for a window in which they did not move).`,
+        labelNames: constNames,
+        registers: [building],
+        collect() {
+          this.reset();
+          this.inc({ ...constLabels }, health.read().readErrors);
+        },
+      }),
+    );
+    reg(
+      new Counter({
+        name: `${prefix}sampler_energy_restarts_total`,
+        help: `Of ${prefix}sampler_read_errors_total, the reads in which an energy counter started again (a driver reloaded, a resume): the energy from its last good read to the restart is lost, where other read errors only delay it.`,
+        labelNames: constNames,
+        registers: [building],
+        collect() {
+          this.reset();
+          this.inc({ ...constLabels }, health.read().counterRestarts);
         },
       }),
     );
     reg(
       new Gauge({
-        name: `${prefix}grid_intensity_grams_per_kwh`,
-        help: `Grid carbon intensity used for ${prefix}carbon_grams_total, gCO2e/kWh.`,
-        labelNames: [...constNames, 'intensity_source'],
+        name: `${prefix}sampler_jitter_seconds`,
+        help: 'Wake-up lateness of the sampler thread since its start(), by statistic: p50, p99, p999, max.',
+        // Not "quantile": Prometheus keeps that label for summaries (promtool check metrics refuses
+        // it on a gauge), and these quantiles come computed, as a summary's would not.
+        labelNames: [...constNames, 'stat'],
         registers: [building],
-        async collect() {
-          const v = await carbon.within(SCRAPE_WAIT_MS);
+        collect() {
           this.reset();
-          if (v !== null) this.set({ ...constLabels, intensity_source: carbon.source }, v);
+          const j = health.read().jitterUs;
+          if (!j) return;
+          const q: Array<[string, number]> = [['p50', j.p50], ['p99', j.p99], ['p999', j.p999], ['max', j.max]];
+          for (const [stat, us] of q) this.set({ ...constLabels, stat }, us / 1e6);
         },
       }),
     );
+    reg(
+      new Gauge({
+        name: `${prefix}sampler_counters_still_seconds`,
+        help: `How long no energy counter of the source has changed, to its last sample: about 0.001 on real RAPL; seconds mean energy the source is not counting (it reads as 0 J), or reads of it that fail (${prefix}sampler_read_errors_total).`,
+        labelNames: constNames,
+        registers: [building],
+        collect() {
+          this.reset();
+          const still = health.read().stillUs;
+          // Unknown (no sample in this run, or the sampler closed) is no series: reset() gives a
+          // gauge without labels a 0, which reads as counters moving fine.
+          if (still === null) this.remove({ ...constLabels });
+          else this.set({ ...constLabels }, still / 1e6);
+        },
+      }),
+    );
+    reg(
+      new Gauge({
+        name: `${prefix}sampler_info`,
+        help: 'The sampler: energy source, thread-tracking backend and sampling period; value 1.',
+        labelNames: names('source', 'threads', 'interval_seconds'),
+        registers: [building],
+        collect() {
+          this.reset();
+          const s = health.read();
+          this.set(labels({ source: sampler.source, threads: s.threads, interval_seconds: String(s.intervalUs / 1e6) }), 1);
+        },
+      }),
+    );
+
+    // The source article's metrics, made right.
+    if (appMetrics) {
+      reg(
+        new Counter({
+          name: 'app_energy_joules_total',
+          help: energy.attributed
+            ? "Energy attributed to this process (its threads' share of the primary domains), in joules."
+            : 'Energy of the primary domains for the whole machine (thread tracking is off), in joules.',
+          labelNames: names(),
+          registers: [building],
+          collect() {
+            this.reset();
+            const r = read();
+            this.inc(labels({}), r.parts ? r.parts.process : r.machine);
+          },
+        }),
+      );
+      // Same label set as app_energy_joules_total (estimated included), so that
+      // rate(app_energy_joules_total[5m]) / rate(app_requests_total[5m]) matches series one to one.
+      // The two request series go with the span metrics: without them no request reaches them.
+      appRequests = spanReg(
+        new Counter({
+          name: 'app_requests_total',
+          help: 'Requests finished (as seen by the jouletrace request tracker).',
+          labelNames: names(),
+          registers: spanRegisters,
+        }),
+      );
+      appRequests.inc(labels({}), 0);
+      spanReg(
+        new Gauge({
+          name: 'app_joules_per_request',
+          help: `Mean energy per request over the last ${windowMs / 1000} s, in whole seconds: ${windowMs / 1000} to ${windowMs / 1000 + 1} s (request energy / requests measured, those with NaN joules left out; NaN with no request in the window).`,
+          labelNames: names(),
+          registers: spanRegisters,
+          collect() {
+            const { sum, count } = window.totals();
+            this.reset();
+            this.set(labels({}), count > 0 ? sum / count : NaN);
+          },
+        }),
+      );
+    }
+
+    if (carbon) {
+      const { pending, lastJoules, grams } = carbonAcc;
+      reg(
+        new Counter({
+          name: `${prefix}carbon_grams_total`,
+          help: 'Emissions of the energy measured, in grams CO2e at the grid intensity of the moment (scope: process = attributed to this process, machine = primary domains).',
+          labelNames: names('scope'),
+          registers: [building],
+          async collect() {
+            const r = read();
+            const intensity = await carbon.within(SCRAPE_WAIT_MS);
+            const scopes: Array<[string, number]> = [['machine', r.machine]];
+            if (r.parts) scopes.push(['process', r.parts.process]);
+            for (const [scope, joules] of scopes) {
+              const delta = joules - (lastJoules.get(scope) ?? 0);
+              lastJoules.set(scope, joules);
+              pending.set(scope, (pending.get(scope) ?? 0) + delta);
+              // Energy spent before any intensity is known waits until one is.
+              if (intensity !== null) {
+                grams.set(scope, (grams.get(scope) ?? 0) + joulesToGrams(pending.get(scope)!, intensity));
+                pending.set(scope, 0);
+              }
+            }
+            this.reset();
+            for (const [scope, g] of grams) this.inc(labels({ scope }), g);
+          },
+        }),
+      );
+      reg(
+        new Gauge({
+          name: `${prefix}grid_intensity_grams_per_kwh`,
+          help: `Grid carbon intensity used for ${prefix}carbon_grams_total, gCO2e/kWh.`,
+          labelNames: [...constNames, 'intensity_source'],
+          registers: [building],
+          async collect() {
+            const v = await carbon.within(SCRAPE_WAIT_MS);
+            this.reset();
+            if (v !== null) this.set({ ...constLabels, intensity_source: carbon.source }, v);
+          },
+        }),
+      );
+    }
+  } catch (err) {
+    release();
+    throw err;
   }
 
   // Every settled span and request is observed: their histograms' series are looked up by the
@@ -574,12 +638,6 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     if (incomplete > 0) incompleteRequests.inc(labels({}), incomplete);
   };
 
-  // Refused: nothing registered, and nothing reads at the sampler's run ends either.
-  const release = () => {
-    energy.close();
-    forgetReading();
-    health.close();
-  };
   // The instances themselves (typed as plain objects by prom-client's declarations).
   const built = building === registry ? [] : (building.getMetricsAsArray() as unknown as Array<Metric & { name: string }>);
   const taken = built.map((m) => m.name).filter((name) => registry.getSingleMetric(name) !== undefined);
@@ -605,6 +663,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   }
   for (const m of built) registry.registerMetric(m);
   closedRegistrations.get(registry)?.delete(prefix);
+  if (appMetrics && app) lastAppRegistration.set(registry, app);
   let closed = false;
   return {
     registry,
@@ -619,7 +678,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
       for (const name of metricNames) registry.removeSingleMetric(name);
       let byPrefix = closedRegistrations.get(registry);
       if (!byPrefix) closedRegistrations.set(registry, (byPrefix = new Map()));
-      byPrefix.set(prefix, new WeakMap([[sampler, { energy, health, named, carbon: carbonAcc }]]));
+      byPrefix.set(prefix, new WeakMap([[sampler, { energy, health, named, carbon: carbonAcc, app }]]));
     },
   };
 }
@@ -630,9 +689,15 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
  * that its counters (same names, same series) never go down and count nothing twice. Only the
  * last: after another sampler's registration, the series show that one's figures, and going on
  * from the earlier one's showed a reset and then a jump, counting its energy again; a new
- * registration then starts as a first one does. Weak: a registry or sampler dropped takes it.
+ * registration then starts as a first one does. The app_* metrics have the same names whatever
+ * the prefix: for them the last is the registry's (lastAppRegistration), and counts that fed an
+ * earlier registration's are not gone on from by one with app metrics. Weak: a registry or
+ * sampler dropped takes it.
  */
 const closedRegistrations = new WeakMap<Registry, Map<string, WeakMap<Sampler, CarriedCounts>>>();
+
+/** The last registration in a registry with the app_* metrics (a token, CarriedCounts.app). */
+const lastAppRegistration = new WeakMap<Registry, object>();
 
 /** A registration's accumulations that outlive its close(), for the next one to go on from. */
 interface CarriedCounts {
@@ -641,6 +706,11 @@ interface CarriedCounts {
   /** The thread names with a series of their own. */
   named: Set<string>;
   carbon: CarbonAccumulation;
+  /**
+   * The registration with app metrics whose app_* series these counts went on (this one, or one
+   * it went on from); undefined for counts that never fed them.
+   */
+  app: object | undefined;
 }
 
 /** Per scope: joules waiting for an intensity, the cumulative joules last read, and grams so far. */

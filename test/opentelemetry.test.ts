@@ -549,6 +549,38 @@ describe('registerOpenTelemetry', () => {
     expect(live()).toBe(0);
   });
 
+  // A meter whose callback or instrument could not be made (a throw from the SDK, or a meter of
+  // the application's own) left the span subscription and the run-end listener on the sampler.
+  it('gives back every listener it took on the sampler when the meter refuses an instrument or the callback', () => {
+    const { sampler, meterProvider } = setup();
+    const live = liveRunEndListeners(sampler);
+    let spanListeners = 0;
+    const onSpan = sampler.onSpan.bind(sampler);
+    vi.spyOn(sampler, 'onSpan').mockImplementation((fn) => {
+      const off = onSpan(fn);
+      spanListeners++;
+      return () => {
+        spanListeners--;
+        off();
+      };
+    });
+    const meter = meterProvider.getMeter('jouletrace');
+    for (const method of ['addBatchObservableCallback', 'createHistogram', 'createObservableCounter'] as const) {
+      const refused = new Error(`${method} refused by the test`);
+      const spy = vi.spyOn(meter, method).mockImplementation(() => {
+        throw refused;
+      });
+      expect(() => registerOpenTelemetry(sampler, { meter })).toThrow(refused);
+      spy.mockRestore();
+      expect({ method, runEnd: live(), spans: spanListeners }).toEqual({ method, runEnd: 0, spans: 0 });
+    }
+    // The meter is left free for a registration that goes through.
+    const h = registerOpenTelemetry(sampler, { meter });
+    expect({ runEnd: live(), spans: spanListeners }).toEqual({ runEnd: 1, spans: 1 });
+    h.close();
+    expect({ runEnd: live(), spans: spanListeners }).toEqual({ runEnd: 0, spans: 0 });
+  });
+
   // The batch callback stayed registered on the meter, reading the closed sampler.
   it('refuses a closed sampler leaving nothing registered: no meter callback, capture hook or run-end listener', async () => {
     const { sampler, meterProvider, collect } = setup({ threads: 'off' });

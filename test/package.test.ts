@@ -153,6 +153,18 @@ describe('peer dependencies', () => {
       expect({ status: serve.status, stderr: serve.stderr }).toEqual({ status: 1, stderr: `jouletrace: ${missing}\n` });
     });
 
+    // serve loaded prom-client as it loaded: its --help and a bad command line (2) failed as a
+    // run would (1, the missing prom-client).
+    it('takes serve --help and refuses a bad serve command line as every command does, prom-client or not', () => {
+      const { bin, run } = project();
+      const help = run([bin, 'serve', '--help']);
+      expect({ status: help.status, stderr: help.stderr }).toEqual({ status: 0, stderr: '' });
+      expect(help.stdout).toMatch(/^Usage: jouletrace serve \[options\]\n/);
+      const bad = run([bin, 'serve', '--bogus']);
+      expect(bad.status).toBe(2);
+      expect(bad.stderr).toMatch(/^jouletrace serve: unknown option --bogus\n\nUsage: jouletrace serve /);
+    });
+
     it('refuses jouletrace/prometheus, to require and import alike, with ERR_JOULETRACE_PROM_CLIENT saying what to install', () => {
       const { run } = project();
       const script = `const show = (e) => JSON.stringify({ name: e.name, code: e.code, message: e.message });

@@ -6,11 +6,11 @@ import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { Registry } from 'prom-client';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { Sampler } from '../src/index';
 import { energyMiddleware } from '../src/express';
 import { RequestTracker, trackRequest } from '../src/requests';
-import { registerMetrics, REQUEST_BUCKETS, SPAN_BUCKETS } from '../src/prometheus';
+import { registerMetrics, REQUEST_BUCKETS, SPAN_BUCKETS, type PrometheusOptions } from '../src/prometheus';
 import type { RequestRecord, SpanResult } from '../src/span-types';
 import { createEmulatedPowercap } from './fixtures/emulated-devices';
 import { prometheusMissing, startPrometheus, type PrometheusServer } from './fixtures/prometheus-server';
@@ -399,13 +399,11 @@ describe('registerMetrics', () => {
     expect(fresh).toBeLessThanOrEqual(s.totals().readings[0].joules);
   });
 
-  // The carried counts were kept by registry and sampler: s1, then s2, then s1 again in one
-  // registry went on from s1's own older total, not from what the series last showed (s2's): a
-  // reset, then a jump, and increase() counted s1's earlier energy again (23.7 J for 15.7 J measured).
-  it('goes on only from the registration closed last in the registry with the prefix, and only when it was the same sampler\'s', async () => {
-    const registry = new Registry();
-    const energyKey = (prefix = 'jouletrace_') => `${prefix}energy_joules_total{domain="package",package="0",source="model",estimated="true"}`;
-    const energy = async (r = registry, prefix?: string) => parse(await r.metrics()).get(energyKey(prefix))!;
+  /**
+   * s1's registration in `registry`, s2's (with `s2Options`), then s1's again: `series` must show
+   * s1's run in progress from its start, as a first registration shows it, not s1's older total.
+   */
+  async function afterAnotherSampler(registry: Registry, series: () => Promise<number>, s2Options: PrometheusOptions) {
     const s1 = sampler({ threads: 'off' }).start();
     let m = registerMetrics(s1, { registry });
     cleanups.push(() => m.close());
@@ -413,20 +411,30 @@ describe('registerMetrics', () => {
     s1.stop();
     s1.start(); // s1's series now carry more than its run in progress
     busy(50);
-    expect(await energy()).toBeGreaterThan(s1.totals().readings[0].joules);
+    expect(await series()).toBeGreaterThan(s1.totals().readings[0].joules);
     m.close();
     const s2 = sampler({ threads: 'off' }).start(); // its figures, the series' last, well below s1's
     busy(5);
-    m = registerMetrics(s2, { registry });
-    expect(await energy()).toBeLessThanOrEqual(s2.totals().readings[0].joules);
+    m = registerMetrics(s2, { registry, ...s2Options });
+    expect(await series()).toBeLessThanOrEqual(s2.totals().readings[0].joules);
     m.close();
     m = registerMetrics(s1, { registry });
     busy(20);
-    // s1's run in progress from its start, as a first registration shows it.
-    const again = await energy();
+    const again = await series();
     expect(again).toBeGreaterThan(0);
     expect(again).toBeLessThanOrEqual(s1.totals().readings[0].joules);
     m.close();
+    return { s1, s2 };
+  }
+
+  // The carried counts were kept by registry and sampler: s1, then s2, then s1 again in one
+  // registry went on from s1's own older total, not from what the series last showed (s2's): a
+  // reset, then a jump, and increase() counted s1's earlier energy again (23.7 J for 15.7 J measured).
+  it('goes on only from the registration closed last in the registry with the prefix, and only when it was the same sampler\'s', async () => {
+    const registry = new Registry();
+    const energyKey = (prefix = 'jouletrace_') => `${prefix}energy_joules_total{domain="package",package="0",source="model",estimated="true"}`;
+    const energy = async (r = registry, prefix?: string) => parse(await r.metrics()).get(energyKey(prefix))!;
+    const { s1, s2 } = await afterAnotherSampler(registry, () => energy(), {});
 
     // Registrations under other prefixes, closed since, leave a sampler's own series to go on.
     const shared = new Registry();
@@ -439,8 +447,30 @@ describe('registerMetrics', () => {
     expect(await energy(shared, 'other_')).toBeGreaterThan(0);
     a.close();
     b.close();
-    m = registerMetrics(s1, { registry: shared });
+    const m = registerMetrics(s1, { registry: shared });
+    cleanups.push(() => m.close());
     expect(await energy(shared)).toBeGreaterThanOrEqual(before);
+  });
+
+  // The app_* series have their names whatever the prefix, and the carried counts were kept by
+  // prefix: s1's registration, s2's under another prefix (showing s2's figures on app_*), then
+  // s1's again went on from s1's older total there, a jump (3.30 J after 0.255, s1's run 0.98).
+  it('goes on with the app_* series only from the last registration with app metrics in the registry, whatever its prefix', async () => {
+    const registry = new Registry();
+    const app = async () => parse(await registry.metrics()).get('app_energy_joules_total{estimated="true"}')!;
+    // s1's jouletrace_* series start afresh too: one count feeds both.
+    const { s1, s2 } = await afterAnotherSampler(registry, app, { prefix: 'other_' });
+
+    // With no registration with app metrics in between, they go on.
+    let m = registerMetrics(s1, { registry });
+    cleanups.push(() => m.close());
+    busy(20);
+    const before = await app();
+    m.close();
+    m = registerMetrics(s2, { registry, prefix: 'other_', appMetrics: false });
+    m.close();
+    m = registerMetrics(s1, { registry });
+    expect(await app()).toBeGreaterThanOrEqual(before);
   });
 
   it('turns spans and requests into histograms and the app_* metrics', async () => {
@@ -577,6 +607,48 @@ describe('registerMetrics', () => {
     expect(() => registerMetrics(s, { registry: {} as never })).toThrow(
       new TypeError("Expected a prom-client Registry (from the same prom-client as jouletrace's) for options.registry but received {} of type object"),
     );
+  });
+
+  // prefix 'app_' made jouletrace_energy_joules_total an app_energy_joules_total, which the
+  // source article's metric has whatever the prefix: prom-client refused the second with a bare
+  // Error halfway through the build, and the listeners taken on the sampler stayed (3 a call).
+  it('refuses a prefix that gives a metric the name of one that keeps its own, with a RangeError naming both, leaving nothing behind', async () => {
+    const s = sampler().start();
+    const live = liveRunEndListeners(s);
+    const registry = new Registry();
+    for (const options of [{ prefix: 'app_' }, { prefix: 'app_', registry }]) {
+      expect(() => registerMetrics(s, options)).toThrow(
+        expect.objectContaining({
+          name: 'RangeError',
+          code: 'ERR_INVALID_ARG_VALUE',
+          message:
+            'options.prefix: "app_" names jouletrace\'s energy_joules_total metric app_energy_joules_total, the name another of its metrics keeps whatever the prefix; use another prefix, or appMetrics: false',
+        }),
+      );
+    }
+    expect(live()).toBe(0);
+    expect(registry.getMetricsAsArray()).toEqual([]);
+    // Without the app metrics there is no clash.
+    const m = registerMetrics(s, { prefix: 'app_', appMetrics: false, registry });
+    cleanups.push(() => m.close());
+    expect(parse(await registry.metrics()).has('app_energy_joules_total{domain="package",package="0",source="model",estimated="true"}')).toBe(true);
+  });
+
+  it('gives back every run-end listener when a metric cannot be built', () => {
+    const s = sampler().start();
+    const live = liveRunEndListeners(s);
+    const registerMetric = Registry.prototype.registerMetric;
+    const refused = new Error('refused by the test');
+    vi.spyOn(Registry.prototype, 'registerMetric').mockImplementation(function (this: Registry, metric) {
+      if ((metric as unknown as { name: string }).name === 'app_energy_joules_total') throw refused;
+      registerMetric.call(this, metric);
+    });
+    try {
+      for (const options of [{}, { registry: new Registry() }]) expect(() => registerMetrics(s, options)).toThrow(refused);
+    } finally {
+      vi.restoreAllMocks();
+    }
+    expect(live()).toBe(0);
   });
 
   // 13 metrics stayed in options.registry (jouletrace_samples_total 0, ...), and a retry there

@@ -12,7 +12,8 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; summa
   run: { run: runCommand, summary: 'run a command and report the energy of its whole process tree (like perf stat)' },
   top: { run: topCommand, summary: 'live per-thread (or per-process) watts and joules, package power, sampler health' },
   demo: { run: demoCommand, summary: 'a built-in HTTP workload: joules per request and per thread, and an HTML report' },
-  // Loaded only when run: it needs prom-client, an optional peer dependency the other commands do without.
+  // Loaded only when run: it needs prom-client (once its arguments are parsed), an optional peer
+  // dependency the other commands do without.
   serve: { run: async (argv) => (await import('./serve')).serveCommand(argv), summary: 'serve Prometheus metrics: machine energy and per-process attribution (host agent)' },
 };
 

@@ -2,10 +2,7 @@
 // domain and, for each --pid, the energy attributed to that process.
 import * as fs from 'node:fs';
 import * as http from 'node:http';
-import '../prom-client-peer'; // first: a missing prom-client is its error
-import { Counter, Gauge, Registry } from 'prom-client';
 import { EnergyTracker } from '../energy-tracker';
-import { registerMetrics } from '../prometheus';
 import { gridIntensity } from '../carbon';
 import { Sampler } from '../sampler';
 import { SOURCE_NAMES, type SourceName } from '../source-options';
@@ -137,6 +134,11 @@ export async function serveCommand(argv: string[]): Promise<number> {
   } catch (e) {
     return reportUsageError('serve', HELP, e);
   }
+  // Loaded once the command line is taken: --help and a usage error need no prom-client (an
+  // optional peer dependency), and one missing is then the one error left to report.
+  await import('../prom-client-peer'); // first: a missing prom-client is its error
+  const { Counter, Gauge, Registry } = await import('prom-client');
+  const { registerMetrics } = await import('../prometheus');
   // As top says it: a process that is not there is not a sampler's error about /proc; nor one
   // that has exited and not been reaped (a zombie).
   const starts = new Map<number, number>();
