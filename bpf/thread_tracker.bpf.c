@@ -410,6 +410,27 @@ static __always_inline struct jt_thread_slot *slot_of(struct task_struct *task, 
 	return t;
 }
 
+/*
+ * Where a stint with no switch-in on record began, at its switch-out: from start (the CPU's last
+ * timed switch) or, where later, now less what the scheduler counts of it. At sched_switch the
+ * kernel has already added the stint to sum_exec_runtime (update_curr, at the dequeue or
+ * put_prev_task), and prev_sum_exec_runtime holds the sum at the task's pick (set_next_entity):
+ * the difference is the stint's run time, without the IRQ and steal time the task clock leaves
+ * out. Where prev_sum_exec_runtime is older than the pick (a class that does not set it: RT,
+ * deadline and sched_ext before recent kernels), the difference is larger and start stays. Where
+ * it is newer (set again mid-stint by a change of the task's priority, affinity or group), the
+ * part of the stint before goes uncredited here. Off the hot path: this loss is rare.
+ */
+static __always_inline __u64 missed_start(struct task_struct *prev, __u64 start, __u64 now)
+{
+	__u64 ran = prev->se.sum_exec_runtime - prev->se.prev_sum_exec_runtime;
+
+	__sync_fetch_and_add(&missed_switch_ins, 1);
+	if (ran < now && now - ran > start)
+		return now - ran;
+	return start;
+}
+
 SEC("tp_btf/sched_switch")
 int BPF_PROG(handle_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
@@ -482,11 +503,13 @@ int BPF_PROG(handle_switch, bool preempt, struct task_struct *prev, struct task_
 			/* No switch-in on record: the thread was running, unseen, at attach (then this
 			 * is its CPU's first timed switch, since == 0), or the kernel did not report
 			 * its switch-in (see handle_runtime). Counted from the CPU's last timed switch,
-			 * the earliest it can have started: that may include untracked tasks' time. */
+			 * the earliest it can have started, but no further back than the scheduler's
+			 * count of this stint: switches between untracked tasks are not timed, so that
+			 * switch can be long before (the host agent's, other processes' time). */
 			if (t->on_since && !fresh)
 				start = t->on_since;
 			else if (since && !refused)
-				__sync_fetch_and_add(&missed_switch_ins, 1);
+				start = missed_start(prev, start, now);
 			if (now > start)
 				credit_run(t, cpu, now - start);
 			t->on_since = 0;

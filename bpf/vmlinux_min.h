@@ -50,6 +50,13 @@ enum {
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 
+/* The scheduler's count of a task's run time (update_curr), and its value when the task was last
+ * picked (set_next_entity; in recent kernels for RT, deadline and sched_ext tasks too). */
+struct sched_entity {
+	u64 sum_exec_runtime;
+	u64 prev_sum_exec_runtime;
+};
+
 struct task_struct {
 	unsigned int __state; /* "state" (long) before 5.14: see task_struct___pre514 */
 	unsigned int flags;
@@ -58,6 +65,7 @@ struct task_struct {
 	pid_t tgid;
 	struct task_struct *group_leader;
 	char comm[16];
+	struct sched_entity se;
 };
 
 /* The field's name and type before commit 2f064a59a11f ("sched: Change task_struct::state"),

@@ -310,7 +310,7 @@ class BpfTracker final : public ThreadTracker {
   int open(const TrackerOptions& opts, const std::string& why, TrackerError* err);
   int snapshot(TrackerSnapshot& snap) override;
   void stats(TrackerStats& out) override;
-  int forgetSwitchIn(uint32_t tid, bool asSeeded) override;
+  int forgetSwitchIn(uint32_t tid, bool asSeeded, uint64_t cpuSinceNs) override;
   int closeAsEnded(uint32_t tid) override;
   bool namesFresh() const override { return renameAttached_.load(std::memory_order_relaxed); }
   int dropRenameHook() override;
@@ -949,9 +949,11 @@ bool BpfTracker<Build>::seededStintRunning(uint32_t slot, const jt_thread_slot& 
 }
 
 // Test hook only: the slot is copied out and written back whole, seq included, so a switch of
-// that thread on another CPU in between would be lost. Tests call it from the thread itself.
+// that thread on another CPU in between would be lost, and so would a switch on its CPU for the
+// CPU's slot (cpuSinceNs; its busy time then counts that span twice). Tests call it from the
+// thread itself.
 template <typename Build>
-int BpfTracker<Build>::forgetSwitchIn(uint32_t tid, bool asSeeded) {
+int BpfTracker<Build>::forgetSwitchIn(uint32_t tid, bool asSeeded, uint64_t cpuSinceNs) {
   if (!skel_) return -EBADF;
   const int fd = bpf_map__fd(skel_->maps.threads);
   for (uint32_t s = 0; s < maxThreads_; s++) {
@@ -960,7 +962,14 @@ int BpfTracker<Build>::forgetSwitchIn(uint32_t tid, bool asSeeded) {
     if (bpf_map_lookup_elem(fd, &s, &v) != 0) return -errno;
     if (v.generation == 0 || v.generation == freedGen_[s] || v.exited) continue;
     v.on_since = asSeeded ? seedTs_ : 0;
-    return bpf_map_update_elem(fd, &s, &v, BPF_ANY) == 0 ? 0 : -errno;
+    if (bpf_map_update_elem(fd, &s, &v, BPF_ANY) != 0) return -errno;
+    if (cpuSinceNs == 0) return 0;
+    const int cfd = bpf_map__fd(skel_->maps.cpus);
+    jt_cpu_slot c;
+    if (bpf_map_lookup_elem(cfd, &v.cpu, &c) != 0) return -errno;
+    if (cpuSinceNs >= c.last_ts) return -EINVAL;
+    c.last_ts = cpuSinceNs;
+    return bpf_map_update_elem(cfd, &v.cpu, &c, BPF_ANY) == 0 ? 0 : -errno;
   }
   return -ESRCH;
 }

@@ -116,8 +116,10 @@ class ThreadTracker {
   // Test hook: clears a tracked thread's running stint, as if the kernel had not reported its
   // switch-in, so that the repair can be exercised on any machine; asSeeded instead gives it the
   // stint a thread seen runnable while seeding gets (one that then blocked before attach).
+  // cpuSinceNs (CLOCK_MONOTONIC; 0: none) moves its CPU's last timed switch back to then, as if
+  // only untracked tasks had switched there since: where an unreported switch-in leaves it.
   // Returns 0 or -errno.
-  virtual int forgetSwitchIn(uint32_t /*tid*/, bool /*asSeeded*/) { return -ENOTSUP; }
+  virtual int forgetSwitchIn(uint32_t /*tid*/, bool /*asSeeded*/, uint64_t /*cpuSinceNs*/) { return -ENOTSUP; }
   // Test hook: closes a live thread's slot as the eBPF loader closes a seeded thread it judged
   // ended. Returns 0 or -errno.
   virtual int closeAsEnded(uint32_t /*tid*/) { return -ENOTSUP; }

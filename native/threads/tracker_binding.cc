@@ -176,7 +176,13 @@ Napi::Value TrackerWrap::slotHook(const Napi::CallbackInfo& info, const char* na
 
 Napi::Value TrackerWrap::ForgetSwitchIn(const Napi::CallbackInfo& info) {
   const bool asSeeded = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
-  return slotHook(info, "_forgetSwitchIn", [&](uint32_t tid) { return tracker_->forgetSwitchIn(tid, asSeeded); });
+  bool lossless = true;
+  const uint64_t cpuSinceNs = info.Length() > 2 && info[2].IsBigInt() ? info[2].As<Napi::BigInt>().Uint64Value(&lossless) : 0;
+  if (!lossless) {
+    throwCoded(info.Env(), "ERR_OUT_OF_RANGE", "_forgetSwitchIn expects cpuSinceNs as a CLOCK_MONOTONIC bigint in [0, 2^64)");
+    return info.Env().Undefined();
+  }
+  return slotHook(info, "_forgetSwitchIn", [&](uint32_t tid) { return tracker_->forgetSwitchIn(tid, asSeeded, cpuSinceNs); });
 }
 
 Napi::Value TrackerWrap::CloseAsEnded(const Napi::CallbackInfo& info) {
