@@ -16,7 +16,8 @@
 // more; and spans inside a parent left open over idle time (an awaited measure(), a background
 // job) get what they would without it. Every span is charged from one density over the
 // interval: a nested span never gets more than its encloser, and spans that do not overlap
-// never more than the thread between them.
+// never more than the thread between them (except where an event was published after its
+// interval was measured: that span is charged there at min(1, c / U), see Point::density).
 // Internal spans (an exact-mode request's callbacks: kSpanBeginInternal) have a density of their
 // own, ρ over their union alone, and do not count in the users' spans' union: a user's span
 // around idle time (a background job, an awaited measure()) raised U for every callback in it,
