@@ -612,9 +612,9 @@ static __always_inline struct jt_thread_slot *open_slot(const struct jt_task_ref
 	return t;
 }
 
-/* A name into a slot outside its seqcount (handle_rename, seed_refs): NUL-padded, in two 8-byte
- * stores, so that a reader copying the slot meanwhile sees each half old or new, and its next
- * copy the whole name. */
+/* A name into a slot outside its seqcount (handle_rename, seed_refs; handle_exec, inside it):
+ * NUL-padded, in two 8-byte stores, so that a reader copying the slot meanwhile sees each half
+ * old or new, and its next copy the whole name. */
 static __always_inline void set_comm(struct jt_thread_slot *t, const char *src)
 {
 	__u64 name[JT_COMM_LEN / 8] = {};
@@ -699,9 +699,14 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	t = open_slot(&ref);
 	if (!t)
 		return 0;
-	/* This CPU runs the thread now: its slot's only writer (see thread_tracker.h). */
+	/* This CPU runs the thread now: its slot's only writer (see thread_tracker.h). The name
+	 * too: the exec renamed the thread (begin_new_exec, after de_thread swapped the tids) before
+	 * this fires, and handle_rename, looking a thread tracked through the tid hash up by its new
+	 * tid, found the leader's ref there, not this one: the exec'd name went to the leader's slot,
+	 * and this one kept the old. Copied from the task, which holds the new name by now. */
 	seq_begin(&t->seq);
 	t->tid = tid;
+	set_comm(t, p->comm);
 	seq_end(&t->seq);
 	return 0;
 }

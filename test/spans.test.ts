@@ -403,6 +403,74 @@ describe('spans: behaviour', () => {
     expect(joules(cross)).toBeGreaterThanOrEqual(inner.slice(39).reduce((a, h) => a + joules(h), 0) * (1 - 1e-9));
   });
 
+  // A zero-length span (begun and ended at one instant) inside a span counted as enclosed by
+  // it, so the span around it was no longer innermost: charged after its idle sibling, at the
+  // density left over (0 J when the sibling took all). One at the boundary of two back-to-back
+  // spans demoted both. Four channels of this thread see the same pairs (busy P, idle R after
+  // it): with a zero-length span inside P or not, and with a span Q in P's first half and a
+  // zero-length span at the P/R boundary or not.
+  it('charges spans around a zero-length span what they are charged without it', async () => {
+    const s = sampler({ threads: 'procfs' });
+    s.start();
+    const plain = forgedSpans(s);
+    const zeroIn = forgedSpans(s);
+    const child = forgedSpans(s);
+    const zeroAt = forgedSpans(s);
+    await sleep(20); // their histories begin at their first step
+    const now = () => process.hrtime.bigint();
+    const wait = new Int32Array(new SharedArrayBuffer(4));
+    const pairs = 40;
+    // Handles: P 4i+1, R 4i+2, Q 4i+3, the zero-length span 4i+4.
+    for (let i = 0; i < pairs; i++) {
+      const t0 = now();
+      busy(0.5);
+      const t1 = now();
+      Atomics.wait(wait, 0, 0, 0.5);
+      const t2 = now();
+      const mid = (t0 + t1) / 2n;
+      for (const f of [plain, zeroIn, child, zeroAt]) {
+        f.begin(4 * i + 1, t0);
+        f.end(4 * i + 1, t1);
+        f.begin(4 * i + 2, t1);
+        f.end(4 * i + 2, t2);
+      }
+      for (const f of [child, zeroAt]) {
+        f.begin(4 * i + 3, t0);
+        f.end(4 * i + 3, mid);
+      }
+      zeroIn.begin(4 * i + 4, mid);
+      zeroIn.end(4 * i + 4, mid);
+      zeroAt.begin(4 * i + 4, t1);
+      zeroAt.end(4 * i + 4, t1);
+    }
+    await until(() => {
+      for (const f of [plain, zeroIn, child, zeroAt]) f.collect();
+      return plain.results.size === 2 * pairs && zeroIn.results.size === 3 * pairs && child.results.size === 3 * pairs && zeroAt.results.size === 4 * pairs;
+    });
+    s.stop();
+    for (const f of [plain, zeroIn, child, zeroAt]) f.close();
+    let sum = 0;
+    for (const [base, withZero, handles] of [
+      [plain, zeroIn, [1, 2]],
+      [child, zeroAt, [1, 2, 3]],
+    ] as const) {
+      for (let i = 0; i < pairs; i++) {
+        for (const k of handles) {
+          const h = 4 * i + k;
+          const a = base.results.get(h)!;
+          const b = withZero.results.get(h)!;
+          expect(a.flags & 1, `span ${h} incomplete`).toBe(0);
+          for (const key of ['joules', 'onCpuNs'] as const) {
+            expect(Math.abs(b[key] - a[key]), `span ${h}: ${key}`).toBeLessThanOrEqual(a[key] * 1e-9);
+          }
+          sum += a.joules;
+        }
+        expect(withZero.results.get(4 * i + 4)!.onCpuNs).toBe(0);
+      }
+    }
+    expect(sum).toBeGreaterThan(0);
+  });
+
   // A span with no interval of the run in it (a worker's, begun as the main thread stops: its
   // begin stamped after the run's last step) settled as 0 J and 0 ns, flagged incomplete only.
   it('settles a span with none of the run inside it unmeasured (NaN), not as 0 J', async () => {

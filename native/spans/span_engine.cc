@@ -376,14 +376,16 @@ uint64_t SpanEngine::placeOnCpu(uint64_t b, double c) {
   std::sort(pieces_.begin(), pieces_.end(), [](const Piece& x, const Piece& y) { return x.from != y.from ? x.from < y.from : x.to > y.to; });
   // From the latest begin back (ties: the shortest first), a group of equal stretches at a time
   // (the same stretch twice encloses neither): a piece encloses another iff one seen before
-  // its group ends no later than it.
+  // its group ends no later than it. A zero-length piece (a span begun and ended at one
+  // instant) encloses nothing and, having no time to take, leaves its enclosers innermost: else
+  // a span around it was charged after its idle siblings, and both spans at a boundary it sits on.
   uint64_t minTo = UINT64_MAX;
   for (size_t i = pieces_.size(); i > 0;) {
     const uint64_t from = pieces_[i - 1].from, to = pieces_[i - 1].to;
     size_t g = i - 1;
     while (g > 0 && pieces_[g - 1].from == from && pieces_[g - 1].to == to) g--;
     const bool leaf = minTo > to;
-    minTo = std::min(minTo, to);
+    if (to > from) minTo = std::min(minTo, to);
     for (; i > g; i--) pieces_[i - 1].leaf = leaf;
   }
   // U, and the innermost pieces' union as stretches with the length before each (in begin

@@ -8,14 +8,16 @@
 // thread is assumed busy inside spans first, and inside the innermost ones first: c is spread
 // at a uniform density ρ0 = min(1, c / L) over L, the wall time covered by the spans that
 // enclose no other span in the interval (clipped to it; a span encloses another when it begins
-// no later and ends no earlier, and they are not the same stretch), and what is left at
-// ρ1 = min(1, (c − ρ0 L) / (U − L)) over the rest of U, the wall time all of its spans covered.
+// no later and ends no earlier, they are not the same stretch, and the other is not zero-length),
+// and what is left at ρ1 = min(1, (c − ρ0 L) / (U − L)) over the rest of U, the wall time all
+// of its spans covered.
 // So a lone 20 µs span on an otherwise idle thread gets all of the thread's energy; back-to-back
 // spans on a thread that was preempted 10% of the time share 100% of it between them, never
 // more; and spans inside a parent left open over idle time (an awaited measure(), a background
 // job) get what they would without it. Every span is charged from one density over the
 // interval: a nested span never gets more than its encloser, and spans that do not overlap
-// never more than the thread between them.
+// never more than the thread between them (except where an event was published after its
+// interval was measured: that span is charged there at min(1, c / U), see Point::density).
 // Internal spans (an exact-mode request's callbacks: kSpanBeginInternal) have a density of their
 // own, ρ over their union alone, and do not count in the users' spans' union: a user's span
 // around idle time (a background job, an awaited measure()) raised U for every callback in it,
