@@ -399,8 +399,10 @@ time.sleep(30)`;
       // Process CPU time carries over an exec, the time of threads that ended included.
       expect(counted).toBeGreaterThan((doneNs - readyNs) * 0.95);
       // Above it by the hypervisor steal the tracker counts and the kernel leaves out (see
-      // test/fixtures/steal.ts), and 4%: a double-counted exec came to 12%.
-      expect(counted).toBeLessThan((doneNs - readyNs) * 1.04 + allowance);
+      // test/fixtures/steal.ts), and 6%: a double-counted exec came to 12%. /proc/stat counts
+      // steal in 10 ms ticks and under-reports bursts: 0.7% above 4% was seen beside three
+      // other test runs, with the unreported switch-ins' credit already capped.
+      expect(counted).toBeLessThan((doneNs - readyNs) * 1.06 + allowance);
       await sleep(200);
       take();
       expect(total() - counted).toBeLessThan(10e6); // asleep: nothing runs on
