@@ -356,5 +356,7 @@ namespace jouletrace {
 uint64_t registerSpanEngine(const std::shared_ptr<SpanEngine>& engine);
 void unregisterSpanEngine(uint64_t id);
 std::shared_ptr<SpanEngine> findSpanEngine(uint64_t id);
+// Whether registerSpanEngine() ever returned `id` in this process (closed since or not).
+bool spanEngineIssued(uint64_t id);
 
 }  // namespace jouletrace
