@@ -25,6 +25,7 @@ export type {
   Attribution,
   AttributionParts,
   BaselineResult,
+  SpanContext,
 } from './sampler';
 export { RingReader, SampleFlags } from './ring-reader';
 export type { RingNative, RingGeometry } from './ring-reader';

@@ -1035,9 +1035,9 @@ export class Sampler {
    * What a worker thread needs to record spans into this sampler: pass it in workerData or a
    * message, then call attachSpans(context) in the worker.
    */
-  spanContext(): { samplerId: number } {
+  spanContext(): SpanContext {
     this.#channel();
-    return { samplerId: this.#info.spanEngineId };
+    return { samplerId: this.#info.spanEngineId, pid: process.pid };
   }
 
   /** @internal the calling thread's channel (request tracking builds on it). */
@@ -1143,6 +1143,15 @@ export class Sampler {
 }
 
 /**
+ * What attachSpans() takes: a sampler's id, issued per process, and the process it was issued in
+ * (spans are in-process: a context sent to a child process names no sampler there).
+ */
+export interface SpanContext {
+  samplerId: number;
+  pid: number;
+}
+
+/**
  * Records spans from a worker thread into a sampler created elsewhere in this process.
  *
  * ```ts
@@ -1151,8 +1160,17 @@ export class Sampler {
  * const h = spans.begin('parse'); parse(); spans.end(h);
  * ```
  */
-export function attachSpans(context: { samplerId: number }, options?: SpanChannelOptions): SpanChannel {
+export function attachSpans(context: SpanContext, options?: SpanChannelOptions): SpanChannel {
   const ctx = checkObject('context', context);
   const id = checkIntegerInRange('context.samplerId', ctx.samplerId, 1, Number.MAX_SAFE_INTEGER);
+  const pid = checkIntegerInRange('context.pid', ctx.pid, 1, Number.MAX_SAFE_INTEGER);
+  // Sampler ids count from 1 in every process: another's would name whatever sampler has its id here.
+  if (pid !== process.pid) {
+    throw new JouletraceError(
+      'ERR_JOULETRACE_FOREIGN_CONTEXT',
+      `attachSpans(): the context is from process ${pid}, and this is process ${process.pid}: spans are in-process, so pass ` +
+        "spanContext() to worker_threads only; a child process records its own spans with a Sampler of its own",
+    );
+  }
   return new SpanChannel(id, options);
 }

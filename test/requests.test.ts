@@ -225,6 +225,25 @@ describeBpf("shared mode and libuv's thread pool", () => {
     expect(r.joules, what).toBeGreaterThan(r.dynamicJoules!); // and the baseline's share beside
   });
 
+  it("charges the pool's work to the first requests of a tracker made while the sampler runs", () => {
+    // In a child: this process's pool threads are known already, from the trackers before.
+    const dist = path.join(__dirname, '..', 'dist/cjs');
+    const out = execFileSync(process.execPath, [path.join(__dirname, 'fixtures/late-tracker-pool.cjs'), path.join(dist, 'index.js'), path.join(dist, 'native.js')], {
+      encoding: 'utf8',
+      timeout: 20_000,
+    });
+    const { records, tid, grew, pool } = JSON.parse(out) as { records: RequestRecord[]; tid: number; grew: Array<[number, number]>; pool: number[] };
+    const [hashTid, poolCpu] = grew.filter(([t]) => t !== tid).sort((a, b) => b[1] - a[1])[0];
+    const mainCpu = grew.find(([t]) => t === tid)![1];
+    const what = JSON.stringify({ records, hashTid, poolCpu, mainCpu, pool });
+    expect(records, what).toHaveLength(1);
+    expect(pool, what).toContain(hashTid);
+    expect(poolCpu, what).toBeGreaterThan(5 * mainCpu);
+    // The pool's threads, found by the tracker's round, count from the next step (1 ms), not from
+    // the sampler's next rescan of its threads, up to 250 ms on.
+    expect(records[0].onCpuNs, what).toBeGreaterThan(mainCpu + 0.7 * poolCpu);
+  });
+
   it('charges the pool once, among the requests in flight on every thread (the main one and a worker)', async () => {
     const { sampler, tracker, records } = setup();
     const tid = Number(readFileSync('/proc/thread-self/stat', 'utf8').split(' ')[0]);

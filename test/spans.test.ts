@@ -1076,6 +1076,36 @@ describe('spans: behaviour', () => {
     await expect(s.settle(h2)).rejects.toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_CLOSED' }));
   });
 
+  it('refuses a span context from another process, and tells a closed sampler from one never made here', async () => {
+    const s = sampler({ threads: 'procfs' });
+    s.start();
+    const ctx = s.spanContext();
+    expect(ctx).toEqual({ samplerId: expect.any(Number), pid: process.pid });
+    const { fork } = await import('node:child_process');
+    // Sent over IPC as cluster workers get theirs. With a sampler of its own the child's ids
+    // count from 1 as well: the context must not attach there to whatever has its id.
+    for (const mode of ['own', 'none']) {
+      const child = fork(path.join(__dirname, 'fixtures/span-context-child.cjs'), [path.join(root, 'dist/cjs/index.js'), mode], { serialization: 'advanced' });
+      const reply = new Promise<{ attached?: boolean; code?: string; message?: string; pid: number }>((resolve, reject) => {
+        child.once('message', resolve as (m: unknown) => void);
+        child.once('error', reject);
+      });
+      child.send({ ...ctx, samplerId: 1 });
+      const r = await reply;
+      expect(r, mode).toEqual({
+        code: 'ERR_JOULETRACE_FOREIGN_CONTEXT',
+        message: expect.stringContaining(`from process ${process.pid}, and this is process ${r.pid}: spans are in-process`),
+        pid: child.pid,
+      });
+    }
+    // In this process: an id never issued, and one of a closed sampler.
+    expect(() => attachSpans({ samplerId: 2 ** 40, pid: process.pid })).toThrow(
+      expect.objectContaining({ code: 'ERR_JOULETRACE_UNKNOWN_SAMPLER', message: expect.stringContaining('no sampler 1099511627776 was ever created in this process') }),
+    );
+    s.close();
+    expect(() => attachSpans(ctx)).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_CLOSED', message: expect.stringContaining(`sampler ${ctx.samplerId} was closed`) }));
+  });
+
   it('refuses a span handle from another thread, though each worker loads its own copy of jouletrace', async () => {
     const s = sampler({ threads: 'procfs' });
     s.start();

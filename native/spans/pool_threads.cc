@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
@@ -36,6 +37,9 @@ struct Round {
   uv_work_t jobs[kMaxPoolThreads];
 };
 
+// Bumped (under Round::mu) each time Round::found grows.
+std::atomic<uint64_t> foundGeneration{0};
+
 // Never destroyed: at exit, libuv may run a job of a round after static destructors.
 Round& theRound() {
   static Round* r = new Round();
@@ -56,7 +60,10 @@ void arrive(uv_work_t*) {
   Round& r = theRound();
   const uint32_t tid = uint32_t(syscall(SYS_gettid));
   std::unique_lock<std::mutex> lock(r.mu);
-  if (!has(r.found, tid)) r.found.push_back(tid);
+  if (!has(r.found, tid)) {
+    r.found.push_back(tid);
+    foundGeneration.fetch_add(1, std::memory_order_release);
+  }
   // A second job on one thread: the round's deadline has passed (its first job returned).
   if (has(r.seen, tid)) return;
   r.seen.push_back(tid);
@@ -101,5 +108,7 @@ std::vector<uint32_t> foundPoolThreads() {
   std::lock_guard<std::mutex> lock(r.mu);
   return r.found;
 }
+
+uint64_t foundPoolGeneration() { return foundGeneration.load(std::memory_order_acquire); }
 
 }  // namespace jouletrace

@@ -20,4 +20,8 @@ void findPoolThreads(uv_loop_t* loop);
 // The pool threads found so far; any thread may call.
 std::vector<uint32_t> foundPoolThreads();
 
+// Changes whenever foundPoolThreads() grows: one atomic load, so that the sampler thread can look
+// every step and take up a thread as soon as a round finds it, not at its next /proc rescan.
+uint64_t foundPoolGeneration();
+
 }  // namespace jouletrace

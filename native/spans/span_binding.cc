@@ -50,6 +50,11 @@ std::shared_ptr<SpanEngine> findSpanEngine(uint64_t id) {
   return it == registry().end() ? nullptr : it->second.lock();
 }
 
+bool spanEngineIssued(uint64_t id) {
+  std::lock_guard<std::mutex> lock(gMu);
+  return id >= 1 && id < gNextId;
+}
+
 namespace {
 
 class SpanChannelHandle : public Napi::ObjectWrap<SpanChannelHandle> {
@@ -69,10 +74,19 @@ class SpanChannelHandle : public Napi::ObjectWrap<SpanChannelHandle> {
       Napi::TypeError::New(env, "SpanChannel: expected (samplerId, Uint8Array, offsetNs)").ThrowAsJavaScriptException();
       return;
     }
-    engine_ = findSpanEngine(uint64_t(info[0].As<Napi::Number>().DoubleValue()));
+    const uint64_t samplerId = uint64_t(info[0].As<Napi::Number>().DoubleValue());
+    engine_ = findSpanEngine(samplerId);
     if (!engine_) {
-      throwCoded(env, "ERR_JOULETRACE_CLOSED", "spans: no such sampler in this process — it was closed, or it tracks another process (options.pid) "
-                 "or no threads (options.threads 'off'); pass spanContext() of a running Sampler created without them");
+      // Only a sampler that tracks this process's threads issues an id (spanContext() throws
+      // for the others), so one issued and gone was closed.
+      if (spanEngineIssued(samplerId)) {
+        throwCoded(env, "ERR_JOULETRACE_CLOSED", "spans: sampler " + std::to_string(samplerId) +
+                   " was closed; pass spanContext() of a Sampler not yet closed");
+      } else {
+        throwCoded(env, "ERR_JOULETRACE_UNKNOWN_SAMPLER", "spans: no sampler " + std::to_string(samplerId) +
+                   " was ever created in this process; pass spanContext() of a Sampler of this process (spans are in-process: "
+                   "hand it to worker_threads only)");
+      }
       return;
     }
     Napi::TypedArray ta = info[1].As<Napi::TypedArray>();

@@ -118,21 +118,36 @@ double SpanEngine::threadJoules(const ThreadEnergy& t) const {
 }
 
 void SpanEngine::refreshPool(uint64_t now) {
-  if (poolScannedAt_ && now - poolScannedAt_ < kPoolRescanNs) return;
+  // A round of jobs (pool_threads.h) finds Node 20's pool threads when a tracker is made, often
+  // while the sampler runs: they join at the next step, not at the next rescan up to
+  // kPoolRescanNs later, in which the requests would miss the pool's work unmarked.
+  const uint64_t generation = foundPoolGeneration();
+  const bool found = generation != poolGeneration_;
+  if (poolScannedAt_ && now - poolScannedAt_ < kPoolRescanNs) {
+    if (found) mergeFoundPool(generation);
+    return;
+  }
   poolScannedAt_ = now;
   poolTids_.clear();
   DIR* dir = opendir("/proc/self/task");
-  if (!dir) return;
-  while (dirent* e = readdir(dir)) {
-    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    char path[300];
-    snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
-    std::string comm;
-    // libuv ≥ 1.50 names its thread-pool threads.
-    if (readSmallFile(path, &comm) == 0 && comm.compare(0, 12, "libuv-worker") == 0) poolTids_.push_back(uint32_t(atoi(e->d_name)));
+  if (dir) {
+    while (dirent* e = readdir(dir)) {
+      if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+      char path[300];
+      snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+      std::string comm;
+      // libuv ≥ 1.50 names its thread-pool threads.
+      if (readSmallFile(path, &comm) == 0 && comm.compare(0, 12, "libuv-worker") == 0) poolTids_.push_back(uint32_t(atoi(e->d_name)));
+    }
+    closedir(dir);
   }
-  closedir(dir);
-  // Older releases do not: those a round of jobs found (pool_threads.h).
+  mergeFoundPool(generation);
+}
+
+void SpanEngine::mergeFoundPool(uint64_t generation) {
+  // (The generation read before the list: a thread found in between is merged again next step.)
+  poolGeneration_ = generation;
+  // Older releases do not name them: those a round of jobs found.
   for (uint32_t tid : foundPoolThreads()) {
     if (std::find(poolTids_.begin(), poolTids_.end(), tid) == poolTids_.end()) poolTids_.push_back(tid);
   }

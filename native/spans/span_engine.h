@@ -283,6 +283,7 @@ class SpanEngine {
   size_t firstPointAfter(const Log& log, uint64_t t) const;
   const Point& hist(const Log& log, size_t i) const { return log.history[(log.histStart + i) % log.history.size()]; }
   void refreshPool(uint64_t now);
+  void mergeFoundPool(uint64_t generation);
   double threadJoules(const ThreadEnergy& t) const;
 
   std::vector<Domain> domains_;
@@ -331,6 +332,7 @@ class SpanEngine {
   };
   std::vector<PoolInterval> poolIntervals_;
   uint64_t poolScannedAt_ = 0;
+  uint64_t poolGeneration_ = 0;  // foundPoolGeneration() as last merged into poolTids_
   double baselinePerCpuW_ = 0;  // configured: whether a baseline is known at all
   double basePerCpu_ = 0;       // charged so far (see Point::basePerCpu)
 
@@ -354,5 +356,7 @@ namespace jouletrace {
 uint64_t registerSpanEngine(const std::shared_ptr<SpanEngine>& engine);
 void unregisterSpanEngine(uint64_t id);
 std::shared_ptr<SpanEngine> findSpanEngine(uint64_t id);
+// Whether registerSpanEngine() ever returned `id` in this process (closed since or not).
+bool spanEngineIssued(uint64_t id);
 
 }  // namespace jouletrace
