@@ -719,22 +719,37 @@ describeBpf('request tokens (start/end)', () => {
     const onCpu = () => Number(readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]);
     // First calls compile code: done once before, or A would begin alone for a few hundred µs.
     for (let i = 0; i < 3; i++) tracker.end(tracker.start('GET', '/warm-up')!, 200);
-    const cpu0 = onCpu();
-    const a = tracker.start('GET', '/a')!;
-    const b = tracker.start('GET', '/b')!;
-    busy(40);
-    tracker.end(b, 200);
-    const c = tracker.start('GET', '/c')!;
-    busy(40);
-    tracker.end(c, 200);
-    tracker.end(a, 200);
-    const threadOnCpu = onCpu() - cpu0;
-    for (let i = 0; i < 100 && tracker.inFlight > 0; i++) await new Promise((r) => setTimeout(r, 10));
-    await Promise.resolve();
+    // A try where the thread was held up in a moment A was alone (a loaded machine: 1 try in
+    // 4 once) proves nothing: up to 3 tries, judged on the first whose lone moments were short.
+    const now = () => process.hrtime.bigint();
+    let by: Record<string, (typeof records)[number]> = {};
+    let threadOnCpu = 0;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      records.length = 0;
+      const cpu0 = onCpu();
+      const t0 = now();
+      const a = tracker.start('GET', '/a')!;
+      const b = tracker.start('GET', '/b')!;
+      const t1 = now();
+      busy(40);
+      const t2 = now();
+      tracker.end(b, 200);
+      const c = tracker.start('GET', '/c')!;
+      const t3 = now();
+      busy(40);
+      const t4 = now();
+      tracker.end(c, 200);
+      tracker.end(a, 200);
+      const t5 = now();
+      threadOnCpu = onCpu() - cpu0;
+      for (let i = 0; i < 100 && tracker.inFlight > 0; i++) await new Promise((r) => setTimeout(r, 10));
+      await Promise.resolve();
+      by = Object.fromEntries(records.filter((r) => r.route !== '/warm-up').map((r) => [r.route, r]));
+      if (t1 - t0 + (t3 - t2) + (t5 - t4) < 200_000n) break;
+    }
     sampler.stop();
-    const by = Object.fromEntries(records.filter((r) => r.route !== '/warm-up').map((r) => [r.route, r]));
     expect(Object.keys(by).sort()).toEqual(['/a', '/b', '/c']);
-    expect(records.every((r) => !r.incomplete && r.joules > 0)).toBe(true);
+    expect(Object.values(by).every((r) => !r.incomplete && r.joules > 0)).toBe(true);
     // Within 1%: an interval's energy is spread evenly over it, so if the thread is preempted
     // in the moment A is alone, A is charged for part of that time (0.37% seen once in a
     // full-suite run).
