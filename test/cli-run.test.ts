@@ -9,6 +9,7 @@ import { checkNumber, choiceOption, inFlagWords, parseArgs, parseIntervalUs, sou
 import { printable } from '../src/cli/format';
 import { exitStatus, processTable, ProcessTreeWatcher } from '../src/cli/run';
 import type { ThreadEnergy } from '../src/sampler';
+import { fmtSeconds } from '../src/units';
 import { itBpf } from './fixtures/bpf-required';
 import { countingPowercap, createEmulatedPowercap } from './fixtures/emulated-devices';
 
@@ -510,7 +511,7 @@ describe('jouletrace run', () => {
     expect(r.code, r.stderr).toBe(0);
     const res = JSON.parse(r.stdout) as RunJson & { durationS: number };
     const text = fs.readFileSync(html, 'utf8');
-    expect(text).toContain(`<td>duration</td><td>${res.durationS.toFixed(2)} s</td>`);
+    expect(text).toContain(`<td>duration</td><td>${fmtSeconds(res.durationS)}</td>`);
     expect(text).toMatch(/<section id="power">.*<path class="data line"/s);
   });
 

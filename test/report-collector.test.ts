@@ -273,7 +273,8 @@ describe('ReportCollector across a stop() and start() with time between', () => 
     expect(paths('power', 'line').map((p) => p.split('M').length - 1)).toEqual([2]);
     expect(paths('threads', 'area').map((p) => p.split('M').length - 1)).toEqual([2]);
     // No point at 0 W for the gap: the two runs' bins alone, 15 W at half a core and 20 W at one.
-    expect(html).toContain('fit: 10.00 W at zero throughput + 10.00 W per busy core');
+    expect(paths('proportionality', 'dots').map((p) => p.split('M').length - 1)).toEqual([2]);
+    expect(section('proportionality')).toContain('no fit: too few one-second bins for a line');
   });
 });
 
@@ -644,9 +645,122 @@ describe('renderReport, what it writes', () => {
     const html = renderReport(report({ durationS: T, time, watts: [time.map(() => 40)], threads: [], cpuCores: [], records: [] }));
     const power = /<section id="power">(.*?)<\/section>/s.exec(html)![1];
     const ticks = [...power.matchAll(/<text class="tick"[^>]*text-anchor="middle">([^<]*)</g)].map((m) => m[1]);
-    expect(ticks).toEqual(['0', '200k', '400k', '600k', '800k', '1M', '1.2M']);
+    // In hours: SI suffixes on seconds read "200m" as minutes.
+    expect(ticks).toEqual(['0', '50', '100', '150', '200', '250', '300']);
+    expect(power).toContain('>time (h)<');
     const big = renderReport(report({ time: [1e9, 2e9, 3e9, 4e9] }));
-    expect(big).toMatch(/>2\.5G</);
+    expect(big).toMatch(/>1000000</);
     expect(big).not.toMatch(/e\+/);
+  });
+});
+
+describe('ReportCollector bounds and time axis', () => {
+  // A record in another clock (wall-clock ns) lay after every point forever: each one stored,
+  // and filtered at every poll (2 million: 78 ms a poll, 23.5 MB).
+  it('refuses an end in the future, naming the clock it takes', () => {
+    const c = new ReportCollector(fakeSampler({ joules: 0, threads: [] }));
+    c.poll();
+    for (const endNs of [BigInt(Date.now()) * 1_000_000n, Date.now() * 1e6]) {
+      expect(() => c.addRecord({ label: 'GET /x', joules: 1e-3, endNs, durationMs: 1 })).toThrow(RangeError);
+      expect(() => c.addRecord({ label: 'GET /x', joules: 1e-3, endNs, durationMs: 1 })).toThrow(/CLOCK_MONOTONIC ns, as process\.hrtime\.bigint\(\)/);
+    }
+    expect(c.storedPendingEnds).toBe(0);
+    c.addRecord({ label: 'GET /x', joules: 1e-3, endNs: process.hrtime.bigint(), durationMs: 1 });
+    expect(c.data().recordLabels![0].count).toBe(1);
+  });
+
+  // After stop() nothing takes the records that end after the last point: 5 million stored, 53 MB.
+  it('counts records added after stop() without storing them, into a later point or a note', () => {
+    const state: FakeState = { joules: 0, threads: [] };
+    const c = new ReportCollector(fakeSampler(state), { periodMs: 200 });
+    for (let i = 0; i < 10; i++) c.poll();
+    c.stop();
+    for (let i = 1; i <= 1000; i++) c.addRecord({ label: 'GET /x', joules: 0.01, endNs: state.timeNs! + BigInt(i), durationMs: 1 });
+    expect(c.storedPendingEnds).toBe(0);
+    expect(c.data().notes).toEqual([
+      "1000 requests ended after the collector's last point (added after its stop()): in the per-label figures, not in the throughput of any interval.",
+    ]);
+    expect(c.data().recordLabels![0].count).toBe(1000);
+    // A later start() counts them in its first point.
+    c.start();
+    c.stop();
+    const d = c.data();
+    expect(sum(d.recordCounts!)).toBe(1000);
+    expect(d.notes).toEqual([]);
+  });
+
+  // A collector started an hour into the sampler's run drew its minute in the last 1.6% of the
+  // axis and said 3660.00 s.
+  it('starts the time axis and the duration at the first point, not at the sampler\'s start', () => {
+    const worker = { tid: 11, pid: 10, name: 'worker', joules: 0, onCpuNs: 0 };
+    const state: FakeState = { joules: 36_000, threads: [worker], startNs: 1_000_000_000n, timeNs: 3_601_000_000_000n };
+    const c = new ReportCollector(fakeSampler(state), { periodMs: 200 });
+    for (let i = 0; i < 301; i++) {
+      state.joules += 2;
+      worker.joules += 1;
+      worker.onCpuNs += 1e8;
+      c.poll();
+    }
+    const d = c.data();
+    expect(d.startS).toBeCloseTo(3600.2, 6);
+    expect(d.durationS).toBeCloseTo(60, 6);
+    const html = renderReport(d);
+    expect(html).toContain('<td>duration</td><td>1m00s</td>');
+    for (const id of ['power', 'threads']) {
+      const section = new RegExp(`<section id="${id}">(.*?)</section>`, 's').exec(html)![1];
+      expect(section, id).toContain(`>time (s), from t = 1h00m00s of the sampler&#39;s run<`);
+      const ticks = [...section.matchAll(/<text class="tick" x="([^"]*)"[^>]*text-anchor="middle">([^<]*)</g)].map((m) => [Number(m[1]), m[2]]);
+      expect(ticks[0], id).toEqual([70, '0']);
+      expect(ticks[ticks.length - 1][1], id).toBe('60');
+      // The data begin at the left of the plot (an interval in), not at 98% of its width.
+      const path = /<path class="data (?:line|area)"[^>]* d="M([\d.]+),/.exec(section)!;
+      expect(Number(path[1]), id).toBeLessThan(80);
+    }
+  });
+
+  // Throughput varying by 1% printed "56.72 W at zero throughput − 35.99 W per busy core"; by
+  // nothing, ±2e13 W; and a steep line ran off the plot.
+  it('fits a line only where throughput varies over a fifth of its range, clipped to the plot', () => {
+    const proportionality = (cores: (s: number) => number) => {
+      const worker = { tid: 11, pid: 10, name: 'worker', joules: 0, onCpuNs: 0 };
+      const state: FakeState = { joules: 0, threads: [worker] };
+      const c = new ReportCollector(fakeSampler(state), { periodMs: 200 });
+      for (let i = 0; i < 50; i++) {
+        const s = Math.floor(i / 5);
+        state.joules += (20 + ((s * 7) % 5)) * 0.2;
+        worker.joules += 0.1;
+        worker.onCpuNs += cores(s) * 2e8;
+        c.poll();
+      }
+      return /<section id="proportionality">(.*?)<\/section>/s.exec(renderReport(c.data()))![1];
+    };
+    for (const cores of [(s: number) => 1 + (s % 2) * 0.01, () => 1]) {
+      const section = proportionality(cores);
+      expect(section).not.toContain('class="data fit"');
+      expect(section).not.toContain('at zero throughput');
+      expect(section).toMatch(/no fit: throughput did not vary enough to fit a line \(the bins span [01]% of the largest, under 20%\)/);
+    }
+    const varied = proportionality((s) => 0.5 + (s % 3) * 0.5);
+    expect(varied).toMatch(/<path class="data fit" clip-path="url\(#proportionality-plot\)"/);
+    expect(varied).toContain('<clipPath id="proportionality-plot">');
+    expect(varied).toMatch(/fit: -?[\d.]+ W at zero throughput/);
+  });
+
+  // SI suffixes on seconds: "200m" read as minutes, a day as "20k".
+  it('labels time in ms, s, min or h by the span drawn', () => {
+    const axis = (T: number) => {
+      const time = Array.from({ length: 100 }, (_, i) => ((i + 1) * T) / 100);
+      const html = renderReport(report({ durationS: T, time, watts: [time.map(() => 40)], threads: [], cpuCores: [], records: [] }));
+      const power = /<section id="power">(.*?)<\/section>/s.exec(html)![1];
+      const ticks = [...power.matchAll(/<text class="tick"[^>]*text-anchor="middle">([^<]*)</g)].map((m) => m[1]);
+      return { ticks, title: /class="axis-title"[^>]*text-anchor="middle">([^<]*)</.exec(power)![1], html };
+    };
+    expect(axis(1)).toMatchObject({ ticks: ['0', '200', '400', '600', '800', '1000'], title: 'time (ms)' });
+    expect(axis(1).html).toContain('<td>duration</td><td>1.00 s</td>');
+    expect(axis(60)).toMatchObject({ ticks: ['0', '10', '20', '30', '40', '50', '60'], title: 'time (s)' });
+    expect(axis(1800)).toMatchObject({ ticks: ['0', '5', '10', '15', '20', '25', '30'], title: 'time (min)' });
+    expect(axis(1800).html).toContain('<td>duration</td><td>30m00s</td>');
+    expect(axis(86_400)).toMatchObject({ ticks: ['0', '5', '10', '15', '20'], title: 'time (h)' });
+    expect(axis(86_400).html).toContain('<td>duration</td><td>24h00m00s</td>');
   });
 });

@@ -39,6 +39,16 @@ interface Point {
 // bounded memory however long the run.
 const MAX_POINTS = 2048;
 
+// Records waiting for the next point, at most: the last resort that bounds memory where no poll
+// comes (poll() called by hand and then no more); past it a record is counted into the next
+// point whatever its end. A poll's worth at 5,000 ms and 200,000 records a second.
+const MAX_PENDING = 1 << 20;
+
+// How far past process.hrtime.bigint() a record's end may lie: the clocks are one
+// (CLOCK_MONOTONIC), so any later end is another clock's (Date.now() * 1e6, wall-clock ns),
+// which lay after every point forever and kept every such record waiting for one.
+const FUTURE_SLACK_NS = 1_000_000_000n;
+
 /** The records kept per label for the dots and percentiles; past it, a uniform sample of them. */
 export const RECORD_SAMPLE = 2048;
 
@@ -162,6 +172,11 @@ export class ReportCollector {
   // Of those, the ones known to have ended between runs (counted once the sampler was seen
   // stopped, which also bounds #pendingEnds to a poll's worth).
   #pendingGap = 0;
+  // Between stop() (or the timer's giving up on a closed sampler) and a later start(): records
+  // that ended after the last point are only counted, into the next point if there is one, else
+  // named in data()'s notes. Stored, they grew without bound with nothing left to take them.
+  #stopped = false;
+  #pendingStopped = 0;
   #recordKind: 'request' | 'span' = 'request';
   // Labels by pid and tid (a tid is given again once its thread exits), and by tid alone.
   readonly #threadLabels = new Map<number, string>();
@@ -181,6 +196,7 @@ export class ReportCollector {
   /** Starts polling (call after sampler.start()). */
   start(): this {
     if (this.#timer) return this;
+    this.#stopped = false;
     this.poll();
     this.#timer = setInterval(() => {
       try {
@@ -190,6 +206,7 @@ export class ReportCollector {
         // would end the process).
         clearInterval(this.#timer);
         this.#timer = undefined;
+        this.#stopped = true;
         this.#unsubscribe?.();
         this.#unsubscribe = undefined;
       }
@@ -249,6 +266,9 @@ export class ReportCollector {
       point.records += this.#pendingGap;
       this.#pendingGap = 0;
     }
+    // Those that ended while the collector was stopped, and those past MAX_PENDING.
+    point.records += this.#pendingStopped;
+    this.#pendingStopped = 0;
     if (this.#pendingEnds.length > 0) {
       const later = this.#pendingEnds.filter((t) => t > point.time);
       point.records += this.#pendingEnds.length - later.length;
@@ -328,6 +348,11 @@ export class ReportCollector {
     return this.#points.reduce((n, p) => n + p.threads.length, 0);
   }
 
+  /** @internal For tests: the record ends stored while they wait for the next point. */
+  get storedPendingEnds(): number {
+    return this.#pendingEnds.length;
+  }
+
   /** Stops polling after one last point (call before sampler.stop() or right after it), and at the ends of runs. */
   stop(): this {
     if (this.#timer) clearInterval(this.#timer);
@@ -337,6 +362,7 @@ export class ReportCollector {
     } catch {
       // The sampler was closed first: what was collected stands.
     }
+    this.#stopped = true;
     // After the last poll, which would subscribe again.
     this.#unsubscribe?.();
     this.#unsubscribe = undefined;
@@ -346,7 +372,8 @@ export class ReportCollector {
   /**
    * Adds a finished request or span. `endNs` is CLOCK_MONOTONIC ns (process.hrtime.bigint(),
    * RequestRecord.endNs, SpanResult.endNs); `joules` finite and 0 or more, NaN for one not
-   * measured. Each label keeps its count and sum exactly, and up to RECORD_SAMPLE records, a
+   * measured. An end more than a second past process.hrtime.bigint() is another clock's and is
+   * refused with a RangeError. Each label keeps its count and sum exactly, and up to RECORD_SAMPLE records, a
    * uniform sample past that.
    */
   addRecord(record: { label: string; joules: number; endNs: number | bigint; durationMs: number }, kind: 'request' | 'span' = 'request'): void {
@@ -364,6 +391,11 @@ export class ReportCollector {
     else if (typeof r.endNs !== 'number') throw invalidType('record.endNs', what, r.endNs);
     else if (!Number.isFinite(r.endNs)) throw invalidRange('record.endNs', what, r.endNs);
     else endNs = BigInt(Math.round(r.endNs));
+    if (endNs > process.hrtime.bigint() + FUTURE_SLACK_NS) {
+      throw new RangeError(
+        `record.endNs ${endNs} is in the future: it must be CLOCK_MONOTONIC ns, as process.hrtime.bigint(), RequestRecord.endNs and SpanResult.endNs give (Date.now() * 1e6 is wall-clock time, another clock)`,
+      );
+    }
     const durationMs = checkAmount('record.durationMs', r.durationMs, 'milliseconds');
     this.#recordKind = checkOneOf('kind', kind, ['request', 'span'] as const);
     let l = this.#labels.get(label);
@@ -394,7 +426,8 @@ export class ReportCollector {
     if (this.#startNs === undefined || points.length === 0) return;
     const t = Number(endNs - this.#startNs) / 1e9;
     if (t > points[points.length - 1].time) {
-      this.#pendingEnds.push(t);
+      if (this.#stopped || this.#pendingEnds.length >= MAX_PENDING) this.#pendingStopped++;
+      else this.#pendingEnds.push(t);
       return;
     }
     if (t <= points[0].time) return;
@@ -543,9 +576,21 @@ export class ReportCollector {
       if (others.some((v) => v > 0)) threads.push({ label: 'other threads', pid: 0, tid: 0, joules: others });
     }
     const estimated = this.#sampler.domains.some((d) => d.estimated);
-    // Measured time: from the first run's start to the end, less the stretches between runs.
+    // Measured time: from the first run's start to the end, less the stretches between runs; from
+    // the first point where that came over a period after the start (a collector started an hour
+    // into the sampler's run said 3660 s for 60). One started with the sampler counts from the
+    // start, as the sampler's totals and `jouletrace run`'s duration do.
     const gapS = points.reduce((a, p) => a + p.gapS, 0);
-    const elapsedS = n > 0 ? points[n - 1].time : 0;
+    const first = n > 0 && points[0].time > this.#periodMs / 1000 ? points[0].time : 0;
+    const elapsedS = n > 0 ? points[n - 1].time - first : 0;
+    // Records that ended after the last point, with no later point to count them in.
+    const uncounted = this.#stopped ? this.#pendingStopped + this.#pendingEnds.length + this.#pendingGap : 0;
+    const notes = [...(x.notes ?? [])];
+    if (uncounted > 0) {
+      notes.push(
+        `${uncounted} ${this.#recordKind}${uncounted === 1 ? '' : 's'} ended after the collector's last point (added after its stop()): in the per-label figures, not in the throughput of any interval.`,
+      );
+    }
     const recordLabels: ReportRecordLabel[] = [...this.#labels].map(([label, l]) => ({ label, count: l.count, measured: l.measured, joules: l.joules }));
     return {
       version: 1,
@@ -570,7 +615,7 @@ export class ReportCollector {
       recordKind: this.#recordKind,
       attribution: x.attribution,
       summary: x.summary ?? [],
-      notes: x.notes ?? [],
+      notes,
     };
   }
 }

@@ -3,7 +3,7 @@
 // the energy proportionality curve and a summary table.
 import type { ReportData } from './types';
 import { checkBoolean, checkString, invalidType } from '../errors';
-import { fmtJoules } from '../units';
+import { fmtJoules, fmtSeconds } from '../units';
 
 const PALETTE = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac'];
 const W = 1040;
@@ -42,6 +42,23 @@ function tickLabel(v: number): string {
 }
 
 
+// A time axis: its ticks in one unit chosen by the span drawn, counted from `origin` (the
+// report's first point). tickLabel()'s SI suffixes read "200m" as minutes and a day as "20k".
+interface TimeAxis {
+  origin: number;
+  unit: number;
+  title: string;
+}
+
+function timeAxis(d: ReportData, end: number): TimeAxis {
+  const origin = firstStart(d);
+  const span = end - origin;
+  const [unit, name] = span < 2 ? [1e-3, 'ms'] : span < 600 ? [1, 's'] : span < 36_000 ? [60, 'min'] : [3600, 'h'];
+  // A collector started well into the sampler's run: its ticks count from its own first point.
+  const from = origin >= 1 ? `, from t = ${fmtSeconds(origin)} of the sampler's run` : '';
+  return { origin, unit, title: `time (${name})${from}` };
+}
+
 interface Frame {
   x: (v: number) => number;
   y: (v: number) => number;
@@ -49,9 +66,13 @@ interface Frame {
 }
 
 /** An SVG chart frame with gridlines, ticks and axis titles; returns scales and the parts list. */
-function frame(xLo: number, xHi: number, yLo: number, yHi: number, xTitle: string, yTitle: string): Frame {
+function frame(xLo: number, xHi: number, yLo: number, yHi: number, xTitle: string, yTitle: string, time?: TimeAxis): Frame {
   // The x axis ends where the data ends (time runs to the last sample); y rounds up to a tick.
-  const xt = niceTicks(xLo, xHi, 8).filter((v) => v <= xHi + 1e-9);
+  const [origin, unit] = time ? [time.origin, time.unit] : [0, 1];
+  const xt = niceTicks((xLo - origin) / unit, (xHi - origin) / unit, 8)
+    .filter((v) => v <= (xHi - origin) / unit + 1e-9)
+    .map((v) => origin + v * unit);
+  const xLabel = (v: number) => (time ? String(Number(((v - origin) / unit).toPrecision(6))) : tickLabel(v));
   const yt = niceTicks(yLo, yHi, 5);
   const x0 = Math.min(xLo, xt[0]);
   const x1 = xHi;
@@ -66,11 +87,11 @@ function frame(xLo: number, xHi: number, yLo: number, yHi: number, xTitle: strin
   }
   for (const v of xt) {
     svg.push(`<line class="tickmark" x1="${x(v).toFixed(1)}" x2="${x(v).toFixed(1)}" y1="${H - M.b}" y2="${H - M.b + 4}"/>`);
-    svg.push(`<text class="tick" x="${x(v).toFixed(1)}" y="${H - M.b + 17}" text-anchor="middle">${tickLabel(v)}</text>`);
+    svg.push(`<text class="tick" x="${x(v).toFixed(1)}" y="${H - M.b + 17}" text-anchor="middle">${xLabel(v)}</text>`);
   }
   svg.push(`<line class="axis" x1="${M.l}" x2="${W - M.r}" y1="${H - M.b}" y2="${H - M.b}"/>`);
   svg.push(`<line class="axis" x1="${M.l}" x2="${M.l}" y1="${M.t}" y2="${H - M.b}"/>`);
-  svg.push(`<text class="axis-title" x="${(M.l + W - M.r) / 2}" y="${H - 6}" text-anchor="middle">${esc(xTitle)}</text>`);
+  svg.push(`<text class="axis-title" x="${(M.l + W - M.r) / 2}" y="${H - 6}" text-anchor="middle">${esc(time ? time.title : xTitle)}</text>`);
   svg.push(
     `<text class="axis-title" transform="translate(16 ${(M.t + H - M.b) / 2}) rotate(-90)" text-anchor="middle">${esc(yTitle)}</text>`,
   );
@@ -138,7 +159,8 @@ function powerChart(d: ReportData): string {
   if (d.time.length < 2) return empty('Too few samples to draw power over time.');
   const iv = intervals(d);
   const max = d.watts.reduce((m, series) => maxOf(series.filter((_, i) => !iv.gap[i]), m), 0.001);
-  const f = frame(0, d.time[d.time.length - 1], 0, max * 1.05, 'time (s)', `power (W)${d.estimated ? ', estimated' : ''}`);
+  const end = d.time[d.time.length - 1];
+  const f = frame(firstStart(d), end, 0, max * 1.05, '', `power (W)${d.estimated ? ', estimated' : ''}`, timeAxis(d, end));
   const parts = [...f.svg];
   const runs = stretches(iv, d.time.length);
   d.watts.forEach((series, k) => {
@@ -169,7 +191,7 @@ function threadChart(d: ReportData): string {
     acc = next;
   }
   const max = maxOf(acc, 0.001);
-  const f = frame(0, d.time[n - 1], 0, max * 1.05, 'time (s)', `attributed power (W)${d.estimated ? ', estimated' : ''}`);
+  const f = frame(firstStart(d), d.time[n - 1], 0, max * 1.05, '', `attributed power (W)${d.estimated ? ', estimated' : ''}`, timeAxis(d, d.time[n - 1]));
   const parts = [...f.svg];
   const runs = stretches(iv, n);
   // One outline per stretch between breaks.
@@ -420,6 +442,9 @@ function primaryWatts(d: ReportData): number[] {
   return d.time.map((_, i) => idx.reduce((a, k) => a + (d.watts[k][i] ?? 0), 0));
 }
 
+// The least spread of the bins' throughput, as a share of the largest, that a line is fitted to.
+const MIN_FIT_SPREAD = 0.2;
+
 function proportionalityChart(d: ReportData): string {
   if (d.time.length < 3) return empty('Too few samples for the proportionality curve.');
   const watts = primaryWatts(d);
@@ -470,15 +495,28 @@ function proportionalityChart(d: ReportData): string {
   const xTitle = useRecords ? `throughput (${d.recordKind}s per second)` : 'throughput proxy: CPU cores kept busy by the tracked threads';
   const f = frame(0, xMax * 1.05, 0, yMax * 1.1, xTitle, `power (W)${d.estimated ? ', estimated' : ''}`);
   const parts = [...f.svg];
-  // Least-squares line: its intercept is the power spent at zero throughput.
+  // Least-squares line: its intercept is the power spent at zero throughput. Only where there
+  // are 3 bins or more (two always fit exactly) and they spread over a fifth of the axis or more:
+  // the intercept is extrapolated from the lowest bin to 0, and with the bins within 20% of the
+  // top that is 4 times the spread seen or more, which multiplies the noise of the bins as much
+  // (throughput varying by 1% printed 56.72 W at zero throughput and a falling line; by nothing,
+  // ±2e13 W).
   const n = points.length;
+  const xLo = points.reduce((m, p) => Math.min(m, p.x), Infinity);
+  const fits = n >= 3 && xMax - xLo >= MIN_FIT_SPREAD * xMax;
   const mx = points.reduce((a, p) => a + p.x, 0) / n;
   const my = points.reduce((a, p) => a + p.y, 0) / n;
   const sxx = points.reduce((a, p) => a + (p.x - mx) ** 2, 0);
-  const slope = sxx > 0 ? points.reduce((a, p) => a + (p.x - mx) * (p.y - my), 0) / sxx : 0;
+  const slope = fits ? points.reduce((a, p) => a + (p.x - mx) * (p.y - my), 0) / sxx : 0;
   const icpt = my - slope * mx;
   const xEnd = xMax * 1.05;
-  parts.push(`<path class="data fit" d="M${f.x(0).toFixed(1)},${f.y(icpt).toFixed(1)}L${f.x(xEnd).toFixed(1)},${f.y(icpt + slope * xEnd).toFixed(1)}"/>`);
+  // Clipped to the plot: a steep line ran over the axes and the page.
+  parts.push(`<clipPath id="proportionality-plot"><rect x="${M.l}" y="${M.t}" width="${W - M.l - M.r}" height="${H - M.t - M.b}"/></clipPath>`);
+  if (fits) {
+    parts.push(
+      `<path class="data fit" clip-path="url(#proportionality-plot)" d="M${f.x(0).toFixed(1)},${f.y(icpt).toFixed(1)}L${f.x(xEnd).toFixed(1)},${f.y(icpt + slope * xEnd).toFixed(1)}"/>`,
+    );
+  }
   parts.push(
     `<path class="data dots" fill="${PALETTE[0]}" d="${points
       .map((p) => `M${(f.x(p.x) - 4).toFixed(1)},${f.y(p.y).toFixed(1)}a4,4 0 1,0 8,0a4,4 0 1,0 -8,0Z`)
@@ -486,9 +524,12 @@ function proportionalityChart(d: ReportData): string {
   );
   // A falling fit (more throughput, less power: a phase change, a cooling CPU) is written as such.
   const perUnit = useRecords ? `${fmtJoules(Math.abs(slope))} per extra ${d.recordKind}` : `${Math.abs(slope).toFixed(2)} W per busy core`;
-  parts.push(
-    `<text class="note" x="${M.l + 10}" y="${M.t + 14}">fit: ${icpt.toFixed(2)} W at zero throughput ${slope < 0 ? '−' : '+'} ${esc(perUnit)}</text>`,
-  );
+  const note = fits
+    ? `fit: ${icpt.toFixed(2)} W at zero throughput ${slope < 0 ? '−' : '+'} ${perUnit}`
+    : n < 3
+      ? 'no fit: too few one-second bins for a line'
+      : `no fit: throughput did not vary enough to fit a line (the bins span ${((100 * (xMax - xLo)) / xMax).toFixed(0)}% of the largest, under ${100 * MIN_FIT_SPREAD}%)`;
+  parts.push(`<text class="note" x="${M.l + 10}" y="${M.t + 14}">${esc(note)}</text>`);
   return svgOpen('energy proportionality: power against throughput') + parts.join('') + '</svg>';
 }
 
@@ -608,7 +649,7 @@ export function renderReport(report: ReportData): string {
   const rows = [
     ['source', `${data.source}${data.estimated ? ' (estimated)' : ''}`],
     // Time between runs, when the sampler was stopped, is not counted as measured.
-    ['duration', data.elapsedS !== undefined && data.elapsedS > data.durationS ? `measured ${data.durationS.toFixed(2)} s of ${data.elapsedS.toFixed(2)} s (the sampler was stopped in between)` : `${data.durationS.toFixed(2)} s`],
+    ['duration', data.elapsedS !== undefined && data.elapsedS > data.durationS ? `measured ${fmtSeconds(data.durationS)} of ${fmtSeconds(data.elapsedS)} (the sampler was stopped in between)` : fmtSeconds(data.durationS)],
     ...data.summary,
   ];
   const recordTitle = data.recordKind === 'span' ? 'Joules per span label' : 'Joules per request, by route';
