@@ -657,6 +657,38 @@ describe('RingReader accounting', () => {
     expect(s.stats().ring).toMatchObject({ written: 36, read: 36 - want.before, overwritten: want.before });
   });
 
+  // A copy taken after acquire() was handed out whole, though the sampler could reach the slots
+  // first (a JS thread stalled there for half the ring): read() returned samples 16..19 in the
+  // slots of 0..3, counted as read, and again at the next read(); 0..3 went uncounted.
+  it.each([
+    ['zero copy', 'read()', false],
+    ['copied records', 'read()', true],
+    ['zero copy', 'reader()', false],
+    ['copied records', 'reader()', true],
+  ])('never hands out a record the sampler reached between acquire and the copy (%s, %s)', (_name, consumer, copy) => {
+    const { s, fill } = handFilled('overwrite-oldest');
+    fill(16);
+    if (copy) process.env.JOULETRACE_NO_EXTERNAL_BUFFERS = '1';
+    try {
+      expect(s.stats().ring.zeroCopy).toBe(!copy); // the ring's buffer is made at its first use
+    } finally {
+      delete process.env.JOULETRACE_NO_EXTERNAL_BUFFERS;
+    }
+    nativeHandleOf<{ _lapNextAcquire(n: number): void }>(s)._lapNextAcquire(4); // samples 16..19 take the slots of 0..3
+    const seqs: number[] = [];
+    if (consumer === 'read()') {
+      seqs.push(...s.read().map((x) => x.seq));
+      expect(s.stats().ring).toMatchObject({ written: 20, read: 12, overwritten: 4 });
+      seqs.push(...s.read().map((x) => x.seq));
+    } else {
+      const r = s.reader();
+      while (r.next()) seqs.push(r.seq);
+      r.close();
+    }
+    expect(seqs).toEqual(Array.from({ length: 16 }, (_, i) => i + 4));
+    expect(s.stats().ring).toMatchObject({ written: 20, read: 16, overwritten: 4 });
+  });
+
   // A long batch held every slot of it from a drop-newest sampler until the reader got to its end.
   it('hands what it read back as it goes: a drop-newest sampler has room for new samples mid-batch', () => {
     const { s, fill } = handFilled('drop-newest');
