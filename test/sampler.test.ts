@@ -689,6 +689,18 @@ describe('RingReader accounting', () => {
     expect(s.stats().ring).toMatchObject({ written: 20, read: 16, overwritten: 4 });
   });
 
+  // After the sampler's close(), next() returned the rest of its batch (13 records), then threw,
+  // and so did the reader's close(): a try/finally's cleanup masked the error.
+  it.each(['drop-newest', 'overwrite-oldest'] as const)("stops at the sampler's close(), and its close() is then a no-op (%s)", (onOverflow) => {
+    const { s, fill } = handFilled(onOverflow);
+    fill(16);
+    const r = s.reader();
+    for (let i = 0; i < 3; i++) expect(r.next()).toBe(true);
+    s.close();
+    expect(() => r.next()).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_CLOSED' }));
+    expect(() => r.close()).not.toThrow();
+  });
+
   // A long batch held every slot of it from a drop-newest sampler until the reader got to its end.
   it('hands what it read back as it goes: a drop-newest sampler has room for new samples mid-batch', () => {
     const { s, fill } = handFilled('drop-newest');
