@@ -318,19 +318,21 @@ describe('Sampler against an emulated MSR', () => {
       s.start();
       setTimeout(() => {
         s.stop();
-        const before = { samples: s.stats().timing.samples, ticks: String(s.totals().readings[0].ticks), records: s.read().length };
+        const before = { samples: s.stats().timing.samples, ticks: String(s.totals().readings[0].ticks), tid: s.stats().timing.samplerTid, records: s.read().length };
         execSync('prlimit --pid ' + process.pid + ' --nproc=1:1');
         let code;
         try { s.start(); } catch (e) { code = e.code; }
-        const after = { samples: s.stats().timing.samples, ticks: String(s.totals().readings[0].ticks) };
+        const after = { samples: s.stats().timing.samples, ticks: String(s.totals().readings[0].ticks), tid: s.stats().timing.samplerTid };
         console.log(JSON.stringify({ code, before, after }));
       }, 50);
     `;
     const { stdout } = await run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', script]);
-    const out = JSON.parse(stdout) as { code: string; before: { samples: number; ticks: string; records: number }; after: { samples: number; ticks: string } };
+    const out = JSON.parse(stdout) as { code: string; before: { samples: number; ticks: string; tid: number; records: number }; after: { samples: number; ticks: string; tid: number } };
     expect(out.code).toBe('EAGAIN');
     expect(out.before.samples).toBeGreaterThan(10);
-    expect(out.after).toEqual({ samples: out.before.samples, ticks: out.before.ticks });
+    expect(out.before.tid).toBeGreaterThan(0);
+    // The last run's thread keeps its tid (it read 0, and threads() no longer named its row).
+    expect(out.after).toEqual({ samples: out.before.samples, ticks: out.before.ticks, tid: out.before.tid });
   });
 
   describe('calibrateBaseline() against counters that are hard to read', () => {
