@@ -691,6 +691,15 @@ describe('RingReader accounting', () => {
     expect(s.stats().ring).toMatchObject({ written: 20, read: 16, overwritten: 4 });
   });
 
+  // A second ring() returned the bare ArrayBuffer instead of the geometry.
+  it('gives the same ring geometry at every ring() call', () => {
+    const { s } = handFilled('overwrite-oldest');
+    const h = nativeHandleOf<{ ring(): { buffer: ArrayBuffer; capacity: number } }>(s);
+    const g = h.ring();
+    expect(g.capacity).toBe(16);
+    expect(h.ring()).toBe(g);
+  });
+
   // After the sampler's close(), next() returned the rest of its batch (13 records), then threw,
   // and so did the reader's close(): a try/finally's cleanup masked the error.
   it.each(['drop-newest', 'overwrite-oldest'] as const)("stops at the sampler's close(), and its close() is then a no-op (%s)", (onOverflow) => {
