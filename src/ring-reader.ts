@@ -134,7 +134,10 @@ export class RingReader implements Iterable<RingReader> {
     }
   }
 
-  /** Releases what has been consumed so far (also done automatically at the end of each batch). */
+  /**
+   * Releases what has been consumed so far (also done automatically at the end of each batch).
+   * Nothing to do once the sampler is closed: its close() released the reader's batch.
+   */
   close(): void {
     if (!this.#active) return;
     this.#active = false;

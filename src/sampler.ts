@@ -636,6 +636,14 @@ export class Sampler {
     } catch {
       /* closed all the same */
     }
+    // The reader hands its batch back while the ring can take it: its next() then reaches the
+    // closed handle and throws at once, rather than return the rest of the batch first, and its
+    // close() has nothing left to hand back (a try/finally around the loop keeps the error).
+    try {
+      this.#reader?.close();
+    } catch {
+      /* closed all the same */
+    }
     this.#closed = true;
     this.#runEndListeners.clear();
     this.#leaveRunning(); // also where the native sampler had stopped by itself

@@ -318,19 +318,21 @@ describe('Sampler against an emulated MSR', () => {
       s.start();
       setTimeout(() => {
         s.stop();
-        const before = { samples: s.stats().timing.samples, ticks: String(s.totals().readings[0].ticks), records: s.read().length };
+        const before = { samples: s.stats().timing.samples, ticks: String(s.totals().readings[0].ticks), tid: s.stats().timing.samplerTid, records: s.read().length };
         execSync('prlimit --pid ' + process.pid + ' --nproc=1:1');
         let code;
         try { s.start(); } catch (e) { code = e.code; }
-        const after = { samples: s.stats().timing.samples, ticks: String(s.totals().readings[0].ticks) };
+        const after = { samples: s.stats().timing.samples, ticks: String(s.totals().readings[0].ticks), tid: s.stats().timing.samplerTid };
         console.log(JSON.stringify({ code, before, after }));
       }, 50);
     `;
     const { stdout } = await run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', script]);
-    const out = JSON.parse(stdout) as { code: string; before: { samples: number; ticks: string; records: number }; after: { samples: number; ticks: string } };
+    const out = JSON.parse(stdout) as { code: string; before: { samples: number; ticks: string; tid: number; records: number }; after: { samples: number; ticks: string; tid: number } };
     expect(out.code).toBe('EAGAIN');
     expect(out.before.samples).toBeGreaterThan(10);
-    expect(out.after).toEqual({ samples: out.before.samples, ticks: out.before.ticks });
+    expect(out.before.tid).toBeGreaterThan(0);
+    // The last run's thread keeps its tid (it read 0, and threads() no longer named its row).
+    expect(out.after).toEqual({ samples: out.before.samples, ticks: out.before.ticks, tid: out.before.tid });
   });
 
   describe('calibrateBaseline() against counters that are hard to read', () => {
@@ -655,6 +657,59 @@ describe('RingReader accounting', () => {
     expect(seqs).toEqual([...want.held, ...Array.from({ length: 16 }, (_, i) => i + 20)]);
     expect(r.possiblyTorn).toBe(want.torn);
     expect(s.stats().ring).toMatchObject({ written: 36, read: 36 - want.before, overwritten: want.before });
+  });
+
+  // A copy taken after acquire() was handed out whole, though the sampler could reach the slots
+  // first (a JS thread stalled there for half the ring): read() returned samples 16..19 in the
+  // slots of 0..3, counted as read, and again at the next read(); 0..3 went uncounted.
+  it.each([
+    ['zero copy', 'read()', false],
+    ['copied records', 'read()', true],
+    ['zero copy', 'reader()', false],
+    ['copied records', 'reader()', true],
+  ])('never hands out a record the sampler reached between acquire and the copy (%s, %s)', (_name, consumer, copy) => {
+    const { s, fill } = handFilled('overwrite-oldest');
+    fill(16);
+    if (copy) process.env.JOULETRACE_NO_EXTERNAL_BUFFERS = '1';
+    try {
+      expect(s.stats().ring.zeroCopy).toBe(!copy); // the ring's buffer is made at its first use
+    } finally {
+      delete process.env.JOULETRACE_NO_EXTERNAL_BUFFERS;
+    }
+    nativeHandleOf<{ _lapNextAcquire(n: number): void }>(s)._lapNextAcquire(4); // samples 16..19 take the slots of 0..3
+    const seqs: number[] = [];
+    if (consumer === 'read()') {
+      seqs.push(...s.read().map((x) => x.seq));
+      expect(s.stats().ring).toMatchObject({ written: 20, read: 12, overwritten: 4 });
+      seqs.push(...s.read().map((x) => x.seq));
+    } else {
+      const r = s.reader();
+      while (r.next()) seqs.push(r.seq);
+      r.close();
+    }
+    expect(seqs).toEqual(Array.from({ length: 16 }, (_, i) => i + 4));
+    expect(s.stats().ring).toMatchObject({ written: 20, read: 16, overwritten: 4 });
+  });
+
+  // A second ring() returned the bare ArrayBuffer instead of the geometry.
+  it('gives the same ring geometry at every ring() call', () => {
+    const { s } = handFilled('overwrite-oldest');
+    const h = nativeHandleOf<{ ring(): { buffer: ArrayBuffer; capacity: number } }>(s);
+    const g = h.ring();
+    expect(g.capacity).toBe(16);
+    expect(h.ring()).toBe(g);
+  });
+
+  // After the sampler's close(), next() returned the rest of its batch (13 records), then threw,
+  // and so did the reader's close(): a try/finally's cleanup masked the error.
+  it.each(['drop-newest', 'overwrite-oldest'] as const)("stops at the sampler's close(), and its close() is then a no-op (%s)", (onOverflow) => {
+    const { s, fill } = handFilled(onOverflow);
+    fill(16);
+    const r = s.reader();
+    for (let i = 0; i < 3; i++) expect(r.next()).toBe(true);
+    s.close();
+    expect(() => r.next()).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_CLOSED' }));
+    expect(() => r.close()).not.toThrow();
   });
 
   // A long batch held every slot of it from a drop-newest sampler until the reader got to its end.

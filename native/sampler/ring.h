@@ -82,11 +82,24 @@ class RingBuffer {
     acquiredEnd_ = head;
   }
 
+  // Consumer that copied the records of [start, end) out of the ring after acquire(): the oldest
+  // record the copy holds whole. The copy may lag acquire() (a JS thread stalled for capacity/2
+  // samples between them) and meet the producer. Record n's slot is rewritten only once begun
+  // passes n + capacity, and begun is stored before the slot (release fence): the acquire fence
+  // after the copy makes any byte it caught of a newer record show as begun past n + capacity.
+  uint64_t oldestCopiedIntact() const {
+    if (policy_ != OverflowPolicy::OverwriteOldest) return 0;
+    std::atomic_thread_fence(std::memory_order_acquire);
+    uint64_t begun = uint64_t(begun_.load(std::memory_order_relaxed));
+    return begun > capacity_ ? begun - capacity_ : 0;
+  }
+
   // Consumer that decoded all of [from, newTail) before this call (Sampler.read()): marks those
   // records as read. Returns how many of them the producer may have overwritten meanwhile (only possible
   // under OverwriteOldest when the reader stalled for capacity/2 samples). `producing`: whether
   // the producer may still write (a stopped one has joined its thread). `copied`: the reader
-  // read a copy taken at acquire(), within the safety margin, which nothing overwrites.
+  // read a copy taken after acquire(), whose records oldestCopiedIntact() judged; nothing
+  // overwrites a copy.
   uint64_t release(uint64_t from, uint64_t newTail, bool producing, bool copied = false) {
     uint64_t torn = 0;
     if (policy_ == OverflowPolicy::OverwriteOldest && !copied) {

@@ -261,13 +261,16 @@ bool Sampler::createThread(SamplerError* err) {
     pthread_attr_setschedparam(&attr, &sp);
   }
   gateOpen_ = false;
-  tid_.store(0);
+  // 0 until the new thread stores its own (start() waits for that); the last run's thread keeps
+  // its tid if none is made, for stats() and threads() to name.
+  const int lastTid = tid_.exchange(0);
   stopRequested_.store(false);
   running_.store(true, std::memory_order_release);
   int e = pthread_create(&thread_, &attr, &Sampler::threadMain, this);
   pthread_attr_destroy(&attr);
   if (e != 0) {
     running_.store(false);
+    tid_.store(lastTid);
     err->code = errnoName(e);
     if (e == EPERM && cfg_.realtimePriority > 0) {
       err->message = "realtime: SCHED_FIFO priority " + std::to_string(cfg_.realtimePriority) +

@@ -43,6 +43,7 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
                            InstanceMethod<&SamplerHandle::SetBaselineWatts>("setBaselineWatts"),
                            InstanceMethod<&SamplerHandle::FillForBenchmark>("fillForBenchmark"),
                            InstanceMethod<&SamplerHandle::DropRenameHook>("_dropRenameHook"),
+                           InstanceMethod<&SamplerHandle::LapNextAcquire>("_lapNextAcquire"),
                        });
   }
 
@@ -236,13 +237,13 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     return o;
   }
 
-  // { buffer, zeroCopy, recordBytes, capacity }. The buffer is external (zero copy) unless the
+  // { buffer, zeroCopy, recordBytes, capacity, begun? }, the same object on every call. The buffer is external (zero copy) unless the
   // runtime refuses external buffers (or JOULETRACE_NO_EXTERNAL_BUFFERS=1), in which case it
   // is a JS-owned buffer that ringAcquire() copies new records into.
   Napi::Value Ring(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!ringOf(env)) return env.Undefined();
-    if (!ringBuffer_.IsEmpty()) return ringBuffer_.Value();
+    if (!ringGeometry_.IsEmpty()) return ringGeometry_.Value();
     const std::shared_ptr<RingBuffer>& ring = sampler_->ring();
     // An external buffer over `bytes` of the ring's memory, or nullptr where the runtime refuses.
     auto external = [&](void* data, size_t bytes) -> napi_value {
@@ -284,6 +285,7 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     o.Set("recordBytes", double(ring->recordSize()));
     o.Set("capacity", double(ring->capacity()));
     if (!copyMode_) o.Set("begun", Napi::Float64Array::New(env, 1, Napi::ArrayBuffer(env, begun), 0));
+    ringGeometry_ = Napi::Persistent(o);
     return o;
   }
 
@@ -305,6 +307,10 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     RingBuffer& ring = *r;
     uint64_t start = 0, end = 0;
     ring.acquire(&start, &end, sampler_->running());
+    if (lapNextAcquire_) {
+      sampler_->fillForBenchmark(lapNextAcquire_);
+      lapNextAcquire_ = 0;
+    }
     if (copyMode_ && !ringBuffer_.IsEmpty() && end > start) {
       // The copy is an ordinary ArrayBuffer: detached (transferred), it has no memory to copy into.
       Napi::ArrayBuffer copy = ringBuffer_.Value();
@@ -319,6 +325,14 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
       for (uint64_t i = end - n; i < end; i++) {
         size_t off = size_t(i & (cap - 1)) * rs;
         std::memcpy(dst + off, ring.data() + off, rs);
+      }
+      // Records the producer reached while they were copied are not handed out: counted as
+      // overwritten, as acquire() counts those it skips.
+      uint64_t intact = ring.oldestCopiedIntact();
+      if (intact > start) {
+        uint64_t lost = std::min(intact, end) - start;
+        ring.releaseJudged(start, start + lost, lost);
+        start += lost;
       }
     }
     ctl[0] = double(start);
@@ -452,11 +466,27 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     return env.Undefined();
   }
 
+  // Test hook: the next ringAcquire(), between acquire() and its copy, has the stopped sampler
+  // write n samples, as a sampler thread would while the JS thread stalled there.
+  Napi::Value LapNextAcquire(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!check(env)) return env.Undefined();
+    if (info.Length() < 1 || !info[0].IsNumber() || !(info[0].As<Napi::Number>().DoubleValue() >= 0) ||
+        !(info[0].As<Napi::Number>().DoubleValue() <= 1e9) || sampler_->running()) {
+      Napi::TypeError::New(env, "_lapNextAcquire: expected a count from 0 to 1e9, the sampler stopped").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    lapNextAcquire_ = uint64_t(info[0].As<Napi::Number>().DoubleValue());
+    return env.Undefined();
+  }
+
   std::unique_ptr<Sampler> sampler_;
   napi_env env_ = nullptr;
+  uint64_t lapNextAcquire_ = 0;
   bool hookRegistered_ = false;
   bool copyMode_ = false;
   Napi::Reference<Napi::ArrayBuffer> ringBuffer_;
+  Napi::ObjectReference ringGeometry_;
 };
 
 }  // namespace
