@@ -425,7 +425,6 @@ static __always_inline __u64 missed_start(struct task_struct *prev, __u64 start,
 {
 	__u64 ran = prev->se.sum_exec_runtime - prev->se.prev_sum_exec_runtime;
 
-	__sync_fetch_and_add(&missed_switch_ins, 1);
 	if (ran < now && now - ran > start)
 		return now - ran;
 	return start;
@@ -508,8 +507,10 @@ int BPF_PROG(handle_switch, bool preempt, struct task_struct *prev, struct task_
 			 * switch can be long before (the host agent's, other processes' time). */
 			if (t->on_since && !fresh)
 				start = t->on_since;
-			else if (since && !refused)
+			else if (since && !refused) {
+				__sync_fetch_and_add(&missed_switch_ins, 1);
 				start = missed_start(prev, start, now);
+			}
 			if (now > start)
 				credit_run(t, cpu, now - start);
 			t->on_since = 0;

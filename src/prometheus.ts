@@ -119,9 +119,12 @@ const FIXED_NAMES: Array<[string, (app: boolean, spans: boolean) => boolean]> = 
   ['app_requests_total', (app, spans) => app && spans],
   ['app_joules_per_request', (app, spans) => app && spans],
 ];
-// The names the other metrics take after the prefix: one that makes a fixed name was a second
-// metric of that name, which prom-client refused halfway through the build.
-const PREFIXED_NAMES = [
+/**
+ * @internal Exported for its test, which keeps it the names the metrics take.
+ * The names the other metrics take after the prefix: one that makes a fixed name was a second
+ * metric of that name, which prom-client refused halfway through the build.
+ */
+export const PREFIXED_NAMES = [
   'energy_joules_total',
   'power_watts',
   'process_energy_joules_total',
@@ -393,67 +396,28 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     incompleteSpans.inc(labels({}), 0);
     incompleteRequests.inc(labels({}), 0);
 
-    // Sampler health.
-    reg(
-      new Counter({
-        name: `${prefix}samples_total`,
-        help: 'Energy samples taken by the sampler thread.',
-        labelNames: constNames,
-        registers: [building],
-        collect() {
-          this.reset();
-          this.inc({ ...constLabels }, health.read().samples);
-        },
-      }),
-    );
-    reg(
-      new Counter({
-        name: `${prefix}samples_dropped_total`,
-        help: 'Samples a full ring could not keep: refused (drop-newest) or overwritten before they were read (overwrite-oldest); detail lost, totals stay exact. A ring nothing reads counts every sample here once full.',
-        labelNames: constNames,
-        registers: [building],
-        collect() {
-          this.reset();
-          this.inc({ ...constLabels }, health.read().dropped);
-        },
-      }),
-    );
-    reg(
-      new Counter({
-        name: `${prefix}sampler_missed_deadlines_total`,
-        help: 'Sampling periods the sampler thread woke up too late for.',
-        labelNames: constNames,
-        registers: [building],
-        collect() {
-          this.reset();
-          this.inc({ ...constLabels }, health.read().missed);
-        },
-      }),
-    );
-    reg(
-      new Counter({
-        name: `${prefix}sampler_read_errors_total`,
-        help: `Reads of the energy source that failed (the domains kept their last values; ${prefix}power_watts has no series for a window in which they did not move).`,
-        labelNames: constNames,
-        registers: [building],
-        collect() {
-          this.reset();
-          this.inc({ ...constLabels }, health.read().readErrors);
-        },
-      }),
-    );
-    reg(
-      new Counter({
-        name: `${prefix}sampler_energy_restarts_total`,
-        help: `Of ${prefix}sampler_read_errors_total, the reads in which an energy counter started again (a driver reloaded, a resume): the energy from its last good read to the restart is lost, where other read errors only delay it.`,
-        labelNames: constNames,
-        registers: [building],
-        collect() {
-          this.reset();
-          this.inc({ ...constLabels }, health.read().counterRestarts);
-        },
-      }),
-    );
+    // Sampler health: counts the native sampler keeps, each read whole at a scrape.
+    const healthCounters: Array<[string, string, keyof HealthCounts]> = [
+      [`${prefix}samples_total`, 'Energy samples taken by the sampler thread.', 'samples'],
+      [`${prefix}samples_dropped_total`, 'Samples a full ring could not keep: refused (drop-newest) or overwritten before they were read (overwrite-oldest); detail lost, totals stay exact. A ring nothing reads counts every sample here once full.', 'dropped'],
+      [`${prefix}sampler_missed_deadlines_total`, 'Sampling periods the sampler thread woke up too late for.', 'missed'],
+      [`${prefix}sampler_read_errors_total`, `Reads of the energy source that failed (the domains kept their last values; ${prefix}power_watts has no series for a window in which they did not move).`, 'readErrors'],
+      [`${prefix}sampler_energy_restarts_total`, `Of ${prefix}sampler_read_errors_total, the reads in which an energy counter started again (a driver reloaded, a resume): the energy from its last good read to the restart is lost, where other read errors only delay it.`, 'counterRestarts'],
+    ];
+    for (const [name, help, key] of healthCounters) {
+      reg(
+        new Counter({
+          name,
+          help,
+          labelNames: constNames,
+          registers: [building],
+          collect() {
+            this.reset();
+            this.inc({ ...constLabels }, health.read()[key]);
+          },
+        }),
+      );
+    }
     reg(
       new Gauge({
         name: `${prefix}sampler_jitter_seconds`,
@@ -721,12 +685,17 @@ interface CarbonAccumulation {
 }
 
 /** Sampler statistics accumulated across restarts (samples and drops restart at each start()). */
+// The sampler's counts that the health counters carry across runs and registrations.
+const HEALTH_COUNTS = ['samples', 'dropped', 'missed', 'readErrors', 'counterRestarts'] as const;
+type HealthCounts = Record<(typeof HEALTH_COUNTS)[number], number>;
+const noCounts = (): HealthCounts => ({ samples: 0, dropped: 0, missed: 0, readErrors: 0, counterRestarts: 0 });
+
 class EnergyHealth {
   readonly #sampler: Sampler;
   readonly #acc = new (class {
     run: unknown;
-    last = { samples: 0, dropped: 0, missed: 0, readErrors: 0, counterRestarts: 0 };
-    total = { samples: 0, dropped: 0, missed: 0, readErrors: 0, counterRestarts: 0 };
+    last = noCounts();
+    total = noCounts();
   })();
   #cache: { at: number; value: ReturnType<EnergyHealth['read']> } | null = null;
   // As last read: a closed sampler's info series keeps its labels rather than start another.
@@ -751,12 +720,7 @@ class EnergyHealth {
     this.#unsubscribe();
   }
 
-  read(): {
-    samples: number;
-    dropped: number;
-    missed: number;
-    readErrors: number;
-    counterRestarts: number;
+  read(): HealthCounts & {
     jitterUs: { p50: number; p99: number; p999: number; max: number } | null;
     stillUs: number | null;
     threads: string;
@@ -773,12 +737,12 @@ class EnergyHealth {
       const run = this.#sampler.totals().startNs;
       if (run !== a.run) {
         a.run = run;
-        a.last = { samples: 0, dropped: 0, missed: 0, readErrors: 0, counterRestarts: 0 };
+        a.last = noCounts();
       }
       // One policy's losses or the other's: a ring's overwritten samples are as lost as dropped ones.
       const dropped = s.ring.dropped + s.ring.overwritten;
-      const cur = { samples: s.timing.samples, dropped, missed: s.timing.missedDeadlines, readErrors: s.timing.readErrors, counterRestarts: s.timing.counterRestarts };
-      for (const k of ['samples', 'dropped', 'missed', 'readErrors', 'counterRestarts'] as const) {
+      const cur: HealthCounts = { samples: s.timing.samples, dropped, missed: s.timing.missedDeadlines, readErrors: s.timing.readErrors, counterRestarts: s.timing.counterRestarts };
+      for (const k of HEALTH_COUNTS) {
         const d = cur[k] >= a.last[k] ? cur[k] - a.last[k] : cur[k];
         a.total[k] += d;
         a.last[k] = cur[k];

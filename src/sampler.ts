@@ -1171,6 +1171,8 @@ export interface SpanContext {
 export function attachSpans(context: SpanContext, options?: SpanChannelOptions): SpanChannel {
   const ctx = checkObject('context', context);
   const id = checkIntegerInRange('context.samplerId', ctx.samplerId, 1, Number.MAX_SAFE_INTEGER);
+  // A context built by hand, or kept from before contexts carried their process: say where one comes from.
+  if (ctx.pid === undefined) throw invalidType('context.pid', "the process id that sampler.spanContext() puts there (pass its result unchanged)", undefined);
   const pid = checkIntegerInRange('context.pid', ctx.pid, 1, Number.MAX_SAFE_INTEGER);
   // Sampler ids count from 1 in every process: another's would name whatever sampler has its id here.
   if (pid !== process.pid) {

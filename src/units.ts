@@ -46,3 +46,8 @@ export function fmtSeconds(s: number): string {
   const sec = String(total % 60).padStart(2, '0');
   return h > 0 ? `${h}h${String(m).padStart(2, '0')}m${sec}s` : `${m}m${sec}s`;
 }
+
+/** "1 thread", "2 threads". */
+export function counted(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`;
+}

@@ -10,7 +10,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { Sampler } from '../src/index';
 import { energyMiddleware } from '../src/express';
 import { RequestTracker, trackRequest } from '../src/requests';
-import { registerMetrics, REQUEST_BUCKETS, SPAN_BUCKETS, type PrometheusOptions } from '../src/prometheus';
+import { PREFIXED_NAMES, registerMetrics, REQUEST_BUCKETS, SPAN_BUCKETS, type PrometheusOptions } from '../src/prometheus';
 import type { RequestRecord, SpanResult } from '../src/span-types';
 import { createEmulatedPowercap } from './fixtures/emulated-devices';
 import { prometheusMissing, startPrometheus, type PrometheusServer } from './fixtures/prometheus-server';
@@ -26,6 +26,16 @@ function sampler(opts: ConstructorParameters<typeof Sampler>[0] = {}): Sampler {
   const s = new Sampler({ source: 'model', intervalUs: 1000, ...opts });
   cleanups.push(() => s.close());
   return s;
+}
+
+/** An emulated powercap package at 1 J, a running sampler on it, and its metrics. */
+function powercapMetrics() {
+  const e = createEmulatedPowercap([{ name: 'package-0', energyUj: 1_000_000 }]);
+  cleanups.push(() => e.close());
+  const s = sampler({ source: 'powercap', powercapRoot: e.powercapRoot, liveCheckMs: 0, cpuIdentity: { vendor: 'intel', family: 6, model: 0x55 }, threads: 'off' }).start();
+  const m = registerMetrics(s);
+  cleanups.push(() => m.close());
+  return { e, s, m };
 }
 
 /** Parses the text exposition format into name{labels} → value. */
@@ -199,11 +209,7 @@ describe('registerMetrics', () => {
   // While the source's reads failed, the domain kept its last value and the power read exactly
   // 0 W, then the whole catch-up over the next window alone; nothing said reads had failed.
   it('leaves jouletrace_power_watts out while reads fail and the energy stands still, and counts the failed reads', async () => {
-    const e = createEmulatedPowercap([{ name: 'package-0', energyUj: 1_000_000 }]);
-    cleanups.push(() => e.close());
-    const s = sampler({ source: 'powercap', powercapRoot: e.powercapRoot, liveCheckMs: 0, cpuIdentity: { vendor: 'intel', family: 6, model: 0x55 }, threads: 'off' }).start();
-    const m = registerMetrics(s);
-    cleanups.push(() => m.close());
+    const { e, s, m } = powercapMetrics();
     const power = 'jouletrace_power_watts{domain="package",package="0"}';
     const errors = 'jouletrace_sampler_read_errors_total';
     // Each scrape past PowerWindow's 0.5 s and the 50 ms a scrape reuses its reading for;
@@ -240,11 +246,7 @@ describe('registerMetrics', () => {
   // A counter that started again loses the energy before the restart; another failed read's
   // comes with the next good one. Both were one count, read_errors_total.
   it('counts the reads in which a counter started again apart, among the read errors', async () => {
-    const e = createEmulatedPowercap([{ name: 'package-0', energyUj: 1_000_000 }]);
-    cleanups.push(() => e.close());
-    const s = sampler({ source: 'powercap', powercapRoot: e.powercapRoot, liveCheckMs: 0, cpuIdentity: { vendor: 'intel', family: 6, model: 0x55 }, threads: 'off' }).start();
-    const m = registerMetrics(s);
-    cleanups.push(() => m.close());
+    const { e, s, m } = powercapMetrics();
     e.set('intel-rapl:0', 400_000); // started again
     while (s.stats().timing.counterRestarts === 0) await sleep(2);
     fs.writeFileSync(path.join(e.zonePath('intel-rapl:0'), 'energy_uj'), 'not a number\n'); // EIO
@@ -632,6 +634,16 @@ describe('registerMetrics', () => {
     const m = registerMetrics(s, { prefix: 'app_', appMetrics: false, registry });
     cleanups.push(() => m.close());
     expect(parse(await registry.metrics()).has('app_energy_joules_total{domain="package",package="0",source="model",estimated="true"}')).toBe(true);
+  });
+
+  // The prefix check works from a list of the names the prefixed metrics take: one missing from
+  // it would be refused by prom-client halfway through the build again.
+  it('checks the prefix against every name a prefixed metric takes', () => {
+    const s = sampler().start();
+    const m = registerMetrics(s, { prefix: 'x_', carbon: { gramsPerKwh: 100 } });
+    cleanups.push(() => m.close());
+    const built = m.registry.getMetricsAsArray().map((x) => x.name).filter((n) => n.startsWith('x_'));
+    expect(built.sort()).toEqual(PREFIXED_NAMES.map((n) => `x_${n}`).sort());
   });
 
   it('gives back every run-end listener when a metric cannot be built', () => {

@@ -105,7 +105,8 @@ void AttributionEngine::reset() {
   steps_ = 0;
 }
 
-void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const TrackerSnapshot& snap, const DomainReading* readings) {
+void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const TrackerSnapshot& snap, const DomainReading* readings,
+                             const uint8_t* restarted) {
   uint64_t t0 = monotonicNs();
   std::lock_guard<std::mutex> lock(mu_);
   const size_t nThreads = snap.threads.size();
@@ -207,7 +208,7 @@ void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const Tr
       // split as usual.
       Held& h = held_[d];
       bool hold = readings && readings[d].failed && deltaTicks[d] == 0;
-      if (readings && readings[d].restarted) {
+      if (readings && restarted && restarted[d]) {
         // A counter of the domain started again since the last step: the energy from its last
         // good read to the restart is lost, and no read brings it. The held gap's time (its
         // energy was that) is let go of rather than split against the energy after the restart,

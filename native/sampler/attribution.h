@@ -54,11 +54,12 @@ class AttributionEngine {
   // One interval: deltaTicks[d] is the energy measured in domain d since the previous step,
   // dtNs the interval's length, snap the tracker's cumulative figures at the interval's end.
   // readings (optional): the reads at the interval's end; a domain whose read failed and that
-  // measured nothing is not split, and its interval goes into the next one's (see step()). Their
-  // `restarted` flag says a counter of the domain started again since the previous step (the
-  // caller's to keep between its reads): its held intervals are let go of, and an interval that
-  // measured nothing is not split at all.
-  void step(const uint64_t* deltaTicks, uint64_t dtNs, const TrackerSnapshot& snap, const DomainReading* readings = nullptr);
+  // measured nothing is not split, and its interval goes into the next one's (see step()).
+  // restarted (optional, with readings): restarted[d] nonzero where a counter of domain d started
+  // again since the previous step, at any read (the caller's to keep between its reads): its held
+  // intervals are let go of, and an interval that measured nothing is not split at all.
+  void step(const uint64_t* deltaTicks, uint64_t dtNs, const TrackerSnapshot& snap, const DomainReading* readings = nullptr,
+            const uint8_t* restarted = nullptr);
 
   // Cumulative parts per domain (consistent with each other: taken under the lock).
   std::vector<DomainParts> parts() const;

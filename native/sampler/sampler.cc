@@ -429,9 +429,8 @@ void Sampler::sample(uint64_t now, uint32_t flags, bool forceAttribution) {
     // A domain whose read failed here is not split: attribution keeps its interval for the next
     // good read, which brings the gap's energy (AttributionEngine::step()). One whose counter
     // started again since the last step, at this sample or an earlier one, lost energy that no
-    // read brings: said through its reading's restarted flag, which the next read sets afresh.
-    for (size_t d = 0; d < nd; d++) readings_[d].restarted = restartedSinceStep_[d] != 0;
-    attribution_->step(pendingDelta_.data(), now - lastAttributionTime_, snap_, readings_.data());
+    // read brings (restartedSinceStep_).
+    attribution_->step(pendingDelta_.data(), now - lastAttributionTime_, snap_, readings_.data(), restartedSinceStep_.data());
     bool restartedInStep = false;
     for (size_t d : primaryDomains_) restartedInStep = restartedInStep || restartedSinceStep_[d];
     std::fill(restartedSinceStep_.begin(), restartedSinceStep_.end(), 0);

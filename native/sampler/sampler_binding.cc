@@ -14,6 +14,7 @@
 #include "errno_name.h"
 #include "napi_util.h"
 #include "sampler/sampler.h"
+#include "threads/target_process.h"
 #include "threads/tracker_js.h"
 
 namespace jouletrace {
@@ -237,9 +238,10 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     return o;
   }
 
-  // { buffer, zeroCopy, recordBytes, capacity, begun? }, the same object on every call. The buffer is external (zero copy) unless the
-  // runtime refuses external buffers (or JOULETRACE_NO_EXTERNAL_BUFFERS=1), in which case it
-  // is a JS-owned buffer that ringAcquire() copies new records into.
+  // { buffer, zeroCopy, recordBytes, capacity, begun? }, the same object on every call. The
+  // buffer is external (zero copy) unless the runtime refuses external buffers (or
+  // JOULETRACE_NO_EXTERNAL_BUFFERS=1), in which case it is a JS-owned buffer that ringAcquire()
+  // copies new records into, counting as overwritten those the producer reached during the copy.
   Napi::Value Ring(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!ringOf(env)) return env.Undefined();

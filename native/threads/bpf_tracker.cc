@@ -345,7 +345,8 @@ class BpfTracker final : public ThreadTracker {
   std::string repairOff_;
   std::string repairSwitchIns_;
   // handle_rename, attached at open where the kernel has it; renameOff_ says why not. Both are
-  // written on the JS thread only (open, dropRenameHook), and namesFresh() is asked there.
+  // written on the JS thread only (open, dropRenameHook); renameAttached_ is atomic because
+  // namesFresh() may be asked from any thread.
   std::atomic<bool> renameAttached_{false};
   std::string renameOff_;
   // Slot reads that gave up because the writer stayed mid-update (a vCPU descheduled inside the
@@ -474,10 +475,8 @@ int BpfTracker<Build>::seedThreads(uint32_t tgid, uint64_t attachTs) {
     std::string sched;
     if (*state == 'R' && readSmallFile(dir + "/" + ent->d_name + "/schedstat", &sched) == 0) runNs = strtoull(sched.c_str(), nullptr, 10);
     if (const char* processor = procStatField(text.c_str(), 39)) v.cpu = uint32_t(strtoul(processor, nullptr, 10));
-    if (readSmallFile(dir + "/" + ent->d_name + "/comm", &text) == 0) {
-      while (!text.empty() && text.back() == '\n') text.pop_back();
-      memcpy(v.comm, text.data(), std::min(text.size(), sizeof v.comm - 1));
-    }
+    const std::string comm = procThreadComm(tgid, v.tid);
+    memcpy(v.comm, comm.data(), std::min(comm.size(), sizeof v.comm - 1));
     uint32_t idx;
     if (bpf_map_lookup_and_delete_elem(freeFd_, nullptr, &idx) != 0) break;  // full: counted later
     jt_task_ref ref = {idx + 1, 0, v.generation};

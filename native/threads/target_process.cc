@@ -15,6 +15,16 @@
 
 namespace jouletrace {
 
+std::string procThreadComm(uint32_t tgid, uint32_t tid) {
+  std::string name;
+  if (readSmallFile("/proc/" + std::to_string(tgid ? tgid : uint32_t(getpid())) + "/task/" + std::to_string(tid) + "/comm",
+                    &name) != 0) {
+    return std::string();
+  }
+  while (!name.empty() && name.back() == '\n') name.pop_back();
+  return name;
+}
+
 int checkTargetIsProcess(const std::string& procRoot, int pid, TrackerError* err) {
   std::string status;
   if (readSmallFile(procRoot + "/" + std::to_string(pid) + "/status", &status) != 0) return 0;

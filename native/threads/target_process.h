@@ -1,4 +1,5 @@
-// Checks on the process a thread tracker is asked to follow, before anything is loaded.
+// Checks on the process a thread tracker is asked to follow, before anything is loaded, and what
+// /proc says of its threads.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +10,12 @@
 #include "tracker.h"
 
 namespace jouletrace {
+
+// A live thread's name as /proc has it now (tgid 0: this process), for a tracker whose names may
+// be the ones threads had when first seen (ThreadTracker::namesFresh()). Empty when it cannot be
+// read: the thread is gone. Three system calls on the calling thread, the JS one where called from
+// threads().
+std::string procThreadComm(uint32_t tgid, uint32_t tid);
 
 // options.pid must name a process (a thread group leader), not one of its threads: the trackers
 // list a process's threads, and the eBPF program matches thread group ids. Reads

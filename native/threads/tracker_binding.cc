@@ -10,6 +10,7 @@
 #include "errno_name.h"
 #include "napi_util.h"
 #include "sys_file.h"
+#include "target_process.h"
 #include "tracker.h"
 #include "tracker_js.h"
 
@@ -40,16 +41,6 @@ Napi::Object trackerStatsToJs(Napi::Env env, const TrackerStats& s) {
   o.Set("recursionMisses", Napi::Number::New(env, double(s.recursionMisses)));
   o.Set("note", s.note);
   return o;
-}
-
-std::string procThreadComm(uint32_t tgid, uint32_t tid) {
-  std::string name;
-  if (readSmallFile("/proc/" + std::to_string(tgid ? tgid : uint32_t(getpid())) + "/task/" + std::to_string(tid) + "/comm",
-                    &name) != 0) {
-    return std::string();
-  }
-  while (!name.empty() && name.back() == '\n') name.pop_back();
-  return name;
 }
 
 namespace {

@@ -30,17 +30,12 @@ export function paint(enabled: boolean): Paint {
   };
 }
 
-export { fmtJoules, fmtWatts, fmtSeconds } from '../units';
+export { counted, fmtJoules, fmtWatts, fmtSeconds } from '../units';
 
 /** A sampling period (50 µs to 1 s, whole µs) as given on the command line: "50 µs", "1.5 ms", "1 s". */
 export function fmtInterval(us: number): string {
   if (us >= 1e6) return `${us / 1e6} s`;
   return us >= 1000 ? `${us / 1000} ms` : `${us} µs`;
-}
-
-/** "1 thread", "2 threads". */
-export function counted(n: number, noun: string): string {
-  return `${n} ${noun}${n === 1 ? '' : 's'}`;
 }
 
 /** Cuts a string to `width` columns (our strings are single-width characters). */

@@ -2,6 +2,7 @@
 // polling a running Sampler), and per-request or per-span records with their joules.
 import { checkIntegerInRange, checkKnownKeys, checkNumberInRange, checkObject, checkOneOf, checkString, invalidRange, invalidType } from '../errors';
 import type { Sampler } from '../sampler';
+import { counted } from '../units';
 import type { ReportData, ReportRecord, ReportRecordLabel, ReportThreadSeries } from './types';
 
 export interface ReportCollectorOptions {
@@ -588,7 +589,7 @@ export class ReportCollector {
     const notes = [...(x.notes ?? [])];
     if (uncounted > 0) {
       notes.push(
-        `${uncounted} ${this.#recordKind}${uncounted === 1 ? '' : 's'} ended after the collector's last point (added after its stop()): in the per-label figures, not in the throughput of any interval.`,
+        `${counted(uncounted, this.#recordKind)} ended after the collector's last point (added after its stop()): in the per-label figures, not in the throughput of any interval.`,
       );
     }
     const recordLabels: ReportRecordLabel[] = [...this.#labels].map(([label, l]) => ({ label, count: l.count, measured: l.measured, joules: l.joules }));

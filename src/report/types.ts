@@ -38,9 +38,12 @@ export interface ReportData {
   source: string;
   /** True when the figures come from the model source: the report labels them estimated. */
   estimated: boolean;
-  /** Seconds measured: from the first run's start to the end, less the stretches between runs. */
+  /**
+   * Seconds measured: from the first run's start (or, for a collector started over a polling
+   * period into the run, from its first point) to the end, less the stretches between runs.
+   */
   durationS: number;
-  /** Seconds from the first run's start to the end, stretches between runs included; only where there were any. */
+  /** Seconds from the same start to the end, stretches between runs included; only where there were any. */
   elapsedS?: number;
   /** "package-0", "dram-0", ... */
   domains: string[];
