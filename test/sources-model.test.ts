@@ -346,14 +346,20 @@ describe('model source against an emulated /proc/stat', () => {
       await sleep(15);
       all(false);
       const r2 = s.read(); // refresh: that period was idle, worth 0 J
+      const idleCounted = mark;
       await sleep(15);
       all(true);
       const r3 = s.read(); // refresh: busy since r2
+      // The jiffies are counted before each refresh reads them, 0.55-0.85 ms before here (the
+      // read's own work). Descheduled in between (under load), the refresh's period holds time
+      // the jiffies missed, and the busy period is valued short by it (180 mJ seen in CI).
+      // Such a try says nothing: again.
+      if (Number(r2.timeNs - idleCounted) > 1.2e6 || Number(r3.timeNs - mark) > 1.2e6) continue;
       // Worth, by the model: 0 J from r1 to r2, then 100 W from r2 to r3.
       const expected = (100 * Number(r3.timeNs - r2.timeNs)) / 1e9;
       // Kept instead of paid back, the credit would add over 400 mJ to that. Below it by up to
-      // 150 mJ: the jiffies are counted a little before each refresh reads them, so the time
-      // this process spends in between (descheduled, under load) is busy time they miss.
+      // 150 mJ: the busy jiffies are valued at the recent average time per jiffy, which the
+      // gaps between counting and reading (each up to 1.2 ms here) put off a little.
       expect(total(r3) - total(r1)).toBeLessThan(expected + 0.05);
       expect(total(r3) - total(r1)).toBeGreaterThan(expected - 0.15);
       checked = true;
