@@ -1793,6 +1793,51 @@ describe('exact mode edges', () => {
     expect(cpu('/nested') / cpu('/flat')).toBeGreaterThan(0.8);
   });
 
+  itBpf("exact mode: a callback that starts another unit with start(run) is charged its work after start() returns, whether run returns, throws or enters a third", async () => {
+    const { sampler, tracker, records } = setup('exact');
+    sampler.start();
+    // A job begun from a request's callback (an e-mail to send): run is the job's, and what the
+    // callback does once start() has returned is its request's again (it was charged to nobody).
+    let entered: RequestToken | undefined;
+    for (const how of ['returns', 'throws', 'enters'] as const) {
+      let fired!: () => void;
+      const done = new Promise<void>((r) => (fired = r));
+      const t = tracker.start('JOB', `/order-${how}`, () => {
+        setTimeout(() => {
+          busy(1);
+          try {
+            const job = tracker.start('JOB', `/job-${how}`, () => {
+              busy(1);
+              if (how === 'throws') throw new Error('job failed');
+              // Entered for the rest of run only: AsyncLocalStorage gives the caller back its own
+              // context as run returns (this request kept the order's spin).
+              if (how === 'enters') entered = tracker.start('JOB', '/entered');
+            });
+            tracker.end(job, 200);
+          } catch {
+            // The job ended with status 500.
+          }
+          busy(3);
+          fired();
+        }, 1);
+      });
+      await done;
+      tracker.end(t, 200);
+    }
+    tracker.end(entered, 200);
+    await recordsFor(records, 7);
+    sampler.stop();
+    const record = (route: string) => records.find((r) => r.route === route)!;
+    for (const how of ['returns', 'throws', 'enters']) {
+      // 4 ms of the order's own CPU: 1 before the job, 3 after (1.1 ms read when the 3 went uncharged).
+      expect(record(`/order-${how}`).onCpuNs, how).toBeGreaterThan(3e6);
+      expect(record(`/job-${how}`).onCpuNs, how).toBeLessThan(2e6);
+    }
+    expect(record('/job-throws').statusCode).toBe(500);
+    expect(record('/entered').onCpuNs).toBeLessThan(1e6);
+    expect(records).toHaveLength(7);
+  });
+
   // Each callback span of an exact-mode request counted as settled: 10 requests and a span read 65.
   it("exact mode: stats().spans.settled counts spans and shared-mode requests; callbacks, a request's callback spans", async () => {
     const { sampler, tracker, records, settled } = exactProcfs();
