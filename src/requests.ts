@@ -435,8 +435,9 @@ export class RequestTracker {
         throw refusal(e, req, res);
       }
     }
-    // The synchronous part now running belongs to the request too, until the current callback
-    // returns.
+    // The synchronous part now running belongs to the request too: run, or without it the rest
+    // of the current callback. The request whose callback this is (if any) stops being charged.
+    const outer = this.#active;
     this.#closeActive();
     const als = this.#als!;
     // Not for a request that ended as it was watched (tracked once its response had ended).
@@ -455,6 +456,11 @@ export class RequestTracker {
         // tracked request ends with its response, which the framework still sends.
         if (!serving) this.#endExact(p, 500);
         throw e;
+      } finally {
+        // Back in the caller's context (als.run() restores it, firing no async hook): what the
+        // callback does next is its request's again, as at a nested callback's `after`.
+        this.#closeActive();
+        if (outer && !outer.done) this.#openFor(outer);
       }
     } else {
       als.enterWith(p);

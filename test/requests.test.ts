@@ -1793,6 +1793,98 @@ describe('exact mode edges', () => {
     expect(cpu('/nested') / cpu('/flat')).toBeGreaterThan(0.8);
   });
 
+  itBpf("exact mode: a callback that starts another unit with start(run) is charged its work after start() returns, whether run returns, throws or enters a third", async () => {
+    const { sampler, tracker, records } = setup('exact');
+    sampler.start();
+    // A job begun from a request's callback (an e-mail to send): run is the job's, and what the
+    // callback does once start() has returned is its request's again (it was charged to nobody).
+    let entered: RequestToken | undefined;
+    for (const how of ['returns', 'throws', 'enters'] as const) {
+      let fired!: () => void;
+      const done = new Promise<void>((r) => (fired = r));
+      const t = tracker.start('JOB', `/order-${how}`, () => {
+        setTimeout(() => {
+          busy(1);
+          try {
+            const job = tracker.start('JOB', `/job-${how}`, () => {
+              busy(1);
+              if (how === 'throws') throw new Error('job failed');
+              // Entered for the rest of run only: AsyncLocalStorage gives the caller back its own
+              // context as run returns (this request kept the order's spin).
+              if (how === 'enters') entered = tracker.start('JOB', '/entered');
+            });
+            tracker.end(job, 200);
+          } catch {
+            // The job ended with status 500.
+          }
+          busy(3);
+          fired();
+        }, 1);
+      });
+      await done;
+      tracker.end(t, 200);
+    }
+    tracker.end(entered, 200);
+    await recordsFor(records, 7);
+    sampler.stop();
+    const record = (route: string) => records.find((r) => r.route === route)!;
+    for (const how of ['returns', 'throws', 'enters']) {
+      // 4 ms of the order's own CPU: 1 before the job, 3 after (1.1 ms read when the 3 went uncharged).
+      expect(record(`/order-${how}`).onCpuNs, how).toBeGreaterThan(3e6);
+      expect(record(`/job-${how}`).onCpuNs, how).toBeLessThan(2e6);
+    }
+    expect(record('/job-throws').statusCode).toBe(500);
+    expect(record('/entered').onCpuNs).toBeLessThan(1e6);
+    expect(records).toHaveLength(7);
+  });
+
+  itBpf('exact mode: a request idle across stop() and start() is measured whole; one whose callback the stop cut, or ran while stopped, is incomplete', async () => {
+    const { sampler, tracker, records } = setup('exact');
+    sampler.start();
+    // A request of 1 ms of CPU, then 2 ms more in a later callback, when `later` is called.
+    const begin = (route: string) => {
+      let later!: () => void;
+      const gate = new Promise<void>((r) => (later = r));
+      let after!: Promise<void>;
+      const t = tracker.start('JOB', route, () => {
+        busy(1);
+        after = gate.then(() => busy(2));
+      });
+      return { t, resume: () => (later(), after) };
+    };
+    // Idle while the sampler stops and starts again: a request is its callbacks, none running.
+    const idle = begin('/idle');
+    sampler.stop();
+    sampler.start();
+    await idle.resume();
+    tracker.end(idle.t, 200);
+    // Its later callback runs while the sampler is stopped: unmeasured.
+    const stopped = begin('/while-stopped');
+    sampler.stop();
+    await stopped.resume();
+    sampler.start();
+    tracker.end(stopped.t, 200);
+    // The sampler stops (and starts) inside its callback: that callback settles at the stop.
+    const cut = tracker.start('JOB', '/cut', () => {
+      busy(1);
+      sampler.stop();
+      sampler.start();
+    });
+    tracker.end(cut, 200);
+    await recordsFor(records, 3);
+    sampler.stop();
+    const record = (route: string) => records.find((r) => r.route === route)!;
+    expect(records.map((r) => [r.route, r.statusCode, r.incomplete])).toEqual([
+      ['/idle', 200, false],
+      ['/while-stopped', 200, true],
+      ['/cut', 200, true],
+    ]);
+    // 3 ms: both callbacks, the one after the restart too.
+    expect(record('/idle').onCpuNs).toBeGreaterThan(2e6);
+    // 1 ms: the callback while stopped is not in it.
+    expect(record('/while-stopped').onCpuNs).toBeLessThan(2e6);
+  });
+
   // Each callback span of an exact-mode request counted as settled: 10 requests and a span read 65.
   it("exact mode: stats().spans.settled counts spans and shared-mode requests; callbacks, a request's callback spans", async () => {
     const { sampler, tracker, records, settled } = exactProcfs();
