@@ -391,7 +391,9 @@ describeBpf('attribution on a machine of two packages', () => {
       const step = { pkg0: 50, pkg1: 1000, psys: 1000 };
       const written = { pkg0: 0, pkg1: 0, psys: 0 };
       let spinning = true;
-      const spins = Promise.all([w0.spin(250), w1.spin(250)]).finally(() => (spinning = false));
+      // Each until it has run 60 ms on its CPU, not for a wall time: on a loaded machine a
+      // worker given 250 ms of wall time ran 8.7 ms.
+      const spins = Promise.all([w0.cpu(60), w1.cpu(60)]).finally(() => (spinning = false));
       while (spinning) {
         written.pkg0 += step.pkg0;
         written.pkg1 += step.pkg1;
