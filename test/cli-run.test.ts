@@ -1199,6 +1199,15 @@ describe('cli helpers', () => {
     expect(() => parseArgs(['--nope'], [], true)).toThrow('unknown option --nope');
   });
 
+  // top, probe, demo and serve run no command: what followed '--' was dropped unread, and
+  // `top -- --pid 1` watched the whole system, exit 0.
+  it("refuses arguments after '--' where no command is run, as a stray argument", () => {
+    const json = [{ name: 'json', type: 'flag' as const }];
+    expect(() => parseArgs(['--json', '--', '--pid', '1'], json)).toThrow(new UsageError('unexpected argument "--pid"'));
+    expect(parseArgs(['--json', '--'], json)).toEqual({ options: { json: true }, lists: {}, rest: [] });
+    for (const cmd of ['top', 'probe', 'demo', 'serve']) refused([cmd, '--', '--pid', '1'], 2, `jouletrace ${cmd}: unexpected argument "--pid"`);
+  });
+
   it('maps signals to 128 + N', () => {
     expect(exitStatus(null, 'SIGKILL')).toBe(137);
     expect(exitStatus(null, 'SIGINT')).toBe(130);
