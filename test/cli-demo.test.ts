@@ -9,6 +9,7 @@ import { ReportCollector } from '../src/report/collector';
 import { niceTicks, renderReport } from '../src/report/render';
 import { Sampler } from '../src/sampler';
 import type { ReportData } from '../src/report/types';
+import { countingPowercap } from './fixtures/emulated-devices';
 import { itGated, toolsRequired } from './fixtures/gated';
 
 // Debian's chromium package; Ubuntu ships Chromium as a snap only, which setup does not install.
@@ -110,6 +111,7 @@ function screenshot(htmlFile: string, png: string): void {
 interface DemoJson {
   source: string;
   estimated: boolean;
+  durationS: number;
   requests: number;
   routes: Array<{ route: string; count: number; joules: { sum: number; mean: number; p50: number; p99: number } }>;
   threads: Array<{ tid: number; name: string; role: string | null; onCpuNs: number; joules: number }>;
@@ -140,6 +142,38 @@ describe('jouletrace demo, bad report path', () => {
     expect(signal ?? code).toBe('SIGINT');
     expect(fs.readdirSync(dir)).toEqual([]);
   });
+});
+
+describe('jouletrace demo on measured counters', () => {
+  // The demo calibrated idle power for 500 ms, then started its collector: the page said
+  // "duration 2.10 s" beside "package-0 22.430 J, 8.59 W average", totals over the sampler's
+  // 2.61 s. The collector now starts with the sampler, the calibration inside its window.
+  it("gives its report the duration over which the page's totals and averages are taken", () => {
+    const { e, writer } = countingPowercap();
+    const html = path.join(tmp, 'measured.html');
+    try {
+      const r = spawnSync(process.execPath, [BIN, 'demo', '--seconds', '2', '--no-probe', '--json', '--html', html, '--source', 'powercap', '--powercap-root', e.powercapRoot], {
+        encoding: 'utf8',
+        timeout: 25_000,
+        env: { ...process.env, NO_COLOR: '1' },
+      });
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stderr).toContain('calibrating idle power for 500 ms');
+      const res = JSON.parse(r.stdout) as DemoJson;
+      expect(res.estimated).toBe(false);
+      const page = fs.readFileSync(html, 'utf8');
+      const duration = Number(/<td>duration<\/td><td>([\d.]+) s<\/td>/.exec(page)![1]);
+      const [, joules, watts] = /<td>package-0<\/td><td>([\d.]+) J, ([\d.]+) W average<\/td>/.exec(page)!.map(Number);
+      // The page's last point is taken just before the sampler's final sample (the 500 ms of
+      // calibration were missing); its averages are its totals over that duration.
+      expect(Math.abs(duration - res.durationS)).toBeLessThan(0.25);
+      expect(Math.abs(joules / watts - duration)).toBeLessThan(0.25);
+      expect(page).toContain('baseline (idle) power measured over the first 500 ms, before the workload');
+    } finally {
+      writer.kill();
+      e.close();
+    }
+  }, 30_000);
 });
 
 describe('jouletrace demo, a run longer than its ring', () => {

@@ -1028,6 +1028,37 @@ describe('ProcessTreeWatcher', () => {
     expect(w.program(999)).toBeUndefined();
   });
 
+  // A process tearing down its memory as it exits is still running (state R) with an empty
+  // cmdline: a poll then renamed it [comm], the root included (`[perl]` for `perl -e ...`).
+  it('keeps the command line of a process read while it exits, its cmdline empty', () => {
+    const proc = fakeProc();
+    proc.put(100, { comm: 'sh', ppid: 1, start: 400, argv: ['/bin/sh', '-c', 'wrapper'], children: [101] });
+    proc.put(101, { comm: 'perl', ppid: 100, start: 500, argv: ['perl', '-e', 'work'] });
+    const w = new ProcessTreeWatcher(100, ['perl', '-e', 'big'], proc.dir);
+    proc.put(100, { comm: 'perl', ppid: 1, start: 400, argv: ['perl', '-e', 'big'], children: [101] });
+    w.poll();
+    for (const pid of [100, 101]) {
+      proc.put(pid, { comm: 'perl', ppid: pid === 100 ? 1 : 100, start: pid === 100 ? 400 : 500, state: 'R' });
+      fs.writeFileSync(path.join(proc.dir, String(pid), 'cmdline'), '');
+    }
+    w.poll();
+    expect(w.get(100)).toEqual({ ppid: 1, command: 'perl -e big' });
+    expect(w.get(101)).toEqual({ ppid: 100, command: 'perl -e work' });
+    expect(w.program(101)).toBe('perl');
+    // The root read first while exiting: the command it was given.
+    proc.put(200, { comm: 'perl', ppid: 1, start: 700, state: 'R' });
+    fs.writeFileSync(path.join(proc.dir, '200', 'cmdline'), '');
+    const x = new ProcessTreeWatcher(200, ['perl', '-e', 'big'], proc.dir);
+    x.poll();
+    expect(x.get(200)).toEqual({ ppid: 1, command: 'perl -e big' });
+    // A kernel thread has no command line ever: named by its comm.
+    proc.put(300, { comm: 'kworker/0:1', ppid: 2, start: 800 });
+    fs.writeFileSync(path.join(proc.dir, '300', 'cmdline'), '');
+    const k = new ProcessTreeWatcher(300, undefined, proc.dir);
+    k.poll();
+    expect(k.get(300)).toEqual({ ppid: 2, command: '[kworker/0:1]' });
+  });
+
   it('looks at a process that has exited once, however often the sampler lists it', () => {
     // Every 100 ms, the sampler's list (up to 4096 exited threads) was read anew in /proc: 40 %
     // of a core once a build had run a few thousand processes.
@@ -1166,6 +1197,15 @@ describe('cli helpers', () => {
       rest: ['ls', '--json'],
     });
     expect(() => parseArgs(['--nope'], [], true)).toThrow('unknown option --nope');
+  });
+
+  // top, probe, demo and serve run no command: what followed '--' was dropped unread, and
+  // `top -- --pid 1` watched the whole system, exit 0.
+  it("refuses arguments after '--' where no command is run, as a stray argument", () => {
+    const json = [{ name: 'json', type: 'flag' as const }];
+    expect(() => parseArgs(['--json', '--', '--pid', '1'], json)).toThrow(new UsageError('unexpected argument "--pid"'));
+    expect(parseArgs(['--json', '--'], json)).toEqual({ options: { json: true }, lists: {}, rest: [] });
+    for (const cmd of ['top', 'probe', 'demo', 'serve']) refused([cmd, '--', '--pid', '1'], 2, `jouletrace ${cmd}: unexpected argument "--pid"`);
   });
 
   it('maps signals to 128 + N', () => {

@@ -746,6 +746,29 @@ describe('ReportCollector bounds and time axis', () => {
     expect(varied).toMatch(/fit: -?[\d.]+ W at zero throughput/);
   });
 
+  // Every bin at 0 busy cores fitted 0/0: "fit: NaN W at zero throughput + NaN W per busy core";
+  // a tree asleep, its bins microseconds of CPU apart, got -59.60 W per busy core, then +137.98.
+  it('fits no line to throughput that varies by next to nothing, in busy cores or records', () => {
+    const time = [2, 4, 6, 8, 10, 12]; // one bin each
+    const section = (over: Partial<ReportData>) =>
+      /<section id="proportionality">(.*?)<\/section>/s.exec(renderReport(report({ durationS: 12, time, watts: [[10, 14, 11, 15, 12, 16]], records: [], ...over })))![1];
+    const records = (counts: number[]) => ({ recordCounts: counts, records: [{ label: 'GET /', joules: 1e-3, t: 2, durationMs: 1 }] });
+    const none = section({ cpuCores: time.map(() => 0) });
+    expect(none).not.toContain('NaN');
+    expect(none).toContain('no fit: throughput did not vary enough to fit a line (the bins span 0% of the largest, under 20%)');
+    const idle = section({ cpuCores: [1e-4, 6e-4, 1e-4, 6e-4, 1e-4, 6e-4] });
+    expect(idle).toContain('no fit: throughput did not vary enough to fit a line (the bins span 0.0005 busy cores, under 0.05)');
+    const few = section(records([0, 1, 0, 1, 0, 1])); // 0 and 0.5 requests a second
+    expect(few).toContain('no fit: throughput did not vary enough to fit a line (the bins span 0.5 requests per second, under 1)');
+    for (const s of [none, idle, few]) {
+      expect(s).not.toContain('class="data fit"');
+      expect(s).not.toContain('at zero throughput');
+    }
+    // A spread of 0.1 busy cores, or 2 requests a second, is fitted.
+    expect(section({ cpuCores: [0, 0.1, 0, 0.1, 0, 0.1] })).toContain('fit: 11.00 W at zero throughput + 40.00 W per busy core');
+    expect(section(records([0, 4, 0, 4, 0, 4]))).toContain('fit: 11.00 W at zero throughput + 2.000 J per extra request');
+  });
+
   // SI suffixes on seconds: "200m" read as minutes, a day as "20k".
   it('labels time in ms, s, min or h by the span drawn', () => {
     const axis = (T: number) => {

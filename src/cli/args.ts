@@ -21,7 +21,7 @@ export interface ParsedArgs {
   options: Record<string, string | number | boolean>;
   /** Values of repeatable options. */
   lists: Record<string, Array<string | number>>;
-  /** Arguments after `--`, or from the first positional on when `stopAtPositional`. */
+  /** With `stopAtPositional`: the arguments after `--`, or from the first positional on (else none: they are refused). */
   rest: string[];
 }
 
@@ -37,6 +37,9 @@ export function parseArgs(argv: string[], specs: OptionSpec[], stopAtPositional 
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '--') {
+      // Only a command that runs one (stopAtPositional) takes what follows; to the others it
+      // was ignored, and `top -- --pid 1` watched the whole system with exit 0.
+      if (!stopAtPositional && i + 1 < argv.length) throw new UsageError(`unexpected argument ${JSON.stringify(argv[i + 1])}`);
       rest.push(...argv.slice(i + 1));
       break;
     }

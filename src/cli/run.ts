@@ -377,6 +377,9 @@ export class ProcessTreeWatcher {
       return false;
     }
     let argv = readArgv(pid, this.#proc);
+    // A process tearing down its memory as it exits still runs (state R) with its cmdline
+    // already empty: it keeps the command line read before, the root the one it was given.
+    if (argv.length === 0 && prev?.program !== undefined) return true;
     let cmd = argv.join(' ') || `[${st!.comm}]`;
     if (pid === this.root && this.#rootArgv !== undefined) {
       this.#wrapperCmdline ??= cmd; // the first read: the wrapper, stopped before its exec

@@ -304,6 +304,12 @@ export async function topCommand(argv: string[]): Promise<number> {
   if (pid !== undefined) samplerOptions.pid = pid;
   else samplerOptions.threads = 'off';
 
+  // A sampler that failed to open, calibrate or start: closed, and told in top's words.
+  const failed = (e: unknown, opened: Sampler | undefined): number => {
+    opened?.close();
+    process.stderr.write(`jouletrace top: ${inFlagWords((e as Error).message, flagsOf(SPECS))}\n`);
+    return 1;
+  };
   let sampler: Sampler | undefined;
   try {
     sampler = new Sampler(samplerOptions);
@@ -313,9 +319,7 @@ export async function topCommand(argv: string[]): Promise<number> {
       await sampler.calibrateBaseline({ durationMs: Math.round(baseline.calibrateS * 1000) });
     }
   } catch (e) {
-    sampler?.close();
-    process.stderr.write(`jouletrace top: ${inFlagWords((e as Error).message, flagsOf(SPECS))}\n`);
-    return 1;
+    return failed(e, sampler);
   }
   if (pid !== undefined && baseline.calibrateS === undefined && !((baseline.watts ?? 0) > 0) && !sampler.stats().estimated) {
     process.stderr.write(`jouletrace top: note: ${noBaselineNote('the process')}\n`);
@@ -326,7 +330,13 @@ export async function topCommand(argv: string[]): Promise<number> {
   const mode: TopFrame['mode'] = pid !== undefined ? 'threads' : 'processes';
   const backend = sampler.stats().threads.backend;
 
-  sampler.start();
+  try {
+    sampler.start();
+  } catch (e) {
+    // A first read that failed (a device gone since it was opened) escaped to
+    // bin/jouletrace.js, in the library's words, the sampler left open.
+    return failed(e, sampler);
+  }
   let prevTotals = sampler.totals();
   let prevAttr = pid !== undefined ? sampler.attribution() : null;
   const threadRows = new ThreadRows();

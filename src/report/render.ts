@@ -444,6 +444,10 @@ function primaryWatts(d: ReportData): number[] {
 
 // The least spread of the bins' throughput, as a share of the largest, that a line is fitted to.
 const MIN_FIT_SPREAD = 0.2;
+// And the least in absolute terms, records per second or busy cores: a share of next to nothing
+// is noise (a tree asleep, microseconds of CPU a second, got -59.60 W per busy core, then +137.98
+// in the next run; one with none, a NaN line).
+const MIN_FIT_RANGE = { records: 1, cores: 0.05 };
 
 function proportionalityChart(d: ReportData): string {
   if (d.time.length < 3) return empty('Too few samples for the proportionality curve.');
@@ -503,10 +507,12 @@ function proportionalityChart(d: ReportData): string {
   // ±2e13 W).
   const n = points.length;
   const xLo = points.reduce((m, p) => Math.min(m, p.x), Infinity);
-  const fits = n >= 3 && xMax - xLo >= MIN_FIT_SPREAD * xMax;
+  const range = points.reduce((m, p) => Math.max(m, p.x), -Infinity) - xLo;
+  const minRange = useRecords ? MIN_FIT_RANGE.records : MIN_FIT_RANGE.cores;
   const mx = points.reduce((a, p) => a + p.x, 0) / n;
   const my = points.reduce((a, p) => a + p.y, 0) / n;
   const sxx = points.reduce((a, p) => a + (p.x - mx) ** 2, 0);
+  const fits = n >= 3 && sxx > 0 && range >= minRange && range >= MIN_FIT_SPREAD * xMax;
   const slope = fits ? points.reduce((a, p) => a + (p.x - mx) * (p.y - my), 0) / sxx : 0;
   const icpt = my - slope * mx;
   const xEnd = xMax * 1.05;
@@ -528,7 +534,9 @@ function proportionalityChart(d: ReportData): string {
     ? `fit: ${icpt.toFixed(2)} W at zero throughput ${slope < 0 ? '−' : '+'} ${perUnit}`
     : n < 3
       ? 'no fit: too few one-second bins for a line'
-      : `no fit: throughput did not vary enough to fit a line (the bins span ${((100 * (xMax - xLo)) / xMax).toFixed(0)}% of the largest, under ${100 * MIN_FIT_SPREAD}%)`;
+      : range < MIN_FIT_SPREAD * xMax
+        ? `no fit: throughput did not vary enough to fit a line (the bins span ${((100 * range) / xMax).toFixed(0)}% of the largest, under ${100 * MIN_FIT_SPREAD}%)`
+        : `no fit: throughput did not vary enough to fit a line (the bins span ${Number(range.toPrecision(2))} ${useRecords ? `${d.recordKind}s per second` : 'busy cores'}, under ${minRange})`;
   parts.push(`<text class="note" x="${M.l + 10}" y="${M.t + 14}">${esc(note)}</text>`);
   return svgOpen('energy proportionality: power against throughput') + parts.join('') + '</svg>';
 }
