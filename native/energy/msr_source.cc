@@ -103,12 +103,13 @@ class MsrSource final : public EnergySource {
     }
     // A domain is its counters' sum where it has several: an AMD package's cores, an Intel
     // multi-die package's dies.
-    groups_.sum(counters_, out);
+    groups_.sum(counters_, readFrom, out);
     return firstErr;
   }
 
   void rebase() override {
     for (auto& c : counters_) c.wrap.rebase();
+    groups_.rebase();
   }
 
   // The CPU a counter was read on failed (offline: the msr driver answers ENXIO or EIO): the

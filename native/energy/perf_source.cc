@@ -53,11 +53,12 @@ class PerfSource final : public EnergySource {
     }
     // A domain is its events' sum: one per package, or one per die of a multi-die Intel
     // package (the PMU's cpumask then names one CPU of each die).
-    groups_.sum(events_, out);
+    groups_.sum(events_, readFrom, out);
     return firstErr;
   }
   void rebase() override {
     for (auto& e : events_) e.wrap.rebase();
+    groups_.rebase();
   }
 
   std::vector<Event> events_;

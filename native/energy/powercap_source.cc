@@ -71,11 +71,12 @@ class PowercapSource final : public EnergySource {
       if (rc != 0 && firstErr == 0) firstErr = rc;
     }
     // A domain is its zones' sum: one zone, or a multi-die package's dies.
-    groups_.sum(zones_, out);
+    groups_.sum(zones_, readFrom, out);
     return firstErr;
   }
   void rebase() override {
     for (auto& z : zones_) z.wrap.rebase();
+    groups_.rebase();
   }
 
   // A zone the kernel removed (intel_rapl_msr unloaded and loaded again, every CPU of its
