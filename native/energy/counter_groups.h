@@ -89,6 +89,16 @@ class CounterGroups {
     }
   }
 
+  // Domain d's first counter whose last read failed, or nullptr (for EnergySource::readFailure()).
+  template <typename Counter>
+  const Counter* firstFailed(const std::vector<Counter>& counters, size_t d) const {
+    if (d >= members_.size()) return nullptr;
+    for (size_t i : members_[d]) {
+      if (counters[i].failed) return &counters[i];
+    }
+    return nullptr;
+  }
+
   // After WrapCounter::rebase(): each counter's next value is its reference, and the sum at the
   // next read the domain's (a sum held from before would bring the time between, its energy
   // nobody asked for, into the next run).
