@@ -230,7 +230,7 @@ bool Sampler::start(SamplerError* err) {
   }
   if (tracker_) {
     std::lock_guard<std::mutex> lock(trackerMu_);
-    tracker_->snapshot(snap_);
+    tracker_->referenceSnapshot(snap_);
     attribution_->step(pendingDelta_.data(), 0, snap_);  // reference point
     if (spans_) spans_->step(now, *attribution_, false, false);  // spans begun from here on are complete
   }
