@@ -472,8 +472,8 @@ describe('CPUs whose package is not in their topology', () => {
   });
 });
 
-// Package 1's counter, written every 2 ms (1000 units of 61 µJ, 30 W) while not `failing`, beside
-// package 0's; `pkg1` is its value.
+// Package 1's counter (with `dies`, die 1's of package 0), written every 2 ms (1000 units of 61 µJ,
+// 30 W) while not `failing`, beside package 0's (die 0's, 50 units); `pkg1` is its value.
 interface CounterWriter {
   pkg1: number;
   failing: boolean;
@@ -482,9 +482,14 @@ interface CounterWriter {
 // Two workers on package 1's CPU: package 1's reads fail (EIO) while A spins 300 ms, and
 // `recover` brings its counter back while B spins `bMs`, through `restore`, which makes its
 // device readable again at the value given (counted on from there). Returns the run's figures
-// once stopped.
-async function gapOnPackageOne(bMs: number, recover: (w: CounterWriter, s: Sampler, restore: (pkg1: number) => void) => Promise<void>) {
-  const e = createEmulatedMsr({ vendor: 'intel', cpus: 2, packages: 2 });
+// once stopped, those of the failing counter's domain. With `dies`, CPU 1 is package 0's second
+// die (Cascade Lake-AP), and the domain package 0, the sum of both dies' counters.
+async function gapOnPackageOne(
+  bMs: number,
+  recover: (w: CounterWriter, s: Sampler, restore: (pkg1: number) => void) => Promise<void>,
+  layout: 'packages' | 'dies' = 'packages',
+) {
+  const e = createEmulatedMsr({ vendor: 'intel', cpus: 2, ...(layout === 'dies' ? { packages: 1, dies: 2 } : { packages: 2 }) });
   const workers: Spinner[] = [];
   try {
     const s = await samplerOfPinnedWorkers(e, workers, [1, 1]);
@@ -493,8 +498,9 @@ async function gapOnPackageOne(bMs: number, recover: (w: CounterWriter, s: Sampl
     for (const until = Date.now() + 3000; Date.now() < until && s.stats().timing.samples < 3; ) await sleep(2);
     const w: CounterWriter = { pkg1: 1000, failing: false };
     let writing = true;
+    let pkg0 = 1000;
     const writer = (async () => {
-      for (let pkg0 = 1000; writing; await sleep(2)) {
+      for (; writing; await sleep(2)) {
         e.write(0, MSR.INTEL_PKG, (pkg0 += 50));
         w.pkg1 += 1000;
         if (!w.failing) e.write(1, MSR.INTEL_PKG, w.pkg1);
@@ -517,10 +523,10 @@ async function gapOnPackageOne(bMs: number, recover: (w: CounterWriter, s: Sampl
     const samples = s.stats().timing.samples;
     for (const until = Date.now() + 3000; Date.now() < until && s.stats().timing.samples < samples + 3; ) await sleep(2);
     s.stop();
-    const i = s.domains.findIndex((d) => d.domain === 'package' && d.package === 1);
+    const i = s.domains.findIndex((d) => d.domain === 'package' && d.package === (layout === 'dies' ? 0 : 1));
     const at = s.attribution().byDomain[i];
     const [ra, rb] = [a, b].map((x) => s.threads().find((t) => t.tid === x.tid)!);
-    return { s, at, measured: s.totals().readings[i].ticks, ra, rb, errorsInGap, pkg1: w.pkg1, what: JSON.stringify({ ra, rb, pkg1: [at.process, at.other] }) };
+    return { s, at, measured: s.totals().readings[i].ticks, ra, rb, errorsInGap, pkg0, pkg1: w.pkg1, what: JSON.stringify({ ra, rb, pkg1: [at.process, at.other] }) };
   } finally {
     await Promise.all(workers.map((x) => x.exit()));
     e.close();
@@ -531,14 +537,22 @@ describeBpf('attribution across failed reads', () => {
   // Attribution stepped on while package 1's reads failed, splitting 0 J over the gap's time, and
   // the first good read's energy, the whole gap's, went by the last interval's time alone: a
   // thread that ran through the gap got nothing, one that started just before the recovery all.
-  it("splits the energy a failed domain's next good read brings over the whole gap's time", async () => {
+  // With `dies`, a package of two dies whose second die's reads fail: the package read as die 0's
+  // sum meanwhile, and moved, so it was never held. Each interval of the gap was split with die
+  // 0's energy alone, a twentieth of die 1's, and die 1's came whole at its recovery, to B: A got
+  // a fiftieth of B's energy per nanosecond.
+  it.each(['packages', 'dies'] as const)("splits the energy a failed domain's next good read brings over the whole gap's time (%s)", async (layout) => {
     // The counter comes back where it went on counting, while B runs.
-    const { at, ra, rb, errorsInGap, pkg1, what } = await gapOnPackageOne(100, async (w, _, restore) => {
-      await sleep(50);
-      restore(w.pkg1);
-    });
+    const { at, ra, rb, errorsInGap, pkg0, pkg1, what } = await gapOnPackageOne(
+      100,
+      async (w, _, restore) => {
+        await sleep(50);
+        restore(w.pkg1);
+      },
+      layout,
+    );
     expect(errorsInGap).toBeGreaterThan(0);
-    expect(at.ticks.total).toBe(BigInt(pkg1 - 1000));
+    expect(at.ticks.total).toBe(BigInt(pkg1 - 1000 + (layout === 'dies' ? pkg0 - 1000 : 0)));
     expect(at.ticks.process + at.ticks.baseline + at.ticks.other).toBe(at.ticks.total);
     expect(ra.onCpuNs, what).toBeGreaterThan(20e6);
     expect(rb.onCpuNs, what).toBeGreaterThan(20e6);

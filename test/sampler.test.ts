@@ -309,6 +309,52 @@ describe('Sampler against an emulated MSR', () => {
     expect(s.read().length).toBe(before);
   });
 
+  // A run goes on through a dram counter's failed reads, but start() refused while any domain's
+  // read failed, with a message naming no counter ("the first read of the 'msr' source failed:
+  // Input/output error"). Only the primary domains, which spans and requests are charged from,
+  // need the first read: another domain counts from its first good read.
+  it("starts while another domain's counter fails, counting it from its first good read, and names a failing package's counter", async () => {
+    const e = createEmulatedMsr({ vendor: 'intel', cpus: 2, packages: 2 });
+    emu = e;
+    for (const cpu of [0, 1]) {
+      e.write(cpu, MSR.INTEL_UNIT, INTEL_UNIT);
+      e.write(cpu, MSR.INTEL_PKG, 1000);
+      e.write(cpu, MSR.INTEL_DRAM, 1000);
+    }
+    const s = msrSampler(e, { intervalUs: 1000, threads: 'procfs' });
+    expect(s.domains.map((d) => `${d.domain}-${d.package}`)).toEqual(['package-0', 'dram-0', 'package-1', 'dram-1']);
+    s.start();
+    await sleep(10);
+    s.stop();
+    e.truncate(1);
+    expect(() => s.start()).toThrow(
+      expect.objectContaining({
+        code: 'EIO',
+        message: `start(): the first read of the 'msr' source failed for package-1 (${e.dir}/cpu1/msr: reading the energy register 0x611 failed (Input/output error)), which spans and requests are charged from — try again once it reads`,
+      }),
+    );
+    // Package 1 reads again, its dram register lying past the end of the file: EIO.
+    e.write(1, MSR.INTEL_UNIT, INTEL_UNIT);
+    e.write(1, MSR.INTEL_PKG, 2000);
+    s.start();
+    const until = async (seen: () => boolean) => {
+      for (const end = Date.now() + 5000; !seen() && Date.now() < end; ) await sleep(1);
+    };
+    await until(() => s.stats().timing.samples > 2);
+    expect(s.stats().timing.readErrors).toBeGreaterThan(2);
+    e.write(1, MSR.INTEL_DRAM, 9000); // back, at a value it reached unread: its reference
+    const n = s.stats().timing.samples;
+    await until(() => s.stats().timing.samples > n + 2);
+    e.write(1, MSR.INTEL_DRAM, 9300);
+    e.write(1, MSR.INTEL_PKG, 2700);
+    await until(() => s.totals().readings[3].ticks === 300n && s.totals().readings[2].ticks === 700n);
+    s.stop();
+    expect(s.totals().readings.map((r) => r.ticks)).toEqual([0n, 0n, 700n, 300n]);
+    const parts = s.attribution().byDomain[3].ticks;
+    expect(parts.total).toBe(300n);
+    expect(parts.process + parts.baseline + parts.other).toBe(300n);
+  });
+
   it('keeps the last run readable when the sampler thread cannot be created', async () => {
     // RLIMIT_NPROC at 1 for the process (root is exempt: run as nobody): pthread_create fails.
     const script = `

@@ -286,6 +286,40 @@ describe('msr source, topology', () => {
     expect(s.read().readings.map((r) => r.joules)).toEqual([16, 2]);
   });
 
+  // A domain of one counter holds its last value while its read fails, and attribution holds its
+  // time until the gap's energy comes. A package of two dies read as the other die's sum
+  // meanwhile: it moved, attribution split each interval of the gap with one die's energy, and
+  // the failed die's came whole at its recovery, to whoever ran then.
+  it("holds a multi-die package at its last sum while a die's read fails, for a second at most", async () => {
+    const e = emu({ vendor: 'intel', cpus: 2, packages: 1, dies: 2 });
+    for (const cpu of [0, 1]) {
+      e.write(cpu, MSR.INTEL_UNIT, unitReg(16));
+      e.write(cpu, MSR.INTEL_PKG, 1000);
+    }
+    const s = open(e, SKYLAKE);
+    e.write(0, MSR.INTEL_PKG, 1000 + 2 * 65536);
+    e.write(1, MSR.INTEL_PKG, 1000 + 65536);
+    expect(joules(s, 'package')).toBe(3);
+    e.truncate(1); // die 1's only CPU answers EIO
+    e.write(0, MSR.INTEL_PKG, 1000 + 5 * 65536);
+    const gap = s.read();
+    expect(gap.error).toBe('EIO');
+    expect(gap.readings[0].joules).toBe(3);
+    // Die 1 back, with its gap's energy: the package's whole.
+    e.write(1, MSR.INTEL_UNIT, unitReg(16));
+    e.write(1, MSR.INTEL_PKG, 1000 + 4 * 65536);
+    const back = s.read();
+    expect(back.error).toBeUndefined();
+    expect(back.readings[0].joules).toBe(9);
+    // Die 1 fails for good (its CPUs offline): past a second, die 0's energy is read without it.
+    e.truncate(1);
+    e.write(0, MSR.INTEL_PKG, 1000 + 6 * 65536);
+    const failedAt = process.hrtime.bigint();
+    expect(joules(s, 'package')).toBe(9);
+    while (process.hrtime.bigint() - failedAt <= 1_050_000_000n) await new Promise((r) => setTimeout(r, 50));
+    expect(joules(s, 'package')).toBe(10);
+  });
+
   // As Linux's RAPL driver moves its lead CPU: the package's energy goes on, read elsewhere,
   // where it was frozen at a read error for as long as the CPU stayed offline.
   it("reads a package's counter on another of its CPUs once its CPU goes offline, without a break, and on it again once it is back", () => {

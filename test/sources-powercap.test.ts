@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { Sampler } from '../src/sampler';
 import { openSource, type EnergySource } from '../src/sources';
 import { createEmulatedPowercap, type EmulatedPowercap, type PowercapZone } from './fixtures/emulated-devices';
 import { openSourceAsNobody, openSourceInChild } from './fixtures/unprivileged';
@@ -223,6 +224,28 @@ describe('powercap source', () => {
     const good = s.read();
     expect(good.error).toBeUndefined();
     expect(good.readings[0].joules).toBe(2);
+  });
+
+  // start() refused with "the first read of the 'powercap' source failed: Input/output error",
+  // naming neither the domain nor the file.
+  it('names the domain and the file whose first read fails at start()', () => {
+    const e = emu([{ name: 'package-0', energyUj: 100 }]);
+    const s = new Sampler({
+      source: 'powercap',
+      powercapRoot: e.powercapRoot,
+      liveCheckMs: 0,
+      cpuIdentity: { vendor: 'intel', family: 6, model: 0x55 },
+      threads: 'off',
+    });
+    cleanup.push(s);
+    const file = path.join(e.zonePath('intel-rapl:0'), 'energy_uj');
+    fs.truncateSync(file, 0);
+    expect(() => s.start()).toThrow(
+      expect.objectContaining({
+        code: 'EIO',
+        message: `start(): the first read of the 'powercap' source failed for package-0 (${file}: read failed (Input/output error)), which spans and requests are charged from — try again once it reads`,
+      }),
+    );
   });
 
   // A zone the kernel removes and registers again (intel_rapl_msr reloaded, a package's CPUs all

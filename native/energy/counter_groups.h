@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <map>
 #include <string>
 #include <utility>
@@ -31,6 +32,7 @@ class CounterGroups {
     }
     index_.emplace(std::make_pair(name, package), members_.size());
     members_.push_back({counter});
+    lastGood_.push_back(LastGood{});
     return true;
   }
 
@@ -41,26 +43,83 @@ class CounterGroups {
 
   // Each domain's reading from its counters (each with a WrapCounter `wrap`, and `failed` and
   // `restarted` flags for its last read): their last raw values and their extended totals,
-  // added; failed if any of them failed, restarted if any of them started again.
+  // added; failed if any of them failed, restarted if any of them started again. nowNs: the
+  // read's time (WrapCounter::clockNs()).
+  //
+  // While a counter's read fails (not a restart, whose energy is lost rather than delayed), the
+  // domain reads as the sum at its last read in which none failed: as a domain of one counter
+  // holds its last value, so attribution holds its time until the failed counter's energy comes
+  // (AttributionEngine::step()). Summed as read, the dies that answered moved the domain, each
+  // interval of the gap was split with their energy alone, and the failed die's came whole at
+  // its recovery, to whoever ran then. Totals are cumulative, so nothing is lost. For at most
+  // kHoldNs: a counter that stays failed (its die's or core's CPUs offline) would hold the domain
+  // for good; past that, the domain reads as its counters' sum again, and the failed one's energy
+  // comes whole whenever it is back.
   template <typename Counter>
-  void sum(const std::vector<Counter>& counters, DomainReading* out) const {
+  void sum(const std::vector<Counter>& counters, uint64_t nowNs, DomainReading* out) {
     for (size_t d = 0; d < members_.size(); d++) {
-      out[d].raw = 0;
-      out[d].ticks = 0;
-      out[d].failed = false;
-      out[d].restarted = false;
+      DomainReading& r = out[d];
+      r.raw = 0;
+      r.ticks = 0;
+      r.failed = false;
+      r.restarted = false;
+      bool missing = false;  // a counter whose read failed other than by a restart
       for (size_t i : members_[d]) {
-        out[d].raw += counters[i].wrap.last();
-        out[d].ticks += counters[i].wrap.total();
-        out[d].failed = out[d].failed || counters[i].failed;
-        out[d].restarted = out[d].restarted || counters[i].restarted;
+        r.raw += counters[i].wrap.last();
+        r.ticks += counters[i].wrap.total();
+        r.failed = r.failed || counters[i].failed;
+        r.restarted = r.restarted || counters[i].restarted;
+        missing = missing || (counters[i].failed && !counters[i].restarted);
+      }
+      LastGood& g = lastGood_[d];
+      if (!missing || !g.known) {
+        g.known = true;
+        g.raw = r.raw;
+        g.ticks = r.ticks;
+      }
+      if (!missing) {
+        g.missingSinceNs = kNotMissing;
+        continue;
+      }
+      if (g.missingSinceNs == kNotMissing) g.missingSinceNs = nowNs;
+      if (nowNs - g.missingSinceNs < kHoldNs) {
+        r.raw = g.raw;
+        r.ticks = g.ticks;
       }
     }
   }
 
- private:
+  // Domain d's first counter whose last read failed, or nullptr (for EnergySource::readFailure()).
+  template <typename Counter>
+  const Counter* firstFailed(const std::vector<Counter>& counters, size_t d) const {
+    if (d >= members_.size()) return nullptr;
+    for (size_t i : members_[d]) {
+      if (counters[i].failed) return &counters[i];
+    }
+    return nullptr;
+  }
+
+  // After WrapCounter::rebase(): each counter's next value is its reference, and the sum at the
+  // next read the domain's (a sum held from before would bring the time between, its energy
+  // nobody asked for, into the next run).
+  void rebase() {
+    for (LastGood& g : lastGood_) g = LastGood{};
+  }
+
+  private:
+  static constexpr uint64_t kHoldNs = 1'000'000'000;
+  static constexpr uint64_t kNotMissing = UINT64_MAX;
+  // Per domain: its sum at its last read in which no counter failed (see sum()).
+  struct LastGood {
+    bool known = false;
+    uint64_t raw = 0;
+    uint64_t ticks = 0;
+    uint64_t missingSinceNs = kNotMissing;  // the first failed read since, or kNotMissing
+  };
+
   std::map<std::pair<std::string, int>, size_t> index_;
   std::vector<std::vector<size_t>> members_;
+  std::vector<LastGood> lastGood_;
 };
 
 }  // namespace jouletrace

@@ -145,6 +145,7 @@ class ModelSource final : public EnergySource {
     bool refresh = now - lastRefreshNs_ >= kRefreshNs;
     bool scanned = refresh && scan();
     if (refresh && !scanned) rc = -EIO;
+    if (refresh) scanFailed_ = !scanned;
     for (size_t i = 0; i < pkgs_.size(); i++) {
       Pkg& p = pkgs_[i];
       double add = 0;
@@ -206,7 +207,16 @@ class ModelSource final : public EnergySource {
     return rc;
   }
 
+  bool readFailure(size_t domain, SourceError* out) const override {
+    if (!scanFailed_ || domain >= pkgs_.size()) return false;
+    out->code = "EIO";
+    out->message = procStatPath_ + ": unreadable, or no cpuN lines for the online CPUs";
+    return true;
+  }
+
   UniqueFd fd_;
+  std::string procStatPath_;
+  bool scanFailed_ = false;  // at the last refresh
   std::vector<char> buf_;
   std::vector<int> pkgOfCpu_;  // cpu -> index into pkgs_, -1 if offline
   std::vector<Pkg> pkgs_;
@@ -233,6 +243,7 @@ std::unique_ptr<EnergySource> openModelSource(const SourceOptions& opts, SourceE
     return nullptr;
   }
   src->fd_ = UniqueFd(fd);
+  src->procStatPath_ = opts.procStatPath;
 
   std::vector<CpuTopo> topo;
   SourceError topoErr;

@@ -79,6 +79,7 @@ class MsrSource final : public EnergySource {
     std::vector<int> spares;
     bool failed = false;     // at the last read
     bool restarted = false;  // at the last read: the counter started again (ERANGE)
+    int error = 0;           // -errno of the last read, 0 when it succeeded
   };
   const char* name() const override { return "msr"; }
 
@@ -99,16 +100,29 @@ class MsrSource final : public EnergySource {
       // whole in the next successful read; on a restart that energy is lost.
       c.failed = rc != 0;
       c.restarted = rc == -ERANGE;
+      c.error = rc;
       if (rc != 0 && firstErr == 0) firstErr = rc;
     }
     // A domain is its counters' sum where it has several: an AMD package's cores, an Intel
     // multi-die package's dies.
-    groups_.sum(counters_, out);
+    groups_.sum(counters_, readFrom, out);
     return firstErr;
   }
 
   void rebase() override {
     for (auto& c : counters_) c.wrap.rebase();
+    groups_.rebase();
+  }
+
+  bool readFailure(size_t domain, SourceError* out) const override {
+    const Counter* c = groups_.firstFailed(counters_, domain);
+    if (!c) return false;
+    char hex[24];
+    snprintf(hex, sizeof hex, "0x%llX", (unsigned long long)(c->offset >> msrOffsetShift_));
+    out->code = errnoName(-c->error);
+    out->message = expandCpuPath(msrPath_, c->cpu) + ": reading the energy register " + hex + " failed (" + std::strerror(-c->error) +
+                   ")" + (c->spares.empty() ? "" : ", as on every other CPU that shares the counter");
+    return true;
   }
 
   // The CPU a counter was read on failed (offline: the msr driver answers ENXIO or EIO): the
@@ -163,6 +177,7 @@ class MsrSource final : public EnergySource {
   }
 
   std::string msrPath_;
+  unsigned msrOffsetShift_ = 0;
   std::map<int, Device> devices_;
   std::vector<Counter> counters_;
   CounterGroups groups_;
@@ -321,6 +336,7 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
 
   auto src = std::make_unique<MsrSource>();
   src->msrPath_ = opts.msrPath;
+  src->msrOffsetShift_ = opts.msrOffsetShift;
   const unsigned shift = opts.msrOffsetShift;
   auto fdFor = [&](int cpu, SourceError* e) -> int {
     int fd = src->fdOf(cpu);

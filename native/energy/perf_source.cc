@@ -33,6 +33,9 @@ class PerfSource final : public EnergySource {
     WrapCounter wrap;
     bool failed = false;     // at the last read
     bool restarted = false;  // at the last read: the count started again (ERANGE)
+    int error = 0;           // -errno of the last read, 0 when it succeeded
+    const char* event = "";  // its name in the PMU's events/ (a string literal)
+    int cpu = -1;
   };
   const char* name() const override { return "perf"; }
   int read(DomainReading* out) override {
@@ -49,15 +52,24 @@ class PerfSource final : public EnergySource {
       readFrom = readBy;
       e.failed = rc != 0;
       e.restarted = rc == -ERANGE;
+      e.error = rc;
       if (rc != 0 && firstErr == 0) firstErr = rc;
     }
     // A domain is its events' sum: one per package, or one per die of a multi-die Intel
     // package (the PMU's cpumask then names one CPU of each die).
-    groups_.sum(events_, out);
+    groups_.sum(events_, readFrom, out);
     return firstErr;
   }
   void rebase() override {
     for (auto& e : events_) e.wrap.rebase();
+    groups_.rebase();
+  }
+  bool readFailure(size_t domain, SourceError* out) const override {
+    const Event* e = groups_.firstFailed(events_, domain);
+    if (!e) return false;
+    out->code = errnoName(-e->error);
+    out->message = std::string(e->event) + " on cpu " + std::to_string(e->cpu) + ": read failed (" + std::strerror(-e->error) + ")";
+    return true;
   }
 
   std::vector<Event> events_;
@@ -208,6 +220,8 @@ std::unique_ptr<EnergySource> openPerfSource(const SourceOptions& opts, SourceEr
       }
       const unsigned shift = tickShift(scale);
       PerfSource::Event e{UniqueFd(int(fd)), WrapCounter(0, shift, scale)};
+      e.event = ev.event;
+      e.cpu = cpu;
       uint64_t v;
       const uint64_t readFrom = WrapCounter::clockNs();
       const ssize_t n = ::read(int(fd), &v, sizeof v);

@@ -49,6 +49,7 @@ class PowercapSource final : public EnergySource {
     int64_t reopenTriedNs = -kReopenIntervalNs;
     bool failed = false;     // at the last read
     bool restarted = false;  // at the last read: the counter started again (ERANGE)
+    int error = 0;           // -errno of the last read, 0 when it succeeded
   };
   const char* name() const override { return "powercap"; }
   int read(DomainReading* out) override {
@@ -68,14 +69,23 @@ class PowercapSource final : public EnergySource {
       readFrom = readBy;
       z.failed = rc != 0;
       z.restarted = rc == -ERANGE;
+      z.error = rc;
       if (rc != 0 && firstErr == 0) firstErr = rc;
     }
     // A domain is its zones' sum: one zone, or a multi-die package's dies.
-    groups_.sum(zones_, out);
+    groups_.sum(zones_, readFrom, out);
     return firstErr;
   }
   void rebase() override {
     for (auto& z : zones_) z.wrap.rebase();
+    groups_.rebase();
+  }
+  bool readFailure(size_t domain, SourceError* out) const override {
+    const Zone* z = groups_.firstFailed(zones_, domain);
+    if (!z) return false;
+    out->code = errnoName(-z->error);
+    out->message = z->path + ": read failed (" + std::strerror(-z->error) + ")";
+    return true;
   }
 
   // A zone the kernel removed (intel_rapl_msr unloaded and loaded again, every CPU of its

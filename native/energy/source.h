@@ -3,6 +3,7 @@
 // from the sampler thread only, so read() must not allocate or touch V8.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -104,6 +105,16 @@ class EnergySource {
   // counter left unread across a stop() for more than half its wrap period would otherwise
   // read as one that started again (ERANGE).
   virtual void rebase() {}
+
+  // Where the last read() failed for domain `domain` (an index into domains()), for messages:
+  // the first of its counters whose read failed, its errno name in out->code, and in
+  // out->message named as the source opened it (its device or file, its register or event) with
+  // the error. false where none failed, or the source cannot tell.
+  virtual bool readFailure(size_t domain, SourceError* out) const {
+    (void)domain;
+    (void)out;
+    return false;
+  }
 
  protected:
   std::vector<Domain> domains_;

@@ -45,6 +45,9 @@ class CountingDomains final : public EnergySource {
     return rc;
   }
   void rebase() override { inner_->rebase(); }
+  bool readFailure(size_t domain, SourceError* out) const override {
+    return domain < keep_.size() && inner_->readFailure(keep_[domain], out);
+  }
 
  private:
   std::unique_ptr<EnergySource> inner_;

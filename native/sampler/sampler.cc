@@ -184,11 +184,23 @@ bool Sampler::start(SamplerError* err) {
   // What can fail comes before anything of the last run is reset, so that a start() that fails
   // leaves that run's totals, records and threads readable: the first read, then the thread,
   // which waits at a gate until the run is set up.
+  // The first read is the run's reference, and a run needs one for the primary domains, which
+  // spans and requests are charged from. Another domain's counter whose read fails (a dram zone,
+  // an AMD core's) does not keep the run from starting, as its failures mid-run do not stop one:
+  // rebase() left it without a reference, so its first good read is its reference, adding nothing.
   source_->rebase();
   int rc = source_->read(readings_.data());
-  if (rc != 0) {
-    err->code = errnoName(-rc);
-    err->message = std::string("start(): the first read of the '") + source_->name() + "' source failed: " + strerror(-rc);
+  for (size_t d : primaryDomains_) {
+    if (!readings_[d].failed) continue;
+    const Domain& dom = source_->domains()[d];
+    SourceError why;
+    if (!source_->readFailure(d, &why)) {
+      why.code = errnoName(-rc);
+      why.message = strerror(-rc);
+    }
+    err->code = why.code;
+    err->message = std::string("start(): the first read of the '") + source_->name() + "' source failed for " + dom.name + "-" +
+                   std::to_string(dom.package) + " (" + why.message + "), which spans and requests are charged from — try again once it reads";
     return false;
   }
   if (!createThread(err)) return false;
@@ -199,7 +211,7 @@ bool Sampler::start(SamplerError* err) {
   jitter_.reset();
   samples_.store(0);
   missed_.store(0);
-  readErrors_.store(0);
+  readErrors_.store(rc != 0 ? 1 : 0);  // the first read's, of another domain
   counterRestarts_.store(0);
   changeCount_.store(0);
   for (size_t i = 0; i < kPeriodWindow; i++) changePeriods_[i].store(0, std::memory_order_relaxed);
@@ -218,7 +230,7 @@ bool Sampler::start(SamplerError* err) {
   }
   if (tracker_) {
     std::lock_guard<std::mutex> lock(trackerMu_);
-    tracker_->snapshot(snap_);
+    tracker_->referenceSnapshot(snap_);
     attribution_->step(pendingDelta_.data(), 0, snap_);  // reference point
     if (spans_) spans_->step(now, *attribution_, false, false);  // spans begun from here on are complete
   }

@@ -5,6 +5,7 @@
 #include <bpf/libbpf.h>
 #include <linux/capability.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -309,6 +310,7 @@ class BpfTracker final : public ThreadTracker {
   // `why` says why this build was chosen, for stats(); the open itself needs no explanation.
   int open(const TrackerOptions& opts, const std::string& why, TrackerError* err);
   int snapshot(TrackerSnapshot& snap) override;
+  int referenceSnapshot(TrackerSnapshot& snap) override;
   void stats(TrackerStats& out) override;
   int forgetSwitchIn(uint32_t tid, bool asSeeded, uint64_t cpuSinceNs) override;
   int closeAsEnded(uint32_t tid) override;
@@ -352,6 +354,12 @@ class BpfTracker final : public ThreadTracker {
   // Slot reads that gave up because the writer stayed mid-update (a vCPU descheduled inside the
   // program, on a VM): the slot's previous figures stood in. Read by stats() on another thread.
   std::atomic<uint64_t> busyReads_{0};
+  // Until when snapshot() waits for a busy slot (referenceSnapshot()); 0: it does not, and the
+  // next snapshot catches up.
+  uint64_t patientUntilNs_ = 0;
+  static constexpr uint64_t kReferenceWaitNs = 10'000'000;
+  template <typename Slot>
+  bool readFresh(const Slot* src, Slot* dst) const;
   std::vector<std::pair<uint32_t, uint32_t>> seeded_;  // (tid, slot) given out before attach
 
   std::unique_ptr<typename Build::Skel, SkelDeleter<Build>> skel_;
@@ -799,6 +807,24 @@ void BpfTracker<Build>::attachRepair() {
 }
 
 template <typename Build>
+template <typename Slot>
+bool BpfTracker<Build>::readFresh(const Slot* src, Slot* dst) const {
+  while (!readSlot(src, dst)) {
+    if (patientUntilNs_ == 0 || monotonicNs() >= patientUntilNs_) return false;
+    sched_yield();  // a writer descheduled mid-update (a VM's vCPU) finishes once it runs
+  }
+  return true;
+}
+
+template <typename Build>
+int BpfTracker<Build>::referenceSnapshot(TrackerSnapshot& snap) {
+  patientUntilNs_ = monotonicNs() + kReferenceWaitNs;
+  const int rc = snapshot(snap);
+  patientUntilNs_ = 0;
+  return rc;
+}
+
+template <typename Build>
 int BpfTracker<Build>::snapshot(TrackerSnapshot& snap) {
   if (!skel_) return -EBADF;
   // The first unreported switch-in: one attach (a system call on the sampler thread, once), and
@@ -819,7 +845,7 @@ int BpfTracker<Build>::snapshot(TrackerSnapshot& snap) {
   for (int i = 0; i < ncpu_; i++) {
     jt_cpu_slot c;
     CpuTimes& prev = lastCpu_[size_t(i)];
-    if (readSlot(&cpuSlots_[i], &c)) {
+    if (readFresh(&cpuSlots_[i], &c)) {
       unswitched_[size_t(i)] = c.last_ts == 0;
       uint64_t busy = c.busy_ns, idle = c.idle_ns;
       if (c.last_ts && now > c.last_ts) (c.idle_now ? idle : busy) += now - c.last_ts;
@@ -837,7 +863,7 @@ int BpfTracker<Build>::snapshot(TrackerSnapshot& snap) {
 
   for (uint32_t s = 0; s < hw; s++) {
     jt_thread_slot t;
-    bool fresh = readSlot(&slots_[s], &t);
+    bool fresh = readFresh(&slots_[s], &t);
     if (!fresh) {
       busyReads_.fetch_add(1, std::memory_order_relaxed);
       if (lastGen_[s] == 0 || lastGen_[s] == freedGen_[s]) continue;

@@ -109,6 +109,12 @@ class ThreadTracker {
   // exited since the previous snapshot is reported one last time with exited = true.
   // Returns 0 or -errno.
   virtual int snapshot(TrackerSnapshot& snap) = 0;
+  // snapshot() for a run's reference point, which the run's figures are counted from. eBPF: a
+  // slot that its writer keeps busy is waited for, within a bound, rather than reported with the
+  // last snapshot's figures, which are from before the stop (the time since would count as the
+  // run's first interval's), or, for a thread no snapshot has seen yet, left out (its time since
+  // tracking began would).
+  virtual int referenceSnapshot(TrackerSnapshot& snap) { return snapshot(snap); }
   // May make system calls (bpf_obj_get_info_by_fd, a hash walk). Runs on the JS thread, possibly
   // while the sampler thread is inside snapshot(), so it reads only what is safe beside it: a
   // lock shared with snapshot() would let a stats() call cost the sampler its deadlines.
