@@ -6,10 +6,17 @@
 //   { gramsPerKwh: 380 }      a fixed figure
 //   { provider: async () => n, ttlMs }   a live provider (e.g. an Electricity Maps client),
 //                             called at most once per ttlMs, its last good answer cached
+// Every figure is bounded to 0..MAX_GRAMS_PER_KWH, as the CLI's --grams-per-kwh is.
 import { checkIntegerInRange, checkKnownKeys, invalidRange, invalidType } from './errors';
 
 /** Joules in one kilowatt-hour. */
 export const JOULES_PER_KWH = 3.6e6;
+/**
+ * The highest grid intensity taken, gCO2e/kWh: ten times the dirtiest grid (lignite, ~1,100 g).
+ * Unbounded, a finite but absurd figure (1e308) made grams Infinity, which a Prometheus counter
+ * refuses at every scrape after, failing the whole registry.
+ */
+export const MAX_GRAMS_PER_KWH = 1e5;
 const RETRY_AFTER_FAILURE_MS = 60_000;
 // Scrapes wait for get(): a provider that never answers (a fetch with no timeout) must not hang them.
 const PROVIDER_TIMEOUT_MS = 10_000;
@@ -28,7 +35,12 @@ function checkAmount(name: string, value: unknown, unit: string): number {
 }
 
 const checkJoules = (name: string, value: unknown) => checkAmount(name, value, 'joules');
-const checkIntensity = (name: string, value: unknown) => checkAmount(name, value, 'gCO2e/kWh');
+function checkIntensity(name: string, value: unknown): number {
+  const what = `a number of gCO2e/kWh from 0 to ${MAX_GRAMS_PER_KWH}`;
+  if (typeof value !== 'number' || Number.isNaN(value)) throw invalidType(name, what, value);
+  if (!(value >= 0 && value <= MAX_GRAMS_PER_KWH)) throw invalidRange(name, what, value);
+  return value;
+}
 
 export type IntensityProvider = () => number | Promise<number>;
 
@@ -39,7 +51,10 @@ export type CarbonIntensityOptions =
       provider: IntensityProvider;
       /** How long an answer stays fresh, in ms (default 15 minutes). */
       ttlMs?: number;
-      /** Used until the provider has answered once, and never again after. Default: none. */
+      /**
+       * Used until the provider has answered once, and never again after (its last answer is
+       * kept when it fails). Default: none.
+       */
       fallbackGramsPerKwh?: number;
     };
 
@@ -100,19 +115,28 @@ export function gridIntensityCodes(): string[] {
 /**
  * A grid carbon intensity. `current()` answers synchronously from what is known (null when a
  * provider has not answered yet); `get()` refreshes a stale provider answer first.
+ * `currentSource()` says where the figure known came from; `errors` and `lastError` say how a
+ * provider fails.
  */
 export class CarbonIntensity {
-  /** 'country:FRA', 'fixed' or 'provider'. */
+  /** How the intensity is known, as given: 'country:FRA', 'fixed' or 'provider'. */
   readonly source: string;
   #value: number | null;
+  // #value is options.fallbackGramsPerKwh (the provider has never answered).
+  #fallback = false;
   readonly #provider: IntensityProvider | undefined;
+  readonly #providerName: string;
   readonly #ttlMs: number;
   #fetchedAt = -Infinity;
   // After a failed call: not before this (every scrape calls get(), and a provider that is down
   // should not be asked at every one).
   #retryAt = -Infinity;
   #inflight: Promise<number | null> | undefined;
-  /** The provider's last error, if its last call failed. */
+  #errors = 0;
+  /**
+   * The provider's latest error while it fails (it threw or rejected, answered no number of 0 to
+   * MAX_GRAMS_PER_KWH, or did not answer within 10 s); null once it answers again.
+   */
   lastError: Error | null = null;
 
   /**
@@ -120,6 +144,7 @@ export class CarbonIntensity {
    * they name the option given to it).
    */
   constructor(options: CarbonIntensityOptions, name = 'options') {
+    this.#providerName = `${name}.provider`;
     if (options === null || typeof options !== 'object') {
       throw invalidType(name, '{ country } | { gramsPerKwh } | { provider }', options);
     }
@@ -146,6 +171,7 @@ export class CarbonIntensity {
         options.fallbackGramsPerKwh === undefined
           ? null
           : checkIntensity(`${name}.fallbackGramsPerKwh`, options.fallbackGramsPerKwh);
+      this.#fallback = this.#value !== null;
       this.source = 'provider';
     } else {
       throw invalidType(name, '{ country } | { gramsPerKwh } | { provider }', options);
@@ -158,10 +184,32 @@ export class CarbonIntensity {
   }
 
   /**
-   * The intensity in gCO2e/kWh, asking the provider first when its answer is older than ttlMs
-   * (after a failure, when a minute or ttlMs has passed, whichever is shorter).
+   * Where current() comes from: `source` for a country or a fixed figure; with a provider,
+   * 'provider' (its last answer), 'provider:stale' (its last answer, which a refresh past ttlMs
+   * failed to replace), 'fallback' (fallbackGramsPerKwh: it has never answered), or null (no
+   * figure known: it has never answered, and there is no fallback).
    */
-  async get(now = Date.now()): Promise<number | null> {
+  currentSource(): string | null {
+    if (!this.#provider) return this.source;
+    if (this.#value === null) return null;
+    if (this.#fallback) return 'fallback';
+    // Not from the moment ttlMs has passed: a refresh in flight then would flip the label (and
+    // start a series) at every ttlMs of a provider that works.
+    return this.lastError === null ? 'provider' : 'provider:stale';
+  }
+
+  /** Failed calls of the provider (what lastError holds the latest of); 0 without a provider. */
+  get errors(): number {
+    return this.#errors;
+  }
+
+  /**
+   * The intensity in gCO2e/kWh, asking the provider first when its answer is older than ttlMs
+   * (after a failure, when a minute or ttlMs has passed, whichever is shorter). `now`: a
+   * performance.now() reading: the wall clock stepped back (NTP, a VM resumed) stopped refreshes
+   * until it caught up.
+   */
+  async get(now = performance.now()): Promise<number | null> {
     if (!this.#provider || now - this.#fetchedAt < this.#ttlMs || now < this.#retryAt) return this.#value;
     if (this.#inflight) return this.#inflight;
     const refresh = (async () => {
@@ -182,12 +230,14 @@ export class CarbonIntensity {
         }
         const v = checkIntensity('provider()', answer);
         this.#value = v;
+        this.#fallback = false;
         this.lastError = null;
         this.#fetchedAt = now;
       } catch (err) {
         // Keep the last good answer; ask again in a minute (or ttlMs, if shorter).
         this.lastError = err instanceof Error ? err : new Error(String(err));
         this.#retryAt = now + Math.min(this.#ttlMs, RETRY_AFTER_FAILURE_MS);
+        if (this.#errors++ === 0) this.#warn();
       } finally {
         this.#inflight = undefined;
       }
@@ -203,7 +253,7 @@ export class CarbonIntensity {
    * a refresh that is due goes on and serves the next reading. Only when none is known yet does
    * it wait for the provider, at most `waitMs`.
    */
-  async within(waitMs: number, now = Date.now()): Promise<number | null> {
+  async within(waitMs: number, now = performance.now()): Promise<number | null> {
     const refreshed = this.get(now);
     if (this.#value !== null) return this.#value;
     let timer: NodeJS.Timeout | undefined;
@@ -217,6 +267,18 @@ export class CarbonIntensity {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  // Once: a provider that never answers (a bad API key) otherwise showed only as carbon series
+  // missing, or as its fallback.
+  #warn(): void {
+    const using =
+      this.#value === null ? 'no intensity is known, so no grams are counted' : this.#fallback ? 'the fallback figure is used' : 'its last answer is used';
+    process.emitWarning(
+      `${this.#providerName} failed: ${this.lastError!.message}. Until it answers, ${using}; it is asked again within a minute. ` +
+        "Its failures are counted in CarbonIntensity.errors and registerMetrics()'s jouletrace_carbon_provider_errors_total (warned once).",
+      { code: 'JOULETRACE_CARBON_PROVIDER' },
+    );
   }
 
   /** Grams CO2e for `joules` at the intensity now known (null when none is known yet). */

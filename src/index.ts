@@ -42,7 +42,7 @@ export type {
   BpfProgram,
   RepairSwitchIns,
 } from './threads';
-export { CarbonIntensity, carbonIntensity, joulesToGrams, gridIntensity, gridIntensityCodes, JOULES_PER_KWH } from './carbon';
+export { CarbonIntensity, carbonIntensity, joulesToGrams, gridIntensity, gridIntensityCodes, JOULES_PER_KWH, MAX_GRAMS_PER_KWH } from './carbon';
 export type { CarbonIntensityOptions } from './carbon';
 export { ReportCollector, renderReport } from './report';
 export type { ReportCollectorOptions, ReportData, ReportRecord, ReportRecordLabel, ReportThreadSeries } from './report';

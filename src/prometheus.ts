@@ -7,7 +7,7 @@
 import { PROM_CLIENT_RANGE } from './prom-client-peer'; // first: a missing prom-client is its error
 import { Counter, Gauge, Registry, type Metric } from 'prom-client';
 import * as path from 'node:path';
-import { carbonIntensity, joulesToGrams, type CarbonIntensity, type CarbonIntensityOptions } from './carbon';
+import { carbonIntensity, joulesToGrams, MAX_GRAMS_PER_KWH, type CarbonIntensity, type CarbonIntensityOptions } from './carbon';
 import { checkBoolean, checkIntegerInRange, checkObject, checkString, invalidType, JouletraceError } from './errors';
 import { EnergyTracker, PowerWindow, type EnergyReading } from './energy-tracker';
 import { FastHistogram, type HistogramSeries } from './prometheus-histogram';
@@ -62,7 +62,11 @@ export interface PrometheusOptions {
   topThreads?: number;
   /** Window of app_joules_per_request, in ms, in whole seconds (a scrape covers W to W + 1 s). Default 300000 (5 minutes). */
   joulesPerRequestWindowMs?: number;
-  /** Grid carbon intensity: enables jouletrace_carbon_grams_total and jouletrace_grid_intensity_grams_per_kwh. */
+  /**
+   * Grid carbon intensity: enables jouletrace_carbon_grams_total and
+   * jouletrace_grid_intensity_grams_per_kwh, and with a provider
+   * jouletrace_carbon_provider_errors_total.
+   */
   carbon?: CarbonIntensityOptions | CarbonIntensity;
   /** Register the source article's app_* metrics. Default true. */
   appMetrics?: boolean;
@@ -142,6 +146,7 @@ export const PREFIXED_NAMES = [
   'sampler_info',
   'carbon_grams_total',
   'grid_intensity_grams_per_kwh',
+  'carbon_provider_errors_total',
 ];
 
 function isRegistryLike(r: unknown): boolean {
@@ -514,7 +519,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
       reg(
         new Counter({
           name: `${prefix}carbon_grams_total`,
-          help: 'Emissions of the energy measured, in grams CO2e at the grid intensity of the moment (scope: process = attributed to this process, machine = primary domains).',
+          help: 'Emissions of the energy measured, in grams CO2e at the grid intensity in use: a yearly average with a country (scope: process = attributed to this process, machine = primary domains).',
           labelNames: names('scope'),
           registers: [building],
           async collect() {
@@ -528,7 +533,10 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
               pending.set(scope, (pending.get(scope) ?? 0) + delta);
               // Energy spent before any intensity is known waits until one is.
               if (intensity !== null) {
-                grams.set(scope, (grams.get(scope) ?? 0) + joulesToGrams(pending.get(scope)!, intensity));
+                const total = (grams.get(scope) ?? 0) + joulesToGrams(pending.get(scope)!, intensity);
+                // prom-client's inc() throws for a figure that is not finite, at this scrape and
+                // every one after: the whole registry's, the application's own metrics included.
+                if (Number.isFinite(total)) grams.set(scope, total);
                 pending.set(scope, 0);
               }
             }
@@ -540,16 +548,33 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
       reg(
         new Gauge({
           name: `${prefix}grid_intensity_grams_per_kwh`,
-          help: `Grid carbon intensity used for ${prefix}carbon_grams_total, gCO2e/kWh.`,
+          help: `Grid carbon intensity used for ${prefix}carbon_grams_total, gCO2e/kWh, by where it came from: country:CODE, fixed, provider, provider:stale (a refresh failed) or fallback (the provider has never answered).`,
           labelNames: [...constNames, 'intensity_source'],
           registers: [building],
           async collect() {
-            const v = await carbon.within(SCRAPE_WAIT_MS);
+            await carbon.within(SCRAPE_WAIT_MS);
+            // Read together, after the wait: a provider call ending during it changes both.
+            const v = carbon.current();
+            const from = carbon.currentSource();
             this.reset();
-            if (v !== null) this.set({ ...constLabels, intensity_source: carbon.source }, v);
+            if (v !== null && from !== null) this.set({ ...constLabels, intensity_source: from }, v);
           },
         }),
       );
+      if (carbon.source === 'provider') {
+        reg(
+          new Counter({
+            name: `${prefix}carbon_provider_errors_total`,
+            help: `Failed calls of the carbon intensity provider (it threw or rejected, answered no number of 0 to ${MAX_GRAMS_PER_KWH} gCO2e/kWh, or not within 10 s); meanwhile ${prefix}grid_intensity_grams_per_kwh says provider:stale or fallback, or has no series.`,
+            labelNames: constNames,
+            registers: [building],
+            collect() {
+              this.reset();
+              this.inc({ ...constLabels }, carbon.errors);
+            },
+          }),
+        );
+      }
     }
   } catch (err) {
     release();

@@ -1,6 +1,19 @@
 // Carbon: joules → grams CO2e against hand-computed values (1 kWh = 3.6e6 J).
-import { describe, expect, it, vi } from 'vitest';
-import { CarbonIntensity, carbonIntensity, gridIntensity, gridIntensityCodes, joulesToGrams, JOULES_PER_KWH } from '../src/carbon';
+import { afterEach, describe, expect, it, onTestFinished, vi } from 'vitest';
+import { CarbonIntensity, carbonIntensity, gridIntensity, gridIntensityCodes, joulesToGrams, JOULES_PER_KWH, MAX_GRAMS_PER_KWH } from '../src/carbon';
+
+afterEach(() => {
+  vi.restoreAllMocks();
+});
+
+/** The process warnings emitted from here on, as "code: message". */
+function warnings(): string[] {
+  const seen: string[] = [];
+  const on = (w: Error & { code?: string }) => void seen.push(`${w.code}: ${w.message}`);
+  process.on('warning', on);
+  onTestFinished(() => void process.off('warning', on));
+  return seen;
+}
 
 describe('joulesToGrams', () => {
   it('converts by hand-computed values', () => {
@@ -20,10 +33,16 @@ describe('joulesToGrams', () => {
     expect(() => joulesToGrams(NaN, 400)).toThrow(new TypeError('Expected a finite number of joules, 0 or more for joules but received NaN of type number'));
     expect(() => joulesToGrams(-5, 400)).toThrow(new RangeError('Expected a finite number of joules, 0 or more for joules but received -5 of type number'));
     expect(() => joulesToGrams(Infinity, 400)).toThrow(RangeError);
-    expect(() => joulesToGrams(5, NaN)).toThrow(new TypeError('Expected a finite number of gCO2e/kWh, 0 or more for gramsPerKwh but received NaN of type number'));
-    expect(() => joulesToGrams(5, -1)).toThrow(new RangeError('Expected a finite number of gCO2e/kWh, 0 or more for gramsPerKwh but received -1 of type number'));
+    expect(() => joulesToGrams(5, NaN)).toThrow(new TypeError('Expected a number of gCO2e/kWh from 0 to 100000 for gramsPerKwh but received NaN of type number'));
+    expect(() => joulesToGrams(5, -1)).toThrow(new RangeError('Expected a number of gCO2e/kWh from 0 to 100000 for gramsPerKwh but received -1 of type number'));
     expect(() => joulesToGrams(5, '400' as never)).toThrow(TypeError);
     expect(() => joulesToGrams(5, Infinity)).toThrow(RangeError);
+    // Finite, but past any grid: 7.2e6 J at 1e308 g/kWh was Infinity grams.
+    expect(MAX_GRAMS_PER_KWH).toBe(1e5);
+    expect(joulesToGrams(3.6e6, 1e5)).toBe(1e5);
+    expect(() => joulesToGrams(7.2e6, 1e308)).toThrow(new RangeError('Expected a number of gCO2e/kWh from 0 to 100000 for gramsPerKwh but received 1e+308 of type number'));
+    expect(() => joulesToGrams(1, 100_001)).toThrow(RangeError);
+    expect(Number.isFinite(joulesToGrams(Number.MAX_VALUE, 1e5))).toBe(true);
     const c = new CarbonIntensity({ gramsPerKwh: 400 });
     expect(() => c.grams(-5)).toThrow(new RangeError('Expected a finite number of joules, 0 or more for joules but received -5 of type number'));
     expect(() => c.grams(NaN)).toThrow(TypeError);
@@ -215,5 +234,109 @@ describe('CarbonIntensity', () => {
     } finally {
       vi.useRealTimers();
     }
+  });
+
+  // The figure was labelled 'provider' whether it was the provider's, its fallback, or an answer
+  // it had long failed to refresh; failures were silent, lastError undocumented.
+  it('says where the figure came from (fallback, provider, provider:stale), counts failures and warns once', async () => {
+    const seen = warnings();
+    let answer: number | Error = new Error('401 invalid API key');
+    const c = new CarbonIntensity(
+      {
+        ttlMs: 1000,
+        fallbackGramsPerKwh: 300,
+        provider: () => {
+          if (answer instanceof Error) throw answer;
+          return answer;
+        },
+      },
+      'options.carbon',
+    );
+    expect(c.currentSource()).toBe('fallback');
+    expect(c.errors).toBe(0);
+    expect(await c.get(0)).toBe(300);
+    expect(c.currentSource()).toBe('fallback');
+    expect(c.errors).toBe(1);
+    expect(c.lastError?.message).toBe('401 invalid API key');
+    expect(await c.get(60_000)).toBe(300);
+    expect(c.errors).toBe(2);
+    answer = 120;
+    expect(await c.get(120_000)).toBe(120);
+    expect(c.currentSource()).toBe('provider');
+    expect(c.errors).toBe(2);
+    // Its answer past ttlMs: still 'provider' while a refresh is due or in flight (a label that
+    // flipped at every ttlMs would start a series each time) ...
+    answer = new Error('503');
+    const refreshing = c.get(121_000);
+    expect(c.currentSource()).toBe('provider');
+    expect(await refreshing).toBe(120);
+    // ... and stale once that refresh failed, until one works.
+    expect(c.currentSource()).toBe('provider:stale');
+    expect(c.errors).toBe(3);
+    answer = 130;
+    expect(await c.get(181_000)).toBe(130);
+    expect(c.currentSource()).toBe('provider');
+    await new Promise((r) => setImmediate(r));
+    expect(seen).toEqual([
+      "JOULETRACE_CARBON_PROVIDER: options.carbon.provider failed: 401 invalid API key. Until it answers, the fallback figure is used; it is asked again within a minute. Its failures are counted in CarbonIntensity.errors and registerMetrics()'s jouletrace_carbon_provider_errors_total (warned once).",
+    ]);
+
+    // Without a fallback: no figure, and the warning says so.
+    const none = new CarbonIntensity({ provider: () => Promise.reject(new Error('no key')) });
+    expect(none.currentSource()).toBeNull();
+    expect(await none.get(0)).toBeNull();
+    expect(none.currentSource()).toBeNull();
+    expect(none.errors).toBe(1);
+    await new Promise((r) => setImmediate(r));
+    expect(seen[1]).toMatch(/^JOULETRACE_CARBON_PROVIDER: options\.provider failed: no key\. Until it answers, no intensity is known, so no grams are counted;/);
+    expect(seen).toHaveLength(2);
+    // The others: where they were given.
+    expect(new CarbonIntensity({ gramsPerKwh: 5 }).currentSource()).toBe('fixed');
+    expect(new CarbonIntensity({ country: 'fra' }).currentSource()).toBe('country:FRA');
+    expect(new CarbonIntensity({ gramsPerKwh: 5 }).errors).toBe(0);
+  });
+
+  // 1e308 was taken, and made grams Infinity.
+  it('takes intensities of 0 to 100000 gCO2e/kWh only; a provider answering more has failed', async () => {
+    expect(() => new CarbonIntensity({ gramsPerKwh: 1e308 })).toThrow(
+      new RangeError('Expected a number of gCO2e/kWh from 0 to 100000 for options.gramsPerKwh but received 1e+308 of type number'),
+    );
+    expect(() => new CarbonIntensity({ provider: () => 1, fallbackGramsPerKwh: 100_001 }, 'options.carbon')).toThrow(
+      new RangeError('Expected a number of gCO2e/kWh from 0 to 100000 for options.carbon.fallbackGramsPerKwh but received 100001 of type number'),
+    );
+    expect(new CarbonIntensity({ gramsPerKwh: 1e5 }).current()).toBe(1e5);
+    warnings(); // its warning is not this test's subject
+    const c = new CarbonIntensity({ provider: () => 1e308, fallbackGramsPerKwh: 200 });
+    expect(await c.get(0)).toBe(200);
+    expect(c.currentSource()).toBe('fallback');
+    expect(c.errors).toBe(1);
+    expect(c.lastError).toEqual(new RangeError('Expected a number of gCO2e/kWh from 0 to 100000 for provider() but received 1e+308 of type number'));
+  });
+
+  // TTL and retry ran on Date.now(): the wall clock stepped back an hour (NTP, a VM resumed)
+  // stopped every refresh for that hour.
+  it('refreshes on the monotonic clock, whatever the wall clock does', async () => {
+    let mono = 1_000_000;
+    let wall = Date.now();
+    vi.spyOn(performance, 'now').mockImplementation(() => mono);
+    vi.spyOn(Date, 'now').mockImplementation(() => wall);
+    let answer = 100;
+    let calls = 0;
+    const c = new CarbonIntensity({ provider: () => (calls++, answer), ttlMs: 60_000 });
+    expect(await c.get()).toBe(100);
+    answer = 900;
+    wall -= 3_600_000; // stepped back an hour ...
+    wall += 5 * 60_000; // ... then five minutes (five ttlMs) passed
+    mono += 5 * 60_000;
+    expect(await c.get()).toBe(900);
+    expect(calls).toBe(2);
+    // And within(), which scrapes call.
+    answer = 50;
+    wall -= 3_600_000;
+    mono += 60_000;
+    await c.within(1000);
+    await new Promise((r) => setImmediate(r));
+    expect(calls).toBe(3);
+    expect(c.current()).toBe(50);
   });
 });

@@ -40,12 +40,12 @@ function substitute(expr: string): string {
   return expr.replace(/\$__rate_interval|\$__interval|\$__range/g, '1m').replace(/\$job\b|\$\{job\}/g, '.+');
 }
 
-/** registerMetrics()'s exposition, every family included (requests, carbon, thread tracking). */
+/** registerMetrics()'s exposition, every family included (requests, carbon with a provider, thread tracking). */
 async function exporterOutput(): Promise<string> {
   const sampler = new Sampler({ source: 'model' }).start();
   try {
     const tracker = new RequestTracker(sampler);
-    const m = registerMetrics(sampler, { registry: new Registry(), requests: tracker, carbon: { gramsPerKwh: 400 } });
+    const m = registerMetrics(sampler, { registry: new Registry(), requests: tracker, carbon: { provider: () => 400 } });
     const h = sampler.begin('work');
     sampler.end(h);
     await sampler.settle(h);

@@ -640,7 +640,8 @@ describe('registerMetrics', () => {
   // it would be refused by prom-client halfway through the build again.
   it('checks the prefix against every name a prefixed metric takes', () => {
     const s = sampler().start();
-    const m = registerMetrics(s, { prefix: 'x_', carbon: { gramsPerKwh: 100 } });
+    // A provider: the provider errors counter comes with one only.
+    const m = registerMetrics(s, { prefix: 'x_', carbon: { provider: () => 100 } });
     cleanups.push(() => m.close());
     const built = m.registry.getMetricsAsArray().map((x) => x.name).filter((n) => n.startsWith('x_'));
     expect(built.sort()).toEqual(PREFIXED_NAMES.map((n) => `x_${n}`).sort());
@@ -773,6 +774,9 @@ describe('registerMetrics', () => {
       [{ country: 'CAF' }, `(it has none for 'CAF': give options.carbon.gramsPerKwh instead) for options.carbon.country but received "CAF" of type string`],
       [{ country: 5 }, 'for options.carbon.country but received 5 of type number'],
       [{ gramsPerKwh: -1 }, 'for options.carbon.gramsPerKwh but received -1 of type number'],
+      // Finite, but absurd: grams went to Infinity, and prom-client refused every scrape after.
+      [{ gramsPerKwh: Number.MAX_VALUE }, 'Expected a number of gCO2e/kWh from 0 to 100000 for options.carbon.gramsPerKwh but received 1.7976931348623157e+308 of type number'],
+      [{ provider: () => 1, fallbackGramsPerKwh: 1e6 }, 'Expected a number of gCO2e/kWh from 0 to 100000 for options.carbon.fallbackGramsPerKwh but received 1000000 of type number'],
       [{ provider: 3 }, 'Expected a function for options.carbon.provider but received 3 of type number'],
       [{ provider: () => 1, ttlMs: 0 }, 'for options.carbon.ttlMs but received 0 of type number'],
       [{ provider: () => 1, fallbackGramsPerKwh: NaN }, 'for options.carbon.fallbackGramsPerKwh but received NaN of type number'],
@@ -797,6 +801,77 @@ describe('registerMetrics', () => {
     // 360 g/kWh = 360 g per 3.6e6 J = 1e-4 g/J.
     expect(v.get('jouletrace_carbon_grams_total{scope="machine",estimated="true"}')).toBeCloseTo(machine * 1e-4, 9);
     expect(v.get('jouletrace_grid_intensity_grams_per_kwh{intensity_source="fixed"}')).toBe(360);
+    // No provider, nothing to fail.
+    expect(m.registry.getSingleMetric('jouletrace_carbon_provider_errors_total')).toBeUndefined();
+  });
+
+  // A provider that never answered (a bad API key) had its fallback exported as its own figure,
+  // or no carbon series at all, without a word; one that stopped answering kept its last figure
+  // as 'provider' for good.
+  it("labels the intensity by where it came from, counts the provider's failures and warns once", async () => {
+    const seen: string[] = [];
+    const onWarning = (w: Error & { code?: string }) => void seen.push(`${w.code}: ${w.message}`);
+    process.on('warning', onWarning);
+    cleanups.push(() => process.off('warning', onWarning));
+    const s = sampler({ ringCapacity: 0 }).start();
+    const failing = () => Promise.reject(new Error('401 invalid API key'));
+    const registry = new Registry();
+    const bare = registerMetrics(s, { registry, carbon: { provider: failing }, labels: { service: 'a' } });
+    cleanups.push(() => bare.close());
+    const fallback = registerMetrics(s, { carbon: { provider: failing, fallbackGramsPerKwh: 300 } });
+    cleanups.push(() => fallback.close());
+    let answer: number | Error = 200;
+    const stale = registerMetrics(s, {
+      carbon: {
+        ttlMs: 1,
+        provider: async () => {
+          if (answer instanceof Error) throw answer;
+          return answer;
+        },
+      },
+    });
+    cleanups.push(() => stale.close());
+    busy(20);
+    const scrape = async (m: { registry: Registry }) => parse(await m.registry.metrics());
+    const carbonSeries = (v: Map<string, number>) => [...v].filter(([k]) => /^jouletrace_(carbon|grid)/.test(k));
+
+    // Scraped twice: the provider's call that a first scrape starts has failed by the second.
+    for (let i = 0; i < 2; i++) {
+      await scrape(bare);
+      await scrape(fallback);
+      await sleep(5);
+    }
+    // Without a fallback: no intensity, no grams, and the counter says why.
+    expect(carbonSeries(await scrape(bare))).toEqual([['jouletrace_carbon_provider_errors_total{service="a"}', 1]]);
+    const f = await scrape(fallback);
+    expect(f.get('jouletrace_grid_intensity_grams_per_kwh{intensity_source="fallback"}')).toBe(300);
+    expect(f.has('jouletrace_grid_intensity_grams_per_kwh{intensity_source="provider"}')).toBe(false);
+    expect(f.get('jouletrace_carbon_provider_errors_total')).toBe(1);
+    expect(f.get('jouletrace_carbon_grams_total{scope="machine",estimated="true"}')).toBeGreaterThan(0);
+
+    // A provider that answered, then failed: its last answer, marked stale.
+    let v = await scrape(stale);
+    expect(v.get('jouletrace_grid_intensity_grams_per_kwh{intensity_source="provider"}')).toBe(200);
+    expect(v.get('jouletrace_carbon_provider_errors_total')).toBe(0);
+    answer = new Error('503 Service Unavailable');
+    await sleep(5);
+    await scrape(stale); // past ttlMs: the refresh it starts fails
+    await sleep(5);
+    v = await scrape(stale);
+    expect(carbonSeries(v).filter(([k]) => k.startsWith('jouletrace_grid'))).toEqual([['jouletrace_grid_intensity_grams_per_kwh{intensity_source="provider:stale"}', 200]]);
+    expect(v.get('jouletrace_carbon_provider_errors_total')).toBeGreaterThanOrEqual(1);
+    answer = 250;
+    await sleep(5);
+    await scrape(stale);
+    await sleep(5);
+    v = await scrape(stale);
+    expect(carbonSeries(v).filter(([k]) => k.startsWith('jouletrace_grid'))).toEqual([['jouletrace_grid_intensity_grams_per_kwh{intensity_source="provider"}', 250]]);
+
+    // One warning per provider, naming the option and its error.
+    await new Promise((r) => setImmediate(r));
+    expect(seen.filter((w) => w.startsWith('JOULETRACE_CARBON_PROVIDER: options.carbon.provider failed: 401 invalid API key.'))).toHaveLength(2);
+    expect(seen.filter((w) => w.startsWith('JOULETRACE_CARBON_PROVIDER: options.carbon.provider failed: 503 Service Unavailable. Until it answers, its last answer is used;'))).toHaveLength(1);
+    expect(seen).toHaveLength(3);
   });
 });
 
