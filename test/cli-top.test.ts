@@ -224,18 +224,23 @@ describe('jouletrace top off a terminal', () => {
   // A start() that failed escaped to bin/jouletrace.js: "jouletrace: start(): ...", the sampler
   // left open.
   it('says in its own name that the sampler could not start, and closes it', () => {
-    const { e, writer } = countingPowercap([{ name: 'package-1', energyUj: 5_000_000 }]);
+    // The package counter, the one spans are charged from: start() goes on without another.
+    const { e, writer } = countingPowercap();
     try {
       const r = spawnSync(
         process.execPath,
         ['-r', path.join(__dirname, 'fixtures', 'failing-start.cjs'), BIN, 'top', '--json', '--iterations', '1', '--delay', '0.3', '--source', 'powercap', '--powercap-root', e.powercapRoot],
-        { encoding: 'utf8', timeout: 15_000, env: { ...process.env, JOULETRACE_TEST_CUT_ON_START: path.join(e.zonePath('intel-rapl:1'), 'energy_uj') } },
+        {
+          encoding: 'utf8',
+          timeout: 15_000,
+          env: { ...process.env, JOULETRACE_TEST_CUT_ON_START: path.join(e.zonePath('intel-rapl:0'), 'energy_uj'), JOULETRACE_TEST_HOLD_PID: String(writer.pid) },
+        },
       );
       expect(r.status, r.stderr).toBe(1);
       expect(r.stdout).toBe('');
-      expect(r.stderr).toMatch(/^jouletrace top: start\(\): the first read of the 'powercap' source failed: [^\n]+\nfailing-start: 0 sampler\(s\) left open\n$/);
+      expect(r.stderr).toMatch(/^jouletrace top: start\(\): the first read of the 'powercap' source failed for package-0 \([^\n]+\nfailing-start: 0 sampler\(s\) left open\n$/);
     } finally {
-      writer.kill();
+      writer.kill('SIGKILL');
       e.close();
     }
   });

@@ -9,7 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Sampler, SampleFlags, type BaselineResult, type RingReader } from '../src/index';
 import { nativeHandleOf } from '../src/native-handles';
 import { itBpf } from './fixtures/bpf-required';
-import { createEmulatedMsr, MSR, type EmulatedMsr } from './fixtures/emulated-devices';
+import { asHardware, createEmulatedMsr, MSR, type EmulatedMsr } from './fixtures/emulated-devices';
 
 const run = promisify(execFile);
 const root = path.join(__dirname, '..');
@@ -56,7 +56,8 @@ describe('Sampler against an emulated MSR', () => {
     const s = msrSampler(emu, { intervalUs: 200, ringCapacity: 4 });
     expect(s.domains.map((d) => d.domain)).toEqual(['package', 'core']);
     s.start();
-    const writer = run(process.execPath, [
+    const writer = run(...asHardware([
+      process.execPath,
       path.join(__dirname, 'fixtures/msr-writer.cjs'),
       path.join(emu.dir, 'cpu0', 'msr'),
       String(MSR.INTEL_PKG),
@@ -64,7 +65,7 @@ describe('Sampler against an emulated MSR', () => {
       String(step),
       '150',
       '2',
-    ]);
+    ]));
     const { stdout } = await writer;
     await sleep(5);
     s.stop();
@@ -93,7 +94,8 @@ describe('Sampler against an emulated MSR', () => {
     const s = msrSampler(emu, { intervalUs: 100, threads: 'bpf' });
     s.setBaseline({ package: 10 });
     s.start();
-    const { stdout } = await run(process.execPath, [
+    const { stdout } = await run(...asHardware([
+      process.execPath,
       path.join(__dirname, 'fixtures/msr-writer.cjs'),
       path.join(emu.dir, 'cpu0', 'msr'),
       String(MSR.INTEL_PKG),
@@ -101,7 +103,7 @@ describe('Sampler against an emulated MSR', () => {
       String(step),
       '150',
       '2',
-    ]);
+    ]));
     await sleep(5);
     s.stop();
     const changed = s.read().filter((r) => r.changed);
@@ -386,18 +388,6 @@ describe('Sampler against an emulated MSR', () => {
     // A package counter moved at `watts` by another process (test/fixtures/msr-power.cjs), in
     // units of 2^-esu J; with `phases`, at each phase's watts until its end (ms from now), then
     // at `watts`.
-    // The writer stands for hardware, which counts however busy the machine is: where this
-    // process may (root), it runs at a real-time priority, ahead of whatever else keeps the CPUs
-    // busy (it writes 8 bytes a millisecond). Held up for 20-130 ms otherwise at a load of 6.
-    const realtime = (() => {
-      try {
-        execFileSync('chrt', ['-f', '10', 'true'], { stdio: 'ignore' });
-        return true;
-      } catch {
-        return false;
-      }
-    })();
-
     async function powered(watts: number, esu: number, opts: PowerOptions = {}) {
       const e = createEmulatedMsr({ vendor: 'intel', cpus: 2, packages: 1 });
       emu = e;
@@ -407,7 +397,7 @@ describe('Sampler against an emulated MSR', () => {
       e.write(0, MSR.INTEL_PP0, 1000);
       const config = { unit, esu, watts, msr: { unit: MSR.INTEL_UNIT, pkg: MSR.INTEL_PKG, pp0: MSR.INTEL_PP0 }, ...opts };
       const argv = [process.execPath, path.join(__dirname, 'fixtures/msr-power.cjs'), path.join(e.dir, 'cpu0', 'msr'), JSON.stringify(config)];
-      const writer = spawn(realtime ? 'chrt' : argv[0], realtime ? ['-f', '10', ...argv] : argv.slice(1), { stdio: ['pipe', 'pipe', 'inherit'] });
+      const writer = spawn(...asHardware(argv), { stdio: ['pipe', 'pipe', 'inherit'] });
       const exited = new Promise((resolve) => writer.once('exit', resolve));
       let out = '';
       await new Promise<void>((resolve, reject) => {
@@ -997,8 +987,14 @@ describe('Sampler lifecycle', () => {
       const { Sampler } = require(${JSON.stringify(path.join(root, 'dist/cjs/index.js'))});
       const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'off' });
       s.start();
-      setTimeout(() => { s.stop(); parentPort.postMessage({ n: s.read().length, samples: s.stats().timing.samples,
-        joules: s.totals().readings[0].joules }); s.close(); }, 100);`;
+      // Until 50 samples are in, not for 100 ms: on a loaded machine 100 ms held 41.
+      const until = Date.now() + 5000;
+      const t = setInterval(() => {
+        if (s.stats().timing.samples <= 50 && Date.now() < until) return;
+        clearInterval(t);
+        s.stop(); parentPort.postMessage({ n: s.read().length, samples: s.stats().timing.samples,
+          joules: s.totals().readings[0].joules }); s.close();
+      }, 10);`;
     const results = await Promise.all(
       [0, 1].map(
         () =>

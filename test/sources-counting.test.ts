@@ -9,7 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { openSource, type EnergySource } from '../src/sources';
 import { Sampler } from '../src/sampler';
 import { formatProbe, probe } from '../src/probe';
-import { createEmulatedMsr, createEmulatedPowercap, MSR, type EmulatedMsr } from './fixtures/emulated-devices';
+import { asHardware, createEmulatedMsr, createEmulatedPowercap, MSR, type EmulatedMsr } from './fixtures/emulated-devices';
 import { CPU_CLOCK, createSoftwarePerfPmu, itPerf, NEVER_COUNTS } from './fixtures/perf-events';
 
 const cleanup: Array<{ close(): void }> = [];
@@ -43,15 +43,9 @@ function softwarePmu(events: Record<string, string>) {
 // before the call until stop(); the open that follows is synchronous and blocks this process.
 async function advancing(e: EmulatedMsr, msr: number): Promise<{ stop(): void }> {
   const start = e.read(0, msr);
-  const child = spawn(process.execPath, [
-    path.join(__dirname, 'fixtures/msr-writer.cjs'),
-    path.join(e.dir, 'cpu0', 'msr'),
-    String(msr),
-    String(start),
-    '1000',
-    '1000000',
-    '2',
-  ]);
+  const child = spawn(
+    ...asHardware([process.execPath, path.join(__dirname, 'fixtures/msr-writer.cjs'), path.join(e.dir, 'cpu0', 'msr'), String(msr), String(start), '1000', '1000000', '2']),
+  );
   const stop = { close: () => child.kill() };
   keep(stop);
   const deadline = Date.now() + 10_000;

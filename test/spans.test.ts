@@ -10,7 +10,7 @@ import { attachSpans, RequestTracker, Sampler, type RequestRecord, type SpanResu
 import { native } from '../src/native';
 import { describeBpf } from './fixtures/bpf-required';
 import { busyCpu } from './fixtures/cpu-busy';
-import { createEmulatedMsr, MSR } from './fixtures/emulated-devices';
+import { asHardware, createEmulatedMsr, MSR } from './fixtures/emulated-devices';
 import { until } from './fixtures/request-endings';
 import { nativeHandleOf } from '../src/native-handles';
 import { eventCheck } from '../src/span-channel';
@@ -1276,7 +1276,7 @@ describeBpf('spans at 10 kHz against a counter that moves every millisecond', ()
       const s = sampler({ source: 'msr', ...e.options, cpuIdentity: { vendor: 'intel', family: 6, model: 0x5e }, threads: 'bpf', intervalUs: 100 });
       s.start();
       // 1 J a millisecond (2^14 ticks of 2^-14 J), from another process, as the hardware would.
-      const writer = run(process.execPath, [path.join(__dirname, 'fixtures/msr-writer.cjs'), path.join(e.dir, 'cpu0', 'msr'), String(MSR.INTEL_PKG), '1000', String(2 ** 14), '400', '1']);
+      const writer = run(...asHardware([process.execPath, path.join(__dirname, 'fixtures/msr-writer.cjs'), path.join(e.dir, 'cpu0', 'msr'), String(MSR.INTEL_PKG), '1000', String(2 ** 14), '400', '1']));
       // Once the writer runs (a process's start takes tens of milliseconds).
       for (let i = 0; i < 500 && e.read(0, MSR.INTEL_PKG) === 1000n; i++) await sleep(2);
       await sleep(5);
