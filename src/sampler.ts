@@ -915,16 +915,21 @@ export class Sampler {
       if (watts.length !== this.domains.length) {
         throw invalidRange('watts', `an array of ${this.domains.length} numbers (one per domain)`, watts);
       }
-      list = watts.map((w, i) => checkNumberInRange(`watts[${i}]`, w, 0, 1e6));
+      // Indexed, not map(): map() skips a hole, which reached native unchecked and removed the
+      // model source's default baseline.
+      list = [];
+      for (let i = 0; i < watts.length; i++) list.push(checkNumberInRange(`watts[${i}]`, watts[i], 0, 1e6));
     } else {
-      const obj = checkObject('watts', watts);
-      for (const [k, v] of Object.entries(obj)) {
+      // Each value is read once, and native gets the value checked: a getter or Proxy read again
+      // could hand it Infinity or NaN.
+      const checked = new Map<string, number>();
+      for (const [k, v] of Object.entries(checkObject('watts', watts))) {
         if (!this.domains.some((d) => d.domain === k)) {
           throw invalidRange('watts', `domain names among ${[...new Set(this.domains.map((d) => d.domain))].join(', ')}`, k);
         }
-        checkNumberInRange(`watts.${k}`, v, 0, 1e6);
+        checked.set(k, checkNumberInRange(`watts.${k}`, v, 0, 1e6));
       }
-      list = this.domains.map((d) => (typeof obj[d.domain] === 'number' ? (obj[d.domain] as number) : -1));
+      list = this.domains.map((d) => checked.get(d.domain) ?? -1);
     }
     this.#handle.setBaselineWatts(list);
   }
