@@ -66,6 +66,7 @@ export type RequestToken = (number | object) & { readonly [requestTokenBrand]: t
 // object per request: at tens of thousands of requests per second, objects that live until
 // settlement (10 ms and more) outlive the young generation and cost the garbage collector more
 // than the accounting itself. About 1.6 MiB per shared-mode tracker.
+const REQ_NAMING = 0; // its end runs its route function: a result meanwhile is held as if open, an end() is a second
 const REQ_OPEN = 1;
 const REQ_ENDED = 2; // awaiting its result
 const REQ_SETTLED = 3; // its result came before end() (stop() settled it): end() frees the span slot
@@ -542,12 +543,21 @@ export class RequestTracker {
   #endSharedOther(r: SharedRequests, h: number, statusCode: number, route: string | undefined): void {
     const slot = slotOfHandle(h);
     const i = slot * 2;
-    const state = r.ids[i + 1] & REQ_STATE_BITS;
+    let state = r.ids[i + 1] & REQ_STATE_BITS;
     // The route's id for its end event: 0 where its begin named it already.
     let id = 0;
+    if (state === REQ_OPEN && (route !== undefined || typeof r.names[i + 1] === 'function')) {
+      // Named before the request counts as ended: a route function that stops or closes the
+      // sampler has its final step deliver this request's result, which must not find it ended
+      // under the function (its record's route).
+      r.ids[i + 1] = REQ_NAMING;
+      id = this.#routeAtEnd(r, i, route);
+      state = r.ids[i + 1] & REQ_STATE_BITS;
+      if (state === REQ_NAMING) state = REQ_OPEN;
+      else id = 0; // settled meanwhile: as below, its route is added to here
+    }
     if (state === REQ_OPEN) {
       r.ids[i + 1] = REQ_ENDED | (statusCode << STATUS_SHIFT);
-      if (route !== undefined || typeof r.names[i + 1] === 'function') id = this.#routeAtEnd(r, i, route);
       // Silently only while the sampler runs. Its final step settles the requests still open
       // under the route their begin named; one whose route comes only now would be lost if its
       // result, already written, were not read (the tracker adds it to its route then).

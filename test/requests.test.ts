@@ -1072,6 +1072,33 @@ describe('route aggregates (native table)', () => {
     ]);
   });
 
+  it.each([
+    ['stop()', (s: Sampler) => s.stop()],
+    ['close()', (s: Sampler) => s.close()],
+  ])('a route function that calls %s records and counts its request under the route it returns', async (_, act) => {
+    for (const listen of [true, false]) {
+      const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
+      const tracker = new RequestTracker(sampler);
+      cleanups.push(() => sampler.close());
+      cleanups.push(() => tracker.close());
+      const records: RequestRecord[] = [];
+      if (listen) tracker.onRequest((rs) => records.push(...rs));
+      sampler.start();
+      // The sampler's final step delivers the request's result from within the function.
+      tracker.end(
+        tracker.start('GET', () => {
+          act(sampler);
+          return '/orders/:id';
+        }),
+        200,
+      );
+      await Promise.resolve();
+      expect(records.map((r) => [r.route, r.statusCode, r.incomplete])).toEqual(listen ? [['/orders/:id', 200, true]] : []);
+      expect(tracker.routes().map((r) => [r.route, r.count])).toEqual([['/orders/:id', 1]]);
+      expect(tracker.inFlight).toBe(0);
+    }
+  });
+
   it("lets go of a collected tracker's routes", () => {
     // In a child process run with --expose-gc: a closed tracker, dropped and collected.
     const out = JSON.parse(
