@@ -49,6 +49,19 @@ export class JouletraceError extends Error {
   }
 }
 
+/**
+ * A native call's coded Error as the JouletraceError every entry point throws for it (native code
+ * throws plain Errors with a code).
+ */
+export function asJouletraceError(e: unknown): Error {
+  // A bad option stays what it is everywhere else, a TypeError or RangeError, code and all.
+  if (e instanceof TypeError || e instanceof RangeError) return e;
+  if (e instanceof Error && typeof (e as { code?: unknown }).code === 'string' && !(e instanceof JouletraceError)) {
+    return new JouletraceError((e as unknown as { code: string }).code, e.message);
+  }
+  return e instanceof Error ? e : new Error(String(e));
+}
+
 export function checkObject(option: string, value: unknown): Record<string, unknown> {
   if (value === undefined) return {};
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {

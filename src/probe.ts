@@ -1,10 +1,10 @@
 // What this machine can measure: every energy source with the reason it is or is not usable,
 // each domain's wrap period at the present power, and whether eBPF attribution can run.
 import * as os from 'node:os';
-import { checkIntegerInRange } from './errors';
+import { asJouletraceError, checkIntegerInRange } from './errors';
 import { native } from './native';
 import { validateSourceOptions, type SourceName, type SourceOptions } from './source-options';
-import { asJouletraceError, type DomainInfo, type DomainName } from './sources';
+import type { DomainInfo, DomainName } from './sources';
 
 export interface ProbeDomain extends DomainInfo {
   /** Average watts over the probe interval (undefined when not measured: see `notMeasured`). */

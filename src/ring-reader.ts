@@ -4,6 +4,8 @@
 //     f64 joules since start, u64 ticks since start, u64 raw counter,
 //     [u64 process ticks, u64 baseline ticks, u64 other ticks] (cumulative attribution)
 
+import { asJouletraceError } from './errors';
+
 export const RECORD_HEADER_BYTES = 16;
 
 /** Bits of a sample's `flags`. */
@@ -114,7 +116,7 @@ export class RingReader implements Iterable<RingReader> {
           this.flush();
         } else {
           if (this.#active) this.#release();
-          this.#native.ringAcquire(this.#ctl);
+          this.#acquire();
           this.#batchStart = this.#ctl[0];
           this.#batchEnd = this.#ctl[1];
           this.#pos = this.#batchStart;
@@ -131,6 +133,16 @@ export class RingReader implements Iterable<RingReader> {
       if (!this.#overwriteOldest || this.#u32[this.#base32 + 2] === this.#pos >>> 0) return true;
       this.#batchEnd = this.#pos;
       this.#release();
+    }
+  }
+
+  // The native handle's coded Error (the sampler closed) as the JouletraceError every other call
+  // throws. Apart from next(), which V8 inlines into the consumer's loop: its bytecode stays small.
+  #acquire(): void {
+    try {
+      this.#native.ringAcquire(this.#ctl);
+    } catch (e) {
+      throw asJouletraceError(e);
     }
   }
 

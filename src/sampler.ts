@@ -4,6 +4,7 @@ import { constants as bufferConstants } from 'node:buffer';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import {
+  asJouletraceError,
   checkBoolean,
   checkIntegerInRange,
   checkNumberInRange,
@@ -464,7 +465,11 @@ export class Sampler {
   constructor(options: SamplerOptions = {}) {
     const normalized = normalizeSamplerOptions(options);
     const NativeSampler = native().NativeSampler as new (o: Record<string, unknown>) => NativeSamplerHandle;
-    this.#handle = new NativeSampler(normalized);
+    try {
+      this.#handle = new NativeSampler(normalized);
+    } catch (e) {
+      throw asJouletraceError(e);
+    }
     registerHandle(this, this.#handle);
     this.#intervalUs = normalized.intervalUs as number;
     if (normalized.pid !== undefined && normalized.pid !== process.pid) this.#targetPid = normalized.pid as number;
@@ -541,7 +546,11 @@ export class Sampler {
     this.#reader?.close();
     const spans = this.#spans;
     const counts: [number, number, number] = spans ? [spans.droppedSpans, spans.droppedEvents, spans.lateEnds] : [0, 0, 0];
-    this.#handle.start();
+    try {
+      this.#handle.start();
+    } catch (e) {
+      throw asJouletraceError(e);
+    }
     this.#spanCountsAtStart = counts; // only once started: a start() that fails leaves the last run's
     RUNNING.add(this);
     if (this.#targetPid !== undefined && this.#info.targetWatch) {

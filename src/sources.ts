@@ -1,5 +1,5 @@
 // The public face of one energy source: cumulative joules per RAPL domain since open.
-import { JouletraceError } from './errors';
+import { asJouletraceError, JouletraceError } from './errors';
 import { native } from './native';
 import { validateSourceOptions, type SourceName, type SourceOptions } from './source-options';
 
@@ -69,15 +69,6 @@ interface NativeSource {
 }
 
 const closedError = () => new JouletraceError('ERR_JOULETRACE_CLOSED', 'the energy source is closed');
-
-export function asJouletraceError(e: unknown): Error {
-  // A bad option stays what it is everywhere else, a TypeError or RangeError, code and all.
-  if (e instanceof TypeError || e instanceof RangeError) return e;
-  if (e instanceof Error && typeof (e as { code?: unknown }).code === 'string' && !(e instanceof JouletraceError)) {
-    return new JouletraceError((e as unknown as { code: string }).code, e.message);
-  }
-  return e instanceof Error ? e : new Error(String(e));
-}
 
 export class EnergySource {
   #native: NativeSource | undefined;

@@ -5,7 +5,7 @@
 // through a second ring in the same buffer and are polled off the hot path. Layout:
 // native/spans/span_log.h.
 import { readlinkSync } from 'node:fs';
-import { checkIntegerInRange, checkObject, checkString, JouletraceError } from './errors';
+import { asJouletraceError, checkIntegerInRange, checkObject, checkString, JouletraceError } from './errors';
 import { callListeners } from './listeners';
 import { registerHandle } from './native-handles';
 import { native } from './native';
@@ -405,7 +405,12 @@ export class SpanChannel {
     for (const l of OWN_LABELS) this.#intern(l);
     const Channel = native().SpanChannel as new (id: number, buf: Uint8Array, offsetNs: number) => NativeChannel;
     this.#offsetNs = monotonicOffsetNs();
-    const handle = new Channel(samplerId, new Uint8Array(sab), this.#offsetNs);
+    let handle: NativeChannel;
+    try {
+      handle = new Channel(samplerId, new Uint8Array(sab), this.#offsetNs);
+    } catch (e) {
+      throw asJouletraceError(e);
+    }
     this.#handle = handle;
     this.#tag = handle.tag;
     registerHandle(this, sab); // tests read the ring's words

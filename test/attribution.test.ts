@@ -688,7 +688,7 @@ describe('a sampler of another process (options.pid)', () => {
     const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs', pid: child.pid });
     samplers.push(s);
     await exited;
-    expect(() => s.start()).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_TARGET_EXITED' }));
+    expect(() => s.start()).toThrow(expect.objectContaining({ name: 'JouletraceError', code: 'ERR_JOULETRACE_TARGET_EXITED' }));
     expect(s.running).toBe(false);
   });
 

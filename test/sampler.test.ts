@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Sampler, SampleFlags, type RingReader } from '../src/index';
+import { attachSpans, JouletraceError, openSource, openThreadTracker, Sampler, SampleFlags, SpanChannel, type RingReader } from '../src/index';
 import { nativeHandleOf } from '../src/native-handles';
 import { itBpf } from './fixtures/bpf-required';
 import { createEmulatedMsr, MSR, type EmulatedMsr } from './fixtures/emulated-devices';
@@ -884,6 +884,22 @@ describe('Sampler cadence and statistics (model source)', () => {
 });
 
 describe('Sampler lifecycle', () => {
+  it("throws a native call's coded failure as a JouletraceError from every entry point", () => {
+    const coded = (code: string) => expect.objectContaining({ code, constructor: JouletraceError });
+    // The same failure from openSource() and from a Sampler of that source.
+    expect(() => openSource({ source: 'powercap', powercapRoot: '/nonexistent' })).toThrow(coded('ENOENT'));
+    expect(() => new Sampler({ source: 'powercap', powercapRoot: '/nonexistent' })).toThrow(coded('ENOENT'));
+    expect(() => new Sampler({ source: 'model', pid: 4_000_000 })).toThrow(coded('ESRCH'));
+    expect(() => openThreadTracker({ backend: 'procfs', pid: 4_000_000 })).toThrow(coded('ESRCH'));
+    const s = new Sampler({ source: 'model', threads: 'procfs' }).start();
+    const reader = s.reader();
+    const context = s.spanContext();
+    s.close();
+    expect(() => reader.next()).toThrow(coded('ERR_JOULETRACE_CLOSED'));
+    expect(() => attachSpans(context)).toThrow(coded('ERR_JOULETRACE_CLOSED'));
+    expect(() => new SpanChannel(2 ** 40)).toThrow(coded('ERR_JOULETRACE_UNKNOWN_SAMPLER'));
+  });
+
   it('rejects start twice, stop before start and use after close', () => {
     const s = new Sampler({ source: 'model', threads: 'off' });
     expect(() => s.stop()).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_NOT_STARTED' }));
