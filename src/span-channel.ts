@@ -5,7 +5,7 @@
 // through a second ring in the same buffer and are polled off the hot path. Layout:
 // native/spans/span_log.h.
 import { readlinkSync } from 'node:fs';
-import { asJouletraceError, checkIntegerInRange, checkObject, checkString, JouletraceError } from './errors';
+import { asJouletraceError, checkIntegerInRange, checkObject, checkString, describe, JouletraceError } from './errors';
 import { callListeners } from './listeners';
 import { registerHandle } from './native-handles';
 import { native } from './native';
@@ -125,7 +125,7 @@ function notAHandle(h: unknown, method: string): Error {
       `${method}: this is a request's token (RequestTracker, exact mode); it ends with its response or tracker.end(), and its energy arrives through tracker.onRequest()`,
     );
   }
-  return new TypeError(`${method}: expected a span handle returned by begin() but received ${String(h)} of type ${typeof h}`);
+  return new TypeError(`${method}: expected a span handle returned by begin() but received ${describe(h)}`);
 }
 
 function foreignHandle(h: number, method: string): Error {
@@ -810,6 +810,8 @@ export class SpanChannel {
   /** Resolves with the span's result once the sampler has settled it. */
   settle(h: number): Promise<SpanResult> {
     if (h === DROPPED_HANDLE) return Promise.resolve(unmeasuredResult('(dropped)', NaN, NaN));
+    // Before any arithmetic on it: a Symbol threw there, synchronously, and an object's valueOf ran.
+    if (typeof h !== 'number') return Promise.reject(notAHandle(h, 'settle()'));
     this.poll();
     const done = this.#resultOf(h);
     if (done) return Promise.resolve(done);

@@ -568,6 +568,21 @@ describe('spans: behaviour', () => {
     expect(() => s.end(2 ** 30 + 5)).toThrow(new TypeError(`end(): expected a span handle returned by begin() but received ${2 ** 30 + 5} of type number`));
     expect(() => s.end('1' as unknown as number)).toThrow(TypeError);
     expect(() => s.end(-1)).toThrow(TypeError);
+    // Not a number: settle() rejects (never throws), calling none of the handle's code, and both
+    // say what they received.
+    let valueOfCalls = 0;
+    const notHandles: Array<[unknown, string]> = [
+      [Symbol('h'), 'Symbol(h) of type symbol'],
+      [Object.create(null), '{} of type object'],
+      [{ valueOf: () => ++valueOfCalls }, '{} of type object'],
+    ];
+    for (const [h, shown] of notHandles) {
+      let settled: Promise<unknown> | undefined;
+      expect(() => (settled = s.settle(h as number))).not.toThrow();
+      await expect(settled).rejects.toThrow(new TypeError(`settle(): expected a span handle returned by begin() but received ${shown}`));
+      expect(() => s.end(h as number)).toThrow(new TypeError(`end(): expected a span handle returned by begin() but received ${shown}`));
+    }
+    expect(valueOfCalls).toBe(0);
     expect(() => s.begin(42 as unknown as string)).toThrow('Expected a string for label but received 42 of type number');
     expect(() => s.begin('')).toThrow(RangeError);
     const h = s.begin('once');
