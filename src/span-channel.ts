@@ -464,11 +464,7 @@ export class SpanChannel {
 
   // route: a request's (BEGIN_SHARED) route id, which its event carries instead of a label.
   #begin(label: string, type: number, numeric: number, route = 0): number {
-    if (this.#i32[RUNNING] !== 1) {
-      if (this.#closed) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'begin(): the span channel is closed');
-      if (this.#samplerClosed) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'begin(): the sampler is closed; create a new Sampler');
-      throw new JouletraceError('ERR_JOULETRACE_NOT_STARTED', 'begin(): the sampler is not running; call start() first');
-    }
+    if (this.#i32[RUNNING] !== 1) throw this.#notRunning();
     // Most begin() calls repeat the label before them (a request's, a loop's): compared first,
     // beside a map lookup of about 50 instructions.
     let id: number | undefined;
@@ -481,7 +477,12 @@ export class SpanChannel {
     }
     // For a user's span only (requests and callback spans carry their tracker's context), and
     // before a slot is taken: a capture that throws leaves nothing open.
-    const context = numeric === 0 && this.#capture !== null ? this.#capture() : undefined;
+    let context: unknown;
+    if (numeric === 0 && this.#capture !== null) {
+      context = this.#capture();
+      // The capture may have stopped or closed the sampler: nothing could end or settle the span.
+      if (this.#i32[RUNNING] !== 1) throw this.#notRunning();
+    }
     if (this.#freeCount === 0 && (this.poll(), this.#freeCount === 0)) {
       // Every slot is open or awaiting its result (more than ~4 million spans per second on one
       // thread, or spans never ended): this span is not measured, and counted, rather than
@@ -512,6 +513,12 @@ export class SpanChannel {
     }
     if (this.#contexts !== undefined) this.#contexts[slot] = context;
     return h;
+  }
+
+  #notRunning(): JouletraceError {
+    if (this.#closed) return new JouletraceError('ERR_JOULETRACE_CLOSED', 'begin(): the span channel is closed');
+    if (this.#samplerClosed) return new JouletraceError('ERR_JOULETRACE_CLOSED', 'begin(): the sampler is closed; create a new Sampler');
+    return new JouletraceError('ERR_JOULETRACE_NOT_STARTED', 'begin(): the sampler is not running; call start() first');
   }
 
   begin(label: string): number {

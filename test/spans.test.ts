@@ -683,6 +683,20 @@ describe('spans: behaviour', () => {
     ok.close();
   });
 
+  it.each([
+    ['stops', (s: Sampler) => s.stop(), 'ERR_JOULETRACE_NOT_STARTED'],
+    ['closes', (s: Sampler) => s.close(), 'ERR_JOULETRACE_CLOSED'],
+  ])('refuses a span whose context capture %s the sampler, as begin() on it would', (_, act, code) => {
+    const s = sampler({ threads: 'procfs' });
+    s.start();
+    s.setContextCapture(() => {
+      act(s);
+      return 'ctx';
+    });
+    // A handle would name a span nothing could end or settle.
+    expect(() => s.begin('x')).toThrow(expect.objectContaining({ code }));
+  });
+
   it('carries a captured context to settle() and onSpan, and lets go of it once listeners had it', async () => {
     const s = sampler({ threads: 'procfs' });
     s.start();
