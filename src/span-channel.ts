@@ -5,7 +5,7 @@
 // through a second ring in the same buffer and are polled off the hot path. Layout:
 // native/spans/span_log.h.
 import { readlinkSync } from 'node:fs';
-import { asJouletraceError, checkIntegerInRange, checkObject, checkString, describe, JouletraceError } from './errors';
+import { asJouletraceError, checkIntegerInRange, checkKnownKeys, checkObject, checkString, describe, JouletraceError } from './errors';
 import { callListeners } from './listeners';
 import { registerHandle } from './native-handles';
 import { native } from './native';
@@ -223,6 +223,8 @@ export interface SpanChannelOptions {
   resultCapacity?: number;
 }
 
+const SPAN_CHANNEL_OPTION_KEYS = ['eventCapacity', 'resultCapacity'] as const;
+
 /**
  * A result as numbers, read in place: r[o + 2] to r[o + 7] are startNs, endNs, onCpuNs, joules,
  * dynamic joules (NaN when unknown) and flags (FLAG_INCOMPLETE | FLAG_ESTIMATED | FLAG_AGGREGATED). Valid only
@@ -384,7 +386,9 @@ export class SpanChannel {
   #toldClosed = false;
 
   constructor(samplerId: number, options: SpanChannelOptions = {}) {
+    checkIntegerInRange('samplerId', samplerId, 1, Number.MAX_SAFE_INTEGER);
     const opts = checkObject('options', options);
+    checkKnownKeys('options', opts, SPAN_CHANNEL_OPTION_KEYS);
     const evCap = opts.eventCapacity === undefined ? 65536 : checkIntegerInRange('options.eventCapacity', opts.eventCapacity, 16, 1 << 24);
     const resCap = opts.resultCapacity === undefined ? 16384 : checkIntegerInRange('options.resultCapacity', opts.resultCapacity, 16, 1 << 22);
     if ((evCap & (evCap - 1)) !== 0) throw new RangeError(`Expected a power of two for options.eventCapacity but received ${evCap} of type number`);
