@@ -612,6 +612,24 @@ describe('RingReader accounting', () => {
     expect(s.stats().ring).toMatchObject({ written: 24, read: 23, overwritten: 1 });
   });
 
+  it("refuses a domain index past the reader's domainCount instead of reading other fields", () => {
+    const { s, fill } = handFilled('drop-newest');
+    fill(2);
+    const r = s.reader();
+    expect(r.next()).toBe(true);
+    const n = r.domainCount;
+    const last = n - 1;
+    const expected = `an integer from 0 to ${last} (the reader's domainCount is ${n})`;
+    const accessors = ['joules', 'ticks', 'raw', 'processTicks', 'baselineTicks', 'otherTicks'] as const;
+    for (const name of accessors) {
+      expect(() => r[name](last)).not.toThrow();
+      for (const d of [n, n + 1, -1, 0.5, 2 ** 32]) {
+        expect(() => r[name](d), `${name}(${d})`).toThrow(new RangeError(`Expected ${expected} for d but received ${d} of type number`));
+      }
+      expect(() => r[name]('0' as unknown as number)).toThrow(new TypeError(`Expected ${expected} for d but received "0" of type string`));
+    }
+  });
+
   it('counts the current record as possibly torn when the sampler laps it before close()', () => {
     const { s, fill } = handFilled('overwrite-oldest');
     fill(16);
