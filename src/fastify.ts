@@ -3,8 +3,8 @@
 //   import { fastifyEnergy } from 'jouletrace/fastify';
 //   await app.register(fastifyEnergy, { tracker });
 import { AsyncResource } from 'node:async_hooks';
-import { JouletraceError } from './errors';
-import { foreignTracker, refuseOptionsBeside, RequestTracker, type RequestTrackerOptions } from './requests';
+import { invalidType, JouletraceError } from './errors';
+import { foreignTracker, isSamplerLike, refuseOptionsBeside, RequestTracker, type RequestTrackerOptions } from './requests';
 import type { Sampler } from './sampler';
 import { UNMATCHED_ROUTE } from './span-types';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -85,6 +85,8 @@ export function fastifyEnergy(app: FastifyLike, options: FastifyEnergyOptions, d
       refuseOptionsBeside(options as unknown as Record<string, unknown>, true);
       tracker = options.tracker;
     } else if (options?.sampler) {
+      // RequestTracker's own refusal would name its argument, `sampler`, not this one.
+      if (!isSamplerLike(options.sampler)) throw invalidType('options.sampler', 'a Sampler', options.sampler);
       // Only the tracker's own options: Fastify's register options (prefix, ...) ride along here.
       const { mode, routeOf, maxRoutes } = options;
       tracker = new RequestTracker(options.sampler, {

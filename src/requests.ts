@@ -15,7 +15,7 @@
 import { AsyncLocalStorage, createHook, type AsyncHook } from 'node:async_hooks';
 import { METHODS, type IncomingMessage, type ServerResponse } from 'node:http';
 import { isMainThread } from 'node:worker_threads';
-import { checkIntegerInRange, checkKnownKeys, checkObject, checkOneOf, describe, invalidType, JouletraceError } from './errors';
+import { checkIntegerInRange, checkKnownKeys, checkObject, checkOneOf, describe, invalidRange, invalidType, JouletraceError } from './errors';
 import type { Sampler } from './sampler';
 import { callListeners } from './listeners';
 import { native } from './native';
@@ -471,7 +471,9 @@ export class RequestTracker {
   end(token: RequestToken | undefined, statusCode: number, route?: string): void {
     // Checked before the token: a hook's mistake shows on its first request, sampler running or not.
     if (typeof statusCode !== 'number' || !Number.isInteger(statusCode) || statusCode < 100 || statusCode > 999) {
-      throw invalidType('statusCode', 'an HTTP status code (an integer from 100 to 999)', statusCode);
+      // As checkIntegerInRange() refuses: a number out of range is a RangeError.
+      const refuse = typeof statusCode === 'number' && !Number.isNaN(statusCode) ? invalidRange : invalidType;
+      throw refuse('statusCode', 'an HTTP status code (an integer from 100 to 999)', statusCode);
     }
     if (route !== undefined && typeof route !== 'string') throw invalidType('route', 'a route pattern (a string)', route);
     // start() gives undefined while nothing is accounted: hooks may pass it straight back.
@@ -1039,5 +1041,22 @@ export function trackRequest(
   route?: string | (() => string),
   run?: () => void,
 ): void {
-  tracker.track(req, res, route, run);
+  // Checked only once the call failed: a try costs nothing here while nothing throws.
+  try {
+    tracker.track(req, res, route, run);
+  } catch (e) {
+    throw notATracker(tracker) ?? e;
+  }
+}
+
+// What trackRequest() throws for a first argument without track(): V8 said 'tracker.track is not
+// a function' for a Sampler passed where its tracker goes.
+function notATracker(x: unknown): TypeError | undefined {
+  if (x !== null && typeof x === 'object' && typeof (x as { track?: unknown }).track === 'function') return undefined;
+  if (isSamplerLike(x)) {
+    return new TypeError(
+      'Expected a RequestTracker for tracker but received a Sampler: make one tracker from it at startup, new RequestTracker(sampler), and pass that to every trackRequest()',
+    );
+  }
+  return invalidType('tracker', 'a RequestTracker (new RequestTracker(sampler))', x);
 }

@@ -84,6 +84,11 @@ export class EnergySource {
 
   /** @internal use openSource() */
   constructor(nativeSource: NativeSource) {
+    // Exported for instanceof and types: one made by hand failed on its missing fields.
+    const n = nativeSource as Partial<NativeSource> | null;
+    if (n === null || typeof n !== 'object' || !Array.isArray(n.domains) || !Array.isArray(n.skipped) || !Array.isArray(n.notCounting)) {
+      throw new TypeError('new EnergySource() takes the addon\'s handle; open a source with openSource(options)');
+    }
     this.#native = nativeSource;
     this.name = nativeSource.name as Exclude<SourceName, 'auto'>;
     this.domains = Object.freeze(nativeSource.domains.map((d) => Object.freeze({ ...d })));

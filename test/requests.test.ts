@@ -1942,6 +1942,9 @@ describe('exact mode edges', () => {
       sampler.start();
       const token = tracker.start('GET', '/a');
       for (const status of [2 ** 30 + 200, '404', NaN, 99, 1000, 200.5]) {
+        // A number out of range is a RangeError, as every option's.
+        const kind = typeof status === 'number' && !Number.isNaN(status) ? RangeError : TypeError;
+        expect(() => tracker.end(token, status as number), `${mode} ${String(status)}`).toThrow(kind);
         expect(() => tracker.end(token, status as number), `${mode} ${String(status)}`).toThrow(
           `Expected an HTTP status code (an integer from 100 to 999) for statusCode but received`,
         );
@@ -2188,6 +2191,20 @@ describe('exact mode edges', () => {
     expect(() => energyMiddleware(5 as unknown as Sampler)).toThrow(`${either} 5 of type number`);
     expect(() => instrumentExpress(express(), {} as unknown as Sampler)).toThrow(`${either} {} of type object`);
     expect(() => (instrumentExpress as unknown as (app: express.Express) => void)(express())).toThrow(`${either} undefined`);
+    // Fastify's options name it options.sampler; trackRequest() wants the tracker, and says how to
+    // make one of a Sampler.
+    expect(() => fastifyEnergy({ addHook() {} } as never, { sampler: {} as Sampler }, (e) => { throw e; })).toThrow(
+      new TypeError('Expected a Sampler for options.sampler but received {} of type object'),
+    );
+    const req = new http.IncomingMessage({} as never);
+    expect(() => trackRequest(sampler as never, req, new http.ServerResponse(req))).toThrow(
+      new TypeError(
+        'Expected a RequestTracker for tracker but received a Sampler: make one tracker from it at startup, new RequestTracker(sampler), and pass that to every trackRequest()',
+      ),
+    );
+    expect(() => trackRequest(null as never, req, new http.ServerResponse(req))).toThrow(
+      new TypeError('Expected a RequestTracker (new RequestTracker(sampler)) for tracker but received null of type null'),
+    );
     const tracker = new RequestTracker(sampler);
     const records: RequestRecord[] = [];
     tracker.onRequest((rs) => records.push(...rs));
