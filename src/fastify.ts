@@ -18,10 +18,23 @@ declare module 'fastify' {
   }
 }
 
-export interface FastifyEnergyOptions extends RequestTrackerOptions {
-  /** The tracker to feed (share it with metrics); or give `sampler` and one is created. */
-  tracker?: RequestTracker;
-  sampler?: Sampler;
+/**
+ * The tracker to feed (share it with metrics), or a `sampler` and the options of a tracker made
+ * from it: one or the other, never neither (register(fastifyEnergy, {}) type-checked and failed
+ * at registration).
+ */
+export type FastifyEnergyOptions = FastifyEnergyTrackerOptions | FastifyEnergySamplerOptions;
+
+export interface FastifyEnergyTrackerOptions {
+  /** The tracker to feed; its options are its own (set them where it is made). */
+  tracker: RequestTracker;
+  sampler?: undefined;
+}
+
+export interface FastifyEnergySamplerOptions extends RequestTrackerOptions {
+  /** A tracker is made from it, with these options, and closed with the app. */
+  sampler: Sampler;
+  tracker?: undefined;
 }
 
 export interface FastifyRequestLike {

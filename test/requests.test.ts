@@ -2213,7 +2213,13 @@ describe('exact mode edges', () => {
     expect(() => energyMiddleware(tracker, { bogus: 1 } as never)).toThrow(/options.*bogus/);
     expect(() => instrumentExpress(express(), tracker, { maxRoutes: 5 })).toThrow('options.maxRoutes is for a tracker made from a Sampler');
     const app = Fastify();
+    // Refused by the types too (FastifyEnergyOptions: a tracker, or a sampler and its tracker's options).
+    // @ts-expect-error mode beside a tracker
     await expect(app.register(fastifyEnergy, { tracker, mode: 'exact' }).ready()).rejects.toThrow('options.mode is for a tracker made from a Sampler');
+    const neither = Fastify();
+    cleanups.push(() => neither.close());
+    // @ts-expect-error neither a tracker nor a sampler
+    await expect(neither.register(fastifyEnergy, {}).ready()).rejects.toThrow('Expected a RequestTracker for options.tracker or a Sampler for options.sampler');
     // The sampler form's tracker, reachable to read and close.
     const made = energyMiddleware(sampler, { maxRoutes: 7 });
     expect(made.tracker).toBeInstanceOf(RequestTracker);
