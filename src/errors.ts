@@ -39,6 +39,18 @@ export function invalidRange(option: string, expected: string, value: unknown): 
   return new RangeError(`Expected ${expected} for ${option} but received ${describe(value)}`);
 }
 
+/**
+ * A Sampler, of this copy of jouletrace or of another (by shape: its totals() and domains, which
+ * every consumer of its figures reads first); else a TypeError naming the option.
+ */
+export function checkSampler<T>(option: string, value: T): T {
+  const s = value as { totals?: unknown; domains?: unknown } | null;
+  if (s === null || typeof s !== 'object' || typeof s.totals !== 'function' || !Array.isArray(s.domains)) {
+    throw invalidType(option, 'a Sampler', value);
+  }
+  return value;
+}
+
 /** An Error with a machine-readable `code`, as Node's own errors carry. */
 export class JouletraceError extends Error {
   readonly code: string;
@@ -47,6 +59,19 @@ export class JouletraceError extends Error {
     this.name = 'JouletraceError';
     this.code = code;
   }
+}
+
+/**
+ * A native call's coded Error as the JouletraceError every entry point throws for it (native code
+ * throws plain Errors with a code).
+ */
+export function asJouletraceError(e: unknown): Error {
+  // A bad option stays what it is everywhere else, a TypeError or RangeError, code and all.
+  if (e instanceof TypeError || e instanceof RangeError) return e;
+  if (e instanceof Error && typeof (e as { code?: unknown }).code === 'string' && !(e instanceof JouletraceError)) {
+    return new JouletraceError((e as unknown as { code: string }).code, e.message);
+  }
+  return e instanceof Error ? e : new Error(String(e));
 }
 
 export function checkObject(option: string, value: unknown): Record<string, unknown> {
@@ -116,9 +141,19 @@ export function checkIntegerInRange(option: string, value: unknown, min: number,
  * returned without repeated slashes, '.' segments or a trailing slash, so that native code knows
  * the default path however it is written ('/proc/' must take /proc's hidepid advice).
  */
+// Linux's PATH_MAX, in bytes with its terminating NUL: a longer path reaches no file (ENAMETOOLONG).
+const PATH_MAX = 4096;
+
 export function checkPath(option: string, value: unknown): string {
   if (typeof value !== 'string') throw invalidType(option, 'a non-empty path string', value);
   if (value.length === 0 || value.includes('\0')) throw invalidRange(option, 'a non-empty path string', value);
+  // Bytes, not characters: the kernel counts the UTF-8. Shown cut short: a megabyte-long path
+  // made a megabyte-long message.
+  if (value.length >= PATH_MAX / 3 && Buffer.byteLength(value) >= PATH_MAX) {
+    throw new RangeError(
+      `Expected a path of at most ${PATH_MAX - 1} bytes (Linux's PATH_MAX) for ${option} but received one of ${Buffer.byteLength(value)} bytes starting ${JSON.stringify(value.slice(0, 60))}`,
+    );
+  }
   // Not path.posix.normalize: '..' after a symlink leads elsewhere than its lexical removal.
   const segments = value.split('/').filter((s) => s !== '' && s !== '.');
   const spelled = (value.startsWith('/') ? '/' : '') + segments.join('/');

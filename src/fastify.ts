@@ -3,8 +3,8 @@
 //   import { fastifyEnergy } from 'jouletrace/fastify';
 //   await app.register(fastifyEnergy, { tracker });
 import { AsyncResource } from 'node:async_hooks';
-import { JouletraceError } from './errors';
-import { foreignTracker, refuseOptionsBeside, RequestTracker, type RequestTrackerOptions } from './requests';
+import { invalidType, JouletraceError } from './errors';
+import { foreignTracker, isSamplerLike, refuseOptionsBeside, RequestTracker, type RequestTrackerOptions } from './requests';
 import type { Sampler } from './sampler';
 import { UNMATCHED_ROUTE } from './span-types';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -18,10 +18,23 @@ declare module 'fastify' {
   }
 }
 
-export interface FastifyEnergyOptions extends RequestTrackerOptions {
-  /** The tracker to feed (share it with metrics); or give `sampler` and one is created. */
-  tracker?: RequestTracker;
-  sampler?: Sampler;
+/**
+ * The tracker to feed (share it with metrics), or a `sampler` and the options of a tracker made
+ * from it: one or the other, never neither (register(fastifyEnergy, {}) type-checked and failed
+ * at registration).
+ */
+export type FastifyEnergyOptions = FastifyEnergyTrackerOptions | FastifyEnergySamplerOptions;
+
+export interface FastifyEnergyTrackerOptions {
+  /** The tracker to feed; its options are its own (set them where it is made). */
+  tracker: RequestTracker;
+  sampler?: undefined;
+}
+
+export interface FastifyEnergySamplerOptions extends RequestTrackerOptions {
+  /** A tracker is made from it, with these options, and closed with the app. */
+  sampler: Sampler;
+  tracker?: undefined;
 }
 
 export interface FastifyRequestLike {
@@ -85,6 +98,8 @@ export function fastifyEnergy(app: FastifyLike, options: FastifyEnergyOptions, d
       refuseOptionsBeside(options as unknown as Record<string, unknown>, true);
       tracker = options.tracker;
     } else if (options?.sampler) {
+      // RequestTracker's own refusal would name its argument, `sampler`, not this one.
+      if (!isSamplerLike(options.sampler)) throw invalidType('options.sampler', 'a Sampler', options.sampler);
       // Only the tracker's own options: Fastify's register options (prefix, ...) ride along here.
       const { mode, routeOf, maxRoutes } = options;
       tracker = new RequestTracker(options.sampler, {

@@ -22,7 +22,7 @@ import {
 } from '@opentelemetry/api';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { checkBoolean, checkKnownKeys, checkMethods, checkObject, invalidType, JouletraceError } from './errors';
+import { checkBoolean, checkKnownKeys, checkMethods, checkObject, checkSampler, JouletraceError } from './errors';
 import { packageRoot } from './native';
 import { EnergyTracker, PowerWindow } from './energy-tracker';
 import { checkRequestSource, subscribe, type RequestSource } from './settled-feed';
@@ -128,9 +128,7 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
   checkKnownKeys('options', opts as Record<string, unknown>, ['meterProvider', 'meter', 'requests', 'traces', 'tracer']);
   if (opts.traces !== undefined) checkBoolean('options.traces', opts.traces);
   const requests = checkRequestSource<RequestSource & ContextCaptureHost>('options.requests', opts.requests);
-  if (sampler === null || typeof sampler !== 'object' || typeof (sampler as Sampler).totals !== 'function') {
-    throw invalidType('sampler', 'a Sampler', sampler);
-  }
+  checkSampler('sampler', sampler);
   // Checked before anything subscribes: a bad one failed later, a tracer inside an onSpan
   // listener (an uncaught exception there ends the process).
   let meter: Meter;

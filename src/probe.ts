@@ -1,10 +1,10 @@
 // What this machine can measure: every energy source with the reason it is or is not usable,
 // each domain's wrap period at the present power, and whether eBPF attribution can run.
 import * as os from 'node:os';
-import { checkIntegerInRange } from './errors';
+import { asJouletraceError, checkIntegerInRange, invalidType } from './errors';
 import { native } from './native';
 import { validateSourceOptions, type SourceName, type SourceOptions } from './source-options';
-import { asJouletraceError, type DomainInfo, type DomainName } from './sources';
+import type { DomainInfo, DomainName } from './sources';
 
 export interface ProbeDomain extends DomainInfo {
   /** Average watts over the probe interval (undefined when not measured: see `notMeasured`). */
@@ -209,6 +209,11 @@ function formatUnit(j: number): string {
 
 /** Renders a probe report as a readable table for terminals. */
 export function formatProbe(report: ProbeReport): string {
+  const r = report as Partial<ProbeReport> | null;
+  const isObject = (x: unknown) => typeof x === 'object' && x !== null;
+  if (!isObject(r) || !isObject(r!.cpu) || !Array.isArray(r!.sources) || !isObject(r!.bpf)) {
+    throw invalidType('report', 'a ProbeReport (what await probe() resolves to)', report);
+  }
   const lines: string[] = [];
   const c = report.cpu;
   const hex = (n: number) => `0x${n.toString(16).toUpperCase()}`;

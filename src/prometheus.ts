@@ -8,7 +8,7 @@ import { PROM_CLIENT_RANGE } from './prom-client-peer'; // first: a missing prom
 import { Counter, Gauge, Registry, type Metric } from 'prom-client';
 import * as path from 'node:path';
 import { carbonIntensity, joulesToGrams, MAX_GRAMS_PER_KWH, type CarbonIntensity, type CarbonIntensityOptions } from './carbon';
-import { checkBoolean, checkIntegerInRange, checkObject, checkString, invalidType, JouletraceError } from './errors';
+import { checkBoolean, checkIntegerInRange, checkObject, checkSampler, checkString, invalidType, JouletraceError } from './errors';
 import { EnergyTracker, PowerWindow, type EnergyReading } from './energy-tracker';
 import { FastHistogram, type HistogramSeries } from './prometheus-histogram';
 import { checkRequestSource, subscribe, type RequestSource } from './settled-feed';
@@ -185,9 +185,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   for (const k of Object.keys(opts)) {
     if (!OPTION_KEYS.includes(k)) throw new TypeError(`Unknown option options.${k}; known options: ${OPTION_KEYS.join(', ')}`);
   }
-  if (sampler === null || typeof sampler !== 'object' || typeof (sampler as Sampler).totals !== 'function') {
-    throw invalidType('sampler', 'a Sampler', sampler);
-  }
+  checkSampler('sampler', sampler);
   if (opts.registry !== undefined && !(opts.registry instanceof Registry)) {
     if (isRegistryLike(opts.registry)) throw foreignRegistry();
     throw invalidType('options.registry', "a prom-client Registry (from the same prom-client as jouletrace's)", opts.registry);

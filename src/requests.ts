@@ -15,7 +15,7 @@
 import { AsyncLocalStorage, createHook, type AsyncHook } from 'node:async_hooks';
 import { METHODS, type IncomingMessage, type ServerResponse } from 'node:http';
 import { isMainThread } from 'node:worker_threads';
-import { checkIntegerInRange, checkKnownKeys, checkObject, checkOneOf, describe, invalidType, JouletraceError } from './errors';
+import { checkIntegerInRange, checkKnownKeys, checkObject, checkOneOf, describe, invalidRange, invalidType, JouletraceError } from './errors';
 import type { Sampler } from './sampler';
 import { callListeners } from './listeners';
 import { native } from './native';
@@ -66,6 +66,7 @@ export type RequestToken = (number | object) & { readonly [requestTokenBrand]: t
 // object per request: at tens of thousands of requests per second, objects that live until
 // settlement (10 ms and more) outlive the young generation and cost the garbage collector more
 // than the accounting itself. About 1.6 MiB per shared-mode tracker.
+const REQ_NAMING = 0; // its end runs its route function: a result meanwhile is held as if open, an end() is a second
 const REQ_OPEN = 1;
 const REQ_ENDED = 2; // awaiting its result
 const REQ_SETTLED = 3; // its result came before end() (stop() settled it): end() frees the span slot
@@ -476,7 +477,9 @@ export class RequestTracker {
   end(token: RequestToken | undefined, statusCode: number, route?: string): void {
     // Checked before the token: a hook's mistake shows on its first request, sampler running or not.
     if (typeof statusCode !== 'number' || !Number.isInteger(statusCode) || statusCode < 100 || statusCode > 999) {
-      throw invalidType('statusCode', 'an HTTP status code (an integer from 100 to 999)', statusCode);
+      // As checkIntegerInRange() refuses: a number out of range is a RangeError.
+      const refuse = typeof statusCode === 'number' && !Number.isNaN(statusCode) ? invalidRange : invalidType;
+      throw refuse('statusCode', 'an HTTP status code (an integer from 100 to 999)', statusCode);
     }
     if (route !== undefined && typeof route !== 'string') throw invalidType('route', 'a route pattern (a string)', route);
     // start() gives undefined while nothing is accounted: hooks may pass it straight back.
@@ -548,12 +551,21 @@ export class RequestTracker {
   #endSharedOther(r: SharedRequests, h: number, statusCode: number, route: string | undefined): void {
     const slot = slotOfHandle(h);
     const i = slot * 2;
-    const state = r.ids[i + 1] & REQ_STATE_BITS;
+    let state = r.ids[i + 1] & REQ_STATE_BITS;
     // The route's id for its end event: 0 where its begin named it already.
     let id = 0;
+    if (state === REQ_OPEN && (route !== undefined || typeof r.names[i + 1] === 'function')) {
+      // Named before the request counts as ended: a route function that stops or closes the
+      // sampler has its final step deliver this request's result, which must not find it ended
+      // under the function (its record's route).
+      r.ids[i + 1] = REQ_NAMING;
+      id = this.#routeAtEnd(r, i, route);
+      state = r.ids[i + 1] & REQ_STATE_BITS;
+      if (state === REQ_NAMING) state = REQ_OPEN;
+      else id = 0; // settled meanwhile: as below, its route is added to here
+    }
     if (state === REQ_OPEN) {
       r.ids[i + 1] = REQ_ENDED | (statusCode << STATUS_SHIFT);
-      if (route !== undefined || typeof r.names[i + 1] === 'function') id = this.#routeAtEnd(r, i, route);
       // Silently only while the sampler runs. Its final step settles the requests still open
       // under the route their begin named; one whose route comes only now would be lost if its
       // result, already written, were not read (the tracker adds it to its route then).
@@ -1035,5 +1047,22 @@ export function trackRequest(
   route?: string | (() => string),
   run?: () => void,
 ): void {
-  tracker.track(req, res, route, run);
+  // Checked only once the call failed: a try costs nothing here while nothing throws.
+  try {
+    tracker.track(req, res, route, run);
+  } catch (e) {
+    throw notATracker(tracker) ?? e;
+  }
+}
+
+// What trackRequest() throws for a first argument without track(): V8 said 'tracker.track is not
+// a function' for a Sampler passed where its tracker goes.
+function notATracker(x: unknown): TypeError | undefined {
+  if (x !== null && typeof x === 'object' && typeof (x as { track?: unknown }).track === 'function') return undefined;
+  if (isSamplerLike(x)) {
+    return new TypeError(
+      'Expected a RequestTracker for tracker but received a Sampler: make one tracker from it at startup, new RequestTracker(sampler), and pass that to every trackRequest()',
+    );
+  }
+  return invalidType('tracker', 'a RequestTracker (new RequestTracker(sampler))', x);
 }

@@ -4,6 +4,8 @@
 //     f64 joules since start, u64 ticks since start, u64 raw counter,
 //     [u64 process ticks, u64 baseline ticks, u64 other ticks] (cumulative attribution)
 
+import { asJouletraceError, invalidRange, invalidType } from './errors';
+
 export const RECORD_HEADER_BYTES = 16;
 
 /** Bits of a sample's `flags`. */
@@ -43,6 +45,12 @@ export interface RingGeometry {
 }
 
 const TWO32 = 4294967296;
+
+// Off the accessors' path, so that they stay small enough for V8 to inline.
+function notADomain(d: unknown, count: number): Error {
+  const expected = `an integer from 0 to ${count - 1} (the reader's domainCount is ${count})`;
+  return typeof d === 'number' ? invalidRange('d', expected, d) : invalidType('d', expected, d);
+}
 
 /**
  * An allocation-free cursor over samples not yet read. Call `next()` until it returns false;
@@ -114,7 +122,7 @@ export class RingReader implements Iterable<RingReader> {
           this.flush();
         } else {
           if (this.#active) this.#release();
-          this.#native.ringAcquire(this.#ctl);
+          this.#acquire();
           this.#batchStart = this.#ctl[0];
           this.#batchEnd = this.#ctl[1];
           this.#pos = this.#batchStart;
@@ -131,6 +139,16 @@ export class RingReader implements Iterable<RingReader> {
       if (!this.#overwriteOldest || this.#u32[this.#base32 + 2] === this.#pos >>> 0) return true;
       this.#batchEnd = this.#pos;
       this.#release();
+    }
+  }
+
+  // The native handle's coded Error (the sampler closed) as the JouletraceError every other call
+  // throws. Apart from next(), which V8 inlines into the consumer's loop: its bytecode stays small.
+  #acquire(): void {
+    try {
+      this.#native.ringAcquire(this.#ctl);
+    } catch (e) {
+      throw asJouletraceError(e);
     }
   }
 
@@ -194,31 +212,35 @@ export class RingReader implements Iterable<RingReader> {
   }
   /** Joules of domain d since start. */
   joules(d: number): number {
-    return this.#f64[(this.#base32 + 4 + d * this.#stride32) >> 1];
+    return this.#f64[this.#domainWord(d) >> 1];
   }
   /** Ticks of domain d since start (exact below 2^53). */
   ticks(d: number): number {
-    const i = this.#base32 + 4 + d * this.#stride32 + 2;
-    return this.#u32[i] + this.#u32[i + 1] * TWO32;
+    return this.#word64(d, 2);
   }
   /** The hardware counter's raw value for domain d. */
   raw(d: number): number {
-    const i = this.#base32 + 4 + d * this.#stride32 + 4;
-    return this.#u32[i] + this.#u32[i + 1] * TWO32;
+    return this.#word64(d, 4);
   }
   /** Cumulative ticks of domain d given to the tracked process (0 without thread tracking). */
   processTicks(d: number): number {
-    return this.#attributed ? this.#word64(d, 6) : 0;
+    return this.#attributed ? this.#word64(d, 6) : (this.#domainWord(d), 0);
   }
   baselineTicks(d: number): number {
-    return this.#attributed ? this.#word64(d, 8) : 0;
+    return this.#attributed ? this.#word64(d, 8) : (this.#domainWord(d), 0);
   }
   otherTicks(d: number): number {
-    return this.#attributed ? this.#word64(d, 10) : 0;
+    return this.#attributed ? this.#word64(d, 10) : (this.#domainWord(d), 0);
   }
   #word64(d: number, off: number): number {
-    const i = this.#base32 + 4 + d * this.#stride32 + off;
+    const i = this.#domainWord(d) + off;
     return this.#u32[i] + this.#u32[i + 1] * TWO32;
+  }
+  // Where domain d's fields start in the current record (32-bit words). Past domainCount they
+  // are other fields, or the next record's: plausible numbers, wrong.
+  #domainWord(d: number): number {
+    if (d >>> 0 !== d || d >= this.#domainCount) throw notADomain(d, this.#domainCount);
+    return this.#base32 + 4 + d * this.#stride32;
   }
 
   *[Symbol.iterator](): Iterator<RingReader> {

@@ -4,6 +4,7 @@ import { constants as bufferConstants } from 'node:buffer';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import {
+  asJouletraceError,
   checkBoolean,
   checkIntegerInRange,
   checkNumberInRange,
@@ -464,7 +465,11 @@ export class Sampler {
   constructor(options: SamplerOptions = {}) {
     const normalized = normalizeSamplerOptions(options);
     const NativeSampler = native().NativeSampler as new (o: Record<string, unknown>) => NativeSamplerHandle;
-    this.#handle = new NativeSampler(normalized);
+    try {
+      this.#handle = new NativeSampler(normalized);
+    } catch (e) {
+      throw asJouletraceError(e);
+    }
     registerHandle(this, this.#handle);
     this.#intervalUs = normalized.intervalUs as number;
     if (normalized.pid !== undefined && normalized.pid !== process.pid) this.#targetPid = normalized.pid as number;
@@ -541,7 +546,11 @@ export class Sampler {
     this.#reader?.close();
     const spans = this.#spans;
     const counts: [number, number, number] = spans ? [spans.droppedSpans, spans.droppedEvents, spans.lateEnds] : [0, 0, 0];
-    this.#handle.start();
+    try {
+      this.#handle.start();
+    } catch (e) {
+      throw asJouletraceError(e);
+    }
     this.#spanCountsAtStart = counts; // only once started: a start() that fails leaves the last run's
     RUNNING.add(this);
     if (this.#targetPid !== undefined && this.#info.targetWatch) {
@@ -915,16 +924,21 @@ export class Sampler {
       if (watts.length !== this.domains.length) {
         throw invalidRange('watts', `an array of ${this.domains.length} numbers (one per domain)`, watts);
       }
-      list = watts.map((w, i) => checkNumberInRange(`watts[${i}]`, w, 0, 1e6));
+      // Indexed, not map(): map() skips a hole, which reached native unchecked and removed the
+      // model source's default baseline.
+      list = [];
+      for (let i = 0; i < watts.length; i++) list.push(checkNumberInRange(`watts[${i}]`, watts[i], 0, 1e6));
     } else {
-      const obj = checkObject('watts', watts);
-      for (const [k, v] of Object.entries(obj)) {
+      // Each value is read once, and native gets the value checked: a getter or Proxy read again
+      // could hand it Infinity or NaN.
+      const checked = new Map<string, number>();
+      for (const [k, v] of Object.entries(checkObject('watts', watts))) {
         if (!this.domains.some((d) => d.domain === k)) {
           throw invalidRange('watts', `domain names among ${[...new Set(this.domains.map((d) => d.domain))].join(', ')}`, k);
         }
-        checkNumberInRange(`watts.${k}`, v, 0, 1e6);
+        checked.set(k, checkNumberInRange(`watts.${k}`, v, 0, 1e6));
       }
-      list = this.domains.map((d) => (typeof obj[d.domain] === 'number' ? (obj[d.domain] as number) : -1));
+      list = this.domains.map((d) => checked.get(d.domain) ?? -1);
     }
     this.#handle.setBaselineWatts(list);
   }

@@ -1,5 +1,5 @@
 // The public face of one energy source: cumulative joules per RAPL domain since open.
-import { JouletraceError } from './errors';
+import { asJouletraceError, JouletraceError } from './errors';
 import { native } from './native';
 import { validateSourceOptions, type SourceName, type SourceOptions } from './source-options';
 
@@ -70,15 +70,6 @@ interface NativeSource {
 
 const closedError = () => new JouletraceError('ERR_JOULETRACE_CLOSED', 'the energy source is closed');
 
-export function asJouletraceError(e: unknown): Error {
-  // A bad option stays what it is everywhere else, a TypeError or RangeError, code and all.
-  if (e instanceof TypeError || e instanceof RangeError) return e;
-  if (e instanceof Error && typeof (e as { code?: unknown }).code === 'string' && !(e instanceof JouletraceError)) {
-    return new JouletraceError((e as unknown as { code: string }).code, e.message);
-  }
-  return e instanceof Error ? e : new Error(String(e));
-}
-
 export class EnergySource {
   #native: NativeSource | undefined;
   /** The source actually opened ('msr', 'perf', 'powercap' or 'model'). */
@@ -93,6 +84,11 @@ export class EnergySource {
 
   /** @internal use openSource() */
   constructor(nativeSource: NativeSource) {
+    // Exported for instanceof and types: one made by hand failed on its missing fields.
+    const n = nativeSource as Partial<NativeSource> | null;
+    if (n === null || typeof n !== 'object' || !Array.isArray(n.domains) || !Array.isArray(n.skipped) || !Array.isArray(n.notCounting)) {
+      throw new TypeError('new EnergySource() takes the addon\'s handle; open a source with openSource(options)');
+    }
     this.#native = nativeSource;
     this.name = nativeSource.name as Exclude<SourceName, 'auto'>;
     this.domains = Object.freeze(nativeSource.domains.map((d) => Object.freeze({ ...d })));

@@ -5,7 +5,7 @@
 // through a second ring in the same buffer and are polled off the hot path. Layout:
 // native/spans/span_log.h.
 import { readlinkSync } from 'node:fs';
-import { checkIntegerInRange, checkObject, checkString, JouletraceError } from './errors';
+import { asJouletraceError, checkIntegerInRange, checkKnownKeys, checkObject, checkString, describe, JouletraceError } from './errors';
 import { callListeners } from './listeners';
 import { registerHandle } from './native-handles';
 import { native } from './native';
@@ -125,7 +125,7 @@ function notAHandle(h: unknown, method: string): Error {
       `${method}: this is a request's token (RequestTracker, exact mode); it ends with its response or tracker.end(), and its energy arrives through tracker.onRequest()`,
     );
   }
-  return new TypeError(`${method}: expected a span handle returned by begin() but received ${String(h)} of type ${typeof h}`);
+  return new TypeError(`${method}: expected a span handle returned by begin() but received ${describe(h)}`);
 }
 
 function foreignHandle(h: number, method: string): Error {
@@ -222,6 +222,8 @@ export interface SpanChannelOptions {
   /** Settled results awaiting collection (power of two). Default 16384. */
   resultCapacity?: number;
 }
+
+const SPAN_CHANNEL_OPTION_KEYS = ['eventCapacity', 'resultCapacity'] as const;
 
 /**
  * A result as numbers, read in place: r[o + 2] to r[o + 7] are startNs, endNs, onCpuNs, joules,
@@ -384,7 +386,9 @@ export class SpanChannel {
   #toldClosed = false;
 
   constructor(samplerId: number, options: SpanChannelOptions = {}) {
+    checkIntegerInRange('samplerId', samplerId, 1, Number.MAX_SAFE_INTEGER);
     const opts = checkObject('options', options);
+    checkKnownKeys('options', opts, SPAN_CHANNEL_OPTION_KEYS);
     const evCap = opts.eventCapacity === undefined ? 65536 : checkIntegerInRange('options.eventCapacity', opts.eventCapacity, 16, 1 << 24);
     const resCap = opts.resultCapacity === undefined ? 16384 : checkIntegerInRange('options.resultCapacity', opts.resultCapacity, 16, 1 << 22);
     if ((evCap & (evCap - 1)) !== 0) throw new RangeError(`Expected a power of two for options.eventCapacity but received ${evCap} of type number`);
@@ -405,7 +409,12 @@ export class SpanChannel {
     for (const l of OWN_LABELS) this.#intern(l);
     const Channel = native().SpanChannel as new (id: number, buf: Uint8Array, offsetNs: number) => NativeChannel;
     this.#offsetNs = monotonicOffsetNs();
-    const handle = new Channel(samplerId, new Uint8Array(sab), this.#offsetNs);
+    let handle: NativeChannel;
+    try {
+      handle = new Channel(samplerId, new Uint8Array(sab), this.#offsetNs);
+    } catch (e) {
+      throw asJouletraceError(e);
+    }
     this.#handle = handle;
     this.#tag = handle.tag;
     registerHandle(this, sab); // tests read the ring's words
@@ -459,11 +468,7 @@ export class SpanChannel {
 
   // route: a request's (BEGIN_SHARED) route id, which its event carries instead of a label.
   #begin(label: string, type: number, numeric: number, route = 0): number {
-    if (this.#i32[RUNNING] !== 1) {
-      if (this.#closed) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'begin(): the span channel is closed');
-      if (this.#samplerClosed) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'begin(): the sampler is closed; create a new Sampler');
-      throw new JouletraceError('ERR_JOULETRACE_NOT_STARTED', 'begin(): the sampler is not running; call start() first');
-    }
+    if (this.#i32[RUNNING] !== 1) throw this.#notRunning();
     // Most begin() calls repeat the label before them (a request's, a loop's): compared first,
     // beside a map lookup of about 50 instructions.
     let id: number | undefined;
@@ -476,7 +481,12 @@ export class SpanChannel {
     }
     // For a user's span only (requests and callback spans carry their tracker's context), and
     // before a slot is taken: a capture that throws leaves nothing open.
-    const context = numeric === 0 && this.#capture !== null ? this.#capture() : undefined;
+    let context: unknown;
+    if (numeric === 0 && this.#capture !== null) {
+      context = this.#capture();
+      // The capture may have stopped or closed the sampler: nothing could end or settle the span.
+      if (this.#i32[RUNNING] !== 1) throw this.#notRunning();
+    }
     if (this.#freeCount === 0 && (this.poll(), this.#freeCount === 0)) {
       // Every slot is open or awaiting its result (more than ~4 million spans per second on one
       // thread, or spans never ended): this span is not measured, and counted, rather than
@@ -507,6 +517,12 @@ export class SpanChannel {
     }
     if (this.#contexts !== undefined) this.#contexts[slot] = context;
     return h;
+  }
+
+  #notRunning(): JouletraceError {
+    if (this.#closed) return new JouletraceError('ERR_JOULETRACE_CLOSED', 'begin(): the span channel is closed');
+    if (this.#samplerClosed) return new JouletraceError('ERR_JOULETRACE_CLOSED', 'begin(): the sampler is closed; create a new Sampler');
+    return new JouletraceError('ERR_JOULETRACE_NOT_STARTED', 'begin(): the sampler is not running; call start() first');
   }
 
   begin(label: string): number {
@@ -805,6 +821,8 @@ export class SpanChannel {
   /** Resolves with the span's result once the sampler has settled it. */
   settle(h: number): Promise<SpanResult> {
     if (h === DROPPED_HANDLE) return Promise.resolve(unmeasuredResult('(dropped)', NaN, NaN));
+    // Before any arithmetic on it: a Symbol threw there, synchronously, and an object's valueOf ran.
+    if (typeof h !== 'number') return Promise.reject(notAHandle(h, 'settle()'));
     this.poll();
     const done = this.#resultOf(h);
     if (done) return Promise.resolve(done);

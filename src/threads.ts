@@ -2,6 +2,7 @@
 // consumes the trackers natively; this module types the addon's debugging surface.
 import { native } from './native';
 import {
+  asJouletraceError,
   checkBoolean,
   checkIntegerInRange,
   checkKnownKeys,
@@ -187,7 +188,11 @@ export function openThreadTracker(options?: ThreadTrackerOptions): ThreadTracker
   } else if (opts.procRoot !== undefined) {
     throw new TypeError("options.procRoot needs backend: 'procfs' (it was 'bpf')");
   }
-  return new (native().ThreadTracker)(opts) as ThreadTracker;
+  try {
+    return new (native().ThreadTracker)(opts) as ThreadTracker;
+  } catch (e) {
+    throw asJouletraceError(e);
+  }
 }
 
 /** Whether the eBPF thread tracker can load here; loads nothing. */

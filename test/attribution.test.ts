@@ -704,7 +704,7 @@ describe('a sampler of another process (options.pid)', () => {
     const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs', pid: child.pid });
     samplers.push(s);
     await exited;
-    expect(() => s.start()).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_TARGET_EXITED' }));
+    expect(() => s.start()).toThrow(expect.objectContaining({ name: 'JouletraceError', code: 'ERR_JOULETRACE_TARGET_EXITED' }));
     expect(s.running).toBe(false);
   });
 
@@ -920,6 +920,50 @@ describe('attribution API', () => {
     const seconds = Number(s.totals().timeNs - s.totals().startNs) / 1e9;
     expect(a.baseline).toBeCloseTo(5 * seconds, 2);
     expect(a.byDomain[0].baselineWatts).toBe(5);
+  });
+
+  it('setBaseline() reads each value once and hands native the value it checked', () => {
+    const s = new Sampler({ source: 'model', threads: 'procfs' });
+    samplers.push(s);
+    let reads = 0;
+    // A getter read again after the check could hand native Infinity (an infinite carry: no
+    // baseline energy at all until the next start()).
+    s.setBaseline({
+      get package() {
+        return reads++ === 0 ? 3 : Infinity;
+      },
+    });
+    expect(reads).toBe(1);
+    expect(s.attribution().byDomain[0].baselineWatts).toBe(3);
+  });
+
+  it('native takes a baseline that is not finite and at least 0 as none', async () => {
+    const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs', modelIdleWatts: 20, modelMaxWatts: 40 });
+    samplers.push(s);
+    const handle = nativeHandleOf<{ setBaselineWatts(w: unknown[]): void }>(s);
+    for (const w of [Infinity, NaN, -5]) {
+      handle.setBaselineWatts([w]);
+      expect(s.attribution().byDomain[0].baselineWatts).toBeNull();
+    }
+    handle.setBaselineWatts([Infinity]);
+    s.start();
+    await sleep(50);
+    // A valid baseline after a bad one is paid: an infinite one left an infinite carry behind.
+    s.setBaseline({ package: 5 });
+    const before = s.attribution().baseline;
+    await sleep(200);
+    s.stop();
+    expect(s.attribution().baseline - before).toBeGreaterThan(0);
+  });
+
+  it('setBaseline() refuses an array with a hole instead of removing the default baseline', () => {
+    const s = new Sampler({ source: 'model', threads: 'procfs', modelIdleWatts: 7 });
+    samplers.push(s);
+    expect(s.attribution().byDomain[0].baselineWatts).toBe(7);
+    expect(() => s.setBaseline(new Array<number>(s.domains.length))).toThrow(
+      new TypeError('Expected a number between 0 and 1000000 for watts[0] but received undefined of type undefined'),
+    );
+    expect(s.attribution().byDomain[0].baselineWatts).toBe(7);
   });
 
   it('a baseline above the measured power takes all of it, and nothing goes negative', async () => {

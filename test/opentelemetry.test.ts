@@ -626,6 +626,8 @@ describe('registerOpenTelemetry', () => {
     expect(m.has('hw.energy')).toBe(true);
     expect(m.get('jouletrace.process.energy')?.dataPoints ?? []).toHaveLength(0);
     expect(() => registerOpenTelemetry({} as never)).toThrow(TypeError);
+    // A shape with totals() alone passed, and failed reading its domains.
+    expect(() => registerOpenTelemetry({ totals() {} } as never)).toThrow(new TypeError('Expected a Sampler for sampler but received {} of type object'));
     expect(() => registerOpenTelemetry({ totals() {} } as never, { meterprovider: {} } as never)).toThrow('Unknown option options.meterprovider');
     expect(() => registerOpenTelemetry({ totals() {} } as never, { traces: 'false' } as never)).toThrow(/options\.traces/);
   });

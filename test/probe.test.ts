@@ -83,6 +83,12 @@ describe('probe on this VM (no RAPL)', () => {
     await expect(probe({ msrPath: '/dev/cpu/msr' })).rejects.toThrow(RangeError);
   });
 
+  it('formatProbe() refuses what is not a report, naming it', () => {
+    const expected = 'Expected a ProbeReport (what await probe() resolves to) for report but received';
+    expect(() => formatProbe(null as never)).toThrow(new TypeError(`${expected} null of type null`));
+    expect(() => formatProbe({ cpu: {} } as never)).toThrow(new TypeError(`${expected} {"cpu":{}} of type object`));
+  });
+
   it('refuses options.source, naming it, rather than probing every source regardless', async () => {
     // @ts-expect-error source is not a ProbeOptions key
     const p = probe({ source: 'model', intervalMs: 10 });

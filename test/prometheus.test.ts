@@ -684,6 +684,16 @@ describe('registerMetrics', () => {
 
   // The middleware given for its tracker fed no request metric, and appMetrics: 'true' turned
   // the app metrics off, both without a word.
+  it('refuses what is not a Sampler, naming the argument', () => {
+    // A shape with totals() alone passed, and failed reading its domains.
+    for (const [bad, shown] of [
+      [{ totals() {} }, '{} of type object'],
+      [null, 'null of type null'],
+    ] as const) {
+      expect(() => registerMetrics(bad as unknown as Sampler)).toThrow(new TypeError(`Expected a Sampler for sampler but received ${shown}`));
+    }
+  });
+
   it('refuses as options.requests anything but a RequestTracker, and a non-boolean options.appMetrics', async () => {
     const s = sampler().start();
     const mw = energyMiddleware(s);

@@ -87,6 +87,15 @@ const report = (over: Partial<ReportData> = {}): ReportData => ({
 });
 
 describe('ReportCollector storage', () => {
+  it('refuses what is not a Sampler, naming the argument', () => {
+    for (const [bad, shown] of [
+      [null, 'null of type null'],
+      [{ totals() {} }, '{} of type object'],
+    ] as const) {
+      expect(() => new ReportCollector(bad as unknown as Sampler)).toThrow(new TypeError(`Expected a Sampler for sampler but received ${shown}`));
+    }
+  });
+
   it('stores only the threads whose figures changed, and merges points past a few thousand', () => {
     // 300 exited threads stay listed, unchanged, for the whole run; two threads work.
     const threads: FakeThread[] = Array.from({ length: 300 }, (_, i) => ({ tid: 2000 + i, pid: 2000, name: 'cc1', joules: 0.01, onCpuNs: 1e6 }));

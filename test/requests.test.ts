@@ -1072,6 +1072,33 @@ describe('route aggregates (native table)', () => {
     ]);
   });
 
+  it.each([
+    ['stop()', (s: Sampler) => s.stop()],
+    ['close()', (s: Sampler) => s.close()],
+  ])('a route function that calls %s records and counts its request under the route it returns', async (_, act) => {
+    for (const listen of [true, false]) {
+      const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
+      const tracker = new RequestTracker(sampler);
+      cleanups.push(() => sampler.close());
+      cleanups.push(() => tracker.close());
+      const records: RequestRecord[] = [];
+      if (listen) tracker.onRequest((rs) => records.push(...rs));
+      sampler.start();
+      // The sampler's final step delivers the request's result from within the function.
+      tracker.end(
+        tracker.start('GET', () => {
+          act(sampler);
+          return '/orders/:id';
+        }),
+        200,
+      );
+      await Promise.resolve();
+      expect(records.map((r) => [r.route, r.statusCode, r.incomplete])).toEqual(listen ? [['/orders/:id', 200, true]] : []);
+      expect(tracker.routes().map((r) => [r.route, r.count])).toEqual([['/orders/:id', 1]]);
+      expect(tracker.inFlight).toBe(0);
+    }
+  });
+
   it("lets go of a collected tracker's routes", () => {
     // In a child process run with --expose-gc: a closed tracker, dropped and collected.
     const out = JSON.parse(
@@ -2007,6 +2034,9 @@ describe('exact mode edges', () => {
       sampler.start();
       const token = tracker.start('GET', '/a');
       for (const status of [2 ** 30 + 200, '404', NaN, 99, 1000, 200.5]) {
+        // A number out of range is a RangeError, as every option's.
+        const kind = typeof status === 'number' && !Number.isNaN(status) ? RangeError : TypeError;
+        expect(() => tracker.end(token, status as number), `${mode} ${String(status)}`).toThrow(kind);
         expect(() => tracker.end(token, status as number), `${mode} ${String(status)}`).toThrow(
           `Expected an HTTP status code (an integer from 100 to 999) for statusCode but received`,
         );
@@ -2253,6 +2283,20 @@ describe('exact mode edges', () => {
     expect(() => energyMiddleware(5 as unknown as Sampler)).toThrow(`${either} 5 of type number`);
     expect(() => instrumentExpress(express(), {} as unknown as Sampler)).toThrow(`${either} {} of type object`);
     expect(() => (instrumentExpress as unknown as (app: express.Express) => void)(express())).toThrow(`${either} undefined`);
+    // Fastify's options name it options.sampler; trackRequest() wants the tracker, and says how to
+    // make one of a Sampler.
+    expect(() => fastifyEnergy({ addHook() {} } as never, { sampler: {} as Sampler }, (e) => { throw e; })).toThrow(
+      new TypeError('Expected a Sampler for options.sampler but received {} of type object'),
+    );
+    const req = new http.IncomingMessage({} as never);
+    expect(() => trackRequest(sampler as never, req, new http.ServerResponse(req))).toThrow(
+      new TypeError(
+        'Expected a RequestTracker for tracker but received a Sampler: make one tracker from it at startup, new RequestTracker(sampler), and pass that to every trackRequest()',
+      ),
+    );
+    expect(() => trackRequest(null as never, req, new http.ServerResponse(req))).toThrow(
+      new TypeError('Expected a RequestTracker (new RequestTracker(sampler)) for tracker but received null of type null'),
+    );
     const tracker = new RequestTracker(sampler);
     const records: RequestRecord[] = [];
     tracker.onRequest((rs) => records.push(...rs));
@@ -2261,7 +2305,13 @@ describe('exact mode edges', () => {
     expect(() => energyMiddleware(tracker, { bogus: 1 } as never)).toThrow(/options.*bogus/);
     expect(() => instrumentExpress(express(), tracker, { maxRoutes: 5 })).toThrow('options.maxRoutes is for a tracker made from a Sampler');
     const app = Fastify();
+    // Refused by the types too (FastifyEnergyOptions: a tracker, or a sampler and its tracker's options).
+    // @ts-expect-error mode beside a tracker
     await expect(app.register(fastifyEnergy, { tracker, mode: 'exact' }).ready()).rejects.toThrow('options.mode is for a tracker made from a Sampler');
+    const neither = Fastify();
+    cleanups.push(() => neither.close());
+    // @ts-expect-error neither a tracker nor a sampler
+    await expect(neither.register(fastifyEnergy, {}).ready()).rejects.toThrow('Expected a RequestTracker for options.tracker or a Sampler for options.sampler');
     // The sampler form's tracker, reachable to read and close.
     const made = energyMiddleware(sampler, { maxRoutes: 7 });
     expect(made.tracker).toBeInstanceOf(RequestTracker);

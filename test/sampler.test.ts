@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Sampler, SampleFlags, type BaselineResult, type RingReader } from '../src/index';
+import { attachSpans, JouletraceError, openSource, openThreadTracker, Sampler, SampleFlags, SpanChannel, type BaselineResult, type RingReader } from '../src/index';
 import { nativeHandleOf } from '../src/native-handles';
 import { itBpf } from './fixtures/bpf-required';
 import { asHardware, createEmulatedMsr, MSR, type EmulatedMsr } from './fixtures/emulated-devices';
@@ -672,6 +672,24 @@ describe('RingReader accounting', () => {
     expect(s.stats().ring).toMatchObject({ written: 24, read: 23, overwritten: 1 });
   });
 
+  it("refuses a domain index past the reader's domainCount instead of reading other fields", () => {
+    const { s, fill } = handFilled('drop-newest');
+    fill(2);
+    const r = s.reader();
+    expect(r.next()).toBe(true);
+    const n = r.domainCount;
+    const last = n - 1;
+    const expected = `an integer from 0 to ${last} (the reader's domainCount is ${n})`;
+    const accessors = ['joules', 'ticks', 'raw', 'processTicks', 'baselineTicks', 'otherTicks'] as const;
+    for (const name of accessors) {
+      expect(() => r[name](last)).not.toThrow();
+      for (const d of [n, n + 1, -1, 0.5, 2 ** 32]) {
+        expect(() => r[name](d), `${name}(${d})`).toThrow(new RangeError(`Expected ${expected} for d but received ${d} of type number`));
+      }
+      expect(() => r[name]('0' as unknown as number)).toThrow(new TypeError(`Expected ${expected} for d but received "0" of type string`));
+    }
+  });
+
   it('counts the current record as possibly torn when the sampler laps it before close()', () => {
     const { s, fill } = handFilled('overwrite-oldest');
     fill(16);
@@ -944,6 +962,22 @@ describe('Sampler cadence and statistics (model source)', () => {
 });
 
 describe('Sampler lifecycle', () => {
+  it("throws a native call's coded failure as a JouletraceError from every entry point", () => {
+    const coded = (code: string) => expect.objectContaining({ code, constructor: JouletraceError });
+    // The same failure from openSource() and from a Sampler of that source.
+    expect(() => openSource({ source: 'powercap', powercapRoot: '/nonexistent' })).toThrow(coded('ENOENT'));
+    expect(() => new Sampler({ source: 'powercap', powercapRoot: '/nonexistent' })).toThrow(coded('ENOENT'));
+    expect(() => new Sampler({ source: 'model', pid: 4_000_000 })).toThrow(coded('ESRCH'));
+    expect(() => openThreadTracker({ backend: 'procfs', pid: 4_000_000 })).toThrow(coded('ESRCH'));
+    const s = new Sampler({ source: 'model', threads: 'procfs' }).start();
+    const reader = s.reader();
+    const context = s.spanContext();
+    s.close();
+    expect(() => reader.next()).toThrow(coded('ERR_JOULETRACE_CLOSED'));
+    expect(() => attachSpans(context)).toThrow(coded('ERR_JOULETRACE_CLOSED'));
+    expect(() => new SpanChannel(2 ** 40)).toThrow(coded('ERR_JOULETRACE_UNKNOWN_SAMPLER'));
+  });
+
   it('rejects start twice, stop before start and use after close', () => {
     const s = new Sampler({ source: 'model', threads: 'off' });
     expect(() => s.stop()).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_NOT_STARTED' }));

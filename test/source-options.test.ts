@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { SOURCE_OPTION_KEYS, validateSourceOptions } from '../src/source-options';
-import { openSource } from '../src/sources';
+import { EnergySource, openSource } from '../src/sources';
 
 const known =
   'source, msrPath, msrOffsetShift, powercapRoot, sysfsCpuRoot, perfPmuRoot, procStatPath, cpuIdentity, modelIdleWatts, modelMaxWatts, liveCheckMs, msrAmdCores';
@@ -52,6 +52,25 @@ describe('validateSourceOptions', () => {
       sysfsCpuRoot: '/',
       perfPmuRoot: '.',
     });
+  });
+
+  // Past PATH_MAX no file is reached: an overlong powercapRoot was reported as ENOENT, and a
+  // megabyte-long procStatPath came back as a megabyte-long message.
+  it('refuses a path of PATH_MAX bytes or more, showing its start', () => {
+    const cases: Array<[string, string, number]> = [
+      ['powercapRoot', '/' + 'a'.repeat(4095), 4096],
+      ['procStatPath', '/x'.repeat(500_000), 1_000_000],
+      ['msrPath', '/' + 'é'.repeat(2048), 4097], // bytes, as the kernel counts them
+    ];
+    for (const [option, value, bytes] of cases) {
+      expect(() => validateSourceOptions({ [option]: value })).toThrow(
+        new RangeError(
+          `Expected a path of at most 4095 bytes (Linux's PATH_MAX) for options.${option} but received one of ${bytes} bytes starting ${JSON.stringify(value.slice(0, 60))}`,
+        ),
+      );
+    }
+    const longest = '/' + 'a'.repeat(4094);
+    expect(validateSourceOptions({ powercapRoot: longest })).toEqual({ source: 'auto', powercapRoot: longest });
   });
 
   it('allows the caller’s extra keys and leaves them out of the result', () => {
@@ -113,6 +132,12 @@ describe('openSource option handling', () => {
     expect(() => openSource({ source: 'powercap', powercapRoot: '/sys/class/powercap/' })).toThrow(
       expect.objectContaining({ code: 'ENOENT', message: expect.stringMatching(/^no RAPL zones under \/sys\/class\/powercap — load intel_rapl_common /) }),
     );
+  });
+
+  it('new EnergySource() made by hand says to use openSource()', () => {
+    for (const bad of [{}, null]) {
+      expect(() => new EnergySource(bad as never)).toThrow(new TypeError("new EnergySource() takes the addon's handle; open a source with openSource(options)"));
+    }
   });
 
   it('throws a coded error, never a silent zero, when a chosen source cannot open', () => {

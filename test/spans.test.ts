@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
-import { attachSpans, RequestTracker, Sampler, type RequestRecord, type SpanResult } from '../src/index';
+import { attachSpans, RequestTracker, Sampler, SpanChannel, type RequestRecord, type SpanResult } from '../src/index';
 import { native } from '../src/native';
 import { describeBpf } from './fixtures/bpf-required';
 import { busyCpu } from './fixtures/cpu-busy';
@@ -568,6 +568,21 @@ describe('spans: behaviour', () => {
     expect(() => s.end(2 ** 30 + 5)).toThrow(new TypeError(`end(): expected a span handle returned by begin() but received ${2 ** 30 + 5} of type number`));
     expect(() => s.end('1' as unknown as number)).toThrow(TypeError);
     expect(() => s.end(-1)).toThrow(TypeError);
+    // Not a number: settle() rejects (never throws), calling none of the handle's code, and both
+    // say what they received.
+    let valueOfCalls = 0;
+    const notHandles: Array<[unknown, string]> = [
+      [Symbol('h'), 'Symbol(h) of type symbol'],
+      [Object.create(null), '{} of type object'],
+      [{ valueOf: () => ++valueOfCalls }, '{} of type object'],
+    ];
+    for (const [h, shown] of notHandles) {
+      let settled: Promise<unknown> | undefined;
+      expect(() => (settled = s.settle(h as number))).not.toThrow();
+      await expect(settled).rejects.toThrow(new TypeError(`settle(): expected a span handle returned by begin() but received ${shown}`));
+      expect(() => s.end(h as number)).toThrow(new TypeError(`end(): expected a span handle returned by begin() but received ${shown}`));
+    }
+    expect(valueOfCalls).toBe(0);
     expect(() => s.begin(42 as unknown as string)).toThrow('Expected a string for label but received 42 of type number');
     expect(() => s.begin('')).toThrow(RangeError);
     const h = s.begin('once');
@@ -666,6 +681,20 @@ describe('spans: behaviour', () => {
     expect(tail()).toBe(total);
     s.stop(); // steps the engine over this channel once more
     ok.close();
+  });
+
+  it.each([
+    ['stops', (s: Sampler) => s.stop(), 'ERR_JOULETRACE_NOT_STARTED'],
+    ['closes', (s: Sampler) => s.close(), 'ERR_JOULETRACE_CLOSED'],
+  ])('refuses a span whose context capture %s the sampler, as begin() on it would', (_, act, code) => {
+    const s = sampler({ threads: 'procfs' });
+    s.start();
+    s.setContextCapture(() => {
+      act(s);
+      return 'ctx';
+    });
+    // A handle would name a span nothing could end or settle.
+    expect(() => s.begin('x')).toThrow(expect.objectContaining({ code }));
   });
 
   it('carries a captured context to settle() and onSpan, and lets go of it once listeners had it', async () => {
@@ -1104,6 +1133,27 @@ describe('spans: behaviour', () => {
     );
     s.close();
     expect(() => attachSpans(ctx)).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_CLOSED', message: expect.stringContaining(`sampler ${ctx.samplerId} was closed`) }));
+  });
+
+  it('new SpanChannel() checks its sampler id and its options in TypeScript', () => {
+    const s = sampler({ threads: 'procfs' });
+    const id = s.spanContext().samplerId;
+    const expected = 'an integer between 1 and 9007199254740991 for samplerId';
+    expect(() => new SpanChannel('1' as unknown as number)).toThrow(new TypeError(`Expected ${expected} but received "1" of type string`));
+    expect(() => new SpanChannel(NaN)).toThrow(new TypeError(`Expected ${expected} but received NaN of type number`));
+    for (const bad of [-1, 1e300, id + 0.9]) {
+      expect(() => new SpanChannel(bad)).toThrow(new RangeError(`Expected ${expected} but received ${bad} of type number`));
+    }
+    expect(() => attachSpans(s.spanContext(), { eventcapacity: 1024 } as never)).toThrow(
+      new TypeError('Unknown option options.eventcapacity; known options are: eventCapacity, resultCapacity'),
+    );
+    // Native takes nothing else either: uint64_t(NaN) is undefined, and 1.9 named sampler 1.
+    const Channel = native().SpanChannel as new (id: number, buf: Uint8Array, offsetNs: number) => unknown;
+    for (const bad of [NaN, -1, 1e300, id + 0.9]) {
+      expect(() => new Channel(bad, new Uint8Array(new SharedArrayBuffer(1 << 20)), 0)).toThrow(
+        new RangeError('SpanChannel: samplerId must be an integer from 1 to 2^53 - 1'),
+      );
+    }
   });
 
   it('refuses a span handle from another thread, though each worker loads its own copy of jouletrace', async () => {

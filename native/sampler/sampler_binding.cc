@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -440,7 +441,10 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     std::vector<double> w(n, -1);
     for (uint32_t i = 0; i < n; i++) {
       Napi::Value v = arr.Get(i);
-      w[i] = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+      const double x = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+      // TypeScript checked it; anything else is "none" here: an infinite baseline made the carry
+      // infinite, and uint64_t(infinity) is undefined.
+      w[i] = std::isfinite(x) && x >= 0 ? x : -1;
     }
     a->setBaselineWatts(w);
     return env.Undefined();

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -74,7 +75,13 @@ class SpanChannelHandle : public Napi::ObjectWrap<SpanChannelHandle> {
       Napi::TypeError::New(env, "SpanChannel: expected (samplerId, Uint8Array, offsetNs)").ThrowAsJavaScriptException();
       return;
     }
-    const uint64_t samplerId = uint64_t(info[0].As<Napi::Number>().DoubleValue());
+    // TypeScript checked it; converting anything else to uint64_t is undefined, or names another.
+    const double id = info[0].As<Napi::Number>().DoubleValue();
+    if (!(id >= 1 && id <= 9007199254740991.0 && id == std::floor(id))) {
+      Napi::RangeError::New(env, "SpanChannel: samplerId must be an integer from 1 to 2^53 - 1").ThrowAsJavaScriptException();
+      return;
+    }
+    const uint64_t samplerId = uint64_t(id);
     engine_ = findSpanEngine(samplerId);
     if (!engine_) {
       // Only a sampler that tracks this process's threads issues an id (spanContext() throws

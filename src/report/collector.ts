@@ -1,6 +1,6 @@
 // Collects what an HTML report shows: power per domain and energy per thread over time (by
 // polling a running Sampler), and per-request or per-span records with their joules.
-import { checkIntegerInRange, checkKnownKeys, checkNumberInRange, checkObject, checkOneOf, checkString, invalidRange, invalidType } from '../errors';
+import { checkIntegerInRange, checkKnownKeys, checkNumberInRange, checkObject, checkOneOf, checkSampler, checkString, invalidRange, invalidType } from '../errors';
 import type { Sampler } from '../sampler';
 import { counted } from '../units';
 import type { ReportData, ReportRecord, ReportRecordLabel, ReportThreadSeries } from './types';
@@ -186,7 +186,7 @@ export class ReportCollector {
   constructor(sampler: Sampler, options?: ReportCollectorOptions) {
     const opts = checkObject('options', options);
     checkKnownKeys('options', opts, OPTION_KEYS);
-    this.#sampler = sampler;
+    this.#sampler = checkSampler('sampler', sampler);
     this.#periodMs = opts.periodMs === undefined ? 200 : checkNumberInRange('options.periodMs', opts.periodMs, 50, 5000);
     this.#title = opts.title === undefined ? 'jouletrace report' : checkString('options.title', opts.title);
     this.#subtitle = opts.subtitle === undefined ? undefined : checkString('options.subtitle', opts.subtitle);
