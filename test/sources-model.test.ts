@@ -240,12 +240,13 @@ describe('model source against an emulated /proc/stat', () => {
     // machine stretches brings the same jiffies over more time, which real /proc/stat never
     // does: a run with a period past 16 ms is tried again (twelve tries: under other test files'
     // load, three were all stretched once; one taken with periods of up to 22 ms read 7.06% low in a
-    // fresh-clone CI run), and the last one counts.
+    // fresh-clone CI run), and the run whose longest period was the shortest counts (the last had
+    // counted: beside three other processes' builds, twelve were stretched, the last read 14% low).
     let measured = NaN;
-    let longest = Infinity;
-    for (let attempt = 0; attempt < 12 && longest > 16; attempt++) {
+    let best = Infinity;
+    for (let attempt = 0; attempt < 12 && best > 16; attempt++) {
       const { stat, s } = emulated();
-      longest = 0;
+      let longest = 0;
       const step = async (i: number) => {
         const [busy, idle] = periods[i % periods.length];
         stat.advance(0, busy, 0);
@@ -261,7 +262,10 @@ describe('model source against an emulated /proc/stat', () => {
       const a = await step(30);
       let b = a;
       for (let i = 31; i < 31 + 24; i++) b = await step(i);
-      measured = watts(a, b, 0);
+      if (longest < best) {
+        best = longest;
+        measured = watts(a, b, 0);
+      }
     }
     expect(measured).toBeGreaterThan(30 * 0.93);
     expect(measured).toBeLessThan(30 * 1.07);
