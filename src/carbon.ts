@@ -18,6 +18,10 @@ export const JOULES_PER_KWH = 3.6e6;
  */
 export const MAX_GRAMS_PER_KWH = 1e5;
 const RETRY_AFTER_FAILURE_MS = 60_000;
+// get()/within()'s `now` past this (31 years of uptime) is a Date.now() reading (1.7e12), the
+// clock they took before: taken, it put the last refresh decades ahead of performance.now(), and
+// calls on the default clock never refreshed again.
+const MAX_MONOTONIC_MS = 1e12;
 // Scrapes wait for get(): a provider that never answers (a fetch with no timeout) must not hang them.
 const PROVIDER_TIMEOUT_MS = 10_000;
 
@@ -205,11 +209,13 @@ export class CarbonIntensity {
 
   /**
    * The intensity in gCO2e/kWh, asking the provider first when its answer is older than ttlMs
-   * (after a failure, when a minute or ttlMs has passed, whichever is shorter). `now`: a
-   * performance.now() reading: the wall clock stepped back (NTP, a VM resumed) stopped refreshes
-   * until it caught up.
+   * (after a failure, when a minute or ttlMs has passed, whichever is shorter).
+   * @param now A performance.now() reading, in ms (not Date.now(): the wall clock stepped back, by
+   *   NTP or a VM resumed, stopped refreshes until it caught up). A Date.now()-sized figure (over
+   *   1e12) is refused with a RangeError.
    */
   async get(now = performance.now()): Promise<number | null> {
+    checkNow(now);
     if (!this.#provider || now - this.#fetchedAt < this.#ttlMs || now < this.#retryAt) return this.#value;
     if (this.#inflight) return this.#inflight;
     const refresh = (async () => {
@@ -252,8 +258,10 @@ export class CarbonIntensity {
    * scrape timeout: the intensity known now (the provider's last answer, or the fallback), while
    * a refresh that is due goes on and serves the next reading. Only when none is known yet does
    * it wait for the provider, at most `waitMs`.
+   * @param now A performance.now() reading, in ms, as for get().
    */
   async within(waitMs: number, now = performance.now()): Promise<number | null> {
+    checkNow(now);
     const refreshed = this.get(now);
     if (this.#value !== null) return this.#value;
     let timer: NodeJS.Timeout | undefined;
@@ -285,6 +293,15 @@ export class CarbonIntensity {
   grams(joules: number): number | null {
     checkJoules('joules', joules); // also while no intensity is known: the call is wrong either way
     return this.#value === null ? null : joulesToGrams(joules, this.#value);
+  }
+}
+
+function checkNow(now: unknown): void {
+  const what = `a performance.now() reading in ms (0 to ${MAX_MONOTONIC_MS})`;
+  if (typeof now !== 'number' || Number.isNaN(now)) throw invalidType('now', what, now);
+  if (!(now >= 0 && now <= MAX_MONOTONIC_MS)) {
+    const hint = now > MAX_MONOTONIC_MS && Number.isFinite(now) ? ': a Date.now() reading? get() and within() run on performance.now()\'s clock; pass performance.now(), or nothing' : '';
+    throw new RangeError(`${invalidRange('now', what, now).message}${hint}`);
   }
 }
 

@@ -222,7 +222,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   };
   const spanBuckets = checkBuckets('options.spanBuckets', opts.spanBuckets, SPAN_BUCKETS);
   const requestBuckets = checkBuckets('options.requestBuckets', opts.requestBuckets, REQUEST_BUCKETS);
-  const carbon = opts.carbon === undefined ? undefined : carbonIntensity(opts.carbon as CarbonIntensityOptions, 'options.carbon');
+  const givenCarbon = opts.carbon === undefined ? undefined : carbonIntensity(opts.carbon as CarbonIntensityOptions, 'options.carbon');
   for (const [fixed, registered] of FIXED_NAMES) {
     if (!registered(appMetrics, spanMetrics) || !fixed.startsWith(prefix) || !PREFIXED_NAMES.includes(fixed.slice(prefix.length))) continue;
     throw Object.assign(
@@ -279,7 +279,15 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   // The thread names with a series of their own.
   const named = carried?.named ?? new Set<string>();
   const window = new SlidingWindow(windowMs);
-  const carbonAcc: CarbonAccumulation = carried?.carbon ?? { pending: new Map(), lastJoules: new Map(), grams: new Map() };
+  const carbonAcc: CarbonAccumulation = carried?.carbon ?? { pending: new Map(), lastJoules: new Map(), grams: new Map(), providerErrors: 0 };
+  // Given the provider options of the registration it goes on from, its CarbonIntensity: a new
+  // one counted the provider's errors from 0 again (a counter going down), warned again, and went
+  // back to the fallback (or to no figure) until the provider answered.
+  const builtFrom = givenCarbon?.source === 'provider' && givenCarbon !== opts.carbon ? providerOptions(opts.carbon as CarbonIntensityOptions) : undefined;
+  const carbon =
+    builtFrom && carbonAcc.built && sameProviderOptions(builtFrom, carbonAcc.built.options) ? carbonAcc.built.intensity : givenCarbon;
+  // Another provider (or a CarbonIntensity given) counts from where the closed one's count was.
+  const providerErrorsFrom = carbon ? Math.max(0, carbonAcc.providerErrors - carbon.errors) : 0;
   let spanHist: FastHistogram;
   let requestHist: FastHistogram;
   let incompleteSpans: Counter;
@@ -567,8 +575,9 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
             labelNames: constNames,
             registers: [building],
             collect() {
+              carbonAcc.providerErrors = providerErrorsFrom + carbon.errors;
               this.reset();
-              this.inc({ ...constLabels }, carbon.errors);
+              this.inc({ ...constLabels }, carbonAcc.providerErrors);
             },
           }),
         );
@@ -663,6 +672,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
       release();
       cached = null;
       for (const name of metricNames) registry.removeSingleMetric(name);
+      carbonAcc.built = builtFrom && carbon ? { intensity: carbon, options: builtFrom } : undefined;
       let byPrefix = closedRegistrations.get(registry);
       if (!byPrefix) closedRegistrations.set(registry, (byPrefix = new Map()));
       byPrefix.set(prefix, new WeakMap([[sampler, { energy, health, named, carbon: carbonAcc, app }]]));
@@ -705,6 +715,22 @@ interface CarbonAccumulation {
   pending: Map<string, number>;
   lastJoules: Map<string, number>;
   grams: Map<string, number>;
+  /** What carbon_provider_errors_total showed last. */
+  providerErrors: number;
+  /** The CarbonIntensity the registration built from provider options, and those options. */
+  built?: { intensity: CarbonIntensity; options: ProviderOptions };
+}
+
+type ProviderOptions = Extract<CarbonIntensityOptions, { provider: unknown }>;
+
+// A copy: the caller may change its object after registering.
+function providerOptions(o: CarbonIntensityOptions): ProviderOptions {
+  const { provider, ttlMs, fallbackGramsPerKwh } = o as ProviderOptions;
+  return { provider, ttlMs, fallbackGramsPerKwh };
+}
+
+function sameProviderOptions(a: ProviderOptions, b: ProviderOptions): boolean {
+  return a.provider === b.provider && a.ttlMs === b.ttlMs && a.fallbackGramsPerKwh === b.fallbackGramsPerKwh;
 }
 
 /** Sampler statistics accumulated across restarts (samples and drops restart at each start()). */

@@ -134,7 +134,7 @@ describe('CarbonIntensity', () => {
     });
     expect(c.current()).toBeNull();
     expect(c.grams(3.6e6)).toBeNull();
-    const t0 = Date.now();
+    const t0 = performance.now();
     // Concurrent callers share one provider call.
     const [a, b] = await Promise.all([c.get(t0), c.get(t0)]);
     expect([a, b]).toEqual([300, 300]);
@@ -338,5 +338,30 @@ describe('CarbonIntensity', () => {
     await new Promise((r) => setImmediate(r));
     expect(calls).toBe(3);
     expect(c.current()).toBe(50);
+  });
+
+  // `now` was Date.now() before it was performance.now(): a caller still passing Date.now() put
+  // the last refresh decades ahead of the default clock, and get() with no argument never asked
+  // the provider again.
+  it('refuses a Date.now() reading for now, in get() and within()', async () => {
+    let calls = 0;
+    const c = new CarbonIntensity({ provider: () => (calls++, 100), ttlMs: 1000 });
+    const wall = Date.now();
+    const expected = new RangeError(
+      `Expected a performance.now() reading in ms (0 to 1000000000000) for now but received ${wall} of type number: ` +
+        "a Date.now() reading? get() and within() run on performance.now()'s clock; pass performance.now(), or nothing",
+    );
+    await expect(c.get(wall)).rejects.toThrow(expected);
+    await expect(c.within(1000, wall)).rejects.toThrow(expected);
+    await expect(c.get(-1)).rejects.toThrow(RangeError);
+    await expect(c.get(NaN)).rejects.toThrow(TypeError);
+    expect(calls).toBe(0);
+    // The default clock goes on refreshing.
+    let mono = 5_000;
+    vi.spyOn(performance, 'now').mockImplementation(() => mono);
+    expect(await c.get()).toBe(100);
+    mono += 2_000;
+    expect(await c.get()).toBe(100);
+    expect(calls).toBe(2);
   });
 });

@@ -883,6 +883,54 @@ describe('registerMetrics', () => {
     expect(seen.filter((w) => w.startsWith('JOULETRACE_CARBON_PROVIDER: options.carbon.provider failed: 503 Service Unavailable. Until it answers, its last answer is used;'))).toHaveLength(1);
     expect(seen).toHaveLength(3);
   });
+
+  // Each registration built a CarbonIntensity of its own from the options: after a close() and a
+  // registration that goes on from it, jouletrace_carbon_provider_errors_total went from 3 to 0,
+  // the warning came again, and the intensity went back to none until the provider answered.
+  it("goes on from a closed registration's carbon provider: its errors, its warning, its last answer", async () => {
+    const seen: string[] = [];
+    const onWarning = (w: Error & { code?: string }) => void seen.push(`${w.code}: ${w.message}`);
+    process.on('warning', onWarning);
+    cleanups.push(() => process.off('warning', onWarning));
+    const s = sampler({ ringCapacity: 0, threads: 'off' }).start();
+    const registry = new Registry();
+    let answer: number | Error = 200;
+    const provider = async () => {
+      if (answer instanceof Error) throw answer;
+      return answer;
+    };
+    let m = registerMetrics(s, { registry, carbon: { provider, ttlMs: 1 } });
+    cleanups.push(() => m.close());
+    const scrape = async () => parse(await registry.metrics());
+    const errors = (v: Map<string, number>) => v.get('jouletrace_carbon_provider_errors_total')!;
+    const intensity = (v: Map<string, number>) => [...v].filter(([k]) => k.startsWith('jouletrace_grid'));
+    expect(intensity(await scrape())).toEqual([['jouletrace_grid_intensity_grams_per_kwh{intensity_source="provider"}', 200]]);
+    answer = new Error('503 Service Unavailable');
+    let v = await scrape();
+    for (let i = 0; i < 200 && errors(v) < 2; i++) {
+      await sleep(5);
+      v = await scrape();
+    }
+    const before = errors(v);
+    expect(before).toBeGreaterThanOrEqual(2);
+    m.close();
+
+    // The same provider options (another object): the same CarbonIntensity goes on.
+    m = registerMetrics(s, { registry, carbon: { provider, ttlMs: 1 } });
+    v = await scrape();
+    expect(errors(v)).toBeGreaterThanOrEqual(before);
+    expect(intensity(v)).toEqual([['jouletrace_grid_intensity_grams_per_kwh{intensity_source="provider:stale"}', 200]]);
+    await new Promise((r) => setImmediate(r));
+    expect(seen.filter((w) => w.startsWith('JOULETRACE_CARBON_PROVIDER:'))).toHaveLength(1);
+    const shown = errors(await scrape());
+    m.close();
+
+    // Another provider: a CarbonIntensity of its own, its count going on from the closed one's.
+    m = registerMetrics(s, { registry, carbon: { provider: () => 300 } });
+    v = await scrape();
+    expect(errors(v)).toBeGreaterThanOrEqual(shown);
+    expect(intensity(v)).toEqual([['jouletrace_grid_intensity_grams_per_kwh{intensity_source="provider"}', 300]]);
+  });
 });
 
 // --- A real Prometheus scraping a real app ------------------------------------------------------

@@ -374,6 +374,27 @@ describe('msr source, topology', () => {
     expect(later.readings[0].joules).toBe(4);
   });
 
+  // The message said "as on every other CPU that shares the counter" where the spare's device
+  // was not there at all (a container given /dev/cpu/0/msr alone), so it was never read.
+  it("says no other CPU read a counter whose spare's device is not there, not that the read failed there too", () => {
+    const e = emu({ vendor: 'intel', cpus: 2, packages: 1 });
+    e.write(0, MSR.INTEL_UNIT, unitReg(16));
+    e.write(0, MSR.INTEL_PKG, 1000);
+    fs.rmSync(e.msrPath.replace('%d', '1'));
+    const s = new Sampler({ source: 'msr', ...e.options, cpuIdentity: SKYLAKE, threads: 'off', intervalUs: 1000 });
+    cleanup.push(s);
+    e.truncate(0); // CPU 0 goes offline
+    expect(() => s.start()).toThrow(
+      expect.objectContaining({
+        code: 'EIO',
+        message:
+          `start(): the first read of the 'msr' source failed for package-0 (${e.dir}/cpu0/msr: reading the energy register 0x611 failed ` +
+          '(Input/output error), and no other CPU that shares the counter read it in its place (a read failed there, or its device is not ' +
+          'open)), which spans and requests are charged from — try again once it reads',
+      }),
+    );
+  });
+
   // A die whose first CPU cannot read a counter the package's first die has: its energy was left
   // out of the package without a word (or, all of die 1's reads failing, the source was refused
   // as ENODEV "all read EIO or zero" though die 0 read every counter).
@@ -399,8 +420,9 @@ describe('msr source, topology', () => {
       expect.objectContaining({
         code: 'EIO',
         message:
-          `${e.dir}/cpu2/msr: reading the dram energy register 0x619 failed (Input/output error), as on every other CPU ` +
-          "that shares the counter, though package 0's first CPU has it — is CPU 2 going offline? Try again, or use source 'powercap' or 'perf'",
+          `${e.dir}/cpu2/msr: reading the dram energy register 0x619 failed (Input/output error), and no other CPU that shares ` +
+          "the counter read it in its place (a read failed there, or its device is not open), though package 0's first CPU has it " +
+          "— is CPU 2 going offline? Try again, or use source 'powercap' or 'perf'",
       }),
     );
   });

@@ -57,6 +57,11 @@ bool atomEnergyUnit(uint32_t model) {
   return model == 0x37 || model == 0x4A || model == 0x4C || model == 0x5A;
 }
 
+// After a counter's failed read, of its spares: "as on every other CPU" was untrue of a spare
+// whose device would not open, or whose open was not tried again yet (at most every 100 ms).
+constexpr const char* kNoSpareRead =
+    ", and no other CPU that shares the counter read it in its place (a read failed there, or its device is not open)";
+
 // One MSR read on one CPU. A short read counts as EIO: the emulated device stands for an
 // unimplemented MSR with a hole past end-of-file, which is what the real driver's EIO means.
 int readMsr(int fd, uint64_t offset, uint64_t* value) {
@@ -121,7 +126,7 @@ class MsrSource final : public EnergySource {
     snprintf(hex, sizeof hex, "0x%llX", (unsigned long long)(c->offset >> msrOffsetShift_));
     out->code = errnoName(-c->error);
     out->message = expandCpuPath(msrPath_, c->cpu) + ": reading the energy register " + hex + " failed (" + std::strerror(-c->error) +
-                   ")" + (c->spares.empty() ? "" : ", as on every other CPU that shares the counter");
+                   ")" + (c->spares.empty() ? "" : kNoSpareRead);
     return true;
   }
 
@@ -382,7 +387,7 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
         snprintf(hex, sizeof hex, "0x%X", msr);
         err->code = errnoName(-rc);
         err->message = expandCpuPath(opts.msrPath, cpu) + ": reading the " + name + " energy register " + hex + " failed (" +
-                       std::strerror(-rc) + "), as on every other CPU that shares the counter, though package " +
+                       std::strerror(-rc) + ")" + kNoSpareRead + ", though package " +
                        std::to_string(package) + "'s first CPU has it — is CPU " + std::to_string(cpu) +
                        " going offline? Try again, or use source 'powercap' or 'perf'";
         return false;
