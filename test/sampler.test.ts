@@ -279,6 +279,51 @@ describe('Sampler against an emulated MSR', () => {
     expect(s.stats().timing.counterRestarts).toBe(1);
   });
 
+  // A package of two dies is held at its last whole sum while one die's read fails (for a second
+  // at most), and the next good read brings the rest. The run's final read held it too, and the
+  // next start() rebases: what die 0 counted since the hold began was in neither run.
+  it("ends a run during a die's failed reads with the dies that answered counted", async () => {
+    const e = createEmulatedMsr({ vendor: 'intel', cpus: 2, packages: 1, dies: 2 });
+    emu = e;
+    const pkg = [1000, 1000];
+    const put = (cpu: number) => {
+      e.write(cpu, MSR.INTEL_UNIT, INTEL_UNIT);
+      e.write(cpu, MSR.INTEL_PKG, pkg[cpu]);
+    };
+    const advance = (die0: number, die1: number) => {
+      pkg[0] += die0;
+      pkg[1] += die1;
+      put(0);
+      put(1);
+    };
+    advance(0, 0);
+    const s = msrSampler(e, { intervalUs: 1000, threads: 'procfs' });
+    const until = async (seen: () => boolean) => {
+      for (const end = Date.now() + 5000; !seen() && Date.now() < end; ) await sleep(1);
+    };
+    s.start();
+    advance(600, 100);
+    await until(() => s.totals().readings[0].ticks === 700n);
+    e.truncate(1); // die 1's only CPU answers EIO
+    pkg[0] += 500;
+    put(0);
+    const errors = s.stats().timing.readErrors;
+    await until(() => s.stats().timing.readErrors > errors + 2);
+    expect(s.totals().readings[0].ticks).toBe(700n); // held
+    s.stop();
+    expect(s.totals().readings[0].ticks).toBe(1200n);
+    const parts = s.attribution().byDomain[0].ticks;
+    expect(parts.total).toBe(1200n);
+    expect(parts.process + parts.baseline + parts.other).toBe(1200n);
+    // Die 1 back: the next run counts from its reads, as ever.
+    put(1);
+    s.start();
+    advance(10, 20);
+    await until(() => s.totals().readings[0].ticks === 30n);
+    s.stop();
+    expect(s.totals().readings[0].ticks).toBe(30n);
+  });
+
   it('refuses a ring larger than a JavaScript buffer can be, naming ringCapacity (it crashed)', () => {
     // Two packages of four domains, with attribution: 400-byte records, 6.25 GiB at 2^24.
     const e = createEmulatedMsr({ vendor: 'intel', cpus: 2, packages: 2 });

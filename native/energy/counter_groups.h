@@ -54,7 +54,8 @@ class CounterGroups {
   // its recovery, to whoever ran then. Totals are cumulative, so nothing is lost. For at most
   // kHoldNs: a counter that stays failed (its die's or core's CPUs offline) would hold the domain
   // for good; past that, the domain reads as its counters' sum again, and the failed one's energy
-  // comes whole whenever it is back.
+  // comes whole whenever it is back. Nor at a run's final read (releaseHolds()), which no later
+  // read of the run follows to bring what the held sum leaves out.
   template <typename Counter>
   void sum(const std::vector<Counter>& counters, uint64_t nowNs, DomainReading* out) {
     for (size_t d = 0; d < members_.size(); d++) {
@@ -82,7 +83,7 @@ class CounterGroups {
         continue;
       }
       if (g.missingSinceNs == kNotMissing) g.missingSinceNs = nowNs;
-      if (nowNs - g.missingSinceNs < kHoldNs) {
+      if (holding_ && nowNs - g.missingSinceNs < kHoldNs) {
         r.raw = g.raw;
         r.ticks = g.ticks;
       }
@@ -104,9 +105,14 @@ class CounterGroups {
   // nobody asked for, into the next run).
   void rebase() {
     for (LastGood& g : lastGood_) g = LastGood{};
+    holding_ = true;
   }
 
-  private:
+  // Until the next rebase(), sum() reports each domain as its counters' sum, held or not
+  // (EnergySource::releaseHolds()): a run's final read.
+  void releaseHolds() { holding_ = false; }
+
+ private:
   static constexpr uint64_t kHoldNs = 1'000'000'000;
   static constexpr uint64_t kNotMissing = UINT64_MAX;
   // Per domain: its sum at its last read in which no counter failed (see sum()).
@@ -120,6 +126,7 @@ class CounterGroups {
   std::map<std::pair<std::string, int>, size_t> index_;
   std::vector<std::vector<size_t>> members_;
   std::vector<LastGood> lastGood_;
+  bool holding_ = true;
 };
 
 }  // namespace jouletrace

@@ -106,6 +106,12 @@ class EnergySource {
   // read as one that started again (ERANGE).
   virtual void rebase() {}
 
+  // The reads from here to the next rebase() report a domain summed from several counters as
+  // their sum, not held at its last whole one while a counter fails (CounterGroups::sum()): for a
+  // run's final read, after which the next run rebases, so a held sum would lose what the
+  // answering counters counted since the hold began.
+  virtual void releaseHolds() {}
+
   // Where the last read() failed for domain `domain` (an index into domains()), for messages:
   // the first of its counters whose read failed, its errno name in out->code, and in
   // out->message named as the source opened it (its device or file, its register or event) with

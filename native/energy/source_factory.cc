@@ -51,6 +51,7 @@ class CountingDomains final : public EnergySource {
     return keptFailed ? rc : 0;
   }
   void rebase() override { inner_->rebase(); }
+  void releaseHolds() override { inner_->releaseHolds(); }
   bool readFailure(size_t domain, SourceError* out) const override {
     return domain < keep_.size() && inner_->readFailure(keep_[domain], out);
   }

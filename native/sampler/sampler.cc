@@ -357,6 +357,9 @@ void Sampler::run() {
     if (targetGone(now)) break;
   }
   uint64_t end = monotonicNs();
+  // The next start() rebases: a sum held for a failing counter would lose what the others counted
+  // since the hold began, in neither run.
+  source_->releaseHolds();
   sample(end, kFlagFinal, true);
   stopNs_.store(end);
   cpuNsAtStop_.store(threadCpuNs(pthread_self()));
