@@ -76,6 +76,11 @@ struct DomainReading {
   // other failure (EIO, ...) leaves the counter as it was, and the next good read brings the
   // gap's energy.
   bool restarted = false;
+  // With restarted, for a domain summed from several counters (CounterGroups::sum()): since the
+  // domain's last read in which none failed, some of its counters read on without starting again.
+  // Their energy over that time is still to come whole, held or not, so the time the domain was
+  // held is still that energy's (AttributionEngine::step()); only the restarted counters' is lost.
+  bool partialRestart = false;
 };
 
 struct SourceError {

@@ -91,6 +91,7 @@ std::unique_ptr<Sampler> Sampler::create(const SamplerConfig& cfg, SamplerError*
   s->prevRaw_.assign(nd, 0);
   s->pendingDelta_.assign(nd, 0);
   s->restartedSinceStep_.assign(nd, 0);
+  s->lostSinceStep_.assign(nd, 0);
   s->primaryDomains_ = primaryDomainIndices(s->source_->domains());
   s->totals_.reset(new std::atomic<uint64_t>[nd]);
   for (size_t d = 0; d < nd; d++) s->totals_[d].store(0);
@@ -227,6 +228,7 @@ bool Sampler::start(SamplerError* err) {
     prevRaw_[d] = readings_[d].raw;
     pendingDelta_[d] = 0;
     restartedSinceStep_[d] = 0;
+    lostSinceStep_[d] = 0;
   }
   if (tracker_) {
     std::lock_guard<std::mutex> lock(trackerMu_);
@@ -388,6 +390,7 @@ void Sampler::sample(uint64_t now, uint32_t flags, bool forceAttribution) {
       if (!readings_[d].restarted) continue;
       restarted = true;
       restartedSinceStep_[d] = 1;
+      if (!readings_[d].partialRestart) lostSinceStep_[d] = 1;
     }
     if (restarted) counterRestarts_.fetch_add(1, std::memory_order_relaxed);
   }
@@ -444,11 +447,12 @@ void Sampler::sample(uint64_t now, uint32_t flags, bool forceAttribution) {
     // A domain whose read failed here is not split: attribution keeps its interval for the next
     // good read, which brings the gap's energy (AttributionEngine::step()). One whose counter
     // started again since the last step, at this sample or an earlier one, lost energy that no
-    // read brings (restartedSinceStep_).
-    attribution_->step(pendingDelta_.data(), now - lastAttributionTime_, snap_, readings_.data(), restartedSinceStep_.data());
+    // read brings: where none of its counters carried on, all it held (lostSinceStep_).
+    attribution_->step(pendingDelta_.data(), now - lastAttributionTime_, snap_, readings_.data(), lostSinceStep_.data());
     bool restartedInStep = false;
     for (size_t d : primaryDomains_) restartedInStep = restartedInStep || restartedSinceStep_[d];
     std::fill(restartedSinceStep_.begin(), restartedSinceStep_.end(), 0);
+    std::fill(lostSinceStep_.begin(), lostSinceStep_.end(), 0);
     // A failed read leaves the counter at its last value and the next good read holds the gap's
     // energy, so an interval's energy is its own only where the reads at both of its ends
     // succeeded (one failing between them loses nothing: the counters are cumulative), and no

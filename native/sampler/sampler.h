@@ -177,8 +177,11 @@ class Sampler {
   std::vector<uint64_t> prevRaw_;
   std::vector<uint64_t> pendingDelta_;
   // Per domain: a counter of it started again since the last attribution step (its energy from
-  // its last good read to the restart is lost; see AttributionEngine::step()).
+  // its last good read to the restart is lost); and, of those, one in which no counter of the
+  // domain carried on (not DomainReading::partialRestart), so that its held time's energy is
+  // lost (see AttributionEngine::step()).
   std::vector<uint8_t> restartedSinceStep_;
+  std::vector<uint8_t> lostSinceStep_;
   // The primary domains (every package, else psys, else the first): an attribution step waits
   // until each has moved (see sample()).
   std::vector<size_t> primaryDomains_;
