@@ -67,6 +67,10 @@ struct SamplerTimingStats {
   uint64_t missedDeadlines = 0;
   uint64_t readErrors = 0;
   uint64_t counterRestarts = 0;  // of readErrors, those where a counter started again
+  // Per domain (in domains() order): the samples whose read failed for it, and whether no read of
+  // it has succeeded in this run (it counts from its first good read: 0 J until then).
+  std::vector<uint64_t> readErrorsByDomain;
+  std::vector<uint8_t> unreadByDomain;
   uint64_t runningNs = 0;
   uint64_t jitterCount = 0;
   uint64_t jitterP50 = 0, jitterP99 = 0, jitterP999 = 0, jitterMax = 0;
@@ -204,6 +208,9 @@ class Sampler {
   std::atomic<uint64_t> missed_{0};
   std::atomic<uint64_t> readErrors_{0};
   std::atomic<uint64_t> counterRestarts_{0};
+  // Per domain: samples whose read failed for it, and whether one has succeeded in this run.
+  std::unique_ptr<std::atomic<uint64_t>[]> domainReadErrors_;
+  std::unique_ptr<std::atomic<bool>[]> domainRead_;
   std::atomic<uint64_t> cpuNsAtStop_{0};
   LatencyHistogram jitter_;
   static constexpr size_t kPeriodWindow = 1024;
