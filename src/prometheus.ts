@@ -140,6 +140,7 @@ export const PREFIXED_NAMES = [
   'samples_dropped_total',
   'sampler_missed_deadlines_total',
   'sampler_read_errors_total',
+  'sampler_domain_read_errors_total',
   'sampler_energy_restarts_total',
   'sampler_jitter_seconds',
   'sampler_counters_still_seconds',
@@ -429,6 +430,19 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
         }),
       );
     }
+    reg(
+      new Counter({
+        name: `${prefix}sampler_domain_read_errors_total`,
+        help: `Of ${prefix}sampler_read_errors_total, the reads that failed for each RAPL domain and package (a read that failed for two counts for both): a dram zone that fails leaves the package measured.`,
+        labelNames: [...constNames, 'domain', 'package'],
+        registers: [building],
+        collect() {
+          this.reset();
+          const errors = health.read().readErrorsByDomain;
+          sampler.domains.forEach((d, i) => this.inc({ ...constLabels, domain: d.domain, package: String(d.package) }, errors[i]));
+        },
+      }),
+    );
     reg(
       new Gauge({
         name: `${prefix}sampler_jitter_seconds`,
@@ -741,11 +755,7 @@ const noCounts = (): HealthCounts => ({ samples: 0, dropped: 0, missed: 0, readE
 
 class EnergyHealth {
   readonly #sampler: Sampler;
-  readonly #acc = new (class {
-    run: unknown;
-    last = noCounts();
-    total = noCounts();
-  })();
+  readonly #acc: { run: unknown; last: HealthCounts; total: HealthCounts; lastByDomain: number[]; totalByDomain: number[] };
   #cache: { at: number; value: ReturnType<EnergyHealth['read']> } | null = null;
   // As last read: a closed sampler's info series keeps its labels rather than start another.
   #threads = 'unknown';
@@ -755,7 +765,8 @@ class EnergyHealth {
   /** `continues`: a closed one whose totals this one goes on from (see EnergyTracker's). */
   constructor(sampler: Sampler, continues?: EnergyHealth) {
     this.#sampler = sampler;
-    if (continues) this.#acc = continues.#acc;
+    const none = () => sampler.domains.map(() => 0);
+    this.#acc = continues ? continues.#acc : { run: undefined, last: noCounts(), total: noCounts(), lastByDomain: none(), totalByDomain: none() };
     // A run's counts start afresh at the next start(): read at its end (not from the cache), what
     // was taken since the last scrape counts too.
     this.#unsubscribe = sampler.onRunEnd(() => {
@@ -770,6 +781,7 @@ class EnergyHealth {
   }
 
   read(): HealthCounts & {
+    readErrorsByDomain: number[];
     jitterUs: { p50: number; p99: number; p999: number; max: number } | null;
     stillUs: number | null;
     threads: string;
@@ -787,6 +799,7 @@ class EnergyHealth {
       if (run !== a.run) {
         a.run = run;
         a.last = noCounts();
+        a.lastByDomain.fill(0);
       }
       // One policy's losses or the other's: a ring's overwritten samples are as lost as dropped ones.
       const dropped = s.ring.dropped + s.ring.overwritten;
@@ -796,18 +809,23 @@ class EnergyHealth {
         a.total[k] += d;
         a.last[k] = cur[k];
       }
+      s.timing.byDomain.forEach((d, i) => {
+        a.totalByDomain[i] += d.readErrors >= a.lastByDomain[i] ? d.readErrors - a.lastByDomain[i] : d.readErrors;
+        a.lastByDomain[i] = d.readErrors;
+      });
       const sampled = s.timing.samples > 0;
       this.#threads = s.threads.backend;
       this.#intervalUs = s.timing.intervalUs;
       value = {
         ...a.total,
+        readErrorsByDomain: [...a.totalByDomain],
         jitterUs: sampled ? s.timing.jitterUs : null,
         stillUs: sampled ? s.timing.countersStillUs.now : null,
         threads: s.threads.backend,
         intervalUs: s.timing.intervalUs,
       };
     } catch {
-      value = { ...a.total, jitterUs: null, stillUs: null, threads: this.#threads, intervalUs: this.#intervalUs };
+      value = { ...a.total, readErrorsByDomain: [...a.totalByDomain], jitterUs: null, stillUs: null, threads: this.#threads, intervalUs: this.#intervalUs };
     }
     this.#cache = { at: now, value };
     return value;

@@ -168,6 +168,13 @@ export interface SamplerStats {
      * energy from its last good read to the restart is lost. Other failures only delay it.
      */
     counterRestarts: number;
+    /**
+     * Per domain, in `sampler.domains` order: `readErrors`, the samples whose read failed for it
+     * (its share of timing.readErrors; start()'s first read counts); `unread`, true while no read
+     * of it has succeeded in this run: it counts from its first good read, so its totals read 0 J
+     * until then (a domain summed from several counters, those of the counters that answered).
+     */
+    byDomain: Array<{ domain: string; package: number; readErrors: number; unread: boolean }>;
     jitterUs: { p50: number; p99: number; p999: number; max: number; mean: number };
     /** Median time between observed counter changes (about 1000 µs on real RAPL); null until seen. */
     hwUpdatePeriodUs: number | null;
@@ -332,6 +339,9 @@ interface NativeSamplerHandle {
     ring: SamplerStats['ring'];
     targetExited: boolean;
     timing: Record<string, number>;
+    /** Per domain, in domains order (see SamplerStats' timing.byDomain). */
+    readErrorsByDomain: number[];
+    unreadByDomain: boolean[];
     tracker?: ThreadTrackerStats;
   };
   ring(): { buffer: ArrayBuffer; zeroCopy: boolean; recordBytes: number; capacity: number; begun?: Float64Array };
@@ -795,6 +805,12 @@ export class Sampler {
         missedDeadlines: t.missedDeadlines,
         readErrors: t.readErrors,
         counterRestarts: t.counterRestarts,
+        byDomain: this.domains.map((d, i) => ({
+          domain: d.domain,
+          package: d.package,
+          readErrors: s.readErrorsByDomain[i],
+          unread: s.unreadByDomain[i],
+        })),
         jitterUs: {
           p50: us(t.jitterP50Ns),
           p99: us(t.jitterP99Ns),
@@ -1088,16 +1104,19 @@ export class Sampler {
     const windows = Math.max(2, Math.floor(durationMs / windowMs));
     // Each domain's windows are taken together until they hold MIN_TICKS of its counter: a
     // window of a few ticks (psys in whole joules) reads its power ±1 tick, and the lowest of
-    // such figures is biased low (25 W read as 19.8). A window in which a read failed counts for
-    // nothing, nor does the stretch it ends (0 W from a device unreadable for a while).
+    // such figures is biased low (25 W read as 19.8). A window in which a read of the domain failed
+    // counts for nothing, nor does the stretch it ends (0 W from a device unreadable for a while):
+    // each domain's own reads, so that a failing dram zone does not spoil the package's windows.
     const MIN_TICKS = 100;
     const best: number[] = this.domains.map(() => Infinity);
     const acc = this.domains.map(() => ({ ticks: 0, dt: 0 }));
     // Each domain's longest clean stretch that did not reach MIN_TICKS (an idle core plane).
     const longest = this.domains.map(() => ({ ticks: 0, dt: 0 }));
     const seen = this.domains.map(() => 0);
+    // Each domain's windows in this run in which one of its reads failed.
+    const failedWindows = this.domains.map(() => 0);
     let prev = this.#handle.totals();
-    let prevErrors = this.#handle.stats().timing.readErrors;
+    let prevErrors = this.#handle.stats().readErrorsByDomain;
     const ownStartNs = prev.startNs;
     const t0 = performance.now();
     const take = (i: number) => {
@@ -1109,13 +1128,14 @@ export class Sampler {
     for (let w = 0; w < windows; w++) {
       await new Promise((r) => setTimeout(r, windowMs));
       const cur = this.#handle.totals();
-      const errors = this.#handle.stats().timing.readErrors;
+      const errors = this.#handle.stats().readErrorsByDomain;
       const dt = Number(cur.timeNs - prev.timeNs) / 1e9;
       // Not across a stop() and start() meanwhile: the totals start afresh with each run.
       const sameRun = cur.startNs === prev.startNs;
-      const clean = sameRun && errors === prevErrors;
       this.domains.forEach((_d, i) => {
-        if (!clean) {
+        const failed = errors[i] !== prevErrors[i];
+        if (sameRun && failed) failedWindows[i]++;
+        if (!sameRun || failed) {
           if (acc[i].dt > longest[i].dt) longest[i] = { ...acc[i] };
           acc[i].ticks = acc[i].dt = 0;
           return;
@@ -1139,16 +1159,29 @@ export class Sampler {
     const tookMs = Math.round(performance.now() - t0);
     // The run it started, unless the caller stopped it meanwhile (and maybe started their own).
     if (ownRun && this.#handle.running() && this.#handle.totals().startNs === ownStartNs) this.stop();
+    // Not a 0 W baseline said to be measured. A domain whose every window saw one of its reads
+    // fail (a dram zone unreadable all along) is named, with what the others measured.
+    const name = (i: number) => `${this.domains[i].domain}-${this.domains[i].package}`;
+    const unmeasured = this.domains.flatMap((_d, i) => (!Number.isFinite(best[i]) && failedWindows[i] > 0 ? [i] : []));
+    if (unmeasured.length > 0) {
+      const measured = this.domains.flatMap((_d, i) => (Number.isFinite(best[i]) ? [`${name(i)} ${best[i].toPrecision(4)} W`] : []));
+      throw new JouletraceError(
+        'ERR_JOULETRACE_READ_FAILED',
+        `calibrateBaseline(): ${unmeasured.map(name).join(', ')} had a failed read in every window of ${tookMs} ms ` +
+          `(stats().timing.byDomain counts each domain's), so no baseline can be measured for ${unmeasured.length > 1 ? 'them' : 'it'}: ` +
+          `calibrate again once ${unmeasured.length > 1 ? 'they read' : 'it reads'}, or set the baselines with setBaseline()` +
+          (measured.length > 0 ? ` (the others measured ${measured.join(', ')})` : ''),
+      );
+    }
     if (best.some((w) => !Number.isFinite(w))) {
-      // Not a 0 W baseline said to be measured: the sampler was stopped or closed meanwhile, or
-      // every window saw a read fail.
+      // The sampler was stopped or closed meanwhile (its reads were sound).
       throw new JouletraceError(
         'ERR_JOULETRACE_NOT_STARTED',
-        'calibrateBaseline(): no clean stretch of samples during the calibration (was the sampler stopped meanwhile, or did its reads fail? see stats().timing.readErrors)',
+        'calibrateBaseline(): no clean stretch of samples during the calibration: was the sampler stopped (or started again) meanwhile? Keep it running until the calibration ends',
       );
     }
     // The primary counters always draw power: one that never moved measured nothing.
-    const still = this.#primary.filter((i) => seen[i] === 0).map((i) => `${this.domains[i].domain}-${this.domains[i].package}`);
+    const still = this.#primary.filter((i) => seen[i] === 0).map(name);
     if (still.length > 0) {
       throw new JouletraceError(
         'ERR_JOULETRACE_NOT_COUNTING',

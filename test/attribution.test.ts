@@ -483,17 +483,20 @@ interface CounterWriter {
 // `recover` brings its counter back while B spins `bMs`, through `restore`, which makes its
 // device readable again at the value given (counted on from there). Returns the run's figures
 // once stopped, those of the failing counter's domain. With `dies`, CPU 1 is package 0's second
-// die (Cascade Lake-AP), and the domain package 0, the sum of both dies' counters.
+// die (Cascade Lake-AP), and the domain package 0, the sum of both dies' counters. baselineWatts:
+// the failing counter's domain's, set before the run.
 async function gapOnPackageOne(
   bMs: number,
   recover: (w: CounterWriter, s: Sampler, restore: (pkg1: number) => void) => Promise<void>,
   layout: 'packages' | 'dies' = 'packages',
+  baselineWatts = 0,
 ) {
   const e = createEmulatedMsr({ vendor: 'intel', cpus: 2, ...(layout === 'dies' ? { packages: 1, dies: 2 } : { packages: 2 }) });
   const workers: Spinner[] = [];
   try {
     const s = await samplerOfPinnedWorkers(e, workers, [1, 1]);
     const [a, b] = workers;
+    if (baselineWatts > 0) s.setBaseline(s.domains.map((d) => (d.domain === 'package' && d.package === (layout === 'dies' ? 0 : 1) ? baselineWatts : 0)));
     s.start();
     for (const until = Date.now() + 3000; Date.now() < until && s.stats().timing.samples < 3; ) await sleep(2);
     const w: CounterWriter = { pkg1: 1000, failing: false };
@@ -586,6 +589,33 @@ describeBpf('attribution across a counter that started again', () => {
     // A's. Split over the gap's time, A took about three quarters of the 6.1 J, more than B's
     // whole share.
     expect(ra.byDomain.package, what).toBeLessThan(0.1 * rb.byDomain.package);
+  });
+
+  // A die that comes back started again (or another that starts again while one fails) loses its
+  // own energy, not the dies' that answered through the gap: their energy over the held time
+  // comes with the release. The held time was let go of as for a counter of its own, so that
+  // energy went by one step's time (to B alone), and the baseline's share of the gap to no one.
+  it("keeps a multi-die package's held time when the failed die comes back started again", async () => {
+    const { s, at, measured, ra, what } = await gapOnPackageOne(
+      150,
+      async (_, sampler, restore) => {
+        await sleep(60);
+        restore(500);
+        for (const until = Date.now() + 3000; Date.now() < until && sampler.stats().timing.counterRestarts === 0; ) await sleep(1);
+      },
+      'dies',
+      1,
+    );
+    expect(s.stats().timing.counterRestarts).toBe(1);
+    expect(at.ticks.total).toBe(measured);
+    expect(at.ticks.process + at.ticks.baseline + at.ticks.other).toBe(at.ticks.total);
+    // Die 0 draws 1.5 W alone, both 32 W: 1 W of baseline is paid all along, the gap's 360 ms and
+    // more too (it took 40% of the run's).
+    const t = s.totals();
+    const runTicks = Number(t.timeNs - t.startNs) / 1e9 / 2 ** -14; // units of 61 µJ
+    expect(Number(at.ticks.baseline), what).toBeGreaterThan(0.9 * runTicks);
+    // A ran in the gap alone: its share of die 0's energy there.
+    expect(ra.byDomain.package, what).toBeGreaterThan(0);
   });
 });
 

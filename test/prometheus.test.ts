@@ -264,6 +264,27 @@ describe('registerMetrics', () => {
     expect(v.get('jouletrace_sampler_read_errors_total')).toBe(st.readErrors);
   });
 
+  // One count for the source: a dram zone failing all along read as the package's failures too.
+  it('counts the read errors of each domain, over runs', async () => {
+    const e = createEmulatedPowercap([{ name: 'package-0', energyUj: 1_000_000, children: [{ name: 'dram', energyUj: 5000 }] }]);
+    cleanups.push(() => e.close());
+    const s = sampler({ source: 'powercap', powercapRoot: e.powercapRoot, liveCheckMs: 0, cpuIdentity: { vendor: 'intel', family: 6, model: 0x55 }, threads: 'off' });
+    const m = registerMetrics(s);
+    cleanups.push(() => m.close());
+    fs.writeFileSync(path.join(e.zonePath('intel-rapl:0:0'), 'energy_uj'), 'not a number\n');
+    let failed = 0;
+    for (let run = 0; run < 2; run++) {
+      s.start();
+      while (s.stats().timing.byDomain[1].readErrors < 3) await sleep(2);
+      s.stop();
+      failed += s.stats().timing.byDomain[1].readErrors;
+    }
+    const v = parse(await m.registry.metrics());
+    expect(v.get('jouletrace_sampler_domain_read_errors_total{domain="package",package="0"}')).toBe(0);
+    expect(v.get('jouletrace_sampler_domain_read_errors_total{domain="dram",package="0"}')).toBe(failed);
+    expect(v.get('jouletrace_sampler_read_errors_total')).toBe(failed);
+  });
+
   it("shows a run's final figures right after it ends, and keeps the sampler's info series after close()", async () => {
     const s = sampler().start();
     const m = registerMetrics(s);

@@ -279,6 +279,51 @@ describe('Sampler against an emulated MSR', () => {
     expect(s.stats().timing.counterRestarts).toBe(1);
   });
 
+  // A package of two dies is held at its last whole sum while one die's read fails (for a second
+  // at most), and the next good read brings the rest. The run's final read held it too, and the
+  // next start() rebases: what die 0 counted since the hold began was in neither run.
+  it("ends a run during a die's failed reads with the dies that answered counted", async () => {
+    const e = createEmulatedMsr({ vendor: 'intel', cpus: 2, packages: 1, dies: 2 });
+    emu = e;
+    const pkg = [1000, 1000];
+    const put = (cpu: number) => {
+      e.write(cpu, MSR.INTEL_UNIT, INTEL_UNIT);
+      e.write(cpu, MSR.INTEL_PKG, pkg[cpu]);
+    };
+    const advance = (die0: number, die1: number) => {
+      pkg[0] += die0;
+      pkg[1] += die1;
+      put(0);
+      put(1);
+    };
+    advance(0, 0);
+    const s = msrSampler(e, { intervalUs: 1000, threads: 'procfs' });
+    const until = async (seen: () => boolean) => {
+      for (const end = Date.now() + 5000; !seen() && Date.now() < end; ) await sleep(1);
+    };
+    s.start();
+    advance(600, 100);
+    await until(() => s.totals().readings[0].ticks === 700n);
+    e.truncate(1); // die 1's only CPU answers EIO
+    pkg[0] += 500;
+    put(0);
+    const errors = s.stats().timing.readErrors;
+    await until(() => s.stats().timing.readErrors > errors + 2);
+    expect(s.totals().readings[0].ticks).toBe(700n); // held
+    s.stop();
+    expect(s.totals().readings[0].ticks).toBe(1200n);
+    const parts = s.attribution().byDomain[0].ticks;
+    expect(parts.total).toBe(1200n);
+    expect(parts.process + parts.baseline + parts.other).toBe(1200n);
+    // Die 1 back: the next run counts from its reads, as ever.
+    put(1);
+    s.start();
+    advance(10, 20);
+    await until(() => s.totals().readings[0].ticks === 30n);
+    s.stop();
+    expect(s.totals().readings[0].ticks).toBe(30n);
+  });
+
   it('refuses a ring larger than a JavaScript buffer can be, naming ringCapacity (it crashed)', () => {
     // Two packages of four domains, with attribution: 400-byte records, 6.25 GiB at 2^24.
     const e = createEmulatedMsr({ vendor: 'intel', cpus: 2, packages: 2 });
@@ -344,6 +389,15 @@ describe('Sampler against an emulated MSR', () => {
     };
     await until(() => s.stats().timing.samples > 2);
     expect(s.stats().timing.readErrors).toBeGreaterThan(2);
+    // dram-1's 0 J is no measurement: its failures and that it has no reference are its own.
+    const byDomain = s.stats().timing.byDomain;
+    expect(byDomain.map((d) => [`${d.domain}-${d.package}`, d.readErrors > 2 ? 'failing' : d.readErrors, d.unread])).toEqual([
+      ['package-0', 0, false],
+      ['dram-0', 0, false],
+      ['package-1', 0, false],
+      ['dram-1', 'failing', true],
+    ]);
+    expect(s.totals().readings[3].joules).toBe(0);
     e.write(1, MSR.INTEL_DRAM, 9000); // back, at a value it reached unread: its reference
     const n = s.stats().timing.samples;
     await until(() => s.stats().timing.samples > n + 2);
@@ -352,6 +406,8 @@ describe('Sampler against an emulated MSR', () => {
     await until(() => s.totals().readings[3].ticks === 300n && s.totals().readings[2].ticks === 700n);
     s.stop();
     expect(s.totals().readings.map((r) => r.ticks)).toEqual([0n, 0n, 700n, 300n]);
+    expect(s.stats().timing.byDomain[3].unread).toBe(false);
+    expect(s.stats().timing.byDomain[3].readErrors).toBe(s.stats().timing.readErrors);
     const parts = s.attribution().byDomain[3].ticks;
     expect(parts.total).toBe(300n);
     expect(parts.process + parts.baseline + parts.other).toBe(300n);
@@ -384,18 +440,20 @@ describe('Sampler against an emulated MSR', () => {
   });
 
   describe('calibrateBaseline() against counters that are hard to read', () => {
-    type PowerOptions = { unreadableMs?: [number, number]; phases?: Array<[number, number]> };
+    type PowerOptions = { unreadableMs?: [number, number]; phases?: Array<[number, number]>; dram?: boolean };
     // A package counter moved at `watts` by another process (test/fixtures/msr-power.cjs), in
     // units of 2^-esu J; with `phases`, at each phase's watts until its end (ms from now), then
-    // at `watts`.
+    // at `watts`. Beside it a core plane that stands still, or with `dram` a dram counter the
+    // writer leaves alone, the device's last register: the file cut at it fails its reads alone.
     async function powered(watts: number, esu: number, opts: PowerOptions = {}) {
       const e = createEmulatedMsr({ vendor: 'intel', cpus: 2, packages: 1 });
       emu = e;
       const unit = 0x000a0003 | (esu << 8);
       e.write(0, MSR.INTEL_UNIT, unit);
       e.write(0, MSR.INTEL_PKG, 1000);
-      e.write(0, MSR.INTEL_PP0, 1000);
-      const config = { unit, esu, watts, msr: { unit: MSR.INTEL_UNIT, pkg: MSR.INTEL_PKG, pp0: MSR.INTEL_PP0 }, ...opts };
+      e.write(0, opts.dram ? MSR.INTEL_DRAM : MSR.INTEL_PP0, 1000);
+      const { dram, ...power } = opts;
+      const config = { unit, esu, watts, msr: { unit: MSR.INTEL_UNIT, pkg: MSR.INTEL_PKG, ...(dram ? {} : { pp0: MSR.INTEL_PP0 }) }, ...power };
       const argv = [process.execPath, path.join(__dirname, 'fixtures/msr-power.cjs'), path.join(e.dir, 'cpu0', 'msr'), JSON.stringify(config)];
       const writer = spawn(...asHardware(argv), { stdio: ['pipe', 'pipe', 'inherit'] });
       const exited = new Promise((resolve) => writer.once('exit', resolve));
@@ -483,6 +541,59 @@ describe('Sampler against an emulated MSR', () => {
         expect(r.watts[0].watts).toBeGreaterThan(30 * 0.8);
         expect(r.watts[1].watts).toBe(0);
       });
+    });
+
+    // Windows were judged by the source's read errors, any domain's: a dram zone failing for a
+    // while left the package only the windows after it (30 W, where it drew 3 W during the
+    // failure), and one failing throughout failed the calibration with ERR_JOULETRACE_NOT_STARTED,
+    // naming nothing. Each domain's windows are now judged by its own reads.
+    it("judges each domain's windows by its own reads, and names a domain that failed throughout", async () => {
+      // 3 W for the first 500 ms, 30 W after; dram unreadable from before the run to 700 ms.
+      const p = await powered(30, 14, { phases: [[500, 3]], dram: true });
+      const msrFile = path.join(p.e.dir, 'cpu0', 'msr');
+      let s: Sampler;
+      let r: BaselineResult;
+      try {
+        s = msrSampler(p.e, { threads: 'procfs' });
+        expect(s.domains.map((d) => `${d.domain}-${d.package}`)).toEqual(['package-0', 'dram-0']);
+        fs.truncateSync(msrFile, MSR.INTEL_DRAM);
+        const calibrating = s.calibrateBaseline({ durationMs: 1000 });
+        await sleep(700);
+        p.e.write(0, MSR.INTEL_DRAM, 5000);
+        r = await calibrating;
+      } finally {
+        await p.stop();
+      }
+      const [pkg, dram] = s.stats().timing.byDomain;
+      expect(pkg).toEqual({ domain: 'package', package: 0, readErrors: 0, unread: false });
+      expect(dram.readErrors).toBeGreaterThan(0);
+      expect(dram.unread).toBe(false);
+      // Low only: a writer held up reads a window low, never high.
+      expect(r.watts[0].watts).toBeGreaterThan(0);
+      expect(r.watts[0].watts).toBeLessThan(3 * 1.5);
+      // Its first good read was its reference: nothing since.
+      expect(r.watts[1].watts).toBe(0);
+
+      s.close();
+      p.e.close();
+
+      // dram unreadable throughout: named, with what the package measured.
+      const q = await powered(3, 14, { dram: true });
+      try {
+        const t = msrSampler(q.e, { threads: 'procfs' });
+        fs.truncateSync(path.join(q.e.dir, 'cpu0', 'msr'), MSR.INTEL_DRAM);
+        await expect(t.calibrateBaseline({ durationMs: 300 })).rejects.toThrow(
+          expect.objectContaining({
+            code: 'ERR_JOULETRACE_READ_FAILED',
+            message: expect.stringMatching(
+              /^calibrateBaseline\(\): dram-0 had a failed read in every window of \d+ ms \(stats\(\)\.timing\.byDomain counts each domain's\), so no baseline can be measured for it: calibrate again once it reads, or set the baselines with setBaseline\(\) \(the others measured package-0 [\d.]+ W\)$/,
+            ),
+          }),
+        );
+        expect(t.stats().timing.byDomain.map((d) => d.unread)).toEqual([false, true]);
+      } finally {
+        await q.stop();
+      }
     });
 
     it('refuses counters that did not move rather than report 0 W', async () => {

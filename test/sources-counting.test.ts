@@ -4,6 +4,7 @@
 // powercap files nobody writes, and a software-PMU stand-in for the power PMU (perf-events.ts)
 // whose events really open, one that never counts and one that always does.
 import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { openSource, type EnergySource } from '../src/sources';
@@ -129,6 +130,26 @@ describe('a source whose counters do not advance', () => {
     expect(r.readings).toHaveLength(1);
     expect(r.readings[0].domain).toBe('dram');
     expect(r.readings[0].joules).toBeGreaterThanOrEqual(1);
+  });
+
+  // A left-out domain's failed read still counted as the sampler's: its readErrors climbed every
+  // sample, every record carried readError, start() began at 1, and calibrateBaseline() found no
+  // clean stretch ever.
+  it('counts no read error of a domain it left out', async () => {
+    const e = stillMsr();
+    const w = await advancing(e, MSR.INTEL_PKG);
+    const s = keep(new Sampler({ source: 'msr', ...e.options, liveCheckMs: 100, cpuIdentity: SKYLAKE, intervalUs: 1000, threads: 'off' }));
+    expect(s.domains.map((d) => `${d.domain}-${d.package}`)).toEqual(['package-0']);
+    expect(s.notCounting.map((d) => `${d.domain}-${d.package}`)).toEqual(['dram-0']);
+    // dram's register now lies past the end of the file (EIO); the package's, before it, reads.
+    fs.truncateSync(path.join(e.dir, 'cpu0', 'msr'), MSR.INTEL_DRAM);
+    s.start();
+    for (const end = Date.now() + 5000; s.stats().timing.samples < 20 && Date.now() < end; ) await new Promise((r) => setTimeout(r, 5));
+    s.stop();
+    w.stop();
+    expect(s.stats().timing.samples).toBeGreaterThanOrEqual(20);
+    expect(s.stats().timing.readErrors).toBe(0);
+    expect(s.read().filter((r) => r.readError)).toEqual([]);
   });
 
   it('is not checked with liveCheckMs: 0 (emulated devices that move only when written)', () => {

@@ -9,6 +9,7 @@
 // domain.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -25,6 +26,7 @@ class CounterGroups {
   // Files counter `counter` under the domain (name, package). Returns true when that domain is
   // new: the caller adds its Domain then, so domains keep the order of their first counters.
   bool add(const std::string& name, int package, size_t counter) {
+    if (restartedSinceWhole_.size() <= counter) restartedSinceWhole_.resize(counter + 1, 0);
     auto it = index_.find({name, package});
     if (it != index_.end()) {
       members_[it->second].push_back(counter);
@@ -43,7 +45,8 @@ class CounterGroups {
 
   // Each domain's reading from its counters (each with a WrapCounter `wrap`, and `failed` and
   // `restarted` flags for its last read): their last raw values and their extended totals,
-  // added; failed if any of them failed, restarted if any of them started again. nowNs: the
+  // added; failed if any of them failed, restarted if any of them started again, and a partial
+  // restart where some did not since the domain's last read in which none failed. nowNs: the
   // read's time (WrapCounter::clockNs()).
   //
   // While a counter's read fails (not a restart, whose energy is lost rather than delayed), the
@@ -54,7 +57,8 @@ class CounterGroups {
   // its recovery, to whoever ran then. Totals are cumulative, so nothing is lost. For at most
   // kHoldNs: a counter that stays failed (its die's or core's CPUs offline) would hold the domain
   // for good; past that, the domain reads as its counters' sum again, and the failed one's energy
-  // comes whole whenever it is back.
+  // comes whole whenever it is back. Nor at a run's final read (releaseHolds()), which no later
+  // read of the run follows to bring what the held sum leaves out.
   template <typename Counter>
   void sum(const std::vector<Counter>& counters, uint64_t nowNs, DomainReading* out) {
     for (size_t d = 0; d < members_.size(); d++) {
@@ -64,12 +68,19 @@ class CounterGroups {
       r.failed = false;
       r.restarted = false;
       bool missing = false;  // a counter whose read failed other than by a restart
+      bool allRestarted = true;  // every counter, since the last read in which none failed
       for (size_t i : members_[d]) {
         r.raw += counters[i].wrap.last();
         r.ticks += counters[i].wrap.total();
         r.failed = r.failed || counters[i].failed;
         r.restarted = r.restarted || counters[i].restarted;
         missing = missing || (counters[i].failed && !counters[i].restarted);
+        if (counters[i].restarted) restartedSinceWhole_[i] = 1;
+        allRestarted = allRestarted && restartedSinceWhole_[i];
+      }
+      r.partialRestart = r.restarted && !allRestarted;
+      if (!r.failed) {
+        for (size_t i : members_[d]) restartedSinceWhole_[i] = 0;
       }
       LastGood& g = lastGood_[d];
       if (!missing || !g.known) {
@@ -82,7 +93,7 @@ class CounterGroups {
         continue;
       }
       if (g.missingSinceNs == kNotMissing) g.missingSinceNs = nowNs;
-      if (nowNs - g.missingSinceNs < kHoldNs) {
+      if (holding_ && nowNs - g.missingSinceNs < kHoldNs) {
         r.raw = g.raw;
         r.ticks = g.ticks;
       }
@@ -104,9 +115,15 @@ class CounterGroups {
   // nobody asked for, into the next run).
   void rebase() {
     for (LastGood& g : lastGood_) g = LastGood{};
+    std::fill(restartedSinceWhole_.begin(), restartedSinceWhole_.end(), 0);
+    holding_ = true;
   }
 
-  private:
+  // Until the next rebase(), sum() reports each domain as its counters' sum, held or not
+  // (EnergySource::releaseHolds()): a run's final read.
+  void releaseHolds() { holding_ = false; }
+
+ private:
   static constexpr uint64_t kHoldNs = 1'000'000'000;
   static constexpr uint64_t kNotMissing = UINT64_MAX;
   // Per domain: its sum at its last read in which no counter failed (see sum()).
@@ -120,6 +137,9 @@ class CounterGroups {
   std::map<std::pair<std::string, int>, size_t> index_;
   std::vector<std::vector<size_t>> members_;
   std::vector<LastGood> lastGood_;
+  // Per counter: it started again since its domain's last read in which none failed (see sum()).
+  std::vector<uint8_t> restartedSinceWhole_;
+  bool holding_ = true;
 };
 
 }  // namespace jouletrace

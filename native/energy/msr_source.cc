@@ -118,6 +118,7 @@ class MsrSource final : public EnergySource {
     for (auto& c : counters_) c.wrap.rebase();
     groups_.rebase();
   }
+  void releaseHolds() override { groups_.releaseHolds(); }
 
   bool readFailure(size_t domain, SourceError* out) const override {
     const Counter* c = groups_.firstFailed(counters_, domain);

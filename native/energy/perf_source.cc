@@ -64,6 +64,7 @@ class PerfSource final : public EnergySource {
     for (auto& e : events_) e.wrap.rebase();
     groups_.rebase();
   }
+  void releaseHolds() override { groups_.releaseHolds(); }
   bool readFailure(size_t domain, SourceError* out) const override {
     const Event* e = groups_.firstFailed(events_, domain);
     if (!e) return false;

@@ -80,6 +80,7 @@ class PowercapSource final : public EnergySource {
     for (auto& z : zones_) z.wrap.rebase();
     groups_.rebase();
   }
+  void releaseHolds() override { groups_.releaseHolds(); }
   bool readFailure(size_t domain, SourceError* out) const override {
     const Zone* z = groups_.firstFailed(zones_, domain);
     if (!z) return false;

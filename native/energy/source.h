@@ -76,6 +76,11 @@ struct DomainReading {
   // other failure (EIO, ...) leaves the counter as it was, and the next good read brings the
   // gap's energy.
   bool restarted = false;
+  // With restarted, for a domain summed from several counters (CounterGroups::sum()): since the
+  // domain's last read in which none failed, some of its counters read on without starting again.
+  // Their energy over that time is still to come whole, held or not, so the time the domain was
+  // held is still that energy's (AttributionEngine::step()); only the restarted counters' is lost.
+  bool partialRestart = false;
 };
 
 struct SourceError {
@@ -105,6 +110,12 @@ class EnergySource {
   // counter left unread across a stop() for more than half its wrap period would otherwise
   // read as one that started again (ERANGE).
   virtual void rebase() {}
+
+  // The reads from here to the next rebase() report a domain summed from several counters as
+  // their sum, not held at its last whole one while a counter fails (CounterGroups::sum()): for a
+  // run's final read, after which the next run rebases, so a held sum would lose what the
+  // answering counters counted since the hold began.
+  virtual void releaseHolds() {}
 
   // Where the last read() failed for domain `domain` (an index into domains()), for messages:
   // the first of its counters whose read failed, its errno name in out->code, and in

@@ -39,12 +39,19 @@ class CountingDomains final : public EnergySource {
       if (!kept[i]) notCounting_.push_back(ds[i]);
   }
   const char* name() const override { return inner_->name(); }
+  // A failure of a domain left out is none of the sampler's: counted as a read error, it marked
+  // every sample and kept calibrateBaseline() from ever finding a clean stretch.
   int read(DomainReading* out) override {
-    int rc = inner_->read(all_.data());
-    for (size_t k = 0; k < keep_.size(); k++) out[k] = all_[keep_[k]];
-    return rc;
+    const int rc = inner_->read(all_.data());
+    bool keptFailed = false;
+    for (size_t k = 0; k < keep_.size(); k++) {
+      out[k] = all_[keep_[k]];
+      keptFailed = keptFailed || out[k].failed;
+    }
+    return keptFailed ? rc : 0;
   }
   void rebase() override { inner_->rebase(); }
+  void releaseHolds() override { inner_->releaseHolds(); }
   bool readFailure(size_t domain, SourceError* out) const override {
     return domain < keep_.size() && inner_->readFailure(keep_[domain], out);
   }

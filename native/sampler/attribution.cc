@@ -106,7 +106,7 @@ void AttributionEngine::reset() {
 }
 
 void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const TrackerSnapshot& snap, const DomainReading* readings,
-                             const uint8_t* restarted) {
+                             const uint8_t* lost) {
   uint64_t t0 = monotonicNs();
   std::lock_guard<std::mutex> lock(mu_);
   const size_t nThreads = snap.threads.size();
@@ -208,13 +208,16 @@ void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const Tr
       // split as usual.
       Held& h = held_[d];
       bool hold = readings && readings[d].failed && deltaTicks[d] == 0;
-      if (readings && restarted && restarted[d]) {
+      if (readings && lost && lost[d]) {
         // A counter of the domain started again since the last step: the energy from its last
         // good read to the restart is lost, and no read brings it. The held gap's time (its
         // energy was that) is let go of rather than split against the energy after the restart,
         // which is not its; and an interval that measured nothing, its energy unknown, is split
         // over nothing: the threads' and CPUs' time in it is charged nothing, as its energy is in
-        // no total.
+        // no total. Not where another counter of a summed domain carried on (a die that answered
+        // through another's failure and restart): its energy over the held time is in the delta,
+        // and split over one step's time it went to whoever ran in that step, and the baseline's
+        // share of the gap to no one.
         h.on = false;
         h.busyNs = h.dtNs = 0;
         std::fill(h.rowNs.begin(), h.rowNs.end(), 0);

@@ -55,11 +55,13 @@ class AttributionEngine {
   // dtNs the interval's length, snap the tracker's cumulative figures at the interval's end.
   // readings (optional): the reads at the interval's end; a domain whose read failed and that
   // measured nothing is not split, and its interval goes into the next one's (see step()).
-  // restarted (optional, with readings): restarted[d] nonzero where a counter of domain d started
-  // again since the previous step, at any read (the caller's to keep between its reads): its held
-  // intervals are let go of, and an interval that measured nothing is not split at all.
+  // lost (optional, with readings): lost[d] nonzero where domain d lost what it held since the
+  // previous step, at any read (the caller's to keep between its reads): a counter of it started
+  // again and none carried on (a domain of one counter, or every one of a summed domain's; not
+  // DomainReading::partialRestart). Its held intervals are let go of, and an interval that
+  // measured nothing is not split at all.
   void step(const uint64_t* deltaTicks, uint64_t dtNs, const TrackerSnapshot& snap, const DomainReading* readings = nullptr,
-            const uint8_t* restarted = nullptr);
+            const uint8_t* lost = nullptr);
 
   // Cumulative parts per domain (consistent with each other: taken under the lock).
   std::vector<DomainParts> parts() const;

@@ -91,9 +91,16 @@ std::unique_ptr<Sampler> Sampler::create(const SamplerConfig& cfg, SamplerError*
   s->prevRaw_.assign(nd, 0);
   s->pendingDelta_.assign(nd, 0);
   s->restartedSinceStep_.assign(nd, 0);
+  s->lostSinceStep_.assign(nd, 0);
   s->primaryDomains_ = primaryDomainIndices(s->source_->domains());
   s->totals_.reset(new std::atomic<uint64_t>[nd]);
-  for (size_t d = 0; d < nd; d++) s->totals_[d].store(0);
+  s->domainReadErrors_.reset(new std::atomic<uint64_t>[nd]);
+  s->domainRead_.reset(new std::atomic<bool>[nd]);
+  for (size_t d = 0; d < nd; d++) {
+    s->totals_[d].store(0);
+    s->domainReadErrors_[d].store(0);
+    s->domainRead_[d].store(false);
+  }
   s->changePeriods_.reset(new std::atomic<uint64_t>[kPeriodWindow]);
   for (size_t i = 0; i < kPeriodWindow; i++) s->changePeriods_[i].store(0);
   return s;
@@ -215,7 +222,11 @@ bool Sampler::start(SamplerError* err) {
   counterRestarts_.store(0);
   changeCount_.store(0);
   for (size_t i = 0; i < kPeriodWindow; i++) changePeriods_[i].store(0, std::memory_order_relaxed);
-  for (size_t d = 0; d < readings_.size(); d++) totals_[d].store(0);
+  for (size_t d = 0; d < readings_.size(); d++) {
+    totals_[d].store(0);
+    domainReadErrors_[d].store(readings_[d].failed ? 1 : 0);
+    domainRead_[d].store(!readings_[d].failed);
+  }
   if (attribution_) attribution_->reset();
   if (spans_) spans_->reset();
   seq_ = 0;
@@ -227,6 +238,7 @@ bool Sampler::start(SamplerError* err) {
     prevRaw_[d] = readings_[d].raw;
     pendingDelta_[d] = 0;
     restartedSinceStep_[d] = 0;
+    lostSinceStep_[d] = 0;
   }
   if (tracker_) {
     std::lock_guard<std::mutex> lock(trackerMu_);
@@ -357,6 +369,9 @@ void Sampler::run() {
     if (targetGone(now)) break;
   }
   uint64_t end = monotonicNs();
+  // The next start() rebases: a sum held for a failing counter would lose what the others counted
+  // since the hold began, in neither run.
+  source_->releaseHolds();
   sample(end, kFlagFinal, true);
   stopNs_.store(end);
   cpuNsAtStop_.store(threadCpuNs(pthread_self()));
@@ -385,6 +400,7 @@ void Sampler::sample(uint64_t now, uint32_t flags, bool forceAttribution) {
       if (!readings_[d].restarted) continue;
       restarted = true;
       restartedSinceStep_[d] = 1;
+      if (!readings_[d].partialRestart) lostSinceStep_[d] = 1;
     }
     if (restarted) counterRestarts_.fetch_add(1, std::memory_order_relaxed);
   }
@@ -394,6 +410,13 @@ void Sampler::sample(uint64_t now, uint32_t flags, bool forceAttribution) {
   for (size_t d : primaryDomains_) readFailed = readFailed || readings_[d].failed;
   bool changed = false;
   for (size_t d = 0; d < nd; d++) {
+    // Per domain, for stats() and calibrateBaseline(): a dram zone that fails must not stand for
+    // the package's reads, nor one that never read pass for a 0 J measurement.
+    if (readings_[d].failed) {
+      domainReadErrors_[d].fetch_add(1, std::memory_order_relaxed);
+    } else if (!domainRead_[d].load(std::memory_order_relaxed)) {
+      domainRead_[d].store(true, std::memory_order_relaxed);
+    }
     uint64_t ticks = readings_[d].ticks;
     uint64_t delta = ticks >= prevTicks_[d] ? ticks - prevTicks_[d] : 0;
     prevTicks_[d] = ticks > prevTicks_[d] ? ticks : prevTicks_[d];
@@ -441,11 +464,12 @@ void Sampler::sample(uint64_t now, uint32_t flags, bool forceAttribution) {
     // A domain whose read failed here is not split: attribution keeps its interval for the next
     // good read, which brings the gap's energy (AttributionEngine::step()). One whose counter
     // started again since the last step, at this sample or an earlier one, lost energy that no
-    // read brings (restartedSinceStep_).
-    attribution_->step(pendingDelta_.data(), now - lastAttributionTime_, snap_, readings_.data(), restartedSinceStep_.data());
+    // read brings: where none of its counters carried on, all it held (lostSinceStep_).
+    attribution_->step(pendingDelta_.data(), now - lastAttributionTime_, snap_, readings_.data(), lostSinceStep_.data());
     bool restartedInStep = false;
     for (size_t d : primaryDomains_) restartedInStep = restartedInStep || restartedSinceStep_[d];
     std::fill(restartedSinceStep_.begin(), restartedSinceStep_.end(), 0);
+    std::fill(lostSinceStep_.begin(), lostSinceStep_.end(), 0);
     // A failed read leaves the counter at its last value and the next good read holds the gap's
     // energy, so an interval's energy is its own only where the reads at both of its ends
     // succeeded (one failing between them loses nothing: the counters are cumulative), and no
@@ -515,6 +539,12 @@ void Sampler::timing(SamplerTimingStats* out) const {
   out->missedDeadlines = missed_.load(std::memory_order_relaxed);
   out->readErrors = readErrors_.load(std::memory_order_relaxed);
   out->counterRestarts = counterRestarts_.load(std::memory_order_relaxed);
+  out->readErrorsByDomain.resize(readings_.size());
+  out->unreadByDomain.resize(readings_.size());
+  for (size_t d = 0; d < readings_.size(); d++) {
+    out->readErrorsByDomain[d] = domainReadErrors_[d].load(std::memory_order_relaxed);
+    out->unreadByDomain[d] = !domainRead_[d].load(std::memory_order_relaxed);
+  }
   uint64_t start = startNs_.load();
   uint64_t end = running() ? monotonicNs() : stopNs_.load();
   out->runningNs = start && end > start ? end - start : 0;

@@ -67,6 +67,10 @@ struct SamplerTimingStats {
   uint64_t missedDeadlines = 0;
   uint64_t readErrors = 0;
   uint64_t counterRestarts = 0;  // of readErrors, those where a counter started again
+  // Per domain (in domains() order): the samples whose read failed for it, and whether no read of
+  // it has succeeded in this run (it counts from its first good read: 0 J until then).
+  std::vector<uint64_t> readErrorsByDomain;
+  std::vector<uint8_t> unreadByDomain;
   uint64_t runningNs = 0;
   uint64_t jitterCount = 0;
   uint64_t jitterP50 = 0, jitterP99 = 0, jitterP999 = 0, jitterMax = 0;
@@ -177,8 +181,11 @@ class Sampler {
   std::vector<uint64_t> prevRaw_;
   std::vector<uint64_t> pendingDelta_;
   // Per domain: a counter of it started again since the last attribution step (its energy from
-  // its last good read to the restart is lost; see AttributionEngine::step()).
+  // its last good read to the restart is lost); and, of those, one in which no counter of the
+  // domain carried on (not DomainReading::partialRestart), so that its held time's energy is
+  // lost (see AttributionEngine::step()).
   std::vector<uint8_t> restartedSinceStep_;
+  std::vector<uint8_t> lostSinceStep_;
   // The primary domains (every package, else psys, else the first): an attribution step waits
   // until each has moved (see sample()).
   std::vector<size_t> primaryDomains_;
@@ -201,6 +208,9 @@ class Sampler {
   std::atomic<uint64_t> missed_{0};
   std::atomic<uint64_t> readErrors_{0};
   std::atomic<uint64_t> counterRestarts_{0};
+  // Per domain: samples whose read failed for it, and whether one has succeeded in this run.
+  std::unique_ptr<std::atomic<uint64_t>[]> domainReadErrors_;
+  std::unique_ptr<std::atomic<bool>[]> domainRead_;
   std::atomic<uint64_t> cpuNsAtStop_{0};
   LatencyHistogram jitter_;
   static constexpr size_t kPeriodWindow = 1024;

@@ -211,6 +211,14 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     t.Set("missedDeadlines", double(ts.missedDeadlines));
     t.Set("readErrors", double(ts.readErrors));
     t.Set("counterRestarts", double(ts.counterRestarts));
+    Napi::Array errs = Napi::Array::New(env, ts.readErrorsByDomain.size());
+    Napi::Array unread = Napi::Array::New(env, ts.unreadByDomain.size());
+    for (size_t d = 0; d < ts.readErrorsByDomain.size(); d++) {
+      errs.Set(uint32_t(d), double(ts.readErrorsByDomain[d]));
+      unread.Set(uint32_t(d), ts.unreadByDomain[d] != 0);
+    }
+    o.Set("readErrorsByDomain", errs);
+    o.Set("unreadByDomain", unread);
     t.Set("runningNs", double(ts.runningNs));
     t.Set("jitterCount", double(ts.jitterCount));
     t.Set("jitterP50Ns", double(ts.jitterP50));
