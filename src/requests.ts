@@ -1027,9 +1027,22 @@ function checkedRoute(route: unknown): string {
 function safeRoute(f: () => string): string {
   try {
     return checkedRoute(f());
-  } catch {
+  } catch (e) {
+    warnRouteThrew(e);
     return UNMATCHED_ROUTE;
   }
+}
+
+// Once: a route function or routeOf that throws (a bug in it) put every request it named under
+// (unmatched) without a word. Only where it threw: one that returns no string may mean no match.
+let warnedRouteThrew = false;
+function warnRouteThrew(e: unknown): void {
+  if (warnedRouteThrew) return;
+  warnedRouteThrew = true;
+  process.emitWarning(
+    `a request's route function (or the tracker's routeOf) threw: ${e instanceof Error ? e.message : describe(e)}; its requests count as (unmatched) (warned once)`,
+    { code: 'JOULETRACE_ROUTE_THREW' },
+  );
 }
 
 /**

@@ -672,7 +672,7 @@ export class Sampler {
     try {
       // Delivers the last results: an onSpan listener that throws must not keep the native
       // sampler (its thread, its eBPF program) alive.
-      spans?.close();
+      spans?.closeWithSampler();
     } finally {
       this.#handle.close();
     }

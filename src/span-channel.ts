@@ -353,6 +353,7 @@ export class SpanChannel {
   readonly #aggregateOf: Array<LabelAggregate | undefined> = []; // the same, by label id
   #period = 0; // the timer's, ms
   #closed = false;
+  #closedWithSampler = false; // closeWithSampler(): its errors name the sampler, not the channel
   // Slots in use that wait for no result from the engine: SETTLED_OPEN (it came) and
   // OPEN_DROPPED (none will; end() makes it locally).
   #noResult = 0;
@@ -468,7 +469,7 @@ export class SpanChannel {
 
   // route: a request's (BEGIN_SHARED) route id, which its event carries instead of a label.
   #begin(label: string, type: number, numeric: number, route = 0): number {
-    if (this.#i32[RUNNING] !== 1) throw this.#notRunning();
+    if (this.#i32[RUNNING] !== 1) throw this.#notRunning(type);
     // Most begin() calls repeat the label before them (a request's, a loop's): compared first,
     // beside a map lookup of about 50 instructions.
     let id: number | undefined;
@@ -485,7 +486,7 @@ export class SpanChannel {
     if (numeric === 0 && this.#capture !== null) {
       context = this.#capture();
       // The capture may have stopped or closed the sampler: nothing could end or settle the span.
-      if (this.#i32[RUNNING] !== 1) throw this.#notRunning();
+      if (this.#i32[RUNNING] !== 1) throw this.#notRunning(type);
     }
     if (this.#freeCount === 0 && (this.poll(), this.#freeCount === 0)) {
       // Every slot is open or awaiting its result (more than ~4 million spans per second on one
@@ -519,10 +520,17 @@ export class SpanChannel {
     return h;
   }
 
-  #notRunning(): JouletraceError {
-    if (this.#closed) return new JouletraceError('ERR_JOULETRACE_CLOSED', 'begin(): the span channel is closed');
-    if (this.#samplerClosed) return new JouletraceError('ERR_JOULETRACE_CLOSED', 'begin(): the sampler is closed; create a new Sampler');
-    return new JouletraceError('ERR_JOULETRACE_NOT_STARTED', 'begin(): the sampler is not running; call start() first');
+  // Named as its caller knows it: a shared span is a request tracker's start().
+  #notRunning(type: number): JouletraceError {
+    const method = type === BEGIN_SHARED ? 'start()' : 'begin()';
+    if (this.#samplerClosed || this.#closedWithSampler) {
+      const remedy = type === BEGIN_SHARED ? 'create a new Sampler and RequestTracker' : 'create a new Sampler';
+      return new JouletraceError('ERR_JOULETRACE_CLOSED', `${method}: the sampler is closed; ${remedy}`);
+    }
+    if (this.#closed) {
+      return new JouletraceError('ERR_JOULETRACE_CLOSED', `${method}: this span channel is closed; attach a new one: attachSpans(sampler.spanContext())`);
+    }
+    return new JouletraceError('ERR_JOULETRACE_NOT_STARTED', `${method}: the sampler is not running; call start() first`);
   }
 
   begin(label: string): number {
@@ -828,7 +836,11 @@ export class SpanChannel {
     if (done) return Promise.resolve(done);
     if (this.#closed) {
       // Nothing collects results any more: waiting would never end.
-      return Promise.reject(new JouletraceError('ERR_JOULETRACE_CLOSED', 'settle(): the span channel is closed'));
+      return Promise.reject(
+        this.#closedWithSampler
+          ? closedBeforeSettled()
+          : new JouletraceError('ERR_JOULETRACE_CLOSED', 'settle(): this span channel was closed before the span settled; settle spans (or listen with onSpan) before its close()'),
+      );
     }
     if (this.#samplerClosed) return Promise.reject(closedBeforeSettled());
     let slot: number;
@@ -1200,6 +1212,12 @@ export class SpanChannel {
       this.#abandonWaiters();
       this.#tellClosed();
     }
+  }
+
+  /** @internal close() by the sampler that made the channel, whose closing users see. */
+  closeWithSampler(): void {
+    this.#closedWithSampler = true;
+    this.close();
   }
 
   #tellClosed(): void {

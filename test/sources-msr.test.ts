@@ -529,6 +529,9 @@ describe('msr source, AMD layout', () => {
 });
 
 describe('msr source errors', () => {
+  // The default devices' first, for the advice given where they are missing (a sysfs tree of one CPU).
+  const DEFAULT_MSR0 = '/dev/cpu/0/msr';
+  const MODPROBE = `${DEFAULT_MSR0}: no such file — load the msr module: modprobe msr`;
   // The msr module is named at the default path (probe.test.ts, on this machine without it); at
   // a path the user gave, loading it fixes nothing when the path is wrong.
   it('names options.msrPath, not the msr module, when the device at a given path is missing', () => {
@@ -568,31 +571,31 @@ describe('msr source errors', () => {
   });
 
   // In a container the module is the host's (sysfs shows it) and /dev/cpu is not passed in:
-  // modprobe msr there fixes nothing.
-  it('says the devices are missing, not the module, where the msr driver is loaded', () => {
+  // modprobe msr there fixes nothing. Said of the default devices only (the next test), which
+  // this machine has none of.
+  it.skipIf(fs.existsSync(DEFAULT_MSR0))('says the devices are missing, not the module, where the msr driver is loaded', () => {
     const e = emu({ vendor: 'intel' });
     const sysfsCpuRoot = writeSysfsCpu(path.join(e.dir, 'sys', 'devices', 'system', 'cpu'), { cpus: 1, packages: 1 }).sysfsCpuRoot;
-    const msrPath = `${e.dir}/nope/cpu%d/msr`;
     const missing = (driver: string) =>
-      `${e.dir}/nope/cpu0/msr: no such file — the msr driver is loaded (${driver}) but its devices are not here, as in a ` +
+      `${DEFAULT_MSR0}: no such file — the msr driver is loaded (${driver}) but its devices are not here, as in a ` +
       'container: pass them in (docker run --device /dev/cpu/N/msr for each CPU N) with CAP_SYS_RAWIO (--cap-add SYS_RAWIO)';
     // A kernel that loads modules (its procfs has a modules file), whose module tree is not shown.
     const proc = path.join(e.dir, 'proc');
     fs.mkdirSync(proc);
     for (const f of ['version', 'stat', 'modules']) fs.writeFileSync(path.join(proc, f), '');
-    const openIt = () => openSource({ source: 'msr', msrPath, sysfsCpuRoot, procStatPath: path.join(proc, 'stat'), cpuIdentity: SKYLAKE });
+    const openIt = () => openSource({ source: 'msr', sysfsCpuRoot, procStatPath: path.join(proc, 'stat'), cpuIdentity: SKYLAKE });
     // A module shows in /sys/module; a driver built into the kernel only in /sys/class/msr.
     for (const dir of [path.join(e.dir, 'sys', 'module', 'msr'), path.join(e.dir, 'sys', 'class', 'msr')]) {
       fs.mkdirSync(dir, { recursive: true });
       expect(openIt).toThrow(expect.objectContaining({ code: 'ENOENT', message: missing(dir) }));
       fs.rmdirSync(dir);
     }
-    expect(openIt).toThrow(/ — check options\.msrPath: it should name where this process sees the host's \/dev\/cpu\/%d\/msr$/);
+    expect(openIt).toThrow(MODPROBE);
   });
 
-  // "modprobe msr" was the advice on a kernel without the msr driver at all (a VM kernel built
-  // without CONFIG_X86_MSR), where modprobe fails and no msr device can ever be.
-  it('says the kernel has no msr driver, not to load it, where it can be shown to have none', () => {
+  // What sysfs shows of the driver was the advice at a path the user gave too ("pass them in",
+  // "this kernel has no msr driver"), where the path is the likelier mistake, as for powercapRoot.
+  it('names options.msrPath, not the driver, at a given path, whether sysfs shows the driver or its absence', () => {
     const e = emu({ vendor: 'intel' });
     const sysfsCpuRoot = writeSysfsCpu(path.join(e.dir, 'sys', 'devices', 'system', 'cpu'), { cpus: 1, packages: 1 }).sysfsCpuRoot;
     const proc = path.join(e.dir, 'proc');
@@ -600,19 +603,36 @@ describe('msr source errors', () => {
     for (const f of ['version', 'stat']) fs.writeFileSync(path.join(proc, f), '');
     const msrPath = `${e.dir}/nope/cpu%d/msr`;
     const openIt = () => openSource({ source: 'msr', msrPath, sysfsCpuRoot, procStatPath: path.join(proc, 'stat'), cpuIdentity: SKYLAKE });
+    const checkOption = expect.objectContaining({
+      code: 'ENOENT',
+      message: `${e.dir}/nope/cpu0/msr: no such file — check options.msrPath: it should name where this process sees the host's /dev/cpu/%d/msr`,
+    });
+    expect(openIt).toThrow(checkOption); // no /proc/modules: a kernel without the driver
+    fs.mkdirSync(path.join(e.dir, 'sys', 'module', 'msr'), { recursive: true });
+    expect(openIt).toThrow(checkOption); // the driver loaded
+  });
+
+  // "modprobe msr" was the advice on a kernel without the msr driver at all (a VM kernel built
+  // without CONFIG_X86_MSR), where modprobe fails and no msr device can ever be.
+  it.skipIf(fs.existsSync(DEFAULT_MSR0))('says the kernel has no msr driver, not to load it, where it can be shown to have none', () => {
+    const e = emu({ vendor: 'intel' });
+    const sysfsCpuRoot = writeSysfsCpu(path.join(e.dir, 'sys', 'devices', 'system', 'cpu'), { cpus: 1, packages: 1 }).sysfsCpuRoot;
+    const proc = path.join(e.dir, 'proc');
+    fs.mkdirSync(proc);
+    for (const f of ['version', 'stat']) fs.writeFileSync(path.join(proc, f), '');
+    const openIt = () => openSource({ source: 'msr', sysfsCpuRoot, procStatPath: path.join(proc, 'stat'), cpuIdentity: SKYLAKE });
     const none = (why: string) =>
       expect.objectContaining({
         code: 'ENOENT',
         message:
-          `${e.dir}/nope/cpu0/msr: no such file — this kernel has no msr driver, built in or as a module, as is common in VMs ` +
+          `${DEFAULT_MSR0}: no such file — this kernel has no msr driver, built in or as a module, as is common in VMs ` +
           `(no ${e.dir}/sys/class/msr, and ${why}); try source 'perf', 'powercap' or 'model'`,
       });
-    const another = / — check options\.msrPath: it should name where this process sees the host's \/dev\/cpu\/%d\/msr$/;
     // A kernel that loads no modules (no /proc/modules), and no driver built in.
     expect(openIt).toThrow(none(`no ${proc}/modules: the kernel loads no modules`));
     // One that loads modules, none of them msr.
     fs.writeFileSync(path.join(proc, 'modules'), '');
-    expect(openIt).toThrow(another); // its module tree not shown: it may have one
+    expect(openIt).toThrow(MODPROBE); // its module tree not shown: it may have one
     const modules = path.join(e.dir, 'lib', 'modules', os.release());
     fs.mkdirSync(modules, { recursive: true });
     const dep = 'kernel/arch/x86/kernel/cpuid.ko.zst:\nkernel/drivers/hwmon/msr-thing.ko: kernel/x/msr.ko.d/y.ko\n';
@@ -627,7 +647,7 @@ describe('msr source errors', () => {
     ]) {
       const saved = fs.readFileSync(path.join(modules, file), 'utf8');
       fs.writeFileSync(path.join(modules, file), text);
-      expect(openIt, text).toThrow(another);
+      expect(openIt, text).toThrow(MODPROBE);
       fs.writeFileSync(path.join(modules, file), saved);
     }
     // A driver loaded is said to be, as before.

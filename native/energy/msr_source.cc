@@ -259,9 +259,12 @@ void openError(const std::string& path, int err, const SourceOptions& opts, Sour
     out->message = notAFileMessage(path, kind, "msrPath", SourceOptions().msrPath);
   } else if (err == ENOENT || err == ENODEV) {
     out->code = "ENOENT";
+    // At a path the user gave, the path is the likelier mistake (missingPathRemedy): what sysfs
+    // shows of the driver is about the default devices, which were not asked for.
+    const bool given = opts.msrPath != SourceOptions().msrPath;
     // Loaded, yet no device: a container's, the driver being the host's and /dev/cpu not passed in.
-    const std::string driver = msrDriverDir(opts.sysfsCpuRoot);
-    const std::string absence = driver.empty() ? msrDriverAbsence(opts) : "";
+    const std::string driver = given ? "" : msrDriverDir(opts.sysfsCpuRoot);
+    const std::string absence = given || !driver.empty() ? "" : msrDriverAbsence(opts);
     if (!driver.empty()) {
       out->message = path + ": no such file — the msr driver is loaded (" + driver +
                      ") but its devices are not here, as in a container: pass them in (docker run --device /dev/cpu/N/msr "
