@@ -586,7 +586,9 @@ describe('jouletrace run on a terminal', () => {
   it("leaves a background job's command under the shell's job control", async () => {
     tmux('new-session', '-d', '-s', 'bg', '-x', '120', '-y', '20', 'bash --norc --noprofile -i');
     await waitFor(() => screen('bg').trim().length > 0, 5000, 'the shell');
-    tmux('send-keys', '-t', 'bg', `PS1='$ '; ${process.execPath} ${BIN} run -o /dev/null -- sh -c 'read x; echo CMD-GOT:[$x]' &`, 'Enter');
+    // CMD""-GOT as typed: where the repository's path is long, the typed line wraps in the
+    // 120-column window, and a wrapped line starting CMD-GOT: read as the command's output.
+    tmux('send-keys', '-t', 'bg', `PS1='$ '; ${process.execPath} ${BIN} run -o /dev/null -- sh -c 'read x; echo CMD""-GOT:[$x]' &`, 'Enter');
     await waitFor(() => /\[1\] \d+/.test(screen('bg')), 5000, 'the job');
     await new Promise((r) => setTimeout(r, 1000)); // the command reaches its read
     tmux('send-keys', '-t', 'bg', 'echo SHELL-GOT-LINE', 'Enter');
