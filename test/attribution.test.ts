@@ -12,6 +12,7 @@ import { native } from '../src/native';
 import { nativeHandleOf } from '../src/native-handles';
 import { describeBpf, itBpf } from './fixtures/bpf-required';
 import { createEmulatedMsr, MSR, type EmulatedMsr } from './fixtures/emulated-devices';
+import { spawnPython } from './fixtures/python-child';
 import { sleep, Spinner } from './fixtures/spinner';
 import { stealAllowance } from './fixtures/steal';
 
@@ -354,6 +355,57 @@ describeBpf('attribution with the eBPF backend, across runs', () => {
     const rows = s.threads().filter((t) => tids.includes(t.tid));
     expect(rows.filter((t) => t.onCpuNs > 1e6)).toEqual([]);
   });
+});
+
+// Past 4,096 exited threads, step() folds the oldest into one "(exited threads)" row: their
+// energy moves with them (it was dropped, the folded row's time kept: 2.3 J of a process's 5 J
+// gone from every row in a run of 5,000 threads).
+describeBpf('attribution of more exited threads than it keeps', () => {
+  it('folds the oldest into one row, their energy and time with them', async () => {
+    const { child, waitFor } = spawnPython(`
+import sys, threading, time
+print('ready', time.process_time(), flush=True)
+sys.stdin.readline()
+def work():
+    x = 0
+    for i in range(2000): x += i
+for batch in range(50):
+    ts = [threading.Thread(target=work) for _ in range(100)]
+    for t in ts: t.start()
+    for t in ts: t.join()
+    time.sleep(0.002)
+print('done', time.process_time(), flush=True)
+sys.stdin.readline()`);
+    let out = '';
+    child.stdout.on('data', (d) => (out += String(d)));
+    try {
+      await waitFor('ready');
+      const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'bpf', pid: child.pid });
+      samplers.push(s);
+      s.start();
+      child.stdin.write('go\n');
+      await waitFor('done', 60_000);
+      await sleep(20);
+      s.stop();
+      const [readyNs, doneNs] = ['ready', 'done'].map((w) => Number(/^(\S+) (\S+)$/m.exec(out.split('\n').find((l) => l.startsWith(`${w} `))!)![2]) * 1e9);
+      const rows = s.threads();
+      const folded = rows.filter((t) => t.name === '(exited threads)');
+      expect(folded).toHaveLength(1);
+      expect(folded[0]).toMatchObject({ exited: true });
+      expect(rows.length).toBeLessThanOrEqual(4096 + 2); // the kept exited rows, the folded one, the live thread
+      // Every joule the process was given is in some row, the folded ones' included.
+      const process = s.attribution().process;
+      expect(process).toBeGreaterThan(0);
+      expect(Math.abs(rows.reduce((n, t) => n + t.joules, 0) - process)).toBeLessThanOrEqual(process * 1e-9);
+      expect(folded[0].joules).toBeGreaterThan(0);
+      expect(folded[0].onCpuNs).toBeGreaterThan(0);
+      // And every thread's time: at least the kernel's count of the process's CPU time over the
+      // work (the tracker's also holds the hypervisor's steal, which the kernel's leaves out).
+      expect(rows.reduce((n, t) => n + t.onCpuNs, 0)).toBeGreaterThan((doneNs - readyNs) * 0.95);
+    } finally {
+      child.kill();
+    }
+  }, 120_000);
 });
 
 // Two packages, emulated over this machine's first two CPUs (cpu0 on package 0, cpu1 on

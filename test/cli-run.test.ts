@@ -253,11 +253,10 @@ describe('jouletrace run', () => {
       if (Date.now() > deadline) throw new Error('command never started');
       await new Promise((r) => setTimeout(r, 50));
     }
-    const t0 = Date.now();
+    // Not passed on, the signal would leave sleep to end by itself after 20 s, with status 0.
     child.kill(signal);
     const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
     expect(code).toBe(status);
-    expect(Date.now() - t0).toBeLessThan(5000);
     expect(fs.readFileSync(out, 'utf8')).toContain(`killed by ${signal}`);
     expect(fs.readdirSync(tmp).filter((f) => f.includes('.jouletrace-'))).toEqual([]);
   });
@@ -322,20 +321,20 @@ describe('jouletrace run', () => {
     fs.writeFileSync(out, 'old summary');
     fs.writeFileSync(csv, 'old samples');
     const ran = path.join(tmp, 'ran-kept');
-    // A source this machine lacks fails after the files are open: exit 125, the command never
-    // ran, and both files keep their content. (A machine with every RAPL source has no such
-    // failure to show; VMs and CI machines have none of them.)
-    const probe = JSON.parse(jt(['probe', '--json']).stdout) as { sources: Array<{ source: string; available: boolean }> };
-    const missing = probe.sources.find((s) => !s.available)?.source;
-    let r;
-    if (missing !== undefined) {
-      r = jt(['run', '-q', '--source', missing, '-o', out, '--csv', csv, '--', 'touch', ran]);
-      expect(r.code, r.stderr).toBe(125);
-      expect(fs.existsSync(ran)).toBe(false);
-      expect(fs.readFileSync(out, 'utf8')).toBe('old summary');
-      expect(fs.readFileSync(csv, 'utf8')).toBe('old samples');
-      expect(fs.readdirSync(tmp).filter((f) => f.includes('.jouletrace-'))).toEqual([]);
+    // A source that fails fails after the files are open: exit 125, the command never ran, and
+    // both files keep their content. MSR device files with nothing in them fail everywhere: no
+    // RAPL register reads from them (x86), or this CPU has no RAPL MSRs (others).
+    const msr = path.join(tmp, 'empty-msr');
+    for (let cpu = 0; cpu < os.cpus().length; cpu++) {
+      fs.mkdirSync(path.join(msr, String(cpu)), { recursive: true });
+      fs.writeFileSync(path.join(msr, String(cpu), 'msr'), '');
     }
+    let r = jt(['run', '-q', '--source', 'msr', '--msr-path', path.join(msr, '%d', 'msr'), '-o', out, '--csv', csv, '--', 'touch', ran]);
+    expect(r.code, r.stderr).toBe(125);
+    expect(fs.existsSync(ran)).toBe(false);
+    expect(fs.readFileSync(out, 'utf8')).toBe('old summary');
+    expect(fs.readFileSync(csv, 'utf8')).toBe('old samples');
+    expect(fs.readdirSync(tmp).filter((f) => f.includes('.jouletrace-'))).toEqual([]);
 
     // One file named twice is the command line's mistake (2), told as its two options.
     r = jt(['run', '-q', '-o', out, '--csv', path.join(tmp, '.', 'kept.json'), '--', 'touch', ran]);
@@ -612,15 +611,20 @@ describe('jouletrace run on a terminal', () => {
 describe('jouletrace run, timing and lost samples', () => {
   it('stops when the command exits, not an interval or two later', () => {
     // A final sample at stop() covers the exit: at 1 s intervals, a wait of two intervals
-    // made a 0.3 s command read 2.3 s and 2 s of idle energy.
-    const r = jt(['run', '--json', '--interval', '1s', '--', 'sleep', '0.3']);
-    expect(r.code, r.stderr).toBe(0);
-    const res = JSON.parse(r.stdout) as RunJson & { durationS: number };
-    expect(res.durationS).toBeGreaterThanOrEqual(0.3);
-    // Not a timing target: a wait for the next 1 s sample would read 1.3 s or more.
-    expect(res.durationS).toBeLessThan(1.25);
-    expect(res.domains[0].joules).toBeGreaterThan(0);
-    expect(res.domains[0].joules / res.domains[0].watts).toBeCloseTo(res.durationS, 6);
+    // made a 0.3 s command read 2.3 s and 2 s of idle energy. That final sample is the run's
+    // only one: a wait for the next 1 s sample adds one. A try that a loaded machine stretched
+    // past 1 s takes that sample rightly: tried again.
+    for (let attempt = 1; ; attempt++) {
+      const r = jt(['run', '--json', '--interval', '1s', '--', 'sleep', '0.3']);
+      expect(r.code, r.stderr).toBe(0);
+      const res = JSON.parse(r.stdout) as RunJson & { durationS: number };
+      if (res.sampler.samples > 1 && attempt < 3) continue;
+      expect(res.sampler.samples, `a run of ${res.durationS} s`).toBe(1);
+      expect(res.durationS).toBeGreaterThanOrEqual(0.3);
+      expect(res.domains[0].joules).toBeGreaterThan(0);
+      expect(res.domains[0].joules / res.domains[0].watts).toBeCloseTo(res.durationS, 6);
+      break;
+    }
   });
 
   // `--interval 1s -- true` printed "0.00 s elapsed" beside its joules and watts, and "1 samples at

@@ -12,9 +12,11 @@ describe('Monotonic', () => {
     expect(m.update('pkg', 5)).toBe(3);
     m.beginRun(1n); // the same run: nothing forgotten
     expect(m.update('pkg', 6)).toBe(1);
-    m.beginRun(2n); // restarted: its readings count from zero again
+    m.beginRun(2n); // restarted: its readings count from zero again, past the last run's too
+    expect(m.update('pkg', 9)).toBe(9);
+    m.beginRun(3n);
     expect(m.update('pkg', 4)).toBe(4);
-    expect(m.total('pkg')).toBe(10);
+    expect(m.total('pkg')).toBe(19);
   });
 
   it('counts a reading below the last one as a restart the run id missed', () => {
@@ -206,10 +208,13 @@ describe('EnergyTracker', () => {
       sampler.stop();
       const run1 = sampler.totals().readings[0].joules;
       expect(run1).toBeGreaterThan(early);
+      // Past the first run's total: below it, a reading the tracker took for run 1's would
+      // still count whole, as a restart the run id missed.
       sampler.start();
-      spin(100);
+      for (let i = 0; i < 100 && sampler.totals().readings[0].joules <= run1 * 1.5; i++) spin(20);
       sampler.stop();
       const run2 = sampler.totals().readings[0].joules;
+      expect(run2).toBeGreaterThan(run1);
       expect(t.read().domains[0].joules).toBeCloseTo(run1 + run2, 9);
       // Closed, it reads no more at the ends of runs: a third run counts only from its reading on.
       t.close();

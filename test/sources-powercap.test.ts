@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Sampler } from '../src/sampler';
 import { openSource, type EnergySource } from '../src/sources';
 import { createEmulatedPowercap, type EmulatedPowercap, type PowercapZone } from './fixtures/emulated-devices';
+import { itGated, toolsRequired } from './fixtures/gated';
 import { openSourceAsNobody, openSourceInChild } from './fixtures/unprivileged';
 
 const cleanup: Array<{ close(): void }> = [];
@@ -57,6 +58,9 @@ const kernfsDir = (() => {
   }
   return undefined;
 })();
+const kernfsSkip = kernfsDir
+  ? undefined
+  : 'no cgroup2 hierarchy this process may make cgroups in (kernfs, as sysfs): run as root on a machine with cgroup2 mounted';
 
 describe('powercap source, dies and vendors', () => {
   // Linux names die-scoped zones package-N-die-M: two zones both read as package-N made two
@@ -252,7 +256,7 @@ describe('powercap source', () => {
   // offline and back) answers ENODEV on the old descriptor forever. sysfs and cgroup2 are both
   // kernfs, which answers that for a removed file: a cgroup's cgroup.max.descendants, removed
   // with its cgroup and made again, stands in for the zone's energy_uj.
-  it.skipIf(!kernfsDir)('opens energy_uj again after its zone was removed and registered again, counting on', async () => {
+  itGated('opens energy_uj again after its zone was removed and registered again, counting on', kernfsSkip, toolsRequired(), 'JOULETRACE_REQUIRE_TOOLS=1', async () => {
     const cg = path.join(kernfsDir!, `jouletrace-zone-${process.pid}`);
     const counter = path.join(cg, 'cgroup.max.descendants');
     const make = (uj: number) => {

@@ -226,6 +226,8 @@ function forgedSpans(s: Sampler) {
   return {
     begin: (handle: number, ns: bigint) => write(1, handle, ns),
     end: (handle: number, ns: bigint) => write(2, handle, ns),
+    /** A request's begin (a shared span, whose energy is the pool's); ended by end(). */
+    beginShared: (handle: number, ns: bigint) => write(3, handle, ns),
     results,
     collect,
     close: () => ch.close(),
@@ -498,6 +500,41 @@ describe('spans: behaviour', () => {
       expect(x.joules, `span ${h}`).toBeNaN();
       expect(x.onCpuNs, `span ${h}`).toBeNaN();
     }
+  });
+
+  // A request's begin stamped before time the engine had already settled (published late: an
+  // event ring drained after the fact) missed the energy of that time: its result must say so.
+  it('settles a request begun before time already settled incomplete', async () => {
+    const s = sampler({ threads: 'procfs' });
+    s.start();
+    const f = forgedSpans(s);
+    await sleep(20); // the channel's history begins at its first step
+    const now = () => process.hrtime.bigint();
+    f.beginShared(1, now());
+    busy(20);
+    const t1 = now();
+    f.end(1, t1);
+    // Its result out: the time up to its end is settled.
+    for (let i = 0; i < 500 && !f.results.has(1); i++) {
+      await sleep(10);
+      f.collect();
+    }
+    expect(f.results.get(1)!.flags & 1).toBe(0);
+    busy(20);
+    f.beginShared(2, t1 - 10_000_000n); // inside request 1, settled
+    f.beginShared(3, now()); // the control, on time
+    busy(30);
+    f.end(2, now());
+    f.end(3, now());
+    busy(20);
+    s.stop();
+    f.collect();
+    f.close();
+    const late = f.results.get(2)!;
+    const onTime = f.results.get(3)!;
+    expect(late.flags & 1).toBe(1);
+    expect(late.joules).toBeGreaterThan(0); // measured from its begin's arrival on
+    expect(onTime.flags & 1).toBe(0);
   });
 
   // A span's share of the baseline was the configured watts per CPU × its on-CPU time: a baseline

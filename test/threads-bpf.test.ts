@@ -710,14 +710,16 @@ sys.stdin.readline()`);
     expect(repairedNs).toBeLessThanOrEqual(wallNs + 0.5e6);
   });
 
-  it("credits a stint whose switch-in went unreported no more than the scheduler counts of it, not the untracked tasks' time before", () => {
+  it.each(['off', 'always'] as const)("credits a stint whose switch-in went unreported no more than the scheduler counts of it, not the untracked tasks' time before (repairSwitchIns '%s')", (repairSwitchIns) => {
     // Switches between untracked tasks are not timed, so where a thread's switch-in goes
     // unreported (the Firecracker guest's host agent), the CPU's last timed switch may be long
     // before it: its switch-out credited the thread with the tasks' time between (14.8 ms for a
     // 1.5 ms stint, traced). The hook plays that: it forgets this thread's switch-in and moves
     // its CPU's last timed switch back to before a 200 ms sleep, during which an untracked busy
-    // loop held the CPU. With repairSwitchIns 'off' only the switch-out sees the loss.
-    tracker = openThreadTracker({ backend: 'bpf', bpfProgram, repairSwitchIns: 'off' });
+    // loop held the CPU. With repairSwitchIns 'off' only the switch-out sees the loss; with
+    // 'always' the repair hook sees it first, at the scheduler's next accounting of the stint
+    // (a tick within the 5 ms spin), and bounds the stint's start by that count itself.
+    tracker = openThreadTracker({ backend: 'bpf', bpfProgram, repairSwitchIns });
     const tid = Number(fs.readlinkSync('/proc/thread-self').split('/').pop());
     const hook = tracker as unknown as { _forgetSwitchIn(tid: number, asSeeded: boolean, cpuSinceNs: bigint): void };
     const ranNs = () => Number(fs.readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]);
@@ -972,6 +974,49 @@ print(json.dumps(out))`], { encoding: 'utf8', timeout: 30_000 });
     expect(busy + idle).toBeLessThanOrEqual(wall + 1e6);
     expect(busy).toBeGreaterThan(wall * 0.95);
     expect(b.threads.filter((t) => kids.some((k) => k.pid === t.tgid))).toHaveLength(0);
+  });
+
+  it("counts an untracked task's stint as busy when a tracked thread's switch-in ends it", async () => {
+    // An untracked busy loop holds one CPU, and a tracked process pinned beside it wakes every
+    // 5 ms: each wake is a timed switch from the loop, whose stint since the tracked thread last
+    // slept is busy time (it was counted idle, as if only the idle task could be untracked). The
+    // reference is the kernel's own idle time for that CPU (/proc/stat, USER_HZ ticks): the CPU
+    // idles only where something (a hypervisor, a cgroup quota) holds the loop off.
+    const cpu = os.cpus().length - 1;
+    const kernelIdleNs = () => {
+      const f = fs.readFileSync('/proc/stat', 'utf8').split('\n').find((l) => l.startsWith(`cpu${cpu} `))!.trim().split(/\s+/);
+      return (Number(f[4]) + Number(f[5])) * 10e6; // idle + iowait
+    };
+    const loop = spawn('taskset', ['-c', String(cpu), 'sh', '-c', 'while :; do :; done'], { stdio: 'ignore' });
+    const sleeper = spawn('taskset', ['-c', String(cpu), 'python3', '-c', 'import time\nprint("ready", flush=True)\nwhile True: time.sleep(0.005)'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    try {
+      await new Promise((r) => sleeper.stdout!.once('data', r)); // exec'd into python3, pinned
+      tracker = openThreadTracker({ backend: 'bpf', bpfProgram, pid: sleeper.pid! });
+      await sleep(20);
+      // A try in which the tracked thread never ran (starved beside other work) times no switch.
+      for (let attempt = 1; ; attempt++) {
+        const a = tracker.snapshot();
+        const k0 = kernelIdleNs();
+        await sleep(200);
+        const b = tracker.snapshot();
+        const kIdle = kernelIdleNs() - k0;
+        const ran = (find(b, sleeper.pid!)?.onCpuNs ?? 0) - (find(a, sleeper.pid!)?.onCpuNs ?? 0);
+        if (ran === 0 && attempt < 3) continue;
+        expect(ran).toBeGreaterThan(0);
+        const wall = Number(b.timeNs - a.timeNs);
+        const busy = b.cpus[cpu].busyNs - a.cpus[cpu].busyNs;
+        const idle = b.cpus[cpu].idleNs - a.cpus[cpu].idleNs;
+        // 20 ms: /proc/stat truncates to 10 ms ticks at either end.
+        expect(idle, `idle ${idle / 1e6} ms, the kernel's ${kIdle / 1e6} ms`).toBeLessThanOrEqual(kIdle + 20e6);
+        expect(busy, `busy ${busy / 1e6} ms of ${wall / 1e6} ms`).toBeGreaterThanOrEqual(wall - kIdle - 20e6);
+        break;
+      }
+    } finally {
+      loop.kill('SIGKILL');
+      sleeper.kill('SIGKILL');
+    }
   });
 
   it('names the program build it loaded, and finds threads through task storage when it can', async () => {

@@ -6,7 +6,8 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { afterEach, expect, it } from 'vitest';
+import { afterEach, expect } from 'vitest';
+import { itGated, toolsRequired } from './fixtures/gated';
 
 const cxx = process.env.CXX ?? 'c++';
 const haveCompiler = !spawnSync(cxx, ['--version']).error;
@@ -30,11 +31,13 @@ function run(body: string): string {
   return r.stdout;
 }
 
-const skip = haveCompiler ? undefined : `no C++ compiler (${cxx})`;
+const skip = haveCompiler ? undefined : `no C++ compiler (${cxx}): install one (g++, as the addon's build needs) or set CXX`;
+// Skips without a compiler, or fails where CI requires one (it builds the addon).
+const itCompiled = (name: string, fn: () => void) => itGated(name, skip, toolsRequired(), 'JOULETRACE_REQUIRE_TOOLS=1', fn);
 
 // The sampler takes a total below the last for nothing: the wrap read as a restart added 0 J
 // until the total climbed back past its old value, and every read meanwhile was an ERANGE.
-it.skipIf(skip !== undefined)(`carries a 64-bit count across 2^64 exactly${skip ? ` (skipped: ${skip})` : ''}`, () => {
+itCompiled('carries a 64-bit count across 2^64 exactly', () => {
   const out = run(`
     WrapCounter w(0);  // perf: the count's own 64 bits
     uint64_t count = ~0ull - 2500;
@@ -52,7 +55,7 @@ it.skipIf(skip !== undefined)(`carries a 64-bit count across 2^64 exactly${skip 
 
 // A total in the count's own units overflows where the count wraps: kept in ticks of 2^shift
 // units, the remainder carried, it adds up to the same energy.
-it.skipIf(skip !== undefined)(`counts ticks of 2^shift units, carrying the remainder${skip ? ` (skipped: ${skip})` : ''}`, () => {
+itCompiled('counts ticks of 2^shift units, carrying the remainder', () => {
   const out = run(`
     WrapCounter w(0, 12);
     uint64_t count = ~0ull - 100000;
@@ -64,7 +67,7 @@ it.skipIf(skip !== undefined)(`counts ticks of 2^shift units, carrying the remai
 
 // A restart from the upper half of a 2^32 counter reads as a wrap of up to 2^31 units: 131 kJ of
 // 61 µJ units in one interval. The same delta over a sampler's long stall is a real wrap.
-it.skipIf(skip !== undefined)(`takes a delta no domain could draw since the last read for a restart, not the same delta over a long stall${skip ? ` (skipped: ${skip})` : ''}`, () => {
+itCompiled('takes a delta no domain could draw since the last read for a restart, not the same delta over a long stall', () => {
   const out = run(`
     const double unit = 1.0 / 16384;  // 61 µJ
     const uint64_t ms = 1000000;
@@ -107,7 +110,7 @@ it.skipIf(skip !== undefined)(`takes a delta no domain could draw since the last
 // interval's time, and at 500 W half a second's pause was refused whole. The bound's time runs
 // from a time no later than the read that first showed the last value to one no earlier than
 // this read.
-it.skipIf(skip !== undefined)(`bounds a delta by the time from before the last value's read to after this one${skip ? ` (skipped: ${skip})` : ''}`, () => {
+itCompiled("bounds a delta by the time from before the last value's read to after this one", () => {
   const out = run(`
     const double unit = 1.0 / 16384;  // 61 µJ
     const uint64_t ms = 1000000, joule = 16384;
