@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -681,6 +681,15 @@ sys.stdin.readline()`);
     // of 20 ms (4 s) are made.
     const nice = os.getPriority(tid);
     os.setPriority(tid, -20);
+    // Under EEVDF a busy neighbour gets its turn every slice (about 3 ms) whatever the nice
+    // value: where permitted, the thread runs its tries at a real-time priority instead.
+    let fifo = false;
+    try {
+      execFileSync('chrt', ['-f', '-p', '1', String(tid)], { stdio: 'ignore' });
+      fifo = true;
+    } catch {
+      // not permitted: nice -20 alone
+    }
     let repairedNs = -1;
     let wallNs = 0;
     const failed = { switched: 0, unrepaired: 0 };
@@ -701,6 +710,7 @@ sys.stdin.readline()`);
         else repairedNs = b - a;
       }
     } finally {
+      if (fifo) execFileSync('chrt', ['-o', '-p', '0', String(tid)], { stdio: 'ignore' });
       os.setPriority(tid, nice);
     }
     // About 20 ms of spinning, less any time the scheduler gave away: far from the 0 a frozen
