@@ -125,9 +125,8 @@ class MsrSource final : public EnergySource {
     if (!c) return false;
     char hex[24];
     snprintf(hex, sizeof hex, "0x%llX", (unsigned long long)(c->offset >> msrOffsetShift_));
-    out->code = errnoName(-c->error);
-    out->message = expandCpuPath(msrPath_, c->cpu) + ": reading the energy register " + hex + " failed (" + std::strerror(-c->error) +
-                   ")" + (c->spares.empty() ? "" : kNoSpareRead);
+    describeFailedRead(c->error, expandCpuPath(msrPath_, c->cpu) + ": reading the energy register " + hex, out);
+    if (!c->spares.empty()) out->message += kNoSpareRead;
     return true;
   }
 

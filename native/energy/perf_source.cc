@@ -68,8 +68,7 @@ class PerfSource final : public EnergySource {
   bool readFailure(size_t domain, SourceError* out) const override {
     const Event* e = groups_.firstFailed(events_, domain);
     if (!e) return false;
-    out->code = errnoName(-e->error);
-    out->message = std::string(e->event) + " on cpu " + std::to_string(e->cpu) + ": read failed (" + std::strerror(-e->error) + ")";
+    describeFailedRead(e->error, std::string(e->event) + " on cpu " + std::to_string(e->cpu) + ": read", out);
     return true;
   }
 

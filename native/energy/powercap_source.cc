@@ -84,8 +84,7 @@ class PowercapSource final : public EnergySource {
   bool readFailure(size_t domain, SourceError* out) const override {
     const Zone* z = groups_.firstFailed(zones_, domain);
     if (!z) return false;
-    out->code = errnoName(-z->error);
-    out->message = z->path + ": read failed (" + std::strerror(-z->error) + ")";
+    describeFailedRead(z->error, z->path + ": read", out);
     return true;
   }
 

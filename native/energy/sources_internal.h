@@ -2,10 +2,12 @@
 // plus a message naming what is missing and how to get it) when the source cannot be used.
 #pragma once
 
+#include <cstring>
 #include <memory>
 #include <string>
 
 #include "energy/source.h"
+#include "errno_name.h"
 
 namespace jouletrace {
 
@@ -30,6 +32,13 @@ inline std::string notAFileMessage(const std::string& path, const char* kind, co
 inline std::string missingPathRemedy(const std::string& given, const std::string& byDefault, const char* option,
                                      const std::string& systemRemedy) {
   return given == byDefault ? systemRemedy : checkOptionRemedy(option, byDefault);
+}
+
+// A counter's failed read as EnergySource::readFailure() reports it: the errno's name, and
+// `what` ("<where>: read") with the reason.
+inline void describeFailedRead(int error, const std::string& what, SourceError* out) {
+  out->code = errnoName(-error);
+  out->message = what + " failed (" + std::strerror(-error) + ")";
 }
 
 }  // namespace jouletrace
