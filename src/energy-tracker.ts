@@ -77,7 +77,16 @@ export interface EnergyReading {
    * continues) saw, the one in progress at the first one's creation from that run's start
    * (monotonic), and the joules of the current run alone.
    */
-  domains: Array<{ domain: string; package: number; joules: number; runJoules: number; estimated: boolean; key: string }>;
+  domains: Array<{
+    domain: string;
+    package: number;
+    joules: number;
+    runJoules: number;
+    estimated: boolean;
+    key: string;
+    /** The run's failed reads of this domain's counters (stats().timing.byDomain) as of this reading. */
+    readErrors: number;
+  }>;
   /** Cumulative joules of the primary domains, all packages. */
   machine: number;
   /** Cumulative attributed joules (primary domains), when thread tracking is on. */
@@ -94,17 +103,19 @@ export interface EnergyReading {
  * minWindowNs, 0.5 s unless given (a scrape right after another would divide a counter step by
  * microseconds; a second scraper right after the first reuses the last figure). The first window
  * runs from the sampler's start, and no figure comes before it is minWindowNs long. A domain
- * whose energy did not move in a window where the source's reads failed has no figure for it
- * (not 0 W): its window stays open, and the next figure covers it (not the whole catch-up over
- * the last window alone).
+ * whose energy did not move in a window where its own reads failed has no figure for it (not
+ * 0 W): its window stays open, and the next figure covers it (not the whole catch-up over the
+ * last window alone). Each domain is judged by its own failures: a failing dram counter says
+ * nothing about a package that stood still.
  */
 export class PowerWindow {
   readonly #minWindowNs: bigint;
   // Where each domain's window starts: the end of the last one it had a figure for.
   #from = new Map<string, { timeNs: bigint; joules: number }>();
-  // When the last window ended (null: none since the run's start), and the run's read errors then.
+  // When the last window ended (null: none since the run's start), and each domain's read errors
+  // in the run then.
   #endNs: bigint | null = null;
-  #readErrors = 0;
+  #readErrors = new Map<string, number>();
   #last = new Map<string, number>();
   #run: bigint | undefined;
 
@@ -132,23 +143,23 @@ export class PowerWindow {
     }
     if (newRun || this.#endNs === null) {
       this.#endNs = r.run;
-      this.#readErrors = 0;
+      this.#readErrors = new Map();
       this.#from = new Map(r.domains.map((d) => [d.key, { timeNs: r.run, joules: d.joules - d.runJoules }]));
     }
     const dtNs = r.timeNs - this.#endNs;
     // The first window too: one of a few ms after a start divided a counter step by them.
     if (dtNs >= this.#minWindowNs) {
-      const failed = r.readErrors > this.#readErrors;
       this.#last = new Map();
       for (const d of r.domains) {
         const from = this.#from.get(d.key) ?? { timeNs: this.#endNs, joules: 0 };
+        const failed = d.readErrors > (this.#readErrors.get(d.key) ?? 0);
+        this.#readErrors.set(d.key, d.readErrors);
         // Reads that failed keep the domain's last value: standing still, it is unknown, not 0 W.
         if (failed && d.joules === from.joules) continue;
         this.#last.set(d.key, (d.joules - from.joules) / (Number(r.timeNs - from.timeNs) / 1e9));
         this.#from.set(d.key, { timeNs: r.timeNs, joules: d.joules });
       }
       this.#endNs = r.timeNs;
-      this.#readErrors = r.readErrors;
     }
     return this.#last;
   }
@@ -236,7 +247,7 @@ export class EnergyTracker {
       this.#acc.update(key, r.joules);
       const joules = this.#acc.total(key);
       if (r.domain === this.#primary) machine += joules;
-      return { domain: r.domain, package: r.package, joules, runJoules: r.joules, estimated: r.estimated, key };
+      return { domain: r.domain, package: r.package, joules, runJoules: r.joules, estimated: r.estimated, key, readErrors: 0 };
     });
     let parts: EnergyReading['parts'] = null;
     if (this.#threads) {
@@ -255,7 +266,13 @@ export class EnergyTracker {
       }
     }
     // After totals(): a read that failed before them is counted with them.
-    const readErrors = this.sampler.stats().timing.readErrors;
+    const timing = this.sampler.stats().timing;
+    const readErrors = timing.readErrors;
+    for (const d of domains) {
+      // A domain stats() does not list (a sampler reopened with other domains) is judged by the
+      // source's failures, as all were before per-domain counts.
+      d.readErrors = timing.byDomain?.find((b) => b.domain === d.domain && b.package === d.package)?.readErrors ?? readErrors;
+    }
     this.#lastReading = { run: totals.startNs, timeNs: totals.timeNs, domains, machine, parts, estimated: this.estimated, running: this.sampler.running, readErrors };
     return this.#lastReading;
   }

@@ -1,6 +1,7 @@
 // Per-thread on-CPU time and per-CPU busy time, as the native trackers report them. The sampler
 // consumes the trackers natively; this module types the addon's debugging surface.
 import { native } from './native';
+import { registerHandle } from './native-handles';
 import {
   asJouletraceError,
   checkBoolean,
@@ -150,11 +151,42 @@ export interface ThreadTrackerStats {
   note: string;
 }
 
-/** The native tracker object: `snapshot()`, `stats()`, `close()` (safe twice). */
+/** An open tracker: `snapshot()`, `stats()`, `close()` (safe twice). */
 export interface ThreadTracker {
   snapshot(): ThreadSnapshot;
   stats(): ThreadTrackerStats;
   close(): void;
+}
+
+// The addon's tracker behind a class of ours, so that its refusals (closed, a snapshot read that
+// failed) are JouletraceErrors, as every other entry point's are.
+class OpenThreadTracker implements ThreadTracker {
+  readonly #native: ThreadTracker;
+
+  constructor(tracker: ThreadTracker) {
+    this.#native = tracker;
+    registerHandle(this, tracker);
+  }
+
+  snapshot(): ThreadSnapshot {
+    try {
+      return this.#native.snapshot();
+    } catch (e) {
+      throw asJouletraceError(e);
+    }
+  }
+
+  stats(): ThreadTrackerStats {
+    try {
+      return this.#native.stats();
+    } catch (e) {
+      throw asJouletraceError(e);
+    }
+  }
+
+  close(): void {
+    this.#native.close();
+  }
 }
 
 const KNOWN = ['backend', 'pid', 'followChildren', 'maxThreads', 'cpuPackage', 'procRoot', 'bpfProgram', 'repairSwitchIns'] as const;
@@ -188,11 +220,13 @@ export function openThreadTracker(options?: ThreadTrackerOptions): ThreadTracker
   } else if (opts.procRoot !== undefined) {
     throw new TypeError("options.procRoot needs backend: 'procfs' (it was 'bpf')");
   }
+  let tracker: ThreadTracker;
   try {
-    return new (native().ThreadTracker)(opts) as ThreadTracker;
+    tracker = new (native().ThreadTracker)(opts) as ThreadTracker;
   } catch (e) {
     throw asJouletraceError(e);
   }
+  return new OpenThreadTracker(tracker);
 }
 
 /** Whether the eBPF thread tracker can load here; loads nothing. */

@@ -730,12 +730,43 @@ describe('where the sources read (--powercap-root and the other source paths)', 
     }
   });
 
+  // A run whose counter started again lost energy, and said nothing: the summary showed no read
+  // error at all, and --json gave the count without the restarts or the domain.
+  it('jouletrace run reports failed reads and a counter that started again, with a note', () => {
+    const { e, writer } = countingPowercap();
+    const file = path.join(e.zonePath('intel-rapl:0'), 'energy_uj');
+    try {
+      // The counter starts again at 400,000 µJ (below the writer's 1,000,000 and up), fails to
+      // read for a while, then counts on.
+      const script = `kill ${writer.pid}; sleep 0.2; echo 400000 > ${file}; sleep 0.3; echo junk > ${file}; sleep 0.3; echo 900000 > ${file}; sleep 0.3`;
+      const r = jt(['run', '--json', '--source', 'powercap', '--powercap-root', e.powercapRoot, '--threads', 'off', '--', 'sh', '-c', script]);
+      expect(r.code, r.stderr).toBe(0);
+      const res = JSON.parse(r.stdout) as RunJson & {
+        notes: string[];
+        sampler: { readErrors: number; counterRestarts: number; readErrorsByDomain: Array<{ domain: string; package: number; readErrors: number }> };
+      };
+      expect(res.sampler.counterRestarts).toBe(1);
+      expect(res.sampler.readErrors).toBeGreaterThan(1);
+      expect(res.sampler.readErrorsByDomain).toEqual([{ domain: 'package', package: 0, readErrors: res.sampler.readErrors }]);
+      const note = res.notes.find((n) => n.includes('reads of the energy source failed'));
+      expect(note).toBe(
+        `${res.sampler.readErrors} of ${res.sampler.samples} reads of the energy source failed (package-0 ${res.sampler.readErrors}); in 1 of them a counter started again (a driver reloaded, a resume): the energy from its last good read to the restart is lost, and these figures miss it`,
+      );
+    } finally {
+      writer.kill();
+      e.close();
+    }
+  });
+
   it('jouletrace run adds no such note while the counters move', () => {
     const { e, writer } = countingPowercap();
     try {
       const moving = jt(['run', '--json', '--source', 'powercap', '--powercap-root', e.powercapRoot, '--threads', 'off', '--', 'sleep', '1.5']);
       expect(moving.code, moving.stderr).toBe(0);
-      const res = JSON.parse(moving.stdout) as RunJson & { notes: string[] };
+      const res = JSON.parse(moving.stdout) as RunJson & { notes: string[]; sampler: { readErrors: number; counterRestarts: number } };
+      expect(res.sampler.readErrors).toBe(0);
+      expect(res.sampler.counterRestarts).toBe(0);
+      expect(res.notes.join('\n')).not.toMatch(/reads of the energy source failed/);
       expect(res.source).toBe('powercap');
       // 1,000 µJ a millisecond: about 1 W, if the writer kept pace.
       expect(res.domains[0].joules).toBeGreaterThan(0.3);

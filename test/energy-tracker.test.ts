@@ -65,7 +65,7 @@ describe('PowerWindow', () => {
   const reading = (run: bigint, timeNs: bigint, joules: number, running = true, runJoules = joules, readErrors = 0): EnergyReading => ({
     run,
     timeNs,
-    domains: [{ domain: 'package', package: 0, joules, runJoules, estimated: false, key: 'package:0' }],
+    domains: [{ domain: 'package', package: 0, joules, runJoules, estimated: false, key: 'package:0', readErrors }],
     machine: joules,
     parts: null,
     estimated: false,
@@ -119,6 +119,43 @@ describe('PowerWindow', () => {
     expect(w.update(reading(t0, t0 + 5n * S, 18, true, 18, 50)).get('package:0')).toBe(0);
   });
 
+  // A failing dram counter hid the package's figure: the window was judged by the source's
+  // failed reads in all, so a package that stood still (an idle, deep-sleeping socket) beside it
+  // showed nothing instead of 0 W, and a dram that stood still while its reads failed had a
+  // figure once the package's reads failed instead.
+  it("judges each domain's window by that domain's own failed reads", () => {
+    const w = new PowerWindow(S / 2n);
+    const t0 = 100n * S;
+    const two = (timeNs: bigint, pkg: number, pkgErrors: number, dram: number, dramErrors: number): EnergyReading => ({
+      run: t0,
+      timeNs,
+      domains: [
+        { domain: 'package', package: 0, joules: pkg, runJoules: pkg, estimated: false, key: 'package:0', readErrors: pkgErrors },
+        { domain: 'dram', package: 0, joules: dram, runJoules: dram, estimated: false, key: 'dram:0', readErrors: dramErrors },
+      ],
+      machine: pkg,
+      parts: null,
+      estimated: false,
+      running: true,
+      readErrors: pkgErrors + dramErrors,
+    });
+    expect([...w.update(two(t0 + S, 5, 0, 2, 0))]).toEqual([
+      ['package:0', 5],
+      ['dram:0', 2],
+    ]);
+    // The dram's reads fail and it stands still; the package stands still too, read without a
+    // failure: 0 W for the package, nothing for the dram.
+    expect([...w.update(two(t0 + 2n * S, 5, 0, 2, 30))]).toEqual([['package:0', 0]]);
+    // Now the package's reads fail while it stands still, and the dram's no longer: the dram
+    // catches up over both seconds, the package has no figure.
+    expect([...w.update(two(t0 + 3n * S, 5, 10, 4, 30))]).toEqual([['dram:0', 1]]);
+    // Both read again: the package's figure covers the two seconds since its last one.
+    expect([...w.update(two(t0 + 4n * S, 9, 10, 5, 30))]).toEqual([
+      ['package:0', 2],
+      ['dram:0', 1],
+    ]);
+  });
+
   // The exporter reads a run's last stretch at its end, not through this window: a new run's
   // window starts from the energy before it, and no earlier run's figure stands for it.
   it.each([
@@ -151,6 +188,41 @@ describe('EnergyTracker', () => {
       onRunEnd: () => () => {},
     } as unknown as Sampler;
   }
+
+  it("gives each domain's reading its own failed reads from stats().timing.byDomain", () => {
+    const sampler = {
+      domains: [
+        { domain: 'package', package: 0, estimated: false },
+        { domain: 'dram', package: 0, estimated: false },
+      ],
+      running: true,
+      stats: () => ({
+        threads: { backend: 'off' },
+        timing: {
+          readErrors: 7,
+          byDomain: [
+            { domain: 'package', package: 0, readErrors: 0, unread: false },
+            { domain: 'dram', package: 0, readErrors: 7, unread: false },
+          ],
+        },
+      }),
+      totals: () => ({
+        startNs: 1n,
+        timeNs: 2n,
+        readings: [
+          { domain: 'package', package: 0, joules: 10, estimated: false },
+          { domain: 'dram', package: 0, joules: 3, estimated: false },
+        ],
+      }),
+      onRunEnd: () => () => {},
+    } as unknown as Sampler;
+    const r = new EnergyTracker(sampler).read();
+    expect(r.readErrors).toBe(7);
+    expect(r.domains.map((d) => [d.key, d.readErrors])).toEqual([
+      ['package:0', 0],
+      ['dram:0', 7],
+    ]);
+  });
 
   it('counts energy once when exited threads are folded into "(exited threads)"', () => {
     let list = [

@@ -11,6 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
+import { nativeHandleOf } from '../src/native-handles';
 import { openThreadTracker, type BpfProgram, type ThreadSnapshot, type ThreadTracker, type ThreadTrackerOptions } from '../src/threads';
 import { describeBpf } from './fixtures/bpf-required';
 import { Spinner, sleep } from './fixtures/spinner';
@@ -455,7 +456,7 @@ ctypes.CDLL(None).pthread_exit(None)`], { stdio: ['pipe', 'pipe', 'inherit'] });
         // seen switching out (its fork came before the fork hook): counted from here on.
         const missed = t.stats().missedSwitchIns;
         const dropped = t.stats().droppedThreads;
-        (t as unknown as { _closeAsEnded(tid: number): void })._closeAsEnded(tid);
+        nativeHandleOf<{ _closeAsEnded(tid: number): void }>(t)._closeAsEnded(tid);
         expect(find(t.snapshot(), tid)).toMatchObject({ slot, exited: true }); // reported, then freed
         const steal = stealAllowance();
         const w = await Spinner.start(); // the next new thread: takes the slot freed last

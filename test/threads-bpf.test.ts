@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { nativeHandleOf } from '../src/native-handles';
 import { Sampler } from '../src/sampler';
 import { bpfReadiness, openThreadTracker, type ThreadSnapshot, type ThreadTracker } from '../src/threads';
 import { bpfRequired, bpfSkipReason, describeBpf, skipBpf } from './fixtures/bpf-required';
@@ -65,13 +66,14 @@ describeBpf('eBPF program choice', () => {
     // A fresh process: 'auto' remembers, process-wide, that switch-ins go unreported here.
     const script = `
       const { openThreadTracker } = require(${JSON.stringify(path.join(ROOT, 'dist/cjs/index.js'))});
+      const { nativeHandleOf } = require(${JSON.stringify(path.join(ROOT, 'dist/cjs/native-handles.js'))});
       const tid = Number(require('node:fs').readlinkSync('/proc/thread-self').split('/').pop());
       const out = {};
       const a = openThreadTracker({ backend: 'bpf' });
       out.atOpen = a.stats().repairHook;
       // A switch on this thread's CPU first: the stint running since before attach is not a loss.
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
-      a._forgetSwitchIn(tid); // as if this thread's switch-in had gone unreported
+      nativeHandleOf(a)._forgetSwitchIn(tid); // as if this thread's switch-in had gone unreported
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5); // its switch-out finds it
       a.snapshot();
       out.missed = a.stats().missedSwitchIns;
@@ -572,7 +574,7 @@ sys.stdin.readline()`);
 
   it("reads a live thread's name from /proc where the rename hook is not attached", async () => {
     tracker = openThreadTracker({ backend: 'bpf', bpfProgram });
-    (tracker as unknown as { _dropRenameHook(): void })._dropRenameHook();
+    nativeHandleOf<{ _dropRenameHook(): void }>(tracker)._dropRenameHook();
     expect(tracker.stats().renameHook).toBe('off: dropped by a test');
     const w = await Spinner.start();
     try {
@@ -593,7 +595,7 @@ sys.stdin.readline()`);
       tracker = openThreadTracker({ backend: 'bpf', bpfProgram });
       const kernelNs = () => Number(fs.readFileSync(`/proc/self/task/${w.tid}/schedstat`, 'utf8').split(' ')[0]);
       const k0 = kernelNs();
-      (tracker as unknown as { _forgetSwitchIn(tid: number, asSeeded: boolean): void })._forgetSwitchIn(w.tid, true);
+      nativeHandleOf<{ _forgetSwitchIn(tid: number, asSeeded: boolean): void }>(tracker)._forgetSwitchIn(w.tid, true);
       const before = find(tracker.snapshot(), w.tid)!.onCpuNs;
       await sleep(150); // the worker sleeps, waiting for a message
       const after = find(tracker.snapshot(), w.tid)!.onCpuNs;
@@ -667,7 +669,7 @@ sys.stdin.readline()`);
     expect(tracker.stats().repairHook).toBe('tp_btf/sched_stat_runtime');
     const tid = Number(fs.readlinkSync('/proc/thread-self').split('/').pop());
     const onCpu = () => find(tracker!.snapshot(), tid)!.onCpuNs;
-    const hook = tracker as unknown as { _forgetSwitchIn(tid: number): void };
+    const hook = nativeHandleOf<{ _forgetSwitchIn(tid: number): void }>(tracker);
     const switches = () => {
       const st = fs.readFileSync('/proc/thread-self/status', 'utf8');
       return Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(st)![1]) + Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(st)![1]);
@@ -731,7 +733,7 @@ sys.stdin.readline()`);
     // (a tick within the 5 ms spin), and bounds the stint's start by that count itself.
     tracker = openThreadTracker({ backend: 'bpf', bpfProgram, repairSwitchIns });
     const tid = Number(fs.readlinkSync('/proc/thread-self').split('/').pop());
-    const hook = tracker as unknown as { _forgetSwitchIn(tid: number, asSeeded: boolean, cpuSinceNs: bigint): void };
+    const hook = nativeHandleOf<{ _forgetSwitchIn(tid: number, asSeeded: boolean, cpuSinceNs: bigint): void }>(tracker);
     const ranNs = () => Number(fs.readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]);
     const cpu = fs.readFileSync('/proc/thread-self/stat', 'utf8').split(') ')[1].split(' ')[36];
     const mask = /: (\S+)$/.exec(spawnSync('taskset', ['-p', String(tid)], { encoding: 'utf8' }).stdout.trim())![1];
@@ -762,7 +764,10 @@ sys.stdin.readline()`);
 
   it('follows forked child processes when asked', async () => {
     tracker = openThreadTracker({ backend: 'bpf', bpfProgram, followChildren: true });
-    const child = spawn(process.execPath, ['-e', 'const e = Date.now() + 150; while (Date.now() < e);']);
+    // 150 ms of its own CPU time, not of wall time: under load a wall-time spin got 102 ms of CPU.
+    const spin = `const ran = () => Number(require('fs').readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]);
+      const e = ran() + 150e6; while (ran() < e);`;
+    const child = spawn(process.execPath, ['-e', spin]);
     await new Promise((r) => child.once('exit', r));
     const s = tracker.snapshot();
     const childThreads = s.threads.filter((t) => t.tgid === child.pid);

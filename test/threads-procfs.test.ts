@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { JouletraceError } from '../src/errors';
 import { openThreadTracker, type ThreadTracker } from '../src/threads';
 import { sleep } from './fixtures/spinner';
 import { runNonLeaderExec } from './fixtures/exec-thread';
@@ -278,6 +279,20 @@ describe('procfs thread tracker on an emulated /proc', () => {
     expect(() => openThreadTracker({ backend: 'procfs', pid: PID, procRoot: root })).toThrow(
       expect.objectContaining({ code: 'ESRCH' }),
     );
+  });
+
+  // The addon's own object was handed out: its refusals were plain Errors, where every other
+  // entry point's are JouletraceErrors.
+  it('refuses snapshot() and stats() once closed with a JouletraceError that says what to do', () => {
+    const t = openThreadTracker({ backend: 'procfs' });
+    t.close();
+    t.close(); // safe twice
+    for (const call of [() => t.snapshot(), () => t.stats()]) {
+      expect(call).toThrow(JouletraceError);
+      expect(call).toThrow(
+        expect.objectContaining({ code: 'ERR_JOULETRACE_CLOSED', message: 'ThreadTracker is closed: open another with openThreadTracker()' }),
+      );
+    }
   });
 
   it('counts utime + stime from stat where the kernel has no schedstat, rather than losing the thread', async () => {

@@ -146,7 +146,7 @@ template <typename F>
 Napi::Value TrackerWrap::slotHook(const Napi::CallbackInfo& info, const char* name, F f) {
   Napi::Env env = info.Env();
   if (!tracker_) {
-    throwCoded(env, "ERR_JOULETRACE_CLOSED", "ThreadTracker is closed");
+    throwCoded(env, "ERR_JOULETRACE_CLOSED", "ThreadTracker is closed: open another with openThreadTracker()");
     return env.Undefined();
   }
   if (info.Length() < 1 || !info[0].IsNumber()) {
@@ -184,7 +184,7 @@ Napi::Value TrackerWrap::CloseAsEnded(const Napi::CallbackInfo& info) {
 Napi::Value TrackerWrap::DropRenameHook(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!tracker_) {
-    throwCoded(env, "ERR_JOULETRACE_CLOSED", "ThreadTracker is closed");
+    throwCoded(env, "ERR_JOULETRACE_CLOSED", "ThreadTracker is closed: open another with openThreadTracker()");
   } else if (int rc = tracker_->dropRenameHook()) {
     throwCoded(env, errnoName(-rc), "_dropRenameHook: " + std::string(strerror(-rc)));
   }
@@ -194,7 +194,7 @@ Napi::Value TrackerWrap::DropRenameHook(const Napi::CallbackInfo& info) {
 Napi::Value TrackerWrap::Snapshot(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!tracker_) {
-    throwCoded(env, "ERR_JOULETRACE_CLOSED", "ThreadTracker is closed");
+    throwCoded(env, "ERR_JOULETRACE_CLOSED", "ThreadTracker is closed: open another with openThreadTracker()");
     return env.Undefined();
   }
   int rc = tracker_->snapshot(snap_);
@@ -242,7 +242,7 @@ Napi::Value TrackerWrap::Snapshot(const Napi::CallbackInfo& info) {
 Napi::Value TrackerWrap::Stats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!tracker_) {
-    throwCoded(env, "ERR_JOULETRACE_CLOSED", "ThreadTracker is closed");
+    throwCoded(env, "ERR_JOULETRACE_CLOSED", "ThreadTracker is closed: open another with openThreadTracker()");
     return env.Undefined();
   }
   TrackerStats s;

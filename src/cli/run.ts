@@ -6,7 +6,7 @@ import { constants } from 'node:os';
 import { finished } from 'node:stream';
 import { ReportCollector } from '../report/collector';
 import { renderReport } from '../report/render';
-import { Sampler, type SamplerOptions, type ThreadEnergy } from '../sampler';
+import { Sampler, type SamplerOptions, type SamplerStats, type ThreadEnergy } from '../sampler';
 import type { SourceName } from '../source-options';
 import {
   baselineFlag,
@@ -488,7 +488,12 @@ interface RunResult {
     achievedRateHz: number;
     dropped: number;
     missedDeadlines: number;
+    /** Samples whose read of the source failed: the domains kept their last values meanwhile. */
     readErrors: number;
+    /** Of readErrors, those in which a counter started again: the energy before each is lost. */
+    counterRestarts: number;
+    /** Per domain, in `domains` order: the samples whose read failed for it. */
+    readErrorsByDomain: Array<{ domain: string; package: number; readErrors: number }>;
     jitterUs: { p50: number; p99: number; max: number };
     /** CPU time of the sampler thread, as a percentage of one core over its run. */
     cpuPercent: number;
@@ -512,6 +517,17 @@ const COUNTERS_STILL_NOTE_S = 1;
 
 function countersStillNote(source: string, seconds: number): string {
   return `${source}'s counters stood still for ${seconds.toFixed(1)} s at a stretch: energy over such a stretch reads 0 J though the machine drew power (a hypervisor that stopped updating them, a live migration); these figures miss it`;
+}
+
+// Failed reads delay energy to the next good read; a counter that started again loses what it
+// counted since its last good read. Either way the figures above are short or late, and say so.
+function readErrorsNote(stats: SamplerStats): string | null {
+  const t = stats.timing;
+  if (t.readErrors === 0) return null;
+  const failing = t.byDomain.filter((d) => d.readErrors > 0).map((d) => `${d.domain}-${d.package} ${d.readErrors}`);
+  const reads = `${t.readErrors} of ${t.samples} reads of the energy source failed${failing.length > 0 ? ` (${failing.join(', ')})` : ''}`;
+  if (t.counterRestarts === 0) return `${reads}: each domain kept its last value, and its energy came with its next good read`;
+  return `${reads}; in ${t.counterRestarts} of them a counter started again (a driver reloaded, a resume): the energy from its last good read to the restart is lost, and these figures miss it`;
 }
 
 function formatSummary(r: RunResult, top: number, color: boolean): string {
@@ -885,6 +901,8 @@ export async function runCommand(argv: string[]): Promise<number> {
   const stats = sampler.stats();
   const still = stats.timing.countersStillUs.longest / 1e6;
   if (!stats.estimated && still >= COUNTERS_STILL_NOTE_S) notes.push(countersStillNote(sampler.source, still));
+  const readErrors = readErrorsNote(stats);
+  if (readErrors !== null) notes.push(readErrors);
   if (stats.threads.droppedThreads > 0) notes.push(droppedThreadsNote(stats.threads.droppedThreads, maxThreads ?? DEFAULT_MAX_THREADS, 'the tree'));
   const threads = backend !== 'off' ? sampler.threads() : [];
   watcher.poll(backend !== 'off' ? threads : undefined);
@@ -920,6 +938,8 @@ export async function runCommand(argv: string[]): Promise<number> {
       dropped: stats.ring.dropped,
       missedDeadlines: stats.timing.missedDeadlines,
       readErrors: stats.timing.readErrors,
+      counterRestarts: stats.timing.counterRestarts,
+      readErrorsByDomain: stats.timing.byDomain.map((d) => ({ domain: d.domain, package: d.package, readErrors: d.readErrors })),
       jitterUs: { p50: stats.timing.jitterUs.p50, p99: stats.timing.jitterUs.p99, max: stats.timing.jitterUs.max },
       cpuPercent: stats.timing.cpuPercent,
       jouletraceCpuPercent: cpuWallUs > 0 ? (100 * (cpu.user + cpu.system)) / cpuWallUs : 0,
