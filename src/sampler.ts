@@ -311,8 +311,11 @@ export interface Attribution extends AttributionParts {
 }
 
 export interface BaselineResult {
-  /** Idle watts per domain and package, as now used for attribution. */
-  watts: Array<{ domain: string; package: number; watts: number }>;
+  /**
+   * Idle watts per domain and package, as now used for attribution; `estimated` where the source
+   * is (the model), whose idle watts are its own estimate, not a measurement.
+   */
+  watts: Array<{ domain: string; package: number; watts: number; estimated: boolean }>;
   durationMs: number;
 }
 
@@ -1191,7 +1194,7 @@ export class Sampler {
     const watts = best;
     this.#handle.setBaselineWatts(watts);
     return {
-      watts: this.domains.map((d, i) => ({ domain: d.domain, package: d.package, watts: watts[i] })),
+      watts: this.domains.map((d, i) => ({ domain: d.domain, package: d.package, watts: watts[i], estimated: d.estimated })),
       durationMs: tookMs,
     };
   }

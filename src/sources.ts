@@ -16,7 +16,8 @@ export interface DomainInfo {
   /**
    * Energy after which the hardware counter wraps (0: the model, which has no counter). Reads
    * must come at least twice per wrap: a counter more than half a wrap below its last value is
-   * taken for one that started again (ERANGE), and the energy of that gap is lost.
+   * taken for one that started again (ERANGE), and the energy of that gap is lost; past a whole
+   * wrap, whole wraps are lost without an error.
    */
   wrapJoules: number;
   /** Estimated sources: the idle part of the estimate in watts, used as the default attribution baseline. */

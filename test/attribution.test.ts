@@ -1098,6 +1098,8 @@ describe('attribution API', () => {
     s.stop();
     const meanWatts = (after.readings[0].joules - before.readings[0].joules) / (Number(after.timeNs - before.timeNs) / 1e9);
     expect(r.watts[0].domain).toBe('package');
+    // The model's figures are estimates, its baseline too ("Every estimated figure says so").
+    expect(r.watts.every((w) => w.estimated)).toBe(true);
     // The model never estimates below its idle power over time, and the lowest 100 ms window
     // cannot exceed the mean over the whole calibration (whatever else the machine is doing).
     // A single window can read a little under idle: the model credits energy ahead at the last

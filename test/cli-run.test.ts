@@ -801,6 +801,10 @@ describe('where the sources read (--powercap-root and the other source paths)', 
       writer.kill();
       e.close();
     }
+    // The model's idle power is its own estimate: the note said "measured" watts without a word of it.
+    const model = jt(['run', '--json', '--source', 'model', '--calibrate', '0.2', '--', 'true']);
+    expect(model.code, model.stderr).toBe(0);
+    expect((JSON.parse(model.stdout) as { notes: string[] }).notes.join('\n')).toMatch(/before the command started: package-0 [\d.]+ \S*W \(estimated\)(,|$)/m);
     refused(['run', '--baseline', '-1', '--', 'true'], 2, '--baseline must be a number from 0 to 1000000, not -1');
     refused(['run', '--calibrate', '0.1', '--', 'true'], 2, '--calibrate must be a number from 0.2 to 600, not 0.1');
     refused(['run', '--baseline', '5', '--calibrate', '1', '--', 'true'], 2, '--baseline and --calibrate contradict each other');

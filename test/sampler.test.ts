@@ -538,6 +538,7 @@ describe('Sampler against an emulated MSR', () => {
       // an idle plane) and had only the last stretch, which a read failure ended.
       await calibrated(30, 14, { unreadableMs: [950, 5000] }, 1000, (r) => {
         expect(r.watts.map((w) => w.domain)).toEqual(['package', 'core']);
+        expect(r.watts.map((w) => w.estimated)).toEqual([false, false]);
         expect(r.watts[0].watts).toBeGreaterThan(30 * 0.8);
         expect(r.watts[1].watts).toBe(0);
       });

@@ -57,8 +57,8 @@ bool atomEnergyUnit(uint32_t model) {
   return model == 0x37 || model == 0x4A || model == 0x4C || model == 0x5A;
 }
 
-// After a counter's failed read, of its spares: "as on every other CPU" was untrue of a spare
-// whose device would not open, or whose open was not tried again yet (at most every 100 ms).
+// After a counter's failed read, of the other CPUs that share it: "as on every other CPU" was
+// untrue of a CPU whose device would not open, or that is not among the counter's spares.
 constexpr const char* kNoSpareRead =
     ", and no other CPU that shares the counter read it in its place (a read failed there, or its device is not open)";
 
@@ -71,17 +71,32 @@ int readMsr(int fd, uint64_t offset, uint64_t* value) {
   return -EIO;
 }
 
+// How many other CPUs of a counter's package, die or core hold an open device, ready to read it
+// should its CPU go offline. They are opened at open, with the privileges the open has, so the
+// switch works after those are dropped (a device is root's, 0600). Two, not every CPU of the
+// package (an fd each, 128 on a big part, for a switch that one serves): Linux takes CPUs
+// offline one at a time, and the second covers the first spare going with the reading CPU, as
+// an SMT pair that some machines list side by side does when its core is taken off. The CPU the
+// counter leaves becomes a spare, its device still open, read again once it is back.
+constexpr size_t kSparesPerCounter = 2;
+
 class MsrSource final : public EnergySource {
  public:
+  struct Reader {
+    int cpu;
+    int fd;  // that CPU's device, opened at open
+  };
   struct Counter {
     int cpu;          // the CPU it is read on
     int fd;           // that CPU's device
     uint64_t offset;  // MSR address << msrOffsetShift
     WrapCounter wrap;
     // Other online CPUs that read this same counter (its package's, its die's, or its core's
-    // SMT siblings): where it is read next if its CPU goes offline, as Linux's RAPL driver moves
-    // its lead CPU. The count goes on unbroken: it is one counter, whichever CPU reads it.
-    std::vector<int> spares;
+    // SMT siblings), their devices open: where it is read next if its CPU goes offline, as
+    // Linux's RAPL driver moves its lead CPU. The count goes on unbroken: it is one counter,
+    // whichever CPU reads it.
+    std::vector<Reader> spares;
+    bool shared = false;     // other CPUs read this counter, their devices open or not
     bool failed = false;     // at the last read
     bool restarted = false;  // at the last read: the counter started again (ERANGE)
     int error = 0;           // -errno of the last read, 0 when it succeeded
@@ -126,7 +141,7 @@ class MsrSource final : public EnergySource {
     char hex[24];
     snprintf(hex, sizeof hex, "0x%llX", (unsigned long long)(c->offset >> msrOffsetShift_));
     describeFailedRead(c->error, expandCpuPath(msrPath_, c->cpu) + ": reading the energy register " + hex, out);
-    if (!c->spares.empty()) out->message += kNoSpareRead;
+    if (c->shared) out->message += kNoSpareRead;
     return true;
   }
 
@@ -135,51 +150,33 @@ class MsrSource final : public EnergySource {
   // to be read again once it is back and the others have gone. Off the common path: a system
   // call or two, once.
   bool moveToSpare(Counter& c, uint64_t* v) {
-    for (int& spare : c.spares) {
-      int fd = fdOf(spare);
-      if (fd >= 0 && readMsr(fd, c.offset, v) == 0) {
-        std::swap(c.cpu, spare);
-        c.fd = fd;
+    for (Reader& spare : c.spares) {
+      if (readMsr(spare.fd, c.offset, v) == 0) {
+        std::swap(c.cpu, spare.cpu);
+        std::swap(c.fd, spare.fd);
         return true;
       }
     }
     return false;
   }
 
-  // The CPU's msr device, opened once, or -errno. A device that fails to open is tried again at
-  // most every 100 ms, as powercap reopens a zone: a spare the container was not given
-  // (--device /dev/cpu/0/msr alone) cost a path built and a failed open at every read of a
-  // counter whose CPU fails, on the sampler thread. The CPU's entry is made at open (device()),
-  // so read() allocates nothing here.
+  // The CPU's msr device, or -errno where it did not open. Opened at open only, once a CPU: the
+  // sampler thread opens nothing (after privileges are dropped it could not), so a device that
+  // did not open then is never read (a container given /dev/cpu/0/msr alone).
   int fdOf(int cpu) {
-    Device& d = device(cpu);
-    if (d.fd.valid()) return d.fd.get();
-    const int64_t now = int64_t(monotonicNs());
-    if (now - d.openTriedNs < kReopenIntervalNs) return d.openErr;
-    d.openTriedNs = now;
-    int fd = openForReading(d.path);
+    auto it = devices_.find(cpu);
+    if (it != devices_.end()) return it->second.fd.valid() ? it->second.fd.get() : it->second.openErr;
+    Device& d = devices_[cpu];
+    const int fd = openForReading(expandCpuPath(msrPath_, cpu));
     if (fd < 0) return d.openErr = fd;
     d.fd = UniqueFd(fd);
     return fd;
   }
 
-  static constexpr int64_t kReopenIntervalNs = 100'000'000;
   struct Device {
-    std::string path;
     UniqueFd fd;
-    int64_t openTriedNs = -kReopenIntervalNs;
-    int openErr = 0;  // -errno of the last failed open
+    int openErr = 0;  // -errno of its failed open
   };
-  // The CPU's entry, made (with its path) the first time: at open for every CPU a counter may
-  // be read on, its spares too.
-  Device& device(int cpu) {
-    auto it = devices_.find(cpu);
-    if (it == devices_.end()) {
-      it = devices_.emplace(cpu, Device()).first;
-      it->second.path = expandCpuPath(msrPath_, cpu);
-    }
-    return it->second;
-  }
 
   std::string msrPath_;
   unsigned msrOffsetShift_ = 0;
@@ -320,24 +317,31 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
   std::vector<CpuTopo> topo;
   if (!readTopology(opts.sysfsCpuRoot, &topo, err)) return nullptr;
 
-  // First online CPU of each package; of each of its dies, for Intel's counters, which are
+  // The online CPUs of each package; of each of its dies, for Intel's counters, which are
   // die-scoped on multi-die parts (Cascade Lake-AP: Linux's perf PMU reads each die, its
-  // powercap makes a zone per die), one die elsewhere; and of each physical core, for AMD's
-  // per-core counters. A core that cannot be told from its SMT sibling (no core_id, no sibling
-  // list) leaves the per-core sum out rather than count a core twice.
-  std::map<int, int> pkgCpu;
-  std::map<int, std::vector<int>> dieCpus;   // package -> one CPU per die
+  // powercap makes a zone per die), one die elsewhere; and the first of each physical core, for
+  // AMD's per-core counters. Each package and die is read on the first of its CPUs whose device
+  // opens (and, for a package, whose unit register reads), as a counter moves to another CPU
+  // once running (moveToSpare): any of them reads the same counter. A core that cannot be told
+  // from its SMT sibling (no core_id, no sibling list) leaves the per-core sum out rather than
+  // count a core twice.
+  std::map<int, std::vector<int>> pkgCpus;                // package -> its CPUs
+  std::map<int, std::vector<std::vector<int>>> dieCpus;   // package -> each die's CPUs
+  std::map<std::pair<int, int>, size_t> dieIndex;         // (package, die) -> its place in dieCpus
   std::map<int, std::vector<int>> coreCpus;  // package -> one CPU per physical core
-  std::set<std::pair<int, int>> seenDie, seenCore;
+  std::set<std::pair<int, int>> seenCore;
   std::set<int> unknownCores;  // packages with a CPU whose core is unknown
   // The sampler's own CPU first, where it is pinned: the counters of its package, die and core
   // are then read there, without an interrupt on another CPU (each read of another CPU's MSR is
-  // a cross-CPU call).
+  // a cross-CPU call). A preference only: where its device is missing (a container given
+  // /dev/cpu/0/msr alone, the sampler pinned to a housekeeping CPU) the next CPU reads them.
   std::vector<CpuTopo> byPreference = topo;
   std::stable_partition(byPreference.begin(), byPreference.end(), [&](const CpuTopo& t) { return t.cpu == opts.readerCpu; });
   for (const CpuTopo& t : byPreference) {
-    pkgCpu.emplace(t.package, t.cpu);
-    if (seenDie.emplace(t.package, t.die).second) dieCpus[t.package].push_back(t.cpu);
+    pkgCpus[t.package].push_back(t.cpu);
+    auto die = dieIndex.emplace(std::make_pair(t.package, t.die), dieCpus[t.package].size());
+    if (die.second) dieCpus[t.package].emplace_back();
+    dieCpus[t.package][die.first->second].push_back(t.cpu);
     if (t.core < 0) unknownCores.insert(t.package);
     else if (seenCore.emplace(t.package, t.core).second) coreCpus[t.package].push_back(t.cpu);
   }
@@ -346,18 +350,17 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
   src->msrPath_ = opts.msrPath;
   src->msrOffsetShift_ = opts.msrOffsetShift;
   const unsigned shift = opts.msrOffsetShift;
-  auto fdFor = [&](int cpu, SourceError* e) -> int {
-    int fd = src->fdOf(cpu);
-    if (fd < 0) {
-      openError(expandCpuPath(opts.msrPath, cpu), -fd, opts, e);
-      return -1;
-    }
-    return fd;
+  // The first of `cpus` whose device opens, or -1 with *err naming the first's failed open.
+  auto firstOpen = [&](const std::vector<int>& cpus, SourceError* e) -> int {
+    for (int cpu : cpus)
+      if (src->fdOf(cpu) >= 0) return cpu;
+    openError(expandCpuPath(opts.msrPath, cpus.front()), -src->fdOf(cpus.front()), opts, e);
+    return -1;
   };
   // The CPUs that read the same counter as `cpu` does, by scope: its package's, its die's, or
   // its physical core's.
   enum class Scope { Package, Die, Core };
-  auto sparesOf = [&](int cpu, Scope scope) {
+  auto othersOf = [&](int cpu, Scope scope) {
     std::vector<int> out;
     const CpuTopo* self = nullptr;
     for (const CpuTopo& t : topo)
@@ -370,18 +373,33 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
     }
     return out;
   };
+  // The spares of a counter read on `cpu` (kSparesPerCounter of the others whose devices open),
+  // and whether it has others at all.
+  using Spares = std::pair<std::vector<MsrSource::Reader>, bool>;
+  auto sparesOf = [&](int cpu, Scope scope) {
+    Spares out;
+    const std::vector<int> others = othersOf(cpu, scope);
+    out.second = !others.empty();
+    for (int other : others) {
+      if (out.first.size() == kSparesPerCounter) break;
+      const int fd = src->fdOf(other);
+      if (fd >= 0) out.first.push_back({other, fd});
+    }
+    return out;
+  };
 
-  // reads: (CPU, MSR, the CPUs that could read it instead), each CPU's device open (fdFor).
+  // reads: (CPU, MSR, the spares that could read it instead), each CPU's device open.
   // false with *err set: a counter that neither its CPU nor any spare could read, though the
   // package's first CPU has the register (a second die's CPU going offline, say): left out, the
   // domain would read that die's energy as 0 without a word.
-  using Read = std::tuple<int, uint32_t, std::vector<int>>;
+  using Read = std::tuple<int, uint32_t, Spares>;
   auto addDomain = [&](const char* name, int package, double unit, const std::vector<Read>& reads) {
     std::vector<MsrSource::Counter> cs;
     for (const auto& r : reads) {
       const int cpu = std::get<0>(r);
       const uint32_t msr = std::get<1>(r);
-      MsrSource::Counter c{cpu, src->fdOf(cpu), uint64_t(msr) << shift, WrapCounter(kEnergyModulus, 0, unit), std::get<2>(r)};
+      MsrSource::Counter c{cpu, src->fdOf(cpu), uint64_t(msr) << shift, WrapCounter(kEnergyModulus, 0, unit), std::get<2>(r).first,
+                           std::get<2>(r).second};
       uint64_t v;
       const uint64_t readFrom = WrapCounter::clockNs();
       int rc = readMsr(c.fd, c.offset, &v);
@@ -399,7 +417,6 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
       cs.push_back(c);
     }
     for (auto& c : cs) {
-      for (int spare : c.spares) src->device(spare);
       src->counters_.push_back(std::move(c));
       src->groups_.add(name, package, src->counters_.size() - 1);
     }
@@ -423,19 +440,34 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
   };
 
   bool havePsys = false;
-  for (const auto& pc : pkgCpu) {
-    int pkg = pc.first;
-    int fd = fdFor(pc.second, err);
-    if (fd < 0) return nullptr;
-    uint64_t unitReg;
-    uint32_t unitMsr = intel ? kIntelUnit : kAmdUnit;
-    int rc = readMsr(fd, uint64_t(unitMsr) << shift, &unitReg);
-    if (rc < 0) {
-      err->code = errnoName(-rc);
+  for (const auto& pc : pkgCpus) {
+    const int pkg = pc.first;
+    // The package's CPU: the first whose device opens and whose unit register reads. Where none
+    // does, the first CPU's failure is named, its open's or its read's: the one the sampler's
+    // CPU met where it is pinned, and CPU 0's of a first package otherwise, as everyone else's.
+    const uint32_t unitMsr = intel ? kIntelUnit : kAmdUnit;
+    uint64_t unitReg = 0;
+    int pkgCpu = -1, fd = -1, readErr = 0;
+    for (int cpu : pc.second) {
+      const int cfd = src->fdOf(cpu);
+      const int rc = cfd < 0 ? cfd : readMsr(cfd, uint64_t(unitMsr) << shift, &unitReg);
+      if (rc == 0) {
+        pkgCpu = cpu;
+        fd = cfd;
+        break;
+      }
+      if (cpu == pc.second.front()) readErr = cfd < 0 ? 0 : rc;
+    }
+    if (pkgCpu < 0 && readErr == 0) {
+      firstOpen({pc.second.front()}, err);
+      return nullptr;
+    }
+    if (pkgCpu < 0) {
+      err->code = errnoName(-readErr);
       char hex[24];
       snprintf(hex, sizeof hex, "0x%X", unitMsr);
-      err->message = expandCpuPath(opts.msrPath, pc.second) + ": reading the RAPL unit register " + hex + " failed (" +
-                     std::strerror(-rc) + ") — this CPU or hypervisor does not expose RAPL MSRs; try source 'powercap', 'perf' or 'model'";
+      err->message = expandCpuPath(opts.msrPath, pc.second.front()) + ": reading the RAPL unit register " + hex + " failed (" +
+                     std::strerror(-readErr) + ") — this CPU or hypervisor does not expose RAPL MSRs; try source 'powercap', 'perf' or 'model'";
       return nullptr;
     }
     uint32_t esu = uint32_t((unitReg >> 8) & 0x1F);
@@ -444,9 +476,12 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
 
     if (intel) {
       // Each domain read on every die of the package and summed; present when the first die has it.
-      std::vector<std::pair<int, std::vector<int>>> dies;  // CPU, spares
-      for (int cpu : dieCpus[pkg]) {
-        if (fdFor(cpu, err) < 0) return nullptr;
+      // Each die on the first of its CPUs whose device opens, the package's CPU first on its own.
+      std::vector<std::pair<int, Spares>> dies;  // CPU, spares
+      for (std::vector<int>& cpus : dieCpus[pkg]) {
+        std::stable_partition(cpus.begin(), cpus.end(), [&](int cpu) { return cpu == pkgCpu; });
+        const int cpu = firstOpen(cpus, err);
+        if (cpu < 0) return nullptr;
         dies.emplace_back(cpu, sparesOf(cpu, Scope::Die));
       }
       auto onDies = [&](uint32_t msr) {
@@ -464,11 +499,11 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
       // zero), so the first package where it reads non-zero has it; it is reported as package 0.
       double psysUnit = id.family == 6 && fixedPsysUnit(id.model) ? 1.0 : unit;
       if (!havePsys && probeMsr(fd, kIntelPsys)) {
-        if (!addDomain("psys", 0, psysUnit, {Read(pc.second, kIntelPsys, sparesOf(pc.second, Scope::Package))})) return nullptr;
+        if (!addDomain("psys", 0, psysUnit, {Read(pkgCpu, kIntelPsys, sparesOf(pkgCpu, Scope::Package))})) return nullptr;
         havePsys = true;
       }
     } else {
-      if (probeMsr(fd, kAmdPkg) && !addDomain("package", pkg, unit, {Read(pc.second, kAmdPkg, sparesOf(pc.second, Scope::Package))}))
+      if (probeMsr(fd, kAmdPkg) && !addDomain("package", pkg, unit, {Read(pkgCpu, kAmdPkg, sparesOf(pkgCpu, Scope::Package))}))
         return nullptr;
       // The per-core sum only where asked for: one cross-CPU read per core per sample.
       std::vector<Read> cores;
@@ -478,7 +513,7 @@ std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceErr
         // counter to the sibling, as it does once running (moveToSpare). Where none reads it,
         // the first CPU that failed is named, with its error (its first CPU's where none opens).
         std::vector<int> readers{first};
-        for (int spare : sparesOf(first, Scope::Core)) readers.push_back(spare);
+        for (int other : othersOf(first, Scope::Core)) readers.push_back(other);
         int cpu = -1, openErr = 0, readErr = 0, failedCpu = -1;  // failedCpu, readErr: the first read that failed
         uint64_t v = 0;
         for (int candidate : readers) {

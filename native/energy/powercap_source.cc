@@ -92,7 +92,11 @@ class PowercapSource final : public EnergySource {
   // package taken offline) answers ENODEV on the old descriptor forever, while the zone
   // registered in its place has the same path. Tried at most every 100 ms, so a zone that stays
   // gone costs one failed open() per 100 ms, not one per sample; the path was built at open, so
-  // the sampler thread allocates nothing here.
+  // the sampler thread allocates nothing here. The one open on the sampler thread, and it cannot
+  // be done ahead as the msr source opens its spares: the zone registered again is a new file,
+  // which no descriptor held from before reads. So it needs read access to energy_uj (root's,
+  // 0400) at that time: a process that dropped root after opening reads ENODEV here (README,
+  // Least privilege).
   static bool reopen(Zone& z) {
     const int64_t now = int64_t(monotonicNs());
     if (now - z.reopenTriedNs < kReopenIntervalNs) return false;

@@ -759,7 +759,7 @@ export async function runCommand(argv: string[]): Promise<number> {
       if (startupSignal !== undefined) return abandon(`${startupSignal} arrived before the command started; it did not run`, { sampler }, exitStatus(null, startupSignal));
       return abandon(b instanceof Error ? inFlagWords(b.message, FLAGS) : 'the command ended before it started', { sampler });
     }
-    notes.push(`baseline (idle) power measured over ${baseline.calibrateS} s before the command started: ${b.watts.map((w) => `${w.domain}-${w.package} ${fmtWatts(w.watts)}`).join(', ')}`);
+    notes.push(`baseline (idle) power measured over ${baseline.calibrateS} s before the command started: ${b.watts.map((w) => `${w.domain}-${w.package} ${fmtWatts(w.watts)}${w.estimated ? ' (estimated)' : ''}`).join(', ')}`);
   } else if (backend !== 'off' && !stats0.estimated && !((baseline.watts ?? 0) > 0)) {
     notes.push(noBaselineNote('the tree'));
   }
