@@ -628,6 +628,10 @@ describe('registerOpenTelemetry', () => {
     expect(() => registerOpenTelemetry({} as never)).toThrow(TypeError);
     // A shape with totals() alone passed, and failed reading its domains.
     expect(() => registerOpenTelemetry({ totals() {} } as never)).toThrow(new TypeError('Expected a Sampler for sampler but received {} of type object'));
+    // One with totals() and domains passed, and failed with "sampler.onRunEnd is not a function".
+    for (const bad of [{ totals() {}, domains: [] }, { totals() {}, stats() {}, onRunEnd() {}, domains: [] }]) {
+      expect(() => registerOpenTelemetry(bad as never)).toThrow(new TypeError('Expected a Sampler for sampler but received {"domains":[]} of type object'));
+    }
     expect(() => registerOpenTelemetry({ totals() {} } as never, { meterprovider: {} } as never)).toThrow('Unknown option options.meterprovider');
     expect(() => registerOpenTelemetry({ totals() {} } as never, { traces: 'false' } as never)).toThrow(/options\.traces/);
   });
