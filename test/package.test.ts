@@ -365,6 +365,45 @@ describe('the package as a user resolves it', () => {
     expect(results).toEqual({ commonjs: every, module: every });
   });
 
+  // FastifyRequestLike declared routeOptions.url and routerPath `?: string` where Fastify 5's own
+  // types have `| undefined`: a project compiling with exactOptionalPropertyTypes could not
+  // register the plugin (TS2769, no overload matches).
+  it("type-checks the Fastify plugin against Fastify's own types, with exactOptionalPropertyTypes as without", () => {
+    const project = scratch('fastify-types');
+    fs.mkdirSync(path.join(project, 'node_modules'));
+    fs.symlinkSync(ROOT, path.join(project, 'node_modules/jouletrace'));
+    fs.symlinkSync(path.join(ROOT, 'node_modules/fastify'), path.join(project, 'node_modules/fastify'));
+    fs.writeFileSync(
+      path.join(project, 'main.ts'),
+      [
+        "import Fastify from 'fastify';",
+        "import { RequestTracker, Sampler } from 'jouletrace';",
+        "import { fastifyEnergy } from 'jouletrace/fastify';",
+        'const sampler = new Sampler({ ringCapacity: 0 });',
+        'const app = Fastify();',
+        'app.register(fastifyEnergy, { tracker: new RequestTracker(sampler) });',
+        'app.register(fastifyEnergy, { sampler });',
+      ].join('\n') + '\n',
+    );
+    const diagnostics: Record<string, string[]> = {};
+    for (const exactOptionalPropertyTypes of [false, true]) {
+      const program = ts.createProgram([path.join(project, 'main.ts')], {
+        module: ts.ModuleKind.CommonJS,
+        moduleResolution: ts.ModuleResolutionKind.Node10,
+        target: ts.ScriptTarget.ES2022,
+        strict: true,
+        exactOptionalPropertyTypes,
+        esModuleInterop: true,
+        noEmit: true,
+        skipLibCheck: true, // the call in main.ts is what fails
+        types: ['node'],
+        typeRoots: [path.join(ROOT, 'node_modules/@types')],
+      });
+      diagnostics[String(exactOptionalPropertyTypes)] = ts.getPreEmitDiagnostics(program).map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n').split('\n')[0]);
+    }
+    expect(diagnostics).toEqual({ false: [], true: [] });
+  });
+
   it('packs what install and the exports map need, and not the development scripts', () => {
     const r = spawnSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: ROOT, encoding: 'utf8' });
     expect(r.status).toBe(0);
