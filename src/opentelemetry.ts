@@ -176,6 +176,16 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
     description: 'Energy charged to each HTTP server request',
     advice: { explicitBucketBoundaries: [1e-5, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.15, 0.5, 1, 10] },
   });
+  // The histograms leave out what has no figure (NaN joules): counted here, with those that have a
+  // partial one, so that an export short of spans or requests under overload says so.
+  const spanIncomplete = meter.createCounter('jouletrace.span.incomplete', {
+    unit: '{span}',
+    description: 'Settled jouletrace spans flagged incomplete (part of their interval unmeasured), with or without a figure',
+  });
+  const requestIncomplete = meter.createCounter('jouletrace.request.incomplete', {
+    unit: '{request}',
+    description: 'Finished HTTP server requests flagged incomplete (part of their lifetime unmeasured), with or without a figure',
+  });
 
   // Power over the time between two collections (at least PowerWindow's 0.5 s).
   const power = new PowerWindow();
@@ -222,10 +232,15 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
   const observeSpans = (spans: readonly SpanResult[]): void => {
     if (closed) return;
     for (const s of spans) {
-      if (!Number.isFinite(s.joules) || s.joules < 0) continue;
-      const attrs: Attributes = { 'jouletrace.span.label': s.label };
+      const measured = Number.isFinite(s.joules) && s.joules >= 0;
+      if (!measured && !s.incomplete) continue;
+      let attrs: Attributes = { 'jouletrace.span.label': s.label };
       if (s.estimated) attrs['jouletrace.estimated'] = true;
-      if (s.incomplete) attrs['jouletrace.incomplete'] = true;
+      if (s.incomplete) {
+        spanIncomplete.add(1, attrs);
+        attrs = { ...attrs, 'jouletrace.incomplete': true };
+      }
+      if (!measured) continue;
       spanEnergy.record(s.joules, attrs);
       annotate((s as WithContext).context, s.label, s.joules, s.estimated, s.startNs, s.endNs, { 'jouletrace.span.label': s.label }, false);
     }
@@ -233,15 +248,20 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
   const observeRequests = (records: readonly RequestRecord[]): void => {
     if (closed) return;
     for (const r of records) {
-      if (!Number.isFinite(r.joules) || r.joules < 0) continue;
+      const measured = Number.isFinite(r.joules) && r.joules >= 0;
+      if (!measured && !r.incomplete) continue;
       // The semantic conventions' http.request.method is a known method or _OTHER, and its
       // http.route the route matched, left out where there is none: jouletrace's placeholders
       // ((unmatched), (unrouted), and (other) past maxRoutes) name no route.
-      const attrs: Attributes = { 'http.request.method': KNOWN_METHODS.has(r.method) ? r.method : '_OTHER' };
+      let attrs: Attributes = { 'http.request.method': KNOWN_METHODS.has(r.method) ? r.method : '_OTHER' };
       if (!NOT_ROUTES.has(r.route)) attrs['http.route'] = r.route;
       attrs['http.response.status_code'] = r.statusCode;
       if (r.estimated) attrs['jouletrace.estimated'] = true;
-      if (r.incomplete) attrs['jouletrace.incomplete'] = true;
+      if (r.incomplete) {
+        requestIncomplete.add(1, attrs);
+        attrs = { ...attrs, 'jouletrace.incomplete': true };
+      }
+      if (!measured) continue;
       requestEnergy.record(r.joules, attrs);
       annotate((r as WithContext).context, `${r.method} ${r.route}`, r.joules, r.estimated, r.startNs, r.endNs, {}, true);
     }
@@ -305,7 +325,7 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
 }
 
 // What registerOpenTelemetry() calls on a meter.
-const METER_METHODS = ['createObservableCounter', 'createObservableGauge', 'createHistogram', 'addBatchObservableCallback', 'removeBatchObservableCallback'];
+const METER_METHODS = ['createObservableCounter', 'createObservableGauge', 'createHistogram', 'createCounter', 'addBatchObservableCallback', 'removeBatchObservableCallback'];
 
 // Meters with an open registration (the SDK's getMeter() gives one meter per name and version).
 const openMeters = new WeakSet<Meter>();

@@ -324,6 +324,51 @@ describe('registerOpenTelemetry', () => {
     expect(rv.buckets.boundaries).toContain(0.15);
   });
 
+  // Records with NaN joules (unmeasured: the sampler saw a request's start too late under
+  // overload, or stopped) were left out of the histograms and counted nowhere: the export was
+  // short under overload without a word, where Prometheus counts them.
+  it('counts incomplete spans and requests, those with NaN joules too, with the histograms\' attributes', async () => {
+    const { sampler, meterProvider, collect } = setup();
+    const h = registerOpenTelemetry(sampler, { meterProvider, traces: false });
+    cleanups.push(() => h.close());
+    h.observeSpans([
+      spanResult('match', 0.002),
+      spanResult('match', NaN, { incomplete: true }),
+      spanResult('match', 0.001, { incomplete: true }),
+      spanResult('price', NaN, { incomplete: true, estimated: false }),
+    ]);
+    const record = requestRecord(0.01, undefined);
+    h.observeRequests([
+      record,
+      { ...record, joules: NaN, incomplete: true },
+      { ...record, joules: NaN, incomplete: true },
+      { ...record, joules: 0.003, incomplete: true },
+      { ...record, route: '(unmatched)', statusCode: 404, joules: NaN, incomplete: true },
+    ]);
+    const m = await collect();
+    const points = (name: string) => m.get(name)!.dataPoints.map((p) => [p.attributes, p.value]);
+    expect(m.get('jouletrace.span.incomplete')!.descriptor.unit).toBe('{span}');
+    expect(m.get('jouletrace.request.incomplete')!.descriptor.unit).toBe('{request}');
+    expect(points('jouletrace.span.incomplete')).toEqual([
+      [{ 'jouletrace.span.label': 'match', 'jouletrace.estimated': true }, 2],
+      [{ 'jouletrace.span.label': 'price' }, 1],
+    ]);
+    expect(points('jouletrace.request.incomplete')).toEqual([
+      [{ 'http.request.method': 'GET', 'http.route': '/orders/:id', 'http.response.status_code': 200, 'jouletrace.estimated': true }, 3],
+      [{ 'http.request.method': 'GET', 'http.response.status_code': 404, 'jouletrace.estimated': true }, 1],
+    ]);
+    // The histograms hold those with a figure, as before.
+    const counts = (name: string) => m.get(name)!.dataPoints.map((p) => [p.attributes['jouletrace.incomplete'] ?? false, (p.value as { count: number }).count]);
+    expect(counts('jouletrace.span.energy')).toEqual([
+      [false, 1],
+      [true, 1],
+    ]);
+    expect(counts('http.server.request.energy')).toEqual([
+      [false, 1],
+      [true, 1],
+    ]);
+  });
+
   it("puts a request's energy.joules on its open span, a jouletrace span's on a child span", async () => {
     const { sampler, meterProvider, tracer, exporter } = setup();
     // A request tracker implementing the capture hook: it calls the installed function at
@@ -531,7 +576,7 @@ describe('registerOpenTelemetry', () => {
     const { sampler, meterProvider } = setup();
     const live = liveRunEndListeners(sampler);
     const onSpan = vi.spyOn(sampler, 'onSpan');
-    const meterMethods = 'createObservableCounter(), createObservableGauge(), createHistogram(), addBatchObservableCallback(), removeBatchObservableCallback()';
+    const meterMethods = 'createObservableCounter(), createObservableGauge(), createHistogram(), createCounter(), addBatchObservableCallback(), removeBatchObservableCallback()';
     const refused: Array<[Record<string, unknown>, string]> = [
       [{ meterProvider, tracer: 'not a tracer' }, 'Expected an OpenTelemetry Tracer (an object with startSpan()) for options.tracer but received "not a tracer" of type string'],
       [{ meterProvider, tracer: {} }, 'Expected an OpenTelemetry Tracer (an object with startSpan()) for options.tracer but received {} of type object'],
