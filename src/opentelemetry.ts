@@ -22,6 +22,7 @@ import {
 } from '@opentelemetry/api';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { ChainedContext, exporterContext } from './chained-context';
 import { checkBoolean, checkKnownKeys, checkMethods, checkObject, checkSampler, JouletraceError } from './errors';
 import { packageRoot } from './native';
 import { EnergyTracker, PowerWindow } from './energy-tracker';
@@ -42,14 +43,13 @@ function monotonicNsToEpochMs(ns: number): number {
  * The hook jouletrace's span and request producers offer (see docs/observability.md): a function
  * called at begin() / request start whose return value is carried, untouched, on the settled
  * SpanResult / RequestRecord as `context`. registerOpenTelemetry() installs one returning the
- * active OTel span.
+ * active OTel span, calling the application's hook too where one is in force.
  */
 export interface ContextCaptureHost {
   setContextCapture?(capture: (() => unknown) | null): void;
+  /** @internal The hook in force, which registerOpenTelemetry() chains and puts back. */
+  contextCapture?(): (() => unknown) | null;
 }
-
-/** A settled span or request that may carry what the capture hook returned at its begin. */
-type WithContext = { context?: unknown };
 
 export interface OpenTelemetryOptions {
   /** Meter provider to get the meter from. Default: the global one (metrics.getMeterProvider()). */
@@ -75,7 +75,8 @@ export interface OpenTelemetryHandle {
   observeSpans(spans: readonly SpanResult[]): void;
   observeRequests(records: readonly RequestRecord[]): void;
   /**
-   * Stops observing and removes the capture hooks; the meter takes a new registration. An SDK
+   * Stops observing and, once no other registration uses it, puts back the capture hook in force
+   * before (the application's, or none); the meter takes a new registration. An SDK
    * reader with cumulative temporality goes on exporting the last values it was given.
    */
   close(): void;
@@ -210,8 +211,14 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
 
   // `onOpenSpan`: a request's figure goes on its own span while that is open. A jouletrace
   // span's never does: one OTel span holds many of them, and each would overwrite the last.
-  const annotate = (ctx: unknown, name: string, joules: number, estimated: boolean, startNs: number, endNs: number, extra: Attributes, onOpenSpan: boolean) => {
-    if (!traces || !isOtelSpan(ctx)) return;
+  const annotate = (record: SpanResult | RequestRecord, name: string, extra: Attributes, onOpenSpan: boolean) => {
+    if (!traces) return;
+    const ctx = exporterContext(record);
+    // Two registrations of one sampler (each its own meter provider) are both given the record:
+    // the first annotates it, once.
+    if (!isOtelSpan(ctx) || annotated.has(record)) return;
+    annotated.add(record);
+    const { joules, estimated, startNs, endNs } = record;
     const attrs: Attributes = { 'energy.joules': joules, ...extra };
     if (estimated) attrs['energy.estimated'] = true;
     if (onOpenSpan && ctx.isRecording()) {
@@ -242,7 +249,7 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
       }
       if (!measured) continue;
       spanEnergy.record(s.joules, attrs);
-      annotate((s as WithContext).context, s.label, s.joules, s.estimated, s.startNs, s.endNs, { 'jouletrace.span.label': s.label }, false);
+      annotate(s, s.label, { 'jouletrace.span.label': s.label }, false);
     }
   };
   const observeRequests = (records: readonly RequestRecord[]): void => {
@@ -263,7 +270,7 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
       }
       if (!measured) continue;
       requestEnergy.record(r.joules, attrs);
-      annotate((r as WithContext).context, `${r.method} ${r.route}`, r.joules, r.estimated, r.startNs, r.endNs, {}, true);
+      annotate(r, `${r.method} ${r.route}`, {}, true);
     }
   };
 
@@ -283,18 +290,10 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
   }
 
   // Capture the active OTel span at begin / request start, where the producers allow it.
-  const capture = () => trace.getActiveSpan();
   const hosts = [sampler as unknown as ContextCaptureHost, requests].filter(
     (h): h is ContextCaptureHost => !!h && typeof h.setContextCapture === 'function',
   );
-  if (traces) {
-    for (const h of hosts) {
-      h.setContextCapture!(capture);
-      let stack = installedCaptures.get(h);
-      if (!stack) installedCaptures.set(h, (stack = []));
-      stack.push(capture);
-    }
-  }
+  const captures = traces ? hosts.map((h) => [h, installCapture(h)] as const) : [];
   if (!noop) openMeters.add(meter);
   closedRegistrations.delete(meter);
 
@@ -309,17 +308,7 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
       energy.close();
       closedRegistrations.set(meter, new WeakMap([[sampler, energy]]));
       meter.removeBatchObservableCallback(callback, observables);
-      if (traces) {
-        for (const h of hosts) {
-          // The capture in force is the latest open registration's: closing an earlier one
-          // leaves it, closing the latest puts back the one before.
-          const stack = installedCaptures.get(h) ?? [];
-          const at = stack.lastIndexOf(capture);
-          if (at < 0) continue;
-          stack.splice(at, 1);
-          if (at === stack.length) h.setContextCapture!(stack.length ? stack[stack.length - 1] : null);
-        }
-      }
+      for (const [h, installed] of captures) releaseCapture(h, installed);
     },
   };
 }
@@ -338,8 +327,46 @@ const openMeters = new WeakSet<Meter>();
 // a new registration then starts as a first one does.
 const closedRegistrations = new WeakMap<Meter, WeakMap<Sampler, EnergyTracker>>();
 
-// The captures registrations here installed on each sampler or tracker, in order.
-const installedCaptures = new WeakMap<ContextCaptureHost, Array<() => unknown>>();
+// The records whose energy went on the trace already (see annotate).
+const annotated = new WeakSet<object>();
+
+/**
+ * The hook registrations here installed on a sampler or tracker: one, shared by every open
+ * registration (each finds the OTel span through it), the hook in force before it (the
+ * application's, which it calls: see chained-context.ts), put back when the last closes.
+ */
+interface InstalledCapture {
+  capture: () => unknown;
+  previous: (() => unknown) | null;
+  open: number;
+}
+const installedCaptures = new WeakMap<ContextCaptureHost, InstalledCapture>();
+
+// A host without contextCapture() (a tracker of the application's own) is taken to keep ours.
+function captureInForce(h: ContextCaptureHost): (() => unknown) | null {
+  return typeof h.contextCapture === 'function' ? h.contextCapture() : (installedCaptures.get(h)?.capture ?? null);
+}
+
+function installCapture(h: ContextCaptureHost): InstalledCapture {
+  const inForce = captureInForce(h);
+  let installed = installedCaptures.get(h);
+  // A hook set since ours (the application's) is chained by a new one.
+  if (!installed || installed.capture !== inForce) {
+    const previous = inForce;
+    const capture = previous ? () => new ChainedContext(previous(), trace.getActiveSpan()) : () => trace.getActiveSpan();
+    h.setContextCapture!(capture);
+    installedCaptures.set(h, (installed = { capture, previous, open: 0 }));
+  }
+  installed.open++;
+  return installed;
+}
+
+function releaseCapture(h: ContextCaptureHost, installed: InstalledCapture): void {
+  if (--installed.open > 0) return;
+  // Replaced since (the application set its own): left as it is.
+  if (captureInForce(h) === installed.capture) h.setContextCapture!(installed.previous);
+  if (installedCaptures.get(h) === installed) installedCaptures.delete(h);
+}
 
 function readVersion(): string {
   try {

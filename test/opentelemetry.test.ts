@@ -7,7 +7,7 @@ import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-ho
 import { AggregationTemporality, DataPointType, MeterProvider, MetricReader, type MetricData } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { Sampler } from '../src/index';
+import { RequestTracker, Sampler } from '../src/index';
 import { registerOpenTelemetry } from '../src/opentelemetry';
 import type { RequestRecord, SpanResult } from '../src/span-types';
 import { createEmulatedPowercap } from './fixtures/emulated-devices';
@@ -441,26 +441,94 @@ describe('registerOpenTelemetry', () => {
     expect(captureFn).toBeNull();
     expect(deliver).toBeNull();
 
-    // Two registrations, on two meter providers: closing the first leaves the second's capture.
+    // Two registrations, on two meter providers, share one capture: it stays until both have
+    // closed, in either order.
     const other = new MeterProvider({ readers: [new ManualReader()] });
     cleanups.push(() => other.shutdown());
-    const first = registerOpenTelemetry(sampler, { meterProvider, requests: tracker, tracer });
-    const firstFn = captureFn;
-    const second = registerOpenTelemetry(sampler, { meterProvider: other, requests: tracker, tracer });
-    const secondFn = captureFn;
-    expect(secondFn).not.toBe(firstFn);
-    first.close();
-    expect(captureFn).toBe(secondFn);
-    second.close();
-    expect(captureFn).toBeNull();
-    // Closed the other way round: the earlier one's capture comes back.
-    const third = registerOpenTelemetry(sampler, { meterProvider, requests: tracker, tracer });
-    const thirdFn = captureFn;
-    const fourth = registerOpenTelemetry(sampler, { meterProvider: other, requests: tracker, tracer });
-    fourth.close();
-    expect(captureFn).toBe(thirdFn);
-    third.close();
-    expect(captureFn).toBeNull();
+    for (const order of [[0, 1], [1, 0]]) {
+      const both = [meterProvider, other].map((mp) => registerOpenTelemetry(sampler, { meterProvider: mp, requests: tracker, tracer }));
+      const shared = captureFn;
+      expect(shared).toBeTypeOf('function');
+      both[order[0]].close();
+      expect(captureFn).toBe(shared);
+      both[order[1]].close();
+      expect(captureFn).toBeNull();
+    }
+  });
+
+  // registerOpenTelemetry() replaced the hook the application had set with setContextCapture():
+  // its spans' and requests' context was undefined while registered, and close() set the hook to
+  // null rather than putting the application's back.
+  it("keeps the application's context-capture hook: its value stays the context, the OTel span is taken beside it, and close() puts the hook back", async () => {
+    const { sampler, meterProvider, tracer, exporter } = setup();
+    const own = () => ({ requestId: 'r-42' });
+    sampler.setContextCapture(own);
+    const spans: SpanResult[] = [];
+    sampler.onSpan((r) => spans.push(...r));
+    const work = async () => {
+      const h = sampler.begin('work');
+      busy(1);
+      sampler.end(h);
+      return (await sampler.settle(h)).context;
+    };
+    for (const mode of ['shared', 'exact'] as const) {
+      const tracker = new RequestTracker(sampler, { mode });
+      cleanups.push(() => tracker.close());
+      tracker.setContextCapture(own);
+      const records: RequestRecord[] = [];
+      tracker.onRequest((r) => records.push(...r));
+      spans.length = 0;
+      exporter.reset();
+      const h = registerOpenTelemetry(sampler, { meterProvider, requests: tracker, tracer });
+      let outerId = '';
+      await tracer.startActiveSpan('outer', async (outer) => {
+        outerId = outer.spanContext().spanId;
+        expect(await work()).toEqual({ requestId: 'r-42' });
+        tracker.end(tracker.start('GET', '/orders', () => busy(1)), 200);
+        outer.end();
+      });
+      while (spans.length < 1 || records.length < 1) await sleep(5);
+      expect({ mode, span: spans[0].context, request: records[0].context }).toEqual({ mode, span: { requestId: 'r-42' }, request: { requestId: 'r-42' } });
+      // The exporter had the OTel span all the same: each figure is on a child of the outer span.
+      const children = exporter.getFinishedSpans().filter((c) => c.name === 'jouletrace.energy');
+      expect(children.map((c) => [c.parentSpanContext?.spanId === outerId, c.attributes['jouletrace.subject']])).toEqual([
+        [true, 'work'],
+        [true, 'GET /orders'],
+      ]);
+      h.close();
+      // The application's hook is back.
+      expect(await work()).toEqual({ requestId: 'r-42' });
+      records.length = 0;
+      tracker.end(tracker.start('GET', '/orders', () => busy(1)), 200);
+      while (records.length < 1) await sleep(5);
+      expect(records[0].context).toEqual({ requestId: 'r-42' });
+    }
+  });
+
+  // Two registrations of one sampler, each on its own meter provider as the README advises (one
+  // exporting to Prometheus, one through OTLP), put every figure on the trace twice.
+  it('puts each span and request on the trace once, however many registrations see it', async () => {
+    const { sampler, meterProvider, tracer, exporter } = setup();
+    const other = new MeterProvider({ readers: [new ManualReader()] });
+    const tracker = new RequestTracker(sampler);
+    cleanups.push(() => other.shutdown(), () => tracker.close());
+    const records: RequestRecord[] = [];
+    tracker.onRequest((r) => records.push(...r));
+    const handles = [meterProvider, other].map((mp) => registerOpenTelemetry(sampler, { meterProvider: mp, requests: tracker, tracer }));
+    cleanups.push(() => handles.forEach((h) => h.close()));
+    await tracer.startActiveSpan('outer', async (outer) => {
+      const h = sampler.begin('work');
+      sampler.end(h);
+      await sampler.settle(h);
+      tracker.end(tracker.start('GET', '/orders', () => busy(1)), 200);
+      outer.end();
+    });
+    while (records.length < 1) await sleep(5);
+    expect(exporter.getFinishedSpans().map((c) => `${c.name}:${c.attributes['jouletrace.subject'] ?? ''}`)).toEqual([
+      'jouletrace.energy:work',
+      'outer:',
+      'jouletrace.energy:GET /orders',
+    ]);
   });
 
   it('refuses a second open registration on one meter, and warns of a meter taken before the SDK', async () => {
