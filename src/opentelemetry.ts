@@ -17,6 +17,7 @@ import {
   type Attributes,
   type Meter,
   type MeterProvider,
+  type ObservableCounter,
   type Span,
   type Tracer,
 } from '@opentelemetry/api';
@@ -26,6 +27,7 @@ import { ChainedContext, exporterContext } from './chained-context';
 import { checkBoolean, checkKnownKeys, checkMethods, checkObject, checkSampler, JouletraceError } from './errors';
 import { packageRoot } from './native';
 import { EnergyTracker, PowerWindow } from './energy-tracker';
+import { EnergyHealth, type HealthCounts } from './sampler-health';
 import { checkRequestSource, subscribe, type RequestSource } from './settled-feed';
 import type { Sampler } from './sampler';
 import { OTHER_ROUTE, UNMATCHED_ROUTE, UNROUTED, type RequestRecord, type SpanResult } from './span-types';
@@ -188,6 +190,38 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
     description: 'Finished HTTP server requests flagged incomplete (part of their lifetime unmeasured), with or without a figure',
   });
 
+  // Sampler health, as Prometheus's jouletrace_samples_total and the sampler_* counters: the
+  // sampler's counts, which start afresh at each start(), accumulated (EnergyHealth).
+  const healthCounters: Array<[ObservableCounter, keyof HealthCounts]> = [
+    [meter.createObservableCounter('jouletrace.sampler.samples', { unit: '{sample}', description: 'Energy samples taken by the sampler thread' }), 'samples'],
+    [
+      meter.createObservableCounter('jouletrace.sampler.dropped_samples', {
+        unit: '{sample}',
+        description: 'Samples a full ring could not keep (refused or overwritten before they were read): detail lost, totals stay exact',
+      }),
+      'dropped',
+    ],
+    [meter.createObservableCounter('jouletrace.sampler.missed_deadlines', { unit: '{period}', description: 'Sampling periods the sampler thread woke up too late for' }), 'missed'],
+    [
+      meter.createObservableCounter('jouletrace.sampler.read_errors', {
+        unit: '{read}',
+        description: 'Reads of the energy source that failed (the domains kept their last values until a good read)',
+      }),
+      'readErrors',
+    ],
+    [
+      meter.createObservableCounter('jouletrace.sampler.energy_restarts', {
+        unit: '{restart}',
+        description: 'Of jouletrace.sampler.read_errors, the reads in which an energy counter started again: the energy from its last good read to the restart is lost',
+      }),
+      'counterRestarts',
+    ],
+  ];
+  const domainReadErrors = meter.createObservableCounter('jouletrace.sampler.domain_read_errors', {
+    unit: '{read}',
+    description: 'Of jouletrace.sampler.read_errors, the reads that failed for each RAPL domain and package (a read that failed for two counts for both)',
+  });
+
   // Power over the time between two collections (at least PowerWindow's 0.5 s).
   const power = new PowerWindow();
   const callback = (result: import('@opentelemetry/api').BatchObservableResult) => {
@@ -206,8 +240,12 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
         result.observe(processEnergy, r.parts[part], attrs);
       }
     }
+    const h = health.read();
+    for (const [counter, key] of healthCounters) result.observe(counter, h[key]);
+    // With the attributes of the domain's hw.energy stream.
+    sampler.domains.forEach((d, i) => result.observe(domainReadErrors, h.readErrorsByDomain[i], hwAttributes(d.domain, d.package, energy.estimated).attrs));
   };
-  const observables = [hwEnergy, hwPower, hostEnergy, hostPower, processEnergy];
+  const observables = [hwEnergy, hwPower, hostEnergy, hostPower, processEnergy, ...healthCounters.map(([c]) => c), domainReadErrors];
 
   // `onOpenSpan`: a request's figure goes on its own span while that is open. A jouletrace
   // span's never does: one OTel span holds many of them, and each would overwrite the last.
@@ -278,7 +316,9 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
   // rest throws: a closed sampler refuses the subscription, a meter may refuse the callback, and
   // a refusal must leave nothing behind (the meter's callback went on reading the closed sampler,
   // the capture hooks stayed installed, the listeners stayed on a live sampler).
-  const energy = new EnergyTracker(sampler, closedRegistrations.get(meter)?.get(sampler));
+  const carried = closedRegistrations.get(meter)?.get(sampler);
+  const energy = new EnergyTracker(sampler, carried?.energy);
+  const health = new EnergyHealth(sampler, carried?.health);
   let unsubscribe: () => void = () => {};
   try {
     unsubscribe = subscribe(sampler, requests, observeSpans, observeRequests);
@@ -286,6 +326,7 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
   } catch (err) {
     unsubscribe();
     energy.close();
+    health.close();
     throw err;
   }
 
@@ -306,7 +347,8 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
       openMeters.delete(meter);
       unsubscribe();
       energy.close();
-      closedRegistrations.set(meter, new WeakMap([[sampler, energy]]));
+      health.close();
+      closedRegistrations.set(meter, new WeakMap([[sampler, { energy, health }]]));
       meter.removeBatchObservableCallback(callback, observables);
       for (const [h, installed] of captures) releaseCapture(h, installed);
     },
@@ -321,11 +363,11 @@ const openMeters = new WeakSet<Meter>();
 
 // What the last registration closed on a meter had counted (by meter, then its sampler, the one
 // entry): a new registration of that sampler on that meter reports the same streams (the SDK
-// keeps an instrument per name), and goes on from it, so that hw.energy never goes down and delta
-// temporality counts nothing twice. Only the last: after another sampler's registration, the
-// streams show that one's figures, and going on from the earlier one's counted its energy again;
-// a new registration then starts as a first one does.
-const closedRegistrations = new WeakMap<Meter, WeakMap<Sampler, EnergyTracker>>();
+// keeps an instrument per name), and goes on from it, so that hw.energy and the sampler counters
+// never go down and delta temporality counts nothing twice. Only the last: after another
+// sampler's registration, the streams show that one's figures, and going on from the earlier
+// one's counted its energy again; a new registration then starts as a first one does.
+const closedRegistrations = new WeakMap<Meter, WeakMap<Sampler, { energy: EnergyTracker; health: EnergyHealth }>>();
 
 // The records whose energy went on the trace already (see annotate).
 const annotated = new WeakSet<object>();

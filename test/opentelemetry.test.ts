@@ -263,6 +263,84 @@ describe('registerOpenTelemetry', () => {
     expect(await powerPoints()).toEqual([]);
   });
 
+  // OpenTelemetry exported no sampler health: a source whose reads failed, a counter that started
+  // again (energy lost) or samples dropped showed nowhere, where Prometheus counts them all.
+  it('counts samples, read errors (per domain too) and energy restarts, across runs and registrations, never going down', async () => {
+    const e = createEmulatedPowercap([{ name: 'package-0', energyUj: 1_000_000, children: [{ name: 'dram', energyUj: 5000 }] }]);
+    cleanups.push(() => e.close());
+    const sampler = new Sampler({ source: 'powercap', powercapRoot: e.powercapRoot, liveCheckMs: 0, cpuIdentity: { vendor: 'intel', family: 6, model: 0x55 }, threads: 'off', intervalUs: 1000 });
+    const reader = new ManualReader();
+    const meterProvider = new MeterProvider({ readers: [reader] });
+    cleanups.push(() => sampler.close(), () => meterProvider.shutdown());
+    let h = registerOpenTelemetry(sampler, { meterProvider, traces: false });
+    cleanups.push(() => h.close());
+    const health = async () => {
+      const { resourceMetrics, errors } = await reader.collect();
+      expect(errors).toEqual([]);
+      const out: Record<string, number> = {};
+      for (const m of resourceMetrics.scopeMetrics.flatMap((sm) => sm.metrics)) {
+        if (!m.descriptor.name.startsWith('jouletrace.sampler.')) continue;
+        for (const p of m.dataPoints) out[m.descriptor.name + (p.attributes['hw.id'] ? `:${p.attributes['hw.id']}` : '')] = p.value as number;
+      }
+      return out;
+    };
+    const runs: Array<ReturnType<Sampler['stats']>['timing']> = [];
+    const run = async (restart: boolean) => {
+      sampler.start();
+      if (restart) {
+        e.set('intel-rapl:0', 400_000); // started again: the energy since its last read is lost
+        while (sampler.stats().timing.counterRestarts === 0) await sleep(2);
+      }
+      while (sampler.stats().timing.byDomain[1].readErrors < 3) await sleep(2);
+      sampler.stop();
+      runs.push(sampler.stats().timing);
+    };
+    const sum = (f: (t: (typeof runs)[number]) => number) => runs.reduce((a, t) => a + f(t), 0);
+    const expected = () => ({
+      'jouletrace.sampler.samples': sum((t) => t.samples),
+      'jouletrace.sampler.dropped_samples': 0,
+      'jouletrace.sampler.missed_deadlines': sum((t) => t.missedDeadlines),
+      'jouletrace.sampler.read_errors': sum((t) => t.readErrors),
+      'jouletrace.sampler.energy_restarts': sum((t) => t.counterRestarts),
+      'jouletrace.sampler.domain_read_errors:rapl-package-0': sum((t) => t.byDomain[0].readErrors),
+      'jouletrace.sampler.domain_read_errors:rapl-dram-0': sum((t) => t.byDomain[1].readErrors),
+    });
+
+    fs.writeFileSync(path.join(e.zonePath('intel-rapl:0:0'), 'energy_uj'), 'not a number\n'); // dram fails all along
+    await run(true);
+    const first = await health();
+    expect(first).toEqual(expected());
+    expect(first['jouletrace.sampler.energy_restarts']).toBe(1);
+    expect(first['jouletrace.sampler.domain_read_errors:rapl-dram-0']).toBeGreaterThanOrEqual(3);
+    // A new run starts the sampler's counts afresh: the counters go on from the first run's.
+    await run(false);
+    const second = await health();
+    expect(second).toEqual(expected());
+    // A registration closed and made again on the meter goes on from the closed one's.
+    h.close();
+    h = registerOpenTelemetry(sampler, { meterProvider, traces: false });
+    await run(false);
+    const third = await health();
+    expect(third).toEqual(expected());
+    for (const [k, v] of Object.entries(first)) expect(second[k] >= v && third[k] >= second[k], k).toBe(true);
+    expect(third['jouletrace.sampler.samples']).toBeGreaterThan(second['jouletrace.sampler.samples']);
+    // Units and attributes: the per-domain counter's are its domain's hw.energy attributes.
+    const { resourceMetrics } = await reader.collect();
+    const metrics = new Map(resourceMetrics.scopeMetrics.flatMap((sm) => sm.metrics.map((m) => [m.descriptor.name, m] as const)));
+    expect(Object.fromEntries(Object.keys(expected()).map((k) => k.split(':')[0]).map((n) => [n, metrics.get(n)!.descriptor.unit]))).toEqual({
+      'jouletrace.sampler.samples': '{sample}',
+      'jouletrace.sampler.dropped_samples': '{sample}',
+      'jouletrace.sampler.missed_deadlines': '{period}',
+      'jouletrace.sampler.read_errors': '{read}',
+      'jouletrace.sampler.energy_restarts': '{restart}',
+      'jouletrace.sampler.domain_read_errors': '{read}',
+    });
+    expect(metrics.get('jouletrace.sampler.domain_read_errors')!.dataPoints.map((p) => p.attributes)).toEqual([
+      { 'hw.id': 'rapl-package-0', 'hw.name': 'package', 'hw.type': 'cpu' },
+      { 'hw.id': 'rapl-dram-0', 'hw.name': 'dram', 'hw.type': 'memory' },
+    ]);
+  });
+
   it('records span and request energy histograms in joules', async () => {
     const { sampler, meterProvider, collect } = setup();
     const h = registerOpenTelemetry(sampler, { meterProvider, traces: false });
@@ -687,9 +765,10 @@ describe('registerOpenTelemetry', () => {
       spy.mockRestore();
       expect({ method, runEnd: live(), spans: spanListeners }).toEqual({ method, runEnd: 0, spans: 0 });
     }
-    // The meter is left free for a registration that goes through.
+    // The meter is left free for a registration that goes through (its energy and its sampler
+    // health each read at the run's end).
     const h = registerOpenTelemetry(sampler, { meter });
-    expect({ runEnd: live(), spans: spanListeners }).toEqual({ runEnd: 1, spans: 1 });
+    expect({ runEnd: live(), spans: spanListeners }).toEqual({ runEnd: 2, spans: 1 });
     h.close();
     expect({ runEnd: live(), spans: spanListeners }).toEqual({ runEnd: 0, spans: 0 });
   });
