@@ -131,7 +131,7 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
   checkKnownKeys('options', opts as Record<string, unknown>, ['meterProvider', 'meter', 'requests', 'traces', 'tracer']);
   if (opts.traces !== undefined) checkBoolean('options.traces', opts.traces);
   const requests = checkRequestSource<RequestSource & ContextCaptureHost>('options.requests', opts.requests);
-  checkSampler('sampler', sampler);
+  checkSampler('sampler', sampler, ['onSpan']); // settled spans feed the histograms
   // Checked before anything subscribes: a bad one failed later, a tracer inside an onSpan
   // listener (an uncaught exception there ends the process).
   let meter: Meter;

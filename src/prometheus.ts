@@ -187,7 +187,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
   for (const k of Object.keys(opts)) {
     if (!OPTION_KEYS.includes(k)) throw new TypeError(`Unknown option options.${k}; known options: ${OPTION_KEYS.join(', ')}`);
   }
-  checkSampler('sampler', sampler);
+  checkSampler('sampler', sampler, ['onSpan']); // settled spans feed the histograms
   if (opts.registry !== undefined && !(opts.registry instanceof Registry)) {
     if (isRegistryLike(opts.registry)) throw foreignRegistry();
     throw invalidType('options.registry', "a prom-client Registry (from the same prom-client as jouletrace's)", opts.registry);
