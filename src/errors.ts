@@ -40,16 +40,18 @@ export function invalidRange(option: string, expected: string, value: unknown): 
 }
 
 /**
- * A Sampler, of this copy of jouletrace or of another (by shape: its totals() and domains, which
- * every consumer of its figures reads first); else a TypeError naming the option.
+ * A Sampler, of this copy of jouletrace or of another (by shape: its domains and the methods every
+ * reader of its figures calls, and `also` those the caller calls besides, so that a look-alike
+ * fails here rather than at its first run end or settled span); else a TypeError naming the option.
  */
-export function checkSampler<T>(option: string, value: T): T {
-  const s = value as { totals?: unknown; domains?: unknown } | null;
-  if (s === null || typeof s !== 'object' || typeof s.totals !== 'function' || !Array.isArray(s.domains)) {
+export function checkSampler<T>(option: string, value: T, also: readonly string[] = []): T {
+  const s = value as Record<string, unknown> | null;
+  if (s === null || typeof s !== 'object' || !Array.isArray(s.domains) || [...SAMPLER_METHODS, ...also].some((m) => typeof s[m] !== 'function')) {
     throw invalidType(option, 'a Sampler', value);
   }
   return value;
 }
+const SAMPLER_METHODS = ['totals', 'stats', 'onRunEnd'];
 
 /** An Error with a machine-readable `code`, as Node's own errors carry. */
 export class JouletraceError extends Error {

@@ -39,8 +39,10 @@ export interface FastifyEnergySamplerOptions extends RequestTrackerOptions {
 
 export interface FastifyRequestLike {
   raw: IncomingMessage;
-  routeOptions?: { url?: string };
-  routerPath?: string;
+  // `| undefined`: Fastify's own types declare them so, which a consumer compiling with
+  // exactOptionalPropertyTypes holds against these.
+  routeOptions?: { url?: string | undefined };
+  routerPath?: string | undefined;
 }
 export interface FastifyReplyLike {
   raw: ServerResponse;

@@ -17,14 +17,17 @@ import {
   type Attributes,
   type Meter,
   type MeterProvider,
+  type ObservableCounter,
   type Span,
   type Tracer,
 } from '@opentelemetry/api';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { ChainedContext, exporterContext } from './chained-context';
 import { checkBoolean, checkKnownKeys, checkMethods, checkObject, checkSampler, JouletraceError } from './errors';
 import { packageRoot } from './native';
 import { EnergyTracker, PowerWindow } from './energy-tracker';
+import { EnergyHealth, type HealthCounts } from './sampler-health';
 import { checkRequestSource, subscribe, type RequestSource } from './settled-feed';
 import type { Sampler } from './sampler';
 import { OTHER_ROUTE, UNMATCHED_ROUTE, UNROUTED, type RequestRecord, type SpanResult } from './span-types';
@@ -42,14 +45,13 @@ function monotonicNsToEpochMs(ns: number): number {
  * The hook jouletrace's span and request producers offer (see docs/observability.md): a function
  * called at begin() / request start whose return value is carried, untouched, on the settled
  * SpanResult / RequestRecord as `context`. registerOpenTelemetry() installs one returning the
- * active OTel span.
+ * active OTel span, calling the application's hook too where one is in force.
  */
 export interface ContextCaptureHost {
   setContextCapture?(capture: (() => unknown) | null): void;
+  /** @internal The hook in force, which registerOpenTelemetry() chains and puts back. */
+  contextCapture?(): (() => unknown) | null;
 }
-
-/** A settled span or request that may carry what the capture hook returned at its begin. */
-type WithContext = { context?: unknown };
 
 export interface OpenTelemetryOptions {
   /** Meter provider to get the meter from. Default: the global one (metrics.getMeterProvider()). */
@@ -75,7 +77,8 @@ export interface OpenTelemetryHandle {
   observeSpans(spans: readonly SpanResult[]): void;
   observeRequests(records: readonly RequestRecord[]): void;
   /**
-   * Stops observing and removes the capture hooks; the meter takes a new registration. An SDK
+   * Stops observing and, once no other registration uses it, puts back the capture hook in force
+   * before (the application's, or none); the meter takes a new registration. An SDK
    * reader with cumulative temporality goes on exporting the last values it was given.
    */
   close(): void;
@@ -128,7 +131,7 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
   checkKnownKeys('options', opts as Record<string, unknown>, ['meterProvider', 'meter', 'requests', 'traces', 'tracer']);
   if (opts.traces !== undefined) checkBoolean('options.traces', opts.traces);
   const requests = checkRequestSource<RequestSource & ContextCaptureHost>('options.requests', opts.requests);
-  checkSampler('sampler', sampler);
+  checkSampler('sampler', sampler, ['onSpan']); // settled spans feed the histograms
   // Checked before anything subscribes: a bad one failed later, a tracer inside an onSpan
   // listener (an uncaught exception there ends the process).
   let meter: Meter;
@@ -176,6 +179,48 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
     description: 'Energy charged to each HTTP server request',
     advice: { explicitBucketBoundaries: [1e-5, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.15, 0.5, 1, 10] },
   });
+  // The histograms leave out what has no figure (NaN joules): counted here, with those that have a
+  // partial one, so that an export short of spans or requests under overload says so.
+  const spanIncomplete = meter.createCounter('jouletrace.span.incomplete', {
+    unit: '{span}',
+    description: 'Settled jouletrace spans flagged incomplete (part of their interval unmeasured), with or without a figure',
+  });
+  const requestIncomplete = meter.createCounter('jouletrace.request.incomplete', {
+    unit: '{request}',
+    description: 'Finished HTTP server requests flagged incomplete (part of their lifetime unmeasured), with or without a figure',
+  });
+
+  // Sampler health, as Prometheus's jouletrace_samples_total and the sampler_* counters: the
+  // sampler's counts, which start afresh at each start(), accumulated (EnergyHealth).
+  const healthCounters: Array<[ObservableCounter, keyof HealthCounts]> = [
+    [meter.createObservableCounter('jouletrace.sampler.samples', { unit: '{sample}', description: 'Energy samples taken by the sampler thread' }), 'samples'],
+    [
+      meter.createObservableCounter('jouletrace.sampler.dropped_samples', {
+        unit: '{sample}',
+        description: 'Samples a full ring could not keep (refused or overwritten before they were read): detail lost, totals stay exact',
+      }),
+      'dropped',
+    ],
+    [meter.createObservableCounter('jouletrace.sampler.missed_deadlines', { unit: '{period}', description: 'Sampling periods the sampler thread woke up too late for' }), 'missed'],
+    [
+      meter.createObservableCounter('jouletrace.sampler.read_errors', {
+        unit: '{read}',
+        description: 'Reads of the energy source that failed (the domains kept their last values until a good read)',
+      }),
+      'readErrors',
+    ],
+    [
+      meter.createObservableCounter('jouletrace.sampler.energy_restarts', {
+        unit: '{restart}',
+        description: 'Of jouletrace.sampler.read_errors, the reads in which an energy counter started again: the energy from its last good read to the restart is lost',
+      }),
+      'counterRestarts',
+    ],
+  ];
+  const domainReadErrors = meter.createObservableCounter('jouletrace.sampler.domain_read_errors', {
+    unit: '{read}',
+    description: 'Of jouletrace.sampler.read_errors, the reads that failed for each RAPL domain and package (a read that failed for two counts for both)',
+  });
 
   // Power over the time between two collections (at least PowerWindow's 0.5 s).
   const power = new PowerWindow();
@@ -195,13 +240,23 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
         result.observe(processEnergy, r.parts[part], attrs);
       }
     }
+    const h = health.read();
+    for (const [counter, key] of healthCounters) result.observe(counter, h[key]);
+    // With the attributes of the domain's hw.energy stream.
+    sampler.domains.forEach((d, i) => result.observe(domainReadErrors, h.readErrorsByDomain[i], hwAttributes(d.domain, d.package, energy.estimated).attrs));
   };
-  const observables = [hwEnergy, hwPower, hostEnergy, hostPower, processEnergy];
+  const observables = [hwEnergy, hwPower, hostEnergy, hostPower, processEnergy, ...healthCounters.map(([c]) => c), domainReadErrors];
 
   // `onOpenSpan`: a request's figure goes on its own span while that is open. A jouletrace
   // span's never does: one OTel span holds many of them, and each would overwrite the last.
-  const annotate = (ctx: unknown, name: string, joules: number, estimated: boolean, startNs: number, endNs: number, extra: Attributes, onOpenSpan: boolean) => {
-    if (!traces || !isOtelSpan(ctx)) return;
+  const annotate = (record: SpanResult | RequestRecord, name: string, extra: Attributes, onOpenSpan: boolean) => {
+    if (!traces) return;
+    const ctx = exporterContext(record);
+    // Two registrations of one sampler (each its own meter provider) are both given the record:
+    // the first annotates it, once.
+    if (!isOtelSpan(ctx) || annotated.has(record)) return;
+    annotated.add(record);
+    const { joules, estimated, startNs, endNs } = record;
     const attrs: Attributes = { 'energy.joules': joules, ...extra };
     if (estimated) attrs['energy.estimated'] = true;
     if (onOpenSpan && ctx.isRecording()) {
@@ -222,28 +277,38 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
   const observeSpans = (spans: readonly SpanResult[]): void => {
     if (closed) return;
     for (const s of spans) {
-      if (!Number.isFinite(s.joules) || s.joules < 0) continue;
-      const attrs: Attributes = { 'jouletrace.span.label': s.label };
+      const measured = Number.isFinite(s.joules) && s.joules >= 0;
+      if (!measured && !s.incomplete) continue;
+      let attrs: Attributes = { 'jouletrace.span.label': s.label };
       if (s.estimated) attrs['jouletrace.estimated'] = true;
-      if (s.incomplete) attrs['jouletrace.incomplete'] = true;
+      if (s.incomplete) {
+        spanIncomplete.add(1, attrs);
+        attrs = { ...attrs, 'jouletrace.incomplete': true };
+      }
+      if (!measured) continue;
       spanEnergy.record(s.joules, attrs);
-      annotate((s as WithContext).context, s.label, s.joules, s.estimated, s.startNs, s.endNs, { 'jouletrace.span.label': s.label }, false);
+      annotate(s, s.label, { 'jouletrace.span.label': s.label }, false);
     }
   };
   const observeRequests = (records: readonly RequestRecord[]): void => {
     if (closed) return;
     for (const r of records) {
-      if (!Number.isFinite(r.joules) || r.joules < 0) continue;
+      const measured = Number.isFinite(r.joules) && r.joules >= 0;
+      if (!measured && !r.incomplete) continue;
       // The semantic conventions' http.request.method is a known method or _OTHER, and its
       // http.route the route matched, left out where there is none: jouletrace's placeholders
       // ((unmatched), (unrouted), and (other) past maxRoutes) name no route.
-      const attrs: Attributes = { 'http.request.method': KNOWN_METHODS.has(r.method) ? r.method : '_OTHER' };
+      let attrs: Attributes = { 'http.request.method': KNOWN_METHODS.has(r.method) ? r.method : '_OTHER' };
       if (!NOT_ROUTES.has(r.route)) attrs['http.route'] = r.route;
       attrs['http.response.status_code'] = r.statusCode;
       if (r.estimated) attrs['jouletrace.estimated'] = true;
-      if (r.incomplete) attrs['jouletrace.incomplete'] = true;
+      if (r.incomplete) {
+        requestIncomplete.add(1, attrs);
+        attrs = { ...attrs, 'jouletrace.incomplete': true };
+      }
+      if (!measured) continue;
       requestEnergy.record(r.joules, attrs);
-      annotate((r as WithContext).context, `${r.method} ${r.route}`, r.joules, r.estimated, r.startNs, r.endNs, {}, true);
+      annotate(r, `${r.method} ${r.route}`, {}, true);
     }
   };
 
@@ -251,7 +316,9 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
   // rest throws: a closed sampler refuses the subscription, a meter may refuse the callback, and
   // a refusal must leave nothing behind (the meter's callback went on reading the closed sampler,
   // the capture hooks stayed installed, the listeners stayed on a live sampler).
-  const energy = new EnergyTracker(sampler, closedRegistrations.get(meter)?.get(sampler));
+  const carried = closedRegistrations.get(meter)?.get(sampler);
+  const energy = new EnergyTracker(sampler, carried?.energy);
+  const health = new EnergyHealth(sampler, carried?.health);
   let unsubscribe: () => void = () => {};
   try {
     unsubscribe = subscribe(sampler, requests, observeSpans, observeRequests);
@@ -259,22 +326,15 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
   } catch (err) {
     unsubscribe();
     energy.close();
+    health.close();
     throw err;
   }
 
   // Capture the active OTel span at begin / request start, where the producers allow it.
-  const capture = () => trace.getActiveSpan();
   const hosts = [sampler as unknown as ContextCaptureHost, requests].filter(
     (h): h is ContextCaptureHost => !!h && typeof h.setContextCapture === 'function',
   );
-  if (traces) {
-    for (const h of hosts) {
-      h.setContextCapture!(capture);
-      let stack = installedCaptures.get(h);
-      if (!stack) installedCaptures.set(h, (stack = []));
-      stack.push(capture);
-    }
-  }
+  const captures = traces ? hosts.map((h) => [h, installCapture(h)] as const) : [];
   if (!noop) openMeters.add(meter);
   closedRegistrations.delete(meter);
 
@@ -287,39 +347,68 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
       openMeters.delete(meter);
       unsubscribe();
       energy.close();
-      closedRegistrations.set(meter, new WeakMap([[sampler, energy]]));
+      health.close();
+      closedRegistrations.set(meter, new WeakMap([[sampler, { energy, health }]]));
       meter.removeBatchObservableCallback(callback, observables);
-      if (traces) {
-        for (const h of hosts) {
-          // The capture in force is the latest open registration's: closing an earlier one
-          // leaves it, closing the latest puts back the one before.
-          const stack = installedCaptures.get(h) ?? [];
-          const at = stack.lastIndexOf(capture);
-          if (at < 0) continue;
-          stack.splice(at, 1);
-          if (at === stack.length) h.setContextCapture!(stack.length ? stack[stack.length - 1] : null);
-        }
-      }
+      for (const [h, installed] of captures) releaseCapture(h, installed);
     },
   };
 }
 
 // What registerOpenTelemetry() calls on a meter.
-const METER_METHODS = ['createObservableCounter', 'createObservableGauge', 'createHistogram', 'addBatchObservableCallback', 'removeBatchObservableCallback'];
+const METER_METHODS = ['createObservableCounter', 'createObservableGauge', 'createHistogram', 'createCounter', 'addBatchObservableCallback', 'removeBatchObservableCallback'];
 
 // Meters with an open registration (the SDK's getMeter() gives one meter per name and version).
 const openMeters = new WeakSet<Meter>();
 
 // What the last registration closed on a meter had counted (by meter, then its sampler, the one
 // entry): a new registration of that sampler on that meter reports the same streams (the SDK
-// keeps an instrument per name), and goes on from it, so that hw.energy never goes down and delta
-// temporality counts nothing twice. Only the last: after another sampler's registration, the
-// streams show that one's figures, and going on from the earlier one's counted its energy again;
-// a new registration then starts as a first one does.
-const closedRegistrations = new WeakMap<Meter, WeakMap<Sampler, EnergyTracker>>();
+// keeps an instrument per name), and goes on from it, so that hw.energy and the sampler counters
+// never go down and delta temporality counts nothing twice. Only the last: after another
+// sampler's registration, the streams show that one's figures, and going on from the earlier
+// one's counted its energy again; a new registration then starts as a first one does.
+const closedRegistrations = new WeakMap<Meter, WeakMap<Sampler, { energy: EnergyTracker; health: EnergyHealth }>>();
 
-// The captures registrations here installed on each sampler or tracker, in order.
-const installedCaptures = new WeakMap<ContextCaptureHost, Array<() => unknown>>();
+// The records whose energy went on the trace already (see annotate).
+const annotated = new WeakSet<object>();
+
+/**
+ * The hook registrations here installed on a sampler or tracker: one, shared by every open
+ * registration (each finds the OTel span through it), the hook in force before it (the
+ * application's, which it calls: see chained-context.ts), put back when the last closes.
+ */
+interface InstalledCapture {
+  capture: () => unknown;
+  previous: (() => unknown) | null;
+  open: number;
+}
+const installedCaptures = new WeakMap<ContextCaptureHost, InstalledCapture>();
+
+// A host without contextCapture() (a tracker of the application's own) is taken to keep ours.
+function captureInForce(h: ContextCaptureHost): (() => unknown) | null {
+  return typeof h.contextCapture === 'function' ? h.contextCapture() : (installedCaptures.get(h)?.capture ?? null);
+}
+
+function installCapture(h: ContextCaptureHost): InstalledCapture {
+  const inForce = captureInForce(h);
+  let installed = installedCaptures.get(h);
+  // A hook set since ours (the application's) is chained by a new one.
+  if (!installed || installed.capture !== inForce) {
+    const previous = inForce;
+    const capture = previous ? () => new ChainedContext(previous(), trace.getActiveSpan()) : () => trace.getActiveSpan();
+    h.setContextCapture!(capture);
+    installedCaptures.set(h, (installed = { capture, previous, open: 0 }));
+  }
+  installed.open++;
+  return installed;
+}
+
+function releaseCapture(h: ContextCaptureHost, installed: InstalledCapture): void {
+  if (--installed.open > 0) return;
+  // Replaced since (the application set its own): left as it is.
+  if (captureInForce(h) === installed.capture) h.setContextCapture!(installed.previous);
+  if (installedCaptures.get(h) === installed) installedCaptures.delete(h);
+}
 
 function readVersion(): string {
   try {

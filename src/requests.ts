@@ -15,6 +15,7 @@
 import { AsyncLocalStorage, createHook, type AsyncHook } from 'node:async_hooks';
 import { METHODS, type IncomingMessage, type ServerResponse } from 'node:http';
 import { isMainThread } from 'node:worker_threads';
+import { setResultContext } from './chained-context';
 import { checkIntegerInRange, checkKnownKeys, checkObject, checkOneOf, describe, invalidRange, invalidType, JouletraceError } from './errors';
 import type { Sampler } from './sampler';
 import { callListeners } from './listeners';
@@ -152,6 +153,11 @@ export class RequestTracker {
       throw new TypeError(`Expected a function or null for setContextCapture(fn) but received ${String(fn)} of type ${typeof fn}`);
     }
     this.#capture = fn;
+  }
+
+  /** @internal The capture in force (an exporter chains it: see chained-context.ts). */
+  contextCapture(): (() => unknown) | null {
+    return this.#capture;
   }
 
   constructor(sampler: Sampler, options: RequestTrackerOptions = {}) {
@@ -708,7 +714,7 @@ export class RequestTracker {
       incomplete: (flags & FLAG_INCOMPLETE) !== 0,
       mode: 'shared',
     };
-    if (context !== undefined) rec.context = context;
+    if (context !== undefined) setResultContext(rec, context);
     this.#queue(rec);
   }
 
@@ -768,7 +774,7 @@ export class RequestTracker {
     if (this.#listening === 0) return;
     // Queued like shared mode's: a listener runs outside the channel's collection loop, so
     // one that throws cannot cut a poll short (and lose the results after it).
-    this.#queue({
+    const rec: RequestRecord = {
       method: entry.method,
       route,
       statusCode: p.statusCode,
@@ -781,8 +787,9 @@ export class RequestTracker {
       estimated: p.estimated,
       incomplete: p.incomplete,
       mode: 'exact',
-      ...(p.context !== undefined ? { context: p.context } : {}),
-    });
+    };
+    if (p.context !== undefined) setResultContext(rec, p.context);
+    this.#queue(rec);
   }
 
   #notify(records: RequestRecord[]): void {

@@ -1057,6 +1057,11 @@ export class Sampler {
     this.#channel().setContextCapture(fn);
   }
 
+  /** @internal The capture in force (an exporter chains it: see chained-context.ts). */
+  contextCapture(): (() => unknown) | null {
+    return this.#spans?.contextCapture() ?? null;
+  }
+
   /** Per-label statistics of settled spans on this thread. */
   spanStats(): SpanLabelStats[] {
     this.#check();

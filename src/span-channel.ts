@@ -6,6 +6,7 @@
 // native/spans/span_log.h.
 import { readlinkSync } from 'node:fs';
 import { asJouletraceError, checkIntegerInRange, checkKnownKeys, checkObject, checkString, describe, JouletraceError } from './errors';
+import { setResultContext } from './chained-context';
 import { callListeners } from './listeners';
 import { registerHandle } from './native-handles';
 import { native } from './native';
@@ -892,6 +893,11 @@ export class SpanChannel {
     if (fn) this.#contexts ??= new Array(MAX_OPEN);
   }
 
+  /** @internal The capture in force (an exporter chains it: see chained-context.ts). */
+  contextCapture(): (() => unknown) | null {
+    return this.#capture;
+  }
+
   onSpan(cb: (spans: SpanResult[]) => void): () => void {
     if (typeof cb !== 'function') throw new TypeError(`Expected a function for onSpan(callback) but received ${String(cb)} of type ${typeof cb}`);
     this.#listeners.add(cb);
@@ -1134,7 +1140,7 @@ export class SpanChannel {
       incomplete: (flags & FLAG_INCOMPLETE) !== 0,
     };
     const context = this.#contexts?.[slot];
-    if (context !== undefined) r.context = context;
+    if (context !== undefined) setResultContext(r, context);
     return r;
   }
 
@@ -1150,7 +1156,7 @@ export class SpanChannel {
       const h = handles[i];
       const slot = h & (MAX_OPEN - 1);
       if (this.#current(h, slot)) {
-        if (this.#contexts !== undefined && this.#contexts[slot] !== undefined) r.context = this.#contexts[slot];
+        if (this.#contexts !== undefined && this.#contexts[slot] !== undefined) setResultContext(r, this.#contexts[slot]);
         this.#results[slot] = r;
         this.#setKeptHow(slot, KEPT_OBJECT);
         this.#settleSlot(slot);

@@ -7,7 +7,7 @@ import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-ho
 import { AggregationTemporality, DataPointType, MeterProvider, MetricReader, type MetricData } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { Sampler } from '../src/index';
+import { RequestTracker, Sampler } from '../src/index';
 import { registerOpenTelemetry } from '../src/opentelemetry';
 import type { RequestRecord, SpanResult } from '../src/span-types';
 import { createEmulatedPowercap } from './fixtures/emulated-devices';
@@ -263,6 +263,84 @@ describe('registerOpenTelemetry', () => {
     expect(await powerPoints()).toEqual([]);
   });
 
+  // OpenTelemetry exported no sampler health: a source whose reads failed, a counter that started
+  // again (energy lost) or samples dropped showed nowhere, where Prometheus counts them all.
+  it('counts samples, read errors (per domain too) and energy restarts, across runs and registrations, never going down', async () => {
+    const e = createEmulatedPowercap([{ name: 'package-0', energyUj: 1_000_000, children: [{ name: 'dram', energyUj: 5000 }] }]);
+    cleanups.push(() => e.close());
+    const sampler = new Sampler({ source: 'powercap', powercapRoot: e.powercapRoot, liveCheckMs: 0, cpuIdentity: { vendor: 'intel', family: 6, model: 0x55 }, threads: 'off', intervalUs: 1000 });
+    const reader = new ManualReader();
+    const meterProvider = new MeterProvider({ readers: [reader] });
+    cleanups.push(() => sampler.close(), () => meterProvider.shutdown());
+    let h = registerOpenTelemetry(sampler, { meterProvider, traces: false });
+    cleanups.push(() => h.close());
+    const health = async () => {
+      const { resourceMetrics, errors } = await reader.collect();
+      expect(errors).toEqual([]);
+      const out: Record<string, number> = {};
+      for (const m of resourceMetrics.scopeMetrics.flatMap((sm) => sm.metrics)) {
+        if (!m.descriptor.name.startsWith('jouletrace.sampler.')) continue;
+        for (const p of m.dataPoints) out[m.descriptor.name + (p.attributes['hw.id'] ? `:${p.attributes['hw.id']}` : '')] = p.value as number;
+      }
+      return out;
+    };
+    const runs: Array<ReturnType<Sampler['stats']>['timing']> = [];
+    const run = async (restart: boolean) => {
+      sampler.start();
+      if (restart) {
+        e.set('intel-rapl:0', 400_000); // started again: the energy since its last read is lost
+        while (sampler.stats().timing.counterRestarts === 0) await sleep(2);
+      }
+      while (sampler.stats().timing.byDomain[1].readErrors < 3) await sleep(2);
+      sampler.stop();
+      runs.push(sampler.stats().timing);
+    };
+    const sum = (f: (t: (typeof runs)[number]) => number) => runs.reduce((a, t) => a + f(t), 0);
+    const expected = () => ({
+      'jouletrace.sampler.samples': sum((t) => t.samples),
+      'jouletrace.sampler.dropped_samples': 0,
+      'jouletrace.sampler.missed_deadlines': sum((t) => t.missedDeadlines),
+      'jouletrace.sampler.read_errors': sum((t) => t.readErrors),
+      'jouletrace.sampler.energy_restarts': sum((t) => t.counterRestarts),
+      'jouletrace.sampler.domain_read_errors:rapl-package-0': sum((t) => t.byDomain[0].readErrors),
+      'jouletrace.sampler.domain_read_errors:rapl-dram-0': sum((t) => t.byDomain[1].readErrors),
+    });
+
+    fs.writeFileSync(path.join(e.zonePath('intel-rapl:0:0'), 'energy_uj'), 'not a number\n'); // dram fails all along
+    await run(true);
+    const first = await health();
+    expect(first).toEqual(expected());
+    expect(first['jouletrace.sampler.energy_restarts']).toBe(1);
+    expect(first['jouletrace.sampler.domain_read_errors:rapl-dram-0']).toBeGreaterThanOrEqual(3);
+    // A new run starts the sampler's counts afresh: the counters go on from the first run's.
+    await run(false);
+    const second = await health();
+    expect(second).toEqual(expected());
+    // A registration closed and made again on the meter goes on from the closed one's.
+    h.close();
+    h = registerOpenTelemetry(sampler, { meterProvider, traces: false });
+    await run(false);
+    const third = await health();
+    expect(third).toEqual(expected());
+    for (const [k, v] of Object.entries(first)) expect(second[k] >= v && third[k] >= second[k], k).toBe(true);
+    expect(third['jouletrace.sampler.samples']).toBeGreaterThan(second['jouletrace.sampler.samples']);
+    // Units and attributes: the per-domain counter's are its domain's hw.energy attributes.
+    const { resourceMetrics } = await reader.collect();
+    const metrics = new Map(resourceMetrics.scopeMetrics.flatMap((sm) => sm.metrics.map((m) => [m.descriptor.name, m] as const)));
+    expect(Object.fromEntries(Object.keys(expected()).map((k) => k.split(':')[0]).map((n) => [n, metrics.get(n)!.descriptor.unit]))).toEqual({
+      'jouletrace.sampler.samples': '{sample}',
+      'jouletrace.sampler.dropped_samples': '{sample}',
+      'jouletrace.sampler.missed_deadlines': '{period}',
+      'jouletrace.sampler.read_errors': '{read}',
+      'jouletrace.sampler.energy_restarts': '{restart}',
+      'jouletrace.sampler.domain_read_errors': '{read}',
+    });
+    expect(metrics.get('jouletrace.sampler.domain_read_errors')!.dataPoints.map((p) => p.attributes)).toEqual([
+      { 'hw.id': 'rapl-package-0', 'hw.name': 'package', 'hw.type': 'cpu' },
+      { 'hw.id': 'rapl-dram-0', 'hw.name': 'dram', 'hw.type': 'memory' },
+    ]);
+  });
+
   it('records span and request energy histograms in joules', async () => {
     const { sampler, meterProvider, collect } = setup();
     const h = registerOpenTelemetry(sampler, { meterProvider, traces: false });
@@ -322,6 +400,51 @@ describe('registerOpenTelemetry', () => {
     expect(rv.count).toBe(2);
     expect(rv.sum).toBeCloseTo(0.32, 12);
     expect(rv.buckets.boundaries).toContain(0.15);
+  });
+
+  // Records with NaN joules (unmeasured: the sampler saw a request's start too late under
+  // overload, or stopped) were left out of the histograms and counted nowhere: the export was
+  // short under overload without a word, where Prometheus counts them.
+  it('counts incomplete spans and requests, those with NaN joules too, with the histograms\' attributes', async () => {
+    const { sampler, meterProvider, collect } = setup();
+    const h = registerOpenTelemetry(sampler, { meterProvider, traces: false });
+    cleanups.push(() => h.close());
+    h.observeSpans([
+      spanResult('match', 0.002),
+      spanResult('match', NaN, { incomplete: true }),
+      spanResult('match', 0.001, { incomplete: true }),
+      spanResult('price', NaN, { incomplete: true, estimated: false }),
+    ]);
+    const record = requestRecord(0.01, undefined);
+    h.observeRequests([
+      record,
+      { ...record, joules: NaN, incomplete: true },
+      { ...record, joules: NaN, incomplete: true },
+      { ...record, joules: 0.003, incomplete: true },
+      { ...record, route: '(unmatched)', statusCode: 404, joules: NaN, incomplete: true },
+    ]);
+    const m = await collect();
+    const points = (name: string) => m.get(name)!.dataPoints.map((p) => [p.attributes, p.value]);
+    expect(m.get('jouletrace.span.incomplete')!.descriptor.unit).toBe('{span}');
+    expect(m.get('jouletrace.request.incomplete')!.descriptor.unit).toBe('{request}');
+    expect(points('jouletrace.span.incomplete')).toEqual([
+      [{ 'jouletrace.span.label': 'match', 'jouletrace.estimated': true }, 2],
+      [{ 'jouletrace.span.label': 'price' }, 1],
+    ]);
+    expect(points('jouletrace.request.incomplete')).toEqual([
+      [{ 'http.request.method': 'GET', 'http.route': '/orders/:id', 'http.response.status_code': 200, 'jouletrace.estimated': true }, 3],
+      [{ 'http.request.method': 'GET', 'http.response.status_code': 404, 'jouletrace.estimated': true }, 1],
+    ]);
+    // The histograms hold those with a figure, as before.
+    const counts = (name: string) => m.get(name)!.dataPoints.map((p) => [p.attributes['jouletrace.incomplete'] ?? false, (p.value as { count: number }).count]);
+    expect(counts('jouletrace.span.energy')).toEqual([
+      [false, 1],
+      [true, 1],
+    ]);
+    expect(counts('http.server.request.energy')).toEqual([
+      [false, 1],
+      [true, 1],
+    ]);
   });
 
   it("puts a request's energy.joules on its open span, a jouletrace span's on a child span", async () => {
@@ -396,26 +519,94 @@ describe('registerOpenTelemetry', () => {
     expect(captureFn).toBeNull();
     expect(deliver).toBeNull();
 
-    // Two registrations, on two meter providers: closing the first leaves the second's capture.
+    // Two registrations, on two meter providers, share one capture: it stays until both have
+    // closed, in either order.
     const other = new MeterProvider({ readers: [new ManualReader()] });
     cleanups.push(() => other.shutdown());
-    const first = registerOpenTelemetry(sampler, { meterProvider, requests: tracker, tracer });
-    const firstFn = captureFn;
-    const second = registerOpenTelemetry(sampler, { meterProvider: other, requests: tracker, tracer });
-    const secondFn = captureFn;
-    expect(secondFn).not.toBe(firstFn);
-    first.close();
-    expect(captureFn).toBe(secondFn);
-    second.close();
-    expect(captureFn).toBeNull();
-    // Closed the other way round: the earlier one's capture comes back.
-    const third = registerOpenTelemetry(sampler, { meterProvider, requests: tracker, tracer });
-    const thirdFn = captureFn;
-    const fourth = registerOpenTelemetry(sampler, { meterProvider: other, requests: tracker, tracer });
-    fourth.close();
-    expect(captureFn).toBe(thirdFn);
-    third.close();
-    expect(captureFn).toBeNull();
+    for (const order of [[0, 1], [1, 0]]) {
+      const both = [meterProvider, other].map((mp) => registerOpenTelemetry(sampler, { meterProvider: mp, requests: tracker, tracer }));
+      const shared = captureFn;
+      expect(shared).toBeTypeOf('function');
+      both[order[0]].close();
+      expect(captureFn).toBe(shared);
+      both[order[1]].close();
+      expect(captureFn).toBeNull();
+    }
+  });
+
+  // registerOpenTelemetry() replaced the hook the application had set with setContextCapture():
+  // its spans' and requests' context was undefined while registered, and close() set the hook to
+  // null rather than putting the application's back.
+  it("keeps the application's context-capture hook: its value stays the context, the OTel span is taken beside it, and close() puts the hook back", async () => {
+    const { sampler, meterProvider, tracer, exporter } = setup();
+    const own = () => ({ requestId: 'r-42' });
+    sampler.setContextCapture(own);
+    const spans: SpanResult[] = [];
+    sampler.onSpan((r) => spans.push(...r));
+    const work = async () => {
+      const h = sampler.begin('work');
+      busy(1);
+      sampler.end(h);
+      return (await sampler.settle(h)).context;
+    };
+    for (const mode of ['shared', 'exact'] as const) {
+      const tracker = new RequestTracker(sampler, { mode });
+      cleanups.push(() => tracker.close());
+      tracker.setContextCapture(own);
+      const records: RequestRecord[] = [];
+      tracker.onRequest((r) => records.push(...r));
+      spans.length = 0;
+      exporter.reset();
+      const h = registerOpenTelemetry(sampler, { meterProvider, requests: tracker, tracer });
+      let outerId = '';
+      await tracer.startActiveSpan('outer', async (outer) => {
+        outerId = outer.spanContext().spanId;
+        expect(await work()).toEqual({ requestId: 'r-42' });
+        tracker.end(tracker.start('GET', '/orders', () => busy(1)), 200);
+        outer.end();
+      });
+      while (spans.length < 1 || records.length < 1) await sleep(5);
+      expect({ mode, span: spans[0].context, request: records[0].context }).toEqual({ mode, span: { requestId: 'r-42' }, request: { requestId: 'r-42' } });
+      // The exporter had the OTel span all the same: each figure is on a child of the outer span.
+      const children = exporter.getFinishedSpans().filter((c) => c.name === 'jouletrace.energy');
+      expect(children.map((c) => [c.parentSpanContext?.spanId === outerId, c.attributes['jouletrace.subject']])).toEqual([
+        [true, 'work'],
+        [true, 'GET /orders'],
+      ]);
+      h.close();
+      // The application's hook is back.
+      expect(await work()).toEqual({ requestId: 'r-42' });
+      records.length = 0;
+      tracker.end(tracker.start('GET', '/orders', () => busy(1)), 200);
+      while (records.length < 1) await sleep(5);
+      expect(records[0].context).toEqual({ requestId: 'r-42' });
+    }
+  });
+
+  // Two registrations of one sampler, each on its own meter provider as the README advises (one
+  // exporting to Prometheus, one through OTLP), put every figure on the trace twice.
+  it('puts each span and request on the trace once, however many registrations see it', async () => {
+    const { sampler, meterProvider, tracer, exporter } = setup();
+    const other = new MeterProvider({ readers: [new ManualReader()] });
+    const tracker = new RequestTracker(sampler);
+    cleanups.push(() => other.shutdown(), () => tracker.close());
+    const records: RequestRecord[] = [];
+    tracker.onRequest((r) => records.push(...r));
+    const handles = [meterProvider, other].map((mp) => registerOpenTelemetry(sampler, { meterProvider: mp, requests: tracker, tracer }));
+    cleanups.push(() => handles.forEach((h) => h.close()));
+    await tracer.startActiveSpan('outer', async (outer) => {
+      const h = sampler.begin('work');
+      sampler.end(h);
+      await sampler.settle(h);
+      tracker.end(tracker.start('GET', '/orders', () => busy(1)), 200);
+      outer.end();
+    });
+    while (records.length < 1) await sleep(5);
+    expect(exporter.getFinishedSpans().map((c) => `${c.name}:${c.attributes['jouletrace.subject'] ?? ''}`)).toEqual([
+      'jouletrace.energy:work',
+      'outer:',
+      'jouletrace.energy:GET /orders',
+    ]);
   });
 
   it('refuses a second open registration on one meter, and warns of a meter taken before the SDK', async () => {
@@ -531,7 +722,7 @@ describe('registerOpenTelemetry', () => {
     const { sampler, meterProvider } = setup();
     const live = liveRunEndListeners(sampler);
     const onSpan = vi.spyOn(sampler, 'onSpan');
-    const meterMethods = 'createObservableCounter(), createObservableGauge(), createHistogram(), addBatchObservableCallback(), removeBatchObservableCallback()';
+    const meterMethods = 'createObservableCounter(), createObservableGauge(), createHistogram(), createCounter(), addBatchObservableCallback(), removeBatchObservableCallback()';
     const refused: Array<[Record<string, unknown>, string]> = [
       [{ meterProvider, tracer: 'not a tracer' }, 'Expected an OpenTelemetry Tracer (an object with startSpan()) for options.tracer but received "not a tracer" of type string'],
       [{ meterProvider, tracer: {} }, 'Expected an OpenTelemetry Tracer (an object with startSpan()) for options.tracer but received {} of type object'],
@@ -574,9 +765,10 @@ describe('registerOpenTelemetry', () => {
       spy.mockRestore();
       expect({ method, runEnd: live(), spans: spanListeners }).toEqual({ method, runEnd: 0, spans: 0 });
     }
-    // The meter is left free for a registration that goes through.
+    // The meter is left free for a registration that goes through (its energy and its sampler
+    // health each read at the run's end).
     const h = registerOpenTelemetry(sampler, { meter });
-    expect({ runEnd: live(), spans: spanListeners }).toEqual({ runEnd: 1, spans: 1 });
+    expect({ runEnd: live(), spans: spanListeners }).toEqual({ runEnd: 2, spans: 1 });
     h.close();
     expect({ runEnd: live(), spans: spanListeners }).toEqual({ runEnd: 0, spans: 0 });
   });
@@ -628,6 +820,10 @@ describe('registerOpenTelemetry', () => {
     expect(() => registerOpenTelemetry({} as never)).toThrow(TypeError);
     // A shape with totals() alone passed, and failed reading its domains.
     expect(() => registerOpenTelemetry({ totals() {} } as never)).toThrow(new TypeError('Expected a Sampler for sampler but received {} of type object'));
+    // One with totals() and domains passed, and failed with "sampler.onRunEnd is not a function".
+    for (const bad of [{ totals() {}, domains: [] }, { totals() {}, stats() {}, onRunEnd() {}, domains: [] }]) {
+      expect(() => registerOpenTelemetry(bad as never)).toThrow(new TypeError('Expected a Sampler for sampler but received {"domains":[]} of type object'));
+    }
     expect(() => registerOpenTelemetry({ totals() {} } as never, { meterprovider: {} } as never)).toThrow('Unknown option options.meterprovider');
     expect(() => registerOpenTelemetry({ totals() {} } as never, { traces: 'false' } as never)).toThrow(/options\.traces/);
   });

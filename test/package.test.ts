@@ -129,6 +129,17 @@ describe('peer dependencies', () => {
     return { app, bin: path.join(ours, 'bin/jouletrace.js'), run };
   }
 
+  // What require() and import() of an entry point in the project threw, each as { name, code,
+  // message }, or 'loaded'.
+  function loadBoth(run: (args: string[]) => ReturnType<typeof spawnSync>, name: string): unknown[] {
+    const script = `const show = (e) => JSON.stringify({ name: e.name, code: e.code, message: e.message });
+        try { require('${name}'); console.log('"loaded"'); } catch (e) { console.log(show(e)); }
+        import('${name}').then(() => console.log('"loaded"'), (e) => console.log(show(e)));`;
+    const r = run(['-e', script]);
+    expect(r.stderr).toBe('');
+    return String(r.stdout).trim().split('\n').map((l) => JSON.parse(l));
+  }
+
   // prom-client was a required peer: where peers are not installed (--legacy-peer-deps,
   // --omit=peer, Yarn) every CLI command failed with "Cannot find module 'prom-client'", the CLI
   // loading serve (and so prom-client) for any command; jouletrace/prometheus the same, with no code.
@@ -167,13 +178,8 @@ describe('peer dependencies', () => {
 
     it('refuses jouletrace/prometheus, to require and import alike, with ERR_JOULETRACE_PROM_CLIENT saying what to install', () => {
       const { run } = project();
-      const script = `const show = (e) => JSON.stringify({ name: e.name, code: e.code, message: e.message });
-        try { require('jouletrace/prometheus'); console.log('loaded'); } catch (e) { console.log(show(e)); }
-        import('jouletrace/prometheus').then(() => console.log('loaded'), (e) => console.log(show(e)));`;
-      const r = run(['-e', script]);
-      expect(r.stderr).toBe('');
       const want = { name: 'JouletraceError', code: 'ERR_JOULETRACE_PROM_CLIENT', message: missing };
-      expect(r.stdout.trim().split('\n').map((l) => JSON.parse(l))).toEqual([want, want]);
+      expect(loadBoth(run, 'jouletrace/prometheus')).toEqual([want, want]);
       // The other entry points load.
       const others = ENTRIES.filter((e) => e !== './prometheus').map((e) => (e === '.' ? 'jouletrace' : `jouletrace/${e.slice(2)}`));
       const all = run(['-e', `for (const n of ${JSON.stringify(others)}) require(n); console.log('ok')`]);
@@ -187,20 +193,39 @@ describe('peer dependencies', () => {
     it('refuses jouletrace/opentelemetry, to require and import alike, with ERR_JOULETRACE_OTEL_API saying what to install', () => {
       const { run } = projectWithout('@opentelemetry/api');
       const range = pkg.peerDependencies['@opentelemetry/api'];
-      const script = `const show = (e) => JSON.stringify({ name: e.name, code: e.code, message: e.message });
-        try { require('jouletrace/opentelemetry'); console.log('loaded'); } catch (e) { console.log(show(e)); }
-        import('jouletrace/opentelemetry').then(() => console.log('loaded'), (e) => console.log(show(e)));`;
-      const r = run(['-e', script]);
-      expect(r.stderr).toBe('');
       const message =
         `@opentelemetry/api is not installed: jouletrace's OpenTelemetry metrics (jouletrace/opentelemetry) need @opentelemetry/api ${range}, an optional peer dependency of jouletrace. ` +
         `Install it beside jouletrace: npm install @opentelemetry/api@${range}, with an OpenTelemetry SDK to export what it records.`;
       const want = { name: 'JouletraceError', code: 'ERR_JOULETRACE_OTEL_API', message };
-      expect(r.stdout.trim().split('\n').map((l) => JSON.parse(l))).toEqual([want, want]);
+      expect(loadBoth(run, 'jouletrace/opentelemetry')).toEqual([want, want]);
       // The other entry points load.
       const others = ENTRIES.filter((e) => e !== './opentelemetry').map((e) => (e === '.' ? 'jouletrace' : `jouletrace/${e.slice(2)}`));
       const all = run(['-e', `for (const n of ${JSON.stringify(others)}) require(n); console.log('ok')`]);
       expect({ stderr: all.stderr, stdout: all.stdout }).toEqual({ stderr: '', stdout: 'ok\n' });
+    });
+  });
+
+  // An @opentelemetry/api older than the metrics API (1.2, where npm only warned of the unmet
+  // peer) loaded, and registerOpenTelemetry() failed with "Cannot read properties of undefined
+  // (reading 'getMeterProvider')".
+  describe('with an @opentelemetry/api too old', () => {
+    it('refuses jouletrace/opentelemetry, to require and import alike, with ERR_JOULETRACE_OTEL_API naming the version found and the range needed', () => {
+      const { app, run } = projectWithout('@opentelemetry/api');
+      // A stand-in for 1.2.0: the trace, context and diag APIs, no metrics; its package.json
+      // above its main file, as the API's own exports map keeps it from require().
+      const api = path.join(app, 'node_modules/@opentelemetry/api');
+      fs.mkdirSync(path.join(api, 'build/src'), { recursive: true });
+      fs.writeFileSync(path.join(api, 'package.json'), JSON.stringify({ name: '@opentelemetry/api', version: '1.2.0', main: 'build/src/index.js' }));
+      fs.writeFileSync(
+        path.join(api, 'build/src/index.js'),
+        'const f = () => undefined;\nexports.trace = { getTracer: f, getActiveSpan: f, setSpan: f };\nexports.context = { active: f };\nexports.diag = { warn: f };\n',
+      );
+      const range = pkg.peerDependencies['@opentelemetry/api'];
+      const message =
+        `@opentelemetry/api 1.2.0 is too old: jouletrace's OpenTelemetry metrics (jouletrace/opentelemetry) need @opentelemetry/api ${range}, ` +
+        `and this one lacks metrics.getMeterProvider(), createNoopMeter(). Install one beside jouletrace: npm install @opentelemetry/api@${range}.`;
+      const want = { name: 'JouletraceError', code: 'ERR_JOULETRACE_OTEL_API', message };
+      expect(loadBoth(run, 'jouletrace/opentelemetry')).toEqual([want, want]);
     });
   });
 
@@ -363,6 +388,45 @@ describe('the package as a user resolves it', () => {
     }
     const every = names.map(() => true);
     expect(results).toEqual({ commonjs: every, module: every });
+  });
+
+  // FastifyRequestLike declared routeOptions.url and routerPath `?: string` where Fastify 5's own
+  // types have `| undefined`: a project compiling with exactOptionalPropertyTypes could not
+  // register the plugin (TS2769, no overload matches).
+  it("type-checks the Fastify plugin against Fastify's own types, with exactOptionalPropertyTypes as without", () => {
+    const project = scratch('fastify-types');
+    fs.mkdirSync(path.join(project, 'node_modules'));
+    fs.symlinkSync(ROOT, path.join(project, 'node_modules/jouletrace'));
+    fs.symlinkSync(path.join(ROOT, 'node_modules/fastify'), path.join(project, 'node_modules/fastify'));
+    fs.writeFileSync(
+      path.join(project, 'main.ts'),
+      [
+        "import Fastify from 'fastify';",
+        "import { RequestTracker, Sampler } from 'jouletrace';",
+        "import { fastifyEnergy } from 'jouletrace/fastify';",
+        'const sampler = new Sampler({ ringCapacity: 0 });',
+        'const app = Fastify();',
+        'app.register(fastifyEnergy, { tracker: new RequestTracker(sampler) });',
+        'app.register(fastifyEnergy, { sampler });',
+      ].join('\n') + '\n',
+    );
+    const diagnostics: Record<string, string[]> = {};
+    for (const exactOptionalPropertyTypes of [false, true]) {
+      const program = ts.createProgram([path.join(project, 'main.ts')], {
+        module: ts.ModuleKind.CommonJS,
+        moduleResolution: ts.ModuleResolutionKind.Node10,
+        target: ts.ScriptTarget.ES2022,
+        strict: true,
+        exactOptionalPropertyTypes,
+        esModuleInterop: true,
+        noEmit: true,
+        skipLibCheck: true, // the call in main.ts is what fails
+        types: ['node'],
+        typeRoots: [path.join(ROOT, 'node_modules/@types')],
+      });
+      diagnostics[String(exactOptionalPropertyTypes)] = ts.getPreEmitDiagnostics(program).map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n').split('\n')[0]);
+    }
+    expect(diagnostics).toEqual({ false: [], true: [] });
   });
 
   it('packs what install and the exports map need, and not the development scripts', () => {

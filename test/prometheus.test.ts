@@ -709,9 +709,12 @@ describe('registerMetrics', () => {
   // The middleware given for its tracker fed no request metric, and appMetrics: 'true' turned
   // the app metrics off, both without a word.
   it('refuses what is not a Sampler, naming the argument', () => {
-    // A shape with totals() alone passed, and failed reading its domains.
+    // A shape with totals() alone passed, and failed reading its domains; one with totals() and
+    // domains passed, and failed with "sampler.onRunEnd is not a function".
     for (const [bad, shown] of [
       [{ totals() {} }, '{} of type object'],
+      [{ totals() {}, domains: [] }, '{"domains":[]} of type object'],
+      [{ totals() {}, stats() {}, onSpan() {}, domains: [] }, '{"domains":[]} of type object'],
       [null, 'null of type null'],
     ] as const) {
       expect(() => registerMetrics(bad as unknown as Sampler)).toThrow(new TypeError(`Expected a Sampler for sampler but received ${shown}`));

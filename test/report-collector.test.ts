@@ -91,6 +91,7 @@ describe('ReportCollector storage', () => {
     for (const [bad, shown] of [
       [null, 'null of type null'],
       [{ totals() {} }, '{} of type object'],
+      [{ totals() {}, domains: [] }, '{"domains":[]} of type object'],
     ] as const) {
       expect(() => new ReportCollector(bad as unknown as Sampler)).toThrow(new TypeError(`Expected a Sampler for sampler but received ${shown}`));
     }

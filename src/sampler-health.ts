@@ -1,0 +1,90 @@
+// The sampler's health as the exporters (Prometheus, OpenTelemetry) report it: the counts the
+// native sampler keeps for its run in progress, which start afresh at every start(), accumulated
+// into counters that never go down, across runs and (a registration going on from a closed one's)
+// across registrations.
+import type { Sampler } from './sampler';
+
+// The sampler's counts that the health counters carry across runs and registrations.
+const HEALTH_COUNTS = ['samples', 'dropped', 'missed', 'readErrors', 'counterRestarts'] as const;
+export type HealthCounts = Record<(typeof HEALTH_COUNTS)[number], number>;
+const noCounts = (): HealthCounts => ({ samples: 0, dropped: 0, missed: 0, readErrors: 0, counterRestarts: 0 });
+
+/** Sampler statistics accumulated across restarts (samples and drops restart at each start()). */
+export class EnergyHealth {
+  readonly #sampler: Sampler;
+  readonly #acc: { run: unknown; last: HealthCounts; total: HealthCounts; lastByDomain: number[]; totalByDomain: number[] };
+  #cache: { at: number; value: ReturnType<EnergyHealth['read']> } | null = null;
+  // As last read: a closed sampler's info series keeps its labels rather than start another.
+  #threads = 'unknown';
+  #intervalUs = 0;
+  readonly #unsubscribe: () => void;
+
+  /** `continues`: a closed one whose totals this one goes on from (see EnergyTracker's). */
+  constructor(sampler: Sampler, continues?: EnergyHealth) {
+    this.#sampler = sampler;
+    const none = () => sampler.domains.map(() => 0);
+    this.#acc = continues ? continues.#acc : { run: undefined, last: noCounts(), total: noCounts(), lastByDomain: none(), totalByDomain: none() };
+    // A run's counts start afresh at the next start(): read at its end (not from the cache), what
+    // was taken since the last scrape counts too.
+    this.#unsubscribe = sampler.onRunEnd(() => {
+      this.#cache = null;
+      this.read();
+    });
+  }
+
+  /** Stops reading at the ends of the sampler's runs (the exporter closed). */
+  close(): void {
+    this.#unsubscribe();
+  }
+
+  read(): HealthCounts & {
+    readErrorsByDomain: number[];
+    jitterUs: { p50: number; p99: number; p999: number; max: number } | null;
+    stillUs: number | null;
+    threads: string;
+    intervalUs: number;
+  } {
+    const now = performance.now();
+    // Only while it runs: stopped, the figures stand still, and closed (within the window of a
+    // read at the run's end, or of a scrape of the stopped sampler) they are unknown, no series.
+    if (this.#cache && now - this.#cache.at < 50 && this.#sampler.running) return this.#cache.value;
+    const a = this.#acc;
+    let value;
+    try {
+      const s = this.#sampler.stats();
+      const run = this.#sampler.totals().startNs;
+      if (run !== a.run) {
+        a.run = run;
+        a.last = noCounts();
+        a.lastByDomain.fill(0);
+      }
+      // One policy's losses or the other's: a ring's overwritten samples are as lost as dropped ones.
+      const dropped = s.ring.dropped + s.ring.overwritten;
+      const cur: HealthCounts = { samples: s.timing.samples, dropped, missed: s.timing.missedDeadlines, readErrors: s.timing.readErrors, counterRestarts: s.timing.counterRestarts };
+      for (const k of HEALTH_COUNTS) {
+        const d = cur[k] >= a.last[k] ? cur[k] - a.last[k] : cur[k];
+        a.total[k] += d;
+        a.last[k] = cur[k];
+      }
+      s.timing.byDomain.forEach((d, i) => {
+        a.totalByDomain[i] += d.readErrors >= a.lastByDomain[i] ? d.readErrors - a.lastByDomain[i] : d.readErrors;
+        a.lastByDomain[i] = d.readErrors;
+      });
+      const sampled = s.timing.samples > 0;
+      this.#threads = s.threads.backend;
+      this.#intervalUs = s.timing.intervalUs;
+      value = {
+        ...a.total,
+        readErrorsByDomain: [...a.totalByDomain],
+        jitterUs: sampled ? s.timing.jitterUs : null,
+        stillUs: sampled ? s.timing.countersStillUs.now : null,
+        threads: s.threads.backend,
+        intervalUs: s.timing.intervalUs,
+      };
+    } catch {
+      value = { ...a.total, readErrorsByDomain: [...a.totalByDomain], jitterUs: null, stillUs: null, threads: this.#threads, intervalUs: this.#intervalUs };
+    }
+    this.#cache = { at: now, value };
+    return value;
+  }
+}
