@@ -560,7 +560,20 @@ interface CounterWriter {
 // once stopped, those of the failing counter's domain. With `dies`, CPU 1 is package 0's second
 // die (Cascade Lake-AP), and the domain package 0, the sum of both dies' counters. baselineWatts:
 // the failing counter's domain's, set before the run.
-async function gapOnPackageOne(
+//
+// The gap must stay well inside the 1 s for which a multi-die package is held while one die
+// fails (and the tests' bounds assume a gap of about 400 ms): on a loaded machine this thread's
+// writer and the workers' messages were held up, the gap grew past 1.8 s, and the hold's
+// release split it as designed, not as the tests expect. A try whose gap took over 700 ms is
+// run again (gapOnPackageOne's `gapMs`), up to five times.
+async function gapOnPackageOne(...args: Parameters<typeof gapOnPackageOneOnce>): ReturnType<typeof gapOnPackageOneOnce> {
+  let r = await gapOnPackageOneOnce(...args);
+  for (let tries = 1; tries < 5 && r.gapMs > 700; tries++) r = await gapOnPackageOneOnce(...args);
+  expect(r.gapMs, `the failed gap took ${r.gapMs.toFixed(0)} ms in each of 5 tries: the machine is too loaded for this test`).toBeLessThanOrEqual(700);
+  return r;
+}
+
+async function gapOnPackageOneOnce(
   bMs: number,
   recover: (w: CounterWriter, s: Sampler, restore: (pkg1: number) => void) => Promise<void>,
   layout: 'packages' | 'dies' = 'packages',
@@ -587,6 +600,8 @@ async function gapOnPackageOne(
     await sleep(20);
     w.failing = true;
     e.truncate(1);
+    const gapFrom = performance.now();
+    let gapMs = Infinity;
     await a.spin(300);
     const errorsInGap = s.stats().timing.readErrors;
     const bDone = b.spin(bMs);
@@ -594,6 +609,7 @@ async function gapOnPackageOne(
       e.write(1, MSR.INTEL_UNIT, 0x000a0e03);
       e.write(1, MSR.INTEL_PKG, (w.pkg1 = pkg1));
       w.failing = false;
+      gapMs = Math.min(gapMs, performance.now() - gapFrom); // its first restore ends the gap
     });
     await bDone;
     writing = false;
@@ -604,7 +620,7 @@ async function gapOnPackageOne(
     const i = s.domains.findIndex((d) => d.domain === 'package' && d.package === (layout === 'dies' ? 0 : 1));
     const at = s.attribution().byDomain[i];
     const [ra, rb] = [a, b].map((x) => s.threads().find((t) => t.tid === x.tid)!);
-    return { s, at, measured: s.totals().readings[i].ticks, ra, rb, errorsInGap, pkg0, pkg1: w.pkg1, what: JSON.stringify({ ra, rb, pkg1: [at.process, at.other] }) };
+    return { s, at, measured: s.totals().readings[i].ticks, ra, rb, errorsInGap, pkg0, pkg1: w.pkg1, gapMs, what: JSON.stringify({ ra, rb, pkg1: [at.process, at.other], gapMs }) };
   } finally {
     await Promise.all(workers.map((x) => x.exit()));
     e.close();
