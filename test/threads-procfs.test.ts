@@ -137,13 +137,14 @@ describe('procfs thread tracker on an emulated /proc', () => {
   const PID = 4242;
   const hz = 100; // USER_HZ is 100 on every Linux architecture Node supports
 
-  function writeThread(tid: number, schedNs: number, cpu: number, comm: string) {
+  // startTicks: stat's start time (field 22), clock ticks since boot; 0 reads as unknown.
+  function writeThread(tid: number, schedNs: number, cpu: number, comm: string, startTicks = 0) {
     const dir = path.join(root, String(PID), 'task', String(tid));
     fs.mkdirSync(dir, { recursive: true });
     fs.writeFileSync(path.join(dir, 'schedstat'), `${schedNs} 1234 56\n`);
     // Fields 3..52 after "(comm)"; field 39 is the CPU last run on. A name may hold spaces and
     // parentheses (the helper's does): the name ends, and fields resume, at the last ')'.
-    const fields = Array.from({ length: 50 }, (_, i) => (i === 0 ? 'S' : i === 36 ? String(cpu) : '0'));
+    const fields = Array.from({ length: 50 }, (_, i) => (i === 0 ? 'S' : i === 36 ? String(cpu) : i === 19 ? String(startTicks) : '0'));
     fs.writeFileSync(path.join(dir, 'stat'), `${tid} (${comm}) ${fields.join(' ')}\n`);
     fs.writeFileSync(path.join(dir, 'comm'), `${comm}\n`);
   }
@@ -225,7 +226,7 @@ describe('procfs thread tracker on an emulated /proc', () => {
     tracker.snapshot();
     fs.rmSync(path.join(root, String(PID), 'task', String(PID + 1)), { recursive: true });
     writeThread(PID + 2, 3_000_000, 1, 'late');
-    await sleep(60); // thread discovery rereads the task directory at most every 50 ms
+    await sleep(60); // thread discovery rereads the task directory once 9 ms have passed since the last
     const s3 = tracker.snapshot();
     const gone = find(s3, PID + 1)!;
     expect(gone).toMatchObject({ exited: true, onCpuNs: 3_000_000 });
@@ -278,6 +279,53 @@ describe('procfs thread tracker on an emulated /proc', () => {
     expect(() => openThreadTracker({ backend: 'procfs', pid: PID, procRoot: root })).toThrow(
       expect.objectContaining({ code: 'ESRCH' }),
     );
+  });
+
+  // CLOCK_BOOTTIME in clock ticks, as stat's start times count: /proc/uptime reads it.
+  const bootTicks = () => Math.floor(Number(fs.readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * hz);
+
+  // Listing task/ skips live threads while others exit. Only the first listing counted threads
+  // from their first read: one it skipped was counted from its birth when a later one found it
+  // (2.5 s of CPU in a 200 ms run on 2 CPUs, all of it idle threads' history).
+  it('counts a thread that started before the open from its first read, whichever listing finds it', async () => {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-proc-'));
+    writeThread(PID, 1_000_000, 0, 'main', 1);
+    writeStat([[10, 0, 0, 100, 0, 0, 0, 0]]);
+    tracker = openThreadTracker({ backend: 'procfs', pid: PID, procRoot: root, cpuPackage: [0] });
+    const now = bootTicks();
+    writeThread(PID + 1, 400_000_000, 0, 'old', now - 500); // 5 s old, missed by the first listing
+    writeThread(PID + 2, 3_000_000, 0, 'new', now + 1); // born after the open
+    await sleep(12);
+    const s1 = tracker.snapshot();
+    expect(find(s1, PID + 1)).toMatchObject({ onCpuNs: 0, exited: false });
+    expect(find(s1, PID + 2)).toMatchObject({ onCpuNs: 3_000_000, exited: false });
+    writeThread(PID + 1, 402_000_000, 0, 'old', now - 500);
+    expect(find(tracker.snapshot(), PID + 1)).toMatchObject({ onCpuNs: 2_000_000 });
+  });
+
+  // A Sampler's tracker opens when the Sampler is made; each start() takes a reference snapshot
+  // that the run counts from. A thread born before it was counted from its birth where no listing
+  // had found it by then: at once, since the last listing (9 ms before, at most), or skipped.
+  it('counts a thread born before a reference snapshot from there: listed by it, or, where skipped, from its first read', async () => {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-proc-'));
+    writeThread(PID, 1_000_000, 0, 'main', 1);
+    writeStat([[10, 0, 0, 100, 0, 0, 0, 0]]);
+    tracker = openThreadTracker({ backend: 'procfs', pid: PID, procRoot: root, cpuPackage: [0] });
+    const born = bootTicks() + 1; // after the open
+    await sleep(30); // three ticks: the reference comes after both threads' births
+    const reference = () => (tracker as unknown as { _referenceSnapshot(): ReturnType<ThreadTracker['snapshot']> })._referenceSnapshot();
+    tracker.snapshot();
+    writeThread(PID + 1, 5_000_000, 0, 'listed', born);
+    expect(find(reference(), PID + 1)).toMatchObject({ onCpuNs: 0, exited: false });
+    writeThread(PID + 2, 50_000_000, 0, 'skipped', born); // a listing skipped it until now
+    await sleep(12);
+    const s1 = tracker.snapshot();
+    expect(find(s1, PID + 2)).toMatchObject({ onCpuNs: 0, exited: false });
+    writeThread(PID + 1, 6_000_000, 0, 'listed', born);
+    writeThread(PID + 2, 51_000_000, 0, 'skipped', born);
+    const s2 = tracker.snapshot();
+    expect(find(s2, PID + 1)).toMatchObject({ onCpuNs: 1_000_000 });
+    expect(find(s2, PID + 2)).toMatchObject({ onCpuNs: 1_000_000 });
   });
 
   it('counts utime + stime from stat where the kernel has no schedstat, rather than losing the thread', async () => {

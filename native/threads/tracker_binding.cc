@@ -56,6 +56,7 @@ class TrackerWrap : public Napi::ObjectWrap<TrackerWrap> {
                            InstanceMethod("_forgetSwitchIn", &TrackerWrap::ForgetSwitchIn),
                            InstanceMethod("_closeAsEnded", &TrackerWrap::CloseAsEnded),
                            InstanceMethod("_dropRenameHook", &TrackerWrap::DropRenameHook),
+                           InstanceMethod("_referenceSnapshot", &TrackerWrap::ReferenceSnapshot),
                        });
   }
 
@@ -63,7 +64,10 @@ class TrackerWrap : public Napi::ObjectWrap<TrackerWrap> {
   ~TrackerWrap() override { release(); }
 
  private:
-  Napi::Value Snapshot(const Napi::CallbackInfo& info);
+  Napi::Value Snapshot(const Napi::CallbackInfo& info) { return snapshotToJs(info, false); }
+  // Test hook (see ThreadTracker::referenceSnapshot); not part of the TypeScript API.
+  Napi::Value ReferenceSnapshot(const Napi::CallbackInfo& info) { return snapshotToJs(info, true); }
+  Napi::Value snapshotToJs(const Napi::CallbackInfo& info, bool reference);
   Napi::Value Stats(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
   Napi::Value ForgetSwitchIn(const Napi::CallbackInfo& info);
@@ -191,13 +195,13 @@ Napi::Value TrackerWrap::DropRenameHook(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-Napi::Value TrackerWrap::Snapshot(const Napi::CallbackInfo& info) {
+Napi::Value TrackerWrap::snapshotToJs(const Napi::CallbackInfo& info, bool reference) {
   Napi::Env env = info.Env();
   if (!tracker_) {
     throwCoded(env, "ERR_JOULETRACE_CLOSED", "ThreadTracker is closed");
     return env.Undefined();
   }
-  int rc = tracker_->snapshot(snap_);
+  int rc = reference ? tracker_->referenceSnapshot(snap_) : tracker_->snapshot(snap_);
   if (rc != 0) {
     throwCoded(env, "ERR_JOULETRACE_SNAPSHOT", "snapshot failed: " + std::string(strerror(-rc)));
     return env.Undefined();
