@@ -465,3 +465,82 @@ describe('procfs thread tracker on an emulated /proc', () => {
     expect(() => openThreadTracker({ backend: 'procfs', procRoot: '/proc\0/x' })).toThrow('options.procRoot');
   });
 });
+
+describe('procfs thread tracker under a low descriptor limit', () => {
+  // Two descriptors kept per thread took the host's: under `ulimit -n 1024` and 700 threads its
+  // own open() failed with EMFILE, and threads beyond read by path failed too, 0 ns, uncounted.
+  it("keeps to a share of the process's descriptors, reads the other threads by path, and counts those it cannot read", () => {
+    const threads = 200;
+    const script = `
+      const fs = require('node:fs');
+      const { spawn } = require('node:child_process');
+      const { openThreadTracker } = require(${JSON.stringify(path.join(__dirname, '..', 'dist/cjs/index.js'))});
+      const py = spawn('python3', ['-c', [
+        'import sys, threading',
+        'go, done, lock, woke = threading.Event(), threading.Event(), threading.Lock(), [0]',
+        'def work():',
+        '    go.wait()',
+        '    with lock:',
+        '        woke[0] += 1',
+        '        if woke[0] == ${threads}: print("woke", flush=True)',
+        '    done.wait()',
+        'for _ in range(${threads}): threading.Thread(target=work, daemon=True).start()',
+        'print("up", flush=True)',
+        'sys.stdin.readline()',
+        'go.set()', // every thread runs once after the open
+        'sys.stdin.readline()',
+      ].join('\\n')], { stdio: ['pipe', 'pipe', 'inherit'] });
+      const lines = [];
+      let wait;
+      py.stdout.setEncoding('utf8').on('data', (d) => { lines.push(...d.split('\\n').filter(Boolean)); wait?.(); });
+      const line = (l) => new Promise((resolve) => { wait = () => lines.includes(l) && resolve(); wait(); });
+      const fdCount = () => { try { return fs.readdirSync('/proc/self/fd').length; } catch (e) { return e.code; } };
+      const tryOpen = () => { try { fs.closeSync(fs.openSync('/dev/null', 'r')); return 'ok'; } catch (e) { return e.code; } };
+      (async () => {
+        await line('up');
+        const fdsBefore = fdCount();
+        const t = openThreadTracker({ backend: 'procfs', pid: py.pid });
+        t.snapshot();
+        const t2 = openThreadTracker({ backend: 'procfs', pid: py.pid }); // the quarter is for both
+        t2.snapshot();
+        const held = fdCount() - fdsBefore;
+        t2.close();
+        const appOpen = tryOpen();
+        py.stdin.write('\\n');
+        await line('woke');
+        const a = t.snapshot().threads;
+        const unreadA = t.stats().unreadThreads;
+        // The host takes every descriptor left: the threads read by path cannot be read.
+        const fds = [];
+        try { for (;;) fds.push(fs.openSync('/dev/null', 'r')); } catch (e) { if (e.code !== 'EMFILE') throw e; }
+        const b = t.snapshot().threads;
+        const unreadB = t.stats().unreadThreads;
+        for (const fd of fds) fs.closeSync(fd);
+        const c = t.snapshot().threads;
+        console.log(JSON.stringify({
+          held, appOpen, rows: a.length, zeroA: a.filter((r) => r.onCpuNs === 0).length, unreadA,
+          fds: fds.length, unreadB, exitedB: b.filter((r) => r.exited).length,
+          rowsC: c.length, zeroC: c.filter((r) => r.onCpuNs === 0).length, unreadC: t.stats().unreadThreads,
+        }));
+        t.close();
+        py.kill();
+      })();
+    `;
+    const r = spawnSync('bash', ['-c', 'ulimit -n 256 && exec "$0" -e "$1"', process.execPath, script], { encoding: 'utf8', timeout: 60_000 });
+    expect(r.stderr).toBe('');
+    const out = JSON.parse(r.stdout) as Record<string, number | string>;
+    // The host can open files while it tracks: its trackers keep a quarter of the limit at most.
+    expect(out.appOpen).toBe('ok');
+    expect(out.held).toBeLessThanOrEqual(256 / 4);
+    // Every thread ran after the open, and every row says so: those without descriptors are read
+    // by path, schedstat included (stat's clock ticks read 0 for a wake-up's few microseconds).
+    expect(out.rows).toBe(threads + 1);
+    expect(out).toMatchObject({ zeroA: 0, unreadA: 0 });
+    // Out of descriptors, the threads read by path (all but the few with descriptors of their
+    // own) are counted as unread, once each, not taken for exited.
+    expect(out.fds).toBeGreaterThan(100);
+    expect(out.unreadB).toBeGreaterThan(threads / 2);
+    expect(out.unreadB).toBeLessThanOrEqual(threads + 1);
+    expect(out).toMatchObject({ exitedB: 0, rowsC: threads + 1, zeroC: 0, unreadC: out.unreadB });
+  });
+});

@@ -38,6 +38,7 @@ Napi::Object trackerStatsToJs(Napi::Env env, const TrackerStats& s) {
   o.Set("slotsUsed", Napi::Number::New(env, double(s.slotsUsed)));
   o.Set("slotsMax", Napi::Number::New(env, double(s.slotsMax)));
   o.Set("droppedThreads", Napi::Number::New(env, double(s.droppedThreads)));
+  if (s.backend == "procfs") o.Set("unreadThreads", Napi::Number::New(env, double(s.unreadThreads)));
   o.Set("recursionMisses", Napi::Number::New(env, double(s.recursionMisses)));
   o.Set("note", s.note);
   return o;
