@@ -201,6 +201,13 @@ export interface SamplerStats {
      */
     droppedThreads: number;
     /**
+     * procfs: tracked threads whose figures a snapshot could not read, for a reason other than
+     * their exit (the process out of file descriptors, EMFILE): their rows stood still until a
+     * read succeeded, and one that exited unread lost what it ran since its last read (its energy
+     * went to `other`). Each counted once. 0 with eBPF and threads: 'off'.
+     */
+    unreadThreads: number;
+    /**
      * CPUs whose package could not be found when the sampler was made (neither their topology,
      * absent while a CPU is offline, nor their NUMA node's CPUs told it): their threads' time
      * counts as package 0's. Empty with threads: 'off', and wherever every CPU's package is known.
@@ -831,6 +838,7 @@ export class Sampler {
         fallbackReason: this.#info.threadsFallbackReason || null,
         attributionEvery: this.#info.attributionEvery,
         droppedThreads: s.tracker?.droppedThreads ?? 0,
+        unreadThreads: s.tracker?.unreadThreads ?? 0,
         unknownPackageCpus: this.#attributed ? [...this.#info.unknownPackageCpus] : [],
       },
       spans: {

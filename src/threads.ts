@@ -146,6 +146,12 @@ export interface ThreadTrackerStats {
   slotsMax: number;
   /** Threads not tracked because every slot was in use. */
   droppedThreads: number;
+  /**
+   * procfs only: threads whose figures a snapshot could not read, for a reason other than their
+   * exit (the process out of file descriptors): their rows stood still until a read succeeded.
+   * Each counted once.
+   */
+  unreadThreads?: number;
   /** Program runs the kernel skipped (recursion on a CPU): each is a context switch not seen. */
   recursionMisses: number;
   note: string;

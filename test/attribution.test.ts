@@ -909,7 +909,7 @@ describe('attribution with the procfs backend', () => {
   it('settles at most every 10 ms, and says so', () => {
     const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
     samplers.push(s);
-    expect(s.stats().threads).toEqual({ backend: 'procfs', fallbackReason: null, attributionEvery: 10, droppedThreads: 0, unknownPackageCpus: expect.any(Array) });
+    expect(s.stats().threads).toEqual({ backend: 'procfs', fallbackReason: null, attributionEvery: 10, droppedThreads: 0, unreadThreads: 0, unknownPackageCpus: expect.any(Array) });
     expect(s.stats().bpf).toBeUndefined();
   });
 });

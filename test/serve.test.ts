@@ -278,7 +278,7 @@ describe('jouletrace serve', () => {
     const r = spawnSync(process.execPath, ['-e', script, 'serve', '--port', String(port), '--source', 'model'], { encoding: 'utf8', timeout: 15_000 });
     expect(r.status, r.stderr).toBe(1);
     expect(r.stderr).toBe(
-      `jouletrace serve: cannot listen on 127.0.0.1:${port}: listen EMFILE: too many open files 127.0.0.1:${port}: out of file descriptors; raise the limit (ulimit -n; the procfs backend holds 2 for each thread of each --pid)\n`,
+      `jouletrace serve: cannot listen on 127.0.0.1:${port}: listen EMFILE: too many open files 127.0.0.1:${port}: out of file descriptors; raise the limit (ulimit -n; the procfs backends of the --pids keep up to a quarter of them)\n`,
     );
   });
 });

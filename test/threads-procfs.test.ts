@@ -4,6 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { JouletraceError } from '../src/errors';
+import { nativeHandleOf } from '../src/native-handles';
 import { openThreadTracker, type ThreadTracker } from '../src/threads';
 import { sleep } from './fixtures/spinner';
 import { runNonLeaderExec } from './fixtures/exec-thread';
@@ -138,13 +139,14 @@ describe('procfs thread tracker on an emulated /proc', () => {
   const PID = 4242;
   const hz = 100; // USER_HZ is 100 on every Linux architecture Node supports
 
-  function writeThread(tid: number, schedNs: number, cpu: number, comm: string) {
+  // startTicks: stat's start time (field 22), clock ticks since boot; 0 reads as unknown.
+  function writeThread(tid: number, schedNs: number, cpu: number, comm: string, startTicks = 0) {
     const dir = path.join(root, String(PID), 'task', String(tid));
     fs.mkdirSync(dir, { recursive: true });
     fs.writeFileSync(path.join(dir, 'schedstat'), `${schedNs} 1234 56\n`);
     // Fields 3..52 after "(comm)"; field 39 is the CPU last run on. A name may hold spaces and
     // parentheses (the helper's does): the name ends, and fields resume, at the last ')'.
-    const fields = Array.from({ length: 50 }, (_, i) => (i === 0 ? 'S' : i === 36 ? String(cpu) : '0'));
+    const fields = Array.from({ length: 50 }, (_, i) => (i === 0 ? 'S' : i === 36 ? String(cpu) : i === 19 ? String(startTicks) : '0'));
     fs.writeFileSync(path.join(dir, 'stat'), `${tid} (${comm}) ${fields.join(' ')}\n`);
     fs.writeFileSync(path.join(dir, 'comm'), `${comm}\n`);
   }
@@ -226,7 +228,7 @@ describe('procfs thread tracker on an emulated /proc', () => {
     tracker.snapshot();
     fs.rmSync(path.join(root, String(PID), 'task', String(PID + 1)), { recursive: true });
     writeThread(PID + 2, 3_000_000, 1, 'late');
-    await sleep(60); // thread discovery rereads the task directory at most every 50 ms
+    await sleep(60); // thread discovery rereads the task directory once 9 ms have passed since the last
     const s3 = tracker.snapshot();
     const gone = find(s3, PID + 1)!;
     expect(gone).toMatchObject({ exited: true, onCpuNs: 3_000_000 });
@@ -293,6 +295,53 @@ describe('procfs thread tracker on an emulated /proc', () => {
         expect.objectContaining({ code: 'ERR_JOULETRACE_CLOSED', message: 'ThreadTracker is closed: open another with openThreadTracker()' }),
       );
     }
+  });
+
+  // CLOCK_BOOTTIME in clock ticks, as stat's start times count: /proc/uptime reads it.
+  const bootTicks = () => Math.floor(Number(fs.readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * hz);
+
+  // Listing task/ skips live threads while others exit. Only the first listing counted threads
+  // from their first read: one it skipped was counted from its birth when a later one found it
+  // (2.5 s of CPU in a 200 ms run on 2 CPUs, all of it idle threads' history).
+  it('counts a thread that started before the open from its first read, whichever listing finds it', async () => {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-proc-'));
+    writeThread(PID, 1_000_000, 0, 'main', 1);
+    writeStat([[10, 0, 0, 100, 0, 0, 0, 0]]);
+    tracker = openThreadTracker({ backend: 'procfs', pid: PID, procRoot: root, cpuPackage: [0] });
+    const now = bootTicks();
+    writeThread(PID + 1, 400_000_000, 0, 'old', now - 500); // 5 s old, missed by the first listing
+    writeThread(PID + 2, 3_000_000, 0, 'new', now + 1); // born after the open
+    await sleep(12);
+    const s1 = tracker.snapshot();
+    expect(find(s1, PID + 1)).toMatchObject({ onCpuNs: 0, exited: false });
+    expect(find(s1, PID + 2)).toMatchObject({ onCpuNs: 3_000_000, exited: false });
+    writeThread(PID + 1, 402_000_000, 0, 'old', now - 500);
+    expect(find(tracker.snapshot(), PID + 1)).toMatchObject({ onCpuNs: 2_000_000 });
+  });
+
+  // A Sampler's tracker opens when the Sampler is made; each start() takes a reference snapshot
+  // that the run counts from. A thread born before it was counted from its birth where no listing
+  // had found it by then: at once, since the last listing (9 ms before, at most), or skipped.
+  it('counts a thread born before a reference snapshot from there: listed by it, or, where skipped, from its first read', async () => {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-proc-'));
+    writeThread(PID, 1_000_000, 0, 'main', 1);
+    writeStat([[10, 0, 0, 100, 0, 0, 0, 0]]);
+    tracker = openThreadTracker({ backend: 'procfs', pid: PID, procRoot: root, cpuPackage: [0] });
+    const born = bootTicks() + 1; // after the open
+    await sleep(30); // three ticks: the reference comes after both threads' births
+    const reference = () => nativeHandleOf<{ _referenceSnapshot(): ReturnType<ThreadTracker['snapshot']> }>(tracker!)._referenceSnapshot();
+    tracker.snapshot();
+    writeThread(PID + 1, 5_000_000, 0, 'listed', born);
+    expect(find(reference(), PID + 1)).toMatchObject({ onCpuNs: 0, exited: false });
+    writeThread(PID + 2, 50_000_000, 0, 'skipped', born); // a listing skipped it until now
+    await sleep(12);
+    const s1 = tracker.snapshot();
+    expect(find(s1, PID + 2)).toMatchObject({ onCpuNs: 0, exited: false });
+    writeThread(PID + 1, 6_000_000, 0, 'listed', born);
+    writeThread(PID + 2, 51_000_000, 0, 'skipped', born);
+    const s2 = tracker.snapshot();
+    expect(find(s2, PID + 1)).toMatchObject({ onCpuNs: 1_000_000 });
+    expect(find(s2, PID + 2)).toMatchObject({ onCpuNs: 1_000_000 });
   });
 
   it('counts utime + stime from stat where the kernel has no schedstat, rather than losing the thread', async () => {
@@ -430,5 +479,84 @@ describe('procfs thread tracker on an emulated /proc', () => {
     // Paths reach native code: empty ones and NULs (which would cut them short there) are refused.
     expect(() => openThreadTracker({ backend: 'procfs', procRoot: '' })).toThrow(RangeError);
     expect(() => openThreadTracker({ backend: 'procfs', procRoot: '/proc\0/x' })).toThrow('options.procRoot');
+  });
+});
+
+describe('procfs thread tracker under a low descriptor limit', () => {
+  // Two descriptors kept per thread took the host's: under `ulimit -n 1024` and 700 threads its
+  // own open() failed with EMFILE, and threads beyond read by path failed too, 0 ns, uncounted.
+  it("keeps to a share of the process's descriptors, reads the other threads by path, and counts those it cannot read", () => {
+    const threads = 200;
+    const script = `
+      const fs = require('node:fs');
+      const { spawn } = require('node:child_process');
+      const { openThreadTracker } = require(${JSON.stringify(path.join(__dirname, '..', 'dist/cjs/index.js'))});
+      const py = spawn('python3', ['-c', [
+        'import sys, threading',
+        'go, done, lock, woke = threading.Event(), threading.Event(), threading.Lock(), [0]',
+        'def work():',
+        '    go.wait()',
+        '    with lock:',
+        '        woke[0] += 1',
+        '        if woke[0] == ${threads}: print("woke", flush=True)',
+        '    done.wait()',
+        'for _ in range(${threads}): threading.Thread(target=work, daemon=True).start()',
+        'print("up", flush=True)',
+        'sys.stdin.readline()',
+        'go.set()', // every thread runs once after the open
+        'sys.stdin.readline()',
+      ].join('\\n')], { stdio: ['pipe', 'pipe', 'inherit'] });
+      const lines = [];
+      let wait;
+      py.stdout.setEncoding('utf8').on('data', (d) => { lines.push(...d.split('\\n').filter(Boolean)); wait?.(); });
+      const line = (l) => new Promise((resolve) => { wait = () => lines.includes(l) && resolve(); wait(); });
+      const fdCount = () => { try { return fs.readdirSync('/proc/self/fd').length; } catch (e) { return e.code; } };
+      const tryOpen = () => { try { fs.closeSync(fs.openSync('/dev/null', 'r')); return 'ok'; } catch (e) { return e.code; } };
+      (async () => {
+        await line('up');
+        const fdsBefore = fdCount();
+        const t = openThreadTracker({ backend: 'procfs', pid: py.pid });
+        t.snapshot();
+        const t2 = openThreadTracker({ backend: 'procfs', pid: py.pid }); // the quarter is for both
+        t2.snapshot();
+        const held = fdCount() - fdsBefore;
+        t2.close();
+        const appOpen = tryOpen();
+        py.stdin.write('\\n');
+        await line('woke');
+        const a = t.snapshot().threads;
+        const unreadA = t.stats().unreadThreads;
+        // The host takes every descriptor left: the threads read by path cannot be read.
+        const fds = [];
+        try { for (;;) fds.push(fs.openSync('/dev/null', 'r')); } catch (e) { if (e.code !== 'EMFILE') throw e; }
+        const b = t.snapshot().threads;
+        const unreadB = t.stats().unreadThreads;
+        for (const fd of fds) fs.closeSync(fd);
+        const c = t.snapshot().threads;
+        console.log(JSON.stringify({
+          held, appOpen, rows: a.length, zeroA: a.filter((r) => r.onCpuNs === 0).length, unreadA,
+          fds: fds.length, unreadB, exitedB: b.filter((r) => r.exited).length,
+          rowsC: c.length, zeroC: c.filter((r) => r.onCpuNs === 0).length, unreadC: t.stats().unreadThreads,
+        }));
+        t.close();
+        py.kill();
+      })();
+    `;
+    const r = spawnSync('bash', ['-c', 'ulimit -n 256 && exec "$0" -e "$1"', process.execPath, script], { encoding: 'utf8', timeout: 60_000 });
+    expect(r.stderr).toBe('');
+    const out = JSON.parse(r.stdout) as Record<string, number | string>;
+    // The host can open files while it tracks: its trackers keep a quarter of the limit at most.
+    expect(out.appOpen).toBe('ok');
+    expect(out.held).toBeLessThanOrEqual(256 / 4);
+    // Every thread ran after the open, and every row says so: those without descriptors are read
+    // by path, schedstat included (stat's clock ticks read 0 for a wake-up's few microseconds).
+    expect(out.rows).toBe(threads + 1);
+    expect(out).toMatchObject({ zeroA: 0, unreadA: 0 });
+    // Out of descriptors, the threads read by path (all but the few with descriptors of their
+    // own) are counted as unread, once each, not taken for exited.
+    expect(out.fds).toBeGreaterThan(100);
+    expect(out.unreadB).toBeGreaterThan(threads / 2);
+    expect(out.unreadB).toBeLessThanOrEqual(threads + 1);
+    expect(out).toMatchObject({ exitedB: 0, rowsC: threads + 1, zeroC: 0, unreadC: out.unreadB });
   });
 });

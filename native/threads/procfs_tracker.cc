@@ -1,8 +1,10 @@
 // procfs backend: the fallback when eBPF is unavailable. Per-thread on-CPU time from
 // task/<tid>/schedstat, per-CPU busy/idle from /proc/stat. Costs two preads per thread per snapshot
-// and only sees which CPU a thread last ran on, so package attribution is approximate.
+// (two reads by path beyond its descriptor budget, fdBudget()) and only sees which CPU a thread
+// last ran on, so package attribution is approximate.
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -55,6 +57,29 @@ ssize_t readAt0(const UniqueFd& fd, char* buf, size_t cap) {
   return n;
 }
 
+// The kernel's clock for a task's start time (stat field 22): CLOCK_BOOTTIME in clock ticks,
+// rounded down as the kernel rounds it. (Both are shifted alike in a time namespace.)
+uint64_t bootTicks(uint64_t nsPerTick) {
+  timespec ts;
+  if (clock_gettime(CLOCK_BOOTTIME, &ts) != 0) return 0;
+  return (uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec)) / nsPerTick;
+}
+
+// Descriptors all procfs trackers of this process keep open for threads' files, held against each
+// one's fdBudget(): with a budget each, a `jouletrace serve` of ten --pids took a quarter of what
+// the one before had left, over nine tenths of the process's in all.
+std::atomic<size_t> gKeptFds{0};
+
+// Descriptors this process has open, or 0 where /proc/self/fd cannot be listed.
+size_t openFdCount() {
+  DIR* d = opendir("/proc/self/fd");
+  if (!d) return 0;
+  size_t n = 0;
+  while (dirent* e = readdir(d)) n += e->d_name[0] != '.';
+  closedir(d);
+  return n > 0 ? n - 1 : 0;  // the listing's own
+}
+
 struct Thread {
   uint32_t tid = 0;
   uint32_t slot = 0;
@@ -72,6 +97,7 @@ struct Thread {
   int64_t ticksBase = 0;  // utime + stime at that first read (0 when counted from birth)
   bool read = false;            // read once at least, and from which figure
   bool fromSchedstat = false;
+  bool unread = false;          // a read failed other than for its exit: counted in unreadThreads
   UniqueFd schedstat;
   UniqueFd stat;
   ThreadTimes times;
@@ -89,17 +115,30 @@ bool saysGone(long rc) { return rc == -ESRCH || rc == -ENOENT; }
 
 class ProcfsTracker final : public ThreadTracker {
  public:
+  ~ProcfsTracker() override { gKeptFds -= fdsHeld_; }
   const char* backend() const override { return "procfs"; }
   int open(const TrackerOptions& opts, TrackerError* err);
-  int snapshot(TrackerSnapshot& snap) override;
+  int snapshot(TrackerSnapshot& snap) override { return take(snap, false); }
+  // The run counts from here: a thread alive now but not yet found (born since the last listing,
+  // or one a listing skipped) is counted from its first read, not from its birth, whose time
+  // before the run would be the run's. The listing here finds all but those a listing skips.
+  int referenceSnapshot(TrackerSnapshot& snap) override {
+    countFromTick_ = bootTicks(nsPerTick_);
+    return take(snap, true);
+  }
   void stats(TrackerStats& out) override;
   bool namesFresh() const override { return true; }  // readThread() takes it from stat
 
  private:
+  int take(TrackerSnapshot& snap, bool rescanNow);
   void rescan(bool initial);
   void addThread(uint32_t tid, bool fromNow);
   void openFiles(Thread& t);
+  void closeFiles(Thread& t);
+  size_t fdBudget() const;
   ReadResult readThread(Thread& t);
+  void noteRead(Thread& t, ReadResult r);
+  ssize_t readByPath(uint32_t tid, const char* name, char* buf, size_t cap) const;
   void readCpus(std::vector<CpuTimes>& cpus);
   std::string taskDir() const { return root_ + "/" + std::to_string(pid_) + "/task"; }
   std::string threadFile(uint32_t tid, const char* name) const {
@@ -121,6 +160,22 @@ class ProcfsTracker final : public ThreadTracker {
   uint64_t lastScanNs_ = 0;
   uint64_t rescanEveryNs_ = kRescanNs;
   uint64_t scans_ = 0;
+  // Threads whose stat start time (clock ticks since boot) is before this tick lived before the
+  // tracker opened, or before the run's reference snapshot: counted from their first read,
+  // whichever listing finds them. Only the first listing counted so, and the listing of task/
+  // skips live threads while others exit: one skipped was counted from its birth when found
+  // (2.5 s of CPU in a 200 ms run on 2 CPUs, all of it idle threads' history). A start time in
+  // the same tick cannot be told apart: the listing decides, as before.
+  uint64_t countFromTick_ = 0;
+  // Descriptors kept open for threads' files: each thread's two would take the process's own
+  // (4096 threads, 8,192 descriptors, against a limit of 1024 in many containers: the host's
+  // open(), spawn() and sockets failed with EMFILE, and so did reads by path). fdBudget() bounds
+  // them; threads beyond are read by path, which costs a path walk and an open and close per
+  // file. fdsHeld_: this tracker's part of gKeptFds, counted again at each rescan (files closed
+  // since, of exited threads, stay counted until then).
+  size_t hostFdsAtOpen_ = 0;
+  size_t fdBudget_ = 0;
+  size_t fdsHeld_ = 0;
   // The kernel leaves schedstat at "0 0 0" without schedstats on some older kernels: then
   // utime + stime from stat, as where schedstat is missing.
   bool ticksOnly_ = false;
@@ -130,6 +185,7 @@ class ProcfsTracker final : public ThreadTracker {
   // Read by stats() on the JS thread.
   std::atomic<uint64_t> snapshots_{0};
   std::atomic<uint64_t> dropped_{0};
+  std::atomic<uint64_t> unread_{0};
   std::atomic<uint64_t> threadCount_{0};
   std::vector<CpuTimes> lastCpu_;
   std::vector<uint32_t> doneTids_;
@@ -142,7 +198,7 @@ int ProcfsTracker::open(const TrackerOptions& opts, TrackerError* err) {
   long hz = sysconf(_SC_CLK_TCK);
   if (hz > 0) nsPerTick_ = 1'000'000'000ull / uint64_t(hz);
 
-  if (int rc = checkTaskDirReadable(root_, pid_, " (the procfs backend keeps two per thread)", err)) return rc;
+  if (int rc = checkTaskDirReadable(root_, pid_, " (the procfs backend keeps two per thread, up to a quarter of them)", err)) return rc;
   if (int rc = checkTargetIsProcess(root_, pid_, err)) return rc;
 
   std::string statPath = root_ + "/stat";
@@ -179,6 +235,9 @@ int ProcfsTracker::open(const TrackerOptions& opts, TrackerError* err) {
   }
   cpuPkg_ = cpuPackageMap(opts.cpuPackage, "/sys/devices/system/cpu", ncpu_);
   lastCpu_.assign(size_t(ncpu_), CpuTimes());
+  countFromTick_ = bootTicks(nsPerTick_);
+  const size_t inUse = openFdCount(), kept = gKeptFds;
+  hostFdsAtOpen_ = inUse > kept ? inUse - kept : 0;
   rescan(true);
   lastScanNs_ = monotonicNs();
   return 0;
@@ -210,27 +269,86 @@ void ProcfsTracker::addThread(uint32_t tid, bool fromNow) {
   Thread& in = threads_.emplace(tid, std::move(t)).first->second;
   threadCount_.store(threads_.size(), std::memory_order_relaxed);
   // The first read also takes the thread's start time, and its base when counted from now.
-  if (readThread(in) == ReadResult::kGone) in.gone = true;
+  noteRead(in, readThread(in));
 }
 
-// Kept open, read with pread: a read costs no path walk. Either may fail (EMFILE): the thread is
-// then read by path, and each rescan tries again.
+// A read that failed other than for the thread's exit leaves its row where it stood: counted,
+// not a silent 0 (a process out of descriptors read 0 ns for 200 busy threads, none counted).
+void ProcfsTracker::noteRead(Thread& t, ReadResult r) {
+  if (r == ReadResult::kGone) t.gone = true;
+  if (r == ReadResult::kUnknown && !t.unread) {
+    t.unread = true;
+    unread_++;
+  }
+}
+
+// For the threads' files of all procfs trackers together (gKeptFds): a quarter of the descriptors
+// the process had free, its trackers' aside, when this one opened, under its soft limit as it is
+// now (asked at each rescan: the host may lower or raise it), less the two the tracker holds
+// besides (/proc/stat, and the listing's while it runs). The host keeps three quarters of what it
+// had free whatever the trackers track. Descriptors it opens later are not counted: that would
+// cost a listing of /proc/self/fd per rescan.
+size_t ProcfsTracker::fdBudget() const {
+  rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
+  const uint64_t limit = rl.rlim_cur == RLIM_INFINITY ? uint64_t(1) << 40 : uint64_t(rl.rlim_cur);
+  const uint64_t share = limit > hostFdsAtOpen_ ? (limit - hostFdsAtOpen_) / 4 : 0;
+  return share > 2 ? size_t(share - 2) : 0;
+}
+
+// Kept open, read with pread: a read costs no path walk. Within fdBudget() only, and either may
+// fail (EMFILE): the thread is then read by path, and each rescan tries again.
 void ProcfsTracker::openFiles(Thread& t) {
-  if (!t.stat.valid()) t.stat = UniqueFd(openForReading(threadFile(t.tid, "stat")));
+  const size_t need = size_t(!t.stat.valid()) + size_t(!ticksOnly_ && !t.schedstat.valid());
+  // Taken before the opens: other samplers' trackers open theirs on their own threads.
+  if (need == 0 || gKeptFds.fetch_add(need) + need > fdBudget_) {
+    gKeptFds -= need;
+    return;
+  }
+  size_t opened = 0;
+  if (!t.stat.valid()) {
+    t.stat = UniqueFd(openForReading(threadFile(t.tid, "stat")));
+    opened += t.stat.valid();
+  }
   if (!ticksOnly_ && !t.schedstat.valid()) {
     const int fd = openForReading(threadFile(t.tid, "schedstat"));
     t.schedstat = UniqueFd(fd);
+    opened += t.schedstat.valid();
     // The thread is there and has no schedstat: a kernel built without CONFIG_SCHED_INFO. Unless
     // it exited between the two opens: its stat then answers ESRCH. (The returned code, not
     // errno: a file refused for its kind leaves errno as an earlier call set it.)
     char probe[64];
     if (fd == -ENOENT && t.stat.valid() && readAt0(t.stat, probe, sizeof probe) > 0) ticksOnly_ = true;
   }
+  fdsHeld_ += opened;
+  gKeptFds -= need - opened;
+}
+
+void ProcfsTracker::closeFiles(Thread& t) {
+  const size_t held = size_t(t.stat.valid()) + size_t(t.schedstat.valid());
+  t.stat.reset();
+  t.schedstat.reset();
+  fdsHeld_ -= held;
+  gKeptFds -= held;
+}
+
+// A thread's file read without a kept descriptor: its length, or -errno.
+ssize_t ProcfsTracker::readByPath(uint32_t tid, const char* name, char* buf, size_t cap) const {
+  const int fd = openForReading(threadFile(tid, name));
+  if (fd < 0) return fd;
+  return readAt0(UniqueFd(fd), buf, cap);
 }
 
 void ProcfsTracker::rescan(bool initial) {
   scans_++;
-  for (auto& kv : threads_) kv.second.listed = false;
+  fdBudget_ = fdBudget();
+  size_t held = 0;
+  for (auto& kv : threads_) {
+    kv.second.listed = false;
+    held += size_t(kv.second.stat.valid()) + size_t(kv.second.schedstat.valid());
+  }
+  gKeptFds -= fdsHeld_ - held;  // closed since the last count (never more are held than counted)
+  fdsHeld_ = held;
   // A process that is gone lists nothing (ENOENT); one out of descriptors cannot be listed
   // (EMFILE). Either way each thread's own read below says whether it is gone.
   DIR* d = opendir(taskDir().c_str());
@@ -264,6 +382,8 @@ void ProcfsTracker::rescan(bool initial) {
   if (d) closedir(d);
   for (auto& kv : threads_) {
     Thread& t = kv.second;
+    // Over a budget lowered since (the soft limit was): read by path from here on.
+    if (gKeptFds > fdBudget_) closeFiles(t);
     if (!t.gone) openFiles(t);
     // Unlisted: the listing can also miss a live thread (it resumes by position when threads
     // exit under it), so the thread's own directory decides.
@@ -283,17 +403,7 @@ ReadResult ProcfsTracker::readThread(Thread& t) {
   char buf[1024];
   ssize_t statLen;
   bool byPath = !t.stat.valid();
-  if (!byPath) {
-    statLen = readAt0(t.stat, buf, sizeof buf);
-  } else {
-    std::string text;
-    statLen = readSmallFile(threadFile(t.tid, "stat"), &text);
-    if (statLen == 0) {
-      statLen = ssize_t(std::min(text.size(), sizeof buf - 1));
-      memcpy(buf, text.data(), size_t(statLen));
-      buf[statLen] = '\0';
-    }
-  }
+  statLen = byPath ? readByPath(t.tid, "stat", buf, sizeof buf) : readAt0(t.stat, buf, sizeof buf);
   if (saysGone(statLen)) return ReadResult::kGone;
   if (statLen <= 0) return ReadResult::kUnknown;
   // The name is field 2, between the first '(' and the last ')' (it may hold either): read here,
@@ -305,6 +415,7 @@ ReadResult ProcfsTracker::readThread(Thread& t) {
   uint64_t start = field ? strtoull(field, nullptr, 10) : 0;
   if (t.startTime == 0) {
     t.startTime = start;
+    if (!t.read && start != 0 && start < countFromTick_) t.basePending = true;
   } else if (byPath && start != t.startTime && !leader) {
     return ReadResult::kGone;  // the tid now names another thread
   }
@@ -315,20 +426,31 @@ ReadResult ProcfsTracker::readThread(Thread& t) {
   if (!utime || !stime) return ReadResult::kUnknown;
   const uint64_t ticksNs = (strtoull(utime, nullptr, 10) + strtoull(stime, nullptr, 10)) * nsPerTick_;
   uint64_t total = ticksNs;
-  if (t.schedstat.valid()) {
-    ssize_t n = readAt0(t.schedstat, buf, sizeof buf);
-    if (saysGone(n)) return ReadResult::kGone;
-    if (n <= 0) return ReadResult::kUnknown;
-    total = strtoull(buf, nullptr, 10);
-    // Older kernels without schedstats print "0 0 0" for every task: once a thread has clock
-    // ticks against a 0 there, every thread goes by utime + stime.
-    if (total == 0 && ticksNs > 0) {
+  if (!ticksOnly_) {
+    // By path where the thread has no descriptor for it (beyond fdBudget(), or EMFILE), rather than
+    // stat's clock ticks in its place: a thread that runs microseconds at a wake-up read 0 in those.
+    ssize_t n = t.schedstat.valid() ? readAt0(t.schedstat, buf, sizeof buf) : readByPath(t.tid, "schedstat", buf, sizeof buf);
+    if (n == -ENOENT) {
+      // No schedstat where stat was just read: a kernel built without CONFIG_SCHED_INFO (as
+      // openFiles() tells it), unless the thread exited between the two reads.
+      char probe[64];
+      const ssize_t again = byPath ? readByPath(t.tid, "stat", probe, sizeof probe) : readAt0(t.stat, probe, sizeof probe);
+      if (again <= 0) return saysGone(again) ? ReadResult::kGone : ReadResult::kUnknown;
       ticksOnly_ = true;
-      total = ticksNs;
+    } else {
+      if (saysGone(n)) return ReadResult::kGone;
+      if (n <= 0) return ReadResult::kUnknown;
+      total = strtoull(buf, nullptr, 10);
+      // Older kernels without schedstats print "0 0 0" for every task: once a thread has clock
+      // ticks against a 0 there, every thread goes by utime + stime.
+      if (total == 0 && ticksNs > 0) {
+        ticksOnly_ = true;
+        total = ticksNs;
+      }
     }
   }
   if (ticksOnly_) t.schedstat.reset();
-  const bool fromSchedstat = t.schedstat.valid();
+  const bool fromSchedstat = !ticksOnly_;
   // The row goes on from the figure it has, in whatever the kernel's figure now measures.
   const auto continueRow = [&] { t.base = int64_t(total) - int64_t(t.times.onCpuNs); };
   if (t.basePending) {
@@ -337,8 +459,8 @@ ReadResult ProcfsTracker::readThread(Thread& t) {
     t.basePending = false;
   } else if (t.read && fromSchedstat != t.fromSchedstat) {
     // The figure changed measure. To utime + stime: schedstat was found empty, its 0s counted
-    // nothing, so they count from where they stood at the first read. To schedstat (its
-    // descriptor reopened after EMFILE): the row goes on from what it had.
+    // nothing, so they count from where they stood at the first read. To schedstat (not expected:
+    // it is read by path where it has no descriptor): the row goes on from what it had.
     if (fromSchedstat) continueRow();
     else t.base = t.ticksBase;
   }
@@ -404,14 +526,14 @@ void ProcfsTracker::readCpus(std::vector<CpuTimes>& cpus) {
   cpus.assign(lastCpu_.begin(), lastCpu_.end());
 }
 
-int ProcfsTracker::snapshot(TrackerSnapshot& snap) {
+int ProcfsTracker::take(TrackerSnapshot& snap, bool rescanNow) {
   const uint64_t now = monotonicNs();
   snap.timeNs = now;
   snap.busyQuantumNs = nsPerTick_;
   snap.threads.clear();
   snapshots_++;
   readCpus(snap.cpus);
-  if (now - lastScanNs_ >= rescanEveryNs_) {
+  if (rescanNow || now - lastScanNs_ >= rescanEveryNs_) {
     const uint64_t scanCpuStart = callingThreadCpuNs();
     rescan(false);
     lastScanNs_ = now;
@@ -421,7 +543,7 @@ int ProcfsTracker::snapshot(TrackerSnapshot& snap) {
   doneTids_.clear();
   for (auto& kv : threads_) {
     Thread& t = kv.second;
-    if (!t.gone && readThread(t) == ReadResult::kGone) t.gone = true;
+    if (!t.gone) noteRead(t, readThread(t));
     t.times.exited = t.gone;
     snap.threads.push_back(t.times);
     if (t.gone) doneTids_.push_back(kv.first);
@@ -443,6 +565,7 @@ void ProcfsTracker::stats(TrackerStats& out) {
   out.slotsUsed = threadCount_.load(std::memory_order_relaxed);
   out.slotsMax = maxThreads_;
   out.droppedThreads = dropped_;
+  out.unreadThreads = unread_;
   out.note = "procfs backend: events counts snapshots; per-thread package split follows the last CPU seen";
 }
 

@@ -84,6 +84,7 @@ struct TrackerStats {
   uint64_t slotsUsed = 0;
   uint64_t slotsMax = 0;
   uint64_t droppedThreads = 0;  // threads not tracked because every slot was in use
+  uint64_t unreadThreads = 0;   // procfs: threads a read failed for other than their exit (EMFILE)
   uint64_t hashRefs = 0;         // bpf: tracked threads found through the tid hash, not task storage
   uint64_t busyReads = 0;        // bpf: snapshot slot reads that gave up on a writer mid-update
   uint64_t recursionMisses = 0;  // program runs the kernel skipped (bpf_prog_info.recursion_misses)

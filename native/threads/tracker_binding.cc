@@ -38,6 +38,7 @@ Napi::Object trackerStatsToJs(Napi::Env env, const TrackerStats& s) {
   o.Set("slotsUsed", Napi::Number::New(env, double(s.slotsUsed)));
   o.Set("slotsMax", Napi::Number::New(env, double(s.slotsMax)));
   o.Set("droppedThreads", Napi::Number::New(env, double(s.droppedThreads)));
+  if (s.backend == "procfs") o.Set("unreadThreads", Napi::Number::New(env, double(s.unreadThreads)));
   o.Set("recursionMisses", Napi::Number::New(env, double(s.recursionMisses)));
   o.Set("note", s.note);
   return o;
@@ -56,6 +57,7 @@ class TrackerWrap : public Napi::ObjectWrap<TrackerWrap> {
                            InstanceMethod("_forgetSwitchIn", &TrackerWrap::ForgetSwitchIn),
                            InstanceMethod("_closeAsEnded", &TrackerWrap::CloseAsEnded),
                            InstanceMethod("_dropRenameHook", &TrackerWrap::DropRenameHook),
+                           InstanceMethod("_referenceSnapshot", &TrackerWrap::ReferenceSnapshot),
                        });
   }
 
@@ -63,7 +65,10 @@ class TrackerWrap : public Napi::ObjectWrap<TrackerWrap> {
   ~TrackerWrap() override { release(); }
 
  private:
-  Napi::Value Snapshot(const Napi::CallbackInfo& info);
+  Napi::Value Snapshot(const Napi::CallbackInfo& info) { return snapshotToJs(info, false); }
+  // Test hook (see ThreadTracker::referenceSnapshot); not part of the TypeScript API.
+  Napi::Value ReferenceSnapshot(const Napi::CallbackInfo& info) { return snapshotToJs(info, true); }
+  Napi::Value snapshotToJs(const Napi::CallbackInfo& info, bool reference);
   Napi::Value Stats(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
   Napi::Value ForgetSwitchIn(const Napi::CallbackInfo& info);
@@ -191,13 +196,13 @@ Napi::Value TrackerWrap::DropRenameHook(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-Napi::Value TrackerWrap::Snapshot(const Napi::CallbackInfo& info) {
+Napi::Value TrackerWrap::snapshotToJs(const Napi::CallbackInfo& info, bool reference) {
   Napi::Env env = info.Env();
   if (!tracker_) {
     throwCoded(env, "ERR_JOULETRACE_CLOSED", "ThreadTracker is closed: open another with openThreadTracker()");
     return env.Undefined();
   }
-  int rc = tracker_->snapshot(snap_);
+  int rc = reference ? tracker_->referenceSnapshot(snap_) : tracker_->snapshot(snap_);
   if (rc != 0) {
     throwCoded(env, "ERR_JOULETRACE_SNAPSHOT", "snapshot failed: " + std::string(strerror(-rc)));
     return env.Undefined();

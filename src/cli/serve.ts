@@ -115,7 +115,7 @@ function listenFix(code: string | undefined, port: number): string {
         ? ': ports below 1024 need root or CAP_NET_BIND_SERVICE (or a lower sysctl net.ipv4.ip_unprivileged_port_start); or pick one above with --port N'
         : ': a security policy (SELinux, AppArmor, a cgroup BPF bind hook) refuses this port to this process';
     case 'EMFILE':
-      return ': out of file descriptors; raise the limit (ulimit -n; the procfs backend holds 2 for each thread of each --pid)';
+      return ': out of file descriptors; raise the limit (ulimit -n; the procfs backends of the --pids keep up to a quarter of them)';
     default:
       return '';
   }
