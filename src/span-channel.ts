@@ -84,6 +84,10 @@ export const FLAG_AGGREGATED = 8;
 const MAX_ROUTE_IDS = 1 << 22;
 // A request's end event: the bit above its route id, "aggregate it, write no result" (span_log.h).
 const END_SILENT = MAX_ROUTE_IDS;
+// In #lateEnds' route field only (never written): a request's end, written even once its span has
+// its result. A run's end that finds a request open gives its result and keeps it among the
+// requests in flight until its end event comes (SpanEngine's Shared::carried).
+const END_REQUEST = END_SILENT << 1;
 /** Per route id, as SpanChannel.routeSummaries() fills them: count, sum, max, p50, p99, duration sum ns, duration p99 ns, estimated. */
 export const ROUTE_SUMMARY_WORDS = 8;
 
@@ -742,11 +746,21 @@ export class SpanChannel {
   #endRequestLater(h: number, route: number): void {
     const slot = h & (MAX_OPEN - 1);
     if (this.#stateOf(slot) !== OPEN || !this.#current(h, slot)) {
+      if (this.#stateOf(slot) === SETTLED_OPEN && this.#current(h, slot)) {
+        // A run's end settled it open: the sampler thread keeps it among the requests in flight,
+        // sharing the next run's energy, until its end event comes (END_REQUEST).
+        const t = hrtime();
+        if (this.#lateEnds.length !== 0 || !this.#write(END, h, route, t[0], t[1])) {
+          this.#lateEnds.push(h, route | END_REQUEST, t[0], t[1]);
+          this.#lateEndCount++;
+          this.#ensurePolling();
+        }
+      }
       this.endOwn(h);
       return;
     }
     const t = hrtime();
-    this.#lateEnds.push(h, route, t[0], t[1]);
+    this.#lateEnds.push(h, route | END_REQUEST, t[0], t[1]);
     this.#lateEndCount++;
     this.#ensurePolling();
     this.#setState(slot, ENDED);
@@ -980,17 +994,23 @@ export class SpanChannel {
   /**
    * Writes the ends that found the ring full, in order, with their own timestamps. Called after
    * results are read, so that a span settled meanwhile (stop() settles the spans it sees open)
-   * is dropped from the queue rather than ended twice; nothing is written while stopped.
+   * is dropped from the queue rather than ended twice; nothing is written while stopped. A
+   * request's end is the exception (END_REQUEST): written whatever its slot holds now, and while
+   * stopped too (flush() or the next run's first step reads it), since the sampler thread keeps
+   * a request that a run's end settled open in flight until its end comes. Once the sampler is
+   * closed, nothing reads them.
    */
   #retryLateEnds(): void {
     const q = this.#lateEnds;
-    const running = Atomics.load(this.#i32, RUNNING) === 1;
+    const word = Atomics.load(this.#i32, RUNNING);
+    const running = word === 1;
     let kept = 0;
     for (let i = 0; i < q.length; i += 4) {
       const h = q[i];
       const slot = h & (MAX_OPEN - 1);
-      if (this.#stateOf(slot) !== ENDED || !this.#current(h, slot)) continue;
-      if (kept === 0 && running && this.#write(END, h, q[i + 1], q[i + 2], q[i + 3])) continue;
+      const request = (q[i + 1] & END_REQUEST) !== 0 && word !== SAMPLER_CLOSED;
+      if (!request && (this.#stateOf(slot) !== ENDED || !this.#current(h, slot))) continue;
+      if (kept === 0 && (running || request) && this.#write(END, h, q[i + 1] & ~END_REQUEST, q[i + 2], q[i + 3])) continue;
       q[kept++] = h;
       q[kept++] = q[i + 1];
       q[kept++] = q[i + 2];

@@ -692,6 +692,44 @@ describeBpf('request tokens (start/end)', () => {
     expect(tracker.inFlight).toBe(0);
   });
 
+  it('a request open across stop() and start() still shares the next run with the requests beside it', async () => {
+    // stop() settles a request still open (incomplete); it stays in flight in the sampler thread
+    // too, until its end: the next run's requests beside it get half of the thread, as beside
+    // one opened in the same run. They got the whole thread, unflagged.
+    const { sampler, tracker, records } = setup();
+    sampler.start();
+    const a = tracker.start('GET', '/A');
+    busy(5);
+    sampler.stop();
+    sampler.start();
+    const b = tracker.start('GET', '/B');
+    busy(20);
+    tracker.end(b, 200);
+    tracker.end(a, 200);
+    const e = tracker.start('GET', '/E'); // alone once A ended: the whole thread again
+    busy(20);
+    tracker.end(e, 200);
+    const ctl = tracker.start('GET', '/ctl');
+    const d = tracker.start('GET', '/D');
+    busy(20);
+    tracker.end(d, 200);
+    tracker.end(ctl, 200);
+    await recordsFor(records, 5);
+    sampler.stop();
+    await new Promise((r) => setTimeout(r, 30));
+    const rec = (route: string) => records.filter((r) => r.route === route);
+    // One record of A (the first run's part), counted once in its route.
+    expect(records.map((r) => r.route).sort()).toEqual(['/A', '/B', '/D', '/E', '/ctl']);
+    expect(rec('/A')[0].incomplete).toBe(true);
+    expect(tracker.routes().find((r) => r.route === '/A')!.count).toBe(1);
+    expect(tracker.inFlight).toBe(0);
+    const [rb, rd, re] = [rec('/B')[0], rec('/D')[0], rec('/E')[0]];
+    expect([rb.incomplete, rd.incomplete, re.incomplete]).toEqual([false, false, false]);
+    expect(rb.onCpuNs / rd.onCpuNs).toBeGreaterThan(0.7);
+    expect(rb.onCpuNs / rd.onCpuNs).toBeLessThan(1.4);
+    expect(re.onCpuNs / rd.onCpuNs).toBeGreaterThan(1.6);
+  });
+
   it('requests in flight at close() all get their records, more than three result rings of them', async () => {
     // The final step writes 16,384 results (the result ring) and the engine keeps the rest for
     // the channel's collections to fetch, a ring at a time. A ring of requests alone counted as

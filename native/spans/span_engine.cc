@@ -90,20 +90,9 @@ void SpanEngine::reset() {
     log.exclusiveUpTo = 0;
     log.primed = false;
     lastStepNs_ = 0;
-    // Open requests restart from zero (their clock readings become the current ones) and will
-    // settle incomplete: they miss what they spent before the reset.
-    for (Shared& r : log.shared) {
-      r.s0J = log.sJ;
-      r.s0C = log.sC;
-      r.s0B = log.sB;
-      if (r.state != kSharedFree) r.late = true;
-    }
-    for (auto& [handle, r] : log.sharedMoved) {
-      r.s0J = log.sJ;
-      r.s0C = log.sC;
-      r.s0B = log.sB;
-      r.late = true;
-    }
+    // Requests open at the last run's end stay in flight (Shared::carried): they gave their
+    // result then, and their share of this run is nobody's. (The run's final step settled the
+    // rest: no other request is left.)
   }
   poolScannedAt_ = 0;
   // stats() start afresh with each run
@@ -269,6 +258,7 @@ void SpanEngine::drain(Log& log) {
         forgetOpen(log, handle, o);
         log.open.erase(it);
       }
+      // (A request that a run's final step settled open is found above: Shared::carried.)
       // Else its span has its result already: a run's final step settled it open, and its end
       // came after (a worker ending spans as the main thread stops). No second result, written
       // or counted: JavaScript would drop it, and stats() counted it in the next run. (JavaScript
@@ -761,6 +751,12 @@ void SpanEngine::applyShared(Log& log, const SharedEvent& ev, bool late) {
     log.inFlight++;
     return;
   }
+  if (r.carried) {
+    // Its result came at the run's end that found it open; JavaScript ends it after that result.
+    log.inFlight--;
+    releaseShared(log, r);
+    return;
+  }
   if (r.state == kSharedQueued) {
     // Ended before its begin was applied: cannot happen while one thread stamps a channel's
     // events in order, but never leave a slot without a result.
@@ -831,7 +827,9 @@ void SpanEngine::settleShared(Log& log, bool final, uint64_t now) {
   }
   if (!final) return;
   // The run ends: events after the last sample apply at it, incomplete (the energy after the
-  // last sample is unknown), and requests still open settle incomplete, with what they had.
+  // last sample is unknown), and requests still open settle incomplete, with what they had. They
+  // stay in flight (Shared::carried): open in JavaScript, they share the next run's energy with
+  // the requests beside them.
   while (!log.sharedEvents.empty()) {
     const SharedEvent ev = log.sharedEvents.front();
     log.sharedEvents.pop_front();
@@ -839,16 +837,19 @@ void SpanEngine::settleShared(Log& log, bool final, uint64_t now) {
   }
   // (Moved requests had ended: the loop above settled them.)
   for (Shared& r : log.shared) {
-    if (r.state == kSharedFree) continue;
+    if (r.state == kSharedFree || r.carried) continue;
     const bool open = r.state == kSharedOpen;
     // Under the route its begin named, if any (else JavaScript adds it at its end, which names
     // it): its tracker may end it silently before it reads this result.
     emit(log, r.handle, 0, r.t0, std::max(now, r.t0), open ? log.sC - r.s0C : 0, open ? log.sJ - r.s0J : 0, open ? log.sB - r.s0B : 0,
          uint32_t(kSpanShared) | uint32_t(kSpanIncomplete), r.route);
-    r.state = kSharedFree;
-    r.handle = 0;
+    if (open) {
+      r.carried = true;
+    } else {
+      r.state = kSharedFree;
+      r.handle = 0;
+    }
   }
-  log.inFlight = 0;
 }
 
 void SpanEngine::emit(Log& log, uint32_t handle, uint32_t label, uint64_t t0, uint64_t t1, double onCpu,

@@ -187,6 +187,10 @@ class SpanEngine {
     // poolShare()'s replay of the events ahead: its begin counted (1), its end seen (2). On the
     // request, not in a map: the replay must reach the same requests in flight as applyShared().
     uint8_t replayed = 0;
+    // Open at a run's end, which gave its result (incomplete, up to the stop): still open in
+    // JavaScript, it stays in flight, so that the next run's requests beside it get their fair
+    // share, until its end, which settles nothing more.
+    bool carried = false;
   };
   struct SharedEvent {
     uint64_t t;
