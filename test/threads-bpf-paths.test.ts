@@ -13,6 +13,7 @@ import { Worker } from 'node:worker_threads';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { openThreadTracker, type BpfProgram, type ThreadSnapshot, type ThreadTracker, type ThreadTrackerOptions } from '../src/threads';
 import { describeBpf } from './fixtures/bpf-required';
+import { skipGated, toolsRequired } from './fixtures/gated';
 import { Spinner, sleep } from './fixtures/spinner';
 import { stealAllowance } from './fixtures/steal';
 import { expectMonotonic, find } from './fixtures/thread-checks';
@@ -631,6 +632,78 @@ describeBpf('eBPF tracker: both program builds attached at once', () => {
       await w.exit();
       for (const t of trackers) t.close();
     }
+  });
+});
+
+describeBpf('eBPF tracker in a time namespace', () => {
+  it("converts between the kernel's clock and the process's CLOCK_MONOTONIC, for snapshots and the sampler's spans", (ctx) => {
+    // bpf_ktime_get_ns() reads the kernel's CLOCK_MONOTONIC whatever the namespace; a process
+    // in a time namespace reads its own, offset by 100,000 s here. The figures used to take the
+    // offset for run time: a 100 ms spin read as 100,000 s, and every span as 0.
+    const offset = ['--time', '--fork', '--monotonic', '100000'];
+    const probe = spawnSync('unshare', [...offset, 'true'], { encoding: 'utf8' });
+    if (probe.error || probe.status !== 0) {
+      const why = probe.error ? probe.error.message : probe.stderr.trim();
+      return skipGated(ctx, `unshare --time is refused here (util-linux >= 2.36, CAP_SYS_ADMIN, a kernel with CONFIG_TIME_NS): ${why}`, toolsRequired(), 'JOULETRACE_REQUIRE_TOOLS=1');
+    }
+    const script = `
+      const fs = require('node:fs');
+      const { openThreadTracker, Sampler } = require(${JSON.stringify(DIST)});
+      const ran = () => Number(fs.readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]);
+      const tid = process.pid;
+      const spin = (ns) => { const r0 = ran(); while (ran() - r0 < ns); };
+      const offsets = fs.readFileSync('/proc/self/timens_offsets', 'utf8');
+      const builds = ${JSON.stringify(BUILDS)}.map((bpfProgram) => {
+        const t = openThreadTracker({ backend: 'bpf', bpfProgram });
+        const r0a = ran(), before = process.hrtime.bigint();
+        const a = t.snapshot();
+        const after = process.hrtime.bigint(), r0b = ran();
+        spin(100e6);
+        const r1a = ran();
+        const b = t.snapshot();
+        const r1b = ran();
+        t.close();
+        const mine = (s) => s.threads.find((r) => r.tid === tid).onCpuNs;
+        const covered = b.cpus.map((c, i) => a.cpus[i].busyNs + a.cpus[i].idleNs === 0 ? null : c.busyNs + c.idleNs - a.cpus[i].busyNs - a.cpus[i].idleNs);
+        return { bpfProgram, before: String(before), timeNs: String(a.timeNs), after: String(after), wall: Number(b.timeNs - a.timeNs),
+                 credited: mine(b) - mine(a), least: r1a - r0b, most: r1b - r0a, covered };
+      });
+      (async () => {
+        const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'bpf' });
+        await s.start();
+        const h = s.begin('spin');
+        const r0 = ran(), t0 = performance.now();
+        spin(50e6);
+        const r1 = ran(), wall = (performance.now() - t0) * 1e6;
+        s.end(h);
+        const r = await s.settle(h);
+        await s.stop();
+        s.close();
+        process.stdout.write(JSON.stringify({ offsets, builds, span: { onCpuNs: r.onCpuNs, ran: r1 - r0, wall } }));
+      })();`;
+    const steal = stealAllowance();
+    const r = spawnSync('unshare', [...offset, process.execPath, '-e', script], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.offsets).toMatch(/^monotonic\s+100000\s+0$/m);
+    const allowance = steal();
+    for (const b of out.builds) {
+      // In the process's clock, which the sampler and the spans read too.
+      expect(BigInt(b.timeNs), b.bpfProgram).toBeGreaterThanOrEqual(BigInt(b.before));
+      expect(BigInt(b.timeNs), b.bpfProgram).toBeLessThanOrEqual(BigInt(b.after));
+      expect(b.credited, b.bpfProgram).toBeGreaterThanOrEqual(b.least * TIMING_SKEW - TICK_LAG_NS);
+      expect(b.credited, b.bpfProgram).toBeLessThanOrEqual(b.most + TICK_LAG_NS + allowance);
+      // Busy and idle together run with the process's clock (1 ms: as in the test above).
+      b.covered.forEach((c: number | null, cpu: number) => {
+        if (c === null) return;
+        expect(c, `${b.bpfProgram} cpu ${cpu}`).toBeGreaterThanOrEqual(b.wall - 1e6);
+        expect(c, `${b.bpfProgram} cpu ${cpu}`).toBeLessThanOrEqual(b.wall + 1e6);
+      });
+    }
+    // A span's on-CPU time is the thread's, interpolated between samples a millisecond apart
+    // (10 ms: an interval at each end, stretched where the machine is busy).
+    expect(out.span.onCpuNs).toBeGreaterThanOrEqual(out.span.ran * TIMING_SKEW - TICK_LAG_NS);
+    expect(out.span.onCpuNs).toBeLessThanOrEqual(out.span.wall + 10e6);
   });
 });
 

@@ -298,6 +298,27 @@ bool threadEnded(uint32_t tgid, uint32_t tid) {
   return state && (*state == 'Z' || *state == 'X');
 }
 
+// This process's CLOCK_MONOTONIC less the kernel's, which bpf_ktime_get_ns() reads whatever
+// time namespace the caller is in (Linux 5.6; `unshare --time`, a container restored from a
+// checkpoint with CRIU). The program's timestamps are the kernel's; snapshots' timeNs, the
+// sampler's and the spans' are this process's. 0 without the file (before 5.6, or
+// CONFIG_TIME_NS=n) or its monotonic line. The file shows the namespace of the process's
+// children, which is its own except between an unshare(CLONE_NEWTIME) and the next exec: not a
+// state a Node process gets into by itself.
+int64_t monotonicOffsetNs() {
+  std::string text;
+  if (readSmallFile("/proc/self/timens_offsets", &text) != 0) return 0;
+  for (size_t at = 0; at < text.size();) {
+    size_t nl = text.find('\n', at);
+    if (nl == std::string::npos) nl = text.size();
+    long long sec = 0;
+    long nsec = 0;
+    if (sscanf(text.c_str() + at, "monotonic %lld %ld", &sec, &nsec) == 2) return int64_t(sec) * 1'000'000'000 + nsec;
+    at = nl + 1;
+  }
+  return 0;
+}
+
 // Set once any tracker in this process has seen a switch-in the kernel did not report: the
 // machine loses them, so trackers opened after attach the repair at once.
 std::atomic<bool> gSwitchInsLost{false};
@@ -337,6 +358,9 @@ class BpfTracker final : public ThreadTracker {
   void attachRepair();
 
   bool loadFailed_ = false;
+  // monotonicOffsetNs() as of open: kernelNs() is the program's clock, monotonicNs() the process's.
+  int64_t clockOffsetNs_ = 0;
+  uint64_t kernelNs() const { return monotonicNs() - uint64_t(clockOffsetNs_); }
   // handle_runtime. With repairSwitchIns "auto" it is loaded at open and attached by snapshot()
   // once the switch-out path has counted a switch-in the kernel did not report: it runs at every
   // scheduler accounting call on the machine, so it stays detached where nothing is lost.
@@ -750,7 +774,8 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
       skel_->links.handle_fork = bpf_program__attach(skel_->progs.handle_fork);
       if (!skel_->links.handle_fork) return fail(err, -errno, "attaching tp_btf/sched_process_fork", log);
     }
-    const uint64_t attachTs = monotonicNs();
+    clockOffsetNs_ = monotonicOffsetNs();
+    const uint64_t attachTs = kernelNs();
     seedTs_ = attachTs;
     e = seedThreads(uint32_t(tgid), attachTs);
     if (e) return fail(err, e, "seeding the threads of process " + std::to_string(tgid), log);
@@ -836,8 +861,9 @@ int BpfTracker<Build>::snapshot(TrackerSnapshot& snap) {
     PrintCapture capture(&log);
     attachRepair();
   }
-  const uint64_t now = monotonicNs();
-  snap.timeNs = now;
+  // Compared with the program's timestamps in the kernel's clock; reported in the process's.
+  const uint64_t now = kernelNs();
+  snap.timeNs = now + uint64_t(clockOffsetNs_);
   snap.cpus.resize(size_t(ncpu_));
   snap.threads.clear();
 
@@ -992,6 +1018,7 @@ int BpfTracker<Build>::forgetSwitchIn(uint32_t tid, bool asSeeded, uint64_t cpuS
     const int cfd = bpf_map__fd(skel_->maps.cpus);
     jt_cpu_slot c;
     if (bpf_map_lookup_elem(cfd, &v.cpu, &c) != 0) return -errno;
+    cpuSinceNs -= uint64_t(clockOffsetNs_);  // the process's clock, to the program's
     if (cpuSinceNs >= c.last_ts) return -EINVAL;
     c.last_ts = cpuSinceNs;
     return bpf_map_update_elem(cfd, &v.cpu, &c, BPF_ANY) == 0 ? 0 : -errno;
