@@ -707,6 +707,59 @@ describeBpf('eBPF tracker in a time namespace', () => {
   });
 });
 
+describeBpf('eBPF tracker: a CPU held by an untracked task since before attach', () => {
+  it('counts it busy from attach, before its first switch', async (ctx) => {
+    // A CPU's busy time used to start at its first switch after attach: one that another
+    // process's busy-poll thread holds without switching (a nohz_full core) read as idle, and
+    // its package's energy went to the threads on other CPUs. Here a SCHED_FIFO spinner, pinned,
+    // holds the CPU with no switch (none in 600 ms, seen with the old code); RLIMIT_CPU ends it
+    // if this process cannot (a CFS task pinned there would starve, a `timeout` among them).
+    const online = fs.readFileSync('/sys/devices/system/cpu/online', 'utf8').trim();
+    const cpu = Math.max(...online.split(',').map((r) => Number(r.split('-').pop())));
+    if (cpu === 0) return skipGated(ctx, 'one CPU online: holding it would stall this test', toolsRequired(), 'JOULETRACE_REQUIRE_TOOLS=1');
+    const held = spawn('chrt', ['-f', '1', 'taskset', '-c', String(cpu), 'sh', '-c', 'ulimit -t 5; while :; do :; done'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let refused = '';
+    held.stderr!.on('data', (d) => (refused += String(d)));
+    const pid = held.pid!;
+    const runNs = () => kernelNs(pid, pid);
+    try {
+      let running = false;
+      for (let i = 0; i < 500 && !running && held.exitCode === null; i++) {
+        await sleep(2);
+        try {
+          const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+          // policy 1 (SCHED_FIFO) once chrt is done, the CPU once taskset is, sh's loop after both
+          running = stat[41 - 3] === '1' && stat[39 - 3] === String(cpu) && fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'sh';
+        } catch {
+          break;
+        }
+      }
+      if (!running) {
+        return skipGated(ctx, `a SCHED_FIFO spinner pinned to CPU ${cpu} did not start (chrt needs CAP_SYS_NICE): ${refused.trim()}`, toolsRequired(), 'JOULETRACE_REQUIRE_TOOLS=1');
+      }
+      await sleep(20); // its arrival there, a switch, well before attach
+      for (const bpfProgram of BUILDS) {
+        const t = openThreadTracker({ backend: 'bpf', bpfProgram });
+        try {
+          const r0 = runNs();
+          const first = t.snapshot();
+          await sleep(100);
+          const second = t.snapshot();
+          const ran = runNs() - r0;
+          const wall = Number(second.timeNs - first.timeNs);
+          expect(ran, 'the spinner held its CPU').toBeGreaterThan(wall / 2);
+          expect(first.cpus[cpu].busyNs, bpfProgram).toBeGreaterThan(0);
+          expect(second.cpus[cpu].busyNs - first.cpus[cpu].busyNs, bpfProgram).toBeGreaterThan(wall / 2);
+        } finally {
+          t.close();
+        }
+      }
+    } finally {
+      held.kill('SIGKILL');
+    }
+  });
+});
+
 // Refusals the kernel gives on other machines, made here by an LD_PRELOAD shim between libbpf
 // and the kernel: libbpf (a shared library) calls syscall(__NR_bpf, ...) and the loader calls
 // access() on the BTF file, both through the PLT. Each case runs in a child process.

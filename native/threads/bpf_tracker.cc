@@ -875,6 +875,9 @@ int BpfTracker<Build>::snapshot(TrackerSnapshot& snap) {
       unswitched_[size_t(i)] = c.last_ts == 0;
       uint64_t busy = c.busy_ns, idle = c.idle_ns;
       if (c.last_ts && now > c.last_ts) (c.idle_now ? idle : busy) += now - c.last_ts;
+      // Held by a task since before attach, with no timed switch since: busy from attach, as
+      // its first timed switch will count it.
+      else if (!c.last_ts && c.running_at_attach && now > seedTs_) busy += now - seedTs_;
       prev.busyNs = std::max(prev.busyNs, busy);
       prev.idleNs = std::max(prev.idleNs, idle);
       hw = std::max(hw, c.slot_hw);
@@ -926,8 +929,9 @@ int BpfTracker<Build>::snapshot(TrackerSnapshot& snap) {
     out.exited = t.exited != 0;
     snap.threads.push_back(out);
     // A CPU with no timed switch since attach knows no busy time of its own (a thread alone on
-    // an isolated core never switches): while a tracked thread runs there, the CPU has been
-    // busy at least as long, or its package's share would go to threads elsewhere.
+    // an isolated core never switches) unless the iterator found it held at attach, which a
+    // thread switched in after the iterator passed escaped: while a tracked thread runs there,
+    // the CPU has been busy at least as long, or its package's share would go to threads elsewhere.
     if (running && t.cpu < uint32_t(ncpu_) && unswitched_[t.cpu]) {
       CpuTimes& cpu = lastCpu_[t.cpu];
       cpu.busyNs = std::max(cpu.busyNs, running);
