@@ -434,6 +434,45 @@ ctypes.CDLL(None).pthread_exit(None)`], { stdio: ['pipe', 'pipe', 'inherit'] });
       }
     });
 
+    it("reports another user's zombie as exited to a process with CAP_BPF and CAP_PERFMON alone", async (ctx) => {
+      // Without CAP_KILL, tgkill(pid, tid, 0) on another user's thread says EPERM, not ESRCH,
+      // zombie or not: the loader took that for a live thread, skipped /proc's state, and
+      // reported the zombie leader running, holding its slot, for good. Here root's zombie
+      // leader, tracked by nobody with ambient CAP_BPF and CAP_PERFMON (setpriv, util-linux).
+      const child = spawn('python3', ['-c', `
+import ctypes, os, sys, threading
+threading.Thread(target=sys.stdin.readline).start()
+print(os.getpid(), flush=True)
+ctypes.CDLL(None).pthread_exit(None)`], { stdio: ['pipe', 'pipe', 'inherit'] });
+      children.push(child);
+      const pid = Number(await lines(child.stdout!)(1));
+      for (let i = 0; i < 500 && stateOf(pid, pid) !== 'Z'; i++) await sleep(2);
+      expect(stateOf(pid, pid)).toBe('Z');
+      const asNobody = (script: string) =>
+        spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=+bpf,+perfmon', '--ambient-caps=+bpf,+perfmon', process.execPath, '-e', script], { encoding: 'utf8' });
+      const probe = asNobody(`const r = require(${JSON.stringify(ADDON)}).bpfReadiness(); process.stdout.write(JSON.stringify(r));`);
+      const ready = probe.status === 0 ? (JSON.parse(probe.stdout) as { ready: boolean; reason: string }) : undefined;
+      if (!ready?.ready) {
+        const why = probe.error ? probe.error.message : ready ? ready.reason : probe.stderr.trim();
+        return skipGated(ctx, `running as nobody with ambient CAP_BPF and CAP_PERFMON (setpriv, and the addon readable by nobody): ${why}`, toolsRequired(), 'JOULETRACE_REQUIRE_TOOLS=1');
+      }
+      const r = asNobody(`
+        const b = require(${JSON.stringify(ADDON)});
+        const t = new b.ThreadTracker({ backend: 'bpf', bpfProgram: ${JSON.stringify(bpfProgram)}, pid: ${pid} });
+        const rows = () => t.snapshot().threads.map((x) => ({ tid: x.tid, exited: x.exited, onCpuNs: x.onCpuNs }));
+        const first = rows(), second = rows(), slotsUsed = t.stats().slotsUsed;
+        t.close();
+        process.stdout.write(JSON.stringify({ uid: process.getuid(), first, second, slotsUsed }));`);
+      expect(r.status, r.stderr).toBe(0);
+      const out = JSON.parse(r.stdout);
+      expect(out.uid).toBe(65534);
+      const worker = tasks(pid).find((tid) => tid !== pid)!;
+      expect(out.first).toEqual(expect.arrayContaining([{ tid: pid, exited: true, onCpuNs: 0 }, expect.objectContaining({ tid: worker, exited: false })]));
+      expect(out.second).toEqual([expect.objectContaining({ tid: worker, exited: false })]);
+      expect(out.slotsUsed).toBe(1);
+      child.stdin!.end('\n');
+    });
+
     it("lets go of a slot closed before its thread's last switch: the slot's next owner keeps its own figures", async () => {
       // The loader closes a seeded thread's slot once tgkill() says ESRCH or /proc says Z, which
       // comes a little before the thread's last switch; the next snapshot frees the slot and the

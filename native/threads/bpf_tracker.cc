@@ -288,9 +288,11 @@ std::string privilegeMessage(const BpfReadiness& r, const std::string& procfsOpt
 // says ESRCH from the moment a thread is unhashed. A zombie stays hashed, so tgkill() accepts it:
 // a main thread that called pthread_exit() stays one while its process lives, and a whole process
 // stays one until it is reaped. For those the state says it ('Z', set by exit_notify(), like the
-// unhashing a little before the last switch).
+// unhashing a little before the last switch). A thread of another user's gets EPERM, not ESRCH,
+// where this process lacks CAP_KILL (least privilege: CAP_BPF and CAP_PERFMON only): whether it
+// lives or is a zombie, the state says that too.
 bool threadEnded(uint32_t tgid, uint32_t tid) {
-  if (syscall(SYS_tgkill, pid_t(tgid), pid_t(tid), 0) != 0) return errno == ESRCH;
+  if (syscall(SYS_tgkill, pid_t(tgid), pid_t(tid), 0) != 0 && errno != EPERM) return errno == ESRCH;
   std::string text;
   const std::string path = "/proc/" + std::to_string(tgid) + "/task/" + std::to_string(tid) + "/stat";
   if (int e = readSmallFile(path, &text)) return e == -ENOENT || e == -ESRCH;  // reaped meanwhile
