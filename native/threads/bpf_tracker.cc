@@ -278,10 +278,17 @@ std::string privilegeMessage(const BpfReadiness& r, const std::string& procfsOpt
            "or --cap-add SYS_ADMIN before Linux 5.8; in a systemd unit, CAP_BPF CAP_PERFMON in CapabilityBoundingSet= and, "
            "for a User= other than root, AmbientCapabilities=), or use " + procfsOption + ".";
   }
+  // File capabilities go on the binary itself: setcap refuses a symlink (`command -v node` often
+  // names one) and a version manager's shim is a script, whose capabilities exec ignores.
+  char exe[4096];
+  const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  const std::string binary = n > 0 ? std::string(exe, size_t(n)) : "\"$(readlink -f \"$(command -v node)\")\"";
   return "jouletrace: the eBPF thread tracker needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)" +
          (missing.empty() ? std::string() : "; this process lacks " + missing) +
-         ". Run as root, or grant them: `sudo setcap cap_bpf,cap_perfmon+ep $(command -v node)`"
-         " (Linux >= 5.8), or use " + procfsOption + ".";
+         ". Run as root, or grant them: to this service alone, in its systemd unit (AmbientCapabilities=CAP_BPF "
+         "CAP_PERFMON beside its User=); or to the binary this process runs (the file itself: not a symlink or a "
+         "version manager's shim), `sudo setcap cap_bpf,cap_perfmon+ep " + binary + "` (Linux >= 5.8), which every "
+         "program run with it then holds (a copy kept for this service narrows that); or use " + procfsOption + ".";
 }
 
 // Whether a thread listed while seeding has made, or is about to make, its last switch. tgkill()
