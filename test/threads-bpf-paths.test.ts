@@ -799,6 +799,46 @@ describeBpf('eBPF tracker: a CPU held by an untracked task since before attach',
   });
 });
 
+describeBpf('eBPF tracker: more possible CPUs than its CPU table holds', () => {
+  it('names the limit and the remedies, and a Sampler falls back to procfs saying so', (ctx) => {
+    // 1,500 possible CPUs, as /sys/devices/system/cpu/possible says in a mount namespace of the
+    // child's own. The refusal used to be "sizing the CPU table ... failed: Argument list too long".
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-cpus-'));
+    try {
+      const possible = path.join(dir, 'possible');
+      fs.writeFileSync(possible, '0-1499\n');
+      const script = `
+        const j = require(${JSON.stringify(DIST)});
+        const out = { possible: require('node:fs').readFileSync('/sys/devices/system/cpu/possible', 'utf8').trim() };
+        try { j.openThreadTracker({ backend: 'bpf' }); } catch (e) { out.code = e.code; out.message = e.message; }
+        const s = new j.Sampler({ source: 'model' });
+        out.backend = s.stats().threads.backend;
+        out.fallback = s.stats().threads.fallbackReason;
+        s.close();
+        process.stdout.write(JSON.stringify(out));`;
+      const r = spawnSync('unshare', ['-m', 'sh', '-c', 'mount --bind "$0" /sys/devices/system/cpu/possible && exec "$1" -e "$2"', possible, process.execPath, script], { encoding: 'utf8' });
+      if (r.error || (r.status !== 0 && !r.stdout)) {
+        const why = r.error ? r.error.message : r.stderr.trim();
+        return skipGated(ctx, `a mount namespace with a file bound over /sys/devices/system/cpu/possible (unshare -m, CAP_SYS_ADMIN): ${why}`, toolsRequired(), 'JOULETRACE_REQUIRE_TOOLS=1');
+      }
+      expect(r.status, r.stderr).toBe(0);
+      const out = JSON.parse(r.stdout);
+      expect(out.possible).toBe('0-1499');
+      expect(out.code).toBe('E2BIG');
+      expect(out.message).toBe(
+        'jouletrace: the eBPF thread tracker supports at most 1024 possible CPUs, and this machine has 1500 ' +
+          "(/sys/devices/system/cpu/possible; a VM's count includes its CPU hot-plug slots, which the kernel's " +
+          "possible_cpus= or nr_cpus= boot option lowers). Use backend 'procfs' instead.",
+      );
+      expect(out.backend).toBe('procfs');
+      expect(out.fallback).toContain('1500 (/sys/devices/system/cpu/possible');
+      expect(out.fallback).toContain("Use threads 'procfs' instead.");
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 // Refusals the kernel gives on other machines, made here by an LD_PRELOAD shim between libbpf
 // and the kernel: libbpf (a shared library) calls syscall(__NR_bpf, ...) and the loader calls
 // access() on the BTF file, both through the PLT. Each case runs in a child process.

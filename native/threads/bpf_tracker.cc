@@ -708,8 +708,15 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
   // passes the count where the list has gaps.
   ncpu_ = std::max(ncpu_, possibleCpuIds("/sys/devices/system/cpu"));
   if (ncpu_ > JT_MAX_CPUS) {
-    return fail(err, -E2BIG, "sizing the CPU table (" + std::to_string(ncpu_) + " possible CPUs, at most " +
-                                 std::to_string(JT_MAX_CPUS) + " supported)", "");
+    // The program's CPU → package table is sized at build time (bpf/thread_tracker.h).
+    if (err) {
+      err->code = "E2BIG";
+      err->message = "jouletrace: the eBPF thread tracker supports at most " + std::to_string(JT_MAX_CPUS) +
+                     " possible CPUs, and this machine has " + std::to_string(ncpu_) +
+                     " (/sys/devices/system/cpu/possible; a VM's count includes its CPU hot-plug slots, which the "
+                     "kernel's possible_cpus= or nr_cpus= boot option lowers). Use " + opts.procfsOption + " instead.";
+    }
+    return -E2BIG;
   }
   cpuPkg_ = cpuPackageMap(opts.cpuPackage, "/sys/devices/system/cpu", ncpu_);
 
