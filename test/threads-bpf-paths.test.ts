@@ -851,6 +851,7 @@ const SHIM_SOURCE = String.raw`
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/utsname.h>
 
 /* bpf(2) commands, and offsets in union bpf_attr (include/uapi/linux/bpf.h): map_type and
  * map_name for MAP_CREATE; log_level, log_size, log_buf and prog_name for PROG_LOAD. tp_btf and
@@ -964,6 +965,21 @@ int access(const char *path, int mode)
 		next = (int (*)(const char *, int))dlsym(RTLD_NEXT, "access");
 	return next(path, mode);
 }
+
+/* JT_FAULT_RELEASE: the kernel release uname() reports. */
+int uname(struct utsname *u)
+{
+	static int (*next)(struct utsname *);
+	const char *release = getenv("JT_FAULT_RELEASE");
+	int rc;
+
+	if (!next)
+		next = (int (*)(struct utsname *))dlsym(RTLD_NEXT, "uname");
+	rc = next(u);
+	if (rc == 0 && release)
+		snprintf(u->release, sizeof u->release, "%s", release);
+	return rc;
+}
 `;
 
 // errno values as Linux numbers them on every architecture.
@@ -1025,7 +1041,7 @@ describeBpf('eBPF tracker load and attach failures (kernel refusals injected)', 
     for (const [k, v] of Object.entries(fault)) env[k] = String(v);
     const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env });
     expect(r.status, r.stderr).toBe(0);
-    const out = JSON.parse(r.stdout) as { readiness: { btf: boolean; ready: boolean; reason: string }; before: number; after: number; outcomes: Outcome[] };
+    const out = JSON.parse(r.stdout) as { readiness: { btf: boolean; ready: boolean; reason: string; kernel: string }; before: number; after: number; outcomes: Outcome[] };
     // Whatever happened, nothing stays open: a failed open tears down what it had made.
     expect(out.after).toBe(out.before);
     return out;
@@ -1173,6 +1189,17 @@ describeBpf('eBPF tracker load and attach failures (kernel refusals injected)', 
       expect(o.message).toBe(
         `jouletrace: kernel has no BTF (/sys/kernel/btf/vmlinux); needs CONFIG_DEBUG_INFO_BTF=y, Linux >= 5.8 (running ${os.release()}). Use backend 'procfs' instead.`,
       );
+    }
+  });
+
+  it('bpfReadiness() says a kernel older than Linux 5.8 is not ready, naming the version found and needed', () => {
+    const old = underFault({ JT_FAULT_RELEASE: '5.4.0-150-generic' }, []);
+    expect(old.readiness).toMatchObject({ ready: false, btf: true, kernel: '5.4.0-150-generic' });
+    expect(old.readiness.reason).toBe(
+      "Linux 5.4.0-150-generic is older than the eBPF thread tracker needs (Linux >= 5.8, with BTF): upgrade the kernel, or use backend 'procfs'.",
+    );
+    for (const release of ['5.8.0', '6.18.44-fc-v1300', 'not-a-version']) {
+      expect(underFault({ JT_FAULT_RELEASE: release }, []).readiness, release).toMatchObject({ ready: true, kernel: release });
     }
   });
 

@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <cstring>
 #include <mutex>
+#include <optional>
 
 #include "errno_name.h"
 #include "napi_util.h"
@@ -1113,13 +1114,19 @@ void BpfTracker<Build>::stats(TrackerStats& out) {
   }
 }
 
+// Whether a kernel release string ("6.8.0-45-generic") says Linux >= major.minor; nullopt when it
+// does not parse.
+std::optional<bool> releaseAtLeast(const char* release, int major, int minor) {
+  int ma = 0, mi = 0;
+  if (sscanf(release, "%d.%d", &ma, &mi) != 2) return std::nullopt;
+  return ma > major || (ma == major && mi >= minor);
+}
+
 // Linux >= major.minor, from the running kernel's release string.
 bool kernelAtLeast(int major, int minor) {
   utsname u;
   if (uname(&u) != 0) return false;
-  int ma = 0, mi = 0;
-  if (sscanf(u.release, "%d.%d", &ma, &mi) != 2) return false;
-  return ma > major || (ma == major && mi >= minor);
+  return releaseAtLeast(u.release, major, minor).value_or(false);
 }
 
 // Opens one build; a tracker that fails is torn down (detached, maps closed) before this returns.
@@ -1188,7 +1195,12 @@ BpfReadiness bpfReadiness() {
     if (!r.userNs.empty()) r.capBpf = r.capPerfmon = false;
   }
 
-  if (!r.btf) {
+  // The README's minimum (CAP_BPF, task iterators). A kernel that backports those may load the
+  // program all the same: openThreadTracker() still tries, and this says it is unsupported.
+  if (!releaseAtLeast(r.kernel.c_str(), 5, 8).value_or(true)) {
+    r.reason = "Linux " + r.kernel + " is older than the eBPF thread tracker needs (Linux >= 5.8, with BTF): upgrade "
+               "the kernel, or use " + TrackerOptions().procfsOption + ".";
+  } else if (!r.btf) {
     r.reason = "kernel has no BTF (" + std::string(kBtfPath) +
                "); needs CONFIG_DEBUG_INFO_BTF=y, Linux >= 5.8";
   } else if (!r.capBpf || !r.capPerfmon) {
