@@ -1,9 +1,11 @@
 // Paths of the eBPF thread tracker (bpf/thread_tracker.bpf.c, native/threads/bpf_tracker.cc) that
 // threads-bpf.test.ts leaves out: teardown of every kernel object, slot and tid-table recycling
 // under thread churn, a thread refused a slot and tracked once one frees, a whole tracked process
-// killed mid-run, threads that were zombies at attach, a thread moving between packages,
-// grandchildren and >1,024 followed processes, the two program builds side by side, and the
-// loader's refusals (injected between libbpf and the kernel).
+// killed mid-run, threads that were zombies at attach (another user's too, under least
+// privilege), a thread moving between packages, grandchildren and >1,024 followed processes, the
+// two program builds side by side, a time namespace, a CPU held by an untracked task since before
+// attach, more possible CPUs than the CPU table holds, and the loader's refusals (injected
+// between libbpf and the kernel).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import * as fs from 'node:fs';
