@@ -814,9 +814,34 @@ int BPF_PROG(handle_runtime, struct task_struct *task, __u64 runtime)
 	return 0;
 }
 
-/* Run once by the loader before attach: moves each seeded thread of targ_tgid from the tid hash
- * to where the program finds it, its task storage or (compatibility build) task_refs. A thread
- * whose storage cannot be created keeps its tid hash entry. */
+/* A task on a CPU as the loader attaches: that CPU is busy (running_at_attach, in
+ * thread_tracker.h). Its first timed switch counts it so from attach; until then only this says
+ * it, and a CPU that one task holds without switching (a busy-poll thread on a nohz_full core)
+ * read as idle, its package's energy going to the threads on other CPUs. on_cpu holds from just
+ * before the switch to a task to just after the switch away from it: a task caught switching to
+ * the idle task marks its CPU busy until that CPU's next switch, a window of microseconds. */
+static __always_inline void mark_running_cpu(struct task_struct *task)
+{
+	struct jt_cpu_slot *c;
+	__u32 cpu;
+
+	/* The idle tasks (pid 0) are in no pid table: the iterator does not visit them. on_cpu and
+	 * the CPU fields are CONFIG_SMP's. */
+	if (!bpf_core_field_exists(task->on_cpu) || !task->pid || !task->on_cpu)
+		return;
+	if (bpf_core_field_exists(task->thread_info.cpu))
+		cpu = task->thread_info.cpu;
+	else
+		cpu = ((struct task_struct___pre516 *)task)->cpu;
+	c = bpf_map_lookup_elem(&cpus, &cpu);
+	if (c)
+		c->running_at_attach = 1;
+}
+
+/* Run once by the loader before attach, over every task: marks the CPUs that tasks hold
+ * (mark_running_cpu), and moves each seeded thread of targ_tgid from the tid hash to where the
+ * program finds it, its task storage or (compatibility build) task_refs. A thread whose storage
+ * cannot be created keeps its tid hash entry. */
 SEC("iter/task")
 int seed_refs(struct bpf_iter__task *ctx)
 {
@@ -825,7 +850,10 @@ int seed_refs(struct bpf_iter__task *ctx)
 	struct jt_thread_slot *t;
 	__u32 tid;
 
-	if (!task || task->tgid != targ_tgid)
+	if (!task)
+		return 0;
+	mark_running_cpu(task);
+	if (task->tgid != targ_tgid)
 		return 0;
 	tid = task->pid;
 	seed = bpf_map_lookup_elem(&tid_slot, &tid);

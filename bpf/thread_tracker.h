@@ -49,7 +49,10 @@ struct jt_cpu_slot {
 	__u64 idle_ns;  /* up to last_ts */
 	__u64 events;   /* sched_switch events handled here */
 	__u32 slot_hw;  /* one past the highest thread slot this CPU handed out */
-	__u32 pad;
+	/* A task other than the idle task held this CPU when the loader's iterator ran, just before
+	 * attach (seed_refs): busy since attach until its first timed switch (last_ts still 0),
+	 * which counts from attach. Written once, before attach. */
+	__u32 running_at_attach;
 	__u64 reserved[2];
 };
 

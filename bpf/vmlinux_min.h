@@ -57,8 +57,16 @@ struct sched_entity {
 	u64 prev_sum_exec_runtime;
 };
 
+/* Where the task's CPU is kept since Linux 5.16 (commit bcf9033e5449, "sched: move CPU field
+ * back into thread_info if THREAD_INFO_IN_TASK=y"); task_struct's own "cpu" before. */
+struct thread_info {
+	u32 cpu;
+};
+
 struct task_struct {
+	struct thread_info thread_info;
 	unsigned int __state; /* "state" (long) before 5.14: see task_struct___pre514 */
+	int on_cpu;
 	unsigned int flags;
 	int exit_state;
 	pid_t pid;
@@ -72,6 +80,11 @@ struct task_struct {
  * Linux 5.14. The ___suffix is stripped by libbpf when it matches the kernel's type. */
 struct task_struct___pre514 {
 	long state;
+};
+
+/* The task's CPU before Linux 5.16: see struct thread_info. */
+struct task_struct___pre516 {
+	unsigned int cpu;
 };
 
 /* sched_process_exec's third argument, not read. */

@@ -1,9 +1,11 @@
 // Paths of the eBPF thread tracker (bpf/thread_tracker.bpf.c, native/threads/bpf_tracker.cc) that
 // threads-bpf.test.ts leaves out: teardown of every kernel object, slot and tid-table recycling
 // under thread churn, a thread refused a slot and tracked once one frees, a whole tracked process
-// killed mid-run, threads that were zombies at attach, a thread moving between packages,
-// grandchildren and >1,024 followed processes, the two program builds side by side, and the
-// loader's refusals (injected between libbpf and the kernel).
+// killed mid-run, threads that were zombies at attach (another user's too, under least
+// privilege), a thread moving between packages, grandchildren and >1,024 followed processes, the
+// two program builds side by side, a time namespace, a CPU held by an untracked task since before
+// attach, more possible CPUs than the CPU table holds, and the loader's refusals (injected
+// between libbpf and the kernel).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import * as fs from 'node:fs';
@@ -14,6 +16,7 @@ import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { nativeHandleOf } from '../src/native-handles';
 import { openThreadTracker, type BpfProgram, type ThreadSnapshot, type ThreadTracker, type ThreadTrackerOptions } from '../src/threads';
 import { describeBpf } from './fixtures/bpf-required';
+import { skipGated, toolsRequired } from './fixtures/gated';
 import { Spinner, sleep } from './fixtures/spinner';
 import { stealAllowance } from './fixtures/steal';
 import { expectMonotonic, find } from './fixtures/thread-checks';
@@ -434,6 +437,45 @@ ctypes.CDLL(None).pthread_exit(None)`], { stdio: ['pipe', 'pipe', 'inherit'] });
       }
     });
 
+    it("reports another user's zombie as exited to a process with CAP_BPF and CAP_PERFMON alone", async (ctx) => {
+      // Without CAP_KILL, tgkill(pid, tid, 0) on another user's thread says EPERM, not ESRCH,
+      // zombie or not: the loader took that for a live thread, skipped /proc's state, and
+      // reported the zombie leader running, holding its slot, for good. Here root's zombie
+      // leader, tracked by nobody with ambient CAP_BPF and CAP_PERFMON (setpriv, util-linux).
+      const child = spawn('python3', ['-c', `
+import ctypes, os, sys, threading
+threading.Thread(target=sys.stdin.readline).start()
+print(os.getpid(), flush=True)
+ctypes.CDLL(None).pthread_exit(None)`], { stdio: ['pipe', 'pipe', 'inherit'] });
+      children.push(child);
+      const pid = Number(await lines(child.stdout!)(1));
+      for (let i = 0; i < 500 && stateOf(pid, pid) !== 'Z'; i++) await sleep(2);
+      expect(stateOf(pid, pid)).toBe('Z');
+      const asNobody = (script: string) =>
+        spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=+bpf,+perfmon', '--ambient-caps=+bpf,+perfmon', process.execPath, '-e', script], { encoding: 'utf8' });
+      const probe = asNobody(`const r = require(${JSON.stringify(ADDON)}).bpfReadiness(); process.stdout.write(JSON.stringify(r));`);
+      const ready = probe.status === 0 ? (JSON.parse(probe.stdout) as { ready: boolean; reason: string }) : undefined;
+      if (!ready?.ready) {
+        const why = probe.error ? probe.error.message : ready ? ready.reason : probe.stderr.trim();
+        return skipGated(ctx, `running as nobody with ambient CAP_BPF and CAP_PERFMON (setpriv, and the addon readable by nobody): ${why}`, toolsRequired(), 'JOULETRACE_REQUIRE_TOOLS=1');
+      }
+      const r = asNobody(`
+        const b = require(${JSON.stringify(ADDON)});
+        const t = new b.ThreadTracker({ backend: 'bpf', bpfProgram: ${JSON.stringify(bpfProgram)}, pid: ${pid} });
+        const rows = () => t.snapshot().threads.map((x) => ({ tid: x.tid, exited: x.exited, onCpuNs: x.onCpuNs }));
+        const first = rows(), second = rows(), slotsUsed = t.stats().slotsUsed;
+        t.close();
+        process.stdout.write(JSON.stringify({ uid: process.getuid(), first, second, slotsUsed }));`);
+      expect(r.status, r.stderr).toBe(0);
+      const out = JSON.parse(r.stdout);
+      expect(out.uid).toBe(65534);
+      const worker = tasks(pid).find((tid) => tid !== pid)!;
+      expect(out.first).toEqual(expect.arrayContaining([{ tid: pid, exited: true, onCpuNs: 0 }, expect.objectContaining({ tid: worker, exited: false })]));
+      expect(out.second).toEqual([expect.objectContaining({ tid: worker, exited: false })]);
+      expect(out.slotsUsed).toBe(1);
+      child.stdin!.end('\n');
+    });
+
     it("lets go of a slot closed before its thread's last switch: the slot's next owner keeps its own figures", async () => {
       // The loader closes a seeded thread's slot once tgkill() says ESRCH or /proc says Z, which
       // comes a little before the thread's last switch; the next snapshot frees the slot and the
@@ -635,6 +677,171 @@ describeBpf('eBPF tracker: both program builds attached at once', () => {
   });
 });
 
+describeBpf('eBPF tracker in a time namespace', () => {
+  it("converts between the kernel's clock and the process's CLOCK_MONOTONIC, for snapshots and the sampler's spans", (ctx) => {
+    // bpf_ktime_get_ns() reads the kernel's CLOCK_MONOTONIC whatever the namespace; a process
+    // in a time namespace reads its own, offset by 100,000 s here. The figures used to take the
+    // offset for run time: a 100 ms spin read as 100,000 s, and every span as 0.
+    const offset = ['--time', '--fork', '--monotonic', '100000'];
+    const probe = spawnSync('unshare', [...offset, 'true'], { encoding: 'utf8' });
+    if (probe.error || probe.status !== 0) {
+      const why = probe.error ? probe.error.message : probe.stderr.trim();
+      return skipGated(ctx, `unshare --time is refused here (util-linux >= 2.36, CAP_SYS_ADMIN, a kernel with CONFIG_TIME_NS): ${why}`, toolsRequired(), 'JOULETRACE_REQUIRE_TOOLS=1');
+    }
+    const script = `
+      const fs = require('node:fs');
+      const { openThreadTracker, Sampler } = require(${JSON.stringify(DIST)});
+      const ran = () => Number(fs.readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]);
+      const tid = process.pid;
+      const spin = (ns) => { const r0 = ran(); while (ran() - r0 < ns); };
+      const offsets = fs.readFileSync('/proc/self/timens_offsets', 'utf8');
+      const builds = ${JSON.stringify(BUILDS)}.map((bpfProgram) => {
+        const t = openThreadTracker({ backend: 'bpf', bpfProgram });
+        const r0a = ran(), before = process.hrtime.bigint();
+        const a = t.snapshot();
+        const after = process.hrtime.bigint(), r0b = ran();
+        spin(100e6);
+        const r1a = ran();
+        const b = t.snapshot();
+        const r1b = ran();
+        t.close();
+        const mine = (s) => s.threads.find((r) => r.tid === tid).onCpuNs;
+        const covered = b.cpus.map((c, i) => a.cpus[i].busyNs + a.cpus[i].idleNs === 0 ? null : c.busyNs + c.idleNs - a.cpus[i].busyNs - a.cpus[i].idleNs);
+        return { bpfProgram, before: String(before), timeNs: String(a.timeNs), after: String(after), wall: Number(b.timeNs - a.timeNs),
+                 credited: mine(b) - mine(a), least: r1a - r0b, most: r1b - r0a, covered };
+      });
+      (async () => {
+        const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'bpf' });
+        await s.start();
+        const h = s.begin('spin');
+        const r0 = ran(), t0 = performance.now();
+        spin(50e6);
+        const r1 = ran(), wall = (performance.now() - t0) * 1e6;
+        s.end(h);
+        const r = await s.settle(h);
+        await s.stop();
+        s.close();
+        process.stdout.write(JSON.stringify({ offsets, builds, span: { onCpuNs: r.onCpuNs, ran: r1 - r0, wall } }));
+      })();`;
+    const steal = stealAllowance();
+    const r = spawnSync('unshare', [...offset, process.execPath, '-e', script], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.offsets).toMatch(/^monotonic\s+100000\s+0$/m);
+    const allowance = steal();
+    for (const b of out.builds) {
+      // In the process's clock, which the sampler and the spans read too.
+      expect(BigInt(b.timeNs), b.bpfProgram).toBeGreaterThanOrEqual(BigInt(b.before));
+      expect(BigInt(b.timeNs), b.bpfProgram).toBeLessThanOrEqual(BigInt(b.after));
+      expect(b.credited, b.bpfProgram).toBeGreaterThanOrEqual(b.least * TIMING_SKEW - TICK_LAG_NS);
+      expect(b.credited, b.bpfProgram).toBeLessThanOrEqual(b.most + TICK_LAG_NS + allowance);
+      // Busy and idle together run with the process's clock (1 ms: as in the test above).
+      b.covered.forEach((c: number | null, cpu: number) => {
+        if (c === null) return;
+        expect(c, `${b.bpfProgram} cpu ${cpu}`).toBeGreaterThanOrEqual(b.wall - 1e6);
+        expect(c, `${b.bpfProgram} cpu ${cpu}`).toBeLessThanOrEqual(b.wall + 1e6);
+      });
+    }
+    // A span's on-CPU time is the thread's, interpolated between samples a millisecond apart
+    // (10 ms: an interval at each end, stretched where the machine is busy).
+    expect(out.span.onCpuNs).toBeGreaterThanOrEqual(out.span.ran * TIMING_SKEW - TICK_LAG_NS);
+    expect(out.span.onCpuNs).toBeLessThanOrEqual(out.span.wall + 10e6);
+  });
+});
+
+describeBpf('eBPF tracker: a CPU held by an untracked task since before attach', () => {
+  it('counts it busy from attach, before its first switch', async (ctx) => {
+    // A CPU's busy time used to start at its first switch after attach: one that another
+    // process's busy-poll thread holds without switching (a nohz_full core) read as idle, and
+    // its package's energy went to the threads on other CPUs. Here a SCHED_FIFO spinner, pinned,
+    // holds the CPU with no switch (none in 600 ms, seen with the old code); RLIMIT_CPU ends it
+    // if this process cannot (a CFS task pinned there would starve, a `timeout` among them).
+    const online = fs.readFileSync('/sys/devices/system/cpu/online', 'utf8').trim();
+    const cpu = Math.max(...online.split(',').map((r) => Number(r.split('-').pop())));
+    if (cpu === 0) return skipGated(ctx, 'one CPU online: holding it would stall this test', toolsRequired(), 'JOULETRACE_REQUIRE_TOOLS=1');
+    const held = spawn('chrt', ['-f', '1', 'taskset', '-c', String(cpu), 'sh', '-c', 'ulimit -t 5; while :; do :; done'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let refused = '';
+    held.stderr!.on('data', (d) => (refused += String(d)));
+    const pid = held.pid!;
+    const runNs = () => kernelNs(pid, pid);
+    try {
+      let running = false;
+      for (let i = 0; i < 500 && !running && held.exitCode === null; i++) {
+        await sleep(2);
+        try {
+          const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+          // policy 1 (SCHED_FIFO) once chrt is done, the CPU once taskset is, sh's loop after both
+          running = stat[41 - 3] === '1' && stat[39 - 3] === String(cpu) && fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'sh';
+        } catch {
+          break;
+        }
+      }
+      if (!running) {
+        return skipGated(ctx, `a SCHED_FIFO spinner pinned to CPU ${cpu} did not start (chrt needs CAP_SYS_NICE): ${refused.trim()}`, toolsRequired(), 'JOULETRACE_REQUIRE_TOOLS=1');
+      }
+      await sleep(20); // its arrival there, a switch, well before attach
+      for (const bpfProgram of BUILDS) {
+        const t = openThreadTracker({ backend: 'bpf', bpfProgram });
+        try {
+          const r0 = runNs();
+          const first = t.snapshot();
+          await sleep(100);
+          const second = t.snapshot();
+          const ran = runNs() - r0;
+          const wall = Number(second.timeNs - first.timeNs);
+          expect(ran, 'the spinner held its CPU').toBeGreaterThan(wall / 2);
+          expect(first.cpus[cpu].busyNs, bpfProgram).toBeGreaterThan(0);
+          expect(second.cpus[cpu].busyNs - first.cpus[cpu].busyNs, bpfProgram).toBeGreaterThan(wall / 2);
+        } finally {
+          t.close();
+        }
+      }
+    } finally {
+      held.kill('SIGKILL');
+    }
+  });
+});
+
+describeBpf('eBPF tracker: more possible CPUs than its CPU table holds', () => {
+  it('names the limit and the remedies, and a Sampler falls back to procfs saying so', (ctx) => {
+    // 1,500 possible CPUs, as /sys/devices/system/cpu/possible says in a mount namespace of the
+    // child's own. The refusal used to be "sizing the CPU table ... failed: Argument list too long".
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-cpus-'));
+    try {
+      const possible = path.join(dir, 'possible');
+      fs.writeFileSync(possible, '0-1499\n');
+      const script = `
+        const j = require(${JSON.stringify(DIST)});
+        const out = { possible: require('node:fs').readFileSync('/sys/devices/system/cpu/possible', 'utf8').trim() };
+        try { j.openThreadTracker({ backend: 'bpf' }); } catch (e) { out.code = e.code; out.message = e.message; }
+        const s = new j.Sampler({ source: 'model' });
+        out.backend = s.stats().threads.backend;
+        out.fallback = s.stats().threads.fallbackReason;
+        s.close();
+        process.stdout.write(JSON.stringify(out));`;
+      const r = spawnSync('unshare', ['-m', 'sh', '-c', 'mount --bind "$0" /sys/devices/system/cpu/possible && exec "$1" -e "$2"', possible, process.execPath, script], { encoding: 'utf8' });
+      if (r.error || (r.status !== 0 && !r.stdout)) {
+        const why = r.error ? r.error.message : r.stderr.trim();
+        return skipGated(ctx, `a mount namespace with a file bound over /sys/devices/system/cpu/possible (unshare -m, CAP_SYS_ADMIN): ${why}`, toolsRequired(), 'JOULETRACE_REQUIRE_TOOLS=1');
+      }
+      expect(r.status, r.stderr).toBe(0);
+      const out = JSON.parse(r.stdout);
+      expect(out.possible).toBe('0-1499');
+      expect(out.code).toBe('E2BIG');
+      expect(out.message).toBe(
+        'jouletrace: the eBPF thread tracker supports at most 1024 possible CPUs, and this machine has 1500 ' +
+          "(/sys/devices/system/cpu/possible; a VM's count includes its CPU hot-plug slots, which the kernel's " +
+          "possible_cpus= or nr_cpus= boot option lowers). Use backend 'procfs' instead.",
+      );
+      expect(out.backend).toBe('procfs');
+      expect(out.fallback).toContain('1500 (/sys/devices/system/cpu/possible');
+      expect(out.fallback).toContain("Use threads 'procfs' instead.");
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 // Refusals the kernel gives on other machines, made here by an LD_PRELOAD shim between libbpf
 // and the kernel: libbpf (a shared library) calls syscall(__NR_bpf, ...) and the loader calls
 // access() on the BTF file, both through the PLT. Each case runs in a child process.
@@ -647,6 +854,7 @@ const SHIM_SOURCE = String.raw`
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/utsname.h>
 
 /* bpf(2) commands, and offsets in union bpf_attr (include/uapi/linux/bpf.h): map_type and
  * map_name for MAP_CREATE; log_level, log_size, log_buf and prog_name for PROG_LOAD. tp_btf and
@@ -760,6 +968,21 @@ int access(const char *path, int mode)
 		next = (int (*)(const char *, int))dlsym(RTLD_NEXT, "access");
 	return next(path, mode);
 }
+
+/* JT_FAULT_RELEASE: the kernel release uname() reports. */
+int uname(struct utsname *u)
+{
+	static int (*next)(struct utsname *);
+	const char *release = getenv("JT_FAULT_RELEASE");
+	int rc;
+
+	if (!next)
+		next = (int (*)(struct utsname *))dlsym(RTLD_NEXT, "uname");
+	rc = next(u);
+	if (rc == 0 && release)
+		snprintf(u->release, sizeof u->release, "%s", release);
+	return rc;
+}
 `;
 
 // errno values as Linux numbers them on every architecture.
@@ -821,7 +1044,7 @@ describeBpf('eBPF tracker load and attach failures (kernel refusals injected)', 
     for (const [k, v] of Object.entries(fault)) env[k] = String(v);
     const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env });
     expect(r.status, r.stderr).toBe(0);
-    const out = JSON.parse(r.stdout) as { readiness: { btf: boolean; ready: boolean; reason: string }; before: number; after: number; outcomes: Outcome[] };
+    const out = JSON.parse(r.stdout) as { readiness: { btf: boolean; ready: boolean; reason: string; kernel: string }; before: number; after: number; outcomes: Outcome[] };
     // Whatever happened, nothing stays open: a failed open tears down what it had made.
     expect(out.after).toBe(out.before);
     return out;
@@ -969,6 +1192,17 @@ describeBpf('eBPF tracker load and attach failures (kernel refusals injected)', 
       expect(o.message).toBe(
         `jouletrace: kernel has no BTF (/sys/kernel/btf/vmlinux); needs CONFIG_DEBUG_INFO_BTF=y, Linux >= 5.8 (running ${os.release()}). Use backend 'procfs' instead.`,
       );
+    }
+  });
+
+  it('bpfReadiness() says a kernel older than Linux 5.8 is not ready, naming the version found and needed', () => {
+    const old = underFault({ JT_FAULT_RELEASE: '5.4.0-150-generic' }, []);
+    expect(old.readiness).toMatchObject({ ready: false, btf: true, kernel: '5.4.0-150-generic' });
+    expect(old.readiness.reason).toBe(
+      "Linux 5.4.0-150-generic is older than the eBPF thread tracker needs (Linux >= 5.8, with BTF): upgrade the kernel, or use backend 'procfs'.",
+    );
+    for (const release of ['5.8.0', '6.18.44-fc-v1300', 'not-a-version']) {
+      expect(underFault({ JT_FAULT_RELEASE: release }, []).readiness, release).toMatchObject({ ready: true, kernel: release });
     }
   });
 

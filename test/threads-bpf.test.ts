@@ -197,6 +197,8 @@ describeGated('without CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN', cannotDrop, bpfR
       const user = spawnSync(process.execPath, [script], { encoding: 'utf8', uid: 65534, gid: 65534 });
       expect(user.status, user.stderr).toBe(0);
       expect(JSON.parse(user.stdout).message).toContain('; this process lacks CAP_BPF, CAP_PERFMON. Run as root, or grant them:');
+      // The binary itself: setcap refuses a symlink, and a version manager's shim is a script.
+      expect(JSON.parse(user.stdout).message).toContain(`setcap cap_bpf,cap_perfmon+ep ${fs.realpathSync(process.execPath)}\``);
     } finally {
       fs.rmSync(script, { force: true });
     }

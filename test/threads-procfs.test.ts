@@ -42,7 +42,9 @@ describe('procfs thread tracker on this machine', () => {
       const fs = require('node:fs');
       const { openThreadTracker } = require(${JSON.stringify(path.join(__dirname, '..', 'dist/cjs/index.js'))});
       const spin = (ms) => { const end = performance.now() + ms; while (performance.now() < end); };
-      spin(300); // run time from before the tracker, which it must not count
+      const ran = () => Number(fs.readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]);
+      const spinCpu = (ms) => { const until = ran() + ms * 1e6; while (ran() < until) spin(0.5); };
+      spinCpu(300); // run time from before the tracker, which it must not count
       const t = openThreadTracker({ backend: 'procfs' });
       const t0 = process.hrtime.bigint();
       const first = t.snapshot().threads.find((r) => r.tid === process.pid);
@@ -51,7 +53,7 @@ describe('procfs thread tracker on this machine', () => {
       let exited = 0;
       for (let i = 0; i < 3; i++) { spin(12); exited += t.snapshot().threads.filter((r) => r.exited).length; }
       for (const fd of fds) fs.closeSync(fd);
-      spin(12);
+      spinCpu(30); // CPU time, which a spin of wall time may not get on a loaded machine
       const last = t.snapshot().threads.find((r) => r.tid === process.pid);
       console.log(JSON.stringify({ fds: fds.length, exited, first, last, wallNs: Number(process.hrtime.bigint() - t0) }));
     `;
@@ -71,28 +73,34 @@ describe('procfs thread tracker on this machine', () => {
 
   // Opened with two descriptors to spare, the tracker cannot open the threads' files nor read
   // them by path: counted from the first good read, not from their birth (450 ms read for 50).
+  // The spins are of the thread's own CPU time (schedstat, read with descriptors to spare): a
+  // spin of wall time got under 20 ms of CPU on a loaded machine.
   it('counts a thread from its first good read when the first one failed for want of descriptors', () => {
     const script = `
       const fs = require('node:fs');
       const { openThreadTracker } = require(${JSON.stringify(path.join(__dirname, '..', 'dist/cjs/index.js'))});
       const spin = (ms) => { const end = performance.now() + ms; while (performance.now() < end); };
-      spin(400); // before the tracker: not to be counted
+      const ran = () => Number(fs.readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]);
+      const spinCpu = (ms) => { const until = ran() + ms * 1e6; while (ran() < until) spin(0.5); };
+      spinCpu(400); // before the tracker: not to be counted
       const fds = [];
       try { for (;;) fds.push(fs.openSync('/dev/null', 'r')); } catch (e) { if (e.code !== 'EMFILE') throw e; }
       fs.closeSync(fds.pop()); fs.closeSync(fds.pop()); // /proc/stat's and the task listing's
       const t = openThreadTracker({ backend: 'procfs' });
       for (const fd of fds) fs.closeSync(fd);
-      t.snapshot(); // the first good read (by path)
-      spin(12);
-      t.snapshot(); // the descriptors open at this rescan: the row goes on in schedstat's figure
       const t0 = process.hrtime.bigint();
-      spin(50);
+      t.snapshot(); // the first good read (by path)
+      spin(12); // past the 10 ms between rescans
+      t.snapshot(); // the descriptors open at this rescan: the row goes on in schedstat's figure
+      spinCpu(50);
       const me = t.snapshot().threads.find((r) => r.tid === process.pid);
       console.log(JSON.stringify({ onCpuNs: me.onCpuNs, wallNs: Number(process.hrtime.bigint() - t0) }));
     `;
     const r = spawnSync('sh', ['-c', 'ulimit -n 256 && exec "$0" -e "$1"', process.execPath, script], { encoding: 'utf8' });
     expect(r.stderr).toBe('');
     const out = JSON.parse(r.stdout) as { onCpuNs: number; wallNs: number };
+    // At least the 50 ms spun, less schedstat's lag of a tick at each end (10 ms at HZ=100);
+    // within the wall time since the first good read, plus that lag.
     expect(out.onCpuNs).toBeGreaterThan(20e6);
     expect(out.onCpuNs).toBeLessThanOrEqual(out.wallNs + 10e6);
   });

@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <cstring>
 #include <mutex>
+#include <optional>
 
 #include "errno_name.h"
 #include "napi_util.h"
@@ -278,24 +279,54 @@ std::string privilegeMessage(const BpfReadiness& r, const std::string& procfsOpt
            "or --cap-add SYS_ADMIN before Linux 5.8; in a systemd unit, CAP_BPF CAP_PERFMON in CapabilityBoundingSet= and, "
            "for a User= other than root, AmbientCapabilities=), or use " + procfsOption + ".";
   }
+  // File capabilities go on the binary itself: setcap refuses a symlink (`command -v node` often
+  // names one) and a version manager's shim is a script, whose capabilities exec ignores.
+  char exe[4096];
+  const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  const std::string binary = n > 0 ? std::string(exe, size_t(n)) : "\"$(readlink -f \"$(command -v node)\")\"";
   return "jouletrace: the eBPF thread tracker needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)" +
          (missing.empty() ? std::string() : "; this process lacks " + missing) +
-         ". Run as root, or grant them: `sudo setcap cap_bpf,cap_perfmon+ep $(command -v node)`"
-         " (Linux >= 5.8), or use " + procfsOption + ".";
+         ". Run as root, or grant them: to this service alone, in its systemd unit (AmbientCapabilities=CAP_BPF "
+         "CAP_PERFMON beside its User=); or to the binary this process runs (the file itself: not a symlink or a "
+         "version manager's shim), `sudo setcap cap_bpf,cap_perfmon+ep " + binary + "` (Linux >= 5.8), which every "
+         "program run with it then holds (a copy kept for this service narrows that); or use " + procfsOption + ".";
 }
 
 // Whether a thread listed while seeding has made, or is about to make, its last switch. tgkill()
 // says ESRCH from the moment a thread is unhashed. A zombie stays hashed, so tgkill() accepts it:
 // a main thread that called pthread_exit() stays one while its process lives, and a whole process
 // stays one until it is reaped. For those the state says it ('Z', set by exit_notify(), like the
-// unhashing a little before the last switch).
+// unhashing a little before the last switch). A thread of another user's gets EPERM, not ESRCH,
+// where this process lacks CAP_KILL (least privilege: CAP_BPF and CAP_PERFMON only): whether it
+// lives or is a zombie, the state says that too.
 bool threadEnded(uint32_t tgid, uint32_t tid) {
-  if (syscall(SYS_tgkill, pid_t(tgid), pid_t(tid), 0) != 0) return errno == ESRCH;
+  if (syscall(SYS_tgkill, pid_t(tgid), pid_t(tid), 0) != 0 && errno != EPERM) return errno == ESRCH;
   std::string text;
   const std::string path = "/proc/" + std::to_string(tgid) + "/task/" + std::to_string(tid) + "/stat";
   if (int e = readSmallFile(path, &text)) return e == -ENOENT || e == -ESRCH;  // reaped meanwhile
   const char* state = procStatField(text.c_str(), 3);
   return state && (*state == 'Z' || *state == 'X');
+}
+
+// This process's CLOCK_MONOTONIC less the kernel's, which bpf_ktime_get_ns() reads whatever
+// time namespace the caller is in (Linux 5.6; `unshare --time`, a container restored from a
+// checkpoint with CRIU). The program's timestamps are the kernel's; snapshots' timeNs, the
+// sampler's and the spans' are this process's. 0 without the file (before 5.6, or
+// CONFIG_TIME_NS=n) or its monotonic line. The file shows the namespace of the process's
+// children, which is its own except between an unshare(CLONE_NEWTIME) and the next exec: not a
+// state a Node process gets into by itself.
+int64_t monotonicOffsetNs() {
+  std::string text;
+  if (readSmallFile("/proc/self/timens_offsets", &text) != 0) return 0;
+  for (size_t at = 0; at < text.size();) {
+    size_t nl = text.find('\n', at);
+    if (nl == std::string::npos) nl = text.size();
+    long long sec = 0;
+    long nsec = 0;
+    if (sscanf(text.c_str() + at, "monotonic %lld %ld", &sec, &nsec) == 2) return int64_t(sec) * 1'000'000'000 + nsec;
+    at = nl + 1;
+  }
+  return 0;
 }
 
 // Set once any tracker in this process has seen a switch-in the kernel did not report: the
@@ -337,6 +368,9 @@ class BpfTracker final : public ThreadTracker {
   void attachRepair();
 
   bool loadFailed_ = false;
+  // monotonicOffsetNs() as of open: kernelNs() is the program's clock, monotonicNs() the process's.
+  int64_t clockOffsetNs_ = 0;
+  uint64_t kernelNs() const { return monotonicNs() - uint64_t(clockOffsetNs_); }
   // handle_runtime. With repairSwitchIns "auto" it is loaded at open and attached by snapshot()
   // once the switch-out path has counted a switch-in the kernel did not report: it runs at every
   // scheduler accounting call on the machine, so it stays detached where nothing is lost.
@@ -675,8 +709,15 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
   // passes the count where the list has gaps.
   ncpu_ = std::max(ncpu_, possibleCpuIds("/sys/devices/system/cpu"));
   if (ncpu_ > JT_MAX_CPUS) {
-    return fail(err, -E2BIG, "sizing the CPU table (" + std::to_string(ncpu_) + " possible CPUs, at most " +
-                                 std::to_string(JT_MAX_CPUS) + " supported)", "");
+    // The program's CPU → package table is sized at build time (bpf/thread_tracker.h).
+    if (err) {
+      err->code = "E2BIG";
+      err->message = "jouletrace: the eBPF thread tracker supports at most " + std::to_string(JT_MAX_CPUS) +
+                     " possible CPUs, and this machine has " + std::to_string(ncpu_) +
+                     " (/sys/devices/system/cpu/possible; a VM's count includes its CPU hot-plug slots, which the "
+                     "kernel's possible_cpus= or nr_cpus= boot option lowers). Use " + opts.procfsOption + " instead.";
+    }
+    return -E2BIG;
   }
   cpuPkg_ = cpuPackageMap(opts.cpuPackage, "/sys/devices/system/cpu", ncpu_);
 
@@ -750,7 +791,8 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
       skel_->links.handle_fork = bpf_program__attach(skel_->progs.handle_fork);
       if (!skel_->links.handle_fork) return fail(err, -errno, "attaching tp_btf/sched_process_fork", log);
     }
-    const uint64_t attachTs = monotonicNs();
+    clockOffsetNs_ = monotonicOffsetNs();
+    const uint64_t attachTs = kernelNs();
     seedTs_ = attachTs;
     e = seedThreads(uint32_t(tgid), attachTs);
     if (e) return fail(err, e, "seeding the threads of process " + std::to_string(tgid), log);
@@ -836,8 +878,9 @@ int BpfTracker<Build>::snapshot(TrackerSnapshot& snap) {
     PrintCapture capture(&log);
     attachRepair();
   }
-  const uint64_t now = monotonicNs();
-  snap.timeNs = now;
+  // Compared with the program's timestamps in the kernel's clock; reported in the process's.
+  const uint64_t now = kernelNs();
+  snap.timeNs = now + uint64_t(clockOffsetNs_);
   snap.cpus.resize(size_t(ncpu_));
   snap.threads.clear();
 
@@ -849,6 +892,9 @@ int BpfTracker<Build>::snapshot(TrackerSnapshot& snap) {
       unswitched_[size_t(i)] = c.last_ts == 0;
       uint64_t busy = c.busy_ns, idle = c.idle_ns;
       if (c.last_ts && now > c.last_ts) (c.idle_now ? idle : busy) += now - c.last_ts;
+      // Held by a task since before attach, with no timed switch since: busy from attach, as
+      // its first timed switch will count it.
+      else if (!c.last_ts && c.running_at_attach && now > seedTs_) busy += now - seedTs_;
       prev.busyNs = std::max(prev.busyNs, busy);
       prev.idleNs = std::max(prev.idleNs, idle);
       hw = std::max(hw, c.slot_hw);
@@ -900,8 +946,9 @@ int BpfTracker<Build>::snapshot(TrackerSnapshot& snap) {
     out.exited = t.exited != 0;
     snap.threads.push_back(out);
     // A CPU with no timed switch since attach knows no busy time of its own (a thread alone on
-    // an isolated core never switches): while a tracked thread runs there, the CPU has been
-    // busy at least as long, or its package's share would go to threads elsewhere.
+    // an isolated core never switches) unless the iterator found it held at attach, which a
+    // thread switched in after the iterator passed escaped: while a tracked thread runs there,
+    // the CPU has been busy at least as long, or its package's share would go to threads elsewhere.
     if (running && t.cpu < uint32_t(ncpu_) && unswitched_[t.cpu]) {
       CpuTimes& cpu = lastCpu_[t.cpu];
       cpu.busyNs = std::max(cpu.busyNs, running);
@@ -992,6 +1039,7 @@ int BpfTracker<Build>::forgetSwitchIn(uint32_t tid, bool asSeeded, uint64_t cpuS
     const int cfd = bpf_map__fd(skel_->maps.cpus);
     jt_cpu_slot c;
     if (bpf_map_lookup_elem(cfd, &v.cpu, &c) != 0) return -errno;
+    cpuSinceNs -= uint64_t(clockOffsetNs_);  // the process's clock, to the program's
     if (cpuSinceNs >= c.last_ts) return -EINVAL;
     c.last_ts = cpuSinceNs;
     return bpf_map_update_elem(cfd, &v.cpu, &c, BPF_ANY) == 0 ? 0 : -errno;
@@ -1066,13 +1114,19 @@ void BpfTracker<Build>::stats(TrackerStats& out) {
   }
 }
 
+// Whether a kernel release string ("6.8.0-45-generic") says Linux >= major.minor; nullopt when it
+// does not parse.
+std::optional<bool> releaseAtLeast(const char* release, int major, int minor) {
+  int ma = 0, mi = 0;
+  if (sscanf(release, "%d.%d", &ma, &mi) != 2) return std::nullopt;
+  return ma > major || (ma == major && mi >= minor);
+}
+
 // Linux >= major.minor, from the running kernel's release string.
 bool kernelAtLeast(int major, int minor) {
   utsname u;
   if (uname(&u) != 0) return false;
-  int ma = 0, mi = 0;
-  if (sscanf(u.release, "%d.%d", &ma, &mi) != 2) return false;
-  return ma > major || (ma == major && mi >= minor);
+  return releaseAtLeast(u.release, major, minor).value_or(false);
 }
 
 // Opens one build; a tracker that fails is torn down (detached, maps closed) before this returns.
@@ -1141,7 +1195,12 @@ BpfReadiness bpfReadiness() {
     if (!r.userNs.empty()) r.capBpf = r.capPerfmon = false;
   }
 
-  if (!r.btf) {
+  // The README's minimum (CAP_BPF, task iterators). A kernel that backports those may load the
+  // program all the same: openThreadTracker() still tries, and this says it is unsupported.
+  if (!releaseAtLeast(r.kernel.c_str(), 5, 8).value_or(true)) {
+    r.reason = "Linux " + r.kernel + " is older than the eBPF thread tracker needs (Linux >= 5.8, with BTF): upgrade "
+               "the kernel, or use " + TrackerOptions().procfsOption + ".";
+  } else if (!r.btf) {
     r.reason = "kernel has no BTF (" + std::string(kBtfPath) +
                "); needs CONFIG_DEBUG_INFO_BTF=y, Linux >= 5.8";
   } else if (!r.capBpf || !r.capPerfmon) {
