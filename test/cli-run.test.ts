@@ -855,7 +855,7 @@ describe('library messages in the words of each command', () => {
     expect(fallback).toMatch(/\.\); using procfs, which does not follow child processes$/);
     const bpf = asNobody(['run', '--threads', 'bpf', '--', 'true']);
     expect(bpf.code).toBe(125);
-    expect(bpf.stderr).toMatch(/(, or use|Use|Otherwise use) --threads procfs( instead)?\.\n$/);
+    expect(bpf.stderr).toMatch(/([,;] or use|Use|Otherwise use) --threads procfs( instead)?\.\n$/);
     expect(bpf.stderr).not.toMatch(LIBRARY_WORDS);
   });
 
@@ -902,6 +902,7 @@ describe('library messages in the words of each command', () => {
   it.each([
     ...inBothWords([
       ["... (Linux >= 5.8), or use OPTION 'procfs'.", '... (Linux >= 5.8), or use --threads procfs.', '... (Linux >= 5.8).'],
+      ["... (a copy kept for this service narrows that); or use OPTION 'procfs'.", '... (a copy kept for this service narrows that); or use --threads procfs.', '... (a copy kept for this service narrows that).'],
       ["... (running 6.1). Use OPTION 'procfs' instead.", '... (running 6.1). Use --threads procfs instead.', '... (running 6.1).'],
       ["... an LSM can refuse bpf() too. Otherwise use OPTION 'procfs'.", '... an LSM can refuse bpf() too. Otherwise use --threads procfs.', '... an LSM can refuse bpf() too.'],
       [

@@ -204,7 +204,7 @@ const FLAG_WORDING: Wording[] = [
   { flag: 'pid', library: /; options\.pid takes a process id: pass /g, cli: '; --pid takes a process id: pass --pid ', without: '; pass the process id, ' },
   // The eBPF tracker's refusals end on the fallback, in one of three ways, in a Sampler's words
   // (threads 'procfs') or openThreadTracker()'s and bpfReadiness()'s (backend 'procfs').
-  { flag: 'threads', library: /, or use (?:threads|backend) 'procfs'\./g, cli: ', or use --threads procfs.', without: '.' },
+  { flag: 'threads', library: /([,;]) or use (?:threads|backend) 'procfs'\./g, cli: '$1 or use --threads procfs.', without: '.' },
   { flag: 'threads', library: / (Use|Otherwise use) (?:threads|backend) 'procfs'( instead)?\./g, cli: ' $1 --threads procfs$2.', without: '' },
   { flag: 'threads', library: /Use (?:threads|backend) 'procfs', or run/g, cli: 'Use --threads procfs, or run', without: 'Run' },
   { flag: 'baseline', library: /set one with setBaseline\(\), or /g, cli: 'set one with --baseline W, or ', without: '' },
