@@ -814,12 +814,14 @@ int BPF_PROG(handle_runtime, struct task_struct *task, __u64 runtime)
 	return 0;
 }
 
-/* A task on a CPU as the loader attaches: that CPU is busy (running_at_attach, in
- * thread_tracker.h). Its first timed switch counts it so from attach; until then only this says
- * it, and a CPU that one task holds without switching (a busy-poll thread on a nohz_full core)
- * read as idle, its package's energy going to the threads on other CPUs. on_cpu holds from just
- * before the switch to a task to just after the switch away from it: a task caught switching to
- * the idle task marks its CPU busy until that CPU's next switch, a window of microseconds. */
+/* A task on a CPU once sched_switch is attached, on a CPU with no timed switch yet: that task has
+ * held the CPU since before attach (any switch since would have set last_ts), so the CPU is busy
+ * from attach (running_at_attach, in thread_tracker.h). Its first timed switch counts it so; until
+ * then only this says it, and a CPU that one task holds without switching (a busy-poll thread on
+ * a nohz_full core) read as idle, its package's energy going to the threads on other CPUs. Not
+ * before attach: a task seen on its CPU then may block before attach, leaving the CPU idle but
+ * marked until its first switch (hundreds of ms on a NOHZ-idle CPU), when idle_ns counts from
+ * attach too. A switch racing the mark sets last_ts, and a snapshot then ignores the mark. */
 static __always_inline void mark_running_cpu(struct task_struct *task)
 {
 	struct jt_cpu_slot *c;
@@ -834,14 +836,25 @@ static __always_inline void mark_running_cpu(struct task_struct *task)
 	else
 		cpu = ((struct task_struct___pre516 *)task)->cpu;
 	c = bpf_map_lookup_elem(&cpus, &cpu);
-	if (c)
+	if (c && !c->last_ts)
 		c->running_at_attach = 1;
 }
 
-/* Run once by the loader before attach, over every task: marks the CPUs that tasks hold
- * (mark_running_cpu), and moves each seeded thread of targ_tgid from the tid hash to where the
- * program finds it, its task storage or (compatibility build) task_refs. A thread whose storage
- * cannot be created keeps its tid hash entry. */
+/* Run once by the loader right after attach, over every task: marks the CPUs that tasks have
+ * held since before attach (mark_running_cpu). */
+SEC("iter/task")
+int mark_held_cpus(struct bpf_iter__task *ctx)
+{
+	struct task_struct *task = ctx->task;
+
+	if (task)
+		mark_running_cpu(task);
+	return 0;
+}
+
+/* Run once by the loader before attach: moves each seeded thread of targ_tgid from the tid hash
+ * to where the program finds it, its task storage or (compatibility build) task_refs. A thread
+ * whose storage cannot be created keeps its tid hash entry. */
 SEC("iter/task")
 int seed_refs(struct bpf_iter__task *ctx)
 {
@@ -850,10 +863,7 @@ int seed_refs(struct bpf_iter__task *ctx)
 	struct jt_thread_slot *t;
 	__u32 tid;
 
-	if (!task)
-		return 0;
-	mark_running_cpu(task);
-	if (task->tgid != targ_tgid)
+	if (!task || task->tgid != targ_tgid)
 		return 0;
 	tid = task->pid;
 	seed = bpf_map_lookup_elem(&tid_slot, &tid);

@@ -49,9 +49,9 @@ struct jt_cpu_slot {
 	__u64 idle_ns;  /* up to last_ts */
 	__u64 events;   /* sched_switch events handled here */
 	__u32 slot_hw;  /* one past the highest thread slot this CPU handed out */
-	/* A task other than the idle task held this CPU when the loader's iterator ran, just before
-	 * attach (seed_refs): busy since attach until its first timed switch (last_ts still 0),
-	 * which counts from attach. Written once, before attach. */
+	/* A task other than the idle task held this CPU, with no timed switch here yet, when the
+	 * loader's iterator ran just after attach (mark_held_cpus): busy since attach until its first
+	 * timed switch (last_ts still 0), which counts from attach. Read only while last_ts is 0. */
 	__u32 running_at_attach;
 	__u64 reserved[2];
 };

@@ -800,6 +800,63 @@ describeBpf('eBPF tracker: a CPU held by an untracked task since before attach',
       held.kill('SIGKILL');
     }
   });
+
+  it('does not count a CPU busy whose task was seen running before attach and slept by then', async (ctx) => {
+    // The CPUs were marked by the iterator that seeds the threads, before attach: a task seen on
+    // its CPU there that slept before attach left an idle CPU counted busy from attach until its
+    // first switch, which then counted it idle from attach too, busy + idle exceeding the time
+    // since attach. Here a helper pinned to a CPU spins while the loader's iterator runs (its fd
+    // in /proc/<this pid>/fd says so), then sleeps well before attach: each iterator's thousand
+    // sleeping tasks created after it (with higher tids) are visited after it. Every CPU with a
+    // switch since attach reads busy + idle = the time since attach; none may read more.
+    const online = fs.readFileSync('/sys/devices/system/cpu/online', 'utf8').trim();
+    const cpu = Math.max(...online.split(',').map((r) => Number(r.split('-').pop())));
+    if (cpu === 0) return skipGated(ctx, 'one CPU online: the helper needs a CPU of its own', toolsRequired(), 'JOULETRACE_REQUIRE_TOOLS=1');
+    const helperScript = `
+      const fs = require('node:fs');
+      const dir = '/proc/' + process.argv[1] + '/fd';
+      const iterOpen = () => fs.readdirSync(dir).some((f) => { try { return fs.readlinkSync(dir + '/' + f).includes('bpf_iter'); } catch { return false; } });
+      console.log('ready');
+      for (const end = Date.now() + 2000; !iterOpen(); ) if (Date.now() > end) process.exit(0);
+      const t = process.hrtime.bigint();
+      while (process.hrtime.bigint() - t < 200000n) {}
+      console.log('asleep');
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 400);
+      console.log('awake');`;
+    for (const bpfProgram of BUILDS) {
+        // The helper may miss an iterator's fd, open for a few ms: tried again, at most 5 times.
+        let caught = false;
+        for (let attempt = 0; attempt < 5 && !caught; attempt++) {
+          const helper = spawn('taskset', ['-c', String(cpu), process.execPath, '-e', helperScript, String(process.pid)], { stdio: ['ignore', 'pipe', 'pipe'] });
+          const pad = spawn('sh', ['-c', 'for i in $(seq 1000); do sleep 60 & done; echo ready; wait'], { stdio: ['ignore', 'pipe', 'ignore'], detached: true });
+          try {
+            const helperLine = lines(helper.stdout!);
+            if ((await helperLine(1)) !== 'ready') return skipGated(ctx, `taskset did not start the helper on CPU ${cpu}`, toolsRequired(), 'JOULETRACE_REQUIRE_TOOLS=1');
+            await lines(pad.stdout!)(1);
+            const t = openThreadTracker({ backend: 'bpf', bpfProgram });
+            try {
+              caught = (await helperLine(2).catch(() => '')) === 'asleep';
+              if (!caught) continue;
+              const worst: number[] = [];
+              for (let i = 0; i < 30; i++) {
+                // A reference snapshot waits out a writer mid-update rather than repeat a CPU's last figures.
+                const sums = nativeHandleOf<{ _referenceSnapshot(): ThreadSnapshot }>(t)._referenceSnapshot().cpus.map((c) => c.busyNs + c.idleNs);
+                const since = Math.min(...sums.filter((x, j) => x > 0 && j !== cpu));
+                worst.push(sums[cpu] - since);
+                await sleep(10);
+              }
+              expect(Math.max(...worst), `${bpfProgram}: busy + idle beyond the time since attach`).toBeLessThanOrEqual(1e5);
+            } finally {
+              t.close();
+            }
+          } finally {
+            helper.kill('SIGKILL');
+            process.kill(-pad.pid!, 'SIGKILL');
+          }
+        }
+        expect(caught, `${bpfProgram}: the helper saw the loader's iterator`).toBe(true);
+    }
+  });
 });
 
 describeBpf('eBPF tracker: more possible CPUs than its CPU table holds', () => {

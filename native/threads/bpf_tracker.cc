@@ -739,8 +739,9 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
     if (!e) e = bpf_map__set_max_entries(skel_->maps.free_slots, maxThreads_);
     if (!e) e = bpf_map__set_max_entries(skel_->maps.cpus, uint32_t(ncpu_));
     if (e) return fail(err, e, "sizing the BPF maps", log);
-    // seed_refs runs once, below.
+    // seed_refs and mark_held_cpus run once each, below.
     bpf_program__set_autoattach(skel_->progs.seed_refs, false);
+    bpf_program__set_autoattach(skel_->progs.mark_held_cpus, false);
     if constexpr (Build::kTaskStorage) {
       // handle_fork is attached before the threads are listed, so that every thread is either
       // listed or seen forking.
@@ -815,6 +816,10 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
     skel_->bss->attach_ts = attachTs;
     e = Build::attach(skel_.get());
     if (e) return fail(err, e, "attaching tp_btf/sched_switch", log);
+    // After attach, not in seed_refs: only a task on a CPU that has made no switch since attach
+    // is sure to have held it throughout (mark_held_cpus); one seen earlier may sleep before it.
+    e = runIterator(skel_->progs.mark_held_cpus);
+    if (e) return fail(err, e, "marking the CPUs that tasks held at attach", log);
     retireVanishedSeeds(uint32_t(tgid));
     if (repair) {
       // Separately from Build::attach, so that a kernel refusing this one still gets the rest.
@@ -946,9 +951,9 @@ int BpfTracker<Build>::snapshot(TrackerSnapshot& snap) {
     out.exited = t.exited != 0;
     snap.threads.push_back(out);
     // A CPU with no timed switch since attach knows no busy time of its own (a thread alone on
-    // an isolated core never switches) unless the iterator found it held at attach, which a
-    // thread switched in after the iterator passed escaped: while a tracked thread runs there,
-    // the CPU has been busy at least as long, or its package's share would go to threads elsewhere.
+    // an isolated core never switches) unless the iterator found it held at attach, which needs
+    // on_cpu (CONFIG_SMP): while a tracked thread runs there, the CPU has been busy at least as
+    // long, or its package's share would go to threads elsewhere.
     if (running && t.cpu < uint32_t(ncpu_) && unswitched_[t.cpu]) {
       CpuTimes& cpu = lastCpu_[t.cpu];
       cpu.busyNs = std::max(cpu.busyNs, running);
