@@ -4,7 +4,7 @@
 import type { Sampler } from './sampler';
 
 /**
- * @internal Exported for its test.
+ * @internal Exported for its test and for EnergyHealth (sampler-health.ts).
  * Turns a series of cumulative readings that restart from zero on every run into a counter that
  * never goes down: each reading adds its increase since the previous reading of the same run.
  */

@@ -2,17 +2,18 @@
 // native sampler keeps for its run in progress, which start afresh at every start(), accumulated
 // into counters that never go down, across runs and (a registration going on from a closed one's)
 // across registrations.
+import { Monotonic } from './energy-tracker';
 import type { Sampler } from './sampler';
 
 // The sampler's counts that the health counters carry across runs and registrations.
 const HEALTH_COUNTS = ['samples', 'dropped', 'missed', 'readErrors', 'counterRestarts'] as const;
 export type HealthCounts = Record<(typeof HEALTH_COUNTS)[number], number>;
-const noCounts = (): HealthCounts => ({ samples: 0, dropped: 0, missed: 0, readErrors: 0, counterRestarts: 0 });
 
 /** Sampler statistics accumulated across restarts (samples and drops restart at each start()). */
 export class EnergyHealth {
   readonly #sampler: Sampler;
-  readonly #acc: { run: unknown; last: HealthCounts; total: HealthCounts; lastByDomain: number[]; totalByDomain: number[] };
+  // By count name, and each domain's read errors by `domain:<index>`.
+  readonly #acc: Monotonic;
   #cache: { at: number; value: ReturnType<EnergyHealth['read']> } | null = null;
   // As last read: a closed sampler's info series keeps its labels rather than start another.
   #threads = 'unknown';
@@ -22,8 +23,7 @@ export class EnergyHealth {
   /** `continues`: a closed one whose totals this one goes on from (see EnergyTracker's). */
   constructor(sampler: Sampler, continues?: EnergyHealth) {
     this.#sampler = sampler;
-    const none = () => sampler.domains.map(() => 0);
-    this.#acc = continues ? continues.#acc : { run: undefined, last: noCounts(), total: noCounts(), lastByDomain: none(), totalByDomain: none() };
+    this.#acc = continues ? continues.#acc : new Monotonic();
     // A run's counts start afresh at the next start(): read at its end (not from the cache), what
     // was taken since the last scrape counts too.
     this.#unsubscribe = sampler.onRunEnd(() => {
@@ -49,40 +49,31 @@ export class EnergyHealth {
     // read at the run's end, or of a scrape of the stopped sampler) they are unknown, no series.
     if (this.#cache && now - this.#cache.at < 50 && this.#sampler.running) return this.#cache.value;
     const a = this.#acc;
+    const totals = () => ({
+      ...(Object.fromEntries(HEALTH_COUNTS.map((k) => [k, a.total(k)])) as HealthCounts),
+      readErrorsByDomain: this.#sampler.domains.map((_, i) => a.total(`domain:${i}`)),
+    });
     let value;
     try {
       const s = this.#sampler.stats();
-      const run = this.#sampler.totals().startNs;
-      if (run !== a.run) {
-        a.run = run;
-        a.last = noCounts();
-        a.lastByDomain.fill(0);
-      }
+      a.beginRun(this.#sampler.totals().startNs);
       // One policy's losses or the other's: a ring's overwritten samples are as lost as dropped ones.
       const dropped = s.ring.dropped + s.ring.overwritten;
       const cur: HealthCounts = { samples: s.timing.samples, dropped, missed: s.timing.missedDeadlines, readErrors: s.timing.readErrors, counterRestarts: s.timing.counterRestarts };
-      for (const k of HEALTH_COUNTS) {
-        const d = cur[k] >= a.last[k] ? cur[k] - a.last[k] : cur[k];
-        a.total[k] += d;
-        a.last[k] = cur[k];
-      }
-      s.timing.byDomain.forEach((d, i) => {
-        a.totalByDomain[i] += d.readErrors >= a.lastByDomain[i] ? d.readErrors - a.lastByDomain[i] : d.readErrors;
-        a.lastByDomain[i] = d.readErrors;
-      });
+      for (const k of HEALTH_COUNTS) a.update(k, cur[k]);
+      s.timing.byDomain.forEach((d, i) => a.update(`domain:${i}`, d.readErrors));
       const sampled = s.timing.samples > 0;
       this.#threads = s.threads.backend;
       this.#intervalUs = s.timing.intervalUs;
       value = {
-        ...a.total,
-        readErrorsByDomain: [...a.totalByDomain],
+        ...totals(),
         jitterUs: sampled ? s.timing.jitterUs : null,
         stillUs: sampled ? s.timing.countersStillUs.now : null,
         threads: s.threads.backend,
         intervalUs: s.timing.intervalUs,
       };
     } catch {
-      value = { ...a.total, readErrorsByDomain: [...a.totalByDomain], jitterUs: null, stillUs: null, threads: this.#threads, intervalUs: this.#intervalUs };
+      value = { ...totals(), jitterUs: null, stillUs: null, threads: this.#threads, intervalUs: this.#intervalUs };
     }
     this.#cache = { at: now, value };
     return value;

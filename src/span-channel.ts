@@ -750,20 +750,20 @@ export class SpanChannel {
         // A run's end settled it open: the sampler thread keeps it among the requests in flight,
         // sharing the next run's energy, until its end event comes (END_REQUEST).
         const t = hrtime();
-        if (this.#lateEnds.length !== 0 || !this.#write(END, h, route, t[0], t[1])) {
-          this.#lateEnds.push(h, route | END_REQUEST, t[0], t[1]);
-          this.#lateEndCount++;
-          this.#ensurePolling();
-        }
+        if (this.#lateEnds.length !== 0 || !this.#write(END, h, route, t[0], t[1])) this.#queueRequestEnd(h, route, t);
       }
       this.endOwn(h);
       return;
     }
-    const t = hrtime();
+    this.#queueRequestEnd(h, route, hrtime());
+    this.#setState(slot, ENDED);
+  }
+
+  // A request's end for poll() to write (#retryLateEnds), at its own time `t` (hrtime()).
+  #queueRequestEnd(h: number, route: number, t: number[]): void {
     this.#lateEnds.push(h, route | END_REQUEST, t[0], t[1]);
     this.#lateEndCount++;
     this.#ensurePolling();
-    this.#setState(slot, ENDED);
   }
 
   /**

@@ -46,6 +46,8 @@ Napi::Object trackerStatsToJs(Napi::Env env, const TrackerStats& s) {
 
 namespace {
 
+constexpr const char* kClosed = "ThreadTracker is closed: open another with openThreadTracker()";
+
 class TrackerWrap : public Napi::ObjectWrap<TrackerWrap> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -151,7 +153,7 @@ template <typename F>
 Napi::Value TrackerWrap::slotHook(const Napi::CallbackInfo& info, const char* name, F f) {
   Napi::Env env = info.Env();
   if (!tracker_) {
-    throwCoded(env, "ERR_JOULETRACE_CLOSED", "ThreadTracker is closed: open another with openThreadTracker()");
+    throwCoded(env, "ERR_JOULETRACE_CLOSED", kClosed);
     return env.Undefined();
   }
   if (info.Length() < 1 || !info[0].IsNumber()) {
@@ -189,7 +191,7 @@ Napi::Value TrackerWrap::CloseAsEnded(const Napi::CallbackInfo& info) {
 Napi::Value TrackerWrap::DropRenameHook(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!tracker_) {
-    throwCoded(env, "ERR_JOULETRACE_CLOSED", "ThreadTracker is closed: open another with openThreadTracker()");
+    throwCoded(env, "ERR_JOULETRACE_CLOSED", kClosed);
   } else if (int rc = tracker_->dropRenameHook()) {
     throwCoded(env, errnoName(-rc), "_dropRenameHook: " + std::string(strerror(-rc)));
   }
@@ -199,7 +201,7 @@ Napi::Value TrackerWrap::DropRenameHook(const Napi::CallbackInfo& info) {
 Napi::Value TrackerWrap::snapshotToJs(const Napi::CallbackInfo& info, bool reference) {
   Napi::Env env = info.Env();
   if (!tracker_) {
-    throwCoded(env, "ERR_JOULETRACE_CLOSED", "ThreadTracker is closed: open another with openThreadTracker()");
+    throwCoded(env, "ERR_JOULETRACE_CLOSED", kClosed);
     return env.Undefined();
   }
   int rc = reference ? tracker_->referenceSnapshot(snap_) : tracker_->snapshot(snap_);
@@ -247,7 +249,7 @@ Napi::Value TrackerWrap::snapshotToJs(const Napi::CallbackInfo& info, bool refer
 Napi::Value TrackerWrap::Stats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!tracker_) {
-    throwCoded(env, "ERR_JOULETRACE_CLOSED", "ThreadTracker is closed: open another with openThreadTracker()");
+    throwCoded(env, "ERR_JOULETRACE_CLOSED", kClosed);
     return env.Undefined();
   }
   TrackerStats s;
