@@ -207,6 +207,38 @@ describe('ReportCollector over a long run', () => {
     expect(sum(d.threads[0].joules)).toBeCloseTo(main.joules - 50 * 0.1, 6);
     for (const cores of d.cpuCores) expect(cores).toBeCloseTo(0.5, 9);
   });
+
+  // Each run added a break and a first point that were never folded, and each merge doubled the
+  // stride: after 24 h of 10 s runs 5 s apart, the first half was 5 intervals of about 2 h and
+  // the last ones 5 to 10 s.
+  it('keeps intervals about as wide as the others when the sampler is restarted every few seconds', () => {
+    const state: FakeState = { joules: 0, threads: [], backend: 'off' };
+    const c = new ReportCollector(fakeSampler(state), { periodMs: 200 });
+    c.poll();
+    const runs = (24 * 3600) / 15;
+    for (let r = 0; r < runs; r++) {
+      if (r > 0) restart(state, 5_000_000_000n);
+      for (let p = 0; p < 50; p++) {
+        state.joules += 10 * 0.2;
+        c.poll();
+      }
+    }
+    const d = c.data();
+    const { start, measured } = widths(d);
+    const width = d.time.map((t, i) => t - start[i]);
+    expect(d.time.length).toBeLessThanOrEqual(2048);
+    expect(d.time.length).toBeGreaterThan(1000);
+    // 51.2 s (256 polls) and the breaks folded in with them: partly unmeasured, never a figure of 0 W.
+    expect(Math.min(...width.slice(0, -1))).toBeGreaterThanOrEqual(51.2 - 1e-6);
+    expect(Math.max(...width)).toBeLessThanOrEqual(2 * 51.2);
+    expect(d.unmeasuredS!.filter((u, i) => u > 0 && measured[i] > 0).length).toBeGreaterThan(1000);
+    for (const w of d.watts[0]) expect(w).toBeCloseTo(10, 6);
+    let drawn = 0;
+    d.watts[0].forEach((w, i) => (drawn += w * measured[i]));
+    expect(drawn).toBeCloseTo(runs * 50 * 10 * 0.2, 3);
+    // The first run is 10.2 s: from its start, and the reference poll before its 50.
+    expect(d.durationS).toBeCloseTo(runs * 10 + 0.2, 6);
+  });
 });
 
 describe('ReportCollector across a stop() and start() with time between', () => {

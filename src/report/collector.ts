@@ -34,9 +34,9 @@ interface Point {
   records: number;
 }
 
-// Past this many points, neighbouring ones are merged pairwise and the stride doubles: polls are
-// then folded into the last point until it spans the stride, so that every interval has about
-// the same width (merging alone halved the old ones while new ones came at full resolution), in
+// Past this many points they are folded again to a stride sized from the time elapsed: polls are
+// folded into the last point until it spans the stride, so that every interval has about the
+// same width (merging alone halved the old ones while new ones came at full resolution), in
 // bounded memory however long the run.
 const MAX_POINTS = 2048;
 
@@ -152,7 +152,9 @@ export class ReportCollector {
   #runJoules: number[] = [];
   #before: number[] = [];
   #points: Point[] = [];
-  // Polls folded into one point: doubles at each merge.
+  // Polls folded into one point: a power of two, sized from the time elapsed when the points
+  // overflow (doubled at each overflow, a stop() and start() often, left the first half of a day
+  // in a handful of intervals).
   #stride = 1;
   // Every thread seen, once: index by key, and the latest name, pid and tid of each.
   readonly #threadIndex = new Map<number, number>();
@@ -241,7 +243,7 @@ export class ReportCollector {
       // last run's last point, it was drawn as a silent 0 W.
       const last = this.#points[this.#points.length - 1];
       const time = Number(totals.startNs - this.#startNs) / 1e9;
-      this.#add({ time, joules: [...this.#before], cpuNs: 0, threads: [], threadJoules: [], gapS: Math.max(0, time - last.time), records: 0 }, false);
+      this.#add({ time, joules: [...this.#before], cpuNs: 0, threads: [], threadJoules: [], gapS: Math.max(0, time - last.time), records: 0 });
     }
     this.#run = totals.startNs;
     this.#runJoules = totals.readings.map((r) => r.joules);
@@ -255,12 +257,12 @@ export class ReportCollector {
       records: 0,
     };
     if (this.#hasThreads) this.#threadDeltas(point, newRun);
-    this.#add(point, !newRun);
+    this.#add(point);
   }
 
-  // Stores a point: folded into the last one while that spans less than the stride (and was
-  // measured), else added, merging pairwise past MAX_POINTS.
-  #add(point: Point, foldable: boolean): void {
+  // Stores a point: folded into the last one while that spans less than the stride, else added,
+  // folded again at a wider stride past MAX_POINTS.
+  #add(point: Point): void {
     // Records that ended since the last point, up to this one's time: a gap's are those that
     // ended between the runs, whenever they were added.
     if (point.gapS > 0) {
@@ -277,20 +279,23 @@ export class ReportCollector {
     }
     const points = this.#points;
     const n = points.length;
-    if (foldable && this.#stride > 1 && n >= 2) {
-      const width = points[n - 1].time - points[n - 2].time;
-      if (points[n - 1].gapS < width && width < ((this.#stride - 0.5) * this.#periodMs) / 1000) {
-        points[n - 1] = combine(points[n - 1], point);
-        return;
-      }
+    const widthS = (this.#stride - 0.5) * (this.#periodMs / 1000);
+    if (this.#stride > 1 && n >= 2 && folds(points[n - 2], points[n - 1], point, widthS)) {
+      points[n - 1] = combine(points[n - 1], point);
+      return;
     }
     points.push(point);
     if (points.length > MAX_POINTS) {
-      // The stretches between runs stay as they are while they are few.
-      let merged = mergePairs(points, true);
-      if (merged.length > (MAX_POINTS * 3) / 4) merged = mergePairs(points, false);
-      this.#points = merged;
-      this.#stride *= 2;
+      // The stride the time elapsed needs for MAX_POINTS intervals; doubled while folding at it
+      // leaves over 3/4 of them (runs parted by breaks wider than an interval: two points each),
+      // so that the next overflow is a while off.
+      const elapsedS = point.time - points[0].time;
+      while (this.#stride < 2 ** 30 && elapsedS > this.#stride * (this.#periodMs / 1000) * MAX_POINTS) this.#stride *= 2;
+      for (;;) {
+        this.#points = refold(points, (this.#stride - 0.5) * (this.#periodMs / 1000));
+        if (this.#points.length <= (MAX_POINTS * 3) / 4) break;
+        this.#stride *= 2;
+      }
     }
   }
 
@@ -637,18 +642,22 @@ function combine(a: Point, b: Point): Point {
   };
 }
 
-// Merges neighbouring points pairwise, the first kept as it is (the start of the first interval),
-// and the last alone when left over. `keepGaps`: the point a later run starts with (its interval
-// all gap) is left as it is, so that the break between the runs is still drawn.
-function mergePairs(points: Point[], keepGaps: boolean): Point[] {
-  const gap = (i: number) => keepGaps && points[i].gapS > 0 && points[i].gapS >= points[i].time - points[i - 1].time;
+// Whether `point` is folded into `last` (which follows `prev`): while `last` spans less than an
+// interval, `widthS`. A stretch between runs (a point with gapS) as wide as an interval stays a
+// point of its own, drawn as a break; a narrower one is folded like a poll, its gapS kept, so
+// that its interval is drawn as partly unmeasured. Left apart, a restart every few seconds added
+// two points a run that were never folded.
+function folds(prev: Point, last: Point, point: Point, widthS: number): boolean {
+  return last.time - prev.time < widthS && point.gapS < widthS;
+}
+
+// The points folded again at `widthS`, the first kept as it is (the start of the first interval).
+function refold(points: Point[], widthS: number): Point[] {
   const out = [points[0]];
-  for (let i = 1; i < points.length; ) {
-    if (i + 1 >= points.length || gap(i) || gap(i + 1)) out.push(points[i++]);
-    else {
-      out.push(combine(points[i], points[i + 1]));
-      i += 2;
-    }
+  for (let i = 1; i < points.length; i++) {
+    const n = out.length;
+    if (n >= 2 && folds(out[n - 2], out[n - 1], points[i], widthS)) out[n - 1] = combine(out[n - 1], points[i]);
+    else out.push(points[i]);
   }
   return out;
 }
