@@ -679,6 +679,18 @@ describe('renderReport, what it writes', () => {
     expect(renderReport(report())).not.toContain(', estimated');
   });
 
+  // The badge, source and axis titles said so; the figures written out beside them did not.
+  it('labels every figure written out estimated when the figures are: legends, headings and rows', () => {
+    const html = renderReport(report({ estimated: true }));
+    expect(html).toMatch(/<h2>Where the [^<]* energy went \(estimated\)<\/h2>/);
+    expect(html).toContain('tracked: 2.500 J (estimated, 25.0 %)');
+    expect(html).toContain('other processes / idle: 6.500 J (estimated, 65.0 %)');
+    const threads = /<section id="threads">(.*?)<\/section>/s.exec(html)![1];
+    expect(threads).toContain('(11): 1.875 J (estimated)</span>');
+    expect(html).toContain('>n=3, mean 2.00 mJ (estimated)</text>');
+    expect(renderReport(report())).not.toContain('(estimated');
+  });
+
   // toPrecision(3) of 1000 reads "1.00e+3": a two-week run's axis read 800k, 1.00e+3k, 1.20e+3k.
   it('writes ticks of a million and more with M and G', () => {
     const n = 2048;

@@ -360,9 +360,9 @@ export async function demoCommand(argv: string[]): Promise<number> {
     const data = collector.data({
       attribution,
       summary: [
-        ...routeSummaries.map((r): [string, string] => [r.route, `${r.count} requests, ${fmtJoules(r.joules.mean)} mean, ${fmtJoules(r.joules.p99)} p99`]),
-        ...totals.readings.map((r): [string, string] => [`${r.domain}-${r.package}`, `${fmtJoules(r.joules)}, ${fmtWatts(r.joules / elapsed)} average`]),
-        ['this process', `${fmtJoules(attribution.process)} (${pct(attribution.process)})`],
+        ...routeSummaries.map((r): [string, string] => [r.route, `${r.count} requests, ${fmtJoules(r.joules.mean)} mean, ${fmtJoules(r.joules.p99)} p99${est}`]),
+        ...totals.readings.map((r): [string, string] => [`${r.domain}-${r.package}`, `${fmtJoules(r.joules)}, ${fmtWatts(r.joules / elapsed)} average${est}`]),
+        ['this process', `${fmtJoules(attribution.process)} (${pct(attribution.process)})${est}`],
         ['threads', `${st0.threads.backend}${stats.bpf ? `, ${stats.bpf.events} context switches seen` : ''}`],
         ['sampler', `${stats.timing.samples} samples, ${stats.ring.dropped} dropped, jitter p99 ${stats.timing.jitterUs.p99.toFixed(1)} µs`],
       ],

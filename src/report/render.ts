@@ -207,7 +207,7 @@ function threadChart(d: ReportData): string {
     svgOpen('energy per thread over time, stacked') +
     parts.join('') +
     '</svg>' +
-    legend(d.threads.map((t, k) => ({ label: `${t.label}: ${fmtJoules(totals[k])}`, color: PALETTE[k % PALETTE.length] })))
+    legend(d.threads.map((t, k) => ({ label: `${t.label}: ${fmtJoules(totals[k])}${d.estimated ? ' (estimated)' : ''}`, color: PALETTE[k % PALETTE.length] })))
   );
 }
 
@@ -375,7 +375,7 @@ function distributionChart(d: ReportData): string {
     const sampled = row.sample.length > 0 && row.sample.length < row.measured;
     return {
       label: fitText(row.label, LABEL_PX, LABEL_MAX),
-      sub: `n=${row.measured}, ${row.measured > 0 ? `mean ${fmtJoules(row.joules / row.measured)}` : 'none measured'}${missing > 0 ? `, ${missing} unmeasured` : ''}`,
+      sub: `n=${row.measured}, ${row.measured > 0 ? `mean ${fmtJoules(row.joules / row.measured)}${d.estimated ? ' (estimated)' : ''}` : 'none measured'}${missing > 0 ? `, ${missing} unmeasured` : ''}`,
       note: sampled ? `percentiles from a sample of ${row.sample.length}` : '',
     };
   });
@@ -551,7 +551,7 @@ function attributionBar(d: ReportData): string {
   ];
   return `<div class="bar">${parts
     .map((p) => `<span style="width:${((100 * p.v) / a.total).toFixed(2)}%;background:${p.color}" title="${esc(p.label)}"></span>`)
-    .join('')}</div>${legend(parts.map((p) => ({ label: `${p.label}: ${fmtJoules(p.v)} (${((100 * p.v) / a.total).toFixed(1)} %)`, color: p.color })))}`;
+    .join('')}</div>${legend(parts.map((p) => ({ label: `${p.label}: ${fmtJoules(p.v)} (${d.estimated ? 'estimated, ' : ''}${((100 * p.v) / a.total).toFixed(1)} %)`, color: p.color })))}`;
 }
 
 const CSS = `
@@ -670,7 +670,7 @@ ${data.subtitle ? `<div class="sub">${esc(data.subtitle)}</div>` : ''}
 <div class="sub">${esc(data.createdAt)}</div>
 <h2>Summary</h2>
 <table>${rows.map(([k, v]) => `<tr><td>${esc(k)}</td><td>${esc(v)}</td></tr>`).join('')}</table>
-${data.attribution && data.attribution.total > 0 ? `<h2>Where the ${esc(data.attribution.domains.join('+'))} energy went</h2>${attributionBar(data)}` : ''}
+${data.attribution && data.attribution.total > 0 ? `<h2>Where the ${esc(data.attribution.domains.join('+'))} energy went${data.estimated ? ' (estimated)' : ''}</h2>${attributionBar(data)}` : ''}
 <section id="power"><h2>Power over time, per domain</h2>${powerChart(data)}</section>
 <section id="threads"><h2>Energy per thread over time (stacked)</h2>${threadChart(data)}</section>
 <section id="records"><h2>${recordTitle}</h2>${distributionChart(data)}</section>
