@@ -321,6 +321,31 @@ describe('ReportCollector across a stop() and start() with time between', () => 
 });
 
 describe('ReportCollector records', () => {
+  // A request or span the sampler stopped in was drawn as measured, its undercount unsaid.
+  it('counts per label the records flagged incomplete, in its row and in the saved JSON', () => {
+    const c = new ReportCollector(fakeSampler({ joules: 0, threads: [] }));
+    c.poll();
+    const rec = { label: 'work', joules: 0.25, endNs: 1_100_000_000n, durationMs: 20 };
+    for (let i = 0; i < 5; i++) c.addRecord({ ...rec, incomplete: false }, 'span');
+    c.addRecord({ ...rec, incomplete: true }, 'span');
+    // Unmeasured, and so flagged incomplete too: counted once, as unmeasured.
+    c.addRecord({ ...rec, joules: NaN, incomplete: true }, 'span');
+    c.addRecord({ ...rec, label: 'other' }, 'span');
+    const d = c.data();
+    expect(d.recordLabels).toEqual([
+      { label: 'work', count: 7, measured: 6, joules: 1.5, incomplete: 1 },
+      { label: 'other', count: 1, measured: 1, joules: 0.25 },
+    ]);
+    const html = renderReport(JSON.parse(JSON.stringify(d)) as ReportData);
+    expect(html).toContain('>n=6, mean 250.00 mJ, 1 incomplete, 1 unmeasured</text>');
+    expect(html).toContain('>n=1, mean 250.00 mJ</text>');
+    expect(() => c.addRecord({ ...rec, incomplete: 1 as never })).toThrow(new TypeError('Expected a boolean for record.incomplete but received 1 of type number'));
+    const labels = [{ label: 'work', count: 1, measured: 1, joules: 1, incomplete: '1' }];
+    expect(() => renderReport({ ...d, recordLabels: labels } as never)).toThrow(
+      new TypeError('Expected a number for report.recordLabels[0].incomplete but received "1" of type string'),
+    );
+  });
+
   // Every record was kept (108 bytes each): past about 28 million, the report's string overflowed.
   it('keeps exact figures per label and a bounded, reproducible sample of its records', () => {
     const collect = () => {

@@ -202,7 +202,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
   const tracker = new RequestTracker(sampler);
   tracker.onRequest((batch) => {
     for (const r of batch) {
-      collector.addRecord({ label: `${r.method} ${r.route}`, joules: r.joules, endNs: r.endNs, durationMs: r.durationNs / 1e6 }, 'request');
+      collector.addRecord({ label: `${r.method} ${r.route}`, joules: r.joules, endNs: r.endNs, durationMs: r.durationNs / 1e6, incomplete: r.incomplete }, 'request');
     }
   });
   // The expensive route's computation is also a span: a critical section measured on its own.

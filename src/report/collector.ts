@@ -1,6 +1,6 @@
 // Collects what an HTML report shows: power per domain and energy per thread over time (by
 // polling a running Sampler), and per-request or per-span records with their joules.
-import { checkIntegerInRange, checkKnownKeys, checkNumberInRange, checkObject, checkOneOf, checkSampler, checkString, invalidRange, invalidType } from '../errors';
+import { checkBoolean, checkIntegerInRange, checkKnownKeys, checkNumberInRange, checkObject, checkOneOf, checkSampler, checkString, invalidRange, invalidType } from '../errors';
 import type { Sampler } from '../sampler';
 import { counted } from '../units';
 import type { ReportData, ReportRecord, ReportRecordLabel, ReportThreadSeries } from './types';
@@ -61,6 +61,7 @@ const threadKey = (pid: number, tid: number): number => pid * 4_194_304 + tid;
 interface LabelRecords {
   count: number;
   measured: number;
+  incomplete: number;
   joules: number;
   sampleJoules: number[];
   sampleEnd: number[];
@@ -379,10 +380,12 @@ export class ReportCollector {
    * Adds a finished request or span. `endNs` is CLOCK_MONOTONIC ns (process.hrtime.bigint(),
    * RequestRecord.endNs, SpanResult.endNs); `joules` finite and 0 or more, NaN for one not
    * measured. An end more than a second past process.hrtime.bigint() is another clock's and is
-   * refused with a RangeError. Each label keeps its count and sum exactly, and up to RECORD_SAMPLE records, a
-   * uniform sample past that.
+   * refused with a RangeError. `incomplete` (RequestRecord.incomplete, SpanResult.incomplete):
+   * the sampler stopped while it was open, or its start was seen too late, so that its joules
+   * undercount; the report counts those per label. Each label keeps its count and sum exactly,
+   * and up to RECORD_SAMPLE records, a uniform sample past that.
    */
-  addRecord(record: { label: string; joules: number; endNs: number | bigint; durationMs: number }, kind: 'request' | 'span' = 'request'): void {
+  addRecord(record: { label: string; joules: number; endNs: number | bigint; durationMs: number; incomplete?: boolean }, kind: 'request' | 'span' = 'request'): void {
     // Checked here: renderReport() failed on a bad record at the end of a long run.
     const r = checkObject('record', record);
     const label = checkString('record.label', r.label);
@@ -403,10 +406,11 @@ export class ReportCollector {
       );
     }
     const durationMs = checkAmount('record.durationMs', r.durationMs, 'milliseconds');
+    const incomplete = r.incomplete === undefined ? false : checkBoolean('record.incomplete', r.incomplete);
     this.#recordKind = checkOneOf('kind', kind, ['request', 'span'] as const);
     let l = this.#labels.get(label);
     if (l === undefined) {
-      l = { count: 0, measured: 0, joules: 0, sampleJoules: [], sampleEnd: [], sampleDurationMs: [] };
+      l = { count: 0, measured: 0, incomplete: 0, joules: 0, sampleJoules: [], sampleEnd: [], sampleDurationMs: [] };
       this.#labels.set(label, l);
     }
     l.count++;
@@ -414,6 +418,8 @@ export class ReportCollector {
       this.#recordOrigin ??= endNs;
       const seen = l.measured++;
       l.joules += joules;
+      // An unmeasured one (NaN) is counted as such, not again as incomplete.
+      if (incomplete) l.incomplete++;
       // Algorithm R: the n-th record replaces one of the sample with probability RECORD_SAMPLE / n.
       const slot = seen < RECORD_SAMPLE ? seen : Math.floor(this.#random() * (seen + 1));
       if (slot < RECORD_SAMPLE) {
@@ -597,7 +603,13 @@ export class ReportCollector {
         `${counted(uncounted, this.#recordKind)} ended after the collector's last point (added after its stop()): in the per-label figures, not in the throughput of any interval.`,
       );
     }
-    const recordLabels: ReportRecordLabel[] = [...this.#labels].map(([label, l]) => ({ label, count: l.count, measured: l.measured, joules: l.joules }));
+    const recordLabels: ReportRecordLabel[] = [...this.#labels].map(([label, l]) => ({
+      label,
+      count: l.count,
+      measured: l.measured,
+      joules: l.joules,
+      ...(l.incomplete > 0 ? { incomplete: l.incomplete } : {}),
+    }));
     return {
       version: 1,
       title: this.#title,

@@ -232,6 +232,8 @@ interface RecordRow {
   measured: number;
   /** The measured joules, summed. */
   joules: number;
+  /** Of the measured, those flagged incomplete (their joules undercount). */
+  incomplete: number;
   /** The measured joules drawn from, sorted: all of them, or a sample. */
   sample: number[];
 }
@@ -273,12 +275,14 @@ function weightedDecimate(rows: RecordRow[], k: number): number[] {
 function recordRows(d: ReportData): RecordRow[] {
   const rows = new Map<string, RecordRow>();
   // Number(): a row's figures are written into the markup and summed for the rest's row.
-  for (const l of d.recordLabels ?? []) rows.set(l.label, { label: l.label, count: Number(l.count), measured: Number(l.measured), joules: Number(l.joules), sample: [] });
+  for (const l of d.recordLabels ?? []) {
+    rows.set(l.label, { label: l.label, count: Number(l.count), measured: Number(l.measured), joules: Number(l.joules), incomplete: Number(l.incomplete ?? 0), sample: [] });
+  }
   for (const r of d.records) {
     let row = rows.get(r.label);
     if (row === undefined) {
       if (d.recordLabels) continue;
-      row = { label: r.label, count: 0, measured: 0, joules: 0, sample: [] };
+      row = { label: r.label, count: 0, measured: 0, joules: 0, incomplete: 0, sample: [] };
       rows.set(r.label, row);
     }
     // Unmeasured records (NaN joules, null once saved as JSON) are counted per row, not plotted.
@@ -309,6 +313,7 @@ function drawnRows(all: RecordRow[]): RecordRow[] {
     count: rest.reduce((a, r) => a + r.count, 0),
     measured,
     joules: rest.reduce((a, r) => a + r.joules, 0),
+    incomplete: rest.reduce((a, r) => a + r.incomplete, 0),
     sample,
   };
   return [...ranked.slice(0, MAX_ROWS - 1).sort(byLabel), other];
@@ -375,7 +380,7 @@ function distributionChart(d: ReportData): string {
     const sampled = row.sample.length > 0 && row.sample.length < row.measured;
     return {
       label: fitText(row.label, LABEL_PX, LABEL_MAX),
-      sub: `n=${row.measured}, ${row.measured > 0 ? `mean ${fmtJoules(row.joules / row.measured)}${d.estimated ? ' (estimated)' : ''}` : 'none measured'}${missing > 0 ? `, ${missing} unmeasured` : ''}`,
+      sub: `n=${row.measured}, ${row.measured > 0 ? `mean ${fmtJoules(row.joules / row.measured)}${d.estimated ? ' (estimated)' : ''}` : 'none measured'}${row.incomplete > 0 ? `, ${row.incomplete} incomplete` : ''}${missing > 0 ? `, ${missing} unmeasured` : ''}`,
       note: sampled ? `percentiles from a sample of ${row.sample.length}` : '',
     };
   });
@@ -629,6 +634,7 @@ function checkReport(report: unknown): void {
       const l = obj(name, v);
       str(`${name}.label`, l.label);
       for (const key of ['count', 'measured', 'joules']) num(`${name}.${key}`, l[key]);
+      opt(`${name}.incomplete`, l.incomplete, num);
     }),
   );
   opt('report.recordCounts', r.recordCounts, (name, v) => arr(name, v, num));
