@@ -643,6 +643,21 @@ describe('renderReport, what it writes', () => {
     expect(html).toContain('n=11, mean 1.00 mJ, 11 unmeasured');
   });
 
+  // A domain without its series failed with "Cannot read properties of undefined"; a series short
+  // of the time axis wrote NaN into the power line.
+  it('refuses a saved report whose series do not line up with its domains and time axis, naming the field', () => {
+    const saved = JSON.parse(JSON.stringify(report())) as ReportData;
+    const refused = (over: Partial<ReportData>, message: string) => expect(() => renderReport({ ...saved, ...over })).toThrow(new TypeError(message));
+    refused({ watts: [] }, 'Expected 1 series, one per entry of report.domains, for report.watts but received 0');
+    refused({ domains: ['package-0', 'dram-0'] }, 'Expected 2 series, one per entry of report.domains, for report.watts but received 1');
+    refused({ watts: [[10, 20, 15]] }, 'Expected 4 values, one per entry of report.time, for report.watts[0] but received 3');
+    refused({ unmeasuredS: [0, 0, 0, 0, 0] }, 'Expected 4 values, one per entry of report.time, for report.unmeasuredS but received 5');
+    refused({ cpuCores: [0.5, 1, 0.7] }, 'Expected 4 values, one per entry of report.time, for report.cpuCores but received 3');
+    // None without thread tracking, and none at all without a point.
+    expect(renderReport({ ...saved, cpuCores: [], threads: [], threadsTracked: false })).toContain('<section id="power">');
+    expect(renderReport({ ...saved, time: [], watts: [[]], cpuCores: [], threads: [] })).toContain('Too few samples');
+  });
+
   // Labels and their figures were drawn right-aligned at x = 180 whatever their width: a route
   // name past about 28 characters lost its start, and a sampled row (every demo's GET /cheap)
   // lost "n=..., mean ..." off the chart's left, its figures and "; percentiles from a sample of
@@ -831,7 +846,7 @@ describe('ReportCollector bounds and time axis', () => {
     const time = [2, 4, 6, 8, 10, 12]; // one bin each
     const section = (over: Partial<ReportData>) =>
       /<section id="proportionality">(.*?)<\/section>/s.exec(renderReport(report({ durationS: 12, time, watts: [[10, 14, 11, 15, 12, 16]], records: [], ...over })))![1];
-    const records = (counts: number[]) => ({ recordCounts: counts, records: [{ label: 'GET /', joules: 1e-3, t: 2, durationMs: 1 }] });
+    const records = (counts: number[]) => ({ recordCounts: counts, records: [{ label: 'GET /', joules: 1e-3, t: 2, durationMs: 1 }], cpuCores: time.map(() => 0.5) });
     const none = section({ cpuCores: time.map(() => 0) });
     expect(none).not.toContain('NaN');
     expect(none).toContain('no fit: throughput did not vary enough to fit a line (the bins span 0% of the largest, under 20%)');

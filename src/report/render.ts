@@ -618,6 +618,17 @@ function checkReport(report: unknown): void {
   arr('report.watts', r.watts, (name, series) => arr(name, series, numOrNull));
   opt('report.unmeasuredS', r.unmeasuredS, (name, v) => arr(name, v, numOrNull));
   arr('report.cpuCores', r.cpuCores, numOrNull);
+  // What is drawn together lines up: a domain without its series failed with a bare TypeError
+  // deep in a chart, a series short of the time axis wrote NaN into the paths.
+  const lines = (name: string, v: unknown[], n: number, what: string, per: string): void => {
+    if (v.length !== n) throw new TypeError(`Expected ${n} ${what}, one per entry of ${per}, for ${name} but received ${v.length}`);
+  };
+  const points = (r.time as unknown[]).length;
+  lines('report.watts', r.watts as unknown[], (r.domains as unknown[]).length, 'series', 'report.domains');
+  (r.watts as unknown[][]).forEach((series, k) => lines(`report.watts[${k}]`, series, points, 'values', 'report.time'));
+  if (r.unmeasuredS !== undefined) lines('report.unmeasuredS', r.unmeasuredS as unknown[], points, 'values', 'report.time');
+  // None without thread tracking.
+  if ((r.cpuCores as unknown[]).length > 0) lines('report.cpuCores', r.cpuCores as unknown[], points, 'values', 'report.time');
   arr('report.threads', r.threads, (name, v) => {
     const t = obj(name, v);
     str(`${name}.label`, t.label);
