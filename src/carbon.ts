@@ -7,7 +7,7 @@
 //   { provider: async () => n, ttlMs }   a live provider (e.g. an Electricity Maps client),
 //                             called at most once per ttlMs, its last good answer cached
 // Every figure is bounded to 0..MAX_GRAMS_PER_KWH, as the CLI's --grams-per-kwh is.
-import { checkIntegerInRange, checkKnownKeys, invalidRange, invalidType } from './errors';
+import { checkIntegerInRange, checkKnownKeys, checkNumberInRange, invalidRange, invalidType } from './errors';
 
 /** Joules in one kilowatt-hour. */
 export const JOULES_PER_KWH = 3.6e6;
@@ -24,6 +24,10 @@ const RETRY_AFTER_FAILURE_MS = 60_000;
 const MAX_MONOTONIC_MS = 1e12;
 // Scrapes wait for get(): a provider that never answers (a fetch with no timeout) must not hang them.
 const PROVIDER_TIMEOUT_MS = 10_000;
+// The longest wait setTimeout() takes; past it, it waits 1 ms with a TimeoutOverflowWarning.
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+// The ways to know the intensity, one of which CarbonIntensity takes.
+const WAYS = ['country', 'gramsPerKwh', 'provider'] as const;
 
 /** Grams of CO2e emitted by `joules` of electricity on a grid emitting `gramsPerKwh`. */
 export function joulesToGrams(joules: number, gramsPerKwh: number): number {
@@ -152,21 +156,25 @@ export class CarbonIntensity {
     if (options === null || typeof options !== 'object') {
       throw invalidType(name, '{ country } | { gramsPerKwh } | { provider }', options);
     }
-    // One way to know the intensity: given two, one would be ignored without a word.
-    const ways = (['country', 'gramsPerKwh', 'provider'] as const).filter((k) => k in options);
+    // One way to know the intensity: given two, one would be ignored without a word. A way given
+    // as undefined is absent, as an option left undefined is everywhere else ({ country: 'FRA',
+    // provider: undefined } was refused as two).
+    const opts = options as unknown as Record<string, unknown>;
+    const ways = WAYS.filter((k) => opts[k] !== undefined);
     if (ways.length > 1) throw new TypeError(`${name}: give one of country, gramsPerKwh and provider, not ${ways.join(' and ')}`);
     if (ways.length === 1) {
-      checkKnownKeys(name, options as unknown as Record<string, unknown>, ways[0] === 'provider' ? ['provider', 'ttlMs', 'fallbackGramsPerKwh'] : ways);
+      const given = Object.fromEntries(Object.entries(opts).filter(([k, v]) => v !== undefined || !(WAYS as readonly string[]).includes(k)));
+      checkKnownKeys(name, given, ways[0] === 'provider' ? ['provider', 'ttlMs', 'fallbackGramsPerKwh'] : ways);
     }
-    if ('country' in options) {
+    if (ways[0] === 'country' && 'country' in options) {
       this.#value = countryIntensity(options.country, `${name}.country`, `give ${name}.gramsPerKwh instead`);
       this.source = `country:${options.country.toUpperCase()}`;
       this.#ttlMs = Infinity;
-    } else if ('gramsPerKwh' in options) {
+    } else if (ways[0] === 'gramsPerKwh' && 'gramsPerKwh' in options) {
       this.#value = checkIntensity(`${name}.gramsPerKwh`, options.gramsPerKwh);
       this.source = 'fixed';
       this.#ttlMs = Infinity;
-    } else if ('provider' in options) {
+    } else if (ways[0] === 'provider' && 'provider' in options) {
       if (typeof options.provider !== 'function') throw invalidType(`${name}.provider`, 'a function', options.provider);
       this.#provider = options.provider;
       this.#ttlMs =
@@ -257,10 +265,12 @@ export class CarbonIntensity {
    * For scrapes, which a provider taking its full 10 s would hold past Prometheus's default
    * scrape timeout: the intensity known now (the provider's last answer, or the fallback), while
    * a refresh that is due goes on and serves the next reading. Only when none is known yet does
-   * it wait for the provider, at most `waitMs`.
+   * it wait for the provider, at most `waitMs`: 0 to 2^31 - 1 ms (setTimeout's range; past it,
+   * or NaN, it waited 1 ms), else a TypeError or RangeError naming waitMs.
    * @param now A performance.now() reading, in ms, as for get().
    */
   async within(waitMs: number, now = performance.now()): Promise<number | null> {
+    checkNumberInRange('waitMs', waitMs, 0, MAX_TIMEOUT_MS);
     checkNow(now);
     const refreshed = this.get(now);
     if (this.#value !== null) return this.#value;

@@ -121,6 +121,29 @@ describe('CarbonIntensity', () => {
     expect(() => new CarbonIntensity({ provider: () => 1, ttlMs: -5 })).not.toThrow(/gCO2e/);
   });
 
+  // Elsewhere an option left undefined is absent: here it counted as a second way.
+  it('takes a way given as undefined as absent', () => {
+    const c = new CarbonIntensity({ country: 'FRA', provider: undefined } as never);
+    expect(c.currentSource()).toBe('country:FRA');
+    expect(new CarbonIntensity({ country: undefined, gramsPerKwh: 5 } as never).current()).toBe(5);
+    expect(new CarbonIntensity({ gramsPerKwh: undefined, provider: () => 1, ttlMs: 5 } as never).source).toBe('provider');
+    // Every way undefined is none given; an unknown key is refused as it is elsewhere.
+    expect(() => new CarbonIntensity({ country: undefined } as never)).toThrow(TypeError);
+    expect(() => new CarbonIntensity({ gramsPerKwh: 900, ttl: undefined } as never)).toThrow('Unknown option options.ttl; known options are: gramsPerKwh');
+  });
+
+  // Infinity and 3e9 waited 1 ms with a TimeoutOverflowWarning; NaN, -5 and 'abc' were taken as 1 ms.
+  it("refuses a wait that is not 0 to setTimeout's longest, naming waitMs", async () => {
+    const c = new CarbonIntensity({ provider: () => 1 });
+    const range = 'Expected a number between 0 and 2147483647 for waitMs but received';
+    await expect(c.within(Infinity, 0)).rejects.toThrow(new RangeError(`${range} Infinity of type number`));
+    await expect(c.within(3e9, 0)).rejects.toThrow(new RangeError(`${range} 3000000000 of type number`));
+    await expect(c.within(-5, 0)).rejects.toThrow(new RangeError(`${range} -5 of type number`));
+    await expect(c.within(NaN, 0)).rejects.toThrow(new TypeError(`${range} NaN of type number`));
+    await expect(c.within('abc' as never, 0)).rejects.toThrow(new TypeError(`${range} "abc" of type string`));
+    expect(await c.within(0, 0)).toBe(1);
+  });
+
   it('caches an async provider for ttlMs, keeps the last good answer on failure', async () => {
     let calls = 0;
     let answer: number | Error = 300;

@@ -292,6 +292,20 @@ describe('jouletrace demo', () => {
     expect(text).toContain('GET /expensive');
   });
 
+  // The summary table's figures were written bare beside an "estimated" badge, where the
+  // terminal said "(estimated)" of the same figures.
+  it("says of each energy figure in the report's summary that it is estimated when it is", () => {
+    const res = JSON.parse(run.stdout) as DemoJson;
+    const text = fs.readFileSync(html, 'utf8');
+    const rows = new Map([...text.matchAll(/<tr><td>([^<]*)<\/td><td>([^<]*)<\/td><\/tr>/g)].map((m) => [m[1], m[2]]));
+    for (const name of ['GET /cheap', 'GET /expensive', 'package-0', 'this process']) {
+      expect(rows.get(name), name).toBeDefined();
+      if (res.estimated) expect(rows.get(name), name).toMatch(/ \(estimated\)$/);
+      else expect(rows.get(name), name).not.toContain('estimated');
+    }
+    expect(rows.get('sampler')).not.toContain('estimated');
+  });
+
   itGated('renders in headless Chromium: the page is not blank and the charts are drawn', noChromium, toolsRequired(), 'JOULETRACE_REQUIRE_TOOLS=1', () => {
     const png = path.join(tmp, 'report.png');
     screenshot(html, png);

@@ -538,6 +538,11 @@ describe('jouletrace run', () => {
     expect(text).toMatch(/<section id="power">.*<path class="data line"/s);
     expect(text).toMatch(/<section id="threads">.*<path class="data area"/s);
     expect(text).toContain('estimated');
+    // Each energy figure of the summary table says so too, as the terminal's summary does.
+    const rows = new Map([...text.matchAll(/<tr><td>([^<]*)<\/td><td>([^<]*)<\/td><\/tr>/g)].map((m) => [m[1], m[2]]));
+    expect(rows.get('package-0')).toMatch(/ W average \(estimated\)$/);
+    if (rows.has('process tree')) expect(rows.get('process tree')).toMatch(/ process\(es\) \(estimated\)$/);
+    expect(rows.get('exit status')).toBe('0');
   });
 });
 

@@ -207,6 +207,38 @@ describe('ReportCollector over a long run', () => {
     expect(sum(d.threads[0].joules)).toBeCloseTo(main.joules - 50 * 0.1, 6);
     for (const cores of d.cpuCores) expect(cores).toBeCloseTo(0.5, 9);
   });
+
+  // Each run added a break and a first point that were never folded, and each merge doubled the
+  // stride: after 24 h of 10 s runs 5 s apart, the first half was 5 intervals of about 2 h and
+  // the last ones 5 to 10 s.
+  it('keeps intervals about as wide as the others when the sampler is restarted every few seconds', () => {
+    const state: FakeState = { joules: 0, threads: [], backend: 'off' };
+    const c = new ReportCollector(fakeSampler(state), { periodMs: 200 });
+    c.poll();
+    const runs = (24 * 3600) / 15;
+    for (let r = 0; r < runs; r++) {
+      if (r > 0) restart(state, 5_000_000_000n);
+      for (let p = 0; p < 50; p++) {
+        state.joules += 10 * 0.2;
+        c.poll();
+      }
+    }
+    const d = c.data();
+    const { start, measured } = widths(d);
+    const width = d.time.map((t, i) => t - start[i]);
+    expect(d.time.length).toBeLessThanOrEqual(2048);
+    expect(d.time.length).toBeGreaterThan(1000);
+    // 51.2 s (256 polls) and the breaks folded in with them: partly unmeasured, never a figure of 0 W.
+    expect(Math.min(...width.slice(0, -1))).toBeGreaterThanOrEqual(51.2 - 1e-6);
+    expect(Math.max(...width)).toBeLessThanOrEqual(2 * 51.2);
+    expect(d.unmeasuredS!.filter((u, i) => u > 0 && measured[i] > 0).length).toBeGreaterThan(1000);
+    for (const w of d.watts[0]) expect(w).toBeCloseTo(10, 6);
+    let drawn = 0;
+    d.watts[0].forEach((w, i) => (drawn += w * measured[i]));
+    expect(drawn).toBeCloseTo(runs * 50 * 10 * 0.2, 3);
+    // The first run is 10.2 s: from its start, and the reference poll before its 50.
+    expect(d.durationS).toBeCloseTo(runs * 10 + 0.2, 6);
+  });
 });
 
 describe('ReportCollector across a stop() and start() with time between', () => {
@@ -289,6 +321,31 @@ describe('ReportCollector across a stop() and start() with time between', () => 
 });
 
 describe('ReportCollector records', () => {
+  // A request or span the sampler stopped in was drawn as measured, its undercount unsaid.
+  it('counts per label the records flagged incomplete, in its row and in the saved JSON', () => {
+    const c = new ReportCollector(fakeSampler({ joules: 0, threads: [] }));
+    c.poll();
+    const rec = { label: 'work', joules: 0.25, endNs: 1_100_000_000n, durationMs: 20 };
+    for (let i = 0; i < 5; i++) c.addRecord({ ...rec, incomplete: false }, 'span');
+    c.addRecord({ ...rec, incomplete: true }, 'span');
+    // Unmeasured, and so flagged incomplete too: counted once, as unmeasured.
+    c.addRecord({ ...rec, joules: NaN, incomplete: true }, 'span');
+    c.addRecord({ ...rec, label: 'other' }, 'span');
+    const d = c.data();
+    expect(d.recordLabels).toEqual([
+      { label: 'work', count: 7, measured: 6, joules: 1.5, incomplete: 1 },
+      { label: 'other', count: 1, measured: 1, joules: 0.25 },
+    ]);
+    const html = renderReport(JSON.parse(JSON.stringify(d)) as ReportData);
+    expect(html).toContain('>n=6, mean 250.00 mJ, 1 incomplete, 1 unmeasured</text>');
+    expect(html).toContain('>n=1, mean 250.00 mJ</text>');
+    expect(() => c.addRecord({ ...rec, incomplete: 1 as never })).toThrow(new TypeError('Expected a boolean for record.incomplete but received 1 of type number'));
+    const labels = [{ label: 'work', count: 1, measured: 1, joules: 1, incomplete: '1' }];
+    expect(() => renderReport({ ...d, recordLabels: labels } as never)).toThrow(
+      new TypeError('Expected a number for report.recordLabels[0].incomplete but received "1" of type string'),
+    );
+  });
+
   // Every record was kept (108 bytes each): past about 28 million, the report's string overflowed.
   it('keeps exact figures per label and a bounded, reproducible sample of its records', () => {
     const collect = () => {
@@ -586,6 +643,21 @@ describe('renderReport, what it writes', () => {
     expect(html).toContain('n=11, mean 1.00 mJ, 11 unmeasured');
   });
 
+  // A domain without its series failed with "Cannot read properties of undefined"; a series short
+  // of the time axis wrote NaN into the power line.
+  it('refuses a saved report whose series do not line up with its domains and time axis, naming the field', () => {
+    const saved = JSON.parse(JSON.stringify(report())) as ReportData;
+    const refused = (over: Partial<ReportData>, message: string) => expect(() => renderReport({ ...saved, ...over })).toThrow(new TypeError(message));
+    refused({ watts: [] }, 'Expected 1 series, one per entry of report.domains, for report.watts but received 0');
+    refused({ domains: ['package-0', 'dram-0'] }, 'Expected 2 series, one per entry of report.domains, for report.watts but received 1');
+    refused({ watts: [[10, 20, 15]] }, 'Expected 4 values, one per entry of report.time, for report.watts[0] but received 3');
+    refused({ unmeasuredS: [0, 0, 0, 0, 0] }, 'Expected 4 values, one per entry of report.time, for report.unmeasuredS but received 5');
+    refused({ cpuCores: [0.5, 1, 0.7] }, 'Expected 4 values, one per entry of report.time, for report.cpuCores but received 3');
+    // None without thread tracking, and none at all without a point.
+    expect(renderReport({ ...saved, cpuCores: [], threads: [], threadsTracked: false })).toContain('<section id="power">');
+    expect(renderReport({ ...saved, time: [], watts: [[]], cpuCores: [], threads: [] })).toContain('Too few samples');
+  });
+
   // Labels and their figures were drawn right-aligned at x = 180 whatever their width: a route
   // name past about 28 characters lost its start, and a sampled row (every demo's GET /cheap)
   // lost "n=..., mean ..." off the chart's left, its figures and "; percentiles from a sample of
@@ -645,6 +717,18 @@ describe('renderReport, what it writes', () => {
       expect(titles.some((t) => t.includes(', estimated')), id).toBe(true);
     }
     expect(renderReport(report())).not.toContain(', estimated');
+  });
+
+  // The badge, source and axis titles said so; the figures written out beside them did not.
+  it('labels every figure written out estimated when the figures are: legends, headings and rows', () => {
+    const html = renderReport(report({ estimated: true }));
+    expect(html).toMatch(/<h2>Where the [^<]* energy went \(estimated\)<\/h2>/);
+    expect(html).toContain('tracked: 2.500 J (estimated, 25.0 %)');
+    expect(html).toContain('other processes / idle: 6.500 J (estimated, 65.0 %)');
+    const threads = /<section id="threads">(.*?)<\/section>/s.exec(html)![1];
+    expect(threads).toContain('(11): 1.875 J (estimated)</span>');
+    expect(html).toContain('>n=3, mean 2.00 mJ (estimated)</text>');
+    expect(renderReport(report())).not.toContain('(estimated');
   });
 
   // toPrecision(3) of 1000 reads "1.00e+3": a two-week run's axis read 800k, 1.00e+3k, 1.20e+3k.
@@ -762,7 +846,7 @@ describe('ReportCollector bounds and time axis', () => {
     const time = [2, 4, 6, 8, 10, 12]; // one bin each
     const section = (over: Partial<ReportData>) =>
       /<section id="proportionality">(.*?)<\/section>/s.exec(renderReport(report({ durationS: 12, time, watts: [[10, 14, 11, 15, 12, 16]], records: [], ...over })))![1];
-    const records = (counts: number[]) => ({ recordCounts: counts, records: [{ label: 'GET /', joules: 1e-3, t: 2, durationMs: 1 }] });
+    const records = (counts: number[]) => ({ recordCounts: counts, records: [{ label: 'GET /', joules: 1e-3, t: 2, durationMs: 1 }], cpuCores: time.map(() => 0.5) });
     const none = section({ cpuCores: time.map(() => 0) });
     expect(none).not.toContain('NaN');
     expect(none).toContain('no fit: throughput did not vary enough to fit a line (the bins span 0% of the largest, under 20%)');

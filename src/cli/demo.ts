@@ -202,7 +202,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
   const tracker = new RequestTracker(sampler);
   tracker.onRequest((batch) => {
     for (const r of batch) {
-      collector.addRecord({ label: `${r.method} ${r.route}`, joules: r.joules, endNs: r.endNs, durationMs: r.durationNs / 1e6 }, 'request');
+      collector.addRecord({ label: `${r.method} ${r.route}`, joules: r.joules, endNs: r.endNs, durationMs: r.durationNs / 1e6, incomplete: r.incomplete }, 'request');
     }
   });
   // The expensive route's computation is also a span: a critical section measured on its own.
@@ -360,9 +360,9 @@ export async function demoCommand(argv: string[]): Promise<number> {
     const data = collector.data({
       attribution,
       summary: [
-        ...routeSummaries.map((r): [string, string] => [r.route, `${r.count} requests, ${fmtJoules(r.joules.mean)} mean, ${fmtJoules(r.joules.p99)} p99`]),
-        ...totals.readings.map((r): [string, string] => [`${r.domain}-${r.package}`, `${fmtJoules(r.joules)}, ${fmtWatts(r.joules / elapsed)} average`]),
-        ['this process', `${fmtJoules(attribution.process)} (${pct(attribution.process)})`],
+        ...routeSummaries.map((r): [string, string] => [r.route, `${r.count} requests, ${fmtJoules(r.joules.mean)} mean, ${fmtJoules(r.joules.p99)} p99${est}`]),
+        ...totals.readings.map((r): [string, string] => [`${r.domain}-${r.package}`, `${fmtJoules(r.joules)}, ${fmtWatts(r.joules / elapsed)} average${est}`]),
+        ['this process', `${fmtJoules(attribution.process)} (${pct(attribution.process)})${est}`],
         ['threads', `${st0.threads.backend}${stats.bpf ? `, ${stats.bpf.events} context switches seen` : ''}`],
         ['sampler', `${stats.timing.samples} samples, ${stats.ring.dropped} dropped, jitter p99 ${stats.timing.jitterUs.p99.toFixed(1)} µs`],
       ],

@@ -955,13 +955,14 @@ export async function runCommand(argv: string[]): Promise<number> {
       const program = t.tid === t.pid ? watcher.program(t.pid) : undefined;
       if (program) collector.labelThread(t.pid, t.tid, program.split('/').pop() || program);
     }
+    const est = res.estimated ? ' (estimated)' : '';
     const data = collector.data({
       attribution: attribution ?? undefined,
       summary: [
         ['command', command.join(' ')],
         ['exit status', String(exitCode)],
-        ...res.domains.map((d): [string, string] => [`${d.domain}-${d.package}`, `${fmtJoules(d.joules)}, ${fmtWatts(d.watts)} average`]),
-        ...(res.tree ? [['process tree', `${fmtJoules(res.tree.joules)} in ${processCount(res.processes)} process(es)`] as [string, string]] : []),
+        ...res.domains.map((d): [string, string] => [`${d.domain}-${d.package}`, `${fmtJoules(d.joules)}, ${fmtWatts(d.watts)} average${est}`]),
+        ...(res.tree ? [['process tree', `${fmtJoules(res.tree.joules)} in ${processCount(res.processes)} process(es)${est}`] as [string, string]] : []),
         ['samples', `${res.sampler.samples} (${res.sampler.dropped} dropped), jitter p99 ${res.sampler.jitterUs.p99.toFixed(1)} µs`],
       ],
       notes,

@@ -1,6 +1,6 @@
 // Collects what an HTML report shows: power per domain and energy per thread over time (by
 // polling a running Sampler), and per-request or per-span records with their joules.
-import { checkIntegerInRange, checkKnownKeys, checkNumberInRange, checkObject, checkOneOf, checkSampler, checkString, invalidRange, invalidType } from '../errors';
+import { checkBoolean, checkIntegerInRange, checkKnownKeys, checkNumberInRange, checkObject, checkOneOf, checkSampler, checkString, invalidRange, invalidType } from '../errors';
 import type { Sampler } from '../sampler';
 import { counted } from '../units';
 import type { ReportData, ReportRecord, ReportRecordLabel, ReportThreadSeries } from './types';
@@ -34,9 +34,9 @@ interface Point {
   records: number;
 }
 
-// Past this many points, neighbouring ones are merged pairwise and the stride doubles: polls are
-// then folded into the last point until it spans the stride, so that every interval has about
-// the same width (merging alone halved the old ones while new ones came at full resolution), in
+// Past this many points they are folded again to a stride sized from the time elapsed: polls are
+// folded into the last point until it spans the stride, so that every interval has about the
+// same width (merging alone halved the old ones while new ones came at full resolution), in
 // bounded memory however long the run.
 const MAX_POINTS = 2048;
 
@@ -61,6 +61,7 @@ const threadKey = (pid: number, tid: number): number => pid * 4_194_304 + tid;
 interface LabelRecords {
   count: number;
   measured: number;
+  incomplete: number;
   joules: number;
   sampleJoules: number[];
   sampleEnd: number[];
@@ -152,7 +153,9 @@ export class ReportCollector {
   #runJoules: number[] = [];
   #before: number[] = [];
   #points: Point[] = [];
-  // Polls folded into one point: doubles at each merge.
+  // Polls folded into one point: a power of two, sized from the time elapsed when the points
+  // overflow (doubled at each overflow, a stop() and start() often, left the first half of a day
+  // in a handful of intervals).
   #stride = 1;
   // Every thread seen, once: index by key, and the latest name, pid and tid of each.
   readonly #threadIndex = new Map<number, number>();
@@ -241,7 +244,7 @@ export class ReportCollector {
       // last run's last point, it was drawn as a silent 0 W.
       const last = this.#points[this.#points.length - 1];
       const time = Number(totals.startNs - this.#startNs) / 1e9;
-      this.#add({ time, joules: [...this.#before], cpuNs: 0, threads: [], threadJoules: [], gapS: Math.max(0, time - last.time), records: 0 }, false);
+      this.#add({ time, joules: [...this.#before], cpuNs: 0, threads: [], threadJoules: [], gapS: Math.max(0, time - last.time), records: 0 });
     }
     this.#run = totals.startNs;
     this.#runJoules = totals.readings.map((r) => r.joules);
@@ -255,12 +258,12 @@ export class ReportCollector {
       records: 0,
     };
     if (this.#hasThreads) this.#threadDeltas(point, newRun);
-    this.#add(point, !newRun);
+    this.#add(point);
   }
 
-  // Stores a point: folded into the last one while that spans less than the stride (and was
-  // measured), else added, merging pairwise past MAX_POINTS.
-  #add(point: Point, foldable: boolean): void {
+  // Stores a point: folded into the last one while that spans less than the stride, else added,
+  // folded again at a wider stride past MAX_POINTS.
+  #add(point: Point): void {
     // Records that ended since the last point, up to this one's time: a gap's are those that
     // ended between the runs, whenever they were added.
     if (point.gapS > 0) {
@@ -277,20 +280,23 @@ export class ReportCollector {
     }
     const points = this.#points;
     const n = points.length;
-    if (foldable && this.#stride > 1 && n >= 2) {
-      const width = points[n - 1].time - points[n - 2].time;
-      if (points[n - 1].gapS < width && width < ((this.#stride - 0.5) * this.#periodMs) / 1000) {
-        points[n - 1] = combine(points[n - 1], point);
-        return;
-      }
+    const widthS = (this.#stride - 0.5) * (this.#periodMs / 1000);
+    if (this.#stride > 1 && n >= 2 && folds(points[n - 2], points[n - 1], point, widthS)) {
+      points[n - 1] = combine(points[n - 1], point);
+      return;
     }
     points.push(point);
     if (points.length > MAX_POINTS) {
-      // The stretches between runs stay as they are while they are few.
-      let merged = mergePairs(points, true);
-      if (merged.length > (MAX_POINTS * 3) / 4) merged = mergePairs(points, false);
-      this.#points = merged;
-      this.#stride *= 2;
+      // The stride the time elapsed needs for MAX_POINTS intervals; doubled while folding at it
+      // leaves over 3/4 of them (runs parted by breaks wider than an interval: two points each),
+      // so that the next overflow is a while off.
+      const elapsedS = point.time - points[0].time;
+      while (this.#stride < 2 ** 30 && elapsedS > this.#stride * (this.#periodMs / 1000) * MAX_POINTS) this.#stride *= 2;
+      for (;;) {
+        this.#points = refold(points, (this.#stride - 0.5) * (this.#periodMs / 1000));
+        if (this.#points.length <= (MAX_POINTS * 3) / 4) break;
+        this.#stride *= 2;
+      }
     }
   }
 
@@ -374,10 +380,12 @@ export class ReportCollector {
    * Adds a finished request or span. `endNs` is CLOCK_MONOTONIC ns (process.hrtime.bigint(),
    * RequestRecord.endNs, SpanResult.endNs); `joules` finite and 0 or more, NaN for one not
    * measured. An end more than a second past process.hrtime.bigint() is another clock's and is
-   * refused with a RangeError. Each label keeps its count and sum exactly, and up to RECORD_SAMPLE records, a
-   * uniform sample past that.
+   * refused with a RangeError. `incomplete` (RequestRecord.incomplete, SpanResult.incomplete):
+   * the sampler stopped while it was open, or its start was seen too late, so that its joules
+   * undercount; the report counts those per label. Each label keeps its count and sum exactly,
+   * and up to RECORD_SAMPLE records, a uniform sample past that.
    */
-  addRecord(record: { label: string; joules: number; endNs: number | bigint; durationMs: number }, kind: 'request' | 'span' = 'request'): void {
+  addRecord(record: { label: string; joules: number; endNs: number | bigint; durationMs: number; incomplete?: boolean }, kind: 'request' | 'span' = 'request'): void {
     // Checked here: renderReport() failed on a bad record at the end of a long run.
     const r = checkObject('record', record);
     const label = checkString('record.label', r.label);
@@ -398,10 +406,11 @@ export class ReportCollector {
       );
     }
     const durationMs = checkAmount('record.durationMs', r.durationMs, 'milliseconds');
+    const incomplete = r.incomplete === undefined ? false : checkBoolean('record.incomplete', r.incomplete);
     this.#recordKind = checkOneOf('kind', kind, ['request', 'span'] as const);
     let l = this.#labels.get(label);
     if (l === undefined) {
-      l = { count: 0, measured: 0, joules: 0, sampleJoules: [], sampleEnd: [], sampleDurationMs: [] };
+      l = { count: 0, measured: 0, incomplete: 0, joules: 0, sampleJoules: [], sampleEnd: [], sampleDurationMs: [] };
       this.#labels.set(label, l);
     }
     l.count++;
@@ -409,6 +418,8 @@ export class ReportCollector {
       this.#recordOrigin ??= endNs;
       const seen = l.measured++;
       l.joules += joules;
+      // An unmeasured one (NaN) is counted as such, not again as incomplete.
+      if (incomplete) l.incomplete++;
       // Algorithm R: the n-th record replaces one of the sample with probability RECORD_SAMPLE / n.
       const slot = seen < RECORD_SAMPLE ? seen : Math.floor(this.#random() * (seen + 1));
       if (slot < RECORD_SAMPLE) {
@@ -592,7 +603,13 @@ export class ReportCollector {
         `${counted(uncounted, this.#recordKind)} ended after the collector's last point (added after its stop()): in the per-label figures, not in the throughput of any interval.`,
       );
     }
-    const recordLabels: ReportRecordLabel[] = [...this.#labels].map(([label, l]) => ({ label, count: l.count, measured: l.measured, joules: l.joules }));
+    const recordLabels: ReportRecordLabel[] = [...this.#labels].map(([label, l]) => ({
+      label,
+      count: l.count,
+      measured: l.measured,
+      joules: l.joules,
+      ...(l.incomplete > 0 ? { incomplete: l.incomplete } : {}),
+    }));
     return {
       version: 1,
       title: this.#title,
@@ -637,18 +654,22 @@ function combine(a: Point, b: Point): Point {
   };
 }
 
-// Merges neighbouring points pairwise, the first kept as it is (the start of the first interval),
-// and the last alone when left over. `keepGaps`: the point a later run starts with (its interval
-// all gap) is left as it is, so that the break between the runs is still drawn.
-function mergePairs(points: Point[], keepGaps: boolean): Point[] {
-  const gap = (i: number) => keepGaps && points[i].gapS > 0 && points[i].gapS >= points[i].time - points[i - 1].time;
+// Whether `point` is folded into `last` (which follows `prev`): while `last` spans less than an
+// interval, `widthS`. A stretch between runs (a point with gapS) as wide as an interval stays a
+// point of its own, drawn as a break; a narrower one is folded like a poll, its gapS kept, so
+// that its interval is drawn as partly unmeasured. Left apart, a restart every few seconds added
+// two points a run that were never folded.
+function folds(prev: Point, last: Point, point: Point, widthS: number): boolean {
+  return last.time - prev.time < widthS && point.gapS < widthS;
+}
+
+// The points folded again at `widthS`, the first kept as it is (the start of the first interval).
+function refold(points: Point[], widthS: number): Point[] {
   const out = [points[0]];
-  for (let i = 1; i < points.length; ) {
-    if (i + 1 >= points.length || gap(i) || gap(i + 1)) out.push(points[i++]);
-    else {
-      out.push(combine(points[i], points[i + 1]));
-      i += 2;
-    }
+  for (let i = 1; i < points.length; i++) {
+    const n = out.length;
+    if (n >= 2 && folds(out[n - 2], out[n - 1], points[i], widthS)) out[n - 1] = combine(out[n - 1], points[i]);
+    else out.push(points[i]);
   }
   return out;
 }

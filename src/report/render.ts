@@ -207,7 +207,7 @@ function threadChart(d: ReportData): string {
     svgOpen('energy per thread over time, stacked') +
     parts.join('') +
     '</svg>' +
-    legend(d.threads.map((t, k) => ({ label: `${t.label}: ${fmtJoules(totals[k])}`, color: PALETTE[k % PALETTE.length] })))
+    legend(d.threads.map((t, k) => ({ label: `${t.label}: ${fmtJoules(totals[k])}${d.estimated ? ' (estimated)' : ''}`, color: PALETTE[k % PALETTE.length] })))
   );
 }
 
@@ -232,6 +232,8 @@ interface RecordRow {
   measured: number;
   /** The measured joules, summed. */
   joules: number;
+  /** Of the measured, those flagged incomplete (their joules undercount). */
+  incomplete: number;
   /** The measured joules drawn from, sorted: all of them, or a sample. */
   sample: number[];
 }
@@ -273,12 +275,14 @@ function weightedDecimate(rows: RecordRow[], k: number): number[] {
 function recordRows(d: ReportData): RecordRow[] {
   const rows = new Map<string, RecordRow>();
   // Number(): a row's figures are written into the markup and summed for the rest's row.
-  for (const l of d.recordLabels ?? []) rows.set(l.label, { label: l.label, count: Number(l.count), measured: Number(l.measured), joules: Number(l.joules), sample: [] });
+  for (const l of d.recordLabels ?? []) {
+    rows.set(l.label, { label: l.label, count: Number(l.count), measured: Number(l.measured), joules: Number(l.joules), incomplete: Number(l.incomplete ?? 0), sample: [] });
+  }
   for (const r of d.records) {
     let row = rows.get(r.label);
     if (row === undefined) {
       if (d.recordLabels) continue;
-      row = { label: r.label, count: 0, measured: 0, joules: 0, sample: [] };
+      row = { label: r.label, count: 0, measured: 0, joules: 0, incomplete: 0, sample: [] };
       rows.set(r.label, row);
     }
     // Unmeasured records (NaN joules, null once saved as JSON) are counted per row, not plotted.
@@ -309,6 +313,7 @@ function drawnRows(all: RecordRow[]): RecordRow[] {
     count: rest.reduce((a, r) => a + r.count, 0),
     measured,
     joules: rest.reduce((a, r) => a + r.joules, 0),
+    incomplete: rest.reduce((a, r) => a + r.incomplete, 0),
     sample,
   };
   return [...ranked.slice(0, MAX_ROWS - 1).sort(byLabel), other];
@@ -375,7 +380,7 @@ function distributionChart(d: ReportData): string {
     const sampled = row.sample.length > 0 && row.sample.length < row.measured;
     return {
       label: fitText(row.label, LABEL_PX, LABEL_MAX),
-      sub: `n=${row.measured}, ${row.measured > 0 ? `mean ${fmtJoules(row.joules / row.measured)}` : 'none measured'}${missing > 0 ? `, ${missing} unmeasured` : ''}`,
+      sub: `n=${row.measured}, ${row.measured > 0 ? `mean ${fmtJoules(row.joules / row.measured)}${d.estimated ? ' (estimated)' : ''}` : 'none measured'}${row.incomplete > 0 ? `, ${row.incomplete} incomplete` : ''}${missing > 0 ? `, ${missing} unmeasured` : ''}`,
       note: sampled ? `percentiles from a sample of ${row.sample.length}` : '',
     };
   });
@@ -551,7 +556,7 @@ function attributionBar(d: ReportData): string {
   ];
   return `<div class="bar">${parts
     .map((p) => `<span style="width:${((100 * p.v) / a.total).toFixed(2)}%;background:${p.color}" title="${esc(p.label)}"></span>`)
-    .join('')}</div>${legend(parts.map((p) => ({ label: `${p.label}: ${fmtJoules(p.v)} (${((100 * p.v) / a.total).toFixed(1)} %)`, color: p.color })))}`;
+    .join('')}</div>${legend(parts.map((p) => ({ label: `${p.label}: ${fmtJoules(p.v)} (${d.estimated ? 'estimated, ' : ''}${((100 * p.v) / a.total).toFixed(1)} %)`, color: p.color })))}`;
 }
 
 const CSS = `
@@ -613,6 +618,17 @@ function checkReport(report: unknown): void {
   arr('report.watts', r.watts, (name, series) => arr(name, series, numOrNull));
   opt('report.unmeasuredS', r.unmeasuredS, (name, v) => arr(name, v, numOrNull));
   arr('report.cpuCores', r.cpuCores, numOrNull);
+  // What is drawn together lines up: a domain without its series failed with a bare TypeError
+  // deep in a chart, a series short of the time axis wrote NaN into the paths.
+  const lines = (name: string, v: unknown[], n: number, what: string, per: string): void => {
+    if (v.length !== n) throw new TypeError(`Expected ${n} ${what}, one per entry of ${per}, for ${name} but received ${v.length}`);
+  };
+  const points = (r.time as unknown[]).length;
+  lines('report.watts', r.watts as unknown[], (r.domains as unknown[]).length, 'series', 'report.domains');
+  (r.watts as unknown[][]).forEach((series, k) => lines(`report.watts[${k}]`, series, points, 'values', 'report.time'));
+  if (r.unmeasuredS !== undefined) lines('report.unmeasuredS', r.unmeasuredS as unknown[], points, 'values', 'report.time');
+  // None without thread tracking.
+  if ((r.cpuCores as unknown[]).length > 0) lines('report.cpuCores', r.cpuCores as unknown[], points, 'values', 'report.time');
   arr('report.threads', r.threads, (name, v) => {
     const t = obj(name, v);
     str(`${name}.label`, t.label);
@@ -629,6 +645,7 @@ function checkReport(report: unknown): void {
       const l = obj(name, v);
       str(`${name}.label`, l.label);
       for (const key of ['count', 'measured', 'joules']) num(`${name}.${key}`, l[key]);
+      opt(`${name}.incomplete`, l.incomplete, num);
     }),
   );
   opt('report.recordCounts', r.recordCounts, (name, v) => arr(name, v, num));
@@ -670,7 +687,7 @@ ${data.subtitle ? `<div class="sub">${esc(data.subtitle)}</div>` : ''}
 <div class="sub">${esc(data.createdAt)}</div>
 <h2>Summary</h2>
 <table>${rows.map(([k, v]) => `<tr><td>${esc(k)}</td><td>${esc(v)}</td></tr>`).join('')}</table>
-${data.attribution && data.attribution.total > 0 ? `<h2>Where the ${esc(data.attribution.domains.join('+'))} energy went</h2>${attributionBar(data)}` : ''}
+${data.attribution && data.attribution.total > 0 ? `<h2>Where the ${esc(data.attribution.domains.join('+'))} energy went${data.estimated ? ' (estimated)' : ''}</h2>${attributionBar(data)}` : ''}
 <section id="power"><h2>Power over time, per domain</h2>${powerChart(data)}</section>
 <section id="threads"><h2>Energy per thread over time (stacked)</h2>${threadChart(data)}</section>
 <section id="records"><h2>${recordTitle}</h2>${distributionChart(data)}</section>

@@ -18,6 +18,11 @@ export interface ReportRecordLabel {
   measured: number;
   /** Their measured joules, summed. */
   joules: number;
+  /**
+   * Of the measured, the ones flagged incomplete (the sampler stopped while they were open, or
+   * their start was seen too late): their joules undercount. Absent where none were.
+   */
+  incomplete?: number;
 }
 
 export interface ReportThreadSeries {
