@@ -25,6 +25,9 @@ const [framework, variant] = process.argv.slice(2);
 // it stretch its setInterval timers as much (jouletrace's result timer runs every 20 ms), so that
 // each timer run handles as many requests as at full speed.
 const intervalScale = Number(process.env.BENCH_INTERVAL_SCALE ?? 1);
+// BENCH_HTTP_SAMPLER_CPU=N pins the sampler thread to CPU N (the Sampler's `cpu` option), as the
+// README advises for a latency-sensitive service: on a housekeeping CPU, away from the server's.
+const samplerCpu = process.env.BENCH_HTTP_SAMPLER_CPU === undefined ? undefined : Number(process.env.BENCH_HTTP_SAMPLER_CPU);
 if (intervalScale !== 1) {
   const setIntervalAsIs = globalThis.setInterval;
   globalThis.setInterval = (fn, ms, ...args) => setIntervalAsIs(fn, (ms ?? 1) * intervalScale, ...args);
@@ -102,7 +105,7 @@ const straight = variant === 'straight' ? makeStraight(370) : null;
 let straightSink = 0;
 const floor = variant === 'floor' ? floorAccounting() : null;
 if (variant !== 'bare' && variant !== 'work1us') {
-  sampler = new Sampler({ intervalUs: 1000 });
+  sampler = new Sampler({ intervalUs: 1000, ...(samplerCpu !== undefined && { cpu: samplerCpu }) });
   sampler.start();
   if (!['sampler', 'control', 'hook', 'floor', 'straight'].includes(variant)) tracker = new RequestTracker(sampler, { mode: variant === 'exact' ? 'exact' : 'shared' });
 }

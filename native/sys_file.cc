@@ -71,4 +71,10 @@ int readIntegerFile(const std::string& path, long long* out) {
   return 0;
 }
 
+std::string runningBinary() {
+  char exe[4096];
+  const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  return n > 0 ? std::string(exe, size_t(n)) : "\"$(readlink -f \"$(command -v node)\")\"";
+}
+
 }  // namespace jouletrace

@@ -59,4 +59,10 @@ int readSmallFile(const std::string& path, std::string* out);
 // the content is not a number).
 int readIntegerFile(const std::string& path, long long* out);
 
+// The file this process runs, for a `setcap` remedy: file capabilities go on the binary itself,
+// and setcap refuses a symlink (`command -v node` often names one), while a version manager's
+// shim is a script, whose file capabilities exec ignores. A shell expression that finds it where
+// /proc/self/exe cannot be read.
+std::string runningBinary();
+
 }  // namespace jouletrace

@@ -753,7 +753,9 @@ describe('msr source errors', () => {
       message:
         `${e.dir}/cpu0/msr: permission denied — the device is root's alone by default, and reading it needs read access to it ` +
         'as well as CAP_SYS_RAWIO: run as root, or give this user read access to /dev/cpu/*/msr (a udev rule or group, or ' +
-        'CAP_DAC_READ_SEARCH) and setcap cap_sys_rawio+ep on node',
+        'CAP_DAC_READ_SEARCH) and grant CAP_SYS_RAWIO: to this service alone, in its systemd unit ' +
+        '(AmbientCapabilities=CAP_SYS_RAWIO beside its User=), or to the binary this process runs, ' +
+        `\`sudo setcap cap_sys_rawio+ep ${fs.realpathSync(process.execPath)}\``,
     });
   });
 

@@ -860,7 +860,7 @@ describeBpf('eBPF tracker: a CPU held by an untracked task since before attach',
 });
 
 describeBpf('eBPF tracker: more possible CPUs than its CPU table holds', () => {
-  it('names the limit and the remedies, and a Sampler falls back to procfs saying so', (ctx) => {
+  it('names the limit and the remedies, bpfReadiness() says so, and a Sampler falls back to procfs saying so', (ctx) => {
     // 1,500 possible CPUs, as /sys/devices/system/cpu/possible says in a mount namespace of the
     // child's own. The refusal used to be "sizing the CPU table ... failed: Argument list too long".
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-cpus-'));
@@ -871,6 +871,7 @@ describeBpf('eBPF tracker: more possible CPUs than its CPU table holds', () => {
         const j = require(${JSON.stringify(DIST)});
         const out = { possible: require('node:fs').readFileSync('/sys/devices/system/cpu/possible', 'utf8').trim() };
         try { j.openThreadTracker({ backend: 'bpf' }); } catch (e) { out.code = e.code; out.message = e.message; }
+        out.readiness = j.bpfReadiness();
         const s = new j.Sampler({ source: 'model' });
         out.backend = s.stats().threads.backend;
         out.fallback = s.stats().threads.fallbackReason;
@@ -890,6 +891,9 @@ describeBpf('eBPF tracker: more possible CPUs than its CPU table holds', () => {
           "(/sys/devices/system/cpu/possible; a VM's count includes its CPU hot-plug slots, which the kernel's " +
           "possible_cpus= or nr_cpus= boot option lowers). Use backend 'procfs' instead.",
       );
+      // Said before anything is loaded, in bpfReadiness()'s words.
+      expect(out.readiness.ready).toBe(false);
+      expect(out.readiness.reason).toBe(out.message);
       expect(out.backend).toBe('procfs');
       expect(out.fallback).toContain('1500 (/sys/devices/system/cpu/possible');
       expect(out.fallback).toContain("Use threads 'procfs' instead.");

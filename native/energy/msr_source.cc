@@ -249,6 +249,13 @@ std::string msrDriverAbsence(const SourceOptions& opts) {
   return noClass + ", and no msr module in " + dir + "/modules.dep";
 }
 
+// Least privilege first: the capability for this service alone, then for the binary, named as
+// setcap needs it (runningBinary()).
+std::string rawioGrant() {
+  return "grant CAP_SYS_RAWIO: to this service alone, in its systemd unit (AmbientCapabilities=CAP_SYS_RAWIO beside its "
+         "User=), or to the binary this process runs, `sudo setcap cap_sys_rawio+ep " + runningBinary() + "`";
+}
+
 void openError(const std::string& path, int err, const SourceOptions& opts, SourceError* out) {
   out->code = errnoName(err);
   if (const char* kind = notAFile(path, err)) {
@@ -280,11 +287,11 @@ void openError(const std::string& path, int err, const SourceOptions& opts, Sour
     // The file's mode (0600, root's): CAP_SYS_RAWIO alone does not open it.
     out->message = path + ": permission denied — the device is root's alone by default, and reading it needs read access "
                           "to it as well as CAP_SYS_RAWIO: run as root, or give this user read access to /dev/cpu/*/msr (a udev "
-                          "rule or group, or CAP_DAC_READ_SEARCH) and setcap cap_sys_rawio+ep on node";
+                          "rule or group, or CAP_DAC_READ_SEARCH) and " + rawioGrant();
   } else if (err == EPERM) {
     // The msr driver's own check, once the file opened: typically root in a container without it.
     out->message = path + ": operation not permitted — the msr driver needs CAP_SYS_RAWIO: run as root with it (in a "
-                          "container: docker run --cap-add SYS_RAWIO), or setcap cap_sys_rawio+ep on node";
+                          "container: docker run --cap-add SYS_RAWIO), or " + rawioGrant();
   } else {
     out->message = path + ": " + std::strerror(err);
   }

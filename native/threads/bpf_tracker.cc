@@ -261,6 +261,21 @@ std::string missingCaps(const BpfReadiness& r) {
   return m;
 }
 
+// libbpf counts the possible CPUs; the CPU table and map are indexed by CPU number, which
+// passes the count where the list has gaps. Negative: -errno.
+int possibleCpuCount() {
+  const int n = libbpf_num_possible_cpus();
+  return n <= 0 ? n : std::max(n, possibleCpuIds("/sys/devices/system/cpu"));
+}
+
+// The program's CPU → package table is sized at build time (bpf/thread_tracker.h).
+std::string tooManyCpusMessage(int ncpu, const std::string& procfsOption) {
+  return "jouletrace: the eBPF thread tracker supports at most " + std::to_string(JT_MAX_CPUS) +
+         " possible CPUs, and this machine has " + std::to_string(ncpu) +
+         " (/sys/devices/system/cpu/possible; a VM's count includes its CPU hot-plug slots, which the "
+         "kernel's possible_cpus= or nr_cpus= boot option lowers). Use " + procfsOption + " instead.";
+}
+
 std::string privilegeMessage(const BpfReadiness& r, const std::string& procfsOption) {
   if (!r.userNs.empty()) {
     return "jouletrace: the eBPF thread tracker needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN) in the "
@@ -279,16 +294,11 @@ std::string privilegeMessage(const BpfReadiness& r, const std::string& procfsOpt
            "or --cap-add SYS_ADMIN before Linux 5.8; in a systemd unit, CAP_BPF CAP_PERFMON in CapabilityBoundingSet= and, "
            "for a User= other than root, AmbientCapabilities=), or use " + procfsOption + ".";
   }
-  // File capabilities go on the binary itself: setcap refuses a symlink (`command -v node` often
-  // names one) and a version manager's shim is a script, whose capabilities exec ignores.
-  char exe[4096];
-  const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  const std::string binary = n > 0 ? std::string(exe, size_t(n)) : "\"$(readlink -f \"$(command -v node)\")\"";
   return "jouletrace: the eBPF thread tracker needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)" +
          (missing.empty() ? std::string() : "; this process lacks " + missing) +
          ". Run as root, or grant them: to this service alone, in its systemd unit (AmbientCapabilities=CAP_BPF "
          "CAP_PERFMON beside its User=); or to the binary this process runs (the file itself: not a symlink or a "
-         "version manager's shim), `sudo setcap cap_bpf,cap_perfmon+ep " + binary + "` (Linux >= 5.8), which every "
+         "version manager's shim), `sudo setcap cap_bpf,cap_perfmon+ep " + runningBinary() + "` (Linux >= 5.8), which every "
          "program run with it then holds (a copy kept for this service narrows that); or use " + procfsOption + ".";
 }
 
@@ -703,19 +713,12 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
   // lockdown), where procfs's hidepid hid the process.
   if (int rc = checkTaskDirReadable("/proc", tgid, "", err)) return rc;
   maxThreads_ = opts.maxThreads ? opts.maxThreads : 1;
-  ncpu_ = libbpf_num_possible_cpus();
+  ncpu_ = possibleCpuCount();
   if (ncpu_ <= 0) return fail(err, ncpu_ ? ncpu_ : -EINVAL, "counting possible CPUs", "");
-  // libbpf counts the possible CPUs; the CPU table and map are indexed by CPU number, which
-  // passes the count where the list has gaps.
-  ncpu_ = std::max(ncpu_, possibleCpuIds("/sys/devices/system/cpu"));
   if (ncpu_ > JT_MAX_CPUS) {
-    // The program's CPU → package table is sized at build time (bpf/thread_tracker.h).
     if (err) {
       err->code = "E2BIG";
-      err->message = "jouletrace: the eBPF thread tracker supports at most " + std::to_string(JT_MAX_CPUS) +
-                     " possible CPUs, and this machine has " + std::to_string(ncpu_) +
-                     " (/sys/devices/system/cpu/possible; a VM's count includes its CPU hot-plug slots, which the "
-                     "kernel's possible_cpus= or nr_cpus= boot option lowers). Use " + opts.procfsOption + " instead.";
+      err->message = tooManyCpusMessage(ncpu_, opts.procfsOption);
     }
     return -E2BIG;
   }
@@ -1210,6 +1213,8 @@ BpfReadiness bpfReadiness() {
                "); needs CONFIG_DEBUG_INFO_BTF=y, Linux >= 5.8";
   } else if (!r.capBpf || !r.capPerfmon) {
     r.reason = privilegeMessage(r, TrackerOptions().procfsOption);
+  } else if (const int ncpu = possibleCpuCount(); ncpu > JT_MAX_CPUS) {
+    r.reason = tooManyCpusMessage(ncpu, TrackerOptions().procfsOption);
   } else if (TrackerError ns; checkInitialPidNamespace(TrackerOptions().procfsOption, &ns) != 0) {
     r.reason = ns.message;
   }
