@@ -81,6 +81,15 @@ if why="$(libbpf_too_old)"; then
   exit 1
 fi
 
+# node-gyp compiles against this Node's own headers, found beside it (libnode-dev, where Debian's
+# nodejs is the node, was installed above), and downloads none: exported for the install script
+# `npm ci` runs, and for the rebuild below. Asked only when one of them is about to run.
+use_node_headers() {
+  local out
+  if ! out="$(node scripts/node-headers.mjs)"; then say "$out."; exit 1; fi
+  export npm_config_nodedir="$out"
+}
+
 # npm dependencies (this also builds the addon through the package's install script).
 # A worktree may share another checkout's node_modules through a symlink: `npm ci` would empty
 # the link's target, so a linked node_modules is only installed into when it lacks a package.
@@ -89,8 +98,9 @@ if [ -L node_modules ]; then
     say "node_modules is a link to an empty install; run npm install where it points"
     exit 1
   fi
-elif [ ! -d node_modules ] || [ package.json -nt node_modules/.package-lock.json ]; then
+elif [ ! -d node_modules ] || [ package.json -nt node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   say "installing npm dependencies"
+  use_node_headers
   if [ -f package-lock.json ]; then npm ci --no-audit --no-fund >&2; else npm install --no-audit --no-fund >&2; fi
 fi
 
@@ -98,6 +108,7 @@ fi
 addon=build/Release/jouletrace.node
 if [ ! -f "$addon" ] || [ -n "$(find native bpf binding.gyp scripts/build-bpf.sh -newer "$addon" -print -quit)" ]; then
   say "building the native addon and BPF program"
+  use_node_headers
   npx --no-install node-gyp rebuild -j 2 >&2 || { say "native build failed (see above)"; exit 1; }
 fi
 
