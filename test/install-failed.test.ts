@@ -1,7 +1,7 @@
 // What `npm install jouletrace` does (scripts/install.mjs): the prebuilt binary, else a compile
 // against this Node's own headers, never downloaded ones; and what it says when there is no
-// prebuilt binary and the compile fails or cannot start: the missing build packages, by name, and
-// a failed install.
+// prebuilt binary that loads and the compile fails or cannot start: the missing build packages,
+// by name, the prebuilt binary's own load error, and a failed install.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -184,6 +184,30 @@ describe('install-failed.sh', () => {
     } finally {
       fs.rmSync(bin, { recursive: true, force: true });
     }
+  });
+
+  // Built where glibc is newer than here, a prebuilt binary does not load; node-gyp-build's
+  // message says there is none, and drops the loader's error, which said why.
+  it("shows a prebuilt binary's own load error", () => {
+    const { dir, at } = installed();
+    fs.writeFileSync(path.join(dir, 'gone.c'), 'int gone(void) { return 0; }\n');
+    fs.writeFileSync(path.join(dir, 'addon.c'), 'int gone(void);\nint addon(void) { return gone(); }\n');
+    const target = `${process.platform}-${process.arch}`;
+    const addon = path.join(at, 'prebuilds', target, 'jouletrace.node');
+    fs.mkdirSync(path.dirname(addon), { recursive: true });
+    for (const args of [['-o', path.join(dir, 'libjt-gone.so'), path.join(dir, 'gone.c')], ['-o', addon, path.join(dir, 'addon.c'), `-L${dir}`, '-ljt-gone']]) {
+      const cc = spawnSync('gcc', ['-shared', '-fPIC', ...args], { encoding: 'utf8' });
+      expect(cc.status, cc.stderr).toBe(0);
+    }
+    fs.rmSync(path.join(dir, 'libjt-gone.so'));
+    const r = spawnSync('bash', [path.join(at, 'scripts/install-failed.sh')], { encoding: 'utf8' });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(
+      new RegExp(
+        `^jouletrace: the prebuilt binary prebuilds/${target}/jouletrace\\.node does not load here: libjt-gone\\.so: cannot open shared object file: No such file or directory\n` +
+          `jouletrace: no prebuilt binary that loads on ${target}, Node \\d+\\.\\d+\\.\\d+, and compiling the addon failed \\(see above\\)\\.\n`,
+      ),
+    );
   });
 
   // Debian's and Ubuntu's nodejs leaves its headers to libnode-dev; NodeSource's ships them.
