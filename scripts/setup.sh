@@ -16,6 +16,25 @@ case "${1:-}" in
   *) say "unknown argument $1 (usage: setup.sh [--test])"; exit 2 ;;
 esac
 
+# On a freshly booted machine apt-daily and unattended-upgrades may hold apt's locks for
+# minutes. apt-get waits for dpkg's lock as long as DPkg::Lock::Timeout says (apt 1.9.11 and
+# later: Debian 11, Ubuntu 20.04); `apt-get update` waits for no lock of its own, the package
+# lists' (apt 2.6), so it is tried again while another apt holds that one, as long.
+APT_LOCK_WAIT_S=600
+apt_update() {
+  local out waited=0
+  until out="$(LC_ALL=C apt-get -o DPkg::Lock::Timeout=$APT_LOCK_WAIT_S update -qq 2>&1)"; do
+    if [[ "$out" != *"Could not get lock"* ]] || [ "$waited" -ge "$APT_LOCK_WAIT_S" ]; then
+      printf '%s\n' "$out" >&2
+      return 1
+    fi
+    [ "$waited" != 0 ] || say "another apt holds the package lists' lock; waiting for it (up to $((APT_LOCK_WAIT_S / 60)) minutes)"
+    sleep 5
+    waited=$((waited + 5))
+  done
+  [ -z "$out" ] || printf '%s\n' "$out" >&2
+}
+
 # apt-get install, with no service of the packages started then or at boot: Debian's prometheus
 # package would otherwise start a server on :9090, on every interface, at every boot; the tests
 # run their own on 127.0.0.1. A policy-rc.d answering 101 keeps the maintainer scripts from
@@ -31,7 +50,7 @@ install_without_services() {
   fi
   # Whatever apt-get answers: a package configured before another failed has its units too.
   local rc=0
-  apt-get install -y -qq --no-install-recommends "$@" >&2 || rc=$?
+  apt-get -o DPkg::Lock::Timeout=$APT_LOCK_WAIT_S install -y -qq --no-install-recommends "$@" >&2 || rc=$?
   if $ours; then rm -f "$policy"; trap - EXIT; fi
   command -v systemctl >/dev/null 2>&1 || return $rc
   for p in "$@"; do
@@ -58,7 +77,7 @@ apt_names
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >&2
+    apt_update
     # Named again now that apt knows its packages: bpftool's is chosen by what apt has.
     missing_packages "$want"
     apt_names

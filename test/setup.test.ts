@@ -13,11 +13,12 @@ const scratch = scratchDirs();
 
 // A built checkout, a PATH holding this machine's build tools and none of the test tools, and
 // fakes: id (root), apt-get (logs, runs the policy-rc.d as a maintainer script would, and
-// "installs" the test tools), dpkg-query (prometheus ships prometheus.service), systemctl (logs),
-// npm (logs). HOME is an empty directory: no ~/.npmrc. `unbuilt`: no addon is built, and
+// "installs" the test tools; its update finds the lists locked by another apt the first
+// `listsLocked` times), dpkg-query (prometheus ships prometheus.service), systemctl, npm and sleep
+// (log). HOME is an empty directory: no ~/.npmrc. `unbuilt`: no addon is built, and
 // node_modules is the checkout's own, installed, with a node-gyp that logs instead of building;
 // `lockChanged`: package-lock.json changed since that install.
-function fixture({ aptFails = false, unbuilt = false, lockChanged = false } = {}) {
+function fixture({ aptFails = false, unbuilt = false, lockChanged = false, listsLocked = 0 } = {}) {
   const dir = scratch('setup');
   const co = path.join(dir, 'checkout');
   const bin = path.join(dir, 'bin');
@@ -57,7 +58,13 @@ function fixture({ aptFails = false, unbuilt = false, lockChanged = false } = {}
     path.join(bin, 'apt-get'),
     script(
       `echo "apt-get $*" >> ${log}`,
-      'if [ "$1" = install ]; then',
+      `locked=${listsLocked}; [ ! -f ${dir}/locked ] || locked=$(< ${dir}/locked)`,
+      'if [[ " $* " == *" update "* ]] && [ "$locked" -gt 0 ]; then',
+      `  echo $((locked - 1)) > ${dir}/locked`,
+      '  echo "E: Could not get lock /var/lib/apt/lists/lock. It is held by process 4242 (apt-get)" >&2',
+      '  exit 100',
+      'fi',
+      'if [[ " $* " == *" install "* ]]; then',
       `  if [ -x ${policy} ]; then ${policy} prometheus start; echo "policy-rc.d prometheus start: $?" >> ${log}; else echo "no policy-rc.d" >> ${log}; fi`,
       `  for c in prometheus promtool tmux chromium capsh; do printf '#!/bin/sh\\n' > ${bin}/$c; chmod +x ${bin}/$c; done`,
       // A later package failed to configure, after prometheus was set up (and enabled).
@@ -68,6 +75,7 @@ function fixture({ aptFails = false, unbuilt = false, lockChanged = false } = {}
   );
   fs.writeFileSync(path.join(bin, 'dpkg-query'), script('[ "$2" = prometheus ] && printf "/lib/systemd\\n/lib/systemd/system\\n/lib/systemd/system/prometheus.service\\n/etc/init.d/prometheus\\n"; true'), { mode: 0o755 });
   fs.writeFileSync(path.join(bin, 'systemctl'), script(`echo "systemctl $*" >> ${log}`), { mode: 0o755 });
+  fs.writeFileSync(path.join(bin, 'sleep'), script(`echo "sleep $*" >> ${log}`), { mode: 0o755 });
   fs.writeFileSync(path.join(bin, 'npm'), script(`echo "npm $* nodedir=\${npm_config_nodedir:-}" >> ${log}`), { mode: 0o755 });
   fs.writeFileSync(path.join(dir, 'os-release'), 'ID=debian\n');
   const setup = (...args: string[]) => {
@@ -94,8 +102,8 @@ describe('setup.sh', () => {
     const r = setup('--test');
     expect(r.status).toBe(0);
     const lines = r.log.trim().split('\n');
-    expect(lines[0]).toBe('apt-get update -qq');
-    const installed = /^apt-get install -y -qq --no-install-recommends (.+)$/.exec(lines[1])?.[1].split(' ');
+    expect(lines[0]).toBe('apt-get -o DPkg::Lock::Timeout=600 update -qq');
+    const installed = /^apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends (.+)$/.exec(lines[1])?.[1].split(' ');
     // libcap2-bin too where capsh is not in /usr/sbin, and the arm64 headers where they are not in /usr/aarch64-linux-gnu.
     expect(installed?.filter((p) => p !== 'libcap2-bin' && !p.endsWith('-arm64-cross'))).toEqual(['chromium', 'prometheus', 'tmux']);
     // The maintainer scripts were told not to start anything (101: action forbidden by policy).
@@ -114,6 +122,16 @@ describe('setup.sh', () => {
     expect(r.status).not.toBe(0);
     expect(r.log.trim().split('\n').slice(-1)).toEqual(['systemctl --no-reload --quiet disable prometheus.service']);
     expect(fs.existsSync(policy)).toBe(false);
+  });
+
+  // On a freshly booted machine apt-daily holds apt's locks for minutes: apt-get failed at once.
+  it("waits for another apt's locks: dpkg's through apt-get, the package lists' by trying again", () => {
+    const { setup } = fixture({ listsLocked: 2 });
+    const r = setup('--test');
+    expect(r.status).toBe(0);
+    const update = 'apt-get -o DPkg::Lock::Timeout=600 update -qq';
+    expect(r.log.trim().split('\n').slice(0, 6)).toEqual([update, 'sleep 5', update, 'sleep 5', update, expect.stringMatching(/^apt-get -o DPkg::Lock::Timeout=600 install /)]);
+    expect(r.stderr).toMatch(/^jouletrace setup: another apt holds the package lists' lock; waiting for it \(up to 10 minutes\)\n/);
   });
 
   // node-gyp downloads the headers of the Node it builds for from nodejs.org unless told where
