@@ -81,7 +81,8 @@ function fixture({ aptFails = false, unbuilt = false, lockChanged = false, lists
   const setup = (...args: string[]) => {
     const r = spawnSync(path.join(bin, 'bash'), [path.join(co, 'scripts/setup.sh'), ...args], {
       encoding: 'utf8',
-      env: { PATH: bin, HOME: home, JOULETRACE_POLICY_RC_D: policy, JOULETRACE_OS_RELEASE: path.join(dir, 'os-release') },
+      // npm's update check asks the registry, from npx, where no ~/.npmrc turns it off.
+      env: { PATH: bin, HOME: home, npm_config_update_notifier: 'false', JOULETRACE_POLICY_RC_D: policy, JOULETRACE_OS_RELEASE: path.join(dir, 'os-release') },
     });
     return { status: r.status, stderr: r.stderr, log: fs.existsSync(log) ? fs.readFileSync(log, 'utf8') : '' };
   };
