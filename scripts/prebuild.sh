@@ -9,6 +9,10 @@ bash scripts/setup.sh
 bash scripts/build-static-deps.sh .static-deps
 export JOULETRACE_STATIC_LIBBPF=1
 export JOULETRACE_STATIC_DIR="$PWD/.static-deps"
+# node-gyp, under prebuildify, compiles against this Node's own headers (as in setup.sh), and
+# downloads none.
+nodedir="$(node scripts/node-headers.mjs)" || { echo "prebuild: $nodedir." >&2; exit 1; }
+export npm_config_nodedir="$nodedir"
 npx --no-install prebuildify --napi --strip --target "$(node -p process.versions.node)"
 bin="$(ls prebuilds/linux-*/*.node | head -1)"
 # The local build/ directory now holds the static variant; rebuild it normally next time.

@@ -16,6 +16,25 @@ case "${1:-}" in
   *) say "unknown argument $1 (usage: setup.sh [--test])"; exit 2 ;;
 esac
 
+# On a freshly booted machine apt-daily and unattended-upgrades may hold apt's locks for
+# minutes. apt-get waits for dpkg's lock as long as DPkg::Lock::Timeout says (apt 1.9.11 and
+# later: Debian 11, Ubuntu 20.04); `apt-get update` waits for no lock of its own, the package
+# lists' (apt 2.6), so it is tried again while another apt holds that one, as long.
+APT_LOCK_WAIT_S=600
+apt_update() {
+  local out waited=0
+  until out="$(LC_ALL=C apt-get -o DPkg::Lock::Timeout=$APT_LOCK_WAIT_S update -qq 2>&1)"; do
+    if [[ "$out" != *"Could not get lock"* ]] || [ "$waited" -ge "$APT_LOCK_WAIT_S" ]; then
+      printf '%s\n' "$out" >&2
+      return 1
+    fi
+    [ "$waited" != 0 ] || say "another apt holds the package lists' lock; waiting for it (up to $((APT_LOCK_WAIT_S / 60)) minutes)"
+    sleep 5
+    waited=$((waited + 5))
+  done
+  [ -z "$out" ] || printf '%s\n' "$out" >&2
+}
+
 # apt-get install, with no service of the packages started then or at boot: Debian's prometheus
 # package would otherwise start a server on :9090, on every interface, at every boot; the tests
 # run their own on 127.0.0.1. A policy-rc.d answering 101 keeps the maintainer scripts from
@@ -31,7 +50,7 @@ install_without_services() {
   fi
   # Whatever apt-get answers: a package configured before another failed has its units too.
   local rc=0
-  apt-get install -y -qq --no-install-recommends "$@" >&2 || rc=$?
+  apt-get -o DPkg::Lock::Timeout=$APT_LOCK_WAIT_S install -y -qq --no-install-recommends "$@" >&2 || rc=$?
   if $ours; then rm -f "$policy"; trap - EXIT; fi
   command -v systemctl >/dev/null 2>&1 || return $rc
   for p in "$@"; do
@@ -58,7 +77,7 @@ apt_names
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >&2
+    apt_update
     # Named again now that apt knows its packages: bpftool's is chosen by what apt has.
     missing_packages "$want"
     apt_names
@@ -81,6 +100,15 @@ if why="$(libbpf_too_old)"; then
   exit 1
 fi
 
+# node-gyp compiles against this Node's own headers, found beside it (libnode-dev, where Debian's
+# nodejs is the node, was installed above), and downloads none: exported for the install script
+# `npm ci` runs, and for the rebuild below. Asked only when one of them is about to run.
+use_node_headers() {
+  local out
+  if ! out="$(node scripts/node-headers.mjs)"; then say "$out."; exit 1; fi
+  export npm_config_nodedir="$out"
+}
+
 # npm dependencies (this also builds the addon through the package's install script).
 # A worktree may share another checkout's node_modules through a symlink: `npm ci` would empty
 # the link's target, so a linked node_modules is only installed into when it lacks a package.
@@ -89,8 +117,9 @@ if [ -L node_modules ]; then
     say "node_modules is a link to an empty install; run npm install where it points"
     exit 1
   fi
-elif [ ! -d node_modules ] || [ package.json -nt node_modules/.package-lock.json ]; then
+elif [ ! -d node_modules ] || [ package.json -nt node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   say "installing npm dependencies"
+  use_node_headers
   if [ -f package-lock.json ]; then npm ci --no-audit --no-fund >&2; else npm install --no-audit --no-fund >&2; fi
 fi
 
@@ -98,6 +127,7 @@ fi
 addon=build/Release/jouletrace.node
 if [ ! -f "$addon" ] || [ -n "$(find native bpf binding.gyp scripts/build-bpf.sh -newer "$addon" -print -quit)" ]; then
   say "building the native addon and BPF program"
+  use_node_headers
   npx --no-install node-gyp rebuild -j 2 >&2 || { say "native build failed (see above)"; exit 1; }
 fi
 

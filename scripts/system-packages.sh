@@ -71,12 +71,27 @@ missing_commands() {
   done
 }
 
+# node-gyp compiles against the running Node's headers (scripts/node-headers.mjs finds them).
+# Debian's and Ubuntu's nodejs leaves them to libnode-dev, built from the same source at the same
+# version; theirs is the nodejs package that depends on libnodeN (NodeSource's ships the headers
+# itself). Adds libnode-dev to `missing` where that nodejs is the node on PATH and they are not
+# there. JOULETRACE_DEBIAN_NODE moves where Debian's node is looked for (tests).
+missing_node_headers() {
+  local node="${JOULETRACE_DEBIAN_NODE:-/usr/bin/node}" owner deps
+  [ "$(command -v node)" -ef "$node" ] || return 0
+  [ -e "${node%/bin/node}/include/node/node_version.h" ] && return 0
+  owner="$(dpkg-query -S "$node" 2>/dev/null)" && [[ "$owner" == "nodejs: "* ]] || return 0
+  deps="$(dpkg-query -W -f='${Depends}' nodejs 2>/dev/null)" || return 0
+  if [[ "$deps" =~ (^|,\ )libnode[0-9]+(\ |,|$) ]]; then missing+=(libnode-dev); fi
+}
+
 # missing_packages build|setup|all: sets the array `missing`, sorted, no repeats. build: what the
 # compile needs; setup: and set-up's own tools; all: and the test tools.
 missing_packages() {
   local h
   missing=()
   missing_commands BUILD_CMD_PKG
+  missing_node_headers
   if [ "$1" != build ]; then missing_commands SETUP_CMD_PKG; fi
   if [ "$1" = all ]; then missing_commands TEST_CMD_PKG; missing_arm64_headers; fi
   for h in "${!BUILD_HDR_PKG[@]}"; do

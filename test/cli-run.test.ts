@@ -11,6 +11,7 @@ import { exitStatus, processTable, ProcessTreeWatcher } from '../src/cli/run';
 import type { ThreadEnergy } from '../src/sampler';
 import { fmtSeconds } from '../src/units';
 import { itBpf } from './fixtures/bpf-required';
+import { childPids } from './fixtures/child-pids';
 import { countingPowercap, createEmulatedPowercap } from './fixtures/emulated-devices';
 
 const ROOT = path.join(__dirname, '..');
@@ -248,8 +249,8 @@ describe('jouletrace run', () => {
     // Wait until the command runs (sleep is exec'd in the tree).
     const deadline = Date.now() + 10_000;
     for (;;) {
-      const kids = spawnSync('pgrep', ['-P', String(child.pid)], { encoding: 'utf8' }).stdout.trim();
-      if (kids && fs.readFileSync(`/proc/${kids.split('\n')[0]}/cmdline`, 'utf8').startsWith('sleep')) break;
+      const kid = childPids(child.pid!)[0];
+      if (kid !== undefined && fs.readFileSync(`/proc/${kid}/cmdline`, 'utf8').startsWith('sleep')) break;
       if (Date.now() > deadline) throw new Error('command never started');
       await new Promise((r) => setTimeout(r, 50));
     }

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ProcessShares, type ProcessTicks } from '../src/cli/process-shares';
 import { readCpuTicks } from '../src/cli/proc-stat';
 import { readAllProcesses, renderFrame, ThreadRows, type TopFrame } from '../src/cli/top';
+import { childPids } from './fixtures/child-pids';
 import { countingPowercap } from './fixtures/emulated-devices';
 
 const ROOT = path.join(__dirname, '..');
@@ -107,8 +108,9 @@ describe('jouletrace top in a terminal', () => {
     tmux('new-session', '-d', '-s', s, '-x', '80', '-y', '24', `${process.execPath} ${BIN} top --pid ${target.pid}; echo TOP-EXITED=$?; echo MODES: $(${modes}); sleep 30`);
     await waitFor(() => screen(s).includes('jt-spinner'), 10_000, 'a frame');
     const shell = tmux('display-message', '-p', '-t', s, '#{pane_pid}').trim();
-    const top = spawnSync('pgrep', ['-P', shell], { encoding: 'utf8' }).stdout.trim().split('\n')[0];
-    process.kill(Number(top), signal);
+    const top = childPids(Number(shell))[0];
+    expect(top, 'the pane shell runs jouletrace top').toBeDefined();
+    process.kill(top!, signal);
     await waitFor(() => screen(s).includes('MODES:'), 5000, 'top to exit');
     expect(flags(s)).toBe('0 1');
     expect(screen(s)).toContain(`TOP-EXITED=${128 + os.constants.signals[signal]}`);

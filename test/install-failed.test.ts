@@ -1,13 +1,110 @@
-// What `npm install jouletrace` says when there is no prebuilt binary and the compile fails:
-// the missing build packages, by name, and a failed install.
+// What `npm install jouletrace` does (scripts/install.mjs): the prebuilt binary, else a compile
+// against this Node's own headers, never downloaded ones; and what it says when there is no
+// prebuilt binary that loads and the compile fails or cannot start: the missing build packages,
+// by name, the prebuilt binary's own load error, and a failed install.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { which } from './fixtures/shell-scripts';
+import { scratchDirs, script, which } from './fixtures/shell-scripts';
 
 const ROOT = path.join(__dirname, '..');
+const scratch = scratchDirs();
+const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
+
+/** This Node at <dir>/bin/node, a file of its own (a symlink would resolve to its real place), with no headers beside it. */
+function nodeWithoutHeaders(dir: string): string {
+  const node = path.join(dir, 'bin/node');
+  fs.mkdirSync(path.dirname(node), { recursive: true });
+  try {
+    fs.linkSync(process.execPath, node);
+  } catch {
+    fs.copyFileSync(process.execPath, node);
+    fs.chmodSync(node, 0o755);
+  }
+  return node;
+}
+
+/**
+ * The package as npm unpacks it into a project (scripts/, package.json, node-gyp-build; no
+ * build/), a HOME with no ~/.npmrc, and a PATH whose node-gyp logs instead of building. `install()`
+ * runs package.json's install script as npm does.
+ */
+function installed() {
+  const dir = scratch('install');
+  const at = path.join(dir, 'node_modules/jouletrace');
+  const bin = path.join(dir, 'bin');
+  const home = path.join(dir, 'home');
+  const log = path.join(dir, 'log');
+  for (const d of [at, bin, home, path.join(at, 'node_modules/.bin')]) fs.mkdirSync(d, { recursive: true });
+  fs.cpSync(path.join(ROOT, 'scripts'), path.join(at, 'scripts'), { recursive: true });
+  fs.copyFileSync(path.join(ROOT, 'package.json'), path.join(at, 'package.json'));
+  fs.symlinkSync(path.join(ROOT, 'node_modules/node-gyp-build'), path.join(at, 'node_modules/node-gyp-build'));
+  fs.symlinkSync('../node-gyp-build/bin.js', path.join(at, 'node_modules/.bin/node-gyp-build'));
+  fs.writeFileSync(path.join(bin, 'node-gyp'), script(`echo "node-gyp $* nodedir=\${npm_config_nodedir:-}" >> ${log}`), { mode: 0o755 });
+  const install = (first: string[] = []) => {
+    const r = spawnSync('sh', ['-c', pkg.scripts.install], {
+      cwd: at,
+      encoding: 'utf8',
+      env: { PATH: [...first, bin, path.join(at, 'node_modules/.bin'), process.env.PATH].join(':'), HOME: home },
+    });
+    return { status: r.status, stderr: r.stderr, log: fs.existsSync(log) ? fs.readFileSync(log, 'utf8') : '' };
+  };
+  return { dir, at, install };
+}
+
+// node-gyp downloads the headers of the Node it builds for from nodejs.org unless told where they
+// are; a consumer's `npm install jouletrace` on a fresh machine (no ~/.npmrc) did, and failed.
+describe('the install script', () => {
+  it("has node-gyp build against the running Node's own headers, with no ~/.npmrc", () => {
+    const { install } = installed();
+    const prefix = path.dirname(path.dirname(process.execPath));
+    expect(fs.existsSync(path.join(prefix, 'include/node/common.gypi')), `${prefix}/include/node/common.gypi`).toBe(true);
+    const r = install();
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(r.log).toBe(`node-gyp rebuild nodedir=${prefix}\n`);
+  });
+
+  it('runs no node-gyp where there are no headers of this Node, and says what is missing', () => {
+    const { dir, install } = installed();
+    const node = nodeWithoutHeaders(path.join(dir, 'node'));
+    const r = install([path.dirname(node)]);
+    expect(r.status).toBe(1);
+    expect(r.log).toBe('');
+    const v = process.versions.node;
+    expect(r.stderr).toContain(
+      `jouletrace: no prebuilt binary for ${process.platform}-${process.arch}, Node ${v}, and the addon was not compiled: ` +
+        `no headers of Node ${v} in ${path.join(dir, 'node/include/node')}, and node-gyp would download them from nodejs.org. ` +
+        'Install the ones of this Node (Debian and Ubuntu: libnode-dev, where nodejs is theirs; Node from nodejs.org or NodeSource ships them), ' +
+        "or set npm's nodedir to a directory whose include/node holds them.\n",
+    );
+    expect(r.stderr).not.toMatch(/compiler's output/);
+  });
+
+  it("takes headers of this Node's version and with node-gyp's common.gypi only, and npm's nodedir as it is", () => {
+    const dir = scratch('headers');
+    const node = nodeWithoutHeaders(dir);
+    const headers = (env: Record<string, string> = {}) => spawnSync(node, [path.join(ROOT, 'scripts/node-headers.mjs')], { encoding: 'utf8', env });
+    const include = path.join(dir, 'include/node');
+    fs.mkdirSync(include, { recursive: true });
+    const [major, minor, patch] = process.versions.node.split('.');
+    const version = (mj: string) => `#define NODE_MAJOR_VERSION ${mj}\n#define NODE_MINOR_VERSION ${minor}\n#define NODE_PATCH_VERSION ${patch}\n`;
+    fs.writeFileSync(path.join(include, 'node_version.h'), version(String(Number(major) - 1)));
+    fs.writeFileSync(path.join(include, 'common.gypi'), '{}');
+    let r = headers();
+    expect(r.status).toBe(1);
+    expect(r.stdout).toMatch(new RegExp(`^no headers of Node ${process.versions.node} in ${include}, which holds Node ${Number(major) - 1}\\.${minor}\\.${patch}'s, and node-gyp would download`));
+    fs.writeFileSync(path.join(include, 'node_version.h'), version(major));
+    expect(headers()).toMatchObject({ status: 0, stdout: `${dir}\n` });
+    fs.rmSync(path.join(include, 'common.gypi'));
+    r = headers();
+    expect(r.status).toBe(1);
+    expect(r.stdout).toMatch(/, which holds no common\.gypi, and node-gyp would download/);
+    expect(headers({ npm_config_nodedir: '/opt/node' })).toMatchObject({ status: 0, stdout: '/opt/node\n' });
+  });
+});
 
 describe('install-failed.sh', () => {
   // A PATH holding these of this machine's commands.
@@ -87,6 +184,53 @@ describe('install-failed.sh', () => {
     } finally {
       fs.rmSync(bin, { recursive: true, force: true });
     }
+  });
+
+  // Built where glibc is newer than here, a prebuilt binary does not load; node-gyp-build's
+  // message says there is none, and drops the loader's error, which said why.
+  it("shows a prebuilt binary's own load error", () => {
+    const { dir, at } = installed();
+    fs.writeFileSync(path.join(dir, 'gone.c'), 'int gone(void) { return 0; }\n');
+    fs.writeFileSync(path.join(dir, 'addon.c'), 'int gone(void);\nint addon(void) { return gone(); }\n');
+    const target = `${process.platform}-${process.arch}`;
+    const addon = path.join(at, 'prebuilds', target, 'jouletrace.node');
+    fs.mkdirSync(path.dirname(addon), { recursive: true });
+    for (const args of [['-o', path.join(dir, 'libjt-gone.so'), path.join(dir, 'gone.c')], ['-o', addon, path.join(dir, 'addon.c'), `-L${dir}`, '-ljt-gone']]) {
+      const cc = spawnSync('gcc', ['-shared', '-fPIC', ...args], { encoding: 'utf8' });
+      expect(cc.status, cc.stderr).toBe(0);
+    }
+    fs.rmSync(path.join(dir, 'libjt-gone.so'));
+    const r = spawnSync('bash', [path.join(at, 'scripts/install-failed.sh')], { encoding: 'utf8' });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(
+      new RegExp(
+        `^jouletrace: the prebuilt binary prebuilds/${target}/jouletrace\\.node does not load here: libjt-gone\\.so: cannot open shared object file: No such file or directory\n` +
+          `jouletrace: no prebuilt binary that loads on ${target}, Node \\d+\\.\\d+\\.\\d+, and compiling the addon failed \\(see above\\)\\.\n`,
+      ),
+    );
+  });
+
+  // Debian's and Ubuntu's nodejs leaves its headers to libnode-dev; NodeSource's ships them.
+  it("names libnode-dev where the node is Debian's nodejs without its headers", () => {
+    const dir = scratch('debian-node');
+    const node = path.join(dir, 'usr/bin/node');
+    fs.mkdirSync(path.dirname(node), { recursive: true });
+    fs.writeFileSync(node, script('exit 0'), { mode: 0o755 });
+    const missing = (depends: string) => {
+      fs.writeFileSync(path.join(dir, 'usr/bin/dpkg-query'), script('case "$1" in', '  -S) echo "nodejs: /usr/bin/node" ;;', `  -W) printf %s ${JSON.stringify(depends)} ;;`, 'esac'), { mode: 0o755 });
+      const r = spawnSync('bash', ['--norc', '-euo', 'pipefail', '-c', 'source scripts/system-packages.sh; missing=(); missing_node_headers; echo "${missing[*]}"'], {
+        cwd: ROOT,
+        encoding: 'utf8',
+        env: { ...process.env, PATH: `${path.dirname(node)}:${process.env.PATH}`, JOULETRACE_DEBIAN_NODE: node },
+      });
+      expect(r.stderr).toBe('');
+      return r.stdout.trim();
+    };
+    expect(missing('libc6 (>= 2.34), libnode115 (= 20.19.2+dfsg-1)')).toBe('libnode-dev');
+    expect(missing('libc6 (>= 2.28), libgcc1 (>= 1:3.4), libstdc++6 (>= 5.2), python3, ca-certificates')).toBe(''); // NodeSource's
+    fs.mkdirSync(path.join(dir, 'usr/include/node'), { recursive: true });
+    fs.writeFileSync(path.join(dir, 'usr/include/node/node_version.h'), '');
+    expect(missing('libc6 (>= 2.34), libnode115 (= 20.19.2+dfsg-1)')).toBe('');
   });
 
   it('says so when every build package is there', () => {

@@ -433,9 +433,10 @@ describe('the package as a user resolves it', () => {
     const r = spawnSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: ROOT, encoding: 'utf8' });
     expect(r.status).toBe(0);
     const files = new Set<string>(JSON.parse(r.stdout)[0].files.map((f: { path: string }) => f.path));
-    // `npm install` without a prebuild: node-gyp-build compiles binding.gyp, whose actions run
-    // build-bpf.sh, or install-failed.sh (which sources system-packages.sh) says what is missing.
-    for (const f of ['binding.gyp', 'scripts/build-bpf.sh', 'scripts/install-failed.sh', 'scripts/system-packages.sh', 'bpf/thread_tracker.bpf.c', 'native/addon.cc']) {
+    // `npm install` without a prebuild: install.mjs has node-gyp compile binding.gyp against the
+    // headers node-headers.mjs finds, whose actions run build-bpf.sh, or install-failed.sh (which
+    // sources system-packages.sh) says what is missing.
+    for (const f of ['binding.gyp', 'scripts/install.mjs', 'scripts/node-headers.mjs', 'scripts/build-bpf.sh', 'scripts/install-failed.sh', 'scripts/system-packages.sh', 'bpf/thread_tracker.bpf.c', 'native/addon.cc']) {
       expect(files.has(f), f).toBe(true);
     }
     type Target = string | { [condition: string]: Target };
