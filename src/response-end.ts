@@ -12,7 +12,8 @@
 // taken yet, or a pipelined response queued behind an earlier one) ends at its 'finish' event
 // instead, from a listener added then, so that the writing still counts. A response that never
 // finishes because its connection closed first is caught by one 'close' listener per connection
-// (kept-alive connections carry many requests).
+// (kept-alive connections carry many requests). A request of Node's 'upgrade' event ends at the
+// first write on its socket instead (see watchUpgrade).
 //
 // Only requests on real sockets of Node's own HTTP/1 server (and HTTPS's) are found so. Anything
 // else (HTTP/2's compatibility API, light-my-request as used by Fastify's inject(), serverless
@@ -76,6 +77,9 @@ type TaggedSocket = net.Socket & { [KEY]?: ConnectionRequests };
 // as it is: no allocation per request.
 const WATCHED = Symbol('jouletrace.watchedFor');
 type TaggedRequest = IncomingMessage & { [WATCHED]?: End | End[] };
+// Node's server sets `upgrade` on every request it parses (true for one it emits as 'upgrade');
+// Node's types leave it out.
+type UpgradeRequest = IncomingMessage & { upgrade?: boolean | null };
 
 // As noteWatched(), for a request on connection c, which is live: its watchedFor() looks for marks now.
 function noteWatchedOn(c: ConnectionRequests, req: IncomingMessage, end: End): void {
@@ -371,9 +375,9 @@ function tagConnection(socket: TaggedSocket): ConnectionRequests | undefined {
 export function watchResponse(c: ConnectionRequests | undefined, req: IncomingMessage, res: ServerResponse, token: unknown, end: End): void {
   // The common case, small for V8 to inline into track(): a connection of ours (tagged only
   // where it is a real socket) with nothing in flight, and the response Node made for req, still
-  // to end. (The wrapper of end() is in place: the open tracker calling this holds it.) The last
-  // request that ended there, in the fields, is forgotten now.
-  if (c !== undefined && !c.open && res.req === req && !res.writableEnded) {
+  // to end, not an upgrade (see watchUpgrade). (The wrapper of end() is in place: the open tracker
+  // calling this holds it.) The last request that ended there, in the fields, is forgotten now.
+  if (c !== undefined && !c.open && res.req === req && !res.writableEnded && (req as UpgradeRequest).upgrade !== true) {
     watched++;
     c.res = res;
     c.token = token;
@@ -395,6 +399,10 @@ function watchResponseOther(req: IncomingMessage, res: ServerResponse, token: un
     if (c !== undefined) noteWatchedOn(c, req, end);
     else noteWatched(req, end);
     watchWithListeners(res, token, end);
+    return;
+  }
+  if ((req as UpgradeRequest).upgrade === true) {
+    watchUpgrade(req, res, socket, token, end);
     return;
   }
   const c = socket[KEY] ?? tagConnection(socket);
@@ -431,6 +439,89 @@ function watchResponseOther(req: IncomingMessage, res: ServerResponse, token: un
   } else {
     (c.more ??= []).push({ req, res, token, end });
   }
+}
+
+// Status of an upgrade whose socket was taken over without an HTTP status line written first.
+const SWITCHED = 101;
+const STATUS_LINE = /^HTTP\/\d(?:\.\d)? (\d{3})/;
+
+// A request that came by Node's 'upgrade' event (req.upgrade): a WebSocket handshake, which
+// @fastify/websocket routes through Fastify's hooks (a response made for it, on its socket) and
+// express-ws through Express's app (a response on no socket, once the handshake is answered).
+// Its response never ends: the WebSocket library answers on the socket itself, which is then
+// the WebSocket's, and its close may come hours later: held in flight until then, each open
+// WebSocket would take a share of every request's energy. It is the handshake: it ends at the first
+// write on its socket (after that write), with the status of the status line written (101 for
+// a handshake accepted, a refusal's own, whether the library or the response wrote it; 101 for
+// anything else written, the socket taken over); with a response on no socket, at the latest
+// once the current turn of the event loop is done, as 101; or at the socket's close before
+// either. Its socket's write() and end() are wrapped until then, on that socket alone: not on
+// the common path, where one property of the request tells an upgrade (see watchResponse).
+function watchUpgrade(req: IncomingMessage, res: ServerResponse, socket: TaggedSocket, token: unknown, end: End): void {
+  const c = socket[KEY];
+  if (c !== undefined) noteWatchedOn(c, req, end);
+  else noteWatched(req, end);
+  if (res.writableEnded || socket.destroyed) {
+    callEnd(end, token, res.writableEnded ? res.statusCode : closedStatus(res, socket));
+    return;
+  }
+  let done = false;
+  const finish = (status: number) => {
+    if (done) return;
+    done = true;
+    unhook();
+    socket.removeListener('close', onClose);
+    callEnd(end, token, status);
+  };
+  const onClose = () => finish(closedStatus(res, socket));
+  const unhook = afterFirstWrite(socket, (chunk) => {
+    const status = statusWritten(chunk);
+    if (status !== undefined) finish(status);
+  });
+  socket.once('close', onClose);
+  if (res.socket === null) setImmediate(() => finish(SWITCHED));
+}
+
+// The status of the status line a socket's first write carries, SWITCHED for other bytes, and
+// undefined for no bytes (end() without data, or with a callback alone).
+function statusWritten(chunk: unknown): number | undefined {
+  let head: string;
+  if (typeof chunk === 'string') head = chunk.slice(0, 16);
+  else if (ArrayBuffer.isView(chunk)) head = Buffer.from(chunk.buffer, chunk.byteOffset, Math.min(chunk.byteLength, 16)).toString('latin1');
+  else return undefined;
+  if (head.length === 0) return undefined;
+  const m = STATUS_LINE.exec(head);
+  return m === null ? SWITCHED : Number(m[1]);
+}
+
+type SocketWrite = (this: net.Socket, chunk?: unknown, ...rest: unknown[]) => unknown;
+
+// Calls seen(chunk) after each write() or end() on socket until the function returned is
+// called, which puts back what it replaced where nothing has wrapped those since (a wrapper
+// put on top later keeps calling ours, which passes through). end() too: ws refuses a handshake
+// with socket.end(status line), which does not go through write().
+function afterFirstWrite(socket: net.Socket, seen: (chunk: unknown) => void): () => void {
+  const s = socket as unknown as Record<'write' | 'end', SocketWrite>;
+  const undo = (['write', 'end'] as const).map((name) => {
+    const own = Object.prototype.hasOwnProperty.call(s, name);
+    const inner = s[name];
+    const hook: SocketWrite = function (this: net.Socket, chunk?: unknown, ...rest: unknown[]) {
+      try {
+        return inner.call(this, chunk, ...rest);
+      } finally {
+        seen(chunk);
+      }
+    };
+    s[name] = hook;
+    return () => {
+      if (s[name] !== hook) return;
+      if (own) s[name] = inner;
+      else delete (s as Partial<typeof s>)[name];
+    };
+  });
+  return () => {
+    for (const u of undo) u();
+  };
 }
 
 /**
