@@ -30,6 +30,9 @@ const SocketClass = net.Socket;
 
 // Status recorded for a request whose client closed the connection before any response (nginx's).
 const CLIENT_CLOSED = 499;
+// Status recorded for a request whose connection the server closed before any response: it did
+// not answer (a destroy(), with an error or none; a timeout that destroyed the connection).
+const SERVER_CLOSED = 500;
 
 type End = (token: unknown, statusCode: number) => void;
 
@@ -191,20 +194,56 @@ function callEnd(end: End, token: unknown, status: number): void {
 }
 
 // Status of a request whose connection closed before its response finished: what the server had
-// already sent (a server that failed mid-response, or a client that left mid-body), else 499.
-// A pipelined response waiting behind an earlier one never had the socket: its headers were
-// built, not sent, and Node's own answer below is not for it either. Node's server answers for
-// the handler when a request took longer than `requestTimeout` to arrive, or its connection
-// carried what the HTTP parser refused: unless a 'clientError' listener takes over, it writes
-// the status below on the socket and closes it.
+// already sent (a server that failed mid-response, or a client that left mid-body), else who
+// closed it (closedBy). A pipelined response waiting behind an earlier one never had the socket:
+// its headers were built, not sent, and Node's own answer below is not for it either. Node's
+// server answers for the handler when a request took longer than `requestTimeout` to arrive,
+// or its connection carried what the HTTP parser refused: unless a 'clientError' listener takes
+// over, it writes the status below on the socket and closes it.
 function closedStatus(res: ServerResponse, socket?: net.Socket | null): number {
-  if (res.socket === null) return CLIENT_CLOSED;
+  if (res.socket === null) return closedBy(socket, res.req);
   // Written to the socket, as Node's server tests it. headersSent is true as soon as writeHead()
   // has built them, and then Node still answers with its own status.
   if ((res as ServerResponse & { _headerSent?: boolean })._headerSent ?? res.headersSent) return res.statusCode;
   // Otherwise Node's answer, else (headers built, not written, and the connection gone: the
   // server destroyed it, or the client left) the status the handler chose.
-  return nodesAnswer(socket) ?? (res.headersSent ? res.statusCode : CLIENT_CLOSED);
+  return nodesAnswer(socket) ?? (res.headersSent ? res.statusCode : closedBy(socket, res.req));
+}
+
+type Closed = { errored?: unknown; readableEnded?: boolean; writableFinished?: boolean };
+
+// Who closed a connection that cut off a request's response before it started, told by the
+// socket at its close: 499 where the client did (its FIN, read to the end; an error of the
+// connection itself), 500 where the server did (destroy() with no error, or with one of its
+// own). A connection the server closed while the request was still arriving (a 'clientError'
+// listener's destroy() of a client too slow) cut off the client's request, not an answer: 499.
+// A socket that is no stream (an adapter's fake) does not say: 499.
+function closedBy(socket: Closed | null | undefined, req: IncomingMessage | undefined): number {
+  if (socket === null || socket === undefined || typeof socket.readableEnded !== 'boolean') return CLIENT_CLOSED;
+  const err = socket.errored;
+  if (err !== null && err !== undefined) return clientsError(err) ? CLIENT_CLOSED : SERVER_CLOSED;
+  return socket.readableEnded || req?.complete === false ? CLIENT_CLOSED : SERVER_CLOSED;
+}
+
+// HTTP/2: a stream reset by either side (the client's cancel or dropped connection, the server's
+// stream.close()) had its writable side ended by Node before it closed; one the server destroyed
+// (destroy() or res.destroy(), its session destroyed, its timeout) did not. An RST_STREAM does not
+// say who sent it: a server's stream.close() counts as the client's.
+function streamClosedBy(stream: Closed): number {
+  const err = stream.errored;
+  if (err !== null && err !== undefined) return clientsError(err) ? CLIENT_CLOSED : SERVER_CLOSED;
+  return stream.writableFinished === true ? CLIENT_CLOSED : SERVER_CLOSED;
+}
+
+// An error of the connection, not of the server's making: the system's (a reset, a broken pipe,
+// a dead peer: libuv's errors name the call that failed), what the HTTP parser refused or a
+// request too slow to arrive (where a 'clientError' listener took Node's answer over), TLS
+// records that failed, an HTTP/2 stream reset with an error code (by either side).
+function clientsError(err: unknown): boolean {
+  const e = err as { code?: unknown; syscall?: unknown };
+  if (typeof e.syscall === 'string') return true;
+  const code = e.code;
+  return typeof code === 'string' && (code.startsWith('HPE_') || code.startsWith('ERR_SSL_') || code === 'ERR_HTTP_REQUEST_TIMEOUT' || code === 'ERR_HTTP2_STREAM_ERROR');
 }
 
 // What Node's server writes for the error it closed a connection on (socketOnError); any other
@@ -367,8 +406,8 @@ function tagConnection(socket: TaggedSocket): ConnectionRequests | undefined {
 
 /**
  * Calls end(token, statusCode) once when the response to req has ended (its end() handed it to
- * the connection whole, else at its 'finish'), or when its connection closes first (499, or the
- * status already sent). c: connectionOf(req), looked up any time before: an entry stays its
+ * the connection whole, else at its 'finish'), or when its connection closes first (499 or 500 as
+ * the client or the server closed it, or the status already sent). c: connectionOf(req), looked up any time before: an entry stays its
  * connection's until the connection's 'close' event (never synchronous), and undefined is looked
  * up again.
  */
@@ -551,11 +590,18 @@ function watchWithListeners(res: ServerResponse, token: unknown, end: End): void
     callEnd(end, token, status);
   };
   res.once('finish', () => once(finishedStatus(res)));
-  res.once('close', () => once(closedStatus(res, res.socket)));
+  res.once('close', () => once(cutOffStatus(res)));
 }
 
-// An HTTP/2 response that finished without end() is a stream the client reset: cut off.
+// An HTTP/2 response that finished without end() is a stream reset or destroyed: cut off.
 // (Adapters' responses may emit 'finish' by hand, and keep their status.)
 function finishedStatus(res: ServerResponse): number {
-  return res.writableEnded || (res as ServerResponse & { stream?: unknown }).stream === undefined ? res.statusCode : closedStatus(res, res.socket);
+  return res.writableEnded || (res as ServerResponse & { stream?: unknown }).stream === undefined ? res.statusCode : cutOffStatus(res);
+}
+
+// Status of a response watched with listeners that closed before it finished.
+function cutOffStatus(res: ServerResponse): number {
+  const stream = (res as ServerResponse & { stream?: Closed }).stream;
+  if (stream === undefined) return closedStatus(res, res.socket);
+  return res.headersSent ? res.statusCode : streamClosedBy(stream);
 }

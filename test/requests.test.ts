@@ -1263,6 +1263,37 @@ describeBpf('request ends', () => {
     expect(tracker.inFlight).toBe(0);
   });
 
+  it('ends a request whose connection the server closed before answering as 500 (a timeout, a destroy() with an error or none), one the client closed or reset as 499', async () => {
+    const { sampler, tracker, records } = setup();
+    const base = await serve((req, res) => {
+      trackRequest(tracker, req, res, req.url!);
+      // What server.timeout sets on each connection: Node's server destroys it when it fires.
+      if (req.url === '/idle-timeout') req.socket.setTimeout(20);
+      if (req.url === '/handler-timeout') req.setTimeout(20, () => req.destroy());
+      if (req.url === '/error') setTimeout(() => res.destroy(new Error('db down')), 20);
+    });
+    sampler.start();
+    for (const [i, p] of ['/idle-timeout', '/handler-timeout', '/error', '/client-end', '/client-reset'].entries()) {
+      const c = await connect(base);
+      const closed = new Promise((r) => c.on('close', r));
+      c.on('error', () => {});
+      c.write(`GET ${p} HTTP/1.1\r\nHost: x\r\n\r\n`);
+      await until(() => tracker.inFlight === 1);
+      if (p === '/client-end') c.end();
+      if (p === '/client-reset') c.resetAndDestroy();
+      await closed;
+      await until(() => records.length === i + 1);
+    }
+    sampler.stop();
+    expect(records.map((r) => [r.route, r.statusCode])).toEqual([
+      ['/idle-timeout', 500],
+      ['/handler-timeout', 500],
+      ['/error', 500],
+      ['/client-end', 499],
+      ['/client-reset', 499],
+    ]);
+  });
+
   it("records the status Node's server answered with itself: 408 past requestTimeout, 431 for oversized headers; 499 for an abandoned upload", async () => {
     const { sampler, tracker, records } = setup();
     const servers: http.Server[] = [];
@@ -1709,6 +1740,38 @@ describeBpf('request ends', () => {
       ['/late', 499],
     ]);
     expect(tracker.inFlight).toBe(0);
+  });
+
+  it('HTTP/2: a stream the server destroys before the response counts as 500 (with an error or none), one whose client drops its connection as 499', async () => {
+    const { sampler, tracker, records } = setup();
+    const server = http2.createServer((req, res) => {
+      trackRequest(tracker, req as never, res as never, req.url);
+      if (req.url === '/destroy') setTimeout(() => res.stream.destroy(), 20);
+      if (req.url === '/error') setTimeout(() => res.destroy(new Error('db down')), 20);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise((r) => server.close(r)));
+    const port = (server.address() as AddressInfo).port;
+    sampler.start();
+    for (const [i, p] of ['/destroy', '/error', '/client-reset'].entries()) {
+      let socket: net.Socket | undefined;
+      const client = http2.connect(`http://127.0.0.1:${port}`, { createConnection: () => (socket = net.connect(port, '127.0.0.1')) });
+      client.on('error', () => {});
+      cleanups.push(() => void client.destroy());
+      const stream = client.request({ ':path': p });
+      stream.on('error', () => {});
+      const closed = new Promise((r) => stream.on('close', r));
+      await until(() => tracker.inFlight === 1);
+      if (p === '/client-reset') socket!.resetAndDestroy();
+      await closed;
+      await until(() => records.length === i + 1);
+    }
+    sampler.stop();
+    expect(records.map((r) => [r.route, r.statusCode])).toEqual([
+      ['/destroy', 500],
+      ['/error', 500],
+      ['/client-reset', 499],
+    ]);
   });
 
   it("Fastify's inject() (no HTTP server) is tracked through the response", async () => {
