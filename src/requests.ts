@@ -1003,6 +1003,25 @@ export function refuseOptionsBeside(options: Record<string, unknown>, othersAllo
   }
 }
 
+/**
+ * The options of a tracker that the Express or Fastify integration makes from a Sampler: those of
+ * RequestTracker but routeOf, which they refuse (each request is named by the framework's route).
+ */
+export type IntegrationTrackerOptions = Omit<RequestTrackerOptions, 'routeOf'> & { routeOf?: undefined };
+
+/**
+ * @internal routeOf given to an integration, which names each request by the route its framework
+ * matched: routeOf names a request that track() is given no route for, and would never be called.
+ * Refused rather than dropped, with or without a tracker beside it.
+ */
+export function refuseRouteOf(options: unknown, integration: string, framework: string): void {
+  if (options !== null && typeof options === 'object' && (options as { routeOf?: unknown }).routeOf !== undefined) {
+    throw new TypeError(
+      `options.routeOf is not taken by ${integration}: each request is named by the route ${framework} matched, and routeOf (the route of a node:http request given none) would never be called; leave it out`,
+    );
+  }
+}
+
 // What end() throws for a token that is not one of the tracker's. Another tracker's exact-mode
 // request, ended here, was emitted by the wrong tracker and stayed in flight in its own for good.
 function notOurToken(token: unknown, mode: RequestMode): Error {

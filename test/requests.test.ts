@@ -2430,6 +2430,30 @@ describe('exact mode edges', () => {
     sampler.stop();
   });
 
+  it('the integrations refuse routeOf, which they would never call: each request is named by the route its framework matched', async () => {
+    const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
+    cleanups.push(() => sampler.close());
+    const routeOf = () => '/grouped';
+    const refused = (integration: string, framework: string) =>
+      new TypeError(
+        `options.routeOf is not taken by ${integration}: each request is named by the route ${framework} matched, and routeOf (the route of a node:http request given none) would never be called; leave it out`,
+      );
+    // Refused by the types too.
+    // @ts-expect-error routeOf
+    expect(() => energyMiddleware(sampler, { routeOf })).toThrow(refused('energyMiddleware()', 'Express'));
+    // @ts-expect-error routeOf
+    expect(() => instrumentExpress(express(), sampler, { routeOf })).toThrow(refused('instrumentExpress()', 'Express'));
+    // Beside a tracker, it would not be the tracker's either.
+    const tracker = new RequestTracker(sampler);
+    cleanups.push(() => tracker.close());
+    // @ts-expect-error routeOf
+    expect(() => energyMiddleware(tracker, { routeOf })).toThrow(refused('energyMiddleware()', 'Express'));
+    const app = Fastify();
+    cleanups.push(() => app.close());
+    // @ts-expect-error routeOf
+    await expect(app.register(fastifyEnergy, { sampler, routeOf }).ready()).rejects.toThrow(refused('fastifyEnergy', 'Fastify'));
+  });
+
   it.each(['shared', 'exact'] as const)('%s mode: track() refuses a req or res that is none, naming it, and leaves nothing in flight', async (mode) => {
     const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
     cleanups.push(() => sampler.close());
