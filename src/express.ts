@@ -4,7 +4,7 @@
 //   app.use(energyMiddleware(tracker));
 //   instrumentExpress(app, tracker);   // the same, without a middleware layer
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { foreignTracker, isSamplerLike, refuseOptionsBeside, RequestTracker, type RequestTrackerOptions } from './requests';
+import { foreignTracker, isSamplerLike, refuseOptionsBeside, refuseRouteOf, RequestTracker, type IntegrationTrackerOptions, type RequestTrackerOptions } from './requests';
 import { UNMATCHED_ROUTE } from './span-types';
 import type { Sampler } from './sampler';
 import { mountPattern, patternMatches } from './express-route-patterns';
@@ -124,8 +124,8 @@ export interface EnergyMiddleware {
  * metrics and reports) or a Sampler (a tracker is created with `options`, and is the
  * middleware's `tracker`).
  */
-export function energyMiddleware(trackerOrSampler: RequestTracker | Sampler, options?: RequestTrackerOptions): EnergyMiddleware {
-  const tracker = trackerOf(trackerOrSampler, options);
+export function energyMiddleware(trackerOrSampler: RequestTracker | Sampler, options?: IntegrationTrackerOptions): EnergyMiddleware {
+  const tracker = trackerOf(trackerOrSampler, options, 'energyMiddleware()');
   const middleware = function jouletraceEnergy(req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void): void {
     // Already counted from around app.handle (instrumentExpress), here or in a parent app.
     if ((req as unknown as Record<PropertyKey, unknown>)[INSTRUMENTED] === true) {
@@ -159,7 +159,7 @@ type Handle = (this: unknown, req: IncomingMessage, res: ServerResponse, callbac
  * sub-application instrumented as well as its parent leaves the requests it gets from that parent
  * to the parent. Returns the tracker.
  */
-export function instrumentExpress(app: ExpressAppLike, trackerOrSampler: RequestTracker | Sampler, options?: RequestTrackerOptions): RequestTracker {
+export function instrumentExpress(app: ExpressAppLike, trackerOrSampler: RequestTracker | Sampler, options?: IntegrationTrackerOptions): RequestTracker {
   const handled = app as ExpressAppLike & { handle?: Handle };
   if (typeof app !== 'function' || typeof handled.handle !== 'function' || app.request === null || typeof app.request !== 'object') {
     throw new TypeError(`Expected an Express application (from express()) for app but received ${describe(app)}`);
@@ -168,7 +168,7 @@ export function instrumentExpress(app: ExpressAppLike, trackerOrSampler: Request
   if (Object.prototype.hasOwnProperty.call(request, INSTRUMENTED)) {
     throw new JouletraceError('ERR_JOULETRACE_ALREADY_INSTRUMENTED', 'instrumentExpress(app): this app is instrumented already; each of its requests would count twice');
   }
-  const tracker = trackerOf(trackerOrSampler, options);
+  const tracker = trackerOf(trackerOrSampler, options, 'instrumentExpress()');
   hookRouteOn(request);
   Object.defineProperty(request, INSTRUMENTED, { value: true });
   const handle = handled.handle;
@@ -214,9 +214,11 @@ function warnUnaccounted(e: unknown): void {
   });
 }
 
-function trackerOf(trackerOrSampler: RequestTracker | Sampler, options: RequestTrackerOptions | undefined): RequestTracker {
+// integration: the caller's name, for its refusal of routeOf.
+function trackerOf(trackerOrSampler: RequestTracker | Sampler, options: IntegrationTrackerOptions | undefined, integration: string): RequestTracker {
   const foreign = foreignTracker('trackerOrSampler', trackerOrSampler);
   if (foreign) throw foreign;
+  refuseRouteOf(options, integration, 'Express');
   if (!(trackerOrSampler instanceof RequestTracker)) {
     // RequestTracker's own refusal would name its argument, `sampler`, not this one.
     if (!isSamplerLike(trackerOrSampler)) {
@@ -229,4 +231,4 @@ function trackerOf(trackerOrSampler: RequestTracker | Sampler, options: RequestT
 }
 
 export { RequestTracker };
-export type { RequestTrackerOptions };
+export type { IntegrationTrackerOptions, RequestTrackerOptions };

@@ -4,7 +4,7 @@
 //   await app.register(fastifyEnergy, { tracker });
 import { AsyncResource } from 'node:async_hooks';
 import { invalidType, JouletraceError } from './errors';
-import { foreignTracker, isSamplerLike, refuseOptionsBeside, RequestTracker, type RequestTrackerOptions } from './requests';
+import { foreignTracker, isSamplerLike, refuseOptionsBeside, refuseRouteOf, RequestTracker, type IntegrationTrackerOptions } from './requests';
 import type { Sampler } from './sampler';
 import { UNMATCHED_ROUTE } from './span-types';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -31,11 +31,12 @@ export interface FastifyEnergyTrackerOptions {
   sampler?: undefined;
 }
 
-export interface FastifyEnergySamplerOptions extends RequestTrackerOptions {
+/** routeOf is refused: each request is named by the route Fastify matched. */
+export type FastifyEnergySamplerOptions = IntegrationTrackerOptions & {
   /** A tracker is made from it, with these options, and closed with the app. */
   sampler: Sampler;
   tracker?: undefined;
-}
+};
 
 export interface FastifyRequestLike {
   raw: IncomingMessage;
@@ -96,6 +97,7 @@ export function fastifyEnergy(app: FastifyLike, options: FastifyEnergyOptions, d
   try {
     const foreign = foreignTracker('options.tracker', options?.tracker);
     if (foreign) throw foreign;
+    refuseRouteOf(options, 'fastifyEnergy', 'Fastify');
     if (options?.tracker instanceof RequestTracker) {
       refuseOptionsBeside(options as unknown as Record<string, unknown>, true);
       tracker = options.tracker;
@@ -103,10 +105,9 @@ export function fastifyEnergy(app: FastifyLike, options: FastifyEnergyOptions, d
       // RequestTracker's own refusal would name its argument, `sampler`, not this one.
       if (!isSamplerLike(options.sampler)) throw invalidType('options.sampler', 'a Sampler', options.sampler);
       // Only the tracker's own options: Fastify's register options (prefix, ...) ride along here.
-      const { mode, routeOf, maxRoutes } = options;
+      const { mode, maxRoutes } = options;
       tracker = new RequestTracker(options.sampler, {
         ...(mode !== undefined && { mode }),
-        ...(routeOf !== undefined && { routeOf }),
         ...(maxRoutes !== undefined && { maxRoutes }),
       });
     } else {

@@ -278,8 +278,10 @@ export class RequestTracker {
   /**
    * Starts accounting for a request. It ends when its response has ended (its end() handed it
    * whole to the connection, else at its finish) with its status code, or when the connection
-   * closes first (499, or the status already sent); on Node's HTTP/1 server no listener is added
-   * to the response in the common case (see response-end.ts). `route` is the route pattern, or a
+   * closes first (499 where the client closed it, 500 where the server did, or the status already
+   * sent); on Node's HTTP/1 server no listener is added
+   * to the response in the common case (see response-end.ts). A request of Node's 'upgrade' event
+   * (a WebSocket handshake) ends at the first write on its socket, with the status written. `route` is the route pattern, or a
    * function called at the end (frameworks know the route only after routing). In exact mode,
    * `run` is called inside the request's context.
    */
@@ -998,6 +1000,25 @@ export function refuseOptionsBeside(options: Record<string, unknown>, othersAllo
   const given = TRACKER_OPTION_KEYS.find((k) => options[k] !== undefined);
   if (given !== undefined) {
     throw new TypeError(`options.${given} is for a tracker made from a Sampler; a RequestTracker passed in keeps its own (set it where the tracker is made)`);
+  }
+}
+
+/**
+ * The options of a tracker that the Express or Fastify integration makes from a Sampler: those of
+ * RequestTracker but routeOf, which they refuse (each request is named by the framework's route).
+ */
+export type IntegrationTrackerOptions = Omit<RequestTrackerOptions, 'routeOf'> & { routeOf?: undefined };
+
+/**
+ * @internal routeOf given to an integration, which names each request by the route its framework
+ * matched: routeOf names a request that track() is given no route for, and would never be called.
+ * Refused rather than dropped, with or without a tracker beside it.
+ */
+export function refuseRouteOf(options: unknown, integration: string, framework: string): void {
+  if (options !== null && typeof options === 'object' && (options as { routeOf?: unknown }).routeOf !== undefined) {
+    throw new TypeError(
+      `options.routeOf is not taken by ${integration}: each request is named by the route ${framework} matched, and routeOf (the route of a node:http request given none) would never be called; leave it out`,
+    );
   }
 }
 

@@ -12,7 +12,8 @@
 // taken yet, or a pipelined response queued behind an earlier one) ends at its 'finish' event
 // instead, from a listener added then, so that the writing still counts. A response that never
 // finishes because its connection closed first is caught by one 'close' listener per connection
-// (kept-alive connections carry many requests).
+// (kept-alive connections carry many requests). A request of Node's 'upgrade' event ends at the
+// first write on its socket instead (see watchUpgrade).
 //
 // Only requests on real sockets of Node's own HTTP/1 server (and HTTPS's) are found so. Anything
 // else (HTTP/2's compatibility API, light-my-request as used by Fastify's inject(), serverless
@@ -29,6 +30,9 @@ const SocketClass = net.Socket;
 
 // Status recorded for a request whose client closed the connection before any response (nginx's).
 const CLIENT_CLOSED = 499;
+// Status recorded for a request whose connection the server closed before any response: it did
+// not answer (a destroy(), with an error or none; a timeout that destroyed the connection).
+const SERVER_CLOSED = 500;
 
 type End = (token: unknown, statusCode: number) => void;
 
@@ -76,6 +80,9 @@ type TaggedSocket = net.Socket & { [KEY]?: ConnectionRequests };
 // as it is: no allocation per request.
 const WATCHED = Symbol('jouletrace.watchedFor');
 type TaggedRequest = IncomingMessage & { [WATCHED]?: End | End[] };
+// Node's server sets `upgrade` on every request it parses (true for one it emits as 'upgrade');
+// Node's types leave it out.
+type UpgradeRequest = IncomingMessage & { upgrade?: boolean | null };
 
 // As noteWatched(), for a request on connection c, which is live: its watchedFor() looks for marks now.
 function noteWatchedOn(c: ConnectionRequests, req: IncomingMessage, end: End): void {
@@ -187,20 +194,56 @@ function callEnd(end: End, token: unknown, status: number): void {
 }
 
 // Status of a request whose connection closed before its response finished: what the server had
-// already sent (a server that failed mid-response, or a client that left mid-body), else 499.
-// A pipelined response waiting behind an earlier one never had the socket: its headers were
-// built, not sent, and Node's own answer below is not for it either. Node's server answers for
-// the handler when a request took longer than `requestTimeout` to arrive, or its connection
-// carried what the HTTP parser refused: unless a 'clientError' listener takes over, it writes
-// the status below on the socket and closes it.
+// already sent (a server that failed mid-response, or a client that left mid-body), else who
+// closed it (closedBy). A pipelined response waiting behind an earlier one never had the socket:
+// its headers were built, not sent, and Node's own answer below is not for it either. Node's
+// server answers for the handler when a request took longer than `requestTimeout` to arrive,
+// or its connection carried what the HTTP parser refused: unless a 'clientError' listener takes
+// over, it writes the status below on the socket and closes it.
 function closedStatus(res: ServerResponse, socket?: net.Socket | null): number {
-  if (res.socket === null) return CLIENT_CLOSED;
+  if (res.socket === null) return closedBy(socket, res.req);
   // Written to the socket, as Node's server tests it. headersSent is true as soon as writeHead()
   // has built them, and then Node still answers with its own status.
   if ((res as ServerResponse & { _headerSent?: boolean })._headerSent ?? res.headersSent) return res.statusCode;
   // Otherwise Node's answer, else (headers built, not written, and the connection gone: the
   // server destroyed it, or the client left) the status the handler chose.
-  return nodesAnswer(socket) ?? (res.headersSent ? res.statusCode : CLIENT_CLOSED);
+  return nodesAnswer(socket) ?? (res.headersSent ? res.statusCode : closedBy(socket, res.req));
+}
+
+type Closed = { errored?: unknown; readableEnded?: boolean; writableFinished?: boolean };
+
+// Who closed a connection that cut off a request's response before it started, told by the
+// socket at its close: 499 where the client did (its FIN, read to the end; an error of the
+// connection itself), 500 where the server did (destroy() with no error, or with one of its
+// own). A connection the server closed while the request was still arriving (a 'clientError'
+// listener's destroy() of a client too slow) cut off the client's request, not an answer: 499.
+// A socket that is no stream (an adapter's fake) does not say: 499.
+function closedBy(socket: Closed | null | undefined, req: IncomingMessage | undefined): number {
+  if (socket === null || socket === undefined || typeof socket.readableEnded !== 'boolean') return CLIENT_CLOSED;
+  const err = socket.errored;
+  if (err !== null && err !== undefined) return clientsError(err) ? CLIENT_CLOSED : SERVER_CLOSED;
+  return socket.readableEnded || req?.complete === false ? CLIENT_CLOSED : SERVER_CLOSED;
+}
+
+// HTTP/2: a stream reset by either side (the client's cancel or dropped connection, the server's
+// stream.close()) had its writable side ended by Node before it closed; one the server destroyed
+// (destroy() or res.destroy(), its session destroyed, its timeout) did not. An RST_STREAM does not
+// say who sent it: a server's stream.close() counts as the client's.
+function streamClosedBy(stream: Closed): number {
+  const err = stream.errored;
+  if (err !== null && err !== undefined) return clientsError(err) ? CLIENT_CLOSED : SERVER_CLOSED;
+  return stream.writableFinished === true ? CLIENT_CLOSED : SERVER_CLOSED;
+}
+
+// An error of the connection, not of the server's making: the system's (a reset, a broken pipe,
+// a dead peer: libuv's errors name the call that failed), what the HTTP parser refused or a
+// request too slow to arrive (where a 'clientError' listener took Node's answer over), TLS
+// records that failed, an HTTP/2 stream reset with an error code (by either side).
+function clientsError(err: unknown): boolean {
+  const e = err as { code?: unknown; syscall?: unknown };
+  if (typeof e.syscall === 'string') return true;
+  const code = e.code;
+  return typeof code === 'string' && (code.startsWith('HPE_') || code.startsWith('ERR_SSL_') || code === 'ERR_HTTP_REQUEST_TIMEOUT' || code === 'ERR_HTTP2_STREAM_ERROR');
 }
 
 // What Node's server writes for the error it closed a connection on (socketOnError); any other
@@ -363,17 +406,17 @@ function tagConnection(socket: TaggedSocket): ConnectionRequests | undefined {
 
 /**
  * Calls end(token, statusCode) once when the response to req has ended (its end() handed it to
- * the connection whole, else at its 'finish'), or when its connection closes first (499, or the
- * status already sent). c: connectionOf(req), looked up any time before: an entry stays its
+ * the connection whole, else at its 'finish'), or when its connection closes first (499 or 500 as
+ * the client or the server closed it, or the status already sent). c: connectionOf(req), looked up any time before: an entry stays its
  * connection's until the connection's 'close' event (never synchronous), and undefined is looked
  * up again.
  */
 export function watchResponse(c: ConnectionRequests | undefined, req: IncomingMessage, res: ServerResponse, token: unknown, end: End): void {
   // The common case, small for V8 to inline into track(): a connection of ours (tagged only
   // where it is a real socket) with nothing in flight, and the response Node made for req, still
-  // to end. (The wrapper of end() is in place: the open tracker calling this holds it.) The last
-  // request that ended there, in the fields, is forgotten now.
-  if (c !== undefined && !c.open && res.req === req && !res.writableEnded) {
+  // to end, not an upgrade (see watchUpgrade). (The wrapper of end() is in place: the open tracker
+  // calling this holds it.) The last request that ended there, in the fields, is forgotten now.
+  if (c !== undefined && !c.open && res.req === req && !res.writableEnded && (req as UpgradeRequest).upgrade !== true) {
     watched++;
     c.res = res;
     c.token = token;
@@ -395,6 +438,10 @@ function watchResponseOther(req: IncomingMessage, res: ServerResponse, token: un
     if (c !== undefined) noteWatchedOn(c, req, end);
     else noteWatched(req, end);
     watchWithListeners(res, token, end);
+    return;
+  }
+  if ((req as UpgradeRequest).upgrade === true) {
+    watchUpgrade(req, res, socket, token, end);
     return;
   }
   const c = socket[KEY] ?? tagConnection(socket);
@@ -433,6 +480,89 @@ function watchResponseOther(req: IncomingMessage, res: ServerResponse, token: un
   }
 }
 
+// Status of an upgrade whose socket was taken over without an HTTP status line written first.
+const SWITCHED = 101;
+const STATUS_LINE = /^HTTP\/\d(?:\.\d)? (\d{3})/;
+
+// A request that came by Node's 'upgrade' event (req.upgrade): a WebSocket handshake, which
+// @fastify/websocket routes through Fastify's hooks (a response made for it, on its socket) and
+// express-ws through Express's app (a response on no socket, once the handshake is answered).
+// Its response never ends: the WebSocket library answers on the socket itself, which is then
+// the WebSocket's, and its close may come hours later: held in flight until then, each open
+// WebSocket would take a share of every request's energy. It is the handshake: it ends at the first
+// write on its socket (after that write), with the status of the status line written (101 for
+// a handshake accepted, a refusal's own, whether the library or the response wrote it; 101 for
+// anything else written, the socket taken over); with a response on no socket, at the latest
+// once the current turn of the event loop is done, as 101; or at the socket's close before
+// either. Its socket's write() and end() are wrapped until then, on that socket alone: not on
+// the common path, where one property of the request tells an upgrade (see watchResponse).
+function watchUpgrade(req: IncomingMessage, res: ServerResponse, socket: TaggedSocket, token: unknown, end: End): void {
+  const c = socket[KEY];
+  if (c !== undefined) noteWatchedOn(c, req, end);
+  else noteWatched(req, end);
+  if (res.writableEnded || socket.destroyed) {
+    callEnd(end, token, res.writableEnded ? res.statusCode : closedStatus(res, socket));
+    return;
+  }
+  let done = false;
+  const finish = (status: number) => {
+    if (done) return;
+    done = true;
+    unhook();
+    socket.removeListener('close', onClose);
+    callEnd(end, token, status);
+  };
+  const onClose = () => finish(closedStatus(res, socket));
+  const unhook = afterFirstWrite(socket, (chunk) => {
+    const status = statusWritten(chunk);
+    if (status !== undefined) finish(status);
+  });
+  socket.once('close', onClose);
+  if (res.socket === null) setImmediate(() => finish(SWITCHED));
+}
+
+// The status of the status line a socket's first write carries, SWITCHED for other bytes, and
+// undefined for no bytes (end() without data, or with a callback alone).
+function statusWritten(chunk: unknown): number | undefined {
+  let head: string;
+  if (typeof chunk === 'string') head = chunk.slice(0, 16);
+  else if (ArrayBuffer.isView(chunk)) head = Buffer.from(chunk.buffer, chunk.byteOffset, Math.min(chunk.byteLength, 16)).toString('latin1');
+  else return undefined;
+  if (head.length === 0) return undefined;
+  const m = STATUS_LINE.exec(head);
+  return m === null ? SWITCHED : Number(m[1]);
+}
+
+type SocketWrite = (this: net.Socket, chunk?: unknown, ...rest: unknown[]) => unknown;
+
+// Calls seen(chunk) after each write() or end() on socket until the function returned is
+// called, which puts back what it replaced where nothing has wrapped those since (a wrapper
+// put on top later keeps calling ours, which passes through). end() too: ws refuses a handshake
+// with socket.end(status line), which does not go through write().
+function afterFirstWrite(socket: net.Socket, seen: (chunk: unknown) => void): () => void {
+  const s = socket as unknown as Record<'write' | 'end', SocketWrite>;
+  const undo = (['write', 'end'] as const).map((name) => {
+    const own = Object.prototype.hasOwnProperty.call(s, name);
+    const inner = s[name];
+    const hook: SocketWrite = function (this: net.Socket, chunk?: unknown, ...rest: unknown[]) {
+      try {
+        return inner.call(this, chunk, ...rest);
+      } finally {
+        seen(chunk);
+      }
+    };
+    s[name] = hook;
+    return () => {
+      if (s[name] !== hook) return;
+      if (own) s[name] = inner;
+      else delete (s as Partial<typeof s>)[name];
+    };
+  });
+  return () => {
+    for (const u of undo) u();
+  };
+}
+
 /**
  * Throws a TypeError naming req or res where either is none: a request is any object (an
  * adapter's fake included), a response one that emits events. Not on the common path: a request of
@@ -460,11 +590,18 @@ function watchWithListeners(res: ServerResponse, token: unknown, end: End): void
     callEnd(end, token, status);
   };
   res.once('finish', () => once(finishedStatus(res)));
-  res.once('close', () => once(closedStatus(res, res.socket)));
+  res.once('close', () => once(cutOffStatus(res)));
 }
 
-// An HTTP/2 response that finished without end() is a stream the client reset: cut off.
+// An HTTP/2 response that finished without end() is a stream reset or destroyed: cut off.
 // (Adapters' responses may emit 'finish' by hand, and keep their status.)
 function finishedStatus(res: ServerResponse): number {
-  return res.writableEnded || (res as ServerResponse & { stream?: unknown }).stream === undefined ? res.statusCode : closedStatus(res, res.socket);
+  return res.writableEnded || (res as ServerResponse & { stream?: unknown }).stream === undefined ? res.statusCode : cutOffStatus(res);
+}
+
+// Status of a response watched with listeners that closed before it finished.
+function cutOffStatus(res: ServerResponse): number {
+  const stream = (res as ServerResponse & { stream?: Closed }).stream;
+  if (stream === undefined) return closedStatus(res, res.socket);
+  return res.headersSent ? res.statusCode : streamClosedBy(stream);
 }

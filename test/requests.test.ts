@@ -1263,6 +1263,37 @@ describeBpf('request ends', () => {
     expect(tracker.inFlight).toBe(0);
   });
 
+  it('ends a request whose connection the server closed before answering as 500 (a timeout, a destroy() with an error or none), one the client closed or reset as 499', async () => {
+    const { sampler, tracker, records } = setup();
+    const base = await serve((req, res) => {
+      trackRequest(tracker, req, res, req.url!);
+      // What server.timeout sets on each connection: Node's server destroys it when it fires.
+      if (req.url === '/idle-timeout') req.socket.setTimeout(20);
+      if (req.url === '/handler-timeout') req.setTimeout(20, () => req.destroy());
+      if (req.url === '/error') setTimeout(() => res.destroy(new Error('db down')), 20);
+    });
+    sampler.start();
+    for (const [i, p] of ['/idle-timeout', '/handler-timeout', '/error', '/client-end', '/client-reset'].entries()) {
+      const c = await connect(base);
+      const closed = new Promise((r) => c.on('close', r));
+      c.on('error', () => {});
+      c.write(`GET ${p} HTTP/1.1\r\nHost: x\r\n\r\n`);
+      await until(() => tracker.inFlight === 1);
+      if (p === '/client-end') c.end();
+      if (p === '/client-reset') c.resetAndDestroy();
+      await closed;
+      await until(() => records.length === i + 1);
+    }
+    sampler.stop();
+    expect(records.map((r) => [r.route, r.statusCode])).toEqual([
+      ['/idle-timeout', 500],
+      ['/handler-timeout', 500],
+      ['/error', 500],
+      ['/client-end', 499],
+      ['/client-reset', 499],
+    ]);
+  });
+
   it("records the status Node's server answered with itself: 408 past requestTimeout, 431 for oversized headers; 499 for an abandoned upload", async () => {
     const { sampler, tracker, records } = setup();
     const servers: http.Server[] = [];
@@ -1709,6 +1740,38 @@ describeBpf('request ends', () => {
       ['/late', 499],
     ]);
     expect(tracker.inFlight).toBe(0);
+  });
+
+  it('HTTP/2: a stream the server destroys before the response counts as 500 (with an error or none), one whose client drops its connection as 499', async () => {
+    const { sampler, tracker, records } = setup();
+    const server = http2.createServer((req, res) => {
+      trackRequest(tracker, req as never, res as never, req.url);
+      if (req.url === '/destroy') setTimeout(() => res.stream.destroy(), 20);
+      if (req.url === '/error') setTimeout(() => res.destroy(new Error('db down')), 20);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise((r) => server.close(r)));
+    const port = (server.address() as AddressInfo).port;
+    sampler.start();
+    for (const [i, p] of ['/destroy', '/error', '/client-reset'].entries()) {
+      let socket: net.Socket | undefined;
+      const client = http2.connect(`http://127.0.0.1:${port}`, { createConnection: () => (socket = net.connect(port, '127.0.0.1')) });
+      client.on('error', () => {});
+      cleanups.push(() => void client.destroy());
+      const stream = client.request({ ':path': p });
+      stream.on('error', () => {});
+      const closed = new Promise((r) => stream.on('close', r));
+      await until(() => tracker.inFlight === 1);
+      if (p === '/client-reset') socket!.resetAndDestroy();
+      await closed;
+      await until(() => records.length === i + 1);
+    }
+    sampler.stop();
+    expect(records.map((r) => [r.route, r.statusCode])).toEqual([
+      ['/destroy', 500],
+      ['/error', 500],
+      ['/client-reset', 499],
+    ]);
   });
 
   it("Fastify's inject() (no HTTP server) is tracked through the response", async () => {
@@ -2365,6 +2428,30 @@ describe('exact mode edges', () => {
     await recordsFor(records, 1);
     expect(records.map((r) => r.route)).toEqual(['(unmatched)']);
     sampler.stop();
+  });
+
+  it('the integrations refuse routeOf, which they would never call: each request is named by the route its framework matched', async () => {
+    const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
+    cleanups.push(() => sampler.close());
+    const routeOf = () => '/grouped';
+    const refused = (integration: string, framework: string) =>
+      new TypeError(
+        `options.routeOf is not taken by ${integration}: each request is named by the route ${framework} matched, and routeOf (the route of a node:http request given none) would never be called; leave it out`,
+      );
+    // Refused by the types too.
+    // @ts-expect-error routeOf
+    expect(() => energyMiddleware(sampler, { routeOf })).toThrow(refused('energyMiddleware()', 'Express'));
+    // @ts-expect-error routeOf
+    expect(() => instrumentExpress(express(), sampler, { routeOf })).toThrow(refused('instrumentExpress()', 'Express'));
+    // Beside a tracker, it would not be the tracker's either.
+    const tracker = new RequestTracker(sampler);
+    cleanups.push(() => tracker.close());
+    // @ts-expect-error routeOf
+    expect(() => energyMiddleware(tracker, { routeOf })).toThrow(refused('energyMiddleware()', 'Express'));
+    const app = Fastify();
+    cleanups.push(() => app.close());
+    // @ts-expect-error routeOf
+    await expect(app.register(fastifyEnergy, { sampler, routeOf }).ready()).rejects.toThrow(refused('fastifyEnergy', 'Fastify'));
   });
 
   it.each(['shared', 'exact'] as const)('%s mode: track() refuses a req or res that is none, naming it, and leaves nothing in flight', async (mode) => {
