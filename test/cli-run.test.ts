@@ -1232,6 +1232,35 @@ describe('cli helpers', () => {
     }
   });
 
+  // `run --html --json -- true` wrote the report to a file named --json, and printed nothing.
+  it('takes no option as the value of one that needs a value, unless given with =', () => {
+    const specs = [
+      { name: 'html', type: 'string' as const },
+      { name: 'json', type: 'flag' as const },
+      { name: 'top', type: 'number' as const },
+    ];
+    expect(() => parseArgs(['--html', '--json'], specs, true)).toThrow(
+      new UsageError('--html needs a value, not the option --json (for a value that begins with "-", write --html=--json)'),
+    );
+    expect(() => parseArgs(['--html', '-q'], specs, true)).toThrow('--html needs a value, not the option -q');
+    expect(parseArgs(['--html=--json'], specs, true).options.html).toBe('--json');
+    // '-' is a value (a file of that name: no option takes it for stdout), and so is a negative number.
+    expect(parseArgs(['--html', '-'], specs, true).options.html).toBe('-');
+    expect(parseArgs(['--top', '-3'], specs, true).options.top).toBe(-3);
+    const dir = fs.mkdtempSync(path.join(tmp, 'dash-value-'));
+    for (const [args, flag] of [
+      [['run', '--html', '--json', '--', 'true'], '--html'],
+      [['run', '-o', '--csv', 'x.csv', '--', 'true'], '--output'],
+      [['run', '--csv', '-q', '--', 'true'], '--csv'],
+      [['demo', '--html', '--no-probe'], '--html'],
+    ] as const) {
+      const r = spawnSync(process.execPath, [BIN, ...args], { cwd: dir, encoding: 'utf8', timeout: 20_000 });
+      expect(r.status, r.stderr).toBe(2);
+      expect(r.stderr).toContain(`${flag} needs a value, not the option ${args[2]}`);
+    }
+    expect(fs.readdirSync(dir)).toEqual([]);
+  });
+
   it('stops option parsing at the command', () => {
     expect(parseArgs(['--json', 'ls', '--json'], [{ name: 'json', type: 'flag' }], true)).toEqual({
       options: { json: true },

@@ -69,6 +69,12 @@ export function parseArgs(argv: string[], specs: OptionSpec[], stopAtPositional 
     const text = inline ?? argv[++i];
     // `run --html -- cmd` forgot the value: '--' is never one (it would name a file '--').
     if (text === undefined || (inline === undefined && text === '--')) throw new UsageError(`--${spec.name} needs a value`);
+    // Nor is the next option (`run --html --json -- cmd` wrote the report to a file named
+    // --json); a negative number is a value, and so is '-' (no option takes it for stdout: it
+    // is a file of that name). --name=VALUE takes any value.
+    if (inline === undefined && text.length > 1 && text.startsWith('-') && !DECIMAL.test(text)) {
+      throw new UsageError(`--${spec.name} needs a value, not the option ${text} (for a value that begins with "-", write --${spec.name}=${text})`);
+    }
     let value: string | number = text;
     if (spec.type === 'number') {
       // Decimal only: Number() would also take 0x10, 0b1 and '' (as 16, 1 and 0).
