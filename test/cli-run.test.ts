@@ -40,6 +40,22 @@ function procState(pid: number): string {
   }
 }
 
+/**
+ * `jouletrace run -- node -e script file` off any terminal, as under timeout(1) (the command in a
+ * group of its own), once the script has written `file.pid`: its pid and its child's.
+ */
+async function runInOwnGroup(script: string, file: string) {
+  const child = spawn(process.execPath, [BIN, 'run', '-q', '-o', '/dev/null', '--', process.execPath, '-e', script, file], { stdio: 'ignore', detached: true });
+  const exit = new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+  const deadline = Date.now() + 10_000;
+  while (!fs.existsSync(`${file}.pid`)) {
+    if (Date.now() > deadline) throw new Error('command never started');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const [command, left] = fs.readFileSync(`${file}.pid`, 'utf8').split(' ').map(Number);
+  return { child, exit, command, left };
+}
+
 interface RunJson {
   command: string[];
   exitCode: number;
@@ -261,35 +277,32 @@ describe('jouletrace run', () => {
     expect(fs.readdirSync(tmp).filter((f) => f.includes('.jouletrace-'))).toEqual([]);
   });
 
-  it('passes a signal sent to its whole process group on once, and ends what is left of the tree', async () => {
+  // A command that ends by the signal passed on: dying of it, or exiting with 128 + N as a shell
+  // that ends on it says so.
+  it.each([
+    ['exits 128 + N', 'process.exit(143)'],
+    ['dies of it', "process.removeAllListeners('SIGTERM'); process.kill(process.pid, 'SIGTERM')"],
+  ])('passes a signal sent to its whole process group on once, and ends what is left of the tree when the command %s', async (_, ending) => {
     // timeout(1), `kill -TERM -PGID` and systemd signal jouletrace's whole group: the command got
     // the signal from there and again from jouletrace, and took the second as "quit now".
-    const counted = path.join(tmp, 'group-signal-count');
+    const counted = path.join(tmp, `group-signal-count-${ending.length}`);
     const script = `
       const fs = require('fs');
       const left = require('child_process').spawn('sleep', ['30'], { stdio: 'ignore' });
       let n = 0;
       process.on('SIGTERM', () => {
-        if (++n === 1) setTimeout(() => { fs.writeFileSync(process.argv[1], String(n)); process.exit(0); }, 300);
+        if (++n === 1) setTimeout(() => { fs.writeFileSync(process.argv[1], String(n)); ${ending}; }, 300);
       });
       fs.writeFileSync(process.argv[1] + '.pid', process.pid + ' ' + left.pid);
       setInterval(() => {}, 1000);`;
-    // Off any terminal, in a group of its own, as under timeout(1).
-    const child = spawn(process.execPath, [BIN, 'run', '-q', '-o', '/dev/null', '--', process.execPath, '-e', script, counted], { stdio: 'ignore', detached: true });
-    const exit = new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
-    const deadline = Date.now() + 10_000;
-    while (!fs.existsSync(`${counted}.pid`)) {
-      if (Date.now() > deadline) throw new Error('command never started');
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    const [command, left] = fs.readFileSync(`${counted}.pid`, 'utf8').split(' ').map(Number);
+    const { child, exit, command, left } = await runInOwnGroup(script, counted);
     try {
       // In a group of its own: the group's signal cannot reach it. (Two signals that arrive
       // before the first is delivered are one, so the count alone did not always show it.)
       const st = fs.readFileSync(`/proc/${command}/stat`, 'utf8');
       expect(Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[2])).toBe(command);
       process.kill(-child.pid!, 'SIGTERM');
-      expect(await exit).toBe(0);
+      expect(await exit).toBe(143);
       expect(fs.readFileSync(counted, 'utf8')).toBe('1');
       // The child the command left behind got the signal too, as it did from the group: gone
       // (or a zombie about to be reaped by init).
@@ -301,6 +314,33 @@ describe('jouletrace run', () => {
       expect(state).toMatch(/^(gone|Z)$/);
     } finally {
       // A test that fails leaves nothing behind either.
+      for (const pid of [left, command, child.pid!]) if (!['gone', 'Z'].includes(procState(pid))) process.kill(pid, 'SIGKILL');
+    }
+  });
+
+  // Every signal passed on went to the command's whole group when the command exited, however
+  // much later and however it exited: one it handled (SIGUSR2, SIGHUP to reload) killed its
+  // background children at its normal exit.
+  it('leaves the background children of a command that lived through a signal passed on', async () => {
+    const marker = path.join(tmp, 'usr2-handled');
+    const script = `
+      const fs = require('fs');
+      const left = require('child_process').spawn('sleep', ['30'], { stdio: 'ignore' });
+      left.unref();
+      process.on('SIGUSR2', () => setTimeout(() => { fs.writeFileSync(process.argv[1], 'handled'); process.exit(0); }, 300));
+      fs.writeFileSync(process.argv[1] + '.pid', process.pid + ' ' + left.pid);
+      setInterval(() => {}, 1000);`;
+    const { child, exit, command, left } = await runInOwnGroup(script, marker);
+    try {
+      child.kill('SIGUSR2'); // to jouletrace alone, which passes it on
+      expect(await exit).toBe(0);
+      expect(fs.readFileSync(marker, 'utf8')).toBe('handled');
+      // A signal sent by jouletrace before it exited would have ended sleep by now, or soon.
+      for (let i = 0; i < 25; i++) {
+        expect(procState(left)).not.toMatch(/^(gone|Z)$/);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    } finally {
       for (const pid of [left, command, child.pid!]) if (!['gone', 'Z'].includes(procState(pid))) process.kill(pid, 'SIGKILL');
     }
   });

@@ -84,7 +84,8 @@ passed on to the command, except those the terminal sent to its foreground proce
 reached the command already (while the run is the terminal's foreground job, those three from
 kill count as the terminal's: send SIGTERM). Without a controlling terminal (systemd, cron, CI,
 setsid) the command runs in a process group of its own, so that a signal sent to jouletrace's
-group reaches it once, passed on; what is left of its group gets the signal too once it exits.
+group reaches it once, passed on; what is left of its group gets the signal too when the
+command dies of it (killed by it, or exit status 128 + N).
 From a terminal (a background job included) it stays in jouletrace's group, under the shell's
 job control; there a signal sent to the group reaches it twice (timeout(1) from a shell: use
 timeout --foreground). One that arrives while the command is being started ends the run as well
@@ -860,8 +861,10 @@ export async function runCommand(argv: string[]): Promise<number> {
     process.off('exit', endGroup);
     // A signal for jouletrace's group would have reached the whole tree, not the command alone: a
     // shell killed by it leaves the child it waited for running. What is left of the command's
-    // group gets it once the command has gone.
-    if (passedOn !== undefined) {
+    // group gets it once the command has gone, where the command died of it (or exited 128 + N,
+    // as a shell that ends on it says so): one it handled and lived through (SIGUSR2, SIGHUP to
+    // reload) killed its background children when it exited, however much later.
+    if (passedOn !== undefined && (result.signal === passedOn || result.code === exitStatus(null, passedOn))) {
       try {
         process.kill(-pid, passedOn);
       } catch {
