@@ -533,6 +533,16 @@ describe('jouletrace run', () => {
     expect(gone.stdout).toBe('rc=3\n');
   });
 
+  // `-o /dev/stdout | true`: the summary's reader gone failed the run (125) and put the summary
+  // on stderr, where --help says a reader gone from a pipe is no failure.
+  it('takes a reader gone from /dev/stdout as an output file as no failure', () => {
+    for (const args of ['--json -o /dev/stdout -- true | true', '--html /dev/stdout -- true | true', '--csv /dev/stdout -- sleep 0.5 | head -1 >/dev/null']) {
+      const r = spawnSync('bash', ['-c', `${process.execPath} ${BIN} run -q ${args}; echo "rc=\${PIPESTATUS[0]}" >&2`], { encoding: 'utf8', timeout: 20_000 });
+      expect(r.stderr, args).toMatch(/(^|\n)rc=0\n$/);
+      expect(r.stderr, args).not.toContain('jouletrace run:');
+    }
+  });
+
   it('writes in place a file where nothing can be created beside it, and never names its own temporary file', () => {
     // /proc: a file root may open for writing, in a directory where no file can be made (ENOENT).
     // The write itself fails there (the kernel takes nothing): 125, said of the file given.

@@ -368,7 +368,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
       ],
       notes: [...notes, "joules per request: RequestTracker in 'shared' mode, each request charged the serving thread's energy while in flight"],
     });
-    const e = files.write('html', renderReport(data));
+    const e = await files.write('html', renderReport(data));
     if (e) err.write(`jouletrace demo: cannot write ${htmlPath}: ${e.message}\n`);
     else out.write(`\nReport written to ${htmlPath}\n`);
   }

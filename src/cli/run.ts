@@ -3,7 +3,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { constants } from 'node:os';
-import { finished } from 'node:stream';
+import { finished, type Writable } from 'node:stream';
 import { ReportCollector } from '../report/collector';
 import { renderReport } from '../report/render';
 import { Sampler, type SamplerOptions, type SamplerStats, type ThreadEnergy } from '../sampler';
@@ -693,7 +693,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   };
   if (ownGroup) process.on('exit', endGroup);
   // Ends the run before the command started: the stopped wrapper is killed, no file is written.
-  const abandon = async (message: string, opened?: { sampler?: Sampler; csv?: fs.WriteStream }, status = EXIT_INTERNAL): Promise<number> => {
+  const abandon = async (message: string, opened?: { sampler?: Sampler; csv?: Writable }, status = EXIT_INTERNAL): Promise<number> => {
     child.kill('SIGKILL');
     child.kill('SIGCONT');
     await exited;
@@ -768,6 +768,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const csv = files.stream('csv');
   if (csv) {
     csv.on('error', (e) => {
+      if (files.readerGone('csv', e)) return; // `--csv /dev/stdout | head`: the rest goes nowhere
       err.write(`jouletrace run: cannot write ${opts.csv}: ${e.message}\n`);
       files.fail('csv');
     });
@@ -969,7 +970,7 @@ export async function runCommand(argv: string[]): Promise<number> {
       ],
       notes,
     });
-    const e = files.write('html', renderReport(data));
+    const e = await files.write('html', renderReport(data));
     if (e) err.write(`jouletrace run: cannot write ${opts.html}: ${e.message}\n`);
   }
   sampler.close();
@@ -979,7 +980,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   let written = true;
   let summaryLost = false;
   if (files.fd('output') !== undefined) {
-    const e = files.write('output', text);
+    const e = await files.write('output', text);
     if (e) err.write(`jouletrace run: cannot write ${opts.output}: ${e.message}\n`);
     written = e === undefined;
   } else if (json) process.stdout.write(text);
