@@ -164,13 +164,19 @@ export async function demoCommand(argv: string[]): Promise<number> {
   // only hold memory, and once full count every sample past its size as lost.
   const samplerOptions: SamplerOptions = { intervalUs, ...paths, ringCapacity: 0 };
   if (source !== undefined) samplerOptions.source = source;
+  // Before the workload: said in this command's flags, as run and top say it, with the sampler
+  // closed and no report written (thrown, it reached bin/jouletrace.js in the library's words).
+  const abandon = (e: unknown, opened?: Sampler): number => {
+    opened?.close();
+    files.discard();
+    err.write(`jouletrace demo: ${inFlagWords((e as Error).message, FLAGS)}\n`);
+    return 1;
+  };
   let sampler: Sampler;
   try {
     sampler = new Sampler(samplerOptions);
   } catch (e) {
-    files.discard();
-    err.write(`jouletrace demo: ${inFlagWords((e as Error).message, FLAGS)}\n`);
-    return 1;
+    return abandon(e);
   }
   const st0 = sampler.stats();
   const estimated = st0.estimated;
@@ -179,7 +185,11 @@ export async function demoCommand(argv: string[]): Promise<number> {
   if (estimated) {
     out.write(c.yellow('  No energy counters here: every figure below is ESTIMATED by the model source from CPU time.\n'));
   }
-  sampler.start();
+  try {
+    sampler.start();
+  } catch (e) {
+    return abandon(e, sampler);
+  }
   // Started with the sampler, the calibration included: the report's duration then covers what
   // its totals and attribution bar do (the sampler's whole run). Started after calibrating, it
   // said 2.10 s beside 8.59 W average from 22.43 J over 2.61 s.
@@ -189,7 +199,13 @@ export async function demoCommand(argv: string[]): Promise<number> {
   if (!estimated && st0.threads.backend !== 'off') {
     const ms = seconds < 6 ? 500 : 1000;
     err.write(`  calibrating idle power for ${ms} ms: keep the machine quiet…\n`);
-    const b = await sampler.calibrateBaseline({ durationMs: ms });
+    let b;
+    try {
+      b = await sampler.calibrateBaseline({ durationMs: ms });
+    } catch (e) {
+      collector.stop();
+      return abandon(e, sampler);
+    }
     notes.push(
       `baseline (idle) power measured over the first ${ms} ms, before the workload: ${b.watts.map((w) => `${w.domain}-${w.package} ${fmtWatts(w.watts)}`).join(', ')}`,
     );
