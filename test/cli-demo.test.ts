@@ -176,6 +176,31 @@ describe('jouletrace demo on measured counters', () => {
   }, 30_000);
 });
 
+describe('jouletrace demo whose counters stop during the workload', () => {
+  // They read as a measured 0 W, with no word of it (run notes it).
+  it('notes that they stood still, in its text and its report', () => {
+    const { e, writer } = countingPowercap();
+    const html = path.join(tmp, 'still.html');
+    try {
+      const r = spawnSync(
+        process.execPath,
+        ['-r', path.join(__dirname, 'fixtures', 'failing-start.cjs'), BIN, 'demo', '--seconds', '2', '--no-probe', '--html', html, '--source', 'powercap', '--powercap-root', e.powercapRoot],
+        {
+          encoding: 'utf8',
+          timeout: 25_000,
+          env: { ...process.env, NO_COLOR: '1', JOULETRACE_TEST_HOLD_PID: String(writer.pid), JOULETRACE_TEST_HOLD_AFTER_CALIBRATION: '1' },
+        },
+      );
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(/^ {2}note: powercap's counters stood still for [2-9]\.\d s at a stretch: energy over such a stretch reads 0 J/m);
+      expect(fs.readFileSync(html, 'utf8')).toMatch(/powercap&#39;s counters stood still for [2-9]\.\d s at a stretch/);
+    } finally {
+      writer.kill('SIGKILL');
+      e.close();
+    }
+  }, 30_000);
+});
+
 describe('jouletrace demo whose counters fail before the workload', () => {
   // A start() or a calibration that failed escaped to bin/jouletrace.js in the library's words
   // ("jouletrace: calibrateBaseline(): ... set one with setBaseline(), or use source 'model'"),

@@ -171,6 +171,15 @@ export function droppedThreadsNote(dropped: number, max: number, whose: string):
   return `${counted(dropped, 'thread')} of ${whose} went untracked: all ${max} thread slots were in use, so their energy is counted in "other", not in ${whose}'s; --max-threads N (above the threads alive at once) tracks them all`;
 }
 
+// Real RAPL counters move about every millisecond, idle or not: a second without a change is
+// energy the source did not count (stats().timing.countersStillUs).
+export const COUNTERS_STILL_NOTE_S = 1;
+
+/** Said where a measured source's counters stood still for `seconds` (COUNTERS_STILL_NOTE_S or more) at a stretch. */
+export function countersStillNote(source: string, seconds: number): string {
+  return `${source}'s counters stood still for ${seconds.toFixed(1)} s at a stretch: energy over such a stretch reads 0 J though the machine drew power (a hypervisor that stopped updating them, a live migration); these figures miss it`;
+}
+
 /** The flag of the two given, to name in a refusal where neither applies. */
 export function baselineFlag(b: BaselineOptions): '--baseline' | '--calibrate' | undefined {
   return b.watts !== undefined ? '--baseline' : b.calibrateS !== undefined ? '--calibrate' : undefined;

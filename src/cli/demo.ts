@@ -13,7 +13,7 @@ import { RequestTracker, trackRequest } from '../requests';
 import { UNMATCHED_ROUTE } from '../span-types';
 import { Sampler, type SamplerOptions } from '../sampler';
 import type { SourceName } from '../source-options';
-import { filePathOption, flagsOf, inFlagWords, numberOption, parseArgs, parseIntervalUs, probeInFlagWords, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type SourcePaths } from './args';
+import { COUNTERS_STILL_NOTE_S, countersStillNote, filePathOption, flagsOf, inFlagWords, numberOption, parseArgs, parseIntervalUs, probeInFlagWords, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type SourcePaths } from './args';
 import { colorEnabled, fmtJoules, fmtWatts, paint, printable } from './format';
 import { OutputFiles } from './output-files';
 
@@ -365,6 +365,13 @@ export async function demoCommand(argv: string[]): Promise<number> {
   out.write(`  ${'baseline'.padEnd(14)} ${fmtJoules(attribution.baseline).padStart(12)} ${pct(attribution.baseline).padStart(8)}  idle power × time\n`);
   out.write(`  ${'other'.padEnd(14)} ${fmtJoules(attribution.other).padStart(12)} ${pct(attribution.other).padStart(8)}  other processes\n`);
   for (const r of totals.readings) out.write(c.dim(`  ${`${r.domain}-${r.package}`.padEnd(14)} ${fmtJoules(r.joules).padStart(12)} ${fmtWatts(r.joules / elapsed).padStart(10)} average\n`));
+  // Measured figures that read 0 J over a stretch say so, as run's do.
+  const still = stats.timing.countersStillUs.longest / 1e6;
+  if (!stats.estimated && still >= COUNTERS_STILL_NOTE_S) {
+    const note = countersStillNote(sampler.source, still);
+    notes.push(note);
+    out.write(c.yellow(`  note: ${note}\n`));
+  }
   out.write(
     `\nSampler: ${stats.timing.samples} samples at ${stats.timing.achievedRateHz.toFixed(0)} Hz, jitter p50 ${stats.timing.jitterUs.p50.toFixed(1)} µs / p99 ${stats.timing.jitterUs.p99.toFixed(1)} µs, ` +
       `${stats.timing.missedDeadlines} late, ${stats.ring.dropped} dropped, ${stats.timing.cpuPercent.toFixed(2)} % of one core` +

@@ -12,6 +12,8 @@ import {
   baselineFlag,
   baselineOptions,
   choiceOption,
+  COUNTERS_STILL_NOTE_S,
+  countersStillNote,
   filePathOption,
   flagsOf,
   inFlagWords,
@@ -510,14 +512,6 @@ interface RunResult {
 /** The tree's processes, not counting the row of folded exited threads (pid 0). */
 function processCount(processes: ProcessInfo[]): number {
   return processes.filter((p) => p.pid !== 0).length;
-}
-
-// Real RAPL counters move about every millisecond, idle or not: a second without a change is
-// energy the source did not count.
-const COUNTERS_STILL_NOTE_S = 1;
-
-function countersStillNote(source: string, seconds: number): string {
-  return `${source}'s counters stood still for ${seconds.toFixed(1)} s at a stretch: energy over such a stretch reads 0 J though the machine drew power (a hypervisor that stopped updating them, a live migration); these figures miss it`;
 }
 
 // Failed reads delay energy to the next good read; a counter that started again loses what it
