@@ -48,12 +48,14 @@ async function runInOwnGroup(script: string, file: string) {
   const child = spawn(process.execPath, [BIN, 'run', '-q', '-o', '/dev/null', '--', process.execPath, '-e', script, file], { stdio: 'ignore', detached: true });
   const exit = new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
   const deadline = Date.now() + 10_000;
-  while (!fs.existsSync(`${file}.pid`)) {
+  // Read whole: the file exists, empty, before the script's write fills it.
+  const read = () => (fs.existsSync(`${file}.pid`) ? /^(\d+) (\d+)$/.exec(fs.readFileSync(`${file}.pid`, 'utf8')) : null);
+  let pids;
+  while (!(pids = read())) {
     if (Date.now() > deadline) throw new Error('command never started');
     await new Promise((r) => setTimeout(r, 50));
   }
-  const [command, left] = fs.readFileSync(`${file}.pid`, 'utf8').split(' ').map(Number);
-  return { child, exit, command, left };
+  return { child, exit, command: Number(pids[1]), left: Number(pids[2]) };
 }
 
 interface RunJson {
