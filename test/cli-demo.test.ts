@@ -176,6 +176,60 @@ describe('jouletrace demo on measured counters', () => {
   }, 30_000);
 });
 
+describe('jouletrace demo whose counters stop during the workload', () => {
+  // They read as a measured 0 W, with no word of it (run notes it).
+  it('notes that they stood still, in its text and its report', () => {
+    const { e, writer } = countingPowercap();
+    const html = path.join(tmp, 'still.html');
+    try {
+      const r = spawnSync(
+        process.execPath,
+        ['-r', path.join(__dirname, 'fixtures', 'failing-start.cjs'), BIN, 'demo', '--seconds', '2', '--no-probe', '--html', html, '--source', 'powercap', '--powercap-root', e.powercapRoot],
+        {
+          encoding: 'utf8',
+          timeout: 25_000,
+          env: { ...process.env, NO_COLOR: '1', JOULETRACE_TEST_HOLD_PID: String(writer.pid), JOULETRACE_TEST_HOLD_AFTER_CALIBRATION: '1' },
+        },
+      );
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(/^ {2}note: powercap's counters stood still for [2-9]\.\d s at a stretch: energy over such a stretch reads 0 J/m);
+      expect(fs.readFileSync(html, 'utf8')).toMatch(/powercap&#39;s counters stood still for [2-9]\.\d s at a stretch/);
+    } finally {
+      writer.kill('SIGKILL');
+      e.close();
+    }
+  }, 30_000);
+});
+
+describe('jouletrace demo whose counters fail before the workload', () => {
+  // A start() or a calibration that failed escaped to bin/jouletrace.js in the library's words
+  // ("jouletrace: calibrateBaseline(): ... set one with setBaseline(), or use source 'model'"),
+  // the sampler left open.
+  it.each([
+    ['cannot start', { JOULETRACE_TEST_CUT_ON_START: 'energy_uj' }, /^jouletrace demo: start\(\): the first read of the 'powercap' source failed for package-0 /m],
+    ['stand still', {}, /^jouletrace demo: calibrateBaseline\(\): package-0 did not move in \d+ ms, so no baseline can be measured from it \([^)]*\): use --source model\n/m],
+  ])('says so in its own name and flags when they %s, closing the sampler and writing no report', (_, env: Record<string, string>, says) => {
+    const { e, writer } = countingPowercap();
+    const dir = fs.mkdtempSync(path.join(tmp, 'failing-'));
+    try {
+      const cut = env.JOULETRACE_TEST_CUT_ON_START && path.join(e.zonePath('intel-rapl:0'), 'energy_uj');
+      const r = spawnSync(
+        process.execPath,
+        ['-r', path.join(__dirname, 'fixtures', 'failing-start.cjs'), BIN, 'demo', '--seconds', '2', '--no-probe', '--json', '--html', path.join(dir, 'r.html'), '--source', 'powercap', '--powercap-root', e.powercapRoot],
+        { encoding: 'utf8', timeout: 20_000, env: { ...process.env, NO_COLOR: '1', JOULETRACE_TEST_HOLD_PID: String(writer.pid), ...(cut ? { JOULETRACE_TEST_CUT_ON_START: cut } : {}) } },
+      );
+      expect(r.status, r.stderr).toBe(1);
+      expect(r.stdout).toBe('');
+      expect(r.stderr).toMatch(says);
+      expect(r.stderr).toMatch(/\nfailing-start: 0 sampler\(s\) left open\n$/);
+      expect(fs.readdirSync(dir)).toEqual([]);
+    } finally {
+      writer.kill('SIGKILL');
+      e.close();
+    }
+  });
+});
+
 describe('jouletrace demo, a run longer than its ring', () => {
   it('reports no lost samples: nothing reads the ring, whose oldest samples are overwritten', () => {
     // 65536 samples filled the default ring (3.3 s at 50 µs), and were counted as dropped. A

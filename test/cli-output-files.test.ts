@@ -1,18 +1,20 @@
 // The output files of `jouletrace run` and `demo` (-o, --csv, --html): a run that fails leaves an
 // existing file as it was, whether it is written beside its place or in place.
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { OutputFiles } from '../src/cli/output-files';
 
+const ROOT = path.join(__dirname, '..');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'jt-output-files-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 const leftovers = () => fs.readdirSync(tmp).filter((f) => f.includes('.jouletrace-'));
 
 describe('OutputFiles', () => {
-  it('keeps a file whose name is near the longest allowed as it was when the run fails', () => {
+  it('keeps a file whose name is near the longest allowed as it was when the run fails', async () => {
     // 250 bytes of 255: the temporary name, the file's own plus a suffix, was too long, and the
     // file was written in place, emptied at open.
     const file = path.join(tmp, `${'r'.repeat(245)}.html`);
@@ -23,7 +25,7 @@ describe('OutputFiles', () => {
     expect(fs.readFileSync(file, 'utf8')).toBe('old report');
     expect(leftovers()).toEqual([]);
     files = OutputFiles.open({ html: file });
-    expect(files.write('html', 'new')).toBeUndefined();
+    expect(await files.write('html', 'new')).toBeUndefined();
     files.commit();
     expect(fs.readFileSync(file, 'utf8')).toBe('new');
     expect(leftovers()).toEqual([]);
@@ -61,7 +63,7 @@ describe('OutputFiles', () => {
     expect(fs.readFileSync(other, 'utf8')).toBe('the old summary, longer than the new one');
 
     files = OutputFiles.open({ output: file });
-    expect(files.write('output', 'new summary')).toBeUndefined();
+    expect(await files.write('output', 'new summary')).toBeUndefined();
     files.commit();
     expect(fs.readFileSync(other, 'utf8')).toBe('new summary');
 
@@ -74,5 +76,38 @@ describe('OutputFiles', () => {
     streamed.commit();
     expect(fs.readFileSync(other, 'utf8')).toBe('a,b\n');
     expect(fs.statSync(file).ino).toBe(fs.statSync(other).ino);
+  });
+
+  // Node makes a pipe on stdout non-blocking when it makes process.stdout (main.ts's guard does
+  // it first thing): written to the descriptor, the report failed with EAGAIN once the pipe was
+  // full (`demo --html /dev/stdout | slow reader`: 63,713 bytes, then exit 1).
+  it.each(['write', 'stream'])('waits for a slow reader of /dev/stdout (%s)', async (how) => {
+    const script = `
+      const { OutputFiles } = require(${JSON.stringify(path.join(ROOT, 'dist/cjs/cli/output-files.js'))});
+      process.stdout.on('error', () => {});
+      const files = OutputFiles.open({ html: '/dev/stdout' });
+      const data = 'x'.repeat(1 << 20);
+      (async () => {
+        let e;
+        if (process.argv[1] === 'write') e = await files.write('html', data);
+        else {
+          const s = files.stream('html');
+          for (let i = 0; i < 16; i++) s.write(data.slice(i << 16, (i + 1) << 16));
+          e = await new Promise((resolve) => s.on('error', resolve).end(() => resolve()));
+        }
+        files.commit();
+        if (e) { process.stderr.write(e.message); process.exitCode = 1; }
+      })();`;
+    const child = spawn(process.execPath, ['-e', script, how], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const closed = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+    // Read nothing for a while: the pipe fills, as under `| (sleep 20; wc -c)`.
+    await new Promise((r) => setTimeout(r, 500));
+    let bytes = 0;
+    child.stdout.on('data', (d: Buffer) => (bytes += d.length));
+    expect(await closed, stderr).toBe(0);
+    expect(stderr).toBe('');
+    expect(bytes).toBe(1 << 20);
   });
 });

@@ -41,6 +41,24 @@ function procState(pid: number): string {
   }
 }
 
+/**
+ * `jouletrace run -- node -e script file` off any terminal, as under timeout(1) (the command in a
+ * group of its own), once the script has written `file.pid`: its pid and its child's.
+ */
+async function runInOwnGroup(script: string, file: string) {
+  const child = spawn(process.execPath, [BIN, 'run', '-q', '-o', '/dev/null', '--', process.execPath, '-e', script, file], { stdio: 'ignore', detached: true });
+  const exit = new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+  const deadline = Date.now() + 10_000;
+  // Read whole: the file exists, empty, before the script's write fills it.
+  const read = () => (fs.existsSync(`${file}.pid`) ? /^(\d+) (\d+)$/.exec(fs.readFileSync(`${file}.pid`, 'utf8')) : null);
+  let pids;
+  while (!(pids = read())) {
+    if (Date.now() > deadline) throw new Error('command never started');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { child, exit, command: Number(pids[1]), left: Number(pids[2]) };
+}
+
 interface RunJson {
   command: string[];
   exitCode: number;
@@ -262,35 +280,32 @@ describe('jouletrace run', () => {
     expect(fs.readdirSync(tmp).filter((f) => f.includes('.jouletrace-'))).toEqual([]);
   });
 
-  it('passes a signal sent to its whole process group on once, and ends what is left of the tree', async () => {
+  // A command that ends by the signal passed on: dying of it, or exiting with 128 + N as a shell
+  // that ends on it says so.
+  it.each([
+    ['exits 128 + N', 'process.exit(143)'],
+    ['dies of it', "process.removeAllListeners('SIGTERM'); process.kill(process.pid, 'SIGTERM')"],
+  ])('passes a signal sent to its whole process group on once, and ends what is left of the tree when the command %s', async (_, ending) => {
     // timeout(1), `kill -TERM -PGID` and systemd signal jouletrace's whole group: the command got
     // the signal from there and again from jouletrace, and took the second as "quit now".
-    const counted = path.join(tmp, 'group-signal-count');
+    const counted = path.join(tmp, `group-signal-count-${ending.length}`);
     const script = `
       const fs = require('fs');
       const left = require('child_process').spawn('sleep', ['30'], { stdio: 'ignore' });
       let n = 0;
       process.on('SIGTERM', () => {
-        if (++n === 1) setTimeout(() => { fs.writeFileSync(process.argv[1], String(n)); process.exit(0); }, 300);
+        if (++n === 1) setTimeout(() => { fs.writeFileSync(process.argv[1], String(n)); ${ending}; }, 300);
       });
       fs.writeFileSync(process.argv[1] + '.pid', process.pid + ' ' + left.pid);
       setInterval(() => {}, 1000);`;
-    // Off any terminal, in a group of its own, as under timeout(1).
-    const child = spawn(process.execPath, [BIN, 'run', '-q', '-o', '/dev/null', '--', process.execPath, '-e', script, counted], { stdio: 'ignore', detached: true });
-    const exit = new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
-    const deadline = Date.now() + 10_000;
-    while (!fs.existsSync(`${counted}.pid`)) {
-      if (Date.now() > deadline) throw new Error('command never started');
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    const [command, left] = fs.readFileSync(`${counted}.pid`, 'utf8').split(' ').map(Number);
+    const { child, exit, command, left } = await runInOwnGroup(script, counted);
     try {
       // In a group of its own: the group's signal cannot reach it. (Two signals that arrive
       // before the first is delivered are one, so the count alone did not always show it.)
       const st = fs.readFileSync(`/proc/${command}/stat`, 'utf8');
       expect(Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[2])).toBe(command);
       process.kill(-child.pid!, 'SIGTERM');
-      expect(await exit).toBe(0);
+      expect(await exit).toBe(143);
       expect(fs.readFileSync(counted, 'utf8')).toBe('1');
       // The child the command left behind got the signal too, as it did from the group: gone
       // (or a zombie about to be reaped by init).
@@ -302,6 +317,33 @@ describe('jouletrace run', () => {
       expect(state).toMatch(/^(gone|Z)$/);
     } finally {
       // A test that fails leaves nothing behind either.
+      for (const pid of [left, command, child.pid!]) if (!['gone', 'Z'].includes(procState(pid))) process.kill(pid, 'SIGKILL');
+    }
+  });
+
+  // Every signal passed on went to the command's whole group when the command exited, however
+  // much later and however it exited: one it handled (SIGUSR2, SIGHUP to reload) killed its
+  // background children at its normal exit.
+  it('leaves the background children of a command that lived through a signal passed on', async () => {
+    const marker = path.join(tmp, 'usr2-handled');
+    const script = `
+      const fs = require('fs');
+      const left = require('child_process').spawn('sleep', ['30'], { stdio: 'ignore' });
+      left.unref();
+      process.on('SIGUSR2', () => setTimeout(() => { fs.writeFileSync(process.argv[1], 'handled'); process.exit(0); }, 300));
+      fs.writeFileSync(process.argv[1] + '.pid', process.pid + ' ' + left.pid);
+      setInterval(() => {}, 1000);`;
+    const { child, exit, command, left } = await runInOwnGroup(script, marker);
+    try {
+      child.kill('SIGUSR2'); // to jouletrace alone, which passes it on
+      expect(await exit).toBe(0);
+      expect(fs.readFileSync(marker, 'utf8')).toBe('handled');
+      // A signal sent by jouletrace before it exited would have ended sleep by now, or soon.
+      for (let i = 0; i < 25; i++) {
+        expect(procState(left)).not.toMatch(/^(gone|Z)$/);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    } finally {
       for (const pid of [left, command, child.pid!]) if (!['gone', 'Z'].includes(procState(pid))) process.kill(pid, 'SIGKILL');
     }
   });
@@ -492,6 +534,16 @@ describe('jouletrace run', () => {
     // A reader gone: the command's status.
     const gone = spawnSync('bash', ['-c', `${process.execPath} ${BIN} run -- sh -c 'sleep 0.3; exit 3' 2>&1 >/dev/null | true; echo "rc=\${PIPESTATUS[0]}"`], { encoding: 'utf8', timeout: 20_000 });
     expect(gone.stdout).toBe('rc=3\n');
+  });
+
+  // `-o /dev/stdout | true`: the summary's reader gone failed the run (125) and put the summary
+  // on stderr, where --help says a reader gone from a pipe is no failure.
+  it('takes a reader gone from /dev/stdout as an output file as no failure', () => {
+    for (const args of ['--json -o /dev/stdout -- true | true', '--html /dev/stdout -- true | true', '--csv /dev/stdout -- sleep 0.5 | head -1 >/dev/null']) {
+      const r = spawnSync('bash', ['-c', `${process.execPath} ${BIN} run -q ${args}; echo "rc=\${PIPESTATUS[0]}" >&2`], { encoding: 'utf8', timeout: 20_000 });
+      expect(r.stderr, args).toMatch(/(^|\n)rc=0\n$/);
+      expect(r.stderr, args).not.toContain('jouletrace run:');
+    }
   });
 
   it('writes in place a file where nothing can be created beside it, and never names its own temporary file', () => {
@@ -1236,6 +1288,35 @@ describe('cli helpers', () => {
     for (const text of ['0x10', '0b1', '', ' ', 'Infinity', '1_000']) {
       expect(() => parseArgs(['--top', text], top), text).toThrow(`--top expects a number but received ${JSON.stringify(text)}`);
     }
+  });
+
+  // `run --html --json -- true` wrote the report to a file named --json, and printed nothing.
+  it('takes no option as the value of one that needs a value, unless given with =', () => {
+    const specs = [
+      { name: 'html', type: 'string' as const },
+      { name: 'json', type: 'flag' as const },
+      { name: 'top', type: 'number' as const },
+    ];
+    expect(() => parseArgs(['--html', '--json'], specs, true)).toThrow(
+      new UsageError('--html needs a value, not the option --json (for a value that begins with "-", write --html=--json)'),
+    );
+    expect(() => parseArgs(['--html', '-q'], specs, true)).toThrow('--html needs a value, not the option -q');
+    expect(parseArgs(['--html=--json'], specs, true).options.html).toBe('--json');
+    // '-' is a value (a file of that name: no option takes it for stdout), and so is a negative number.
+    expect(parseArgs(['--html', '-'], specs, true).options.html).toBe('-');
+    expect(parseArgs(['--top', '-3'], specs, true).options.top).toBe(-3);
+    const dir = fs.mkdtempSync(path.join(tmp, 'dash-value-'));
+    for (const [args, flag] of [
+      [['run', '--html', '--json', '--', 'true'], '--html'],
+      [['run', '-o', '--csv', 'x.csv', '--', 'true'], '--output'],
+      [['run', '--csv', '-q', '--', 'true'], '--csv'],
+      [['demo', '--html', '--no-probe'], '--html'],
+    ] as const) {
+      const r = spawnSync(process.execPath, [BIN, ...args], { cwd: dir, encoding: 'utf8', timeout: 20_000 });
+      expect(r.status, r.stderr).toBe(2);
+      expect(r.stderr).toContain(`${flag} needs a value, not the option ${args[2]}`);
+    }
+    expect(fs.readdirSync(dir)).toEqual([]);
   });
 
   it('stops option parsing at the command', () => {

@@ -247,6 +247,37 @@ describe('jouletrace top off a terminal', () => {
     }
   });
 
+  // Counters that stopped moving showed as a measured 0 W, frame after frame, with no word of it.
+  it('flags the frames in which the counters stood still for a second or more', () => {
+    const { e, writer } = countingPowercap();
+    try {
+      const top = (env: Record<string, string>, ...args: string[]) =>
+        spawnSync(
+          process.execPath,
+          ['-r', path.join(__dirname, 'fixtures', 'failing-start.cjs'), BIN, 'top', '--iterations', '2', '--delay', '1.5', '--source', 'powercap', '--powercap-root', e.powercapRoot, ...args],
+          { encoding: 'utf8', timeout: 15_000, env: { ...process.env, NO_COLOR: '1', ...env } },
+        );
+      const moving = top({}, '--json');
+      expect(moving.status, moving.stderr).toBe(0);
+      for (const f of moving.stdout.trim().split('\n').map((l) => JSON.parse(l) as TopFrame)) expect(f.countersStillS).toBeNull();
+      // The writer stopped as the sampler starts: every frame's counters stand still.
+      const hold = { JOULETRACE_TEST_HOLD_PID: String(writer.pid) };
+      const json = top(hold, '--json');
+      expect(json.status, json.stderr).toBe(0);
+      const frames = json.stdout.trim().split('\n').map((l) => JSON.parse(l) as TopFrame);
+      expect(frames).toHaveLength(2);
+      expect(frames[0].countersStillS).toBeGreaterThanOrEqual(1);
+      expect(frames[1].countersStillS).toBeGreaterThan(frames[0].countersStillS!);
+      process.kill(writer.pid!, 'SIGCONT');
+      const plain = top(hold);
+      expect(plain.status, plain.stderr).toBe(0);
+      expect(plain.stdout.match(/^powercap's counters stood still for \d+\.\d s: these watts miss the power drawn$/gm)).toHaveLength(2);
+    } finally {
+      writer.kill('SIGKILL');
+      e.close();
+    }
+  });
+
   it('charges idle power to the baseline given or measured, and notes on measured counters that there is none', () => {
     const { e, writer } = countingPowercap();
     try {
@@ -406,6 +437,7 @@ describe('renderFrame', () => {
     domains: [{ name: 'package-0', watts: 12.5 }, { name: 'dram-0', watts: 1.25 }],
     tracked: { watts: 3, baselineWatts: 5, otherWatts: 4.5, droppedThreads: 0 },
     sampler: { rateHz: 1000, jitterP99Us: 80, dropped: 0, late: 1, cpuPercent: 1.5, backend: 'bpf' },
+    countersStillS: null,
     rows: Array.from({ length: 40 }, (_, i) => ({ id: i + 1, name: `thread-with-a-long-name-${i}`, cpu: i, watts: i / 10, joules: i })),
     rest: null,
     exited: { cpu: 15, watts: 0.4, joules: 2 },
@@ -426,6 +458,26 @@ describe('renderFrame', () => {
   it('says how many threads went untracked, their power in other', () => {
     expect(renderFrame(dropping(1905), 80, 24, false)).toContain('1905 threads untracked, slots full: their power is in "other" (--max-threads N)');
     expect(renderFrame(frame, 80, 24, false).join('\n')).not.toContain('untracked');
+  });
+
+  // Counters that stopped moving showed as a measured 0 W with no word of it.
+  it('says when the counters stood still', () => {
+    const still: TopFrame = { ...frame, source: 'powercap', estimated: false, countersStillS: 1.44 };
+    for (const width of [40, 80]) for (const l of renderFrame(still, width, 24, false)) expect(l.length).toBeLessThanOrEqual(width);
+    expect(renderFrame(still, 100, 24, false)).toContain("powercap's counters stood still for 1.4 s: these watts miss the power drawn");
+    expect(renderFrame(frame, 100, 24, false).join('\n')).not.toContain('stood still');
+  });
+
+  // The clock was UTC's (the ISO time's); top(1) shows local time.
+  it('shows the local time', () => {
+    const tz = process.env.TZ;
+    try {
+      process.env.TZ = 'Asia/Kolkata'; // UTC+5:30, no daylight saving
+      expect(renderFrame(frame, 80, 24, false)[0]).toMatch(/ 17:30:00$/);
+    } finally {
+      if (tz === undefined) delete process.env.TZ;
+      else process.env.TZ = tz;
+    }
   });
 
   it('shows the (exited threads) row first, whatever the sort', () => {
@@ -479,6 +531,7 @@ describe('renderFrame, system-wide', () => {
     domains: [{ name: 'package-0', watts: 12 }],
     tracked: null,
     sampler: { rateHz: 500, jitterP99Us: 80, dropped: 0, late: 0, cpuPercent: 1, backend: 'off' },
+    countersStillS: null,
     rows: [
       { id: 42, name: 'evil\x1b[2J\x1b]0;x\x07', cpu: 2, watts: 0.12, joules: 1 },
       { id: 43, name: 'c1\x9bm\x7f', cpu: 1, watts: 0.06, joules: 0.5 },

@@ -69,6 +69,12 @@ export function parseArgs(argv: string[], specs: OptionSpec[], stopAtPositional 
     const text = inline ?? argv[++i];
     // `run --html -- cmd` forgot the value: '--' is never one (it would name a file '--').
     if (text === undefined || (inline === undefined && text === '--')) throw new UsageError(`--${spec.name} needs a value`);
+    // Nor is the next option (`run --html --json -- cmd` wrote the report to a file named
+    // --json); a negative number is a value, and so is '-' (no option takes it for stdout: it
+    // is a file of that name). --name=VALUE takes any value.
+    if (inline === undefined && text.length > 1 && text.startsWith('-') && !DECIMAL.test(text)) {
+      throw new UsageError(`--${spec.name} needs a value, not the option ${text} (for a value that begins with "-", write --${spec.name}=${text})`);
+    }
     let value: string | number = text;
     if (spec.type === 'number') {
       // Decimal only: Number() would also take 0x10, 0b1 and '' (as 16, 1 and 0).
@@ -163,6 +169,15 @@ export function maxThreadsOption(options: ParsedArgs['options']): number | undef
  */
 export function droppedThreadsNote(dropped: number, max: number, whose: string): string {
   return `${counted(dropped, 'thread')} of ${whose} went untracked: all ${max} thread slots were in use, so their energy is counted in "other", not in ${whose}'s; --max-threads N (above the threads alive at once) tracks them all`;
+}
+
+// Real RAPL counters move about every millisecond, idle or not: a second without a change is
+// energy the source did not count (stats().timing.countersStillUs).
+export const COUNTERS_STILL_NOTE_S = 1;
+
+/** Said where a measured source's counters stood still for `seconds` (COUNTERS_STILL_NOTE_S or more) at a stretch. */
+export function countersStillNote(source: string, seconds: number): string {
+  return `${source}'s counters stood still for ${seconds.toFixed(1)} s at a stretch: energy over such a stretch reads 0 J though the machine drew power (a hypervisor that stopped updating them, a live migration); these figures miss it`;
 }
 
 /** The flag of the two given, to name in a refusal where neither applies. */

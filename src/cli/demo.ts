@@ -13,7 +13,7 @@ import { RequestTracker, trackRequest } from '../requests';
 import { UNMATCHED_ROUTE } from '../span-types';
 import { Sampler, type SamplerOptions } from '../sampler';
 import type { SourceName } from '../source-options';
-import { filePathOption, flagsOf, inFlagWords, numberOption, parseArgs, parseIntervalUs, probeInFlagWords, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type SourcePaths } from './args';
+import { COUNTERS_STILL_NOTE_S, countersStillNote, filePathOption, flagsOf, inFlagWords, numberOption, parseArgs, parseIntervalUs, probeInFlagWords, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type SourcePaths } from './args';
 import { colorEnabled, fmtJoules, fmtWatts, paint, printable } from './format';
 import { OutputFiles } from './output-files';
 
@@ -164,13 +164,19 @@ export async function demoCommand(argv: string[]): Promise<number> {
   // only hold memory, and once full count every sample past its size as lost.
   const samplerOptions: SamplerOptions = { intervalUs, ...paths, ringCapacity: 0 };
   if (source !== undefined) samplerOptions.source = source;
+  // Before the workload: said in this command's flags, as run and top say it, with the sampler
+  // closed and no report written (thrown, it reached bin/jouletrace.js in the library's words).
+  const abandon = (e: unknown, opened?: Sampler): number => {
+    opened?.close();
+    files.discard();
+    err.write(`jouletrace demo: ${inFlagWords((e as Error).message, FLAGS)}\n`);
+    return 1;
+  };
   let sampler: Sampler;
   try {
     sampler = new Sampler(samplerOptions);
   } catch (e) {
-    files.discard();
-    err.write(`jouletrace demo: ${inFlagWords((e as Error).message, FLAGS)}\n`);
-    return 1;
+    return abandon(e);
   }
   const st0 = sampler.stats();
   const estimated = st0.estimated;
@@ -179,7 +185,11 @@ export async function demoCommand(argv: string[]): Promise<number> {
   if (estimated) {
     out.write(c.yellow('  No energy counters here: every figure below is ESTIMATED by the model source from CPU time.\n'));
   }
-  sampler.start();
+  try {
+    sampler.start();
+  } catch (e) {
+    return abandon(e, sampler);
+  }
   // Started with the sampler, the calibration included: the report's duration then covers what
   // its totals and attribution bar do (the sampler's whole run). Started after calibrating, it
   // said 2.10 s beside 8.59 W average from 22.43 J over 2.61 s.
@@ -189,7 +199,13 @@ export async function demoCommand(argv: string[]): Promise<number> {
   if (!estimated && st0.threads.backend !== 'off') {
     const ms = seconds < 6 ? 500 : 1000;
     err.write(`  calibrating idle power for ${ms} ms: keep the machine quiet…\n`);
-    const b = await sampler.calibrateBaseline({ durationMs: ms });
+    let b;
+    try {
+      b = await sampler.calibrateBaseline({ durationMs: ms });
+    } catch (e) {
+      collector.stop();
+      return abandon(e, sampler);
+    }
     notes.push(
       `baseline (idle) power measured over the first ${ms} ms, before the workload: ${b.watts.map((w) => `${w.domain}-${w.package} ${fmtWatts(w.watts)}`).join(', ')}`,
     );
@@ -349,6 +365,13 @@ export async function demoCommand(argv: string[]): Promise<number> {
   out.write(`  ${'baseline'.padEnd(14)} ${fmtJoules(attribution.baseline).padStart(12)} ${pct(attribution.baseline).padStart(8)}  idle power × time\n`);
   out.write(`  ${'other'.padEnd(14)} ${fmtJoules(attribution.other).padStart(12)} ${pct(attribution.other).padStart(8)}  other processes\n`);
   for (const r of totals.readings) out.write(c.dim(`  ${`${r.domain}-${r.package}`.padEnd(14)} ${fmtJoules(r.joules).padStart(12)} ${fmtWatts(r.joules / elapsed).padStart(10)} average\n`));
+  // Measured figures that read 0 J over a stretch say so, as run's do.
+  const still = stats.timing.countersStillUs.longest / 1e6;
+  if (!stats.estimated && still >= COUNTERS_STILL_NOTE_S) {
+    const note = countersStillNote(sampler.source, still);
+    notes.push(note);
+    out.write(c.yellow(`  note: ${note}\n`));
+  }
   out.write(
     `\nSampler: ${stats.timing.samples} samples at ${stats.timing.achievedRateHz.toFixed(0)} Hz, jitter p50 ${stats.timing.jitterUs.p50.toFixed(1)} µs / p99 ${stats.timing.jitterUs.p99.toFixed(1)} µs, ` +
       `${stats.timing.missedDeadlines} late, ${stats.ring.dropped} dropped, ${stats.timing.cpuPercent.toFixed(2)} % of one core` +
@@ -368,7 +391,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
       ],
       notes: [...notes, "joules per request: RequestTracker in 'shared' mode, each request charged the serving thread's energy while in flight"],
     });
-    const e = files.write('html', renderReport(data));
+    const e = await files.write('html', renderReport(data));
     if (e) err.write(`jouletrace demo: cannot write ${htmlPath}: ${e.message}\n`);
     else out.write(`\nReport written to ${htmlPath}\n`);
   }

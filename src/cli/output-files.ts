@@ -1,9 +1,11 @@
 // Output files a command writes once its work is done, opened before it starts: a path that
 // cannot be written fails at once, and a run that fails leaves an existing file as it was.
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:os';
+import { Writable } from 'node:stream';
 import { UsageError } from './args';
 
 // A descriptor of a process that the path names (/dev/stdout is /proc/self/fd/1).
@@ -44,6 +46,13 @@ interface OutputFile {
   handedOver: boolean;
   /** One of this process's own descriptors (/dev/stdout): written through, never closed. */
   own?: boolean;
+  /**
+   * process.stdout or process.stderr, where the descriptor is theirs and a pipe, socket or
+   * terminal: written through that stream. Node made the pipe non-blocking when it made the
+   * stream (main.ts's guards do), so a write of the descriptor itself failed with EAGAIN once the
+   * pipe was full (a slow reader), and could pass text the stream still held.
+   */
+  stdio?: NodeJS.WriteStream;
 }
 
 export class OutputFiles<K extends string> {
@@ -110,11 +119,18 @@ export class OutputFiles<K extends string> {
     return this.#files.get(name)?.fd;
   }
 
-  /** A stream that writes the file from its start (see handOver()), and closes it when it ends. */
-  stream(name: K): fs.WriteStream | undefined {
+  /**
+   * A stream that writes the file from its start (see handOver()), and closes it when it ends.
+   * Its 'error' may be a reader gone (readerGone()).
+   */
+  stream(name: K): Writable | undefined {
     const f = this.#files.get(name);
     if (!f) return undefined;
-    const stream = fs.createWriteStream('', { fd: f.fd, autoClose: f.own !== true });
+    const { fd, stdio } = f;
+    // Ending this one must not end process.stdout: the summary may follow it there.
+    const stream = stdio
+      ? new Writable({ write: (chunk: Buffer, _encoding, done) => writeFromPool(fd, stdio, chunk).then(() => done(), done) })
+      : fs.createWriteStream('', { fd, autoClose: f.own !== true });
     this.handOver(name);
     return stream;
   }
@@ -139,17 +155,28 @@ export class OutputFiles<K extends string> {
 
   /**
    * Writes all of `data` to the file. On failure, marks it failed (see fail()) and returns the
-   * error, for the caller to report.
+   * error, for the caller to report; a reader gone (readerGone()) is no failure.
    */
-  write(name: K, data: string): Error | undefined {
+  async write(name: K, data: string): Promise<Error | undefined> {
+    const f = this.#files.get(name)!;
     try {
-      fs.writeFileSync(this.fd(name)!, data);
-      this.#files.get(name)!.written += Buffer.byteLength(data);
+      if (f.stdio) await writeThrough(f.stdio, data);
+      else fs.writeFileSync(f.fd, data);
+      f.written += Buffer.byteLength(data);
       return undefined;
     } catch (e) {
+      if (this.readerGone(name, e)) return undefined;
       this.fail(name);
       return e as Error;
     }
+  }
+
+  /**
+   * Whether `e`, from writing this file, says that it is one of this process's own descriptors
+   * whose reader went away (`-o /dev/stdout | head`): no failure, as stdout's is none (main.ts).
+   */
+  readerGone(name: K, e: unknown): boolean {
+    return this.#files.get(name)?.own === true && (e as NodeJS.ErrnoException | undefined)?.code === 'EPIPE';
   }
 
   /** A write to this file failed: commit() leaves the existing file as it was. */
@@ -305,7 +332,9 @@ function openOne(file: string): OutputFile {
     // Node's own descriptors are open too (libuv's event poll, its wake-up and signal pipes):
     // written into, one of them crashed the process.
     if (fd > 2 && internalDescriptor(fd)) throw new Error(`descriptor ${fd} is not one this command was given (it is jouletrace's own); open it in the shell first, e.g. ${fd}>file`);
-    return { file, fd, own: true, handedOver: false, written: 0 };
+    const stdio = fd === 1 ? process.stdout : fd === 2 ? process.stderr : undefined;
+    // A file's stream writes synchronously, and its descriptor blocks: written directly.
+    return { file, fd, own: true, handedOver: false, written: 0, ...(stdio instanceof net.Socket ? { stdio } : {}) };
   }
   let existing: fs.Stats | undefined;
   try {
@@ -350,6 +379,34 @@ function openOne(file: string): OutputFile {
     }
   }
   return { file, fd, temp, target, existed: existing !== undefined, handedOver: false, written: 0 };
+}
+
+/**
+ * Writes through process.stdout or process.stderr, settled once the data is written (a full pipe
+ * waits for its reader). Failed, it rejects with the error that ended the stream, which may be an
+ * earlier write's (the summary's EPIPE), not "write after destroy".
+ */
+function writeThrough(stdio: NodeJS.WriteStream, data: string | Buffer): Promise<void> {
+  return new Promise((resolve, reject) => stdio.write(data, (e) => (e ? reject(stdio.errored ?? e) : resolve())));
+}
+
+/**
+ * Writes `data` to stdout's or stderr's descriptor from libuv's threads, so that a slow reader
+ * holds no JavaScript up while a command runs (process.stdout writes from this thread, and a
+ * child spawned with the descriptor made it blocking again); what a full non-blocking pipe
+ * refuses (EAGAIN), and anything while the stream holds text not yet written, goes through the
+ * stream, in order.
+ */
+function writeFromPool(fd: number, stdio: NodeJS.WriteStream, data: Buffer): Promise<void> {
+  if (stdio.writableLength > 0 || stdio.destroyed) return writeThrough(stdio, data);
+  return new Promise((resolve, reject) => {
+    fs.write(fd, data, (e, n) => {
+      if (e?.code === 'EAGAIN') writeThrough(stdio, data).then(resolve, reject);
+      else if (e) reject(e);
+      else if (n < data.length) writeFromPool(fd, stdio, data.subarray(n)).then(resolve, reject);
+      else resolve();
+    });
+  });
 }
 
 function isDevice(file: string): boolean {

@@ -3,7 +3,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { constants } from 'node:os';
-import { finished } from 'node:stream';
+import { finished, type Writable } from 'node:stream';
 import { ReportCollector } from '../report/collector';
 import { renderReport } from '../report/render';
 import { Sampler, type SamplerOptions, type SamplerStats, type ThreadEnergy } from '../sampler';
@@ -12,6 +12,8 @@ import {
   baselineFlag,
   baselineOptions,
   choiceOption,
+  COUNTERS_STILL_NOTE_S,
+  countersStillNote,
   filePathOption,
   flagsOf,
   inFlagWords,
@@ -84,7 +86,8 @@ passed on to the command, except those the terminal sent to its foreground proce
 reached the command already (while the run is the terminal's foreground job, those three from
 kill count as the terminal's: send SIGTERM). Without a controlling terminal (systemd, cron, CI,
 setsid) the command runs in a process group of its own, so that a signal sent to jouletrace's
-group reaches it once, passed on; what is left of its group gets the signal too once it exits.
+group reaches it once, passed on; what is left of its group gets the signal too when the
+command dies of it (killed by it, or exit status 128 + N).
 From a terminal (a background job included) it stays in jouletrace's group, under the shell's
 job control; there a signal sent to the group reaches it twice (timeout(1) from a shell: use
 timeout --foreground). One that arrives while the command is being started ends the run as well
@@ -511,14 +514,6 @@ function processCount(processes: ProcessInfo[]): number {
   return processes.filter((p) => p.pid !== 0).length;
 }
 
-// Real RAPL counters move about every millisecond, idle or not: a second without a change is
-// energy the source did not count.
-const COUNTERS_STILL_NOTE_S = 1;
-
-function countersStillNote(source: string, seconds: number): string {
-  return `${source}'s counters stood still for ${seconds.toFixed(1)} s at a stretch: energy over such a stretch reads 0 J though the machine drew power (a hypervisor that stopped updating them, a live migration); these figures miss it`;
-}
-
 // Failed reads delay energy to the next good read; a counter that started again loses what it
 // counted since its last good read. Either way the figures above are short or late, and say so.
 function readErrorsNote(stats: SamplerStats): string | null {
@@ -692,7 +687,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   };
   if (ownGroup) process.on('exit', endGroup);
   // Ends the run before the command started: the stopped wrapper is killed, no file is written.
-  const abandon = async (message: string, opened?: { sampler?: Sampler; csv?: fs.WriteStream }, status = EXIT_INTERNAL): Promise<number> => {
+  const abandon = async (message: string, opened?: { sampler?: Sampler; csv?: Writable }, status = EXIT_INTERNAL): Promise<number> => {
     child.kill('SIGKILL');
     child.kill('SIGCONT');
     await exited;
@@ -767,6 +762,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const csv = files.stream('csv');
   if (csv) {
     csv.on('error', (e) => {
+      if (files.readerGone('csv', e)) return; // `--csv /dev/stdout | head`: the rest goes nowhere
       err.write(`jouletrace run: cannot write ${opts.csv}: ${e.message}\n`);
       files.fail('csv');
     });
@@ -860,8 +856,10 @@ export async function runCommand(argv: string[]): Promise<number> {
     process.off('exit', endGroup);
     // A signal for jouletrace's group would have reached the whole tree, not the command alone: a
     // shell killed by it leaves the child it waited for running. What is left of the command's
-    // group gets it once the command has gone.
-    if (passedOn !== undefined) {
+    // group gets it once the command has gone, where the command died of it (or exited 128 + N,
+    // as a shell that ends on it says so): one it handled and lived through (SIGUSR2, SIGHUP to
+    // reload) killed its background children when it exited, however much later.
+    if (passedOn !== undefined && (result.signal === passedOn || result.code === exitStatus(null, passedOn))) {
       try {
         process.kill(-pid, passedOn);
       } catch {
@@ -967,7 +965,7 @@ export async function runCommand(argv: string[]): Promise<number> {
       ],
       notes,
     });
-    const e = files.write('html', renderReport(data));
+    const e = await files.write('html', renderReport(data));
     if (e) err.write(`jouletrace run: cannot write ${opts.html}: ${e.message}\n`);
   }
   sampler.close();
@@ -977,7 +975,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   let written = true;
   let summaryLost = false;
   if (files.fd('output') !== undefined) {
-    const e = files.write('output', text);
+    const e = await files.write('output', text);
     if (e) err.write(`jouletrace run: cannot write ${opts.output}: ${e.message}\n`);
     written = e === undefined;
   } else if (json) process.stdout.write(text);

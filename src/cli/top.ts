@@ -7,6 +7,7 @@ import {
   baselineFlag,
   baselineOptions,
   choiceOption,
+  COUNTERS_STILL_NOTE_S,
   flagsOf,
   inFlagWords,
   maxThreadsOption,
@@ -39,7 +40,9 @@ included (read from /proc; an estimate of share even where the package power is 
 Two rows hold the rest, so that all rows add up to the package power: "(idle)", the idle CPU
 time's share, and "(other: exited, irq)", busy time no process listed accounts for
 (processes that ended during the refresh, interrupts). Above the table: power per domain and
-the sampler's health. Names are shown with control characters as '?'.
+the sampler's health, and a line when a measured source's counters stood still for a second or
+more (its watts then miss the power drawn meanwhile). The clock is local time. Names are shown
+with control characters as '?'.
 
 Keys: q quits, s changes the sort (watts, joules, cpu, name). Ctrl-C quits too. SIGTERM,
 SIGINT, SIGHUP, SIGQUIT, SIGUSR2, SIGALRM, SIGVTALRM and SIGPWR end it with the terminal
@@ -119,6 +122,12 @@ export interface TopFrame {
    */
   tracked: { watts: number; baselineWatts: number; otherWatts: number; droppedThreads: number } | null;
   sampler: { rateHz: number; jitterP99Us: number; dropped: number; late: number; cpuPercent: number; backend: string };
+  /**
+   * Seconds that no counter of a measured source changed, at a stretch, seen in this refresh
+   * (still going on, or longer than any before it) where 1 s or more: power over it reads 0 W
+   * though the machine drew it. Null otherwise.
+   */
+  countersStillS: number | null;
   rows: TopRow[];
   /** System-wide: the idle CPU time's share, and busy time no row accounts for; null with --pid. */
   rest: { idle: TopRest; other: TopRest } | null;
@@ -216,8 +225,11 @@ export function renderFrame(f: TopFrame, width: number, height: number, color: b
   const c = paint(color);
   const lines: string[] = [];
   const title = `jouletrace top — ${f.mode === 'threads' ? `threads of pid ${f.pid}` : 'processes'} — ${f.source}${f.estimated ? ' (ESTIMATED)' : ''}`;
-  lines.push(c.bold(fit(title, width - 9).padEnd(width - 9)) + f.time.slice(11, 19).padStart(9).slice(0, 9));
+  // Local time, as top(1) shows it; the JSON's `time` stays ISO (UTC).
+  const clock = new Date(f.time).toTimeString().slice(0, 8);
+  lines.push(c.bold(fit(title, width - 9).padEnd(width - 9)) + clock.padStart(9).slice(0, 9));
   lines.push(fit(f.domains.map((d) => `${d.name} ${fmtWatts(d.watts)}`).join('   '), width));
+  if (f.countersStillS !== null) lines.push(c.yellow(fit(`${f.source}'s counters stood still for ${f.countersStillS.toFixed(1)} s: these watts miss the power drawn`, width)));
   if (f.tracked) {
     lines.push(fit(`process ${fmtWatts(f.tracked.watts)}   baseline ${fmtWatts(f.tracked.baselineWatts)}   other ${fmtWatts(f.tracked.otherWatts)}`, width));
     const n = f.tracked.droppedThreads;
@@ -343,6 +355,7 @@ export async function topCommand(argv: string[]): Promise<number> {
   let procs = pid === undefined ? readAllProcesses() : undefined;
   const shares = procs ? new ProcessShares(procs, readCpuTicks()) : undefined;
   let lastFrame: TopFrame | undefined;
+  let longestStillUs = 0;
 
   const measure = (): TopFrame => {
     const cur = sampler.totals();
@@ -378,6 +391,10 @@ export async function topCommand(argv: string[]): Promise<number> {
       };
     }
     const st = sampler.stats();
+    // `longest` grown since the last refresh: a stretch that ended within this one (or goes on).
+    const still = st.timing.countersStillUs;
+    const stillS = Math.max(still.now, still.longest > longestStillUs ? still.longest : 0) / 1e6;
+    longestStillUs = still.longest;
     return {
       time: new Date().toISOString(),
       mode,
@@ -395,6 +412,7 @@ export async function topCommand(argv: string[]): Promise<number> {
         cpuPercent: st.timing.cpuPercent,
         backend,
       },
+      countersStillS: !st.estimated && stillS >= COUNTERS_STILL_NOTE_S ? stillS : null,
       rows: sortRows(rows, sort),
       rest,
       exited,
@@ -412,7 +430,8 @@ export async function topCommand(argv: string[]): Promise<number> {
       out.write('\x1b[H' + lines.map((l) => l + '\x1b[K').join('\r\n') + '\x1b[J');
     } else {
       // Plain blocks separated by one blank line: no padding, no key help.
-      const above = (lastFrame.rest ? 2 : 0) + (lastFrame.exited ? 1 : 0) + ((lastFrame.tracked?.droppedThreads ?? 0) > 0 ? 1 : 0);
+      const above =
+        (lastFrame.rest ? 2 : 0) + (lastFrame.exited ? 1 : 0) + ((lastFrame.tracked?.droppedThreads ?? 0) > 0 ? 1 : 0) + (lastFrame.countersStillS !== null ? 1 : 0);
       const lines = renderFrame(lastFrame, 80, Math.min(lastFrame.rows.length, 15) + 8 + above, false).slice(0, -1);
       out.write(lines.filter((l) => l.trim() !== '').join('\n') + '\n\n');
     }
