@@ -1181,6 +1181,43 @@ describe('Sampler lifecycle', () => {
     expect(exit).toBe(0);
   });
 
+  // Where only workers load the addon, Node unloads it when the last of them ends and maps it
+  // afresh for the next: each reload leaked the process-wide registries (~150 KB), and sampler
+  // ids counted from 1 again, so a context kept from a closed sampler named the next one.
+  it('keeps the addon loaded once a worker loaded it, and sampler ids unique across workers', async () => {
+    const dist = JSON.stringify(path.join(root, 'dist/cjs/index.js'));
+    const script = `
+      const { Worker } = require('node:worker_threads');
+      const mapped = () => require('node:fs').readFileSync('/proc/self/maps', 'utf8').includes('jouletrace.node');
+      const code = \`
+        const { parentPort, workerData } = require('node:worker_threads');
+        const { attachSpans, Sampler } = require(${dist});
+        const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
+        let stale = null;
+        if (workerData) try { attachSpans(workerData).close(); stale = 'attached'; } catch (e) { stale = e.code; }
+        parentPort.postMessage({ context: s.spanContext(), stale });
+        s.close();\`;
+      (async () => {
+        const seen = [];
+        let context = null;
+        for (let i = 0; i < 3; i++) {
+          const w = new Worker(code, { eval: true, workerData: context });
+          const exited = new Promise((res) => w.once('exit', res));
+          const m = await new Promise((res, rej) => { w.once('message', res); w.once('error', rej); });
+          await exited;
+          context = m.context;
+          seen.push({ id: m.context.samplerId, stale: m.stale, mappedAfterExit: mapped() });
+        }
+        console.log(JSON.stringify({ mainLoaded: Object.keys(require.cache).some((k) => k.includes('dist')), seen }));
+      })();`;
+    const { stdout } = await run(process.execPath, ['-e', script], { timeout: 20_000 });
+    const { mainLoaded, seen } = JSON.parse(stdout);
+    expect(mainLoaded).toBe(false);
+    expect(new Set(seen.map((s: { id: number }) => s.id)).size).toBe(3);
+    expect(seen.map((s: { stale: string | null }) => s.stale)).toEqual([null, 'ERR_JOULETRACE_CLOSED', 'ERR_JOULETRACE_CLOSED']);
+    expect(seen.map((s: { mappedAfterExit: boolean }) => s.mappedAfterExit)).toEqual([true, true, true]);
+  });
+
   it('a process that exits with a sampler running exits cleanly', async () => {
     for (const ending of ['process.exit(7)', 'void 0' /* event loop simply empties */]) {
       const script = `
