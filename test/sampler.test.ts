@@ -324,7 +324,9 @@ describe('Sampler against an emulated MSR', () => {
     expect(s.totals().readings[0].ticks).toBe(30n);
   });
 
-  it('refuses a ring larger than a JavaScript buffer can be, naming ringCapacity (it crashed)', () => {
+  // The refusal came after the tracker had opened (a BPF program loaded) and the ring was mapped:
+  // a ring past RAM and swap failed there first, as ENOMEM, naming no largest value.
+  it('refuses a ring larger than a JavaScript buffer can be, naming ringCapacity (it crashed), before it opens a tracker', () => {
     // Two packages of four domains, with attribution: 400-byte records, 6.25 GiB at 2^24.
     const e = createEmulatedMsr({ vendor: 'intel', cpus: 2, packages: 2 });
     emu = e;
@@ -336,7 +338,12 @@ describe('Sampler against an emulated MSR', () => {
     const bytes = make(1024).stats().ring.recordBytes;
     const most = 2 ** Math.floor(Math.log2(bufferConstants.MAX_LENGTH / bytes));
     expect(() => make(most * 2)).toThrow(RangeError);
-    expect(() => make(most * 2)).toThrow(`at most ${most} here (records of ${bytes} bytes`);
+    expect(() => make(most * 2)).toThrow(
+      `Expected at most ${most} here (records of ${bytes} bytes for these domains, and buffers of at most ${bufferConstants.MAX_LENGTH} bytes in this Node) for options.ringCapacity but received ${most * 2} of type number`,
+    );
+    // No process 4,000,000 to track: the tracker, had it opened, would have said so first.
+    expect(() => msrSampler(e, { ringCapacity: most * 2, threads: 'procfs', pid: 4_000_000 })).toThrow(RangeError);
+    expect(() => msrSampler(e, { ringCapacity: most, threads: 'procfs', pid: 4_000_000 })).toThrow(expect.objectContaining({ code: 'ESRCH' }));
   });
 
   it('keeps the last run readable when start() fails (its totals and records were wiped)', async () => {

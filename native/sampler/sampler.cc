@@ -72,9 +72,22 @@ std::unique_ptr<Sampler> Sampler::create(const SamplerConfig& cfg, SamplerError*
   const int cpuIds = possibleCpuIds(cfg.sourceOptions.sysfsCpuRoot);
   s->cpuPackage_ = cpuPackageMap({}, cfg.sourceOptions.sysfsCpuRoot, cpuIds > 0 ? cpuIds : int(std::max(1L, sysconf(_SC_NPROCESSORS_CONF))),
                                  &s->unknownPackageCpus_);
+  // A tracker is opened, or create() fails, wherever threads are not "off" (openTracker()). The
+  // ring's size is known here, so one too large is refused before the ring is mapped or a BPF
+  // program loaded (an impossible one failed as ENOMEM, a JouletraceError naming no largest value).
+  s->recordSize_ = kHeaderBytes + uint32_t(nd) * (cfg.threads != "off" ? kDomainBytesAttributed : kDomainBytes);
+  if (cfg.maxRingBytes > 0 && uint64_t(cfg.ringCapacity) * s->recordSize_ > cfg.maxRingBytes) {
+    uint64_t most = 1;
+    while (most * 2 * s->recordSize_ <= cfg.maxRingBytes) most *= 2;
+    err->code = "ERR_OUT_OF_RANGE";
+    err->message = "Expected at most " + std::to_string(most) + " here (records of " + std::to_string(s->recordSize_) +
+                   " bytes for these domains, and buffers of at most " + std::to_string(cfg.maxRingBytes) +
+                   " bytes in this Node) for options.ringCapacity but received " + std::to_string(cfg.ringCapacity) +
+                   " of type number";
+    return nullptr;
+  }
   if (!s->openTracker(err)) return nullptr;
 
-  s->recordSize_ = kHeaderBytes + uint32_t(nd) * (s->tracker_ ? kDomainBytesAttributed : kDomainBytes);
   // ringCapacity 0: no ring at all, for samplers whose figures are only exported (totals,
   // attribution, spans); one nothing reads would count every sample past its size as dropped.
   if (cfg.ringCapacity > 0) {
