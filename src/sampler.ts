@@ -1136,6 +1136,8 @@ export class Sampler {
     };
     for (let w = 0; w < windows; w++) {
       await new Promise((r) => setTimeout(r, windowMs));
+      // Closed meanwhile: the same refusal as any call after close(), not the handle's.
+      this.#check();
       const cur = this.#handle.totals();
       const errors = this.#handle.stats().readErrorsByDomain;
       const dt = Number(cur.timeNs - prev.timeNs) / 1e9;

@@ -1106,6 +1106,18 @@ describe('Sampler lifecycle', () => {
     expect(() => new SpanChannel(2 ** 40)).toThrow(coded('ERR_JOULETRACE_UNKNOWN_SAMPLER'));
   });
 
+  // After each window's wait it read the native handle directly: a close() meanwhile rejected
+  // with the handle's plain Error, code and all, but no JouletraceError.
+  it('rejects calibrateBaseline() with a JouletraceError when the sampler is closed during it', async () => {
+    const s = new Sampler({ source: 'model', threads: 'procfs', intervalUs: 1000 });
+    const calibration = s.calibrateBaseline({ durationMs: 400 });
+    await sleep(150);
+    s.close();
+    const e = await calibration.catch((err: unknown) => err);
+    expect(e).toBeInstanceOf(JouletraceError);
+    expect(e).toMatchObject({ code: 'ERR_JOULETRACE_CLOSED', message: 'the sampler is closed; create a new Sampler' });
+  });
+
   // start() took its reference read, then made the thread and reset the ring and the jitter
   // histogram, and only then read the clock that became startNs: the first record charged that
   // time's energy to its own interval (11.9–20.2 W from a model fixed at 10 W, at 100 µs).
