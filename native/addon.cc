@@ -1,7 +1,9 @@
 // Module entry: each part of the addon registers its own exports.
+#include <dlfcn.h>
 #include <napi.h>
 
 #include <ctime>
+#include <mutex>
 
 #include "napi_util.h"
 
@@ -50,7 +52,26 @@ static Napi::Value CallOutsideContexts(const Napi::CallbackInfo& info) {
   return Napi::Value(env, result);
 }
 
+// Node unloads an addon when the last environment that loaded it ends: where only worker threads
+// load this one, each worker's exit unmapped it and the next worker mapped a fresh copy. The
+// process-wide state here outlives any one environment on purpose (the span engines' registry and
+// the sampler ids it issues, the pool-thread rounds libuv may still run at exit, the procfs
+// trackers' descriptor count, libbpf's globals): each reload leaked the old copy's and began
+// again at nothing, so sampler ids repeated and a context kept from a closed sampler named a new
+// one. Once loaded, the library stays until the process ends, as it does when the main thread
+// loads it. RTLD_NOLOAD: only the copy already mapped is marked, none is loaded. Were it refused,
+// the addon works as before, leaking per reload.
+static void keepLoaded() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    Dl_info self;
+    if (dladdr(reinterpret_cast<void*>(&keepLoaded), &self) != 0 && self.dli_fname != nullptr)
+      dlopen(self.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+  });
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  keepLoaded();
   exports.Set("monotonicNs", Napi::Function::New(env, MonotonicNow, "monotonicNs"));
   exports.Set("callOutsideContexts", Napi::Function::New(env, CallOutsideContexts, "callOutsideContexts"));
   InitSourceBinding(env, exports);

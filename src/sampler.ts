@@ -486,7 +486,12 @@ export class Sampler {
     const normalized = normalizeSamplerOptions(options);
     const NativeSampler = native().NativeSampler as new (o: Record<string, unknown>) => NativeSamplerHandle;
     try {
-      this.#handle = new NativeSampler(normalized);
+      // A ring is one ArrayBuffer for JavaScript: no larger than this Node's largest (2^32 bytes on
+      // Node 20; 2^24 records of a two-package machine's 448 bytes are 7 GiB). Its record size
+      // follows from the domains, which only opening the source tells: the native side refuses
+      // one too large (a RangeError naming the largest here) before it maps the ring or loads the
+      // tracker.
+      this.#handle = new NativeSampler({ ...normalized, maxRingBytes: bufferConstants.MAX_LENGTH });
     } catch (e) {
       throw asJouletraceError(e);
     }
@@ -496,18 +501,6 @@ export class Sampler {
     this.#overwriteOldest = normalized.onOverflow === 'overwrite-oldest';
     this.#hasRing = normalized.ringCapacity !== 0;
     this.#info = this.#handle.info();
-    // A ring is one ArrayBuffer for JavaScript: no larger than this Node's largest (2^32 bytes on
-    // Node 20; 2^24 records of a two-package machine's 448 bytes are 7 GiB).
-    const ringBytes = (normalized.ringCapacity as number) * this.#info.ringRecordBytes;
-    if (ringBytes > bufferConstants.MAX_LENGTH) {
-      this.#handle.close();
-      const most = 2 ** Math.floor(Math.log2(bufferConstants.MAX_LENGTH / this.#info.ringRecordBytes));
-      throw invalidRange(
-        'options.ringCapacity',
-        `at most ${most} here (records of ${this.#info.ringRecordBytes} bytes for these domains, and buffers of at most ${bufferConstants.MAX_LENGTH} bytes in this Node)`,
-        normalized.ringCapacity,
-      );
-    }
     this.source = this.#info.source as SourceName;
     this.domains = Object.freeze(this.#info.domains.map((d) => Object.freeze({ ...d })));
     this.skipped = Object.freeze(this.#info.skipped.map((s) => Object.freeze({ ...s })));
@@ -1143,6 +1136,8 @@ export class Sampler {
     };
     for (let w = 0; w < windows; w++) {
       await new Promise((r) => setTimeout(r, windowMs));
+      // Closed meanwhile: the same refusal as any call after close(), not the handle's.
+      this.#check();
       const cur = this.#handle.totals();
       const errors = this.#handle.stats().readErrorsByDomain;
       const dt = Number(cur.timeNs - prev.timeNs) / 1e9;

@@ -324,7 +324,9 @@ describe('Sampler against an emulated MSR', () => {
     expect(s.totals().readings[0].ticks).toBe(30n);
   });
 
-  it('refuses a ring larger than a JavaScript buffer can be, naming ringCapacity (it crashed)', () => {
+  // The refusal came after the tracker had opened (a BPF program loaded) and the ring was mapped:
+  // a ring past RAM and swap failed there first, as ENOMEM, naming no largest value.
+  it('refuses a ring larger than a JavaScript buffer can be, naming ringCapacity (it crashed), before it opens a tracker', () => {
     // Two packages of four domains, with attribution: 400-byte records, 6.25 GiB at 2^24.
     const e = createEmulatedMsr({ vendor: 'intel', cpus: 2, packages: 2 });
     emu = e;
@@ -336,7 +338,12 @@ describe('Sampler against an emulated MSR', () => {
     const bytes = make(1024).stats().ring.recordBytes;
     const most = 2 ** Math.floor(Math.log2(bufferConstants.MAX_LENGTH / bytes));
     expect(() => make(most * 2)).toThrow(RangeError);
-    expect(() => make(most * 2)).toThrow(`at most ${most} here (records of ${bytes} bytes`);
+    expect(() => make(most * 2)).toThrow(
+      `Expected at most ${most} here (records of ${bytes} bytes for these domains, and buffers of at most ${bufferConstants.MAX_LENGTH} bytes in this Node) for options.ringCapacity but received ${most * 2} of type number`,
+    );
+    // No process 4,000,000 to track: the tracker, had it opened, would have said so first.
+    expect(() => msrSampler(e, { ringCapacity: most * 2, threads: 'procfs', pid: 4_000_000 })).toThrow(RangeError);
+    expect(() => msrSampler(e, { ringCapacity: most, threads: 'procfs', pid: 4_000_000 })).toThrow(expect.objectContaining({ code: 'ESRCH' }));
   });
 
   it('keeps the last run readable when start() fails (its totals and records were wiped)', async () => {
@@ -1099,6 +1106,38 @@ describe('Sampler lifecycle', () => {
     expect(() => new SpanChannel(2 ** 40)).toThrow(coded('ERR_JOULETRACE_UNKNOWN_SAMPLER'));
   });
 
+  // After each window's wait it read the native handle directly: a close() meanwhile rejected
+  // with the handle's plain Error, code and all, but no JouletraceError.
+  it('rejects calibrateBaseline() with a JouletraceError when the sampler is closed during it', async () => {
+    const s = new Sampler({ source: 'model', threads: 'procfs', intervalUs: 1000 });
+    const calibration = s.calibrateBaseline({ durationMs: 400 });
+    await sleep(150);
+    s.close();
+    const e = await calibration.catch((err: unknown) => err);
+    expect(e).toBeInstanceOf(JouletraceError);
+    expect(e).toMatchObject({ code: 'ERR_JOULETRACE_CLOSED', message: 'the sampler is closed; create a new Sampler' });
+  });
+
+  // start() took its reference read, then made the thread and reset the ring and the jitter
+  // histogram, and only then read the clock that became startNs: the first record charged that
+  // time's energy to its own interval (11.9–20.2 W from a model fixed at 10 W, at 100 µs).
+  it("reads the run's reference at its start time: the first record's power is the source's", async () => {
+    const s = new Sampler({ source: 'model', modelIdleWatts: 10, modelMaxWatts: 10, threads: 'off', intervalUs: 100 });
+    samplers.push(s);
+    const watts: number[] = [];
+    for (let run = 0; run < 8; run++) {
+      s.start();
+      await sleep(5);
+      s.stop();
+      const first = s.read()[0];
+      watts.push(first.readings[0].joules / (Number(first.timeNs - s.totals().startNs) / 1e9));
+    }
+    // The median: a run whose sampler thread was preempted between its clock and its read is
+    // off by that time, here as in any interval.
+    watts.sort((a, b) => a - b);
+    expect(Math.abs(watts[4] - 10)).toBeLessThan(0.3);
+  });
+
   it('rejects start twice, stop before start and use after close', () => {
     const s = new Sampler({ source: 'model', threads: 'off' });
     expect(() => s.stop()).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_NOT_STARTED' }));
@@ -1179,6 +1218,43 @@ describe('Sampler lifecycle', () => {
       w.once('error', reject);
     });
     expect(exit).toBe(0);
+  });
+
+  // Where only workers load the addon, Node unloads it when the last of them ends and maps it
+  // afresh for the next: each reload leaked the process-wide registries (~150 KB), and sampler
+  // ids counted from 1 again, so a context kept from a closed sampler named the next one.
+  it('keeps the addon loaded once a worker loaded it, and sampler ids unique across workers', async () => {
+    const dist = JSON.stringify(path.join(root, 'dist/cjs/index.js'));
+    const script = `
+      const { Worker } = require('node:worker_threads');
+      const mapped = () => require('node:fs').readFileSync('/proc/self/maps', 'utf8').includes('jouletrace.node');
+      const code = \`
+        const { parentPort, workerData } = require('node:worker_threads');
+        const { attachSpans, Sampler } = require(${dist});
+        const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
+        let stale = null;
+        if (workerData) try { attachSpans(workerData).close(); stale = 'attached'; } catch (e) { stale = e.code; }
+        parentPort.postMessage({ context: s.spanContext(), stale });
+        s.close();\`;
+      (async () => {
+        const seen = [];
+        let context = null;
+        for (let i = 0; i < 3; i++) {
+          const w = new Worker(code, { eval: true, workerData: context });
+          const exited = new Promise((res) => w.once('exit', res));
+          const m = await new Promise((res, rej) => { w.once('message', res); w.once('error', rej); });
+          await exited;
+          context = m.context;
+          seen.push({ id: m.context.samplerId, stale: m.stale, mappedAfterExit: mapped() });
+        }
+        console.log(JSON.stringify({ mainLoaded: Object.keys(require.cache).some((k) => k.includes('dist')), seen }));
+      })();`;
+    const { stdout } = await run(process.execPath, ['-e', script], { timeout: 20_000 });
+    const { mainLoaded, seen } = JSON.parse(stdout);
+    expect(mainLoaded).toBe(false);
+    expect(new Set(seen.map((s: { id: number }) => s.id)).size).toBe(3);
+    expect(seen.map((s: { stale: string | null }) => s.stale)).toEqual([null, 'ERR_JOULETRACE_CLOSED', 'ERR_JOULETRACE_CLOSED']);
+    expect(seen.map((s: { mappedAfterExit: boolean }) => s.mappedAfterExit)).toEqual([true, true, true]);
   });
 
   it('a process that exits with a sampler running exits cleanly', async () => {

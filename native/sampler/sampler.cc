@@ -72,9 +72,22 @@ std::unique_ptr<Sampler> Sampler::create(const SamplerConfig& cfg, SamplerError*
   const int cpuIds = possibleCpuIds(cfg.sourceOptions.sysfsCpuRoot);
   s->cpuPackage_ = cpuPackageMap({}, cfg.sourceOptions.sysfsCpuRoot, cpuIds > 0 ? cpuIds : int(std::max(1L, sysconf(_SC_NPROCESSORS_CONF))),
                                  &s->unknownPackageCpus_);
+  // A tracker is opened, or create() fails, wherever threads are not "off" (openTracker()). The
+  // ring's size is known here, so one too large is refused before the ring is mapped or a BPF
+  // program loaded (an impossible one failed as ENOMEM, a JouletraceError naming no largest value).
+  s->recordSize_ = kHeaderBytes + uint32_t(nd) * (cfg.threads != "off" ? kDomainBytesAttributed : kDomainBytes);
+  if (cfg.maxRingBytes > 0 && uint64_t(cfg.ringCapacity) * s->recordSize_ > cfg.maxRingBytes) {
+    uint64_t most = 1;
+    while (most * 2 * s->recordSize_ <= cfg.maxRingBytes) most *= 2;
+    err->code = "ERR_OUT_OF_RANGE";
+    err->message = "Expected at most " + std::to_string(most) + " here (records of " + std::to_string(s->recordSize_) +
+                   " bytes for these domains, and buffers of at most " + std::to_string(cfg.maxRingBytes) +
+                   " bytes in this Node) for options.ringCapacity but received " + std::to_string(cfg.ringCapacity) +
+                   " of type number";
+    return nullptr;
+  }
   if (!s->openTracker(err)) return nullptr;
 
-  s->recordSize_ = kHeaderBytes + uint32_t(nd) * (s->tracker_ ? kDomainBytesAttributed : kDomainBytes);
   // ringCapacity 0: no ring at all, for samplers whose figures are only exported (totals,
   // attribution, spans); one nothing reads would count every sample past its size as dropped.
   if (cfg.ringCapacity > 0) {
@@ -191,10 +204,11 @@ bool Sampler::start(SamplerError* err) {
   // What can fail comes before anything of the last run is reset, so that a start() that fails
   // leaves that run's totals, records and threads readable: the first read, then the thread,
   // which waits at a gate until the run is set up.
-  // The first read is the run's reference, and a run needs one for the primary domains, which
-  // spans and requests are charged from. Another domain's counter whose read fails (a dram zone,
-  // an AMD core's) does not keep the run from starting, as its failures mid-run do not stop one:
-  // rebase() left it without a reference, so its first good read is its reference, adding nothing.
+  // The first read says whether the run can have a reference, which it needs for the primary
+  // domains, which spans and requests are charged from (the reference itself is read once the run
+  // is set up, below). Another domain's counter whose read fails (a dram zone, an AMD core's) does
+  // not keep the run from starting, as its failures mid-run do not stop one: rebase() left it
+  // without a reference, so its first good read is its reference, adding nothing.
   source_->rebase();
   int rc = source_->read(readings_.data());
   for (size_t d : primaryDomains_) {
@@ -231,8 +245,25 @@ bool Sampler::start(SamplerError* err) {
   if (spans_) spans_->reset();
   seq_ = 0;
 
-  // Reference readings, the first read's, so totals() is defined from the moment start() returns.
-  uint64_t now = monotonicNs();
+  // The run's reference: read again, next to the clock reading that starts the run. The first
+  // read came before the thread and the resets above (~120 µs), and the first record charged that
+  // time's energy to its own interval (11.9-20.2 W from a model fixed at 10 W, at 100 µs). It
+  // carries on from the first (no rebase between), so a domain whose read fails here holds the
+  // first's value, and the next good read brings the energy since, as in any interval.
+  rc = source_->read(readings_.data());
+  const uint64_t now = monotonicNs();
+  bool referenceFailed = false;
+  if (rc != 0) readErrors_.fetch_add(1);
+  for (size_t d = 0; d < readings_.size(); d++) {
+    if (readings_[d].failed) {
+      domainReadErrors_[d].fetch_add(1);
+    } else {
+      domainRead_[d].store(true);
+    }
+  }
+  for (size_t d : primaryDomains_) referenceFailed = referenceFailed || readings_[d].failed;
+
+  // Reference readings, so totals() is defined from the moment start() returns.
   for (size_t d = 0; d < readings_.size(); d++) {
     baseTicks_[d] = prevTicks_[d] = readings_[d].ticks;
     prevRaw_[d] = readings_[d].raw;
@@ -246,7 +277,9 @@ bool Sampler::start(SamplerError* err) {
     attribution_->step(pendingDelta_.data(), 0, snap_);  // reference point
     if (spans_) spans_->step(now, *attribution_, false, false);  // spans begun from here on are complete
   }
-  readFailedAtStep_ = false;  // start() read the source: the reference is sound
+  // A failed reference read leaves the first interval's energy unknown to spans, as a failed read
+  // at either end of any interval does.
+  readFailedAtStep_ = referenceFailed;
   lastAttributionTime_ = now;
   sinceAttribution_ = 0;
   lastChangeNs_ = now;

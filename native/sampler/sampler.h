@@ -46,6 +46,8 @@ struct SamplerConfig {
   SourceOptions sourceOptions;
   uint64_t intervalNs = 1000000;
   uint32_t ringCapacity = 65536;  // 0: no ring
+  // The largest ring in bytes, 0 for no limit: JavaScript's largest buffer, which the ring is one of.
+  uint64_t maxRingBytes = 0;
   int cpu = -1;               // pin the sampler thread; -1 = no pinning
   int realtimePriority = 0;   // SCHED_FIFO priority; 0 = normal scheduling
   OverflowPolicy overflow = OverflowPolicy::DropNewest;

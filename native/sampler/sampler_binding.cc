@@ -61,6 +61,7 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     cfg.sourceOptions = sourceOptionsFromJs(o);
     cfg.intervalNs = uint64_t(getNumber(o, "intervalUs", 1000) * 1000.0);
     cfg.ringCapacity = uint32_t(getNumber(o, "ringCapacity", 65536));
+    cfg.maxRingBytes = uint64_t(getNumber(o, "maxRingBytes", 0));
     cfg.cpu = int(getNumber(o, "cpu", -1));
     cfg.sourceOptions.readerCpu = cfg.cpu;
     cfg.realtimePriority = int(getNumber(o, "realtimePriority", 0));
