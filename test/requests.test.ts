@@ -67,6 +67,20 @@ function setup(mode: 'shared' | 'exact' = 'shared', { listen = true } = {}) {
 
 const mean = (rs: RequestRecord[]) => rs.reduce((a, r) => a + r.joules, 0) / rs.length;
 
+// Every request charged energy but those of one stall: a switch-in the kernel did not report
+// leaves the serving thread's figures standing still until the tracker's repair at the next
+// scheduler tick (README, "Frozen thread figures"), and a request that falls within it reads
+// 0 J; a full-suite run under a reviewer's load saw two such in a row. So: at most three, all
+// within 50 ms (a few ticks, at HZ=100 too). The frozen-figures bug this guards against left
+// all of them at 0 J.
+function expectChargedButOneStall(records: RequestRecord[], diagnosis: string): void {
+  const zeros = records.filter((r) => !(r.joules > 0));
+  expect(zeros.length, diagnosis).toBeLessThanOrEqual(3);
+  if (zeros.length < 2) return;
+  const spanMs = (Math.max(...zeros.map((r) => r.endNs)) - Math.min(...zeros.map((r) => r.startNs))) / 1e6;
+  expect(spanMs, diagnosis).toBeLessThanOrEqual(50);
+}
+
 // A sampler on the procfs backend whose steps come every `intervalUs`, and a tracker without
 // listeners: with long intervals the sampler seldom drains the event ring while a test fills it.
 function procfsTracker(intervalUs: number) {
@@ -2762,9 +2776,7 @@ describeBpf('framework integrations', () => {
       ['/lone/pass/:n', 200], // the parent's route, not '/lone' + it
     ]);
     expect(records.every((r) => !r.incomplete)).toBe(true);
-    // At most one request at 0 J: a switch-in the kernel did not report can leave the thread's
-    // figures standing still for a moment (see the node:http test above).
-    expect(records.filter((r) => !(r.joules > 0)).length, JSON.stringify(records.map((r) => r.joules))).toBeLessThanOrEqual(1);
+    expectChargedButOneStall(records, JSON.stringify(records.map((r) => r.joules)));
     // A context capture that throws: the request is served all the same, unaccounted, with one
     // process warning (this is Node's request listener: a throw would leave the request unanswered).
     const warnings: string[] = [];
@@ -3068,9 +3080,7 @@ describeBpf('framework integrations', () => {
       { main: sampler.threads().find((t) => t.tid === process.pid), bpf: sampler.stats().bpf, attribution: sampler.attribution() },
       (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v),
     );
-    // At most one request at 0 J (see the node:http test above for why one is allowed); the
-    // frozen-figures bug left all of them at 0 J.
-    expect(records.filter((r) => !(r.joules > 0)).length, diagnosis).toBeLessThanOrEqual(1);
+    expectChargedButOneStall(records, diagnosis);
     expect(() => fastifyEnergy({ addHook() {} } as never, {} as never, (e) => { throw e; })).toThrow(
       'Expected a RequestTracker for options.tracker or a Sampler for options.sampler',
     );
