@@ -6,13 +6,13 @@
 // fastify.routing(req, res) with a response on the upgrade's socket before ws answers;
 // express-ws calls app.handle(req, res) with a response on no socket once ws has answered.
 import * as http from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import { type AddressInfo, Socket } from 'node:net';
 import express from 'express';
 import Fastify from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
 import { instrumentExpress } from '../src/express';
 import { fastifyEnergy } from '../src/fastify';
-import type { RequestTracker } from '../src/index';
+import { type RequestTracker, trackRequest } from '../src/index';
 import { connect, trackerWithRecords, until } from './fixtures/request-endings';
 
 const cleanups: Array<() => unknown> = [];
@@ -147,5 +147,39 @@ describe('WebSocket handshakes routed through a framework', () => {
     expect(ws.got.closed).toBe(false);
     expect(tracker.inFlight).toBe(0);
     expect(records.map((r) => [r.route, r.statusCode])).toEqual([['/ws', 101]]);
+  });
+
+  // The second tracker's hook went on top of the first's; undone first, it put the first's back,
+  // which then stayed on the socket for the WebSocket's life, parsing every frame written and
+  // holding the request.
+  it('one handshake tracked by two trackers: both record 101, and neither leaves a hook on the socket', async () => {
+    const one = trackerWithRecords(cleanups);
+    const two = trackerWithRecords(cleanups, one.sampler);
+    let upgraded: Socket | undefined;
+    const server = http.createServer();
+    server.on('upgrade', (req: http.IncomingMessage, socket: Socket) => {
+      serverSide(socket);
+      upgraded = socket;
+      const res = new http.ServerResponse(req);
+      res.assignSocket(socket);
+      trackRequest(one.tracker, req, res, '/ws');
+      trackRequest(two.tracker, req, res, '/ws');
+      socket.write(SWITCHING);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise((r) => server.close(r)));
+    one.sampler.start();
+    const ws = await client(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    ws.c.write(upgradeRequest('/ws'));
+    await until(() => one.records.length + two.records.length === 2);
+    expect([...one.records, ...two.records].map((r) => [r.route, r.statusCode])).toEqual([
+      ['/ws', 101],
+      ['/ws', 101],
+    ]);
+    expect(Object.prototype.hasOwnProperty.call(upgraded, 'write')).toBe(false);
+    expect(Object.prototype.hasOwnProperty.call(upgraded, 'end')).toBe(false);
+    expect(upgraded!.write).toBe(Socket.prototype.write);
+    expect(ws.got.closed).toBe(false);
+    expect(one.tracker.inFlight + two.tracker.inFlight).toBe(0);
   });
 });
