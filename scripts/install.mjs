@@ -1,6 +1,7 @@
 // The package's install script (`npm install jouletrace`; `npm ci` in a clone): the built or
-// prebuilt addon where one loads, as node-gyp-build does; else a compile against this Node's own
-// headers (node-headers.mjs), never ones node-gyp downloads; else install-failed.sh says why.
+// prebuilt addon where one loads, as node-gyp-build finds it; else (saying why one found does not
+// load) a compile against this Node's own headers (node-headers.mjs), never ones node-gyp
+// downloads; else install-failed.sh says why.
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
@@ -11,11 +12,23 @@ const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
 
 if (process.env.npm_config_build_from_source !== 'true') {
+  let file;
   try {
-    require('node-gyp-build')(root);
-    process.exit(0);
+    file = require('node-gyp-build').resolve(root);
   } catch {
-    // install-failed.sh shows a prebuilt binary's own load error, where there is one.
+    // None for this platform: compiled below, without a word.
+  }
+  if (file !== undefined) {
+    try {
+      require(file);
+      process.exit(0);
+    } catch (e) {
+      // One that is there and does not load (a prebuild made where glibc is newer) says why now,
+      // before the compile's output: where the compile works, nothing else would.
+      const rel = path.relative(root, file);
+      const what = rel.startsWith('prebuilds') ? 'the prebuilt binary' : 'the addon';
+      console.error(`jouletrace: ${what} ${rel} does not load here: ${String(e?.message ?? e).split('\n')[0]}; compiling the addon instead.`);
+    }
   }
 }
 

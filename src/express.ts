@@ -15,6 +15,17 @@ export interface ExpressLikeRequest extends IncomingMessage {
   baseUrl?: string;
   originalUrl?: string;
   route?: { path?: unknown };
+  /** Set by Node's server on every request it parses: true for one of its 'upgrade' event. */
+  upgrade?: boolean | null;
+}
+
+// express-ws routes a WebSocket handshake (a request of Node's 'upgrade' event) as a GET of
+// <path>/.websocket, a route it adds for app.ws(path), with the request's URL rewritten so: the
+// handshake's route is <path>.
+const EXPRESS_WS_SUFFIX = '/.websocket';
+
+function handshakeRoute(route: string): string {
+  return route.endsWith(EXPRESS_WS_SUFFIX) ? route.slice(0, -EXPRESS_WS_SUFFIX.length) || '/' : route;
 }
 
 // The mount path as it was when Express matched the route. A router puts req.baseUrl back as
@@ -99,7 +110,10 @@ export function expressRoute(req: ExpressLikeRequest): string {
     if (matchedIn !== undefined && matchedIn !== app) pattern = mountPattern(route, matchedIn, base);
   }
   const mount = pattern ?? base;
-  if (typeof path === 'string') return `${mount}${path}` || '/';
+  if (typeof path === 'string') {
+    const route = `${mount}${path}` || '/';
+    return req.upgrade === true ? handshakeRoute(route) : route;
+  }
   // app.get(['/a', '/b/:id']): the one pattern that fits the URL, else all of them.
   if (Array.isArray(path)) {
     const url = (req.originalUrl ?? '').split('?', 1)[0];

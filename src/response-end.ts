@@ -217,7 +217,11 @@ type Closed = { errored?: unknown; readableEnded?: boolean; writableFinished?: b
 // connection itself), 500 where the server did (destroy() with no error, or with one of its
 // own). A connection the server closed while the request was still arriving (a 'clientError'
 // listener's destroy() of a client too slow) cut off the client's request, not an answer: 499.
-// A socket that is no stream (an adapter's fake) does not say: 499.
+// A socket that is no stream (an adapter's fake) does not say: 499. Nor does one the server
+// ended with end() before answering: its FIN has the client end too, and at the close the socket
+// is in the same state as where the client ended first (Node's server ends its side then): 499.
+// Which side ended first shows only at the socket's 'end' event, and a listener there would cost
+// every new connection about 100 ns.
 function closedBy(socket: Closed | null | undefined, req: IncomingMessage | undefined): number {
   if (socket === null || socket === undefined || typeof socket.readableEnded !== 'boolean') return CLIENT_CLOSED;
   const err = socket.errored;
@@ -535,31 +539,46 @@ function statusWritten(chunk: unknown): number | undefined {
 
 type SocketWrite = (this: net.Socket, chunk?: unknown, ...rest: unknown[]) => unknown;
 
+// One of afterFirstWrite's hooks on a socket: what it replaced, whether that was the socket's own
+// property, and whom it tells of writes, null once undone (then it only passes through).
+interface SocketHook {
+  readonly inner: SocketWrite;
+  readonly own: boolean;
+  seen: ((chunk: unknown) => void) | null;
+}
+const socketHooks = new WeakMap<SocketWrite, SocketHook>();
+
 // Calls seen(chunk) after each write() or end() on socket until the function returned is
-// called, which puts back what it replaced where nothing has wrapped those since (a wrapper
-// put on top later keeps calling ours, which passes through). end() too: ws refuses a handshake
-// with socket.end(status line), which does not go through write().
+// called. end() too: ws refuses a handshake with socket.end(status line), which does not go
+// through write(). Undone, a hook forgets seen (and what it holds: the request, its response)
+// and comes off the socket with every undone hook of ours beneath it, in whatever order they
+// were undone (one request tracked by two trackers hooks the socket twice, the second on top of
+// the first, and the first finishes first); one that another tool's wrapper put on top of later
+// stays, passing straight through.
 function afterFirstWrite(socket: net.Socket, seen: (chunk: unknown) => void): () => void {
   const s = socket as unknown as Record<'write' | 'end', SocketWrite>;
-  const undo = (['write', 'end'] as const).map((name) => {
-    const own = Object.prototype.hasOwnProperty.call(s, name);
-    const inner = s[name];
+  const hooks = (['write', 'end'] as const).map((name) => {
+    const h: SocketHook = { inner: s[name], own: Object.prototype.hasOwnProperty.call(s, name), seen };
     const hook: SocketWrite = function (this: net.Socket, chunk?: unknown, ...rest: unknown[]) {
+      if (h.seen === null) return h.inner.call(this, chunk, ...rest);
       try {
-        return inner.call(this, chunk, ...rest);
+        return h.inner.call(this, chunk, ...rest);
       } finally {
-        seen(chunk);
+        h.seen?.(chunk);
       }
     };
+    socketHooks.set(hook, h);
     s[name] = hook;
-    return () => {
-      if (s[name] !== hook) return;
-      if (own) s[name] = inner;
-      else delete (s as Partial<typeof s>)[name];
-    };
+    return { name, h };
   });
   return () => {
-    for (const u of undo) u();
+    for (const { name, h } of hooks) {
+      h.seen = null;
+      for (let top = socketHooks.get(s[name]); top !== undefined && top.seen === null; top = socketHooks.get(s[name])) {
+        if (top.own) s[name] = top.inner;
+        else delete (s as Partial<typeof s>)[name];
+      }
+    }
   };
 }
 

@@ -80,12 +80,19 @@ describe('OutputFiles', () => {
 
   // Node makes a pipe on stdout non-blocking when it makes process.stdout (main.ts's guard does
   // it first thing): written to the descriptor, the report failed with EAGAIN once the pipe was
-  // full (`demo --html /dev/stdout | slow reader`: 63,713 bytes, then exit 1).
-  it.each(['write', 'stream'])('waits for a slow reader of /dev/stdout (%s)', async (how) => {
+  // full (`demo --html /dev/stdout | slow reader`: 63,713 bytes, then exit 1). A copy of that
+  // descriptor (`--html /dev/fd/3 3>&1 | slow reader`) shares its non-blocking state, and failed
+  // with EAGAIN at 65,536 bytes.
+  it.each([
+    ['/dev/stdout', 'write'],
+    ['/dev/stdout', 'stream'],
+    ['/dev/fd/3', 'write'],
+    ['/dev/fd/3', 'stream'],
+  ])("waits for a slow reader of stdout's pipe, written as %s (%s)", async (file, how) => {
     const script = `
       const { OutputFiles } = require(${JSON.stringify(path.join(ROOT, 'dist/cjs/cli/output-files.js'))});
       process.stdout.on('error', () => {});
-      const files = OutputFiles.open({ html: '/dev/stdout' });
+      const files = OutputFiles.open({ html: process.argv[2] });
       const data = 'x'.repeat(1 << 20);
       (async () => {
         let e;
@@ -98,7 +105,8 @@ describe('OutputFiles', () => {
         files.commit();
         if (e) { process.stderr.write(e.message); process.exitCode = 1; }
       })();`;
-    const child = spawn(process.execPath, ['-e', script, how], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Descriptor 3 made a copy of stdout's, as the shell's `3>&1` does.
+    const child = spawn('sh', ['-c', 'exec "$@" 3>&1', 'sh', process.execPath, '-e', script, how, file], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += d));
     const closed = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));

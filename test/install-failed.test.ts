@@ -54,6 +54,24 @@ function installed() {
   return { dir, at, install };
 }
 
+/**
+ * A prebuilt binary for this platform in the installed package at `at` that does not load here
+ * (it needs a shared library that is gone), as one built where glibc is newer; its target.
+ */
+function unloadablePrebuild(dir: string, at: string): string {
+  fs.writeFileSync(path.join(dir, 'gone.c'), 'int gone(void) { return 0; }\n');
+  fs.writeFileSync(path.join(dir, 'addon.c'), 'int gone(void);\nint addon(void) { return gone(); }\n');
+  const target = `${process.platform}-${process.arch}`;
+  const addon = path.join(at, 'prebuilds', target, 'jouletrace.node');
+  fs.mkdirSync(path.dirname(addon), { recursive: true });
+  for (const args of [['-o', path.join(dir, 'libjt-gone.so'), path.join(dir, 'gone.c')], ['-o', addon, path.join(dir, 'addon.c'), `-L${dir}`, '-ljt-gone']]) {
+    const cc = spawnSync('gcc', ['-shared', '-fPIC', ...args], { encoding: 'utf8' });
+    expect(cc.status, cc.stderr).toBe(0);
+  }
+  fs.rmSync(path.join(dir, 'libjt-gone.so'));
+  return target;
+}
+
 // node-gyp downloads the headers of the Node it builds for from nodejs.org unless told where they
 // are; a consumer's `npm install jouletrace` on a fresh machine (no ~/.npmrc) did, and failed.
 describe('the install script', () => {
@@ -65,6 +83,20 @@ describe('the install script', () => {
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
     expect(r.log).toBe(`node-gyp rebuild nodedir=${prefix}\n`);
+  });
+
+  // Built on Debian 13, a prebuilt binary does not load on Debian 12; the compile that takes its
+  // place there worked, and the install said nothing of the prebuilt binary or why.
+  it("says why a prebuilt binary for this platform does not load, and compiles the addon instead", () => {
+    const { dir, at, install } = installed();
+    const target = unloadablePrebuild(dir, at);
+    const r = install();
+    expect(r.status).toBe(0);
+    expect(r.stderr).toBe(
+      `jouletrace: the prebuilt binary prebuilds/${target}/jouletrace.node does not load here: ` +
+        'libjt-gone.so: cannot open shared object file: No such file or directory; compiling the addon instead.\n',
+    );
+    expect(r.log).toMatch(/^node-gyp rebuild nodedir=/);
   });
 
   it('runs no node-gyp where there are no headers of this Node, and says what is missing', () => {
@@ -190,16 +222,7 @@ describe('install-failed.sh', () => {
   // message says there is none, and drops the loader's error, which said why.
   it("shows a prebuilt binary's own load error", () => {
     const { dir, at } = installed();
-    fs.writeFileSync(path.join(dir, 'gone.c'), 'int gone(void) { return 0; }\n');
-    fs.writeFileSync(path.join(dir, 'addon.c'), 'int gone(void);\nint addon(void) { return gone(); }\n');
-    const target = `${process.platform}-${process.arch}`;
-    const addon = path.join(at, 'prebuilds', target, 'jouletrace.node');
-    fs.mkdirSync(path.dirname(addon), { recursive: true });
-    for (const args of [['-o', path.join(dir, 'libjt-gone.so'), path.join(dir, 'gone.c')], ['-o', addon, path.join(dir, 'addon.c'), `-L${dir}`, '-ljt-gone']]) {
-      const cc = spawnSync('gcc', ['-shared', '-fPIC', ...args], { encoding: 'utf8' });
-      expect(cc.status, cc.stderr).toBe(0);
-    }
-    fs.rmSync(path.join(dir, 'libjt-gone.so'));
+    const target = unloadablePrebuild(dir, at);
     const r = spawnSync('bash', [path.join(at, 'scripts/install-failed.sh')], { encoding: 'utf8' });
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(

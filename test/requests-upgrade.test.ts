@@ -4,15 +4,16 @@
 // the WebSocket: each must end as the handshake it is, not stay in flight until the close.
 // Dispatched here as those libraries do it (not installed here): @fastify/websocket calls
 // fastify.routing(req, res) with a response on the upgrade's socket before ws answers;
-// express-ws calls app.handle(req, res) with a response on no socket once ws has answered.
+// express-ws calls app.handle(req, res) with a response on no socket once ws has answered, the
+// request's URL rewritten to <path>/.websocket, the GET route it adds for app.ws(path).
 import * as http from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import { type AddressInfo, Socket } from 'node:net';
 import express from 'express';
 import Fastify from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
 import { instrumentExpress } from '../src/express';
 import { fastifyEnergy } from '../src/fastify';
-import type { RequestTracker } from '../src/index';
+import { type RequestTracker, trackRequest } from '../src/index';
 import { connect, trackerWithRecords, until } from './fixtures/request-endings';
 
 const cleanups: Array<() => unknown> = [];
@@ -120,18 +121,23 @@ describe('WebSocket handshakes routed through a framework', () => {
     expect(records.map((r) => [r.route, r.statusCode])).toEqual([['/ws', 101]]);
   });
 
-  it('Express (as express-ws routes them, once the handshake is answered): the handshake ends as 101 while its WebSocket stays open', async () => {
+  // express-ws adds app.ws(path) as a GET route of <path>/.websocket and rewrites a handshake's
+  // URL so before dispatching it: the route was recorded as /ws/.websocket.
+  it('Express (as express-ws routes them, once the handshake is answered): the handshake ends as 101, with the route app.ws() was given, while its WebSocket stays open', async () => {
     const { sampler, tracker, records } = trackerWithRecords(cleanups);
     const app = express();
     instrumentExpress(app, tracker);
     const handled: string[] = [];
-    app.get('/ws', (req) => {
-      handled.push(req.url); // the WebSocket's handler: it answers nothing through the response
-    });
+    // The WebSockets' handlers: they answer nothing through the response.
+    app.get('/ws/.websocket', (req) => handled.push(req.url));
+    app.get('/room/:id/.websocket', (req) => handled.push(req.url));
+    app.get('/.websocket', (req) => handled.push(req.url));
     const server = http.createServer(app);
     server.on('upgrade', (req: http.IncomingMessage, socket: Socket) => {
       serverSide(socket);
       socket.write(SWITCHING);
+      const [path, query] = req.url!.split('?');
+      req.url = `${path.endsWith('/') ? path : `${path}/`}.websocket${query === undefined ? '' : `?${query}`}`;
       (app as unknown as { handle(req: unknown, res: unknown, next: () => void): void }).handle(req, new http.ServerResponse(req), () => socket.destroy());
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -140,12 +146,55 @@ describe('WebSocket handshakes routed through a framework', () => {
       return new Promise((r) => server.close(r));
     });
     sampler.start();
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const sockets = [];
+    for (const path of ['/ws', '/room/7?token=x', '/']) {
+      const ws = await client(base);
+      ws.c.write(upgradeRequest(path));
+      await until(() => records.length === sockets.length + 1);
+      sockets.push(ws);
+    }
+    expect(handled).toEqual(['/ws/.websocket', '/room/7/.websocket?token=x', '/.websocket']);
+    expect(sockets.map((ws) => ws.got.closed)).toEqual([false, false, false]);
+    expect(tracker.inFlight).toBe(0);
+    expect(records.map((r) => [r.route, r.statusCode])).toEqual([
+      ['/ws', 101],
+      ['/room/:id', 101],
+      ['/', 101],
+    ]);
+  });
+
+  // The second tracker's hook went on top of the first's; undone first, it put the first's back,
+  // which then stayed on the socket for the WebSocket's life, parsing every frame written and
+  // holding the request.
+  it('one handshake tracked by two trackers: both record 101, and neither leaves a hook on the socket', async () => {
+    const one = trackerWithRecords(cleanups);
+    const two = trackerWithRecords(cleanups, one.sampler);
+    let upgraded: Socket | undefined;
+    const server = http.createServer();
+    server.on('upgrade', (req: http.IncomingMessage, socket: Socket) => {
+      serverSide(socket);
+      upgraded = socket;
+      const res = new http.ServerResponse(req);
+      res.assignSocket(socket);
+      trackRequest(one.tracker, req, res, '/ws');
+      trackRequest(two.tracker, req, res, '/ws');
+      socket.write(SWITCHING);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise((r) => server.close(r)));
+    one.sampler.start();
     const ws = await client(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
     ws.c.write(upgradeRequest('/ws'));
-    await until(() => records.length === 1);
-    expect(handled).toEqual(['/ws']);
+    await until(() => one.records.length + two.records.length === 2);
+    expect([...one.records, ...two.records].map((r) => [r.route, r.statusCode])).toEqual([
+      ['/ws', 101],
+      ['/ws', 101],
+    ]);
+    expect(Object.prototype.hasOwnProperty.call(upgraded, 'write')).toBe(false);
+    expect(Object.prototype.hasOwnProperty.call(upgraded, 'end')).toBe(false);
+    expect(upgraded!.write).toBe(Socket.prototype.write);
     expect(ws.got.closed).toBe(false);
-    expect(tracker.inFlight).toBe(0);
-    expect(records.map((r) => [r.route, r.statusCode])).toEqual([['/ws', 101]]);
+    expect(one.tracker.inFlight + two.tracker.inFlight).toBe(0);
   });
 });

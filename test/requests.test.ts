@@ -1285,9 +1285,11 @@ describeBpf('request ends', () => {
       if (req.url === '/idle-timeout') req.socket.setTimeout(20);
       if (req.url === '/handler-timeout') req.setTimeout(20, () => req.destroy());
       if (req.url === '/error') setTimeout(() => res.destroy(new Error('db down')), 20);
+      // Ended gracefully, unanswered: the client's FIN follows, and the close reads as the client's (README).
+      if (req.url === '/server-end') setTimeout(() => req.socket.end(), 20);
     });
     sampler.start();
-    for (const [i, p] of ['/idle-timeout', '/handler-timeout', '/error', '/client-end', '/client-reset'].entries()) {
+    for (const [i, p] of ['/idle-timeout', '/handler-timeout', '/error', '/server-end', '/client-end', '/client-reset'].entries()) {
       const c = await connect(base);
       const closed = new Promise((r) => c.on('close', r));
       c.on('error', () => {});
@@ -1303,6 +1305,7 @@ describeBpf('request ends', () => {
       ['/idle-timeout', 500],
       ['/handler-timeout', 500],
       ['/error', 500],
+      ['/server-end', 499],
       ['/client-end', 499],
       ['/client-reset', 499],
     ]);

@@ -313,6 +313,24 @@ function internalDescriptor(fd: number): boolean {
   }
 }
 
+/**
+ * process.stdout or process.stderr where fd is a copy of their descriptor (`3>&1`) or another
+ * opening of what it writes to: a pipe that Node made non-blocking for the stream is so through
+ * every copy, and written directly it failed with EAGAIN once full, as stdout's own did.
+ */
+function stdioCopy(fd: number): NodeJS.WriteStream | undefined {
+  const same = (a: fs.Stats, n: number) => {
+    try {
+      const b = fs.fstatSync(n);
+      return a.dev === b.dev && a.ino === b.ino;
+    } catch {
+      return false; // closed
+    }
+  };
+  const st = fs.fstatSync(fd);
+  return same(st, 1) ? process.stdout : same(st, 2) ? process.stderr : undefined;
+}
+
 function openOne(file: string): OutputFile {
   // /dev/stdout, /proc/self/fd/N and the like are links to what the shell opened: a file put in
   // their place would replace /dev/stdout itself, or leave the shell's descriptor on the old file.
@@ -332,7 +350,7 @@ function openOne(file: string): OutputFile {
     // Node's own descriptors are open too (libuv's event poll, its wake-up and signal pipes):
     // written into, one of them crashed the process.
     if (fd > 2 && internalDescriptor(fd)) throw new Error(`descriptor ${fd} is not one this command was given (it is jouletrace's own); open it in the shell first, e.g. ${fd}>file`);
-    const stdio = fd === 1 ? process.stdout : fd === 2 ? process.stderr : undefined;
+    const stdio = fd === 1 ? process.stdout : fd === 2 ? process.stderr : stdioCopy(fd);
     // A file's stream writes synchronously, and its descriptor blocks: written directly.
     return { file, fd, own: true, handedOver: false, written: 0, ...(stdio instanceof net.Socket ? { stdio } : {}) };
   }
