@@ -291,6 +291,16 @@ export interface ThreadEnergy {
   joules: number;
   /** Joules per domain name, summed over packages. */
   byDomain: Record<string, number>;
+  /**
+   * Of `onCpuNs`, the time on the primary domains' CPUs whose energy was never measured, and which
+   * `joules` therefore leave out: time held by failed reads of a domain that were still failing
+   * when the run ended, or whose counter started again (its energy lost). Cumulative like the
+   * other figures; 0 where every read succeeded. Time of failed reads that a later good read
+   * covers is not in it: that read's energy is split over it.
+   */
+  unmeasuredNs: number;
+  /** `unmeasuredNs` per domain name, summed over packages (as `byDomain`). */
+  unmeasuredByDomain: Record<string, number>;
   estimated: boolean;
   exited: boolean;
 }
@@ -357,7 +367,7 @@ interface NativeSamplerHandle {
   ring(): { buffer: ArrayBuffer; zeroCopy: boolean; recordBytes: number; capacity: number; begun?: Float64Array };
   ringAcquire(ctl: Float64Array): void;
   ringRelease(from: number, to: number, torn?: number): number;
-  threads(): Array<{ id: number; tid: number; tgid: number; name: string; onCpuNs: number; exited: boolean; ticks: number[] }>;
+  threads(): Array<{ id: number; tid: number; tgid: number; name: string; onCpuNs: number; exited: boolean; ticks: number[]; unmeasuredNs: number[] }>;
   attribution(): Array<{ total: bigint; process: bigint; baseline: bigint; other: bigint; baselineWatts: number }> | null;
   setBaselineWatts(watts: number[]): void;
 }
@@ -889,13 +899,19 @@ export class Sampler {
       .threads()
       .map((t) => {
         const byDomain: Record<string, number> = {};
+        const unmeasuredByDomain: Record<string, number> = {};
         let joules = 0;
+        let unmeasuredNs = 0;
         this.domains.forEach((d, i) => {
           const j = t.ticks[i] * d.unitJoules;
           byDomain[d.domain] = (byDomain[d.domain] ?? 0) + j;
+          unmeasuredByDomain[d.domain] = (unmeasuredByDomain[d.domain] ?? 0) + t.unmeasuredNs[i];
         });
-        for (const i of this.#primary) joules += t.ticks[i] * this.domains[i].unitJoules;
-        return { id: t.id, tid: t.tid, pid: t.tgid, name: t.name, onCpuNs: t.onCpuNs, joules, byDomain, estimated, exited: t.exited };
+        for (const i of this.#primary) {
+          joules += t.ticks[i] * this.domains[i].unitJoules;
+          unmeasuredNs += t.unmeasuredNs[i];
+        }
+        return { id: t.id, tid: t.tid, pid: t.tgid, name: t.name, onCpuNs: t.onCpuNs, joules, byDomain, unmeasuredNs, unmeasuredByDomain, estimated, exited: t.exited };
       })
       .sort((a, b) => b.joules - a.joules || a.tid - b.tid);
   }

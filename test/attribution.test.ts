@@ -655,6 +655,66 @@ describeBpf('attribution across failed reads', () => {
     const perNs = (t: typeof ra) => t.byDomain.package / t.onCpuNs;
     expect(perNs(ra) / perNs(rb), what).toBeGreaterThan(0.5);
     expect(perNs(ra) / perNs(rb), what).toBeLessThan(2);
+    // The good read brought the gap's energy: none of their time went unmeasured.
+    expect([ra.unmeasuredNs, rb.unmeasuredNs], what).toEqual([0, 0]);
+  });
+
+  // Reads that fail until the run ends leave no good read to bring the gap's energy: the held time
+  // was dropped at stop(), and the row of a thread that ran through it showed its on-CPU time
+  // with 0 J more and nothing to say why. It is the row's unmeasuredNs.
+  it.each([
+    ['fail from mid-run to its end', true],
+    ['all succeed', false],
+  ])("counts the thread time whose energy no read measured as the row's unmeasuredNs: reads of package 1 %s", async (_, failing) => {
+    const e = createEmulatedMsr({ vendor: 'intel', cpus: 2, packages: 2 });
+    const workers: Spinner[] = [];
+    try {
+      const s = await samplerOfPinnedWorkers(e, workers, [1, 1]);
+      const [a, b] = workers;
+      s.start();
+      for (const until = Date.now() + 3000; Date.now() < until && s.stats().timing.samples < 3; ) await sleep(2);
+      let writing = true;
+      let fails = false;
+      const pkg = [1000, 1000];
+      const writer = (async () => {
+        for (; writing; await sleep(2)) {
+          e.write(0, MSR.INTEL_PKG, (pkg[0] += 50));
+          if (!fails) e.write(1, MSR.INTEL_PKG, (pkg[1] += 1000));
+        }
+      })();
+      // A runs 40 ms of CPU time while package 1 reads, then 60 ms more, through the failure.
+      const measuredUntil = await a.cpu(40);
+      if (failing) {
+        fails = true;
+        e.truncate(1);
+      }
+      const stretchNs = (await a.cpu(60)) - measuredUntil;
+      writing = false;
+      await writer;
+      const samples = s.stats().timing.samples;
+      for (const until = Date.now() + 3000; Date.now() < until && s.stats().timing.samples < samples + 3; ) await sleep(2);
+      s.stop();
+      const threads = s.threads();
+      const [ra, rb] = [a, b].map((x) => threads.find((t) => t.tid === x.tid)!);
+      const what = JSON.stringify({ ra, rb, stretchNs, readErrors: s.stats().timing.byDomain });
+      expect(ra.onCpuNs, what).toBeGreaterThan(90e6);
+      expect(ra.joules, what).toBeGreaterThan(0);
+      for (const t of threads) expect(t.unmeasuredByDomain.package, what).toBe(t.unmeasuredNs);
+      if (!failing) {
+        for (const t of threads) expect(t.unmeasuredNs, what).toBe(0);
+        return;
+      }
+      expect(s.stats().timing.byDomain[s.domains.findIndex((d) => d.package === 1)].readErrors, what).toBeGreaterThan(0);
+      // A's time over the failed reads, as its schedstat counts it (which lags a running thread by
+      // up to a tick), and none of its measured time before. B stood idle.
+      expect(ra.unmeasuredNs, what).toBeGreaterThan(0.9 * stretchNs);
+      expect(ra.unmeasuredNs, what).toBeLessThan(stretchNs + 10e6);
+      expect(ra.unmeasuredNs, what).toBeLessThan(ra.onCpuNs - 30e6);
+      expect(rb.unmeasuredNs, what).toBeLessThanOrEqual(rb.onCpuNs);
+    } finally {
+      await Promise.all(workers.map((w) => w.exit()));
+      e.close();
+    }
   });
 });
 
@@ -680,6 +740,12 @@ describeBpf('attribution across a counter that started again', () => {
     // A's. Split over the gap's time, A took about three quarters of the 6.1 J, more than B's
     // whole share.
     expect(ra.byDomain.package, what).toBeLessThan(0.1 * rb.byDomain.package);
+    // No energy was measured for A's time in the gap, nor for B's before the restart: their rows
+    // say how much, where they showed the time beside 0 J and nothing to tell why.
+    expect(ra.unmeasuredNs, what).toBeGreaterThan(0.9 * ra.onCpuNs);
+    expect(ra.unmeasuredNs, what).toBeLessThanOrEqual(ra.onCpuNs);
+    expect(rb.unmeasuredNs, what).toBeGreaterThan(0);
+    expect(rb.unmeasuredNs, what).toBeLessThan(rb.onCpuNs);
   });
 
   // A die that comes back started again (or another that starts again while one fails) loses its
@@ -705,8 +771,9 @@ describeBpf('attribution across a counter that started again', () => {
     const t = s.totals();
     const runTicks = Number(t.timeNs - t.startNs) / 1e9 / 2 ** -14; // units of 61 µJ
     expect(Number(at.ticks.baseline), what).toBeGreaterThan(0.9 * runTicks);
-    // A ran in the gap alone: its share of die 0's energy there.
+    // A ran in the gap alone: its share of die 0's energy there, none of its time unmeasured.
     expect(ra.byDomain.package, what).toBeGreaterThan(0);
+    expect(ra.unmeasuredNs, what).toBe(0);
   });
 });
 

@@ -1235,8 +1235,8 @@ describe('ProcessTreeWatcher', () => {
     w.poll([row(100, 'sh', false), row(201, 'cc', true), row(202, 'cc', true), row(202, 'cc', true, 203)]);
     // 201 and 202's threads are folded into the pid 0 row at the next look.
     const threads: ThreadEnergy[] = [
-      { id: 1, tid: 100, pid: 100, name: 'sh', onCpuNs: 5e6, joules: 0.5, byDomain: {}, estimated: false, exited: false },
-      { id: 0, tid: 0, pid: 0, name: '(exited threads)', onCpuNs: 9e6, joules: 0.9, byDomain: {}, estimated: false, exited: true },
+      { id: 1, tid: 100, pid: 100, name: 'sh', onCpuNs: 5e6, joules: 0.5, byDomain: {}, unmeasuredNs: 0, unmeasuredByDomain: {}, estimated: false, exited: false },
+      { id: 0, tid: 0, pid: 0, name: '(exited threads)', onCpuNs: 9e6, joules: 0.9, byDomain: {}, unmeasuredNs: 0, unmeasuredByDomain: {}, estimated: false, exited: true },
     ];
     w.poll(threads);
     expect(w.folded).toBe(3);

@@ -106,7 +106,7 @@ void AttributionEngine::reset() {
 }
 
 void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const TrackerSnapshot& snap, const DomainReading* readings,
-                             const uint8_t* lost) {
+                             const uint8_t* lost, bool last) {
   uint64_t t0 = monotonicNs();
   std::lock_guard<std::mutex> lock(mu_);
   const size_t nThreads = snap.threads.size();
@@ -167,6 +167,7 @@ void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const Tr
       r.tgid = t.tgid;
       r.name.assign(t.comm, strnlen(t.comm, kCommLen));
       r.ticks.assign(domains_.size(), 0);
+      r.unmeasuredNs.assign(domains_.size(), 0);
       s.resultIndex = results_.size();
       byTid_[t.tid] = s.resultIndex;
       results_.push_back(std::move(r));
@@ -214,14 +215,15 @@ void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const Tr
         // energy was that) is let go of rather than split against the energy after the restart,
         // which is not its; and an interval that measured nothing, its energy unknown, is split
         // over nothing: the threads' and CPUs' time in it is charged nothing, as its energy is in
-        // no total. Not where another counter of a summed domain carried on (a die that answered
-        // through another's failure and restart): its energy over the held time is in the delta,
-        // and split over one step's time it went to whoever ran in that step, and the baseline's
-        // share of the gap to no one.
-        h.on = false;
-        h.busyNs = h.dtNs = 0;
-        std::fill(h.rowNs.begin(), h.rowNs.end(), 0);
-        if (hold) continue;
+        // no total (the rows' time in both goes to their unmeasuredNs). Not where another counter
+        // of a summed domain carried on (a die that answered through another's failure and
+        // restart): its energy over the held time is in the delta, and split over one step's time
+        // it went to whoever ran in that step, and the baseline's share of the gap to no one.
+        letGoOfHeld(d);
+        if (hold) {
+          for (const RowTime& x : times_) results_[x.result].unmeasuredNs[d] += x.ns;
+          continue;
+        }
       }
       if (hold || h.on) {
         if (h.rowNs.size() < results_.size()) h.rowNs.resize(results_.size(), 0);
@@ -230,7 +232,11 @@ void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const Tr
         h.dtNs += dt;
         h.on = true;
       }
-      if (hold) continue;
+      if (hold) {
+        // The run ends with the domain's reads failing: no good read comes to bring the energy.
+        if (last) letGoOfHeld(d);
+        continue;
+      }
       if (h.on) {
         times_.clear();
         for (size_t r = 0; r < h.rowNs.size(); r++) {
@@ -255,6 +261,7 @@ void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const Tr
     folded.name = "(exited threads)";
     folded.exited = true;
     folded.ticks.assign(domains_.size(), 0);
+    folded.unmeasuredNs.assign(domains_.size(), 0);
     std::vector<ThreadEnergy> kept;
     std::vector<int64_t> keptOwed;  // the folded row is owed nothing: it never runs again
     std::vector<size_t> remap(results_.size(), SIZE_MAX);
@@ -264,12 +271,18 @@ void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const Tr
       if (r.exited && toFold > 0 && r.name != "(exited threads)") {
         toFold--;
         folded.onCpuNs += r.onCpuNs;
-        for (size_t d = 0; d < domains_.size(); d++) folded.ticks[d] += r.ticks[d];
+        for (size_t d = 0; d < domains_.size(); d++) {
+          folded.ticks[d] += r.ticks[d];
+          folded.unmeasuredNs[d] += r.unmeasuredNs[d];
+        }
         continue;
       }
       if (r.name == "(exited threads)" && r.exited && r.tid == 0) {
         folded.onCpuNs += r.onCpuNs;
-        for (size_t d = 0; d < domains_.size(); d++) folded.ticks[d] += r.ticks[d];
+        for (size_t d = 0; d < domains_.size(); d++) {
+          folded.ticks[d] += r.ticks[d];
+          folded.unmeasuredNs[d] += r.unmeasuredNs[d];
+        }
         continue;
       }
       remap[i] = kept.size();
@@ -297,6 +310,17 @@ void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const Tr
     }
   }
   lastStepNs_.store(monotonicNs() - t0, std::memory_order_relaxed);
+}
+
+// Domain d's held intervals, whose energy no read will bring: their rows' time there is unmeasured.
+void AttributionEngine::letGoOfHeld(size_t d) {
+  Held& h = held_[d];
+  for (size_t r = 0; r < h.rowNs.size(); r++) {
+    results_[r].unmeasuredNs[d] += h.rowNs[r];
+    h.rowNs[r] = 0;
+  }
+  h.on = false;
+  h.busyNs = h.dtNs = 0;
 }
 
 // How long a baseline shortfall is carried (see splitDomain): counters update every ~1 ms.

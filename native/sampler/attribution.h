@@ -32,6 +32,10 @@ struct ThreadEnergy {
   std::string name;
   uint64_t onCpuNs = 0;         // since attribution started
   std::vector<uint64_t> ticks;  // per domain
+  // Per domain: of the row's time on the domain's CPUs, what no energy was measured for, which
+  // `ticks` therefore leave out: held by failed reads and let go of, at a counter's restart or
+  // at the run's last step (see step()). Only ever grows, as the other figures.
+  std::vector<uint64_t> unmeasuredNs;
   bool exited = false;
 };
 
@@ -60,8 +64,10 @@ class AttributionEngine {
   // again and none carried on (a domain of one counter, or every one of a summed domain's; not
   // DomainReading::partialRestart). Its held intervals are let go of, and an interval that
   // measured nothing is not split at all.
+  // last: the run's final step; what failed reads still hold is let go of, as no good read comes.
+  // Time let go of is the rows' unmeasuredNs.
   void step(const uint64_t* deltaTicks, uint64_t dtNs, const TrackerSnapshot& snap, const DomainReading* readings = nullptr,
-            const uint8_t* lost = nullptr);
+            const uint8_t* lost = nullptr, bool last = false);
 
   // Cumulative parts per domain (consistent with each other: taken under the lock).
   std::vector<DomainParts> parts() const;
@@ -102,6 +108,7 @@ class AttributionEngine {
   };
 
   uint64_t domainTimes(size_t d);
+  void letGoOfHeld(size_t d);
   void splitDomain(size_t d, uint64_t delta, uint64_t dtNs, uint64_t busy);
   uint64_t otherBusy(size_t d, uint64_t busy, uint64_t tracked, uint64_t dtNs);
 

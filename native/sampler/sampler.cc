@@ -497,8 +497,10 @@ void Sampler::sample(uint64_t now, uint32_t flags, bool forceAttribution) {
     // A domain whose read failed here is not split: attribution keeps its interval for the next
     // good read, which brings the gap's energy (AttributionEngine::step()). One whose counter
     // started again since the last step, at this sample or an earlier one, lost energy that no
-    // read brings: where none of its counters carried on, all it held (lostSinceStep_).
-    attribution_->step(pendingDelta_.data(), now - lastAttributionTime_, snap_, readings_.data(), lostSinceStep_.data());
+    // read brings: where none of its counters carried on, all it held (lostSinceStep_). At the
+    // run's last step, what a domain still holds is let go of too: no good read comes for it.
+    attribution_->step(pendingDelta_.data(), now - lastAttributionTime_, snap_, readings_.data(), lostSinceStep_.data(),
+                       (flags & kFlagFinal) != 0);
     bool restartedInStep = false;
     for (size_t d : primaryDomains_) restartedInStep = restartedInStep || restartedSinceStep_[d];
     std::fill(restartedSinceStep_.begin(), restartedSinceStep_.end(), 0);

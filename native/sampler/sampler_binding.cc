@@ -414,6 +414,9 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
       Napi::Array ticks = Napi::Array::New(env, ts[i].ticks.size());
       for (size_t d = 0; d < ts[i].ticks.size(); d++) ticks.Set(uint32_t(d), double(ts[i].ticks[d]));
       o.Set("ticks", ticks);
+      Napi::Array unmeasured = Napi::Array::New(env, ts[i].unmeasuredNs.size());
+      for (size_t d = 0; d < ts[i].unmeasuredNs.size(); d++) unmeasured.Set(uint32_t(d), double(ts[i].unmeasuredNs[d]));
+      o.Set("unmeasuredNs", unmeasured);
       out.Set(uint32_t(i), o);
     }
     return out;
