@@ -33,6 +33,7 @@ const FRAMEWORKS = (process.env.BENCH_HTTP_FRAMEWORKS ?? 'express,fastify').spli
 // `instrumented` (instrumentExpress) exists for Express only: skipped for the others.
 const variantsFor = (framework) => VARIANTS.filter((v) => v !== 'instrumented' || framework === 'express');
 // BENCH_HTTP_CPU=0: throughput only (the fixed-rate CPU part doubles the run's time).
+// BENCH_HTTP_SAMPLER_CPU=N pins the servers' sampler threads to CPU N (read by http-server.mjs).
 const CPU = process.env.BENCH_HTTP_CPU !== '0';
 // BENCH_HTTP_CORUN=1: instead of both, each variant and the baseline loaded at once, on one CPU
 // (see coRunSet).
