@@ -66,8 +66,8 @@ interface RunJson {
   estimated: boolean;
   domains: Array<{ domain: string; joules: number; watts: number }>;
   tree: { backend: string; followsChildren: boolean; joules: number; baseline: number; other: number; total: number };
-  processes: Array<{ pid: number; ppid: number | null; command: string; onCpuNs: number; joules: number }>;
-  threads: Array<{ tid: number; pid: number; name: string; onCpuNs: number; joules: number }>;
+  processes: Array<{ pid: number; ppid: number | null; command: string; onCpuNs: number; joules: number; unmeasuredNs: number }>;
+  threads: Array<{ tid: number; pid: number; name: string; onCpuNs: number; joules: number; unmeasuredNs: number }>;
   sampler: { samples: number; dropped: number };
 }
 
@@ -816,13 +816,50 @@ describe('where the sources read (--powercap-root and the other source paths)', 
     }
   });
 
+  // Reads that failed until the run's end measured none of the time the command's shell spun
+  // through meanwhile: its row read a plain, lower figure, as if it had cost that little.
+  it("jouletrace run gives each thread's and process's unmeasured on-CPU time, in the JSON and marked in the summary", () => {
+    // The shell spins once the counter reads junk, to the end of the run.
+    const spin = (file: string) => `echo junk > ${file}; i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done`;
+    for (const json of [true, false]) {
+      const { e, writer } = countingPowercap();
+      const file = path.join(e.zonePath('intel-rapl:0'), 'energy_uj');
+      try {
+        const r = jt(['run', ...(json ? ['--json'] : []), '--source', 'powercap', '--powercap-root', e.powercapRoot, '--', 'sh', '-c', `kill ${writer.pid}; sleep 0.1; ${spin(file)}`]);
+        expect(r.code, r.stderr).toBe(0);
+        if (json) {
+          const res = JSON.parse(r.stdout) as RunJson;
+          const sh = res.threads.find((t) => t.name === 'sh');
+          expect(sh, JSON.stringify(res.threads)).toBeDefined();
+          // Most of its on-CPU time is the spin, all of it in failed reads.
+          expect(sh!.unmeasuredNs).toBeGreaterThan(sh!.onCpuNs / 2);
+          expect(sh!.unmeasuredNs).toBeLessThanOrEqual(sh!.onCpuNs);
+          const proc = res.processes.find((p) => p.pid === sh!.pid)!;
+          expect(proc.unmeasuredNs).toBe(res.threads.filter((t) => t.pid === sh!.pid).reduce((a, t) => a + t.unmeasuredNs, 0));
+        } else {
+          expect(r.stderr).toMatch(/ sh +[\d.]+ ms +\S+ \S+ {2}exited {2}\([\d.]+ ms unmeasured, not in joules\)\n/);
+          expect(r.stderr).toMatch(/ {2}sh -c kill .* {2}\([\d.]+ ms unmeasured, not in joules\)\n/);
+        }
+      } finally {
+        writer.kill();
+        e.close();
+      }
+    }
+  });
+
   it('jouletrace run adds no such note while the counters move', () => {
     const { e, writer } = countingPowercap();
     try {
-      const moving = jt(['run', '--json', '--source', 'powercap', '--powercap-root', e.powercapRoot, '--threads', 'off', '--', 'sleep', '1.5']);
+      const moving = jt(['run', '--json', '--source', 'powercap', '--powercap-root', e.powercapRoot, '--', 'sleep', '1.5']);
       expect(moving.code, moving.stderr).toBe(0);
-      const res = JSON.parse(moving.stdout) as RunJson & { notes: string[]; sampler: { readErrors: number; counterRestarts: number } };
+      const res = JSON.parse(moving.stdout) as RunJson & {
+        notes: string[];
+        sampler: { readErrors: number; counterRestarts: number };
+      };
       expect(res.sampler.readErrors).toBe(0);
+      // Every read measured: no time unmeasured, so no row of the summary is marked.
+      expect(res.threads.length).toBeGreaterThan(0);
+      expect([...res.threads, ...res.processes].map((x) => x.unmeasuredNs)).toEqual([...res.threads, ...res.processes].map(() => 0));
       expect(res.sampler.counterRestarts).toBe(0);
       expect(res.notes.join('\n')).not.toMatch(/reads of the energy source failed/);
       expect(res.source).toBe('powercap');
@@ -1236,16 +1273,16 @@ describe('ProcessTreeWatcher', () => {
     // 201 and 202's threads are folded into the pid 0 row at the next look.
     const threads: ThreadEnergy[] = [
       { id: 1, tid: 100, pid: 100, name: 'sh', onCpuNs: 5e6, joules: 0.5, byDomain: {}, unmeasuredNs: 0, unmeasuredByDomain: {}, estimated: false, exited: false },
-      { id: 0, tid: 0, pid: 0, name: '(exited threads)', onCpuNs: 9e6, joules: 0.9, byDomain: {}, unmeasuredNs: 0, unmeasuredByDomain: {}, estimated: false, exited: true },
+      { id: 0, tid: 0, pid: 0, name: '(exited threads)', onCpuNs: 9e6, joules: 0.9, byDomain: {}, unmeasuredNs: 2e6, unmeasuredByDomain: { package: 2e6 }, estimated: false, exited: true },
     ];
     w.poll(threads);
     expect(w.folded).toBe(3);
     const table = processTable(threads, w, true);
     expect(table).toEqual([
-      { pid: 0, ppid: null, command: '(3 exited threads, folded)', onCpuNs: 9e6, joules: 0.9, threads: 1 },
-      { pid: 100, ppid: 1, command: 'sh -c build', onCpuNs: 5e6, joules: 0.5, threads: 1 },
-      { pid: 201, ppid: null, command: '[cc]', onCpuNs: null, joules: null, threads: null },
-      { pid: 202, ppid: null, command: '[cc]', onCpuNs: null, joules: null, threads: null },
+      { pid: 0, ppid: null, command: '(3 exited threads, folded)', onCpuNs: 9e6, joules: 0.9, unmeasuredNs: 2e6, threads: 1 },
+      { pid: 100, ppid: 1, command: 'sh -c build', onCpuNs: 5e6, joules: 0.5, unmeasuredNs: 0, threads: 1 },
+      { pid: 201, ppid: null, command: '[cc]', onCpuNs: null, joules: null, unmeasuredNs: null, threads: null },
+      { pid: 202, ppid: null, command: '[cc]', onCpuNs: null, joules: null, unmeasuredNs: null, threads: null },
     ]);
     // procfs tracks the command's own process: the others' energy is not in the row.
     expect(processTable(threads, w, false).map((p) => p.pid)).toEqual([0, 100]);

@@ -14,7 +14,7 @@ import { UNMATCHED_ROUTE } from '../span-types';
 import { Sampler, type SamplerOptions } from '../sampler';
 import type { SourceName } from '../source-options';
 import { COUNTERS_STILL_NOTE_S, countersStillNote, filePathOption, flagsOf, inFlagWords, numberOption, parseArgs, parseIntervalUs, probeInFlagWords, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type SourcePaths } from './args';
-import { colorEnabled, fmtJoules, fmtWatts, paint, printable } from './format';
+import { colorEnabled, fmtJoules, fmtWatts, paint, printable, unmeasuredMark } from './format';
 import { OutputFiles } from './output-files';
 
 const HELP = `Usage: jouletrace demo [options]
@@ -356,7 +356,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
   out.write(c.dim(`  ${'tid'.padStart(8)}  ${'name'.padEnd(16)} ${'on-CPU'.padStart(10)} ${'joules'.padStart(12)}\n`));
   for (const t of threads.slice(0, 8)) {
     const name = printable(roles.get(t.tid) ?? t.name);
-    out.write(`  ${String(t.tid).padStart(8)}  ${name.slice(0, 16).padEnd(16)} ${`${(t.onCpuNs / 1e6).toFixed(0)} ms`.padStart(10)} ${fmtJoules(t.joules).padStart(12)}${t.exited ? c.dim('  exited') : ''}\n`);
+    out.write(`  ${String(t.tid).padStart(8)}  ${name.slice(0, 16).padEnd(16)} ${`${(t.onCpuNs / 1e6).toFixed(0)} ms`.padStart(10)} ${fmtJoules(t.joules).padStart(12)}${t.exited ? c.dim('  exited') : ''}${c.yellow(unmeasuredMark(t.unmeasuredNs))}\n`);
   }
 
   const pct = (x: number) => (attribution.total > 0 ? `${((100 * x) / attribution.total).toFixed(1)} %` : '-');
@@ -409,7 +409,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
           requests: sent,
           routes: routeSummaries,
           spans: spanStats,
-          threads: threads.map((t) => ({ tid: t.tid, pid: t.pid, name: t.name, role: roles.get(t.tid) ?? null, onCpuNs: t.onCpuNs, joules: t.joules, exited: t.exited })),
+          threads: threads.map((t) => ({ tid: t.tid, pid: t.pid, name: t.name, role: roles.get(t.tid) ?? null, onCpuNs: t.onCpuNs, joules: t.joules, unmeasuredNs: t.unmeasuredNs, exited: t.exited })),
           attribution: { total: attribution.total, process: attribution.process, baseline: attribution.baseline, other: attribution.other, domains: attribution.domains },
           domains: totals.readings.map((r) => ({ domain: r.domain, package: r.package, joules: r.joules })),
           report: htmlPath !== undefined && !reportFailed ? htmlPath : null,

@@ -30,7 +30,18 @@ export function paint(enabled: boolean): Paint {
   };
 }
 
+import { fmtSeconds } from '../units';
+
 export { counted, fmtJoules, fmtWatts, fmtSeconds } from '../units';
+
+/**
+ * After a thread's or process's row: its on-CPU time whose energy no read measured (reads that
+ * failed until the run's end, a counter's restart), which its joules leave out; nothing when
+ * none, so that a healthy run's rows are unchanged and a short one does not pass for a light one.
+ */
+export function unmeasuredMark(ns: number): string {
+  return ns > 0 ? `  (${fmtSeconds(ns / 1e9)} unmeasured, not in joules)` : '';
+}
 
 /** A sampling period (50 µs to 1 s, whole µs) as given on the command line: "50 µs", "1.5 ms", "1 s". */
 export function fmtInterval(us: number): string {

@@ -35,7 +35,7 @@ import {
   type OptionSpec,
   type SourcePaths,
 } from './args';
-import { colorEnabled, counted, fmtInterval, fmtJoules, fmtSeconds, fmtWatts, paint, printable } from './format';
+import { colorEnabled, counted, fmtInterval, fmtJoules, fmtSeconds, fmtWatts, paint, printable, unmeasuredMark } from './format';
 import { FATAL_SIGNALS, OutputFiles, TERMINAL_SIGNALS } from './output-files';
 import { isGone } from './proc-stat';
 
@@ -139,6 +139,8 @@ export interface ProcessInfo {
    */
   onCpuNs: number | null;
   joules: number | null;
+  /** Of onCpuNs, the time whose energy no read measured (its threads' unmeasuredNs): not in joules. */
+  unmeasuredNs: number | null;
   threads: number | null;
 }
 
@@ -424,17 +426,18 @@ export class ProcessTreeWatcher {
  * thread listed (folded into the pid 0 row) are listed too, with null figures.
  */
 export function processTable(threads: ThreadEnergy[], watcher: ProcessTreeWatcher, listFolded: boolean): ProcessInfo[] {
-  const by = new Map<number, ProcessInfo & { onCpuNs: number; joules: number; threads: number }>();
+  const by = new Map<number, ProcessInfo & { onCpuNs: number; joules: number; unmeasuredNs: number; threads: number }>();
   for (const t of threads) {
     let p = by.get(t.pid);
     if (!p) {
       const w = t.pid === 0 ? undefined : watcher.get(t.pid);
       const folded = watcher.folded > 0 ? `(${watcher.folded} exited threads, folded)` : '(exited threads, folded)';
-      p = { pid: t.pid, ppid: w?.ppid ?? null, command: w?.command ?? (t.pid === 0 ? folded : `[${t.name}]`), onCpuNs: 0, joules: 0, threads: 0 };
+      p = { pid: t.pid, ppid: w?.ppid ?? null, command: w?.command ?? (t.pid === 0 ? folded : `[${t.name}]`), onCpuNs: 0, joules: 0, unmeasuredNs: 0, threads: 0 };
       by.set(t.pid, p);
     }
     p.onCpuNs += t.onCpuNs;
     p.joules += t.joules;
+    p.unmeasuredNs += t.unmeasuredNs;
     p.threads += 1;
   }
   const out: ProcessInfo[] = [...by.values()];
@@ -442,7 +445,7 @@ export function processTable(threads: ThreadEnergy[], watcher: ProcessTreeWatche
     for (const pid of watcher.pids()) {
       if (by.has(pid)) continue;
       const w = watcher.get(pid)!;
-      out.push({ pid, ppid: w.ppid, command: w.command ?? '[?]', onCpuNs: null, joules: null, threads: null });
+      out.push({ pid, ppid: w.ppid, command: w.command ?? '[?]', onCpuNs: null, joules: null, unmeasuredNs: null, threads: null });
     }
   }
   return out.sort((a, b) => (b.joules ?? -1) - (a.joules ?? -1) || a.pid - b.pid);
@@ -485,7 +488,7 @@ interface RunResult {
     droppedThreads: number;
   };
   processes: ProcessInfo[];
-  threads: Array<Pick<ThreadEnergy, 'tid' | 'pid' | 'name' | 'onCpuNs' | 'joules' | 'exited'>>;
+  threads: Array<Pick<ThreadEnergy, 'tid' | 'pid' | 'name' | 'onCpuNs' | 'joules' | 'unmeasuredNs' | 'exited'>>;
   sampler: {
     samples: number;
     achievedRateHz: number;
@@ -546,7 +549,7 @@ function formatSummary(r: RunResult, top: number, color: boolean): string {
       lines.push(c.dim(`   ${'tid'.padStart(8)} ${'pid'.padStart(8)}  ${'name'.padEnd(16)} ${'on-CPU'.padStart(10)} ${'joules'.padStart(12)}`));
       for (const t of r.threads.slice(0, top)) {
         lines.push(
-          `   ${String(t.tid).padStart(8)} ${String(t.pid).padStart(8)}  ${printable(t.name).slice(0, 16).padEnd(16)} ${`${(t.onCpuNs / 1e6).toFixed(1)} ms`.padStart(10)} ${fmtJoules(t.joules).padStart(12)}${t.exited ? c.dim('  exited') : ''}`,
+          `   ${String(t.tid).padStart(8)} ${String(t.pid).padStart(8)}  ${printable(t.name).slice(0, 16).padEnd(16)} ${`${(t.onCpuNs / 1e6).toFixed(1)} ms`.padStart(10)} ${fmtJoules(t.joules).padStart(12)}${t.exited ? c.dim('  exited') : ''}${c.yellow(unmeasuredMark(t.unmeasuredNs))}`,
         );
       }
       lines.push('', ` Processes by joules:`);
@@ -554,7 +557,7 @@ function formatSummary(r: RunResult, top: number, color: boolean): string {
       for (const p of r.processes.slice(0, top)) {
         const onCpu = p.onCpuNs === null ? 'folded' : `${(p.onCpuNs / 1e6).toFixed(1)} ms`;
         const joules = p.joules === null ? 'folded' : fmtJoules(p.joules);
-        lines.push(`   ${String(p.pid).padStart(8)} ${String(p.ppid ?? '?').padStart(8)} ${onCpu.padStart(10)} ${joules.padStart(12)}  ${printable(p.command).slice(0, 60)}`);
+        lines.push(`   ${String(p.pid).padStart(8)} ${String(p.ppid ?? '?').padStart(8)} ${onCpu.padStart(10)} ${joules.padStart(12)}  ${printable(p.command).slice(0, 60)}${c.yellow(unmeasuredMark(p.unmeasuredNs ?? 0))}`);
       }
       if (r.processes.length > top) lines.push(c.dim(`   … ${r.processes.length - top} more (--json lists all)`));
     }
@@ -929,7 +932,7 @@ export async function runCommand(argv: string[]): Promise<number> {
         }
       : null,
     processes: processTable(threads, watcher, backend === 'bpf'),
-    threads: threads.map((t) => ({ tid: t.tid, pid: t.pid, name: t.name, onCpuNs: t.onCpuNs, joules: t.joules, exited: t.exited })),
+    threads: threads.map((t) => ({ tid: t.tid, pid: t.pid, name: t.name, onCpuNs: t.onCpuNs, joules: t.joules, unmeasuredNs: t.unmeasuredNs, exited: t.exited })),
     sampler: {
       samples: stats.timing.samples,
       achievedRateHz: stats.timing.achievedRateHz,
