@@ -839,6 +839,8 @@ describe('where the sources read (--powercap-root and the other source paths)', 
         } else {
           expect(r.stderr).toMatch(/ sh +[\d.]+ ms +\S+ \S+ {2}exited {2}\([\d.]+ ms unmeasured, not in joules\)\n/);
           expect(r.stderr).toMatch(/ {2}sh -c kill .* {2}\([\d.]+ ms unmeasured, not in joules\)\n/);
+          // Not "its energy came with its next good read": none came.
+          expect(r.stderr).toMatch(/reads that failed to the end of the run got no good read after them: [\d.]+ ms of thread time \(marked below\) has no energy/);
         }
       } finally {
         writer.kill();

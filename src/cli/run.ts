@@ -518,12 +518,16 @@ function processCount(processes: ProcessInfo[]): number {
 }
 
 // Failed reads delay energy to the next good read; a counter that started again loses what it
-// counted since its last good read. Either way the figures above are short or late, and say so.
-function readErrorsNote(stats: SamplerStats): string | null {
+// counted since its last good read, and so do reads that failed to the run's end (no good read
+// came: the threads' unmeasuredNs). Either way the figures above are short or late, and say so.
+function readErrorsNote(stats: SamplerStats, unmeasuredNs: number): string | null {
   const t = stats.timing;
   if (t.readErrors === 0) return null;
   const failing = t.byDomain.filter((d) => d.readErrors > 0).map((d) => `${d.domain}-${d.package} ${d.readErrors}`);
   const reads = `${t.readErrors} of ${t.samples} reads of the energy source failed${failing.length > 0 ? ` (${failing.join(', ')})` : ''}`;
+  if (t.counterRestarts === 0 && unmeasuredNs > 0) {
+    return `${reads}: each domain kept its last value, and reads that failed to the end of the run got no good read after them: ${(unmeasuredNs / 1e6).toFixed(1)} ms of thread time (marked below) has no energy in these figures`;
+  }
   if (t.counterRestarts === 0) return `${reads}: each domain kept its last value, and its energy came with its next good read`;
   return `${reads}; in ${t.counterRestarts} of them a counter started again (a driver reloaded, a resume): the energy from its last good read to the restart is lost, and these figures miss it`;
 }
@@ -902,10 +906,10 @@ export async function runCommand(argv: string[]): Promise<number> {
   const stats = sampler.stats();
   const still = stats.timing.countersStillUs.longest / 1e6;
   if (!stats.estimated && still >= COUNTERS_STILL_NOTE_S) notes.push(countersStillNote(sampler.source, still));
-  const readErrors = readErrorsNote(stats);
+  const threads = backend !== 'off' ? sampler.threads() : [];
+  const readErrors = readErrorsNote(stats, threads.reduce((a, t) => a + t.unmeasuredNs, 0));
   if (readErrors !== null) notes.push(readErrors);
   if (stats.threads.droppedThreads > 0) notes.push(droppedThreadsNote(stats.threads.droppedThreads, maxThreads ?? DEFAULT_MAX_THREADS, 'the tree'));
-  const threads = backend !== 'off' ? sampler.threads() : [];
   watcher.poll(backend !== 'off' ? threads : undefined);
   const attribution = backend !== 'off' ? sampler.attribution() : null;
   const exitCode = exitStatus(result.code, result.signal);
