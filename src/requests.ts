@@ -279,9 +279,9 @@ export class RequestTracker {
    * Starts accounting for a request. It ends when its response has ended (its end() handed it
    * whole to the connection, else at its finish) with its status code, or when the connection
    * closes first (499 where the client closed it, 500 where the server did, or the status already
-   * sent); on Node's HTTP/1 server no listener is added
-   * to the response in the common case (see response-end.ts). A request of Node's 'upgrade' event
-   * (a WebSocket handshake) ends at the first write on its socket, with the status written. `route` is the route pattern, or a
+   * sent); on Node's HTTP/1 server no listener is added to the response in the common case (see
+   * response-end.ts). A request of Node's 'upgrade' event (a WebSocket handshake) ends at the
+   * first write on its socket, with the status written. `route` is the route pattern, or a
    * function called at the end (frameworks know the route only after routing). In exact mode,
    * `run` is called inside the request's context.
    */

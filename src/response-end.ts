@@ -224,9 +224,7 @@ type Closed = { errored?: unknown; readableEnded?: boolean; writableFinished?: b
 // every new connection about 100 ns.
 function closedBy(socket: Closed | null | undefined, req: IncomingMessage | undefined): number {
   if (socket === null || socket === undefined || typeof socket.readableEnded !== 'boolean') return CLIENT_CLOSED;
-  const err = socket.errored;
-  if (err !== null && err !== undefined) return clientsError(err) ? CLIENT_CLOSED : SERVER_CLOSED;
-  return socket.readableEnded || req?.complete === false ? CLIENT_CLOSED : SERVER_CLOSED;
+  return erroredBy(socket) ?? (socket.readableEnded || req?.complete === false ? CLIENT_CLOSED : SERVER_CLOSED);
 }
 
 // HTTP/2: a stream reset by either side (the client's cancel or dropped connection, the server's
@@ -234,9 +232,16 @@ function closedBy(socket: Closed | null | undefined, req: IncomingMessage | unde
 // (destroy() or res.destroy(), its session destroyed, its timeout) did not. An RST_STREAM does not
 // say who sent it: a server's stream.close() counts as the client's.
 function streamClosedBy(stream: Closed): number {
-  const err = stream.errored;
-  if (err !== null && err !== undefined) return clientsError(err) ? CLIENT_CLOSED : SERVER_CLOSED;
-  return stream.writableFinished === true ? CLIENT_CLOSED : SERVER_CLOSED;
+  return erroredBy(stream) ?? (stream.writableFinished === true ? CLIENT_CLOSED : SERVER_CLOSED);
+}
+
+// Who closed a socket or stream that was destroyed with an error, undefined where none: the
+// client for an error of the connection, not of the server's making (clientsError), else the
+// server.
+function erroredBy(closed: Closed): number | undefined {
+  const err = closed.errored;
+  if (err === null || err === undefined) return undefined;
+  return clientsError(err) ? CLIENT_CLOSED : SERVER_CLOSED;
 }
 
 // An error of the connection, not of the server's making: the system's (a reset, a broken pipe,
@@ -411,9 +416,9 @@ function tagConnection(socket: TaggedSocket): ConnectionRequests | undefined {
 /**
  * Calls end(token, statusCode) once when the response to req has ended (its end() handed it to
  * the connection whole, else at its 'finish'), or when its connection closes first (499 or 500 as
- * the client or the server closed it, or the status already sent). c: connectionOf(req), looked up any time before: an entry stays its
- * connection's until the connection's 'close' event (never synchronous), and undefined is looked
- * up again.
+ * the client or the server closed it, or the status already sent). c: connectionOf(req), looked
+ * up any time before: an entry stays its connection's until the connection's 'close' event
+ * (never synchronous), and undefined is looked up again.
  */
 export function watchResponse(c: ConnectionRequests | undefined, req: IncomingMessage, res: ServerResponse, token: unknown, end: End): void {
   // The common case, small for V8 to inline into track(): a connection of ours (tagged only

@@ -268,16 +268,11 @@ void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const Tr
     size_t toFold = exitedCount - kMaxExitedKept / 2;
     for (size_t i = 0; i < results_.size(); i++) {
       ThreadEnergy& r = results_[i];
-      if (r.exited && toFold > 0 && r.name != "(exited threads)") {
-        toFold--;
-        folded.onCpuNs += r.onCpuNs;
-        for (size_t d = 0; d < domains_.size(); d++) {
-          folded.ticks[d] += r.ticks[d];
-          folded.unmeasuredNs[d] += r.unmeasuredNs[d];
-        }
-        continue;
-      }
-      if (r.name == "(exited threads)" && r.exited && r.tid == 0) {
+      // The oldest exited threads, up to toFold, and the folded row of an earlier fold.
+      const bool earlierFold = r.name == "(exited threads)" && r.exited && r.tid == 0;
+      const bool oldExited = r.exited && toFold > 0 && r.name != "(exited threads)";
+      if (earlierFold || oldExited) {
+        if (oldExited) toFold--;
         folded.onCpuNs += r.onCpuNs;
         for (size_t d = 0; d < domains_.size(); d++) {
           folded.ticks[d] += r.ticks[d];

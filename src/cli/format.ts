@@ -1,4 +1,5 @@
 // How the commands print: colour on terminals only, and figures with their units.
+import { fmtSeconds } from '../units';
 
 /** Colour only on a terminal, never with NO_COLOR set (https://no-color.org) or TERM=dumb. */
 export function colorEnabled(stream: NodeJS.WriteStream): boolean {
@@ -29,8 +30,6 @@ export function paint(enabled: boolean): Paint {
     inverse: wrap(7, 27),
   };
 }
-
-import { fmtSeconds } from '../units';
 
 export { counted, fmtJoules, fmtWatts, fmtSeconds } from '../units';
 
