@@ -13,7 +13,7 @@ import { RequestTracker, trackRequest } from '../requests';
 import { UNMATCHED_ROUTE } from '../span-types';
 import { Sampler, type SamplerOptions } from '../sampler';
 import type { SourceName } from '../source-options';
-import { COUNTERS_STILL_NOTE_S, countersStillNote, filePathOption, flagsOf, inFlagWords, numberOption, parseArgs, parseIntervalUs, probeInFlagWords, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type SourcePaths } from './args';
+import { COUNTERS_STILL_NOTE_S, countersStillNote, filePathOption, readErrorsNote, flagsOf, inFlagWords, numberOption, parseArgs, parseIntervalUs, probeInFlagWords, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type SourcePaths } from './args';
 import { colorEnabled, fmtJoules, fmtWatts, paint, printable, unmeasuredMark } from './format';
 import { OutputFiles } from './output-files';
 
@@ -319,8 +319,10 @@ export async function demoCommand(argv: string[]): Promise<number> {
   const routeStats = tracker.routes();
   tracker.close();
   const spanStats = spans ? sampler.spanStats() : [];
-  collector.stop();
+  // The sampler's final sample first: thread time no read measured joins unmeasuredNs only there,
+  // and the collector's last point after it takes that in, as run's does.
   sampler.stop();
+  collector.stop();
 
   const totals = sampler.totals();
   const elapsed = Number(totals.timeNs - totals.startNs) / 1e9;
@@ -339,6 +341,9 @@ export async function demoCommand(argv: string[]): Promise<number> {
       `  ${r.route.padEnd(16)} ${String(r.count).padStart(8)} ${fmtJoules(r.joules.mean).padStart(10)} ${fmtJoules(r.joules.p50).padStart(10)} ${fmtJoules(r.joules.p99).padStart(10)} ${fmtJoules(r.joules.sum).padStart(10)} ${`${r.durationMs.mean.toFixed(2)} ms`.padStart(9)}\n`,
     );
   }
+  // Requests settle once an energy interval covers them: with no good read from some point on,
+  // none after it did, and the table stood empty under its heading with nothing said.
+  if (routeSummaries.length === 0) out.write(c.yellow(`  none of the ${sent} requests settled: no energy interval covered them (see the notes below)\n`));
   const cheap = routeSummaries.find((r) => r.route.endsWith('/cheap'));
   const dear = routeSummaries.find((r) => r.route.endsWith('/expensive'));
   if (cheap && dear && cheap.joules.mean > 0) {
@@ -371,6 +376,11 @@ export async function demoCommand(argv: string[]): Promise<number> {
     const note = countersStillNote(sampler.source, still);
     notes.push(note);
     out.write(c.yellow(`  note: ${note}\n`));
+  }
+  const readErrors = readErrorsNote(stats, threads.reduce((a, t) => a + t.unmeasuredNs, 0), 'marked in the thread table');
+  if (readErrors !== null) {
+    notes.push(readErrors);
+    out.write(c.yellow(`  note: ${readErrors}\n`));
   }
   out.write(
     `\nSampler: ${stats.timing.samples} samples at ${stats.timing.achievedRateHz.toFixed(0)} Hz, jitter p50 ${stats.timing.jitterUs.p50.toFixed(1)} µs / p99 ${stats.timing.jitterUs.p99.toFixed(1)} µs, ` +
