@@ -12,6 +12,7 @@ import { renderReport } from '../report/render';
 import { RequestTracker, trackRequest } from '../requests';
 import { UNMATCHED_ROUTE } from '../span-types';
 import { Sampler, type SamplerOptions } from '../sampler';
+import { primaryDomain } from '../sources';
 import type { SourceName } from '../source-options';
 import { COUNTERS_STILL_NOTE_S, countersStillNote, filePathOption, readErrorsNote, flagsOf, inFlagWords, numberOption, parseArgs, parseIntervalUs, probeInFlagWords, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type SourcePaths } from './args';
 import { colorEnabled, fmtJoules, fmtWatts, paint, printable, unmeasuredMark } from './format';
@@ -276,13 +277,14 @@ export async function demoCommand(argv: string[]): Promise<number> {
   // Progress: a bar on a terminal, a line every two seconds elsewhere.
   let prev = sampler.totals();
   let lastLine = 0;
+  const primary = primaryDomain(sampler.domains);
   const progress = setInterval(() => {
     const cur = sampler.totals();
     const dt = Number(cur.timeNs - prev.timeNs) / 1e9;
-    const watts = dt > 0 ? cur.readings.reduce((a, r, i) => a + (r.domain === cur.readings[0].domain ? r.joules - prev.readings[i].joules : 0), 0) / dt : 0;
+    const watts = dt > 0 ? cur.readings.reduce((a, r, i) => a + (r.domain === primary ? r.joules - prev.readings[i].joules : 0), 0) / dt : 0;
     prev = cur;
     const el = (Date.now() - runStart) / 1000;
-    const text = `${el.toFixed(1)}/${seconds} s  ${cur.readings[0]?.domain ?? ''} ${fmtWatts(watts)}${estimated ? ' (est.)' : ''}  ${sent} requests`;
+    const text = `${el.toFixed(1)}/${seconds} s  ${primary ?? ''} ${fmtWatts(watts)}${estimated ? ' (est.)' : ''}  ${sent} requests`;
     if (err.isTTY) {
       const width = 24;
       const done = Math.min(width, Math.round((width * el) / seconds));
