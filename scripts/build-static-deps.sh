@@ -8,6 +8,8 @@
 set -euo pipefail
 out="$(realpath -m "$1")"
 say() { printf 'build-static-deps: %s\n' "$*" >&2; }
+# shellcheck source=scripts/apt-update.sh
+source "$(dirname "$0")/apt-update.sh"
 # Done once the stamp written last is there (a build from before libeu.a was kept has none).
 [ -f "$out/.complete" ] && exit 0
 # apt-get source unpacks with dpkg-source, from dpkg-dev; the builds need make and a C compiler.
@@ -36,7 +38,7 @@ if ! apt-get source --print-uris -qq elfutils >/dev/null 2>&1 || [ -z "$(apt-get
   if [ -f /etc/apt/sources.list ] && grep -q '^deb ' /etc/apt/sources.list; then
     sed -n 's/^deb /deb-src /p' /etc/apt/sources.list > /etc/apt/sources.list.d/jouletrace-src.list
   fi
-  apt-get update -qq >&2
+  apt_update
 fi
 
 say "fetching Debian source packages elfutils and libbpf"

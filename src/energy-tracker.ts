@@ -2,6 +2,7 @@
 // its cumulative figures (which start afresh at every start()) accumulated into counters that
 // never go down, per domain, per attribution part and per thread.
 import type { Sampler } from './sampler';
+import { primaryDomain } from './sources';
 
 /**
  * @internal Exported for its test and for EnergyHealth (sampler-health.ts).
@@ -54,12 +55,6 @@ export class Monotonic {
   }
 }
 
-const PRIMARY = ['package', 'psys'];
-
-function primaryDomain(sampler: Sampler): string {
-  const names = sampler.domains.map((d) => d.domain);
-  return PRIMARY.find((n) => names.includes(n)) ?? names[0] ?? 'package';
-}
 
 function hasThreads(sampler: Sampler): boolean {
   try {
@@ -200,7 +195,7 @@ export class EnergyTracker {
       this.#lastReading = continues.#lastReading;
     }
     this.#threads = hasThreads(sampler);
-    this.#primary = primaryDomain(sampler);
+    this.#primary = primaryDomain(sampler.domains) ?? 'package';
     this.estimated = sampler.domains.some((d) => d.estimated);
     // A run's figures start afresh at the next start(): read at its end, the energy since the
     // last collection counts too (a scrape every 15 s would otherwise lose up to 15 s of it at

@@ -63,7 +63,11 @@ export function nativeLoadError(e: unknown): JouletraceError {
     message =
       `the native addon is not built for this platform (${process.platform}-${process.arch}, ` +
       `Node ${process.versions.node}, ABI ${process.versions.modules}): no build/Release and no matching prebuild. ` +
-      rebuild('build');
+      rebuild('build') +
+      // npm 12 skips a dependency's install script unless the project approves it, and says so
+      // only once, in the install's output: the compile never ran.
+      ' If npm skipped its install script (npm 12 runs only those your package.json\'s ' +
+      '`allowScripts` approves; `--ignore-scripts`), approve it first: `npm approve-scripts jouletrace`.';
   } else if (library) {
     const soname = library[1];
     const pkg = RUNTIME_PACKAGES[soname];

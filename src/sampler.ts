@@ -17,6 +17,7 @@ import {
 import { registerHandle } from './native-handles';
 import { native } from './native';
 import { RECORD_HEADER_BYTES, RingReader, SampleFlags } from './ring-reader';
+import { primaryDomain } from './sources';
 import { SpanChannel, type SpanChannelOptions } from './span-channel';
 import type { SpanLabelStats, SpanResult } from './span-types';
 import { REPAIR_SWITCH_INS, type RepairSwitchIns, type ThreadTrackerStats } from './threads';
@@ -439,7 +440,6 @@ function highestCpu(): number {
   return Math.max(0, Math.max(os.availableParallelism(), os.cpus().length) - 1);
 }
 
-const PRIMARY_DOMAINS = ['package', 'psys'];
 
 // Started samplers, held until stop() or close(). The native sampler is freed when its JS object
 // is collected: a sampler started and then referenced by nothing in JavaScript (its spans
@@ -516,8 +516,7 @@ export class Sampler {
     this.skipped = Object.freeze(this.#info.skipped.map((s) => Object.freeze({ ...s })));
     this.notCounting = Object.freeze(this.#info.notCounting.map((d) => Object.freeze({ ...d })));
     this.#attributed = this.#info.threadsBackend !== 'off';
-    const names = this.domains.map((d) => d.domain);
-    const primaryName = PRIMARY_DOMAINS.find((n) => names.includes(n)) ?? names[0];
+    const primaryName = primaryDomain(this.domains);
     this.#primary = this.domains.flatMap((d, i) => (d.domain === primaryName ? [i] : []));
     // The creating thread's span channel exists from the start, so that start() records its
     // first history point and a span begun right after start() settles complete.

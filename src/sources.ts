@@ -24,6 +24,16 @@ export interface DomainInfo {
   idleWatts?: number;
 }
 
+// Attribution and the CLI's watts read one domain, summed over packages: package, which every
+// RAPL part but a few client ones lists, else psys (the platform, package included), else the
+// first listed. Never two of them: core and dram are inside package, package inside psys.
+const PRIMARY_DOMAINS: readonly string[] = ['package', 'psys'];
+
+/** The domain that attribution divides, and that stands for the machine's power (undefined for none). */
+export function primaryDomain(domains: ReadonlyArray<{ domain: string }>): string | undefined {
+  return PRIMARY_DOMAINS.find((n) => domains.some((d) => d.domain === n)) ?? domains[0]?.domain;
+}
+
 export interface DomainReading {
   domain: DomainName;
   package: number;

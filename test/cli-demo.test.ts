@@ -164,8 +164,8 @@ describe('jouletrace demo on measured counters', () => {
       const page = fs.readFileSync(html, 'utf8');
       const duration = Number(/<td>duration<\/td><td>([\d.]+) s<\/td>/.exec(page)![1]);
       const [, joules, watts] = /<td>package-0<\/td><td>([\d.]+) J, ([\d.]+) W average<\/td>/.exec(page)!.map(Number);
-      // The page's last point is taken just before the sampler's final sample (the 500 ms of
-      // calibration were missing); its averages are its totals over that duration.
+      // The page's last point is taken at the sampler's final sample (the 500 ms of calibration
+      // were missing); its averages are its totals over that duration.
       expect(Math.abs(duration - res.durationS)).toBeLessThan(0.25);
       expect(Math.abs(joules / watts - duration)).toBeLessThan(0.25);
       expect(page).toContain('baseline (idle) power measured over the first 500 ms, before the workload');
@@ -194,6 +194,48 @@ describe('jouletrace demo whose counters stop during the workload', () => {
       expect(r.status, r.stderr).toBe(0);
       expect(r.stdout).toMatch(/^ {2}note: powercap's counters stood still for [2-9]\.\d s at a stretch: energy over such a stretch reads 0 J/m);
       expect(fs.readFileSync(html, 'utf8')).toMatch(/powercap&#39;s counters stood still for [2-9]\.\d s at a stretch/);
+    } finally {
+      writer.kill('SIGKILL');
+      e.close();
+    }
+  }, 30_000);
+});
+
+describe('jouletrace demo whose reads fail to the end of the workload', () => {
+  // No read measured the threads' time after calibration: their rows read a plain, lower figure
+  // (run marks such rows; demo shares its marker).
+  it("marks each thread's time that no read measured, in its table, its JSON and its report", () => {
+    const { e, writer } = countingPowercap();
+    const html = path.join(tmp, 'unmeasured.html');
+    try {
+      const r = spawnSync(
+        process.execPath,
+        ['-r', path.join(__dirname, 'fixtures', 'failing-start.cjs'), BIN, 'demo', '--seconds', '2', '--no-probe', '--json', '--html', html, '--source', 'powercap', '--powercap-root', e.powercapRoot],
+        {
+          encoding: 'utf8',
+          timeout: 25_000,
+          env: {
+            ...process.env,
+            NO_COLOR: '1',
+            JOULETRACE_TEST_HOLD_PID: String(writer.pid),
+            JOULETRACE_TEST_JUNK_AFTER_CALIBRATION: path.join(e.zonePath('intel-rapl:0'), 'energy_uj'),
+          },
+        },
+      );
+      expect(r.status, r.stderr).toBe(0);
+      const res = JSON.parse(r.stdout) as { threads: Array<{ tid: number; role: string | null; onCpuNs: number; unmeasuredNs: number }> };
+      const server = res.threads.find((t) => t.role === 'main: server');
+      expect(server, JSON.stringify(res.threads)).toBeDefined();
+      // The server ran through the whole workload, all of it after the reads began to fail.
+      expect(server!.unmeasuredNs).toBeGreaterThan(server!.onCpuNs / 2);
+      expect(server!.unmeasuredNs).toBeLessThanOrEqual(server!.onCpuNs);
+      expect(r.stderr).toMatch(new RegExp(`^ +${server!.tid} .* {2}\\([\\d.]+ ms unmeasured, not in joules\\)$`, 'm'));
+      expect(r.stderr).toMatch(/^ {2}note: \d+ of \d+ reads of the energy source failed \(package-0 \d+\): .* [\d.]+ ms of thread time \(marked in the thread table\) has no energy/m);
+      // Failed reads are not counters that stood still (a hypervisor's doing, it said).
+      expect(r.stderr).not.toMatch(/stood still/);
+      // No request settled, and the table says so rather than stand empty under its heading.
+      expect(r.stderr).toMatch(/^ {2}none of the \d+ requests settled: no energy interval covered them/m);
+      expect(fs.readFileSync(html, 'utf8')).toMatch(/[\d.]+ (ms|s) of the tracked threads&#39; on-CPU time has no energy in these figures/);
     } finally {
       writer.kill('SIGKILL');
       e.close();

@@ -8,7 +8,7 @@ import { ProcessShares, type ProcessTicks } from '../src/cli/process-shares';
 import { readCpuTicks } from '../src/cli/proc-stat';
 import { readAllProcesses, renderFrame, ThreadRows, type TopFrame } from '../src/cli/top';
 import { childPids } from './fixtures/child-pids';
-import { countingPowercap } from './fixtures/emulated-devices';
+import { asHardware, countingPowercap, createEmulatedPowercap } from './fixtures/emulated-devices';
 
 const ROOT = path.join(__dirname, '..');
 const BIN = path.join(ROOT, 'bin/jouletrace.js');
@@ -248,6 +248,45 @@ describe('jouletrace top off a terminal', () => {
   });
 
   // Counters that stopped moving showed as a measured 0 W, frame after frame, with no word of it.
+  // Without a package domain (left out as not counting) the rows were shared out of the first
+  // domain listed, one package's dram, where attribution and the report take psys.
+  it('shares out psys where there is no package domain, not the first domain listed', () => {
+    const e = createEmulatedPowercap([
+      { name: 'package-0', energyUj: 5_000_000, children: [{ name: 'dram', energyUj: 1000 }] },
+      { name: 'psys', energyUj: 1000 },
+    ]);
+    // dram 2 W and psys 40 W (µJ a millisecond); package-0 stands still.
+    const writer = spawn(
+      ...asHardware([
+        process.execPath,
+        '-e',
+        `const fs=require('fs');const [a,b]=process.argv.slice(1).map((f)=>fs.openSync(f,'r+'));let d=1000,p=1000;setInterval(()=>{d+=2000;p+=40000;fs.writeSync(a,d+'\\n',0);fs.writeSync(b,p+'\\n',0)},1)`,
+        path.join(e.zonePath('intel-rapl:0:0'), 'energy_uj'),
+        path.join(e.zonePath('intel-rapl:1'), 'energy_uj'),
+      ]),
+      { stdio: 'ignore' },
+    );
+    try {
+      const r = spawnSync(process.execPath, [BIN, 'top', '--json', '--iterations', '3', '--delay', '0.5', '--source', 'powercap', '--powercap-root', e.powercapRoot], {
+        encoding: 'utf8',
+        timeout: 15_000,
+      });
+      expect(r.status, r.stderr).toBe(0);
+      const frames = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as TopFrame);
+      expect(frames[0].domains.map((d) => d.name)).toEqual(['dram-0', 'psys-0']);
+      for (const f of frames.slice(1)) {
+        const psys = f.domains.find((d) => d.name === 'psys-0')!.watts;
+        const dram = f.domains.find((d) => d.name === 'dram-0')!.watts;
+        expect(psys, JSON.stringify(f.domains)).toBeGreaterThan(5 * dram);
+        const rows = f.rows.reduce((a, row) => a + row.watts, 0);
+        expect(rows + f.rest!.idle.watts + f.rest!.other.watts, JSON.stringify(f.domains)).toBeCloseTo(psys, 6);
+      }
+    } finally {
+      writer.kill('SIGKILL');
+      e.close();
+    }
+  });
+
   it('flags the frames in which the counters stood still for a second or more', () => {
     const { e, writer } = countingPowercap();
     try {

@@ -51,6 +51,7 @@ describe('native addon loader', () => {
     expect(r.message).toMatch(/npm rebuild jouletrace/);
     expect(r.message).toMatch(/apt-get install clang libbpf-dev libelf-dev zlib1g-dev make g\+\+ python3`/);
     expect(r.message).toMatch(/Ubuntu: linux-tools-common/);
+    expect(r.message).toMatch(/npm skipped its install script .*`npm approve-scripts jouletrace`/);
     // One line: node-gyp-build's own multi-line message stays on error.cause.
     expect(r.message).not.toMatch(/\n|loaded from/);
   });

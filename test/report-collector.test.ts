@@ -14,6 +14,8 @@ interface FakeThread {
   name: string;
   joules: number;
   onCpuNs: number;
+  /** Of onCpuNs, the time no read measured; 0 where not given. */
+  unmeasuredNs?: number;
 }
 
 interface FakeState {
@@ -37,7 +39,7 @@ function fakeSampler(state: FakeState) {
     source: 'fake',
     stats: () => ({ threads: { backend: state.backend ?? 'bpf' } }),
     totals: () => ({ startNs: state.startNs, timeNs: (state.timeNs! += 200_000_000n), readings: [{ domain: 'package', package: 0, joules: state.joules }] }),
-    threads: () => state.threads.map((t) => ({ ...t, id: t.id ?? t.tid })),
+    threads: () => state.threads.map((t) => ({ unmeasuredNs: 0, ...t, id: t.id ?? t.tid })),
     onRunEnd: () => () => {},
   } as unknown as Sampler;
 }
@@ -174,6 +176,41 @@ describe('ReportCollector storage', () => {
     expect(d.threads.find((t) => t.tid === 11)!.joules).toEqual([1.5, 1]);
     expect(sum(d.threads.map((t) => sum(t.joules)))).toBeCloseTo(2.5, 9);
     expect(d.cpuCores[1]).toBeCloseTo(1e6 / 1e9 / 0.2, 9);
+  });
+});
+
+// Thread time that no read measured is in no thread's joules: the report drew those rows with
+// less energy than their CPU time had cost and said nothing, where `run` and `demo` mark them.
+describe('ReportCollector, thread time no read measured', () => {
+  it("says how much of the threads' time has no energy, counted once across a fold and a new run", () => {
+    const main = { id: 1, tid: 10, pid: 10, name: 'main', joules: 0, onCpuNs: 0, unmeasuredNs: 0 };
+    const worker = { id: 2, tid: 11, pid: 10, name: 'worker', joules: 1, onCpuNs: 1e6, unmeasuredNs: 0 };
+    const state: FakeState = { joules: 0, threads: [main, worker] };
+    const c = new ReportCollector(fakeSampler(state), { periodMs: 200 });
+    c.poll();
+    expect(c.data().threadsUnmeasuredS).toBeUndefined();
+    expect(c.data().notes.join('\n')).not.toMatch(/no energy/);
+    // Reads fail: 20 ms of main's time and 10 ms of the worker's are not measured.
+    Object.assign(main, { joules: 1, onCpuNs: 40e6, unmeasuredNs: 20e6 });
+    Object.assign(worker, { onCpuNs: 11e6, unmeasuredNs: 10e6 });
+    c.poll();
+    // The worker exits and is folded, with its 10 ms; main's grows by 5 ms.
+    main.unmeasuredNs = 25e6;
+    state.threads = [main, { id: 0, tid: 0, pid: 0, name: '(exited threads)', joules: 1, onCpuNs: 11e6, unmeasuredNs: 10e6 }];
+    c.poll();
+    // A new run starts from zero: 7 ms more of main's.
+    restart(state, 1_000_000_000n);
+    Object.assign(main, { unmeasuredNs: 7e6 });
+    state.threads = [main];
+    c.poll();
+    const d = c.data();
+    expect(d.threadsUnmeasuredS).toBeCloseTo(0.042, 12);
+    expect(d.notes).toContain(
+      "42.0 ms of the tracked threads' on-CPU time has no energy in these figures: no read measured it (reads failed to the end of a run, or a counter started again), so the threads' joules leave it out.",
+    );
+    const html = renderReport(d);
+    expect(html).toContain('42.0 ms of the tracked threads&#39; on-CPU time has no energy');
+    expect(() => renderReport({ ...d, threadsUnmeasuredS: '42' as unknown as number })).toThrow(/report\.threadsUnmeasuredS/);
   });
 });
 

@@ -465,8 +465,11 @@ void Sampler::sample(uint64_t now, uint32_t flags, bool forceAttribution) {
       prevRaw_[d] = readings_[d].raw;
     }
   }
-  if (changed) {
-    flags |= kFlagChanged;
+  if (changed) flags |= kFlagChanged;
+  // A read that failed tells nothing of whether the counters moved: a stretch of them is the
+  // read errors' to report, not a stillness (the CLI named a hypervisor that stopped the
+  // counters where the reads had failed). The stretch of good reads before it ends there.
+  if (changed || rc != 0) {
     const uint64_t still = now - lastAnyChangeNs_.load(std::memory_order_relaxed);
     if (still > longestStillNs_.load(std::memory_order_relaxed)) longestStillNs_.store(still, std::memory_order_relaxed);
     lastAnyChangeNs_.store(now, std::memory_order_relaxed);

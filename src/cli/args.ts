@@ -3,7 +3,7 @@
 // needs to know, while scanning, which options take a value.
 import * as fs from 'node:fs';
 import type { ProbeReport } from '../probe';
-import type { Sampler } from '../sampler';
+import type { Sampler, SamplerStats } from '../sampler';
 import { counted } from './format';
 import { SOURCE_NAMES, type SourceName, type SourceOptions } from '../source-options';
 
@@ -178,6 +178,24 @@ export const COUNTERS_STILL_NOTE_S = 1;
 /** Said where a measured source's counters stood still for `seconds` (COUNTERS_STILL_NOTE_S or more) at a stretch. */
 export function countersStillNote(source: string, seconds: number): string {
   return `${source}'s counters stood still for ${seconds.toFixed(1)} s at a stretch: energy over such a stretch reads 0 J though the machine drew power (a hypervisor that stopped updating them, a live migration); these figures miss it`;
+}
+
+/**
+ * Said where reads of the energy source failed (`marked`: where the rows with unmeasured time are
+ * marked). Failed reads delay energy to the next good read; a counter that started again loses
+ * what it counted since its last good read, and so do reads that failed to the run's end (no good
+ * read came: the threads' unmeasuredNs). Either way the figures are short or late, and say so.
+ */
+export function readErrorsNote(stats: SamplerStats, unmeasuredNs: number, marked: string): string | null {
+  const t = stats.timing;
+  if (t.readErrors === 0) return null;
+  const failing = t.byDomain.filter((d) => d.readErrors > 0).map((d) => `${d.domain}-${d.package} ${d.readErrors}`);
+  const reads = `${t.readErrors} of ${t.samples} reads of the energy source failed${failing.length > 0 ? ` (${failing.join(', ')})` : ''}`;
+  if (t.counterRestarts === 0 && unmeasuredNs > 0) {
+    return `${reads}: each domain kept its last value, and reads that failed to the end of the run got no good read after them: ${(unmeasuredNs / 1e6).toFixed(1)} ms of thread time (${marked}) has no energy in these figures`;
+  }
+  if (t.counterRestarts === 0) return `${reads}: each domain kept its last value, and its energy came with its next good read`;
+  return `${reads}; in ${t.counterRestarts} of them a counter started again (a driver reloaded, a resume): the energy from its last good read to the restart is lost, and these figures miss it`;
 }
 
 /** The flag of the two given, to name in a refusal where neither applies. */

@@ -12,8 +12,9 @@ import { renderReport } from '../report/render';
 import { RequestTracker, trackRequest } from '../requests';
 import { UNMATCHED_ROUTE } from '../span-types';
 import { Sampler, type SamplerOptions } from '../sampler';
+import { primaryDomain } from '../sources';
 import type { SourceName } from '../source-options';
-import { COUNTERS_STILL_NOTE_S, countersStillNote, filePathOption, flagsOf, inFlagWords, numberOption, parseArgs, parseIntervalUs, probeInFlagWords, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type SourcePaths } from './args';
+import { COUNTERS_STILL_NOTE_S, countersStillNote, filePathOption, readErrorsNote, flagsOf, inFlagWords, numberOption, parseArgs, parseIntervalUs, probeInFlagWords, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type SourcePaths } from './args';
 import { colorEnabled, fmtJoules, fmtWatts, paint, printable, unmeasuredMark } from './format';
 import { OutputFiles } from './output-files';
 
@@ -276,13 +277,14 @@ export async function demoCommand(argv: string[]): Promise<number> {
   // Progress: a bar on a terminal, a line every two seconds elsewhere.
   let prev = sampler.totals();
   let lastLine = 0;
+  const primary = primaryDomain(sampler.domains);
   const progress = setInterval(() => {
     const cur = sampler.totals();
     const dt = Number(cur.timeNs - prev.timeNs) / 1e9;
-    const watts = dt > 0 ? cur.readings.reduce((a, r, i) => a + (r.domain === cur.readings[0].domain ? r.joules - prev.readings[i].joules : 0), 0) / dt : 0;
+    const watts = dt > 0 ? cur.readings.reduce((a, r, i) => a + (r.domain === primary ? r.joules - prev.readings[i].joules : 0), 0) / dt : 0;
     prev = cur;
     const el = (Date.now() - runStart) / 1000;
-    const text = `${el.toFixed(1)}/${seconds} s  ${cur.readings[0]?.domain ?? ''} ${fmtWatts(watts)}${estimated ? ' (est.)' : ''}  ${sent} requests`;
+    const text = `${el.toFixed(1)}/${seconds} s  ${primary ?? ''} ${fmtWatts(watts)}${estimated ? ' (est.)' : ''}  ${sent} requests`;
     if (err.isTTY) {
       const width = 24;
       const done = Math.min(width, Math.round((width * el) / seconds));
@@ -319,8 +321,10 @@ export async function demoCommand(argv: string[]): Promise<number> {
   const routeStats = tracker.routes();
   tracker.close();
   const spanStats = spans ? sampler.spanStats() : [];
-  collector.stop();
+  // The sampler's final sample first: thread time no read measured joins unmeasuredNs only there,
+  // and the collector's last point after it takes that in, as run's does.
   sampler.stop();
+  collector.stop();
 
   const totals = sampler.totals();
   const elapsed = Number(totals.timeNs - totals.startNs) / 1e9;
@@ -339,6 +343,9 @@ export async function demoCommand(argv: string[]): Promise<number> {
       `  ${r.route.padEnd(16)} ${String(r.count).padStart(8)} ${fmtJoules(r.joules.mean).padStart(10)} ${fmtJoules(r.joules.p50).padStart(10)} ${fmtJoules(r.joules.p99).padStart(10)} ${fmtJoules(r.joules.sum).padStart(10)} ${`${r.durationMs.mean.toFixed(2)} ms`.padStart(9)}\n`,
     );
   }
+  // Requests settle once an energy interval covers them: with no good read from some point on,
+  // none after it did, and the table stood empty under its heading with nothing said.
+  if (routeSummaries.length === 0) out.write(c.yellow(`  none of the ${sent} requests settled: no energy interval covered them (see the notes below)\n`));
   const cheap = routeSummaries.find((r) => r.route.endsWith('/cheap'));
   const dear = routeSummaries.find((r) => r.route.endsWith('/expensive'));
   if (cheap && dear && cheap.joules.mean > 0) {
@@ -371,6 +378,11 @@ export async function demoCommand(argv: string[]): Promise<number> {
     const note = countersStillNote(sampler.source, still);
     notes.push(note);
     out.write(c.yellow(`  note: ${note}\n`));
+  }
+  const readErrors = readErrorsNote(stats, threads.reduce((a, t) => a + t.unmeasuredNs, 0), 'marked in the thread table');
+  if (readErrors !== null) {
+    notes.push(readErrors);
+    out.write(c.yellow(`  note: ${readErrors}\n`));
   }
   out.write(
     `\nSampler: ${stats.timing.samples} samples at ${stats.timing.achievedRateHz.toFixed(0)} Hz, jitter p50 ${stats.timing.jitterUs.p50.toFixed(1)} µs / p99 ${stats.timing.jitterUs.p99.toFixed(1)} µs, ` +

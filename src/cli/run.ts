@@ -14,6 +14,7 @@ import {
   choiceOption,
   COUNTERS_STILL_NOTE_S,
   countersStillNote,
+  readErrorsNote,
   filePathOption,
   flagsOf,
   inFlagWords,
@@ -517,21 +518,6 @@ function processCount(processes: ProcessInfo[]): number {
   return processes.filter((p) => p.pid !== 0).length;
 }
 
-// Failed reads delay energy to the next good read; a counter that started again loses what it
-// counted since its last good read, and so do reads that failed to the run's end (no good read
-// came: the threads' unmeasuredNs). Either way the figures above are short or late, and say so.
-function readErrorsNote(stats: SamplerStats, unmeasuredNs: number): string | null {
-  const t = stats.timing;
-  if (t.readErrors === 0) return null;
-  const failing = t.byDomain.filter((d) => d.readErrors > 0).map((d) => `${d.domain}-${d.package} ${d.readErrors}`);
-  const reads = `${t.readErrors} of ${t.samples} reads of the energy source failed${failing.length > 0 ? ` (${failing.join(', ')})` : ''}`;
-  if (t.counterRestarts === 0 && unmeasuredNs > 0) {
-    return `${reads}: each domain kept its last value, and reads that failed to the end of the run got no good read after them: ${(unmeasuredNs / 1e6).toFixed(1)} ms of thread time (marked below) has no energy in these figures`;
-  }
-  if (t.counterRestarts === 0) return `${reads}: each domain kept its last value, and its energy came with its next good read`;
-  return `${reads}; in ${t.counterRestarts} of them a counter started again (a driver reloaded, a resume): the energy from its last good read to the restart is lost, and these figures miss it`;
-}
-
 function formatSummary(r: RunResult, top: number, color: boolean): string {
   const c = paint(color);
   const est = r.estimated ? c.yellow(' (estimated)') : '';
@@ -907,7 +893,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const still = stats.timing.countersStillUs.longest / 1e6;
   if (!stats.estimated && still >= COUNTERS_STILL_NOTE_S) notes.push(countersStillNote(sampler.source, still));
   const threads = backend !== 'off' ? sampler.threads() : [];
-  const readErrors = readErrorsNote(stats, threads.reduce((a, t) => a + t.unmeasuredNs, 0));
+  const readErrors = readErrorsNote(stats, threads.reduce((a, t) => a + t.unmeasuredNs, 0), 'marked below');
   if (readErrors !== null) notes.push(readErrors);
   if (stats.threads.droppedThreads > 0) notes.push(droppedThreadsNote(stats.threads.droppedThreads, maxThreads ?? DEFAULT_MAX_THREADS, 'the tree'));
   watcher.poll(backend !== 'off' ? threads : undefined);

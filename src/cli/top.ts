@@ -3,6 +3,7 @@
 import * as fs from 'node:fs';
 import { constants } from 'node:os';
 import { Sampler, type SamplerOptions, type ThreadEnergy } from '../sampler';
+import { primaryDomain } from '../sources';
 import {
   baselineFlag,
   baselineOptions,
@@ -357,12 +358,14 @@ export async function topCommand(argv: string[]): Promise<number> {
   let lastFrame: TopFrame | undefined;
   let longestStillUs = 0;
 
+  const primary = primaryDomain(sampler.domains);
   const measure = (): TopFrame => {
     const cur = sampler.totals();
     const dt = Math.max(1e-6, Number(cur.timeNs - prevTotals.timeNs) / 1e9);
     const domains = cur.readings.map((r, i) => ({ name: `${r.domain}-${r.package}`, watts: (r.joules - prevTotals.readings[i].joules) / dt }));
-    const primary = domains.filter((d) => d.name.startsWith('package-'));
-    const pkgWatts = (primary.length ? primary : domains.slice(0, 1)).reduce((a, d) => a + d.watts, 0);
+    // The domain attribution divides, over every package (without package, psys: the first
+    // domain listed was one package's dram, and the rows added up to it).
+    const pkgWatts = cur.readings.reduce((a, r, i) => a + (r.domain === primary ? domains[i].watts : 0), 0);
     prevTotals = cur;
     let rows: TopRow[] = [];
     let tracked: TopFrame['tracked'] = null;

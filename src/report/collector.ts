@@ -2,7 +2,7 @@
 // polling a running Sampler), and per-request or per-span records with their joules.
 import { checkBoolean, checkIntegerInRange, checkKnownKeys, checkNumberInRange, checkObject, checkOneOf, checkSampler, checkString, invalidRange, invalidType } from '../errors';
 import type { Sampler } from '../sampler';
-import { counted } from '../units';
+import { counted, fmtSeconds } from '../units';
 import type { ReportData, ReportRecord, ReportRecordLabel, ReportThreadSeries } from './types';
 
 export interface ReportCollectorOptions {
@@ -162,9 +162,12 @@ export class ReportCollector {
   readonly #threadNames: string[] = [];
   readonly #threadPids: number[] = [];
   readonly #threadTids: number[] = [];
-  // The cumulative figures of the threads listed at the last poll, by row id ([joules, onCpuNs]);
-  // empty before a run's first poll, since threads() starts afresh with each run.
-  #threadsBefore = new Map<number, [number, number]>();
+  // The cumulative figures of the threads listed at the last poll, by row id ([joules, onCpuNs,
+  // unmeasuredNs]); empty before a run's first poll, since threads() starts afresh with each run.
+  #threadsBefore = new Map<number, [number, number, number]>();
+  // Thread time whose energy no read measured (the rows' unmeasuredNs), over every run: not in
+  // any thread's joules, so the report says how much.
+  #unmeasuredNs = 0;
   // Records by label: exact figures, and a bounded sample (108 bytes a record, kept without
   // bound, overflowed the report's string past 28 million).
   readonly #labels = new Map<string, LabelRecords>();
@@ -302,8 +305,9 @@ export class ReportCollector {
 
   // Fills in what each thread did since the last poll (since zero in a new run).
   #threadDeltas(point: Point, newRun: boolean): void {
-    const before = newRun ? new Map<number, [number, number]>() : this.#threadsBefore;
-    const now = new Map<number, [number, number]>();
+    const before = newRun ? new Map<number, [number, number, number]>() : this.#threadsBefore;
+    const now = new Map<number, [number, number, number]>();
+    let unmeasuredNs = 0;
     // Increases are taken per row of threads() (a thread), and drawn per pid and tid: the row of
     // an exited thread stays listed beside the row of a later thread given its tid, and taken
     // together their sum fell when the exited row was folded away.
@@ -319,8 +323,9 @@ export class ReportCollector {
         this.#threadTids.push(t.tid);
         this.#threadNames.push(t.name);
       } else this.#threadNames[i] = t.name;
-      now.set(t.id, [t.joules, t.onCpuNs]);
+      now.set(t.id, [t.joules, t.onCpuNs, t.unmeasuredNs]);
       const was = before.get(t.id);
+      unmeasuredNs += t.unmeasuredNs - (was?.[2] ?? 0);
       const sum = increases.get(i) ?? { joules: 0, onCpuNs: 0, seen: false };
       sum.joules += t.joules - (was?.[0] ?? 0);
       sum.onCpuNs += t.onCpuNs - (was?.[1] ?? 0);
@@ -333,12 +338,14 @@ export class ReportCollector {
     // their own rows, are in that row's increase too, and come off it.
     const fold = foldedRow === undefined ? undefined : increases.get(foldedRow);
     if (fold !== undefined) {
-      for (const [id, [joules, onCpuNs]] of before) {
+      for (const [id, [joules, onCpuNs, unmeasured]] of before) {
         if (now.has(id)) continue;
         fold.joules -= joules;
         fold.onCpuNs -= onCpuNs;
+        unmeasuredNs -= unmeasured;
       }
     }
+    this.#unmeasuredNs += Math.max(0, unmeasuredNs);
     for (const [i, { joules, onCpuNs, seen }] of increases) {
       point.cpuNs += Math.max(0, onCpuNs);
       // A new thread is stored even at 0 J: it is drawn among the top threads if too few did work.
@@ -598,6 +605,11 @@ export class ReportCollector {
     // Records that ended after the last point, with no later point to count them in.
     const uncounted = this.#stopped ? this.#pendingStopped + this.#pendingEnds.length + this.#pendingGap : 0;
     const notes = [...(x.notes ?? [])];
+    if (this.#unmeasuredNs > 0) {
+      notes.push(
+        `${fmtSeconds(this.#unmeasuredNs / 1e9)} of the tracked threads' on-CPU time has no energy in these figures: no read measured it (reads failed to the end of a run, or a counter started again), so the threads' joules leave it out.`,
+      );
+    }
     if (uncounted > 0) {
       notes.push(
         `${counted(uncounted, this.#recordKind)} ended after the collector's last point (added after its stop()): in the per-label figures, not in the throughput of any interval.`,
@@ -626,6 +638,7 @@ export class ReportCollector {
       ...(unmeasuredS.some((u) => u > 0) ? { unmeasuredS } : {}),
       threads,
       threadsTracked: this.#hasThreads,
+      ...(this.#unmeasuredNs > 0 ? { threadsUnmeasuredS: this.#unmeasuredNs / 1e9 } : {}),
       cpuCores,
       records: this.#reportRecords(),
       recordLabels,

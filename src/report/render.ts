@@ -610,6 +610,7 @@ function checkReport(report: unknown): void {
   opt('report.subtitle', r.subtitle, str);
   bool('report.estimated', r.estimated);
   opt('report.threadsTracked', r.threadsTracked, bool);
+  opt('report.threadsUnmeasuredS', r.threadsUnmeasuredS, num);
   num('report.durationS', r.durationS);
   opt('report.elapsedS', r.elapsedS, num);
   opt('report.startS', r.startS, num);

@@ -71,6 +71,11 @@ export interface ReportData {
   threads: ReportThreadSeries[];
   /** Whether the run tracked threads (absent from reports saved before this field: then, whether `threads` has any). */
   threadsTracked?: boolean;
+  /**
+   * Seconds of the tracked threads' on-CPU time whose energy no read measured (their rows'
+   * `unmeasuredNs`, summed over the report): not in `threads`' joules. Absent where there was none.
+   */
+  threadsUnmeasuredS?: number;
   /** CPU cores the tracked threads kept busy in each interval (same intervals as `time`); NaN where nothing was measured. */
   cpuCores: number[];
   /**
