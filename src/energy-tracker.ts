@@ -289,10 +289,13 @@ export class EnergyTracker {
       threads = [];
     }
     if (run !== undefined) this.#threadAcc.beginRun(run);
-    // Candidates for a named series, highest energy first (threads() is sorted that way).
+    // Candidates for a named series, highest energy first (threads() is sorted that way). Not
+    // the "(exited threads)" row (id 0): it names no thread, and what it adds past the rows it
+    // folded is little (the fold's increase less their energy, counted under their own rows),
+    // so it took a slot for good to read about 0 while real threads went to "other".
     for (const t of threads) {
       if (named.size >= top) break;
-      if (t.joules > 0) named.add(t.name);
+      if (t.joules > 0 && t.id !== 0) named.add(t.name);
     }
     // By row, not tid: an exited thread's row stays listed beside the row of a later thread
     // that the kernel gave its tid, and by tid the two readings took turns as the "last" one,
@@ -305,7 +308,7 @@ export class EnergyTracker {
     for (const t of threads) {
       const raw = this.#threadAcc.update(String(t.id), t.joules);
       const delta = t.id === 0 ? Math.max(0, raw - folded) : raw;
-      const series = named.has(t.name) ? t.name : 'other';
+      const series = t.id !== 0 && named.has(t.name) ? t.name : 'other';
       this.#threadNames.set(series, (this.#threadNames.get(series) ?? 0) + delta);
     }
     this.#threadAcc.retain(seen);

@@ -28,7 +28,7 @@ import { checkBoolean, checkKnownKeys, checkMethods, checkObject, checkSampler, 
 import { packageRoot } from './native';
 import { EnergyTracker, PowerWindow } from './energy-tracker';
 import { EnergyHealth, type HealthCounts } from './sampler-health';
-import { checkRequestSource, subscribe, type RequestSource } from './settled-feed';
+import { checkMaxSpanLabels, checkRequestSource, SpanLabels, subscribe, type RequestSource } from './settled-feed';
 import type { Sampler } from './sampler';
 import { OTHER_ROUTE, UNMATCHED_ROUTE, UNROUTED, type RequestRecord, type SpanResult } from './span-types';
 
@@ -71,6 +71,13 @@ export interface OpenTelemetryOptions {
   traces?: boolean;
   /** Tracer for those child spans. Default: trace.getTracer('jouletrace'). */
   tracer?: Tracer;
+  /**
+   * Span labels with attribute sets of their own in jouletrace.span.energy and
+   * jouletrace.span.incomplete, in the order they are first seen; spans of any later label are
+   * recorded under jouletrace.span.label "(other)". 1 to 1000000, default 200. The
+   * "jouletrace.energy" child spans keep the span's own label.
+   */
+  maxSpanLabels?: number;
 }
 
 export interface OpenTelemetryHandle {
@@ -128,10 +135,11 @@ function isOtelSpan(x: unknown): x is Span {
  */
 export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOptions = {}): OpenTelemetryHandle {
   const opts = checkObject('options', options) as OpenTelemetryOptions;
-  checkKnownKeys('options', opts as Record<string, unknown>, ['meterProvider', 'meter', 'requests', 'traces', 'tracer']);
+  checkKnownKeys('options', opts as Record<string, unknown>, ['meterProvider', 'meter', 'requests', 'traces', 'tracer', 'maxSpanLabels']);
   if (opts.traces !== undefined) checkBoolean('options.traces', opts.traces);
-  const requests = checkRequestSource<RequestSource & ContextCaptureHost>('options.requests', opts.requests);
+  const spanLabels = new SpanLabels(checkMaxSpanLabels('options.maxSpanLabels', opts.maxSpanLabels));
   checkSampler('sampler', sampler, ['onSpan']); // settled spans feed the histograms
+  const requests = checkRequestSource<RequestSource & ContextCaptureHost>('options.requests', opts.requests, sampler);
   // Checked before anything subscribes: a bad one failed later, a tracer inside an onSpan
   // listener (an uncaught exception there ends the process).
   let meter: Meter;
@@ -217,6 +225,12 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
       'counterRestarts',
     ],
   ];
+  // As Prometheus's jouletrace_process_dropped_threads_total: threads left untracked move their
+  // energy from jouletrace.part=process to other, and this says so.
+  const droppedThreads = meter.createObservableCounter('jouletrace.process.dropped_threads', {
+    unit: '{thread}',
+    description: 'Threads the sampler left untracked because every thread slot (maxThreads) was in use; their energy went to jouletrace.process.energy part other',
+  });
   const domainReadErrors = meter.createObservableCounter('jouletrace.sampler.domain_read_errors', {
     unit: '{read}',
     description: 'Of jouletrace.sampler.read_errors, the reads that failed for each RAPL domain and package (a read that failed for two counts for both)',
@@ -242,10 +256,11 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
     }
     const h = health.read();
     for (const [counter, key] of healthCounters) result.observe(counter, h[key]);
+    if (energy.attributed) result.observe(droppedThreads, h.droppedThreads);
     // With the attributes of the domain's hw.energy stream.
     sampler.domains.forEach((d, i) => result.observe(domainReadErrors, h.readErrorsByDomain[i], hwAttributes(d.domain, d.package, energy.estimated).attrs));
   };
-  const observables = [hwEnergy, hwPower, hostEnergy, hostPower, processEnergy, ...healthCounters.map(([c]) => c), domainReadErrors];
+  const observables = [hwEnergy, hwPower, hostEnergy, hostPower, processEnergy, droppedThreads, ...healthCounters.map(([c]) => c), domainReadErrors];
 
   // `onOpenSpan`: a request's figure goes on its own span while that is open. A jouletrace
   // span's never does: one OTel span holds many of them, and each would overwrite the last.
@@ -279,7 +294,7 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
     for (const s of spans) {
       const measured = Number.isFinite(s.joules) && s.joules >= 0;
       if (!measured && !s.incomplete) continue;
-      let attrs: Attributes = { 'jouletrace.span.label': s.label };
+      let attrs: Attributes = { 'jouletrace.span.label': spanLabels.of(s.label) };
       if (s.estimated) attrs['jouletrace.estimated'] = true;
       if (s.incomplete) {
         spanIncomplete.add(1, attrs);

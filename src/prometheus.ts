@@ -12,7 +12,7 @@ import { checkBoolean, checkIntegerInRange, checkObject, checkSampler, checkStri
 import { EnergyTracker, PowerWindow, type EnergyReading } from './energy-tracker';
 import { FastHistogram, type HistogramSeries } from './prometheus-histogram';
 import { EnergyHealth, type HealthCounts } from './sampler-health';
-import { checkRequestSource, subscribe, type RequestSource } from './settled-feed';
+import { checkMaxSpanLabels, checkRequestSource, SpanLabels, subscribe, type RequestSource } from './settled-feed';
 import { SlidingWindow } from './sliding-window';
 import type { Sampler } from './sampler';
 import type { RequestRecord, SpanResult } from './span-types';
@@ -61,6 +61,13 @@ export interface PrometheusOptions {
   requests?: RequestSource;
   /** Thread names with a series of their own in jouletrace_thread_energy_joules_total; the rest are "other". Default 10. */
   topThreads?: number;
+  /**
+   * Span labels with a series of their own in jouletrace_span_energy_joules, in the order they
+   * are first seen; spans of any later label are counted under "(other)". 1 to 1000000, default
+   * 200: each label is 22 bucket series (44 from an estimated source), and a label built from
+   * data (an id, a path) would otherwise grow the exposition without bound.
+   */
+  maxSpanLabels?: number;
   /** Window of app_joules_per_request, in ms, in whole seconds (a scrape covers W to W + 1 s). Default 300000 (5 minutes). */
   joulesPerRequestWindowMs?: number;
   /**
@@ -108,6 +115,7 @@ const OPTION_KEYS = [
   'labels',
   'requests',
   'topThreads',
+  'maxSpanLabels',
   'joulesPerRequestWindowMs',
   'carbon',
   'appMetrics',
@@ -134,6 +142,7 @@ export const PREFIXED_NAMES = [
   'power_watts',
   'process_energy_joules_total',
   'thread_energy_joules_total',
+  'process_dropped_threads_total',
   'span_energy_joules',
   'incomplete_spans_total',
   'incomplete_requests_total',
@@ -179,7 +188,11 @@ function foreignRegistry(): JouletraceError {
  * ```ts
  * const sampler = new Sampler({ ringCapacity: 0 }).start(); // exported only: no ring of samples
  * const { registry } = registerMetrics(sampler, { requests: tracker });
- * http.createServer(async (req, res) => res.end(await registry.metrics()));
+ * http.createServer(async (req, res) => {
+ *   // Prometheus 3 refuses a scrape without a Content-Type.
+ *   res.setHeader('content-type', registry.contentType);
+ *   res.end(await registry.metrics());
+ * }).listen(9464);
  * ```
  */
 export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {}): PrometheusMetrics {
@@ -206,13 +219,14 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     }
   }
   const topThreads = opts.topThreads === undefined ? 10 : checkIntegerInRange('options.topThreads', opts.topThreads, 0, 1000);
+  const spanLabels = new SpanLabels(checkMaxSpanLabels('options.maxSpanLabels', opts.maxSpanLabels));
   const windowMs =
     opts.joulesPerRequestWindowMs === undefined
       ? 300_000
       : checkIntegerInRange('options.joulesPerRequestWindowMs', opts.joulesPerRequestWindowMs, 1000, 86_400_000);
   const appMetrics = opts.appMetrics === undefined ? true : checkBoolean('options.appMetrics', opts.appMetrics);
   const spanMetrics = opts.spanMetrics === undefined ? true : checkBoolean('options.spanMetrics', opts.spanMetrics);
-  const requests = checkRequestSource<RequestSource>('options.requests', opts.requests);
+  const requests = checkRequestSource<RequestSource>('options.requests', opts.requests, sampler);
   if (requests && !spanMetrics) throw new TypeError('options.requests needs spanMetrics: the request metrics it feeds (http_server_request_energy_joules, app_requests_total, app_joules_per_request) are left out with options.spanMetrics false');
   const checkBuckets = (name: string, b: unknown, dflt: readonly number[]): number[] => {
     if (b === undefined) return [...dflt];
@@ -301,6 +315,12 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
         name: `${prefix}energy_joules_total`,
         help: "Energy measured per RAPL domain and package over the sampler's runs seen by this exporter (and the closed one in this registry it goes on from), the one in progress at the first registration from its start (domains overlap: package includes core and uncore).",
         labelNames: names('domain', 'package', 'source'),
+        // Under prom-client's AggregatorRegistry (Node cluster), every worker's sampler reads the
+        // same machine's counters: summing them counted the machine once per worker. The max is
+        // the reading of the worker whose sampler has run longest, the latest of a counter that
+        // only goes up; 'first' would be the worker that answered first, and go down between
+        // scrapes.
+        aggregator: 'max',
         registers: [building],
         collect() {
           this.reset();
@@ -320,6 +340,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
         name: `${prefix}power_watts`,
         help: 'Average power per RAPL domain and package since the previous scrape (at least 0.5 s; none before the run is 0.5 s old); no series for a domain whose energy did not move while reads of the source failed.',
         labelNames: names('domain', 'package'),
+        aggregator: 'max', // the machine's power, as each worker saw it (see energy_joules_total)
         registers: [building],
         collect() {
           const r = read();
@@ -358,6 +379,20 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
           collect() {
             this.reset();
             for (const [thread, j] of energy.readThreads(topThreads, named)) this.inc(labels({ thread }), j);
+          },
+        }),
+      );
+      // As serve's jouletrace_process_dropped_threads_total{pid,command}: without it, threads
+      // left untracked moved their energy from part="process" to part="other" without a sign.
+      reg(
+        new Counter({
+          name: `${prefix}process_dropped_threads_total`,
+          help: `Threads the sampler left untracked because every thread slot (maxThreads) was in use, over its life; their energy went to ${prefix}process_energy_joules_total{part="other"}, not part="process".`,
+          labelNames: constNames,
+          registers: [building],
+          collect() {
+            this.reset();
+            this.inc({ ...constLabels }, health.read().droppedThreads);
           },
         }),
       );
@@ -451,6 +486,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
         // Not "quantile": Prometheus keeps that label for summaries (promtool check metrics refuses
         // it on a gauge), and these quantiles come computed, as a summary's would not.
         labelNames: [...constNames, 'stat'],
+        aggregator: 'max', // the worst of the workers' samplers
         registers: [building],
         collect() {
           this.reset();
@@ -466,6 +502,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
         name: `${prefix}sampler_counters_still_seconds`,
         help: `How long no energy counter of the source has changed, to its last sample: about 0.001 on real RAPL; seconds mean energy the source is not counting (it reads as 0 J), or reads of it that fail (${prefix}sampler_read_errors_total).`,
         labelNames: constNames,
+        aggregator: 'max', // the same counters, seen by each worker: the longest still
         registers: [building],
         collect() {
           this.reset();
@@ -482,6 +519,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
         name: `${prefix}sampler_info`,
         help: 'The sampler: energy source, thread-tracking backend and sampling period; value 1.',
         labelNames: names('source', 'threads', 'interval_seconds'),
+        aggregator: 'first', // 1, not the number of workers
         registers: [building],
         collect() {
           this.reset();
@@ -525,6 +563,10 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
           name: 'app_joules_per_request',
           help: `Mean energy per request over the last ${windowMs / 1000} s, in whole seconds: ${windowMs / 1000} to ${windowMs / 1000 + 1} s (request energy / requests measured, those with NaN joules left out; NaN with no request in the window).`,
           labelNames: names(),
+          // A mean per worker: neither their sum nor their average (a mean of means, weighing a
+          // worker of 1 request as one of 1000, NaN where any had none) is the cluster's.
+          // Aggregated, it is left out; the ratio of rates is the figure (docs/observability.md).
+          aggregator: 'omit',
           registers: spanRegisters,
           collect() {
             const { sum, count } = window.totals();
@@ -571,6 +613,7 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
           name: `${prefix}grid_intensity_grams_per_kwh`,
           help: `Grid carbon intensity used for ${prefix}carbon_grams_total, gCO2e/kWh, by where it came from: country:CODE, fixed, provider, provider:stale (a refresh failed) or fallback (the provider has never answered).`,
           labelNames: [...constNames, 'intensity_source'],
+          aggregator: 'max', // one grid, whichever workers report it
           registers: [building],
           async collect() {
             await carbon.within(SCRAPE_WAIT_MS);
@@ -613,9 +656,15 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
       if (s.incomplete) incomplete++;
       if (!(s.joules >= 0) || !Number.isFinite(s.joules)) continue;
       let pair = spanSeries.get(s.label);
-      if (pair === undefined) spanSeries.set(s.label, (pair = []));
+      if (pair === undefined) {
+        // A label past maxSpanLabels shares the "(other)" entry, and is looked up anew each time
+        // rather than kept: the cache stays as small as the series are.
+        const label = spanLabels.of(s.label);
+        pair = spanSeries.get(label);
+        if (pair === undefined) spanSeries.set(label, (pair = []));
+      }
       const i = s.estimated ? 1 : 0;
-      (pair[i] ??= spanHist.series(labels({ label: s.label }, s.estimated))).observe(s.joules);
+      (pair[i] ??= spanHist.series(labels({ label: spanLabels.of(s.label) }, s.estimated))).observe(s.joules);
     }
     if (incomplete > 0) incompleteSpans.inc(labels({}), incomplete);
   };

@@ -18,12 +18,16 @@ export class EnergyHealth {
   // As last read: a closed sampler's info series keeps its labels rather than start another.
   #threads = 'unknown';
   #intervalUs = 0;
+  // stats().threads.droppedThreads counts over the sampler's life, not per run (the tracker is
+  // the sampler's): taken as it is, and kept as last read once the sampler is closed.
+  #droppedThreads = 0;
   readonly #unsubscribe: () => void;
 
   /** `continues`: a closed one whose totals this one goes on from (see EnergyTracker's). */
   constructor(sampler: Sampler, continues?: EnergyHealth) {
     this.#sampler = sampler;
     this.#acc = continues ? continues.#acc : new Monotonic();
+    this.#droppedThreads = continues ? continues.#droppedThreads : 0;
     // A run's counts start afresh at the next start(): read at its end (not from the cache), what
     // was taken since the last scrape counts too.
     this.#unsubscribe = sampler.onRunEnd(() => {
@@ -43,6 +47,8 @@ export class EnergyHealth {
     stillUs: number | null;
     threads: string;
     intervalUs: number;
+    /** Threads left untracked for want of a slot, over the sampler's life. */
+    droppedThreads: number;
   } {
     const now = performance.now();
     // Only while it runs: stopped, the figures stand still, and closed (within the window of a
@@ -65,15 +71,17 @@ export class EnergyHealth {
       const sampled = s.timing.samples > 0;
       this.#threads = s.threads.backend;
       this.#intervalUs = s.timing.intervalUs;
+      this.#droppedThreads = Math.max(this.#droppedThreads, s.threads.droppedThreads);
       value = {
         ...totals(),
         jitterUs: sampled ? s.timing.jitterUs : null,
         stillUs: sampled ? s.timing.countersStillUs.now : null,
         threads: s.threads.backend,
         intervalUs: s.timing.intervalUs,
+        droppedThreads: this.#droppedThreads,
       };
     } catch {
-      value = { ...totals(), jitterUs: null, stillUs: null, threads: this.#threads, intervalUs: this.#intervalUs };
+      value = { ...totals(), jitterUs: null, stillUs: null, threads: this.#threads, intervalUs: this.#intervalUs, droppedThreads: this.#droppedThreads };
     }
     this.#cache = { at: now, value };
     return value;

@@ -11,6 +11,8 @@ export const UNMATCHED_ROUTE = '(unmatched)';
 export const UNROUTED = '(unrouted)';
 /** Where requests past maxRoutes count: their route, and their method where it has no entry yet. */
 export const OTHER_ROUTE = '(other)';
+/** Where the exporters count spans whose label came past their maxSpanLabels. */
+export const OTHER_SPAN_LABEL = '(other)';
 
 export const EXACT_REQUEST_TOKEN: unique symbol = Symbol.for('jouletrace.exactRequestToken');
 

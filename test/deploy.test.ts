@@ -125,6 +125,38 @@ function ruleFile(text: string): { exprs: string[]; records: string[] } {
   return { exprs, records };
 }
 
+/** The rules file's recording rules: name and expression. */
+function recordingRules(text: string): Array<{ record: string; expr: string }> {
+  const { exprs } = ruleFile(text);
+  // The expressions in file order, each after its `- record:` or `- alert:`.
+  const kinds = [...text.matchAll(/^\s*- (record|alert): (\S+)$/gm)];
+  expect(kinds).toHaveLength(exprs.length);
+  return kinds.flatMap((k, i) => (k[1] === 'record' ? [{ record: k[2], expr: exprs[i] }] : []));
+}
+
+// Prometheus's level:metric:operations. job_instance_domain:jouletrace_power_watts:rate1m was the
+// rate of jouletrace_energy_joules_total, and job_route:... kept (job, method, route).
+describe('recording rule names', () => {
+  it('name the labels kept, the metric aggregated and the operation', () => {
+    const records = recordingRules(fs.readFileSync(rules, 'utf8'));
+    expect(records.map((r) => r.record)).toEqual([
+      'job_instance:app_joules_per_request:rate5m',
+      'job_method_route:http_server_request_energy_joules:mean5m',
+      'job_instance_domain:jouletrace_energy_joules:rate1m',
+    ]);
+    for (const { record, expr } of records) {
+      const [level, metric, ops] = record.split(':');
+      const bys = [...expr.matchAll(/\bby \(([^)]*)\)/g)].map((m) => m[1].split(',').map((l) => l.trim()).join('_'));
+      expect({ record, bys: [...new Set(bys)] }).toEqual({ record, bys: [level] });
+      // One family aggregated (a histogram's _sum and _count are one): the metric is its name,
+      // without _total once rated. A ratio of two (joules per request) names what it computes.
+      const families = [...new Set(metricNames(expr).map((n) => n.replace(/_(sum|count|bucket)$/, '')))];
+      if (families.length === 1) expect({ record, metric }).toEqual({ record, metric: families[0].replace(/_total$/, '') });
+      expect(ops).toMatch(/^(rate|mean)\d+m$/);
+    }
+  });
+});
+
 describeGated('deploy/ with promtool and Prometheus', missing ?? undefined, toolsRequired(), 'JOULETRACE_REQUIRE_TOOLS=1', () => {
   let prom: PrometheusServer;
   beforeAll(async () => {

@@ -239,8 +239,32 @@ describe('EnergyTracker', () => {
       { tid: 0, name: '(exited threads)', joules: 8 },
     ];
     const r = Object.fromEntries(t.readThreads(10, named));
-    expect(r).toEqual({ worker: 7, main: 6, '(exited threads)': 1 });
+    // The 1 J the fold added names no thread: "other".
+    expect(r).toEqual({ worker: 7, main: 6, other: 1 });
     expect(Object.values(r).reduce((a, b) => a + b, 0)).toBe(14); // 8 J of exited threads and 6 J of main, once
+  });
+
+  // A process that starts and ends thousands of threads: the fold row, listed first by its
+  // energy, took a topThreads slot for good and read about 0 (its threads' energy is under their
+  // own rows), while the threads that run went to "other".
+  it('gives the "(exited threads)" row no series of its own, leaving the slots to threads', () => {
+    let list = [
+      { id: 0, tid: 0, name: '(exited threads)', joules: 50 },
+      { id: 5, tid: 21, name: 'worker', joules: 4 },
+      { id: 6, tid: 22, name: 'io', joules: 1 },
+    ];
+    const t = new EnergyTracker(fakeSampler(() => list));
+    const named = new Set<string>();
+    expect(Object.fromEntries(t.readThreads(1, named))).toEqual({ other: 51, worker: 4 });
+    expect([...named]).toEqual(['worker']);
+    // io exited and was folded with 1 J more: 1 J to "other", and the sum stays the rows' energy.
+    list = [
+      { id: 0, tid: 0, name: '(exited threads)', joules: 52 },
+      { id: 5, tid: 21, name: 'worker', joules: 6 },
+    ];
+    const r = Object.fromEntries(t.readThreads(1, named));
+    expect(r).toEqual({ other: 52, worker: 6 });
+    expect(Object.values(r).reduce((a, b) => a + b, 0)).toBe(58);
   });
 
   // The kernel gives a tid again once its thread has exited, and the exited thread's row stays

@@ -6,6 +6,7 @@ import { context, diag, DiagLogLevel, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { AggregationTemporality, DataPointType, MeterProvider, MetricReader, type MetricData } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { Worker } from 'node:worker_threads';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { RequestTracker, Sampler } from '../src/index';
 import { registerOpenTelemetry } from '../src/opentelemetry';
@@ -31,7 +32,7 @@ afterAll(() => {
   context.disable();
 });
 
-function setup(opts: { threads?: 'off' } = {}) {
+function setup(opts: { threads?: 'off'; maxThreads?: number } = {}) {
   const sampler = new Sampler({ source: 'model', intervalUs: 1000, ...opts }).start();
   const reader = new ManualReader();
   const meterProvider = new MeterProvider({ readers: [reader] });
@@ -400,6 +401,94 @@ describe('registerOpenTelemetry', () => {
     expect(rv.count).toBe(2);
     expect(rv.sum).toBeCloseTo(0.32, 12);
     expect(rv.buckets.boundaries).toContain(0.15);
+  });
+
+  // Each label was an attribute set of its own: labels built from data grew the export without bound.
+  it('records span labels past maxSpanLabels under "(other)"; the trace keeps the label', async () => {
+    const { sampler, meterProvider, tracer, exporter, collect } = setup();
+    const h = registerOpenTelemetry(sampler, { meterProvider, tracer, maxSpanLabels: 2 });
+    cleanups.push(() => h.close());
+    const parent = tracer.startSpan('parent');
+    h.observeSpans([
+      spanResult('a', 0.001),
+      spanResult('b', 0.002),
+      spanResult('c', 0.004, { context: parent }),
+      spanResult('a', 0.001),
+      spanResult('d', NaN, { incomplete: true }),
+    ]);
+    parent.end();
+    const m = await collect();
+    const points = m.get('jouletrace.span.energy')!.dataPoints.map((p) => [p.attributes['jouletrace.span.label'], (p.value as { count: number }).count]);
+    expect(points).toEqual([
+      ['a', 2],
+      ['b', 1],
+      ['(other)', 1],
+    ]);
+    expect(m.get('jouletrace.span.incomplete')!.dataPoints.map((p) => p.attributes)).toEqual([{ 'jouletrace.span.label': '(other)', 'jouletrace.estimated': true }]);
+    // A child span is one trace's, not a series: it names the span's own label.
+    expect(exporter.getFinishedSpans().find((x) => x.name === 'jouletrace.energy')!.attributes['jouletrace.span.label']).toBe('c');
+
+    expect(() => registerOpenTelemetry(sampler, { meterProvider, maxSpanLabels: 0 })).toThrow(
+      new RangeError('Expected an integer between 1 and 1000000 for options.maxSpanLabels but received 0 of type number'),
+    );
+    expect(() => registerOpenTelemetry(sampler, { meterProvider, maxSpanLabels: '5' as never })).toThrow(TypeError);
+  });
+
+  it('defaults maxSpanLabels to 200', async () => {
+    const { sampler, meterProvider, collect } = setup();
+    const h = registerOpenTelemetry(sampler, { meterProvider, traces: false });
+    cleanups.push(() => h.close());
+    h.observeSpans(Array.from({ length: 1000 }, (_, i) => spanResult(`job-${i}`, 0.001)));
+    const points = (await collect()).get('jouletrace.span.energy')!.dataPoints;
+    expect(points).toHaveLength(201);
+    expect((points.find((p) => p.attributes['jouletrace.span.label'] === '(other)')!.value as { count: number }).count).toBe(800);
+  });
+
+  // Prometheus's registerMetrics() and serve had no such count either; threads left untracked
+  // moved their energy from part process to other with no sign.
+  it("counts the threads left untracked for want of a slot in jouletrace.process.dropped_threads", async () => {
+    // Every slot taken by the threads there now: workers started after them are untracked.
+    const { sampler, meterProvider, collect } = setup({ maxThreads: fs.readdirSync('/proc/self/task').length });
+    const h = registerOpenTelemetry(sampler, { meterProvider, traces: false });
+    cleanups.push(() => h.close());
+    const spin = () =>
+      new Promise((resolve, reject) => {
+        const w = new Worker('const t = performance.now(); while (performance.now() - t < 50);', { eval: true });
+        w.once('exit', resolve);
+        w.once('error', reject);
+      });
+    const before = sampler.stats().threads.droppedThreads;
+    await Promise.all([spin(), spin()]);
+    await sleep(50);
+    const dropped = sampler.stats().threads.droppedThreads;
+    expect(dropped).toBeGreaterThanOrEqual(before + 2);
+    const c = (await collect()).get('jouletrace.process.dropped_threads')!;
+    expect(c.descriptor.unit).toBe('{thread}');
+    expect(c.dataPointType).toBe(DataPointType.SUM);
+    expect(c.dataPoints.map((p) => [p.attributes, p.value])).toEqual([[{}, dropped]]);
+    // Without thread tracking there is nothing to drop: no point.
+    const off = setup({ threads: 'off' });
+    const o = registerOpenTelemetry(off.sampler, { meterProvider: off.meterProvider, traces: false });
+    cleanups.push(() => o.close());
+    expect((await off.collect()).get('jouletrace.process.dropped_threads')?.dataPoints ?? []).toEqual([]);
+  });
+
+  // hw.energy would be this sampler's, http.server.request.energy the other's requests.
+  it('refuses a RequestTracker of another sampler as options.requests, naming the option', () => {
+    const { sampler, meterProvider } = setup();
+    const other = new Sampler({ source: 'model', intervalUs: 1000 });
+    const tracker = new RequestTracker(other);
+    cleanups.push(() => other.close(), () => tracker.close());
+    expect(() => registerOpenTelemetry(sampler, { meterProvider, requests: tracker })).toThrow(
+      new TypeError(
+        "options.requests is a RequestTracker of another Sampler than the one given: its requests are measured by that sampler, not this one; pass a tracker made with new RequestTracker(sampler) of the sampler you register, or register the tracker's own (options.requests.sampler)",
+      ),
+    );
+    // Nothing was registered: the meter takes the right one.
+    const own = new RequestTracker(sampler);
+    cleanups.push(() => own.close());
+    const h = registerOpenTelemetry(sampler, { meterProvider, requests: own });
+    h.close();
   });
 
   // Records with NaN joules (unmeasured: the sampler saw a request's start too late under

@@ -246,7 +246,7 @@ describe('jouletrace serve', () => {
     const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
     expect(await serveCommand(['--port', String(port), '--source', 'model'])).toBe(1);
     expect(err.mock.calls.map((c) => String(c[0])).join('')).toBe(
-      `jouletrace serve: cannot listen on 127.0.0.1:${port}: listen EADDRINUSE: address already in use 127.0.0.1:${port}: another process (perhaps another jouletrace serve) has the port; pick another with --port N\n`,
+      `jouletrace serve: cannot listen on 127.0.0.1:${port}: listen EADDRINUSE: address already in use 127.0.0.1:${port}: another process has the port (perhaps another jouletrace serve, or an application exporting OpenTelemetry metrics with @opentelemetry/exporter-prometheus, whose default port is 9464 too); pick another with --port N\n`,
     );
   });
 

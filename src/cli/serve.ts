@@ -108,7 +108,8 @@ function commandOf(pid: number): string {
 function listenFix(code: string | undefined, port: number): string {
   switch (code) {
     case 'EADDRINUSE':
-      return ': another process (perhaps another jouletrace serve) has the port; pick another with --port N';
+      // 9464 is @opentelemetry/exporter-prometheus's default port as well as serve's.
+      return ': another process has the port (perhaps another jouletrace serve, or an application exporting OpenTelemetry metrics with @opentelemetry/exporter-prometheus, whose default port is 9464 too); pick another with --port N';
     case 'EACCES':
       // Above the privileged ports only a security module (SELinux, AppArmor) or a BPF bind hook refuses.
       return port > 0 && port < 1024
