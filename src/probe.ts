@@ -200,10 +200,13 @@ function formatSeconds(s: number): string {
   return `${s.toFixed(1)} s`;
 }
 
+// A counter's unit to four figures, in the largest unit it is at least one of as printed: a 1 J
+// unit (Sapphire Rapids' psys) read "1000 mJ", and one just under 1 J would have too.
 function formatUnit(j: number): string {
-  if (j >= 1e-3) return `${(j * 1e3).toPrecision(4)} mJ`;
-  if (j >= 1e-6) return `${(j * 1e6).toPrecision(4)} µJ`;
-  if (j >= 1e-9) return `${(j * 1e9).toPrecision(4)} nJ`;
+  for (const [scale, name] of [[1, 'J'], [1e3, 'mJ'], [1e6, 'µJ'], [1e9, 'nJ']] as const) {
+    const figure = (j * scale).toPrecision(4);
+    if (Number(figure) >= 1) return `${figure} ${name}`;
+  }
   return `${j.toExponential(3)} J`;
 }
 

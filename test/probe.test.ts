@@ -28,6 +28,18 @@ const MSR_REMEDY = fs.existsSync('/proc/modules')
   ? 'load the msr module: modprobe msr'
   : "this kernel has no msr driver, built in or as a module, as is common in VMs (no /sys/class/msr, and no /proc/modules: the kernel loads no modules); try source 'perf', 'powercap' or 'model'";
 
+// The same of perf and powercap: a kernel that loads no modules has their drivers built in or
+// not at all; one that loads them is told which to load.
+const PERF_REMEDY = fs.existsSync('/proc/modules')
+  ? "load its driver: modprobe rapl (Intel, or AMD on Linux ≥ 5.8; modprobe intel_rapl_tpmi where RAPL is TPMI's: Granite Rapids, Sierra Forest), or use source 'powercap' or 'model'"
+  : "this kernel has none built in and no module to load (no /proc/modules: the kernel loads no modules), as is common in VMs; try source 'msr', 'powercap' or 'model'";
+const PERF_REASON = fs.existsSync('/proc/modules')
+  ? '/sys/bus/event_source/devices/power: no perf power PMU (kernel without CONFIG_PERF_EVENTS_INTEL_RAPL / AMD RAPL PMU, or a VM)'
+  : '/sys/bus/event_source/devices/power: no perf power PMU';
+const POWERCAP_REMEDY = fs.existsSync('/proc/modules')
+  ? /^load the RAPL powercap driver: modprobe intel_rapl_msr \(Intel, and AMD Zen\), or modprobe intel_rapl_tpmi /
+  : /^this kernel has no RAPL powercap driver built in and no module to load \(no \/proc\/modules: the kernel loads no modules\)/;
+
 describe('probe on this VM (no RAPL)', () => {
   it('reports msr, perf and powercap unavailable with reasons and remedies, model available', async () => {
     const r = await probe({ intervalMs: 50 });
@@ -44,11 +56,11 @@ describe('probe on this VM (no RAPL)', () => {
     const [msr, perf, powercap, model] = r.sources;
     expect(msr).toMatchObject({ code: 'ENOENT', reason: '/dev/cpu/0/msr: no such file', remedy: MSR_REMEDY });
     expect(perf.code).toBe('ENOENT');
-    expect(perf.reason).toBe('/sys/bus/event_source/devices/power: no perf power PMU (kernel without CONFIG_PERF_EVENTS_INTEL_RAPL / AMD RAPL PMU, or a VM)');
+    expect(perf.reason).toBe(PERF_REASON);
     // `jouletrace probe` prints a fix: line only for a message with a remedy part.
-    expect(perf.remedy).toBe("load the rapl module: modprobe rapl (Intel, or AMD on Linux ≥ 5.8), or use source 'powercap' or 'model'");
+    expect(perf.remedy).toBe(PERF_REMEDY);
     expect(powercap).toMatchObject({ code: 'ENOENT', reason: 'no RAPL zones under /sys/class/powercap' });
-    expect(powercap.remedy).toMatch(/^load intel_rapl_common \/ intel_rapl_msr/);
+    expect(powercap.remedy).toMatch(POWERCAP_REMEDY);
     expect(model.domains[0]).toMatchObject({ domain: 'package', estimated: true, unitJoules: 1e-6 });
     expect(model.domains[0].watts).toBeGreaterThan(0);
     expect(model.wrapPeriodSeconds).toBeUndefined(); // the model's 64-bit total never wraps
@@ -130,6 +142,23 @@ describe('probe wrap periods', () => {
     expect(msr.domains[0].wrapPeriodSeconds).toBeCloseTo((2 ** 32 * 2 ** -14) / 100, 6);
     expect(formatProbe(r)).toContain('wrap 43.7 min (at nominal 100 W)');
     expect(formatProbe(r)).toContain('✓ msr       available, wraps after 43.7 min, read at least every 21.8 min\n');
+  });
+
+  // Sapphire Rapids counts psys in whole joules: its unit printed as "1000 mJ".
+  it('prints a unit of a joule or more in J', async () => {
+    const e = createEmulatedMsr({ vendor: 'intel' });
+    cleanup.push(e);
+    e.write(0, MSR.INTEL_UNIT, 14 << 8);
+    e.write(0, MSR.INTEL_PKG, 1);
+    e.write(0, MSR.INTEL_PSYS, 1);
+    const r = await probe({ ...e.options, cpuIdentity: { vendor: 'intel', family: 6, model: 0x8f }, intervalMs: 20 });
+    expect(r.sources[0].domains.map((d) => [d.domain, d.unitJoules])).toEqual([
+      ['package', 2 ** -14],
+      ['psys', 1],
+    ]);
+    const text = formatProbe(r);
+    expect(text).toMatch(/\n {6}psys-0 +unit 1\.000 J +0\.00 W/);
+    expect(text).toMatch(/\n {6}package-0 +unit 61\.04 µJ +0\.00 W/);
   });
 });
 

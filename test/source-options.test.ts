@@ -1,4 +1,6 @@
 import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { SOURCE_OPTION_KEYS, validateSourceOptions } from '../src/source-options';
 import { EnergySource, openSource } from '../src/sources';
@@ -121,17 +123,23 @@ describe('openSource option handling', () => {
   // This VM has neither; a machine with them has nothing to show here.
   const hasRapl = fs.existsSync('/sys/bus/event_source/devices/power') || fs.existsSync('/sys/class/powercap');
   it.skipIf(hasRapl)('gives the default path’s advice for the default path written with a trailing slash', () => {
-    expect(() => openSource({ source: 'perf', perfPmuRoot: '/sys/bus/event_source/devices/power/' })).toThrow(
-      expect.objectContaining({
-        code: 'ENOENT',
-        message:
-          "/sys/bus/event_source/devices/power: no perf power PMU (kernel without CONFIG_PERF_EVENTS_INTEL_RAPL / AMD RAPL PMU, or a VM) — " +
-          "load the rapl module: modprobe rapl (Intel, or AMD on Linux ≥ 5.8), or use source 'powercap' or 'model'",
-      }),
-    );
-    expect(() => openSource({ source: 'powercap', powercapRoot: '/sys/class/powercap/' })).toThrow(
-      expect.objectContaining({ code: 'ENOENT', message: expect.stringMatching(/^no RAPL zones under \/sys\/class\/powercap — load intel_rapl_common /) }),
-    );
+    // A procfs of a kernel that loads modules, whatever this one does: the advice is to load one.
+    const proc = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-proc-'));
+    try {
+      for (const f of ['version', 'stat', 'modules']) fs.writeFileSync(path.join(proc, f), '');
+      const procStatPath = path.join(proc, 'stat');
+      expect(() => openSource({ source: 'perf', perfPmuRoot: '/sys/bus/event_source/devices/power/', procStatPath })).toThrow(
+        expect.objectContaining({
+          code: 'ENOENT',
+          message: expect.stringMatching(/^\/sys\/bus\/event_source\/devices\/power: no perf power PMU \(.*\) — load its driver: modprobe rapl /),
+        }),
+      );
+      expect(() => openSource({ source: 'powercap', powercapRoot: '/sys/class/powercap/', procStatPath })).toThrow(
+        expect.objectContaining({ code: 'ENOENT', message: expect.stringMatching(/^no RAPL zones under \/sys\/class\/powercap — load the RAPL powercap driver: /) }),
+      );
+    } finally {
+      fs.rmSync(proc, { recursive: true, force: true });
+    }
   });
 
   it('new EnergySource() made by hand says to use openSource()', () => {

@@ -7,6 +7,7 @@ import { createEmulatedPerfPmu, writeSysfsCpu } from './fixtures/emulated-device
 import { openSourceAsNobody } from './fixtures/unprivileged';
 import { CPU_CLOCK, createSoftwarePerfPmu, itPerf } from './fixtures/perf-events';
 import { Sampler } from '../src/sampler';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -94,6 +95,36 @@ describe('perf source', () => {
     );
   });
 
+  // "modprobe rapl" was the advice on a kernel that loads no modules too (no /proc/modules),
+  // where modprobe fails: such a kernel has the PMU built in or not at all, as the msr source
+  // says of its driver. Said at the default root only, which this machine has no PMU at.
+  const DEFAULT_PMU = '/sys/bus/event_source/devices/power';
+  it.skipIf(fs.existsSync(DEFAULT_PMU))('says the kernel has no power PMU to load, not to load one, where it loads no modules', () => {
+    const proc = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-proc-'));
+    cleanup.push({ close: () => fs.rmSync(proc, { recursive: true, force: true }) });
+    for (const f of ['version', 'stat']) fs.writeFileSync(path.join(proc, f), '');
+    const openIt = () => openSource({ source: 'perf', procStatPath: path.join(proc, 'stat') });
+    expect(openIt).toThrow(
+      expect.objectContaining({
+        code: 'ENOENT',
+        message:
+          `${DEFAULT_PMU}: no perf power PMU — this kernel has none built in and no module to load (no ${proc}/modules: the ` +
+          "kernel loads no modules), as is common in VMs; try source 'msr', 'powercap' or 'model'",
+      }),
+    );
+    // One that loads modules is told which: TPMI parts' PMU comes with intel_rapl_tpmi.
+    fs.writeFileSync(path.join(proc, 'modules'), '');
+    expect(openIt).toThrow(
+      expect.objectContaining({
+        code: 'ENOENT',
+        message:
+          `${DEFAULT_PMU}: no perf power PMU (kernel without CONFIG_PERF_EVENTS_INTEL_RAPL / AMD RAPL PMU, or a VM) — load its ` +
+          "driver: modprobe rapl (Intel, or AMD on Linux ≥ 5.8; modprobe intel_rapl_tpmi where RAPL is TPMI's: Granite Rapids, " +
+          "Sierra Forest), or use source 'powercap' or 'model'",
+      }),
+    );
+  });
+
   // With paranoid <= 0 an unprivileged process may open CPU-wide events: nothing to show then.
   const paranoid = Number(fs.readFileSync('/proc/sys/kernel/perf_event_paranoid', 'utf8'));
   it.skipIf(paranoid <= 0)(`names CAP_PERFMON and perf_event_paranoid when not privileged${paranoid <= 0 ? ' (skipped: kernel.perf_event_paranoid <= 0 lets anyone open them)' : ''}`, () => {
@@ -141,6 +172,54 @@ describe('perf source reading live events', () => {
       expect(watts).toBeGreaterThan(0.9);
       expect(watts).toBeLessThan(1.1);
     }
+  }, { cpus: 2 });
+
+  // psys counts on one package only, not always package 0 (multi-socket Sapphire Rapids: the
+  // others read 0), and rapl.c lists energy-psys on every package regardless. Opened on the first
+  // package's CPU alone, it never moved there, was left out as not counting (refused, where it is
+  // the PMU's only event), and the package where it counts was never tried. A tracepoint stands
+  // in for it: sys_enter_getpriority, which a child pinned to CPU 1 (package 1) calls in a loop,
+  // counts on CPU 1 alone.
+  itPerf('reads psys where it counts, on any package, as package 0 as the msr source reports it', async (ctx) => {
+    const GETPRIORITY = '/sys/kernel/tracing/events/syscalls/sys_enter_getpriority/id';
+    let id: string;
+    try {
+      id = fs.readFileSync(GETPRIORITY, 'utf8').trim();
+    } catch (e) {
+      return ctx.skip(`${GETPRIORITY} unreadable (${(e as NodeJS.ErrnoException).code}): no tracefs or syscall tracepoints here`);
+    }
+    if (spawnSync('taskset', ['-V']).error) return ctx.skip('no taskset to pin the child calling getpriority');
+    const child = spawn('taskset', ['-c', '1', process.execPath, '-e', 'const os = require("os"); console.log("ready"); for (;;) os.getPriority();'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    cleanup.push({ close: () => child.kill('SIGKILL') });
+    await new Promise((resolve, reject) => {
+      child.stdout!.once('data', resolve);
+      child.once('exit', (code) => reject(new Error(`the getpriority child exited (${code})`)));
+    });
+    const p = pmu({ type: '2', cpumask: '0-1', events: { 'energy-psys': { config: `event=${id}`, scale: '1e-6', unit: 'Joules' } } });
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-cpu-'));
+    cleanup.push({ close: () => fs.rmSync(dir, { recursive: true, force: true }) });
+    const sysfsCpuRoot = writeSysfsCpu(dir, { cpus: 2, packages: 2 }).sysfsCpuRoot;
+    const perfFds = () => fs.readdirSync('/proc/self/fd').filter((fd) => {
+      try {
+        return fs.readlinkSync(`/proc/self/fd/${fd}`) === 'anon_inode:[perf_event]';
+      } catch {
+        return false;
+      }
+    }).length;
+    const before = perfFds();
+    // The wait is the most the check takes: it ends once psys has moved.
+    const s = openSource({ source: 'perf', perfPmuRoot: p.perfPmuRoot, sysfsCpuRoot, liveCheckMs: 2000 });
+    cleanup.push(s);
+    expect(s.domains.map((d) => `${d.domain}-${d.package}`)).toEqual(['psys-0']);
+    expect(s.notCounting).toEqual([]);
+    // One event left open, package 1's: the sampler reads no other.
+    expect(perfFds() - before).toBe(1);
+    const a = s.read();
+    await sleep(20);
+    const b = s.read();
+    expect(b.readings[0].joules).toBeGreaterThan(a.readings[0].joules);
   }, { cpus: 2 });
 
   // A multi-die package: the cpumask names a CPU of each die, both in package 0. On Intel each

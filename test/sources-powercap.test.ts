@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Sampler } from '../src/sampler';
@@ -349,15 +350,52 @@ describe('powercap source', () => {
     expect(openSourceInChild(options)).toMatchObject({ code: 'EINVAL', message: expect.stringMatching(/^\S+\/name: Invalid argument — /) });
   });
 
-  it('names CVE-2020-8694 when energy_uj is root-only', () => {
+  // The advice was "chmod a+r .../energy_uj": readable by all, it undoes the CVE-2020-8694
+  // (Platypus) fix for every local user. Access for this service alone, narrowest first.
+  it('names CVE-2020-8694 when energy_uj is root-only, and grants read access to the service alone', () => {
     const e = emu([{ name: 'package-0', energyUj: 5 }]);
     const file = path.join(e.zonePath('intel-rapl:0'), 'energy_uj');
     fs.chmodSync(file, 0o400);
     expect(openSourceAsNobody({ source: 'powercap', powercapRoot: e.powercapRoot })).toEqual({
       code: 'EACCES',
       message:
-        `${file}: permission denied — energy_uj is root-only since Linux 5.10 (CVE-2020-8694); run as root, ` +
-        `or grant read access with a udev rule / chmod a+r ${e.powercapRoot}/intel-rapl:*/energy_uj (re-applied at each boot)`,
+        `${file}: permission denied — energy_uj is root's alone (mode 0400) since the fix for CVE-2020-8694 (Platypus), as its ` +
+        'readings leak what other processes compute: run as root, or give this service alone read access: a group of its own ' +
+        "(a udev rule that runs chgrp <group> and chmod g+r on each RAPL zone's energy_uj as the zone is added, see README, " +
+        'Least privilege; the service in that group, SupplementaryGroups= in its systemd unit) or CAP_DAC_READ_SEARCH ' +
+        '(AmbientCapabilities=CAP_DAC_READ_SEARCH beside its User=), not read access for all, which reopens the leak to every ' +
+        'local user',
     });
+  });
+
+  // "modprobe intel_rapl_msr" was the advice on a kernel that loads no modules too (no
+  // /proc/modules), where modprobe fails: as the msr source says of its driver, such a kernel has
+  // the driver built in or not at all. Said at the default root only, where this machine has no zones.
+  const DEFAULT_ROOT = '/sys/class/powercap';
+  const defaultZones = fs.existsSync(DEFAULT_ROOT) && fs.readdirSync(DEFAULT_ROOT).some((n) => n.startsWith('intel-rapl:'));
+  it.skipIf(defaultZones)('says the kernel has no RAPL driver to load, not to load one, where it loads no modules', () => {
+    const proc = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-proc-'));
+    cleanup.push({ close: () => fs.rmSync(proc, { recursive: true, force: true }) });
+    for (const f of ['version', 'stat']) fs.writeFileSync(path.join(proc, f), '');
+    const openIt = () => openSource({ source: 'powercap', procStatPath: path.join(proc, 'stat') });
+    expect(openIt).toThrow(
+      expect.objectContaining({
+        code: 'ENOENT',
+        message:
+          `no RAPL zones under ${DEFAULT_ROOT} — this kernel has no RAPL powercap driver built in and no module to load (no ` +
+          `${proc}/modules: the kernel loads no modules), as is common in VMs, which usually expose no RAPL at all; try source ` +
+          "'msr', 'perf' or 'model'",
+      }),
+    );
+    // One that loads modules is told which, intel_rapl_tpmi for TPMI parts.
+    fs.writeFileSync(path.join(proc, 'modules'), '');
+    expect(openIt).toThrow(
+      expect.objectContaining({
+        code: 'ENOENT',
+        message:
+          `no RAPL zones under ${DEFAULT_ROOT} — load the RAPL powercap driver: modprobe intel_rapl_msr (Intel, and AMD Zen), ` +
+          "or modprobe intel_rapl_tpmi where RAPL is TPMI's (Granite Rapids, Sierra Forest); VMs usually expose no RAPL at all",
+      }),
+    );
   });
 });

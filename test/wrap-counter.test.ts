@@ -90,11 +90,23 @@ itCompiled('takes a delta no domain could draw since the last read for a restart
     near.reset((uint64_t(1) << 32) - 3 * 16384, 0);
     moved = near.update(16384, 1 * ms);
     show(near, moved);
-    // perf's kernel reads a restarted hardware counter as a wrap: a jump forward, 262 kJ here.
+    // perf's kernel takes the 32-bit hardware counter's change as signed (rapl_event_update):
+    // a restart from the upper half of its range moves the count forward by up to half a wrap,
+    // 131 kJ of 61 µJ units here,
     WrapCounter p(0, 20, 1.0 / 4294967296.0);  // 2^-32 J units
     p.reset(1000, 0);
-    moved = p.update(1000 + (uint64_t(262144) << 32), 1 * ms);
+    moved = p.update(1000 + (uint64_t(131072) << 32), 1 * ms);
     show(p, moved);
+    // and one from the lower half moves it back: 100 J below the last value, a second later,
+    WrapCounter back(0, 20, 1.0 / 4294967296.0);
+    back.reset(uint64_t(5000) << 32, 0);
+    moved = back.update(uint64_t(4900) << 32, 1000 * ms);
+    show(back, moved);
+    // or, on a count not yet that far from 0, back past it to just under 2^64.
+    WrapCounter past(0, 20, 1.0 / 4294967296.0);
+    past.reset(uint64_t(50) << 32, 0);
+    moved = past.update(0 - (uint64_t(50) << 32), 1000 * ms);
+    show(past, moved);
     // A counter read every millisecond that stood still for 600 ms, then caught up 300 J at
     // once (500 W): the bound runs from when it last moved, so the catch-up counts.
     WrapCounter still(uint64_t(1) << 32, 0, unit);
@@ -102,7 +114,7 @@ itCompiled('takes a delta no domain could draw since the last read for a restart
     for (uint64_t t = 1; t <= 600; t++) still.update(1000, t * ms);
     moved = still.update(1000 + 300 * 16384, 601 * ms);
     show(still, moved);`);
-  expect(out).toBe(`0 0\n1 1000\n1 ${2 ** 31 - 46000}\n1 ${4 * 16384}\n0 0\n1 ${300 * 16384}\n`);
+  expect(out).toBe(`0 0\n1 1000\n1 ${2 ** 31 - 46000}\n1 ${4 * 16384}\n0 0\n0 0\n0 0\n1 ${300 * 16384}\n`);
 });
 
 // The sources took one time before their read loop: a sampler stopped between it and a counter's

@@ -236,12 +236,8 @@ std::string msrDriverAbsence(const SourceOptions& opts) {
   std::string sysfs;
   if (!sysfsOf(opts.sysfsCpuRoot, &sysfs)) return "";
   const std::string noClass = "no " + sysfs + "/class/msr";
-  const size_t slash = opts.procStatPath.rfind('/');
-  const std::string proc = slash == std::string::npos ? "." : opts.procStatPath.substr(0, slash);
-  // procfs has a version file whatever the kernel: a directory without one is no procfs.
-  if (exists(proc + "/version") && !exists(proc + "/modules")) {
-    return noClass + ", and no " + proc + "/modules: the kernel loads no modules";
-  }
+  const std::string noModules = noModulesNote(opts);
+  if (!noModules.empty()) return noClass + ", and " + noModules;
   struct utsname u;
   if (!endsWith(sysfs, "/sys") || ::uname(&u) != 0) return "";
   const std::string dir = sysfs.substr(0, sysfs.size() - 4) + "/lib/modules/" + u.release;
@@ -298,6 +294,14 @@ void openError(const std::string& path, int err, const SourceOptions& opts, Sour
 }
 
 }  // namespace
+
+std::string noModulesNote(const SourceOptions& opts) {
+  const size_t slash = opts.procStatPath.rfind('/');
+  const std::string proc = slash == std::string::npos ? "." : opts.procStatPath.substr(0, slash);
+  // procfs has a version file whatever the kernel: a directory without one is no procfs.
+  if (exists(proc + "/version") && !exists(proc + "/modules")) return "no " + proc + "/modules: the kernel loads no modules";
+  return "";
+}
 
 std::unique_ptr<EnergySource> openMsrSource(const SourceOptions& opts, SourceError* err) {
   CpuIdentity id = detectCpu(opts);

@@ -72,8 +72,38 @@ class PerfSource final : public EnergySource {
     return true;
   }
 
+  // psys counts on one package only, which need not be package 0 (multi-socket Sapphire Rapids:
+  // the others read 0), and the PMU lists the event on every package whichever (rapl.c's
+  // no_check): it is opened on a CPU of each. events_[psysEvent_] is the first package's, read
+  // until chooseReaders() swaps in the first whose count has moved; psysOthers_ the rest, each
+  // with its count at open.
+  struct Candidate {
+    Event event;
+    uint64_t atOpen;
+  };
+  bool chooseReaders(bool last) override {
+    if (psysOthers_.empty()) return true;
+    auto moved = [](const Event& e, uint64_t atOpen) {
+      uint64_t v;
+      return ::read(e.fd.get(), &v, sizeof v) == ssize_t(sizeof v) && v != atOpen;
+    };
+    bool chosen = moved(events_[psysEvent_], psysAtOpen_);
+    for (size_t k = 0; !chosen && k < psysOthers_.size(); k++) {
+      if (moved(psysOthers_[k].event, psysOthers_[k].atOpen)) {
+        events_[psysEvent_] = std::move(psysOthers_[k].event);
+        chosen = true;
+      }
+    }
+    if (!chosen && !last) return false;
+    psysOthers_.clear();  // closes their events: the sampler reads the one kept
+    return true;
+  }
+
   std::vector<Event> events_;
   CounterGroups groups_;
+  size_t psysEvent_ = 0;
+  uint64_t psysAtOpen_ = 0;
+  std::vector<Candidate> psysOthers_;
   std::vector<Domain>& mutableDomains() { return domains_; }
 };
 
@@ -112,11 +142,18 @@ std::unique_ptr<EnergySource> openPerfSource(const SourceOptions& opts, SourceEr
   if (::stat(root.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     err->code = "ENOENT";
     const std::string byDefault = SourceOptions().perfPmuRoot;
-    err->message = root + ": no perf power PMU" +
-                   (root == byDefault ? std::string(" (kernel without CONFIG_PERF_EVENTS_INTEL_RAPL / AMD RAPL PMU, or a VM) — "
-                                                    "load the rapl module: modprobe rapl (Intel, or AMD on Linux ≥ 5.8), "
-                                                    "or use source 'powercap' or 'model'")
-                                      : " — " + checkOptionRemedy("perfPmuRoot", byDefault));
+    // modprobe cannot help a kernel that loads no modules: its drivers are built in or absent.
+    const std::string noModules = root == byDefault ? noModulesNote(opts) : "";
+    if (root != byDefault) {
+      err->message = root + ": no perf power PMU — " + checkOptionRemedy("perfPmuRoot", byDefault);
+    } else if (!noModules.empty()) {
+      err->message = root + ": no perf power PMU — this kernel has none built in and no module to load (" + noModules +
+                     "), as is common in VMs; try source 'msr', 'powercap' or 'model'";
+    } else {
+      err->message = root + ": no perf power PMU (kernel without CONFIG_PERF_EVENTS_INTEL_RAPL / AMD RAPL PMU, or a VM) — "
+                            "load its driver: modprobe rapl (Intel, or AMD on Linux ≥ 5.8; modprobe intel_rapl_tpmi where RAPL "
+                            "is TPMI's: Granite Rapids, Sierra Forest), or use source 'powercap' or 'model'";
+    }
     return nullptr;
   }
   long long type;
@@ -191,16 +228,24 @@ std::unique_ptr<EnergySource> openPerfSource(const SourceOptions& opts, SourceEr
       return nullptr;
     }
     bool psys = std::strcmp(ev.domain, "psys") == 0;
+    std::set<int> psysPackages;  // those psys was opened on a CPU of
     for (size_t i = 0; i < cpus.size(); i++) {
       int cpu = cpus[i];
+      // psys is platform-wide: reported as package 0, as the msr source reports it, wherever it
+      // counts (chooseReaders()).
       const int package = psys ? 0 : placeOfMaskCpu(i).first;
-      if (onePerPackage && src->groups_.has(ev.domain, package)) continue;
+      if (psys && !psysPackages.insert(placeOfMaskCpu(i).first).second) continue;
+      // A further package's psys, opened only to find where psys counts: where it will not open
+      // or read, it is left out, as before psys was tried beyond the first package.
+      const bool psysOther = psys && src->groups_.has(ev.domain, package);
+      if (!psys && onePerPackage && src->groups_.has(ev.domain, package)) continue;
       perf_event_attr attr;
       std::memset(&attr, 0, sizeof attr);
       attr.size = sizeof attr;
       attr.type = uint32_t(type);
       attr.config = config;
       long fd = ::syscall(SYS_perf_event_open, &attr, -1, cpu, -1, PERF_FLAG_FD_CLOEXEC);
+      if (fd < 0 && psysOther) continue;
       if (fd < 0) {
         int e = errno;
         err->code = errnoName(e);
@@ -225,6 +270,7 @@ std::unique_ptr<EnergySource> openPerfSource(const SourceOptions& opts, SourceEr
       uint64_t v;
       const uint64_t readFrom = WrapCounter::clockNs();
       const ssize_t n = ::read(int(fd), &v, sizeof v);
+      if (n != ssize_t(sizeof v) && psysOther) continue;  // e closes the event
       if (n != ssize_t(sizeof v)) {
         // perf_read() answers end of file for an event in error state.
         const int e = n < 0 ? errno : EIO;
@@ -235,6 +281,14 @@ std::unique_ptr<EnergySource> openPerfSource(const SourceOptions& opts, SourceEr
         return nullptr;
       }
       e.wrap.reset(v, readFrom);
+      if (psysOther) {
+        src->psysOthers_.push_back({std::move(e), v});
+        continue;
+      }
+      if (psys) {
+        src->psysEvent_ = src->events_.size();
+        src->psysAtOpen_ = v;
+      }
       Domain d;
       d.name = ev.domain;
       d.package = package;
@@ -242,7 +296,6 @@ std::unique_ptr<EnergySource> openPerfSource(const SourceOptions& opts, SourceEr
       d.wrapJoules = std::ldexp(scale, 64);
       src->events_.push_back(std::move(e));
       if (src->groups_.add(d.name, d.package, src->events_.size() - 1)) src->mutableDomains().push_back(d);
-      if (psys) break;  // platform-wide: one event, not one per package
     }
   }
   if (src->domains().empty()) {

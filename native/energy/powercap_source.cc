@@ -170,6 +170,18 @@ void listZones(const std::string& dir, ZoneMap* zones) {
   }
 }
 
+// energy_uj's mode is 0400 since the fix for CVE-2020-8694 (Platypus): its readings let a local
+// user infer what other processes compute, keys included. Made readable by all, they would again,
+// so the grants named reach this service alone, narrowest first.
+std::string energyAccessRemedy() {
+  return "energy_uj is root's alone (mode 0400) since the fix for CVE-2020-8694 (Platypus), as its readings leak what "
+         "other processes compute: run as root, or give this service alone read access: a group of its own (a udev rule "
+         "that runs chgrp <group> and chmod g+r on each RAPL zone's energy_uj as the zone is added, see README, Least "
+         "privilege; the service in that group, SupplementaryGroups= in its systemd unit) or CAP_DAC_READ_SEARCH "
+         "(AmbientCapabilities=CAP_DAC_READ_SEARCH beside its User=), not read access for all, which reopens the leak to "
+         "every local user";
+}
+
 }  // namespace
 
 std::unique_ptr<EnergySource> openPowercapSource(const SourceOptions& opts, SourceError* err) {
@@ -177,11 +189,20 @@ std::unique_ptr<EnergySource> openPowercapSource(const SourceOptions& opts, Sour
   listZones(opts.powercapRoot, &zones);
   if (zones.empty()) {
     err->code = "ENOENT";
-    err->message = "no RAPL zones under " + opts.powercapRoot + " — " +
-                   missingPathRemedy(opts.powercapRoot, SourceOptions().powercapRoot, "powercapRoot",
-                                     "load intel_rapl_common / intel_rapl_msr (Intel: modprobe intel_rapl_msr) or, on AMD Zen, "
-                                     "the same intel_rapl_msr module (rapl is exposed by intel_rapl_msr on kernels ≥5.x for Zen); "
-                                     "VMs usually expose no RAPL at all");
+    const bool given = opts.powercapRoot != SourceOptions().powercapRoot;
+    // modprobe cannot help a kernel that loads no modules: its drivers are built in or absent.
+    const std::string noModules = given ? "" : noModulesNote(opts);
+    if (!noModules.empty()) {
+      err->message = "no RAPL zones under " + opts.powercapRoot +
+                     " — this kernel has no RAPL powercap driver built in and no module to load (" + noModules +
+                     "), as is common in VMs, which usually expose no RAPL at all; try source 'msr', 'perf' or 'model'";
+    } else {
+      err->message = "no RAPL zones under " + opts.powercapRoot + " — " +
+                     missingPathRemedy(opts.powercapRoot, SourceOptions().powercapRoot, "powercapRoot",
+                                       "load the RAPL powercap driver: modprobe intel_rapl_msr (Intel, and AMD Zen), or "
+                                       "modprobe intel_rapl_tpmi where RAPL is TPMI's (Granite Rapids, Sierra Forest); VMs "
+                                       "usually expose no RAPL at all");
+    }
     return nullptr;
   }
   // Package of each top-level zone, from its name "package-N".
@@ -251,9 +272,7 @@ std::unique_ptr<EnergySource> openPowercapSource(const SourceOptions& opts, Sour
       if (const char* kind = notAFile(energyPath, e)) {
         err->message = notAFileMessage(energyPath, kind, "powercapRoot", SourceOptions().powercapRoot);
       } else if (e == EACCES || e == EPERM) {
-        err->message = energyPath + ": permission denied — energy_uj is root-only since Linux 5.10 (CVE-2020-8694); "
-                       "run as root, or grant read access with a udev rule / chmod a+r " + opts.powercapRoot +
-                       "/intel-rapl:*/energy_uj (re-applied at each boot)";
+        err->message = energyPath + ": permission denied — " + energyAccessRemedy();
       } else {
         err->message = energyPath + ": " + std::strerror(e);
       }
@@ -265,8 +284,7 @@ std::unique_ptr<EnergySource> openPowercapSource(const SourceOptions& opts, Sour
     int rc = readMicrojoules(fd, &v);
     if (rc < 0) {
       err->code = errnoName(-rc);
-      err->message = energyPath + ": " + std::strerror(-rc) +
-                     (rc == -EACCES || rc == -EPERM ? " — energy_uj is root-only since Linux 5.10 (CVE-2020-8694); run as root" : "");
+      err->message = energyPath + ": " + std::strerror(-rc) + (rc == -EACCES || rc == -EPERM ? " — " + energyAccessRemedy() : "");
       return nullptr;
     }
     // Without its range a wrap (every half hour or so at 150 W) would look like a reset and

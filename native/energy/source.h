@@ -127,6 +127,16 @@ class EnergySource {
     return false;
   }
 
+  // Where the source opened a domain's counter in several places because only watching tells
+  // which one counts (perf's psys, listed on every package and counting on one): keeps the first
+  // of them that has moved since open, closes the others, and returns true once it has chosen;
+  // with `last`, chooses the first place where none has moved. checkCounting calls it as it
+  // reads, and with `last` at its end. true where there is nothing to choose.
+  virtual bool chooseReaders(bool last) {
+    (void)last;
+    return true;
+  }
+
  protected:
   std::vector<Domain> domains_;
   std::vector<Domain> notCounting_;

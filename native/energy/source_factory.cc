@@ -75,11 +75,15 @@ bool alwaysDraws(const Domain& d) {
 // 0 W. Real counters update about every millisecond, so the source is read until every domain
 // that always draws power has moved, or the window ends. A source none of whose counters moved is
 // refused like a missing one (`auto` moves on); such a domain beside counting ones is left out
-// and listed in notCounting().
+// and listed in notCounting(). A domain the source opened in several places (chooseReaders():
+// perf's psys) is read, from the first check on, where it first moved.
 std::unique_ptr<EnergySource> checkCounting(std::unique_ptr<EnergySource> src, const SourceOptions& opts,
                                             SourceError* err) {
   const std::vector<Domain>& ds = src->domains();
-  if (opts.liveCheckMs <= 0 || ds.empty() || ds.front().estimated) return src;
+  if (opts.liveCheckMs <= 0 || ds.empty() || ds.front().estimated) {
+    src->chooseReaders(true);
+    return src;
+  }
   const size_t n = ds.size();
   std::vector<DomainReading> first(n), now(n);
   int rc = src->read(first.data());
@@ -88,8 +92,11 @@ std::unique_ptr<EnergySource> checkCounting(std::unique_ptr<EnergySource> src, c
   bool anyMoved = false;
   const uint64_t deadline = monotonicNs() + uint64_t(opts.liveCheckMs) * 1000000ull;
   const timespec pause{0, 200000};
+  // Chosen before the read: the domain then reads from the place chosen, which has moved.
+  bool chosen = false;
   for (;;) {
     nanosleep(&pause, nullptr);
+    chosen = chosen || src->chooseReaders(false);
     rc = src->read(now.data());
     anyRead = anyRead || rc == 0;
     bool waiting = false;
@@ -98,8 +105,9 @@ std::unique_ptr<EnergySource> checkCounting(std::unique_ptr<EnergySource> src, c
       anyMoved = anyMoved || moved[i];
       waiting = waiting || (!moved[i] && alwaysDraws(ds[i]));
     }
-    if ((anyMoved && !waiting) || monotonicNs() >= deadline) break;
+    if ((anyMoved && !waiting && chosen) || monotonicNs() >= deadline) break;
   }
+  if (!chosen) src->chooseReaders(true);
   const std::string window = std::to_string(opts.liveCheckMs) + " ms";
   if (!anyRead) {
     err->code = errnoName(-rc);

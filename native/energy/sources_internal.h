@@ -34,6 +34,12 @@ inline std::string missingPathRemedy(const std::string& given, const std::string
   return given == byDefault ? systemRemedy : checkOptionRemedy(option, byDefault);
 }
 
+// "no /proc/modules: the kernel loads no modules" where the procfs beside options.procStatPath
+// shows a kernel built without module support (no modules file, though procfs has its version
+// file whatever the kernel), else empty: there no modprobe can help, and a driver not built in
+// cannot be had. (msr_source.cc)
+std::string noModulesNote(const SourceOptions& opts);
+
 // A counter's failed read as EnergySource::readFailure() reports it: the errno's name, and
 // `what` ("<where>: read") with the reason.
 inline void describeFailedRead(int error, const std::string& what, SourceError* out) {

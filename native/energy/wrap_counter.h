@@ -65,8 +65,11 @@ class WrapCounter {
   // moved more than kMaxWatts allows since the last value); nothing is added, the next values
   // count from this one, and the caller reports the read as failed rather than a jump of up to a
   // whole wrap (262 kJ for a 2^32 counter of 61 µJ units) or zero without a word. perf's kernel
-  // reads a restarted hardware counter as a wrap, so there a restart is a jump forward, caught by
-  // the bound alone.
+  // takes the 32-bit hardware counter's change as signed (rapl_event_update sign-extends it): a
+  // restart to near 0 from the upper half of its range moves the 64-bit count forward by up to
+  // half a wrap, caught by the bound alone; one from the lower half moves it back, below the last
+  // value, or, where the count was still smaller than that step, past 0 to just under 2^64, a
+  // jump the bound refuses.
   // The bound's time runs from readFromNs of the read that first showed the last value to this
   // read's readByNs, so it is never shorter than the time whose energy the delta holds: with one
   // time taken before a read, a reader stopped between the clock and the read (a cgroup freezer,
