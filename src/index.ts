@@ -1,8 +1,8 @@
 export { JouletraceError } from './errors';
 export { openSource, EnergySource } from './sources';
 export type { DomainName, DomainInfo, DomainReading, SourceReading, SkippedSource } from './sources';
-export { validateSourceOptions, SOURCE_OPTION_KEYS, SOURCE_NAMES } from './source-options';
-export type { SourceOptions, NormalizedSourceOptions, SourceName, CpuVendor } from './source-options';
+export { SOURCE_NAMES } from './source-options';
+export type { SourceOptions, SourceName, CpuVendor } from './source-options';
 export { probe, formatProbe } from './probe';
 export type { ProbeReport, ProbeSource, ProbeDomain, ProbeOptions, ProbeBpfReadiness } from './probe';
 export { Sampler, attachSpans } from './sampler';

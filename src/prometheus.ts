@@ -11,6 +11,7 @@ import { carbonIntensity, joulesToGrams, MAX_GRAMS_PER_KWH, type CarbonIntensity
 import { checkBoolean, checkIntegerInRange, checkObject, checkSampler, checkString, invalidType, JouletraceError } from './errors';
 import { EnergyTracker, PowerWindow, type EnergyReading } from './energy-tracker';
 import { FastHistogram, type HistogramSeries } from './prometheus-histogram';
+import { PREFIXED_NAMES } from './prometheus-names';
 import { EnergyHealth, type HealthCounts } from './sampler-health';
 import { checkMaxSpanLabels, checkRequestSource, SpanLabels, subscribe, type RequestSource } from './settled-feed';
 import { SlidingWindow } from './sliding-window';
@@ -131,33 +132,6 @@ const FIXED_NAMES: Array<[string, (app: boolean, spans: boolean) => boolean]> = 
   ['app_energy_joules_total', (app) => app],
   ['app_requests_total', (app, spans) => app && spans],
   ['app_joules_per_request', (app, spans) => app && spans],
-];
-/**
- * @internal Exported for its test, which keeps it the names the metrics take.
- * The names the other metrics take after the prefix: one that makes a fixed name was a second
- * metric of that name, which prom-client refused halfway through the build.
- */
-export const PREFIXED_NAMES = [
-  'energy_joules_total',
-  'power_watts',
-  'process_energy_joules_total',
-  'thread_energy_joules_total',
-  'process_dropped_threads_total',
-  'span_energy_joules',
-  'incomplete_spans_total',
-  'incomplete_requests_total',
-  'samples_total',
-  'samples_dropped_total',
-  'sampler_missed_deadlines_total',
-  'sampler_read_errors_total',
-  'sampler_domain_read_errors_total',
-  'sampler_energy_restarts_total',
-  'sampler_jitter_seconds',
-  'sampler_counters_still_seconds',
-  'sampler_info',
-  'carbon_grams_total',
-  'grid_intensity_grams_per_kwh',
-  'carbon_provider_errors_total',
 ];
 
 function isRegistryLike(r: unknown): boolean {

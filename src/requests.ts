@@ -14,6 +14,7 @@
 //   on every callback of the process (see the README for the measured overhead).
 import { AsyncLocalStorage, createHook, type AsyncHook } from 'node:async_hooks';
 import { METHODS, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import { isMainThread } from 'node:worker_threads';
 import { setResultContext } from './chained-context';
 import { checkIntegerInRange, checkKnownKeys, checkObject, checkOneOf, describe, invalidRange, invalidType, JouletraceError } from './errors';
@@ -29,8 +30,12 @@ export type RequestMode = 'shared' | 'exact';
 export interface RequestTrackerOptions {
   /** 'shared' (default) or 'exact' (async_hooks; see README). */
   mode?: RequestMode;
-  /** Route of a request when the framework does not say (node:http). Default: '(unrouted)'. */
-  routeOf?: (req: IncomingMessage) => string;
+  /**
+   * Route of a request when the framework does not say (node:http, or HTTP/2's compatibility
+   * API): undefined (no match) counts as '(unmatched)'. Default: '(unrouted)' for every request.
+   * A method, so that one written for either kind of request alone is taken too.
+   */
+  routeOf?(req: IncomingMessage | Http2ServerRequest): string | undefined;
   /** At most this many distinct method+route pairs are aggregated; the rest count as '(other)'. Default 1000. */
   maxRoutes?: number;
 }
@@ -41,7 +46,7 @@ interface Pending {
   // The tracker that started it: end() takes only its own tracker's (see notOurToken()).
   readonly [EXACT_REQUEST_TOKEN]: RequestTracker;
   method: string;
-  route: string | (() => string);
+  route: string | RouteFunction;
   statusCode: number;
   startNs: number;
   endNs: number;
@@ -55,6 +60,9 @@ interface Pending {
   current: number; // the callback span now running, or -1
   context: unknown;
 }
+
+// A route given as a function, called at the request's end: no string (undefined for no match) counts as (unmatched).
+type RouteFunction = () => string | undefined;
 
 declare const requestTokenBrand: unique symbol;
 /**
@@ -79,7 +87,7 @@ class SharedRequests {
   // ids[2 * slot]: the request's span handle (0: none of ours); ids[2 * slot + 1]: state and status.
   readonly ids = new Int32Array(SPAN_SLOTS * 2);
   // names[2 * slot]: its method; names[2 * slot + 1]: its route, or a function that gives it.
-  readonly names: Array<string | (() => string)> = new Array<string | (() => string)>(SPAN_SLOTS * 2).fill('');
+  readonly names: Array<string | RouteFunction> = new Array<string | RouteFunction>(SPAN_SLOTS * 2).fill('');
   context: unknown[] | undefined;
   // Results of requests settled before they ended (REQ_SETTLED), by slot: res[2 ... 7] of
   // NumericResultListener. Rare (stop() with requests in flight), so a Map.
@@ -122,7 +130,7 @@ export class RequestTracker {
   // Shared-mode requests whose record is still to come (see the inFlight getter).
   #sharedInFlight = 0;
   readonly #listeners = new Set<(records: RequestRecord[]) => void>();
-  readonly #routeOf: ((req: IncomingMessage) => string) | undefined;
+  readonly #routeOf: RequestTrackerOptions['routeOf'];
   // A response's end, for requests that track() watches: a shared-mode request's token is its
   // span handle, a number; negated for a request begun without a record to come (see track()).
   readonly #endAtResponseEnd = (token: unknown, statusCode: number) =>
@@ -285,7 +293,11 @@ export class RequestTracker {
    * function called at the end (frameworks know the route only after routing). In exact mode,
    * `run` is called inside the request's context.
    */
-  track(req: IncomingMessage, res: ServerResponse, route?: string | (() => string), run?: () => void): void {
+  track(request: IncomingMessage | Http2ServerRequest, response: ServerResponse | Http2ServerResponse, route?: string | (() => string | undefined), run?: () => void): void {
+    // HTTP/2's are watched as any request not of Node's HTTP/1 server is (response-end.ts): by
+    // their response's events. Typed as HTTP/1's from here on; a cast, nothing at run time.
+    const req = request as IncomingMessage;
+    const res = response as ServerResponse;
     checkRouteArgument(route);
     const given = route ?? (this.#routeOf !== undefined ? () => this.#routeOf!(req) : UNROUTED);
     // Every request of a server goes through here: the common case (shared mode, nothing to run,
@@ -338,7 +350,7 @@ export class RequestTracker {
    * For framework hooks: starts a request and returns its token for end(), or undefined when
    * the sampler is not running (nothing is accounted). Prefer track() for node:http.
    */
-  start(method: string, route?: string | (() => string), run?: () => void): RequestToken | undefined {
+  start(method: string, route?: string | (() => string | undefined), run?: () => void): RequestToken | undefined {
     if (typeof method !== 'string' || method.length === 0) throw invalidType('method', 'an HTTP method (a non-empty string)', method);
     checkRouteArgument(route);
     checkRun(run);
@@ -347,7 +359,7 @@ export class RequestTracker {
 
   #start(
     method: string,
-    route: string | (() => string) | undefined,
+    route: string | RouteFunction | undefined,
     run: (() => void) | undefined,
     req: IncomingMessage | undefined,
     res: ServerResponse | undefined,
@@ -358,7 +370,7 @@ export class RequestTracker {
     // Tracked by this tracker already (a middleware mounted twice, or beside instrumentExpress
     // in another app): one request, one record. The run goes on in its context.
     if (this.#closed || (serving && watchedFor(connectionOf(req), req, this.#endAtResponseEnd))) {
-      if (!serving) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'start(): the request tracker is closed');
+      if (!serving) throw new JouletraceError('ERR_JOULETRACE_CLOSED', 'start(): the request tracker is closed; create a new RequestTracker');
       if (run) run();
       return undefined;
     }
@@ -523,7 +535,7 @@ export class RequestTracker {
 
   // A shared-mode request's span h has begun: its slot's fields.
   // route: the name it counts under (RouteEntry.route), or a function that gives its route at the end.
-  #opened(r: SharedRequests, h: number, method: string, route: string | (() => string), context: unknown): void {
+  #opened(r: SharedRequests, h: number, method: string, route: string | RouteFunction, context: unknown): void {
     const slot = slotOfHandle(h);
     const i = slot * 2;
     r.ids[i] = h;
@@ -940,7 +952,7 @@ export class RequestTracker {
 // A request's route once it ends: the one given to end(), else the one from start(), a route
 // function called now, while the framework's request still says it, and so that nothing holds on
 // to that request until settlement.
-function routeAtEnd(given: string | undefined, current: string | (() => string)): string {
+function routeAtEnd(given: string | undefined, current: string | RouteFunction): string {
   if (given !== undefined) return checkedRoute(given);
   return typeof current === 'function' ? safeRoute(current) : current;
 }
@@ -1052,7 +1064,7 @@ function checkedRoute(route: unknown): string {
   return typeof route === 'string' && route.length > 0 ? route : UNMATCHED_ROUTE;
 }
 
-function safeRoute(f: () => string): string {
+function safeRoute(f: RouteFunction): string {
   try {
     return checkedRoute(f());
   } catch (e) {
@@ -1074,7 +1086,8 @@ function warnRouteThrew(e: unknown): void {
 }
 
 /**
- * Accounts one node:http request (framework-free). Call it first thing in the handler.
+ * Accounts one node:http request, or one of HTTP/2's compatibility API (framework-free). Call it
+ * first thing in the handler.
  * `route` is the route pattern ("/users/:id"); never pass the raw URL (unbounded label values).
  * In exact mode, pass the rest of the handler as `run`: it then runs in the request's context,
  * and only it. Without `run` the context is entered for the rest of the server's callback, where
@@ -1083,9 +1096,9 @@ function warnRouteThrew(e: unknown): void {
  */
 export function trackRequest(
   tracker: RequestTracker,
-  req: IncomingMessage,
-  res: ServerResponse,
-  route?: string | (() => string),
+  req: IncomingMessage | Http2ServerRequest,
+  res: ServerResponse | Http2ServerResponse,
+  route?: string | (() => string | undefined),
   run?: () => void,
 ): void {
   // Checked only once the call failed: a try costs nothing here while nothing throws.

@@ -204,9 +204,11 @@ export class RingReader implements Iterable<RingReader> {
   get timeNs(): number {
     return this.#u32[this.#base32] + this.#u32[this.#base32 + 1] * TWO32;
   }
+  /** The sample's index in its run, from 0. */
   get seq(): number {
     return this.#u32[this.#base32 + 2];
   }
+  /** The sample's SampleFlags bits. */
   get flags(): number {
     return this.#u32[this.#base32 + 3];
   }
@@ -226,9 +228,11 @@ export class RingReader implements Iterable<RingReader> {
   processTicks(d: number): number {
     return this.#attributed ? this.#word64(d, 6) : (this.#domainWord(d), 0);
   }
+  /** Cumulative ticks of domain d given to the baseline (idle power; 0 without thread tracking). */
   baselineTicks(d: number): number {
     return this.#attributed ? this.#word64(d, 8) : (this.#domainWord(d), 0);
   }
+  /** Cumulative ticks of domain d given to "other" (the rest of the machine; 0 without thread tracking). */
   otherTicks(d: number): number {
     return this.#attributed ? this.#word64(d, 10) : (this.#domainWord(d), 0);
   }
@@ -243,6 +247,7 @@ export class RingReader implements Iterable<RingReader> {
     return this.#base32 + 4 + d * this.#stride32;
   }
 
+  /** Iterates with next(), yielding the reader itself at each sample (read its fields in the loop). */
   *[Symbol.iterator](): Iterator<RingReader> {
     while (this.next()) yield this;
   }

@@ -17,7 +17,7 @@ import {
 import { registerHandle } from './native-handles';
 import { native } from './native';
 import { RECORD_HEADER_BYTES, RingReader, SampleFlags } from './ring-reader';
-import { primaryDomain } from './sources';
+import { primaryDomain, type SkippedSource } from './sources';
 import { SpanChannel, type SpanChannelOptions } from './span-channel';
 import type { SpanLabelStats, SpanResult } from './span-types';
 import { REPAIR_SWITCH_INS, type RepairSwitchIns, type ThreadTrackerStats } from './threads';
@@ -137,7 +137,8 @@ export interface Sample {
 }
 
 export interface SamplerStats {
-  source: string;
+  /** The source in use, as `Sampler.source`. */
+  source: Exclude<SourceName, 'auto'>;
   estimated: boolean;
   running: boolean;
   /**
@@ -345,7 +346,7 @@ interface NativeSamplerHandle {
   info(): {
     source: string;
     domains: DomainDescription[];
-    skipped: Array<{ source: string; code?: string; message?: string }>;
+    skipped: Array<SkippedSource & { available: boolean; domains: DomainDescription[]; notCounting: DomainDescription[] }>;
     notCounting: DomainDescription[];
     threadsBackend: string;
     threadsFallbackReason: string;
@@ -475,11 +476,11 @@ export class Sampler {
   #u32: Uint32Array | undefined;
   #f64: Float64Array | undefined;
   /** The source in use ('msr', 'perf', 'powercap' or 'model'). */
-  readonly source: SourceName;
+  readonly source: Exclude<SourceName, 'auto'>;
   /** The domains sampled, in record order. */
   readonly domains: readonly DomainDescription[];
   /** Sources `auto` tried before this one, and why each was skipped. */
-  readonly skipped: ReadonlyArray<{ source: string; code?: string; message?: string }>;
+  readonly skipped: readonly SkippedSource[];
   /** Domains the source lists but left out as not counting (see `liveCheckMs`). Usually empty. */
   readonly notCounting: readonly DomainDescription[];
   readonly #primary: number[];
@@ -511,9 +512,11 @@ export class Sampler {
     this.#overwriteOldest = normalized.onOverflow === 'overwrite-oldest';
     this.#hasRing = normalized.ringCapacity !== 0;
     this.#info = this.#handle.info();
-    this.source = this.#info.source as SourceName;
+    this.source = this.#info.source as Exclude<SourceName, 'auto'>;
     this.domains = Object.freeze(this.#info.domains.map((d) => Object.freeze({ ...d })));
-    this.skipped = Object.freeze(this.#info.skipped.map((s) => Object.freeze({ ...s })));
+    // As EnergySource.skipped: the native entry's `available` (false for a source skipped) and
+    // its domains (none opened) say nothing more.
+    this.skipped = Object.freeze(this.#info.skipped.map((s) => Object.freeze({ source: s.source, code: s.code, message: s.message })));
     this.notCounting = Object.freeze(this.#info.notCounting.map((d) => Object.freeze({ ...d })));
     this.#attributed = this.#info.threadsBackend !== 'off';
     const primaryName = primaryDomain(this.domains);
@@ -947,9 +950,9 @@ export class Sampler {
   }
 
   /**
-   * Sets idle power per domain name (e.g. `{ package: 12.5, dram: 1.1 }`, watts for each
-   * package) or per domain index (an array in `domains` order). Attribution then gives
-   * idle watts × time to "baseline" before splitting the rest.
+   * Sets idle power per domain name (e.g. `{ package: 12.5 }`, or `{ package: 12.5, dram: 1.1 }`
+   * where the source has a dram domain; watts for each package) or per domain index (an array in
+   * `domains` order). Attribution then gives idle watts × time to "baseline" before splitting the rest.
    */
   setBaseline(watts: Record<string, number> | number[]): void {
     this.#check();
@@ -969,7 +972,11 @@ export class Sampler {
       const checked = new Map<string, number>();
       for (const [k, v] of Object.entries(checkObject('watts', watts))) {
         if (!this.domains.some((d) => d.domain === k)) {
-          throw invalidRange('watts', `domain names among ${[...new Set(this.domains.map((d) => d.domain))].join(', ')}`, k);
+          // Said plainly: the model and AMD's counters have no dram, which an example with dram hit.
+          const names = [...new Set(this.domains.map((d) => d.domain))];
+          throw new RangeError(
+            `setBaseline(): this source (${this.source}) has no ${JSON.stringify(k)} domain (it has: ${names.join(', ')}); give watts for those only, e.g. { ${names[0]}: 12 }`,
+          );
         }
         checked.set(k, checkNumberInRange(`watts.${k}`, v, 0, 1e6));
       }
@@ -1111,9 +1118,10 @@ export class Sampler {
    * Measures idle power: keep the machine as quiet as you can for `durationMs`. The lowest
    * average power over 100 ms windows (at least two sampling intervals each) is kept per domain
    * as the baseline: a minimum is robust to a brief burst of activity, where a plain average is
-   * not. The result's `durationMs` is the time it took, timers being late on a busy machine.
-   * On a stopped sampler it runs one itself, which, as start() does, begins a new run: a
-   * finished run's totals and records are gone afterwards.
+   * not. The result's `durationMs` is the time it took, timers being late on a busy machine,
+   * all of it in one run. On a stopped sampler it runs one itself, which, as start() does,
+   * begins a new run: a finished run's totals and records are gone afterwards. A run that ends
+   * before the calibration does (stop(), or a new start()) rejects it.
    */
   async calibrateBaseline(options: { durationMs?: number } = {}): Promise<BaselineResult> {
     this.#check();
@@ -1154,14 +1162,23 @@ export class Sampler {
       // Closed meanwhile: the same refusal as any call after close(), not the handle's.
       this.#check();
       const cur = this.#handle.totals();
+      // The run ended meanwhile (stopped, or stopped and started again): the windows after its
+      // end see no sample, and a baseline of what came before would be a few milliseconds'
+      // power, not the lowest over the time asked for. Refused at once.
+      if (!this.#handle.running() || cur.startNs !== ownStartNs) {
+        const how = this.#handle.running() ? 'stopped and started again' : 'stopped';
+        throw new JouletraceError(
+          'ERR_JOULETRACE_NOT_STARTED',
+          `calibrateBaseline(): the sampler was ${how} within the first ${Math.round(performance.now() - t0)} ms of a ${durationMs} ms calibration, ` +
+            'so no baseline was set: keep it running until the calibration ends, and calibrate again',
+        );
+      }
       const errors = this.#handle.stats().readErrorsByDomain;
       const dt = Number(cur.timeNs - prev.timeNs) / 1e9;
-      // Not across a stop() and start() meanwhile: the totals start afresh with each run.
-      const sameRun = cur.startNs === prev.startNs;
       this.domains.forEach((_d, i) => {
         const failed = errors[i] !== prevErrors[i];
-        if (sameRun && failed) failedWindows[i]++;
-        if (!sameRun || failed) {
+        if (failed) {
+          failedWindows[i]++;
           if (acc[i].dt > longest[i].dt) longest[i] = { ...acc[i] };
           acc[i].ticks = acc[i].dt = 0;
           return;
@@ -1183,8 +1200,8 @@ export class Sampler {
       if (acc[i].dt > 0) take(i);
     });
     const tookMs = Math.round(performance.now() - t0);
-    // The run it started, unless the caller stopped it meanwhile (and maybe started their own).
-    if (ownRun && this.#handle.running() && this.#handle.totals().startNs === ownStartNs) this.stop();
+    // The run it started, which lasted (a stop meanwhile rejected the calibration above).
+    if (ownRun) this.stop();
     // Not a 0 W baseline said to be measured. A domain whose every window saw one of its reads
     // fail (a dram zone unreadable all along) is named, with what the others measured.
     const name = (i: number) => `${this.domains[i].domain}-${this.domains[i].package}`;
@@ -1200,10 +1217,11 @@ export class Sampler {
       );
     }
     if (best.some((w) => !Number.isFinite(w))) {
-      // The sampler was stopped or closed meanwhile (its reads were sound).
+      // No sample at all in a run that lasted (windows are two intervals long at least): a
+      // sampler thread held up throughout. Not a 0 W baseline either.
       throw new JouletraceError(
         'ERR_JOULETRACE_NOT_STARTED',
-        'calibrateBaseline(): no clean stretch of samples during the calibration: was the sampler stopped (or started again) meanwhile? Keep it running until the calibration ends',
+        `calibrateBaseline(): no sample arrived in the ${tookMs} ms of the calibration, so no baseline was set: calibrate again (stats() says whether samples are late)`,
       );
     }
     // The primary counters always draw power: one that never moved measured nothing.

@@ -303,6 +303,10 @@ function closedBeforeSettled(): JouletraceError {
   return new JouletraceError('ERR_JOULETRACE_CLOSED', 'settle(): the sampler was closed before the span settled; settle spans (or listen with onSpan) before sampler.close()');
 }
 
+/**
+ * A thread's span channel: what attachSpans() returns in a worker (the sampler's own thread has
+ * the sampler's). Its begin() and end() are the hot path.
+ */
 export class SpanChannel {
   // What begin() and end() touch, first and together: V8 lays an object's fields out in the
   // order they are defined, and on a server each request finds this object out of the L1 cache
@@ -391,6 +395,7 @@ export class SpanChannel {
   readonly closeListeners = new Set<() => void>();
   #toldClosed = false;
 
+  /** attachSpans() without its check of the process the context came from: use attachSpans(). */
   constructor(samplerId: number, options: SpanChannelOptions = {}) {
     checkIntegerInRange('samplerId', samplerId, 1, Number.MAX_SAFE_INTEGER);
     const opts = checkObject('options', options);
@@ -1220,6 +1225,7 @@ export class SpanChannel {
   get lateEnds(): number {
     return this.#lateEndCount;
   }
+  /** settle() calls still waiting for their span's result. */
   get pendingSettles(): number {
     return this.#waiters.size;
   }

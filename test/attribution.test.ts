@@ -1100,6 +1100,11 @@ describe('attribution API', () => {
     const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs', modelIdleWatts: 20, modelMaxWatts: 40 });
     samplers.push(s);
     expect(() => s.setBaseline({ gpu: 3 })).toThrow(RangeError);
+    // The README's example had dram, which the model (and AMD's counters) lack: said as much
+    // ('Expected domain names among package for watts but received "dram"' before).
+    expect(() => s.setBaseline({ package: 5, dram: 1 })).toThrow(
+      new RangeError('setBaseline(): this source (model) has no "dram" domain (it has: package); give watts for those only, e.g. { package: 12 }'),
+    );
     s.setBaseline({ package: 5 });
     s.start();
     await new Promise((r) => setTimeout(r, 200));
@@ -1197,35 +1202,59 @@ describe('attribution API', () => {
     );
   });
 
-  it('calibrateBaseline() measures no window across a restart, and lets its caller stop the run it started', async () => {
+  // A run that ended during the calibration left its windows after the end without samples: it
+  // resolved once the duration was up, with a baseline of the milliseconds before the stop
+  // ({ watts: 25.99, durationMs: 404 } for a stop 5 ms in), and set it.
+  it('calibrateBaseline() rejects with ERR_JOULETRACE_NOT_STARTED, setting nothing, when the run ends before it does', async () => {
     const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs', modelIdleWatts: 12, modelMaxWatts: 60 });
     samplers.push(s);
+    s.setBaseline({ package: 3 });
+    const ended = (how: string) =>
+      expect.objectContaining({
+        name: 'JouletraceError',
+        code: 'ERR_JOULETRACE_NOT_STARTED',
+        message: expect.stringMatching(
+          new RegExp(`^calibrateBaseline\\(\\): the sampler was ${how} within the first \\d+ ms of a 400 ms calibration, so no baseline was set: keep it running until the calibration ends, and calibrate again$`),
+        ),
+      });
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     s.start();
-    // Restarted meanwhile: the totals start afresh, and a window across it read -65 W.
+    await sleep(50);
+    // Stopped just after it began.
+    const stopped = s.calibrateBaseline({ durationMs: 400 });
+    setTimeout(() => s.stop(), 5);
+    await expect(stopped).rejects.toEqual(ended('stopped'));
+    // Stopped and started again.
+    s.start();
     const restarted = s.calibrateBaseline({ durationMs: 400 });
-    await new Promise((r) => setTimeout(r, 150));
+    await sleep(150);
     s.stop();
     s.start();
-    const r1 = await restarted;
-    expect(r1.watts[0].watts).toBeGreaterThan(12 * 0.95);
-    expect(s.attribution().byDomain[0].baselineWatts).toBe(r1.watts[0].watts);
+    await expect(restarted).rejects.toEqual(ended('stopped and started again'));
+    expect(s.running).toBe(true);
     s.stop();
-    // On a stopped sampler it runs its own; stopped by the caller meanwhile, it keeps the windows
-    // it measured rather than failing on its own stop().
+    expect(s.attribution().byDomain[0].baselineWatts).toBe(3);
+    // On a stopped sampler it runs its own: stopped by the caller, it rejects as well (not on its own stop()).
     const own = s.calibrateBaseline({ durationMs: 400 });
-    await new Promise((r) => setTimeout(r, 250));
+    await sleep(150);
     expect(s.running).toBe(true);
     s.stop();
-    const r2 = await own;
-    expect(r2.watts[0].watts).toBeGreaterThan(12 * 0.95);
+    await expect(own).rejects.toEqual(ended('stopped'));
     expect(s.running).toBe(false);
-    // Stopped and started again by the caller meanwhile: that run is the caller's, left running.
+    // Stopped and started again by the caller: that run is the caller's, left running.
     const mine = s.calibrateBaseline({ durationMs: 400 });
-    await new Promise((r) => setTimeout(r, 150));
+    await sleep(150);
     s.stop();
     s.start();
-    await mine;
+    await expect(mine).rejects.toEqual(ended('stopped and started again'));
     expect(s.running).toBe(true);
+    s.stop();
+    expect(s.attribution().byDomain[0].baselineWatts).toBe(3);
+    // Left running throughout, its own run is stopped at the end, and the baseline set.
+    const r = await s.calibrateBaseline({ durationMs: 400 });
+    expect(s.running).toBe(false);
+    expect(r.durationMs).toBeGreaterThanOrEqual(399);
+    expect(s.attribution().byDomain[0].baselineWatts).toBe(r.watts[0].watts);
   });
 
   it('calibrateBaseline() waits for samples when the interval is longer than its windows, never a 0 W baseline', async () => {

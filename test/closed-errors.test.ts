@@ -28,6 +28,17 @@ describe('closed errors', () => {
     }
   });
 
+  // It said only "the request tracker is closed", where a closed sampler says what to make anew.
+  it("names the tracker's start() and a new RequestTracker when the tracker itself is closed, in both modes", () => {
+    for (const mode of ['shared', 'exact'] as const) {
+      const tracker = new RequestTracker(sampler().start(), { mode });
+      tracker.close();
+      expect(() => tracker.start('GET', '/x'), mode).toThrow(
+        expect.objectContaining({ code: 'ERR_JOULETRACE_CLOSED', message: 'start(): the request tracker is closed; create a new RequestTracker' }),
+      );
+    }
+  });
+
   it('names the channel and attachSpans() when a channel closed by its close() is used', async () => {
     const s = sampler().start();
     const spans = attachSpans(s.spanContext());

@@ -93,6 +93,12 @@ describe('probe on this VM (no RAPL)', () => {
   it('validates its options before probing', async () => {
     await expect(probe({ intervalMs: 0 })).rejects.toThrow('Expected an integer between 1 and 10000 for options.intervalMs but received 0 of type number');
     await expect(probe({ msrPath: '/dev/cpu/msr' })).rejects.toThrow(RangeError);
+    // The options it knows, without `source`, which it refuses (listed, before).
+    await expect(probe({ bogus: 1 } as never)).rejects.toThrow(
+      new TypeError(
+        'Unknown option options.bogus; known options are: msrPath, msrOffsetShift, powercapRoot, sysfsCpuRoot, perfPmuRoot, procStatPath, cpuIdentity, modelIdleWatts, modelMaxWatts, liveCheckMs, msrAmdCores, intervalMs',
+      ),
+    );
   });
 
   it('formatProbe() refuses what is not a report, naming it', () => {
