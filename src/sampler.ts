@@ -18,7 +18,7 @@ import { registerHandle } from './native-handles';
 import { native } from './native';
 import { RECORD_HEADER_BYTES, RingReader, SampleFlags } from './ring-reader';
 import { primaryDomain, type SkippedSource } from './sources';
-import { SpanChannel, type SpanChannelOptions } from './span-channel';
+import { checkLabel, SpanChannel, type SpanChannelOptions } from './span-channel';
 import type { SpanLabelStats, SpanResult } from './span-types';
 import { REPAIR_SWITCH_INS, type RepairSwitchIns, type ThreadTrackerStats } from './threads';
 import { validateSourceOptions, type SourceOptions, type SourceName } from './source-options';
@@ -221,9 +221,10 @@ export interface SamplerStats {
    * exact-mode requests' callback spans settled (each tracker sums a request's into its record),
    * likewise. The rest, this thread's spans: not measured because the slots (droppedSpans) or the
    * event ring (droppedEvents, begins only) were full; ends that found the ring full and went in
-   * later.
+   * beside it (lateEnds). unmeasuredCalls: measure() calls that ran their function unmeasured, the
+   * sampler not running (since the last start(), so calls after a stop() count in the run before).
    */
-  spans: { settled: number; callbacks: number; droppedSpans: number; droppedEvents: number; lateEnds: number };
+  spans: { settled: number; callbacks: number; droppedSpans: number; droppedEvents: number; lateEnds: number; unmeasuredCalls: number };
   /**
    * Present when options.pid names another process. `watch`: how its exit is noticed, `'pidfd'`
    * (Linux 5.3+) or `'proc'` (its start time in /proc/<pid>/stat), `null` when it is not
@@ -441,6 +442,24 @@ function highestCpu(): number {
   return Math.max(0, Math.max(os.availableParallelism(), os.cpus().length) - 1);
 }
 
+function noSpans(): JouletraceError {
+  return new JouletraceError(
+    'ERR_JOULETRACE_NO_THREADS',
+    "spans need this process's threads tracked: create the Sampler with threads 'bpf' or 'procfs' and no pid option",
+  );
+}
+
+// Once per process: measure() ran a function unmeasured (the sampler stopped or closed). Counted
+// in stats().spans.unmeasuredCalls, which a closed sampler no longer gives.
+let warnedUnmeasured = false;
+function warnUnmeasured(label: string, closed: boolean): void {
+  if (warnedUnmeasured) return;
+  warnedUnmeasured = true;
+  process.emitWarning(
+    `measure(${JSON.stringify(label)}): the sampler is ${closed ? 'closed' : 'not running'}, so the function ran unmeasured; ${closed ? 'measure with a new Sampler' : 'call start() to measure'} (warned once; see stats().spans.unmeasuredCalls)`,
+    { code: 'JOULETRACE_UNMEASURED' },
+  );
+}
 
 // Started samplers, held until stop() or close(). The native sampler is freed when its JS object
 // is collected: a sampler started and then referenced by nothing in JavaScript (its spans
@@ -489,7 +508,8 @@ export class Sampler {
   readonly #info: ReturnType<NativeSamplerHandle['info']>;
   #spans: SpanChannel | undefined;
   // The span channel's counts at this run's start: stats() gives the run's own.
-  #spanCountsAtStart: [number, number, number] = [0, 0, 0];
+  #spanCountsAtStart: [number, number, number, number] = [0, 0, 0, 0];
+  #unmeasuredCalls = 0; // measure() calls whose fn ran unmeasured (see measure())
   // options.pid where it names another process.
   readonly #targetPid: number | undefined;
 
@@ -570,7 +590,7 @@ export class Sampler {
     this.#runEnded();
     this.#reader?.close();
     const spans = this.#spans;
-    const counts: [number, number, number] = spans ? [spans.droppedSpans, spans.droppedEvents, spans.lateEnds] : [0, 0, 0];
+    const counts: [number, number, number, number] = [spans?.droppedSpans ?? 0, spans?.droppedEvents ?? 0, spans?.lateEnds ?? 0, this.#unmeasuredCalls];
     try {
       this.#handle.start();
     } catch (e) {
@@ -606,7 +626,8 @@ export class Sampler {
       if (this.#handle.stats().targetExited) return this.#endTargetRun();
       throw new JouletraceError('ERR_JOULETRACE_NOT_STARTED', 'stop(): the sampler is not running; call start() first');
     }
-    // Ends still waiting for room in the event ring go in before the final step if they can.
+    // Results settled so far go to their listeners while the run is on (ends that found the event
+    // ring full need no poll: the sampler thread takes them beside the ring, at the final step too).
     let stoppedHere = false;
     try {
       this.#spans?.poll();
@@ -853,6 +874,7 @@ export class Sampler {
         droppedSpans: (this.#spans?.droppedSpans ?? 0) - this.#spanCountsAtStart[0],
         droppedEvents: (this.#spans?.droppedEvents ?? 0) - this.#spanCountsAtStart[1],
         lateEnds: (this.#spans?.lateEnds ?? 0) - this.#spanCountsAtStart[2],
+        unmeasuredCalls: this.#unmeasuredCalls - this.#spanCountsAtStart[3],
       },
     };
     if (this.#targetPid !== undefined) {
@@ -988,12 +1010,7 @@ export class Sampler {
   #channel(): SpanChannel {
     if (this.#spans) return this.#spans;
     this.#check();
-    if (!this.#info.spanEngineId) {
-      throw new JouletraceError(
-        'ERR_JOULETRACE_NO_THREADS',
-        "spans need this process's threads tracked: create the Sampler with threads 'bpf' or 'procfs' and no pid option",
-      );
-    }
+    if (!this.#info.spanEngineId) throw noSpans();
     this.#spans = new SpanChannel(this.#info.spanEngineId);
     if (this.#handle.running()) this.#spans.startPolling();
     return this.#spans;
@@ -1023,10 +1040,15 @@ export class Sampler {
     return channel.settle(h);
   }
 
-  /** Runs fn inside a span; returns fn's result (a promise for async functions). */
+  /**
+   * Runs fn inside a span; returns fn's result (a promise for async functions). With the sampler
+   * stopped or closed, fn runs all the same, unmeasured (counted in stats().spans.unmeasuredCalls,
+   * and warned of once): the measurement's absence is no reason to skip the caller's work.
+   */
   measure<T>(label: string, fn: () => T): T {
     if (typeof fn !== 'function') throw new TypeError(`Expected a function for measure(label, fn) but received ${String(fn)} of type ${typeof fn}`);
-    const h = this.begin(label);
+    const h = this.#beginMeasured(label);
+    if (h < 0) return fn();
     let r: T;
     let thenable: boolean;
     try {
@@ -1056,6 +1078,30 @@ export class Sampler {
     }
     this.#endMeasured(h);
     return r;
+  }
+
+  // measure()'s begin(), or -1 where its fn is to run unmeasured: the sampler stopped or closed
+  // (a state of the run, which a server stopping its sampler, or closing it as it shuts down, did
+  // not mean to fail its work with; request tracking serves on likewise). What is the caller's own
+  // mistake, and fails alike in every run, still throws: a bad label or fn, no thread tracking.
+  #beginMeasured(label: string): number {
+    if (!this.#info.spanEngineId) throw noSpans();
+    if (!this.#closed) {
+      const channel = this.#spans ?? this.#channel();
+      if (channel.running) {
+        try {
+          return channel.begin(label);
+        } catch (e) {
+          // A context capture that stopped or closed the sampler in that begin().
+          const code = (e as { code?: unknown })?.code;
+          if (code !== 'ERR_JOULETRACE_NOT_STARTED' && code !== 'ERR_JOULETRACE_CLOSED') throw e;
+        }
+      }
+    }
+    checkLabel(label);
+    this.#unmeasuredCalls++;
+    warnUnmeasured(label, this.#closed);
+    return -1;
   }
 
   // The function's outcome is the caller's: a sampler closed while it ran has nothing to end,

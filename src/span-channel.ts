@@ -84,10 +84,6 @@ export const FLAG_AGGREGATED = 8;
 const MAX_ROUTE_IDS = 1 << 22;
 // A request's end event: the bit above its route id, "aggregate it, write no result" (span_log.h).
 const END_SILENT = MAX_ROUTE_IDS;
-// In #lateEnds' route field only (never written): a request's end, written even once its span has
-// its result. A run's end that finds a request open gives its result and keeps it among the
-// requests in flight until its end event comes (SpanEngine's Shared::carried).
-const END_REQUEST = END_SILENT << 1;
 /** Per route id, as SpanChannel.routeSummaries() fills them: count, sum, max, p50, p99, duration sum ns, duration p99 ns, estimated. */
 export const ROUTE_SUMMARY_WORDS = 8;
 
@@ -288,6 +284,8 @@ const KEPT_OBJECT = 2; // in #results (a span whose begin never reached the samp
 interface NativeChannel {
   close(): void;
   flush(): number;
+  /** An end event that found the ring full, handed to the sampler thread (SpanLateEnds). */
+  lateEnd(handle: number, label: number, sec: number, nsec: number): void;
   addToRoute(id: number, joules: number, durationNs: number, estimated: boolean): void;
   routeSummaries(ids: Int32Array, out: Float64Array): void;
   releaseRoutes(ids: Int32Array): void;
@@ -297,6 +295,15 @@ interface NativeChannel {
 /** The result of a span the sampler never saw: what it was and when, no energy. */
 function unmeasuredResult(label: string, startNs: number, endNs: number): SpanResult {
   return { label, tid: 0, startNs, endNs, onCpuNs: NaN, joules: NaN, dynamicJoules: null, estimated: false, incomplete: true };
+}
+
+/** @internal Throws for what begin() refuses as a label (before a span could be measured). */
+export function checkLabel(label: unknown): void {
+  checkString('label', label);
+  const l = label as string;
+  if (l.length === 0 || l.length > 200) {
+    throw new RangeError(`Expected a label of 1 to 200 characters but received ${JSON.stringify(l.slice(0, 40))} of type string`);
+  }
 }
 
 function closedBeforeSettled(): JouletraceError {
@@ -332,10 +339,6 @@ export class SpanChannel {
   #timer: NodeJS.Timeout | undefined;
   #contexts: unknown[] | undefined;
   #capture: (() => unknown) | null = null;
-  // Ends that found the event ring full, as (handle, route id, seconds, nanoseconds), written again by
-  // poll(). Dropped, an end would leave its span open in the engine until stop(), and a
-  // request in flight there thins every other request's share.
-  readonly #lateEnds: number[] = [];
   // Never equal to a label passed in, so the first begin() validates its label, whatever it is.
   #lastLabel: unknown = NO_LABEL;
   #lastLabelId = 0;
@@ -432,11 +435,8 @@ export class SpanChannel {
   }
 
   #intern(label: unknown): number {
-    checkString('label', label);
+    checkLabel(label);
     const l = label as string;
-    if (l.length === 0 || l.length > 200) {
-      throw new RangeError(`Expected a label of 1 to 200 characters but received ${JSON.stringify(l.slice(0, 40))} of type string`);
-    }
     const id = this.#labelNames.length;
     if (id >= MAX_LABELS + OWN_LABELS.length) {
       throw new RangeError(`Too many distinct span labels on this thread (${MAX_LABELS}): labels name code paths, not values (an id or a URL in a label is a leak)`);
@@ -662,11 +662,7 @@ export class SpanChannel {
     const state = (word & STATE_BITS) >> STATE_SHIFT;
     if (state === OPEN) {
       const t = hrtime();
-      if (this.#lateEnds.length !== 0 || !this.#write(END, h, 0, t[0], t[1])) {
-        this.#lateEnds.push(h, 0, t[0], t[1]);
-        this.#lateEndCount++;
-        this.#ensurePolling();
-      }
+      if (!this.#write(END, h, 0, t[0], t[1])) this.#endLate(h, 0, t);
       this.#slots[slot] = (word & ~STATE_BITS) | (ENDED << STATE_SHIFT);
     } else if (state === SETTLED_OPEN) {
       // stop() already settled it (incomplete); the slot can go.
@@ -709,7 +705,7 @@ export class SpanChannel {
     const slot = h & (MAX_OPEN - 1);
     const word = this.#slots[slot];
     // OPEN, and the span h names (its generation): one read of the slot's word.
-    if ((word & (STATE_BITS | GEN_MASK)) === ((OPEN << STATE_SHIFT) | ((h >>> SLOT_BITS) & GEN_MASK)) && this.#lateEnds.length === 0) {
+    if ((word & (STATE_BITS | GEN_MASK)) === ((OPEN << STATE_SHIFT) | ((h >>> SLOT_BITS) & GEN_MASK))) {
       const t = hrtime();
       if (this.#write(END, h, route, t[0], t[1])) {
         this.#slots[slot] = (word & ~STATE_BITS) | (ENDED << STATE_SHIFT);
@@ -730,7 +726,7 @@ export class SpanChannel {
     const slot = h & (MAX_OPEN - 1);
     const word = this.#slots[slot];
     // OPEN, and the span h names (its generation): one read of the slot's word.
-    if ((word & (STATE_BITS | GEN_MASK)) === ((OPEN << STATE_SHIFT) | ((h >>> SLOT_BITS) & GEN_MASK)) && this.#lateEnds.length === 0) {
+    if ((word & (STATE_BITS | GEN_MASK)) === ((OPEN << STATE_SHIFT) | ((h >>> SLOT_BITS) & GEN_MASK))) {
       const t = hrtime();
       if (this.#write(END, h, route | END_SILENT, t[0], t[1])) {
         // FREE (0), no delivery: a new span may take the slot before this one settles (the
@@ -745,30 +741,36 @@ export class SpanChannel {
   }
 
   // The rest of endRequest() and endRequestSilently(), apart so that they stay as small as V8
-  // inlines: an end that found the event ring full (or ends queued before it) is written again
-  // by poll(), with its route, and its result comes; a request settled by stop() while open, or
+  // inlines: an end that found the event ring full goes to the sampler thread beside it
+  // (#endLate), with its route, and its result comes; a request settled by stop() while open, or
   // never measured, ends through end() (not where users' spans end, which must stay small too).
   #endRequestLater(h: number, route: number): void {
     const slot = h & (MAX_OPEN - 1);
     if (this.#stateOf(slot) !== OPEN || !this.#current(h, slot)) {
       if (this.#stateOf(slot) === SETTLED_OPEN && this.#current(h, slot)) {
         // A run's end settled it open: the sampler thread keeps it among the requests in flight,
-        // sharing the next run's energy, until its end event comes (END_REQUEST).
+        // sharing the next run's energy, until its end event comes (its Shared::carried).
         const t = hrtime();
-        if (this.#lateEnds.length !== 0 || !this.#write(END, h, route, t[0], t[1])) this.#queueRequestEnd(h, route, t);
+        if (!this.#write(END, h, route, t[0], t[1])) this.#endLate(h, route, t);
       }
       this.endOwn(h);
       return;
     }
-    this.#queueRequestEnd(h, route, hrtime());
+    this.#endLate(h, route, hrtime());
     this.#setState(slot, ENDED);
   }
 
-  // A request's end for poll() to write (#retryLateEnds), at its own time `t` (hrtime()).
-  #queueRequestEnd(h: number, route: number, t: number[]): void {
-    this.#lateEnds.push(h, route | END_REQUEST, t[0], t[1]);
+  /**
+   * An end that found the event ring full, at its own time `t` (hrtime()), handed to the sampler
+   * thread beside the ring: it takes it at its next step, final or not, before the ring's events,
+   * whichever thread polls (a worker's channel is polled by that worker alone). Kept here for
+   * poll() to write again, such an end waited for this thread's next poll, and one that stop()
+   * came before settled its span open, up to the stop. A request's end goes too when a run's end
+   * settled it open: the sampler thread keeps it in flight until its end comes (Shared::carried).
+   */
+  #endLate(h: number, route: number, t: number[]): void {
+    this.#handle.lateEnd(h, route, t[0], t[1]);
     this.#lateEndCount++;
-    this.#ensurePolling();
   }
 
   /**
@@ -928,7 +930,7 @@ export class SpanChannel {
   // begin() arms the timer when it is off, and the timer stops itself once every span in use has
   // its result. An idle thread's event loop is not woken 50 times a second.
   #awaitingResults(): boolean {
-    return MAX_OPEN - this.#freeCount - this.#noResult > 0 || this.#lateEnds.length !== 0;
+    return MAX_OPEN - this.#freeCount - this.#noResult > 0;
   }
 
   #wantedPeriod(): number {
@@ -996,39 +998,10 @@ export class SpanChannel {
     return this.#timer !== undefined ? this.#period : 0;
   }
 
-  /**
-   * Writes the ends that found the ring full, in order, with their own timestamps. Called after
-   * results are read, so that a span settled meanwhile (stop() settles the spans it sees open)
-   * is dropped from the queue rather than ended twice; nothing is written while stopped. A
-   * request's end is the exception (END_REQUEST): written whatever its slot holds now, and while
-   * stopped too (flush() or the next run's first step reads it), since the sampler thread keeps
-   * a request that a run's end settled open in flight until its end comes. Once the sampler is
-   * closed, nothing reads them.
-   */
-  #retryLateEnds(): void {
-    const q = this.#lateEnds;
-    const word = Atomics.load(this.#i32, RUNNING);
-    const running = word === 1;
-    let kept = 0;
-    for (let i = 0; i < q.length; i += 4) {
-      const h = q[i];
-      const slot = h & (MAX_OPEN - 1);
-      const request = (q[i + 1] & END_REQUEST) !== 0 && word !== SAMPLER_CLOSED;
-      if (!request && (this.#stateOf(slot) !== ENDED || !this.#current(h, slot))) continue;
-      if (kept === 0 && (running || request) && this.#write(END, h, q[i + 1] & ~END_REQUEST, q[i + 2], q[i + 3])) continue;
-      q[kept++] = h;
-      q[kept++] = q[i + 1];
-      q[kept++] = q[i + 2];
-      q[kept++] = q[i + 3];
-    }
-    q.length = kept;
-  }
-
   /** Collects settled results now (also done by a timer); returns how many arrived. */
   poll(): number {
     if (this.#closed) return 0;
     let n = this.#collect();
-    if (this.#lateEnds.length !== 0) this.#retryLateEnds();
     const running = Atomics.load(this.#i32, RUNNING);
     if (running !== 1 && this.#awaitingResults()) {
       // Stopped: the final step's results that found the result ring full wait in the engine,
@@ -1221,7 +1194,7 @@ export class SpanChannel {
   get droppedEvents(): number {
     return this.#i32[EV_DROPPED];
   }
-  /** Ends that found the event ring full and were written again later (cumulative). */
+  /** Ends that found the event ring full and went to the sampler thread beside it (cumulative). */
   get lateEnds(): number {
     return this.#lateEndCount;
   }

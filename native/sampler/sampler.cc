@@ -170,11 +170,11 @@ bool Sampler::openTracker(SamplerError* err) {
     }
   }
   if (cfg_.pid == 0 || cfg_.pid == getpid()) {
-    // Span history covers 10 s: a span longer than that settles with what remains, incomplete.
-    // Per-CPU baseline shares divide by the CPUs online (cpuPackage_ also spans offline ones: SMT
-    // switched off, a VM's hot-plug slots), as the model's idle watts count them.
+    // Span history: 10 s of attribution intervals (see SpanEngine). Per-CPU baseline shares divide
+    // by the CPUs online (cpuPackage_ also spans offline ones: SMT switched off, a VM's hot-plug
+    // slots), as the model's idle watts count them.
     spans_ = std::make_shared<SpanEngine>(source_->domains(), int(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN))), 10000000000ull,
-                                          cfg_.intervalNs * attributionEvery_);
+                                          cfg_.intervalNs * attributionEvery_, cfg_.spanHistorySteps);
     spanEngineId_ = registerSpanEngine(spans_);
   }
   return true;

@@ -57,6 +57,7 @@ struct SamplerConfig {
   std::string repairSwitchIns = "auto";  // bpf: see TrackerOptions
   uint32_t maxThreads = 4096;  // tracker slots
   bool targetWatchProc = false;  // tests: watch the tracked process's exit through /proc, not a pidfd
+  uint32_t spanHistorySteps = 0;  // tests: the span history's steps (0: 10 s of intervals, SpanEngine)
 };
 
 struct SamplerError {

@@ -72,6 +72,7 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     cfg.followChildren = getBool(o, "followChildren", false);
     cfg.repairSwitchIns = getString(o, "repairSwitchIns", "auto");
     cfg.targetWatchProc = getBool(o, "targetWatchProc", false);  // tests only; Sampler never sets it
+    cfg.spanHistorySteps = uint32_t(std::min(std::max(getNumber(o, "spanHistorySteps", 0), 0.0), double(1u << 17)));  // tests only, as above
     cfg.maxThreads = uint32_t(getNumber(o, "maxThreads", 4096));
     // Cheap guards only: the TypeScript layer has already produced precise messages.
     if (cfg.intervalNs < 10000 || cfg.ringCapacity == 1 || (cfg.ringCapacity & (cfg.ringCapacity - 1)) != 0 || cfg.maxThreads < 1 ||

@@ -63,6 +63,7 @@ class SpanChannelHandle : public Napi::ObjectWrap<SpanChannelHandle> {
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "SpanChannel",
                        {InstanceMethod<&SpanChannelHandle::Close>("close"), InstanceMethod<&SpanChannelHandle::Flush>("flush"),
+                        InstanceMethod<&SpanChannelHandle::LateEnd>("lateEnd"),
                         InstanceMethod<&SpanChannelHandle::AddToRoute>("addToRoute"),
                         InstanceMethod<&SpanChannelHandle::RouteSummaries>("routeSummaries"),
                         InstanceMethod<&SpanChannelHandle::ReleaseRoutes>("releaseRoutes"),
@@ -118,7 +119,7 @@ class SpanChannelHandle : public Napi::ObjectWrap<SpanChannelHandle> {
     }
     buffer_ = Napi::Persistent(ta.As<Napi::Object>());
     tid_ = uint32_t(syscall(SYS_gettid));
-    id_ = engine_->addLog(base, evCap, resCap, tid_, info[2].As<Napi::Number>().DoubleValue(), routes_);
+    id_ = engine_->addLog(base, evCap, resCap, tid_, info[2].As<Napi::Number>().DoubleValue(), routes_, lateEnds_);
     env_ = env;
     napi_add_env_cleanup_hook(env, &SpanChannelHandle::OnEnvCleanup, this);
     hooked_ = true;
@@ -153,6 +154,18 @@ class SpanChannelHandle : public Napi::ObjectWrap<SpanChannelHandle> {
   // Returns how many still wait.
   Napi::Value Flush(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), engine_ ? double(engine_->flushLog(id_)) : 0.0);
+  }
+
+  // lateEnd(handle, label, sec, nsec): an end event that found the ring full (SpanLateEnds). The
+  // sampler thread takes it at its next step, running or final, whichever thread polls. Only
+  // after release() is there nobody to take it. Called only where the ring was full: a lock and
+  // a vector's push.
+  Napi::Value LateEnd(const Napi::CallbackInfo& info) {
+    if (engine_ && info.Length() >= 4 && info[0].IsNumber() && info[1].IsNumber() && info[2].IsNumber() && info[3].IsNumber()) {
+      const auto u32 = [&](size_t i) { return info[i].As<Napi::Number>().Uint32Value(); };
+      lateEnds_->push(SpanLateEnds::End{u32(0), u32(1) & ((1u << 30) - 1), u32(2), u32(3)});
+    }
+    return info.Env().Undefined();
   }
 
   // addToRoute(id, joules, durationNs, estimated): a request the engine did not aggregate (its
@@ -215,6 +228,7 @@ class SpanChannelHandle : public Napi::ObjectWrap<SpanChannelHandle> {
 
   std::shared_ptr<SpanEngine> engine_;
   std::shared_ptr<RouteTable> routes_ = std::make_shared<RouteTable>();
+  std::shared_ptr<SpanLateEnds> lateEnds_ = std::make_shared<SpanLateEnds>();
   uint32_t tag_ = 1 + gNextTag.fetch_add(1, std::memory_order_relaxed) % 63;
   Napi::ObjectReference buffer_;
   uint64_t id_ = 0;

@@ -32,7 +32,8 @@ constexpr uint64_t kPoolRescanNs = 250000000ull;
 
 }  // namespace
 
-SpanEngine::SpanEngine(const std::vector<Domain>& domains, int cpuCount, uint64_t historyNs, uint64_t intervalNs)
+SpanEngine::SpanEngine(const std::vector<Domain>& domains, int cpuCount, uint64_t historyNs, uint64_t intervalNs,
+                       uint32_t historySteps)
     : domains_(domains), cpuCount_(cpuCount > 0 ? cpuCount : 1) {
   primary_ = primaryDomainIndices(domains_);
   for (const auto& d : domains_) estimated_ = estimated_ || d.estimated;
@@ -41,15 +42,19 @@ SpanEngine::SpanEngine(const std::vector<Domain>& domains, int cpuCount, uint64_
   lagNs_ = std::max<uint64_t>(2 * intervalNs, 10000000ull);
   uint64_t n = intervalNs ? historyNs / intervalNs + 2 : 1024;
   historyCapacity_ = size_t(std::min<uint64_t>(std::max<uint64_t>(n, 1024), 1u << 17));
+  // Never fewer than the settlement's lag holds four times over: intervals are measured lagNs_
+  // behind the last step, and a tail settles from points that old.
+  if (historySteps) historyCapacity_ = std::max<size_t>(historySteps, size_t(4 * lagNs_ / std::max<uint64_t>(intervalNs, 1) + 8));
 }
 
 uint64_t SpanEngine::addLog(uint8_t* base, uint32_t evCap, uint32_t resCap, uint32_t tid, double offsetNs,
-                            std::shared_ptr<RouteTable> routes) {
+                            std::shared_ptr<RouteTable> routes, std::shared_ptr<SpanLateEnds> lateEnds) {
   std::lock_guard<std::mutex> lock(mu_);
   uint64_t id = nextId_++;
   Log& log = logs_[id];
   log.base = base;
   log.routes = std::move(routes);
+  log.lateEnds = std::move(lateEnds);
   log.evCap = evCap;
   log.resCap = resCap;
   log.tid = tid;
@@ -203,10 +208,16 @@ void SpanEngine::step(uint64_t now, const AttributionEngine& attr, bool final, b
   poolMarks_.clear();
 }
 
-void SpanEngine::drain(Log& log) {
+size_t SpanEngine::drain(Log& log) {
+  // Ends that found the ring full, taken before the ring is read: JavaScript handed each over
+  // after writing its span's begin into the ring, and the lock carries those writes here, so
+  // the ring read next holds every begin they end (it holds at most evCap events, all read).
+  lateTaken_.clear();
+  if (log.lateEnds) log.lateEnds->take(&lateTaken_);
   uint8_t* b = log.base;
   const uint32_t cap = log.evCap;
-  uint32_t tail = uint32_t(loadAcquire(b, kSpanEvTail));
+  const uint32_t start = uint32_t(loadAcquire(b, kSpanEvTail));
+  uint32_t tail = start;
   for (uint32_t n = 0; n < cap; n++) {
     // Word by word, atomically (JavaScript may be writing this slot), seq first: see span_log.h.
     const uint32_t* ev = reinterpret_cast<const uint32_t*>(b + kSpanEventsOffset + size_t(tail & (cap - 1)) * kSpanEventBytes);
@@ -218,59 +229,81 @@ void SpanEngine::drain(Log& log) {
     const uint32_t sec = __atomic_load_n(&ev[4], __ATOMIC_RELAXED);
     const uint32_t nsec = __atomic_load_n(&ev[5], __ATOMIC_RELAXED);
     if (spanEventCheck(seq, handle, typeLabel, sec, nsec) != check) break;
-    const uint32_t type = typeLabel & 3;
-    const uint32_t label = typeLabel >> 2;
-    const int64_t tns = int64_t(sec) * 1000000000 + int64_t(nsec) + log.offsetNs;
-    uint64_t t = tns > 0 ? uint64_t(tns) : 0;
-    if (type == kSpanBeginShared) {
-      if (log.shared.empty()) log.shared.resize(kSpanSlots);
-      Shared& r = log.shared[handle & (kSpanSlots - 1)];
-      // Its slot's last request ended silently and has not settled yet (see Shared).
-      if (r.state != kSharedFree && r.handle != handle) log.sharedMoved.emplace(r.handle, r);
-      r = Shared{};
-      r.handle = handle;
-      r.route = label;  // a request's begin carries its route's id where known, else 0
-      r.t0 = t;
-      r.state = kSharedQueued;
-      log.sharedEvents.push_back(SharedEvent{t, handle, true});
-    } else if (type == kSpanBegin || type == kSpanBeginInternal) {
-      const bool internal = type == kSpanBeginInternal;
-      auto [it, fresh] = log.open.try_emplace(handle, Open{label, t, internal, {}});
-      if (!fresh) {
-        forgetOpen(log, handle, it->second);
-        it->second = Open{label, t, internal, {}};
-      }
-      if (internal) log.internalOpenT0.insert(t);
-      else log.openT0.emplace(t, handle);
-    } else if (type == kSpanEnd) {
-      Shared* r = findShared(log, handle);
-      if (r) {
-        if ((label & kSpanRouteMask) != 0) r->route = label & kSpanRouteMask;  // known only at its end
-        r->silent = (label & kSpanEndSilent) != 0;
-        // In time order: an end written late (JavaScript found the event ring full and wrote it
-        // again at its next poll) may follow newer events. Nearly always the back.
-        auto at = log.sharedEvents.end();
-        while (at != log.sharedEvents.begin() && std::prev(at)->t > t) --at;
-        log.sharedEvents.insert(at, SharedEvent{t, handle, false});
-      } else if (auto it = log.open.find(handle); it != log.open.end()) {
-        const Open& o = it->second;
-        log.ended.push_back(Ended{handle, o.label, o.t0, t < o.t0 ? o.t0 : t, o.internal, o.parts});
-        forgetOpen(log, handle, o);
-        log.open.erase(it);
-      }
-      // (A request that a run's final step settled open is found above: Shared::carried.)
-      // Else its span has its result already: a run's final step settled it open, and its end
-      // came after (a worker ending spans as the main thread stops). No second result, written
-      // or counted: JavaScript would drop it, and stats() counted it in the next run. (JavaScript
-      // sends no end for a span whose begin found the ring full: it makes that span's result.)
-    }
+    applyEvent(log, handle, typeLabel, sec, nsec);
     tail++;
   }
+  const uint32_t fromRing = tail - start;
   storeRelease(b, kSpanEvTail, int32_t(tail));
+  for (const SpanLateEnds::End& e : lateTaken_) applyEvent(log, e.handle, kSpanEnd | (e.label << 2), e.sec, e.nsec);
+  return fromRing + lateTaken_.size();
+}
+
+void SpanEngine::applyEvent(Log& log, uint32_t handle, uint32_t typeLabel, uint32_t sec, uint32_t nsec) {
+  const uint32_t type = typeLabel & 3;
+  const uint32_t label = typeLabel >> 2;
+  const int64_t tns = int64_t(sec) * 1000000000 + int64_t(nsec) + log.offsetNs;
+  uint64_t t = tns > 0 ? uint64_t(tns) : 0;
+  if (type == kSpanBeginShared) {
+    if (log.shared.empty()) log.shared.resize(kSpanSlots);
+    Shared& r = log.shared[handle & (kSpanSlots - 1)];
+    // Its slot's last request ended silently and has not settled yet (see Shared).
+    if (r.state != kSharedFree && r.handle != handle) log.sharedMoved.emplace(r.handle, r);
+    r = Shared{};
+    r.handle = handle;
+    r.route = label;  // a request's begin carries its route's id where known, else 0
+    r.t0 = t;
+    r.state = kSharedQueued;
+    log.sharedEvents.push_back(SharedEvent{t, handle, true});
+  } else if (type == kSpanBegin || type == kSpanBeginInternal) {
+    const bool internal = type == kSpanBeginInternal;
+    auto [it, fresh] = log.open.try_emplace(handle, Open{label, t, internal, {}});
+    if (!fresh) {
+      forgetOpen(log, handle, it->second);
+      it->second = Open{label, t, internal, {}};
+    }
+    if (internal) log.internalOpenT0.emplace(t, handle);
+    else log.openT0.emplace(t, handle);
+    if (t < log.exclusiveUpTo) keepLateOrigin(log, it->second);
+  } else if (type == kSpanEnd) {
+    Shared* r = findShared(log, handle);
+    if (r) {
+      if ((label & kSpanRouteMask) != 0) r->route = label & kSpanRouteMask;  // known only at its end
+      r->silent = (label & kSpanEndSilent) != 0;
+      // In time order: an end handed over late (JavaScript found the event ring full) may follow
+      // newer events. Nearly always the back.
+      auto at = log.sharedEvents.end();
+      while (at != log.sharedEvents.begin() && std::prev(at)->t > t) --at;
+      log.sharedEvents.insert(at, SharedEvent{t, handle, false});
+    } else if (auto it = log.open.find(handle); it != log.open.end()) {
+      const Open& o = it->second;
+      log.ended.push_back(Ended{handle, o.label, o.t0, t < o.t0 ? o.t0 : t, o.internal, o.parts});
+      forgetOpen(log, handle, o);
+      log.open.erase(it);
+    }
+    // (A request that a run's final step settled open is found above: Shared::carried.)
+    // Else its span has its result already: a run's final step settled it open, and its end
+    // came after (a worker ending spans as the main thread stops). No second result, written
+    // or counted: JavaScript would drop it, and stats() counted it in the next run. (JavaScript
+    // sends no end for a span whose begin found the ring full: it makes that span's result.)
+  }
+}
+
+void SpanEngine::keepLateOrigin(Log& log, Open& o) {
+  // Its head interval was measured before its begin came (its thread preempted between stamping
+  // and publishing it for longer than the lag): charged there at the interval's uniform density,
+  // as settleExclusive() charges such a head from the history.
+  if (log.histSize < 2 || o.t0 < hist(log, 0).t) return;
+  const size_t first = firstPointAfter(log, o.t0);
+  if (first >= log.histSize) return;
+  const Point& h0 = hist(log, first - 1);
+  const Point& h1 = hist(log, first);
+  Charge head;
+  if (o.t0 > h0.t) chargeInterval(h0, h1, o.t0, h1.t, &head, o.internal);
+  o.parts.origin = originOf(o.t0 > h0.t ? h1 : h0, head, h1.t);
 }
 
 void SpanEngine::forgetOpen(Log& log, uint32_t handle, const Open& o) {
-  if (o.internal) log.internalOpenT0.erase(log.internalOpenT0.find(o.t0));
+  if (o.internal) log.internalOpenT0.erase({o.t0, handle});
   else log.openT0.erase({o.t0, handle});
 }
 
@@ -333,6 +366,7 @@ void SpanEngine::measureDensity(Log& log, bool final) {
     const uint64_t a = pa.t, b = pb.t;
     pieces_.clear();
     internalCover_.clear();
+    internalHeads_.clear();
     if (b > a) {
       // Users' spans open: one piece for all those begun before the interval (each covers the
       // whole of it), and one for each begun inside it, whose head this interval is.
@@ -341,13 +375,18 @@ void SpanEngine::measureDensity(Log& log, bool final) {
       for (; open != log.openT0.end() && open->first < b; ++open) {
         pieces_.push_back(Piece{open->first, b, &log.open.find(open->second)->second.parts, true, false});
       }
-      if (!log.internalOpenT0.empty() && *log.internalOpenT0.begin() < b) {
-        internalCover_.emplace_back(std::max(*log.internalOpenT0.begin(), a), b);
+      if (!log.internalOpenT0.empty() && log.internalOpenT0.begin()->first < b) {
+        internalCover_.emplace_back(std::max(log.internalOpenT0.begin()->first, a), b);
+      }
+      // Internal spans begun inside it and open past it: their origin is kept below.
+      for (auto in = log.internalOpenT0.lower_bound({a, 0}); in != log.internalOpenT0.end() && in->first < b; ++in) {
+        internalHeads_.push_back(InternalHead{in->first, &log.open.find(in->second)->second.parts});
       }
       for (Ended& e : log.ended) {
         if (e.t0 >= b || e.t1 <= a) continue;
         if (e.internal) {
           internalCover_.emplace_back(std::max(e.t0, a), std::min(e.t1, b));
+          if (e.t0 >= a && e.t1 >= b) internalHeads_.push_back(InternalHead{e.t0, &e.parts});
           continue;
         }
         // Its head, its tail, or an interval it covers whole (charged from the running sums).
@@ -371,8 +410,36 @@ void SpanEngine::measureDensity(Log& log, bool final) {
     pb.sumBase.add(whole.base);
     pb.sumMeasured = pa.sumMeasured + whole.measured;
     pb.sumUnmeasured = pa.sumUnmeasured + whole.unmeasured;
+    // The origins of the spans whose head this is and that run on past it: what each was placed
+    // here (a users' span's share of U, an internal span's at their own density); a span begun
+    // at the interval's start covers it whole, as the running sums do.
+    for (const Piece& p : pieces_) {
+      if (!p.head || !p.parts || p.to != b) continue;
+      Charge head;
+      if (p.from > a) chargeOnCpu(pa, pb, p.parts->headX, &head);
+      p.parts->origin = originOf(p.from > a ? pb : pa, head, b);
+    }
+    for (const InternalHead& h : internalHeads_) {
+      Charge head;
+      if (h.t0 > a) chargeInterval(pa, pb, h.t0, b, &head, true);
+      h.parts->origin = originOf(h.t0 > a ? pb : pa, head, b);
+    }
     log.exclusiveUpTo = b;
   }
+}
+
+SpanEngine::Origin SpanEngine::originOf(const Point& p, const Charge& head, uint64_t b) {
+  Origin o;
+  o.b = b;
+  o.onCpu = p.sumOnCpu;
+  o.onCpu.add(-head.onCpu);
+  o.joules = p.sumJ;
+  o.joules.add(-head.joules);
+  o.base = p.sumBase;
+  o.base.add(-head.base);
+  o.measured = p.sumMeasured - head.measured;
+  o.unmeasured = p.sumUnmeasured - head.unmeasured;
+  return o;
 }
 
 uint64_t SpanEngine::placeOnCpu(uint64_t b, double c) {
@@ -491,11 +558,39 @@ void SpanEngine::settleExclusive(Log& log, bool final, uint64_t now) {
     // Within the history at both ends (a span begun after the run's last step has none of it).
     bool complete = log.histSize >= 2 && t0 >= hist(log, 0).t && t1 <= hist(log, log.histSize - 1).t;
     Charge sum;
-    // The intervals it overlaps run from the one holding t0 to the one holding t1: those two
+    const Origin& origin = parts.origin;
+    if (origin.b != 0 && t1 >= origin.b && log.histSize >= 2 && t1 >= hist(log, 0).t) {
+      // Past its head interval: the running sums where it ends less its origin, and its tail
+      // interval in part, however long ago it began. (An internal span covering an interval
+      // whole is charged what the running sums hold: its density's union is the interval.)
+      complete = t1 <= hist(log, log.histSize - 1).t;
+      const size_t last = std::min(firstPointAfter(log, t1 - 1), log.histSize - 1);
+      const Point& e0 = hist(log, last - 1);
+      const Point& e1 = hist(log, last);
+      size_t i1 = last;
+      if (t1 < e1.t) {
+        i1 = last - 1;
+        if (internal) chargeInterval(e0, e1, t0, t1, &sum, true);
+        else if (parts.tailB == e1.t) chargeOnCpu(e0, e1, parts.tailX, &sum);
+        else chargeInterval(e0, e1, t0, t1, &sum);
+      }
+      const Point& p = hist(log, i1);
+      sum.onCpu += p.sumOnCpu.since(origin.onCpu);
+      sum.joules += p.sumJ.since(origin.joules);
+      sum.base += p.sumBase.since(origin.base);
+      sum.measured += p.sumMeasured - origin.measured;
+      sum.unmeasured += p.sumUnmeasured - origin.unmeasured;
+      *onCpu = sum.onCpu;
+      *joules = sum.joules;
+      *base = sum.base;
+      if (!sum.measured && (sum.unmeasured || !complete)) *onCpu = *joules = *base = NAN;
+      return complete && !sum.unmeasured;
+    }
+    // Else (a span within one interval, or begun before the history: its begin reached the
+    // sampler before its channel's first step, or after the history had let go of its interval)
+    // the intervals it overlaps run from the one holding t0 to the one holding t1: those two
     // in part, every one between them whole, read off the running sums. An internal span is
-    // charged interval by interval instead, at its own density (the running sums are the users'
-    // spans'): internal spans do not overlap one another, so over a run they visit each interval
-    // about once, however long any of them is.
+    // charged interval by interval, at its own density.
     const size_t first = firstPointAfter(log, t0);
     if (t1 > t0 && first < log.histSize) {
       const size_t last = std::min(firstPointAfter(log, t1 - 1), log.histSize - 1);
@@ -904,9 +999,7 @@ size_t SpanEngine::flushLog(uint64_t id) {
   // that span would keep its thread waiting (and alive) till then. Such events settle here, as
   // the last step settled what was open at the stop: incomplete, with the energy the run saw.
   if (finalStepDone_ && !closed_ && log.histSize > 0) {
-    const int32_t tail = loadAcquire(log.base, kSpanEvTail);
-    drain(log);
-    if (loadAcquire(log.base, kSpanEvTail) != tail) {
+    if (drain(log) != 0) {
       const uint64_t now = std::max(monotonicNs(), hist(log, log.histSize - 1).t);
       settleExclusive(log, true, now);
       accountShared(log, true, now);

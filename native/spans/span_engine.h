@@ -58,9 +58,43 @@
 
 namespace jouletrace {
 
+// Ends JavaScript could not write into its channel's event ring (the ring was full): handed over
+// here instead, under a lock of their own, and taken by the sampler thread at its next step,
+// before it reads the ring. Kept in JavaScript for its thread to write again at its next poll,
+// such an end was late by as long as the thread ran without one, and lost to a stop() meanwhile,
+// which then settled its span open up to the stop (a 30 ms span reported as 145 ms, 3× its CPU);
+// and a worker's channel is polled by that worker alone.
+class SpanLateEnds {
+ public:
+  struct End {
+    uint32_t handle, label, sec, nsec;  // label: an end event's (a request's route id and silent bit)
+  };
+  void push(const End& e) {
+    std::lock_guard<std::mutex> lock(mu_);
+    ends_.push_back(e);
+    any_.store(true, std::memory_order_release);
+  }
+  // Appends them to *out, in the order they came, and lets them go. Without a lock while there
+  // are none (every channel, every step): one missed as it is pushed is taken at the next step.
+  void take(std::vector<End>* out) {
+    if (!any_.load(std::memory_order_acquire)) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    out->insert(out->end(), ends_.begin(), ends_.end());
+    ends_.clear();
+    any_.store(false, std::memory_order_relaxed);
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<End> ends_;
+  std::atomic<bool> any_{false};
+};
+
 class SpanEngine {
  public:
-  SpanEngine(const std::vector<Domain>& domains, int cpuCount, uint64_t historyNs, uint64_t intervalNs);
+  // The history: historyNs of intervals (steps, one per attribution step, come no more often),
+  // 1,024 to 2^17 of them; historySteps, where not 0 (tests), sets their number instead.
+  SpanEngine(const std::vector<Domain>& domains, int cpuCount, uint64_t historyNs, uint64_t intervalNs, uint32_t historySteps = 0);
 
   // JavaScript threads. base points at the channel's SharedArrayBuffer, which the caller keeps
   // alive until removeLog() returns.
@@ -68,8 +102,9 @@ class SpanEngine {
   // size. Kept here: the sampler thread never trusts the copies in JS-writable memory.
   // routes: where requests whose begin or end event names a route (an id ≥ 1) are aggregated
   // as they settle.
+  // lateEnds: where the channel hands over the ends that found its ring full (drained with it).
   uint64_t addLog(uint8_t* base, uint32_t evCap, uint32_t resCap, uint32_t tid, double offsetNs,
-                  std::shared_ptr<RouteTable> routes);
+                  std::shared_ptr<RouteTable> routes, std::shared_ptr<SpanLateEnds> lateEnds);
   void removeLog(uint64_t id);
   // Writes the running flag into every channel (and into channels added later).
   void setRunning(bool running);
@@ -124,9 +159,24 @@ class SpanEngine {
   // interval's end (0: none); headTo: the end of the part placed (the interval's end for a span
   // open then). A part placed for what turned out another stretch (an event published after its
   // interval was measured) is not used: see settleExclusive().
+  //
+  // origin: the running sums (Point::sumOnCpu, ...) less what the span was charged from its begin
+  // to the end of its head interval (origin.b), kept as that interval is measured, or as its begin
+  // is drained where that came after (charged there at the interval's uniform density, as
+  // settleExclusive() would). A span running past origin.b is charged the difference between the
+  // sums where it ends and these, plus its tail interval: its begin need not be in the history,
+  // which holds about 10 s of steps. Read off the history instead, a span open longer than that
+  // was charged only from its oldest point, less than its own children (job of 20 s: 14.3 J, its
+  // 40 children 20.6 J), and flagged incomplete.
+  struct Origin {
+    RunningSum onCpu, joules, base;
+    uint32_t measured = 0, unmeasured = 0;
+    uint64_t b = 0;  // 0: none kept
+  };
   struct Parts {
     double headX = 0, tailX = 0;
     uint64_t headB = 0, headTo = 0, tailB = 0;
+    Origin origin;
   };
   struct Point {
     uint64_t t;
@@ -214,7 +264,7 @@ class SpanEngine {
     // rest, whatever the number open (30,000 spans held open, each covered and sorted every
     // interval, took the sampler thread from 3% to 44% of a core).
     std::set<std::pair<uint64_t, uint32_t>> openT0;
-    std::multiset<uint64_t> internalOpenT0;   // the same for internal spans
+    std::set<std::pair<uint64_t, uint32_t>> internalOpenT0;  // the same for internal spans
     std::vector<Shared> shared;               // kSpanSlots entries once the first request begins
     std::unordered_map<uint32_t, Shared> sharedMoved;  // by handle: see Shared
     std::deque<SharedEvent> sharedEvents;     // drained, not yet reached by the fair-share clock
@@ -232,12 +282,20 @@ class SpanEngine {
     uint64_t exclusiveUpTo = 0;               // densities are known up to this time
     bool primed = false;
     std::shared_ptr<RouteTable> routes;
+    std::shared_ptr<SpanLateEnds> lateEnds;
     // This step's requests for routes, added under the table's lock once accountShared() is
     // done: a JavaScript thread adding or reading waits for that, not for the whole pass.
     std::vector<RouteTable::Add> routeAdds;
   };
 
-  void drain(Log& log);
+  // Takes the channel's events: the ends handed over late, then the ring's, applied in that order.
+  // Returns how many it took.
+  size_t drain(Log& log);
+  void applyEvent(Log& log, uint32_t handle, uint32_t typeLabel, uint32_t sec, uint32_t nsec);
+  // A span whose begin came after its head interval was measured: its origin off the history.
+  void keepLateOrigin(Log& log, Open& o);
+  // The running sums at p less a span's charge up to b (the end of its head interval).
+  static Origin originOf(const Point& p, const Charge& head, uint64_t b);
   // Takes an open span's start out of the log's ordered starts.
   static void forgetOpen(Log& log, uint32_t handle, const Open& o);
   void record(Log& log, uint64_t now, const AttributionEngine& attr, bool readFailed = false);
@@ -344,6 +402,12 @@ class SpanEngine {
   // of those that enclose no other with the length of it before each stretch.
   std::vector<std::pair<uint64_t, uint64_t>> internalCover_;
   std::vector<Piece> pieces_;
+  struct InternalHead {
+    uint64_t t0;
+    Parts* parts;
+  };
+  std::vector<InternalHead> internalHeads_;  // internal spans begun in the interval, open past it
+  std::vector<SpanLateEnds::End> lateTaken_;  // scratch for drain()
   struct Stretch {
     uint64_t from, to;
     uint64_t before;
