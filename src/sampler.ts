@@ -249,6 +249,11 @@ export interface SamplerStats {
     hashRefs: number;
     /** Snapshot slot reads that gave up on a writer mid-update; the previous figures stood in. */
     busyReads: number;
+    /**
+     * Slots of exited threads that bpf() refused to hand back (privileges dropped on a kernel
+     * before 5.19 with kernel.unprivileged_bpf_disabled): out of use for good; `note` says why.
+     */
+    lostSlots: number;
     /** sched_switch runs the kernel skipped because the program was already running on that CPU. */
     recursionMisses: number;
     /**
@@ -881,7 +886,7 @@ export class Sampler {
       stats.target = { pid: this.#targetPid, watch: this.#info.targetWatch || null, exited: s.targetExited };
     }
     if (s.tracker && s.tracker.backend === 'bpf') {
-      // program, programReason, hashRefs, busyReads, repairHook, renameHook, missedSwitchIns
+      // program, programReason, hashRefs, busyReads, lostSlots, repairHook, renameHook, missedSwitchIns
       // and repairedSwitchIns are set natively whenever the backend is bpf.
       stats.bpf = {
         program: s.tracker.program!,
@@ -894,6 +899,7 @@ export class Sampler {
         droppedThreads: s.tracker.droppedThreads,
         hashRefs: s.tracker.hashRefs!,
         busyReads: s.tracker.busyReads!,
+        lostSlots: s.tracker.lostSlots!,
         recursionMisses: s.tracker.recursionMisses,
         repairHook: s.tracker.repairHook!,
         renameHook: s.tracker.renameHook!,

@@ -119,6 +119,12 @@ export interface ThreadTrackerStats {
    */
   busyReads?: number;
   /**
+   * bpf only: slots of exited threads that bpf() refused to hand back, out of use for good: where
+   * the kernel refuses bpf() once privileges are dropped (before Linux 5.19, with
+   * kernel.unprivileged_bpf_disabled). Past `maxThreads` of them, new threads go untracked.
+   */
+  lostSlots?: number;
+  /**
    * bpf only: the repair of switch-ins the kernel did not report: "tp_btf/sched_stat_runtime"
    * when attached, "standby: ..." until one is seen (repairSwitchIns 'auto'), or "off: <why>".
    */

@@ -925,8 +925,8 @@ const SHIM_SOURCE = String.raw`
 /* bpf(2) commands, and offsets in union bpf_attr (include/uapi/linux/bpf.h): map_type and
  * map_name for MAP_CREATE; log_level, log_size, log_buf and prog_name for PROG_LOAD. tp_btf and
  * iter links come from RAW_TRACEPOINT_OPEN or LINK_CREATE, depending on the libbpf version. */
-enum { MAP_CREATE = 0, PROG_LOAD = 5, RAW_TRACEPOINT_OPEN = 17, LINK_CREATE = 28 };
-enum { MAP_TYPE_AT = 0, MAP_NAME_AT = 28, LOG_LEVEL_AT = 24, LOG_SIZE_AT = 28, LOG_BUF_AT = 32, PROG_NAME_AT = 48, OBJ_NAME_LEN = 16 };
+enum { MAP_CREATE = 0, MAP_UPDATE_ELEM = 2, PROG_LOAD = 5, RAW_TRACEPOINT_OPEN = 17, LINK_CREATE = 28 };
+enum { MAP_TYPE_AT = 0, MAP_NAME_AT = 28, KEY_AT = 8, LOG_LEVEL_AT = 24, LOG_SIZE_AT = 28, LOG_BUF_AT = 32, PROG_NAME_AT = 48, OBJ_NAME_LEN = 16 };
 enum { MAP_TYPE_TASK_STORAGE = 29 };
 
 /* Whether the object being loaded keeps its task refs in task storage (the task-storage build):
@@ -980,6 +980,16 @@ static int refusal(long cmd, const char *attr)
 	if (cmd == MAP_CREATE && strncmp(attr + MAP_NAME_AT, "task_refs", OBJ_NAME_LEN) == 0) {
 		memcpy(&map_type, attr + MAP_TYPE_AT, sizeof map_type);
 		task_storage_object = map_type == MAP_TYPE_TASK_STORAGE;
+	}
+	/* JT_FAULT_PUSH, set while the process runs: a push onto a queue or stack map (an update
+	 * with no key) refused, as a kernel refuses every bpf() call without CAP_BPF before Linux
+	 * 5.19 with kernel.unprivileged_bpf_disabled, once privileges are dropped. */
+	if (cmd == MAP_UPDATE_ELEM && getenv("JT_FAULT_PUSH")) {
+		unsigned long long key;
+
+		memcpy(&key, attr + KEY_AT, sizeof key);
+		if (!key)
+			return EPERM;
 	}
 	if (!err)
 		return 0;
@@ -1053,8 +1063,10 @@ int uname(struct utsname *u)
 
 // errno values as Linux numbers them on every architecture.
 const EPERM = 1;
+const E2BIG = 7;
 const EACCES = 13;
 const EINVAL = 22;
+const ENOSYS = 38;
 // include/uapi/linux/bpf.h, enum bpf_map_type.
 const BPF_MAP_TYPE_TASK_STORAGE = 29;
 
@@ -1136,7 +1148,7 @@ describeBpf('eBPF tracker load and attach failures (kernel refusals injected)', 
     expect(auto.threads).toBeGreaterThan(0);
     const requested = refused(out.outcomes[1]);
     expect(requested.code).toBe('EINVAL');
-    expect(requested.message).toMatch(/^jouletrace: loading the BPF program \(kernel [^)]+\) failed: Invalid argument\n/);
+    expect(requested.message).toMatch(/^jouletrace: loading the BPF program \(kernel [^)]+\) failed: Invalid argument\. Where it keeps failing [^\n]+; meanwhile use backend 'procfs'\.\n/);
     expect(requested.message).toContain("map 'task_refs'"); // libbpf's own words, kept
     expect(requested.message).not.toContain('compat');
   });
@@ -1181,6 +1193,66 @@ describeBpf('eBPF tracker load and attach failures (kernel refusals injected)', 
     expect(einval.message).toContain("failed to load object 'thread_tracker_compat'");
     expect(einval.message).toContain('\n(the task-storage build failed first: jouletrace: loading the BPF program');
     expect(einval.message).toContain("failed to load object 'thread_tracker'\n");
+  });
+
+  it('gives every errno of a refused load a remedy and procfs, and RLIMIT_MEMLOCK advice only before Linux 5.11', () => {
+    // A seccomp filter on bpf()'s command (PROG_LOAD alone) answers ENOSYS: no remedy was given,
+    // no word of procfs, and the compat build was tried, to meet the same refusal.
+    const enosys = refused(underFault({ JT_FAULT_ERRNO: ENOSYS, JT_FAULT_PROG: 'handle_switch' }, [{}]).outcomes[0]);
+    expect(enosys.code).toBe('ENOSYS');
+    expect(enosys.message.split('\n')[0]).toBe(
+      `jouletrace: loading the BPF program (kernel ${os.release()}) failed: Function not implemented: bpf() is not there for this process: ` +
+        "a seccomp filter (a container's default profile, a systemd unit's SystemCallFilter=: allow bpf in it, or run the container " +
+        "with --security-opt seccomp=unconfined) answers it so, or the kernel was built without CONFIG_BPF_SYSCALL. Otherwise use backend 'procfs'.",
+    );
+    expect(enosys.message).not.toContain('failed first');
+    // Any other errno: the procfs advice at least.
+    const e2big = refused(underFault({ JT_FAULT_ERRNO: E2BIG, JT_FAULT_PROG: 'handle_switch' }, [{ bpfProgram: 'compat' }]).outcomes[0]);
+    expect(e2big.message.split('\n')[0]).toMatch(/failed: Argument list too long\. Where it keeps failing on this kernel \([^)]+\), please report it with this message; meanwhile use backend 'procfs'\.$/);
+    // libbpf's own probes refused (unnamed programs): its log blames RLIMIT_MEMLOCK, which from
+    // Linux 5.11 counts nothing (the memory cgroup does); the advice stays before.
+    const probes = { JT_FAULT_ERRNO: EPERM, JT_FAULT_PROG: '' };
+    const recent = refused(underFault({ ...probes, JT_FAULT_RELEASE: '6.8.0' }, [{}]).outcomes[0]);
+    expect(recent.code).toBe('EPERM');
+    expect(recent.message).toMatch(/^jouletrace: loading the BPF program \(kernel 6\.8\.0\) failed: Operation not permitted, though this process has CAP_BPF and CAP_PERFMON \(or CAP_SYS_ADMIN\)\. Something other than capabilities refused bpf\(\): a seccomp filter/);
+    expect(recent.message).toContain("libbpf: Error in bpf_object__probe_loading():Operation not permitted(1).\n"); // libbpf's words, less its advice
+    expect(recent.message).not.toContain('RLIMIT_MEMLOCK is set');
+    expect(recent.message).toContain("(libbpf's RLIMIT_MEMLOCK advice left out: from Linux 5.11 the memory cgroup counts BPF memory)");
+    expect(recent.message.split('\n')[0]).not.toContain('RLIMIT_MEMLOCK');
+    const old = refused(underFault({ ...probes, JT_FAULT_RELEASE: '5.10.0' }, [{}]).outcomes[0]);
+    expect(old.message.split('\n')[0]).toContain('Before Linux 5.11 (running 5.10.0) BPF maps count against RLIMIT_MEMLOCK: raise it');
+    expect(old.message.split('\n')[0]).toContain("Or something other than capabilities refused bpf(): a seccomp filter");
+    expect(old.message).toContain('RLIMIT_MEMLOCK is set to big enough value');
+  });
+
+  it("counts the slots of exited threads that bpf() refused to hand back, and says why, rather than leaking them silently", async () => {
+    // After open the tracker still calls bpf() to push a freed slot back: a kernel before 5.19
+    // with kernel.unprivileged_bpf_disabled refuses it once privileges are dropped, and after
+    // maxThreads exits every new thread went untracked with nothing said.
+    const script = `
+      const { openThreadTracker } = require(${JSON.stringify(DIST)});
+      const { Worker } = require('node:worker_threads');
+      (async () => {
+        const t = openThreadTracker({ backend: 'bpf', maxThreads: 64 });
+        t.snapshot();
+        process.env.JT_FAULT_PUSH = '1'; // setenv(): the shim reads it at each call
+        for (let i = 0; i < 3; i++) {
+          const w = new Worker('', { eval: true });
+          await new Promise((r) => w.on('exit', r));
+        }
+        let exited = 0;
+        for (let i = 0; i < 5; i++) { exited += t.snapshot().threads.filter((r) => r.exited).length; await new Promise((r) => setTimeout(r, 10)); }
+        const s = t.stats();
+        t.close();
+        process.stdout.write(JSON.stringify({ exited, lostSlots: s.lostSlots, note: s.note }));
+      })();`;
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, LD_PRELOAD: shim } });
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.exited).toBeGreaterThanOrEqual(3);
+    expect(out.lostSlots).toBe(out.exited);
+    expect(out.note).toContain(`${out.lostSlots} slots of exited threads could not be handed back (bpf(): Operation not permitted; before Linux 5.19,`);
+    expect(out.note).toContain('new threads go untracked (droppedThreads)');
   });
 
   it("reports the verifier's refusal with its last lines and no privilege advice, and 'auto' falls back to the compat build on it", () => {

@@ -2,7 +2,7 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { nativeHandleOf } from '../src/native-handles';
 import { Sampler } from '../src/sampler';
 import { bpfReadiness, openThreadTracker, type ThreadSnapshot, type ThreadTracker } from '../src/threads';
@@ -150,6 +150,116 @@ describeBpf('eBPF tracker targets', () => {
     expect(out.message).toContain("Use threads 'procfs', or run the container");
     expect(out.tracker).toContain("Use backend 'procfs', or run the container");
     expect(out.auto).toBe('procfs'); // 'auto' falls back, saying why
+  });
+
+  it("advises procfs only where it can follow the process, in a pid namespace that sees the host's /proc", () => {
+    // unshare without --mount-proc: /proc is the host's. procfs follows this process there (by
+    // the number /proc/self gives it), but no pid of this namespace's: the eBPF refusal sent users
+    // to a backend that read kthreadd's threads for theirs.
+    const script = `const j = require(${JSON.stringify(path.join(ROOT, 'dist/cjs/index.js'))});
+      const child = require('node:child_process').spawn('sleep', ['30']);
+      const out = { child: child.pid, readiness: j.bpfReadiness() };
+      try { j.openThreadTracker({ backend: 'bpf' }); } catch (e) { out.self = e.message; }
+      try { j.openThreadTracker({ backend: 'bpf', pid: child.pid }); } catch (e) { out.code = e.code; out.other = e.message; }
+      const s = new j.Sampler({ source: 'model' });
+      out.auto = s.stats().threads;
+      s.close();
+      child.kill();
+      process.stdout.write(JSON.stringify(out));`;
+    const r = spawnSync('unshare', ['--pid', '--fork', process.execPath, '-e', script], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.readiness.reason).toContain("Use backend 'procfs', or run the container");
+    expect(out.self).toContain("Use backend 'procfs', or run the container");
+    expect(out.code).toBe('ERR_JOULETRACE_PID_NAMESPACE');
+    expect(out.other).not.toContain("Use backend 'procfs'");
+    expect(out.other).toContain(`Nor can backend 'procfs' follow pid ${out.child} here: /proc here is another pid namespace's`);
+    expect(out.other).toContain("`unshare --pid --fork --mount-proc`");
+    expect(out.other).toMatch(/; then use backend 'procfs'\. Or run the container with the host's pid namespace \(docker run --pid=host\)$/);
+    expect(out.auto.backend).toBe('procfs');
+    expect(out.auto.fallbackReason).toContain("Use threads 'procfs', or run the container");
+  });
+});
+
+// A seccomp filter that fails bpf() (a container's default profile does, with EPERM; others
+// answer ENOSYS): capabilities and BTF are all there, and bpfReadiness() said ready where every
+// load then failed, an ENOSYS with no remedy and no word of procfs.
+describeBpf('eBPF tracker under a seccomp filter that refuses bpf()', () => {
+  const SECCOMP_SOURCE = String.raw`
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+/* seccomp ERRNO cmd...: runs cmd with bpf() failing with ERRNO. */
+int main(int argc, char **argv)
+{
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_bpf, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (atoi(argv[1]) & 0xffff)),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog p = { sizeof f / sizeof f[0], f };
+	(void)argc;
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &p)) {
+		perror("seccomp");
+		return 1;
+	}
+	execvp(argv[2], argv + 2);
+	perror("exec");
+	return 1;
+}
+`;
+  let dir = '';
+  let wrapper = '';
+  beforeAll(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-seccomp-'));
+    fs.writeFileSync(path.join(dir, 'seccomp.c'), SECCOMP_SOURCE);
+    wrapper = path.join(dir, 'seccomp');
+    const cc = spawnSync('cc', ['-O2', '-Wall', '-Wextra', '-Werror', '-o', wrapper, path.join(dir, 'seccomp.c')], { encoding: 'utf8' });
+    expect(cc.error, 'a C compiler (cc) builds the seccomp wrapper').toBeUndefined();
+    expect(cc.status, cc.stderr).toBe(0);
+  });
+  afterAll(() => {
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it.each([
+    ['ENOSYS', 38, "bpf() is not there for this process: a seccomp filter"],
+    ['EPERM', 1, 'though this process has CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN). Something other than capabilities refused bpf(): a seccomp filter'],
+  ])('says not ready, and refuses with %s and the remedies before loading anything', (code, errno, remedy) => {
+    const script = `const j = require(${JSON.stringify(path.join(ROOT, 'dist/cjs/index.js'))});
+      const out = { readiness: j.bpfReadiness() };
+      try { j.openThreadTracker({ backend: 'bpf' }); } catch (e) { out.code = e.code; out.message = e.message; }
+      try { new j.Sampler({ source: 'model', threads: 'bpf' }); } catch (e) { out.sampler = e.message; }
+      const s = new j.Sampler({ source: 'model' });
+      out.auto = s.stats().threads;
+      s.close();
+      process.stdout.write(JSON.stringify(out));`;
+    const r = spawnSync(wrapper, [String(errno), process.execPath, '-e', script], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout);
+    const message = out.message as string;
+    expect(out.readiness).toMatchObject({ ready: false, btf: true, capBpf: true, capPerfmon: true });
+    expect(out.readiness.reason).toBe(message);
+    expect(out.code).toBe(code);
+    expect(message).toMatch(/^jouletrace: bpf\(\) refused to create a one-entry array map \([^)]+\)/);
+    expect(message).toContain(remedy);
+    expect(message).toMatch(/Otherwise use backend 'procfs'\.$/);
+    // Not libbpf's failed probes, which blamed RLIMIT_MEMLOCK (counted by the memory cgroup from
+    // Linux 5.11) and CONFIG_BPF_SYSCALL, nor a second try with the compat build.
+    expect(message).not.toContain("libbpf's log");
+    expect(message).not.toContain('failed first');
+    const [major, minor] = os.release().split('.').map(Number);
+    if (major > 5 || (major === 5 && minor >= 11)) expect(message).not.toContain('RLIMIT_MEMLOCK');
+    expect(out.sampler).toBe(`threads: 'bpf': ${message.replace("backend 'procfs'", "threads 'procfs'")}`);
+    expect(out.auto.backend).toBe('procfs');
+    expect(out.auto.fallbackReason).toContain(remedy);
   });
 });
 

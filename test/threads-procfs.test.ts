@@ -141,6 +141,141 @@ describe('procfs thread tracker under a /proc mounted with hidepid', () => {
   });
 });
 
+// `unshare --pid --fork` without --mount-proc: a pid namespace of its own that sees the host's
+// /proc, where getpid() is 1 and /proc/1 is the host's init (/proc/2, kthreadd). Needs root and
+// util-linux's unshare.
+const foreignProcSkip: string | undefined = (() => {
+  if (process.getuid?.() !== 0) return 'unshare --pid needs root';
+  const r = spawnSync('unshare', ['--pid', '--fork', 'true'], { encoding: 'utf8' });
+  if (r.error) return `unshare could not run (${r.error.message}): util-linux is not installed`;
+  if (r.status !== 0) return `unshare --pid --fork failed: ${r.stderr.trim()}`;
+  return undefined;
+})();
+
+/** Runs a script under `unshare --pid --fork` (extra: more unshare options); its JSON output. */
+function inPidNamespace(script: string, extra: string[] = []): Record<string, any> {
+  const r = spawnSync('unshare', ['--pid', '--fork', ...extra, process.execPath, '-e', script], { encoding: 'utf8' });
+  expect(r.status, r.stderr).toBe(0);
+  return JSON.parse(r.stdout);
+}
+
+describe('procfs thread tracker in a pid namespace that sees the host\'s /proc', () => {
+  const dist = JSON.stringify(path.join(__dirname, '..', 'dist/cjs/index.js'));
+
+  // The tracker read /proc/<getpid()>: kthreadd's threads (or init's) for this process's, 0 ns
+  // and 0 J, silently; and spans, which go by gettid(), found no row of theirs.
+  itGated("tracks this process's own threads, under the numbers the process knows them by", foreignProcSkip, toolsRequired(), 'JOULETRACE_REQUIRE_TOOLS=1', () => {
+    const out = inPidNamespace(`
+      const fs = require('node:fs');
+      const j = require(${dist});
+      const ran = () => Number(fs.readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]);
+      const spinCpu = (ms) => { const until = ran() + ms * 1e6; while (ran() < until); };
+      // The host's numbering of this process's threads, and their names, from /proc/self.
+      const names = () => fs.readdirSync('/proc/self/task').map((t) => fs.readFileSync('/proc/self/task/' + t + '/comm', 'utf8').trim()).sort();
+      const t = j.openThreadTracker({ backend: 'procfs' });
+      spinCpu(100);
+      const rows = t.snapshot().threads;
+      const hostNames = names();
+      t.close();
+      const s = new j.Sampler({ source: 'model' });
+      s.start();
+      const h = s.begin('spin');
+      spinCpu(200);
+      s.end(h);
+      setTimeout(async () => {
+        const span = await s.settle(h);
+        const backend = s.stats().threads.backend;
+        s.close();
+        process.stdout.write(JSON.stringify({ pid: process.pid, selfLink: fs.readlinkSync('/proc/self'), rows, hostNames, span, backend }));
+      }, 50);`);
+    // Under unshare --fork the script is its namespace's init, and /proc the host's.
+    expect(out.pid).toBe(1);
+    expect(Number(out.selfLink)).not.toBe(1);
+    const main = out.rows.find((r: { tid: number }) => r.tid === out.pid);
+    expect(main, JSON.stringify(out.rows)).toBeDefined();
+    expect(main.name).toBe('node');
+    expect(main.onCpuNs).toBeGreaterThanOrEqual(100e6); // counted from the open, which the spin followed
+    for (const r of out.rows) {
+      expect(r.tgid).toBe(out.pid);
+      expect(r.tid).toBeGreaterThan(0);
+      expect(r.tid).toBeLessThan(1000); // this namespace's numbers, not the host's
+    }
+    expect(out.rows.map((r: { name: string }) => r.name).sort()).toEqual(out.hostNames);
+    // A Sampler falls back to procfs here (the eBPF program needs the host's pid namespace), and
+    // its span finds its thread's row.
+    expect(out.backend).toBe('procfs');
+    expect(out.span.tid).toBe(out.pid);
+    expect(out.span.onCpuNs).toBeGreaterThan(100e6);
+    expect(out.span.joules).toBeGreaterThan(0);
+  });
+
+  itGated("refuses a pid, which /proc does not number as this namespace does, saying how to mount a /proc of its own", foreignProcSkip, toolsRequired(), 'JOULETRACE_REQUIRE_TOOLS=1', () => {
+    const script = `
+      const { spawn } = require('node:child_process');
+      const j = require(${dist});
+      const child = spawn('sleep', ['30']);
+      const attempt = (f) => { try { f(); return 'opened'; } catch (e) { return { code: e.code, message: e.message }; } };
+      const out = {
+        pid: process.pid,
+        child: child.pid,
+        procfs: attempt(() => j.openThreadTracker({ backend: 'procfs', pid: child.pid }).close()),
+        sampler: attempt(() => new j.Sampler({ source: 'model', threads: 'procfs', pid: child.pid }).close()),
+        // This process by its own pid is this process, which /proc/self names.
+        self: attempt(() => {
+          const t = j.openThreadTracker({ backend: 'procfs', pid: process.pid });
+          const rows = t.snapshot().threads;
+          t.close();
+          if (!rows.some((r) => r.tid === process.pid && r.tgid === process.pid)) throw new Error(JSON.stringify(rows));
+        }),
+      };
+      child.kill();
+      process.stdout.write(JSON.stringify(out));`;
+    const out = inPidNamespace(script);
+    const remedy = 'Mount a proc of this pid namespace\'s own on /proc: `unshare --pid --fork --mount-proc`';
+    expect(out.procfs.code).toBe('ERR_JOULETRACE_PROC_NAMESPACE');
+    expect(out.procfs.message).toMatch(new RegExp(`^jouletrace: the procfs thread tracker cannot follow pid ${out.child}: /proc here is another pid namespace's than this process's \\(it numbers this process \\d+, which is 1 in its own: the host's /proc`));
+    expect(out.procfs.message).toContain(remedy);
+    expect(out.sampler).toEqual({ code: 'ERR_JOULETRACE_PROC_NAMESPACE', message: `threads: 'procfs': ${out.procfs.message}` });
+    expect(out.self).toBe('opened');
+    // With a /proc of its own, the same pid is followed.
+    const mounted = inPidNamespace(script, ['--mount-proc']);
+    expect(mounted.procfs).toBe('opened');
+    expect(mounted.self).toBe('opened');
+  });
+
+  itGated('refuses this process too where /proc is a namespace\'s that has no number for it', foreignProcSkip, toolsRequired(), 'JOULETRACE_REQUIRE_TOOLS=1', () => {
+    // A child pid namespace's proc, mounted over /proc in a mount namespace of the test's own:
+    // getpid()'s number there is another process, or none.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jouletrace-childproc-'));
+    try {
+      const script = `const j = require(${dist});
+        const out = {};
+        try { j.openThreadTracker({ backend: 'procfs' }).close(); out.procfs = 'opened'; } catch (e) { out.procfs = { code: e.code, message: e.message }; }
+        const r = j.bpfReadiness();
+        out.bpfReady = r.ready;
+        out.bpfReason = r.reason;
+        process.stdout.write(JSON.stringify(out));`;
+      const sh = `unshare --pid --fork --kill-child sh -c 'mount -t proc proc "$1" && sleep 30' sh "$1" </dev/null >/dev/null 2>&1 & child=$!
+        for i in $(seq 100); do [ -e "$1/1" ] && break; sleep 0.05; done
+        mount --bind "$1" /proc && "$2" -e "$3"; rc=$?; kill -KILL $child; exit $rc`;
+      const r = spawnSync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', sh, 'sh', dir, process.execPath, script], { encoding: 'utf8' });
+      expect(r.status, r.stderr).toBe(0);
+      const out = JSON.parse(r.stdout);
+      expect(out.procfs.code).toBe('ERR_JOULETRACE_PROC_NAMESPACE');
+      expect(out.procfs.message).toBe(
+        "jouletrace: the procfs thread tracker cannot follow this process: /proc here is another pid namespace's than this process's " +
+          "(it has no number for this process: a proc of a pid namespace below this one's, or beside it, mounted there). Mount a proc " +
+          "of this pid namespace's own on /proc: `unshare --pid --fork --mount-proc`, `mount -t proc proc /proc` in a mount namespace " +
+          "of its own, or the container runtime's own /proc.",
+      );
+      expect(out.bpfReady).toBe(false);
+      expect(out.bpfReason).toContain('the eBPF tracker lists the tracked process\'s threads in /proc, but /proc here is another pid namespace\'s');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('procfs thread tracker on an emulated /proc', () => {
   let root: string;
   let tracker: ThreadTracker | undefined;

@@ -12,6 +12,7 @@
 #include "spans/pool_threads.h"
 #include "spans/span_log.h"
 #include "sys_file.h"
+#include "threads/target_process.h"
 
 namespace jouletrace {
 
@@ -123,6 +124,10 @@ void SpanEngine::refreshPool(uint64_t now) {
   }
   poolScannedAt_ = now;
   poolTids_.clear();
+  // /proc of another pid namespace's (the host's, under `unshare -p -f`) lists the threads by its
+  // numbers; the tracker's rows, like gettid(), have the process's own. Asked once: a process's
+  // namespace does not change.
+  static const bool foreignProc = procPidView().foreign;
   DIR* dir = opendir("/proc/self/task");
   if (dir) {
     while (dirent* e = readdir(dir)) {
@@ -131,7 +136,9 @@ void SpanEngine::refreshPool(uint64_t now) {
       snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
       std::string comm;
       // libuv ≥ 1.50 names its thread-pool threads.
-      if (readSmallFile(path, &comm) == 0 && comm.compare(0, 12, "libuv-worker") == 0) poolTids_.push_back(uint32_t(atoi(e->d_name)));
+      if (readSmallFile(path, &comm) != 0 || comm.compare(0, 12, "libuv-worker") != 0) continue;
+      const long tid = foreignProc ? ownNamespaceId(std::string("/proc/self/task/") + e->d_name) : atol(e->d_name);
+      if (tid > 0) poolTids_.push_back(uint32_t(tid));
     }
     closedir(dir);
   }

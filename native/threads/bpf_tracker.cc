@@ -254,6 +254,21 @@ bool hasCap(const __user_cap_data_struct (&data)[2], int cap) {
   return (data[cap / 32].effective >> (cap % 32)) & 1u;
 }
 
+// Whether a kernel release string ("6.8.0-45-generic") says Linux >= major.minor; nullopt when it
+// does not parse.
+std::optional<bool> releaseAtLeast(const char* release, int major, int minor) {
+  int ma = 0, mi = 0;
+  if (sscanf(release, "%d.%d", &ma, &mi) != 2) return std::nullopt;
+  return ma > major || (ma == major && mi >= minor);
+}
+
+// Linux >= major.minor, from the running kernel's release string.
+bool kernelAtLeast(int major, int minor) {
+  utsname u;
+  if (uname(&u) != 0) return false;
+  return releaseAtLeast(u.release, major, minor).value_or(false);
+}
+
 std::string missingCaps(const BpfReadiness& r) {
   std::string m;
   if (!r.capBpf) m = "CAP_BPF";
@@ -300,6 +315,91 @@ std::string privilegeMessage(const BpfReadiness& r, const std::string& procfsOpt
          "CAP_PERFMON beside its User=); or to the binary this process runs (the file itself: not a symlink or a "
          "version manager's shim), `sudo setcap cap_bpf,cap_perfmon+ep " + runningBinary() + "` (Linux >= 5.8), which every "
          "program run with it then holds (a copy kept for this service narrows that); or use " + procfsOption + ".";
+}
+
+// From Linux 5.11 BPF memory is charged to the memory cgroup, no longer to RLIMIT_MEMLOCK: advice
+// to raise that limit (libbpf's too) only misleads there.
+bool memlockCharged() { return !kernelAtLeast(5, 11); }
+
+// What may refuse a bpf() call with errno e where the capabilities are there, and the remedies,
+// ending with procfs. Every errno gets one: an ENOSYS from a seccomp filter had none, and no word
+// of procfs.
+std::string bpfRefusalRemedy(int e, const std::string& procfsOption) {
+  utsname u;
+  const std::string kernel = uname(&u) == 0 ? u.release : "?";
+  const std::string memlock = "Before Linux 5.11 (running " + kernel + ") BPF maps count against RLIMIT_MEMLOCK: raise it "
+                              "(`ulimit -l unlimited`, or LimitMEMLOCK=infinity in a systemd unit). ";
+  const std::string seccomp = "a seccomp filter (a container's default profile, a systemd unit's SystemCallFilter=: allow "
+                              "bpf in it, or run the container with --security-opt seccomp=unconfined)";
+  const std::string otherwise = "Otherwise use " + procfsOption + ".";
+  switch (e) {
+    case EPERM:
+    case EACCES:
+    {
+      const std::string others = seccomp + ", an LSM (SELinux's bpf permissions, AppArmor, a BPF LSM program) or kernel "
+                                 "lockdown (/sys/kernel/security/lockdown)";
+      return ", though this process has CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN). " +
+             (memlockCharged() ? memlock + "Or something other than capabilities refused bpf(): "
+                               : std::string("Something other than capabilities refused bpf(): ")) +
+             others + ". " + otherwise;
+    }
+    case ENOSYS:
+      return ": bpf() is not there for this process: " + seccomp +
+             " answers it so, or the kernel was built without CONFIG_BPF_SYSCALL. " + otherwise;
+    case ENOMEM:
+      return ". " + (memlockCharged() ? memlock
+                                      : std::string("BPF maps count against the memory cgroup's limit (Linux >= 5.11): raise "
+                                                    "the container's or unit's memory limit (MemoryMax=), or lower maxThreads. ")) +
+             otherwise;
+    default:
+      return ". Where it keeps failing on this kernel (" + kernel + "), please report it with this message; meanwhile use " +
+             procfsOption + ".";
+  }
+}
+
+// libbpf's log as shown: from Linux 5.11 without its RLIMIT_MEMLOCK advice, which it gives
+// wherever its probes fail (a seccomp filter's ENOSYS too), and which that kernel ignores.
+std::string shownLibbpfLog(std::string log) {
+  while (!log.empty() && log.back() == '\n') log.pop_back();
+  if (memlockCharged() || log.find("RLIMIT_MEMLOCK") == std::string::npos) return log;
+  std::string out;
+  bool cut = false;
+  for (size_t pos = 0; pos <= log.size();) {
+    size_t eol = log.find('\n', pos);
+    if (eol == std::string::npos) eol = log.size();
+    std::string line = log.substr(pos, eol - pos);
+    pos = eol + 1;
+    if (line.find("RLIMIT_MEMLOCK") != std::string::npos) {
+      cut = true;
+      const size_t advice = line.find(" Couldn't load trivial BPF program.");
+      if (advice == std::string::npos || advice == 0) continue;  // "Failed to bump RLIMIT_MEMLOCK"
+      line.resize(advice);
+    }
+    out += (out.empty() ? "" : "\n") + line;
+  }
+  if (cut) out += "\n(libbpf's RLIMIT_MEMLOCK advice left out: from Linux 5.11 the memory cgroup counts BPF memory)";
+  return out;
+}
+
+// bpf() asked for a one-entry array map, closed at once: 0, or the errno of a refusal. With the
+// capabilities there, one comes from what looks at every bpf() call (a seccomp filter, an LSM),
+// which bpfReadiness() cannot see otherwise. No program is loaded and nothing stays: a few
+// microseconds.
+int probeBpfSyscall() {
+  const int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, nullptr, 4, 4, 1, nullptr);
+  if (fd < 0) return errno ? errno : EPERM;
+  close(fd);
+  return 0;
+}
+
+// /proc has no number for this process (foreignProcRefusal()), in the host's pid namespace.
+std::string foreignProcBpfMessage(const std::string& why) {
+  return "jouletrace: the eBPF tracker lists the tracked process's threads in /proc, but " + why + ".";
+}
+
+std::string probeRefusalMessage(int e, const std::string& procfsOption) {
+  return "jouletrace: bpf() refused to create a one-entry array map (" + std::string(strerror(e)) + ")" +
+         bpfRefusalRemedy(e, procfsOption);
 }
 
 // Whether a thread listed while seeding has made, or is about to make, its last switch. tgkill()
@@ -359,6 +459,9 @@ class BpfTracker final : public ThreadTracker {
   int dropRenameHook() override;
   // The kernel refused the program itself (as opposed to a later step): another build may load.
   bool loadFailed() const { return loadFailed_; }
+  // What failed, in the words of the error's first line, without the remedies: where another
+  // build loads, its programReason.
+  const std::string& failure() const { return failure_; }
 
  private:
   int fail(TrackerError* err, int e, const std::string& what, const std::string& log);
@@ -378,6 +481,7 @@ class BpfTracker final : public ThreadTracker {
   void attachRepair();
 
   bool loadFailed_ = false;
+  std::string failure_;
   // monotonicOffsetNs() as of open: kernelNs() is the program's clock, monotonicNs() the process's.
   int64_t clockOffsetNs_ = 0;
   uint64_t kernelNs() const { return monotonicNs() - uint64_t(clockOffsetNs_); }
@@ -398,6 +502,9 @@ class BpfTracker final : public ThreadTracker {
   // Slot reads that gave up because the writer stayed mid-update (a vCPU descheduled inside the
   // program, on a VM): the slot's previous figures stood in. Read by stats() on another thread.
   std::atomic<uint64_t> busyReads_{0};
+  // Slots of exited threads that bpf() refused to hand back (snapshot()), and its last errno.
+  std::atomic<uint64_t> lostSlots_{0};
+  std::atomic<int> lostSlotErrno_{0};
   // Until when snapshot() waits for a busy slot (referenceSnapshot()); 0: it does not, and the
   // next snapshot catches up.
   uint64_t patientUntilNs_ = 0;
@@ -461,6 +568,7 @@ int BpfTracker<Build>::fail(TrackerError* err, int e, const std::string& what, c
                      (lockdown.empty() ? std::string("") : " (/sys/kernel/security/lockdown: " + lockdown + ")") +
                      " or an LSM's lockdown policy does for reading kernel memory. Boot with lockdown=none or allow "
                      "the LSM's lockdown permission, or use " + procfsOption_ + ".\nThe verifier's last lines:\n" + lastLines;
+      failure_ = err->message.substr(0, err->message.find('\n'));
       return -e;
     }
     // The first line alone says what failed: it is the compat build's programReason in 'auto'.
@@ -470,29 +578,16 @@ int BpfTracker<Build>::fail(TrackerError* err, int e, const std::string& what, c
                    (Build::kTaskStorage ? "the compat build (openThreadTracker's bpfProgram 'compat') may load, or use "
                                         : "use ") +
                    procfsOption_ + ".\nThe verifier's last lines:\n" + lastLines;
+    failure_ = refused + ".";
     return -e;
   }
   if (err) {
     err->code = errnoName(e);
-    if (e == EPERM || e == EACCES) {
-      // The capabilities were checked before loading: something else refused.
-      utsname u;
-      const std::string kernel = uname(&u) == 0 ? u.release : "?";
-      err->message = "jouletrace: " + what + " failed: " + strerror(e) +
-                     ", though this process has CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN). Before Linux 5.11 "
-                     "(running " + kernel + ") BPF maps count against RLIMIT_MEMLOCK: raise it (`ulimit -l unlimited`, "
-                     "or LimitMEMLOCK=infinity in a systemd unit). Kernel lockdown (/sys/kernel/security/lockdown), "
-                     "a seccomp filter (a container's default profile) or an LSM can refuse bpf() too. "
-                     "Otherwise use " + procfsOption_ + ".";
-    } else {
-      err->message = "jouletrace: " + what + " failed: " + strerror(e);
-    }
-    if (!log.empty()) {
-      std::string l = log;
-      while (!l.empty() && l.back() == '\n') l.pop_back();
-      // libbpf's own lines carry its "libbpf: " prefix already; a verifier log's do not.
-      err->message += "\nlibbpf's log:\n" + l;
-    }
+    // The capabilities were checked before loading: something else refused.
+    failure_ = "jouletrace: " + what + " failed: " + strerror(e);
+    err->message = failure_ + bpfRefusalRemedy(e, procfsOption_);
+    // libbpf's own lines carry its "libbpf: " prefix already; a verifier log's do not.
+    if (const std::string l = shownLibbpfLog(log); !l.empty()) err->message += "\nlibbpf's log:\n" + l;
   }
   return -e;
 }
@@ -707,11 +802,30 @@ int BpfTracker<Build>::openOnce(const TrackerOptions& opts, const std::string& w
     }
     return -ESRCH;
   }
-  if (int rc = checkInitialPidNamespace(opts.procfsOption, err)) return rc;
+  if (int rc = checkInitialPidNamespace(opts.procfsOption, opts.pid, err)) return rc;
+  // In the host's pid namespace, a /proc of another's (a container's, mounted over it) has no
+  // number for this process, nor the host's for others: seeding lists the threads there.
+  if (const std::string why = foreignProcRefusal(procPidView(), 0); !why.empty()) {
+    if (err) {
+      err->code = "ERR_JOULETRACE_PROC_NAMESPACE";
+      err->message = foreignProcBpfMessage(why);
+    }
+    return -EINVAL;
+  }
   if (int rc = checkTargetIsProcess("/proc", tgid, err)) return rc;
   // Seeding lists it once the program is loaded: a refusal there read as bpf()'s (memlock,
   // lockdown), where procfs's hidepid hid the process.
   if (int rc = checkTaskDirReadable("/proc", tgid, "", err)) return rc;
+  // bpf() refused outright (bpfReadiness()'s probe): said here, not through libbpf's failed
+  // feature probes, whose log blamed RLIMIT_MEMLOCK and CONFIG_BPF_SYSCALL, and not tried again
+  // with the compat build.
+  if (ready.bpfErrno) {
+    if (err) {
+      err->code = errnoName(ready.bpfErrno);
+      err->message = probeRefusalMessage(ready.bpfErrno, opts.procfsOption);
+    }
+    return -ready.bpfErrno;
+  }
   maxThreads_ = opts.maxThreads ? opts.maxThreads : 1;
   ncpu_ = possibleCpuCount();
   if (ncpu_ <= 0) return fail(err, ncpu_ ? ncpu_ : -EINVAL, "counting possible CPUs", "");
@@ -973,9 +1087,15 @@ int BpfTracker<Build>::snapshot(TrackerSnapshot& snap) {
     }
 
     if (t.exited) {
-      // Reported once; now the slot may go to the next thread. Failure only leaks the slot.
+      // Reported once; now the slot may go to the next thread. A failed push leaks the slot: a
+      // bpf() the kernel refuses once privileges are dropped (before Linux 5.19, with
+      // kernel.unprivileged_bpf_disabled), after maxThreads exits leaves every new thread
+      // untracked. Counted, not silent.
       __atomic_store_n(&freedGen_[s], t.generation, __ATOMIC_RELAXED);  // stats() reads it
-      bpf_map_update_elem(freeFd_, nullptr, &s, BPF_ANY);
+      if (bpf_map_update_elem(freeFd_, nullptr, &s, BPF_ANY) != 0) {
+        lostSlotErrno_.store(errno, std::memory_order_relaxed);
+        lostSlots_.fetch_add(1, std::memory_order_relaxed);
+      }
     }
   }
   return 0;
@@ -1100,6 +1220,7 @@ void BpfTracker<Build>::stats(TrackerStats& out) {
   out.missedSwitchIns = __atomic_load_n(&skel_->bss->missed_switch_ins, __ATOMIC_RELAXED);
   out.repairedSwitchIns = __atomic_load_n(&skel_->bss->repaired_switch_ins, __ATOMIC_RELAXED);
   out.busyReads = busyReads_.load(std::memory_order_relaxed);
+  out.lostSlots = lostSlots_.load(std::memory_order_relaxed);
   // Threads found through a hash: every tracked thread in the compatibility build; in the
   // task-storage build, only those that got no storage (normally none).
   forEachKey<typename Build::RefKey>(bpf_map__fd(Build::refHash(skel_.get())), uint64_t(maxThreads_) * 2,
@@ -1108,9 +1229,17 @@ void BpfTracker<Build>::stats(TrackerStats& out) {
   bpf_prog_info info;
   memset(&info, 0, sizeof info);
   uint32_t len = sizeof info;
+  const auto noteLostSlots = [&] {
+    if (out.lostSlots == 0) return;
+    out.note += (out.note.empty() ? "" : "; ") + std::to_string(out.lostSlots) +
+                " slots of exited threads could not be handed back (bpf(): " + strerror(lostSlotErrno_.load()) +
+                "; before Linux 5.19, kernel.unprivileged_bpf_disabled refuses every bpf() call without CAP_BPF, as once "
+                "privileges are dropped): they stay taken, and once maxThreads are, new threads go untracked (droppedThreads)";
+  };
   int e = bpf_obj_get_info_by_fd(bpf_program__fd(skel_->progs.handle_switch), &info, &len);
   if (e) {
     out.note = std::string("bpf_obj_get_info_by_fd failed: ") + strerror(-e);
+    noteLostSlots();
     return;
   }
   out.runTimeNs = info.run_time_ns;
@@ -1129,30 +1258,17 @@ void BpfTracker<Build>::stats(TrackerStats& out) {
       enabled[0] != '1') {
     out.note = "runTimeNs/runCount count only while sysctl kernel.bpf_stats_enabled=1";
   }
-}
-
-// Whether a kernel release string ("6.8.0-45-generic") says Linux >= major.minor; nullopt when it
-// does not parse.
-std::optional<bool> releaseAtLeast(const char* release, int major, int minor) {
-  int ma = 0, mi = 0;
-  if (sscanf(release, "%d.%d", &ma, &mi) != 2) return std::nullopt;
-  return ma > major || (ma == major && mi >= minor);
-}
-
-// Linux >= major.minor, from the running kernel's release string.
-bool kernelAtLeast(int major, int minor) {
-  utsname u;
-  if (uname(&u) != 0) return false;
-  return releaseAtLeast(u.release, major, minor).value_or(false);
+  noteLostSlots();
 }
 
 // Opens one build; a tracker that fails is torn down (detached, maps closed) before this returns.
 template <typename Build>
 std::unique_ptr<ThreadTracker> openBuild(const TrackerOptions& opts, const std::string& why, TrackerError* err,
-                                         bool* loadFailed = nullptr) {
+                                         bool* loadFailed = nullptr, std::string* failure = nullptr) {
   std::unique_ptr<BpfTracker<Build>> t(new BpfTracker<Build>());
   if (t->open(opts, why, err) == 0) return t;
   if (loadFailed) *loadFailed = t->loadFailed();
+  if (failure) *failure = t->failure();
   return nullptr;
 }
 
@@ -1173,15 +1289,17 @@ std::unique_ptr<ThreadTracker> openBpfTracker(const TrackerOptions& opts, Tracke
   if (requested || (opts.bpfProgram != "compat" && kernelAtLeast(6, 2))) {
     TrackerError first;
     bool loadFailed = false;
+    std::string failure;
     const char* why = requested ? "requested" : "kernel supports task-local storage (Linux >= 6.2)";
-    if (auto t = openBuild<TaskStorageBuild>(opts, why, &first, &loadFailed)) return t;
-    // EPERM or EACCES without a verifier log (lockdown, seccomp, an LSM) would refuse the compat
-    // build too; a verifier refusal (ERR_JOULETRACE_BPF_VERIFIER) is this build's own.
-    if (requested || !loadFailed || first.code == "EPERM" || first.code == "EACCES") {
+    if (auto t = openBuild<TaskStorageBuild>(opts, why, &first, &loadFailed, &failure)) return t;
+    // EPERM or EACCES without a verifier log (lockdown, seccomp, an LSM), or ENOSYS (seccomp),
+    // would refuse the compat build too; a verifier refusal (ERR_JOULETRACE_BPF_VERIFIER) is this
+    // build's own.
+    if (requested || !loadFailed || first.code == "EPERM" || first.code == "EACCES" || first.code == "ENOSYS") {
       if (err) *err = first;
       return nullptr;
     }
-    compatWhy = "the kernel refused the task-storage build: " + first.message.substr(0, first.message.find('\n'));
+    compatWhy = "the kernel refused the task-storage build: " + failure;
     if (auto c = openBuild<CompatBuild>(opts, compatWhy, err)) return c;
     if (err) err->message += "\n(the task-storage build failed first: " + first.message + ")";
     return nullptr;
@@ -1224,8 +1342,14 @@ BpfReadiness bpfReadiness() {
     r.reason = privilegeMessage(r, TrackerOptions().procfsOption);
   } else if (const int ncpu = possibleCpuCount(); ncpu > JT_MAX_CPUS) {
     r.reason = tooManyCpusMessage(ncpu, TrackerOptions().procfsOption);
-  } else if (TrackerError ns; checkInitialPidNamespace(TrackerOptions().procfsOption, &ns) != 0) {
+  } else if (TrackerError ns; checkInitialPidNamespace(TrackerOptions().procfsOption, 0, &ns) != 0) {
     r.reason = ns.message;
+  } else if (const std::string why = foreignProcRefusal(procPidView(), 0); !why.empty()) {
+    r.reason = foreignProcBpfMessage(why);
+  } else if (const int e = probeBpfSyscall(); e != 0) {
+    // Where all the above is there, a seccomp filter or an LSM may still refuse bpf() itself.
+    r.bpfErrno = e;
+    r.reason = probeRefusalMessage(e, TrackerOptions().procfsOption);
   }
 #if !defined(__x86_64__)
   r.reason = "the eBPF thread tracker needs x86-64 (its lock-free slots rely on x86-64 store ordering)";

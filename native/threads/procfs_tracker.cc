@@ -81,7 +81,7 @@ size_t openFdCount() {
 }
 
 struct Thread {
-  uint32_t tid = 0;
+  uint32_t tid = 0;  // as /proc numbers it (times.tid: as the process itself does)
   uint32_t slot = 0;
   uint64_t generation = 0;
   // Subtracted from the kernel's figure: its run time at first sight for a thread that predates
@@ -103,6 +103,7 @@ struct Thread {
   ThreadTimes times;
   bool listed = true;
   bool gone = false;
+  bool ownTidPending = false;  // /proc is another pid namespace's, and times.tid is not known yet
 };
 
 // What a read of a thread found. Only the kernel saying so ends a thread: ESRCH from its own
@@ -133,6 +134,7 @@ class ProcfsTracker final : public ThreadTracker {
   int take(TrackerSnapshot& snap, bool rescanNow);
   void rescan(bool initial);
   void addThread(uint32_t tid, bool fromNow);
+  void findOwnTid(Thread& t);
   void openFiles(Thread& t);
   void closeFiles(Thread& t);
   size_t fdBudget() const;
@@ -146,7 +148,11 @@ class ProcfsTracker final : public ThreadTracker {
   }
 
   std::string root_;
-  int pid_ = 0;
+  int pid_ = 0;  // as /proc numbers it
+  // /proc is another pid namespace's than this process's (ProcPidView): threads are read by the
+  // numbers /proc gives them, and reported by the process's own, which spans and gettid() use.
+  bool foreignProc_ = false;
+  int ownPid_ = 0;
   uint32_t maxThreads_ = 0;
   int ncpu_ = 0;
   uint64_t nsPerTick_ = 10'000'000;
@@ -194,6 +200,24 @@ class ProcfsTracker final : public ThreadTracker {
 int ProcfsTracker::open(const TrackerOptions& opts, TrackerError* err) {
   root_ = opts.procRoot.empty() ? "/proc" : opts.procRoot;
   pid_ = opts.pid > 0 ? opts.pid : int(getpid());
+  ownPid_ = pid_;
+  if (root_ == "/proc") {
+    // Read by getpid()'s number, a /proc of another pid namespace's (the host's, under `unshare
+    // -p -f`) gave kthreadd's threads for this process's: 0 J, silently.
+    const ProcPidView view = procPidView();
+    if (const std::string why = foreignProcRefusal(view, opts.pid); !why.empty()) {
+      if (err) {
+        err->code = "ERR_JOULETRACE_PROC_NAMESPACE";
+        err->message = "jouletrace: the procfs thread tracker cannot follow " +
+                       (opts.pid > 0 ? "pid " + std::to_string(opts.pid) : std::string("this process")) + ": " + why + ".";
+      }
+      return -EINVAL;
+    }
+    if (view.foreign) {
+      foreignProc_ = true;
+      pid_ = view.self;
+    }
+  }
   maxThreads_ = opts.maxThreads ? opts.maxThreads : 1;
   long hz = sysconf(_SC_CLK_TCK);
   if (hz > 0) nsPerTick_ = 1'000'000'000ull / uint64_t(hz);
@@ -263,13 +287,25 @@ void ProcfsTracker::addThread(uint32_t tid, bool fromNow) {
   t.basePending = fromNow;
   openFiles(t);
   t.times.tid = tid;
-  t.times.tgid = uint32_t(pid_);
+  t.times.tgid = uint32_t(ownPid_);
   t.times.slot = slot;
   t.times.generation = t.generation;
   Thread& in = threads_.emplace(tid, std::move(t)).first->second;
+  if (foreignProc_) findOwnTid(in);
   threadCount_.store(threads_.size(), std::memory_order_relaxed);
   // The first read also takes the thread's start time, and its base when counted from now.
   noteRead(in, readThread(in));
+}
+
+// The thread's id as the process knows it (NSpid's last), for its row: spans and the sampler's
+// own thread go by gettid()'s. The leader's is the process's pid. Until a read succeeds (out of
+// descriptors) the row has tid 0, which names no thread; each rescan tries again. A kernel
+// without NSpid (before Linux 4.1) cannot tell: /proc's number stands.
+void ProcfsTracker::findOwnTid(Thread& t) {
+  long id = t.tid == uint32_t(pid_) ? long(ownPid_) : ownNamespaceId(taskDir() + "/" + std::to_string(t.tid));
+  if (id == -ENODATA) id = long(t.tid);
+  t.ownTidPending = id <= 0;
+  t.times.tid = id > 0 ? uint32_t(id) : 0;
 }
 
 // A read that failed other than for the thread's exit leaves its row where it stood: counted,
@@ -385,6 +421,7 @@ void ProcfsTracker::rescan(bool initial) {
     // Over a budget lowered since (the soft limit was): read by path from here on.
     if (gKeptFds > fdBudget_) closeFiles(t);
     if (!t.gone) openFiles(t);
+    if (t.ownTidPending && !t.gone) findOwnTid(t);
     // Unlisted: the listing can also miss a live thread (it resumes by position when threads
     // exit under it), so the thread's own directory decides.
     if (!t.listed && !t.gone) {

@@ -5,17 +5,108 @@
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstdlib>
+#include <vector>
 
 #include "errno_name.h"
 #include "sys_file.h"
 
 namespace jouletrace {
 
+namespace {
+
+// The ids on a status file's NSpid line, from /proc's pid namespace down to the task's own; empty
+// where the kernel has no such line (before Linux 4.1).
+std::vector<long> nsPids(const std::string& status) {
+  std::vector<long> ids;
+  size_t at = status.compare(0, 6, "NSpid:") == 0 ? 0 : status.find("\nNSpid:");
+  if (at == std::string::npos) return ids;
+  const char* p = status.c_str() + at + (at == 0 ? 6 : 7);
+  for (;;) {
+    char* end = nullptr;
+    const long id = strtol(p, &end, 10);
+    if (end == p) break;
+    ids.push_back(id);
+    p = end;
+  }
+  return ids;
+}
+
+// No kernel defines it for userspace in a header every libc ships.
+constexpr long kProcSuperMagic = 0x9fa0;
+
+}  // namespace
+
+ProcPidView procPidView() {
+  ProcPidView v;
+  const int own = int(getpid());
+  v.self = own;
+  std::string status;
+  const int rc = readSmallFile("/proc/self/status", &status);
+  if (rc == 0) {
+    const std::vector<long> ids = nsPids(status);
+    if (!ids.empty()) {
+      v.foreign = ids.size() > 1;
+      v.self = int(ids.front());
+      return v;
+    }
+    // Before NSpid: two namespaces may give this process the same number, which then reads the
+    // right directory all the same.
+    char link[32];
+    const ssize_t n = readlink("/proc/self", link, sizeof link - 1);
+    if (n > 0) {
+      link[n] = 0;
+      const int p = atoi(link);
+      if (p > 0 && p != own) {
+        v.foreign = true;
+        v.self = p;
+      }
+    }
+    return v;
+  }
+  // /proc/self is missing where /proc is not mounted, and where it is a namespace's that gives
+  // this process no number (the kernel's self link then says ENOENT).
+  struct statfs fs;
+  if (rc == -ENOENT && statfs("/proc", &fs) == 0 && long(fs.f_type) == kProcSuperMagic) {
+    v.foreign = true;
+    v.self = 0;
+  }
+  return v;
+}
+
+long ownNamespaceId(const std::string& taskDir) {
+  std::string status;
+  if (const int rc = readSmallFile(taskDir + "/status", &status)) return rc;
+  const std::vector<long> ids = nsPids(status);
+  return ids.empty() ? -ENODATA : ids.back();
+}
+
+std::string foreignProcRefusal(const ProcPidView& view, int pid) {
+  const int own = int(getpid());
+  if (!view.foreign || (view.self > 0 && (pid <= 0 || pid == own))) return std::string();
+  const std::string where =
+      view.self > 0 ? "it numbers this process " + std::to_string(view.self) + ", which is " + std::to_string(own) +
+                          " in its own: the host's /proc, as under `unshare --pid --fork` without --mount-proc, or a "
+                          "sandbox's bind mount of it"
+                    : "it has no number for this process: a proc of a pid namespace below this one's, or beside it, "
+                      "mounted there";
+  const std::string what = pid > 0 && pid != own
+                               ? ", and pid " + std::to_string(pid) + ", a number of this process's namespace, names another process there or none"
+                               : "";
+  return "/proc here is another pid namespace's than this process's (" + where + ")" + what +
+         ". Mount a proc of this pid namespace's own on /proc: `unshare --pid --fork --mount-proc`, `mount -t proc proc /proc` "
+         "in a mount namespace of its own, or the container runtime's own /proc";
+}
+
 std::string procThreadComm(uint32_t tgid, uint32_t tid) {
+  // Asked once: the namespaces a process runs in do not change, and a remount of /proc under it
+  // is not worth a status read per row.
+  static const bool foreign = procPidView().foreign;
+  if (foreign) return std::string();
   std::string name;
   if (readSmallFile("/proc/" + std::to_string(tgid ? tgid : uint32_t(getpid())) + "/task/" + std::to_string(tid) + "/comm",
                     &name) != 0) {
@@ -50,7 +141,8 @@ int checkTaskDirReadable(const std::string& procRoot, int pid, const std::string
   // hidepid=2 (and 4, "invisible") hides another user's process directory as if it were not
   // there; kill() still finds the process (0, or EPERM for another user's). Asked of the real
   // /proc only: an emulated root's pids are not this machine's.
-  const bool exists = e == ENOENT && procRoot == "/proc" && (kill(pid, 0) == 0 || errno == EPERM);
+  // Not where /proc is another pid namespace's: its pids are not kill()'s.
+  const bool exists = e == ENOENT && procRoot == "/proc" && (kill(pid, 0) == 0 || errno == EPERM) && !procPidView().foreign;
   if (err) {
     const bool hidden = e == EACCES || e == EPERM || exists;
     err->code = exists ? "EPERM" : e == ENOENT ? "ESRCH" : errnoName(e);
@@ -119,15 +211,24 @@ Threads liveThreads(const std::string& taskDir) {
 
 }  // namespace
 
-int checkInitialPidNamespace(const std::string& procfsOption, TrackerError* err) {
+int checkInitialPidNamespace(const std::string& procfsOption, int pid, TrackerError* err) {
   // PROC_PID_INIT_INO: the initial pid namespace's inode number, fixed in the kernel.
   const std::string link = ownNamespace("pid");
   if (link.empty() || link == "pid:[4026531836]") return 0;
   if (err) {
     err->code = "ERR_JOULETRACE_PID_NAMESPACE";
     err->message = "jouletrace: this process runs in a pid namespace of its own (/proc/self/ns/pid is " + link +
-                   ", a container without the host's pid namespace): the eBPF program sees the host's pids, not these. "
-                   "Use " + procfsOption + ", or run the container with the host's pid namespace (docker run --pid=host)";
+                   ", a container without the host's pid namespace): the eBPF program sees the host's pids, not these. ";
+    // procfs follows this process through the host's /proc too (by the number /proc/self gives
+    // it), but no other by a pid of this namespace's.
+    const std::string procfsCannot = foreignProcRefusal(procPidView(), pid);
+    if (procfsCannot.empty()) {
+      err->message += "Use " + procfsOption + ", or run the container with the host's pid namespace (docker run --pid=host)";
+    } else {
+      err->message += "Nor can " + procfsOption + " follow " + (pid > 0 ? "pid " + std::to_string(pid) : std::string("it")) +
+                      " here: " + procfsCannot + "; then use " + procfsOption +
+                      ". Or run the container with the host's pid namespace (docker run --pid=host)";
+    }
   }
   return -EINVAL;
 }
@@ -144,6 +245,19 @@ std::string userNamespaceOfItsOwn() {
 
 std::unique_ptr<TargetExitWatch> TargetExitWatch::open(const std::string& procRoot, int pid, bool forceProc, TrackerError* err) {
   std::unique_ptr<TargetExitWatch> w(new TargetExitWatch());
+  if (procRoot == "/proc" && procPidView().foreign) {
+    // /proc/<pid> is another process, or none: only a pidfd (this namespace's pid) tells.
+    const long fd = forceProc ? -1 : syscall(SYS_pidfd_open, pid, 0);
+    if (fd >= 0) {
+      w->pidfd_ = UniqueFd(int(fd));
+      return w;
+    }
+    if (!forceProc && errno == ESRCH) {
+      err->code = "ESRCH";
+      err->message = "jouletrace: process " + std::to_string(pid) + " has exited";
+    }
+    return nullptr;
+  }
   w->statPath_ = procRoot + "/" + std::to_string(pid) + "/stat";
   w->taskDir_ = procRoot + "/" + std::to_string(pid) + "/task";
   char state = 0;

@@ -87,6 +87,7 @@ struct TrackerStats {
   uint64_t unreadThreads = 0;   // procfs: threads a read failed for other than their exit (EMFILE)
   uint64_t hashRefs = 0;         // bpf: tracked threads found through the tid hash, not task storage
   uint64_t busyReads = 0;        // bpf: snapshot slot reads that gave up on a writer mid-update
+  uint64_t lostSlots = 0;        // bpf: exited threads' slots that bpf() refused to hand back
   uint64_t recursionMisses = 0;  // program runs the kernel skipped (bpf_prog_info.recursion_misses)
   std::string repairHook;        // bpf: "tp_btf/sched_stat_runtime", "standby: ...", or "off: <why>"
   std::string renameHook;        // bpf: "tp_btf/task_rename", or "off: <why>" (names then read from /proc)
@@ -151,6 +152,9 @@ struct BpfReadiness {
   std::string kernel;          // uname release
   std::string userNs;          // set when the capabilities are held only in this user namespace
   std::string reason;          // why not ready, with the remedy
+  // Where all else is ready: the errno with which bpf() refused to create a one-entry array map
+  // (a seccomp filter, an LSM), else 0.
+  int bpfErrno = 0;
 };
 BpfReadiness bpfReadiness();
 

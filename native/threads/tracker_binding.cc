@@ -24,6 +24,7 @@ Napi::Object trackerStatsToJs(Napi::Env env, const TrackerStats& s) {
     o.Set("programReason", s.programReason);
     o.Set("hashRefs", Napi::Number::New(env, double(s.hashRefs)));
     o.Set("busyReads", Napi::Number::New(env, double(s.busyReads)));
+    o.Set("lostSlots", Napi::Number::New(env, double(s.lostSlots)));
     o.Set("repairHook", s.repairHook);
     o.Set("renameHook", s.renameHook);
     o.Set("missedSwitchIns", Napi::Number::New(env, double(s.missedSwitchIns)));

@@ -58,13 +58,23 @@ const SPECS: OptionSpec[] = [
 // The flags this command's messages name (inFlagWords).
 const FLAGS = flagsOf(SPECS);
 
+// A worker's thread id as the sampler's rows number it: ownThreadId() in span-channel.ts, which
+// a worker's eval'd code cannot import.
+const OWN_TID = `(() => {
+  const fs = require('node:fs');
+  const [pid, , tid] = fs.readlinkSync('/proc/thread-self').split('/');
+  if (Number(pid) === process.pid) return Number(tid);
+  const nspid = /\\nNSpid:([\\t \\d]+)/.exec(fs.readFileSync('/proc/thread-self/status', 'utf8'));
+  return nspid ? Number(nspid[1].trim().split(/\\s+/).pop()) : Number(tid);
+})()`;
+
 // The load generator: sequential keep-alive requests over loopback, alternating 150 ms batches
 // of each route; each one-second slot is busy for a rising then falling share of it, so
 // throughput (and power) vary and the proportionality curve has a range to show.
 const LOADGEN = `
 const http = require('node:http');
 const { parentPort, workerData } = require('node:worker_threads');
-parentPort.postMessage({ tid: Number(require('node:fs').readlinkSync('/proc/thread-self').split('/').pop()) });
+parentPort.postMessage({ tid: ${OWN_TID} });
 const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
 const duty = [0.2, 0.45, 0.7, 0.95, 0.7, 0.45];
 function get(path) {
@@ -102,7 +112,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const HOG = `
 const { parentPort, workerData } = require('node:worker_threads');
-parentPort.postMessage({ tid: Number(require('node:fs').readlinkSync('/proc/thread-self').split('/').pop()) });
+parentPort.postMessage({ tid: ${OWN_TID} });
 const end = Date.now() + workerData.ms;
 let x = 0;
 while (Date.now() < end) for (let i = 0; i < 1e5; i++) x = (x * 1103515245 + 12345) % 2147483648;
