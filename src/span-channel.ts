@@ -88,8 +88,11 @@ const END_SILENT = MAX_ROUTE_IDS;
 // its result. A run's end that finds a request open gives its result and keeps it among the
 // requests in flight until its end event comes (SpanEngine's Shared::carried).
 const END_REQUEST = END_SILENT << 1;
-/** Per route id, as SpanChannel.routeSummaries() fills them: count, sum, max, p50, p99, duration sum ns, duration p99 ns, estimated. */
-export const ROUTE_SUMMARY_WORDS = 8;
+/**
+ * Per route id, as SpanChannel.routeSummaries() fills them: count, sum, max, p50, p99, duration
+ * sum ns, duration p99 ns, estimated, incomplete (kRouteSummaryWords in span_binding.cc).
+ */
+export const ROUTE_SUMMARY_WORDS = 9;
 
 // Handles are small integers (V8 Smis, so no allocation): 16 bits of slot, 8 bits of slot
 // generation (a reused slot gets a new handle), 6 bits of channel tag, counted process-wide by
@@ -288,7 +291,7 @@ const KEPT_OBJECT = 2; // in #results (a span whose begin never reached the samp
 interface NativeChannel {
   close(): void;
   flush(): number;
-  addToRoute(id: number, joules: number, durationNs: number, estimated: boolean): void;
+  addToRoute(id: number, joules: number, durationNs: number, estimated: boolean, incomplete: boolean): void;
   routeSummaries(ids: Int32Array, out: Float64Array): void;
   releaseRoutes(ids: Int32Array): void;
   readonly tag: number;
@@ -775,8 +778,8 @@ export class SpanChannel {
   }
 
   /** @internal Adds a request to route `id` (one the sampler thread could not aggregate). */
-  addToRoute(id: number, joules: number, durationNs: number, estimated: boolean): void {
-    if (id > 0 && !Number.isNaN(joules)) this.#handle.addToRoute(id, joules, durationNs, estimated);
+  addToRoute(id: number, joules: number, durationNs: number, estimated: boolean, incomplete: boolean): void {
+    if (id > 0 && !Number.isNaN(joules)) this.#handle.addToRoute(id, joules, durationNs, estimated, incomplete);
   }
 
   /**

@@ -359,6 +359,7 @@ describe('registerOpenTelemetry', () => {
       estimated: true,
       mode: 'shared',
       incomplete: false,
+      endedEarly: false,
     };
     h.observeRequests([
       record,
