@@ -7,7 +7,7 @@ export { probe, formatProbe } from './probe';
 export type { ProbeReport, ProbeSource, ProbeDomain, ProbeOptions, ProbeBpfReadiness } from './probe';
 export { Sampler, attachSpans } from './sampler';
 export { SpanChannel } from './span-channel';
-export { RequestTracker, trackRequest } from './requests';
+export { RequestTracker, trackRequest, endRequestAccounting } from './requests';
 export type { RequestTrackerOptions, RequestMode, RequestToken } from './requests';
 export type { SpanChannelOptions } from './span-channel';
 export type { SpanResult, SpanLabelStats, RequestRecord, RouteStats } from './span-types';

@@ -21,7 +21,7 @@ import { checkIntegerInRange, checkKnownKeys, checkObject, checkOneOf, describe,
 import type { Sampler } from './sampler';
 import { callListeners } from './listeners';
 import { native } from './native';
-import { checkTracked, connectionOf, releaseResponseWatch, retainResponseWatch, watchedFor, watchResponse } from './response-end';
+import { checkTracked, connectionOf, endEarly, ENDED_EARLY, releaseResponseWatch, retainResponseWatch, watchedFor, watchResponse } from './response-end';
 import { CALLBACK_LABEL, FLAG_AGGREGATED, FLAG_ESTIMATED, FLAG_INCOMPLETE, outsideRequests, ROUTE_SUMMARY_WORDS, slotOfHandle, SPAN_SLOTS, type NumericResultListener, type SpanChannel } from './span-channel';
 import { EXACT_REQUEST_TOKEN, OTHER_ROUTE, UNMATCHED_ROUTE, UNROUTED, type RequestRecord, type RouteStats } from './span-types';
 
@@ -56,6 +56,7 @@ interface Pending {
   onCpuNs: number;
   estimated: boolean;
   incomplete: boolean;
+  endedEarly: boolean;
   openCallbacks: number;
   current: number; // the callback span now running, or -1
   context: unknown;
@@ -80,7 +81,10 @@ const REQ_OPEN = 1;
 const REQ_ENDED = 2; // awaiting its result
 const REQ_SETTLED = 3; // its result came before end() (stop() settled it): end() frees the span slot
 const REQ_STATE_BITS = 3;
-const STATUS_SHIFT = 2; // ids[2 * slot + 1]: state | status code << STATUS_SHIFT
+// ids[2 * slot + 1]: state | status << STATUS_SHIFT, where the status is the code, plus
+// ENDED_EARLY for a request whose accounting ended before its response (endRequestAccounting()).
+const STATUS_SHIFT = 2;
+const STATUS_CODE_BITS = ENDED_EARLY - 1;
 // Two arrays, each slot's fields side by side, rather than one array per field: a server's caches
 // are cold at each request, and every array touched costs a miss or two (see SpanChannel#slots).
 class SharedRequests {
@@ -248,8 +252,11 @@ export class RequestTracker {
   #hookOn = false;
 
   #openFor(p: Pending): void {
-    if (this.#channel.closed) {
-      p.incomplete = true; // the sampler is closed: this callback is not measured
+    // Stopped or closed (a closed channel reads not running too): this callback is not measured.
+    // Checked here, not left to beginInternal()'s error: an await of a request in flight while
+    // the sampler was stopped built and threw one each (25.9 µs per await against 3.7).
+    if (!this.#channel.running) {
+      p.incomplete = true;
       return;
     }
     try {
@@ -265,7 +272,7 @@ export class RequestTracker {
       this.#ownerHandle![slot] = h;
       this.#active = p;
     } catch {
-      p.incomplete = true; // sampler stopped: the request settles with what it has
+      p.incomplete = true; // stopped from another thread since the check: settles with what it has
     }
   }
 
@@ -441,6 +448,7 @@ export class RequestTracker {
       onCpuNs: NaN,
       estimated: false,
       incomplete: false,
+      endedEarly: false,
       openCallbacks: 0,
       current: -1,
       context: this.#capture ? this.#capture() : undefined,
@@ -524,6 +532,11 @@ export class RequestTracker {
   #endExact(p: Pending, statusCode: number, route?: string): void {
     if (p.done) return;
     p.done = true;
+    if (statusCode >= ENDED_EARLY) {
+      // Its accounting ends before its response: its callbacks from now on are no request's.
+      p.endedEarly = true;
+      statusCode -= ENDED_EARLY;
+    }
     p.statusCode = Number.isInteger(statusCode) && statusCode >= 100 && statusCode <= 999 ? statusCode : 0;
     p.route = routeAtEnd(route, p.route);
     // endNs first: closing the active callback can settle its span on the spot (its begin never
@@ -597,11 +610,18 @@ export class RequestTracker {
       // stop() settled it (incomplete) while it was open: its record now, with its status and
       // route, and the channel frees its slot.
       r.ids[i + 1] = REQ_ENDED | (statusCode << STATUS_SHIFT);
-      this.#routeAtEnd(r, i, route);
+      const routeId = this.#routeAtEnd(r, i, route);
       const held = r.held.get(slot)!;
       r.held.delete(slot);
-      // Its energy was measured up to the stop (incomplete); its duration runs to its end, as in
-      // exact mode. Its start is in the sampler's clock, which hrtime() reads with the offset.
+      // Its energy was measured up to the stop (incomplete). In routes() its duration runs to the
+      // stop too, as for those whose begin named their route (the final step added them then):
+      // a route's figures cover what was measured. Its record's runs to its end, as in exact
+      // mode. Its start is in the sampler's clock, which hrtime() reads with the offset.
+      const flags = held[7];
+      if ((flags & FLAG_AGGREGATED) === 0) {
+        this.#channel.addToRoute(routeId, held[5], held[3] - held[2], (flags & FLAG_ESTIMATED) !== 0, (flags & FLAG_INCOMPLETE) !== 0);
+        held[7] = flags | FLAG_AGGREGATED;
+      }
       held[3] = this.#channel.nowNs();
       this.#onShared(h, held, 0);
     } else {
@@ -708,16 +728,18 @@ export class RequestTracker {
     const method = r.names[i] as string;
     // The route it counts under: its end made it a name (#routeAtEnd), if it was a function.
     const route = r.names[i + 1] as string;
-    const statusCode = word >> STATUS_SHIFT;
+    const status = word >> STATUS_SHIFT;
     const estimated = (flags & FLAG_ESTIMATED) !== 0;
     // Settled before its end named its route (stop() with it open), or never seen by the
     // sampler: aggregated here.
-    if ((flags & FLAG_AGGREGATED) === 0) this.#channel.addToRoute(this.#routeEntry(method, route).id, joules, endNs - startNs, estimated);
+    if ((flags & FLAG_AGGREGATED) === 0) {
+      this.#channel.addToRoute(this.#routeEntry(method, route).id, joules, endNs - startNs, estimated, (flags & FLAG_INCOMPLETE) !== 0);
+    }
     if (this.#listening === 0) return;
     const rec: RequestRecord = {
       method,
       route,
-      statusCode,
+      statusCode: status & STATUS_CODE_BITS,
       startNs,
       endNs,
       durationNs: endNs - startNs,
@@ -726,6 +748,7 @@ export class RequestTracker {
       onCpuNs,
       estimated,
       incomplete: (flags & FLAG_INCOMPLETE) !== 0,
+      endedEarly: status >= ENDED_EARLY,
       mode: 'shared',
     };
     if (context !== undefined) setResultContext(rec, context);
@@ -783,7 +806,7 @@ export class RequestTracker {
     if (this.#exactInFlight === 0 && (this.#closed || this.#channel.closed)) this.#detach();
     const durationNs = p.endNs - p.startNs;
     const entry = this.#routeEntry(p.method, typeof p.route === 'function' ? safeRoute(p.route) : p.route);
-    this.#channel.addToRoute(entry.id, p.joules, durationNs, p.estimated);
+    this.#channel.addToRoute(entry.id, p.joules, durationNs, p.estimated, p.incomplete);
     const route = entry.route;
     if (this.#listening === 0) return;
     // Queued like shared mode's: a listener runs outside the channel's collection loop, so
@@ -800,6 +823,7 @@ export class RequestTracker {
       onCpuNs: p.onCpuNs,
       estimated: p.estimated,
       incomplete: p.incomplete,
+      endedEarly: p.endedEarly,
       mode: 'exact',
     };
     if (p.context !== undefined) setResultContext(rec, p.context);
@@ -902,6 +926,7 @@ export class RequestTracker {
         joules: { sum: s[b + 1], mean: s[b + 1] / n, p50: s[b + 3], p99: s[b + 4], max: s[b + 2] },
         durationMs: { mean: s[b + 5] / n / 1e6, p99: s[b + 6] / 1e6 },
         estimated: s[b + 7] !== 0,
+        incomplete: s[b + 8],
       });
     }
     return all.sort((a, b) => b.joules.sum - a.joules.sum);
@@ -1107,6 +1132,36 @@ export function trackRequest(
   } catch (e) {
     throw notATracker(tracker) ?? e;
   }
+}
+
+/**
+ * Ends the accounting of a request now, before its response ends, in every tracker watching it
+ * (trackRequest(), the Express middleware or instrumentExpress(), the Fastify plugin). In shared
+ * mode a request in flight takes an equal share of its thread's energy from the requests beside
+ * it for as long as its response is open: call this in a server-sent-event handler right after
+ * writing its headers, and in a long poll or a streamed download once the work worth charging
+ * is done. Its record comes then, with its energy and time so far, the status its response holds
+ * now and `endedEarly: true`; the response's real end changes nothing. In exact mode its
+ * callbacks from then on are no request's. Takes the request (node:http's or Express's `req`,
+ * Fastify's `request`) or its response (`res`, Fastify's `reply`). Returns whether any tracker
+ * was accounting it (false where none tracks it, or its accounting has already ended). A request
+ * begun with tracker.start() ends with tracker.end().
+ */
+export function endRequestAccounting(reqOrRes: IncomingMessage | ServerResponse | { readonly raw: IncomingMessage | ServerResponse }): boolean {
+  let x: unknown = reqOrRes;
+  // Fastify's request and reply hold Node's as `raw`.
+  if (x !== null && typeof x === 'object' && 'raw' in x && (x as { raw: unknown }).raw !== null && typeof (x as { raw: unknown }).raw === 'object') {
+    x = (x as { raw: unknown }).raw;
+  }
+  if (x === null || typeof x !== 'object') {
+    throw invalidType('reqOrRes', "a request (an http.IncomingMessage, Express's req, Fastify's request) or its response", reqOrRes);
+  }
+  // A response writes (node:http's, HTTP/2's compatibility one, an adapter's); a request does not.
+  if (typeof (x as { writeHead?: unknown }).writeHead === 'function') {
+    const res = x as ServerResponse;
+    return endEarly(res.req ?? undefined, res);
+  }
+  return endEarly(x as IncomingMessage, undefined);
 }
 
 // What trackRequest() throws for a first argument without track(): V8 said 'tracker.track is not

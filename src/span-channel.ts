@@ -84,8 +84,11 @@ export const FLAG_AGGREGATED = 8;
 const MAX_ROUTE_IDS = 1 << 22;
 // A request's end event: the bit above its route id, "aggregate it, write no result" (span_log.h).
 const END_SILENT = MAX_ROUTE_IDS;
-/** Per route id, as SpanChannel.routeSummaries() fills them: count, sum, max, p50, p99, duration sum ns, duration p99 ns, estimated. */
-export const ROUTE_SUMMARY_WORDS = 8;
+/**
+ * Per route id, as SpanChannel.routeSummaries() fills them: count, sum, max, p50, p99, duration
+ * sum ns, duration p99 ns, estimated, incomplete (kRouteSummaryWords in span_binding.cc).
+ */
+export const ROUTE_SUMMARY_WORDS = 9;
 
 // Handles are small integers (V8 Smis, so no allocation): 16 bits of slot, 8 bits of slot
 // generation (a reused slot gets a new handle), 6 bits of channel tag, counted process-wide by
@@ -286,7 +289,7 @@ interface NativeChannel {
   flush(): number;
   /** An end event that found the ring full, handed to the sampler thread (SpanLateEnds). */
   lateEnd(handle: number, label: number, sec: number, nsec: number): void;
-  addToRoute(id: number, joules: number, durationNs: number, estimated: boolean): void;
+  addToRoute(id: number, joules: number, durationNs: number, estimated: boolean, incomplete: boolean): void;
   routeSummaries(ids: Int32Array, out: Float64Array): void;
   releaseRoutes(ids: Int32Array): void;
   readonly tag: number;
@@ -782,8 +785,8 @@ export class SpanChannel {
   }
 
   /** @internal Adds a request to route `id` (one the sampler thread could not aggregate). */
-  addToRoute(id: number, joules: number, durationNs: number, estimated: boolean): void {
-    if (id > 0 && !Number.isNaN(joules)) this.#handle.addToRoute(id, joules, durationNs, estimated);
+  addToRoute(id: number, joules: number, durationNs: number, estimated: boolean, incomplete: boolean): void {
+    if (id > 0 && !Number.isNaN(joules)) this.#handle.addToRoute(id, joules, durationNs, estimated, incomplete);
   }
 
   /**

@@ -71,11 +71,20 @@ export interface RequestRecord {
    * overlaps had been settled. Its joules then undercount.
    */
   incomplete: boolean;
+  /**
+   * True when its accounting ended before its response did: endRequestAccounting(), or the
+   * first write() of a `text/event-stream` response. Its end, duration and energy stop there.
+   */
+  endedEarly: boolean;
   /** Whatever the context-capture function returned when the request began (see setContextCapture). */
   context?: unknown;
 }
 
-/** Per-route aggregate of RequestRecords. */
+/**
+ * Per-route aggregate of the measured requests (those with joules: see README, routes()). A
+ * shared-mode request still open when the sampler stops counts from the stop, its energy and
+ * duration measured up to it; an exact-mode one at its end, its duration up to that end.
+ */
 export interface RouteStats {
   method: string;
   route: string;
@@ -83,4 +92,6 @@ export interface RouteStats {
   joules: { sum: number; mean: number; p50: number; p99: number; max: number };
   durationMs: { mean: number; p99: number };
   estimated: boolean;
+  /** Of count, the requests measured in part (RequestRecord.incomplete): their joules undercount. */
+  incomplete: number;
 }

@@ -360,6 +360,7 @@ describe('registerOpenTelemetry', () => {
       estimated: true,
       mode: 'shared',
       incomplete: false,
+      endedEarly: false,
     };
     h.observeRequests([
       record,

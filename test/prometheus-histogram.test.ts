@@ -152,6 +152,7 @@ describe('the request histogram of registerMetrics', () => {
       onCpuNs: 1,
       estimated: true,
       incomplete: false,
+      endedEarly: false,
       mode: 'shared',
     });
     const count = async (route: string) => {

@@ -89,6 +89,7 @@ function request(route: string, joules: number, statusCode = 200, method = 'GET'
     estimated: true,
     mode: 'shared',
     incomplete: false,
+    endedEarly: false,
   };
 }
 

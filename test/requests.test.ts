@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import express from 'express';
 import Fastify from 'fastify';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { energyMiddleware, instrumentExpress } from '../src/express';
 import { fastifyEnergy, fastifyRoute } from '../src/fastify';
 import { RequestTracker, Sampler, trackRequest, type RequestRecord, type RequestToken } from '../src/index';
@@ -1079,27 +1079,42 @@ describeBpf('per-route aggregates, kept by the sampler thread', () => {
     expect(tracker.routes().find((r) => r.route === '/dropped')?.count ?? 0).toBe(measured);
   });
 
-  it('a request that stop() settled while open counts under the route its begin named, or else its end', async () => {
-    const { sampler, tracker } = setup('shared', { listen: false });
-    sampler.start();
-    const named = Array.from({ length: 50 }, () => tracker.start('GET', '/named-at-begin'));
-    const unnamed = Array.from({ length: 50 }, () => tracker.start('GET'));
-    busy(5);
-    tracker.end(tracker.start('GET', '/done'), 200);
-    sampler.stop();
-    // Counted by the sampler thread's final step, before these ends: not again now.
-    for (const t of named) tracker.end(t, 200);
-    // Their results came before their ends gave the route: counted now.
-    for (const t of unnamed) tracker.end(t, 200, '/named-at-end');
-    const routes = tracker.routes();
-    expect(routes.map((r) => [r.route, r.count]).sort()).toEqual([
-      ['/done', 1],
-      ['/named-at-begin', 50],
-      ['/named-at-end', 50],
-    ]);
-    for (const r of routes) expect(r.joules.sum).toBeGreaterThan(0);
-    expect(tracker.inFlight).toBe(0);
-  });
+  it.each([false, true])(
+    'a request that stop() settled while open counts under the route its begin named, or else its end, as incomplete, its duration up to the stop (listening: %s)',
+    async (listen) => {
+      const { sampler, tracker, records } = setup('shared', { listen });
+      sampler.start();
+      const began = Number(process.hrtime.bigint());
+      const named = Array.from({ length: 50 }, () => tracker.start('GET', '/named-at-begin'));
+      const unnamed = Array.from({ length: 50 }, () => tracker.start('GET'));
+      busy(5);
+      tracker.end(tracker.start('GET', '/done'), 200);
+      sampler.stop();
+      const stopped = Number(process.hrtime.bigint());
+      // Ended well after the stop: their records' durations run to their ends.
+      await new Promise((r) => setTimeout(r, 60));
+      // Counted by the sampler thread's final step, before these ends: not again now.
+      for (const t of named) tracker.end(t, 200);
+      // Their results came before their ends gave the route: counted now.
+      for (const t of unnamed) tracker.end(t, 200, '/named-at-end');
+      const routes = tracker.routes();
+      expect(routes.map((r) => [r.route, r.count, r.incomplete]).sort()).toEqual([
+        ['/done', 1, 0],
+        ['/named-at-begin', 50, 50],
+        ['/named-at-end', 50, 50],
+      ]);
+      for (const r of routes) expect(r.joules.sum).toBeGreaterThan(0);
+      // In routes(), both ways, what was measured: up to the stop (the route named at the end
+      // counted up to its end, 60 ms later, while the one named at the begin stopped there).
+      for (const r of routes) expect(r.durationMs.p99 * 1e6).toBeLessThanOrEqual(stopped - began);
+      expect(tracker.inFlight).toBe(0);
+      if (!listen) return;
+      await until(() => records.length === 101);
+      const held = records.filter((r) => r.route !== '/done');
+      expect(held).toHaveLength(100);
+      expect(held.every((r) => r.incomplete && r.durationNs >= 60e6)).toBe(true);
+    },
+  );
 });
 
 describe('route aggregates (native table)', () => {
@@ -1163,27 +1178,27 @@ describe('route aggregates (native table)', () => {
     expect(out.after).toEqual([0, 0]);
   });
 
-  it('counts, sums and keeps exact nearest-rank quantiles over the latest 2,048 requests, readable after close', () => {
+  it('counts (the incomplete apart too), sums and keeps exact nearest-rank quantiles over the latest 2,048 requests, readable after close', () => {
     const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
     cleanups.push(() => sampler.close());
     const ch = sampler.spanChannel();
     const [a, b, c, unused] = [ch.newRouteId(), ch.newRouteId(), ch.newRouteId(), ch.newRouteId()];
-    for (let v = 1; v <= 100; v++) ch.addToRoute(a, v, v * 1000, false);
-    ch.addToRoute(a, NaN, 1, true); // never measured: not counted
-    for (let v = 1; v <= 3000; v++) ch.addToRoute(b, v, 1e6, v === 7); // wrapped: 953..3000 held
-    ch.addToRoute(c, 2, 10, false);
-    ch.addToRoute(c, 1, 20, false);
+    for (let v = 1; v <= 100; v++) ch.addToRoute(a, v, v * 1000, false, v % 10 === 0);
+    ch.addToRoute(a, NaN, 1, true, true); // never measured: not counted
+    for (let v = 1; v <= 3000; v++) ch.addToRoute(b, v, 1e6, v === 7, false); // wrapped: 953..3000 held
+    ch.addToRoute(c, 2, 10, false, true);
+    ch.addToRoute(c, 1, 20, false, false);
     const read = () => {
       const s = ch.routeSummaries(Int32Array.of(a, b, c, unused, 0));
-      return Array.from({ length: 5 }, (_, k) => Array.from(s.subarray(k * 8, k * 8 + 8)));
+      return Array.from({ length: 5 }, (_, k) => Array.from(s.subarray(k * 9, k * 9 + 9)));
     };
-    // [count, sum, max, p50, p99, duration sum ns, duration p99 ns, estimated]
+    // [count, sum, max, p50, p99, duration sum ns, duration p99 ns, estimated, incomplete]
     const want = [
-      [100, 5050, 100, 50, 99, 5_050_000, 99_000, 0],
-      [3000, 4_501_500, 3000, 1976, 2980, 3e9, 1e6, 1],
-      [2, 3, 2, 1, 2, 30, 20, 0],
-      [0, 0, 0, 0, 0, 0, 0, 0],
-      [0, 0, 0, 0, 0, 0, 0, 0],
+      [100, 5050, 100, 50, 99, 5_050_000, 99_000, 0, 10],
+      [3000, 4_501_500, 3000, 1976, 2980, 3e9, 1e6, 1, 0],
+      [2, 3, 2, 1, 2, 30, 20, 0, 1],
+      [0, 0, 0, 0, 0, 0, 0, 0, 0],
+      [0, 0, 0, 0, 0, 0, 0, 0, 0],
     ];
     expect(read()).toEqual(want);
     sampler.close();
@@ -1913,6 +1928,38 @@ describe('exact mode edges', () => {
     expect(records.map((r) => [r.route, r.statusCode])).toEqual([['/fake', 0]]);
     // Ended: nothing left in flight to keep the tracker's hooks on.
     expect(tracker.inFlight).toBe(0);
+  });
+
+  it('exact mode: a callback of a request while the sampler is stopped is not measured, and no span begun for it (no error made and thrown each time)', async () => {
+    // Each await of a request in flight across stop() called beginInternal(), which built and
+    // threw a JouletraceError that #openFor() caught: 1,000 awaits, 1,000 errors (25.9 µs per
+    // await against 3.7 while running).
+    const { sampler, tracker, ch, records } = exactProcfs();
+    sampler.start();
+    await until(() => sampler.stats().timing.samples >= 5);
+    const begin = vi.spyOn(ch, 'beginInternal');
+    cleanups.push(() => begin.mockRestore());
+    const counts = { running: 0, stopped: 0, threw: 0 };
+    let done!: Promise<void>;
+    const token = tracker.start('GET', '/long', () => {
+      done = (async () => {
+        for (let i = 0; i < 100; i++) await null;
+        counts.running = begin.mock.calls.length;
+        sampler.stop();
+        const before = begin.mock.calls.length;
+        for (let i = 0; i < 1000; i++) await null;
+        counts.stopped = begin.mock.calls.length - before;
+        counts.threw = begin.mock.results.filter((r) => r.type === 'throw').length;
+      })();
+    });
+    await done;
+    tracker.end(token, 200);
+    await until(() => records.length === 1);
+    expect(counts.running).toBeGreaterThanOrEqual(100);
+    expect([counts.stopped, counts.threw]).toEqual([0, 0]);
+    expect(records.map((r) => [r.route, r.incomplete])).toEqual([['/long', true]]);
+    // Measured in part: routes() says so.
+    expect(tracker.routes().map((r) => [r.route, r.count, r.incomplete])).toEqual([['/long', 1, 1]]);
   });
 
   itBpf('exact mode: a callback that runs a nested async scope is charged whole, before and after it', async () => {

@@ -33,6 +33,7 @@ void RouteTable::addLocked(const Add& a) {
   const double durationNs = std::isfinite(a.durationNs) && a.durationNs > 0 ? a.durationNs : 0;
   Route& r = routes_[a.id];
   r.count++;
+  if (a.incomplete) r.incomplete++;
   r.sum += a.joules;
   if (a.joules > r.max) r.max = a.joules;
   r.durationSumNs += durationNs;
@@ -46,9 +47,9 @@ void RouteTable::addAll(const std::vector<Add>& adds) {
   for (const Add& a : adds) addLocked(a);
 }
 
-void RouteTable::add(uint32_t id, double joules, double durationNs, bool estimated) {
+void RouteTable::add(uint32_t id, double joules, double durationNs, bool estimated, bool incomplete) {
   std::lock_guard<std::mutex> guard(mu_);
-  addLocked(Add{id, joules, durationNs, estimated});
+  addLocked(Add{id, joules, durationNs, estimated, incomplete});
 }
 
 void RouteTable::release(const int32_t* ids, size_t n) {
@@ -74,7 +75,7 @@ bool RouteTable::summary(uint32_t id, Summary* out) const {
   double jq[2], dq[1];
   copy.joules.quantiles(kJ, jq, 2, sorted);
   copy.durations.quantiles(kD, dq, 1, sorted);
-  *out = Summary{double(copy.count), copy.sum, copy.max, jq[0], jq[1], copy.durationSumNs, dq[0], copy.estimated};
+  *out = Summary{double(copy.count), copy.sum, copy.max, jq[0], jq[1], copy.durationSumNs, dq[0], copy.estimated, double(copy.incomplete)};
   return true;
 }
 

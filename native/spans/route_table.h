@@ -28,18 +28,20 @@ class RouteTable {
   struct Summary {
     double count, sum, max, p50, p99, durationSumNs, durationP99Ns;
     bool estimated;
+    double incomplete;  // of count, those measured in part (RequestRecord.incomplete)
   };
 
   struct Add {
     uint32_t id;
     double joules, durationNs;
     bool estimated;
+    bool incomplete;
   };
   // Sampler thread: a step's requests, under one lock.
   void addAll(const std::vector<Add>& adds);
   // JavaScript thread, for a request the engine could not aggregate (settled before its end, or
   // exact mode).
-  void add(uint32_t id, double joules, double durationNs, bool estimated);
+  void add(uint32_t id, double joules, double durationNs, bool estimated, bool incomplete);
   // false: no request of this id was added.
   bool summary(uint32_t id, Summary* out) const;
   // A collected tracker's routes: their memory goes (ids are not given out again).
@@ -56,7 +58,7 @@ class RouteTable {
     void quantiles(const double* qs, double* out, size_t n, std::vector<double>& sorted) const;
   };
   struct Route {
-    uint64_t count = 0;
+    uint64_t count = 0, incomplete = 0;
     double sum = 0, max = 0, durationSumNs = 0;
     bool estimated = false;
     Recent joules, durations;

@@ -58,6 +58,9 @@ bool spanEngineIssued(uint64_t id) {
 
 namespace {
 
+// Numbers per route in routeSummaries()' output: ROUTE_SUMMARY_WORDS in src/span-channel.ts.
+constexpr size_t kRouteSummaryWords = 9;
+
 class SpanChannelHandle : public Napi::ObjectWrap<SpanChannelHandle> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -168,22 +171,23 @@ class SpanChannelHandle : public Napi::ObjectWrap<SpanChannelHandle> {
     return info.Env().Undefined();
   }
 
-  // addToRoute(id, joules, durationNs, estimated): a request the engine did not aggregate (its
-  // result came before its end named the route, or exact mode). Non-numbers are ignored here, and
-  // non-finite figures by the table.
+  // addToRoute(id, joules, durationNs, estimated, incomplete): a request the engine did not
+  // aggregate (its result came before its end named the route, or exact mode). Non-numbers are
+  // ignored here, and non-finite figures by the table.
   Napi::Value AddToRoute(const Napi::CallbackInfo& info) {
-    if (info.Length() >= 4 && info[0].IsNumber() && info[1].IsNumber() && info[2].IsNumber()) {
+    if (info.Length() >= 5 && info[0].IsNumber() && info[1].IsNumber() && info[2].IsNumber()) {
       const double id = info[0].As<Napi::Number>().DoubleValue();
       if (id >= 1 && id < RouteTable::kMaxRoutes) {
         routes_->add(uint32_t(id), info[1].As<Napi::Number>().DoubleValue(), info[2].As<Napi::Number>().DoubleValue(),
-                     info[3].ToBoolean().Value());
+                     info[3].ToBoolean().Value(), info[4].ToBoolean().Value());
       }
     }
     return info.Env().Undefined();
   }
 
-  // routeSummaries(ids: Int32Array, out: Float64Array): 8 numbers per id into out, [count, sum,
-  // max, p50, p99, duration sum ns, duration p99 ns, estimated]; count 0 for an id with no request.
+  // routeSummaries(ids: Int32Array, out: Float64Array): kRouteSummaryWords numbers per id into
+  // out, [count, sum, max, p50, p99, duration sum ns, duration p99 ns, estimated, incomplete];
+  // count 0 for an id with no request.
   Napi::Value RouteSummaries(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (info.Length() < 2 || !info[0].IsTypedArray() || !info[1].IsTypedArray() ||
@@ -194,12 +198,12 @@ class SpanChannelHandle : public Napi::ObjectWrap<SpanChannelHandle> {
     }
     Napi::Int32Array ids = info[0].As<Napi::Int32Array>();
     Napi::Float64Array out = info[1].As<Napi::Float64Array>();
-    const size_t n = std::min(ids.ElementLength(), out.ElementLength() / 8);
+    const size_t n = std::min(ids.ElementLength(), out.ElementLength() / kRouteSummaryWords);
     for (size_t i = 0; i < n; i++) {
       RouteTable::Summary s{};
-      double* o = out.Data() + i * 8;
+      double* o = out.Data() + i * kRouteSummaryWords;
       if (ids[i] <= 0 || !routes_->summary(uint32_t(ids[i]), &s)) {
-        std::fill(o, o + 8, 0.0);
+        std::fill(o, o + kRouteSummaryWords, 0.0);
         continue;
       }
       o[0] = s.count;
@@ -210,6 +214,7 @@ class SpanChannelHandle : public Napi::ObjectWrap<SpanChannelHandle> {
       o[5] = s.durationSumNs;
       o[6] = s.durationP99Ns;
       o[7] = s.estimated ? 1 : 0;
+      o[8] = s.incomplete;
     }
     return env.Undefined();
   }

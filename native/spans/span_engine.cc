@@ -959,7 +959,7 @@ void SpanEngine::emit(Log& log, uint32_t handle, uint32_t label, uint64_t t0, ui
   (callback ? callbacks_ : settled_).fetch_add(1, std::memory_order_relaxed);
   // A request measured not at all (NaN) is no route's figure: routes() counts measured ones.
   if (route != 0 && log.routes && route < RouteTable::kMaxRoutes && !std::isnan(joules)) {
-    log.routeAdds.push_back(RouteTable::Add{route, joules + base, double(t1 - t0), estimated_});
+    log.routeAdds.push_back(RouteTable::Add{route, joules + base, double(t1 - t0), estimated_, (flags & kSpanIncomplete) != 0});
     flags |= kSpanAggregated;
   }
   // JavaScript let go of its slot at its end. Not aggregated (no route id left in JavaScript's

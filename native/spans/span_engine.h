@@ -22,9 +22,11 @@
 // own, ρ over their union alone, and do not count in the users' spans' union: a user's span
 // around idle time (a background job, an awaited measure()) raised U for every callback in it,
 // which were then charged overlap × c / U instead of their overlap (requests 35% low at 1 ms
-// steps), and callbacks outside users' spans lowered those spans' ρ likewise. Callbacks never
-// overlap one another (one tracker runs one at a time), so what they are charged in an interval
-// sums to at most the thread's: requests still never share more than their thread spent.
+// steps), and callbacks outside users' spans lowered those spans' ρ likewise. One tracker's
+// callbacks never overlap one another (it has one open at a time), so what they are charged in
+// an interval sums to at most the thread's: one tracker's requests never share more than their
+// thread spent. Per tracker only: two exact-mode trackers each open a span for the same callback,
+// and each is charged it in full.
 // Shared span (a request): each interval's energy of the channel's thread is split over the
 // interval at uniform rate and, at each moment, equally among the channel's shared spans in
 // flight. libuv's thread pool serves the whole process (the main thread and every worker): its

@@ -131,6 +131,13 @@ export interface RouteSummary {
   count: number;
   joules: { sum: number; mean: number; p50: number; p99: number; max: number };
   durationMs: { mean: number };
+  /** Of count, those measured in part (RouteStats.incomplete): their joules undercount. */
+  incomplete: number;
+}
+
+// A route row's note of requests measured in part (their joules undercount): none, nothing.
+function incompleteMark(n: number): string {
+  return n > 0 ? `  (${n} incomplete)` : '';
 }
 
 export async function demoCommand(argv: string[]): Promise<number> {
@@ -342,7 +349,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
   const attribution = sampler.attribution();
   const stats = sampler.stats();
   const routeSummaries: RouteSummary[] = routeStats
-    .map((r) => ({ route: `${r.method} ${r.route}`, count: r.count, joules: r.joules, durationMs: { mean: r.durationMs.mean } }))
+    .map((r) => ({ route: `${r.method} ${r.route}`, count: r.count, joules: r.joules, durationMs: { mean: r.durationMs.mean }, incomplete: r.incomplete }))
     .sort((a, b) => a.route.localeCompare(b.route));
   const est = estimated ? ' (estimated)' : '';
 
@@ -350,7 +357,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
   out.write(c.dim(`  ${'route'.padEnd(16)} ${'requests'.padStart(8)} ${'mean'.padStart(10)} ${'p50'.padStart(10)} ${'p99'.padStart(10)} ${'total'.padStart(10)} ${'latency'.padStart(9)}\n`));
   for (const r of routeSummaries) {
     out.write(
-      `  ${r.route.padEnd(16)} ${String(r.count).padStart(8)} ${fmtJoules(r.joules.mean).padStart(10)} ${fmtJoules(r.joules.p50).padStart(10)} ${fmtJoules(r.joules.p99).padStart(10)} ${fmtJoules(r.joules.sum).padStart(10)} ${`${r.durationMs.mean.toFixed(2)} ms`.padStart(9)}\n`,
+      `  ${r.route.padEnd(16)} ${String(r.count).padStart(8)} ${fmtJoules(r.joules.mean).padStart(10)} ${fmtJoules(r.joules.p50).padStart(10)} ${fmtJoules(r.joules.p99).padStart(10)} ${fmtJoules(r.joules.sum).padStart(10)} ${`${r.durationMs.mean.toFixed(2)} ms`.padStart(9)}${c.yellow(incompleteMark(r.incomplete))}\n`,
     );
   }
   // Requests settle once an energy interval covers them: with no good read from some point on,
@@ -405,7 +412,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
     const data = collector.data({
       attribution,
       summary: [
-        ...routeSummaries.map((r): [string, string] => [r.route, `${r.count} requests, ${fmtJoules(r.joules.mean)} mean, ${fmtJoules(r.joules.p99)} p99${est}`]),
+        ...routeSummaries.map((r): [string, string] => [r.route, `${r.count} requests, ${fmtJoules(r.joules.mean)} mean, ${fmtJoules(r.joules.p99)} p99${est}${r.incomplete > 0 ? `, ${r.incomplete} incomplete` : ''}`]),
         ...totals.readings.map((r): [string, string] => [`${r.domain}-${r.package}`, `${fmtJoules(r.joules)}, ${fmtWatts(r.joules / elapsed)} average${est}`]),
         ['this process', `${fmtJoules(attribution.process)} (${pct(attribution.process)})${est}`],
         ['threads', `${st0.threads.backend}${stats.bpf ? `, ${stats.bpf.events} context switches seen` : ''}`],
