@@ -9,7 +9,7 @@ set -euo pipefail
 out="$(realpath -m "$1")"
 say() { printf 'build-static-deps: %s\n' "$*" >&2; }
 # shellcheck source=scripts/apt-update.sh
-source "$(dirname "$0")/apt-update.sh"
+source "${BASH_SOURCE[0]%/*}/apt-update.sh"
 # Done once the stamp written last is there (a build from before libeu.a was kept has none).
 [ -f "$out/.complete" ] && exit 0
 # apt-get source unpacks with dpkg-source, from dpkg-dev; the builds need make and a C compiler.

@@ -231,6 +231,40 @@ describe('Sampler against an emulated MSR', () => {
     expect(s.stats().timing.countersStillUs.longest).toBeLessThan(100_000);
   });
 
+  // A stretch of failed reads is the read errors' to report, not stillness; but one domain that
+  // keeps failing must not hide the others standing still (they read 0 J, and nothing said so).
+  it("counts stillness over the domains that read, where only some reads fail, and none where all do", async () => {
+    const stillOf = async (failing: number[]) => {
+      const e = createEmulatedMsr({ vendor: 'intel', cpus: 2, packages: 2 });
+      try {
+        for (const cpu of [0, 1]) {
+          e.write(cpu, MSR.INTEL_UNIT, 0xa0e03);
+          e.write(cpu, MSR.INTEL_PKG, 1000);
+          e.write(cpu, MSR.INTEL_DRAM, 1000);
+        }
+        const s = new Sampler({ source: 'msr', msrPath: e.msrPath, sysfsCpuRoot: e.sysfsCpuRoot, liveCheckMs: 0, cpuIdentity: { vendor: 'intel', family: 6, model: 0x9e }, threads: 'off', intervalUs: 1000 });
+        try {
+          s.start();
+          await sleep(20);
+          for (const cpu of failing) e.truncate(cpu);
+          await sleep(400);
+          s.stop();
+          const t = s.stats().timing;
+          expect(t.readErrors > 0).toBe(failing.length > 0);
+          return t.countersStillUs.longest;
+        } finally {
+          s.close();
+        }
+      } finally {
+        e.close();
+      }
+    };
+    // Package 0 reads, standing still; package 1 fails throughout.
+    expect(await stillOf([1])).toBeGreaterThan(300_000);
+    // Every read fails: nothing is known to stand still.
+    expect(await stillOf([0, 1])).toBeLessThan(100_000);
+  });
+
   it('starts again after its counters sat unread across more than half a wrap', async () => {
     // Between stop() and start() (or new Sampler() and start()) nothing reads the counters: at
     // 200 W more than 11 minutes there moves them further than the restart check allows.

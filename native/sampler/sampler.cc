@@ -466,10 +466,14 @@ void Sampler::sample(uint64_t now, uint32_t flags, bool forceAttribution) {
     }
   }
   if (changed) flags |= kFlagChanged;
-  // A read that failed tells nothing of whether the counters moved: a stretch of them is the
-  // read errors' to report, not a stillness (the CLI named a hypervisor that stopped the
-  // counters where the reads had failed). The stretch of good reads before it ends there.
-  if (changed || rc != 0) {
+  // A sample whose every read failed tells nothing of whether the counters moved: a stretch of
+  // them is the read errors' to report, not a stillness (the CLI named a hypervisor that stopped
+  // the counters where the reads had failed), and the stretch of good reads before it ends
+  // there. Where some domains still read, they say whether the counters moved: one domain that
+  // kept failing (a dram zone, another package) hid a package that stood still for good.
+  bool anyRead = false;
+  for (size_t d = 0; d < nd && !anyRead; d++) anyRead = !readings_[d].failed;
+  if (changed || !anyRead) {
     const uint64_t still = now - lastAnyChangeNs_.load(std::memory_order_relaxed);
     if (still > longestStillNs_.load(std::memory_order_relaxed)) longestStillNs_.store(still, std::memory_order_relaxed);
     lastAnyChangeNs_.store(now, std::memory_order_relaxed);
