@@ -61,12 +61,12 @@ async function untilAsleep(tid: number): Promise<void> {
   throw new Error(`thread ${tid} stayed runnable for 500 polls`);
 }
 
-/** Collects a stream's output; the function it returns waits for its nth whole line (1-based). */
-function lines(stream: NodeJS.ReadableStream): (n: number) => Promise<string> {
+/** Collects a stream's output; the function it returns waits for its nth whole line (1-based), up to about `waitMs`. */
+function lines(stream: NodeJS.ReadableStream, waitMs = 5000): (n: number) => Promise<string> {
   let text = '';
   stream.on('data', (d) => (text += String(d)));
   return async (n) => {
-    for (let i = 0; i < 1000; i++) {
+    for (let i = 0; i < waitMs / 5; i++) {
       const whole = text.split('\n').slice(0, -1);
       if (whole.length >= n) return whole[n - 1];
       await sleep(5);
@@ -822,7 +822,7 @@ describeBpf('eBPF tracker: a CPU held by an untracked task since before attach',
       const dir = '/proc/' + process.argv[1] + '/fd';
       const iterOpen = () => fs.readdirSync(dir).some((f) => { try { return fs.readlinkSync(dir + '/' + f).includes('bpf_iter'); } catch { return false; } });
       console.log('ready');
-      for (const end = Date.now() + 2000; !iterOpen(); ) if (Date.now() > end) process.exit(0);
+      for (const end = Date.now() + 90000; !iterOpen(); ) if (Date.now() > end) process.exit(0);
       const t = process.hrtime.bigint();
       while (process.hrtime.bigint() - t < 200000n) {}
       console.log('asleep');
@@ -837,7 +837,9 @@ describeBpf('eBPF tracker: a CPU held by an untracked task since before attach',
           try {
             const helperLine = lines(helper.stdout!);
             if ((await helperLine(1)) !== 'ready') return skipGated(ctx, `taskset did not start the helper on CPU ${cpu}`, toolsRequired(), 'JOULETRACE_REQUIRE_TOOLS=1');
-            await lines(pad.stdout!)(1);
+            // The pad's thousand forks took 5.7 s on a slow guest, past the 5 s a line is waited
+            // for, and past the 2 s the helper waited for the iterator, every try.
+            await lines(pad.stdout!, 60_000)(1);
             const t = openThreadTracker({ backend: 'bpf', bpfProgram });
             try {
               caught = (await helperLine(2).catch(() => '')) === 'asleep';
@@ -861,7 +863,7 @@ describeBpf('eBPF tracker: a CPU held by an untracked task since before attach',
         }
         expect(caught, `${bpfProgram}: the helper saw the loader's iterator`).toBe(true);
     }
-  });
+  }, 180_000);
 });
 
 describeBpf('eBPF tracker: more possible CPUs than its CPU table holds', () => {
