@@ -15,6 +15,7 @@
 import { AsyncLocalStorage, createHook, type AsyncHook } from 'node:async_hooks';
 import { METHODS, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import { Readable } from 'node:stream';
 import { isMainThread } from 'node:worker_threads';
 import { setResultContext } from './chained-context';
 import { checkIntegerInRange, checkKnownKeys, checkObject, checkOneOf, describe, invalidRange, invalidType, JouletraceError } from './errors';
@@ -914,9 +915,13 @@ export class RequestTracker {
     this.#channel.poll();
     const list = this.#routeList;
     const s = this.#channel.routeSummaries(routeIds(list));
+    // The words per route of the copy of jouletrace whose channel filled them: a tracker of one
+    // copy on another's sampler (as ERR_JOULETRACE_FOREIGN_TRACKER advises) read 9 with a stride
+    // of 8. The incomplete count is there from 9 words on.
+    const words = list.length > 0 ? s.length / list.length : ROUTE_SUMMARY_WORDS;
     const all: RouteStats[] = [];
     for (let k = 0; k < list.length; k++) {
-      const b = k * ROUTE_SUMMARY_WORDS;
+      const b = k * words;
       const n = s[b];
       if (n === 0) continue; // no measured request yet
       all.push({
@@ -926,7 +931,7 @@ export class RequestTracker {
         joules: { sum: s[b + 1], mean: s[b + 1] / n, p50: s[b + 3], p99: s[b + 4], max: s[b + 2] },
         durationMs: { mean: s[b + 5] / n / 1e6, p99: s[b + 6] / 1e6 },
         estimated: s[b + 7] !== 0,
-        incomplete: s[b + 8],
+        incomplete: words > 8 ? s[b + 8] : 0,
       });
     }
     return all.sort((a, b) => b.joules.sum - a.joules.sum);
@@ -1147,7 +1152,9 @@ export function trackRequest(
  * was accounting it (false where none tracks it, or its accounting has already ended). A request
  * begun with tracker.start() ends with tracker.end().
  */
-export function endRequestAccounting(reqOrRes: IncomingMessage | ServerResponse | { readonly raw: IncomingMessage | ServerResponse }): boolean {
+export function endRequestAccounting(
+  reqOrRes: IncomingMessage | ServerResponse | Http2ServerRequest | Http2ServerResponse | { readonly raw: IncomingMessage | ServerResponse },
+): boolean {
   let x: unknown = reqOrRes;
   // Fastify's request and reply hold Node's as `raw`.
   if (x !== null && typeof x === 'object' && 'raw' in x && (x as { raw: unknown }).raw !== null && typeof (x as { raw: unknown }).raw === 'object') {
@@ -1160,6 +1167,11 @@ export function endRequestAccounting(reqOrRes: IncomingMessage | ServerResponse 
   if (typeof (x as { writeHead?: unknown }).writeHead === 'function') {
     const res = x as ServerResponse;
     return endEarly(res.req ?? undefined, res);
+  }
+  // A request is a readable stream (node:http's, HTTP/2's compatibility one, Express's). Anything
+  // else (Koa's ctx, hapi's request, whose raw is { req, res }) ended nothing and said nothing.
+  if (!(x instanceof Readable)) {
+    throw invalidType('reqOrRes', "a request (an http.IncomingMessage, Express's req, Fastify's request) or its response", reqOrRes);
   }
   return endEarly(x as IncomingMessage, undefined);
 }

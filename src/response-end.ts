@@ -256,7 +256,11 @@ export function retainResponseWatch(): void {
   // At once, not at the first request: code that keeps a response's end() for later (OpenTelemetry's
   // http instrumentation, compression, express-session) must keep the wrapper.
   if (top === null) wrapEnd();
-  if (topWrite === null) wrapWrite();
+  // Also where another tool's wrapper is on top: one that wrapped write() under ours and later
+  // put Node's back took ours off with it, and event streams stayed in flight for good (end()
+  // has its missed-end repair; write() has no such sign). Ours twice in one chain costs a load:
+  // the second finds the response noted.
+  if (topWrite === null || (responseProto as unknown as WriteProto).write !== topWrite.fn) wrapWrite();
 }
 
 export function releaseResponseWatch(): void {

@@ -234,7 +234,8 @@ describe('endRequestAccounting() wherever a request is tracked', () => {
     const server = http2.createServer((req, res) => {
       trackRequest(tracker, req as never, res as never, req.url);
       res.writeHead(req.url === '/req' ? 200 : 203);
-      calls.push(endRequestAccounting((req.url === '/req' ? req : res) as never), endRequestAccounting(res as never));
+      // No cast: the HTTP/2 compatibility request and response are in its type.
+      calls.push(endRequestAccounting(req.url === '/req' ? req : res), endRequestAccounting(res));
       if (req.url === '/req') setTimeout(() => res.end('x'), 5);
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -312,7 +313,9 @@ describe('endRequestAccounting() wherever a request is tracked', () => {
   });
 
   it('refuses what is no request or response; the write() wrapper comes off with the last tracker', () => {
-    for (const x of [undefined, null, 42, 'req']) {
+    // Koa's ctx and hapi's request (whose raw is { req, res }), or any other object, ended nothing
+    // and returned false, the request left in flight.
+    for (const x of [undefined, null, 42, 'req', {}, [], { req: {}, res: {} }, { raw: { req: {}, res: {} } }]) {
       expect(() => endRequestAccounting(x as never)).toThrow(
         /^Expected a request \(an http\.IncomingMessage, Express's req, Fastify's request\) or its response for reqOrRes but received/,
       );
@@ -326,5 +329,38 @@ describe('endRequestAccounting() wherever a request is tracked', () => {
     expect(own()).toBe(true);
     tracker.close();
     expect(own()).toBe(false);
+  });
+
+  // A tool that wrapped write() before jouletrace and later put Node's back took ours off too: no
+  // tracker made after it put ours back, and event streams stayed in flight for good.
+  it('puts its write() wrapper back for a new tracker where another tool took it off', async () => {
+    const proto = http.ServerResponse.prototype;
+    const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
+    cleanups.push(() => sampler.close());
+    proto.write = function (this: http.ServerResponse, ...a: unknown[]) {
+      return (http.OutgoingMessage.prototype.write as (...x: unknown[]) => boolean).apply(this, a);
+    } as typeof proto.write;
+    cleanups.push(() => void delete (proto as Partial<typeof proto>).write);
+    const first = new RequestTracker(sampler);
+    delete (proto as Partial<typeof proto>).write; // the tool unwraps: Node's write() again
+    first.close();
+    const tracker = new RequestTracker(sampler);
+    cleanups.push(() => tracker.close());
+    const records: RequestRecord[] = [];
+    tracker.onRequest((rs) => records.push(...rs));
+    sampler.start();
+    let held: http.ServerResponse | undefined;
+    const server = http.createServer((req, res) => {
+      trackRequest(tracker, req, res, '/sse');
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('data: 1\n\n');
+      held = res;
+    });
+    cleanups.push(() => held?.end());
+    const base = await listen(server);
+    openHeld(base, ['/sse']);
+    await until(() => records.length === 1);
+    expect(records.map((r) => [r.route, r.endedEarly])).toEqual([['/sse', true]]);
+    expect(tracker.inFlight).toBe(0);
   });
 });

@@ -2441,6 +2441,35 @@ describe('exact mode edges', () => {
     made.tracker.close();
   });
 
+  // A tracker made here from another copy's Sampler reads its routes from that copy's channel:
+  // one of a version before the incomplete count wrote 8 words a route, read with a stride of 9
+  // (three routes of 3, 5 and 7 requests read 3, 0.047 and 0.014).
+  it("reads routes() with the words per route of the Sampler's copy", async () => {
+    const other = createRequire(__filename)(path.join(__dirname, '..', 'dist/cjs/index.js')) as typeof import('../src/index');
+    const otherChannel = createRequire(__filename)(path.join(__dirname, '..', 'dist/cjs/span-channel.js')) as typeof import('../src/span-channel');
+    // That copy, as a version before the incomplete count: 8 words a route.
+    const nine = otherChannel.SpanChannel.prototype.routeSummaries;
+    otherChannel.SpanChannel.prototype.routeSummaries = function (this: unknown, ids: Int32Array) {
+      const full = nine.call(this, ids);
+      return full.filter((_, i) => i % 9 !== 8);
+    };
+    cleanups.push(() => void (otherChannel.SpanChannel.prototype.routeSummaries = nine));
+    const sampler = new other.Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
+    cleanups.push(() => sampler.close());
+    const tracker = new RequestTracker(sampler as unknown as Sampler);
+    cleanups.push(() => tracker.close());
+    sampler.start();
+    for (const [route, n] of [['/a', 3], ['/b', 5], ['/c', 7]] as const) {
+      for (let i = 0; i < n; i++) tracker.end(tracker.start('GET', route), 200);
+    }
+    await until(() => tracker.routes().reduce((a, r) => a + r.count, 0) === 15);
+    expect(tracker.routes().map((r) => [r.route, r.count, r.incomplete]).sort()).toEqual([
+      ['/a', 3, 0],
+      ['/b', 5, 0],
+      ['/c', 7, 0],
+    ]);
+  });
+
   it('refuses what is not a sampler, options a passed-in tracker would drop, and a route that is not one; an empty route is unmatched', async () => {
     const sampler = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
     cleanups.push(() => sampler.close());
