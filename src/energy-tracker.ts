@@ -55,7 +55,6 @@ export class Monotonic {
   }
 }
 
-
 function hasThreads(sampler: Sampler): boolean {
   try {
     return sampler.stats().threads.backend !== 'off';

@@ -1,9 +1,9 @@
 // What this machine can measure: every energy source with the reason it is or is not usable,
 // each domain's wrap period at the present power, and whether eBPF attribution can run.
 import * as os from 'node:os';
-import { asJouletraceError, checkIntegerInRange, checkKnownKeys, checkObject, invalidType } from './errors';
+import { asJouletraceError, checkIntegerInRange, invalidType } from './errors';
 import { native } from './native';
-import { SOURCE_OPTION_KEYS, validateSourceOptions, type SourceName, type SourceOptions } from './source-options';
+import { validateSourceOptions, type SourceName, type SourceOptions } from './source-options';
 import type { DomainInfo, DomainName } from './sources';
 
 export interface ProbeDomain extends DomainInfo {
@@ -170,9 +170,8 @@ export async function probe(options?: ProbeOptions): Promise<ProbeReport> {
       'Unknown option options.source: probe() reports every source, in the order auto tries them (to open one source, use openSource({ source }))',
     );
   }
-  // Checked here first, as validateSourceOptions() would list `source` among the options known.
-  checkKnownKeys('options', checkObject('options', options), [...SOURCE_OPTION_KEYS.filter((k) => k !== 'source'), 'intervalMs']);
-  const opts = validateSourceOptions(options, 'options', ['intervalMs']);
+  // Without `source` among the options known that an unknown one's message lists.
+  const opts = validateSourceOptions(options, 'options', ['intervalMs'], ['source']);
   const intervalMs =
     options?.intervalMs === undefined ? 100 : checkIntegerInRange('options.intervalMs', options.intervalMs, 1, 10_000);
   let raw: { cpu: ProbeReport['cpu']; sources: NativeStatus[] };

@@ -629,16 +629,17 @@ export function registerMetrics(sampler: Sampler, options: PrometheusOptions = {
     for (const s of spans) {
       if (s.incomplete) incomplete++;
       if (!(s.joules >= 0) || !Number.isFinite(s.joules)) continue;
-      let pair = spanSeries.get(s.label);
+      let label = s.label;
+      let pair = spanSeries.get(label);
       if (pair === undefined) {
         // A label past maxSpanLabels shares the "(other)" entry, and is looked up anew each time
         // rather than kept: the cache stays as small as the series are.
-        const label = spanLabels.of(s.label);
+        label = spanLabels.of(s.label);
         pair = spanSeries.get(label);
         if (pair === undefined) spanSeries.set(label, (pair = []));
       }
       const i = s.estimated ? 1 : 0;
-      (pair[i] ??= spanHist.series(labels({ label: spanLabels.of(s.label) }, s.estimated))).observe(s.joules);
+      (pair[i] ??= spanHist.series(labels({ label }, s.estimated))).observe(s.joules);
     }
     if (incomplete > 0) incompleteSpans.inc(labels({}), incomplete);
   };

@@ -917,7 +917,8 @@ export class RequestTracker {
     const s = this.#channel.routeSummaries(routeIds(list));
     // The words per route of the copy of jouletrace whose channel filled them: a tracker of one
     // copy on another's sampler (as ERR_JOULETRACE_FOREIGN_TRACKER advises) read 9 with a stride
-    // of 8. The incomplete count is there from 9 words on.
+    // of 8. The incomplete count, the last word, is there from 9 words on.
+    const INCOMPLETE_WORD = 8;
     const words = list.length > 0 ? s.length / list.length : ROUTE_SUMMARY_WORDS;
     const all: RouteStats[] = [];
     for (let k = 0; k < list.length; k++) {
@@ -931,7 +932,7 @@ export class RequestTracker {
         joules: { sum: s[b + 1], mean: s[b + 1] / n, p50: s[b + 3], p99: s[b + 4], max: s[b + 2] },
         durationMs: { mean: s[b + 5] / n / 1e6, p99: s[b + 6] / 1e6 },
         estimated: s[b + 7] !== 0,
-        incomplete: words > 8 ? s[b + 8] : 0,
+        incomplete: words > INCOMPLETE_WORD ? s[b + INCOMPLETE_WORD] : 0,
       });
     }
     return all.sort((a, b) => b.joules.sum - a.joules.sum);
@@ -1155,14 +1156,12 @@ export function trackRequest(
 export function endRequestAccounting(
   reqOrRes: IncomingMessage | ServerResponse | Http2ServerRequest | Http2ServerResponse | { readonly raw: IncomingMessage | ServerResponse },
 ): boolean {
+  const neither = () => invalidType('reqOrRes', "a request (an http.IncomingMessage, Express's req, Fastify's request) or its response", reqOrRes);
   let x: unknown = reqOrRes;
+  if (x === null || typeof x !== 'object') throw neither();
   // Fastify's request and reply hold Node's as `raw`.
-  if (x !== null && typeof x === 'object' && 'raw' in x && (x as { raw: unknown }).raw !== null && typeof (x as { raw: unknown }).raw === 'object') {
-    x = (x as { raw: unknown }).raw;
-  }
-  if (x === null || typeof x !== 'object') {
-    throw invalidType('reqOrRes', "a request (an http.IncomingMessage, Express's req, Fastify's request) or its response", reqOrRes);
-  }
+  const raw = (x as { raw?: unknown }).raw;
+  if (raw !== null && typeof raw === 'object') x = raw;
   // A response writes (node:http's, HTTP/2's compatibility one, an adapter's); a request does not.
   if (typeof (x as { writeHead?: unknown }).writeHead === 'function') {
     const res = x as ServerResponse;
@@ -1170,9 +1169,7 @@ export function endRequestAccounting(
   }
   // A request is a readable stream (node:http's, HTTP/2's compatibility one, Express's). Anything
   // else (Koa's ctx, hapi's request, whose raw is { req, res }) ended nothing and said nothing.
-  if (!(x instanceof Readable)) {
-    throw invalidType('reqOrRes', "a request (an http.IncomingMessage, Express's req, Fastify's request) or its response", reqOrRes);
-  }
+  if (!(x instanceof Readable)) throw neither();
   return endEarly(x as IncomingMessage, undefined);
 }
 

@@ -1093,7 +1093,7 @@ export class Sampler {
   #beginMeasured(label: string): number {
     if (!this.#info.spanEngineId) throw noSpans();
     if (!this.#closed) {
-      const channel = this.#spans ?? this.#channel();
+      const channel = this.#channel();
       if (channel.running) {
         try {
           return channel.begin(label);

@@ -102,9 +102,10 @@ export function validateSourceOptions(
   value: unknown,
   optionName = 'options',
   extraKeys: readonly string[] = [],
+  omitKeys: readonly string[] = [],
 ): NormalizedSourceOptions {
   const o = checkObject(optionName, value);
-  checkKnownKeys(optionName, o, [...SOURCE_OPTION_KEYS, ...extraKeys]);
+  checkKnownKeys(optionName, o, [...SOURCE_OPTION_KEYS.filter((k) => !omitKeys.includes(k)), ...extraKeys]);
   const out: NormalizedSourceOptions = { source: 'auto' };
   if (o.source !== undefined) out.source = checkOneOf(`${optionName}.source`, o.source, SOURCE_NAMES);
   if (o.msrPath !== undefined) {

@@ -4,7 +4,6 @@
 // no atomic instruction (see eventCheck), no allocation but hrtime()'s array. Results come back
 // through a second ring in the same buffer and are polled off the hot path. Layout:
 // native/spans/span_log.h.
-import { readFileSync, readlinkSync } from 'node:fs';
 import { asJouletraceError, checkIntegerInRange, checkKnownKeys, checkObject, checkString, describe, JouletraceError } from './errors';
 import { setResultContext } from './chained-context';
 import { callListeners } from './listeners';
@@ -293,6 +292,8 @@ interface NativeChannel {
   routeSummaries(ids: Int32Array, out: Float64Array): void;
   releaseRoutes(ids: Int32Array): void;
   readonly tag: number;
+  /** gettid() of the thread that made it: in this process's own pid namespace. */
+  readonly tid: number;
 }
 
 /** The result of a span the sampler never saw: what it was and when, no energy. */
@@ -433,6 +434,7 @@ export class SpanChannel {
       throw asJouletraceError(e);
     }
     this.#handle = handle;
+    this.tid = handle.tid;
     this.#tag = handle.tag;
     registerHandle(this, sab); // tests read the ring's words
   }
@@ -1145,8 +1147,8 @@ export class SpanChannel {
     return r;
   }
 
-  /** Kernel thread id of the thread this channel belongs to. */
-  readonly tid: number = ownThreadId();
+  /** Kernel thread id of the thread this channel belongs to, in this process's own pid namespace. */
+  readonly tid: number;
 
   // The object path, for the rare result made here rather than by the sampler (a span whose
   // begin never reached it).
@@ -1233,17 +1235,4 @@ export class SpanChannel {
     this.#toldClosed = true;
     for (const l of [...this.closeListeners]) l();
   }
-}
-
-/**
- * The calling thread's id as its own pid namespace numbers it (gettid()), which the sampler's
- * thread rows use. /proc/thread-self names it in /proc's numbering, which is another namespace's
- * where a pid namespace sees the host's /proc (`unshare --pid --fork` without --mount-proc): there
- * its status's NSpid ends with this namespace's number.
- */
-export function ownThreadId(): number {
-  const [pid, , tid] = readlinkSync('/proc/thread-self').split('/');
-  if (Number(pid) === process.pid) return Number(tid);
-  const nspid = /\nNSpid:([\t \d]+)/.exec(readFileSync('/proc/thread-self/status', 'utf8'));
-  return nspid ? Number(nspid[1].trim().split(/\s+/).pop()) : Number(tid);
 }

@@ -70,7 +70,8 @@ class SpanChannelHandle : public Napi::ObjectWrap<SpanChannelHandle> {
                         InstanceMethod<&SpanChannelHandle::AddToRoute>("addToRoute"),
                         InstanceMethod<&SpanChannelHandle::RouteSummaries>("routeSummaries"),
                         InstanceMethod<&SpanChannelHandle::ReleaseRoutes>("releaseRoutes"),
-                        InstanceAccessor<&SpanChannelHandle::Tag>("tag")});
+                        InstanceAccessor<&SpanChannelHandle::Tag>("tag"),
+                        InstanceAccessor<&SpanChannelHandle::Tid>("tid")});
   }
 
   SpanChannelHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SpanChannelHandle>(info) {
@@ -230,6 +231,8 @@ class SpanChannelHandle : public Napi::ObjectWrap<SpanChannelHandle> {
 
   // 1..63: six bits of a handle (src/span-channel.ts); 0 is never a tag, so 0 is never a handle.
   Napi::Value Tag(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), tag_); }
+  // gettid(): the thread's id in this process's own pid namespace, as its rows and results number it.
+  Napi::Value Tid(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), tid_); }
 
   std::shared_ptr<SpanEngine> engine_;
   std::shared_ptr<RouteTable> routes_ = std::make_shared<RouteTable>();

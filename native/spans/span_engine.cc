@@ -565,6 +565,24 @@ void SpanEngine::settleExclusive(Log& log, bool final, uint64_t now) {
     // Within the history at both ends (a span begun after the run's last step has none of it).
     bool complete = log.histSize >= 2 && t0 >= hist(log, 0).t && t1 <= hist(log, log.histSize - 1).t;
     Charge sum;
+    // The running sums at p less those at `from`: every interval whole between the two.
+    const auto addSince = [&](const Point& p, const Origin& from) {
+      sum.onCpu += p.sumOnCpu.since(from.onCpu);
+      sum.joules += p.sumJ.since(from.joules);
+      sum.base += p.sumBase.since(from.base);
+      sum.measured += p.sumMeasured - from.measured;
+      sum.unmeasured += p.sumUnmeasured - from.unmeasured;
+    };
+    // Nothing of it measured: its thread untracked over all of it, or no interval of the run in
+    // it (begun after the run's last step, or ended before its first). Nothing is known, which
+    // is not 0 J. (A span of no length inside the run spent nothing.)
+    const auto result = [&]() {
+      *onCpu = sum.onCpu;
+      *joules = sum.joules;
+      *base = sum.base;
+      if (!sum.measured && (sum.unmeasured || !complete)) *onCpu = *joules = *base = NAN;
+      return complete && !sum.unmeasured;
+    };
     const Origin& origin = parts.origin;
     if (origin.b != 0 && t1 >= origin.b && log.histSize >= 2 && t1 >= hist(log, 0).t) {
       // Past its head interval: the running sums where it ends less its origin, and its tail
@@ -581,17 +599,8 @@ void SpanEngine::settleExclusive(Log& log, bool final, uint64_t now) {
         else if (parts.tailB == e1.t) chargeOnCpu(e0, e1, parts.tailX, &sum);
         else chargeInterval(e0, e1, t0, t1, &sum);
       }
-      const Point& p = hist(log, i1);
-      sum.onCpu += p.sumOnCpu.since(origin.onCpu);
-      sum.joules += p.sumJ.since(origin.joules);
-      sum.base += p.sumBase.since(origin.base);
-      sum.measured += p.sumMeasured - origin.measured;
-      sum.unmeasured += p.sumUnmeasured - origin.unmeasured;
-      *onCpu = sum.onCpu;
-      *joules = sum.joules;
-      *base = sum.base;
-      if (!sum.measured && (sum.unmeasured || !complete)) *onCpu = *joules = *base = NAN;
-      return complete && !sum.unmeasured;
+      addSince(hist(log, i1), origin);
+      return result();
     }
     // Else (a span within one interval, or begun before the history: its begin reached the
     // sampler before its channel's first step, or after the history had let go of its interval)
@@ -631,25 +640,10 @@ void SpanEngine::settleExclusive(Log& log, bool final, uint64_t now) {
             partial(e0, e1, parts.tailB == e1.t, parts.tailX);
           }
         }
-        if (i1 > i0) {
-          const Point& a = hist(log, i0);
-          const Point& b = hist(log, i1);
-          sum.onCpu += b.sumOnCpu.since(a.sumOnCpu);
-          sum.joules += b.sumJ.since(a.sumJ);
-          sum.base += b.sumBase.since(a.sumBase);
-          sum.measured += b.sumMeasured - a.sumMeasured;
-          sum.unmeasured += b.sumUnmeasured - a.sumUnmeasured;
-        }
+        if (i1 > i0) addSince(hist(log, i1), originOf(hist(log, i0), Charge{}, 0));
       }
     }
-    *onCpu = sum.onCpu;
-    *joules = sum.joules;
-    *base = sum.base;
-    // Nothing of it measured: its thread untracked over all of it, or no interval of the run in
-    // it (begun after the run's last step, or ended before its first). Nothing is known, which
-    // is not 0 J. (A span of no length inside the run spent nothing.)
-    if (!sum.measured && (sum.unmeasured || !complete)) *onCpu = *joules = *base = NAN;
-    return complete && !sum.unmeasured;
+    return result();
   };
   size_t keep = 0;
   for (size_t k = 0; k < log.ended.size(); k++) {

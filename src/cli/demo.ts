@@ -58,8 +58,10 @@ const SPECS: OptionSpec[] = [
 // The flags this command's messages name (inFlagWords).
 const FLAGS = flagsOf(SPECS);
 
-// A worker's thread id as the sampler's rows number it: ownThreadId() in span-channel.ts, which
-// a worker's eval'd code cannot import.
+// A worker's thread id as the sampler's rows number it (gettid(), in this process's own pid
+// namespace; a span channel has it from the addon). /proc/thread-self names it in /proc's
+// numbering, another namespace's where a pid namespace sees the host's /proc (`unshare --pid
+// --fork` without --mount-proc): there its status's NSpid ends with this namespace's number.
 const OWN_TID = `(() => {
   const fs = require('node:fs');
   const [pid, , tid] = fs.readlinkSync('/proc/thread-self').split('/');
