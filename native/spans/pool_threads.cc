@@ -33,12 +33,15 @@ struct Round {
   size_t foundBefore = 0;  // found.size() when this round began
   bool running = false;
   bool exhausted = false;  // a round found no new thread: no more rounds
+  uint64_t takenUp = 0;    // poolTakenUp()'s generation
   std::chrono::steady_clock::time_point deadline, lastArrival;
   uv_work_t jobs[kMaxPoolThreads];
 };
 
 // Bumped (under Round::mu) each time Round::found grows.
 std::atomic<uint64_t> foundGeneration{0};
+// Span engines watching the pool (watchPool()); changed under Round::mu.
+std::atomic<int> watchers{0};
 
 // Never destroyed: at exit, libuv may run a job of a round after static destructors.
 Round& theRound() {
@@ -73,6 +76,11 @@ void arrive(uv_work_t*) {
     const auto until = std::min(r.deadline, r.lastArrival + kPoolQuiet);
     if (std::chrono::steady_clock::now() >= until) break;
     r.cv.wait_until(lock, until);
+  }
+  // Until a watching engine has this round's threads (pool_threads.h, watchPool()).
+  while (watchers.load(std::memory_order_relaxed) > 0 && r.takenUp < foundGeneration.load(std::memory_order_relaxed) &&
+         std::chrono::steady_clock::now() < r.deadline) {
+    r.cv.wait_until(lock, r.deadline);
   }
 }
 
@@ -110,5 +118,20 @@ std::vector<uint32_t> foundPoolThreads() {
 }
 
 uint64_t foundPoolGeneration() { return foundGeneration.load(std::memory_order_acquire); }
+
+void watchPool(int delta) {
+  Round& r = theRound();
+  std::lock_guard<std::mutex> lock(r.mu);
+  watchers.fetch_add(delta, std::memory_order_relaxed);
+  r.cv.notify_all();  // the last one gone: nothing will take the threads up
+}
+
+void poolTakenUp(uint64_t generation) {
+  Round& r = theRound();
+  std::lock_guard<std::mutex> lock(r.mu);
+  if (generation <= r.takenUp) return;
+  r.takenUp = generation;
+  r.cv.notify_all();
+}
 
 }  // namespace jouletrace

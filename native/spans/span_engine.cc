@@ -48,6 +48,17 @@ SpanEngine::SpanEngine(const std::vector<Domain>& domains, int cpuCount, uint64_
   if (historySteps) historyCapacity_ = std::max<size_t>(historySteps, size_t(4 * lagNs_ / std::max<uint64_t>(intervalNs, 1) + 8));
 }
 
+SpanEngine::~SpanEngine() {
+  if (watchingPool_) watchPool(-1);
+}
+
+void SpanEngine::updatePoolWatch() {
+  const bool watching = running_ && !closed_ && !logs_.empty();
+  if (watching == watchingPool_) return;
+  watchingPool_ = watching;
+  watchPool(watching ? 1 : -1);
+}
+
 uint64_t SpanEngine::addLog(uint8_t* base, uint32_t evCap, uint32_t resCap, uint32_t tid, double offsetNs,
                             std::shared_ptr<RouteTable> routes, std::shared_ptr<SpanLateEnds> lateEnds) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -62,24 +73,28 @@ uint64_t SpanEngine::addLog(uint8_t* base, uint32_t evCap, uint32_t resCap, uint
   log.offsetNs = std::isfinite(offsetNs) && std::fabs(offsetNs) < 1e18 ? std::llround(offsetNs) : 0;
   log.history.resize(historyCapacity_);
   storeRelease(base, kSpanRunning, runningWord());
+  updatePoolWatch();
   return id;
 }
 
 void SpanEngine::removeLog(uint64_t id) {
   std::lock_guard<std::mutex> lock(mu_);
   logs_.erase(id);
+  updatePoolWatch();
 }
 
 void SpanEngine::setRunning(bool running) {
   std::lock_guard<std::mutex> lock(mu_);
   running_ = running;
   publishRunningWord();
+  updatePoolWatch();
 }
 
 void SpanEngine::close() {
   std::lock_guard<std::mutex> lock(mu_);
   closed_ = true;
   publishRunningWord();
+  updatePoolWatch();
 }
 
 void SpanEngine::publishRunningWord() {
@@ -195,6 +210,12 @@ void SpanEngine::step(uint64_t now, const AttributionEngine& attr, bool final, b
   }
   refreshPool(now);
   accumulatePool(attr);
+  // The threads merged have their starting point now (a thread the tracker has no row for yet is
+  // taken up at its first: nothing better is known): the round holding them may let them go.
+  if (poolGeneration_ != poolTakenUp_) {
+    poolTakenUp_ = poolGeneration_;
+    poolTakenUp(poolGeneration_);
+  }
   baselinePerCpuW_ = attr.baselineWattsSum(primary_) / double(cpuCount_);
   double charged = 0;
   const std::vector<DomainParts>& parts = attr.partsUnlocked();

@@ -97,6 +97,9 @@ class SpanEngine {
   // The history: historyNs of intervals (steps, one per attribution step, come no more often),
   // 1,024 to 2^17 of them; historySteps, where not 0 (tests), sets their number instead.
   SpanEngine(const std::vector<Domain>& domains, int cpuCount, uint64_t historyNs, uint64_t intervalNs, uint32_t historySteps = 0);
+  ~SpanEngine();
+  SpanEngine(const SpanEngine&) = delete;
+  SpanEngine& operator=(const SpanEngine&) = delete;
 
   // JavaScript threads. base points at the channel's SharedArrayBuffer, which the caller keeps
   // alive until removeLog() returns.
@@ -348,6 +351,9 @@ class SpanEngine {
   const Point& hist(const Log& log, size_t i) const { return log.history[(log.histStart + i) % log.history.size()]; }
   void refreshPool(uint64_t now);
   void mergeFoundPool(uint64_t generation);
+  // Under mu_: tells the pool's rounds whether this engine takes found threads up at its steps
+  // (running, not closed, with a channel: step() reaches refreshPool()).
+  void updatePoolWatch();
   double threadJoules(const ThreadEnergy& t) const;
 
   std::vector<Domain> domains_;
@@ -397,6 +403,8 @@ class SpanEngine {
   std::vector<PoolInterval> poolIntervals_;
   uint64_t poolScannedAt_ = 0;
   uint64_t poolGeneration_ = 0;  // foundPoolGeneration() as last merged into poolTids_
+  uint64_t poolTakenUp_ = 0;     // as last told to poolTakenUp()
+  bool watchingPool_ = false;    // counted in watchPool()
   double baselinePerCpuW_ = 0;  // configured: whether a baseline is known at all
   double basePerCpu_ = 0;       // charged so far (see Point::basePerCpu)
 
