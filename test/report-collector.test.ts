@@ -1,9 +1,12 @@
 // ReportCollector against a sampler whose figures the test sets: what it stores per poll, how it
 // bounds that over a long run, and how it reads the sampler's folding of exited threads.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { RECORD_SAMPLE, ReportCollector } from '../src/report/collector';
 import { renderReport } from '../src/report/render';
-import type { Sampler } from '../src/sampler';
+import { Sampler } from '../src/sampler';
+import { createEmulatedPowercap } from './fixtures/emulated-devices';
 import type { ReportData } from '../src/report/types';
 
 interface FakeThread {
@@ -630,7 +633,7 @@ describe('ReportCollector options', () => {
     expect(() => c.addRecord({ ...rec, joules: Infinity })).toThrow(new RangeError(`Expected ${joules} but received Infinity of type number`));
     expect(() => c.addRecord({ ...rec, joules: -Infinity })).toThrow(new RangeError(`Expected ${joules} but received -Infinity of type number`));
     for (const j of [NaN, 0, 1e-3]) c.addRecord({ ...rec, joules: j });
-    expect(c.data().recordLabels).toEqual([{ label: 'GET /a', count: 3, measured: 2, joules: 1e-3 }]);
+    expect(c.data().recordLabels).toEqual([{ label: 'GET /a', count: 3, measured: 2, joules: 1e-3, zero: 1 }]);
   });
 
   it('takes every option, and none', () => {
@@ -692,7 +695,7 @@ describe('renderReport, what it writes', () => {
     refused({ cpuCores: [0.5, 1, 0.7] }, 'Expected 4 values, one per entry of report.time, for report.cpuCores but received 3');
     // None without thread tracking, and none at all without a point.
     expect(renderReport({ ...saved, cpuCores: [], threads: [], threadsTracked: false })).toContain('<section id="power">');
-    expect(renderReport({ ...saved, time: [], watts: [[]], cpuCores: [], threads: [] })).toContain('Too few samples');
+    expect(renderReport({ ...saved, time: [], watts: [[]], cpuCores: [], threads: [] })).toContain('This run was too short to draw power over time');
   });
 
   // Labels and their figures were drawn right-aligned at x = 180 whatever their width: a route
@@ -916,5 +919,449 @@ describe('ReportCollector bounds and time axis', () => {
     expect(axis(1800).html).toContain('<td>duration</td><td>30m00s</td>');
     expect(axis(86_400)).toMatchObject({ ticks: ['0', '5', '10', '15', '20'], title: 'time (h)' });
     expect(axis(86_400).html).toContain('<td>duration</td><td>24h00m00s</td>');
+  });
+});
+
+// A sampler of two domains (package, dram) whose figures, failed reads and attribution the test
+// sets, with run ends told to the listeners as the Sampler tells them.
+interface ReadsState {
+  joules: [number, number];
+  readErrors: [number, number];
+  unread: [boolean, boolean];
+  counterRestarts: number;
+  threads: FakeThread[];
+  startNs: bigint;
+  timeNs: bigint;
+  running: boolean;
+  attribution: { total: number; process: number; baseline: number; other: number };
+}
+
+function readsSampler(backend: 'bpf' | 'off' = 'bpf') {
+  const state: ReadsState = {
+    joules: [0, 0],
+    readErrors: [0, 0],
+    unread: [false, false],
+    counterRestarts: 0,
+    threads: [],
+    startNs: 1_000_000_000n,
+    timeNs: 1_000_000_000n,
+    running: true,
+    attribution: { total: 0, process: 0, baseline: 0, other: 0 },
+  };
+  const listeners = new Set<() => void>();
+  const names = ['package', 'dram'];
+  const sampler = {
+    domains: names.map((domain) => ({ domain, package: 0, estimated: false })),
+    source: 'fake',
+    get running() {
+      return state.running;
+    },
+    stats: () => ({
+      threads: { backend },
+      timing: {
+        counterRestarts: state.counterRestarts,
+        byDomain: names.map((domain, i) => ({ domain, package: 0, readErrors: state.readErrors[i], unread: state.unread[i] })),
+      },
+    }),
+    totals: () => ({ startNs: state.startNs, timeNs: state.timeNs, readings: names.map((domain, i) => ({ domain, package: 0, joules: state.joules[i] })) }),
+    threads: () => state.threads.map((t) => ({ unmeasuredNs: 0, ...t, id: t.id ?? t.tid })),
+    attribution: () => ({ ...state.attribution, domains: ['package'], estimated: false, byDomain: [] }),
+    onRunEnd: (fn: () => void) => {
+      listeners.add(fn);
+      return () => listeners.delete(fn);
+    },
+  } as unknown as Sampler;
+  return {
+    state,
+    sampler,
+    // 200 ms on: each domain's joules and failed reads added.
+    step(joules: [number, number], errors: [number, number] = [0, 0]) {
+      state.timeNs += 200_000_000n;
+      state.joules = [state.joules[0] + joules[0], state.joules[1] + joules[1]];
+      state.readErrors = [state.readErrors[0] + errors[0], state.readErrors[1] + errors[1]];
+    },
+    endRun() {
+      state.running = false;
+      for (const fn of [...listeners]) fn();
+    },
+    // A new run 1 s after the last sample, from zero.
+    restart() {
+      state.startNs = state.timeNs + 1_000_000_000n;
+      state.timeNs = state.startNs;
+      state.joules = [0, 0];
+      state.readErrors = [0, 0];
+      state.counterRestarts = 0;
+      state.running = true;
+      for (const t of state.threads) [t.joules, t.onCpuNs] = [0, 0];
+    },
+  };
+}
+
+const rounded = (xs: number[]) => xs.map((x) => (Number.isFinite(x) ? Number(x.toFixed(6)) : 'none'));
+const section = (html: string, id: string) => new RegExp(`<section id="${id}">(.*?)</section>`, 's').exec(html)![1];
+const paths = (html: string, id: string, cls: string) => [...section(html, id).matchAll(new RegExp(`<path class="data ${cls}"[^>]* d="([^"]*)"`, 'g'))].map((m) => m[1]);
+
+describe('ReportCollector, a domain whose reads fail', () => {
+  // While a domain's reads fail its counter holds its last value, and the next good read brings
+  // the whole stretch's energy: it was drawn at 0 W, then as a spike, with no word of why.
+  it('draws the failing stretch and the interval that brought its energy at their average power, and says so', () => {
+    const f = readsSampler();
+    const main = { tid: 10, pid: 10, name: 'main', joules: 0, onCpuNs: 0 };
+    f.state.threads = [main];
+    const c = new ReportCollector(f.sampler, { periodMs: 200 });
+    c.poll();
+    // package 10 W, dram 2 W; dram's reads fail through two intervals and the start of a third.
+    const dram = [0.4, 0, 0, 1.2, 0.4, 0.4];
+    const errors = [0, 5, 5, 1, 0, 0];
+    for (let i = 0; i < 6; i++) {
+      f.step([2, dram[i]], [0, errors[i]]);
+      main.joules += 1;
+      main.onCpuNs += 1e8;
+      c.poll();
+    }
+    const d = c.data();
+    expect(rounded(d.watts[1])).toEqual([2, 2, 2, 2, 2, 2]);
+    expect(rounded(d.watts[0])).toEqual([10, 10, 10, 10, 10, 10]);
+    // The energy drawn is the totals'.
+    expect(sum(d.watts[1].map((w) => w * 0.2))).toBeCloseTo(2.4, 9);
+    const note = d.notes.find((n) => n.startsWith('Reads of dram-0 failed'));
+    expect(note).toBe(
+      "Reads of dram-0 failed in 600.0 ms of this report (stats().timing.byDomain's readErrors): its counter held its last value while they did, and its energy came with its next good read. The power chart draws each such stretch, with the interval that brought its energy (800.0 ms in all), at their average power: the energy spread evenly over them, since how it varied within is unknown.",
+    );
+    expect(d.notes.filter((n) => n.startsWith('Reads of'))).toHaveLength(1);
+    expect(renderReport(d)).toContain('Reads of dram-0 failed in 600.0 ms');
+  });
+
+  it("spreads the threads' energy of a failing primary domain over the stretch as its power", () => {
+    const f = readsSampler();
+    const main = { tid: 10, pid: 10, name: 'main', joules: 0, onCpuNs: 0 };
+    f.state.threads = [main];
+    const c = new ReportCollector(f.sampler, { periodMs: 200 });
+    c.poll();
+    // The package's reads fail through two intervals; the third's first read brings 6 J, and the
+    // thread's 3 J.
+    const pkg = [2, 0, 0, 6, 2];
+    const thread = [1, 0, 0, 3, 1];
+    const errors = [0, 5, 5, 0, 0];
+    for (let i = 0; i < 5; i++) {
+      f.step([pkg[i], 0.4], [errors[i], 0]);
+      main.joules += thread[i];
+      main.onCpuNs += 1e8;
+      c.poll();
+    }
+    const d = c.data();
+    expect(rounded(d.watts[0])).toEqual([10, 10, 10, 10, 10]);
+    expect(rounded(d.threads[0].joules)).toEqual([1, 1, 1, 1, 1]);
+    expect(d.notes.find((n) => n.startsWith('Reads of package-0'))).toContain("(the per-thread chart spreads the threads' share alike)");
+  });
+
+  it('has no figure where no good read came after them, or energy was lost, and breaks the lines there', () => {
+    // The run ends with dram's reads failing: its energy since the last good read never came.
+    let f = readsSampler();
+    let c = new ReportCollector(f.sampler, { periodMs: 200 });
+    c.poll();
+    f.step([2, 0.4]);
+    c.poll();
+    f.step([2, 0], [0, 7]);
+    c.poll();
+    f.endRun();
+    let d = c.data();
+    expect(rounded(d.watts[1])).toEqual([2, 'none']);
+    expect(d.notes.find((n) => n.startsWith('Reads of dram-0'))).toContain(
+      'Over 200.0 ms its power has no figure (a break in the chart): no good read came before the run or the report ended, a counter started again and lost energy, or it had not been read yet in its run.',
+    );
+    // A later run: the failing stretch does not run on into it.
+    f.restart();
+    c.poll();
+    f.step([2, 0.4]);
+    c.poll();
+    f.step([2, 0.4]);
+    c.poll();
+    d = c.data();
+    expect(rounded(d.watts[1])).toEqual([2, 'none', 'none', 2, 2]);
+
+    // A counter started again among the failed reads: the good read after them brings only part
+    // of the stretch's energy. The package's, with threads: their chart breaks with it.
+    f = readsSampler();
+    const main = { tid: 10, pid: 10, name: 'main', joules: 0, onCpuNs: 0 };
+    f.state.threads = [main];
+    c = new ReportCollector(f.sampler, { periodMs: 200 });
+    c.poll();
+    const pkg = [2, 0, 0.5, 2, 2];
+    for (let i = 0; i < 5; i++) {
+      f.step([pkg[i], 0.4], [i === 1 ? 3 : 0, 0]);
+      if (i === 1) f.state.counterRestarts = 1;
+      main.joules += pkg[i] / 2;
+      main.onCpuNs += 1e8;
+      c.poll();
+    }
+    d = c.data();
+    expect(rounded(d.watts[0])).toEqual([10, 'none', 2.5, 10, 10]);
+    expect(rounded(d.watts[1])).toEqual([2, 2, 2, 2, 2]);
+    let html = renderReport(d);
+    expect(html).not.toContain('NaN');
+    // package-0 in two pieces, dram-0 in one; the threads' stack in two.
+    expect(paths(html, 'power', 'line').map((p) => p.split('M').length - 1)).toEqual([2, 1]);
+    expect(paths(html, 'threads', 'area').map((p) => p.split('M').length - 1)).toEqual([2]);
+    // A saved copy (NaN is null in JSON) draws the same.
+    expect(renderReport(JSON.parse(JSON.stringify(d)) as ReportData)).toBe(html);
+
+    // Never read yet in the run: the domain counts from its first good read, so what came before
+    // it is in no total.
+    f = readsSampler('off');
+    c = new ReportCollector(f.sampler, { periodMs: 200 });
+    f.state.unread = [false, true];
+    f.state.readErrors = [0, 1];
+    c.poll();
+    f.step([2, 0], [0, 5]);
+    c.poll();
+    f.state.unread = [false, false];
+    f.step([2, 0.2], [0, 2]);
+    c.poll();
+    f.step([2, 0.4]);
+    c.poll();
+    d = c.data();
+    expect(rounded(d.watts[1])).toEqual(['none', 'none', 2]);
+    html = renderReport(d);
+    expect(html).not.toContain('NaN');
+    expect(paths(html, 'power', 'line').map((p) => p.split('M').length - 1)).toEqual([1, 1]);
+  });
+
+  it('draws a domain whose reads failed, as a real Sampler counts them, at its average power', async () => {
+    // An emulated powercap tree, written in place at a fixed width (no truncation: a read of an
+    // empty file would fail where the test does not mean it to).
+    const e = createEmulatedPowercap([{ name: 'package-0', energyUj: 1_000_000_000, children: [{ name: 'dram', energyUj: 1_000_000_000 }] }]);
+    const fds = ['intel-rapl:0', 'intel-rapl:0:0'].map((id) => fs.openSync(path.join(e.zonePath(id), 'energy_uj'), 'r+'));
+    const write = (zone: number, text: string) => fs.writeSync(fds[zone], `${text}\n`, 0);
+    const s = new Sampler({ source: 'powercap', powercapRoot: e.powercapRoot, liveCheckMs: 0, threads: 'off', ringCapacity: 0 });
+    const until = async (what: () => boolean) => {
+      while (!what()) await new Promise((r) => setTimeout(r, 2));
+    };
+    const joules = () => s.totals().readings.map((r) => r.joules);
+    const dramErrors = () => s.stats().timing.byDomain[1].readErrors;
+    try {
+      expect(s.domains.map((d) => d.domain)).toEqual(['package', 'dram']);
+      s.start();
+      const c = new ReportCollector(s, { periodMs: 50 });
+      let uj = 1_000_000_000;
+      // Each interval, 60 ms of the sampler's time or more (the report merges one under half a
+      // period into the next): the package +1 J; dram +1 J, or its file unreadable. One digit
+      // changes at each write, so that a read torn by one is still one value or the other.
+      const interval = async (dram: 'count' | 'fail' | 'recover') => {
+        const from = s.totals().timeNs;
+        uj += 1_000_000;
+        write(0, String(uj));
+        const errors = dramErrors();
+        write(1, dram === 'fail' ? 'x'.repeat(10) : String(uj));
+        const target = (uj - 1e9) / 1e6 - 1e-9;
+        await until(() => s.totals().timeNs - from >= 60_000_000n && joules()[0] >= target && (dram === 'fail' ? dramErrors() > errors : joules()[1] >= target));
+        c.poll();
+      };
+      c.poll();
+      await interval('count');
+      await interval('fail');
+      await interval('fail');
+      await interval('recover');
+      await interval('count');
+      s.stop();
+      c.stop();
+      const d = c.data();
+      // The two failing intervals and the one whose first read was good again have one figure,
+      // their 3 J over their time, where dram was drawn at 0 W twice then at three times its
+      // power. (A read may fall between a poll and the write that mends the file: the next
+      // interval then failed too, and the stretch runs one further, with 4 J.)
+      const { measured } = widths(d);
+      expect(d.time).toHaveLength(5);
+      const end = d.watts[1][4] === d.watts[1][1] ? 5 : 4;
+      const stretch = d.watts[1].slice(1, end);
+      expect(stretch.every((w) => w === stretch[0])).toBe(true);
+      expect(stretch[0]).toBeCloseTo((end - 1) / sum(measured.slice(1, end)), 6);
+      // The intervals either side: dram as the package, 1 J each.
+      for (const i of end === 4 ? [0, 4] : [0]) expect(d.watts[1][i]).toBeCloseTo(d.watts[0][i], 6);
+      expect(d.notes.some((note) => note.startsWith('Reads of dram-0 failed in'))).toBe(true);
+    } finally {
+      s.close();
+      for (const fd of fds) fs.closeSync(fd);
+      fs.rmSync(e.powercapRoot, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('ReportCollector attribution over several runs', () => {
+  // sampler.attribution() starts afresh at each start(): the bar, from the documented
+  // data({ attribution: sampler.attribution() }), covered the last run while the charts covered all.
+  it('sums the attribution of every run it saw where data() is given none', () => {
+    const f = readsSampler();
+    const c = new ReportCollector(f.sampler, { periodMs: 200 }).start();
+    f.step([2, 0.4]);
+    c.poll();
+    f.state.attribution = { total: 10, process: 4, baseline: 1, other: 5 };
+    f.endRun();
+    f.restart();
+    f.state.attribution = { total: 0, process: 0, baseline: 0, other: 0 };
+    c.poll();
+    f.step([2, 0.4]);
+    f.state.attribution = { total: 20, process: 6, baseline: 2, other: 12 };
+    c.stop(); // before the sampler's stop(), as docs/cli.md does it
+    f.endRun();
+    const d = c.data();
+    expect(d.attribution).toEqual({ total: 30, process: 10, baseline: 3, other: 17, domains: ['package'] });
+    const html = renderReport(d);
+    expect(html).toContain('<h2>Where the package energy went</h2>');
+    expect(html).toContain('tracked: 10.000 J (33.3 %)');
+    // Given, after two runs: drawn, and marked as the last run's.
+    const given = c.data({ attribution: f.sampler.attribution() });
+    expect(given.attribution).toEqual({ total: 20, process: 6, baseline: 2, other: 12, domains: ['package'], lastRunOf: 2 });
+    const marked = renderReport(given);
+    expect(marked).toContain('<h2>Where the package energy went in the last of 2 runs</h2>');
+    expect(marked).toContain("The last of the report's 2 runs only");
+  });
+
+  it('counts a run the collector was stopped in before the sampler, started again for the next', () => {
+    const f = readsSampler();
+    const c = new ReportCollector(f.sampler, { periodMs: 200 }).start();
+    f.step([2, 0.4]);
+    f.state.attribution = { total: 10, process: 4, baseline: 1, other: 5 };
+    c.stop();
+    f.endRun();
+    f.restart();
+    f.state.attribution = { total: 0, process: 0, baseline: 0, other: 0 };
+    c.start();
+    f.step([2, 0.4]);
+    f.state.attribution = { total: 20, process: 6, baseline: 2, other: 12 };
+    c.stop();
+    expect(c.data().attribution).toEqual({ total: 30, process: 10, baseline: 3, other: 17, domains: ['package'] });
+    // One run, given: drawn as given.
+    const one = readsSampler();
+    const c1 = new ReportCollector(one.sampler, { periodMs: 200 }).start();
+    one.step([2, 0.4]);
+    one.state.attribution = { total: 5, process: 1, baseline: 1, other: 3 };
+    c1.stop();
+    expect(c1.data({ attribution: one.sampler.attribution() }).attribution).toEqual({ total: 5, process: 1, baseline: 1, other: 3, domains: ['package'] });
+    expect(c1.data().attribution).toEqual({ total: 5, process: 1, baseline: 1, other: 3, domains: ['package'] });
+    // Without thread tracking there is none to sum.
+    const off = readsSampler('off');
+    const c2 = new ReportCollector(off.sampler, { periodMs: 200 }).start();
+    off.step([2, 0.4]);
+    c2.stop();
+    expect(c2.data().attribution).toBeUndefined();
+  });
+
+  it("sums a real Sampler's attribution over two runs", () => {
+    const s = new Sampler({ source: 'model', threads: 'procfs', ringCapacity: 0 });
+    try {
+      s.start();
+      const c = new ReportCollector(s, { periodMs: 50 }).start();
+      const spin = (until: () => boolean) => {
+        while (!until()) Math.sqrt(Math.random());
+      };
+      spin(() => s.totals().readings[0].joules > 0.05);
+      s.stop();
+      const first = s.attribution();
+      s.start();
+      spin(() => s.totals().readings[0].joules > 0.05);
+      s.stop();
+      const second = s.attribution();
+      c.stop();
+      expect(first.total).toBeGreaterThan(0);
+      expect(second.total).toBeGreaterThan(0);
+      const a = c.data().attribution!;
+      expect(a.total).toBe(first.total + second.total);
+      expect(a.process).toBe(first.process + second.process);
+    } finally {
+      s.close();
+    }
+  });
+});
+
+describe('renderReport, series and records it drew wrong', () => {
+  // A first run one polling interval long was a bare "M x,y" in the paths: drawn as nothing.
+  it('draws a stretch of one interval as a step, the first run included', () => {
+    const main = { tid: 10, pid: 10, name: 'main', joules: 0, onCpuNs: 0 };
+    const state: FakeState = { joules: 0, threads: [main] };
+    const c = new ReportCollector(fakeSampler(state), { periodMs: 200 });
+    c.poll();
+    state.joules += 10;
+    main.joules += 5;
+    c.poll();
+    restart(state, 2_000_000_000n);
+    for (let i = 0; i < 5; i++) {
+      state.joules += 2;
+      main.joules += 1;
+      c.poll();
+    }
+    const d = c.data();
+    expect(rounded(d.watts[0])).toEqual([50, 'none', 10, 10, 10, 10, 10]);
+    const html = renderReport(d);
+    for (const [id, cls] of [
+      ['power', 'line'],
+      ['threads', 'area'],
+    ]) {
+      const [p] = paths(html, id, cls);
+      // Every piece is a move then a line: none a bare move.
+      const pieces = p.split('M').slice(1);
+      expect(pieces).toHaveLength(2);
+      for (const piece of pieces) expect(piece).toMatch(/^[\d.]+,[\d.]+L/);
+    }
+    // The first run's step runs from the first point to its end, at 50 W.
+    const [first] = paths(html, 'power', 'line')[0].split('M').slice(1);
+    const ys = first.split('L').map((xy) => xy.split(',')[1]);
+    expect(ys).toEqual([ys[0], ys[0]]);
+  });
+
+  // A 10-colour palette: maxThreads allows 100, and the 11th thread was drawn as the first.
+  it('gives every series a colour of its own, the palette first', () => {
+    const threads = Array.from({ length: 101 }, (_, i) => ({ label: `t${i} (${i})`, pid: 1, tid: i, joules: [1, 1, 1, 1] }));
+    const html = renderReport(report({ threads }));
+    const colors = [...section(html, 'threads').matchAll(/<span><i style="background:([^"]+)"><\/i>/g)].map((m) => m[1]);
+    expect(colors).toHaveLength(101);
+    expect(new Set(colors).size).toBe(101);
+    expect(colors.slice(0, 10)).toEqual(['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac']);
+    for (const color of colors) expect(color).toMatch(/^#[0-9a-f]{6}$/);
+    // The areas are drawn in the legend's colours.
+    expect([...section(html, 'threads').matchAll(/<path class="data area" fill="([^"]+)"/g)].map((m) => m[1])).toEqual(colors);
+    // And the records chart's rows: 20 at most.
+    const records = Array.from({ length: 20 }, (_, i) => ({ label: `GET /r${String(i).padStart(2, '0')}`, joules: 1e-3, t: 1, durationMs: 1 }));
+    const fills = [...section(renderReport(report({ records })), 'records').matchAll(/<path class="data dots" fill="([^"]+)"/g)].map((m) => m[1]);
+    expect(new Set(fills).size).toBe(20);
+  });
+
+  // 0 J has no place on a log axis: such records were drawn at its lowest tick, as if that much.
+  it('leaves records of 0 J off the log axis and counts them in their row', () => {
+    const state: FakeState = { joules: 0, threads: [], backend: 'off' };
+    const c = new ReportCollector(fakeSampler(state));
+    for (let i = 0; i < 50; i++) c.addRecord({ label: 'GET /zero', joules: 0, endNs: 1n, durationMs: 1 });
+    for (let i = 0; i < 50; i++) c.addRecord({ label: 'GET /real', joules: 0.002 + i * 1e-4, endNs: 1n, durationMs: 1 });
+    for (let i = 0; i < 30; i++) c.addRecord({ label: 'GET /some', joules: i < 20 ? 0 : 0.01, endNs: 1n, durationMs: 1 });
+    const d = c.data();
+    expect(d.recordLabels!.map((l) => [l.label, l.zero])).toEqual([
+      ['GET /zero', 50],
+      ['GET /real', undefined],
+      ['GET /some', 20],
+    ]);
+    const html = renderReport(d);
+    const records = section(html, 'records');
+    expect(records).toContain('n=50, mean 0 J, 50 at 0 J<');
+    expect(records).toContain('n=30, mean 3.33 mJ, 20 at 0 J<');
+    expect(records).toContain('n=50, mean 4.45 mJ<');
+    // Dots: GET /real's 50, GET /some's 10; none for 0 J, at the lowest tick or anywhere.
+    const dots = [...records.matchAll(/<path class="data dots"[^>]* d="([^"]*)"/g)].map((m) => m[1].split('M').length - 1);
+    expect(dots.sort((a, b) => a - b)).toEqual([10, 50]);
+    // GET /some's median is 0 J: not drawn; its box, from 0 J, is open at the axis's left.
+    expect([...records.matchAll(/<line class="median"/g)]).toHaveLength(1);
+    expect(records).toMatch(/<path class="box" d="M\d+,[\d.]+H[\d.]+V[\d.]+H\d+"\/>/);
+    // A report saved before `zero`: counted from its records.
+    const { recordLabels: _, ...saved } = d;
+    expect(section(renderReport({ ...saved, records: [0, 0, 0.001].map((joules) => ({ label: 'GET /old', joules, t: 1, durationMs: 1 })) }), 'records')).toContain(
+      'n=3, mean 333.3 µJ, 2 at 0 J<',
+    );
+  });
+
+  it("says a run too short for the charts was too short for the collector's polling interval", () => {
+    const html = renderReport(report({ time: [1], watts: [[10]], cpuCores: [0.5], threads: [] }));
+    expect(section(html, 'power')).toContain("This run was too short to draw power over time: it spans one of the collector&#39;s polling intervals (periodMs) or less.");
+    expect(section(renderReport(report({ time: [1, 2], watts: [[10, 12]], cpuCores: [0.5, 1] })), 'proportionality')).toContain(
+      "This run was too short for the proportionality curve: it spans two of the collector&#39;s polling intervals (periodMs) or less.",
+    );
   });
 });

@@ -2,6 +2,7 @@
 // polling a running Sampler), and per-request or per-span records with their joules.
 import { checkBoolean, checkIntegerInRange, checkKnownKeys, checkNumberInRange, checkObject, checkOneOf, checkSampler, checkString, invalidRange, invalidType } from '../errors';
 import type { Sampler } from '../sampler';
+import { primaryDomain } from '../sources';
 import { counted, fmtSeconds } from '../units';
 import type { ReportData, ReportRecord, ReportRecordLabel, ReportThreadSeries } from './types';
 
@@ -24,6 +25,7 @@ const OPTION_KEYS: readonly string[] = ['periodMs', 'title', 'subtitle', 'maxThr
 // take no room: a run keeps every exited thread listed, and storing each at every poll grew
 // without bound. `gapS`: the seconds of the interval ending here when the sampler was stopped
 // (all of it for the point a later run starts with); `records`: the records that ended in it.
+// `reads`: per domain, how its reads went in the interval (READ_*), absent where all succeeded.
 interface Point {
   time: number;
   joules: number[];
@@ -32,7 +34,18 @@ interface Point {
   threadJoules: number[];
   gapS: number;
   records: number;
+  reads?: number[];
 }
+
+// A domain's reads in an interval (stats().timing.byDomain): some failed, the counter held at its
+// last value and its energy delayed to the next good read; or some failed where energy may be
+// lost, not delayed (a counter started again, or the domain has had no good read in its run, and
+// counts from its first one). The larger wins where points are folded together.
+const READ_FAILED = 1;
+const READ_LOST = 2;
+
+/** The parts of the attribution bar, as `data({ attribution })` takes them. */
+type AttributionParts = { total: number; process: number; baseline: number; other: number; domains: string[] };
 
 // Past this many points they are folded again to a stride sized from the time elapsed: polls are
 // folded into the last point until it spans the stride, so that every interval has about the
@@ -57,10 +70,12 @@ export const RECORD_SAMPLE = 2048;
 const threadKey = (pid: number, tid: number): number => pid * 4_194_304 + tid;
 
 // One label's exact figures, and a sample of its measured records (algorithm R), in step:
-// joules, end (ns after the first record's end: exact for 104 days) and duration.
+// joules, end (ns after the first record's end: exact for 104 days) and duration. `zero`: the
+// measured records of 0 J exactly, which the chart's log axis cannot place.
 interface LabelRecords {
   count: number;
   measured: number;
+  zero: number;
   incomplete: number;
   joules: number;
   sampleJoules: number[];
@@ -188,6 +203,17 @@ export class ReportCollector {
   // Labels by pid and tid (a tid is given again once its thread exits), and by tid alone.
   readonly #threadLabels = new Map<number, string>();
   readonly #tidLabels = new Map<number, string>();
+  // Each domain's failed reads, and the counter restarts, of the run read last, as of its last
+  // point: stats() counts them per run, and each point stores what rose since.
+  #readErrorsBefore: number[] = [];
+  #restartsBefore = 0;
+  // The runs seen, and sampler.attribution() (which starts afresh at each start()) summed over
+  // those that ended, plus the latest figures of the run read last: the bar covers every run, as
+  // the charts do. Taken at each run's end and at stop(); a run the collector stopped before the
+  // sampler counts up to the collector's stop(), where its charts end.
+  #runs = 0;
+  #attributionSum: AttributionParts | undefined;
+  #runAttribution: AttributionParts | undefined;
 
   constructor(sampler: Sampler, options?: ReportCollectorOptions) {
     const opts = checkObject('options', options);
@@ -225,7 +251,10 @@ export class ReportCollector {
   /** Takes one point now; `start()` calls it on a timer. Safe to call any time while sampling. */
   poll(): void {
     // From the first poll until stop(): one more at the end of each run.
-    this.#unsubscribe ??= this.#sampler.onRunEnd(() => this.poll());
+    this.#unsubscribe ??= this.#sampler.onRunEnd(() => {
+      this.poll();
+      this.#takeAttribution();
+    });
     const totals = this.#sampler.totals();
     if (totals.timeNs === this.#lastTimeNs) {
       // Stopped, after the run's last point (taken at its end): what ended since is between runs.
@@ -240,6 +269,12 @@ export class ReportCollector {
     this.#lastTimeNs = totals.timeNs;
     this.#startNs ??= totals.startNs;
     const newRun = totals.startNs !== this.#run;
+    if (newRun) {
+      this.#runs++;
+      // The last run's figures are final: its attribution joins the sum.
+      if (this.#runAttribution !== undefined) this.#attributionSum = addAttribution(this.#attributionSum, this.#runAttribution);
+      this.#runAttribution = undefined;
+    }
     if (this.#run !== undefined && newRun) {
       this.#before = this.#runJoules.map((j, i) => j + (this.#before[i] ?? 0));
       // Nothing was measured between the runs: the new one begins at its start, from zero (its
@@ -261,7 +296,41 @@ export class ReportCollector {
       records: 0,
     };
     if (this.#hasThreads) this.#threadDeltas(point, newRun);
+    this.#readStates(point, newRun);
     this.#add(point);
+  }
+
+  // Marks the domains whose reads failed since the last point (the point starting a run: since
+  // its start). One stats() a poll, some 70 µs every periodMs: off the sampler's loop.
+  #readStates(point: Point, newRun: boolean): void {
+    // A Sampler of another copy of jouletrace may not count failed reads per domain.
+    const timing = this.#sampler.stats().timing as Partial<ReturnType<Sampler['stats']>['timing']> | undefined;
+    const byDomain = timing?.byDomain;
+    if (!Array.isArray(byDomain)) return;
+    const restarts = timing?.counterRestarts ?? 0;
+    const before = newRun ? [] : this.#readErrorsBefore;
+    const restarted = restarts > (newRun ? 0 : this.#restartsBefore);
+    byDomain.forEach((b, d) => {
+      const failed = b.readErrors > (before[d] ?? 0);
+      if (!failed && !b.unread) return;
+      point.reads ??= new Array<number>(point.joules.length).fill(0);
+      point.reads[d] = b.unread || restarted ? READ_LOST : READ_FAILED;
+    });
+    this.#readErrorsBefore = byDomain.map((b) => b.readErrors);
+    this.#restartsBefore = restarts;
+  }
+
+  // The attribution of the run read last, as of now (its end, or the collector's stop()).
+  #takeAttribution(): void {
+    if (!this.#hasThreads || this.#run === undefined) return;
+    try {
+      // Only the run the collector read: the sampler may have started another since.
+      if (this.#sampler.totals().startNs !== this.#run) return;
+      const a = this.#sampler.attribution();
+      this.#runAttribution = { total: a.total, process: a.process, baseline: a.baseline, other: a.other, domains: [...a.domains] };
+    } catch {
+      // Closed: the figures taken last stand.
+    }
   }
 
   // Stores a point: folded into the last one while that spans less than the stride, else added,
@@ -376,6 +445,7 @@ export class ReportCollector {
     } catch {
       // The sampler was closed first: what was collected stands.
     }
+    this.#takeAttribution();
     this.#stopped = true;
     // After the last poll, which would subscribe again.
     this.#unsubscribe?.();
@@ -417,7 +487,7 @@ export class ReportCollector {
     this.#recordKind = checkOneOf('kind', kind, ['request', 'span'] as const);
     let l = this.#labels.get(label);
     if (l === undefined) {
-      l = { count: 0, measured: 0, incomplete: 0, joules: 0, sampleJoules: [], sampleEnd: [], sampleDurationMs: [] };
+      l = { count: 0, measured: 0, zero: 0, incomplete: 0, joules: 0, sampleJoules: [], sampleEnd: [], sampleDurationMs: [] };
       this.#labels.set(label, l);
     }
     l.count++;
@@ -425,6 +495,7 @@ export class ReportCollector {
       this.#recordOrigin ??= endNs;
       const seen = l.measured++;
       l.joules += joules;
+      if (joules === 0) l.zero++;
       // An unmeasured one (NaN) is counted as such, not again as incomplete.
       if (incomplete) l.incomplete++;
       // Algorithm R: the n-th record replaces one of the sample with probability RECORD_SAMPLE / n.
@@ -511,7 +582,95 @@ export class ReportCollector {
     return this.#reportRecords();
   }
 
-  /** The report's data; `extra` fills the summary table, notes and attribution. */
+  // Draws each stretch of intervals in which a domain's reads failed. While they fail its counter
+  // holds its last value and the next good read brings the whole stretch's energy: drawn as read,
+  // that was 0 W over the stretch and a spike after it. The energy over the stretch and the
+  // interval that brought it is exact; only how it varied within is unknown. So they are drawn
+  // at their average power, the energy spread evenly over their measured time (as every interval
+  // is its average already), which keeps the chart's energy the totals' and says nothing it does
+  // not know. A break instead would drop measured energy from the chart. Where no good read
+  // brought it (the run or the report ended first), or some of it is lost (a counter started
+  // again; no good read yet in the run, whose energy before the first is not counted), any figure
+  // would undercount: the stretch has none (NaN), a break in the chart. Both are named in notes.
+  #failedReads(
+    reads: number[][],
+    keep: number[],
+    measuredS: number[],
+    unmeasuredS: number[],
+    watts: number[][],
+  ): { notes: string[]; threadSpread: Array<[number, number]> } {
+    const n = measuredS.length;
+    const names = this.#sampler.domains.map((d) => `${d.domain}-${d.package}`);
+    const primary = primaryDomain(this.#sampler.domains);
+    const notes: string[] = [];
+    const spread: Array<[number, number]> = [];
+    reads.forEach((state, d) => {
+      let failedS = 0;
+      let spreadS = 0;
+      let noneS = 0;
+      for (let k = 0; k < n; ) {
+        if (!(state[k] > 0)) {
+          k++;
+          continue;
+        }
+        const a = k;
+        let lost = state[k] === READ_LOST;
+        failedS += measuredS[k];
+        // A stretch ends at a run's end: an interval with time unmeasured holds one.
+        while (k + 1 < n && state[k + 1] > 0 && !(unmeasuredS[k + 1] > 0)) {
+          k++;
+          lost ||= state[k] === READ_LOST;
+          failedS += measuredS[k];
+        }
+        // The next interval's first read was good: it brought what the stretch held.
+        const brought = !lost && k + 1 < n && !(state[k + 1] > 0) && !(unmeasuredS[k + 1] > 0);
+        const b = brought ? k + 1 : k;
+        let s = 0;
+        for (let i = a; i <= b; i++) s += measuredS[i];
+        const w = brought && s > 0 ? (this.#points[keep[b + 1]].joules[d] - this.#points[keep[a]].joules[d]) / s : NaN;
+        for (let i = a; i <= b; i++) watts[d][i] = measuredS[i] > 0 ? w : NaN;
+        if (brought) {
+          spreadS += s;
+          if (this.#sampler.domains[d]?.domain === primary) spread.push([a, b]);
+        } else noneS += s;
+        k = b + 1;
+      }
+      if (failedS === 0 && noneS === 0) return;
+      let note = `Reads of ${names[d]} failed in ${fmtSeconds(failedS)} of this report (stats().timing.byDomain's readErrors): its counter held its last value while they did, and its energy came with its next good read.`;
+      if (spreadS > 0) {
+        note += ` The power chart draws each such stretch, with the interval that brought its energy (${fmtSeconds(spreadS)} in all), at their average power: the energy spread evenly over them, since how it varied within is unknown${this.#hasThreads && this.#sampler.domains[d]?.domain === primary ? " (the per-thread chart spreads the threads' share alike)" : ''}.`;
+      }
+      if (noneS > 0) {
+        note += ` Over ${fmtSeconds(noneS)} its power has no figure (a break in the chart): no good read came before the run or the report ended, a counter started again and lost energy, or it had not been read yet in its run.`;
+      }
+      notes.push(note);
+    });
+    // Overlapping stretches (of several packages) as one.
+    spread.sort((p, q) => p[0] - q[0]);
+    const threadSpread: Array<[number, number]> = [];
+    for (const [a, b] of spread) {
+      const last = threadSpread[threadSpread.length - 1];
+      if (last !== undefined && a <= last[1]) last[1] = Math.max(last[1], b);
+      else threadSpread.push([a, b]);
+    }
+    return { notes, threadSpread };
+  }
+
+  // The attribution bar: the one given, marked as the last run's where the collector saw more
+  // than one (sampler.attribution() starts afresh at each start(), and that is what callers pass);
+  // else the sampler's, summed over the runs seen.
+  #attribution(given: AttributionParts | undefined): ReportData['attribution'] {
+    if (given !== undefined) return this.#runs > 1 ? { ...given, lastRunOf: this.#runs } : given;
+    if (!this.#stopped) this.#takeAttribution();
+    const a = this.#runAttribution === undefined ? this.#attributionSum : addAttribution(this.#attributionSum, this.#runAttribution);
+    return a !== undefined && a.total > 0 ? a : undefined;
+  }
+
+  /**
+   * The report's data; `extra` fills the summary table, notes and attribution. Without
+   * `extra.attribution`, the bar is sampler.attribution() summed over every run the collector
+   * saw (with thread tracking); one given after more than one run is marked as the last run's.
+   */
   data(extra: Partial<Pick<ReportData, 'summary' | 'notes' | 'attribution' | 'subtitle'>> = {}): ReportData {
     const x = checkExtra(extra);
     const domains = this.#sampler.domains.map((d) => `${d.domain}-${d.package}`);
@@ -539,13 +698,19 @@ export class ReportCollector {
     const measuredS: number[] = [];
     const unmeasuredS: number[] = [];
     const recordCounts: number[] = [];
+    // Per domain and drawn interval, how its reads went (READ_*).
+    const reads: number[][] = domains.map(() => []);
     for (let k = 1; k < keep.length; k++) {
       const [a, b] = [points[keep[k - 1]], points[keep[k]]];
       let gapS = 0;
       let records = 0;
+      domains.forEach((_, d) => reads[d].push(0));
       for (let i = keep[k - 1] + 1; i <= keep[k]; i++) {
         gapS += points[i].gapS;
         records += points[i].records;
+        points[i].reads?.forEach((r, d) => {
+          if (d < domains.length && r > reads[d][k - 1]) reads[d][k - 1] = r;
+        });
       }
       const dt = b.time - a.time;
       const measured = Math.max(0, dt - gapS);
@@ -556,6 +721,7 @@ export class ReportCollector {
       // Nothing measured: no figure (NaN, null in JSON), never 0 W.
       domains.forEach((_, d) => watts[d].push(measured > 0 ? (b.joules[d] - a.joules[d]) / measured : NaN));
     }
+    const failing = this.#failedReads(reads, keep, measuredS, unmeasuredS, watts);
     const threads: ReportThreadSeries[] = [];
     const cpuCores: number[] = [];
     if (this.#hasThreads && keep.length > 1) {
@@ -575,6 +741,19 @@ export class ReportCollector {
         }
         intervals.push(joules);
         cpuCores.push(measuredS[k - 1] > 0 ? cpuNs / 1e9 / measuredS[k - 1] : NaN);
+      }
+      // The threads' energy of a primary domain whose reads failed was held and given out at its
+      // next good read: spread over the stretch as the domain's power is.
+      for (const [a, b] of failing.threadSpread) {
+        let s = 0;
+        for (let k = a; k <= b; k++) s += measuredS[k];
+        const total = new Map<number, number>();
+        for (let k = a; k <= b; k++) for (const [t, j] of intervals[k]) total.set(t, (total.get(t) ?? 0) + j);
+        for (let k = a; k <= b; k++) {
+          const joules = new Map<number, number>();
+          for (const [t, j] of total) joules.set(t, (j * measuredS[k]) / s);
+          intervals[k] = joules;
+        }
       }
       const top = [...sum.entries()].sort((a, b) => b[1] - a[1]).slice(0, this.#maxThreads);
       const topThreads = new Set(top.map(([t]) => t));
@@ -605,6 +784,7 @@ export class ReportCollector {
     // Records that ended after the last point, with no later point to count them in.
     const uncounted = this.#stopped ? this.#pendingStopped + this.#pendingEnds.length + this.#pendingGap : 0;
     const notes = [...(x.notes ?? [])];
+    notes.push(...failing.notes);
     if (this.#unmeasuredNs > 0) {
       notes.push(
         `${fmtSeconds(this.#unmeasuredNs / 1e9)} of the tracked threads' on-CPU time has no energy in these figures: no read measured it (reads failed to the end of a run, or a counter started again), so the threads' joules leave it out.`,
@@ -615,11 +795,13 @@ export class ReportCollector {
         `${counted(uncounted, this.#recordKind)} ended after the collector's last point (added after its stop()): in the per-label figures, not in the throughput of any interval.`,
       );
     }
+    const attribution = this.#attribution(x.attribution);
     const recordLabels: ReportRecordLabel[] = [...this.#labels].map(([label, l]) => ({
       label,
       count: l.count,
       measured: l.measured,
       joules: l.joules,
+      ...(l.zero > 0 ? { zero: l.zero } : {}),
       ...(l.incomplete > 0 ? { incomplete: l.incomplete } : {}),
     }));
     return {
@@ -644,7 +826,7 @@ export class ReportCollector {
       recordLabels,
       recordCounts,
       recordKind: this.#recordKind,
-      attribution: x.attribution,
+      attribution,
       summary: x.summary ?? [],
       notes,
     };
@@ -664,6 +846,18 @@ function combine(a: Point, b: Point): Point {
     threadJoules: [...joules.values()],
     gapS: a.gapS + b.gapS,
     records: a.records + b.records,
+    ...(a.reads || b.reads ? { reads: b.joules.map((_, d) => Math.max(a.reads?.[d] ?? 0, b.reads?.[d] ?? 0)) } : {}),
+  };
+}
+
+function addAttribution(sum: AttributionParts | undefined, a: AttributionParts): AttributionParts {
+  if (sum === undefined) return { ...a, domains: [...a.domains] };
+  return {
+    total: sum.total + a.total,
+    process: sum.process + a.process,
+    baseline: sum.baseline + a.baseline,
+    other: sum.other + a.other,
+    domains: [...new Set([...sum.domains, ...a.domains])],
   };
 }
 

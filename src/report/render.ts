@@ -6,6 +6,30 @@ import { checkBoolean, checkString, invalidType } from '../errors';
 import { fmtJoules, fmtSeconds } from '../units';
 
 const PALETTE = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac'];
+
+// The colour of series k of n: the palette's first, then hues evenly spaced round the wheel for
+// the rest, at two lightnesses in turn so that neighbours differ. The collector draws up to 100
+// threads (maxThreads) and the rest as one: the palette alone repeated from the 11th, which was
+// drawn as the first.
+function seriesColor(k: number, n: number): string {
+  if (k < PALETTE.length) return PALETTE[k];
+  const i = k - PALETTE.length;
+  const extra = Math.max(1, n - PALETTE.length);
+  return hslHex((20 + (360 * i) / extra) % 360, 0.6, i % 2 === 0 ? 0.42 : 0.62);
+}
+
+function hslHex(h: number, s: number, l: number): string {
+  const a = s * Math.min(l, 1 - l);
+  const f = (n: number) => {
+    const k = (n + h / 30) % 12;
+    const v = l - a * Math.max(-1, Math.min(k - 3, 9 - k, 1));
+    return Math.round(v * 255)
+      .toString(16)
+      .padStart(2, '0');
+  };
+  return `#${f(0)}${f(8)}${f(4)}`;
+}
+
 const W = 1040;
 const H = 280;
 const M = { l: 70, r: 20, t: 16, b: 44 };
@@ -135,43 +159,49 @@ function intervals(d: ReportData): Intervals {
   return { start, measured, gap: measured.map((m) => !(m > 0)) };
 }
 
-// The runs of measured intervals, [first, last] index of each.
-function stretches(iv: Intervals, n: number): Array<[number, number]> {
+// The runs of intervals with a figure, [first, last] index of each. `none`: the intervals
+// without one (nothing measured; a domain's reads failed with no good read after them).
+function stretches(none: readonly boolean[], n: number): Array<[number, number]> {
   const out: Array<[number, number]> = [];
   for (let i = 0; i < n; i++) {
-    if (iv.gap[i]) continue;
-    if (i > 0 && !iv.gap[i - 1] && out.length > 0) out[out.length - 1][1] = i;
+    if (none[i]) continue;
+    if (i > 0 && !none[i - 1] && out.length > 0) out[out.length - 1][1] = i;
     else out.push([i, i]);
   }
   return out;
 }
 
-// The points of one stretch of `values` between breaks, [a, b]: after a break it starts where
-// measuring began again.
+// A number to draw: NaN is null once saved as JSON.
+const isFigure = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+
+// The points of one stretch of `values` between breaks, [a, b], from the start of its first
+// interval (where measuring began, after a break): from its end, a stretch of one interval (a
+// first run one polling interval long) was a bare move, drawn as nothing.
 function stretchPoints(f: Frame, d: ReportData, iv: Intervals, values: number[], a: number, b: number): string[] {
-  const pts: string[] = [];
-  if (a > 0) pts.push(`${f.x(iv.start[a]).toFixed(1)},${f.y(values[a]).toFixed(1)}`);
+  const pts = [`${f.x(iv.start[a]).toFixed(1)},${f.y(values[a]).toFixed(1)}`];
   for (let i = a; i <= b; i++) pts.push(`${f.x(d.time[i]).toFixed(1)},${f.y(values[i]).toFixed(1)}`);
   return pts;
 }
 
 function powerChart(d: ReportData): string {
-  if (d.time.length < 2) return empty('Too few samples to draw power over time.');
+  if (d.time.length < 2) return empty("This run was too short to draw power over time: it spans one of the collector's polling intervals (periodMs) or less.");
   const iv = intervals(d);
-  const max = d.watts.reduce((m, series) => maxOf(series.filter((_, i) => !iv.gap[i]), m), 0.001);
+  // Per domain: where it has no figure, a break of its own line.
+  const none = d.watts.map((series) => series.map((w, i) => iv.gap[i] || !isFigure(w)));
+  const max = d.watts.reduce((m, series, k) => maxOf(series.filter((_, i) => !none[k][i]), m), 0.001);
   const end = d.time[d.time.length - 1];
   const f = frame(firstStart(d), end, 0, max * 1.05, '', `power (W)${d.estimated ? ', estimated' : ''}`, timeAxis(d, end));
   const parts = [...f.svg];
-  const runs = stretches(iv, d.time.length);
+  const n = d.watts.length;
   d.watts.forEach((series, k) => {
-    const path = runs.map(([a, b]) => `M${stretchPoints(f, d, iv, series, a, b).join('L')}`);
-    parts.push(`<path class="data line" stroke="${PALETTE[k % PALETTE.length]}" d="${path.join('')}"/>`);
+    const path = stretches(none[k], d.time.length).map(([a, b]) => `M${stretchPoints(f, d, iv, series, a, b).join('L')}`);
+    parts.push(`<path class="data line" stroke="${seriesColor(k, n)}" d="${path.join('')}"/>`);
   });
   return (
     svgOpen('power over time per domain') +
     parts.join('') +
     '</svg>' +
-    legend(d.domains.map((name, k) => ({ label: name, color: PALETTE[k % PALETTE.length] })))
+    legend(d.domains.map((name, k) => ({ label: name, color: seriesColor(k, n) })))
   );
 }
 
@@ -182,32 +212,37 @@ function threadChart(d: ReportData): string {
   if (d.threads.length === 0) return empty('No thread of this run was given any energy.');
   const n = d.threads.reduce((m, t) => Math.min(m, t.joules.length), d.time.length);
   const iv = intervals(d);
+  // The threads' joules are the primary domain's: where it has no figure (its reads failed with no
+  // good read after them), neither have they, and the stack breaks.
+  const primary = primaryWatts(d);
+  const none = iv.gap.map((g, i) => g || !isFigure(primary[i]) || d.threads.some((t) => !isFigure(t.joules[i])));
   // Watts per thread per interval, stacked.
   const stacks: number[][] = [];
   let acc = new Array<number>(n).fill(0);
   for (const t of d.threads) {
-    const next = acc.map((a, i) => a + (iv.gap[i] ? 0 : t.joules[i] / iv.measured[i]));
+    const next = acc.map((a, i) => a + (none[i] ? 0 : t.joules[i] / iv.measured[i]));
     stacks.push(next);
     acc = next;
   }
   const max = maxOf(acc, 0.001);
   const f = frame(firstStart(d), d.time[n - 1], 0, max * 1.05, '', `attributed power (W)${d.estimated ? ', estimated' : ''}`, timeAxis(d, d.time[n - 1]));
   const parts = [...f.svg];
-  const runs = stretches(iv, n);
+  const runs = stretches(none, n);
   // One outline per stretch between breaks.
   const line = (values: number[], a: number, b: number) => stretchPoints(f, d, iv, values, a, b);
   let below = new Array<number>(n).fill(0);
+  const count = d.threads.length;
   stacks.forEach((top, k) => {
     const path = runs.map(([a, b]) => `M${line(top, a, b).join('L')}L${line(below, a, b).reverse().join('L')}Z`);
-    parts.push(`<path class="data area" fill="${PALETTE[k % PALETTE.length]}" d="${path.join('')}"/>`);
+    parts.push(`<path class="data area" fill="${seriesColor(k, count)}" d="${path.join('')}"/>`);
     below = top;
   });
-  const totals = d.threads.map((t) => t.joules.reduce((a, b) => a + b, 0));
+  const totals = d.threads.map((t) => t.joules.reduce((a: number, b) => a + (isFigure(b) ? b : 0), 0));
   return (
     svgOpen('energy per thread over time, stacked') +
     parts.join('') +
     '</svg>' +
-    legend(d.threads.map((t, k) => ({ label: `${t.label}: ${fmtJoules(totals[k])}${d.estimated ? ' (estimated)' : ''}`, color: PALETTE[k % PALETTE.length] })))
+    legend(d.threads.map((t, k) => ({ label: `${t.label}: ${fmtJoules(totals[k])}${d.estimated ? ' (estimated)' : ''}`, color: seriesColor(k, count) })))
   );
 }
 
@@ -234,6 +269,12 @@ interface RecordRow {
   joules: number;
   /** Of the measured, those flagged incomplete (their joules undercount). */
   incomplete: number;
+  /**
+   * Of the measured, those of 0 J, off the log axis: exact from recordLabels' `zero`, else (a
+   * report saved before it) counted in the sample, `zeroInSample`.
+   */
+  zero: number;
+  zeroInSample: boolean;
   /** The measured joules drawn from, sorted: all of them, or a sample. */
   sample: number[];
 }
@@ -276,13 +317,14 @@ function recordRows(d: ReportData): RecordRow[] {
   const rows = new Map<string, RecordRow>();
   // Number(): a row's figures are written into the markup and summed for the rest's row.
   for (const l of d.recordLabels ?? []) {
-    rows.set(l.label, { label: l.label, count: Number(l.count), measured: Number(l.measured), joules: Number(l.joules), incomplete: Number(l.incomplete ?? 0), sample: [] });
+    const zero = l.zero === undefined ? undefined : Number(l.zero);
+    rows.set(l.label, { label: l.label, count: Number(l.count), measured: Number(l.measured), joules: Number(l.joules), incomplete: Number(l.incomplete ?? 0), zero: zero ?? 0, zeroInSample: zero === undefined, sample: [] });
   }
   for (const r of d.records) {
     let row = rows.get(r.label);
     if (row === undefined) {
       if (d.recordLabels) continue;
-      row = { label: r.label, count: 0, measured: 0, joules: 0, incomplete: 0, sample: [] };
+      row = { label: r.label, count: 0, measured: 0, joules: 0, incomplete: 0, zero: 0, zeroInSample: true, sample: [] };
       rows.set(r.label, row);
     }
     // Unmeasured records (NaN joules, null once saved as JSON) are counted per row, not plotted.
@@ -295,7 +337,12 @@ function recordRows(d: ReportData): RecordRow[] {
       row.joules += r.joules;
     }
   }
-  for (const row of rows.values()) row.sample.sort((a, b) => a - b);
+  for (const row of rows.values()) {
+    row.sample.sort((a, b) => a - b);
+    if (row.zeroInSample) row.zero = row.sample.filter((j) => j === 0).length;
+    // Every record is in the sample: the count is exact.
+    row.zeroInSample &&= row.sample.length < row.measured;
+  }
   return [...rows.values()];
 }
 
@@ -314,6 +361,8 @@ function drawnRows(all: RecordRow[]): RecordRow[] {
     measured,
     joules: rest.reduce((a, r) => a + r.joules, 0),
     incomplete: rest.reduce((a, r) => a + r.incomplete, 0),
+    zero: rest.reduce((a, r) => a + r.zero, 0),
+    zeroInSample: rest.some((r) => r.zeroInSample),
     sample,
   };
   return [...ranked.slice(0, MAX_ROWS - 1).sort(byLabel), other];
@@ -378,9 +427,11 @@ function distributionChart(d: ReportData): string {
   const texts = rows.map((row) => {
     const missing = row.count - row.measured;
     const sampled = row.sample.length > 0 && row.sample.length < row.measured;
+    // 0 J has no place on a log axis: those records are counted here, not drawn.
+    const zero = row.zero > 0 ? `, ${row.zero}${row.zeroInSample ? ' of the sample' : ''} at 0 J` : '';
     return {
       label: fitText(row.label, LABEL_PX, LABEL_MAX),
-      sub: `n=${row.measured}, ${row.measured > 0 ? `mean ${fmtJoules(row.joules / row.measured)}${d.estimated ? ' (estimated)' : ''}` : 'none measured'}${row.incomplete > 0 ? `, ${row.incomplete} incomplete` : ''}${missing > 0 ? `, ${missing} unmeasured` : ''}`,
+      sub: `n=${row.measured}, ${row.measured > 0 ? `mean ${fmtJoules(row.joules / row.measured)}${d.estimated ? ' (estimated)' : ''}` : 'none measured'}${zero}${row.incomplete > 0 ? `, ${row.incomplete} incomplete` : ''}${missing > 0 ? `, ${missing} unmeasured` : ''}`,
       note: sampled ? `percentiles from a sample of ${row.sample.length}` : '',
     };
   });
@@ -391,7 +442,8 @@ function distributionChart(d: ReportData): string {
   for (const t of texts) textW = Math.max(textW, textWidth(t.label, LABEL_PX), textWidth(t.sub, SUB_PX), textWidth(t.note, SUB_PX));
   // 10 units either side of the texts.
   const left = Math.max(190, Math.ceil(textW) + 20);
-  const x = (j: number) => left + ((Math.log10(Math.max(j, 10 ** dLo)) - dLo) / (dHi - dLo)) * (W - left - M.r);
+  // Of positive joules only: 0 J, clamped, was drawn at the lowest tick as if it were that.
+  const x = (j: number) => left + ((Math.log10(j) - dLo) / (dHi - dLo)) * (W - left - M.r);
   const parts: string[] = [];
   for (let p = dLo; p <= dHi; p++) {
     parts.push(`<line class="grid" x1="${x(10 ** p).toFixed(1)}" x2="${x(10 ** p).toFixed(1)}" y1="${M.t}" y2="${height - M.b}"/>`);
@@ -400,25 +452,32 @@ function distributionChart(d: ReportData): string {
   rows.forEach((row, k) => {
     const js = row.sample;
     const cy = M.t + rowH * k + rowH / 2;
-    const color = PALETTE[k % PALETTE.length];
+    const color = seriesColor(k, rows.length);
     if (js.length > 0) {
-      // Each record as a short tick (MAX_DOTS at most), jittered deterministically so dense rows stay readable.
-      const dots = decimate(js, MAX_DOTS).map((j, i) => {
+      // Each record above 0 J as a short tick (MAX_DOTS at most), jittered deterministically so
+      // dense rows stay readable.
+      const dots = decimate(js, MAX_DOTS).flatMap((j, i) => {
+        if (!(j > 0)) return [];
         const jitter = (((i * 2654435761) >>> 0) % 1000) / 1000 - 0.5;
         const cx = x(j);
         const yy = cy + jitter * rowH * 0.5;
-        return `M${(cx - 1.5).toFixed(1)},${(yy - 1.5).toFixed(1)}h3v3h-3Z`;
+        return [`M${(cx - 1.5).toFixed(1)},${(yy - 1.5).toFixed(1)}h3v3h-3Z`];
       });
-      parts.push(`<path class="data dots" fill="${color}" d="${dots.join('')}"/>`);
+      if (dots.length > 0) parts.push(`<path class="data dots" fill="${color}" d="${dots.join('')}"/>`);
+      // The percentiles of every measured record, 0 J included; one at 0 J is off the axis and not
+      // drawn, and a box from 0 J is drawn open at the axis's left.
       const p50 = quantile(js, 0.5);
       const p25 = quantile(js, 0.25);
       const p75 = quantile(js, 0.75);
       const p99 = quantile(js, 0.99);
-      parts.push(
-        `<rect class="box" x="${x(p25).toFixed(1)}" y="${(cy - rowH * 0.3).toFixed(1)}" width="${Math.max(1, x(p75) - x(p25)).toFixed(1)}" height="${(rowH * 0.6).toFixed(1)}"/>`,
-      );
-      parts.push(`<line class="median" x1="${x(p50).toFixed(1)}" x2="${x(p50).toFixed(1)}" y1="${(cy - rowH * 0.35).toFixed(1)}" y2="${(cy + rowH * 0.35).toFixed(1)}"/>`);
-      parts.push(`<line class="p99" x1="${x(p99).toFixed(1)}" x2="${x(p99).toFixed(1)}" y1="${(cy - rowH * 0.25).toFixed(1)}" y2="${(cy + rowH * 0.25).toFixed(1)}"/>`);
+      const [top, height] = [cy - rowH * 0.3, rowH * 0.6];
+      if (p25 > 0) {
+        parts.push(`<rect class="box" x="${x(p25).toFixed(1)}" y="${top.toFixed(1)}" width="${Math.max(1, x(p75) - x(p25)).toFixed(1)}" height="${height.toFixed(1)}"/>`);
+      } else if (p75 > 0) {
+        parts.push(`<path class="box" d="M${left},${top.toFixed(1)}H${x(p75).toFixed(1)}V${(top + height).toFixed(1)}H${left}"/>`);
+      }
+      if (p50 > 0) parts.push(`<line class="median" x1="${x(p50).toFixed(1)}" x2="${x(p50).toFixed(1)}" y1="${(cy - rowH * 0.35).toFixed(1)}" y2="${(cy + rowH * 0.35).toFixed(1)}"/>`);
+      if (p99 > 0) parts.push(`<line class="p99" x1="${x(p99).toFixed(1)}" x2="${x(p99).toFixed(1)}" y1="${(cy - rowH * 0.25).toFixed(1)}" y2="${(cy + rowH * 0.25).toFixed(1)}"/>`);
     }
     const t = texts[k];
     const y0 = cy + (threeLines ? -9 : -3);
@@ -441,10 +500,11 @@ function firstStart(d: ReportData): number {
   return typeof d.startS === 'number' && d.startS >= 0 && (d.time.length === 0 || d.startS < d.time[0]) ? d.startS : 0;
 }
 
+// The primary domains' power per interval: NaN where any of them has no figure.
 function primaryWatts(d: ReportData): number[] {
   const pick = d.domains.some((n) => n.startsWith('package-')) ? 'package-' : d.domains.some((n) => n.startsWith('psys-')) ? 'psys-' : d.domains[0]?.replace(/\d+$/, '');
   const idx = d.domains.flatMap((n, i) => (pick !== undefined && n.startsWith(pick) ? [i] : []));
-  return d.time.map((_, i) => idx.reduce((a, k) => a + (d.watts[k][i] ?? 0), 0));
+  return d.time.map((_, i) => idx.reduce((a, k) => a + (isFigure(d.watts[k][i]) ? d.watts[k][i] : NaN), 0));
 }
 
 // The least spread of the bins' throughput, as a share of the largest, that a line is fitted to.
@@ -455,7 +515,7 @@ const MIN_FIT_SPREAD = 0.2;
 const MIN_FIT_RANGE = { records: 1, cores: 0.05 };
 
 function proportionalityChart(d: ReportData): string {
-  if (d.time.length < 3) return empty('Too few samples for the proportionality curve.');
+  if (d.time.length < 3) return empty("This run was too short for the proportionality curve: it spans two of the collector's polling intervals (periodMs) or less.");
   const watts = primaryWatts(d);
   const iv = intervals(d);
   const useRecords = d.recordLabels ? d.recordLabels.some((l) => l.count > 0) : d.records.length > 0;
@@ -483,7 +543,7 @@ function proportionalityChart(d: ReportData): string {
   };
   for (let i = 0; i < d.time.length; i++) {
     const c = counts ? counts[i] : countTo(d.time[i]);
-    if (iv.gap[i]) {
+    if (iv.gap[i] || !isFigure(watts[i])) {
       close();
       start = d.time[i];
       continue;
@@ -554,9 +614,15 @@ function attributionBar(d: ReportData): string {
     { label: 'baseline', v: a.baseline, color: PALETTE[9] },
     { label: 'other processes / idle', v: a.other, color: PALETTE[3] },
   ];
+  // Given to data() after several runs: sampler.attribution(), which starts afresh at each
+  // start(), covers the last only, while the charts cover them all.
+  const scope =
+    typeof a.lastRunOf === 'number' && a.lastRunOf > 1
+      ? `<p class="notes">The last of the report's ${a.lastRunOf} runs only: these figures were given to data() (sampler.attribution() covers the sampler's last run), while the charts cover every run. Left out, the collector sums the attribution over every run.</p>`
+      : '';
   return `<div class="bar">${parts
     .map((p) => `<span style="width:${((100 * p.v) / a.total).toFixed(2)}%;background:${p.color}" title="${esc(p.label)}"></span>`)
-    .join('')}</div>${legend(parts.map((p) => ({ label: `${p.label}: ${fmtJoules(p.v)} (${d.estimated ? 'estimated, ' : ''}${((100 * p.v) / a.total).toFixed(1)} %)`, color: p.color })))}`;
+    .join('')}</div>${legend(parts.map((p) => ({ label: `${p.label}: ${fmtJoules(p.v)} (${d.estimated ? 'estimated, ' : ''}${((100 * p.v) / a.total).toFixed(1)} %)`, color: p.color })))}${scope}`;
 }
 
 const CSS = `
@@ -646,6 +712,7 @@ function checkReport(report: unknown): void {
       const l = obj(name, v);
       str(`${name}.label`, l.label);
       for (const key of ['count', 'measured', 'joules']) num(`${name}.${key}`, l[key]);
+      opt(`${name}.zero`, l.zero, num);
       opt(`${name}.incomplete`, l.incomplete, num);
     }),
   );
@@ -653,6 +720,7 @@ function checkReport(report: unknown): void {
   opt('report.attribution', r.attribution, (name, v) => {
     const a = obj(name, v);
     for (const key of ['total', 'process', 'baseline', 'other']) num(`${name}.${key}`, a[key]);
+    opt(`${name}.lastRunOf`, a.lastRunOf, num);
     arr(`${name}.domains`, a.domains, str);
   });
   arr('report.summary', r.summary, (name, v) => {
@@ -688,7 +756,7 @@ ${data.subtitle ? `<div class="sub">${esc(data.subtitle)}</div>` : ''}
 <div class="sub">${esc(data.createdAt)}</div>
 <h2>Summary</h2>
 <table>${rows.map(([k, v]) => `<tr><td>${esc(k)}</td><td>${esc(v)}</td></tr>`).join('')}</table>
-${data.attribution && data.attribution.total > 0 ? `<h2>Where the ${esc(data.attribution.domains.join('+'))} energy went${data.estimated ? ' (estimated)' : ''}</h2>${attributionBar(data)}` : ''}
+${data.attribution && data.attribution.total > 0 ? `<h2>Where the ${esc(data.attribution.domains.join('+'))} energy went${typeof data.attribution.lastRunOf === 'number' && data.attribution.lastRunOf > 1 ? ` in the last of ${data.attribution.lastRunOf} runs` : ''}${data.estimated ? ' (estimated)' : ''}</h2>${attributionBar(data)}` : ''}
 <section id="power"><h2>Power over time, per domain</h2>${powerChart(data)}</section>
 <section id="threads"><h2>Energy per thread over time (stacked)</h2>${threadChart(data)}</section>
 <section id="records"><h2>${recordTitle}</h2>${distributionChart(data)}</section>

@@ -18,6 +18,8 @@ export interface ReportRecordLabel {
   measured: number;
   /** Their measured joules, summed. */
   joules: number;
+  /** Of the measured, the ones of 0 J exactly (off the chart's log axis). Absent where none were. */
+  zero?: number;
   /**
    * Of the measured, the ones flagged incomplete (the sampler stopped while they were open, or
    * their start was seen too late): their joules undercount. Absent where none were.
@@ -88,7 +90,12 @@ export interface ReportData {
   /** Records that ended in each interval of `time`, for the throughput; absent in reports saved before it. */
   recordCounts?: number[];
   recordKind: 'request' | 'span';
-  attribution?: { total: number; process: number; baseline: number; other: number; domains: string[] };
+  /**
+   * Where the primary domains' energy went. The collector sums sampler.attribution() over every
+   * run it saw; `lastRunOf`, present where one was given to data() after several runs: it covers
+   * the last of that many runs only (sampler.attribution() starts afresh at each start()).
+   */
+  attribution?: { total: number; process: number; baseline: number; other: number; domains: string[]; lastRunOf?: number };
   /** Rows of the summary table. */
   summary: Array<[string, string]>;
   notes: string[];
