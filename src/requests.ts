@@ -175,6 +175,21 @@ export class RequestTracker {
 
   constructor(sampler: Sampler, options: RequestTrackerOptions = {}) {
     if (!isSamplerLike(sampler)) {
+      // A worker's channel, by shape (another copy's too: each worker loads its own), or what
+      // makes one: the natural thing to try in a worker, and its figures said nothing of why.
+      const x = sampler as Record<string, unknown> | null;
+      const given =
+        x !== null && typeof x === 'object' && typeof x.poll === 'function' && 'sharedListeners' in x
+          ? 'a span channel'
+          : x !== null && typeof x === 'object' && 'samplerId' in x && 'pid' in x
+            ? 'a span context'
+            : undefined;
+      if (given) {
+        throw new TypeError(
+          `Expected a Sampler for sampler but received ${given}: a worker's span channel (attachSpans()) carries spans only, ` +
+            "and requests in a worker are tracked with a Sampler made in that worker (a run of its own, which counts libuv's thread pool in full)",
+        );
+      }
       throw new TypeError(`Expected a Sampler for sampler but received ${describe(sampler)}`);
     }
     const opts = checkObject('options', options);

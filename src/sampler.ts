@@ -10,6 +10,7 @@ import {
   checkNumberInRange,
   checkObject,
   checkOneOf,
+  describe,
   invalidRange,
   invalidType,
   JouletraceError,
@@ -1302,6 +1303,8 @@ export interface SpanContext {
   pid: number;
 }
 
+const SPAN_CONTEXT = "sampler.spanContext()'s result, passed unchanged (to a worker: as its workerData)";
+
 /**
  * Records spans from a worker thread into a sampler created elsewhere in this process.
  *
@@ -1312,7 +1315,18 @@ export interface SpanContext {
  * ```
  */
 export function attachSpans(context: SpanContext, options?: SpanChannelOptions): SpanChannel {
+  // The common mistakes (a Worker started without workerData, the context wrapped in an object
+  // of the caller's, a Sampler) are missing a sampler id: say where one comes from.
+  if (context === undefined) throw new TypeError(`Expected ${SPAN_CONTEXT} for context but received no context`);
   const ctx = checkObject('context', context);
+  if (typeof ctx.spanContext === 'function') {
+    throw new TypeError(`Expected ${SPAN_CONTEXT} for context but received a Sampler: pass its spanContext()`);
+  }
+  if (!Number.isInteger(ctx.samplerId)) {
+    throw ctx.samplerId === undefined
+      ? new TypeError(`Expected ${SPAN_CONTEXT} for context but received ${describe(context)}, which has no samplerId`)
+      : invalidType('context.samplerId', "the sampler id that sampler.spanContext() puts there (pass its result unchanged)", ctx.samplerId);
+  }
   const id = checkIntegerInRange('context.samplerId', ctx.samplerId, 1, Number.MAX_SAFE_INTEGER);
   // A context built by hand, or kept from before contexts carried their process: say where one comes from.
   if (ctx.pid === undefined) throw invalidType('context.pid', "the process id that sampler.spanContext() puts there (pass its result unchanged)", undefined);

@@ -217,9 +217,11 @@ function monotonicOffsetNs(): number {
 export interface SpanChannelOptions {
   /**
    * Span events the ring holds (power of two). Default 65536: about 5 ms of begin/end pairs at
-   * full speed on one thread, if the sampler thread were starved that long; beyond, events are
-   * dropped and counted (the sampler's stats().spans on its own thread; in a worker, this
-   * channel's droppedEvents), never blocking.
+   * full speed on one thread, if the sampler thread were starved that long. Never blocking: a
+   * begin that finds it full makes an unmeasured span, counted in droppedEvents; an end that
+   * does goes to the sampler thread beside the ring at once, counted in lateEnds, and its span
+   * settles at its real end (the sampler's stats().spans on its own thread; in a worker, this
+   * channel's properties).
    */
   eventCapacity?: number;
   /** Settled results awaiting collection (power of two). Default 16384. */

@@ -16,7 +16,7 @@ import Fastify from 'fastify';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { energyMiddleware, instrumentExpress } from '../src/express';
 import { fastifyEnergy, fastifyRoute } from '../src/fastify';
-import { RequestTracker, Sampler, trackRequest, type RequestRecord, type RequestToken } from '../src/index';
+import { attachSpans, RequestTracker, Sampler, trackRequest, type RequestRecord, type RequestToken } from '../src/index';
 import { describeBpf, itBpf } from './fixtures/bpf-required';
 import { native } from '../src/native';
 import { nativeHandleOf } from '../src/native-handles';
@@ -274,14 +274,17 @@ describeBpf("shared mode and libuv's thread pool", () => {
     expect(onCpuNs, what).toBeGreaterThan(mainCpu + 0.9 * poolCpu);
   });
 
-  it('charges the pool once, among the requests in flight on every thread (the main one and a worker)', async () => {
+  it("charges the pool once, among the requests in flight on every channel of a sampler's engine (the main thread's and a worker's)", async () => {
     const { sampler, tracker, records } = setup();
     const tid = Number(readFileSync('/proc/thread-self/stat', 'utf8').split(' ')[0]);
     const hash = promisify(pbkdf2);
     await hash('warm', 'up', 1, 32, 'sha256'); // queued behind the tracker's search for the pool's threads
     // A worker's request on the same sampler (its own span channel), in flight while the main
-    // thread's awaits the pool, and idle: libuv's pool is the process's, not a thread's. Started
-    // before the sampler, so that the threads' figures below leave out its start.
+    // thread's awaits the pool, and idle: libuv's pool is the process's, not a thread's. Made
+    // through the channel's internal calls: no public API tracks a worker's requests on another
+    // thread's sampler (a worker's tracker needs a Sampler of its own), but the engine splits the
+    // pool among every channel's requests, and this checks that it does so once. Started before
+    // the sampler, so that the threads' figures below leave out its start.
     const index = JSON.stringify(path.join(__dirname, '..', 'dist/cjs/index.js'));
     const code = `
       const fs = require('node:fs');
@@ -2494,6 +2497,16 @@ describe('exact mode edges', () => {
     for (const bad of [{}, undefined, null]) {
       expect(() => new RequestTracker(bad as unknown as Sampler)).toThrow(/^Expected a Sampler for sampler but received /);
     }
+    // What a worker has at hand, its span channel or the context it came from (a channel's
+    // figures, shown, said nothing of why): how requests in a worker are tracked.
+    const ch = attachSpans(sampler.spanContext());
+    cleanups.push(() => ch.close());
+    const inWorker =
+      ": a worker's span channel (attachSpans()) carries spans only, and requests in a worker are tracked with a Sampler made in that worker (a run of its own, which counts libuv's thread pool in full)";
+    expect(() => new RequestTracker(ch as unknown as Sampler)).toThrow(new TypeError(`Expected a Sampler for sampler but received a span channel${inWorker}`));
+    expect(() => new RequestTracker(sampler.spanContext() as unknown as Sampler)).toThrow(
+      new TypeError(`Expected a Sampler for sampler but received a span context${inWorker}`),
+    );
     // The helpers name their own argument, which takes either.
     const either = 'Expected a RequestTracker or a Sampler for trackerOrSampler but received';
     expect(() => energyMiddleware({} as unknown as Sampler)).toThrow(`${either} {} of type object`);

@@ -157,6 +157,36 @@ for (const threads of ['bpf', 'procfs'] as const) {
       expect(mine.incomplete).toBe(false);
       expect(mine.joules).toBeGreaterThan(0);
     });
+
+    it('measures the spans of a worker started and attached within one attribution interval', async () => {
+      // The worker's channel takes its first point at the step before it attached, when the
+      // worker had no row yet: that interval was left unmeasured, and its span settled NaN,
+      // incomplete (4 runs in 4 at 500 ms intervals), though the tracker followed it from birth.
+      const s = sampler({ threads, intervalUs: 500_000 });
+      s.start();
+      // Just after a step, so that the worker (~0.1 s to attach here) is born and runs its span
+      // before the next one.
+      s.read();
+      await until(() => s.read().some((x) => x.attributed), 5000);
+      const index = JSON.stringify(path.join(root, 'dist/cjs/index.js'));
+      const w = new Worker(
+        `const { parentPort, workerData } = require('node:worker_threads');
+        const spans = require(${index}).attachSpans(workerData);
+        const h = spans.begin('newborn');
+        const until = performance.now() + 30;
+        while (performance.now() < until);
+        spans.end(h);
+        spans.settle(h).then((r) => { parentPort.postMessage(r); spans.close(); });`,
+        { eval: true, workerData: s.spanContext() },
+      );
+      const r = await new Promise<SpanResult>((resolve, reject) => (w.once('message', resolve), w.once('error', reject)));
+      s.stop();
+      expect(r.label).toBe('newborn');
+      expect(r.incomplete).toBe(false);
+      expect(r.onCpuNs).toBeGreaterThan(0);
+      expect(r.joules).toBeGreaterThan(0);
+      expect(Number.isFinite(r.joules)).toBe(true);
+    });
   });
 }
 
@@ -1394,6 +1424,33 @@ describe('spans: behaviour', () => {
         new RangeError('SpanChannel: samplerId must be an integer from 1 to 2^53 - 1'),
       );
     }
+  });
+
+  it('attachSpans() says how to pass a context: none (a Worker without workerData), one wrapped, a Sampler, a bad sampler id', async () => {
+    const s = sampler({ threads: 'procfs' });
+    const ctx = s.spanContext();
+    const expected = "Expected sampler.spanContext()'s result, passed unchanged (to a worker: as its workerData) for context but received";
+    expect(() => attachSpans(undefined as never)).toThrow(new TypeError(`${expected} no context`));
+    expect(() => attachSpans({ context: ctx, port: 8080 } as never)).toThrow(
+      new TypeError(`${expected} {"context":{"samplerId":${ctx.samplerId},"pid":${process.pid}},"port":8080} of type object, which has no samplerId`),
+    );
+    expect(() => attachSpans(s as never)).toThrow(new TypeError(`${expected} a Sampler: pass its spanContext()`));
+    expect(() => attachSpans({ samplerId: String(ctx.samplerId), pid: process.pid } as never)).toThrow(
+      new TypeError(
+        `Expected the sampler id that sampler.spanContext() puts there (pass its result unchanged) for context.samplerId but received "${ctx.samplerId}" of type string`,
+      ),
+    );
+    expect(() => attachSpans({ samplerId: 0, pid: process.pid })).toThrow(
+      new RangeError('Expected an integer between 1 and 9007199254740991 for context.samplerId but received 0 of type number'),
+    );
+    // The README's pattern with the Worker's workerData forgotten.
+    const index = JSON.stringify(path.join(root, 'dist/cjs/index.js'));
+    const w = new Worker(
+      `const { parentPort, workerData } = require('node:worker_threads');
+      try { require(${index}).attachSpans(workerData); parentPort.postMessage('attached'); } catch (e) { parentPort.postMessage(e.message); }`,
+      { eval: true },
+    );
+    expect(await new Promise((resolve, reject) => (w.once('message', resolve), w.once('error', reject)))).toBe(`${expected} no context`);
   });
 
   it('refuses a span handle from another thread, though each worker loads its own copy of jouletrace', async () => {

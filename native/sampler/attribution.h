@@ -78,6 +78,9 @@ class AttributionEngine {
   // Sampler thread only (the engine's writer): the live thread with this tid, or the most recent
   // one that had it; nullptr when never seen.
   const ThreadEnergy* findThreadUnlocked(uint32_t tid) const;
+  // Sampler thread only: the id the next row made will get. A row whose id is at least what
+  // this said at some step was made after it, for a thread first seen since.
+  uint64_t nextRowIdUnlocked() const { return nextRowId_; }
   // Nanoseconds the last step took (for stats and benchmarks).
   uint64_t lastStepNs() const { return lastStepNs_.load(std::memory_order_relaxed); }
 

@@ -110,6 +110,7 @@ void SpanEngine::reset() {
     log.sharedUpTo = 0;
     log.exclusiveUpTo = 0;
     log.primed = false;
+    log.rowsFrom = 0;
     lastStepNs_ = 0;
     // Requests open at the last run's end stay in flight (Shared::carried): they gave their
     // result then, and their share of this run is nobody's. (The run's final step settled the
@@ -342,7 +343,29 @@ void SpanEngine::record(Log& log, uint64_t now, const AttributionEngine& attr, b
   p.density = 1.0;
   p.internalDensity = 1.0;
   p.basePerCpu = basePerCpu_;
-  if (const ThreadEnergy* t = attr.findThreadUnlocked(log.tid)) {
+  const ThreadEnergy* t = attr.findThreadUnlocked(log.tid);
+  // A channel's thread removes it as it ends (its environment's cleanup), before it exits: an
+  // exited thread's row is another's that had the tid before, found until the tracker has the
+  // channel's thread. Taken for the channel's, its standing figures made the spans 0 J, complete.
+  if (t && t->exited) t = nullptr;
+  if (!log.primed) {
+    log.rowsFrom = attr.nextRowIdUnlocked();
+  } else if (log.rowsFrom && t) {
+    // A channel added during a run gets its first point at the step before (primeNewLogs()),
+    // where a worker started and attached within one interval had no row yet, or its tid was
+    // still another thread's: that interval was unmeasured (or charged the other's figures), and
+    // the worker's spans in it settled incomplete with NaN joules, though the tracker followed it
+    // from birth. A row made since that point counts from a birth after it, where the thread
+    // had spent nothing. Only at the second point: a row found later is a thread's that had no
+    // tracker slot (or that no procfs rescan had found) over the intervals between.
+    if (t->id >= log.rowsFrom && log.histSize == 1) {
+      Point& first = log.history[log.histStart];
+      first.thrOnCpu = first.thrJ = 0;
+      first.unknown = false;
+    }
+    log.rowsFrom = 0;
+  }
+  if (t) {
     p.thrOnCpu = double(t->onCpuNs);
     p.thrJ = threadJoules(*t);
   } else if (log.histSize > 0) {

@@ -120,7 +120,8 @@ class SpanEngine {
   void reset();
 
   // Sampler thread, before each attribution step: a channel added since the last step gets its
-  // first history point at that step (the thread's figures as of then), so its first spans
+  // first history point at that step (the thread's figures as of then; a thread born since has
+  // none yet, and counts from 0 there once its row comes: see record()), so its first spans
   // settle complete.
   void primeNewLogs(const AttributionEngine& attr);
   // Sampler thread, after each attribution step. final: the run ends, settle everything.
@@ -286,6 +287,10 @@ class SpanEngine {
     uint64_t sharedUpTo = 0;                  // shared accounting is complete up to this time
     uint64_t exclusiveUpTo = 0;               // densities are known up to this time
     bool primed = false;
+    // Until a later point has found the thread's row (see record()): the attribution engine's
+    // next row id at the first point. A row with an id at least this was made since, for a
+    // thread first seen after that point.
+    uint64_t rowsFrom = 0;
     std::shared_ptr<RouteTable> routes;
     std::shared_ptr<SpanLateEnds> lateEnds;
     // This step's requests for routes, added under the table's lock once accountShared() is
