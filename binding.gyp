@@ -43,6 +43,7 @@
       "dependencies": ["bpf_skeleton"],
       "sources": [
         "native/addon.cc",
+        "native/child_wait.cc",
         "native/sys_file.cc",
         "native/cpu_packages.cc",
         "native/energy/cpu_info.cc",

@@ -20,6 +20,7 @@ void InitTrackerBinding(Napi::Env env, Napi::Object exports);
 void InitSamplerBinding(Napi::Env env, Napi::Object exports);
 void InitBenchBinding(Napi::Env env, Napi::Object exports);
 void InitSpanBinding(Napi::Env env, Napi::Object exports);
+void InitChildWait(Napi::Env env, Napi::Object exports);
 
 static Napi::Value MonotonicNow(const Napi::CallbackInfo& info) {
   return Napi::BigInt::New(info.Env(), monotonicNs());
@@ -79,6 +80,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitSamplerBinding(env, exports);
   InitBenchBinding(env, exports);
   InitSpanBinding(env, exports);
+  InitChildWait(env, exports);
   return exports;
 }
 

@@ -1,13 +1,15 @@
 // The output files of `jouletrace run` and `demo` (-o, --csv, --html): a run that fails leaves an
 // existing file as it was, whether it is written beside its place or in place.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { OutputFiles } from '../src/cli/output-files';
 
 const ROOT = path.join(__dirname, '..');
+const BIN = path.join(ROOT, 'bin/jouletrace.js');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'jt-output-files-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
@@ -116,6 +118,52 @@ describe('OutputFiles', () => {
     child.stdout.on('data', (d: Buffer) => (bytes += d.length));
     expect(await closed, stderr).toBe(0);
     expect(stderr).toBe('');
+    expect(bytes).toBe(1 << 20);
+  });
+
+  // Opened for writing as any file, a FIFO waited for a reader in the main thread, where no signal
+  // handler runs: with none, `run --csv FIFO` hung before the command started, deaf to Ctrl-C and
+  // SIGTERM, where a path that cannot be written fails at once.
+  it('fails at once, with 125, on a FIFO that no process reads', () => {
+    const fifo = path.join(tmp, 'unread');
+    execFileSync('mkfifo', [fifo]);
+    for (const option of ['-o', '--csv', '--html']) {
+      const r = spawnSync(process.execPath, [BIN, 'run', option, fifo, '--', 'true'], { encoding: 'utf8', timeout: 10_000, killSignal: 'SIGKILL' });
+      expect({ option, status: r.status, stderr: r.stderr }).toEqual({
+        option,
+        status: 125,
+        stderr: `jouletrace run: cannot write ${fifo}: it is a FIFO with no reader: start the process that reads it first\n`,
+      });
+    }
+    expect(leftovers()).toEqual([]);
+  });
+
+  // Opened without blocking to tell a reader is there, it must write blocking: a full FIFO failed
+  // with EAGAIN otherwise.
+  it('waits for a slow reader of a FIFO', async () => {
+    const fifo = path.join(tmp, 'slowly-read');
+    execFileSync('mkfifo', [fifo]);
+    const script = `
+      const { OutputFiles } = require(${JSON.stringify(path.join(ROOT, 'dist/cjs/cli/output-files.js'))});
+      const files = OutputFiles.open({ html: process.argv[1] });
+      files.write('html', 'x'.repeat(1 << 20)).then((e) => {
+        files.commit();
+        if (e) { process.stderr.write(e.message); process.exitCode = 1; }
+      });`;
+    // The reader is there (its open does not wait for a writer), reading nothing for a while.
+    const reader = new net.Socket({ fd: fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK), readable: true, writable: false });
+    reader.pause();
+    let bytes = 0;
+    const ended = new Promise<void>((resolve) => reader.on('end', resolve));
+    const child = spawn(process.execPath, ['-e', script, fifo], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const closed = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+    await new Promise((r) => setTimeout(r, 500));
+    reader.on('data', (d: Buffer) => (bytes += d.length));
+    reader.resume();
+    expect(await closed, stderr).toBe(0);
+    await ended;
     expect(bytes).toBe(1 << 20);
   });
 });

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { checkNumber, choiceOption, inFlagWords, parseArgs, parseIntervalUs, sourceOption, UsageError } from '../src/cli/args';
 import { printable } from '../src/cli/format';
-import { exitStatus, processTable, ProcessTreeWatcher } from '../src/cli/run';
+import { exitStatus, processTable, ProcessTreeWatcher, signalName } from '../src/cli/run';
 import type { ThreadEnergy } from '../src/sampler';
 import { fmtSeconds } from '../src/units';
 import { itBpf } from './fixtures/bpf-required';
@@ -174,6 +174,17 @@ describe('jouletrace run', () => {
     const r = jt(['run', '--json', '--', 'sh', '-c', 'kill -KILL $$']);
     expect(r.code).toBe(137);
     expect(JSON.parse(r.stdout)).toMatchObject({ exitCode: 137, signal: 'SIGKILL' });
+  });
+
+  // Node's 'exit' event names only the signals Node has names for: killed by a real-time one
+  // (34 to 64), the command read as exit 0, a success.
+  it('exits 128 + N for a real-time signal, which Node has no name for', () => {
+    const r = jt(['run', '--json', '--', 'sh', '-c', 'kill -40 $$']);
+    expect(r.code, r.stderr).toBe(168);
+    expect(JSON.parse(r.stdout)).toMatchObject({ exitCode: 168, signal: 'SIGRTMIN+6' });
+    const text = jt(['run', '--', 'sh', '-c', 'kill -64 $$']);
+    expect(text.code, text.stderr).toBe(192);
+    expect(text.stderr).toContain(' exit status: 192 (killed by SIGRTMAX)\n');
   });
 
   it('exits 127 when the command does not exist, 2 on a bad command line', () => {
@@ -599,6 +610,72 @@ describe('jouletrace run', () => {
   });
 });
 
+describe('jouletrace run, job control and signals ignored', () => {
+  const waitFor = async (what: () => boolean, label: string) => {
+    const deadline = Date.now() + 10_000;
+    while (!what()) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${label}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  const alive = (pid: number) => !['gone', 'Z'].includes(procState(pid));
+
+  // nohup ignores SIGHUP for jouletrace and its command (and a script's `cmd &`, SIGINT and
+  // SIGQUIT); Node set it back to its default action as it started, libuv again in the child, and
+  // jouletrace handled it: a hang-up ended jouletrace (129) and the command with it.
+  it('keeps a signal ignored at start-up ignored, for jouletrace and for the command', async () => {
+    const dir = fs.mkdtempSync(path.join(tmp, 'nohup-'));
+    const file = (f: string) => path.join(dir, f);
+    const script = 'echo $$ > cmd.pid; echo ${JOULETRACE_SIGIGN-unset} > env; sleep 0.5; echo done > done';
+    // Started as a program, as nohup starts it: only its sh prelude can read what was ignored.
+    const env = { ...process.env, NO_COLOR: '1', PATH: `${path.dirname(process.execPath)}:${process.env.PATH}` };
+    const child = spawn('sh', ['-c', `trap '' HUP; exec "$0" "$@"`, BIN, 'run', '-o', 'summary', '--', 'sh', '-c', script], { cwd: dir, env, stdio: 'ignore', detached: true });
+    const exit = new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+    let command = 0;
+    try {
+      await waitFor(() => /^\d+\n$/.test(fs.existsSync(file('cmd.pid')) ? fs.readFileSync(file('cmd.pid'), 'utf8') : ''), 'the command');
+      command = Number(fs.readFileSync(file('cmd.pid'), 'utf8'));
+      child.kill('SIGHUP'); // the hang-up, to jouletrace and to the command
+      process.kill(command, 'SIGHUP');
+      expect(await exit).toBe(0);
+      expect(fs.readFileSync(file('done'), 'utf8')).toBe('done\n');
+      expect(fs.readFileSync(file('summary'), 'utf8')).toContain(' exit status: 0\n');
+      // Passed to Node, not to the command.
+      expect(fs.readFileSync(file('env'), 'utf8')).toBe('unset\n');
+    } finally {
+      for (const pid of [command, child.pid!]) if (pid > 0 && alive(pid)) process.kill(pid, 'SIGKILL');
+    }
+  });
+
+  // The wrapper held the command stopped until the tracker was on: the SIGCONT that the shell's
+  // `fg` and `bg` send to the job after Ctrl-Z let it go, during --calibrate too. It ran early,
+  // and the run ended with "the command ended before it started".
+  it('holds the command until --calibrate ends, whatever SIGCONT its wrapper gets', async () => {
+    const dir = fs.mkdtempSync(path.join(tmp, 'cont-'));
+    const child = spawn(process.execPath, [BIN, 'run', '--calibrate', '1', '-o', 'summary', '--', 'sh', '-c', 'echo ran > ran'], {
+      cwd: dir,
+      stdio: ['ignore', 'ignore', 'pipe'],
+      detached: true,
+      env: { ...process.env, NO_COLOR: '1' },
+    });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const exit = new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+    try {
+      await waitFor(() => stderr.includes('measuring idle power'), 'the calibration');
+      const wrapper = childPids(child.pid!)[0];
+      expect(wrapper).toBeDefined();
+      process.kill(wrapper, 'SIGCONT'); // as fg or bg would, to the whole job
+      expect(await exit, stderr).toBe(0);
+      expect(stderr).not.toContain('ended before it started');
+      expect(fs.readFileSync(path.join(dir, 'summary'), 'utf8')).toContain(' exit status: 0\n');
+      expect(fs.readFileSync(path.join(dir, 'ran'), 'utf8')).toBe('ran\n');
+    } finally {
+      if (alive(child.pid!)) process.kill(child.pid!, 'SIGKILL');
+    }
+  });
+});
+
 describe('jouletrace run on a terminal', () => {
   const SOCKET = `jt-run-test-${process.pid}`;
   const tmux = (...args: string[]): string => {
@@ -691,7 +768,8 @@ describe('jouletrace run, timing and lost samples', () => {
     const r = jt(['run', '--interval', '1s', '--', 'true']);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/^ +\d+(\.\d)? (ms|µs) {3}elapsed$/m);
-    expect(r.stderr).toMatch(/^ 1 sample \(every 1 s: longer than the run\), 0 dropped, /m);
+    // The periods skipped, not "late": a late sample skips one or more, and they outnumbered the samples.
+    expect(r.stderr).toMatch(/^ 1 sample \(every 1 s: longer than the run\), 0 dropped, 0 periods skipped, jitter /m);
     const paced = jt(['run', '--interval', '1500us', '--', 'sleep', '0.1']);
     expect(paced.stderr).toMatch(/^ \d+ samples at \d+ Hz \(every 1\.5 ms\), 0 dropped, /m);
   });
@@ -766,6 +844,43 @@ describe('jouletrace run, a signal while the command is being started', () => {
       outcomes.push(`exit ${code} signal ${signal} wrapper ${state}`);
     }
     expect(outcomes).toEqual(Array(8).fill('exit 143 signal null wrapper gone'));
+  });
+
+  // The tracker is attached (the sampler made and started) without a turn of the event loop: a
+  // signal then was read only after the command had been let go, passed on to it, and the run
+  // went on with the command's status, as if it had been sent later. Sent once jouletrace has
+  // loaded the eBPF program, in that stretch.
+  itBpf('ends the run, the command not run, for a signal that arrives while the tracker attaches', async () => {
+    const bpfLoaded = (pid: number) => {
+      try {
+        return fs.readdirSync(`/proc/${pid}/fd`).some((n) => {
+          try {
+            return fs.readlinkSync(`/proc/${pid}/fd/${n}`).startsWith('anon_inode:bpf');
+          } catch {
+            return false; // closed meanwhile
+          }
+        });
+      } catch {
+        return false;
+      }
+    };
+    const outcomes: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const child = spawn(process.execPath, [BIN, 'run', '-o', '/dev/null', '--', 'sh', '-c', 'echo RAN'], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+      let out = '';
+      let stderr = '';
+      child.stdout.on('data', (d) => (out += d));
+      child.stderr.on('data', (d) => (stderr += d));
+      const exit = new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+      const deadline = Date.now() + 10_000;
+      while (!bpfLoaded(child.pid!) && Date.now() < deadline) {
+        // polled without a pause: the stretch lasts tens of ms
+      }
+      child.kill('SIGTERM');
+      const code = await exit;
+      outcomes.push(`exit ${code} ran ${out.includes('RAN')}: ${stderr.split('\n')[0]}`);
+    }
+    expect(outcomes).toEqual(Array(5).fill('exit 143 ran false: jouletrace run: SIGTERM arrived before the command started; it did not run'));
   });
 });
 
@@ -1378,6 +1493,8 @@ describe('cli helpers', () => {
 
   it('maps signals to 128 + N', () => {
     expect(exitStatus(null, 'SIGKILL')).toBe(137);
+    for (const n of [34, 40, 49, 50, 63, 64]) expect(exitStatus(null, signalName(n))).toBe(128 + n);
+    expect([34, 40, 50, 64, 9].map(signalName)).toEqual(['SIGRTMIN', 'SIGRTMIN+6', 'SIGRTMAX-14', 'SIGRTMAX', 'SIGKILL']);
     expect(exitStatus(null, 'SIGINT')).toBe(130);
     expect(exitStatus(5, null)).toBe(5);
   });

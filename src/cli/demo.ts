@@ -15,7 +15,7 @@ import { Sampler, type SamplerOptions } from '../sampler';
 import { primaryDomain } from '../sources';
 import type { SourceName } from '../source-options';
 import { COUNTERS_STILL_NOTE_S, countersStillNote, filePathOption, readErrorsNote, flagsOf, inFlagWords, numberOption, parseArgs, parseIntervalUs, probeInFlagWords, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type SourcePaths } from './args';
-import { colorEnabled, fmtJoules, fmtWatts, paint, printable, unmeasuredMark } from './format';
+import { colorEnabled, counted, fmtJoules, fmtWatts, paint, printable, unmeasuredMark } from './format';
 import { OutputFiles } from './output-files';
 
 const HELP = `Usage: jouletrace demo [options]
@@ -405,7 +405,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
   }
   out.write(
     `\nSampler: ${stats.timing.samples} samples at ${stats.timing.achievedRateHz.toFixed(0)} Hz, jitter p50 ${stats.timing.jitterUs.p50.toFixed(1)} µs / p99 ${stats.timing.jitterUs.p99.toFixed(1)} µs, ` +
-      `${stats.timing.missedDeadlines} late, ${stats.ring.dropped} dropped, ${stats.timing.cpuPercent.toFixed(2)} % of one core` +
+      `${counted(stats.timing.missedDeadlines, 'period')} skipped, ${stats.ring.dropped} dropped, ${stats.timing.cpuPercent.toFixed(2)} % of one core` +
       (stats.bpf ? `; eBPF (${stats.bpf.program} build) saw ${stats.bpf.events} context switches` : '') +
       '.\n',
   );

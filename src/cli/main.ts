@@ -3,6 +3,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { packageRoot } from '../native';
 import { demoCommand } from './demo';
+import { keepIgnored, takeIgnoredAtStart } from './ignored-signals';
+import { FATAL_SIGNALS } from './output-files';
 import { probeCommand } from './probe';
 import { runCommand } from './run';
 import { topCommand } from './top';
@@ -37,6 +39,9 @@ function help(): string {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  // A signal ignored at start-up (nohup) stays ignored: Node set it back to its default action.
+  takeIgnoredAtStart();
+  keepIgnored(FATAL_SIGNALS);
   const [command, ...rest] = argv;
   const known = command !== undefined && Object.hasOwn(COMMANDS, command); // not 'toString', '__proto__'
   if (command !== 'top') guardStdout(known ? command : undefined); // top watches its own output

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { constants } from 'node:os';
 import { Writable } from 'node:stream';
 import { UsageError } from './args';
+import { notIgnored } from './ignored-signals';
 
 // A descriptor of a process that the path names (/dev/stdout is /proc/self/fd/1).
 const FD_ALIAS = /^\/(?:dev\/(stdout|stderr|fd\/(\d+))|proc\/(self|thread-self|\d+)\/fd\/(\d+))$/;
@@ -68,14 +69,18 @@ export class OutputFiles<K extends string> {
     process.kill(process.pid, sig);
   };
 
+  // Not those ignored at start-up (nohup's SIGHUP), which stay ignored: a listener here would
+  // end jouletrace on them.
+  readonly #signals = notIgnored(FATAL_SIGNALS);
+
   private constructor() {
     process.on('exit', this.#onExit);
-    for (const sig of FATAL_SIGNALS) process.on(sig, this.#onSignal);
+    for (const sig of this.#signals) process.on(sig, this.#onSignal);
   }
 
   #unhook(): void {
     process.off('exit', this.#onExit);
-    for (const sig of FATAL_SIGNALS) process.off(sig, this.#onSignal);
+    for (const sig of this.#signals) process.off(sig, this.#onSignal);
   }
 
   /**
@@ -445,8 +450,40 @@ function isLink(file: string): boolean {
 }
 
 function inPlace(file: string, mode: 'append' | 'overwrite'): OutputFile {
-  if (mode === 'append') return { file, fd: fs.openSync(file, 'a'), handedOver: false, written: 0 };
   // No O_TRUNC: until its content is written, the file keeps what it had.
-  const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_CREAT, 0o666);
-  return { file, fd, handedOver: false, written: 0, cutAtCommit: fs.fstatSync(fd).isFile() };
+  const flags = mode === 'append' ? fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_APPEND : fs.constants.O_WRONLY | fs.constants.O_CREAT;
+  const fd = isFifo(file) ? openFifo(file, flags) : fs.openSync(file, flags, 0o666);
+  return { file, fd, handedOver: false, written: 0, cutAtCommit: mode === 'overwrite' && fs.fstatSync(fd).isFile() };
+}
+
+function isFifo(file: string): boolean {
+  try {
+    return fs.statSync(file).isFIFO();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Opens a FIFO (or a pipe named by /proc/PID/fd/N) for writing. Opened as any file, it waited for
+ * a reader in the main thread, where no signal handler runs: with no reader, the run hung before
+ * the command started, deaf to Ctrl-C and SIGTERM. Opened without blocking first, one with no
+ * reader fails at once (ENXIO); one with a reader is opened again, blocking, which returns at
+ * once as it has a reader: its writes wait for a slow reader, as a pipe on stdout does, rather
+ * than fail with EAGAIN. (A reader that closes between the two opens leaves the second waiting
+ * for the next, as before.)
+ */
+function openFifo(file: string, flags: number): number {
+  let probe: number;
+  try {
+    probe = fs.openSync(file, flags | fs.constants.O_NONBLOCK);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENXIO') throw new Error('it is a FIFO with no reader: start the process that reads it first');
+    throw e;
+  }
+  try {
+    return fs.openSync(file, flags);
+  } finally {
+    fs.closeSync(probe);
+  }
 }

@@ -4,6 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { constants } from 'node:os';
 import { finished, type Writable } from 'node:stream';
+import { native } from '../native';
 import { ReportCollector } from '../report/collector';
 import { renderReport } from '../report/render';
 import { Sampler, type SamplerOptions, type SamplerStats, type ThreadEnergy } from '../sampler';
@@ -37,6 +38,7 @@ import {
   type SourcePaths,
 } from './args';
 import { colorEnabled, counted, fmtInterval, fmtJoules, fmtSeconds, fmtWatts, paint, printable, unmeasuredMark } from './format';
+import { ignoredAtStart, notIgnored } from './ignored-signals';
 import { FATAL_SIGNALS, OutputFiles, TERMINAL_SIGNALS } from './output-files';
 import { isGone } from './proc-stat';
 
@@ -79,9 +81,10 @@ Options:
   -h, --help        show this help
 
 ${SOURCE_PATH_HELP}
-Exit status: the command's own; 128 + N when a signal N killed it; 2 for a bad command line;
-125 when jouletrace itself failed (no energy source, an output file or the summary it could not
-write; a reader gone from a pipe is no failure); 126/127 when the command could not be run.
+Exit status: the command's own; 128 + N when a signal N killed it (real-time ones included);
+2 for a bad command line; 125 when jouletrace itself failed (no energy source, an output file or
+the summary it could not write, the command's status it could not read; a reader gone from a
+pipe is no failure); 126/127 when the command could not be run.
 SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR2, SIGALRM, SIGVTALRM and SIGPWR sent to jouletrace are
 passed on to the command, except those the terminal sent to its foreground process group (Ctrl-C, Ctrl-\\, hang-up), which
 reached the command already (while the run is the terminal's foreground job, those three from
@@ -91,13 +94,17 @@ group reaches it once, passed on; what is left of its group gets the signal too 
 command dies of it (killed by it, or exit status 128 + N).
 From a terminal (a background job included) it stays in jouletrace's group, under the shell's
 job control; there a signal sent to the group reaches it twice (timeout(1) from a shell: use
-timeout --foreground). One that arrives while the command is being started ends the run as well
-(status 128 + N), leaving no stopped process behind.
+timeout --foreground). One that arrives while the command is being started (--calibrate
+included) ends the run as well (status 128 + N), the command not run, nothing left behind.
+A signal ignored when jouletrace started (nohup's SIGHUP; SIGINT and SIGQUIT for a script's
+background job) stays ignored, by jouletrace and by the command, and is not passed on (where
+started as a program, \`jouletrace\`: \`node bin/jouletrace.js\` cannot tell).
 Output files are written beside their place and moved there at the end: an existing file is
 left as it was when the run fails (/dev/stdout, /dev/stderr and /proc/self/fd/N are written
-through that descriptor). A signal not listed above that kills (SIGKILL, SIGPROF, SIGXCPU, a
-crash's SIGSEGV or SIGABRT) leaves the temporary files (.jouletrace-PID-*) behind, and a
-command in a group of its own running.
+through that descriptor). A FIFO needs its reader there first: with none, the run fails
+(125). A signal not listed above that kills (SIGKILL, SIGPROF, SIGXCPU, a crash's SIGSEGV or
+SIGABRT) leaves the temporary files (.jouletrace-PID-*) behind, and a command in a group of its
+own running.
 `;
 
 const SPECS: OptionSpec[] = [
@@ -122,11 +129,87 @@ const FLAGS = flagsOf(SPECS);
 /** Exit status for jouletrace's own failures (as timeout(1) and env(1) use it). */
 export const EXIT_INTERNAL = 125;
 
+/**
+ * A signal's name; Node has none for the real-time ones, which are named as bash's `kill -l` names
+ * them (SIGRTMIN is 34, as glibc has it), others SIG<N>.
+ */
+export function signalName(n: number): string {
+  const known = Object.entries(constants.signals).find(([, v]) => v === n);
+  if (known) return known[0];
+  if (n >= 34 && n <= 49) return n === 34 ? 'SIGRTMIN' : `SIGRTMIN+${n - 34}`;
+  if (n >= 50 && n <= 64) return n === 64 ? 'SIGRTMAX' : `SIGRTMAX-${64 - n}`;
+  return `SIG${n}`;
+}
+
+function signalNumber(name: string): number | undefined {
+  const known = (constants.signals as Record<string, number>)[name];
+  if (known !== undefined) return known;
+  const rt = /^SIGRT(MIN|MAX)(?:([+-])(\d+))?$/.exec(name);
+  if (rt) return (rt[1] === 'MIN' ? 34 : 64) + (rt[2] === '-' ? -1 : 1) * Number(rt[3] ?? 0);
+  const n = /^SIG(\d+)$/.exec(name);
+  return n ? Number(n[1]) : undefined;
+}
+
 /** Exit status a shell would give: the code, or 128 + the signal's number. */
-export function exitStatus(code: number | null, signal: NodeJS.Signals | null): number {
+export function exitStatus(code: number | null, signal: string | null): number {
   if (code !== null) return code;
-  if (signal !== null) return 128 + ((constants.signals as Record<string, number>)[signal] ?? 0);
+  if (signal !== null) return 128 + (signalNumber(signal) ?? 0);
   return 1;
+}
+
+/** How the command ended: `status` is what a shell would give, undefined where it could not be read (`error` says why). */
+interface Ended {
+  code: number | null;
+  signal: string | null;
+  status: number | undefined;
+  error?: string;
+}
+
+/**
+ * Takes the command's exit from the kernel, not from Node's 'exit' event, which names a signal
+ * only where Node has a name for it: a command killed by a real-time signal (34 to 64) read as
+ * exit 0. libuv's handle of the child is closed first, so that libuv no longer reaps it (it waits
+ * for the pids it has handles of, one by one); the addon's thread waits for it, leaving the zombie
+ * until its status is here, so that a signal sent by pid until then cannot reach another process
+ * that took the pid. Where Node has no such handle (another version), its 'exit' event.
+ */
+function watchExit(child: ChildProcess, pid: number): { exited: Promise<Ended>; done: () => boolean; kill: (sig: NodeJS.Signals) => void } {
+  let done = false;
+  let reaping = true; // the addon reaps the child, not libuv
+  const handle = (child as unknown as { _handle?: { close?: () => void } | null })._handle;
+  const exited = new Promise<Ended>((resolve) => {
+    const end = (e: Ended) => {
+      done = true;
+      resolve(e);
+    };
+    if (typeof handle?.close !== 'function') {
+      reaping = false;
+      child.once('exit', (code, signal) => end({ code, signal, status: exitStatus(code, signal) }));
+      return;
+    }
+    handle.close();
+    const binding = native();
+    binding.waitChild(pid, (error: string | null, how: string, n: number) => {
+      binding.reapChild(pid);
+      if (error !== null) end({ code: null, signal: null, status: undefined, error: `waitid(): ${error}` });
+      else if (how === 'exited') end({ code: n, signal: null, status: n });
+      else if (how === 'killed' || how === 'dumped') end({ code: null, signal: signalName(n), status: 128 + n });
+      else end({ code: null, signal: null, status: undefined, error: `waitid() told ${how}` });
+    });
+  });
+  const kill = (sig: NodeJS.Signals) => {
+    if (!reaping) {
+      child.kill(sig);
+      return;
+    }
+    if (done) return;
+    try {
+      process.kill(pid, sig);
+    } catch {
+      // exited, not yet told
+    }
+  };
+  return { exited, done: () => done, kill };
 }
 
 export interface ProcessInfo {
@@ -242,9 +325,10 @@ export class ProcessTreeWatcher {
   #folded = 0;
 
   /**
-   * `rootArgv`: what the root execs once started (`jouletrace run` starts it behind a stopped
-   * wrapper shell). Shown for the root while its command line is still the wrapper's, so that a
-   * command that exits before the first poll after its exec is not named after the wrapper.
+   * `rootArgv`: what the root execs once started (`jouletrace run` starts it behind a wrapper
+   * shell that waits for the tracker). Shown for the root while its command line is still the
+   * wrapper's, so that a command that exits before the first poll after its exec is not named
+   * after the wrapper.
    * `proc`: where procfs is (tests give a tree of their own).
    */
   constructor(root: number, rootArgv?: readonly string[], proc = '/proc') {
@@ -388,7 +472,7 @@ export class ProcessTreeWatcher {
     if (argv.length === 0 && prev?.program !== undefined) return true;
     let cmd = argv.join(' ') || `[${st!.comm}]`;
     if (pid === this.root && this.#rootArgv !== undefined) {
-      this.#wrapperCmdline ??= cmd; // the first read: the wrapper, stopped before its exec
+      this.#wrapperCmdline ??= cmd; // the first read: the wrapper, waiting before its exec
       if (cmd === this.#wrapperCmdline) {
         argv = [...this.#rootArgv];
         cmd = argv.join(' ');
@@ -452,23 +536,11 @@ export function processTable(threads: ThreadEnergy[], watcher: ProcessTreeWatche
   return out.sort((a, b) => (b.joules ?? -1) - (a.joules ?? -1) || a.pid - b.pid);
 }
 
-function waitForStop(child: ChildProcess, timeoutMs: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const deadline = Date.now() + timeoutMs;
-    const check = () => {
-      if (child.exitCode !== null || child.signalCode !== null) return resolve(false);
-      const st = readStat(child.pid!);
-      if (st?.state === 'T' || st?.state === 't') return resolve(true);
-      if (!st || Date.now() > deadline) return resolve(false);
-      setTimeout(check, 1);
-    };
-    check();
-  });
-}
-
 interface RunResult {
   command: string[];
-  exitCode: number;
+  /** null where the status could not be read (statusError says why): the run exits 125. */
+  exitCode: number | null;
+  statusError?: string;
   signal: string | null;
   durationS: number;
   source: string;
@@ -557,15 +629,18 @@ function formatSummary(r: RunResult, top: number, color: boolean): string {
   // ("1 samples at 98 Hz (every 1000000 µs)" for `--interval 1s -- true`).
   const paced = r.durationS * 1e6 >= r.intervalUs;
   const pace = paced ? ` at ${s.achievedRateHz.toFixed(0)} Hz (every ${fmtInterval(r.intervalUs)})` : ` (every ${fmtInterval(r.intervalUs)}: longer than the run)`;
+  // Skipped: the sampling periods whose deadline passed while the sampler thread waited for a CPU
+  // (a late sample skips one or more, none replayed): as many as the samples, or more, on a busy
+  // machine. The CSV's late column marks the samples.
   lines.push(
     '',
     ` ${counted(s.samples, 'sample')}${pace}, ${s.dropped} dropped, ` +
-      `${s.missedDeadlines} late, jitter p50 ${s.jitterUs.p50.toFixed(1)} µs / p99 ${s.jitterUs.p99.toFixed(1)} µs; ` +
+      `${counted(s.missedDeadlines, 'period')} skipped, jitter p50 ${s.jitterUs.p50.toFixed(1)} µs / p99 ${s.jitterUs.p99.toFixed(1)} µs; ` +
       `sampler thread used ${s.cpuPercent.toFixed(2)} % of a core, jouletrace in all ${s.jouletraceCpuPercent.toFixed(2)} %`,
   );
   lines.push(` source: ${r.source}${r.estimated ? c.yellow(' — ESTIMATED from CPU time, no energy counters on this machine') : ' (measured)'}`);
   for (const n of r.notes) lines.push(c.dim(` note: ${n}`));
-  lines.push(` exit status: ${r.exitCode}${r.signal ? ` (killed by ${r.signal})` : ''}`, '');
+  lines.push(` exit status: ${r.exitCode ?? `unknown (${r.statusError})`}${r.signal ? ` (killed by ${r.signal})` : ''}`, '');
   return lines.join('\n');
 }
 
@@ -633,8 +708,23 @@ export async function runCommand(argv: string[]): Promise<number> {
     return EXIT_INTERNAL;
   }
 
-  // The command starts stopped behind a tiny shell that stops itself and then execs it, so the
-  // tracker is attached before the command runs its first instruction or forks anything.
+  // The addon takes the command's exit status (watchExit): where it cannot be loaded, the run
+  // fails here, as the sampler would, before the command starts.
+  try {
+    native();
+  } catch (e) {
+    files.discard();
+    err.write(`jouletrace run: ${inFlagWords((e as Error).message, FLAGS)}\n`);
+    return EXIT_INTERNAL;
+  }
+
+  // The command starts behind a tiny shell that waits for a line on a pipe from jouletrace, then
+  // execs it, so the tracker is attached before the command runs its first instruction or forks
+  // anything. Held stopped (SIGSTOP) instead, it was let go by the SIGCONT that the shell's `fg`
+  // and `bg` send to the whole job after Ctrl-Z: the command ran during start-up or --calibrate.
+  // A pipe that closes unwritten (jouletrace gone) lets the shell end without running it.
+  // Signals ignored at start-up are ignored again there: libuv sets every one back to its default
+  // in a child, and nohup's SIGHUP ended the command.
   // Without a controlling terminal (systemd, cron, CI), a signal sent to jouletrace's process
   // group reached the command as well, and again when passed on: a program that takes a second
   // SIGTERM as "quit now" skipped its clean-up. The command gets a process group (and session)
@@ -642,22 +732,24 @@ export async function runCommand(argv: string[]): Promise<number> {
   // stays in jouletrace's group: in a session of its own, a background job's command read the
   // keys typed to the shell (no SIGTTIN off its controlling terminal) and ran on past Ctrl-Z.
   const ownGroup = !hasControllingTerminal();
-  const child = spawn('/bin/sh', ['-c', 'kill -STOP $$ && exec "$@"', 'jouletrace-run', ...command], { stdio: 'inherit', detached: ownGroup });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.once('exit', (code, signal) => resolve({ code, signal }));
-  });
+  const ignored = ignoredAtStart();
+  const wrapper = `${ignored.length > 0 ? `trap '' ${ignored.join(' ')}; ` : ''}read go <&3 && exec 3<&- "$@"`;
+  const child = spawn('/bin/sh', ['-c', wrapper, 'jouletrace-run', ...command], { stdio: ['inherit', 'inherit', 'inherit', 'pipe'], detached: ownGroup });
   const spawnError = new Promise<Error>((resolve) => child.once('error', resolve));
+  // Signals for jouletrace: not those ignored at start-up, which stay ignored (main.ts).
+  const signals = notIgnored(FATAL_SIGNALS);
   // Until the forwarders below are on, a signal for jouletrace ends the run before the command
   // starts. Left to its default action (or to the output files' handler, which raises it again),
-  // it killed jouletrace and left the wrapper stopped for good, in state T.
+  // it killed jouletrace and left the wrapper behind.
   let startupSignal: NodeJS.Signals | undefined;
+  let killChild: ((sig: NodeJS.Signals) => void) | undefined;
   const onStartupSignal = (sig: NodeJS.Signals) => {
     startupSignal ??= sig;
-    child.kill('SIGKILL');
+    killChild?.('SIGKILL');
   };
-  for (const sig of FATAL_SIGNALS) process.on(sig, onStartupSignal);
+  for (const sig of signals) process.on(sig, onStartupSignal);
   const endStartup = () => {
-    for (const sig of FATAL_SIGNALS) process.off(sig, onStartupSignal);
+    for (const sig of signals) process.off(sig, onStartupSignal);
   };
   if (child.pid === undefined) {
     const e = await spawnError;
@@ -667,44 +759,37 @@ export async function runCommand(argv: string[]): Promise<number> {
     return EXIT_INTERNAL;
   }
   const pid = child.pid;
+  const watch = watchExit(child, pid);
+  const exited = watch.exited;
+  killChild = watch.kill;
+  const gate = child.stdio[3] as Writable;
+  gate.on('error', () => {}); // EPIPE: the wrapper is gone, which `exited` tells
   // In a group of its own, no signal for jouletrace's group reaches the command: if jouletrace
   // ends first (an error), the command's group ends with it rather than run on unwatched.
   const endGroup = () => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
+    if (watch.done()) return;
     try {
       process.kill(-pid, 'SIGTERM');
-      process.kill(-pid, 'SIGCONT'); // the wrapper, stopped until the tracker is on
+      process.kill(-pid, 'SIGCONT'); // a stopped process gets it once continued
     } catch {
       // gone already
     }
   };
   if (ownGroup) process.on('exit', endGroup);
-  // Ends the run before the command started: the stopped wrapper is killed, no file is written.
-  const abandon = async (message: string, opened?: { sampler?: Sampler; csv?: Writable }, status = EXIT_INTERNAL): Promise<number> => {
-    child.kill('SIGKILL');
-    child.kill('SIGCONT');
+  // Ends the run before the command started: the waiting wrapper is killed, no file is written.
+  const abandon = async (message: string, opened?: { sampler?: Sampler; csv?: Writable; collector?: ReportCollector }, status = EXIT_INTERNAL): Promise<number> => {
+    watch.kill('SIGKILL');
+    gate.destroy();
     await exited;
     endStartup();
+    opened?.collector?.stop();
     opened?.sampler?.close();
     opened?.csv?.destroy();
     files.discard();
     err.write(`jouletrace run: ${message}\n`);
     return status;
   };
-  if (!(await waitForStop(child, 5000))) {
-    endStartup();
-    if (startupSignal !== undefined) {
-      await exited;
-      files.discard();
-      err.write(`jouletrace run: ${startupSignal} arrived before the command started; it did not run\n`);
-      return exitStatus(null, startupSignal);
-    }
-    const r = child.exitCode !== null || child.signalCode !== null ? await exited : null;
-    err.write(`jouletrace run: the command did not start (${r ? `exit ${exitStatus(r.code, r.signal)}` : 'wrapper never stopped'})\n`);
-    child.kill('SIGKILL');
-    files.discard();
-    return EXIT_INTERNAL;
-  }
+  const startupAbandoned = () => `${startupSignal} arrived before the command started; it did not run`;
 
   const samplerOptions: SamplerOptions = { intervalUs, ...paths };
   // Only --csv reads samples (the report reads totals and threads). Without it a ring would only
@@ -738,13 +823,14 @@ export async function runCommand(argv: string[]): Promise<number> {
     notes.push(`${sampler.skipped.map((s) => s.source).join(', ')} unavailable here (\`jouletrace probe\` says why and how to fix it)`);
   }
   if (baseline.calibrateS !== undefined) {
-    // The command waits, stopped, using no CPU: the machine's idle power is measured without it.
+    // The command waits, blocked on its pipe, using no CPU: the machine's idle power is measured
+    // without it.
     err.write(`jouletrace run: measuring idle power for ${baseline.calibrateS} s before the command starts: keep the machine quiet\n`);
     const calibration = sampler.calibrateBaseline({ durationMs: Math.round(baseline.calibrateS * 1000) }).catch((e: Error) => e);
-    // A signal meanwhile kills the stopped command (onStartupSignal): the run ends at once.
+    // A signal meanwhile kills the waiting wrapper (onStartupSignal): the run ends at once.
     const b = await Promise.race([calibration, exited.then(() => undefined)]);
     if (b === undefined || b instanceof Error) {
-      if (startupSignal !== undefined) return abandon(`${startupSignal} arrived before the command started; it did not run`, { sampler }, exitStatus(null, startupSignal));
+      if (startupSignal !== undefined) return abandon(startupAbandoned(), { sampler }, exitStatus(null, startupSignal));
       return abandon(b instanceof Error ? inFlagWords(b.message, FLAGS) : 'the command ended before it started', { sampler });
     }
     notes.push(`baseline (idle) power measured over ${baseline.calibrateS} s before the command started: ${b.watts.map((w) => `${w.domain}-${w.package} ${fmtWatts(w.watts)}${w.estimated ? ' (estimated)' : ''}`).join(', ')}`);
@@ -792,6 +878,13 @@ export async function runCommand(argv: string[]): Promise<number> {
     return abandon(inFlagWords((e as Error).message, FLAGS), { sampler, csv });
   }
   collector?.start();
+  // A signal that arrived while the tracker was being attached (the sampler made and started,
+  // synchronously: 85 ms here) waits for the event loop to read it: without a turn of the loop
+  // here, it reached the forwarders below, and the command, just let go. Two turns: between two
+  // check phases the loop polls, which reads it, wherever this runs now.
+  for (let i = 0; i < 2; i++) await new Promise((resolve) => setImmediate(resolve));
+  if (startupSignal !== undefined) return abandon(startupAbandoned(), { sampler, csv, collector }, exitStatus(null, startupSignal));
+  if (watch.done()) return abandon('the command ended before it started', { sampler, csv, collector });
 
   // Signals for jouletrace go to the command, which ends the run. The terminal sends SIGINT,
   // SIGQUIT and SIGHUP to its whole foreground process group, the command included: passed on
@@ -801,17 +894,13 @@ export async function runCommand(argv: string[]): Promise<number> {
   const forward = (sig: NodeJS.Signals) => () => {
     if (!ownGroup && TERMINAL_SIGNALS.includes(sig) && inTerminalForeground()) return;
     passedOn = sig;
-    try {
-      process.kill(pid, sig);
-    } catch {
-      // already gone
-    }
+    watch.kill(sig);
   };
-  const forwarded = FATAL_SIGNALS.map((sig) => [sig, forward(sig)] as const);
+  const forwarded = signals.map((sig) => [sig, forward(sig)] as const);
   for (const [sig, fn] of forwarded) process.on(sig, fn);
   endStartup(); // after the forwarders are on: a signal between the two would find no handler
 
-  process.kill(pid, 'SIGCONT');
+  gate.end('\n'); // the wrapper execs the command
   const t0 = process.hrtime.bigint();
   const cpu0 = process.cpuUsage();
   // The tree is walked in /proc every 100 ms, to read each process's command line while it
@@ -898,10 +987,11 @@ export async function runCommand(argv: string[]): Promise<number> {
   if (stats.threads.droppedThreads > 0) notes.push(droppedThreadsNote(stats.threads.droppedThreads, maxThreads ?? DEFAULT_MAX_THREADS, 'the tree'));
   watcher.poll(backend !== 'off' ? threads : undefined);
   const attribution = backend !== 'off' ? sampler.attribution() : null;
-  const exitCode = exitStatus(result.code, result.signal);
+  const exitCode = result.status ?? null;
   const res: RunResult = {
     command,
     exitCode,
+    ...(result.error !== undefined ? { statusError: result.error } : {}),
     signal: result.signal,
     durationS,
     source: sampler.source,
@@ -951,7 +1041,7 @@ export async function runCommand(argv: string[]): Promise<number> {
       attribution: attribution ?? undefined,
       summary: [
         ['command', command.join(' ')],
-        ['exit status', String(exitCode)],
+        ['exit status', exitCode === null ? 'unknown' : String(exitCode)],
         ...res.domains.map((d): [string, string] => [`${d.domain}-${d.package}`, `${fmtJoules(d.joules)}, ${fmtWatts(d.watts)} average${est}`]),
         ...(res.tree ? [['process tree', `${fmtJoules(res.tree.joules)} in ${processCount(res.processes)} process(es)${est}`] as [string, string]] : []),
         ['samples', `${res.sampler.samples} (${res.sampler.dropped} dropped), jitter p99 ${res.sampler.jitterUs.p99.toFixed(1)} µs`],
@@ -984,8 +1074,13 @@ export async function runCommand(argv: string[]): Promise<number> {
   failed.push(...files.unplaced);
   if (failed.length > 0) {
     // The command's status would say all went well: this one says that jouletrace failed.
-    err.write(`jouletrace run: not written: ${failed.join(', ')}; the command exited with ${exitCode}\n`);
+    err.write(`jouletrace run: not written: ${failed.join(', ')}; the command exited with ${exitCode ?? 'an unknown status'}\n`);
     if (!written || files.isUnplaced('output')) err.write(text);
+    return EXIT_INTERNAL;
+  }
+  if (exitCode === null) {
+    // Never a success that no one saw: the status is not the command's, and says jouletrace failed.
+    err.write(`jouletrace run: the command's exit status could not be read (${result.error}); exiting ${EXIT_INTERNAL}\n`);
     return EXIT_INTERNAL;
   }
   return summaryLost ? EXIT_INTERNAL : exitCode;

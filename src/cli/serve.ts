@@ -8,6 +8,7 @@ import { Sampler } from '../sampler';
 import { SOURCE_NAMES, type SourceName } from '../source-options';
 import { checkNumber, flagsOf, inFlagWords, numberOption, parseArgs, parseIntervalUs, reportUsageError, skippedSourceNotes, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type ParsedArgs, type SourcePaths } from './args';
 import { printable } from './format';
+import { wasIgnored } from './ignored-signals';
 import { processState, watchedProcessStart } from './proc-stat';
 
 const HELP = `Usage: jouletrace serve [options]
@@ -305,7 +306,8 @@ export async function serveCommand(argv: string[]): Promise<number> {
     };
     const onInt = () => stop('SIGINT');
     const onTerm = () => stop('SIGTERM');
-    process.on('SIGINT', onInt);
-    process.on('SIGTERM', onTerm);
+    // One ignored at start-up (`serve &` in a script: SIGINT) stays ignored.
+    if (!wasIgnored('SIGINT')) process.on('SIGINT', onInt);
+    if (!wasIgnored('SIGTERM')) process.on('SIGTERM', onTerm);
   });
 }

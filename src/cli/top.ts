@@ -26,6 +26,7 @@ import {
   type OptionSpec,
 } from './args';
 import { colorEnabled, counted, fit, fmtJoules, fmtWatts, paint, printable } from './format';
+import { notIgnored } from './ignored-signals';
 import { FATAL_SIGNALS } from './output-files';
 import { processGone, readCpuTicks, readProcStat, watchedProcessStart } from './proc-stat';
 import { ProcessShares, type ProcessTicks } from './process-shares';
@@ -240,7 +241,7 @@ export function renderFrame(f: TopFrame, width: number, height: number, color: b
   }
   const s = f.sampler;
   lines.push(
-    c.dim(fit(`sampler ${s.rateHz.toFixed(0)} Hz, jitter p99 ${s.jitterP99Us.toFixed(0)} µs, ${s.dropped} dropped, ${s.late} late, ${s.cpuPercent.toFixed(1)} % CPU, ${s.backend}`, width)),
+    c.dim(fit(`sampler ${s.rateHz.toFixed(0)} Hz, jitter p99 ${s.jitterP99Us.toFixed(0)} µs, ${s.dropped} dropped, ${counted(s.late, 'period')} skipped, ${s.cpuPercent.toFixed(1)} % CPU, ${s.backend}`, width)),
   );
   lines.push('');
   const idTitle = f.mode === 'threads' ? 'TID' : 'PID';
@@ -457,6 +458,8 @@ export async function topCommand(argv: string[]): Promise<number> {
   process.on('exit', restore);
 
   return new Promise<number>((resolve) => {
+    // Those ignored at start-up (nohup's SIGHUP) stay ignored.
+    const signals = notIgnored(FATAL_SIGNALS);
     let timer: NodeJS.Timeout | undefined;
     let count = 0;
     let done = false;
@@ -465,7 +468,7 @@ export async function topCommand(argv: string[]): Promise<number> {
       done = true;
       if (timer) clearTimeout(timer);
       process.stdin.off('data', onKey);
-      for (const sig of FATAL_SIGNALS) process.off(sig, onSignal);
+      for (const sig of signals) process.off(sig, onSignal);
       process.off('SIGWINCH', draw);
       restore();
       sampler.close();
@@ -494,7 +497,7 @@ export async function topCommand(argv: string[]): Promise<number> {
         }
       }
     };
-    for (const sig of FATAL_SIGNALS) process.on(sig, onSignal);
+    for (const sig of signals) process.on(sig, onSignal);
     out.on('error', onOutError);
     if (tty) {
       out.write('\x1b[?1049h\x1b[?25l\x1b[H\x1b[2J');
