@@ -35,10 +35,14 @@ import { OTHER_ROUTE, UNMATCHED_ROUTE, UNROUTED, type RequestRecord, type SpanRe
 // The `requests` option's type, for callers who declare theirs.
 export type { RequestSource };
 
-/** CLOCK_MONOTONIC ns (process.hrtime on Linux) → ms since the epoch, for timestamps. */
+/**
+ * CLOCK_MONOTONIC ns (process.hrtime on Linux) → ms since the epoch, for timestamps. Anchored to
+ * the wall clock now, as the OTel SDK anchors each span to Date.now() at its start (its end being
+ * that plus monotonic time): anchored once at process start (performance.timeOrigin), a wall-clock
+ * step since (an NTP step, a VM resumed) put the child spans that far from their parents.
+ */
 function monotonicNsToEpochMs(ns: number): number {
-  const offsetMs = performance.timeOrigin + performance.now() - Number(process.hrtime.bigint()) / 1e6;
-  return ns / 1e6 + offsetMs;
+  return ns / 1e6 + (Date.now() - Number(process.hrtime.bigint()) / 1e6);
 }
 
 /**
@@ -65,8 +69,9 @@ export interface OpenTelemetryOptions {
    * (the server span) as attribute `energy.joules` while that span is open. A jouletrace span's
    * goes on a child span "jouletrace.energy" over its own interval, under the span active at
    * begin(): several jouletrace spans under one OTel span each keep their figure. A request
-   * whose span has ended also gets such a child (an ended span takes no more attributes).
-   * Default true.
+   * whose span has ended also gets such a child (an ended span takes no more attributes). A
+   * partial figure (the span or request flagged incomplete) has `jouletrace.incomplete: true`
+   * beside it. Default true.
    */
   traces?: boolean;
   /** Tracer for those child spans. Default: trace.getTracer('jouletrace'). */
@@ -153,9 +158,7 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
   // The API's global meter provider is not a proxy: a meter taken before the SDK registers
   // its provider stays the no-op one for good.
   const noop = meter === createNoopMeter();
-  if (noop && !opts.meter && !opts.meterProvider) {
-    diag.warn('jouletrace: registerOpenTelemetry() found no global MeterProvider; no metric will be exported. Start the OpenTelemetry SDK first, or pass options.meterProvider');
-  }
+  if (noop && !opts.meter && !opts.meterProvider) warnNoMeterProvider();
   // Two registrations on one meter report hw.energy twice under one hw.id (the later
   // observation wins) and every span and request twice in the histograms.
   if (!noop && openMeters.has(meter)) {
@@ -274,6 +277,8 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
     const { joules, estimated, startNs, endNs } = record;
     const attrs: Attributes = { 'energy.joules': joules, ...extra };
     if (estimated) attrs['energy.estimated'] = true;
+    // Part of its interval went unmeasured: the figure is short of the whole, as the metrics say.
+    if (record.incomplete) attrs['jouletrace.incomplete'] = true;
     if (onOpenSpan && ctx.isRecording()) {
       ctx.setAttributes(attrs);
       return;
@@ -368,6 +373,23 @@ export function registerOpenTelemetry(sampler: Sampler, options: OpenTelemetryOp
       for (const [h, installed] of captures) releaseCapture(h, installed);
     },
   };
+}
+
+// diag.warn() alone printed nothing unless the application had set a diag logger: a registration
+// made before the SDK (NodeSDK.start() after the imports, as many apps do) exported nothing, for
+// good, without a word. Not looked up again later: the API says nowhere when a global provider
+// is set, and a meter found at the first span or request would leave hw.energy and the sampler
+// counters unregistered in an app that has neither.
+let warnedNoMeterProvider = false;
+const NO_METER_PROVIDER =
+  'registerOpenTelemetry() found no global MeterProvider, so it took the no-op meter and no metric of this registration will ever be exported ' +
+  "(the API's global provider is no proxy: one set later does not reach a meter taken before). Start the OpenTelemetry SDK " +
+  '(sdk.start(), or metrics.setGlobalMeterProvider()) before calling registerOpenTelemetry(), or pass options.meterProvider or options.meter';
+function warnNoMeterProvider(): void {
+  diag.warn(`jouletrace: ${NO_METER_PROVIDER}`);
+  if (warnedNoMeterProvider) return;
+  warnedNoMeterProvider = true;
+  process.emitWarning(`${NO_METER_PROVIDER} (warned once)`, { code: 'JOULETRACE_NO_METER_PROVIDER' });
 }
 
 // What registerOpenTelemetry() calls on a meter.

@@ -4,7 +4,7 @@
 //     f64 joules since start, u64 ticks since start, u64 raw counter,
 //     [u64 process ticks, u64 baseline ticks, u64 other ticks] (cumulative attribution)
 
-import { asJouletraceError, invalidRange, invalidType } from './errors';
+import { asJouletraceError, invalidRange, invalidType, JouletraceError } from './errors';
 
 export const RECORD_HEADER_BYTES = 16;
 
@@ -47,14 +47,24 @@ export interface RingGeometry {
 const TWO32 = 4294967296;
 
 // Off the accessors' path, so that they stay small enough for V8 to inline.
-function notADomain(d: unknown, count: number): Error {
+function noSample(): JouletraceError {
+  return new JouletraceError(
+    'ERR_JOULETRACE_NO_SAMPLE',
+    "RingReader: there is no current sample: next() returned false, or the reader was closed (by its close(), or the sampler's read(), start() or close()). " +
+      'The accessors describe the sample of the last next() that returned true, and only until the next call of next() or close(): read them inside the while (r.next()) loop',
+  );
+}
+function notADomain(d: unknown, count: number, current: boolean): Error {
+  if (!current) return noSample();
   const expected = `an integer from 0 to ${count - 1} (the reader's domainCount is ${count})`;
   return typeof d === 'number' ? invalidRange('d', expected, d) : invalidType('d', expected, d);
 }
 
 /**
  * An allocation-free cursor over samples not yet read. Call `next()` until it returns false;
- * between calls, the accessors describe the current sample. Consumed samples are released
+ * between calls, the accessors describe the current sample. Once next() has returned false, or
+ * the reader is closed, there is none: they throw ERR_JOULETRACE_NO_SAMPLE rather than read a
+ * slot handed back to the sampler, which may be rewriting it. Consumed samples are released
  * to the producer every quarter of the ring, when a batch is exhausted, and by `close()`.
  *
  * ```ts
@@ -71,6 +81,9 @@ export class RingReader implements Iterable<RingReader> {
   readonly #recordWords32: number;
   readonly #stride32: number;
   readonly #domainCount: number;
+  // domainCount while a sample is current, else 0: #domainWord()'s bounds check then refuses
+  // every index, and the per-domain accessors pay nothing more for knowing there is no sample.
+  #current = 0;
   readonly #attributed: boolean;
   readonly #overwriteOldest: boolean;
   readonly #begun: Float64Array;
@@ -112,6 +125,7 @@ export class RingReader implements Iterable<RingReader> {
    * overwritten meanwhile (counted in stats().ring.overwritten) rather than returning them.
    */
   next(): boolean {
+    this.#current = 0;
     if (this.#active) {
       this.#leaveCurrent();
       this.#pos++;
@@ -136,7 +150,10 @@ export class RingReader implements Iterable<RingReader> {
       // another seq means the sampler has written this slot again since the batch was acquired.
       // What was read up to here is released, and acquiring again skips to the oldest samples
       // still safe to read.
-      if (!this.#overwriteOldest || this.#u32[this.#base32 + 2] === this.#pos >>> 0) return true;
+      if (!this.#overwriteOldest || this.#u32[this.#base32 + 2] === this.#pos >>> 0) {
+        this.#current = this.#domainCount;
+        return true;
+      }
       this.#batchEnd = this.#pos;
       this.#release();
     }
@@ -159,6 +176,7 @@ export class RingReader implements Iterable<RingReader> {
   close(): void {
     if (!this.#active) return;
     this.#active = false;
+    this.#current = 0;
     // The current sample has been seen: release it too, judged as next() would leave it.
     this.#leaveCurrent();
     this.#batchEnd = this.#pos + 1;
@@ -202,15 +220,16 @@ export class RingReader implements Iterable<RingReader> {
   }
   /** CLOCK_MONOTONIC nanoseconds (exact below 2^53 ns, about 104 days of uptime; ±2 ns beyond). */
   get timeNs(): number {
-    return this.#u32[this.#base32] + this.#u32[this.#base32 + 1] * TWO32;
+    const i = this.#header();
+    return this.#u32[i] + this.#u32[i + 1] * TWO32;
   }
   /** The sample's index in its run, from 0. */
   get seq(): number {
-    return this.#u32[this.#base32 + 2];
+    return this.#u32[this.#header() + 2];
   }
   /** The sample's SampleFlags bits. */
   get flags(): number {
-    return this.#u32[this.#base32 + 3];
+    return this.#u32[this.#header() + 3];
   }
   /** Joules of domain d since start. */
   joules(d: number): number {
@@ -240,10 +259,17 @@ export class RingReader implements Iterable<RingReader> {
     const i = this.#domainWord(d) + off;
     return this.#u32[i] + this.#u32[i + 1] * TWO32;
   }
+  // Where the current record starts (32-bit words). With none current, #base32 is the slot last
+  // read, handed back and perhaps being rewritten: a newer sample, or half of one.
+  #header(): number {
+    if (this.#current === 0) throw noSample();
+    return this.#base32;
+  }
   // Where domain d's fields start in the current record (32-bit words). Past domainCount they
-  // are other fields, or the next record's: plausible numbers, wrong.
+  // are other fields, or the next record's: plausible numbers, wrong. With no current record,
+  // #current is 0 and every index fails the one check.
   #domainWord(d: number): number {
-    if (d >>> 0 !== d || d >= this.#domainCount) throw notADomain(d, this.#domainCount);
+    if (d >>> 0 !== d || d >= this.#current) throw notADomain(d, this.#domainCount, this.#current !== 0);
     return this.#base32 + 4 + d * this.#stride32;
   }
 

@@ -624,6 +624,70 @@ describe('registerOpenTelemetry', () => {
     }
   });
 
+  // A span or request flagged incomplete that still had a figure got energy.joules on the trace
+  // with nothing saying it was partial, where its metrics carry jouletrace.incomplete.
+  it('marks the energy of an incomplete span or request on the trace with jouletrace.incomplete', async () => {
+    const { sampler, meterProvider, tracer, exporter } = setup();
+    const h = registerOpenTelemetry(sampler, { meterProvider, tracer });
+    cleanups.push(() => h.close());
+    for (const incomplete of [false, true]) {
+      tracer.startActiveSpan(`GET ${incomplete}`, (span) => {
+        h.observeRequests([{ ...requestRecord(0.0001, span), incomplete }]);
+        h.observeSpans([spanResult('work', 0.00002, { context: span, incomplete } as never)]);
+        span.end();
+      });
+      // A request whose span has ended: its child span carries the figure.
+      let ended: unknown;
+      tracer.startActiveSpan(`POST ${incomplete}`, (span) => {
+        ended = span;
+        span.end();
+      });
+      h.observeRequests([{ ...requestRecord(0.0003, ended), method: 'POST', incomplete }]);
+    }
+    const attrs = exporter.getFinishedSpans().map((s) => [s.name, s.attributes['energy.joules'], s.attributes['jouletrace.incomplete']]);
+    expect(attrs).toEqual([
+      ['jouletrace.energy', 0.00002, undefined],
+      ['GET false', 0.0001, undefined],
+      ['POST false', undefined, undefined],
+      ['jouletrace.energy', 0.0003, undefined],
+      ['jouletrace.energy', 0.00002, true],
+      ['GET true', 0.0001, true],
+      ['POST true', undefined, undefined],
+      ['jouletrace.energy', 0.0003, true],
+    ]);
+  });
+
+  // The child spans were placed by the wall clock as it was at process start
+  // (performance.timeOrigin), their parents by the SDK at Date.now(): a step of the wall clock
+  // since (NTP, a VM resumed) put every child that far from its parent, here 5 s before it.
+  it('places the jouletrace.energy child spans inside their parent after a wall-clock step', async () => {
+    const { sampler, meterProvider, tracer, exporter } = setup();
+    const h = registerOpenTelemetry(sampler, { meterProvider, tracer });
+    cleanups.push(() => h.close());
+    const realNow = Date.now;
+    const stepped = vi.spyOn(Date, 'now').mockImplementation(() => realNow() + 5000);
+    try {
+      tracer.startActiveSpan('handler', (span) => {
+        busy(5);
+        h.observeSpans([spanResult('work', 0.001, { context: span } as never)]); // its last 2 ms
+        busy(2);
+        span.end();
+      });
+    } finally {
+      stepped.mockRestore();
+    }
+    const ms = (t: [number, number]) => t[0] * 1e3 + t[1] / 1e6;
+    const spans = exporter.getFinishedSpans();
+    const parent = spans.find((s) => s.name === 'handler')!;
+    const child = spans.find((s) => s.name === 'jouletrace.energy')!;
+    expect(child.parentSpanContext?.spanId).toBe(parent.spanContext().spanId);
+    // Each side is anchored to Date.now(), whole milliseconds: the child starts about 3 ms into
+    // its parent and ends about 2 ms before it does, give or take 1 ms.
+    expect(ms(child.startTime)).toBeGreaterThan(ms(parent.startTime));
+    expect(ms(child.endTime)).toBeLessThan(ms(parent.endTime));
+    expect(ms(child.endTime) - ms(child.startTime)).toBeCloseTo(2, 2);
+  });
+
   // registerOpenTelemetry() replaced the hook the application had set with setContextCapture():
   // its spans' and requests' context was undefined while registered, and close() set the hook to
   // null rather than putting the application's back.
@@ -722,9 +786,12 @@ describe('registerOpenTelemetry', () => {
     registerOpenTelemetry(other, { meterProvider }).close();
 
     // No global provider: the no-op meter, with a warning (the API's global is no proxy); two
-    // registrations on it export nothing either way and are not refused.
+    // registrations on it export nothing either way and are not refused. diag.warn() alone said
+    // nothing to an application without a diag logger: a process warning says it too, once.
     const warnings: string[] = [];
     const logger = { error() {}, warn: (m: string) => warnings.push(m), info() {}, debug() {}, verbose() {} };
+    const emitWarning = vi.spyOn(process, 'emitWarning').mockImplementation(() => {});
+    let emitted: unknown[][];
     diag.setLogger(logger, DiagLogLevel.WARN);
     try {
       const a = registerOpenTelemetry(other);
@@ -733,9 +800,15 @@ describe('registerOpenTelemetry', () => {
       b.close();
     } finally {
       diag.disable();
+      emitted = [...emitWarning.mock.calls];
+      emitWarning.mockRestore();
     }
-    expect(warnings).toHaveLength(2);
-    expect(warnings[0]).toContain('found no global MeterProvider; no metric will be exported. Start the OpenTelemetry SDK first, or pass options.meterProvider');
+    const message =
+      'registerOpenTelemetry() found no global MeterProvider, so it took the no-op meter and no metric of this registration will ever be exported ' +
+      "(the API's global provider is no proxy: one set later does not reach a meter taken before). Start the OpenTelemetry SDK " +
+      '(sdk.start(), or metrics.setGlobalMeterProvider()) before calling registerOpenTelemetry(), or pass options.meterProvider or options.meter';
+    expect(warnings).toEqual([`jouletrace: ${message}`, `jouletrace: ${message}`]);
+    expect(emitted).toEqual([[`${message} (warned once)`, { code: 'JOULETRACE_NO_METER_PROVIDER' }]]);
   });
 
   // A new registration counted the run in progress from its start again: after a restart,

@@ -943,6 +943,49 @@ describe('RingReader accounting', () => {
     expect(() => r.close()).not.toThrow();
   });
 
+  // Once next() had returned false, or the reader was closed, the accessors went on reading the
+  // last slot, handed back to the sampler: a newer sample (or half of one) in the old one's
+  // place, counted nowhere (seq 3, then 19 with no next() between).
+  it.each(['drop-newest', 'overwrite-oldest'] as const)('refuses the accessors when there is no current sample (%s)', (onOverflow) => {
+    const { s, fill } = handFilled(onOverflow);
+    const message =
+      "RingReader: there is no current sample: next() returned false, or the reader was closed (by its close(), or the sampler's read(), start() or close()). " +
+      'The accessors describe the sample of the last next() that returned true, and only until the next call of next() or close(): read them inside the while (r.next()) loop';
+    const refused = (r: RingReader, when: string) => {
+      const reads: Array<[string, () => number]> = [
+        ['timeNs', () => r.timeNs],
+        ['seq', () => r.seq],
+        ['flags', () => r.flags],
+        ...(['joules', 'ticks', 'raw', 'processTicks', 'baselineTicks', 'otherTicks'] as const).map((m) => [`${m}(0)`, () => r[m](0)] as [string, () => number]),
+      ];
+      for (const [name, read] of reads) expect(read, `${name} ${when}`).toThrow(expect.objectContaining({ code: 'ERR_JOULETRACE_NO_SAMPLE', message }));
+      // What does not describe a sample stays readable.
+      expect(r.domainCount).toBe(s.domains.length);
+      expect(r.possiblyTorn).toBe(0);
+    };
+    fill(4);
+    const r = s.reader();
+    refused(r, 'before the first next()');
+    const seqs: number[] = [];
+    for (const x of r) seqs.push(x.seq);
+    expect(seqs).toEqual([0, 1, 2, 3]);
+    refused(r, 'after next() returned false');
+    fill(16); // 4..19: 19 goes in the last slot read, 3's
+    refused(r, 'after next() returned false and the sampler wrote on');
+    expect(r.next()).toBe(true);
+    expect(r.seq).toBe(4);
+    expect(r.joules(0)).toBeGreaterThanOrEqual(0);
+    r.close();
+    refused(r, 'after close()');
+    expect(r.next()).toBe(true);
+    expect(r.seq).toBe(5);
+    s.read(1);
+    refused(r, "after the sampler's read()");
+    expect(r.next()).toBe(true);
+    s.close();
+    refused(r, "after the sampler's close()");
+  });
+
   // A long batch held every slot of it from a drop-newest sampler until the reader got to its end.
   it('hands what it read back as it goes: a drop-newest sampler has room for new samples mid-batch', () => {
     const { s, fill } = handFilled('drop-newest');
