@@ -556,7 +556,8 @@ export class Sampler {
   }
 
   // Readers of totals() and threads() that must not lose a run's last figures (the exporters,
-  // the report), which the next start() resets: called at the end of each run.
+  // the report), which the next start() resets: called at the end of each run. A Set: each of
+  // jouletrace's own readers subscribes a closure of its own, once.
   readonly #runEndListeners = new Set<() => void>();
   // The run whose end the listeners were told of last (its startNs).
   #endedRun = 0n;
@@ -577,7 +578,9 @@ export class Sampler {
     const run = this.#handle.totals().startNs;
     if (run === 0n || run === this.#endedRun) return;
     this.#endedRun = run;
+    // The listeners of when the run ended; one removed by another's call meanwhile is not called.
     for (const fn of [...this.#runEndListeners]) {
+      if (!this.#runEndListeners.has(fn)) continue;
       try {
         fn();
       } catch {
