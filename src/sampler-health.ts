@@ -15,7 +15,8 @@ export class EnergyHealth {
   // By count name, and each domain's read errors by `domain:<index>`.
   readonly #acc: Monotonic;
   #cache: { at: number; value: ReturnType<EnergyHealth['read']> } | null = null;
-  // As last read: a closed sampler's info series keeps its labels rather than start another.
+  // As last read (first at construction: both are fixed by then): a closed sampler's info series
+  // keeps its labels rather than start another, also when it closed before the first scrape.
   #threads = 'unknown';
   #intervalUs = 0;
   // stats().threads.droppedThreads counts over the sampler's life, not per run (the tracker is
@@ -28,6 +29,17 @@ export class EnergyHealth {
     this.#sampler = sampler;
     this.#acc = continues ? continues.#acc : new Monotonic();
     this.#droppedThreads = continues ? continues.#droppedThreads : 0;
+    if (continues) {
+      this.#threads = continues.#threads;
+      this.#intervalUs = continues.#intervalUs;
+    }
+    try {
+      const s = sampler.stats();
+      this.#threads = s.threads.backend;
+      this.#intervalUs = s.timing.intervalUs;
+    } catch {
+      /* closed: as the registration it goes on from last read them */
+    }
     // A run's counts start afresh at the next start(): read at its end (not from the cache), what
     // was taken since the last scrape counts too.
     this.#unsubscribe = sampler.onRunEnd(() => {
