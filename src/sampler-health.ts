@@ -80,14 +80,14 @@ export class EnergyHealth {
       const cur: HealthCounts = { samples: s.timing.samples, dropped, missed: s.timing.missedDeadlines, readErrors: s.timing.readErrors, counterRestarts: s.timing.counterRestarts };
       for (const k of HEALTH_COUNTS) a.update(k, cur[k]);
       s.timing.byDomain.forEach((d, i) => a.update(`domain:${i}`, d.readErrors));
-      const sampled = s.timing.samples > 0;
       this.#threads = s.threads.backend;
       this.#intervalUs = s.timing.intervalUs;
       this.#droppedThreads = Math.max(this.#droppedThreads, s.threads.droppedThreads);
       value = {
         ...totals(),
-        jitterUs: sampled ? s.timing.jitterUs : null,
-        stillUs: sampled ? s.timing.countersStillUs.now : null,
+        // Both null before the run's first sample (stats() says unknown): no series then.
+        jitterUs: s.timing.jitterUs,
+        stillUs: s.timing.countersStillUs?.now ?? null,
         threads: s.threads.backend,
         intervalUs: s.timing.intervalUs,
         droppedThreads: this.#droppedThreads,

@@ -161,7 +161,8 @@ export interface SamplerStats {
   timing: {
     samples: number;
     intervalUs: number;
-    achievedRateHz: number;
+    /** Samples per second of the run; null before its first sample (never started, or just started). */
+    achievedRateHz: number | null;
     missedDeadlines: number;
     /** Samples whose read of the source failed (some domain kept its last value). */
     readErrors: number;
@@ -177,18 +178,23 @@ export interface SamplerStats {
      * until then (a domain summed from several counters, those of the counters that answered).
      */
     byDomain: Array<{ domain: string; package: number; readErrors: number; unread: boolean }>;
-    jitterUs: { p50: number; p99: number; p999: number; max: number; mean: number };
+    /**
+     * Wake-up lateness (actual − scheduled wake); null until the run's first timed sample (never
+     * started, just started, or a run stopped before its first interval was up).
+     */
+    jitterUs: { p50: number; p99: number; p999: number; max: number; mean: number } | null;
     /** Median time between observed counter changes (about 1000 µs on real RAPL); null until seen. */
     hwUpdatePeriodUs: number | null;
     /**
      * How long no counter of the source has changed, up to the last sample, and the longest such
      * stretch of the run. Real RAPL counters move about every millisecond, idle or not: a stretch
      * of a second or more is energy the source did not count (it reads as 0 J), as when a
-     * hypervisor stops updating them.
+     * hypervisor stops updating them. Null before the run's first sample: nothing is known yet
+     * (a 0 would read as counters that move).
      */
-    countersStillUs: { now: number; longest: number };
-    /** CPU time used by the sampler thread, as a percentage of one core over the run. */
-    cpuPercent: number;
+    countersStillUs: { now: number; longest: number } | null;
+    /** CPU time used by the sampler thread, as a percentage of one core over the run; null before its first sample. */
+    cpuPercent: number | null;
     samplerTid: number;
   };
   threads: {
@@ -321,6 +327,11 @@ export interface AttributionParts {
 }
 
 export interface Attribution extends AttributionParts {
+  /**
+   * When the run these figures cover began, as `totals().startNs`: 0n before the first start(),
+   * when every figure is 0 because nothing has been measured yet (not because nothing ran).
+   */
+  startNs: bigint;
   estimated: boolean;
   /** The domains the top-level figures cover. */
   domains: string[];
@@ -837,6 +848,10 @@ export class Sampler {
     const t = s.timing;
     const runningS = t.runningNs / 1e9;
     const us = (ns: number) => ns / 1000;
+    // Before the run's first sample (never started, or just started) the figures of its pace
+    // are unknown, as hwUpdatePeriodUs is: zeros would read as a perfect sampler whose counters
+    // move. Jitter comes from timed samples only (not stop()'s last one).
+    const sampled = t.samples > 0;
     const stats: SamplerStats = {
       source: this.source,
       estimated: this.domains.some((d) => d.estimated),
@@ -845,7 +860,7 @@ export class Sampler {
       timing: {
         samples: t.samples,
         intervalUs: this.#intervalUs,
-        achievedRateHz: runningS > 0 ? t.samples / runningS : 0,
+        achievedRateHz: sampled && runningS > 0 ? t.samples / runningS : null,
         missedDeadlines: t.missedDeadlines,
         readErrors: t.readErrors,
         counterRestarts: t.counterRestarts,
@@ -855,16 +870,13 @@ export class Sampler {
           readErrors: s.readErrorsByDomain[i],
           unread: s.unreadByDomain[i],
         })),
-        jitterUs: {
-          p50: us(t.jitterP50Ns),
-          p99: us(t.jitterP99Ns),
-          p999: us(t.jitterP999Ns),
-          max: us(t.jitterMaxNs),
-          mean: us(t.jitterMeanNs),
-        },
+        jitterUs:
+          t.jitterCount > 0
+            ? { p50: us(t.jitterP50Ns), p99: us(t.jitterP99Ns), p999: us(t.jitterP999Ns), max: us(t.jitterMaxNs), mean: us(t.jitterMeanNs) }
+            : null,
         hwUpdatePeriodUs: t.hwUpdateObservations > 0 ? us(t.hwUpdatePeriodNs) : null,
-        countersStillUs: { now: us(t.stillNs), longest: us(t.longestStillNs) },
-        cpuPercent: t.runningNs > 0 ? (100 * t.threadCpuNs) / t.runningNs : 0,
+        countersStillUs: sampled ? { now: us(t.stillNs), longest: us(t.longestStillNs) } : null,
+        cpuPercent: sampled && t.runningNs > 0 ? (100 * t.threadCpuNs) / t.runningNs : null,
         samplerTid: t.tid,
       },
       threads: {
@@ -949,11 +961,16 @@ export class Sampler {
       .sort((a, b) => b.joules - a.joules || a.tid - b.tid);
   }
 
-  /** Where the measured energy went since start(): this process, the baseline, and everything else. */
+  /**
+   * Where the measured energy went since start(): this process, the baseline, and everything else.
+   * Before the first start(), every figure is 0 and `startNs` is 0n (nothing measured yet).
+   */
   attribution(): Attribution {
     this.#check();
     this.#requireThreads('attribution()');
     const parts = this.#handle.attribution() ?? [];
+    // Read with the parts: only this thread's start() or stop() begins another run.
+    const startNs = this.#handle.totals().startNs;
     const byDomain = parts.map((p, i) => {
       const d = this.domains[i];
       const j = (x: bigint) => Number(x) * d.unitJoules;
@@ -974,6 +991,7 @@ export class Sampler {
       process: sum('process'),
       baseline: sum('baseline'),
       other: sum('other'),
+      startNs,
       estimated: this.domains.some((d) => d.estimated),
       domains: [...new Set(this.#primary.map((i) => this.domains[i].domain))],
       byDomain,

@@ -213,14 +213,14 @@ describe('Sampler against an emulated MSR', () => {
       }
     };
     await advance(50);
-    expect(s.stats().timing.countersStillUs.now).toBeLessThan(100_000);
+    expect(s.stats().timing.countersStillUs!.now).toBeLessThan(100_000);
     await sleep(300); // a hypervisor that stopped updating them
-    const still = s.stats().timing.countersStillUs;
+    const still = s.stats().timing.countersStillUs!;
     expect(still.now).toBeGreaterThan(250_000);
     expect(still.longest).toBe(still.now);
     await advance(50);
     s.stop();
-    const after = s.stats().timing.countersStillUs;
+    const after = s.stats().timing.countersStillUs!;
     expect(after.now).toBeLessThan(100_000);
     expect(after.longest).toBeGreaterThan(250_000);
     expect(after.longest).toBeLessThan(2_000_000);
@@ -228,7 +228,7 @@ describe('Sampler against an emulated MSR', () => {
     s.start();
     await advance(30);
     s.stop();
-    expect(s.stats().timing.countersStillUs.longest).toBeLessThan(100_000);
+    expect(s.stats().timing.countersStillUs!.longest).toBeLessThan(100_000);
   });
 
   // A stretch of failed reads is the read errors' to report, not stillness; but one domain that
@@ -251,7 +251,7 @@ describe('Sampler against an emulated MSR', () => {
           s.stop();
           const t = s.stats().timing;
           expect(t.readErrors > 0).toBe(failing.length > 0);
-          return t.countersStillUs.longest;
+          return t.countersStillUs!.longest;
         } finally {
           s.close();
         }
@@ -981,7 +981,7 @@ describe('Sampler cadence and statistics (model source)', () => {
     expect(final.timeNs - startNs).toBeGreaterThanOrEqual(500_000_000n); // it ran the whole 500 ms
     // The rate is the samples over the run, which ends at the final sample.
     expect(t.achievedRateHz).toBeCloseTo(t.samples / (Number(final.timeNs - startNs) / 1e9), 6);
-    const j = t.jitterUs;
+    const j = t.jitterUs!;
     expect(j.p50).toBeGreaterThanOrEqual(0);
     expect(j.p50).toBeLessThanOrEqual(j.p99);
     expect(j.p99).toBeLessThanOrEqual(j.p999);
@@ -1098,6 +1098,40 @@ describe('Sampler cadence and statistics (model source)', () => {
       expect(s.stats().timing.samples).toBe(1);
       break;
     }
+  });
+
+  // They read 0 (jitter 0 µs, counters still for 0 µs: "moving", the rate 0 Hz) before the
+  // run's first sample, where hwUpdatePeriodUs already said null.
+  it('gives null, not 0, for the timing figures not known yet', () => {
+    const s = new Sampler({ source: 'model', intervalUs: 1_000_000, threads: 'off' });
+    samplers.push(s);
+    const unknown = { achievedRateHz: null, jitterUs: null, countersStillUs: null, cpuPercent: null, hwUpdatePeriodUs: null };
+    expect(s.stats().timing).toMatchObject({ samples: 0, ...unknown });
+    // The first timed sample comes 1 s after start().
+    s.start();
+    expect(s.stats().timing).toMatchObject({ samples: 0, ...unknown });
+    // stop()'s final sample: the run's figures, but still no timed wake to have jitter.
+    s.stop();
+    const t = s.stats().timing;
+    expect(t.samples).toBe(1);
+    expect(t.jitterUs).toBeNull();
+    expect(t.countersStillUs).toEqual({ now: expect.any(Number), longest: expect.any(Number) });
+    expect(t.achievedRateHz).toBeGreaterThan(0);
+    expect(t.cpuPercent).toBeGreaterThanOrEqual(0);
+  });
+
+  // Before the first start() it gave all-zero parts, like a run in which nothing was measured.
+  it("marks attribution() before the first start() with startNs 0n, and a run's with its start", () => {
+    const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
+    samplers.push(s);
+    const before = s.attribution();
+    expect(before).toMatchObject({ startNs: 0n, total: 0, process: 0, baseline: 0, other: 0, domains: ['package'] });
+    s.start();
+    const during = s.attribution();
+    expect(during.startNs).toBeGreaterThan(0n);
+    expect(during.startNs).toBe(s.totals().startNs);
+    s.stop();
+    expect(s.attribution().startNs).toBe(during.startNs);
   });
 
   it('falls back to copying when external buffers are refused, and says so', async () => {
