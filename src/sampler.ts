@@ -570,6 +570,8 @@ export class Sampler {
   // the report), which the next start() resets: called at the end of each run. A Set: each of
   // jouletrace's own readers subscribes a closure of its own, once.
   readonly #runEndListeners = new Set<() => void>();
+  // The run calibrateBaseline() started on a stopped sampler, and the calibrations on it.
+  #calibrationRun: { startNs: bigint; users: number } | null = null;
   // The run whose end the listeners were told of last (its startNs).
   #endedRun = 0n;
 
@@ -1189,12 +1191,14 @@ export class Sampler {
 
   /**
    * Measures idle power: keep the machine as quiet as you can for `durationMs`. The lowest
-   * average power over 100 ms windows (at least two sampling intervals each) is kept per domain
-   * as the baseline: a minimum is robust to a brief burst of activity, where a plain average is
-   * not. The result's `durationMs` is the time it took, timers being late on a busy machine,
-   * all of it in one run. On a stopped sampler it runs one itself, which, as start() does,
-   * begins a new run: a finished run's totals and records are gone afterwards. A run that ends
-   * before the calibration does (stop(), or a new start()) rejects it.
+   * average power over windows of 100 ms or more (`durationMs` spread evenly over them, at least
+   * two sampling intervals each) is kept per domain as the baseline: a minimum is robust to a
+   * brief burst of activity, where a plain average is not. The result's `durationMs` is the time
+   * it took, all of it in one run: as asked, give or take a late timer, or four sampling
+   * intervals where that is longer. On a stopped sampler it runs one itself, which, as start()
+   * does, begins a new run: a finished run's totals and records are gone afterwards; calibrations
+   * meanwhile share it, and the last to end stops it. A run that ends before the calibration
+   * does (stop(), or a new start()) rejects it.
    */
   async calibrateBaseline(options: { durationMs?: number } = {}): Promise<BaselineResult> {
     this.#check();
@@ -1202,11 +1206,22 @@ export class Sampler {
     const opts = checkObject('options', options);
     const durationMs =
       opts.durationMs === undefined ? 2000 : checkIntegerInRange('options.durationMs', opts.durationMs, 200, 600_000);
-    const ownRun = !this.#handle.running();
-    if (ownRun) this.start();
-    // Each window must see new samples: at least two sampling intervals long.
-    const windowMs = Math.max(Math.min(100, durationMs / 2), (2 * this.#intervalUs) / 1000);
-    const windows = Math.max(2, Math.floor(durationMs / windowMs));
+    // On a stopped sampler, a run of its own; a second calibration meanwhile shares it, and the
+    // run lasts until the last calibration on it ends (the first to end stopped it, and the
+    // other was refused as if the user had stopped the sampler).
+    if (!this.#handle.running()) {
+      this.start();
+      this.#calibrationRun = { startNs: this.#handle.totals().startNs, users: 0 };
+    }
+    const ownRun = this.#calibrationRun !== null && this.#calibrationRun.startNs === this.#handle.totals().startNs ? this.#calibrationRun : null;
+    if (ownRun) ownRun.users++;
+    // durationMs spread evenly over the windows, each 100 ms or more and at least two sampling
+    // intervals long (so that it sees new samples), two windows at least: the run lasts
+    // durationMs, or 4 intervals where that is longer. (Whole windows of 100 ms measured up to one
+    // window less than asked: 299 ms took 200.)
+    const minWindowMs = Math.max(100, (2 * this.#intervalUs) / 1000);
+    const windows = Math.max(2, Math.floor(durationMs / minWindowMs));
+    const windowMs = Math.max(durationMs / windows, minWindowMs);
     // Each domain's windows are taken together until they hold MIN_TICKS of its counter: a
     // window of a few ticks (psys in whole joules) reads its power ±1 tick, and the lowest of
     // such figures is biased low (25 W read as 19.8). A window in which a read of the domain failed
@@ -1230,41 +1245,54 @@ export class Sampler {
       if (a.dt > 0 && watts >= 0 && watts < best[i]) best[i] = watts;
       a.ticks = a.dt = 0;
     };
-    for (let w = 0; w < windows; w++) {
-      await new Promise((r) => setTimeout(r, windowMs));
-      // Closed meanwhile: the same refusal as any call after close(), not the handle's.
-      this.#check();
-      const cur = this.#handle.totals();
-      // The run ended meanwhile (stopped, or stopped and started again): the windows after its
-      // end see no sample, and a baseline of what came before would be a few milliseconds'
-      // power, not the lowest over the time asked for. Refused at once.
-      if (!this.#handle.running() || cur.startNs !== ownStartNs) {
-        const how = this.#handle.running() ? 'stopped and started again' : 'stopped';
-        throw new JouletraceError(
-          'ERR_JOULETRACE_NOT_STARTED',
-          `calibrateBaseline(): the sampler was ${how} within the first ${Math.round(performance.now() - t0)} ms of a ${durationMs} ms calibration, ` +
-            'so no baseline was set: keep it running until the calibration ends, and calibrate again',
-        );
-      }
-      const errors = this.#handle.stats().readErrorsByDomain;
-      const dt = Number(cur.timeNs - prev.timeNs) / 1e9;
-      this.domains.forEach((_d, i) => {
-        const failed = errors[i] !== prevErrors[i];
-        if (failed) {
-          failedWindows[i]++;
-          if (acc[i].dt > longest[i].dt) longest[i] = { ...acc[i] };
-          acc[i].ticks = acc[i].dt = 0;
-          return;
+    let tookMs = 0;
+    try {
+      for (let w = 0; w < windows; w++) {
+        // To deadlines from the start: late timers do not add up over the windows. Again where
+        // one fired early (libuv's loop time lags the clock): never a window short.
+        const deadline = t0 + (w + 1) * windowMs;
+        for (let left; (left = deadline - performance.now()) > 0; ) await new Promise((r) => setTimeout(r, Math.ceil(left)));
+        // Closed meanwhile: the same refusal as any call after close(), not the handle's.
+        this.#check();
+        const cur = this.#handle.totals();
+        // The run ended meanwhile (stopped, or stopped and started again): the windows after its
+        // end see no sample, and a baseline of what came before would be a few milliseconds'
+        // power, not the lowest over the time asked for. Refused at once.
+        if (!this.#handle.running() || cur.startNs !== ownStartNs) {
+          const how = this.#handle.running() ? 'stopped and started again' : 'stopped';
+          throw new JouletraceError(
+            'ERR_JOULETRACE_NOT_STARTED',
+            `calibrateBaseline(): the sampler was ${how} within the first ${Math.round(performance.now() - t0)} ms of a ${durationMs} ms calibration, ` +
+              'so no baseline was set: keep it running until the calibration ends, and calibrate again',
+          );
         }
-        if (dt <= 0) return;
-        const ticks = Number(cur.ticks[i] - prev.ticks[i]);
-        acc[i].ticks += ticks;
-        acc[i].dt += dt;
-        seen[i] += ticks;
-        if (acc[i].ticks >= MIN_TICKS) take(i);
-      });
-      prev = cur;
-      prevErrors = errors;
+        const errors = this.#handle.stats().readErrorsByDomain;
+        const dt = Number(cur.timeNs - prev.timeNs) / 1e9;
+        this.domains.forEach((_d, i) => {
+          const failed = errors[i] !== prevErrors[i];
+          if (failed) {
+            failedWindows[i]++;
+            if (acc[i].dt > longest[i].dt) longest[i] = { ...acc[i] };
+            acc[i].ticks = acc[i].dt = 0;
+            return;
+          }
+          if (dt <= 0) return;
+          const ticks = Number(cur.ticks[i] - prev.ticks[i]);
+          acc[i].ticks += ticks;
+          acc[i].dt += dt;
+          seen[i] += ticks;
+          if (acc[i].ticks >= MIN_TICKS) take(i);
+        });
+        prev = cur;
+        prevErrors = errors;
+      }
+      tookMs = Math.round(performance.now() - t0);
+    } finally {
+      // The last calibration on the run it started ends it, if that run still goes on.
+      if (ownRun && --ownRun.users === 0) {
+        if (this.#calibrationRun === ownRun) this.#calibrationRun = null;
+        if (!this.#closed && this.#handle.running() && this.#handle.totals().startNs === ownRun.startNs) this.stop();
+      }
     }
     // A domain that never reached MIN_TICKS in one stretch: its longest clean stretch.
     this.domains.forEach((_d, i) => {
@@ -1272,9 +1300,6 @@ export class Sampler {
       if (longest[i].dt > acc[i].dt) acc[i] = longest[i];
       if (acc[i].dt > 0) take(i);
     });
-    const tookMs = Math.round(performance.now() - t0);
-    // The run it started, which lasted (a stop meanwhile rejected the calibration above).
-    if (ownRun) this.stop();
     // Not a 0 W baseline said to be measured. A domain whose every window saw one of its reads
     // fail (a dram zone unreadable all along) is named, with what the others measured.
     const name = (i: number) => `${this.domains[i].domain}-${this.domains[i].package}`;

@@ -1186,6 +1186,42 @@ describe('Sampler lifecycle', () => {
     expect(e).toMatchObject({ code: 'ERR_JOULETRACE_CLOSED', message: 'the sampler is closed; create a new Sampler' });
   });
 
+  // The first to end stopped the run it had started, and the second was rejected with
+  // ERR_JOULETRACE_NOT_STARTED, as if the user had stopped the sampler.
+  it('lets calibrations at the same time on a stopped sampler share its run, stopped when the last ends', async () => {
+    const s = new Sampler({ source: 'model', threads: 'procfs', intervalUs: 1000 });
+    samplers.push(s);
+    let runningWhenFirstEnded: boolean | undefined;
+    const first = s.calibrateBaseline({ durationMs: 300 }).then((r) => ((runningWhenFirstEnded = s.running), r));
+    const second = s.calibrateBaseline({ durationMs: 600 });
+    const startNs = s.totals().startNs;
+    const [a, b] = await Promise.all([first, second]);
+    expect(runningWhenFirstEnded).toBe(true);
+    expect(s.running).toBe(false);
+    expect(s.totals().startNs).toBe(startNs); // one run for both
+    for (const r of [a, b]) expect(r.watts[0].watts).toBeGreaterThan(0);
+    expect(b.durationMs).toBeGreaterThanOrEqual(600);
+    // The next calibration on the stopped sampler runs and stops one of its own again.
+    await s.calibrateBaseline({ durationMs: 200 });
+    expect(s.running).toBe(false);
+    expect(s.totals().startNs).toBeGreaterThan(startNs);
+  });
+
+  // Whole windows of 100 ms (or two intervals) measured up to one window less than asked: 299 ms
+  // took 200, and 500 ms at 100 ms intervals 400.
+  it('calibrates for the durationMs asked, or four sampling intervals where that is longer', async () => {
+    for (const [intervalUs, asked, least] of [
+      [1000, 299, 299],
+      [100_000, 500, 500],
+      [200_000, 500, 800],
+    ]) {
+      const s = new Sampler({ source: 'model', threads: 'procfs', intervalUs });
+      samplers.push(s);
+      const r = await s.calibrateBaseline({ durationMs: asked });
+      expect(r.durationMs, `intervalUs ${intervalUs}, durationMs ${asked}`).toBeGreaterThanOrEqual(least);
+    }
+  });
+
   // start() took its reference read, then made the thread and reset the ring and the jitter
   // histogram, and only then read the clock that became startNs: the first record charged that
   // time's energy to its own interval (11.9–20.2 W from a model fixed at 10 W, at 100 µs).
