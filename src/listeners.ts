@@ -3,13 +3,51 @@
 // loop it was called from: its error is thrown again on its own, as an uncaught exception, as
 // an EventEmitter listener's error in a timer callback would be.
 
-/** Calls every listener with arg; a listener's error surfaces on the next tick. */
-export function callListeners<T>(listeners: Iterable<(arg: T) => void>, arg: T): void {
-  for (const l of listeners) {
-    try {
-      l(arg);
-    } catch (e) {
-      process.nextTick(rethrow, e);
+interface Subscription<T> {
+  readonly fn: (arg: T) => void;
+  live: boolean;
+}
+
+/**
+ * @internal Users' listeners (onSpan, onRequest), as EventEmitter keeps them: each subscription
+ * is its own entry (one function subscribed twice is called twice, and each unsubscribe takes
+ * its own entry away), a delivery goes to the subscriptions of when it began (one made during it
+ * waits for the next: it was not there when the batch settled), and a subscription ended during
+ * a delivery gets nothing more from it. Iterating a live Set instead visited again a listener
+ * that unsubscribed and subscribed itself anew during delivery, without end.
+ *
+ * The array is replaced whole on subscribe and unsubscribe (rare), so that a delivery (one per
+ * settled batch) walks what it found without copying it.
+ */
+export class ListenerList<T> {
+  #subs: readonly Subscription<T>[] = [];
+
+  get size(): number {
+    return this.#subs.length;
+  }
+
+  /** Adds a subscription; returns the function that ends it (safe twice). */
+  add(fn: (arg: T) => void): () => void {
+    const sub: Subscription<T> = { fn, live: true };
+    this.#subs = [...this.#subs, sub];
+    return () => {
+      if (!sub.live) return;
+      sub.live = false;
+      this.#subs = this.#subs.filter((s) => s !== sub);
+    };
+  }
+
+  /** Calls every subscription's function with arg; a listener's error surfaces on the next tick. */
+  deliver(arg: T): void {
+    const subs = this.#subs;
+    for (let i = 0; i < subs.length; i++) {
+      const s = subs[i];
+      if (!s.live) continue;
+      try {
+        s.fn(arg);
+      } catch (e) {
+        process.nextTick(rethrow, e);
+      }
     }
   }
 }

@@ -20,7 +20,7 @@ import { isMainThread } from 'node:worker_threads';
 import { setResultContext } from './chained-context';
 import { checkIntegerInRange, checkKnownKeys, checkObject, checkOneOf, describe, invalidRange, invalidType, JouletraceError } from './errors';
 import type { Sampler } from './sampler';
-import { callListeners } from './listeners';
+import { ListenerList } from './listeners';
 import { native } from './native';
 import { checkTracked, connectionOf, endEarly, ENDED_EARLY, releaseResponseWatch, retainResponseWatch, watchedFor, watchResponse } from './response-end';
 import { CALLBACK_LABEL, FLAG_AGGREGATED, FLAG_ESTIMATED, FLAG_INCOMPLETE, outsideRequests, ROUTE_SUMMARY_WORDS, slotOfHandle, SPAN_SLOTS, type NumericResultListener, type SpanChannel } from './span-channel';
@@ -130,11 +130,11 @@ export class RequestTracker {
   #lastRoute: string | undefined;
   #lastEntry: RouteEntry | undefined;
   #lastId = 0;
-  // #listeners.size, kept here: the common request reads one field rather than the Set and its table.
+  // #listeners.size, kept here: the common request reads one field rather than the list.
   #listening = 0;
   // Shared-mode requests whose record is still to come (see the inFlight getter).
   #sharedInFlight = 0;
-  readonly #listeners = new Set<(records: RequestRecord[]) => void>();
+  readonly #listeners = new ListenerList<RequestRecord[]>();
   readonly #routeOf: RequestTrackerOptions['routeOf'];
   // A response's end, for requests that track() watches: a shared-mode request's token is its
   // span handle, a number; negated for a request begun without a record to come (see track()).
@@ -847,7 +847,7 @@ export class RequestTracker {
   }
 
   #notify(records: RequestRecord[]): void {
-    callListeners(this.#listeners, records);
+    this.#listeners.deliver(records);
   }
 
   // The entry of a request's method and route: past maxRoutes, the method's '(other)', so that
@@ -903,10 +903,10 @@ export class RequestTracker {
   /** Request records as they settle, in batches. Returns an unsubscribe function. */
   onRequest(cb: (records: RequestRecord[]) => void): () => void {
     if (typeof cb !== 'function') throw new TypeError(`Expected a function for onRequest(callback) but received ${String(cb)} of type ${typeof cb}`);
-    this.#listeners.add(cb);
+    const off = this.#listeners.add(cb);
     this.#listening = this.#listeners.size;
     return () => {
-      this.#listeners.delete(cb);
+      off();
       this.#listening = this.#listeners.size;
     };
   }

@@ -15,7 +15,8 @@ export class EnergyHealth {
   // By count name, and each domain's read errors by `domain:<index>`.
   readonly #acc: Monotonic;
   #cache: { at: number; value: ReturnType<EnergyHealth['read']> } | null = null;
-  // As last read: a closed sampler's info series keeps its labels rather than start another.
+  // As last read (first at construction: both are fixed by then): a closed sampler's info series
+  // keeps its labels rather than start another, also when it closed before the first scrape.
   #threads = 'unknown';
   #intervalUs = 0;
   // stats().threads.droppedThreads counts over the sampler's life, not per run (the tracker is
@@ -28,6 +29,17 @@ export class EnergyHealth {
     this.#sampler = sampler;
     this.#acc = continues ? continues.#acc : new Monotonic();
     this.#droppedThreads = continues ? continues.#droppedThreads : 0;
+    if (continues) {
+      this.#threads = continues.#threads;
+      this.#intervalUs = continues.#intervalUs;
+    }
+    try {
+      const s = sampler.stats();
+      this.#threads = s.threads.backend;
+      this.#intervalUs = s.timing.intervalUs;
+    } catch {
+      /* closed: as the registration it goes on from last read them */
+    }
     // A run's counts start afresh at the next start(): read at its end (not from the cache), what
     // was taken since the last scrape counts too.
     this.#unsubscribe = sampler.onRunEnd(() => {
@@ -68,14 +80,14 @@ export class EnergyHealth {
       const cur: HealthCounts = { samples: s.timing.samples, dropped, missed: s.timing.missedDeadlines, readErrors: s.timing.readErrors, counterRestarts: s.timing.counterRestarts };
       for (const k of HEALTH_COUNTS) a.update(k, cur[k]);
       s.timing.byDomain.forEach((d, i) => a.update(`domain:${i}`, d.readErrors));
-      const sampled = s.timing.samples > 0;
       this.#threads = s.threads.backend;
       this.#intervalUs = s.timing.intervalUs;
       this.#droppedThreads = Math.max(this.#droppedThreads, s.threads.droppedThreads);
       value = {
         ...totals(),
-        jitterUs: sampled ? s.timing.jitterUs : null,
-        stillUs: sampled ? s.timing.countersStillUs.now : null,
+        // Both null before the run's first sample (stats() says unknown): no series then.
+        jitterUs: s.timing.jitterUs,
+        stillUs: s.timing.countersStillUs?.now ?? null,
         threads: s.threads.backend,
         intervalUs: s.timing.intervalUs,
         droppedThreads: this.#droppedThreads,

@@ -162,7 +162,8 @@ export interface SamplerStats {
   timing: {
     samples: number;
     intervalUs: number;
-    achievedRateHz: number;
+    /** Samples per second of the run; null before its first sample (never started, or just started). */
+    achievedRateHz: number | null;
     missedDeadlines: number;
     /** Samples whose read of the source failed (some domain kept its last value). */
     readErrors: number;
@@ -178,18 +179,23 @@ export interface SamplerStats {
      * until then (a domain summed from several counters, those of the counters that answered).
      */
     byDomain: Array<{ domain: string; package: number; readErrors: number; unread: boolean }>;
-    jitterUs: { p50: number; p99: number; p999: number; max: number; mean: number };
+    /**
+     * Wake-up lateness (actual − scheduled wake); null until the run's first timed sample (never
+     * started, just started, or a run stopped before its first interval was up).
+     */
+    jitterUs: { p50: number; p99: number; p999: number; max: number; mean: number } | null;
     /** Median time between observed counter changes (about 1000 µs on real RAPL); null until seen. */
     hwUpdatePeriodUs: number | null;
     /**
      * How long no counter of the source has changed, up to the last sample, and the longest such
      * stretch of the run. Real RAPL counters move about every millisecond, idle or not: a stretch
      * of a second or more is energy the source did not count (it reads as 0 J), as when a
-     * hypervisor stops updating them.
+     * hypervisor stops updating them. Null before the run's first sample: nothing is known yet
+     * (a 0 would read as counters that move).
      */
-    countersStillUs: { now: number; longest: number };
-    /** CPU time used by the sampler thread, as a percentage of one core over the run. */
-    cpuPercent: number;
+    countersStillUs: { now: number; longest: number } | null;
+    /** CPU time used by the sampler thread, as a percentage of one core over the run; null before its first sample. */
+    cpuPercent: number | null;
     samplerTid: number;
   };
   threads: {
@@ -322,6 +328,11 @@ export interface AttributionParts {
 }
 
 export interface Attribution extends AttributionParts {
+  /**
+   * When the run these figures cover began, as `totals().startNs`: 0n before the first start(),
+   * when every figure is 0 because nothing has been measured yet (not because nothing ran).
+   */
+  startNs: bigint;
   estimated: boolean;
   /** The domains the top-level figures cover. */
   domains: string[];
@@ -557,8 +568,11 @@ export class Sampler {
   }
 
   // Readers of totals() and threads() that must not lose a run's last figures (the exporters,
-  // the report), which the next start() resets: called at the end of each run.
+  // the report), which the next start() resets: called at the end of each run. A Set: each of
+  // jouletrace's own readers subscribes a closure of its own, once.
   readonly #runEndListeners = new Set<() => void>();
+  // The run calibrateBaseline() started on a stopped sampler, and the calibrations on it.
+  #calibrationRun: { startNs: bigint; users: number } | null = null;
   // The run whose end the listeners were told of last (its startNs).
   #endedRun = 0n;
 
@@ -578,7 +592,9 @@ export class Sampler {
     const run = this.#handle.totals().startNs;
     if (run === 0n || run === this.#endedRun) return;
     this.#endedRun = run;
+    // The listeners of when the run ended; one removed by another's call meanwhile is not called.
     for (const fn of [...this.#runEndListeners]) {
+      if (!this.#runEndListeners.has(fn)) continue;
       try {
         fn();
       } catch {
@@ -835,6 +851,10 @@ export class Sampler {
     const t = s.timing;
     const runningS = t.runningNs / 1e9;
     const us = (ns: number) => ns / 1000;
+    // Before the run's first sample (never started, or just started) the figures of its pace
+    // are unknown, as hwUpdatePeriodUs is: zeros would read as a perfect sampler whose counters
+    // move. Jitter comes from timed samples only (not stop()'s last one).
+    const sampled = t.samples > 0;
     const stats: SamplerStats = {
       source: this.source,
       estimated: this.domains.some((d) => d.estimated),
@@ -843,7 +863,7 @@ export class Sampler {
       timing: {
         samples: t.samples,
         intervalUs: this.#intervalUs,
-        achievedRateHz: runningS > 0 ? t.samples / runningS : 0,
+        achievedRateHz: sampled && runningS > 0 ? t.samples / runningS : null,
         missedDeadlines: t.missedDeadlines,
         readErrors: t.readErrors,
         counterRestarts: t.counterRestarts,
@@ -853,16 +873,13 @@ export class Sampler {
           readErrors: s.readErrorsByDomain[i],
           unread: s.unreadByDomain[i],
         })),
-        jitterUs: {
-          p50: us(t.jitterP50Ns),
-          p99: us(t.jitterP99Ns),
-          p999: us(t.jitterP999Ns),
-          max: us(t.jitterMaxNs),
-          mean: us(t.jitterMeanNs),
-        },
+        jitterUs:
+          t.jitterCount > 0
+            ? { p50: us(t.jitterP50Ns), p99: us(t.jitterP99Ns), p999: us(t.jitterP999Ns), max: us(t.jitterMaxNs), mean: us(t.jitterMeanNs) }
+            : null,
         hwUpdatePeriodUs: t.hwUpdateObservations > 0 ? us(t.hwUpdatePeriodNs) : null,
-        countersStillUs: { now: us(t.stillNs), longest: us(t.longestStillNs) },
-        cpuPercent: t.runningNs > 0 ? (100 * t.threadCpuNs) / t.runningNs : 0,
+        countersStillUs: sampled ? { now: us(t.stillNs), longest: us(t.longestStillNs) } : null,
+        cpuPercent: sampled && t.runningNs > 0 ? (100 * t.threadCpuNs) / t.runningNs : null,
         samplerTid: t.tid,
       },
       threads: {
@@ -947,11 +964,16 @@ export class Sampler {
       .sort((a, b) => b.joules - a.joules || a.tid - b.tid);
   }
 
-  /** Where the measured energy went since start(): this process, the baseline, and everything else. */
+  /**
+   * Where the measured energy went since start(): this process, the baseline, and everything else.
+   * Before the first start(), every figure is 0 and `startNs` is 0n (nothing measured yet).
+   */
   attribution(): Attribution {
     this.#check();
     this.#requireThreads('attribution()');
     const parts = this.#handle.attribution() ?? [];
+    // Read with the parts: only this thread's start() or stop() begins another run.
+    const startNs = this.#handle.totals().startNs;
     const byDomain = parts.map((p, i) => {
       const d = this.domains[i];
       const j = (x: bigint) => Number(x) * d.unitJoules;
@@ -972,6 +994,7 @@ export class Sampler {
       process: sum('process'),
       baseline: sum('baseline'),
       other: sum('other'),
+      startNs,
       estimated: this.domains.some((d) => d.estimated),
       domains: [...new Set(this.#primary.map((i) => this.domains[i].domain))],
       byDomain,
@@ -1169,12 +1192,14 @@ export class Sampler {
 
   /**
    * Measures idle power: keep the machine as quiet as you can for `durationMs`. The lowest
-   * average power over 100 ms windows (at least two sampling intervals each) is kept per domain
-   * as the baseline: a minimum is robust to a brief burst of activity, where a plain average is
-   * not. The result's `durationMs` is the time it took, timers being late on a busy machine,
-   * all of it in one run. On a stopped sampler it runs one itself, which, as start() does,
-   * begins a new run: a finished run's totals and records are gone afterwards. A run that ends
-   * before the calibration does (stop(), or a new start()) rejects it.
+   * average power over windows of 100 ms or more (`durationMs` spread evenly over them, at least
+   * two sampling intervals each) is kept per domain as the baseline: a minimum is robust to a
+   * brief burst of activity, where a plain average is not. The result's `durationMs` is the time
+   * it took, all of it in one run: as asked, give or take a late timer, or four sampling
+   * intervals where that is longer. On a stopped sampler it runs one itself, which, as start()
+   * does, begins a new run: a finished run's totals and records are gone afterwards; calibrations
+   * meanwhile share it, and the last to end stops it. A run that ends before the calibration
+   * does (stop(), or a new start()) rejects it.
    */
   async calibrateBaseline(options: { durationMs?: number } = {}): Promise<BaselineResult> {
     this.#check();
@@ -1182,11 +1207,22 @@ export class Sampler {
     const opts = checkObject('options', options);
     const durationMs =
       opts.durationMs === undefined ? 2000 : checkIntegerInRange('options.durationMs', opts.durationMs, 200, 600_000);
-    const ownRun = !this.#handle.running();
-    if (ownRun) this.start();
-    // Each window must see new samples: at least two sampling intervals long.
-    const windowMs = Math.max(Math.min(100, durationMs / 2), (2 * this.#intervalUs) / 1000);
-    const windows = Math.max(2, Math.floor(durationMs / windowMs));
+    // On a stopped sampler, a run of its own; a second calibration meanwhile shares it, and the
+    // run lasts until the last calibration on it ends (the first to end stopped it, and the
+    // other was refused as if the user had stopped the sampler).
+    if (!this.#handle.running()) {
+      this.start();
+      this.#calibrationRun = { startNs: this.#handle.totals().startNs, users: 0 };
+    }
+    const ownRun = this.#calibrationRun !== null && this.#calibrationRun.startNs === this.#handle.totals().startNs ? this.#calibrationRun : null;
+    if (ownRun) ownRun.users++;
+    // durationMs spread evenly over the windows, each 100 ms or more and at least two sampling
+    // intervals long (so that it sees new samples), two windows at least: the run lasts
+    // durationMs, or 4 intervals where that is longer. (Whole windows of 100 ms measured up to one
+    // window less than asked: 299 ms took 200.)
+    const minWindowMs = Math.max(100, (2 * this.#intervalUs) / 1000);
+    const windows = Math.max(2, Math.floor(durationMs / minWindowMs));
+    const windowMs = Math.max(durationMs / windows, minWindowMs);
     // Each domain's windows are taken together until they hold MIN_TICKS of its counter: a
     // window of a few ticks (psys in whole joules) reads its power ±1 tick, and the lowest of
     // such figures is biased low (25 W read as 19.8). A window in which a read of the domain failed
@@ -1210,41 +1246,54 @@ export class Sampler {
       if (a.dt > 0 && watts >= 0 && watts < best[i]) best[i] = watts;
       a.ticks = a.dt = 0;
     };
-    for (let w = 0; w < windows; w++) {
-      await new Promise((r) => setTimeout(r, windowMs));
-      // Closed meanwhile: the same refusal as any call after close(), not the handle's.
-      this.#check();
-      const cur = this.#handle.totals();
-      // The run ended meanwhile (stopped, or stopped and started again): the windows after its
-      // end see no sample, and a baseline of what came before would be a few milliseconds'
-      // power, not the lowest over the time asked for. Refused at once.
-      if (!this.#handle.running() || cur.startNs !== ownStartNs) {
-        const how = this.#handle.running() ? 'stopped and started again' : 'stopped';
-        throw new JouletraceError(
-          'ERR_JOULETRACE_NOT_STARTED',
-          `calibrateBaseline(): the sampler was ${how} within the first ${Math.round(performance.now() - t0)} ms of a ${durationMs} ms calibration, ` +
-            'so no baseline was set: keep it running until the calibration ends, and calibrate again',
-        );
-      }
-      const errors = this.#handle.stats().readErrorsByDomain;
-      const dt = Number(cur.timeNs - prev.timeNs) / 1e9;
-      this.domains.forEach((_d, i) => {
-        const failed = errors[i] !== prevErrors[i];
-        if (failed) {
-          failedWindows[i]++;
-          if (acc[i].dt > longest[i].dt) longest[i] = { ...acc[i] };
-          acc[i].ticks = acc[i].dt = 0;
-          return;
+    let tookMs = 0;
+    try {
+      for (let w = 0; w < windows; w++) {
+        // To deadlines from the start: late timers do not add up over the windows. Again where
+        // one fired early (libuv's loop time lags the clock): never a window short.
+        const deadline = t0 + (w + 1) * windowMs;
+        for (let left; (left = deadline - performance.now()) > 0; ) await new Promise((r) => setTimeout(r, Math.ceil(left)));
+        // Closed meanwhile: the same refusal as any call after close(), not the handle's.
+        this.#check();
+        const cur = this.#handle.totals();
+        // The run ended meanwhile (stopped, or stopped and started again): the windows after its
+        // end see no sample, and a baseline of what came before would be a few milliseconds'
+        // power, not the lowest over the time asked for. Refused at once.
+        if (!this.#handle.running() || cur.startNs !== ownStartNs) {
+          const how = this.#handle.running() ? 'stopped and started again' : 'stopped';
+          throw new JouletraceError(
+            'ERR_JOULETRACE_NOT_STARTED',
+            `calibrateBaseline(): the sampler was ${how} within the first ${Math.round(performance.now() - t0)} ms of a ${durationMs} ms calibration, ` +
+              'so no baseline was set: keep it running until the calibration ends, and calibrate again',
+          );
         }
-        if (dt <= 0) return;
-        const ticks = Number(cur.ticks[i] - prev.ticks[i]);
-        acc[i].ticks += ticks;
-        acc[i].dt += dt;
-        seen[i] += ticks;
-        if (acc[i].ticks >= MIN_TICKS) take(i);
-      });
-      prev = cur;
-      prevErrors = errors;
+        const errors = this.#handle.stats().readErrorsByDomain;
+        const dt = Number(cur.timeNs - prev.timeNs) / 1e9;
+        this.domains.forEach((_d, i) => {
+          const failed = errors[i] !== prevErrors[i];
+          if (failed) {
+            failedWindows[i]++;
+            if (acc[i].dt > longest[i].dt) longest[i] = { ...acc[i] };
+            acc[i].ticks = acc[i].dt = 0;
+            return;
+          }
+          if (dt <= 0) return;
+          const ticks = Number(cur.ticks[i] - prev.ticks[i]);
+          acc[i].ticks += ticks;
+          acc[i].dt += dt;
+          seen[i] += ticks;
+          if (acc[i].ticks >= MIN_TICKS) take(i);
+        });
+        prev = cur;
+        prevErrors = errors;
+      }
+      tookMs = Math.round(performance.now() - t0);
+    } finally {
+      // The last calibration on the run it started ends it, if that run still goes on.
+      if (ownRun && --ownRun.users === 0) {
+        if (this.#calibrationRun === ownRun) this.#calibrationRun = null;
+        if (!this.#closed && this.#handle.running() && this.#handle.totals().startNs === ownRun.startNs) this.stop();
+      }
     }
     // A domain that never reached MIN_TICKS in one stretch: its longest clean stretch.
     this.domains.forEach((_d, i) => {
@@ -1252,9 +1301,6 @@ export class Sampler {
       if (longest[i].dt > acc[i].dt) acc[i] = longest[i];
       if (acc[i].dt > 0) take(i);
     });
-    const tookMs = Math.round(performance.now() - t0);
-    // The run it started, which lasted (a stop meanwhile rejected the calibration above).
-    if (ownRun) this.stop();
     // Not a 0 W baseline said to be measured. A domain whose every window saw one of its reads
     // fail (a dram zone unreadable all along) is named, with what the others measured.
     const name = (i: number) => `${this.domains[i].domain}-${this.domains[i].package}`;

@@ -6,7 +6,7 @@
 // native/spans/span_log.h.
 import { asJouletraceError, checkIntegerInRange, checkKnownKeys, checkObject, checkString, describe, JouletraceError } from './errors';
 import { setResultContext } from './chained-context';
-import { callListeners } from './listeners';
+import { ListenerList } from './listeners';
 import { registerHandle } from './native-handles';
 import { native } from './native';
 import { JoulesSummary } from './summaries';
@@ -240,7 +240,12 @@ export type NumericResultListener = (handle: number, r: Float64Array, o: number)
 
 /**
  * @internal Listeners of numeric results: an array, replaced whole when one is added or removed
- * (rarely), walked by index for every request's result.
+ * (rarely), walked by index for every request's result: a delivery goes to the list of when it
+ * began. Only jouletrace's own (a RequestTracker's two callbacks, each added once: a function is
+ * kept once). Records reach onRequest listeners from a microtask; the one user's function called
+ * during a delivery is an exact-mode route function, and a tracker it closes lets go of its
+ * callbacks only with nothing in flight, when they ignore any result (not one of their handles).
+ * So no check for a removal during delivery here, on the request path.
  */
 export class NumericListeners {
   list: readonly NumericResultListener[] = [];
@@ -366,7 +371,7 @@ export class SpanChannel {
   readonly #labels = new Map<string, number>();
   readonly #labelNames: string[] = [];
   readonly #waiters = new Map<number, Waiter>();
-  readonly #listeners = new Set<(spans: SpanResult[]) => void>();
+  readonly #listeners = new ListenerList<SpanResult[]>();
   readonly #aggregates = new Map<string, LabelAggregate>(); // by label
   readonly #aggregateOf: Array<LabelAggregate | undefined> = []; // the same, by label id
   #period = 0; // the timer's, ms
@@ -928,9 +933,9 @@ export class SpanChannel {
 
   onSpan(cb: (spans: SpanResult[]) => void): () => void {
     if (typeof cb !== 'function') throw new TypeError(`Expected a function for onSpan(callback) but received ${String(cb)} of type ${typeof cb}`);
-    this.#listeners.add(cb);
+    const off = this.#listeners.add(cb);
     this.#ensurePolling();
-    return () => this.#listeners.delete(cb);
+    return off;
   }
 
   // Results are collected on an unref'd timer (see POLL_MS), but only while some span awaits one:
@@ -1081,7 +1086,7 @@ export class SpanChannel {
     const batch = this.#batch;
     if (batch !== null) {
       this.#batch = null;
-      callListeners(this.#listeners, batch);
+      this.#listeners.deliver(batch);
     }
     return n;
   }
@@ -1170,7 +1175,7 @@ export class SpanChannel {
       const agg = this.#aggregateFor(r.label, -1);
       if (!Number.isNaN(r.joules)) agg.add(r.joules, r.estimated, r.onCpuNs, r.endNs - r.startNs);
     }
-    if (out.length) callListeners(this.#listeners, out);
+    if (out.length) this.#listeners.deliver(out);
   }
 
   spanStats(): SpanLabelStats[] {
@@ -1235,6 +1240,6 @@ export class SpanChannel {
   #tellClosed(): void {
     if (this.#toldClosed) return;
     this.#toldClosed = true;
-    for (const l of [...this.closeListeners]) l();
+    for (const l of [...this.closeListeners]) if (this.closeListeners.has(l)) l();
   }
 }

@@ -68,7 +68,7 @@ interface RunJson {
   tree: { backend: string; followsChildren: boolean; joules: number; baseline: number; other: number; total: number };
   processes: Array<{ pid: number; ppid: number | null; command: string; onCpuNs: number; joules: number; unmeasuredNs: number }>;
   threads: Array<{ tid: number; pid: number; name: string; onCpuNs: number; joules: number; unmeasuredNs: number }>;
-  sampler: { samples: number; dropped: number };
+  sampler: { samples: number; dropped: number; jitterUs: { p50: number; p99: number; max: number } | null };
 }
 
 describe('jouletrace run', () => {
@@ -755,6 +755,8 @@ describe('jouletrace run, timing and lost samples', () => {
       const res = JSON.parse(r.stdout) as RunJson & { durationS: number };
       if (res.sampler.samples > 1 && attempt < 3) continue;
       expect(res.sampler.samples, `a run of ${res.durationS} s`).toBe(1);
+      // stop()'s sample only, no timed wake: no jitter, where it read 0 µs (a perfect sampler).
+      expect(res.sampler.jitterUs).toBeNull();
       expect(res.durationS).toBeGreaterThanOrEqual(0.3);
       expect(res.domains[0].joules).toBeGreaterThan(0);
       expect(res.domains[0].joules / res.domains[0].watts).toBeCloseTo(res.durationS, 6);
@@ -769,9 +771,9 @@ describe('jouletrace run, timing and lost samples', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/^ +\d+(\.\d)? (ms|µs) {3}elapsed$/m);
     // The periods skipped, not "late": a late sample skips one or more, and they outnumbered the samples.
-    expect(r.stderr).toMatch(/^ 1 sample \(every 1 s: longer than the run\), 0 dropped, 0 periods skipped, jitter /m);
+    expect(r.stderr).toMatch(/^ 1 sample \(every 1 s: longer than the run\), 0 dropped, \d+ periods? skipped, no jitter yet \(no timed wake\); /m);
     const paced = jt(['run', '--interval', '1500us', '--', 'sleep', '0.1']);
-    expect(paced.stderr).toMatch(/^ \d+ samples at \d+ Hz \(every 1\.5 ms\), 0 dropped, /m);
+    expect(paced.stderr).toMatch(/^ \d+ samples at \d+ Hz \(every 1\.5 ms\), 0 dropped, \d+ late, jitter p50 \d+\.\d µs/m);
   });
 
   it('reports no lost samples when nothing reads the ring, however long the run', () => {

@@ -310,6 +310,16 @@ describe('registerMetrics', () => {
     expect(closed).toEqual(info);
   });
 
+  // Both are known once the sampler is made: they read interval_seconds="0" and threads="unknown".
+  it("gives the sampler's info series its interval and threads backend when the sampler closed before the first scrape", async () => {
+    const s = sampler({ intervalUs: 2000, threads: 'procfs' });
+    const m = registerMetrics(s);
+    cleanups.push(() => m.close());
+    s.close();
+    const info = [...parse(await m.registry.metrics()).keys()].filter((k) => k.startsWith('jouletrace_sampler_info'));
+    expect(info).toEqual(['jouletrace_sampler_info{source="model",threads="procfs",interval_seconds="0.002",estimated="true"}']);
+  });
+
   // Without constant labels it read 0 (counters moving fine) before the first sample and after
   // close(); with them it had no series.
   it('leaves jouletrace_sampler_counters_still_seconds out while unknown, with and without constant labels', async () => {

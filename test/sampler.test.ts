@@ -213,14 +213,14 @@ describe('Sampler against an emulated MSR', () => {
       }
     };
     await advance(50);
-    expect(s.stats().timing.countersStillUs.now).toBeLessThan(100_000);
+    expect(s.stats().timing.countersStillUs!.now).toBeLessThan(100_000);
     await sleep(300); // a hypervisor that stopped updating them
-    const still = s.stats().timing.countersStillUs;
+    const still = s.stats().timing.countersStillUs!;
     expect(still.now).toBeGreaterThan(250_000);
     expect(still.longest).toBe(still.now);
     await advance(50);
     s.stop();
-    const after = s.stats().timing.countersStillUs;
+    const after = s.stats().timing.countersStillUs!;
     expect(after.now).toBeLessThan(100_000);
     expect(after.longest).toBeGreaterThan(250_000);
     expect(after.longest).toBeLessThan(2_000_000);
@@ -228,7 +228,7 @@ describe('Sampler against an emulated MSR', () => {
     s.start();
     await advance(30);
     s.stop();
-    expect(s.stats().timing.countersStillUs.longest).toBeLessThan(100_000);
+    expect(s.stats().timing.countersStillUs!.longest).toBeLessThan(100_000);
   });
 
   // A stretch of failed reads is the read errors' to report, not stillness; but one domain that
@@ -251,7 +251,7 @@ describe('Sampler against an emulated MSR', () => {
           s.stop();
           const t = s.stats().timing;
           expect(t.readErrors > 0).toBe(failing.length > 0);
-          return t.countersStillUs.longest;
+          return t.countersStillUs!.longest;
         } finally {
           s.close();
         }
@@ -1024,7 +1024,7 @@ describe('Sampler cadence and statistics (model source)', () => {
     expect(final.timeNs - startNs).toBeGreaterThanOrEqual(500_000_000n); // it ran the whole 500 ms
     // The rate is the samples over the run, which ends at the final sample.
     expect(t.achievedRateHz).toBeCloseTo(t.samples / (Number(final.timeNs - startNs) / 1e9), 6);
-    const j = t.jitterUs;
+    const j = t.jitterUs!;
     expect(j.p50).toBeGreaterThanOrEqual(0);
     expect(j.p50).toBeLessThanOrEqual(j.p99);
     expect(j.p99).toBeLessThanOrEqual(j.p999);
@@ -1143,6 +1143,40 @@ describe('Sampler cadence and statistics (model source)', () => {
     }
   });
 
+  // They read 0 (jitter 0 µs, counters still for 0 µs: "moving", the rate 0 Hz) before the
+  // run's first sample, where hwUpdatePeriodUs already said null.
+  it('gives null, not 0, for the timing figures not known yet', () => {
+    const s = new Sampler({ source: 'model', intervalUs: 1_000_000, threads: 'off' });
+    samplers.push(s);
+    const unknown = { achievedRateHz: null, jitterUs: null, countersStillUs: null, cpuPercent: null, hwUpdatePeriodUs: null };
+    expect(s.stats().timing).toMatchObject({ samples: 0, ...unknown });
+    // The first timed sample comes 1 s after start().
+    s.start();
+    expect(s.stats().timing).toMatchObject({ samples: 0, ...unknown });
+    // stop()'s final sample: the run's figures, but still no timed wake to have jitter.
+    s.stop();
+    const t = s.stats().timing;
+    expect(t.samples).toBe(1);
+    expect(t.jitterUs).toBeNull();
+    expect(t.countersStillUs).toEqual({ now: expect.any(Number), longest: expect.any(Number) });
+    expect(t.achievedRateHz).toBeGreaterThan(0);
+    expect(t.cpuPercent).toBeGreaterThanOrEqual(0);
+  });
+
+  // Before the first start() it gave all-zero parts, like a run in which nothing was measured.
+  it("marks attribution() before the first start() with startNs 0n, and a run's with its start", () => {
+    const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs' });
+    samplers.push(s);
+    const before = s.attribution();
+    expect(before).toMatchObject({ startNs: 0n, total: 0, process: 0, baseline: 0, other: 0, domains: ['package'] });
+    s.start();
+    const during = s.attribution();
+    expect(during.startNs).toBeGreaterThan(0n);
+    expect(during.startNs).toBe(s.totals().startNs);
+    s.stop();
+    expect(s.attribution().startNs).toBe(during.startNs);
+  });
+
   it('falls back to copying when external buffers are refused, and says so', async () => {
     const script = `
       const { Sampler } = require(${JSON.stringify(path.join(root, 'dist/cjs/index.js'))});
@@ -1193,6 +1227,42 @@ describe('Sampler lifecycle', () => {
     const e = await calibration.catch((err: unknown) => err);
     expect(e).toBeInstanceOf(JouletraceError);
     expect(e).toMatchObject({ code: 'ERR_JOULETRACE_CLOSED', message: 'the sampler is closed; create a new Sampler' });
+  });
+
+  // The first to end stopped the run it had started, and the second was rejected with
+  // ERR_JOULETRACE_NOT_STARTED, as if the user had stopped the sampler.
+  it('lets calibrations at the same time on a stopped sampler share its run, stopped when the last ends', async () => {
+    const s = new Sampler({ source: 'model', threads: 'procfs', intervalUs: 1000 });
+    samplers.push(s);
+    let runningWhenFirstEnded: boolean | undefined;
+    const first = s.calibrateBaseline({ durationMs: 300 }).then((r) => ((runningWhenFirstEnded = s.running), r));
+    const second = s.calibrateBaseline({ durationMs: 600 });
+    const startNs = s.totals().startNs;
+    const [a, b] = await Promise.all([first, second]);
+    expect(runningWhenFirstEnded).toBe(true);
+    expect(s.running).toBe(false);
+    expect(s.totals().startNs).toBe(startNs); // one run for both
+    for (const r of [a, b]) expect(r.watts[0].watts).toBeGreaterThan(0);
+    expect(b.durationMs).toBeGreaterThanOrEqual(600);
+    // The next calibration on the stopped sampler runs and stops one of its own again.
+    await s.calibrateBaseline({ durationMs: 200 });
+    expect(s.running).toBe(false);
+    expect(s.totals().startNs).toBeGreaterThan(startNs);
+  });
+
+  // Whole windows of 100 ms (or two intervals) measured up to one window less than asked: 299 ms
+  // took 200, and 500 ms at 100 ms intervals 400.
+  it('calibrates for the durationMs asked, or four sampling intervals where that is longer', async () => {
+    for (const [intervalUs, asked, least] of [
+      [1000, 299, 299],
+      [100_000, 500, 500],
+      [200_000, 500, 800],
+    ]) {
+      const s = new Sampler({ source: 'model', threads: 'procfs', intervalUs });
+      samplers.push(s);
+      const r = await s.calibrateBaseline({ durationMs: asked });
+      expect(r.durationMs, `intervalUs ${intervalUs}, durationMs ${asked}`).toBeGreaterThanOrEqual(least);
+    }
   });
 
   // start() took its reference read, then made the thread and reset the ring and the jitter

@@ -15,7 +15,7 @@ import { Sampler, type SamplerOptions } from '../sampler';
 import { primaryDomain } from '../sources';
 import type { SourceName } from '../source-options';
 import { COUNTERS_STILL_NOTE_S, countersStillNote, filePathOption, readErrorsNote, flagsOf, inFlagWords, numberOption, parseArgs, parseIntervalUs, probeInFlagWords, reportUsageError, SOURCE_PATH_HELP, SOURCE_PATH_SPECS, sourceOption, sourcePathOptions, UsageError, type OptionSpec, type SourcePaths } from './args';
-import { colorEnabled, counted, fmtJoules, fmtWatts, paint, printable, unmeasuredMark } from './format';
+import { colorEnabled, counted, fmtJitter, fmtJoules, fmtKnown, fmtWatts, paint, printable, unmeasuredMark } from './format';
 import { OutputFiles } from './output-files';
 
 const HELP = `Usage: jouletrace demo [options]
@@ -392,7 +392,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
   out.write(`  ${'other'.padEnd(14)} ${fmtJoules(attribution.other).padStart(12)} ${pct(attribution.other).padStart(8)}  other processes\n`);
   for (const r of totals.readings) out.write(c.dim(`  ${`${r.domain}-${r.package}`.padEnd(14)} ${fmtJoules(r.joules).padStart(12)} ${fmtWatts(r.joules / elapsed).padStart(10)} average\n`));
   // Measured figures that read 0 J over a stretch say so, as run's do.
-  const still = stats.timing.countersStillUs.longest / 1e6;
+  const still = (stats.timing.countersStillUs?.longest ?? 0) / 1e6;
   if (!stats.estimated && still >= COUNTERS_STILL_NOTE_S) {
     const note = countersStillNote(sampler.source, still);
     notes.push(note);
@@ -404,8 +404,8 @@ export async function demoCommand(argv: string[]): Promise<number> {
     out.write(c.yellow(`  note: ${readErrors}\n`));
   }
   out.write(
-    `\nSampler: ${stats.timing.samples} samples at ${stats.timing.achievedRateHz.toFixed(0)} Hz, jitter p50 ${stats.timing.jitterUs.p50.toFixed(1)} µs / p99 ${stats.timing.jitterUs.p99.toFixed(1)} µs, ` +
-      `${counted(stats.timing.missedDeadlines, 'period')} skipped, ${stats.ring.dropped} dropped, ${stats.timing.cpuPercent.toFixed(2)} % of one core` +
+    `\nSampler: ${stats.timing.samples} samples at ${fmtKnown(stats.timing.achievedRateHz, 0, ' Hz')}, ${fmtJitter(stats.timing.jitterUs)}, ` +
+      `${counted(stats.timing.missedDeadlines, 'period')} skipped, ${stats.ring.dropped} dropped, ${fmtKnown(stats.timing.cpuPercent, 2, ' %')} of one core` +
       (stats.bpf ? `; eBPF (${stats.bpf.program} build) saw ${stats.bpf.events} context switches` : '') +
       '.\n',
   );
@@ -418,7 +418,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
         ...totals.readings.map((r): [string, string] => [`${r.domain}-${r.package}`, `${fmtJoules(r.joules)}, ${fmtWatts(r.joules / elapsed)} average${est}`]),
         ['this process', `${fmtJoules(attribution.process)} (${pct(attribution.process)})${est}`],
         ['threads', `${st0.threads.backend}${stats.bpf ? `, ${stats.bpf.events} context switches seen` : ''}`],
-        ['sampler', `${stats.timing.samples} samples, ${stats.ring.dropped} dropped, jitter p99 ${stats.timing.jitterUs.p99.toFixed(1)} µs`],
+        ['sampler', `${stats.timing.samples} samples, ${stats.ring.dropped} dropped, ${stats.timing.jitterUs ? `jitter p99 ${stats.timing.jitterUs.p99.toFixed(1)} µs` : 'no jitter yet'}`],
       ],
       notes: [...notes, "joules per request: RequestTracker in 'shared' mode, each request charged the serving thread's energy while in flight"],
     });

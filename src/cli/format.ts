@@ -48,6 +48,19 @@ export function fmtInterval(us: number): string {
   return us >= 1000 ? `${us / 1000} ms` : `${us} µs`;
 }
 
+/**
+ * The sampler's wake-up jitter for a summary line: none before its first timed wake (a run
+ * shorter than its interval), rather than 0 µs, which would read as a perfect sampler.
+ */
+export function fmtJitter(j: { p50: number; p99: number } | null, digits = 1): string {
+  return j ? `jitter p50 ${j.p50.toFixed(digits)} µs / p99 ${j.p99.toFixed(digits)} µs` : 'no jitter yet (no timed wake)';
+}
+
+/** A sampler figure that is null before its first sample: '-' then. */
+export function fmtKnown(x: number | null, digits: number, unit: string): string {
+  return `${x === null ? '-' : x.toFixed(digits)}${unit}`;
+}
+
 /** Cuts a string to `width` columns (our strings are single-width characters). */
 export function fit(s: string, width: number): string {
   return s.length > width ? s.slice(0, Math.max(0, width - 1)) + '…' : s;

@@ -37,7 +37,7 @@ import {
   type OptionSpec,
   type SourcePaths,
 } from './args';
-import { colorEnabled, counted, fmtInterval, fmtJoules, fmtSeconds, fmtWatts, paint, printable, unmeasuredMark } from './format';
+import { colorEnabled, counted, fmtInterval, fmtJitter, fmtJoules, fmtKnown, fmtSeconds, fmtWatts, paint, printable, unmeasuredMark } from './format';
 import { ignoredAtStart, notIgnored } from './ignored-signals';
 import { FATAL_SIGNALS, OutputFiles, TERMINAL_SIGNALS } from './output-files';
 import { isGone } from './proc-stat';
@@ -564,7 +564,8 @@ interface RunResult {
   threads: Array<Pick<ThreadEnergy, 'tid' | 'pid' | 'name' | 'onCpuNs' | 'joules' | 'unmeasuredNs' | 'exited'>>;
   sampler: {
     samples: number;
-    achievedRateHz: number;
+    /** Null without a sample (every run has stop()'s last one). */
+    achievedRateHz: number | null;
     dropped: number;
     missedDeadlines: number;
     /** Samples whose read of the source failed: the domains kept their last values meanwhile. */
@@ -573,9 +574,10 @@ interface RunResult {
     counterRestarts: number;
     /** Per domain, in `domains` order: the samples whose read failed for it. */
     readErrorsByDomain: Array<{ domain: string; package: number; readErrors: number }>;
-    jitterUs: { p50: number; p99: number; max: number };
-    /** CPU time of the sampler thread, as a percentage of one core over its run. */
-    cpuPercent: number;
+    /** Null where the run ended before the sampler's first timed wake (a run shorter than its interval). */
+    jitterUs: { p50: number; p99: number; max: number } | null;
+    /** CPU time of the sampler thread, as a percentage of one core over its run; null without a sample. */
+    cpuPercent: number | null;
     /**
      * CPU time of jouletrace's whole process (the sampler thread, the /proc walk, the --csv and
      * --live writers) while the command ran, as a percentage of one core.
@@ -628,15 +630,15 @@ function formatSummary(r: RunResult, top: number, color: boolean): string {
   // A rate over a run shorter than the period is the run's length, not the sampler's pace
   // ("1 samples at 98 Hz (every 1000000 µs)" for `--interval 1s -- true`).
   const paced = r.durationS * 1e6 >= r.intervalUs;
-  const pace = paced ? ` at ${s.achievedRateHz.toFixed(0)} Hz (every ${fmtInterval(r.intervalUs)})` : ` (every ${fmtInterval(r.intervalUs)}: longer than the run)`;
+  const pace = paced && s.achievedRateHz !== null ? ` at ${s.achievedRateHz.toFixed(0)} Hz (every ${fmtInterval(r.intervalUs)})` : ` (every ${fmtInterval(r.intervalUs)}: longer than the run)`;
   // Skipped: the sampling periods whose deadline passed while the sampler thread waited for a CPU
   // (a late sample skips one or more, none replayed): as many as the samples, or more, on a busy
   // machine. The CSV's late column marks the samples.
   lines.push(
     '',
     ` ${counted(s.samples, 'sample')}${pace}, ${s.dropped} dropped, ` +
-      `${counted(s.missedDeadlines, 'period')} skipped, jitter p50 ${s.jitterUs.p50.toFixed(1)} µs / p99 ${s.jitterUs.p99.toFixed(1)} µs; ` +
-      `sampler thread used ${s.cpuPercent.toFixed(2)} % of a core, jouletrace in all ${s.jouletraceCpuPercent.toFixed(2)} %`,
+      `${counted(s.missedDeadlines, 'period')} skipped, ${fmtJitter(s.jitterUs)}; ` +
+      `sampler thread used ${fmtKnown(s.cpuPercent, 2, ' %')} of a core, jouletrace in all ${s.jouletraceCpuPercent.toFixed(2)} %`,
   );
   lines.push(` source: ${r.source}${r.estimated ? c.yellow(' — ESTIMATED from CPU time, no energy counters on this machine') : ' (measured)'}`);
   for (const n of r.notes) lines.push(c.dim(` note: ${n}`));
@@ -979,7 +981,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const totals = sampler.totals();
   const durationS = Number(totals.timeNs - totals.startNs) / 1e9 || wallS;
   const stats = sampler.stats();
-  const still = stats.timing.countersStillUs.longest / 1e6;
+  const still = (stats.timing.countersStillUs?.longest ?? 0) / 1e6;
   if (!stats.estimated && still >= COUNTERS_STILL_NOTE_S) notes.push(countersStillNote(sampler.source, still));
   const threads = backend !== 'off' ? sampler.threads() : [];
   const readErrors = readErrorsNote(stats, threads.reduce((a, t) => a + t.unmeasuredNs, 0), 'marked below');
@@ -1021,7 +1023,7 @@ export async function runCommand(argv: string[]): Promise<number> {
       readErrors: stats.timing.readErrors,
       counterRestarts: stats.timing.counterRestarts,
       readErrorsByDomain: stats.timing.byDomain.map((d) => ({ domain: d.domain, package: d.package, readErrors: d.readErrors })),
-      jitterUs: { p50: stats.timing.jitterUs.p50, p99: stats.timing.jitterUs.p99, max: stats.timing.jitterUs.max },
+      jitterUs: stats.timing.jitterUs && { p50: stats.timing.jitterUs.p50, p99: stats.timing.jitterUs.p99, max: stats.timing.jitterUs.max },
       cpuPercent: stats.timing.cpuPercent,
       jouletraceCpuPercent: cpuWallUs > 0 ? (100 * (cpu.user + cpu.system)) / cpuWallUs : 0,
     },
@@ -1044,7 +1046,7 @@ export async function runCommand(argv: string[]): Promise<number> {
         ['exit status', exitCode === null ? 'unknown' : String(exitCode)],
         ...res.domains.map((d): [string, string] => [`${d.domain}-${d.package}`, `${fmtJoules(d.joules)}, ${fmtWatts(d.watts)} average${est}`]),
         ...(res.tree ? [['process tree', `${fmtJoules(res.tree.joules)} in ${processCount(res.processes)} process(es)${est}`] as [string, string]] : []),
-        ['samples', `${res.sampler.samples} (${res.sampler.dropped} dropped), jitter p99 ${res.sampler.jitterUs.p99.toFixed(1)} µs`],
+        ['samples', `${res.sampler.samples} (${res.sampler.dropped} dropped), ${res.sampler.jitterUs ? `jitter p99 ${res.sampler.jitterUs.p99.toFixed(1)} µs` : 'no jitter yet'}`],
       ],
       notes,
     });

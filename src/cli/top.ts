@@ -25,7 +25,7 @@ import {
   type BaselineOptions,
   type OptionSpec,
 } from './args';
-import { colorEnabled, counted, fit, fmtJoules, fmtWatts, paint, printable } from './format';
+import { colorEnabled, counted, fit, fmtJoules, fmtKnown, fmtWatts, paint, printable } from './format';
 import { notIgnored } from './ignored-signals';
 import { FATAL_SIGNALS } from './output-files';
 import { processGone, readCpuTicks, readProcStat, watchedProcessStart } from './proc-stat';
@@ -123,7 +123,8 @@ export interface TopFrame {
    * threads left untracked, every thread slot in use (their power is in `otherWatts`).
    */
   tracked: { watts: number; baselineWatts: number; otherWatts: number; droppedThreads: number } | null;
-  sampler: { rateHz: number; jitterP99Us: number; dropped: number; late: number; cpuPercent: number; backend: string };
+  /** rateHz, jitterP99Us and cpuPercent: null before the sampler's first (timed) sample. */
+  sampler: { rateHz: number | null; jitterP99Us: number | null; dropped: number; late: number; cpuPercent: number | null; backend: string };
   /**
    * Seconds that no counter of a measured source changed, at a stretch, seen in this refresh
    * (still going on, or longer than any before it) where 1 s or more: power over it reads 0 W
@@ -241,7 +242,7 @@ export function renderFrame(f: TopFrame, width: number, height: number, color: b
   }
   const s = f.sampler;
   lines.push(
-    c.dim(fit(`sampler ${s.rateHz.toFixed(0)} Hz, jitter p99 ${s.jitterP99Us.toFixed(0)} µs, ${s.dropped} dropped, ${counted(s.late, 'period')} skipped, ${s.cpuPercent.toFixed(1)} % CPU, ${s.backend}`, width)),
+    c.dim(fit(`sampler ${fmtKnown(s.rateHz, 0, ' Hz')}, jitter p99 ${fmtKnown(s.jitterP99Us, 0, ' µs')}, ${s.dropped} dropped, ${counted(s.late, 'period')} skipped, ${fmtKnown(s.cpuPercent, 1, ' %')} CPU, ${s.backend}`, width)),
   );
   lines.push('');
   const idTitle = f.mode === 'threads' ? 'TID' : 'PID';
@@ -396,7 +397,7 @@ export async function topCommand(argv: string[]): Promise<number> {
     }
     const st = sampler.stats();
     // `longest` grown since the last refresh: a stretch that ended within this one (or goes on).
-    const still = st.timing.countersStillUs;
+    const still = st.timing.countersStillUs ?? { now: 0, longest: 0 };
     const stillS = Math.max(still.now, still.longest > longestStillUs ? still.longest : 0) / 1e6;
     longestStillUs = still.longest;
     return {
@@ -410,7 +411,7 @@ export async function topCommand(argv: string[]): Promise<number> {
       tracked,
       sampler: {
         rateHz: st.timing.achievedRateHz,
-        jitterP99Us: st.timing.jitterUs.p99,
+        jitterP99Us: st.timing.jitterUs?.p99 ?? null,
         dropped: st.ring.dropped,
         late: st.timing.missedDeadlines,
         cpuPercent: st.timing.cpuPercent,
