@@ -496,8 +496,8 @@ describe('renderFrame', () => {
   // Before the sampler's first sample its rate, jitter and CPU are unknown (null), not 0.
   it("shows '-' for the sampler figures not known yet", () => {
     const early: TopFrame = { ...frame, sampler: { ...frame.sampler, rateHz: null, jitterP99Us: null, cpuPercent: null } };
-    expect(renderFrame(early, 132, 24, false)).toContain('sampler - Hz, jitter p99 - µs, 0 dropped, 1 late, - % CPU, bpf');
-    expect(renderFrame(frame, 132, 24, false)).toContain('sampler 1000 Hz, jitter p99 80 µs, 0 dropped, 1 late, 1.5 % CPU, bpf');
+    expect(renderFrame(early, 132, 24, false)).toContain('sampler - Hz, jitter p99 - µs, 0 dropped, 1 period skipped, - % CPU, bpf');
+    expect(renderFrame(frame, 132, 24, false)).toContain('sampler 1000 Hz, jitter p99 80 µs, 0 dropped, 1 period skipped, 1.5 % CPU, bpf');
   });
 
   // Past the thread slots, threads went untracked and their power into "other" with no word of it.
