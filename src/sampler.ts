@@ -333,6 +333,13 @@ export interface Attribution extends AttributionParts {
    * when every figure is 0 because nothing has been measured yet (not because nothing ran).
    */
   startNs: bigint;
+  /**
+   * CLOCK_MONOTONIC ns of the attribution step these figures are as of (start()'s time until the
+   * first). They move at steps only, every `stats().threads.attributionEvery` samples (later
+   * where the sampler is starved), so a rate from two reads divides by the difference of these,
+   * not of totals().timeNs.
+   */
+  timeNs: bigint;
   estimated: boolean;
   /** The domains the top-level figures cover. */
   domains: string[];
@@ -342,6 +349,11 @@ export interface Attribution extends AttributionParts {
       domain: string;
       package: number;
       baselineWatts: number | null;
+      /**
+       * Its read failed at that step: its energy since its last good read is held, not split
+       * yet (its figures stand still), and comes with its next good read.
+       */
+      held: boolean;
       ticks: { total: bigint; process: bigint; baseline: bigint; other: bigint };
     }
   >;
@@ -387,8 +399,13 @@ interface NativeSamplerHandle {
   ring(): { buffer: ArrayBuffer; zeroCopy: boolean; recordBytes: number; capacity: number; begun?: Float64Array };
   ringAcquire(ctl: Float64Array): void;
   ringRelease(from: number, to: number, torn?: number): number;
-  threads(): Array<{ id: number; tid: number; tgid: number; name: string; onCpuNs: number; exited: boolean; ticks: number[]; unmeasuredNs: number[] }>;
-  attribution(): Array<{ total: bigint; process: bigint; baseline: bigint; other: bigint; baselineWatts: number }> | null;
+  /** timeNs: of the attribution step the rows are as of (see Attribution's timeNs). */
+  threads(): {
+    timeNs: bigint;
+    held: boolean[];
+    rows: Array<{ id: number; tid: number; tgid: number; name: string; onCpuNs: number; exited: boolean; ticks: number[]; unmeasuredNs: number[] }>;
+  };
+  attribution(): { timeNs: bigint; held: boolean[]; domains: Array<{ total: bigint; process: bigint; baseline: bigint; other: bigint; baselineWatts: number }> } | null;
   setBaselineWatts(watts: number[]): void;
 }
 
@@ -940,11 +957,20 @@ export class Sampler {
 
   /** Energy attributed to each tracked thread since start(), highest first. */
   threads(): ThreadEnergy[] {
+    return this.threadsAt('threads()').threads;
+  }
+
+  /**
+   * @internal threads(), with what was true at the attribution step its rows are as of (taken
+   * with them): its time, which rates over a refresh divide by (see Attribution's timeNs), and
+   * whether a primary domain's intervals were held there (see Attribution's byDomain[].held).
+   */
+  threadsAt(method = 'threads()'): { timeNs: bigint; held: boolean; threads: ThreadEnergy[] } {
     this.#check();
-    this.#requireThreads('threads()');
+    this.#requireThreads(method);
     const estimated = this.domains.some((d) => d.estimated);
-    return this.#handle
-      .threads()
+    const { timeNs, held, rows } = this.#handle.threads();
+    const threads = rows
       .map((t) => {
         const byDomain: Record<string, number> = {};
         const unmeasuredByDomain: Record<string, number> = {};
@@ -962,6 +988,7 @@ export class Sampler {
         return { id: t.id, tid: t.tid, pid: t.tgid, name: t.name, onCpuNs: t.onCpuNs, joules, byDomain, unmeasuredNs, unmeasuredByDomain, estimated, exited: t.exited };
       })
       .sort((a, b) => b.joules - a.joules || a.tid - b.tid);
+    return { timeNs, held: this.#primary.some((i) => held[i] === true), threads };
   }
 
   /**
@@ -971,7 +998,8 @@ export class Sampler {
   attribution(): Attribution {
     this.#check();
     this.#requireThreads('attribution()');
-    const parts = this.#handle.attribution() ?? [];
+    const got = this.#handle.attribution();
+    const parts = got?.domains ?? [];
     // Read with the parts: only this thread's start() or stop() begins another run.
     const startNs = this.#handle.totals().startNs;
     const byDomain = parts.map((p, i) => {
@@ -985,6 +1013,7 @@ export class Sampler {
         baseline: j(p.baseline),
         other: j(p.other),
         baselineWatts: p.baselineWatts >= 0 ? p.baselineWatts : null,
+        held: got?.held[i] === true,
         ticks: { total: p.total, process: p.process, baseline: p.baseline, other: p.other },
       };
     });
@@ -995,6 +1024,7 @@ export class Sampler {
       baseline: sum('baseline'),
       other: sum('other'),
       startNs,
+      timeNs: got?.timeNs ?? 0n,
       estimated: this.domains.some((d) => d.estimated),
       domains: [...new Set(this.#primary.map((i) => this.domains[i].domain))],
       byDomain,

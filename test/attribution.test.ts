@@ -637,15 +637,21 @@ describeBpf('attribution across failed reads', () => {
   // a fiftieth of B's energy per nanosecond.
   it.each(['packages', 'dies'] as const)("splits the energy a failed domain's next good read brings over the whole gap's time (%s)", async (layout) => {
     // The counter comes back where it went on counting, while B runs.
+    let heldInGap: boolean[] = [];
     const { at, ra, rb, errorsInGap, pkg0, pkg1, what } = await gapOnPackageOne(
       100,
-      async (w, _, restore) => {
+      async (w, s, restore) => {
         await sleep(50);
+        // Held while its reads fail, as attribution() and threads() say with their figures.
+        const i = s.domains.findIndex((d) => d.domain === 'package' && d.package === (layout === 'dies' ? 0 : 1));
+        heldInGap = [s.attribution().byDomain[i].held, s.threadsAt().held];
         restore(w.pkg1);
       },
       layout,
     );
     expect(errorsInGap).toBeGreaterThan(0);
+    expect(heldInGap).toEqual([true, true]);
+    expect(at.held).toBe(false);
     expect(at.ticks.total).toBe(BigInt(pkg1 - 1000 + (layout === 'dies' ? pkg0 - 1000 : 0)));
     expect(at.ticks.process + at.ticks.baseline + at.ticks.other).toBe(at.ticks.total);
     expect(ra.onCpuNs, what).toBeGreaterThan(20e6);
@@ -1113,6 +1119,32 @@ describe('attribution API', () => {
     const seconds = Number(s.totals().timeNs - s.totals().startNs) / 1e9;
     expect(a.baseline).toBeCloseTo(5 * seconds, 2);
     expect(a.byDomain[0].baselineWatts).toBe(5);
+  });
+
+  // The parts and rows move at attribution steps only: rates taken between two reads over
+  // totals()' time (the samples') were off by up to a step's time, and 0 where no step came.
+  it("gives the time of the step its figures are as of, which rates divide by", async () => {
+    const s = new Sampler({ source: 'model', intervalUs: 1000, threads: 'procfs', modelIdleWatts: 20, modelMaxWatts: 40 });
+    samplers.push(s);
+    s.setBaseline({ package: 5 });
+    s.start();
+    const start = s.totals().startNs;
+    expect(s.attribution().timeNs).toBe(start);
+    expect(s.threadsAt().timeNs).toBe(start);
+    let prev = s.attribution();
+    const rates: number[] = [];
+    for (let i = 0; i < 8; i++) {
+      await sleep(23);
+      const a = s.attribution();
+      expect(a.timeNs).toBeGreaterThan(prev.timeNs);
+      expect(a.timeNs).toBeLessThanOrEqual(s.totals().timeNs);
+      expect(a.byDomain[0].held).toBe(false);
+      rates.push((a.baseline - prev.baseline) / (Number(a.timeNs - prev.timeNs) / 1e9));
+      prev = a;
+    }
+    s.stop();
+    // The baseline, 5 W of the model's 20 W or more, is exactly 5 W × each step's time.
+    for (const r of rates) expect(r, rates.join(' ')).toBeCloseTo(5, 3);
   });
 
   it('setBaseline() reads each value once and hands native the value it checked', () => {

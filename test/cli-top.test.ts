@@ -6,7 +6,8 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ProcessShares, type ProcessTicks } from '../src/cli/process-shares';
 import { readCpuTicks } from '../src/cli/proc-stat';
-import { readAllProcesses, renderFrame, ThreadRows, type TopFrame } from '../src/cli/top';
+import { displayWidth, fit, padCols } from '../src/cli/format';
+import { DomainRates, readAllProcesses, renderBlock, renderFrame, stripEscapes, ThreadRows, type TopDomain, type TopFrame } from '../src/cli/top';
 import { childPids } from './fixtures/child-pids';
 import { asHardware, countingPowercap, createEmulatedPowercap } from './fixtures/emulated-devices';
 
@@ -125,6 +126,73 @@ describe('jouletrace top in a terminal', () => {
     await waitFor(() => screen(s).includes('TOP-EXITED='), 5000, 'top to exit');
     expect(flags(s)).toBe('0 1');
   });
+  // Keys were matched one character at a time, those of escape sequences too: F2 (ESC O Q)
+  // quit, F4 (ESC O S) changed the sort.
+  it('ignores function and arrow keys', async () => {
+    const s = 'top-fkeys';
+    startTop(s);
+    await waitFor(() => screen(s).includes('jt-spinner'), 10_000, 'a frame');
+    tmux('send-keys', '-t', s, 'F2', 'F4', 'Up', 'M-q', 's');
+    await waitFor(() => screen(s).includes('TOP-EXITED') || (screen(s).includes('sort: ') && !screen(s).includes('sort: watts')), 5000, 'the sort to change, or top to exit');
+    expect(screen(s)).toContain('sort: joules'); // s alone, once
+    expect(screen(s)).not.toContain('TOP-EXITED');
+    tmux('send-keys', '-t', s, 'q');
+    await waitFor(() => screen(s).includes('TOP-EXITED=0'), 5000, 'top to exit');
+  });
+
+  // Ctrl-Z is a byte in raw mode, no signal: it did nothing, and top could not be suspended.
+  it('suspends on Ctrl-Z with the terminal restored, and takes the screen again on fg', async () => {
+    const s = 'top-z';
+    // An interactive shell, whose job control stops top and continues it (fg).
+    tmux('new-session', '-d', '-s', s, '-x', '80', '-y', '24', 'env PS1="$ " bash --norc --noprofile -i');
+    // In a subshell, whose echo waits for top's end: the shell's own list goes on once the job stops.
+    tmux('send-keys', '-t', s, `(${process.execPath} ${BIN} top --pid ${target.pid}; echo TOP-EXITED=$?)`, 'Enter');
+    await waitFor(() => screen(s).includes('jt-spinner'), 10_000, 'a frame');
+    tmux('send-keys', '-t', s, 'C-z');
+    await waitFor(() => /Stopped/.test(screen(s)), 5000, 'top to stop');
+    expect(flags(s)).toBe('0 1'); // the main screen, the cursor shown
+    expect(screen(s)).not.toContain('jt-spinner');
+    tmux('send-keys', '-t', s, 'fg', 'Enter');
+    await waitFor(() => flags(s) === '1 0' && screen(s).includes('jt-spinner'), 5000, 'top to draw again');
+    // Keys work again: raw mode is back (in the shell's cooked mode, q waited for Enter).
+    tmux('send-keys', '-t', s, 'q');
+    await waitFor(() => screen(s).includes('TOP-EXITED=0'), 5000, 'top to exit');
+    expect(flags(s)).toBe('0 1');
+  });
+
+  // Rows were cut and padded by their length in UTF-16 units: a name of five CJK characters
+  // took ten columns where five were counted, and the row wrapped in a narrow terminal.
+  it('fits names of wide characters to the columns they take', async () => {
+    const s = 'top-cjk';
+    const py = spawn('python3', ['-c', 'import ctypes, time\nctypes.CDLL(None).prctl(15, "日本語スレ".encode(), 0, 0, 0)\nprint("up", flush=True)\ntime.sleep(30)'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    try {
+      await new Promise<void>((resolve) => py.stdout!.once('data', () => resolve()));
+      tmux('new-session', '-d', '-s', s, '-x', '60', '-y', '24', `${process.execPath} ${BIN} top --pid ${py.pid} --threads procfs; echo TOP-EXITED=$?; sleep 30`);
+      await waitFor(() => screen(s).includes('日本語スレ'), 10_000, 'a frame');
+      const lines = screen(s).split('\n');
+      const row = lines.findIndex((l) => l.includes('日本語スレ'));
+      // Whole: the joules at its end, and the next line a row or blank, not its wrapped tail.
+      expect(lines[row], screen(s)).toMatch(/^ +\d+ {2}日本語スレ +\d+\.\d +\S+ m?W +\S+ .?J$/);
+      expect(lines[row + 1]).not.toMatch(/^\s*\S+ .?J$/);
+      tmux('send-keys', '-t', s, 'q');
+      await waitFor(() => screen(s).includes('TOP-EXITED=0'), 5000, 'top to exit');
+    } finally {
+      py.kill('SIGKILL');
+    }
+  });
+
+  // TERM=dumb took the colour away but kept the full-screen cursor control, which such a
+  // terminal shows as text.
+  it('prints plain blocks with TERM=dumb', async () => {
+    const s = 'top-dumb';
+    tmux('new-session', '-d', '-s', s, '-x', '80', '-y', '40', `TERM=dumb ${process.execPath} ${BIN} top --pid ${target.pid} --iterations 2 --delay 0.3; echo TOP-EXITED=$?; sleep 30`);
+    await waitFor(() => screen(s).includes('TOP-EXITED='), 10_000, 'top to exit');
+    const text = screen(s);
+    expect(text).toContain('TOP-EXITED=0');
+    // On the terminal's own screen, as written: on the alternate one, they went with it at the end.
+    expect(text.match(/^ +\d+ {2}jt-spinner /gm), text).toHaveLength(2);
+    expect(text).not.toContain('q quit');
+  });
 });
 
 describe('jouletrace top off a terminal', () => {
@@ -158,23 +226,23 @@ describe('jouletrace top off a terminal', () => {
     const after = readCpuTicks();
     expect(r.status, r.stderr).toBe(0);
     const frames = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as TopFrame);
-    const packageWatts = (f: TopFrame) => f.domains.filter((d) => d.name.startsWith('package-')).reduce((a, d) => a + d.watts, 0);
+    const packageWatts = (f: TopFrame) => f.domains.filter((d) => d.name.startsWith('package-')).reduce((a, d) => a + d.watts!, 0);
     // The processes get the busy time's share as /proc/stat tells it (read here over a little
     // more than top's refreshes: its start-up is busy time), not the idle time's. Spread over
     // the processes seen, an idle machine's power went to whatever ran (top itself had it all).
     const idleShare = (after.idle - before.idle) / (after.idle - before.idle + after.busy - before.busy);
-    const rowsShare = frames.reduce((a, f) => a + f.rows.reduce((b, row) => b + row.watts, 0), 0) / frames.reduce((a, f) => a + packageWatts(f), 0);
+    const rowsShare = frames.reduce((a, f) => a + f.rows.reduce((b, row) => b + row.watts!, 0), 0) / frames.reduce((a, f) => a + packageWatts(f), 0);
     expect(rowsShare, `processes ${rowsShare} of the package; /proc/stat idle ${idleShare}`).toBeLessThan(1 - idleShare + 0.2);
     let pkg = 0;
     let idle = 0;
     for (const f of frames) {
       const watts = packageWatts(f);
-      const rows = f.rows.reduce((a, row) => a + row.watts, 0);
+      const rows = f.rows.reduce((a, row) => a + row.watts!, 0);
       expect(f.rest, JSON.stringify(f)).not.toBeNull();
-      expect(rows + f.rest!.idle.watts + f.rest!.other.watts).toBeCloseTo(watts, 6);
+      expect(rows + f.rest!.idle.watts! + f.rest!.other.watts!).toBeCloseTo(watts, 6);
       for (const x of [f.rest!.idle, f.rest!.other]) expect(x.watts).toBeGreaterThanOrEqual(0);
       pkg += watts;
-      idle += f.rest!.idle.watts;
+      idle += f.rest!.idle.watts!;
     }
     expect(Math.abs(idle / pkg - idleShare), `idle ${idle / pkg} vs /proc/stat ${idleShare}`).toBeLessThan(0.2);
     // Plain text: the two rows, first.
@@ -277,9 +345,9 @@ describe('jouletrace top off a terminal', () => {
       for (const f of frames.slice(1)) {
         const psys = f.domains.find((d) => d.name === 'psys-0')!.watts;
         const dram = f.domains.find((d) => d.name === 'dram-0')!.watts;
-        expect(psys, JSON.stringify(f.domains)).toBeGreaterThan(5 * dram);
-        const rows = f.rows.reduce((a, row) => a + row.watts, 0);
-        expect(rows + f.rest!.idle.watts + f.rest!.other.watts, JSON.stringify(f.domains)).toBeCloseTo(psys, 6);
+        expect(psys, JSON.stringify(f.domains)).toBeGreaterThan(5 * dram!);
+        const rows = f.rows.reduce((a, row) => a + row.watts!, 0);
+        expect(rows + f.rest!.idle.watts! + f.rest!.other.watts!, JSON.stringify(f.domains)).toBeCloseTo(psys!, 6);
       }
     } finally {
       writer.kill('SIGKILL');
@@ -312,6 +380,63 @@ describe('jouletrace top off a terminal', () => {
       expect(plain.status, plain.stderr).toBe(0);
       expect(plain.stdout.match(/^powercap's counters stood still for \d+\.\d s: these watts miss the power drawn$/gm)).toHaveLength(2);
     } finally {
+      writer.kill('SIGKILL');
+      e.close();
+    }
+  });
+
+  // A domain whose reads failed stood still: its line read 0.00 W, and so did the process and
+  // every row, with nothing said; the refresh after its first good read carried the whole gap.
+  it('gives no figure for a refresh whose reads failed, says so, and averages the energy the next good read brings', async () => {
+    const { e, writer } = countingPowercap();
+    const file = path.join(e.zonePath('intel-rapl:0'), 'energy_uj');
+    // The writer is stopped as the sampler starts: the counter moves only as the test writes it.
+    const top = spawn(
+      process.execPath,
+      ['-r', path.join(__dirname, 'fixtures', 'failing-start.cjs'), BIN, 'top', '--pid', String(target.pid), '--json', '--delay', '0.25', '--iterations', '60', '--source', 'powercap', '--powercap-root', e.powercapRoot],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, JOULETRACE_TEST_HOLD_PID: String(writer.pid) } },
+    );
+    const frames: TopFrame[] = [];
+    let buf = '';
+    top.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      const lines = buf.split('\n');
+      buf = lines.pop()!;
+      for (const l of lines) frames.push(JSON.parse(l) as TopFrame);
+    });
+    const pkg = (f: TopFrame) => f.domains.find((d) => d.name === 'package-0')!;
+    try {
+      await waitFor(() => frames.length >= 1, 10_000, 'a first frame');
+      const held = Number(fs.readFileSync(file, 'utf8'));
+      // A frame measured wholly after the writer stopped: the reference the gap is measured from.
+      const before = frames.length + 1;
+      await waitFor(() => frames.length >= before, 5000, 'a frame with the counter still');
+      fs.writeFileSync(file, 'junk\n');
+      await waitFor(() => frames.filter((f) => pkg(f).readErrors > 0).length >= 2, 5000, 'two frames with failed reads');
+      // The stretch's energy, 3 J, comes with the first good read.
+      fs.writeFileSync(file, `${held + 3_000_000}\n`);
+      await waitFor(() => frames.length > before && pkg(frames[frames.length - 1]).readErrors === 0, 5000, 'a frame with good reads');
+      const failing = frames.slice(before).filter((f) => pkg(f).readErrors > 0);
+      for (const f of failing) {
+        expect(pkg(f), JSON.stringify(f)).toMatchObject({ watts: null, averagedS: null, lost: false });
+        expect(f.readErrors).toBe(pkg(f).readErrors);
+        expect(f.samples).toBeGreaterThanOrEqual(f.readErrors);
+        expect(f.tracked).toMatchObject({ watts: null, baselineWatts: null, otherWatts: null });
+        for (const r of f.rows) expect(r.watts).toBeNull();
+        expect(f.exited!.watts).toBeNull();
+      }
+      const good = frames[frames.length - 1];
+      const p = pkg(good);
+      // Over the stretch and this refresh: the 3 J, spread evenly, not 0 W then a spike.
+      expect(p.averagedS, JSON.stringify(good)).toBeGreaterThan(0.5);
+      expect(p.watts! * p.averagedS!).toBeCloseTo(3, 6);
+      expect(good.rowsAveragedS).toBeGreaterThan(0.5);
+      const t = good.tracked!;
+      expect((t.watts! + t.baselineWatts! + t.otherWatts!) * good.rowsAveragedS!).toBeCloseTo(3, 6);
+      const rows = good.rows.reduce((a, r) => a + r.watts!, 0) + good.exited!.watts!;
+      expect(Math.abs(rows - t.watts!)).toBeLessThan(0.05 * t.watts! + 0.01);
+    } finally {
+      top.kill('SIGKILL');
       writer.kill('SIGKILL');
       e.close();
     }
@@ -413,9 +538,9 @@ while True:
       const last = frames[2];
       expect(last.exited!.joules).toBeGreaterThan(0);
       for (const f of frames) {
-        const sum = f.rows.reduce((a, x) => a + x.watts, 0) + f.exited!.watts;
+        const sum = f.rows.reduce((a, x) => a + x.watts!, 0) + f.exited!.watts!;
         // Read apart (attribution, then the threads): a sample may fall between the two.
-        expect(Math.abs(sum - f.tracked!.watts), JSON.stringify(f)).toBeLessThan(0.05 * f.tracked!.watts + 0.01);
+        expect(Math.abs(sum - f.tracked!.watts!), JSON.stringify(f)).toBeLessThan(0.05 * f.tracked!.watts! + 0.01);
       }
     } finally {
       workers.kill('SIGKILL');
@@ -439,6 +564,56 @@ while True:
     } finally {
       six.kill('SIGKILL');
     }
+  });
+
+  // A process that exited while --calibrate measured ended top with the calibration's error
+  // ("the sampler was stopped ... keep it running") and status 1.
+  it('says that its process exited, status 0, when it exits during --calibrate', () => {
+    const sleeper = spawn('sleep', ['1'], { stdio: 'ignore' });
+    try {
+      const r = spawnSync(process.execPath, [BIN, 'top', '--pid', String(sleeper.pid), '--calibrate', '20', '--source', 'model', '--json'], { encoding: 'utf8', timeout: 15_000 });
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stderr).toBe(`jouletrace top: measuring idle power for 20 s: keep the machine quiet\njouletrace top: process ${sleeper.pid} exited\n`);
+      expect(r.stdout).toBe('');
+    } finally {
+      sleeper.kill('SIGKILL');
+    }
+  });
+
+  // Off a terminal a block showed 16 rows at most, and nothing said the others were left out.
+  it('lists every row in a plain block', async () => {
+    const code = 'import threading, time\nev = threading.Event()\nfor i in range(24): threading.Thread(target=ev.wait, daemon=True).start()\nprint("up", flush=True)\ntime.sleep(30)\n';
+    const py = spawn('python3', ['-c', code], { stdio: ['ignore', 'pipe', 'ignore'] });
+    try {
+      await new Promise<void>((resolve) => py.stdout!.once('data', () => resolve()));
+      const r = spawnSync(process.execPath, [BIN, 'top', '--pid', String(py.pid), '--threads', 'procfs', '--source', 'model', '--iterations', '1', '--delay', '0.2'], { encoding: 'utf8', timeout: 15_000 });
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout.split('\n').filter((l) => /^\s+\d+\s{2}python3/.test(l))).toHaveLength(25);
+    } finally {
+      py.kill('SIGKILL');
+    }
+  });
+
+  // The figures of --pid move at attribution steps (procfs: every 5 samples), and were divided by
+  // the time between the samples read: the model's constant 12 W baseline read 11.36-12.60 W.
+  it('gives --pid rates over the time between the attribution steps they are as of', () => {
+    const r = spawnSync(process.execPath, [BIN, 'top', '--pid', String(target.pid), '--threads', 'procfs', '--source', 'model', '--json', '--iterations', '10', '--delay', '0.2'], {
+      encoding: 'utf8',
+      timeout: 20_000,
+    });
+    expect(r.status, r.stderr).toBe(0);
+    const frames = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as TopFrame);
+    expect(frames).toHaveLength(10);
+    // A refresh with no step (a sampler starved of CPU) has no figure, and says so.
+    for (const f of frames) expect(f.tracked!.baselineWatts === null, JSON.stringify(f)).toBe(f.noAttributionStep);
+    const baseline = frames.map((f) => f.tracked!.baselineWatts).filter((b) => b !== null);
+    expect(baseline.length).toBeGreaterThanOrEqual(5);
+    // The model's baseline is a constant: each frame's, over its own steps' time, that constant.
+    // (The baseline is also capped at the energy measured, and owed what it went short: a frame
+    // may read a little off, never most of them.)
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+    const m = median(baseline);
+    expect(median(baseline.map((b) => Math.abs(b - m))), baseline.join(' ')).toBeLessThan(0.01);
   });
 
   it('rejects a missing process and bad options', () => {
@@ -465,6 +640,8 @@ while True:
   });
 });
 
+const domain = (name: string, watts: number | null, more: Partial<TopDomain> = {}): TopDomain => ({ name, watts, readErrors: 0, averagedS: null, lost: false, ...more });
+
 describe('renderFrame', () => {
   const frame: TopFrame = {
     time: '2025-01-01T12:00:00.000Z',
@@ -473,8 +650,12 @@ describe('renderFrame', () => {
     source: 'model',
     estimated: true,
     sort: 'watts',
-    domains: [{ name: 'package-0', watts: 12.5 }, { name: 'dram-0', watts: 1.25 }],
+    domains: [domain('package-0', 12.5), domain('dram-0', 1.25)],
+    samples: 500,
+    readErrors: 0,
     tracked: { watts: 3, baselineWatts: 5, otherWatts: 4.5, droppedThreads: 0 },
+    rowsAveragedS: null,
+    noAttributionStep: false,
     sampler: { rateHz: 1000, jitterP99Us: 80, dropped: 0, late: 1, cpuPercent: 1.5, backend: 'bpf' },
     countersStillS: null,
     rows: Array.from({ length: 40 }, (_, i) => ({ id: i + 1, name: `thread-with-a-long-name-${i}`, cpu: i, watts: i / 10, joules: i })),
@@ -539,29 +720,30 @@ describe('renderFrame', () => {
 // 1.05 W for a process whose work runs in short-lived threads).
 describe('ThreadRows', () => {
   const t = (id: number, joules: number, exited = false) => ({ id, tid: id === 0 ? 0 : 1000 + id, name: id === 0 ? '(exited threads)' : `w${id}`, onCpuNs: joules * 1e8, joules, exited });
+  const at = (s: number, threads: Array<ReturnType<typeof t>>) => ({ timeNs: BigInt(Math.round(s * 1e9)), threads });
 
   it('gives the threads that exited their energy since the last refresh, in one row', () => {
-    const r = new ThreadRows();
-    r.step([t(1, 1), t(2, 2)], 1);
+    const r = new ThreadRows({ timeNs: 0n });
+    r.step(at(1, [t(1, 1), t(2, 2)]), 'measured');
     // 2 exited after the last refresh; 3 started and ended within this one.
-    const s = r.step([t(1, 1.5), t(2, 2.4, true), t(3, 0.7, true)], 1);
+    const s = r.step(at(2, [t(1, 1.5), t(2, 2.4, true), t(3, 0.7, true)]), 'measured');
     expect(s.rows.map((x) => [x.id, x.watts])).toEqual([[1001, 0.5]]);
     expect(s.exited.watts).toBeCloseTo(1.1, 9);
     expect(s.exited.cpu).toBeCloseTo(11, 6);
     // With the rows, the whole increase of the process: 5.6 - 4.
-    expect(s.rows[0].watts + s.exited.watts).toBeCloseTo(1.6, 9);
+    expect(s.rows[0].watts! + s.exited.watts!).toBeCloseTo(1.6, 9);
     // Listed again, unchanged: nothing more.
-    expect(r.step([t(1, 1.5), t(2, 2.4, true), t(3, 0.7, true)], 1).exited).toEqual({ cpu: 0, watts: 0, joules: expect.closeTo(1.1, 9) as number });
+    expect(r.step(at(3, [t(1, 1.5), t(2, 2.4, true), t(3, 0.7, true)]), 'measured').exited).toEqual({ cpu: 0, watts: 0, joules: expect.closeTo(1.1, 9) as number });
   });
 
   it('counts once the threads folded into the (exited threads) row', () => {
-    const r = new ThreadRows();
-    r.step([t(1, 1), t(2, 2.4, true), t(3, 0.7, true)], 1);
+    const r = new ThreadRows({ timeNs: 0n });
+    r.step(at(1, [t(1, 1), t(2, 2.4, true), t(3, 0.7, true)]), 'measured');
     // 2 and 3 folded into row 0, with 4, which came and went between the two refreshes.
-    const s = r.step([t(1, 2), t(0, 2.4 + 0.7 + 0.3, true)], 2);
+    const s = r.step(at(3, [t(1, 2), t(0, 2.4 + 0.7 + 0.3, true)]), 'measured');
     expect(s.exited.watts).toBeCloseTo(0.3 / 2, 9);
     expect(s.exited.joules).toBeCloseTo(3.1 + 0.3, 9);
-    const u = r.step([t(1, 2), t(0, 3.4 + 0.2, true)], 1);
+    const u = r.step(at(4, [t(1, 2), t(0, 3.4 + 0.2, true)]), 'measured');
     expect(u.exited.watts).toBeCloseTo(0.2, 9);
   });
 });
@@ -574,8 +756,12 @@ describe('renderFrame, system-wide', () => {
     source: 'model',
     estimated: true,
     sort: 'watts',
-    domains: [{ name: 'package-0', watts: 12 }],
+    domains: [domain('package-0', 12)],
+    samples: 500,
+    readErrors: 0,
     tracked: null,
+    rowsAveragedS: null,
+    noAttributionStep: false,
     sampler: { rateHz: 500, jitterP99Us: 80, dropped: 0, late: 0, cpuPercent: 1, backend: 'off' },
     countersStillS: null,
     rows: [
@@ -628,7 +814,7 @@ describe('ProcessShares', () => {
   it("leaves an idle machine's power with (idle), not with the one process that ran", () => {
     // 2 CPUs for 1 s (200 ticks): top itself ran 1 tick, the rest was idle.
     const s = new ProcessShares(procs([10, 'top', 50, 7]), { busy: 1000, idle: 5000 });
-    const r = s.step(procs([10, 'top', 51, 7]), { busy: 1001, idle: 5199 }, 12, 1);
+    const r = s.step(procs([10, 'top', 51, 7]), { busy: 1001, idle: 5199 }, { watts: 12, dt: 1 });
     expect(r.processes).toEqual([{ pid: 10, name: 'top', ticks: 1, watts: 0.06, joules: 0.06 }]);
     expect(r.idle.watts).toBeCloseTo(11.94, 10);
     expect(r.other.watts).toBe(0);
@@ -637,27 +823,252 @@ describe('ProcessShares', () => {
   it('gives busy time no process accounts for (one that ended) to (other); all adds up to the package', () => {
     const s = new ProcessShares(procs([10, 'a', 0, 1], [11, 'gone', 0, 1]), { busy: 0, idle: 0 });
     // 100 busy ticks, 100 idle: 'a' ran 60 of them, 'gone' the other 40 and ended before the read.
-    const r = s.step(procs([10, 'a', 60, 1]), { busy: 100, idle: 100 }, 10, 2);
+    const r = s.step(procs([10, 'a', 60, 1]), { busy: 100, idle: 100 }, { watts: 10, dt: 2 });
     expect(r.processes.map((p) => [p.pid, p.watts, p.joules])).toEqual([[10, 3, 6]]);
     expect([r.idle.watts, r.other.watts, r.other.joules]).toEqual([5, 2, 4]);
   });
 
   it('never gives the processes more than the whole when their ticks exceed the busy time read', () => {
     const s = new ProcessShares(procs([10, 'a', 0, 1]), { busy: 0, idle: 0 });
-    const r = s.step(procs([10, 'a', 110, 1]), { busy: 100, idle: 90 }, 20, 1);
-    expect(r.processes[0].watts + r.idle.watts + r.other.watts).toBeCloseTo(20, 10);
+    const r = s.step(procs([10, 'a', 110, 1]), { busy: 100, idle: 90 }, { watts: 20, dt: 1 });
+    expect(r.processes[0].watts! + r.idle.watts! + r.other.watts!).toBeCloseTo(20, 10);
     expect(r.processes[0].watts).toBeCloseTo(11, 10);
     expect(r.other.watts).toBe(0);
   });
 
   it("starts a reused pid from nothing, and counts a new process's whole life", () => {
     const s = new ProcessShares(procs([10, 'old', 100, 1]), { busy: 0, idle: 0 });
-    const first = s.step(procs([10, 'old', 150, 1]), { busy: 50, idle: 50 }, 10, 1);
+    const first = s.step(procs([10, 'old', 150, 1]), { busy: 50, idle: 50 }, { watts: 10, dt: 1 });
     expect(first.processes[0].joules).toBe(5);
     // pid 10 is now another process (another start time), which ran 20 ticks since it started.
-    const second = s.step(procs([10, 'new', 20, 9]), { busy: 100, idle: 100 }, 10, 1);
+    const second = s.step(procs([10, 'new', 20, 9]), { busy: 100, idle: 100 }, { watts: 10, dt: 1 });
     expect(second.processes).toEqual([{ pid: 10, name: 'new', ticks: 20, watts: 2, joules: 2 }]);
     // The rest of the busy time (the old process's last ticks) goes to (other), not to the new one.
     expect(second.other.watts).toBe(3);
+  });
+});
+
+describe('DomainRates', () => {
+  const totals = (sec: number, joules: number[]) => ({
+    startNs: 0n,
+    timeNs: BigInt(Math.round(sec * 1e9)),
+    readings: joules.map((j, i) => ({ domain: i === 0 ? 'package' : 'dram', package: 0, joules: j, ticks: 0n, estimated: false })),
+  });
+  const timing = (samples: number, errors: number[], counterRestarts = 0, unread = [false, false]) => ({
+    samples,
+    readErrors: Math.max(...errors),
+    counterRestarts,
+    byDomain: errors.map((readErrors, i) => ({ domain: i === 0 ? 'package' : 'dram', package: 0, readErrors, unread: unread[i] })),
+  });
+
+  // While reads fail the counter holds its last value, and the next good read brings the gap:
+  // drawn as read, 0 W over the stretch, then a spike.
+  it('gives no figure while reads fail, then the stretch average once a good read brings the energy', () => {
+    const r = new DomainRates(totals(0, [0, 0]), timing(0, [0, 0]), [true, false]);
+    let s = r.step(totals(1, [10, 2]), timing(500, [0, 0]));
+    expect(s.domains.map((d) => d.watts)).toEqual([10, 2]);
+    expect(s.rows).toEqual({ watts: 10, dt: 1 });
+    // Two refreshes whose package reads failed: the counter stands at 10 J.
+    s = r.step(totals(2, [10, 4]), timing(1000, [500, 0]));
+    expect(s.domains[0]).toEqual({ name: 'package-0', watts: null, readErrors: 500, averagedS: null, lost: false });
+    expect(s.domains[1].watts).toBe(2);
+    expect([s.rows, s.readErrors, s.samples]).toEqual(['held', 500, 500]);
+    s = r.step(totals(3, [10, 6]), timing(1500, [700, 0]));
+    expect([s.domains[0].watts, s.domains[0].readErrors, s.rows]).toEqual([null, 200, 'held']);
+    // The first read of this refresh was good: it brought the 30 J of all three seconds.
+    s = r.step(totals(4, [40, 8]), timing(2000, [700, 0]));
+    expect(s.domains[0]).toEqual({ name: 'package-0', watts: 10, readErrors: 0, averagedS: 3, lost: false });
+    expect([s.rows, s.rowsAveragedS]).toEqual([{ watts: 10, dt: 3 }, 3]);
+    s = r.step(totals(5, [52, 10]), timing(2500, [700, 0]));
+    expect([s.domains[0].watts, s.domains[0].averagedS, s.rowsAveragedS]).toEqual([12, null, null]);
+  });
+
+  it('gives none where a counter started again among the failed reads, and starts afresh', () => {
+    const r = new DomainRates(totals(0, [0, 0]), timing(0, [0, 0]), [true, false]);
+    r.step(totals(1, [10, 1]), timing(500, [0, 0]));
+    let s = r.step(totals(2, [10, 2]), timing(1000, [3, 0], 1));
+    expect([s.domains[0].watts, s.rows]).toEqual([null, 'held']);
+    // What the good read brought is short of the stretch's energy: no figure either.
+    s = r.step(totals(3, [14, 3]), timing(1500, [3, 0], 1));
+    expect(s.domains[0]).toEqual({ name: 'package-0', watts: null, readErrors: 0, averagedS: null, lost: true });
+    expect(s.rows).toBe('lost');
+    s = r.step(totals(4, [24, 4]), timing(2000, [3, 0], 1));
+    expect([s.domains[0].watts, s.domains[0].lost, s.rows]).toEqual([10, false, { watts: 10, dt: 1 }]);
+  });
+
+  it('gives none for a domain until a refresh after its first good read, which it counts from', () => {
+    const r = new DomainRates(totals(0, [0, 0]), timing(0, [0, 1], 0, [false, true]), [true, false]);
+    let s = r.step(totals(1, [10, 0]), timing(500, [0, 300], 0, [false, true]));
+    expect([s.domains[1].watts, s.domains[1].readErrors, s.domains[0].watts, s.rows]).toEqual([null, 300, 10, { watts: 10, dt: 1 }]);
+    s = r.step(totals(2, [20, 1]), timing(1000, [0, 310], 0, [false, false]));
+    expect(s.domains[1].watts).toBeNull();
+    s = r.step(totals(3, [30, 3]), timing(1500, [0, 310], 0, [false, false]));
+    expect(s.domains[1]).toEqual({ name: 'dram-0', watts: null, readErrors: 0, averagedS: null, lost: true });
+    s = r.step(totals(4, [40, 5]), timing(2000, [0, 310], 0, [false, false]));
+    expect(s.domains[1].watts).toBe(2);
+  });
+});
+
+describe('ProcessShares, reads failing', () => {
+  const procs = (...list: Array<[number, string, number]>) => new Map<number, ProcessTicks>(list.map(([pid, name, ticks]) => [pid, { name, ticks, start: 1 }]));
+
+  // The energy of a stretch of failed reads comes at its end: shared by the CPU time of that
+  // refresh alone, it went to whoever ran then.
+  it('shares the energy a good read brings by the CPU time of the whole stretch', () => {
+    const s = new ProcessShares(procs([10, 'a', 0], [11, 'b', 0]), { busy: 0, idle: 0 });
+    // a ran while the reads failed, b after.
+    const held = s.step(procs([10, 'a', 100], [11, 'b', 0]), { busy: 100, idle: 100 }, 'held');
+    expect(held.processes.map((p) => [p.pid, p.ticks, p.watts, p.joules])).toEqual([[10, 100, null, 0]]);
+    expect([held.idle.watts, held.other.watts]).toEqual([null, null]);
+    const r = s.step(procs([10, 'a', 100], [11, 'b', 100]), { busy: 200, idle: 200 }, { watts: 10, dt: 2 });
+    // 400 ticks over the stretch: a and b 100 each, idle 200.
+    expect(r.processes.map((p) => [p.pid, p.ticks, p.watts, p.joules])).toEqual([
+      [10, 0, 2.5, 5],
+      [11, 100, 2.5, 5],
+    ]);
+    expect([r.idle.ticks, r.idle.watts, r.other.watts]).toEqual([100, 5, 0]);
+  });
+
+  it('starts afresh after energy was lost', () => {
+    const s = new ProcessShares(procs([10, 'a', 0]), { busy: 0, idle: 0 });
+    s.step(procs([10, 'a', 100]), { busy: 100, idle: 100 }, 'held');
+    const lost = s.step(procs([10, 'a', 150]), { busy: 150, idle: 150 }, 'lost');
+    expect(lost.processes[0].watts).toBeNull();
+    const r = s.step(procs([10, 'a', 150]), { busy: 200, idle: 200 }, { watts: 10, dt: 1 });
+    // Over the last refresh only: a did not run in it.
+    expect([r.processes[0].watts, r.idle.watts, r.other.watts]).toEqual([0, 5, 5]);
+  });
+});
+
+describe('renderFrame, reads failing', () => {
+  const frame: TopFrame = {
+    time: '2025-01-01T12:00:00.000Z',
+    mode: 'threads',
+    pid: 1,
+    source: 'powercap',
+    estimated: false,
+    sort: 'watts',
+    domains: [domain('package-0', null, { readErrors: 125 }), domain('dram-0', 1.25)],
+    samples: 125,
+    readErrors: 125,
+    tracked: { watts: null, baselineWatts: null, otherWatts: null, droppedThreads: 0 },
+    rowsAveragedS: null,
+    noAttributionStep: false,
+    sampler: { rateHz: 500, jitterP99Us: 80, dropped: 0, late: 0, cpuPercent: 1, backend: 'bpf' },
+    countersStillS: null,
+    rows: [{ id: 7, name: 'w', cpu: 50, watts: null, joules: 1 }],
+    rest: null,
+    exited: { cpu: 0, watts: null, joules: 0 },
+  };
+
+  it('names the domains whose reads failed and shows n/a, not 0 W', () => {
+    const text = renderFrame(frame, 80, 24, false).join('\n');
+    expect(text).toContain('package-0 n/a   dram-0 1.25 W');
+    expect(text).toContain('reads failed: package-0 125 of 125 (n/a: the energy comes with a good read)');
+    expect(text).toContain('process n/a   baseline n/a   other n/a');
+    expect(text).toMatch(/^ {7}7 {2}w +50\.0 +n\/a +1\.000 J$/m);
+    expect(text).not.toMatch(/0\.00 W/);
+  });
+
+  it('marks the figures averaged over a stretch, and says why', () => {
+    const f: TopFrame = {
+      ...frame,
+      domains: [domain('package-0', 10, { averagedS: 3 }), domain('dram-0', 1.25)],
+      readErrors: 0,
+      tracked: { watts: 1, baselineWatts: 5, otherWatts: 4, droppedThreads: 0 },
+      rowsAveragedS: 2.99,
+    };
+    const text = renderFrame(f, 80, 24, false).join('\n');
+    expect(text).toContain('package-0 10.00 W avg   dram-0 1.25 W');
+    expect(text).toContain('avg: energy held by failed reads, averaged over package-0 3.0 s, rows 3.0 s');
+    expect(text).toContain('process 1.00 W avg   baseline 5.00 W avg   other 4.00 W avg');
+    expect(renderFrame({ ...f, domains: [domain('package-0', null, { lost: true })], rowsAveragedS: null }, 80, 24, false)).toContain(
+      'package-0: n/a, energy lost in failed reads (a counter restarted, or never read)',
+    );
+  });
+});
+
+describe('display width', () => {
+  // Names were cut and padded by their UTF-16 length: CJK characters take two columns each.
+  it('measures and cuts by the columns characters take', () => {
+    expect(displayWidth('日本語スレ')).toBe(10);
+    expect(displayWidth('e\u0301te\u0301')).toBe(3); // combining acute accents take none
+    expect(displayWidth('ｆｕｌｌ')).toBe(8);
+    expect(displayWidth('🔥x')).toBe(3);
+    expect(fit('日本語スレ', 10)).toBe('日本語スレ');
+    expect(fit('日本語スレ', 9)).toBe('日本語ス…');
+    expect(fit('日本語スレ', 6)).toBe('日本…');
+    expect(fit('a𝒳bcdef', 3)).toBe('a𝒳…'); // a surrogate pair is never split
+    expect(padCols('日本', 6)).toBe('日本  ');
+  });
+
+  it('never draws rows of wide names wider than the terminal', () => {
+    const f: TopFrame = {
+      time: '2025-01-01T12:00:00.000Z',
+      mode: 'threads',
+      pid: 1,
+      source: 'model',
+      estimated: true,
+      sort: 'watts',
+      domains: [domain('package-0', 12)],
+      samples: 500,
+      readErrors: 0,
+      tracked: { watts: 3, baselineWatts: 5, otherWatts: 4, droppedThreads: 0 },
+      rowsAveragedS: null,
+      noAttributionStep: false,
+      sampler: { rateHz: 500, jitterP99Us: 80, dropped: 0, late: 0, cpuPercent: 1, backend: 'bpf' },
+      countersStillS: null,
+      rows: ['日本語スレ', 'ｗｏｒｋｅｒ－１２３', 'e\u0301crire', '🔥🔥🔥'].map((name, i) => ({ id: 100 + i, name, cpu: 1, watts: 1, joules: 1 })),
+      rest: null,
+      exited: null,
+    };
+    for (const width of [40, 50, 60, 80]) {
+      const lines = renderFrame(f, width, 24, false);
+      for (const l of lines) expect(displayWidth(l), l).toBeLessThanOrEqual(width);
+      // The columns after the name line up with the header's.
+      const header = lines.find((l) => l.includes('TID  NAME'))!;
+      for (const l of lines.filter((x) => /^ +10\d {2}/.test(x))) expect(displayWidth(l), l).toBe(Math.min(width, displayWidth(header)));
+    }
+  });
+});
+
+describe('keys', () => {
+  // Matched a character at a time, F2 (ESC O Q) quit and F4 (ESC O S) changed the sort.
+  it('drops whole escape sequences', () => {
+    expect(stripEscapes('\x1bOQ\x1bOS')).toBe('');
+    expect(stripEscapes('\x1b[A\x1b[1;5S\x1b[15~s')).toBe('s');
+    expect(stripEscapes('a\x1bqs')).toBe('as'); // Alt+q
+    expect(stripEscapes('q\x1b[')).toBe('q'); // cut off at the end of the read
+    expect(stripEscapes('\x1b')).toBe('');
+    expect(stripEscapes('\x1a\x03')).toBe('\x1a\x03');
+  });
+});
+
+describe('renderBlock', () => {
+  // Off a terminal a block showed 16 rows at most and dropped the footer: nothing said rows were missing.
+  it('lists every row, with no key help', () => {
+    const f: TopFrame = {
+      time: '2025-01-01T12:00:00.000Z',
+      mode: 'threads',
+      pid: 1,
+      source: 'model',
+      estimated: true,
+      sort: 'watts',
+      domains: [domain('package-0', 12)],
+      samples: 500,
+      readErrors: 0,
+      tracked: { watts: 3, baselineWatts: 5, otherWatts: 4, droppedThreads: 0 },
+      rowsAveragedS: null,
+      noAttributionStep: false,
+      sampler: { rateHz: 500, jitterP99Us: 80, dropped: 0, late: 0, cpuPercent: 1, backend: 'bpf' },
+      countersStillS: null,
+      rows: Array.from({ length: 40 }, (_, i) => ({ id: i + 1, name: `t${i}`, cpu: 1, watts: 1, joules: 1 })),
+      rest: null,
+      exited: { cpu: 0, watts: 0, joules: 0 },
+    };
+    const lines = renderBlock(f);
+    expect(lines.filter((l) => /^ +\d+ {2}t\d+ /.test(l))).toHaveLength(40);
+    expect(lines.join('\n')).not.toContain('q quit');
+    expect(lines.every((l) => l.trim() !== '')).toBe(true);
   });
 });

@@ -103,12 +103,14 @@ void AttributionEngine::reset() {
   prevCpuBusy_.clear();
   primed_ = false;
   steps_ = 0;
+  stepTimeNs_ = 0;
 }
 
 void AttributionEngine::step(const uint64_t* deltaTicks, uint64_t dtNs, const TrackerSnapshot& snap, const DomainReading* readings,
-                             const uint8_t* lost, bool last) {
+                             const uint8_t* lost, bool last, uint64_t nowNs) {
   uint64_t t0 = monotonicNs();
   std::lock_guard<std::mutex> lock(mu_);
+  stepTimeNs_ = nowNs;
   const size_t nThreads = snap.threads.size();
   busyQuantumNs_ = snap.busyQuantumNs;
 
@@ -492,13 +494,23 @@ uint64_t AttributionEngine::otherBusy(size_t d, uint64_t busy, uint64_t tracked,
   return uint64_t(given);
 }
 
-std::vector<DomainParts> AttributionEngine::parts() const {
+void AttributionEngine::stepStateLocked(uint64_t* timeNs, std::vector<uint8_t>* held) const {
+  if (timeNs) *timeNs = stepTimeNs_;
+  if (held) {
+    held->resize(held_.size());
+    for (size_t d = 0; d < held_.size(); d++) (*held)[d] = held_[d].on ? 1 : 0;
+  }
+}
+
+std::vector<DomainParts> AttributionEngine::parts(uint64_t* timeNs, std::vector<uint8_t>* held) const {
   std::lock_guard<std::mutex> lock(mu_);
+  stepStateLocked(timeNs, held);
   return parts_;
 }
 
-std::vector<ThreadEnergy> AttributionEngine::threads() const {
+std::vector<ThreadEnergy> AttributionEngine::threads(uint64_t* timeNs, std::vector<uint8_t>* held) const {
   std::lock_guard<std::mutex> lock(mu_);
+  stepStateLocked(timeNs, held);
   return results_;
 }
 

@@ -66,14 +66,21 @@ class AttributionEngine {
   // measured nothing is not split at all.
   // last: the run's final step; what failed reads still hold is let go of, as no good read comes.
   // Time let go of is the rows' unmeasuredNs.
+  // nowNs: the CLOCK_MONOTONIC time of the interval's end, which parts() and threads() give with
+  // the figures (0 where the caller keeps no clock: a benchmark).
   void step(const uint64_t* deltaTicks, uint64_t dtNs, const TrackerSnapshot& snap, const DomainReading* readings = nullptr,
-            const uint8_t* lost = nullptr, bool last = false);
+            const uint8_t* lost = nullptr, bool last = false, uint64_t nowNs = 0);
 
-  // Cumulative parts per domain (consistent with each other: taken under the lock).
-  std::vector<DomainParts> parts() const;
+  // Cumulative parts per domain (consistent with each other: taken under the lock). timeNs
+  // (optional): the time of the step they are as of. The parts and the rows move at steps only
+  // (every attributionEvery samples, or later on a starved sampler), so a rate taken from two
+  // reads divides by the steps' times, not by the samples'. held (optional): per domain, 1 where
+  // its read failed at that step and its intervals since its last good read are held, not split
+  // yet (their energy comes with its next good read): figures that stand still meanwhile.
+  std::vector<DomainParts> parts(uint64_t* timeNs = nullptr, std::vector<uint8_t>* held = nullptr) const;
   // Lock-free variant for the sampler thread itself, which is the only writer.
   const std::vector<DomainParts>& partsUnlocked() const { return parts_; }
-  std::vector<ThreadEnergy> threads() const;
+  std::vector<ThreadEnergy> threads(uint64_t* timeNs = nullptr, std::vector<uint8_t>* held = nullptr) const;
   uint64_t steps() const;
   // Sampler thread only (the engine's writer): the live thread with this tid, or the most recent
   // one that had it; nullptr when never seen.
@@ -111,6 +118,7 @@ class AttributionEngine {
   };
 
   uint64_t domainTimes(size_t d);
+  void stepStateLocked(uint64_t* timeNs, std::vector<uint8_t>* held) const;
   void letGoOfHeld(size_t d);
   void splitDomain(size_t d, uint64_t delta, uint64_t dtNs, uint64_t busy);
   uint64_t otherBusy(size_t d, uint64_t busy, uint64_t tracked, uint64_t dtNs);
@@ -144,6 +152,7 @@ class AttributionEngine {
   size_t exitedCount_ = 0;  // results_ entries with exited set
   uint64_t nextRowId_ = 1;  // never reset: ids stay unique across runs
   uint64_t steps_ = 0;
+  uint64_t stepTimeNs_ = 0;  // the nowNs of the last step (see parts())
   std::atomic<uint64_t> lastStepNs_{0};  // written by the sampler thread, read by stats()
 
   // Scratch, reused every step (no allocation in steady state).

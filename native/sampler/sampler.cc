@@ -274,7 +274,7 @@ bool Sampler::start(SamplerError* err) {
   if (tracker_) {
     std::lock_guard<std::mutex> lock(trackerMu_);
     tracker_->referenceSnapshot(snap_);
-    attribution_->step(pendingDelta_.data(), 0, snap_);  // reference point
+    attribution_->step(pendingDelta_.data(), 0, snap_, nullptr, nullptr, false, now);  // reference point
     if (spans_) spans_->step(now, *attribution_, false, false);  // spans begun from here on are complete
   }
   // A failed reference read leaves the first interval's energy unknown to spans, as a failed read
@@ -507,7 +507,7 @@ void Sampler::sample(uint64_t now, uint32_t flags, bool forceAttribution) {
     // read brings: where none of its counters carried on, all it held (lostSinceStep_). At the
     // run's last step, what a domain still holds is let go of too: no good read comes for it.
     attribution_->step(pendingDelta_.data(), now - lastAttributionTime_, snap_, readings_.data(), lostSinceStep_.data(),
-                       (flags & kFlagFinal) != 0);
+                       (flags & kFlagFinal) != 0, now);
     bool restartedInStep = false;
     for (size_t d : primaryDomains_) restartedInStep = restartedInStep || restartedSinceStep_[d];
     std::fill(restartedSinceStep_.begin(), restartedSinceStep_.end(), 0);

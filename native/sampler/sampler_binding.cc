@@ -385,8 +385,16 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     Napi::Env env = info.Env();
     if (!check(env)) return env.Undefined();
     AttributionEngine* a = sampler_->attribution();
-    if (!a) return Napi::Array::New(env, 0);
-    std::vector<ThreadEnergy> ts = a->threads();
+    Napi::Object result = Napi::Object::New(env);
+    if (!a) {
+      result.Set("timeNs", Napi::BigInt::New(env, uint64_t(0)));
+      result.Set("held", Napi::Array::New(env, 0));
+      result.Set("rows", Napi::Array::New(env, 0));
+      return result;
+    }
+    uint64_t timeNs = 0;
+    std::vector<uint8_t> held;
+    std::vector<ThreadEnergy> ts = a->threads(&timeNs, &held);
     // Threads usually name themselves after the tracker first saw them (pthread_setname_np).
     // Where the tracker follows renames (the eBPF program's task_rename hook, procfs's stat at
     // each snapshot) the rows hold each thread's name as of the last attribution step, and
@@ -420,7 +428,16 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
       o.Set("unmeasuredNs", unmeasured);
       out.Set(uint32_t(i), o);
     }
-    return out;
+    result.Set("timeNs", Napi::BigInt::New(env, timeNs));
+    result.Set("held", heldArray(env, held));
+    result.Set("rows", out);
+    return result;
+  }
+
+  static Napi::Array heldArray(Napi::Env env, const std::vector<uint8_t>& held) {
+    Napi::Array a = Napi::Array::New(env, held.size());
+    for (size_t d = 0; d < held.size(); d++) a.Set(uint32_t(d), Napi::Boolean::New(env, held[d] != 0));
+    return a;
   }
 
   Napi::Value Attribution(const Napi::CallbackInfo& info) {
@@ -428,7 +445,9 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     if (!check(env)) return env.Undefined();
     AttributionEngine* a = sampler_->attribution();
     if (!a) return env.Null();
-    std::vector<DomainParts> parts = a->parts();
+    uint64_t timeNs = 0;
+    std::vector<uint8_t> held;
+    std::vector<DomainParts> parts = a->parts(&timeNs, &held);
     std::vector<double> baseline = a->baselineWatts();
     Napi::Array out = Napi::Array::New(env, parts.size());
     for (size_t d = 0; d < parts.size(); d++) {
@@ -440,7 +459,11 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
       o.Set("baselineWatts", baseline[d]);
       out.Set(uint32_t(d), o);
     }
-    return out;
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("timeNs", Napi::BigInt::New(env, timeNs));
+    result.Set("held", heldArray(env, held));
+    result.Set("domains", out);
+    return result;
   }
 
   Napi::Value SetBaselineWatts(const Napi::CallbackInfo& info) {

@@ -61,9 +61,70 @@ export function fmtKnown(x: number | null, digits: number, unit: string): string
   return `${x === null ? '-' : x.toFixed(digits)}${unit}`;
 }
 
-/** Cuts a string to `width` columns (our strings are single-width characters). */
+// Columns a terminal gives a character: East Asian wide and fullwidth ones (CJK, Hangul, kana,
+// fullwidth forms) and emoji shown as such take two; combining marks and format characters
+// (a zero-width joiner) none, drawn on the character before. The wide ranges are Unicode's
+// East_Asian_Width W and F, as wcwidth() and the terminals have them; JavaScript's regular
+// expressions have no property for it.
+const ZERO_WIDTH = /^[\p{Mn}\p{Me}\p{Cf}]$/u;
+const EMOJI_WIDE = /^\p{Emoji_Presentation}$/u;
+function charWidth(ch: string): number {
+  const c = ch.codePointAt(0)!;
+  if (c < 0x300) return 1;
+  if (ZERO_WIDTH.test(ch)) return 0;
+  if (
+    (c >= 0x1100 && c <= 0x115f) ||
+    c === 0x2329 ||
+    c === 0x232a ||
+    (c >= 0x2e80 && c <= 0x303e) ||
+    (c >= 0x3041 && c <= 0x3247) ||
+    (c >= 0x3250 && c <= 0x4dbf) ||
+    (c >= 0x4e00 && c <= 0xa4c6) ||
+    (c >= 0xa960 && c <= 0xa97c) ||
+    (c >= 0xac00 && c <= 0xd7a3) ||
+    (c >= 0xf900 && c <= 0xfaff) ||
+    (c >= 0xfe10 && c <= 0xfe19) ||
+    (c >= 0xfe30 && c <= 0xfe6b) ||
+    (c >= 0xff01 && c <= 0xff60) ||
+    (c >= 0xffe0 && c <= 0xffe6) ||
+    (c >= 0x16fe0 && c <= 0x18cff) ||
+    (c >= 0x1b000 && c <= 0x1b2ff) ||
+    (c >= 0x1f200 && c <= 0x1f251) ||
+    (c >= 0x20000 && c <= 0x3fffd)
+  ) {
+    return 2;
+  }
+  return EMOJI_WIDE.test(ch) ? 2 : 1;
+}
+
+/** Columns `s` takes on a terminal (see charWidth: wide characters two, combining marks none). */
+export function displayWidth(s: string): number {
+  let w = 0;
+  for (const ch of s) w += charWidth(ch);
+  return w;
+}
+
+/**
+ * Cuts a string to `width` columns, with '…' where it cut, by the columns its characters take:
+ * by its length, a name in CJK characters took twice the room and broke the row. Never splits
+ * a character (nor a surrogate pair); a wide one that would straddle the edge is left out.
+ */
 export function fit(s: string, width: number): string {
-  return s.length > width ? s.slice(0, Math.max(0, width - 1)) + '…' : s;
+  if (displayWidth(s) <= width) return s;
+  let out = '';
+  let w = 0;
+  for (const ch of s) {
+    const cw = charWidth(ch);
+    if (w + cw > width - 1) break;
+    out += ch;
+    w += cw;
+  }
+  return width > 0 ? out + '…' : '';
+}
+
+/** `s` padded with spaces to `width` columns (padEnd counts UTF-16 units, not columns). */
+export function padCols(s: string, width: number): string {
+  return s + ' '.repeat(Math.max(0, width - displayWidth(s)));
 }
 
 /**
