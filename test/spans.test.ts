@@ -407,7 +407,7 @@ describe('spans: behaviour', () => {
       stop(): void;
       close(): void;
       info(): { spanEngineId: number; domains: { unitJoules: number }[] };
-      threads(): { tid: number; onCpuNs: number; ticks: number[] }[];
+      threads(): { rows: { tid: number; onCpuNs: number; ticks: number[] }[] };
     };
     const NativeSampler = native().NativeSampler as new (o: Record<string, unknown>) => Native;
     const ns = new NativeSampler({ source: 'model', threads: 'procfs', intervalUs: 1000, ringCapacity: 64, spanHistorySteps: 32 });
@@ -416,7 +416,7 @@ describe('spans: behaviour', () => {
       const tid = Number(fs.readlinkSync('/proc/thread-self').split('/').pop());
       const unit = ns.info().domains[0].unitJoules;
       const thread = () => {
-        const t = ns.threads().find((x) => x.tid === tid)!;
+        const t = ns.threads().rows.find((x) => x.tid === tid)!;
         return { onCpuNs: t.onCpuNs, joules: t.ticks[0] * unit };
       };
       ns.start();
