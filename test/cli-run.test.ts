@@ -1,6 +1,6 @@
 // `jouletrace run` against real command trees: children attributed, exit codes passed through,
 // JSON and CSV outputs, signals forwarded.
-import { spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -644,6 +644,19 @@ describe('jouletrace run, job control and signals ignored', () => {
       expect(fs.readFileSync(file('env'), 'utf8')).toBe('unset\n');
     } finally {
       for (const pid of [command, child.pid!]) if (pid > 0 && alive(pid)) process.kill(pid, 'SIGKILL');
+    }
+  });
+
+  // The prelude read the mask of the shell running it, and bash (busybox ash too) ignores SIGQUIT
+  // itself: where /bin/sh is bash, every command ran with SIGQUIT ignored and Ctrl-\\ did nothing.
+  // Its `read k v` also overwrote a caller's exported k and v on their way to the command.
+  it("takes no signal as ignored that only the bin's own shell ignores, and leaves the caller's variables as they were", () => {
+    const mask = (out: string) => BigInt(`0x${/^SigIgn:\s*([0-9a-f]+)$/m.exec(out)![1]}`);
+    const env = { ...process.env, NO_COLOR: '1', k: 'world', v: 'hello', PATH: `${path.dirname(process.execPath)}:${process.env.PATH}` };
+    for (const shell of ['bash', 'dash']) {
+      const out = execFileSync(shell, [BIN, 'run', '--source', 'model', '-o', '/dev/null', '--', 'sh', '-c', 'grep SigIgn /proc/self/status; echo "v=$v k=$k"'], { env, encoding: 'utf8' });
+      expect(mask(out) & 4n, `${shell}: ${out}`).toBe(0n); // SIGQUIT (3): bit 2
+      expect(out).toContain('v=hello k=world');
     }
   });
 

@@ -17,7 +17,9 @@ let mask = 0n;
 export function takeIgnoredAtStart(env: NodeJS.ProcessEnv = process.env): void {
   const v = env[ENV];
   delete env[ENV];
-  mask = v !== undefined && /^[0-9a-fA-F]{1,16}$/.test(v) ? BigInt(`0x${v}`) : 0n;
+  // The line of /proc/self/status as the bin's sh took it ("SigIgn:\t0000000000001000"), or the mask.
+  const m = v === undefined ? null : /^(?:SigIgn:)?\s*([0-9a-fA-F]{1,16})\s*$/.exec(v);
+  mask = m ? BigInt(`0x${m[1]}`) : 0n;
 }
 
 /**
