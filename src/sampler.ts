@@ -99,6 +99,11 @@ export interface DomainTotal {
   /** Exact cumulative count of the domain's energy unit (joules = ticks × unitJoules). */
   ticks: bigint;
   estimated: boolean;
+  /**
+   * The domain's latest read failed: its figures stand at its last good read's, and the energy
+   * since comes with its next good read (stats().timing.byDomain counts the failed reads).
+   */
+  held: boolean;
 }
 
 export interface Totals {
@@ -386,7 +391,7 @@ interface NativeSamplerHandle {
     ringRecordBytes: number;
     targetWatch: '' | 'pidfd' | 'proc';
   };
-  totals(): { ticks: bigint[]; timeNs: bigint; startNs: bigint };
+  totals(): { ticks: bigint[]; held: boolean[]; timeNs: bigint; startNs: bigint };
   stats(): {
     ring: SamplerStats['ring'];
     targetExited: boolean;
@@ -766,6 +771,7 @@ export class Sampler {
         joules: Number(t.ticks[i]) * d.unitJoules,
         ticks: t.ticks[i],
         estimated: d.estimated,
+        held: t.held[i] === true,
       })),
     };
   }

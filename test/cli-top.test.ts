@@ -852,7 +852,7 @@ describe('DomainRates', () => {
   const totals = (sec: number, joules: number[]) => ({
     startNs: 0n,
     timeNs: BigInt(Math.round(sec * 1e9)),
-    readings: joules.map((j, i) => ({ domain: i === 0 ? 'package' : 'dram', package: 0, joules: j, ticks: 0n, estimated: false })),
+    readings: joules.map((j, i) => ({ domain: i === 0 ? 'package' : 'dram', package: 0, joules: j, ticks: 0n, estimated: false, held: false })),
   });
   const timing = (samples: number, errors: number[], counterRestarts = 0, unread = [false, false]) => ({
     samples,

@@ -928,6 +928,9 @@ interface ReadsState {
   joules: [number, number];
   readErrors: [number, number];
   unread: [boolean, boolean];
+  // Whether each domain's latest read failed (totals().readings[].held); absent, as a Sampler of
+  // an older copy gives it.
+  held?: [boolean, boolean];
   counterRestarts: number;
   threads: FakeThread[];
   startNs: bigint;
@@ -963,7 +966,7 @@ function readsSampler(backend: 'bpf' | 'off' = 'bpf') {
         byDomain: names.map((domain, i) => ({ domain, package: 0, readErrors: state.readErrors[i], unread: state.unread[i] })),
       },
     }),
-    totals: () => ({ startNs: state.startNs, timeNs: state.timeNs, readings: names.map((domain, i) => ({ domain, package: 0, joules: state.joules[i] })) }),
+    totals: () => ({ startNs: state.startNs, timeNs: state.timeNs, readings: names.map((domain, i) => ({ domain, package: 0, joules: state.joules[i], ...(state.held ? { held: state.held[i] } : {}) })) }),
     threads: () => state.threads.map((t) => ({ unmeasuredNs: 0, ...t, id: t.id ?? t.tid })),
     attribution: () => ({ ...state.attribution, domains: ['package'], estimated: false, byDomain: [] }),
     onRunEnd: (fn: () => void) => {
@@ -1010,7 +1013,8 @@ describe('ReportCollector, a domain whose reads fail', () => {
     f.state.threads = [main];
     const c = new ReportCollector(f.sampler, { periodMs: 200 });
     c.poll();
-    // package 10 W, dram 2 W; dram's reads fail through two intervals and the start of a third.
+    // package 10 W, dram 2 W; dram's reads fail through two intervals and the start of a third,
+    // whose later reads are good: the third brings the stretch's energy.
     const dram = [0.4, 0, 0, 1.2, 0.4, 0.4];
     const errors = [0, 5, 5, 1, 0, 0];
     for (let i = 0; i < 6; i++) {
@@ -1026,10 +1030,58 @@ describe('ReportCollector, a domain whose reads fail', () => {
     expect(sum(d.watts[1].map((w) => w * 0.2))).toBeCloseTo(2.4, 9);
     const note = d.notes.find((n) => n.startsWith('Reads of dram-0 failed'));
     expect(note).toBe(
-      "Reads of dram-0 failed in 600.0 ms of this report (stats().timing.byDomain's readErrors): its counter held its last value while they did, and its energy came with its next good read. The power chart draws each such stretch, with the interval that brought its energy (800.0 ms in all), at their average power: the energy spread evenly over them, since how it varied within is unknown.",
+      "Reads of dram-0 failed in 600.0 ms of this report (stats().timing.byDomain's readErrors): its counter held its last value while they did, and its energy came with its next good read. The power chart draws each such stretch, with the interval that brought its energy (600.0 ms in all), at their average power: the energy spread evenly over them, since how it varied within is unknown.",
     );
     expect(d.notes.filter((n) => n.startsWith('Reads of'))).toHaveLength(1);
     expect(renderReport(d)).toContain('Reads of dram-0 failed in 600.0 ms');
+  });
+
+  it('draws an interval exactly where a failed read was followed by good ones before its end', () => {
+    // One failed read in every 200 ms poll (1 in 200 at 1 ms), each followed by good reads: every
+    // interval was marked failed and drawn with no figure, blanking the power and thread charts.
+    const f = readsSampler();
+    const main = { tid: 10, pid: 10, name: 'main', joules: 0, onCpuNs: 0 };
+    f.state.threads = [main];
+    f.state.held = [false, false];
+    let c = new ReportCollector(f.sampler, { periodMs: 200 });
+    c.poll();
+    for (let i = 0; i < 10; i++) {
+      f.step([2, 0.4], [1, 0]);
+      main.joules += 1;
+      main.onCpuNs += 1e8;
+      c.poll();
+    }
+    let d = c.data();
+    expect(rounded(d.watts[0])).toEqual(new Array(10).fill(10));
+    expect(rounded(d.threads[0].joules)).toEqual(new Array(10).fill(1));
+    const html = renderReport(d);
+    expect(paths(html, 'power', 'line').map((p) => p.split('M').length - 1)).toEqual([1, 1]);
+    expect(paths(html, 'threads', 'area').map((p) => p.split('M').length - 1)).toEqual([1]);
+    expect(d.notes.join(' ')).not.toContain('has no figure');
+    // Held at a point (its latest read failed), then brought by the next: spread over both.
+    f.state.held = [true, false];
+    f.step([1, 0.4], [3, 0]);
+    c.poll();
+    f.state.held = [false, false];
+    f.step([3, 0.4], [1, 0]);
+    c.poll();
+    d = c.data();
+    expect(rounded(d.watts[0].slice(10))).toEqual([10, 10]);
+
+    // A sampler that does not say whether the latest read failed: one that failed and recovered
+    // in the run's last interval (the total moved) leaves its figure, and no false note.
+    f.state.held = undefined;
+    const g = readsSampler('off');
+    c = new ReportCollector(g.sampler, { periodMs: 200 });
+    c.poll();
+    for (let i = 0; i < 5; i++) {
+      g.step([2, 0.4], [i === 4 ? 1 : 0, 0]);
+      c.poll();
+    }
+    c.stop();
+    d = c.data();
+    expect(rounded(d.watts[0])).toEqual([10, 10, 10, 10, 10]);
+    expect(d.notes.join(' ')).not.toContain('has no figure');
   });
 
   it("spreads the threads' energy of a failing primary domain over the stretch as its power", () => {
@@ -1217,6 +1269,28 @@ describe('ReportCollector attribution over several runs', () => {
     expect(marked).toContain("The last of the report's 2 runs only");
   });
 
+  it("leaves out of the bar what attribution() counted before the collector's first point", () => {
+    // attribution() counts from the run's start(); the charts from the collector's first point.
+    // Started 1.5 s into a run, a collector drew 0.5 s and 9.9 J under a bar of 48.9 J.
+    const f = readsSampler();
+    f.step([2, 0.4]);
+    f.state.attribution = { total: 30, process: 10, baseline: 5, other: 15 };
+    const c = new ReportCollector(f.sampler, { periodMs: 200 }).start();
+    f.step([2, 0.4]);
+    f.state.attribution = { total: 32, process: 11, baseline: 5.5, other: 15.5 };
+    c.stop();
+    f.endRun();
+    expect(c.data().attribution).toEqual({ total: 2, process: 1, baseline: 0.5, other: 0.5, domains: ['package'] });
+    // A later run is charted from its start, as attribution() counts it: all of it.
+    f.restart();
+    f.state.attribution = { total: 0, process: 0, baseline: 0, other: 0 };
+    c.start();
+    f.step([2, 0.4]);
+    f.state.attribution = { total: 4, process: 2, baseline: 1, other: 1 };
+    c.stop();
+    expect(c.data().attribution).toEqual({ total: 6, process: 3, baseline: 1.5, other: 1.5, domains: ['package'] });
+  });
+
   it('counts a run the collector was stopped in before the sampler, started again for the next', () => {
     const f = readsSampler();
     const c = new ReportCollector(f.sampler, { periodMs: 200 }).start();
@@ -1275,6 +1349,21 @@ describe('ReportCollector attribution over several runs', () => {
 });
 
 describe('renderReport, series and records it drew wrong', () => {
+  // The axis bottoms at 1e-9 J: a positive record below it was drawn left of the axis, over the
+  // labels (M-285.8 for 1e-13 J), once the clamp went with the 0 J change.
+  it('draws a positive record below the axis at its floor', () => {
+    const records = [
+      { label: 'GET /a', joules: 1e-13, t: 1, durationMs: 1 },
+      { label: 'GET /a', joules: 2e-3, t: 1.5, durationMs: 1 },
+      { label: 'GET /a', joules: 3e-3, t: 1.6, durationMs: 1 },
+    ];
+    const sec = section(renderReport(report({ records })), 'records');
+    const axisX = Number(/<line class="grid" x1="([\d.]+)"/.exec(sec)![1]);
+    const xs = [...sec.matchAll(/<path class="data dots"[^>]*d="([^"]*)"/g)].flatMap((m) => [...m[1].matchAll(/M(-?[\d.]+),/g)].map((x) => Number(x[1]) + 1.5));
+    expect(xs).toHaveLength(3);
+    expect(Math.min(...xs)).toBeCloseTo(axisX, 1);
+  });
+
   // A first run one polling interval long was a bare "M x,y" in the paths: drawn as nothing.
   it('draws a stretch of one interval as a step, the first run included', () => {
     const main = { tid: 10, pid: 10, name: 'main', joules: 0, onCpuNs: 0 };

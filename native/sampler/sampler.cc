@@ -109,10 +109,12 @@ std::unique_ptr<Sampler> Sampler::create(const SamplerConfig& cfg, SamplerError*
   s->totals_.reset(new std::atomic<uint64_t>[nd]);
   s->domainReadErrors_.reset(new std::atomic<uint64_t>[nd]);
   s->domainRead_.reset(new std::atomic<bool>[nd]);
+  s->held_.reset(new std::atomic<bool>[nd]);
   for (size_t d = 0; d < nd; d++) {
     s->totals_[d].store(0);
     s->domainReadErrors_[d].store(0);
     s->domainRead_[d].store(false);
+    s->held_[d].store(false);
   }
   s->changePeriods_.reset(new std::atomic<uint64_t>[kPeriodWindow]);
   for (size_t i = 0; i < kPeriodWindow; i++) s->changePeriods_[i].store(0);
@@ -240,6 +242,7 @@ bool Sampler::start(SamplerError* err) {
     totals_[d].store(0);
     domainReadErrors_[d].store(readings_[d].failed ? 1 : 0);
     domainRead_[d].store(!readings_[d].failed);
+    held_[d].store(false);
   }
   if (attribution_) attribution_->reset();
   if (spans_) spans_->reset();
@@ -555,18 +558,25 @@ void Sampler::sample(uint64_t now, uint32_t flags, bool forceAttribution) {
   const uint32_t ts = totalsSeq_.load(std::memory_order_relaxed);
   totalsSeq_.store(ts + 1, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_release);
-  for (size_t d = 0; d < nd; d++) totals_[d].store(prevTicks_[d] - baseTicks_[d], std::memory_order_relaxed);
+  for (size_t d = 0; d < nd; d++) {
+    totals_[d].store(prevTicks_[d] - baseTicks_[d], std::memory_order_relaxed);
+    held_[d].store(readings_[d].failed, std::memory_order_relaxed);
+  }
   lastSampleNs_.store(now, std::memory_order_relaxed);
   totalsSeq_.store(ts + 2, std::memory_order_release);
 }
 
-void Sampler::totals(std::vector<uint64_t>* ticks, uint64_t* timeNs, uint64_t* startNs) const {
+void Sampler::totals(std::vector<uint64_t>* ticks, uint64_t* timeNs, uint64_t* startNs, std::vector<uint8_t>* held) const {
   ticks->resize(readings_.size());
+  if (held) held->resize(readings_.size());
   for (int attempt = 0;; attempt++) {
     const uint32_t before = totalsSeq_.load(std::memory_order_acquire);
     if (!(before & 1)) {
       *timeNs = lastSampleNs_.load(std::memory_order_relaxed);
       for (size_t d = 0; d < readings_.size(); d++) (*ticks)[d] = totals_[d].load(std::memory_order_relaxed);
+      if (held) {
+        for (size_t d = 0; d < readings_.size(); d++) (*held)[d] = held_[d].load(std::memory_order_relaxed);
+      }
       std::atomic_thread_fence(std::memory_order_acquire);
       if (totalsSeq_.load(std::memory_order_relaxed) == before) break;
     }

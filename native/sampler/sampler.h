@@ -128,7 +128,9 @@ class Sampler {
   uint64_t callbacksSettled() const { return spans_ ? spans_->callbacksSettled() : 0; }
 
   // Ticks since start() per domain, and the time of the sample they belong to.
-  void totals(std::vector<uint64_t>* ticks, uint64_t* timeNs, uint64_t* startNs) const;
+  // held (optional): per domain, whether the latest read failed, so that its total stands at its
+  // last good read's (taken with the totals, under the same seqcount).
+  void totals(std::vector<uint64_t>* ticks, uint64_t* timeNs, uint64_t* startNs, std::vector<uint8_t>* held = nullptr) const;
   void timing(SamplerTimingStats* out) const;
   void trackerStats(TrackerStats* out) const;
   // Benchmarks only: takes n real samples on the calling thread while stopped, as fast as it can.
@@ -204,7 +206,9 @@ class Sampler {
   // Shared with JavaScript readers.
   std::unique_ptr<std::atomic<uint64_t>[]> totals_;
   std::atomic<uint64_t> lastSampleNs_{0};
-  std::atomic<uint32_t> totalsSeq_{0};  // odd while totals_ and lastSampleNs_ are being written
+  std::atomic<uint32_t> totalsSeq_{0};  // odd while totals_, held_ and lastSampleNs_ are being written
+  // Per domain: its latest read failed (its total is its last good read's).
+  std::unique_ptr<std::atomic<bool>[]> held_;
   std::atomic<uint64_t> startNs_{0};
   std::atomic<uint64_t> stopNs_{0};
   std::atomic<uint64_t> samples_{0};

@@ -37,12 +37,20 @@ interface Point {
   reads?: number[];
 }
 
-// A domain's reads in an interval (stats().timing.byDomain): some failed, the counter held at its
-// last value and its energy delayed to the next good read; or some failed where energy may be
-// lost, not delayed (a counter started again, or the domain has had no good read in its run, and
-// counts from its first one). The larger wins where points are folded together.
+// A domain's reads in an interval, as flags: some failed (stats().timing.byDomain's readErrors);
+// the latest read at the interval's end failed (totals().readings[].held), so that its total there
+// is its last good read's and the energy since comes with its next good read; or some failed where
+// energy may be lost, not delayed (a counter started again, or the domain has had no good read in
+// its run, and counts from its first one). Only READ_HELD and READ_LOST make an interval's figure
+// wrong: a read that failed and was followed by a good one before the interval ended delayed its
+// energy within the interval alone (one failed read a poll, 1 in 200 at 1 ms, blanked the chart).
 const READ_FAILED = 1;
-const READ_LOST = 2;
+const READ_HELD = 2;
+const READ_LOST = 4;
+const WRONG = READ_HELD | READ_LOST;
+
+// The reads of `b`'s interval after `a`'s, as one: held as at the later end, the rest of either.
+const mergeReads = (a: number, b: number): number => ((a | b) & ~READ_HELD) | (b & READ_HELD);
 
 /** The parts of the attribution bar, as `data({ attribution })` takes them. */
 type AttributionParts = { total: number; process: number; baseline: number; other: number; domains: string[] };
@@ -206,12 +214,20 @@ export class ReportCollector {
   // Each domain's failed reads, and the counter restarts, of the run read last, as of its last
   // point: stats() counts them per run, and each point stores what rose since.
   #readErrorsBefore: number[] = [];
+  // Each domain unread at the last point: its first good read since counts from there, so the
+  // interval it came in lost the energy before it.
+  #unreadBefore: boolean[] = [];
   #restartsBefore = 0;
   // The runs seen, and sampler.attribution() (which starts afresh at each start()) summed over
   // those that ended, plus the latest figures of the run read last: the bar covers every run, as
   // the charts do. Taken at each run's end and at stop(); a run the collector stopped before the
   // sampler counts up to the collector's stop(), where its charts end.
   #runs = 0;
+  // sampler.attribution() at the collector's first point, where that came after its run began:
+  // the charts start at that point, and attribution() counts from the run's start() (a collector
+  // started 1.5 s into a run drew 0.5 s and 9.9 J, under a bar of 48.9 J). Later runs are charted
+  // from their start, as attribution() counts them.
+  #attributionBase: { run: bigint; parts: AttributionParts } | undefined;
   #attributionSum: AttributionParts | undefined;
   #runAttribution: AttributionParts | undefined;
 
@@ -270,6 +286,14 @@ export class ReportCollector {
     this.#startNs ??= totals.startNs;
     const newRun = totals.startNs !== this.#run;
     if (newRun) {
+      if (this.#run === undefined && this.#hasThreads) {
+        try {
+          const a = this.#sampler.attribution();
+          if (a.startNs === undefined || a.startNs === totals.startNs) this.#attributionBase = { run: totals.startNs, parts: partsOf(a) };
+        } catch {
+          // Closed: nothing more to take from it.
+        }
+      }
       this.#runs++;
       // The last run's figures are final: its attribution joins the sum.
       if (this.#runAttribution !== undefined) this.#attributionSum = addAttribution(this.#attributionSum, this.#runAttribution);
@@ -296,26 +320,34 @@ export class ReportCollector {
       records: 0,
     };
     if (this.#hasThreads) this.#threadDeltas(point, newRun);
-    this.#readStates(point, newRun);
+    const last = this.#points[this.#points.length - 1];
+    this.#readStates(point, newRun, totals.readings, newRun || last === undefined ? this.#before : last.joules);
     this.#add(point);
   }
 
   // Marks the domains whose reads failed since the last point (the point starting a run: since
-  // its start). One stats() a poll, some 70 µs every periodMs: off the sampler's loop.
-  #readStates(point: Point, newRun: boolean): void {
+  // its start), and those whose latest read failed (held at this point). One stats() a poll, some
+  // 70 µs every periodMs: off the sampler's loop.
+  #readStates(point: Point, newRun: boolean, readings: ReadonlyArray<{ joules: number; held?: boolean }>, before: number[]): void {
     // A Sampler of another copy of jouletrace may not count failed reads per domain.
     const timing = this.#sampler.stats().timing as Partial<ReturnType<Sampler['stats']>['timing']> | undefined;
     const byDomain = timing?.byDomain;
     if (!Array.isArray(byDomain)) return;
     const restarts = timing?.counterRestarts ?? 0;
-    const before = newRun ? [] : this.#readErrorsBefore;
+    const errorsBefore = newRun ? [] : this.#readErrorsBefore;
+    const unreadBefore = newRun ? [] : this.#unreadBefore;
     const restarted = restarts > (newRun ? 0 : this.#restartsBefore);
     byDomain.forEach((b, d) => {
-      const failed = b.readErrors > (before[d] ?? 0);
-      if (!failed && !b.unread) return;
+      const failed = b.readErrors > (errorsBefore[d] ?? 0);
+      if (!failed && !b.unread && unreadBefore[d] !== true) return;
+      // A Sampler of another copy of jouletrace may not say whether the latest read failed: held
+      // where reads failed and the total did not move since the last point.
+      const r = readings[d];
+      const held = typeof r?.held === 'boolean' ? r.held : failed && point.joules[d] === (before[d] ?? 0);
       point.reads ??= new Array<number>(point.joules.length).fill(0);
-      point.reads[d] = b.unread || restarted ? READ_LOST : READ_FAILED;
+      point.reads[d] = b.unread || unreadBefore[d] === true || restarted ? READ_LOST : READ_FAILED | (held ? READ_HELD : 0);
     });
+    this.#unreadBefore = byDomain.map((b) => b.unread);
     this.#readErrorsBefore = byDomain.map((b) => b.readErrors);
     this.#restartsBefore = restarts;
   }
@@ -326,8 +358,9 @@ export class ReportCollector {
     try {
       // Only the run the collector read: the sampler may have started another since.
       if (this.#sampler.totals().startNs !== this.#run) return;
-      const a = this.#sampler.attribution();
-      this.#runAttribution = { total: a.total, process: a.process, baseline: a.baseline, other: a.other, domains: [...a.domains] };
+      const a = partsOf(this.#sampler.attribution());
+      const base = this.#attributionBase?.run === this.#run ? this.#attributionBase.parts : undefined;
+      this.#runAttribution = base === undefined ? a : subtractAttribution(a, base);
     } catch {
       // Closed: the figures taken last stand.
     }
@@ -609,22 +642,23 @@ export class ReportCollector {
       let spreadS = 0;
       let noneS = 0;
       for (let k = 0; k < n; ) {
-        if (!(state[k] > 0)) {
+        if (state[k] > 0) failedS += measuredS[k];
+        if (!(state[k] & WRONG)) {
           k++;
           continue;
         }
         const a = k;
-        let lost = state[k] === READ_LOST;
-        failedS += measuredS[k];
+        let lost = (state[k] & READ_LOST) !== 0;
         // A stretch ends at a run's end: an interval with time unmeasured holds one.
-        while (k + 1 < n && state[k + 1] > 0 && !(unmeasuredS[k + 1] > 0)) {
+        while (k + 1 < n && state[k + 1] & WRONG && !(unmeasuredS[k + 1] > 0)) {
           k++;
-          lost ||= state[k] === READ_LOST;
+          lost ||= (state[k] & READ_LOST) !== 0;
           failedS += measuredS[k];
         }
-        // The next interval's first read was good: it brought what the stretch held.
-        const brought = !lost && k + 1 < n && !(state[k + 1] > 0) && !(unmeasuredS[k + 1] > 0);
+        // A good read by the next interval's end: it brought what the stretch held.
+        const brought = !lost && k + 1 < n && !(state[k + 1] & WRONG) && !(unmeasuredS[k + 1] > 0);
         const b = brought ? k + 1 : k;
+        if (brought && state[b] > 0) failedS += measuredS[b];
         let s = 0;
         for (let i = a; i <= b; i++) s += measuredS[i];
         const w = brought && s > 0 ? (this.#points[keep[b + 1]].joules[d] - this.#points[keep[a]].joules[d]) / s : NaN;
@@ -708,9 +742,8 @@ export class ReportCollector {
       for (let i = keep[k - 1] + 1; i <= keep[k]; i++) {
         gapS += points[i].gapS;
         records += points[i].records;
-        points[i].reads?.forEach((r, d) => {
-          if (d < domains.length && r > reads[d][k - 1]) reads[d][k - 1] = r;
-        });
+        // Every point, those whose reads all went well too: a later good read ends a hold.
+        for (let d = 0; d < domains.length; d++) reads[d][k - 1] = mergeReads(reads[d][k - 1], points[i].reads?.[d] ?? 0);
       }
       const dt = b.time - a.time;
       const measured = Math.max(0, dt - gapS);
@@ -846,8 +879,18 @@ function combine(a: Point, b: Point): Point {
     threadJoules: [...joules.values()],
     gapS: a.gapS + b.gapS,
     records: a.records + b.records,
-    ...(a.reads || b.reads ? { reads: b.joules.map((_, d) => Math.max(a.reads?.[d] ?? 0, b.reads?.[d] ?? 0)) } : {}),
+    ...(a.reads || b.reads ? { reads: b.joules.map((_, d) => mergeReads(a.reads?.[d] ?? 0, b.reads?.[d] ?? 0)) } : {}),
   };
+}
+
+function partsOf(a: AttributionParts): AttributionParts {
+  return { total: a.total, process: a.process, baseline: a.baseline, other: a.other, domains: [...a.domains] };
+}
+
+// What `a` counts past `base`, as of a later step of the same run (each part only grows).
+function subtractAttribution(a: AttributionParts, base: AttributionParts): AttributionParts {
+  const part = (k: 'total' | 'process' | 'baseline' | 'other') => Math.max(0, a[k] - base[k]);
+  return { total: part('total'), process: part('process'), baseline: part('baseline'), other: part('other'), domains: a.domains };
 }
 
 function addAttribution(sum: AttributionParts | undefined, a: AttributionParts): AttributionParts {

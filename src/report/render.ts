@@ -442,8 +442,10 @@ function distributionChart(d: ReportData): string {
   for (const t of texts) textW = Math.max(textW, textWidth(t.label, LABEL_PX), textWidth(t.sub, SUB_PX), textWidth(t.note, SUB_PX));
   // 10 units either side of the texts.
   const left = Math.max(190, Math.ceil(textW) + 20);
-  // Of positive joules only: 0 J, clamped, was drawn at the lowest tick as if it were that.
-  const x = (j: number) => left + ((Math.log10(j) - dLo) / (dHi - dLo)) * (W - left - M.r);
+  // Of positive joules only: 0 J, clamped, was drawn at the lowest tick as if it were that (it is
+  // counted in the row's text). A positive figure below the axis's floor is drawn at the floor:
+  // unclamped, 1e-13 J lay left of the axis, over the labels.
+  const x = (j: number) => left + ((Math.log10(Math.max(j, 10 ** dLo)) - dLo) / (dHi - dLo)) * (W - left - M.r);
   const parts: string[] = [];
   for (let p = dLo; p <= dHi; p++) {
     parts.push(`<line class="grid" x1="${x(10 ** p).toFixed(1)}" x2="${x(10 ** p).toFixed(1)}" y1="${M.t}" y2="${height - M.b}"/>`);
