@@ -123,18 +123,105 @@ describe('OutputFiles', () => {
 
   // Opened for writing as any file, a FIFO waited for a reader in the main thread, where no signal
   // handler runs: with none, `run --csv FIFO` hung before the command started, deaf to Ctrl-C and
-  // SIGTERM, where a path that cannot be written fails at once.
-  it('fails at once, with 125, on a FIFO that no process reads', () => {
+  // SIGTERM. Failing at once instead broke the writer started before its reader
+  // (`run --csv f -- job & cat f`: 0 lines, 125): it waits, trying again without blocking.
+
+  /**
+   * Resolves once `pid` has loaded the addon, which `run` does after opening its output files
+   * (so a FIFO with no reader is being waited for), or once it has exited.
+   */
+  const pastOpen = async (pid: number, closed: Promise<unknown>) => {
+    let exited = false;
+    void closed.then(() => (exited = true));
+    for (;;) {
+      let maps = '';
+      try {
+        maps = fs.readFileSync(`/proc/${pid}/maps`, 'utf8');
+      } catch {
+        return; // gone
+      }
+      if (exited || maps.includes('jouletrace.node')) return;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+
+  it.each([
+    // The summary, to its last line.
+    ['-o', (text: string) => expect(text.trimEnd()).toMatch(/\n exit status: 0$/)],
+    // Every sample of 300 ms, each line as long as the header.
+    [
+      '--csv',
+      (text: string) => {
+        const lines = text.split('\n');
+        expect(lines[0]).toMatch(/^time_s,seq,/);
+        expect(lines.pop()).toBe('');
+        expect(lines.length).toBeGreaterThan(100);
+        const fields = lines[0].split(',').length;
+        expect(lines.filter((l) => l.split(',').length !== fields)).toEqual([]);
+      },
+    ],
+    ['--html', (text: string) => expect(text.trimEnd()).toMatch(/<\/html>$/)],
+  ])('waits for the reader of a FIFO given to %s that comes after the run started', async (option, whole) => {
+    const fifo = path.join(tmp, `read-later${option}`);
+    execFileSync('mkfifo', [fifo]);
+    const child = spawn(process.execPath, [BIN, 'run', option, fifo, '--', 'sleep', '0.3'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const closed = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+    let reader: net.Socket | undefined;
+    try {
+      await pastOpen(child.pid!, closed);
+      await new Promise((r) => setTimeout(r, 200));
+      // Opened without blocking, as the slow reader's below: a run that failed meanwhile leaves
+      // no open waiting for a writer in the thread pool.
+      reader = new net.Socket({ fd: fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK), readable: true, writable: false });
+      let text = '';
+      reader.on('data', (d: Buffer) => (text += d.toString()));
+      const ended = new Promise<void>((resolve) => reader!.on('end', resolve));
+      expect(await closed, stderr).toBe(0);
+      await ended;
+      whole(text);
+    } finally {
+      reader?.destroy();
+      child.kill('SIGKILL'); // an assertion failed: nothing left behind
+    }
+    expect(leftovers()).toEqual([]);
+  });
+
+  it('ends the run on SIGTERM while it waits for the reader of a FIFO, with 143, the command not run', async () => {
+    const fifo = path.join(tmp, 'never-read');
+    const marker = path.join(tmp, 'ran');
+    execFileSync('mkfifo', [fifo]);
+    const child = spawn(process.execPath, [BIN, 'run', '--csv', fifo, '--', 'touch', marker], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const closed = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+    try {
+      await pastOpen(child.pid!, closed);
+      child.kill('SIGTERM');
+      // Not ended, it waits on: the test's own timeout fails it.
+      expect({ status: await closed, stderr }).toEqual({
+        status: 143,
+        stderr: `jouletrace run: SIGTERM arrived while waiting for a reader of ${fifo}; the command did not run\n`,
+      });
+    } finally {
+      child.kill('SIGKILL');
+    }
+    expect(fs.existsSync(marker)).toBe(false);
+    expect(leftovers()).toEqual([]);
+  });
+
+  it('fails at once on a path that cannot be written, a FIFO with no reader beside it', () => {
+    // Every other path is opened before the FIFO's reader is awaited: no wait for a run that
+    // cannot write its files.
     const fifo = path.join(tmp, 'unread');
     execFileSync('mkfifo', [fifo]);
-    for (const option of ['-o', '--csv', '--html']) {
-      const r = spawnSync(process.execPath, [BIN, 'run', option, fifo, '--', 'true'], { encoding: 'utf8', timeout: 10_000, killSignal: 'SIGKILL' });
-      expect({ option, status: r.status, stderr: r.stderr }).toEqual({
-        option,
-        status: 125,
-        stderr: `jouletrace run: cannot write ${fifo}: it is a FIFO with no reader: start the process that reads it first\n`,
-      });
-    }
+    const missing = path.join(tmp, 'no-such-dir', 'summary.json');
+    const r = spawnSync(process.execPath, [BIN, 'run', '--csv', fifo, '-o', missing, '--', 'true'], { encoding: 'utf8', timeout: 10_000, killSignal: 'SIGKILL' });
+    expect({ status: r.status, stderr: r.stderr }).toEqual({
+      status: 125,
+      stderr: `jouletrace run: cannot write ${missing}: ENOENT: no such file or directory, open '${missing}'\n`,
+    });
     expect(leftovers()).toEqual([]);
   });
 

@@ -177,6 +177,15 @@ export async function demoCommand(argv: string[]): Promise<number> {
     err.write(`jouletrace demo: ${(e as Error).message}\n`);
     return 1;
   }
+  // A FIFO with no reader yet is waited for; a signal ends the wait (the files' own handler
+  // removes what was made and raises it again).
+  try {
+    await files.waitForReaders();
+  } catch (e) {
+    files.discard();
+    err.write(`jouletrace demo: ${(e as Error).message}\n`);
+    return 1;
+  }
 
   if (!opts['no-probe']) out.write(formatProbe(probeInFlagWords(await probe(paths), FLAGS)) + '\n');
 

@@ -28,7 +28,10 @@ export const TERMINAL_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGQUIT',
 interface OutputFile {
   /** The path given, as the user wrote it (messages name it). */
   file: string;
+  /** -1 while a FIFO waits for its reader (waitForReaders()). */
   fd: number;
+  /** A FIFO that had no reader when opened: the flags to open it with once one comes. */
+  awaitingReader?: number;
   /** Where the content goes until commit(); undefined where the file is written in place. */
   temp?: string;
   /** The file the temporary one replaces: the given path with links resolved. */
@@ -88,7 +91,8 @@ export class OutputFiles<K extends string> {
    * place and renamed over it by commit(). Written in place: /dev/stdout, /dev/fd/N and
    * /proc/self/fd/N (through that descriptor), another process's /proc/PID/fd/N (appended to),
    * devices and FIFOs, a dangling link, a file with other hard links, and a writable file in a
-   * directory this process cannot create files in.
+   * directory this process cannot create files in. A FIFO with no reader yet is opened by
+   * waitForReaders(), which the caller awaits next.
    * Throws an Error naming the file that cannot be opened, and leaves nothing behind.
    */
   static open<K extends string>(paths: Partial<Record<K, string>>): OutputFiles<K> {
@@ -122,6 +126,50 @@ export class OutputFiles<K extends string> {
 
   fd(name: K): number | undefined {
     return this.#files.get(name)?.fd;
+  }
+
+  /** The FIFOs that had no reader when opened, as given: waitForReaders() waits for them. */
+  awaitingReaders(): string[] {
+    return [...this.#files.values()].filter((f) => f.awaitingReader !== undefined).map((f) => f.file);
+  }
+
+  /**
+   * Waits until each FIFO that had no reader when opened has one, as a blocking open would, but
+   * trying again every FIFO_RETRY_MS without blocking: a blocking open waited in the main thread,
+   * where no signal handler runs, deaf to Ctrl-C and SIGTERM. Resolves false, at the next try,
+   * once `stop` is aborted (a signal arrived: the caller discards the files). Rejects with an
+   * Error naming the file where opening fails otherwise (the FIFO removed meanwhile).
+   */
+  async waitForReaders(stop?: AbortSignal): Promise<boolean> {
+    for (;;) {
+      if (stop?.aborted) return false;
+      let waiting = false;
+      for (const f of this.#files.values()) {
+        if (f.awaitingReader === undefined) continue;
+        let fd: number | undefined;
+        try {
+          fd = openFifo(f.file, f.awaitingReader);
+        } catch (e) {
+          const gone = (e as NodeJS.ErrnoException).code === 'ENOENT' ? ' (removed while its reader was awaited)' : '';
+          throw new Error(`cannot write ${f.file}: ${(e as Error).message}${gone}`);
+        }
+        if (fd === undefined) waiting = true;
+        else {
+          f.fd = fd;
+          f.awaitingReader = undefined;
+        }
+      }
+      if (!waiting) return true;
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          stop?.removeEventListener('abort', done);
+          resolve();
+        };
+        const timer = setTimeout(done, FIFO_RETRY_MS);
+        stop?.addEventListener('abort', done);
+      });
+    }
   }
 
   /**
@@ -264,7 +312,7 @@ export class OutputFiles<K extends string> {
 function closeOnce(f: OutputFile): void {
   if (f.handedOver) return;
   f.handedOver = true;
-  if (!f.own) fs.closeSync(f.fd);
+  if (!f.own && f.fd >= 0) fs.closeSync(f.fd);
 }
 
 /**
@@ -452,7 +500,11 @@ function isLink(file: string): boolean {
 function inPlace(file: string, mode: 'append' | 'overwrite'): OutputFile {
   // No O_TRUNC: until its content is written, the file keeps what it had.
   const flags = mode === 'append' ? fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_APPEND : fs.constants.O_WRONLY | fs.constants.O_CREAT;
-  const fd = isFifo(file) ? openFifo(file, flags) : fs.openSync(file, flags, 0o666);
+  if (isFifo(file)) {
+    const fd = openFifo(file, flags);
+    return fd === undefined ? { file, fd: -1, awaitingReader: flags, handedOver: false, written: 0 } : { file, fd, handedOver: false, written: 0 };
+  }
+  const fd = fs.openSync(file, flags, 0o666);
   return { file, fd, handedOver: false, written: 0, cutAtCommit: mode === 'overwrite' && fs.fstatSync(fd).isFile() };
 }
 
@@ -465,24 +517,34 @@ function isFifo(file: string): boolean {
 }
 
 /**
- * Opens a FIFO (or a pipe named by /proc/PID/fd/N) for writing. Opened as any file, it waited for
- * a reader in the main thread, where no signal handler runs: with no reader, the run hung before
- * the command started, deaf to Ctrl-C and SIGTERM. Opened without blocking first, one with no
- * reader fails at once (ENXIO); one with a reader is opened again, blocking, which returns at
- * once as it has a reader: its writes wait for a slow reader, as a pipe on stdout does, rather
- * than fail with EAGAIN. (A reader that closes between the two opens leaves the second waiting
- * for the next, as before.)
+ * How often waitForReaders() tries a FIFO again: a reader that comes waits this long at most for
+ * the run to start, and a signal is acted on at once (it ends the wait between tries).
  */
-function openFifo(file: string, flags: number): number {
+const FIFO_RETRY_MS = 25;
+
+/**
+ * Opens a FIFO (or a pipe named by /proc/PID/fd/N) for writing, or returns undefined where it has
+ * no reader (ENXIO) for waitForReaders() to try again. Opened as any file, it waited for a reader
+ * in the main thread, where no signal handler runs: with no reader, the run hung before the
+ * command started, deaf to Ctrl-C and SIGTERM. Opened without blocking first, one with no reader
+ * fails at once; one with a reader is opened again, blocking, which returns at once as it has a
+ * reader: its writes wait for a slow reader, as a pipe on stdout does, rather than fail with
+ * EAGAIN. (A reader that closes between the two opens leaves the second waiting for the next,
+ * as before.) Without O_CREAT: a FIFO removed while its reader was awaited is an error
+ * (ENOENT), not a regular file made in its place.
+ * Permissions are checked before readers, so a FIFO this process may not write fails at once.
+ */
+function openFifo(file: string, flags: number): number | undefined {
+  const noCreate = flags & ~fs.constants.O_CREAT;
   let probe: number;
   try {
-    probe = fs.openSync(file, flags | fs.constants.O_NONBLOCK);
+    probe = fs.openSync(file, noCreate | fs.constants.O_NONBLOCK);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENXIO') throw new Error('it is a FIFO with no reader: start the process that reads it first');
+    if ((e as NodeJS.ErrnoException).code === 'ENXIO') return undefined;
     throw e;
   }
   try {
-    return fs.openSync(file, flags);
+    return fs.openSync(file, noCreate);
   } finally {
     fs.closeSync(probe);
   }

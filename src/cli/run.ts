@@ -101,10 +101,10 @@ background job) stays ignored, by jouletrace and by the command, and is not pass
 started as a program, \`jouletrace\`: \`node bin/jouletrace.js\`, npx and npm exec cannot tell).
 Output files are written beside their place and moved there at the end: an existing file is
 left as it was when the run fails (/dev/stdout, /dev/stderr and /proc/self/fd/N are written
-through that descriptor). A FIFO needs its reader there first: with none, the run fails
-(125). A signal not listed above that kills (SIGKILL, SIGPROF, SIGXCPU, a crash's SIGSEGV or
-SIGABRT) leaves the temporary files (.jouletrace-PID-*) behind, and a command in a group of its
-own running.
+through that descriptor). A FIFO with no reader yet is waited for before the command starts
+(a signal ends the wait: 128 + N, the command not run). A signal not listed above that kills
+(SIGKILL, SIGPROF, SIGXCPU, a crash's SIGSEGV or SIGABRT) leaves the temporary files
+(.jouletrace-PID-*) behind, and a command in a group of its own running.
 `;
 
 const SPECS: OptionSpec[] = [
@@ -718,6 +718,35 @@ export async function runCommand(argv: string[]): Promise<number> {
     files.discard();
     err.write(`jouletrace run: ${inFlagWords((e as Error).message, FLAGS)}\n`);
     return EXIT_INTERNAL;
+  }
+
+  // A FIFO with no reader yet is waited for, as a blocking open did (a writer started before
+  // its reader: `run --csv f -- job & cat f`), once every other path is known to be writable,
+  // with these handlers on: blocking, the open let no signal end the run.
+  if (files.awaitingReaders().length > 0) {
+    let signal: NodeJS.Signals | undefined;
+    const stop = new AbortController();
+    const onSignal = (sig: NodeJS.Signals) => {
+      signal ??= sig;
+      stop.abort();
+    };
+    const waitSignals = notIgnored(FATAL_SIGNALS);
+    for (const sig of waitSignals) process.on(sig, onSignal);
+    try {
+      await files.waitForReaders(stop.signal);
+    } catch (e) {
+      files.discard();
+      err.write(`jouletrace run: ${(e as Error).message}\n`);
+      return EXIT_INTERNAL;
+    } finally {
+      for (const sig of waitSignals) process.off(sig, onSignal);
+    }
+    if (signal !== undefined) {
+      const fifos = files.awaitingReaders().join(', ');
+      files.discard();
+      err.write(`jouletrace run: ${signal} arrived ${fifos ? `while waiting for a reader of ${fifos}` : 'before the command started'}; the command did not run\n`);
+      return exitStatus(null, signal);
+    }
   }
 
   // The command starts behind a tiny shell that waits for a line on a pipe from jouletrace, then
