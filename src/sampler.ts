@@ -963,7 +963,7 @@ export class Sampler {
 
   /** Energy attributed to each tracked thread since start(), highest first. */
   threads(): ThreadEnergy[] {
-    return this.threadsAt('threads()').threads;
+    return this.threadsAt().threads;
   }
 
   /**
@@ -971,9 +971,9 @@ export class Sampler {
    * with them): its time, which rates over a refresh divide by (see Attribution's timeNs), and
    * whether a primary domain's intervals were held there (see Attribution's byDomain[].held).
    */
-  threadsAt(method = 'threads()'): { timeNs: bigint; held: boolean; threads: ThreadEnergy[] } {
+  threadsAt(): { timeNs: bigint; held: boolean; threads: ThreadEnergy[] } {
     this.#check();
-    this.#requireThreads(method);
+    this.#requireThreads('threads()');
     const estimated = this.domains.some((d) => d.estimated);
     const { timeNs, held, rows } = this.#handle.threads();
     const threads = rows

@@ -641,6 +641,27 @@ while True:
 });
 
 const domain = (name: string, watts: number | null, more: Partial<TopDomain> = {}): TopDomain => ({ name, watts, readErrors: 0, averagedS: null, lost: false, ...more });
+// A --pid frame of one package domain at 12 W, every figure known: tests set what they are about.
+const threadsFrame = (more: Partial<TopFrame>): TopFrame => ({
+  time: '2025-01-01T12:00:00.000Z',
+  mode: 'threads',
+  pid: 1,
+  source: 'model',
+  estimated: true,
+  sort: 'watts',
+  domains: [domain('package-0', 12)],
+  samples: 500,
+  readErrors: 0,
+  tracked: { watts: 3, baselineWatts: 5, otherWatts: 4, droppedThreads: 0 },
+  rowsAveragedS: null,
+  noAttributionStep: false,
+  sampler: { rateHz: 500, jitterP99Us: 80, dropped: 0, late: 0, cpuPercent: 1, backend: 'bpf' },
+  countersStillS: null,
+  rows: [],
+  rest: null,
+  exited: null,
+  ...more,
+});
 
 describe('renderFrame', () => {
   const frame: TopFrame = {
@@ -941,25 +962,16 @@ describe('ProcessShares, reads failing', () => {
 });
 
 describe('renderFrame, reads failing', () => {
-  const frame: TopFrame = {
-    time: '2025-01-01T12:00:00.000Z',
-    mode: 'threads',
-    pid: 1,
+  const frame = threadsFrame({
     source: 'powercap',
     estimated: false,
-    sort: 'watts',
     domains: [domain('package-0', null, { readErrors: 125 }), domain('dram-0', 1.25)],
     samples: 125,
     readErrors: 125,
     tracked: { watts: null, baselineWatts: null, otherWatts: null, droppedThreads: 0 },
-    rowsAveragedS: null,
-    noAttributionStep: false,
-    sampler: { rateHz: 500, jitterP99Us: 80, dropped: 0, late: 0, cpuPercent: 1, backend: 'bpf' },
-    countersStillS: null,
     rows: [{ id: 7, name: 'w', cpu: 50, watts: null, joules: 1 }],
-    rest: null,
     exited: { cpu: 0, watts: null, joules: 0 },
-  };
+  });
 
   it('names the domains whose reads failed and shows n/a, not 0 W', () => {
     const text = renderFrame(frame, 80, 24, false).join('\n');
@@ -1003,25 +1015,9 @@ describe('display width', () => {
   });
 
   it('never draws rows of wide names wider than the terminal', () => {
-    const f: TopFrame = {
-      time: '2025-01-01T12:00:00.000Z',
-      mode: 'threads',
-      pid: 1,
-      source: 'model',
-      estimated: true,
-      sort: 'watts',
-      domains: [domain('package-0', 12)],
-      samples: 500,
-      readErrors: 0,
-      tracked: { watts: 3, baselineWatts: 5, otherWatts: 4, droppedThreads: 0 },
-      rowsAveragedS: null,
-      noAttributionStep: false,
-      sampler: { rateHz: 500, jitterP99Us: 80, dropped: 0, late: 0, cpuPercent: 1, backend: 'bpf' },
-      countersStillS: null,
+    const f = threadsFrame({
       rows: ['日本語スレ', 'ｗｏｒｋｅｒ－１２３', 'e\u0301crire', '🔥🔥🔥'].map((name, i) => ({ id: 100 + i, name, cpu: 1, watts: 1, joules: 1 })),
-      rest: null,
-      exited: null,
-    };
+    });
     for (const width of [40, 50, 60, 80]) {
       const lines = renderFrame(f, width, 24, false);
       for (const l of lines) expect(displayWidth(l), l).toBeLessThanOrEqual(width);
@@ -1047,25 +1043,10 @@ describe('keys', () => {
 describe('renderBlock', () => {
   // Off a terminal a block showed 16 rows at most and dropped the footer: nothing said rows were missing.
   it('lists every row, with no key help', () => {
-    const f: TopFrame = {
-      time: '2025-01-01T12:00:00.000Z',
-      mode: 'threads',
-      pid: 1,
-      source: 'model',
-      estimated: true,
-      sort: 'watts',
-      domains: [domain('package-0', 12)],
-      samples: 500,
-      readErrors: 0,
-      tracked: { watts: 3, baselineWatts: 5, otherWatts: 4, droppedThreads: 0 },
-      rowsAveragedS: null,
-      noAttributionStep: false,
-      sampler: { rateHz: 500, jitterP99Us: 80, dropped: 0, late: 0, cpuPercent: 1, backend: 'bpf' },
-      countersStillS: null,
+    const f = threadsFrame({
       rows: Array.from({ length: 40 }, (_, i) => ({ id: i + 1, name: `t${i}`, cpu: 1, watts: 1, joules: 1 })),
-      rest: null,
       exited: { cpu: 0, watts: 0, joules: 0 },
-    };
+    });
     const lines = renderBlock(f);
     expect(lines.filter((l) => /^ +\d+ {2}t\d+ /.test(l))).toHaveLength(40);
     expect(lines.join('\n')).not.toContain('q quit');

@@ -445,13 +445,15 @@ void Sampler::sample(uint64_t now, uint32_t flags, bool forceAttribution) {
   bool readFailed = false;
   for (size_t d : primaryDomains_) readFailed = readFailed || readings_[d].failed;
   bool changed = false;
+  bool anyRead = false;  // see the still stretch below
   for (size_t d = 0; d < nd; d++) {
     // Per domain, for stats() and calibrateBaseline(): a dram zone that fails must not stand for
     // the package's reads, nor one that never read pass for a 0 J measurement.
     if (readings_[d].failed) {
       domainReadErrors_[d].fetch_add(1, std::memory_order_relaxed);
-    } else if (!domainRead_[d].load(std::memory_order_relaxed)) {
-      domainRead_[d].store(true, std::memory_order_relaxed);
+    } else {
+      anyRead = true;
+      if (!domainRead_[d].load(std::memory_order_relaxed)) domainRead_[d].store(true, std::memory_order_relaxed);
     }
     uint64_t ticks = readings_[d].ticks;
     uint64_t delta = ticks >= prevTicks_[d] ? ticks - prevTicks_[d] : 0;
@@ -474,8 +476,6 @@ void Sampler::sample(uint64_t now, uint32_t flags, bool forceAttribution) {
   // the counters where the reads had failed), and the stretch of good reads before it ends
   // there. Where some domains still read, they say whether the counters moved: one domain that
   // kept failing (a dram zone, another package) hid a package that stood still for good.
-  bool anyRead = false;
-  for (size_t d = 0; d < nd && !anyRead; d++) anyRead = !readings_[d].failed;
   if (changed || !anyRead) {
     const uint64_t still = now - lastAnyChangeNs_.load(std::memory_order_relaxed);
     if (still > longestStillNs_.load(std::memory_order_relaxed)) longestStillNs_.store(still, std::memory_order_relaxed);

@@ -181,11 +181,9 @@ class SamplerHandle : public Napi::ObjectWrap<SamplerHandle> {
     sampler_->totals(&ticks, &timeNs, &startNs, &held);
     Napi::Object o = Napi::Object::New(env);
     Napi::Array t = Napi::Array::New(env, ticks.size());
-    Napi::Array h = Napi::Array::New(env, held.size());
     for (size_t i = 0; i < ticks.size(); i++) t.Set(uint32_t(i), Napi::BigInt::New(env, ticks[i]));
-    for (size_t i = 0; i < held.size(); i++) h.Set(uint32_t(i), held[i] != 0);
     o.Set("ticks", t);
-    o.Set("held", h);
+    o.Set("held", heldArray(env, held));
     o.Set("timeNs", Napi::BigInt::New(env, timeNs));
     o.Set("startNs", Napi::BigInt::New(env, startNs));
     return o;

@@ -34,14 +34,13 @@ struct Round {
   bool running = false;
   bool exhausted = false;  // a round found no new thread: no more rounds
   uint64_t takenUp = 0;    // poolTakenUp()'s generation
+  int watchers = 0;        // span engines watching the pool (watchPool())
   std::chrono::steady_clock::time_point deadline, lastArrival;
   uv_work_t jobs[kMaxPoolThreads];
 };
 
 // Bumped (under Round::mu) each time Round::found grows.
 std::atomic<uint64_t> foundGeneration{0};
-// Span engines watching the pool (watchPool()); changed under Round::mu.
-std::atomic<int> watchers{0};
 
 // Never destroyed: at exit, libuv may run a job of a round after static destructors.
 Round& theRound() {
@@ -78,7 +77,7 @@ void arrive(uv_work_t*) {
     r.cv.wait_until(lock, until);
   }
   // Until a watching engine has this round's threads (pool_threads.h, watchPool()).
-  while (watchers.load(std::memory_order_relaxed) > 0 && r.takenUp < foundGeneration.load(std::memory_order_relaxed) &&
+  while (r.watchers > 0 && r.takenUp < foundGeneration.load(std::memory_order_relaxed) &&
          std::chrono::steady_clock::now() < r.deadline) {
     r.cv.wait_until(lock, r.deadline);
   }
@@ -122,7 +121,7 @@ uint64_t foundPoolGeneration() { return foundGeneration.load(std::memory_order_a
 void watchPool(int delta) {
   Round& r = theRound();
   std::lock_guard<std::mutex> lock(r.mu);
-  watchers.fetch_add(delta, std::memory_order_relaxed);
+  r.watchers += delta;
   r.cv.notify_all();  // the last one gone: nothing will take the threads up
 }
 

@@ -583,7 +583,6 @@ int BpfTracker<Build>::fail(TrackerError* err, int e, const std::string& what, c
   }
   if (err) {
     err->code = errnoName(e);
-    // The capabilities were checked before loading: something else refused.
     failure_ = "jouletrace: " + what + " failed: " + strerror(e);
     err->message = failure_ + bpfRefusalRemedy(e, procfsOption_);
     // libbpf's own lines carry its "libbpf: " prefix already; a verifier log's do not.

@@ -97,8 +97,8 @@ job control; there a signal sent to the group reaches it twice (timeout(1) from 
 timeout --foreground). One that arrives while the command is being started (--calibrate
 included) ends the run as well (status 128 + N), the command not run, nothing left behind.
 A signal ignored when jouletrace started (nohup's SIGHUP; SIGINT and SIGQUIT for a script's
-background job) stays ignored, by jouletrace and by the command, and is not passed on (where
-started as a program, \`jouletrace\`: \`node bin/jouletrace.js\`, npx and npm exec cannot tell).
+background job) stays ignored, by jouletrace and by the command, and is not passed on
+(only when started as the program \`jouletrace\`; \`node bin/jouletrace.js\`, npx and npm exec cannot tell).
 Output files are written beside their place and moved there at the end: an existing file is
 left as it was when the run fails (/dev/stdout, /dev/stderr and /proc/self/fd/N are written
 through that descriptor). A FIFO with no reader yet is waited for before the command starts

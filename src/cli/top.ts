@@ -44,8 +44,8 @@ time's share, and "(other: exited, irq)", busy time no process listed accounts f
 (processes that ended during the refresh, interrupts). Above the table: power per domain and
 the sampler's health, and a line when a measured source's counters stood still for a second or
 more (its watts then miss the power drawn meanwhile). A refresh in which a domain's reads
-failed shows n/a for it (and, for the package, for the rows), with a line naming the domains
-and their failed reads; the next good read's energy is then shown as the average over the
+failed shows n/a for it (and for the rows, where it is the primary domain: package, else
+psys), with a line naming the domains and their failed reads; the next good read's energy is then shown as the average over the
 stretch, marked "avg". With --pid, rates are over the time between the attribution steps the
 figures are as of. The clock is local time. Names are shown with control characters as '?'.
 
